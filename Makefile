@@ -1,0 +1,125 @@
+# tiertrain — build, test and install dependencies.
+#
+#   make            build ./tiertrain (release, -O2 -g)
+#   make test       build and run every test, then again under ASan+UBSan;
+#                   ends with "N passed, N failed"
+#   make deps       install the Debian packages the project needs (as root),
+#                   otherwise print the exact apt-get line
+#   make fuzz       build the libFuzzer targets (clang) into build/fuzz/
+#   make demo       the quick-start job on the built-in tiny model
+#   make bench      the IO benchmark on a generated store (see README)
+#   NO_CUDA=1       do not build the CUDA backend even when nvcc is found
+
+CC      ?= cc
+CLANG   ?= clang
+BUILD   ?= build
+OPT     ?= -O2
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
+CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -I. -pthread
+LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lm -pthread
+
+# ---- Debian packages ------------------------------------------------------
+DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev \
+            pkg-config fio clang libclang-rt-dev
+
+# ---- CUDA detection (STYLE.md 12) -----------------------------------------
+ifeq ($(NO_CUDA),1)
+  NVCC :=
+else ifneq ($(NO_CUDA),)
+  ifneq ($(NO_CUDA),0)
+    $(error NO_CUDA must be 0 or 1, not '$(NO_CUDA)')
+  endif
+endif
+ifneq ($(NO_CUDA),1)
+  NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+endif
+ifneq ($(strip $(NVCC)),)
+  CUDA_MSG := CUDA backend: yes ($(NVCC))
+else
+  CUDA_MSG := CUDA backend: no$(if $(filter 1,$(NO_CUDA)), (NO_CUDA=1), (nvcc not found))
+endif
+ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
+  $(info $(CUDA_MSG))
+endif
+
+# ---- sources ----------------------------------------------------------------
+LIB_SRC  := $(sort $(wildcard core/*.c io/*.c sched/*.c kernels/*.c kernels/cpu/*.c))
+TOOL_SRC := $(sort $(wildcard tools/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_SH  := $(sort $(wildcard tests/test_*.sh))
+
+LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
+TOOL_OBJ  = $(TOOL_SRC:%.c=$(B)/%.o)
+
+B := $(BUILD)/rel
+A := $(BUILD)/asan
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+.PHONY: all test deps fuzz demo bench clean
+.SECONDARY:
+all: tiertrain
+
+tiertrain: $(B)/tiertrain
+	@cp $< $@
+
+# release objects
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# sanitizer objects
+$(A)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
+
+$(B)/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(A)/tiertrain: $(LIB_SRC:%.c=$(A)/%.o) $(TOOL_SRC:%.c=$(A)/%.o)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
+
+$(B)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
+
+TESTS_REL  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%)
+
+test: deps $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) fuzz
+	@sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
+
+# ---- fuzzing (libFuzzer needs clang) ----------------------------------------
+FUZZ_SRC := $(sort $(wildcard tests/fuzz_*.c))
+fuzz: $(FUZZ_SRC:tests/%.c=$(BUILD)/fuzz/%)
+$(BUILD)/fuzz/%: tests/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CSTD) -O1 -g -I. -pthread -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
+
+# ---- the quick-start job -----------------------------------------------------
+demo: deps tiertrain
+	@sh tools/demo.sh
+
+bench: deps tiertrain
+	@sh tools/bench_io.sh
+
+# ---- dependencies ------------------------------------------------------------
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "deps: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	else \
+	  echo "deps: missing Debian packages; run as root:"; \
+	  echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
+	fi
+
+clean:
+	rm -rf $(BUILD) tiertrain
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

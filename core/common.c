@@ -1,0 +1,79 @@
+/* core/common.c — assertions, the per-thread error message, size parsing. */
+#include "core/common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+static _Thread_local char g_err[1024];
+
+void tt_assert_fail(const char *expr, const char *file, int line) {
+    fprintf(stderr, "tiertrain: internal error: assertion `%s' failed at %s:%d\n", expr, file, line);
+    fflush(stderr);
+    abort();
+}
+
+void tt_seterr(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    va_end(ap);
+}
+
+const char *tt_lasterr(void) { return g_err; }
+
+int tt_parse_size(const char *s, uint64_t *out) {
+    if (!s || !*s) return -EINVAL;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p)) return -EINVAL;
+    errno = 0;
+    char *end;
+    double v = strtod(p, &end);
+    if (errno || end == p || v < 0) return -EINVAL;
+    uint64_t mul = 1;
+    switch (toupper((unsigned char)*end)) {
+    case '\0': break;
+    case 'K': mul = 1ull << 10; end++; break;
+    case 'M': mul = 1ull << 20; end++; break;
+    case 'G': mul = 1ull << 30; end++; break;
+    case 'T': mul = 1ull << 40; end++; break;
+    default: break;
+    }
+    if (mul > 1 && *end == 'i') end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end != '\0') return -EINVAL;
+    double bytes = v * (double)mul;
+    if (bytes > 1.8e19) return -EINVAL;
+    *out = (uint64_t)bytes;
+    return 0;
+}
+
+char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap) {
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) { v /= 1024.0; u++; }
+    if (u == 0) snprintf(buf, cap, "%llu B", (unsigned long long)n);
+    else snprintf(buf, cap, "%.2f %s", v, units[u]);
+    return buf;
+}
+
+double tt_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void *tt_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) { fprintf(stderr, "tiertrain: out of memory allocating %zu bytes\n", n); abort(); }
+    return p;
+}
+
+void *tt_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) { fprintf(stderr, "tiertrain: out of memory allocating %zu x %zu bytes\n", n, size); abort(); }
+    return p;
+}

@@ -1,0 +1,51 @@
+/* core/common.h — things every folder of tiertrain uses: always-on assertions,
+ * the "last error" message that travels with a -errno return, size parsing and
+ * small helpers for little-endian fixed-width values.
+ *
+ * Two kinds of errors (STYLE.md 6):
+ *   - programming errors: TT_ASSERT, on in every build, prints file:line and aborts;
+ *   - failures the user can cause: the function returns -errno (e.g. -EINVAL for a
+ *     corrupt file) and first calls tt_seterr() with one sentence naming the file or
+ *     option and what to do. The command prints tt_lasterr() and exits non-zero.
+ */
+#ifndef TT_COMMON_H
+#define TT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define TT_ASSERT(cond)                                                        \
+    do {                                                                       \
+        if (!(cond)) tt_assert_fail(#cond, __FILE__, __LINE__);                \
+    } while (0)
+
+_Noreturn void tt_assert_fail(const char *expr, const char *file, int line);
+
+/* Sets this thread's last error message (printf-style). Returns nothing; the
+ * caller returns its -errno code right after. */
+void tt_seterr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* This thread's last error message ("" if none was set). */
+const char *tt_lasterr(void);
+/* Convenience: tt_seterr(...) and return rc (rc is a negative errno). */
+#define TT_FAIL(rc, ...) (tt_seterr(__VA_ARGS__), (rc))
+
+/* Parses a byte size: "4096", "512K", "512M", "20G", "1T" (binary units, an
+ * optional trailing 'B' or "iB"). Returns 0 and sets *out, or -EINVAL. */
+int tt_parse_size(const char *s, uint64_t *out);
+/* Formats a byte count as "1.23 GiB" into buf (at least 32 bytes); returns buf. */
+char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap);
+
+/* Monotonic wall clock in seconds. */
+double tt_now(void);
+
+static inline uint64_t tt_align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+static inline uint64_t tt_div_up(uint64_t x, uint64_t d) { return (x + d - 1) / d; }
+
+/* malloc/calloc that abort on out-of-memory (for small bookkeeping
+ * allocations only; large buffers go through arenas or return -ENOMEM). */
+void *tt_xmalloc(size_t n);
+void *tt_xcalloc(size_t n, size_t size);
+
+#endif

@@ -1,0 +1,37 @@
+/* core/dtype.h — element types of stored tensors and bf16 conversion. */
+#ifndef TT_DTYPE_H
+#define TT_DTYPE_H
+
+#include <stdint.h>
+#include <string.h>
+
+typedef enum tt_dtype {
+    TT_DTYPE_F32 = 1,
+    TT_DTYPE_BF16 = 2,
+    TT_DTYPE_NF4 = 3,   /* NF4, f32 absmax per block of 64 */
+    TT_DTYPE_NF4DQ = 4, /* NF4 with double-quantized absmax */
+} tt_dtype;
+
+/* "f32", "bf16", "nf4", "nf4-dq", or NULL for an unknown value. */
+const char *dtype_name(uint32_t dtype);
+/* Parses "f32" / "bf16" / "nf4" / "nf4-dq"; returns the dtype or 0. */
+uint32_t dtype_parse(const char *s);
+/* Serialized bytes of n values (NF4: nf4_layout_of(n).total). */
+uint64_t dtype_bytes(uint32_t dtype, uint64_t n);
+
+/* f32 -> bf16 with round-to-nearest-even (NaN stays NaN), and back. */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#endif

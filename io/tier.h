@@ -1,0 +1,134 @@
+/* io/tier.h — the .tier model store: reader and writer.
+ *
+ * A store holds one model: a fixed header, a metadata section (the model
+ * config with per-layer dimensions, extent and tensor directories, the
+ * optional pruning map), and a data region where every extent (the embedding,
+ * each layer, the head) is one contiguous run of bytes aligned to 4096, with
+ * an XXH3-64 checksum. docs/FORMAT.md describes every field.
+ *
+ * The reader validates the whole header and directory before anything uses
+ * them; data extents are read by the caller (io/uring.h) at the offsets given
+ * here and checked with tier_extent_check.
+ *
+ * The writer streams: tensors are appended in table order (config_tensor),
+ * each extent's checksum is computed on the fly, and the header is written
+ * last; the file is built under "<path>.partial", fsynced and renamed, so a
+ * reader never sees half a store.
+ */
+#ifndef TT_TIER_H
+#define TT_TIER_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+
+#define TIER_MAGIC "TIERSTOR"
+#define TIER_VERSION 1u
+#define TIER_ALIGN 4096u        /* extent alignment in the file */
+#define TIER_TENSOR_ALIGN 256u  /* tensor alignment inside an extent */
+#define TIER_HEADER_BYTES 128u
+
+typedef enum tier_codec {
+    TIER_CODEC_RAW = 0,
+    TIER_CODEC_LZ4 = 1, /* io/lz4page.h page codec */
+} tier_codec;
+
+typedef struct tier_extent {
+    uint64_t offset;   /* file offset, multiple of TIER_ALIGN */
+    uint64_t stored;   /* bytes in the file (before padding) */
+    uint64_t raw;      /* bytes once decoded */
+    uint64_t checksum; /* XXH3-64 of the stored bytes */
+    uint32_t codec;    /* tier_codec */
+    uint32_t first_tensor, n_tensors;
+} tier_extent;
+
+typedef struct tier_tensor {
+    char name[TT_NAME_MAX];
+    uint32_t dtype;    /* tt_dtype */
+    uint32_t extent;
+    uint32_t ndim;
+    uint64_t rows, cols;
+    uint64_t offset;   /* inside the decoded extent, multiple of TIER_TENSOR_ALIGN */
+    uint64_t nbytes;   /* dtype_bytes(dtype, rows*cols) */
+} tier_tensor;
+
+/* Kept indices of the original model, for each pruned layer: n_kv_heads of
+ * that layer KV-head indices and ffn MLP-channel indices, strictly increasing.
+ * Query heads follow their KV head (GQA groups are kept whole). Layers that
+ * are not pruned have NULL arrays. */
+typedef struct tier_prune_map {
+    uint32_t *kv[TT_MAX_LAYERS];
+    uint32_t *ffn[TT_MAX_LAYERS];
+} tier_prune_map;
+
+/* ---- reader --------------------------------------------------------------- */
+
+typedef struct tier_store tier_store;
+
+/* Opens and validates a store. Returns 0, or -errno with one sentence naming
+ * path and the problem (missing, a directory, truncated, corrupt header,
+ * unsupported version, inconsistent directory). */
+int tier_open(tier_store **out, const char *path);
+void tier_close(tier_store *s); /* NULL is fine */
+
+const char *tier_path(const tier_store *s);
+const tt_config *tier_config(const tier_store *s);
+uint64_t tier_file_size(const tier_store *s);
+uint64_t tier_data_offset(const tier_store *s);
+uint32_t tier_n_extents(const tier_store *s);
+const tier_extent *tier_extent_at(const tier_store *s, uint32_t i);
+uint32_t tier_n_tensors(const tier_store *s);
+const tier_tensor *tier_tensor_at(const tier_store *s, uint32_t i);
+/* Index of the tensor named name, or -1. */
+int tier_find_tensor(const tier_store *s, const char *name);
+/* The pruning map, or NULL when the store has none. */
+const tier_prune_map *tier_prune(const tier_store *s);
+/* Human name of extent i: "embedding", "layer 12", "head". */
+const char *tier_extent_name(const tier_store *s, uint32_t i, char *buf, uint64_t cap);
+
+/* Checks the checksum of extent i given its stored bytes. Returns 0 or -EIO
+ * with a message naming the file, the extent and its offset. */
+int tier_extent_check(const tier_store *s, uint32_t i, const void *stored);
+/* Decodes extent i (stored bytes -> raw bytes, raw holds ext->raw bytes).
+ * Returns 0 or -EINVAL for a corrupt lz4 extent. */
+int tier_extent_decode(const tier_store *s, uint32_t i, const void *stored, void *raw);
+
+/* Validates a store image held in memory (header and metadata only; len is
+ * taken as the file size). Returns 0 or -errno with a message. Used by the
+ * fuzz target and the malformed-header corpus test. */
+int tier_parse_buffer(const void *buf, uint64_t len, const char *name);
+
+/* ---- writer --------------------------------------------------------------- */
+
+typedef struct tier_writer tier_writer;
+
+typedef struct tier_write_opts {
+    const uint32_t *dtypes; /* dtype of each tensor, config_tensor order */
+    const tier_prune_map *prune; /* NULL: no pruning map */
+    int lz4;                /* 1: lz4-compress extents when that saves >= 1/8 */
+} tier_write_opts;
+
+/* Starts writing a store for cfg. dtypes must be allowed for each tensor's
+ * role (norms f32; embedding and lm_head f32/bf16; projections any dtype).
+ * Returns 0 or -errno with a message. */
+int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, const tier_write_opts *opts);
+/* Byte size tensor i will take (its tier_tensor.nbytes). */
+uint64_t tier_writer_tensor_bytes(const tier_writer *w, uint32_t i);
+/* Appends n bytes of tensor i's data; tensors must come in order and each
+ * must receive exactly its nbytes (across any number of calls). Returns 0 or
+ * -errno (disk full, IO error) with a message; after an error only
+ * tier_writer_abort is allowed. */
+int tier_writer_write(tier_writer *w, uint32_t i, const void *data, uint64_t n);
+/* Writes the directory and header, fsyncs and renames into place; frees w.
+ * Returns 0 or -errno (the partial file is removed). */
+int tier_writer_finish(tier_writer *w);
+/* Removes the partial file and frees w. NULL is fine. */
+void tier_writer_abort(tier_writer *w);
+
+/* ---- sizes ---------------------------------------------------------------- */
+
+/* Exact size of the store that tier_writer would produce for cfg with these
+ * dtypes and no compression (the formula of docs/FORMAT.md). */
+uint64_t tier_predict_size(const tt_config *cfg, const uint32_t *dtypes, int has_prune_map);
+
+#endif

@@ -1,0 +1,676 @@
+/* io/uring.c — the io_uring read engine (see io/uring.h).
+ *
+ * A submitted read is a "job". Jobs are cut into requests of at most `chunk`
+ * bytes (never straddling a registered-buffer piece, so READ_FIXED always sees
+ * one buffer index), and up to qd requests are in flight. Each in-flight
+ * request holds one of qd preallocated slots; an SQE's user_data is its slot
+ * index + 1. A short read keeps its slot and is resubmitted for the remainder.
+ *
+ * Jobs live in a growable array (grown only when more reads are queued than
+ * ever before, so not in the steady state) and sit on one of three lists,
+ * linked through ur_job.next: the free list, the issue queue (jobs that still
+ * have bytes to hand to requests, oldest first) and the done queue (jobs that
+ * finished or failed and have nothing in flight, in completion order), which
+ * wait() pops.
+ */
+#include "io/uring.h"
+
+#include "core/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define UR_MAX_QD 4096u
+#define UR_MAX_CHUNK (1ull << 30)
+#define UR_REG_PIECE (1ull << 30) /* the kernel's limit for one fixed buffer */
+#define UR_NONE UINT32_MAX
+#define UR_JOBS_INIT 16u
+
+enum { UR_JOB_FREE, UR_JOB_ACTIVE, UR_JOB_DONE };
+
+typedef struct ur_job {
+    uint64_t tag;
+    uint8_t *dst;
+    uint64_t off, len;
+    uint64_t issued;   /* bytes handed to requests so far */
+    uint32_t inflight; /* requests of this job holding a slot */
+    uint32_t next;     /* link: free list, issue queue or done queue */
+    int state;         /* UR_JOB_* */
+    int queued;        /* on the issue queue */
+    int err;           /* 0, or the first -errno */
+    char msg[320];     /* the message that goes with err */
+} ur_job;
+
+typedef struct ur_req {
+    uint32_t job;
+    uint32_t len;  /* bytes still wanted (shrinks after a short read) */
+    uint64_t off;  /* file offset of those bytes */
+    uint8_t *dst;
+    int buf_index; /* registered piece, or -1 for a plain read */
+} ur_req;
+
+struct uring_reader {
+    struct io_uring ring;
+    int ring_ok;
+    int fd;
+    char *path;
+    uint64_t size;
+    unsigned qd;
+    uint64_t chunk;
+    int direct;
+
+    ur_req *reqs;        /* [qd] request slots */
+    uint32_t *free_reqs; /* [qd] stack of free slot indices */
+    unsigned nfree_reqs;
+    unsigned ninflight; /* slots in use = qd - nfree_reqs */
+
+    ur_job *jobs;
+    uint32_t jobs_cap;
+    uint32_t free_job;
+    uint32_t issue_head, issue_tail;
+    uint32_t done_head, done_tail;
+    uint32_t nactive; /* jobs queued and not yet on the done queue */
+
+    uintptr_t reg_base; /* registered fixed buffers, 0 if none */
+    uint64_t reg_len;
+
+    uint64_t fault_countdown;
+    int fault_err; /* negative errno */
+    uint64_t short_countdown;
+
+    int broken; /* sticky -errno after the ring itself failed */
+    char broken_msg[320];
+
+    uring_stats st;
+};
+
+void uring_opts_default(uring_opts *o) {
+    o->qd = 32;
+    o->chunk = 1u << 20;
+    o->direct = 1;
+}
+
+/* ---- buffers ------------------------------------------------------------ */
+
+void *iobuf_alloc(size_t len) {
+    if (len > SIZE_MAX - UR_ALIGN) {
+        tt_seterr("cannot allocate an IO buffer of %zu bytes: too large", len);
+        return NULL;
+    }
+    size_t n = (size_t)tt_align_up(len ? len : 1, UR_ALIGN);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        char b[32];
+        tt_seterr("cannot allocate %s of IO buffer memory: %s; lower the --host budget",
+                  tt_fmt_bytes(n, b, sizeof b), strerror(errno));
+        return NULL;
+    }
+    return p;
+}
+
+void iobuf_free(void *p, size_t len) {
+    if (!p) return;
+    munmap(p, (size_t)tt_align_up(len ? len : 1, UR_ALIGN));
+}
+
+/* ---- job lists ---------------------------------------------------------- */
+
+static uint32_t ur_job_new(uring_reader *r) {
+    if (r->free_job == UR_NONE) {
+        uint32_t old = r->jobs_cap, cap = old ? old * 2 : UR_JOBS_INIT;
+        TT_ASSERT(cap > old && cap < UR_NONE);
+        ur_job *nj = realloc(r->jobs, (size_t)cap * sizeof *nj);
+        if (!nj) {
+            fprintf(stderr, "tiertrain: out of memory growing the io job table\n");
+            abort();
+        }
+        r->jobs = nj;
+        for (uint32_t i = old; i < cap; i++) {
+            nj[i].state = UR_JOB_FREE;
+            nj[i].next = i + 1 < cap ? i + 1 : UR_NONE;
+        }
+        r->free_job = old;
+        r->jobs_cap = cap;
+    }
+    uint32_t j = r->free_job;
+    ur_job *job = &r->jobs[j];
+    TT_ASSERT(job->state == UR_JOB_FREE);
+    r->free_job = job->next;
+    job->next = UR_NONE;
+    job->state = UR_JOB_ACTIVE;
+    job->queued = 0;
+    job->inflight = 0;
+    job->issued = 0;
+    job->err = 0;
+    job->msg[0] = '\0';
+    r->nactive++;
+    return j;
+}
+
+static void ur_job_free(uring_reader *r, uint32_t j) {
+    ur_job *job = &r->jobs[j];
+    TT_ASSERT(job->state == UR_JOB_DONE && job->inflight == 0 && !job->queued);
+    job->state = UR_JOB_FREE;
+    job->next = r->free_job;
+    r->free_job = j;
+}
+
+static void ur_issue_push(uring_reader *r, uint32_t j) {
+    ur_job *job = &r->jobs[j];
+    job->queued = 1;
+    job->next = UR_NONE;
+    if (r->issue_tail == UR_NONE) r->issue_head = j;
+    else r->jobs[r->issue_tail].next = j;
+    r->issue_tail = j;
+}
+
+/* Unlinks j from the issue queue (which holds few jobs; a scan is fine). */
+static void ur_issue_remove(uring_reader *r, uint32_t j) {
+    uint32_t prev = UR_NONE, cur = r->issue_head;
+    while (cur != UR_NONE && cur != j) {
+        prev = cur;
+        cur = r->jobs[cur].next;
+    }
+    TT_ASSERT(cur == j);
+    uint32_t nx = r->jobs[j].next;
+    if (prev == UR_NONE) r->issue_head = nx;
+    else r->jobs[prev].next = nx;
+    if (r->issue_tail == j) r->issue_tail = prev;
+    r->jobs[j].queued = 0;
+    r->jobs[j].next = UR_NONE;
+}
+
+/* Moves j to the done queue once nothing of it is in flight and it either
+ * failed or has handed out (and therefore completed) all its bytes. */
+static void ur_maybe_finish(uring_reader *r, uint32_t j) {
+    ur_job *job = &r->jobs[j];
+    if (job->state != UR_JOB_ACTIVE || job->inflight > 0) return;
+    if (!job->err && job->issued < job->len) return;
+    TT_ASSERT(!job->queued);
+    job->state = UR_JOB_DONE;
+    job->next = UR_NONE;
+    if (r->done_tail == UR_NONE) r->done_head = j;
+    else r->jobs[r->done_tail].next = j;
+    r->done_tail = j;
+    TT_ASSERT(r->nactive > 0);
+    r->nactive--;
+}
+
+/* Unlinks j from the done queue. */
+static void ur_done_remove(uring_reader *r, uint32_t j) {
+    uint32_t prev = UR_NONE, cur = r->done_head;
+    while (cur != UR_NONE && cur != j) {
+        prev = cur;
+        cur = r->jobs[cur].next;
+    }
+    TT_ASSERT(cur == j);
+    uint32_t nx = r->jobs[j].next;
+    if (prev == UR_NONE) r->done_head = nx;
+    else r->jobs[prev].next = nx;
+    if (r->done_tail == j) r->done_tail = prev;
+    r->jobs[j].next = UR_NONE;
+}
+
+/* Marks job j failed with err (keeps the first failure). It issues nothing
+ * more; requests still in flight drain before it reaches the done queue. */
+__attribute__((format(printf, 4, 5)))
+static void ur_job_fail(uring_reader *r, uint32_t j, int err, const char *fmt, ...) {
+    ur_job *job = &r->jobs[j];
+    if (job->err) return;
+    job->err = err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(job->msg, sizeof job->msg, fmt, ap);
+    va_end(ap);
+    if (job->queued) ur_issue_remove(r, j);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void ur_prep(uring_reader *r, uint32_t s) {
+    ur_req *q = &r->reqs[s];
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    /* At most qd SQEs are ever prepared but not yet completed, and the SQ ring
+     * has at least qd entries, so there is always room. */
+    TT_ASSERT(sqe != NULL);
+    if (q->buf_index >= 0)
+        io_uring_prep_read_fixed(sqe, 0, q->dst, q->len, q->off, q->buf_index);
+    else
+        io_uring_prep_read(sqe, 0, q->dst, q->len, q->off);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, (uint64_t)s + 1);
+}
+
+/* Hands out requests from the oldest jobs while slots are free. */
+static void ur_fill(uring_reader *r) {
+    while (r->nfree_reqs > 0 && r->issue_head != UR_NONE) {
+        uint32_t j = r->issue_head;
+        ur_job *job = &r->jobs[j];
+        uint64_t pos = job->issued;
+        uint64_t n = job->len - pos;
+        if (n > r->chunk) n = r->chunk;
+        uint8_t *dst = job->dst + pos;
+        uintptr_t d = (uintptr_t)dst;
+        int bi = -1;
+        if (r->reg_len) {
+            uintptr_t b = r->reg_base, e = r->reg_base + r->reg_len;
+            if (d >= b && d < e) {
+                uint64_t rel = d - b;
+                bi = (int)(rel / UR_REG_PIECE);
+                uint64_t piece_end = (uint64_t)(bi + 1) * UR_REG_PIECE;
+                if (piece_end > r->reg_len) piece_end = r->reg_len;
+                if (rel + n > piece_end) n = piece_end - rel;
+            } else if (d < b && d + n > b) {
+                n = b - d; /* the rest starts inside the registered range */
+            }
+        }
+        TT_ASSERT(n > 0 && n <= UR_MAX_CHUNK);
+        uint32_t s = r->free_reqs[--r->nfree_reqs];
+        ur_req *q = &r->reqs[s];
+        q->job = j;
+        q->len = (uint32_t)n;
+        q->off = job->off + pos;
+        q->dst = dst;
+        q->buf_index = bi;
+        ur_prep(r, s);
+        r->ninflight++;
+        job->inflight++;
+        job->issued += n;
+        if (job->issued == job->len) ur_issue_remove(r, j);
+    }
+}
+
+/* Releases slot s (its request is finished, well or badly). */
+static void ur_req_release(uring_reader *r, uint32_t s) {
+    uint32_t j = r->reqs[s].job;
+    ur_job *job = &r->jobs[j];
+    TT_ASSERT(job->inflight > 0 && r->ninflight > 0);
+    job->inflight--;
+    r->ninflight--;
+    r->free_reqs[r->nfree_reqs++] = s;
+    ur_maybe_finish(r, j);
+}
+
+/* Handles the completion of slot s with result res (bytes or -errno). */
+static void ur_complete(uring_reader *r, uint32_t s, int res) {
+    TT_ASSERT(s < r->qd);
+    ur_req *q = &r->reqs[s];
+    uint32_t j = q->job;
+    ur_job *job = &r->jobs[j];
+    TT_ASSERT(job->state == UR_JOB_ACTIVE && job->inflight > 0);
+    r->st.requests++;
+
+    /* test hooks */
+    int fault = r->fault_countdown && --r->fault_countdown == 0;
+    int shorten = r->short_countdown && --r->short_countdown == 0;
+    if (fault) {
+        res = r->fault_err;
+    } else if (shorten && res > 0) {
+        uint32_t t = (uint32_t)res / 2;
+        if (r->direct) t &= ~(UR_ALIGN - 1);
+        if (t > 0) {
+            memset(q->dst + t, 0xA5, (size_t)res - t);
+            res = (int)t;
+        }
+    }
+
+    if (job->err) { /* already failed: just drain */
+        if (res > 0) r->st.bytes += (uint64_t)res;
+        ur_req_release(r, s);
+        return;
+    }
+    if (res < 0) {
+        ur_job_fail(r, j, res, "read of %s at offset %llu (%u bytes) failed: %s", r->path,
+                    (unsigned long long)q->off, q->len, strerror(-res));
+        ur_req_release(r, s);
+        return;
+    }
+    uint64_t got = (uint64_t)res;
+    TT_ASSERT(got <= q->len);
+    r->st.bytes += got;
+    if (got < q->len && q->off + got < r->size) {
+        /* Short read before the end of the file: resubmit the remainder.
+         * Under O_DIRECT the remainder must stay 4096-aligned, so the few
+         * bytes past the last whole block are read again. */
+        uint64_t step = r->direct ? (got & ~(uint64_t)(UR_ALIGN - 1)) : got;
+        if (got == 0) {
+            ur_job_fail(r, j, -EIO,
+                        "read of %s at offset %llu (%u bytes) failed: unexpected end of file "
+                        "(it had %llu bytes when opened); was it truncated meanwhile?",
+                        r->path, (unsigned long long)q->off, q->len,
+                        (unsigned long long)r->size);
+            ur_req_release(r, s);
+            return;
+        }
+        if (step == 0) {
+            ur_job_fail(r, j, -EIO,
+                        "read of %s at offset %llu (%u bytes) failed: the kernel returned "
+                        "%llu bytes, less than one 4096-byte block, under O_DIRECT",
+                        r->path, (unsigned long long)q->off, q->len, (unsigned long long)got);
+            ur_req_release(r, s);
+            return;
+        }
+        q->off += step;
+        q->dst += step;
+        q->len -= (uint32_t)step;
+        r->st.short_reads++;
+        ur_prep(r, s); /* keeps its slot; submitted with the next batch */
+        return;
+    }
+    /* The last block of a file whose size is not a multiple of 4096: the
+     * part past the end reads as zeros. */
+    if (got < q->len) memset(q->dst + got, 0, q->len - got);
+    ur_req_release(r, s);
+}
+
+__attribute__((format(printf, 3, 4)))
+static int ur_break(uring_reader *r, int err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->broken_msg, sizeof r->broken_msg, fmt, ap);
+    va_end(ap);
+    r->broken = err;
+    return TT_FAIL(err, "%s", r->broken_msg);
+}
+
+static void ur_reap(uring_reader *r) {
+    struct io_uring_cqe *cqe;
+    while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen(&r->ring, cqe);
+        TT_ASSERT(ud >= 1 && ud <= r->qd);
+        ur_complete(r, (uint32_t)(ud - 1), res);
+    }
+}
+
+/* Submits what is prepared without waiting. A transient refusal (EAGAIN,
+ * EBUSY) is left for the next call to retry. */
+static int ur_kick(uring_reader *r) {
+    if (io_uring_sq_ready(&r->ring) == 0) return 0;
+    int rc;
+    do rc = io_uring_submit(&r->ring);
+    while (rc == -EINTR);
+    if (rc < 0 && rc != -EAGAIN && rc != -EBUSY)
+        return ur_break(r, rc, "io_uring submission for %s failed: %s", r->path, strerror(-rc));
+    return 0;
+}
+
+/* Puts requests in flight, waits for at least one completion and handles
+ * every completion that is ready. Called only while some job is active, which
+ * guarantees something is (or can be put) in flight. */
+static int ur_progress(uring_reader *r) {
+    if (r->broken) return TT_FAIL(r->broken, "%s", r->broken_msg);
+    ur_fill(r);
+    TT_ASSERT(r->ninflight > 0);
+    int rc;
+    do rc = io_uring_submit_and_wait(&r->ring, 1);
+    while (rc == -EINTR);
+    if (rc == -EAGAIN || rc == -EBUSY) {
+        /* the kernel is short of resources: take what completed, else back off */
+        if (io_uring_cq_ready(&r->ring) == 0) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    } else if (rc < 0) {
+        return ur_break(r, rc, "io_uring submission for %s failed: %s", r->path, strerror(-rc));
+    }
+    ur_reap(r);
+    return 0;
+}
+
+/* ---- public interface --------------------------------------------------- */
+
+/* Waits for every request in flight so that no buffer is written after this
+ * returns (the ring's own teardown would not wait for them). */
+static void ur_drain(uring_reader *r) {
+    if (!r->ring_ok || r->broken) return;
+    if (io_uring_sq_ready(&r->ring) && io_uring_submit(&r->ring) < 0) return;
+    while (r->ninflight > 0) {
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_wait_cqe(&r->ring, &cqe);
+        if (rc == -EINTR) continue;
+        if (rc < 0) return;
+        io_uring_cqe_seen(&r->ring, cqe);
+        r->ninflight--;
+    }
+}
+
+void uring_reader_close(uring_reader *r) {
+    if (!r) return;
+    ur_drain(r);
+    if (r->ring_ok) io_uring_queue_exit(&r->ring);
+    if (r->fd >= 0) close(r->fd);
+    free(r->path);
+    free(r->reqs);
+    free(r->free_reqs);
+    free(r->jobs);
+    free(r);
+}
+
+int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts) {
+    TT_ASSERT(out && path);
+    *out = NULL;
+    uring_opts o;
+    if (opts) o = *opts;
+    else uring_opts_default(&o);
+    if (o.qd == 0 || o.qd > UR_MAX_QD)
+        return TT_FAIL(-EINVAL, "io queue depth %u is out of range; use 1 to %u", o.qd, UR_MAX_QD);
+    if (o.chunk == 0 || o.chunk % UR_ALIGN || o.chunk > UR_MAX_CHUNK)
+        return TT_FAIL(-EINVAL,
+                       "io chunk size %llu is invalid; use a multiple of 4 KiB up to 1 GiB",
+                       (unsigned long long)o.chunk);
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (o.direct ? O_DIRECT : 0));
+    if (fd < 0) {
+        int e = errno;
+        struct stat st;
+        if (e == ENOENT)
+            return TT_FAIL(-ENOENT, "cannot open %s: no such file; check the path", path);
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return TT_FAIL(-EISDIR, "%s is a directory; give the path of a file", path);
+        if (e == EINVAL && o.direct)
+            return TT_FAIL(-EINVAL,
+                           "cannot open %s with O_DIRECT: its filesystem does not support "
+                           "direct IO (tmpfs?); move it to a local disk or use buffered reads",
+                           path);
+        if (e == EACCES || e == EPERM)
+            return TT_FAIL(-e, "cannot open %s: permission denied; check its permissions", path);
+        return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return TT_FAIL(-EISDIR, "%s is a directory; give the path of a file", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return TT_FAIL(-EINVAL, "%s is not a regular file (a device, pipe or socket); "
+                       "give the path of a file", path);
+    }
+
+    uring_reader *r = tt_xcalloc(1, sizeof *r);
+    r->fd = fd;
+    size_t pl = strlen(path);
+    r->path = tt_xmalloc(pl + 1);
+    memcpy(r->path, path, pl + 1);
+    r->size = (uint64_t)st.st_size;
+    r->qd = o.qd;
+    r->chunk = o.chunk;
+    r->direct = o.direct != 0;
+    r->reqs = tt_xcalloc(o.qd, sizeof *r->reqs);
+    r->free_reqs = tt_xcalloc(o.qd, sizeof *r->free_reqs);
+    for (unsigned i = 0; i < o.qd; i++) r->free_reqs[i] = o.qd - 1 - i;
+    r->nfree_reqs = o.qd;
+    r->free_job = UR_NONE;
+    r->issue_head = r->issue_tail = UR_NONE;
+    r->done_head = r->done_tail = UR_NONE;
+
+    int rc = io_uring_queue_init(o.qd, &r->ring, 0);
+    if (rc < 0) {
+        if (rc == -ENOSYS || rc == -EPERM || rc == -EACCES)
+            tt_seterr("io_uring is not available on this system (io_uring_setup: %s); it is "
+                      "disabled by the kernel (kernel.io_uring_disabled), a seccomp filter or "
+                      "the container runtime; run tiertrain where io_uring is allowed",
+                      strerror(-rc));
+        else if (rc == -ENOMEM)
+            tt_seterr("cannot set up an io_uring of depth %u: out of locked memory; raise "
+                      "`ulimit -l` or lower the queue depth", o.qd);
+        else
+            tt_seterr("cannot set up an io_uring of depth %u for %s: %s", o.qd, path,
+                      strerror(-rc));
+        uring_reader_close(r);
+        return rc;
+    }
+    r->ring_ok = 1;
+    rc = io_uring_register_files(&r->ring, &fd, 1);
+    if (rc < 0) {
+        tt_seterr("cannot register %s with io_uring: %s", path, strerror(-rc));
+        uring_reader_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+uint64_t uring_reader_file_size(const uring_reader *r) { return r->size; }
+
+int uring_reader_register(uring_reader *r, void *base, size_t len) {
+    TT_ASSERT(r && base);
+    TT_ASSERT(r->reg_len == 0); /* at most once per reader */
+    TT_ASSERT((uintptr_t)base % UR_ALIGN == 0);
+    uint64_t rlen = (uint64_t)len & ~(uint64_t)(UR_ALIGN - 1);
+    TT_ASSERT(rlen > 0);
+    uint64_t n = tt_div_up(rlen, UR_REG_PIECE);
+    if (n > 16384) {
+        char b[32];
+        return TT_FAIL(-EINVAL, "cannot register %s of IO buffers with io_uring: more than "
+                       "the kernel's 16384 GiB limit", tt_fmt_bytes(rlen, b, sizeof b));
+    }
+    struct iovec *iov = tt_xcalloc((size_t)n, sizeof *iov);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t o = i * UR_REG_PIECE;
+        iov[i].iov_base = (uint8_t *)base + o;
+        iov[i].iov_len = (size_t)(rlen - o < UR_REG_PIECE ? rlen - o : UR_REG_PIECE);
+    }
+    int rc = io_uring_register_buffers(&r->ring, iov, (unsigned)n);
+    free(iov);
+    if (rc < 0) {
+        char b[32], lb[32];
+        if (rc == -ENOMEM) {
+            struct rlimit rl;
+            const char *lim = "unknown";
+            if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0)
+                lim = rl.rlim_cur == RLIM_INFINITY ? "unlimited"
+                                                    : tt_fmt_bytes(rl.rlim_cur, lb, sizeof lb);
+            return TT_FAIL(rc, "cannot register %s of IO buffers with io_uring: out of "
+                           "locked memory (ulimit -l is %s); raise it with `ulimit -l "
+                           "unlimited` (or in /etc/security/limits.conf) or lower --host",
+                           tt_fmt_bytes(rlen, b, sizeof b), lim);
+        }
+        return TT_FAIL(rc, "cannot register %s of IO buffers with io_uring: %s",
+                       tt_fmt_bytes(rlen, b, sizeof b), strerror(-rc));
+    }
+    r->reg_base = (uintptr_t)base;
+    r->reg_len = rlen;
+    return 0;
+}
+
+/* Queues a read; sets *jout to its job. */
+static int ur_submit_job(uring_reader *r, void *dst, uint64_t off, uint64_t len, uint64_t tag,
+                         uint32_t *jout) {
+    TT_ASSERT(r && dst);
+    TT_ASSERT((uintptr_t)dst % UR_ALIGN == 0);
+    TT_ASSERT(off % UR_ALIGN == 0 && len % UR_ALIGN == 0);
+    TT_ASSERT((uintptr_t)dst + len >= (uintptr_t)dst); /* no wrap-around */
+    if (r->broken) return TT_FAIL(r->broken, "%s", r->broken_msg);
+    uint64_t end = tt_align_up(r->size, UR_ALIGN);
+    if (off > end || len > end - off)
+        return TT_FAIL(-EINVAL,
+                       "read of %s at offset %llu (%llu bytes) goes past the end of the file "
+                       "(%llu bytes); the file is truncated or its directory is corrupt",
+                       r->path, (unsigned long long)off, (unsigned long long)len,
+                       (unsigned long long)r->size);
+    uint32_t j = ur_job_new(r);
+    ur_job *job = &r->jobs[j];
+    job->tag = tag;
+    job->dst = dst;
+    job->off = off;
+    job->len = len;
+    if (len > 0) ur_issue_push(r, j);
+    else ur_maybe_finish(r, j);
+    *jout = j;
+    ur_fill(r);
+    return ur_kick(r);
+}
+
+int uring_reader_submit(uring_reader *r, void *dst, uint64_t off, uint64_t len, uint64_t tag) {
+    uint32_t j;
+    return ur_submit_job(r, dst, off, len, tag, &j);
+}
+
+int uring_reader_wait(uring_reader *r, uint64_t *tag) {
+    TT_ASSERT(r && tag);
+    while (r->done_head == UR_NONE) {
+        if (r->nactive == 0) return -EAGAIN;
+        int rc = ur_progress(r);
+        if (rc < 0) return rc;
+    }
+    /* keep the device busy with queued work while the caller handles this one */
+    if (r->nfree_reqs > 0 && r->issue_head != UR_NONE && !r->broken) {
+        ur_fill(r);
+        (void)ur_kick(r); /* a failure is sticky and reported by the next call */
+    }
+    uint32_t j = r->done_head;
+    ur_done_remove(r, j);
+    ur_job *job = &r->jobs[j];
+    *tag = job->tag;
+    int err = job->err;
+    if (err) tt_seterr("%s", job->msg);
+    ur_job_free(r, j);
+    return err;
+}
+
+int uring_reader_read(uring_reader *r, void *dst, uint64_t off, uint64_t len) {
+    uint32_t j;
+    int rc = ur_submit_job(r, dst, off, len, UINT64_MAX, &j);
+    if (rc < 0) return rc;
+    while (r->jobs[j].state != UR_JOB_DONE) {
+        rc = ur_progress(r);
+        if (rc < 0) return rc;
+    }
+    ur_done_remove(r, j);
+    int err = r->jobs[j].err;
+    if (err) tt_seterr("%s", r->jobs[j].msg);
+    ur_job_free(r, j);
+    return err;
+}
+
+void uring_reader_inject_fault(uring_reader *r, uint64_t nth, int err) {
+    TT_ASSERT(r && (nth == 0 || err != 0));
+    r->fault_countdown = nth;
+    r->fault_err = err > 0 ? -err : err;
+}
+
+void uring_reader_inject_short(uring_reader *r, uint64_t nth) {
+    TT_ASSERT(r);
+    r->short_countdown = nth;
+}
+
+void uring_reader_stats(const uring_reader *r, uring_stats *out) {
+    TT_ASSERT(r && out);
+    *out = r->st;
+}

@@ -1,0 +1,87 @@
+/* tests/fixtures.h — small models and stores shared by the tests. */
+#ifndef TT_FIXTURES_H
+#define TT_FIXTURES_H
+
+#include "core/config.h"
+#include "core/dtype.h"
+#include "io/tier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A micro LLaMA: 2 layers, hidden 64, 4 heads / 2 KV heads of 16, ffn 96,
+ * vocab 32 — every structural feature of the real ones at a few KB. */
+static inline void fixture_micro_config(tt_config *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "micro");
+    c->n_layers = 2; c->hidden = 64; c->vocab = 32; c->head_dim = 16;
+    c->n_heads = 4; c->n_kv_heads = 2; c->ffn = 96; c->max_pos = 128;
+    c->bos_id = 1; c->eos_id = 2; c->rms_eps = 1e-5f; c->rope_theta = 10000.f;
+    for (uint32_t l = 0; l < c->n_layers; l++) c->layers[l] = (tt_layer_dims){4, 2, 96, 0};
+}
+
+/* A fresh temporary directory path (created); caller frees. */
+static inline char *fixture_tmpdir(void) {
+    const char *base = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s/tt-test.XXXXXX", base && *base ? base : "/tmp");
+    char *d = mkdtemp(tmpl);
+    if (!d) { perror("mkdtemp"); exit(1); }
+    return strdup(d);
+}
+
+/* Deterministic value of element j of tensor i (any dtype's input). */
+static inline float fixture_value(uint32_t i, uint64_t j) {
+    return (float)((int)((i * 7919u + j * 104729u) % 2001u) - 1000) / 1000.0f;
+}
+
+/* Dtype per tensor: projections lin, norms f32, embedding/lm_head bf16 (f32
+ * when lin is f32). Caller frees. */
+static inline uint32_t *fixture_dtypes(const tt_config *c, uint32_t lin) {
+    uint32_t n = config_n_tensors(c);
+    uint32_t *d = calloc(n, sizeof *d);
+    tt_tensor_desc t;
+    for (uint32_t i = 0; i < n; i++) {
+        config_tensor(c, i, &t);
+        d[i] = t.role == TT_ROLE_LINEAR ? lin : t.role == TT_ROLE_NORM ? TT_DTYPE_F32
+             : lin == TT_DTYPE_F32 ? TT_DTYPE_F32 : TT_DTYPE_BF16;
+    }
+    return d;
+}
+
+/* Byte j of tensor i in fixture stores: a hash (incompressible), except that
+ * zero_pct bytes of every 100 are zero. */
+static inline uint8_t fixture_byte(uint32_t i, uint64_t j, int zero_pct) {
+    if ((j % 100) < (uint64_t)zero_pct) return 0;
+    uint32_t x = i * 0x9E3779B1u + (uint32_t)j * 0x85EBCA77u + (uint32_t)(j >> 32);
+    x ^= x >> 15; x *= 0x2C1B3C6Du; x ^= x >> 12; x *= 0x297A2D39u; x ^= x >> 15;
+    return (uint8_t)(x >> 24);
+}
+
+/* Writes a store whose tensor bytes are a deterministic pattern (the exact
+ * bytes are what the tests compare; for NF4 tensors they are not a valid
+ * quantization, which the store does not care about). zero_frac_pct percent
+ * of each 100 bytes are zero (for lz4 tests). Returns the writer's rc. */
+static inline int fixture_write_store(const char *path, const tt_config *c, const uint32_t *dtypes,
+                                      const tier_prune_map *map, int lz4, int zero_pct) {
+    tier_write_opts o = {dtypes, map, lz4};
+    tier_writer *w;
+    int rc = tier_writer_open(&w, path, c, &o);
+    if (rc) return rc;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        uint64_t nb = tier_writer_tensor_bytes(w, i);
+        uint8_t *b = malloc(nb);
+        for (uint64_t j = 0; j < nb; j++) b[j] = fixture_byte(i, j, zero_pct);
+        /* write in two uneven pieces to exercise streaming */
+        uint64_t half = nb / 3;
+        rc = tier_writer_write(w, i, b, half);
+        if (rc == 0) rc = tier_writer_write(w, i, b + half, nb - half);
+        free(b);
+        if (rc) { tier_writer_abort(w); return rc; }
+    }
+    return tier_writer_finish(w);
+}
+
+#endif

@@ -1,0 +1,83 @@
+#!/bin/sh
+# tests/test_cli.sh — the tiertrain commands on good and bad input: every bad
+# input gives exactly one line on stderr that names the file, a non-zero exit,
+# and no crash (no signal, no sanitizer report). Run by tests/run.sh with
+# $TIERTRAIN set to the binary under test.
+T=${TIERTRAIN:-./tiertrain}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/tt-cli.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# expect_error NAME PATTERN CMD... : exit 1..127, one stderr line, matching PATTERN
+expect_error() {
+    name=$1; pat=$2; shift 2
+    "$@" >"$dir/out" 2>"$dir/err"; rc=$?
+    lines=$(grep -c . "$dir/err")
+    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$name: exit $rc"; cat "$dir/err"; return; fi
+    if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; return; fi
+    if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected one"; cat "$dir/err"; return; fi
+    grep -q -e "$pat" "$dir/err" || { fail "$name: stderr lacks '$pat'"; cat "$dir/err"; }
+}
+expect_ok() {
+    name=$1; shift
+    "$@" >"$dir/out" 2>"$dir/err" || { fail "$name: exit $?"; cat "$dir/err"; }
+}
+
+# A good store, and its layer-0 extent offset from info --json.
+expect_ok synth "$T" synth --preset tiny --quant nf4 --seed 3 -o "$dir/good.tier"
+expect_ok info "$T" info "$dir/good.tier"
+grep -q "tiny: 4 layers" "$dir/out" || fail "info output lacks the model line"
+expect_ok info-json "$T" info --json "$dir/good.tier"
+grep -q '"projection_dtype":"nf4-dq"' "$dir/out" || fail "info --json lacks projection_dtype"
+off=$(sed -n 's/.*"layers":\[{"layer":0,[^}]*"offset":\([0-9]*\).*/\1/p' "$dir/out")
+[ -n "$off" ] || fail "info --json has no layer offset"
+expect_ok verify "$T" verify "$dir/good.tier"
+grep -q "all 6 extents OK" "$dir/out" || fail "verify output"
+expect_ok bench "$T" bench io --json "$dir/good.tier"
+tail -n 1 "$dir/out" | grep -q '^{.*"gbps":' || fail "bench io --json: last line is not the JSON object"
+
+# A pruned store keeps its pruning map and LoRAM shapes (tiny: layers 1..2).
+expect_ok synth-pruned "$T" synth --preset tiny --prune-ratio 0.5 -o "$dir/pruned.tier"
+expect_ok info-pruned "$T" info "$dir/pruned.tier"
+grep -q "pruning map: yes" "$dir/out" || fail "pruned store has no pruning map"
+grep -q "1-2 .* 4 heads .* 2 KV heads .*ffn    344" "$dir/out" || { fail "pruned dims"; cat "$dir/out"; }
+expect_ok verify-pruned "$T" verify "$dir/pruned.tier"
+
+# Bad stores.
+size=$(stat -c %s "$dir/good.tier")
+head -c $((size - 8192)) "$dir/good.tier" >"$dir/truncated.tier"
+cp "$dir/good.tier" "$dir/header.tier"
+printf '\377\377\377\377' | dd of="$dir/header.tier" bs=1 seek=40 conv=notrunc 2>/dev/null
+cp "$dir/good.tier" "$dir/flipped.tier"
+b=$(od -An -tu1 -j $((off + 1000)) -N1 "$dir/good.tier" | tr -d ' ')
+printf "$(printf '\\%03o' $(( (b + 1) % 256 )))" | dd of="$dir/flipped.tier" bs=1 seek=$((off + 1000)) conv=notrunc 2>/dev/null
+cmp -s "$dir/good.tier" "$dir/flipped.tier" && fail "byte flip did not change the file"
+mkdir "$dir/adir"
+
+for cmd in info verify "bench io"; do
+    expect_error "$cmd truncated" "truncated.tier is truncated" "$T" $cmd "$dir/truncated.tier"
+    expect_error "$cmd header" "header.tier: the store header is corrupt" "$T" $cmd "$dir/header.tier"
+    expect_error "$cmd missing" "nope.tier does not exist" "$T" $cmd "$dir/nope.tier"
+    expect_error "$cmd directory" "adir is a directory" "$T" $cmd "$dir/adir"
+done
+expect_error "verify flipped" "flipped.tier.*1 of 6 extents are corrupt" "$T" verify "$dir/flipped.tier"
+expect_error "bench io --verify flipped" "flipped.tier: 1 layer extents failed" "$T" bench io --verify "$dir/flipped.tier"
+
+# Usage errors: exit 2 with one line; --help lists every flag with defaults.
+expect_error "unknown flag" "unknown option '--bogus'" "$T" info --bogus "$dir/good.tier"
+expect_error "bad preset" "unknown preset 'gpt5'" "$T" synth --preset gpt5 -o "$dir/x.tier"
+expect_error "bad ratio" "prune-ratio must be strictly between 0 and 1" "$T" synth --prune-ratio 1.5 -o "$dir/x.tier"
+expect_error "bad size" "expects a size" "$T" bench io --chunk 12Q "$dir/good.tier"
+expect_error "no output" "-o FILE is required" "$T" synth
+expect_error "output is a dir" "adir is a directory" "$T" synth --preset tiny -o "$dir/adir"
+[ ! -e "$dir/x.tier" ] || fail "a failed synth left x.tier behind"
+ls "$dir" | grep -q partial && fail "a .partial file was left behind"
+"$T" synth --help >"$dir/out" || fail "synth --help exit"
+for f in preset prune-ratio prune-layers quant no-double-quant lz4 seed output help; do
+    grep -q -e "--$f" "$dir/out" || fail "synth --help lacks --$f"
+done
+grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
+
+[ $fails -eq 0 ] && echo "test_cli: all checks passed"
+exit $((fails > 0))

@@ -1,0 +1,119 @@
+/* tools/cli.c — table-driven option parsing for the tiertrain commands. */
+#include "tools/cli.h"
+
+#include "core/common.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
+    char *end;
+    switch (o->type) {
+    case CLI_STR: *(const char **)o->dst = v; return 0;
+    case CLI_FLAG: *(int *)o->dst = 1; return 0;
+    case CLI_INT:
+        errno = 0;
+        *(long *)o->dst = strtol(v, &end, 10);
+        if (errno || end == v || *end) break;
+        return 0;
+    case CLI_FLOAT:
+        errno = 0;
+        *(double *)o->dst = strtod(v, &end);
+        if (errno || end == v || *end) break;
+        return 0;
+    case CLI_SIZE:
+        if (tt_parse_size(v, (uint64_t *)o->dst) == 0) return 0;
+        fprintf(stderr, "tiertrain %s: --%s expects a size such as 4096, 512M or 20G, not '%s'\n", cmd->name,
+                o->name, v);
+        return 2;
+    }
+    fprintf(stderr, "tiertrain %s: --%s expects a %s, not '%s'\n", cmd->name, o->name,
+            o->type == CLI_INT ? "whole number" : "number", v);
+    return 2;
+}
+
+void cli_usage(const cli_cmd *cmd, FILE *f) {
+    fprintf(f, "usage: tiertrain %s [options]%s%s\n\n%s\n\noptions:\n", cmd->name, cmd->synopsis ? " " : "",
+            cmd->synopsis ? cmd->synopsis : "", cmd->summary);
+    for (const cli_opt *o = cmd->opts; o && o->name; o++) {
+        char left[64];
+        if (o->short_name)
+            snprintf(left, sizeof left, "-%c, --%s%s%s", o->short_name, o->name, o->metavar ? " " : "",
+                     o->metavar ? o->metavar : "");
+        else
+            snprintf(left, sizeof left, "    --%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        fprintf(f, "  %-28s %s", left, o->help);
+        if (o->def) fprintf(f, " (default: %s)", o->def);
+        fputc('\n', f);
+    }
+    fprintf(f, "  %-28s %s\n", "-h, --help", "show this help and exit");
+    if (cmd->example) fprintf(f, "\nexample:\n  %s\n", cmd->example);
+}
+
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) {
+    *npos = 0;
+    for (cli_opt *o = cmd->opts; o && o->name; o++) {
+        if (o->type == CLI_FLAG) *(int *)o->dst = 0;
+        else if (o->def) {
+            int rc = set_value(cmd, o, o->def);
+            TT_ASSERT(rc == 0); /* defaults in the tables must parse */
+        } else if (o->type == CLI_STR) *(const char **)o->dst = NULL;
+    }
+    int only_pos = 0;
+    for (int i = 0; i < argc; i++) {
+        char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == '\0') {
+            if (*npos >= cmd->max_pos) {
+                fprintf(stderr, "tiertrain %s: unexpected argument '%s' (see --help)\n", cmd->name, a);
+                return 2;
+            }
+            pos[(*npos)++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) { only_pos = 1; continue; }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            cli_usage(cmd, stdout);
+            return 1;
+        }
+        const cli_opt *o = NULL;
+        const char *val = NULL;
+        if (a[1] == '-') {
+            const char *nm = a + 2, *eq = strchr(nm, '=');
+            size_t len = eq ? (size_t)(eq - nm) : strlen(nm);
+            for (const cli_opt *c = cmd->opts; c && c->name; c++)
+                if (strlen(c->name) == len && strncmp(c->name, nm, len) == 0) o = c;
+            if (eq) val = eq + 1;
+        } else if (a[2] == '\0') {
+            for (const cli_opt *c = cmd->opts; c && c->name; c++)
+                if (c->short_name == a[1]) o = c;
+        }
+        if (!o) {
+            fprintf(stderr, "tiertrain %s: unknown option '%s' (see tiertrain %s --help)\n", cmd->name, a, cmd->name);
+            return 2;
+        }
+        if (o->type == CLI_FLAG) {
+            if (val) {
+                fprintf(stderr, "tiertrain %s: --%s takes no value\n", cmd->name, o->name);
+                return 2;
+            }
+            *(int *)o->dst = 1;
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tiertrain %s: %s needs a value (see --help)\n", cmd->name, a);
+                return 2;
+            }
+            val = argv[++i];
+        }
+        int rc = set_value(cmd, o, val);
+        if (rc) return rc;
+    }
+    if (*npos < cmd->min_pos) {
+        fprintf(stderr, "tiertrain %s: missing %s (see tiertrain %s --help)\n", cmd->name,
+                cmd->synopsis ? cmd->synopsis : "argument", cmd->name);
+        return 2;
+    }
+    return 0;
+}

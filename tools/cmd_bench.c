@@ -1,0 +1,176 @@
+/* tools/cmd_bench.c — `tiertrain bench io FILE`: reads every layer extent of a
+ * store as the trainer does (O_DIRECT, io_uring, registered staging slots,
+ * pinned IO thread) and, in the same run, with plain buffered read(2) calls
+ * after dropping the file from the page cache. */
+#include "core/common.h"
+#include "io/tier.h"
+#include "io/uring.h"
+#include "sched/scan.h"
+#include "sched/topo.h"
+#include "tools/cli.h"
+#include "tools/tools.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+typedef struct bench_ctx {
+    int verify;
+    const tier_store *s;
+    uint32_t bad;
+    uint64_t done;
+    tool_progress prog;
+    int quiet;
+} bench_ctx;
+
+static int on_piece(void *user, uint32_t e, uint64_t off, const void *data, uint64_t len, int last) {
+    bench_ctx *b = user;
+    if (b->verify && off == 0 && last) b->bad += tier_extent_check(b->s, e, data) != 0;
+    b->done += len;
+    if (!b->quiet) progress_update(&b->prog, b->done);
+    return 0;
+}
+
+/* Plain buffered reads of the same extents, page cache dropped first. */
+static int buffered_read(const tier_store *s, const uint32_t *ext, uint32_t n, uint64_t chunk, double *secs,
+                         uint64_t *bytes) {
+    int fd = open(tier_path(s), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return TT_FAIL(-errno, "cannot open %s: %s", tier_path(s), strerror(errno));
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    uint8_t *buf = tt_xmalloc(chunk);
+    *bytes = 0;
+    double t0 = tt_now();
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        const tier_extent *e = tier_extent_at(s, ext[i]);
+        for (uint64_t off = 0; off < e->stored;) {
+            uint64_t k = e->stored - off < chunk ? e->stored - off : chunk;
+            ssize_t r = pread(fd, buf, k, (off_t)(e->offset + off));
+            if (r <= 0) {
+                if (r < 0 && errno == EINTR) continue;
+                rc = TT_FAIL(r < 0 ? -errno : -EIO, "buffered read of %s at offset %llu failed: %s", tier_path(s),
+                             (unsigned long long)(e->offset + off), r < 0 ? strerror(errno) : "end of file");
+                break;
+            }
+            off += (uint64_t)r;
+            *bytes += (uint64_t)r;
+        }
+    }
+    *secs = tt_now() - t0;
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+static int bench_io(int argc, char **argv) {
+    long qd, slots;
+    uint64_t chunk;
+    int as_json, verify, no_buffered, no_pin;
+    cli_opt opts[] = {
+        {"qd", 0, CLI_INT, &qd, "32", "N", "io_uring requests in flight"},
+        {"chunk", 0, CLI_SIZE, &chunk, "1M", "SIZE", "bytes per read request (multiple of 4K)"},
+        {"slots", 0, CLI_INT, &slots, "2", "N", "staging slots (layers in flight), each the size of the largest layer"},
+        {"verify", 0, CLI_FLAG, &verify, NULL, NULL, "also check every extent's checksum on the consuming thread"},
+        {"no-buffered", 0, CLI_FLAG, &no_buffered, NULL, NULL, "skip the buffered-read comparison"},
+        {"no-pin", 0, CLI_FLAG, &no_pin, NULL, NULL, "do not pin the IO thread to a core"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
+        {0},
+    };
+    cli_cmd cmd = {"bench io", "FILE",
+                   "Reads every layer extent of a store as the trainer will (O_DIRECT + io_uring) and compares with "
+                   "plain buffered reads.",
+                   opts, 1, 1, "tiertrain bench io model.tier --qd 32 --chunk 1M --json"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (qd < 1 || qd > 4096 || chunk < 4096 || chunk % 4096 || chunk > (1u << 30) || slots < 1 || slots > 64) {
+        fprintf(stderr, "tiertrain bench io: --qd must be 1..4096, --chunk a multiple of 4K up to 1G, --slots 1..64\n");
+        return 2;
+    }
+    tier_store *s;
+    if (tier_open(&s, pos[0])) return tool_fail("bench io");
+    const tt_config *cfg = tier_config(s);
+    uint32_t n = cfg->n_layers;
+    uint32_t *ext = tt_xcalloc(n, sizeof *ext);
+    uint64_t total = 0;
+    for (uint32_t l = 0; l < n; l++) {
+        ext[l] = TT_EXTENT_LAYER(l);
+        total += tier_extent_at(s, ext[l])->stored;
+    }
+    tt_topo *topo = NULL;
+    char topo_desc[256] = "unknown";
+    if (topo_init(&topo) == 0) topo_describe(topo, topo_desc, sizeof topo_desc);
+    else fprintf(stderr, "bench io: hwloc topology unavailable: %s\n", tt_lasterr());
+    char tb[32], cb[32];
+    printf("bench io: %s, %u layer extents, %s; qd %ld, chunk %s, %ld slots\n", pos[0], n,
+           tt_fmt_bytes(total, tb, sizeof tb), qd, tt_fmt_bytes(chunk, cb, sizeof cb), slots);
+    printf("topology: %s\n", topo_desc);
+
+    scan_opts so;
+    scan_opts_default(&so);
+    so.qd = (unsigned)qd;
+    so.chunk = chunk;
+    so.slots = (unsigned)slots;
+    so.topo = no_pin ? NULL : topo;
+    bench_ctx b = {verify, s, 0, 0, {0}, 0};
+    progress_start(&b.prog, "io_uring", total);
+    scan_stats st;
+    rc = scan_extents(s, ext, n, &so, on_piece, &b, &st);
+    int exit_code = 0;
+    if (rc) {
+        exit_code = tool_fail("bench io");
+        goto out;
+    }
+    if (b.bad) {
+        fprintf(stderr, "tiertrain bench io: %s: %u layer extents failed their checksum; run `tiertrain verify`\n",
+                pos[0], b.bad);
+        exit_code = 1;
+        goto out;
+    }
+    double gbps = (double)st.bytes / st.wall / 1e9;
+    if (st.pinned_core >= 0) printf("io thread: pinned to core %d\n", st.pinned_core);
+    else printf("io thread: not pinned%s%s\n", st.pin_error[0] ? ": " : "", st.pin_error);
+    printf("io_uring O_DIRECT:  %8.3f s  %7.3f GB/s  (consumer waited %.3f s)\n", st.wall, gbps, st.consumer_wait);
+    double bsecs = 0, bgbps = 0;
+    uint64_t bbytes = 0;
+    if (!no_buffered) {
+        if (buffered_read(s, ext, n, chunk, &bsecs, &bbytes)) {
+            exit_code = tool_fail("bench io");
+            goto out;
+        }
+        bgbps = (double)bbytes / bsecs / 1e9;
+        printf("buffered read(2):   %8.3f s  %7.3f GB/s  (page cache dropped with fadvise first)\n", bsecs, bgbps);
+        printf("io_uring / buffered: %.2fx\n", gbps / bgbps);
+    }
+    if (as_json) {
+        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s,s:I,s:i}", "file", pos[0], "layers",
+                              (json_int_t)n, "bytes", (json_int_t)st.bytes, "qd", (json_int_t)qd, "chunk",
+                              (json_int_t)chunk, "slots", (json_int_t)slots, "seconds", st.wall, "gbps", gbps,
+                              "buffered_seconds", bsecs, "buffered_gbps", bgbps, "topology", topo_desc, "io_core",
+                              (json_int_t)st.pinned_core, "verified", verify);
+        char *txt = json_dumps(j, JSON_COMPACT);
+        puts(txt);
+        free(txt);
+        json_decref(j);
+    }
+out:
+    topo_free(topo);
+    free(ext);
+    tier_close(s);
+    return exit_code;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "io") == 0) return bench_io(argc - 1, argv + 1);
+    if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+        printf("usage: tiertrain bench io FILE [options]\n\n  io    read every layer extent as the trainer does; "
+               "`tiertrain bench io --help` for options\n");
+        return 0;
+    }
+    fprintf(stderr, "tiertrain bench: expected a benchmark name: io (see tiertrain bench --help)\n");
+    return 2;
+}

@@ -1,0 +1,84 @@
+/* tools/main.c — the tiertrain program: dispatches to the subcommands. */
+#include "tools/tools.h"
+
+#include "core/common.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} g_cmds[] = {
+    {"synth", cmd_synth, "write a random-weight model store at real shapes (optionally LoRAM-pruned, NF4)"},
+    {"info", cmd_info, "show a store's config, per-layer dimensions, parameter count and bytes per tier"},
+    {"verify", cmd_verify, "check every extent checksum of a store"},
+    {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
+};
+#define N_CMDS (sizeof g_cmds / sizeof g_cmds[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: tiertrain COMMAND [options]\n\n"
+               "tiertrain: an out-of-core, memory-tiered LLaMA trainer (LoRAM: train small, infer large).\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_CMDS; i++) fprintf(f, "  %-8s %s\n", g_cmds[i].name, g_cmds[i].summary);
+    fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
+}
+
+int tool_fail(const char *cmd) {
+    fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
+    return 1;
+}
+
+char *fmt_params(uint64_t n, char *buf, unsigned long cap) {
+    if (n >= 1000000000ull) snprintf(buf, cap, "%.2fB", (double)n / 1e9);
+    else snprintf(buf, cap, "%.2fM", (double)n / 1e6);
+    return buf;
+}
+
+void progress_start(tool_progress *p, const char *what, uint64_t total) {
+    p->what = what;
+    p->total = total ? total : 1;
+    p->t0 = p->last = tt_now();
+    p->last_decile = 0;
+    p->tty = isatty(2);
+}
+
+static void progress_print(tool_progress *p, uint64_t done, int final) {
+    double dt = tt_now() - p->t0;
+    double rate = dt > 0 ? (double)done / dt : 0;
+    double eta = rate > 0 ? (double)(p->total - done) / rate : 0;
+    char a[32], b[32];
+    fprintf(stderr, "%s%s: %s / %s (%3.0f%%), %.0f MB/s, %s %.0fs%s", p->tty ? "\r" : "", p->what,
+            tt_fmt_bytes(done, a, sizeof a), tt_fmt_bytes(p->total, b, sizeof b), 100.0 * (double)done / (double)p->total,
+            rate / 1e6, final ? "took" : "ETA", final ? dt : eta, p->tty ? "   " : "\n");
+    if (final && p->tty) fputc('\n', stderr);
+}
+
+void progress_update(tool_progress *p, uint64_t done) {
+    double now = tt_now();
+    int decile = (int)(10 * done / p->total);
+    if (now - p->t0 < 1.0) return; /* quick work stays quiet */
+    if (p->tty ? now - p->last >= 0.5 : decile > p->last_decile) {
+        p->last = now;
+        p->last_decile = decile;
+        progress_print(p, done, 0);
+    }
+}
+
+void progress_end(tool_progress *p, uint64_t done) {
+    if (tt_now() - p->t0 >= 1.0) progress_print(p, done, 1);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < N_CMDS; i++)
+        if (strcmp(argv[1], g_cmds[i].name) == 0) return g_cmds[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n", argv[1]);
+    return 2;
+}
