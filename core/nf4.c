@@ -287,8 +287,10 @@ void nf4_double_quant(const float *absmax, uint64_t nb, uint8_t *qabsmax, float 
 
 void nf4_double_dequant(const uint8_t *qabsmax, const float *absmax2, float offset, uint64_t nb, float *absmax) {
     for (uint64_t i = 0; i < nb; i++) {
-        /* two roundings, as bitsandbytes: dequantize_blockwise, then += offset */
-        const float t = nf4_dynamic_map[qabsmax[i]] * absmax2[i / NF4_DQ_BLOCK];
+        /* two roundings, as bitsandbytes (dequantize_blockwise, then
+         * += offset): volatile keeps a compiler allowed to contract (gnu11
+         * with FMA hardware) from fusing them into one fmaf */
+        volatile float t = nf4_dynamic_map[qabsmax[i]] * absmax2[i / NF4_DQ_BLOCK];
         absmax[i] = t + offset;
     }
 }

@@ -50,7 +50,9 @@ uint8_t nf4_quantize_value(float x);
 /* Quantizes n values (n even, or the tensor's last chunk) block by block:
  * codes u8[ceil(n/2)] (packed, high nibble first), absmax f32[ceil(n/64)].
  * Chunks of a larger tensor may be quantized by separate calls as long as each
- * chunk except the last holds a multiple of 64 values. */
+ * chunk except the last holds a multiple of 64 values. Values must be finite.
+ * An all-zero block gets absmax 0 and code 7 (0.0); after an odd last value
+ * the unused low nibble is 0. Writes exactly ceil(n/2) code bytes. */
 void nf4_quantize_blocks(const float *x, uint64_t n, uint8_t *codes, float *absmax);
 
 /* Inverse of nf4_quantize_blocks: out[i] = nf4_code[code_i] * absmax[i/64]. */
@@ -58,14 +60,19 @@ void nf4_dequantize_blocks(const uint8_t *codes, const float *absmax, uint64_t n
 
 /* Double quantization of nb absmax values: offset = mean(absmax); each block of
  * 256 (absmax - offset) values is scaled by 1/max|.| and mapped to the nearest
- * entry of nf4_dynamic_map. qabsmax u8[nb], absmax2 f32[ceil(nb/256)]. */
+ * entry of nf4_dynamic_map. qabsmax u8[nb], absmax2 f32[ceil(nb/256)].
+ * (The mean is summed in double; a block whose max|.| is 0 stores index 127,
+ * the entry 0.0; ties between two entries go to the even index, as in
+ * bitsandbytes' dQuantize.) */
 void nf4_double_quant(const float *absmax, uint64_t nb, uint8_t *qabsmax, float *absmax2, float *offset);
 
 /* absmax[i] = nf4_dynamic_map[qabsmax[i]] * absmax2[i/256] + offset. */
 void nf4_double_dequant(const uint8_t *qabsmax, const float *absmax2, float offset, uint64_t nb, float *absmax);
 
 /* Whole-tensor helpers on a blob laid out by nf4_layout_of(n, dq).
- * blob must hold layout.total bytes; padding bytes are written as zero. */
+ * blob must hold layout.total bytes and be at least 4-byte aligned (asserted);
+ * padding bytes are written as zero. With double quant, nf4_quantize_tensor
+ * allocates (and frees) f32[nblocks] scratch for the absmax values. */
 void nf4_quantize_tensor(const float *x, uint64_t n, int double_quant, uint8_t *blob);
 void nf4_dequantize_tensor(const uint8_t *blob, uint64_t n, int double_quant, float *out);
 
