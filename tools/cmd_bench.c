@@ -147,8 +147,14 @@ static int bench_io(int argc, char **argv) {
         printf("io_uring / buffered: %.2fx\n", gbps / bgbps);
     }
     if (as_json) {
-        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s,s:I,s:i}", "file", pos[0], "layers",
-                              (json_int_t)n, "bytes", (json_int_t)st.bytes, "qd", (json_int_t)qd, "chunk",
+        /* The layer extents are contiguous: [range_offset, range_offset + range_bytes) is what
+         * `make bench` hands to fio for the side-by-side comparison. */
+        const tier_extent *first = tier_extent_at(s, ext[0]), *last = tier_extent_at(s, ext[n - 1]);
+        uint64_t range_end = tt_align_up(last->offset + last->stored, UR_ALIGN);
+        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s,s:I,s:i}", "file", pos[0],
+                              "layers", (json_int_t)n, "bytes", (json_int_t)st.bytes, "range_offset",
+                              (json_int_t)first->offset, "range_bytes", (json_int_t)(range_end - first->offset),
+                              "qd", (json_int_t)qd, "chunk",
                               (json_int_t)chunk, "slots", (json_int_t)slots, "seconds", st.wall, "gbps", gbps,
                               "buffered_seconds", bsecs, "buffered_gbps", bgbps, "topology", topo_desc, "io_core",
                               (json_int_t)st.pinned_core, "verified", verify);
