@@ -56,7 +56,7 @@ B := $(BUILD)/rel
 A := $(BUILD)/asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-.PHONY: all test deps fuzz demo bench clean
+.PHONY: all test run-tests deps fuzz demo bench clean
 .SECONDARY:
 all: tiertrain
 
@@ -88,7 +88,11 @@ $(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o)
 TESTS_REL  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%)
 
-test: deps $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) fuzz
+# deps first, then everything else (also under make -j)
+test: deps
+	@$(MAKE) --no-print-directory run-tests
+
+run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) fuzz
 	@sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
 
 # ---- fuzzing (libFuzzer needs clang) ----------------------------------------
@@ -99,10 +103,12 @@ $(BUILD)/fuzz/%: tests/%.c $(LIB_SRC)
 	$(CLANG) $(CSTD) -O1 -g -I. -pthread -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
 
 # ---- the quick-start job -----------------------------------------------------
-demo: deps tiertrain
+demo: deps
+	@$(MAKE) --no-print-directory tiertrain
 	@sh tools/demo.sh
 
-bench: deps tiertrain
+bench: deps
+	@$(MAKE) --no-print-directory tiertrain
 	@sh tools/bench_io.sh
 
 # ---- dependencies ------------------------------------------------------------
