@@ -17,11 +17,11 @@ OPT     ?= -O2
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -I. -pthread
-LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lm -pthread
+LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lopenblas -lm -pthread
 
 # ---- Debian packages ------------------------------------------------------
 DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev \
-            pkg-config fio clang libclang-rt-dev
+            libopenblas-dev pkg-config fio clang libclang-rt-dev
 
 # ---- CUDA detection (STYLE.md 12) -----------------------------------------
 ifeq ($(NO_CUDA),1)
@@ -54,6 +54,9 @@ TOOL_OBJ  = $(TOOL_SRC:%.c=$(B)/%.o)
 
 B := $(BUILD)/rel
 A := $(BUILD)/asan
+# double-precision builds (-DTT_F64) for the finite-difference gradient tests (tests/test_grad_*.c)
+F := $(BUILD)/f64
+FA := $(BUILD)/f64asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 .PHONY: all test run-tests deps fuzz demo bench clean
@@ -73,6 +76,14 @@ $(A)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
 
+$(F)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DTT_F64 -MMD -MP -c $< -o $@
+
+$(FA)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DTT_F64 -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
+
 $(B)/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -83,6 +94,15 @@ $(B)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
+
+# gradient tests link the double-precision objects (shortest-stem rule wins)
+$(B)/tests/test_grad_%: $(F)/tests/test_grad_%.o $(LIB_SRC:%.c=$(F)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(A)/tests/test_grad_%: $(FA)/tests/test_grad_%.o $(LIB_SRC:%.c=$(FA)/%.o)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
 
 TESTS_REL  := $(TEST_SRC:tests/%.c=$(B)/tests/%)

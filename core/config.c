@@ -217,3 +217,18 @@ uint64_t config_n_linear_params(const tt_config *c) {
     }
     return n;
 }
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t config_fingerprint(const tt_config *c) {
+    uint32_t f[] = {c->n_layers, c->hidden, c->vocab, c->head_dim, c->n_heads, c->n_kv_heads, c->ffn,
+                    c->tie_embeddings, c->rope_type};
+    uint64_t h = fnv(0xcbf29ce484222325ull, f, sizeof f);
+    h = fnv(h, &c->rope_theta, sizeof c->rope_theta);
+    h = fnv(h, &c->rms_eps, sizeof c->rms_eps);
+    return fnv(h, c->layers, sizeof c->layers[0] * c->n_layers);
+}

@@ -72,6 +72,10 @@ int config_prune(tt_config *cfg, double r, uint32_t a, uint32_t b);
  * `what` (e.g. the file name). */
 int config_validate(const tt_config *cfg, const char *what);
 
+/* A 64-bit fingerprint of the model's shapes (all dims, per-layer dims and
+ * rope settings): adapters and checkpoints record it to refuse another model. */
+uint64_t config_fingerprint(const tt_config *cfg);
+
 /* ---- the tensor table ---------------------------------------------------- */
 
 /* Extents of a store, in file order: the embedding, each layer, the head

@@ -4,6 +4,8 @@
 
 #include "core/config.h"
 #include "core/dtype.h"
+#include "core/nf4.h"
+#include "core/rng.h"
 #include "io/tier.h"
 
 #include <stdio.h>
@@ -81,6 +83,40 @@ static inline int fixture_write_store(const char *path, const tt_config *c, cons
         free(b);
         if (rc) { tier_writer_abort(w); return rc; }
     }
+    return tier_writer_finish(w);
+}
+
+/* Writes a store with real weights: projections N(0, wstd) encoded as lin
+ * (f32, bf16, nf4, nf4-dq), norms 1 + N(0, 0.1), embedding and lm_head
+ * N(0, 0.5). Deterministic from seed. Returns the writer's rc. */
+static inline int fixture_write_model(const char *path, const tt_config *c, uint32_t lin, float wstd, uint64_t seed) {
+    uint32_t *dt = fixture_dtypes(c, lin);
+    tier_write_opts o = {dt, NULL, 0};
+    tier_writer *w;
+    int rc = tier_writer_open(&w, path, c, &o);
+    if (rc) { free(dt); return rc; }
+    tt_tensor_desc d;
+    for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
+        config_tensor(c, i, &d);
+        uint64_t n = d.rows * d.cols;
+        float *v = malloc(n * sizeof *v);
+        tt_rng r;
+        rng_seed(&r, seed, i);
+        for (uint64_t j = 0; j < n; j++) {
+            double g = rng_normal(&r);
+            v[j] = (float)(d.role == TT_ROLE_NORM ? 1.0 + 0.1 * g : d.role == TT_ROLE_LINEAR ? wstd * g : 0.5 * g);
+        }
+        uint64_t nb = tier_writer_tensor_bytes(w, i);
+        uint8_t *b = calloc(1, nb);
+        if (dt[i] == TT_DTYPE_F32) memcpy(b, v, n * 4);
+        else if (dt[i] == TT_DTYPE_BF16) for (uint64_t j = 0; j < n; j++) ((uint16_t *)b)[j] = f32_to_bf16(v[j]);
+        else nf4_quantize_tensor(v, n, dt[i] == TT_DTYPE_NF4DQ, b);
+        rc = tier_writer_write(w, i, b, nb);
+        free(b);
+        free(v);
+    }
+    free(dt);
+    if (rc) { tier_writer_abort(w); return rc; }
     return tier_writer_finish(w);
 }
 

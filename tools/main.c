@@ -15,6 +15,8 @@ static const struct {
     {"synth", cmd_synth, "write a random-weight model store at real shapes (optionally LoRAM-pruned, NF4)"},
     {"info", cmd_info, "show a store's config, per-layer dimensions, parameter count and bytes per tier"},
     {"verify", cmd_verify, "check every extent checksum of a store"},
+    {"tokenize", cmd_tokenize, "turn text into a token file (byte-level or a Hugging Face tokenizer.json)"},
+    {"train", cmd_train, "train LoRA adapters on a store (CPU reference backend)"},
     {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
 };
 #define N_CMDS (sizeof g_cmds / sizeof g_cmds[0])

@@ -8,6 +8,8 @@ int cmd_synth(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);

@@ -1,0 +1,106 @@
+/* core/lora.c — LoRA parameter layout and PEFT-compatible initialisation. */
+#include "core/lora.h"
+
+#include "core/common.h"
+#include "core/rng.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+static const char *g_names[TT_PROJ_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"};
+
+const char *lora_proj_name(int p) {
+    TT_ASSERT(p >= 0 && p < TT_PROJ_COUNT);
+    return g_names[p];
+}
+
+int lora_parse_targets(const char *s, unsigned *mask) {
+    *mask = 0;
+    if (strcmp(s, "all") == 0) { *mask = LORA_ALL_TARGETS; return 0; }
+    const char *p = s;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        int found = -1;
+        for (int i = 0; i < TT_PROJ_COUNT; i++) {
+            size_t short_len = strlen(g_names[i]) - 5; /* without "_proj" */
+            if ((len == short_len || len == strlen(g_names[i])) && strncmp(p, g_names[i], len) == 0) found = i;
+        }
+        if (found < 0)
+            return TT_FAIL(-EINVAL, "--targets: unknown projection '%.*s'; use q,k,v,o,gate,up,down or all", (int)len,
+                           p);
+        *mask |= 1u << found;
+        p += len;
+        if (*p == ',') p++;
+    }
+    if (!*mask) return TT_FAIL(-EINVAL, "--targets is empty; use q,k,v,o,gate,up,down or all");
+    return 0;
+}
+
+void lora_targets_str(unsigned mask, char *buf, size_t cap) {
+    buf[0] = '\0';
+    size_t used = 0;
+    for (int i = 0; i < TT_PROJ_COUNT; i++)
+        if (mask & (1u << i)) used += (size_t)snprintf(buf + used, used < cap ? cap - used : 0, "%s%s",
+                                                       used ? "," : "", g_names[i]);
+}
+
+int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed) {
+    memset(lo, 0, sizeof *lo);
+    TT_ASSERT(lc->rank > 0 && lc->targets && lc->dropout >= 0 && lc->dropout < 1);
+    lo->cfg = *lc;
+    lo->n_layers = (int)cfg->n_layers;
+    lo->scale = lc->alpha / (float)lc->rank;
+    size_t off = 0;
+    tt_tensor_desc d;
+    uint32_t nt = config_n_tensors(cfg);
+    for (uint32_t l = 0; l < cfg->n_layers; l++) {
+        lo->layer_off[l] = off;
+        for (uint32_t i = 0; i < nt; i++) {
+            config_tensor(cfg, i, &d);
+            if (d.layer != (int32_t)l || d.role != TT_ROLE_LINEAR || !(lc->targets & (1u << d.proj))) continue;
+            tt_lora_slot *s = &lo->slot[l][d.proj];
+            s->in = (int)d.cols;
+            s->out = (int)d.rows;
+            s->a = off;
+            off += (size_t)lc->rank * (size_t)s->in;
+            s->b = off;
+            off += (size_t)s->out * (size_t)lc->rank;
+        }
+    }
+    lo->layer_off[cfg->n_layers] = off;
+    lo->n = off;
+    lo->params = be_alloc(off * sizeof(tt_real));
+    lo->grads = be_alloc(off * sizeof(tt_real));
+    lo->m = be_alloc(off * sizeof(float));
+    lo->v = be_alloc(off * sizeof(float));
+    if (!lo->params || !lo->grads || !lo->m || !lo->v) {
+        lora_free(lo);
+        return TT_FAIL(-ENOMEM, "out of memory allocating %zu LoRA parameters", off);
+    }
+    /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform_ with a = sqrt(5)), B = 0. */
+    tt_real *host = tt_xcalloc(off ? off : 1, sizeof *host);
+    for (uint32_t l = 0; l < cfg->n_layers; l++)
+        for (int p = 0; p < TT_PROJ_COUNT; p++) {
+            const tt_lora_slot *s = &lo->slot[l][p];
+            if (!s->in) continue;
+            tt_rng r;
+            rng_seed(&r, seed, 0x10ad0000u + l * 16u + (unsigned)p);
+            double bound = 1.0 / sqrt((double)s->in);
+            for (size_t j = 0; j < (size_t)lc->rank * (size_t)s->in; j++)
+                host[s->a + j] = (tt_real)((2.0 * rng_uniform(&r) - 1.0) * bound);
+        }
+    be_to_device(lo->params, host, off * sizeof(tt_real));
+    free(host);
+    return 0;
+}
+
+void lora_free(tt_lora *lo) {
+    be_free(lo->params);
+    be_free(lo->grads);
+    be_free(lo->m);
+    be_free(lo->v);
+    lo->params = lo->grads = NULL;
+    lo->m = lo->v = NULL;
+}

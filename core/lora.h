@@ -1,0 +1,60 @@
+/* core/lora.h — LoRA adapters on the projections of every layer.
+ *
+ * For a projection W (out, in) with LoRA, y = x W^T + s * (drop(x) A^T) B^T,
+ * A (r, in), B (out, r), s = alpha / r (PEFT's LoraLayer). A is initialised
+ * as PEFT does (kaiming_uniform_(a = sqrt(5)), i.e. uniform in
+ * [-1/sqrt(in), 1/sqrt(in)]), B = 0.
+ *
+ * All parameters live in one device buffer (and gradients in another, Adam
+ * moments in two more), layer after layer, A then B for each targeted
+ * projection in q,k,v,o,gate,up,down order, so a layer's parameters are one
+ * contiguous range (the streaming runtime steps a layer's optimizer alone). */
+#ifndef TT_LORA_H
+#define TT_LORA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "kernels/backend.h"
+
+#define LORA_ALL_TARGETS 0x7fu
+
+typedef struct tt_lora_cfg {
+    int rank;
+    float alpha;
+    float dropout;      /* probability in [0, 1) */
+    unsigned targets;   /* bit p = projection p (tt_proj) */
+} tt_lora_cfg;
+
+typedef struct tt_lora_slot {
+    size_t a, b;        /* offsets (in elements) of A (r, in) and B (out, r); meaningful if present */
+    int in, out;        /* 0 when the projection has no LoRA */
+} tt_lora_slot;
+
+typedef struct tt_lora {
+    tt_lora_cfg cfg;
+    int n_layers;
+    float scale;        /* alpha / rank */
+    size_t n;           /* parameter count */
+    tt_real *params;    /* device, n */
+    tt_real *grads;     /* device, n */
+    float *m, *v;       /* device, n: AdamW moments */
+    tt_lora_slot slot[TT_MAX_LAYERS][TT_PROJ_COUNT];
+    size_t layer_off[TT_MAX_LAYERS + 1]; /* layer l's parameters: [layer_off[l], layer_off[l+1]) */
+} tt_lora;
+
+/* Parses "q,k,v,o,gate,up,down" (or "all") into a target mask; returns 0 or
+ * -EINVAL with a message naming the bad entry. */
+int lora_parse_targets(const char *s, unsigned *mask);
+/* Writes the names of the targets in mask ("q_proj", ...) separated by commas. */
+void lora_targets_str(unsigned mask, char *buf, size_t cap);
+/* HF module name of projection p: "q_proj", ..., "down_proj". */
+const char *lora_proj_name(int p);
+
+/* Lays out and allocates the adapter for cfg's per-layer shapes (device
+ * buffers from the backend), initialised from seed. Returns 0 or -ENOMEM. */
+int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed);
+void lora_free(tt_lora *lo);
+
+#endif

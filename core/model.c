@@ -1,0 +1,454 @@
+/* core/model.c — LLaMA + LoRA forward/backward with per-layer activation
+ * checkpointing, on the backend interface. */
+#include "core/model.h"
+
+#include "core/common.h"
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "io/tier.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#define XENT_CHUNK_ELEMS (4u << 20) /* logits per cross-entropy chunk: rows * vocab */
+
+struct tt_model {
+    tt_config cfg;
+    void *extent_buf[TT_MAX_LAYERS + 2];   /* device copies of the layer and head extents */
+    tt_layer_weights lw[TT_MAX_LAYERS];
+    tt_real *norm_buf;                      /* device: 2 norms per layer + final norm */
+    tt_real *final_norm;                    /* device (hidden) */
+    tt_real *lm_head;                       /* device (vocab, hidden), dequantized once */
+    tt_real *embed;                         /* host (vocab, hidden) */
+};
+
+struct tt_ws {
+    int B, S, T, H, r;
+    size_t max_in, max_out, F, QD, KVD;
+    tt_real *xn, *rstd1, *q, *k, *v, *att, *lse, *h, *hn, *rstd2, *g, *u, *mm;
+    tt_real *z[TT_PROJ_COUNT];
+    tt_real *wbuf, *xd, *mask, *tmp, *dz;
+    tt_real *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
+    tt_real *ck;          /* L+1 layer inputs, (T, H) each */
+    tt_real *dx0, *dx1;   /* (T, H) ping-pong gradients */
+    tt_real *xf, *rstdf, *logits, *dxf;
+    int xent_rows;
+    tt_real *cos_t, *sin_t;
+    tt_real *weight_d;    /* device copy of the loss weights (T) */
+    int32_t *targets_h;   /* host */
+    tt_real *host_x;      /* host (T, H) for the embedding gather */
+    tt_real *host_mask;   /* host (T, max_in) */
+    int L;
+};
+
+/* ---- loading ---------------------------------------------------------------- */
+
+const tt_config *model_config(const tt_model *m) { return &m->cfg; }
+const tt_layer_weights *model_layer(const tt_model *m, int l) { return &m->lw[l]; }
+
+static void host_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {
+    if (dtype == TT_DTYPE_F32) {
+        const float *f = blob;
+        for (size_t i = 0; i < n; i++) out[i] = (tt_real)f[i];
+    } else {
+        TT_ASSERT(dtype == TT_DTYPE_BF16);
+        const uint16_t *h = blob;
+        for (size_t i = 0; i < n; i++) out[i] = (tt_real)bf16_to_f32(h[i]);
+    }
+}
+
+static int read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out) {
+    const tier_extent *x = tier_extent_at(s, e);
+    uint8_t *stored = malloc(x->stored ? x->stored : 1);
+    uint8_t *raw = x->codec == TIER_CODEC_RAW ? stored : malloc(x->raw ? x->raw : 1);
+    if (!stored || !raw) {
+        free(stored);
+        return TT_FAIL(-ENOMEM, "out of memory loading %s", tier_path(s));
+    }
+    uint64_t done = 0;
+    while (done < x->stored) {
+        ssize_t r = pread(fd, stored + done, x->stored - done, (off_t)(x->offset + done));
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            int err = r < 0 ? errno : EIO;
+            free(stored);
+            if (raw != stored) free(raw);
+            return TT_FAIL(-err, "reading %s at offset %llu failed: %s", tier_path(s),
+                           (unsigned long long)(x->offset + done), r < 0 ? strerror(err) : "unexpected end of file");
+        }
+        done += (uint64_t)r;
+    }
+    int rc = tier_extent_check(s, e, stored);
+    if (rc == 0 && raw != stored) rc = tier_extent_decode(s, e, stored, raw);
+    if (raw != stored) free(stored);
+    if (rc) { free(raw); return rc; }
+    *raw_out = raw;
+    return 0;
+}
+
+void model_free(tt_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < TT_MAX_LAYERS + 2; i++) be_free(m->extent_buf[i]);
+    be_free(m->norm_buf);
+    be_free(m->lm_head);
+    free(m->embed);
+    free(m);
+}
+
+int model_load(tt_model **out, const char *path) {
+    *out = NULL;
+    tier_store *s;
+    int rc = tier_open(&s, path);
+    if (rc) return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
+        tier_close(s);
+        return rc;
+    }
+    tt_model *m = tt_xcalloc(1, sizeof *m);
+    m->cfg = *tier_config(s);
+    const tt_config *c = &m->cfg;
+    size_t H = c->hidden;
+    m->norm_buf = be_alloc((2 * (size_t)c->n_layers + 1) * H * sizeof(tt_real));
+    m->lm_head = be_alloc((size_t)c->vocab * H * sizeof(tt_real));
+    m->embed = malloc((size_t)c->vocab * H * sizeof(tt_real));
+    if (!m->norm_buf || !m->lm_head || !m->embed) {
+        rc = TT_FAIL(-ENOMEM, "out of memory loading %s", path);
+        goto fail;
+    }
+    for (uint32_t e = 0; e < tier_n_extents(s) && rc == 0; e++) {
+        uint8_t *raw = NULL;
+        rc = read_extent(s, fd, e, &raw);
+        if (rc) break;
+        const tier_extent *x = tier_extent_at(s, e);
+        if (e == TT_EXTENT_EMBED(c)) {
+            const tier_tensor *t = tier_tensor_at(s, x->first_tensor);
+            host_dequant(t->dtype, raw + t->offset, t->rows * t->cols, m->embed);
+            free(raw);
+            continue;
+        }
+        void *dev = be_alloc(x->raw ? x->raw : 1);
+        if (!dev) {
+            free(raw);
+            rc = TT_FAIL(-ENOMEM, "out of device memory loading %s", path);
+            break;
+        }
+        be_to_device(dev, raw, x->raw);
+        free(raw);
+        m->extent_buf[e] = dev;
+        for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
+            const tier_tensor *t = tier_tensor_at(s, i);
+            tt_tensor_desc d;
+            config_tensor(c, i, &d);
+            const uint8_t *p = (const uint8_t *)dev + t->offset;
+            if (d.role == TT_ROLE_LINEAR) {
+                m->lw[d.layer].proj[d.proj] = p;
+                m->lw[d.layer].dtype[d.proj] = t->dtype;
+            } else if (d.role == TT_ROLE_NORM) {
+                tt_real *dst;
+                if (d.layer < 0) dst = m->final_norm = m->norm_buf + 2 * (size_t)c->n_layers * H;
+                else if (strstr(d.name, "input_layernorm")) dst = m->norm_buf + 2 * (size_t)d.layer * H;
+                else dst = m->norm_buf + (2 * (size_t)d.layer + 1) * H;
+                be_dequant(t->dtype, p, H, dst);
+                if (d.layer >= 0) {
+                    if (strstr(d.name, "input_layernorm")) m->lw[d.layer].norm1 = dst;
+                    else m->lw[d.layer].norm2 = dst;
+                }
+            } else if (d.role == TT_ROLE_LM_HEAD) {
+                be_dequant(t->dtype, p, (size_t)c->vocab * H, m->lm_head);
+            }
+        }
+    }
+    if (rc == 0 && c->tie_embeddings) be_to_device(m->lm_head, m->embed, (size_t)c->vocab * H * sizeof(tt_real));
+    if (rc) goto fail;
+    close(fd);
+    tier_close(s);
+    *out = m;
+    return 0;
+fail:
+    close(fd);
+    tier_close(s);
+    model_free(m);
+    return rc;
+}
+
+/* ---- rope ------------------------------------------------------------------- */
+
+void model_rope_tables(const tt_config *c, int seq, double *cos_t, double *sin_t) {
+    int half = (int)c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double freq = 1.0 / pow((double)c->rope_theta, (2.0 * i) / (double)c->head_dim);
+        if (c->rope_type == TT_ROPE_LLAMA3) {
+            /* transformers' _compute_llama3_parameters */
+            double lo_wl = c->rope_orig_max_pos / c->rope_low_freq, hi_wl = c->rope_orig_max_pos / c->rope_high_freq;
+            double wl = 2.0 * M_PI / freq;
+            if (wl > lo_wl) freq /= c->rope_factor;
+            else if (wl >= hi_wl) {
+                double smooth = (c->rope_orig_max_pos / wl - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+                freq = (1.0 - smooth) * freq / c->rope_factor + smooth * freq;
+            }
+        }
+        for (int t = 0; t < seq; t++) {
+            cos_t[(size_t)t * half + i] = cos(t * freq);
+            sin_t[(size_t)t * half + i] = sin(t * freq);
+        }
+    }
+}
+
+/* ---- workspace -------------------------------------------------------------- */
+
+void ws_free(tt_ws *w) {
+    if (!w) return;
+    tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
+                        &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
+                        &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->ck, &w->dx0,
+                        &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t, &w->weight_d};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
+    for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
+    free(w->targets_h);
+    free(w->host_x);
+    free(w->host_mask);
+    free(w);
+}
+
+int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, int B, int seq) {
+    *out = NULL;
+    tt_ws *w = tt_xcalloc(1, sizeof *w);
+    size_t T = (size_t)B * seq, H = c->hidden;
+    w->B = B; w->S = seq; w->T = (int)T; w->H = (int)H; w->r = lc->rank; w->L = (int)c->n_layers;
+    w->F = c->ffn;
+    w->QD = (size_t)c->n_heads * c->head_dim;
+    w->KVD = (size_t)c->n_kv_heads * c->head_dim;
+    w->max_in = H > w->F ? H : w->F;
+    if (w->QD > w->max_in) w->max_in = w->QD;
+    w->max_out = w->max_in;
+    size_t r = (size_t)lc->rank, e = sizeof(tt_real);
+    int ok = 1;
+#define A(ptr, n) ok &= ((ptr) = be_alloc((n) * e)) != NULL
+    A(w->xn, T * H); A(w->rstd1, T); A(w->q, T * w->QD); A(w->k, T * w->KVD); A(w->v, T * w->KVD);
+    A(w->att, T * w->QD); A(w->lse, T * c->n_heads); A(w->h, T * H); A(w->hn, T * H); A(w->rstd2, T);
+    A(w->g, T * w->F); A(w->u, T * w->F); A(w->mm, T * w->F);
+    for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r);
+    A(w->wbuf, w->max_in * w->max_out); A(w->xd, T * w->max_in); A(w->mask, T * w->max_in); A(w->tmp, T * w->max_in);
+    A(w->dz, T * r);
+    A(w->dxn, T * H); A(w->dq, T * w->QD); A(w->dk, T * w->KVD); A(w->dv, T * w->KVD); A(w->datt, T * w->QD);
+    A(w->dh, T * H); A(w->dhn, T * H); A(w->dg, T * w->F); A(w->du, T * w->F); A(w->dm, T * w->F);
+    A(w->ck, (size_t)(c->n_layers + 1) * T * H); A(w->dx0, T * H); A(w->dx1, T * H);
+    w->xent_rows = (int)(XENT_CHUNK_ELEMS / c->vocab);
+    if (w->xent_rows < 1) w->xent_rows = 1;
+    if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
+    A(w->xf, T * H); A(w->rstdf, T); A(w->logits, (size_t)w->xent_rows * c->vocab); A(w->dxf, T * H);
+    A(w->cos_t, (size_t)seq * c->head_dim / 2); A(w->sin_t, (size_t)seq * c->head_dim / 2); A(w->weight_d, T);
+#undef A
+    w->targets_h = malloc(T * sizeof *w->targets_h);
+    w->host_x = malloc(T * H * e);
+    w->host_mask = malloc(T * w->max_in * e);
+    if (!ok || !w->targets_h || !w->host_x || !w->host_mask) {
+        ws_free(w);
+        return TT_FAIL(-ENOMEM, "out of memory for the activations of %d x %d tokens", B, seq);
+    }
+    size_t half = c->head_dim / 2, nt = (size_t)seq * half;
+    double *cd = tt_xmalloc(nt * sizeof *cd), *sd = tt_xmalloc(nt * sizeof *sd);
+    model_rope_tables(c, seq, cd, sd);
+    tt_real *tmp = tt_xmalloc(nt * sizeof *tmp);
+    for (size_t i = 0; i < nt; i++) tmp[i] = (tt_real)cd[i];
+    be_to_device(w->cos_t, tmp, nt * e);
+    for (size_t i = 0; i < nt; i++) tmp[i] = (tt_real)sd[i];
+    be_to_device(w->sin_t, tmp, nt * e);
+    free(tmp); free(cd); free(sd);
+    *out = w;
+    return 0;
+}
+
+/* ---- projections with LoRA -------------------------------------------------- */
+
+typedef struct pass {
+    tt_model *m;
+    tt_lora *lo;
+    tt_ws *w;
+    uint64_t drop_seed;
+} pass;
+
+static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
+    const tt_layer_dims *d = &c->layers[l];
+    int h = (int)c->hidden, q = (int)(d->n_heads * c->head_dim), kv = (int)(d->n_kv_heads * c->head_dim);
+    switch (p) {
+    case TT_PROJ_Q: *in = h; *out = q; break;
+    case TT_PROJ_K: case TT_PROJ_V: *in = h; *out = kv; break;
+    case TT_PROJ_O: *in = q; *out = h; break;
+    case TT_PROJ_GATE: case TT_PROJ_UP: *in = h; *out = (int)d->ffn; break;
+    default: *in = (int)d->ffn; *out = h; break;
+    }
+}
+
+/* The LoRA input for (l, p): x itself, or x with a dropout mask applied
+ * (mask drawn from drop_seed, identical on recomputation). */
+static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int in) {
+    tt_ws *w = ps->w;
+    float pdrop = ps->lo->cfg.dropout;
+    if (!ps->drop_seed || pdrop <= 0.f) return x;
+    size_t n = (size_t)w->T * in;
+    tt_rng r;
+    rng_seed(&r, ps->drop_seed, (uint64_t)l * 16u + (uint64_t)p);
+    for (size_t i = 0; i < n; i++) w->host_mask[i] = rng_uniform(&r) >= pdrop ? 1 : 0;
+    be_to_device(w->mask, w->host_mask, n * sizeof(tt_real));
+    be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd);
+    return w->xd;
+}
+
+/* y (T, out) = x W^T + s * (drop(x) A^T) B^T; keeps z = drop(x) A^T. */
+static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y) {
+    tt_ws *w = ps->w;
+    const tt_layer_weights *lw = &ps->m->lw[l];
+    int in, out;
+    proj_dims(&ps->m->cfg, l, p, &in, &out);
+    be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
+    be_linear(w->T, in, out, x, w->wbuf, y, 0);
+    const tt_lora_slot *s = &ps->lo->slot[l][p];
+    if (!s->in) return;
+    TT_ASSERT(s->in == in && s->out == out);
+    int r = w->r;
+    const tt_real *xin = lora_input(ps, l, p, x, in);
+    be_linear(w->T, in, r, xin, ps->lo->params + s->a, w->z[p], 0);
+    be_gemm(0, 1, w->T, out, r, (tt_real)ps->lo->scale, w->z[p], r, ps->lo->params + s->b, r, 1, y, out);
+}
+
+/* dx (+)= dy W + LoRA path; LoRA gradients accumulated. x is the forward input. */
+static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy, tt_real *dx, int accumulate) {
+    tt_ws *w = ps->w;
+    const tt_layer_weights *lw = &ps->m->lw[l];
+    int in, out;
+    proj_dims(&ps->m->cfg, l, p, &in, &out);
+    be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
+    be_gemm(0, 0, w->T, in, out, 1, dy, out, w->wbuf, in, accumulate ? 1 : 0, dx, in);
+    const tt_lora_slot *s = &ps->lo->slot[l][p];
+    if (!s->in) return;
+    int r = w->r, T = w->T;
+    tt_real sc = (tt_real)ps->lo->scale;
+    const tt_real *A = ps->lo->params + s->a, *Bm = ps->lo->params + s->b;
+    tt_real *dA = ps->lo->grads + s->a, *dB = ps->lo->grads + s->b;
+    const tt_real *xin = lora_input(ps, l, p, x, in);
+    be_gemm(1, 0, out, r, T, sc, dy, out, w->z[p], r, 1, dB, r); /* dB += s dy^T z */
+    be_gemm(0, 0, T, r, out, sc, dy, out, Bm, r, 0, w->dz, r);  /* dz = s dy B */
+    be_gemm(1, 0, r, in, T, 1, w->dz, r, xin, in, 1, dA, in);   /* dA += dz^T drop(x) */
+    if (xin == x) {
+        be_gemm(0, 0, T, in, r, 1, w->dz, r, A, in, 1, dx, in); /* dx += dz A */
+    } else {
+        be_gemm(0, 0, T, in, r, 1, w->dz, r, A, in, 0, w->tmp, in);
+        be_mask_scale((size_t)T * in, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp);
+        be_axpy((size_t)T * in, 1, w->tmp, dx);
+    }
+}
+
+/* ---- one layer -------------------------------------------------------------- */
+
+static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
+    tt_ws *w = ps->w;
+    const tt_config *c = &ps->m->cfg;
+    const tt_layer_weights *lw = &ps->m->lw[l];
+    const tt_layer_dims *d = &c->layers[l];
+    int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
+    size_t F = d->ffn;
+    be_rmsnorm_fwd(T, H, x, lw->norm1, (tt_real)c->rms_eps, w->xn, w->rstd1);
+    proj_fwd(ps, l, TT_PROJ_Q, w->xn, w->q);
+    proj_fwd(ps, l, TT_PROJ_K, w->xn, w->k);
+    proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v);
+    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0);
+    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0);
+    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse);
+    proj_fwd(ps, l, TT_PROJ_O, w->att, w->h);
+    be_axpy((size_t)T * H, 1, x, w->h); /* h = x + o */
+    be_rmsnorm_fwd(T, H, w->h, lw->norm2, (tt_real)c->rms_eps, w->hn, w->rstd2);
+    proj_fwd(ps, l, TT_PROJ_GATE, w->hn, w->g);
+    proj_fwd(ps, l, TT_PROJ_UP, w->hn, w->u);
+    be_swiglu_fwd((size_t)T * F, w->g, w->u, w->mm);
+    proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, y);
+    be_axpy((size_t)T * H, 1, w->h, y); /* y = h + down */
+}
+
+/* Recomputes the layer from x (intermediates in the workspace), then
+ * backpropagates dy into dx (overwritten). */
+static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_real *dx) {
+    tt_ws *w = ps->w;
+    const tt_config *c = &ps->m->cfg;
+    const tt_layer_weights *lw = &ps->m->lw[l];
+    const tt_layer_dims *d = &c->layers[l];
+    int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
+    size_t F = d->ffn;
+    layer_fwd(ps, l, x, w->dxf); /* recompute; the output itself is not needed (dxf is free scratch here) */
+    /* MLP: y = h + down(swiglu(gate(hn), up(hn))) */
+    proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, dy, w->dm, 0);
+    be_swiglu_bwd((size_t)T * F, w->g, w->u, w->dm, w->dg, w->du);
+    proj_bwd(ps, l, TT_PROJ_GATE, w->hn, w->dg, w->dhn, 0);
+    proj_bwd(ps, l, TT_PROJ_UP, w->hn, w->du, w->dhn, 1);
+    be_copy(w->dh, dy, (size_t)T * H * sizeof(tt_real));
+    be_rmsnorm_bwd(T, H, w->h, lw->norm2, w->rstd2, w->dhn, w->dh, 1);
+    /* attention: h = x + o(attn(rope(q), rope(k), v)) */
+    proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0);
+    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv);
+    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1);
+    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1);
+    proj_bwd(ps, l, TT_PROJ_Q, w->xn, w->dq, w->dxn, 0);
+    proj_bwd(ps, l, TT_PROJ_K, w->xn, w->dk, w->dxn, 1);
+    proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1);
+    be_copy(dx, w->dh, (size_t)T * H * sizeof(tt_real));
+    be_rmsnorm_bwd(T, H, x, lw->norm1, w->rstd1, w->dxn, dx, 1);
+}
+
+static uint64_t layer_seed(uint64_t drop_seed, int l) {
+    return drop_seed ? drop_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(l + 1)) : 0;
+}
+
+void model_layer_forward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_real *x, tt_real *y,
+                         uint64_t drop_seed) {
+    pass ps = {m, lo, w, layer_seed(drop_seed, l)};
+    layer_fwd(&ps, l, x, y);
+}
+
+void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_real *x, const tt_real *dy,
+                          tt_real *dx, uint64_t drop_seed) {
+    pass ps = {m, lo, w, layer_seed(drop_seed, l)};
+    layer_bwd(&ps, l, x, dy, dx);
+}
+
+/* ---- whole model ------------------------------------------------------------ */
+
+double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs, const int32_t *targets,
+                        const tt_real *weight, tt_real dscale, int backward, uint64_t drop_seed) {
+    const tt_config *c = &m->cfg;
+    int T = w->T, H = w->H, L = (int)c->n_layers, V = (int)c->vocab;
+    size_t TH = (size_t)T * H;
+    /* Embedding rows gathered on the host, then copied. */
+    for (int t = 0; t < T; t++) {
+        TT_ASSERT(inputs[t] >= 0 && inputs[t] < V);
+        memcpy(w->host_x + (size_t)t * H, m->embed + (size_t)inputs[t] * H, (size_t)H * sizeof(tt_real));
+    }
+    be_to_device(w->ck, w->host_x, TH * sizeof(tt_real));
+    for (int l = 0; l < L; l++) model_layer_forward(m, lo, w, l, w->ck + (size_t)l * TH, w->ck + (size_t)(l + 1) * TH,
+                                                    drop_seed);
+    /* Head: final norm, then lm_head + cross-entropy in row chunks. */
+    const tt_real *xl = w->ck + (size_t)L * TH;
+    be_rmsnorm_fwd(T, H, xl, m->final_norm, (tt_real)c->rms_eps, w->xf, w->rstdf);
+    be_to_device(w->weight_d, weight, (size_t)T * sizeof(tt_real));
+    memcpy(w->targets_h, targets, (size_t)T * sizeof *targets);
+    double loss = 0;
+    for (int r0 = 0; r0 < T; r0 += w->xent_rows) {
+        int R = T - r0 < w->xent_rows ? T - r0 : w->xent_rows;
+        be_linear(R, H, V, w->xf + (size_t)r0 * H, m->lm_head, w->logits, 0);
+        loss += be_xent(R, V, w->logits, w->targets_h + r0, weight + r0, dscale);
+        if (backward) be_gemm(0, 0, R, H, V, 1, w->logits, V, m->lm_head, H, 0, w->dxf + (size_t)r0 * H, H);
+    }
+    if (!backward) return loss;
+    tt_real *dx = w->dx0, *dprev = w->dx1;
+    be_fill(dx, TH, 0);
+    be_rmsnorm_bwd(T, H, xl, m->final_norm, w->rstdf, w->dxf, dx, 0);
+    for (int l = L - 1; l >= 0; l--) {
+        model_layer_backward(m, lo, w, l, w->ck + (size_t)l * TH, dx, dprev, drop_seed);
+        tt_real *t = dx; dx = dprev; dprev = t;
+    }
+    return loss;
+}

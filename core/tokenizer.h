@@ -1,0 +1,98 @@
+/* core/tokenizer.h — text <-> token ids. Two tokenizers behind one handle:
+ *
+ *   - byte level: vocab 257; ids 0..255 are the bytes, 256 is "<|endoftext|>";
+ *   - a Hugging Face tokenizer.json holding a byte-level BPE model as GPT-2
+ *     and LLaMA-3 ship it: model.type "BPE" with "vocab" and "merges", the
+ *     GPT-2 byte-to-unicode mapping, and as pre-tokenizer either ByteLevel
+ *     alone (the GPT-2 regex) or Sequence[Split(LLaMA-3 regex), ByteLevel].
+ *
+ * The two pre-tokenizer regexes are implemented by hand (tokenizer.c), exact
+ * for ASCII text. Unicode classes are approximated by a small table:
+ * \s is Unicode White_Space exactly; \p{N} is ASCII digits, Latin-1 ²³¹¼½¾ and
+ * the decimal digits of a few major scripts, number forms and enclosed
+ * numbers; a code point is "other" (neither letter, number nor space) when it
+ * is a control, Latin-1 or General/CJK/fullwidth punctuation, a currency,
+ * arrow, math, box-drawing, dingbat or emoji symbol, or a combining mark of
+ * the Latin, Hebrew, Arabic, Devanagari and Thai blocks; every other non-ASCII
+ * code point counts as \p{L}. Bytes that are not valid UTF-8 are each one
+ * "other" code point (HF would refuse such text; we keep it, and decoding
+ * gives the same bytes back).
+ *
+ * Not supported (open fails with a sentence naming the field): normalizers,
+ * other models (WordPiece, Unigram), continuing_subword_prefix /
+ * end_of_word_suffix, add_prefix_space, Split patterns other than the two
+ * regexes, and vocabularies missing one of the 256 byte tokens.
+ *
+ * A tokenizer is not thread-safe: encoding uses scratch buffers in the handle.
+ * Use one handle per thread.
+ */
+#ifndef TT_TOKENIZER_H
+#define TT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tt_tokenizer tt_tokenizer;
+
+typedef enum tokenizer_kind {
+    TOKENIZER_BYTES = 1,
+    TOKENIZER_HF_BPE = 2,
+} tokenizer_kind;
+
+/* The byte-level vocabulary. */
+#define TOKENIZER_BYTES_VOCAB 257u
+#define TOKENIZER_BYTES_EOT 256u
+
+/* A growable array of token ids that encode appends to. Start from
+ * {0} (or after tokenizer_ids_free); reuse it by setting n = 0. */
+typedef struct tokenizer_ids {
+    uint32_t *v;
+    size_t n, cap;
+} tokenizer_ids;
+void tokenizer_ids_free(tokenizer_ids *ids);
+
+/* Opens the byte-level tokenizer. Never fails; free with tokenizer_free. */
+tt_tokenizer *tokenizer_open_bytes(void);
+
+/* Opens a Hugging Face tokenizer.json (a directory holding one is accepted
+ * too). Returns 0 and sets *out (free with tokenizer_free), or a negative
+ * errno after tt_seterr() with one sentence naming the file and the missing or
+ * invalid field (-ENOENT, -EISDIR, -EINVAL for malformed or unsupported JSON). */
+int tokenizer_open_hf(const char *path, tt_tokenizer **out);
+
+/* "bytes" or "PATH (tokenizer.json)", spec: "bytes" or a path. */
+int tokenizer_open(const char *spec, tt_tokenizer **out);
+
+void tokenizer_free(tt_tokenizer *t); /* NULL is fine */
+
+tokenizer_kind tokenizer_kind_of(const tt_tokenizer *t);
+/* "bytes" or the tokenizer.json path. */
+const char *tokenizer_name(const tt_tokenizer *t);
+/* One more than the largest id (ids with no token are possible but never
+ * produced by encode). */
+uint32_t tokenizer_vocab_size(const tt_tokenizer *t);
+/* The end-of-text id: 256 for bytes; for tokenizer.json the first of
+ * "<|end_of_text|>", "<|endoftext|>", "</s>" found among added_tokens, then
+ * in the vocab (open fails when none is there). */
+uint32_t tokenizer_eot_id(const tt_tokenizer *t);
+
+/* When on, the exact strings of added_tokens (for bytes: "<|endoftext|>")
+ * found in the text encode to their ids; when off (the default), such strings
+ * are ordinary text. HF's lstrip/rstrip/single_word flags are ignored. */
+void tokenizer_set_parse_special(tt_tokenizer *t, int on);
+
+/* Encodes text[0..len) (any bytes; UTF-8 expected) and appends the ids to
+ * *out. Never fails (every byte has a token). Appends nothing for len 0. */
+void tokenizer_encode(tt_tokenizer *t, const char *text, size_t len, tokenizer_ids *out);
+
+/* The bytes a token decodes to (*len set; not NUL-terminated), or NULL when
+ * id has no token. Valid while t is open. */
+const char *tokenizer_token(const tt_tokenizer *t, uint32_t id, size_t *len);
+
+/* Decodes ids[0..n) into a new malloc'ed buffer *out of *len bytes (plus a
+ * terminating NUL not counted in *len; the caller frees). Added tokens decode
+ * to their text. Returns 0, or -EINVAL (with tt_seterr) for an id with no
+ * token; *out is then NULL. */
+int tokenizer_decode(const tt_tokenizer *t, const uint32_t *ids, size_t n, char **out, size_t *len);
+
+#endif

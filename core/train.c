@@ -1,0 +1,288 @@
+/* core/train.c — the LoRA training loop. */
+#include "core/train.h"
+
+#include "core/common.h"
+#include "core/rng.h"
+#include "io/ckpt.h"
+#include "io/peft.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+_Static_assert((int)TT_PROJ_COUNT == (int)PEFT_N_PROJ, "LoRA projections and PEFT projections share one order");
+
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_signal(int sig) { g_stop_signal = sig; }
+
+double train_lr(const tt_train_opts *o, int step) {
+    if (o->warmup > 0 && step <= o->warmup) return (double)o->lr * step / o->warmup;
+    int decay = o->steps - o->warmup;
+    if (decay <= 0) return o->lr;
+    double p = (double)(step - o->warmup) / decay;
+    if (p > 1) p = 1;
+    return o->min_lr + 0.5 * ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * p));
+}
+
+/* Fills one micro-batch: B windows of seq+1 tokens at offsets drawn from
+ * (seed, step, micro) — a pure function of the step, so resuming needs no
+ * sampler state beyond the step. */
+static void sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int seq, int32_t *in,
+                         int32_t *tgt) {
+    tt_rng r;
+    rng_seed(&r, seed ^ 0xda7a5eedull, ((uint64_t)step << 20) ^ (uint64_t)micro);
+    for (int b = 0; b < B; b++) {
+        uint64_t off = rng_below(&r, tok->n - (uint64_t)seq);
+        for (int t = 0; t < seq; t++) {
+            in[b * seq + t] = (int32_t)tok->t[off + t];
+            tgt[b * seq + t] = (int32_t)tok->t[off + t + 1];
+        }
+    }
+}
+
+double train_eval(tt_model *m, tt_lora *lo, tt_ws *w, const tt_tokens *tok, int seq, int B, int max_tokens) {
+    int T = B * seq;
+    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
+    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
+    double loss = 0, count = 0;
+    uint64_t pos = 0;
+    while (count < max_tokens && pos + (uint64_t)seq + 1 <= tok->n) {
+        for (int b = 0; b < B; b++) {
+            int ok = pos + (uint64_t)seq + 1 <= tok->n;
+            for (int t = 0; t < seq; t++) {
+                in[b * seq + t] = ok ? (int32_t)tok->t[pos + t] : 0;
+                tgt[b * seq + t] = ok ? (int32_t)tok->t[pos + t + 1] : -1;
+                wt[b * seq + t] = ok ? 1 : 0;
+            }
+            if (ok) { pos += (uint64_t)seq; count += seq; }
+        }
+        loss += model_micro_step(m, lo, w, in, tgt, wt, 1, 0, 0);
+    }
+    free(in); free(tgt); free(wt);
+    return count > 0 ? loss / count : NAN;
+}
+
+static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const char *dir) {
+    const tt_config *c = model_config(m);
+    peft_adapter a;
+    memset(&a, 0, sizeof a);
+    a.n_layers = c->n_layers;
+    a.rank = (uint32_t)lo->cfg.rank;
+    a.alpha = lo->cfg.alpha;
+    a.dropout = lo->cfg.dropout;
+    a.target_mask = lo->cfg.targets;
+    a.base_model = o->model_path;
+    size_t bytes = lo->n * sizeof(tt_real);
+    tt_real *host = tt_xmalloc(bytes ? bytes : 1);
+    be_to_host(host, lo->params, bytes);
+    float *f = tt_xmalloc((lo->n ? lo->n : 1) * sizeof *f);
+    for (size_t i = 0; i < lo->n; i++) f[i] = (float)host[i];
+    free(host);
+    a.lora = tt_xcalloc((size_t)c->n_layers * PEFT_N_PROJ, sizeof *a.lora);
+    for (uint32_t l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < TT_PROJ_COUNT; p++) {
+            const tt_lora_slot *s = &lo->slot[l][p];
+            if (!s->in) continue;
+            peft_lora *e = peft_at(&a, l, p);
+            e->in = (uint32_t)s->in;
+            e->out = (uint32_t)s->out;
+            e->A = f + s->a;
+            e->B = f + s->b;
+        }
+    int rc = peft_write(dir, &a);
+    free(a.lora);
+    free(f);
+    return rc;
+}
+
+static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m, const tt_lora *lo, int step,
+                       uint64_t tokens_seen) {
+    memset(st, 0, sizeof *st);
+    st->step = (uint64_t)step;
+    st->seed = o->seed;
+    st->model_fp = config_fingerprint(model_config(m));
+    st->n_params = lo->n;
+    st->real_bytes = sizeof(tt_real);
+    st->rank = (uint32_t)lo->cfg.rank;
+    st->targets = lo->cfg.targets;
+    st->alpha = lo->cfg.alpha;
+    st->dropout = lo->cfg.dropout;
+    st->steps = (uint32_t)o->steps; st->seq = (uint32_t)o->seq; st->micro_batch = (uint32_t)o->micro_batch;
+    st->accum = (uint32_t)o->accum; st->warmup = (uint32_t)o->warmup;
+    st->lr = o->lr; st->min_lr = o->min_lr; st->wd = o->wd; st->b1 = o->b1; st->b2 = o->b2; st->eps = o->eps;
+    st->clip = o->clip;
+    st->tokens_seen = tokens_seen;
+}
+
+static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, int step,
+                           uint64_t tokens_seen) {
+    ckpt_state st;
+    fill_state(&st, o, m, lo, step, tokens_seen);
+    size_t n = lo->n;
+    void *p = tt_xmalloc(n * sizeof(tt_real) + 1);
+    float *mm = tt_xmalloc(n * sizeof(float) + 1), *vv = tt_xmalloc(n * sizeof(float) + 1);
+    be_to_host(p, lo->params, n * sizeof(tt_real));
+    be_to_host(mm, lo->m, n * sizeof(float));
+    be_to_host(vv, lo->v, n * sizeof(float));
+    int rc = ckpt_write(o->out_dir, &st, p, mm, vv);
+    free(p); free(mm); free(vv);
+    if (rc == 0) rc = write_adapter(o, m, lo, o->out_dir);
+    return rc;
+}
+
+/* Restores a checkpoint into lo after checking it belongs to this run. */
+static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *lo, int *step, uint64_t *seen) {
+    ckpt_state st;
+    void *p;
+    float *mm, *vv;
+    int rc = ckpt_read(o->resume_dir, &st, &p, &mm, &vv);
+    if (rc) return rc;
+    ckpt_state want;
+    fill_state(&want, o, m, lo, 0, 0);
+    const char *what = NULL;
+    if (st.model_fp != want.model_fp) what = "was made for another model";
+    else if (st.real_bytes != want.real_bytes) what = "was written by a build with another precision";
+    else if (st.n_params != want.n_params || st.rank != want.rank || st.targets != want.targets ||
+             st.alpha != want.alpha)
+        what = "has another LoRA shape (rank, alpha or targets)";
+    else if (st.seed != want.seed || st.seq != want.seq || st.micro_batch != want.micro_batch ||
+             st.accum != want.accum || st.lr != want.lr || st.warmup != want.warmup || st.steps != want.steps ||
+             st.min_lr != want.min_lr || st.wd != want.wd || st.clip != want.clip || st.dropout != want.dropout)
+        what = "was made with other training options (steps, lr, batch, seed...); resume with the same flags";
+    if (what) {
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s %s", o->resume_dir, what);
+    } else {
+        be_to_device(lo->params, p, lo->n * sizeof(tt_real));
+        be_to_device(lo->m, mm, lo->n * sizeof(float));
+        be_to_device(lo->v, vv, lo->n * sizeof(float));
+        *step = (int)st.step;
+        *seen = st.tokens_seen;
+    }
+    free(p); free(mm); free(vv);
+    return rc;
+}
+
+static void fmt_time(double s, char *buf, size_t cap) {
+    long t = (long)(s + 0.5);
+    snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const tt_tokens *val,
+              tt_train_result *res) {
+    memset(res, 0, sizeof *res);
+    res->first_val = res->last_val = NAN;
+    const tt_config *c = model_config(m);
+    int B = o->micro_batch, S = o->seq, T = B * S;
+    if (train->n < (uint64_t)S + 1)
+        return TT_FAIL(-EINVAL, "the training data has %llu tokens, fewer than --seq %d + 1; use more data or a "
+                       "shorter --seq", (unsigned long long)train->n, S);
+    for (uint64_t i = 0; i < train->n; i++)
+        if (train->t[i] >= c->vocab)
+            return TT_FAIL(-EINVAL, "token %u in the training data is outside the model's vocabulary of %u; "
+                           "tokenize with the model's tokenizer", train->t[i], c->vocab);
+    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
+        return TT_FAIL(-errno, "cannot create --out %s: %s", o->out_dir, strerror(errno));
+
+    tt_lora lo;
+    int rc = lora_init(&lo, c, &o->lora, o->seed);
+    if (rc) return rc;
+    tt_ws *w = NULL;
+    rc = ws_create(&w, c, &o->lora, B, S);
+    if (rc) { lora_free(&lo); return rc; }
+    int step = 0;
+    uint64_t seen = 0;
+    if (o->resume_dir) {
+        rc = load_checkpoint(o, m, &lo, &step, &seen);
+        if (rc) goto out;
+        if (!o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, step);
+    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    g_stop_signal = 0;
+
+    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
+    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
+    for (int i = 0; i < T; i++) wt[i] = 1;
+    int start = step;
+    if (val && val->n > (uint64_t)S && start == 0) {
+        res->first_val = res->last_val = train_eval(m, &lo, w, val, S, B, o->eval_tokens);
+        if (o->json) printf("{\"step\":0,\"steps\":%d,\"val_loss\":%.6f}\n", o->steps, res->first_val);
+        else if (!o->quiet) printf("step 0/%d  val %.4f (before training)\n", o->steps, res->first_val);
+    }
+    double t0 = tt_now();
+    while (step < o->steps) {
+        step++;
+        double ts = tt_now();
+        double lr = train_lr(o, step);
+        be_fill(lo.grads, lo.n, 0);
+        double ntok = (double)T * o->accum, loss = 0;
+        for (int k = 0; k < o->accum; k++) {
+            sample_batch(train, o->seed, step, k, B, S, in, tgt);
+            uint64_t drop = o->lora.dropout > 0 ? (o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24) ^
+                                                      (uint64_t)(k + 1)
+                                                : 0;
+            loss += model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ntok), 1, drop | (drop ? 1 : 0));
+        }
+        loss /= ntok;
+        seen += (uint64_t)ntok;
+        double gnorm = sqrt(be_sumsq(lo.n, lo.grads));
+        if (o->clip > 0 && gnorm > o->clip) be_scale(lo.n, (tt_real)(o->clip / (gnorm + 1e-6)), lo.grads);
+        be_adamw(lo.n, lo.params, lo.grads, lo.m, lo.v, (float)lr, o->b1, o->b2, o->eps, o->wd, step);
+        if (!isfinite(loss)) {
+            rc = TT_FAIL(-EINVAL, "the loss became %f at step %d; lower --lr (now %g) or check the data", loss, step,
+                         (double)o->lr);
+            break;
+        }
+        if (step == start + 1) res->first_loss = loss;
+        res->last_loss = loss;
+        res->steps_done = step;
+        double now = tt_now(), el = now - t0, per = el / (step - start);
+        double vloss = NAN;
+        int last = step == o->steps || step == o->stop_after || g_stop_signal;
+        if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
+            vloss = train_eval(m, &lo, w, val, S, B, o->eval_tokens);
+            if (isnan(res->first_val)) res->first_val = vloss;
+            res->last_val = vloss;
+        }
+        if (o->json) {
+            printf("{\"step\":%d,\"steps\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
+                   "\"elapsed_s\":%.3f%s",
+                   step, o->steps, loss, lr, gnorm, ntok / (now - ts), el, isnan(vloss) ? "" : ",\"val_loss\":");
+            if (!isnan(vloss)) printf("%.6f", vloss);
+            printf("}\n");
+        } else if (!o->quiet) {
+            char e[32], eta[32];
+            fmt_time(el, e, sizeof e);
+            fmt_time(per * (o->steps - step), eta, sizeof eta);
+            printf("step %*d/%d  loss %.4f  lr %.2e  gnorm %.3f  %6.0f tok/s  elapsed %s  eta %s", (int)log10(o->steps) + 1,
+                   step, o->steps, loss, lr, gnorm, ntok / (now - ts), e, eta);
+            if (!isnan(vloss)) printf("  val %.4f", vloss);
+            printf("\n");
+        }
+        fflush(stdout);
+        if ((o->save_every > 0 && step % o->save_every == 0) || last) {
+            rc = save_checkpoint(o, m, &lo, step, seen);
+            if (rc) break;
+        }
+        if (g_stop_signal || step == o->stop_after) {
+            res->interrupted = g_stop_signal != 0;
+            if (!o->quiet && !o->json)
+                printf("%s at step %d; checkpoint written to %s (continue with --resume %s)\n",
+                       g_stop_signal ? "interrupted" : "stopped", step, o->out_dir, o->out_dir);
+            break;
+        }
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    free(in); free(tgt); free(wt);
+out:
+    ws_free(w);
+    lora_free(&lo);
+    return rc;
+}

@@ -1,0 +1,53 @@
+/* core/train.h — the LoRA training loop (reference, everything resident):
+ * deterministic data sampling, gradient accumulation over micro-batches,
+ * global gradient-norm clipping, AdamW with linear warmup + cosine decay,
+ * periodic validation, checkpoints that resume bit-exactly, PEFT export, and
+ * a clean stop with a checkpoint on SIGINT/SIGTERM. */
+#ifndef TT_TRAIN_H
+#define TT_TRAIN_H
+
+#include <stdint.h>
+
+#include "core/lora.h"
+#include "core/model.h"
+
+typedef struct tt_tokens {
+    const uint32_t *t;
+    uint64_t n;
+} tt_tokens;
+
+typedef struct tt_train_opts {
+    const char *model_path;   /* for the adapter config */
+    const char *out_dir;
+    const char *resume_dir;   /* NULL: fresh run */
+    tt_lora_cfg lora;
+    uint64_t seed;
+    int steps, seq, micro_batch, accum, warmup;
+    float lr, min_lr, wd, b1, b2, eps, clip;
+    int eval_every;           /* steps between validations (0: only at the end) */
+    int eval_tokens;          /* validation tokens per evaluation */
+    int save_every;           /* steps between checkpoints (0: only at the end) */
+    int stop_after;           /* stop (with a checkpoint) after this step; 0: run to the end */
+    int json;                 /* one JSON object per step on stdout */
+    int quiet;
+} tt_train_opts;
+
+typedef struct tt_train_result {
+    int steps_done;
+    double first_loss, last_loss;
+    double first_val, last_val;   /* NAN if no validation ran */
+    int interrupted;
+} tt_train_result;
+
+/* Learning rate at step s (1-based): linear warmup from 0 over `warmup`
+ * steps, then cosine decay from lr to min_lr at `steps`. */
+double train_lr(const tt_train_opts *o, int step);
+
+/* Runs (or resumes) training. Returns 0 or -errno with a message. */
+int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
+
+/* Mean loss (nats/token) of the model + adapter over up to max_tokens of
+ * tokens, in consecutive windows of seq + 1. */
+double train_eval(tt_model *m, tt_lora *lo, tt_ws *w, const tt_tokens *tok, int seq, int B, int max_tokens);
+
+#endif

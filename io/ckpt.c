@@ -1,0 +1,147 @@
+/* io/ckpt.c — checkpoint files and atomic whole-file writes. */
+#include "io/ckpt.h"
+
+#include "core/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define HEADER_BYTES 32u /* magic, version, state bytes, payload bytes, checksum */
+
+int atomic_write_file(const char *path, const void *const *parts, const size_t *sizes, int nparts) {
+    size_t tl = strlen(path) + 16;
+    char *tmp = tt_xmalloc(tl);
+    snprintf(tmp, tl, "%s.partial", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = 0;
+    if (fd < 0) {
+        rc = TT_FAIL(-errno, "cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    for (int i = 0; i < nparts && rc == 0; i++) {
+        const uint8_t *p = parts[i];
+        size_t n = sizes[i];
+        while (n && rc == 0) {
+            ssize_t w = write(fd, p, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                int e = w < 0 ? errno : EIO;
+                rc = TT_FAIL(-e, "writing %s failed: %s%s", path, strerror(e),
+                             e == ENOSPC || e == EDQUOT ? "; free some space and try again" : "");
+            }
+            p += w > 0 ? w : 0;
+            n -= w > 0 ? (size_t)w : n;
+        }
+    }
+    if (rc == 0 && fsync(fd) != 0) rc = TT_FAIL(-errno, "syncing %s failed: %s", path, strerror(errno));
+    if (close(fd) != 0 && rc == 0) rc = TT_FAIL(-errno, "closing %s failed: %s", path, strerror(errno));
+    if (rc == 0 && rename(tmp, path) != 0) rc = TT_FAIL(-errno, "renaming %s into place failed: %s", path, strerror(errno));
+    if (rc) unlink(tmp);
+    free(tmp);
+    if (rc == 0) {
+        char *copy = strdup(path);
+        int dfd = copy ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (dfd >= 0) { fsync(dfd); close(dfd); }
+        free(copy);
+    }
+    return rc;
+}
+
+static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
+
+int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v) {
+    char path[4096];
+    path_in(path, sizeof path, dir);
+    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
+    uint64_t payload = sizeof *st + pbytes + 2 * mbytes;
+    XXH3_state_t *x = XXH3_createState();
+    TT_ASSERT(x);
+    XXH3_64bits_reset(x);
+    XXH3_64bits_update(x, st, sizeof *st);
+    XXH3_64bits_update(x, params, pbytes);
+    XXH3_64bits_update(x, m, mbytes);
+    XXH3_64bits_update(x, v, mbytes);
+    uint64_t sum = XXH3_64bits_digest(x);
+    XXH3_freeState(x);
+    uint8_t hdr[HEADER_BYTES] = {0};
+    uint32_t ver = CKPT_VERSION, sbytes = sizeof *st;
+    memcpy(hdr, CKPT_MAGIC, 8);
+    memcpy(hdr + 8, &ver, 4);
+    memcpy(hdr + 12, &sbytes, 4);
+    memcpy(hdr + 16, &payload, 8);
+    memcpy(hdr + 24, &sum, 8);
+    const void *parts[] = {hdr, st, params, m, v};
+    size_t sizes[] = {HEADER_BYTES, sizeof *st, pbytes, mbytes, mbytes};
+    return atomic_write_file(path, parts, sizes, 5);
+}
+
+int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v) {
+    *params = NULL; *m = *v = NULL;
+    char path[4096];
+    path_in(path, sizeof path, dir);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return TT_FAIL(-ENOENT, "--resume %s: no such checkpoint directory", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return TT_FAIL(-errno, "%s: cannot open the checkpoint (%s); was the run started with --out %s?", path,
+                       strerror(errno), dir);
+    int rc = 0;
+    uint8_t hdr[HEADER_BYTES];
+    uint8_t *body = NULL;
+    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size < HEADER_BYTES + sizeof *st ||
+        pread(fd, hdr, HEADER_BYTES, 0) != HEADER_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s is truncated; it is not a usable checkpoint", path);
+        goto out;
+    }
+    uint32_t ver, sbytes;
+    uint64_t payload, sum;
+    memcpy(&ver, hdr + 8, 4); memcpy(&sbytes, hdr + 12, 4); memcpy(&payload, hdr + 16, 8); memcpy(&sum, hdr + 24, 8);
+    if (memcmp(hdr, CKPT_MAGIC, 8) != 0) { rc = TT_FAIL(-EINVAL, "%s is not a tiertrain checkpoint", path); goto out; }
+    if (ver != CKPT_VERSION || sbytes != sizeof *st) {
+        rc = TT_FAIL(-EINVAL, "%s: checkpoint version %u is not supported (expected %u)", path, ver, CKPT_VERSION);
+        goto out;
+    }
+    if (payload != (uint64_t)sb.st_size - HEADER_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s is truncated or padded: %llu payload bytes announced, %llu present", path,
+                     (unsigned long long)payload, (unsigned long long)(sb.st_size - HEADER_BYTES));
+        goto out;
+    }
+    body = malloc(payload);
+    if (!body) { rc = TT_FAIL(-ENOMEM, "out of memory reading %s", path); goto out; }
+    for (uint64_t done = 0; done < payload;) {
+        ssize_t r = pread(fd, body + done, payload - done, (off_t)(HEADER_BYTES + done));
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            rc = TT_FAIL(-EIO, "reading %s failed", path);
+            goto out;
+        }
+        done += (uint64_t)r;
+    }
+    if (XXH3_64bits(body, payload) != sum) {
+        rc = TT_FAIL(-EINVAL, "%s is corrupt (checksum mismatch); resume from an intact checkpoint", path);
+        goto out;
+    }
+    memcpy(st, body, sizeof *st);
+    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
+    if ((st->real_bytes != 4 && st->real_bytes != 8) || sizeof *st + pbytes + 2 * mbytes != payload) {
+        rc = TT_FAIL(-EINVAL, "%s: sizes inside the checkpoint are inconsistent", path);
+        goto out;
+    }
+    *params = tt_xmalloc(pbytes ? pbytes : 1);
+    *m = tt_xmalloc(mbytes ? mbytes : 1);
+    *v = tt_xmalloc(mbytes ? mbytes : 1);
+    memcpy(*params, body + sizeof *st, pbytes);
+    memcpy(*m, body + sizeof *st + pbytes, mbytes);
+    memcpy(*v, body + sizeof *st + pbytes + mbytes, mbytes);
+out:
+    free(body);
+    close(fd);
+    return rc;
+}

@@ -1,0 +1,44 @@
+/* io/ckpt.h — training checkpoints: everything needed to continue a run
+ * exactly (LoRA parameters, AdamW moments, the step, the seeds and the
+ * hyper-parameters), in one self-describing file written atomically
+ * (".partial" + fsync + rename). Layout in docs/FORMAT.md. */
+#ifndef TT_CKPT_H
+#define TT_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CKPT_MAGIC "TTCKPT\0\0"
+#define CKPT_VERSION 1u
+#define CKPT_FILE "checkpoint.bin"
+
+/* Fixed-size record of the run (all fields little-endian on disk). */
+typedef struct ckpt_state {
+    uint64_t step;            /* optimizer steps completed */
+    uint64_t seed;
+    uint64_t model_fp;        /* fingerprint of the model config (config_fingerprint) */
+    uint64_t n_params;
+    uint32_t real_bytes;      /* sizeof(tt_real) of the writer: 4 or 8 */
+    uint32_t rank, targets;
+    float alpha, dropout;
+    /* hyper-parameters */
+    uint32_t steps, seq, micro_batch, accum, warmup;
+    float lr, min_lr, wd, b1, b2, eps, clip;
+    uint64_t tokens_seen;
+} ckpt_state;
+
+/* Writes dir/checkpoint.bin: state, then params (n_params * real_bytes),
+ * m and v (n_params floats each). Returns 0 or -errno with a message. */
+int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v);
+
+/* Reads dir/checkpoint.bin: validates magic, version, sizes and checksum.
+ * On success *params (n_params * real_bytes), *m, *v are malloc'ed (caller
+ * frees). Returns 0, or -errno with a message naming the file (missing,
+ * truncated, corrupt). */
+int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v);
+
+/* Writes n bytes to path atomically: path.partial, fsync, rename, fsync of
+ * the directory. Returns 0 or -errno with a message naming path. */
+int atomic_write_file(const char *path, const void *const *parts, const size_t *sizes, int nparts);
+
+#endif

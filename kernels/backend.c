@@ -1,0 +1,94 @@
+/* kernels/backend.c — the checked be_* wrappers around the current backend. */
+#include "kernels/backend.h"
+
+#include "core/common.h"
+
+static const tt_backend *g_be;
+
+static const tt_backend *cur(void) {
+    if (!g_be) g_be = backend_cpu();
+    return g_be;
+}
+
+void be_use(const tt_backend *b) { g_be = b; }
+const tt_backend *be_current(void) { return cur(); }
+
+void *be_alloc(size_t bytes) { return cur()->alloc(bytes); }
+void be_free(void *p) { if (p) cur()->free(p); }
+void be_to_device(void *dst, const void *src, size_t bytes) {
+    TT_ASSERT(dst && (src || !bytes));
+    cur()->to_device(dst, src, bytes);
+}
+void be_to_host(void *dst, const void *src, size_t bytes) {
+    TT_ASSERT(dst && (src || !bytes));
+    cur()->to_host(dst, src, bytes);
+}
+void be_copy(void *dst, const void *src, size_t bytes) {
+    TT_ASSERT(dst && (src || !bytes));
+    cur()->copy(dst, src, bytes);
+}
+void be_fill(tt_real *x, size_t n, tt_real v) { TT_ASSERT(x || !n); cur()->fill(x, n, v); }
+
+void be_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
+             int ldb, tt_real beta, tt_real *C, int ldc) {
+    TT_ASSERT(M > 0 && N > 0 && K > 0 && A && B && C);
+    TT_ASSERT(lda >= (ta ? M : K) && ldb >= (tb ? K : N) && ldc >= N);
+    cur()->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void be_linear(int T, int in, int out, const tt_real *x, const tt_real *W, tt_real *y, int accumulate) {
+    be_gemm(0, 1, T, out, in, 1, x, in, W, in, accumulate ? 1 : 0, y, out);
+}
+
+void be_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y) { TT_ASSERT(x && y); cur()->axpy(n, alpha, x, y); }
+void be_scale(size_t n, tt_real alpha, tt_real *x) { TT_ASSERT(x || !n); cur()->scale(n, alpha, x); }
+void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y) {
+    TT_ASSERT(x && mask && y);
+    cur()->mask_scale(n, x, mask, alpha, y);
+}
+double be_sumsq(size_t n, const tt_real *x) { TT_ASSERT(x || !n); return cur()->sumsq(n, x); }
+void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {
+    TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4);
+    cur()->dequant(dtype, blob, n, out);
+}
+void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd) {
+    TT_ASSERT(T > 0 && C > 0 && x && w && y && rstd && eps > 0);
+    cur()->rmsnorm_fwd(T, C, x, w, eps, y, rstd);
+}
+void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
+                    tt_real *dx, int accumulate) {
+    TT_ASSERT(T > 0 && C > 0 && x && w && rstd && dy && dx);
+    cur()->rmsnorm_bwd(T, C, x, w, rstd, dy, dx, accumulate);
+}
+void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x, int inverse) {
+    TT_ASSERT(T > 0 && seq > 0 && T % seq == 0 && nh > 0 && hd > 0 && hd % 2 == 0 && cos_t && sin_t && x);
+    cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse);
+}
+void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
+                 tt_real *out, tt_real *lse) {
+    TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && q && k && v && out && lse);
+    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse);
+}
+void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
+                 const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk, tt_real *dv) {
+    TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0);
+    TT_ASSERT(q && k && v && out && lse && dout && dq && dk && dv);
+    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+}
+void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
+    TT_ASSERT(g && u && m);
+    cur()->swiglu_fwd(n, g, u, m);
+}
+void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du) {
+    TT_ASSERT(g && u && dm && dg && du);
+    cur()->swiglu_bwd(n, g, u, dm, dg, du);
+}
+double be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale) {
+    TT_ASSERT(R > 0 && V > 0 && logits && targets && weight);
+    return cur()->xent(R, V, logits, targets, weight, dscale);
+}
+void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
+              float wd, int step) {
+    TT_ASSERT(p && g && m && v && step >= 1);
+    cur()->adamw(n, p, g, m, v, lr, b1, b2, eps, wd, step);
+}

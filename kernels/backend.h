@@ -1,0 +1,139 @@
+/* kernels/backend.h — the compute backend: a table of function pointers that
+ * the CPU reference (kernels/cpu/) and the CUDA backend (kernels/cuda/) fill
+ * (STYLE.md 3). core/ calls only the be_* wrappers below, which check shapes
+ * and pointers once and dispatch; no kernel is called directly.
+ *
+ * Element type: activations, LoRA parameters and their gradients are tt_real
+ * — float, or double in the "f64" build used by the finite-difference
+ * gradient tests (compile with -DTT_F64). Frozen weights arrive in their
+ * stored encoding (tt_dtype) and are dequantized by be_dequant.
+ *
+ * Layout conventions: matrices are row-major. A linear layer's weight W is
+ * (out, in) as in Hugging Face checkpoints, so y = x W^T. Activations of a
+ * micro-batch are (T, C) with T = batch * seq rows; sequence b occupies rows
+ * b*seq .. b*seq+seq-1. Heads are contiguous inside a row: q row = [head 0
+ * (head_dim) | head 1 | ...].
+ *
+ * "Device" pointers are whatever the backend's alloc returns (host memory on
+ * the CPU backend). Every function is synchronous with respect to the host
+ * unless noted.
+ */
+#ifndef TT_BACKEND_H
+#define TT_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef TT_F64
+typedef double tt_real;
+#else
+typedef float tt_real;
+#endif
+
+typedef struct tt_backend {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes);                 /* zeroed; NULL on failure */
+    void (*free)(void *p);
+    void (*to_device)(void *dst, const void *src, size_t bytes);
+    void (*to_host)(void *dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);      /* device to device */
+    void (*fill)(tt_real *x, size_t n, tt_real v);
+
+    /* ---- dense algebra ---- */
+    /* C(M,N) = alpha * op(A) op(B) + beta * C, row-major; op(A) is (M,K):
+     * A is (M,K) with row stride lda, or (K,M) when ta. Likewise op(B) (K,N). */
+    void (*gemm)(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda,
+                 const tt_real *B, int ldb, tt_real beta, tt_real *C, int ldc);
+    /* y += alpha * x */
+    void (*axpy)(size_t n, tt_real alpha, const tt_real *x, tt_real *y);
+    /* x *= alpha */
+    void (*scale)(size_t n, tt_real alpha, tt_real *x);
+    /* y = x * mask * alpha (element-wise; mask holds 0/1) */
+    void (*mask_scale)(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
+    /* sum of squares, accumulated in double */
+    double (*sumsq)(size_t n, const tt_real *x);
+
+    /* ---- frozen weights ---- */
+    /* Decodes n values of a stored tensor (dtype tt_dtype; blob in the store
+     * layout of docs/FORMAT.md, already on the device) into out. */
+    void (*dequant)(uint32_t dtype, const void *blob, size_t n, tt_real *out);
+
+    /* ---- layer ops ---- */
+    /* y = x * rsqrt(mean(x^2) + eps) * w, per row; rstd[T] saved for backward. */
+    void (*rmsnorm_fwd)(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
+    /* dx (+)= d/dx of the above given dy (w frozen); accumulate: dx += instead of =. */
+    void (*rmsnorm_bwd)(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
+                        tt_real *dx, int accumulate);
+    /* Rotary embedding in place on x (T rows of nh heads of hd), HF rotate_half
+     * convention: for i < hd/2, (x_i, x_{i+hd/2}) rotated by angle pos*freq_i.
+     * cos/sin are (seq, hd/2) tables; row t has position t % seq. inverse = 1
+     * rotates by the negative angle (the backward pass). */
+    void (*rope)(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x,
+                 int inverse);
+    /* Causal grouped-query attention per sequence: q (T, nh*hd), k/v (T, nkv*hd),
+     * out (T, nh*hd); query head h uses KV head h / (nh/nkv); softmax scale
+     * 1/sqrt(hd). lse (T, nh) receives each row's log-sum-exp for backward. */
+    void (*attn_fwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
+                     tt_real *out, tt_real *lse);
+    /* Given dout, computes dq, dk, dv (overwritten). */
+    void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
+                     const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
+                     tt_real *dv);
+    /* m = silu(g) * u, element-wise. */
+    void (*swiglu_fwd)(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
+    void (*swiglu_bwd)(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
+    /* Cross-entropy on a chunk of rows: logits (R, V) in, replaced by
+     * dlogits = (softmax - onehot) * weight[r] * dscale; returns
+     * sum_r weight[r] * (logsumexp - logit[target]) in double. weight[r] is 0
+     * for masked rows (prompt tokens, padding), 1 otherwise. */
+    double (*xent)(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);
+
+    /* ---- optimizer ---- */
+    /* AdamW step on n parameters (PyTorch's formulation): p -= lr * wd * p;
+     * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). Moments are float. */
+    void (*adamw)(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
+                  float wd, int step);
+} tt_backend;
+
+/* The CPU reference backend (OpenBLAS for gemm). */
+const tt_backend *backend_cpu(void);
+
+/* ---- checked wrappers (what core/ calls) --------------------------------- */
+
+/* Selects the backend used by the be_* functions (default: CPU). */
+void be_use(const tt_backend *b);
+const tt_backend *be_current(void);
+
+void *be_alloc(size_t bytes);
+void be_free(void *p);
+void be_to_device(void *dst, const void *src, size_t bytes);
+void be_to_host(void *dst, const void *src, size_t bytes);
+void be_copy(void *dst, const void *src, size_t bytes);
+void be_fill(tt_real *x, size_t n, tt_real v);
+void be_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
+             int ldb, tt_real beta, tt_real *C, int ldc);
+/* y (T, out) (+)= x (T, in) W^T for W (out, in): the linear layer. */
+void be_linear(int T, int in, int out, const tt_real *x, const tt_real *W, tt_real *y, int accumulate);
+void be_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y);
+void be_scale(size_t n, tt_real alpha, tt_real *x);
+void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
+double be_sumsq(size_t n, const tt_real *x);
+void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out);
+void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
+void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
+                    tt_real *dx, int accumulate);
+void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x, int inverse);
+void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
+                 tt_real *out, tt_real *lse);
+void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
+                 const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk, tt_real *dv);
+void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
+void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
+double be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);
+void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
+              float wd, int step);
+
+#endif

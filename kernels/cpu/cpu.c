@@ -1,0 +1,305 @@
+/* kernels/cpu/cpu.c — the CPU reference backend: every entry of tt_backend
+ * written as plainly as possible, in the precision of tt_real (float, or
+ * double under -DTT_F64). It is what CI trains with and what every CUDA kernel
+ * is compared against, so clarity comes before speed; the dense products go
+ * to OpenBLAS (cblas_sgemm / cblas_dgemm), everything else is plain loops.
+ *
+ * Single-threaded apart from OpenBLAS's own threads (the trainer decides on
+ * threads). The scaled-dot-product attention lives in cpu_attn.c and reaches
+ * the gemm below through cpu_impl.h.
+ */
+#include "kernels/cpu/cpu_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/dtype.h"
+#include "core/nf4.h"
+
+/* ---- memory ---------------------------------------------------------------- */
+
+/* Zeroed, 64-byte aligned; NULL on failure. 0 bytes still returns a pointer
+ * (one cache line) so callers can tell success from failure. */
+static void *cpu_alloc(size_t bytes) {
+    const size_t a = 64;
+    if (bytes > SIZE_MAX - a) return NULL;
+    const size_t sz = bytes ? (bytes + a - 1) / a * a : a; /* aligned_alloc wants a multiple */
+    void *p = aligned_alloc(a, sz);
+    if (p) memset(p, 0, sz);
+    return p;
+}
+
+static void cpu_free(void *p) { free(p); }
+
+static void cpu_memcpy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static void cpu_fill(tt_real *x, size_t n, tt_real v) {
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+
+/* ---- dense algebra --------------------------------------------------------- */
+
+/* C (M,N) = alpha op(A) op(B) + beta C, row-major; see backend.h for ta/tb. */
+void cpu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
+              int ldb, tt_real beta, tt_real *C, int ldc) {
+    const enum CBLAS_TRANSPOSE oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
+#ifdef TT_F64
+    cblas_dgemm(CblasRowMajor, oa, ob, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    cblas_sgemm(CblasRowMajor, oa, ob, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+/* Plain loops rather than cblas_?axpy: n is a size_t here and an int there. */
+static void cpu_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y) {
+    for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+static void cpu_scale(size_t n, tt_real alpha, tt_real *x) {
+    for (size_t i = 0; i < n; i++) x[i] *= alpha;
+}
+
+static void cpu_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * mask[i] * alpha;
+}
+
+static double cpu_sumsq(size_t n, const tt_real *x) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+/* ---- frozen weights -------------------------------------------------------- */
+
+/* Values converted per step of the f32/bf16 paths, and NF4 values per
+ * float-scratch step in the f64 build (a multiple of NF4_BLOCK). */
+#define DQ_STEP 1024
+
+/* n NF4 values from a blob laid out by nf4_layout_of(n, dq) (core/nf4.h),
+ * the same arithmetic as nf4_dequantize_tensor: one double-quant block
+ * (256 absmax values = 16384 values) at a time. Scratch: 256 absmax floats,
+ * plus DQ_STEP floats in the f64 build; the float build decodes into out. */
+static void dequant_nf4(const uint8_t *blob, size_t n, int dq, tt_real *out) {
+    nf4_layout L;
+    nf4_layout_of(n, dq, &L);
+    TT_ASSERT(((uintptr_t)blob & (sizeof(float) - 1)) == 0);
+    const uint8_t *codes = blob + L.codes_off;
+    const uint64_t span = (uint64_t)NF4_DQ_BLOCK * NF4_BLOCK;
+    float absbuf[NF4_DQ_BLOCK]; /* this span's absmax values (double quant) */
+    float off = 0;
+    if (dq) memcpy(&off, blob + L.offset_off, sizeof off);
+    for (uint64_t i0 = 0; i0 < n; i0 += span) {
+        const uint64_t len = n - i0 < span ? n - i0 : span; /* values in this span */
+        const uint64_t b0 = i0 / NF4_BLOCK, nb = tt_div_up(len, NF4_BLOCK);
+        const float *absmax; /* f32[nb] */
+        if (dq) {
+            nf4_double_dequant(blob + L.absmax_off + b0, (const float *)(blob + L.absmax2_off) + i0 / span, off, nb,
+                               absbuf);
+            absmax = absbuf;
+        } else {
+            absmax = (const float *)(blob + L.absmax_off) + b0;
+        }
+#ifdef TT_F64
+        float tmp[DQ_STEP];
+        for (uint64_t s = 0; s < len; s += DQ_STEP) {
+            const uint64_t sl = len - s < DQ_STEP ? len - s : DQ_STEP;
+            nf4_dequantize_blocks(codes + (i0 + s) / 2, absmax + s / NF4_BLOCK, sl, tmp);
+            for (uint64_t j = 0; j < sl; j++) out[i0 + s + j] = tmp[j];
+        }
+#else
+        nf4_dequantize_blocks(codes + i0 / 2, absmax, len, out + i0);
+#endif
+    }
+}
+
+/* Decodes n values of dtype (core/dtype.h) into out (n) tt_real. */
+static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {
+    const uint8_t *b = blob;
+    switch (dtype) {
+    case TT_DTYPE_F32:
+#ifdef TT_F64
+        for (size_t i0 = 0; i0 < n; i0 += DQ_STEP) {
+            float tmp[DQ_STEP];
+            const size_t len = n - i0 < DQ_STEP ? n - i0 : DQ_STEP;
+            memcpy(tmp, b + i0 * sizeof(float), len * sizeof(float));
+            for (size_t j = 0; j < len; j++) out[i0 + j] = tmp[j];
+        }
+#else
+        cpu_memcpy(out, b, n * sizeof(float));
+#endif
+        break;
+    case TT_DTYPE_BF16:
+        for (size_t i0 = 0; i0 < n; i0 += DQ_STEP) {
+            uint16_t tmp[DQ_STEP]; /* memcpy: the blob need not be 2-byte aligned */
+            const size_t len = n - i0 < DQ_STEP ? n - i0 : DQ_STEP;
+            memcpy(tmp, b + i0 * sizeof(uint16_t), len * sizeof(uint16_t));
+            for (size_t j = 0; j < len; j++) out[i0 + j] = bf16_to_f32(tmp[j]);
+        }
+        break;
+    case TT_DTYPE_NF4: dequant_nf4(b, n, 0, out); break;
+    case TT_DTYPE_NF4DQ: dequant_nf4(b, n, 1, out); break;
+    default: TT_ASSERT(!"unknown dtype");
+    }
+}
+
+/* ---- RMSNorm (Hugging Face LlamaRMSNorm) ----------------------------------- */
+
+/* x, y (T, C); w (C); rstd (T). The sum of squares is accumulated in double,
+ * the rest is tt_real: y = w * (x * rstd), rstd = 1 / sqrt(mean(x^2) + eps). */
+static void cpu_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y,
+                            tt_real *rstd) {
+    for (int t = 0; t < T; t++) {
+        const tt_real *xr = x + (size_t)t * C;
+        tt_real *yr = y + (size_t)t * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        const tt_real r = 1 / R_SQRT((tt_real)(ss / C) + eps);
+        rstd[t] = r;
+        for (int c = 0; c < C; c++) yr[c] = w[c] * (xr[c] * r);
+    }
+}
+
+/* With y_c = w_c x_c r and r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / C,
+ * so dx_j = r * (w_j dy_j - x_j r^2 mean_c(w_c dy_c x_c)).
+ * x, dy, dx (T, C); w (C); rstd (T) from the forward. */
+static void cpu_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
+                            tt_real *dx, int accumulate) {
+    for (int t = 0; t < T; t++) {
+        const tt_real *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
+        tt_real *dxr = dx + (size_t)t * C;
+        const tt_real r = rstd[t];
+        double dot = 0;
+        for (int c = 0; c < C; c++) dot += (double)w[c] * dyr[c] * xr[c];
+        const tt_real k = r * r * (tt_real)(dot / C);
+        for (int c = 0; c < C; c++) {
+            const tt_real g = r * (w[c] * dyr[c] - xr[c] * k);
+            dxr[c] = accumulate ? dxr[c] + g : g;
+        }
+    }
+}
+
+/* ---- rotary embedding ------------------------------------------------------ */
+
+/* x (T, nh*hd) in place; cos_t, sin_t (seq, hd/2). HF rotate_half: with
+ * a = x_i, b = x_{i+hd/2}: a' = a cos - b sin, b' = b cos + a sin. The inverse
+ * (sin -> -sin) is the transpose of this rotation, hence the exact backward. */
+static void cpu_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x,
+                     int inverse) {
+    const int half = hd / 2;
+    for (int t = 0; t < T; t++) {
+        const tt_real *cr = cos_t + (size_t)(t % seq) * half, *sr = sin_t + (size_t)(t % seq) * half;
+        for (int h = 0; h < nh; h++) {
+            tt_real *xh = x + ((size_t)t * nh + h) * hd;
+            for (int i = 0; i < half; i++) {
+                const tt_real c = cr[i], s = inverse ? -sr[i] : sr[i];
+                const tt_real a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+/* ---- SwiGLU ---------------------------------------------------------------- */
+
+/* g, u, m (n): m = silu(g) * u with silu(g) = g * sigmoid(g). */
+static void cpu_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
+    for (size_t i = 0; i < n; i++) {
+        const tt_real sig = 1 / (1 + R_EXP(-g[i]));
+        m[i] = g[i] * sig * u[i];
+    }
+}
+
+/* dg = dm u sig (1 + g (1 - sig)), du = dm silu(g); all (n). */
+static void cpu_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg,
+                           tt_real *du) {
+    for (size_t i = 0; i < n; i++) {
+        const tt_real sig = 1 / (1 + R_EXP(-g[i]));
+        const tt_real dmi = dm[i]; /* read before writing: dg or du may alias dm */
+        dg[i] = dmi * u[i] * sig * (1 + g[i] * (1 - sig));
+        du[i] = dmi * g[i] * sig;
+    }
+}
+
+/* ---- cross-entropy --------------------------------------------------------- */
+
+/* logits (R, V) in, dlogits out; targets (R), weight (R). A row with a
+ * negative target or zero weight contributes nothing and gets dlogits 0.
+ * exp is taken once per element in tt_real; sums and the loss are double. */
+static double cpu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale) {
+    double loss = 0;
+    for (int r = 0; r < R; r++) {
+        tt_real *x = logits + (size_t)r * V;
+        const int32_t tgt = targets[r];
+        if (tgt < 0 || weight[r] == 0) {
+            memset(x, 0, (size_t)V * sizeof *x);
+            continue;
+        }
+        TT_ASSERT(tgt < V);
+        tt_real mx = x[0];
+        for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        const tt_real xt = x[tgt];
+        double sum = 0;
+        for (int j = 0; j < V; j++) {
+            x[j] = R_EXP(x[j] - mx);
+            sum += x[j];
+        }
+        loss += (double)weight[r] * ((double)mx + log(sum) - (double)xt);
+        const tt_real ws = weight[r] * dscale, inv = (tt_real)(1 / sum);
+        for (int j = 0; j < V; j++) x[j] = x[j] * inv * ws;
+        x[tgt] -= ws;
+    }
+    return loss;
+}
+
+/* ---- AdamW ----------------------------------------------------------------- */
+
+/* p, g (n) tt_real; m, v (n) float. PyTorch's torch.optim.AdamW (non-amsgrad,
+ * non-fused): p *= 1 - lr wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), bc_k = 1 - b_k^step.
+ * Per-element arithmetic in double, m and v stored back as float. */
+static void cpu_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2,
+                      float eps, float wd, int step) {
+    const double bc1 = 1 - pow((double)b1, step), bc2 = 1 - pow((double)b2, step);
+    const double step_size = (double)lr / bc1, bc2_sqrt = sqrt(bc2), decay = 1 - (double)lr * wd;
+    for (size_t i = 0; i < n; i++) {
+        const double gi = g[i];
+        m[i] = (float)((double)b1 * m[i] + (1 - (double)b1) * gi);
+        v[i] = (float)((double)b2 * v[i] + (1 - (double)b2) * gi * gi);
+        const double denom = sqrt((double)v[i]) / bc2_sqrt + eps;
+        p[i] = (tt_real)((double)p[i] * decay - step_size * m[i] / denom);
+    }
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+static const tt_backend g_cpu = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_device = cpu_memcpy,
+    .to_host = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .fill = cpu_fill,
+    .gemm = cpu_gemm,
+    .axpy = cpu_axpy,
+    .scale = cpu_scale,
+    .mask_scale = cpu_mask_scale,
+    .sumsq = cpu_sumsq,
+    .dequant = cpu_dequant,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .rope = cpu_rope,
+    .attn_fwd = cpu_attn_fwd,
+    .attn_bwd = cpu_attn_bwd,
+    .swiglu_fwd = cpu_swiglu_fwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .xent = cpu_xent,
+    .adamw = cpu_adamw,
+};
+
+const tt_backend *backend_cpu(void) { return &g_cpu; }

@@ -1,0 +1,394 @@
+/* tests/test_ops.c — the CPU backend in its normal float build: each op
+ * against a naive double-precision reference written here, with a float
+ * tolerance per op (the comment beside each says why it is that size). The
+ * gradient formulas themselves are proven against finite differences in
+ * double by tests/test_grad_ops.c; this program makes sure the float build
+ * computes the same things, and covers memory, the vector helpers, adamw and
+ * dequant in float. It also prints the time of one attention forward and
+ * backward at B=4 seq=256 nh=8 nkv=4 hd=32 (information, not a check).
+ */
+#include "kernels/backend.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/dtype.h"
+#include "core/nf4.h"
+#include "core/rng.h"
+#include "tests/test.h"
+
+#ifdef TT_F64
+#error "test_ops.c tests the float build; tests/test_grad_ops.c is the double one"
+#endif
+
+static tt_rng g_rng;
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static float *randf(size_t n, double sd) {
+    float *p = tt_xmalloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = (float)(sd * rng_normal(&g_rng));
+    return p;
+}
+
+static float *zerof(size_t n) { return tt_xcalloc(n ? n : 1, sizeof(float)); }
+static double *zerod(size_t n) { return tt_xcalloc(n ? n : 1, sizeof(double)); }
+
+/* max|a - b| / max(max|b|, 1e-30): b is the double reference */
+static double relerr(const float *a, const double *b, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs(b[i]));
+    }
+    return d / fmax(m, 1e-30);
+}
+
+#define CHECK_REL(name, err, tol)                                                                              \
+    do {                                                                                                       \
+        double e_ = (err);                                                                                     \
+        printf("%-24s rel err %.3g (tol %.g)\n", name, e_, (double)(tol));                                    \
+        CHECK_MSG(e_ < (tol), "%s: relative error %.3g against the double reference", name, e_);             \
+    } while (0)
+
+/* ---- memory and vector helpers ------------------------------------------------ */
+
+static void test_memory(void) {
+    const tt_backend *b = backend_cpu();
+    CHECK(be_current() == b && strcmp(b->name, "cpu") == 0);
+    const size_t n = 1000;
+    float *d = be_alloc(n * sizeof *d), *e = be_alloc(n * sizeof *e);
+    TT_ASSERT(d && e);
+    CHECK(((uintptr_t)d & 63) == 0 && ((uintptr_t)e & 63) == 0);
+    int zero = 1;
+    for (size_t i = 0; i < n; i++) zero &= d[i] == 0;
+    CHECK_MSG(zero, "alloc must return zeroed memory");
+    float *h = randf(n, 1), *back = zerof(n);
+    be_to_device(d, h, n * sizeof *h);
+    be_copy(e, d, n * sizeof *d);
+    be_to_host(back, e, n * sizeof *e);
+    CHECK(memcmp(back, h, n * sizeof *h) == 0);
+
+    /* exact in float: one rounding each, compared with the same float expression */
+    be_fill(d, n, 0.25f);
+    CHECK(d[0] == 0.25f && d[n - 1] == 0.25f);
+    be_axpy(n, -2.0f, h, d); /* d = 0.25 - 2 h */
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= d[i] == 0.25f + -2.0f * h[i];
+    CHECK_MSG(ok, "axpy");
+    be_scale(n, 0.5f, d);
+    ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= d[i] == (0.25f + -2.0f * h[i]) * 0.5f;
+    CHECK_MSG(ok, "scale");
+    for (size_t i = 0; i < n; i++) e[i] = (float)(i % 3 != 0);
+    be_mask_scale(n, h, e, 1.25f, back);
+    ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= back[i] == (i % 3 ? h[i] * 1.25f : 0.0f);
+    CHECK_MSG(ok, "mask_scale");
+    /* sumsq accumulates in double: products of floats are exact in double,
+     * so the only differences are the order of 1000 double additions */
+    double ref = 0;
+    for (size_t i = 0; i < n; i++) ref += (double)h[i] * h[i];
+    CHECK_NEAR(be_sumsq(n, h), ref, 1e-12 * ref);
+    be_free(d), be_free(e), free(h), free(back);
+}
+
+/* ---- gemm ------------------------------------------------------------------------ */
+
+static void test_gemm(void) {
+    const int M = 13, N = 9, K = 37, pad = 2;
+    for (int ta = 0; ta < 2; ta++) {
+        for (int tb = 0; tb < 2; tb++) {
+            const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            float *A = randf((size_t)(ta ? K : M) * lda, 1), *B = randf((size_t)(tb ? N : K) * ldb, 1);
+            float *C = randf((size_t)M * ldc, 1);
+            double *ref = zerod((size_t)M * ldc);
+            for (size_t i = 0; i < (size_t)M * ldc; i++) ref[i] = C[i];
+            for (int i = 0; i < M; i++) {
+                for (int j = 0; j < N; j++) {
+                    double s = 0;
+                    for (int p = 0; p < K; p++)
+                        s += (double)(ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]) *
+                             (tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j]);
+                    ref[(size_t)i * ldc + j] = 2.0 * s + 0.5 * C[(size_t)i * ldc + j];
+                }
+            }
+            be_gemm(ta, tb, M, N, K, 2.0f, A, lda, B, ldb, 0.5f, C, ldc);
+            /* K = 37 float products of N(0,1) values, summed: |error| <~ K eps max|a b|
+             * ~ 37 * 6e-8 * 10 against entries ~ sqrt(K) ~ 6: 1e-5 of the largest entry */
+            CHECK_REL(ta ? (tb ? "gemm TT" : "gemm TN") : (tb ? "gemm NT" : "gemm NN"), relerr(C, ref, (size_t)M * ldc),
+                      1e-5);
+            free(A), free(B), free(C), free(ref);
+        }
+    }
+}
+
+/* ---- rmsnorm, rope, swiglu ---------------------------------------------------------- */
+
+static void test_rmsnorm(void) {
+    const int T = 7, C = 24;
+    const size_t n = (size_t)T * C;
+    const float eps = 1e-5f;
+    float *x = randf(n, 1), *w = randf((size_t)C, 1), *dy = randf(n, 1), *y = zerof(n), *rstd = zerof((size_t)T);
+    float *dx = zerof(n);
+    double *yr = zerod(n), *dxr = zerod(n);
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * C, *dyt = dy + (size_t)t * C;
+        double ms = 0, m2 = 0;
+        for (int c = 0; c < C; c++) ms += (double)xt[c] * xt[c] / C;
+        const double r = 1 / sqrt(ms + eps);
+        for (int c = 0; c < C; c++) m2 += (double)w[c] * dyt[c] * xt[c] / C;
+        for (int c = 0; c < C; c++) {
+            yr[(size_t)t * C + c] = xt[c] * r * w[c];
+            dxr[(size_t)t * C + c] = r * (w[c] * dyt[c] - xt[c] * r * r * m2);
+        }
+    }
+    be_rmsnorm_fwd(T, C, x, w, eps, y, rstd);
+    be_rmsnorm_bwd(T, C, x, w, rstd, dy, dx, 0);
+    /* y: a float rsqrt and two float products, a few ulps: 1e-6 */
+    CHECK_REL("rmsnorm fwd", relerr(y, yr, n), 1e-6);
+    /* dx: a difference of two terms of size ~|w dy| can cancel, so the error
+     * is relative to the largest entry, a few ulps of it: 2e-6 */
+    CHECK_REL("rmsnorm bwd", relerr(dx, dxr, n), 2e-6);
+    free(x), free(w), free(dy), free(y), free(rstd), free(dx), free(yr), free(dxr);
+}
+
+static void test_rope(void) {
+    const int seq = 11, T = 3 * seq, nh = 2, hd = 10, half = hd / 2;
+    const size_t n = (size_t)T * nh * hd;
+    float *cs = zerof((size_t)seq * half), *sn = zerof((size_t)seq * half), *x = randf(n, 1), *y = zerof(n);
+    double *ref = zerod(n);
+    for (int p = 0; p < seq; p++) {
+        for (int i = 0; i < half; i++) {
+            const double ang = p * pow(10000.0, -2.0 * i / hd);
+            cs[(size_t)p * half + i] = (float)cos(ang), sn[(size_t)p * half + i] = (float)sin(ang);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < nh; h++) {
+            const float *xh = x + ((size_t)t * nh + h) * hd;
+            for (int d = 0; d < hd; d++) {
+                const double ang = (t % seq) * pow(10000.0, -2.0 * (d % half) / hd);
+                const double rot = d < half ? -xh[d + half] : xh[d - half];
+                ref[((size_t)t * nh + h) * hd + d] = xh[d] * cos(ang) + rot * sin(ang);
+            }
+        }
+    }
+    memcpy(y, x, n * sizeof *y);
+    be_rope(T, seq, nh, hd, cs, sn, y, 0);
+    /* float tables (1 ulp each) and two float products and a sum: 1e-6 */
+    CHECK_REL("rope fwd", relerr(y, ref, n), 1e-6);
+    be_rope(T, seq, nh, hd, cs, sn, y, 1);
+    for (size_t i = 0; i < n; i++) ref[i] = x[i];
+    /* the round trip: cos^2 + sin^2 = 1 only up to float table rounding */
+    CHECK_REL("rope inverse", relerr(y, ref, n), 1e-6);
+    free(cs), free(sn), free(x), free(y), free(ref);
+}
+
+static void test_swiglu(void) {
+    const size_t n = 1001;
+    float *g = randf(n, 3), *u = randf(n, 1), *dm = randf(n, 1), *m = zerof(n), *dg = zerof(n), *du = zerof(n);
+    double *mr = zerod(n), *dgr = zerod(n), *dur = zerod(n);
+    for (size_t i = 0; i < n; i++) {
+        const double s = 1 / (1 + exp(-(double)g[i]));
+        mr[i] = g[i] * s * u[i];
+        dgr[i] = dm[i] * u[i] * s * (1 + g[i] * (1 - s));
+        dur[i] = dm[i] * g[i] * s;
+    }
+    be_swiglu_fwd(n, g, u, m);
+    be_swiglu_bwd(n, g, u, dm, dg, du);
+    /* expf and a handful of float operations per element: a few ulps, 1e-6
+     * of the largest entry; dg also has g (1 - sig), where 1 - sig loses
+     * accuracy as sig -> 1 (an error of ~|g| ulps, |g| up to ~10 here): 3e-6 */
+    CHECK_REL("swiglu fwd", relerr(m, mr, n), 1e-6);
+    CHECK_REL("swiglu dg", relerr(dg, dgr, n), 3e-6);
+    CHECK_REL("swiglu du", relerr(du, dur, n), 1e-6);
+    free(g), free(u), free(dm), free(m), free(dg), free(du), free(mr), free(dgr), free(dur);
+}
+
+/* ---- attention ------------------------------------------------------------------------ */
+
+/* naive causal GQA forward and backward in double, straight from the
+ * definitions (D_i = sum_j p_ij dp_ij, not rowsum(dO * O) as the kernel) */
+static void attn_naive(int B, int seq, int nh, int nkv, int hd, const float *q, const float *k, const float *v,
+                       const float *dout, double *out, double *lse, double *dq, double *dk, double *dv) {
+    const int qs = nh * hd, ks = nkv * hd;
+    const double scale = 1 / sqrt((double)hd);
+    double *p = zerod((size_t)seq), *dp = zerod((size_t)seq);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < nh; h++) {
+            const int g = h / (nh / nkv);
+            for (int i = 0; i < seq; i++) {
+                const size_t ti = (size_t)b * seq + i;
+                const float *qi = q + ti * qs + h * hd, *doi = dout + ti * qs + h * hd;
+                double z = 0, D = 0;
+                for (int j = 0; j <= i; j++) {
+                    const size_t tj = (size_t)b * seq + j;
+                    double s = 0, d = 0;
+                    for (int e = 0; e < hd; e++) {
+                        s += (double)qi[e] * k[tj * ks + g * hd + e];
+                        d += (double)doi[e] * v[tj * ks + g * hd + e];
+                    }
+                    p[j] = exp(s * scale), dp[j] = d;
+                    z += p[j];
+                }
+                lse[ti * nh + h] = log(z);
+                for (int j = 0; j <= i; j++) p[j] /= z, D += p[j] * dp[j];
+                for (int j = 0; j <= i; j++) {
+                    const size_t tj = (size_t)b * seq + j;
+                    const double ds = p[j] * (dp[j] - D);
+                    for (int e = 0; e < hd; e++) {
+                        out[ti * qs + h * hd + e] += p[j] * v[tj * ks + g * hd + e];
+                        dv[tj * ks + g * hd + e] += p[j] * doi[e];
+                        dq[ti * qs + h * hd + e] += scale * ds * k[tj * ks + g * hd + e];
+                        dk[tj * ks + g * hd + e] += scale * ds * qi[e];
+                    }
+                }
+            }
+        }
+    }
+    free(p), free(dp);
+}
+
+static void test_attention(void) {
+    const int B = 2, seq = 70, nh = 4, nkv = 2, hd = 16; /* seq 70: blocks of 35 rows */
+    const size_t T = (size_t)B * seq, nq = T * nh * hd, nk = T * nkv * hd;
+    float *q = randf(nq, 1), *k = randf(nk, 1), *v = randf(nk, 1), *dout = randf(nq, 1);
+    float *out = zerof(nq), *lse = zerof(T * nh), *dq = zerof(nq), *dk = zerof(nk), *dv = zerof(nk);
+    double *outr = zerod(nq), *lser = zerod(T * nh), *dqr = zerod(nq), *dkr = zerod(nk), *dvr = zerod(nk);
+    attn_naive(B, seq, nh, nkv, hd, q, k, v, dout, outr, lser, dqr, dkr, dvr);
+    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse);
+    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+    /* out and lse: float scores (16-term dots), expf and a 70-term weighted
+     * sum — a few ulps relative to the largest entry: 2e-6 */
+    CHECK_REL("attn out", relerr(out, outr, nq), 2e-6);
+    CHECK_REL("attn lse", relerr(lse, lser, T * nh), 2e-6);
+    /* gradients go through dS = P (dP - D), which cancels, and dk/dv sum over
+     * up to 70 rows of 2 query heads: 1e-5 of the largest entry */
+    CHECK_REL("attn dq", relerr(dq, dqr, nq), 1e-5);
+    CHECK_REL("attn dk", relerr(dk, dkr, nk), 1e-5);
+    CHECK_REL("attn dv", relerr(dv, dvr, nk), 1e-5);
+    free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    free(outr), free(lser), free(dqr), free(dkr), free(dvr);
+}
+
+/* information only: the time of one forward and one backward at a small
+ * training shape (the first call also warms OpenBLAS up) */
+static void time_attention(void) {
+    const int B = 4, seq = 256, nh = 8, nkv = 4, hd = 32;
+    const size_t T = (size_t)B * seq, nq = T * nh * hd, nk = T * nkv * hd;
+    float *q = randf(nq, 1), *k = randf(nk, 1), *v = randf(nk, 1), *dout = randf(nq, 1);
+    float *out = zerof(nq), *lse = zerof(T * nh), *dq = zerof(nq), *dk = zerof(nk), *dv = zerof(nk);
+    double tf = 1e30, tb = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = tt_now();
+        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse);
+        double t1 = tt_now();
+        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+        double t2 = tt_now();
+        tf = fmin(tf, t1 - t0), tb = fmin(tb, t2 - t1);
+    }
+    printf("attention B=%d seq=%d nh=%d nkv=%d hd=%d: fwd %.2f ms, bwd %.2f ms (best of 3)\n", B, seq, nh, nkv, hd,
+           tf * 1e3, tb * 1e3);
+    free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+}
+
+/* ---- cross-entropy ----------------------------------------------------------------------- */
+
+static void test_xent(void) {
+    const int R = 9, V = 1003;
+    const size_t n = (size_t)R * V;
+    float *x = randf(n, 3), *w = zerof((size_t)R);
+    int32_t tg[9] = {0, 1002, -1, 500, 7, 7, 999, 12, 3};
+    for (int r = 0; r < R; r++) w[r] = r == 4 ? 0.0f : 1.0f; /* row 2: ignored target, row 4: weight 0 */
+    for (int j = 0; j < V; j++) x[(size_t)8 * V + j] += 100; /* row 8: expf(100) overflows a float */
+    double loss_ref = 0, *dref = zerod(n);
+    const float dscale = 1.0f / 7;
+    for (int r = 0; r < R; r++) {
+        if (tg[r] < 0 || w[r] == 0) continue;
+        const float *xr = x + (size_t)r * V;
+        double z = 0;
+        for (int j = 0; j < V; j++) z += exp((double)xr[j] - xr[tg[r]]);
+        loss_ref += log(z);
+        for (int j = 0; j < V; j++) dref[(size_t)r * V + j] = (exp((double)xr[j] - xr[tg[r]]) / z - (j == tg[r])) * dscale;
+    }
+    const double loss = be_xent(R, V, x, tg, w, dscale);
+    /* per row: float max-shifted logits (x - max is exact for |x| <~ 100 by
+     * Sterbenz only when close; otherwise off by up to half an ulp of 100,
+     * 4e-6), sums in double: loss ~ 7 rows * 8 = 56, so 1e-6 relative */
+    CHECK_MSG(fabs(loss - loss_ref) <= 1e-6 * loss_ref, "xent loss %.9g vs %.9g", loss, loss_ref);
+    /* dlogits: expf of arguments off by up to 4e-6 (see above): 2e-5 of the
+     * largest entry (which is ~dscale) */
+    CHECK_REL("xent dlogits", relerr(x, dref, n), 2e-5);
+    free(x), free(w), free(dref);
+}
+
+/* ---- adamw and dequant -------------------------------------------------------------------- */
+
+static void test_adamw(void) {
+    const size_t n = 257;
+    float *p = randf(n, 1), *m = zerof(n), *v = zerof(n);
+    double *pr = zerod(n), *mr = zerod(n), *vr = zerod(n);
+    for (size_t i = 0; i < n; i++) pr[i] = p[i];
+    const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-6f, wd = 0.1f;
+    for (int step = 1; step <= 3; step++) {
+        float *g = randf(n, 1);
+        be_adamw(n, p, g, m, v, lr, b1, b2, eps, wd, step);
+        for (size_t i = 0; i < n; i++) {
+            pr[i] *= 1 - (double)lr * wd;
+            mr[i] = b1 * mr[i] + (1 - (double)b1) * g[i];
+            vr[i] = b2 * vr[i] + (1 - (double)b2) * g[i] * g[i];
+            pr[i] -= lr * (mr[i] / (1 - pow(b1, step))) / (sqrt(vr[i] / (1 - pow(b2, step))) + eps);
+        }
+        free(g);
+    }
+    /* p ~ 1 is stored as float after each step (6e-8 relative) and the
+     * moments are float: 3e-7 of the largest entry */
+    CHECK_REL("adamw p", relerr(p, pr, n), 3e-7);
+    CHECK_REL("adamw m", relerr(m, mr, n), 3e-7);
+    CHECK_REL("adamw v", relerr(v, vr, n), 3e-7);
+    free(p), free(m), free(v), free(pr), free(mr), free(vr);
+}
+
+static void test_dequant(void) {
+    const size_t n = 64 * 260 + 9;
+    float *x = randf(n, 1), *out = zerof(n), *ref = zerof(n);
+    uint16_t *h = tt_xmalloc(n * sizeof *h);
+    be_dequant(TT_DTYPE_F32, x, n, out);
+    CHECK_MSG(memcmp(out, x, n * sizeof *x) == 0, "dequant f32");
+    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
+    be_dequant(TT_DTYPE_BF16, h, n, out);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= out[i] == bf16_to_f32(h[i]);
+    CHECK_MSG(ok, "dequant bf16");
+    for (int dq = 0; dq < 2; dq++) {
+        nf4_layout L;
+        nf4_layout_of(n, dq, &L);
+        uint8_t *blob = aligned_alloc(16, L.total);
+        TT_ASSERT(blob);
+        nf4_quantize_tensor(x, n, dq, blob);
+        nf4_dequantize_tensor(blob, n, dq, ref);
+        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out);
+        /* the same float arithmetic as core/nf4.c: bit-identical */
+        CHECK_MSG(memcmp(out, ref, n * sizeof *out) == 0, "dequant %s", dq ? "nf4-dq" : "nf4");
+        free(blob);
+    }
+    free(x), free(out), free(ref), free(h);
+}
+
+int main(void) {
+    rng_seed(&g_rng, 7, rng_hash_str("test_ops"));
+    test_memory();
+    test_gemm();
+    test_rmsnorm();
+    test_rope();
+    test_swiglu();
+    test_attention();
+    test_xent();
+    test_adamw();
+    test_dequant();
+    time_attention();
+    TEST_END();
+}
