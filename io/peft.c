@@ -23,6 +23,11 @@
 #define NAME_PREFIX "base_model.model.model.layers."
 #define MAX_RANK 65536u
 
+/* peft_proj and core/config.h's TT_PROJ_* index the same projections. */
+_Static_assert(PEFT_PROJ_Q == (int)TT_PROJ_Q && PEFT_PROJ_GATE == (int)TT_PROJ_GATE &&
+                   PEFT_PROJ_DOWN == (int)TT_PROJ_DOWN && PEFT_N_PROJ == (int)TT_PROJ_COUNT,
+               "peft_proj must follow TT_PROJ_* order");
+
 static const char *const g_proj[PEFT_N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                 "gate_proj", "up_proj", "down_proj"};
 
@@ -115,14 +120,16 @@ static json_t *json_float(float f, int int_if_integral) {
 
 static int check_adapter(const char *dir, const peft_adapter *a) {
     if (a->n_layers < 1 || a->n_layers > TT_MAX_LAYERS)
-        return TT_FAIL(-EINVAL, "cannot write the adapter %s: n_layers %u is outside 1..%d", dir, a->n_layers, TT_MAX_LAYERS);
+        return TT_FAIL(-EINVAL, "cannot write the adapter %s: n_layers %u is outside 1..%d", dir, a->n_layers,
+                       TT_MAX_LAYERS);
     if (a->rank < 1 || a->rank > MAX_RANK)
         return TT_FAIL(-EINVAL, "cannot write the adapter %s: rank %u is outside 1..%u", dir, a->rank, MAX_RANK);
     if (!a->target_mask || a->target_mask >> PEFT_N_PROJ)
-        return TT_FAIL(-EINVAL, "cannot write the adapter %s: target mask 0x%x names no projection or an unknown one", dir,
-                       a->target_mask);
+        return TT_FAIL(-EINVAL, "cannot write the adapter %s: target mask 0x%x names no projection or an unknown one",
+                       dir, a->target_mask);
     if (!isfinite(a->alpha) || !(a->dropout >= 0.0f && a->dropout < 1.0f))
-        return TT_FAIL(-EINVAL, "cannot write the adapter %s: lora_alpha must be finite and lora_dropout in [0, 1)", dir);
+        return TT_FAIL(-EINVAL, "cannot write the adapter %s: lora_alpha must be finite and lora_dropout in [0, 1)",
+                       dir);
     for (uint32_t l = 0; l < a->n_layers; l++)
         for (int p = 0; p < PEFT_N_PROJ; p++) {
             const peft_lora *x = peft_at(a, l, p);
@@ -166,7 +173,8 @@ int peft_write(const char *dir, const peft_adapter *a) {
         int e = errno;
         struct stat sb;
         if (e != EEXIST) {
-            if (e == ENOENT) return TT_FAIL(-ENOENT, "cannot create the adapter directory %s: its parent does not exist", dir);
+            if (e == ENOENT)
+                return TT_FAIL(-ENOENT, "cannot create the adapter directory %s: its parent does not exist", dir);
             return TT_FAIL(-e, "cannot create the adapter directory %s: %s", dir, strerror(e));
         }
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -412,8 +420,9 @@ int peft_read(const char *dir, uint32_t n_layers, peft_adapter *out) {
                 snprintf(shp + strlen(shp), sizeof shp - strlen(shp), "%s%llu", d ? ", " : "",
                          (unsigned long long)t->shape[d]);
             strncat(shp, ")", sizeof shp - strlen(shp) - 1);
-            BAD("%s: tensor \"%s\" has shape %s but r = %llu in %s needs %s; the adapter is corrupt", tpath, t->name,
-                shp, (unsigned long long)r, cpath, ab ? "(out_features, r)" : "(r, in_features)");
+            BAD("%s: tensor \"%s\" has shape %s but r = %llu in %s needs %s; the two files disagree or the adapter is "
+                "corrupt",
+                tpath, t->name, shp, (unsigned long long)r, cpath, ab ? "(out_features, r)" : "(r, in_features)");
         }
         idx[((size_t)l * PEFT_N_PROJ + (size_t)p) * 2 + (size_t)ab] = (int32_t)i;
         if (l > max_layer) max_layer = l;
@@ -429,14 +438,16 @@ int peft_read(const char *dir, uint32_t n_layers, peft_adapter *out) {
     for (uint32_t l = 0; l < out->n_layers; l++)
         for (int p = 0; p < PEFT_N_PROJ; p++) {
             if (!((out->target_mask >> p) & 1)) continue;
-            int32_t ia = idx[((size_t)l * PEFT_N_PROJ + (size_t)p) * 2], ib = idx[((size_t)l * PEFT_N_PROJ + (size_t)p) * 2 + 1];
+            int32_t ia = idx[((size_t)l * PEFT_N_PROJ + (size_t)p) * 2],
+                    ib = idx[((size_t)l * PEFT_N_PROJ + (size_t)p) * 2 + 1];
             if (ia < 0 && ib < 0)
                 BAD("%s: layer %u has no %s tensors, but target_modules in %s lists %s; the adapter was trained for "
                     "another model or is incomplete", tpath, l, g_proj[p], cpath, g_proj[p]);
             if (ia < 0 || ib < 0)
                 BAD("%s: layer %u %s has lora_%c but no lora_%c; the adapter is incomplete", tpath, l, g_proj[p],
                     ia < 0 ? 'B' : 'A', ia < 0 ? 'A' : 'B');
-            n_vals += (uint64_t)out->rank * (st_tensor_at(st, (uint32_t)ia)->shape[1] + st_tensor_at(st, (uint32_t)ib)->shape[0]);
+            n_vals += (uint64_t)out->rank *
+                      (st_tensor_at(st, (uint32_t)ia)->shape[1] + st_tensor_at(st, (uint32_t)ib)->shape[0]);
         }
     out->lora = tt_xcalloc((size_t)out->n_layers * PEFT_N_PROJ, sizeof *out->lora);
     if (n_vals > SIZE_MAX / sizeof(float) || !(out->mem_ = malloc(n_vals * sizeof(float))) ||

@@ -146,17 +146,24 @@ static int get_uint(const json_t *v, uint64_t *out) {
  * data region for now). */
 static int parse_entry(const char *file, const char *key, const json_t *v, uint64_t data_size, st_tensor *t) {
     if (!json_is_object(v))
-        return TT_FAIL(-EINVAL, "%s: the header entry of tensor \"%s\" is not a JSON object; the file is corrupt", file, key);
+        return TT_FAIL(-EINVAL, "%s: the header entry of tensor \"%s\" is not a JSON object; the file is corrupt", file,
+                       key);
     const json_t *jd = json_object_get(v, "dtype");
     const json_t *js = json_object_get(v, "shape");
     const json_t *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd))
         return TT_FAIL(-EINVAL, "%s: tensor \"%s\" has no \"dtype\" string; the file is corrupt", file, key);
     int dt = st_dtype_parse(json_string_value(jd));
+    if (dt < 0 && (strcmp(json_string_value(jd), "F4") == 0 || strncmp(json_string_value(jd), "F6_", 3) == 0))
+        return TT_FAIL(-EINVAL,
+                       "%s: tensor \"%s\" has the sub-byte dtype %.32s, which tiertrain does not read; convert "
+                       "the tensor to F16, BF16 or F32",
+                       file, key, json_string_value(jd));
     if (dt < 0)
-        return TT_FAIL(-EINVAL, "%s: tensor \"%s\" has dtype \"%.32s\", which tiertrain does not know (known: F32, F16, "
-                       "BF16, F64, I64, I32, I16, I8, U8, BOOL, ...); convert the tensor or the file", file, key,
-                       json_string_value(jd));
+        return TT_FAIL(-EINVAL,
+                       "%s: tensor \"%s\" has dtype \"%.32s\", which tiertrain does not know (known: F32, F16, "
+                       "BF16, F64, I64, I32, I16, I8, U8, BOOL, ...); convert the tensor or the file",
+                       file, key, json_string_value(jd));
     if (!json_is_array(js))
         return TT_FAIL(-EINVAL, "%s: tensor \"%s\" has no \"shape\" array; the file is corrupt", file, key);
     size_t nd = json_array_size(js);
@@ -168,7 +175,8 @@ static int parse_entry(const char *file, const char *key, const json_t *v, uint6
     uint64_t count = 1;
     for (size_t d = 0; d < nd; d++) {
         if (!get_uint(json_array_get(js, d), &t->shape[d]))
-            return TT_FAIL(-EINVAL, "%s: tensor \"%s\": shape entry %zu is not a non-negative integer; the file is corrupt",
+            return TT_FAIL(-EINVAL,
+                           "%s: tensor \"%s\": shape entry %zu is not a non-negative integer; the file is corrupt",
                            file, key, d);
         if (!mul_ok(count, t->shape[d], &count))
             return TT_FAIL(-EINVAL, "%s: tensor \"%s\": the element count of its shape overflows; the file is corrupt",
@@ -179,15 +187,19 @@ static int parse_entry(const char *file, const char *key, const json_t *v, uint6
     uint64_t b, e;
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !get_uint(json_array_get(jo, 0), &b) ||
         !get_uint(json_array_get(jo, 1), &e))
-        return TT_FAIL(-EINVAL, "%s: tensor \"%s\": \"data_offsets\" is not a pair of non-negative integers; the file is "
-                       "corrupt", file, key);
+        return TT_FAIL(-EINVAL,
+                       "%s: tensor \"%s\": \"data_offsets\" is not a pair of non-negative integers; the file is "
+                       "corrupt",
+                       file, key);
     if (b > e)
-        return TT_FAIL(-EINVAL, "%s: tensor \"%s\": data_offsets [%llu, %llu] end before they begin; the file is corrupt",
-                       file, key, (unsigned long long)b, (unsigned long long)e);
+        return TT_FAIL(-EINVAL,
+                       "%s: tensor \"%s\": data_offsets [%llu, %llu] end before they begin; the file is corrupt", file,
+                       key, (unsigned long long)b, (unsigned long long)e);
     if (e > data_size)
-        return TT_FAIL(-EINVAL, "%s: tensor \"%s\": data_offsets end at %llu, past the end of the data region (%llu bytes); "
-                       "the file is truncated or corrupt", file, key, (unsigned long long)e,
-                       (unsigned long long)data_size);
+        return TT_FAIL(-EINVAL,
+                       "%s: tensor \"%s\": data_offsets end at %llu, past the end of the data region (%llu bytes); "
+                       "the file is truncated or corrupt",
+                       file, key, (unsigned long long)e, (unsigned long long)data_size);
     if (e - b != t->nbytes)
         return TT_FAIL(-EINVAL, "%s: tensor \"%s\": data_offsets span %llu bytes but its dtype %s and shape need %llu; "
                        "the file is corrupt", file, key, (unsigned long long)(e - b), g_dtypes[dt].name,
@@ -221,9 +233,10 @@ static int check_header_len(const char *file, uint64_t n, uint64_t file_size) {
         return TT_FAIL(-EINVAL, "%s: the header length field says %llu bytes, over the 100 MB limit; the file is "
                        "corrupt or not a safetensors file", file, (unsigned long long)n);
     if (n > file_size - 8)
-        return TT_FAIL(-EINVAL, "%s: the header length field (%llu bytes) runs past the end of the file (%llu bytes); the "
-                       "file is truncated or not a safetensors file", file, (unsigned long long)n,
-                       (unsigned long long)file_size);
+        return TT_FAIL(-EINVAL,
+                       "%s: the header length field (%llu bytes) runs past the end of the file (%llu bytes); the "
+                       "file is truncated or not a safetensors file",
+                       file, (unsigned long long)n, (unsigned long long)file_size);
     return 0;
 }
 
@@ -236,14 +249,19 @@ static int parse_header(const char *file, const uint8_t *json, uint64_t n, uint6
     json_t *root = json_loadb((const char *)json, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (strstr(jerr.text, "duplicate"))
-            return TT_FAIL(-EINVAL, "%s: the header names a tensor twice (%s, line %d column %d); the file is corrupt",
-                           file, jerr.text, jerr.line, jerr.column);
-        return TT_FAIL(-EINVAL, "%s: the header is not valid JSON (%s, line %d column %d); the file is corrupt or not a "
-                       "safetensors file", file, jerr.text, jerr.line, jerr.column);
+            return TT_FAIL(
+                -EINVAL,
+                "%s: the header repeats a tensor name or metadata key (%s, line %d column %d); the file is corrupt",
+                file, jerr.text, jerr.line, jerr.column);
+        return TT_FAIL(-EINVAL,
+                       "%s: the header is not valid JSON (%s, line %d column %d); the file is corrupt or not a "
+                       "safetensors file",
+                       file, jerr.text, jerr.line, jerr.column);
     }
     int rc = 0;
     if (!json_is_object(root)) {
-        rc = TT_FAIL(-EINVAL, "%s: the header is not a JSON object; the file is corrupt or not a safetensors file", file);
+        rc = TT_FAIL(-EINVAL, "%s: the header is not a JSON object; the file is corrupt or not a safetensors file",
+                     file);
         goto out;
     }
     size_t cap = json_object_size(root);
@@ -272,17 +290,20 @@ static int parse_header(const char *file, const uint8_t *json, uint64_t n, uint6
     for (uint32_t k = 0; k < st->n && rc == 0; k++) {
         const st_tensor *t = &st->t[ord[k]];
         if (t->offset < pos)
-            rc = TT_FAIL(-EINVAL, "%s: tensor \"%s\" (bytes %llu..%llu) overlaps tensor \"%s\"; the file is corrupt", file,
-                         t->name, (unsigned long long)t->offset, (unsigned long long)(t->offset + t->nbytes),
+            rc = TT_FAIL(-EINVAL, "%s: tensor \"%s\" (bytes %llu..%llu) overlaps tensor \"%s\"; the file is corrupt",
+                         file, t->name, (unsigned long long)t->offset, (unsigned long long)(t->offset + t->nbytes),
                          st->t[ord[k - 1]].name);
         else if (t->offset > pos)
-            rc = TT_FAIL(-EINVAL, "%s: the data region has a hole of %llu bytes before tensor \"%s\"; the file is corrupt",
-                         file, (unsigned long long)(t->offset - pos), t->name);
+            rc = TT_FAIL(-EINVAL,
+                         "%s: the data region has a hole of %llu bytes before tensor \"%s\"; the file is corrupt", file,
+                         (unsigned long long)(t->offset - pos), t->name);
         pos = t->offset + t->nbytes;
     }
     if (rc == 0 && pos != data_size)
-        rc = TT_FAIL(-EINVAL, "%s: the data region has %llu bytes but its tensors cover %llu; the file is corrupt or has "
-                     "trailing bytes", file, (unsigned long long)data_size, (unsigned long long)pos);
+        rc = TT_FAIL(-EINVAL,
+                     "%s: the data region has %llu bytes but its tensors cover %llu; the file is corrupt or has "
+                     "trailing bytes",
+                     file, (unsigned long long)data_size, (unsigned long long)pos);
     if (rc == 0) {
         /* Keep the tensors in offset order with absolute offsets. */
         st_tensor *sorted = tt_xcalloc(st->n, sizeof *sorted);
@@ -502,7 +523,8 @@ int st_write(const char *path, uint32_t n, const st_entry *entries, const char *
         }
         uint64_t c = 1;
         for (uint32_t d = 0; d < x->ndim && rc == 0; d++)
-            if (!mul_ok(c, x->shape[d], &c)) rc = TT_FAIL(-EINVAL, "cannot write %s: tensor \"%s\" is too large", path, x->name);
+            if (!mul_ok(c, x->shape[d], &c))
+                rc = TT_FAIL(-EINVAL, "cannot write %s: tensor \"%s\" is too large", path, x->name);
         if (rc == 0 && (!mul_ok(c, g_dtypes[x->dtype].size, &nbytes[i]) || nbytes[i] > (uint64_t)INT64_MAX / 2))
             rc = TT_FAIL(-EINVAL, "cannot write %s: tensor \"%s\" is too large", path, x->name);
         TT_ASSERT(rc || nbytes[i] == 0 || x->data);
@@ -514,8 +536,8 @@ int st_write(const char *path, uint32_t n, const st_entry *entries, const char *
     rc = build_header(path, n, entries, ord, nbytes, metadata, &hdr, &hlen);
     if (rc) goto out;
     if (hlen > ST_MAX_HEADER) {
-        rc = TT_FAIL(-EINVAL, "cannot write %s: its header would be %llu bytes, over the 100 MB limit readers accept", path,
-                     (unsigned long long)hlen);
+        rc = TT_FAIL(-EINVAL, "cannot write %s: its header would be %llu bytes, over the 100 MB limit readers accept",
+                     path, (unsigned long long)hlen);
         goto out;
     }
 

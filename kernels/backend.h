@@ -77,7 +77,8 @@ typedef struct tt_backend {
      * 1/sqrt(hd). lse (T, nh) receives each row's log-sum-exp for backward. */
     void (*attn_fwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                      tt_real *out, tt_real *lse);
-    /* Given dout, computes dq, dk, dv (overwritten). */
+    /* Given dout, computes dq, dk, dv (overwritten; dk/dv sum over the query
+     * heads of each KV group). Probabilities are recomputed from lse. */
     void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                      const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
                      tt_real *dv);
@@ -87,7 +88,8 @@ typedef struct tt_backend {
     /* Cross-entropy on a chunk of rows: logits (R, V) in, replaced by
      * dlogits = (softmax - onehot) * weight[r] * dscale; returns
      * sum_r weight[r] * (logsumexp - logit[target]) in double. weight[r] is 0
-     * for masked rows (prompt tokens, padding), 1 otherwise. */
+     * for masked rows (prompt tokens, padding), 1 otherwise; a row with
+     * weight 0 or targets[r] < 0 adds nothing and gets dlogits 0. */
     double (*xent)(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);
 
     /* ---- optimizer ---- */

@@ -315,9 +315,9 @@ static void test_xent(void) {
         for (int j = 0; j < V; j++) dref[(size_t)r * V + j] = (exp((double)xr[j] - xr[tg[r]]) / z - (j == tg[r])) * dscale;
     }
     const double loss = be_xent(R, V, x, tg, w, dscale);
-    /* per row: float max-shifted logits (x - max is exact for |x| <~ 100 by
-     * Sterbenz only when close; otherwise off by up to half an ulp of 100,
-     * 4e-6), sums in double: loss ~ 7 rows * 8 = 56, so 1e-6 relative */
+    /* per row: the float subtraction x - max rounds by up to half an ulp of
+     * ~100 (4e-6 absolute, row 8), the sums are double; the loss is ~7 rows
+     * * 8 = 56: 1e-6 relative */
     CHECK_MSG(fabs(loss - loss_ref) <= 1e-6 * loss_ref, "xent loss %.9g vs %.9g", loss, loss_ref);
     /* dlogits: expf of arguments off by up to 4e-6 (see above): 2e-5 of the
      * largest entry (which is ~dscale) */
