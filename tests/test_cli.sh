@@ -74,7 +74,7 @@ expect_error "output is a dir" "adir is a directory" "$T" synth --preset tiny -o
 [ ! -e "$dir/x.tier" ] || fail "a failed synth left x.tier behind"
 ls "$dir" | grep -q partial && fail "a .partial file was left behind"
 "$T" synth --help >"$dir/out" || fail "synth --help exit"
-for f in preset prune-ratio prune-layers quant no-double-quant lz4 seed output help; do
+for f in preset prune-ratio prune-layers quant no-double-quant lz4 embed-std seed output help; do
     grep -q -e "--$f" "$dir/out" || fail "synth --help lacks --$f"
 done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"

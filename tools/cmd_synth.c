@@ -12,11 +12,12 @@
 #include "tools/tools.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CHUNK (1u << 20) /* values generated per step; a multiple of NF4_BLOCK */
-#define INIT_STD 0.02f   /* HF LlamaConfig.initializer_range */
+#define INIT_STD 0.02f   /* HF LlamaConfig.initializer_range, for the projections */
 
 static const uint8_t g_zeros[64];
 
@@ -37,6 +38,7 @@ typedef struct synth_ctx {
     uint8_t *out;      /* CHUNK * 4 bytes */
     tool_progress prog;
     uint64_t done;
+    float embed_std;   /* embedding and lm_head */
 } synth_ctx;
 
 static int synth_nf4(synth_ctx *c, uint32_t i, const tt_tensor_desc *d, int dq, tt_rng *rng) {
@@ -88,7 +90,7 @@ static int synth_tensor(synth_ctx *c, uint32_t i, const tt_tensor_desc *d, uint3
         if (d->role == TT_ROLE_NORM)
             for (uint64_t j = 0; j < k; j++) c->vals[j] = 1.0f; /* HF initialises RMSNorm weights to 1 */
         else
-            rng_fill_normalish(&rng, c->vals, k, INIT_STD);
+            rng_fill_normalish(&rng, c->vals, k, d->role == TT_ROLE_LINEAR ? INIT_STD : c->embed_std);
         const void *src = c->vals;
         if (dtype == TT_DTYPE_BF16) {
             uint16_t *o = (uint16_t *)c->out;
@@ -133,7 +135,7 @@ static int parse_range(const char *s, uint32_t *a, uint32_t *b) {
 
 int cmd_synth(int argc, char **argv) {
     const char *preset, *out, *quant, *layers_s;
-    double ratio;
+    double ratio, embed_std;
     long seed;
     int no_dq, lz4;
     cli_opt opts[] = {
@@ -143,6 +145,7 @@ int cmd_synth(int argc, char **argv) {
         {"quant", 'q', CLI_STR, &quant, "nf4", "Q", "projection weights: nf4 (QLoRA), bf16 or f32; embeddings/lm_head stay bf16 (f32 with f32)"},
         {"no-double-quant", 0, CLI_FLAG, &no_dq, NULL, NULL, "nf4 without double quantization of the absmax values"},
         {"lz4", 0, CLI_FLAG, &lz4, NULL, NULL, "lz4-compress extents when that saves at least 1/8"},
+        {"embed-std", 0, CLI_FLOAT, &embed_std, "0", "S", "std of the random embedding and lm_head (0: 1/sqrt(hidden), so logits start at unit scale)"},
         {"seed", 's', CLI_INT, &seed, "1", "S", "random seed (weights and pruning map)"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "store to write (required)"},
         {0},
@@ -154,6 +157,10 @@ int cmd_synth(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : 2;
     if (!out) {
         fprintf(stderr, "tiertrain synth: -o FILE is required (the store to write)\n");
+        return 2;
+    }
+    if (embed_std < 0) {
+        fprintf(stderr, "tiertrain synth: --embed-std cannot be negative\n");
         return 2;
     }
     tt_config *cfg = tt_xcalloc(1, sizeof *cfg);
@@ -213,6 +220,7 @@ int cmd_synth(int argc, char **argv) {
            tt_fmt_bytes(total, sz, sizeof sz));
     fflush(stdout);
     c.seed = (uint64_t)seed;
+    c.embed_std = embed_std > 0 ? (float)embed_std : 1.0f / sqrtf((float)cfg->hidden);
     c.vals = tt_xmalloc(CHUNK * sizeof(float));
     c.out = tt_xmalloc(CHUNK * sizeof(float));
     progress_start(&c.prog, "synth", total);

@@ -1,0 +1,265 @@
+/* core/tokfile.c — writing (streamed, .partial + fsync + rename) and reading
+ * (mmap + full validation) of token files; layout in core/tokfile.h. */
+#include "core/tokfile.h"
+
+#include "core/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "token files are mapped as little-endian u32: build on a little-endian host"
+#endif
+
+#define WBUF_TOKENS (1u << 18) /* 1 MiB write-behind buffer */
+
+struct tokfile_writer {
+    char *path, *tmp;
+    int fd;
+    uint32_t vocab, eot;
+    uint64_t count;  /* tokens appended */
+    uint32_t *buf;   /* (WBUF_TOKENS) pending tokens */
+    size_t nbuf;
+    int failed;
+};
+
+static int w_fail(tokfile_writer *w, int err, const char *what) {
+    w->failed = 1;
+    if (err == ENOSPC || err == EDQUOT)
+        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write elsewhere with -o",
+                       w->path);
+    return TT_FAIL(-err, "%s %s failed: %s", what, w->path, strerror(err));
+}
+
+static int write_all(tokfile_writer *w, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n) {
+        ssize_t r = write(w->fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return w_fail(w, errno, "writing");
+        }
+        if (r == 0) return w_fail(w, EIO, "writing");
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static void make_header(uint8_t h[TOKFILE_HEADER_BYTES], uint64_t count, uint32_t vocab, uint32_t eot) {
+    memcpy(h, TOKFILE_MAGIC, 8);
+    put32(h + 8, TOKFILE_VERSION);
+    put32(h + 12, TOKFILE_DTYPE_U32);
+    put64(h + 16, count);
+    put32(h + 24, vocab);
+    put32(h + 28, eot);
+}
+
+void tokfile_write_abort(tokfile_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    if (w->tmp) unlink(w->tmp);
+    free(w->path);
+    free(w->tmp);
+    free(w->buf);
+    free(w);
+}
+
+int tokfile_write_open(const char *path, uint32_t vocab, uint32_t eot, tokfile_writer **out) {
+    TT_ASSERT(vocab > 0 && eot < vocab);
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return TT_FAIL(-EISDIR, "%s is a directory; give a file name for the token file", path);
+    tokfile_writer *w = tt_xcalloc(1, sizeof *w);
+    w->fd = -1;
+    w->vocab = vocab;
+    w->eot = eot;
+    w->path = strdup(path);
+    TT_ASSERT(w->path);
+    size_t tl = strlen(path) + sizeof ".partial";
+    w->tmp = tt_xmalloc(tl);
+    snprintf(w->tmp, tl, "%s.partial", path);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int e = errno;
+        free(w->tmp); /* nothing was created: do not unlink someone else's file */
+        w->tmp = NULL;
+        tokfile_write_abort(w);
+        if (e == ENOENT) return TT_FAIL(-e, "cannot create %s: its folder does not exist", path);
+        return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
+    }
+    w->buf = tt_xmalloc(WBUF_TOKENS * sizeof *w->buf);
+    uint8_t h[TOKFILE_HEADER_BYTES]; /* count 0 until finish: an interrupted file never looks complete */
+    make_header(h, 0, vocab, eot);
+    int rc = write_all(w, h, sizeof h);
+    if (rc) { tokfile_write_abort(w); return rc; }
+    *out = w;
+    return 0;
+}
+
+static int flush(tokfile_writer *w) {
+    int rc = write_all(w, w->buf, w->nbuf * sizeof *w->buf);
+    w->nbuf = 0;
+    return rc;
+}
+
+int tokfile_append(tokfile_writer *w, const uint32_t *tokens, size_t n) {
+    TT_ASSERT(!w->failed);
+    for (size_t i = 0; i < n; i++) {
+        TT_ASSERT(tokens[i] < w->vocab);
+        w->buf[w->nbuf++] = tokens[i];
+        if (w->nbuf == WBUF_TOKENS) {
+            int rc = flush(w);
+            if (rc) return rc;
+        }
+    }
+    w->count += n;
+    return 0;
+}
+
+uint64_t tokfile_write_count(const tokfile_writer *w) { return w->count; }
+
+int tokfile_write_finish(tokfile_writer *w) {
+    TT_ASSERT(!w->failed);
+    int rc = flush(w);
+    uint8_t h[TOKFILE_HEADER_BYTES];
+    make_header(h, w->count, w->vocab, w->eot);
+    if (rc == 0) {
+        ssize_t r;
+        do r = pwrite(w->fd, h, sizeof h, 0);
+        while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)sizeof h) rc = w_fail(w, r < 0 ? errno : EIO, "writing the header of");
+    }
+    if (rc == 0 && fsync(w->fd) != 0) rc = w_fail(w, errno, "syncing");
+    if (rc == 0 && close(w->fd) != 0) rc = w_fail(w, errno, "closing");
+    w->fd = -1;
+    if (rc == 0 && rename(w->tmp, w->path) != 0) rc = w_fail(w, errno, "renaming into place");
+    if (rc == 0) {
+        free(w->tmp); /* renamed: nothing left to remove */
+        w->tmp = NULL;
+        char *copy = strdup(w->path);
+        TT_ASSERT(copy);
+        int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        free(copy);
+        if (dfd >= 0) { fsync(dfd); close(dfd); } /* best effort: the rename itself is durable */
+    }
+    tokfile_write_abort(w);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+struct tokfile {
+    char *path;
+    void *map;
+    size_t map_len;
+    const uint32_t *tokens;
+    uint64_t count;
+    uint32_t vocab, eot;
+};
+
+void tokfile_close(tokfile *tf) {
+    if (!tf) return;
+    if (tf->map) munmap(tf->map, tf->map_len);
+    free(tf->path);
+    free(tf);
+}
+
+static int validate(tokfile *tf, const uint8_t *p, uint64_t size, const char *path) {
+    if (memcmp(p, TOKFILE_MAGIC, 8) != 0)
+        return TT_FAIL(-EINVAL, "%s is not a tiertrain token file (bad magic); create one with `tiertrain tokenize`",
+                       path);
+    uint32_t version = get32(p + 8), dtype = get32(p + 12);
+    if (version != TOKFILE_VERSION)
+        return TT_FAIL(-EINVAL, "%s is token-file version %u, this tiertrain reads version %u; re-create it with "
+                       "`tiertrain tokenize`", path, version, TOKFILE_VERSION);
+    if (dtype != TOKFILE_DTYPE_U32)
+        return TT_FAIL(-EINVAL, "%s: the token file header is corrupt (dtype %u, expected 1 = u32); re-create it with "
+                       "`tiertrain tokenize`", path, dtype);
+    uint64_t count = get64(p + 16);
+    uint32_t vocab = get32(p + 24), eot = get32(p + 28);
+    if (vocab == 0 || eot >= vocab)
+        return TT_FAIL(-EINVAL, "%s: the token file header is corrupt (vocab %u, end-of-text id %u); re-create it "
+                       "with `tiertrain tokenize`", path, vocab, eot);
+    uint64_t body = size - TOKFILE_HEADER_BYTES;
+    if (count > body / 4 || body != 4 * count) {
+        if (count > body / 4)
+            return TT_FAIL(-EINVAL, "%s is truncated: its header says %llu tokens but only %llu bytes of tokens "
+                           "follow; re-create it with `tiertrain tokenize`", path, (unsigned long long)count,
+                           (unsigned long long)body);
+        return TT_FAIL(-EINVAL, "%s is corrupt: %llu bytes follow the header where its %llu tokens take %llu; "
+                       "re-create it with `tiertrain tokenize`", path, (unsigned long long)body,
+                       (unsigned long long)count, (unsigned long long)(4 * count));
+    }
+    const uint32_t *tok = (const uint32_t *)(p + TOKFILE_HEADER_BYTES);
+    for (uint64_t i = 0; i < count; i++)
+        if (tok[i] >= vocab)
+            return TT_FAIL(-EINVAL, "%s is corrupt: token %llu is %u, not below the vocab size %u; re-create it "
+                           "with `tiertrain tokenize`", path, (unsigned long long)i, tok[i], vocab);
+    tf->tokens = tok;
+    tf->count = count;
+    tf->vocab = vocab;
+    tf->eot = eot;
+    return 0;
+}
+
+int tokfile_open(const char *path, tokfile **out) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            return TT_FAIL(-ENOENT, "%s does not exist; create a token file with `tiertrain tokenize`", path);
+        return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return TT_FAIL(-EISDIR, "%s is %s, not a token file", path,
+                       S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < TOKFILE_HEADER_BYTES) {
+        close(fd);
+        return TT_FAIL(-EINVAL, "%s is too short to be a token file (%llu bytes, the header alone is %u); re-create "
+                       "it with `tiertrain tokenize`", path, (unsigned long long)size, TOKFILE_HEADER_BYTES);
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (map == MAP_FAILED) return TT_FAIL(-e, "cannot map %s: %s", path, strerror(e));
+    tokfile *tf = tt_xcalloc(1, sizeof *tf);
+    tf->map = map;
+    tf->map_len = size;
+    int rc = validate(tf, map, size, path);
+    if (rc) {
+        tokfile_close(tf);
+        return rc;
+    }
+    tf->path = strdup(path);
+    TT_ASSERT(tf->path);
+    *out = tf;
+    return 0;
+}
+
+const uint32_t *tokfile_tokens(const tokfile *tf) { return tf->tokens; }
+uint64_t tokfile_count(const tokfile *tf) { return tf->count; }
+uint32_t tokfile_vocab(const tokfile *tf) { return tf->vocab; }
+uint32_t tokfile_eot(const tokfile *tf) { return tf->eot; }
+const char *tokfile_path(const tokfile *tf) { return tf->path; }

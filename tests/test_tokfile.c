@@ -1,0 +1,265 @@
+/* tests/test_tokfile.c — token files: write/read round trip (header bytes
+ * checked field by field), streaming across the writer's buffer, an empty
+ * file, abort and failed opens leaving nothing behind, and every kind of
+ * damage (truncated, extra bytes, wrong magic / version / dtype, bad vocab or
+ * eot, a token >= vocab, too short, missing, a directory) giving -EINVAL (or
+ * -ENOENT / -EISDIR) with the file named in the message. */
+#include "core/common.h"
+#include "core/tokfile.h"
+#include "tests/test.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char g_dir[512];
+
+static const char *path_of(const char *name) {
+    static char p[4][600];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
+    return p[k];
+}
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static uint8_t *slurp(const char *p, size_t *n) {
+    FILE *f = fopen(p, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)sz + 1);
+    *n = fread(b, 1, (size_t)sz, f);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *p, const void *b, size_t n) {
+    FILE *f = fopen(p, "wb");
+    if (!f) { perror(p); exit(1); }
+    fwrite(b, 1, n, f);
+    fclose(f);
+}
+
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static void wr32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void wr64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+
+static void expect_bad(const char *p, int rc_expected, const char *needle) {
+    tokfile *tf = NULL;
+    int rc = tokfile_open(p, &tf);
+    CHECK_MSG(rc == rc_expected, "%s: rc %d, expected %d (%s)", needle, rc, rc_expected, tt_lasterr());
+    CHECK(tf == NULL);
+    CHECK_MSG(strstr(tt_lasterr(), p) != NULL, "message lacks the file name: %s", tt_lasterr());
+    CHECK_MSG(strstr(tt_lasterr(), needle) != NULL, "message lacks '%s': %s", needle, tt_lasterr());
+    tokfile_close(tf);
+}
+
+/* Writes n tokens (i * 7919 % vocab, appended in chunks of `chunk`). */
+static int write_file(const char *p, uint64_t n, uint32_t vocab, uint32_t eot, size_t chunk) {
+    tokfile_writer *w;
+    int rc = tokfile_write_open(p, vocab, eot, &w);
+    if (rc) return rc;
+    uint32_t *buf = malloc(chunk * sizeof *buf);
+    uint64_t i = 0;
+    while (i < n) {
+        size_t k = 0;
+        for (; k < chunk && i < n; k++, i++) buf[k] = (uint32_t)(i * 7919u % vocab);
+        rc = tokfile_append(w, buf, k);
+        if (rc) { free(buf); tokfile_write_abort(w); return rc; }
+    }
+    free(buf);
+    CHECK_EQ_INT(tokfile_write_count(w), n);
+    return tokfile_write_finish(w);
+}
+
+static void test_round_trip(void) {
+    const char *p = path_of("a.tok");
+    /* 600k tokens: more than two of the writer's 256k-token buffers, odd chunk size */
+    uint64_t n = 600001;
+    int rc = write_file(p, n, 50257, 50256, 9999);
+    CHECK_MSG(rc == 0, "write: %s", tt_lasterr());
+    CHECK(!exists(path_of("a.tok.partial")));
+    size_t sz;
+    uint8_t *raw = slurp(p, &sz);
+    CHECK(raw && sz == 32 + 4 * n);
+    if (raw && sz >= 32) { /* the header, field by field (docs/FORMAT.md) */
+        CHECK(memcmp(raw, "TTTOKENS", 8) == 0);
+        CHECK_EQ_INT(rd32(raw + 8), 1);
+        CHECK_EQ_INT(rd32(raw + 12), 1);
+        CHECK_EQ_INT(rd64(raw + 16), n);
+        CHECK_EQ_INT(rd32(raw + 24), 50257);
+        CHECK_EQ_INT(rd32(raw + 28), 50256);
+        CHECK_EQ_INT(rd32(raw + 32 + 4 * 12345), 12345u * 7919u % 50257u); /* little-endian tokens */
+    }
+    free(raw);
+    tokfile *tf;
+    rc = tokfile_open(p, &tf);
+    CHECK_MSG(rc == 0, "open: %s", tt_lasterr());
+    if (rc == 0) {
+        CHECK_EQ_INT(tokfile_count(tf), n);
+        CHECK_EQ_INT(tokfile_vocab(tf), 50257);
+        CHECK_EQ_INT(tokfile_eot(tf), 50256);
+        CHECK(strcmp(tokfile_path(tf), p) == 0);
+        const uint32_t *t = tokfile_tokens(tf);
+        uint64_t bad = 0;
+        for (uint64_t i = 0; i < n; i++) bad += t[i] != (uint32_t)(i * 7919u % 50257u);
+        CHECK_EQ_INT(bad, 0);
+        tokfile_close(tf);
+    }
+    /* rewriting replaces the old file atomically */
+    rc = write_file(p, 10, 257, 256, 3);
+    CHECK(rc == 0);
+    rc = tokfile_open(p, &tf);
+    CHECK(rc == 0 && tokfile_count(tf) == 10 && tokfile_vocab(tf) == 257);
+    if (rc == 0) tokfile_close(tf);
+    /* an empty token file is valid */
+    p = path_of("empty.tok");
+    CHECK(write_file(p, 0, 257, 256, 1) == 0);
+    rc = tokfile_open(p, &tf);
+    CHECK(rc == 0 && tokfile_count(tf) == 0);
+    if (rc == 0) tokfile_close(tf);
+}
+
+static void test_abort(void) {
+    const char *p = path_of("aborted.tok");
+    tokfile_writer *w;
+    CHECK(tokfile_write_open(p, 257, 256, &w) == 0);
+    CHECK(exists(path_of("aborted.tok.partial"))); /* written under the temporary name */
+    CHECK(!exists(p));
+    uint32_t t[3] = {1, 2, 256};
+    CHECK(tokfile_append(w, t, 3) == 0);
+    tokfile_write_abort(w);
+    CHECK(!exists(p));
+    CHECK(!exists(path_of("aborted.tok.partial")));
+    /* aborting a rewrite leaves the old file as it was */
+    p = path_of("keep.tok");
+    CHECK(write_file(p, 5, 257, 256, 5) == 0);
+    CHECK(tokfile_write_open(p, 300, 299, &w) == 0);
+    CHECK(tokfile_append(w, t, 3) == 0);
+    tokfile_write_abort(w);
+    tokfile *tf;
+    CHECK(tokfile_open(p, &tf) == 0 && tokfile_count(tf) == 5 && tokfile_vocab(tf) == 257);
+    tokfile_close(tf);
+    /* the writer refuses a directory and a missing folder, naming the path */
+    w = NULL;
+    CHECK(tokfile_write_open(g_dir, 257, 256, &w) == -EISDIR && w == NULL);
+    CHECK(strstr(tt_lasterr(), g_dir) && strstr(tt_lasterr(), "is a directory"));
+    p = path_of("no/such/dir/x.tok");
+    CHECK(tokfile_write_open(p, 257, 256, &w) == -ENOENT && w == NULL);
+    CHECK(strstr(tt_lasterr(), p) && strstr(tt_lasterr(), "folder does not exist"));
+    tokfile_write_abort(NULL);
+    tokfile_close(NULL);
+}
+
+static void test_damage(void) {
+    const char *good = path_of("good.tok");
+    CHECK(write_file(good, 1000, 257, 256, 100) == 0);
+    size_t sz;
+    uint8_t *raw = slurp(good, &sz);
+    TT_ASSERT(raw && sz == 32 + 4000);
+    uint8_t *b = malloc(sz + 8);
+    const char *p;
+
+    p = path_of("truncated.tok");
+    spit(p, raw, sz - 4);
+    expect_bad(p, -EINVAL, "is truncated");
+    p = path_of("half-token.tok");
+    spit(p, raw, sz - 2);
+    expect_bad(p, -EINVAL, "is truncated");
+    p = path_of("header-only.tok");
+    spit(p, raw, 32);
+    expect_bad(p, -EINVAL, "is truncated");
+    p = path_of("short.tok");
+    spit(p, raw, 20);
+    expect_bad(p, -EINVAL, "too short to be a token file");
+    p = path_of("zero.tok");
+    spit(p, raw, 0);
+    expect_bad(p, -EINVAL, "too short to be a token file");
+
+    memcpy(b, raw, sz);
+    memset(b + sz, 0, 8);
+    p = path_of("extra.tok");
+    spit(p, b, sz + 8);
+    expect_bad(p, -EINVAL, "bytes follow the header");
+
+    memcpy(b, raw, sz);
+    memcpy(b, "TTTOKENZ", 8);
+    p = path_of("magic.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "not a tiertrain token file");
+
+    memcpy(b, raw, sz);
+    wr32(b + 8, 2);
+    p = path_of("version.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "version 2");
+
+    memcpy(b, raw, sz);
+    wr32(b + 12, 2);
+    p = path_of("dtype.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "dtype 2");
+
+    memcpy(b, raw, sz);
+    wr32(b + 28, 257); /* eot == vocab */
+    p = path_of("eot.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "header is corrupt");
+
+    memcpy(b, raw, sz);
+    wr32(b + 24, 0);
+    p = path_of("vocab0.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "header is corrupt");
+
+    memcpy(b, raw, sz);
+    wr64(b + 16, 1001); /* count says one more token than the file holds */
+    p = path_of("count.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "is truncated");
+
+    memcpy(b, raw, sz);
+    wr64(b + 16, UINT64_MAX / 2); /* 4 * count would overflow */
+    p = path_of("huge-count.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "is truncated");
+
+    memcpy(b, raw, sz);
+    wr32(b + 32 + 4 * 777, 257); /* token == vocab */
+    p = path_of("token.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "token 777 is 257, not below the vocab size 257");
+
+    memcpy(b, raw, sz);
+    wr32(b + 32 + 4 * 999, 0xFFFFFFFFu); /* the last token */
+    p = path_of("token-last.tok");
+    spit(p, b, sz);
+    expect_bad(p, -EINVAL, "token 999 is 4294967295");
+
+    expect_bad(path_of("missing.tok"), -ENOENT, "does not exist");
+    expect_bad(g_dir, -EISDIR, "is a directory");
+    free(b);
+    free(raw);
+}
+
+int main(void) {
+    const char *base = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/tt-tokfile.XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
+    test_round_trip();
+    test_abort();
+    test_damage();
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir);
+    TEST_END();
+}

@@ -1,0 +1,273 @@
+/* tools/cmd_tokenize.c — `tiertrain tokenize`: text file -> token files.
+ *
+ * The input is streamed line by line. Documents (--doc-sep):
+ *   line   each line is a document (its "\n" and a trailing "\r" dropped);
+ *          blank lines are skipped. Default: one sentence per line corpora.
+ *   blank  paragraphs separated by one or more blank lines; a document keeps
+ *          the newlines between its lines, not the last one.
+ *   none   the whole file, byte for byte, is one document.
+ * Each document is encoded and followed by the tokenizer's end-of-text id.
+ *
+ * Validation split (--val-frac F, deterministic, one pass): document i
+ * (0-based) goes to OUT.val when floor((i+1)·F) > floor(i·F) — every (1/F)-th
+ * document (F = 0.01: documents 99, 199, ...), floor(N·F) of them in all. It
+ * samples the whole file rather than its end, which matters for corpora made
+ * of sections (nlp-corpus.txt: reviews, then UN documents, then news, ...).
+ *
+ * Memory stays bounded for huge documents: once a document's pending text
+ * passes 1 MiB it is encoded up to a line start that begins with a printable,
+ * non-space ASCII character — a point where both pre-tokenizer regexes always
+ * cut, so the tokens are the same as encoding the document whole.
+ */
+#include "core/common.h"
+#include "core/tokenizer.h"
+#include "core/tokfile.h"
+#include "tools/cli.h"
+#include "tools/tools.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FLUSH_BYTES (1u << 20)
+#define VAL_DEN 1000000ull /* --val-frac resolution */
+
+enum { SEP_LINE, SEP_BLANK, SEP_NONE };
+
+typedef struct tok_ctx {
+    tt_tokenizer *tok;
+    tokfile_writer *w[2]; /* train, val (NULL when --val-frac 0) */
+    tokenizer_ids ids;
+    uint64_t val_num;     /* F * VAL_DEN */
+    uint64_t doc;         /* index of the current document */
+    int doc_open;         /* part of the current document was already encoded */
+    uint64_t docs[2], tokens[2], text_bytes;
+    char *buf;            /* pending text of the current document */
+    size_t len, cap;
+} tok_ctx;
+
+static int is_val(const tok_ctx *c, uint64_t i) {
+    return c->val_num && (i + 1) * c->val_num / VAL_DEN > i * c->val_num / VAL_DEN;
+}
+
+static void buf_add(tok_ctx *c, const char *s, size_t n) {
+    if (c->len + n > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + n) cap *= 2;
+        c->buf = realloc(c->buf, cap);
+        TT_ASSERT(c->buf);
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, s, n);
+    c->len += n;
+}
+
+/* Encodes the pending text and appends it (plus end-of-text when end) to the
+ * current document's file; empties the pending text. */
+static int emit(tok_ctx *c, int end) {
+    int which = is_val(c, c->doc);
+    c->ids.n = 0;
+    tokenizer_encode(c->tok, c->buf, c->len, &c->ids);
+    c->text_bytes += c->len;
+    c->len = 0;
+    if (end) tokenizer_ids_push(&c->ids, tokenizer_eot_id(c->tok));
+    c->tokens[which] += c->ids.n;
+    int rc = tokfile_append(c->w[which], c->ids.v, c->ids.n);
+    if (rc) return rc;
+    if (end) {
+        c->docs[which]++;
+        c->doc++;
+        c->doc_open = 0;
+    } else {
+        c->doc_open = 1;
+    }
+    return 0;
+}
+
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n' && s[i] != '\v' && s[i] != '\f') return 0;
+    return 1;
+}
+
+/* A line starting here is a safe place to cut a document (see the top). */
+static int safe_cut(const char *line, size_t n) { return n > 0 && line[0] > ' ' && line[0] < 0x7f; }
+
+static int process_line(tok_ctx *c, int sep, const char *line, size_t n) {
+    if (sep == SEP_LINE) {
+        size_t m = n;
+        if (m && line[m - 1] == '\n') m--;
+        if (m && line[m - 1] == '\r') m--;
+        if (is_blank(line, m)) return 0;
+        buf_add(c, line, m);
+        return emit(c, 1);
+    }
+    if (sep == SEP_BLANK && is_blank(line, n)) {
+        if (c->len == 0 && !c->doc_open) return 0; /* between paragraphs */
+        while (c->len && (c->buf[c->len - 1] == '\n' || c->buf[c->len - 1] == '\r')) c->len--;
+        return emit(c, 1);
+    }
+    int rc = 0;
+    if (c->len >= FLUSH_BYTES && safe_cut(line, n)) rc = emit(c, 0);
+    buf_add(c, line, n);
+    return rc;
+}
+
+static int finish_input(tok_ctx *c, int sep) {
+    if (sep == SEP_LINE) return 0;
+    if (sep == SEP_BLANK)
+        while (c->len && (c->buf[c->len - 1] == '\n' || c->buf[c->len - 1] == '\r')) c->len--;
+    if (c->len == 0 && !c->doc_open) return 0;
+    return emit(c, 1);
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *input, *tok_spec, *sep_s, *out;
+    double frac;
+    int special;
+    cli_opt opts[] = {
+        {"input", 'i', CLI_STR, &input, NULL, "FILE", "text file to tokenize (required; streamed)"},
+        {"tokenizer", 't', CLI_STR, &tok_spec, "bytes", "T",
+         "`bytes` (vocab 257: the 256 bytes + end-of-text) or a Hugging Face tokenizer.json (or its folder)"},
+        {"doc-sep", 0, CLI_STR, &sep_s, "line", "MODE",
+         "documents are: line (each non-blank line), blank (paragraphs between blank lines), none (the whole file)"},
+        {"val-frac", 0, CLI_FLOAT, &frac, "0.01", "F",
+         "every (1/F)-th document goes to OUT.val instead of OUT; 0: no validation file"},
+        {"special", 0, CLI_FLAG, &special, NULL, NULL,
+         "encode added-token strings in the text (e.g. <|end_of_text|>) as their ids; default: as plain text"},
+        {"output", 'o', CLI_STR, &out, NULL, "OUT", "token file to write (required); see docs/FORMAT.md"},
+        {0},
+    };
+    cli_cmd cmd = {"tokenize", NULL,
+                   "Turns a text file into token files: documents, each followed by end-of-text, in OUT and OUT.val.",
+                   opts, 0, 0,
+                   "tiertrain tokenize --input corpus.txt --tokenizer Meta-Llama-3-8B/tokenizer.json -o corpus.tok"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!input) {
+        fprintf(stderr, "tiertrain tokenize: --input FILE is required (the text to tokenize)\n");
+        return 2;
+    }
+    if (!out) {
+        fprintf(stderr, "tiertrain tokenize: -o OUT is required (the token file to write)\n");
+        return 2;
+    }
+    int sep = strcmp(sep_s, "line") == 0 ? SEP_LINE : strcmp(sep_s, "blank") == 0 ? SEP_BLANK
+            : strcmp(sep_s, "none") == 0 ? SEP_NONE : -1;
+    if (sep < 0) {
+        fprintf(stderr, "tiertrain tokenize: --doc-sep must be line, blank or none, not '%s'\n", sep_s);
+        return 2;
+    }
+    if (!(frac == 0.0 || (frac >= 1.0 / VAL_DEN && frac < 1.0))) {
+        fprintf(stderr, "tiertrain tokenize: --val-frac must be 0, or at least 0.000001 and below 1, not %g\n", frac);
+        return 2;
+    }
+
+    struct stat st, ost;
+    if (stat(input, &st) != 0) {
+        int e = errno;
+        if (e == ENOENT)
+            fprintf(stderr, "tiertrain tokenize: %s does not exist; give the text file to tokenize with --input\n",
+                    input);
+        else
+            fprintf(stderr, "tiertrain tokenize: cannot open %s: %s\n", input, strerror(e));
+        return 1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tiertrain tokenize: %s is a directory; give a text file with --input\n", input);
+        return 1;
+    }
+    if (stat(out, &ost) == 0 && ost.st_dev == st.st_dev && ost.st_ino == st.st_ino) {
+        fprintf(stderr, "tiertrain tokenize: -o %s is the input file; write the tokens to another file\n", out);
+        return 1;
+    }
+    size_t vl = strlen(out) + sizeof ".val";
+    char *val_path = tt_xmalloc(vl);
+    snprintf(val_path, vl, "%s.val", out);
+
+    tok_ctx c = {0};
+    c.val_num = (uint64_t)llround(frac * (double)VAL_DEN);
+    FILE *f = NULL;
+    char *line = NULL;
+    size_t line_cap = 0;
+    int exit_code = 1;
+    if (tokenizer_open(tok_spec, &c.tok)) { tool_fail("tokenize"); goto done; }
+    tokenizer_set_parse_special(c.tok, special);
+    f = fopen(input, "rb");
+    if (!f) {
+        fprintf(stderr, "tiertrain tokenize: cannot open %s: %s\n", input, strerror(errno));
+        goto done;
+    }
+    uint32_t vocab = tokenizer_vocab_size(c.tok), eot = tokenizer_eot_id(c.tok);
+    if (tokfile_write_open(out, vocab, eot, &c.w[0])) { tool_fail("tokenize"); goto done; }
+    if (c.val_num && tokfile_write_open(val_path, vocab, eot, &c.w[1])) { tool_fail("tokenize"); goto done; }
+
+    double t0 = tt_now();
+    tool_progress prog;
+    progress_start(&prog, "tokenize", (uint64_t)st.st_size);
+    uint64_t done_bytes = 0, nlines = 0;
+    ssize_t n;
+    errno = 0;
+    while ((n = getline(&line, &line_cap, f)) > 0) {
+        if (process_line(&c, sep, line, (size_t)n)) { tool_fail("tokenize"); goto done; }
+        done_bytes += (uint64_t)n;
+        if ((++nlines & 1023) == 0) progress_update(&prog, done_bytes);
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "tiertrain tokenize: reading %s failed: %s\n", input, strerror(errno ? errno : EIO));
+        goto done;
+    }
+    if (finish_input(&c, sep)) { tool_fail("tokenize"); goto done; }
+    progress_end(&prog, done_bytes);
+    uint64_t ndocs = c.docs[0] + c.docs[1];
+    if (ndocs == 0) {
+        fprintf(stderr, "tiertrain tokenize: %s holds no documents (it is empty or only blank lines); nothing was "
+                "written\n", input);
+        goto done;
+    }
+    rc = tokfile_write_finish(c.w[0]);
+    c.w[0] = NULL;
+    if (rc) { tool_fail("tokenize"); goto done; }
+    if (c.w[1]) {
+        rc = tokfile_write_finish(c.w[1]);
+        c.w[1] = NULL;
+        if (rc) {
+            unlink(out); /* all or nothing: OUT without its OUT.val would look complete */
+            tool_fail("tokenize");
+            goto done;
+        }
+    }
+    double dt = tt_now() - t0;
+    uint64_t ntok = c.tokens[0] + c.tokens[1], text_tok = ntok - ndocs;
+    char a[32];
+    printf("tokenize: %s (%s) -> %s%s%s\n", input, tt_fmt_bytes((uint64_t)st.st_size, a, sizeof a), out,
+           c.val_num ? ", " : "", c.val_num ? val_path : "");
+    printf("tokenizer: %s (vocab %u, end-of-text id %u); %s\n", tokenizer_name(c.tok), vocab, eot,
+           sep == SEP_LINE ? "one document per line" : sep == SEP_BLANK ? "documents separated by blank lines"
+                                                                         : "the whole file is one document");
+    printf("documents: %llu (train %llu, val %llu)\n", (unsigned long long)ndocs, (unsigned long long)c.docs[0],
+           (unsigned long long)c.docs[1]);
+    printf("tokens: %llu (train %llu, val %llu), each document followed by end-of-text\n", (unsigned long long)ntok,
+           (unsigned long long)c.tokens[0], (unsigned long long)c.tokens[1]);
+    printf("bytes/token: %.3f (%llu text bytes in %llu tokens, end-of-text not counted)\n",
+           text_tok ? (double)c.text_bytes / (double)text_tok : 0.0, (unsigned long long)c.text_bytes,
+           (unsigned long long)text_tok);
+    printf("took %.2f s (%.1f MB/s)\n", dt, dt > 0 ? (double)done_bytes / dt / 1e6 : 0.0);
+    if (c.val_num && c.docs[1] == 0)
+        fprintf(stderr, "tiertrain tokenize: warning: %s is empty: %llu documents are too few for --val-frac %g\n",
+                val_path, (unsigned long long)ndocs, frac);
+    exit_code = 0;
+done:
+    tokfile_write_abort(c.w[0]);
+    tokfile_write_abort(c.w[1]);
+    if (f) fclose(f);
+    free(line);
+    free(c.buf);
+    free(val_path);
+    tokenizer_ids_free(&c.ids);
+    tokenizer_free(c.tok);
+    return exit_code;
+}

@@ -1,0 +1,144 @@
+/* tools/cmd_train.c — `tiertrain train`: LoRA training of a store on a token
+ * file, with checkpoints, resume and PEFT export (core/train.c does the work). */
+#include "core/common.h"
+#include "core/lora.h"
+#include "core/model.h"
+#include "core/tokfile.h"
+#include "core/train.h"
+#include "tools/cli.h"
+#include "tools/tools.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+int cmd_train(int argc, char **argv) {
+    const char *model, *data, *val, *out, *resume, *targets;
+    long rank, steps, seq, micro, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
+    uint64_t batch_tokens;
+    double alpha, dropout, lr, min_lr, wd, clip;
+    int as_json;
+    cli_opt opts[] = {
+        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
+        {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
+        {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA)"},
+        {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required)"},
+        {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
+        {"rank", 'r', CLI_INT, &rank, "8", "R", "LoRA rank"},
+        {"alpha", 0, CLI_FLOAT, &alpha, "16", "A", "LoRA alpha (scaling alpha/rank)"},
+        {"dropout", 0, CLI_FLOAT, &dropout, "0", "P", "LoRA dropout probability"},
+        {"targets", 't', CLI_STR, &targets, "all", "LIST", "projections with LoRA: q,k,v,o,gate,up,down or all"},
+        {"lr", 0, CLI_FLOAT, &lr, "1e-3", "LR", "peak learning rate (AdamW)"},
+        {"min-lr", 0, CLI_FLOAT, &min_lr, "1e-4", "LR", "learning rate at the end of the cosine decay"},
+        {"warmup", 0, CLI_INT, &warmup, "10", "N", "linear warmup steps"},
+        {"steps", 's', CLI_INT, &steps, "200", "N", "optimizer steps"},
+        {"seq", 0, CLI_INT, &seq, "256", "N", "tokens per sequence"},
+        {"batch-tokens", 0, CLI_SIZE, &batch_tokens, "4096", "N", "tokens per optimizer step (a multiple of seq * micro-batch)"},
+        {"micro-batch", 0, CLI_INT, &micro, "4", "N", "sequences per micro-batch (gradient accumulation covers the rest)"},
+        {"wd", 0, CLI_FLOAT, &wd, "0", "W", "AdamW decoupled weight decay"},
+        {"clip", 0, CLI_FLOAT, &clip, "1", "C", "global gradient-norm clipping (0: off)"},
+        {"seed", 0, CLI_INT, &seed, "1", "S", "seed for LoRA init, data sampling and dropout"},
+        {"eval-every", 0, CLI_INT, &eval_every, "20", "N", "validation loss every N steps (and at the end)"},
+        {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation"},
+        {"save-every", 0, CLI_INT, &save_every, "50", "N", "checkpoint every N steps (and at the end)"},
+        {"stop-after", 0, CLI_INT, &stop_after, "0", "N", "stop after step N with a checkpoint, as if interrupted (0: off)"},
+        {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object per step instead of text"},
+        {0},
+    };
+    cli_cmd cmd = {"train", NULL,
+                   "Trains LoRA adapters on a model store (CPU reference backend); writes checkpoints and a PEFT "
+                   "adapter to --out.",
+                   opts, 0, 0,
+                   "tiertrain train --model tiny.tier --data corpus.tok --out run1 --steps 200"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    const char *missing = !model ? "--model FILE" : !data ? "--data FILE" : !out ? "--out DIR" : NULL;
+    if (missing) {
+        fprintf(stderr, "tiertrain train: %s is required (see tiertrain train --help)\n", missing);
+        return 2;
+    }
+    const char *bad = NULL;
+    if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
+    else if (steps < 1) bad = "--steps must be at least 1";
+    else if (seq < 2 || seq > 1 << 20) bad = "--seq must be at least 2";
+    else if (micro < 1) bad = "--micro-batch must be at least 1";
+    else if (!(lr > 0) || min_lr < 0 || min_lr > lr) bad = "--lr must be > 0 and --min-lr within [0, lr]";
+    else if (!(dropout >= 0 && dropout < 1)) bad = "--dropout must be in [0, 1)";
+    else if (warmup < 0 || eval_every < 0 || save_every < 0 || stop_after < 0 || eval_tokens < 0 || threads < 0)
+        bad = "--warmup, --eval-every, --eval-tokens, --save-every, --stop-after and --threads cannot be negative";
+    else if (batch_tokens < (uint64_t)(seq * micro) || batch_tokens % (uint64_t)(seq * micro))
+        bad = "--batch-tokens must be a multiple of --seq x --micro-batch";
+    if (bad) {
+        fprintf(stderr, "tiertrain train: %s\n", bad);
+        return 2;
+    }
+    tt_train_opts o = {0};
+    o.model_path = model;
+    o.out_dir = out;
+    o.resume_dir = resume;
+    o.lora = (tt_lora_cfg){(int)rank, (float)alpha, (float)dropout, 0};
+    if (lora_parse_targets(targets, &o.lora.targets)) {
+        fprintf(stderr, "tiertrain train: %s\n", tt_lasterr());
+        return 2;
+    }
+    o.seed = (uint64_t)seed;
+    o.steps = (int)steps; o.seq = (int)seq; o.micro_batch = (int)micro;
+    o.accum = (int)(batch_tokens / (uint64_t)(seq * micro));
+    o.warmup = (int)warmup;
+    o.lr = (float)lr; o.min_lr = (float)min_lr; o.wd = (float)wd; o.clip = (float)clip;
+    o.b1 = 0.9f; o.b2 = 0.999f; o.eps = 1e-8f;
+    o.eval_every = (int)eval_every; o.eval_tokens = (int)eval_tokens; o.save_every = (int)save_every;
+    o.stop_after = (int)stop_after;
+    o.json = as_json;
+    if (threads > 0) openblas_set_num_threads((int)threads);
+
+    tokfile *tf = NULL, *vf = NULL;
+    tt_model *m = NULL;
+    int exit_code = 1;
+    if (tokfile_open(data, &tf)) { tool_fail("train"); goto done; }
+    char vpath[4096];
+    if (!val) {
+        snprintf(vpath, sizeof vpath, "%s.val", data);
+        if (access(vpath, F_OK) == 0) val = vpath;
+    }
+    if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
+    if (model_load(&m, model)) { tool_fail("train"); goto done; }
+    tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
+    if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
+    else { /* hold out the last 1% */
+        uint64_t h = train.n / 100;
+        vt = (tt_tokens){train.t + train.n - h, h};
+        train.n -= h;
+    }
+    const tt_config *c = model_config(m);
+    if (tokfile_vocab(tf) > c->vocab) {
+        fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize with "
+                        "the model's tokenizer\n", data, tokfile_vocab(tf), model, c->vocab);
+        goto done;
+    }
+    if (!as_json) {
+        char tg[128];
+        lora_targets_str(o.lora.targets, tg, sizeof tg);
+        printf("train: %s (%s, %u layers), LoRA r=%ld alpha=%g on %s; %llu training tokens, %llu validation tokens%s\n",
+               model, c->name, c->n_layers, rank, alpha, tg, (unsigned long long)train.n, (unsigned long long)vt.n,
+               vf ? "" : " (held out from --data)");
+        printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld, out %s\n",
+               o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup, out);
+        fflush(stdout);
+    }
+    tt_train_result res;
+    if (train_run(&o, m, &train, &vt, &res)) { tool_fail("train"); goto done; }
+    if (!as_json && res.steps_done > 0)
+        printf("done: %d steps, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; adapter in %s\n",
+               res.steps_done, res.first_loss, res.last_loss, res.first_val, res.last_val, out);
+    exit_code = 0;
+done:
+    model_free(m);
+    tokfile_close(tf);
+    tokfile_close(vf);
+    return exit_code;
+}
