@@ -3,6 +3,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -58,6 +61,28 @@ char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap) {
     if (u == 0) snprintf(buf, cap, "%llu B", (unsigned long long)n);
     else snprintf(buf, cap, "%.2f %s", v, units[u]);
     return buf;
+}
+
+int tt_open_regular(const char *path, int flags, const char *kind, const char *hint, uint64_t *size) {
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT) return TT_FAIL(-ENOENT, "%s does not exist; %s", path, hint);
+        return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return TT_FAIL(-EISDIR, "%s is %s, not a %s", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file",
+                       kind);
+    }
+    *size = (uint64_t)st.st_size;
+    return fd;
 }
 
 double tt_now(void) {

@@ -37,6 +37,11 @@ int tt_parse_size(const char *s, uint64_t *out);
 /* Formats a byte count as "1.23 GiB" into buf (at least 32 bytes); returns buf. */
 char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap);
 
+/* Opens path (open(2) flags, O_CLOEXEC added) and checks it is a regular
+ * file. Returns the fd and sets *size, or -errno with one sentence:
+ * "PATH does not exist; HINT", "PATH is a directory, not a KIND", ... */
+int tt_open_regular(const char *path, int flags, const char *kind, const char *hint, uint64_t *size);
+
 /* Monotonic wall clock in seconds. */
 double tt_now(void);
 

@@ -216,25 +216,9 @@ static int validate(tokfile *tf, const uint8_t *p, uint64_t size, const char *pa
 
 int tokfile_open(const char *path, tokfile **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENOENT)
-            return TT_FAIL(-ENOENT, "%s does not exist; create a token file with `tiertrain tokenize`", path);
-        return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return TT_FAIL(-EISDIR, "%s is %s, not a token file", path,
-                       S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
-    }
-    uint64_t size = (uint64_t)st.st_size;
+    uint64_t size;
+    int fd = tt_open_regular(path, O_RDONLY, "token file", "create a token file with `tiertrain tokenize`", &size);
+    if (fd < 0) return fd;
     if (size < TOKFILE_HEADER_BYTES) {
         close(fd);
         return TT_FAIL(-EINVAL, "%s is too short to be a token file (%llu bytes, the header alone is %u); re-create "

@@ -360,24 +360,9 @@ static int read_full(int fd, void *dst, uint64_t n, uint64_t off, const char *pa
 
 int st_open(const char *path, st_file **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENOENT) return TT_FAIL(-ENOENT, "%s does not exist; check the path", path);
-        return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return TT_FAIL(-EISDIR, "%s is %s, not a safetensors file", path,
-                       S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file");
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+    uint64_t size;
+    int fd = tt_open_regular(path, O_RDONLY, "safetensors file", "check the path", &size);
+    if (fd < 0) return fd;
     if (size < 8) {
         close(fd);
         return TT_FAIL(-EINVAL, "%s is too short to be a safetensors file (%llu bytes, at least 8 needed)", path,

@@ -359,31 +359,19 @@ int tier_parse_buffer(const void *buf, uint64_t len, const char *name) {
 
 int tier_open(tier_store **out, const char *path) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return TT_FAIL(-ENOENT, "%s does not exist; create a store with `tiertrain synth`", path);
-        return TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
+    uint64_t fsize;
+    int fd = tt_open_regular(path, O_RDONLY, "store file", "create a store with `tiertrain synth`", &fsize);
+    if (fd < 0) return fd;
+    if (fsize < TIER_HEADER_BYTES) {
         close(fd);
-        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return TT_FAIL(-EISDIR, "%s is %s, not a store file", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
-    }
-    if ((uint64_t)st.st_size < TIER_HEADER_BYTES) {
-        close(fd);
-        return TT_FAIL(-EINVAL, "%s is too short to be a tiertrain store (%lld bytes)", path, (long long)st.st_size);
+        return TT_FAIL(-EINVAL, "%s is too short to be a tiertrain store (%llu bytes)", path, (unsigned long long)fsize);
     }
     uint8_t hdr[TIER_HEADER_BYTES];
     tier_store *s = tt_xcalloc(1, sizeof *s);
     uint8_t *meta = NULL;
     header h;
     int rc = read_full(fd, hdr, sizeof hdr, 0, path);
-    if (rc == 0) rc = parse_header(hdr, path, (uint64_t)st.st_size, &h);
+    if (rc == 0) rc = parse_header(hdr, path, fsize, &h);
     if (rc == 0 && !(meta = malloc(h.meta_size)))
         rc = TT_FAIL(-ENOMEM, "%s: out of memory reading the store metadata", path);
     if (rc == 0) rc = read_full(fd, meta, h.meta_size, TIER_HEADER_BYTES, path);

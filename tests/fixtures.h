@@ -1,16 +1,20 @@
-/* tests/fixtures.h — small models and stores shared by the tests. */
+/* tests/fixtures.h — small models, stores and file helpers shared by the tests. */
 #ifndef TT_FIXTURES_H
 #define TT_FIXTURES_H
 
+#include "core/common.h"
 #include "core/config.h"
 #include "core/dtype.h"
 #include "core/nf4.h"
 #include "core/rng.h"
 #include "io/tier.h"
+#include "tests/test.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A micro LLaMA: 2 layers, hidden 64, 4 heads / 2 KV heads of 16, ffn 96,
@@ -34,9 +38,83 @@ static inline char *fixture_tmpdir(void) {
     return strdup(d);
 }
 
+/* rm -rf dir (a fixture_tmpdir); only warns when that fails. */
+static inline void fixture_rm_rf(const char *dir) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+/* The whole file in malloc'ed memory (one spare byte), its size in *len; NULL on any error. */
+static inline uint8_t *fixture_slurp(const char *path, uint64_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); fclose(f); return NULL; }
+    fclose(f);
+    *len = (uint64_t)n;
+    return b;
+}
+
+/* Writes n bytes as the whole file path; aborts the test if any is not written. */
+static inline void fixture_spit(const char *path, const void *b, uint64_t n) {
+    FILE *f = fopen(path, "wb");
+    TT_ASSERT(f && fwrite(b, 1, n, f) == n);
+    fclose(f);
+}
+
+/* Does path exist (any kind of file)? */
+static inline int fixture_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Checks one corpus file (path, its name, its bytes): ok = "ok-*", else "bad-*". */
+typedef void fixture_corpus_fn(const char *path, const char *name, const uint8_t *b, uint64_t n, int ok);
+
+/* Replays every "ok-*" / "bad-*" file of dirpath through check; the corpus
+ * must hold at least min_ok / min_bad of them. */
+static inline void fixture_replay_corpus(const char *dirpath, fixture_corpus_fn *check, int min_ok, int min_bad) {
+    DIR *d = opendir(dirpath);
+    CHECK_MSG(d != NULL, "corpus directory %s is missing (run from the repository root)", dirpath);
+    if (!d) return;
+    int nok = 0, nbad = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int ok = strncmp(e->d_name, "ok-", 3) == 0, bad = strncmp(e->d_name, "bad-", 4) == 0;
+        if (!ok && !bad) continue;
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", dirpath, e->d_name);
+        uint64_t n;
+        uint8_t *b = fixture_slurp(path, &n);
+        CHECK(b != NULL);
+        if (!b) continue;
+        check(path, e->d_name, b, n, ok);
+        if (ok) nok++;
+        else nbad++;
+        free(b);
+    }
+    closedir(d);
+    CHECK_MSG(nok >= min_ok && nbad >= min_bad, "corpus too small: %d ok, %d bad files", nok, nbad);
+}
+
 /* Deterministic value of element j of tensor i (any dtype's input). */
 static inline float fixture_value(uint32_t i, uint64_t j) {
     return (float)((int)((i * 7919u + j * 104729u) % 2001u) - 1000) / 1000.0f;
+}
+
+/* x NF4-quantized (nf4_quantize_tensor) into a fresh 16-byte-aligned blob
+ * sized by nf4_layout_of(n, dq); caller frees. */
+static inline uint8_t *fixture_nf4_blob(const float *x, uint64_t n, int dq) {
+    nf4_layout L;
+    nf4_layout_of(n, dq, &L);
+    uint8_t *blob = aligned_alloc(16, L.total);
+    TT_ASSERT(blob);
+    nf4_quantize_tensor(x, n, dq, blob);
+    return blob;
 }
 
 /* Dtype per tensor: projections lin, norms f32, embedding/lm_head bf16 (f32

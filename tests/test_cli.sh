@@ -3,26 +3,8 @@
 # input gives exactly one line on stderr that names the file, a non-zero exit,
 # and no crash (no signal, no sanitizer report). Run by tests/run.sh with
 # $TIERTRAIN set to the binary under test.
-T=${TIERTRAIN:-./tiertrain}
-dir=$(mktemp -d "${TMPDIR:-/tmp}/tt-cli.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect_error NAME PATTERN CMD... : exit 1..127, one stderr line, matching PATTERN
-expect_error() {
-    name=$1; pat=$2; shift 2
-    "$@" >"$dir/out" 2>"$dir/err"; rc=$?
-    lines=$(grep -c . "$dir/err")
-    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$name: exit $rc"; cat "$dir/err"; return; fi
-    if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; return; fi
-    if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected one"; cat "$dir/err"; return; fi
-    grep -q -e "$pat" "$dir/err" || { fail "$name: stderr lacks '$pat'"; cat "$dir/err"; }
-}
-expect_ok() {
-    name=$1; shift
-    "$@" >"$dir/out" 2>"$dir/err" || { fail "$name: exit $?"; cat "$dir/err"; }
-}
+. tests/lib.sh
+setup cli
 
 # A good store, and its layer-0 extent offset from info --json.
 expect_ok synth "$T" synth --preset tiny --quant nf4 --seed 3 -o "$dir/good.tier"
@@ -79,5 +61,4 @@ for f in preset prune-ratio prune-layers quant no-double-quant lz4 embed-std see
 done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
 
-[ $fails -eq 0 ] && echo "test_cli: all checks passed"
-exit $((fails > 0))
+finish test_cli

@@ -191,9 +191,7 @@ int main(void) {
     run_case(dir, TT_DTYPE_F32, 0.f, "f32 weights");
     run_case(dir, TT_DTYPE_NF4DQ, 0.f, "nf4-dq weights");
     run_case(dir, TT_DTYPE_BF16, 0.25f, "bf16 weights, LoRA dropout 0.25");
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    fixture_rm_rf(dir);
     free(dir);
     TEST_END();
 }

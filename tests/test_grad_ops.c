@@ -21,6 +21,7 @@
 #include "core/dtype.h"
 #include "core/nf4.h"
 #include "core/rng.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
 
 #ifndef TT_F64
@@ -497,11 +498,7 @@ static void test_dequant(void) {
 
     /* nf4 / nf4-dq: exactly core/nf4.c's nf4_dequantize_tensor */
     for (int dq = 0; dq < 2; dq++) {
-        nf4_layout L;
-        nf4_layout_of(n, dq, &L);
-        uint8_t *blob = aligned_alloc(16, L.total);
-        TT_ASSERT(blob);
-        nf4_quantize_tensor(x, n, dq, blob);
+        uint8_t *blob = fixture_nf4_blob(x, n, dq);
         float *ref = tt_xmalloc(n * sizeof *ref);
         nf4_dequantize_tensor(blob, n, dq, ref);
         be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out);

@@ -17,6 +17,7 @@
 #include "core/dtype.h"
 #include "core/nf4.h"
 #include "core/rng.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
 
 #ifdef TT_F64
@@ -364,11 +365,7 @@ static void test_dequant(void) {
     for (size_t i = 0; i < n; i++) ok &= out[i] == bf16_to_f32(h[i]);
     CHECK_MSG(ok, "dequant bf16");
     for (int dq = 0; dq < 2; dq++) {
-        nf4_layout L;
-        nf4_layout_of(n, dq, &L);
-        uint8_t *blob = aligned_alloc(16, L.total);
-        TT_ASSERT(blob);
-        nf4_quantize_tensor(x, n, dq, blob);
+        uint8_t *blob = fixture_nf4_blob(x, n, dq);
         nf4_dequantize_tensor(blob, n, dq, ref);
         be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out);
         /* the same float arithmetic as core/nf4.c: bit-identical */

@@ -438,9 +438,7 @@ int main(void) {
     free_adapter(&a);
     free_adapter(&h);
 
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
+    fixture_rm_rf(tmp);
     free(tmp);
     TEST_END();
 }

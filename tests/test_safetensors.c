@@ -25,41 +25,15 @@
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 
 static char g_tmp[512];
 static const char *g_corpus_out;
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static uint8_t *slurp(const char *path, uint64_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); fclose(f); return NULL; }
-    fclose(f);
-    *len = (uint64_t)n;
-    return b;
-}
-
-static void spit(const char *path, const void *b, uint64_t n) {
-    FILE *f = fopen(path, "wb");
-    TT_ASSERT(f && fwrite(b, 1, n, f) == n);
-    fclose(f);
-}
-
-static int exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
 
 static uint64_t le64(const uint8_t *b) {
     uint64_t v = 0;
@@ -128,7 +102,7 @@ static uint8_t *case_data(uint32_t i, uint64_t n) {
 static void spec_check(const char *path, uint32_t expect_n, const char *const *names, uint8_t *const *data,
                        const char *const *meta) {
     uint64_t len;
-    uint8_t *b = slurp(path, &len);
+    uint8_t *b = fixture_slurp(path, &len);
     CHECK(b != NULL);
     if (!b) return;
     CHECK(len >= 8);
@@ -218,7 +192,7 @@ static void test_round_trip(void) {
     CHECK_MSG(rc == 0, "st_write: %s", tt_lasterr());
     char partial[720];
     snprintf(partial, sizeof partial, "%s.partial", path);
-    CHECK(!exists(partial));
+    CHECK(!fixture_exists(partial));
     spec_check(path, N_CASES, names, data, k_meta);
 
     st_file *st = NULL;
@@ -255,12 +229,12 @@ static void test_round_trip(void) {
         st_close(st);
     }
     uint64_t len;
-    uint8_t *img = slurp(path, &len);
+    uint8_t *img = fixture_slurp(path, &len);
     CHECK(img && st_parse_buffer(img, len, "rt.safetensors") == 0);
     if (g_corpus_out && img) {
         char out[700];
         snprintf(out, sizeof out, "%s/ok-roundtrip.safetensors", g_corpus_out);
-        spit(out, img, len);
+        fixture_spit(out, img, len);
     }
     free(img);
 
@@ -274,7 +248,7 @@ static void test_round_trip(void) {
     const char *nm[3] = {"zeta", "alpha", "mid"};
     uint8_t *dp[3] = {(uint8_t *)vals, (uint8_t *)vals, (uint8_t *)vals};
     spec_check(path, 3, nm, dp, NULL);
-    img = slurp(path, &len);
+    img = fixture_slurp(path, &len);
     const char *want = "{\"alpha\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
                        "\"mid\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]},"
                        "\"zeta\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]}}";
@@ -300,14 +274,14 @@ static void test_reference_bytes(void) {
         const char *const md[] = {"framework", "pt", NULL};
         CHECK(st_write(path, c == 0 ? 1 : 0, &e, c == 2 ? md : NULL) == 0);
         uint64_t len;
-        uint8_t *b = slurp(path, &len);
+        uint8_t *b = fixture_slurp(path, &len);
         uint64_t hl = strlen(cases[c]), dl = c == 0 ? 24 : 0;
         CHECK_MSG(b && len == 8 + hl + dl && le64(b) == hl && memcmp(b + 8, cases[c], hl) == 0 &&
                   (dl == 0 || memcmp(b + 8 + hl, v, dl) == 0), "reference case %d: bytes differ", c);
         if (g_corpus_out && b) {
             char out[700];
             snprintf(out, sizeof out, "%s/ok-reference-%d.safetensors", g_corpus_out, c);
-            spit(out, b, len);
+            fixture_spit(out, b, len);
         }
         free(b);
     }
@@ -397,11 +371,11 @@ static void test_malformed(void) {
         char fname[128], path[700];
         snprintf(fname, sizeof fname, "bad-%s.safetensors", c->name);
         snprintf(path, sizeof path, "%s/%s", g_tmp, fname);
-        spit(path, img, n);
+        fixture_spit(path, img, n);
         if (g_corpus_out) {
             char out[700];
             snprintf(out, sizeof out, "%s/%s", g_corpus_out, fname);
-            spit(out, img, n);
+            fixture_spit(out, img, n);
         }
         st_file *st = (st_file *)1;
         int rc = st_open(path, &st);
@@ -460,7 +434,7 @@ static void test_malformed(void) {
         CHECK_MSG(st_parse_buffer(img, n, fname) == 0, "%s refused: %s", fname, tt_lasterr());
         if (g_corpus_out) {
             snprintf(path, sizeof path, "%s/%s", g_corpus_out, fname);
-            spit(path, img, n);
+            fixture_spit(path, img, n);
         }
         free(img);
     }
@@ -482,7 +456,7 @@ static void test_writer_errors(void) {
     CHECK(st_write(path, 1, bad8, NULL) == -EINVAL && strstr(tt_lasterr(), path));
     const char *const dupmeta[] = {"k", "1", "k", "2", NULL};
     CHECK(st_write(path, 0, NULL, dupmeta) == -EINVAL && strstr(tt_lasterr(), path));
-    CHECK(!exists(path) && !exists(partial));
+    CHECK(!fixture_exists(path) && !fixture_exists(partial));
 
     char missing[700];
     snprintf(missing, sizeof missing, "%s/no/such/dir/x.safetensors", g_tmp);
@@ -492,7 +466,7 @@ static void test_writer_errors(void) {
     /* A write cut short: an older file stays, no partial file remains. */
     CHECK(st_write(path, 1, dup, NULL) == 0);
     uint64_t old_len;
-    uint8_t *old = slurp(path, &old_len);
+    uint8_t *old = fixture_slurp(path, &old_len);
     uint64_t big_shape[1] = {1 << 16};
     float *big = calloc(1 << 16, sizeof *big);
     st_entry be[1] = {{"big", ST_DTYPE_F32, 1, big_shape, big}};
@@ -505,9 +479,9 @@ static void test_writer_errors(void) {
         int rc = st_write(path, 1, be, NULL);
         setrlimit(RLIMIT_FSIZE, &saved);
         CHECK_MSG(rc == -EFBIG && strstr(tt_lasterr(), path), "cut write: rc %d (%s)", rc, tt_lasterr());
-        CHECK(!exists(partial));
+        CHECK(!fixture_exists(partial));
         uint64_t now_len;
-        uint8_t *now = slurp(path, &now_len);
+        uint8_t *now = fixture_slurp(path, &now_len);
         CHECK(now && now_len == old_len && memcmp(now, old, old_len) == 0);
         free(now);
     } else {
@@ -524,7 +498,7 @@ static void test_mutations(void) {
     char path[700];
     snprintf(path, sizeof path, "%s/rt.safetensors", g_tmp);
     uint64_t len;
-    uint8_t *img = slurp(path, &len);
+    uint8_t *img = fixture_slurp(path, &len);
     CHECK(img != NULL);
     if (!img) return;
     uint32_t x = 12345;
@@ -549,36 +523,15 @@ static void test_mutations(void) {
 
 /* ---- 6: corpus ---------------------------------------------------------------- */
 
-static void replay_corpus(const char *dirpath) {
-    DIR *d = opendir(dirpath);
-    CHECK_MSG(d != NULL, "corpus directory %s is missing (run from the repository root)", dirpath);
-    if (!d) return;
-    int nok = 0, nbad = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int ok = strncmp(e->d_name, "ok-", 3) == 0, bad = strncmp(e->d_name, "bad-", 4) == 0;
-        if (!ok && !bad) continue;
-        char path[700];
-        snprintf(path, sizeof path, "%s/%s", dirpath, e->d_name);
-        uint64_t n;
-        uint8_t *b = slurp(path, &n);
-        CHECK(b != NULL);
-        if (!b) continue;
-        int rc = st_parse_buffer(b, n, e->d_name);
-        st_file *st = NULL;
-        int rc2 = st_open(path, &st);
-        st_close(st);
-        if (ok) {
-            CHECK_MSG(rc == 0 && rc2 == 0, "%s refused: %s", e->d_name, tt_lasterr());
-            nok++;
-        } else {
-            CHECK_MSG(rc == -EINVAL && rc2 == -EINVAL, "%s accepted or wrong error %d/%d", e->d_name, rc, rc2);
-            nbad++;
-        }
-        free(b);
-    }
-    closedir(d);
-    CHECK_MSG(nok >= 5 && nbad >= 30, "corpus too small: %d ok, %d bad files", nok, nbad);
+/* One file of tests/corpus/safetensors (fixture_replay_corpus): parsed from
+ * memory and opened from disk, both must agree with its name. */
+static void replay_one(const char *path, const char *name, const uint8_t *b, uint64_t n, int ok) {
+    int rc = st_parse_buffer(b, n, name);
+    st_file *st = NULL;
+    int rc2 = st_open(path, &st);
+    st_close(st);
+    if (ok) CHECK_MSG(rc == 0 && rc2 == 0, "%s refused: %s", name, tt_lasterr());
+    else CHECK_MSG(rc == -EINVAL && rc2 == -EINVAL, "%s accepted or wrong error %d/%d", name, rc, rc2);
 }
 
 int main(void) {
@@ -591,10 +544,8 @@ int main(void) {
     test_malformed();
     test_writer_errors();
     test_mutations();
-    replay_corpus("tests/corpus/safetensors");
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
+    fixture_replay_corpus("tests/corpus/safetensors", replay_one, 5, 30);
+    fixture_rm_rf(tmp);
     free(tmp);
     TEST_END();
 }

@@ -12,25 +12,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
-static uint8_t *slurp(const char *path, uint64_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); fclose(f); return NULL; }
-    fclose(f);
-    *len = (uint64_t)n;
-    return b;
-}
-
-static void spit(const char *path, const uint8_t *b, uint64_t n) {
-    FILE *f = fopen(path, "wb");
-    TT_ASSERT(f && fwrite(b, 1, n, f) == n);
-    fclose(f);
-}
-
 /* Opens path and checks config, directory and every tensor's bytes. */
 static void check_roundtrip(const char *path, const tt_config *c, const uint32_t *dtypes,
                             const tier_prune_map *map, int zero_pct, int expect_lz4) {
@@ -49,7 +30,7 @@ static void check_roundtrip(const char *path, const tt_config *c, const uint32_t
     CHECK_EQ_INT(tier_n_extents(s), TT_N_EXTENTS(c));
     if (!expect_lz4) CHECK_EQ_INT(tier_file_size(s), tier_predict_size(c, dtypes, map != NULL));
     uint64_t len;
-    uint8_t *file = slurp(path, &len);
+    uint8_t *file = fixture_slurp(path, &len);
     TT_ASSERT(file);
     int saw_lz4 = 0;
     for (uint32_t e = 0; e < tier_n_extents(s); e++) {
@@ -143,28 +124,28 @@ static void test_bad_files(const char *dir) {
     CHECK(fixture_write_store(good, &c, dt, NULL, 0, 0) == 0);
     free(dt);
     uint64_t len;
-    uint8_t *img = slurp(good, &len);
+    uint8_t *img = fixture_slurp(good, &len);
     TT_ASSERT(img);
     snprintf(bad, sizeof bad, "%s/bad.tier", dir);
 
     expect_open_fails("/nonexistent/dir/x.tier", -ENOENT, "does not exist");
     expect_open_fails(dir, -EISDIR, "directory");
-    spit(bad, img, len - 4096);
+    fixture_spit(bad, img, len - 4096);
     expect_open_fails(bad, -EINVAL, "truncated");
-    spit(bad, img, 100);
+    fixture_spit(bad, img, 100);
     expect_open_fails(bad, -EINVAL, "too short");
     uint8_t *m = malloc(len);
     memcpy(m, img, len);
     m[0] ^= 0x20;
-    spit(bad, m, len);
+    fixture_spit(bad, m, len);
     expect_open_fails(bad, -EINVAL, "bad magic");
     memcpy(m, img, len);
     m[40] ^= 1;
-    spit(bad, m, len);
+    fixture_spit(bad, m, len);
     expect_open_fails(bad, -EINVAL, "header is corrupt");
     memcpy(m, img, len);
     m[300] ^= 1;
-    spit(bad, m, len);
+    fixture_spit(bad, m, len);
     expect_open_fails(bad, -EINVAL, "metadata is corrupt");
 
     /* A flipped byte in a data extent: the store opens, the checksum catches it. */
@@ -251,9 +232,7 @@ int main(void) {
     test_roundtrips(dir);
     test_bad_files(dir);
     test_writer_failures(dir);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    fixture_rm_rf(dir);
     free(dir);
     TEST_END();
 }

@@ -14,22 +14,8 @@
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <xxhash.h>
-
-static uint8_t *slurp(const char *path, uint64_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); fclose(f); return NULL; }
-    fclose(f);
-    *len = (uint64_t)n;
-    return b;
-}
 
 static void put32(uint8_t *b, uint64_t off, uint32_t v) { memcpy(b + off, &v, 4); }
 static void put64(uint8_t *b, uint64_t off, uint64_t v) { memcpy(b + off, &v, 8); }
@@ -145,7 +131,7 @@ static uint8_t *make_image(const char *dir, int pruned, uint64_t *len) {
     int rc = fixture_write_store(path, &c, dt, pruned ? &map : NULL, 0, 0);
     free(dt);
     TT_ASSERT(rc == 0);
-    uint8_t *img = slurp(path, len);
+    uint8_t *img = fixture_slurp(path, len);
     TT_ASSERT(img);
     return img;
 }
@@ -153,9 +139,7 @@ static uint8_t *make_image(const char *dir, int pruned, uint64_t *len) {
 static void write_file(const char *dir, const char *name, const uint8_t *b, uint64_t n) {
     char path[700];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    TT_ASSERT(f && fwrite(b, 1, n, f) == n);
-    fclose(f);
+    fixture_spit(path, b, n);
 }
 
 static void run_mutations(const char *tmp, const char *corpus_out) {
@@ -205,38 +189,20 @@ static void run_mutations(const char *tmp, const char *corpus_out) {
     free(img[1]);
 }
 
-static void replay_corpus(const char *dirpath) {
-    DIR *d = opendir(dirpath);
-    CHECK_MSG(d != NULL, "corpus directory %s is missing (run from the repository root)", dirpath);
-    if (!d) return;
-    int nok = 0, nbad = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int ok = strncmp(e->d_name, "ok-", 3) == 0, bad = strncmp(e->d_name, "bad-", 4) == 0;
-        if (!ok && !bad) continue;
-        char path[700];
-        snprintf(path, sizeof path, "%s/%s", dirpath, e->d_name);
-        uint64_t n;
-        uint8_t *b = slurp(path, &n);
-        CHECK(b != NULL);
-        if (!b) continue;
-        int rc = tier_parse_buffer(b, n, e->d_name);
-        if (ok) { CHECK_MSG(rc == 0, "%s refused: %s", e->d_name, tt_lasterr()); nok++; }
-        else { CHECK_MSG(rc == -EINVAL, "%s accepted or wrong error %d", e->d_name, rc); nbad++; }
-        free(b);
-    }
-    closedir(d);
-    CHECK_MSG(nok >= 2 && nbad >= 40, "corpus too small: %d ok, %d bad files", nok, nbad);
+/* One file of tests/corpus/tier (fixture_replay_corpus). */
+static void replay_one(const char *path, const char *name, const uint8_t *b, uint64_t n, int ok) {
+    (void)path;
+    int rc = tier_parse_buffer(b, n, name);
+    if (ok) CHECK_MSG(rc == 0, "%s refused: %s", name, tt_lasterr());
+    else CHECK_MSG(rc == -EINVAL, "%s accepted or wrong error %d", name, rc);
 }
 
 int main(void) {
     char *tmp = fixture_tmpdir();
     const char *out = getenv("TT_WRITE_CORPUS");
     run_mutations(tmp, out && *out ? out : NULL);
-    replay_corpus("tests/corpus/tier");
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
+    fixture_replay_corpus("tests/corpus/tier", replay_one, 2, 40);
+    fixture_rm_rf(tmp);
     free(tmp);
     TEST_END();
 }

@@ -5,28 +5,9 @@
 # empty input, bad tokenizer, bad flags, unwritable output) giving a non-zero
 # exit, exactly one line on stderr and no output file. Run by tests/run.sh
 # from the repository root with $TIERTRAIN set to the binary under test.
-T=${TIERTRAIN:-./tiertrain}
+. tests/lib.sh
+setup tokenize
 FIX=tests/fixtures/tokenizer-mini.json
-dir=$(mktemp -d "${TMPDIR:-/tmp}/tt-tokenize.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect_error NAME PATTERN CMD... : exit 1..127, one stderr line, matching PATTERN
-expect_error() {
-    name=$1; pat=$2; shift 2
-    "$@" >"$dir/out" 2>"$dir/err"; rc=$?
-    lines=$(grep -c . "$dir/err")
-    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$name: exit $rc"; cat "$dir/err"; return; fi
-    if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; return; fi
-    if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected one"; cat "$dir/err"; return; fi
-    grep -q -e "$pat" "$dir/err" || { fail "$name: stderr lacks '$pat'"; cat "$dir/err"; }
-}
-expect_ok() {
-    name=$1; shift
-    "$@" >"$dir/out" 2>"$dir/err" || { fail "$name: exit $?"; cat "$dir/err"; return; }
-    if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; fi
-}
 # expect_line NAME TEXT : the last command's stdout has the exact line TEXT
 expect_line() {
     grep -qxF "$2" "$dir/out" || { fail "$1: output lacks '$2'"; cat "$dir/out"; }
@@ -132,5 +113,4 @@ grep -q "(default: bytes)" "$dir/out" || fail "--help lacks the tokenizer defaul
 grep -q "(default: line)" "$dir/out" || fail "--help lacks the doc-sep default"
 grep -q "(default: 0.01)" "$dir/out" || fail "--help lacks the val-frac default"
 
-[ $fails -eq 0 ] && echo "test_tokenize: all checks passed"
-exit $((fails > 0))
+finish test_tokenize

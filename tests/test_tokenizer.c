@@ -52,6 +52,7 @@
  */
 #include "core/common.h"
 #include "core/tokenizer.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
 
 #include <errno.h>
@@ -257,10 +258,7 @@ static const char *write_json(json_t *root, const char *name) {
 static const char *write_text(const char *text, const char *name) {
     static char path[600];
     snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) { perror(path); exit(1); }
-    fputs(text, f);
-    fclose(f);
+    fixture_spit(path, text, strlen(text));
     return path;
 }
 
@@ -549,15 +547,13 @@ static void test_malformed(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/tt-tok.XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
+    char *tmp = fixture_tmpdir();
+    snprintf(g_dir, sizeof g_dir, "%s", tmp);
+    free(tmp);
     test_bytes();
     test_fixture();
     test_variants();
     test_malformed();
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir);
+    fixture_rm_rf(g_dir);
     TEST_END();
 }

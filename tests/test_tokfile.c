@@ -6,12 +6,12 @@
  * -ENOENT / -EISDIR) with the file named in the message. */
 #include "core/common.h"
 #include "core/tokfile.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static char g_dir[512];
@@ -22,30 +22,6 @@ static const char *path_of(const char *name) {
     k = (k + 1) % 4;
     snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
     return p[k];
-}
-
-static int exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static uint8_t *slurp(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
-
-static void spit(const char *p, const void *b, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f) { perror(p); exit(1); }
-    fwrite(b, 1, n, f);
-    fclose(f);
 }
 
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
@@ -87,9 +63,9 @@ static void test_round_trip(void) {
     uint64_t n = 600001;
     int rc = write_file(p, n, 50257, 50256, 9999);
     CHECK_MSG(rc == 0, "write: %s", tt_lasterr());
-    CHECK(!exists(path_of("a.tok.partial")));
-    size_t sz;
-    uint8_t *raw = slurp(p, &sz);
+    CHECK(!fixture_exists(path_of("a.tok.partial")));
+    uint64_t sz;
+    uint8_t *raw = fixture_slurp(p, &sz);
     CHECK(raw && sz == 32 + 4 * n);
     if (raw && sz >= 32) { /* the header, field by field (docs/FORMAT.md) */
         CHECK(memcmp(raw, "TTTOKENS", 8) == 0);
@@ -133,13 +109,13 @@ static void test_abort(void) {
     const char *p = path_of("aborted.tok");
     tokfile_writer *w;
     CHECK(tokfile_write_open(p, 257, 256, &w) == 0);
-    CHECK(exists(path_of("aborted.tok.partial"))); /* written under the temporary name */
-    CHECK(!exists(p));
+    CHECK(fixture_exists(path_of("aborted.tok.partial"))); /* written under the temporary name */
+    CHECK(!fixture_exists(p));
     uint32_t t[3] = {1, 2, 256};
     CHECK(tokfile_append(w, t, 3) == 0);
     tokfile_write_abort(w);
-    CHECK(!exists(p));
-    CHECK(!exists(path_of("aborted.tok.partial")));
+    CHECK(!fixture_exists(p));
+    CHECK(!fixture_exists(path_of("aborted.tok.partial")));
     /* aborting a rewrite leaves the old file as it was */
     p = path_of("keep.tok");
     CHECK(write_file(p, 5, 257, 256, 5) == 0);
@@ -160,90 +136,60 @@ static void test_abort(void) {
     tokfile_close(NULL);
 }
 
+/* Writes n bytes of b as DIR/name and expects opening it to fail with -EINVAL
+ * and needle in the message. */
+static void expect_bad_bytes(const char *name, const void *b, uint64_t n, const char *needle) {
+    const char *p = path_of(name);
+    fixture_spit(p, b, n);
+    expect_bad(p, -EINVAL, needle);
+}
+
+/* One header or token field of a good file overwritten (little-endian). */
+static const struct {
+    const char *name;
+    uint64_t off;
+    int width; /* 4 or 8 bytes */
+    uint64_t value;
+    const char *needle;
+} k_patch[] = {
+    {"version.tok", 8, 4, 2, "version 2"},
+    {"dtype.tok", 12, 4, 2, "dtype 2"},
+    {"eot.tok", 28, 4, 257, "header is corrupt"}, /* eot == vocab */
+    {"vocab0.tok", 24, 4, 0, "header is corrupt"},
+    {"count.tok", 16, 8, 1001, "is truncated"}, /* count says one more token than the file holds */
+    {"huge-count.tok", 16, 8, UINT64_MAX / 2, "is truncated"}, /* 4 * count would overflow */
+    {"token.tok", 32 + 4 * 777, 4, 257, "token 777 is 257, not below the vocab size 257"}, /* token == vocab */
+    {"token-last.tok", 32 + 4 * 999, 4, 0xFFFFFFFFu, "token 999 is 4294967295"}, /* the last token */
+};
+
 static void test_damage(void) {
     const char *good = path_of("good.tok");
     CHECK(write_file(good, 1000, 257, 256, 100) == 0);
-    size_t sz;
-    uint8_t *raw = slurp(good, &sz);
+    uint64_t sz;
+    uint8_t *raw = fixture_slurp(good, &sz);
     TT_ASSERT(raw && sz == 32 + 4000);
     uint8_t *b = malloc(sz + 8);
-    const char *p;
 
-    p = path_of("truncated.tok");
-    spit(p, raw, sz - 4);
-    expect_bad(p, -EINVAL, "is truncated");
-    p = path_of("half-token.tok");
-    spit(p, raw, sz - 2);
-    expect_bad(p, -EINVAL, "is truncated");
-    p = path_of("header-only.tok");
-    spit(p, raw, 32);
-    expect_bad(p, -EINVAL, "is truncated");
-    p = path_of("short.tok");
-    spit(p, raw, 20);
-    expect_bad(p, -EINVAL, "too short to be a token file");
-    p = path_of("zero.tok");
-    spit(p, raw, 0);
-    expect_bad(p, -EINVAL, "too short to be a token file");
+    expect_bad_bytes("truncated.tok", raw, sz - 4, "is truncated");
+    expect_bad_bytes("half-token.tok", raw, sz - 2, "is truncated");
+    expect_bad_bytes("header-only.tok", raw, 32, "is truncated");
+    expect_bad_bytes("short.tok", raw, 20, "too short to be a token file");
+    expect_bad_bytes("zero.tok", raw, 0, "too short to be a token file");
 
     memcpy(b, raw, sz);
     memset(b + sz, 0, 8);
-    p = path_of("extra.tok");
-    spit(p, b, sz + 8);
-    expect_bad(p, -EINVAL, "bytes follow the header");
+    expect_bad_bytes("extra.tok", b, sz + 8, "bytes follow the header");
 
     memcpy(b, raw, sz);
     memcpy(b, "TTTOKENZ", 8);
-    p = path_of("magic.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "not a tiertrain token file");
+    expect_bad_bytes("magic.tok", b, sz, "not a tiertrain token file");
 
-    memcpy(b, raw, sz);
-    wr32(b + 8, 2);
-    p = path_of("version.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "version 2");
-
-    memcpy(b, raw, sz);
-    wr32(b + 12, 2);
-    p = path_of("dtype.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "dtype 2");
-
-    memcpy(b, raw, sz);
-    wr32(b + 28, 257); /* eot == vocab */
-    p = path_of("eot.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "header is corrupt");
-
-    memcpy(b, raw, sz);
-    wr32(b + 24, 0);
-    p = path_of("vocab0.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "header is corrupt");
-
-    memcpy(b, raw, sz);
-    wr64(b + 16, 1001); /* count says one more token than the file holds */
-    p = path_of("count.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "is truncated");
-
-    memcpy(b, raw, sz);
-    wr64(b + 16, UINT64_MAX / 2); /* 4 * count would overflow */
-    p = path_of("huge-count.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "is truncated");
-
-    memcpy(b, raw, sz);
-    wr32(b + 32 + 4 * 777, 257); /* token == vocab */
-    p = path_of("token.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "token 777 is 257, not below the vocab size 257");
-
-    memcpy(b, raw, sz);
-    wr32(b + 32 + 4 * 999, 0xFFFFFFFFu); /* the last token */
-    p = path_of("token-last.tok");
-    spit(p, b, sz);
-    expect_bad(p, -EINVAL, "token 999 is 4294967295");
+    for (size_t i = 0; i < sizeof k_patch / sizeof *k_patch; i++) {
+        memcpy(b, raw, sz);
+        if (k_patch[i].width == 4) wr32(b + k_patch[i].off, (uint32_t)k_patch[i].value);
+        else wr64(b + k_patch[i].off, k_patch[i].value);
+        expect_bad_bytes(k_patch[i].name, b, sz, k_patch[i].needle);
+    }
 
     expect_bad(path_of("missing.tok"), -ENOENT, "does not exist");
     expect_bad(g_dir, -EISDIR, "is a directory");
@@ -252,14 +198,12 @@ static void test_damage(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/tt-tokfile.XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
+    char *tmp = fixture_tmpdir();
+    snprintf(g_dir, sizeof g_dir, "%s", tmp);
+    free(tmp);
     test_round_trip();
     test_abort();
     test_damage();
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir);
+    fixture_rm_rf(g_dir);
     TEST_END();
 }

@@ -14,22 +14,9 @@
 
 #include <errno.h>
 
-static uint8_t *slurp(const char *path, uint64_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); fclose(f); return NULL; }
-    fclose(f);
-    *len = (uint64_t)n;
-    return b;
-}
-
 static int same_file(const char *a, const char *b) {
     uint64_t na, nb;
-    uint8_t *x = slurp(a, &na), *y = slurp(b, &nb);
+    uint8_t *x = fixture_slurp(a, &na), *y = fixture_slurp(b, &nb);
     int same = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x); free(y);
     return same;
@@ -133,7 +120,7 @@ int main(void) {
     /* flip one byte of the checkpoint: refused, named */
     uint64_t n;
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
-    uint8_t *ck = slurp(fa, &n);
+    uint8_t *ck = fixture_slurp(fa, &n);
     TT_ASSERT(ck);
     ck[n / 2] ^= 1;
     FILE *f = fopen(fa, "wb");
@@ -152,9 +139,7 @@ int main(void) {
 
     free(tok);
     model_free(m);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    fixture_rm_rf(dir);
     free(dir);
     TEST_END();
 }

@@ -4,19 +4,8 @@
 # run cleanly with a checkpoint, and --resume continues it; bad input (missing
 # or corrupt token file, missing or corrupt checkpoint, wrong flags) is one
 # line on stderr and a non-zero exit, and leaves the last checkpoint intact.
-T=${TIERTRAIN:-./tiertrain}
-dir=$(mktemp -d "${TMPDIR:-/tmp}/tt-train.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-expect_error() {
-    name=$1; pat=$2; shift 2
-    "$@" >"$dir/out" 2>"$dir/err"; rc=$?
-    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$name: exit $rc"; cat "$dir/err"; return; fi
-    grep -q -e Sanitizer -e 'runtime error' "$dir/err" && { fail "$name: sanitizer report"; cat "$dir/err"; return; }
-    [ "$(grep -c . "$dir/err")" -eq 1 ] || { fail "$name: expected one line on stderr"; cat "$dir/err"; return; }
-    grep -q -e "$pat" "$dir/err" || { fail "$name: stderr lacks '$pat'"; cat "$dir/err"; }
-}
+. tests/lib.sh
+setup train
 
 "$T" synth --preset tiny --prune-ratio 0.5 -o "$dir/m.tier" >/dev/null || fail "synth"
 awk 'NR <= 3000' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
@@ -64,5 +53,4 @@ expect_error "bad batch" "multiple of --seq" "$T" train $FLAGS --batch-tokens 10
 expect_error "bad target" "unknown projection 'qq'" "$T" train $FLAGS --targets q,qq --steps 2 --out "$dir/run"
 cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "a failed run changed the last checkpoint"
 
-[ $fails -eq 0 ] && echo "test_train_cli: all checks passed"
-exit $((fails > 0))
+finish test_train_cli

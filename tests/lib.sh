@@ -1,0 +1,42 @@
+# tests/lib.sh — helpers shared by the shell tests, which source it with
+# `. tests/lib.sh` (tests/run.sh runs them from the repository root with
+# $TIERTRAIN set). Not a test itself: the Makefile and tests/run.sh take
+# tests/test_*.sh only.
+#   $T                         the binary under test ($TIERTRAIN, else ./tiertrain)
+#   setup NAME                 $dir = a fresh folder tt-NAME.XXXXXX, removed on exit
+#   fail MSG                   reports a failed check and counts it in $fails
+#   expect_ok NAME CMD...      exit 0, no sanitizer report on stderr
+#   expect_error NAME PAT CMD...  exit 1..127, no sanitizer report, exactly one
+#                              stderr line, and that line matches PAT
+#   finish NAME                says "NAME: all checks passed" if none failed; exits 0 / 1
+# CMD's stdout and stderr are left in $dir/out and $dir/err.
+T=${TIERTRAIN:-./tiertrain}
+fails=0
+
+setup() {
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/tt-$1.XXXXXX")
+    trap 'rm -rf "$dir"' EXIT
+}
+
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+expect_ok() {
+    name=$1; shift
+    "$@" >"$dir/out" 2>"$dir/err" || { fail "$name: exit $?"; cat "$dir/err"; return; }
+    if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; fi
+}
+
+expect_error() {
+    name=$1; pat=$2; shift 2
+    "$@" >"$dir/out" 2>"$dir/err"; rc=$?
+    lines=$(grep -c . "$dir/err")
+    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$name: exit $rc"; cat "$dir/err"; return; fi
+    if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; return; fi
+    if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected one"; cat "$dir/err"; return; fi
+    grep -q -e "$pat" "$dir/err" || { fail "$name: stderr lacks '$pat'"; cat "$dir/err"; }
+}
+
+finish() {
+    [ $fails -eq 0 ] && echo "$1: all checks passed"
+    exit $((fails > 0))
+}
