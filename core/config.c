@@ -115,6 +115,12 @@ int config_validate(const tt_config *c, const char *what) {
                        c->n_heads, c->n_kv_heads, c->head_dim, c->hidden);
     if (!(c->rms_eps > 0.f && c->rms_eps < 1.f) || !(c->rope_theta > 0.f) || c->rope_type > TT_ROPE_LLAMA3)
         return TT_FAIL(-EINVAL, "%s: invalid rms_eps, rope_theta or rope type", what);
+    if (c->rope_type == TT_ROPE_LLAMA3 &&
+        !(c->rope_factor >= 1.f && c->rope_low_freq > 0.f && c->rope_high_freq > c->rope_low_freq &&
+          c->rope_orig_max_pos > 0))
+        return TT_FAIL(-EINVAL, "%s: invalid llama3 rope scaling (factor %g, low %g, high %g, original context %u)",
+                       what, (double)c->rope_factor, (double)c->rope_low_freq, (double)c->rope_high_freq,
+                       c->rope_orig_max_pos);
     if (c->tie_embeddings > 1 || c->bos_id >= c->vocab || c->eos_id >= c->vocab)
         return TT_FAIL(-EINVAL, "%s: invalid tie flag or bos/eos token id", what);
     uint32_t group = c->n_heads / c->n_kv_heads;
@@ -230,5 +236,7 @@ uint64_t config_fingerprint(const tt_config *c) {
     uint64_t h = fnv(0xcbf29ce484222325ull, f, sizeof f);
     h = fnv(h, &c->rope_theta, sizeof c->rope_theta);
     h = fnv(h, &c->rms_eps, sizeof c->rms_eps);
+    float rope[] = {c->rope_factor, c->rope_low_freq, c->rope_high_freq, (float)c->rope_orig_max_pos};
+    h = fnv(h, rope, sizeof rope);
     return fnv(h, c->layers, sizeof c->layers[0] * c->n_layers);
 }

@@ -27,7 +27,7 @@ struct tt_model {
 
 struct tt_ws {
     int B, S, T, H, r;
-    size_t max_in, max_out, F, QD, KVD;
+    size_t max_in, wbuf_elems, F, QD, KVD;
     tt_real *xn, *rstd1, *q, *k, *v, *att, *lse, *h, *hn, *rstd2, *g, *u, *mm;
     tt_real *z[TT_PROJ_COUNT];
     tt_real *wbuf, *xd, *mask, *tmp, *dz;
@@ -37,7 +37,6 @@ struct tt_ws {
     tt_real *xf, *rstdf, *logits, *dxf;
     int xent_rows;
     tt_real *cos_t, *sin_t;
-    tt_real *weight_d;    /* device copy of the loss weights (T) */
     int32_t *targets_h;   /* host */
     tt_real *host_x;      /* host (T, H) for the embedding gather */
     tt_real *host_mask;   /* host (T, max_in) */
@@ -65,6 +64,7 @@ static int read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_ou
     uint8_t *stored = malloc(x->stored ? x->stored : 1);
     uint8_t *raw = x->codec == TIER_CODEC_RAW ? stored : malloc(x->raw ? x->raw : 1);
     if (!stored || !raw) {
+        if (raw != stored) free(raw);
         free(stored);
         return TT_FAIL(-ENOMEM, "out of memory loading %s", tier_path(s));
     }
@@ -179,22 +179,30 @@ fail:
 /* ---- rope ------------------------------------------------------------------- */
 
 void model_rope_tables(const tt_config *c, int seq, double *cos_t, double *sin_t) {
+    /* In float32, step for step as transformers computes them (inv_freq, the
+     * llama3 scaling, positions * inv_freq); only cos/sin of the float angle
+     * are taken in double. Doing it all in double drifts from HF by ~1e-3 at
+     * 8K positions. */
     int half = (int)c->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        double freq = 1.0 / pow((double)c->rope_theta, (2.0 * i) / (double)c->head_dim);
+        float expo = (float)(2 * i) / (float)c->head_dim;
+        float freq = 1.0f / powf(c->rope_theta, expo);
         if (c->rope_type == TT_ROPE_LLAMA3) {
             /* transformers' _compute_llama3_parameters */
-            double lo_wl = c->rope_orig_max_pos / c->rope_low_freq, hi_wl = c->rope_orig_max_pos / c->rope_high_freq;
-            double wl = 2.0 * M_PI / freq;
-            if (wl > lo_wl) freq /= c->rope_factor;
-            else if (wl >= hi_wl) {
-                double smooth = (c->rope_orig_max_pos / wl - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
-                freq = (1.0 - smooth) * freq / c->rope_factor + smooth * freq;
+            float lo_wl = (float)c->rope_orig_max_pos / c->rope_low_freq;
+            float hi_wl = (float)c->rope_orig_max_pos / c->rope_high_freq;
+            float wl = 2.0f * (float)M_PI / freq;
+            if (wl > lo_wl) freq = freq / c->rope_factor;
+            else if (!(wl < hi_wl)) {
+                float smooth = ((float)c->rope_orig_max_pos / wl - c->rope_low_freq) /
+                               (c->rope_high_freq - c->rope_low_freq);
+                freq = (1.0f - smooth) * (freq / c->rope_factor) + smooth * freq;
             }
         }
         for (int t = 0; t < seq; t++) {
-            cos_t[(size_t)t * half + i] = cos(t * freq);
-            sin_t[(size_t)t * half + i] = sin(t * freq);
+            float ang = (float)t * freq;
+            cos_t[(size_t)t * half + i] = cos((double)ang);
+            sin_t[(size_t)t * half + i] = sin((double)ang);
         }
     }
 }
@@ -206,7 +214,7 @@ void ws_free(tt_ws *w) {
     tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
                         &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
                         &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->ck, &w->dx0,
-                        &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t, &w->weight_d};
+                        &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
     for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
     free(w->targets_h);
@@ -225,7 +233,8 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, int B, int
     w->KVD = (size_t)c->n_kv_heads * c->head_dim;
     w->max_in = H > w->F ? H : w->F;
     if (w->QD > w->max_in) w->max_in = w->QD;
-    w->max_out = w->max_in;
+    /* the dequantization scratch holds the largest projection: hidden x ffn or hidden x (heads * head_dim) */
+    w->wbuf_elems = H * (w->F > w->QD ? w->F : w->QD);
     size_t r = (size_t)lc->rank, e = sizeof(tt_real);
     int ok = 1;
 #define A(ptr, n) ok &= ((ptr) = be_alloc((n) * e)) != NULL
@@ -233,7 +242,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, int B, int
     A(w->att, T * w->QD); A(w->lse, T * c->n_heads); A(w->h, T * H); A(w->hn, T * H); A(w->rstd2, T);
     A(w->g, T * w->F); A(w->u, T * w->F); A(w->mm, T * w->F);
     for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r);
-    A(w->wbuf, w->max_in * w->max_out); A(w->xd, T * w->max_in); A(w->mask, T * w->max_in); A(w->tmp, T * w->max_in);
+    A(w->wbuf, w->wbuf_elems); A(w->xd, T * w->max_in); A(w->mask, T * w->max_in); A(w->tmp, T * w->max_in);
     A(w->dz, T * r);
     A(w->dxn, T * H); A(w->dq, T * w->QD); A(w->dk, T * w->KVD); A(w->dv, T * w->KVD); A(w->datt, T * w->QD);
     A(w->dh, T * H); A(w->dhn, T * H); A(w->dg, T * w->F); A(w->du, T * w->F); A(w->dm, T * w->F);
@@ -242,7 +251,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, int B, int
     if (w->xent_rows < 1) w->xent_rows = 1;
     if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
     A(w->xf, T * H); A(w->rstdf, T); A(w->logits, (size_t)w->xent_rows * c->vocab); A(w->dxf, T * H);
-    A(w->cos_t, (size_t)seq * c->head_dim / 2); A(w->sin_t, (size_t)seq * c->head_dim / 2); A(w->weight_d, T);
+    A(w->cos_t, (size_t)seq * c->head_dim / 2); A(w->sin_t, (size_t)seq * c->head_dim / 2);
 #undef A
     w->targets_h = malloc(T * sizeof *w->targets_h);
     w->host_x = malloc(T * H * e);
@@ -310,7 +319,7 @@ static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y) {
     be_linear(w->T, in, out, x, w->wbuf, y, 0);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
-    TT_ASSERT(s->in == in && s->out == out);
+    TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
     int r = w->r;
     const tt_real *xin = lora_input(ps, l, p, x, in);
     be_linear(w->T, in, r, xin, ps->lo->params + s->a, w->z[p], 0);
@@ -433,7 +442,6 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
     /* Head: final norm, then lm_head + cross-entropy in row chunks. */
     const tt_real *xl = w->ck + (size_t)L * TH;
     be_rmsnorm_fwd(T, H, xl, m->final_norm, (tt_real)c->rms_eps, w->xf, w->rstdf);
-    be_to_device(w->weight_d, weight, (size_t)T * sizeof(tt_real));
     memcpy(w->targets_h, targets, (size_t)T * sizeof *targets);
     double loss = 0;
     for (int r0 = 0; r0 < T; r0 += w->xent_rows) {

@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
+#include <unistd.h>
 
 _Static_assert((int)TT_PROJ_COUNT == (int)PEFT_N_PROJ, "LoRA projections and PEFT projections share one order");
 
@@ -98,8 +100,8 @@ static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lor
     return rc;
 }
 
-static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m, const tt_lora *lo, int step,
-                       uint64_t tokens_seen) {
+static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m, const tt_lora *lo,
+                       const tt_tokens *train, int step, uint64_t tokens_seen) {
     memset(st, 0, sizeof *st);
     st->step = (uint64_t)step;
     st->seed = o->seed;
@@ -115,12 +117,15 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     st->lr = o->lr; st->min_lr = o->min_lr; st->wd = o->wd; st->b1 = o->b1; st->b2 = o->b2; st->eps = o->eps;
     st->clip = o->clip;
     st->tokens_seen = tokens_seen;
+    st->data_tokens = train->n;
+    st->data_hash = XXH3_64bits(train->t, train->n * sizeof *train->t);
+    st->threads = (uint32_t)o->threads;
 }
 
-static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, int step,
-                           uint64_t tokens_seen) {
+static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_tokens *train,
+                           int step, uint64_t tokens_seen) {
     ckpt_state st;
-    fill_state(&st, o, m, lo, step, tokens_seen);
+    fill_state(&st, o, m, lo, train, step, tokens_seen);
     size_t n = lo->n;
     void *p = tt_xmalloc(n * sizeof(tt_real) + 1);
     float *mm = tt_xmalloc(n * sizeof(float) + 1), *vv = tt_xmalloc(n * sizeof(float) + 1);
@@ -133,28 +138,42 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     return rc;
 }
 
-/* Restores a checkpoint into lo after checking it belongs to this run. */
-static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *lo, int *step, uint64_t *seen) {
+/* Restores a checkpoint into lo after checking it belongs to this run: the
+ * same model, LoRA shape, data and options, else continuing would not be the
+ * run that was interrupted. */
+static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *lo, const tt_tokens *train, int *step,
+                           uint64_t *seen) {
     ckpt_state st;
     void *p;
     float *mm, *vv;
     int rc = ckpt_read(o->resume_dir, &st, &p, &mm, &vv);
     if (rc) return rc;
     ckpt_state want;
-    fill_state(&want, o, m, lo, 0, 0);
-    const char *what = NULL;
-    if (st.model_fp != want.model_fp) what = "was made for another model";
-    else if (st.real_bytes != want.real_bytes) what = "was written by a build with another precision";
-    else if (st.n_params != want.n_params || st.rank != want.rank || st.targets != want.targets ||
-             st.alpha != want.alpha)
-        what = "has another LoRA shape (rank, alpha or targets)";
-    else if (st.seed != want.seed || st.seq != want.seq || st.micro_batch != want.micro_batch ||
-             st.accum != want.accum || st.lr != want.lr || st.warmup != want.warmup || st.steps != want.steps ||
-             st.min_lr != want.min_lr || st.wd != want.wd || st.clip != want.clip || st.dropout != want.dropout)
-        what = "was made with other training options (steps, lr, batch, seed...); resume with the same flags";
-    if (what) {
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s %s", o->resume_dir, what);
-    } else {
+    fill_state(&want, o, m, lo, train, 0, 0);
+    if (st.model_fp != want.model_fp) rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made for another model", o->resume_dir);
+    else if (st.real_bytes != want.real_bytes)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was written by a build with another precision", o->resume_dir);
+    else if (st.n_params != want.n_params || st.rank != want.rank || st.targets != want.targets || st.alpha != want.alpha)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g; this run: rank %u, alpha %g, "
+                     "or other --targets)", o->resume_dir, st.rank, (double)st.alpha, want.rank, (double)want.alpha);
+    else if (st.data_tokens != want.data_tokens || st.data_hash != want.data_hash)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume with "
+                     "the same --data (and the same validation split)", o->resume_dir,
+                     (unsigned long long)st.data_tokens, (unsigned long long)want.data_tokens);
+    else {
+        const struct { const char *name; double was, now; } opt[] = {
+            {"--seed", (double)st.seed, (double)want.seed}, {"--seq", st.seq, want.seq},
+            {"--micro-batch", st.micro_batch, want.micro_batch}, {"--batch-tokens / (seq x micro-batch)", st.accum, want.accum},
+            {"--steps", st.steps, want.steps}, {"--warmup", st.warmup, want.warmup}, {"--lr", st.lr, want.lr},
+            {"--min-lr", st.min_lr, want.min_lr}, {"--wd", st.wd, want.wd}, {"--clip", st.clip, want.clip},
+            {"--dropout", st.dropout, want.dropout}, {"--threads", st.threads, want.threads},
+        };
+        for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
+            if (opt[i].was != opt[i].now)
+                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %g, now %g); "
+                             "resume with the same flags", o->resume_dir, opt[i].name, opt[i].was, opt[i].now);
+    }
+    if (rc == 0) {
         be_to_device(lo->params, p, lo->n * sizeof(tt_real));
         be_to_device(lo->m, mm, lo->n * sizeof(float));
         be_to_device(lo->v, vv, lo->n * sizeof(float));
@@ -183,8 +202,13 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
         if (train->t[i] >= c->vocab)
             return TT_FAIL(-EINVAL, "token %u in the training data is outside the model's vocabulary of %u; "
                            "tokenize with the model's tokenizer", train->t[i], c->vocab);
+    struct stat sb;
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return TT_FAIL(-errno, "cannot create --out %s: %s", o->out_dir, strerror(errno));
+    if (stat(o->out_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return TT_FAIL(-ENOTDIR, "--out %s is not a directory", o->out_dir);
+    if (access(o->out_dir, W_OK) != 0)
+        return TT_FAIL(-EACCES, "--out %s is not writable", o->out_dir);
 
     tt_lora lo;
     int rc = lora_init(&lo, c, &o->lora, o->seed);
@@ -195,16 +219,17 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
     int step = 0;
     uint64_t seen = 0;
     if (o->resume_dir) {
-        rc = load_checkpoint(o, m, &lo, &step, &seen);
+        rc = load_checkpoint(o, m, &lo, train, &step, &seen);
         if (rc) goto out;
         if (!o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, step);
     }
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
+    g_stop_signal = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    g_stop_signal = 0;
 
     int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
     tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
@@ -232,19 +257,22 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
         loss /= ntok;
         seen += (uint64_t)ntok;
         double gnorm = sqrt(be_sumsq(lo.n, lo.grads));
-        if (o->clip > 0 && gnorm > o->clip) be_scale(lo.n, (tt_real)(o->clip / (gnorm + 1e-6)), lo.grads);
-        be_adamw(lo.n, lo.params, lo.grads, lo.m, lo.v, (float)lr, o->b1, o->b2, o->eps, o->wd, step);
-        if (!isfinite(loss)) {
-            rc = TT_FAIL(-EINVAL, "the loss became %f at step %d; lower --lr (now %g) or check the data", loss, step,
+        if (!isfinite(gnorm) || !isfinite(loss)) {
+            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was updated or saved (last checkpoint in %s "
+                         "is intact); lower --lr (now %g) or check the data",
+                         isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step, o->out_dir,
                          (double)o->lr);
             break;
         }
+        if (o->clip > 0 && gnorm > o->clip) be_scale(lo.n, (tt_real)(o->clip / (gnorm + 1e-6)), lo.grads);
+        be_adamw(lo.n, lo.params, lo.grads, lo.m, lo.v, (float)lr, o->b1, o->b2, o->eps, o->wd, step);
         if (step == start + 1) res->first_loss = loss;
         res->last_loss = loss;
         res->steps_done = step;
         double now = tt_now(), el = now - t0, per = el / (step - start);
         double vloss = NAN;
-        int last = step == o->steps || step == o->stop_after || g_stop_signal;
+        int stop_sig = g_stop_signal; /* read once: the save and the stop below must agree */
+        int last = step == o->steps || step == o->stop_after || stop_sig;
         if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
             vloss = train_eval(m, &lo, w, val, S, B, o->eval_tokens);
             if (isnan(res->first_val)) res->first_val = vloss;
@@ -267,14 +295,14 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
         }
         fflush(stdout);
         if ((o->save_every > 0 && step % o->save_every == 0) || last) {
-            rc = save_checkpoint(o, m, &lo, step, seen);
+            rc = save_checkpoint(o, m, &lo, train, step, seen);
             if (rc) break;
         }
-        if (g_stop_signal || step == o->stop_after) {
-            res->interrupted = g_stop_signal != 0;
+        if (stop_sig || step == o->stop_after) {
+            res->interrupted = stop_sig != 0;
             if (!o->quiet && !o->json)
                 printf("%s at step %d; checkpoint written to %s (continue with --resume %s)\n",
-                       g_stop_signal ? "interrupted" : "stopped", step, o->out_dir, o->out_dir);
+                       stop_sig ? "interrupted" : "stopped", step, o->out_dir, o->out_dir);
             break;
         }
     }

@@ -29,6 +29,7 @@ typedef struct tt_train_opts {
     int save_every;           /* steps between checkpoints (0: only at the end) */
     int stop_after;           /* stop (with a checkpoint) after this step; 0: run to the end */
     int json;                 /* one JSON object per step on stdout */
+    int threads;              /* BLAS threads in use (recorded in checkpoints; resume must match) */
     int quiet;
 } tt_train_opts;
 

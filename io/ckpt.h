@@ -25,6 +25,10 @@ typedef struct ckpt_state {
     uint32_t steps, seq, micro_batch, accum, warmup;
     float lr, min_lr, wd, b1, b2, eps, clip;
     uint64_t tokens_seen;
+    uint64_t data_tokens;     /* training tokens the run samples from */
+    uint64_t data_hash;       /* XXH3-64 of those tokens */
+    uint32_t threads;         /* BLAS threads (results depend on the summation order) */
+    uint32_t reserved;
 } ckpt_state;
 
 /* Writes dir/checkpoint.bin: state, then params (n_params * real_bytes),

@@ -89,7 +89,8 @@ typedef struct tt_backend {
      * dlogits = (softmax - onehot) * weight[r] * dscale; returns
      * sum_r weight[r] * (logsumexp - logit[target]) in double. weight[r] is 0
      * for masked rows (prompt tokens, padding), 1 otherwise; a row with
-     * weight 0 or targets[r] < 0 adds nothing and gets dlogits 0. */
+     * weight 0 or targets[r] < 0 adds nothing and gets dlogits 0. targets
+     * and weight are HOST arrays (R entries; a device backend copies them). */
     double (*xent)(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);
 
     /* ---- optimizer ---- */

@@ -51,6 +51,13 @@ expect_error "missing model" "no.tier does not exist" "$T" train $FLAGS --model 
 expect_error "no --out" "--out DIR is required" "$T" train --model "$dir/m.tier" --data "$dir/t.tok"
 expect_error "bad batch" "multiple of --seq" "$T" train $FLAGS --batch-tokens 100 --steps 2 --out "$dir/run"
 expect_error "bad target" "unknown projection 'qq'" "$T" train $FLAGS --targets q,qq --steps 2 --out "$dir/run"
+# a validation file tokenized for a bigger vocabulary than the model's
+"$T" tokenize --input "$dir/text.txt" --tokenizer tests/fixtures/tokenizer-mini.json -o "$dir/big.tok" >/dev/null 2>&1 ||
+    fail "tokenize with the fixture tokenizer"
+expect_error "val vocab" "big.tok.val was tokenized for a vocabulary" "$T" train $FLAGS --val "$dir/big.tok.val" --steps 2 --out "$dir/run"
+: >"$dir/afile"
+expect_error "out is a file" "afile" "$T" train $FLAGS --steps 2 --out "$dir/afile"
+expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run"
 cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "a failed run changed the last checkpoint"
 
 finish test_train_cli

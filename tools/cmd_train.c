@@ -63,13 +63,20 @@ int cmd_train(int argc, char **argv) {
     }
     const char *bad = NULL;
     if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
-    else if (steps < 1) bad = "--steps must be at least 1";
-    else if (seq < 2 || seq > 1 << 20) bad = "--seq must be at least 2";
-    else if (micro < 1) bad = "--micro-batch must be at least 1";
-    else if (!(lr > 0) || min_lr < 0 || min_lr > lr) bad = "--lr must be > 0 and --min-lr within [0, lr]";
+    else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
+    else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
+    else if (micro < 1 || micro > 65536 || (int64_t)micro * seq > (1 << 24))
+        bad = "--micro-batch must be at least 1, with --seq x --micro-batch at most 16M tokens";
+    else if (!(lr > 0) || !isfinite(lr) || !(min_lr >= 0) || min_lr > lr)
+        bad = "--lr must be a finite number > 0 and --min-lr within [0, lr]";
+    else if (!(alpha > 0) || !isfinite(alpha)) bad = "--alpha must be a finite number > 0";
     else if (!(dropout >= 0 && dropout < 1)) bad = "--dropout must be in [0, 1)";
-    else if (warmup < 0 || eval_every < 0 || save_every < 0 || stop_after < 0 || eval_tokens < 0 || threads < 0)
-        bad = "--warmup, --eval-every, --eval-tokens, --save-every, --stop-after and --threads cannot be negative";
+    else if (!(wd >= 0) || !isfinite(wd) || !(clip >= 0) || !isfinite(clip)) bad = "--wd and --clip must be finite and >= 0";
+    else if (eval_tokens < 1 || eval_tokens > (1 << 30)) bad = "--eval-tokens must be 1..1G";
+    else if (batch_tokens / (uint64_t)(seq * micro) > (1u << 20))
+        bad = "--batch-tokens / (--seq x --micro-batch) must be at most 1048576 micro-batches";
+    else if (warmup < 0 || eval_every < 0 || save_every < 0 || stop_after < 0 || threads < 0 || warmup < 0)
+        bad = "--warmup, --eval-every, --save-every, --stop-after and --threads cannot be negative";
     else if (batch_tokens < (uint64_t)(seq * micro) || batch_tokens % (uint64_t)(seq * micro))
         bad = "--batch-tokens must be a multiple of --seq x --micro-batch";
     if (bad) {
@@ -95,6 +102,7 @@ int cmd_train(int argc, char **argv) {
     o.stop_after = (int)stop_after;
     o.json = as_json;
     if (threads > 0) openblas_set_num_threads((int)threads);
+    o.threads = openblas_get_num_threads();
 
     tokfile *tf = NULL, *vf = NULL;
     tt_model *m = NULL;
@@ -115,10 +123,12 @@ int cmd_train(int argc, char **argv) {
         train.n -= h;
     }
     const tt_config *c = model_config(m);
-    if (tokfile_vocab(tf) > c->vocab) {
-        fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize with "
-                        "the model's tokenizer\n", data, tokfile_vocab(tf), model, c->vocab);
-        goto done;
+    for (tokfile *f = tf; f; f = f == tf ? vf : NULL) {
+        if (tokfile_vocab(f) > c->vocab) {
+            fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize "
+                            "with the model's tokenizer\n", tokfile_path(f), tokfile_vocab(f), model, c->vocab);
+            goto done;
+        }
     }
     if (!as_json) {
         char tg[128];
