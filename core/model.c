@@ -17,12 +17,12 @@
 
 struct tt_model {
     tt_config cfg;
-    void *extent_buf[TT_MAX_LAYERS + 2];   /* device copies of the layer and head extents */
+    void *extent_buf[TT_MAX_LAYERS + 2];   /* model_load only: device copies of the extents */
+    void *embed_owned;                      /* model_load only: host copy of the embedding blob */
     tt_layer_weights lw[TT_MAX_LAYERS];
-    tt_real *norm_buf;                      /* device: 2 norms per layer + final norm */
-    tt_real *final_norm;                    /* device (hidden) */
-    tt_real *lm_head;                       /* device (vocab, hidden), dequantized once */
-    tt_real *embed;                         /* host (vocab, hidden) */
+    tt_head_weights head;
+    const void *embed;                      /* host (vocab, hidden) blob */
+    uint32_t embed_dtype;
 };
 
 struct tt_ws {
@@ -32,31 +32,68 @@ struct tt_ws {
     tt_real *z[TT_PROJ_COUNT];
     tt_real *wbuf, *xd, *mask, *tmp, *dz;
     tt_real *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
-    tt_real *ck;          /* L+1 layer inputs, (T, H) each */
-    tt_real *dx0, *dx1;   /* (T, H) ping-pong gradients */
+    tt_real *norm;        /* (3, H): the norms of the current layer / the head, dequantized */
+    tt_real *ck;          /* with_ckpt: L+1 layer inputs, (T, H) each */
+    tt_real *dx0, *dx1;   /* with_ckpt: (T, H) ping-pong gradients */
     tt_real *xf, *rstdf, *logits, *dxf;
-    int xent_rows;
+    void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
+    int xent_rows, vocab_chunk;
     tt_real *cos_t, *sin_t;
     int32_t *targets_h;   /* host */
     tt_real *host_x;      /* host (T, H) for the embedding gather */
     tt_real *host_mask;   /* host (T, max_in) */
-    int L;
+    int L, owned;         /* owned: buffers from be_alloc (freed with the workspace) */
 };
 
-/* ---- loading ---------------------------------------------------------------- */
+/* ---- binding and loading ---------------------------------------------------- */
 
 const tt_config *model_config(const tt_model *m) { return &m->cfg; }
 const tt_layer_weights *model_layer(const tt_model *m, int l) { return &m->lw[l]; }
 
-static void host_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {
-    if (dtype == TT_DTYPE_F32) {
-        const float *f = blob;
-        for (size_t i = 0; i < n; i++) out[i] = (tt_real)f[i];
-    } else {
-        TT_ASSERT(dtype == TT_DTYPE_BF16);
-        const uint16_t *h = blob;
-        for (size_t i = 0; i < n; i++) out[i] = (tt_real)bf16_to_f32(h[i]);
+tt_model *model_shell(const tier_store *s) {
+    tt_model *m = tt_xcalloc(1, sizeof *m);
+    m->cfg = *tier_config(s);
+    return m;
+}
+
+void model_bind_layer(tt_model *m, const tier_store *s, int l, const void *ext) {
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+    tt_layer_weights *lw = &m->lw[l];
+    int nn = 0;
+    for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
+        const tier_tensor *t = tier_tensor_at(s, i);
+        tt_tensor_desc d;
+        config_tensor(&m->cfg, i, &d);
+        const uint8_t *p = (const uint8_t *)ext + t->offset;
+        if (d.role == TT_ROLE_LINEAR) {
+            lw->proj[d.proj] = p;
+            lw->dtype[d.proj] = t->dtype;
+        } else {
+            TT_ASSERT(d.role == TT_ROLE_NORM && nn < 2);
+            lw->norm[nn++] = p; /* input_layernorm comes first in the table */
+        }
     }
+}
+
+void model_bind_head(tt_model *m, const tier_store *s, const void *ext, int lm_on_host) {
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_HEAD(&m->cfg));
+    const tier_tensor *norm = tier_tensor_at(s, x->first_tensor);
+    m->head.norm = (const uint8_t *)ext + norm->offset;
+    if (m->cfg.tie_embeddings) {
+        m->head.lm = m->embed;
+        m->head.lm_dtype = m->embed_dtype;
+        m->head.lm_on_host = 1;
+    } else {
+        const tier_tensor *lm = tier_tensor_at(s, x->first_tensor + 1);
+        m->head.lm = (const uint8_t *)ext + lm->offset;
+        m->head.lm_dtype = lm->dtype;
+        m->head.lm_on_host = lm_on_host;
+    }
+}
+
+void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype) {
+    m->embed = blob;
+    m->embed_dtype = dtype;
 }
 
 static int read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out) {
@@ -92,9 +129,7 @@ static int read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_ou
 void model_free(tt_model *m) {
     if (!m) return;
     for (size_t i = 0; i < TT_MAX_LAYERS + 2; i++) be_free(m->extent_buf[i]);
-    be_free(m->norm_buf);
-    be_free(m->lm_head);
-    free(m->embed);
+    free(m->embed_owned);
     free(m);
 }
 
@@ -109,26 +144,17 @@ int model_load(tt_model **out, const char *path) {
         tier_close(s);
         return rc;
     }
-    tt_model *m = tt_xcalloc(1, sizeof *m);
-    m->cfg = *tier_config(s);
+    tt_model *m = model_shell(s);
     const tt_config *c = &m->cfg;
-    size_t H = c->hidden;
-    m->norm_buf = be_alloc((2 * (size_t)c->n_layers + 1) * H * sizeof(tt_real));
-    m->lm_head = be_alloc((size_t)c->vocab * H * sizeof(tt_real));
-    m->embed = malloc((size_t)c->vocab * H * sizeof(tt_real));
-    if (!m->norm_buf || !m->lm_head || !m->embed) {
-        rc = TT_FAIL(-ENOMEM, "out of memory loading %s", path);
-        goto fail;
-    }
     for (uint32_t e = 0; e < tier_n_extents(s) && rc == 0; e++) {
         uint8_t *raw = NULL;
         rc = read_extent(s, fd, e, &raw);
         if (rc) break;
         const tier_extent *x = tier_extent_at(s, e);
-        if (e == TT_EXTENT_EMBED(c)) {
+        if (e == TT_EXTENT_EMBED(c)) { /* the embedding stays on the host */
             const tier_tensor *t = tier_tensor_at(s, x->first_tensor);
-            host_dequant(t->dtype, raw + t->offset, t->rows * t->cols, m->embed);
-            free(raw);
+            m->embed_owned = raw;
+            model_bind_embed(m, raw + t->offset, t->dtype);
             continue;
         }
         void *dev = be_alloc(x->raw ? x->raw : 1);
@@ -140,40 +166,17 @@ int model_load(tt_model **out, const char *path) {
         be_to_device(dev, raw, x->raw);
         free(raw);
         m->extent_buf[e] = dev;
-        for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
-            const tier_tensor *t = tier_tensor_at(s, i);
-            tt_tensor_desc d;
-            config_tensor(c, i, &d);
-            const uint8_t *p = (const uint8_t *)dev + t->offset;
-            if (d.role == TT_ROLE_LINEAR) {
-                m->lw[d.layer].proj[d.proj] = p;
-                m->lw[d.layer].dtype[d.proj] = t->dtype;
-            } else if (d.role == TT_ROLE_NORM) {
-                tt_real *dst;
-                if (d.layer < 0) dst = m->final_norm = m->norm_buf + 2 * (size_t)c->n_layers * H;
-                else if (strstr(d.name, "input_layernorm")) dst = m->norm_buf + 2 * (size_t)d.layer * H;
-                else dst = m->norm_buf + (2 * (size_t)d.layer + 1) * H;
-                be_dequant(t->dtype, p, H, dst);
-                if (d.layer >= 0) {
-                    if (strstr(d.name, "input_layernorm")) m->lw[d.layer].norm1 = dst;
-                    else m->lw[d.layer].norm2 = dst;
-                }
-            } else if (d.role == TT_ROLE_LM_HEAD) {
-                be_dequant(t->dtype, p, (size_t)c->vocab * H, m->lm_head);
-            }
-        }
+        if (e == TT_EXTENT_HEAD(c)) model_bind_head(m, s, dev, 0);
+        else model_bind_layer(m, s, (int)e - 1, dev);
     }
-    if (rc == 0 && c->tie_embeddings) be_to_device(m->lm_head, m->embed, (size_t)c->vocab * H * sizeof(tt_real));
-    if (rc) goto fail;
     close(fd);
     tier_close(s);
+    if (rc) {
+        model_free(m);
+        return rc;
+    }
     *out = m;
     return 0;
-fail:
-    close(fd);
-    tier_close(s);
-    model_free(m);
-    return rc;
 }
 
 /* ---- rope ------------------------------------------------------------------- */
@@ -211,48 +214,76 @@ void model_rope_tables(const tt_config *c, int seq, double *cos_t, double *sin_t
 
 void ws_free(tt_ws *w) {
     if (!w) return;
-    tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
-                        &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
-                        &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->ck, &w->dx0,
-                        &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
-    for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
+    if (w->owned) {
+        tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
+                            &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
+                            &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->norm, &w->ck,
+                            &w->dx0, &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
+        for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
+        be_free(w->lm_stage);
+    }
     free(w->targets_h);
     free(w->host_x);
     free(w->host_mask);
     free(w);
 }
 
-int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, int B, int seq) {
+static void *ws_get(const tt_alloc *a, size_t bytes, const char *label) {
+    return a ? a->fn(a->ctx, bytes, label) : be_alloc(bytes);
+}
+
+int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_ws_opts *o, const tt_alloc *alloc) {
     *out = NULL;
     tt_ws *w = tt_xcalloc(1, sizeof *w);
+    int B = o->B, seq = o->seq;
     size_t T = (size_t)B * seq, H = c->hidden;
     w->B = B; w->S = seq; w->T = (int)T; w->H = (int)H; w->r = lc->rank; w->L = (int)c->n_layers;
+    w->owned = alloc == NULL;
     w->F = c->ffn;
     w->QD = (size_t)c->n_heads * c->head_dim;
     w->KVD = (size_t)c->n_kv_heads * c->head_dim;
     w->max_in = H > w->F ? H : w->F;
     if (w->QD > w->max_in) w->max_in = w->QD;
-    /* the dequantization scratch holds the largest projection: hidden x ffn or hidden x (heads * head_dim) */
+    /* the dequantization scratch holds the largest projection: hidden x ffn or hidden x (heads * head_dim),
+     * and serves lm_head vocab chunks too */
     w->wbuf_elems = H * (w->F > w->QD ? w->F : w->QD);
-    size_t r = (size_t)lc->rank, e = sizeof(tt_real);
-    int ok = 1;
-#define A(ptr, n) ok &= ((ptr) = be_alloc((n) * e)) != NULL
-    A(w->xn, T * H); A(w->rstd1, T); A(w->q, T * w->QD); A(w->k, T * w->KVD); A(w->v, T * w->KVD);
-    A(w->att, T * w->QD); A(w->lse, T * c->n_heads); A(w->h, T * H); A(w->hn, T * H); A(w->rstd2, T);
-    A(w->g, T * w->F); A(w->u, T * w->F); A(w->mm, T * w->F);
-    for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r);
-    A(w->wbuf, w->wbuf_elems); A(w->xd, T * w->max_in); A(w->mask, T * w->max_in); A(w->tmp, T * w->max_in);
-    A(w->dz, T * r);
-    A(w->dxn, T * H); A(w->dq, T * w->QD); A(w->dk, T * w->KVD); A(w->dv, T * w->KVD); A(w->datt, T * w->QD);
-    A(w->dh, T * H); A(w->dhn, T * H); A(w->dg, T * w->F); A(w->du, T * w->F); A(w->dm, T * w->F);
-    A(w->ck, (size_t)(c->n_layers + 1) * T * H); A(w->dx0, T * H); A(w->dx1, T * H);
+    w->vocab_chunk = (int)(w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab);
     w->xent_rows = (int)(XENT_CHUNK_ELEMS / c->vocab);
     if (w->xent_rows < 1) w->xent_rows = 1;
     if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
-    A(w->xf, T * H); A(w->rstdf, T); A(w->logits, (size_t)w->xent_rows * c->vocab); A(w->dxf, T * H);
-    A(w->cos_t, (size_t)seq * c->head_dim / 2); A(w->sin_t, (size_t)seq * c->head_dim / 2);
+    size_t r = (size_t)lc->rank, e = sizeof(tt_real);
+    int ok = 1;
+#define A(ptr, n, label) ok &= ((ptr) = ws_get(alloc, (n) * e, label)) != NULL
+    A(w->xn, T * H, "activations"); A(w->rstd1, T, "activations"); A(w->q, T * w->QD, "activations");
+    A(w->k, T * w->KVD, "activations"); A(w->v, T * w->KVD, "activations"); A(w->att, T * w->QD, "activations");
+    A(w->lse, T * c->n_heads, "activations"); A(w->h, T * H, "activations"); A(w->hn, T * H, "activations");
+    A(w->rstd2, T, "activations"); A(w->g, T * w->F, "activations"); A(w->u, T * w->F, "activations");
+    A(w->mm, T * w->F, "activations");
+    for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r, "activations");
+    A(w->dxn, T * H, "activation gradients"); A(w->dq, T * w->QD, "activation gradients");
+    A(w->dk, T * w->KVD, "activation gradients"); A(w->dv, T * w->KVD, "activation gradients");
+    A(w->datt, T * w->QD, "activation gradients"); A(w->dh, T * H, "activation gradients");
+    A(w->dhn, T * H, "activation gradients"); A(w->dg, T * w->F, "activation gradients");
+    A(w->du, T * w->F, "activation gradients"); A(w->dm, T * w->F, "activation gradients");
+    A(w->dz, T * r, "activation gradients");
+    A(w->wbuf, w->wbuf_elems, "dequantization scratch");
+    A(w->xd, T * w->max_in, "LoRA dropout"); A(w->mask, T * w->max_in, "LoRA dropout");
+    A(w->tmp, T * w->max_in, "LoRA dropout");
+    A(w->norm, 3 * H, "norms");
+    if (o->with_ckpt) {
+        A(w->ck, (size_t)(c->n_layers + 1) * T * H, "layer checkpoints");
+        A(w->dx0, T * H, "layer checkpoints"); A(w->dx1, T * H, "layer checkpoints");
+    }
+    A(w->xf, T * H, "head"); A(w->rstdf, T, "head"); A(w->logits, (size_t)w->xent_rows * c->vocab, "head");
+    A(w->dxf, T * H, "head");
+    A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
 #undef A
+    if (o->head_streamed) ok &= (w->lm_stage = ws_get(alloc, (size_t)w->vocab_chunk * H * 4, "lm_head chunk")) != NULL;
+    if (alloc && alloc->measuring) { /* planning: sizes only */
+        *out = w;
+        return 0;
+    }
     w->targets_h = malloc(T * sizeof *w->targets_h);
     w->host_x = malloc(T * H * e);
     w->host_mask = malloc(T * w->max_in * e);
@@ -362,7 +393,9 @@ static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
     const tt_layer_dims *d = &c->layers[l];
     int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
     size_t F = d->ffn;
-    be_rmsnorm_fwd(T, H, x, lw->norm1, (tt_real)c->rms_eps, w->xn, w->rstd1);
+    be_dequant(TT_DTYPE_F32, lw->norm[0], (size_t)H, w->norm);
+    be_dequant(TT_DTYPE_F32, lw->norm[1], (size_t)H, w->norm + H);
+    be_rmsnorm_fwd(T, H, x, w->norm, (tt_real)c->rms_eps, w->xn, w->rstd1);
     proj_fwd(ps, l, TT_PROJ_Q, w->xn, w->q);
     proj_fwd(ps, l, TT_PROJ_K, w->xn, w->k);
     proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v);
@@ -371,7 +404,7 @@ static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
     be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse);
     proj_fwd(ps, l, TT_PROJ_O, w->att, w->h);
     be_axpy((size_t)T * H, 1, x, w->h); /* h = x + o */
-    be_rmsnorm_fwd(T, H, w->h, lw->norm2, (tt_real)c->rms_eps, w->hn, w->rstd2);
+    be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2);
     proj_fwd(ps, l, TT_PROJ_GATE, w->hn, w->g);
     proj_fwd(ps, l, TT_PROJ_UP, w->hn, w->u);
     be_swiglu_fwd((size_t)T * F, w->g, w->u, w->mm);
@@ -384,7 +417,6 @@ static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
 static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_real *dx) {
     tt_ws *w = ps->w;
     const tt_config *c = &ps->m->cfg;
-    const tt_layer_weights *lw = &ps->m->lw[l];
     const tt_layer_dims *d = &c->layers[l];
     int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
     size_t F = d->ffn;
@@ -395,7 +427,7 @@ static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_r
     proj_bwd(ps, l, TT_PROJ_GATE, w->hn, w->dg, w->dhn, 0);
     proj_bwd(ps, l, TT_PROJ_UP, w->hn, w->du, w->dhn, 1);
     be_copy(w->dh, dy, (size_t)T * H * sizeof(tt_real));
-    be_rmsnorm_bwd(T, H, w->h, lw->norm2, w->rstd2, w->dhn, w->dh, 1);
+    be_rmsnorm_bwd(T, H, w->h, w->norm + H, w->rstd2, w->dhn, w->dh, 1);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
     proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0);
     be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv);
@@ -405,7 +437,7 @@ static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_r
     proj_bwd(ps, l, TT_PROJ_K, w->xn, w->dk, w->dxn, 1);
     proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1);
     be_copy(dx, w->dh, (size_t)T * H * sizeof(tt_real));
-    be_rmsnorm_bwd(T, H, x, lw->norm1, w->rstd1, w->dxn, dx, 1);
+    be_rmsnorm_bwd(T, H, x, w->norm, w->rstd1, w->dxn, dx, 1);
 }
 
 static uint64_t layer_seed(uint64_t drop_seed, int l) {
@@ -424,36 +456,79 @@ void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_re
     layer_bwd(&ps, l, x, dy, dx);
 }
 
-/* ---- whole model ------------------------------------------------------------ */
+/* ---- embedding and head ----------------------------------------------------- */
 
-double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs, const int32_t *targets,
-                        const tt_real *weight, tt_real dscale, int backward, uint64_t drop_seed) {
-    const tt_config *c = &m->cfg;
-    int T = w->T, H = w->H, L = (int)c->n_layers, V = (int)c->vocab;
-    size_t TH = (size_t)T * H;
-    /* Embedding rows gathered on the host, then copied. */
+void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x) {
+    int T = w->T, H = w->H, V = (int)m->cfg.vocab;
     for (int t = 0; t < T; t++) {
-        TT_ASSERT(inputs[t] >= 0 && inputs[t] < V);
-        memcpy(w->host_x + (size_t)t * H, m->embed + (size_t)inputs[t] * H, (size_t)H * sizeof(tt_real));
+        TT_ASSERT(tokens[t] >= 0 && tokens[t] < V);
+        tt_real *dst = w->host_x + (size_t)t * H;
+        size_t row = (size_t)tokens[t] * H;
+        if (m->embed_dtype == TT_DTYPE_F32) {
+            const float *f = (const float *)m->embed + row;
+            for (int i = 0; i < H; i++) dst[i] = (tt_real)f[i];
+        } else {
+            const uint16_t *b = (const uint16_t *)m->embed + row;
+            for (int i = 0; i < H; i++) dst[i] = (tt_real)bf16_to_f32(b[i]);
+        }
     }
-    be_to_device(w->ck, w->host_x, TH * sizeof(tt_real));
-    for (int l = 0; l < L; l++) model_layer_forward(m, lo, w, l, w->ck + (size_t)l * TH, w->ck + (size_t)(l + 1) * TH,
-                                                    drop_seed);
-    /* Head: final norm, then lm_head + cross-entropy in row chunks. */
-    const tt_real *xl = w->ck + (size_t)L * TH;
-    be_rmsnorm_fwd(T, H, xl, m->final_norm, (tt_real)c->rms_eps, w->xf, w->rstdf);
-    memcpy(w->targets_h, targets, (size_t)T * sizeof *targets);
+    be_to_device(x, w->host_x, (size_t)T * H * sizeof(tt_real));
+}
+
+/* Rows [v0, v0+n) of lm_head, dequantized into the workspace scratch. */
+static const tt_real *lm_chunk(tt_model *m, tt_ws *w, int v0, int n) {
+    const tt_head_weights *h = &m->head;
+    size_t esz = h->lm_dtype == TT_DTYPE_F32 ? 4 : 2, H = (size_t)w->H;
+    const uint8_t *src = (const uint8_t *)h->lm + (size_t)v0 * H * esz;
+    if (h->lm_on_host) {
+        TT_ASSERT(w->lm_stage);
+        be_to_device(w->lm_stage, src, (size_t)n * H * esz);
+        src = w->lm_stage;
+    }
+    be_dequant(h->lm_dtype, src, (size_t)n * H, w->wbuf);
+    return w->wbuf;
+}
+
+double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
+                  tt_real dscale, tt_real *dx) {
+    const tt_config *c = &m->cfg;
+    int T = w->T, H = w->H, V = (int)c->vocab, VC = w->vocab_chunk;
+    tt_real *nf = w->norm + 2 * (size_t)H;
+    be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf);
+    be_rmsnorm_fwd(T, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf);
     double loss = 0;
     for (int r0 = 0; r0 < T; r0 += w->xent_rows) {
         int R = T - r0 < w->xent_rows ? T - r0 : w->xent_rows;
-        be_linear(R, H, V, w->xf + (size_t)r0 * H, m->lm_head, w->logits, 0);
-        loss += be_xent(R, V, w->logits, w->targets_h + r0, weight + r0, dscale);
-        if (backward) be_gemm(0, 0, R, H, V, 1, w->logits, V, m->lm_head, H, 0, w->dxf + (size_t)r0 * H, H);
+        const tt_real *xr = w->xf + (size_t)r0 * H;
+        for (int v0 = 0; v0 < V; v0 += VC) {
+            int n = V - v0 < VC ? V - v0 : VC;
+            be_gemm(0, 1, R, n, H, 1, xr, H, lm_chunk(m, w, v0, n), H, 0, w->logits + v0, V);
+        }
+        loss += be_xent(R, V, w->logits, targets + r0, weight + r0, dscale);
+        if (!dx) continue;
+        for (int v0 = 0; v0 < V; v0 += VC) {
+            int n = V - v0 < VC ? V - v0 : VC;
+            be_gemm(0, 0, R, H, n, 1, w->logits + v0, V, lm_chunk(m, w, v0, n), H, v0 ? 1 : 0,
+                    w->dxf + (size_t)r0 * H, H);
+        }
     }
-    if (!backward) return loss;
+    if (dx) be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0);
+    return loss;
+}
+
+/* ---- whole model, micro-batch at a time (the reference path) --------------- */
+
+double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs, const int32_t *targets,
+                        const tt_real *weight, tt_real dscale, int backward, uint64_t drop_seed) {
+    int L = (int)m->cfg.n_layers;
+    size_t TH = (size_t)w->T * w->H;
+    TT_ASSERT(w->ck);
+    model_embed(m, w, inputs, w->ck);
+    for (int l = 0; l < L; l++)
+        model_layer_forward(m, lo, w, l, w->ck + (size_t)l * TH, w->ck + (size_t)(l + 1) * TH, drop_seed);
     tt_real *dx = w->dx0, *dprev = w->dx1;
-    be_fill(dx, TH, 0);
-    be_rmsnorm_bwd(T, H, xl, m->final_norm, w->rstdf, w->dxf, dx, 0);
+    double loss = model_head(m, w, w->ck + (size_t)L * TH, targets, weight, dscale, backward ? dx : NULL);
+    if (!backward) return loss;
     for (int l = L - 1; l >= 0; l--) {
         model_layer_backward(m, lo, w, l, w->ck + (size_t)l * TH, dx, dprev, drop_seed);
         tt_real *t = dx; dx = dprev; dprev = t;

@@ -22,26 +22,73 @@
 #include "core/lora.h"
 #include "kernels/backend.h"
 
-/* One layer's frozen weights as the kernels consume them. */
+#include "io/tier.h"
+
+/* One layer's frozen weights as the kernels consume them: device pointers
+ * into the layer's extent (the store encoding), norms as f32. */
 typedef struct tt_layer_weights {
-    const tt_real *norm1, *norm2;           /* device (hidden) */
-    const void *proj[TT_PROJ_COUNT];        /* device blobs in the store encoding */
+    const void *norm[2];                    /* input / post-attention RMSNorm, f32 (hidden) */
+    const void *proj[TT_PROJ_COUNT];        /* blobs in the store encoding */
     uint32_t dtype[TT_PROJ_COUNT];
 } tt_layer_weights;
 
+/* The head: final norm and lm_head. lm_head is used in vocab chunks,
+ * dequantized one chunk at a time; when it lives on the host (streamed),
+ * each chunk is first copied to a device staging buffer of the workspace. */
+typedef struct tt_head_weights {
+    const void *norm;      /* f32 (hidden), device */
+    const void *lm;        /* (vocab, hidden) blob: device, or host when lm_on_host */
+    uint32_t lm_dtype;     /* f32 or bf16 */
+    int lm_on_host;
+} tt_head_weights;
+
 typedef struct tt_model tt_model;
 
-/* Loads a whole store (resident: every layer on the device). Returns 0 or
- * -errno with a message naming the file. */
+/* Loads a whole store (resident: every layer on the device, memory from
+ * be_alloc). Returns 0 or -errno with a message naming the file. */
 int model_load(tt_model **out, const char *store_path);
+/* A model with the config of s and no weights bound yet (the streaming
+ * runtime binds layer slots, the head and the embedding as they arrive). */
+tt_model *model_shell(const tier_store *s);
 void model_free(tt_model *m);
 const tt_config *model_config(const tt_model *m);
 const tt_layer_weights *model_layer(const tt_model *m, int l);
+/* Binds layer l to its raw extent at ext (device memory holding the decoded
+ * extent, laid out as the store's directory says). */
+void model_bind_layer(tt_model *m, const tier_store *s, int l, const void *ext);
+/* Binds the head from its raw extent (device or host) and, when tied, the
+ * embedding blob; lm_on_host says where the lm_head bytes are. */
+void model_bind_head(tt_model *m, const tier_store *s, const void *ext, int lm_on_host);
+/* Binds the embedding: the stored blob (vocab, hidden) in host memory. */
+void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype);
 
-/* Activation workspace for micro-batches of B sequences of seq tokens. */
+/* Where workspace buffers come from: fn(ctx, bytes, label), or be_alloc when
+ * NULL. measuring: the pointers are placeholders, never touched (planning). */
+typedef struct tt_alloc {
+    void *(*fn)(void *ctx, size_t bytes, const char *label);
+    void *ctx;
+    int measuring;
+} tt_alloc;
+
+typedef struct tt_ws_opts {
+    int B, seq;            /* micro-batch: B sequences of seq tokens */
+    int with_ckpt;         /* layer-input checkpoints for model_micro_step */
+    int head_streamed;     /* a device staging buffer for lm_head chunks */
+} tt_ws_opts;
+
+/* Activation workspace for one micro-batch. */
 typedef struct tt_ws tt_ws;
-int ws_create(tt_ws **out, const tt_config *cfg, const tt_lora_cfg *lc, int B, int seq);
+int ws_create(tt_ws **out, const tt_config *cfg, const tt_lora_cfg *lc, const tt_ws_opts *o, const tt_alloc *alloc);
 void ws_free(tt_ws *w);
+
+/* The embedding of a micro-batch: rows gathered on the host (converted to
+ * tt_real), then copied to x (device, (T, hidden)). */
+void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x);
+/* Final norm, lm_head and cross-entropy on xL (T, hidden), in row and vocab
+ * chunks. Returns the summed weighted NLL; with dx != NULL also writes
+ * dloss/dxL (scaled by dscale) into dx. targets/weight are host arrays. */
+double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
+                  tt_real dscale, tt_real *dx);
 
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted

@@ -214,7 +214,8 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
     int rc = lora_init(&lo, c, &o->lora, o->seed);
     if (rc) return rc;
     tt_ws *w = NULL;
-    rc = ws_create(&w, c, &o->lora, B, S);
+    tt_ws_opts wo = {B, S, 1, 0};
+    rc = ws_create(&w, c, &o->lora, &wo, NULL);
     if (rc) { lora_free(&lo); return rc; }
     int step = 0;
     uint64_t seen = 0;

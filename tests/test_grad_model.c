@@ -176,7 +176,8 @@ static void run_case(const char *dir, uint32_t lin, float dropout, const char *w
     randomize_lora(&lo, 4);
     int B = 2, S = 5;
     tt_ws *w;
-    CHECK(ws_create(&w, &c, &lc, B, S) == 0);
+    tt_ws_opts wo = {B, S, 1, 0};
+    CHECK(ws_create(&w, &c, &lc, &wo, NULL) == 0);
     uint64_t drop = dropout > 0 ? 12345 : 0;
     check_layer(m, &lo, w, 0, B, S, drop, what);
     check_layer(m, &lo, w, 1, B, S, drop, what); /* the pruned layer */
