@@ -2,6 +2,7 @@
 #include "core/lora.h"
 
 #include "core/common.h"
+#include "core/model.h"
 #include "core/rng.h"
 
 #include <errno.h>
@@ -47,6 +48,22 @@ void lora_targets_str(unsigned mask, char *buf, size_t cap) {
 }
 
 int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed) {
+    return lora_init_in(lo, cfg, lc, seed, NULL, 0);
+}
+
+size_t lora_max_layer(const tt_lora *lo) {
+    size_t m = 0;
+    for (int l = 0; l < lo->n_layers; l++)
+        if (lo->layer_off[l + 1] - lo->layer_off[l] > m) m = lo->layer_off[l + 1] - lo->layer_off[l];
+    return m;
+}
+
+static void *lora_get(const struct tt_alloc *a, size_t bytes, const char *label) {
+    return a ? a->fn(a->ctx, bytes, label) : be_alloc(bytes);
+}
+
+int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
+                 int layer_grads) {
     memset(lo, 0, sizeof *lo);
     TT_ASSERT(lc->rank > 0 && lc->targets && lc->dropout >= 0 && lc->dropout < 1);
     lo->cfg = *lc;
@@ -71,14 +88,17 @@ int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t
     }
     lo->layer_off[cfg->n_layers] = off;
     lo->n = off;
-    lo->params = be_alloc(off * sizeof(tt_real));
-    lo->grads = be_alloc(off * sizeof(tt_real));
-    lo->m = be_alloc(off * sizeof(float));
-    lo->v = be_alloc(off * sizeof(float));
+    lo->grad_n = layer_grads ? lora_max_layer(lo) : off;
+    lo->params = lora_get(alloc, off * sizeof(tt_real), "LoRA parameters");
+    lo->grads = lora_get(alloc, lo->grad_n * sizeof(tt_real), "LoRA gradients");
+    lo->m = lora_get(alloc, off * sizeof(float), "AdamW moments");
+    lo->v = lora_get(alloc, off * sizeof(float), "AdamW moments");
     if (!lo->params || !lo->grads || !lo->m || !lo->v) {
-        lora_free(lo);
+        if (!alloc) lora_free(lo);
         return TT_FAIL(-ENOMEM, "out of memory allocating %zu LoRA parameters", off);
     }
+    if (alloc) lo->owned_by_arena = 1;
+    if (alloc && alloc->measuring) return 0;
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform_ with a = sqrt(5)), B = 0. */
     tt_real *host = tt_xcalloc(off ? off : 1, sizeof *host);
     for (uint32_t l = 0; l < cfg->n_layers; l++)
@@ -97,6 +117,11 @@ int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t
 }
 
 void lora_free(tt_lora *lo) {
+    if (lo->owned_by_arena) { /* the arena owns the buffers */
+        lo->params = lo->grads = NULL;
+        lo->m = lo->v = NULL;
+        return;
+    }
     be_free(lo->params);
     be_free(lo->grads);
     be_free(lo->m);

@@ -38,10 +38,13 @@ typedef struct tt_lora {
     float scale;        /* alpha / rank */
     size_t n;           /* parameter count */
     tt_real *params;    /* device, n */
-    tt_real *grads;     /* device, n */
+    tt_real *grads;     /* device: n, or one layer's worth (grad_off below) */
+    size_t grad_off;    /* index of grads[0]: 0, or layer_off[l] while layer l's gradients live alone */
+    size_t grad_n;      /* elements in grads */
     float *m, *v;       /* device, n: AdamW moments */
     tt_lora_slot slot[TT_MAX_LAYERS][TT_PROJ_COUNT];
     size_t layer_off[TT_MAX_LAYERS + 1]; /* layer l's parameters: [layer_off[l], layer_off[l+1]) */
+    int owned_by_arena;
 } tt_lora;
 
 /* Parses "q,k,v,o,gate,up,down" (or "all") into a target mask; returns 0 or
@@ -56,5 +59,14 @@ const char *lora_proj_name(int p);
  * buffers from the backend), initialised from seed. Returns 0 or -ENOMEM. */
 int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed);
 void lora_free(tt_lora *lo);
+
+/* The same layout with buffers carved by alloc(ctx, bytes, label) (an
+ * arena); layer_grads: gradients for one layer at a time (the largest) instead
+ * of all. With measuring, only sizes are taken (no initialisation). */
+struct tt_alloc;
+int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
+                 int layer_grads);
+/* Largest parameter count of one layer. */
+size_t lora_max_layer(const tt_lora *lo);
 
 #endif

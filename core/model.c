@@ -91,6 +91,8 @@ void model_bind_head(tt_model *m, const tier_store *s, const void *ext, int lm_o
     }
 }
 
+void model_bind_head_norm(tt_model *m, const void *norm_dev) { m->head.norm = norm_dev; }
+
 void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype) {
     m->embed = blob;
     m->embed_dtype = dtype;
@@ -370,7 +372,8 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     int r = w->r, T = w->T;
     tt_real sc = (tt_real)ps->lo->scale;
     const tt_real *A = ps->lo->params + s->a, *Bm = ps->lo->params + s->b;
-    tt_real *dA = ps->lo->grads + s->a, *dB = ps->lo->grads + s->b;
+    TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
+    tt_real *dA = ps->lo->grads + (s->a - ps->lo->grad_off), *dB = ps->lo->grads + (s->b - ps->lo->grad_off);
     const tt_real *xin = lora_input(ps, l, p, x, in);
     be_gemm(1, 0, out, r, T, sc, dy, out, w->z[p], r, 1, dB, r); /* dB += s dy^T z */
     be_gemm(0, 0, T, r, out, sc, dy, out, Bm, r, 0, w->dz, r);  /* dz = s dy B */

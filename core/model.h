@@ -59,6 +59,8 @@ void model_bind_layer(tt_model *m, const tier_store *s, int l, const void *ext);
 /* Binds the head from its raw extent (device or host) and, when tied, the
  * embedding blob; lm_on_host says where the lm_head bytes are. */
 void model_bind_head(tt_model *m, const tier_store *s, const void *ext, int lm_on_host);
+/* Points the final norm at a device copy (when the head extent stays on the host). */
+void model_bind_head_norm(tt_model *m, const void *norm_dev);
 /* Binds the embedding: the stored blob (vocab, hidden) in host memory. */
 void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype);
 

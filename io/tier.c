@@ -496,11 +496,17 @@ static int w_flush(tier_writer *w) {
     return rc;
 }
 
+/* Only layer extents are lz4 candidates (masked/sparse pruned weights); the
+ * embedding and head always stream raw. */
+static int w_lz4(const tier_writer *w, uint32_t ei) {
+    return w->lz4 && ei != TT_EXTENT_EMBED(&w->cfg) && ei != TT_EXTENT_HEAD(&w->cfg);
+}
+
 /* Appends raw bytes of the current extent (data or zero padding). */
 static int w_append(tier_writer *w, uint32_t ei, const void *data, uint64_t n) {
     const uint8_t *p = data;
     TT_ASSERT(w->ext_pos + n <= w->extents[ei].raw);
-    if (w->lz4) {
+    if (w_lz4(w, ei)) {
         if (p) memcpy(w->ebuf + w->ext_pos, p, n);
         else memset(w->ebuf + w->ext_pos, 0, n);
         w->ext_pos += n;
@@ -530,7 +536,7 @@ static int w_end_extent(tier_writer *w, uint32_t ei) {
     e->codec = TIER_CODEC_RAW;
     e->stored = e->raw;
     int rc;
-    if (w->lz4) {
+    if (w_lz4(w, ei)) {
         uint64_t cap = lz4page_bound(e->raw);
         uint8_t *cbuf = malloc(cap);
         if (!cbuf) return TT_FAIL(-ENOMEM, "out of memory compressing an extent of %s", w->path);
@@ -558,7 +564,7 @@ static int w_end_extent(tier_writer *w, uint32_t ei) {
 }
 
 static int w_begin_extent(tier_writer *w, uint32_t ei) {
-    if (!w->lz4) return 0;
+    if (!w_lz4(w, ei)) return 0;
     free(w->ebuf);
     w->ebuf = malloc(w->extents[ei].raw ? w->extents[ei].raw : 1);
     if (!w->ebuf) return TT_FAIL(-ENOMEM, "out of memory buffering an extent of %s", w->path);
@@ -605,7 +611,7 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
     w->xx = XXH3_createState();
     TT_ASSERT(w->path && w->xx);
     XXH3_64bits_reset(w->xx);
-    if (!w->lz4) w->wbuf = tt_xmalloc(WBUF_BYTES);
+    w->wbuf = tt_xmalloc(WBUF_BYTES);
 
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {

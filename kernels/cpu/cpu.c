@@ -20,10 +20,10 @@
 
 /* ---- memory ---------------------------------------------------------------- */
 
-/* Zeroed, 64-byte aligned; NULL on failure. 0 bytes still returns a pointer
+/* Zeroed, 4096-byte aligned; NULL on failure. 0 bytes still returns a pointer
  * (one cache line) so callers can tell success from failure. */
 static void *cpu_alloc(size_t bytes) {
-    const size_t a = 64;
+    const size_t a = 4096; /* page-aligned: arenas are carved from one allocation */
     if (bytes > SIZE_MAX - a) return NULL;
     const size_t sz = bytes ? (bytes + a - 1) / a * a : a; /* aligned_alloc wants a multiple */
     void *p = aligned_alloc(a, sz);

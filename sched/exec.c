@@ -1,0 +1,755 @@
+/* sched/exec.c — the layer-streaming executor (see exec.h). Three threads:
+ * the caller computes; the IO thread loads layers (NVMe -> pinned host ->
+ * device slot); the copy thread spills and unspills activations. One mutex
+ * and one condition variable guard the shared state (slot and cell states,
+ * the two command queues, the free list of activation buffers). */
+#include "sched/exec.h"
+
+#include "core/common.h"
+#include "core/dtype.h"
+#include "io/uring.h"
+#include "sched/arena.h"
+#include "sched/topo.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+enum { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
+enum { CELL_DEV, CELL_HOST };
+
+typedef struct slot {
+    int layer;      /* -1: none */
+    int state;
+    int busy;       /* in use by the compute thread */
+    void *buf;      /* device, slot_bytes */
+} slot;
+
+/* A layer-boundary activation of one micro-batch: the input of layer l
+ * (the checkpoint), replaced in the backward pass by the gradient w.r.t. it. */
+typedef struct cell {
+    int home;             /* CELL_DEV or CELL_HOST */
+    tt_real *dev;         /* device buffer: the value (dev cell) or an unspilled copy (host cell) */
+    tt_real *host;        /* host buffer of a host cell */
+    int spilling, unspilling;
+    int phase;            /* values stored this step: 1 = checkpoint, 2 = gradient */
+} cell;
+
+enum { CMD_LOAD, CMD_SPILL, CMD_UNSPILL };
+typedef struct cmd {
+    int kind, layer, slot;  /* load */
+    int l, k;               /* spill / unspill */
+    tt_real *buf;
+} cmd;
+
+#define QCAP 8192
+typedef struct queue {
+    cmd c[QCAP];
+    int head, tail;
+} queue;
+
+/* Every region carved from the two arenas. */
+typedef struct regions {
+    void **slot_buf;         /* [slots] device */
+    void *head;              /* device: the head extent, or only the final norm */
+    tt_real **cell_buf;      /* [dev_cells + PLAN_TRANSIT] device */
+    uint8_t *staging;        /* host */
+    uint8_t *embed;          /* host: the embedding extent */
+    uint8_t *head_host;      /* host: the head extent when lm_head is streamed */
+    uint8_t *decode;         /* host: lz4 decode buffer (no host cache) */
+    tt_real **cell_host;     /* [(L+1) * K] host buffer of each host cell */
+    uint8_t **cache;         /* [L] host layer cache, or NULL */
+} regions;
+
+typedef struct sizes {
+    uint64_t slot, cell, stage, embed, head;
+    int has_lz4;
+} sizes;
+
+struct tt_exec {
+    tt_plan plan;
+    tier_store *s;
+    tt_model *m;
+    tt_lora lora;
+    tt_ws *ws;
+    tt_trace *trace;
+    tt_topo *topo;
+    void *dev_base, *host_base;
+    size_t dev_len, host_len;
+    tt_arena *dev, *host;
+    regions r;
+    sizes sz;
+    slot *slots;
+    tt_real **free_bufs;
+    int n_free;
+    cell *cells;
+    int *cached;              /* host cache holds layer l */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t io_th, copy_th;
+    int threads_started;
+    queue ioq, cpq;
+    int stop;
+    int io_rc;
+    char io_msg[1024];
+    uring_reader *reader;
+    uint64_t io_bytes;
+    int L, K, T, H;
+    int *access;              /* 2L: forward then backward layer order */
+    int (*reads)[3];          /* the step's cell reads in order (l, k, phase needed), for unspill prefetch */
+    int n_reads, next_read, cur_read, unspill_inflight;
+};
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static void qpush(queue *q, cmd c) {
+    TT_ASSERT((q->tail + 1) % QCAP != q->head);
+    q->c[q->tail] = c;
+    q->tail = (q->tail + 1) % QCAP;
+}
+static int qpop(queue *q, cmd *c) {
+    if (q->head == q->tail) return 0;
+    *c = q->c[q->head];
+    q->head = (q->head + 1) % QCAP;
+    return 1;
+}
+
+static void rec(tt_exec *e, int track, const char *name, int64_t arg, double t0) {
+    if (e->trace) trace_add(e->trace, track, name, arg, t0, tt_now());
+}
+
+static cell *cell_at(tt_exec *e, int l, int k) {
+    TT_ASSERT(l >= 1 && l <= e->L && k >= 0 && k < e->K);
+    return &e->cells[(size_t)l * e->K + k];
+}
+
+static int cell_home(const tt_plan *p, int L, int l, int k) {
+    int from_top = (L - l) * p->req.K + k; /* the last layers' activations are needed first in backward */
+    return from_top < p->dev_cells ? CELL_DEV : CELL_HOST;
+}
+
+/* ---- carving (shared with the planner) ------------------------------------- */
+
+static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
+    const tt_config *cfg = tier_config(s);
+    memset(z, 0, sizeof *z);
+    for (uint32_t l = 0; l < cfg->n_layers; l++) {
+        const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+        if (x->raw > z->slot) z->slot = x->raw;
+        if (x->stored > z->stage) z->stage = x->stored;
+        if (x->codec != TIER_CODEC_RAW) z->has_lz4 = 1;
+    }
+    const tier_extent *h = tier_extent_at(s, TT_EXTENT_HEAD(cfg)), *em = tier_extent_at(s, TT_EXTENT_EMBED(cfg));
+    if (h->stored > z->stage) z->stage = h->stored;
+    if (em->stored > z->stage && em->codec != TIER_CODEC_RAW) z->stage = em->stored;
+    z->slot = tt_align_up(z->slot, 256);
+    z->stage = tt_align_up(z->stage, UR_ALIGN);
+    z->embed = tt_align_up(em->raw, UR_ALIGN);
+    z->head = tt_align_up(h->raw, UR_ALIGN);
+    z->cell = (uint64_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
+}
+
+static void *arena_fn(void *ctx, size_t bytes, const char *label) { return arena_alloc(ctx, bytes, label); }
+
+/* Carves every region of plan p, in one fixed order, from dev and host. With
+ * e == NULL the arenas are measuring ones and nothing is kept. */
+static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena *host, tt_exec *e, uint64_t seed) {
+    const tt_config *cfg = tier_config(s);
+    int L = (int)cfg->n_layers, K = p->req.K;
+    sizes z;
+    region_sizes(s, p, &z);
+    tt_alloc da = {arena_fn, dev, e == NULL};
+    tt_lora lo_measure, *lo = e ? &e->lora : &lo_measure;
+    int rc = lora_init_in(lo, cfg, &p->req.lora, seed, &da, !p->req.defer_optimizer);
+    if (rc) return rc;
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device};
+    tt_ws *ws = NULL;
+    rc = ws_create(&ws, cfg, &p->req.lora, &wo, &da);
+    if (rc) return rc;
+    if (e) e->ws = ws;
+    else ws_free(ws);
+    regions *r = e ? &e->r : NULL;
+    for (int i = 0; i < p->slots; i++) {
+        void *b = arena_alloc(dev, z.slot, "layer slots");
+        if (r) r->slot_buf[i] = b;
+    }
+    void *hd = arena_alloc(dev, p->head_on_device ? z.head : 4u * cfg->hidden,
+                           p->head_on_device ? "head (final norm + lm_head)" : "final norm");
+    if (r) r->head = hd;
+    for (int i = 0; i < p->dev_cells + PLAN_TRANSIT; i++) {
+        void *b = arena_alloc(dev, z.cell, "activation cells");
+        if (r) r->cell_buf[i] = b;
+    }
+    void *st = arena_alloc(host, z.stage, "staging (NVMe reads)");
+    void *em = arena_alloc(host, z.embed, "embedding");
+    void *hh = p->head_on_device ? NULL : arena_alloc(host, z.head, "head (lm_head streamed)");
+    void *dc = z.has_lz4 && !p->host_cache ? arena_alloc(host, z.slot, "lz4 decode") : NULL;
+    if (r) { r->staging = st; r->embed = em; r->head_host = hh; r->decode = dc; }
+    for (int l = 1; l <= L; l++)
+        for (int k = 0; k < K; k++) {
+            void *b = cell_home(p, L, l, k) == CELL_HOST ? arena_alloc(host, z.cell, "spilled activations") : NULL;
+            if (r) r->cell_host[(size_t)l * K + k] = b;
+        }
+    for (int l = 0; p->host_cache && l < L; l++) {
+        void *b = arena_alloc(host, z.slot, "layer cache");
+        if (r) r->cache[l] = b;
+    }
+    return 0;
+}
+
+void exec_measure(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena *host) {
+    int rc = carve(s, p, dev, host, NULL, 0);
+    TT_ASSERT(rc == 0);
+}
+
+/* ---- the IO thread: layer loads --------------------------------------------- */
+
+static void io_fail(tt_exec *e, int rc, const char *msg) {
+    pthread_mutex_lock(&e->mu);
+    if (!e->io_rc) {
+        e->io_rc = rc;
+        snprintf(e->io_msg, sizeof e->io_msg, "%s", msg);
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Reads extent x of the store into dst (host, registered), checks it. */
+static int read_checked(tt_exec *e, uint32_t ext, uint8_t *dst, int64_t arg) {
+    const tier_extent *x = tier_extent_at(e->s, ext);
+    double t0 = tt_now();
+    int rc = uring_reader_read(e->reader, dst, x->offset, tt_align_up(x->stored, UR_ALIGN));
+    if (rc == 0) rc = tier_extent_check(e->s, ext, dst);
+    rec(e, TRACE_IO, "read", arg, t0);
+    if (rc == 0) {
+        pthread_mutex_lock(&e->mu);
+        e->io_bytes += tt_align_up(x->stored, UR_ALIGN);
+        pthread_mutex_unlock(&e->mu);
+    }
+    return rc;
+}
+
+/* Brings layer l's raw extent to host memory: the cache, or staging/decode. */
+static int layer_to_host(tt_exec *e, int l, const uint8_t **raw) {
+    uint32_t ext = TT_EXTENT_LAYER(l);
+    const tier_extent *x = tier_extent_at(e->s, ext);
+    if (e->plan.host_cache && e->cached[l]) {
+        *raw = e->r.cache[l];
+        return 0;
+    }
+    int rc = read_checked(e, ext, e->r.staging, l);
+    if (rc) return rc;
+    uint8_t *out = e->plan.host_cache ? e->r.cache[l] : (x->codec == TIER_CODEC_RAW ? e->r.staging : e->r.decode);
+    if (out != e->r.staging) {
+        double t0 = tt_now();
+        rc = tier_extent_decode(e->s, ext, e->r.staging, out);
+        rec(e, x->codec == TIER_CODEC_RAW ? TRACE_COPY : TRACE_DECOMPRESS,
+            x->codec == TIER_CODEC_RAW ? "to cache" : "lz4", l, t0);
+        if (rc) return rc;
+    }
+    if (e->plan.host_cache) e->cached[l] = 1;
+    *raw = out;
+    return 0;
+}
+
+static void *io_main(void *arg) {
+    tt_exec *e = arg;
+    if (e->topo) topo_pin_thread(e->topo, topo_io_core(e->topo)); /* best effort */
+    for (;;) {
+        cmd c;
+        pthread_mutex_lock(&e->mu);
+        while (!e->stop && !qpop(&e->ioq, &c)) pthread_cond_wait(&e->cv, &e->mu);
+        int stop = e->stop, failed = e->io_rc != 0;
+        pthread_mutex_unlock(&e->mu);
+        if (stop) break;
+        if (failed) continue; /* drain: the step is failing */
+        const uint8_t *raw = NULL;
+        int rc = layer_to_host(e, c.layer, &raw);
+        if (rc) {
+            io_fail(e, rc, tt_lasterr());
+            continue;
+        }
+        double t0 = tt_now();
+        be_to_device(e->slots[c.slot].buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw);
+        rec(e, TRACE_COPY, "to device", c.layer, t0);
+        pthread_mutex_lock(&e->mu);
+        e->slots[c.slot].state = SLOT_READY;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+    return NULL;
+}
+
+/* ---- the copy thread: activation spills ------------------------------------- */
+
+static void *copy_main(void *arg) {
+    tt_exec *e = arg;
+    if (e->topo) topo_pin_thread(e->topo, topo_io_core(e->topo));
+    size_t bytes = e->sz.cell;
+    for (;;) {
+        cmd c;
+        pthread_mutex_lock(&e->mu);
+        while (!e->stop && !qpop(&e->cpq, &c)) pthread_cond_wait(&e->cv, &e->mu);
+        int stop = e->stop;
+        pthread_mutex_unlock(&e->mu);
+        if (stop) break;
+        cell *x = cell_at(e, c.l, c.k);
+        double t0 = tt_now();
+        if (c.kind == CMD_SPILL) be_to_host(x->host, c.buf, bytes);
+        else be_to_device(c.buf, x->host, bytes);
+        rec(e, TRACE_SPILL, c.kind == CMD_SPILL ? "spill" : "unspill", c.l, t0);
+        pthread_mutex_lock(&e->mu);
+        if (c.kind == CMD_SPILL) {
+            x->spilling--;
+            e->free_bufs[e->n_free++] = c.buf; /* the device copy is no longer needed */
+        } else {
+            x->unspilling = 0;
+            x->dev = c.buf;
+            e->unspill_inflight--;
+        }
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+    return NULL;
+}
+
+/* ---- activation buffers and cells (compute thread; lock held inside) ------- */
+
+static tt_real *buf_get(tt_exec *e) {
+    pthread_mutex_lock(&e->mu);
+    while (e->n_free == 0) pthread_cond_wait(&e->cv, &e->mu); /* a spill in flight will return one */
+    tt_real *b = e->free_bufs[--e->n_free];
+    pthread_mutex_unlock(&e->mu);
+    return b;
+}
+
+static void buf_put_locked(tt_exec *e, tt_real *b) {
+    TT_ASSERT(e->n_free < e->plan.dev_cells + PLAN_TRANSIT);
+    e->free_bufs[e->n_free++] = b;
+}
+
+/* Starts unspills for the next host-cell reads of the step, in order, as soon
+ * as the value they need has been stored (a read of a gradient must not
+ * fetch the checkpoint it replaces). */
+static void prefetch_unspills_locked(tt_exec *e) {
+    while (e->next_read < e->n_reads && e->unspill_inflight < PLAN_UNSPILL_AHEAD && e->n_free > 3) {
+        int l = e->reads[e->next_read][0], k = e->reads[e->next_read][1], phase = e->reads[e->next_read][2];
+        cell *x = cell_at(e, l, k);
+        if (x->home == CELL_HOST && x->phase < phase) break; /* not produced yet */
+        e->next_read++;
+        if (x->home != CELL_HOST || x->dev || x->unspilling) continue;
+        x->unspilling = 1;
+        e->unspill_inflight++;
+        qpush(&e->cpq, (cmd){CMD_UNSPILL, 0, 0, l, k, e->free_bufs[--e->n_free]});
+    }
+    pthread_cond_broadcast(&e->cv);
+}
+
+/* The device copy of cell (l, k), unspilling it now if no prefetch did. */
+static tt_real *cell_get(tt_exec *e, int l, int k) {
+    cell *x = cell_at(e, l, k);
+    /* the reads list follows exactly this order of cell_get calls */
+    TT_ASSERT(e->cur_read < e->n_reads && e->reads[e->cur_read][0] == l && e->reads[e->cur_read][1] == k);
+    e->cur_read++;
+    if (e->next_read < e->cur_read) e->next_read = e->cur_read; /* never prefetch a read already done */
+    if (x->home == CELL_DEV) {
+        TT_ASSERT(x->dev);
+        return x->dev;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (!x->dev && !x->unspilling) {
+        while (e->n_free == 0) pthread_cond_wait(&e->cv, &e->mu);
+        x->unspilling = 1;
+        e->unspill_inflight++;
+        qpush(&e->cpq, (cmd){CMD_UNSPILL, 0, 0, l, k, e->free_bufs[--e->n_free]});
+        pthread_cond_broadcast(&e->cv);
+    }
+    while (x->unspilling) pthread_cond_wait(&e->cv, &e->mu);
+    prefetch_unspills_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    return x->dev;
+}
+
+/* Stores b (device) as the value of cell (l, k): kept (dev cell) or spilled. */
+static void cell_put(tt_exec *e, int l, int k, tt_real *b) {
+    cell *x = cell_at(e, l, k);
+    pthread_mutex_lock(&e->mu);
+    x->phase++;
+    if (x->home == CELL_DEV) {
+        if (x->dev) buf_put_locked(e, x->dev);
+        x->dev = b;
+    } else {
+        if (x->dev) { buf_put_locked(e, x->dev); x->dev = NULL; }
+        x->spilling++;
+        qpush(&e->cpq, (cmd){CMD_SPILL, 0, 0, l, k, b});
+    }
+    prefetch_unspills_locked(e);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Done with the device copy of cell (l, k) for now (a host cell's copy is
+ * dropped; a dev cell keeps its value unless drop). */
+static void cell_done(tt_exec *e, int l, int k, int drop) {
+    cell *x = cell_at(e, l, k);
+    pthread_mutex_lock(&e->mu);
+    if ((x->home == CELL_HOST || drop) && x->dev) {
+        buf_put_locked(e, x->dev);
+        x->dev = NULL;
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- layer slots ------------------------------------------------------------ */
+
+/* Next position >= from (in a repeating 2L access sequence) using layer l. */
+static int next_use(const tt_exec *e, int l, int from) {
+    for (int d = 0; d < 4 * e->L; d++)
+        if (e->access[(from + d) % (2 * e->L)] == l) return from + d;
+    return from + 4 * e->L;
+}
+
+static int slot_of_locked(const tt_exec *e, int l) {
+    for (int i = 0; i < e->plan.slots; i++)
+        if (e->slots[i].layer == l) return i;
+    return -1;
+}
+
+/* Issues loads for the layers needed at positions pos .. pos+prefetch that
+ * are not in a slot, evicting the layer needed furthest in the future. */
+static void schedule_loads_locked(tt_exec *e, int pos) {
+    for (int d = 0; d <= e->plan.prefetch; d++) {
+        int l = e->access[(pos + d) % (2 * e->L)];
+        if (slot_of_locked(e, l) >= 0) continue;
+        int victim = -1, best = -1;
+        for (int i = 0; i < e->plan.slots; i++) {
+            slot *sl = &e->slots[i];
+            if (sl->busy || sl->state == SLOT_LOADING) continue;
+            if (sl->layer < 0) { victim = i; break; }
+            int nu = next_use(e, sl->layer, pos);
+            if (nu <= pos + d) continue; /* needed sooner than the layer we would load */
+            if (nu > best) { best = nu; victim = i; }
+        }
+        if (victim < 0) return;
+        e->slots[victim] = (slot){l, SLOT_LOADING, 0, e->slots[victim].buf};
+        qpush(&e->ioq, (cmd){CMD_LOAD, l, victim, 0, 0, NULL});
+    }
+    pthread_cond_broadcast(&e->cv);
+}
+
+/* Waits for layer l (at access position pos) and binds it; -errno on IO error. */
+static int acquire_layer(tt_exec *e, int l, int pos) {
+    double t0 = tt_now();
+    pthread_mutex_lock(&e->mu);
+    schedule_loads_locked(e, pos);
+    int i;
+    for (;;) {
+        i = slot_of_locked(e, l);
+        if (e->io_rc) break;
+        if (i >= 0 && e->slots[i].state == SLOT_READY) break;
+        if (i < 0) schedule_loads_locked(e, pos);
+        pthread_cond_wait(&e->cv, &e->mu);
+    }
+    int rc = e->io_rc;
+    if (rc) {
+        tt_seterr("%s", e->io_msg);
+        pthread_mutex_unlock(&e->mu);
+        return rc;
+    }
+    e->slots[i].busy = 1;
+    pthread_mutex_unlock(&e->mu);
+    model_bind_layer(e->m, e->s, l, e->slots[i].buf);
+    (void)t0;
+    return 0;
+}
+
+static void release_layer(tt_exec *e, int l, int next_pos) {
+    pthread_mutex_lock(&e->mu);
+    int i = slot_of_locked(e, l);
+    TT_ASSERT(i >= 0);
+    e->slots[i].busy = 0;
+    schedule_loads_locked(e, next_pos);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- creation ---------------------------------------------------------------- */
+
+static int load_fixed_extents(tt_exec *e) {
+    const tt_config *c = model_config(e->m);
+    /* the embedding stays on the host */
+    uint32_t ext = TT_EXTENT_EMBED(c);
+    const tier_extent *x = tier_extent_at(e->s, ext);
+    int rc = read_checked(e, ext, x->codec == TIER_CODEC_RAW ? e->r.embed : e->r.staging, -1);
+    if (rc) return rc;
+    if (x->codec != TIER_CODEC_RAW && (rc = tier_extent_decode(e->s, ext, e->r.staging, e->r.embed))) return rc;
+    const tier_tensor *t = tier_tensor_at(e->s, x->first_tensor);
+    model_bind_embed(e->m, e->r.embed + t->offset, t->dtype);
+    /* the head: on the device, or on the host with its norm copied to the device */
+    ext = TT_EXTENT_HEAD(c);
+    x = tier_extent_at(e->s, ext);
+    uint8_t *host = e->plan.head_on_device ? e->r.staging : e->r.head_host;
+    rc = read_checked(e, ext, host, -1);
+    if (rc) return rc;
+    if (e->plan.head_on_device) {
+        be_to_device(e->r.head, host, x->raw);
+        model_bind_head(e->m, e->s, e->r.head, 0);
+    } else {
+        const tier_tensor *norm = tier_tensor_at(e->s, x->first_tensor);
+        be_to_device(e->r.head, host + norm->offset, 4u * c->hidden);
+        model_bind_head(e->m, e->s, host, 1);
+        /* the norm is read on the device: point the binding at the device copy */
+        model_bind_head_norm(e->m, e->r.head);
+    }
+    return 0;
+}
+
+void exec_free(tt_exec *e) {
+    if (!e) return;
+    if (e->threads_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->io_th, NULL);
+        pthread_join(e->copy_th, NULL);
+    }
+    if (e->ws) ws_free(e->ws);
+    lora_free(&e->lora);
+    uring_reader_close(e->reader);
+    if (e->dev) arena_free(e->dev);
+    if (e->host) arena_free(e->host);
+    be_free(e->dev_base);
+    if (e->host_base) munmap(e->host_base, e->host_len);
+    model_free(e->m);
+    tier_close(e->s);
+    topo_free(e->topo);
+    free(e->r.slot_buf); free(e->r.cell_buf); free(e->r.cell_host); free(e->r.cache);
+    free(e->slots); free(e->free_bufs); free(e->cells); free(e->cached); free(e->access); free(e->reads);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t seed, tt_trace *trace) {
+    *out = NULL;
+    tt_exec *e = tt_xcalloc(1, sizeof *e);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    e->plan = *plan;
+    e->trace = trace;
+    int rc = tier_open(&e->s, path);
+    if (rc) { exec_free(e); return rc; }
+    const tt_config *c = tier_config(e->s);
+    e->m = model_shell(e->s);
+    e->L = (int)c->n_layers;
+    e->K = plan->req.K;
+    e->T = plan->req.B * plan->req.seq;
+    e->H = (int)c->hidden;
+    region_sizes(e->s, plan, &e->sz);
+    int L = e->L, K = e->K, pool = plan->dev_cells + PLAN_TRANSIT;
+    e->r.slot_buf = tt_xcalloc((size_t)plan->slots, sizeof *e->r.slot_buf);
+    e->r.cell_buf = tt_xcalloc((size_t)pool, sizeof *e->r.cell_buf);
+    e->r.cell_host = tt_xcalloc((size_t)(L + 1) * K, sizeof *e->r.cell_host);
+    e->r.cache = tt_xcalloc((size_t)L, sizeof *e->r.cache);
+    e->slots = tt_xcalloc((size_t)plan->slots, sizeof *e->slots);
+    e->free_bufs = tt_xcalloc((size_t)pool, sizeof *e->free_bufs);
+    e->cells = tt_xcalloc((size_t)(L + 1) * K, sizeof *e->cells);
+    e->cached = tt_xcalloc((size_t)L, sizeof *e->cached);
+    e->access = tt_xcalloc(2 * (size_t)L, sizeof *e->access);
+    e->reads = tt_xcalloc(4 * (size_t)(L + 1) * K + 1, sizeof *e->reads);
+    for (int l = 0; l < L; l++) { e->access[l] = l; e->access[L + l] = L - 1 - l; }
+
+    /* Both arenas, reserved once: exactly what the plan measured. */
+    e->dev_len = plan->dev_bytes;
+    e->dev_base = be_alloc(e->dev_len);
+    if (!e->dev_base) {
+        rc = TT_FAIL(-ENOMEM, "cannot reserve the device arena of %llu bytes (--hbm)", (unsigned long long)e->dev_len);
+        exec_free(e);
+        return rc;
+    }
+    e->host_len = tt_align_up(plan->host_bytes ? plan->host_bytes : 1, UR_ALIGN);
+    e->host_base = mmap(NULL, e->host_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (e->host_base == MAP_FAILED) {
+        e->host_base = NULL;
+        rc = TT_FAIL(-ENOMEM, "cannot reserve the host arena of %llu bytes (--host)", (unsigned long long)e->host_len);
+        exec_free(e);
+        return rc;
+    }
+    e->dev = arena_wrap("device", e->dev_base, e->dev_len);
+    e->host = arena_wrap("host", e->host_base, e->host_len);
+    rc = carve(e->s, plan, e->dev, e->host, e, seed);
+    if (rc) { exec_free(e); return rc; }
+    for (int i = 0; i < plan->slots; i++) e->slots[i] = (slot){-1, SLOT_EMPTY, 0, e->r.slot_buf[i]};
+    for (int i = 0; i < pool; i++) e->free_bufs[e->n_free++] = e->r.cell_buf[i];
+    for (int l = 1; l <= L; l++)
+        for (int k = 0; k < K; k++) {
+            cell *x = cell_at(e, l, k);
+            x->home = cell_home(plan, L, l, k);
+            x->host = e->r.cell_host[(size_t)l * K + k];
+        }
+    /* The IO engine: O_DIRECT reads into the registered host arena. */
+    uring_opts uo;
+    uring_opts_default(&uo);
+    rc = uring_reader_open(&e->reader, path, &uo);
+    if (rc == 0) rc = uring_reader_register(e->reader, e->host_base, e->host_len);
+    if (rc == 0) rc = load_fixed_extents(e);
+    if (rc) { exec_free(e); return rc; }
+    if (topo_init(&e->topo) != 0) e->topo = NULL;
+    pthread_create(&e->io_th, NULL, io_main, e);
+    pthread_create(&e->copy_th, NULL, copy_main, e);
+    e->threads_started = 1;
+    *out = e;
+    return 0;
+}
+
+tt_lora *exec_lora(tt_exec *e) { return &e->lora; }
+const tt_model *exec_model(const tt_exec *e) { return e->m; }
+const tt_plan *exec_plan(const tt_exec *e) { return &e->plan; }
+uint64_t exec_dev_peak(const tt_exec *e) { return arena_peak(e->dev); }
+uint64_t exec_host_peak(const tt_exec *e) { return arena_peak(e->host); }
+uint64_t exec_io_bytes(const tt_exec *e) {
+    pthread_mutex_lock((pthread_mutex_t *)&e->mu);
+    uint64_t b = e->io_bytes;
+    pthread_mutex_unlock((pthread_mutex_t *)&e->mu);
+    return b;
+}
+void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err) { uring_reader_inject_fault(e->reader, nth, err); }
+
+/* ---- one step ---------------------------------------------------------------- */
+
+/* The order in which the step reads host cells (for unspill prefetch). */
+static void plan_reads(tt_exec *e, int backward) {
+    int L = e->L, K = e->K, n = 0;
+#define READ(l_, k_, ph_) (e->reads[n][0] = (l_), e->reads[n][1] = (k_), e->reads[n][2] = (ph_), n++)
+    for (int l = 1; l < L; l++)
+        for (int k = 0; k < K; k++) READ(l, k, 1);
+    for (int k = 0; k < K; k++) READ(L, k, 1);
+    if (backward)
+        for (int l = L - 1; l >= 0; l--)
+            for (int k = 0; k < K; k++) {
+                if (l > 0) READ(l, k, 1);
+                READ(l + 1, k, 2);
+            }
+#undef READ
+    e->n_reads = n;
+    e->next_read = e->cur_read = 0;
+    for (int l = 1; l <= L; l++)
+        for (int k = 0; k < K; k++) cell_at(e, l, k)->phase = 0;
+}
+
+static void compute_rec(tt_exec *e, const char *name, int l, double t0) { rec(e, TRACE_COMPUTE, name, l, t0); }
+
+/* Forward over all layers and the head for K micro-batches; with backward,
+ * also the backward pass with per-layer (or deferred) AdamW. */
+static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
+               const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
+    int L = e->L, K = e->K, T = e->T, H = e->H;
+    const tt_plan *p = &e->plan;
+    tt_lora *lo = &e->lora;
+    double wsum = 0;
+    for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
+    tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
+    plan_reads(e, backward);
+    pthread_mutex_lock(&e->mu);
+    prefetch_unspills_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    if (backward && p->req.defer_optimizer) { lo->grad_off = 0; be_fill(lo->grads, lo->grad_n, 0); }
+    /* forward */
+    for (int l = 0; l < L; l++) {
+        int rc = acquire_layer(e, l, l);
+        if (rc) return rc;
+        for (int k = 0; k < K; k++) {
+            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
+            tt_real *x;
+            if (l == 0) { x = buf_get(e); model_embed(e->m, e->ws, inputs + (size_t)k * T, x); }
+            else x = cell_get(e, l, k);
+            tt_real *y = buf_get(e);
+            double t0 = tt_now();
+            model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
+            compute_rec(e, "forward", l, t0);
+            if (l == 0) { pthread_mutex_lock(&e->mu); buf_put_locked(e, x); pthread_cond_broadcast(&e->cv); pthread_mutex_unlock(&e->mu); }
+            else cell_done(e, l, k, !backward); /* eval: the checkpoint is not needed again */
+            cell_put(e, l + 1, k, y);
+        }
+        release_layer(e, l, l + 1);
+    }
+    /* head */
+    double loss = 0;
+    for (int k = 0; k < K; k++) {
+        tt_real *x = cell_get(e, L, k);
+        tt_real *dx = backward ? buf_get(e) : NULL;
+        double t0 = tt_now();
+        loss += model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx);
+        compute_rec(e, "head", L, t0);
+        cell_done(e, L, k, 1);
+        if (backward) cell_put(e, L, k, dx);
+    }
+    *loss_sum = loss;
+    if (!backward) return 0;
+    /* backward */
+    for (int l = L - 1; l >= 0; l--) {
+        int pos = 2 * L - 1 - l;
+        int rc = acquire_layer(e, l, pos);
+        if (rc) return rc;
+        if (!p->req.defer_optimizer) {
+            lo->grad_off = lo->layer_off[l];
+            be_fill(lo->grads, lo->grad_n, 0);
+        }
+        for (int k = 0; k < K; k++) {
+            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
+            tt_real *x;
+            if (l == 0) { x = buf_get(e); model_embed(e->m, e->ws, inputs + (size_t)k * T, x); }
+            else x = cell_get(e, l, k);
+            tt_real *dy = cell_get(e, l + 1, k);
+            tt_real *dx = buf_get(e);
+            double t0 = tt_now();
+            model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
+            compute_rec(e, "backward", l, t0);
+            cell_done(e, l + 1, k, 1);
+            pthread_mutex_lock(&e->mu);
+            if (l == 0) { buf_put_locked(e, x); buf_put_locked(e, dx); }
+            pthread_cond_broadcast(&e->cv);
+            pthread_mutex_unlock(&e->mu);
+            if (l > 0) cell_put(e, l, k, dx); /* replaces the checkpoint (its buffer is returned) */
+        }
+        if (!p->req.defer_optimizer) {
+            double t0 = tt_now();
+            size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+            *gnorm += be_sumsq(n, lo->grads);
+            be_adamw(n, lo->params + a, lo->grads, lo->m + a, lo->v + a, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+            rec(e, TRACE_OPT, "adamw", l, t0);
+        }
+        release_layer(e, l, pos + 1);
+    }
+    (void)H;
+    if (p->req.defer_optimizer) {
+        double t0 = tt_now();
+        *gnorm = be_sumsq(lo->n, lo->grads);
+        double g = sqrt(*gnorm);
+        if (!isfinite(g)) {
+            *gnorm = g;
+            return TT_FAIL(-EINVAL, "the gradient norm became %g at step %d; nothing was updated", g, step);
+        }
+        if (hp[5] > 0 && g > hp[5]) be_scale(lo->n, (tt_real)(hp[5] / (g + 1e-6)), lo->grads);
+        be_adamw(lo->n, lo->params, lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+        rec(e, TRACE_OPT, "adamw", -1, t0);
+    }
+    *gnorm = sqrt(*gnorm);
+    *loss_sum = loss / (wsum > 0 ? wsum : 1);
+    return 0;
+}
+
+int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, float lr, int step,
+              float b1, float b2, float eps, float wd, float clip, uint64_t drop_seed, double *loss, double *gnorm) {
+    TT_ASSERT(clip <= 0 || e->plan.req.defer_optimizer);
+    const float hp[6] = {lr, b1, b2, eps, wd, clip};
+    *gnorm = 0;
+    return run(e, inputs, targets, weight, 1, hp, step, drop_seed, loss, gnorm);
+}
+
+int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum) {
+    double g = 0;
+    return run(e, inputs, targets, weight, 0, NULL, 0, 0, loss_sum, &g);
+}

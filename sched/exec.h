@@ -1,0 +1,75 @@
+/* sched/exec.h — the layer-streaming executor: one optimizer step of LoRA
+ * training over a model whose frozen layers live in the store (NVMe) and are
+ * streamed into a fixed number of device slots, k layers ahead of compute,
+ * in forward order and then in reverse for backward (DESIGN.md, "The
+ * streaming step loop").
+ *
+ * - Two arenas are reserved once: the device arena of exactly plan->dev_bytes
+ *   (<= --hbm) and the pinned host arena (<= --host, anonymous mmap registered
+ *   with io_uring). Every buffer of the step loop is carved from them.
+ * - Block schedule: each loaded layer serves all K micro-batches of the step,
+ *   forward and backward; LoRA gradients accumulate over the micro-batches
+ *   and the layer's AdamW step follows its backward (unless clipping needs
+ *   the global norm first: plan->req.defer_optimizer).
+ * - Slots are evicted by the step's known access order (Belady: the layer
+ *   needed furthest in the future goes); with a host cache a model is read
+ *   from NVMe once.
+ * - Layer-boundary activations (checkpoints, then their gradients) stay on
+ *   the device when the plan says so and spill to the host otherwise; a copy
+ *   thread moves them, and brings them back ahead of their use.
+ * - Every read, copy, decompression, spill and compute is recorded in the
+ *   trace when one is given.
+ *
+ * Results do not depend on the budgets: the same operations run on the same
+ * data whatever the placement (tests/test_stream.c checks bit-identity).
+ */
+#ifndef TT_EXEC_H
+#define TT_EXEC_H
+
+#include <stdint.h>
+
+#include "core/lora.h"
+#include "core/model.h"
+#include "sched/plan.h"
+#include "sched/trace.h"
+
+typedef struct tt_exec tt_exec;
+
+/* Opens the store, reserves both arenas, starts the IO and copy threads and
+ * initialises the LoRA adapter from seed. trace may be NULL. Returns 0 or
+ * -errno with a message. */
+int exec_create(tt_exec **out, const char *store_path, const tt_plan *plan, uint64_t seed, tt_trace *trace);
+void exec_free(tt_exec *e);
+
+tt_lora *exec_lora(tt_exec *e);
+const tt_model *exec_model(const tt_exec *e);
+const tt_plan *exec_plan(const tt_exec *e);
+
+/* One optimizer step on K micro-batches (host arrays of K*B*seq entries).
+ * lr and step (1-based, for AdamW's bias correction); drop_seed != 0 enables
+ * LoRA dropout (micro-batch k uses drop_seed + k). clip > 0: global-norm
+ * clipping (needs defer_optimizer). Returns 0 with *loss (mean over weighted
+ * tokens) and *gnorm, or -errno (IO error: message names the file/offset;
+ * the adapter is then unchanged since the last completed step only if the
+ * error came before the optimizer ran — callers treat any error as fatal). */
+int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, float lr, int step,
+              float b1, float b2, float eps, float wd, float clip, uint64_t drop_seed, double *loss, double *gnorm);
+
+/* Forward + loss only on K micro-batches; *loss_sum = summed weighted NLL. */
+int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum);
+
+/* Peak bytes used so far in the device and host arenas. */
+uint64_t exec_dev_peak(const tt_exec *e);
+uint64_t exec_host_peak(const tt_exec *e);
+/* NVMe bytes read so far. */
+uint64_t exec_io_bytes(const tt_exec *e);
+
+/* Test hook: the n-th NVMe read request from now fails with -err. */
+void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err);
+
+/* The carving shared with the planner: sizes every region of plan p into
+ * the (measuring) arenas dev and host. */
+struct tt_arena;
+void exec_measure(const tier_store *s, const tt_plan *p, struct tt_arena *dev, struct tt_arena *host);
+
+#endif

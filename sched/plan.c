@@ -1,0 +1,173 @@
+/* sched/plan.c — the memory planner. Every candidate plan is measured by
+ * running the executor's own carving (exec_measure) on measuring arenas, so
+ * the predicted bytes are exactly what the run will reserve. */
+#include "sched/plan.h"
+
+#include "core/common.h"
+#include "sched/arena.h"
+#include "sched/exec.h"
+
+#include <errno.h>
+#include <string.h>
+
+static void measure(const tier_store *s, tt_plan *p) {
+    tt_arena *d = arena_measure("device"), *h = arena_measure("host");
+    exec_measure(s, p, d, h);
+    p->dev_bytes = arena_peak(d);
+    p->host_bytes = arena_peak(h);
+    arena_free(d);
+    arena_free(h);
+}
+
+static int fits(const tt_plan *p) {
+    return (!p->req.hbm || p->dev_bytes <= p->req.hbm) && (!p->req.host || p->host_bytes <= p->req.host);
+}
+
+/* IO and compute per step for the bandwidth-based prediction. */
+static void predict(const tier_store *s, tt_plan *p) {
+    const tt_config *c = tier_config(s);
+    int L = p->L;
+    uint64_t layers = 0;
+    for (int l = 0; l < L; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->stored;
+    double avg = (double)layers / L;
+    /* Loads per step with s slots and Belady eviction: 2L accesses, of which
+     * the slots - 1 layers kept across the forward/backward turn and the
+     * slots - 1 kept for the next step's start are hits. */
+    int hits = p->slots >= L ? 2 * L : 2 * (p->slots - 1);
+    if (hits > 2 * L) hits = 2 * L;
+    p->io_bytes_first = layers + tier_extent_at(s, TT_EXTENT_EMBED(c))->stored + tier_extent_at(s, TT_EXTENT_HEAD(c))->stored;
+    p->io_bytes_step = p->host_cache || p->slots >= L ? 0 : (uint64_t)((2 * L - hits) * avg);
+    double tokens = (double)p->req.B * p->req.seq * p->req.K, lin = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (d.role == TT_ROLE_LINEAR) lin += (double)d.rows * d.cols;
+    }
+    /* forward 2, recomputation 2, backward 4 FLOPs per weight and token; the head 6 per vocab x hidden */
+    p->flops_step = tokens * (8.0 * lin + 6.0 * (double)c->vocab * c->hidden);
+    p->pred_io_s = p->req.io_gbps > 0 ? (double)p->io_bytes_step / (p->req.io_gbps * 1e9) : 0;
+    p->pred_compute_s = p->req.gflops > 0 ? p->flops_step / (p->req.gflops * 1e9) : 0;
+    p->pred_step_s = p->pred_io_s > p->pred_compute_s ? p->pred_io_s : p->pred_compute_s;
+}
+
+void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, uint64_t *host) {
+    tt_plan p;
+    memset(&p, 0, sizeof p);
+    p.req = *req;
+    p.L = (int)tier_config(s)->n_layers;
+    p.slots = p.L < 2 ? p.L : 2;
+    p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
+    p.host_cells = p.L * req->K;
+    measure(s, &p);
+    *dev = p.dev_bytes;
+    *host = p.host_bytes;
+}
+
+int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
+    const tt_config *c = tier_config(s);
+    int L = (int)c->n_layers, K = req->K, cells = L * K;
+    TT_ASSERT(req->B > 0 && req->seq > 0 && K > 0);
+    tt_plan p;
+    memset(&p, 0, sizeof p);
+    p.req = *req;
+    p.L = L;
+    if (!req->hbm && !req->host) { /* no budget: everything resident */
+        p.slots = L; p.head_on_device = req->lm_head != PLAN_HEAD_HOST; p.dev_cells = cells;
+    } else {
+        /* the smallest plan: two slots (one layer ahead), lm_head streamed, every activation spilled */
+        p.slots = L < 2 ? L : 2;
+        p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
+        p.dev_cells = 0;
+    }
+    p.host_cells = cells - p.dev_cells;
+    measure(s, &p);
+    if (req->hbm && p.dev_bytes > req->hbm) {
+        char need[32], have[32];
+        return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan "
+                       "(2 layer slots, lm_head streamed, every activation spilled) needs --hbm %s; raise --hbm or "
+                       "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
+                       req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes, 1 << 20), need, sizeof need));
+    }
+    if (req->host && p.host_bytes > req->host) {
+        char need[32], have[32];
+        return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the spilled "
+                       "activations of this plan: it needs --host %s; raise --host (or --hbm, so fewer activations "
+                       "spill)", tt_fmt_bytes(req->host, have, sizeof have),
+                       tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need));
+    }
+    if (req->hbm || req->host) {
+        /* Grow greedily while the budgets allow: lm_head on the device, a third
+         * slot, the activations (top layers first), then more slots, then the
+         * host layer cache. */
+        tt_plan t = p;
+#define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits(&t)) p = t; } while (0)
+        if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
+        if (L > 2) TRY(t.slots = 3);
+        for (int step = K; p.dev_cells < cells;) { /* a layer's worth at a time, then single cells */
+            int before = p.dev_cells;
+            TRY(t.dev_cells = p.dev_cells + step > cells ? cells : p.dev_cells + step);
+            if (p.dev_cells == before) {
+                if (step == 1) break;
+                step = 1;
+            }
+        }
+        while (p.slots < L) {
+            int before = p.slots;
+            TRY(t.slots = p.slots + 1);
+            if (p.slots == before) break;
+        }
+        if (p.slots < L) TRY(t.host_cache = 1);
+#undef TRY
+    }
+    p.prefetch = p.slots - 1;
+    if (p.prefetch > 4) p.prefetch = 4;
+    p.host_cells = cells - p.dev_cells;
+    measure(s, &p);
+    predict(s, &p);
+    *out = p;
+    return 0;
+}
+
+void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
+    const tt_config *c = tier_config(s);
+    char a[32], b[32];
+    fprintf(f, "plan for %s (%s): %u layers, micro-batch %d x %d tokens, %d micro-batches per step\n", tier_path(s),
+            c->name, c->n_layers, p->req.B, p->req.seq, p->req.K);
+    fprintf(f, "  budgets: --hbm %s, --host %s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
+            p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited");
+    fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; activations on device %d of %d, spilled %d;"
+               " host layer cache: %s\n",
+            p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
+            p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->dev_cells,
+            p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
+    tt_arena *d = arena_measure("device"), *h = arena_measure("host");
+    exec_measure(s, p, d, h);
+    fprintf(f, "\nmemory table, device (GPU tier; the CPU backend stands in):\n");
+    arena_print_table(d, f);
+    fprintf(f, "\nmemory table, pinned host:\n");
+    arena_print_table(h, f);
+    arena_free(d);
+    arena_free(h);
+    fprintf(f, "\nNVMe reads: %s in the first step, %s per step after\n", tt_fmt_bytes(p->io_bytes_first, a, sizeof a),
+            tt_fmt_bytes(p->io_bytes_step, b, sizeof b));
+    if (p->pred_step_s > 0)
+        fprintf(f, "predicted step: %.3f s (IO %.3f s at %.2f GB/s, compute %.3f s at %.1f GFLOP/s, overlapped)\n",
+                p->pred_step_s, p->pred_io_s, p->req.io_gbps, p->pred_compute_s, p->req.gflops);
+    else
+        fprintf(f, "predicted step: give --io-gbps and --gflops (from `tiertrain bench io` / `bench overlap`) for a "
+                   "time; %.1f GFLOP per step\n", p->flops_step / 1e9);
+}
+
+void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
+    (void)s;
+    fprintf(f,
+            "{\"hbm\":%llu,\"host\":%llu,\"micro_batch\":%d,\"seq\":%d,\"micro_batches\":%d,\"layers\":%d,"
+            "\"slots\":%d,\"prefetch\":%d,\"head_on_device\":%s,\"host_cache\":%s,\"dev_cells\":%d,"
+            "\"host_cells\":%d,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
+            "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f}",
+            (unsigned long long)p->req.hbm, (unsigned long long)p->req.host, p->req.B, p->req.seq, p->req.K, p->L,
+            p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
+            p->dev_cells, p->host_cells, (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
+            (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
+            p->pred_step_s);
+}

@@ -1,0 +1,62 @@
+/* sched/plan.h — the memory planner: turns a model store, a batch shape and
+ * the two budgets (--hbm for the device, --host for pinned host memory) into
+ * a concrete plan — how many layer slots (and so how many layers are
+ * prefetched ahead), whether lm_head stays on the device, how many
+ * layer-boundary activations stay on the device and how many spill to the
+ * host, whether every layer is cached in host memory between steps — and
+ * the exact bytes of each region (sched/exec.c carves the arenas with the
+ * same code, measuring first). An impossible budget is refused with the
+ * smallest budget that would work. */
+#ifndef TT_PLAN_H
+#define TT_PLAN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/lora.h"
+#include "io/tier.h"
+
+#define PLAN_TRANSIT 6  /* device activation buffers beyond the resident ones (temporaries, spills in flight) */
+#define PLAN_UNSPILL_AHEAD 2
+
+enum { PLAN_HEAD_AUTO = 0, PLAN_HEAD_DEVICE, PLAN_HEAD_HOST };
+
+typedef struct tt_plan_req {
+    uint64_t hbm, host;   /* budgets in bytes; 0 = unlimited (everything resident) */
+    int B, seq, K;        /* micro-batch of B sequences of seq tokens; K micro-batches per step */
+    tt_lora_cfg lora;
+    int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
+    int lm_head;          /* PLAN_HEAD_AUTO, PLAN_HEAD_DEVICE or PLAN_HEAD_HOST */
+    double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
+    double gflops;        /* measured compute throughput, 0 = unknown */
+} tt_plan_req;
+
+typedef struct tt_plan {
+    tt_plan_req req;
+    int L;
+    int slots;            /* device layer slots */
+    int prefetch;         /* layers loaded ahead of compute = slots - 1 */
+    int head_on_device;   /* lm_head resident on the device (else streamed in vocab chunks from the host) */
+    int host_cache;       /* every layer extent kept in host memory between steps */
+    int dev_cells;        /* layer-boundary activations kept on the device (of L * K) */
+    int host_cells;       /* ... spilled to the host */
+    uint64_t slot_bytes, cell_bytes;
+    uint64_t dev_bytes, host_bytes;       /* what the arenas will hold: the predicted peaks */
+    uint64_t io_bytes_first, io_bytes_step; /* NVMe reads in the first step and in later steps */
+    double flops_step;
+    double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
+} tt_plan;
+
+/* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget
+ * option and the smallest value that would work. */
+int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out);
+
+/* The smallest plan's device and host bytes (what plan_make would ask for). */
+void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, uint64_t *host);
+
+/* The memory table (every region, bytes, tier) and the decisions. */
+void plan_print(const tier_store *s, const tt_plan *p, FILE *f);
+/* One JSON object (no newline). */
+void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f);
+
+#endif
