@@ -5,6 +5,7 @@
 #include "core/rng.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
+#include "sched/exec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -45,23 +46,28 @@ static void sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micr
     }
 }
 
-double train_eval(tt_model *m, tt_lora *lo, tt_ws *w, const tt_tokens *tok, int seq, int B, int max_tokens) {
-    int T = B * seq;
-    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
-    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
+double train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens) {
+    const tt_plan *p = exec_plan(e);
+    int B = p->req.B, S = p->req.seq, K = p->req.K, T = B * S;
+    size_t n = (size_t)K * T;
+    int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
+    tt_real *wt = tt_xmalloc(n * sizeof *wt);
     double loss = 0, count = 0;
     uint64_t pos = 0;
-    while (count < max_tokens && pos + (uint64_t)seq + 1 <= tok->n) {
-        for (int b = 0; b < B; b++) {
-            int ok = pos + (uint64_t)seq + 1 <= tok->n;
-            for (int t = 0; t < seq; t++) {
-                in[b * seq + t] = ok ? (int32_t)tok->t[pos + t] : 0;
-                tgt[b * seq + t] = ok ? (int32_t)tok->t[pos + t + 1] : -1;
-                wt[b * seq + t] = ok ? 1 : 0;
+    while (count < max_tokens && pos + (uint64_t)S + 1 <= tok->n) {
+        /* K x B consecutive windows of seq + 1 tokens; the ones past the end are padding with weight 0 */
+        for (int b = 0; b < K * B; b++) {
+            int ok = pos + (uint64_t)S + 1 <= tok->n && count < max_tokens;
+            for (int t = 0; t < S; t++) {
+                in[(size_t)b * S + t] = ok ? (int32_t)tok->t[pos + t] : 0;
+                tgt[(size_t)b * S + t] = ok ? (int32_t)tok->t[pos + t + 1] : -1;
+                wt[(size_t)b * S + t] = ok ? 1 : 0;
             }
-            if (ok) { pos += (uint64_t)seq; count += seq; }
+            if (ok) { pos += (uint64_t)S; count += S; }
         }
-        loss += model_micro_step(m, lo, w, in, tgt, wt, 1, 0, 0);
+        double l = 0;
+        if (exec_eval(e, in, tgt, wt, &l)) { loss = NAN; break; }
+        loss += l;
     }
     free(in); free(tgt); free(wt);
     return count > 0 ? loss / count : NAN;
@@ -189,12 +195,16 @@ static void fmt_time(double s, char *buf, size_t cap) {
     snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
-int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const tt_tokens *val,
+int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val,
               tt_train_result *res) {
     memset(res, 0, sizeof *res);
     res->first_val = res->last_val = NAN;
+    const tt_model *m = exec_model(e);
     const tt_config *c = model_config(m);
-    int B = o->micro_batch, S = o->seq, T = B * S;
+    const tt_plan *plan = exec_plan(e);
+    int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum;
+    TT_ASSERT(plan->req.B == B && plan->req.seq == S && plan->req.K == K);
+    TT_ASSERT(o->clip <= 0 || plan->req.defer_optimizer);
     if (train->n < (uint64_t)S + 1)
         return TT_FAIL(-EINVAL, "the training data has %llu tokens, fewer than --seq %d + 1; use more data or a "
                        "shorter --seq", (unsigned long long)train->n, S);
@@ -210,18 +220,12 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
     if (access(o->out_dir, W_OK) != 0)
         return TT_FAIL(-EACCES, "--out %s is not writable", o->out_dir);
 
-    tt_lora lo;
-    int rc = lora_init(&lo, c, &o->lora, o->seed);
-    if (rc) return rc;
-    tt_ws *w = NULL;
-    tt_ws_opts wo = {B, S, 1, 0};
-    rc = ws_create(&w, c, &o->lora, &wo, NULL);
-    if (rc) { lora_free(&lo); return rc; }
-    int step = 0;
+    tt_lora *lo = exec_lora(e);
+    int step = 0, rc = 0;
     uint64_t seen = 0;
     if (o->resume_dir) {
-        rc = load_checkpoint(o, m, &lo, train, &step, &seen);
-        if (rc) goto out;
+        rc = load_checkpoint(o, m, lo, train, &step, &seen);
+        if (rc) return rc;
         if (!o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, step);
     }
     struct sigaction sa, old_int, old_term;
@@ -232,12 +236,13 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
-    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
-    for (int i = 0; i < T; i++) wt[i] = 1;
+    size_t n = (size_t)K * T;
+    int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
+    tt_real *wt = tt_xmalloc(n * sizeof *wt);
+    for (size_t i = 0; i < n; i++) wt[i] = 1;
     int start = step;
     if (val && val->n > (uint64_t)S && start == 0) {
-        res->first_val = res->last_val = train_eval(m, &lo, w, val, S, B, o->eval_tokens);
+        res->first_val = res->last_val = train_eval(e, val, o->eval_tokens);
         if (o->json) printf("{\"step\":0,\"steps\":%d,\"val_loss\":%.6f}\n", o->steps, res->first_val);
         else if (!o->quiet) printf("step 0/%d  val %.4f (before training)\n", o->steps, res->first_val);
     }
@@ -245,58 +250,62 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
     while (step < o->steps) {
         step++;
         double ts = tt_now();
+        if (o->trace) trace_step_begin(o->trace, ts);
         double lr = train_lr(o, step);
-        be_fill(lo.grads, lo.n, 0);
-        double ntok = (double)T * o->accum, loss = 0;
-        for (int k = 0; k < o->accum; k++) {
-            sample_batch(train, o->seed, step, k, B, S, in, tgt);
-            uint64_t drop = o->lora.dropout > 0 ? (o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24) ^
-                                                      (uint64_t)(k + 1)
-                                                : 0;
-            loss += model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ntok), 1, drop | (drop ? 1 : 0));
+        for (int k = 0; k < K; k++) sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T);
+        uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
+        double loss = 0, gnorm = 0;
+        rc = exec_step(e, in, tgt, wt, (float)lr, step, o->b1, o->b2, o->eps, o->wd, o->clip, drop, &loss, &gnorm);
+        if (rc) {
+            rc = TT_FAIL(rc, "step %d failed: %s; the last checkpoint in %s is intact", step, tt_lasterr(), o->out_dir);
+            break;
         }
-        loss /= ntok;
-        seen += (uint64_t)ntok;
-        double gnorm = sqrt(be_sumsq(lo.n, lo.grads));
         if (!isfinite(gnorm) || !isfinite(loss)) {
-            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was updated or saved (last checkpoint in %s "
-                         "is intact); lower --lr (now %g) or check the data",
+            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was saved (the last checkpoint in %s is "
+                         "intact); lower --lr (now %g) or check the data",
                          isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step, o->out_dir,
                          (double)o->lr);
             break;
         }
-        if (o->clip > 0 && gnorm > o->clip) be_scale(lo.n, (tt_real)(o->clip / (gnorm + 1e-6)), lo.grads);
-        be_adamw(lo.n, lo.params, lo.grads, lo.m, lo.v, (float)lr, o->b1, o->b2, o->eps, o->wd, step);
+        seen += (uint64_t)n;
         if (step == start + 1) res->first_loss = loss;
         res->last_loss = loss;
         res->steps_done = step;
         double now = tt_now(), el = now - t0, per = el / (step - start);
+        tt_trace_stats ts_stats = {0};
+        if (o->trace) trace_step_stats(o->trace, now, &ts_stats);
         double vloss = NAN;
         int stop_sig = g_stop_signal; /* read once: the save and the stop below must agree */
         int last = step == o->steps || step == o->stop_after || stop_sig;
         if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
-            vloss = train_eval(m, &lo, w, val, S, B, o->eval_tokens);
+            vloss = train_eval(e, val, o->eval_tokens);
             if (isnan(res->first_val)) res->first_val = vloss;
             res->last_val = vloss;
         }
         if (o->json) {
             printf("{\"step\":%d,\"steps\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
-                   "\"elapsed_s\":%.3f%s",
-                   step, o->steps, loss, lr, gnorm, ntok / (now - ts), el, isnan(vloss) ? "" : ",\"val_loss\":");
-            if (!isnan(vloss)) printf("%.6f", vloss);
+                   "\"elapsed_s\":%.3f,\"step_s\":%.4f",
+                   step, o->steps, loss, lr, gnorm, (double)n / (now - ts), el, now - ts);
+            if (o->trace)
+                printf(",\"io_busy_pct\":%.1f,\"compute_busy_pct\":%.1f,\"overlap_eff\":%.3f", ts_stats.io_pct,
+                       ts_stats.compute_pct, ts_stats.overlap_eff);
+            if (!isnan(vloss)) printf(",\"val_loss\":%.6f", vloss);
             printf("}\n");
         } else if (!o->quiet) {
-            char e[32], eta[32];
-            fmt_time(el, e, sizeof e);
+            char el_s[32], eta[32];
+            fmt_time(el, el_s, sizeof el_s);
             fmt_time(per * (o->steps - step), eta, sizeof eta);
             printf("step %*d/%d  loss %.4f  lr %.2e  gnorm %.3f  %6.0f tok/s  elapsed %s  eta %s", (int)log10(o->steps) + 1,
-                   step, o->steps, loss, lr, gnorm, ntok / (now - ts), e, eta);
+                   step, o->steps, loss, lr, gnorm, (double)n / (now - ts), el_s, eta);
+            if (o->trace)
+                printf("  io %3.0f%%  compute %3.0f%%  overlap %.2f", ts_stats.io_pct, ts_stats.compute_pct,
+                       ts_stats.overlap_eff);
             if (!isnan(vloss)) printf("  val %.4f", vloss);
             printf("\n");
         }
         fflush(stdout);
         if ((o->save_every > 0 && step % o->save_every == 0) || last) {
-            rc = save_checkpoint(o, m, &lo, train, step, seen);
+            rc = save_checkpoint(o, m, lo, train, step, seen);
             if (rc) break;
         }
         if (stop_sig || step == o->stop_after) {
@@ -310,8 +319,5 @@ int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(in); free(tgt); free(wt);
-out:
-    ws_free(w);
-    lora_free(&lo);
     return rc;
 }

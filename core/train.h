@@ -10,6 +10,9 @@
 
 #include "core/lora.h"
 #include "core/model.h"
+#include "sched/trace.h"
+
+typedef struct tt_exec tt_exec;
 
 typedef struct tt_tokens {
     const uint32_t *t;
@@ -30,6 +33,7 @@ typedef struct tt_train_opts {
     int stop_after;           /* stop (with a checkpoint) after this step; 0: run to the end */
     int json;                 /* one JSON object per step on stdout */
     int threads;              /* BLAS threads in use (recorded in checkpoints; resume must match) */
+    tt_trace *trace;          /* per-step IO/compute busy and overlap in the progress line; NULL: off */
     int quiet;
 } tt_train_opts;
 
@@ -44,11 +48,13 @@ typedef struct tt_train_result {
  * steps, then cosine decay from lr to min_lr at `steps`. */
 double train_lr(const tt_train_opts *o, int step);
 
-/* Runs (or resumes) training. Returns 0 or -errno with a message. */
-int train_run(const tt_train_opts *o, tt_model *m, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
+/* Runs (or resumes) training on the executor e (its plan fixes the batch
+ * shape: micro_batch, seq, accum must match; clip > 0 needs a plan with
+ * defer_optimizer). Returns 0 or -errno with a message. */
+int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
 /* Mean loss (nats/token) of the model + adapter over up to max_tokens of
- * tokens, in consecutive windows of seq + 1. */
-double train_eval(tt_model *m, tt_lora *lo, tt_ws *w, const tt_tokens *tok, int seq, int B, int max_tokens);
+ * tokens, in consecutive windows of seq + 1 (streamed like training). */
+double train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens);
 
 #endif

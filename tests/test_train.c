@@ -9,6 +9,7 @@
 #include "core/train.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
+#include "sched/exec.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
@@ -20,6 +21,24 @@ static int same_file(const char *a, const char *b) {
     int same = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x); free(y);
     return same;
+}
+
+/* train_run on a fresh executor (resident plan) for o's shapes. */
+static int run_train(const char *model, const tt_train_opts *o, const tt_tokens *train, const tt_tokens *val,
+                     tt_train_result *res) {
+    tier_store *s;
+    TT_ASSERT(tier_open(&s, model) == 0);
+    tt_plan_req req = {0};
+    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; req.lora = o->lora; req.defer_optimizer = o->clip > 0;
+    tt_plan p;
+    TT_ASSERT(plan_make(s, &req, &p) == 0);
+    tier_close(s);
+    tt_exec *e;
+    int rc = exec_create(&e, model, &p, o->seed, NULL);
+    if (rc) return rc;
+    rc = train_run(o, e, train, val, res);
+    exec_free(e);
+    return rc;
 }
 
 static tt_train_opts base_opts(const char *model, const char *out) {
@@ -51,8 +70,6 @@ int main(void) {
     tt_config c;
     fixture_micro_config(&c);
     CHECK(fixture_write_model(model, &c, TT_DTYPE_NF4DQ, 0.2f, 3) == 0);
-    tt_model *m;
-    CHECK_MSG(model_load(&m, model) == 0, "%s", tt_lasterr());
     uint32_t *tok = make_tokens(4000, c.vocab);
     tt_tokens train = {tok, 3500}, val = {tok + 3500, 500};
     tt_train_result res;
@@ -67,18 +84,18 @@ int main(void) {
     /* A: 6 steps in one run. */
     snprintf(a, sizeof a, "%s/a", dir);
     o = base_opts(model, a);
-    CHECK_MSG(train_run(&o, m, &train, &val, &res) == 0, "%s", tt_lasterr());
+    CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 6);
     CHECK_MSG(res.last_val < res.first_val - 0.05, "validation loss did not fall: %f -> %f", res.first_val, res.last_val);
     /* B: 3 steps (stopped as if interrupted), then resumed to 6. */
     snprintf(b, sizeof b, "%s/b", dir);
     o = base_opts(model, b);
     o.stop_after = 3;
-    CHECK(train_run(&o, m, &train, &val, &res) == 0);
+    CHECK(run_train(model, &o, &train, &val, &res) == 0);
     CHECK_EQ_INT(res.steps_done, 3);
     o = base_opts(model, b);
     o.resume_dir = b;
-    CHECK_MSG(train_run(&o, m, &train, &val, &res) == 0, "%s", tt_lasterr());
+    CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 6);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
     snprintf(fb, sizeof fb, "%s/%s", b, CKPT_FILE);
@@ -91,7 +108,7 @@ int main(void) {
     snprintf(d2, sizeof d2, "%s/c", dir);
     o = base_opts(model, d2);
     o.seed = 10;
-    CHECK(train_run(&o, m, &train, &val, &res) == 0);
+    CHECK(run_train(model, &o, &train, &val, &res) == 0);
     snprintf(fb, sizeof fb, "%s/%s", d2, CKPT_FILE);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
     CHECK(!same_file(fa, fb));
@@ -107,15 +124,15 @@ int main(void) {
     /* Bad checkpoints. */
     o = base_opts(model, a);
     o.resume_dir = "/nonexistent/run";
-    CHECK(train_run(&o, m, &train, &val, &res) != 0);
+    CHECK(run_train(model, &o, &train, &val, &res) != 0);
     CHECK(strstr(tt_lasterr(), "/nonexistent/run") != NULL);
     o.resume_dir = d2; /* other seed */
-    CHECK(train_run(&o, m, &train, &val, &res) == -EINVAL);
+    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "other training options") != NULL);
     o = base_opts(model, a);
     o.lora.rank = 8;
     o.resume_dir = a;
-    CHECK(train_run(&o, m, &train, &val, &res) == -EINVAL);
+    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "LoRA shape") != NULL);
     /* flip one byte of the checkpoint: refused, named */
     uint64_t n;
@@ -128,17 +145,16 @@ int main(void) {
     fclose(f);
     o = base_opts(model, a);
     o.resume_dir = a;
-    CHECK(train_run(&o, m, &train, &val, &res) == -EINVAL);
+    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "corrupt") && strstr(tt_lasterr(), CKPT_FILE));
     f = fopen(fa, "wb");
     fwrite(ck, 1, n / 3, f);
     fclose(f);
-    CHECK(train_run(&o, m, &train, &val, &res) == -EINVAL);
+    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "truncated") != NULL);
     free(ck);
 
     free(tok);
-    model_free(m);
     fixture_rm_rf(dir);
     free(dir);
     TEST_END();

@@ -5,6 +5,9 @@
 #include "core/model.h"
 #include "core/tokfile.h"
 #include "core/train.h"
+#include "sched/exec.h"
+#include "sched/plan.h"
+#include "sched/trace.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
 
@@ -15,7 +18,8 @@
 #include <unistd.h>
 
 int cmd_train(int argc, char **argv) {
-    const char *model, *data, *val, *out, *resume, *targets;
+    const char *model, *data, *val, *out, *resume, *targets, *trace_path, *lm_head;
+    uint64_t hbm, host;
     long rank, steps, seq, micro, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
     uint64_t batch_tokens;
     double alpha, dropout, lr, min_lr, wd, clip;
@@ -44,6 +48,10 @@ int cmd_train(int argc, char **argv) {
         {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation"},
         {"save-every", 0, CLI_INT, &save_every, "50", "N", "checkpoint every N steps (and at the end)"},
         {"stop-after", 0, CLI_INT, &stop_after, "0", "N", "stop after step N with a checkpoint, as if interrupted (0: off)"},
+        {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"},
+        {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},
+        {"lm-head", 0, CLI_STR, &lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
+        {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "write a Chrome/Perfetto trace of every read, copy, spill and compute"},
         {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object per step instead of text"},
         {0},
@@ -104,8 +112,16 @@ int cmd_train(int argc, char **argv) {
     if (threads > 0) openblas_set_num_threads((int)threads);
     o.threads = openblas_get_num_threads();
 
+    int head_policy = strcmp(lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
+                    : strcmp(lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
+    if (head_policy < 0) {
+        fprintf(stderr, "tiertrain train: --lm-head must be auto, device or host, not '%s'\n", lm_head);
+        return 2;
+    }
     tokfile *tf = NULL, *vf = NULL;
-    tt_model *m = NULL;
+    tier_store *st = NULL;
+    tt_exec *ex = NULL;
+    tt_trace *trace = NULL;
     int exit_code = 1;
     if (tokfile_open(data, &tf)) { tool_fail("train"); goto done; }
     char vpath[4096];
@@ -114,7 +130,15 @@ int cmd_train(int argc, char **argv) {
         if (access(vpath, F_OK) == 0) val = vpath;
     }
     if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
-    if (model_load(&m, model)) { tool_fail("train"); goto done; }
+    if (tier_open(&st, model)) { tool_fail("train"); goto done; }
+    tt_plan_req req = {0};
+    req.hbm = hbm; req.host = host; req.B = (int)micro; req.seq = (int)seq; req.K = o.accum;
+    req.lora = o.lora; req.defer_optimizer = clip > 0; req.lm_head = head_policy;
+    tt_plan plan;
+    if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
+    if (trace_path) trace = trace_create(4u << 20);
+    o.trace = trace;
+    if (exec_create(&ex, model, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
     tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
     if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
     else { /* hold out the last 1% */
@@ -122,7 +146,7 @@ int cmd_train(int argc, char **argv) {
         vt = (tt_tokens){train.t + train.n - h, h};
         train.n -= h;
     }
-    const tt_config *c = model_config(m);
+    const tt_config *c = tier_config(st);
     for (tokfile *f = tf; f; f = f == tf ? vf : NULL) {
         if (tokfile_vocab(f) > c->vocab) {
             fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize "
@@ -138,16 +162,27 @@ int cmd_train(int argc, char **argv) {
                vf ? "" : " (held out from --data)");
         printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld, out %s\n",
                o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup, out);
+        char db[32], hb[32];
+        printf("plan: %d of %u layer slots, activations %d on device / %d spilled, lm_head %s, host cache %s; "
+               "device %s, host %s\n", plan.slots, c->n_layers, plan.dev_cells, plan.host_cells,
+               plan.head_on_device ? "on device" : "streamed", plan.host_cache ? "yes" : "no",
+               tt_fmt_bytes(plan.dev_bytes, db, sizeof db), tt_fmt_bytes(plan.host_bytes, hb, sizeof hb));
         fflush(stdout);
     }
     tt_train_result res;
-    if (train_run(&o, m, &train, &vt, &res)) { tool_fail("train"); goto done; }
+    int trc = train_run(&o, ex, &train, &vt, &res);
+    if (trace && trace_write_chrome(trace, trace_path)) tool_fail("train");
+    else if (trace && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
+                                       trace_n_events(trace));
+    if (trc) { tool_fail("train"); goto done; }
     if (!as_json && res.steps_done > 0)
         printf("done: %d steps, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; adapter in %s\n",
                res.steps_done, res.first_loss, res.last_loss, res.first_val, res.last_val, out);
     exit_code = 0;
 done:
-    model_free(m);
+    exec_free(ex);
+    trace_free(trace);
+    tier_close(st);
     tokfile_close(tf);
     tokfile_close(vf);
     return exit_code;
