@@ -270,8 +270,10 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     A(w->du, T * w->F, "activation gradients"); A(w->dm, T * w->F, "activation gradients");
     A(w->dz, T * r, "activation gradients");
     A(w->wbuf, w->wbuf_elems, "dequantization scratch");
-    A(w->xd, T * w->max_in, "LoRA dropout"); A(w->mask, T * w->max_in, "LoRA dropout");
-    A(w->tmp, T * w->max_in, "LoRA dropout");
+    if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
+        A(w->xd, T * w->max_in, "LoRA dropout"); A(w->mask, T * w->max_in, "LoRA dropout");
+        A(w->tmp, T * w->max_in, "LoRA dropout");
+    }
     A(w->norm, 3 * H, "norms");
     if (o->with_ckpt) {
         A(w->ck, (size_t)(c->n_layers + 1) * T * H, "layer checkpoints");
@@ -288,8 +290,8 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     }
     w->targets_h = malloc(T * sizeof *w->targets_h);
     w->host_x = malloc(T * H * e);
-    w->host_mask = malloc(T * w->max_in * e);
-    if (!ok || !w->targets_h || !w->host_x || !w->host_mask) {
+    w->host_mask = lc->dropout > 0 ? malloc(T * w->max_in * e) : NULL;
+    if (!ok || !w->targets_h || !w->host_x || (lc->dropout > 0 && !w->host_mask)) {
         ws_free(w);
         return TT_FAIL(-ENOMEM, "out of memory for the activations of %d x %d tokens", B, seq);
     }

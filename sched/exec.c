@@ -570,7 +570,8 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
         return rc;
     }
     e->host_len = tt_align_up(plan->host_bytes ? plan->host_bytes : 1, UR_ALIGN);
-    e->host_base = mmap(NULL, e->host_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* populated now, as pinned memory is: no page faults inside the step loop */
+    e->host_base = mmap(NULL, e->host_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (e->host_base == MAP_FAILED) {
         e->host_base = NULL;
         rc = TT_FAIL(-ENOMEM, "cannot reserve the host arena of %llu bytes (--host)", (unsigned long long)e->host_len);
@@ -738,6 +739,15 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     }
     *gnorm = sqrt(*gnorm);
     *loss_sum = loss / (wsum > 0 ? wsum : 1);
+    return 0;
+}
+
+int exec_io_pass(tt_exec *e) {
+    for (int pos = 0; pos < 2 * e->L; pos++) {
+        int l = e->access[pos], rc = acquire_layer(e, l, pos);
+        if (rc) return rc;
+        release_layer(e, l, pos + 1);
+    }
     return 0;
 }
 

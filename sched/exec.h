@@ -58,6 +58,10 @@ int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const t
 /* Forward + loss only on K micro-batches; *loss_sum = summed weighted NLL. */
 int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum);
 
+/* IO only: the layer accesses of one step (forward, then backward) through
+ * the slots, loading what they lack, with no compute. */
+int exec_io_pass(tt_exec *e);
+
 /* Peak bytes used so far in the device and host arenas. */
 uint64_t exec_dev_peak(const tt_exec *e);
 uint64_t exec_host_peak(const tt_exec *e);

@@ -83,8 +83,7 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     measure(s, &p);
     if (req->hbm && p.dev_bytes > req->hbm) {
         char need[32], have[32];
-        return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan "
-                       "(2 layer slots, lm_head streamed, every activation spilled) needs --hbm %s; raise --hbm or "
+        return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
                        req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes, 1 << 20), need, sizeof need));
     }
@@ -116,7 +115,7 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
             TRY(t.slots = p.slots + 1);
             if (p.slots == before) break;
         }
-        if (p.slots < L) TRY(t.host_cache = 1);
+        if (p.slots < L && !req->no_host_cache) TRY(t.host_cache = 1);
 #undef TRY
     }
     p.prefetch = p.slots - 1;

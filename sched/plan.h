@@ -27,6 +27,7 @@ typedef struct tt_plan_req {
     tt_lora_cfg lora;
     int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
     int lm_head;          /* PLAN_HEAD_AUTO, PLAN_HEAD_DEVICE or PLAN_HEAD_HOST */
+    int no_host_cache;    /* never cache layers on the host (IO benchmarks: read NVMe every step) */
     double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
     double gflops;        /* measured compute throughput, 0 = unknown */
 } tt_plan_req;

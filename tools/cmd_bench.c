@@ -9,6 +9,12 @@
 #include "sched/topo.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
+#include "core/rng.h"
+#include "sched/exec.h"
+#include "sched/plan.h"
+#include "sched/trace.h"
+
+#include <cblas.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -170,13 +176,139 @@ out:
     return exit_code;
 }
 
+
+/* ---- bench overlap ------------------------------------------------------------ */
+
+/* Runs `steps` training steps on e with fixed random tokens; returns seconds. */
+static int timed_steps(tt_exec *e, int steps, double *secs, tt_trace *trace, double *io_busy, double *compute_busy) {
+    const tt_plan *p = exec_plan(e);
+    size_t n = (size_t)p->req.K * p->req.B * p->req.seq;
+    uint32_t vocab = model_config(exec_model(e))->vocab;
+    int32_t *in = tt_xmalloc(n * sizeof *in), *tg = tt_xmalloc(n * sizeof *tg);
+    tt_real *w = tt_xmalloc(n * sizeof *w);
+    tt_rng r;
+    rng_seed(&r, 1, 2);
+    for (size_t i = 0; i < n; i++) { in[i] = (int32_t)rng_below(&r, vocab); tg[i] = (int32_t)rng_below(&r, vocab); w[i] = 1; }
+    int rc = 0;
+    double t0 = tt_now();
+    for (int st = 1; st <= steps && rc == 0; st++) {
+        double ts = tt_now(), loss, g;
+        if (trace) trace_step_begin(trace, ts);
+        rc = exec_step(e, in, tg, w, 1e-4f, st, 0.9f, 0.999f, 1e-8f, 0.f, p->req.defer_optimizer ? 1.f : 0.f, 0, &loss, &g);
+        if (trace && rc == 0) {
+            tt_trace_stats s;
+            trace_step_stats(trace, tt_now(), &s);
+            *io_busy += s.io_busy;
+            *compute_busy += s.compute_busy;
+        }
+    }
+    *secs = tt_now() - t0;
+    free(in); free(tg); free(w);
+    return rc;
+}
+
+static int bench_overlap(int argc, char **argv) {
+    const char *model, *trace_path;
+    tool_plan_args a;
+    long steps, threads;
+    int as_json;
+    cli_opt opts[] = {
+        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
+        TOOL_PLAN_OPTS(a),
+        {"steps", 's', CLI_INT, &steps, "3", "N", "steps timed in each of the three runs"},
+        {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
+        {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "Chrome trace of the streamed run"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
+        {0},
+    };
+    cli_cmd cmd = {"bench overlap", NULL,
+                   "Times training steps streamed under the budgets and, in the same run, the same steps with IO only "
+                   "and with compute only (weights resident); prints the overlap efficiency = max(IO, compute) / streamed.",
+                   opts, 0, 0,
+                   "tiertrain bench overlap --model small-f32.tier --hbm 24M --host 1G --seq 128 --micro-batch 1 --batch-tokens 4096"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!model || steps < 1) {
+        fprintf(stderr, "tiertrain bench overlap: --model FILE is required and --steps must be at least 1\n");
+        return 2;
+    }
+    if (threads > 0) openblas_set_num_threads((int)threads);
+    tier_store *s = NULL;
+    tt_exec *ex = NULL, *res_ex = NULL;
+    tt_trace *trace = trace_create(4u << 20);
+    int exit_code = 1;
+    if (tier_open(&s, model)) { tool_fail("bench overlap"); goto out; }
+    tt_plan_req req;
+    if ((rc = tool_plan_flags("bench overlap", s, &a, &req))) { exit_code = rc; goto out; }
+    req.no_host_cache = 1; /* every step reads its layers from NVMe (O_DIRECT) */
+    tt_plan p, pr;
+    if (plan_make(s, &req, &p)) { tool_fail("bench overlap"); goto out; }
+    tt_plan_req rr = req;
+    rr.hbm = rr.host = 0;
+    if (plan_make(s, &rr, &pr)) { tool_fail("bench overlap"); goto out; }
+    char sb[32], db[32], hb[32];
+    uint64_t layers = 0;
+    for (uint32_t l = 0; l < tier_config(s)->n_layers; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->stored;
+    printf("bench overlap: %s, layers %s; plan: %d of %d slots, %d/%d activations spilled, device %s, host %s\n", model,
+           tt_fmt_bytes(layers, sb, sizeof sb), p.slots, p.L, p.host_cells, p.dev_cells + p.host_cells,
+           tt_fmt_bytes(p.dev_bytes, db, sizeof db), tt_fmt_bytes(p.host_bytes, hb, sizeof hb));
+    printf("batch: %d micro-batches of %d x %d tokens per step, %ld steps per run\n", p.req.K, p.req.B, p.req.seq, steps);
+    fflush(stdout);
+    /* 1. streamed */
+    double t_stream, t_io, t_comp, io_busy = 0, comp_busy = 0, dummy = 0;
+    if (exec_create(&ex, model, &p, 1, trace)) { tool_fail("bench overlap"); goto out; }
+    /* one step first, untimed, in all three runs: first touches and the first loads */
+    if (timed_steps(ex, 1, &dummy, NULL, &dummy, &dummy)) { tool_fail("bench overlap"); goto out; }
+    uint64_t io0 = exec_io_bytes(ex);
+    if (timed_steps(ex, (int)steps, &t_stream, trace, &io_busy, &comp_busy)) { tool_fail("bench overlap"); goto out; }
+    uint64_t io_stream = exec_io_bytes(ex) - io0;
+    if (trace_path && trace_write_chrome(trace, trace_path)) { tool_fail("bench overlap"); goto out; }
+    /* 2. IO only: the same layer loads, no compute (one untimed pass first) */
+    if (exec_io_pass(ex)) { tool_fail("bench overlap"); goto out; }
+    double t0 = tt_now();
+    for (long i = 0; i < steps; i++)
+        if (exec_io_pass(ex)) { tool_fail("bench overlap"); goto out; }
+    t_io = tt_now() - t0;
+    exec_free(ex);
+    ex = NULL;
+    /* 3. compute only: everything resident (one step first to load it) */
+    if (exec_create(&res_ex, model, &pr, 1, NULL)) { tool_fail("bench overlap"); goto out; }
+    if (timed_steps(res_ex, 1, &dummy, NULL, &dummy, &dummy) ||
+        timed_steps(res_ex, (int)steps, &t_comp, NULL, &dummy, &dummy)) { tool_fail("bench overlap"); goto out; }
+    double tokens = (double)steps * p.req.K * p.req.B * p.req.seq;
+    double eff = (t_io > t_comp ? t_io : t_comp) / t_stream;
+    printf("streamed:      %8.3f s  %8.0f tokens/s  (NVMe %s read, %.2f GB/s; trace: IO busy %.0f%%, compute busy %.0f%%)\n",
+           t_stream, tokens / t_stream, tt_fmt_bytes(io_stream, sb, sizeof sb), io_stream / t_stream / 1e9,
+           100 * io_busy / t_stream, 100 * comp_busy / t_stream);
+    printf("IO only:       %8.3f s\n", t_io);
+    printf("compute only:  %8.3f s  %8.0f tokens/s  (weights resident)\n", t_comp, tokens / t_comp);
+    printf("overlap efficiency = max(IO, compute) / streamed = %.3f\n", eff);
+    if (as_json)
+        printf("{\"model\":\"%s\",\"steps\":%ld,\"tokens_per_step\":%.0f,\"hbm\":%llu,\"host\":%llu,\"dev_bytes\":%llu,"
+               "\"host_bytes\":%llu,\"slots\":%d,\"spilled\":%d,\"streamed_s\":%.4f,\"io_only_s\":%.4f,"
+               "\"compute_only_s\":%.4f,\"overlap_eff\":%.4f,\"io_bytes\":%llu}\n",
+               model, steps, tokens / steps, (unsigned long long)req.hbm, (unsigned long long)req.host,
+               (unsigned long long)p.dev_bytes, (unsigned long long)p.host_bytes, p.slots, p.host_cells, t_stream,
+               t_io, t_comp, eff, (unsigned long long)io_stream);
+    exit_code = 0;
+out:
+    exec_free(ex);
+    exec_free(res_ex);
+    trace_free(trace);
+    tier_close(s);
+    return exit_code;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "io") == 0) return bench_io(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "overlap") == 0) return bench_overlap(argc - 1, argv + 1);
     if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
-        printf("usage: tiertrain bench io FILE [options]\n\n  io    read every layer extent as the trainer does; "
-               "`tiertrain bench io --help` for options\n");
+        printf("usage: tiertrain bench io|overlap [options]\n\n"
+               "  io       read every layer extent as the trainer does (`tiertrain bench io --help`)\n"
+               "  overlap  streamed vs IO-only vs compute-only training steps (`tiertrain bench overlap --help`)\n");
         return 0;
     }
-    fprintf(stderr, "tiertrain bench: expected a benchmark name: io (see tiertrain bench --help)\n");
+    fprintf(stderr, "tiertrain bench: expected a benchmark name: io or overlap (see tiertrain bench --help)\n");
     return 2;
 }

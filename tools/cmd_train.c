@@ -18,39 +18,29 @@
 #include <unistd.h>
 
 int cmd_train(int argc, char **argv) {
-    const char *model, *data, *val, *out, *resume, *targets, *trace_path, *lm_head;
-    uint64_t hbm, host;
-    long rank, steps, seq, micro, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
-    uint64_t batch_tokens;
-    double alpha, dropout, lr, min_lr, wd, clip;
+    const char *model, *data, *val, *out, *resume, *trace_path;
+    tool_plan_args pa;
+    long steps, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
+    double dropout, lr, min_lr, wd;
     int as_json;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
         {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
         {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA)"},
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required)"},
+        TOOL_PLAN_OPTS(pa),
         {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
-        {"rank", 'r', CLI_INT, &rank, "8", "R", "LoRA rank"},
-        {"alpha", 0, CLI_FLOAT, &alpha, "16", "A", "LoRA alpha (scaling alpha/rank)"},
         {"dropout", 0, CLI_FLOAT, &dropout, "0", "P", "LoRA dropout probability"},
-        {"targets", 't', CLI_STR, &targets, "all", "LIST", "projections with LoRA: q,k,v,o,gate,up,down or all"},
         {"lr", 0, CLI_FLOAT, &lr, "1e-3", "LR", "peak learning rate (AdamW)"},
         {"min-lr", 0, CLI_FLOAT, &min_lr, "1e-4", "LR", "learning rate at the end of the cosine decay"},
         {"warmup", 0, CLI_INT, &warmup, "10", "N", "linear warmup steps"},
         {"steps", 's', CLI_INT, &steps, "200", "N", "optimizer steps"},
-        {"seq", 0, CLI_INT, &seq, "256", "N", "tokens per sequence"},
-        {"batch-tokens", 0, CLI_SIZE, &batch_tokens, "4096", "N", "tokens per optimizer step (a multiple of seq * micro-batch)"},
-        {"micro-batch", 0, CLI_INT, &micro, "4", "N", "sequences per micro-batch (gradient accumulation covers the rest)"},
         {"wd", 0, CLI_FLOAT, &wd, "0", "W", "AdamW decoupled weight decay"},
-        {"clip", 0, CLI_FLOAT, &clip, "1", "C", "global gradient-norm clipping (0: off)"},
         {"seed", 0, CLI_INT, &seed, "1", "S", "seed for LoRA init, data sampling and dropout"},
         {"eval-every", 0, CLI_INT, &eval_every, "20", "N", "validation loss every N steps (and at the end)"},
         {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation"},
         {"save-every", 0, CLI_INT, &save_every, "50", "N", "checkpoint every N steps (and at the end)"},
         {"stop-after", 0, CLI_INT, &stop_after, "0", "N", "stop after step N with a checkpoint, as if interrupted (0: off)"},
-        {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"},
-        {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},
-        {"lm-head", 0, CLI_STR, &lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
         {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "write a Chrome/Perfetto trace of every read, copy, spill and compute"},
         {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object per step instead of text"},
@@ -64,6 +54,9 @@ int cmd_train(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
+    long rank = pa.rank, seq = pa.seq, micro = pa.micro;
+    double alpha = pa.alpha, clip = pa.clip;
+    uint64_t batch_tokens = pa.batch_tokens;
     const char *missing = !model ? "--model FILE" : !data ? "--data FILE" : !out ? "--out DIR" : NULL;
     if (missing) {
         fprintf(stderr, "tiertrain train: %s is required (see tiertrain train --help)\n", missing);
@@ -95,11 +88,11 @@ int cmd_train(int argc, char **argv) {
     o.model_path = model;
     o.out_dir = out;
     o.resume_dir = resume;
-    o.lora = (tt_lora_cfg){(int)rank, (float)alpha, (float)dropout, 0};
-    if (lora_parse_targets(targets, &o.lora.targets)) {
-        fprintf(stderr, "tiertrain train: %s\n", tt_lasterr());
-        return 2;
-    }
+    tt_plan_req req;
+    if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
+    o.lora = req.lora;
+    o.lora.dropout = (float)dropout;
+    req.lora.dropout = (float)dropout;
     o.seed = (uint64_t)seed;
     o.steps = (int)steps; o.seq = (int)seq; o.micro_batch = (int)micro;
     o.accum = (int)(batch_tokens / (uint64_t)(seq * micro));
@@ -112,12 +105,6 @@ int cmd_train(int argc, char **argv) {
     if (threads > 0) openblas_set_num_threads((int)threads);
     o.threads = openblas_get_num_threads();
 
-    int head_policy = strcmp(lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
-                    : strcmp(lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
-    if (head_policy < 0) {
-        fprintf(stderr, "tiertrain train: --lm-head must be auto, device or host, not '%s'\n", lm_head);
-        return 2;
-    }
     tokfile *tf = NULL, *vf = NULL;
     tier_store *st = NULL;
     tt_exec *ex = NULL;
@@ -131,9 +118,6 @@ int cmd_train(int argc, char **argv) {
     }
     if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
-    tt_plan_req req = {0};
-    req.hbm = hbm; req.host = host; req.B = (int)micro; req.seq = (int)seq; req.K = o.accum;
-    req.lora = o.lora; req.defer_optimizer = clip > 0; req.lm_head = head_policy;
     tt_plan plan;
     if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
     if (trace_path) trace = trace_create(4u << 20);

@@ -16,6 +16,7 @@ static const struct {
     {"info", cmd_info, "show a store's config, per-layer dimensions, parameter count and bytes per tier"},
     {"verify", cmd_verify, "check every extent checksum of a store"},
     {"tokenize", cmd_tokenize, "turn text into a token file (byte-level or a Hugging Face tokenizer.json)"},
+    {"plan", cmd_plan, "show the memory plan for a model, batch and --hbm/--host budgets"},
     {"train", cmd_train, "train LoRA adapters on a store (CPU reference backend)"},
     {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
 };

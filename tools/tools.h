@@ -9,7 +9,35 @@ int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+
+/* The batch-shape and budget flags shared by plan, train and bench overlap. */
+typedef struct tool_plan_args {
+    uint64_t hbm, host, batch_tokens;
+    long seq, micro, rank;
+    double alpha, clip;
+    const char *targets, *lm_head;
+} tool_plan_args;
+
+/* Option-table entries for tool_plan_args a (use inside a cli_opt array). */
+#define TOOL_PLAN_OPTS(a)                                                                                          \
+    {"hbm", 0, CLI_SIZE, &(a).hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"}, \
+    {"host", 0, CLI_SIZE, &(a).host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},                       \
+    {"seq", 0, CLI_INT, &(a).seq, "256", "N", "tokens per sequence"},                                                \
+    {"batch-tokens", 0, CLI_SIZE, &(a).batch_tokens, "4096", "N", "tokens per optimizer step (a multiple of seq * micro-batch)"}, \
+    {"micro-batch", 0, CLI_INT, &(a).micro, "4", "N", "sequences per micro-batch"},                                  \
+    {"rank", 'r', CLI_INT, &(a).rank, "8", "R", "LoRA rank"},                                                        \
+    {"alpha", 0, CLI_FLOAT, &(a).alpha, "16", "A", "LoRA alpha"},                                                    \
+    {"targets", 't', CLI_STR, &(a).targets, "all", "LIST", "projections with LoRA: q,k,v,o,gate,up,down or all"},     \
+    {"clip", 0, CLI_FLOAT, &(a).clip, "1", "C", "gradient clipping (> 0 keeps every layer's LoRA gradients to the step's end)"}, \
+    {"lm-head", 0, CLI_STR, &(a).lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"}
+
+struct tier_store;
+struct tt_plan_req;
+/* Checks a and fills req (budgets, batch shape, LoRA). Returns 0, or 2 after
+ * printing a usage error for cmd. */
+int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan_args *a, struct tt_plan_req *req);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);

@@ -1,0 +1,84 @@
+/* tools/cmd_plan.c — `tiertrain plan`: the memory plan for a model, a batch
+ * shape and the --hbm / --host budgets, the same plan `train` uses. */
+#include "core/common.h"
+#include "core/lora.h"
+#include "sched/plan.h"
+#include "tools/cli.h"
+#include "tools/tools.h"
+
+#include <string.h>
+
+int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *a, tt_plan_req *req) {
+    memset(req, 0, sizeof *req);
+    if (a->seq < 2 || a->micro < 1 || a->rank < 1 || a->batch_tokens < (uint64_t)(a->seq * a->micro) ||
+        a->batch_tokens % (uint64_t)(a->seq * a->micro)) {
+        fprintf(stderr, "tiertrain %s: --seq >= 2, --micro-batch >= 1, --rank >= 1, and --batch-tokens a multiple of "
+                        "--seq x --micro-batch\n", cmd);
+        return 2;
+    }
+    req->hbm = a->hbm;
+    req->host = a->host;
+    req->B = (int)a->micro;
+    req->seq = (int)a->seq;
+    req->K = (int)(a->batch_tokens / (uint64_t)(a->seq * a->micro));
+    req->lora = (tt_lora_cfg){(int)a->rank, (float)a->alpha, 0.f, 0};
+    if (lora_parse_targets(a->targets, &req->lora.targets)) {
+        fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
+        return 2;
+    }
+    req->defer_optimizer = a->clip > 0;
+    req->lm_head = strcmp(a->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(a->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
+                 : strcmp(a->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
+    if (req->lm_head < 0) {
+        fprintf(stderr, "tiertrain %s: --lm-head must be auto, device or host, not '%s'\n", cmd, a->lm_head);
+        return 2;
+    }
+    (void)s;
+    return 0;
+}
+
+int cmd_plan(int argc, char **argv) {
+    const char *model;
+    tool_plan_args a;
+    double io_gbps, gflops;
+    int as_json;
+    cli_opt opts[] = {
+        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
+        TOOL_PLAN_OPTS(a),
+        {"io-gbps", 0, CLI_FLOAT, &io_gbps, "0", "X", "measured NVMe read GB/s for the step-time prediction (bench io)"},
+        {"gflops", 0, CLI_FLOAT, &gflops, "0", "X", "measured compute GFLOP/s for the prediction (bench overlap)"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object"},
+        {0},
+    };
+    cli_cmd cmd = {"plan", NULL,
+                   "Prints the memory plan (each region, bytes, tier), the slot count, prefetch depth, spill amount "
+                   "and a predicted step time; refuses an impossible budget with the smallest that works.",
+                   opts, 0, 0, "tiertrain plan --model small.tier --hbm 24M --host 1G --seq 128 --batch-tokens 4096 --micro-batch 1"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!model) {
+        fprintf(stderr, "tiertrain plan: --model FILE is required\n");
+        return 2;
+    }
+    tier_store *s;
+    if (tier_open(&s, model)) return tool_fail("plan");
+    tt_plan_req req;
+    rc = tool_plan_flags("plan", s, &a, &req);
+    if (rc) { tier_close(s); return rc; }
+    req.io_gbps = io_gbps;
+    req.gflops = gflops;
+    tt_plan p;
+    if (plan_make(s, &req, &p)) {
+        tier_close(s);
+        return tool_fail("plan");
+    }
+    if (as_json) {
+        plan_print_json(s, &p, stdout);
+        fputc('\n', stdout);
+    } else {
+        plan_print(s, &p, stdout);
+    }
+    tier_close(s);
+    return 0;
+}
