@@ -100,6 +100,7 @@ struct tt_exec {
     int *access;              /* 2L: forward then backward layer order */
     int (*reads)[3];          /* the step's cell reads in order (l, k, phase needed), for unspill prefetch */
     int n_reads, next_read, cur_read, unspill_inflight;
+    int copies_inflight;      /* spill/unspill commands queued or running */
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -309,6 +310,7 @@ static void *copy_main(void *arg) {
             x->dev = c.buf;
             e->unspill_inflight--;
         }
+        e->copies_inflight--;
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->mu);
     }
@@ -343,6 +345,7 @@ static void prefetch_unspills_locked(tt_exec *e) {
         x->unspilling = 1;
         e->unspill_inflight++;
         qpush(&e->cpq, (cmd){CMD_UNSPILL, 0, 0, l, k, e->free_bufs[--e->n_free]});
+        e->copies_inflight++;
     }
     pthread_cond_broadcast(&e->cv);
 }
@@ -364,6 +367,7 @@ static tt_real *cell_get(tt_exec *e, int l, int k) {
         x->unspilling = 1;
         e->unspill_inflight++;
         qpush(&e->cpq, (cmd){CMD_UNSPILL, 0, 0, l, k, e->free_bufs[--e->n_free]});
+        e->copies_inflight++;
         pthread_cond_broadcast(&e->cv);
     }
     while (x->unspilling) pthread_cond_wait(&e->cv, &e->mu);
@@ -384,6 +388,7 @@ static void cell_put(tt_exec *e, int l, int k, tt_real *b) {
         if (x->dev) { buf_put_locked(e, x->dev); x->dev = NULL; }
         x->spilling++;
         qpush(&e->cpq, (cmd){CMD_SPILL, 0, 0, l, k, b});
+        e->copies_inflight++;
     }
     prefetch_unspills_locked(e);
     pthread_mutex_unlock(&e->mu);
@@ -644,6 +649,20 @@ static void compute_rec(tt_exec *e, const char *name, int l, double t0) { rec(e,
 
 /* Forward over all layers and the head for K micro-batches; with backward,
  * also the backward pass with per-layer (or deferred) AdamW. */
+/* Waits until no spill or unspill is queued or running; then every
+ * activation buffer must be back in the free list (nothing leaked). */
+static void drain_copies(tt_exec *e) {
+    pthread_mutex_lock(&e->mu);
+    while (e->copies_inflight > 0) pthread_cond_wait(&e->cv, &e->mu);
+    for (int l = 1; l <= e->L; l++)
+        for (int k = 0; k < e->K; k++) {
+            cell *x = cell_at(e, l, k);
+            if (x->dev) { buf_put_locked(e, x->dev); x->dev = NULL; } /* eval leaves nothing; a failed step may */
+        }
+    TT_ASSERT(e->n_free == e->plan.dev_cells + PLAN_TRANSIT);
+    pthread_mutex_unlock(&e->mu);
+}
+
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
     int L = e->L, K = e->K, T = e->T, H = e->H;
@@ -688,7 +707,10 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         if (backward) cell_put(e, L, k, dx);
     }
     *loss_sum = loss;
-    if (!backward) return 0;
+    if (!backward) {
+        drain_copies(e);
+        return 0;
+    }
     /* backward */
     for (int l = L - 1; l >= 0; l--) {
         int pos = 2 * L - 1 - l;
@@ -739,6 +761,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     }
     *gnorm = sqrt(*gnorm);
     *loss_sum = loss / (wsum > 0 ? wsum : 1);
+    drain_copies(e);
     return 0;
 }
 

@@ -17,6 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
+static const char *hbm_str(uint64_t b) {
+    static char buf[32];
+    return b ? tt_fmt_bytes(b, buf, sizeof buf) : "unlimited";
+}
+
 int cmd_train(int argc, char **argv) {
     const char *model, *data, *val, *out, *resume, *trace_path;
     tool_plan_args pa;
@@ -159,9 +164,14 @@ int cmd_train(int argc, char **argv) {
     else if (trace && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
                                        trace_n_events(trace));
     if (trc) { tool_fail("train"); goto done; }
-    if (!as_json && res.steps_done > 0)
+    if (!as_json && res.steps_done > 0) {
+        char dp[32], hp[32];
         printf("done: %d steps, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; adapter in %s\n",
                res.steps_done, res.first_loss, res.last_loss, res.first_val, res.last_val, out);
+        printf("peak memory: device arena %s (planned %llu bytes, --hbm %s), host arena %s; NVMe read %.1f MB\n",
+               tt_fmt_bytes(exec_dev_peak(ex), dp, sizeof dp), (unsigned long long)plan.dev_bytes,
+               hbm_str(pa.hbm), tt_fmt_bytes(exec_host_peak(ex), hp, sizeof hp), exec_io_bytes(ex) / 1e6);
+    }
     exit_code = 0;
 done:
     exec_free(ex);

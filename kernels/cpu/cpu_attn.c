@@ -26,6 +26,19 @@ static int block_rows(int seq) {
     return br < 1 ? 1 : br;
 }
 
+/* Score scratch, grown on first use and then reused: no allocation per call
+ * in the step loop (the backend is used from the compute thread). */
+static tt_real *scratch(size_t n) {
+    static _Thread_local tt_real *buf;
+    static _Thread_local size_t cap;
+    if (n > cap) {
+        free(buf);
+        buf = tt_xmalloc(n * sizeof *buf);
+        cap = n;
+    }
+    return buf;
+}
+
 /* S (n, kn) = scale * Q[i0:i0+n] K[0:kn]^T for one head; Q rows have stride
  * qs, K rows stride ks. */
 static void scores(int n, int kn, int hd, tt_real scale, const tt_real *Q, int qs, const tt_real *K, int ks,
@@ -37,7 +50,7 @@ void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
                   tt_real *out, tt_real *lse) {
     const int qs = nh * hd, ks = nkv * hd, grp = nh / nkv, br = block_rows(seq);
     const tt_real scale = 1 / R_SQRT((tt_real)hd);
-    tt_real *S = tt_xmalloc((size_t)br * seq * sizeof *S); /* (br, kn), row stride kn */
+    tt_real *S = scratch((size_t)br * seq); /* (br, kn), row stride kn */
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < nh; h++) {
             const size_t r0 = (size_t)b * seq;                 /* first row of the sequence */
@@ -68,7 +81,6 @@ void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
             }
         }
     }
-    free(S);
 }
 
 /* With P = softmax(S) recomputed as exp(S - lse):
@@ -83,7 +95,7 @@ void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
     const tt_real scale = 1 / R_SQRT((tt_real)hd);
     memset(dk, 0, (size_t)B * seq * ks * sizeof *dk);
     memset(dv, 0, (size_t)B * seq * ks * sizeof *dv);
-    tt_real *P = tt_xmalloc((size_t)2 * br * seq * sizeof *P); /* (br, kn) each, row stride kn */
+    tt_real *P = scratch((size_t)2 * br * seq); /* (br, kn) each, row stride kn */
     tt_real *dS = P + (size_t)br * seq;
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < nh; h++) {
@@ -120,5 +132,4 @@ void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
             }
         }
     }
-    free(P);
 }
