@@ -19,10 +19,13 @@ void tt_assert_fail(const char *expr, const char *file, int line) {
 }
 
 void tt_seterr(const char *fmt, ...) {
+    /* format into a local buffer first: the arguments may include tt_lasterr() itself */
+    char buf[sizeof g_err];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(g_err, buf, sizeof g_err);
 }
 
 const char *tt_lasterr(void) { return g_err; }

@@ -46,7 +46,7 @@ static void sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micr
     }
 }
 
-double train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens) {
+int train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens, double *loss_out) {
     const tt_plan *p = exec_plan(e);
     int B = p->req.B, S = p->req.seq, K = p->req.K, T = B * S;
     size_t n = (size_t)K * T;
@@ -54,6 +54,7 @@ double train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens) {
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
     double loss = 0, count = 0;
     uint64_t pos = 0;
+    int rc = 0;
     while (count < max_tokens && pos + (uint64_t)S + 1 <= tok->n) {
         /* K x B consecutive windows of seq + 1 tokens; the ones past the end are padding with weight 0 */
         for (int b = 0; b < K * B; b++) {
@@ -66,11 +67,12 @@ double train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens) {
             if (ok) { pos += (uint64_t)S; count += S; }
         }
         double l = 0;
-        if (exec_eval(e, in, tgt, wt, &l)) { loss = NAN; break; }
+        if ((rc = exec_eval(e, in, tgt, wt, &l))) break;
         loss += l;
     }
     free(in); free(tgt); free(wt);
-    return count > 0 ? loss / count : NAN;
+    *loss_out = count > 0 && rc == 0 ? loss / count : NAN;
+    return rc;
 }
 
 static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const char *dir) {
@@ -242,7 +244,15 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     for (size_t i = 0; i < n; i++) wt[i] = 1;
     int start = step;
     if (val && val->n > (uint64_t)S && start == 0) {
-        res->first_val = res->last_val = train_eval(e, val, o->eval_tokens);
+        rc = train_eval(e, val, o->eval_tokens, &res->first_val);
+        if (rc) {
+            rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
+            free(in); free(tgt); free(wt);
+            sigaction(SIGINT, &old_int, NULL);
+            sigaction(SIGTERM, &old_term, NULL);
+            return rc;
+        }
+        res->last_val = res->first_val;
         if (o->json) printf("{\"step\":0,\"steps\":%d,\"val_loss\":%.6f}\n", o->steps, res->first_val);
         else if (!o->quiet) printf("step 0/%d  val %.4f (before training)\n", o->steps, res->first_val);
     }
@@ -278,7 +288,12 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         int stop_sig = g_stop_signal; /* read once: the save and the stop below must agree */
         int last = step == o->steps || step == o->stop_after || stop_sig;
         if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
-            vloss = train_eval(e, val, o->eval_tokens);
+            rc = train_eval(e, val, o->eval_tokens, &vloss);
+            if (rc) {
+                rc = TT_FAIL(rc, "validation after step %d failed: %s; nothing was saved (the last checkpoint in %s "
+                             "is intact)", step, tt_lasterr(), o->out_dir);
+                break;
+            }
             if (isnan(res->first_val)) res->first_val = vloss;
             res->last_val = vloss;
         }

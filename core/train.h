@@ -54,7 +54,8 @@ double train_lr(const tt_train_opts *o, int step);
 int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
 /* Mean loss (nats/token) of the model + adapter over up to max_tokens of
- * tokens, in consecutive windows of seq + 1 (streamed like training). */
-double train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens);
+ * tokens, in consecutive windows of seq + 1 (streamed like training), into
+ * *loss (NAN when there are too few tokens). Returns 0 or -errno (IO error). */
+int train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens, double *loss);
 
 #endif

@@ -68,7 +68,8 @@ uint64_t exec_host_peak(const tt_exec *e);
 /* NVMe bytes read so far. */
 uint64_t exec_io_bytes(const tt_exec *e);
 
-/* Test hook: the n-th NVMe read request from now fails with -err. */
+/* Test hook: the n-th NVMe read request from now fails with -err. Call it
+ * only between steps (no load in flight: the IO thread owns the reader). */
 void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err);
 
 /* The carving shared with the planner: sizes every region of plan p into

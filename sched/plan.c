@@ -19,6 +19,8 @@ static void measure(const tier_store *s, tt_plan *p) {
     arena_free(h);
 }
 
+static int fits_dev(const tt_plan *p) { return !p->req.hbm || p->dev_bytes <= p->req.hbm; }
+
 static int fits(const tt_plan *p) {
     return (!p->req.hbm || p->dev_bytes <= p->req.hbm) && (!p->req.host || p->host_bytes <= p->req.host);
 }
@@ -31,9 +33,9 @@ static void predict(const tier_store *s, tt_plan *p) {
     for (int l = 0; l < L; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->stored;
     double avg = (double)layers / L;
     /* Loads per step with s slots and Belady eviction: 2L accesses, of which
-     * the slots - 1 layers kept across the forward/backward turn and the
-     * slots - 1 kept for the next step's start are hits. */
-    int hits = p->slots >= L ? 2 * L : 2 * (p->slots - 1);
+     * the s layers held at the forward/backward turn and the s held at the
+     * next step's start are hits (measured in tests/test_stream_faults.c). */
+    int hits = p->slots >= L ? 2 * L : 2 * p->slots;
     if (hits > 2 * L) hits = 2 * L;
     p->io_bytes_first = layers + tier_extent_at(s, TT_EXTENT_EMBED(c))->stored + tier_extent_at(s, TT_EXTENT_HEAD(c))->stored;
     p->io_bytes_step = p->host_cache || p->slots >= L ? 0 : (uint64_t)((2 * L - hits) * avg);
@@ -87,19 +89,14 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
                        req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes, 1 << 20), need, sizeof need));
     }
-    if (req->host && p.host_bytes > req->host) {
-        char need[32], have[32];
-        return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the spilled "
-                       "activations of this plan: it needs --host %s; raise --host (or --hbm, so fewer activations "
-                       "spill)", tt_fmt_bytes(req->host, have, sizeof have),
-                       tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need));
-    }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third
          * slot, the activations (top layers first), then more slots, then the
          * host layer cache. */
         tt_plan t = p;
-#define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits(&t)) p = t; } while (0)
+        /* device-side growth never needs more host memory (more activations on the device spill fewer), so
+         * it is judged by --hbm alone; the host cache needs both */
+#define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits_dev(&t)) p = t; } while (0)
         if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
         if (L > 2) TRY(t.slots = 3);
         for (int step = K; p.dev_cells < cells;) { /* a layer's worth at a time, then single cells */
@@ -115,8 +112,20 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
             TRY(t.slots = p.slots + 1);
             if (p.slots == before) break;
         }
-        if (p.slots < L && !req->no_host_cache) TRY(t.host_cache = 1);
+        if (p.slots < L && !req->no_host_cache) {
+            t = p;
+            t.host_cache = 1;
+            measure(s, &t);
+            if (fits(&t)) p = t;
+        }
 #undef TRY
+    }
+    if (req->host && p.host_bytes > req->host) {
+        char need[32], have[32];
+        return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the spilled "
+                       "activations of this plan: it needs --host %s; raise --host (or --hbm, so fewer activations "
+                       "spill)", tt_fmt_bytes(req->host, have, sizeof have),
+                       tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need));
     }
     p.prefetch = p.slots - 1;
     if (p.prefetch > 4) p.prefetch = 4;

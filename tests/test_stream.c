@@ -6,9 +6,9 @@
  *    LoRA dropout and per-layer or deferred (clipped) optimizer steps;
  * 2. the device arena's peak never exceeds --hbm, and the planner's
  *    prediction equals the measured peak (the 5% of the issue: here exact);
- * 3. budgets below the smallest plan are refused with the smallest budget;
- * 4. an IO error in the middle of a step ends it with a message naming the
- *    file. The model is the `small` preset (8 layers, GQA) with f32 weights. */
+ * 3. budgets below the smallest plan are refused with the smallest budget.
+ * (IO errors inside a step: tests/test_stream_faults.c.) The model is the
+ * `small` preset (16 layers, GQA) with f32 weights. */
 #include "core/common.h"
 #include "core/rng.h"
 #include "sched/exec.h"

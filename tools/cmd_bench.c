@@ -236,7 +236,7 @@ static int bench_overlap(int argc, char **argv) {
     if (threads > 0) openblas_set_num_threads((int)threads);
     tier_store *s = NULL;
     tt_exec *ex = NULL, *res_ex = NULL;
-    tt_trace *trace = trace_create(4u << 20);
+    tt_trace *trace = NULL;
     int exit_code = 1;
     if (tier_open(&s, model)) { tool_fail("bench overlap"); goto out; }
     tt_plan_req req;
@@ -257,6 +257,7 @@ static int bench_overlap(int argc, char **argv) {
     fflush(stdout);
     /* 1. streamed */
     double t_stream, t_io, t_comp, io_busy = 0, comp_busy = 0, dummy = 0;
+    trace = trace_create(256u << 10); /* the busy figures; enough for dozens of steps */
     if (exec_create(&ex, model, &p, 1, trace)) { tool_fail("bench overlap"); goto out; }
     /* one step first, untimed, in all three runs: first touches and the first loads */
     if (timed_steps(ex, 1, &dummy, NULL, &dummy, &dummy)) { tool_fail("bench overlap"); goto out; }

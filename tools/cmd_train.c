@@ -125,7 +125,7 @@ int cmd_train(int argc, char **argv) {
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     tt_plan plan;
     if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
-    if (trace_path) trace = trace_create(4u << 20);
+    if (trace_path) trace = trace_create(1u << 20); /* ~60 MB; events past that are counted as dropped */
     o.trace = trace;
     if (exec_create(&ex, model, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
     tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};

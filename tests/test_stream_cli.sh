@@ -1,0 +1,76 @@
+#!/bin/sh
+# tests/test_stream_cli.sh — layer streaming through the commands, on the tiny
+# preset with f32 weights (layers of 2.9 MB, so the smallest --hbm, rounded up
+# to a MiB by the planner's message, still streams): `plan` refuses a too-small
+# --hbm in one line naming the smallest and prints the memory table / JSON;
+# `train` at that smallest budget streams, shows io / compute / overlap per
+# step, writes a trace, and gives a byte-identical adapter to resident
+# training; `bench overlap` ends with a JSON line; bad budget flags are usage
+# errors.
+. tests/lib.sh
+setup stream
+
+"$T" synth --preset tiny --quant f32 -o "$dir/m.tier" >/dev/null || fail "synth"
+awk 'NR <= 400' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
+"$T" tokenize --input "$dir/text.txt" -o "$dir/t.tok" >/dev/null || fail "tokenize"
+SHAPE="--seq 16 --micro-batch 1 --batch-tokens 64"
+
+# "... needs --hbm 9.00 MiB; ..." in $dir/err -> 9.00MiB (a size the flags accept)
+needed_hbm() { sed -n 's/.*needs --hbm \([0-9.]*\) \([KMGT]iB\).*/\1\2/p' "$dir/err"; }
+
+# plan: a too-small budget is one line naming the smallest; unlimited prints the table; --json one line.
+expect_error "plan: --hbm too small" "needs --hbm [0-9.]* MiB" "$T" plan --model "$dir/m.tier" $SHAPE --hbm 1M
+bench_hbm=$(needed_hbm)
+[ -n "$bench_hbm" ] || fail "plan: no smallest budget in: $(cat "$dir/err")"
+expect_ok "plan: unlimited" "$T" plan --model "$dir/m.tier" $SHAPE --hbm 0
+grep -q "layer slots 4 of 4" "$dir/out" && grep -q "^ *total " "$dir/out" ||
+    { fail "plan: no memory table with layer slots and total"; cat "$dir/out"; }
+expect_ok "plan --json" "$T" plan --model "$dir/m.tier" $SHAPE --json
+[ "$(wc -l <"$dir/out")" -eq 1 ] && grep -q '^{.*"slots":4,.*}$' "$dir/out" ||
+    { fail "plan --json: expected one JSON line with \"slots\""; cat "$dir/out"; }
+expect_ok "plan: the smallest budget" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm"
+grep -q "layer slots [23] of 4" "$dir/out" || { fail "plan --hbm $bench_hbm does not stream"; cat "$dir/out"; }
+
+# train at the smallest budget train accepts (found from its own refusal): streams, traces, overlap per step.
+FLAGS="--model $dir/m.tier --data $dir/t.tok $SHAPE --rank 4 --steps 2 --eval-every 0 --eval-tokens 64 --lr 5e-3 --seed 3"
+expect_error "train: --hbm too small" "needs --hbm" "$T" train $FLAGS --hbm 64K --out "$dir/none"
+hbm=$(needed_hbm)
+[ -n "$hbm" ] || fail "train: no smallest budget in: $(cat "$dir/err")"
+expect_ok "train streamed" "$T" train $FLAGS --hbm "$hbm" --trace "$dir/trace.json" --out "$dir/stream"
+grep -q "^plan: [23] of 4 layer slots" "$dir/out" || { fail "train --hbm $hbm did not stream"; cat "$dir/out"; }
+for s in 1 2; do
+    grep -q "^step $s/2 .* io  *[0-9]*%  compute  *[0-9]*%  overlap [0-9.]*" "$dir/out" ||
+        { fail "step $s: no io / compute / overlap in the progress line"; cat "$dir/out"; }
+done
+[ -s "$dir/trace.json" ] && [ "$(head -c 1 "$dir/trace.json")" = "{" ] && grep -q '"traceEvents"' "$dir/trace.json" ||
+    fail "train --trace: no trace file (or not JSON)"
+[ -e "$dir/trace.json.partial" ] && fail "train --trace left a .partial file"
+expect_ok "train streamed --json" "$T" train $FLAGS --hbm "$hbm" --trace "$dir/trace2.json" --json --out "$dir/streamj"
+[ "$(grep -c '^{"step":[12],.*"overlap_eff":[0-9.]*' "$dir/out")" -eq 2 ] ||
+    { fail "--json: expected 2 step lines with overlap_eff"; cat "$dir/out"; }
+
+# Resident training with the same flags and seed: the same adapter, byte for byte.
+expect_ok "train resident" "$T" train $FLAGS --out "$dir/res"
+grep -q "^plan: 4 of 4 layer slots" "$dir/out" || { fail "train without --hbm is not resident"; cat "$dir/out"; }
+cmp -s "$dir/stream/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
+    fail "streamed and resident training gave different adapters"
+cmp -s "$dir/streamj/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
+    fail "streamed (--json) and resident training gave different adapters"
+
+# bench overlap at the smallest budget of its shape (plan's defaults: rank 8, clip 1).
+expect_ok "bench overlap" "$T" bench overlap --model "$dir/m.tier" --hbm "$bench_hbm" $SHAPE --steps 1 --json
+tail -n 1 "$dir/out" | grep -q '^{.*"overlap_eff":[0-9.]*.*}$' ||
+    { fail "bench overlap: last line is not a JSON object with overlap_eff"; cat "$dir/out"; }
+
+# Bad budget flags: usage errors (exit 2), one line naming the flag.
+expect_error "plan --lm-head" "--lm-head must be auto, device or host" "$T" plan --model "$dir/m.tier" --lm-head sideways
+[ "$rc" -eq 2 ] || fail "plan --lm-head sideways: exit $rc, expected 2"
+expect_error "train --lm-head" "--lm-head" "$T" train $FLAGS --lm-head sideways --out "$dir/bad"
+[ "$rc" -eq 2 ] || fail "train --lm-head sideways: exit $rc, expected 2"
+expect_error "plan --hbm 12Q" "--hbm expects a size" "$T" plan --model "$dir/m.tier" --hbm 12Q
+[ "$rc" -eq 2 ] || fail "plan --hbm 12Q: exit $rc, expected 2"
+expect_error "train --hbm 12Q" "--hbm expects a size.*12Q" "$T" train $FLAGS --hbm 12Q --out "$dir/bad"
+[ "$rc" -eq 2 ] || fail "train --hbm 12Q: exit $rc, expected 2"
+[ -e "$dir/bad" ] && fail "a refused train run created its --out"
+
+finish test_stream_cli
