@@ -255,28 +255,34 @@ static int bench_overlap(int argc, char **argv) {
            tt_fmt_bytes(p.dev_bytes, db, sizeof db), tt_fmt_bytes(p.host_bytes, hb, sizeof hb));
     printf("batch: %d micro-batches of %d x %d tokens per step, %ld steps per run\n", p.req.K, p.req.B, p.req.seq, steps);
     fflush(stdout);
-    /* 1. streamed */
-    double t_stream, t_io, t_comp, io_busy = 0, comp_busy = 0, dummy = 0;
+    /* Streamed and compute-only (everything resident) steps alternate, one of
+     * each per round, so that drift on a shared machine hits both alike; one
+     * untimed step first on each (first touches, first loads). Then the IO
+     * alone: the same layer loads with no compute. */
+    double t_stream = 0, t_io, t_comp = 0, io_busy = 0, comp_busy = 0, dummy = 0, t1;
     trace = trace_create(256u << 10); /* the busy figures; enough for dozens of steps */
-    if (exec_create(&ex, model, &p, 1, trace)) { tool_fail("bench overlap"); goto out; }
-    /* one step first, untimed, in all three runs: first touches and the first loads */
-    if (timed_steps(ex, 1, &dummy, NULL, &dummy, &dummy)) { tool_fail("bench overlap"); goto out; }
+    if (exec_create(&ex, model, &p, 1, trace) || exec_create(&res_ex, model, &pr, 1, NULL)) {
+        tool_fail("bench overlap");
+        goto out;
+    }
+    if (timed_steps(ex, 1, &dummy, NULL, &dummy, &dummy) || timed_steps(res_ex, 1, &dummy, NULL, &dummy, &dummy)) {
+        tool_fail("bench overlap");
+        goto out;
+    }
     uint64_t io0 = exec_io_bytes(ex);
-    if (timed_steps(ex, (int)steps, &t_stream, trace, &io_busy, &comp_busy)) { tool_fail("bench overlap"); goto out; }
+    for (long i = 0; i < steps; i++) {
+        if (timed_steps(ex, 1, &t1, trace, &io_busy, &comp_busy)) { tool_fail("bench overlap"); goto out; }
+        t_stream += t1;
+        if (timed_steps(res_ex, 1, &t1, NULL, &dummy, &dummy)) { tool_fail("bench overlap"); goto out; }
+        t_comp += t1;
+    }
     uint64_t io_stream = exec_io_bytes(ex) - io0;
     if (trace_path && trace_write_chrome(trace, trace_path)) { tool_fail("bench overlap"); goto out; }
-    /* 2. IO only: the same layer loads, no compute (one untimed pass first) */
     if (exec_io_pass(ex)) { tool_fail("bench overlap"); goto out; }
     double t0 = tt_now();
     for (long i = 0; i < steps; i++)
         if (exec_io_pass(ex)) { tool_fail("bench overlap"); goto out; }
     t_io = tt_now() - t0;
-    exec_free(ex);
-    ex = NULL;
-    /* 3. compute only: everything resident (one step first to load it) */
-    if (exec_create(&res_ex, model, &pr, 1, NULL)) { tool_fail("bench overlap"); goto out; }
-    if (timed_steps(res_ex, 1, &dummy, NULL, &dummy, &dummy) ||
-        timed_steps(res_ex, (int)steps, &t_comp, NULL, &dummy, &dummy)) { tool_fail("bench overlap"); goto out; }
     double tokens = (double)steps * p.req.K * p.req.B * p.req.seq;
     double eff = (t_io > t_comp ? t_io : t_comp) / t_stream;
     printf("streamed:      %8.3f s  %8.0f tokens/s  (NVMe %s read, %.2f GB/s; trace: IO busy %.0f%%, compute busy %.0f%%)\n",
