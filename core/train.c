@@ -260,7 +260,10 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     while (step < o->steps) {
         step++;
         double ts = tt_now();
-        if (o->trace) trace_step_begin(o->trace, ts);
+        if (o->trace) {
+            if (!o->trace_keep) trace_clear(o->trace); /* statistics only: the buffer never fills */
+            trace_step_begin(o->trace, ts);
+        }
         double lr = train_lr(o, step);
         for (int k = 0; k < K; k++) sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T);
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;

@@ -100,6 +100,15 @@ size_t trace_n_events(const tt_trace *t) { return atomic_load_explicit(&t->n, me
 size_t trace_n_dropped(const tt_trace *t) { return atomic_load_explicit(&t->dropped, memory_order_relaxed); }
 double trace_origin(const tt_trace *t) { return t->origin; }
 
+void trace_clear(tt_trace *t) {
+    pthread_mutex_lock(&t->lock);
+    pthread_mutex_lock(&t->stats_lock);
+    atomic_store(&t->n, 0);
+    atomic_store(&t->dropped, 0);
+    pthread_mutex_unlock(&t->stats_lock);
+    pthread_mutex_unlock(&t->lock);
+}
+
 void trace_step_begin(tt_trace *t, double now) {
     pthread_mutex_lock(&t->stats_lock);
     t->step_t0 = now;

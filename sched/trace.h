@@ -68,6 +68,10 @@ size_t trace_n_dropped(const tt_trace *t);
 double trace_origin(const tt_trace *t);
 
 /* Starts a step at time `now`. */
+/* Forgets every event recorded so far (for per-step statistics without a
+ * trace file: clear at each step's start, so the buffer never fills). Call
+ * it when no other thread is recording. */
+void trace_clear(tt_trace *t);
 void trace_step_begin(tt_trace *t, double now);
 /* Statistics of the step begun by the last trace_step_begin, up to `now`
  * (see tt_trace_stats). Scans every recorded event once and sorts the step's

@@ -125,8 +125,11 @@ int cmd_train(int argc, char **argv) {
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     tt_plan plan;
     if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
-    if (trace_path) trace = trace_create(1u << 20); /* ~60 MB; events past that are counted as dropped */
+    /* with --trace every event is kept for the file (~60 MB; past that they are counted as dropped);
+     * without it the trace only feeds the per-step busy/overlap figures and is cleared each step */
+    trace = trace_create(trace_path ? 1u << 20 : 64u << 10);
     o.trace = trace;
+    o.trace_keep = trace_path != NULL;
     if (exec_create(&ex, model, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
     tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
     if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
@@ -160,8 +163,8 @@ int cmd_train(int argc, char **argv) {
     }
     tt_train_result res;
     int trc = train_run(&o, ex, &train, &vt, &res);
-    if (trace && trace_write_chrome(trace, trace_path)) tool_fail("train");
-    else if (trace && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
+    if (trace_path && trace_write_chrome(trace, trace_path)) tool_fail("train");
+    else if (trace_path && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
                                        trace_n_events(trace));
     if (trc) { tool_fail("train"); goto done; }
     if (!as_json && res.steps_done > 0) {
