@@ -36,6 +36,12 @@ ifneq ($(NO_CUDA),1)
 endif
 ifneq ($(strip $(NVCC)),)
   CUDA_MSG := CUDA backend: yes ($(NVCC))
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+  CUDA_SRC  := $(sort $(wildcard kernels/cuda/*.cu))
+  CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+  NVCCFLAGS := -std=c++17 -O2 -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
+  CUDA_DEFS := -DTT_HAVE_CUDA
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
 else
   CUDA_MSG := CUDA backend: no$(if $(filter 1,$(NO_CUDA)), (NO_CUDA=1), (nvcc not found))
 endif
@@ -50,6 +56,8 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_SH  := $(sort $(wildcard tests/test_*.sh))
 
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
+# CUDA objects (one build serves the release and sanitizer binaries; float only)
+CUDA_OBJ  = $(CUDA_SRC:%.cu=$(BUILD)/cuda/%.o)
 TOOL_OBJ  = $(TOOL_SRC:%.c=$(B)/%.o)
 
 B := $(BUILD)/rel
@@ -61,6 +69,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-
 
 .PHONY: all test run-tests deps fuzz demo bench clean
 .SECONDARY:
+.DELETE_ON_ERROR:
 all: tiertrain
 
 tiertrain: $(B)/tiertrain
@@ -69,12 +78,17 @@ tiertrain: $(B)/tiertrain
 # release objects
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(CUDA_DEFS) -MMD -MP -c $< -o $@
 
 # sanitizer objects
 $(A)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(CUDA_DEFS) -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
+
+# CUDA objects
+$(BUILD)/cuda/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(F)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -84,17 +98,17 @@ $(FA)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DTT_F64 -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
 
-$(B)/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(B)/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o) $(CUDA_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LIBS)
 
-$(A)/tiertrain: $(LIB_SRC:%.c=$(A)/%.o) $(TOOL_SRC:%.c=$(A)/%.o)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
+$(A)/tiertrain: $(LIB_SRC:%.c=$(A)/%.o) $(TOOL_SRC:%.c=$(A)/%.o) $(CUDA_OBJ)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LIBS)
 
-$(B)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(B)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o) $(CUDA_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LIBS)
 
-$(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
+$(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o) $(CUDA_OBJ)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LIBS)
 
 # gradient tests link the double-precision objects (shortest-stem rule wins)
 $(B)/tests/test_grad_%: $(F)/tests/test_grad_%.o $(LIB_SRC:%.c=$(F)/%.o)

@@ -21,7 +21,7 @@
         if (!(cond)) tt_assert_fail(#cond, __FILE__, __LINE__);                \
     } while (0)
 
-_Noreturn void tt_assert_fail(const char *expr, const char *file, int line);
+__attribute__((noreturn)) void tt_assert_fail(const char *expr, const char *file, int line);
 
 /* Sets this thread's last error message (printf-style). Returns nothing; the
  * caller returns its -errno code right after. */

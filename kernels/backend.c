@@ -3,6 +3,12 @@
 
 #include "core/common.h"
 
+#include <string.h>
+
+#ifdef TT_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
 static const tt_backend *g_be;
 
 static const tt_backend *cur(void) {
@@ -11,6 +17,21 @@ static const tt_backend *cur(void) {
 }
 
 void be_use(const tt_backend *b) { g_be = b; }
+
+const tt_backend *be_by_name(const char *name) {
+    if (strcmp(name, "cpu") == 0) return backend_cpu();
+    if (strcmp(name, "cuda") == 0) {
+#ifdef TT_HAVE_CUDA
+        return backend_cuda();
+#else
+        tt_seterr("this tiertrain was built without the CUDA backend (nvcc was not found); rebuild where nvcc is "
+                  "installed, or use --device cpu");
+        return NULL;
+#endif
+    }
+    tt_seterr("--device must be cpu or cuda, not '%s'", name);
+    return NULL;
+}
 const tt_backend *be_current(void) { return cur(); }
 
 void *be_alloc(size_t bytes) { return cur()->alloc(bytes); }

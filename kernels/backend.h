@@ -104,6 +104,10 @@ typedef struct tt_backend {
 /* The CPU reference backend (OpenBLAS for gemm). */
 const tt_backend *backend_cpu(void);
 
+/* A backend by name: "cpu" or "cuda". NULL with tt_lasterr set when it is
+ * not available (not built, or no usable GPU). */
+const tt_backend *be_by_name(const char *name);
+
 /* ---- checked wrappers (what core/ calls) --------------------------------- */
 
 /* Selects the backend used by the be_* functions (default: CPU). */

@@ -10,7 +10,8 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do progs="$progs $1"; shift; done
 scripts="$*"
 pass=0; fail=0; skip=0; failed=""
 log=$(mktemp -d "${TMPDIR:-/tmp}/tt-test-log.XXXXXX")
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
+# protect_shadow_gap=0: the CUDA driver maps memory where ASan keeps its shadow gap
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:protect_shadow_gap=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:${LSAN_OPTIONS:-}"
 

@@ -2,6 +2,7 @@
  * shape and the --hbm / --host budgets, the same plan `train` uses. */
 #include "core/common.h"
 #include "core/lora.h"
+#include "kernels/backend.h"
 #include "sched/plan.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
@@ -34,6 +35,12 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         return 2;
     }
     (void)s;
+    const tt_backend *be = be_by_name(a->device);
+    if (!be) {
+        fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
+        return 2;
+    }
+    be_use(be);
     return 0;
 }
 

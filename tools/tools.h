@@ -17,7 +17,7 @@ typedef struct tool_plan_args {
     uint64_t hbm, host, batch_tokens;
     long seq, micro, rank;
     double alpha, clip;
-    const char *targets, *lm_head;
+    const char *targets, *lm_head, *device;
 } tool_plan_args;
 
 /* Option-table entries for tool_plan_args a (use inside a cli_opt array). */
@@ -31,12 +31,13 @@ typedef struct tool_plan_args {
     {"alpha", 0, CLI_FLOAT, &(a).alpha, "16", "A", "LoRA alpha"},                                                    \
     {"targets", 't', CLI_STR, &(a).targets, "all", "LIST", "projections with LoRA: q,k,v,o,gate,up,down or all"},     \
     {"clip", 0, CLI_FLOAT, &(a).clip, "1", "C", "gradient clipping (> 0 keeps every layer's LoRA gradients to the step's end)"}, \
-    {"lm-head", 0, CLI_STR, &(a).lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"}
+    {"lm-head", 0, CLI_STR, &(a).lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"}, \
+    {"device", 0, CLI_STR, &(a).device, "cpu", "NAME", "compute backend: cpu or cuda"}
 
 struct tier_store;
 struct tt_plan_req;
-/* Checks a and fills req (budgets, batch shape, LoRA). Returns 0, or 2 after
- * printing a usage error for cmd. */
+/* Checks a, selects the --device backend and fills req (budgets, batch
+ * shape, LoRA). Returns 0, or 2 after printing a usage error for cmd. */
 int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan_args *a, struct tt_plan_req *req);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */

@@ -1,0 +1,189 @@
+/* tests/test_cuda_ops.c — every CUDA op against the CPU reference, with a
+ * per-op tolerance kept in one table (STYLE.md 9). Skips (exit 77) when the
+ * CUDA backend is not built or no GPU can be used. */
+#include "core/common.h"
+#include "core/nf4.h"
+#include "core/rng.h"
+#include "kernels/backend.h"
+#include "tests/test.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Max relative error |gpu - cpu| / max(1, |cpu|) allowed per op. fp32 on
+ * both sides; the GPU reorders sums (block reductions, cuBLAS tiles), so the
+ * tolerances scale with the reduction length of each op. */
+static const struct { const char *op; double tol; } g_tol[] = {
+    {"gemm", 1e-4},        /* K = 96 products per output */
+    {"axpy", 1e-6},   {"scale", 1e-6},   {"mask_scale", 1e-6},
+    {"sumsq", 1e-5},       /* double accumulation both sides, float inputs */
+    {"dequant", 0},        /* same float arithmetic: exact */
+    {"rmsnorm_fwd", 1e-5}, {"rmsnorm_bwd", 1e-4},
+    {"rope", 1e-6},
+    {"attn_fwd", 1e-4},    {"attn_bwd", 5e-4},  /* softmax of seq 40 + two gemms */
+    {"swiglu_fwd", 1e-5},  {"swiglu_bwd", 1e-5}, /* expf vs expf: ulps */
+    {"xent", 1e-5},        {"adamw", 1e-6},
+};
+
+static double tol_of(const char *op) {
+    for (size_t i = 0; i < sizeof g_tol / sizeof g_tol[0]; i++)
+        if (strcmp(g_tol[i].op, op) == 0) return g_tol[i].tol;
+    TT_ASSERT(!"op without a tolerance");
+    return 0;
+}
+
+static const tt_backend *cpu, *gpu;
+static tt_rng rng;
+
+static float *rnd(size_t n, double scale) {
+    float *x = tt_xmalloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(&rng));
+    return x;
+}
+static float *up(const float *h, size_t n) {
+    float *d = gpu->alloc(n * sizeof *d);
+    gpu->to_device(d, h, n * sizeof *d);
+    return d;
+}
+static void cmp(const char *op, const float *ref, const float *dev, size_t n) {
+    float *h = tt_xmalloc(n * sizeof *h);
+    gpu->to_host(h, dev, n * sizeof *h);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)h[i] - ref[i]) / fmax(1.0, fabs(ref[i]));
+        if (!(e <= worst)) worst = e; /* NaN counts as the worst */
+    }
+    CHECK_MSG(worst <= tol_of(op), "%s: worst relative error %.3g > %.3g", op, worst, tol_of(op));
+    fprintf(stderr, "%-12s worst %.3g (tolerance %.3g)\n", op, worst, tol_of(op));
+    free(h);
+}
+
+int main(void) {
+    gpu = be_by_name("cuda");
+    if (!gpu) TEST_SKIP("%s", tt_lasterr());
+    cpu = backend_cpu();
+    rng_seed(&rng, 3, 4);
+    /* gemm, all transposes */
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int M = 37, N = 53, K = 96;
+            float *A = rnd((size_t)M * K, 1), *B = rnd((size_t)K * N, 1), *C = rnd((size_t)M * N, 1);
+            float *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)K * N), *dC = up(C, (size_t)M * N);
+            cpu->gemm(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, 1, C, N);
+            gpu->gemm(ta, tb, M, N, K, 0.5f, dA, ta ? M : K, dB, tb ? K : N, 1, dC, N);
+            cmp("gemm", C, dC, (size_t)M * N);
+            free(A); free(B); free(C); gpu->free(dA); gpu->free(dB); gpu->free(dC);
+        }
+    /* element-wise and reductions */
+    size_t n = 10007;
+    float *x = rnd(n, 1), *y = rnd(n, 1), *m = rnd(n, 1);
+    for (size_t i = 0; i < n; i++) m[i] = m[i] > 0;
+    float *dx = up(x, n), *dy = up(y, n), *dm = up(m, n);
+    cpu->axpy(n, 0.3f, x, y); gpu->axpy(n, 0.3f, dx, dy); cmp("axpy", y, dy, n);
+    cpu->scale(n, 1.7f, y); gpu->scale(n, 1.7f, dy); cmp("scale", y, dy, n);
+    cpu->mask_scale(n, x, m, 2.f, y); gpu->mask_scale(n, dx, dm, 2.f, dy); cmp("mask_scale", y, dy, n);
+    double s1 = cpu->sumsq(n, x), s2 = gpu->sumsq(n, dx);
+    CHECK_MSG(fabs(s1 - s2) <= tol_of("sumsq") * s1, "sumsq %.9g vs %.9g", s1, s2);
+    /* dequant: nf4 with and without double quantization, bf16 */
+    for (int dq = 0; dq < 2; dq++) {
+        size_t nn = 64 * 300 + 17;
+        float *v = rnd(nn, 0.1), *ref = tt_xmalloc(nn * sizeof *ref);
+        nf4_layout L;
+        nf4_layout_of(nn, dq, &L);
+        uint8_t *blob = tt_xcalloc(1, L.total);
+        nf4_quantize_tensor(v, nn, dq, blob);
+        cpu->dequant(dq ? 4 : 3, blob, nn, ref);
+        void *dblob = gpu->alloc(L.total);
+        gpu->to_device(dblob, blob, L.total);
+        float *out = gpu->alloc(nn * sizeof(float));
+        gpu->dequant(dq ? 4 : 3, dblob, nn, out);
+        cmp("dequant", ref, out, nn);
+        free(v); free(ref); free(blob); gpu->free(dblob); gpu->free(out);
+    }
+    /* rmsnorm */
+    {
+        int T = 9, C = 96;
+        float *xx = rnd((size_t)T * C, 1), *w = rnd(C, 1), *g = rnd((size_t)T * C, 1);
+        float *yr = tt_xmalloc(sizeof(float) * T * C), *rs = tt_xmalloc(sizeof(float) * T), *dxr = rnd((size_t)T * C, 1);
+        float *dxx = up(xx, (size_t)T * C), *dw = up(w, C), *dg = up(g, (size_t)T * C), *dyy = up(xx, (size_t)T * C);
+        float *drs = up(rs, T), *ddx = up(dxr, (size_t)T * C);
+        cpu->rmsnorm_fwd(T, C, xx, w, 1e-5f, yr, rs);
+        gpu->rmsnorm_fwd(T, C, dxx, dw, 1e-5f, dyy, drs);
+        cmp("rmsnorm_fwd", yr, dyy, (size_t)T * C);
+        cpu->rmsnorm_bwd(T, C, xx, w, rs, g, dxr, 1);
+        gpu->rmsnorm_bwd(T, C, dxx, dw, drs, dg, ddx, 1);
+        cmp("rmsnorm_bwd", dxr, ddx, (size_t)T * C);
+        free(xx); free(w); free(g); free(yr); free(rs); free(dxr);
+        gpu->free(dxx); gpu->free(dw); gpu->free(dg); gpu->free(dyy); gpu->free(drs); gpu->free(ddx);
+    }
+    /* rope */
+    {
+        int seq = 7, T = 14, nh = 3, hd = 8;
+        float *cs = rnd((size_t)seq * hd / 2, 1), *sn = rnd((size_t)seq * hd / 2, 1), *q = rnd((size_t)T * nh * hd, 1);
+        float *dcs = up(cs, (size_t)seq * hd / 2), *dsn = up(sn, (size_t)seq * hd / 2), *dq = up(q, (size_t)T * nh * hd);
+        for (int inv = 0; inv < 2; inv++) {
+            cpu->rope(T, seq, nh, hd, cs, sn, q, inv);
+            gpu->rope(T, seq, nh, hd, dcs, dsn, dq, inv);
+            cmp("rope", q, dq, (size_t)T * nh * hd);
+        }
+        free(cs); free(sn); free(q); gpu->free(dcs); gpu->free(dsn); gpu->free(dq);
+    }
+    /* attention, GQA */
+    {
+        int B = 2, seq = 40, nh = 4, nkv = 2, hd = 16, T = B * seq;
+        size_t nq = (size_t)T * nh * hd, nk = (size_t)T * nkv * hd;
+        float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
+        float *o = tt_xmalloc(nq * 4), *lse = tt_xmalloc((size_t)T * nh * 4), *gq = tt_xmalloc(nq * 4),
+              *gk = tt_xmalloc(nk * 4), *gv = tt_xmalloc(nk * 4);
+        float *d_q = up(q, nq), *d_k = up(k, nk), *d_v = up(v, nk), *d_do = up(dout, nq);
+        float *d_o = gpu->alloc(nq * 4), *d_l = gpu->alloc((size_t)T * nh * 4), *d_gq = gpu->alloc(nq * 4),
+              *d_gk = gpu->alloc(nk * 4), *d_gv = gpu->alloc(nk * 4);
+        cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse);
+        gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l);
+        cmp("attn_fwd", o, d_o, nq);
+        cmp("attn_fwd", lse, d_l, (size_t)T * nh);
+        cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv);
+        gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, d_do, d_gq, d_gk, d_gv);
+        cmp("attn_bwd", gq, d_gq, nq);
+        cmp("attn_bwd", gk, d_gk, nk);
+        cmp("attn_bwd", gv, d_gv, nk);
+        free(q); free(k); free(v); free(dout); free(o); free(lse); free(gq); free(gk); free(gv);
+        gpu->free(d_q); gpu->free(d_k); gpu->free(d_v); gpu->free(d_do); gpu->free(d_o); gpu->free(d_l);
+        gpu->free(d_gq); gpu->free(d_gk); gpu->free(d_gv);
+    }
+    /* swiglu */
+    {
+        float *g = rnd(n, 2), *u = rnd(n, 1), *mm = tt_xmalloc(n * 4), *dg = tt_xmalloc(n * 4), *du = tt_xmalloc(n * 4);
+        float *d_g = up(g, n), *d_u = up(u, n), *d_m = gpu->alloc(n * 4), *d_dg = gpu->alloc(n * 4), *d_du = gpu->alloc(n * 4);
+        cpu->swiglu_fwd(n, g, u, mm); gpu->swiglu_fwd(n, d_g, d_u, d_m); cmp("swiglu_fwd", mm, d_m, n);
+        cpu->swiglu_bwd(n, g, u, x, dg, du); gpu->swiglu_bwd(n, d_g, d_u, dx, d_dg, d_du);
+        cmp("swiglu_bwd", dg, d_dg, n); cmp("swiglu_bwd", du, d_du, n);
+        free(g); free(u); free(mm); free(dg); free(du);
+        gpu->free(d_g); gpu->free(d_u); gpu->free(d_m); gpu->free(d_dg); gpu->free(d_du);
+    }
+    /* cross-entropy with ignored and weighted rows */
+    {
+        int R = 13, V = 257;
+        float *lg = rnd((size_t)R * V, 3), *w = tt_xmalloc(R * 4);
+        int32_t tg[13];
+        for (int r = 0; r < R; r++) { tg[r] = r == 4 ? -1 : (r * 31) % V; w[r] = r == 7 ? 0.f : 1.f; }
+        float *d_lg = up(lg, (size_t)R * V);
+        double l1 = cpu->xent(R, V, lg, tg, w, 0.25f), l2 = gpu->xent(R, V, d_lg, tg, w, 0.25f);
+        CHECK_MSG(fabs(l1 - l2) <= tol_of("xent") * fabs(l1), "xent loss %.9g vs %.9g", l1, l2);
+        cmp("xent", lg, d_lg, (size_t)R * V);
+        free(lg); free(w); gpu->free(d_lg);
+    }
+    /* adamw, two steps */
+    {
+        float *p = rnd(n, 1), *g = rnd(n, 1), *mo = tt_xcalloc(n, 4), *ve = tt_xcalloc(n, 4);
+        float *d_p = up(p, n), *d_g = up(g, n), *d_m = up(mo, n), *d_v = up(ve, n);
+        for (int st = 1; st <= 2; st++) {
+            cpu->adamw(n, p, g, mo, ve, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, st);
+            gpu->adamw(n, d_p, d_g, d_m, d_v, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, st);
+        }
+        cmp("adamw", p, d_p, n);
+        free(p); free(g); free(mo); free(ve); gpu->free(d_p); gpu->free(d_g); gpu->free(d_m); gpu->free(d_v);
+    }
+    free(x); free(y); free(m); gpu->free(dx); gpu->free(dy); gpu->free(dm);
+    TEST_END();
+}
