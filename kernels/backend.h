@@ -99,10 +99,23 @@ typedef struct tt_backend {
      * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). Moments are float. */
     void (*adamw)(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
                   float wd, int step);
+
+    /* ---- optional (NULL when the backend has nothing to do) ---- */
+    /* Pins host memory for fast asynchronous copies (cudaHostRegister);
+     * returns 0 or -errno with tt_lasterr set. */
+    int (*host_register)(void *p, size_t bytes);
+    void (*host_unregister)(void *p);
+    /* Device memory the backend itself holds outside the arena (runtime
+     * context, library workspaces), for the planner's accounting of --hbm. */
+    size_t (*reserved_bytes)(void);
 } tt_backend;
 
 /* The CPU reference backend (OpenBLAS for gemm). */
 const tt_backend *backend_cpu(void);
+
+int be_host_register(void *p, size_t bytes);   /* 0 when the backend has no such call */
+void be_host_unregister(void *p);
+size_t be_reserved_bytes(void);
 
 /* A backend by name: "cpu" or "cuda". NULL with tt_lasterr set when it is
  * not available (not built, or no usable GPU). */

@@ -78,6 +78,7 @@ struct tt_exec {
     tt_topo *topo;
     void *dev_base, *host_base;
     size_t dev_len, host_len;
+    int host_registered;
     tt_arena *dev, *host;
     regions r;
     sizes sz;
@@ -526,6 +527,7 @@ void exec_free(tt_exec *e) {
     if (e->dev) arena_free(e->dev);
     if (e->host) arena_free(e->host);
     be_free(e->dev_base);
+    if (e->host_registered) be_host_unregister(e->host_base);
     if (e->host_base) munmap(e->host_base, e->host_len);
     model_free(e->m);
     tier_close(e->s);
@@ -583,6 +585,12 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
         exec_free(e);
         return rc;
     }
+    if (be_host_register(e->host_base, e->host_len)) { /* pinned for the device's copies (CUDA) */
+        rc = TT_FAIL(-ENOMEM, "%s", tt_lasterr());
+        exec_free(e);
+        return rc;
+    }
+    e->host_registered = 1;
     e->dev = arena_wrap("device", e->dev_base, e->dev_len);
     e->host = arena_wrap("host", e->host_base, e->host_len);
     rc = carve(e->s, plan, e->dev, e->host, e, seed);

@@ -4,6 +4,7 @@
 #include "sched/plan.h"
 
 #include "core/common.h"
+#include "kernels/backend.h"
 #include "sched/arena.h"
 #include "sched/exec.h"
 
@@ -19,11 +20,11 @@ static void measure(const tier_store *s, tt_plan *p) {
     arena_free(h);
 }
 
-static int fits_dev(const tt_plan *p) { return !p->req.hbm || p->dev_bytes <= p->req.hbm; }
+/* --hbm bounds the whole process's device memory: the arena plus what the
+ * backend holds outside it (CUDA context, cuBLAS workspace; 0 on the CPU). */
+static int fits_dev(const tt_plan *p) { return !p->req.hbm || p->dev_bytes + be_reserved_bytes() <= p->req.hbm; }
 
-static int fits(const tt_plan *p) {
-    return (!p->req.hbm || p->dev_bytes <= p->req.hbm) && (!p->req.host || p->host_bytes <= p->req.host);
-}
+static int fits(const tt_plan *p) { return fits_dev(p) && (!p->req.host || p->host_bytes <= p->req.host); }
 
 /* IO and compute per step for the bandwidth-based prediction. */
 static void predict(const tier_store *s, tt_plan *p) {
@@ -83,11 +84,11 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     }
     p.host_cells = cells - p.dev_cells;
     measure(s, &p);
-    if (req->hbm && p.dev_bytes > req->hbm) {
+    if (req->hbm && !fits_dev(&p)) {
         char need[32], have[32];
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
-                       req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes, 1 << 20), need, sizeof need));
+                       req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes + be_reserved_bytes(), 1 << 20), need, sizeof need));
     }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third

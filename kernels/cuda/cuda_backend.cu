@@ -20,6 +20,7 @@ extern "C" {
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 
 #define CUDA_CHECK(call)                                                                                      \
     do {                                                                                                      \
@@ -434,13 +435,30 @@ static void cu_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v,
     LAUNCHED();
 }
 
+/* ---- pinned host memory and accounting --------------------------------------- */
+
+static int cu_host_register(void *p, size_t bytes) {
+    cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        tt_seterr("cannot pin %zu bytes of host memory for the GPU (%s); lower --host or raise `ulimit -l`", bytes,
+                  cudaGetErrorString(e));
+        return -ENOMEM;
+    }
+    return 0;
+}
+static void cu_host_unregister(void *p) { CUDA_CHECK(cudaHostUnregister(p)); }
+
+static size_t g_reserved;
+static size_t cu_reserved_bytes(void) { return g_reserved; }
+
 /* ---- the table ---------------------------------------------------------------- */
 
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dequant,    cu_rms_fwd,
     cu_rms_bwd,  cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
-    cu_adamw,
+    cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
@@ -457,9 +475,16 @@ extern "C" const tt_backend *backend_cuda(void) {
         return NULL;
     }
     CUDA_CHECK(cudaSetDevice(0));
+    size_t free0, free1, total;
+    CUDA_CHECK(cudaFree(0)); /* create the context */
+    CUDA_CHECK(cudaMemGetInfo(&free0, &total));
     CUBLAS_CHECK(cublasCreate(&g_blas));
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
+    CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+    /* what the process holds beyond the arena: the context (total - free0 includes other processes, so take
+     * the cuBLAS handle's growth plus a fixed context estimate; measured figures belong in docs/BENCHMARKS.md) */
+    g_reserved = (free0 - free1) + (512u << 20);
     state = 1;
     return &g_cuda;
 }
