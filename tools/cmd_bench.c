@@ -10,6 +10,9 @@
 #include "tools/cli.h"
 #include "tools/tools.h"
 #include "core/rng.h"
+#include "core/dtype.h"
+#include "core/nf4.h"
+#include "kernels/backend.h"
 #include "sched/exec.h"
 #include "sched/plan.h"
 #include "sched/trace.h"
@@ -307,15 +310,158 @@ out:
     return exit_code;
 }
 
+
+/* ---- bench kernels ------------------------------------------------------------- */
+
+typedef struct kbench {
+    const char *op, *unit;
+    double value, ms;
+} kbench;
+
+/* Waits for the device: a 4-byte copy to the host is synchronous. */
+static void sync_dev(const void *p) {
+    float f;
+    be_to_host(&f, p, sizeof f);
+}
+
+static double time_it(void (*fn)(void *), void *ctx, const void *sync, int iters) {
+    fn(ctx); /* warm-up */
+    sync_dev(sync);
+    double t0 = tt_now();
+    for (int i = 0; i < iters; i++) fn(ctx);
+    sync_dev(sync);
+    return (tt_now() - t0) / iters;
+}
+
+typedef struct kctx {
+    int M, N, K;
+    tt_real *A, *B, *C, *W;
+    void *blob;
+    size_t n;
+} kctx;
+
+static void run_gemm(void *p) {
+    kctx *c = p;
+    be_gemm(0, 1, c->M, c->N, c->K, 1, c->A, c->K, c->B, c->K, 0, c->C, c->N);
+}
+static void run_dequant(void *p) {
+    kctx *c = p;
+    be_dequant(TT_DTYPE_NF4DQ, c->blob, (size_t)c->N * c->K, c->W);
+}
+static void run_dequant_gemm(void *p) {
+    kctx *c = p;
+    be_dequant(TT_DTYPE_NF4DQ, c->blob, (size_t)c->N * c->K, c->W);
+    be_gemm(0, 1, c->M, c->N, c->K, 1, c->A, c->K, c->W, c->K, 0, c->C, c->N);
+}
+static void run_rms(void *p) {
+    kctx *c = p;
+    be_rmsnorm_fwd(c->M, c->K, c->A, c->B, 1e-5f, c->C, c->W);
+}
+static void run_swiglu(void *p) {
+    kctx *c = p;
+    be_swiglu_fwd(c->n, c->A, c->B, c->C);
+}
+static void run_adamw(void *p) {
+    kctx *c = p;
+    be_adamw(c->n, c->A, c->B, (float *)c->C, (float *)c->W, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1);
+}
+
+static int bench_kernels(int argc, char **argv) {
+    const char *device;
+    long m, n, k, iters;
+    int as_json;
+    cli_opt opts[] = {
+        {"device", 0, CLI_STR, &device, "cuda", "NAME", "backend to measure: cuda or cpu"},
+        {"m", 0, CLI_INT, &m, "8192", "M", "GEMM rows (tokens)"},
+        {"n", 0, CLI_INT, &n, "28672", "N", "GEMM columns (output features)"},
+        {"k", 0, CLI_INT, &k, "8192", "K", "GEMM inner dimension (input features)"},
+        {"iters", 0, CLI_INT, &iters, "10", "N", "timed repetitions per op"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
+        {0},
+    };
+    cli_cmd cmd = {"bench kernels", NULL,
+                   "Per-op throughput of a backend: GEMM (TFLOP/s), NF4 dequantization and dequant+GEMM against plain "
+                   "GEMM, RMSNorm, SwiGLU, AdamW (GB/s).",
+                   opts, 0, 0, "tiertrain bench kernels --device cuda --m 8192 --n 28672 --k 8192 --json"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (m < 1 || n < 1 || k < 64 || k % 64 || iters < 1) {
+        fprintf(stderr, "tiertrain bench kernels: --m, --n >= 1, --k a multiple of 64, --iters >= 1\n");
+        return 2;
+    }
+    const tt_backend *be = be_by_name(device);
+    if (!be) return tool_fail("bench kernels");
+    be_use(be);
+    kctx c = {(int)m, (int)n, (int)k, NULL, NULL, NULL, NULL, NULL, 0};
+    size_t wn = (size_t)n * k;
+    nf4_layout L;
+    nf4_layout_of(wn, 1, &L);
+    c.A = be_alloc((size_t)m * k * sizeof(tt_real));
+    c.B = be_alloc(wn * sizeof(tt_real));
+    c.C = be_alloc((size_t)m * n * sizeof(tt_real));
+    c.W = be_alloc(wn * sizeof(tt_real));
+    c.blob = be_alloc(L.total);
+    if (!c.A || !c.B || !c.C || !c.W || !c.blob) {
+        fprintf(stderr, "tiertrain bench kernels: out of device memory for %ldx%ld x %ldx%ld; use smaller --m/--n/--k\n",
+                m, k, n, k);
+        be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
+        return 1;
+    }
+    /* weights: random normal, quantized on the host */
+    float *h = tt_xmalloc(wn * sizeof *h);
+    tt_rng r;
+    rng_seed(&r, 1, 1);
+    rng_fill_normalish(&r, h, wn, 0.02f);
+    uint8_t *blob = tt_xmalloc(L.total);
+    nf4_quantize_tensor(h, wn, 1, blob);
+    be_to_device(c.blob, blob, L.total);
+    be_to_device(c.B, h, wn * sizeof *h);
+    free(blob);
+    free(h);
+    be_fill(c.A, (size_t)m * k, 0.01f);
+    kbench res[8];
+    int nr = 0;
+    double flops = 2.0 * m * n * k;
+    double t = time_it(run_gemm, &c, c.C, (int)iters);
+    res[nr++] = (kbench){"gemm f32 (cuBLAS/BLAS)", "TFLOP/s", flops / t / 1e12, t * 1e3};
+    double tg = t;
+    t = time_it(run_dequant_gemm, &c, c.C, (int)iters);
+    res[nr++] = (kbench){"nf4 dequant + gemm", "TFLOP/s", flops / t / 1e12, t * 1e3};
+    double td = t;
+    t = time_it(run_dequant, &c, c.W, (int)iters);
+    res[nr++] = (kbench){"nf4-dq dequant", "GB/s", ((double)L.total + wn * sizeof(tt_real)) / t / 1e9, t * 1e3};
+    c.n = (size_t)m * k < wn ? (size_t)m * k : wn;
+    t = time_it(run_rms, &c, c.C, (int)iters);
+    res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * k * sizeof(tt_real) / t / 1e9, t * 1e3};
+    t = time_it(run_swiglu, &c, c.C, (int)iters);
+    res[nr++] = (kbench){"swiglu fwd", "GB/s", 3.0 * c.n * sizeof(tt_real) / t / 1e9, t * 1e3};
+    t = time_it(run_adamw, &c, c.A, (int)iters);
+    res[nr++] = (kbench){"adamw", "GB/s", 6.0 * c.n * 4 / t / 1e9, t * 1e3};
+    printf("bench kernels on %s: gemm (%ld x %ld) x (%ld x %ld)^T, %ld iterations\n", be->name, m, k, n, k, iters);
+    printf("  %-26s %12s %10s\n", "op", "throughput", "ms");
+    for (int i = 0; i < nr; i++) printf("  %-26s %8.2f %-8s %8.3f\n", res[i].op, res[i].value, res[i].unit, res[i].ms);
+    printf("  dequant+gemm / plain gemm throughput: %.2f\n", tg / td);
+    if (as_json) {
+        printf("{\"device\":\"%s\",\"m\":%ld,\"n\":%ld,\"k\":%ld", be->name, m, n, k);
+        for (int i = 0; i < nr; i++) printf(",\"%s\":%.4f", res[i].op, res[i].value);
+        printf(",\"dequant_gemm_ratio\":%.4f}\n", tg / td);
+    }
+    be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "io") == 0) return bench_io(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "overlap") == 0) return bench_overlap(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "kernels") == 0) return bench_kernels(argc - 1, argv + 1);
     if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
         printf("usage: tiertrain bench io|overlap [options]\n\n"
                "  io       read every layer extent as the trainer does (`tiertrain bench io --help`)\n"
-               "  overlap  streamed vs IO-only vs compute-only training steps (`tiertrain bench overlap --help`)\n");
+               "  overlap  streamed vs IO-only vs compute-only training steps (`tiertrain bench overlap --help`)\n"
+               "  kernels  per-op throughput of a backend (`tiertrain bench kernels --help`)\n");
         return 0;
     }
-    fprintf(stderr, "tiertrain bench: expected a benchmark name: io or overlap (see tiertrain bench --help)\n");
+    fprintf(stderr, "tiertrain bench: expected a benchmark name: io, overlap or kernels (see tiertrain bench --help)\n");
     return 2;
 }
