@@ -198,4 +198,14 @@ static inline int fixture_write_model(const char *path, const tt_config *c, uint
     return tier_writer_finish(w);
 }
 
+/* 1 when the files at a and b exist and hold the same bytes. */
+static inline int fixture_same_file(const char *a, const char *b) {
+    uint64_t na, nb;
+    uint8_t *x = fixture_slurp(a, &na), *y = fixture_slurp(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
 #endif

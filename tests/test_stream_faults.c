@@ -145,14 +145,6 @@ static void test_io_fault(void) {
 
 /* ---- b. the same through train_run ------------------------------------------- */
 
-static int same_file(const char *a, const char *b) {
-    uint64_t na, nb;
-    uint8_t *x = fixture_slurp(a, &na), *y = fixture_slurp(b, &nb);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x); free(y);
-    return same;
-}
-
 /* train_run on a fresh executor with the smallest streaming plan; with
  * fault_nth > 0, that NVMe read request (counted from the start of training)
  * fails with EIO. */
@@ -223,15 +215,15 @@ static void test_train_fault(const char *dir) {
                   strstr(msg, g_store) && strstr(msg, "offset"),
               "message: %s", msg);
     CHECK_MSG(res.steps_done < 3, "steps_done %d after a failed step 3", res.steps_done);
-    CHECK_MSG(same_file(keep, fb), "the failed step changed %s", fb);
-    CHECK_MSG(same_file(adkeep, ad), "the failed step changed %s", ad);
+    CHECK_MSG(fixture_same_file(keep, fb), "the failed step changed %s", fb);
+    CHECK_MSG(fixture_same_file(adkeep, ad), "the failed step changed %s", ad);
     /* the intact checkpoint resumes to the same weights as the uninterrupted run */
     CHECK_MSG(run_train(&o, &train, &val, 0, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 4);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
-    CHECK_MSG(same_file(fa, fb), "resumed after a failed step: checkpoint differs from the uninterrupted run");
+    CHECK_MSG(fixture_same_file(fa, fb), "resumed after a failed step: checkpoint differs from the uninterrupted run");
     /* (which can fail: step 2's checkpoint is not step 4's) */
-    CHECK(!same_file(fa, keep));
+    CHECK(!fixture_same_file(fa, keep));
 }
 
 /* ---- c. the trace ------------------------------------------------------------- */

@@ -15,14 +15,6 @@
 
 #include <errno.h>
 
-static int same_file(const char *a, const char *b) {
-    uint64_t na, nb;
-    uint8_t *x = fixture_slurp(a, &na), *y = fixture_slurp(b, &nb);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x); free(y);
-    return same;
-}
-
 /* train_run on a fresh executor (resident plan) for o's shapes. */
 static int run_train(const char *model, const tt_train_opts *o, const tt_tokens *train, const tt_tokens *val,
                      tt_train_result *res) {
@@ -99,10 +91,10 @@ int main(void) {
     CHECK_EQ_INT(res.steps_done, 6);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
     snprintf(fb, sizeof fb, "%s/%s", b, CKPT_FILE);
-    CHECK_MSG(same_file(fa, fb), "resumed checkpoint differs from the uninterrupted run");
+    CHECK_MSG(fixture_same_file(fa, fb), "resumed checkpoint differs from the uninterrupted run");
     snprintf(fa, sizeof fa, "%s/adapter_model.safetensors", a);
     snprintf(fb, sizeof fb, "%s/adapter_model.safetensors", b);
-    CHECK_MSG(same_file(fa, fb), "resumed adapter differs from the uninterrupted run");
+    CHECK_MSG(fixture_same_file(fa, fb), "resumed adapter differs from the uninterrupted run");
     /* The check can fail: a different seed gives different weights. */
     char d2[600];
     snprintf(d2, sizeof d2, "%s/c", dir);
@@ -111,7 +103,7 @@ int main(void) {
     CHECK(run_train(model, &o, &train, &val, &res) == 0);
     snprintf(fb, sizeof fb, "%s/%s", d2, CKPT_FILE);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
-    CHECK(!same_file(fa, fb));
+    CHECK(!fixture_same_file(fa, fb));
 
     /* The exported adapter reads back with PEFT names and shapes. */
     peft_adapter ad;

@@ -195,6 +195,18 @@ __device__ float block_sum(float v, float *sh) {
     return r;
 }
 
+__device__ float block_max(float v, float *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] = fmaxf(sh[threadIdx.x], sh[threadIdx.x + w]);
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
 __global__ void k_rms_fwd(int C, const float *x, const float *w, float eps, float *y, float *rstd) {
     __shared__ float sh[256];
     const float *xr = x + (size_t)blockIdx.x * C;
@@ -265,14 +277,7 @@ __global__ void k_softmax_causal(int seq, float *S, float *lse, int ls) {
     float *row = S + (size_t)r * seq;
     float m = -INFINITY;
     for (int j = threadIdx.x; j <= r; j += blockDim.x) m = fmaxf(m, row[j]);
-    sh[threadIdx.x] = m;
-    __syncthreads();
-    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) sh[threadIdx.x] = fmaxf(sh[threadIdx.x], sh[threadIdx.x + w]);
-        __syncthreads();
-    }
-    m = sh[0];
-    __syncthreads();
+    m = block_max(m, sh);
     float s = 0;
     for (int j = threadIdx.x; j <= r; j += blockDim.x) s += expf(row[j] - m);
     float tot = block_sum(s, sh);
@@ -381,14 +386,7 @@ __global__ void k_xent(int V, float *logits, const int *tg, const float *wt, flo
     }
     float m = -INFINITY;
     for (int j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, row[j]);
-    sh[threadIdx.x] = m;
-    __syncthreads();
-    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) sh[threadIdx.x] = fmaxf(sh[threadIdx.x], sh[threadIdx.x + s]);
-        __syncthreads();
-    }
-    m = sh[0];
-    __syncthreads();
+    m = block_max(m, sh);
     float s = 0;
     for (int j = threadIdx.x; j < V; j += blockDim.x) s += expf(row[j] - m);
     float l = m + logf(block_sum(s, sh));
