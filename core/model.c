@@ -1,6 +1,7 @@
 /* core/model.c — LLaMA + LoRA forward/backward with per-layer activation
  * checkpointing, on the backend interface. */
 #include "core/model.h"
+#include "core/storeio.h"
 
 #include "core/common.h"
 #include "core/dtype.h"
@@ -98,36 +99,6 @@ void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype) {
     m->embed_dtype = dtype;
 }
 
-static int read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out) {
-    const tier_extent *x = tier_extent_at(s, e);
-    uint8_t *stored = malloc(x->stored ? x->stored : 1);
-    uint8_t *raw = x->codec == TIER_CODEC_RAW ? stored : malloc(x->raw ? x->raw : 1);
-    if (!stored || !raw) {
-        if (raw != stored) free(raw);
-        free(stored);
-        return TT_FAIL(-ENOMEM, "out of memory loading %s", tier_path(s));
-    }
-    uint64_t done = 0;
-    while (done < x->stored) {
-        ssize_t r = pread(fd, stored + done, x->stored - done, (off_t)(x->offset + done));
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            int err = r < 0 ? errno : EIO;
-            free(stored);
-            if (raw != stored) free(raw);
-            return TT_FAIL(-err, "reading %s at offset %llu failed: %s", tier_path(s),
-                           (unsigned long long)(x->offset + done), r < 0 ? strerror(err) : "unexpected end of file");
-        }
-        done += (uint64_t)r;
-    }
-    int rc = tier_extent_check(s, e, stored);
-    if (rc == 0 && raw != stored) rc = tier_extent_decode(s, e, stored, raw);
-    if (raw != stored) free(stored);
-    if (rc) { free(raw); return rc; }
-    *raw_out = raw;
-    return 0;
-}
-
 void model_free(tt_model *m) {
     if (!m) return;
     for (size_t i = 0; i < TT_MAX_LAYERS + 2; i++) be_free(m->extent_buf[i]);
@@ -150,7 +121,7 @@ int model_load(tt_model **out, const char *path) {
     const tt_config *c = &m->cfg;
     for (uint32_t e = 0; e < tier_n_extents(s) && rc == 0; e++) {
         uint8_t *raw = NULL;
-        rc = read_extent(s, fd, e, &raw);
+        rc = store_read_extent(s, fd, e, &raw);
         if (rc) break;
         const tier_extent *x = tier_extent_at(s, e);
         if (e == TT_EXTENT_EMBED(c)) { /* the embedding stays on the host */

@@ -7,6 +7,7 @@
 #include "core/dtype.h"
 #include "core/nf4.h"
 #include "core/rng.h"
+#include "core/storeio.h"
 #include "io/tier.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
@@ -204,13 +205,7 @@ int cmd_synth(int argc, char **argv) {
     uint32_t nt = config_n_tensors(cfg);
     dtypes = tt_xcalloc(nt, sizeof *dtypes);
     tt_tensor_desc d;
-    for (uint32_t i = 0; i < nt; i++) {
-        config_tensor(cfg, i, &d);
-        dtypes[i] = d.role == TT_ROLE_LINEAR ? lin
-                  : d.role == TT_ROLE_NORM   ? TT_DTYPE_F32
-                  : lin == TT_DTYPE_F32      ? TT_DTYPE_F32
-                                             : TT_DTYPE_BF16;
-    }
+    store_default_dtypes(cfg, lin, lin, dtypes);
     tier_write_opts wo = {dtypes, map, lz4};
     uint64_t total = tier_predict_size(cfg, dtypes, map != NULL);
     char sz[32], pc[32];
@@ -237,8 +232,7 @@ int cmd_synth(int argc, char **argv) {
     progress_end(&c.prog, total);
     exit_code = 0;
 done:
-    if (map)
-        for (uint32_t l = 0; l < TT_MAX_LAYERS; l++) { free(map->kv[l]); free(map->ffn[l]); }
+    if (map) store_prune_map_clear(map);
     free(map);
     free(dtypes);
     free(c.vals);

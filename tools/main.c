@@ -17,7 +17,14 @@ static const struct {
     {"verify", cmd_verify, "check every extent checksum of a store"},
     {"tokenize", cmd_tokenize, "turn text into a token file (byte-level or a Hugging Face tokenizer.json)"},
     {"plan", cmd_plan, "show the memory plan for a model, batch and --hbm/--host budgets"},
-    {"train", cmd_train, "train LoRA adapters on a store (CPU reference backend)"},
+    {"import", cmd_import, "convert a Hugging Face LLaMA checkpoint directory into a store"},
+    {"export", cmd_export, "write a store as a Hugging Face checkpoint directory (safetensors + config.json)"},
+    {"prune", cmd_prune, "prune a store: structured (LoRAM), random, 2:4 or unstructured"},
+    {"quantize", cmd_quantize, "quantize a store's projections to NF4"},
+    {"train", cmd_train, "train LoRA adapters on a store, or every weight with --full"},
+    {"recover", cmd_recover, "scatter a pruned model's LoRA adapter back to the original shapes (LoRAM)"},
+    {"merge", cmd_merge, "merge a LoRA adapter into a store's weights"},
+    {"eval", cmd_eval, "perplexity of a store (with an optional adapter) on a token file"},
     {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
 };
 #define N_CMDS (sizeof g_cmds / sizeof g_cmds[0])

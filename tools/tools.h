@@ -11,6 +11,13 @@ int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_recover(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* The batch-shape and budget flags shared by plan, train and bench overlap. */
 typedef struct tool_plan_args {

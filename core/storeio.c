@@ -1,0 +1,178 @@
+/* core/storeio.c — see storeio.h. */
+#include "core/storeio.h"
+
+#include "core/common.h"
+#include "core/dtype.h"
+#include "core/nf4.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void tensor_decode_f32(uint32_t dtype, const void *blob, uint64_t n, float *out) {
+    switch (dtype) {
+    case TT_DTYPE_F32: memcpy(out, blob, n * sizeof(float)); break;
+    case TT_DTYPE_BF16: {
+        const uint16_t *h = blob;
+        for (uint64_t i = 0; i < n; i++) out[i] = bf16_to_f32(h[i]);
+        break;
+    }
+    case TT_DTYPE_NF4:
+    case TT_DTYPE_NF4DQ: nf4_dequantize_tensor(blob, n, dtype == TT_DTYPE_NF4DQ, out); break;
+    default: TT_ASSERT(!"tensor_decode_f32: unknown dtype");
+    }
+}
+
+void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob) {
+    switch (dtype) {
+    case TT_DTYPE_F32: memcpy(blob, x, n * sizeof(float)); break;
+    case TT_DTYPE_BF16: {
+        uint16_t *h = blob;
+        for (uint64_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
+        break;
+    }
+    case TT_DTYPE_NF4:
+    case TT_DTYPE_NF4DQ: nf4_quantize_tensor(x, n, dtype == TT_DTYPE_NF4DQ, blob); break;
+    default: TT_ASSERT(!"tensor_encode: unknown dtype");
+    }
+}
+
+int store_read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out) {
+    const tier_extent *x = tier_extent_at(s, e);
+    uint8_t *stored = malloc(x->stored ? x->stored : 1);
+    uint8_t *raw = x->codec == TIER_CODEC_RAW ? stored : malloc(x->raw ? x->raw : 1);
+    if (!stored || !raw) {
+        if (raw != stored) free(raw);
+        free(stored);
+        return TT_FAIL(-ENOMEM, "out of memory reading %s", tier_path(s));
+    }
+    uint64_t done = 0;
+    while (done < x->stored) {
+        ssize_t r = pread(fd, stored + done, x->stored - done, (off_t)(x->offset + done));
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            int err = r < 0 ? errno : EIO;
+            free(stored);
+            if (raw != stored) free(raw);
+            return TT_FAIL(-err, "reading %s at offset %llu failed: %s", tier_path(s),
+                           (unsigned long long)(x->offset + done), r < 0 ? strerror(err) : "unexpected end of file");
+        }
+        done += (uint64_t)r;
+    }
+    int rc = tier_extent_check(s, e, stored);
+    if (rc == 0 && raw != stored) rc = tier_extent_decode(s, e, stored, raw);
+    if (raw != stored) free(stored);
+    if (rc) {
+        free(raw);
+        return rc;
+    }
+    *raw_out = raw;
+    return 0;
+}
+
+int store_reader_open(store_reader *r, const char *path) {
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+    r->cur = UINT32_MAX;
+    int rc = tier_open(&r->s, path);
+    if (rc) return rc;
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
+        rc = TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
+        tier_close(r->s);
+        r->s = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+void store_reader_close(store_reader *r) {
+    if (!r->s) return;
+    if (r->fd >= 0) close(r->fd);
+    free(r->raw);
+    tier_close(r->s);
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+}
+
+uint32_t store_reader_dtype(const store_reader *r, uint32_t i) { return tier_tensor_at(r->s, i)->dtype; }
+
+int store_reader_tensor(store_reader *r, uint32_t i, float *out) {
+    const tier_tensor *t = tier_tensor_at(r->s, i);
+    if (t->extent != r->cur) {
+        free(r->raw);
+        r->raw = NULL;
+        r->cur = UINT32_MAX;
+        int rc = store_read_extent(r->s, r->fd, t->extent, &r->raw);
+        if (rc) return rc;
+        r->cur = t->extent;
+    }
+    tensor_decode_f32(t->dtype, r->raw + t->offset, t->rows * t->cols, out);
+    return 0;
+}
+
+uint64_t store_max_tensor(const tt_config *cfg) {
+    uint64_t m = 0;
+    tt_tensor_desc d;
+    for (uint32_t i = 0; i < config_n_tensors(cfg); i++) {
+        config_tensor(cfg, i, &d);
+        if (d.rows * d.cols > m) m = d.rows * d.cols;
+    }
+    return m;
+}
+
+void store_default_dtypes(const tt_config *cfg, uint32_t linear, uint32_t other, uint32_t *dtypes) {
+    tt_tensor_desc d;
+    for (uint32_t i = 0; i < config_n_tensors(cfg); i++) {
+        config_tensor(cfg, i, &d);
+        dtypes[i] = d.role == TT_ROLE_LINEAR ? linear
+                  : d.role == TT_ROLE_NORM   ? TT_DTYPE_F32
+                  : other == TT_DTYPE_F32    ? TT_DTYPE_F32
+                                             : TT_DTYPE_BF16;
+    }
+}
+
+int store_write(const char *path, const tt_config *cfg, const tier_write_opts *opts, store_fill_fn fill, void *ctx) {
+    uint64_t maxn = store_max_tensor(cfg);
+    float *vals = malloc(maxn * sizeof *vals);
+    uint8_t *blob = malloc(dtype_bytes(TT_DTYPE_F32, maxn) + 16);
+    tier_writer *w = NULL;
+    int rc = 0;
+    if (!vals || !blob) rc = TT_FAIL(-ENOMEM, "out of memory writing %s", path);
+    if (rc == 0) rc = tier_writer_open(&w, path, cfg, opts);
+    tt_tensor_desc d;
+    for (uint32_t i = 0; rc == 0 && i < config_n_tensors(cfg); i++) {
+        config_tensor(cfg, i, &d);
+        uint64_t n = d.rows * d.cols;
+        rc = fill(ctx, i, &d, vals);
+        if (rc) break;
+        if (opts->dtypes[i] == TT_DTYPE_NF4 || opts->dtypes[i] == TT_DTYPE_NF4DQ)
+            for (uint64_t j = 0; j < n; j++)
+                if (!isfinite(vals[j])) {
+                    rc = TT_FAIL(-EINVAL, "%s: tensor %s has a non-finite value at index %llu; cannot quantize it",
+                                 path, d.name, (unsigned long long)j);
+                    break;
+                }
+        if (rc) break;
+        tensor_encode(opts->dtypes[i], vals, n, blob);
+        rc = tier_writer_write(w, i, blob, tier_writer_tensor_bytes(w, i));
+    }
+    if (w) {
+        if (rc) tier_writer_abort(w);
+        else rc = tier_writer_finish(w);
+    }
+    free(vals);
+    free(blob);
+    return rc;
+}
+
+void store_prune_map_clear(tier_prune_map *map) {
+    for (uint32_t l = 0; l < TT_MAX_LAYERS; l++) {
+        free(map->kv[l]);
+        free(map->ffn[l]);
+        map->kv[l] = map->ffn[l] = NULL;
+    }
+}
