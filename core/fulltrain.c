@@ -1,12 +1,407 @@
-/* core/fulltrain.c — see fulltrain.h. */
+/* core/fulltrain.c — see fulltrain.h.
+ *
+ * Every trainable tensor (projections, norms, the final norm, and the
+ * embedding unless it is tied to the frozen lm_head) lives in one device
+ * buffer of f32 master weights, laid out in config_tensor order; the model is
+ * bound straight to it (f32 "blobs"), so forward and backward read the
+ * weights being trained. Gradients come from model_set_wgrad; the embedding's
+ * are scattered on the host (it is gathered there) and copied in before the
+ * optimizer. lm_head stays frozen, as in LoRAM's alignment step. */
 #include "core/fulltrain.h"
 
 #include "core/common.h"
+#include "core/dtype.h"
+#include "core/model.h"
+#include "core/storeio.h"
 
 #include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct full_state {
+    tt_config cfg;
+    uint32_t nt;                 /* tensors */
+    uint32_t *dtypes;            /* of the source store (the output keeps them) */
+    tier_prune_map map;          /* copy of the source's map (arrays owned) */
+    int has_map;
+    size_t *off;                 /* [nt]: offset of tensor i in P, or SIZE_MAX when frozen */
+    size_t n;                    /* trainable parameters */
+    float *P, *m, *v;            /* device: master weights, AdamW moments */
+    tt_real *G;                  /* device: gradients */
+    tt_real *gembed;             /* host: the embedding's gradient (NULL when frozen) */
+    float *embed_host;           /* host mirror of the embedding (gathered there) */
+    float *embed_frozen;         /* host: the embedding when it is frozen (tied) */
+    float *lm;                   /* device: frozen lm_head, f32 */
+    uint32_t embed_i, lm_i;      /* tensor indices */
+    tt_model *model;
+    tt_lora lora;                /* no targets: model_micro_step's LoRA slot, empty */
+    tt_ws *ws;
+    tt_wgrad *wg;
+} full_state;
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = sig; }
+
+static void state_free(full_state *st) {
+    ws_free(st->ws);
+    lora_free(&st->lora);
+    model_free(st->model);
+    be_free(st->P); be_free(st->m); be_free(st->v); be_free(st->G); be_free(st->lm);
+    free(st->gembed); free(st->embed_host); free(st->embed_frozen);
+    free(st->off); free(st->dtypes); free(st->wg);
+    store_prune_map_clear(&st->map);
+}
+
+/* Device bytes full training of cfg needs besides the workspace. */
+static uint64_t state_bytes(const tt_config *c, size_t n) {
+    return (uint64_t)n * (4 + sizeof(tt_real) + 8) + (uint64_t)c->vocab * c->hidden * 4;
+}
+
+/* A tt_alloc that only adds up sizes (the workspace's bytes, for --hbm). */
+static void *measure_fn(void *ctx, size_t bytes, const char *label) {
+    (void)label;
+    *(size_t *)ctx += bytes;
+    return (void *)(uintptr_t)16; /* a placeholder, never dereferenced */
+}
+
+/* Loads the store into master weights and binds the model to them. */
+static int state_load(full_state *st, const char *path, const tt_ws_opts *wo, uint64_t hbm) {
+    memset(st, 0, sizeof *st);
+    store_reader rd;
+    int rc = store_reader_open(&rd, path);
+    if (rc) return rc;
+    st->cfg = *store_reader_config(&rd);
+    const tt_config *c = &st->cfg;
+    st->nt = config_n_tensors(c);
+    st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
+    st->off = tt_xcalloc(st->nt, sizeof *st->off);
+    const tier_prune_map *pm = tier_prune(rd.s);
+    if (pm) {
+        st->has_map = 1;
+        for (uint32_t l = 0; l < c->n_layers; l++) {
+            if (!pm->kv[l]) continue;
+            size_t kb = c->layers[l].n_kv_heads * sizeof(uint32_t), fb = c->layers[l].ffn * sizeof(uint32_t);
+            st->map.kv[l] = memcpy(tt_xmalloc(kb), pm->kv[l], kb);
+            st->map.ffn[l] = memcpy(tt_xmalloc(fb), pm->ffn[l], fb);
+        }
+    }
+    tt_tensor_desc d;
+    for (uint32_t i = 0; i < st->nt; i++) {
+        config_tensor(c, i, &d);
+        st->dtypes[i] = store_reader_dtype(&rd, i);
+        if (st->dtypes[i] == TT_DTYPE_NF4 || st->dtypes[i] == TT_DTYPE_NF4DQ) {
+            rc = TT_FAIL(-EINVAL, "%s has NF4 weights (%s); full training needs f32 or bf16 weights — train "
+                         "before `tiertrain quantize`, or train LoRA adapters on the NF4 store", path, d.name);
+            goto out;
+        }
+        int frozen = d.role == TT_ROLE_LM_HEAD || (d.role == TT_ROLE_EMBED && c->tie_embeddings);
+        st->off[i] = frozen ? SIZE_MAX : st->n;
+        if (!frozen) st->n += d.rows * d.cols;
+        if (d.role == TT_ROLE_EMBED) st->embed_i = i;
+        if (d.role == TT_ROLE_LM_HEAD) st->lm_i = i;
+    }
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0};
+    if (hbm) {
+        size_t ws_bytes = 0;
+        tt_alloc meas = {measure_fn, &ws_bytes, 1};
+        tt_ws *wm = NULL;
+        if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
+        ws_free(wm);
+        uint64_t need = state_bytes(c, st->n) + ws_bytes + be_reserved_bytes();
+        if (need > hbm) {
+            char a[32], b[32];
+            rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
+                         "and AdamW moments of %zu parameters, lm_head and activations); raise --hbm or lower "
+                         "--seq / --micro-batch",
+                         tt_fmt_bytes(hbm, a, sizeof a), path, tt_fmt_bytes(need, b, sizeof b), st->n);
+            goto out;
+        }
+    }
+    st->P = be_alloc(st->n * 4);
+    st->m = be_alloc(st->n * 4);
+    st->v = be_alloc(st->n * 4);
+    st->G = be_alloc(st->n * sizeof(tt_real));
+    st->lm = c->tie_embeddings ? NULL : be_alloc((size_t)c->vocab * c->hidden * 4);
+    if (!st->P || !st->m || !st->v || !st->G || (!c->tie_embeddings && !st->lm)) {
+        rc = TT_FAIL(-ENOMEM, "out of device memory for full training of %s (%zu parameters)", path, st->n);
+        goto out;
+    }
+    float *buf = tt_xmalloc(store_max_tensor(c) * sizeof *buf);
+    for (uint32_t i = 0; i < st->nt && rc == 0; i++) {
+        config_tensor(c, i, &d);
+        size_t n = d.rows * d.cols;
+        if ((rc = store_reader_tensor(&rd, i, buf))) break;
+        if (st->off[i] != SIZE_MAX) be_to_device(st->P + st->off[i], buf, n * 4);
+        if (d.role == TT_ROLE_LM_HEAD) be_to_device(st->lm, buf, n * 4);
+        if (d.role == TT_ROLE_EMBED) {
+            float *h = memcpy(tt_xmalloc(n * 4), buf, n * 4);
+            if (c->tie_embeddings) st->embed_frozen = h;
+            else st->embed_host = h;
+        }
+    }
+    free(buf);
+    if (rc) goto out;
+    if ((rc = lora_init(&st->lora, c, &lc, 0))) goto out;
+    if ((rc = ws_create(&st->ws, c, &lc, wo, NULL))) goto out;
+    st->model = model_shell(rd.s);
+    st->wg = tt_xcalloc(1, sizeof *st->wg);
+    for (uint32_t i = 0; i < st->nt; i++) {
+        config_tensor(c, i, &d);
+        if (d.layer < 0 || st->off[i] == SIZE_MAX) continue;
+        tt_layer_weights lw = *model_layer(st->model, d.layer);
+        if (d.role == TT_ROLE_LINEAR) {
+            lw.proj[d.proj] = st->P + st->off[i];
+            lw.dtype[d.proj] = TT_DTYPE_F32;
+            st->wg->proj[d.layer][d.proj] = st->G + st->off[i];
+        } else { /* input_layernorm comes before post_attention_layernorm in the table */
+            int k = lw.norm[0] ? 1 : 0;
+            lw.norm[k] = st->P + st->off[i];
+            st->wg->norm[d.layer][k] = st->G + st->off[i];
+        }
+        model_bind_layer_weights(st->model, d.layer, &lw);
+    }
+    for (uint32_t i = 0; i < st->nt; i++) {
+        config_tensor(c, i, &d);
+        if (d.role == TT_ROLE_NORM && d.layer < 0) {
+            tt_head_weights h = {st->P + st->off[i], c->tie_embeddings ? (void *)st->embed_frozen : (void *)st->lm,
+                                 TT_DTYPE_F32, c->tie_embeddings};
+            model_bind_head_weights(st->model, &h);
+            st->wg->final_norm = st->G + st->off[i];
+        }
+    }
+    model_bind_embed(st->model, c->tie_embeddings ? st->embed_frozen : st->embed_host, TT_DTYPE_F32);
+    if (!c->tie_embeddings) {
+        st->gembed = tt_xcalloc((size_t)c->vocab * c->hidden, sizeof(tt_real));
+        st->wg->embed = st->gembed;
+    }
+    model_set_wgrad(st->model, st->wg);
+out:
+    store_reader_close(&rd);
+    if (rc) state_free(st);
+    return rc;
+}
+
+/* AdamW on the master weights, tensor by tensor (weight decay on the
+ * projections only, the usual exemption of norms and embeddings). */
+static void optimizer_step(full_state *st, const tt_full_opts *o, float lr, int step) {
+    tt_tensor_desc d;
+    for (uint32_t i = 0; i < st->nt; i++) {
+        if (st->off[i] == SIZE_MAX) continue;
+        config_tensor(&st->cfg, i, &d);
+        size_t n = d.rows * d.cols, at = st->off[i];
+        float wd = d.role == TT_ROLE_LINEAR ? o->wd : 0.f;
+#ifdef TT_F64
+        /* the double build (gradient tests) keeps f32 master weights: step a widened copy */
+        tt_real *p = tt_xmalloc(n * sizeof *p);
+        float *pf = tt_xmalloc(n * sizeof *pf);
+        be_to_host(pf, st->P + at, n * 4);
+        for (size_t j = 0; j < n; j++) p[j] = pf[j];
+        be_adamw(n, p, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
+        for (size_t j = 0; j < n; j++) pf[j] = (float)p[j];
+        be_to_device(st->P + at, pf, n * 4);
+        free(p); free(pf);
+#else
+        be_adamw(n, st->P + at, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
+#endif
+    }
+    if (st->embed_host) /* refresh the host copy the embedding is gathered from */
+        be_to_host(st->embed_host, st->P + st->off[st->embed_i], (size_t)st->cfg.vocab * st->cfg.hidden * 4);
+}
+
+static int eval_model(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss) {
+    full_state *st = ctx;
+    model_set_wgrad(st->model, NULL);
+    *loss = model_micro_step(st->model, &st->lora, st->ws, in, tgt, wt, 1, 0, 0);
+    model_set_wgrad(st->model, st->wg);
+    return 0;
+}
+
+static int fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
+    full_state *st = ctx;
+    size_t n = d->rows * d->cols;
+    if (st->off[i] != SIZE_MAX) be_to_host(out, st->P + st->off[i], n * 4);
+    else if (d->role == TT_ROLE_LM_HEAD) be_to_host(out, st->lm, n * 4);
+    else memcpy(out, st->embed_frozen, n * 4); /* the tied, frozen embedding */
+    return 0;
+}
+
+static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what, int seq) {
+    if (t->n < (uint64_t)seq + 1)
+        return TT_FAIL(-EINVAL, "the %s data has %llu tokens, fewer than --seq %d + 1; use more data or a shorter "
+                       "--seq", what, (unsigned long long)t->n, seq);
+    for (uint64_t i = 0; i < t->n; i++)
+        if (t->t[i] >= c->vocab)
+            return TT_FAIL(-EINVAL, "token %u in the %s data is outside the model's vocabulary of %u; tokenize with "
+                           "the model's tokenizer", t->t[i], what, c->vocab);
+    return 0;
+}
+
+int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
+    memset(res, 0, sizeof *res);
+    res->first_val = res->last_val = NAN;
+    int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
+    tt_ws_opts wo = {B, S, 1, 0};
+    full_state st;
+    int rc = state_load(&st, o->model_path, &wo, o->hbm);
+    if (rc) return rc;
+    const tt_config *c = &st.cfg;
+    if ((rc = check_tokens(train, c, "training", S)) || (val && (rc = check_tokens(val, c, "validation", S)))) {
+        state_free(&st);
+        return rc;
+    }
+    if (!o->quiet && !o->json)
+        printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %d tokens\n",
+               o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, K * T);
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
+    g_stop = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
+    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
+    for (int i = 0; i < T; i++) wt[i] = 1;
+    tt_train_opts lr_o = {0}; /* train_lr's schedule */
+    lr_o.lr = o->lr; lr_o.min_lr = o->min_lr; lr_o.warmup = o->warmup; lr_o.steps = o->steps;
+    int have_val = val && val->n > (uint64_t)S;
+    if (have_val) {
+        rc = train_eval_with(eval_model, &st, B, S, 1, val, o->eval_tokens, &res->first_val);
+        res->last_val = res->first_val;
+        if (o->json) printf("{\"step\":0,\"steps\":%d,\"val_loss\":%.6f}\n", o->steps, res->first_val);
+        else if (!o->quiet) printf("step 0/%d  val %.4f (before training)\n", o->steps, res->first_val);
+    }
+    double t0 = tt_now();
+    size_t E = st.gembed ? (size_t)c->vocab * c->hidden : 0;
+    for (int step = 1; rc == 0 && step <= o->steps; step++) {
+        double ts = tt_now(), lr = train_lr(&lr_o, step), loss = 0;
+        be_fill(st.G, st.n, 0);
+        if (E) memset(st.gembed, 0, E * sizeof *st.gembed);
+        for (int k = 0; k < K; k++) {
+            train_sample_batch(train, o->seed, step, k, B, S, in, tgt);
+            loss += model_micro_step(st.model, &st.lora, st.ws, in, tgt, wt, (tt_real)(1.0 / ((double)K * T)), 1, 0);
+        }
+        loss /= (double)K * T;
+        if (E) be_to_device(st.G + st.off[st.embed_i], st.gembed, E * sizeof(tt_real));
+        double gnorm = sqrt(be_sumsq(st.n, st.G));
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was written; lower --lr (now %g) or check "
+                         "the data", isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step,
+                         (double)o->lr);
+            break;
+        }
+        if (o->clip > 0 && gnorm > o->clip) be_scale(st.n, (tt_real)(o->clip / gnorm), st.G);
+        optimizer_step(&st, o, (float)lr, step);
+        if (step == 1) res->first_loss = loss;
+        res->last_loss = loss;
+        res->steps_done = step;
+        int stop = g_stop != 0, last = step == o->steps || stop;
+        double vloss = NAN, now = tt_now();
+        if (have_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
+            train_eval_with(eval_model, &st, B, S, 1, val, o->eval_tokens, &vloss);
+            res->last_val = vloss;
+        }
+        if (o->json) {
+            printf("{\"step\":%d,\"steps\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f",
+                   step, o->steps, loss, lr, gnorm, (double)K * T / (now - ts));
+            if (!isnan(vloss)) printf(",\"val_loss\":%.6f", vloss);
+            printf("}\n");
+        } else if (!o->quiet) {
+            double eta = (now - t0) / step * (o->steps - step);
+            printf("step %*d/%d  loss %.4f  lr %.2e  gnorm %.3f  %6.0f tok/s  eta %.0fs", (int)log10(o->steps) + 1,
+                   step, o->steps, loss, lr, gnorm, (double)K * T / (now - ts), eta);
+            if (!isnan(vloss)) printf("  val %.4f", vloss);
+            printf("\n");
+        }
+        fflush(stdout);
+        if (stop) {
+            res->interrupted = 1;
+            if (!o->quiet) fprintf(stderr, "interrupted at step %d: writing the model as it is now\n", step);
+            break;
+        }
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (rc == 0) {
+        tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 0};
+        rc = store_write(o->out_path, c, &wopt, fill_out, &st);
+        if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
+    }
+    free(in); free(tgt); free(wt);
+    state_free(&st);
+    return rc;
+}
+
+/* ---- Taylor importance ------------------------------------------------------ */
 
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
                           float **grads) {
-    (void)tokens; (void)n; (void)samples; (void)seq; (void)grads;
-    return TT_FAIL(-ENOSYS, "%s: Taylor importance is not implemented yet", store_path);
+    tt_model *m = NULL;
+    int rc = model_load(&m, store_path);
+    if (rc) return rc;
+    const tt_config *c = model_config(m);
+    uint32_t nt = config_n_tensors(c);
+    for (uint32_t i = 0; i < nt; i++) grads[i] = NULL;
+    if (samples < 1 || seq < 2 || n < (uint64_t)samples * seq + 1) {
+        model_free(m);
+        return TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
+                       (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if (tokens[i] >= c->vocab) {
+            model_free(m);
+            return TT_FAIL(-EINVAL, "token %u in the calibration data is outside the vocabulary of %s (%u)",
+                           tokens[i], store_path, c->vocab);
+        }
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0};
+    tt_lora lo;
+    tt_ws *w = NULL;
+    tt_ws_opts wo = {1, seq, 1, 0};
+    tt_wgrad *wg = tt_xcalloc(1, sizeof *wg);
+    tt_tensor_desc d;
+    if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {
+        for (uint32_t i = 0; i < nt && rc == 0; i++) {
+            config_tensor(c, i, &d);
+            if (d.role != TT_ROLE_LINEAR) continue;
+            if (!(wg->proj[d.layer][d.proj] = be_alloc(d.rows * d.cols * sizeof(tt_real))))
+                rc = TT_FAIL(-ENOMEM, "out of memory for the calibration gradients of %s", store_path);
+        }
+        model_set_wgrad(m, wg);
+        int32_t *in = tt_xmalloc((size_t)seq * sizeof *in), *tgt = tt_xmalloc((size_t)seq * sizeof *tgt);
+        tt_real *wt = tt_xmalloc((size_t)seq * sizeof *wt);
+        /* windows spread evenly over the data */
+        uint64_t stride = (n - (uint64_t)seq - 1) / (uint64_t)samples + 1;
+        for (int s = 0; s < samples && rc == 0; s++) {
+            uint64_t at = (uint64_t)s * stride;
+            for (int t = 0; t < seq; t++) {
+                in[t] = (int32_t)tokens[at + t];
+                tgt[t] = (int32_t)tokens[at + t + 1];
+                wt[t] = 1;
+            }
+            model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ((double)samples * seq)), 1, 0);
+        }
+        free(in); free(tgt); free(wt);
+        for (uint32_t i = 0; i < nt && rc == 0; i++) {
+            config_tensor(c, i, &d);
+            if (d.role != TT_ROLE_LINEAR) continue;
+            size_t k = d.rows * d.cols;
+            tt_real *h = tt_xmalloc(k * sizeof *h);
+            be_to_host(h, wg->proj[d.layer][d.proj], k * sizeof *h);
+            grads[i] = tt_xmalloc(k * sizeof(float));
+            for (size_t j = 0; j < k; j++) grads[i][j] = (float)h[j];
+            free(h);
+        }
+    }
+    for (uint32_t l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(wg->proj[l][p]);
+    if (rc)
+        for (uint32_t i = 0; i < nt; i++) { free(grads[i]); grads[i] = NULL; }
+    free(wg);
+    ws_free(w);
+    lora_free(&lo);
+    model_free(m);
+    return rc;
 }

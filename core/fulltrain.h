@@ -6,9 +6,27 @@
 
 #include <stdint.h>
 
-/* dL/dW of every linear projection of the store at store_path, summed over
- * `samples` windows of seq + 1 tokens taken evenly from tokens[0..n) (loss =
- * mean next-token NLL over the windows). grads: config_n_tensors(cfg)
+#include "core/train.h"
+
+typedef struct tt_full_opts {
+    const char *model_path;   /* source store: f32 or bf16 weights */
+    const char *out_path;     /* the trained store (same dtypes and pruning map as the source) */
+    uint64_t seed;
+    int steps, seq, micro_batch, accum, warmup;
+    float lr, min_lr, wd, b1, b2, eps, clip; /* wd applies to the projections only */
+    int eval_every, eval_tokens;
+    uint64_t hbm;             /* device budget (0: unlimited); everything stays resident */
+    int json, quiet;
+} tt_full_opts;
+
+/* Full-parameter training on train (validation on val, may be NULL), then
+ * writes the store to o->out_path (also after Ctrl-C, at the step reached).
+ * Returns 0 or -errno with a message; on error no output is written. */
+int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
+
+/* dL/dW of every linear projection of the store at store_path, where L is
+ * the mean next-token NLL over `samples` windows of seq + 1 tokens spread
+ * evenly over tokens[0..n): window s starts at s * ((n - seq - 1) / samples + 1). grads: config_n_tensors(cfg)
  * pointers; on success grads[i] is a malloc'ed (rows * cols) f32 array for
  * every TT_ROLE_LINEAR tensor i and NULL for the others (the caller frees
  * them). Returns 0 or -errno with a message (too few tokens, token ids

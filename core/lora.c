@@ -65,7 +65,7 @@ static void *lora_get(const struct tt_alloc *a, size_t bytes, const char *label)
 int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
                  int layer_grads) {
     memset(lo, 0, sizeof *lo);
-    TT_ASSERT(lc->rank > 0 && lc->targets && lc->dropout >= 0 && lc->dropout < 1);
+    TT_ASSERT(lc->rank > 0 && lc->dropout >= 0 && lc->dropout < 1); /* no targets: an empty adapter */
     lo->cfg = *lc;
     lo->n_layers = (int)cfg->n_layers;
     lo->scale = lc->alpha / (float)lc->rank;
@@ -89,10 +89,11 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     lo->layer_off[cfg->n_layers] = off;
     lo->n = off;
     lo->grad_n = layer_grads ? lora_max_layer(lo) : off;
-    lo->params = lora_get(alloc, off * sizeof(tt_real), "LoRA parameters");
-    lo->grads = lora_get(alloc, lo->grad_n * sizeof(tt_real), "LoRA gradients");
-    lo->m = lora_get(alloc, off * sizeof(float), "AdamW moments");
-    lo->v = lora_get(alloc, off * sizeof(float), "AdamW moments");
+    size_t nb = off ? off : 1, gb = lo->grad_n ? lo->grad_n : 1; /* an empty adapter still gets valid pointers */
+    lo->params = lora_get(alloc, nb * sizeof(tt_real), "LoRA parameters");
+    lo->grads = lora_get(alloc, gb * sizeof(tt_real), "LoRA gradients");
+    lo->m = lora_get(alloc, nb * sizeof(float), "AdamW moments");
+    lo->v = lora_get(alloc, nb * sizeof(float), "AdamW moments");
     if (!lo->params || !lo->grads || !lo->m || !lo->v) {
         if (!alloc) lora_free(lo);
         return TT_FAIL(-ENOMEM, "out of memory allocating %zu LoRA parameters", off);

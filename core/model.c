@@ -24,6 +24,7 @@ struct tt_model {
     tt_head_weights head;
     const void *embed;                      /* host (vocab, hidden) blob */
     uint32_t embed_dtype;
+    tt_wgrad *wg;                           /* NULL: no weight gradients */
 };
 
 struct tt_ws {
@@ -93,6 +94,10 @@ void model_bind_head(tt_model *m, const tier_store *s, const void *ext, int lm_o
 }
 
 void model_bind_head_norm(tt_model *m, const void *norm_dev) { m->head.norm = norm_dev; }
+
+void model_bind_layer_weights(tt_model *m, int l, const tt_layer_weights *lw) { m->lw[l] = *lw; }
+void model_bind_head_weights(tt_model *m, const tt_head_weights *h) { m->head = *h; }
+void model_set_wgrad(tt_model *m, tt_wgrad *g) { m->wg = g; }
 
 void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype) {
     m->embed = blob;
@@ -340,6 +345,8 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
     be_gemm(0, 0, w->T, in, out, 1, dy, out, w->wbuf, in, accumulate ? 1 : 0, dx, in);
+    if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
+        be_gemm(1, 0, out, in, w->T, 1, dy, out, x, in, 1, ps->m->wg->proj[l][p], in);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     int r = w->r, T = w->T;
@@ -404,6 +411,8 @@ static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_r
     proj_bwd(ps, l, TT_PROJ_UP, w->hn, w->du, w->dhn, 1);
     be_copy(w->dh, dy, (size_t)T * H * sizeof(tt_real));
     be_rmsnorm_bwd(T, H, w->h, w->norm + H, w->rstd2, w->dhn, w->dh, 1);
+    const tt_wgrad *wg = ps->m->wg;
+    if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1]);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
     proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0);
     be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv);
@@ -414,6 +423,7 @@ static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_r
     proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1);
     be_copy(dx, w->dh, (size_t)T * H * sizeof(tt_real));
     be_rmsnorm_bwd(T, H, x, w->norm, w->rstd1, w->dxn, dx, 1);
+    if (wg && wg->norm[l][0]) be_rmsnorm_bwd_w(T, H, x, w->rstd1, w->dxn, wg->norm[l][0]);
 }
 
 static uint64_t layer_seed(uint64_t drop_seed, int l) {
@@ -449,6 +459,16 @@ void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x)
         }
     }
     be_to_device(x, w->host_x, (size_t)T * H * sizeof(tt_real));
+}
+
+void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const tt_real *dx) {
+    int T = w->T, H = w->H;
+    be_to_host(w->host_x, dx, (size_t)T * H * sizeof(tt_real));
+    for (int t = 0; t < T; t++) {
+        tt_real *g = m->wg->embed + (size_t)tokens[t] * H;
+        const tt_real *d = w->host_x + (size_t)t * H;
+        for (int i = 0; i < H; i++) g[i] += d[i];
+    }
 }
 
 /* Rows [v0, v0+n) of lm_head, dequantized into the workspace scratch. */
@@ -488,7 +508,9 @@ double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targe
                     w->dxf + (size_t)r0 * H, H);
         }
     }
-    if (dx) be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0);
+    if (!dx) return loss;
+    be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0);
+    if (m->wg && m->wg->final_norm) be_rmsnorm_bwd_w(T, H, xL, w->rstdf, w->dxf, m->wg->final_norm);
     return loss;
 }
 
@@ -509,5 +531,6 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
         model_layer_backward(m, lo, w, l, w->ck + (size_t)l * TH, dx, dprev, drop_seed);
         tt_real *t = dx; dx = dprev; dprev = t;
     }
+    if (m->wg && m->wg->embed) model_embed_backward(m, w, inputs, dx);
     return loss;
 }

@@ -63,6 +63,25 @@ void model_bind_head(tt_model *m, const tier_store *s, const void *ext, int lm_o
 void model_bind_head_norm(tt_model *m, const void *norm_dev);
 /* Binds the embedding: the stored blob (vocab, hidden) in host memory. */
 void model_bind_embed(tt_model *m, const void *blob, uint32_t dtype);
+/* Binds layer l / the head to weights held elsewhere (full training binds
+ * its f32 master weights this way). */
+void model_bind_layer_weights(tt_model *m, int l, const tt_layer_weights *lw);
+void model_bind_head_weights(tt_model *m, const tt_head_weights *h);
+
+/* Weight gradients (full-parameter training, Taylor pruning importance).
+ * With model_set_wgrad(m, g), every backward pass also accumulates (+=)
+ * dL/dW, scaled like the LoRA gradients, into each non-NULL array: the
+ * projections (out, in) and layer norms (hidden) on the device, the final
+ * norm (device), and the embedding (vocab, hidden) in HOST memory (the
+ * embedding is gathered on the host; model_micro_step scatters into it).
+ * lm_head never gets a gradient (frozen, as in LoRAM's alignment). */
+typedef struct tt_wgrad {
+    tt_real *proj[TT_MAX_LAYERS][TT_PROJ_COUNT];
+    tt_real *norm[TT_MAX_LAYERS][2];
+    tt_real *final_norm;
+    tt_real *embed;
+} tt_wgrad;
+void model_set_wgrad(tt_model *m, tt_wgrad *g); /* NULL: LoRA gradients only */
 
 /* Where workspace buffers come from: fn(ctx, bytes, label), or be_alloc when
  * NULL. measuring: the pointers are placeholders, never touched (planning). */
@@ -86,6 +105,9 @@ void ws_free(tt_ws *w);
 /* The embedding of a micro-batch: rows gathered on the host (converted to
  * tt_real), then copied to x (device, (T, hidden)). */
 void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x);
+/* The embedding's gradient: rows of dx (device, (T, hidden), dL/d(embedding
+ * output)) added to the model's wgrad->embed rows of their tokens. */
+void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const tt_real *dx);
 /* Final norm, lm_head and cross-entropy on xL (T, hidden), in row and vocab
  * chunks. Returns the summed weighted NLL; with dx != NULL also writes
  * dloss/dxL (scaled by dscale) into dx. targets/weight are host arrays. */

@@ -30,11 +30,8 @@ double train_lr(const tt_train_opts *o, int step) {
     return o->min_lr + 0.5 * ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * p));
 }
 
-/* Fills one micro-batch: B windows of seq+1 tokens at offsets drawn from
- * (seed, step, micro) — a pure function of the step, so resuming needs no
- * sampler state beyond the step. */
-static void sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int seq, int32_t *in,
-                         int32_t *tgt) {
+void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int seq, int32_t *in,
+                        int32_t *tgt) {
     tt_rng r;
     rng_seed(&r, seed ^ 0xda7a5eedull, ((uint64_t)step << 20) ^ (uint64_t)micro);
     for (int b = 0; b < B; b++) {
@@ -46,9 +43,18 @@ static void sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micr
     }
 }
 
+static int eval_exec(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss) {
+    return exec_eval(ctx, in, tgt, wt, loss);
+}
+
 int train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens, double *loss_out) {
     const tt_plan *p = exec_plan(e);
-    int B = p->req.B, S = p->req.seq, K = p->req.K, T = B * S;
+    return train_eval_with(eval_exec, e, p->req.B, p->req.seq, p->req.K, tok, max_tokens, loss_out);
+}
+
+int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_tokens *tok, int max_tokens,
+                    double *loss_out) {
+    int T = B * S;
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
@@ -67,7 +73,7 @@ int train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens, double *loss_ou
             if (ok) { pos += (uint64_t)S; count += S; }
         }
         double l = 0;
-        if ((rc = exec_eval(e, in, tgt, wt, &l))) break;
+        if ((rc = fn(ctx, in, tgt, wt, &l))) break;
         loss += l;
     }
     free(in); free(tgt); free(wt);
@@ -265,7 +271,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
             trace_step_begin(o->trace, ts);
         }
         double lr = train_lr(o, step);
-        for (int k = 0; k < K; k++) sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T);
+        for (int k = 0; k < K; k++) train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T);
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
         rc = exec_step(e, in, tgt, wt, (float)lr, step, o->b1, o->b2, o->eps, o->wd, o->clip, drop, &loss, &gnorm);

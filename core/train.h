@@ -59,4 +59,16 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
  * *loss (NAN when there are too few tokens). Returns 0 or -errno (IO error). */
 int train_eval(tt_exec *e, const tt_tokens *tok, int max_tokens, double *loss);
 
+/* The same over any evaluator: fn(ctx, inputs, targets, weights, &loss_sum)
+ * scores K micro-batches of B x S tokens (summed weighted NLL). */
+typedef int (*train_eval_fn)(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss);
+int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_tokens *tok, int max_tokens,
+                    double *loss);
+
+/* Fills micro-batch `micro` of step `step`: B windows of S+1 tokens at
+ * offsets drawn from (seed, step, micro) — a pure function of the step, so
+ * resuming needs no sampler state. in/tgt hold B*S tokens each. */
+void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int S, int32_t *in,
+                        int32_t *tgt);
+
 #endif

@@ -84,6 +84,10 @@ void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_r
     TT_ASSERT(T > 0 && C > 0 && x && w && rstd && dy && dx);
     cur()->rmsnorm_bwd(T, C, x, w, rstd, dy, dx, accumulate);
 }
+void be_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
+    TT_ASSERT(T > 0 && C > 0 && x && rstd && dy && dw);
+    cur()->rmsnorm_bwd_w(T, C, x, rstd, dy, dw);
+}
 void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x, int inverse) {
     TT_ASSERT(T > 0 && seq > 0 && T % seq == 0 && nh > 0 && hd > 0 && hd % 2 == 0 && cos_t && sin_t && x);
     cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse);

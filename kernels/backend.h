@@ -66,6 +66,9 @@ typedef struct tt_backend {
     /* dx (+)= d/dx of the above given dy (w frozen); accumulate: dx += instead of =. */
     void (*rmsnorm_bwd)(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
                         tt_real *dx, int accumulate);
+    /* dw += d/dw of the above: dw_c += sum_t dy_tc * x_tc * rstd_t (full
+     * training's norm-weight gradient). */
+    void (*rmsnorm_bwd_w)(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw);
     /* Rotary embedding in place on x (T rows of nh heads of hd), HF rotate_half
      * convention: for i < hd/2, (x_i, x_{i+hd/2}) rotated by angle pos*freq_i.
      * cos/sin are (seq, hd/2) tables; row t has position t % seq. inverse = 1
@@ -145,6 +148,7 @@ void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out);
 void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
 void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
                     tt_real *dx, int accumulate);
+void be_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw);
 void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x, int inverse);
 void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                  tt_real *out, tt_real *lse);

@@ -4,7 +4,8 @@
  * builds every tests/test_grad_* that way). Covers GQA, a pruned layer
  * (fewer heads and channels than the model), LoRA dropout (the masks are a
  * fixed function of the seed, so the loss stays a smooth function), masked
- * tokens, NF4 weights, and accumulation over micro-batches.
+ * tokens, NF4 weights, and accumulation over micro-batches; and the weight
+ * gradients of full-parameter training (check_wgrad).
  *
  * Derivatives are estimated with the five-point stencil
  * (8(f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h, truncation error O(h^4):
@@ -160,6 +161,106 @@ static void check_model(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
     free(g1); free(in); free(tg); free(wt);
 }
 
+/* The weight gradients of full-parameter training (model_set_wgrad): every
+ * projection, both norms of each layer, the final norm and the embedding,
+ * against the five-point stencil on the f32 weights themselves. The step is
+ * 2^-13 (~1.2e-4) so that w + k*h is exact in float for the weights checked
+ * (a weight where it would round is skipped and counted). */
+#define H_W (1.0 / 8192.0)
+static double fd_float(float *wp, tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *in, const int32_t *tg,
+                       const tt_real *wt, uint64_t drop, int *exact) {
+    float keep = *wp;
+    double f[4];
+    *exact = 1;
+    for (int k = 0; k < 4; k++) {
+        *wp = (float)((double)keep + g_steps[k] * H_W);
+        if ((double)*wp - (double)keep != g_steps[k] * H_W) *exact = 0;
+        f[k] = model_micro_step(m, lo, w, in, tg, wt, 1, 0, drop);
+    }
+    *wp = keep;
+    return (8 * (f[2] - f[1]) - (f[3] - f[0])) / (12 * H_W);
+}
+
+static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64_t drop, const char *what) {
+    const tt_config *c = model_config(m);
+    int T = B * S, H = (int)c->hidden;
+    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);
+    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
+    tt_rng r;
+    rng_seed(&r, 13, 0);
+    for (int t = 0; t < T; t++) {
+        in[t] = (int32_t)rng_below(&r, 7); /* few distinct tokens: embedding rows get several contributions */
+        tg[t] = (int32_t)rng_below(&r, c->vocab);
+        wt[t] = t % 5 == 1 ? 0 : 1;
+    }
+    /* own copies of the embedding and the final norm, so the test can perturb them */
+    float *emb = tt_xmalloc((size_t)c->vocab * H * sizeof *emb), *fnorm = tt_xmalloc((size_t)H * sizeof *fnorm);
+    for (size_t i = 0; i < (size_t)c->vocab * H; i++) emb[i] = (float)(0.5 * rng_normal(&r));
+    for (int i = 0; i < H; i++) fnorm[i] = (float)(1 + 0.2 * rng_normal(&r));
+    model_bind_embed(m, emb, TT_DTYPE_F32);
+    model_bind_head_norm(m, fnorm);
+    tt_wgrad *g = tt_xcalloc(1, sizeof *g);
+    /* every weight gradient array, with where its weights live */
+    enum { MAXW = 4 * TT_PROJ_COUNT + 16 };
+    float *wp[MAXW];
+    tt_real *gp[MAXW];
+    size_t wn[MAXW];
+    const char *wname[MAXW];
+    int nw = 0;
+    for (int l = 0; l < (int)c->n_layers; l++) {
+        const tt_layer_weights *lw = model_layer(m, l);
+        for (int p = 0; p < TT_PROJ_COUNT; p++) {
+            int in_f, out_f;
+            const tt_layer_dims *d = &c->layers[l];
+            int q = (int)(d->n_heads * c->head_dim), kv = (int)(d->n_kv_heads * c->head_dim), F = (int)d->ffn;
+            int ins[TT_PROJ_COUNT] = {H, H, H, q, H, H, F}, outs[TT_PROJ_COUNT] = {q, kv, kv, H, F, F, H};
+            in_f = ins[p]; out_f = outs[p];
+            wn[nw] = (size_t)in_f * out_f;
+            wp[nw] = (float *)(uintptr_t)lw->proj[p];
+            gp[nw] = g->proj[l][p] = tt_xcalloc(wn[nw], sizeof(tt_real));
+            wname[nw++] = lora_proj_name(p);
+        }
+        for (int k = 0; k < 2; k++) {
+            wn[nw] = (size_t)H;
+            wp[nw] = (float *)(uintptr_t)lw->norm[k];
+            gp[nw] = g->norm[l][k] = tt_xcalloc((size_t)H, sizeof(tt_real));
+            wname[nw++] = k ? "post_attention_layernorm" : "input_layernorm";
+        }
+    }
+    wn[nw] = (size_t)H; wp[nw] = fnorm; gp[nw] = g->final_norm = tt_xcalloc((size_t)H, sizeof(tt_real));
+    wname[nw++] = "model.norm";
+    wn[nw] = (size_t)c->vocab * H; wp[nw] = emb; gp[nw] = g->embed = tt_xcalloc(wn[nw], sizeof(tt_real));
+    wname[nw++] = "embed_tokens";
+    TT_ASSERT(nw <= MAXW);
+    model_set_wgrad(m, g);
+    be_fill(lo->grads, lo->n, 0);
+    model_micro_step(m, lo, w, in, tg, wt, 1, 1, drop);
+    model_set_wgrad(m, NULL); /* the finite differences need no gradients */
+    double worst = 0;
+    int checked = 0, skipped = 0;
+    for (int k = 0; k < nw; k++) {
+        double floor = 1e-3 * max_abs(gp[k], wn[k]);
+        size_t stride = wn[k] / 12 + 1;
+        for (size_t j = k % 3; j < wn[k]; j += stride) {
+            size_t i = k == nw - 1 ? (size_t)in[j % T] * H + j % H : j; /* embedding: rows that were used */
+            int exact;
+            double num = fd_float(wp[k] + i, m, lo, w, in, tg, wt, drop, &exact);
+            if (!exact) { skipped++; continue; }
+            double e = rel_err(gp[k][i], num, floor);
+            if (e > worst) worst = e;
+            CHECK_MSG(e < TOL, "%s: d/d%s[%zu] analytic %.10g fd %.10g", what, wname[k], i, (double)gp[k][i], num);
+            checked++;
+        }
+    }
+    /* an embedding row no token used has exactly zero gradient */
+    CHECK(gp[nw - 1][(size_t)(c->vocab - 1) * H] == 0);
+    CHECK(checked > 150 && skipped < checked / 10);
+    fprintf(stderr, "%s, weight gradients: %d weights (%d skipped), worst relative error %.2e\n", what, checked,
+            skipped, worst);
+    for (int k = 0; k < nw; k++) free(gp[k]);
+    free(g); free(emb); free(fnorm); free(in); free(tg); free(wt);
+}
+
 static void run_case(const char *dir, uint32_t lin, float dropout, const char *what) {
     char path[600];
     snprintf(path, sizeof path, "%s/m%u.tier", dir, lin);
@@ -182,6 +283,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, const char *w
     check_layer(m, &lo, w, 0, B, S, drop, what);
     check_layer(m, &lo, w, 1, B, S, drop, what); /* the pruned layer */
     check_model(m, &lo, w, B, S, drop, what);
+    if (lin == TT_DTYPE_F32) check_wgrad(m, &lo, w, B, S, drop, what); /* last: it rebinds the embedding */
     ws_free(w);
     lora_free(&lo);
     model_free(m);
@@ -190,6 +292,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, const char *w
 int main(void) {
     char *dir = fixture_tmpdir();
     run_case(dir, TT_DTYPE_F32, 0.f, "f32 weights");
+    run_case(dir, TT_DTYPE_F32, 0.25f, "f32 weights, LoRA dropout 0.25");
     run_case(dir, TT_DTYPE_NF4DQ, 0.f, "nf4-dq weights");
     run_case(dir, TT_DTYPE_BF16, 0.25f, "bf16 weights, LoRA dropout 0.25");
     fixture_rm_rf(dir);

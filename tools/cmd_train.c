@@ -1,6 +1,7 @@
 /* tools/cmd_train.c — `tiertrain train`: LoRA training of a store on a token
  * file, with checkpoints, resume and PEFT export (core/train.c does the work). */
 #include "core/common.h"
+#include "core/fulltrain.h"
 #include "core/lora.h"
 #include "core/model.h"
 #include "core/tokfile.h"
@@ -22,17 +23,44 @@ static const char *hbm_str(uint64_t b) {
     return b ? tt_fmt_bytes(b, buf, sizeof buf) : "unlimited";
 }
 
+/* train --full: every weight, resident (core/fulltrain.c). */
+static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
+                    int val_given) {
+    tt_full_opts o = {0};
+    o.model_path = t->model_path;
+    o.out_path = t->out_dir;
+    o.seed = t->seed;
+    o.steps = t->steps; o.seq = t->seq; o.micro_batch = t->micro_batch; o.accum = t->accum; o.warmup = t->warmup;
+    o.lr = t->lr; o.min_lr = t->min_lr; o.wd = t->wd; o.b1 = t->b1; o.b2 = t->b2; o.eps = t->eps; o.clip = t->clip;
+    o.eval_every = t->eval_every; o.eval_tokens = t->eval_tokens;
+    o.hbm = pa->hbm;
+    o.json = t->json;
+    if (!o.json)
+        printf("train --full: %llu training tokens, %llu validation tokens%s; %d steps of %d x %d x %d tokens, lr %g "
+               "-> %g; out %s\n", (unsigned long long)train->n, (unsigned long long)val->n,
+               val_given ? "" : " (held out from --data)", o.steps, o.accum, o.micro_batch, o.seq, (double)o.lr,
+               (double)o.min_lr, o.out_path);
+    tt_train_result res;
+    if (fulltrain_run(&o, train, val, &res)) return tool_fail("train");
+    if (!o.json)
+        printf("done: %d steps%s, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; model in %s\n",
+               res.steps_done, res.interrupted ? " (interrupted)" : "", res.first_loss, res.last_loss, res.first_val,
+               res.last_val, o.out_path);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *model, *data, *val, *out, *resume, *trace_path;
     tool_plan_args pa;
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
     double dropout, lr, min_lr, wd;
-    int as_json;
+    int as_json, full;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
         {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
         {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA)"},
-        {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required)"},
+        {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
+        {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         TOOL_PLAN_OPTS(pa),
         {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
         {"dropout", 0, CLI_FLOAT, &dropout, "0", "P", "LoRA dropout probability"},
@@ -52,8 +80,9 @@ int cmd_train(int argc, char **argv) {
         {0},
     };
     cli_cmd cmd = {"train", NULL,
-                   "Trains LoRA adapters on a model store (CPU reference backend); writes checkpoints and a PEFT "
-                   "adapter to --out.",
+                   "Trains LoRA adapters on a model store (streamed under --hbm); writes checkpoints and a PEFT "
+                   "adapter to --out. With --full, trains every weight of a model that fits (LoRAM's alignment, "
+                   "pre-training small models) and writes the trained store to --out.",
                    opts, 0, 0,
                    "tiertrain train --model tiny.tier --data corpus.tok --out run1 --steps 200"};
     char *pos[1];
@@ -68,7 +97,10 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     const char *bad = NULL;
-    if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
+    if (full && (resume || trace_path || stop_after))
+        bad = "--full trains a resident model and writes it once: it takes no --resume, --trace or --stop-after";
+    else if (full && strcmp(out, model) == 0) bad = "--full: --out must differ from --model (the source store is kept)";
+    else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
     else if (micro < 1 || micro > 65536 || (int64_t)micro * seq > (1 << 24))
@@ -123,21 +155,6 @@ int cmd_train(int argc, char **argv) {
     }
     if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
-    tt_plan plan;
-    if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
-    /* with --trace every event is kept for the file (~60 MB; past that they are counted as dropped);
-     * without it the trace only feeds the per-step busy/overlap figures and is cleared each step */
-    trace = trace_create(trace_path ? 1u << 20 : 64u << 10);
-    o.trace = trace;
-    o.trace_keep = trace_path != NULL;
-    if (exec_create(&ex, model, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
-    tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
-    if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
-    else { /* hold out the last 1% */
-        uint64_t h = train.n / 100;
-        vt = (tt_tokens){train.t + train.n - h, h};
-        train.n -= h;
-    }
     const tt_config *c = tier_config(st);
     for (tokfile *f = tf; f; f = f == tf ? vf : NULL) {
         if (tokfile_vocab(f) > c->vocab) {
@@ -146,6 +163,25 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
+    tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
+    if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
+    else { /* hold out the last 1% */
+        uint64_t h = train.n / 100;
+        vt = (tt_tokens){train.t + train.n - h, h};
+        train.n -= h;
+    }
+    if (full) {
+        exit_code = run_full(&o, &pa, &train, &vt, vf != NULL);
+        goto done;
+    }
+    tt_plan plan;
+    if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
+    /* with --trace every event is kept for the file (~60 MB; past that they are counted as dropped);
+     * without it the trace only feeds the per-step busy/overlap figures and is cleared each step */
+    trace = trace_create(trace_path ? 1u << 20 : 64u << 10);
+    o.trace = trace;
+    o.trace_keep = trace_path != NULL;
+    if (exec_create(&ex, model, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
     if (!as_json) {
         char tg[128];
         lora_targets_str(o.lora.targets, tg, sizeof tg);

@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/common.h"
@@ -182,6 +183,18 @@ static void cpu_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, co
     }
 }
 
+/* y_c = w_c x_c r, so dL/dw_c = sum_t dy_tc x_tc r_t (accumulated in double per column). */
+static void cpu_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
+    double *acc = tt_xcalloc((size_t)C, sizeof *acc);
+    for (int t = 0; t < T; t++) {
+        const tt_real *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
+        const double r = rstd[t];
+        for (int c = 0; c < C; c++) acc[c] += (double)dyr[c] * xr[c] * r;
+    }
+    for (int c = 0; c < C; c++) dw[c] += (tt_real)acc[c];
+    free(acc);
+}
+
 /* ---- rotary embedding ------------------------------------------------------ */
 
 /* x (T, nh*hd) in place; cos_t, sin_t (seq, hd/2). HF rotate_half: with
@@ -293,6 +306,7 @@ static const tt_backend g_cpu = {
     .dequant = cpu_dequant,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .rmsnorm_bwd_w = cpu_rmsnorm_bwd_w,
     .rope = cpu_rope,
     .attn_fwd = cpu_attn_fwd,
     .attn_bwd = cpu_attn_bwd,

@@ -447,6 +447,20 @@ static int cu_host_register(void *p, size_t bytes) {
 }
 static void cu_host_unregister(void *p) { CUDA_CHECK(cudaHostUnregister(p)); }
 
+/* dw_c += sum_t dy_tc x_tc rstd_t: one thread per column, rows walked in
+ * order (coalesced across the columns of a row). */
+__global__ void k_rms_bwd_w(int T, int C, const float *x, const float *rstd, const float *dy, float *dw) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float s = 0;
+    for (int t = 0; t < T; t++) s += dy[(size_t)t * C + c] * x[(size_t)t * C + c] * rstd[t];
+    dw[c] += s;
+}
+static void cu_rms_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
+    k_rms_bwd_w<<<(C + 255) / 256, 256>>>(T, C, x, rstd, dy, dw);
+    LAUNCHED();
+}
+
 static size_t g_reserved;
 static size_t cu_reserved_bytes(void) { return g_reserved; }
 
@@ -455,7 +469,7 @@ static size_t cu_reserved_bytes(void) { return g_reserved; }
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dequant,    cu_rms_fwd,
-    cu_rms_bwd,  cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
+    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
 };
 
