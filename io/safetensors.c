@@ -1,5 +1,6 @@
 /* io/safetensors.c — safetensors reader (validate the whole header, then
- * pread tensors on demand) and writer (reference layout, .partial + fsync +
+ * pread tensors on demand) and writers (st_write: reference layout;
+ * st_writer: streamed in the caller's order; both .partial + fsync +
  * rename). docs/FORMAT.md describes the format; io/safetensors.h the API. */
 #include "io/safetensors.h"
 
@@ -492,12 +493,31 @@ static int build_header(const char *path, uint32_t n, const st_entry *e, const u
     return 0;
 }
 
-int st_write(const char *path, uint32_t n, const st_entry *entries, const char *const *metadata) {
+struct st_writer {
+    char *path;
+    char *tmp;          /* "<path>.partial"; NULL once renamed or never created */
+    int fd;
+    uint64_t expected;  /* data bytes the header promises */
+    uint64_t written;   /* data bytes received so far */
+};
+
+void st_writer_abort(st_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    if (w->tmp) unlink(w->tmp);
+    free(w->tmp);
+    free(w->path);
+    free(w);
+}
+
+int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry *entries,
+                   const char *const *metadata) {
+    *out = NULL;
     uint64_t *nbytes = tt_xcalloc(n, sizeof *nbytes);
     uint32_t *ord = tt_xcalloc(n, sizeof *ord);
-    char *hdr = NULL, *tmp = NULL;
-    uint64_t hlen = 0;
-    int rc = 0, fd = -1;
+    char *hdr = NULL;
+    uint64_t hlen = 0, total = 0;
+    int rc = 0;
     for (uint32_t i = 0; i < n && rc == 0; i++) {
         const st_entry *x = &entries[i];
         TT_ASSERT(x->name && x->dtype >= 0 && x->dtype < ST_DTYPE_COUNT && x->ndim <= ST_MAX_DIM);
@@ -510,62 +530,103 @@ int st_write(const char *path, uint32_t n, const st_entry *entries, const char *
         for (uint32_t d = 0; d < x->ndim && rc == 0; d++)
             if (!mul_ok(c, x->shape[d], &c))
                 rc = TT_FAIL(-EINVAL, "cannot write %s: tensor \"%s\" is too large", path, x->name);
-        if (rc == 0 && (!mul_ok(c, g_dtypes[x->dtype].size, &nbytes[i]) || nbytes[i] > (uint64_t)INT64_MAX / 2))
+        /* the INT64_MAX / 2 bound keeps the running total and the JSON offsets in range */
+        if (rc == 0 && (!mul_ok(c, g_dtypes[x->dtype].size, &nbytes[i]) || nbytes[i] > (uint64_t)INT64_MAX / 2 ||
+                        total + nbytes[i] > (uint64_t)INT64_MAX / 2))
             rc = TT_FAIL(-EINVAL, "cannot write %s: tensor \"%s\" is too large", path, x->name);
-        TT_ASSERT(rc || nbytes[i] == 0 || x->data);
+        total += nbytes[i];
         ord[i] = i;
     }
-    if (rc) goto out;
-    g_sort_e = entries;
-    qsort(ord, n, sizeof *ord, cmp_entry);
-    rc = build_header(path, n, entries, ord, nbytes, metadata, &hdr, &hlen);
-    if (rc) goto out;
-    if (hlen > ST_MAX_HEADER) {
+    if (rc == 0) rc = build_header(path, n, entries, ord, nbytes, metadata, &hdr, &hlen);
+    if (rc == 0 && hlen > ST_MAX_HEADER)
         rc = TT_FAIL(-EINVAL, "cannot write %s: its header would be %llu bytes, over the 100 MB limit readers accept",
                      path, (unsigned long long)hlen);
-        goto out;
+    free(ord);
+    free(nbytes);
+    struct stat sb;
+    if (rc == 0 && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        rc = TT_FAIL(-EISDIR, "%s is a directory; give a file name for the safetensors file", path);
+    if (rc) {
+        free(hdr);
+        return rc;
     }
 
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        rc = TT_FAIL(-EISDIR, "%s is a directory; give a file name for the safetensors file", path);
-        goto out;
-    }
+    st_writer *w = tt_xcalloc(1, sizeof *w);
+    w->path = strdup(path);
+    TT_ASSERT(w->path);
+    w->expected = total;
     size_t tl = strlen(path) + 16;
-    tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
+    w->tmp = tt_xmalloc(tl);
+    snprintf(w->tmp, tl, "%s.partial", path);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
         int e = errno;
-        free(tmp);
-        tmp = NULL; /* nothing to remove */
-        rc = e == ENOENT ? TT_FAIL(-ENOENT, "cannot create %s: its directory does not exist", path)
-                         : TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
-        goto out;
+        free(w->tmp);
+        w->tmp = NULL; /* nothing to remove */
+        st_writer_abort(w);
+        free(hdr);
+        return e == ENOENT ? TT_FAIL(-ENOENT, "cannot create %s: its directory does not exist", path)
+                           : TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
     }
     uint8_t len8[8];
     put_le64(len8, hlen);
-    int err = write_all(fd, len8, 8);
-    if (!err) err = write_all(fd, hdr, hlen);
-    for (uint32_t k = 0; k < n && !err; k++)
-        if (nbytes[ord[k]]) err = write_all(fd, entries[ord[k]].data, nbytes[ord[k]]);
-    if (err) { rc = write_fail(path, err, "writing"); goto out; }
-    if (fsync(fd) != 0) { rc = write_fail(path, errno, "syncing"); goto out; }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) != 0) { rc = write_fail(path, errno, "closing"); goto out; }
-    if (rename(tmp, path) != 0) { rc = write_fail(path, errno, "renaming into place"); goto out; }
-    fsync_dir_of(path);
-    free(tmp);
-    tmp = NULL;
-out:
-    if (fd >= 0) close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    int err = write_all(w->fd, len8, 8);
+    if (!err) err = write_all(w->fd, hdr, hlen);
     free(hdr);
+    if (err) {
+        rc = write_fail(path, err, "writing");
+        st_writer_abort(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+int st_writer_write(st_writer *w, const void *data, uint64_t len) {
+    TT_ASSERT(len <= w->expected - w->written); /* more data than the header describes */
+    int err = write_all(w->fd, data, len);
+    if (err) return write_fail(w->path, err, "writing");
+    w->written += len;
+    return 0;
+}
+
+int st_writer_finish(st_writer *w) {
+    TT_ASSERT(w->written == w->expected); /* every tensor must have received all its bytes */
+    int rc = 0;
+    if (fsync(w->fd) != 0) rc = write_fail(w->path, errno, "syncing");
+    int cfd = w->fd;
+    w->fd = -1;
+    if (close(cfd) != 0 && rc == 0) rc = write_fail(w->path, errno, "closing");
+    if (rc == 0 && rename(w->tmp, w->path) != 0) rc = write_fail(w->path, errno, "renaming into place");
+    if (rc == 0) {
+        fsync_dir_of(w->path);
+        free(w->tmp);
+        w->tmp = NULL;
+    }
+    st_writer_abort(w); /* frees w; removes the partial file only after a failure */
+    return rc;
+}
+
+int st_write(const char *path, uint32_t n, const st_entry *entries, const char *const *metadata) {
+    /* The reference layout: the streaming writer puts tensors in the order it
+     * is given, so hand it the entries sorted. */
+    uint32_t *ord = tt_xcalloc(n, sizeof *ord);
+    st_entry *sorted = tt_xcalloc(n, sizeof *sorted);
+    for (uint32_t i = 0; i < n; i++) ord[i] = i;
+    g_sort_e = entries;
+    qsort(ord, n, sizeof *ord, cmp_entry);
+    for (uint32_t k = 0; k < n; k++) sorted[k] = entries[ord[k]];
     free(ord);
-    free(nbytes);
+    st_writer *w;
+    int rc = st_writer_open(&w, path, n, sorted, metadata);
+    for (uint32_t k = 0; k < n && rc == 0; k++) {
+        uint64_t bytes = st_dtype_size(sorted[k].dtype);
+        for (uint32_t d = 0; d < sorted[k].ndim; d++) bytes *= sorted[k].shape[d]; /* cannot overflow: checked by open */
+        TT_ASSERT(bytes == 0 || sorted[k].data);
+        if (bytes) rc = st_writer_write(w, sorted[k].data, bytes);
+    }
+    if (rc == 0) rc = st_writer_finish(w);
+    else st_writer_abort(w); /* NULL when open failed */
+    free(sorted);
     return rc;
 }

@@ -16,7 +16,10 @@
  * The writer lays tensors out as the reference does — sorted by dtype in
  * descending alignment order, then by name (for a single dtype: by name) —
  * with the header entries in that same order, builds the file under
- * "<path>.partial", fsyncs it and renames it into place.
+ * "<path>.partial", fsyncs it and renames it into place. The streaming writer
+ * (st_writer) takes the tensors' names, dtypes and shapes first, writes the
+ * header, then receives the data in the order given, so a model far larger
+ * than memory can be written tensor by tensor; same atomicity.
  */
 #ifndef TT_SAFETENSORS_H
 #define TT_SAFETENSORS_H
@@ -116,5 +119,28 @@ typedef struct st_entry {
  * -errno with one sentence naming path (-EINVAL duplicate or reserved names,
  * invalid UTF-8, -ENOSPC disk full, ...). */
 int st_write(const char *path, uint32_t n, const st_entry *entries, const char *const *metadata);
+
+/* The streaming writer: the tensors are laid out and listed in the header in
+ * the order of entries (readers accept any order; st_write's sorted order is
+ * what the reference writer produces). */
+typedef struct st_writer st_writer;
+
+/* Validates entries (their data fields are ignored), creates "<path>.partial"
+ * and writes the header. Same rules and errors as st_write. On success *out
+ * must be finished or aborted. Returns 0 or -errno with one sentence naming
+ * path. */
+int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry *entries,
+                   const char *const *metadata);
+/* Appends len bytes of tensor data: the tensors' bytes back to back in entry
+ * order, in pieces of any size (writing more than the header describes is a
+ * programming error). Returns 0, or -errno (-ENOSPC disk full, -EFBIG, -EIO)
+ * with a message naming path; after an error only st_writer_abort is allowed. */
+int st_writer_write(st_writer *w, const void *data, uint64_t len);
+/* Checks that every byte was received (assertion), fsyncs, renames
+ * "<path>.partial" to path and frees w. Returns 0, or -errno with a message
+ * (the partial file is removed, an older path is left untouched). */
+int st_writer_finish(st_writer *w);
+/* Removes the partial file and frees w. NULL is fine. */
+void st_writer_abort(st_writer *w);
 
 #endif

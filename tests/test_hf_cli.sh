@@ -1,0 +1,169 @@
+#!/bin/sh
+# tests/test_hf_cli.sh — `tiertrain import` and `tiertrain export` end to end:
+# store -> HF directory -> store -> HF directory gives byte-identical
+# model.safetensors and config.json (bf16, f32, a pruned store with its map,
+# tied embeddings), NF4 import, and bad input: a missing or wrong directory,
+# unsupported config.json values, tensors of the wrong dtype or shape or
+# missing, safetensors files whose header lies (offsets past the end,
+# overlapping tensors, an unknown dtype), bad flags. Each refusal is exactly
+# one line on stderr naming the file, and leaves no file behind.
+. tests/lib.sh
+setup hf
+
+# ---- round trips ---------------------------------------------------------------
+roundtrip() { # name, synth flags, import flags, export flags
+    n=$1
+    "$T" synth --preset tiny $2 -o "$dir/$n.tier" >/dev/null || { fail "$n: synth"; return; }
+    expect_ok "$n: export" "$T" export "$dir/$n.tier" -o "$dir/$n-A" $4
+    expect_ok "$n: import" "$T" import "$dir/$n-A" -o "$dir/$n-b.tier" $3
+    expect_ok "$n: verify" "$T" verify "$dir/$n-b.tier"
+    expect_ok "$n: re-export" "$T" export "$dir/$n-b.tier" -o "$dir/$n-B" $4
+    cmp -s "$dir/$n-A/model.safetensors" "$dir/$n-B/model.safetensors" || fail "$n: re-exported model.safetensors differs"
+    cmp -s "$dir/$n-A/config.json" "$dir/$n-B/config.json" || fail "$n: re-exported config.json differs"
+}
+roundtrip bf16 "--quant bf16" "" ""
+grep -q '"torch_dtype": "bfloat16"' "$dir/bf16-A/config.json" || fail "bf16: torch_dtype"
+grep -q '"architectures"' "$dir/bf16-A/config.json" || fail "bf16: no architectures"
+grep -q '"num_key_value_heads": 4' "$dir/bf16-A/config.json" || fail "bf16: num_key_value_heads"
+grep -q tiertrain "$dir/bf16-A/config.json" && fail "bf16: an unpruned model has a tiertrain object"
+# the store's data extents are those synth wrote (only the informational name differs in the metadata)
+[ "$(wc -c <"$dir/bf16.tier")" -eq "$(wc -c <"$dir/bf16-b.tier")" ] || fail "bf16: store sizes differ"
+[ "$(cmp -l "$dir/bf16.tier" "$dir/bf16-b.tier" | awk '$1 > 4096' | wc -l)" -eq 0 ] ||
+    fail "bf16: the imported store's data differs from the original's"
+
+roundtrip f32 "--quant f32" "--dtype f32" "--dtype f32"
+grep -q '"torch_dtype": "float32"' "$dir/f32-A/config.json" || fail "f32: torch_dtype"
+
+roundtrip pruned "--quant bf16 --prune-ratio 0.5" "" ""
+grep -q '"kept_ffn_channels"' "$dir/pruned-A/config.json" || fail "pruned: no kept indices in config.json"
+grep -q '"intermediate_size": 688' "$dir/pruned-A/config.json" || fail "pruned: the standard fields are not the original dims"
+"$T" info "$dir/pruned-b.tier" >"$dir/info" 2>&1 || fail "pruned: info"
+grep -q "pruned layers 2 of 4, pruning map: yes" "$dir/info" || { fail "pruned: map lost"; cat "$dir/info"; }
+"$T" info "$dir/pruned.tier" | grep -A30 "pruning map" | grep -v "^store" >"$dir/m1"
+"$T" info "$dir/pruned-b.tier" | grep -A30 "pruning map" | grep -v "^store" >"$dir/m2"
+cmp -s "$dir/m1" "$dir/m2" || fail "pruned: info differs after the round trip"
+
+# NF4: projections NF4 with double quantization by default, plain with --no-double-quant
+expect_ok "nf4 import" "$T" import "$dir/bf16-A" --dtype nf4 -o "$dir/nf4.tier"
+"$T" info "$dir/nf4.tier" | grep -q "projections nf4-dq" || fail "--dtype nf4 is not nf4-dq"
+expect_ok "nf4 plain import" "$T" import "$dir/bf16-A" --dtype nf4 --no-double-quant -o "$dir/nf4p.tier"
+"$T" info "$dir/nf4p.tier" | grep -q "projections nf4," || fail "--no-double-quant is not plain nf4"
+expect_ok "nf4 export" "$T" export "$dir/nf4.tier" -o "$dir/nf4-A"
+
+# tied embeddings: a stray lm_head.weight is ignored with a note, and export writes none
+cp -r "$dir/bf16-A" "$dir/tied"
+sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' "$dir/bf16-A/config.json" >"$dir/tied/config.json"
+"$T" import "$dir/tied" -o "$dir/tied.tier" >/dev/null 2>"$dir/err" || { fail "tied: import"; cat "$dir/err"; }
+grep -q "note: ignored 1 tensor .*lm_head.weight" "$dir/err" || { fail "tied: no note about lm_head"; cat "$dir/err"; }
+expect_ok "tied: export" "$T" export "$dir/tied.tier" -o "$dir/tied-B"
+grep -q '"tie_word_embeddings": true' "$dir/tied-B/config.json" || fail "tied: tie_word_embeddings"
+head -c 4096 "$dir/tied-B/model.safetensors" | grep -q lm_head && fail "tied: export wrote lm_head.weight"
+
+# export into an existing directory replaces the files atomically
+expect_ok "export again" "$T" export "$dir/bf16-b.tier" -o "$dir/bf16-B"
+cmp -s "$dir/bf16-A/model.safetensors" "$dir/bf16-B/model.safetensors" || fail "export over an existing directory"
+ls "$dir"/*/*.partial "$dir"/*.partial >/dev/null 2>&1 && fail "a .partial file was left"
+
+# --help lists every flag with its default
+"$T" import --help >"$dir/out" || fail "import --help"
+for f in "--output FILE" "--dtype T.*(default: bf16)" "--no-double-quant"; do
+    grep -q -e "$f" "$dir/out" || fail "import --help lacks $f"
+done
+"$T" export --help >"$dir/out" || fail "export --help"
+for f in "--output DIR" "--dtype T.*(default: bf16)"; do
+    grep -q -e "$f" "$dir/out" || fail "export --help lacks $f"
+done
+
+# ---- bad input ---------------------------------------------------------------------
+# A micro model written by hand: hidden 64, 4 heads / 2 KV heads, ffn 96, 2 layers, vocab 32.
+micro_config() { # dir [model_type] [rope_scaling]
+    mkdir -p "$1"
+    cat >"$1/config.json" <<EOF
+{
+  "architectures": ["LlamaForCausalLM"],
+  "model_type": "${2:-llama}",
+  "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "num_hidden_layers": 2, "vocab_size": 32, "max_position_embeddings": 128, "rms_norm_eps": 1e-05,
+  "rope_theta": 10000.0, "rope_scaling": ${3:-null}, "tie_word_embeddings": false, "hidden_act": "silu",
+  "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"
+}
+EOF
+}
+# mkst FILE HEADER_JSON DATA_BYTES: a safetensors file whose data are DATA_BYTES zero bytes.
+mkst() {
+    len=$(printf %s "$2" | wc -c)
+    printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((len % 256)) $((len / 256)))" >"$1"
+    printf %s "$2" >>"$1"
+    head -c "$3" /dev/zero >>"$1"
+}
+emb() { # dtype shape bytes: a model.safetensors with only the embedding
+    printf '{"model.embed_tokens.weight":{"dtype":"%s","shape":%s,"data_offsets":[0,%s]}}' "$1" "$2" "$3"
+}
+out="$dir/x.tier"
+noleft() { # name: no output and no partial file after a refusal
+    [ -e "$out" ] || [ -e "$out.partial" ] && fail "$1: left a file behind"
+    rm -f "$out" "$out.partial"
+}
+
+expect_error "missing dir" "nope does not exist" "$T" import "$dir/nope" -o "$out"; noleft "missing dir"
+expect_error "dir is a file" "bf16.tier is a file" "$T" import "$dir/bf16.tier" -o "$out"; noleft "dir is a file"
+mkdir "$dir/noconf"
+expect_error "no config.json" "noconf/config.json does not exist" "$T" import "$dir/noconf" -o "$out"
+micro_config "$dir/noweights"
+expect_error "no safetensors" "noweights has neither model.safetensors" "$T" import "$dir/noweights" -o "$out"
+
+micro_config "$dir/mistral" mistral
+expect_error "mistral" 'mistral/config.json: "model_type" is "mistral"' "$T" import "$dir/mistral" -o "$out"
+micro_config "$dir/yarn" llama '{"rope_type": "yarn", "factor": 4.0}'
+expect_error "rope yarn" 'yarn/config.json: "rope_scaling.rope_type" is "yarn"' "$T" import "$dir/yarn" -o "$out"
+micro_config "$dir/badjson"; printf '{"model_type": ' >"$dir/badjson/config.json"
+expect_error "bad json" "badjson/config.json is not valid JSON" "$T" import "$dir/badjson" -o "$out"
+noleft "config"
+
+micro_config "$dir/i8"; mkst "$dir/i8/model.safetensors" "$(emb I8 '[32,64]' 2048)" 2048
+expect_error "I8 tensor" 'i8/model.safetensors: tensor "model.embed_tokens.weight" has dtype I8' "$T" import "$dir/i8" -o "$out"
+micro_config "$dir/f64"; mkst "$dir/f64/model.safetensors" "$(emb F64 '[32,64]' 16384)" 16384
+expect_error "F64 tensor" 'f64/model.safetensors: tensor "model.embed_tokens.weight" has dtype F64' "$T" import "$dir/f64" -o "$out"
+micro_config "$dir/shape"; mkst "$dir/shape/model.safetensors" "$(emb F32 '[31,64]' 7936)" 7936
+expect_error "wrong shape" 'shape/model.safetensors: tensor "model.embed_tokens.weight" has shape \[31, 64\] but config.json needs \[32, 64\]' \
+    "$T" import "$dir/shape" -o "$out"
+micro_config "$dir/missing"; mkst "$dir/missing/model.safetensors" "$(emb BF16 '[32,64]' 4096)" 4096
+expect_error "missing tensor" 'missing/model.safetensors has no tensor "model.layers.0.input_layernorm.weight"' \
+    "$T" import "$dir/missing" -o "$out"
+noleft "tensors"
+
+# headers that lie (the malformed-file corpus of the safetensors reader)
+for f in offsets-past-end overlap unknown-dtype; do
+    micro_config "$dir/lie-$f"
+    cp "tests/corpus/safetensors/bad-$f.safetensors" "$dir/lie-$f/model.safetensors"
+    expect_error "header: $f" "lie-$f/model.safetensors" "$T" import "$dir/lie-$f" -o "$out"
+done
+micro_config "$dir/trunc"; head -c 100000 "$dir/bf16-A/model.safetensors" >"$dir/trunc/model.safetensors"
+expect_error "truncated" "trunc/model.safetensors" "$T" import "$dir/trunc" -o "$out"
+# an index naming a shard that is not there
+micro_config "$dir/shards"
+printf '{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}' \
+    >"$dir/shards/model.safetensors.index.json"
+expect_error "missing shard" "shards/model-00001-of-00002.safetensors does not exist" "$T" import "$dir/shards" -o "$out"
+noleft "headers"
+
+# flags
+expect_error "no -o" "-o FILE is required" "$T" import "$dir/bf16-A"
+expect_error "bad dtype" "--dtype must be bf16, f32, nf4 or nf4-dq, not 'int8'" "$T" import "$dir/bf16-A" --dtype int8 -o "$out"
+expect_error "no-dq with bf16" "--no-double-quant goes with --dtype nf4 only" "$T" import "$dir/bf16-A" --no-double-quant -o "$out"
+expect_error "export dtype" "--dtype must be bf16 or f32, not 'nf4'" "$T" export "$dir/bf16.tier" --dtype nf4 -o "$dir/E"
+expect_error "export no -o" "-o DIR is required" "$T" export "$dir/bf16.tier"
+noleft "flags"
+
+# export refusals
+expect_error "export missing store" "none.tier does not exist" "$T" export "$dir/none.tier" -o "$dir/E"
+: >"$dir/afile"
+expect_error "export onto a file" "afile is a file" "$T" export "$dir/bf16.tier" -o "$dir/afile"
+expect_error "export no parent" "cannot create .*no/such: its parent directory does not exist" \
+    "$T" export "$dir/bf16.tier" -o "$dir/no/such"
+mkdir "$dir/sharded"; : >"$dir/sharded/model.safetensors.index.json"
+expect_error "export over shards" "sharded already holds a sharded checkpoint" "$T" export "$dir/bf16.tier" -o "$dir/sharded"
+[ -e "$dir/E" ] && fail "a failed export left its directory"
+[ -e "$dir/sharded/model.safetensors" ] && fail "a refused export wrote model.safetensors"
+
+finish test_hf_cli
