@@ -47,6 +47,14 @@ static uint64_t first_nonfinite(const float *x, uint64_t n) {
     return n;
 }
 
+int loram_check_base(const peft_adapter *a, const char *dir, const tt_config *cfg, const tier_prune_map *map,
+                     const char *model) {
+    if (!a->base_fp || a->base_fp == tier_base_fingerprint(cfg, map)) return 0;
+    return TT_FAIL(-EINVAL, "adapter %s was trained on a store with other shapes or another pruning map than %s "
+                   "(other kept heads or channels); use it with the store it was trained on%s", dir, model,
+                   map ? "" : ", or recover it first if that store was pruned");
+}
+
 int loram_check_adapter(const peft_adapter *a, const char *dir, const tt_config *cfg, const char *model) {
     if (a->n_layers != cfg->n_layers)
         return TT_FAIL(-EINVAL, "adapter %s was trained for another model: it has %u layers but %s has %u", dir,
@@ -116,6 +124,7 @@ int loram_recover(const peft_adapter *a, const tt_config *cfg, const tier_prune_
     tt_config *orig = tt_xmalloc(sizeof *orig);
     loram_original_config(cfg, orig);
     proj_shape *have = proj_shapes(cfg), *full = proj_shapes(orig);
+    out->base_fp = tier_base_fingerprint(orig, NULL);
     free(orig);
     uint64_t r = a->rank, n = 0;
     for (uint32_t l = 0; l < cfg->n_layers; l++)
@@ -206,6 +215,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     const tt_config *cfg = tier_config(s);
     tt_tensor_desc d;
     rc = loram_check_adapter(a, adapter_dir, cfg, model);
+    if (rc == 0) rc = loram_check_base(a, adapter_dir, cfg, tier_prune(s), model);
     if (rc) goto out;
     fd = open(model, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

@@ -35,6 +35,14 @@
  * refused too (they would poison every merged weight). */
 int loram_check_adapter(const peft_adapter *a, const char *dir, const tt_config *cfg, const char *model);
 
+/* Checks the store identity the adapter recorded (peft_adapter.base_fp, when
+ * present) against the store at model (config cfg, pruning map map, may be
+ * NULL): an adapter trained on a store pruned to the same shapes but with
+ * other kept heads/channels is refused with one sentence naming dir and
+ * model. Returns 0 or -EINVAL. */
+int loram_check_base(const peft_adapter *a, const char *dir, const tt_config *cfg, const tier_prune_map *map,
+                     const char *model);
+
 /* The config of the original model that pruned was cut from: the same
  * model-wide dims, every layer back to n_heads, n_kv_heads and ffn, unpruned. */
 void loram_original_config(const tt_config *pruned, tt_config *orig);
@@ -43,7 +51,7 @@ void loram_original_config(const tt_config *pruned, tt_config *orig);
  * map (cfg's pruned layers all have map entries, as tier_open guarantees),
  * into *out with the shapes of loram_original_config(cfg): the same rank,
  * alpha, dropout and targets; base_model NULL (the original store is not
- * known here). a must pass loram_check_adapter against cfg (asserted).
+ * known here); base_fp that of the original shapes without a map. a must pass loram_check_adapter against cfg (asserted).
  * Returns 0 (free *out with loram_free), or -ENOMEM. */
 int loram_recover(const peft_adapter *a, const tt_config *cfg, const tier_prune_map *map, peft_adapter *out);
 

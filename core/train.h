@@ -21,6 +21,7 @@ typedef struct tt_tokens {
 
 typedef struct tt_train_opts {
     const char *model_path;   /* for the adapter config */
+    uint64_t base_fp;         /* tier_base_fingerprint of the store, recorded in the adapter (0: none) */
     const char *out_dir;
     const char *resume_dir;   /* NULL: fresh run */
     tt_lora_cfg lora;

@@ -10,6 +10,8 @@
 #include "io/safetensors.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -30,6 +32,8 @@ _Static_assert(PEFT_PROJ_Q == (int)TT_PROJ_Q && PEFT_PROJ_GATE == (int)TT_PROJ_G
 
 static const char *const g_proj[PEFT_N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                 "gate_proj", "up_proj", "down_proj"};
+
+#define PEFT_META_BASE "tiertrain_base"
 
 const char *peft_proj_name(int p) { return p >= 0 && p < PEFT_N_PROJ ? g_proj[p] : NULL; }
 
@@ -224,7 +228,10 @@ int peft_write(const char *dir, const peft_adapter *a) {
             }
         }
     char *tpath = join(dir, PEFT_TENSORS), *cpath = join(dir, PEFT_CONFIG);
-    rc = st_write(tpath, n, e, (const char *[]){"format", "pt", NULL});
+    char fp[24];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)a->base_fp);
+    const char *meta[] = {"format", "pt", a->base_fp ? PEFT_META_BASE : NULL, fp, NULL};
+    rc = st_write(tpath, n, e, meta);
     free(half);
     free(e);
     free(names);
@@ -388,6 +395,15 @@ int peft_read(const char *dir, uint32_t n_layers, peft_adapter *out) {
     }
     rc = st_open(tpath, &st);
     if (rc) goto out;
+    const char *fp = st_metadata(st, PEFT_META_BASE);
+    if (fp) {
+        char *end;
+        errno = 0;
+        out->base_fp = strtoull(fp, &end, 16);
+        if (errno || *end || end == fp || out->base_fp == 0)
+            BAD("%s: metadata %s is \"%.40s\", not a 16-digit hex fingerprint; the file is corrupt", tpath,
+                PEFT_META_BASE, fp);
+    }
 
     uint32_t limit = n_layers ? n_layers : TT_MAX_LAYERS, max_layer = 0;
     idx = tt_xmalloc((size_t)TT_MAX_LAYERS * PEFT_N_PROJ * 2 * sizeof *idx);

@@ -11,6 +11,11 @@
  * BF16. The adapted weight is W + (lora_alpha / r) * B @ A. docs/FORMAT.md
  * lists every field.
  *
+ * tiertrain also records which store shapes and pruning map an adapter was
+ * trained on, as a hex string under "tiertrain_base" in the safetensors
+ * metadata (which PEFT ignores), so recover/merge/eval can refuse an adapter
+ * from a store pruned differently but to the same shapes.
+ *
  * Each file is written to "<file>.partial", fsynced and renamed (the tensors
  * first, then the config); the reader checks that the two agree.
  */
@@ -49,6 +54,8 @@ typedef struct peft_adapter {
     unsigned target_mask;    /* bit p set: projection p is adapted in every layer */
     const char *base_model;  /* base_model_name_or_path; NULL writes null */
     int bf16;                /* 1: tensors stored as BF16 (writer: convert; reader: the file had BF16) */
+    uint64_t base_fp;        /* tier_base_fingerprint of the store it was trained on (shapes + pruning map),
+                                kept in the safetensors metadata as "tiertrain_base"; 0: not recorded */
     peft_lora *lora;         /* [n_layers * PEFT_N_PROJ], entry l * PEFT_N_PROJ + p */
     void *mem_;              /* peft_read only: the block holding every A and B */
 } peft_adapter;

@@ -732,3 +732,20 @@ void tier_writer_abort(tier_writer *w) {
     free(w->ebuf);
     free(w);
 }
+
+uint64_t tier_base_fingerprint(const tt_config *cfg, const tier_prune_map *map) {
+    XXH3_state_t *st = XXH3_createState();
+    TT_ASSERT(st);
+    XXH3_64bits_reset(st);
+    uint64_t cf = config_fingerprint(cfg);
+    XXH3_64bits_update(st, &cf, sizeof cf);
+    for (uint32_t l = 0; map && l < cfg->n_layers; l++) {
+        if (!map->kv[l]) continue;
+        XXH3_64bits_update(st, &l, sizeof l);
+        XXH3_64bits_update(st, map->kv[l], cfg->layers[l].n_kv_heads * sizeof(uint32_t));
+        XXH3_64bits_update(st, map->ffn[l], cfg->layers[l].ffn * sizeof(uint32_t));
+    }
+    uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return h ? h : 1; /* 0 means "not recorded" in adapters */
+}

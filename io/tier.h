@@ -125,6 +125,11 @@ int tier_writer_finish(tier_writer *w);
 /* Removes the partial file and frees w. NULL is fine. */
 void tier_writer_abort(tier_writer *w);
 
+/* Identity of a model's shapes and pruning map (map may be NULL): what an
+ * adapter trained on it fits. Stores that differ only in dtypes, weights or
+ * name share it. */
+uint64_t tier_base_fingerprint(const tt_config *cfg, const tier_prune_map *map);
+
 /* ---- sizes ---------------------------------------------------------------- */
 
 /* Exact size of the store that tier_writer would produce for cfg with these

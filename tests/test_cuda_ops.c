@@ -18,7 +18,7 @@ static const struct { const char *op; double tol; } g_tol[] = {
     {"axpy", 1e-6},   {"scale", 1e-6},   {"mask_scale", 1e-6},
     {"sumsq", 1e-5},       /* double accumulation both sides, float inputs */
     {"dequant", 0},        /* same float arithmetic: exact */
-    {"rmsnorm_fwd", 1e-5}, {"rmsnorm_bwd", 1e-4},
+    {"rmsnorm_fwd", 1e-5}, {"rmsnorm_bwd", 1e-4}, {"rmsnorm_bwd_w", 1e-4},
     {"rope", 1e-6},
     {"attn_fwd", 1e-4},    {"attn_bwd", 5e-4},  /* softmax of seq 40 + two gemms */
     {"swiglu_fwd", 1e-5},  {"swiglu_bwd", 1e-5}, /* expf vs expf: ulps */
@@ -113,6 +113,11 @@ int main(void) {
         cpu->rmsnorm_bwd(T, C, xx, w, rs, g, dxr, 1);
         gpu->rmsnorm_bwd(T, C, dxx, dw, drs, dg, ddx, 1);
         cmp("rmsnorm_bwd", dxr, ddx, (size_t)T * C);
+        float *gw = rnd(C, 1), *dgw = up(gw, C); /* accumulates into existing values */
+        cpu->rmsnorm_bwd_w(T, C, xx, rs, g, gw);
+        gpu->rmsnorm_bwd_w(T, C, dxx, drs, dg, dgw);
+        cmp("rmsnorm_bwd_w", gw, dgw, C);
+        free(gw); gpu->free(dgw);
         free(xx); free(w); free(g); free(yr); free(rs); free(dxr);
         gpu->free(dxx); gpu->free(dw); gpu->free(dg); gpu->free(dyy); gpu->free(drs); gpu->free(ddx);
     }

@@ -74,6 +74,15 @@ expect_error "recover: adapter for another model" "run-orig was trained for anot
     "$T" recover --adapter "$dir/run-orig" --pruned "$dir/pruned.tier" -o "$dir/x"
 expect_error "recover: store pruned otherwise" "run was trained for another model: layer 1 q_proj is 128 x 256 .* 256 x 256 in .*pruned2.tier" \
     "$T" recover --adapter "$dir/run" --pruned "$dir/pruned2.tier" -o "$dir/x"
+# same shapes, other kept heads/channels (another --seed picks another map): the adapter's recorded base refuses it
+"$T" synth --preset tiny --quant f32 --prune-ratio 0.5 --seed 9 -o "$dir/pruned-seed9.tier" >/dev/null 2>&1 || fail "synth seed 9"
+expect_error "recover: same shapes, another map" "run was trained on a store with other shapes or another pruning map than .*pruned-seed9.tier" \
+    "$T" recover --adapter "$dir/run" --pruned "$dir/pruned-seed9.tier" -o "$dir/x"
+expect_error "eval: same shapes, another map" "another pruning map" \
+    "$T" eval --model "$dir/pruned-seed9.tier" --adapter "$dir/run" $EVAL
+expect_error "merge: same shapes, another map" "another pruning map" \
+    "$T" merge --model "$dir/pruned-seed9.tier" --adapter "$dir/run" -o "$dir/y.tier"
+[ -e "$dir/y.tier" ] && fail "merge with another map left y.tier"
 expect_error "recover: already recovered" "already recovered" \
     "$T" recover --adapter "$dir/rec" --pruned "$dir/pruned.tier" -o "$dir/x"
 expect_error "recover: no pruning map" "orig.tier has no pruning map.*needs no recovery" \

@@ -104,7 +104,8 @@ int cmd_eval(int argc, char **argv) {
     if (tokfile_open(data, &tf)) { tool_fail("eval"); goto done; }
     if (tier_open(&st, model)) { tool_fail("eval"); goto done; }
     const tt_config *c = tier_config(st);
-    if (adapter && (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, c, model))) {
+    if (adapter && (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, c, model) ||
+                    loram_check_base(&a, adapter, c, tier_prune(st), model))) {
         tool_fail("eval");
         goto done;
     }

@@ -65,6 +65,7 @@ int cmd_recover(int argc, char **argv) {
         goto done;
     }
     if (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, cfg, pruned) ||
+        loram_check_base(&a, adapter, cfg, tier_prune(s), pruned) ||
         loram_recover(&a, cfg, tier_prune(s), &rec) || peft_write(out, &rec)) {
         tool_fail("recover");
         goto done;

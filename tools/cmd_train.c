@@ -156,6 +156,7 @@ int cmd_train(int argc, char **argv) {
     if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     const tt_config *c = tier_config(st);
+    o.base_fp = tier_base_fingerprint(c, tier_prune(st));
     for (tokfile *f = tf; f; f = f == tf ? vf : NULL) {
         if (tokfile_vocab(f) > c->vocab) {
             fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize "
