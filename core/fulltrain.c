@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct full_state {
     tt_config cfg;
@@ -239,9 +242,29 @@ static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what
     return 0;
 }
 
+/* The output is written at the end of a possibly long run: find out now
+ * whether it can be (its folder exists and is writable; it is no folder). */
+static int check_out_path(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return TT_FAIL(-EISDIR, "--out %s is a directory; with --full, --out names the store file to write", path);
+    char *copy = tt_xmalloc(strlen(path) + 1);
+    strcpy(copy, path);
+    const char *parent = dirname(copy);
+    int rc = 0;
+    if (stat(parent, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        rc = TT_FAIL(-ENOENT, "cannot write --out %s: the folder %s does not exist", path, parent);
+    else if (access(parent, W_OK) != 0)
+        rc = TT_FAIL(-EACCES, "cannot write --out %s: the folder %s is not writable", path, parent);
+    free(copy);
+    return rc;
+}
+
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
     memset(res, 0, sizeof *res);
     res->first_val = res->last_val = NAN;
+    int crc = check_out_path(o->out_path);
+    if (crc) return crc;
     int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
     tt_ws_opts wo = {B, S, 1, 0};
     full_state st;

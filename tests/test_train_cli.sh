@@ -60,4 +60,34 @@ expect_error "out is a file" "afile" "$T" train $FLAGS --steps 2 --out "$dir/afi
 expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run"
 cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "a failed run changed the last checkpoint"
 
+# train --full: a short run writes a store that verifies and keeps the source's shapes; Ctrl-C writes the
+# model reached so far; bad input is one line and writes nothing.
+"$T" synth --preset tiny --quant f32 --prune-ratio 0.5 -o "$dir/f32.tier" >/dev/null || fail "synth f32"
+FULL="--full --model $dir/f32.tier --data $dir/t.tok --seq 32 --micro-batch 2 --batch-tokens 128 --lr 3e-3 --eval-tokens 256"
+expect_ok "train --full" "$T" train $FULL --steps 3 --eval-every 0 --out "$dir/full.tier"
+grep -q "^step 3/3 .*val" "$dir/out" || { fail "train --full: no final step line with validation"; cat "$dir/out"; }
+grep -q "model in $dir/full.tier" "$dir/out" || { fail "train --full: no summary line"; cat "$dir/out"; }
+expect_ok "verify the trained store" "$T" verify "$dir/full.tier"
+"$T" info "$dir/f32.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.a"
+"$T" info "$dir/full.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.b"
+cmp -s "$dir/info.a" "$dir/info.b" || { fail "train --full changed the store's shapes, dtypes or map"; diff "$dir/info.a" "$dir/info.b"; }
+"$T" train $FULL --steps 100000 --eval-every 0 --out "$dir/sigfull.tier" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 100); do grep -q "^step *2/" "$dir/sig.out" && break; sleep 0.1; done
+kill -INT $pid
+wait $pid; rc=$?
+[ $rc -eq 0 ] || fail "train --full SIGINT: exit $rc"
+grep -q "interrupted" "$dir/sig.out" || { fail "train --full SIGINT: no message"; cat "$dir/sig.out"; }
+expect_ok "verify the interrupted store" "$T" verify "$dir/sigfull.tier"
+"$T" synth --preset tiny -o "$dir/nf4.tier" >/dev/null || fail "synth nf4"
+expect_error "full: NF4 source" "has NF4 weights" "$T" train $FULL --model "$dir/nf4.tier" --steps 2 --out "$dir/x.tier"
+expect_error "full: budget too small" "--hbm 1.00 MiB is below what full training of" "$T" train $FULL --hbm 1M --steps 2 --out "$dir/x.tier"
+expect_error "full: resume" "takes no --resume" "$T" train $FULL --steps 2 --out "$dir/x.tier" --resume "$dir/run"
+expect_error "full: out = model" "--out must differ from --model" "$T" train $FULL --steps 2 --out "$dir/f32.tier"
+expect_error "full: out in a missing dir" "the folder .*nodir does not exist" "$T" train $FULL --steps 2 --out "$dir/nodir/x.tier"
+grep -q "^step" "$dir/out" && fail "train --full trained before finding that --out cannot be written"
+mkdir "$dir/adir"
+expect_error "full: out is a directory" "adir is a directory" "$T" train $FULL --steps 2 --out "$dir/adir"
+[ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
+
 finish test_train_cli
