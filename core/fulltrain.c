@@ -71,13 +71,17 @@ static void *measure_fn(void *ctx, size_t bytes, const char *label) {
 }
 
 /* Loads the store into master weights and binds the model to them. */
-static int state_load(full_state *st, const char *path, const tt_ws_opts *wo, uint64_t hbm) {
+static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, uint64_t hbm) {
     memset(st, 0, sizeof *st);
     store_reader rd;
     int rc = store_reader_open(&rd, path);
     if (rc) return rc;
     st->cfg = *store_reader_config(&rd);
     const tt_config *c = &st->cfg;
+    /* a tied lm_head is the embedding, which lives on the host: its chunks go through the staging buffer */
+    tt_ws_opts wo_v = *wo_in;
+    wo_v.head_streamed = c->tie_embeddings != 0;
+    const tt_ws_opts *wo = &wo_v;
     st->nt = config_n_tensors(c);
     st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
     st->off = tt_xcalloc(st->nt, sizeof *st->off);
@@ -382,7 +386,7 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     tt_lora_cfg lc = {1, 1.f, 0.f, 0};
     tt_lora lo;
     tt_ws *w = NULL;
-    tt_ws_opts wo = {1, seq, 1, 0};
+    tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0}; /* tied: lm_head chunks come from the host */
     tt_wgrad *wg = tt_xcalloc(1, sizeof *wg);
     tt_tensor_desc d;
     if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {

@@ -221,6 +221,34 @@ int main(void) {
     free(dt);
     store_prune_map_clear(&map);
 
+    /* 3b. tied embeddings: the embedding is lm_head, so it stays frozen too */
+    {
+        char tsrc[600], tout[600];
+        snprintf(tsrc, sizeof tsrc, "%s/tied.tier", dir);
+        snprintf(tout, sizeof tout, "%s/tied-out.tier", dir);
+        tt_config tc = c;
+        tc.tie_embeddings = 1;
+        CHECK(fixture_write_model(tsrc, &tc, TT_DTYPE_F32, 0.1f, 6) == 0);
+        o = opts(tsrc, tout);
+        o.steps = 8;
+        rc = fulltrain_run(&o, &train, &val, &res);
+        CHECK_MSG(rc == 0, "%s", tt_lasterr());
+        CHECK(res.last_loss < res.first_loss);
+        store_reader a, b;
+        CHECK(store_reader_open(&a, tsrc) == 0 && store_reader_open(&b, tout) == 0);
+        uint64_t mx = store_max_tensor(&tc);
+        float *x = tt_xmalloc(mx * 4), *y = tt_xmalloc(mx * 4);
+        tt_tensor_desc d;
+        for (uint32_t i = 0; i < config_n_tensors(&tc); i++) {
+            config_tensor(&tc, i, &d);
+            int same = same_tensor(&a, &b, i, d.rows * d.cols, x, y);
+            CHECK_MSG(same == (d.role == TT_ROLE_EMBED), "tied: %s %s", d.name, same ? "unchanged" : "changed");
+        }
+        free(x); free(y);
+        store_reader_close(&a);
+        store_reader_close(&b);
+    }
+
     /* 4. refused: NF4 weights; a budget below the resident need */
     CHECK(fixture_write_model(nf4, &c, TT_DTYPE_NF4DQ, 0.1f, 4) == 0);
     o = opts(nf4, out2);
