@@ -166,7 +166,9 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     tt_lora lo_measure, *lo = e ? &e->lora : &lo_measure;
     int rc = lora_init_in(lo, cfg, &p->req.lora, seed, &da, !p->req.defer_optimizer);
     if (rc) return rc;
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device};
+    /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
+     * buffer (head_on_device then only means the final norm) */
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &p->req.lora, &wo, &da);
     if (rc) return rc;

@@ -58,6 +58,15 @@ grep -q "note: ignored 1 tensor .*lm_head.weight" "$dir/err" || { fail "tied: no
 expect_ok "tied: export" "$T" export "$dir/tied.tier" -o "$dir/tied-B"
 grep -q '"tie_word_embeddings": true' "$dir/tied-B/config.json" || fail "tied: tie_word_embeddings"
 head -c 4096 "$dir/tied-B/model.safetensors" | grep -q lm_head && fail "tied: export wrote lm_head.weight"
+# a tied model trains and evaluates (its lm_head chunks stream from the host embedding), resident and streamed
+awk 'NR <= 400' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
+"$T" tokenize --input "$dir/text.txt" -o "$dir/t.tok" >/dev/null 2>&1 || fail "tokenize"
+TR="--model $dir/tied.tier --data $dir/t.tok --seq 32 --micro-batch 2 --batch-tokens 64 --steps 2 --eval-every 0 --eval-tokens 64"
+expect_ok "tied: train LoRA" "$T" train $TR --out "$dir/tied-run"
+expect_ok "tied: train LoRA streamed" "$T" train $TR --hbm 64M --lm-head host --out "$dir/tied-run2"
+expect_ok "tied: eval" "$T" eval --model "$dir/tied.tier" --adapter "$dir/tied-run" --data "$dir/t.tok.val" --seq 32
+"$T" import "$dir/tied" --dtype f32 -o "$dir/tied32.tier" >/dev/null 2>&1 || fail "tied: f32 import"
+expect_ok "tied: train --full" "$T" train --full $TR --model "$dir/tied32.tier" --out "$dir/tied-full.tier"
 
 # export into an existing directory replaces the files atomically
 expect_ok "export again" "$T" export "$dir/bf16-b.tier" -o "$dir/bf16-B"
