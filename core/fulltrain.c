@@ -20,9 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <libgen.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct full_state {
     tt_config cfg;
@@ -34,6 +31,8 @@ typedef struct full_state {
     size_t n;                    /* trainable parameters */
     float *P, *m, *v;            /* device: master weights, AdamW moments */
     tt_real *G;                  /* device: gradients */
+    uint64_t mask_bytes;         /* device bytes of the masks */
+    tt_real **mask;              /* [nt]: device 0/1 mask of a sparse (2:4 / unstructured) projection, or NULL */
     tt_real *gembed;             /* host: the embedding's gradient (NULL when frozen) */
     float *embed_host;           /* host mirror of the embedding (gathered there) */
     float *embed_frozen;         /* host: the embedding when it is frozen (tied) */
@@ -54,6 +53,8 @@ static void state_free(full_state *st) {
     model_free(st->model);
     be_free(st->P); be_free(st->m); be_free(st->v); be_free(st->G); be_free(st->lm);
     free(st->gembed); free(st->embed_host); free(st->embed_frozen);
+    for (uint32_t i = 0; st->mask && i < st->nt; i++) be_free(st->mask[i]);
+    free(st->mask);
     free(st->off); free(st->dtypes); free(st->wg);
     store_prune_map_clear(&st->map);
 }
@@ -61,6 +62,29 @@ static void state_free(full_state *st) {
 /* Device bytes full training of cfg needs besides the workspace. */
 static uint64_t state_bytes(const tt_config *c, size_t n) {
     return (uint64_t)n * (4 + sizeof(tt_real) + 8) + (uint64_t)c->vocab * c->hidden * 4;
+}
+
+/* A projection that 2:4 or unstructured pruning left sparse (at least
+ * SPARSE_MIN of its weights exactly zero) keeps its zeros through training:
+ * they are re-applied after every optimizer step (LoRAM's semi/unst variants
+ * align the sparse model, not a densified one). Dense weights are never
+ * exactly zero that often, so a trained dense model is not affected. */
+#define SPARSE_MIN 0.01
+static int sparse_mask(full_state *st, uint32_t i, const float *w, size_t n, const char *path) {
+    size_t zeros = 0;
+    for (size_t j = 0; j < n; j++) zeros += w[j] == 0.0f;
+    if ((double)zeros < SPARSE_MIN * (double)n) return 0;
+    tt_real *h = malloc(n * sizeof *h);
+    st->mask[i] = be_alloc(n * sizeof(tt_real));
+    if (!h || !st->mask[i]) {
+        free(h);
+        return TT_FAIL(-ENOMEM, "out of memory for the sparsity mask of %s", path);
+    }
+    for (size_t j = 0; j < n; j++) h[j] = w[j] != 0.0f;
+    be_to_device(st->mask[i], h, n * sizeof *h);
+    st->mask_bytes += n * sizeof *h;
+    free(h);
+    return 0;
 }
 
 /* A tt_alloc that only adds up sizes (the workspace's bytes, for --hbm). */
@@ -84,6 +108,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     const tt_ws_opts *wo = &wo_v;
     st->nt = config_n_tensors(c);
     st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
+    st->mask = tt_xcalloc(st->nt, sizeof *st->mask);
     st->off = tt_xcalloc(st->nt, sizeof *st->off);
     const tier_prune_map *pm = tier_prune(rd.s);
     if (pm) {
@@ -111,13 +136,14 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         if (d.role == TT_ROLE_LM_HEAD) st->lm_i = i;
     }
     tt_lora_cfg lc = {1, 1.f, 0.f, 0};
+    uint64_t need = 0; /* device bytes, checked against --hbm */
     if (hbm) {
         size_t ws_bytes = 0;
         tt_alloc meas = {measure_fn, &ws_bytes, 1};
         tt_ws *wm = NULL;
         if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
         ws_free(wm);
-        uint64_t need = state_bytes(c, st->n) + ws_bytes + be_reserved_bytes();
+        need = state_bytes(c, st->n) + ws_bytes + be_reserved_bytes();
         if (need > hbm) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
@@ -142,6 +168,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         size_t n = d.rows * d.cols;
         if ((rc = store_reader_tensor(&rd, i, buf))) break;
         if (st->off[i] != SIZE_MAX) be_to_device(st->P + st->off[i], buf, n * 4);
+        if (d.role == TT_ROLE_LINEAR && (rc = sparse_mask(st, i, buf, n, path))) break;
         if (d.role == TT_ROLE_LM_HEAD) be_to_device(st->lm, buf, n * 4);
         if (d.role == TT_ROLE_EMBED) {
             float *h = memcpy(tt_xmalloc(n * 4), buf, n * 4);
@@ -151,6 +178,13 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     }
     free(buf);
     if (rc) goto out;
+    if (hbm && need + st->mask_bytes > hbm) { /* the masks are known only once the weights are read */
+        char a[32], b[32];
+        rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s, with the masks that keep its "
+                     "2:4 / unstructured zeros); raise --hbm or lower --seq / --micro-batch",
+                     tt_fmt_bytes(hbm, a, sizeof a), path, tt_fmt_bytes(need + st->mask_bytes, b, sizeof b));
+        goto out;
+    }
     if ((rc = lora_init(&st->lora, c, &lc, 0))) goto out;
     if ((rc = ws_create(&st->ws, c, &lc, wo, NULL))) goto out;
     st->model = model_shell(rd.s);
@@ -207,11 +241,13 @@ static void optimizer_step(full_state *st, const tt_full_opts *o, float lr, int 
         be_to_host(pf, st->P + at, n * 4);
         for (size_t j = 0; j < n; j++) p[j] = pf[j];
         be_adamw(n, p, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
+        if (st->mask[i]) be_mask_scale(n, p, st->mask[i], 1, p);
         for (size_t j = 0; j < n; j++) pf[j] = (float)p[j];
         be_to_device(st->P + at, pf, n * 4);
         free(p); free(pf);
 #else
         be_adamw(n, st->P + at, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
+        if (st->mask[i]) be_mask_scale(n, st->P + at, st->mask[i], 1, st->P + at); /* pruned zeros stay zero */
 #endif
     }
     if (st->embed_host) /* refresh the host copy the embedding is gathered from */
@@ -236,7 +272,7 @@ static int fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) 
 }
 
 static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what, int seq) {
-    if (t->n < (uint64_t)seq + 1)
+    if (seq > 0 && t->n < (uint64_t)seq + 1)
         return TT_FAIL(-EINVAL, "the %s data has %llu tokens, fewer than --seq %d + 1; use more data or a shorter "
                        "--seq", what, (unsigned long long)t->n, seq);
     for (uint64_t i = 0; i < t->n; i++)
@@ -246,28 +282,10 @@ static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what
     return 0;
 }
 
-/* The output is written at the end of a possibly long run: find out now
- * whether it can be (its folder exists and is writable; it is no folder). */
-static int check_out_path(const char *path) {
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return TT_FAIL(-EISDIR, "--out %s is a directory; with --full, --out names the store file to write", path);
-    char *copy = tt_xmalloc(strlen(path) + 1);
-    strcpy(copy, path);
-    const char *parent = dirname(copy);
-    int rc = 0;
-    if (stat(parent, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        rc = TT_FAIL(-ENOENT, "cannot write --out %s: the folder %s does not exist", path, parent);
-    else if (access(parent, W_OK) != 0)
-        rc = TT_FAIL(-EACCES, "cannot write --out %s: the folder %s is not writable", path, parent);
-    free(copy);
-    return rc;
-}
-
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
     memset(res, 0, sizeof *res);
     res->first_val = res->last_val = NAN;
-    int crc = check_out_path(o->out_path);
+    int crc = store_check_output("--out", o->out_path, o->model_path);
     if (crc) return crc;
     int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
     tt_ws_opts wo = {B, S, 1, 0};
@@ -275,13 +293,13 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     int rc = state_load(&st, o->model_path, &wo, o->hbm);
     if (rc) return rc;
     const tt_config *c = &st.cfg;
-    if ((rc = check_tokens(train, c, "training", S)) || (val && (rc = check_tokens(val, c, "validation", S)))) {
+    if ((rc = check_tokens(train, c, "training", S)) || (val && (rc = check_tokens(val, c, "validation", 0)))) {
         state_free(&st);
         return rc;
     }
     if (!o->quiet && !o->json)
-        printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %d tokens\n",
-               o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, K * T);
+        printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %lld tokens\n",
+               o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, (long long)K * T);
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -294,7 +312,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     for (int i = 0; i < T; i++) wt[i] = 1;
     tt_train_opts lr_o = {0}; /* train_lr's schedule */
     lr_o.lr = o->lr; lr_o.min_lr = o->min_lr; lr_o.warmup = o->warmup; lr_o.steps = o->steps;
-    int have_val = val && val->n > (uint64_t)S;
+    int have_val = val && val->n >= (uint64_t)S + 1; /* a shorter validation set is skipped, as in LoRA training */
     if (have_val) {
         rc = train_eval_with(eval_model, &st, B, S, 1, val, o->eval_tokens, &res->first_val);
         res->last_val = res->first_val;
@@ -353,7 +371,8 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (rc == 0) {
-        tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 0};
+        /* lz4 where it saves space: sparse layers shrink, dense ones stay raw */
+        tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1};
         rc = store_write(o->out_path, c, &wopt, fill_out, &st);
         if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
     }
@@ -365,14 +384,17 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
 /* ---- Taylor importance ------------------------------------------------------ */
 
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
-                          float **grads) {
+                          uint32_t layer_a, uint32_t layer_b, float **grads) {
+    if (seq < 2 || samples < 1)
+        return TT_FAIL(-EINVAL, "calibration needs windows of at least 2 tokens and at least 1 sample (got %d x %d)",
+                       samples, seq);
     tt_model *m = NULL;
     int rc = model_load(&m, store_path);
     if (rc) return rc;
     const tt_config *c = model_config(m);
     uint32_t nt = config_n_tensors(c);
     for (uint32_t i = 0; i < nt; i++) grads[i] = NULL;
-    if (samples < 1 || seq < 2 || n < (uint64_t)samples * seq + 1) {
+    if (n < (uint64_t)samples * seq + 1) {
         model_free(m);
         return TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
                        (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
@@ -392,15 +414,17 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {
         for (uint32_t i = 0; i < nt && rc == 0; i++) {
             config_tensor(c, i, &d);
-            if (d.role != TT_ROLE_LINEAR) continue;
+            if (d.role != TT_ROLE_LINEAR || (uint32_t)d.layer < layer_a || (uint32_t)d.layer >= layer_b) continue;
             if (!(wg->proj[d.layer][d.proj] = be_alloc(d.rows * d.cols * sizeof(tt_real))))
-                rc = TT_FAIL(-ENOMEM, "out of memory for the calibration gradients of %s", store_path);
+                rc = TT_FAIL(-ENOMEM, "out of memory for the calibration gradients of %s (layers %u..%u)", store_path,
+                             layer_a, layer_b - 1);
         }
         model_set_wgrad(m, wg);
         int32_t *in = tt_xmalloc((size_t)seq * sizeof *in), *tgt = tt_xmalloc((size_t)seq * sizeof *tgt);
         tt_real *wt = tt_xmalloc((size_t)seq * sizeof *wt);
-        /* windows spread evenly over the data */
-        uint64_t stride = (n - (uint64_t)seq - 1) / (uint64_t)samples + 1;
+        /* windows spread evenly: stride >= seq because n - 1 >= samples * seq, so the last window,
+         * starting at (samples - 1) * stride, ends at most at samples * stride <= n - 1 */
+        uint64_t stride = (n - 1) / (uint64_t)samples;
         for (int s = 0; s < samples && rc == 0; s++) {
             uint64_t at = (uint64_t)s * stride;
             for (int t = 0; t < seq; t++) {
@@ -411,15 +435,23 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
             model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ((double)samples * seq)), 1, 0);
         }
         free(in); free(tgt); free(wt);
+        /* hand out f32 copies one projection at a time, freeing each device gradient as it goes */
         for (uint32_t i = 0; i < nt && rc == 0; i++) {
             config_tensor(c, i, &d);
-            if (d.role != TT_ROLE_LINEAR) continue;
+            if (d.role != TT_ROLE_LINEAR || !wg->proj[d.layer][d.proj]) continue;
             size_t k = d.rows * d.cols;
-            tt_real *h = tt_xmalloc(k * sizeof *h);
+            tt_real *h = malloc(k * sizeof *h);
+            grads[i] = malloc(k * sizeof(float));
+            if (!h || !grads[i]) {
+                free(h);
+                rc = TT_FAIL(-ENOMEM, "out of memory for the calibration gradients of %s", store_path);
+                break;
+            }
             be_to_host(h, wg->proj[d.layer][d.proj], k * sizeof *h);
-            grads[i] = tt_xmalloc(k * sizeof(float));
             for (size_t j = 0; j < k; j++) grads[i][j] = (float)h[j];
             free(h);
+            be_free(wg->proj[d.layer][d.proj]);
+            wg->proj[d.layer][d.proj] = NULL;
         }
     }
     for (uint32_t l = 0; l < c->n_layers; l++)

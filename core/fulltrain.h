@@ -24,14 +24,17 @@ typedef struct tt_full_opts {
  * Returns 0 or -errno with a message; on error no output is written. */
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
-/* dL/dW of every linear projection of the store at store_path, where L is
- * the mean next-token NLL over `samples` windows of seq + 1 tokens spread
- * evenly over tokens[0..n): window s starts at s * ((n - seq - 1) / samples + 1). grads: config_n_tensors(cfg)
- * pointers; on success grads[i] is a malloc'ed (rows * cols) f32 array for
- * every TT_ROLE_LINEAR tensor i and NULL for the others (the caller frees
- * them). Returns 0 or -errno with a message (too few tokens, token ids
- * outside the vocabulary, IO error). */
+/* dL/dW of the linear projections of layers [layer_a, layer_b) of the store
+ * at store_path, where L is the mean next-token NLL over `samples` windows of
+ * seq + 1 tokens spread evenly over tokens[0..n): window s starts at
+ * s * ((n - 1) / samples). The model is loaded resident (memory: the store's
+ * weights plus one f32 gradient per projection in the range). grads:
+ * config_n_tensors(cfg) pointers; on success grads[i] is a malloc'ed
+ * (rows * cols) f32 array for every TT_ROLE_LINEAR tensor i in the range and
+ * NULL for the others (the caller frees them); on failure all are NULL.
+ * Returns 0 or -errno with a message (seq < 2, too few tokens, token ids
+ * outside the vocabulary, out of memory, IO error). */
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
-                          float **grads);
+                          uint32_t layer_a, uint32_t layer_b, float **grads);
 
 #endif

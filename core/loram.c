@@ -210,7 +210,8 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     uint8_t *blob = NULL; /* that projection encoded in its stored dtype */
     uint8_t *raw = NULL;  /* one decoded extent of the source store */
     int fd = -1;
-    int rc = tier_open(&s, model);
+    int rc = store_check_output("-o", out_path, model);
+    if (rc == 0) rc = tier_open(&s, model);
     if (rc) return rc;
     const tt_config *cfg = tier_config(s);
     tt_tensor_desc d;

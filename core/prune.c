@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int prune_parse_method(const char *s) {
     static const char *const names[] = {"stru", "rand", "semi", "unst"};
@@ -51,15 +50,6 @@ static void prog_add(progress *p, uint64_t n) {
 
 static void prog_end(progress *p) {
     if (p->fn && p->total) p->fn(p->ctx, p->phase, p->total, p->total);
-}
-
-/* Refuses to overwrite the input: the new store is renamed over its path at
- * the end, which would replace the model being read by its pruned copy. */
-static int check_distinct(const char *in, const char *out) {
-    struct stat a, b;
-    if (strcmp(in, out) == 0 || (stat(in, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino))
-        return TT_FAIL(-EINVAL, "-o %s is the input store; write the result to a new file", out);
-    return 0;
 }
 
 static int is_nf4(uint32_t dtype) { return dtype == TT_DTYPE_NF4 || dtype == TT_DTYPE_NF4DQ; }
@@ -282,8 +272,9 @@ static int choose_groups(store_reader *r, const char *in, const tt_prune_opts *o
     for (uint32_t i = 0; rc == 0 && i < config_n_tensors(src); i++) {
         config_tensor(src, i, &d);
         if (!in_range(&d, a, b)) continue;
+        /* in_range: fulltrain_calib_grads gave this projection its gradient (only [a, b) have one) */
         const float *g = grads ? grads[i] : NULL;
-        TT_ASSERT(!grads || g); /* fulltrain_calib_grads: every projection has its gradient */
+        TT_ASSERT(!grads || g);
         rc = store_reader_tensor(r, i, buf);
         if (rc == 0) rc = check_finite(in, d.name, buf, d.rows * d.cols, "a weight");
         if (rc == 0 && g) rc = check_finite(in, d.name, g, d.rows * d.cols, "the calibration gradient");
@@ -441,7 +432,7 @@ static int fill_mask(void *vc, uint32_t i, const tt_tensor_desc *d, float *out) 
     int rc = store_reader_tensor(c->r, i, out);
     if (rc) return rc;
     prog_add(c->prog, tier_tensor_at(c->r->s, i)->nbytes);
-    if (!in_range(d, c->a, c->b)) return 0;
+    if (!in_range(d, c->a, c->b)) return 0; /* grads[i] is NULL outside [a, b): never read there */
     uint64_t n = d->rows * d->cols;
     const float *g = c->grads ? c->grads[i] : NULL;
     TT_ASSERT(!c->grads || g);
@@ -499,14 +490,18 @@ static int check_opts(const tt_prune_opts *o) {
                                 "random (--seed)");
     if (o->importance == PRUNE_TAYLOR && (!o->calib || o->n_calib == 0))
         return TT_FAIL(-EINVAL, "--importance taylor needs calibration tokens: give --calib FILE (from tiertrain tokenize)");
-    if (o->importance == PRUNE_TAYLOR && (o->calib_samples < 1 || o->calib_seq < 1))
-        return TT_FAIL(-EINVAL, "--calib-samples and --calib-seq must be at least 1");
+    if (o->importance == PRUNE_TAYLOR && o->calib_samples < 1)
+        return TT_FAIL(-EINVAL, "--calib-samples must be at least 1 (got %d)", o->calib_samples);
+    if (o->importance == PRUNE_TAYLOR && (o->calib_seq < 2 || o->calib_seq > (1 << 20)))
+        return TT_FAIL(-EINVAL, "--calib-seq must be 2..1048576 (got %d): each window predicts its tokens from the "
+                                "ones before", o->calib_seq);
     return 0;
 }
 
 int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prune_report *rep) {
-    int rc = check_opts(o);
-    if (rc == 0) rc = check_distinct(in, out);
+    /* before any long work (calibration, scoring): the new store is renamed over out at the end */
+    int rc = store_check_output("-o", out, in);
+    if (rc == 0) rc = check_opts(o);
     if (rc) return rc;
     store_reader r;
     rc = store_reader_open(&r, in);
@@ -537,7 +532,7 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
     for (uint32_t i = 0; i < nt; i++) dtypes[i] = store_reader_dtype(&r, i);
     if (o->importance == PRUNE_TAYLOR) {
         grads = tt_xcalloc(nt, sizeof *grads);
-        rc = fulltrain_calib_grads(in, o->calib, o->n_calib, o->calib_samples, o->calib_seq, grads);
+        rc = fulltrain_calib_grads(in, o->calib, o->n_calib, o->calib_samples, o->calib_seq, a, b, grads);
         if (rc) goto done;
     }
     if (structured) rc = prune_structured(&r, in, out, o, a, b, dtypes, grads, &prog, &rep->after);
@@ -566,7 +561,7 @@ static int fill_copy(void *vc, uint32_t i, const tt_tensor_desc *d, float *out) 
 }
 
 int quantize_store(const char *in, const char *out, int double_quant, prune_progress_fn progress_fn, void *progress_ctx) {
-    int rc = check_distinct(in, out);
+    int rc = store_check_output("-o", out, in);
     if (rc) return rc;
     store_reader r;
     rc = store_reader_open(&r, in);

@@ -27,7 +27,8 @@
  *
  * Everything streams tensor by tensor through store_reader / store_write, so
  * memory stays at a few tensors whatever the model size (taylor importance
- * holds the calibration gradients of the whole model, fulltrain_calib_grads).
+ * holds the calibration gradients of the pruned layers' projections,
+ * fulltrain_calib_grads, and the model while they are computed).
  * Output dtypes are the input's; NF4 input is refused (prune, then quantize).
  */
 #ifndef TT_PRUNE_H
@@ -69,7 +70,7 @@ typedef struct tt_prune_opts {
      * fulltrain_calib_grads takes from them */
     const uint32_t *calib;
     uint64_t n_calib;
-    int calib_samples, calib_seq;
+    int calib_samples, calib_seq; /* >= 1; 2..1048576 */
     prune_progress_fn progress; /* NULL: quiet */
     void *progress_ctx;
 } tt_prune_opts;
@@ -83,8 +84,10 @@ typedef struct tt_prune_report {
 
 /* Prunes the store at in and writes the result at out. Returns 0 (report
  * filled when rep != NULL), or -errno with one sentence naming the file or
- * the option (--ratio, --layers, --importance, --calib-*) and what to do; no
- * file is left at out then. Refused: NF4 input; stru/rand on a store that is
+ * the option (-o, --ratio, --layers, --importance, --calib-*) and what to do;
+ * no file is left at out then. Refused before any work (store_check_output):
+ * out that is the input, a directory, or in a missing or unwritable folder.
+ * Refused: NF4 input; stru/rand on a store that is
  * already structurally pruned; a ratio outside (0,1) (semi: other than 0.5);
  * a layer range that is empty or past the model; a ratio that would remove
  * every KV head or MLP channel; non-finite weights (or gradients) to rank. */
@@ -95,7 +98,8 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
  * embedding, lm_head and norms in their dtype, the per-layer dims and the
  * pruning map unchanged; layer extents are lz4-compressed where that saves at
  * least 1/8 (sparse pruned stores). Refuses NF4 input. Returns 0 or -errno
- * with a message; no file is left at out on failure. */
+ * with a message; no file is left at out on failure. out is checked first, as
+ * prune_store checks it. */
 int quantize_store(const char *in, const char *out, int double_quant, prune_progress_fn progress, void *progress_ctx);
 
 #endif

@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
+#include <libgen.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void tensor_decode_f32(uint32_t dtype, const void *blob, uint64_t n, float *out) {
@@ -166,6 +168,25 @@ int store_write(const char *path, const tt_config *cfg, const tier_write_opts *o
     }
     free(vals);
     free(blob);
+    return rc;
+}
+
+int store_check_output(const char *opt, const char *out, const char *in) {
+    struct stat a, b;
+    if (in && (strcmp(in, out) == 0 ||
+               (stat(in, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)))
+        return TT_FAIL(-EINVAL, "%s %s is the input %s; write the result to a new file", opt, out, in);
+    if (stat(out, &b) == 0 && S_ISDIR(b.st_mode))
+        return TT_FAIL(-EISDIR, "%s %s is a directory; give the file to write", opt, out);
+    char *copy = tt_xmalloc(strlen(out) + 1);
+    strcpy(copy, out);
+    const char *parent = dirname(copy);
+    int rc = 0;
+    if (stat(parent, &b) != 0 || !S_ISDIR(b.st_mode))
+        rc = TT_FAIL(-ENOENT, "cannot write %s %s: the folder %s does not exist", opt, out, parent);
+    else if (access(parent, W_OK) != 0)
+        rc = TT_FAIL(-EACCES, "cannot write %s %s: the folder %s is not writable", opt, out, parent);
+    free(copy);
     return rc;
 }
 

@@ -62,6 +62,13 @@ typedef int (*store_fill_fn)(void *ctx, uint32_t i, const tt_tensor_desc *d, flo
  * file there is untouched). */
 int store_write(const char *path, const tt_config *cfg, const tier_write_opts *opts, store_fill_fn fill, void *ctx);
 
+/* Checks, before any long work, that a command can write its output file
+ * `out` (named by option `opt`, e.g. "-o"): it is not a directory, its
+ * folder exists and is writable, and it is not the same file as `in` (the
+ * input; may be NULL) — same path or same inode. Returns 0 or -errno with one
+ * sentence naming the option and the path. */
+int store_check_output(const char *opt, const char *out, const char *in);
+
 /* Frees every array of a pruning map (not the map itself). */
 void store_prune_map_clear(tier_prune_map *map);
 

@@ -28,9 +28,10 @@
 #define DEF_EOS 2
 
 static char *join(const char *dir, const char *file) {
-    size_t n = strlen(dir) + strlen(file) + 2;
+    size_t n = strlen(dir) + strlen(file) + 2, d = strlen(dir);
+    while (d > 1 && dir[d - 1] == '/') d--; /* "dir/" names dir/file, not dir//file */
     char *s = tt_xmalloc(n);
-    snprintf(s, n, "%s/%s", dir, file);
+    snprintf(s, n, "%.*s/%s", (int)d, dir, file);
     return s;
 }
 
@@ -834,11 +835,57 @@ static int import_check(hf_weights *w, const tt_config *cfg, import_ctx *c) {
     return 0;
 }
 
+/* One store_check_output for the file `file` of dir when it exists. */
+static int check_against(const char *dir, const char *file, const char *out, int *checked) {
+    char *p = join(dir, file);
+    int rc = 0;
+    if (path_exists(p)) {
+        rc = store_check_output("-o", out, p);
+        (*checked)++;
+    }
+    free(p);
+    return rc;
+}
+
+/* Before anything is read: out must be writable and none of the checkpoint's
+ * own files (config.json, model.safetensors, the index, each shard the index
+ * names), by path or inode, else the store would replace one of them. An
+ * index that does not parse names no shard here (reading it reports it). */
+static int import_check_output(const char *dir, const char *out) {
+    int checked = 0;
+    int rc = check_against(dir, HF_CONFIG_FILE, out, &checked);
+    if (rc == 0) rc = check_against(dir, HF_WEIGHTS_FILE, out, &checked);
+    if (rc == 0) rc = check_against(dir, HF_INDEX_FILE, out, &checked);
+    char *index = join(dir, HF_INDEX_FILE);
+    json_t *root = rc == 0 && path_exists(index) ? json_load_file(index, 0, NULL) : NULL;
+    free(index);
+    json_t *wm = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
+    if (json_is_object(wm)) {
+        json_t *seen = json_object();
+        const char *key;
+        json_t *v;
+        json_object_foreach(wm, key, v) {
+            const char *f = json_is_string(v) ? json_string_value(v) : NULL;
+            if (!f || !*f || strchr(f, '/') || json_object_get(seen, f)) continue;
+            json_object_set_new(seen, f, json_true());
+            rc = check_against(dir, f, out, &checked);
+            if (rc) break;
+        }
+        json_decref(seen);
+    }
+    json_decref(root);
+    if (rc == 0 && checked == 0) rc = store_check_output("-o", out, NULL);
+    return rc;
+}
+
 int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_import_stats *stats) {
+    int rc = check_dir(dir);
+    if (rc == 0) rc = import_check_output(dir, out);
+    if (rc) return rc;
     tt_config *cfg = tt_xcalloc(1, sizeof *cfg);
     tier_prune_map map;
     int has_map;
-    int rc = hf_config_read(dir, cfg, &map, &has_map);
+    rc = hf_config_read(dir, cfg, &map, &has_map);
     if (rc) {
         free(cfg);
         return rc;
@@ -873,8 +920,9 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
 
 /* ---- export ------------------------------------------------------------------- */
 
-/* Makes dir a directory to export into: *created = 1 when this call made it. */
-static int prepare_dir(const char *dir, int *created) {
+/* Makes dir a directory to export into: *created = 1 when this call made it.
+ * An existing checkpoint there is replaced only with force. */
+static int prepare_dir(const char *dir, int force, int *created) {
     struct stat sb;
     *created = 0;
     if (stat(dir, &sb) == 0) {
@@ -889,6 +937,17 @@ static int prepare_dir(const char *dir, int *created) {
                            "%s already holds a sharded checkpoint (" HF_INDEX_FILE "); export into a new or empty "
                            "directory",
                            dir);
+        char *weights = join(dir, HF_WEIGHTS_FILE), *config = join(dir, HF_CONFIG_FILE);
+        int has_w = path_exists(weights), has_c = path_exists(config);
+        free(weights);
+        free(config);
+        if ((has_w || has_c) && !force)
+            return TT_FAIL(-EEXIST,
+                           "%s already holds a checkpoint (%s); pass --force to replace its " HF_WEIGHTS_FILE
+                           " and " HF_CONFIG_FILE " (other files there stay as they are), or export into a new "
+                           "directory",
+                           dir, has_w && has_c ? HF_WEIGHTS_FILE " and " HF_CONFIG_FILE
+                                               : has_w ? HF_WEIGHTS_FILE : HF_CONFIG_FILE);
         return 0;
     }
     if (errno != ENOENT) return TT_FAIL(-errno, "cannot use %s: %s", dir, strerror(errno));
@@ -901,14 +960,15 @@ static int prepare_dir(const char *dir, int *created) {
     return 0;
 }
 
-int hf_export(const char *store_path, const char *dir, uint32_t dtype, hf_progress_fn progress, void *progress_ctx) {
+int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force, hf_progress_fn progress,
+              void *progress_ctx) {
     TT_ASSERT(dtype == TT_DTYPE_BF16 || dtype == TT_DTYPE_F32);
     store_reader r;
     int rc = store_reader_open(&r, store_path);
     if (rc) return rc;
     const tt_config *cfg = store_reader_config(&r);
     int created = 0;
-    rc = prepare_dir(dir, &created);
+    rc = prepare_dir(dir, force, &created);
     if (rc) {
         store_reader_close(&r);
         return rc;

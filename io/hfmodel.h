@@ -111,8 +111,10 @@ typedef struct hf_import_stats {
  * the checkpoint with its exact shape and dtype F32, BF16 or F16; values are
  * widened to f32 exactly and encoded as the store's dtype (BF16 -> bf16 and
  * F32 -> f32 keep every bit). Everything is checked before the first byte is
- * written. stats may be NULL. Returns 0, or -errno with one sentence naming
- * the file and the tensor or field. */
+ * written; first of all, that out can be written (store_check_output) and
+ * is none of the checkpoint's own files (config.json, model.safetensors, the
+ * index or a shard it names; same path or inode). stats may be NULL. Returns
+ * 0, or -errno with one sentence naming the file and the tensor or field. */
 int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_import_stats *stats);
 
 /* Writes the store at store_path as a checkpoint directory dir (created when
@@ -120,8 +122,11 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
  * dtype (TT_DTYPE_BF16 or TT_DTYPE_F32; NF4 is dequantized), in store order,
  * and dir/config.json. Both files are built under ".partial" names and renamed
  * into place only when both are complete. Refuses a dir that is a file or
- * already holds a sharded checkpoint. progress may be NULL. Returns 0, or
- * -errno with one sentence naming the file. */
-int hf_export(const char *store_path, const char *dir, uint32_t dtype, hf_progress_fn progress, void *progress_ctx);
+ * already holds a sharded checkpoint, and, unless force, one that already
+ * holds model.safetensors or config.json (-EEXIST; with force those two are
+ * replaced and every other file there is left as it is). progress may be
+ * NULL. Returns 0, or -errno with one sentence naming the file. */
+int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force, hf_progress_fn progress,
+              void *progress_ctx);
 
 #endif

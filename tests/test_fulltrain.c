@@ -39,6 +39,15 @@ static int fill_random(void *ctx, uint32_t i, const tt_tensor_desc *d, float *ou
     return 0;
 }
 
+/* fill_random with 2:4-style zeros (two of every four) in layer 0's projections */
+static int fill_sparse(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
+    fill_random(ctx, i, d, out);
+    if (d->role == TT_ROLE_LINEAR && d->layer == 0)
+        for (uint64_t j = 0; j < d->rows * d->cols; j++)
+            if (j % 4 < 2) out[j] = 0;
+    return 0;
+}
+
 static tt_full_opts opts(const char *src, const char *out) {
     tt_full_opts o = {0};
     o.model_path = src; o.out_path = out; o.seed = 9;
@@ -95,7 +104,7 @@ static double calib_loss(const char *path, const uint32_t *tok, uint64_t n, int 
     int32_t in[64], tg[64];
     tt_real wt[64];
     double sum = 0;
-    uint64_t stride = (n - (uint64_t)seq - 1) / (uint64_t)samples + 1;
+    uint64_t stride = (n - 1) / (uint64_t)samples;
     for (int s = 0; s < samples; s++) {
         for (int t = 0; t < seq; t++) {
             in[t] = (int32_t)tok[s * stride + t];
@@ -131,7 +140,7 @@ static void check_calib(const char *dir, const char *src, const uint32_t *tok, u
     const tt_config *c = store_reader_config(&r);
     uint32_t nt = config_n_tensors(c);
     float **g = tt_xcalloc(nt, sizeof *g);
-    int rc = fulltrain_calib_grads(src, tok, n, 4, 32, g);
+    int rc = fulltrain_calib_grads(src, tok, n, 4, 32, 0, c->n_layers, g);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     tt_tensor_desc d;
     double ss = 0;
@@ -161,7 +170,7 @@ static void check_calib(const char *dir, const char *src, const uint32_t *tok, u
     CHECK_NEAR(l0 - l1, expect, 0.2 * expect);
     for (uint32_t i = 0; i < nt; i++) free(g[i]);
     /* too little data for the windows is refused (and nothing is handed out) */
-    rc = fulltrain_calib_grads(src, tok, 40, 4, 32, g);
+    rc = fulltrain_calib_grads(src, tok, 40, 4, 32, 0, c->n_layers, g);
     CHECK(rc == -EINVAL && strstr(tt_lasterr(), "calibration data"));
     for (uint32_t i = 0; i < nt; i++) CHECK(g[i] == NULL);
     free(g); free(dt);
@@ -245,6 +254,47 @@ int main(void) {
             CHECK_MSG(same == (d.role == TT_ROLE_EMBED), "tied: %s %s", d.name, same ? "unchanged" : "changed");
         }
         free(x); free(y);
+        store_reader_close(&a);
+        store_reader_close(&b);
+    }
+
+    /* 3c. a sparse (2:4) projection keeps exactly its zeros; the others move; validation data shorter than
+     * one window is skipped (NaN), not refused */
+    {
+        char ssrc[600], sout[600];
+        snprintf(ssrc, sizeof ssrc, "%s/sparse.tier", dir);
+        snprintf(sout, sizeof sout, "%s/sparse-out.tier", dir);
+        uint32_t *sdt = tt_xcalloc(config_n_tensors(&c), sizeof *sdt);
+        store_default_dtypes(&c, TT_DTYPE_F32, TT_DTYPE_F32, sdt);
+        tier_write_opts so = {sdt, NULL, 1};
+        CHECK(store_write(ssrc, &c, &so, fill_sparse, NULL) == 0);
+        o = opts(ssrc, sout);
+        o.steps = 5;
+        tt_tokens tiny_val = {tok, 10};
+        rc = fulltrain_run(&o, &train, &tiny_val, &res);
+        CHECK_MSG(rc == 0, "%s", tt_lasterr());
+        CHECK(isnan(res.last_val));
+        store_reader a, b;
+        CHECK(store_reader_open(&a, ssrc) == 0 && store_reader_open(&b, sout) == 0);
+        uint64_t mx = store_max_tensor(&c);
+        float *x = tt_xmalloc(mx * 4), *y = tt_xmalloc(mx * 4);
+        tt_tensor_desc d;
+        for (uint32_t i = 0; i < config_n_tensors(&c); i++) {
+            config_tensor(&c, i, &d);
+            if (d.role != TT_ROLE_LINEAR) continue;
+            CHECK(store_reader_tensor(&a, i, x) == 0 && store_reader_tensor(&b, i, y) == 0);
+            uint64_t n = d.rows * d.cols, kept_zero = 0, moved = 0, zeros_in = 0;
+            for (uint64_t j = 0; j < n; j++) {
+                zeros_in += x[j] == 0;
+                kept_zero += x[j] == 0 && y[j] == 0;
+                moved += x[j] != 0 && y[j] != x[j];
+            }
+            CHECK_MSG(kept_zero == zeros_in, "%s: %llu of %llu pruned zeros stayed zero", d.name,
+                      (unsigned long long)kept_zero, (unsigned long long)zeros_in);
+            CHECK_MSG(moved > (n - zeros_in) / 2, "%s: only %llu weights moved", d.name, (unsigned long long)moved);
+            if (d.layer == 0) CHECK(zeros_in == n / 2);
+        }
+        free(x); free(y); free(sdt);
         store_reader_close(&a);
         store_reader_close(&b);
     }

@@ -19,7 +19,9 @@
  *  7. config.json: unsupported values are refused naming the field; the
  *     accepted variants (no model_type, null/list token ids, default rope).
  *  8. Refusals leave no file: missing tensor, wrong shape, export onto a
- *     file, into a sharded directory, a missing parent, a full disk.
+ *     file, into a sharded directory, a missing parent, a full disk, into a
+ *     folder holding a checkpoint without force; import -o onto the source's
+ *     own config.json, index or shard (by path or hard link).
  *  9. The streaming writer: caller order, pieces of any size, a cut write.
  */
 #include "core/common.h"
@@ -341,7 +343,7 @@ static void round_trip(const char *name, const tt_config *c, const src_opts *so,
     CHECK_EQ_INT(stats.n_unused, expect_unused);
     if (so->inv_freq) CHECK(strcmp(stats.unused_example, INV_FREQ) == 0);
     check_store(store, c, so->dt, seed, lin);
-    rc = hf_export(store, xdir, xdt == ST_DTYPE_F32 ? TT_DTYPE_F32 : TT_DTYPE_BF16, NULL, NULL);
+    rc = hf_export(store, xdir, xdt == ST_DTYPE_F32 ? TT_DTYPE_F32 : TT_DTYPE_BF16, 0, NULL, NULL);
     CHECK_MSG(rc == 0, "%s: export: %s", name, tt_lasterr());
     if (rc) return;
     check_export(xdir, c, so->dt, xdt, seed);
@@ -448,7 +450,7 @@ static void test_pruned(void) {
     CHECK_MSG(store_write(store, c, &wo, fill_random, &fc) == 0, "%s", tt_lasterr());
 
     /* bf16 export: the pruned shapes in the file, the original dims in the standard fields */
-    CHECK_MSG(hf_export(store, xdir, TT_DTYPE_BF16, NULL, NULL) == 0, "%s", tt_lasterr());
+    CHECK_MSG(hf_export(store, xdir, TT_DTYPE_BF16, 0, NULL, NULL) == 0, "%s", tt_lasterr());
     check_config_json(xdir, c, "bfloat16");
     char p[700];
     path_in(p, sizeof p, xdir, HF_WEIGHTS_FILE);
@@ -473,7 +475,7 @@ static void test_pruned(void) {
     json_decref(o);
 
     /* f32 export, import: the same config, map and every value bit for bit */
-    CHECK_MSG(hf_export(store, xdir32, TT_DTYPE_F32, NULL, NULL) == 0, "%s", tt_lasterr());
+    CHECK_MSG(hf_export(store, xdir32, TT_DTYPE_F32, 0, NULL, NULL) == 0, "%s", tt_lasterr());
     hf_import_opts io = {TT_DTYPE_BF16, NULL, NULL};
     CHECK_MSG(hf_import(xdir32, back, &io, NULL) == 0, "%s", tt_lasterr());
     tier_prune_map m2;
@@ -610,6 +612,16 @@ static int dir_is_empty(const char *path) {
     return n == 0;
 }
 
+/* 1 when files a and b exist and hold the same bytes. */
+static int same_bytes(const char *a, const char *b) {
+    uint64_t na = 0, nb = 0;
+    uint8_t *x = fixture_slurp(a, &na), *y = fixture_slurp(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
 static void test_refusals(void) {
     tt_config *c = calloc(1, sizeof *c);
     fixture_micro_config(c);
@@ -649,12 +661,12 @@ static void test_refusals(void) {
     free(dt);
     snprintf(file, sizeof file, "%s/a-file", g_tmp);
     fixture_spit(file, "x", 1);
-    CHECK(hf_export(store, file, TT_DTYPE_BF16, NULL, NULL) == -ENOTDIR && strstr(tt_lasterr(), file));
+    CHECK(hf_export(store, file, TT_DTYPE_BF16, 0, NULL, NULL) == -ENOTDIR && strstr(tt_lasterr(), file));
     snprintf(xdir, sizeof xdir, "%s/no/such/parent", g_tmp);
-    CHECK(hf_export(store, xdir, TT_DTYPE_BF16, NULL, NULL) == -ENOENT && strstr(tt_lasterr(), xdir));
+    CHECK(hf_export(store, xdir, TT_DTYPE_BF16, 0, NULL, NULL) == -ENOENT && strstr(tt_lasterr(), xdir));
     snprintf(xdir, sizeof xdir, "%s/sharded-src", g_tmp);
     write_source(xdir, c, &(src_opts){.dt = ST_DTYPE_BF16, .shards = 2}, 3);
-    CHECK(hf_export(store, xdir, TT_DTYPE_BF16, NULL, NULL) == -EEXIST && strstr(tt_lasterr(), HF_INDEX_FILE));
+    CHECK(hf_export(store, xdir, TT_DTYPE_BF16, 0, NULL, NULL) == -EEXIST && strstr(tt_lasterr(), HF_INDEX_FILE));
     path_in(p, sizeof p, xdir, HF_WEIGHTS_FILE);
     CHECK(!fixture_exists(p));
 
@@ -666,12 +678,12 @@ static void test_refusals(void) {
     lim.rlim_cur = 8192;
     void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
     if (setrlimit(RLIMIT_FSIZE, &lim) == 0) {
-        int rc = hf_export(store, xdir, TT_DTYPE_F32, NULL, NULL);
+        int rc = hf_export(store, xdir, TT_DTYPE_F32, 0, NULL, NULL);
         setrlimit(RLIMIT_FSIZE, &saved);
         CHECK_MSG(rc == -EFBIG && strstr(tt_lasterr(), HF_WEIGHTS_FILE), "rc %d: %s", rc, tt_lasterr());
         CHECK(!fixture_exists(xdir));
         /* an existing directory keeps its old files and gets no partial one */
-        CHECK(hf_export(store, xdir, TT_DTYPE_BF16, NULL, NULL) == 0);
+        CHECK(hf_export(store, xdir, TT_DTYPE_BF16, 0, NULL, NULL) == 0);
         path_in(p, sizeof p, xdir, HF_WEIGHTS_FILE);
         char old_copy[700];
         snprintf(old_copy, sizeof old_copy, "%s/full-old.safetensors", g_tmp);
@@ -680,7 +692,7 @@ static void test_refusals(void) {
         fixture_spit(old_copy, old, n);
         free(old);
         setrlimit(RLIMIT_FSIZE, &lim);
-        rc = hf_export(store, xdir, TT_DTYPE_F32, NULL, NULL);
+        rc = hf_export(store, xdir, TT_DTYPE_F32, 1, NULL, NULL); /* force: replace the older export */
         setrlimit(RLIMIT_FSIZE, &saved);
         CHECK(rc == -EFBIG);
         CHECK(fixture_same_file(p, old_copy));
@@ -693,9 +705,86 @@ static void test_refusals(void) {
         fprintf(stderr, "note: setrlimit(RLIMIT_FSIZE) refused; full-disk cases not run\n");
     }
     signal(SIGXFSZ, prev);
+
+    /* a folder that already holds a checkpoint: refused without force, its
+     * files unchanged; with force model.safetensors and config.json are
+     * replaced and the other files stay */
+    snprintf(xdir, sizeof xdir, "%s/again", g_tmp);
+    CHECK_MSG(hf_export(store, xdir, TT_DTYPE_BF16, 0, NULL, NULL) == 0, "%s", tt_lasterr());
+    char w_copy[700], c_copy[700], conf[700], tok[700];
+    path_in(p, sizeof p, xdir, HF_WEIGHTS_FILE);
+    path_in(conf, sizeof conf, xdir, HF_CONFIG_FILE);
+    path_in(tok, sizeof tok, xdir, "tokenizer.json");
+    fixture_spit(tok, "{}", 2);
+    snprintf(w_copy, sizeof w_copy, "%s/again-w", g_tmp);
+    snprintf(c_copy, sizeof c_copy, "%s/again-c", g_tmp);
+    uint64_t n;
+    uint8_t *b = fixture_slurp(p, &n);
+    fixture_spit(w_copy, b, n);
+    free(b);
+    b = fixture_slurp(conf, &n);
+    fixture_spit(c_copy, b, n);
+    free(b);
+    int rc = hf_export(store, xdir, TT_DTYPE_F32, 0, NULL, NULL);
+    CHECK_MSG(rc == -EEXIST && strstr(tt_lasterr(), xdir) && strstr(tt_lasterr(), "--force"), "rc %d: %s", rc,
+              tt_lasterr());
+    CHECK(same_bytes(p, w_copy) && same_bytes(conf, c_copy));
+    unlink(p); /* config.json alone is a checkpoint too */
+    CHECK(hf_export(store, xdir, TT_DTYPE_F32, 0, NULL, NULL) == -EEXIST && strstr(tt_lasterr(), HF_CONFIG_FILE));
+    CHECK(!fixture_exists(p) && same_bytes(conf, c_copy));
+    CHECK_MSG(hf_export(store, xdir, TT_DTYPE_F32, 1, NULL, NULL) == 0, "%s", tt_lasterr());
+    CHECK(fixture_exists(p) && !same_bytes(conf, c_copy) && fixture_exists(tok));
+    path_in(p, sizeof p, xdir, HF_INDEX_FILE); /* force does not replace a sharded checkpoint */
+    fixture_spit(p, "{}", 2);
+    CHECK(hf_export(store, xdir, TT_DTYPE_F32, 1, NULL, NULL) == -EEXIST && strstr(tt_lasterr(), HF_INDEX_FILE));
+    unlink(p);
+
+    /* import -o onto one of the source's own files: refused before anything is written */
+    snprintf(src, sizeof src, "%s/own-src", g_tmp);
+    write_source(src, c, &(src_opts){.dt = ST_DTYPE_BF16, .shards = 2}, 3);
+    static const char *const own[] = {HF_CONFIG_FILE, HF_INDEX_FILE, "model-00001-of-00002.safetensors",
+                                      "model-00002-of-00002.safetensors"};
+    for (int k = 0; k < 4; k++) {
+        char target[700], copy[700];
+        path_in(target, sizeof target, src, own[k]);
+        snprintf(copy, sizeof copy, "%s/own-copy", g_tmp);
+        b = fixture_slurp(target, &n);
+        CHECK_MSG(b != NULL, "no %s in the sharded source", own[k]);
+        if (!b) continue;
+        fixture_spit(copy, b, n);
+        free(b);
+        rc = hf_import(src, target, &o, NULL);
+        CHECK_MSG(rc == -EINVAL && strstr(tt_lasterr(), target), "-o %s: rc %d: %s", own[k], rc, tt_lasterr());
+        CHECK(same_bytes(target, copy));
+        char tpart[720];
+        snprintf(tpart, sizeof tpart, "%s.partial", target);
+        CHECK(!fixture_exists(tpart));
+    }
+    snprintf(src, sizeof src, "%s/own-single", g_tmp);
+    write_source(src, c, &(src_opts){.dt = ST_DTYPE_BF16, .shards = 1}, 3);
+    char own_w[700], own_copy[700];
+    path_in(own_w, sizeof own_w, src, HF_WEIGHTS_FILE);
+    snprintf(own_copy, sizeof own_copy, "%s/own-copy", g_tmp);
+    b = fixture_slurp(own_w, &n);
+    fixture_spit(own_copy, b, n);
+    free(b);
+    CHECK(hf_import(src, own_w, &o, NULL) == -EINVAL && strstr(tt_lasterr(), own_w));
+    CHECK(same_bytes(own_w, own_copy));
+    /* the same file by another path (a hard link) */
+    char link_path[700], target[700];
+    path_in(target, sizeof target, src, "model-00002-of-00002.safetensors");
+    snprintf(link_path, sizeof link_path, "%s/own-link.safetensors", g_tmp);
+    if (link(target, link_path) == 0) {
+        CHECK(hf_import(src, link_path, &o, NULL) == -EINVAL && strstr(tt_lasterr(), target));
+    }
+    /* a missing output folder is found before the model is read */
+    snprintf(out, sizeof out, "%s/no/such/out.tier", g_tmp);
+    CHECK(hf_import(src, out, &o, NULL) == -ENOENT && strstr(tt_lasterr(), "no/such"));
+    snprintf(out, sizeof out, "%s/refused.tier", g_tmp);
+
     snprintf(xdir, sizeof xdir, "%s/empty-after", g_tmp);
     mkdir(xdir, 0755);
-    CHECK(hf_export(file, xdir, TT_DTYPE_BF16, NULL, NULL) < 0 && strstr(tt_lasterr(), file)); /* not a store */
+    CHECK(hf_export(file, xdir, TT_DTYPE_BF16, 0, NULL, NULL) < 0 && strstr(tt_lasterr(), file)); /* not a store */
     CHECK(dir_is_empty(xdir));
     free(c);
 }

@@ -5,8 +5,10 @@
 # tied embeddings), NF4 import, and bad input: a missing or wrong directory,
 # unsupported config.json values, tensors of the wrong dtype or shape or
 # missing, safetensors files whose header lies (offsets past the end,
-# overlapping tensors, an unknown dtype), bad flags. Each refusal is exactly
-# one line on stderr naming the file, and leaves no file behind.
+# overlapping tensors, an unknown dtype), bad flags, an export into a folder
+# that holds a checkpoint without --force, an import -o onto the source's own
+# files. Each refusal is exactly one line on stderr naming the file, and
+# leaves no file behind (and the files it refused to replace unchanged).
 . tests/lib.sh
 setup hf
 
@@ -68,10 +70,53 @@ expect_ok "tied: eval" "$T" eval --model "$dir/tied.tier" --adapter "$dir/tied-r
 "$T" import "$dir/tied" --dtype f32 -o "$dir/tied32.tier" >/dev/null 2>&1 || fail "tied: f32 import"
 expect_ok "tied: train --full" "$T" train --full $TR --model "$dir/tied32.tier" --out "$dir/tied-full.tier"
 
-# export into an existing directory replaces the files atomically
-expect_ok "export again" "$T" export "$dir/bf16-b.tier" -o "$dir/bf16-B"
-cmp -s "$dir/bf16-A/model.safetensors" "$dir/bf16-B/model.safetensors" || fail "export over an existing directory"
+# export into a folder that already holds a checkpoint: refused without
+# --force (files unchanged); --force replaces the two files atomically and
+# leaves the others (a tokenizer) alone
+cp "$dir/bf16-B/model.safetensors" "$dir/keep-w"; cp "$dir/bf16-B/config.json" "$dir/keep-c"
+: >"$dir/bf16-B/tokenizer.json"
+expect_error "re-export without --force" "bf16-B already holds a checkpoint .*pass --force" \
+    "$T" export "$dir/f32.tier" -o "$dir/bf16-B"
+cmp -s "$dir/keep-w" "$dir/bf16-B/model.safetensors" || fail "a refused re-export changed model.safetensors"
+cmp -s "$dir/keep-c" "$dir/bf16-B/config.json" || fail "a refused re-export changed config.json"
+rm "$dir/bf16-B/model.safetensors"
+expect_error "re-export over config.json alone" "bf16-B already holds a checkpoint (config.json)" \
+    "$T" export "$dir/f32.tier" -o "$dir/bf16-B"
+[ -e "$dir/bf16-B/model.safetensors" ] && fail "a refused re-export wrote model.safetensors"
+expect_ok "re-export --force" "$T" export "$dir/f32.tier" -o "$dir/bf16-B" --dtype f32 --force
+cmp -s "$dir/f32-A/model.safetensors" "$dir/bf16-B/model.safetensors" || fail "--force did not replace model.safetensors"
+cmp -s "$dir/f32-A/config.json" "$dir/bf16-B/config.json" || fail "--force did not replace config.json"
+[ -e "$dir/bf16-B/tokenizer.json" ] || fail "--force removed tokenizer.json"
+expect_ok "re-export --force again" "$T" export "$dir/bf16-b.tier" -o "$dir/bf16-B" --force
+cmp -s "$dir/bf16-A/model.safetensors" "$dir/bf16-B/model.safetensors" || fail "export --force over an existing directory"
 ls "$dir"/*/*.partial "$dir"/*.partial >/dev/null 2>&1 && fail "a .partial file was left"
+
+# import -o onto one of the source's own files: refused before anything is written
+cp "$dir/bf16-A/model.safetensors" "$dir/keep-w"
+expect_error "import onto its model.safetensors" "bf16-A/model.safetensors is the input" \
+    "$T" import "$dir/bf16-A" -o "$dir/bf16-A/model.safetensors"
+cmp -s "$dir/keep-w" "$dir/bf16-A/model.safetensors" || fail "import -o onto model.safetensors changed it"
+expect_error "import onto its config.json" "is the input .*bf16-A/config.json" \
+    "$T" import "$dir/bf16-A/" -o "$dir/bf16-A/config.json"
+mkdir "$dir/sh"; cp "$dir/bf16-A/config.json" "$dir/sh/"
+cp "$dir/bf16-A/model.safetensors" "$dir/sh/model-00001-of-00001.safetensors"
+printf '{"weight_map": {' >"$dir/sh/model.safetensors.index.json"
+# every tensor name of the safetensors header (its length: the first 8 bytes, little-endian)
+hlen=$(od -An -tu4 -N4 "$dir/sh/model-00001-of-00001.safetensors" | tr -d ' ')
+tail -c +9 "$dir/sh/model-00001-of-00001.safetensors" | head -c "$hlen" | grep -a -E -o '"(model\.|lm_head)[a-z0-9_.]*"' |
+    sed 's/$/: "model-00001-of-00001.safetensors",/' | tr -d '\n' | sed 's/,$//' >>"$dir/sh/model.safetensors.index.json"
+printf '}}' >>"$dir/sh/model.safetensors.index.json"
+expect_ok "sharded import" "$T" import "$dir/sh" -o "$dir/sh.tier"
+cp "$dir/sh/model-00001-of-00001.safetensors" "$dir/keep-w"
+ln -s model-00001-of-00001.safetensors "$dir/sh/alias.safetensors"
+expect_error "import onto a shard" "is the input .*sh/model-00001-of-00001.safetensors" \
+    "$T" import "$dir/sh" -o "$dir/sh/model-00001-of-00001.safetensors"
+expect_error "import onto a shard by another name" "alias.safetensors is the input" \
+    "$T" import "$dir/sh" -o "$dir/sh/alias.safetensors"
+cmp -s "$dir/keep-w" "$dir/sh/model-00001-of-00001.safetensors" || fail "import -o onto a shard changed it"
+[ -e "$dir/sh/model-00001-of-00001.safetensors.partial" ] && fail "import -o onto a shard left a partial file"
+expect_error "import into a missing folder" "the folder .*no/such does not exist" \
+    "$T" import "$dir/sh" -o "$dir/no/such/x.tier"
 
 # --help lists every flag with its default
 "$T" import --help >"$dir/out" || fail "import --help"
@@ -79,7 +124,7 @@ for f in "--output FILE" "--dtype T.*(default: bf16)" "--no-double-quant"; do
     grep -q -e "$f" "$dir/out" || fail "import --help lacks $f"
 done
 "$T" export --help >"$dir/out" || fail "export --help"
-for f in "--output DIR" "--dtype T.*(default: bf16)"; do
+for f in "--output DIR" "--dtype T.*(default: bf16)" "--force"; do
     grep -q -e "$f" "$dir/out" || fail "export --help lacks $f"
 done
 

@@ -110,6 +110,12 @@ expect_error "merge: pruned adapter into the original" \
 expect_error "merge: truncated adapter" "truncated" "$T" merge --model "$dir/orig.tier" --adapter "$dir/trunc" -o "$dir/y.tier"
 expect_error "merge: missing model" "nope.tier does not exist" \
     "$T" merge --model "$dir/nope.tier" --adapter "$dir/rec" -o "$dir/y.tier"
+cp "$dir/orig.tier" "$dir/orig.keep"
+expect_error "merge: output is the model" "-o .*orig.tier is the input" \
+    "$T" merge --model "$dir/orig.tier" --adapter "$dir/rec" -o "$dir/orig.tier"
+cmp -s "$dir/orig.tier" "$dir/orig.keep" || fail "a refused merge changed the model"
+expect_error "eval: window larger than the batch" "--batch-tokens must be a multiple of --seq x --micro-batch" \
+    "$T" eval --model "$dir/orig.tier" --data "$dir/t.tok.val" --seq 100000
 expect_error "merge: output folder missing" "nodir/y.tier" \
     "$T" merge --model "$dir/orig.tier" --adapter "$dir/rec" -o "$dir/nodir/y.tier"
 ls "$dir" | grep -q -e '^y.tier' && fail "a refused merge left $(ls "$dir" | grep '^y.tier')"

@@ -19,7 +19,8 @@
  *   plus every refusal (NF4 input, already pruned, bad ratio/layers, NaN
  *   weights, ...) leaving no output file, and Taylor importance (stru, 2:4,
  *   unstructured) against |w * grad| with the calibration gradients of
- *   fulltrain_calib_grads. */
+ *   fulltrain_calib_grads (of the pruned layers only), other layer ranges,
+ *   and more calibration samples than tokens per window. */
 #include "core/common.h"
 #include "core/fulltrain.h"
 #include "core/lora.h"
@@ -603,8 +604,28 @@ static void check_refusals(const char *f32, const char *nf4, const char *pruned)
     o = opts_of(PRUNE_STRU, 0.5);
     expect_refused(path_of("missing.tier"), &o, "missing.tier", "missing input");
     int rc = prune_store(f32, f32, &o, NULL);
-    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "input store"), "pruning onto the input: %s", tt_lasterr());
+    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "is the input"), "pruning onto the input: %s", tt_lasterr());
     CHECK(fixture_exists(f32));
+    rc = quantize_store(f32, f32, 1, NULL, NULL);
+    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "is the input"), "quantizing onto the input: %s", tt_lasterr());
+    CHECK(fixture_exists(f32));
+    /* the output is checked before any work: a missing folder, a directory (taylor would calibrate first) */
+    uint32_t few[64] = {0};
+    o.importance = PRUNE_TAYLOR;
+    o.calib = few; o.n_calib = 64; o.calib_samples = 2; o.calib_seq = 8;
+    rc = prune_store(f32, path_of("nodir/x.tier"), &o, NULL);
+    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "does not exist"), "-o in a missing folder: %s", tt_lasterr());
+    rc = prune_store(f32, g_dir, &o, NULL);
+    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "is a directory"), "-o a directory: %s", tt_lasterr());
+    rc = quantize_store(f32, path_of("nodir/q.tier"), 1, NULL, NULL);
+    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "does not exist"), "quantize -o in a missing folder: %s", tt_lasterr());
+    /* windows of one token predict nothing */
+    o.calib_seq = 1;
+    expect_refused(f32, &o, "--calib-seq", "calib_seq 1");
+    o.calib_seq = 8;
+    o.calib_samples = 0;
+    expect_refused(f32, &o, "--calib-samples", "calib_samples 0");
+    o = opts_of(PRUNE_STRU, 0.5);
     rc = quantize_store(nf4, path_of("refused.tier"), 1, NULL, NULL);
     CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "already NF4"), "quantize of NF4: %s", tt_lasterr());
     CHECK(!fixture_exists(path_of("refused.tier")));
@@ -636,8 +657,16 @@ static void check_taylor(const char *f32) {
     tt_config c;
     test_config(&c);
     float **grads = tt_xcalloc(config_n_tensors(&c), sizeof *grads);
-    int rc = fulltrain_calib_grads(f32, tokens, 600, 4, 32, grads);
+    /* the gradients of the pruned layers' projections, which prune_store asks for */
+    int rc = fulltrain_calib_grads(f32, tokens, 600, 4, 32, A_LAYER, B_LAYER, grads);
     CHECK_MSG(rc == 0, "fulltrain_calib_grads: %s", tt_lasterr());
+    tt_tensor_desc d;
+    for (uint32_t i = 0; rc == 0 && i < config_n_tensors(&c); i++) {
+        config_tensor(&c, i, &d);
+        int want = d.role == TT_ROLE_LINEAR && d.layer >= A_LAYER && d.layer < B_LAYER;
+        CHECK_MSG((grads[i] != NULL) == want, "fulltrain_calib_grads: %s has %s gradient", d.name,
+                  grads[i] ? "a" : "no");
+    }
     if (rc == 0) {
         tt_prune_opts o = opts_of(PRUNE_STRU, 0.5);
         o.importance = PRUNE_TAYLOR;
@@ -656,6 +685,36 @@ static void check_taylor(const char *f32) {
     }
     for (uint32_t i = 0; i < config_n_tensors(&c); i++) free(grads[i]);
     free(grads);
+
+    /* other layer ranges: gradients only of those layers, every path reads only them */
+    tt_prune_opts o = opts_of(PRUNE_STRU, 0.5);
+    o.importance = PRUNE_TAYLOR;
+    o.calib = tokens; o.n_calib = 600; o.calib_samples = 4; o.calib_seq = 32;
+    o.layer_a = 0; o.layer_b = 4;
+    prune_ok(f32, path_of("taylor-all.tier"), &o, NULL);
+    o.layer_a = 3; o.layer_b = 4;
+    prune_ok(f32, path_of("taylor-last.tier"), &o, NULL);
+    o.method = PRUNE_UNST;
+    o.ratio = 0.3;
+    o.layer_a = 0; o.layer_b = 1;
+    prune_ok(f32, path_of("taylor-unst-first.tier"), &o, NULL);
+    o.method = PRUNE_SEMI;
+    o.ratio = 0.5;
+    prune_ok(f32, path_of("taylor-semi-first.tier"), &o, NULL);
+
+    /* more samples than tokens per window, the data near the minimum (300 x 2 + 1 = 601 of 1016 tokens): the
+     * windows must stay inside the array (an exact heap allocation, so ASan sees any read past it) */
+    uint32_t *few = tt_xmalloc(1016 * sizeof *few);
+    for (int i = 0; i < 1016; i++) few[i] = (uint32_t)(i * 5 + i / 3) % 32;
+    o = opts_of(PRUNE_UNST, 0.5);
+    o.importance = PRUNE_TAYLOR;
+    o.calib = few; o.n_calib = 1016; o.calib_samples = 300; o.calib_seq = 2;
+    prune_ok(f32, path_of("taylor-300x2.tier"), &o, NULL);
+    o.n_calib = 601; /* exactly samples * seq + 1 */
+    prune_ok(f32, path_of("taylor-300x2-min.tier"), &o, NULL);
+    o.n_calib = 600;
+    expect_refused(f32, &o, "600 tokens", "calibration one token short");
+    free(few);
 }
 
 int main(void) {

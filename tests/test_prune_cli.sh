@@ -86,6 +86,16 @@ expect_ok "prune taylor" "$T" prune "$dir/f32.tier" --ratio 0.5 --importance tay
 grep -q "importance taylor, ratio 0.5, calibration 2 x 32 tokens" "$dir/out" || { fail "taylor: summary"; cat "$dir/out"; }
 expect_ok "verify taylor" "$T" verify "$dir/taylor.tier"
 cmp -s "$dir/taylor.tier" "$dir/s.tier" && echo "note: taylor and magnitude chose the same groups"
+# More windows than tokens per window, the calibration data near the minimum (300 x 2 + 1 = 601 of 1016
+# tokens; the bytes tokenizer: 1015 bytes + end-of-text): every window lies inside the data.
+head -c 1015 "$dir/text.txt" >"$dir/c1015.txt"
+"$T" tokenize --input "$dir/c1015.txt" --doc-sep none --val-frac 0 -o "$dir/c1016.tok" >/dev/null || fail "tokenize 1016"
+[ "$(size "$dir/c1016.tok")" -eq $((32 + 4 * 1016)) ] || fail "c1016.tok does not hold 1016 tokens"
+expect_ok "taylor 300 x 2" "$T" prune "$dir/f32.tier" --method unst --ratio 0.5 --importance taylor \
+    --calib "$dir/c1016.tok" --calib-samples 300 --calib-seq 2 -o "$dir/taylor-300.tier"
+expect_ok "verify taylor 300 x 2" "$T" verify "$dir/taylor-300.tier"
+expect_ok "taylor 507 x 2" "$T" prune "$dir/f32.tier" --ratio 0.5 --importance taylor \
+    --calib "$dir/c1016.tok" --calib-samples 507 --calib-seq 2 -o "$dir/taylor-507.tier"
 
 # Bad input: one line naming the file or option, no output left behind.
 x="$dir/x.tier"
@@ -111,6 +121,12 @@ expect_error "calib without taylor" "--calib is only used" "$T" prune "$dir/f32.
 expect_error "rand with taylor" "--importance does not apply" \
     "$T" prune "$dir/f32.tier" --method rand --importance taylor --calib "$dir/t.tok" --ratio 0.5 -o "$x"
 expect_error "calib samples" "--calib-samples must be" "$T" prune "$dir/f32.tier" --calib-samples 0 --ratio 0.5 -o "$x"
+expect_error "calib seq 1" "--calib-seq must be 2..1048576" \
+    "$T" prune "$dir/f32.tier" --importance taylor --calib "$dir/t.tok" --calib-seq 1 --ratio 0.5 -o "$x"
+expect_error "calib seq 0" "--calib-seq must be 2..1048576" "$T" prune "$dir/f32.tier" --calib-seq 0 --ratio 0.5 -o "$x"
+expect_error "calib too few samples' tokens" "fewer than --calib-samples 508 x --calib-seq 2 + 1" \
+    "$T" prune "$dir/f32.tier" --importance taylor --calib "$dir/c1016.tok" --calib-samples 508 --calib-seq 2 \
+    --ratio 0.5 -o "$x"
 expect_error "calib missing" "nope.tok" \
     "$T" prune "$dir/f32.tier" --importance taylor --calib "$dir/nope.tok" --ratio 0.5 -o "$x"
 expect_error "calib too short" "fewer than one window" \
@@ -121,8 +137,21 @@ expect_error "calib vocab" "big.tok was tokenized for a vocabulary" \
     "$T" prune "$dir/f32.tier" --importance taylor --calib "$dir/big.tok" --ratio 0.5 -o "$x"
 expect_error "missing input" "nope.tier does not exist" "$T" prune "$dir/nope.tier" --ratio 0.5 -o "$x"
 expect_error "no -o" "-o FILE is required" "$T" prune "$dir/f32.tier" --ratio 0.5
-expect_error "onto the input" "is the input store" "$T" prune "$dir/f32.tier" --ratio 0.5 -o "$dir/f32.tier"
-expect_error "no such folder" "nodir" "$T" prune "$dir/f32.tier" --ratio 0.5 -o "$dir/nodir/x.tier"
+expect_error "onto the input" "-o $dir/f32.tier is the input $dir/f32.tier; write the result to a new file" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 -o "$dir/f32.tier"
+expect_error "onto the input by another path" "is the input" "$T" prune "$dir/f32.tier" --ratio 0.5 -o "$dir/./f32.tier"
+expect_error "no such folder" "the folder $dir/nodir does not exist" "$T" prune "$dir/f32.tier" --ratio 0.5 \
+    -o "$dir/nodir/x.tier"
+# the output is checked before the calibration and scoring (a test binary under ASan takes seconds for those)
+start=$(date +%s)
+expect_error "no such folder, taylor" "the folder $dir/nodir does not exist" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 --importance taylor --calib "$dir/t.tok" --calib-samples 8 --calib-seq 128 \
+    -o "$dir/nodir/x.tier"
+grep -q -e scoring -e calibrat "$dir/err" && fail "no such folder, taylor: work was done before the check"
+[ $(( $(date +%s) - start )) -le 5 ] || fail "no such folder, taylor: not refused before the work"
+expect_error "-o a directory" "-o $dir is a directory" "$T" prune "$dir/f32.tier" --ratio 0.5 -o "$dir"
+expect_error "-o a directory, taylor" "is a directory" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 --importance taylor --calib "$dir/t.tok" -o "$dir/"
 expect_error "unknown flag" "unknown option '--bogus'" "$T" prune "$dir/f32.tier" --bogus -o "$x"
 # a corrupt layer (bytes in layer 0, read while the output is being written)
 cp "$dir/f32.tier" "$dir/bad.tier"
@@ -135,7 +164,11 @@ cmp -s "$dir/s.tier" "$dir/keep.tier" || fail "a failed prune changed the existi
 expect_error "quantize nf4" "already NF4-quantized" "$T" quantize "$dir/q.tier" -o "$x"
 expect_error "quantize --to" "--to must be nf4" "$T" quantize "$dir/s.tier" --to int8 -o "$x"
 expect_error "quantize no -o" "-o FILE is required" "$T" quantize "$dir/s.tier"
-expect_error "quantize onto the input" "is the input store" "$T" quantize "$dir/s.tier" -o "$dir/s.tier"
+expect_error "quantize onto the input" "-o $dir/s.tier is the input $dir/s.tier; write the result to a new file" \
+    "$T" quantize "$dir/s.tier" -o "$dir/s.tier"
+expect_error "quantize no such folder" "the folder $dir/nodir does not exist" "$T" quantize "$dir/s.tier" \
+    -o "$dir/nodir/q.tier"
+expect_error "quantize -o a directory" "is a directory" "$T" quantize "$dir/s.tier" -o "$dir"
 ls "$dir" | grep -q -e '^x\.tier' && fail "a failed command left $(ls "$dir" | grep -e '^x\.tier')"
 "$T" verify "$dir/f32.tier" >/dev/null 2>&1 || fail "a refused command damaged its input"
 "$T" verify "$dir/s.tier" >/dev/null 2>&1 || fail "a refused quantize damaged its input"

@@ -58,6 +58,7 @@ expect_error "val vocab" "big.tok.val was tokenized for a vocabulary" "$T" train
 : >"$dir/afile"
 expect_error "out is a file" "afile" "$T" train $FLAGS --steps 2 --out "$dir/afile"
 expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run"
+expect_error "lr beyond float" "--lr must be a finite number" "$T" train $FLAGS --lr 1e39 --steps 2 --out "$dir/run"
 cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "a failed run changed the last checkpoint"
 
 # train --full: a short run writes a store that verifies and keeps the source's shapes; Ctrl-C writes the
@@ -83,7 +84,7 @@ expect_ok "verify the interrupted store" "$T" verify "$dir/sigfull.tier"
 expect_error "full: NF4 source" "has NF4 weights" "$T" train $FULL --model "$dir/nf4.tier" --steps 2 --out "$dir/x.tier"
 expect_error "full: budget too small" "--hbm 1.00 MiB is below what full training of" "$T" train $FULL --hbm 1M --steps 2 --out "$dir/x.tier"
 expect_error "full: resume" "takes no --resume" "$T" train $FULL --steps 2 --out "$dir/x.tier" --resume "$dir/run"
-expect_error "full: out = model" "--out must differ from --model" "$T" train $FULL --steps 2 --out "$dir/f32.tier"
+expect_error "full: out = model" "--out .*f32.tier is the input" "$T" train $FULL --steps 2 --out "$dir/f32.tier"
 expect_error "full: out in a missing dir" "the folder .*nodir does not exist" "$T" train $FULL --steps 2 --out "$dir/nodir/x.tier"
 grep -q "^step" "$dir/out" && fail "train --full trained before finding that --out cannot be written"
 mkdir "$dir/adir"

@@ -86,6 +86,9 @@ int cmd_eval(int argc, char **argv) {
     else if (pa.micro < 1 || pa.micro > 65536 || (int64_t)pa.micro * pa.seq > (1 << 24))
         bad = "--micro-batch must be at least 1, with --seq x --micro-batch at most 16M tokens";
     else if (pa.batch_tokens > EVAL_SLICE_TOKENS) bad = "--batch-tokens must be at most 1G";
+    else if (pa.batch_tokens < (uint64_t)(pa.seq * pa.micro) || pa.batch_tokens % (uint64_t)(pa.seq * pa.micro))
+        bad = "--batch-tokens must be a multiple of --seq x --micro-batch (lower --seq or --micro-batch, or raise "
+              "--batch-tokens)";
     if (bad) {
         fprintf(stderr, "tiertrain eval: %s\n", bad);
         return 2;

@@ -86,9 +86,13 @@ int cmd_import(int argc, char **argv) {
 
 int cmd_export(int argc, char **argv) {
     const char *out, *dtype_s;
+    int force;
     cli_opt opts[] = {
         {"output", 'o', CLI_STR, &out, NULL, "DIR", "checkpoint directory to write, created when missing (required)"},
         {"dtype", 0, CLI_STR, &dtype_s, "bf16", "T", "dtype of every tensor: bf16 or f32 (NF4 is dequantized)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL,
+         "replace model.safetensors and config.json when DIR already holds a checkpoint (other files there, e.g. "
+         "the tokenizer, stay as they are)"},
         {0},
     };
     cli_cmd cmd = {"export", "FILE",
@@ -108,7 +112,7 @@ int cmd_export(int argc, char **argv) {
         return 2;
     }
     hf_progress prog = {.what = "export"};
-    if (hf_export(pos[0], out, dt, on_progress, &prog)) return tool_fail("export");
+    if (hf_export(pos[0], out, dt, force, on_progress, &prog)) return tool_fail("export");
     progress_finish(&prog);
     printf("export: %s -> %s/" HF_WEIGHTS_FILE " (%s) and %s/" HF_CONFIG_FILE "\n", pos[0], out, dtype_name(dt), out);
     return 0;

@@ -140,8 +140,13 @@ int cmd_prune(int argc, char **argv) {
         bad = "--calib is only used with --importance taylor";
     } else if (!calib_path && o.importance == PRUNE_TAYLOR) {
         bad = "--importance taylor needs calibration tokens: give --calib FILE (from tiertrain tokenize)";
-    } else if (samples < 1 || samples > 65536 || seq < 1 || seq > (1 << 20)) {
-        bad = "--calib-samples must be 1..65536 and --calib-seq 1..1048576";
+    } else if (samples < 1 || samples > 65536) {
+        snprintf(msg, sizeof msg, "--calib-samples must be 1..65536, not %ld", samples);
+        bad = msg;
+    } else if (seq < 2 || seq > (1 << 20)) {
+        snprintf(msg, sizeof msg, "--calib-seq must be 2..1048576 (a window predicts each token from those before), "
+                                  "not %ld", seq);
+        bad = msg;
     }
     if (bad) {
         fprintf(stderr, "tiertrain prune: %s\n", bad);
@@ -169,6 +174,12 @@ int cmd_prune(int argc, char **argv) {
             fprintf(stderr, "tiertrain prune: --calib %s holds %llu tokens, fewer than one window of --calib-seq %ld "
                             "+ 1; give more text or a smaller --calib-seq\n", calib_path,
                     (unsigned long long)tokfile_count(tf), seq);
+            goto done;
+        }
+        if (tokfile_count(tf) < (uint64_t)samples * (uint64_t)seq + 1) {
+            fprintf(stderr, "tiertrain prune: --calib %s holds %llu tokens, fewer than --calib-samples %ld x "
+                            "--calib-seq %ld + 1; give more text or fewer samples\n", calib_path,
+                    (unsigned long long)tokfile_count(tf), samples, seq);
             goto done;
         }
         o.calib = tokfile_tokens(tf);

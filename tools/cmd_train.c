@@ -99,17 +99,16 @@ int cmd_train(int argc, char **argv) {
     const char *bad = NULL;
     if (full && (resume || trace_path || stop_after))
         bad = "--full trains a resident model and writes it once: it takes no --resume, --trace or --stop-after";
-    else if (full && strcmp(out, model) == 0) bad = "--full: --out must differ from --model (the source store is kept)";
     else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
     else if (micro < 1 || micro > 65536 || (int64_t)micro * seq > (1 << 24))
         bad = "--micro-batch must be at least 1, with --seq x --micro-batch at most 16M tokens";
-    else if (!(lr > 0) || !isfinite(lr) || !(min_lr >= 0) || min_lr > lr)
+    else if (!(lr > 0) || !isfinite((float)lr) || !(min_lr >= 0) || min_lr > lr)
         bad = "--lr must be a finite number > 0 and --min-lr within [0, lr]";
     else if (!(alpha > 0) || !isfinite(alpha)) bad = "--alpha must be a finite number > 0";
     else if (!(dropout >= 0 && dropout < 1)) bad = "--dropout must be in [0, 1)";
-    else if (!(wd >= 0) || !isfinite(wd) || !(clip >= 0) || !isfinite(clip)) bad = "--wd and --clip must be finite and >= 0";
+    else if (!(wd >= 0) || !isfinite((float)wd) || !(clip >= 0) || !isfinite((float)clip)) bad = "--wd and --clip must be finite and >= 0";
     else if (eval_tokens < 1 || eval_tokens > (1 << 30)) bad = "--eval-tokens must be 1..1G";
     else if (batch_tokens / (uint64_t)(seq * micro) > (1u << 20))
         bad = "--batch-tokens / (--seq x --micro-batch) must be at most 1048576 micro-batches";
