@@ -63,30 +63,45 @@ static int same_tensor(store_reader *a, store_reader *b, uint32_t i, uint64_t n,
     return memcmp(x, y, n * sizeof *x) == 0;
 }
 
-static void check_trained(const char *src, const char *out, int expect_map) {
+/* A source store and the trained one, open side by side, with buffers for their largest tensor. */
+typedef struct pair {
     store_reader a, b;
-    CHECK(store_reader_open(&a, src) == 0);
-    CHECK(store_reader_open(&b, out) == 0);
-    const tt_config *c = store_reader_config(&a);
-    CHECK(config_fingerprint(c) == config_fingerprint(store_reader_config(&b)));
-    CHECK(!tier_prune(b.s) == !expect_map);
+    float *x, *y;
+} pair;
+
+static void pair_open(pair *p, const char *src, const char *out) {
+    CHECK(store_reader_open(&p->a, src) == 0);
+    CHECK(store_reader_open(&p->b, out) == 0);
+    uint64_t mx = store_max_tensor(store_reader_config(&p->a));
+    p->x = tt_xmalloc(mx * 4);
+    p->y = tt_xmalloc(mx * 4);
+}
+
+static void pair_close(pair *p) {
+    free(p->x); free(p->y);
+    store_reader_close(&p->a);
+    store_reader_close(&p->b);
+}
+
+static void check_trained(const char *src, const char *out, int expect_map) {
+    pair pr;
+    pair_open(&pr, src, out);
+    const tt_config *c = store_reader_config(&pr.a);
+    const tier_prune_map *ma = tier_prune(pr.a.s), *mb = tier_prune(pr.b.s);
+    CHECK(config_fingerprint(c) == config_fingerprint(store_reader_config(&pr.b)));
+    CHECK(!mb == !expect_map);
     if (expect_map)
         for (uint32_t l = 0; l < c->n_layers; l++)
-            if (tier_prune(a.s)->kv[l])
-                CHECK(memcmp(tier_prune(a.s)->ffn[l], tier_prune(b.s)->ffn[l], c->layers[l].ffn * 4) == 0);
-    uint64_t mx = store_max_tensor(c);
-    float *x = tt_xmalloc(mx * 4), *y = tt_xmalloc(mx * 4);
+            if (ma->kv[l]) CHECK(memcmp(ma->ffn[l], mb->ffn[l], c->layers[l].ffn * 4) == 0);
     tt_tensor_desc d;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         config_tensor(c, i, &d);
-        CHECK_EQ_INT(store_reader_dtype(&a, i), store_reader_dtype(&b, i));
-        int same = same_tensor(&a, &b, i, d.rows * d.cols, x, y);
+        CHECK_EQ_INT(store_reader_dtype(&pr.a, i), store_reader_dtype(&pr.b, i));
+        int same = same_tensor(&pr.a, &pr.b, i, d.rows * d.cols, pr.x, pr.y);
         if (d.role == TT_ROLE_LM_HEAD) CHECK_MSG(same, "lm_head changed: it must stay frozen");
         else CHECK_MSG(!same, "%s did not change", d.name);
     }
-    free(x); free(y);
-    store_reader_close(&a);
-    store_reader_close(&b);
+    pair_close(&pr);
 }
 
 /* Mean calibration loss of the store at path over the windows
@@ -243,19 +258,15 @@ int main(void) {
         rc = fulltrain_run(&o, &train, &val, &res);
         CHECK_MSG(rc == 0, "%s", tt_lasterr());
         CHECK(res.last_loss < res.first_loss);
-        store_reader a, b;
-        CHECK(store_reader_open(&a, tsrc) == 0 && store_reader_open(&b, tout) == 0);
-        uint64_t mx = store_max_tensor(&tc);
-        float *x = tt_xmalloc(mx * 4), *y = tt_xmalloc(mx * 4);
+        pair pr;
+        pair_open(&pr, tsrc, tout);
         tt_tensor_desc d;
         for (uint32_t i = 0; i < config_n_tensors(&tc); i++) {
             config_tensor(&tc, i, &d);
-            int same = same_tensor(&a, &b, i, d.rows * d.cols, x, y);
+            int same = same_tensor(&pr.a, &pr.b, i, d.rows * d.cols, pr.x, pr.y);
             CHECK_MSG(same == (d.role == TT_ROLE_EMBED), "tied: %s %s", d.name, same ? "unchanged" : "changed");
         }
-        free(x); free(y);
-        store_reader_close(&a);
-        store_reader_close(&b);
+        pair_close(&pr);
     }
 
     /* 3c. a sparse (2:4) projection keeps exactly its zeros; the others move; validation data shorter than
@@ -274,15 +285,14 @@ int main(void) {
         rc = fulltrain_run(&o, &train, &tiny_val, &res);
         CHECK_MSG(rc == 0, "%s", tt_lasterr());
         CHECK(isnan(res.last_val));
-        store_reader a, b;
-        CHECK(store_reader_open(&a, ssrc) == 0 && store_reader_open(&b, sout) == 0);
-        uint64_t mx = store_max_tensor(&c);
-        float *x = tt_xmalloc(mx * 4), *y = tt_xmalloc(mx * 4);
+        pair pr;
+        pair_open(&pr, ssrc, sout);
+        float *x = pr.x, *y = pr.y;
         tt_tensor_desc d;
         for (uint32_t i = 0; i < config_n_tensors(&c); i++) {
             config_tensor(&c, i, &d);
             if (d.role != TT_ROLE_LINEAR) continue;
-            CHECK(store_reader_tensor(&a, i, x) == 0 && store_reader_tensor(&b, i, y) == 0);
+            CHECK(store_reader_tensor(&pr.a, i, x) == 0 && store_reader_tensor(&pr.b, i, y) == 0);
             uint64_t n = d.rows * d.cols, kept_zero = 0, moved = 0, zeros_in = 0;
             for (uint64_t j = 0; j < n; j++) {
                 zeros_in += x[j] == 0;
@@ -294,9 +304,8 @@ int main(void) {
             CHECK_MSG(moved > (n - zeros_in) / 2, "%s: only %llu weights moved", d.name, (unsigned long long)moved);
             if (d.layer == 0) CHECK(zeros_in == n / 2);
         }
-        free(x); free(y); free(sdt);
-        store_reader_close(&a);
-        store_reader_close(&b);
+        free(sdt);
+        pair_close(&pr);
     }
 
     /* 4. refused: NF4 weights; a budget below the resident need */
