@@ -145,20 +145,6 @@ static void keep_best(const double *score, uint32_t n, uint32_t k, uint32_t *kep
     free(v);
 }
 
-/* A uniformly random k of n, ascending, into kept (partial Fisher-Yates). */
-static void keep_random(tt_rng *r, uint32_t n, uint32_t k, uint32_t *kept) {
-    uint32_t *perm = tt_xmalloc((size_t)n * sizeof *perm);
-    for (uint32_t i = 0; i < n; i++) perm[i] = i;
-    for (uint32_t i = 0; i < k; i++) {
-        uint32_t j = i + (uint32_t)rng_below(r, n - i);
-        uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
-    uint8_t *mark = tt_xcalloc(n, 1);
-    for (uint32_t i = 0; i < k; i++) mark[perm[i]] = 1;
-    emit_marked(mark, n, kept);
-    free(mark);
-    free(perm);
-}
 
 /* Original row (or column) indices of the heads kept: for each kept KV head
  * kv[k], its `group` query heads kv[k]*group .. +group-1 (group = 1 for k_proj
@@ -257,8 +243,8 @@ static int choose_groups(store_reader *r, const char *in, const tt_prune_opts *o
         tt_rng rng;
         rng_seed(&rng, o->seed, rng_hash_str("prune-rand"));
         for (uint32_t l = a; l < b; l++) {
-            keep_random(&rng, nkv, dst->layers[l].n_kv_heads, map->kv[l]);
-            keep_random(&rng, nffn, dst->layers[l].ffn, map->ffn[l]);
+            rng_subset(&rng, nkv, dst->layers[l].n_kv_heads, map->kv[l]);
+            rng_subset(&rng, nffn, dst->layers[l].ffn, map->ffn[l]);
         }
         return 0;
     }

@@ -1,7 +1,11 @@
 /* core/rng.c — xoshiro256** (Blackman & Vigna), splitmix64 seeding. */
 #include "core/rng.h"
 
+#include "core/common.h"
+
 #include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -56,4 +60,20 @@ uint64_t rng_hash_str(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
     return h;
+}
+
+void rng_subset(tt_rng *r, uint32_t n, uint32_t k, uint32_t *out) {
+    TT_ASSERT(k <= n);
+    uint32_t *perm = tt_xmalloc((size_t)n * sizeof *perm);
+    for (uint32_t i = 0; i < n; i++) perm[i] = i;
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t j = i + (uint32_t)rng_below(r, n - i);
+        uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+    uint8_t *mark = tt_xcalloc(n, 1); /* mark the chosen, then emit them in order */
+    for (uint32_t i = 0; i < k; i++) mark[perm[i]] = 1;
+    for (uint32_t i = 0, m = 0; i < n; i++)
+        if (mark[i]) out[m++] = i;
+    free(mark);
+    free(perm);
 }

@@ -18,6 +18,8 @@ uint64_t rng_next(tt_rng *r);
 double rng_uniform(tt_rng *r);
 /* Uniform integer in [0, n), n > 0 (no modulo bias). */
 uint64_t rng_below(tt_rng *r, uint64_t n);
+/* A uniformly random k of 0..n-1 (partial Fisher-Yates), strictly increasing, into out[k]. */
+void rng_subset(tt_rng *r, uint32_t n, uint32_t k, uint32_t *out);
 /* Standard normal (Box–Muller, exact up to double rounding). */
 double rng_normal(tt_rng *r);
 /* Fills out[0..n) with approximately normal values of standard deviation std:

@@ -1,11 +1,11 @@
-/* io/ckpt.c — checkpoint files and atomic whole-file writes. */
+/* io/ckpt.c — checkpoint files. */
 #include "io/ckpt.h"
+#include "io/atomicfile.h"
 
 #include "core/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,45 +13,6 @@
 
 #define HEADER_BYTES 32u /* magic, version, state bytes, payload bytes, checksum */
 
-int atomic_write_file(const char *path, const void *const *parts, const size_t *sizes, int nparts) {
-    size_t tl = strlen(path) + 16;
-    char *tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int rc = 0;
-    if (fd < 0) {
-        rc = TT_FAIL(-errno, "cannot create %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    for (int i = 0; i < nparts && rc == 0; i++) {
-        const uint8_t *p = parts[i];
-        size_t n = sizes[i];
-        while (n && rc == 0) {
-            ssize_t w = write(fd, p, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                int e = w < 0 ? errno : EIO;
-                rc = TT_FAIL(-e, "writing %s failed: %s%s", path, strerror(e),
-                             e == ENOSPC || e == EDQUOT ? "; free some space and try again" : "");
-            }
-            p += w > 0 ? w : 0;
-            n -= w > 0 ? (size_t)w : n;
-        }
-    }
-    if (rc == 0 && fsync(fd) != 0) rc = TT_FAIL(-errno, "syncing %s failed: %s", path, strerror(errno));
-    if (close(fd) != 0 && rc == 0) rc = TT_FAIL(-errno, "closing %s failed: %s", path, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0) rc = TT_FAIL(-errno, "renaming %s into place failed: %s", path, strerror(errno));
-    if (rc) unlink(tmp);
-    free(tmp);
-    if (rc == 0) {
-        char *copy = strdup(path);
-        int dfd = copy ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-        if (dfd >= 0) { fsync(dfd); close(dfd); }
-        free(copy);
-    }
-    return rc;
-}
 
 static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
 
@@ -78,7 +39,7 @@ int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const 
     memcpy(hdr + 24, &sum, 8);
     const void *parts[] = {hdr, st, params, m, v};
     size_t sizes[] = {HEADER_BYTES, sizeof *st, pbytes, mbytes, mbytes};
-    return atomic_write_file(path, parts, sizes, 5);
+    return atomic_write_parts(path, parts, sizes, 5);
 }
 
 int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v) {

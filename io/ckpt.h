@@ -41,8 +41,4 @@ int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const 
  * truncated, corrupt). */
 int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v);
 
-/* Writes n bytes to path atomically: path.partial, fsync, rename, fsync of
- * the directory. Returns 0 or -errno with a message naming path. */
-int atomic_write_file(const char *path, const void *const *parts, const size_t *sizes, int nparts);
-
 #endif

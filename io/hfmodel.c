@@ -3,6 +3,7 @@
  * and import / export streamed through core/storeio.h on one side and the
  * safetensors reader / streaming writer on the other. */
 #include "io/hfmodel.h"
+#include "io/atomicfile.h"
 
 #include "core/common.h"
 #include "core/dtype.h"
@@ -562,66 +563,14 @@ static char *config_text(const tt_config *c, const tier_prune_map *map, uint32_t
     return b.s;
 }
 
-static int write_fail(const char *path, int err, const char *what) {
-    if (err == ENOSPC || err == EDQUOT)
-        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write it elsewhere", path);
-    return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
-}
 
-/* Writes text to "<path>.partial" and fsyncs it; *tmp_out (malloc'ed) names
- * it for commit_partial. Nothing is left behind on failure. */
-static int write_partial(const char *path, const char *text, char **tmp_out) {
-    size_t tl = strlen(path) + 16;
-    char *tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
-    }
-    int rc = 0;
-    const char *p = text;
-    size_t len = strlen(text);
-    while (len && rc == 0) {
-        ssize_t r = write(fd, p, len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) rc = write_fail(path, r < 0 ? errno : EIO, "writing");
-        else { p += r; len -= (size_t)r; }
-    }
-    if (rc == 0 && fsync(fd) != 0) rc = write_fail(path, errno, "syncing");
-    if (close(fd) != 0 && rc == 0) rc = write_fail(path, errno, "closing");
-    if (rc) {
-        unlink(tmp);
-        free(tmp);
-        return rc;
-    }
-    *tmp_out = tmp;
-    return 0;
-}
 
-/* Renames tmp to path and syncs the directory; frees tmp (removed on failure). */
-static int commit_partial(char *tmp, const char *path) {
-    int rc = 0;
-    if (rename(tmp, path) != 0) {
-        rc = write_fail(path, errno, "renaming into place");
-        unlink(tmp);
-    } else {
-        char *copy = strdup(path);
-        TT_ASSERT(copy);
-        int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) { (void)fsync(dfd); close(dfd); } /* best effort */
-        free(copy);
-    }
-    free(tmp);
-    return rc;
-}
 
 int hf_config_write(const char *dir, const tt_config *cfg, const tier_prune_map *map, uint32_t dtype) {
     TT_ASSERT(dtype == TT_DTYPE_BF16 || dtype == TT_DTYPE_F32);
     char *path = join(dir, HF_CONFIG_FILE), *text = config_text(cfg, map, dtype), *tmp = NULL;
-    int rc = write_partial(path, text, &tmp);
-    if (rc == 0) rc = commit_partial(tmp, path);
+    int rc = atomic_write_partial(path, text, strlen(text), &tmp);
+    if (rc == 0) rc = atomic_commit(tmp, path);
     free(text);
     free(path);
     return rc;
@@ -1013,7 +962,7 @@ int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force
     }
     /* config.json is complete on disk before model.safetensors appears, and
      * renamed right after it: a failure leaves neither new file */
-    if (rc == 0) rc = write_partial(config, text, &ctmp);
+    if (rc == 0) rc = atomic_write_partial(config, text, strlen(text), &ctmp);
     if (rc == 0) {
         rc = st_writer_finish(sw);
         sw = NULL;
@@ -1021,7 +970,7 @@ int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force
             unlink(ctmp);
             free(ctmp);
         } else {
-            rc = commit_partial(ctmp, config);
+            rc = atomic_commit(ctmp, config);
         }
     }
     st_writer_abort(sw);

@@ -3,6 +3,7 @@
  * layout; the tensors go through io/safetensors.h, the config through
  * jansson. */
 #include "io/peft.h"
+#include "io/atomicfile.h"
 
 #include "core/common.h"
 #include "core/config.h"
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -69,45 +69,7 @@ static float f16_to_f32(uint16_t h) {
 
 /* ---- writer --------------------------------------------------------------- */
 
-static int write_fail(const char *path, int err, const char *what) {
-    if (err == ENOSPC || err == EDQUOT)
-        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write it elsewhere", path);
-    return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
-}
 
-/* Writes len bytes to path via "<path>.partial", fsync and rename. */
-static int write_file_atomic(const char *path, const void *data, size_t len) {
-    size_t tl = strlen(path) + 16;
-    char *tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
-    }
-    int rc = 0;
-    const uint8_t *p = data;
-    while (len && rc == 0) {
-        ssize_t r = write(fd, p, len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) rc = write_fail(path, r < 0 ? errno : EIO, "writing");
-        else { p += r; len -= (size_t)r; }
-    }
-    if (rc == 0 && fsync(fd) != 0) rc = write_fail(path, errno, "syncing");
-    if (close(fd) != 0 && rc == 0) rc = write_fail(path, errno, "closing");
-    if (rc == 0 && rename(tmp, path) != 0) rc = write_fail(path, errno, "renaming into place");
-    if (rc) unlink(tmp);
-    else {
-        char *copy = strdup(path);
-        TT_ASSERT(copy);
-        int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) { (void)fsync(dfd); close(dfd); }
-        free(copy);
-    }
-    free(tmp);
-    return rc;
-}
 
 /* A JSON number for a float, printed with the fewest digits that read back
  * as the same float (0.05f -> 0.05, as Python writes it); integral values
@@ -238,7 +200,7 @@ int peft_write(const char *dir, const peft_adapter *a) {
     free(shapes);
     if (rc == 0) {
         char *cfg = config_json(a);
-        rc = write_file_atomic(cpath, cfg, strlen(cfg));
+        rc = atomic_write_file(cpath, cfg, strlen(cfg));
         free(cfg);
     }
     free(tpath);

@@ -3,13 +3,13 @@
  * st_writer: streamed in the caller's order; both .partial + fsync +
  * rename). docs/FORMAT.md describes the format; io/safetensors.h the API. */
 #include "io/safetensors.h"
+#include "io/atomicfile.h"
 
 #include "core/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -414,36 +414,8 @@ static int cmp_entry(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static int write_all(int fd, const void *buf, uint64_t n) {
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t r = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        if (r == 0) return EIO;
-        p += r;
-        n -= (uint64_t)r;
-    }
-    return 0;
-}
 
-static int write_fail(const char *path, int err, const char *what) {
-    if (err == ENOSPC || err == EDQUOT)
-        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write it elsewhere", path);
-    return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
-}
 
-static void fsync_dir_of(const char *path) {
-    char *copy = strdup(path);
-    TT_ASSERT(copy);
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (dfd < 0) return; /* best effort */
-    (void)fsync(dfd);
-    close(dfd);
-}
 
 /* Builds the padded JSON header for entries in order ord; *out is malloc'd. */
 static int build_header(const char *path, uint32_t n, const st_entry *e, const uint32_t *ord, const uint64_t *nbytes,
@@ -570,11 +542,11 @@ int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry
     }
     uint8_t len8[8];
     put_le64(len8, hlen);
-    int err = write_all(w->fd, len8, 8);
-    if (!err) err = write_all(w->fd, hdr, hlen);
+    int err = atomic_write_all(w->fd, len8, 8);
+    if (!err) err = atomic_write_all(w->fd, hdr, hlen);
     free(hdr);
     if (err) {
-        rc = write_fail(path, err, "writing");
+        rc = atomic_write_fail(path, err, "writing");
         st_writer_abort(w);
         return rc;
     }
@@ -584,8 +556,8 @@ int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry
 
 int st_writer_write(st_writer *w, const void *data, uint64_t len) {
     TT_ASSERT(len <= w->expected - w->written); /* more data than the header describes */
-    int err = write_all(w->fd, data, len);
-    if (err) return write_fail(w->path, err, "writing");
+    int err = atomic_write_all(w->fd, data, len);
+    if (err) return atomic_write_fail(w->path, err, "writing");
     w->written += len;
     return 0;
 }
@@ -593,13 +565,13 @@ int st_writer_write(st_writer *w, const void *data, uint64_t len) {
 int st_writer_finish(st_writer *w) {
     TT_ASSERT(w->written == w->expected); /* every tensor must have received all its bytes */
     int rc = 0;
-    if (fsync(w->fd) != 0) rc = write_fail(w->path, errno, "syncing");
+    if (fsync(w->fd) != 0) rc = atomic_write_fail(w->path, errno, "syncing");
     int cfd = w->fd;
     w->fd = -1;
-    if (close(cfd) != 0 && rc == 0) rc = write_fail(w->path, errno, "closing");
-    if (rc == 0 && rename(w->tmp, w->path) != 0) rc = write_fail(w->path, errno, "renaming into place");
+    if (close(cfd) != 0 && rc == 0) rc = atomic_write_fail(w->path, errno, "closing");
+    if (rc == 0 && rename(w->tmp, w->path) != 0) rc = atomic_write_fail(w->path, errno, "renaming into place");
     if (rc == 0) {
-        fsync_dir_of(w->path);
+        atomic_sync_dir_of(w->path);
         free(w->tmp);
         w->tmp = NULL;
     }

@@ -105,21 +105,6 @@ static int synth_tensor(synth_ctx *c, uint32_t i, const tt_tensor_desc *d, uint3
     return 0;
 }
 
-/* A random strictly increasing subset of k of 0..n-1. */
-static void random_subset(tt_rng *r, uint32_t n, uint32_t k, uint32_t *out) {
-    uint32_t *perm = tt_xmalloc((size_t)n * sizeof *perm);
-    for (uint32_t i = 0; i < n; i++) perm[i] = i;
-    for (uint32_t i = 0; i < k; i++) {
-        uint32_t j = i + (uint32_t)rng_below(r, n - i);
-        uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
-    /* mark chosen, then emit in order */
-    uint8_t *mark = tt_xcalloc(n, 1);
-    for (uint32_t i = 0; i < k; i++) mark[perm[i]] = 1;
-    for (uint32_t i = 0, m = 0; i < n; i++) if (mark[i]) out[m++] = i;
-    free(mark);
-    free(perm);
-}
 
 static int parse_range(const char *s, uint32_t *a, uint32_t *b) {
     char *end;
@@ -194,8 +179,8 @@ int cmd_synth(int argc, char **argv) {
         for (uint32_t l = a; l < b; l++) {
             map->kv[l] = tt_xmalloc(cfg->layers[l].n_kv_heads * sizeof(uint32_t));
             map->ffn[l] = tt_xmalloc(cfg->layers[l].ffn * sizeof(uint32_t));
-            random_subset(&r, cfg->n_kv_heads, cfg->layers[l].n_kv_heads, map->kv[l]);
-            random_subset(&r, cfg->ffn, cfg->layers[l].ffn, map->ffn[l]);
+            rng_subset(&r, cfg->n_kv_heads, cfg->layers[l].n_kv_heads, map->kv[l]);
+            rng_subset(&r, cfg->ffn, cfg->layers[l].ffn, map->ffn[l]);
         }
     } else if (layers_s) {
         fprintf(stderr, "tiertrain synth: --prune-layers needs --prune-ratio\n");
