@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +43,6 @@ typedef struct full_state {
     tt_wgrad *wg;
 } full_state;
 
-static volatile sig_atomic_t g_stop;
-static void on_signal(int sig) { g_stop = sig; }
 
 static void state_free(full_state *st) {
     ws_free(st->ws);
@@ -300,13 +297,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     if (!o->quiet && !o->json)
         printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %lld tokens\n",
                o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, (long long)K * T);
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
-    g_stop = 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    train_stop_arm();
     int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
     tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
     for (int i = 0; i < T; i++) wt[i] = 1;
@@ -343,7 +334,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         if (step == 1) res->first_loss = loss;
         res->last_loss = loss;
         res->steps_done = step;
-        int stop = g_stop != 0, last = step == o->steps || stop;
+        int stop = train_stop_requested() != 0, last = step == o->steps || stop;
         double vloss = NAN, now = tt_now();
         if (have_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
             train_eval_with(eval_model, &st, B, S, 1, val, o->eval_tokens, &vloss);
@@ -368,8 +359,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
             break;
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    train_stop_disarm();
     if (rc == 0) {
         /* lz4 where it saves space: sparse layers shrink, dense ones stay raw */
         tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1};

@@ -19,7 +19,26 @@ _Static_assert((int)TT_PROJ_COUNT == (int)PEFT_N_PROJ, "LoRA projections and PEF
 
 static volatile sig_atomic_t g_stop_signal;
 
+static struct sigaction g_old_int, g_old_term;
+
 static void on_signal(int sig) { g_stop_signal = sig; }
+
+void train_stop_arm(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
+    g_stop_signal = 0;
+    sigaction(SIGINT, &sa, &g_old_int);
+    sigaction(SIGTERM, &sa, &g_old_term);
+}
+
+int train_stop_requested(void) { return g_stop_signal; }
+
+void train_stop_disarm(void) {
+    sigaction(SIGINT, &g_old_int, NULL);
+    sigaction(SIGTERM, &g_old_term, NULL);
+}
 
 double train_lr(const tt_train_opts *o, int step) {
     if (o->warmup > 0 && step <= o->warmup) return (double)o->lr * step / o->warmup;
@@ -237,13 +256,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         if (rc) return rc;
         if (!o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, step);
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
-    g_stop_signal = 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    train_stop_arm();
 
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
@@ -255,8 +268,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         if (rc) {
             rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
             free(in); free(tgt); free(wt);
-            sigaction(SIGINT, &old_int, NULL);
-            sigaction(SIGTERM, &old_term, NULL);
+            train_stop_disarm();
             return rc;
         }
         res->last_val = res->first_val;
@@ -295,7 +307,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         tt_trace_stats ts_stats = {0};
         if (o->trace) trace_step_stats(o->trace, now, &ts_stats);
         double vloss = NAN;
-        int stop_sig = g_stop_signal; /* read once: the save and the stop below must agree */
+        int stop_sig = train_stop_requested(); /* read once: the save and the stop below must agree */
         int last = step == o->steps || step == o->stop_after || stop_sig;
         if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
             rc = train_eval(e, val, o->eval_tokens, &vloss);
@@ -341,8 +353,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
             break;
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    train_stop_disarm();
     free(in); free(tgt); free(wt);
     return rc;
 }

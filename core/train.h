@@ -46,6 +46,14 @@ typedef struct tt_train_result {
     int interrupted;
 } tt_train_result;
 
+/* Ctrl-C / SIGTERM ask the running training loop to stop cleanly after its
+ * step: arm installs the handlers (a second signal ends the process at once),
+ * requested returns the signal number (0: none), disarm restores the
+ * previous handlers. One loop at a time. */
+void train_stop_arm(void);
+int train_stop_requested(void);
+void train_stop_disarm(void);
+
 /* Learning rate at step s (1-based): linear warmup from 0 over `warmup`
  * steps, then cosine decay from lr to min_lr at `steps`. */
 double train_lr(const tt_train_opts *o, int step);
