@@ -1,4 +1,4 @@
-/* core/dtype.h — element types of stored tensors and bf16 conversion. */
+/* core/dtype.h — element types of stored tensors, bf16 and f16 conversion. */
 #ifndef TT_DTYPE_H
 #define TT_DTYPE_H
 
@@ -29,6 +29,22 @@ static inline uint16_t f32_to_bf16(float f) {
 }
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* IEEE half (safetensors F16) -> f32, exact (subnormals normalised, inf/NaN kept). */
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);     /* inf / NaN */
+    else if (exp) u = sign | ((exp + 112) << 23) | (man << 13); /* normal */
+    else if (!man) u = sign;                                    /* zero */
+    else {                                                      /* subnormal: normalise */
+        exp = 113;
+        while (!(man & 0x400)) { man <<= 1; exp--; }
+        u = sign | (exp << 23) | ((man & 0x3ff) << 13);
+    }
     float f;
     memcpy(&f, &u, 4);
     return f;

@@ -79,22 +79,6 @@ static void shape_text(uint32_t ndim, const uint64_t *shape, char *buf, size_t c
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-/* f16 (IEEE binary16) -> f32, exact. */
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);     /* inf / NaN */
-    else if (exp) u = sign | ((exp + 112) << 23) | (man << 13); /* normal */
-    else if (!man) u = sign;                                    /* zero */
-    else {                                                      /* subnormal: normalise */
-        exp = 113;
-        while (!(man & 0x400)) { man <<= 1; exp--; }
-        u = sign | (exp << 23) | ((man & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* The n raw values of dtype at the start of x's bytes, widened to f32 in
  * place. Going from the last value down never overwrites a value not yet
  * read (value j's f32 lands at bytes 4j.., past the 2-byte values < j), and

@@ -51,22 +51,6 @@ static char *join(const char *dir, const char *file) {
     return s;
 }
 
-/* f16 (IEEE binary16) -> f32, exact. */
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13);             /* inf / NaN */
-    else if (exp) u = sign | ((exp + 112) << 23) | (man << 13);         /* normal */
-    else if (!man) u = sign;                                            /* zero */
-    else {                                                              /* subnormal */
-        exp = 113;
-        while (!(man & 0x400)) { man <<= 1; exp--; }
-        u = sign | (exp << 23) | ((man & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* ---- writer --------------------------------------------------------------- */
 
 

@@ -164,6 +164,25 @@ static inline int fixture_write_store(const char *path, const tt_config *c, cons
     return tier_writer_finish(w);
 }
 
+/* Random weights for tensor i (a store_write fill callback, ctx a
+ * fixture_fill_ctx): projections N(0, wstd), norms 1 + N(0, 0.1), embedding
+ * and lm_head N(0, 0.5). Deterministic from (seed, i). */
+typedef struct fixture_fill_ctx {
+    uint64_t seed;
+    float wstd;
+} fixture_fill_ctx;
+
+static inline int fixture_fill(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
+    const fixture_fill_ctx *fc = ctx;
+    tt_rng r;
+    rng_seed(&r, fc->seed, i);
+    for (uint64_t j = 0; j < d->rows * d->cols; j++) {
+        double g = rng_normal(&r);
+        out[j] = (float)(d->role == TT_ROLE_NORM ? 1.0 + 0.1 * g : d->role == TT_ROLE_LINEAR ? fc->wstd * g : 0.5 * g);
+    }
+    return 0;
+}
+
 /* Writes a store with real weights: projections N(0, wstd) encoded as lin
  * (f32, bf16, nf4, nf4-dq), norms 1 + N(0, 0.1), embedding and lm_head
  * N(0, 0.5). Deterministic from seed. Returns the writer's rc. */
@@ -178,12 +197,8 @@ static inline int fixture_write_model(const char *path, const tt_config *c, uint
         config_tensor(c, i, &d);
         uint64_t n = d.rows * d.cols;
         float *v = malloc(n * sizeof *v);
-        tt_rng r;
-        rng_seed(&r, seed, i);
-        for (uint64_t j = 0; j < n; j++) {
-            double g = rng_normal(&r);
-            v[j] = (float)(d.role == TT_ROLE_NORM ? 1.0 + 0.1 * g : d.role == TT_ROLE_LINEAR ? wstd * g : 0.5 * g);
-        }
+        fixture_fill_ctx fc = {seed, wstd};
+        fixture_fill(&fc, i, &d, v);
         uint64_t nb = tier_writer_tensor_bytes(w, i);
         uint8_t *b = calloc(1, nb);
         if (dt[i] == TT_DTYPE_F32) memcpy(b, v, n * 4);

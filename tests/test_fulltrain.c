@@ -27,21 +27,12 @@ static uint32_t *pattern_tokens(uint64_t n) {
     return t;
 }
 
-/* store_write fill: norms near 1, projections N(0, 0.1), embedding/lm_head N(0, 0.5). */
-static int fill_random(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
-    (void)ctx;
-    tt_rng r;
-    rng_seed(&r, 21, i);
-    for (uint64_t j = 0; j < d->rows * d->cols; j++) {
-        double g = rng_normal(&r);
-        out[j] = (float)(d->role == TT_ROLE_NORM ? 1 + 0.1 * g : d->role == TT_ROLE_LINEAR ? 0.1 * g : 0.5 * g);
-    }
-    return 0;
-}
 
-/* fill_random with 2:4-style zeros (two of every four) in layer 0's projections */
+/* g_fill's weights (fixture_fill) with 2:4-style zeros (two of every four) in layer 0's projections */
+static fixture_fill_ctx g_fill = {21, 0.1f};
+
 static int fill_sparse(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
-    fill_random(ctx, i, d, out);
+    fixture_fill(ctx, i, d, out);
     if (d->role == TT_ROLE_LINEAR && d->layer == 0)
         for (uint64_t j = 0; j < d->rows * d->cols; j++)
             if (j % 4 < 2) out[j] = 0;
@@ -235,7 +226,7 @@ int main(void) {
     uint32_t *dt = tt_xcalloc(config_n_tensors(&pc), sizeof *dt);
     store_default_dtypes(&pc, TT_DTYPE_BF16, TT_DTYPE_BF16, dt);
     tier_write_opts wo = {dt, &map, 0};
-    rc = store_write(bsrc, &pc, &wo, fill_random, NULL);
+    rc = store_write(bsrc, &pc, &wo, fixture_fill, &g_fill);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     o = opts(bsrc, bout);
     o.steps = 5;
@@ -278,7 +269,7 @@ int main(void) {
         uint32_t *sdt = tt_xcalloc(config_n_tensors(&c), sizeof *sdt);
         store_default_dtypes(&c, TT_DTYPE_F32, TT_DTYPE_F32, sdt);
         tier_write_opts so = {sdt, NULL, 1};
-        CHECK(store_write(ssrc, &c, &so, fill_sparse, NULL) == 0);
+        CHECK(store_write(ssrc, &c, &so, fill_sparse, &g_fill) == 0);
         o = opts(ssrc, sout);
         o.steps = 5;
         tt_tokens tiny_val = {tok, 10};

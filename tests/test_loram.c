@@ -384,20 +384,6 @@ static void check_merge_equivalent(const char *orig_path, const peft_adapter *a,
     free(bare.x);
 }
 
-typedef struct fill_ctx {
-    uint64_t seed;
-} fill_ctx;
-
-/* Random weights for store_write: projections N(0, 0.2), norms ~1, embedding/lm_head N(0, 0.5). */
-static int fill_random(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
-    tt_rng r;
-    rng_seed(&r, ((fill_ctx *)ctx)->seed, i);
-    for (uint64_t j = 0; j < d->rows * d->cols; j++) {
-        double g = rng_normal(&r);
-        out[j] = (float)(d->role == TT_ROLE_NORM ? 1 + 0.1 * g : d->role == TT_ROLE_LINEAR ? 0.2 * g : 0.5 * g);
-    }
-    return 0;
-}
 
 /* Merging into a pruned NF4 store: dtypes, the pruning map and untouched
  * tensors kept byte for byte; merged projections re-quantized close to
@@ -413,8 +399,8 @@ static void test_merge_nf4(const char *dir) {
     uint32_t nt = config_n_tensors(&c);
     uint32_t *dt = fixture_dtypes(&c, TT_DTYPE_NF4DQ);
     tier_write_opts wo = {dt, &map, 0};
-    fill_ctx fc = {4};
-    CHECK_MSG(store_write(src, &c, &wo, fill_random, &fc) == 0, "%s", tt_lasterr());
+    fixture_fill_ctx fc = {4, 0.2f};
+    CHECK_MSG(store_write(src, &c, &wo, fixture_fill, &fc) == 0, "%s", tt_lasterr());
     unsigned targets = 1u << TT_PROJ_Q | 1u << TT_PROJ_O | 1u << TT_PROJ_DOWN; /* k, v, gate, up stay untouched */
     peft_adapter a;
     random_adapter(&c, 2, 4.f, targets, 0.3f, 8, &a);
