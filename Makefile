@@ -8,6 +8,9 @@
 #   make fuzz       build the libFuzzer targets (clang) into build/fuzz/
 #   make demo       the quick-start job on the built-in tiny model
 #   make bench      the IO benchmark on a generated store (see README)
+#   make gpu-bundle statically linked tiertrain + test_cuda_ops packed in
+#                   build/gpu-bundle.tar.xz for a GPU machine without the -dev
+#                   packages (tools/gpu_check.sh runs it there)
 #   NO_CUDA=1       do not build the CUDA backend even when nvcc is found
 
 CC      ?= cc
@@ -18,6 +21,14 @@ CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -I. -pthread
 LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lopenblas -lm -pthread
+# STATIC=1: the non-CUDA libraries and the CUDA runtime linked statically, so
+# the binary runs on a machine without the Debian -dev packages (the GPU
+# machine, tools/gpu_check.sh); cuBLAS stays shared (it comes with the CUDA
+# toolkit / driver image there), as does libudev (hwloc's; in every base image).
+ifeq ($(STATIC),1)
+  LDLIBS := -Wl,-Bstatic -luring -lhwloc -llz4 -lxxhash -ljansson -lopenblas -lgfortran -lquadmath \
+            -Wl,-Bdynamic -l:libudev.so.1 -lm -pthread
+endif
 
 # ---- Debian packages ------------------------------------------------------
 DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev \
@@ -42,6 +53,10 @@ ifneq ($(strip $(NVCC)),)
   NVCCFLAGS := -std=c++17 -O2 -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
   CUDA_DEFS := -DTT_HAVE_CUDA
   CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+  ifeq ($(STATIC),1)
+    CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -ldl -lrt \
+                 -Wl,-rpath,$(CUDA_HOME)/lib64
+  endif
 else
   CUDA_MSG := CUDA backend: no$(if $(filter 1,$(NO_CUDA)), (NO_CUDA=1), (nvcc not found))
 endif
@@ -67,7 +82,7 @@ F := $(BUILD)/f64
 FA := $(BUILD)/f64asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-.PHONY: all test run-tests deps fuzz demo bench clean
+.PHONY: all test run-tests deps fuzz demo bench gpu-bundle clean
 .SECONDARY:
 .DELETE_ON_ERROR:
 all: tiertrain
@@ -144,6 +159,15 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory tiertrain
 	@sh tools/bench_io.sh
+
+# ---- the GPU machine's binaries (tools/gpu_check.sh runs them there) ----------
+GPU_BINS := build/static/rel/tiertrain build/static/rel/tests/test_cuda_ops
+gpu-bundle: deps
+	@test -n "$(NVCC)" || { echo "gpu-bundle: needs nvcc (CUDA toolkit)"; exit 1; }
+	@$(MAKE) --no-print-directory STATIC=1 BUILD=build/static $(GPU_BINS)
+	@rm -rf build/gpu && mkdir -p build/gpu && cp $(GPU_BINS) build/gpu/ && strip --strip-debug build/gpu/*
+	@tar -C build -cJf build/gpu-bundle.tar.xz gpu
+	@echo "gpu-bundle: build/gpu-bundle.tar.xz ($$(du -h build/gpu-bundle.tar.xz | cut -f1)); tools/gpu_check.sh unpacks and runs it"
 
 # ---- dependencies ------------------------------------------------------------
 deps:

@@ -160,7 +160,9 @@ __global__ void k_nf4(size_t n, const unsigned char *codes, const float *absmax,
     unsigned char b = codes[i >> 1];
     int code = (i & 1) ? (b & 15) : (b >> 4);
     size_t blk = i / NF4_BLOCK;
-    float am = absmax ? absmax[blk] : c_dyn[qabs[blk]] * absmax2[blk / NF4_DQ_BLOCK] + offset;
+    /* Two roundings, as the CPU reference (nf4_double_dequant): __fmul_rn /
+     * __fadd_rn are never contracted into one FMA. */
+    float am = absmax ? absmax[blk] : __fadd_rn(__fmul_rn(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK]), offset);
     out[i] = c_nf4[code] * am;
 }
 static void cu_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {

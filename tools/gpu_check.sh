@@ -1,0 +1,224 @@
+#!/bin/bash
+# tools/gpu_check.sh — every check the GPU machine runs, in one command.
+#
+#   make gpu-bundle                 (here: static binaries -> build/gpu-bundle.tar.xz)
+#   bash tools/gpu_check.sh [OUTDIR] [CHECKS]   (there, from the repository root)
+#
+# OUTDIR (default $OUT, else build/gpu-check) receives gpu_check.log (every
+# command and its output) and summary.txt (the table printed last). CHECKS is
+# a comma list of the names below (default: all). A check that fails does not
+# stop the others; each runs under its own time limit. Exit status: the number
+# of failed checks (0: all passed).
+#
+#   env        GPU, driver, CUDA, the binary's shared libraries
+#   ops        tests/test_cuda_ops: every CUDA op against the CPU reference
+#   ops-mc     the same under compute-sanitizer --tool memcheck
+#   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
+#   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit
+#   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
+#   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192)
+#   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident)
+#   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
+set -u
+cd "$(dirname "$0")/.."
+OUTD=${1:-${OUT:-build/gpu-check}}
+ONLY=${2:-all}
+mkdir -p "$OUTD"
+LOG=$OUTD/gpu_check.log
+SUM=$OUTD/summary.txt
+: >"$LOG"
+: >"$SUM"
+W=${GPU_CHECK_WORK:-/tmp/tiertrain-gpu-check}
+rm -rf "$W"
+mkdir -p "$W"
+FAILED=0
+
+log() { echo "$*" | tee -a "$LOG"; }
+row() { printf '%-10s %-5s %6s  %s\n' "$1" "$2" "$3" "$4" | tee -a "$SUM" >>"$LOG"; }
+want() { [ "$ONLY" = all ] || case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+# run NAME LIMIT_S FUNCTION: the function prints its findings; its last line
+# "RESULT <PASS|FAIL|INFO> <figure>" goes to the table.
+run() {
+    local name=$1 limit=$2 fn=$3 t0 rc res
+    want "$name" || return 0
+    log ""
+    log "==== $name (limit ${limit}s) ================================================"
+    t0=$(date +%s.%N)
+    timeout --kill-after=10 "$limit" bash -c "$fn" >"$W/$name.out" 2>&1
+    rc=$?
+    cat "$W/$name.out" >>"$LOG"
+    local dt
+    dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+    res=$(grep '^RESULT ' "$W/$name.out" | tail -1)
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        row "$name" FAIL "${dt}s" "timed out after ${limit}s"
+        FAILED=$((FAILED + 1))
+    elif [ -z "$res" ]; then
+        row "$name" FAIL "${dt}s" "exit $rc, no result line (see gpu_check.log)"
+        FAILED=$((FAILED + 1))
+    else
+        set -- $res
+        local verdict=$2
+        shift 2
+        [ "$rc" != 0 ] && [ "$verdict" != FAIL ] && verdict=FAIL
+        row "$name" "$verdict" "${dt}s" "$*"
+        [ "$verdict" = FAIL ] && FAILED=$((FAILED + 1))
+    fi
+    tail -3 "$W/$name.out" | sed 's/^/    /'
+}
+
+# ---- the binaries --------------------------------------------------------------
+if [ ! -f build/gpu-bundle.tar.xz ]; then
+    echo "gpu_check: build/gpu-bundle.tar.xz is missing; run 'make gpu-bundle' first (on the build machine)" >&2
+    exit 2
+fi
+tar -C "$W" -xJf build/gpu-bundle.tar.xz
+T=$W/gpu/tiertrain
+OPS=$W/gpu/test_cuda_ops
+# cuBLAS: the binary's rpath names /usr/local/cuda/lib64; elsewhere, the CUDA
+# toolkit's or PyTorch's copy.
+if ldd "$T" | grep -q 'libcublas.*not found'; then
+    d=$(dirname "$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)")
+    export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+export T OPS W
+
+CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
+    /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
+export CS=${CS:-compute-sanitizer}
+
+# ---- the checks ----------------------------------------------------------------
+# Runs "$@" while nvidia-smi samples the whole GPU's used memory every 100 ms;
+# prints the peak (the machine runs nothing else).
+gpumem_peak() {
+    local f=$W/mem.$BASHPID p rc
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$f" 2>/dev/null &
+    p=$!
+    "$@"
+    rc=$?
+    kill $p 2>/dev/null
+    wait $p 2>/dev/null
+    echo "peak GPU memory used (nvidia-smi, whole GPU, 100 ms samples): $(sort -n "$f" | tail -1) MiB"
+    return $rc
+}
+
+c_env() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    nvcc --version 2>/dev/null | tail -2
+    ldd "$T"
+    nproc
+    free -g | head -2
+    if ldd "$T" | grep -q 'not found'; then echo "RESULT FAIL missing shared libraries"; return 1; fi
+    echo "RESULT INFO $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+}
+
+c_ops() {
+    "$OPS"
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance" || echo "RESULT FAIL test_cuda_ops exit $rc"
+}
+
+c_ops_mc() {
+    "$CS" --tool memcheck --error-exitcode 9 --print-limit 20 "$OPS"
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT PASS memcheck clean" || echo "RESULT FAIL exit $rc"
+}
+
+# the small model and byte tokens (shared by the training checks)
+prep_small() {
+    [ -f "$W/small.tier" ] && return 0
+    "$T" synth --preset small --quant nf4 -o "$W/small.tier" >/dev/null &&
+        "$T" tokenize --input tools/demo-data/nlp-corpus-slice.txt -o "$W/c.tok" >/dev/null
+}
+SMALL="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32 --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json"
+export SMALL
+# the smallest --hbm the planner accepts for the small model on CUDA (2 slots, every activation spilled), +2%
+min_hbm() {
+    "$T" plan --model "$W/small.tier" --device cuda --hbm 1M $SMALL 2>&1 |
+        sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' | awk '{ printf "%.0f%s", $1 * 1.02 + 1, $2 }'
+}
+losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
+
+c_cpu_cuda() {
+    prep_small || { echo "RESULT FAIL could not make the small model"; return 1; }
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/cpu20" --steps 20 --device cpu $SMALL >"$W/cpu20.json" || {
+        echo "RESULT FAIL cpu run"; return 1; }
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json" || {
+        echo "RESULT FAIL cuda run"; return 1; }
+    paste <(losses "$W/cpu20.json") <(losses "$W/res20.json") |
+        awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; printf "step %2d  cpu %.6f  cuda %.6f  |diff| %.2e\n", NR, $1, $2, d }
+             END { if (NR != 20) { print "RESULT FAIL " NR " steps compared"; exit 1 }
+                   printf "RESULT %s max |loss diff| over 20 steps %.2e\n", (m < 2e-3 ? "PASS" : "FAIL"), m }'
+    grep -o '"tokens_per_s":[0-9.]*' "$W/res20.json" | tail -1
+}
+
+c_stream() {
+    prep_small || { echo "RESULT FAIL could not make the small model"; return 1; }
+    local h
+    h=$(min_hbm)
+    [ -n "$h" ] || { echo "RESULT FAIL could not find the smallest --hbm"; return 1; }
+    "$T" plan --model "$W/small.tier" --device cuda --hbm "$h" $SMALL | head -4
+    [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json"
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps 20 --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
+        echo "RESULT FAIL streamed run"; return 1; }
+    tail -1 "$W/str20.json"
+    if cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors"; then
+        echo "RESULT PASS LoRA bit-identical, streamed at --hbm $h vs resident"
+    else
+        echo "RESULT FAIL LoRA differs, streamed at --hbm $h vs resident"
+    fi
+}
+
+c_train_mc() {
+    prep_small || { echo "RESULT FAIL could not make the small model"; return 1; }
+    local h
+    h=$(min_hbm)
+    "$CS" --tool memcheck --error-exitcode 9 --print-limit 20 \
+        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/mc2" --steps 2 --device cuda --hbm "$h" $SMALL
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT PASS memcheck clean on 2 streamed steps (--hbm $h)" || echo "RESULT FAIL exit $rc"
+}
+
+c_kernels() {
+    "$T" bench kernels --device cuda --json
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" 2>/dev/null)" ||
+        echo "RESULT FAIL exit $rc"
+}
+
+c_overlap8b() {
+    "$T" synth --preset llama3.1-8b --quant nf4 -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
+    gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 \
+        --rank 16 --alpha 32 --steps 1 --json
+    local rc=$?
+    rm -f "$W/l8b.tier"
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'streamed: .*tokens/s' "$W/overlap8b.out" | tr -s ' ')" ||
+        echo "RESULT FAIL exit $rc"
+}
+
+c_peer() {
+    PYTHONUNBUFFERED=1 gpumem_peak python3 tools/peer_peft.py --preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 \
+        --micro-tokens 8192 --rank 16 --alpha 32 --steps 2
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o '^peer seq [0-9]*: .* tokens/s' "$W/peer.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' | tr '\n' ' ')" ||
+        echo "RESULT FAIL exit $rc"
+}
+
+export -f gpumem_peak prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_overlap8b c_peer
+
+log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), work dir $W"
+run env 30 c_env
+run ops 60 c_ops
+run cpu-cuda 120 c_cpu_cuda
+run stream 60 c_stream
+run kernels 60 c_kernels
+run ops-mc 120 c_ops_mc
+run train-mc 150 c_train_mc
+run peer 200 c_peer
+run overlap8b 150 c_overlap8b
+
+log ""
+log "==== summary ($FAILED failed) ===="
+cat "$SUM"
+exit "$FAILED"
