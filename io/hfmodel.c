@@ -235,36 +235,39 @@ static int check_llama(const char *path, const json_t *root) {
     return 0;
 }
 
-static int read_rope_scaling(const char *path, const json_t *root, tt_config *cfg) {
-    char t[64];
-    const json_t *rs = json_object_get(root, "rope_scaling");
+/* RoPE scaling from "rope_scaling" (transformers 4) or "rope_parameters"
+ * (transformers 5, which moves rope_theta inside it too; key names the one
+ * read, for messages). Only "llama3" scaling and none are supported. */
+static int read_rope_scaling(const char *path, const json_t *rs, const char *key, tt_config *cfg) {
+    char t[64], pre[40];
+    snprintf(pre, sizeof pre, "%s.", key);
     if (!rs || json_is_null(rs)) return 0;
     if (!json_is_object(rs))
-        return TT_FAIL(-EINVAL, "%s: \"rope_scaling\" is %s, not null or an object", path, json_text(rs, t, sizeof t));
+        return TT_FAIL(-EINVAL, "%s: \"%s\" is %s, not null or an object", path, key, json_text(rs, t, sizeof t));
     /* transformers reads "rope_type", and "type" from older files */
     const json_t *ty = json_object_get(rs, "rope_type");
     if (!ty) ty = json_object_get(rs, "type");
     if (!json_is_string(ty))
-        return TT_FAIL(-EINVAL, "%s: \"rope_scaling.rope_type\" is %s; tiertrain supports null or \"llama3\"", path,
+        return TT_FAIL(-EINVAL, "%s: \"%s.rope_type\" is %s; tiertrain supports \"default\" or \"llama3\"", path, key,
                        json_text(ty, t, sizeof t));
     if (strcmp(json_string_value(ty), "default") == 0) return 0; /* transformers' name for unscaled rope */
     if (strcmp(json_string_value(ty), "llama3") != 0)
         return TT_FAIL(-EINVAL,
-                       "%s: \"rope_scaling.rope_type\" is %s, which tiertrain does not support; it supports no "
-                       "scaling (null) and \"llama3\"",
-                       path, json_text(ty, t, sizeof t));
+                       "%s: \"%s.rope_type\" is %s, which tiertrain does not support; it supports no "
+                       "scaling (null or \"default\") and \"llama3\"",
+                       path, key, json_text(ty, t, sizeof t));
     double factor, low, high;
     long long orig;
-    int rc = get_num(path, rs, "rope_scaling.", "factor", 1, 0, &factor);
-    if (rc == 0) rc = get_num(path, rs, "rope_scaling.", "low_freq_factor", 1, 0, &low);
-    if (rc == 0) rc = get_num(path, rs, "rope_scaling.", "high_freq_factor", 1, 0, &high);
-    if (rc == 0) rc = get_int(path, rs, "rope_scaling.", "original_max_position_embeddings", 1, 0, 1, UINT32_MAX, &orig);
+    int rc = get_num(path, rs, pre, "factor", 1, 0, &factor);
+    if (rc == 0) rc = get_num(path, rs, pre, "low_freq_factor", 1, 0, &low);
+    if (rc == 0) rc = get_num(path, rs, pre, "high_freq_factor", 1, 0, &high);
+    if (rc == 0) rc = get_int(path, rs, pre, "original_max_position_embeddings", 1, 0, 1, UINT32_MAX, &orig);
     if (rc) return rc;
-    if (!(factor >= 1.0 && low > 0.0 && high > low))
+    if (!(factor >= 1.0 && factor < 1e30 && low > 0.0 && high > low && high < 1e30))
         return TT_FAIL(-EINVAL,
-                       "%s: \"rope_scaling\" has factor %g, low_freq_factor %g and high_freq_factor %g; llama3 scaling "
-                       "needs factor >= 1 and 0 < low_freq_factor < high_freq_factor",
-                       path, factor, low, high);
+                       "%s: \"%s\" has factor %g, low_freq_factor %g and high_freq_factor %g; llama3 scaling "
+                       "needs finite factor >= 1 and 0 < low_freq_factor < high_freq_factor",
+                       path, key, factor, low, high);
     cfg->rope_type = TT_ROPE_LLAMA3;
     cfg->rope_factor = (float)factor;
     cfg->rope_low_freq = (float)low;
@@ -374,6 +377,22 @@ static int config_from_json(const char *path, const json_t *root, tt_config *cfg
     if (rc == 0) rc = get_int(path, root, "", "max_position_embeddings", 0, DEF_MAX_POS, 1, UINT32_MAX, &max_pos);
     if (rc == 0) rc = get_num(path, root, "", "rms_norm_eps", 0, DEF_RMS_EPS, &eps);
     if (rc == 0) rc = get_num(path, root, "", "rope_theta", 0, DEF_ROPE_THETA, &theta);
+    /* transformers 5 writes "rope_parameters" {rope_type, rope_theta, scaling
+     * fields} instead of "rope_theta" + "rope_scaling" */
+    const json_t *rp = json_object_get(root, "rope_parameters");
+    const char *rope_key = rp && !json_is_null(rp) ? "rope_parameters" : "rope_scaling";
+    if (rc == 0 && rp && !json_is_null(rp)) {
+        const json_t *top = json_object_get(root, "rope_theta");
+        double t5;
+        if (!json_is_object(rp))
+            return TT_FAIL(-EINVAL, "%s: \"rope_parameters\" is %s, not null or an object", path,
+                           json_text(rp, t, sizeof t));
+        rc = get_num(path, rp, "rope_parameters.", "rope_theta", 0, theta, &t5);
+        if (rc == 0 && top && !json_is_null(top) && json_object_get(rp, "rope_theta") && t5 != theta)
+            return TT_FAIL(-EINVAL, "%s: \"rope_theta\" %g and \"rope_parameters.rope_theta\" %g disagree", path,
+                           theta, t5);
+        theta = t5;
+    }
     if (rc == 0) rc = get_bool(path, root, "", "tie_word_embeddings", 0, &tie);
     if (rc) return rc;
     if (heads % kv)
@@ -388,8 +407,7 @@ static int config_from_json(const char *path, const json_t *root, tt_config *cfg
         return TT_FAIL(-EINVAL, "%s: \"rms_norm_eps\" is %s, not a number in (0, 1)", path,
                        json_text(json_object_get(root, "rms_norm_eps"), t, sizeof t));
     if (!(theta > 0.0 && theta < 1e30))
-        return TT_FAIL(-EINVAL, "%s: \"rope_theta\" is %s, not a positive number", path,
-                       json_text(json_object_get(root, "rope_theta"), t, sizeof t));
+        return TT_FAIL(-EINVAL, "%s: \"rope_theta\" is %g, not a positive number below 1e30", path, theta);
 
     memset(cfg, 0, sizeof *cfg);
     cfg->n_layers = (uint32_t)layers;
@@ -405,7 +423,7 @@ static int config_from_json(const char *path, const json_t *root, tt_config *cfg
     cfg->rope_theta = (float)theta;
     rc = get_token(path, root, "bos_token_id", DEF_BOS, cfg->vocab, &cfg->bos_id);
     if (rc == 0) rc = get_token(path, root, "eos_token_id", DEF_EOS, cfg->vocab, &cfg->eos_id);
-    if (rc == 0) rc = read_rope_scaling(path, root, cfg);
+    if (rc == 0) rc = read_rope_scaling(path, json_object_get(root, rope_key), rope_key, cfg);
     if (rc) return rc;
     for (uint32_t l = 0; l < cfg->n_layers; l++)
         cfg->layers[l] = (tt_layer_dims){cfg->n_heads, cfg->n_kv_heads, cfg->ffn, 0};

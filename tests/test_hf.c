@@ -534,6 +534,13 @@ static void test_config(void) {
         {"rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}", "\"dynamic\""},
         {"rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "rope_scaling.low_freq_factor"},
         {"rope_scaling", "[1]", "rope_scaling"},
+        /* transformers 5 */
+        {"rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 1e4, \"factor\": 4.0}", "rope_parameters.rope_type"},
+        {"rope_parameters", "{\"rope_type\": \"llama3\", \"rope_theta\": 1e4, \"factor\": 8.0}",
+         "rope_parameters.low_freq_factor"},
+        {"rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 123.0}", "disagree"},
+        {"rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": \"x\"}", "rope_parameters.rope_theta"},
+        {"rope_parameters", "7", "rope_parameters"},
         {"num_key_value_heads", "3", "num_key_value_heads"},
         {"head_dim", "8", "head_dim"},
         {"quantization_config", "{\"quant_method\": \"gptq\"}", "gptq"},
@@ -588,6 +595,29 @@ static void test_config(void) {
     CHECK(got->n_kv_heads == c->n_heads && got->layers[1].n_kv_heads == c->n_heads && got->bos_id == 0 &&
           got->eos_id == 2 && got->rope_type == TT_ROPE_DEFAULT && got->rope_theta == 500000.f &&
           got->head_dim == 16 && strcmp(got->name, "cfg") == 0);
+
+    /* transformers 5: rope_theta and llama3 scaling inside "rope_parameters"
+     * (no top-level rope_theta); it wins over a stale "rope_scaling" */
+    o = config_json(c);
+    json_object_del(o, "rope_theta");
+    json_object_set_new(o, "rope_scaling", json_null());
+    json_object_set_new(o, "rope_parameters",
+                        json_pack("{s:s, s:f, s:f, s:f, s:f, s:i}", "rope_type", "llama3", "rope_theta", 250000.0,
+                                  "factor", 8.0, "low_freq_factor", 1.0, "high_freq_factor", 4.0,
+                                  "original_max_position_embeddings", 8192));
+    write_config(dir, o);
+    json_decref(o);
+    CHECK_MSG(hf_config_read(dir, got, &m, &has_map) == 0, "%s", tt_lasterr());
+    CHECK(got->rope_type == TT_ROPE_LLAMA3 && got->rope_theta == 250000.f && got->rope_factor == 8.f &&
+          got->rope_low_freq == 1.f && got->rope_high_freq == 4.f && got->rope_orig_max_pos == 8192);
+    /* ... and "default" there means no scaling, with its theta */
+    o = config_json(c);
+    json_object_del(o, "rope_theta");
+    json_object_set_new(o, "rope_parameters", json_pack("{s:s, s:f}", "rope_type", "default", "rope_theta", 1e6));
+    write_config(dir, o);
+    json_decref(o);
+    CHECK_MSG(hf_config_read(dir, got, &m, &has_map) == 0, "%s", tt_lasterr());
+    CHECK(got->rope_type == TT_ROPE_DEFAULT && got->rope_theta == 1e6f);
 
     /* no directory, no config.json */
     char none[600];

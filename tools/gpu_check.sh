@@ -11,7 +11,7 @@
 # of failed checks (0: all passed).
 #
 #   env        GPU, driver, CUDA, the binary's shared libraries
-#   ops        tests/test_cuda_ops: every CUDA op against the CPU reference
+#   ops        tests/test_cuda_ops --real: every CUDA op against the CPU reference, small and real shapes
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit
@@ -19,6 +19,8 @@
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192)
 #   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident)
 #   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
+#   hf         transformers/PEFT load what tiertrain writes, same losses (tools/hf_crosscheck.py)
+#   train8b    llama3.1-8b NF4: 3 training steps under --hbm 8G and resident, with the GPU's peak memory
 set -u
 cd "$(dirname "$0")/.."
 OUTD=${1:-${OUT:-build/gpu-check}}
@@ -114,7 +116,7 @@ c_env() {
 }
 
 c_ops() {
-    "$OPS"
+    "$OPS" --real
     local rc=$?
     [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance" || echo "RESULT FAIL test_cuda_ops exit $rc"
 }
@@ -131,12 +133,15 @@ prep_small() {
     "$T" synth --preset small --quant nf4 -o "$W/small.tier" >/dev/null &&
         "$T" tokenize --input tools/demo-data/nlp-corpus-slice.txt -o "$W/c.tok" >/dev/null
 }
-SMALL="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32 --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json"
-export SMALL
+# plan flags (plan, train) and train-only flags of the small runs
+PLANF="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32"
+SMALL="$PLANF --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json"
+export PLANF SMALL
 # the smallest --hbm the planner accepts for the small model on CUDA (2 slots, every activation spilled), +2%
 min_hbm() {
-    "$T" plan --model "$W/small.tier" --device cuda --hbm 1M $SMALL 2>&1 |
-        sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' | awk '{ printf "%.0f%s", $1 * 1.02 + 1, $2 }'
+    "$T" plan --model "$W/small.tier" --device cuda --hbm 1M $PLANF 2>&1 |
+        sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' |
+        awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.0fM", $1 * m * 1.02 + 1 }'
 }
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
 
@@ -158,7 +163,7 @@ c_stream() {
     local h
     h=$(min_hbm)
     [ -n "$h" ] || { echo "RESULT FAIL could not find the smallest --hbm"; return 1; }
-    "$T" plan --model "$W/small.tier" --device cuda --hbm "$h" $SMALL | head -4
+    "$T" plan --model "$W/small.tier" --device cuda --hbm "$h" $PLANF | head -4
     [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json"
     "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps 20 --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
         echo "RESULT FAIL streamed run"; return 1; }
@@ -197,6 +202,30 @@ c_overlap8b() {
         echo "RESULT FAIL exit $rc"
 }
 
+# llama3.1-8b NF4 under --hbm 8G and resident: tokens/s and the GPU's peak memory
+c_train8b() {
+    prep_small || { echo "RESULT FAIL could not make the token file"; return 1; }
+    "$T" synth --preset llama3.1-8b --quant nf4 -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
+    local f="--model $W/l8b.tier --data $W/c.tok --device cuda --seq 2048 --micro-batch 1 --batch-tokens 4096
+             --rank 16 --alpha 32 --steps 3 --warmup 1 --eval-every 0 --save-every 0 --json"
+    local rc=0
+    "$T" plan --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 --rank 16
+    echo "-- streamed, --hbm 8G"
+    gpumem_peak "$T" train $f --hbm 8G --out "$W/t8b-8g" || rc=1
+    echo "-- resident, --hbm 0"
+    gpumem_peak "$T" train $f --out "$W/t8b-res" || rc=1
+    rm -f "$W/l8b.tier"
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/train8b.out" | grep -o '[0-9]* MiB' | tr '\n' ' ')(8G, resident)" ||
+        echo "RESULT FAIL exit $rc"
+}
+
+# transformers + PEFT against tiertrain on an odd-shaped model (tools/hf_crosscheck.py)
+c_hf() {
+    PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.out")" || echo "RESULT FAIL exit $rc"
+}
+
 c_peer() {
     PYTHONUNBUFFERED=1 gpumem_peak python3 tools/peer_peft.py --preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 \
         --micro-tokens 8192 --rank 16 --alpha 32 --steps 2
@@ -205,7 +234,7 @@ c_peer() {
         echo "RESULT FAIL exit $rc"
 }
 
-export -f gpumem_peak prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_overlap8b c_peer
+export -f gpumem_peak prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_overlap8b c_peer c_train8b c_hf
 
 log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), work dir $W"
 run env 30 c_env
@@ -217,6 +246,8 @@ run ops-mc 120 c_ops_mc
 run train-mc 150 c_train_mc
 run peer 200 c_peer
 run overlap8b 150 c_overlap8b
+run hf 120 c_hf
+run train8b 200 c_train8b
 
 log ""
 log "==== summary ($FAILED failed) ===="
