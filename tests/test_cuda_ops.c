@@ -17,28 +17,36 @@
 #include <math.h>
 #include <string.h>
 
-/* Max relative error |gpu - cpu| / max(1, |cpu|) allowed per op. fp32 on
- * both sides; the GPU reorders sums (block reductions, cuBLAS tiles), so the
- * tolerances scale with the reduction length of each op. The same table
- * holds at the real shapes (--real): a sum of K products in fp32 errs by
- * about sqrt(K) * 6e-8 of its terms' scale, 4e-6 at K = 4096 — still 25x
- * under the gemm entry; softmax rows of 4096 and vocab rows of 128256 sum
- * positive terms, whose relative error does not grow with the length. */
-static const struct { const char *op; double tol; } g_tol[] = {
-    {"gemm", 1e-4},        /* K = 96 products per output */
-    {"axpy", 1e-6},   {"scale", 1e-6},   {"mask_scale", 1e-6},
-    {"sumsq", 1e-5},       /* double accumulation both sides, float inputs */
-    {"dequant", 0},        /* same float arithmetic: exact */
-    {"rmsnorm_fwd", 1e-5}, {"rmsnorm_bwd", 1e-4}, {"rmsnorm_bwd_w", 1e-4},
-    {"rope", 1e-6},
-    {"attn_fwd", 1e-4},    {"attn_bwd", 5e-4},  /* softmax of seq 40 + two gemms */
-    {"swiglu_fwd", 1e-5},  {"swiglu_bwd", 1e-5}, /* expf vs expf: ulps */
-    {"xent", 1e-5},        {"adamw", 1e-6},
+/* Two tolerances per op, fp32 on both sides (the GPU reorders sums: block
+ * reductions, cuBLAS tiles).
+ *  - small shapes: the worst element's |gpu - cpu| / max(1, |cpu|);
+ *  - real shapes (--real): the norm-wise ||gpu - cpu|| / ||cpu|| (METHOD of
+ *    the GPU machine). Element-wise bounds do not carry over to long sums:
+ *    a sum of K products rounds at every partial sum, whose size grows like
+ *    sqrt(K), so an output near zero errs by ~ eps * K / sqrt(2) of the
+ *    terms' scale (2.5e-4 at K = 4096, which is what was measured on the
+ *    H200: 1.9e-4 to 3.9e-4 element-wise at K = 4096 and 8192). Norm-wise,
+ *    against an f64 product of N(0,1) matrices (torch on the CPU), an fp32
+ *    GEMM errs by 2.6e-7 (K = 4096) and 2.8e-7 (K = 8192), the same inputs
+ *    rounded to TF32 by 2.9e-4 — so 2e-5 passes any fp32 GEMM with a wide
+ *    margin and fails a TF32 one. Softmax rows and vocab rows sum positive
+ *    terms, whose relative error does not grow with length. */
+static const struct { const char *op; double tol, tol_real; } g_tol[] = {
+    {"gemm", 1e-4, 2e-5},         /* small: K = 96 products per output */
+    {"axpy", 1e-6, 1e-6},   {"scale", 1e-6, 1e-6},   {"mask_scale", 1e-6, 1e-6},
+    {"sumsq", 1e-5, 1e-5},        /* double accumulation both sides, float inputs */
+    {"dequant", 0, 0},            /* same float arithmetic: exact */
+    {"rmsnorm_fwd", 1e-5, 1e-6}, {"rmsnorm_bwd", 1e-4, 2e-5}, {"rmsnorm_bwd_w", 1e-4, 2e-5},
+    {"rope", 1e-6, 1e-6},
+    {"attn_fwd", 1e-4, 2e-5},    {"attn_bwd", 5e-4, 5e-5},  /* softmax rows + two gemms */
+    {"swiglu_fwd", 1e-5, 1e-6},  {"swiglu_bwd", 1e-5, 1e-6}, /* expf vs expf: ulps */
+    {"xent", 1e-5, 1e-5},        {"adamw", 1e-6, 1e-6},
 };
+static int g_real; /* --real: norm-wise tolerances, outputs poisoned */
 
 static double tol_of(const char *op) {
     for (size_t i = 0; i < sizeof g_tol / sizeof g_tol[0]; i++)
-        if (strcmp(g_tol[i].op, op) == 0) return g_tol[i].tol;
+        if (strcmp(g_tol[i].op, op) == 0) return g_real ? g_tol[i].tol_real : g_tol[i].tol;
     TT_ASSERT(!"op without a tolerance");
     return 0;
 }
@@ -56,20 +64,25 @@ static float *up(const float *h, size_t n) {
     gpu->to_device(d, h, n * sizeof *d);
     return d;
 }
-static int g_poison; /* --real: outputs are NaN before each GPU call */
 static void poison(float *d, size_t n) {
-    if (g_poison) gpu->fill(d, n, NAN);
+    if (g_real) gpu->fill(d, n, NAN);
 }
 static void cmp(const char *op, const float *ref, const float *dev, size_t n) {
     float *h = tt_xmalloc(n * sizeof *h);
     gpu->to_host(h, dev, n * sizeof *h);
-    double worst = 0;
+    double worst = 0, d2 = 0, r2 = 0;
     for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)h[i] - ref[i]) / fmax(1.0, fabs(ref[i]));
+        double d = (double)h[i] - ref[i], e = fabs(d) / fmax(1.0, fabs(ref[i]));
         if (!(e <= worst)) worst = e; /* NaN counts as the worst */
+        d2 += d * d;
+        r2 += (double)ref[i] * ref[i];
     }
-    CHECK_MSG(worst <= tol_of(op), "%s: worst relative error %.3g > %.3g", op, worst, tol_of(op));
-    fprintf(stderr, "%-12s worst %.3g (tolerance %.3g)\n", op, worst, tol_of(op));
+    double normwise = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
+    if (normwise != normwise || worst != worst) normwise = worst = INFINITY; /* NaN: unwritten or broken */
+    double got = g_real ? normwise : worst;
+    const char *what = g_real ? "norm-wise relative error" : "worst relative error";
+    CHECK_MSG(got <= tol_of(op), "%s: %s %.3g > %.3g", op, what, got, tol_of(op));
+    fprintf(stderr, "%-13s %s %.3g (tolerance %.3g; worst element %.3g)\n", op, what, got, tol_of(op), worst);
     free(h);
 }
 
@@ -239,7 +252,7 @@ int main(int argc, char **argv) {
     t_attn(2, 40, 4, 2, 16);
     t_xent(13, 257);
     if (real) {
-        g_poison = 1;
+        g_real = 1;
         fprintf(stderr, "-- real shapes: linear 2048 x 4096 x 4096 (every transpose)\n");
         t_gemm(2048, 4096, 4096, 1);
         fprintf(stderr, "-- pruned 70B gate/up (2048 x 8192 -> 4300) and down (4300 -> 8192)\n");
