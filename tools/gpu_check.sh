@@ -165,8 +165,9 @@ c_stream() {
     [ -n "$h" ] || { echo "RESULT FAIL could not find the smallest --hbm"; return 1; }
     "$T" plan --model "$W/small.tier" --device cuda --hbm "$h" $PLANF | head -4
     [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json"
-    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps 20 --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
+    gpumem_peak "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps 20 --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
         echo "RESULT FAIL streamed run"; return 1; }
+    echo "(budget --hbm $h) $(grep 'peak GPU memory' "$W/str20.json")"
     tail -1 "$W/str20.json"
     if cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors"; then
         echo "RESULT PASS LoRA bit-identical, streamed at --hbm $h vs resident"
