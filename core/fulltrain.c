@@ -140,7 +140,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         tt_ws *wm = NULL;
         if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
         ws_free(wm);
-        need = state_bytes(c, st->n) + ws_bytes + be_reserved_bytes();
+        need = state_bytes(c, st->n) + ws_bytes + be_outside_bytes(wo->seq);
         if (need > hbm) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "

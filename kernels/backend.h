@@ -111,6 +111,9 @@ typedef struct tt_backend {
     /* Device memory the backend itself holds outside the arena (runtime
      * context, library workspaces), for the planner's accounting of --hbm. */
     size_t (*reserved_bytes)(void);
+    /* Device memory the ops take outside the arena for sequences of seq
+     * tokens (the CUDA attention's score buffers), likewise. */
+    size_t (*scratch_bytes)(int seq);
 } tt_backend;
 
 /* The CPU reference backend (OpenBLAS for gemm). */
@@ -119,6 +122,9 @@ const tt_backend *backend_cpu(void);
 int be_host_register(void *p, size_t bytes);   /* 0 when the backend has no such call */
 void be_host_unregister(void *p);
 size_t be_reserved_bytes(void);
+/* Everything the backend holds outside the arena at sequence length seq:
+ * reserved_bytes() + scratch_bytes(seq). --hbm bounds arena + this. */
+size_t be_outside_bytes(int seq);
 
 /* A backend by name: "cpu" or "cuda". NULL with tt_lasterr set when it is
  * not available (not built, or no usable GPU). */

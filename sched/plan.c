@@ -21,8 +21,11 @@ static void measure(const tier_store *s, tt_plan *p) {
 }
 
 /* --hbm bounds the whole process's device memory: the arena plus what the
- * backend holds outside it (CUDA context, cuBLAS workspace; 0 on the CPU). */
-static int fits_dev(const tt_plan *p) { return !p->req.hbm || p->dev_bytes + be_reserved_bytes() <= p->req.hbm; }
+ * backend holds outside it (CUDA context, cuBLAS workspace, attention scores;
+ * 0 on the CPU). */
+static int fits_dev(const tt_plan *p) {
+    return !p->req.hbm || p->dev_bytes + be_outside_bytes(p->req.seq) <= p->req.hbm;
+}
 
 static int fits(const tt_plan *p) { return fits_dev(p) && (!p->req.host || p->host_bytes <= p->req.host); }
 
@@ -88,7 +91,7 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
         char need[32], have[32];
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
-                       req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes + be_reserved_bytes(), 1 << 20), need, sizeof need));
+                       req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes + be_outside_bytes(req->seq), 1 << 20), need, sizeof need));
     }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third
@@ -151,8 +154,20 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
             p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
     tt_arena *d = arena_measure("device"), *h = arena_measure("host");
     exec_measure(s, p, d, h);
-    fprintf(f, "\nmemory table, device (GPU tier; the CPU backend stands in):\n");
+    const char *be = be_current()->name;
+    if (strcmp(be, "cpu") == 0)
+        fprintf(f, "\nmemory table, device (GPU tier; the CPU backend stands in):\n");
+    else
+        fprintf(f, "\nmemory table, device (%s):\n", be);
     arena_print_table(d, f);
+    size_t res = be_reserved_bytes(), out = be_outside_bytes(p->req.seq);
+    if (out) {
+        fprintf(f, "outside the arena: %s (%s runtime context and library workspaces, %s attention scratch)\n",
+                tt_fmt_bytes(out, a, sizeof a), be, tt_fmt_bytes(out - res, b, sizeof b));
+        fprintf(f, "device total: %s", tt_fmt_bytes(arena_peak(d) + out, a, sizeof a));
+        if (p->req.hbm) fprintf(f, " of --hbm %s", tt_fmt_bytes(p->req.hbm, b, sizeof b));
+        fputc('\n', f);
+    }
     fprintf(f, "\nmemory table, pinned host:\n");
     arena_print_table(h, f);
     arena_free(d);
@@ -173,10 +188,10 @@ void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
             "{\"hbm\":%llu,\"host\":%llu,\"micro_batch\":%d,\"seq\":%d,\"micro_batches\":%d,\"layers\":%d,"
             "\"slots\":%d,\"prefetch\":%d,\"head_on_device\":%s,\"host_cache\":%s,\"dev_cells\":%d,"
             "\"host_cells\":%d,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
-            "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f}",
+            "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f,\"outside_bytes\":%llu}",
             (unsigned long long)p->req.hbm, (unsigned long long)p->req.host, p->req.B, p->req.seq, p->req.K, p->L,
             p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
             p->dev_cells, p->host_cells, (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
             (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
-            p->pred_step_s);
+            p->pred_step_s, (unsigned long long)be_outside_bytes(p->req.seq));
 }

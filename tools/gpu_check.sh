@@ -92,39 +92,25 @@ export CS=${CS:-compute-sanitizer}
 
 # ---- the checks ----------------------------------------------------------------
 # Runs "$@" while nvidia-smi samples the whole GPU's used memory every 100 ms;
-# prints the peak (the machine runs nothing else).
+# prints the peak over the idle baseline read just before (the machine runs
+# nothing else), as "peak GPU memory used ...: N MiB".
 gpumem_peak() {
-    local f=$W/mem.$BASHPID p rc
+    local f=$W/mem.$BASHPID p rc base
+    base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$f" 2>/dev/null &
     p=$!
     "$@"
     rc=$?
     kill $p 2>/dev/null
     wait $p 2>/dev/null
-    echo "peak GPU memory used (nvidia-smi, whole GPU, 100 ms samples): $(sort -n "$f" | tail -1) MiB"
+    echo "peak GPU memory used (nvidia-smi, 100 ms samples, over the idle ${base} MiB): $(sort -n "$f" | tail -1 | awk -v b="$base" '{ print $1 - b }') MiB"
     return $rc
 }
-
-c_env() {
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-    nvcc --version 2>/dev/null | tail -2
-    ldd "$T"
-    nproc
-    free -g | head -2
-    if ldd "$T" | grep -q 'not found'; then echo "RESULT FAIL missing shared libraries"; return 1; fi
-    echo "RESULT INFO $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
-}
-
-c_ops() {
-    "$OPS" --real
-    local rc=$?
-    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance" || echo "RESULT FAIL test_cuda_ops exit $rc"
-}
-
-c_ops_mc() {
-    "$CS" --tool memcheck --error-exitcode 9 --print-limit 20 "$OPS"
-    local rc=$?
-    [ $rc = 0 ] && echo "RESULT PASS memcheck clean" || echo "RESULT FAIL exit $rc"
+# within_budget FILE BUDGET_MIB: the last peak line of FILE is at most the budget
+within_budget() {
+    local peak
+    peak=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$1" | tail -1 | grep -o '[0-9]* MiB$' | cut -d' ' -f1)
+    [ -n "$peak" ] && [ "$peak" -le "$2" ]
 }
 
 # the small model and byte tokens (shared by the training checks)
@@ -167,12 +153,15 @@ c_stream() {
     [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json"
     gpumem_peak "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps 20 --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
         echo "RESULT FAIL streamed run"; return 1; }
-    echo "(budget --hbm $h) $(grep 'peak GPU memory' "$W/str20.json")"
-    tail -1 "$W/str20.json"
-    if cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors"; then
-        echo "RESULT PASS LoRA bit-identical, streamed at --hbm $h vs resident"
+    grep -v 'peak GPU memory' "$W/str20.json" | tail -1
+    grep 'peak GPU memory' "$W/str20.json"
+    local same=identical fits=yes
+    cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors" || same=different
+    within_budget "$W/str20.json" "${h%M}" || fits=no
+    if [ $same = identical ] && [ $fits = yes ]; then
+        echo "RESULT PASS LoRA bit-identical, streamed at --hbm $h vs resident; GPU peak within --hbm"
     else
-        echo "RESULT FAIL LoRA differs, streamed at --hbm $h vs resident"
+        echo "RESULT FAIL LoRA $same (streamed at --hbm $h vs resident); GPU peak within --hbm: $fits"
     fi
 }
 
@@ -216,8 +205,12 @@ c_train8b() {
     echo "-- resident, --hbm 0"
     gpumem_peak "$T" train $f --out "$W/t8b-res" || rc=1
     rm -f "$W/l8b.tier"
-    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/train8b.out" | grep -o '[0-9]* MiB' | tr '\n' ' ')(8G, resident)" ||
-        echo "RESULT FAIL exit $rc"
+    local peaks
+    peaks=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/train8b.out" | grep -o '[0-9]* MiB$' | tr '\n' ' ')
+    grep 'peak GPU memory' "$W/train8b.out" | head -1 >"$W/peak8g"
+    if [ $rc != 0 ]; then echo "RESULT FAIL exit $rc"
+    elif within_budget "$W/peak8g" 8192; then echo "RESULT PASS GPU peaks ${peaks}(--hbm 8G, resident)"
+    else echo "RESULT FAIL GPU peak over --hbm 8G: ${peaks}(8G, resident)"; fi
 }
 
 # transformers + PEFT against tiertrain on an odd-shaped model (tools/hf_crosscheck.py)
@@ -235,9 +228,9 @@ c_peer() {
         echo "RESULT FAIL exit $rc"
 }
 
-export -f gpumem_peak prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_overlap8b c_peer c_train8b c_hf
+export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_overlap8b c_peer c_train8b c_hf
 
-log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), work dir $W"
+log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>/dev/null || echo 'without BUILD'), work dir $W"
 run env 30 c_env
 run ops 60 c_ops
 run cpu-cuda 120 c_cpu_cuda

@@ -17,9 +17,11 @@ extern "C" {
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <errno.h>
 
 #define CUDA_CHECK(call)                                                                                      \
@@ -127,15 +129,16 @@ __global__ void k_sumsq(size_t n, const float *x, double *part) {
     }
     if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
 }
+enum { SUMSQ_BLOCKS = 256 };
+static double *g_sumsq_part; /* SUMSQ_BLOCKS partial sums, allocated at start-up */
+
 static double cu_sumsq(size_t n, const tt_real *x) {
     if (!n) return 0;
-    enum { NB = 256 };
-    double *part, host[NB];
-    CUDA_CHECK(cudaMalloc(&part, NB * sizeof(double)));
+    enum { NB = SUMSQ_BLOCKS };
+    double *part = g_sumsq_part, host[NB];
     k_sumsq<<<NB, 256>>>(n, x, part);
     LAUNCHED();
     CUDA_CHECK(cudaMemcpy(host, part, sizeof host, cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaFree(part));
     double s = 0;
     for (int i = 0; i < NB; i++) s += host[i];
     return s;
@@ -262,6 +265,10 @@ static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_
 
 static float *g_attn_scratch;
 static size_t g_attn_cap;
+
+/* What attention holds outside the arena for sequences of seq tokens: the
+ * backward's two (seq x seq) buffers (the planner adds it to --hbm). */
+static size_t cu_scratch_bytes(int seq) { return 2 * (size_t)seq * (size_t)seq * sizeof(float); }
 
 static float *attn_scratch(size_t n) {
     if (n > g_attn_cap) {
@@ -397,13 +404,33 @@ __global__ void k_xent(int V, float *logits, const int *tg, const float *wt, flo
     for (int j = threadIdx.x; j < V; j += blockDim.x) row[j] = (expf(row[j] - l) - (j == t ? 1.f : 0.f)) * w * dscale;
     if (threadIdx.x == 0) loss[r] = (double)w * (l - target);
 }
+/* Targets, weights and per-row losses of one cross-entropy chunk: allocated
+ * at start-up for XENT_ROWS rows (16 bytes a row), grown only for a larger
+ * chunk (the head's chunks are far smaller). */
+enum { XENT_ROWS = 65536 };
+static int *g_xent_tg;
+static float *g_xent_wt;
+static double *g_xent_loss;
+static int g_xent_cap;
+
+static void xent_buffers(int R) {
+    if (R <= g_xent_cap) return;
+    if (g_xent_cap) {
+        CUDA_CHECK(cudaFree(g_xent_tg));
+        CUDA_CHECK(cudaFree(g_xent_wt));
+        CUDA_CHECK(cudaFree(g_xent_loss));
+    }
+    CUDA_CHECK(cudaMalloc(&g_xent_tg, (size_t)R * sizeof(int)));
+    CUDA_CHECK(cudaMalloc(&g_xent_wt, (size_t)R * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&g_xent_loss, (size_t)R * sizeof(double)));
+    g_xent_cap = R;
+}
+
 static double cu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale) {
-    int *tg;
-    float *wt;
-    double *loss, *host = (double *)tt_xmalloc((size_t)R * sizeof(double));
-    CUDA_CHECK(cudaMalloc(&tg, (size_t)R * sizeof(int)));
-    CUDA_CHECK(cudaMalloc(&wt, (size_t)R * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&loss, (size_t)R * sizeof(double)));
+    xent_buffers(R);
+    int *tg = g_xent_tg;
+    float *wt = g_xent_wt;
+    double *loss = g_xent_loss, *host = (double *)tt_xmalloc((size_t)R * sizeof(double));
     CUDA_CHECK(cudaMemcpy(tg, targets, (size_t)R * sizeof(int), cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(wt, weight, (size_t)R * sizeof(float), cudaMemcpyHostToDevice));
     k_xent<<<R, 256>>>(V, logits, tg, wt, dscale, loss);
@@ -411,9 +438,6 @@ static double cu_xent(int R, int V, tt_real *logits, const int32_t *targets, con
     CUDA_CHECK(cudaMemcpy(host, loss, (size_t)R * sizeof(double), cudaMemcpyDeviceToHost));
     double s = 0;
     for (int r = 0; r < R; r++) s += host[r];
-    CUDA_CHECK(cudaFree(tg));
-    CUDA_CHECK(cudaFree(wt));
-    CUDA_CHECK(cudaFree(loss));
     free(host);
     return s;
 }
@@ -466,13 +490,64 @@ static void cu_rms_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, co
 static size_t g_reserved;
 static size_t cu_reserved_bytes(void) { return g_reserved; }
 
+/* ---- what the process holds outside the arena ----------------------------------
+ * The driver's context, cuBLAS's handle and workspace and the buffers above
+ * are measured: NVML (the driver's library, opened at run time, so nothing
+ * links against it) reads the device's used memory before the context exists
+ * and again after start-up. Kernels load lazily (CUDA_MODULE_LOADING=LAZY, the
+ * default) on their first launch, after the measurement: LAZY_MARGIN covers
+ * them. Without NVML, the context is estimated at CONTEXT_GUESS. */
+enum { BLAS_WORKSPACE = 32 << 20, LAZY_MARGIN = 64 << 20 };
+static const size_t CONTEXT_GUESS = (size_t)640 << 20;
+
+typedef struct { unsigned long long total, free, used; } nvml_memory;
+typedef struct {
+    void *lib, *dev;
+    int (*init)(void);
+    int (*shutdown)(void);
+    int (*by_pci)(const char *, void **);
+    int (*meminfo)(void *, nvml_memory *);
+} nvml_api;
+
+/* Opens NVML on the device CUDA calls 0; 0 or -1 (no NVML: estimates). */
+static int nvml_open(nvml_api *n) {
+    memset(n, 0, sizeof *n);
+    n->lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!n->lib) return -1;
+    *(void **)&n->init = dlsym(n->lib, "nvmlInit_v2");
+    *(void **)&n->shutdown = dlsym(n->lib, "nvmlShutdown");
+    *(void **)&n->by_pci = dlsym(n->lib, "nvmlDeviceGetHandleByPciBusId_v2");
+    *(void **)&n->meminfo = dlsym(n->lib, "nvmlDeviceGetMemoryInfo");
+    char bus[64];
+    if (n->init && n->shutdown && n->by_pci && n->meminfo && n->init() == 0) {
+        if (cudaDeviceGetPCIBusId(bus, sizeof bus, 0) == cudaSuccess && n->by_pci(bus, &n->dev) == 0) return 0;
+        cudaGetLastError();
+        n->shutdown();
+    }
+    dlclose(n->lib);
+    n->lib = NULL;
+    return -1;
+}
+static int nvml_used(nvml_api *n, unsigned long long *used) {
+    nvml_memory m;
+    if (!n->lib || n->meminfo(n->dev, &m) != 0) return -1;
+    *used = m.used;
+    return 0;
+}
+static void nvml_close(nvml_api *n) {
+    if (!n->lib) return;
+    n->shutdown();
+    dlclose(n->lib);
+    n->lib = NULL;
+}
+
 /* ---- the table ---------------------------------------------------------------- */
 
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dequant,    cu_rms_fwd,
     cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
-    cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
+    cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
@@ -488,17 +563,27 @@ extern "C" const tt_backend *backend_cuda(void) {
         state = -1;
         return NULL;
     }
+    nvml_api nv;
+    unsigned long long before = 0, after = 0;
+    int measured = nvml_open(&nv) == 0 && nvml_used(&nv, &before) == 0; /* before the context exists */
     CUDA_CHECK(cudaSetDevice(0));
     size_t free0, free1, total;
     CUDA_CHECK(cudaFree(0)); /* create the context */
     CUDA_CHECK(cudaMemGetInfo(&free0, &total));
     CUBLAS_CHECK(cublasCreate(&g_blas));
+    void *ws;
+    CUDA_CHECK(cudaMalloc(&ws, BLAS_WORKSPACE)); /* cuBLAS's workspace, ours to count (else it grows lazily) */
+    CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, BLAS_WORKSPACE));
+    CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
+    xent_buffers(XENT_ROWS);
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
+    CUDA_CHECK(cudaDeviceSynchronize());
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-    /* what the process holds beyond the arena: the context (total - free0 includes other processes, so take
-     * the cuBLAS handle's growth plus a fixed context estimate; measured figures belong in docs/BENCHMARKS.md) */
-    g_reserved = (free0 - free1) + (512u << 20);
+    measured = measured && nvml_used(&nv, &after) == 0 && after >= before;
+    nvml_close(&nv);
+    /* measured: everything since before the context; else the growth seen after the context plus a guess for it */
+    g_reserved = (measured ? (size_t)(after - before) : (free0 - free1) + CONTEXT_GUESS) + LAZY_MARGIN;
     state = 1;
     return &g_cuda;
 }
