@@ -26,6 +26,21 @@ grep -q "pruning map: yes" "$dir/out" || fail "pruned store has no pruning map"
 grep -q "1-2 .* 4 heads .* 2 KV heads .*ffn    344" "$dir/out" || { fail "pruned dims"; cat "$dir/out"; }
 expect_ok verify-pruned "$T" verify "$dir/pruned.tier"
 
+# synth's threads do not change a byte; --layers keeps the shapes and the
+# seeded values of the first N layers (tiny: 4 layers, 1-2 pruned by default
+# on 3 layers: layer 1 only).
+expect_ok synth-threads1 "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 1 -o "$dir/t1.tier"
+expect_ok synth-threads3 "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 3 -o "$dir/t3.tier"
+cmp -s "$dir/t1.tier" "$dir/t3.tier" || fail "synth --threads 1 and --threads 3 wrote different stores"
+expect_ok synth-layers "$T" synth --preset tiny --layers 3 --prune-ratio 0.5 -o "$dir/l3.tier"
+expect_ok info-layers "$T" info "$dir/l3.tier"
+grep -q "tiny-3l: 3 layers" "$dir/out" || { fail "synth --layers 3: model line"; cat "$dir/out"; }
+grep -q "^  1 .* 2 KV heads .*ffn    344  pruned" "$dir/out" || { fail "synth --layers 3: layer 1 not pruned"; cat "$dir/out"; }
+expect_ok verify-layers "$T" verify "$dir/l3.tier"
+expect_error "layers too many" "--layers 9 is more than tiny has (4)" "$T" synth --preset tiny --layers 9 -o "$dir/x.tier"
+expect_error "threads negative" "--threads must be 0..1024" "$T" synth --preset tiny --threads -1 -o "$dir/x.tier"
+rm -f "$dir/t1.tier" "$dir/t3.tier" "$dir/l3.tier"
+
 # Bad stores.
 size=$(stat -c %s "$dir/good.tier")
 head -c $((size - 8192)) "$dir/good.tier" >"$dir/truncated.tier"
@@ -56,7 +71,7 @@ expect_error "output is a dir" "adir is a directory" "$T" synth --preset tiny -o
 [ ! -e "$dir/x.tier" ] || fail "a failed synth left x.tier behind"
 ls "$dir" | grep -q partial && fail "a .partial file was left behind"
 "$T" synth --help >"$dir/out" || fail "synth --help exit"
-for f in preset prune-ratio prune-layers quant no-double-quant lz4 embed-std seed output help; do
+for f in preset layers prune-ratio prune-layers quant no-double-quant lz4 embed-std seed threads output help; do
     grep -q -e "--$f" "$dir/out" || fail "synth --help lacks --$f"
 done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
