@@ -43,14 +43,20 @@ static void predict(const tier_store *s, tt_plan *p) {
     if (hits > 2 * L) hits = 2 * L;
     p->io_bytes_first = layers + tier_extent_at(s, TT_EXTENT_EMBED(c))->stored + tier_extent_at(s, TT_EXTENT_HEAD(c))->stored;
     p->io_bytes_step = p->host_cache || p->slots >= L ? 0 : (uint64_t)((2 * L - hits) * avg);
-    double tokens = (double)p->req.B * p->req.seq * p->req.K, lin = 0;
+    double tokens = (double)p->req.B * p->req.seq * p->req.K, lin = 0, attn = 0;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
         config_tensor(c, i, &d);
         if (d.role == TT_ROLE_LINEAR) lin += (double)d.rows * d.cols;
     }
-    /* forward 2, recomputation 2, backward 4 FLOPs per weight and token; the head 6 per vocab x hidden */
-    p->flops_step = tokens * (8.0 * lin + 6.0 * (double)c->vocab * c->hidden);
+    for (int l = 0; l < L; l++) attn += (double)c->layers[l].n_heads * c->head_dim;
+    /* Per token: frozen projections 2 FLOPs per weight forward, 2 in the
+     * recomputation, 2 backward (the input gradient only: no weight gradient
+     * for frozen weights; LoRA's few are left out); causal attention's two
+     * products 2 * seq * head_dim per head forward (half the keys on
+     * average), as much again recomputed and twice that backward; the head
+     * (not recomputed) 2 + 2 per vocab x hidden. */
+    p->flops_step = tokens * (6.0 * lin + 8.0 * p->req.seq * attn + 4.0 * (double)c->vocab * c->hidden);
     p->pred_io_s = p->req.io_gbps > 0 ? (double)p->io_bytes_step / (p->req.io_gbps * 1e9) : 0;
     p->pred_compute_s = p->req.gflops > 0 ? p->flops_step / (p->req.gflops * 1e9) : 0;
     p->pred_step_s = p->pred_io_s > p->pred_compute_s ? p->pred_io_s : p->pred_compute_s;
