@@ -196,8 +196,8 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
             void *b = cell_home(p, L, l, k) == CELL_HOST ? arena_alloc(host, z.cell, "spilled activations") : NULL;
             if (r) r->cell_host[(size_t)l * K + k] = b;
         }
-    for (int l = 0; p->host_cache && l < L; l++) {
-        void *b = arena_alloc(host, z.slot, "layer cache");
+    for (int l = 0; p->host_cache && l < L; l++) { /* each layer its own size (pruned layers are far smaller) */
+        void *b = arena_alloc(host, tt_align_up(tier_extent_at(s, TT_EXTENT_LAYER(l))->raw, 256), "layer cache");
         if (r) r->cache[l] = b;
     }
     return 0;

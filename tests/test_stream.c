@@ -11,6 +11,7 @@
  * `small` preset (16 layers, GQA) with f32 weights. */
 #include "core/common.h"
 #include "core/rng.h"
+#include "sched/arena.h"
 #include "sched/exec.h"
 #include "sched/plan.h"
 #include "tests/fixtures.h"
@@ -141,6 +142,48 @@ int main(void) {
         r2.hbm = 0; r2.host = min_host / 2;
         CHECK(run(store, &r2, dropout, clip, &o, &p) == -ENOSPC);
         CHECK_MSG(strstr(tt_lasterr(), "--host") != NULL, "%s", tt_lasterr());
+        free(ref.params);
+    }
+    /* A pruned model (layers of different sizes): the host cache holds each
+     * layer at its own size, and streamed == resident still. */
+    {
+        char pstore[600];
+        snprintf(pstore, sizeof pstore, "%s/pruned.tier", dir);
+        tt_config pc = c;
+        TT_ASSERT(config_prune(&pc, 0.5, 4, 14) == 0);
+        CHECK(fixture_write_model(pstore, &pc, TT_DTYPE_F32, 0.02f, 1) == 0);
+        tt_plan_req req = {0};
+        req.B = 1; req.seq = 16; req.K = 2;
+        req.lora = (tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS};
+        run_out ref, o;
+        tt_plan p;
+        CHECK(run(pstore, &req, 0.f, 0.f, &ref, &p) == 0);
+        tier_store *s;
+        TT_ASSERT(tier_open(&s, pstore) == 0);
+        uint64_t min_dev, min_host, layers = 0;
+        plan_minimum(s, &req, &min_dev, &min_host);
+        for (uint32_t l = 0; l < pc.n_layers; l++) layers += tt_align_up(tier_extent_at(s, TT_EXTENT_LAYER(l))->raw, 256);
+        tt_plan_req r2 = req;
+        r2.hbm = min_dev; r2.host = 0;
+        CHECK(run(pstore, &r2, 0.f, 0.f, &o, &p) == 0);
+        CHECK(p.host_cache == 1);
+        compare(&ref, &o, "pruned, host cache", &p);
+        /* the cache is the layers' own bytes: the host arena holds no more than they and the rest */
+        tt_arena *d = arena_measure("device"), *h = arena_measure("host");
+        exec_measure(s, &p, d, h);
+        uint64_t cache = 0;
+        for (int i = 0; i < arena_n_labels(h); i++) {
+            const char *lab;
+            size_t bytes;
+            arena_label(h, i, &lab, &bytes, NULL);
+            if (strcmp(lab, "layer cache") == 0) cache = bytes;
+        }
+        CHECK_MSG(cache == layers, "layer cache %llu bytes, the layers %llu", (unsigned long long)cache,
+                  (unsigned long long)layers);
+        arena_free(d);
+        arena_free(h);
+        tier_close(s);
+        free(o.params);
         free(ref.params);
     }
     fixture_rm_rf(dir);
