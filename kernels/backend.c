@@ -5,9 +5,7 @@
 
 #include <string.h>
 
-#ifdef TT_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
-#endif
+#include "kernels/cuda/cuda_backend.h" /* plain C: the estimate is always built */
 
 static const tt_backend *g_be;
 
@@ -31,6 +29,11 @@ const tt_backend *be_by_name(const char *name) {
     }
     tt_seterr("--device must be cpu or cuda, not '%s'", name);
     return NULL;
+}
+const tt_backend *be_for_planning(const char *name) {
+    const tt_backend *b = be_by_name(name);
+    if (!b && strcmp(name, "cuda") == 0) b = backend_cuda_estimate();
+    return b;
 }
 const tt_backend *be_current(void) { return cur(); }
 

@@ -129,6 +129,9 @@ size_t be_outside_bytes(int seq);
 /* A backend by name: "cpu" or "cuda". NULL with tt_lasterr set when it is
  * not available (not built, or no usable GPU). */
 const tt_backend *be_by_name(const char *name);
+/* The same for planning only: "cuda" without a usable GPU (or without the
+ * CUDA build) gives backend_cuda_estimate(), whose accounting needs no GPU. */
+const tt_backend *be_for_planning(const char *name);
 
 /* ---- checked wrappers (what core/ calls) --------------------------------- */
 

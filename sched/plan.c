@@ -163,13 +163,17 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     const char *be = be_current()->name;
     if (strcmp(be, "cpu") == 0)
         fprintf(f, "\nmemory table, device (GPU tier; the CPU backend stands in):\n");
+    else if (strcmp(be, "cuda-estimate") == 0)
+        fprintf(f, "\nmemory table, device (cuda; no usable GPU here, so what CUDA holds outside the arena is an "
+                   "estimate):\n");
     else
         fprintf(f, "\nmemory table, device (%s):\n", be);
     arena_print_table(d, f);
     size_t res = be_reserved_bytes(), out = be_outside_bytes(p->req.seq);
     if (out) {
-        fprintf(f, "outside the arena: %s (%s runtime context and library workspaces, %s attention scratch)\n",
-                tt_fmt_bytes(out, a, sizeof a), be, tt_fmt_bytes(out - res, b, sizeof b));
+        char c3[32];
+        fprintf(f, "outside the arena: %s (runtime context and library workspaces %s, attention scratch %s)\n",
+                tt_fmt_bytes(out, a, sizeof a), tt_fmt_bytes(res, c3, sizeof c3), tt_fmt_bytes(out - res, b, sizeof b));
         fprintf(f, "device total: %s", tt_fmt_bytes(arena_peak(d) + out, a, sizeof a));
         if (p->req.hbm) fprintf(f, " of --hbm %s", tt_fmt_bytes(p->req.hbm, b, sizeof b));
         fputc('\n', f);

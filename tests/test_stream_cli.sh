@@ -31,6 +31,23 @@ expect_ok "plan --json" "$T" plan --model "$dir/m.tier" $SHAPE --json
 expect_ok "plan: the smallest budget" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm"
 grep -q "layer slots [23] of 4" "$dir/out" || { fail "plan --hbm $bench_hbm does not stream"; cat "$dir/out"; }
 
+# plan --device cuda works on any machine: without a usable GPU with the
+# documented estimate of what CUDA holds outside the arena, which the
+# smallest --hbm includes (the CPU's does not).
+expect_ok "plan --device cuda" "$T" plan --model "$dir/m.tier" $SHAPE --device cuda --hbm 0
+grep -q "^outside the arena: .*attention scratch" "$dir/out" && grep -q "^device total: " "$dir/out" ||
+    { fail "plan --device cuda: no outside-the-arena line"; cat "$dir/out"; }
+expect_error "plan --device cuda: smallest" "needs --hbm [0-9.]* MiB" "$T" plan --model "$dir/m.tier" $SHAPE --device cuda --hbm 1M
+cuda_hbm=$(needed_hbm)
+awk -v c="${cuda_hbm%MiB}" -v h="${bench_hbm%MiB}" 'BEGIN { exit !(c >= h + 512) }' ||
+    fail "plan --device cuda: smallest --hbm $cuda_hbm does not add CUDA's context to the CPU's $bench_hbm"
+# --sweep: the smallest --hbm at four sequence lengths, growing with seq
+expect_ok "plan --sweep" "$T" plan --model "$dir/m.tier" --micro-batch 1 --batch-tokens 8192 --sweep --device cuda
+[ "$(grep -c '^ *[0-9]\{4\} ' "$dir/out")" -eq 4 ] || { fail "plan --sweep: expected 4 rows"; cat "$dir/out"; }
+expect_ok "plan --sweep --json" "$T" plan --model "$dir/m.tier" --micro-batch 1 --batch-tokens 8192 --sweep --json
+grep -q '^{.*"sweep":\[{"seq":1024,.*{"seq":8192,"micro_batches":1,"min_hbm":[0-9]*,"host":[0-9]*}\]}$' "$dir/out" ||
+    { fail "plan --sweep --json"; cat "$dir/out"; }
+
 # train at the smallest budget train accepts (found from its own refusal): streams, traces, overlap per step.
 FLAGS="--model $dir/m.tier --data $dir/t.tok $SHAPE --rank 4 --steps 2 --eval-every 0 --eval-tokens 64 --lr 5e-3 --seed 3"
 expect_error "train: --hbm too small" "needs --hbm" "$T" train $FLAGS --hbm 64K --out "$dir/none"

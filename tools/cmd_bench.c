@@ -212,7 +212,7 @@ static int timed_steps(tt_exec *e, int steps, double *secs, tt_trace *trace, dou
 
 static int bench_overlap(int argc, char **argv) {
     const char *model, *trace_path;
-    tool_plan_args a;
+    tool_plan_args a = {0};
     long steps, threads;
     int as_json;
     cli_opt opts[] = {

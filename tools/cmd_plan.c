@@ -35,7 +35,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         return 2;
     }
     (void)s;
-    const tt_backend *be = be_by_name(a->device);
+    const tt_backend *be = a->planning_only ? be_for_planning(a->device) : be_by_name(a->device);
     if (!be) {
         fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
         return 2;
@@ -44,16 +44,49 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     return 0;
 }
 
+/* The smallest plan at each of a few sequence lengths: what --hbm it needs
+ * (the arena plus what the backend holds outside it) and its host memory. */
+static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json) {
+    static const int seqs[] = {1024, 2048, 4096, 8192};
+    const uint64_t tokens = (uint64_t)req->B * req->seq * req->K;
+    char a[32], b[32];
+    if (!as_json) {
+        printf("smallest plans for %s (%s), micro-batch %d, %llu tokens per step, LoRA rank %d, device %s:\n",
+               tier_path(s), tier_config(s)->name, req->B, (unsigned long long)tokens, req->lora.rank,
+               be_current()->name);
+        printf("  %6s  %13s  %14s  %14s\n", "seq", "micro-batches", "smallest --hbm", "host memory");
+    } else {
+        printf("{\"model\":\"%s\",\"micro_batch\":%d,\"device\":\"%s\",\"sweep\":[", tier_config(s)->name, req->B,
+               be_current()->name);
+    }
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        tt_plan_req r = *req;
+        r.seq = seqs[i];
+        uint64_t per = (uint64_t)r.B * (uint64_t)r.seq;
+        r.K = (int)(tokens / per > 0 ? tokens / per : 1);
+        uint64_t dev, host;
+        plan_minimum(s, &r, &dev, &host);
+        uint64_t hbm = tt_align_up(dev + be_outside_bytes(r.seq), 1 << 20);
+        if (as_json)
+            printf("%s{\"seq\":%d,\"micro_batches\":%d,\"min_hbm\":%llu,\"host\":%llu}", i ? "," : "", r.seq, r.K,
+                   (unsigned long long)hbm, (unsigned long long)host);
+        else
+            printf("  %6d  %13d  %14s  %14s\n", r.seq, r.K, tt_fmt_bytes(hbm, a, sizeof a), tt_fmt_bytes(host, b, sizeof b));
+    }
+    if (as_json) printf("]}\n");
+}
+
 int cmd_plan(int argc, char **argv) {
     const char *model;
-    tool_plan_args a;
+    tool_plan_args a = {0};
     double io_gbps, gflops;
-    int as_json;
+    int as_json, sweep;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
         TOOL_PLAN_OPTS(a),
         {"io-gbps", 0, CLI_FLOAT, &io_gbps, "0", "X", "measured NVMe read GB/s for the step-time prediction (bench io)"},
         {"gflops", 0, CLI_FLOAT, &gflops, "0", "X", "measured compute GFLOP/s for the prediction (bench overlap)"},
+        {"sweep", 0, CLI_FLAG, &sweep, NULL, NULL, "instead of one plan: the smallest --hbm (and the host memory it needs) at seq 1024, 2048, 4096 and 8192, with --micro-batch and --batch-tokens as given (at least one micro-batch per step)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object"},
         {0},
     };
@@ -71,10 +104,16 @@ int cmd_plan(int argc, char **argv) {
     tier_store *s;
     if (tier_open(&s, model)) return tool_fail("plan");
     tt_plan_req req;
+    a.planning_only = 1;
     rc = tool_plan_flags("plan", s, &a, &req);
     if (rc) { tier_close(s); return rc; }
     req.io_gbps = io_gbps;
     req.gflops = gflops;
+    if (sweep) {
+        plan_sweep(s, &req, as_json);
+        tier_close(s);
+        return 0;
+    }
     tt_plan p;
     if (plan_make(s, &req, &p)) {
         tier_close(s);

@@ -51,7 +51,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
 
 int cmd_train(int argc, char **argv) {
     const char *model, *data, *val, *out, *resume, *trace_path;
-    tool_plan_args pa;
+    tool_plan_args pa = {0};
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
     double dropout, lr, min_lr, wd;
     int as_json, full;

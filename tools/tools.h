@@ -25,6 +25,7 @@ typedef struct tool_plan_args {
     long seq, micro, rank;
     double alpha, clip;
     const char *targets, *lm_head, *device;
+    int planning_only; /* set by `plan`: --device cuda without a GPU uses the CUDA estimate */
 } tool_plan_args;
 
 /* Option-table entries for tool_plan_args a (use inside a cli_opt array). */

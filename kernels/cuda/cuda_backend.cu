@@ -268,7 +268,7 @@ static size_t g_attn_cap;
 
 /* What attention holds outside the arena for sequences of seq tokens: the
  * backward's two (seq x seq) buffers (the planner adds it to --hbm). */
-static size_t cu_scratch_bytes(int seq) { return 2 * (size_t)seq * (size_t)seq * sizeof(float); }
+static size_t cu_scratch_bytes(int seq) { return cuda_attn_scratch_bytes(seq); }
 
 static float *attn_scratch(size_t n) {
     if (n > g_attn_cap) {
@@ -496,9 +496,9 @@ static size_t cu_reserved_bytes(void) { return g_reserved; }
  * links against it) reads the device's used memory before the context exists
  * and again after start-up. Kernels load lazily (CUDA_MODULE_LOADING=LAZY, the
  * default) on their first launch, after the measurement: LAZY_MARGIN covers
- * them. Without NVML, the context is estimated at CONTEXT_GUESS. */
-enum { BLAS_WORKSPACE = 32 << 20, LAZY_MARGIN = 64 << 20 };
-static const size_t CONTEXT_GUESS = (size_t)640 << 20;
+ * them. Without NVML, the context is estimated (CUDA_CONTEXT_ESTIMATE). */
+enum { BLAS_WORKSPACE = CUDA_BLAS_WORKSPACE, LAZY_MARGIN = CUDA_LAZY_MARGIN };
+static const size_t CONTEXT_GUESS = CUDA_CONTEXT_ESTIMATE;
 
 typedef struct { unsigned long long total, free, used; } nvml_memory;
 typedef struct {

@@ -15,6 +15,24 @@ extern "C" {
  * first call. */
 const tt_backend *backend_cuda(void);
 
+/* What the CUDA backend holds outside the arena, shared by the backend and
+ * its estimate below: cuBLAS's workspace (allocated at start-up), a margin
+ * for kernels loaded lazily after start-up, and — where no GPU can measure
+ * it — the context with cuBLAS's handle, estimated from the H200 runs of
+ * docs/BENCHMARKS.md (2026-11-28: between 600 and 640 MiB beyond the arena,
+ * attention scratch included). */
+#define CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+#define CUDA_LAZY_MARGIN ((size_t)64 << 20)
+#define CUDA_CONTEXT_ESTIMATE ((size_t)640 << 20)
+/* Attention's score buffers outside the arena: the backward's two (seq x seq) fp32 matrices. */
+static inline size_t cuda_attn_scratch_bytes(int seq) { return 2 * (size_t)seq * (size_t)seq * sizeof(float); }
+
+/* The CUDA backend's memory accounting alone, for `tiertrain plan --device
+ * cuda` on a machine without a (usable) GPU: name "cuda-estimate", the
+ * outside-the-arena bytes above, and no ops (plans only measure). Always
+ * available, also in builds without nvcc. */
+const tt_backend *backend_cuda_estimate(void);
+
 #ifdef __cplusplus
 }
 #endif
