@@ -105,3 +105,14 @@ void *tt_xcalloc(size_t n, size_t size) {
     if (!p) { fprintf(stderr, "tiertrain: out of memory allocating %zu x %zu bytes\n", n, size); abort(); }
     return p;
 }
+
+uint64_t tt_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb << 10;
+}

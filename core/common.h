@@ -44,6 +44,9 @@ int tt_open_regular(const char *path, int flags, const char *kind, const char *h
 
 /* Monotonic wall clock in seconds. */
 double tt_now(void);
+/* The memory the machine can give now without swapping (MemAvailable of
+ * /proc/meminfo), in bytes; 0 when it cannot be read. */
+uint64_t tt_mem_available(void);
 
 static inline uint64_t tt_align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 static inline uint64_t tt_div_up(uint64_t x, uint64_t d) { return (x + d - 1) / d; }

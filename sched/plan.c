@@ -75,7 +75,7 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
     *host = p.host_bytes;
 }
 
-int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
+static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     const tt_config *c = tier_config(s);
     int L = (int)c->n_layers, K = req->K, cells = L * K;
     TT_ASSERT(req->B > 0 && req->seq > 0 && K > 0);
@@ -146,13 +146,43 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     return 0;
 }
 
+/* Host memory the plan takes: the pinned arena, plus the device arena when
+ * the "device" is the CPU backend (its arena is host memory too). */
+static uint64_t ram_bytes(const tt_plan *p) {
+    return p->host_bytes + (strcmp(be_current()->name, "cpu") == 0 ? p->dev_bytes : 0);
+}
+
+int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
+    int rc = plan_budgets(s, req, out);
+    if (rc || req->host || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
+    /* No --host: what the machine has available is the budget. */
+    tt_plan_req r = *req;
+    uint64_t other = ram_bytes(out) - out->host_bytes;
+    char need[32], have[32], least[32];
+    if (other < req->host_avail) {
+        r.host = req->host_avail - other;
+        if (plan_budgets(s, &r, out) == 0) {
+            out->host_from_avail = 1;
+            return 0;
+        }
+    }
+    return TT_FAIL(-ENOMEM, "this plan needs %s of host memory%s but the machine has %s available now "
+                   "(MemAvailable), and no plan with less fits --hbm %s: free memory, raise --hbm (fewer activations "
+                   "spill), or lower --seq / --micro-batch / --batch-tokens",
+                   tt_fmt_bytes(tt_align_up(ram_bytes(out), 1 << 20), need, sizeof need),
+                   other ? " (the CPU backend's device arena included: it is host memory too)" : "",
+                   tt_fmt_bytes(req->host_avail, have, sizeof have),
+                   req->hbm ? tt_fmt_bytes(req->hbm, least, sizeof least) : "unlimited");
+}
+
 void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     const tt_config *c = tier_config(s);
     char a[32], b[32];
     fprintf(f, "plan for %s (%s): %u layers, micro-batch %d x %d tokens, %d micro-batches per step\n", tier_path(s),
             c->name, c->n_layers, p->req.B, p->req.seq, p->req.K);
-    fprintf(f, "  budgets: --hbm %s, --host %s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
-            p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited");
+    fprintf(f, "  budgets: --hbm %s, --host %s%s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
+            p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited",
+            p->host_from_avail ? " (no --host given: the memory available now)" : "");
     fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; activations on device %d of %d, spilled %d;"
                " host layer cache: %s\n",
             p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",

@@ -30,6 +30,9 @@ typedef struct tt_plan_req {
     int no_host_cache;    /* never cache layers on the host (IO benchmarks: read NVMe every step) */
     double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
     double gflops;        /* measured compute throughput, 0 = unknown */
+    uint64_t host_avail;  /* with host == 0: the memory the machine has available (MemAvailable), which the
+                           * plan must then fit (it is planned again with host = host_avail if it does not);
+                           * 0 = no such check */
 } tt_plan_req;
 
 typedef struct tt_plan {
@@ -46,6 +49,7 @@ typedef struct tt_plan {
     uint64_t io_bytes_first, io_bytes_step; /* NVMe reads in the first step and in later steps */
     double flops_step;
     double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
+    int host_from_avail;  /* req.host was set from req.host_avail (no --host given) */
 } tt_plan;
 
 /* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget

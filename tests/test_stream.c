@@ -182,6 +182,21 @@ int main(void) {
                   (unsigned long long)layers);
         arena_free(d);
         arena_free(h);
+        /* No --host: the memory the machine has available bounds the plan
+         * (both arenas: the CPU backend's "device" is host memory too). Just
+         * below what this plan takes it is planned again without the host
+         * cache; far below, it is refused in one sentence. */
+        tt_plan_req r3 = r2;
+        tt_plan q;
+        uint64_t ram = p.host_bytes + p.dev_bytes;
+        r3.host_avail = ram; /* enough: the same plan, untouched */
+        CHECK(plan_make(s, &r3, &q) == 0 && !q.host_from_avail && q.host_cache && q.host_bytes == p.host_bytes);
+        r3.host_avail = ram - 1;
+        CHECK(plan_make(s, &r3, &q) == 0);
+        CHECK(q.host_from_avail && q.host_bytes + q.dev_bytes <= r3.host_avail && !q.host_cache);
+        r3.host_avail = 1 << 20;
+        CHECK(plan_make(s, &r3, &q) == -ENOMEM);
+        CHECK_MSG(strstr(tt_lasterr(), "MemAvailable") != NULL, "%s", tt_lasterr());
         tier_close(s);
         free(o.params);
         free(ref.params);

@@ -31,7 +31,7 @@ typedef struct tool_plan_args {
 /* Option-table entries for tool_plan_args a (use inside a cli_opt array). */
 #define TOOL_PLAN_OPTS(a)                                                                                          \
     {"hbm", 0, CLI_SIZE, &(a).hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"}, \
-    {"host", 0, CLI_SIZE, &(a).host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},                       \
+    {"host", 0, CLI_SIZE, &(a).host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now, MemAvailable)"},                       \
     {"seq", 0, CLI_INT, &(a).seq, "256", "N", "tokens per sequence"},                                                \
     {"batch-tokens", 0, CLI_SIZE, &(a).batch_tokens, "4096", "N", "tokens per optimizer step (a multiple of seq * micro-batch)"}, \
     {"micro-batch", 0, CLI_INT, &(a).micro, "4", "N", "sequences per micro-batch"},                                  \
