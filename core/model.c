@@ -15,6 +15,10 @@
 #include <unistd.h>
 
 #define XENT_CHUNK_ELEMS (4u << 20) /* logits per cross-entropy chunk: rows * vocab */
+/* The MLP runs in token chunks of at most MLP_CHUNK_ELEMS / ffn rows, so its
+ * (rows, ffn) intermediates do not grow with seq (64 MiB of f32 each at most;
+ * models up to ffn 14336 take 1170 tokens at once). */
+#define MLP_CHUNK_ELEMS (16u << 20)
 
 struct tt_model {
     tt_config cfg;
@@ -29,6 +33,7 @@ struct tt_model {
 
 struct tt_ws {
     int B, S, T, H, r;
+    int mlp_rows;         /* tokens per MLP chunk (g, u, mm and their gradients hold that many rows) */
     size_t max_in, wbuf_elems, F, QD, KVD;
     tt_real *xn, *rstd1, *q, *k, *v, *att, *lse, *h, *hn, *rstd2, *g, *u, *mm;
     tt_real *z[TT_PROJ_COUNT];
@@ -43,7 +48,8 @@ struct tt_ws {
     tt_real *cos_t, *sin_t;
     int32_t *targets_h;   /* host */
     tt_real *host_x;      /* host (T, H) for the embedding gather */
-    tt_real *host_mask;   /* host (T, max_in) */
+    tt_real *host_mask;   /* host: one projection's dropout mask (drop_elems) */
+    size_t drop_elems;    /* the dropout buffers: max(T x max(hidden, q dims), mlp_rows x ffn) */
     int L, owned;         /* owned: buffers from be_alloc (freed with the workspace) */
 };
 
@@ -227,6 +233,10 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
      * and serves lm_head vocab chunks too */
     w->wbuf_elems = H * (w->F > w->QD ? w->F : w->QD);
     w->vocab_chunk = (int)(w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab);
+    size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : MLP_CHUNK_ELEMS / (w->F ? w->F : 1);
+    w->mlp_rows = (int)(mr < 1 ? 1 : mr > T ? T : mr);
+    size_t attn_in = H > w->QD ? H : w->QD;
+    w->drop_elems = T * attn_in > (size_t)w->mlp_rows * w->F ? T * attn_in : (size_t)w->mlp_rows * w->F;
     w->xent_rows = (int)(XENT_CHUNK_ELEMS / c->vocab);
     if (w->xent_rows < 1) w->xent_rows = 1;
     if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
@@ -236,19 +246,20 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     A(w->xn, T * H, "activations"); A(w->rstd1, T, "activations"); A(w->q, T * w->QD, "activations");
     A(w->k, T * w->KVD, "activations"); A(w->v, T * w->KVD, "activations"); A(w->att, T * w->QD, "activations");
     A(w->lse, T * c->n_heads, "activations"); A(w->h, T * H, "activations"); A(w->hn, T * H, "activations");
-    A(w->rstd2, T, "activations"); A(w->g, T * w->F, "activations"); A(w->u, T * w->F, "activations");
-    A(w->mm, T * w->F, "activations");
+    size_t MF = (size_t)w->mlp_rows * w->F;
+    A(w->rstd2, T, "activations"); A(w->g, MF, "activations"); A(w->u, MF, "activations");
+    A(w->mm, MF, "activations");
     for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r, "activations");
     A(w->dxn, T * H, "activation gradients"); A(w->dq, T * w->QD, "activation gradients");
     A(w->dk, T * w->KVD, "activation gradients"); A(w->dv, T * w->KVD, "activation gradients");
     A(w->datt, T * w->QD, "activation gradients"); A(w->dh, T * H, "activation gradients");
-    A(w->dhn, T * H, "activation gradients"); A(w->dg, T * w->F, "activation gradients");
-    A(w->du, T * w->F, "activation gradients"); A(w->dm, T * w->F, "activation gradients");
+    A(w->dhn, T * H, "activation gradients"); A(w->dg, MF, "activation gradients");
+    A(w->du, MF, "activation gradients"); A(w->dm, MF, "activation gradients");
     A(w->dz, T * r, "activation gradients");
     A(w->wbuf, w->wbuf_elems, "dequantization scratch");
     if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
-        A(w->xd, T * w->max_in, "LoRA dropout"); A(w->mask, T * w->max_in, "LoRA dropout");
-        A(w->tmp, T * w->max_in, "LoRA dropout");
+        A(w->xd, w->drop_elems, "LoRA dropout"); A(w->mask, w->drop_elems, "LoRA dropout");
+        A(w->tmp, w->drop_elems, "LoRA dropout");
     }
     A(w->norm, 3 * H, "norms");
     if (o->with_ckpt) {
@@ -266,7 +277,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     }
     w->targets_h = malloc(T * sizeof *w->targets_h);
     w->host_x = malloc(T * H * e);
-    w->host_mask = lc->dropout > 0 ? malloc(T * w->max_in * e) : NULL;
+    w->host_mask = lc->dropout > 0 ? malloc(w->drop_elems * e) : NULL;
     if (!ok || !w->targets_h || !w->host_x || (lc->dropout > 0 && !w->host_mask)) {
         ws_free(w);
         return TT_FAIL(-ENOMEM, "out of memory for the activations of %d x %d tokens", B, seq);
@@ -305,57 +316,72 @@ static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
     }
 }
 
-/* The LoRA input for (l, p): x itself, or x with a dropout mask applied
- * (mask drawn from drop_seed, identical on recomputation). */
-static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int in) {
+/* The LoRA input for (l, p) on rows [t0, t0 + rows) (x points at row t0):
+ * x itself, or x with a dropout mask applied — the mask of the whole (T, in)
+ * input drawn from drop_seed, identical on recomputation and whatever the
+ * chunking; only the rows in use are kept. */
+static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
     tt_ws *w = ps->w;
     float pdrop = ps->lo->cfg.dropout;
     if (!ps->drop_seed || pdrop <= 0.f) return x;
-    size_t n = (size_t)w->T * in;
+    size_t n = (size_t)rows * in;
+    TT_ASSERT(n <= w->drop_elems);
     tt_rng r;
     rng_seed(&r, ps->drop_seed, (uint64_t)l * 16u + (uint64_t)p);
+    for (size_t i = 0; i < (size_t)t0 * in; i++) (void)rng_uniform(&r); /* the rows before the chunk */
     for (size_t i = 0; i < n; i++) w->host_mask[i] = rng_uniform(&r) >= pdrop ? 1 : 0;
     be_to_device(w->mask, w->host_mask, n * sizeof(tt_real));
     be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd);
     return w->xd;
 }
 
-/* y (T, out) = x W^T + s * (drop(x) A^T) B^T; keeps z = drop(x) A^T. */
-static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y) {
+/* z rows [t0, t0 + rows) of (l, p): drop(x) A^T, x at row t0. */
+static void lora_z(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
+    const tt_lora_slot *s = &ps->lo->slot[l][p];
+    int r = ps->w->r;
+    const tt_real *xin = lora_input(ps, l, p, x, in, t0, rows);
+    be_linear(rows, in, r, xin, ps->lo->params + s->a, ps->w->z[p] + (size_t)t0 * r, 0);
+}
+
+/* y (rows, out) = x W^T + s * (drop(x) A^T) B^T on rows [t0, t0 + rows) of
+ * the micro-batch (x and y point at row t0); keeps z = drop(x) A^T. */
+static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y, int t0, int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
-    be_linear(w->T, in, out, x, w->wbuf, y, 0);
+    be_linear(rows, in, out, x, w->wbuf, y, 0);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
     int r = w->r;
-    const tt_real *xin = lora_input(ps, l, p, x, in);
-    be_linear(w->T, in, r, xin, ps->lo->params + s->a, w->z[p], 0);
-    be_gemm(0, 1, w->T, out, r, (tt_real)ps->lo->scale, w->z[p], r, ps->lo->params + s->b, r, 1, y, out);
+    lora_z(ps, l, p, x, in, t0, rows);
+    be_gemm(0, 1, rows, out, r, (tt_real)ps->lo->scale, w->z[p] + (size_t)t0 * r, r, ps->lo->params + s->b, r, 1,
+            y, out);
 }
 
-/* dx (+)= dy W + LoRA path; LoRA gradients accumulated. x is the forward input. */
-static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy, tt_real *dx, int accumulate) {
+/* dx (+)= dy W + LoRA path on rows [t0, t0 + rows) (x, dy, dx point at row
+ * t0); LoRA gradients accumulated. x is the forward input. */
+static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy, tt_real *dx, int accumulate, int t0,
+                     int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
-    be_gemm(0, 0, w->T, in, out, 1, dy, out, w->wbuf, in, accumulate ? 1 : 0, dx, in);
+    be_gemm(0, 0, rows, in, out, 1, dy, out, w->wbuf, in, accumulate ? 1 : 0, dx, in);
     if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
-        be_gemm(1, 0, out, in, w->T, 1, dy, out, x, in, 1, ps->m->wg->proj[l][p], in);
+        be_gemm(1, 0, out, in, rows, 1, dy, out, x, in, 1, ps->m->wg->proj[l][p], in);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
-    int r = w->r, T = w->T;
+    int r = w->r, T = rows;
     tt_real sc = (tt_real)ps->lo->scale;
     const tt_real *A = ps->lo->params + s->a, *Bm = ps->lo->params + s->b;
     TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
     tt_real *dA = ps->lo->grads + (s->a - ps->lo->grad_off), *dB = ps->lo->grads + (s->b - ps->lo->grad_off);
-    const tt_real *xin = lora_input(ps, l, p, x, in);
-    be_gemm(1, 0, out, r, T, sc, dy, out, w->z[p], r, 1, dB, r); /* dB += s dy^T z */
+    const tt_real *xin = lora_input(ps, l, p, x, in, t0, rows);
+    be_gemm(1, 0, out, r, T, sc, dy, out, w->z[p] + (size_t)t0 * r, r, 1, dB, r); /* dB += s dy^T z */
     be_gemm(0, 0, T, r, out, sc, dy, out, Bm, r, 0, w->dz, r);  /* dz = s dy B */
     be_gemm(1, 0, r, in, T, 1, w->dz, r, xin, in, 1, dA, in);   /* dA += dz^T drop(x) */
     if (xin == x) {
@@ -369,58 +395,85 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
 
 /* ---- one layer -------------------------------------------------------------- */
 
-static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
+/* The attention half of the layer: norms dequantized, n1, q/k/v, rope,
+ * attention, h = x + o(att), hn = rmsnorm(h) (all in the workspace). */
+static void attn_half_fwd(pass *ps, int l, const tt_real *x) {
     tt_ws *w = ps->w;
     const tt_config *c = &ps->m->cfg;
     const tt_layer_weights *lw = &ps->m->lw[l];
     const tt_layer_dims *d = &c->layers[l];
     int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
-    size_t F = d->ffn;
     be_dequant(TT_DTYPE_F32, lw->norm[0], (size_t)H, w->norm);
     be_dequant(TT_DTYPE_F32, lw->norm[1], (size_t)H, w->norm + H);
     be_rmsnorm_fwd(T, H, x, w->norm, (tt_real)c->rms_eps, w->xn, w->rstd1);
-    proj_fwd(ps, l, TT_PROJ_Q, w->xn, w->q);
-    proj_fwd(ps, l, TT_PROJ_K, w->xn, w->k);
-    proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v);
+    proj_fwd(ps, l, TT_PROJ_Q, w->xn, w->q, 0, T);
+    proj_fwd(ps, l, TT_PROJ_K, w->xn, w->k, 0, T);
+    proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v, 0, T);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0);
     be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0);
     be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse);
-    proj_fwd(ps, l, TT_PROJ_O, w->att, w->h);
+    proj_fwd(ps, l, TT_PROJ_O, w->att, w->h, 0, T);
     be_axpy((size_t)T * H, 1, x, w->h); /* h = x + o */
     be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2);
-    proj_fwd(ps, l, TT_PROJ_GATE, w->hn, w->g);
-    proj_fwd(ps, l, TT_PROJ_UP, w->hn, w->u);
-    be_swiglu_fwd((size_t)T * F, w->g, w->u, w->mm);
-    proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, y);
+}
+
+/* The MLP's first half on rows [t0, t0 + rows): g, u and mm = silu(g) * u
+ * (chunk buffers). */
+static void mlp_up(pass *ps, int l, int t0, int rows) {
+    tt_ws *w = ps->w;
+    const tt_real *hn = w->hn + (size_t)t0 * w->H;
+    proj_fwd(ps, l, TT_PROJ_GATE, hn, w->g, t0, rows);
+    proj_fwd(ps, l, TT_PROJ_UP, hn, w->u, t0, rows);
+    be_swiglu_fwd((size_t)rows * ps->m->cfg.layers[l].ffn, w->g, w->u, w->mm);
+}
+
+static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
+    tt_ws *w = ps->w;
+    int T = w->T, H = w->H;
+    attn_half_fwd(ps, l, x);
+    /* MLP: y = h + down(swiglu(gate(hn), up(hn))), a token chunk at a time */
+    for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {
+        int rows = T - t0 < w->mlp_rows ? T - t0 : w->mlp_rows;
+        mlp_up(ps, l, t0, rows);
+        proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, y + (size_t)t0 * H, t0, rows);
+    }
     be_axpy((size_t)T * H, 1, w->h, y); /* y = h + down */
 }
 
 /* Recomputes the layer from x (intermediates in the workspace), then
- * backpropagates dy into dx (overwritten). */
+ * backpropagates dy into dx (overwritten). The MLP is recomputed chunk by
+ * chunk inside its backward, and only as far as the backward needs: g, u,
+ * mm and down's LoRA z, not down's output. */
 static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_real *dx) {
     tt_ws *w = ps->w;
     const tt_config *c = &ps->m->cfg;
     const tt_layer_dims *d = &c->layers[l];
     int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
     size_t F = d->ffn;
-    layer_fwd(ps, l, x, w->dxf); /* recompute; the output itself is not needed (dxf is free scratch here) */
+    attn_half_fwd(ps, l, x); /* recompute */
     /* MLP: y = h + down(swiglu(gate(hn), up(hn))) */
-    proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, dy, w->dm, 0);
-    be_swiglu_bwd((size_t)T * F, w->g, w->u, w->dm, w->dg, w->du);
-    proj_bwd(ps, l, TT_PROJ_GATE, w->hn, w->dg, w->dhn, 0);
-    proj_bwd(ps, l, TT_PROJ_UP, w->hn, w->du, w->dhn, 1);
+    for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {
+        int rows = T - t0 < w->mlp_rows ? T - t0 : w->mlp_rows;
+        size_t o = (size_t)t0 * H;
+        mlp_up(ps, l, t0, rows);
+        if (ps->lo->slot[l][TT_PROJ_DOWN].in) lora_z(ps, l, TT_PROJ_DOWN, w->mm, (int)F, t0, rows);
+        proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, dy + o, w->dm, 0, t0, rows);
+        be_swiglu_bwd((size_t)rows * F, w->g, w->u, w->dm, w->dg, w->du);
+        proj_bwd(ps, l, TT_PROJ_GATE, w->hn + o, w->dg, w->dhn + o, 0, t0, rows);
+        proj_bwd(ps, l, TT_PROJ_UP, w->hn + o, w->du, w->dhn + o, 1, t0, rows);
+    }
     be_copy(w->dh, dy, (size_t)T * H * sizeof(tt_real));
     be_rmsnorm_bwd(T, H, w->h, w->norm + H, w->rstd2, w->dhn, w->dh, 1);
     const tt_wgrad *wg = ps->m->wg;
     if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1]);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
-    proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0);
+    proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0, 0, T);
     be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1);
     be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1);
-    proj_bwd(ps, l, TT_PROJ_Q, w->xn, w->dq, w->dxn, 0);
-    proj_bwd(ps, l, TT_PROJ_K, w->xn, w->dk, w->dxn, 1);
-    proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1);
+    proj_bwd(ps, l, TT_PROJ_Q, w->xn, w->dq, w->dxn, 0, 0, T);
+    proj_bwd(ps, l, TT_PROJ_K, w->xn, w->dk, w->dxn, 1, 0, T);
+    proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1, 0, T);
     be_copy(dx, w->dh, (size_t)T * H * sizeof(tt_real));
     be_rmsnorm_bwd(T, H, x, w->norm, w->rstd1, w->dxn, dx, 1);
     if (wg && wg->norm[l][0]) be_rmsnorm_bwd_w(T, H, x, w->rstd1, w->dxn, wg->norm[l][0]);

@@ -95,6 +95,7 @@ typedef struct tt_ws_opts {
     int B, seq;            /* micro-batch: B sequences of seq tokens */
     int with_ckpt;         /* layer-input checkpoints for model_micro_step */
     int head_streamed;     /* a device staging buffer for lm_head chunks */
+    int mlp_rows;          /* tokens per MLP chunk; 0: as many as keep (rows, ffn) at 16M values */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. */

@@ -170,7 +170,8 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
                    "(MemAvailable), and no plan with less fits --hbm %s: free memory, raise --hbm (fewer activations "
                    "spill), or lower --seq / --micro-batch / --batch-tokens",
                    tt_fmt_bytes(tt_align_up(ram_bytes(out), 1 << 20), need, sizeof need),
-                   other ? " (the CPU backend's device arena included: it is host memory too)" : "",
+                   other ? " (the CPU backend's device arena included: it is host memory too; planning for a GPU? "
+                           "add --device cuda)" : "",
                    tt_fmt_bytes(req->host_avail, have, sizeof have),
                    req->hbm ? tt_fmt_bytes(req->hbm, least, sizeof least) : "unlimited");
 }

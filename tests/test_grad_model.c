@@ -261,7 +261,9 @@ static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
     free(g); free(emb); free(fnorm); free(in); free(tg); free(wt);
 }
 
-static void run_case(const char *dir, uint32_t lin, float dropout, const char *what) {
+/* mlp_rows: tokens per MLP chunk (0: the default, one chunk at these sizes;
+ * 3 of the 10 tokens: four chunks, the last one partial). */
+static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows, const char *what) {
     char path[600];
     snprintf(path, sizeof path, "%s/m%u.tier", dir, lin);
     tt_config c;
@@ -277,12 +279,34 @@ static void run_case(const char *dir, uint32_t lin, float dropout, const char *w
     randomize_lora(&lo, 4);
     int B = 2, S = 5;
     tt_ws *w;
-    tt_ws_opts wo = {B, S, 1, 0};
+    tt_ws_opts wo = {B, S, 1, 0, mlp_rows};
     CHECK(ws_create(&w, &c, &lc, &wo, NULL) == 0);
     uint64_t drop = dropout > 0 ? 12345 : 0;
     check_layer(m, &lo, w, 0, B, S, drop, what);
     check_layer(m, &lo, w, 1, B, S, drop, what); /* the pruned layer */
     check_model(m, &lo, w, B, S, drop, what);
+    if (mlp_rows) { /* chunked == whole: the same loss and LoRA gradients as one MLP chunk */
+        tt_ws *w1;
+        tt_ws_opts wo1 = {B, S, 1, 0, 0};
+        CHECK(ws_create(&w1, &c, &lc, &wo1, NULL) == 0);
+        int T = B * S;
+        int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);
+        tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt), *g1 = tt_xmalloc(lo.n * sizeof *g1);
+        for (int t = 0; t < T; t++) { in[t] = (t * 7 + 3) % (int)c.vocab; tg[t] = (t * 5 + 1) % (int)c.vocab; wt[t] = 1; }
+        be_fill(lo.grads, lo.n, 0);
+        double lw = model_micro_step(m, &lo, w1, in, tg, wt, 1, 1, drop);
+        memcpy(g1, lo.grads, lo.n * sizeof *g1);
+        be_fill(lo.grads, lo.n, 0);
+        double lc3 = model_micro_step(m, &lo, w, in, tg, wt, 1, 1, drop);
+        CHECK_MSG(fabs(lc3 - lw) <= 1e-12 * fabs(lw), "%s: loss %.15g chunked vs %.15g whole", what, lc3, lw);
+        double worst = 0, gmax = max_abs(g1, lo.n);
+        for (size_t i = 0; i < lo.n; i++) worst = fmax(worst, fabs(lo.grads[i] - g1[i]) / gmax);
+        CHECK_MSG(worst <= 1e-12, "%s: LoRA gradients chunked vs whole differ by %.3g", what, worst);
+        fprintf(stderr, "%s: chunked vs whole MLP: loss |diff| %.2e, gradients %.2e of the largest\n", what,
+                fabs(lc3 - lw), worst);
+        free(in); free(tg); free(wt); free(g1);
+        ws_free(w1);
+    }
     if (lin == TT_DTYPE_F32) check_wgrad(m, &lo, w, B, S, drop, what); /* last: it rebinds the embedding */
     ws_free(w);
     lora_free(&lo);
@@ -291,10 +315,11 @@ static void run_case(const char *dir, uint32_t lin, float dropout, const char *w
 
 int main(void) {
     char *dir = fixture_tmpdir();
-    run_case(dir, TT_DTYPE_F32, 0.f, "f32 weights");
-    run_case(dir, TT_DTYPE_F32, 0.25f, "f32 weights, LoRA dropout 0.25");
-    run_case(dir, TT_DTYPE_NF4DQ, 0.f, "nf4-dq weights");
-    run_case(dir, TT_DTYPE_BF16, 0.25f, "bf16 weights, LoRA dropout 0.25");
+    run_case(dir, TT_DTYPE_F32, 0.f, 0, "f32 weights");
+    run_case(dir, TT_DTYPE_F32, 0.25f, 0, "f32 weights, LoRA dropout 0.25");
+    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 0, "nf4-dq weights");
+    run_case(dir, TT_DTYPE_BF16, 0.25f, 0, "bf16 weights, LoRA dropout 0.25");
+    run_case(dir, TT_DTYPE_F32, 0.25f, 3, "f32 weights, LoRA dropout 0.25, MLP in 3-token chunks");
     fixture_rm_rf(dir);
     free(dir);
     TEST_END();
