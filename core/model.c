@@ -19,6 +19,10 @@
  * (rows, ffn) intermediates do not grow with seq (64 MiB of f32 each at most;
  * models up to ffn 14336 take 1170 tokens at once). */
 #define MLP_CHUNK_ELEMS (16u << 20)
+/* The dequantization scratch: a projection is dequantized in blocks of output
+ * rows (a multiple of 64, so an NF4 block never straddles two) of at most
+ * WBUF_ELEMS values, 64 MiB of f32; lm_head chunks use it too. */
+#define WBUF_ELEMS (16u << 20)
 
 struct tt_model {
     tt_config cfg;
@@ -232,6 +236,8 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     /* the dequantization scratch holds the largest projection: hidden x ffn or hidden x (heads * head_dim),
      * and serves lm_head vocab chunks too */
     w->wbuf_elems = H * (w->F > w->QD ? w->F : w->QD);
+    if (w->wbuf_elems > (o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS)) w->wbuf_elems = o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS;
+    if (w->wbuf_elems < 64 * w->max_in) w->wbuf_elems = 64 * w->max_in; /* at least 64 rows of any projection */
     w->vocab_chunk = (int)(w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab);
     size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : MLP_CHUNK_ELEMS / (w->F ? w->F : 1);
     w->mlp_rows = (int)(mr < 1 ? 1 : mr > T ? T : mr);
@@ -343,15 +349,31 @@ static void lora_z(pass *ps, int l, int p, const tt_real *x, int in, int t0, int
     be_linear(rows, in, r, xin, ps->lo->params + s->a, ps->w->z[p] + (size_t)t0 * r, 0);
 }
 
+/* Output rows of W (out, in) per dequantized block: as many as the scratch
+ * holds, a multiple of 64 (whole NF4 blocks whatever in is). */
+static int wblock_rows(const tt_ws *w, int in, int out) {
+    size_t r = w->wbuf_elems / (size_t)in;
+    if (r >= (size_t)out) return out; /* the whole matrix */
+    r = r / 64 * 64;
+    TT_ASSERT(r >= 64);
+    return (int)r;
+}
+
 /* y (rows, out) = x W^T + s * (drop(x) A^T) B^T on rows [t0, t0 + rows) of
- * the micro-batch (x and y point at row t0); keeps z = drop(x) A^T. */
+ * the micro-batch (x and y point at row t0); keeps z = drop(x) A^T. W is
+ * dequantized a block of its rows (y's columns) at a time. */
 static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y, int t0, int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
-    be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
-    be_linear(rows, in, out, x, w->wbuf, y, 0);
+    int wb = wblock_rows(w, in, out);
+    for (int o0 = 0; o0 < out; o0 += wb) {
+        int n = out - o0 < wb ? out - o0 : wb;
+        be_dequant_range(lw->dtype[p], lw->proj[p], (size_t)in * out, (size_t)o0 * in, (size_t)n * in, w->wbuf);
+        if (n == out) be_linear(rows, in, out, x, w->wbuf, y, 0);
+        else be_gemm(0, 1, rows, n, in, 1, x, in, w->wbuf, in, 0, y + o0, out);
+    }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
@@ -369,8 +391,12 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
-    be_dequant(lw->dtype[p], lw->proj[p], (size_t)in * out, w->wbuf);
-    be_gemm(0, 0, rows, in, out, 1, dy, out, w->wbuf, in, accumulate ? 1 : 0, dx, in);
+    int wb = wblock_rows(w, in, out);
+    for (int o0 = 0; o0 < out; o0 += wb) { /* dx (+)= dy[:, block] W[block, :], block by block */
+        int n = out - o0 < wb ? out - o0 : wb;
+        be_dequant_range(lw->dtype[p], lw->proj[p], (size_t)in * out, (size_t)o0 * in, (size_t)n * in, w->wbuf);
+        be_gemm(0, 0, rows, in, n, 1, dy + o0, out, w->wbuf, in, accumulate || o0 ? 1 : 0, dx, in);
+    }
     if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
         be_gemm(1, 0, out, in, rows, 1, dy, out, x, in, 1, ps->m->wg->proj[l][p], in);
     const tt_lora_slot *s = &ps->lo->slot[l][p];

@@ -96,6 +96,7 @@ typedef struct tt_ws_opts {
     int with_ckpt;         /* layer-input checkpoints for model_micro_step */
     int head_streamed;     /* a device staging buffer for lm_head chunks */
     int mlp_rows;          /* tokens per MLP chunk; 0: as many as keep (rows, ffn) at 16M values */
+    size_t wbuf_elems;     /* dequantization scratch cap in values (tests); 0: 16M (at least 64 rows) */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. */

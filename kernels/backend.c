@@ -2,6 +2,8 @@
 #include "kernels/backend.h"
 
 #include "core/common.h"
+#include "core/dtype.h"
+#include "core/nf4.h"
 
 #include <string.h>
 
@@ -75,9 +77,11 @@ void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alph
     cur()->mask_scale(n, x, mask, alpha, y);
 }
 double be_sumsq(size_t n, const tt_real *x) { TT_ASSERT(x || !n); return cur()->sumsq(n, x); }
-void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {
-    TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4);
-    cur()->dequant(dtype, blob, n, out);
+void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) { be_dequant_range(dtype, blob, n, 0, n, out); }
+void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
+    TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4 && v0 <= n && count <= n - v0);
+    TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || v0 % NF4_BLOCK == 0);
+    cur()->dequant(dtype, blob, n, v0, count, out);
 }
 void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd) {
     TT_ASSERT(T > 0 && C > 0 && x && w && y && rstd && eps > 0);

@@ -56,9 +56,10 @@ typedef struct tt_backend {
     double (*sumsq)(size_t n, const tt_real *x);
 
     /* ---- frozen weights ---- */
-    /* Decodes n values of a stored tensor (dtype tt_dtype; blob in the store
-     * layout of docs/FORMAT.md, already on the device) into out. */
-    void (*dequant)(uint32_t dtype, const void *blob, size_t n, tt_real *out);
+    /* Decodes values [v0, v0 + count) of a stored tensor of n values (dtype
+     * tt_dtype; blob in the store layout of docs/FORMAT.md, already on the
+     * device) into out (count). For NF4, v0 is a multiple of NF4_BLOCK (64). */
+    void (*dequant)(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
 
     /* ---- layer ops ---- */
     /* y = x * rsqrt(mean(x^2) + eps) * w, per row; rstd[T] saved for backward. */
@@ -153,7 +154,9 @@ void be_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y);
 void be_scale(size_t n, tt_real alpha, tt_real *x);
 void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
 double be_sumsq(size_t n, const tt_real *x);
-void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out);
+void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out); /* the whole tensor */
+/* Values [v0, v0 + count) of a tensor of n values (NF4: v0 a multiple of 64). */
+void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
 void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
 void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
                     tt_real *dx, int accumulate);

@@ -168,7 +168,7 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     if (rc) return rc;
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
      * buffer (head_on_device then only means the final norm) */
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0};
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &p->req.lora, &wo, &da);
     if (rc) return rc;

@@ -144,13 +144,18 @@ static void t_dequant(size_t nn) {
         nf4_layout_of(nn, dq, &L);
         uint8_t *blob = tt_xcalloc(1, L.total);
         nf4_quantize_tensor(v, nn, dq, blob);
-        cpu->dequant(dq ? 4 : 3, blob, nn, ref);
+        cpu->dequant(dq ? 4 : 3, blob, nn, 0, nn, ref);
         void *dblob = gpu->alloc(L.total);
         gpu->to_device(dblob, blob, L.total);
         float *out = gpu->alloc(nn * sizeof(float));
         poison(out, nn);
-        gpu->dequant(dq ? 4 : 3, dblob, nn, out);
+        gpu->dequant(dq ? 4 : 3, dblob, nn, 0, nn, out);
         cmp("dequant", ref, out, nn);
+        /* a range: from the second NF4 block to 17 values before the end */
+        size_t v0 = 64, k = nn - 64 - 17;
+        poison(out, k);
+        gpu->dequant(dq ? 4 : 3, dblob, nn, v0, k, out);
+        cmp("dequant", ref + v0, out, k);
         free(v); free(ref); free(blob); gpu->free(dblob); gpu->free(out);
     }
 }

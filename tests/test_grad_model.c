@@ -35,6 +35,15 @@ static void cfg_pruned(tt_config *c) {
     TT_ASSERT(config_prune(c, 0.5, 1, 2) == 0);
 }
 
+/* Wider (hidden 128, ffn 192), so that with the smallest dequantization
+ * scratch (64 rows of the widest input) q/o/down come in two weight blocks. */
+static void cfg_wide(tt_config *c) {
+    fixture_micro_config(c);
+    c->hidden = 128; c->n_heads = 8; c->n_kv_heads = 4; c->head_dim = 16; c->ffn = 192;
+    for (uint32_t l = 0; l < c->n_layers; l++) c->layers[l] = (tt_layer_dims){8, 4, 192, 0};
+    TT_ASSERT(config_prune(c, 0.5, 1, 2) == 0);
+}
+
 static void randomize_lora(tt_lora *lo, uint64_t seed) {
     tt_rng r;
     rng_seed(&r, seed, 99);
@@ -262,12 +271,15 @@ static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
 }
 
 /* mlp_rows: tokens per MLP chunk (0: the default, one chunk at these sizes;
- * 3 of the 10 tokens: four chunks, the last one partial). */
+ * 3 of the 10 tokens: four chunks, the last one partial), and then the wider
+ * model with its weights dequantized in the smallest blocks, 64 rows. */
 static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows, const char *what) {
     char path[600];
     snprintf(path, sizeof path, "%s/m%u.tier", dir, lin);
     tt_config c;
-    cfg_pruned(&c);
+    if (mlp_rows) cfg_wide(&c);
+    else cfg_pruned(&c);
+    snprintf(path, sizeof path, "%s/m%u-%d.tier", dir, lin, mlp_rows);
     CHECK(fixture_write_model(path, &c, lin, 0.3f, 5) == 0);
     tt_model *m;
     int rc = model_load(&m, path);
@@ -279,15 +291,15 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     randomize_lora(&lo, 4);
     int B = 2, S = 5;
     tt_ws *w;
-    tt_ws_opts wo = {B, S, 1, 0, mlp_rows};
+    tt_ws_opts wo = {B, S, 1, 0, mlp_rows, mlp_rows ? 1 : 0}; /* chunked: weights in 64-row blocks too */
     CHECK(ws_create(&w, &c, &lc, &wo, NULL) == 0);
     uint64_t drop = dropout > 0 ? 12345 : 0;
     check_layer(m, &lo, w, 0, B, S, drop, what);
     check_layer(m, &lo, w, 1, B, S, drop, what); /* the pruned layer */
     check_model(m, &lo, w, B, S, drop, what);
-    if (mlp_rows) { /* chunked == whole: the same loss and LoRA gradients as one MLP chunk */
+    if (mlp_rows) { /* chunked == whole: the same loss and LoRA gradients as one MLP chunk and one weight block */
         tt_ws *w1;
-        tt_ws_opts wo1 = {B, S, 1, 0, 0};
+        tt_ws_opts wo1 = {B, S, 1, 0, 0, 0};
         CHECK(ws_create(&w1, &c, &lc, &wo1, NULL) == 0);
         int T = B * S;
         int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);
@@ -319,7 +331,8 @@ int main(void) {
     run_case(dir, TT_DTYPE_F32, 0.25f, 0, "f32 weights, LoRA dropout 0.25");
     run_case(dir, TT_DTYPE_NF4DQ, 0.f, 0, "nf4-dq weights");
     run_case(dir, TT_DTYPE_BF16, 0.25f, 0, "bf16 weights, LoRA dropout 0.25");
-    run_case(dir, TT_DTYPE_F32, 0.25f, 3, "f32 weights, LoRA dropout 0.25, MLP in 3-token chunks");
+    run_case(dir, TT_DTYPE_F32, 0.25f, 3, "f32 weights, LoRA dropout 0.25, MLP in 3-token chunks, 64-row weight blocks");
+    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 3, "nf4-dq weights, MLP in 3-token chunks, 64-row weight blocks");
     fixture_rm_rf(dir);
     free(dir);
     TEST_END();

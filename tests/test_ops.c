@@ -375,9 +375,35 @@ static void test_dequant(void) {
     free(x), free(out), free(ref), free(h);
 }
 
+/* be_dequant_range == the same slice of the whole tensor, for every dtype, at
+ * offsets inside and across double-quant spans (16384 values), up to the end. */
+static void test_dequant_range(void) {
+    const size_t n = 16384 * 2 + 64 * 7 + 21;
+    float *x = randf(n, 1), *whole = zerof(n), *part = zerof(n);
+    uint16_t *h = tt_xmalloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
+    static const size_t cuts[][2] = {{0, 5}, {64, 1000}, {16384 - 128, 300}, {16384, 16384}, {64 * 300, 8000 + 77},
+                                     {n - 21, 21}, {n - 85, 85}, {0, 0}};
+    for (int dt = 1; dt <= 4; dt++) {
+        uint8_t *blob = dt >= 3 ? fixture_nf4_blob(x, n, dt == 4) : NULL;
+        const void *src = dt == 1 ? (const void *)x : dt == 2 ? (const void *)h : blob;
+        be_dequant((uint32_t)dt, src, n, whole);
+        for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+            size_t v0 = cuts[c][0], k = cuts[c][1];
+            be_fill(part, n, -7);
+            be_dequant_range((uint32_t)dt, src, n, v0, k, part);
+            CHECK_MSG(memcmp(part, whole + v0, k * sizeof *part) == 0 && (k == n || part[k] == -7),
+                      "dequant_range dtype %d [%zu, +%zu)", dt, v0, k);
+        }
+        free(blob);
+    }
+    free(x), free(whole), free(part), free(h);
+}
+
 int main(void) {
     rng_seed(&g_rng, 7, rng_hash_str("test_ops"));
     test_memory();
+    test_dequant_range();
     test_gemm();
     test_rmsnorm();
     test_rope();

@@ -154,32 +154,33 @@ __global__ void k_bf16(size_t n, const unsigned short *in, float *out) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < n) out[i] = __uint_as_float((unsigned)in[i] << 16);
 }
-/* One thread per value: code from its nibble (first value in the high
+/* One thread per value v0 + i: code from its nibble (first value in the high
  * nibble), absmax from the f32 array or through double quantization. */
-__global__ void k_nf4(size_t n, const unsigned char *codes, const float *absmax, const unsigned char *qabs,
-                      const float *absmax2, float offset, float *out) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
+__global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const float *absmax,
+                      const unsigned char *qabs, const float *absmax2, float offset, float *out) {
+    size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (j >= count) return;
+    size_t i = v0 + j;
     unsigned char b = codes[i >> 1];
     int code = (i & 1) ? (b & 15) : (b >> 4);
     size_t blk = i / NF4_BLOCK;
     /* Two roundings, as the CPU reference (nf4_double_dequant): __fmul_rn /
      * __fadd_rn are never contracted into one FMA. */
     float am = absmax ? absmax[blk] : __fadd_rn(__fmul_rn(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK]), offset);
-    out[i] = c_nf4[code] * am;
+    out[j] = c_nf4[code] * am;
 }
-static void cu_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) {
-    if (!n) return;
+static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
+    if (!count) return;
     const unsigned char *b = (const unsigned char *)blob;
-    unsigned nb = blocks_for(n, 256);
-    if (dtype == TT_DTYPE_F32) k_f32<<<nb, 256>>>(n, (const float *)blob, out);
-    else if (dtype == TT_DTYPE_BF16) k_bf16<<<nb, 256>>>(n, (const unsigned short *)blob, out);
+    unsigned nb = blocks_for(count, 256);
+    if (dtype == TT_DTYPE_F32) k_f32<<<nb, 256>>>(count, (const float *)blob + v0, out);
+    else if (dtype == TT_DTYPE_BF16) k_bf16<<<nb, 256>>>(count, (const unsigned short *)blob + v0, out);
     else {
         nf4_layout L;
         nf4_layout_of(n, dtype == TT_DTYPE_NF4DQ, &L);
         float offset = 0;
         if (L.double_quant) CUDA_CHECK(cudaMemcpy(&offset, b + L.offset_off, 4, cudaMemcpyDeviceToHost));
-        k_nf4<<<nb, 256>>>(n, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
+        k_nf4<<<nb, 256>>>(count, v0, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
                            L.double_quant ? b + L.absmax_off : NULL,
                            L.double_quant ? (const float *)(b + L.absmax2_off) : NULL, offset, out);
     }
