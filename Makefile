@@ -65,7 +65,7 @@ ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
 endif
 
 # ---- sources ----------------------------------------------------------------
-LIB_SRC  := $(sort $(wildcard core/*.c io/*.c sched/*.c kernels/*.c kernels/cpu/*.c kernels/cuda/*.c))
+LIB_SRC  := $(sort $(wildcard core/base/*.c core/*.c io/*.c sched/*.c kernels/*.c kernels/cpu/*.c kernels/cuda/*.c))
 TOOL_SRC := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_SH  := $(sort $(wildcard tests/test_*.sh))

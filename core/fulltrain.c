@@ -9,8 +9,8 @@
  * optimizer. lm_head stays frozen, as in LoRAM's alignment step. */
 #include "core/fulltrain.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "core/model.h"
 #include "core/storeio.h"
 

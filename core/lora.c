@@ -1,9 +1,9 @@
 /* core/lora.c — LoRA parameter layout and PEFT-compatible initialisation. */
 #include "core/lora.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/model.h"
-#include "core/rng.h"
+#include "core/base/rng.h"
 
 #include <errno.h>
 #include <math.h>

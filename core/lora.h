@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/alloc.h"
+#include "core/base/config.h"
 #include "kernels/backend.h"
 
 #define LORA_ALL_TARGETS 0x7fu
@@ -63,7 +64,6 @@ void lora_free(tt_lora *lo);
 /* The same layout with buffers carved by alloc(ctx, bytes, label) (an
  * arena); layer_grads: gradients for one layer at a time (the largest) instead
  * of all. With measuring, only sizes are taken (no initialisation). */
-struct tt_alloc;
 int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
                  int layer_grads);
 /* Largest parameter count of one layer. */

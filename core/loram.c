@@ -1,7 +1,7 @@
 /* core/loram.c — see loram.h. */
 #include "core/loram.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/storeio.h"
 
 #include <cblas.h>

@@ -19,7 +19,7 @@
 
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/config.h"
 #include "core/lora.h"
 #include "io/peft.h"
 #include "io/tier.h"

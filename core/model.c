@@ -3,9 +3,9 @@
 #include "core/model.h"
 #include "core/storeio.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/rng.h"
 #include "io/tier.h"
 
 #include <errno.h>

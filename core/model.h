@@ -18,7 +18,8 @@
 
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/alloc.h"
+#include "core/base/config.h"
 #include "core/lora.h"
 #include "kernels/backend.h"
 
@@ -83,13 +84,6 @@ typedef struct tt_wgrad {
 } tt_wgrad;
 void model_set_wgrad(tt_model *m, tt_wgrad *g); /* NULL: LoRA gradients only */
 
-/* Where workspace buffers come from: fn(ctx, bytes, label), or be_alloc when
- * NULL. measuring: the pointers are placeholders, never touched (planning). */
-typedef struct tt_alloc {
-    void *(*fn)(void *ctx, size_t bytes, const char *label);
-    void *ctx;
-    int measuring;
-} tt_alloc;
 
 typedef struct tt_ws_opts {
     int B, seq;            /* micro-batch: B sequences of seq tokens */

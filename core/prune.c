@@ -1,10 +1,10 @@
 /* core/prune.c — see prune.h. */
 #include "core/prune.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "core/fulltrain.h"
-#include "core/rng.h"
+#include "core/base/rng.h"
 #include "core/storeio.h"
 #include "io/tier.h"
 

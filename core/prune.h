@@ -36,7 +36,7 @@
 
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/config.h"
 
 typedef enum tt_prune_method {
     PRUNE_STRU = 0,

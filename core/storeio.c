@@ -1,9 +1,9 @@
 /* core/storeio.c — see storeio.h. */
 #include "core/storeio.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/config.h"
 #include "io/tier.h"
 
 /* Decodes n values of a blob stored as dtype into f32. */

@@ -13,7 +13,7 @@
  */
 #include "core/tokenizer.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -2,7 +2,7 @@
  * (mmap + full validation) of token files; layout in core/tokfile.h. */
 #include "core/tokfile.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

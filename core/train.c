@@ -1,8 +1,8 @@
 /* core/train.c — the LoRA training loop. */
 #include "core/train.h"
 
-#include "core/common.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/rng.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
 #include "sched/exec.h"

@@ -1,7 +1,7 @@
 /* io/atomicfile.c — see atomicfile.h. */
 #include "io/atomicfile.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
 #include "io/ckpt.h"
 #include "io/atomicfile.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,8 +5,8 @@
 #include "io/hfmodel.h"
 #include "io/atomicfile.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "core/storeio.h"
 
 #include <errno.h>

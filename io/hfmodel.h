@@ -40,7 +40,7 @@
 
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/config.h"
 #include "io/safetensors.h"
 #include "io/tier.h"
 

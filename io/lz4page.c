@@ -5,7 +5,7 @@
  * is touched, and each page must decompress to exactly its raw size. */
 #include "io/lz4page.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <lz4.h>

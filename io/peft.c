@@ -5,9 +5,9 @@
 #include "io/peft.h"
 #include "io/atomicfile.h"
 
-#include "core/common.h"
-#include "core/config.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
+#include "core/base/dtype.h"
 #include "io/safetensors.h"
 
 #include <errno.h>
@@ -25,7 +25,7 @@
 #define NAME_PREFIX "base_model.model.model.layers."
 #define MAX_RANK 65536u
 
-/* peft_proj and core/config.h's TT_PROJ_* index the same projections. */
+/* peft_proj and core/base/config.h's TT_PROJ_* index the same projections. */
 _Static_assert(PEFT_PROJ_Q == (int)TT_PROJ_Q && PEFT_PROJ_GATE == (int)TT_PROJ_GATE &&
                    PEFT_PROJ_DOWN == (int)TT_PROJ_DOWN && PEFT_N_PROJ == (int)TT_PROJ_COUNT,
                "peft_proj must follow TT_PROJ_* order");

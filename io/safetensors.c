@@ -5,7 +5,7 @@
 #include "io/safetensors.h"
 #include "io/atomicfile.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

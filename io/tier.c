@@ -1,8 +1,8 @@
 /* io/tier.c — .tier store reader and writer (layout in docs/FORMAT.md). */
 #include "io/tier.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "io/lz4page.h"
 
 #include <errno.h>

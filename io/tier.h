@@ -20,7 +20,7 @@
 
 #include <stdint.h>
 
-#include "core/config.h"
+#include "core/base/config.h"
 
 #define TIER_MAGIC "TIERSTOR"
 #define TIER_VERSION 1u

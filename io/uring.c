@@ -15,7 +15,7 @@
  */
 #include "io/uring.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,9 +1,9 @@
 /* kernels/backend.c — the checked be_* wrappers around the current backend. */
 #include "kernels/backend.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
 
 #include <string.h>
 

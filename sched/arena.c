@@ -7,7 +7,7 @@
  * only the pointer handed out differs (base + offset, or a fake 4096 + offset). */
 #include "sched/arena.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <stdint.h>
 #include <string.h>

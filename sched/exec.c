@@ -5,8 +5,8 @@
  * the two command queues, the free list of activation buffers). */
 #include "sched/exec.h"
 
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "io/uring.h"
 #include "sched/arena.h"
 #include "sched/topo.h"

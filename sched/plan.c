@@ -3,7 +3,7 @@
  * the predicted bytes are exactly what the run will reserve. */
 #include "sched/plan.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "kernels/backend.h"
 #include "sched/arena.h"
 #include "sched/exec.h"

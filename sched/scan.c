@@ -1,7 +1,7 @@
 /* sched/scan.c — a pinned IO thread filling a ring of staging slots. */
 #include "sched/scan.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/uring.h"
 
 #include <errno.h>

@@ -5,7 +5,7 @@
  * NUMA nodes -> 1. */
 #include "sched/topo.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <hwloc.h>

@@ -9,7 +9,7 @@
  * either (glibc's qsort may call malloc). */
 #include "sched/trace.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

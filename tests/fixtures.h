@@ -2,11 +2,11 @@
 #ifndef TT_FIXTURES_H
 #define TT_FIXTURES_H
 
-#include "core/common.h"
-#include "core/config.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
+#include "core/base/rng.h"
 #include "io/tier.h"
 #include "tests/test.h"
 

@@ -6,7 +6,7 @@
  * has no checksum, so no forging is needed: every mutation reaches the
  * length, JSON and layout validation. The seeds (valid files and one file per
  * malformation) are written by tests/test_safetensors.c. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/safetensors.h"
 
 #include <string.h>

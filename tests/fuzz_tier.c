@@ -6,7 +6,7 @@
  * header and metadata checksums (as a forger would) whenever the header
  * fields allow it: the fuzzer then exercises the structural validation
  * (the checksum comparison itself is covered by tests/test_tier.c). */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/tier.h"
 
 #include <string.h>

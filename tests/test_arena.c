@@ -10,7 +10,7 @@
  * children, which must die of SIGABRT with a message naming the arena). */
 #include "sched/arena.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "tests/test.h"
 
 #include <signal.h>

@@ -8,9 +8,9 @@
  * pruned 70B's odd ffn (4300), attention at seq 4096 / head_dim 128 / GQA
  * 16:2, cross-entropy over vocab 128256 — with outputs poisoned (NaN) before
  * each GPU call so an unwritten element fails. tools/gpu_check.sh runs this. */
-#include "core/common.h"
-#include "core/nf4.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/nf4.h"
+#include "core/base/rng.h"
 #include "kernels/backend.h"
 #include "tests/test.h"
 

@@ -7,7 +7,7 @@
  * differences in tests/test_grad_model.c. Also the calibration gradients
  * Taylor pruning uses: present exactly for the projections, finite, nonzero,
  * and a descent direction of the calibration loss. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/fulltrain.h"
 #include "core/storeio.h"
 #include "tests/fixtures.h"

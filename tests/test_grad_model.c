@@ -15,10 +15,10 @@
  * same set), so a tiny gradient is not judged by its own size alone.
  * Tolerance 1e-6: far above the numerical noise, far below any real mistake
  * (a missing term or a transposed product shows as O(1)). */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/lora.h"
 #include "core/model.h"
-#include "core/rng.h"
+#include "core/base/rng.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 

@@ -8,19 +8,19 @@
  *     (gemm in all four transpose modes with padded strides, rmsnorm, rope from
  *     the angles, attention with one explicit softmax per row, swiglu, xent);
  *   - adamw against a two-step example worked by hand;
- *   - dequant of f32 / bf16 / nf4 / nf4-dq against core/dtype.h and core/nf4.c.
+ *   - dequant of f32 / bf16 / nf4 / nf4-dq against core/base/dtype.h and core/base/nf4.c.
  * Shapes are deliberately awkward (C = 24, V = 37, seq = 5, hd = 6). Inputs come
- * from core/rng.h with fixed seeds.
+ * from core/base/rng.h with fixed seeds.
  */
 #include "kernels/backend.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
+#include "core/base/rng.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
@@ -496,7 +496,7 @@ static void test_dequant(void) {
     for (size_t i = 0; i < n; i++) ok &= out[i] == (tt_real)bf16_to_f32(h[i]);
     CHECK_MSG(ok, "dequant bf16 differs from bf16_to_f32");
 
-    /* nf4 / nf4-dq: exactly core/nf4.c's nf4_dequantize_tensor */
+    /* nf4 / nf4-dq: exactly core/base/nf4.c's nf4_dequantize_tensor */
     for (int dq = 0; dq < 2; dq++) {
         uint8_t *blob = fixture_nf4_blob(x, n, dq);
         float *ref = tt_xmalloc(n * sizeof *ref);

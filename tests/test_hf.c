@@ -24,10 +24,10 @@
  *     own config.json, index or shard (by path or hard link).
  *  9. The streaming writer: caller order, pieces of any size, a cut write.
  */
-#include "core/common.h"
-#include "core/config.h"
-#include "core/dtype.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
+#include "core/base/dtype.h"
+#include "core/base/rng.h"
 #include "core/storeio.h"
 #include "io/hfmodel.h"
 #include "io/safetensors.h"

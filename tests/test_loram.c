@@ -16,7 +16,7 @@
  * (c) eval: train_eval through the executor (resident and streamed under the
  *     smallest --hbm) gives the loss model_micro_step gives directly.
  */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/loram.h"
 #include "core/lora.h"
 #include "core/model.h"

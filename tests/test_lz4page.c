@@ -7,7 +7,7 @@
  * out of bounds (buffers are malloc'ed to their exact size so ASan sees it). */
 #include "io/lz4page.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "tests/test.h"
 
 #include <errno.h>

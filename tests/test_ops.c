@@ -13,10 +13,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
+#include "core/base/rng.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
@@ -368,7 +368,7 @@ static void test_dequant(void) {
         uint8_t *blob = fixture_nf4_blob(x, n, dq);
         nf4_dequantize_tensor(blob, n, dq, ref);
         be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out);
-        /* the same float arithmetic as core/nf4.c: bit-identical */
+        /* the same float arithmetic as core/base/nf4.c: bit-identical */
         CHECK_MSG(memcmp(out, ref, n * sizeof *out) == 0, "dequant %s", dq ? "nf4-dq" : "nf4");
         free(blob);
     }

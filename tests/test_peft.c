@@ -17,8 +17,8 @@
  *    beyond the model, a layer missing; writer: a file as directory, an
  *    inconsistent adapter.
  */
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "tests/fixtures.h"

@@ -21,7 +21,7 @@
  *   unstructured) against |w * grad| with the calibration gradients of
  *   fulltrain_calib_grads (of the pruned layers only), other layer ranges,
  *   and more calibration samples than tokens per window. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/fulltrain.h"
 #include "core/lora.h"
 #include "core/model.h"

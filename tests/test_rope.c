@@ -6,8 +6,8 @@
  * band between is interpolated. The expected values here are computed
  * independently in double; the tables follow HF's float32 arithmetic, so
  * they agree to float precision of the angle (|dcos| <= |t| * 2^-23 * |freq|). */
-#include "core/common.h"
-#include "core/config.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
 #include "core/model.h"
 #include "tests/test.h"
 

@@ -20,7 +20,7 @@
  *    refused. Those files are written by this program with
  *    TT_WRITE_CORPUS=tests/corpus/safetensors and seed tests/fuzz_safetensors.c.
  */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/safetensors.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"

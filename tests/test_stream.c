@@ -9,8 +9,8 @@
  * 3. budgets below the smallest plan are refused with the smallest budget.
  * (IO errors inside a step: tests/test_stream_faults.c.) The model is the
  * `small` preset (16 layers, GQA) with f32 weights. */
-#include "core/common.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/rng.h"
 #include "sched/arena.h"
 #include "sched/exec.h"
 #include "sched/plan.h"

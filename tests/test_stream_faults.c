@@ -17,8 +17,8 @@
  * The model is the micro config with 6 layers and f32 weights (one NVMe read
  * request per layer), so every part runs in well under a second; alarm(20)
  * turns a hang into a failure. */
-#include "core/common.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/rng.h"
 #include "core/train.h"
 #include "io/ckpt.h"
 #include "io/uring.h"

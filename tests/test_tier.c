@@ -1,7 +1,7 @@
 /* tests/test_tier.c — the .tier store: write/read round trip for every dtype,
  * with and without pruning map and lz4; predicted size; corruption and
  * writer failures give clean errors and leave nothing half-written. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/lz4page.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"

@@ -10,7 +10,7 @@
  *    TT_WRITE_CORPUS=tests/corpus/tier; they also seed the fuzzer
  *    (tests/fuzz_tier.c).
  */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 

@@ -50,7 +50,7 @@
  * ByteLevel]); the GPT-2 variant swaps in ByteLevel(use_regex=true). Every expected id list below was derived by
  * hand as the comments show, and agrees with Hugging Face tokenizers 0.23.
  */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/tokenizer.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"

@@ -4,7 +4,7 @@
  * damage (truncated, extra bytes, wrong magic / version / dtype, bad vocab or
  * eot, a token >= vocab, too short, missing, a directory) giving -EINVAL (or
  * -ENOENT / -EISDIR) with the file named in the message. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/tokfile.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"

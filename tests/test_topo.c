@@ -6,7 +6,7 @@
  * message, and the affinity must be left as it was. */
 #include "sched/topo.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "tests/test.h"
 
 #include <errno.h>

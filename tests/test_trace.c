@@ -11,7 +11,7 @@
  * gives -errno with the path in the message. */
 #include "sched/trace.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "tests/test.h"
 
 #include <errno.h>

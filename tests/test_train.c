@@ -3,7 +3,7 @@
  * in one run), a missing/corrupt/foreign checkpoint is refused with a clear
  * message, the learning-rate schedule, and that training lowers the loss on
  * data with structure. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/lora.h"
 #include "core/model.h"
 #include "core/train.h"

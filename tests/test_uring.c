@@ -7,7 +7,7 @@
  * (and says so) when the temp directory does not support O_DIRECT. */
 #include "io/uring.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 #include "tests/test.h"
 
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* tools/cli.c — table-driven option parsing for the tiertrain commands. */
 #include "tools/cli.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <stdlib.h>

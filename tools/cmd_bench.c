@@ -2,16 +2,16 @@
  * store as the trainer does (O_DIRECT, io_uring, registered staging slots,
  * pinned IO thread) and, in the same run, with plain buffered read(2) calls
  * after dropping the file from the page cache. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/tier.h"
 #include "io/uring.h"
 #include "sched/scan.h"
 #include "sched/topo.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
-#include "core/rng.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
+#include "core/base/rng.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
 #include "kernels/backend.h"
 #include "sched/exec.h"
 #include "sched/plan.h"

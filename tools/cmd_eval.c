@@ -1,7 +1,7 @@
 /* tools/cmd_eval.c — `tiertrain eval`: the perplexity of a store, with an
  * optional LoRA adapter, on a token file, streamed through the same executor
  * (and so under the same --hbm/--host budgets) as training. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/loram.h"
 #include "core/tokfile.h"
 #include "core/train.h"

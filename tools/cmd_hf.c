@@ -2,8 +2,8 @@
  * directory into a store) and `tiertrain export` (a store into such a
  * directory). io/hfmodel.c does the work, streaming tensor by tensor; this
  * file parses the flags, shows progress and prints the summary. */
-#include "core/common.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "io/hfmodel.h"
 #include "tools/cli.h"
 #include "tools/tools.h"

@@ -1,7 +1,7 @@
 /* tools/cmd_info.c — `tiertrain info FILE`: what a store holds. */
-#include "core/common.h"
-#include "core/config.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
+#include "core/base/dtype.h"
 #include "io/tier.h"
 #include "tools/cli.h"
 #include "tools/tools.h"

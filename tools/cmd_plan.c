@@ -1,6 +1,6 @@
 /* tools/cmd_plan.c — `tiertrain plan`: the memory plan for a model, a batch
  * shape and the --hbm / --host budgets, the same plan `train` uses. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/lora.h"
 #include "kernels/backend.h"
 #include "sched/plan.h"

@@ -2,9 +2,9 @@
  * unstructured pruning of a store) and `tiertrain quantize` (projections to
  * NF4): LoRAM's first two steps. core/prune.c does the work; this file checks
  * the flags and prints what was done. */
-#include "core/common.h"
-#include "core/config.h"
-#include "core/dtype.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
+#include "core/base/dtype.h"
 #include "core/prune.h"
 #include "core/tokfile.h"
 #include "io/tier.h"

@@ -2,7 +2,7 @@
  * trained on a pruned store, scattered back to the original model's shapes)
  * and `tiertrain merge` (an adapter folded into a store's weights). The work
  * is in core/loram.c. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/loram.h"
 #include "io/peft.h"
 #include "io/tier.h"

@@ -2,11 +2,11 @@
  * real shapes, optionally with LoRAM's structured pruning shapes and NF4
  * quantization. Tensors are generated, quantized and written chunk by chunk,
  * so memory use stays small whatever the model size. */
-#include "core/common.h"
-#include "core/config.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
-#include "core/rng.h"
+#include "core/base/common.h"
+#include "core/base/config.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
+#include "core/base/rng.h"
 #include "core/storeio.h"
 #include "io/tier.h"
 #include "tools/cli.h"

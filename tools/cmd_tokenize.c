@@ -19,7 +19,7 @@
  * non-space ASCII character — a point where both pre-tokenizer regexes always
  * cut, so the tokens are the same as encoding the document whole.
  */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/tokenizer.h"
 #include "core/tokfile.h"
 #include "tools/cli.h"

@@ -1,6 +1,6 @@
 /* tools/cmd_train.c — `tiertrain train`: LoRA training of a store on a token
  * file, with checkpoints, resume and PEFT export (core/train.c does the work). */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "core/fulltrain.h"
 #include "core/lora.h"
 #include "core/model.h"

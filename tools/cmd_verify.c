@@ -1,6 +1,6 @@
 /* tools/cmd_verify.c — `tiertrain verify FILE`: reads every extent and checks
  * its checksum (and that lz4 extents decompress). Exit 0 only if all match. */
-#include "core/common.h"
+#include "core/base/common.h"
 #include "io/tier.h"
 #include "io/uring.h"
 #include "sched/scan.h"

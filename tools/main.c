@@ -1,7 +1,7 @@
 /* tools/main.c — the tiertrain program: dispatches to the subcommands. */
 #include "tools/tools.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
 
 /* ---- memory ---------------------------------------------------------------- */
 
@@ -81,7 +81,7 @@ static double cpu_sumsq(size_t n, const tt_real *x) {
 #define DQ_STEP 1024
 
 /* Values [v0, v0 + count) of n NF4 values in a blob laid out by
- * nf4_layout_of(n, dq) (core/nf4.h), the same arithmetic as
+ * nf4_layout_of(n, dq) (core/base/nf4.h), the same arithmetic as
  * nf4_dequantize_tensor: at most one double-quant block (256 absmax values =
  * 16384 values) at a time. v0 is a multiple of NF4_BLOCK. Scratch: 256
  * absmax floats, plus DQ_STEP floats in the f64 build; the float build
@@ -123,7 +123,7 @@ static void dequant_nf4(const uint8_t *blob, size_t n, int dq, size_t v0, size_t
 }
 
 /* Decodes values [v0, v0 + count) of a tensor of n values of dtype
- * (core/dtype.h) into out (count) tt_real. */
+ * (core/base/dtype.h) into out (count) tt_real. */
 static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
     const uint8_t *b = blob;
     switch (dtype) {

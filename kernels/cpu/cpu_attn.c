@@ -17,7 +17,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 /* query rows per block */
 static int block_rows(int seq) {

@@ -10,9 +10,9 @@
 #include "kernels/cuda/cuda_backend.h"
 
 extern "C" {
-#include "core/common.h"
-#include "core/dtype.h"
-#include "core/nf4.h"
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
 }
 
 #include <cublas_v2.h>

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""tests/ref/nf4_ref.py - independent pure-Python reference for core/nf4.c.
+"""tests/ref/nf4_ref.py - independent pure-Python reference for core/base/nf4.c.
 
 Re-implements bitsandbytes' NF4 quantization (QLoRA) from the bitsandbytes
-definitions, NOT from core/nf4.c, so that tests/test_nf4.c can compare the C
+definitions, NOT from core/base/nf4.c, so that tests/test_nf4.c can compare the C
 code against numbers computed another way. float32 arithmetic is emulated by
 rounding every intermediate through struct.pack('f') (f32() below). For + - * /
 of two float32 values, computing in double and rounding once to float32 gives
@@ -34,7 +34,7 @@ Usage:
   python3 tests/ref/nf4_ref.py          print the expected values pasted into
                                         tests/test_nf4.c
   python3 tests/ref/nf4_ref.py table    print the C literal of nf4_dynamic_map
-                                        pasted into core/nf4.c
+                                        pasted into core/base/nf4.c
 """
 import struct
 import sys
@@ -242,7 +242,7 @@ def double_dequant(q, absmax2, offset):
     return [f32(f32(DMAP[q[i]] * absmax2[i // 256]) + offset) for i in range(len(q))]
 
 
-# ---- blob layout (core/nf4.h) -----------------------------------------------
+# ---- blob layout (core/base/nf4.h) -----------------------------------------------
 def align16(v):
     return (v + 15) // 16 * 16
 

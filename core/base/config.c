@@ -1,7 +1,7 @@
-/* core/config.c — presets, LoRAM pruning shapes and the tensor table. */
-#include "core/config.h"
+/* core/base/config.c — presets, LoRAM pruning shapes and the tensor table. */
+#include "core/base/config.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,6 +1,6 @@
-/* core/nf4.c — NF4 blockwise quantization and its double quantization, bit
+/* core/base/nf4.c — NF4 blockwise quantization and its double quantization, bit
  * for bit as bitsandbytes' CUDA kernels (kQuantizeBlockwise / dQuantizeNF4 /
- * dQuantize / kDequantizeBlockwise) compute them, on the CPU. See core/nf4.h
+ * dQuantize / kDequantizeBlockwise) compute them, on the CPU. See core/base/nf4.h
  * for the format; tests/test_nf4.c checks this file against the independent
  * Python reference tests/ref/nf4_ref.py.
  *
@@ -19,9 +19,9 @@
  * Nothing here allocates except nf4_quantize_tensor with double quant, which
  * needs the f32 absmax of the whole tensor before it can compute their mean.
  */
-#include "core/nf4.h"
+#include "core/base/nf4.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <math.h>
 #include <string.h>
@@ -160,7 +160,7 @@ uint8_t nf4_quantize_value(float x) { return (uint8_t)nf4_index(x); }
  * form. Every lane does the same IEEE float32 operations as the scalar code
  * (the test compares the two on random data). */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "core/nf4.c packs nibbles through 64-bit lanes and assumes little-endian"
+#error "core/base/nf4.c packs nibbles through 64-bit lanes and assumes little-endian"
 #endif
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));

@@ -1,7 +1,7 @@
-/* core/rng.c — xoshiro256** (Blackman & Vigna), splitmix64 seeding. */
-#include "core/rng.h"
+/* core/base/rng.c — xoshiro256** (Blackman & Vigna), splitmix64 seeding. */
+#include "core/base/rng.h"
 
-#include "core/common.h"
+#include "core/base/common.h"
 
 #include <math.h>
 #include <stddef.h>

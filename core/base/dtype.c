@@ -1,8 +1,8 @@
-/* core/dtype.c — dtype names and sizes. */
-#include "core/dtype.h"
+/* core/base/dtype.c — dtype names and sizes. */
+#include "core/base/dtype.h"
 
-#include "core/common.h"
-#include "core/nf4.h"
+#include "core/base/common.h"
+#include "core/base/nf4.h"
 
 const char *dtype_name(uint32_t d) {
     switch (d) {

@@ -1,4 +1,4 @@
-/* core/rng.h — a small deterministic RNG (xoshiro256**, seeded with
+/* core/base/rng.h — a small deterministic RNG (xoshiro256**, seeded with
  * splitmix64), so that every random choice of tiertrain is reproducible from
  * a seed, on every machine. */
 #ifndef TT_RNG_H

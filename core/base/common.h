@@ -1,4 +1,4 @@
-/* core/common.h — things every folder of tiertrain uses: always-on assertions,
+/* core/base/common.h — things every folder of tiertrain uses: always-on assertions,
  * the "last error" message that travels with a -errno return, size parsing and
  * small helpers for little-endian fixed-width values.
  *

@@ -1,4 +1,4 @@
-/* core/config.h — the model configuration of a LLaMA-family model, its
+/* core/base/config.h — the model configuration of a LLaMA-family model, its
  * presets, LoRAM's structured pruning shapes, and the one table of tensors a
  * model is made of (names, shapes, which extent of the store holds them).
  *

@@ -1,5 +1,5 @@
-/* core/common.c — assertions, the per-thread error message, size parsing. */
-#include "core/common.h"
+/* core/base/common.c — assertions, the per-thread error message, size parsing. */
+#include "core/base/common.h"
 
 #include <ctype.h>
 #include <errno.h>

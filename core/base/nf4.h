@@ -1,4 +1,4 @@
-/* core/nf4.h — 4-bit NormalFloat (NF4) blockwise quantization exactly as
+/* core/base/nf4.h — 4-bit NormalFloat (NF4) blockwise quantization exactly as
  * QLoRA / bitsandbytes define it (CPU reference implementation).
  *
  *   - code book: the 16 NF4 values (nf4_code), blocks of NF4_BLOCK = 64 values,

@@ -1,4 +1,4 @@
-/* core/dtype.h — element types of stored tensors, bf16 and f16 conversion. */
+/* core/base/dtype.h — element types of stored tensors, bf16 and f16 conversion. */
 #ifndef TT_DTYPE_H
 #define TT_DTYPE_H
 
