@@ -12,7 +12,7 @@
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "core/model.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 
 #include <errno.h>
 #include <math.h>

@@ -2,7 +2,7 @@
 #include "core/loram.h"
 
 #include "core/base/common.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 
 #include <cblas.h>
 #include <errno.h>

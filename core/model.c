@@ -1,7 +1,7 @@
 /* core/model.c — LLaMA + LoRA forward/backward with per-layer activation
  * checkpointing, on the backend interface. */
 #include "core/model.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"

@@ -5,7 +5,7 @@
 #include "core/base/dtype.h"
 #include "core/fulltrain.h"
 #include "core/base/rng.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 #include "io/tier.h"
 
 #include <errno.h>

@@ -1,13 +1,13 @@
 /* io/hfmodel.c — Hugging Face LLaMA checkpoint directories (io/hfmodel.h):
  * the config.json reader and writer (jansson), the shard map of a directory,
- * and import / export streamed through core/storeio.h on one side and the
+ * and import / export streamed through io/storeio.h on one side and the
  * safetensors reader / streaming writer on the other. */
 #include "io/hfmodel.h"
 #include "io/atomicfile.h"
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 
 #include <errno.h>
 #include <fcntl.h>

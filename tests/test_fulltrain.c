@@ -9,7 +9,7 @@
  * and a descent direction of the calibration loss. */
 #include "core/base/common.h"
 #include "core/fulltrain.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 

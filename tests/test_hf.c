@@ -28,7 +28,7 @@
 #include "core/base/config.h"
 #include "core/base/dtype.h"
 #include "core/base/rng.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 #include "io/hfmodel.h"
 #include "io/safetensors.h"
 #include "tests/fixtures.h"

@@ -20,7 +20,7 @@
 #include "core/loram.h"
 #include "core/lora.h"
 #include "core/model.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 #include "core/train.h"
 #include "io/peft.h"
 #include "sched/exec.h"

@@ -26,7 +26,7 @@
 #include "core/lora.h"
 #include "core/model.h"
 #include "core/prune.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 

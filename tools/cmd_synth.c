@@ -7,7 +7,7 @@
 #include "core/base/dtype.h"
 #include "core/base/nf4.h"
 #include "core/base/rng.h"
-#include "core/storeio.h"
+#include "io/storeio.h"
 #include "io/tier.h"
 #include "tools/cli.h"
 #include "tools/tools.h"

@@ -1,4 +1,4 @@
-/* core/storeio.h — a store's tensors as f32, tensor by tensor: the shared
+/* io/storeio.h — a store's tensors as f32, tensor by tensor: the shared
  * machinery of import, export, prune, quantize, merge and train --full.
  *
  * Reading: a store_reader hands out tensor i (config_tensor order) decoded to

@@ -1,5 +1,5 @@
-/* core/storeio.c — see storeio.h. */
-#include "core/storeio.h"
+/* io/storeio.c — see storeio.h. */
+#include "io/storeio.h"
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"
