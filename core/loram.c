@@ -2,6 +2,7 @@
 #include "core/loram.h"
 
 #include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "io/storeio.h"
 
 #include <cblas.h>
@@ -260,7 +261,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
             const void *src = raw + t->offset;
             if (lo) {
                 uint64_t n = d.rows * d.cols;
-                tensor_decode_f32(t->dtype, src, n, vals);
+                dtype_decode_f32(t->dtype, src, n, 0, n, vals);
                 /* W (out, in) += (alpha / r) B (out, r) A (r, in), in f32 as the model computes its LoRA term */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lo->out, (int)lo->in, (int)a->rank,
                             a->alpha / (float)a->rank, lo->B, (int)a->rank, lo->A, (int)lo->in, 1.0f, vals,

@@ -14,20 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void tensor_decode_f32(uint32_t dtype, const void *blob, uint64_t n, float *out) {
-    switch (dtype) {
-    case TT_DTYPE_F32: memcpy(out, blob, n * sizeof(float)); break;
-    case TT_DTYPE_BF16: {
-        const uint16_t *h = blob;
-        for (uint64_t i = 0; i < n; i++) out[i] = bf16_to_f32(h[i]);
-        break;
-    }
-    case TT_DTYPE_NF4:
-    case TT_DTYPE_NF4DQ: nf4_dequantize_tensor(blob, n, dtype == TT_DTYPE_NF4DQ, out); break;
-    default: TT_ASSERT(!"tensor_decode_f32: unknown dtype");
-    }
-}
-
 void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob) {
     switch (dtype) {
     case TT_DTYPE_F32: memcpy(blob, x, n * sizeof(float)); break;
@@ -112,7 +98,7 @@ int store_reader_tensor(store_reader *r, uint32_t i, float *out) {
         if (rc) return rc;
         r->cur = t->extent;
     }
-    tensor_decode_f32(t->dtype, r->raw + t->offset, t->rows * t->cols, out);
+    dtype_decode_f32(t->dtype, r->raw + t->offset, t->rows * t->cols, 0, t->rows * t->cols, out);
     return 0;
 }
 

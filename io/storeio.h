@@ -17,8 +17,6 @@
 #include "core/base/config.h"
 #include "io/tier.h"
 
-/* Decodes n values of a blob stored as dtype into f32. */
-void tensor_decode_f32(uint32_t dtype, const void *blob, uint64_t n, float *out);
 /* Encodes n f32 values as dtype into blob (dtype_bytes(dtype, n) bytes;
  * 4-byte aligned). Values must be finite for NF4. */
 void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob);

@@ -19,6 +19,12 @@ uint32_t dtype_parse(const char *s);
 /* Serialized bytes of n values (NF4: nf4_layout_of(n).total). */
 uint64_t dtype_bytes(uint32_t dtype, uint64_t n);
 
+/* The store's one decoder: values [v0, v0 + count) of a tensor of n values
+ * stored as dtype (the blob in the layout of docs/FORMAT.md; NF4 4-byte
+ * aligned, v0 a multiple of 64) into f32. The CPU backend, store reading,
+ * export and merge all decode through it. */
+void dtype_decode_f32(uint32_t dtype, const void *blob, uint64_t n, uint64_t v0, uint64_t count, float *out);
+
 /* f32 -> bf16 with round-to-nearest-even (NaN stays NaN), and back. */
 static inline uint16_t f32_to_bf16(float f) {
     uint32_t u;

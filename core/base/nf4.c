@@ -344,27 +344,29 @@ void nf4_quantize_tensor(const float *x, uint64_t n, int double_quant, uint8_t *
 }
 
 void nf4_dequantize_tensor(const uint8_t *blob, uint64_t n, int double_quant, float *out) {
+    nf4_dequantize_range(blob, n, double_quant, 0, n, out);
+}
+
+void nf4_dequantize_range(const uint8_t *blob, uint64_t n, int double_quant, uint64_t v0, uint64_t count, float *out) {
     nf4_layout L;
     nf4_layout_of(n, double_quant, &L);
-    TT_ASSERT(((uintptr_t)blob & (sizeof(float) - 1)) == 0);
+    TT_ASSERT(((uintptr_t)blob & (sizeof(float) - 1)) == 0 && v0 % NF4_BLOCK == 0 && v0 <= n && count <= n - v0);
     const uint8_t *codes = blob + L.codes_off;
-    if (!L.double_quant) {
-        nf4_dequantize_blocks(codes, (const float *)(blob + L.absmax_off), n, out);
-        return;
-    }
-    const uint8_t *qabsmax = blob + L.absmax_off;
-    const float *absmax2 = (const float *)(blob + L.absmax2_off);
-    float off;
-    memcpy(&off, blob + L.offset_off, sizeof off);
-    /* one double-quant block (256 NF4 blocks, 16384 values) at a time */
+    float off = 0;
+    if (L.double_quant) memcpy(&off, blob + L.offset_off, sizeof off);
+    /* at most one double-quant block (256 absmax values, 16384 values) at a time */
     const uint64_t span = (uint64_t)NF4_DQ_BLOCK * NF4_BLOCK;
-    float absmax[NF4_DQ_BLOCK];
-    for (uint64_t c = 0; c < L.nblocks2; c++) {
-        const uint64_t b0 = c * NF4_DQ_BLOCK;
-        const uint64_t nb = L.nblocks - b0 < NF4_DQ_BLOCK ? L.nblocks - b0 : NF4_DQ_BLOCK;
-        const uint64_t i0 = c * span;
-        const uint64_t len = n - i0 < span ? n - i0 : span;
-        nf4_double_dequant(qabsmax + b0, absmax2 + c, off, nb, absmax);
-        nf4_dequantize_blocks(codes + i0 / 2, absmax, len, out + i0);
+    float absbuf[NF4_DQ_BLOCK];
+    for (uint64_t i0 = v0, end = v0 + count; i0 < end;) {
+        const uint64_t stop = (i0 / span + 1) * span < end ? (i0 / span + 1) * span : end;
+        const uint64_t len = stop - i0, b0 = i0 / NF4_BLOCK, nb = (len + NF4_BLOCK - 1) / NF4_BLOCK;
+        const float *absmax = (const float *)(blob + L.absmax_off) + b0;
+        if (L.double_quant) {
+            nf4_double_dequant(blob + L.absmax_off + b0, (const float *)(blob + L.absmax2_off) + i0 / span, off, nb,
+                               absbuf);
+            absmax = absbuf;
+        }
+        nf4_dequantize_blocks(codes + i0 / 2, absmax, len, out + (i0 - v0));
+        i0 = stop;
     }
 }

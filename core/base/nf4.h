@@ -75,5 +75,8 @@ void nf4_double_dequant(const uint8_t *qabsmax, const float *absmax2, float offs
  * allocates (and frees) f32[nblocks] scratch for the absmax values. */
 void nf4_quantize_tensor(const float *x, uint64_t n, int double_quant, uint8_t *blob);
 void nf4_dequantize_tensor(const uint8_t *blob, uint64_t n, int double_quant, float *out);
+/* Values [v0, v0 + count) of the same blob into out (count); v0 a multiple
+ * of 64. The same arithmetic as the whole tensor, bit for bit. */
+void nf4_dequantize_range(const uint8_t *blob, uint64_t n, int double_quant, uint64_t v0, uint64_t count, float *out);
 
 #endif

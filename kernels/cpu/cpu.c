@@ -76,83 +76,24 @@ static double cpu_sumsq(size_t n, const tt_real *x) {
 
 /* ---- frozen weights -------------------------------------------------------- */
 
-/* Values converted per step of the f32/bf16 paths, and NF4 values per
- * float-scratch step in the f64 build (a multiple of NF4_BLOCK). */
+/* Values per float-scratch step in the f64 build (a multiple of NF4_BLOCK). */
 #define DQ_STEP 1024
 
-/* Values [v0, v0 + count) of n NF4 values in a blob laid out by
- * nf4_layout_of(n, dq) (core/base/nf4.h), the same arithmetic as
- * nf4_dequantize_tensor: at most one double-quant block (256 absmax values =
- * 16384 values) at a time. v0 is a multiple of NF4_BLOCK. Scratch: 256
- * absmax floats, plus DQ_STEP floats in the f64 build; the float build
- * decodes into out. */
-static void dequant_nf4(const uint8_t *blob, size_t n, int dq, size_t v0, size_t count, tt_real *out) {
-    nf4_layout L;
-    nf4_layout_of(n, dq, &L);
-    TT_ASSERT(((uintptr_t)blob & (sizeof(float) - 1)) == 0 && v0 % NF4_BLOCK == 0);
-    const uint8_t *codes = blob + L.codes_off;
-    const uint64_t span = (uint64_t)NF4_DQ_BLOCK * NF4_BLOCK;
-    float absbuf[NF4_DQ_BLOCK]; /* this span's absmax values (double quant) */
-    float off = 0;
-    if (dq) memcpy(&off, blob + L.offset_off, sizeof off);
-    for (uint64_t i0 = v0, end = v0 + count; i0 < end;) {
-        const uint64_t stop = (i0 / span + 1) * span < end ? (i0 / span + 1) * span : end;
-        const uint64_t len = stop - i0; /* values in this span */
-        const uint64_t b0 = i0 / NF4_BLOCK, nb = tt_div_up(len, NF4_BLOCK);
-        const float *absmax; /* f32[nb] */
-        if (dq) {
-            nf4_double_dequant(blob + L.absmax_off + b0, (const float *)(blob + L.absmax2_off) + i0 / span, off, nb,
-                               absbuf);
-            absmax = absbuf;
-        } else {
-            absmax = (const float *)(blob + L.absmax_off) + b0;
-        }
-        tt_real *o = out + (i0 - v0);
-#ifdef TT_F64
-        float tmp[DQ_STEP];
-        for (uint64_t s = 0; s < len; s += DQ_STEP) {
-            const uint64_t sl = len - s < DQ_STEP ? len - s : DQ_STEP;
-            nf4_dequantize_blocks(codes + (i0 + s) / 2, absmax + s / NF4_BLOCK, sl, tmp);
-            for (uint64_t j = 0; j < sl; j++) o[s + j] = tmp[j];
-        }
-#else
-        nf4_dequantize_blocks(codes + i0 / 2, absmax, len, o);
-#endif
-        i0 = stop;
-    }
-}
-
 /* Decodes values [v0, v0 + count) of a tensor of n values of dtype
- * (core/base/dtype.h) into out (count) tt_real. */
+ * (core/base/dtype.h, the store's one decoder) into out (count) tt_real:
+ * directly in the float build, through a float scratch of DQ_STEP values
+ * (a multiple of NF4_BLOCK) in the f64 build. */
 static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
-    const uint8_t *b = blob;
-    switch (dtype) {
-    case TT_DTYPE_F32:
-        b += v0 * sizeof(float);
 #ifdef TT_F64
-        for (size_t i0 = 0; i0 < count; i0 += DQ_STEP) {
-            float tmp[DQ_STEP];
-            const size_t len = count - i0 < DQ_STEP ? count - i0 : DQ_STEP;
-            memcpy(tmp, b + i0 * sizeof(float), len * sizeof(float));
-            for (size_t j = 0; j < len; j++) out[i0 + j] = tmp[j];
-        }
-#else
-        cpu_memcpy(out, b, count * sizeof(float));
-#endif
-        break;
-    case TT_DTYPE_BF16:
-        b += v0 * sizeof(uint16_t);
-        for (size_t i0 = 0; i0 < count; i0 += DQ_STEP) {
-            uint16_t tmp[DQ_STEP]; /* memcpy: the blob need not be 2-byte aligned */
-            const size_t len = count - i0 < DQ_STEP ? count - i0 : DQ_STEP;
-            memcpy(tmp, b + i0 * sizeof(uint16_t), len * sizeof(uint16_t));
-            for (size_t j = 0; j < len; j++) out[i0 + j] = bf16_to_f32(tmp[j]);
-        }
-        break;
-    case TT_DTYPE_NF4: dequant_nf4(b, n, 0, v0, count, out); break;
-    case TT_DTYPE_NF4DQ: dequant_nf4(b, n, 1, v0, count, out); break;
-    default: TT_ASSERT(!"unknown dtype");
+    float tmp[DQ_STEP];
+    for (size_t i0 = 0; i0 < count; i0 += DQ_STEP) {
+        const size_t len = count - i0 < DQ_STEP ? count - i0 : DQ_STEP;
+        dtype_decode_f32(dtype, blob, n, v0 + i0, len, tmp);
+        for (size_t j = 0; j < len; j++) out[i0 + j] = tmp[j];
     }
+#else
+    dtype_decode_f32(dtype, blob, n, v0, count, out);
+#endif
 }
 
 /* ---- RMSNorm (Hugging Face LlamaRMSNorm) ----------------------------------- */
