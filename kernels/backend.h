@@ -115,6 +115,11 @@ typedef struct tt_backend {
     /* Device memory the ops take outside the arena for sequences of seq
      * tokens (the CUDA attention's score buffers), likewise. */
     size_t (*scratch_bytes)(int seq);
+    /* Page-locked host memory from the runtime itself (cudaMallocHost): the
+     * reference `bench kernels` holds the registered host arena's copies to.
+     * NULL where the backend has no such thing. */
+    void *(*host_alloc_pinned)(size_t bytes);
+    void (*host_free_pinned)(void *p);
 } tt_backend;
 
 /* The CPU reference backend (OpenBLAS for gemm). */
@@ -123,6 +128,8 @@ const tt_backend *backend_cpu(void);
 int be_host_register(void *p, size_t bytes);   /* 0 when the backend has no such call */
 void be_host_unregister(void *p);
 size_t be_reserved_bytes(void);
+void *be_host_alloc_pinned(size_t bytes);     /* NULL when the backend has none (or out of memory) */
+void be_host_free_pinned(void *p);
 /* Everything the backend holds outside the arena at sequence length seq:
  * reserved_bytes() + scratch_bytes(seq). --hbm bounds arena + this. */
 size_t be_outside_bytes(int seq);

@@ -77,8 +77,10 @@ done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
 
 # bench kernels: the harness on the CPU backend (the CUDA figures need a GPU)
-expect_ok bench-kernels "$T" bench kernels --device cpu --m 64 --n 128 --k 128 --iters 1 --json
-tail -n 1 "$dir/out" | grep -q '^{"device":"cpu".*"dequant_gemm_ratio":' || fail "bench kernels --json"
+expect_ok bench-kernels "$T" bench kernels --device cpu --m 64 --n 128 --k 128 --iters 1 --copy-mb 8 --json
+tail -n 1 "$dir/out" | grep -q '^{"device":"cpu".*"h2d, registered arena":[0-9.]*,"h2d, pageable malloc":[0-9.]*,"dequant_gemm_ratio":' ||
+    { fail "bench kernels --json"; cat "$dir/out"; }
+expect_error "bench kernels bad copy" "--copy-mb" "$T" bench kernels --device cpu --copy-mb -1
 expect_error "bench kernels bad k" "multiple of 64" "$T" bench kernels --device cpu --k 100
 
 finish test_cli

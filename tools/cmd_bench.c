@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -366,9 +367,54 @@ static void run_adamw(void *p) {
     be_adamw(c->n, c->A, c->B, (float *)c->C, (float *)c->W, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1);
 }
 
+/* Host-to-device copies of bytes from src into dst, iters times after one
+ * warm-up; GB/s (be_to_device is synchronous). */
+static double copy_gbps(void *dst, const void *src, size_t bytes, int iters) {
+    be_to_device(dst, src, bytes);
+    double t0 = tt_now();
+    for (int i = 0; i < iters; i++) be_to_device(dst, src, bytes);
+    return (double)bytes * iters / (tt_now() - t0) / 1e9;
+}
+
+/* The copies the streaming runtime makes, side by side: from the registered
+ * host arena (anonymous mmap + be_host_register, as sched/exec.c reserves
+ * it), from the runtime's own pinned memory (the peak; CUDA only) and from
+ * plain pageable memory. Appends rows to res; returns the new count, or -1
+ * when host memory runs out. */
+static int bench_copies(size_t bytes, int iters, kbench *res, int nr, double *reg_over_pinned) {
+    void *dev = be_alloc(bytes);
+    void *reg = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *pageable = malloc(bytes), *pinned = be_host_alloc_pinned(bytes);
+    int ok = dev && reg != MAP_FAILED && pageable;
+    if (ok) {
+        memset(reg, 1, bytes); /* touch every page before it is pinned */
+        memset(pageable, 1, bytes);
+        if (be_host_register(reg, bytes)) {
+            fprintf(stderr, "bench kernels: %s; the registered-arena copy is measured unpinned\n", tt_lasterr());
+        } else {
+            double g = copy_gbps(dev, reg, bytes, iters);
+            res[nr++] = (kbench){"h2d, registered arena", "GB/s", g, bytes / g / 1e6};
+            be_host_unregister(reg);
+        }
+        if (pinned) {
+            memset(pinned, 1, bytes);
+            double g = copy_gbps(dev, pinned, bytes, iters);
+            res[nr++] = (kbench){"h2d, cudaMallocHost (peak)", "GB/s", g, bytes / g / 1e6};
+            *reg_over_pinned = res[nr - 2].value / g;
+        }
+        double g = copy_gbps(dev, pageable, bytes, iters);
+        res[nr++] = (kbench){"h2d, pageable malloc", "GB/s", g, bytes / g / 1e6};
+    }
+    be_free(dev);
+    if (reg != MAP_FAILED) munmap(reg, bytes);
+    free(pageable);
+    be_host_free_pinned(pinned);
+    return ok ? nr : -1;
+}
+
 static int bench_kernels(int argc, char **argv) {
     const char *device;
-    long m, n, k, iters;
+    long m, n, k, iters, copy_mb;
     int as_json;
     cli_opt opts[] = {
         {"device", 0, CLI_STR, &device, "cuda", "NAME", "backend to measure: cuda or cpu"},
@@ -376,18 +422,21 @@ static int bench_kernels(int argc, char **argv) {
         {"n", 0, CLI_INT, &n, "28672", "N", "GEMM columns (output features)"},
         {"k", 0, CLI_INT, &k, "8192", "K", "GEMM inner dimension (input features)"},
         {"iters", 0, CLI_INT, &iters, "10", "N", "timed repetitions per op"},
+        {"copy-mb", 0, CLI_INT, &copy_mb, "1024", "MB", "bytes per host-to-device copy (MiB); 0 skips the copies"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
         {0},
     };
     cli_cmd cmd = {"bench kernels", NULL,
                    "Per-op throughput of a backend: GEMM (TFLOP/s), NF4 dequantization and dequant+GEMM against plain "
-                   "GEMM, RMSNorm, SwiGLU, AdamW (GB/s).",
+                   "GEMM, RMSNorm, SwiGLU, AdamW (GB/s), and host-to-device copies from the registered host arena "
+                   "against the runtime's pinned memory and pageable memory (GB/s).",
                    opts, 0, 0, "tiertrain bench kernels --device cuda --m 8192 --n 28672 --k 8192 --json"};
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
-    if (m < 1 || n < 1 || k < 64 || k % 64 || iters < 1) {
-        fprintf(stderr, "tiertrain bench kernels: --m, --n >= 1, --k a multiple of 64, --iters >= 1\n");
+    if (m < 1 || n < 1 || k < 64 || k % 64 || iters < 1 || iters > 100000 || copy_mb < 0 || copy_mb > 65536) {
+        fprintf(stderr, "tiertrain bench kernels: --m, --n >= 1, --k a multiple of 64, --iters 1..100000, --copy-mb "
+                        "0..65536\n");
         return 2;
     }
     const tt_backend *be = be_by_name(device);
@@ -420,7 +469,7 @@ static int bench_kernels(int argc, char **argv) {
     free(blob);
     free(h);
     be_fill(c.A, (size_t)m * k, 0.01f);
-    kbench res[8];
+    kbench res[12];
     int nr = 0;
     double flops = 2.0 * m * n * k;
     double t = time_it(run_gemm, &c, c.C, (int)iters);
@@ -438,14 +487,28 @@ static int bench_kernels(int argc, char **argv) {
     res[nr++] = (kbench){"swiglu fwd", "GB/s", 3.0 * c.n * sizeof(tt_real) / t / 1e9, t * 1e3};
     t = time_it(run_adamw, &c, c.A, (int)iters);
     res[nr++] = (kbench){"adamw", "GB/s", 6.0 * c.n * 4 / t / 1e9, t * 1e3};
+    double reg_over_pinned = 0;
+    if (copy_mb > 0) {
+        int nr2 = bench_copies((size_t)copy_mb << 20, (int)iters, res, nr, &reg_over_pinned);
+        if (nr2 < 0) {
+            fprintf(stderr, "tiertrain bench kernels: out of memory for %ld MiB copy buffers; lower --copy-mb\n",
+                    copy_mb);
+            be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
+            return 1;
+        }
+        nr = nr2;
+    }
     printf("bench kernels on %s: gemm (%ld x %ld) x (%ld x %ld)^T, %ld iterations\n", be->name, m, k, n, k, iters);
     printf("  %-26s %12s %10s\n", "op", "throughput", "ms");
     for (int i = 0; i < nr; i++) printf("  %-26s %8.2f %-8s %8.3f\n", res[i].op, res[i].value, res[i].unit, res[i].ms);
     printf("  dequant+gemm / plain gemm throughput: %.2f\n", tg / td);
+    if (reg_over_pinned > 0) printf("  registered arena / pinned peak (h2d): %.2f\n", reg_over_pinned);
     if (as_json) {
         printf("{\"device\":\"%s\",\"m\":%ld,\"n\":%ld,\"k\":%ld", be->name, m, n, k);
         for (int i = 0; i < nr; i++) printf(",\"%s\":%.4f", res[i].op, res[i].value);
-        printf(",\"dequant_gemm_ratio\":%.4f}\n", tg / td);
+        printf(",\"dequant_gemm_ratio\":%.4f", tg / td);
+        if (reg_over_pinned > 0) printf(",\"registered_over_pinned\":%.4f", reg_over_pinned);
+        printf("}\n");
     }
     be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
     return 0;

@@ -473,6 +473,15 @@ static int cu_host_register(void *p, size_t bytes) {
     return 0;
 }
 static void cu_host_unregister(void *p) { CUDA_CHECK(cudaHostUnregister(p)); }
+static void *cu_host_alloc_pinned(size_t bytes) {
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+static void cu_host_free_pinned(void *p) { CUDA_CHECK(cudaFreeHost(p)); }
 
 /* dw_c += sum_t dy_tc x_tc rstd_t: one thread per column, rows walked in
  * order (coalesced across the columns of a row). */
@@ -549,6 +558,7 @@ static tt_backend g_cuda = {
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dequant,    cu_rms_fwd,
     cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
+    cu_host_alloc_pinned, cu_host_free_pinned,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
