@@ -178,7 +178,7 @@ c_train_mc() {
 c_kernels() {
     "$T" bench kernels --device cuda --json
     local rc=$?
-    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" 2>/dev/null)" ||
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" 2>/dev/null); $(grep -o 'registered arena / pinned peak (h2d): [0-9.]*' "$W/kernels.out" 2>/dev/null)" ||
         echo "RESULT FAIL exit $rc"
 }
 
