@@ -44,6 +44,11 @@ want() { [ "$ONLY" = all ] || case ",$ONLY," in *",$1,"*) return 0 ;; *) return 
 run() {
     local name=$1 limit=$2 fn=$3 t0 rc res
     want "$name" || return 0
+    if ! declare -F "$fn" >/dev/null; then
+        row "$name" FAIL 0s "script bug: no function $fn"
+        FAILED=$((FAILED + 1))
+        return 0
+    fi
     log ""
     log "==== $name (limit ${limit}s) ================================================"
     t0=$(date +%s.%N)
@@ -81,8 +86,8 @@ OPS=$W/gpu/test_cuda_ops
 # cuBLAS: the binary's rpath names /usr/local/cuda/lib64; elsewhere, the CUDA
 # toolkit's or PyTorch's copy.
 if ldd "$T" | grep -q 'libcublas.*not found'; then
-    d=$(dirname "$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)")
-    export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
+    [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 export T OPS W
 
@@ -111,6 +116,28 @@ within_budget() {
     local peak
     peak=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$1" | tail -1 | grep -o '[0-9]* MiB$' | cut -d' ' -f1)
     [ -n "$peak" ] && [ "$peak" -le "$2" ]
+}
+
+c_env() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    nvcc --version 2>/dev/null | tail -2
+    ldd "$T"
+    nproc
+    free -g | head -2
+    if ldd "$T" | grep -q 'not found'; then echo "RESULT FAIL missing shared libraries"; return 1; fi
+    echo "RESULT INFO $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+}
+
+c_ops() {
+    "$OPS" --real
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance" || echo "RESULT FAIL test_cuda_ops exit $rc"
+}
+
+c_ops_mc() {
+    "$CS" --tool memcheck --error-exitcode 9 --print-limit 20 "$OPS"
+    local rc=$?
+    [ $rc = 0 ] && echo "RESULT PASS memcheck clean" || echo "RESULT FAIL exit $rc"
 }
 
 # the small model and byte tokens (shared by the training checks)
@@ -183,6 +210,7 @@ c_kernels() {
 }
 
 c_overlap8b() {
+    set -o pipefail
     "$T" synth --preset llama3.1-8b --quant nf4 -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 \
         --rank 16 --alpha 32 --steps 1 --json
@@ -195,6 +223,7 @@ c_overlap8b() {
 # llama3.1-8b NF4 under --hbm 8G and resident: tokens/s and the GPU's peak memory
 c_train8b() {
     prep_small || { echo "RESULT FAIL could not make the token file"; return 1; }
+    set -o pipefail
     "$T" synth --preset llama3.1-8b --quant nf4 -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     local f="--model $W/l8b.tier --data $W/c.tok --device cuda --seq 2048 --micro-batch 1 --batch-tokens 4096
              --rank 16 --alpha 32 --steps 3 --warmup 1 --eval-every 0 --save-every 0 --json"
