@@ -155,25 +155,38 @@ static uint64_t ram_bytes(const tt_plan *p) {
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     int rc = plan_budgets(s, req, out);
     if (rc || req->host || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
-    /* No --host: what the machine has available is the budget. */
+    /* No --host: what the machine has available is the budget. The host arena
+     * gets what the device arena leaves; on the CPU backend, whose device arena
+     * is host memory too, an unlimited --hbm becomes what the smallest plan's
+     * host arena leaves (more activations on the "device" spill fewer). */
+    const int cpu = ram_bytes(out) != out->host_bytes;
+    uint64_t dev_min, host_min;
+    plan_minimum(s, req, &dev_min, &host_min);
     tt_plan_req r = *req;
-    uint64_t other = ram_bytes(out) - out->host_bytes;
-    char need[32], have[32], least[32];
-    if (other < req->host_avail) {
-        r.host = req->host_avail - other;
-        if (plan_budgets(s, &r, out) == 0) {
+    if (cpu && !req->hbm && host_min < req->host_avail) r.hbm = req->host_avail - host_min;
+    uint64_t dev = cpu ? (r.hbm ? r.hbm : out->dev_bytes) : 0;
+    if (dev < req->host_avail) {
+        r.host = req->host_avail - dev;
+        if (plan_budgets(s, &r, out) == 0 && ram_bytes(out) <= req->host_avail) {
             out->host_from_avail = 1;
+            out->req.hbm = req->hbm; /* the user's budgets, as given */
+            out->req.host = r.host;
             return 0;
         }
     }
-    return TT_FAIL(-ENOMEM, "this plan needs %s of host memory%s but the machine has %s available now "
-                   "(MemAvailable), and no plan with less fits --hbm %s: free memory, raise --hbm (fewer activations "
-                   "spill), or lower --seq / --micro-batch / --batch-tokens",
-                   tt_fmt_bytes(tt_align_up(ram_bytes(out), 1 << 20), need, sizeof need),
-                   other ? " (the CPU backend's device arena included: it is host memory too; planning for a GPU? "
-                           "add --device cuda)" : "",
-                   tt_fmt_bytes(req->host_avail, have, sizeof have),
-                   req->hbm ? tt_fmt_bytes(req->hbm, least, sizeof least) : "unlimited");
+    char need[32], have[32];
+    if (cpu)
+        return TT_FAIL(-ENOMEM, "even the smallest plan needs %s of host memory (its host arena and the CPU backend's "
+                       "device arena, which is host memory too) but the machine has %s available now (MemAvailable): "
+                       "free memory, or lower --seq / --micro-batch / --batch-tokens (planning for a GPU? add "
+                       "--device cuda)",
+                       tt_fmt_bytes(tt_align_up(host_min + dev_min, 1 << 20), need, sizeof need),
+                       tt_fmt_bytes(req->host_avail, have, sizeof have));
+    return TT_FAIL(-ENOMEM, "no plan within --hbm %s fits the %s of host memory the machine has available now "
+                   "(MemAvailable): free memory, raise --hbm (fewer activations spill), or lower --seq / --micro-batch "
+                   "/ --batch-tokens",
+                   req->hbm ? tt_fmt_bytes(req->hbm, need, sizeof need) : "unlimited",
+                   tt_fmt_bytes(req->host_avail, have, sizeof have));
 }
 
 void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {

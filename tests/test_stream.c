@@ -197,6 +197,17 @@ int main(void) {
         r3.host_avail = 1 << 20;
         CHECK(plan_make(s, &r3, &q) == -ENOMEM);
         CHECK_MSG(strstr(tt_lasterr(), "MemAvailable") != NULL, "%s", tt_lasterr());
+        /* no --hbm either (everything resident on the CPU "device", in host
+         * memory): below the resident plan's memory the device is budgeted
+         * too, and the plan streams within what is available */
+        tt_plan_req r4 = req;
+        tt_plan res;
+        CHECK(plan_make(s, &r4, &res) == 0 && res.slots == (int)pc.n_layers);
+        uint64_t dmin, hmin;
+        plan_minimum(s, &r4, &dmin, &hmin);
+        r4.host_avail = (dmin + hmin + res.dev_bytes + res.host_bytes) / 2;
+        CHECK_MSG(plan_make(s, &r4, &q) == 0, "%s", tt_lasterr());
+        CHECK(q.host_from_avail && q.dev_bytes + q.host_bytes <= r4.host_avail && q.slots < (int)pc.n_layers);
         tier_close(s);
         free(o.params);
         free(ref.params);

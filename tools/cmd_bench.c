@@ -386,21 +386,22 @@ static int bench_copies(size_t bytes, int iters, kbench *res, int nr, double *re
     void *reg = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     void *pageable = malloc(bytes), *pinned = be_host_alloc_pinned(bytes);
     int ok = dev && reg != MAP_FAILED && pageable;
+    double g_reg = 0;
     if (ok) {
         memset(reg, 1, bytes); /* touch every page before it is pinned */
         memset(pageable, 1, bytes);
         if (be_host_register(reg, bytes)) {
             fprintf(stderr, "bench kernels: %s; the registered-arena copy is measured unpinned\n", tt_lasterr());
         } else {
-            double g = copy_gbps(dev, reg, bytes, iters);
-            res[nr++] = (kbench){"h2d, registered arena", "GB/s", g, bytes / g / 1e6};
+            g_reg = copy_gbps(dev, reg, bytes, iters);
+            res[nr++] = (kbench){"h2d, registered arena", "GB/s", g_reg, bytes / g_reg / 1e6};
             be_host_unregister(reg);
         }
         if (pinned) {
             memset(pinned, 1, bytes);
             double g = copy_gbps(dev, pinned, bytes, iters);
             res[nr++] = (kbench){"h2d, cudaMallocHost (peak)", "GB/s", g, bytes / g / 1e6};
-            *reg_over_pinned = res[nr - 2].value / g;
+            if (g_reg > 0) *reg_over_pinned = g_reg / g;
         }
         double g = copy_gbps(dev, pageable, bytes, iters);
         res[nr++] = (kbench){"h2d, pageable malloc", "GB/s", g, bytes / g / 1e6};

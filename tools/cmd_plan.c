@@ -42,6 +42,8 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         return 2;
     }
     be_use(be);
+    /* planning for a GPU this machine does not have: its memory says nothing of the run's host */
+    if (strcmp(be->name, "cuda-estimate") == 0) req->host_avail = 0;
     return 0;
 }
 
