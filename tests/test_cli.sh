@@ -32,6 +32,13 @@ expect_ok verify-pruned "$T" verify "$dir/pruned.tier"
 expect_ok synth-threads1 "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 1 -o "$dir/t1.tier"
 expect_ok synth-threads3 "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 3 -o "$dir/t3.tier"
 cmp -s "$dir/t1.tier" "$dir/t3.tier" || fail "synth --threads 1 and --threads 3 wrote different stores"
+# tensors over --buffer-limit are written chunk by chunk by the writer: the same bytes (bf16 and NF4)
+expect_ok synth-streamed "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 3 --buffer-limit 64K -o "$dir/t4.tier"
+cmp -s "$dir/t1.tier" "$dir/t4.tier" || fail "synth --buffer-limit 64K wrote another store"
+expect_ok synth-nf4-a "$T" synth --preset tiny --threads 2 -o "$dir/n1.tier"
+expect_ok synth-nf4-b "$T" synth --preset tiny --threads 2 --buffer-limit 1K -o "$dir/n2.tier"
+cmp -s "$dir/n1.tier" "$dir/n2.tier" || fail "synth nf4 --buffer-limit 1K wrote another store"
+rm -f "$dir/t4.tier" "$dir/n1.tier" "$dir/n2.tier"
 expect_ok synth-layers "$T" synth --preset tiny --layers 3 --prune-ratio 0.5 -o "$dir/l3.tier"
 expect_ok info-layers "$T" info "$dir/l3.tier"
 grep -q "tiny-3l: 3 layers" "$dir/out" || { fail "synth --layers 3: model line"; cat "$dir/out"; }
@@ -71,7 +78,7 @@ expect_error "output is a dir" "adir is a directory" "$T" synth --preset tiny -o
 [ ! -e "$dir/x.tier" ] || fail "a failed synth left x.tier behind"
 ls "$dir" | grep -q partial && fail "a .partial file was left behind"
 "$T" synth --help >"$dir/out" || fail "synth --help exit"
-for f in preset layers prune-ratio prune-layers quant no-double-quant lz4 embed-std seed threads output help; do
+for f in preset layers prune-ratio prune-layers quant no-double-quant lz4 embed-std seed threads buffer-limit output help; do
     grep -q -e "--$f" "$dir/out" || fail "synth --help lacks --$f"
 done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
