@@ -323,19 +323,21 @@ static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
 }
 
 /* The LoRA input for (l, p) on rows [t0, t0 + rows) (x points at row t0):
- * x itself, or x with a dropout mask applied — the mask of the whole (T, in)
- * input drawn from drop_seed, identical on recomputation and whatever the
- * chunking; only the rows in use are kept. */
+ * x itself, or x with a dropout mask applied. Each row's mask comes from its
+ * own stream of drop_seed (layer, projection, row), so it is identical on
+ * recomputation and whatever the chunking, and a chunk draws only its rows. */
 static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
     tt_ws *w = ps->w;
     float pdrop = ps->lo->cfg.dropout;
     if (!ps->drop_seed || pdrop <= 0.f) return x;
     size_t n = (size_t)rows * in;
     TT_ASSERT(n <= w->drop_elems);
-    tt_rng r;
-    rng_seed(&r, ps->drop_seed, (uint64_t)l * 16u + (uint64_t)p);
-    for (size_t i = 0; i < (size_t)t0 * in; i++) (void)rng_uniform(&r); /* the rows before the chunk */
-    for (size_t i = 0; i < n; i++) w->host_mask[i] = rng_uniform(&r) >= pdrop ? 1 : 0;
+    for (int t = 0; t < rows; t++) {
+        tt_rng r;
+        rng_seed(&r, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)(t0 + t));
+        tt_real *m = w->host_mask + (size_t)t * in;
+        for (int i = 0; i < in; i++) m[i] = rng_uniform(&r) >= pdrop ? 1 : 0;
+    }
     be_to_device(w->mask, w->host_mask, n * sizeof(tt_real));
     be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd);
     return w->xd;
