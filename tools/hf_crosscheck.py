@@ -22,6 +22,7 @@ runs on the CPU too, in about a minute); never part of `make test`:
 Exit status: 0 when every check passes, 1 otherwise.
 """
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -51,6 +52,8 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     work = a.work or tempfile.mkdtemp(prefix="hf-crosscheck-")
     os.makedirs(work, exist_ok=True)
+    if not a.work:  # removed however the script ends (a failed tiertrain command exits through SystemExit)
+        atexit.register(shutil.rmtree, work, True)
     T = os.path.abspath(a.tiertrain)
     dev = torch.device(a.device)
     failures = []
@@ -171,8 +174,6 @@ def main():
 
     results["failed"] = failures
     print(json.dumps(results))
-    if not a.work:
-        shutil.rmtree(work, ignore_errors=True)
     print(f"hf_crosscheck: {4 - len(failures)} of 4 checks passed")
     return 1 if failures else 0
 

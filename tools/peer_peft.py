@@ -111,14 +111,15 @@ def main():
         # 6 x parameters per token, plus causal attention: forward QK^T and PV are 2 * 2 * seq * hd FLOPs per
         # token and head, halved by the causal mask; backward twice the forward => 6 * seq * hd * nh * L
         hd = h // nh
-        flops_tok = 6 * n_params + 6 * seq * hd * nh * L
+        # the embedding is a lookup, not a product: 6 x the other parameters (lm_head included)
+        flops_tok = 6 * (n_params - vocab * h) + 6 * seq * hd * nh * L
         res = {"peer": "transformers+peft", "preset": a.preset, "seq": seq, "micro_batch": mb, "accum": accum,
                "tokens_per_step": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt, 1),
                "tflops": round(flops_tok * tokens / dt / 1e12, 1), "peak_alloc_gib": round(peak / 2**30, 2),
                "peak_reserved_gib": round(reserved / 2**30, 2), "loss": round(float(loss.detach()), 4),
                "checkpointing": not a.no_checkpointing, "rank": a.rank}
         print(f"peer seq {seq}: {mb} x {seq} x {accum} = {tokens} tokens/step, {dt:.3f} s/step, "
-              f"{tokens / dt:.0f} tokens/s, {res['tflops']} TFLOP/s (6N + attention), peak allocated "
+              f"{tokens / dt:.0f} tokens/s, {res['tflops']} TFLOP/s (6 x non-embedding parameters + attention), peak allocated "
               f"{res['peak_alloc_gib']} GiB (reserved {res['peak_reserved_gib']} GiB), loss {float(loss.detach()):.4f}",
               flush=True)
         print(json.dumps(res), flush=True)

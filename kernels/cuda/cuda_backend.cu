@@ -593,8 +593,12 @@ extern "C" const tt_backend *backend_cuda(void) {
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     measured = measured && nvml_used(&nv, &after) == 0 && after >= before;
     nvml_close(&nv);
-    /* measured: everything since before the context; else the growth seen after the context plus a guess for it */
-    g_reserved = (measured ? (size_t)(after - before) : (free0 - free1) + CONTEXT_GUESS) + LAZY_MARGIN;
+    /* measured: everything since before the context; else the growth seen after the context plus a guess for
+     * it. NVML counts the whole device: a delta far above the estimate means another process allocated
+     * meanwhile, and the estimate is taken instead. */
+    size_t estimate = (free0 - free1) + CONTEXT_GUESS;
+    if (measured && (size_t)(after - before) > 2 * estimate) measured = 0;
+    g_reserved = (measured ? (size_t)(after - before) : estimate) + LAZY_MARGIN;
     state = 1;
     return &g_cuda;
 }
