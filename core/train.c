@@ -154,6 +154,7 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     st->data_tokens = train->n;
     st->data_hash = XXH3_64bits(train->t, train->n * sizeof *train->t);
     st->threads = (uint32_t)o->threads;
+    st->act_bf16 = (uint32_t)o->act_bf16;
 }
 
 static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_tokens *train,
@@ -201,6 +202,7 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
             {"--steps", st.steps, want.steps}, {"--warmup", st.warmup, want.warmup}, {"--lr", st.lr, want.lr},
             {"--min-lr", st.min_lr, want.min_lr}, {"--wd", st.wd, want.wd}, {"--clip", st.clip, want.clip},
             {"--dropout", st.dropout, want.dropout}, {"--threads", st.threads, want.threads},
+            {"--act-dtype (1 = bf16)", st.act_bf16, want.act_bf16},
         };
         for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
             if (opt[i].was != opt[i].now)

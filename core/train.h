@@ -34,6 +34,7 @@ typedef struct tt_train_opts {
     int stop_after;           /* stop (with a checkpoint) after this step; 0: run to the end */
     int json;                 /* one JSON object per step on stdout */
     int threads;              /* BLAS threads in use (recorded in checkpoints; resume must match) */
+    int act_bf16;             /* the plan's activation cells are bf16 (recorded in checkpoints; resume must match) */
     tt_trace *trace;          /* per-step IO/compute busy and overlap in the progress line; NULL: off */
     int trace_keep;           /* keep every event (a trace file is written); else cleared each step */
     int quiet;

@@ -113,6 +113,14 @@ void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, cons
     TT_ASSERT(q && k && v && out && lse && dout && dq && dk && dv);
     cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
 }
+void be_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
+    TT_ASSERT((x && y) || !n);
+    cur()->to_bf16(n, x, y);
+}
+void be_from_bf16(size_t n, const uint16_t *x, tt_real *y) {
+    TT_ASSERT((x && y) || !n);
+    cur()->from_bf16(n, x, y);
+}
 void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
     TT_ASSERT(g && u && m);
     cur()->swiglu_fwd(n, g, u, m);

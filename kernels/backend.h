@@ -86,6 +86,10 @@ typedef struct tt_backend {
     void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                      const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
                      tt_real *dv);
+    /* Activation storage: y = bf16(x), round to nearest even (NaN stays NaN),
+     * and back. */
+    void (*to_bf16)(size_t n, const tt_real *x, uint16_t *y);
+    void (*from_bf16)(size_t n, const uint16_t *x, tt_real *y);
     /* m = silu(g) * u, element-wise. */
     void (*swiglu_fwd)(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
     void (*swiglu_bwd)(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
@@ -173,6 +177,8 @@ void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, cons
                  tt_real *out, tt_real *lse);
 void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                  const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk, tt_real *dv);
+void be_to_bf16(size_t n, const tt_real *x, uint16_t *y);
+void be_from_bf16(size_t n, const uint16_t *x, tt_real *y);
 void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
 void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
 double be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);

@@ -31,8 +31,8 @@ typedef struct slot {
  * (the checkpoint), replaced in the backward pass by the gradient w.r.t. it. */
 typedef struct cell {
     int home;             /* CELL_DEV or CELL_HOST */
-    tt_real *dev;         /* device buffer: the value (dev cell) or an unspilled copy (host cell) */
-    tt_real *host;        /* host buffer of a host cell */
+    void *dev;            /* device buffer: the value (dev cell) or an unspilled copy (host cell) */
+    void *host;           /* host buffer of a host cell */
     int spilling, unspilling;
     int phase;            /* values stored this step: 1 = checkpoint, 2 = gradient */
 } cell;
@@ -41,7 +41,7 @@ enum { CMD_LOAD, CMD_SPILL, CMD_UNSPILL };
 typedef struct cmd {
     int kind, layer, slot;  /* load */
     int l, k;               /* spill / unspill */
-    tt_real *buf;
+    void *buf;
 } cmd;
 
 #define QCAP 8192
@@ -54,17 +54,18 @@ typedef struct queue {
 typedef struct regions {
     void **slot_buf;         /* [slots] device */
     void *head;              /* device: the head extent, or only the final norm */
-    tt_real **cell_buf;      /* [dev_cells + PLAN_TRANSIT] device */
+    void **cell_buf;         /* [dev_cells + PLAN_TRANSIT] device, cell bytes each (f32 or bf16 values) */
+    tt_real *act[3];         /* bf16 cells: the f32 compute copies (layer input, output gradient, output) */
     uint8_t *staging;        /* host */
     uint8_t *embed;          /* host: the embedding extent */
     uint8_t *head_host;      /* host: the head extent when lm_head is streamed */
     uint8_t *decode;         /* host: lz4 decode buffer (no host cache) */
-    tt_real **cell_host;     /* [(L+1) * K] host buffer of each host cell */
+    void **cell_host;        /* [(L+1) * K] host buffer of each host cell */
     uint8_t **cache;         /* [L] host layer cache, or NULL */
 } regions;
 
 typedef struct sizes {
-    uint64_t slot, cell, stage, embed, head;
+    uint64_t slot, cell, act, stage, embed, head; /* act: one (T, hidden) f32 activation; cell: its stored form */
     int has_lz4;
 } sizes;
 
@@ -83,7 +84,7 @@ struct tt_exec {
     regions r;
     sizes sz;
     slot *slots;
-    tt_real **free_bufs;
+    void **free_bufs;
     int n_free;
     cell *cells;
     int *cached;              /* host cache holds layer l */
@@ -150,7 +151,8 @@ static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
     z->stage = tt_align_up(z->stage, UR_ALIGN);
     z->embed = tt_align_up(em->raw, UR_ALIGN);
     z->head = tt_align_up(h->raw, UR_ALIGN);
-    z->cell = (uint64_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
+    z->act = (uint64_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
+    z->cell = p->req.act_bf16 ? z->act / sizeof(tt_real) * 2 : z->act;
 }
 
 static void *arena_fn(void *ctx, size_t bytes, const char *label) { return arena_alloc(ctx, bytes, label); }
@@ -183,8 +185,12 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
                            p->head_on_device ? "head (final norm + lm_head)" : "final norm");
     if (r) r->head = hd;
     for (int i = 0; i < p->dev_cells + PLAN_TRANSIT; i++) {
-        void *b = arena_alloc(dev, z.cell, "activation cells");
+        void *b = arena_alloc(dev, z.cell, p->req.act_bf16 ? "activation cells (bf16)" : "activation cells");
         if (r) r->cell_buf[i] = b;
+    }
+    for (int i = 0; p->req.act_bf16 && i < 3; i++) {
+        void *b = arena_alloc(dev, z.act, "activation compute copies (f32)");
+        if (r) r->act[i] = b;
     }
     void *st = arena_alloc(host, z.stage, "staging (NVMe reads)");
     void *em = arena_alloc(host, z.embed, "embedding");
@@ -322,15 +328,15 @@ static void *copy_main(void *arg) {
 
 /* ---- activation buffers and cells (compute thread; lock held inside) ------- */
 
-static tt_real *buf_get(tt_exec *e) {
+static void *buf_get(tt_exec *e) {
     pthread_mutex_lock(&e->mu);
     while (e->n_free == 0) pthread_cond_wait(&e->cv, &e->mu); /* a spill in flight will return one */
-    tt_real *b = e->free_bufs[--e->n_free];
+    void *b = e->free_bufs[--e->n_free];
     pthread_mutex_unlock(&e->mu);
     return b;
 }
 
-static void buf_put_locked(tt_exec *e, tt_real *b) {
+static void buf_put_locked(tt_exec *e, void *b) {
     TT_ASSERT(e->n_free < e->plan.dev_cells + PLAN_TRANSIT);
     e->free_bufs[e->n_free++] = b;
 }
@@ -354,7 +360,7 @@ static void prefetch_unspills_locked(tt_exec *e) {
 }
 
 /* The device copy of cell (l, k), unspilling it now if no prefetch did. */
-static tt_real *cell_get(tt_exec *e, int l, int k) {
+static void *cell_get(tt_exec *e, int l, int k) {
     cell *x = cell_at(e, l, k);
     /* the reads list follows exactly this order of cell_get calls */
     TT_ASSERT(e->cur_read < e->n_reads && e->reads[e->cur_read][0] == l && e->reads[e->cur_read][1] == k);
@@ -380,7 +386,7 @@ static tt_real *cell_get(tt_exec *e, int l, int k) {
 }
 
 /* Stores b (device) as the value of cell (l, k): kept (dev cell) or spilled. */
-static void cell_put(tt_exec *e, int l, int k, tt_real *b) {
+static void cell_put(tt_exec *e, int l, int k, void *b) {
     cell *x = cell_at(e, l, k);
     pthread_mutex_lock(&e->mu);
     x->phase++;
@@ -673,6 +679,32 @@ static void drain_copies(tt_exec *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* bf16 cells: the layers compute on f32 copies (regions.act): 0 the layer
+ * input, 1 the output gradient read, 2 what the layer writes. With f32 cells
+ * they compute on the cell buffers themselves. */
+static tt_real *act_in(tt_exec *e, void *stored, int which) {
+    if (!e->plan.req.act_bf16) return stored;
+    be_from_bf16((size_t)e->T * e->H, stored, e->r.act[which]);
+    return e->r.act[which];
+}
+static tt_real *act_out(tt_exec *e) { return e->plan.req.act_bf16 ? e->r.act[2] : buf_get(e); }
+/* What a cell stores for the value out (from act_out): out itself, or a pool buffer with it in bf16. */
+static void *act_store(tt_exec *e, tt_real *out) {
+    if (!e->plan.req.act_bf16) return out;
+    void *b = buf_get(e);
+    be_to_bf16((size_t)e->T * e->H, out, b);
+    return b;
+}
+/* The embedding of micro-batch k: into a pool buffer (f32 cells), or the input copy. */
+static tt_real *embed_in(tt_exec *e, const int32_t *tokens) {
+    tt_real *x = e->plan.req.act_bf16 ? e->r.act[0] : buf_get(e);
+    model_embed(e->m, e->ws, tokens, x);
+    return x;
+}
+static void embed_done_locked(tt_exec *e, tt_real *x) {
+    if (!e->plan.req.act_bf16) buf_put_locked(e, x);
+}
+
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
     int L = e->L, K = e->K, T = e->T, H = e->H;
@@ -692,29 +724,27 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         if (rc) return rc;
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            tt_real *x;
-            if (l == 0) { x = buf_get(e); model_embed(e->m, e->ws, inputs + (size_t)k * T, x); }
-            else x = cell_get(e, l, k);
-            tt_real *y = buf_get(e);
+            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, cell_get(e, l, k), 0);
+            tt_real *y = act_out(e);
             double t0 = tt_now();
             model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
             compute_rec(e, "forward", l, t0);
-            if (l == 0) { pthread_mutex_lock(&e->mu); buf_put_locked(e, x); pthread_cond_broadcast(&e->cv); pthread_mutex_unlock(&e->mu); }
+            if (l == 0) { pthread_mutex_lock(&e->mu); embed_done_locked(e, x); pthread_cond_broadcast(&e->cv); pthread_mutex_unlock(&e->mu); }
             else cell_done(e, l, k, !backward); /* eval: the checkpoint is not needed again */
-            cell_put(e, l + 1, k, y);
+            cell_put(e, l + 1, k, act_store(e, y));
         }
         release_layer(e, l, l + 1);
     }
     /* head */
     double loss = 0;
     for (int k = 0; k < K; k++) {
-        tt_real *x = cell_get(e, L, k);
-        tt_real *dx = backward ? buf_get(e) : NULL;
+        tt_real *x = act_in(e, cell_get(e, L, k), 0);
+        tt_real *dx = backward ? act_out(e) : NULL;
         double t0 = tt_now();
         loss += model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx);
         compute_rec(e, "head", L, t0);
         cell_done(e, L, k, 1);
-        if (backward) cell_put(e, L, k, dx);
+        if (backward) cell_put(e, L, k, act_store(e, dx));
     }
     *loss_sum = loss;
     if (!backward) {
@@ -732,20 +762,18 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         }
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            tt_real *x;
-            if (l == 0) { x = buf_get(e); model_embed(e->m, e->ws, inputs + (size_t)k * T, x); }
-            else x = cell_get(e, l, k);
-            tt_real *dy = cell_get(e, l + 1, k);
-            tt_real *dx = buf_get(e);
+            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, cell_get(e, l, k), 0);
+            tt_real *dy = act_in(e, cell_get(e, l + 1, k), 1);
+            tt_real *dx = act_out(e);
             double t0 = tt_now();
             model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
             compute_rec(e, "backward", l, t0);
             cell_done(e, l + 1, k, 1);
             pthread_mutex_lock(&e->mu);
-            if (l == 0) { buf_put_locked(e, x); buf_put_locked(e, dx); }
+            if (l == 0) { embed_done_locked(e, x); embed_done_locked(e, dx); }
             pthread_cond_broadcast(&e->cv);
             pthread_mutex_unlock(&e->mu);
-            if (l > 0) cell_put(e, l, k, dx); /* replaces the checkpoint (its buffer is returned) */
+            if (l > 0) cell_put(e, l, k, act_store(e, dx)); /* replaces the checkpoint (its buffer is returned) */
         }
         if (!p->req.defer_optimizer) {
             double t0 = tt_now();

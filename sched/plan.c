@@ -197,11 +197,11 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     fprintf(f, "  budgets: --hbm %s, --host %s%s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
             p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited",
             p->host_from_avail ? " (no --host given: the memory available now)" : "");
-    fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; activations on device %d of %d, spilled %d;"
-               " host layer cache: %s\n",
+    fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; activations (%s) on device %d of %d, spilled "
+               "%d; host layer cache: %s\n",
             p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
-            p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->dev_cells,
-            p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
+            p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
+            p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
     tt_arena *d = arena_measure("device"), *h = arena_measure("host");
     exec_measure(s, p, d, h);
     const char *be = be_current()->name;

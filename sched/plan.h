@@ -28,6 +28,7 @@ typedef struct tt_plan_req {
     int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
     int lm_head;          /* PLAN_HEAD_AUTO, PLAN_HEAD_DEVICE or PLAN_HEAD_HOST */
     int no_host_cache;    /* never cache layers on the host (IO benchmarks: read NVMe every step) */
+    int act_bf16;         /* layer-boundary activations (checkpoints, their gradients, spills) stored as bf16 */
     double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
     double gflops;        /* measured compute throughput, 0 = unknown */
     uint64_t host_avail;  /* with host == 0: the memory the machine has available (MemAvailable), which the

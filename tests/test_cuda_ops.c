@@ -41,6 +41,7 @@ static const struct { const char *op; double tol, tol_real; } g_tol[] = {
     {"attn_fwd", 1e-4, 2e-5},    {"attn_bwd", 5e-4, 5e-5},  /* softmax rows + two gemms */
     {"swiglu_fwd", 1e-5, 1e-6},  {"swiglu_bwd", 1e-5, 1e-6}, /* expf vs expf: ulps */
     {"xent", 1e-5, 1e-5},        {"adamw", 1e-6, 1e-6},
+    {"bf16", 0, 0},               /* the same rounding (nearest even) on both sides: exact */
 };
 static int g_real; /* --real: norm-wise tolerances, outputs poisoned */
 
@@ -111,6 +112,26 @@ static void t_elementwise(size_t n) {
     cpu->mask_scale(n, x, m, 2.f, y); gpu->mask_scale(n, dx, dm, 2.f, dy); cmp("mask_scale", y, dy, n);
     double s1 = cpu->sumsq(n, x), s2 = gpu->sumsq(n, dx);
     CHECK_MSG(fabs(s1 - s2) <= tol_of("sumsq") * s1, "sumsq %.9g vs %.9g", s1, s2);
+    /* bf16 activation storage: round trip, with a NaN and infinities */
+    {
+        float *a = rnd(n, 3), *ra = tt_xmalloc(n * 4);
+        a[0] = NAN; a[1] = INFINITY; a[2] = -INFINITY; a[3] = 1.00390625f; /* a tie: rounds to even */
+        uint16_t *hb = tt_xmalloc(n * 2);
+        cpu->to_bf16(n, a, hb);
+        cpu->from_bf16(n, hb, ra);
+        float *d_a = up(a, n), *d_r = gpu->alloc(n * 4);
+        uint16_t *d_b = gpu->alloc(n * 2);
+        poison(d_r, n);
+        gpu->to_bf16(n, d_a, d_b);
+        gpu->from_bf16(n, d_b, d_r);
+        float *hr = tt_xmalloc(n * 4);
+        gpu->to_host(hr, d_r, n * 4);
+        CHECK_MSG(memcmp(hr + 1, ra + 1, (n - 1) * 4) == 0 && hr[0] != hr[0], "bf16 round trip differs");
+        ra[0] = ra[1] = ra[2] = 0; /* NaN and infinities: compared above (cmp's arithmetic cannot) */
+        gpu->fill(d_r, 3, 0);
+        cmp("bf16", ra, d_r, n);
+        free(a); free(ra); free(hb); free(hr); gpu->free(d_a); gpu->free(d_r); gpu->free(d_b);
+    }
     /* swiglu */
     {
         float *g = rnd(n, 2), *u = rnd(n, 1), *mm = tt_xmalloc(n * 4), *dg = tt_xmalloc(n * 4), *du = tt_xmalloc(n * 4);

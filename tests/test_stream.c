@@ -18,6 +18,7 @@
 #include "tests/test.h"
 
 #include <errno.h>
+#include <math.h>
 
 #define STEPS 2
 
@@ -89,16 +90,38 @@ int main(void) {
     tt_config c;
     TT_ASSERT(config_preset("small", &c) == 0);
     CHECK(fixture_write_model(store, &c, TT_DTYPE_F32, 0.02f, 1) == 0);
-    for (int variant = 0; variant < 2; variant++) {
+    run_out f32ref = {0};
+    /* variants: plain; dropout + clipping; dropout + clipping with bf16 activation cells */
+    for (int variant = 0; variant < 3; variant++) {
         float dropout = variant ? 0.1f : 0.f, clip = variant ? 1.f : 0.f;
         tt_plan_req req = {0};
         req.B = 1; req.seq = 16; req.K = 3;
         req.lora = (tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS};
         req.defer_optimizer = clip > 0;
+        req.act_bf16 = variant == 2;
         run_out ref, o;
         tt_plan p;
         CHECK(run(store, &req, dropout, clip, &ref, &p) == 0);
-        compare(&ref, &ref, variant ? "resident (dropout, clip)" : "resident", &p);
+        compare(&ref, &ref, variant == 2 ? "resident (dropout, clip, bf16 cells)" : variant ? "resident (dropout, clip)"
+                                         : "resident", &p);
+        if (variant == 1) { /* the f32 twin of variant 2 */
+            f32ref = ref;
+            f32ref.params = malloc(ref.n * sizeof(tt_real));
+            memcpy(f32ref.params, ref.params, ref.n * sizeof(tt_real));
+        }
+        if (variant == 2) { /* bf16 cells round the residual stream: a different, close run */
+            double dl = 0, dp = 0, pm = 0;
+            for (int st = 0; st < STEPS; st++) dl = fmax(dl, fabs(ref.loss[st] - f32ref.loss[st]) / f32ref.loss[st]);
+            for (size_t i = 0; i < ref.n; i++) {
+                dp = fmax(dp, fabs((double)ref.params[i] - f32ref.params[i]));
+                pm = fmax(pm, fabs((double)f32ref.params[i]));
+            }
+            CHECK_MSG(dl > 0 && dl < 0.02, "bf16 vs f32 cells: loss differs by %.3g relative", dl);
+            CHECK_MSG(dp > 0, "bf16 cells changed nothing: are they used?");
+            fprintf(stderr, "bf16 vs f32 activation cells: loss within %.2e relative, LoRA within %.2e of %.2e\n", dl, dp,
+                    pm);
+            free(f32ref.params);
+        }
         tier_store *s;
         TT_ASSERT(tier_open(&s, store) == 0);
         uint64_t min_dev, min_host;

@@ -36,6 +36,12 @@ n=$(sed -n 's/^interrupted at step \([0-9]*\).*/\1/p' "$dir/sig.out")
 # (a different --steps is refused: the schedule depends on it)
 grep -q "other training options" "$dir/out" || { fail "resume with other --steps was not refused"; cat "$dir/out"; }
 
+# --act-dtype bf16: trains, is recorded in the checkpoint, and a resume with f32 activations is refused.
+expect_ok "act bf16" "$T" train $FLAGS --steps 2 --act-dtype bf16 --out "$dir/bf"
+expect_error "resume with other --act-dtype" "--act-dtype (1 = bf16) was 1, now 0" \
+    "$T" train $FLAGS --steps 2 --out "$dir/bf" --resume "$dir/bf"
+expect_error "bad --act-dtype" "--act-dtype must be f32 or bf16" "$T" train $FLAGS --act-dtype fp8 --out "$dir/bf8"
+
 # Bad input.
 cp "$dir/run/checkpoint.bin" "$dir/ck.keep"
 expect_error "missing tokens" "nope.tok" "$T" train $FLAGS --data "$dir/nope.tok" --steps 2 --out "$dir/run"

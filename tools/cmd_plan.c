@@ -29,6 +29,12 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         return 2;
     }
     req->defer_optimizer = a->clip > 0;
+    const char *ad = a->act_dtype ? a->act_dtype : "f32";
+    if (strcmp(ad, "f32") != 0 && strcmp(ad, "bf16") != 0) {
+        fprintf(stderr, "tiertrain %s: --act-dtype must be f32 or bf16, not '%s'\n", cmd, ad);
+        return 2;
+    }
+    req->act_bf16 = strcmp(ad, "bf16") == 0;
     req->lm_head = strcmp(a->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(a->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
                  : strcmp(a->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
     if (req->lm_head < 0) {

@@ -127,6 +127,7 @@ int cmd_train(int argc, char **argv) {
     tt_plan_req req;
     if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
     o.lora = req.lora;
+    o.act_bf16 = req.act_bf16;
     o.lora.dropout = (float)dropout;
     req.lora.dropout = (float)dropout;
     o.seed = (uint64_t)seed;

@@ -96,6 +96,15 @@ static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, s
 #endif
 }
 
+/* ---- bf16 activation storage ---------------------------------------------- */
+
+static void cpu_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
+    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16((float)x[i]);
+}
+static void cpu_from_bf16(size_t n, const uint16_t *x, tt_real *y) {
+    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
+}
+
 /* ---- RMSNorm (Hugging Face LlamaRMSNorm) ----------------------------------- */
 
 /* x, y (T, C); w (C); rstd (T). The sum of squares is accumulated in double,
@@ -253,6 +262,8 @@ static const tt_backend g_cpu = {
     .mask_scale = cpu_mask_scale,
     .sumsq = cpu_sumsq,
     .dequant = cpu_dequant,
+    .to_bf16 = cpu_to_bf16,
+    .from_bf16 = cpu_from_bf16,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
     .rmsnorm_bwd_w = cpu_rmsnorm_bwd_w,

@@ -359,6 +359,30 @@ static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *
         }
 }
 
+/* ---- bf16 activation storage (the CPU's f32_to_bf16: nearest even, NaN quiet) -- */
+
+__global__ void k_to_bf16(size_t n, const float *x, unsigned short *y) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned u = __float_as_uint(x[i]);
+    if ((u & 0x7fffffffu) > 0x7f800000u) y[i] = (unsigned short)((u >> 16) | 0x40);
+    else y[i] = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+__global__ void k_from_bf16(size_t n, const unsigned short *x, float *y) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __uint_as_float((unsigned)x[i] << 16);
+}
+static void cu_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
+    if (!n) return;
+    k_to_bf16<<<blocks_for(n, 256), 256>>>(n, x, y);
+    LAUNCHED();
+}
+static void cu_from_bf16(size_t n, const uint16_t *x, tt_real *y) {
+    if (!n) return;
+    k_from_bf16<<<blocks_for(n, 256), 256>>>(n, x, y);
+    LAUNCHED();
+}
+
 /* ---- SwiGLU, cross-entropy, AdamW -------------------------------------------- */
 
 __global__ void k_swiglu_fwd(size_t n, const float *g, const float *u, float *m) {
@@ -556,7 +580,8 @@ static void nvml_close(nvml_api *n) {
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dequant,    cu_rms_fwd,
-    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
+    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_to_bf16,    cu_from_bf16,
+    cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
 };
