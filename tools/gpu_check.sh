@@ -14,7 +14,8 @@
 #   ops        tests/test_cuda_ops --real: every CUDA op against the CPU reference, small and real shapes
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
-#   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit
+#   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
+#              --act-dtype bf16); the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192)
 #   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident)
@@ -184,8 +185,12 @@ c_stream() {
     grep 'peak GPU memory' "$W/str20.json"
     local same=identical fits=yes
     cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors" || same=different
+    # the same with bf16 activation cells (the CUDA conversion kernels), 5 steps each
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda --act-dtype bf16 $SMALL >/dev/null &&
+        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --act-dtype bf16 --hbm "$h" $SMALL >/dev/null &&
+        cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
     within_budget "$W/str20.json" "${h%M}" || fits=no
-    if [ $same = identical ] && [ $fits = yes ]; then
+    if [ "$same" = identical ] && [ "$fits" = yes ]; then
         echo "RESULT PASS LoRA bit-identical, streamed at --hbm $h vs resident; GPU peak within --hbm"
     else
         echo "RESULT FAIL LoRA $same (streamed at --hbm $h vs resident); GPU peak within --hbm: $fits"
