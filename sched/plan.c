@@ -23,9 +23,13 @@ static void measure(const tier_store *s, tt_plan *p) {
 /* --hbm bounds the whole process's device memory: the arena plus what the
  * backend holds outside it (CUDA context, cuBLAS workspace, attention scores;
  * 0 on the CPU). */
-static int fits_dev(const tt_plan *p) {
-    return !p->req.hbm || p->dev_bytes + be_outside_bytes(p->req.seq) <= p->req.hbm;
+int plan_dev_fits(uint64_t arena, int seq, uint64_t hbm, uint64_t *total) {
+    uint64_t t = arena + be_outside_bytes(seq);
+    if (total) *total = t;
+    return !hbm || t <= hbm;
 }
+
+static int fits_dev(const tt_plan *p) { return plan_dev_fits(p->dev_bytes, p->req.seq, p->req.hbm, NULL); }
 
 static int fits(const tt_plan *p) { return fits_dev(p) && (!p->req.host || p->host_bytes <= p->req.host); }
 
@@ -93,11 +97,12 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     }
     p.host_cells = cells - p.dev_cells;
     measure(s, &p);
-    if (req->hbm && !fits_dev(&p)) {
+    uint64_t total;
+    if (!plan_dev_fits(p.dev_bytes, req->seq, req->hbm, &total)) {
         char need[32], have[32];
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
-                       req->seq, tt_fmt_bytes(tt_align_up(p.dev_bytes + be_outside_bytes(req->seq), 1 << 20), need, sizeof need));
+                       req->seq, tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
     }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third
