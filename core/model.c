@@ -236,7 +236,8 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     /* the dequantization scratch holds the largest projection: hidden x ffn or hidden x (heads * head_dim),
      * and serves lm_head vocab chunks too */
     w->wbuf_elems = H * (w->F > w->QD ? w->F : w->QD);
-    if (w->wbuf_elems > (o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS)) w->wbuf_elems = o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS;
+    size_t wcap = o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS;
+    if (w->wbuf_elems > wcap) w->wbuf_elems = wcap;
     if (w->wbuf_elems < 64 * w->max_in) w->wbuf_elems = 64 * w->max_in; /* at least 64 rows of any projection */
     w->vocab_chunk = (int)(w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab);
     size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : MLP_CHUNK_ELEMS / (w->F ? w->F : 1);

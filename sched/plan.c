@@ -151,11 +151,11 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     return 0;
 }
 
-/* Host memory the plan takes: the pinned arena, plus the device arena when
- * the "device" is the CPU backend (its arena is host memory too). */
-static uint64_t ram_bytes(const tt_plan *p) {
-    return p->host_bytes + (strcmp(be_current()->name, "cpu") == 0 ? p->dev_bytes : 0);
-}
+/* The CPU backend's "device" arena is host memory too. */
+static int dev_is_host(void) { return strcmp(be_current()->name, "cpu") == 0; }
+
+/* Host memory the plan takes: the pinned arena, plus the device arena when it is host memory. */
+static uint64_t ram_bytes(const tt_plan *p) { return p->host_bytes + (dev_is_host() ? p->dev_bytes : 0); }
 
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     int rc = plan_budgets(s, req, out);
@@ -164,7 +164,7 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
      * gets what the device arena leaves; on the CPU backend, whose device arena
      * is host memory too, an unlimited --hbm becomes what the smallest plan's
      * host arena leaves (more activations on the "device" spill fewer). */
-    const int cpu = ram_bytes(out) != out->host_bytes;
+    const int cpu = dev_is_host();
     uint64_t dev_min, host_min;
     plan_minimum(s, req, &dev_min, &host_min);
     tt_plan_req r = *req;
@@ -223,7 +223,9 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
         char c3[32];
         fprintf(f, "outside the arena: %s (runtime context and library workspaces %s, attention scratch %s)\n",
                 tt_fmt_bytes(out, a, sizeof a), tt_fmt_bytes(res, c3, sizeof c3), tt_fmt_bytes(out - res, b, sizeof b));
-        fprintf(f, "device total: %s", tt_fmt_bytes(arena_peak(d) + out, a, sizeof a));
+        uint64_t total;
+        plan_dev_fits(arena_peak(d), p->req.seq, 0, &total);
+        fprintf(f, "device total: %s", tt_fmt_bytes(total, a, sizeof a));
         if (p->req.hbm) fprintf(f, " of --hbm %s", tt_fmt_bytes(p->req.hbm, b, sizeof b));
         fputc('\n', f);
     }

@@ -75,7 +75,9 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
         r.K = (int)(tokens / per > 0 ? tokens / per : 1);
         uint64_t dev, host;
         plan_minimum(s, &r, &dev, &host);
-        uint64_t hbm = tt_align_up(dev + be_outside_bytes(r.seq), 1 << 20);
+        uint64_t hbm;
+        plan_dev_fits(dev, r.seq, 0, &hbm);
+        hbm = tt_align_up(hbm, 1 << 20);
         if (as_json)
             printf("%s{\"seq\":%d,\"micro_batches\":%d,\"min_hbm\":%llu,\"host\":%llu}", i ? "," : "", r.seq, r.K,
                    (unsigned long long)hbm, (unsigned long long)host);

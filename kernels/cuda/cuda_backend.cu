@@ -529,10 +529,8 @@ static size_t cu_reserved_bytes(void) { return g_reserved; }
  * are measured: NVML (the driver's library, opened at run time, so nothing
  * links against it) reads the device's used memory before the context exists
  * and again after start-up. Kernels load lazily (CUDA_MODULE_LOADING=LAZY, the
- * default) on their first launch, after the measurement: LAZY_MARGIN covers
+ * default) on their first launch, after the measurement: CUDA_LAZY_MARGIN covers
  * them. Without NVML, the context is estimated (CUDA_CONTEXT_ESTIMATE). */
-enum { BLAS_WORKSPACE = CUDA_BLAS_WORKSPACE, LAZY_MARGIN = CUDA_LAZY_MARGIN };
-static const size_t CONTEXT_GUESS = CUDA_CONTEXT_ESTIMATE;
 
 typedef struct { unsigned long long total, free, used; } nvml_memory;
 typedef struct {
@@ -608,8 +606,8 @@ extern "C" const tt_backend *backend_cuda(void) {
     CUDA_CHECK(cudaMemGetInfo(&free0, &total));
     CUBLAS_CHECK(cublasCreate(&g_blas));
     void *ws;
-    CUDA_CHECK(cudaMalloc(&ws, BLAS_WORKSPACE)); /* cuBLAS's workspace, ours to count (else it grows lazily) */
-    CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, BLAS_WORKSPACE));
+    CUDA_CHECK(cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)); /* cuBLAS's workspace, ours to count (else it grows lazily) */
+    CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, CUDA_BLAS_WORKSPACE));
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
     xent_buffers(XENT_ROWS);
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
@@ -621,9 +619,9 @@ extern "C" const tt_backend *backend_cuda(void) {
     /* measured: everything since before the context; else the growth seen after the context plus a guess for
      * it. NVML counts the whole device: a delta far above the estimate means another process allocated
      * meanwhile, and the estimate is taken instead. */
-    size_t estimate = (free0 - free1) + CONTEXT_GUESS;
+    size_t estimate = (free0 - free1) + CUDA_CONTEXT_ESTIMATE;
     if (measured && (size_t)(after - before) > 2 * estimate) measured = 0;
-    g_reserved = (measured ? (size_t)(after - before) : estimate) + LAZY_MARGIN;
+    g_reserved = (measured ? (size_t)(after - before) : estimate) + CUDA_LAZY_MARGIN;
     state = 1;
     return &g_cuda;
 }
