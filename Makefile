@@ -1,7 +1,8 @@
 # tiertrain — build, test and install dependencies.
 #
 #   make            build ./tiertrain (release, -O2 -g)
-#   make test       build and run every test, then again under ASan+UBSan;
+#   make test       build and run every test, then again under ASan+UBSan,
+#                   and the cpu-async streaming test under ThreadSanitizer;
 #                   ends with "N passed, N failed"
 #   make deps       install the Debian packages the project needs (as root),
 #                   otherwise print the exact apt-get line
@@ -65,7 +66,8 @@ ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
 endif
 
 # ---- sources ----------------------------------------------------------------
-LIB_SRC  := $(sort $(wildcard core/base/*.c core/*.c io/*.c sched/*.c kernels/*.c kernels/cpu/*.c kernels/cuda/*.c))
+LIB_SRC  := $(sort $(wildcard core/base/*.c core/*.c io/*.c sched/*.c kernels/*.c kernels/cpu/*.c kernels/cpu-async/*.c \
+                                     kernels/cuda/*.c))
 TOOL_SRC := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_SH  := $(sort $(wildcard tests/test_*.sh))
@@ -81,6 +83,10 @@ A := $(BUILD)/asan
 F := $(BUILD)/f64
 FA := $(BUILD)/f64asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# ThreadSanitizer build (no CUDA) of the tests that drive the asynchronous backend (cpu-async)
+TS := $(BUILD)/tsan
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_TESTS := test_stream_async
 
 .PHONY: all test run-tests deps fuzz demo bench gpu-bundle clean
 .SECONDARY:
@@ -108,6 +114,13 @@ $(BUILD)/cuda/%.o: %.cu
 $(F)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DTT_F64 -MMD -MP -c $< -o $@
+
+$(TS)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(TSAN_FLAGS) -MMD -MP -c $< -o $@
+
+$(TS)/tests/%: $(TS)/tests/%.o $(LIB_SRC:%.c=$(TS)/%.o)
+	$(CC) $(CFLAGS) $(TSAN_FLAGS) $^ -o $@ $(LDLIBS)
 
 $(FA)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -141,8 +154,8 @@ TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%)
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) fuzz
-	@sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
+run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) $(TSAN_TESTS:%=$(TS)/tests/%) fuzz
+	@TSAN_DIR="$(TS)" TSAN_TESTS="$(TSAN_TESTS)" sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
 
 # ---- fuzzing (libFuzzer needs clang) ----------------------------------------
 FUZZ_SRC := $(sort $(wildcard tests/fuzz_*.c))

@@ -322,7 +322,11 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         }
         loss /= (double)K * T;
         if (E) be_to_device(st.G + st.off[st.embed_i], st.gembed, E * sizeof(tt_real));
-        double gnorm = sqrt(be_sumsq(st.n, st.G));
+        double g2 = 0, *acc = ws_acc(st.ws) + 1; /* the gradient norm, summed on the device */
+        be_to_device(acc, &g2, sizeof g2);
+        be_sumsq(st.n, st.G, acc);
+        be_to_host(&g2, acc, sizeof g2);
+        double gnorm = sqrt(g2);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was written; lower --lr (now %g) or check "
                          "the data", isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step,

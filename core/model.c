@@ -50,9 +50,12 @@ struct tt_ws {
     void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
     int xent_rows, vocab_chunk;
     tt_real *cos_t, *sin_t;
-    int32_t *targets_h;   /* host */
-    tt_real *host_x;      /* host (T, H) for the embedding gather */
-    tt_real *host_mask;   /* host: one projection's dropout mask (drop_elems) */
+    int32_t *tgt_d;       /* device (T): the head's targets, uploaded per micro-batch */
+    tt_real *wt_d;        /* device (T): their loss weights */
+    double *acc;          /* device: [0] loss sum, [1] sum of squared gradients */
+    tt_real *host_x[2];   /* host (T, H) each: the embedding gather, two in turn */
+    tt_event *host_x_ev[2]; /* recorded after each one's upload: it is rewritten only after that */
+    int host_x_next;
     size_t drop_elems;    /* the dropout buffers: max(T x max(hidden, q dims), mlp_rows x ffn) */
     int L, owned;         /* owned: buffers from be_alloc (freed with the workspace) */
 };
@@ -206,14 +209,19 @@ void ws_free(tt_ws *w) {
         tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
                             &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
                             &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->norm, &w->ck,
-                            &w->dx0, &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t};
+                            &w->dx0, &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t,
+                            &w->wt_d};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
         for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
         be_free(w->lm_stage);
+        be_free(w->tgt_d);
+        be_free(w->acc);
     }
-    free(w->targets_h);
-    free(w->host_x);
-    free(w->host_mask);
+    for (int i = 0; i < 2; i++) {
+        if (w->host_x_ev[i]) be_event_sync(w->host_x_ev[i]);
+        be_event_free(w->host_x_ev[i]);
+        free(w->host_x[i]);
+    }
     free(w);
 }
 
@@ -276,16 +284,21 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     A(w->xf, T * H, "head"); A(w->rstdf, T, "head"); A(w->logits, (size_t)w->xent_rows * c->vocab, "head");
     A(w->dxf, T * H, "head");
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
+    A(w->wt_d, T, "head");
 #undef A
+    ok &= (w->tgt_d = ws_get(alloc, T * sizeof(int32_t), "head")) != NULL;
+    ok &= (w->acc = ws_get(alloc, 2 * sizeof(double), "loss and gradient norm")) != NULL;
     if (o->head_streamed) ok &= (w->lm_stage = ws_get(alloc, (size_t)w->vocab_chunk * H * 4, "lm_head chunk")) != NULL;
     if (alloc && alloc->measuring) { /* planning: sizes only */
         *out = w;
         return 0;
     }
-    w->targets_h = malloc(T * sizeof *w->targets_h);
-    w->host_x = malloc(T * H * e);
-    w->host_mask = lc->dropout > 0 ? malloc(w->drop_elems * e) : NULL;
-    if (!ok || !w->targets_h || !w->host_x || (lc->dropout > 0 && !w->host_mask)) {
+    for (int i = 0; i < 2; i++) {
+        w->host_x[i] = malloc(T * H * e);
+        w->host_x_ev[i] = be_event_new();
+        ok &= w->host_x[i] != NULL;
+    }
+    if (!ok) {
         ws_free(w);
         return TT_FAIL(-ENOMEM, "out of memory for the activations of %d x %d tokens", B, seq);
     }
@@ -333,13 +346,7 @@ static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int i
     if (!ps->drop_seed || pdrop <= 0.f) return x;
     size_t n = (size_t)rows * in;
     TT_ASSERT(n <= w->drop_elems);
-    for (int t = 0; t < rows; t++) {
-        tt_rng r;
-        rng_seed(&r, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)(t0 + t));
-        tt_real *m = w->host_mask + (size_t)t * in;
-        for (int i = 0; i < in; i++) m[i] = rng_uniform(&r) >= pdrop ? 1 : 0;
-    }
-    be_to_device(w->mask, w->host_mask, n * sizeof(tt_real));
+    be_dropout_mask(rows, in, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t0, pdrop, w->mask);
     be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd);
     return w->xd;
 }
@@ -527,10 +534,12 @@ void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_re
 /* ---- embedding and head ----------------------------------------------------- */
 
 void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x) {
-    int T = w->T, H = w->H, V = (int)m->cfg.vocab;
+    int T = w->T, H = w->H, V = (int)m->cfg.vocab, hb = w->host_x_next;
+    w->host_x_next ^= 1;
+    be_event_sync(w->host_x_ev[hb]); /* its previous upload has left it */
     for (int t = 0; t < T; t++) {
         TT_ASSERT(tokens[t] >= 0 && tokens[t] < V);
-        tt_real *dst = w->host_x + (size_t)t * H;
+        tt_real *dst = w->host_x[hb] + (size_t)t * H;
         size_t row = (size_t)tokens[t] * H;
         if (m->embed_dtype == TT_DTYPE_F32) {
             const float *f = (const float *)m->embed + row;
@@ -540,15 +549,16 @@ void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x)
             for (int i = 0; i < H; i++) dst[i] = (tt_real)bf16_to_f32(b[i]);
         }
     }
-    be_to_device(x, w->host_x, (size_t)T * H * sizeof(tt_real));
+    be_copy_async(x, w->host_x[hb], (size_t)T * H * sizeof(tt_real), BE_H2D, NULL);
+    be_event_record(w->host_x_ev[hb], NULL);
 }
 
 void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const tt_real *dx) {
     int T = w->T, H = w->H;
-    be_to_host(w->host_x, dx, (size_t)T * H * sizeof(tt_real));
+    be_to_host(w->host_x[0], dx, (size_t)T * H * sizeof(tt_real)); /* after every upload from it */
     for (int t = 0; t < T; t++) {
         tt_real *g = m->wg->embed + (size_t)tokens[t] * H;
-        const tt_real *d = w->host_x + (size_t)t * H;
+        const tt_real *d = w->host_x[0] + (size_t)t * H;
         for (int i = 0; i < H; i++) g[i] += d[i];
     }
 }
@@ -560,21 +570,22 @@ static const tt_real *lm_chunk(tt_model *m, tt_ws *w, int v0, int n) {
     const uint8_t *src = (const uint8_t *)h->lm + (size_t)v0 * H * esz;
     if (h->lm_on_host) {
         TT_ASSERT(w->lm_stage);
-        be_to_device(w->lm_stage, src, (size_t)n * H * esz);
+        be_copy_async(w->lm_stage, src, (size_t)n * H * esz, BE_H2D, NULL); /* src: the host arena, never rewritten */
         src = w->lm_stage;
     }
     be_dequant(h->lm_dtype, src, (size_t)n * H, w->wbuf);
     return w->wbuf;
 }
 
-double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
-                  tt_real dscale, tt_real *dx) {
+void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
+                tt_real dscale, tt_real *dx, double *loss) {
     const tt_config *c = &m->cfg;
     int T = w->T, H = w->H, V = (int)c->vocab, VC = w->vocab_chunk;
+    be_copy_async(w->tgt_d, targets, (size_t)T * sizeof *targets, BE_H2D, NULL);
+    be_copy_async(w->wt_d, weight, (size_t)T * sizeof *weight, BE_H2D, NULL);
     tt_real *nf = w->norm + 2 * (size_t)H;
     be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf);
     be_rmsnorm_fwd(T, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf);
-    double loss = 0;
     for (int r0 = 0; r0 < T; r0 += w->xent_rows) {
         int R = T - r0 < w->xent_rows ? T - r0 : w->xent_rows;
         const tt_real *xr = w->xf + (size_t)r0 * H;
@@ -582,7 +593,7 @@ double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targe
             int n = V - v0 < VC ? V - v0 : VC;
             be_gemm(0, 1, R, n, H, 1, xr, H, lm_chunk(m, w, v0, n), H, 0, w->logits + v0, V);
         }
-        loss += be_xent(R, V, w->logits, targets + r0, weight + r0, dscale);
+        be_xent(R, V, w->logits, w->tgt_d + r0, w->wt_d + r0, dscale, loss);
         if (!dx) continue;
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
@@ -590,11 +601,12 @@ double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targe
                     w->dxf + (size_t)r0 * H, H);
         }
     }
-    if (!dx) return loss;
+    if (!dx) return;
     be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0);
     if (m->wg && m->wg->final_norm) be_rmsnorm_bwd_w(T, H, xL, w->rstdf, w->dxf, m->wg->final_norm);
-    return loss;
 }
+
+double *ws_acc(tt_ws *w) { return w->acc; }
 
 /* ---- whole model, micro-batch at a time (the reference path) --------------- */
 
@@ -607,7 +619,10 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
     for (int l = 0; l < L; l++)
         model_layer_forward(m, lo, w, l, w->ck + (size_t)l * TH, w->ck + (size_t)(l + 1) * TH, drop_seed);
     tt_real *dx = w->dx0, *dprev = w->dx1;
-    double loss = model_head(m, w, w->ck + (size_t)L * TH, targets, weight, dscale, backward ? dx : NULL);
+    double loss = 0;
+    be_to_device(w->acc, &loss, sizeof loss);
+    model_head(m, w, w->ck + (size_t)L * TH, targets, weight, dscale, backward ? dx : NULL, w->acc);
+    be_to_host(&loss, w->acc, sizeof loss); /* the one read-back */
     if (!backward) return loss;
     for (int l = L - 1; l >= 0; l--) {
         model_layer_backward(m, lo, w, l, w->ck + (size_t)l * TH, dx, dprev, drop_seed);

@@ -99,16 +99,22 @@ int ws_create(tt_ws **out, const tt_config *cfg, const tt_lora_cfg *lc, const tt
 void ws_free(tt_ws *w);
 
 /* The embedding of a micro-batch: rows gathered on the host (converted to
- * tt_real), then copied to x (device, (T, hidden)). */
+ * tt_real) into one of two host buffers, then copied to x (device, (T,
+ * hidden)) on the compute queue; tokens are read at the call. */
 void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x);
 /* The embedding's gradient: rows of dx (device, (T, hidden), dL/d(embedding
  * output)) added to the model's wgrad->embed rows of their tokens. */
 void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const tt_real *dx);
 /* Final norm, lm_head and cross-entropy on xL (T, hidden), in row and vocab
- * chunks. Returns the summed weighted NLL; with dx != NULL also writes
- * dloss/dxL (scaled by dscale) into dx. targets/weight are host arrays. */
-double model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
-                  tt_real dscale, tt_real *dx);
+ * chunks. Adds the summed weighted NLL to *loss (one device double); with
+ * dx != NULL also writes dloss/dxL (scaled by dscale) into dx.
+ * targets/weight are host arrays, copied on the compute queue: they must
+ * stay untouched until the caller synchronises (reads the loss back). */
+void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
+                tt_real dscale, tt_real *dx, double *loss);
+/* Two device doubles of the workspace (loss sum, sum of squared gradients)
+ * for callers that accumulate a step's scalars on the device. */
+double *ws_acc(tt_ws *w);
 
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted

@@ -20,6 +20,7 @@ void be_use(const tt_backend *b) { g_be = b; }
 
 const tt_backend *be_by_name(const char *name) {
     if (strcmp(name, "cpu") == 0) return backend_cpu();
+    if (strcmp(name, "cpu-async") == 0) return backend_cpu_async();
     if (strcmp(name, "cuda") == 0) {
 #ifdef TT_HAVE_CUDA
         return backend_cuda();
@@ -29,7 +30,7 @@ const tt_backend *be_by_name(const char *name) {
         return NULL;
 #endif
     }
-    tt_seterr("--device must be cpu or cuda, not '%s'", name);
+    tt_seterr("--device must be cpu, cpu-async or cuda, not '%s'", name);
     return NULL;
 }
 const tt_backend *be_for_planning(const char *name) {
@@ -78,7 +79,14 @@ void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alph
     TT_ASSERT(x && mask && y);
     cur()->mask_scale(n, x, mask, alpha, y);
 }
-double be_sumsq(size_t n, const tt_real *x) { TT_ASSERT(x || !n); return cur()->sumsq(n, x); }
+void be_sumsq(size_t n, const tt_real *x, double *acc) {
+    TT_ASSERT((x || !n) && acc);
+    cur()->sumsq(n, x, acc);
+}
+void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
+    TT_ASSERT(rows > 0 && cols > 0 && mask && p >= 0.f && p < 1.f);
+    cur()->dropout_mask(rows, cols, seed, stream0, p, mask);
+}
 void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) { be_dequant_range(dtype, blob, n, 0, n, out); }
 void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
     TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4 && v0 <= n && count <= n - v0);
@@ -129,12 +137,51 @@ void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *
     TT_ASSERT(g && u && dm && dg && du);
     cur()->swiglu_bwd(n, g, u, dm, dg, du);
 }
-double be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale) {
-    TT_ASSERT(R > 0 && V > 0 && logits && targets && weight);
-    return cur()->xent(R, V, logits, targets, weight, dscale);
+void be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+             double *acc) {
+    TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && V > 0 && logits && targets && weight && acc);
+    cur()->xent(R, V, logits, targets, weight, dscale, acc);
 }
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step) {
     TT_ASSERT(p && g && m && v && step >= 1);
     cur()->adamw(n, p, g, m, v, lr, b1, b2, eps, wd, step);
 }
+
+/* ---- queues and events ----------------------------------------------------- */
+
+static char g_done_token; /* the event of a backend without events: always complete */
+#define NO_EVENTS() (!cur()->event_new)
+#define TOKEN ((tt_event *)&g_done_token)
+
+int be_is_async(void) { return cur()->queue_new != NULL; }
+tt_queue *be_queue_new(void) { return cur()->queue_new ? cur()->queue_new() : NULL; }
+void be_queue_free(tt_queue *q) { if (q && cur()->queue_free) cur()->queue_free(q); }
+tt_event *be_event_new(void) {
+    if (NO_EVENTS()) return TOKEN;
+    tt_event *ev = cur()->event_new();
+    TT_ASSERT(ev);
+    return ev;
+}
+void be_event_free(tt_event *ev) { if (ev && ev != TOKEN) cur()->event_free(ev); }
+void be_event_record(tt_event *ev, tt_queue *q) {
+    TT_ASSERT(ev);
+    if (ev != TOKEN) cur()->event_record(ev, q);
+}
+void be_queue_wait(tt_queue *q, tt_event *ev) {
+    TT_ASSERT(ev);
+    if (ev != TOKEN) cur()->queue_wait(q, ev);
+}
+void be_event_sync(tt_event *ev) {
+    TT_ASSERT(ev);
+    if (ev != TOKEN) cur()->event_sync(ev);
+}
+int be_event_query(tt_event *ev) { return ev == TOKEN || cur()->event_query(ev); }
+void be_copy_async(void *dst, const void *src, size_t bytes, int kind, tt_queue *q) {
+    TT_ASSERT(dst && (src || !bytes) && kind >= BE_H2D && kind <= BE_D2D);
+    if (cur()->copy_async) { cur()->copy_async(dst, src, bytes, kind, q); return; }
+    if (kind == BE_H2D) cur()->to_device(dst, src, bytes);
+    else if (kind == BE_D2H) cur()->to_host(dst, src, bytes);
+    else cur()->copy(dst, src, bytes);
+}
+void be_synchronize(void) { if (cur()->synchronize) cur()->synchronize(); }

@@ -15,8 +15,19 @@
  * (head_dim) | head 1 | ...].
  *
  * "Device" pointers are whatever the backend's alloc returns (host memory on
- * the CPU backend). Every function is synchronous with respect to the host
- * unless noted.
+ * the CPU backend).
+ *
+ * Asynchrony (DESIGN.md, "Asynchrony"): every op runs on the backend's
+ * compute queue, in the order it is called; it may still be running when the
+ * call returns. No op allocates and no op returns a host scalar (sums
+ * accumulate into device doubles, read back once per step). to_device,
+ * to_host and copy are synchronous with respect to the host: they are
+ * ordered after every op called before them and complete on return. Other
+ * queues (copies), their asynchronous copies and the events that order
+ * queues are optional slots: where a backend leaves them NULL, the be_*
+ * wrappers do the synchronous thing (the CPU reference runs everything at
+ * the call). A buffer written or read by one queue is reused by another only
+ * after the second waits for an event the first recorded after its use.
  */
 #ifndef TT_BACKEND_H
 #define TT_BACKEND_H
@@ -29,6 +40,11 @@ typedef double tt_real;
 #else
 typedef float tt_real;
 #endif
+
+typedef struct tt_queue tt_queue; /* opaque, the backend's */
+typedef struct tt_event tt_event;
+
+enum { BE_H2D = 1, BE_D2H = 2, BE_D2D = 3 }; /* the direction of an asynchronous copy */
 
 typedef struct tt_backend {
     const char *name;
@@ -52,8 +68,14 @@ typedef struct tt_backend {
     void (*scale)(size_t n, tt_real alpha, tt_real *x);
     /* y = x * mask * alpha (element-wise; mask holds 0/1) */
     void (*mask_scale)(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
-    /* sum of squares, accumulated in double */
-    double (*sumsq)(size_t n, const tt_real *x);
+    /* *acc += sum of squares of x, in double; acc is one device double */
+    void (*sumsq)(size_t n, const tt_real *x, double *acc);
+    /* LoRA dropout's keep mask: row t of mask (rows, cols) holds 1 where the
+     * t-th stream's uniform draws are >= p, else 0; row t uses the stream
+     * rng_seed(seed, stream0 + t), draws in column order (core/base/rng.h:
+     * xoshiro256**, a double in [0, 1) per value) — the same masks on every
+     * backend and whatever the chunking. */
+    void (*dropout_mask)(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask);
 
     /* ---- frozen weights ---- */
     /* Decodes values [v0, v0 + count) of a stored tensor of n values (dtype
@@ -94,12 +116,14 @@ typedef struct tt_backend {
     void (*swiglu_fwd)(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
     void (*swiglu_bwd)(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
     /* Cross-entropy on a chunk of rows: logits (R, V) in, replaced by
-     * dlogits = (softmax - onehot) * weight[r] * dscale; returns
-     * sum_r weight[r] * (logsumexp - logit[target]) in double. weight[r] is 0
-     * for masked rows (prompt tokens, padding), 1 otherwise; a row with
-     * weight 0 or targets[r] < 0 adds nothing and gets dlogits 0. targets
-     * and weight are HOST arrays (R entries; a device backend copies them). */
-    double (*xent)(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);
+     * dlogits = (softmax - onehot) * weight[r] * dscale; adds
+     * sum_r weight[r] * (logsumexp - logit[target]) to *acc (one device
+     * double; the rows summed in order). weight[r] is 0 for masked rows
+     * (prompt tokens, padding), 1 otherwise; a row with weight 0 or
+     * targets[r] < 0 adds nothing and gets dlogits 0. targets and weight are
+     * device arrays of R entries (at most XENT_MAX_ROWS). */
+    void (*xent)(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                 double *acc);
 
     /* ---- optimizer ---- */
     /* AdamW step on n parameters (PyTorch's formulation): p -= lr * wd * p;
@@ -124,10 +148,38 @@ typedef struct tt_backend {
      * NULL where the backend has no such thing. */
     void *(*host_alloc_pinned)(size_t bytes);
     void (*host_free_pinned)(void *p);
+
+    /* ---- optional asynchrony (all NULL or all set) ---- */
+    /* Queues besides the compute queue (the one ops run on; q == NULL below
+     * means it). */
+    tt_queue *(*queue_new)(void);
+    void (*queue_free)(tt_queue *q);           /* waits for its work first */
+    tt_event *(*event_new)(void);              /* an event never recorded is complete */
+    void (*event_free)(tt_event *ev);          /* after every queue is done with it */
+    /* Marks the point of q's work issued so far; the event completes when q
+     * reaches it. Recording again moves the mark (waits issued earlier keep
+     * the old one). */
+    void (*event_record)(tt_event *ev, tt_queue *q);
+    void (*queue_wait)(tt_queue *q, tt_event *ev); /* q's later work waits for ev's mark (the host does not) */
+    void (*event_sync)(tt_event *ev);          /* the host waits for ev's mark */
+    int (*event_query)(tt_event *ev);          /* 1 when ev's mark was reached */
+    /* An asynchronous copy on q (kind BE_H2D, BE_D2H or BE_D2D); host memory
+     * must stay untouched until an event recorded after it completes. */
+    void (*copy_async)(void *dst, const void *src, size_t bytes, int kind, tt_queue *q);
+    void (*synchronize)(void);                 /* the host waits for every queue */
 } tt_backend;
+
+/* The largest cross-entropy chunk (rows) a backend must take. */
+#define XENT_MAX_ROWS 65536
 
 /* The CPU reference backend (OpenBLAS for gemm). */
 const tt_backend *backend_cpu(void);
+/* The CPU backend with real queues (kernels/cpu-async/): each queue a worker
+ * thread, seeded random delays, real events. */
+const tt_backend *backend_cpu_async(void);
+/* Its delays: every task waits a random 0..max_delay_us first with
+ * probability 1/4, drawn from seed (per queue). Call when no work is queued. */
+void cpu_async_configure(uint64_t seed, int max_delay_us);
 
 int be_host_register(void *p, size_t bytes);   /* 0 when the backend has no such call */
 void be_host_unregister(void *p);
@@ -138,7 +190,7 @@ void be_host_free_pinned(void *p);
  * reserved_bytes() + scratch_bytes(seq). --hbm bounds arena + this. */
 size_t be_outside_bytes(int seq);
 
-/* A backend by name: "cpu" or "cuda". NULL with tt_lasterr set when it is
+/* A backend by name: "cpu", "cpu-async" or "cuda". NULL with tt_lasterr set when it is
  * not available (not built, or no usable GPU). */
 const tt_backend *be_by_name(const char *name);
 /* The same for planning only: "cuda" without a usable GPU (or without the
@@ -164,7 +216,8 @@ void be_linear(int T, int in, int out, const tt_real *x, const tt_real *W, tt_re
 void be_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y);
 void be_scale(size_t n, tt_real alpha, tt_real *x);
 void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
-double be_sumsq(size_t n, const tt_real *x);
+void be_sumsq(size_t n, const tt_real *x, double *acc);
+void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask);
 void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out); /* the whole tensor */
 /* Values [v0, v0 + count) of a tensor of n values (NF4: v0 a multiple of 64). */
 void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
@@ -181,8 +234,26 @@ void be_to_bf16(size_t n, const tt_real *x, uint16_t *y);
 void be_from_bf16(size_t n, const uint16_t *x, tt_real *y);
 void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
 void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
-double be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale);
+void be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+             double *acc);
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step);
+
+/* ---- queues and events (synchronous stand-ins where the backend has none) -- */
+
+/* NULL where the backend has no queues: work "on" it then runs at the call. */
+tt_queue *be_queue_new(void);
+void be_queue_free(tt_queue *q);
+/* Never NULL: without backend events, a token that is always complete. */
+tt_event *be_event_new(void);
+void be_event_free(tt_event *ev);
+void be_event_record(tt_event *ev, tt_queue *q);
+void be_queue_wait(tt_queue *q, tt_event *ev);
+void be_event_sync(tt_event *ev);
+int be_event_query(tt_event *ev);
+void be_copy_async(void *dst, const void *src, size_t bytes, int kind, tt_queue *q);
+void be_synchronize(void);
+/* 1 when the backend's queues really run asynchronously. */
+int be_is_async(void);
 
 #endif

@@ -1,8 +1,19 @@
 /* sched/exec.c — the layer-streaming executor (see exec.h). Three threads:
- * the caller computes; the IO thread loads layers (NVMe -> pinned host ->
- * device slot); the copy thread spills and unspills activations. One mutex
- * and one condition variable guard the shared state (slot and cell states,
- * the two command queues, the free list of activation buffers). */
+ * the caller issues the compute (on the backend's compute queue); the IO
+ * thread loads layers (NVMe -> pinned host -> device slot, copies on the
+ * host-to-device queue); the copy thread spills and unspills activations
+ * (device-to-host and host-to-device queues). One mutex and one condition
+ * variable guard the host-side state (slot and cell states, the two command
+ * queues, the free list of activation buffers).
+ *
+ * The device-side order (DESIGN.md, "Asynchrony"): a kernel having been
+ * launched says nothing about it having run, so every hand-over of device
+ * memory between queues goes through an event. A slot's copy waits for the
+ * slot's "done" event (recorded on the compute queue when the layer is
+ * released) and records "ready", which the compute queue waits for before
+ * the layer's ops. Each activation buffer carries one event, recorded by the
+ * queue that used it last before it goes back to the free list (or to a
+ * spill); whoever takes it next makes its queue wait for that event. */
 #include "sched/exec.h"
 
 #include "core/base/common.h"
@@ -14,6 +25,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -25,6 +37,8 @@ typedef struct slot {
     int state;
     int busy;       /* in use by the compute thread */
     void *buf;      /* device, slot_bytes */
+    tt_event *ready; /* the load's copy (h2d queue) */
+    tt_event *done;  /* the compute queue's last use of the slot */
 } slot;
 
 /* A layer-boundary activation of one micro-batch: the input of layer l
@@ -84,6 +98,9 @@ struct tt_exec {
     regions r;
     sizes sz;
     slot *slots;
+    tt_queue *h2d, *d2h;      /* NULL where the backend has no queues */
+    tt_event **buf_ev;        /* [dev_cells + PLAN_TRANSIT]: the last use of r.cell_buf[i] */
+    int drop_wait;            /* test only (TT_TEST_DROP_WAIT=slot): loads skip the slot's done event */
     void **free_bufs;
     int n_free;
     cell *cells;
@@ -126,6 +143,14 @@ static void rec(tt_exec *e, int track, const char *name, int64_t arg, double t0)
 static cell *cell_at(tt_exec *e, int l, int k) {
     TT_ASSERT(l >= 1 && l <= e->L && k >= 0 && k < e->K);
     return &e->cells[(size_t)l * e->K + k];
+}
+
+/* The event of activation buffer b (one of r.cell_buf). */
+static tt_event *buf_ev(tt_exec *e, const void *b) {
+    for (int i = 0; i < e->plan.dev_cells + PLAN_TRANSIT; i++)
+        if (e->r.cell_buf[i] == b) return e->buf_ev[i];
+    TT_ASSERT(!"not an activation buffer");
+    return NULL;
 }
 
 static int cell_home(const tt_plan *p, int L, int l, int k) {
@@ -282,7 +307,11 @@ static void *io_main(void *arg) {
             continue;
         }
         double t0 = tt_now();
-        be_to_device(e->slots[c.slot].buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw);
+        slot *sl = &e->slots[c.slot];
+        if (!e->drop_wait) be_queue_wait(e->h2d, sl->done); /* the compute queue is done with what it held */
+        be_copy_async(sl->buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw, BE_H2D, e->h2d);
+        be_event_record(sl->ready, e->h2d);
+        if (raw == e->r.staging || raw == e->r.decode) be_event_sync(sl->ready); /* the next read rewrites it */
         rec(e, TRACE_COPY, "to device", c.layer, t0);
         pthread_mutex_lock(&e->mu);
         e->slots[c.slot].state = SLOT_READY;
@@ -293,6 +322,8 @@ static void *io_main(void *arg) {
 }
 
 /* ---- the copy thread: activation spills ------------------------------------- */
+
+static void buf_free_locked(tt_exec *e, void *b);
 
 static void *copy_main(void *arg) {
     tt_exec *e = arg;
@@ -307,13 +338,18 @@ static void *copy_main(void *arg) {
         if (stop) break;
         cell *x = cell_at(e, c.l, c.k);
         double t0 = tt_now();
-        if (c.kind == CMD_SPILL) be_to_host(x->host, c.buf, bytes);
-        else be_to_device(c.buf, x->host, bytes);
+        tt_event *ev = buf_ev(e, c.buf);
+        tt_queue *q = c.kind == CMD_SPILL ? e->d2h : e->h2d;
+        be_queue_wait(q, ev); /* spill: the value was computed; unspill: the buffer's last use is over */
+        if (c.kind == CMD_SPILL) be_copy_async(x->host, c.buf, bytes, BE_D2H, q);
+        else be_copy_async(c.buf, x->host, bytes, BE_H2D, q);
+        be_event_record(ev, q);
+        be_event_sync(ev); /* the host copy is complete (the copy thread works one command at a time) */
         rec(e, TRACE_SPILL, c.kind == CMD_SPILL ? "spill" : "unspill", c.l, t0);
         pthread_mutex_lock(&e->mu);
         if (c.kind == CMD_SPILL) {
             x->spilling--;
-            e->free_bufs[e->n_free++] = c.buf; /* the device copy is no longer needed */
+            buf_free_locked(e, c.buf); /* the device copy is no longer needed */
         } else {
             x->unspilling = 0;
             x->dev = c.buf;
@@ -328,17 +364,25 @@ static void *copy_main(void *arg) {
 
 /* ---- activation buffers and cells (compute thread; lock held inside) ------- */
 
+/* A free activation buffer for the compute queue (which waits for its last use). */
 static void *buf_get(tt_exec *e) {
     pthread_mutex_lock(&e->mu);
     while (e->n_free == 0) pthread_cond_wait(&e->cv, &e->mu); /* a spill in flight will return one */
     void *b = e->free_bufs[--e->n_free];
     pthread_mutex_unlock(&e->mu);
+    be_queue_wait(NULL, buf_ev(e, b));
     return b;
 }
 
-static void buf_put_locked(tt_exec *e, void *b) {
+/* Back to the free list; the caller recorded b's event after its last use. */
+static void buf_free_locked(tt_exec *e, void *b) {
     TT_ASSERT(e->n_free < e->plan.dev_cells + PLAN_TRANSIT);
     e->free_bufs[e->n_free++] = b;
+}
+/* The compute thread is done with b: after the ops issued so far. */
+static void buf_put_locked(tt_exec *e, void *b) {
+    be_event_record(buf_ev(e, b), NULL);
+    buf_free_locked(e, b);
 }
 
 /* Starts unspills for the next host-cell reads of the step, in order, as soon
@@ -381,8 +425,10 @@ static void *cell_get(tt_exec *e, int l, int k) {
     }
     while (x->unspilling) pthread_cond_wait(&e->cv, &e->mu);
     prefetch_unspills_locked(e);
+    void *b = x->dev;
     pthread_mutex_unlock(&e->mu);
-    return x->dev;
+    be_queue_wait(NULL, buf_ev(e, b)); /* the unspill's copy */
+    return b;
 }
 
 /* Stores b (device) as the value of cell (l, k): kept (dev cell) or spilled. */
@@ -395,6 +441,7 @@ static void cell_put(tt_exec *e, int l, int k, void *b) {
         x->dev = b;
     } else {
         if (x->dev) { buf_put_locked(e, x->dev); x->dev = NULL; }
+        be_event_record(buf_ev(e, b), NULL); /* the spill waits for the value */
         x->spilling++;
         qpush(&e->cpq, (cmd){CMD_SPILL, 0, 0, l, k, b});
         e->copies_inflight++;
@@ -447,7 +494,10 @@ static void schedule_loads_locked(tt_exec *e, int pos) {
             if (nu > best) { best = nu; victim = i; }
         }
         if (victim < 0) return;
-        e->slots[victim] = (slot){l, SLOT_LOADING, 0, e->slots[victim].buf};
+        slot *v = &e->slots[victim];
+        v->layer = l;
+        v->state = SLOT_LOADING;
+        v->busy = 0;
         qpush(&e->ioq, (cmd){CMD_LOAD, l, victim, 0, 0, NULL});
     }
     pthread_cond_broadcast(&e->cv);
@@ -473,7 +523,9 @@ static int acquire_layer(tt_exec *e, int l, int pos) {
         return rc;
     }
     e->slots[i].busy = 1;
+    tt_event *ready = e->slots[i].ready;
     pthread_mutex_unlock(&e->mu);
+    be_queue_wait(NULL, ready); /* the layer's ops follow its copy */
     model_bind_layer(e->m, e->s, l, e->slots[i].buf);
     (void)t0;
     return 0;
@@ -483,6 +535,7 @@ static void release_layer(tt_exec *e, int l, int next_pos) {
     pthread_mutex_lock(&e->mu);
     int i = slot_of_locked(e, l);
     TT_ASSERT(i >= 0);
+    be_event_record(e->slots[i].done, NULL); /* a load into it waits for the ops issued so far */
     e->slots[i].busy = 0;
     schedule_loads_locked(e, next_pos);
     pthread_mutex_unlock(&e->mu);
@@ -529,6 +582,15 @@ void exec_free(tt_exec *e) {
         pthread_join(e->io_th, NULL);
         pthread_join(e->copy_th, NULL);
     }
+    be_synchronize(); /* nothing still reads or writes what is freed below */
+    for (int i = 0; e->slots && i < e->plan.slots; i++) {
+        be_event_free(e->slots[i].ready);
+        be_event_free(e->slots[i].done);
+    }
+    for (int i = 0; e->buf_ev && i < e->plan.dev_cells + PLAN_TRANSIT; i++) be_event_free(e->buf_ev[i]);
+    free(e->buf_ev);
+    be_queue_free(e->h2d);
+    be_queue_free(e->d2h);
     if (e->ws) ws_free(e->ws);
     lora_free(&e->lora);
     uring_reader_close(e->reader);
@@ -603,8 +665,17 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     e->host = arena_wrap("host", e->host_base, e->host_len);
     rc = carve(e->s, plan, e->dev, e->host, e, seed);
     if (rc) { exec_free(e); return rc; }
-    for (int i = 0; i < plan->slots; i++) e->slots[i] = (slot){-1, SLOT_EMPTY, 0, e->r.slot_buf[i]};
-    for (int i = 0; i < pool; i++) e->free_bufs[e->n_free++] = e->r.cell_buf[i];
+    for (int i = 0; i < plan->slots; i++)
+        e->slots[i] = (slot){-1, SLOT_EMPTY, 0, e->r.slot_buf[i], be_event_new(), be_event_new()};
+    e->buf_ev = tt_xcalloc((size_t)pool, sizeof *e->buf_ev);
+    for (int i = 0; i < pool; i++) {
+        e->buf_ev[i] = be_event_new();
+        e->free_bufs[e->n_free++] = e->r.cell_buf[i];
+    }
+    e->h2d = be_queue_new();
+    e->d2h = be_queue_new();
+    const char *dw = getenv("TT_TEST_DROP_WAIT");
+    e->drop_wait = dw && strcmp(dw, "slot") == 0;
     for (int l = 1; l <= L; l++)
         for (int k = 0; k < K; k++) {
             cell *x = cell_at(e, l, k);
@@ -713,6 +784,8 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     double wsum = 0;
     for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
     tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
+    double *acc = ws_acc(e->ws), zero[2] = {0, 0}, got[2];
+    be_to_device(acc, zero, sizeof zero);
     plan_reads(e, backward);
     pthread_mutex_lock(&e->mu);
     prefetch_unspills_locked(e);
@@ -736,18 +809,18 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         release_layer(e, l, l + 1);
     }
     /* head */
-    double loss = 0;
     for (int k = 0; k < K; k++) {
         tt_real *x = act_in(e, cell_get(e, L, k), 0);
         tt_real *dx = backward ? act_out(e) : NULL;
         double t0 = tt_now();
-        loss += model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx);
+        model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx, acc);
         compute_rec(e, "head", L, t0);
         cell_done(e, L, k, 1);
         if (backward) cell_put(e, L, k, act_store(e, dx));
     }
-    *loss_sum = loss;
     if (!backward) {
+        be_to_host(got, acc, sizeof got); /* the one read-back */
+        *loss_sum = got[0];
         drain_copies(e);
         return 0;
     }
@@ -778,16 +851,19 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         if (!p->req.defer_optimizer) {
             double t0 = tt_now();
             size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
-            *gnorm += be_sumsq(n, lo->grads);
+            be_sumsq(n, lo->grads, acc + 1);
             be_adamw(n, lo->params + a, lo->grads, lo->m + a, lo->v + a, hp[0], hp[1], hp[2], hp[3], hp[4], step);
             rec(e, TRACE_OPT, "adamw", l, t0);
         }
         release_layer(e, l, pos + 1);
     }
     (void)H;
+    if (p->req.defer_optimizer) be_sumsq(lo->n, lo->grads, acc + 1);
+    be_to_host(got, acc, sizeof got); /* the one read-back of the step */
+    *gnorm = got[1];
+    double loss = got[0];
     if (p->req.defer_optimizer) {
         double t0 = tt_now();
-        *gnorm = be_sumsq(lo->n, lo->grads);
         double g = sqrt(*gnorm);
         if (!isfinite(g)) {
             *gnorm = g;

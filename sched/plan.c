@@ -152,7 +152,7 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
 }
 
 /* The CPU backend's "device" arena is host memory too. */
-static int dev_is_host(void) { return strcmp(be_current()->name, "cpu") == 0; }
+static int dev_is_host(void) { return strncmp(be_current()->name, "cpu", 3) == 0; } /* cpu, cpu-async */
 
 /* Host memory the plan takes: the pinned arena, plus the device arena when it is host memory. */
 static uint64_t ram_bytes(const tt_plan *p) { return p->host_bytes + (dev_is_host() ? p->dev_bytes : 0); }

@@ -110,8 +110,23 @@ static void t_elementwise(size_t n) {
     cpu->scale(n, 1.7f, y); gpu->scale(n, 1.7f, dy); cmp("scale", y, dy, n);
     poison(dy, n);
     cpu->mask_scale(n, x, m, 2.f, y); gpu->mask_scale(n, dx, dm, 2.f, dy); cmp("mask_scale", y, dy, n);
-    double s1 = cpu->sumsq(n, x), s2 = gpu->sumsq(n, dx);
+    double s1 = 0, s2 = 0, *d_acc = gpu->alloc(sizeof(double)); /* zeroed */
+    cpu->sumsq(n, x, &s1);
+    gpu->sumsq(n, dx, d_acc);
+    gpu->to_host(&s2, d_acc, sizeof s2);
     CHECK_MSG(fabs(s1 - s2) <= tol_of("sumsq") * s1, "sumsq %.9g vs %.9g", s1, s2);
+    gpu->free(d_acc);
+    /* LoRA dropout masks: the same generator, bit for bit */
+    {
+        int cols = (int)(n < 4096 ? n : 4096), rows = (int)(n / (size_t)cols);
+        float *hm = tt_xmalloc((size_t)rows * cols * 4), *dmask = up(hm, (size_t)rows * cols);
+        cpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, hm);
+        gpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, dmask);
+        float *back = tt_xmalloc((size_t)rows * cols * 4);
+        gpu->to_host(back, dmask, (size_t)rows * cols * 4);
+        CHECK_MSG(memcmp(hm, back, (size_t)rows * cols * 4) == 0, "dropout_mask differs from the CPU's");
+        free(hm); free(back); gpu->free(dmask);
+    }
     /* bf16 activation storage: round trip, with a NaN and infinities */
     {
         float *a = rnd(n, 3), *ra = tt_xmalloc(n * 4);
@@ -252,8 +267,14 @@ static void t_xent(int R, int V) {
     float *lg = rnd((size_t)R * V, 3), *w = tt_xmalloc((size_t)R * 4);
     int32_t *tg = tt_xmalloc((size_t)R * sizeof *tg);
     for (int r = 0; r < R; r++) { tg[r] = r == 4 ? -1 : (int32_t)(((int64_t)r * 7919 + 31) % V); w[r] = r == 7 ? 0.f : 1.f; }
-    float *d_lg = up(lg, (size_t)R * V);
-    double l1 = cpu->xent(R, V, lg, tg, w, 0.25f), l2 = gpu->xent(R, V, d_lg, tg, w, 0.25f);
+    float *d_lg = up(lg, (size_t)R * V), *d_w = up(w, (size_t)R);
+    int32_t *d_tg = gpu->alloc((size_t)R * sizeof *tg);
+    gpu->to_device(d_tg, tg, (size_t)R * sizeof *tg);
+    double l1 = 0, l2 = 0, *d_acc = gpu->alloc(sizeof(double));
+    cpu->xent(R, V, lg, tg, w, 0.25f, &l1);
+    gpu->xent(R, V, d_lg, d_tg, d_w, 0.25f, d_acc);
+    gpu->to_host(&l2, d_acc, sizeof l2);
+    gpu->free(d_w); gpu->free(d_tg); gpu->free(d_acc);
     CHECK_MSG(fabs(l1 - l2) <= tol_of("xent") * fabs(l1), "xent loss %.9g vs %.9g", l1, l2);
     cmp("xent", lg, d_lg, (size_t)R * V);
     free(lg); free(w); free(tg); gpu->free(d_lg);

@@ -20,7 +20,7 @@ allowed() { # folder-of-file included-header -> 0 when the arrow exists
     case "$1" in
     core/base) case "$2" in core/base/*) return 0 ;; esac ;;
     io) case "$2" in core/base/* | io/*) return 0 ;; esac ;;
-    kernels | kernels/cpu | kernels/cuda) case "$2" in core/base/* | kernels/*) return 0 ;; esac ;;
+    kernels | kernels/cpu | kernels/cpu-async | kernels/cuda) case "$2" in core/base/* | kernels/*) return 0 ;; esac ;;
     sched) case "$2" in core/base/* | io/* | kernels/* | sched/*) return 0 ;; esac ;;
     core) case "$2" in tools/* | kernels/cuda/*) return 1 ;; *) return 0 ;; esac ;;
     *) return 0 ;;
@@ -29,7 +29,7 @@ allowed() { # folder-of-file included-header -> 0 when the arrow exists
 }
 
 found=""
-for f in $(ls core/base/*.[ch] core/*.[ch] io/*.[ch] sched/*.[ch] kernels/*.[ch] kernels/cpu/*.[ch] kernels/cuda/*.[ch] \
+for f in $(ls core/base/*.[ch] core/*.[ch] io/*.[ch] sched/*.[ch] kernels/*.[ch] kernels/cpu/*.[ch] kernels/cpu-async/*.[ch] kernels/cuda/*.[ch] \
            kernels/cuda/*.cu 2>/dev/null); do
     d=$(dirname "$f")
     for h in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f"); do

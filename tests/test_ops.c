@@ -92,7 +92,9 @@ static void test_memory(void) {
      * so the only differences are the order of 1000 double additions */
     double ref = 0;
     for (size_t i = 0; i < n; i++) ref += (double)h[i] * h[i];
-    CHECK_NEAR(be_sumsq(n, h), ref, 1e-12 * ref);
+    double acc = 1.5; /* accumulates: the CPU backend's device memory is host memory */
+    be_sumsq(n, h, &acc);
+    CHECK_NEAR(acc - 1.5, ref, 1e-12 * ref);
     be_free(d), be_free(e), free(h), free(back);
 }
 
@@ -315,7 +317,8 @@ static void test_xent(void) {
         loss_ref += log(z);
         for (int j = 0; j < V; j++) dref[(size_t)r * V + j] = (exp((double)xr[j] - xr[tg[r]]) / z - (j == tg[r])) * dscale;
     }
-    const double loss = be_xent(R, V, x, tg, w, dscale);
+    double loss = 0;
+    be_xent(R, V, x, tg, w, dscale, &loss);
     /* per row: the float subtraction x - max rounds by up to half an ulp of
      * ~100 (4e-6 absolute, row 8), the sums are double; the loss is ~7 rows
      * * 8 = 56: 1e-6 relative */
@@ -400,8 +403,35 @@ static void test_dequant_range(void) {
     free(x), free(whole), free(part), free(h);
 }
 
+/* LoRA dropout masks: each row its own stream, so a chunk of rows [t0, t0+r)
+ * drawn with stream0 + t0 equals those rows of the whole mask; about 1 - p
+ * of the values are kept; another seed gives another mask. */
+static void test_dropout_mask(void) {
+    const int rows = 64, cols = 300;
+    const float p = 0.25f;
+    float *all = zerof((size_t)rows * cols), *part = zerof((size_t)rows * cols), *other = zerof((size_t)rows * cols);
+    const uint64_t s0 = (uint64_t)3 << 32;
+    be_dropout_mask(rows, cols, 42, s0, p, all);
+    be_dropout_mask(40, cols, 42, s0, p, part);
+    be_dropout_mask(rows - 40, cols, 42, s0 + 40, p, part + (size_t)40 * cols);
+    be_dropout_mask(rows, cols, 43, s0, p, other);
+    CHECK_MSG(memcmp(all, part, (size_t)rows * cols * sizeof *all) == 0, "dropout mask depends on the chunking");
+    size_t kept = 0, same = 0, binary = 1;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) {
+        kept += all[i] == 1.0f;
+        same += all[i] == other[i];
+        binary &= all[i] == 0.0f || all[i] == 1.0f;
+    }
+    double frac = (double)kept / ((double)rows * cols);
+    CHECK_MSG(binary, "dropout mask values must be 0 or 1");
+    CHECK_MSG(fabs(frac - (1 - p)) < 0.02, "dropout keeps %.3f, expected %.3f", frac, 1 - p);
+    CHECK_MSG(same < (size_t)rows * cols * 0.8, "another seed gives nearly the same mask");
+    free(all), free(part), free(other);
+}
+
 int main(void) {
     rng_seed(&g_rng, 7, rng_hash_str("test_ops"));
+    test_dropout_mask();
     test_memory();
     test_dequant_range();
     test_gemm();

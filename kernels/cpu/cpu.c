@@ -18,6 +18,7 @@
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "core/base/nf4.h"
+#include "core/base/rng.h"
 
 /* ---- memory ---------------------------------------------------------------- */
 
@@ -68,10 +69,20 @@ static void cpu_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_r
     for (size_t i = 0; i < n; i++) y[i] = x[i] * mask[i] * alpha;
 }
 
-static double cpu_sumsq(size_t n, const tt_real *x) {
+static void cpu_sumsq(size_t n, const tt_real *x, double *acc) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
-    return s;
+    *acc += s;
+}
+
+/* Row t: the stream rng_seed(seed, stream0 + t), one uniform per column. */
+static void cpu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
+    for (int t = 0; t < rows; t++) {
+        tt_rng r;
+        rng_seed(&r, seed, stream0 + (uint64_t)t);
+        tt_real *m = mask + (size_t)t * cols;
+        for (int i = 0; i < cols; i++) m[i] = rng_uniform(&r) >= (double)p ? 1 : 0;
+    }
 }
 
 /* ---- frozen weights -------------------------------------------------------- */
@@ -201,7 +212,8 @@ static void cpu_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const t
 /* logits (R, V) in, dlogits out; targets (R), weight (R). A row with a
  * negative target or zero weight contributes nothing and gets dlogits 0.
  * exp is taken once per element in tt_real; sums and the loss are double. */
-static double cpu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale) {
+static void cpu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                     double *acc) {
     double loss = 0;
     for (int r = 0; r < R; r++) {
         tt_real *x = logits + (size_t)r * V;
@@ -224,7 +236,7 @@ static double cpu_xent(int R, int V, tt_real *logits, const int32_t *targets, co
         for (int j = 0; j < V; j++) x[j] = x[j] * inv * ws;
         x[tgt] -= ws;
     }
-    return loss;
+    *acc += loss;
 }
 
 /* ---- AdamW ----------------------------------------------------------------- */
@@ -261,6 +273,7 @@ static const tt_backend g_cpu = {
     .scale = cpu_scale,
     .mask_scale = cpu_mask_scale,
     .sumsq = cpu_sumsq,
+    .dropout_mask = cpu_dropout_mask,
     .dequant = cpu_dequant,
     .to_bf16 = cpu_to_bf16,
     .from_bf16 = cpu_from_bf16,

@@ -132,16 +132,48 @@ __global__ void k_sumsq(size_t n, const float *x, double *part) {
 enum { SUMSQ_BLOCKS = 256 };
 static double *g_sumsq_part; /* SUMSQ_BLOCKS partial sums, allocated at start-up */
 
-static double cu_sumsq(size_t n, const tt_real *x) {
-    if (!n) return 0;
-    enum { NB = SUMSQ_BLOCKS };
-    double *part = g_sumsq_part, host[NB];
-    k_sumsq<<<NB, 256>>>(n, x, part);
-    LAUNCHED();
-    CUDA_CHECK(cudaMemcpy(host, part, sizeof host, cudaMemcpyDeviceToHost));
+/* *acc += the n values of part, summed in order by one thread (n is small:
+ * block partials or one cross-entropy chunk's rows). */
+__global__ void k_sum_into(int n, const double *part, double *acc) {
     double s = 0;
-    for (int i = 0; i < NB; i++) s += host[i];
-    return s;
+    for (int i = 0; i < n; i++) s += part[i];
+    *acc += s;
+}
+
+static void cu_sumsq(size_t n, const tt_real *x, double *acc) {
+    if (!n) return;
+    k_sumsq<<<SUMSQ_BLOCKS, 256>>>(n, x, g_sumsq_part);
+    LAUNCHED();
+    k_sum_into<<<1, 1>>>(SUMSQ_BLOCKS, g_sumsq_part, acc);
+    LAUNCHED();
+}
+
+/* LoRA dropout's keep mask: one thread per row, core/base/rng.c's generator
+ * (splitmix64 seeding, xoshiro256**, 53-bit uniforms) step for step. */
+__device__ static uint64_t d_splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+__device__ static uint64_t d_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+__global__ void k_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, float *mask) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= rows) return;
+    uint64_t x = seed ^ ((stream0 + (uint64_t)t) * 0xd1342543de82ef95ull), s[4];
+    for (int i = 0; i < 4; i++) s[i] = d_splitmix(&x);
+    float *m = mask + (size_t)t * cols;
+    for (int i = 0; i < cols; i++) {
+        uint64_t r = d_rotl(s[1] * 5, 7) * 9, u = s[1] << 17;
+        s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+        s[2] ^= u;
+        s[3] = d_rotl(s[3], 45);
+        m[i] = (double)(r >> 11) * 0x1.0p-53 >= (double)p ? 1.f : 0.f;
+    }
+}
+static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
+    k_dropout_mask<<<blocks_for((size_t)rows, 128), 128>>>(rows, cols, seed, stream0, p, mask);
+    LAUNCHED();
 }
 
 /* ---- dequantization ------------------------------------------------------------ */
@@ -429,42 +461,16 @@ __global__ void k_xent(int V, float *logits, const int *tg, const float *wt, flo
     for (int j = threadIdx.x; j < V; j += blockDim.x) row[j] = (expf(row[j] - l) - (j == t ? 1.f : 0.f)) * w * dscale;
     if (threadIdx.x == 0) loss[r] = (double)w * (l - target);
 }
-/* Targets, weights and per-row losses of one cross-entropy chunk: allocated
- * at start-up for XENT_ROWS rows (16 bytes a row), grown only for a larger
- * chunk (the head's chunks are far smaller). */
-enum { XENT_ROWS = 65536 };
-static int *g_xent_tg;
-static float *g_xent_wt;
+/* Per-row losses of one cross-entropy chunk (XENT_MAX_ROWS doubles,
+ * allocated at start-up), summed in row order into the caller's double. */
 static double *g_xent_loss;
-static int g_xent_cap;
 
-static void xent_buffers(int R) {
-    if (R <= g_xent_cap) return;
-    if (g_xent_cap) {
-        CUDA_CHECK(cudaFree(g_xent_tg));
-        CUDA_CHECK(cudaFree(g_xent_wt));
-        CUDA_CHECK(cudaFree(g_xent_loss));
-    }
-    CUDA_CHECK(cudaMalloc(&g_xent_tg, (size_t)R * sizeof(int)));
-    CUDA_CHECK(cudaMalloc(&g_xent_wt, (size_t)R * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&g_xent_loss, (size_t)R * sizeof(double)));
-    g_xent_cap = R;
-}
-
-static double cu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale) {
-    xent_buffers(R);
-    int *tg = g_xent_tg;
-    float *wt = g_xent_wt;
-    double *loss = g_xent_loss, *host = (double *)tt_xmalloc((size_t)R * sizeof(double));
-    CUDA_CHECK(cudaMemcpy(tg, targets, (size_t)R * sizeof(int), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(wt, weight, (size_t)R * sizeof(float), cudaMemcpyHostToDevice));
-    k_xent<<<R, 256>>>(V, logits, tg, wt, dscale, loss);
+static void cu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                    double *acc) {
+    k_xent<<<R, 256>>>(V, logits, targets, weight, dscale, g_xent_loss);
     LAUNCHED();
-    CUDA_CHECK(cudaMemcpy(host, loss, (size_t)R * sizeof(double), cudaMemcpyDeviceToHost));
-    double s = 0;
-    for (int r = 0; r < R; r++) s += host[r];
-    free(host);
-    return s;
+    k_sum_into<<<1, 1>>>(R, g_xent_loss, acc);
+    LAUNCHED();
 }
 
 __global__ void k_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float b1, float b2, float eps,
@@ -577,11 +583,14 @@ static void nvml_close(nvml_api *n) {
 
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
-    cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dequant,    cu_rms_fwd,
+    cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_rms_fwd,
     cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_to_bf16,    cu_from_bf16,
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
+    /* no queues or events yet: everything runs on the legacy default stream, which the be_* wrappers treat as
+     * synchronous (the CUDA v2 issue brings three streams) */
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
@@ -609,7 +618,7 @@ extern "C" const tt_backend *backend_cuda(void) {
     CUDA_CHECK(cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)); /* cuBLAS's workspace, ours to count (else it grows lazily) */
     CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, CUDA_BLAS_WORKSPACE));
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
-    xent_buffers(XENT_ROWS);
+    CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
     CUDA_CHECK(cudaDeviceSynchronize());

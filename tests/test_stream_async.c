@@ -1,0 +1,107 @@
+/* tests/test_stream_async.c — the streaming runtime on `cpu-async`, the CPU
+ * backend whose queues are worker threads with seeded random delays and real
+ * events (kernels/cpu-async/). For f32 and bf16 activation cells, with and
+ * without LoRA dropout + clipping: the LoRA weights and losses after N
+ * streamed steps equal, bit for bit, N resident steps on the synchronous CPU
+ * backend, for every budget (the smallest, the smallest with lm_head
+ * streamed, a partial spill, a host cache) and every delay seed (20 unless
+ * TT_TEST_SEEDS says otherwise).
+ *
+ * A missing event wait in the runtime shows up here as a mismatch and, in
+ * the ThreadSanitizer build (make test runs one), as a data race:
+ * TT_TEST_DROP_WAIT=slot makes layer loads skip the wait for the compute
+ * queue to be done with a slot. With TT_TEST_EXPECT_FAIL=1 this program
+ * inverts its verdict: it passes only when some seed caught the dropped wait
+ * (tests/test_async_dropwait.sh). */
+#include "kernels/backend.h"
+#include "tests/fixtures.h"
+#include "tests/stream_run.h"
+
+#include <stdlib.h>
+
+enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, N_BUDGETS };
+static const char *budget_name[N_BUDGETS] = {"smallest (all spilled)", "smallest, lm_head streamed",
+                                             "partial spill", "host cache"};
+
+/* The plan request of budget b for req (all derived from the planner's smallest). */
+static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size_t cell_bytes) {
+    tier_store *s;
+    TT_ASSERT(tier_open(&s, store) == 0);
+    tt_plan_req r = *req;
+    if (b == B_SMALLEST_HEAD_HOST) r.lm_head = PLAN_HEAD_HOST;
+    uint64_t min_dev, min_host;
+    plan_minimum(s, &r, &min_dev, &min_host);
+    tier_close(s);
+    r.hbm = min_dev;
+    r.host = b == B_SMALLEST || b == B_SMALLEST_HEAD_HOST ? min_host : 0; /* 0: room for a host cache */
+    if (b == B_PARTIAL) r.hbm = min_dev + (uint64_t)cell_bytes * 12;
+    return r;
+}
+
+int main(void) {
+    const char *ns = getenv("TT_TEST_SEEDS"), *ef = getenv("TT_TEST_EXPECT_FAIL");
+    /* the sanitizer builds (several times slower) take fewer seeds unless told */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    int seeds = ns ? atoi(ns) : 3;
+#else
+    int seeds = ns ? atoi(ns) : 20;
+#endif
+    int expect_fail = ef && strcmp(ef, "1") == 0;
+    if (seeds < 1) seeds = 1;
+    const char *dl = getenv("TT_TEST_DELAY_US");
+    int delay_us = dl ? atoi(dl) : 50;
+    char *dir = fixture_tmpdir();
+    char store[600];
+    snprintf(store, sizeof store, "%s/tiny.tier", dir);
+    tt_config c;
+    TT_ASSERT(config_preset("tiny", &c) == 0);
+    CHECK(fixture_write_model(store, &c, TT_DTYPE_F32, 0.02f, 1) == 0);
+    const tt_backend *cpu = backend_cpu(), *async = be_by_name("cpu-async");
+    TT_ASSERT(async);
+    int runs = 0, mismatches = 0, base_failures = tt_test_failures;
+    for (int variant = 0; variant < 4; variant++) {
+        int bf16 = variant & 1, drop = variant >> 1;
+        float dropout = drop ? 0.1f : 0.f, clip = drop ? 1.f : 0.f;
+        tt_plan_req req = {0};
+        req.B = 1; req.seq = 16; req.K = 3;
+        req.lora = (tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS};
+        req.defer_optimizer = clip > 0;
+        req.act_bf16 = bf16;
+        be_use(cpu);
+        run_out ref;
+        tt_plan p;
+        CHECK(run(store, &req, dropout, clip, &ref, &p) == 0);
+        size_t cell = (size_t)req.B * req.seq * c.hidden * (bf16 ? 2 : sizeof(tt_real));
+        be_use(async);
+        for (int seed = 1; seed <= seeds; seed++)
+            for (int b = 0; b < N_BUDGETS; b++) {
+                cpu_async_configure((uint64_t)seed * 1000 + (uint64_t)variant * 10 + (uint64_t)b, delay_us);
+                tt_plan_req r = budget(store, &req, b, cell);
+                run_out o;
+                int before = tt_test_failures;
+                if (run(store, &r, dropout, clip, &o, &p) != 0) {
+                    CHECK_MSG(0, "%s: the run failed", budget_name[b]);
+                    continue;
+                }
+                char what[160];
+                snprintf(what, sizeof what, "%s, %s%s, seed %d", budget_name[b], bf16 ? "bf16" : "f32",
+                         drop ? ", dropout+clip" : "", seed);
+                compare(&ref, &o, what, &p);
+                mismatches += tt_test_failures != before;
+                runs++;
+                free(o.params);
+            }
+        be_use(cpu);
+        free(ref.params);
+    }
+    fprintf(stderr, "cpu-async: %d streamed runs (%d seeds x %d budgets x 4 variants), %d differ from the resident "
+            "CPU run\n", runs, seeds, N_BUDGETS, mismatches);
+    fixture_rm_rf(dir);
+    free(dir);
+    if (expect_fail) { /* the dropped wait must have been caught */
+        int caught = mismatches > 0;
+        fprintf(stderr, "%s\n", caught ? "the dropped event wait was caught" : "the dropped event wait went unnoticed");
+        tt_test_failures = base_failures + !caught;
+    }
+    TEST_END();
+}
