@@ -5,7 +5,7 @@
 #include "core/base/rng.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -234,7 +234,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     const tt_plan *plan = exec_plan(e);
     int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum;
     TT_ASSERT(plan->req.B == B && plan->req.seq == S && plan->req.K == K);
-    TT_ASSERT(o->clip <= 0 || plan->req.defer_optimizer);
+    TT_ASSERT(o->clip <= 0 || exec_user_cfg(&plan->req.user).defer_optimizer);
     if (train->n < (uint64_t)S + 1)
         return TT_FAIL(-EINVAL, "the training data has %llu tokens, fewer than --seq %d + 1; use more data or a "
                        "shorter --seq", (unsigned long long)train->n, S);

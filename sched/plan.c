@@ -1,19 +1,19 @@
 /* sched/plan.c — the memory planner. Every candidate plan is measured by
- * running the executor's own carving (exec_measure) on measuring arenas, so
+ * running the runtime's own carving (stream_measure) on measuring arenas, so
  * the predicted bytes are exactly what the run will reserve. */
 #include "sched/plan.h"
 
 #include "core/base/common.h"
 #include "kernels/backend.h"
 #include "sched/arena.h"
-#include "sched/exec.h"
+#include "sched/stream.h"
 
 #include <errno.h>
 #include <string.h>
 
 static void measure(const tier_store *s, tt_plan *p) {
     tt_arena *d = arena_measure("device"), *h = arena_measure("host");
-    exec_measure(s, p, d, h);
+    stream_measure(s, p, d, h);
     p->dev_bytes = arena_peak(d);
     p->host_bytes = arena_peak(h);
     arena_free(d);
@@ -208,7 +208,7 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
             p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
             p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
     tt_arena *d = arena_measure("device"), *h = arena_measure("host");
-    exec_measure(s, p, d, h);
+    stream_measure(s, p, d, h);
     const char *be = be_current()->name;
     if (strcmp(be, "cpu") == 0)
         fprintf(f, "\nmemory table, device (GPU tier; the CPU backend stands in):\n");

@@ -4,16 +4,22 @@
  * prefetched ahead), whether lm_head stays on the device, how many
  * layer-boundary activations stay on the device and how many spill to the
  * host, whether every layer is cached in host memory between steps — and
- * the exact bytes of each region (sched/exec.c carves the arenas with the
+ * the exact bytes of each region (sched/stream.c carves the arenas with the
  * same code, measuring first). An impossible budget is refused with the
- * smallest budget that would work. */
+ * smallest budget that would work.
+ *
+ * The planner does not know what trains: the step loop's owner (core/)
+ * describes its device regions (LoRA state, workspace) by a tt_dev_user —
+ * a carving callback and its configuration, copied by value — and the
+ * planner measures them by calling it. */
 #ifndef TT_PLAN_H
 #define TT_PLAN_H
 
+#include <stdalign.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#include "core/lora.h"
+#include "core/base/alloc.h"
 #include "io/tier.h"
 
 #define PLAN_TRANSIT 6  /* device activation buffers beyond the resident ones (temporaries, spills in flight) */
@@ -21,11 +27,24 @@
 
 enum { PLAN_HEAD_AUTO = 0, PLAN_HEAD_DEVICE, PLAN_HEAD_HOST };
 
+struct tt_plan;
+
+/* The device regions of whoever runs the step loop, carved from the device
+ * arena first: carve(u, store, plan, dev, keep) takes its buffers from dev
+ * (measuring when dev->measuring: then keep is NULL and nothing is kept;
+ * otherwise keep is the owner's object, which records them). cfg holds the
+ * owner's configuration (copied with the request). */
+#define PLAN_USER_CFG 64
+typedef struct tt_dev_user {
+    int (*carve)(const struct tt_dev_user *u, const tier_store *s, const struct tt_plan *p, const tt_alloc *dev,
+                 void *keep);
+    alignas(8) unsigned char cfg[PLAN_USER_CFG];
+} tt_dev_user;
+
 typedef struct tt_plan_req {
     uint64_t hbm, host;   /* budgets in bytes; 0 = unlimited (everything resident) */
     int B, seq, K;        /* micro-batch of B sequences of seq tokens; K micro-batches per step */
-    tt_lora_cfg lora;
-    int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
+    tt_dev_user user;     /* the step loop's own device regions (required) */
     int lm_head;          /* PLAN_HEAD_AUTO, PLAN_HEAD_DEVICE or PLAN_HEAD_HOST */
     int no_host_cache;    /* never cache layers on the host (IO benchmarks: read NVMe every step) */
     int act_bf16;         /* layer-boundary activations (checkpoints, their gradients, spills) stored as bf16 */

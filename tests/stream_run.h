@@ -7,7 +7,7 @@
 
 #include "core/base/common.h"
 #include "core/base/rng.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
 #include "tests/test.h"
 

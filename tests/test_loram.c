@@ -23,7 +23,7 @@
 #include "io/storeio.h"
 #include "core/train.h"
 #include "io/peft.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
@@ -566,7 +566,7 @@ static double exec_eval_loss(const char *path, const peft_adapter *a, const tt_t
     req.B = B;
     req.seq = S;
     req.K = K;
-    req.lora = (tt_lora_cfg){(int)a->rank, a->alpha, 0.f, a->target_mask};
+    exec_user(&req.user, &(tt_lora_cfg){(int)a->rank, a->alpha, 0.f, a->target_mask}, 0);
     if (streamed) plan_minimum(s, &req, &req.hbm, &req.host);
     tt_plan p;
     TT_ASSERT(plan_make(s, &req, &p) == 0);

@@ -11,8 +11,9 @@
  * `small` preset (16 layers, GQA) with f32 weights. */
 #include "core/base/common.h"
 #include "sched/arena.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
+#include "sched/stream.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
@@ -34,8 +35,7 @@ int main(void) {
         float dropout = variant ? 0.1f : 0.f, clip = variant ? 1.f : 0.f;
         tt_plan_req req = {0};
         req.B = 1; req.seq = 16; req.K = 3;
-        req.lora = (tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS};
-        req.defer_optimizer = clip > 0;
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS}, clip > 0);
         req.act_bf16 = variant == 2;
         run_out ref, o;
         tt_plan p;
@@ -115,7 +115,7 @@ int main(void) {
         CHECK(fixture_write_model(pstore, &pc, TT_DTYPE_F32, 0.02f, 1) == 0);
         tt_plan_req req = {0};
         req.B = 1; req.seq = 16; req.K = 2;
-        req.lora = (tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS};
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS}, 0);
         run_out ref, o;
         tt_plan p;
         CHECK(run(pstore, &req, 0.f, 0.f, &ref, &p) == 0);
@@ -131,7 +131,7 @@ int main(void) {
         compare(&ref, &o, "pruned, host cache", &p);
         /* the cache is the layers' own bytes: the host arena holds no more than they and the rest */
         tt_arena *d = arena_measure("device"), *h = arena_measure("host");
-        exec_measure(s, &p, d, h);
+        stream_measure(s, &p, d, h);
         uint64_t cache = 0;
         for (int i = 0; i < arena_n_labels(h); i++) {
             const char *lab;

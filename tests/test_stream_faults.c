@@ -22,7 +22,7 @@
 #include "core/train.h"
 #include "io/ckpt.h"
 #include "io/uring.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
 #include "sched/trace.h"
 #include "tests/fixtures.h"
@@ -45,7 +45,7 @@ static void micro6_config(tt_config *c) {
 static tt_plan_req base_req(void) {
     tt_plan_req r = {0};
     r.B = 1; r.seq = 8; r.K = 2;
-    r.lora = (tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS};
+    exec_user(&r.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS}, 0);
     return r;
 }
 
@@ -151,7 +151,7 @@ static void test_io_fault(void) {
 static int run_train(const tt_train_opts *o, const tt_tokens *train, const tt_tokens *val, uint64_t fault_nth,
                      tt_train_result *res) {
     tt_plan_req req = base_req();
-    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; req.lora = o->lora;
+    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; exec_user(&req.user, &o->lora, o->clip > 0);
     tt_plan p = min_plan(req);
     tt_exec *e;
     int rc = exec_create(&e, g_store, &p, o->seed, NULL);

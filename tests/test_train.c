@@ -9,7 +9,7 @@
 #include "core/train.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
@@ -21,7 +21,7 @@ static int run_train(const char *model, const tt_train_opts *o, const tt_tokens 
     tier_store *s;
     TT_ASSERT(tier_open(&s, model) == 0);
     tt_plan_req req = {0};
-    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; req.lora = o->lora; req.defer_optimizer = o->clip > 0;
+    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; exec_user(&req.user, &o->lora, o->clip > 0);
     tt_plan p;
     TT_ASSERT(plan_make(s, &req, &p) == 0);
     tier_close(s);

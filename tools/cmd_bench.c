@@ -13,7 +13,7 @@
 #include "core/base/dtype.h"
 #include "core/base/nf4.h"
 #include "kernels/backend.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
 #include "sched/trace.h"
 
@@ -198,7 +198,7 @@ static int timed_steps(tt_exec *e, int steps, double *secs, tt_trace *trace, dou
     for (int st = 1; st <= steps && rc == 0; st++) {
         double ts = tt_now(), loss, g;
         if (trace) trace_step_begin(trace, ts);
-        rc = exec_step(e, in, tg, w, 1e-4f, st, 0.9f, 0.999f, 1e-8f, 0.f, p->req.defer_optimizer ? 1.f : 0.f, 0, &loss, &g);
+        rc = exec_step(e, in, tg, w, 1e-4f, st, 0.9f, 0.999f, 1e-8f, 0.f, exec_user_cfg(&p->req.user).defer_optimizer ? 1.f : 0.f, 0, &loss, &g);
         if (trace && rc == 0) {
             tt_trace_stats s;
             trace_step_stats(trace, tt_now(), &s);
@@ -377,7 +377,7 @@ static double copy_gbps(void *dst, const void *src, size_t bytes, int iters) {
 }
 
 /* The copies the streaming runtime makes, side by side: from the registered
- * host arena (anonymous mmap + be_host_register, as sched/exec.c reserves
+ * host arena (anonymous mmap + be_host_register, as sched/stream.c reserves
  * it), from the runtime's own pinned memory (the peak; CUDA only) and from
  * plain pageable memory. Appends rows to res; returns the new count, or -1
  * when host memory runs out. */

@@ -6,7 +6,7 @@
 #include "core/tokfile.h"
 #include "core/train.h"
 #include "io/peft.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
@@ -65,7 +65,7 @@ int cmd_eval(int argc, char **argv) {
         {"batch-tokens", 0, CLI_SIZE, &pa.batch_tokens, "4096", "N",
          "tokens per pass over the layers (a multiple of seq * micro-batch); each layer load serves them all"},
         {"lm-head", 0, CLI_STR, &pa.lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
-        {"device", 0, CLI_STR, &pa.device, "cpu", "NAME", "compute backend: cpu or cuda"},
+        {"device", 0, CLI_STR, &pa.device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},
         {"act-dtype", 0, CLI_STR, &pa.act_dtype, "f32", "T", "layer-boundary activations: f32 or bf16 (as train's)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object instead of text"},
         {0},
@@ -118,8 +118,9 @@ int cmd_eval(int argc, char **argv) {
     /* The executor always carries a LoRA. Without an adapter it is rank 1 on
      * q_proj with B = 0 (PEFT's initialisation, which exec_create applies):
      * its term is exactly zero, so this is the bare model at the least cost. */
-    req.lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask}
-                       : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q};
+    tt_lora_cfg lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask}
+                               : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q};
+    exec_user(&req.user, &lora, exec_user_cfg(&req.user).defer_optimizer);
 
     /* Windows of seq + 1 tokens, consecutive (each starts where the last one's
      * targets ended), as train_eval cuts them. */

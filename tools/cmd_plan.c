@@ -2,6 +2,7 @@
  * shape and the --hbm / --host budgets, the same plan `train` uses. */
 #include "core/base/common.h"
 #include "core/lora.h"
+#include "core/exec.h"
 #include "kernels/backend.h"
 #include "sched/plan.h"
 #include "tools/cli.h"
@@ -23,12 +24,12 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     req->B = (int)a->micro;
     req->seq = (int)a->seq;
     req->K = (int)(a->batch_tokens / (uint64_t)(a->seq * a->micro));
-    req->lora = (tt_lora_cfg){(int)a->rank, (float)a->alpha, 0.f, 0};
-    if (lora_parse_targets(a->targets, &req->lora.targets)) {
+    tt_lora_cfg lora = {(int)a->rank, (float)a->alpha, 0.f, 0};
+    if (lora_parse_targets(a->targets, &lora.targets)) {
         fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
         return 2;
     }
-    req->defer_optimizer = a->clip > 0;
+    exec_user(&req->user, &lora, a->clip > 0);
     const char *ad = a->act_dtype ? a->act_dtype : "f32";
     if (strcmp(ad, "f32") != 0 && strcmp(ad, "bf16") != 0) {
         fprintf(stderr, "tiertrain %s: --act-dtype must be f32 or bf16, not '%s'\n", cmd, ad);
@@ -61,7 +62,7 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
     char a[32], b[32];
     if (!as_json) {
         printf("smallest plans for %s (%s), micro-batch %d, %llu tokens per step, LoRA rank %d, device %s:\n",
-               tier_path(s), tier_config(s)->name, req->B, (unsigned long long)tokens, req->lora.rank,
+               tier_path(s), tier_config(s)->name, req->B, (unsigned long long)tokens, exec_user_cfg(&req->user).lora.rank,
                be_current()->name);
         printf("  %6s  %13s  %14s  %14s\n", "seq", "micro-batches", "smallest --hbm", "host memory");
     } else {

@@ -6,7 +6,7 @@
 #include "core/model.h"
 #include "core/tokfile.h"
 #include "core/train.h"
-#include "sched/exec.h"
+#include "core/exec.h"
 #include "sched/plan.h"
 #include "sched/trace.h"
 #include "tools/cli.h"
@@ -126,10 +126,10 @@ int cmd_train(int argc, char **argv) {
     o.resume_dir = resume;
     tt_plan_req req;
     if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
-    o.lora = req.lora;
+    o.lora = exec_user_cfg(&req.user).lora;
     o.act_bf16 = req.act_bf16;
     o.lora.dropout = (float)dropout;
-    req.lora.dropout = (float)dropout;
+    exec_user(&req.user, &o.lora, exec_user_cfg(&req.user).defer_optimizer);
     o.seed = (uint64_t)seed;
     o.steps = (int)steps; o.seq = (int)seq; o.micro_batch = (int)micro;
     o.accum = (int)(batch_tokens / (uint64_t)(seq * micro));

@@ -1,5 +1,6 @@
-/* sched/exec.c — the layer-streaming executor (see exec.h). Three threads:
- * the caller issues the compute (on the backend's compute queue); the IO
+/* sched/stream.c — the weight provider and the activation store (see
+ * stream.h). Three threads: the caller (core/exec.c's step loop) issues the
+ * compute on the backend's compute queue; the IO
  * thread loads layers (NVMe -> pinned host -> device slot, copies on the
  * host-to-device queue); the copy thread spills and unspills activations
  * (device-to-host and host-to-device queues). One mutex and one condition
@@ -14,11 +15,12 @@
  * the layer's ops. Each activation buffer carries one event, recorded by the
  * queue that used it last before it goes back to the free list (or to a
  * spill); whoever takes it next makes its queue wait for that event. */
-#include "sched/exec.h"
+#include "sched/stream.h"
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "io/uring.h"
+#include "kernels/backend.h"
 #include "sched/arena.h"
 #include "sched/topo.h"
 
@@ -69,7 +71,6 @@ typedef struct regions {
     void **slot_buf;         /* [slots] device */
     void *head;              /* device: the head extent, or only the final norm */
     void **cell_buf;         /* [dev_cells + PLAN_TRANSIT] device, cell bytes each (f32 or bf16 values) */
-    tt_real *act[3];         /* bf16 cells: the f32 compute copies (layer input, output gradient, output) */
     uint8_t *staging;        /* host */
     uint8_t *embed;          /* host: the embedding extent */
     uint8_t *head_host;      /* host: the head extent when lm_head is streamed */
@@ -79,22 +80,21 @@ typedef struct regions {
 } regions;
 
 typedef struct sizes {
-    uint64_t slot, cell, act, stage, embed, head; /* act: one (T, hidden) f32 activation; cell: its stored form */
+    uint64_t slot, cell, stage, embed, head; /* cell: one (T, hidden) activation in its stored form */
     int has_lz4;
 } sizes;
 
-struct tt_exec {
+struct tt_stream {
     tt_plan plan;
     tier_store *s;
-    tt_model *m;
-    tt_lora lora;
-    tt_ws *ws;
     tt_trace *trace;
     tt_topo *topo;
     void *dev_base, *host_base;
     size_t dev_len, host_len;
     int host_registered;
     tt_arena *dev, *host;
+    const void *embed, *head_ext, *head_norm; /* the fixed extents (stream_embed, stream_head) */
+    uint32_t embed_dtype;
     regions r;
     sizes sz;
     slot *slots;
@@ -136,17 +136,17 @@ static int qpop(queue *q, cmd *c) {
     return 1;
 }
 
-static void rec(tt_exec *e, int track, const char *name, int64_t arg, double t0) {
+static void rec(tt_stream *e, int track, const char *name, int64_t arg, double t0) {
     if (e->trace) trace_add(e->trace, track, name, arg, t0, tt_now());
 }
 
-static cell *cell_at(tt_exec *e, int l, int k) {
+static cell *cell_at(tt_stream *e, int l, int k) {
     TT_ASSERT(l >= 1 && l <= e->L && k >= 0 && k < e->K);
     return &e->cells[(size_t)l * e->K + k];
 }
 
 /* The event of activation buffer b (one of r.cell_buf). */
-static tt_event *buf_ev(tt_exec *e, const void *b) {
+static tt_event *buf_ev(tt_stream *e, const void *b) {
     for (int i = 0; i < e->plan.dev_cells + PLAN_TRANSIT; i++)
         if (e->r.cell_buf[i] == b) return e->buf_ev[i];
     TT_ASSERT(!"not an activation buffer");
@@ -176,31 +176,23 @@ static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
     z->stage = tt_align_up(z->stage, UR_ALIGN);
     z->embed = tt_align_up(em->raw, UR_ALIGN);
     z->head = tt_align_up(h->raw, UR_ALIGN);
-    z->act = (uint64_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
-    z->cell = p->req.act_bf16 ? z->act / sizeof(tt_real) * 2 : z->act;
+    z->cell = (uint64_t)p->req.B * p->req.seq * cfg->hidden * (p->req.act_bf16 ? 2 : sizeof(tt_real));
 }
 
 static void *arena_fn(void *ctx, size_t bytes, const char *label) { return arena_alloc(ctx, bytes, label); }
 
-/* Carves every region of plan p, in one fixed order, from dev and host. With
- * e == NULL the arenas are measuring ones and nothing is kept. */
-static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena *host, tt_exec *e, uint64_t seed) {
+/* Carves every region of plan p, in one fixed order, from dev and host: the
+ * user's (the step loop's owner) first, then the runtime's. With e == NULL
+ * the arenas are measuring ones and nothing is kept. */
+static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena *host, tt_stream *e, void *keep) {
     const tt_config *cfg = tier_config(s);
     int L = (int)cfg->n_layers, K = p->req.K;
     sizes z;
     region_sizes(s, p, &z);
     tt_alloc da = {arena_fn, dev, e == NULL};
-    tt_lora lo_measure, *lo = e ? &e->lora : &lo_measure;
-    int rc = lora_init_in(lo, cfg, &p->req.lora, seed, &da, !p->req.defer_optimizer);
+    TT_ASSERT(p->req.user.carve);
+    int rc = p->req.user.carve(&p->req.user, s, p, &da, e ? keep : NULL);
     if (rc) return rc;
-    /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
-     * buffer (head_on_device then only means the final norm) */
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0};
-    tt_ws *ws = NULL;
-    rc = ws_create(&ws, cfg, &p->req.lora, &wo, &da);
-    if (rc) return rc;
-    if (e) e->ws = ws;
-    else ws_free(ws);
     regions *r = e ? &e->r : NULL;
     for (int i = 0; i < p->slots; i++) {
         void *b = arena_alloc(dev, z.slot, "layer slots");
@@ -212,10 +204,6 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     for (int i = 0; i < p->dev_cells + PLAN_TRANSIT; i++) {
         void *b = arena_alloc(dev, z.cell, p->req.act_bf16 ? "activation cells (bf16)" : "activation cells");
         if (r) r->cell_buf[i] = b;
-    }
-    for (int i = 0; p->req.act_bf16 && i < 3; i++) {
-        void *b = arena_alloc(dev, z.act, "activation compute copies (f32)");
-        if (r) r->act[i] = b;
     }
     void *st = arena_alloc(host, z.stage, "staging (NVMe reads)");
     void *em = arena_alloc(host, z.embed, "embedding");
@@ -234,14 +222,14 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     return 0;
 }
 
-void exec_measure(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena *host) {
-    int rc = carve(s, p, dev, host, NULL, 0);
+void stream_measure(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena *host) {
+    int rc = carve(s, p, dev, host, NULL, NULL);
     TT_ASSERT(rc == 0);
 }
 
 /* ---- the IO thread: layer loads --------------------------------------------- */
 
-static void io_fail(tt_exec *e, int rc, const char *msg) {
+static void io_fail(tt_stream *e, int rc, const char *msg) {
     pthread_mutex_lock(&e->mu);
     if (!e->io_rc) {
         e->io_rc = rc;
@@ -252,7 +240,7 @@ static void io_fail(tt_exec *e, int rc, const char *msg) {
 }
 
 /* Reads extent x of the store into dst (host, registered), checks it. */
-static int read_checked(tt_exec *e, uint32_t ext, uint8_t *dst, int64_t arg) {
+static int read_checked(tt_stream *e, uint32_t ext, uint8_t *dst, int64_t arg) {
     const tier_extent *x = tier_extent_at(e->s, ext);
     double t0 = tt_now();
     int rc = uring_reader_read(e->reader, dst, x->offset, tt_align_up(x->stored, UR_ALIGN));
@@ -267,7 +255,7 @@ static int read_checked(tt_exec *e, uint32_t ext, uint8_t *dst, int64_t arg) {
 }
 
 /* Brings layer l's raw extent to host memory: the cache, or staging/decode. */
-static int layer_to_host(tt_exec *e, int l, const uint8_t **raw) {
+static int layer_to_host(tt_stream *e, int l, const uint8_t **raw) {
     uint32_t ext = TT_EXTENT_LAYER(l);
     const tier_extent *x = tier_extent_at(e->s, ext);
     if (e->plan.host_cache && e->cached[l]) {
@@ -290,7 +278,7 @@ static int layer_to_host(tt_exec *e, int l, const uint8_t **raw) {
 }
 
 static void *io_main(void *arg) {
-    tt_exec *e = arg;
+    tt_stream *e = arg;
     if (e->topo) topo_pin_thread(e->topo, topo_io_core(e->topo)); /* best effort */
     for (;;) {
         cmd c;
@@ -323,10 +311,10 @@ static void *io_main(void *arg) {
 
 /* ---- the copy thread: activation spills ------------------------------------- */
 
-static void buf_free_locked(tt_exec *e, void *b);
+static void buf_free_locked(tt_stream *e, void *b);
 
 static void *copy_main(void *arg) {
-    tt_exec *e = arg;
+    tt_stream *e = arg;
     if (e->topo) topo_pin_thread(e->topo, topo_io_core(e->topo));
     size_t bytes = e->sz.cell;
     for (;;) {
@@ -365,7 +353,7 @@ static void *copy_main(void *arg) {
 /* ---- activation buffers and cells (compute thread; lock held inside) ------- */
 
 /* A free activation buffer for the compute queue (which waits for its last use). */
-static void *buf_get(tt_exec *e) {
+static void *buf_get(tt_stream *e) {
     pthread_mutex_lock(&e->mu);
     while (e->n_free == 0) pthread_cond_wait(&e->cv, &e->mu); /* a spill in flight will return one */
     void *b = e->free_bufs[--e->n_free];
@@ -375,12 +363,12 @@ static void *buf_get(tt_exec *e) {
 }
 
 /* Back to the free list; the caller recorded b's event after its last use. */
-static void buf_free_locked(tt_exec *e, void *b) {
+static void buf_free_locked(tt_stream *e, void *b) {
     TT_ASSERT(e->n_free < e->plan.dev_cells + PLAN_TRANSIT);
     e->free_bufs[e->n_free++] = b;
 }
 /* The compute thread is done with b: after the ops issued so far. */
-static void buf_put_locked(tt_exec *e, void *b) {
+static void buf_put_locked(tt_stream *e, void *b) {
     be_event_record(buf_ev(e, b), NULL);
     buf_free_locked(e, b);
 }
@@ -388,7 +376,7 @@ static void buf_put_locked(tt_exec *e, void *b) {
 /* Starts unspills for the next host-cell reads of the step, in order, as soon
  * as the value they need has been stored (a read of a gradient must not
  * fetch the checkpoint it replaces). */
-static void prefetch_unspills_locked(tt_exec *e) {
+static void prefetch_unspills_locked(tt_stream *e) {
     while (e->next_read < e->n_reads && e->unspill_inflight < PLAN_UNSPILL_AHEAD && e->n_free > 3) {
         int l = e->reads[e->next_read][0], k = e->reads[e->next_read][1], phase = e->reads[e->next_read][2];
         cell *x = cell_at(e, l, k);
@@ -404,7 +392,7 @@ static void prefetch_unspills_locked(tt_exec *e) {
 }
 
 /* The device copy of cell (l, k), unspilling it now if no prefetch did. */
-static void *cell_get(tt_exec *e, int l, int k) {
+static void *cell_get(tt_stream *e, int l, int k) {
     cell *x = cell_at(e, l, k);
     /* the reads list follows exactly this order of cell_get calls */
     TT_ASSERT(e->cur_read < e->n_reads && e->reads[e->cur_read][0] == l && e->reads[e->cur_read][1] == k);
@@ -432,7 +420,7 @@ static void *cell_get(tt_exec *e, int l, int k) {
 }
 
 /* Stores b (device) as the value of cell (l, k): kept (dev cell) or spilled. */
-static void cell_put(tt_exec *e, int l, int k, void *b) {
+static void cell_put(tt_stream *e, int l, int k, void *b) {
     cell *x = cell_at(e, l, k);
     pthread_mutex_lock(&e->mu);
     x->phase++;
@@ -452,7 +440,7 @@ static void cell_put(tt_exec *e, int l, int k, void *b) {
 
 /* Done with the device copy of cell (l, k) for now (a host cell's copy is
  * dropped; a dev cell keeps its value unless drop). */
-static void cell_done(tt_exec *e, int l, int k, int drop) {
+static void cell_done(tt_stream *e, int l, int k, int drop) {
     cell *x = cell_at(e, l, k);
     pthread_mutex_lock(&e->mu);
     if ((x->home == CELL_HOST || drop) && x->dev) {
@@ -466,13 +454,13 @@ static void cell_done(tt_exec *e, int l, int k, int drop) {
 /* ---- layer slots ------------------------------------------------------------ */
 
 /* Next position >= from (in a repeating 2L access sequence) using layer l. */
-static int next_use(const tt_exec *e, int l, int from) {
+static int next_use(const tt_stream *e, int l, int from) {
     for (int d = 0; d < 4 * e->L; d++)
         if (e->access[(from + d) % (2 * e->L)] == l) return from + d;
     return from + 4 * e->L;
 }
 
-static int slot_of_locked(const tt_exec *e, int l) {
+static int slot_of_locked(const tt_stream *e, int l) {
     for (int i = 0; i < e->plan.slots; i++)
         if (e->slots[i].layer == l) return i;
     return -1;
@@ -480,7 +468,7 @@ static int slot_of_locked(const tt_exec *e, int l) {
 
 /* Issues loads for the layers needed at positions pos .. pos+prefetch that
  * are not in a slot, evicting the layer needed furthest in the future. */
-static void schedule_loads_locked(tt_exec *e, int pos) {
+static void schedule_loads_locked(tt_stream *e, int pos) {
     for (int d = 0; d <= e->plan.prefetch; d++) {
         int l = e->access[(pos + d) % (2 * e->L)];
         if (slot_of_locked(e, l) >= 0) continue;
@@ -503,9 +491,7 @@ static void schedule_loads_locked(tt_exec *e, int pos) {
     pthread_cond_broadcast(&e->cv);
 }
 
-/* Waits for layer l (at access position pos) and binds it; -errno on IO error. */
-static int acquire_layer(tt_exec *e, int l, int pos) {
-    double t0 = tt_now();
+int stream_acquire(tt_stream *e, int l, int pos, const void **ext) {
     pthread_mutex_lock(&e->mu);
     schedule_loads_locked(e, pos);
     int i;
@@ -526,12 +512,11 @@ static int acquire_layer(tt_exec *e, int l, int pos) {
     tt_event *ready = e->slots[i].ready;
     pthread_mutex_unlock(&e->mu);
     be_queue_wait(NULL, ready); /* the layer's ops follow its copy */
-    model_bind_layer(e->m, e->s, l, e->slots[i].buf);
-    (void)t0;
+    *ext = e->slots[i].buf;
     return 0;
 }
 
-static void release_layer(tt_exec *e, int l, int next_pos) {
+void stream_release(tt_stream *e, int l, int next_pos) {
     pthread_mutex_lock(&e->mu);
     int i = slot_of_locked(e, l);
     TT_ASSERT(i >= 0);
@@ -543,8 +528,8 @@ static void release_layer(tt_exec *e, int l, int next_pos) {
 
 /* ---- creation ---------------------------------------------------------------- */
 
-static int load_fixed_extents(tt_exec *e) {
-    const tt_config *c = model_config(e->m);
+static int load_fixed_extents(tt_stream *e) {
+    const tt_config *c = tier_config(e->s);
     /* the embedding stays on the host */
     uint32_t ext = TT_EXTENT_EMBED(c);
     const tier_extent *x = tier_extent_at(e->s, ext);
@@ -552,7 +537,8 @@ static int load_fixed_extents(tt_exec *e) {
     if (rc) return rc;
     if (x->codec != TIER_CODEC_RAW && (rc = tier_extent_decode(e->s, ext, e->r.staging, e->r.embed))) return rc;
     const tier_tensor *t = tier_tensor_at(e->s, x->first_tensor);
-    model_bind_embed(e->m, e->r.embed + t->offset, t->dtype);
+    e->embed = e->r.embed + t->offset;
+    e->embed_dtype = t->dtype;
     /* the head: on the device, or on the host with its norm copied to the device */
     ext = TT_EXTENT_HEAD(c);
     x = tier_extent_at(e->s, ext);
@@ -561,18 +547,18 @@ static int load_fixed_extents(tt_exec *e) {
     if (rc) return rc;
     if (e->plan.head_on_device) {
         be_to_device(e->r.head, host, x->raw);
-        model_bind_head(e->m, e->s, e->r.head, 0);
+        e->head_ext = e->r.head;
+        e->head_norm = NULL;
     } else {
         const tier_tensor *norm = tier_tensor_at(e->s, x->first_tensor);
         be_to_device(e->r.head, host + norm->offset, 4u * c->hidden);
-        model_bind_head(e->m, e->s, host, 1);
-        /* the norm is read on the device: point the binding at the device copy */
-        model_bind_head_norm(e->m, e->r.head);
+        e->head_ext = host;
+        e->head_norm = e->r.head; /* the norm is read on the device: its device copy */
     }
     return 0;
 }
 
-void exec_free(tt_exec *e) {
+void stream_free(tt_stream *e) {
     if (!e) return;
     if (e->threads_started) {
         pthread_mutex_lock(&e->mu);
@@ -591,15 +577,12 @@ void exec_free(tt_exec *e) {
     free(e->buf_ev);
     be_queue_free(e->h2d);
     be_queue_free(e->d2h);
-    if (e->ws) ws_free(e->ws);
-    lora_free(&e->lora);
     uring_reader_close(e->reader);
     if (e->dev) arena_free(e->dev);
     if (e->host) arena_free(e->host);
     be_free(e->dev_base);
     if (e->host_registered) be_host_unregister(e->host_base);
     if (e->host_base) munmap(e->host_base, e->host_len);
-    model_free(e->m);
     tier_close(e->s);
     topo_free(e->topo);
     free(e->r.slot_buf); free(e->r.cell_buf); free(e->r.cell_host); free(e->r.cache);
@@ -609,17 +592,16 @@ void exec_free(tt_exec *e) {
     free(e);
 }
 
-int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t seed, tt_trace *trace) {
+int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *keep, tt_trace *trace) {
     *out = NULL;
-    tt_exec *e = tt_xcalloc(1, sizeof *e);
+    tt_stream *e = tt_xcalloc(1, sizeof *e);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->plan = *plan;
     e->trace = trace;
     int rc = tier_open(&e->s, path);
-    if (rc) { exec_free(e); return rc; }
+    if (rc) { stream_free(e); return rc; }
     const tt_config *c = tier_config(e->s);
-    e->m = model_shell(e->s);
     e->L = (int)c->n_layers;
     e->K = plan->req.K;
     e->T = plan->req.B * plan->req.seq;
@@ -643,7 +625,7 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     e->dev_base = be_alloc(e->dev_len);
     if (!e->dev_base) {
         rc = TT_FAIL(-ENOMEM, "cannot reserve the device arena of %llu bytes (--hbm)", (unsigned long long)e->dev_len);
-        exec_free(e);
+        stream_free(e);
         return rc;
     }
     e->host_len = tt_align_up(plan->host_bytes ? plan->host_bytes : 1, UR_ALIGN);
@@ -652,19 +634,19 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     if (e->host_base == MAP_FAILED) {
         e->host_base = NULL;
         rc = TT_FAIL(-ENOMEM, "cannot reserve the host arena of %llu bytes (--host)", (unsigned long long)e->host_len);
-        exec_free(e);
+        stream_free(e);
         return rc;
     }
     if (be_host_register(e->host_base, e->host_len)) { /* pinned for the device's copies (CUDA) */
         rc = TT_FAIL(-ENOMEM, "%s", tt_lasterr());
-        exec_free(e);
+        stream_free(e);
         return rc;
     }
     e->host_registered = 1;
     e->dev = arena_wrap("device", e->dev_base, e->dev_len);
     e->host = arena_wrap("host", e->host_base, e->host_len);
-    rc = carve(e->s, plan, e->dev, e->host, e, seed);
-    if (rc) { exec_free(e); return rc; }
+    rc = carve(e->s, plan, e->dev, e->host, e, keep);
+    if (rc) { stream_free(e); return rc; }
     for (int i = 0; i < plan->slots; i++)
         e->slots[i] = (slot){-1, SLOT_EMPTY, 0, e->r.slot_buf[i], be_event_new(), be_event_new()};
     e->buf_ev = tt_xcalloc((size_t)pool, sizeof *e->buf_ev);
@@ -688,7 +670,7 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     rc = uring_reader_open(&e->reader, path, &uo);
     if (rc == 0) rc = uring_reader_register(e->reader, e->host_base, e->host_len);
     if (rc == 0) rc = load_fixed_extents(e);
-    if (rc) { exec_free(e); return rc; }
+    if (rc) { stream_free(e); return rc; }
     if (topo_init(&e->topo) != 0) e->topo = NULL;
     pthread_create(&e->io_th, NULL, io_main, e);
     pthread_create(&e->copy_th, NULL, copy_main, e);
@@ -697,23 +679,29 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     return 0;
 }
 
-tt_lora *exec_lora(tt_exec *e) { return &e->lora; }
-const tt_model *exec_model(const tt_exec *e) { return e->m; }
-const tt_plan *exec_plan(const tt_exec *e) { return &e->plan; }
-uint64_t exec_dev_peak(const tt_exec *e) { return arena_peak(e->dev); }
-uint64_t exec_host_peak(const tt_exec *e) { return arena_peak(e->host); }
-uint64_t exec_io_bytes(const tt_exec *e) {
+const tier_store *stream_store(const tt_stream *e) { return e->s; }
+const void *stream_embed(const tt_stream *e, uint32_t *dtype) {
+    *dtype = e->embed_dtype;
+    return e->embed;
+}
+const void *stream_head(const tt_stream *e, const void **norm_dev) {
+    *norm_dev = e->head_norm;
+    return e->head_ext;
+}
+uint64_t stream_dev_peak(const tt_stream *e) { return arena_peak(e->dev); }
+uint64_t stream_host_peak(const tt_stream *e) { return arena_peak(e->host); }
+uint64_t stream_io_bytes(const tt_stream *e) {
     pthread_mutex_lock((pthread_mutex_t *)&e->mu);
     uint64_t b = e->io_bytes;
     pthread_mutex_unlock((pthread_mutex_t *)&e->mu);
     return b;
 }
-void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err) { uring_reader_inject_fault(e->reader, nth, err); }
+void stream_inject_io_fault(tt_stream *e, uint64_t nth, int err) { uring_reader_inject_fault(e->reader, nth, err); }
 
 /* ---- one step ---------------------------------------------------------------- */
 
 /* The order in which the step reads host cells (for unspill prefetch). */
-static void plan_reads(tt_exec *e, int backward) {
+static void plan_reads(tt_stream *e, int backward) {
     int L = e->L, K = e->K, n = 0;
 #define READ(l_, k_, ph_) (e->reads[n][0] = (l_), e->reads[n][1] = (k_), e->reads[n][2] = (ph_), n++)
     for (int l = 1; l < L; l++)
@@ -732,13 +720,16 @@ static void plan_reads(tt_exec *e, int backward) {
         for (int k = 0; k < K; k++) cell_at(e, l, k)->phase = 0;
 }
 
-static void compute_rec(tt_exec *e, const char *name, int l, double t0) { rec(e, TRACE_COMPUTE, name, l, t0); }
+void stream_begin(tt_stream *e, int backward) {
+    plan_reads(e, backward);
+    pthread_mutex_lock(&e->mu);
+    prefetch_unspills_locked(e);
+    pthread_mutex_unlock(&e->mu);
+}
 
-/* Forward over all layers and the head for K micro-batches; with backward,
- * also the backward pass with per-layer (or deferred) AdamW. */
 /* Waits until no spill or unspill is queued or running; then every
  * activation buffer must be back in the free list (nothing leaked). */
-static void drain_copies(tt_exec *e) {
+void stream_end(tt_stream *e) {
     pthread_mutex_lock(&e->mu);
     while (e->copies_inflight > 0) pthread_cond_wait(&e->cv, &e->mu);
     for (int l = 1; l <= e->L; l++)
@@ -750,153 +741,24 @@ static void drain_copies(tt_exec *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
-/* bf16 cells: the layers compute on f32 copies (regions.act): 0 the layer
- * input, 1 the output gradient read, 2 what the layer writes. With f32 cells
- * they compute on the cell buffers themselves. */
-static tt_real *act_in(tt_exec *e, void *stored, int which) {
-    if (!e->plan.req.act_bf16) return stored;
-    be_from_bf16((size_t)e->T * e->H, stored, e->r.act[which]);
-    return e->r.act[which];
-}
-static tt_real *act_out(tt_exec *e) { return e->plan.req.act_bf16 ? e->r.act[2] : buf_get(e); }
-/* What a cell stores for the value out (from act_out): out itself, or a pool buffer with it in bf16. */
-static void *act_store(tt_exec *e, tt_real *out) {
-    if (!e->plan.req.act_bf16) return out;
-    void *b = buf_get(e);
-    be_to_bf16((size_t)e->T * e->H, out, b);
-    return b;
-}
-/* The embedding of micro-batch k: into a pool buffer (f32 cells), or the input copy. */
-static tt_real *embed_in(tt_exec *e, const int32_t *tokens) {
-    tt_real *x = e->plan.req.act_bf16 ? e->r.act[0] : buf_get(e);
-    model_embed(e->m, e->ws, tokens, x);
-    return x;
-}
-static void embed_done_locked(tt_exec *e, tt_real *x) {
-    if (!e->plan.req.act_bf16) buf_put_locked(e, x);
-}
 
-static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
-               const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
-    int L = e->L, K = e->K, T = e->T, H = e->H;
-    const tt_plan *p = &e->plan;
-    tt_lora *lo = &e->lora;
-    double wsum = 0;
-    for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
-    tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
-    double *acc = ws_acc(e->ws), zero[2] = {0, 0}, got[2];
-    be_to_device(acc, zero, sizeof zero);
-    plan_reads(e, backward);
-    pthread_mutex_lock(&e->mu);
-    prefetch_unspills_locked(e);
-    pthread_mutex_unlock(&e->mu);
-    if (backward && p->req.defer_optimizer) { lo->grad_off = 0; be_fill(lo->grads, lo->grad_n, 0); }
-    /* forward */
-    for (int l = 0; l < L; l++) {
-        int rc = acquire_layer(e, l, l);
-        if (rc) return rc;
-        for (int k = 0; k < K; k++) {
-            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, cell_get(e, l, k), 0);
-            tt_real *y = act_out(e);
-            double t0 = tt_now();
-            model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
-            compute_rec(e, "forward", l, t0);
-            if (l == 0) { pthread_mutex_lock(&e->mu); embed_done_locked(e, x); pthread_cond_broadcast(&e->cv); pthread_mutex_unlock(&e->mu); }
-            else cell_done(e, l, k, !backward); /* eval: the checkpoint is not needed again */
-            cell_put(e, l + 1, k, act_store(e, y));
-        }
-        release_layer(e, l, l + 1);
-    }
-    /* head */
-    for (int k = 0; k < K; k++) {
-        tt_real *x = act_in(e, cell_get(e, L, k), 0);
-        tt_real *dx = backward ? act_out(e) : NULL;
-        double t0 = tt_now();
-        model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx, acc);
-        compute_rec(e, "head", L, t0);
-        cell_done(e, L, k, 1);
-        if (backward) cell_put(e, L, k, act_store(e, dx));
-    }
-    if (!backward) {
-        be_to_host(got, acc, sizeof got); /* the one read-back */
-        *loss_sum = got[0];
-        drain_copies(e);
-        return 0;
-    }
-    /* backward */
-    for (int l = L - 1; l >= 0; l--) {
-        int pos = 2 * L - 1 - l;
-        int rc = acquire_layer(e, l, pos);
-        if (rc) return rc;
-        if (!p->req.defer_optimizer) {
-            lo->grad_off = lo->layer_off[l];
-            be_fill(lo->grads, lo->grad_n, 0);
-        }
-        for (int k = 0; k < K; k++) {
-            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, cell_get(e, l, k), 0);
-            tt_real *dy = act_in(e, cell_get(e, l + 1, k), 1);
-            tt_real *dx = act_out(e);
-            double t0 = tt_now();
-            model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
-            compute_rec(e, "backward", l, t0);
-            cell_done(e, l + 1, k, 1);
-            pthread_mutex_lock(&e->mu);
-            if (l == 0) { embed_done_locked(e, x); embed_done_locked(e, dx); }
-            pthread_cond_broadcast(&e->cv);
-            pthread_mutex_unlock(&e->mu);
-            if (l > 0) cell_put(e, l, k, act_store(e, dx)); /* replaces the checkpoint (its buffer is returned) */
-        }
-        if (!p->req.defer_optimizer) {
-            double t0 = tt_now();
-            size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
-            be_sumsq(n, lo->grads, acc + 1);
-            be_adamw(n, lo->params + a, lo->grads, lo->m + a, lo->v + a, hp[0], hp[1], hp[2], hp[3], hp[4], step);
-            rec(e, TRACE_OPT, "adamw", l, t0);
-        }
-        release_layer(e, l, pos + 1);
-    }
-    (void)H;
-    if (p->req.defer_optimizer) be_sumsq(lo->n, lo->grads, acc + 1);
-    be_to_host(got, acc, sizeof got); /* the one read-back of the step */
-    *gnorm = got[1];
-    double loss = got[0];
-    if (p->req.defer_optimizer) {
-        double t0 = tt_now();
-        double g = sqrt(*gnorm);
-        if (!isfinite(g)) {
-            *gnorm = g;
-            return TT_FAIL(-EINVAL, "the gradient norm became %g at step %d; nothing was updated", g, step);
-        }
-        if (hp[5] > 0 && g > hp[5]) be_scale(lo->n, (tt_real)(hp[5] / (g + 1e-6)), lo->grads);
-        be_adamw(lo->n, lo->params, lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
-        rec(e, TRACE_OPT, "adamw", -1, t0);
-    }
-    *gnorm = sqrt(*gnorm);
-    *loss_sum = loss / (wsum > 0 ? wsum : 1);
-    drain_copies(e);
-    return 0;
-}
-
-int exec_io_pass(tt_exec *e) {
+int stream_io_pass(tt_stream *e) {
     for (int pos = 0; pos < 2 * e->L; pos++) {
-        int l = e->access[pos], rc = acquire_layer(e, l, pos);
+        const void *ext;
+        int l = e->access[pos], rc = stream_acquire(e, l, pos, &ext);
         if (rc) return rc;
-        release_layer(e, l, pos + 1);
+        stream_release(e, l, pos + 1);
     }
     return 0;
 }
 
-int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, float lr, int step,
-              float b1, float b2, float eps, float wd, float clip, uint64_t drop_seed, double *loss, double *gnorm) {
-    TT_ASSERT(clip <= 0 || e->plan.req.defer_optimizer);
-    const float hp[6] = {lr, b1, b2, eps, wd, clip};
-    *gnorm = 0;
-    return run(e, inputs, targets, weight, 1, hp, step, drop_seed, loss, gnorm);
+void *stream_buf_get(tt_stream *e) { return buf_get(e); }
+void stream_buf_put(tt_stream *e, void *b) {
+    pthread_mutex_lock(&e->mu);
+    buf_put_locked(e, b);
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 }
-
-int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum) {
-    double g = 0;
-    return run(e, inputs, targets, weight, 0, NULL, 0, 0, loss_sum, &g);
-}
+void *stream_cell_get(tt_stream *e, int l, int k) { return cell_get(e, l, k); }
+void stream_cell_put(tt_stream *e, int l, int k, void *b) { cell_put(e, l, k, b); }
+void stream_cell_done(tt_stream *e, int l, int k, int drop) { cell_done(e, l, k, drop); }

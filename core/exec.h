@@ -1,27 +1,21 @@
-/* sched/exec.h — the layer-streaming executor: one optimizer step of LoRA
- * training over a model whose frozen layers live in the store (NVMe) and are
- * streamed into a fixed number of device slots, k layers ahead of compute,
- * in forward order and then in reverse for backward (DESIGN.md, "The
- * streaming step loop").
+/* core/exec.h — the step loop of LoRA training over a model whose frozen
+ * layers live in the store (NVMe) and are streamed through sched/stream.h's
+ * weight provider, k layers ahead of compute, in forward order and then in
+ * reverse for backward (DESIGN.md, "The streaming step loop").
  *
- * - Two arenas are reserved once: the device arena of exactly plan->dev_bytes
- *   (<= --hbm) and the pinned host arena (<= --host, anonymous mmap registered
- *   with io_uring). Every buffer of the step loop is carved from them.
  * - Block schedule: each loaded layer serves all K micro-batches of the step,
  *   forward and backward; LoRA gradients accumulate over the micro-batches
  *   and the layer's AdamW step follows its backward (unless clipping needs
- *   the global norm first: plan->req.defer_optimizer).
- * - Slots are evicted by the step's known access order (Belady: the layer
- *   needed furthest in the future goes); with a host cache a model is read
- *   from NVMe once.
- * - Layer-boundary activations (checkpoints, then their gradients) stay on
- *   the device when the plan says so and spill to the host otherwise; a copy
- *   thread moves them, and brings them back ahead of their use.
- * - Every read, copy, decompression, spill and compute is recorded in the
- *   trace when one is given.
+ *   the global norm first: defer_optimizer).
+ * - Layer-boundary activations go to the activation store (kept on the
+ *   device or spilled, as the plan says); with bf16 cells the layers compute
+ *   on f32 copies.
+ * - Loss and gradient norm are summed on the device and read back once per
+ *   step; everything else is issued on the compute queue.
  *
- * Results do not depend on the budgets: the same operations run on the same
- * data whatever the placement (tests/test_stream.c checks bit-identity).
+ * Results do not depend on the budgets or on the backend's timing: the same
+ * operations run on the same data whatever the placement (tests/test_stream.c
+ * and tests/test_stream_async.c check bit-identity).
  */
 #ifndef TT_EXEC_H
 #define TT_EXEC_H
@@ -35,9 +29,19 @@
 
 typedef struct tt_exec tt_exec;
 
+/* What the plan request carries for LoRA training (in tt_plan_req.user). */
+typedef struct tt_exec_cfg {
+    tt_lora_cfg lora;
+    int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
+} tt_exec_cfg;
+/* Makes u describe LoRA training's device regions (LoRA parameters, gradients
+ * and AdamW moments, the workspace, bf16 compute copies) for the planner. */
+void exec_user(tt_dev_user *u, const tt_lora_cfg *lora, int defer_optimizer);
+tt_exec_cfg exec_user_cfg(const tt_dev_user *u);
+
 /* Opens the store, reserves both arenas, starts the IO and copy threads and
- * initialises the LoRA adapter from seed. trace may be NULL. Returns 0 or
- * -errno with a message. */
+ * initialises the LoRA adapter from seed. plan->req.user must come from
+ * exec_user. trace may be NULL. Returns 0 or -errno with a message. */
 int exec_create(tt_exec **out, const char *store_path, const tt_plan *plan, uint64_t seed, tt_trace *trace);
 void exec_free(tt_exec *e);
 
@@ -71,10 +75,5 @@ uint64_t exec_io_bytes(const tt_exec *e);
 /* Test hook: the n-th NVMe read request from now fails with -err. Call it
  * only between steps (no load in flight: the IO thread owns the reader). */
 void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err);
-
-/* The carving shared with the planner: sizes every region of plan p into
- * the (measuring) arenas dev and host. */
-struct tt_arena;
-void exec_measure(const tier_store *s, const tt_plan *p, struct tt_arena *dev, struct tt_arena *host);
 
 #endif

@@ -1,0 +1,265 @@
+/* core/exec.c — the step loop (see exec.h): embedding, layer forward and
+ * backward over the micro-batches, the head, AdamW and clipping, on top of
+ * sched/stream.h's weight provider and activation store. Everything here is
+ * issued on the backend's compute queue; the stream orders its own queues
+ * against it with events. */
+#include "core/exec.h"
+
+#include "core/base/common.h"
+#include "sched/stream.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+struct tt_exec {
+    tt_plan plan;
+    tt_exec_cfg cfg;
+    tt_stream *st;
+    tt_model *m;
+    tt_lora lora;
+    tt_ws *ws;
+    tt_real *act[3];     /* bf16 cells: the f32 compute copies (layer input, output gradient, output) */
+    tt_trace *trace;
+    uint64_t seed;
+    int L, K, T, H;
+};
+
+/* ---- the device regions of the step loop: LoRA state, workspace, f32 copies -- */
+
+/* tt_dev_user.carve: with keep == NULL (planning) everything is measured and dropped. */
+static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *p, const tt_alloc *dev, void *keep) {
+    tt_exec_cfg c;
+    memcpy(&c, u->cfg, sizeof c);
+    tt_exec *e = keep;
+    const tt_config *cfg = tier_config(s);
+    tt_lora lo_measure, *lo = e ? &e->lora : &lo_measure;
+    int rc = lora_init_in(lo, cfg, &c.lora, e ? e->seed : 0, dev, !c.defer_optimizer);
+    if (rc) return rc;
+    /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
+     * buffer (head_on_device then only means the final norm) */
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0};
+    tt_ws *ws = NULL;
+    rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
+    if (rc) return rc;
+    if (e) e->ws = ws;
+    else ws_free(ws);
+    size_t act = (size_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
+    for (int i = 0; p->req.act_bf16 && i < 3; i++) {
+        void *b = dev->fn(dev->ctx, act, "activation compute copies (f32)");
+        if (e) e->act[i] = b;
+    }
+    return 0;
+}
+
+void exec_user(tt_dev_user *u, const tt_lora_cfg *lora, int defer_optimizer) {
+    tt_exec_cfg c = {*lora, defer_optimizer};
+    _Static_assert(sizeof c <= PLAN_USER_CFG, "tt_exec_cfg must fit tt_dev_user.cfg");
+    memset(u, 0, sizeof *u);
+    u->carve = carve_user;
+    memcpy(u->cfg, &c, sizeof c);
+}
+
+tt_exec_cfg exec_user_cfg(const tt_dev_user *u) {
+    tt_exec_cfg c;
+    memcpy(&c, u->cfg, sizeof c);
+    return c;
+}
+
+/* ---- creation ------------------------------------------------------------------ */
+
+void exec_free(tt_exec *e) {
+    if (!e) return;
+    stream_free(e->st); /* synchronises the backend first */
+    if (e->ws) ws_free(e->ws);
+    lora_free(&e->lora);
+    model_free(e->m);
+    free(e);
+}
+
+int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t seed, tt_trace *trace) {
+    *out = NULL;
+    TT_ASSERT(plan->req.user.carve == carve_user);
+    tt_exec *e = tt_xcalloc(1, sizeof *e);
+    e->plan = *plan;
+    e->cfg = exec_user_cfg(&plan->req.user);
+    e->trace = trace;
+    e->seed = seed;
+    int rc = stream_create(&e->st, path, plan, e, trace);
+    if (rc) { exec_free(e); return rc; }
+    const tier_store *s = stream_store(e->st);
+    const tt_config *c = tier_config(s);
+    e->m = model_shell(s);
+    e->L = (int)c->n_layers;
+    e->K = plan->req.K;
+    e->T = plan->req.B * plan->req.seq;
+    e->H = (int)c->hidden;
+    uint32_t edt;
+    const void *emb = stream_embed(e->st, &edt);
+    model_bind_embed(e->m, emb, edt);
+    const void *norm_dev, *head = stream_head(e->st, &norm_dev);
+    model_bind_head(e->m, s, head, norm_dev != NULL);
+    if (norm_dev) model_bind_head_norm(e->m, norm_dev);
+    *out = e;
+    return 0;
+}
+
+tt_lora *exec_lora(tt_exec *e) { return &e->lora; }
+const tt_model *exec_model(const tt_exec *e) { return e->m; }
+const tt_plan *exec_plan(const tt_exec *e) { return &e->plan; }
+uint64_t exec_dev_peak(const tt_exec *e) { return stream_dev_peak(e->st); }
+uint64_t exec_host_peak(const tt_exec *e) { return stream_host_peak(e->st); }
+uint64_t exec_io_bytes(const tt_exec *e) { return stream_io_bytes(e->st); }
+void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err) { stream_inject_io_fault(e->st, nth, err); }
+
+/* ---- one step ------------------------------------------------------------------ */
+
+static void rec(tt_exec *e, int track, const char *name, int64_t arg, double t0) {
+    if (e->trace) trace_add(e->trace, track, name, arg, t0, tt_now());
+}
+static void compute_rec(tt_exec *e, const char *name, int l, double t0) { rec(e, TRACE_COMPUTE, name, l, t0); }
+
+/* Layer l from the weight provider, bound to the model. */
+static int acquire(tt_exec *e, int l, int pos) {
+    const void *ext;
+    int rc = stream_acquire(e->st, l, pos, &ext);
+    if (rc == 0) model_bind_layer(e->m, stream_store(e->st), l, ext);
+    return rc;
+}
+
+/* bf16 cells: the layers compute on f32 copies (e->act): 0 the layer
+ * input, 1 the output gradient read, 2 what the layer writes. With f32 cells
+ * they compute on the cell buffers themselves. */
+static tt_real *act_in(tt_exec *e, void *stored, int which) {
+    if (!e->plan.req.act_bf16) return stored;
+    be_from_bf16((size_t)e->T * e->H, stored, e->act[which]);
+    return e->act[which];
+}
+static tt_real *act_out(tt_exec *e) { return e->plan.req.act_bf16 ? e->act[2] : stream_buf_get(e->st); }
+/* What a cell stores for the value out (from act_out): out itself, or a pool buffer with it in bf16. */
+static void *act_store(tt_exec *e, tt_real *out) {
+    if (!e->plan.req.act_bf16) return out;
+    void *b = stream_buf_get(e->st);
+    be_to_bf16((size_t)e->T * e->H, out, b);
+    return b;
+}
+/* The embedding of micro-batch k: into a pool buffer (f32 cells), or the input copy. */
+static tt_real *embed_in(tt_exec *e, const int32_t *tokens) {
+    tt_real *x = e->plan.req.act_bf16 ? e->act[0] : stream_buf_get(e->st);
+    model_embed(e->m, e->ws, tokens, x);
+    return x;
+}
+static void embed_done(tt_exec *e, tt_real *x) {
+    if (!e->plan.req.act_bf16) stream_buf_put(e->st, x);
+}
+
+static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
+               const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
+    int L = e->L, K = e->K, T = e->T, H = e->H;
+    tt_lora *lo = &e->lora;
+    double wsum = 0;
+    for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
+    tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
+    double *acc = ws_acc(e->ws), zero[2] = {0, 0}, got[2];
+    be_to_device(acc, zero, sizeof zero);
+    stream_begin(e->st, backward);
+    if (backward && e->cfg.defer_optimizer) { lo->grad_off = 0; be_fill(lo->grads, lo->grad_n, 0); }
+    /* forward */
+    for (int l = 0; l < L; l++) {
+        int rc = acquire(e, l, l);
+        if (rc) return rc;
+        for (int k = 0; k < K; k++) {
+            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
+            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, stream_cell_get(e->st, l, k), 0);
+            tt_real *y = act_out(e);
+            double t0 = tt_now();
+            model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
+            compute_rec(e, "forward", l, t0);
+            if (l == 0) embed_done(e, x);
+            else stream_cell_done(e->st, l, k, !backward); /* eval: the checkpoint is not needed again */
+            stream_cell_put(e->st, l + 1, k, act_store(e, y));
+        }
+        stream_release(e->st, l, l + 1);
+    }
+    /* head */
+    for (int k = 0; k < K; k++) {
+        tt_real *x = act_in(e, stream_cell_get(e->st, L, k), 0);
+        tt_real *dx = backward ? act_out(e) : NULL;
+        double t0 = tt_now();
+        model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx, acc);
+        compute_rec(e, "head", L, t0);
+        stream_cell_done(e->st, L, k, 1);
+        if (backward) stream_cell_put(e->st, L, k, act_store(e, dx));
+    }
+    if (!backward) {
+        be_to_host(got, acc, sizeof got); /* the one read-back */
+        *loss_sum = got[0];
+        stream_end(e->st);
+        return 0;
+    }
+    /* backward */
+    for (int l = L - 1; l >= 0; l--) {
+        int pos = 2 * L - 1 - l;
+        int rc = acquire(e, l, pos);
+        if (rc) return rc;
+        if (!e->cfg.defer_optimizer) {
+            lo->grad_off = lo->layer_off[l];
+            be_fill(lo->grads, lo->grad_n, 0);
+        }
+        for (int k = 0; k < K; k++) {
+            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
+            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, stream_cell_get(e->st, l, k), 0);
+            tt_real *dy = act_in(e, stream_cell_get(e->st, l + 1, k), 1);
+            tt_real *dx = act_out(e);
+            double t0 = tt_now();
+            model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
+            compute_rec(e, "backward", l, t0);
+            stream_cell_done(e->st, l + 1, k, 1);
+            if (l == 0) { embed_done(e, x); embed_done(e, dx); }
+            if (l > 0) stream_cell_put(e->st, l, k, act_store(e, dx)); /* replaces the checkpoint (its buffer is returned) */
+        }
+        if (!e->cfg.defer_optimizer) {
+            double t0 = tt_now();
+            size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+            be_sumsq(n, lo->grads, acc + 1);
+            be_adamw(n, lo->params + a, lo->grads, lo->m + a, lo->v + a, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+            rec(e, TRACE_OPT, "adamw", l, t0);
+        }
+        stream_release(e->st, l, pos + 1);
+    }
+    (void)H;
+    if (e->cfg.defer_optimizer) be_sumsq(lo->n, lo->grads, acc + 1);
+    be_to_host(got, acc, sizeof got); /* the one read-back of the step */
+    *gnorm = got[1];
+    double loss = got[0];
+    if (e->cfg.defer_optimizer) {
+        double t0 = tt_now();
+        double g = sqrt(*gnorm);
+        if (!isfinite(g)) {
+            *gnorm = g;
+            return TT_FAIL(-EINVAL, "the gradient norm became %g at step %d; nothing was updated", g, step);
+        }
+        if (hp[5] > 0 && g > hp[5]) be_scale(lo->n, (tt_real)(hp[5] / (g + 1e-6)), lo->grads);
+        be_adamw(lo->n, lo->params, lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+        rec(e, TRACE_OPT, "adamw", -1, t0);
+    }
+    *gnorm = sqrt(*gnorm);
+    *loss_sum = loss / (wsum > 0 ? wsum : 1);
+    stream_end(e->st);
+    return 0;
+}
+
+int exec_io_pass(tt_exec *e) { return stream_io_pass(e->st); }
+
+int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, float lr, int step,
+              float b1, float b2, float eps, float wd, float clip, uint64_t drop_seed, double *loss, double *gnorm) {
+    TT_ASSERT(clip <= 0 || e->cfg.defer_optimizer);
+    const float hp[6] = {lr, b1, b2, eps, wd, clip};
+    *gnorm = 0;
+    return run(e, inputs, targets, weight, 1, hp, step, drop_seed, loss, gnorm);
+}
+
+int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum) {
+    double g = 0;
+    return run(e, inputs, targets, weight, 0, NULL, 0, 0, loss_sum, &g);
+}
