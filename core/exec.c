@@ -28,13 +28,15 @@ struct tt_exec {
 /* ---- the device regions of the step loop: LoRA state, workspace, f32 copies -- */
 
 /* tt_dev_user.carve: with keep == NULL (planning) everything is measured and dropped. */
-static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *p, const tt_alloc *dev, void *keep) {
+static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *p, const tt_alloc *dev,
+                      const tt_alloc *host, void *keep) {
     tt_exec_cfg c;
     memcpy(&c, u->cfg, sizeof c);
     tt_exec *e = keep;
     const tt_config *cfg = tier_config(s);
     tt_lora lo_measure, *lo = e ? &e->lora : &lo_measure;
-    int rc = lora_init_in(lo, cfg, &c.lora, e ? e->seed : 0, dev, !c.defer_optimizer);
+    /* the AdamW moments (and a deferred step's gradients) wait in host memory: the device holds one layer's */
+    int rc = lora_init_in(lo, cfg, &c.lora, e ? e->seed : 0, dev, !c.defer_optimizer, host);
     if (rc) return rc;
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
      * buffer (head_on_device then only means the final norm) */
@@ -153,6 +155,22 @@ static void embed_done(tt_exec *e, tt_real *x) {
     if (!e->plan.req.act_bf16) stream_buf_put(e->st, x);
 }
 
+/* AdamW on layer l's parameters with its gradients (on the device, lo->grads):
+ * the layer's moments come from host memory and go back after (the step is
+ * elementwise, so a layer at a time is the same step). All on the compute
+ * queue: nothing waits. */
+static void layer_adamw(tt_exec *e, int l, const float *hp, int step) {
+    tt_lora *lo = &e->lora;
+    size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+    double t0 = tt_now();
+    be_copy_async(lo->m, lo->m_host + a, n * sizeof(float), BE_H2D, NULL);
+    be_copy_async(lo->v, lo->v_host + a, n * sizeof(float), BE_H2D, NULL);
+    be_adamw(n, lo->params + a, lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+    be_copy_async(lo->m_host + a, lo->m, n * sizeof(float), BE_D2H, NULL);
+    be_copy_async(lo->v_host + a, lo->v, n * sizeof(float), BE_D2H, NULL);
+    rec(e, TRACE_OPT, "adamw", l, t0);
+}
+
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
     int L = e->L, K = e->K, T = e->T, H = e->H;
@@ -163,7 +181,6 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     double *acc = ws_acc(e->ws), zero[2] = {0, 0}, got[2];
     be_to_device(acc, zero, sizeof zero);
     stream_begin(e->st, backward);
-    if (backward && e->cfg.defer_optimizer) { lo->grad_off = 0; be_fill(lo->grads, lo->grad_n, 0); }
     /* forward */
     for (int l = 0; l < L; l++) {
         int rc = acquire(e, l, l);
@@ -202,10 +219,8 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         int pos = 2 * L - 1 - l;
         int rc = acquire(e, l, pos);
         if (rc) return rc;
-        if (!e->cfg.defer_optimizer) {
-            lo->grad_off = lo->layer_off[l];
-            be_fill(lo->grads, lo->grad_n, 0);
-        }
+        lo->grad_off = lo->layer_off[l]; /* the device holds this layer's gradients */
+        be_fill(lo->grads, lo->grad_n, 0);
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
             tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, stream_cell_get(e->st, l, k), 0);
@@ -218,17 +233,15 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             if (l == 0) { embed_done(e, x); embed_done(e, dx); }
             if (l > 0) stream_cell_put(e->st, l, k, act_store(e, dx)); /* replaces the checkpoint (its buffer is returned) */
         }
-        if (!e->cfg.defer_optimizer) {
-            double t0 = tt_now();
-            size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
-            be_sumsq(n, lo->grads, acc + 1);
-            be_adamw(n, lo->params + a, lo->grads, lo->m + a, lo->v + a, hp[0], hp[1], hp[2], hp[3], hp[4], step);
-            rec(e, TRACE_OPT, "adamw", l, t0);
-        }
+        size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+        be_sumsq(n, lo->grads, acc + 1);
+        if (e->cfg.defer_optimizer) /* parked until the norm is known */
+            be_copy_async(lo->grads_host + a, lo->grads, n * sizeof(tt_real), BE_D2H, NULL);
+        else
+            layer_adamw(e, l, hp, step);
         stream_release(e->st, l, pos + 1);
     }
     (void)H;
-    if (e->cfg.defer_optimizer) be_sumsq(lo->n, lo->grads, acc + 1);
     be_to_host(got, acc, sizeof got); /* the one read-back of the step */
     *gnorm = got[1];
     double loss = got[0];
@@ -239,8 +252,14 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             *gnorm = g;
             return TT_FAIL(-EINVAL, "the gradient norm became %g at step %d; nothing was updated", g, step);
         }
-        if (hp[5] > 0 && g > hp[5]) be_scale(lo->n, (tt_real)(hp[5] / (g + 1e-6)), lo->grads);
-        be_adamw(lo->n, lo->params, lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+        tt_real sc = (tt_real)(hp[5] > 0 && g > hp[5] ? hp[5] / (g + 1e-6) : 1);
+        for (int l = 0; l < L; l++) {
+            size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+            lo->grad_off = a;
+            be_copy_async(lo->grads, lo->grads_host + a, n * sizeof(tt_real), BE_H2D, NULL);
+            if (sc != 1) be_scale(n, sc, lo->grads);
+            layer_adamw(e, l, hp, step);
+        }
         rec(e, TRACE_OPT, "adamw", -1, t0);
     }
     *gnorm = sqrt(*gnorm);

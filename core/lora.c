@@ -48,7 +48,7 @@ void lora_targets_str(unsigned mask, char *buf, size_t cap) {
 }
 
 int lora_init(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed) {
-    return lora_init_in(lo, cfg, lc, seed, NULL, 0);
+    return lora_init_in(lo, cfg, lc, seed, NULL, 0, NULL);
 }
 
 size_t lora_max_layer(const tt_lora *lo) {
@@ -63,7 +63,8 @@ static void *lora_get(const struct tt_alloc *a, size_t bytes, const char *label)
 }
 
 int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
-                 int layer_grads) {
+                 int layer_grads, const struct tt_alloc *host) {
+    TT_ASSERT(!host || alloc);
     memset(lo, 0, sizeof *lo);
     TT_ASSERT(lc->rank > 0 && lc->dropout >= 0 && lc->dropout < 1); /* no targets: an empty adapter */
     lo->cfg = *lc;
@@ -88,12 +89,18 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     }
     lo->layer_off[cfg->n_layers] = off;
     lo->n = off;
-    lo->grad_n = layer_grads ? lora_max_layer(lo) : off;
+    lo->grad_n = layer_grads || host ? lora_max_layer(lo) : off;
     size_t nb = off ? off : 1, gb = lo->grad_n ? lo->grad_n : 1; /* an empty adapter still gets valid pointers */
+    size_t mb = host ? gb : nb;
     lo->params = lora_get(alloc, nb * sizeof(tt_real), "LoRA parameters");
     lo->grads = lora_get(alloc, gb * sizeof(tt_real), "LoRA gradients");
-    lo->m = lora_get(alloc, nb * sizeof(float), "AdamW moments");
-    lo->v = lora_get(alloc, nb * sizeof(float), "AdamW moments");
+    lo->m = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
+    lo->v = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
+    if (host) {
+        lo->m_host = lora_get(host, nb * sizeof(float), "AdamW moments");
+        lo->v_host = lora_get(host, nb * sizeof(float), "AdamW moments");
+        if (!layer_grads) lo->grads_host = lora_get(host, nb * sizeof(tt_real), "LoRA gradients (until the step's end)");
+    }
     if (!lo->params || !lo->grads || !lo->m || !lo->v) {
         if (!alloc) lora_free(lo);
         return TT_FAIL(-ENOMEM, "out of memory allocating %zu LoRA parameters", off);
@@ -101,7 +108,7 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     if (alloc) lo->owned_by_arena = 1;
     if (alloc && alloc->measuring) return 0;
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform_ with a = sqrt(5)), B = 0. */
-    tt_real *host = tt_xcalloc(off ? off : 1, sizeof *host);
+    tt_real *init = tt_xcalloc(off ? off : 1, sizeof *init);
     for (uint32_t l = 0; l < cfg->n_layers; l++)
         for (int p = 0; p < TT_PROJ_COUNT; p++) {
             const tt_lora_slot *s = &lo->slot[l][p];
@@ -110,17 +117,43 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
             rng_seed(&r, seed, 0x10ad0000u + l * 16u + (unsigned)p);
             double bound = 1.0 / sqrt((double)s->in);
             for (size_t j = 0; j < (size_t)lc->rank * (size_t)s->in; j++)
-                host[s->a + j] = (tt_real)((2.0 * rng_uniform(&r) - 1.0) * bound);
+                init[s->a + j] = (tt_real)((2.0 * rng_uniform(&r) - 1.0) * bound);
         }
-    be_to_device(lo->params, host, off * sizeof(tt_real));
-    free(host);
+    be_to_device(lo->params, init, off * sizeof(tt_real));
+    free(init);
+    if (lo->m_host) {
+        memset(lo->m_host, 0, off * sizeof(float));
+        memset(lo->v_host, 0, off * sizeof(float));
+    }
     return 0;
+}
+
+void lora_moments_get(const tt_lora *lo, float *m, float *v) {
+    if (lo->m_host) { /* written by copies on the compute queue */
+        be_synchronize();
+        memcpy(m, lo->m_host, lo->n * sizeof *m);
+        memcpy(v, lo->v_host, lo->n * sizeof *v);
+        return;
+    }
+    be_to_host(m, lo->m, lo->n * sizeof *m);
+    be_to_host(v, lo->v, lo->n * sizeof *v);
+}
+
+void lora_moments_set(tt_lora *lo, const float *m, const float *v) {
+    if (lo->m_host) {
+        be_synchronize();
+        memcpy(lo->m_host, m, lo->n * sizeof *m);
+        memcpy(lo->v_host, v, lo->n * sizeof *v);
+        return;
+    }
+    be_to_device(lo->m, m, lo->n * sizeof *m);
+    be_to_device(lo->v, v, lo->n * sizeof *v);
 }
 
 void lora_free(tt_lora *lo) {
     if (lo->owned_by_arena) { /* the arena owns the buffers */
-        lo->params = lo->grads = NULL;
-        lo->m = lo->v = NULL;
+        lo->params = lo->grads = lo->grads_host = NULL;
+        lo->m = lo->v = lo->m_host = lo->v_host = NULL;
         return;
     }
     be_free(lo->params);

@@ -42,7 +42,9 @@ typedef struct tt_lora {
     tt_real *grads;     /* device: n, or one layer's worth (grad_off below) */
     size_t grad_off;    /* index of grads[0]: 0, or layer_off[l] while layer l's gradients live alone */
     size_t grad_n;      /* elements in grads */
-    float *m, *v;       /* device, n: AdamW moments */
+    float *m, *v;       /* device: AdamW moments, n — or one layer's (lora_max_layer) when they live on the host */
+    float *m_host, *v_host; /* pinned host, n: the moments between their layer's steps; NULL: on the device */
+    tt_real *grads_host; /* pinned host, n: a deferred step's gradients (host moments, all-layer gradients) */
     tt_lora_slot slot[TT_MAX_LAYERS][TT_PROJ_COUNT];
     size_t layer_off[TT_MAX_LAYERS + 1]; /* layer l's parameters: [layer_off[l], layer_off[l+1]) */
     int owned_by_arena;
@@ -63,9 +65,17 @@ void lora_free(tt_lora *lo);
 
 /* The same layout with buffers carved by alloc(ctx, bytes, label) (an
  * arena); layer_grads: gradients for one layer at a time (the largest) instead
- * of all. With measuring, only sizes are taken (no initialisation). */
+ * of all. With host (the pinned host arena), the AdamW moments live there
+ * (m_host, v_host; zero) and m, v on the device hold one layer's for its step;
+ * the device then keeps one layer's gradients, and a step that needs all
+ * (!layer_grads) parks them in grads_host. With measuring, only sizes are
+ * taken (no initialisation). */
 int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
-                 int layer_grads);
+                 int layer_grads, const struct tt_alloc *host);
+/* The AdamW moments (n each) to / from host arrays, wherever they live
+ * (synchronous: after the work issued so far). */
+void lora_moments_get(const tt_lora *lo, float *m, float *v);
+void lora_moments_set(tt_lora *lo, const float *m, const float *v);
 /* Largest parameter count of one layer. */
 size_t lora_max_layer(const tt_lora *lo);
 

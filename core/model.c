@@ -46,7 +46,7 @@ struct tt_ws {
     tt_real *norm;        /* (3, H): the norms of the current layer / the head, dequantized */
     tt_real *ck;          /* with_ckpt: L+1 layer inputs, (T, H) each */
     tt_real *dx0, *dx1;   /* with_ckpt: (T, H) ping-pong gradients */
-    tt_real *xf, *rstdf, *logits, *dxf;
+    tt_real *xf, *rstdf, *logits, *dxf; /* xf, dxf: aliases of xn, dxn; logits: of g when it fits */
     void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
     int xent_rows, vocab_chunk;
     tt_real *cos_t, *sin_t;
@@ -209,8 +209,8 @@ void ws_free(tt_ws *w) {
         tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
                             &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
                             &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->norm, &w->ck,
-                            &w->dx0, &w->dx1, &w->xf, &w->rstdf, &w->logits, &w->dxf, &w->cos_t, &w->sin_t,
-                            &w->wt_d};
+                            &w->dx0, &w->dx1, &w->rstdf, &w->cos_t, &w->sin_t, &w->wt_d};
+        if (w->logits != w->g) be_free(w->logits); /* else an alias (xf and dxf always are) */
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
         for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
         be_free(w->lm_stage);
@@ -281,8 +281,13 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
         A(w->ck, (size_t)(c->n_layers + 1) * T * H, "layer checkpoints");
         A(w->dx0, T * H, "layer checkpoints"); A(w->dx1, T * H, "layer checkpoints");
     }
-    A(w->xf, T * H, "head"); A(w->rstdf, T, "head"); A(w->logits, (size_t)w->xent_rows * c->vocab, "head");
-    A(w->dxf, T * H, "head");
+    /* The head runs when no layer does: its (T, H) buffers are the layer's xn and dxn, its logits the MLP
+     * chunk's g when that is large enough. */
+    w->xf = w->xn;
+    w->dxf = w->dxn;
+    A(w->rstdf, T, "head");
+    if ((size_t)w->xent_rows * c->vocab <= MF) w->logits = w->g;
+    else A(w->logits, (size_t)w->xent_rows * c->vocab, "head");
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
     A(w->wt_d, T, "head");
 #undef A

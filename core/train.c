@@ -165,8 +165,7 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     void *p = tt_xmalloc(n * sizeof(tt_real) + 1);
     float *mm = tt_xmalloc(n * sizeof(float) + 1), *vv = tt_xmalloc(n * sizeof(float) + 1);
     be_to_host(p, lo->params, n * sizeof(tt_real));
-    be_to_host(mm, lo->m, n * sizeof(float));
-    be_to_host(vv, lo->v, n * sizeof(float));
+    lora_moments_get(lo, mm, vv);
     int rc = ckpt_write(o->out_dir, &st, p, mm, vv);
     free(p); free(mm); free(vv);
     if (rc == 0) rc = write_adapter(o, m, lo, o->out_dir);
@@ -211,8 +210,7 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
     }
     if (rc == 0) {
         be_to_device(lo->params, p, lo->n * sizeof(tt_real));
-        be_to_device(lo->m, mm, lo->n * sizeof(float));
-        be_to_device(lo->v, vv, lo->n * sizeof(float));
+        lora_moments_set(lo, mm, vv);
         *step = (int)st.step;
         *seen = st.tokens_seen;
     }

@@ -29,15 +29,15 @@ enum { PLAN_HEAD_AUTO = 0, PLAN_HEAD_DEVICE, PLAN_HEAD_HOST };
 
 struct tt_plan;
 
-/* The device regions of whoever runs the step loop, carved from the device
- * arena first: carve(u, store, plan, dev, keep) takes its buffers from dev
- * (measuring when dev->measuring: then keep is NULL and nothing is kept;
- * otherwise keep is the owner's object, which records them). cfg holds the
- * owner's configuration (copied with the request). */
+/* The regions of whoever runs the step loop, carved from the arenas first:
+ * carve(u, store, plan, dev, host, keep) takes its buffers from the device
+ * and pinned host arenas (measuring when dev->measuring: then keep is NULL
+ * and nothing is kept; otherwise keep is the owner's object, which records
+ * them). cfg holds the owner's configuration (copied with the request). */
 #define PLAN_USER_CFG 64
 typedef struct tt_dev_user {
     int (*carve)(const struct tt_dev_user *u, const tier_store *s, const struct tt_plan *p, const tt_alloc *dev,
-                 void *keep);
+                 const tt_alloc *host, void *keep);
     alignas(8) unsigned char cfg[PLAN_USER_CFG];
 } tt_dev_user;
 

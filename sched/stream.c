@@ -170,7 +170,9 @@ static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
         if (x->codec != TIER_CODEC_RAW) z->has_lz4 = 1;
     }
     const tier_extent *h = tier_extent_at(s, TT_EXTENT_HEAD(cfg)), *em = tier_extent_at(s, TT_EXTENT_EMBED(cfg));
-    if (h->stored > z->stage) z->stage = h->stored;
+    /* the head passes through staging only on its way to the device (streamed, it is read into its own host
+     * region), the embedding only when it must be decompressed */
+    if (p->head_on_device && h->stored > z->stage) z->stage = h->stored;
     if (em->stored > z->stage && em->codec != TIER_CODEC_RAW) z->stage = em->stored;
     z->slot = tt_align_up(z->slot, 256);
     z->stage = tt_align_up(z->stage, UR_ALIGN);
@@ -180,6 +182,10 @@ static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
 }
 
 static void *arena_fn(void *ctx, size_t bytes, const char *label) { return arena_alloc(ctx, bytes, label); }
+/* The user's host regions in whole O_DIRECT blocks: the staging buffer after them stays aligned for io_uring. */
+static void *arena_fn_blocks(void *ctx, size_t bytes, const char *label) {
+    return arena_alloc(ctx, tt_align_up(bytes, UR_ALIGN), label);
+}
 
 /* Carves every region of plan p, in one fixed order, from dev and host: the
  * user's (the step loop's owner) first, then the runtime's. With e == NULL
@@ -189,9 +195,9 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     int L = (int)cfg->n_layers, K = p->req.K;
     sizes z;
     region_sizes(s, p, &z);
-    tt_alloc da = {arena_fn, dev, e == NULL};
+    tt_alloc da = {arena_fn, dev, e == NULL}, ha = {arena_fn_blocks, host, e == NULL};
     TT_ASSERT(p->req.user.carve);
-    int rc = p->req.user.carve(&p->req.user, s, p, &da, e ? keep : NULL);
+    int rc = p->req.user.carve(&p->req.user, s, p, &da, &ha, e ? keep : NULL);
     if (rc) return rc;
     regions *r = e ? &e->r : NULL;
     for (int i = 0; i < p->slots; i++) {
