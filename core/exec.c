@@ -44,13 +44,16 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;
-    if (e) e->ws = ws;
-    else ws_free(ws);
+    /* bf16 cells: the layer computes on f32 copies of its input and output gradient; its output goes to the
+     * workspace's q when that is free by then (ws_layer_out), else to a third copy */
     size_t act = (size_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
+    tt_real *out = ws_layer_out(ws);
     for (int i = 0; p->req.act_bf16 && i < 3; i++) {
-        void *b = dev->fn(dev->ctx, act, "activation compute copies (f32)");
+        void *b = i == 2 && out ? out : dev->fn(dev->ctx, act, "activation compute copies (f32)");
         if (e) e->act[i] = b;
     }
+    if (e) e->ws = ws;
+    else ws_free(ws);
     return 0;
 }
 

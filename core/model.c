@@ -207,10 +207,13 @@ void ws_free(tt_ws *w) {
     if (!w) return;
     if (w->owned) {
         tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
-                            &w->g, &w->u, &w->mm, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz, &w->dxn, &w->dq,
-                            &w->dk, &w->dv, &w->datt, &w->dh, &w->dhn, &w->dg, &w->du, &w->dm, &w->norm, &w->ck,
+                            &w->g, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz,
+                            &w->dk, &w->dv, &w->dhn, &w->dg, &w->du, &w->dm, &w->norm, &w->ck,
                             &w->dx0, &w->dx1, &w->rstdf, &w->cos_t, &w->sin_t, &w->wt_d};
-        if (w->logits != w->g) be_free(w->logits); /* else an alias (xf and dxf always are) */
+        /* aliases: xf, dxf, dxn, u, mm always; logits and dh of g, dq and datt of hn and dhn when they fit */
+        if (w->logits != w->g) be_free(w->logits);
+        if (w->dh != w->g) be_free(w->dh);
+        if (w->dq != w->hn) { be_free(w->dq); be_free(w->datt); }
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
         for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
         be_free(w->lm_stage);
@@ -262,13 +265,22 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     A(w->k, T * w->KVD, "activations"); A(w->v, T * w->KVD, "activations"); A(w->att, T * w->QD, "activations");
     A(w->lse, T * c->n_heads, "activations"); A(w->h, T * H, "activations"); A(w->hn, T * H, "activations");
     size_t MF = (size_t)w->mlp_rows * w->F;
-    A(w->rstd2, T, "activations"); A(w->g, MF, "activations"); A(w->u, MF, "activations");
-    A(w->mm, MF, "activations");
+    A(w->rstd2, T, "activations");
+    A(w->g, 3 * MF, "activations"); /* g, u and mm in one block (dh may reuse it) */
+    w->u = w->g + MF;
+    w->mm = w->u + MF;
     for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r, "activations");
-    A(w->dxn, T * H, "activation gradients"); A(w->dq, T * w->QD, "activation gradients");
+    /* The backward reuses what is dead by then (layer_bwd's order): hn after the MLP holds dq; h after the
+     * post-attention norm's backward holds dxn; dhn after that same backward holds datt; the MLP block (g, u,
+     * mm) after the MLP holds dh. */
+    w->dxn = w->h;
     A(w->dk, T * w->KVD, "activation gradients"); A(w->dv, T * w->KVD, "activation gradients");
-    A(w->datt, T * w->QD, "activation gradients"); A(w->dh, T * H, "activation gradients");
-    A(w->dhn, T * H, "activation gradients"); A(w->dg, MF, "activation gradients");
+    if (3 * MF >= T * H) w->dh = w->g; /* the MLP block is dead once dh is written (after the MLP's backward) */
+    else A(w->dh, T * H, "activation gradients");
+    A(w->dhn, T * H, "activation gradients");
+    if (w->QD <= H) { w->dq = w->hn; w->datt = w->dhn; }
+    else { A(w->dq, T * w->QD, "activation gradients"); A(w->datt, T * w->QD, "activation gradients"); }
+    A(w->dg, MF, "activation gradients");
     A(w->du, MF, "activation gradients"); A(w->dm, MF, "activation gradients");
     A(w->dz, T * r, "activation gradients");
     A(w->wbuf, w->wbuf_elems, "dequantization scratch");
@@ -612,6 +624,8 @@ void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets
 }
 
 double *ws_acc(tt_ws *w) { return w->acc; }
+
+tt_real *ws_layer_out(tt_ws *w) { return w->QD >= (size_t)w->H ? w->q : NULL; }
 
 /* ---- whole model, micro-batch at a time (the reference path) --------------- */
 

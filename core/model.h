@@ -115,6 +115,12 @@ void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets
 /* Two device doubles of the workspace (loss sum, sum of squared gradients)
  * for callers that accumulate a step's scalars on the device. */
 double *ws_acc(tt_ws *w);
+/* A (T, hidden) buffer of the workspace that a layer's output (forward) or
+ * input gradient (backward) may be written to, because the layer no longer
+ * needs it by the time it writes them (q: dead after the attention); NULL
+ * when q is smaller than (T, hidden). The caller must move the value out
+ * before the next layer op. */
+tt_real *ws_layer_out(tt_ws *w);
 
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted
