@@ -208,15 +208,16 @@ void ws_free(tt_ws *w) {
     if (w->owned) {
         tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
                             &w->g, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz,
-                            &w->dk, &w->dv, &w->dhn, &w->dg, &w->du, &w->dm, &w->norm, &w->ck,
+                            &w->dk, &w->dv, &w->dhn, &w->dm, &w->norm, &w->ck,
                             &w->dx0, &w->dx1, &w->rstdf, &w->cos_t, &w->sin_t, &w->wt_d};
-        /* aliases: xf, dxf, dxn, u, mm always; logits and dh of g, dq and datt of hn and dhn when they fit */
+        /* aliases: xf, dxf, dxn, u, mm, dg, du always; logits, dh and lm_stage of the MLP block, dq and datt of
+         * hn and dhn when they fit */
         if (w->logits != w->g) be_free(w->logits);
         if (w->dh != w->g) be_free(w->dh);
         if (w->dq != w->hn) { be_free(w->dq); be_free(w->datt); }
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
         for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
-        be_free(w->lm_stage);
+        if (w->lm_stage != (void *)w->u) be_free(w->lm_stage);
         be_free(w->tgt_d);
         be_free(w->acc);
     }
@@ -280,8 +281,9 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     A(w->dhn, T * H, "activation gradients");
     if (w->QD <= H) { w->dq = w->hn; w->datt = w->dhn; }
     else { A(w->dq, T * w->QD, "activation gradients"); A(w->datt, T * w->QD, "activation gradients"); }
-    A(w->dg, MF, "activation gradients");
-    A(w->du, MF, "activation gradients"); A(w->dm, MF, "activation gradients");
+    w->dg = w->g; /* swiglu_bwd works in place: the gate/up gradients replace g and u */
+    w->du = w->u;
+    A(w->dm, MF, "activation gradients");
     A(w->dz, T * r, "activation gradients");
     A(w->wbuf, w->wbuf_elems, "dequantization scratch");
     if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
@@ -305,7 +307,11 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
 #undef A
     ok &= (w->tgt_d = ws_get(alloc, T * sizeof(int32_t), "head")) != NULL;
     ok &= (w->acc = ws_get(alloc, 2 * sizeof(double), "loss and gradient norm")) != NULL;
-    if (o->head_streamed) ok &= (w->lm_stage = ws_get(alloc, (size_t)w->vocab_chunk * H * 4, "lm_head chunk")) != NULL;
+    if (o->head_streamed) { /* the head's lm_head chunk: u (the MLP block is free during the head) when it fits */
+        size_t lb = (size_t)w->vocab_chunk * H * 4;
+        if (lb <= MF * e) w->lm_stage = w->u;
+        else ok &= (w->lm_stage = ws_get(alloc, lb, "lm_head chunk")) != NULL;
+    }
     if (alloc && alloc->measuring) { /* planning: sizes only */
         *out = w;
         return 0;

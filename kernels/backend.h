@@ -114,6 +114,7 @@ typedef struct tt_backend {
     void (*from_bf16)(size_t n, const uint16_t *x, tt_real *y);
     /* m = silu(g) * u, element-wise. */
     void (*swiglu_fwd)(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
+    /* dg, du from dm; in place allowed: dg may be g, du may be u, either may be dm. */
     void (*swiglu_bwd)(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
     /* Cross-entropy on a chunk of rows: logits (R, V) in, replaced by
      * dlogits = (softmax - onehot) * weight[r] * dscale; adds

@@ -155,6 +155,8 @@ static void t_elementwise(size_t n) {
         cpu->swiglu_fwd(n, g, u, mm); gpu->swiglu_fwd(n, d_g, d_u, d_m); cmp("swiglu_fwd", mm, d_m, n);
         cpu->swiglu_bwd(n, g, u, x, dg, du); gpu->swiglu_bwd(n, d_g, d_u, dx, d_dg, d_du);
         cmp("swiglu_bwd", dg, d_dg, n); cmp("swiglu_bwd", du, d_du, n);
+        gpu->swiglu_bwd(n, d_g, d_u, dx, d_g, d_u); /* in place, as the workspace runs it */
+        cmp("swiglu_bwd", dg, d_g, n); cmp("swiglu_bwd", du, d_u, n);
         free(g); free(u); free(mm); free(dg); free(du);
         gpu->free(d_g); gpu->free(d_u); gpu->free(d_m); gpu->free(d_dg); gpu->free(d_du);
     }

@@ -208,6 +208,12 @@ static void test_swiglu(void) {
     CHECK_REL("swiglu fwd", relerr(m, mr, n), 1e-6);
     CHECK_REL("swiglu dg", relerr(dg, dgr, n), 3e-6);
     CHECK_REL("swiglu du", relerr(du, dur, n), 1e-6);
+    /* in place, as the workspace runs it: dg over g, du over u — bit for bit the out-of-place result */
+    float *g2 = zerof(n), *u2 = zerof(n);
+    memcpy(g2, g, n * sizeof *g), memcpy(u2, u, n * sizeof *u);
+    be_swiglu_bwd(n, g2, u2, dm, g2, u2);
+    CHECK_MSG(memcmp(g2, dg, n * sizeof *g) == 0 && memcmp(u2, du, n * sizeof *u) == 0, "swiglu_bwd in place differs");
+    free(g2), free(u2);
     free(g), free(u), free(dm), free(m), free(dg), free(du), free(mr), free(dgr), free(dur);
 }
 

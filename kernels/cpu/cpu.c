@@ -200,10 +200,11 @@ static void cpu_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real
 static void cpu_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg,
                            tt_real *du) {
     for (size_t i = 0; i < n; i++) {
-        const tt_real sig = 1 / (1 + R_EXP(-g[i]));
-        const tt_real dmi = dm[i]; /* read before writing: dg or du may alias dm */
-        dg[i] = dmi * u[i] * sig * (1 + g[i] * (1 - sig));
-        du[i] = dmi * g[i] * sig;
+        /* every input read before writing: dg may alias g, du u (the workspace does), either dm */
+        const tt_real gi = g[i], ui = u[i], dmi = dm[i];
+        const tt_real sig = 1 / (1 + R_EXP(-gi));
+        dg[i] = dmi * ui * sig * (1 + gi * (1 - sig));
+        du[i] = dmi * gi * sig;
     }
 }
 

@@ -424,9 +424,9 @@ __global__ void k_swiglu_fwd(size_t n, const float *g, const float *u, float *m)
 __global__ void k_swiglu_bwd(size_t n, const float *g, const float *u, const float *dm, float *dg, float *du) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float sg = 1.f / (1.f + expf(-g[i])), d = dm[i];
-    dg[i] = d * u[i] * sg * (1.f + g[i] * (1.f - sg));
-    du[i] = d * g[i] * sg;
+    float gi = g[i], ui = u[i], d = dm[i], sg = 1.f / (1.f + expf(-gi)); /* all read first: dg/du may alias g/u/dm */
+    dg[i] = d * ui * sg * (1.f + gi * (1.f - sg));
+    du[i] = d * gi * sg;
 }
 static void cu_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
     if (!n) return;
