@@ -35,7 +35,8 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     tt_exec *e = keep;
     const tt_config *cfg = tier_config(s);
     tt_lora lo_measure, *lo = e ? &e->lora : &lo_measure;
-    /* the AdamW moments (and a deferred step's gradients) wait in host memory: the device holds one layer's */
+    /* the LoRA parameters, AdamW moments (and a deferred step's gradients) wait in host memory: the device holds
+     * the layers in use */
     int rc = lora_init_in(lo, cfg, &c.lora, e ? e->seed : 0, dev, !c.defer_optimizer, host);
     if (rc) return rc;
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
@@ -128,8 +129,10 @@ static void compute_rec(tt_exec *e, const char *name, int l, double t0) { rec(e,
 static int acquire(tt_exec *e, int l, int pos) {
     const void *ext;
     int rc = stream_acquire(e->st, l, pos, &ext);
-    if (rc == 0) model_bind_layer(e->m, stream_store(e->st), l, ext);
-    return rc;
+    if (rc) return rc;
+    model_bind_layer(e->m, stream_store(e->st), l, ext);
+    lora_stage_layer(&e->lora, l); /* its LoRA parameters come along */
+    return 0;
 }
 
 /* bf16 cells: the layers compute on f32 copies (e->act): 0 the layer
@@ -168,7 +171,9 @@ static void layer_adamw(tt_exec *e, int l, const float *hp, int step) {
     double t0 = tt_now();
     be_copy_async(lo->m, lo->m_host + a, n * sizeof(float), BE_H2D, NULL);
     be_copy_async(lo->v, lo->v_host + a, n * sizeof(float), BE_H2D, NULL);
-    be_adamw(n, lo->params + a, lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+    lora_stage_layer(lo, l); /* the deferred step's layers are not on the device yet */
+    be_adamw(n, lora_layer_params(lo, l), lo->grads, lo->m, lo->v, hp[0], hp[1], hp[2], hp[3], hp[4], step);
+    lora_unstage_layer(lo, l);
     be_copy_async(lo->m_host + a, lo->m, n * sizeof(float), BE_D2H, NULL);
     be_copy_async(lo->v_host + a, lo->v, n * sizeof(float), BE_D2H, NULL);
     rec(e, TRACE_OPT, "adamw", l, t0);

@@ -92,7 +92,15 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     lo->grad_n = layer_grads || host ? lora_max_layer(lo) : off;
     size_t nb = off ? off : 1, gb = lo->grad_n ? lo->grad_n : 1; /* an empty adapter still gets valid pointers */
     size_t mb = host ? gb : nb;
-    lo->params = lora_get(alloc, nb * sizeof(tt_real), "LoRA parameters");
+    if (host) {
+        for (int i = 0; i < 2; i++) {
+            lo->layer_buf[i] = lora_get(alloc, gb * sizeof(tt_real), "LoRA parameters (two layers)");
+            lo->layer_in[i] = -1;
+        }
+        lo->params_host = lora_get(host, nb * sizeof(tt_real), "LoRA parameters");
+    } else {
+        lo->params = lora_get(alloc, nb * sizeof(tt_real), "LoRA parameters");
+    }
     lo->grads = lora_get(alloc, gb * sizeof(tt_real), "LoRA gradients");
     lo->m = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
     lo->v = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
@@ -101,7 +109,7 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
         lo->v_host = lora_get(host, nb * sizeof(float), "AdamW moments");
         if (!layer_grads) lo->grads_host = lora_get(host, nb * sizeof(tt_real), "LoRA gradients (until the step's end)");
     }
-    if (!lo->params || !lo->grads || !lo->m || !lo->v) {
+    if (!(lo->params || (lo->layer_buf[0] && lo->layer_buf[1] && lo->params_host)) || !lo->grads || !lo->m || !lo->v) {
         if (!alloc) lora_free(lo);
         return TT_FAIL(-ENOMEM, "out of memory allocating %zu LoRA parameters", off);
     }
@@ -119,13 +127,54 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
             for (size_t j = 0; j < (size_t)lc->rank * (size_t)s->in; j++)
                 init[s->a + j] = (tt_real)((2.0 * rng_uniform(&r) - 1.0) * bound);
         }
-    be_to_device(lo->params, init, off * sizeof(tt_real));
+    if (lo->params_host) memcpy(lo->params_host, init, off * sizeof(tt_real));
+    else be_to_device(lo->params, init, off * sizeof(tt_real));
     free(init);
     if (lo->m_host) {
         memset(lo->m_host, 0, off * sizeof(float));
         memset(lo->v_host, 0, off * sizeof(float));
     }
     return 0;
+}
+
+void lora_params_get(const tt_lora *lo, tt_real *p) {
+    if (lo->params_host) { /* written by copies on the compute queue */
+        be_synchronize();
+        memcpy(p, lo->params_host, lo->n * sizeof *p);
+        return;
+    }
+    be_to_host(p, lo->params, lo->n * sizeof *p);
+}
+
+void lora_params_set(tt_lora *lo, const tt_real *p) {
+    if (lo->params_host) {
+        be_synchronize();
+        memcpy(lo->params_host, p, lo->n * sizeof *p);
+        lo->layer_in[0] = lo->layer_in[1] = -1; /* the device copies are stale */
+        return;
+    }
+    be_to_device(lo->params, p, lo->n * sizeof *p);
+}
+
+tt_real *lora_layer_params(const tt_lora *lo, int l) {
+    TT_ASSERT(l >= 0 && l < lo->n_layers);
+    if (!lo->params_host) return lo->params + lo->layer_off[l];
+    TT_ASSERT(lo->layer_in[l & 1] == l); /* staged */
+    return lo->layer_buf[l & 1];
+}
+
+void lora_stage_layer(tt_lora *lo, int l) {
+    if (!lo->params_host || lo->layer_in[l & 1] == l) return;
+    size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+    be_copy_async(lo->layer_buf[l & 1], lo->params_host + a, n * sizeof(tt_real), BE_H2D, NULL);
+    lo->layer_in[l & 1] = l;
+}
+
+void lora_unstage_layer(tt_lora *lo, int l) {
+    if (!lo->params_host) return;
+    TT_ASSERT(lo->layer_in[l & 1] == l);
+    size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+    be_copy_async(lo->params_host + a, lo->layer_buf[l & 1], n * sizeof(tt_real), BE_D2H, NULL);
 }
 
 void lora_moments_get(const tt_lora *lo, float *m, float *v) {
@@ -152,7 +201,7 @@ void lora_moments_set(tt_lora *lo, const float *m, const float *v) {
 
 void lora_free(tt_lora *lo) {
     if (lo->owned_by_arena) { /* the arena owns the buffers */
-        lo->params = lo->grads = lo->grads_host = NULL;
+        lo->params = lo->grads = lo->grads_host = lo->params_host = lo->layer_buf[0] = lo->layer_buf[1] = NULL;
         lo->m = lo->v = lo->m_host = lo->v_host = NULL;
         return;
     }

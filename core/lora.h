@@ -38,7 +38,10 @@ typedef struct tt_lora {
     int n_layers;
     float scale;        /* alpha / rank */
     size_t n;           /* parameter count */
-    tt_real *params;    /* device, n */
+    tt_real *params;    /* device, n — NULL when params_host holds them (see lora_layer_params) */
+    tt_real *params_host; /* pinned host, n: the parameters when the device holds only the layers in use */
+    tt_real *layer_buf[2]; /* with params_host: two layers' parameters on the device, used in turn */
+    int layer_in[2];       /* the layer each holds, -1: none */
     tt_real *grads;     /* device: n, or one layer's worth (grad_off below) */
     size_t grad_off;    /* index of grads[0]: 0, or layer_off[l] while layer l's gradients live alone */
     size_t grad_n;      /* elements in grads */
@@ -65,17 +68,31 @@ void lora_free(tt_lora *lo);
 
 /* The same layout with buffers carved by alloc(ctx, bytes, label) (an
  * arena); layer_grads: gradients for one layer at a time (the largest) instead
- * of all. With host (the pinned host arena), the AdamW moments live there
- * (m_host, v_host; zero) and m, v on the device hold one layer's for its step;
- * the device then keeps one layer's gradients, and a step that needs all
- * (!layer_grads) parks them in grads_host. With measuring, only sizes are
- * taken (no initialisation). */
+ * of all. With host (the pinned host arena), the parameters and the AdamW
+ * moments live there (params_host, m_host, v_host) and the device holds two
+ * layers' parameters and one layer's moments for its step; the device then
+ * keeps one layer's gradients, and a step that needs all (!layer_grads)
+ * parks them in grads_host. With measuring, only sizes are taken (no
+ * initialisation). */
 int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
                  int layer_grads, const struct tt_alloc *host);
 /* The AdamW moments (n each) to / from host arrays, wherever they live
  * (synchronous: after the work issued so far). */
 void lora_moments_get(const tt_lora *lo, float *m, float *v);
 void lora_moments_set(tt_lora *lo, const float *m, const float *v);
+/* The parameters (n) likewise. */
+void lora_params_get(const tt_lora *lo, tt_real *p);
+void lora_params_set(tt_lora *lo, const tt_real *p);
+
+/* Layer l's parameters on the device (offsets in the slots are then relative
+ * to layer_off[l]); with params_host the layer must have been staged. */
+tt_real *lora_layer_params(const tt_lora *lo, int l);
+/* With params_host: copies layer l's parameters to the device (one of two
+ * buffers, by the parity of l, so consecutive layers never share one) on the
+ * compute queue, unless it is there already; unstage copies them back after
+ * an update. No-ops when the parameters are resident. */
+void lora_stage_layer(tt_lora *lo, int l);
+void lora_unstage_layer(tt_lora *lo, int l);
 /* Largest parameter count of one layer. */
 size_t lora_max_layer(const tt_lora *lo);
 

@@ -314,7 +314,7 @@ int loram_load_lora(tt_lora *lo, const peft_adapter *a) {
             for (size_t j = 0; j < r * (size_t)s->in; j++) host[s->a + j] = (tt_real)x->A[j];
             for (size_t j = 0; j < (size_t)s->out * r; j++) host[s->b + j] = (tt_real)x->B[j];
         }
-    be_to_device(lo->params, host, lo->n * sizeof *host);
+    lora_params_set(lo, host);
     free(host);
     return 0;
 }

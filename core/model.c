@@ -374,12 +374,17 @@ static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int i
     return w->xd;
 }
 
+/* Layer l's LoRA values at offset off (of the whole adapter), on the device. */
+static const tt_real *lora_at(const tt_lora *lo, int l, size_t off) {
+    return lora_layer_params(lo, l) + (off - lo->layer_off[l]);
+}
+
 /* z rows [t0, t0 + rows) of (l, p): drop(x) A^T, x at row t0. */
 static void lora_z(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     int r = ps->w->r;
     const tt_real *xin = lora_input(ps, l, p, x, in, t0, rows);
-    be_linear(rows, in, r, xin, ps->lo->params + s->a, ps->w->z[p] + (size_t)t0 * r, 0);
+    be_linear(rows, in, r, xin, lora_at(ps->lo, l, s->a), ps->w->z[p] + (size_t)t0 * r, 0);
 }
 
 /* Output rows of W (out, in) per dequantized block: as many as the scratch
@@ -412,7 +417,7 @@ static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y, int t
     TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
     int r = w->r;
     lora_z(ps, l, p, x, in, t0, rows);
-    be_gemm(0, 1, rows, out, r, (tt_real)ps->lo->scale, w->z[p] + (size_t)t0 * r, r, ps->lo->params + s->b, r, 1,
+    be_gemm(0, 1, rows, out, r, (tt_real)ps->lo->scale, w->z[p] + (size_t)t0 * r, r, lora_at(ps->lo, l, s->b), r, 1,
             y, out);
 }
 
@@ -436,7 +441,7 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     if (!s->in) return;
     int r = w->r, T = rows;
     tt_real sc = (tt_real)ps->lo->scale;
-    const tt_real *A = ps->lo->params + s->a, *Bm = ps->lo->params + s->b;
+    const tt_real *A = lora_at(ps->lo, l, s->a), *Bm = lora_at(ps->lo, l, s->b);
     TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
     tt_real *dA = ps->lo->grads + (s->a - ps->lo->grad_off), *dB = ps->lo->grads + (s->b - ps->lo->grad_off);
     const tt_real *xin = lora_input(ps, l, p, x, in, t0, rows);

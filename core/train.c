@@ -113,7 +113,7 @@ static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lor
     a.base_fp = o->base_fp;
     size_t bytes = lo->n * sizeof(tt_real);
     tt_real *host = tt_xmalloc(bytes ? bytes : 1);
-    be_to_host(host, lo->params, bytes);
+    lora_params_get(lo, host);
     float *f = tt_xmalloc((lo->n ? lo->n : 1) * sizeof *f);
     for (size_t i = 0; i < lo->n; i++) f[i] = (float)host[i];
     free(host);
@@ -164,7 +164,7 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     size_t n = lo->n;
     void *p = tt_xmalloc(n * sizeof(tt_real) + 1);
     float *mm = tt_xmalloc(n * sizeof(float) + 1), *vv = tt_xmalloc(n * sizeof(float) + 1);
-    be_to_host(p, lo->params, n * sizeof(tt_real));
+    lora_params_get(lo, p);
     lora_moments_get(lo, mm, vv);
     int rc = ckpt_write(o->out_dir, &st, p, mm, vv);
     free(p); free(mm); free(vv);
@@ -209,7 +209,7 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
                              "resume with the same flags", o->resume_dir, opt[i].name, opt[i].was, opt[i].now);
     }
     if (rc == 0) {
-        be_to_device(lo->params, p, lo->n * sizeof(tt_real));
+        lora_params_set(lo, p);
         lora_moments_set(lo, mm, vv);
         *step = (int)st.step;
         *seen = st.tokens_seen;

@@ -60,7 +60,7 @@ static inline int run(const char *store, const tt_plan_req *req, float dropout, 
     tt_lora *lo = exec_lora(e);
     o->n = lo->n;
     o->params = malloc(lo->n * sizeof(tt_real));
-    be_to_host(o->params, lo->params, lo->n * sizeof(tt_real));
+    lora_params_get(lo, o->params);
     free(in); free(tg); free(w);
     exec_free(e);
     tier_close(s);
