@@ -307,9 +307,9 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
 #undef A
     ok &= (w->tgt_d = ws_get(alloc, T * sizeof(int32_t), "head")) != NULL;
     ok &= (w->acc = ws_get(alloc, 2 * sizeof(double), "loss and gradient norm")) != NULL;
-    if (o->head_streamed) { /* the head's lm_head chunk: u (the MLP block is free during the head) when it fits */
+    if (o->head_streamed) { /* the head's lm_head chunk: u and mm (the MLP block is free during the head) */
         size_t lb = (size_t)w->vocab_chunk * H * 4;
-        if (lb <= MF * e) w->lm_stage = w->u;
+        if (lb <= 2 * MF * e) w->lm_stage = w->u;
         else ok &= (w->lm_stage = ws_get(alloc, lb, "lm_head chunk")) != NULL;
     }
     if (alloc && alloc->measuring) { /* planning: sizes only */

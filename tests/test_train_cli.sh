@@ -40,7 +40,7 @@ grep -q "other training options" "$dir/out" || { fail "resume with other --steps
 expect_ok "act bf16" "$T" train $FLAGS --steps 2 --act-dtype bf16 --out "$dir/bf"
 expect_error "resume with other --act-dtype" "--act-dtype (1 = bf16) was 1, now 0" \
     "$T" train $FLAGS --steps 2 --out "$dir/bf" --resume "$dir/bf"
-expect_error "bad --act-dtype" "--act-dtype must be f32 or bf16" "$T" train $FLAGS --act-dtype fp8 --out "$dir/bf8"
+expect_error "bad --act-dtype" "--act-dtype must be f32, bf16 or auto" "$T" train $FLAGS --act-dtype fp8 --out "$dir/bf8"
 
 # Bad input.
 cp "$dir/run/checkpoint.bin" "$dir/ck.keep"

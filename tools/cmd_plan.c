@@ -30,9 +30,10 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         return 2;
     }
     exec_user(&req->user, &lora, a->clip > 0);
-    const char *ad = a->act_dtype ? a->act_dtype : "f32";
+    const char *ad = a->act_dtype ? a->act_dtype : "auto";
+    if (strcmp(ad, "auto") == 0) ad = strcmp(a->device, "cuda") == 0 ? "bf16" : "f32"; /* DESIGN.md: bf16 on a GPU */
     if (strcmp(ad, "f32") != 0 && strcmp(ad, "bf16") != 0) {
-        fprintf(stderr, "tiertrain %s: --act-dtype must be f32 or bf16, not '%s'\n", cmd, ad);
+        fprintf(stderr, "tiertrain %s: --act-dtype must be f32, bf16 or auto, not '%s'\n", cmd, ad);
         return 2;
     }
     req->act_bf16 = strcmp(ad, "bf16") == 0;

@@ -148,7 +148,8 @@ prep_small() {
         "$T" tokenize --input tools/demo-data/nlp-corpus-slice.txt -o "$W/c.tok" >/dev/null
 }
 # plan flags (plan, train) and train-only flags of the small runs
-PLANF="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32"
+# (f32 activations: these runs are compared with the CPU's; the bf16 ones say so last, where the last flag wins)
+PLANF="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32 --act-dtype f32"
 SMALL="$PLANF --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json"
 export PLANF SMALL
 # the smallest --hbm the planner accepts for the small model on CUDA (2 slots, every activation spilled), +2%
@@ -186,8 +187,8 @@ c_stream() {
     local same=identical fits=yes
     cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors" || same=different
     # the same with bf16 activation cells (the CUDA conversion kernels), 5 steps each
-    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda --act-dtype bf16 $SMALL >/dev/null &&
-        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --act-dtype bf16 --hbm "$h" $SMALL >/dev/null &&
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda $SMALL --act-dtype bf16 >/dev/null &&
+        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$h" $SMALL --act-dtype bf16 >/dev/null &&
         cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
     within_budget "$W/str20.json" "${h%M}" || fits=no
     if [ "$same" = identical ] && [ "$fits" = yes ]; then

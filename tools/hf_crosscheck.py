@@ -71,7 +71,7 @@ def main():
 
     def tt_eval(model, adapter=None):
         args = ["eval", "--model", model, "--data", tok_path, "--seq", SEQ, "--micro-batch", 4, "--batch-tokens",
-                4 * SEQ, "--device", a.device, "--json"]
+                4 * SEQ, "--device", a.device, "--act-dtype", "f32", "--json"]
         if adapter:
             args += ["--adapter", adapter]
         return json.loads(tt(*args).strip().splitlines()[-1])["loss"]
@@ -142,7 +142,8 @@ def main():
     check("base model", base_hf, base_tt)
 
     train = ["--data", tok_path, "--seq", SEQ, "--micro-batch", 4, "--batch-tokens", 4 * SEQ, "--rank", 8, "--alpha",
-             16, "--lr", 2e-2, "--min-lr", 2e-2, "--warmup", 0, "--steps", 30, "--eval-every", 0, "--device", a.device]
+             16, "--lr", 2e-2, "--min-lr", 2e-2, "--warmup", 0, "--steps", 30, "--eval-every", 0, "--device", a.device,
+             "--act-dtype", "f32"]
 
     # ---- 2. a tiertrain adapter in PEFT ---------------------------------------------
     run = os.path.join(work, "run")

@@ -41,7 +41,7 @@ typedef struct tool_plan_args {
     {"clip", 0, CLI_FLOAT, &(a).clip, "1", "C", "gradient clipping (> 0 keeps every layer's LoRA gradients to the step's end)"}, \
     {"lm-head", 0, CLI_STR, &(a).lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"}, \
     {"device", 0, CLI_STR, &(a).device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},                            \
-    {"act-dtype", 0, CLI_STR, &(a).act_dtype, "f32", "T", "layer-boundary activations (checkpoints, their gradients, spills): f32 or bf16 (half the memory)"}
+    {"act-dtype", 0, CLI_STR, &(a).act_dtype, "auto", "T", "layer-boundary activations (checkpoints, their gradients, spills): f32, bf16 (half the memory) or auto (bf16 with --device cuda, else f32)"}
 
 struct tier_store;
 struct tt_plan_req;
