@@ -408,9 +408,7 @@ static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y, int t
     int wb = wblock_rows(w, in, out);
     for (int o0 = 0; o0 < out; o0 += wb) {
         int n = out - o0 < wb ? out - o0 : wb;
-        be_dequant_range(lw->dtype[p], lw->proj[p], (size_t)in * out, (size_t)o0 * in, (size_t)n * in, w->wbuf);
-        if (n == out) be_linear(rows, in, out, x, w->wbuf, y, 0);
-        else be_gemm(0, 1, rows, n, in, 1, x, in, w->wbuf, in, 0, y + o0, out);
+        be_linear_w(0, rows, in, n, x, in, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf, 0, y + o0, out);
     }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
@@ -432,8 +430,8 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     int wb = wblock_rows(w, in, out);
     for (int o0 = 0; o0 < out; o0 += wb) { /* dx (+)= dy[:, block] W[block, :], block by block */
         int n = out - o0 < wb ? out - o0 : wb;
-        be_dequant_range(lw->dtype[p], lw->proj[p], (size_t)in * out, (size_t)o0 * in, (size_t)n * in, w->wbuf);
-        be_gemm(0, 0, rows, in, n, 1, dy + o0, out, w->wbuf, in, accumulate || o0 ? 1 : 0, dx, in);
+        be_linear_w(1, rows, in, n, dy + o0, out, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
+                    accumulate || o0 ? 1 : 0, dx, in);
     }
     if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
         be_gemm(1, 0, out, in, rows, 1, dy, out, x, in, 1, ps->m->wg->proj[l][p], in);
@@ -592,17 +590,22 @@ void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, co
 }
 
 /* Rows [v0, v0+n) of lm_head, dequantized into the workspace scratch. */
-static const tt_real *lm_chunk(tt_model *m, tt_ws *w, int v0, int n) {
+/* Rows [v0, v0+n) of lm_head as a stored block on the device: rows [*o0,
+ * *o0 + n) of a (*total, H) blob — the lm_head itself, or its chunk copied
+ * to the workspace's staging buffer when it lives on the host. */
+static const void *lm_chunk(tt_model *m, tt_ws *w, int v0, int n, size_t *total, size_t *o0) {
     const tt_head_weights *h = &m->head;
     size_t esz = h->lm_dtype == TT_DTYPE_F32 ? 4 : 2, H = (size_t)w->H;
-    const uint8_t *src = (const uint8_t *)h->lm + (size_t)v0 * H * esz;
-    if (h->lm_on_host) {
-        TT_ASSERT(w->lm_stage);
-        be_copy_async(w->lm_stage, src, (size_t)n * H * esz, BE_H2D, NULL); /* src: the host arena, never rewritten */
-        src = w->lm_stage;
+    if (!h->lm_on_host) {
+        *total = m->cfg.vocab;
+        *o0 = (size_t)v0;
+        return h->lm;
     }
-    be_dequant(h->lm_dtype, src, (size_t)n * H, w->wbuf);
-    return w->wbuf;
+    TT_ASSERT(w->lm_stage); /* src: the host arena, never rewritten */
+    be_copy_async(w->lm_stage, (const uint8_t *)h->lm + (size_t)v0 * H * esz, (size_t)n * H * esz, BE_H2D, NULL);
+    *total = (size_t)n;
+    *o0 = 0;
+    return w->lm_stage;
 }
 
 void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
@@ -619,14 +622,18 @@ void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets
         const tt_real *xr = w->xf + (size_t)r0 * H;
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
-            be_gemm(0, 1, R, n, H, 1, xr, H, lm_chunk(m, w, v0, n), H, 0, w->logits + v0, V);
+            size_t tot, o0;
+            const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
+            be_linear_w(0, R, H, n, xr, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits + v0, V);
         }
         be_xent(R, V, w->logits, w->tgt_d + r0, w->wt_d + r0, dscale, loss);
         if (!dx) continue;
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
-            be_gemm(0, 0, R, H, n, 1, w->logits + v0, V, lm_chunk(m, w, v0, n), H, v0 ? 1 : 0,
-                    w->dxf + (size_t)r0 * H, H);
+            size_t tot, o0;
+            const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
+            be_linear_w(1, R, H, n, w->logits + v0, V, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0,
+                        w->dxf + (size_t)r0 * H, H);
         }
     }
     if (!dx) return;

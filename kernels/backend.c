@@ -93,6 +93,13 @@ void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, siz
     TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || v0 % NF4_BLOCK == 0);
     cur()->dequant(dtype, blob, n, v0, count, out);
 }
+void be_linear_w(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
+                 size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
+    TT_ASSERT(rows > 0 && in > 0 && n > 0 && x && blob && scratch && y && o0 + (size_t)n <= out_total);
+    TT_ASSERT(ldx >= (trans ? n : in) && ldy >= (trans ? in : n) && dtype >= 1 && dtype <= 4);
+    TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || o0 * (size_t)in % NF4_BLOCK == 0);
+    cur()->linear(trans, rows, in, n, x, ldx, dtype, blob, out_total, o0, scratch, beta, y, ldy);
+}
 void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd) {
     TT_ASSERT(T > 0 && C > 0 && x && w && y && rstd && eps > 0);
     cur()->rmsnorm_fwd(T, C, x, w, eps, y, rstd);

@@ -83,6 +83,17 @@ typedef struct tt_backend {
      * device) into out (count). For NF4, v0 is a multiple of NF4_BLOCK (64). */
     void (*dequant)(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
 
+    /* Products with a block of a stored weight W (out_total, in) (dtype, blob
+     * on the device): Wb = rows [o0, o0 + n) of W.
+     *   trans 0: y (rows, n)  = x (rows, in) Wb^T + beta y
+     *   trans 1: y (rows, in) = x (rows, n)  Wb   + beta y
+     * x and y have row strides ldx and ldy; scratch holds n * in values for a
+     * backend that dequantizes first (the reference does: be_dequant_range
+     * into scratch, then gemm — bit for bit). For NF4, o0 * in is a multiple
+     * of 64. One op so that a device backend can fuse the dequantization. */
+    void (*linear)(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
+                   size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy);
+
     /* ---- layer ops ---- */
     /* y = x * rsqrt(mean(x^2) + eps) * w, per row; rstd[T] saved for backward. */
     void (*rmsnorm_fwd)(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
@@ -222,6 +233,8 @@ void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float 
 void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out); /* the whole tensor */
 /* Values [v0, v0 + count) of a tensor of n values (NF4: v0 a multiple of 64). */
 void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
+void be_linear_w(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
+                 size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy);
 void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
 void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
                     tt_real *dx, int accumulate);

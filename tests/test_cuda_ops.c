@@ -198,6 +198,31 @@ static void t_dequant(size_t nn) {
     }
 }
 
+/* linear with a stored NF4 (double-quant) weight: a row block, both directions, against the CPU */
+static void t_linear(int rows, int in, int out) {
+    size_t nn = (size_t)out * in;
+    int o0 = 64, n = out - 64 - 32; /* o0 * in: whole NF4 blocks */
+    float *v = rnd(nn, 0.1), *x = rnd((size_t)rows * in, 1), *dy = rnd((size_t)rows * out, 1);
+    nf4_layout L;
+    nf4_layout_of(nn, 1, &L);
+    uint8_t *blob = tt_xcalloc(1, L.total);
+    nf4_quantize_tensor(v, nn, 1, blob);
+    void *dblob = gpu->alloc(L.total);
+    gpu->to_device(dblob, blob, L.total);
+    float *sc = tt_xmalloc((size_t)n * in * 4), *d_sc = gpu->alloc((size_t)n * in * 4);
+    float *y = tt_xcalloc((size_t)rows * out, 4), *dx = rnd((size_t)rows * in, 2);
+    float *d_x = up(x, (size_t)rows * in), *d_dy = up(dy, (size_t)rows * out), *d_y = up(y, (size_t)rows * out),
+          *d_dx = up(dx, (size_t)rows * in);
+    cpu->linear(0, rows, in, n, x, in, 4 /* NF4DQ */, blob, out, o0, sc, 0, y + o0, out);
+    gpu->linear(0, rows, in, n, d_x, in, 4, dblob, out, o0, d_sc, 0, d_y + o0, out);
+    cmp("gemm", y, d_y, (size_t)rows * out);
+    cpu->linear(1, rows, in, n, dy + o0, out, 4 /* NF4DQ */, blob, out, o0, sc, 1, dx, in);
+    gpu->linear(1, rows, in, n, d_dy + o0, out, 4, dblob, out, o0, d_sc, 1, d_dx, in);
+    cmp("gemm", dx, d_dx, (size_t)rows * in);
+    free(v); free(x); free(dy); free(blob); free(sc); free(y); free(dx);
+    gpu->free(dblob); gpu->free(d_sc); gpu->free(d_x); gpu->free(d_dy); gpu->free(d_y); gpu->free(d_dx);
+}
+
 static void t_rmsnorm(int T, int C) {
     float *xx = rnd((size_t)T * C, 1), *w = rnd(C, 1), *g = rnd((size_t)T * C, 1);
     float *yr = tt_xmalloc(sizeof(float) * T * C), *rs = tt_xmalloc(sizeof(float) * T), *dxr = rnd((size_t)T * C, 1);
@@ -296,6 +321,7 @@ int main(int argc, char **argv) {
     t_gemm(37, 53, 96, 1);
     t_elementwise(10007);
     t_dequant(64 * 300 + 17);
+    t_linear(33, 128, 320);
     t_rmsnorm(9, 96);
     t_rope(7, 14, 3, 8, 0);
     t_attn(2, 40, 4, 2, 16);

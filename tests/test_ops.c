@@ -409,6 +409,35 @@ static void test_dequant_range(void) {
     free(x), free(whole), free(part), free(h);
 }
 
+/* linear with a stored weight: a row block of an NF4 (double-quant) matrix,
+ * both directions, equals dequantizing the block and multiplying with gemm,
+ * bit for bit (the reference composition), and its values are right: the
+ * block product against the whole matrix dequantized. */
+static void test_linear_w(void) {
+    const int out = 320, in = 96, rows = 7, o0 = 128, n = 128; /* o0 * in a multiple of 64 */
+    float *W = randf((size_t)out * in, 1), *x = randf((size_t)rows * in, 1), *dy = randf((size_t)rows * out, 1);
+    uint8_t *blob = fixture_nf4_blob(W, (size_t)out * in, 1);
+    float *Wd = zerof((size_t)out * in), *scratch = zerof((size_t)n * in), *y1 = zerof((size_t)rows * out),
+          *y2 = zerof((size_t)rows * out), *d1 = randf((size_t)rows * in, 2), *d2 = zerof((size_t)rows * in);
+    memcpy(d2, d1, (size_t)rows * in * sizeof *d1);
+    be_dequant(TT_DTYPE_NF4DQ, blob, (size_t)out * in, Wd);
+    be_linear_w(0, rows, in, n, x, in, TT_DTYPE_NF4DQ, blob, out, o0, scratch, 0, y1 + o0, out);
+    be_gemm(0, 1, rows, n, in, 1, x, in, Wd + (size_t)o0 * in, in, 0, y2 + o0, out);
+    CHECK_MSG(memcmp(y1, y2, (size_t)rows * out * sizeof *y1) == 0, "linear (x W^T) differs from dequant + gemm");
+    be_linear_w(1, rows, in, n, dy + o0, out, TT_DTYPE_NF4DQ, blob, out, o0, scratch, 1, d1, in);
+    be_gemm(0, 0, rows, in, n, 1, dy + o0, out, Wd + (size_t)o0 * in, in, 1, d2, in);
+    CHECK_MSG(memcmp(d1, d2, (size_t)rows * in * sizeof *d1) == 0, "linear (dy W, accumulating) differs");
+    double err = 0;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < n; j++) {
+            double ref = 0;
+            for (int i = 0; i < in; i++) ref += (double)x[r * in + i] * Wd[(size_t)(o0 + j) * in + i];
+            err = fmax(err, fabs(ref - y1[(size_t)r * out + o0 + j]));
+        }
+    CHECK_MSG(err < 1e-4, "linear block product off by %g", err);
+    free(W), free(x), free(dy), free(blob), free(Wd), free(scratch), free(y1), free(y2), free(d1), free(d2);
+}
+
 /* LoRA dropout masks: each row its own stream, so a chunk of rows [t0, t0+r)
  * drawn with stream0 + t0 equals those rows of the whole mask; about 1 - p
  * of the values are kept; another seed gives another mask. */
@@ -438,6 +467,7 @@ static void test_dropout_mask(void) {
 int main(void) {
     rng_seed(&g_rng, 7, rng_hash_str("test_ops"));
     test_dropout_mask();
+    test_linear_w();
     test_memory();
     test_dequant_range();
     test_gemm();

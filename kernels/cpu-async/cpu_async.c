@@ -339,6 +339,25 @@ static void ca_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, si
     LAUNCH(r_dequant, dtype, blob, n, v0, count, out);
 }
 
+typedef struct {
+    int trans, rows, in, n, ldx, ldy;
+    uint32_t dtype;
+    const tt_real *x;
+    const void *blob;
+    size_t out_total, o0;
+    tt_real *scratch, *y;
+    tt_real beta;
+} r_linear_args;
+static void r_linear(const void *p) {
+    const r_linear_args *a = p;
+    cpu_ref()->linear(a->trans, a->rows, a->in, a->n, a->x, a->ldx, a->dtype, a->blob, a->out_total, a->o0, a->scratch,
+                      a->beta, a->y, a->ldy);
+}
+static void ca_linear(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
+                      size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
+    LAUNCH(r_linear, trans, rows, in, n, ldx, ldy, dtype, x, blob, out_total, o0, scratch, y, beta);
+}
+
 typedef struct { int T, C; const tt_real *x, *w; tt_real eps; tt_real *y, *rstd; } r_rms_fwd_args;
 static void r_rms_fwd(const void *p) {
     const r_rms_fwd_args *a = p;
@@ -478,6 +497,7 @@ static const tt_backend g_cpu_async = {
     .sumsq = ca_sumsq,
     .dropout_mask = ca_dropout_mask,
     .dequant = ca_dequant,
+    .linear = ca_linear,
     .rmsnorm_fwd = ca_rms_fwd,
     .rmsnorm_bwd = ca_rms_bwd,
     .rmsnorm_bwd_w = ca_rms_bwd_w,

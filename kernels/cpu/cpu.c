@@ -107,6 +107,14 @@ static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, s
 #endif
 }
 
+/* The reference composition: the block dequantized into scratch, then one gemm. */
+static void cpu_linear(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
+                       size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
+    cpu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch);
+    if (trans) cpu_gemm(0, 0, rows, in, n, 1, x, ldx, scratch, in, beta, y, ldy);
+    else cpu_gemm(0, 1, rows, n, in, 1, x, ldx, scratch, in, beta, y, ldy);
+}
+
 /* ---- bf16 activation storage ---------------------------------------------- */
 
 static void cpu_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
@@ -276,6 +284,7 @@ static const tt_backend g_cpu = {
     .sumsq = cpu_sumsq,
     .dropout_mask = cpu_dropout_mask,
     .dequant = cpu_dequant,
+    .linear = cpu_linear,
     .to_bf16 = cpu_to_bf16,
     .from_bf16 = cpu_from_bf16,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,

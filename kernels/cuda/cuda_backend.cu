@@ -189,9 +189,10 @@ __global__ void k_bf16(size_t n, const unsigned short *in, float *out) {
 /* One thread per value v0 + i: code from its nibble (first value in the high
  * nibble), absmax from the f32 array or through double quantization. */
 __global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const float *absmax,
-                      const unsigned char *qabs, const float *absmax2, float offset, float *out) {
+                      const unsigned char *qabs, const float *absmax2, const float *offset_p, float *out) {
     size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (j >= count) return;
+    float offset = absmax ? 0.f : *offset_p; /* read on the device: no host round trip per call */
     size_t i = v0 + j;
     unsigned char b = codes[i >> 1];
     int code = (i & 1) ? (b & 15) : (b >> 4);
@@ -210,13 +211,21 @@ static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, si
     else {
         nf4_layout L;
         nf4_layout_of(n, dtype == TT_DTYPE_NF4DQ, &L);
-        float offset = 0;
-        if (L.double_quant) CUDA_CHECK(cudaMemcpy(&offset, b + L.offset_off, 4, cudaMemcpyDeviceToHost));
         k_nf4<<<nb, 256>>>(count, v0, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
                            L.double_quant ? b + L.absmax_off : NULL,
-                           L.double_quant ? (const float *)(b + L.absmax2_off) : NULL, offset, out);
+                           L.double_quant ? (const float *)(b + L.absmax2_off) : NULL,
+                           L.double_quant ? (const float *)(b + L.offset_off) : NULL, out);
     }
     LAUNCHED();
+}
+
+/* Dequantize the block into scratch, then one cuBLAS product (the reference's
+ * composition; a fused kernel may replace it behind the same op). */
+static void cu_linear(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
+                      size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
+    cu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch);
+    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, ldx, scratch, in, beta, y, ldy);
+    else cu_gemm(0, 1, rows, n, in, 1, x, ldx, scratch, in, beta, y, ldy);
 }
 
 /* ---- layer ops -------------------------------------------------------------- */
@@ -583,7 +592,7 @@ static void nvml_close(nvml_api *n) {
 
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
-    cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_rms_fwd,
+    cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_linear, cu_rms_fwd,
     cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_to_bf16,    cu_from_bf16,
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
