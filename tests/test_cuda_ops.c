@@ -223,6 +223,31 @@ static void t_linear(int rows, int in, int out) {
     gpu->free(dblob); gpu->free(d_sc); gpu->free(d_x); gpu->free(d_dy); gpu->free(d_y); gpu->free(d_dx);
 }
 
+/* queues and events: a copy on its own (non-blocking) stream, an event, the
+ * compute queue waiting for it, an op after it — the op must see the copy */
+static void t_async(size_t n) {
+    float *h = gpu->host_alloc_pinned(n * 4), *back = tt_xmalloc(n * 4), *src = rnd(n, 1);
+    memcpy(h, src, n * 4);
+    float *d = gpu->alloc(n * 4);
+    tt_queue *q = gpu->queue_new();
+    tt_event *ev = gpu->event_new();
+    gpu->copy_async(d, h, n * 4, BE_H2D, q);
+    gpu->event_record(ev, q);
+    gpu->queue_wait(NULL, ev);
+    gpu->scale(n, 2.f, d);
+    gpu->to_host(back, d, n * 4);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= back[i] == 2.f * src[i];
+    CHECK_MSG(ok, "an op after queue_wait did not see the copy on the other queue");
+    gpu->event_sync(ev);
+    CHECK(gpu->event_query(ev) == 1);
+    gpu->queue_free(q);
+    gpu->event_free(ev);
+    gpu->free(d);
+    gpu->host_free_pinned(h);
+    free(back); free(src);
+}
+
 static void t_rmsnorm(int T, int C) {
     float *xx = rnd((size_t)T * C, 1), *w = rnd(C, 1), *g = rnd((size_t)T * C, 1);
     float *yr = tt_xmalloc(sizeof(float) * T * C), *rs = tt_xmalloc(sizeof(float) * T), *dxr = rnd((size_t)T * C, 1);
@@ -322,6 +347,7 @@ int main(int argc, char **argv) {
     t_elementwise(10007);
     t_dequant(64 * 300 + 17);
     t_linear(33, 128, 320);
+    t_async((size_t)1 << 22);
     t_rmsnorm(9, 96);
     t_rope(7, 14, 3, 8, 0);
     t_attn(2, 40, 4, 2, 16);

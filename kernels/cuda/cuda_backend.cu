@@ -3,8 +3,9 @@
  * backend (kernels/cpu/) is the reference each kernel is tested against
  * (tests/test_cuda_ops.c, skipped without a GPU).
  *
- * First version, deliberately simple: synchronous calls on the default
- * stream; attention is head-chunked through cuBLAS with one (seq x seq)
+ * First version, deliberately simple: every op on the legacy default stream
+ * (the compute queue; layer loads and spills get non-blocking streams of
+ * their own, ordered by events); attention is head-chunked through cuBLAS with one (seq x seq)
  * score buffer per head at a time (grow-only, outside the arenas — to be
  * accounted by the planner); row reductions one block per row. */
 #include "kernels/cuda/cuda_backend.h"
@@ -522,6 +523,47 @@ static void *cu_host_alloc_pinned(size_t bytes) {
 }
 static void cu_host_free_pinned(void *p) { CUDA_CHECK(cudaFreeHost(p)); }
 
+/* ---- queues and events ------------------------------------------------------------
+ * The compute queue is the legacy default stream, where every op runs; other
+ * queues are non-blocking streams (they do not synchronise with it
+ * implicitly: only the runtime's events order them, as DESIGN.md's event rule
+ * says). tt_queue and tt_event are cudaStream_t and cudaEvent_t. */
+static cudaStream_t sq(tt_queue *q) { return q ? (cudaStream_t)q : (cudaStream_t)0; }
+static tt_queue *cu_queue_new(void) {
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return (tt_queue *)s;
+}
+static void cu_queue_free(tt_queue *q) {
+    CUDA_CHECK(cudaStreamSynchronize(sq(q)));
+    CUDA_CHECK(cudaStreamDestroy(sq(q)));
+}
+static tt_event *cu_event_new(void) {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return (tt_event *)e;
+}
+static void cu_event_free(tt_event *ev) { CUDA_CHECK(cudaEventDestroy((cudaEvent_t)ev)); }
+static void cu_event_record(tt_event *ev, tt_queue *q) { CUDA_CHECK(cudaEventRecord((cudaEvent_t)ev, sq(q))); }
+static void cu_queue_wait(tt_queue *q, tt_event *ev) { CUDA_CHECK(cudaStreamWaitEvent(sq(q), (cudaEvent_t)ev, 0)); }
+static void cu_event_sync(tt_event *ev) { CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)ev)); }
+static int cu_event_query(tt_event *ev) {
+    cudaError_t e = cudaEventQuery((cudaEvent_t)ev);
+    if (e == cudaErrorNotReady) {
+        cudaGetLastError();
+        return 0;
+    }
+    CUDA_CHECK(e);
+    return 1;
+}
+static void cu_copy_async(void *dst, const void *src, size_t n, int kind, tt_queue *q) {
+    if (!n) return;
+    cudaMemcpyKind k = kind == BE_H2D ? cudaMemcpyHostToDevice : kind == BE_D2H ? cudaMemcpyDeviceToHost
+                                                                               : cudaMemcpyDeviceToDevice;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, sq(q)));
+}
+static void cu_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
 /* dw_c += sum_t dy_tc x_tc rstd_t: one thread per column, rows walked in
  * order (coalesced across the columns of a row). */
 __global__ void k_rms_bwd_w(int T, int C, const float *x, const float *rstd, const float *dy, float *dw) {
@@ -597,9 +639,8 @@ static tt_backend g_cuda = {
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
-    /* no queues or events yet: everything runs on the legacy default stream, which the be_* wrappers treat as
-     * synchronous (the CUDA v2 issue brings three streams) */
-    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
+    cu_event_query, cu_copy_async, cu_synchronize,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
