@@ -71,7 +71,8 @@ typedef struct regions {
     void **slot_buf;         /* [slots] device */
     void *head;              /* device: the head extent, or only the final norm */
     void **cell_buf;         /* [dev_cells + PLAN_TRANSIT] device, cell bytes each (f32 or bf16 values) */
-    uint8_t *staging;        /* host */
+    uint8_t *staging;        /* host: NVMe reads (also the head on its way to the device) */
+    uint8_t *staging2;       /* host: the second layer staging buffer (reads alternate while a copy is in flight) */
     uint8_t *embed;          /* host: the embedding extent */
     uint8_t *head_host;      /* host: the head extent when lm_head is streamed */
     uint8_t *decode;         /* host: lz4 decode buffer (no host cache) */
@@ -80,7 +81,7 @@ typedef struct regions {
 } regions;
 
 typedef struct sizes {
-    uint64_t slot, cell, stage, embed, head; /* cell: one (T, hidden) activation in its stored form */
+    uint64_t slot, cell, stage, stage_layer, embed, head; /* cell: one (T, hidden) activation in its stored form */
     int has_lz4;
 } sizes;
 
@@ -99,6 +100,8 @@ struct tt_stream {
     sizes sz;
     slot *slots;
     tt_queue *h2d, *d2h;      /* NULL where the backend has no queues */
+    tt_event *stage_ev[2];    /* the last copy out of each staging buffer */
+    int stage_next;           /* IO thread: the staging buffer of the next read */
     tt_event **buf_ev;        /* [dev_cells + PLAN_TRANSIT]: the last use of r.cell_buf[i] */
     int drop_wait;            /* test only (TT_TEST_DROP_WAIT=slot): loads skip the slot's done event */
     void **free_bufs;
@@ -169,6 +172,7 @@ static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
         if (x->stored > z->stage) z->stage = x->stored;
         if (x->codec != TIER_CODEC_RAW) z->has_lz4 = 1;
     }
+    z->stage_layer = tt_align_up(z->stage, UR_ALIGN);
     const tier_extent *h = tier_extent_at(s, TT_EXTENT_HEAD(cfg)), *em = tier_extent_at(s, TT_EXTENT_EMBED(cfg));
     /* the head passes through staging only on its way to the device (streamed, it is read into its own host
      * region), the embedding only when it must be decompressed */
@@ -212,10 +216,13 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
         if (r) r->cell_buf[i] = b;
     }
     void *st = arena_alloc(host, z.stage, "staging (NVMe reads)");
+    /* a second one, for the next layer's read while the last one's copy to the device runs (without a host
+     * cache: with one, the copy is from the cache) */
+    void *st2 = p->host_cache ? NULL : arena_alloc(host, z.stage_layer, "staging (NVMe reads)");
     void *em = arena_alloc(host, z.embed, "embedding");
     void *hh = p->head_on_device ? NULL : arena_alloc(host, z.head, "head (lm_head streamed)");
     void *dc = z.has_lz4 && !p->host_cache ? arena_alloc(host, z.slot, "lz4 decode") : NULL;
-    if (r) { r->staging = st; r->embed = em; r->head_host = hh; r->decode = dc; }
+    if (r) { r->staging = st; r->staging2 = st2; r->embed = em; r->head_host = hh; r->decode = dc; }
     for (int l = 1; l <= L; l++)
         for (int k = 0; k < K; k++) {
             void *b = cell_home(p, L, l, k) == CELL_HOST ? arena_alloc(host, z.cell, "spilled activations") : NULL;
@@ -260,20 +267,27 @@ static int read_checked(tt_stream *e, uint32_t ext, uint8_t *dst, int64_t arg) {
     return rc;
 }
 
-/* Brings layer l's raw extent to host memory: the cache, or staging/decode. */
-static int layer_to_host(tt_stream *e, int l, const uint8_t **raw) {
+/* Brings layer l's raw extent to host memory: the cache, or a staging buffer
+ * (the two alternate; *st says which, -1: none) or the decode buffer. */
+static int layer_to_host(tt_stream *e, int l, const uint8_t **raw, int *st) {
     uint32_t ext = TT_EXTENT_LAYER(l);
     const tier_extent *x = tier_extent_at(e->s, ext);
+    *st = -1;
     if (e->plan.host_cache && e->cached[l]) {
         *raw = e->r.cache[l];
         return 0;
     }
-    int rc = read_checked(e, ext, e->r.staging, l);
+    int i = e->r.staging2 ? e->stage_next : 0;
+    e->stage_next ^= 1;
+    uint8_t *stage = i ? e->r.staging2 : e->r.staging;
+    be_event_sync(e->stage_ev[i]); /* its last copy to the device has left it */
+    int rc = read_checked(e, ext, stage, l);
     if (rc) return rc;
-    uint8_t *out = e->plan.host_cache ? e->r.cache[l] : (x->codec == TIER_CODEC_RAW ? e->r.staging : e->r.decode);
-    if (out != e->r.staging) {
+    uint8_t *out = e->plan.host_cache ? e->r.cache[l] : (x->codec == TIER_CODEC_RAW ? stage : e->r.decode);
+    if (out == stage) *st = i;
+    else {
         double t0 = tt_now();
-        rc = tier_extent_decode(e->s, ext, e->r.staging, out);
+        rc = tier_extent_decode(e->s, ext, stage, out);
         rec(e, x->codec == TIER_CODEC_RAW ? TRACE_COPY : TRACE_DECOMPRESS,
             x->codec == TIER_CODEC_RAW ? "to cache" : "lz4", l, t0);
         if (rc) return rc;
@@ -295,7 +309,8 @@ static void *io_main(void *arg) {
         if (stop) break;
         if (failed) continue; /* drain: the step is failing */
         const uint8_t *raw = NULL;
-        int rc = layer_to_host(e, c.layer, &raw);
+        int st;
+        int rc = layer_to_host(e, c.layer, &raw, &st);
         if (rc) {
             io_fail(e, rc, tt_lasterr());
             continue;
@@ -305,7 +320,8 @@ static void *io_main(void *arg) {
         if (!e->drop_wait) be_queue_wait(e->h2d, sl->done); /* the compute queue is done with what it held */
         be_copy_async(sl->buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw, BE_H2D, e->h2d);
         be_event_record(sl->ready, e->h2d);
-        if (raw == e->r.staging || raw == e->r.decode) be_event_sync(sl->ready); /* the next read rewrites it */
+        if (st >= 0) be_event_record(e->stage_ev[st], e->h2d); /* the read after next waits for it */
+        else if (raw == e->r.decode) be_event_sync(sl->ready); /* the next decode rewrites it */
         rec(e, TRACE_COPY, "to device", c.layer, t0);
         pthread_mutex_lock(&e->mu);
         e->slots[c.slot].state = SLOT_READY;
@@ -581,6 +597,7 @@ void stream_free(tt_stream *e) {
     }
     for (int i = 0; e->buf_ev && i < e->plan.dev_cells + PLAN_TRANSIT; i++) be_event_free(e->buf_ev[i]);
     free(e->buf_ev);
+    for (int i = 0; i < 2; i++) be_event_free(e->stage_ev[i]);
     be_queue_free(e->h2d);
     be_queue_free(e->d2h);
     uring_reader_close(e->reader);
@@ -662,6 +679,7 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     }
     e->h2d = be_queue_new();
     e->d2h = be_queue_new();
+    for (int i = 0; i < 2; i++) e->stage_ev[i] = be_event_new();
     const char *dw = getenv("TT_TEST_DROP_WAIT");
     e->drop_wait = dw && strcmp(dw, "slot") == 0;
     for (int l = 1; l <= L; l++)

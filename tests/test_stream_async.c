@@ -4,7 +4,8 @@
  * without LoRA dropout + clipping: the LoRA weights and losses after N
  * streamed steps equal, bit for bit, N resident steps on the synchronous CPU
  * backend, for every budget (the smallest, the smallest with lm_head
- * streamed, a partial spill, a host cache) and every delay seed (20 unless
+ * streamed, a partial spill, a host cache, NVMe every step with the cells on
+ * the device) and every delay seed (20 unless
  * TT_TEST_SEEDS says otherwise).
  *
  * A missing event wait in the runtime shows up here as a mismatch and, in
@@ -19,9 +20,9 @@
 
 #include <stdlib.h>
 
-enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, N_BUDGETS };
+enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, B_NVME, N_BUDGETS };
 static const char *budget_name[N_BUDGETS] = {"smallest (all spilled)", "smallest, lm_head streamed",
-                                             "partial spill", "host cache"};
+                                             "partial spill", "host cache", "NVMe every step, cells on device"};
 
 /* The plan request of budget b for req (all derived from the planner's smallest). */
 static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size_t cell_bytes) {
@@ -35,6 +36,10 @@ static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size
     r.hbm = min_dev;
     r.host = b == B_SMALLEST || b == B_SMALLEST_HEAD_HOST ? min_host : 0; /* 0: room for a host cache */
     if (b == B_PARTIAL) r.hbm = min_dev + (uint64_t)cell_bytes * 12;
+    if (b == B_NVME) { /* two slots fed from NVMe through the two staging buffers, no unspills in between */
+        r.no_host_cache = 1;
+        r.hbm = min_dev + (uint64_t)cell_bytes * 64;
+    }
     return r;
 }
 
