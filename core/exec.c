@@ -20,6 +20,8 @@ struct tt_exec {
     tt_lora lora;
     tt_ws *ws;
     tt_real *act[3];     /* bf16 cells: the f32 compute copies (layer input, output gradient, output) */
+    int32_t *tgt_host;   /* pinned: the step's targets (K*T), uploaded from here by the head */
+    tt_real *wt_host;    /* pinned: their loss weights */
     tt_trace *trace;
     uint64_t seed;
     int L, K, T, H;
@@ -41,7 +43,7 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     if (rc) return rc;
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
      * buffer (head_on_device then only means the final norm) */
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0};
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0, host};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;
@@ -55,6 +57,12 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     }
     if (e) e->ws = ws;
     else ws_free(ws);
+    /* the step's targets and loss weights, copied here so that their uploads are asynchronous */
+    size_t kt = (size_t)p->req.K * p->req.B * p->req.seq;
+    void *tg = host->fn(host->ctx, kt * sizeof(int32_t), "targets and loss weights");
+    void *wt = host->fn(host->ctx, kt * sizeof(tt_real), "targets and loss weights");
+    if (!tg || !wt) return TT_FAIL(-ENOMEM, "out of host memory for the step's targets");
+    if (e) { e->tgt_host = tg; e->wt_host = wt; }
     return 0;
 }
 
@@ -179,6 +187,13 @@ static void layer_adamw(tt_exec *e, int l, const float *hp, int step) {
     rec(e, TRACE_OPT, "adamw", l, t0);
 }
 
+/* A step that stops early (an IO error at a layer load): nothing queued may
+ * still read the caller's arrays or the buffers once we return. */
+static int step_failed(tt_exec *e, int rc) {
+    be_synchronize();
+    return rc;
+}
+
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
     int L = e->L, K = e->K, T = e->T, H = e->H;
@@ -187,12 +202,16 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
     tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
     double *acc = ws_acc(e->ws), zero[2] = {0, 0}, got[2];
-    be_to_device(acc, zero, sizeof zero);
+    be_to_device(acc, zero, sizeof zero); /* also: the last step's uploads from tgt_host / wt_host are done */
+    memcpy(e->tgt_host, targets, (size_t)K * T * sizeof *targets);
+    memcpy(e->wt_host, weight, (size_t)K * T * sizeof *weight);
+    targets = e->tgt_host;
+    weight = e->wt_host;
     stream_begin(e->st, backward);
     /* forward */
     for (int l = 0; l < L; l++) {
         int rc = acquire(e, l, l);
-        if (rc) return rc;
+        if (rc) return step_failed(e, rc);
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
             tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, stream_cell_get(e->st, l, k), 0);
@@ -226,7 +245,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     for (int l = L - 1; l >= 0; l--) {
         int pos = 2 * L - 1 - l;
         int rc = acquire(e, l, pos);
-        if (rc) return rc;
+        if (rc) return step_failed(e, rc);
         lo->grad_off = lo->layer_off[l]; /* the device holds this layer's gradients */
         be_fill(lo->grads, lo->grad_n, 0);
         for (int k = 0; k < K; k++) {
@@ -258,6 +277,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         double g = sqrt(*gnorm);
         if (!isfinite(g)) {
             *gnorm = g;
+            stream_end(e->st);
             return TT_FAIL(-EINVAL, "the gradient norm became %g at step %d; nothing was updated", g, step);
         }
         tt_real sc = (tt_real)(hp[5] > 0 && g > hp[5] ? hp[5] / (g + 1e-6) : 1);

@@ -55,7 +55,7 @@ struct tt_ws {
     double *acc;          /* device: [0] loss sum, [1] sum of squared gradients */
     tt_real *host_x[2];   /* host (T, H) each: the embedding gather, two in turn */
     tt_event *host_x_ev[2]; /* recorded after each one's upload: it is rewritten only after that */
-    int host_x_next;
+    int host_x_next, host_x_owned;
     size_t drop_elems;    /* the dropout buffers: max(T x max(hidden, q dims), mlp_rows x ffn) */
     int L, owned;         /* owned: buffers from be_alloc (freed with the workspace) */
 };
@@ -224,7 +224,7 @@ void ws_free(tt_ws *w) {
     for (int i = 0; i < 2; i++) {
         if (w->host_x_ev[i]) be_event_sync(w->host_x_ev[i]);
         be_event_free(w->host_x_ev[i]);
-        free(w->host_x[i]);
+        if (w->host_x_owned) free(w->host_x[i]);
     }
     free(w);
 }
@@ -259,6 +259,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->xent_rows = (int)(XENT_CHUNK_ELEMS / c->vocab);
     if (w->xent_rows < 1) w->xent_rows = 1;
     if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
+    if (w->xent_rows > XENT_MAX_ROWS) w->xent_rows = XENT_MAX_ROWS; /* the most a backend takes at once */
     size_t r = (size_t)lc->rank, e = sizeof(tt_real);
     int ok = 1;
 #define A(ptr, n, label) ok &= ((ptr) = ws_get(alloc, (n) * e, label)) != NULL
@@ -312,14 +313,16 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
         if (lb <= 2 * MF * e) w->lm_stage = w->u;
         else ok &= (w->lm_stage = ws_get(alloc, lb, "lm_head chunk")) != NULL;
     }
+    for (int i = 0; o->host && i < 2; i++) /* pinned (the host arena): the uploads are asynchronous */
+        ok &= (w->host_x[i] = o->host->fn(o->host->ctx, T * H * e, "embedding gather")) != NULL;
     if (alloc && alloc->measuring) { /* planning: sizes only */
         *out = w;
         return 0;
     }
+    w->host_x_owned = !o->host;
     for (int i = 0; i < 2; i++) {
-        w->host_x[i] = malloc(T * H * e);
+        if (!o->host) ok &= (w->host_x[i] = malloc(T * H * e)) != NULL;
         w->host_x_ev[i] = be_event_new();
-        ok &= w->host_x[i] != NULL;
     }
     if (!ok) {
         ws_free(w);

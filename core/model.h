@@ -91,6 +91,8 @@ typedef struct tt_ws_opts {
     int head_streamed;     /* a device staging buffer for lm_head chunks */
     int mlp_rows;          /* tokens per MLP chunk; 0: as many as keep (rows, ffn) at 16M values */
     size_t wbuf_elems;     /* dequantization scratch cap in values (tests); 0: 16M (at least 64 rows) */
+    const tt_alloc *host;  /* the host buffers (the embedding gather) from here, e.g. the pinned host arena so
+                            * that their uploads are asynchronous; NULL: malloc */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. */

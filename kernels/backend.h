@@ -20,9 +20,10 @@
  * Asynchrony (DESIGN.md, "Asynchrony"): every op runs on the backend's
  * compute queue, in the order it is called; it may still be running when the
  * call returns. No op allocates and no op returns a host scalar (sums
- * accumulate into device doubles, read back once per step). to_device,
- * to_host and copy are synchronous with respect to the host: they are
- * ordered after every op called before them and complete on return. Other
+ * accumulate into device doubles, read back once per step). to_device and
+ * to_host are synchronous with respect to the host: they are ordered after
+ * every op called before them and complete on return; copy (device to
+ * device) is ordered like an op and may still run after the call. Other
  * queues (copies), their asynchronous copies and the events that order
  * queues are optional slots: where a backend leaves them NULL, the be_*
  * wrappers do the synchronous thing (the CPU reference runs everything at

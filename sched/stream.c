@@ -99,7 +99,7 @@ struct tt_stream {
     regions r;
     sizes sz;
     slot *slots;
-    tt_queue *h2d, *d2h;      /* NULL where the backend has no queues */
+    tt_queue *h2d, *d2h, *up; /* layer loads, spills, unspills; NULL where the backend has no queues */
     tt_event *stage_ev[2];    /* the last copy out of each staging buffer */
     int stage_next;           /* IO thread: the staging buffer of the next read */
     tt_event **buf_ev;        /* [dev_cells + PLAN_TRANSIT]: the last use of r.cell_buf[i] */
@@ -349,7 +349,7 @@ static void *copy_main(void *arg) {
         cell *x = cell_at(e, c.l, c.k);
         double t0 = tt_now();
         tt_event *ev = buf_ev(e, c.buf);
-        tt_queue *q = c.kind == CMD_SPILL ? e->d2h : e->h2d;
+        tt_queue *q = c.kind == CMD_SPILL ? e->d2h : e->up; /* not behind a layer load's wait on the compute queue */
         be_queue_wait(q, ev); /* spill: the value was computed; unspill: the buffer's last use is over */
         if (c.kind == CMD_SPILL) be_copy_async(x->host, c.buf, bytes, BE_D2H, q);
         else be_copy_async(c.buf, x->host, bytes, BE_H2D, q);
@@ -600,6 +600,7 @@ void stream_free(tt_stream *e) {
     for (int i = 0; i < 2; i++) be_event_free(e->stage_ev[i]);
     be_queue_free(e->h2d);
     be_queue_free(e->d2h);
+    be_queue_free(e->up);
     uring_reader_close(e->reader);
     if (e->dev) arena_free(e->dev);
     if (e->host) arena_free(e->host);
@@ -679,6 +680,7 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     }
     e->h2d = be_queue_new();
     e->d2h = be_queue_new();
+    e->up = be_queue_new();
     for (int i = 0; i < 2; i++) e->stage_ev[i] = be_event_new();
     const char *dw = getenv("TT_TEST_DROP_WAIT");
     e->drop_wait = dw && strcmp(dw, "slot") == 0;
