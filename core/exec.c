@@ -43,7 +43,7 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     if (rc) return rc;
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
      * buffer (head_on_device then only means the final norm) */
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0, host};
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0, host, 0};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;

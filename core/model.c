@@ -23,6 +23,10 @@
  * rows (a multiple of 64, so an NF4 block never straddles two) of at most
  * WBUF_ELEMS values, 64 MiB of f32; lm_head chunks use it too. */
 #define WBUF_ELEMS (16u << 20)
+/* LoRA dropout's buffers (mask, masked input, masked gradient): the LoRA path
+ * runs a chunk of rows at a time so that each holds at most this many values
+ * (16 MiB of f32), whatever seq x hidden is. */
+#define DROP_CHUNK_ELEMS (4u << 20)
 
 struct tt_model {
     tt_config cfg;
@@ -56,7 +60,7 @@ struct tt_ws {
     tt_real *host_x[2];   /* host (T, H) each: the embedding gather, two in turn */
     tt_event *host_x_ev[2]; /* recorded after each one's upload: it is rewritten only after that */
     int host_x_next, host_x_owned;
-    size_t drop_elems;    /* the dropout buffers: max(T x max(hidden, q dims), mlp_rows x ffn) */
+    size_t drop_elems;    /* the dropout buffers: DROP_CHUNK_ELEMS, at least one row of the widest input */
     int L, owned;         /* owned: buffers from be_alloc (freed with the workspace) */
 };
 
@@ -256,6 +260,9 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->mlp_rows = (int)(mr < 1 ? 1 : mr > T ? T : mr);
     size_t attn_in = H > w->QD ? H : w->QD;
     w->drop_elems = T * attn_in > (size_t)w->mlp_rows * w->F ? T * attn_in : (size_t)w->mlp_rows * w->F;
+    size_t dcap = o->drop_elems ? o->drop_elems : DROP_CHUNK_ELEMS;
+    if (w->drop_elems > dcap) w->drop_elems = dcap; /* the LoRA path goes by row chunks */
+    if (w->drop_elems < w->max_in) w->drop_elems = w->max_in;
     w->xent_rows = (int)(XENT_CHUNK_ELEMS / c->vocab);
     if (w->xent_rows < 1) w->xent_rows = 1;
     if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
@@ -382,12 +389,24 @@ static const tt_real *lora_at(const tt_lora *lo, int l, size_t off) {
     return lora_layer_params(lo, l) + (off - lo->layer_off[l]);
 }
 
+/* Rows per dropout chunk for an input of width in: with dropout, the LoRA
+ * path's masked inputs exist a chunk of rows at a time (the buffers hold
+ * drop_elems values); without, one chunk. */
+static int drop_chunk(const pass *ps, int in, int rows) {
+    if (!ps->drop_seed || ps->lo->cfg.dropout <= 0.f) return rows;
+    size_t c = ps->w->drop_elems / (size_t)in;
+    return c >= (size_t)rows ? rows : (int)c;
+}
+
 /* z rows [t0, t0 + rows) of (l, p): drop(x) A^T, x at row t0. */
 static void lora_z(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
     const tt_lora_slot *s = &ps->lo->slot[l][p];
-    int r = ps->w->r;
-    const tt_real *xin = lora_input(ps, l, p, x, in, t0, rows);
-    be_linear(rows, in, r, xin, lora_at(ps->lo, l, s->a), ps->w->z[p] + (size_t)t0 * r, 0);
+    int r = ps->w->r, dc = drop_chunk(ps, in, rows);
+    for (int c0 = 0; c0 < rows; c0 += dc) {
+        int cr = rows - c0 < dc ? rows - c0 : dc;
+        const tt_real *xin = lora_input(ps, l, p, x + (size_t)c0 * in, in, t0 + c0, cr);
+        be_linear(cr, in, r, xin, lora_at(ps->lo, l, s->a), ps->w->z[p] + (size_t)(t0 + c0) * r, 0);
+    }
 }
 
 /* Output rows of W (out, in) per dequantized block: as many as the scratch
@@ -445,16 +464,22 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     const tt_real *A = lora_at(ps->lo, l, s->a), *Bm = lora_at(ps->lo, l, s->b);
     TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
     tt_real *dA = ps->lo->grads + (s->a - ps->lo->grad_off), *dB = ps->lo->grads + (s->b - ps->lo->grad_off);
-    const tt_real *xin = lora_input(ps, l, p, x, in, t0, rows);
     be_gemm(1, 0, out, r, T, sc, dy, out, w->z[p] + (size_t)t0 * r, r, 1, dB, r); /* dB += s dy^T z */
     be_gemm(0, 0, T, r, out, sc, dy, out, Bm, r, 0, w->dz, r);  /* dz = s dy B */
-    be_gemm(1, 0, r, in, T, 1, w->dz, r, xin, in, 1, dA, in);   /* dA += dz^T drop(x) */
-    if (xin == x) {
-        be_gemm(0, 0, T, in, r, 1, w->dz, r, A, in, 1, dx, in); /* dx += dz A */
-    } else {
-        be_gemm(0, 0, T, in, r, 1, w->dz, r, A, in, 0, w->tmp, in);
-        be_mask_scale((size_t)T * in, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp);
-        be_axpy((size_t)T * in, 1, w->tmp, dx);
+    int dc = drop_chunk(ps, in, rows);
+    for (int c0 = 0; c0 < rows; c0 += dc) { /* the masked input again, a chunk of rows at a time */
+        int cr = rows - c0 < dc ? rows - c0 : dc;
+        const tt_real *xc = x + (size_t)c0 * in, *dzc = w->dz + (size_t)c0 * r;
+        tt_real *dxc = dx + (size_t)c0 * in;
+        const tt_real *xin = lora_input(ps, l, p, xc, in, t0 + c0, cr);
+        be_gemm(1, 0, r, in, cr, 1, dzc, r, xin, in, 1, dA, in);   /* dA += dz^T drop(x) */
+        if (xin == xc) {
+            be_gemm(0, 0, cr, in, r, 1, dzc, r, A, in, 1, dxc, in); /* dx += dz A */
+        } else {
+            be_gemm(0, 0, cr, in, r, 1, dzc, r, A, in, 0, w->tmp, in);
+            be_mask_scale((size_t)cr * in, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp);
+            be_axpy((size_t)cr * in, 1, w->tmp, dxc);
+        }
     }
 }
 

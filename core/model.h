@@ -93,6 +93,7 @@ typedef struct tt_ws_opts {
     size_t wbuf_elems;     /* dequantization scratch cap in values (tests); 0: 16M (at least 64 rows) */
     const tt_alloc *host;  /* the host buffers (the embedding gather) from here, e.g. the pinned host arena so
                             * that their uploads are asynchronous; NULL: malloc */
+    size_t drop_elems;     /* LoRA dropout's chunk cap in values (tests); 0: 4M (at least one row) */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. */
