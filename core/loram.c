@@ -4,6 +4,7 @@
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "io/storeio.h"
+#include "io/uring.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -210,7 +211,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     float *vals = NULL;   /* (out, in) f32: the projection being merged */
     uint8_t *blob = NULL; /* that projection encoded in its stored dtype */
     uint8_t *raw = NULL;  /* one decoded extent of the source store */
-    int fd = -1;
+    struct uring_reader *ur = NULL;
     int rc = store_check_output("-o", out_path, model);
     if (rc == 0) rc = tier_open(&s, model);
     if (rc) return rc;
@@ -219,11 +220,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     rc = loram_check_adapter(a, adapter_dir, cfg, model);
     if (rc == 0) rc = loram_check_base(a, adapter_dir, cfg, tier_prune(s), model);
     if (rc) goto out;
-    fd = open(model, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = TT_FAIL(-errno, "cannot open %s: %s", model, strerror(errno));
-        goto out;
-    }
+    if ((rc = store_file_open(&ur, model))) goto out;
     uint32_t nt = tier_n_tensors(s);
     dtypes = tt_xcalloc(nt, sizeof *dtypes);
     uint64_t maxn = 0, maxbytes = 0, total = 0, done = 0;
@@ -252,7 +249,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     uint32_t next = 0;
     for (uint32_t e = 0; e < tier_n_extents(s) && rc == 0; e++) {
         const tier_extent *x = tier_extent_at(s, e);
-        rc = store_read_extent(s, fd, e, &raw);
+        rc = store_read_extent(s, ur, e, &raw);
         for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors && rc == 0; i++) {
             TT_ASSERT(i == next++); /* extents hold the tensors in table order, as the writer wants them */
             const tier_tensor *t = tier_tensor_at(s, i);
@@ -291,7 +288,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     }
 out:
     tier_writer_abort(w);
-    if (fd >= 0) close(fd);
+    uring_reader_close(ur);
     free(dtypes);
     free(vals);
     free(blob);

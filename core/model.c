@@ -2,6 +2,7 @@
  * checkpointing, on the backend interface. */
 #include "core/model.h"
 #include "io/storeio.h"
+#include "io/uring.h"
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"
@@ -133,9 +134,8 @@ int model_load(tt_model **out, const char *path) {
     tier_store *s;
     int rc = tier_open(&s, path);
     if (rc) return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
+    struct uring_reader *ur = NULL;
+    if ((rc = store_file_open(&ur, path))) {
         tier_close(s);
         return rc;
     }
@@ -143,7 +143,7 @@ int model_load(tt_model **out, const char *path) {
     const tt_config *c = &m->cfg;
     for (uint32_t e = 0; e < tier_n_extents(s) && rc == 0; e++) {
         uint8_t *raw = NULL;
-        rc = store_read_extent(s, fd, e, &raw);
+        rc = store_read_extent(s, ur, e, &raw);
         if (rc) break;
         const tier_extent *x = tier_extent_at(s, e);
         if (e == TT_EXTENT_EMBED(c)) { /* the embedding stays on the host */
@@ -164,7 +164,7 @@ int model_load(tt_model **out, const char *path) {
         if (e == TT_EXTENT_HEAD(c)) model_bind_head(m, s, dev, 0);
         else model_bind_layer(m, s, (int)e - 1, dev);
     }
-    close(fd);
+    uring_reader_close(ur);
     tier_close(s);
     if (rc) {
         model_free(m);

@@ -4,6 +4,7 @@
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "core/base/nf4.h"
+#include "io/uring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,29 +29,30 @@ void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob) {
     }
 }
 
-int store_read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out) {
+int store_file_open(uring_reader **out, const char *path) {
+    uring_opts o;
+    uring_opts_default(&o);
+    o.direct = 0; /* the tools read once, through the page cache */
+    return uring_reader_open(out, path, &o);
+}
+
+int store_read_extent(const tier_store *s, uring_reader *ur, uint32_t e, uint8_t **raw_out) {
     const tier_extent *x = tier_extent_at(s, e);
-    uint8_t *stored = malloc(x->stored ? x->stored : 1);
+    uint64_t len = tt_align_up(x->stored ? x->stored : 1, UR_ALIGN); /* extents start and end on 4096 bytes */
+    uint8_t *stored = aligned_alloc(UR_ALIGN, len);
     uint8_t *raw = x->codec == TIER_CODEC_RAW ? stored : malloc(x->raw ? x->raw : 1);
     if (!stored || !raw) {
         if (raw != stored) free(raw);
         free(stored);
         return TT_FAIL(-ENOMEM, "out of memory reading %s", tier_path(s));
     }
-    uint64_t done = 0;
-    while (done < x->stored) {
-        ssize_t r = pread(fd, stored + done, x->stored - done, (off_t)(x->offset + done));
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            int err = r < 0 ? errno : EIO;
-            free(stored);
-            if (raw != stored) free(raw);
-            return TT_FAIL(-err, "reading %s at offset %llu failed: %s", tier_path(s),
-                           (unsigned long long)(x->offset + done), r < 0 ? strerror(err) : "unexpected end of file");
-        }
-        done += (uint64_t)r;
+    int rc = uring_reader_read(ur, stored, x->offset, len);
+    if (rc) {
+        free(stored);
+        if (raw != stored) free(raw);
+        return rc;
     }
-    int rc = tier_extent_check(s, e, stored);
+    rc = tier_extent_check(s, e, stored);
     if (rc == 0 && raw != stored) rc = tier_extent_decode(s, e, stored, raw);
     if (raw != stored) free(stored);
     if (rc) {
@@ -63,13 +65,11 @@ int store_read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out
 
 int store_reader_open(store_reader *r, const char *path) {
     memset(r, 0, sizeof *r);
-    r->fd = -1;
     r->cur = UINT32_MAX;
     int rc = tier_open(&r->s, path);
     if (rc) return rc;
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r->fd < 0) {
-        rc = TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
+    rc = store_file_open(&r->ur, path);
+    if (rc) {
         tier_close(r->s);
         r->s = NULL;
         return rc;
@@ -79,11 +79,10 @@ int store_reader_open(store_reader *r, const char *path) {
 
 void store_reader_close(store_reader *r) {
     if (!r->s) return;
-    if (r->fd >= 0) close(r->fd);
+    uring_reader_close(r->ur);
     free(r->raw);
     tier_close(r->s);
     memset(r, 0, sizeof *r);
-    r->fd = -1;
 }
 
 uint32_t store_reader_dtype(const store_reader *r, uint32_t i) { return tier_tensor_at(r->s, i)->dtype; }
@@ -94,7 +93,7 @@ int store_reader_tensor(store_reader *r, uint32_t i, float *out) {
         free(r->raw);
         r->raw = NULL;
         r->cur = UINT32_MAX;
-        int rc = store_read_extent(r->s, r->fd, t->extent, &r->raw);
+        int rc = store_read_extent(r->s, r->ur, t->extent, &r->raw);
         if (rc) return rc;
         r->cur = t->extent;
     }

@@ -21,14 +21,20 @@
  * 4-byte aligned). Values must be finite for NF4. */
 void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob);
 
-/* Reads extent e of s through fd (pread), checks its checksum and decodes it;
- * *raw_out (malloc'ed, ext->raw bytes) on success. Returns 0 or -errno with a
- * message naming the file and the offset. */
-int store_read_extent(const tier_store *s, int fd, uint32_t e, uint8_t **raw_out);
+/* The store's one reader is io/uring.c's engine: the trainer reads through
+ * it with O_DIRECT into its pinned arena, the tools here buffered. */
+struct uring_reader;
+/* Opens path for buffered reads through the engine. Returns 0 or -errno with a message. */
+int store_file_open(struct uring_reader **out, const char *path);
+
+/* Reads extent e of s through ur, checks its checksum and decodes it;
+ * *raw_out (heap, free() it; ext->raw bytes) on success. Returns 0 or -errno
+ * with a message naming the file and the offset. */
+int store_read_extent(const tier_store *s, struct uring_reader *ur, uint32_t e, uint8_t **raw_out);
 
 typedef struct store_reader {
     tier_store *s;
-    int fd;
+    struct uring_reader *ur;
     uint32_t cur;    /* extent held in raw, or UINT32_MAX */
     uint8_t *raw;
 } store_reader;
