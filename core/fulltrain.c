@@ -259,6 +259,49 @@ static int eval_model(void *ctx, const int32_t *in, const int32_t *tgt, const tt
     return 0;
 }
 
+/* Full training's side of the shared loop (core/train.c, train_loop). */
+typedef struct full_ctx {
+    full_state *st;
+    const tt_full_opts *o;
+} full_ctx;
+
+/* K micro-batches of weight gradients, the global norm (summed on the device),
+ * clipping, AdamW. */
+static int full_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double lr, int step,
+                     uint64_t drop, double *loss_out, double *gnorm_out) {
+    full_ctx *fc = ctx;
+    full_state *st = fc->st;
+    const tt_full_opts *o = fc->o;
+    const tt_config *c = &st->cfg;
+    int K = o->accum, T = o->micro_batch * o->seq;
+    size_t E = st->gembed ? (size_t)c->vocab * c->hidden : 0;
+    (void)drop;
+    double loss = 0;
+    be_fill(st->G, st->n, 0);
+    if (E) memset(st->gembed, 0, E * sizeof *st->gembed);
+    for (int k = 0; k < K; k++)
+        loss += model_micro_step(st->model, &st->lora, st->ws, in + (size_t)k * T, tgt + (size_t)k * T,
+                                 wt + (size_t)k * T, (tt_real)(1.0 / ((double)K * T)), 1, 0);
+    loss /= (double)K * T;
+    if (E) be_to_device(st->G + st->off[st->embed_i], st->gembed, E * sizeof(tt_real));
+    double g2 = 0, *acc = ws_acc(st->ws) + 1; /* the gradient norm, summed on the device */
+    be_to_device(acc, &g2, sizeof g2);
+    be_sumsq(st->n, st->G, acc);
+    be_to_host(&g2, acc, sizeof g2);
+    double gnorm = sqrt(g2);
+    *loss_out = loss;
+    *gnorm_out = gnorm;
+    if (!isfinite(loss) || !isfinite(gnorm)) return 0; /* the loop refuses it, with nothing updated */
+    if (o->clip > 0 && gnorm > o->clip) be_scale(st->n, (tt_real)(o->clip / gnorm), st->G);
+    optimizer_step(st, o, (float)lr, step);
+    return 0;
+}
+
+static int full_eval(void *ctx, const tt_tokens *val, int max_tokens, double *loss) {
+    full_ctx *fc = ctx;
+    return train_eval_with(eval_model, fc->st, fc->o->micro_batch, fc->o->seq, 1, val, max_tokens, loss);
+}
+
 static int fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
     full_state *st = ctx;
     size_t n = d->rows * d->cols;
@@ -297,80 +340,21 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     if (!o->quiet && !o->json)
         printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %lld tokens\n",
                o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, (long long)K * T);
-    train_stop_arm();
-    int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tgt = tt_xmalloc((size_t)T * sizeof *tgt);
-    tt_real *wt = tt_xmalloc((size_t)T * sizeof *wt);
-    for (int i = 0; i < T; i++) wt[i] = 1;
-    tt_train_opts lr_o = {0}; /* train_lr's schedule */
-    lr_o.lr = o->lr; lr_o.min_lr = o->min_lr; lr_o.warmup = o->warmup; lr_o.steps = o->steps;
-    int have_val = val && val->n >= (uint64_t)S + 1; /* a shorter validation set is skipped, as in LoRA training */
-    if (have_val) {
-        rc = train_eval_with(eval_model, &st, B, S, 1, val, o->eval_tokens, &res->first_val);
-        res->last_val = res->first_val;
-        if (o->json) printf("{\"step\":0,\"steps\":%d,\"val_loss\":%.6f}\n", o->steps, res->first_val);
-        else if (!o->quiet) printf("step 0/%d  val %.4f (before training)\n", o->steps, res->first_val);
-    }
-    double t0 = tt_now();
-    size_t E = st.gembed ? (size_t)c->vocab * c->hidden : 0;
-    for (int step = 1; rc == 0 && step <= o->steps; step++) {
-        double ts = tt_now(), lr = train_lr(&lr_o, step), loss = 0;
-        be_fill(st.G, st.n, 0);
-        if (E) memset(st.gembed, 0, E * sizeof *st.gembed);
-        for (int k = 0; k < K; k++) {
-            train_sample_batch(train, o->seed, step, k, B, S, in, tgt);
-            loss += model_micro_step(st.model, &st.lora, st.ws, in, tgt, wt, (tt_real)(1.0 / ((double)K * T)), 1, 0);
-        }
-        loss /= (double)K * T;
-        if (E) be_to_device(st.G + st.off[st.embed_i], st.gembed, E * sizeof(tt_real));
-        double g2 = 0, *acc = ws_acc(st.ws) + 1; /* the gradient norm, summed on the device */
-        be_to_device(acc, &g2, sizeof g2);
-        be_sumsq(st.n, st.G, acc);
-        be_to_host(&g2, acc, sizeof g2);
-        double gnorm = sqrt(g2);
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was written; lower --lr (now %g) or check "
-                         "the data", isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step,
-                         (double)o->lr);
-            break;
-        }
-        if (o->clip > 0 && gnorm > o->clip) be_scale(st.n, (tt_real)(o->clip / gnorm), st.G);
-        optimizer_step(&st, o, (float)lr, step);
-        if (step == 1) res->first_loss = loss;
-        res->last_loss = loss;
-        res->steps_done = step;
-        int stop = train_stop_requested() != 0, last = step == o->steps || stop;
-        double vloss = NAN, now = tt_now();
-        if (have_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
-            train_eval_with(eval_model, &st, B, S, 1, val, o->eval_tokens, &vloss);
-            res->last_val = vloss;
-        }
-        if (o->json) {
-            printf("{\"step\":%d,\"steps\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f",
-                   step, o->steps, loss, lr, gnorm, (double)K * T / (now - ts));
-            if (!isnan(vloss)) printf(",\"val_loss\":%.6f", vloss);
-            printf("}\n");
-        } else if (!o->quiet) {
-            double eta = (now - t0) / step * (o->steps - step);
-            printf("step %*d/%d  loss %.4f  lr %.2e  gnorm %.3f  %6.0f tok/s  eta %.0fs", (int)log10(o->steps) + 1,
-                   step, o->steps, loss, lr, gnorm, (double)K * T / (now - ts), eta);
-            if (!isnan(vloss)) printf("  val %.4f", vloss);
-            printf("\n");
-        }
-        fflush(stdout);
-        if (stop) {
-            res->interrupted = 1;
-            if (!o->quiet) fprintf(stderr, "interrupted at step %d: writing the model as it is now\n", step);
-            break;
-        }
-    }
-    train_stop_disarm();
+    tt_train_opts lo = {0}; /* the shared loop's view of these options: no checkpoints, no dropout */
+    lo.seed = o->seed;
+    lo.steps = o->steps; lo.seq = S; lo.micro_batch = B; lo.accum = K; lo.warmup = o->warmup;
+    lo.lr = o->lr; lo.min_lr = o->min_lr; lo.wd = o->wd; lo.b1 = o->b1; lo.b2 = o->b2; lo.eps = o->eps; lo.clip = o->clip;
+    lo.eval_every = o->eval_every; lo.eval_tokens = o->eval_tokens;
+    lo.json = o->json; lo.quiet = o->quiet;
+    full_ctx fc = {&st, o};
+    static const tt_loop_ops ops = {full_step, full_eval, NULL};
+    rc = train_loop(&lo, &ops, &fc, train, val, 0, 0, res);
     if (rc == 0) {
         /* lz4 where it saves space: sparse layers shrink, dense ones stay raw */
         tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1};
         rc = store_write(o->out_path, c, &wopt, fill_out, &st);
         if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
     }
-    free(in); free(tgt); free(wt);
     state_free(&st);
     return rc;
 }

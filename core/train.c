@@ -223,6 +223,30 @@ static void fmt_time(double s, char *buf, size_t cap) {
     snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
+/* LoRA training's side of the loop: the executor's step, validation through
+ * it, checkpoints + the PEFT adapter. */
+typedef struct lora_ctx {
+    const tt_train_opts *o;
+    tt_exec *e;
+    const tt_model *m;
+    tt_lora *lo;
+    const tt_tokens *train;
+} lora_ctx;
+
+static int lora_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double lr, int step,
+                     uint64_t drop, double *loss, double *gnorm) {
+    lora_ctx *c = ctx;
+    const tt_train_opts *o = c->o;
+    return exec_step(c->e, in, tgt, wt, (float)lr, step, o->b1, o->b2, o->eps, o->wd, o->clip, drop, loss, gnorm);
+}
+static int lora_eval(void *ctx, const tt_tokens *val, int max_tokens, double *loss) {
+    return train_eval(((lora_ctx *)ctx)->e, val, max_tokens, loss);
+}
+static int lora_save(void *ctx, int step, uint64_t seen) {
+    lora_ctx *c = ctx;
+    return save_checkpoint(c->o, c->m, c->lo, c->train, step, seen);
+}
+
 int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val,
               tt_train_result *res) {
     memset(res, 0, sizeof *res);
@@ -230,7 +254,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     const tt_model *m = exec_model(e);
     const tt_config *c = model_config(m);
     const tt_plan *plan = exec_plan(e);
-    int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum;
+    int B = o->micro_batch, S = o->seq, K = o->accum;
     TT_ASSERT(plan->req.B == B && plan->req.seq == S && plan->req.K == K);
     TT_ASSERT(o->clip <= 0 || exec_user_cfg(&plan->req.user).defer_optimizer);
     if (train->n < (uint64_t)S + 1)
@@ -256,15 +280,28 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         if (rc) return rc;
         if (!o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, step);
     }
+    lora_ctx lc = {o, e, m, lo, train};
+    static const tt_loop_ops ops = {lora_step, lora_eval, lora_save};
+    return train_loop(o, &ops, &lc, train, val, step, seen, res);
+}
+
+int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_tokens *train,
+               const tt_tokens *val, int start, uint64_t seen, tt_train_result *res) {
+    int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0;
+    /* what an early end leaves behind, for the messages */
+    char kept[1200], nothing[1300];
+    if (ops->save) snprintf(kept, sizeof kept, "the last checkpoint in %s is intact", o->out_dir);
+    else snprintf(kept, sizeof kept, "nothing was written");
+    if (ops->save) snprintf(nothing, sizeof nothing, "nothing was saved (%s)", kept);
+    else snprintf(nothing, sizeof nothing, "nothing was written");
     train_stop_arm();
 
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
     for (size_t i = 0; i < n; i++) wt[i] = 1;
-    int start = step;
     if (val && val->n > (uint64_t)S && start == 0) {
-        rc = train_eval(e, val, o->eval_tokens, &res->first_val);
+        rc = ops->eval(ctx, val, o->eval_tokens, &res->first_val);
         if (rc) {
             rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
             free(in); free(tgt); free(wt);
@@ -287,15 +324,15 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         for (int k = 0; k < K; k++) train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T);
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
-        rc = exec_step(e, in, tgt, wt, (float)lr, step, o->b1, o->b2, o->eps, o->wd, o->clip, drop, &loss, &gnorm);
+        rc = ops->step(ctx, in, tgt, wt, lr, step, drop, &loss, &gnorm);
         if (rc) {
-            rc = TT_FAIL(rc, "step %d failed: %s; the last checkpoint in %s is intact", step, tt_lasterr(), o->out_dir);
+            rc = TT_FAIL(rc, "step %d failed: %s; %s", step, tt_lasterr(), kept);
             break;
         }
         if (!isfinite(gnorm) || !isfinite(loss)) {
-            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; nothing was saved (the last checkpoint in %s is "
-                         "intact); lower --lr (now %g) or check the data",
-                         isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step, o->out_dir,
+            rc = TT_FAIL(-EINVAL, "the %s became %g at step %d; %s; lower --lr (now %g) or check the data",
+                         isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? gnorm : loss, step,
+                         nothing,
                          (double)o->lr);
             break;
         }
@@ -310,10 +347,9 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
         int stop_sig = train_stop_requested(); /* read once: the save and the stop below must agree */
         int last = step == o->steps || step == o->stop_after || stop_sig;
         if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
-            rc = train_eval(e, val, o->eval_tokens, &vloss);
+            rc = ops->eval(ctx, val, o->eval_tokens, &vloss);
             if (rc) {
-                rc = TT_FAIL(rc, "validation after step %d failed: %s; nothing was saved (the last checkpoint in %s "
-                             "is intact)", step, tt_lasterr(), o->out_dir);
+                rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);
                 break;
             }
             if (isnan(res->first_val)) res->first_val = vloss;
@@ -341,15 +377,18 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
             printf("\n");
         }
         fflush(stdout);
-        if ((o->save_every > 0 && step % o->save_every == 0) || last) {
-            rc = save_checkpoint(o, m, lo, train, step, seen);
+        if (ops->save && ((o->save_every > 0 && step % o->save_every == 0) || last)) {
+            rc = ops->save(ctx, step, seen);
             if (rc) break;
         }
         if (stop_sig || step == o->stop_after) {
             res->interrupted = stop_sig != 0;
-            if (!o->quiet && !o->json)
+            if (ops->save && !o->quiet && !o->json)
                 printf("%s at step %d; checkpoint written to %s (continue with --resume %s)\n",
                        stop_sig ? "interrupted" : "stopped", step, o->out_dir, o->out_dir);
+            else if (!ops->save && !o->quiet)
+                fprintf(stderr, "%s at step %d: writing the model as it is now\n",
+                        stop_sig ? "interrupted" : "stopped", step);
             break;
         }
     }

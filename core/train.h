@@ -59,6 +59,24 @@ void train_stop_disarm(void);
  * steps, then cosine decay from lr to min_lr at `steps`. */
 double train_lr(const tt_train_opts *o, int step);
 
+/* The training loop both LoRA training (train_run) and full training
+ * (fulltrain_run) run: per step the schedule's learning rate, K sampled
+ * micro-batches (train_sample_batch), the step, the finiteness check, the
+ * validation cadence, the progress line (or JSON), the checkpoint cadence and
+ * a clean stop on SIGINT/SIGTERM or at o->stop_after. What differs is in ops:
+ * step runs one optimizer step on in/tgt/wt (K*B*S each) into *loss (mean per
+ * weighted token) and *gnorm; eval scores a validation set; save (NULL: the
+ * run keeps nothing between steps) writes a checkpoint at step with `seen`
+ * tokens trained on. start: the step already done (a resume). */
+typedef struct tt_loop_ops {
+    int (*step)(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double lr, int step,
+                uint64_t drop_seed, double *loss, double *gnorm);
+    int (*eval)(void *ctx, const tt_tokens *val, int max_tokens, double *loss);
+    int (*save)(void *ctx, int step, uint64_t seen);
+} tt_loop_ops;
+int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_tokens *train,
+               const tt_tokens *val, int start, uint64_t seen, tt_train_result *res);
+
 /* Runs (or resumes) training on the executor e (its plan fixes the batch
  * shape: micro_batch, seq, accum must match; clip > 0 needs a plan with
  * defer_optimizer). Returns 0 or -errno with a message. */
