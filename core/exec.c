@@ -196,7 +196,7 @@ static int step_failed(tt_exec *e, int rc) {
 
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
-    int L = e->L, K = e->K, T = e->T, H = e->H;
+    int L = e->L, K = e->K, T = e->T;
     tt_lora *lo = &e->lora;
     double wsum = 0;
     for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
@@ -268,12 +268,10 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             layer_adamw(e, l, hp, step);
         stream_release(e->st, l, pos + 1);
     }
-    (void)H;
     be_to_host(got, acc, sizeof got); /* the one read-back of the step */
     *gnorm = got[1];
     double loss = got[0];
     if (e->cfg.defer_optimizer) {
-        double t0 = tt_now();
         double g = sqrt(*gnorm);
         if (!isfinite(g)) {
             *gnorm = g;
@@ -286,9 +284,8 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             lo->grad_off = a;
             be_copy_async(lo->grads, lo->grads_host + a, n * sizeof(tt_real), BE_H2D, NULL);
             if (sc != 1) be_scale(n, sc, lo->grads);
-            layer_adamw(e, l, hp, step);
+            layer_adamw(e, l, hp, step); /* traced per layer */
         }
-        rec(e, TRACE_OPT, "adamw", -1, t0);
     }
     *gnorm = sqrt(*gnorm);
     *loss_sum = loss / (wsum > 0 ? wsum : 1);

@@ -137,23 +137,31 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     return 0;
 }
 
-void lora_params_get(const tt_lora *lo, tt_real *p) {
-    if (lo->params_host) { /* written by copies on the compute queue */
+/* One piece of the adapter's state (bytes) to / from a host array: from its
+ * pinned host copy when it lives there (written by copies on the compute
+ * queue: wait for them first), else from the device. */
+static void state_get(void *out, const void *host, const void *dev, size_t bytes) {
+    if (host) {
         be_synchronize();
-        memcpy(p, lo->params_host, lo->n * sizeof *p);
-        return;
+        memcpy(out, host, bytes);
+    } else {
+        be_to_host(out, dev, bytes);
     }
-    be_to_host(p, lo->params, lo->n * sizeof *p);
+}
+static void state_set(const void *in, void *host, void *dev, size_t bytes) {
+    if (host) {
+        be_synchronize();
+        memcpy(host, in, bytes);
+    } else {
+        be_to_device(dev, in, bytes);
+    }
 }
 
+void lora_params_get(const tt_lora *lo, tt_real *p) { state_get(p, lo->params_host, lo->params, lo->n * sizeof *p); }
+
 void lora_params_set(tt_lora *lo, const tt_real *p) {
-    if (lo->params_host) {
-        be_synchronize();
-        memcpy(lo->params_host, p, lo->n * sizeof *p);
-        lo->layer_in[0] = lo->layer_in[1] = -1; /* the device copies are stale */
-        return;
-    }
-    be_to_device(lo->params, p, lo->n * sizeof *p);
+    state_set(p, lo->params_host, lo->params, lo->n * sizeof *p);
+    lo->layer_in[0] = lo->layer_in[1] = -1; /* device copies of staged layers are stale */
 }
 
 tt_real *lora_layer_params(const tt_lora *lo, int l) {
@@ -178,25 +186,13 @@ void lora_unstage_layer(tt_lora *lo, int l) {
 }
 
 void lora_moments_get(const tt_lora *lo, float *m, float *v) {
-    if (lo->m_host) { /* written by copies on the compute queue */
-        be_synchronize();
-        memcpy(m, lo->m_host, lo->n * sizeof *m);
-        memcpy(v, lo->v_host, lo->n * sizeof *v);
-        return;
-    }
-    be_to_host(m, lo->m, lo->n * sizeof *m);
-    be_to_host(v, lo->v, lo->n * sizeof *v);
+    state_get(m, lo->m_host, lo->m, lo->n * sizeof *m);
+    state_get(v, lo->v_host, lo->v, lo->n * sizeof *v);
 }
 
 void lora_moments_set(tt_lora *lo, const float *m, const float *v) {
-    if (lo->m_host) {
-        be_synchronize();
-        memcpy(lo->m_host, m, lo->n * sizeof *m);
-        memcpy(lo->v_host, v, lo->n * sizeof *v);
-        return;
-    }
-    be_to_device(lo->m, m, lo->n * sizeof *m);
-    be_to_device(lo->v, v, lo->n * sizeof *v);
+    state_set(m, lo->m_host, lo->m, lo->n * sizeof *m);
+    state_set(v, lo->v_host, lo->v, lo->n * sizeof *v);
 }
 
 void lora_free(tt_lora *lo) {
