@@ -118,7 +118,7 @@ struct tt_stream {
     char io_msg[1024];
     uring_reader *reader;
     uint64_t io_bytes;
-    int L, K, T, H;
+    int L, K;
     int *access;              /* 2L: forward then backward layer order */
     int (*reads)[3];          /* the step's cell reads in order (l, k, phase needed), for unspill prefetch */
     int n_reads, next_read, cur_read, unspill_inflight;
@@ -375,7 +375,7 @@ static void *copy_main(void *arg) {
 /* ---- activation buffers and cells (compute thread; lock held inside) ------- */
 
 /* A free activation buffer for the compute queue (which waits for its last use). */
-static void *buf_get(tt_stream *e) {
+void *stream_buf_get(tt_stream *e) {
     pthread_mutex_lock(&e->mu);
     while (e->n_free == 0) pthread_cond_wait(&e->cv, &e->mu); /* a spill in flight will return one */
     void *b = e->free_bufs[--e->n_free];
@@ -414,9 +414,9 @@ static void prefetch_unspills_locked(tt_stream *e) {
 }
 
 /* The device copy of cell (l, k), unspilling it now if no prefetch did. */
-static void *cell_get(tt_stream *e, int l, int k) {
+void *stream_cell_get(tt_stream *e, int l, int k) {
     cell *x = cell_at(e, l, k);
-    /* the reads list follows exactly this order of cell_get calls */
+    /* the reads list follows exactly this order of stream_cell_get calls */
     TT_ASSERT(e->cur_read < e->n_reads && e->reads[e->cur_read][0] == l && e->reads[e->cur_read][1] == k);
     e->cur_read++;
     if (e->next_read < e->cur_read) e->next_read = e->cur_read; /* never prefetch a read already done */
@@ -442,7 +442,7 @@ static void *cell_get(tt_stream *e, int l, int k) {
 }
 
 /* Stores b (device) as the value of cell (l, k): kept (dev cell) or spilled. */
-static void cell_put(tt_stream *e, int l, int k, void *b) {
+void stream_cell_put(tt_stream *e, int l, int k, void *b) {
     cell *x = cell_at(e, l, k);
     pthread_mutex_lock(&e->mu);
     x->phase++;
@@ -462,7 +462,7 @@ static void cell_put(tt_stream *e, int l, int k, void *b) {
 
 /* Done with the device copy of cell (l, k) for now (a host cell's copy is
  * dropped; a dev cell keeps its value unless drop). */
-static void cell_done(tt_stream *e, int l, int k, int drop) {
+void stream_cell_done(tt_stream *e, int l, int k, int drop) {
     cell *x = cell_at(e, l, k);
     pthread_mutex_lock(&e->mu);
     if ((x->home == CELL_HOST || drop) && x->dev) {
@@ -628,8 +628,6 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     const tt_config *c = tier_config(e->s);
     e->L = (int)c->n_layers;
     e->K = plan->req.K;
-    e->T = plan->req.B * plan->req.seq;
-    e->H = (int)c->hidden;
     region_sizes(e->s, plan, &e->sz);
     int L = e->L, K = e->K, pool = plan->dev_cells + PLAN_TRANSIT;
     e->r.slot_buf = tt_xcalloc((size_t)plan->slots, sizeof *e->r.slot_buf);
@@ -778,13 +776,9 @@ int stream_io_pass(tt_stream *e) {
     return 0;
 }
 
-void *stream_buf_get(tt_stream *e) { return buf_get(e); }
 void stream_buf_put(tt_stream *e, void *b) {
     pthread_mutex_lock(&e->mu);
     buf_put_locked(e, b);
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
-void *stream_cell_get(tt_stream *e, int l, int k) { return cell_get(e, l, k); }
-void stream_cell_put(tt_stream *e, int l, int k, void *b) { cell_put(e, l, k, b); }
-void stream_cell_done(tt_stream *e, int l, int k, int drop) { cell_done(e, l, k, drop); }
