@@ -19,7 +19,6 @@ struct tt_exec {
     tt_model *m;
     tt_lora lora;
     tt_ws *ws;
-    tt_real *act[3];     /* bf16 cells: the f32 compute copies (layer input, output gradient, output) */
     int32_t *tgt_host;   /* pinned: the step's targets (K*T), uploaded from here by the head */
     tt_real *wt_host;    /* pinned: their loss weights */
     tt_trace *trace;
@@ -27,7 +26,7 @@ struct tt_exec {
     int L, K, T, H;
 };
 
-/* ---- the device regions of the step loop: LoRA state, workspace, f32 copies -- */
+/* ---- the device regions of the step loop: LoRA state and workspace ---------- */
 
 /* tt_dev_user.carve: with keep == NULL (planning) everything is measured and dropped. */
 static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *p, const tt_alloc *dev,
@@ -43,18 +42,12 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     if (rc) return rc;
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
      * buffer (head_on_device then only means the final norm) */
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0, host, 0};
+    /* the workspace in the cells' type: layers read and write the cells themselves */
+    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0, host, 0,
+                     p->req.act_bf16};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;
-    /* bf16 cells: the layer computes on f32 copies of its input and output gradient; its output goes to the
-     * workspace's q when that is free by then (ws_layer_out), else to a third copy */
-    size_t act = (size_t)p->req.B * p->req.seq * cfg->hidden * sizeof(tt_real);
-    tt_real *out = ws_layer_out(ws);
-    for (int i = 0; p->req.act_bf16 && i < 3; i++) {
-        void *b = i == 2 && out ? out : dev->fn(dev->ctx, act, "activation compute copies (f32)");
-        if (e) e->act[i] = b;
-    }
     if (e) e->ws = ws;
     else ws_free(ws);
     /* the step's targets and loss weights, copied here so that their uploads are asynchronous */
@@ -143,30 +136,11 @@ static int acquire(tt_exec *e, int l, int pos) {
     return 0;
 }
 
-/* bf16 cells: the layers compute on f32 copies (e->act): 0 the layer
- * input, 1 the output gradient read, 2 what the layer writes. With f32 cells
- * they compute on the cell buffers themselves. */
-static tt_real *act_in(tt_exec *e, void *stored, int which) {
-    if (!e->plan.req.act_bf16) return stored;
-    be_from_bf16((size_t)e->T * e->H, stored, e->act[which]);
-    return e->act[which];
-}
-static tt_real *act_out(tt_exec *e) { return e->plan.req.act_bf16 ? e->act[2] : stream_buf_get(e->st); }
-/* What a cell stores for the value out (from act_out): out itself, or a pool buffer with it in bf16. */
-static void *act_store(tt_exec *e, tt_real *out) {
-    if (!e->plan.req.act_bf16) return out;
-    void *b = stream_buf_get(e->st);
-    be_to_bf16((size_t)e->T * e->H, out, b);
-    return b;
-}
-/* The embedding of micro-batch k: into a pool buffer (f32 cells), or the input copy. */
-static tt_real *embed_in(tt_exec *e, const int32_t *tokens) {
-    tt_real *x = e->plan.req.act_bf16 ? e->act[0] : stream_buf_get(e->st);
+/* The embedding of micro-batch k, into a pool buffer. */
+static void *embed_in(tt_exec *e, const int32_t *tokens) {
+    void *x = stream_buf_get(e->st);
     model_embed(e->m, e->ws, tokens, x);
     return x;
-}
-static void embed_done(tt_exec *e, tt_real *x) {
-    if (!e->plan.req.act_bf16) stream_buf_put(e->st, x);
 }
 
 /* AdamW on layer l's parameters with its gradients (on the device, lo->grads):
@@ -214,26 +188,26 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         if (rc) return step_failed(e, rc);
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, stream_cell_get(e->st, l, k), 0);
-            tt_real *y = act_out(e);
+            void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
+            void *y = stream_buf_get(e->st);
             double t0 = tt_now();
             model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
             compute_rec(e, "forward", l, t0);
-            if (l == 0) embed_done(e, x);
+            if (l == 0) stream_buf_put(e->st, x);
             else stream_cell_done(e->st, l, k, !backward); /* eval: the checkpoint is not needed again */
-            stream_cell_put(e->st, l + 1, k, act_store(e, y));
+            stream_cell_put(e->st, l + 1, k, y);
         }
         stream_release(e->st, l, l + 1);
     }
     /* head */
     for (int k = 0; k < K; k++) {
-        tt_real *x = act_in(e, stream_cell_get(e->st, L, k), 0);
-        tt_real *dx = backward ? act_out(e) : NULL;
+        void *x = stream_cell_get(e->st, L, k);
+        void *dx = backward ? stream_buf_get(e->st) : NULL;
         double t0 = tt_now();
         model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx, acc);
         compute_rec(e, "head", L, t0);
         stream_cell_done(e->st, L, k, 1);
-        if (backward) stream_cell_put(e->st, L, k, act_store(e, dx));
+        if (backward) stream_cell_put(e->st, L, k, dx);
     }
     if (!backward) {
         be_to_host(got, acc, sizeof got); /* the one read-back */
@@ -250,15 +224,15 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         be_fill(lo->grads, lo->grad_n, 0);
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            tt_real *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : act_in(e, stream_cell_get(e->st, l, k), 0);
-            tt_real *dy = act_in(e, stream_cell_get(e->st, l + 1, k), 1);
-            tt_real *dx = act_out(e);
+            void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
+            void *dy = stream_cell_get(e->st, l + 1, k);
+            void *dx = stream_buf_get(e->st);
             double t0 = tt_now();
             model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
             compute_rec(e, "backward", l, t0);
             stream_cell_done(e->st, l + 1, k, 1);
-            if (l == 0) { embed_done(e, x); embed_done(e, dx); }
-            if (l > 0) stream_cell_put(e->st, l, k, act_store(e, dx)); /* replaces the checkpoint (its buffer is returned) */
+            if (l == 0) { stream_buf_put(e->st, x); stream_buf_put(e->st, dx); }
+            else stream_cell_put(e->st, l, k, dx); /* replaces the checkpoint (its buffer is returned) */
         }
         size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
         be_sumsq(n, lo->grads, acc + 1);

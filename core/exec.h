@@ -8,8 +8,8 @@
  *   and the layer's AdamW step follows its backward (unless clipping needs
  *   the global norm first: defer_optimizer).
  * - Layer-boundary activations go to the activation store (kept on the
- *   device or spilled, as the plan says); with bf16 cells the layers compute
- *   on f32 copies.
+ *   device or spilled, as the plan says); the layers read and write the
+ *   cells directly, in the workspace's type (f32 or bf16).
  * - Loss and gradient norm are summed on the device and read back once per
  *   step; everything else is issued on the compute queue.
  *
@@ -35,7 +35,7 @@ typedef struct tt_exec_cfg {
     int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
 } tt_exec_cfg;
 /* Makes u describe LoRA training's device regions (LoRA parameters, gradients
- * and AdamW moments, the workspace, bf16 compute copies) for the planner. */
+ * and AdamW moments, the workspace) for the planner. */
 void exec_user(tt_dev_user *u, const tt_lora_cfg *lora, int defer_optimizer);
 tt_exec_cfg exec_user_cfg(const tt_dev_user *u);
 

@@ -238,13 +238,13 @@ static void optimizer_step(full_state *st, const tt_full_opts *o, float lr, int 
         be_to_host(pf, st->P + at, n * 4);
         for (size_t j = 0; j < n; j++) p[j] = pf[j];
         be_adamw(n, p, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
-        if (st->mask[i]) be_mask_scale(n, p, st->mask[i], 1, p);
+        if (st->mask[i]) be_mask_scale(n, p, st->mask[i], 1, p, BE_REAL);
         for (size_t j = 0; j < n; j++) pf[j] = (float)p[j];
         be_to_device(st->P + at, pf, n * 4);
         free(p); free(pf);
 #else
         be_adamw(n, st->P + at, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
-        if (st->mask[i]) be_mask_scale(n, st->P + at, st->mask[i], 1, st->P + at); /* pruned zeros stay zero */
+        if (st->mask[i]) be_mask_scale(n, st->P + at, st->mask[i], 1, st->P + at, BE_REAL); /* pruned zeros stay zero */
 #endif
     }
     if (st->embed_host) /* refresh the host copy the embedding is gathered from */
@@ -328,7 +328,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     int crc = store_check_output("--out", o->out_path, o->model_path);
     if (crc) return crc;
     int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
-    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0};
+    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0};
     full_state st;
     int rc = state_load(&st, o->model_path, &wo, o->hbm);
     if (rc) return rc;
@@ -386,7 +386,7 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     tt_lora_cfg lc = {1, 1.f, 0.f, 0};
     tt_lora lo;
     tt_ws *w = NULL;
-    tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0, 0, 0, NULL, 0}; /* tied: lm_head chunks come from the host */
+    tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0, 0, 0, NULL, 0, 0}; /* tied: lm_head chunks come from the host */
     tt_wgrad *wg = tt_xcalloc(1, sizeof *wg);
     tt_tensor_desc d;
     if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {

@@ -40,25 +40,31 @@ struct tt_model {
     tt_wgrad *wg;                           /* NULL: no weight gradients */
 };
 
+/* Activation buffers are void *: of the workspace's type dt (BE_REAL or
+ * BE_BF16, --act-dtype), indexed through be_at / AT. Statistics (rstd, lse),
+ * norm weights, rope tables and loss weights are tt_real whatever dt. */
 struct tt_ws {
     int B, S, T, H, r;
+    int dt;               /* the element type of the activation buffers */
     int mlp_rows;         /* tokens per MLP chunk (g, u, mm and their gradients hold that many rows) */
     size_t max_in, wbuf_elems, F, QD, KVD;
-    tt_real *xn, *rstd1, *q, *k, *v, *att, *lse, *h, *hn, *rstd2, *g, *u, *mm;
-    tt_real *z[TT_PROJ_COUNT];
-    tt_real *wbuf, *xd, *mask, *tmp, *dz;
-    tt_real *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
+    void *xn, *q, *k, *v, *att, *h, *hn, *g, *u, *mm;
+    tt_real *rstd1, *lse, *rstd2;
+    void *z[TT_PROJ_COUNT];
+    void *wbuf, *xd, *mask, *tmp, *dz;
+    void *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
     tt_real *norm;        /* (3, H): the norms of the current layer / the head, dequantized */
-    tt_real *ck;          /* with_ckpt: L+1 layer inputs, (T, H) each */
-    tt_real *dx0, *dx1;   /* with_ckpt: (T, H) ping-pong gradients */
-    tt_real *xf, *rstdf, *logits, *dxf; /* xf, dxf: aliases of xn, dxn; logits: of g when it fits */
+    void *ck;             /* with_ckpt: L+1 layer inputs, (T, H) each */
+    void *dx0, *dx1;      /* with_ckpt: (T, H) ping-pong gradients */
+    void *xf, *logits, *dxf; /* xf, dxf: aliases of xn, dxn; logits: of g when it fits */
+    tt_real *rstdf;
     void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
     int xent_rows, vocab_chunk;
     tt_real *cos_t, *sin_t;
     int32_t *tgt_d;       /* device (T): the head's targets, uploaded per micro-batch */
     tt_real *wt_d;        /* device (T): their loss weights */
     double *acc;          /* device: [0] loss sum, [1] sum of squared gradients */
-    tt_real *host_x[2];   /* host (T, H) each: the embedding gather, two in turn */
+    void *host_x[2];      /* host (T, H) each (type dt): the embedding gather, two in turn */
     tt_event *host_x_ev[2]; /* recorded after each one's upload: it is rewritten only after that */
     int host_x_next, host_x_owned;
     size_t drop_elems;    /* the dropout buffers: DROP_CHUNK_ELEMS, at least one row of the widest input */
@@ -210,18 +216,18 @@ void model_rope_tables(const tt_config *c, int seq, double *cos_t, double *sin_t
 void ws_free(tt_ws *w) {
     if (!w) return;
     if (w->owned) {
-        tt_real **bufs[] = {&w->xn, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->lse, &w->h, &w->hn, &w->rstd2,
-                            &w->g, &w->wbuf, &w->xd, &w->mask, &w->tmp, &w->dz,
-                            &w->dk, &w->dv, &w->dhn, &w->dm, &w->norm, &w->ck,
-                            &w->dx0, &w->dx1, &w->rstdf, &w->cos_t, &w->sin_t, &w->wt_d};
+        void *bufs[] = {w->xn, w->rstd1, w->q, w->k, w->v, w->att, w->lse, w->h, w->hn, w->rstd2,
+                        w->g, w->wbuf, w->xd, w->mask, w->tmp, w->dz,
+                        w->dk, w->dv, w->dhn, w->dm, w->norm, w->ck,
+                        w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d};
         /* aliases: xf, dxf, dxn, u, mm, dg, du always; logits, dh and lm_stage of the MLP block, dq and datt of
          * hn and dhn when they fit */
         if (w->logits != w->g) be_free(w->logits);
         if (w->dh != w->g) be_free(w->dh);
         if (w->dq != w->hn) { be_free(w->dq); be_free(w->datt); }
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(*bufs[i]);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be_free(bufs[i]);
         for (int p = 0; p < TT_PROJ_COUNT; p++) be_free(w->z[p]);
-        if (w->lm_stage != (void *)w->u) be_free(w->lm_stage);
+        if (w->lm_stage != w->u) be_free(w->lm_stage);
         be_free(w->tgt_d);
         be_free(w->acc);
     }
@@ -243,6 +249,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     int B = o->B, seq = o->seq;
     size_t T = (size_t)B * seq, H = c->hidden;
     w->B = B; w->S = seq; w->T = (int)T; w->H = (int)H; w->r = lc->rank; w->L = (int)c->n_layers;
+    w->dt = o->act_bf16 ? BE_BF16 : BE_REAL;
     w->owned = alloc == NULL;
     w->F = c->ffn;
     w->QD = (size_t)c->n_heads * c->head_dim;
@@ -267,41 +274,43 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     if (w->xent_rows < 1) w->xent_rows = 1;
     if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
     if (w->xent_rows > XENT_MAX_ROWS) w->xent_rows = XENT_MAX_ROWS; /* the most a backend takes at once */
-    size_t r = (size_t)lc->rank, e = sizeof(tt_real);
+    size_t r = (size_t)lc->rank, e = sizeof(tt_real), ae = be_elem_size(w->dt);
     int ok = 1;
+    /* A: tt_real values; AA: activation values (type dt) */
 #define A(ptr, n, label) ok &= ((ptr) = ws_get(alloc, (n) * e, label)) != NULL
-    A(w->xn, T * H, "activations"); A(w->rstd1, T, "activations"); A(w->q, T * w->QD, "activations");
-    A(w->k, T * w->KVD, "activations"); A(w->v, T * w->KVD, "activations"); A(w->att, T * w->QD, "activations");
-    A(w->lse, T * c->n_heads, "activations"); A(w->h, T * H, "activations"); A(w->hn, T * H, "activations");
+#define AA(ptr, n, label) ok &= ((ptr) = ws_get(alloc, (n) * ae, label)) != NULL
+    AA(w->xn, T * H, "activations"); A(w->rstd1, T, "activations"); AA(w->q, T * w->QD, "activations");
+    AA(w->k, T * w->KVD, "activations"); AA(w->v, T * w->KVD, "activations"); AA(w->att, T * w->QD, "activations");
+    A(w->lse, T * c->n_heads, "activations"); AA(w->h, T * H, "activations"); AA(w->hn, T * H, "activations");
     size_t MF = (size_t)w->mlp_rows * w->F;
     A(w->rstd2, T, "activations");
-    A(w->g, 3 * MF, "activations"); /* g, u and mm in one block (dh may reuse it) */
-    w->u = w->g + MF;
-    w->mm = w->u + MF;
-    for (int p = 0; p < TT_PROJ_COUNT; p++) A(w->z[p], T * r, "activations");
+    AA(w->g, 3 * MF, "activations"); /* g, u and mm in one block (dh may reuse it) */
+    w->u = be_at(w->g, MF, w->dt);
+    w->mm = be_at(w->u, MF, w->dt);
+    for (int p = 0; p < TT_PROJ_COUNT; p++) AA(w->z[p], T * r, "activations");
     /* The backward reuses what is dead by then (layer_bwd's order): hn after the MLP holds dq; h after the
      * post-attention norm's backward holds dxn; dhn after that same backward holds datt; the MLP block (g, u,
      * mm) after the MLP holds dh. */
     w->dxn = w->h;
-    A(w->dk, T * w->KVD, "activation gradients"); A(w->dv, T * w->KVD, "activation gradients");
+    AA(w->dk, T * w->KVD, "activation gradients"); AA(w->dv, T * w->KVD, "activation gradients");
     if (3 * MF >= T * H) w->dh = w->g; /* the MLP block is dead once dh is written (after the MLP's backward) */
-    else A(w->dh, T * H, "activation gradients");
-    A(w->dhn, T * H, "activation gradients");
+    else AA(w->dh, T * H, "activation gradients");
+    AA(w->dhn, T * H, "activation gradients");
     if (w->QD <= H) { w->dq = w->hn; w->datt = w->dhn; }
-    else { A(w->dq, T * w->QD, "activation gradients"); A(w->datt, T * w->QD, "activation gradients"); }
+    else { AA(w->dq, T * w->QD, "activation gradients"); AA(w->datt, T * w->QD, "activation gradients"); }
     w->dg = w->g; /* swiglu_bwd works in place: the gate/up gradients replace g and u */
     w->du = w->u;
-    A(w->dm, MF, "activation gradients");
-    A(w->dz, T * r, "activation gradients");
-    A(w->wbuf, w->wbuf_elems, "dequantization scratch");
+    AA(w->dm, MF, "activation gradients");
+    AA(w->dz, T * r, "activation gradients");
+    AA(w->wbuf, w->wbuf_elems, "dequantization scratch");
     if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
-        A(w->xd, w->drop_elems, "LoRA dropout"); A(w->mask, w->drop_elems, "LoRA dropout");
-        A(w->tmp, w->drop_elems, "LoRA dropout");
+        AA(w->xd, w->drop_elems, "LoRA dropout"); AA(w->mask, w->drop_elems, "LoRA dropout");
+        AA(w->tmp, w->drop_elems, "LoRA dropout");
     }
     A(w->norm, 3 * H, "norms");
     if (o->with_ckpt) {
-        A(w->ck, (size_t)(c->n_layers + 1) * T * H, "layer checkpoints");
-        A(w->dx0, T * H, "layer checkpoints"); A(w->dx1, T * H, "layer checkpoints");
+        AA(w->ck, (size_t)(c->n_layers + 1) * T * H, "layer checkpoints");
+        AA(w->dx0, T * H, "layer checkpoints"); AA(w->dx1, T * H, "layer checkpoints");
     }
     /* The head runs when no layer does: its (T, H) buffers are the layer's xn and dxn, its logits the MLP
      * chunk's g when that is large enough. */
@@ -309,26 +318,27 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->dxf = w->dxn;
     A(w->rstdf, T, "head");
     if ((size_t)w->xent_rows * c->vocab <= MF) w->logits = w->g;
-    else A(w->logits, (size_t)w->xent_rows * c->vocab, "head");
+    else AA(w->logits, (size_t)w->xent_rows * c->vocab, "head");
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
     A(w->wt_d, T, "head");
 #undef A
+#undef AA
     ok &= (w->tgt_d = ws_get(alloc, T * sizeof(int32_t), "head")) != NULL;
     ok &= (w->acc = ws_get(alloc, 2 * sizeof(double), "loss and gradient norm")) != NULL;
     if (o->head_streamed) { /* the head's lm_head chunk: u and mm (the MLP block is free during the head) */
         size_t lb = (size_t)w->vocab_chunk * H * 4;
-        if (lb <= 2 * MF * e) w->lm_stage = w->u;
+        if (lb <= 2 * MF * ae) w->lm_stage = w->u;
         else ok &= (w->lm_stage = ws_get(alloc, lb, "lm_head chunk")) != NULL;
     }
     for (int i = 0; o->host && i < 2; i++) /* pinned (the host arena): the uploads are asynchronous */
-        ok &= (w->host_x[i] = o->host->fn(o->host->ctx, T * H * e, "embedding gather")) != NULL;
+        ok &= (w->host_x[i] = o->host->fn(o->host->ctx, T * H * ae, "embedding gather")) != NULL;
     if (alloc && alloc->measuring) { /* planning: sizes only */
         *out = w;
         return 0;
     }
     w->host_x_owned = !o->host;
     for (int i = 0; i < 2; i++) {
-        if (!o->host) ok &= (w->host_x[i] = malloc(T * H * e)) != NULL;
+        if (!o->host) ok &= (w->host_x[i] = malloc(T * H * ae)) != NULL;
         w->host_x_ev[i] = be_event_new();
     }
     if (!ok) {
@@ -369,18 +379,22 @@ static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
     }
 }
 
+/* Activation pointer p advanced by n values of the workspace's type. */
+#define AT(w, p, n) be_at((p), (size_t)(n), (w)->dt)
+
 /* The LoRA input for (l, p) on rows [t0, t0 + rows) (x points at row t0):
  * x itself, or x with a dropout mask applied. Each row's mask comes from its
  * own stream of drop_seed (layer, projection, row), so it is identical on
  * recomputation and whatever the chunking, and a chunk draws only its rows. */
-static const tt_real *lora_input(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
+static const void *lora_input(pass *ps, int l, int p, const void *x, int in, int t0, int rows) {
     tt_ws *w = ps->w;
     float pdrop = ps->lo->cfg.dropout;
     if (!ps->drop_seed || pdrop <= 0.f) return x;
     size_t n = (size_t)rows * in;
     TT_ASSERT(n <= w->drop_elems);
-    be_dropout_mask(rows, in, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t0, pdrop, w->mask);
-    be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd);
+    be_dropout_mask(rows, in, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t0, pdrop, w->mask,
+                    w->dt);
+    be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd, w->dt);
     return w->xd;
 }
 
@@ -399,13 +413,15 @@ static int drop_chunk(const pass *ps, int in, int rows) {
 }
 
 /* z rows [t0, t0 + rows) of (l, p): drop(x) A^T, x at row t0. */
-static void lora_z(pass *ps, int l, int p, const tt_real *x, int in, int t0, int rows) {
+static void lora_z(pass *ps, int l, int p, const void *x, int in, int t0, int rows) {
+    tt_ws *w = ps->w;
     const tt_lora_slot *s = &ps->lo->slot[l][p];
-    int r = ps->w->r, dc = drop_chunk(ps, in, rows);
+    int r = w->r, dc = drop_chunk(ps, in, rows), dt = w->dt;
     for (int c0 = 0; c0 < rows; c0 += dc) {
         int cr = rows - c0 < dc ? rows - c0 : dc;
-        const tt_real *xin = lora_input(ps, l, p, x + (size_t)c0 * in, in, t0 + c0, cr);
-        be_linear(cr, in, r, xin, lora_at(ps->lo, l, s->a), ps->w->z[p] + (size_t)(t0 + c0) * r, 0);
+        const void *xin = lora_input(ps, l, p, AT(w, x, (size_t)c0 * in), in, t0 + c0, cr);
+        be_gemm_t(0, 1, cr, r, in, 1, xin, dt, in, lora_at(ps->lo, l, s->a), BE_REAL, in, 0,
+                  AT(w, w->z[p], (size_t)(t0 + c0) * r), dt, r);
     }
 }
 
@@ -422,41 +438,42 @@ static int wblock_rows(const tt_ws *w, int in, int out) {
 /* y (rows, out) = x W^T + s * (drop(x) A^T) B^T on rows [t0, t0 + rows) of
  * the micro-batch (x and y point at row t0); keeps z = drop(x) A^T. W is
  * dequantized a block of its rows (y's columns) at a time. */
-static void proj_fwd(pass *ps, int l, int p, const tt_real *x, tt_real *y, int t0, int rows) {
+static void proj_fwd(pass *ps, int l, int p, const void *x, void *y, int t0, int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
-    int in, out;
+    int in, out, dt = w->dt;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     int wb = wblock_rows(w, in, out);
     for (int o0 = 0; o0 < out; o0 += wb) {
         int n = out - o0 < wb ? out - o0 : wb;
-        be_linear_w(0, rows, in, n, x, in, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf, 0, y + o0, out);
+        be_linear_w(0, rows, in, n, x, in, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf, 0,
+                    AT(w, y, o0), out, dt);
     }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
     int r = w->r;
     lora_z(ps, l, p, x, in, t0, rows);
-    be_gemm(0, 1, rows, out, r, (tt_real)ps->lo->scale, w->z[p] + (size_t)t0 * r, r, lora_at(ps->lo, l, s->b), r, 1,
-            y, out);
+    be_gemm_t(0, 1, rows, out, r, (tt_real)ps->lo->scale, AT(w, w->z[p], (size_t)t0 * r), dt, r,
+              lora_at(ps->lo, l, s->b), BE_REAL, r, 1, y, dt, out);
 }
 
 /* dx (+)= dy W + LoRA path on rows [t0, t0 + rows) (x, dy, dx point at row
  * t0); LoRA gradients accumulated. x is the forward input. */
-static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy, tt_real *dx, int accumulate, int t0,
+static void proj_bwd(pass *ps, int l, int p, const void *x, const void *dy, void *dx, int accumulate, int t0,
                      int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
-    int in, out;
+    int in, out, dt = w->dt;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     int wb = wblock_rows(w, in, out);
     for (int o0 = 0; o0 < out; o0 += wb) { /* dx (+)= dy[:, block] W[block, :], block by block */
         int n = out - o0 < wb ? out - o0 : wb;
-        be_linear_w(1, rows, in, n, dy + o0, out, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
-                    accumulate || o0 ? 1 : 0, dx, in);
+        be_linear_w(1, rows, in, n, AT(w, dy, o0), out, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
+                    accumulate || o0 ? 1 : 0, dx, in, dt);
     }
     if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
-        be_gemm(1, 0, out, in, rows, 1, dy, out, x, in, 1, ps->m->wg->proj[l][p], in);
+        be_gemm_t(1, 0, out, in, rows, 1, dy, dt, out, x, dt, in, 1, ps->m->wg->proj[l][p], BE_REAL, in);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     int r = w->r, T = rows;
@@ -464,21 +481,22 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
     const tt_real *A = lora_at(ps->lo, l, s->a), *Bm = lora_at(ps->lo, l, s->b);
     TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
     tt_real *dA = ps->lo->grads + (s->a - ps->lo->grad_off), *dB = ps->lo->grads + (s->b - ps->lo->grad_off);
-    be_gemm(1, 0, out, r, T, sc, dy, out, w->z[p] + (size_t)t0 * r, r, 1, dB, r); /* dB += s dy^T z */
-    be_gemm(0, 0, T, r, out, sc, dy, out, Bm, r, 0, w->dz, r);  /* dz = s dy B */
+    be_gemm_t(1, 0, out, r, T, sc, dy, dt, out, AT(w, w->z[p], (size_t)t0 * r), dt, r, 1, dB, BE_REAL,
+              r);                                                          /* dB += s dy^T z */
+    be_gemm_t(0, 0, T, r, out, sc, dy, dt, out, Bm, BE_REAL, r, 0, w->dz, dt, r); /* dz = s dy B */
     int dc = drop_chunk(ps, in, rows);
     for (int c0 = 0; c0 < rows; c0 += dc) { /* the masked input again, a chunk of rows at a time */
         int cr = rows - c0 < dc ? rows - c0 : dc;
-        const tt_real *xc = x + (size_t)c0 * in, *dzc = w->dz + (size_t)c0 * r;
-        tt_real *dxc = dx + (size_t)c0 * in;
-        const tt_real *xin = lora_input(ps, l, p, xc, in, t0 + c0, cr);
-        be_gemm(1, 0, r, in, cr, 1, dzc, r, xin, in, 1, dA, in);   /* dA += dz^T drop(x) */
+        const void *xc = AT(w, x, (size_t)c0 * in), *dzc = AT(w, w->dz, (size_t)c0 * r);
+        void *dxc = AT(w, dx, (size_t)c0 * in);
+        const void *xin = lora_input(ps, l, p, xc, in, t0 + c0, cr);
+        be_gemm_t(1, 0, r, in, cr, 1, dzc, dt, r, xin, dt, in, 1, dA, BE_REAL, in); /* dA += dz^T drop(x) */
         if (xin == xc) {
-            be_gemm(0, 0, cr, in, r, 1, dzc, r, A, in, 1, dxc, in); /* dx += dz A */
+            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 1, dxc, dt, in); /* dx += dz A */
         } else {
-            be_gemm(0, 0, cr, in, r, 1, dzc, r, A, in, 0, w->tmp, in);
-            be_mask_scale((size_t)cr * in, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp);
-            be_axpy((size_t)cr * in, 1, w->tmp, dxc);
+            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 0, w->tmp, dt, in);
+            be_mask_scale((size_t)cr * in, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp, dt);
+            be_axpy((size_t)cr * in, 1, w->tmp, dxc, dt);
         }
     }
 }
@@ -487,37 +505,37 @@ static void proj_bwd(pass *ps, int l, int p, const tt_real *x, const tt_real *dy
 
 /* The attention half of the layer: norms dequantized, n1, q/k/v, rope,
  * attention, h = x + o(att), hn = rmsnorm(h) (all in the workspace). */
-static void attn_half_fwd(pass *ps, int l, const tt_real *x) {
+static void attn_half_fwd(pass *ps, int l, const void *x) {
     tt_ws *w = ps->w;
     const tt_config *c = &ps->m->cfg;
     const tt_layer_weights *lw = &ps->m->lw[l];
     const tt_layer_dims *d = &c->layers[l];
-    int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
-    be_dequant(TT_DTYPE_F32, lw->norm[0], (size_t)H, w->norm);
-    be_dequant(TT_DTYPE_F32, lw->norm[1], (size_t)H, w->norm + H);
-    be_rmsnorm_fwd(T, H, x, w->norm, (tt_real)c->rms_eps, w->xn, w->rstd1);
+    int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads, dt = w->dt;
+    be_dequant(TT_DTYPE_F32, lw->norm[0], (size_t)H, w->norm, BE_REAL);
+    be_dequant(TT_DTYPE_F32, lw->norm[1], (size_t)H, w->norm + H, BE_REAL);
+    be_rmsnorm_fwd(T, H, x, w->norm, (tt_real)c->rms_eps, w->xn, w->rstd1, dt);
     proj_fwd(ps, l, TT_PROJ_Q, w->xn, w->q, 0, T);
     proj_fwd(ps, l, TT_PROJ_K, w->xn, w->k, 0, T);
     proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v, 0, T);
-    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0);
-    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0);
-    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse);
+    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, dt);
+    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, dt);
+    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, dt);
     proj_fwd(ps, l, TT_PROJ_O, w->att, w->h, 0, T);
-    be_axpy((size_t)T * H, 1, x, w->h); /* h = x + o */
-    be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2);
+    be_axpy((size_t)T * H, 1, x, w->h, dt); /* h = x + o */
+    be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2, dt);
 }
 
 /* The MLP's first half on rows [t0, t0 + rows): g, u and mm = silu(g) * u
  * (chunk buffers). */
 static void mlp_up(pass *ps, int l, int t0, int rows) {
     tt_ws *w = ps->w;
-    const tt_real *hn = w->hn + (size_t)t0 * w->H;
+    const void *hn = AT(w, w->hn, (size_t)t0 * w->H);
     proj_fwd(ps, l, TT_PROJ_GATE, hn, w->g, t0, rows);
     proj_fwd(ps, l, TT_PROJ_UP, hn, w->u, t0, rows);
-    be_swiglu_fwd((size_t)rows * ps->m->cfg.layers[l].ffn, w->g, w->u, w->mm);
+    be_swiglu_fwd((size_t)rows * ps->m->cfg.layers[l].ffn, w->g, w->u, w->mm, w->dt);
 }
 
-static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
+static void layer_fwd(pass *ps, int l, const void *x, void *y) {
     tt_ws *w = ps->w;
     int T = w->T, H = w->H;
     attn_half_fwd(ps, l, x);
@@ -525,21 +543,21 @@ static void layer_fwd(pass *ps, int l, const tt_real *x, tt_real *y) {
     for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {
         int rows = T - t0 < w->mlp_rows ? T - t0 : w->mlp_rows;
         mlp_up(ps, l, t0, rows);
-        proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, y + (size_t)t0 * H, t0, rows);
+        proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, AT(w, y, (size_t)t0 * H), t0, rows);
     }
-    be_axpy((size_t)T * H, 1, w->h, y); /* y = h + down */
+    be_axpy((size_t)T * H, 1, w->h, y, w->dt); /* y = h + down */
 }
 
 /* Recomputes the layer from x (intermediates in the workspace), then
  * backpropagates dy into dx (overwritten). The MLP is recomputed chunk by
  * chunk inside its backward, and only as far as the backward needs: g, u,
  * mm and down's LoRA z, not down's output. */
-static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_real *dx) {
+static void layer_bwd(pass *ps, int l, const void *x, const void *dy, void *dx) {
     tt_ws *w = ps->w;
     const tt_config *c = &ps->m->cfg;
     const tt_layer_dims *d = &c->layers[l];
-    int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads;
-    size_t F = d->ffn;
+    int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads, dt = w->dt;
+    size_t F = d->ffn, TH = (size_t)T * H;
     attn_half_fwd(ps, l, x); /* recompute */
     /* MLP: y = h + down(swiglu(gate(hn), up(hn))) */
     for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {
@@ -547,77 +565,79 @@ static void layer_bwd(pass *ps, int l, const tt_real *x, const tt_real *dy, tt_r
         size_t o = (size_t)t0 * H;
         mlp_up(ps, l, t0, rows);
         if (ps->lo->slot[l][TT_PROJ_DOWN].in) lora_z(ps, l, TT_PROJ_DOWN, w->mm, (int)F, t0, rows);
-        proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, dy + o, w->dm, 0, t0, rows);
-        be_swiglu_bwd((size_t)rows * F, w->g, w->u, w->dm, w->dg, w->du);
-        proj_bwd(ps, l, TT_PROJ_GATE, w->hn + o, w->dg, w->dhn + o, 0, t0, rows);
-        proj_bwd(ps, l, TT_PROJ_UP, w->hn + o, w->du, w->dhn + o, 1, t0, rows);
+        proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, AT(w, dy, o), w->dm, 0, t0, rows);
+        be_swiglu_bwd((size_t)rows * F, w->g, w->u, w->dm, w->dg, w->du, dt);
+        proj_bwd(ps, l, TT_PROJ_GATE, AT(w, w->hn, o), w->dg, AT(w, w->dhn, o), 0, t0, rows);
+        proj_bwd(ps, l, TT_PROJ_UP, AT(w, w->hn, o), w->du, AT(w, w->dhn, o), 1, t0, rows);
     }
-    be_copy(w->dh, dy, (size_t)T * H * sizeof(tt_real));
-    be_rmsnorm_bwd(T, H, w->h, w->norm + H, w->rstd2, w->dhn, w->dh, 1);
+    be_copy(w->dh, dy, TH * be_elem_size(dt));
+    be_rmsnorm_bwd(T, H, w->h, w->norm + H, w->rstd2, w->dhn, w->dh, 1, dt);
     const tt_wgrad *wg = ps->m->wg;
-    if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1]);
+    if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1], dt);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
     proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0, 0, T);
-    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv);
-    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1);
-    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1);
+    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv, dt);
+    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1, dt);
+    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1, dt);
     proj_bwd(ps, l, TT_PROJ_Q, w->xn, w->dq, w->dxn, 0, 0, T);
     proj_bwd(ps, l, TT_PROJ_K, w->xn, w->dk, w->dxn, 1, 0, T);
     proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1, 0, T);
-    be_copy(dx, w->dh, (size_t)T * H * sizeof(tt_real));
-    be_rmsnorm_bwd(T, H, x, w->norm, w->rstd1, w->dxn, dx, 1);
-    if (wg && wg->norm[l][0]) be_rmsnorm_bwd_w(T, H, x, w->rstd1, w->dxn, wg->norm[l][0]);
+    be_copy(dx, w->dh, TH * be_elem_size(dt));
+    be_rmsnorm_bwd(T, H, x, w->norm, w->rstd1, w->dxn, dx, 1, dt);
+    if (wg && wg->norm[l][0]) be_rmsnorm_bwd_w(T, H, x, w->rstd1, w->dxn, wg->norm[l][0], dt);
 }
 
 static uint64_t layer_seed(uint64_t drop_seed, int l) {
     return drop_seed ? drop_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(l + 1)) : 0;
 }
 
-void model_layer_forward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_real *x, tt_real *y,
-                         uint64_t drop_seed) {
+void model_layer_forward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const void *x, void *y, uint64_t drop_seed) {
     pass ps = {m, lo, w, layer_seed(drop_seed, l)};
     layer_fwd(&ps, l, x, y);
 }
 
-void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_real *x, const tt_real *dy,
-                          tt_real *dx, uint64_t drop_seed) {
+void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const void *x, const void *dy, void *dx,
+                          uint64_t drop_seed) {
     pass ps = {m, lo, w, layer_seed(drop_seed, l)};
     layer_bwd(&ps, l, x, dy, dx);
 }
 
 /* ---- embedding and head ----------------------------------------------------- */
 
-void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x) {
-    int T = w->T, H = w->H, V = (int)m->cfg.vocab, hb = w->host_x_next;
+void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, void *x) {
+    int T = w->T, H = w->H, V = (int)m->cfg.vocab, hb = w->host_x_next, dt = w->dt;
     w->host_x_next ^= 1;
     be_event_sync(w->host_x_ev[hb]); /* its previous upload has left it */
     for (int t = 0; t < T; t++) {
         TT_ASSERT(tokens[t] >= 0 && tokens[t] < V);
-        tt_real *dst = w->host_x[hb] + (size_t)t * H;
-        size_t row = (size_t)tokens[t] * H;
-        if (m->embed_dtype == TT_DTYPE_F32) {
-            const float *f = (const float *)m->embed + row;
-            for (int i = 0; i < H; i++) dst[i] = (tt_real)f[i];
-        } else {
-            const uint16_t *b = (const uint16_t *)m->embed + row;
-            for (int i = 0; i < H; i++) dst[i] = (tt_real)bf16_to_f32(b[i]);
+        size_t row = (size_t)tokens[t] * H, o = (size_t)t * H;
+        if (dt == BE_BF16 && m->embed_dtype == TT_DTYPE_BF16) { /* as stored */
+            memcpy((uint16_t *)w->host_x[hb] + o, (const uint16_t *)m->embed + row, (size_t)H * 2);
+            continue;
+        }
+        for (int i = 0; i < H; i++) {
+            float f = m->embed_dtype == TT_DTYPE_F32 ? ((const float *)m->embed)[row + i]
+                                                     : bf16_to_f32(((const uint16_t *)m->embed)[row + i]);
+            if (dt == BE_BF16) ((uint16_t *)w->host_x[hb])[o + i] = f32_to_bf16(f);
+            else ((tt_real *)w->host_x[hb])[o + i] = (tt_real)f;
         }
     }
-    be_copy_async(x, w->host_x[hb], (size_t)T * H * sizeof(tt_real), BE_H2D, NULL);
+    be_copy_async(x, w->host_x[hb], (size_t)T * H * be_elem_size(dt), BE_H2D, NULL);
     be_event_record(w->host_x_ev[hb], NULL);
 }
 
-void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const tt_real *dx) {
-    int T = w->T, H = w->H;
-    be_to_host(w->host_x[0], dx, (size_t)T * H * sizeof(tt_real)); /* after every upload from it */
+void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const void *dx) {
+    int T = w->T, H = w->H, dt = w->dt;
+    be_to_host(w->host_x[0], dx, (size_t)T * H * be_elem_size(dt)); /* after every upload from it */
     for (int t = 0; t < T; t++) {
         tt_real *g = m->wg->embed + (size_t)tokens[t] * H;
-        const tt_real *d = w->host_x[0] + (size_t)t * H;
-        for (int i = 0; i < H; i++) g[i] += d[i];
+        size_t o = (size_t)t * H;
+        for (int i = 0; i < H; i++)
+            g[i] += dt == BE_BF16 ? (tt_real)bf16_to_f32(((const uint16_t *)w->host_x[0])[o + i])
+                                  : ((const tt_real *)w->host_x[0])[o + i];
     }
 }
 
-/* Rows [v0, v0+n) of lm_head, dequantized into the workspace scratch. */
 /* Rows [v0, v0+n) of lm_head as a stored block on the device: rows [*o0,
  * *o0 + n) of a (*total, H) blob — the lm_head itself, or its chunk copied
  * to the workspace's staging buffer when it lives on the host. */
@@ -636,42 +656,42 @@ static const void *lm_chunk(tt_model *m, tt_ws *w, int v0, int n, size_t *total,
     return w->lm_stage;
 }
 
-void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
-                tt_real dscale, tt_real *dx, double *loss) {
+void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                void *dx, double *loss) {
     const tt_config *c = &m->cfg;
-    int T = w->T, H = w->H, V = (int)c->vocab, VC = w->vocab_chunk;
+    int T = w->T, H = w->H, V = (int)c->vocab, VC = w->vocab_chunk, dt = w->dt;
     be_copy_async(w->tgt_d, targets, (size_t)T * sizeof *targets, BE_H2D, NULL);
     be_copy_async(w->wt_d, weight, (size_t)T * sizeof *weight, BE_H2D, NULL);
     tt_real *nf = w->norm + 2 * (size_t)H;
-    be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf);
-    be_rmsnorm_fwd(T, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf);
+    be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf, BE_REAL);
+    be_rmsnorm_fwd(T, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf, dt);
     for (int r0 = 0; r0 < T; r0 += w->xent_rows) {
         int R = T - r0 < w->xent_rows ? T - r0 : w->xent_rows;
-        const tt_real *xr = w->xf + (size_t)r0 * H;
+        const void *xr = AT(w, w->xf, (size_t)r0 * H);
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
             size_t tot, o0;
             const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
-            be_linear_w(0, R, H, n, xr, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits + v0, V);
+            be_linear_w(0, R, H, n, xr, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, AT(w, w->logits, v0), V, dt);
         }
-        be_xent(R, V, w->logits, w->tgt_d + r0, w->wt_d + r0, dscale, loss);
+        be_xent(R, V, w->logits, w->tgt_d + r0, w->wt_d + r0, dscale, loss, dt);
         if (!dx) continue;
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
             size_t tot, o0;
             const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
-            be_linear_w(1, R, H, n, w->logits + v0, V, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0,
-                        w->dxf + (size_t)r0 * H, H);
+            be_linear_w(1, R, H, n, AT(w, w->logits, v0), V, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0,
+                        AT(w, w->dxf, (size_t)r0 * H), H, dt);
         }
     }
     if (!dx) return;
-    be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0);
-    if (m->wg && m->wg->final_norm) be_rmsnorm_bwd_w(T, H, xL, w->rstdf, w->dxf, m->wg->final_norm);
+    be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0, dt);
+    if (m->wg && m->wg->final_norm) be_rmsnorm_bwd_w(T, H, xL, w->rstdf, w->dxf, m->wg->final_norm, dt);
 }
 
 double *ws_acc(tt_ws *w) { return w->acc; }
 
-tt_real *ws_layer_out(tt_ws *w) { return w->QD >= (size_t)w->H ? w->q : NULL; }
+int ws_dtype(const tt_ws *w) { return w->dt; }
 
 /* ---- whole model, micro-batch at a time (the reference path) --------------- */
 
@@ -682,16 +702,16 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
     TT_ASSERT(w->ck);
     model_embed(m, w, inputs, w->ck);
     for (int l = 0; l < L; l++)
-        model_layer_forward(m, lo, w, l, w->ck + (size_t)l * TH, w->ck + (size_t)(l + 1) * TH, drop_seed);
-    tt_real *dx = w->dx0, *dprev = w->dx1;
+        model_layer_forward(m, lo, w, l, AT(w, w->ck, l * TH), AT(w, w->ck, (l + 1) * TH), drop_seed);
+    void *dx = w->dx0, *dprev = w->dx1;
     double loss = 0;
     be_to_device(w->acc, &loss, sizeof loss);
-    model_head(m, w, w->ck + (size_t)L * TH, targets, weight, dscale, backward ? dx : NULL, w->acc);
+    model_head(m, w, AT(w, w->ck, L * TH), targets, weight, dscale, backward ? dx : NULL, w->acc);
     be_to_host(&loss, w->acc, sizeof loss); /* the one read-back */
     if (!backward) return loss;
     for (int l = L - 1; l >= 0; l--) {
-        model_layer_backward(m, lo, w, l, w->ck + (size_t)l * TH, dx, dprev, drop_seed);
-        tt_real *t = dx; dx = dprev; dprev = t;
+        model_layer_backward(m, lo, w, l, AT(w, w->ck, l * TH), dx, dprev, drop_seed);
+        void *t = dx; dx = dprev; dprev = t;
     }
     if (m->wg && m->wg->embed) model_embed_backward(m, w, inputs, dx);
     return loss;

@@ -94,36 +94,34 @@ typedef struct tt_ws_opts {
     const tt_alloc *host;  /* the host buffers (the embedding gather) from here, e.g. the pinned host arena so
                             * that their uploads are asynchronous; NULL: malloc */
     size_t drop_elems;     /* LoRA dropout's chunk cap in values (tests); 0: 4M (at least one row) */
+    int act_bf16;          /* activations and the workspace in bf16 (BE_BF16); 0: tt_real */
 } tt_ws_opts;
 
-/* Activation workspace for one micro-batch. */
+/* Activation workspace for one micro-batch. Every activation the model
+ * functions below take or give (x, y, dx, dy, xL) is of the workspace's type
+ * ws_dtype(): BE_REAL or BE_BF16 (kernels/backend.h). */
 typedef struct tt_ws tt_ws;
 int ws_create(tt_ws **out, const tt_config *cfg, const tt_lora_cfg *lc, const tt_ws_opts *o, const tt_alloc *alloc);
 void ws_free(tt_ws *w);
+int ws_dtype(const tt_ws *w);
 
 /* The embedding of a micro-batch: rows gathered on the host (converted to
- * tt_real) into one of two host buffers, then copied to x (device, (T,
- * hidden)) on the compute queue; tokens are read at the call. */
-void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, tt_real *x);
+ * the workspace's type) into one of two host buffers, then copied to x
+ * (device, (T, hidden)) on the compute queue; tokens are read at the call. */
+void model_embed(const tt_model *m, tt_ws *w, const int32_t *tokens, void *x);
 /* The embedding's gradient: rows of dx (device, (T, hidden), dL/d(embedding
  * output)) added to the model's wgrad->embed rows of their tokens. */
-void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const tt_real *dx);
+void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, const void *dx);
 /* Final norm, lm_head and cross-entropy on xL (T, hidden), in row and vocab
  * chunks. Adds the summed weighted NLL to *loss (one device double); with
  * dx != NULL also writes dloss/dxL (scaled by dscale) into dx.
  * targets/weight are host arrays, copied on the compute queue: they must
  * stay untouched until the caller synchronises (reads the loss back). */
-void model_head(tt_model *m, tt_ws *w, const tt_real *xL, const int32_t *targets, const tt_real *weight,
-                tt_real dscale, tt_real *dx, double *loss);
+void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                void *dx, double *loss);
 /* Two device doubles of the workspace (loss sum, sum of squared gradients)
  * for callers that accumulate a step's scalars on the device. */
 double *ws_acc(tt_ws *w);
-/* A (T, hidden) buffer of the workspace that a layer's output (forward) or
- * input gradient (backward) may be written to, because the layer no longer
- * needs it by the time it writes them (q: dead after the attention); NULL
- * when q is smaller than (T, hidden). The caller must move the value out
- * before the next layer op. */
-tt_real *ws_layer_out(tt_ws *w);
 
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted
@@ -136,10 +134,9 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
 
 /* Single-layer entry points (tests; the streaming runtime later): y = layer(x)
  * and, given dy, dx (overwritten) with LoRA gradients accumulated. */
-void model_layer_forward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_real *x, tt_real *y,
-                         uint64_t drop_seed);
-void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const tt_real *x, const tt_real *dy,
-                          tt_real *dx, uint64_t drop_seed);
+void model_layer_forward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const void *x, void *y, uint64_t drop_seed);
+void model_layer_backward(tt_model *m, tt_lora *lo, tt_ws *w, int l, const void *x, const void *dy, void *dx,
+                          uint64_t drop_seed);
 
 /* RoPE tables (seq, head_dim/2) in double, with LLaMA-3.1 frequency scaling
  * when the config asks for it (as transformers' rope_init_fn computes them). */

@@ -28,7 +28,7 @@ typedef struct ckpt_state {
     uint64_t data_tokens;     /* training tokens the run samples from */
     uint64_t data_hash;       /* XXH3-64 of those tokens */
     uint32_t threads;         /* BLAS threads (results depend on the summation order) */
-    uint32_t act_bf16;        /* 1: bf16 activation cells (--act-dtype bf16); 0: f32 (and every older checkpoint) */
+    uint32_t act_bf16;        /* 1: bf16 activations (--act-dtype bf16); 0: f32 (and every older checkpoint) */
 } ckpt_state;
 
 /* Writes dir/checkpoint.bin: state, then params (n_params * real_bytes),

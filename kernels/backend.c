@@ -62,92 +62,97 @@ void be_copy(void *dst, const void *src, size_t bytes) {
 }
 void be_fill(tt_real *x, size_t n, tt_real v) { TT_ASSERT(x || !n); cur()->fill(x, n, v); }
 
+static int dt_ok(int dt) { return dt == BE_REAL || dt == BE_BF16; }
+
+void be_gemm_t(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B,
+               int bt, int ldb, tt_real beta, void *C, int ct, int ldc) {
+    TT_ASSERT(M > 0 && N > 0 && K > 0 && A && B && C && dt_ok(at) && dt_ok(bt) && dt_ok(ct));
+    TT_ASSERT(ct == BE_REAL || at == BE_BF16 || bt == BE_BF16);
+    TT_ASSERT(lda >= (ta ? M : K) && ldb >= (tb ? K : N) && ldc >= N);
+    cur()->gemm(ta, tb, M, N, K, alpha, A, at, lda, B, bt, ldb, beta, C, ct, ldc);
+}
 void be_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
              int ldb, tt_real beta, tt_real *C, int ldc) {
-    TT_ASSERT(M > 0 && N > 0 && K > 0 && A && B && C);
-    TT_ASSERT(lda >= (ta ? M : K) && ldb >= (tb ? K : N) && ldc >= N);
-    cur()->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    be_gemm_t(ta, tb, M, N, K, alpha, A, BE_REAL, lda, B, BE_REAL, ldb, beta, C, BE_REAL, ldc);
 }
 
 void be_linear(int T, int in, int out, const tt_real *x, const tt_real *W, tt_real *y, int accumulate) {
     be_gemm(0, 1, T, out, in, 1, x, in, W, in, accumulate ? 1 : 0, y, out);
 }
 
-void be_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y) { TT_ASSERT(x && y); cur()->axpy(n, alpha, x, y); }
+void be_axpy(size_t n, tt_real alpha, const void *x, void *y, int dt) {
+    TT_ASSERT(x && y && dt_ok(dt));
+    cur()->axpy(n, alpha, x, y, dt);
+}
 void be_scale(size_t n, tt_real alpha, tt_real *x) { TT_ASSERT(x || !n); cur()->scale(n, alpha, x); }
-void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y) {
-    TT_ASSERT(x && mask && y);
-    cur()->mask_scale(n, x, mask, alpha, y);
+void be_mask_scale(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt) {
+    TT_ASSERT(x && mask && y && dt_ok(dt));
+    cur()->mask_scale(n, x, mask, alpha, y, dt);
 }
 void be_sumsq(size_t n, const tt_real *x, double *acc) {
     TT_ASSERT((x || !n) && acc);
     cur()->sumsq(n, x, acc);
 }
-void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
-    TT_ASSERT(rows > 0 && cols > 0 && mask && p >= 0.f && p < 1.f);
-    cur()->dropout_mask(rows, cols, seed, stream0, p, mask);
+void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
+    TT_ASSERT(rows > 0 && cols > 0 && mask && p >= 0.f && p < 1.f && dt_ok(dt));
+    cur()->dropout_mask(rows, cols, seed, stream0, p, mask, dt);
 }
-void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out) { be_dequant_range(dtype, blob, n, 0, n, out); }
-void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
-    TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4 && v0 <= n && count <= n - v0);
+void be_dequant(uint32_t dtype, const void *blob, size_t n, void *out, int odt) {
+    be_dequant_range(dtype, blob, n, 0, n, out, odt);
+}
+void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
+    TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4 && v0 <= n && count <= n - v0 && dt_ok(odt));
     TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || v0 % NF4_BLOCK == 0);
-    cur()->dequant(dtype, blob, n, v0, count, out);
+    cur()->dequant(dtype, blob, n, v0, count, out, odt);
 }
-void be_linear_w(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
-                 size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
-    TT_ASSERT(rows > 0 && in > 0 && n > 0 && x && blob && scratch && y && o0 + (size_t)n <= out_total);
+void be_linear_w(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
+                 size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
+    TT_ASSERT(rows > 0 && in > 0 && n > 0 && x && blob && scratch && y && o0 + (size_t)n <= out_total && dt_ok(dt));
     TT_ASSERT(ldx >= (trans ? n : in) && ldy >= (trans ? in : n) && dtype >= 1 && dtype <= 4);
     TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || o0 * (size_t)in % NF4_BLOCK == 0);
-    cur()->linear(trans, rows, in, n, x, ldx, dtype, blob, out_total, o0, scratch, beta, y, ldy);
+    cur()->linear(trans, rows, in, n, x, ldx, dtype, blob, out_total, o0, scratch, beta, y, ldy, dt);
 }
-void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd) {
-    TT_ASSERT(T > 0 && C > 0 && x && w && y && rstd && eps > 0);
-    cur()->rmsnorm_fwd(T, C, x, w, eps, y, rstd);
+void be_rmsnorm_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt) {
+    TT_ASSERT(T > 0 && C > 0 && x && w && y && rstd && eps > 0 && dt_ok(dt));
+    cur()->rmsnorm_fwd(T, C, x, w, eps, y, rstd, dt);
 }
-void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
-                    tt_real *dx, int accumulate) {
-    TT_ASSERT(T > 0 && C > 0 && x && w && rstd && dy && dx);
-    cur()->rmsnorm_bwd(T, C, x, w, rstd, dy, dx, accumulate);
+void be_rmsnorm_bwd(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy, void *dx,
+                    int accumulate, int dt) {
+    TT_ASSERT(T > 0 && C > 0 && x && w && rstd && dy && dx && dt_ok(dt));
+    cur()->rmsnorm_bwd(T, C, x, w, rstd, dy, dx, accumulate, dt);
 }
-void be_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
-    TT_ASSERT(T > 0 && C > 0 && x && rstd && dy && dw);
-    cur()->rmsnorm_bwd_w(T, C, x, rstd, dy, dw);
+void be_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt) {
+    TT_ASSERT(T > 0 && C > 0 && x && rstd && dy && dw && dt_ok(dt));
+    cur()->rmsnorm_bwd_w(T, C, x, rstd, dy, dw, dt);
 }
-void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x, int inverse) {
+void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse, int dt) {
     TT_ASSERT(T > 0 && seq > 0 && T % seq == 0 && nh > 0 && hd > 0 && hd % 2 == 0 && cos_t && sin_t && x);
-    cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse);
+    TT_ASSERT(dt_ok(dt));
+    cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse, dt);
 }
-void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                 tt_real *out, tt_real *lse) {
-    TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && q && k && v && out && lse);
-    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse);
+void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
+                 tt_real *lse, int dt) {
+    TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && q && k && v && out && lse && dt_ok(dt));
+    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dt);
 }
-void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                 const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk, tt_real *dv) {
-    TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0);
+void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt) {
+    TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && dt_ok(dt));
     TT_ASSERT(q && k && v && out && lse && dout && dq && dk && dv);
-    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, dt);
 }
-void be_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
-    TT_ASSERT((x && y) || !n);
-    cur()->to_bf16(n, x, y);
+void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
+    TT_ASSERT(g && u && m && dt_ok(dt));
+    cur()->swiglu_fwd(n, g, u, m, dt);
 }
-void be_from_bf16(size_t n, const uint16_t *x, tt_real *y) {
-    TT_ASSERT((x && y) || !n);
-    cur()->from_bf16(n, x, y);
+void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt) {
+    TT_ASSERT(g && u && dm && dg && du && dt_ok(dt));
+    cur()->swiglu_bwd(n, g, u, dm, dg, du, dt);
 }
-void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
-    TT_ASSERT(g && u && m);
-    cur()->swiglu_fwd(n, g, u, m);
-}
-void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du) {
-    TT_ASSERT(g && u && dm && dg && du);
-    cur()->swiglu_bwd(n, g, u, dm, dg, du);
-}
-void be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-             double *acc) {
-    TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && V > 0 && logits && targets && weight && acc);
-    cur()->xent(R, V, logits, targets, weight, dscale, acc);
+void be_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale, double *acc,
+             int dt) {
+    TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && V > 0 && logits && targets && weight && acc && dt_ok(dt));
+    cur()->xent(R, V, logits, targets, weight, dscale, acc, dt);
 }
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step) {

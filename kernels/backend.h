@@ -3,10 +3,12 @@
  * (STYLE.md 3). core/ calls only the be_* wrappers below, which check shapes
  * and pointers once and dispatch; no kernel is called directly.
  *
- * Element type: activations, LoRA parameters and their gradients are tt_real
- * — float, or double in the "f64" build used by the finite-difference
- * gradient tests (compile with -DTT_F64). Frozen weights arrive in their
- * stored encoding (tt_dtype) and are dequantized by be_dequant.
+ * Element types: LoRA parameters and their gradients are tt_real — float, or
+ * double in the "f64" build used by the finite-difference gradient tests
+ * (compile with -DTT_F64). Activations and the workspace are tt_real or bf16
+ * (BE_REAL / BE_BF16, named by each op's dt argument: --act-dtype). Frozen
+ * weights arrive in their stored encoding (tt_dtype) and are dequantized by
+ * be_dequant.
  *
  * Layout conventions: matrices are row-major. A linear layer's weight W is
  * (out, in) as in Hugging Face checkpoints, so y = x W^T. Activations of a
@@ -42,6 +44,15 @@ typedef double tt_real;
 typedef float tt_real;
 #endif
 
+/* Element types of activations (and of the workspace they live in): tt_real,
+ * or bfloat16 (uint16_t bits; ops read it as f32, compute in f32 and round to
+ * nearest even when they store, NaN kept quiet). LoRA parameters, their
+ * gradients, norm weights and optimizer state are always tt_real. */
+enum { BE_REAL = 0, BE_BF16 = 1 };
+static inline size_t be_elem_size(int dt) { return dt == BE_BF16 ? 2 : sizeof(tt_real); }
+/* p advanced by n elements of type dt. */
+static inline void *be_at(const void *p, size_t n, int dt) { return (char *)(uintptr_t)p + n * be_elem_size(dt); }
+
 typedef struct tt_queue tt_queue; /* opaque, the backend's */
 typedef struct tt_event tt_event;
 
@@ -60,29 +71,34 @@ typedef struct tt_backend {
 
     /* ---- dense algebra ---- */
     /* C(M,N) = alpha * op(A) op(B) + beta * C, row-major; op(A) is (M,K):
-     * A is (M,K) with row stride lda, or (K,M) when ta. Likewise op(B) (K,N). */
-    void (*gemm)(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda,
-                 const tt_real *B, int ldb, tt_real beta, tt_real *C, int ldc);
-    /* y += alpha * x */
-    void (*axpy)(size_t n, tt_real alpha, const tt_real *x, tt_real *y);
+     * A is (M,K) with row stride lda, or (K,M) when ta. Likewise op(B) (K,N).
+     * at, bt, ct: the operands' element types (BE_REAL or BE_BF16). Products
+     * accumulate in f32 and C is rounded once; when A and B differ in type,
+     * the BE_REAL one is rounded to bf16 first (as tensor cores take it). A
+     * bf16 C needs a bf16 A or B (cuBLAS has no fp32 x fp32 -> bf16). */
+    void (*gemm)(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B,
+                 int bt, int ldb, tt_real beta, void *C, int ct, int ldc);
+    /* y += alpha * x (both of type dt) */
+    void (*axpy)(size_t n, tt_real alpha, const void *x, void *y, int dt);
     /* x *= alpha */
     void (*scale)(size_t n, tt_real alpha, tt_real *x);
-    /* y = x * mask * alpha (element-wise; mask holds 0/1) */
-    void (*mask_scale)(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
+    /* y = x * mask * alpha (element-wise; mask holds 0/1; all of type dt) */
+    void (*mask_scale)(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt);
     /* *acc += sum of squares of x, in double; acc is one device double */
     void (*sumsq)(size_t n, const tt_real *x, double *acc);
-    /* LoRA dropout's keep mask: row t of mask (rows, cols) holds 1 where the
-     * t-th stream's uniform draws are >= p, else 0; row t uses the stream
-     * rng_seed(seed, stream0 + t), draws in column order (core/base/rng.h:
-     * xoshiro256**, a double in [0, 1) per value) — the same masks on every
-     * backend and whatever the chunking. */
-    void (*dropout_mask)(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask);
+    /* LoRA dropout's keep mask (type dt): row t of mask (rows, cols) holds 1
+     * where the t-th stream's uniform draws are >= p, else 0; row t uses the
+     * stream rng_seed(seed, stream0 + t), draws in column order
+     * (core/base/rng.h: xoshiro256**, a double in [0, 1) per value) — the same
+     * masks on every backend and whatever the chunking. */
+    void (*dropout_mask)(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt);
 
     /* ---- frozen weights ---- */
     /* Decodes values [v0, v0 + count) of a stored tensor of n values (dtype
      * tt_dtype; blob in the store layout of docs/FORMAT.md, already on the
-     * device) into out (count). For NF4, v0 is a multiple of NF4_BLOCK (64). */
-    void (*dequant)(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
+     * device) into out (count values of type odt). For NF4, v0 is a multiple
+     * of NF4_BLOCK (64). */
+    void (*dequant)(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt);
 
     /* Products with a block of a stored weight W (out_total, in) (dtype, blob
      * on the device): Wb = rows [o0, o0 + n) of W.
@@ -90,53 +106,51 @@ typedef struct tt_backend {
      *   trans 1: y (rows, in) = x (rows, n)  Wb   + beta y
      * x and y have row strides ldx and ldy; scratch holds n * in values for a
      * backend that dequantizes first (the reference does: be_dequant_range
-     * into scratch, then gemm — bit for bit). For NF4, o0 * in is a multiple
-     * of 64. One op so that a device backend can fuse the dequantization. */
-    void (*linear)(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
-                   size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy);
+     * into scratch, then gemm — bit for bit). x, y and scratch are of type
+     * dt. For NF4, o0 * in is a multiple of 64. One op so that a device
+     * backend can fuse the dequantization. */
+    void (*linear)(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
+                   size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt);
 
-    /* ---- layer ops ---- */
+    /* ---- layer ops ----
+     * Activations (x, y, dy, dx, q, k, v, ...) are of type dt; the norm
+     * weight w, rstd, lse and the rope tables are tt_real whatever dt. */
     /* y = x * rsqrt(mean(x^2) + eps) * w, per row; rstd[T] saved for backward. */
-    void (*rmsnorm_fwd)(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
+    void (*rmsnorm_fwd)(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt);
     /* dx (+)= d/dx of the above given dy (w frozen); accumulate: dx += instead of =. */
-    void (*rmsnorm_bwd)(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
-                        tt_real *dx, int accumulate);
+    void (*rmsnorm_bwd)(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy, void *dx,
+                        int accumulate, int dt);
     /* dw += d/dw of the above: dw_c += sum_t dy_tc * x_tc * rstd_t (full
-     * training's norm-weight gradient). */
-    void (*rmsnorm_bwd_w)(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw);
+     * training's norm-weight gradient; dw is tt_real). */
+    void (*rmsnorm_bwd_w)(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt);
     /* Rotary embedding in place on x (T rows of nh heads of hd), HF rotate_half
      * convention: for i < hd/2, (x_i, x_{i+hd/2}) rotated by angle pos*freq_i.
      * cos/sin are (seq, hd/2) tables; row t has position t % seq. inverse = 1
      * rotates by the negative angle (the backward pass). */
-    void (*rope)(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x,
-                 int inverse);
+    void (*rope)(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
+                 int dt);
     /* Causal grouped-query attention per sequence: q (T, nh*hd), k/v (T, nkv*hd),
      * out (T, nh*hd); query head h uses KV head h / (nh/nkv); softmax scale
      * 1/sqrt(hd). lse (T, nh) receives each row's log-sum-exp for backward. */
-    void (*attn_fwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                     tt_real *out, tt_real *lse);
+    void (*attn_fwd)(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
+                     tt_real *lse, int dt);
     /* Given dout, computes dq, dk, dv (overwritten; dk/dv sum over the query
      * heads of each KV group). Probabilities are recomputed from lse. */
-    void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                     const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                     tt_real *dv);
-    /* Activation storage: y = bf16(x), round to nearest even (NaN stays NaN),
-     * and back. */
-    void (*to_bf16)(size_t n, const tt_real *x, uint16_t *y);
-    void (*from_bf16)(size_t n, const uint16_t *x, tt_real *y);
+    void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                     const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt);
     /* m = silu(g) * u, element-wise. */
-    void (*swiglu_fwd)(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
+    void (*swiglu_fwd)(size_t n, const void *g, const void *u, void *m, int dt);
     /* dg, du from dm; in place allowed: dg may be g, du may be u, either may be dm. */
-    void (*swiglu_bwd)(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
-    /* Cross-entropy on a chunk of rows: logits (R, V) in, replaced by
-     * dlogits = (softmax - onehot) * weight[r] * dscale; adds
+    void (*swiglu_bwd)(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);
+    /* Cross-entropy on a chunk of rows: logits (R, V) of type dt in, replaced
+     * by dlogits = (softmax - onehot) * weight[r] * dscale; adds
      * sum_r weight[r] * (logsumexp - logit[target]) to *acc (one device
      * double; the rows summed in order). weight[r] is 0 for masked rows
      * (prompt tokens, padding), 1 otherwise; a row with weight 0 or
-     * targets[r] < 0 adds nothing and gets dlogits 0. targets and weight are
-     * device arrays of R entries (at most XENT_MAX_ROWS). */
-    void (*xent)(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                 double *acc);
+     * targets[r] < 0 adds nothing and gets dlogits 0. targets and weight
+     * (tt_real) are device arrays of R entries (at most XENT_MAX_ROWS). */
+    void (*xent)(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                 double *acc, int dt);
 
     /* ---- optimizer ---- */
     /* AdamW step on n parameters (PyTorch's formulation): p -= lr * wd * p;
@@ -222,35 +236,36 @@ void be_to_device(void *dst, const void *src, size_t bytes);
 void be_to_host(void *dst, const void *src, size_t bytes);
 void be_copy(void *dst, const void *src, size_t bytes);
 void be_fill(tt_real *x, size_t n, tt_real v);
+/* gemm on tt_real operands; be_gemm_t names each operand's type. */
 void be_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
              int ldb, tt_real beta, tt_real *C, int ldc);
-/* y (T, out) (+)= x (T, in) W^T for W (out, in): the linear layer. */
+void be_gemm_t(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B,
+               int bt, int ldb, tt_real beta, void *C, int ct, int ldc);
+/* y (T, out) (+)= x (T, in) W^T for W (out, in), all tt_real: the linear layer. */
 void be_linear(int T, int in, int out, const tt_real *x, const tt_real *W, tt_real *y, int accumulate);
-void be_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y);
+void be_axpy(size_t n, tt_real alpha, const void *x, void *y, int dt);
 void be_scale(size_t n, tt_real alpha, tt_real *x);
-void be_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y);
+void be_mask_scale(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt);
 void be_sumsq(size_t n, const tt_real *x, double *acc);
-void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask);
-void be_dequant(uint32_t dtype, const void *blob, size_t n, tt_real *out); /* the whole tensor */
+void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt);
+void be_dequant(uint32_t dtype, const void *blob, size_t n, void *out, int odt); /* the whole tensor */
 /* Values [v0, v0 + count) of a tensor of n values (NF4: v0 a multiple of 64). */
-void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out);
-void be_linear_w(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
-                 size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy);
-void be_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd);
-void be_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
-                    tt_real *dx, int accumulate);
-void be_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw);
-void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x, int inverse);
-void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                 tt_real *out, tt_real *lse);
-void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                 const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk, tt_real *dv);
-void be_to_bf16(size_t n, const tt_real *x, uint16_t *y);
-void be_from_bf16(size_t n, const uint16_t *x, tt_real *y);
-void be_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m);
-void be_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du);
-void be_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-             double *acc);
+void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt);
+void be_linear_w(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
+                 size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt);
+void be_rmsnorm_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt);
+void be_rmsnorm_bwd(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy, void *dx,
+                    int accumulate, int dt);
+void be_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt);
+void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse, int dt);
+void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
+                 tt_real *lse, int dt);
+void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt);
+void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);
+void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);
+void be_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale, double *acc,
+             int dt);
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step);
 

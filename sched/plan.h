@@ -47,7 +47,7 @@ typedef struct tt_plan_req {
     tt_dev_user user;     /* the step loop's own device regions (required) */
     int lm_head;          /* PLAN_HEAD_AUTO, PLAN_HEAD_DEVICE or PLAN_HEAD_HOST */
     int no_host_cache;    /* never cache layers on the host (IO benchmarks: read NVMe every step) */
-    int act_bf16;         /* layer-boundary activations (checkpoints, their gradients, spills) stored as bf16 */
+    int act_bf16;         /* activations in bf16: the cells (checkpoints, their gradients, spills) and the workspace */
     double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
     double gflops;        /* measured compute throughput, 0 = unknown */
     uint64_t host_avail;  /* with host == 0: the memory the machine has available (MemAvailable), which the

@@ -7,8 +7,11 @@
  * llama3.1-8b projections (2048 tokens x 4096 x 4096, 14336 x 4096 NF4), the
  * pruned 70B's odd ffn (4300), attention at seq 4096 / head_dim 128 / GQA
  * 16:2, cross-entropy over vocab 128256 — with outputs poisoned (NaN) before
- * each GPU call so an unwritten element fails. tools/gpu_check.sh runs this. */
+ * each GPU call so an unwritten element fails. Every op runs twice: with
+ * fp32 activations, then with bf16 ones (the GPU's bf16 results against the
+ * CPU's fp32 ones on the same bf16 inputs). tools/gpu_check.sh runs this. */
 #include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "core/base/nf4.h"
 #include "core/base/rng.h"
 #include "kernels/backend.h"
@@ -17,7 +20,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Two tolerances per op, fp32 on both sides (the GPU reorders sums: block
+/* Tolerances per op, fp32 on both sides (the GPU reorders sums: block
  * reductions, cuBLAS tiles).
  *  - small shapes: the worst element's |gpu - cpu| / max(1, |cpu|);
  *  - real shapes (--real): the norm-wise ||gpu - cpu|| / ||cpu|| (METHOD of
@@ -30,24 +33,37 @@
  *    GEMM errs by 2.6e-7 (K = 4096) and 2.8e-7 (K = 8192), the same inputs
  *    rounded to TF32 by 2.9e-4 — so 2e-5 passes any fp32 GEMM with a wide
  *    margin and fails a TF32 one. Softmax rows and vocab rows sum positive
- *    terms, whose relative error does not grow with length. */
-static const struct { const char *op; double tol, tol_real; } g_tol[] = {
-    {"gemm", 1e-4, 2e-5},         /* small: K = 96 products per output */
-    {"axpy", 1e-6, 1e-6},   {"scale", 1e-6, 1e-6},   {"mask_scale", 1e-6, 1e-6},
-    {"sumsq", 1e-5, 1e-5},        /* double accumulation both sides, float inputs */
-    {"dequant", 0, 0},            /* same float arithmetic: exact */
-    {"rmsnorm_fwd", 1e-5, 1e-6}, {"rmsnorm_bwd", 1e-4, 2e-5}, {"rmsnorm_bwd_w", 1e-4, 2e-5},
-    {"rope", 1e-6, 1e-6},
-    {"attn_fwd", 1e-4, 2e-5},    {"attn_bwd", 5e-4, 5e-5},  /* softmax rows + two gemms */
-    {"swiglu_fwd", 1e-5, 1e-6},  {"swiglu_bwd", 1e-5, 1e-6}, /* expf vs expf: ulps */
-    {"xent", 1e-5, 1e-5},        {"adamw", 1e-6, 1e-6},
-    {"bf16", 0, 0},               /* the same rounding (nearest even) on both sides: exact */
+ *    terms, whose relative error does not grow with length.
+ *  - bf16 activations (the second pass): inputs are bf16 values on both
+ *    sides, the CPU computes in fp32 and keeps fp32, the GPU rounds its
+ *    output to bf16 (at most 2^-8 relative, 2^-9 on average) — and, in
+ *    attention, its P and dS before their products (as flash kernels do).
+ *    Element-wise: 8e-3 (two roundings' worth); norm-wise: 4e-3 (an output
+ *    rounding is ~2^-9 / sqrt(3) = 1.1e-3 norm-wise); attention twice that. */
+static const struct { const char *op; double tol, tol_real, tol_bf16, tol_bf16_real; } g_tol[] = {
+    {"gemm", 1e-4, 2e-5, 8e-3, 4e-3},  /* small: K = 96 products per output */
+    {"gemm_to_f32", 1e-4, 2e-5, 1e-4, 2e-5}, /* bf16 inputs, fp32 output: summation order only */
+    {"axpy", 1e-6, 1e-6, 8e-3, 4e-3},   {"scale", 1e-6, 1e-6, 0, 0},   {"mask_scale", 1e-6, 1e-6, 8e-3, 4e-3},
+    {"sumsq", 1e-5, 1e-5, 0, 0},        /* double accumulation both sides, float inputs */
+    {"dequant", 0, 0, 0, 0},            /* same float arithmetic, the same rounding: exact */
+    {"rmsnorm_fwd", 1e-5, 1e-6, 8e-3, 4e-3}, {"rmsnorm_bwd", 1e-4, 2e-5, 1.6e-2, 4e-3},
+    {"rmsnorm_bwd_w", 1e-4, 2e-5, 1e-4, 2e-5}, /* fp32 output */
+    {"rstd", 1e-5, 1e-6, 1e-5, 1e-6},   /* fp32 output */
+    {"rope", 1e-6, 1e-6, 8e-3, 4e-3},
+    {"attn_fwd", 1e-4, 2e-5, 1.6e-2, 8e-3}, {"attn_bwd", 5e-4, 5e-5, 3e-2, 1e-2}, /* softmax rows + two gemms */
+    {"lse", 1e-4, 2e-5, 1e-4, 2e-5},    /* fp32 output from bf16 q, k */
+    {"swiglu_fwd", 1e-5, 1e-6, 8e-3, 4e-3},  {"swiglu_bwd", 1e-5, 1e-6, 8e-3, 4e-3}, /* expf vs expf: ulps */
+    {"xent", 1e-5, 1e-5, 8e-3, 4e-3},   {"xent_loss", 1e-5, 1e-5, 1e-5, 1e-5}, {"adamw", 1e-6, 1e-6, 0, 0},
 };
 static int g_real; /* --real: norm-wise tolerances, outputs poisoned */
+static int g_dt;   /* the activations' type in this pass: BE_REAL, then BE_BF16 */
 
 static double tol_of(const char *op) {
     for (size_t i = 0; i < sizeof g_tol / sizeof g_tol[0]; i++)
-        if (strcmp(g_tol[i].op, op) == 0) return g_real ? g_tol[i].tol_real : g_tol[i].tol;
+        if (strcmp(g_tol[i].op, op) == 0) {
+            if (g_dt == BE_BF16) return g_real ? g_tol[i].tol_bf16_real : g_tol[i].tol_bf16;
+            return g_real ? g_tol[i].tol_real : g_tol[i].tol;
+        }
     TT_ASSERT(!"op without a tolerance");
     return 0;
 }
@@ -55,22 +71,60 @@ static double tol_of(const char *op) {
 static const tt_backend *cpu, *gpu;
 static tt_rng rng;
 
+static float bf16_round(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+/* n random values; in the bf16 pass bf16 values, so both sides read the same inputs. */
 static float *rnd(size_t n, double scale) {
     float *x = tt_xmalloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(&rng));
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)(scale * rng_normal(&rng));
+        if (g_dt == BE_BF16) x[i] = bf16_round(x[i]);
+    }
     return x;
 }
-static float *up(const float *h, size_t n) {
+/* Device copies: up_real of fp32 values (weights, tables, loss weights);
+ * up / act of activations (the pass's type). */
+static float *up_real(const float *h, size_t n) {
     float *d = gpu->alloc(n * sizeof *d);
     gpu->to_device(d, h, n * sizeof *d);
     return d;
 }
-static void poison(float *d, size_t n) {
-    if (g_real) gpu->fill(d, n, NAN);
+static void *act(size_t n) { return gpu->alloc(n * be_elem_size(g_dt)); }
+static void *up(const float *h, size_t n) {
+    if (g_dt == BE_REAL) return up_real(h, n);
+    uint16_t *b = tt_xmalloc(n * 2);
+    for (size_t i = 0; i < n; i++) b[i] = f32_to_bf16(h[i]);
+    void *d = act(n);
+    gpu->to_device(d, b, n * 2);
+    free(b);
+    return d;
 }
-static void cmp(const char *op, const float *ref, const float *dev, size_t n) {
+/* n values of type dt on the device, as floats on the host. */
+static float *down(const void *dev, size_t n, int dt) {
     float *h = tt_xmalloc(n * sizeof *h);
-    gpu->to_host(h, dev, n * sizeof *h);
+    if (dt == BE_REAL) {
+        gpu->to_host(h, dev, n * sizeof *h);
+        return h;
+    }
+    uint16_t *b = tt_xmalloc(n * 2);
+    gpu->to_host(b, dev, n * 2);
+    for (size_t i = 0; i < n; i++) h[i] = bf16_to_f32(b[i]);
+    free(b);
+    return h;
+}
+/* --real: every byte 0xff first (NaN in fp32 and in bf16), so an unwritten element fails. */
+static void poison_t(void *d, size_t n, int dt) {
+    if (!g_real) return;
+    size_t bytes = n * be_elem_size(dt);
+    void *h = tt_xmalloc(bytes);
+    memset(h, 0xff, bytes);
+    gpu->to_device(d, h, bytes);
+    free(h);
+}
+static void poison(void *d, size_t n) { poison_t(d, n, g_dt); }
+
+static void cmp_t(const char *op, const float *ref, const void *dev, size_t n, int dt) {
+    float *h = down(dev, n, dt);
     double worst = 0, d2 = 0, r2 = 0;
     for (size_t i = 0; i < n; i++) {
         double d = (double)h[i] - ref[i], e = fabs(d) / fmax(1.0, fabs(ref[i]));
@@ -82,88 +136,105 @@ static void cmp(const char *op, const float *ref, const float *dev, size_t n) {
     if (normwise != normwise || worst != worst) normwise = worst = INFINITY; /* NaN: unwritten or broken */
     double got = g_real ? normwise : worst;
     const char *what = g_real ? "norm-wise relative error" : "worst relative error";
-    CHECK_MSG(got <= tol_of(op), "%s: %s %.3g > %.3g", op, what, got, tol_of(op));
-    fprintf(stderr, "%-13s %s %.3g (tolerance %.3g; worst element %.3g)\n", op, what, got, tol_of(op), worst);
+    CHECK_MSG(got <= tol_of(op), "%s (%s): %s %.3g > %.3g", op, g_dt == BE_BF16 ? "bf16" : "fp32", what, got,
+              tol_of(op));
+    fprintf(stderr, "%-13s %-4s %s %.3g (tolerance %.3g; worst element %.3g)\n", op,
+            g_dt == BE_BF16 ? "bf16" : "fp32", what, got, tol_of(op), worst);
     free(h);
 }
+/* An activation output (the pass's type) / an fp32 output. */
+static void cmp(const char *op, const float *ref, const void *dev, size_t n) { cmp_t(op, ref, dev, n, g_dt); }
+static void cmp_real(const char *op, const float *ref, const void *dev, size_t n) { cmp_t(op, ref, dev, n, BE_REAL); }
 
-/* C = 0.5 op(A) op(B) + C, every transpose pair. */
+/* C = 0.5 op(A) op(B) + C, every transpose pair; the CPU reference in fp32
+ * on the same values. The bf16 pass adds the two mixed products the LoRA
+ * path runs: bf16 x fp32 -> bf16 (the fp32 factor rounded to bf16 first, the
+ * rule of backend.h) and bf16 x bf16 -> fp32 (a LoRA gradient). */
 static void t_gemm(int M, int N, int K, int all_transposes) {
+    const int R = BE_REAL;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
             if (!all_transposes && !(ta == 0 && tb == 1)) continue;
+            int lda = ta ? M : K, ldb = tb ? K : N;
             float *A = rnd((size_t)M * K, 1), *B = rnd((size_t)K * N, 1), *C = rnd((size_t)M * N, 1);
-            float *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)K * N), *dC = up(C, (size_t)M * N);
-            cpu->gemm(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, 1, C, N);
-            gpu->gemm(ta, tb, M, N, K, 0.5f, dA, ta ? M : K, dB, tb ? K : N, 1, dC, N);
+            float *C0 = tt_xmalloc((size_t)M * N * 4);
+            memcpy(C0, C, (size_t)M * N * 4);
+            void *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)K * N), *dC = up(C, (size_t)M * N);
+            cpu->gemm(ta, tb, M, N, K, 0.5f, A, R, lda, B, R, ldb, 1, C, R, N);
+            gpu->gemm(ta, tb, M, N, K, 0.5f, dA, g_dt, lda, dB, g_dt, ldb, 1, dC, g_dt, N);
             cmp("gemm", C, dC, (size_t)M * N);
-            free(A); free(B); free(C); gpu->free(dA); gpu->free(dB); gpu->free(dC);
+            if (g_dt == BE_BF16) {
+                /* bf16 x bf16 -> fp32 */
+                float *dCf = up_real(C0, (size_t)M * N);
+                gpu->gemm(ta, tb, M, N, K, 0.5f, dA, g_dt, lda, dB, g_dt, ldb, 1, dCf, R, N);
+                cmp_real("gemm_to_f32", C, dCf, (size_t)M * N);
+                gpu->free(dCf);
+                /* bf16 x fp32 -> bf16, B not a bf16 value: rounded by the op */
+                float *Bf = tt_xmalloc((size_t)K * N * 4), *Br = tt_xmalloc((size_t)K * N * 4);
+                for (size_t i = 0; i < (size_t)K * N; i++) {
+                    Bf[i] = B[i] * 1.001f;
+                    Br[i] = bf16_round(Bf[i]);
+                }
+                float *dBf = up_real(Bf, (size_t)K * N);
+                void *dC2 = up(C0, (size_t)M * N);
+                memcpy(C, C0, (size_t)M * N * 4);
+                cpu->gemm(ta, tb, M, N, K, 0.5f, A, R, lda, Br, R, ldb, 1, C, R, N);
+                gpu->gemm(ta, tb, M, N, K, 0.5f, dA, g_dt, lda, dBf, R, ldb, 1, dC2, g_dt, N);
+                cmp("gemm", C, dC2, (size_t)M * N);
+                free(Bf); free(Br); gpu->free(dBf); gpu->free(dC2);
+            }
+            free(A); free(B); free(C); free(C0); gpu->free(dA); gpu->free(dB); gpu->free(dC);
         }
 }
 
-/* axpy, scale, mask_scale, sumsq, swiglu and adamw on n elements. */
+/* axpy, mask_scale, dropout masks and swiglu on n elements (the pass's type);
+ * scale, sumsq and adamw (fp32 only) in the fp32 pass. */
 static void t_elementwise(size_t n) {
+    const int R = BE_REAL;
     float *x = rnd(n, 1), *y = rnd(n, 1), *m = rnd(n, 1);
     for (size_t i = 0; i < n; i++) m[i] = m[i] > 0;
-    float *dx = up(x, n), *dy = up(y, n), *dm = up(m, n);
-    cpu->axpy(n, 0.3f, x, y); gpu->axpy(n, 0.3f, dx, dy); cmp("axpy", y, dy, n);
-    cpu->scale(n, 1.7f, y); gpu->scale(n, 1.7f, dy); cmp("scale", y, dy, n);
+    void *dx = up(x, n), *dy = up(y, n), *dm = up(m, n);
+    cpu->axpy(n, 0.3f, x, y, R); gpu->axpy(n, 0.3f, dx, dy, g_dt); cmp("axpy", y, dy, n);
+    if (g_dt == BE_REAL) {
+        cpu->scale(n, 1.7f, y); gpu->scale(n, 1.7f, dy); cmp("scale", y, dy, n);
+        double s1 = 0, s2 = 0, *d_acc = gpu->alloc(sizeof(double)); /* zeroed */
+        cpu->sumsq(n, x, &s1);
+        gpu->sumsq(n, dx, d_acc);
+        gpu->to_host(&s2, d_acc, sizeof s2);
+        CHECK_MSG(fabs(s1 - s2) <= tol_of("sumsq") * s1, "sumsq %.9g vs %.9g", s1, s2);
+        gpu->free(d_acc);
+    }
     poison(dy, n);
-    cpu->mask_scale(n, x, m, 2.f, y); gpu->mask_scale(n, dx, dm, 2.f, dy); cmp("mask_scale", y, dy, n);
-    double s1 = 0, s2 = 0, *d_acc = gpu->alloc(sizeof(double)); /* zeroed */
-    cpu->sumsq(n, x, &s1);
-    gpu->sumsq(n, dx, d_acc);
-    gpu->to_host(&s2, d_acc, sizeof s2);
-    CHECK_MSG(fabs(s1 - s2) <= tol_of("sumsq") * s1, "sumsq %.9g vs %.9g", s1, s2);
-    gpu->free(d_acc);
-    /* LoRA dropout masks: the same generator, bit for bit */
+    cpu->mask_scale(n, x, m, 2.f, y, R); gpu->mask_scale(n, dx, dm, 2.f, dy, g_dt); cmp("mask_scale", y, dy, n);
+    /* LoRA dropout masks: the same generator, bit for bit (0 and 1 are exact in bf16) */
     {
         int cols = (int)(n < 4096 ? n : 4096), rows = (int)(n / (size_t)cols);
-        float *hm = tt_xmalloc((size_t)rows * cols * 4), *dmask = up(hm, (size_t)rows * cols);
-        cpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, hm);
-        gpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, dmask);
-        float *back = tt_xmalloc((size_t)rows * cols * 4);
-        gpu->to_host(back, dmask, (size_t)rows * cols * 4);
-        CHECK_MSG(memcmp(hm, back, (size_t)rows * cols * 4) == 0, "dropout_mask differs from the CPU's");
+        size_t nm = (size_t)rows * cols;
+        float *hm = tt_xmalloc(nm * 4);
+        void *dmask = act(nm);
+        cpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, hm, R);
+        gpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, dmask, g_dt);
+        float *back = down(dmask, nm, g_dt);
+        CHECK_MSG(memcmp(hm, back, nm * 4) == 0, "dropout_mask differs from the CPU's");
         free(hm); free(back); gpu->free(dmask);
-    }
-    /* bf16 activation storage: round trip, with a NaN and infinities */
-    {
-        float *a = rnd(n, 3), *ra = tt_xmalloc(n * 4);
-        a[0] = NAN; a[1] = INFINITY; a[2] = -INFINITY; a[3] = 1.00390625f; /* a tie: rounds to even */
-        uint16_t *hb = tt_xmalloc(n * 2);
-        cpu->to_bf16(n, a, hb);
-        cpu->from_bf16(n, hb, ra);
-        float *d_a = up(a, n), *d_r = gpu->alloc(n * 4);
-        uint16_t *d_b = gpu->alloc(n * 2);
-        poison(d_r, n);
-        gpu->to_bf16(n, d_a, d_b);
-        gpu->from_bf16(n, d_b, d_r);
-        float *hr = tt_xmalloc(n * 4);
-        gpu->to_host(hr, d_r, n * 4);
-        CHECK_MSG(memcmp(hr + 1, ra + 1, (n - 1) * 4) == 0 && hr[0] != hr[0], "bf16 round trip differs");
-        ra[0] = ra[1] = ra[2] = 0; /* NaN and infinities: compared above (cmp's arithmetic cannot) */
-        gpu->fill(d_r, 3, 0);
-        cmp("bf16", ra, d_r, n);
-        free(a); free(ra); free(hb); free(hr); gpu->free(d_a); gpu->free(d_r); gpu->free(d_b);
     }
     /* swiglu */
     {
         float *g = rnd(n, 2), *u = rnd(n, 1), *mm = tt_xmalloc(n * 4), *dg = tt_xmalloc(n * 4), *du = tt_xmalloc(n * 4);
-        float *d_g = up(g, n), *d_u = up(u, n), *d_m = gpu->alloc(n * 4), *d_dg = gpu->alloc(n * 4), *d_du = gpu->alloc(n * 4);
+        void *d_g = up(g, n), *d_u = up(u, n), *d_m = act(n), *d_dg = act(n), *d_du = act(n);
         poison(d_m, n); poison(d_dg, n); poison(d_du, n);
-        cpu->swiglu_fwd(n, g, u, mm); gpu->swiglu_fwd(n, d_g, d_u, d_m); cmp("swiglu_fwd", mm, d_m, n);
-        cpu->swiglu_bwd(n, g, u, x, dg, du); gpu->swiglu_bwd(n, d_g, d_u, dx, d_dg, d_du);
+        cpu->swiglu_fwd(n, g, u, mm, R); gpu->swiglu_fwd(n, d_g, d_u, d_m, g_dt); cmp("swiglu_fwd", mm, d_m, n);
+        cpu->swiglu_bwd(n, g, u, x, dg, du, R); gpu->swiglu_bwd(n, d_g, d_u, dx, d_dg, d_du, g_dt);
         cmp("swiglu_bwd", dg, d_dg, n); cmp("swiglu_bwd", du, d_du, n);
-        gpu->swiglu_bwd(n, d_g, d_u, dx, d_g, d_u); /* in place, as the workspace runs it */
+        gpu->swiglu_bwd(n, d_g, d_u, dx, d_g, d_u, g_dt); /* in place, as the workspace runs it */
         cmp("swiglu_bwd", dg, d_g, n); cmp("swiglu_bwd", du, d_u, n);
         free(g); free(u); free(mm); free(dg); free(du);
         gpu->free(d_g); gpu->free(d_u); gpu->free(d_m); gpu->free(d_dg); gpu->free(d_du);
     }
     /* adamw, two steps */
-    {
+    if (g_dt == BE_REAL) {
         float *p = rnd(n, 1), *g = rnd(n, 1), *mo = tt_xcalloc(n, 4), *ve = tt_xcalloc(n, 4);
-        float *d_p = up(p, n), *d_g = up(g, n), *d_m = up(mo, n), *d_v = up(ve, n);
+        float *d_p = up_real(p, n), *d_g = up_real(g, n), *d_m = up_real(mo, n), *d_v = up_real(ve, n);
         for (int st = 1; st <= 2; st++) {
             cpu->adamw(n, p, g, mo, ve, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, st);
             gpu->adamw(n, d_p, d_g, d_m, d_v, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, st);
@@ -174,7 +245,29 @@ static void t_elementwise(size_t n) {
     free(x); free(y); free(m); gpu->free(dx); gpu->free(dy); gpu->free(dm);
 }
 
-/* NF4 with and without double quantization: bit-exact. */
+/* bf16 stores round to nearest even: f32 values (ties, NaN, infinities)
+ * through the dequant op into bf16, against core/base/dtype.h's rounding, bit
+ * for bit (a NaN only as a NaN). */
+static void t_bf16_rounding(size_t n) {
+    float *a = tt_xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) a[i] = (float)(3 * rng_normal(&rng));
+    a[0] = NAN; a[1] = INFINITY; a[2] = -INFINITY; a[3] = 1.00390625f; a[4] = 1.01171875f; /* ties: to even */
+    float *d_a = up_real(a, n);
+    uint16_t *d_b = gpu->alloc(n * 2), *hb = tt_xmalloc(n * 2);
+    gpu->dequant(1 /* TT_DTYPE_F32 */, d_a, n, 0, n, d_b, BE_BF16);
+    gpu->to_host(hb, d_b, n * 2);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t want = f32_to_bf16(a[i]);
+        if (a[i] != a[i]) bad += (hb[i] & 0x7fff) <= 0x7f80; /* a NaN must stay a NaN */
+        else bad += hb[i] != want;
+    }
+    CHECK_MSG(bad == 0, "bf16 rounding: %zu of %zu values differ from the CPU's f32_to_bf16", bad, n);
+    free(a); free(hb); gpu->free(d_a); gpu->free(d_b);
+}
+
+/* NF4 with and without double quantization: bit-exact (in the bf16 pass:
+ * the CPU's fp32 values rounded, against the GPU's bf16 output). */
 static void t_dequant(size_t nn) {
     for (int dq = 0; dq < 2; dq++) {
         float *v = rnd(nn, 0.1), *ref = tt_xmalloc(nn * sizeof *ref);
@@ -182,23 +275,27 @@ static void t_dequant(size_t nn) {
         nf4_layout_of(nn, dq, &L);
         uint8_t *blob = tt_xcalloc(1, L.total);
         nf4_quantize_tensor(v, nn, dq, blob);
-        cpu->dequant(dq ? 4 : 3, blob, nn, 0, nn, ref);
+        cpu->dequant(dq ? 4 : 3, blob, nn, 0, nn, ref, BE_REAL);
+        if (g_dt == BE_BF16)
+            for (size_t i = 0; i < nn; i++) ref[i] = bf16_round(ref[i]);
         void *dblob = gpu->alloc(L.total);
         gpu->to_device(dblob, blob, L.total);
-        float *out = gpu->alloc(nn * sizeof(float));
+        void *out = act(nn);
         poison(out, nn);
-        gpu->dequant(dq ? 4 : 3, dblob, nn, 0, nn, out);
+        gpu->dequant(dq ? 4 : 3, dblob, nn, 0, nn, out, g_dt);
         cmp("dequant", ref, out, nn);
         /* a range: from the second NF4 block to 17 values before the end */
         size_t v0 = 64, k = nn - 64 - 17;
         poison(out, k);
-        gpu->dequant(dq ? 4 : 3, dblob, nn, v0, k, out);
+        gpu->dequant(dq ? 4 : 3, dblob, nn, v0, k, out, g_dt);
         cmp("dequant", ref + v0, out, k);
         free(v); free(ref); free(blob); gpu->free(dblob); gpu->free(out);
     }
 }
 
-/* linear with a stored NF4 (double-quant) weight: a row block, both directions, against the CPU */
+/* linear with a stored NF4 (double-quant) weight: a row block, both
+ * directions, against the CPU (which computes in fp32 on the same inputs;
+ * in the bf16 pass its scratch holds the weights rounded to bf16 too). */
 static void t_linear(int rows, int in, int out) {
     size_t nn = (size_t)out * in;
     int o0 = 64, n = out - 64 - 32; /* o0 * in: whole NF4 blocks */
@@ -209,24 +306,38 @@ static void t_linear(int rows, int in, int out) {
     nf4_quantize_tensor(v, nn, 1, blob);
     void *dblob = gpu->alloc(L.total);
     gpu->to_device(dblob, blob, L.total);
-    float *sc = tt_xmalloc((size_t)n * in * 4), *d_sc = gpu->alloc((size_t)n * in * 4);
+    /* the CPU side in the pass's type too: its scratch then rounds the weights like the GPU's */
+    size_t es = be_elem_size(g_dt);
+    void *sc = tt_xmalloc((size_t)n * in * es), *d_sc = act((size_t)n * in);
     float *y = tt_xcalloc((size_t)rows * out, 4), *dx = rnd((size_t)rows * in, 2);
-    float *d_x = up(x, (size_t)rows * in), *d_dy = up(dy, (size_t)rows * out), *d_y = up(y, (size_t)rows * out),
-          *d_dx = up(dx, (size_t)rows * in);
-    cpu->linear(0, rows, in, n, x, in, 4 /* NF4DQ */, blob, out, o0, sc, 0, y + o0, out);
-    gpu->linear(0, rows, in, n, d_x, in, 4, dblob, out, o0, d_sc, 0, d_y + o0, out);
+    void *d_x = up(x, (size_t)rows * in), *d_dy = up(dy, (size_t)rows * out), *d_y = up(y, (size_t)rows * out),
+         *d_dx = up(dx, (size_t)rows * in);
+    float *wr = tt_xmalloc((size_t)n * in * 4); /* the block as the CPU's scratch holds it, in fp32 */
+    cpu->dequant(4, blob, nn, (size_t)o0 * in, (size_t)n * in, wr, BE_REAL);
+    if (g_dt == BE_BF16)
+        for (size_t i = 0; i < (size_t)n * in; i++) wr[i] = bf16_round(wr[i]);
+    cpu->gemm(0, 1, rows, n, in, 1, x, BE_REAL, in, wr, BE_REAL, in, 0, y + o0, BE_REAL, out);
+    gpu->linear(0, rows, in, n, d_x, in, 4, dblob, out, o0, d_sc, 0, be_at(d_y, o0, g_dt), out, g_dt);
     cmp("gemm", y, d_y, (size_t)rows * out);
-    cpu->linear(1, rows, in, n, dy + o0, out, 4 /* NF4DQ */, blob, out, o0, sc, 1, dx, in);
-    gpu->linear(1, rows, in, n, d_dy + o0, out, 4, dblob, out, o0, d_sc, 1, d_dx, in);
+    cpu->gemm(0, 0, rows, in, n, 1, dy + o0, BE_REAL, out, wr, BE_REAL, in, 1, dx, BE_REAL, in);
+    gpu->linear(1, rows, in, n, be_at(d_dy, o0, g_dt), out, 4, dblob, out, o0, d_sc, 1, d_dx, in, g_dt);
     cmp("gemm", dx, d_dx, (size_t)rows * in);
-    free(v); free(x); free(dy); free(blob); free(sc); free(y); free(dx);
+    /* the CPU's own linear op gives the same composition */
+    float *y2 = tt_xcalloc((size_t)rows * out, 4);
+    if (g_dt == BE_REAL) {
+        cpu->linear(0, rows, in, n, x, in, 4, blob, out, o0, sc, 0, y2 + o0, out, BE_REAL);
+        CHECK_MSG(memcmp(y2, y, (size_t)rows * out * 4) == 0, "the CPU's linear differs from dequant + gemm");
+    }
+    free(v); free(x); free(dy); free(blob); free(sc); free(y); free(y2); free(dx); free(wr);
     gpu->free(dblob); gpu->free(d_sc); gpu->free(d_x); gpu->free(d_dy); gpu->free(d_y); gpu->free(d_dx);
 }
 
 /* queues and events: a copy on its own (non-blocking) stream, an event, the
  * compute queue waiting for it, an op after it — the op must see the copy */
 static void t_async(size_t n) {
-    float *h = gpu->host_alloc_pinned(n * 4), *back = tt_xmalloc(n * 4), *src = rnd(n, 1);
+    /* pinned where the backend has it (cpu-async, the self-check's device, has not) */
+    float *h = gpu->host_alloc_pinned ? gpu->host_alloc_pinned(n * 4) : tt_xmalloc(n * 4);
+    float *back = tt_xmalloc(n * 4), *src = rnd(n, 1);
     memcpy(h, src, n * 4);
     float *d = gpu->alloc(n * 4);
     tt_queue *q = gpu->queue_new();
@@ -244,35 +355,40 @@ static void t_async(size_t n) {
     gpu->queue_free(q);
     gpu->event_free(ev);
     gpu->free(d);
-    gpu->host_free_pinned(h);
+    if (gpu->host_free_pinned) gpu->host_free_pinned(h);
+    else free(h);
     free(back); free(src);
 }
 
 static void t_rmsnorm(int T, int C) {
-    float *xx = rnd((size_t)T * C, 1), *w = rnd(C, 1), *g = rnd((size_t)T * C, 1);
-    float *yr = tt_xmalloc(sizeof(float) * T * C), *rs = tt_xmalloc(sizeof(float) * T), *dxr = rnd((size_t)T * C, 1);
-    float *dxx = up(xx, (size_t)T * C), *dw = up(w, C), *dg = up(g, (size_t)T * C), *dyy = up(xx, (size_t)T * C);
-    float *drs = up(rs, T), *ddx = up(dxr, (size_t)T * C);
-    cpu->rmsnorm_fwd(T, C, xx, w, 1e-5f, yr, rs);
-    poison(dyy, (size_t)T * C); poison(drs, T);
-    gpu->rmsnorm_fwd(T, C, dxx, dw, 1e-5f, dyy, drs);
-    cmp("rmsnorm_fwd", yr, dyy, (size_t)T * C);
-    cpu->rmsnorm_bwd(T, C, xx, w, rs, g, dxr, 1);
-    gpu->rmsnorm_bwd(T, C, dxx, dw, drs, dg, ddx, 1);
-    cmp("rmsnorm_bwd", dxr, ddx, (size_t)T * C);
-    float *gw = rnd(C, 1), *dgw = up(gw, C); /* accumulates into existing values */
-    cpu->rmsnorm_bwd_w(T, C, xx, rs, g, gw);
-    gpu->rmsnorm_bwd_w(T, C, dxx, drs, dg, dgw);
-    cmp("rmsnorm_bwd_w", gw, dgw, C);
+    const int R = BE_REAL;
+    size_t TC = (size_t)T * C;
+    float *xx = rnd(TC, 1), *w = rnd(C, 1), *g = rnd(TC, 1);
+    float *yr = tt_xmalloc(sizeof(float) * TC), *rs = tt_xmalloc(sizeof(float) * T), *dxr = rnd(TC, 1);
+    void *dxx = up(xx, TC), *dg = up(g, TC), *dyy = act(TC), *ddx = up(dxr, TC);
+    float *dw = up_real(w, C), *drs = up_real(rs, T);
+    cpu->rmsnorm_fwd(T, C, xx, w, 1e-5f, yr, rs, R);
+    poison(dyy, TC); poison_t(drs, T, R);
+    gpu->rmsnorm_fwd(T, C, dxx, dw, 1e-5f, dyy, drs, g_dt);
+    cmp("rmsnorm_fwd", yr, dyy, TC);
+    cmp_real("rstd", rs, drs, T);
+    cpu->rmsnorm_bwd(T, C, xx, w, rs, g, dxr, 1, R);
+    gpu->rmsnorm_bwd(T, C, dxx, dw, drs, dg, ddx, 1, g_dt);
+    cmp("rmsnorm_bwd", dxr, ddx, TC);
+    float *gw = rnd(C, 1), *dgw = up_real(gw, C); /* accumulates into existing values */
+    cpu->rmsnorm_bwd_w(T, C, xx, rs, g, gw, R);
+    gpu->rmsnorm_bwd_w(T, C, dxx, drs, dg, dgw, g_dt);
+    cmp_real("rmsnorm_bwd_w", gw, dgw, C);
     free(gw); gpu->free(dgw);
     free(xx); free(w); free(g); free(yr); free(rs); free(dxr);
     gpu->free(dxx); gpu->free(dw); gpu->free(dg); gpu->free(dyy); gpu->free(drs); gpu->free(ddx);
 }
 
-/* rope forward and inverse; tables real (theta) when theta > 0, else random. */
+/* rope forward and inverse; tables real (theta) when theta > 0, else random.
+ * The bf16 pass compares each direction from the same (bf16) input. */
 static void t_rope(int seq, int T, int nh, int hd, double theta) {
-    size_t nt = (size_t)seq * hd / 2;
-    float *cs = rnd(nt, 1), *sn = rnd(nt, 1), *q = rnd((size_t)T * nh * hd, 1);
+    size_t nt = (size_t)seq * hd / 2, nq = (size_t)T * nh * hd;
+    float *cs = rnd(nt, 1), *sn = rnd(nt, 1), *q = rnd(nq, 1);
     if (theta > 0)
         for (int t = 0; t < seq; t++)
             for (int i = 0; i < hd / 2; i++) {
@@ -280,38 +396,48 @@ static void t_rope(int seq, int T, int nh, int hd, double theta) {
                 cs[(size_t)t * hd / 2 + i] = (float)cos(a);
                 sn[(size_t)t * hd / 2 + i] = (float)sin(a);
             }
-    float *dcs = up(cs, nt), *dsn = up(sn, nt), *dq = up(q, (size_t)T * nh * hd);
+    float *dcs = up_real(cs, nt), *dsn = up_real(sn, nt);
     for (int inv = 0; inv < 2; inv++) {
-        cpu->rope(T, seq, nh, hd, cs, sn, q, inv);
-        gpu->rope(T, seq, nh, hd, dcs, dsn, dq, inv);
-        cmp("rope", q, dq, (size_t)T * nh * hd);
+        float *qi = tt_xmalloc(nq * 4);
+        memcpy(qi, q, nq * 4);
+        void *dq = up(qi, nq);
+        cpu->rope(T, seq, nh, hd, cs, sn, qi, inv, BE_REAL);
+        gpu->rope(T, seq, nh, hd, dcs, dsn, dq, inv, g_dt);
+        cmp("rope", qi, dq, nq);
+        free(qi); gpu->free(dq);
     }
-    free(cs); free(sn); free(q); gpu->free(dcs); gpu->free(dsn); gpu->free(dq);
+    free(cs); free(sn); free(q); gpu->free(dcs); gpu->free(dsn);
 }
 
-/* causal GQA attention forward (out, lse) and backward (dq, dk, dv). */
+/* causal GQA attention forward (out, lse) and backward (dq, dk, dv); the
+ * backward's inputs are the CPU's forward outputs (rounded in the bf16 pass). */
 static void t_attn(int B, int seq, int nh, int nkv, int hd) {
+    const int R = BE_REAL;
     int T = B * seq;
-    size_t nq = (size_t)T * nh * hd, nk = (size_t)T * nkv * hd;
+    size_t nq = (size_t)T * nh * hd, nk = (size_t)T * nkv * hd, nl = (size_t)T * nh;
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
-    float *o = tt_xmalloc(nq * 4), *lse = tt_xmalloc((size_t)T * nh * 4), *gq = tt_xmalloc(nq * 4),
-          *gk = tt_xmalloc(nk * 4), *gv = tt_xmalloc(nk * 4);
-    float *d_q = up(q, nq), *d_k = up(k, nk), *d_v = up(v, nk), *d_do = up(dout, nq);
-    float *d_o = gpu->alloc(nq * 4), *d_l = gpu->alloc((size_t)T * nh * 4), *d_gq = gpu->alloc(nq * 4),
-          *d_gk = gpu->alloc(nk * 4), *d_gv = gpu->alloc(nk * 4);
-    poison(d_o, nq); poison(d_l, (size_t)T * nh); poison(d_gq, nq); poison(d_gk, nk); poison(d_gv, nk);
-    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse);
-    gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l);
+    float *o = tt_xmalloc(nq * 4), *lse = tt_xmalloc(nl * 4), *gq = tt_xmalloc(nq * 4), *gk = tt_xmalloc(nk * 4),
+          *gv = tt_xmalloc(nk * 4);
+    void *d_q = up(q, nq), *d_k = up(k, nk), *d_v = up(v, nk), *d_do = up(dout, nq);
+    void *d_o = act(nq), *d_gq = act(nq), *d_gk = act(nk), *d_gv = act(nk);
+    float *d_l = gpu->alloc(nl * 4);
+    poison(d_o, nq); poison_t(d_l, nl, R); poison(d_gq, nq); poison(d_gk, nk); poison(d_gv, nk);
+    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse, R);
+    gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, g_dt);
     cmp("attn_fwd", o, d_o, nq);
-    cmp("attn_fwd", lse, d_l, (size_t)T * nh);
-    cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv);
-    gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, d_do, d_gq, d_gk, d_gv);
+    cmp_real("lse", lse, d_l, nl);
+    if (g_dt == BE_BF16) /* the backward from the same inputs on both sides */
+        for (size_t i = 0; i < nq; i++) o[i] = bf16_round(o[i]);
+    void *d_o2 = up(o, nq);
+    float *d_l2 = up_real(lse, nl);
+    cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv, R);
+    gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o2, d_l2, d_do, d_gq, d_gk, d_gv, g_dt);
     cmp("attn_bwd", gq, d_gq, nq);
     cmp("attn_bwd", gk, d_gk, nk);
     cmp("attn_bwd", gv, d_gv, nk);
     free(q); free(k); free(v); free(dout); free(o); free(lse); free(gq); free(gk); free(gv);
     gpu->free(d_q); gpu->free(d_k); gpu->free(d_v); gpu->free(d_do); gpu->free(d_o); gpu->free(d_l);
-    gpu->free(d_gq); gpu->free(d_gk); gpu->free(d_gv);
+    gpu->free(d_o2); gpu->free(d_l2); gpu->free(d_gq); gpu->free(d_gk); gpu->free(d_gv);
 }
 
 /* cross-entropy with an ignored row (target -1) and a masked one (weight 0) */
@@ -319,40 +445,53 @@ static void t_xent(int R, int V) {
     float *lg = rnd((size_t)R * V, 3), *w = tt_xmalloc((size_t)R * 4);
     int32_t *tg = tt_xmalloc((size_t)R * sizeof *tg);
     for (int r = 0; r < R; r++) { tg[r] = r == 4 ? -1 : (int32_t)(((int64_t)r * 7919 + 31) % V); w[r] = r == 7 ? 0.f : 1.f; }
-    float *d_lg = up(lg, (size_t)R * V), *d_w = up(w, (size_t)R);
+    void *d_lg = up(lg, (size_t)R * V);
+    float *d_w = up_real(w, (size_t)R);
     int32_t *d_tg = gpu->alloc((size_t)R * sizeof *tg);
     gpu->to_device(d_tg, tg, (size_t)R * sizeof *tg);
     double l1 = 0, l2 = 0, *d_acc = gpu->alloc(sizeof(double));
-    cpu->xent(R, V, lg, tg, w, 0.25f, &l1);
-    gpu->xent(R, V, d_lg, d_tg, d_w, 0.25f, d_acc);
+    cpu->xent(R, V, lg, tg, w, 0.25f, &l1, BE_REAL);
+    gpu->xent(R, V, d_lg, d_tg, d_w, 0.25f, d_acc, g_dt);
     gpu->to_host(&l2, d_acc, sizeof l2);
     gpu->free(d_w); gpu->free(d_tg); gpu->free(d_acc);
-    CHECK_MSG(fabs(l1 - l2) <= tol_of("xent") * fabs(l1), "xent loss %.9g vs %.9g", l1, l2);
+    CHECK_MSG(fabs(l1 - l2) <= tol_of("xent_loss") * fabs(l1), "xent loss %.9g vs %.9g", l1, l2);
     cmp("xent", lg, d_lg, (size_t)R * V);
     free(lg); free(w); free(tg); gpu->free(d_lg);
 }
 
 int main(int argc, char **argv) {
-    int real = argc > 1 && strcmp(argv[1], "--real") == 0;
-    if (argc > 1 && !real) {
-        fprintf(stderr, "usage: test_cuda_ops [--real]\n");
-        return 2;
+    int real = 0;
+    const char *device = "cuda";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--real") == 0) real = 1;
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) device = argv[++i];
+        else {
+            fprintf(stderr, "usage: test_cuda_ops [--real] [--device cuda|cpu-async]\n"
+                            "  --device cpu-async: the table against the CPU reference on the CPU (no GPU: a\n"
+                            "  check of the test itself and of the CPU's bf16 ops against its fp32 ones)\n");
+            return 2;
+        }
     }
-    gpu = be_by_name("cuda");
+    gpu = be_by_name(device);
     if (!gpu) TEST_SKIP("%s", tt_lasterr());
     cpu = backend_cpu();
     rng_seed(&rng, 3, 4);
-    fprintf(stderr, "-- small shapes\n");
-    t_gemm(37, 53, 96, 1);
-    t_elementwise(10007);
-    t_dequant(64 * 300 + 17);
-    t_linear(33, 128, 320);
     t_async((size_t)1 << 22);
-    t_rmsnorm(9, 96);
-    t_rope(7, 14, 3, 8, 0);
-    t_attn(2, 40, 4, 2, 16);
-    t_xent(13, 257);
-    if (real) {
+    t_bf16_rounding(100003);
+    /* every op with fp32 activations, then with bf16 ones */
+    for (int pass = 0; pass < 2; pass++) {
+        g_dt = pass ? BE_BF16 : BE_REAL;
+        g_real = 0;
+        fprintf(stderr, "-- small shapes, %s activations\n", pass ? "bf16" : "fp32");
+        t_gemm(37, 53, 96, 1);
+        t_elementwise(10007);
+        t_dequant(64 * 300 + 17);
+        t_linear(33, 128, 320);
+        t_rmsnorm(9, 96);
+        t_rope(7, 14, 3, 8, 0);
+        t_attn(2, 40, 4, 2, 16);
+        t_xent(13, 257);
+        if (!real) continue;
         g_real = 1;
         fprintf(stderr, "-- real shapes: linear 2048 x 4096 x 4096 (every transpose)\n");
         t_gemm(2048, 4096, 4096, 1);

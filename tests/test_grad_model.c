@@ -292,7 +292,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     int B = 2, S = 5;
     tt_ws *w;
     /* chunked: weights in 64-row blocks too, and the LoRA dropout path a row at a time (of the widest input) */
-    tt_ws_opts wo = {B, S, 1, 0, mlp_rows, mlp_rows ? 1 : 0, NULL, mlp_rows ? 1 : 0};
+    tt_ws_opts wo = {B, S, 1, 0, mlp_rows, mlp_rows ? 1 : 0, NULL, mlp_rows ? 1 : 0, 0};
     CHECK(ws_create(&w, &c, &lc, &wo, NULL) == 0);
     uint64_t drop = dropout > 0 ? 12345 : 0;
     check_layer(m, &lo, w, 0, B, S, drop, what);
@@ -300,7 +300,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     check_model(m, &lo, w, B, S, drop, what);
     if (mlp_rows) { /* chunked == whole: the same loss and LoRA gradients as one MLP chunk and one weight block */
         tt_ws *w1;
-        tt_ws_opts wo1 = {B, S, 1, 0, 0, 0, NULL, 0};
+        tt_ws_opts wo1 = {B, S, 1, 0, 0, 0, NULL, 0, 0};
         CHECK(ws_create(&w1, &c, &lc, &wo1, NULL) == 0);
         int T = B * S;
         int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);

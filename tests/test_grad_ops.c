@@ -179,7 +179,7 @@ typedef struct {
 
 static double rms_loss(void *p) {
     rms_ctx *c = p;
-    be_rmsnorm_fwd(c->T, c->C, c->x, c->w, c->eps, c->y, c->rstd);
+    be_rmsnorm_fwd(c->T, c->C, c->x, c->w, c->eps, c->y, c->rstd, BE_REAL);
     return dot(c->y, c->R, (size_t)c->T * c->C);
 }
 
@@ -202,12 +202,12 @@ static void test_rmsnorm(void) {
     CHECK_REF("rmsnorm rstd", relerr(c.rstd, rref, (size_t)c.T));
 
     tt_real *dx = zerov(n);
-    be_rmsnorm_bwd(c.T, c.C, c.x, c.w, c.rstd, c.R, dx, 0);
+    be_rmsnorm_bwd(c.T, c.C, c.x, c.w, c.rstd, c.R, dx, 0, BE_REAL);
     CHECK_GRAD("rmsnorm dx", fd_check(rms_loss, &c, c.x, NULL, n, dx));
     /* accumulate = 1 adds onto what is there */
     tt_real *base = randv(n, 1), *acc = dupv(base, n);
     rms_loss(&c);
-    be_rmsnorm_bwd(c.T, c.C, c.x, c.w, c.rstd, c.R, acc, 1);
+    be_rmsnorm_bwd(c.T, c.C, c.x, c.w, c.rstd, c.R, acc, 1, BE_REAL);
     for (size_t i = 0; i < n; i++) base[i] += dx[i];
     CHECK_REF("rmsnorm bwd accumulate", relerr(acc, base, n));
     free(c.x), free(c.w), free(c.R), free(c.y), free(c.rstd), free(ref), free(rref), free(dx), free(base), free(acc);
@@ -240,7 +240,7 @@ static double rope_loss(void *p) {
     rope_ctx *c = p;
     const size_t n = (size_t)c->T * c->nh * c->hd;
     memcpy(c->tmp, c->x, n * sizeof *c->tmp);
-    be_rope(c->T, c->seq, c->nh, c->hd, c->cs, c->sn, c->tmp, 0);
+    be_rope(c->T, c->seq, c->nh, c->hd, c->cs, c->sn, c->tmp, 0, BE_REAL);
     return dot(c->tmp, c->R, n);
 }
 
@@ -269,11 +269,11 @@ static void test_rope(void) {
     rope_loss(&c);
     CHECK_REF("rope fwd", relerr(c.tmp, ref, n));
     /* inverse undoes the forward */
-    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, c.tmp, 1);
+    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, c.tmp, 1, BE_REAL);
     CHECK_REF("rope inverse", relerr(c.tmp, c.x, n));
     /* backward of sum(rope(x) R) is rope^T(R) = the inverse rotation of R */
     tt_real *g = dupv(c.R, n);
-    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, g, 1);
+    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, g, 1, BE_REAL);
     CHECK_GRAD("rope dx", fd_check(rope_loss, &c, c.x, NULL, n, g));
     free(c.cs), free(c.sn), free(c.x), free(c.R), free(c.tmp), free(ref), free(g);
 }
@@ -287,7 +287,7 @@ typedef struct {
 
 static double attn_loss(void *p) {
     attn_ctx *c = p;
-    be_attn_fwd(c->B, c->seq, c->nh, c->nkv, c->hd, c->q, c->k, c->v, c->out, c->lse);
+    be_attn_fwd(c->B, c->seq, c->nh, c->nkv, c->hd, c->q, c->k, c->v, c->out, c->lse, BE_REAL);
     return dot(c->out, c->R, (size_t)c->B * c->seq * c->nh * c->hd);
 }
 
@@ -337,7 +337,7 @@ static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, 
     CHECK_REF(name, relerr(c.lse, lref, T * nh));
 
     tt_real *dq = randv(nq, 1), *dk = randv(nk, 1), *dv = randv(nk, 1); /* garbage: must be overwritten */
-    be_attn_bwd(B, seq, nh, nkv, hd, c.q, c.k, c.v, c.out, c.lse, c.R, dq, dk, dv);
+    be_attn_bwd(B, seq, nh, nkv, hd, c.q, c.k, c.v, c.out, c.lse, c.R, dq, dk, dv, BE_REAL);
     size_t *iq = NULL, *ik = NULL;
     if (m) {
         iq = tt_xmalloc(m * sizeof *iq), ik = tt_xmalloc(m * sizeof *ik);
@@ -371,7 +371,7 @@ typedef struct {
 
 static double swiglu_loss(void *p) {
     swiglu_ctx *c = p;
-    be_swiglu_fwd(c->n, c->g, c->u, c->m);
+    be_swiglu_fwd(c->n, c->g, c->u, c->m, BE_REAL);
     return dot(c->m, c->R, c->n);
 }
 
@@ -384,7 +384,7 @@ static void test_swiglu(void) {
     swiglu_loss(&c);
     CHECK_REF("swiglu fwd", relerr(c.m, ref, c.n));
     tt_real *dg = zerov(c.n), *du = zerov(c.n);
-    be_swiglu_bwd(c.n, c.g, c.u, c.R, dg, du);
+    be_swiglu_bwd(c.n, c.g, c.u, c.R, dg, du, BE_REAL);
     CHECK_GRAD("swiglu dg", fd_check(swiglu_loss, &c, c.g, NULL, c.n, dg));
     CHECK_GRAD("swiglu du", fd_check(swiglu_loss, &c, c.u, NULL, c.n, du));
     free(c.g), free(c.u), free(c.R), free(c.m), free(ref), free(dg), free(du);
@@ -403,7 +403,7 @@ static double xent_loss(void *p) {
     xent_ctx *c = p;
     memcpy(c->tmp, c->x, (size_t)c->R * c->V * sizeof *c->tmp);
     double loss = 0;
-    be_xent(c->R, c->V, c->tmp, c->tgt, c->w, c->dscale, &loss);
+    be_xent(c->R, c->V, c->tmp, c->tgt, c->w, c->dscale, &loss, BE_REAL);
     return c->dscale * loss;
 }
 
@@ -431,7 +431,7 @@ static void test_xent(void) {
     }
     memcpy(c.tmp, c.x, n * sizeof *c.tmp);
     double loss = 0;
-    be_xent(c.R, c.V, c.tmp, c.tgt, c.w, c.dscale, &loss);
+    be_xent(c.R, c.V, c.tmp, c.tgt, c.w, c.dscale, &loss, BE_REAL);
     CHECK_MSG(fabs(loss - ref) <= REF_TOL * fabs(ref), "xent loss %.17g vs %.17g", loss, ref);
     CHECK_REF("xent dlogits", relerr(c.tmp, dref, n));
     int zero_rows_ok = 1;
@@ -486,7 +486,7 @@ static void test_dequant(void) {
     tt_real *out = zerov(n);
 
     /* f32: exact */
-    be_dequant(TT_DTYPE_F32, x, n, out);
+    be_dequant(TT_DTYPE_F32, x, n, out, BE_REAL);
     int ok = 1;
     for (size_t i = 0; i < n; i++) ok &= out[i] == (tt_real)x[i];
     CHECK_MSG(ok, "dequant f32 differs from the stored floats");
@@ -494,7 +494,7 @@ static void test_dequant(void) {
     /* bf16: exactly bf16_to_f32 of the stored halves */
     uint16_t *h = tt_xmalloc(n * sizeof *h);
     for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
-    be_dequant(TT_DTYPE_BF16, h, n, out);
+    be_dequant(TT_DTYPE_BF16, h, n, out, BE_REAL);
     ok = 1;
     for (size_t i = 0; i < n; i++) ok &= out[i] == (tt_real)bf16_to_f32(h[i]);
     CHECK_MSG(ok, "dequant bf16 differs from bf16_to_f32");
@@ -504,14 +504,14 @@ static void test_dequant(void) {
         uint8_t *blob = fixture_nf4_blob(x, n, dq);
         float *ref = tt_xmalloc(n * sizeof *ref);
         nf4_dequantize_tensor(blob, n, dq, ref);
-        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out);
+        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out, BE_REAL);
         ok = 1;
         for (size_t i = 0; i < n; i++) ok &= out[i] == (tt_real)ref[i];
         CHECK_MSG(ok, "dequant %s differs from nf4_dequantize_tensor", dq ? "nf4-dq" : "nf4");
         /* a short tensor (one partial block) too */
         nf4_quantize_tensor(x, 5, dq, blob);
         nf4_dequantize_tensor(blob, 5, dq, ref);
-        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, 5, out);
+        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, 5, out, BE_REAL);
         ok = 1;
         for (size_t i = 0; i < 5; i++) ok &= out[i] == (tt_real)ref[i];
         CHECK_MSG(ok, "dequant %s of 5 values differs", dq ? "nf4-dq" : "nf4");

@@ -75,7 +75,7 @@ static void test_memory(void) {
     /* exact in float: one rounding each, compared with the same float expression */
     be_fill(d, n, 0.25f);
     CHECK(d[0] == 0.25f && d[n - 1] == 0.25f);
-    be_axpy(n, -2.0f, h, d); /* d = 0.25 - 2 h */
+    be_axpy(n, -2.0f, h, d, BE_REAL); /* d = 0.25 - 2 h */
     int ok = 1;
     for (size_t i = 0; i < n; i++) ok &= d[i] == 0.25f + -2.0f * h[i];
     CHECK_MSG(ok, "axpy");
@@ -84,7 +84,7 @@ static void test_memory(void) {
     for (size_t i = 0; i < n; i++) ok &= d[i] == (0.25f + -2.0f * h[i]) * 0.5f;
     CHECK_MSG(ok, "scale");
     for (size_t i = 0; i < n; i++) e[i] = (float)(i % 3 != 0);
-    be_mask_scale(n, h, e, 1.25f, back);
+    be_mask_scale(n, h, e, 1.25f, back, BE_REAL);
     ok = 1;
     for (size_t i = 0; i < n; i++) ok &= back[i] == (i % 3 ? h[i] * 1.25f : 0.0f);
     CHECK_MSG(ok, "mask_scale");
@@ -148,8 +148,8 @@ static void test_rmsnorm(void) {
             dxr[(size_t)t * C + c] = r * (w[c] * dyt[c] - xt[c] * r * r * m2);
         }
     }
-    be_rmsnorm_fwd(T, C, x, w, eps, y, rstd);
-    be_rmsnorm_bwd(T, C, x, w, rstd, dy, dx, 0);
+    be_rmsnorm_fwd(T, C, x, w, eps, y, rstd, BE_REAL);
+    be_rmsnorm_bwd(T, C, x, w, rstd, dy, dx, 0, BE_REAL);
     /* y: a float rsqrt and two float products, a few ulps: 1e-6 */
     CHECK_REL("rmsnorm fwd", relerr(y, yr, n), 1e-6);
     /* dx: a difference of two terms of size ~|w dy| can cancel, so the error
@@ -180,10 +180,10 @@ static void test_rope(void) {
         }
     }
     memcpy(y, x, n * sizeof *y);
-    be_rope(T, seq, nh, hd, cs, sn, y, 0);
+    be_rope(T, seq, nh, hd, cs, sn, y, 0, BE_REAL);
     /* float tables (1 ulp each) and two float products and a sum: 1e-6 */
     CHECK_REL("rope fwd", relerr(y, ref, n), 1e-6);
-    be_rope(T, seq, nh, hd, cs, sn, y, 1);
+    be_rope(T, seq, nh, hd, cs, sn, y, 1, BE_REAL);
     for (size_t i = 0; i < n; i++) ref[i] = x[i];
     /* the round trip: cos^2 + sin^2 = 1 only up to float table rounding */
     CHECK_REL("rope inverse", relerr(y, ref, n), 1e-6);
@@ -200,8 +200,8 @@ static void test_swiglu(void) {
         dgr[i] = dm[i] * u[i] * s * (1 + g[i] * (1 - s));
         dur[i] = dm[i] * g[i] * s;
     }
-    be_swiglu_fwd(n, g, u, m);
-    be_swiglu_bwd(n, g, u, dm, dg, du);
+    be_swiglu_fwd(n, g, u, m, BE_REAL);
+    be_swiglu_bwd(n, g, u, dm, dg, du, BE_REAL);
     /* expf and a handful of float operations per element: a few ulps, 1e-6
      * of the largest entry; dg also has g (1 - sig), where 1 - sig loses
      * accuracy as sig -> 1 (an error of ~|g| ulps, |g| up to ~10 here): 3e-6 */
@@ -211,7 +211,7 @@ static void test_swiglu(void) {
     /* in place, as the workspace runs it: dg over g, du over u — bit for bit the out-of-place result */
     float *g2 = zerof(n), *u2 = zerof(n);
     memcpy(g2, g, n * sizeof *g), memcpy(u2, u, n * sizeof *u);
-    be_swiglu_bwd(n, g2, u2, dm, g2, u2);
+    be_swiglu_bwd(n, g2, u2, dm, g2, u2, BE_REAL);
     CHECK_MSG(memcmp(g2, dg, n * sizeof *g) == 0 && memcmp(u2, du, n * sizeof *u) == 0, "swiglu_bwd in place differs");
     free(g2), free(u2);
     free(g), free(u), free(dm), free(m), free(dg), free(du), free(mr), free(dgr), free(dur);
@@ -268,8 +268,8 @@ static void test_attention(void) {
     float *out = zerof(nq), *lse = zerof(T * nh), *dq = zerof(nq), *dk = zerof(nk), *dv = zerof(nk);
     double *outr = zerod(nq), *lser = zerod(T * nh), *dqr = zerod(nq), *dkr = zerod(nk), *dvr = zerod(nk);
     attn_naive(B, seq, nh, nkv, hd, q, k, v, dout, outr, lser, dqr, dkr, dvr);
-    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse);
-    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, BE_REAL);
+    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, BE_REAL);
     /* out and lse: float scores (16-term dots), expf and a 70-term weighted
      * sum — a few ulps relative to the largest entry: 2e-6 */
     CHECK_REL("attn out", relerr(out, outr, nq), 2e-6);
@@ -293,9 +293,9 @@ static void time_attention(void) {
     double tf = 1e30, tb = 1e30;
     for (int rep = 0; rep < 3; rep++) {
         double t0 = tt_now();
-        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse);
+        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, BE_REAL);
         double t1 = tt_now();
-        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, BE_REAL);
         double t2 = tt_now();
         tf = fmin(tf, t1 - t0), tb = fmin(tb, t2 - t1);
     }
@@ -324,7 +324,7 @@ static void test_xent(void) {
         for (int j = 0; j < V; j++) dref[(size_t)r * V + j] = (exp((double)xr[j] - xr[tg[r]]) / z - (j == tg[r])) * dscale;
     }
     double loss = 0;
-    be_xent(R, V, x, tg, w, dscale, &loss);
+    be_xent(R, V, x, tg, w, dscale, &loss, BE_REAL);
     /* per row: the float subtraction x - max rounds by up to half an ulp of
      * ~100 (4e-6 absolute, row 8), the sums are double; the loss is ~7 rows
      * * 8 = 56: 1e-6 relative */
@@ -366,17 +366,17 @@ static void test_dequant(void) {
     const size_t n = 64 * 260 + 9;
     float *x = randf(n, 1), *out = zerof(n), *ref = zerof(n);
     uint16_t *h = tt_xmalloc(n * sizeof *h);
-    be_dequant(TT_DTYPE_F32, x, n, out);
+    be_dequant(TT_DTYPE_F32, x, n, out, BE_REAL);
     CHECK_MSG(memcmp(out, x, n * sizeof *x) == 0, "dequant f32");
     for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
-    be_dequant(TT_DTYPE_BF16, h, n, out);
+    be_dequant(TT_DTYPE_BF16, h, n, out, BE_REAL);
     int ok = 1;
     for (size_t i = 0; i < n; i++) ok &= out[i] == bf16_to_f32(h[i]);
     CHECK_MSG(ok, "dequant bf16");
     for (int dq = 0; dq < 2; dq++) {
         uint8_t *blob = fixture_nf4_blob(x, n, dq);
         nf4_dequantize_tensor(blob, n, dq, ref);
-        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out);
+        be_dequant(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, out, BE_REAL);
         /* the same float arithmetic as core/base/nf4.c: bit-identical */
         CHECK_MSG(memcmp(out, ref, n * sizeof *out) == 0, "dequant %s", dq ? "nf4-dq" : "nf4");
         free(blob);
@@ -396,11 +396,11 @@ static void test_dequant_range(void) {
     for (int dt = 1; dt <= 4; dt++) {
         uint8_t *blob = dt >= 3 ? fixture_nf4_blob(x, n, dt == 4) : NULL;
         const void *src = dt == 1 ? (const void *)x : dt == 2 ? (const void *)h : blob;
-        be_dequant((uint32_t)dt, src, n, whole);
+        be_dequant((uint32_t)dt, src, n, whole, BE_REAL);
         for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
             size_t v0 = cuts[c][0], k = cuts[c][1];
             be_fill(part, n, -7);
-            be_dequant_range((uint32_t)dt, src, n, v0, k, part);
+            be_dequant_range((uint32_t)dt, src, n, v0, k, part, BE_REAL);
             CHECK_MSG(memcmp(part, whole + v0, k * sizeof *part) == 0 && (k == n || part[k] == -7),
                       "dequant_range dtype %d [%zu, +%zu)", dt, v0, k);
         }
@@ -420,11 +420,11 @@ static void test_linear_w(void) {
     float *Wd = zerof((size_t)out * in), *scratch = zerof((size_t)n * in), *y1 = zerof((size_t)rows * out),
           *y2 = zerof((size_t)rows * out), *d1 = randf((size_t)rows * in, 2), *d2 = zerof((size_t)rows * in);
     memcpy(d2, d1, (size_t)rows * in * sizeof *d1);
-    be_dequant(TT_DTYPE_NF4DQ, blob, (size_t)out * in, Wd);
-    be_linear_w(0, rows, in, n, x, in, TT_DTYPE_NF4DQ, blob, out, o0, scratch, 0, y1 + o0, out);
+    be_dequant(TT_DTYPE_NF4DQ, blob, (size_t)out * in, Wd, BE_REAL);
+    be_linear_w(0, rows, in, n, x, in, TT_DTYPE_NF4DQ, blob, out, o0, scratch, 0, y1 + o0, out, BE_REAL);
     be_gemm(0, 1, rows, n, in, 1, x, in, Wd + (size_t)o0 * in, in, 0, y2 + o0, out);
     CHECK_MSG(memcmp(y1, y2, (size_t)rows * out * sizeof *y1) == 0, "linear (x W^T) differs from dequant + gemm");
-    be_linear_w(1, rows, in, n, dy + o0, out, TT_DTYPE_NF4DQ, blob, out, o0, scratch, 1, d1, in);
+    be_linear_w(1, rows, in, n, dy + o0, out, TT_DTYPE_NF4DQ, blob, out, o0, scratch, 1, d1, in, BE_REAL);
     be_gemm(0, 0, rows, in, n, 1, dy + o0, out, Wd + (size_t)o0 * in, in, 1, d2, in);
     CHECK_MSG(memcmp(d1, d2, (size_t)rows * in * sizeof *d1) == 0, "linear (dy W, accumulating) differs");
     double err = 0;
@@ -446,10 +446,10 @@ static void test_dropout_mask(void) {
     const float p = 0.25f;
     float *all = zerof((size_t)rows * cols), *part = zerof((size_t)rows * cols), *other = zerof((size_t)rows * cols);
     const uint64_t s0 = (uint64_t)3 << 32;
-    be_dropout_mask(rows, cols, 42, s0, p, all);
-    be_dropout_mask(40, cols, 42, s0, p, part);
-    be_dropout_mask(rows - 40, cols, 42, s0 + 40, p, part + (size_t)40 * cols);
-    be_dropout_mask(rows, cols, 43, s0, p, other);
+    be_dropout_mask(rows, cols, 42, s0, p, all, BE_REAL);
+    be_dropout_mask(40, cols, 42, s0, p, part, BE_REAL);
+    be_dropout_mask(rows - 40, cols, 42, s0 + 40, p, part + (size_t)40 * cols, BE_REAL);
+    be_dropout_mask(rows, cols, 43, s0, p, other, BE_REAL);
     CHECK_MSG(memcmp(all, part, (size_t)rows * cols * sizeof *all) == 0, "dropout mask depends on the chunking");
     size_t kept = 0, same = 0, binary = 1;
     for (size_t i = 0; i < (size_t)rows * cols; i++) {

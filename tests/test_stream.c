@@ -40,23 +40,23 @@ int main(void) {
         run_out ref, o;
         tt_plan p;
         CHECK(run(store, &req, dropout, clip, &ref, &p) == 0);
-        compare(&ref, &ref, variant == 2 ? "resident (dropout, clip, bf16 cells)" : variant ? "resident (dropout, clip)"
+        compare(&ref, &ref, variant == 2 ? "resident (dropout, clip, bf16 activations)" : variant ? "resident (dropout, clip)"
                                          : "resident", &p);
         if (variant == 1) { /* the f32 twin of variant 2 */
             f32ref = ref;
             f32ref.params = malloc(ref.n * sizeof(tt_real));
             memcpy(f32ref.params, ref.params, ref.n * sizeof(tt_real));
         }
-        if (variant == 2) { /* bf16 cells round the residual stream: a different, close run */
+        if (variant == 2) { /* bf16 activations round every stored value: a different, close run */
             double dl = 0, dp = 0, pm = 0;
             for (int st = 0; st < STEPS; st++) dl = fmax(dl, fabs(ref.loss[st] - f32ref.loss[st]) / f32ref.loss[st]);
             for (size_t i = 0; i < ref.n; i++) {
                 dp = fmax(dp, fabs((double)ref.params[i] - f32ref.params[i]));
                 pm = fmax(pm, fabs((double)f32ref.params[i]));
             }
-            CHECK_MSG(dl > 0 && dl < 0.02, "bf16 vs f32 cells: loss differs by %.3g relative", dl);
-            CHECK_MSG(dp > 0, "bf16 cells changed nothing: are they used?");
-            fprintf(stderr, "bf16 vs f32 activation cells: loss within %.2e relative, LoRA within %.2e of %.2e\n", dl, dp,
+            CHECK_MSG(dl > 0 && dl < 0.02, "bf16 vs f32 activations: loss differs by %.3g relative", dl);
+            CHECK_MSG(dp > 0, "bf16 activations changed nothing: are they used?");
+            fprintf(stderr, "bf16 vs f32 activations: loss within %.2e relative, LoRA within %.2e of %.2e\n", dl, dp,
                     pm);
             free(f32ref.params);
         }

@@ -42,6 +42,10 @@ cuda_hbm=$(needed_hbm)
 awk -v c="${cuda_hbm%MiB}" -v h="${bench_hbm%MiB}" 'BEGIN { exit !(c >= h + 512) }' ||
     fail "plan --device cuda: smallest --hbm $cuda_hbm does not add CUDA's context to the CPU's $bench_hbm"
 # --sweep: the smallest --hbm at four sequence lengths, growing with seq
+# --dropout: its mask buffers are in the plan (as train reserves them); out of range is refused
+expect_ok "plan --dropout" "$T" plan --model "$dir/m.tier" $SHAPE --hbm 0 --dropout 0.1
+grep -q "LoRA dropout" "$dir/out" || { fail "plan --dropout 0.1: no LoRA dropout row"; cat "$dir/out"; }
+expect_error "plan: bad --dropout" "--dropout must be in \[0, 1)" "$T" plan --model "$dir/m.tier" $SHAPE --dropout 1.5
 expect_ok "plan --sweep" "$T" plan --model "$dir/m.tier" --micro-batch 1 --batch-tokens 8192 --sweep --device cuda
 [ "$(grep -c '^ *[0-9]\{4\} ' "$dir/out")" -eq 4 ] || { fail "plan --sweep: expected 4 rows"; cat "$dir/out"; }
 expect_ok "plan --sweep --json" "$T" plan --model "$dir/m.tier" --micro-batch 1 --batch-tokens 8192 --sweep --json

@@ -334,37 +334,41 @@ static double time_it(void (*fn)(void *), void *ctx, const void *sync, int iters
     return (tt_now() - t0) / iters;
 }
 
+/* A (M, K), C (M, N) and W (N, K, the dequantized weight) are activations of
+ * type dt; B (N, K) tt_real (norm weights, AdamW's parameters), R (M)
+ * rstd; G, mo, vo (n) AdamW's gradients and moments. */
 typedef struct kctx {
-    int M, N, K;
-    tt_real *A, *B, *C, *W;
+    int M, N, K, dt;
+    void *A, *C, *W;
+    tt_real *B, *R, *G;
+    float *mo, *vo;
     void *blob;
     size_t n;
 } kctx;
 
 static void run_gemm(void *p) {
     kctx *c = p;
-    be_gemm(0, 1, c->M, c->N, c->K, 1, c->A, c->K, c->B, c->K, 0, c->C, c->N);
+    be_gemm_t(0, 1, c->M, c->N, c->K, 1, c->A, c->dt, c->K, c->W, c->dt, c->K, 0, c->C, c->dt, c->N);
 }
 static void run_dequant(void *p) {
     kctx *c = p;
-    be_dequant(TT_DTYPE_NF4DQ, c->blob, (size_t)c->N * c->K, c->W);
+    be_dequant(TT_DTYPE_NF4DQ, c->blob, (size_t)c->N * c->K, c->W, c->dt);
 }
 static void run_dequant_gemm(void *p) {
-    kctx *c = p;
-    be_dequant(TT_DTYPE_NF4DQ, c->blob, (size_t)c->N * c->K, c->W);
-    be_gemm(0, 1, c->M, c->N, c->K, 1, c->A, c->K, c->W, c->K, 0, c->C, c->N);
+    run_dequant(p);
+    run_gemm(p);
 }
 static void run_rms(void *p) {
     kctx *c = p;
-    be_rmsnorm_fwd(c->M, c->K, c->A, c->B, 1e-5f, c->C, c->W);
+    be_rmsnorm_fwd(c->M, c->K, c->A, c->B, 1e-5f, c->C, c->R, c->dt);
 }
 static void run_swiglu(void *p) {
     kctx *c = p;
-    be_swiglu_fwd(c->n, c->A, c->B, c->C);
+    be_swiglu_fwd(c->n, c->A, c->W, c->C, c->dt);
 }
 static void run_adamw(void *p) {
     kctx *c = p;
-    be_adamw(c->n, c->A, c->B, (float *)c->C, (float *)c->W, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1);
+    be_adamw(c->n, c->B, c->G, c->mo, c->vo, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1);
 }
 
 /* Host-to-device copies of bytes from src into dst, iters times after one
@@ -414,11 +418,12 @@ static int bench_copies(size_t bytes, int iters, kbench *res, int nr, double *re
 }
 
 static int bench_kernels(int argc, char **argv) {
-    const char *device;
+    const char *device, *act_dtype;
     long m, n, k, iters, copy_mb;
     int as_json;
     cli_opt opts[] = {
         {"device", 0, CLI_STR, &device, "cuda", "NAME", "backend to measure: cuda or cpu"},
+        {"act-dtype", 0, CLI_STR, &act_dtype, "auto", "T", "activation type of the ops: f32, bf16 or auto (bf16 with --device cuda, else f32)"},
         {"m", 0, CLI_INT, &m, "8192", "M", "GEMM rows (tokens)"},
         {"n", 0, CLI_INT, &n, "28672", "N", "GEMM columns (output features)"},
         {"k", 0, CLI_INT, &k, "8192", "K", "GEMM inner dimension (input features)"},
@@ -443,21 +448,35 @@ static int bench_kernels(int argc, char **argv) {
     const tt_backend *be = be_by_name(device);
     if (!be) return tool_fail("bench kernels");
     be_use(be);
-    kctx c = {(int)m, (int)n, (int)k, NULL, NULL, NULL, NULL, NULL, 0};
-    size_t wn = (size_t)n * k;
+    int bf = strcmp(act_dtype, "bf16") == 0 || (strcmp(act_dtype, "auto") == 0 && strcmp(device, "cuda") == 0);
+    if (!bf && strcmp(act_dtype, "f32") != 0 && strcmp(act_dtype, "auto") != 0) {
+        fprintf(stderr, "tiertrain bench kernels: --act-dtype must be f32, bf16 or auto, not '%s'\n", act_dtype);
+        return 2;
+    }
+    kctx c = {.M = (int)m, .N = (int)n, .K = (int)k, .dt = bf ? BE_BF16 : BE_REAL};
+    size_t wn = (size_t)n * k, es = be_elem_size(c.dt);
+    c.n = (size_t)m * k < wn ? (size_t)m * k : wn;
+    if ((size_t)m * n < c.n) c.n = (size_t)m * n; /* the element-wise ops' length: fits A, C and W */
     nf4_layout L;
     nf4_layout_of(wn, 1, &L);
-    c.A = be_alloc((size_t)m * k * sizeof(tt_real));
+    c.A = be_alloc((size_t)m * k * es);
+    c.C = be_alloc((size_t)m * n * es);
+    c.W = be_alloc(wn * es);
     c.B = be_alloc(wn * sizeof(tt_real));
-    c.C = be_alloc((size_t)m * n * sizeof(tt_real));
-    c.W = be_alloc(wn * sizeof(tt_real));
+    c.R = be_alloc((size_t)m * sizeof(tt_real));
+    c.G = be_alloc(c.n * sizeof(tt_real));
+    c.mo = be_alloc(c.n * sizeof(float));
+    c.vo = be_alloc(c.n * sizeof(float));
     c.blob = be_alloc(L.total);
-    if (!c.A || !c.B || !c.C || !c.W || !c.blob) {
-        fprintf(stderr, "tiertrain bench kernels: out of device memory for %ldx%ld x %ldx%ld; use smaller --m/--n/--k\n",
-                m, k, n, k);
-        be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
-        return 1;
-    }
+    void *all[] = {c.A, c.C, c.W, c.B, c.R, c.G, c.mo, c.vo, c.blob};
+    const size_t nall = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < nall; i++)
+        if (!all[i]) {
+            fprintf(stderr, "tiertrain bench kernels: out of device memory for %ldx%ld x %ldx%ld; use smaller "
+                            "--m/--n/--k\n", m, k, n, k);
+            for (size_t j = 0; j < nall; j++) be_free(all[j]);
+            return 1;
+        }
     /* weights: random normal, quantized on the host */
     float *h = tt_xmalloc(wn * sizeof *h);
     tt_rng r;
@@ -466,27 +485,33 @@ static int bench_kernels(int argc, char **argv) {
     uint8_t *blob = tt_xmalloc(L.total);
     nf4_quantize_tensor(h, wn, 1, blob);
     be_to_device(c.blob, blob, L.total);
-    be_to_device(c.B, h, wn * sizeof *h);
+    tt_real *hr = tt_xmalloc(wn * sizeof *hr);
+    for (size_t i = 0; i < wn; i++) hr[i] = h[i];
+    be_to_device(c.B, hr, wn * sizeof *hr);
+    free(hr);
     free(blob);
     free(h);
-    be_fill(c.A, (size_t)m * k, 0.01f);
+    be_dequant(TT_DTYPE_NF4DQ, c.blob, wn, c.W, c.dt);
+    size_t an = (size_t)m * k < wn ? (size_t)m * k : wn; /* A: the weights' first values (the rest stays 0) */
+    be_dequant_range(TT_DTYPE_NF4DQ, c.blob, wn, 0, an / 64 * 64, c.A, c.dt);
+    be_fill(c.G, c.n, 0.01f);
     kbench res[12];
     int nr = 0;
     double flops = 2.0 * m * n * k;
     double t = time_it(run_gemm, &c, c.C, (int)iters);
-    res[nr++] = (kbench){"gemm f32 (cuBLAS/BLAS)", "TFLOP/s", flops / t / 1e12, t * 1e3};
+    res[nr++] = (kbench){bf ? "gemm bf16 (cuBLAS/BLAS)" : "gemm f32 (cuBLAS/BLAS)", "TFLOP/s", flops / t / 1e12,
+                         t * 1e3};
     double tg = t;
     t = time_it(run_dequant_gemm, &c, c.C, (int)iters);
     res[nr++] = (kbench){"nf4 dequant + gemm", "TFLOP/s", flops / t / 1e12, t * 1e3};
     double td = t;
     t = time_it(run_dequant, &c, c.W, (int)iters);
-    res[nr++] = (kbench){"nf4-dq dequant", "GB/s", ((double)L.total + wn * sizeof(tt_real)) / t / 1e9, t * 1e3};
-    c.n = (size_t)m * k < wn ? (size_t)m * k : wn;
+    res[nr++] = (kbench){"nf4-dq dequant", "GB/s", ((double)L.total + wn * es) / t / 1e9, t * 1e3};
     t = time_it(run_rms, &c, c.C, (int)iters);
-    res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * k * sizeof(tt_real) / t / 1e9, t * 1e3};
+    res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * k * es / t / 1e9, t * 1e3};
     t = time_it(run_swiglu, &c, c.C, (int)iters);
-    res[nr++] = (kbench){"swiglu fwd", "GB/s", 3.0 * c.n * sizeof(tt_real) / t / 1e9, t * 1e3};
-    t = time_it(run_adamw, &c, c.A, (int)iters);
+    res[nr++] = (kbench){"swiglu fwd", "GB/s", 3.0 * c.n * es / t / 1e9, t * 1e3};
+    t = time_it(run_adamw, &c, c.B, (int)iters);
     res[nr++] = (kbench){"adamw", "GB/s", 6.0 * c.n * 4 / t / 1e9, t * 1e3};
     double reg_over_pinned = 0;
     if (copy_mb > 0) {
@@ -494,24 +519,26 @@ static int bench_kernels(int argc, char **argv) {
         if (nr2 < 0) {
             fprintf(stderr, "tiertrain bench kernels: out of memory for %ld MiB copy buffers; lower --copy-mb\n",
                     copy_mb);
-            be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
+            for (size_t j = 0; j < nall; j++) be_free(all[j]);
             return 1;
         }
         nr = nr2;
     }
-    printf("bench kernels on %s: gemm (%ld x %ld) x (%ld x %ld)^T, %ld iterations\n", be->name, m, k, n, k, iters);
+    printf("bench kernels on %s (%s activations): gemm (%ld x %ld) x (%ld x %ld)^T, %ld iterations\n", be->name,
+           bf ? "bf16" : "f32", m, k, n, k, iters);
     printf("  %-26s %12s %10s\n", "op", "throughput", "ms");
     for (int i = 0; i < nr; i++) printf("  %-26s %8.2f %-8s %8.3f\n", res[i].op, res[i].value, res[i].unit, res[i].ms);
     printf("  dequant+gemm / plain gemm throughput: %.2f\n", tg / td);
     if (reg_over_pinned > 0) printf("  registered arena / pinned peak (h2d): %.2f\n", reg_over_pinned);
     if (as_json) {
-        printf("{\"device\":\"%s\",\"m\":%ld,\"n\":%ld,\"k\":%ld", be->name, m, n, k);
+        printf("{\"device\":\"%s\",\"act_dtype\":\"%s\",\"m\":%ld,\"n\":%ld,\"k\":%ld", be->name, bf ? "bf16" : "f32", m,
+               n, k);
         for (int i = 0; i < nr; i++) printf(",\"%s\":%.4f", res[i].op, res[i].value);
         printf(",\"dequant_gemm_ratio\":%.4f", tg / td);
         if (reg_over_pinned > 0) printf(",\"registered_over_pinned\":%.4f", reg_over_pinned);
         printf("}\n");
     }
-    be_free(c.A); be_free(c.B); be_free(c.C); be_free(c.W); be_free(c.blob);
+    for (size_t j = 0; j < nall; j++) be_free(all[j]);
     return 0;
 }
 

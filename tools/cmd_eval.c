@@ -66,7 +66,7 @@ int cmd_eval(int argc, char **argv) {
          "tokens per pass over the layers (a multiple of seq * micro-batch); each layer load serves them all"},
         {"lm-head", 0, CLI_STR, &pa.lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
         {"device", 0, CLI_STR, &pa.device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},
-        {"act-dtype", 0, CLI_STR, &pa.act_dtype, "auto", "T", "layer-boundary activations: f32, bf16 or auto (as train's)"},
+        {"act-dtype", 0, CLI_STR, &pa.act_dtype, "auto", "T", "activations and the workspace: f32, bf16 or auto (as train's)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object instead of text"},
         {0},
     };

@@ -12,6 +12,10 @@
 
 int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *a, tt_plan_req *req) {
     memset(req, 0, sizeof *req);
+    if (!(a->dropout >= 0 && a->dropout < 1)) {
+        fprintf(stderr, "tiertrain %s: --dropout must be in [0, 1)\n", cmd);
+        return 2;
+    }
     if (a->seq < 2 || a->micro < 1 || a->rank < 1 || a->batch_tokens < (uint64_t)(a->seq * a->micro) ||
         a->batch_tokens % (uint64_t)(a->seq * a->micro)) {
         fprintf(stderr, "tiertrain %s: --seq >= 2, --micro-batch >= 1, --rank >= 1, and --batch-tokens a multiple of "
@@ -24,7 +28,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     req->B = (int)a->micro;
     req->seq = (int)a->seq;
     req->K = (int)(a->batch_tokens / (uint64_t)(a->seq * a->micro));
-    tt_lora_cfg lora = {(int)a->rank, (float)a->alpha, 0.f, 0};
+    tt_lora_cfg lora = {(int)a->rank, (float)a->alpha, (float)a->dropout, 0};
     if (lora_parse_targets(a->targets, &lora.targets)) {
         fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
         return 2;

@@ -53,7 +53,7 @@ int cmd_train(int argc, char **argv) {
     const char *model, *data, *val, *out, *resume, *trace_path;
     tool_plan_args pa = {0};
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
-    double dropout, lr, min_lr, wd;
+    double lr, min_lr, wd;
     int as_json, full;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
@@ -63,7 +63,6 @@ int cmd_train(int argc, char **argv) {
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         TOOL_PLAN_OPTS(pa),
         {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
-        {"dropout", 0, CLI_FLOAT, &dropout, "0", "P", "LoRA dropout probability"},
         {"lr", 0, CLI_FLOAT, &lr, "1e-3", "LR", "peak learning rate (AdamW)"},
         {"min-lr", 0, CLI_FLOAT, &min_lr, "1e-4", "LR", "learning rate at the end of the cosine decay"},
         {"warmup", 0, CLI_INT, &warmup, "10", "N", "linear warmup steps"},
@@ -107,7 +106,7 @@ int cmd_train(int argc, char **argv) {
     else if (!(lr > 0) || !isfinite((float)lr) || !(min_lr >= 0) || min_lr > lr)
         bad = "--lr must be a finite number > 0 and --min-lr within [0, lr]";
     else if (!(alpha > 0) || !isfinite(alpha)) bad = "--alpha must be a finite number > 0";
-    else if (!(dropout >= 0 && dropout < 1)) bad = "--dropout must be in [0, 1)";
+    else if (!(pa.dropout >= 0 && pa.dropout < 1)) bad = "--dropout must be in [0, 1)";
     else if (!(wd >= 0) || !isfinite((float)wd) || !(clip >= 0) || !isfinite((float)clip)) bad = "--wd and --clip must be finite and >= 0";
     else if (eval_tokens < 1 || eval_tokens > (1 << 30)) bad = "--eval-tokens must be 1..1G";
     else if (batch_tokens / (uint64_t)(seq * micro) > (1u << 20))
@@ -126,10 +125,8 @@ int cmd_train(int argc, char **argv) {
     o.resume_dir = resume;
     tt_plan_req req;
     if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
-    o.lora = exec_user_cfg(&req.user).lora;
+    o.lora = exec_user_cfg(&req.user).lora; /* with --dropout */
     o.act_bf16 = req.act_bf16;
-    o.lora.dropout = (float)dropout;
-    exec_user(&req.user, &o.lora, exec_user_cfg(&req.user).defer_optimizer);
     o.seed = (uint64_t)seed;
     o.steps = (int)steps; o.seq = (int)seq; o.micro_batch = (int)micro;
     o.accum = (int)(batch_tokens / (uint64_t)(seq * micro));

@@ -17,7 +17,7 @@
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
 #              --act-dtype bf16); the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
-#   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192)
+#   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations
 #   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident)
 #   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
 #   hf         transformers/PEFT load what tiertrain writes, same losses (tools/hf_crosscheck.py)
@@ -186,7 +186,7 @@ c_stream() {
     grep 'peak GPU memory' "$W/str20.json"
     local same=identical fits=yes
     cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors" || same=different
-    # the same with bf16 activation cells (the CUDA conversion kernels), 5 steps each
+    # the same with bf16 activations (the bf16 kernels and products), 5 steps each
     "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda $SMALL --act-dtype bf16 >/dev/null &&
         "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$h" $SMALL --act-dtype bf16 >/dev/null &&
         cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
@@ -209,10 +209,10 @@ c_train_mc() {
 }
 
 c_kernels() {
-    "$T" bench kernels --device cuda --json
-    local rc=$?
-    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" 2>/dev/null); $(grep -o 'registered arena / pinned peak (h2d): [0-9.]*' "$W/kernels.out" 2>/dev/null)" ||
-        echo "RESULT FAIL exit $rc"
+    # bf16 activations (tensor cores; what training runs with on cuda), then fp32 GEMMs for comparison
+    "$T" bench kernels --device cuda --json || { echo "RESULT FAIL exit $?"; return 1; }
+    "$T" bench kernels --device cuda --act-dtype f32 --copy-mb 0 --iters 5 || { echo "RESULT FAIL f32 exit $?"; return 1; }
+    echo "RESULT INFO $(grep -o 'gemm bf16 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | tr -s ' ') TFLOP/s; $(grep -o 'gemm f32 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | tr -s ' ') TFLOP/s; $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" | head -1); $(grep -o 'registered arena / pinned peak (h2d): [0-9.]*' "$W/kernels.out")"
 }
 
 c_overlap8b() {

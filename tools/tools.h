@@ -23,7 +23,7 @@ int cmd_eval(int argc, char **argv);
 typedef struct tool_plan_args {
     uint64_t hbm, host, batch_tokens;
     long seq, micro, rank;
-    double alpha, clip;
+    double alpha, clip, dropout;
     const char *targets, *lm_head, *device, *act_dtype;
     int planning_only; /* set by `plan`: --device cuda without a GPU uses the CUDA estimate */
 } tool_plan_args;
@@ -37,11 +37,12 @@ typedef struct tool_plan_args {
     {"micro-batch", 0, CLI_INT, &(a).micro, "4", "N", "sequences per micro-batch"},                                  \
     {"rank", 'r', CLI_INT, &(a).rank, "8", "R", "LoRA rank"},                                                        \
     {"alpha", 0, CLI_FLOAT, &(a).alpha, "16", "A", "LoRA alpha"},                                                    \
+    {"dropout", 0, CLI_FLOAT, &(a).dropout, "0", "P", "LoRA dropout probability (its masks take device memory)"},   \
     {"targets", 't', CLI_STR, &(a).targets, "all", "LIST", "projections with LoRA: q,k,v,o,gate,up,down or all"},     \
     {"clip", 0, CLI_FLOAT, &(a).clip, "1", "C", "gradient clipping (> 0 keeps every layer's LoRA gradients to the step's end)"}, \
     {"lm-head", 0, CLI_STR, &(a).lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"}, \
     {"device", 0, CLI_STR, &(a).device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},                            \
-    {"act-dtype", 0, CLI_STR, &(a).act_dtype, "auto", "T", "layer-boundary activations (checkpoints, their gradients, spills): f32, bf16 (half the memory) or auto (bf16 with --device cuda, else f32)"}
+    {"act-dtype", 0, CLI_STR, &(a).act_dtype, "auto", "T", "activations, their gradients, checkpoints, spills and the workspace: f32, bf16 (half the memory, tensor-core products) or auto (bf16 with --device cuda, else f32)"}
 
 struct tier_store;
 struct tt_plan_req;

@@ -285,170 +285,170 @@ static void r_fill(const void *p) { const r_fill_args *a = p; cpu_ref()->fill(a-
 static void ca_fill(tt_real *x, size_t n, tt_real v) { LAUNCH(r_fill, x, n, v); }
 
 typedef struct {
-    int ta, tb, M, N, K;
+    int ta, tb, M, N, K, at, bt, ct;
     tt_real alpha, beta;
-    const tt_real *A, *B;
-    tt_real *C;
+    const void *A, *B;
+    void *C;
     int lda, ldb, ldc;
 } r_gemm_args;
 static void r_gemm(const void *p) {
     const r_gemm_args *a = p;
-    cpu_ref()->gemm(a->ta, a->tb, a->M, a->N, a->K, a->alpha, a->A, a->lda, a->B, a->ldb, a->beta, a->C, a->ldc);
+    cpu_ref()->gemm(a->ta, a->tb, a->M, a->N, a->K, a->alpha, a->A, a->at, a->lda, a->B, a->bt, a->ldb, a->beta, a->C,
+                    a->ct, a->ldc);
 }
-static void ca_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
-                    int ldb, tt_real beta, tt_real *C, int ldc) {
-    LAUNCH(r_gemm, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc);
+static void ca_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B,
+                    int bt, int ldb, tt_real beta, void *C, int ct, int ldc) {
+    LAUNCH(r_gemm, ta, tb, M, N, K, at, bt, ct, alpha, beta, A, B, C, lda, ldb, ldc);
 }
 
-typedef struct { size_t n; tt_real alpha; const tt_real *x; tt_real *y; } r_axpy_args;
-static void r_axpy(const void *p) { const r_axpy_args *a = p; cpu_ref()->axpy(a->n, a->alpha, a->x, a->y); }
-static void ca_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y) { LAUNCH(r_axpy, n, alpha, x, y); }
+typedef struct { size_t n; tt_real alpha; const void *x; void *y; int dt; } r_axpy_args;
+static void r_axpy(const void *p) { const r_axpy_args *a = p; cpu_ref()->axpy(a->n, a->alpha, a->x, a->y, a->dt); }
+static void ca_axpy(size_t n, tt_real alpha, const void *x, void *y, int dt) { LAUNCH(r_axpy, n, alpha, x, y, dt); }
 
 typedef struct { size_t n; tt_real alpha; tt_real *x; } r_scale_args;
 static void r_scale(const void *p) { const r_scale_args *a = p; cpu_ref()->scale(a->n, a->alpha, a->x); }
 static void ca_scale(size_t n, tt_real alpha, tt_real *x) { LAUNCH(r_scale, n, alpha, x); }
 
-typedef struct { size_t n; const tt_real *x, *mask; tt_real alpha; tt_real *y; } r_mask_scale_args;
+typedef struct { size_t n; const void *x, *mask; tt_real alpha; void *y; int dt; } r_mask_scale_args;
 static void r_mask_scale(const void *p) {
     const r_mask_scale_args *a = p;
-    cpu_ref()->mask_scale(a->n, a->x, a->mask, a->alpha, a->y);
+    cpu_ref()->mask_scale(a->n, a->x, a->mask, a->alpha, a->y, a->dt);
 }
-static void ca_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y) {
-    LAUNCH(r_mask_scale, n, x, mask, alpha, y);
+static void ca_mask_scale(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt) {
+    LAUNCH(r_mask_scale, n, x, mask, alpha, y, dt);
 }
 
 typedef struct { size_t n; const tt_real *x; double *acc; } r_sumsq_args;
 static void r_sumsq(const void *p) { const r_sumsq_args *a = p; cpu_ref()->sumsq(a->n, a->x, a->acc); }
 static void ca_sumsq(size_t n, const tt_real *x, double *acc) { LAUNCH(r_sumsq, n, x, acc); }
 
-typedef struct { int rows, cols; uint64_t seed, stream0; float p; tt_real *mask; } r_dropout_mask_args;
+typedef struct { int rows, cols; uint64_t seed, stream0; float p; void *mask; int dt; } r_dropout_mask_args;
 static void r_dropout_mask(const void *p) {
     const r_dropout_mask_args *a = p;
-    cpu_ref()->dropout_mask(a->rows, a->cols, a->seed, a->stream0, a->p, a->mask);
+    cpu_ref()->dropout_mask(a->rows, a->cols, a->seed, a->stream0, a->p, a->mask, a->dt);
 }
-static void ca_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
-    LAUNCH(r_dropout_mask, rows, cols, seed, stream0, p, mask);
+static void ca_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
+    LAUNCH(r_dropout_mask, rows, cols, seed, stream0, p, mask, dt);
 }
 
-typedef struct { uint32_t dtype; const void *blob; size_t n, v0, count; tt_real *out; } r_dequant_args;
+typedef struct { uint32_t dtype; const void *blob; size_t n, v0, count; void *out; int odt; } r_dequant_args;
 static void r_dequant(const void *p) {
     const r_dequant_args *a = p;
-    cpu_ref()->dequant(a->dtype, a->blob, a->n, a->v0, a->count, a->out);
+    cpu_ref()->dequant(a->dtype, a->blob, a->n, a->v0, a->count, a->out, a->odt);
 }
-static void ca_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
-    LAUNCH(r_dequant, dtype, blob, n, v0, count, out);
+static void ca_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
+    LAUNCH(r_dequant, dtype, blob, n, v0, count, out, odt);
 }
 
 typedef struct {
-    int trans, rows, in, n, ldx, ldy;
+    int trans, rows, in, n, ldx, ldy, dt;
     uint32_t dtype;
-    const tt_real *x;
+    const void *x;
     const void *blob;
     size_t out_total, o0;
-    tt_real *scratch, *y;
+    void *scratch, *y;
     tt_real beta;
 } r_linear_args;
 static void r_linear(const void *p) {
     const r_linear_args *a = p;
     cpu_ref()->linear(a->trans, a->rows, a->in, a->n, a->x, a->ldx, a->dtype, a->blob, a->out_total, a->o0, a->scratch,
-                      a->beta, a->y, a->ldy);
+                      a->beta, a->y, a->ldy, a->dt);
 }
-static void ca_linear(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
-                      size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
-    LAUNCH(r_linear, trans, rows, in, n, ldx, ldy, dtype, x, blob, out_total, o0, scratch, y, beta);
+static void ca_linear(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
+                      size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
+    LAUNCH(r_linear, trans, rows, in, n, ldx, ldy, dt, dtype, x, blob, out_total, o0, scratch, y, beta);
 }
 
-typedef struct { int T, C; const tt_real *x, *w; tt_real eps; tt_real *y, *rstd; } r_rms_fwd_args;
+typedef struct { int T, C, dt; const void *x; const tt_real *w; tt_real eps; void *y; tt_real *rstd; } r_rms_fwd_args;
 static void r_rms_fwd(const void *p) {
     const r_rms_fwd_args *a = p;
-    cpu_ref()->rmsnorm_fwd(a->T, a->C, a->x, a->w, a->eps, a->y, a->rstd);
+    cpu_ref()->rmsnorm_fwd(a->T, a->C, a->x, a->w, a->eps, a->y, a->rstd, a->dt);
 }
-static void ca_rms_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd) {
-    LAUNCH(r_rms_fwd, T, C, x, w, eps, y, rstd);
-}
-
-typedef struct { int T, C; const tt_real *x, *w, *rstd, *dy; tt_real *dx; int accumulate; } r_rms_bwd_args;
-static void r_rms_bwd(const void *p) {
-    const r_rms_bwd_args *a = p;
-    cpu_ref()->rmsnorm_bwd(a->T, a->C, a->x, a->w, a->rstd, a->dy, a->dx, a->accumulate);
-}
-static void ca_rms_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
-                       tt_real *dx, int accumulate) {
-    LAUNCH(r_rms_bwd, T, C, x, w, rstd, dy, dx, accumulate);
-}
-
-typedef struct { int T, C; const tt_real *x, *rstd, *dy; tt_real *dw; } r_rms_bwd_w_args;
-static void r_rms_bwd_w(const void *p) {
-    const r_rms_bwd_w_args *a = p;
-    cpu_ref()->rmsnorm_bwd_w(a->T, a->C, a->x, a->rstd, a->dy, a->dw);
-}
-static void ca_rms_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
-    LAUNCH(r_rms_bwd_w, T, C, x, rstd, dy, dw);
-}
-
-typedef struct { int T, seq, nh, hd; const tt_real *cos_t, *sin_t; tt_real *x; int inverse; } r_rope_args;
-static void r_rope(const void *p) {
-    const r_rope_args *a = p;
-    cpu_ref()->rope(a->T, a->seq, a->nh, a->hd, a->cos_t, a->sin_t, a->x, a->inverse);
-}
-static void ca_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x,
-                    int inverse) {
-    LAUNCH(r_rope, T, seq, nh, hd, cos_t, sin_t, x, inverse);
-}
-
-typedef struct { int B, seq, nh, nkv, hd; const tt_real *q, *k, *v; tt_real *out, *lse; } r_attn_fwd_args;
-static void r_attn_fwd(const void *p) {
-    const r_attn_fwd_args *a = p;
-    cpu_ref()->attn_fwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse);
-}
-static void ca_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                        tt_real *out, tt_real *lse) {
-    LAUNCH(r_attn_fwd, B, seq, nh, nkv, hd, q, k, v, out, lse);
+static void ca_rms_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt) {
+    LAUNCH(r_rms_fwd, T, C, dt, x, w, eps, y, rstd);
 }
 
 typedef struct {
-    int B, seq, nh, nkv, hd;
-    const tt_real *q, *k, *v, *out, *lse, *dout;
-    tt_real *dq, *dk, *dv;
+    int T, C, accumulate, dt;
+    const void *x, *dy;
+    const tt_real *w, *rstd;
+    void *dx;
+} r_rms_bwd_args;
+static void r_rms_bwd(const void *p) {
+    const r_rms_bwd_args *a = p;
+    cpu_ref()->rmsnorm_bwd(a->T, a->C, a->x, a->w, a->rstd, a->dy, a->dx, a->accumulate, a->dt);
+}
+static void ca_rms_bwd(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy, void *dx,
+                       int accumulate, int dt) {
+    LAUNCH(r_rms_bwd, T, C, accumulate, dt, x, dy, w, rstd, dx);
+}
+
+typedef struct { int T, C, dt; const void *x, *dy; const tt_real *rstd; tt_real *dw; } r_rms_bwd_w_args;
+static void r_rms_bwd_w(const void *p) {
+    const r_rms_bwd_w_args *a = p;
+    cpu_ref()->rmsnorm_bwd_w(a->T, a->C, a->x, a->rstd, a->dy, a->dw, a->dt);
+}
+static void ca_rms_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt) {
+    LAUNCH(r_rms_bwd_w, T, C, dt, x, dy, rstd, dw);
+}
+
+typedef struct { int T, seq, nh, hd, inverse, dt; const tt_real *cos_t, *sin_t; void *x; } r_rope_args;
+static void r_rope(const void *p) {
+    const r_rope_args *a = p;
+    cpu_ref()->rope(a->T, a->seq, a->nh, a->hd, a->cos_t, a->sin_t, a->x, a->inverse, a->dt);
+}
+static void ca_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
+                    int dt) {
+    LAUNCH(r_rope, T, seq, nh, hd, inverse, dt, cos_t, sin_t, x);
+}
+
+typedef struct { int B, seq, nh, nkv, hd, dt; const void *q, *k, *v; void *out; tt_real *lse; } r_attn_fwd_args;
+static void r_attn_fwd(const void *p) {
+    const r_attn_fwd_args *a = p;
+    cpu_ref()->attn_fwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->dt);
+}
+static void ca_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                        void *out, tt_real *lse, int dt) {
+    LAUNCH(r_attn_fwd, B, seq, nh, nkv, hd, dt, q, k, v, out, lse);
+}
+
+typedef struct {
+    int B, seq, nh, nkv, hd, dt;
+    const void *q, *k, *v, *out, *dout;
+    const tt_real *lse;
+    void *dq, *dk, *dv;
 } r_attn_bwd_args;
 static void r_attn_bwd(const void *p) {
     const r_attn_bwd_args *a = p;
     cpu_ref()->attn_bwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->dout, a->dq, a->dk,
-                        a->dv);
+                        a->dv, a->dt);
 }
-static void ca_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                        const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                        tt_real *dv) {
-    LAUNCH(r_attn_bwd, B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv);
+static void ca_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                        const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt) {
+    LAUNCH(r_attn_bwd, B, seq, nh, nkv, hd, dt, q, k, v, out, dout, lse, dq, dk, dv);
 }
 
-typedef struct { size_t n; const tt_real *x; uint16_t *y; } r_to_bf16_args;
-static void r_to_bf16(const void *p) { const r_to_bf16_args *a = p; cpu_ref()->to_bf16(a->n, a->x, a->y); }
-static void ca_to_bf16(size_t n, const tt_real *x, uint16_t *y) { LAUNCH(r_to_bf16, n, x, y); }
-
-typedef struct { size_t n; const uint16_t *x; tt_real *y; } r_from_bf16_args;
-static void r_from_bf16(const void *p) { const r_from_bf16_args *a = p; cpu_ref()->from_bf16(a->n, a->x, a->y); }
-static void ca_from_bf16(size_t n, const uint16_t *x, tt_real *y) { LAUNCH(r_from_bf16, n, x, y); }
-
-typedef struct { size_t n; const tt_real *g, *u; tt_real *m; } r_swiglu_fwd_args;
+typedef struct { size_t n; const void *g, *u; void *m; int dt; } r_swiglu_fwd_args;
 static void r_swiglu_fwd(const void *p) {
     const r_swiglu_fwd_args *a = p;
-    cpu_ref()->swiglu_fwd(a->n, a->g, a->u, a->m);
+    cpu_ref()->swiglu_fwd(a->n, a->g, a->u, a->m, a->dt);
 }
-static void ca_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) { LAUNCH(r_swiglu_fwd, n, g, u, m); }
+static void ca_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
+    LAUNCH(r_swiglu_fwd, n, g, u, m, dt);
+}
 
-typedef struct { size_t n; const tt_real *g, *u, *dm; tt_real *dg, *du; } r_swiglu_bwd_args;
+typedef struct { size_t n; const void *g, *u, *dm; void *dg, *du; int dt; } r_swiglu_bwd_args;
 static void r_swiglu_bwd(const void *p) {
     const r_swiglu_bwd_args *a = p;
-    cpu_ref()->swiglu_bwd(a->n, a->g, a->u, a->dm, a->dg, a->du);
+    cpu_ref()->swiglu_bwd(a->n, a->g, a->u, a->dm, a->dg, a->du, a->dt);
 }
-static void ca_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du) {
-    LAUNCH(r_swiglu_bwd, n, g, u, dm, dg, du);
+static void ca_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt) {
+    LAUNCH(r_swiglu_bwd, n, g, u, dm, dg, du, dt);
 }
 
 typedef struct {
-    int R, V;
-    tt_real *logits;
+    int R, V, dt;
+    void *logits;
     const int32_t *targets;
     const tt_real *weight;
     tt_real dscale;
@@ -456,11 +456,11 @@ typedef struct {
 } r_xent_args;
 static void r_xent(const void *p) {
     const r_xent_args *a = p;
-    cpu_ref()->xent(a->R, a->V, a->logits, a->targets, a->weight, a->dscale, a->acc);
+    cpu_ref()->xent(a->R, a->V, a->logits, a->targets, a->weight, a->dscale, a->acc, a->dt);
 }
-static void ca_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                    double *acc) {
-    LAUNCH(r_xent, R, V, logits, targets, weight, dscale, acc);
+static void ca_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                    double *acc, int dt) {
+    LAUNCH(r_xent, R, V, dt, logits, targets, weight, dscale, acc);
 }
 
 typedef struct {
@@ -504,8 +504,6 @@ static const tt_backend g_cpu_async = {
     .rope = ca_rope,
     .attn_fwd = ca_attn_fwd,
     .attn_bwd = ca_attn_bwd,
-    .to_bf16 = ca_to_bf16,
-    .from_bf16 = ca_from_bf16,
     .swiglu_fwd = ca_swiglu_fwd,
     .swiglu_bwd = ca_swiglu_bwd,
     .xent = ca_xent,

@@ -3,6 +3,9 @@
  * double under -DTT_F64). It is what CI trains with and what every CUDA kernel
  * is compared against, so clarity comes before speed; the dense products go
  * to OpenBLAS (cblas_sgemm / cblas_dgemm), everything else is plain loops.
+ * bf16 activations (dt == BE_BF16) are read into tt_real, computed on as
+ * such and rounded once on store: the numerics a tensor-core backend has,
+ * up to summation order.
  *
  * Single-threaded apart from OpenBLAS's own threads (the trainer decides on
  * threads). The scaled-dot-product attention lives in cpu_attn.c and reaches
@@ -12,6 +15,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,9 +47,60 @@ static void cpu_fill(tt_real *x, size_t n, tt_real v) {
     for (size_t i = 0; i < n; i++) x[i] = v;
 }
 
+/* ---- element types ---------------------------------------------------------
+ * dt == BE_REAL: tt_real, read and written as is (the code below is then the
+ * plain reference). dt == BE_BF16: each value read as f32, computed on in
+ * tt_real, rounded to nearest even once when stored. Element-wise ops read
+ * and write through LD/ST; ops built on OpenBLAS or on whole-row passes work
+ * on tt_real copies in thread-local scratch (grow-only: no allocation per
+ * call once warm). */
+
+static inline tt_real LD(const void *p, size_t i, int dt) {
+    return dt == BE_BF16 ? (tt_real)bf16_to_f32(((const uint16_t *)p)[i]) : ((const tt_real *)p)[i];
+}
+static inline void ST(void *p, size_t i, int dt, tt_real v) {
+    if (dt == BE_BF16) ((uint16_t *)p)[i] = f32_to_bf16((float)v);
+    else ((tt_real *)p)[i] = v;
+}
+
+/* Scratch slot `slot` (cpu_impl.h) with room for n tt_real: this thread's,
+ * grown on first use and then reused. Slots 0..7 hold the tt_real copies
+ * below. */
+tt_real *cpu_scratch(int slot, size_t n) {
+    static _Thread_local tt_real *buf[CPU_SCRATCH_SLOTS];
+    static _Thread_local size_t cap[CPU_SCRATCH_SLOTS];
+    TT_ASSERT(slot >= 0 && slot < CPU_SCRATCH_SLOTS);
+    if (n > cap[slot]) {
+        free(buf[slot]);
+        buf[slot] = tt_xmalloc(n * sizeof(tt_real));
+        cap[slot] = n;
+    }
+    return buf[slot];
+}
+
+/* The (rows, cols) matrix x (row stride ld, type dt) as tt_real with the same
+ * stride: x itself when dt is BE_REAL and no rounding is asked, else a copy
+ * in slot. round_real: a BE_REAL x rounded to bf16 values (a mixed product). */
+static tt_real *in_mat(int slot, const void *x, int dt, size_t rows, size_t cols, size_t ld, int round_real) {
+    if (dt == BE_REAL && !round_real) return (tt_real *)(uintptr_t)x;
+    tt_real *t = cpu_scratch(slot, (rows - 1) * ld + cols);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) {
+            tt_real v = LD(x, r * ld + c, dt);
+            t[r * ld + c] = dt == BE_REAL ? (tt_real)bf16_to_f32(f32_to_bf16((float)v)) : v;
+        }
+    return t;
+}
+/* Writes the (rows, cols) tt_real matrix t back into y (type dt, stride ld) unless t is y. */
+static void out_mat(void *y, int dt, const tt_real *t, size_t rows, size_t cols, size_t ld) {
+    if (t == y) return;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) ST(y, r * ld + c, dt, t[r * ld + c]);
+}
+
 /* ---- dense algebra --------------------------------------------------------- */
 
-/* C (M,N) = alpha op(A) op(B) + beta C, row-major; see backend.h for ta/tb. */
+/* C (M,N) = alpha op(A) op(B) + beta C, row-major, tt_real; see backend.h for ta/tb. */
 void cpu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
               int ldb, tt_real beta, tt_real *C, int ldc) {
     const enum CBLAS_TRANSPOSE oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
@@ -56,17 +111,31 @@ void cpu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real 
 #endif
 }
 
+/* The typed product (backend.h): operands as tt_real (a BE_REAL one rounded
+ * to bf16 when the other is bf16), one tt_real gemm, C rounded once. */
+static void cpu_gemm_t(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda,
+                       const void *B, int bt, int ldb, tt_real beta, void *C, int ct, int ldc) {
+    const int mixed = at != bt;
+    const tt_real *a = in_mat(0, A, at, ta ? K : M, ta ? M : K, lda, mixed);
+    const tt_real *b = in_mat(1, B, bt, tb ? N : K, tb ? K : N, ldb, mixed);
+    tt_real *c = ct == BE_REAL ? C
+                 : beta != 0   ? in_mat(2, C, ct, M, N, ldc, 0)
+                               : cpu_scratch(2, (size_t)(M - 1) * ldc + N); /* not read: beta 0 */
+    cpu_gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    out_mat(C, ct, c, M, N, ldc);
+}
+
 /* Plain loops rather than cblas_?axpy: n is a size_t here and an int there. */
-static void cpu_axpy(size_t n, tt_real alpha, const tt_real *x, tt_real *y) {
-    for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+static void cpu_axpy(size_t n, tt_real alpha, const void *x, void *y, int dt) {
+    for (size_t i = 0; i < n; i++) ST(y, i, dt, LD(y, i, dt) + alpha * LD(x, i, dt));
 }
 
 static void cpu_scale(size_t n, tt_real alpha, tt_real *x) {
     for (size_t i = 0; i < n; i++) x[i] *= alpha;
 }
 
-static void cpu_mask_scale(size_t n, const tt_real *x, const tt_real *mask, tt_real alpha, tt_real *y) {
-    for (size_t i = 0; i < n; i++) y[i] = x[i] * mask[i] * alpha;
+static void cpu_mask_scale(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt) {
+    for (size_t i = 0; i < n; i++) ST(y, i, dt, LD(x, i, dt) * LD(mask, i, dt) * alpha);
 }
 
 static void cpu_sumsq(size_t n, const tt_real *x, double *acc) {
@@ -76,97 +145,90 @@ static void cpu_sumsq(size_t n, const tt_real *x, double *acc) {
 }
 
 /* Row t: the stream rng_seed(seed, stream0 + t), one uniform per column. */
-static void cpu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
+static void cpu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
     for (int t = 0; t < rows; t++) {
         tt_rng r;
         rng_seed(&r, seed, stream0 + (uint64_t)t);
-        tt_real *m = mask + (size_t)t * cols;
-        for (int i = 0; i < cols; i++) m[i] = rng_uniform(&r) >= (double)p ? 1 : 0;
+        for (int i = 0; i < cols; i++) ST(mask, (size_t)t * cols + i, dt, rng_uniform(&r) >= (double)p ? 1 : 0);
     }
 }
 
 /* ---- frozen weights -------------------------------------------------------- */
 
-/* Values per float-scratch step in the f64 build (a multiple of NF4_BLOCK). */
+/* Values per float-scratch step (a multiple of NF4_BLOCK). */
 #define DQ_STEP 1024
 
 /* Decodes values [v0, v0 + count) of a tensor of n values of dtype
- * (core/base/dtype.h, the store's one decoder) into out (count) tt_real:
- * directly in the float build, through a float scratch of DQ_STEP values
- * (a multiple of NF4_BLOCK) in the f64 build. */
-static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
-#ifdef TT_F64
+ * (core/base/dtype.h, the store's one decoder) into out (count values of
+ * type odt): directly into a float build's tt_real, else through a float
+ * scratch of DQ_STEP values (a multiple of NF4_BLOCK). */
+static void cpu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
+#ifndef TT_F64
+    if (odt == BE_REAL) {
+        dtype_decode_f32(dtype, blob, n, v0, count, out);
+        return;
+    }
+#endif
     float tmp[DQ_STEP];
     for (size_t i0 = 0; i0 < count; i0 += DQ_STEP) {
         const size_t len = count - i0 < DQ_STEP ? count - i0 : DQ_STEP;
         dtype_decode_f32(dtype, blob, n, v0 + i0, len, tmp);
-        for (size_t j = 0; j < len; j++) out[i0 + j] = tmp[j];
+        for (size_t j = 0; j < len; j++) ST(out, i0 + j, odt, tmp[j]);
     }
-#else
-    dtype_decode_f32(dtype, blob, n, v0, count, out);
-#endif
 }
 
 /* The reference composition: the block dequantized into scratch, then one gemm. */
-static void cpu_linear(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
-                       size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
-    cpu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch);
-    if (trans) cpu_gemm(0, 0, rows, in, n, 1, x, ldx, scratch, in, beta, y, ldy);
-    else cpu_gemm(0, 1, rows, n, in, 1, x, ldx, scratch, in, beta, y, ldy);
-}
-
-/* ---- bf16 activation storage ---------------------------------------------- */
-
-static void cpu_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
-    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16((float)x[i]);
-}
-static void cpu_from_bf16(size_t n, const uint16_t *x, tt_real *y) {
-    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
+static void cpu_linear(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
+                       size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
+    cpu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt);
+    if (trans) cpu_gemm_t(0, 0, rows, in, n, 1, x, dt, ldx, scratch, dt, in, beta, y, dt, ldy);
+    else cpu_gemm_t(0, 1, rows, n, in, 1, x, dt, ldx, scratch, dt, in, beta, y, dt, ldy);
 }
 
 /* ---- RMSNorm (Hugging Face LlamaRMSNorm) ----------------------------------- */
 
 /* x, y (T, C); w (C); rstd (T). The sum of squares is accumulated in double,
  * the rest is tt_real: y = w * (x * rstd), rstd = 1 / sqrt(mean(x^2) + eps). */
-static void cpu_rmsnorm_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y,
-                            tt_real *rstd) {
+static void cpu_rmsnorm_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd,
+                            int dt) {
     for (int t = 0; t < T; t++) {
-        const tt_real *xr = x + (size_t)t * C;
-        tt_real *yr = y + (size_t)t * C;
+        const size_t o = (size_t)t * C;
         double ss = 0;
-        for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        for (int c = 0; c < C; c++) {
+            const tt_real xc = LD(x, o + c, dt);
+            ss += (double)xc * xc;
+        }
         const tt_real r = 1 / R_SQRT((tt_real)(ss / C) + eps);
         rstd[t] = r;
-        for (int c = 0; c < C; c++) yr[c] = w[c] * (xr[c] * r);
+        for (int c = 0; c < C; c++) ST(y, o + c, dt, w[c] * (LD(x, o + c, dt) * r));
     }
 }
 
 /* With y_c = w_c x_c r and r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / C,
  * so dx_j = r * (w_j dy_j - x_j r^2 mean_c(w_c dy_c x_c)).
  * x, dy, dx (T, C); w (C); rstd (T) from the forward. */
-static void cpu_rmsnorm_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
-                            tt_real *dx, int accumulate) {
+static void cpu_rmsnorm_bwd(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy,
+                            void *dx, int accumulate, int dt) {
     for (int t = 0; t < T; t++) {
-        const tt_real *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
-        tt_real *dxr = dx + (size_t)t * C;
+        const size_t o = (size_t)t * C;
         const tt_real r = rstd[t];
         double dot = 0;
-        for (int c = 0; c < C; c++) dot += (double)w[c] * dyr[c] * xr[c];
+        for (int c = 0; c < C; c++) dot += (double)w[c] * LD(dy, o + c, dt) * LD(x, o + c, dt);
         const tt_real k = r * r * (tt_real)(dot / C);
         for (int c = 0; c < C; c++) {
-            const tt_real g = r * (w[c] * dyr[c] - xr[c] * k);
-            dxr[c] = accumulate ? dxr[c] + g : g;
+            const tt_real g = r * (w[c] * LD(dy, o + c, dt) - LD(x, o + c, dt) * k);
+            ST(dx, o + c, dt, accumulate ? LD(dx, o + c, dt) + g : g);
         }
     }
 }
 
 /* y_c = w_c x_c r, so dL/dw_c = sum_t dy_tc x_tc r_t (accumulated in double per column). */
-static void cpu_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
+static void cpu_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt) {
     double *acc = tt_xcalloc((size_t)C, sizeof *acc);
     for (int t = 0; t < T; t++) {
-        const tt_real *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
+        const size_t o = (size_t)t * C;
         const double r = rstd[t];
-        for (int c = 0; c < C; c++) acc[c] += (double)dyr[c] * xr[c] * r;
+        for (int c = 0; c < C; c++) acc[c] += (double)LD(dy, o + c, dt) * LD(x, o + c, dt) * r;
     }
     for (int c = 0; c < C; c++) dw[c] += (tt_real)acc[c];
     free(acc);
@@ -177,42 +239,67 @@ static void cpu_rmsnorm_bwd_w(int T, int C, const tt_real *x, const tt_real *rst
 /* x (T, nh*hd) in place; cos_t, sin_t (seq, hd/2). HF rotate_half: with
  * a = x_i, b = x_{i+hd/2}: a' = a cos - b sin, b' = b cos + a sin. The inverse
  * (sin -> -sin) is the transpose of this rotation, hence the exact backward. */
-static void cpu_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, tt_real *x,
-                     int inverse) {
+static void cpu_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
+                     int dt) {
     const int half = hd / 2;
     for (int t = 0; t < T; t++) {
         const tt_real *cr = cos_t + (size_t)(t % seq) * half, *sr = sin_t + (size_t)(t % seq) * half;
         for (int h = 0; h < nh; h++) {
-            tt_real *xh = x + ((size_t)t * nh + h) * hd;
+            const size_t o = ((size_t)t * nh + h) * hd;
             for (int i = 0; i < half; i++) {
                 const tt_real c = cr[i], s = inverse ? -sr[i] : sr[i];
-                const tt_real a = xh[i], b = xh[i + half];
-                xh[i] = a * c - b * s;
-                xh[i + half] = b * c + a * s;
+                const tt_real a = LD(x, o + i, dt), b = LD(x, o + i + half, dt);
+                ST(x, o + i, dt, a * c - b * s);
+                ST(x, o + i + half, dt, b * c + a * s);
             }
         }
     }
 }
 
+/* ---- attention: cpu_attn.c on tt_real copies of bf16 operands -------------- */
+
+static void cpu_attn_fwd_t(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                           void *out, tt_real *lse, int dt) {
+    const size_t T = (size_t)B * seq, qn = T * nh * hd, kn = T * nkv * hd;
+    tt_real *o = dt == BE_REAL ? out : cpu_scratch(3, qn);
+    cpu_attn_fwd(B, seq, nh, nkv, hd, in_mat(0, q, dt, 1, qn, qn, 0), in_mat(1, k, dt, 1, kn, kn, 0),
+                 in_mat(2, v, dt, 1, kn, kn, 0), o, lse);
+    out_mat(out, dt, o, 1, qn, qn);
+}
+
+static void cpu_attn_bwd_t(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                           const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
+                           int dt) {
+    const size_t T = (size_t)B * seq, qn = T * nh * hd, kn = T * nkv * hd;
+    const int bf = dt == BE_BF16;
+    tt_real *gq = bf ? cpu_scratch(5, qn) : dq, *gk = bf ? cpu_scratch(6, kn) : dk, *gv = bf ? cpu_scratch(7, kn) : dv;
+    cpu_attn_bwd(B, seq, nh, nkv, hd, in_mat(0, q, dt, 1, qn, qn, 0), in_mat(1, k, dt, 1, kn, kn, 0),
+                 in_mat(2, v, dt, 1, kn, kn, 0), in_mat(3, out, dt, 1, qn, qn, 0), lse,
+                 in_mat(4, dout, dt, 1, qn, qn, 0), gq, gk, gv);
+    out_mat(dq, dt, gq, 1, qn, qn);
+    out_mat(dk, dt, gk, 1, kn, kn);
+    out_mat(dv, dt, gv, 1, kn, kn);
+}
+
 /* ---- SwiGLU ---------------------------------------------------------------- */
 
 /* g, u, m (n): m = silu(g) * u with silu(g) = g * sigmoid(g). */
-static void cpu_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
+static void cpu_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
     for (size_t i = 0; i < n; i++) {
-        const tt_real sig = 1 / (1 + R_EXP(-g[i]));
-        m[i] = g[i] * sig * u[i];
+        const tt_real gi = LD(g, i, dt);
+        const tt_real sig = 1 / (1 + R_EXP(-gi));
+        ST(m, i, dt, gi * sig * LD(u, i, dt));
     }
 }
 
 /* dg = dm u sig (1 + g (1 - sig)), du = dm silu(g); all (n). */
-static void cpu_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg,
-                           tt_real *du) {
+static void cpu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt) {
     for (size_t i = 0; i < n; i++) {
         /* every input read before writing: dg may alias g, du u (the workspace does), either dm */
-        const tt_real gi = g[i], ui = u[i], dmi = dm[i];
+        const tt_real gi = LD(g, i, dt), ui = LD(u, i, dt), dmi = LD(dm, i, dt);
         const tt_real sig = 1 / (1 + R_EXP(-gi));
-        dg[i] = dmi * ui * sig * (1 + gi * (1 - sig));
-        du[i] = dmi * gi * sig;
+        ST(dg, i, dt, dmi * ui * sig * (1 + gi * (1 - sig)));
+        ST(du, i, dt, dmi * gi * sig);
     }
 }
 
@@ -220,12 +307,15 @@ static void cpu_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const t
 
 /* logits (R, V) in, dlogits out; targets (R), weight (R). A row with a
  * negative target or zero weight contributes nothing and gets dlogits 0.
- * exp is taken once per element in tt_real; sums and the loss are double. */
-static void cpu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                     double *acc) {
+ * exp is taken once per element in tt_real; sums and the loss are double.
+ * A bf16 chunk is worked on as a tt_real copy and rounded once at the end. */
+static void cpu_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                     double *acc, int dt) {
+    const size_t n = (size_t)R * V;
+    tt_real *lg = in_mat(0, logits, dt, 1, n, n, 0);
     double loss = 0;
     for (int r = 0; r < R; r++) {
-        tt_real *x = logits + (size_t)r * V;
+        tt_real *x = lg + (size_t)r * V;
         const int32_t tgt = targets[r];
         if (tgt < 0 || weight[r] == 0) {
             memset(x, 0, (size_t)V * sizeof *x);
@@ -245,6 +335,7 @@ static void cpu_xent(int R, int V, tt_real *logits, const int32_t *targets, cons
         for (int j = 0; j < V; j++) x[j] = x[j] * inv * ws;
         x[tgt] -= ws;
     }
+    out_mat(logits, dt, lg, 1, n, n);
     *acc += loss;
 }
 
@@ -277,7 +368,7 @@ static const tt_backend g_cpu = {
     .to_host = cpu_memcpy,
     .copy = cpu_memcpy,
     .fill = cpu_fill,
-    .gemm = cpu_gemm,
+    .gemm = cpu_gemm_t,
     .axpy = cpu_axpy,
     .scale = cpu_scale,
     .mask_scale = cpu_mask_scale,
@@ -285,14 +376,12 @@ static const tt_backend g_cpu = {
     .dropout_mask = cpu_dropout_mask,
     .dequant = cpu_dequant,
     .linear = cpu_linear,
-    .to_bf16 = cpu_to_bf16,
-    .from_bf16 = cpu_from_bf16,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
     .rmsnorm_bwd_w = cpu_rmsnorm_bwd_w,
     .rope = cpu_rope,
-    .attn_fwd = cpu_attn_fwd,
-    .attn_bwd = cpu_attn_bwd,
+    .attn_fwd = cpu_attn_fwd_t,
+    .attn_bwd = cpu_attn_bwd_t,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .xent = cpu_xent,

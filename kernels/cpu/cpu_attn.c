@@ -26,18 +26,8 @@ static int block_rows(int seq) {
     return br < 1 ? 1 : br;
 }
 
-/* Score scratch, grown on first use and then reused: no allocation per call
- * in the step loop (the backend is used from the compute thread). */
-static tt_real *scratch(size_t n) {
-    static _Thread_local tt_real *buf;
-    static _Thread_local size_t cap;
-    if (n > cap) {
-        free(buf);
-        buf = tt_xmalloc(n * sizeof *buf);
-        cap = n;
-    }
-    return buf;
-}
+/* Score scratch (cpu_impl.h's slot for it). */
+static tt_real *scratch(size_t n) { return cpu_scratch(CPU_SCRATCH_ATTN, n); }
 
 /* S (n, kn) = scale * Q[i0:i0+n] K[0:kn]^T for one head; Q rows have stride
  * qs, K rows stride ks. */

@@ -17,7 +17,14 @@
 #define R_SQRT sqrtf
 #endif
 
-/* cpu.c: C (M,N) = alpha op(A) op(B) + beta C through OpenBLAS (backend.h's gemm). */
+/* cpu.c: thread-local scratch, grown on first use and kept (the backend runs
+ * on the compute thread: no allocation per call once warm). Slots 0..7 are
+ * cpu.c's bf16 conversions, CPU_SCRATCH_ATTN cpu_attn.c's score blocks. */
+#define CPU_SCRATCH_SLOTS 9
+#define CPU_SCRATCH_ATTN 8
+tt_real *cpu_scratch(int slot, size_t n);
+
+/* cpu.c: C (M,N) = alpha op(A) op(B) + beta C through OpenBLAS (tt_real operands). */
 void cpu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
               int ldb, tt_real beta, tt_real *C, int ldc);
 

@@ -17,6 +17,7 @@ extern "C" {
 }
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <math.h>
@@ -79,23 +80,65 @@ static void cu_fill(tt_real *x, size_t n, tt_real v) {
     LAUNCHED();
 }
 
+/* ---- element types ------------------------------------------------------------
+ * Activations are float or bf16 (backend.h's dt): kernels are templates on
+ * the storage type T, read through ldv (to float) and write through stv
+ * (round to nearest even); all arithmetic is float. TDISPATCH launches the
+ * instance dt names. */
+typedef __nv_bfloat16 bf16;
+__device__ __forceinline__ float ldv(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ldv(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void stv(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void stv(bf16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+#define TDISPATCH(dt, kernel, grid, block, ...)                                                              \
+    do {                                                                                                      \
+        if ((dt) == BE_BF16) kernel<bf16><<<(grid), (block)>>>(__VA_ARGS__);                                  \
+        else kernel<float><<<(grid), (block)>>>(__VA_ARGS__);                                                 \
+        LAUNCHED();                                                                                           \
+    } while (0)
+
+static cudaDataType cuda_type(int dt) { return dt == BE_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
 /* ---- dense algebra ---------------------------------------------------------- */
 
-/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T. */
-static void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
-                    int ldb, tt_real beta, tt_real *C, int ldc) {
-    CUBLAS_CHECK(cublasSgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
-                             B, ldb, A, lda, &beta, C, ldc));
+/* x (n floats) rounded into y (bf16): a mixed product's float operand. */
+__global__ void k_round_bf16(size_t n, const float *x, bf16 *y) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+static bf16 *g_cvt; /* CUDA_CVT_ELEMS bf16, allocated at start-up: a mixed product's float operand */
+
+/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T. cuBLAS
+ * takes A and B of one type: where they differ, the float one (a LoRA
+ * factor) is rounded to bf16 into g_cvt first (backend.h's rule). Products
+ * accumulate in fp32 (CUBLAS_COMPUTE_32F; tensor cores for bf16). */
+static void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B,
+                    int bt, int ldb, tt_real beta, void *C, int ct, int ldc) {
+    if (at != bt) {
+        int a_real = at == BE_REAL;
+        size_t rows = a_real ? (ta ? K : M) : (tb ? N : K), cols = a_real ? (ta ? M : K) : (tb ? K : N);
+        size_t ld = a_real ? (size_t)lda : (size_t)ldb, span = (rows - 1) * ld + cols;
+        TT_ASSERT(span <= CUDA_CVT_ELEMS); /* LoRA factors: rank x width, far below */
+        k_round_bf16<<<blocks_for(span, 256), 256>>>(span, (const float *)(a_real ? A : B), g_cvt);
+        LAUNCHED();
+        if (a_real) { A = g_cvt; at = BE_BF16; }
+        else { B = g_cvt; bt = BE_BF16; }
+    }
+    CUBLAS_CHECK(cublasGemmEx(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                              B, cuda_type(bt), ldb, A, cuda_type(at), lda, &beta, C, cuda_type(ct), ldc,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-__global__ void k_axpy(size_t n, float a, const float *x, float *y) {
+template <typename T> __global__ void k_axpy(size_t n, float a, const void *x_, void *y_) {
+    const T *x = (const T *)x_;
+    T *y = (T *)y_;
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) y[i] += a * x[i];
+    if (i < n) stv(y, i, ldv(y, i) + a * ldv(x, i));
 }
-static void cu_axpy(size_t n, tt_real a, const tt_real *x, tt_real *y) {
+static void cu_axpy(size_t n, tt_real a, const void *x, void *y, int dt) {
     if (!n) return;
-    k_axpy<<<blocks_for(n, 256), 256>>>(n, a, x, y);
-    LAUNCHED();
+    TDISPATCH(dt, k_axpy, blocks_for(n, 256), 256, n, a, x, y);
 }
 __global__ void k_scale(size_t n, float a, float *x) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -106,14 +149,14 @@ static void cu_scale(size_t n, tt_real a, tt_real *x) {
     k_scale<<<blocks_for(n, 256), 256>>>(n, a, x);
     LAUNCHED();
 }
-__global__ void k_mask_scale(size_t n, const float *x, const float *m, float a, float *y) {
+template <typename T> __global__ void k_mask_scale(size_t n, const void *x_, const void *m_, float a, void *y_) {
+    const T *x = (const T *)x_, *m = (const T *)m_;
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) y[i] = x[i] * m[i] * a;
+    if (i < n) stv((T *)y_, i, ldv(x, i) * ldv(m, i) * a);
 }
-static void cu_mask_scale(size_t n, const tt_real *x, const tt_real *m, tt_real a, tt_real *y) {
+static void cu_mask_scale(size_t n, const void *x, const void *m, tt_real a, void *y, int dt) {
     if (!n) return;
-    k_mask_scale<<<blocks_for(n, 256), 256>>>(n, x, m, a, y);
-    LAUNCHED();
+    TDISPATCH(dt, k_mask_scale, blocks_for(n, 256), 256, n, x, m, a, y);
 }
 
 /* Block partial sums of squares in double. */
@@ -158,39 +201,40 @@ __device__ static uint64_t d_splitmix(uint64_t *x) {
     return z ^ (z >> 31);
 }
 __device__ static uint64_t d_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-__global__ void k_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, float *mask) {
+template <typename T>
+__global__ void k_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask_) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= rows) return;
     uint64_t x = seed ^ ((stream0 + (uint64_t)t) * 0xd1342543de82ef95ull), s[4];
     for (int i = 0; i < 4; i++) s[i] = d_splitmix(&x);
-    float *m = mask + (size_t)t * cols;
+    T *m = (T *)mask_ + (size_t)t * cols;
     for (int i = 0; i < cols; i++) {
         uint64_t r = d_rotl(s[1] * 5, 7) * 9, u = s[1] << 17;
         s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
         s[2] ^= u;
         s[3] = d_rotl(s[3], 45);
-        m[i] = (double)(r >> 11) * 0x1.0p-53 >= (double)p ? 1.f : 0.f;
+        stv(m, i, (double)(r >> 11) * 0x1.0p-53 >= (double)p ? 1.f : 0.f);
     }
 }
-static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real *mask) {
-    k_dropout_mask<<<blocks_for((size_t)rows, 128), 128>>>(rows, cols, seed, stream0, p, mask);
-    LAUNCHED();
+static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
+    TDISPATCH(dt, k_dropout_mask, blocks_for((size_t)rows, 128), 128, rows, cols, seed, stream0, p, mask);
 }
 
 /* ---- dequantization ------------------------------------------------------------ */
 
-__global__ void k_f32(size_t n, const float *in, float *out) {
+template <typename T> __global__ void k_f32(size_t n, const float *in, void *out) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) out[i] = in[i];
+    if (i < n) stv((T *)out, i, in[i]);
 }
-__global__ void k_bf16(size_t n, const unsigned short *in, float *out) {
+template <typename T> __global__ void k_bf16(size_t n, const unsigned short *in, void *out) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) out[i] = __uint_as_float((unsigned)in[i] << 16);
+    if (i < n) stv((T *)out, i, __uint_as_float((unsigned)in[i] << 16));
 }
 /* One thread per value v0 + i: code from its nibble (first value in the high
  * nibble), absmax from the f32 array or through double quantization. */
+template <typename T>
 __global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const float *absmax,
-                      const unsigned char *qabs, const float *absmax2, const float *offset_p, float *out) {
+                      const unsigned char *qabs, const float *absmax2, const float *offset_p, void *out) {
     size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (j >= count) return;
     float offset = absmax ? 0.f : *offset_p; /* read on the device: no host round trip per call */
@@ -201,32 +245,30 @@ __global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const
     /* Two roundings, as the CPU reference (nf4_double_dequant): __fmul_rn /
      * __fadd_rn are never contracted into one FMA. */
     float am = absmax ? absmax[blk] : __fadd_rn(__fmul_rn(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK]), offset);
-    out[j] = c_nf4[code] * am;
+    stv((T *)out, j, __fmul_rn(c_nf4[code], am));
 }
-static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, tt_real *out) {
+static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
     if (!count) return;
     const unsigned char *b = (const unsigned char *)blob;
     unsigned nb = blocks_for(count, 256);
-    if (dtype == TT_DTYPE_F32) k_f32<<<nb, 256>>>(count, (const float *)blob + v0, out);
-    else if (dtype == TT_DTYPE_BF16) k_bf16<<<nb, 256>>>(count, (const unsigned short *)blob + v0, out);
+    if (dtype == TT_DTYPE_F32) TDISPATCH(odt, k_f32, nb, 256, count, (const float *)blob + v0, out);
+    else if (dtype == TT_DTYPE_BF16) TDISPATCH(odt, k_bf16, nb, 256, count, (const unsigned short *)blob + v0, out);
     else {
         nf4_layout L;
         nf4_layout_of(n, dtype == TT_DTYPE_NF4DQ, &L);
-        k_nf4<<<nb, 256>>>(count, v0, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
-                           L.double_quant ? b + L.absmax_off : NULL,
-                           L.double_quant ? (const float *)(b + L.absmax2_off) : NULL,
-                           L.double_quant ? (const float *)(b + L.offset_off) : NULL, out);
+        TDISPATCH(odt, k_nf4, nb, 256, count, v0, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
+                  L.double_quant ? b + L.absmax_off : NULL, L.double_quant ? (const float *)(b + L.absmax2_off) : NULL,
+                  L.double_quant ? (const float *)(b + L.offset_off) : NULL, out);
     }
-    LAUNCHED();
 }
 
-/* Dequantize the block into scratch, then one cuBLAS product (the reference's
- * composition; a fused kernel may replace it behind the same op). */
-static void cu_linear(int trans, int rows, int in, int n, const tt_real *x, int ldx, uint32_t dtype, const void *blob,
-                      size_t out_total, size_t o0, tt_real *scratch, tt_real beta, tt_real *y, int ldy) {
-    cu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch);
-    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, ldx, scratch, in, beta, y, ldy);
-    else cu_gemm(0, 1, rows, n, in, 1, x, ldx, scratch, in, beta, y, ldy);
+/* Dequantize the block into scratch (type dt), then one cuBLAS product (the
+ * reference's composition; a fused kernel may replace it behind the same op). */
+static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
+                      size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
+    cu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt);
+    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, scratch, dt, in, beta, y, dt, ldy);
+    else cu_gemm(0, 1, rows, n, in, 1, x, dt, ldx, scratch, dt, in, beta, y, dt, ldy);
 }
 
 /* ---- layer ops -------------------------------------------------------------- */
@@ -255,75 +297,82 @@ __device__ float block_max(float v, float *sh) {
     return r;
 }
 
-__global__ void k_rms_fwd(int C, const float *x, const float *w, float eps, float *y, float *rstd) {
-    __shared__ float sh[256];
-    const float *xr = x + (size_t)blockIdx.x * C;
-    float s = 0;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i] * xr[i];
-    float r = rsqrtf(block_sum(s, sh) / C + eps);
-    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) y[(size_t)blockIdx.x * C + i] = xr[i] * r * w[i];
-}
-static void cu_rms_fwd(int T, int C, const tt_real *x, const tt_real *w, tt_real eps, tt_real *y, tt_real *rstd) {
-    k_rms_fwd<<<T, 256>>>(C, x, w, eps, y, rstd);
-    LAUNCHED();
-}
-/* dx = rstd * (w dy) - x * rstd^3 * mean(w dy x) */
-__global__ void k_rms_bwd(int C, const float *x, const float *w, const float *rstd, const float *dy, float *dx, int acc) {
+template <typename T>
+__global__ void k_rms_fwd(int C, const void *x_, const float *w, float eps, void *y_, float *rstd) {
     __shared__ float sh[256];
     size_t o = (size_t)blockIdx.x * C;
+    const T *x = (const T *)x_;
+    float s = 0;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += ldv(x, o + i) * ldv(x, o + i);
+    float r = rsqrtf(block_sum(s, sh) / C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) stv((T *)y_, o + i, w[i] * (ldv(x, o + i) * r));
+}
+static void cu_rms_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt) {
+    TDISPATCH(dt, k_rms_fwd, T, 256, C, x, w, eps, y, rstd);
+}
+/* dx = rstd * (w dy) - x * rstd^3 * mean(w dy x) */
+template <typename T>
+__global__ void k_rms_bwd(int C, const void *x_, const float *w, const float *rstd, const void *dy_, void *dx_, int acc) {
+    __shared__ float sh[256];
+    const T *x = (const T *)x_, *dy = (const T *)dy_;
+    T *dx = (T *)dx_;
+    size_t o = (size_t)blockIdx.x * C;
     float r = rstd[blockIdx.x], s = 0;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += w[i] * dy[o + i] * x[o + i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += w[i] * ldv(dy, o + i) * ldv(x, o + i);
     float m = block_sum(s, sh) / C;
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        float g = r * w[i] * dy[o + i] - x[o + i] * r * r * r * m;
-        dx[o + i] = acc ? dx[o + i] + g : g;
+        float g = r * w[i] * ldv(dy, o + i) - ldv(x, o + i) * r * r * r * m;
+        stv(dx, o + i, acc ? ldv(dx, o + i) + g : g);
     }
 }
-static void cu_rms_bwd(int T, int C, const tt_real *x, const tt_real *w, const tt_real *rstd, const tt_real *dy,
-                       tt_real *dx, int acc) {
-    k_rms_bwd<<<T, 256>>>(C, x, w, rstd, dy, dx, acc);
-    LAUNCHED();
+static void cu_rms_bwd(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy, void *dx,
+                       int acc, int dt) {
+    TDISPATCH(dt, k_rms_bwd, T, 256, C, x, w, rstd, dy, dx, acc);
 }
 
-__global__ void k_rope(int T, int seq, int nh, int hd, const float *cs, const float *sn, float *x, float sgn) {
+template <typename T>
+__global__ void k_rope(int T_, int seq, int nh, int hd, const float *cs, const float *sn, void *x_, float sgn) {
     size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x, half = hd / 2;
-    if (idx >= (size_t)T * nh * half) return;
+    if (idx >= (size_t)T_ * nh * half) return;
     int i = (int)(idx % half);
     size_t th = idx / half;
     int h = (int)(th % nh), t = (int)(th / nh);
     float c = cs[(size_t)(t % seq) * half + i], s = sgn * sn[(size_t)(t % seq) * half + i];
-    float *p = x + (size_t)t * nh * hd + (size_t)h * hd;
-    float a = p[i], b = p[i + half];
-    p[i] = a * c - b * s;
-    p[i + half] = b * c + a * s;
+    T *p = (T *)x_ + (size_t)t * nh * hd + (size_t)h * hd;
+    float a = ldv(p, i), b = ldv(p, i + half);
+    stv(p, i, a * c - b * s);
+    stv(p, i + half, b * c + a * s);
 }
-static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_real *sn, tt_real *x, int inverse) {
+static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_real *sn, void *x, int inverse, int dt) {
     size_t n = (size_t)T * nh * (hd / 2);
-    k_rope<<<blocks_for(n, 256), 256>>>(T, seq, nh, hd, cs, sn, x, inverse ? -1.f : 1.f);
-    LAUNCHED();
+    TDISPATCH(dt, k_rope, blocks_for(n, 256), 256, T, seq, nh, hd, cs, sn, x, inverse ? -1.f : 1.f);
 }
 
-/* ---- attention (head-chunked through cuBLAS) ---------------------------------- */
+/* ---- attention (head-chunked through cuBLAS) ----------------------------------
+ * Scores and probabilities are fp32 (seq x seq per head); with bf16
+ * activations the products that take P or dS take their bf16 copies (as a
+ * flash kernel's second product does), written by the kernels that make them. */
 
 static float *g_attn_scratch;
 static size_t g_attn_cap;
 
-/* What attention holds outside the arena for sequences of seq tokens: the
- * backward's two (seq x seq) buffers (the planner adds it to --hbm). */
+/* What attention holds outside the arena for sequences of seq tokens (the
+ * planner adds it to --hbm): see cuda_attn_scratch_bytes. */
 static size_t cu_scratch_bytes(int seq) { return cuda_attn_scratch_bytes(seq); }
 
-static float *attn_scratch(size_t n) {
-    if (n > g_attn_cap) {
+static float *attn_scratch(size_t bytes) {
+    if (bytes > g_attn_cap) {
         if (g_attn_scratch) CUDA_CHECK(cudaFree(g_attn_scratch));
-        CUDA_CHECK(cudaMalloc(&g_attn_scratch, n * sizeof(float)));
-        g_attn_cap = n;
+        CUDA_CHECK(cudaMalloc(&g_attn_scratch, bytes));
+        g_attn_cap = bytes;
     }
     return g_attn_scratch;
 }
 
-/* Causal softmax of each row of S (seq, seq) in place; lse[row * ls] = log-sum-exp. */
-__global__ void k_softmax_causal(int seq, float *S, float *lse, int ls) {
+/* Causal softmax of each row of S (seq, seq) in place; lse[row * ls] =
+ * log-sum-exp; p16 (optional): the probabilities in bf16 too. */
+__global__ void k_softmax_causal(int seq, float *S, float *lse, int ls, bf16 *p16) {
     __shared__ float sh[256];
     int r = blockIdx.x;
     float *row = S + (size_t)r * seq;
@@ -334,151 +383,144 @@ __global__ void k_softmax_causal(int seq, float *S, float *lse, int ls) {
     for (int j = threadIdx.x; j <= r; j += blockDim.x) s += expf(row[j] - m);
     float tot = block_sum(s, sh);
     float l = m + logf(tot);
-    for (int j = threadIdx.x; j < seq; j += blockDim.x) row[j] = j <= r ? expf(row[j] - l) : 0.f;
+    for (int j = threadIdx.x; j < seq; j += blockDim.x) {
+        float p = j <= r ? expf(row[j] - l) : 0.f;
+        row[j] = p;
+        if (p16) p16[(size_t)r * seq + j] = __float2bfloat16_rn(p);
+    }
     if (threadIdx.x == 0) lse[(size_t)r * ls] = l;
 }
 
-/* P from scores and the saved lse (backward). */
-__global__ void k_probs(int seq, float *S, const float *lse, int ls) {
+/* P from scores and the saved lse (backward); p16 as above. */
+__global__ void k_probs(int seq, float *S, const float *lse, int ls, bf16 *p16) {
     int r = blockIdx.x;
     float l = lse[(size_t)r * ls];
     for (int j = threadIdx.x; j < seq; j += blockDim.x) {
-        float *p = S + (size_t)r * seq + j;
-        *p = j <= r ? expf(*p - l) : 0.f;
+        size_t i = (size_t)r * seq + j;
+        float p = j <= r ? expf(S[i] - l) : 0.f;
+        S[i] = p;
+        if (p16) p16[i] = __float2bfloat16_rn(p);
     }
 }
 
-/* D[r] = sum_d dO[r, d] * O[r, d] for one head; dS = P * (dP - D). */
-__global__ void k_dsoft(int seq, int hd, const float *dO, const float *O, int os, const float *P, float *dP) {
+/* D[r] = sum_d dO[r, d] * O[r, d] for one head; dS = P * (dP - D) (into dP;
+ * ds16: in bf16 too). */
+template <typename T>
+__global__ void k_dsoft(int seq, int hd, const void *dO_, const void *O_, int os, const float *P, float *dP, bf16 *ds16) {
     __shared__ float sh[256];
+    const T *dO = (const T *)dO_, *O = (const T *)O_;
     int r = blockIdx.x;
     float s = 0;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) s += dO[(size_t)r * os + d] * O[(size_t)r * os + d];
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) s += ldv(dO, (size_t)r * os + d) * ldv(O, (size_t)r * os + d);
     float D = block_sum(s, sh);
     for (int j = threadIdx.x; j < seq; j += blockDim.x) {
         size_t i = (size_t)r * seq + j;
         dP[i] = P[i] * (dP[i] - D);
+        if (ds16) ds16[i] = __float2bfloat16_rn(dP[i]);
     }
 }
 
-static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                        tt_real *out, tt_real *lse) {
+static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
+                        tt_real *lse, int dt) {
     int qs = nh * hd, ks = nkv * hd, grp = nh / nkv;
+    size_t ss = (size_t)seq * seq;
     float scale = 1.0f / sqrtf((float)hd);
-    float *S = attn_scratch((size_t)seq * seq);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < nh; h++) {
-            size_t r0 = (size_t)b * seq;
-            const float *Q = q + r0 * qs + (size_t)h * hd, *K = k + r0 * ks + (size_t)(h / grp) * hd;
-            const float *V = v + r0 * ks + (size_t)(h / grp) * hd;
-            cu_gemm(0, 1, seq, seq, hd, scale, Q, qs, K, ks, 0, S, seq);
-            k_softmax_causal<<<seq, 256>>>(seq, S, lse + r0 * nh + h, nh);
-            LAUNCHED();
-            cu_gemm(0, 0, seq, hd, seq, 1, S, seq, V, ks, 0, out + r0 * qs + (size_t)h * hd, qs);
-        }
-}
-
-static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                        const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                        tt_real *dv) {
-    int qs = nh * hd, ks = nkv * hd, grp = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    CUDA_CHECK(cudaMemset(dk, 0, (size_t)B * seq * ks * sizeof(float)));
-    CUDA_CHECK(cudaMemset(dv, 0, (size_t)B * seq * ks * sizeof(float)));
-    float *P = attn_scratch(2 * (size_t)seq * seq), *dP = P + (size_t)seq * seq;
+    float *S = attn_scratch(cuda_attn_scratch_bytes(seq));
+    bf16 *P16 = dt == BE_BF16 ? (bf16 *)(S + 2 * ss) : NULL; /* after the backward's two fp32 buffers */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
             size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd, ko = r0 * ks + (size_t)(h / grp) * hd;
-            cu_gemm(0, 1, seq, seq, hd, scale, q + qo, qs, k + ko, ks, 0, P, seq);
-            k_probs<<<seq, 256>>>(seq, P, lse + r0 * nh + h, nh);
+            cu_gemm(0, 1, seq, seq, hd, scale, be_at(q, qo, dt), dt, qs, be_at(k, ko, dt), dt, ks, 0, S, BE_REAL, seq);
+            k_softmax_causal<<<seq, 256>>>(seq, S, lse + r0 * nh + h, nh, P16);
             LAUNCHED();
-            cu_gemm(1, 0, seq, hd, seq, 1, P, seq, dout + qo, qs, 1, dv + ko, ks);  /* dV += P^T dO */
-            cu_gemm(0, 1, seq, seq, hd, 1, dout + qo, qs, v + ko, ks, 0, dP, seq);  /* dP = dO V^T */
-            k_dsoft<<<seq, 256>>>(seq, hd, dout + qo, out + qo, qs, P, dP);
-            LAUNCHED();
-            cu_gemm(0, 0, seq, hd, seq, scale, dP, seq, k + ko, ks, 0, dq + qo, qs);   /* dQ = s dS K */
-            cu_gemm(1, 0, seq, hd, seq, scale, dP, seq, q + qo, qs, 1, dk + ko, ks);   /* dK += s dS^T Q */
+            cu_gemm(0, 0, seq, hd, seq, 1, P16 ? (const void *)P16 : S, dt, seq, be_at(v, ko, dt), dt, ks, 0,
+                    be_at(out, qo, dt), dt, qs);
         }
 }
 
-/* ---- bf16 activation storage (the CPU's f32_to_bf16: nearest even, NaN quiet) -- */
-
-__global__ void k_to_bf16(size_t n, const float *x, unsigned short *y) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    unsigned u = __float_as_uint(x[i]);
-    if ((u & 0x7fffffffu) > 0x7f800000u) y[i] = (unsigned short)((u >> 16) | 0x40);
-    else y[i] = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-__global__ void k_from_bf16(size_t n, const unsigned short *x, float *y) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __uint_as_float((unsigned)x[i] << 16);
-}
-static void cu_to_bf16(size_t n, const tt_real *x, uint16_t *y) {
-    if (!n) return;
-    k_to_bf16<<<blocks_for(n, 256), 256>>>(n, x, y);
-    LAUNCHED();
-}
-static void cu_from_bf16(size_t n, const uint16_t *x, tt_real *y) {
-    if (!n) return;
-    k_from_bf16<<<blocks_for(n, 256), 256>>>(n, x, y);
-    LAUNCHED();
+static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                        const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt) {
+    int qs = nh * hd, ks = nkv * hd, grp = nh / nkv;
+    size_t ss = (size_t)seq * seq;
+    float scale = 1.0f / sqrtf((float)hd);
+    CUDA_CHECK(cudaMemsetAsync(dk, 0, (size_t)B * seq * ks * be_elem_size(dt), 0));
+    CUDA_CHECK(cudaMemsetAsync(dv, 0, (size_t)B * seq * ks * be_elem_size(dt), 0));
+    float *P = attn_scratch(cuda_attn_scratch_bytes(seq)), *dP = P + ss;
+    bf16 *P16 = dt == BE_BF16 ? (bf16 *)(P + 2 * ss) : NULL, *dS16 = P16 ? P16 + ss : NULL;
+    const void *Pm = P16 ? (const void *)P16 : P, *dSm = dS16 ? (const void *)dS16 : dP;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd, ko = r0 * ks + (size_t)(h / grp) * hd;
+            const void *Q = be_at(q, qo, dt), *K = be_at(k, ko, dt), *V = be_at(v, ko, dt), *dO = be_at(dout, qo, dt);
+            cu_gemm(0, 1, seq, seq, hd, scale, Q, dt, qs, K, dt, ks, 0, P, BE_REAL, seq);
+            k_probs<<<seq, 256>>>(seq, P, lse + r0 * nh + h, nh, P16);
+            LAUNCHED();
+            cu_gemm(1, 0, seq, hd, seq, 1, Pm, dt, seq, dO, dt, qs, 1, be_at(dv, ko, dt), dt, ks); /* dV += P^T dO */
+            cu_gemm(0, 1, seq, seq, hd, 1, dO, dt, qs, V, dt, ks, 0, dP, BE_REAL, seq);           /* dP = dO V^T */
+            TDISPATCH(dt, k_dsoft, seq, 256, seq, hd, dO, be_at(out, qo, dt), qs, P, dP, dS16);
+            cu_gemm(0, 0, seq, hd, seq, scale, dSm, dt, seq, K, dt, ks, 0, be_at(dq, qo, dt), dt, qs); /* dQ = s dS K */
+            cu_gemm(1, 0, seq, hd, seq, scale, dSm, dt, seq, Q, dt, qs, 1, be_at(dk, ko, dt), dt, ks); /* dK += s dS^T Q */
+        }
 }
 
 /* ---- SwiGLU, cross-entropy, AdamW -------------------------------------------- */
 
-__global__ void k_swiglu_fwd(size_t n, const float *g, const float *u, float *m) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) m[i] = g[i] / (1.f + expf(-g[i])) * u[i];
-}
-__global__ void k_swiglu_bwd(size_t n, const float *g, const float *u, const float *dm, float *dg, float *du) {
+template <typename T> __global__ void k_swiglu_fwd(size_t n, const void *g_, const void *u_, void *m_) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float gi = g[i], ui = u[i], d = dm[i], sg = 1.f / (1.f + expf(-gi)); /* all read first: dg/du may alias g/u/dm */
-    dg[i] = d * ui * sg * (1.f + gi * (1.f - sg));
-    du[i] = d * gi * sg;
+    float g = ldv((const T *)g_, i);
+    stv((T *)m_, i, g / (1.f + expf(-g)) * ldv((const T *)u_, i));
 }
-static void cu_swiglu_fwd(size_t n, const tt_real *g, const tt_real *u, tt_real *m) {
-    if (!n) return;
-    k_swiglu_fwd<<<blocks_for(n, 256), 256>>>(n, g, u, m);
-    LAUNCHED();
+template <typename T>
+__global__ void k_swiglu_bwd(size_t n, const void *g_, const void *u_, const void *dm_, void *dg_, void *du_) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    /* all read first: dg/du may alias g/u/dm */
+    float gi = ldv((const T *)g_, i), ui = ldv((const T *)u_, i), d = ldv((const T *)dm_, i);
+    float sg = 1.f / (1.f + expf(-gi));
+    stv((T *)dg_, i, d * ui * sg * (1.f + gi * (1.f - sg)));
+    stv((T *)du_, i, d * gi * sg);
 }
-static void cu_swiglu_bwd(size_t n, const tt_real *g, const tt_real *u, const tt_real *dm, tt_real *dg, tt_real *du) {
+static void cu_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
     if (!n) return;
-    k_swiglu_bwd<<<blocks_for(n, 256), 256>>>(n, g, u, dm, dg, du);
-    LAUNCHED();
+    TDISPATCH(dt, k_swiglu_fwd, blocks_for(n, 256), 256, n, g, u, m);
+}
+static void cu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt) {
+    if (!n) return;
+    TDISPATCH(dt, k_swiglu_bwd, blocks_for(n, 256), 256, n, g, u, dm, dg, du);
 }
 
-__global__ void k_xent(int V, float *logits, const int *tg, const float *wt, float dscale, double *loss) {
+template <typename T>
+__global__ void k_xent(int V, void *logits, const int *tg, const float *wt, float dscale, double *loss) {
     __shared__ float sh[256];
     int r = blockIdx.x;
-    float *row = logits + (size_t)r * V;
+    T *row = (T *)logits + (size_t)r * V;
     int t = tg[r];
     float w = t >= 0 ? wt[r] : 0.f;
     if (w == 0.f) {
-        for (int j = threadIdx.x; j < V; j += blockDim.x) row[j] = 0.f;
+        for (int j = threadIdx.x; j < V; j += blockDim.x) stv(row, j, 0.f);
         if (threadIdx.x == 0) loss[r] = 0;
         return;
     }
     float m = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, row[j]);
+    for (int j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, ldv(row, j));
     m = block_max(m, sh);
     float s = 0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) s += expf(row[j] - m);
+    for (int j = threadIdx.x; j < V; j += blockDim.x) s += expf(ldv(row, j) - m);
     float l = m + logf(block_sum(s, sh));
-    float target = row[t];
+    float target = ldv(row, t);
     __syncthreads();
-    for (int j = threadIdx.x; j < V; j += blockDim.x) row[j] = (expf(row[j] - l) - (j == t ? 1.f : 0.f)) * w * dscale;
+    for (int j = threadIdx.x; j < V; j += blockDim.x)
+        stv(row, j, (expf(ldv(row, j) - l) - (j == t ? 1.f : 0.f)) * w * dscale);
     if (threadIdx.x == 0) loss[r] = (double)w * (l - target);
 }
 /* Per-row losses of one cross-entropy chunk (XENT_MAX_ROWS doubles,
  * allocated at start-up), summed in row order into the caller's double. */
 static double *g_xent_loss;
 
-static void cu_xent(int R, int V, tt_real *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                    double *acc) {
-    k_xent<<<R, 256>>>(V, logits, targets, weight, dscale, g_xent_loss);
-    LAUNCHED();
+static void cu_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+                    double *acc, int dt) {
+    TDISPATCH(dt, k_xent, R, 256, V, logits, targets, weight, dscale, g_xent_loss);
     k_sum_into<<<1, 1>>>(R, g_xent_loss, acc);
     LAUNCHED();
 }
@@ -566,16 +608,17 @@ static void cu_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 /* dw_c += sum_t dy_tc x_tc rstd_t: one thread per column, rows walked in
  * order (coalesced across the columns of a row). */
-__global__ void k_rms_bwd_w(int T, int C, const float *x, const float *rstd, const float *dy, float *dw) {
+template <typename T>
+__global__ void k_rms_bwd_w(int T_, int C, const void *x_, const float *rstd, const void *dy_, float *dw) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
+    const T *x = (const T *)x_, *dy = (const T *)dy_;
     float s = 0;
-    for (int t = 0; t < T; t++) s += dy[(size_t)t * C + c] * x[(size_t)t * C + c] * rstd[t];
+    for (int t = 0; t < T_; t++) s += ldv(dy, (size_t)t * C + c) * ldv(x, (size_t)t * C + c) * rstd[t];
     dw[c] += s;
 }
-static void cu_rms_bwd_w(int T, int C, const tt_real *x, const tt_real *rstd, const tt_real *dy, tt_real *dw) {
-    k_rms_bwd_w<<<(C + 255) / 256, 256>>>(T, C, x, rstd, dy, dw);
-    LAUNCHED();
+static void cu_rms_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt) {
+    TDISPATCH(dt, k_rms_bwd_w, (C + 255) / 256, 256, T, C, x, rstd, dy, dw);
 }
 
 static size_t g_reserved;
@@ -635,7 +678,7 @@ static void nvml_close(nvml_api *n) {
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_linear, cu_rms_fwd,
-    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,  cu_to_bf16,    cu_from_bf16,
+    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
@@ -669,6 +712,7 @@ extern "C" const tt_backend *backend_cuda(void) {
     CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, CUDA_BLAS_WORKSPACE));
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
+    CUDA_CHECK(cudaMalloc(&g_cvt, CUDA_CVT_ELEMS * sizeof(bf16)));
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
     CUDA_CHECK(cudaDeviceSynchronize());

@@ -22,10 +22,14 @@ const tt_backend *backend_cuda(void);
  * docs/BENCHMARKS.md (2026-11-28: between 600 and 640 MiB beyond the arena,
  * attention scratch included). */
 #define CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+/* bf16 values of the buffer a mixed product's float operand (a LoRA factor,
+ * rank x width) is rounded into, allocated at start-up: 16 MiB. */
+#define CUDA_CVT_ELEMS ((size_t)8 << 20)
 #define CUDA_LAZY_MARGIN ((size_t)64 << 20)
 #define CUDA_CONTEXT_ESTIMATE ((size_t)640 << 20)
-/* Attention's score buffers outside the arena: the backward's two (seq x seq) fp32 matrices. */
-static inline size_t cuda_attn_scratch_bytes(int seq) { return 2 * (size_t)seq * (size_t)seq * sizeof(float); }
+/* Attention's score buffers outside the arena: the backward's two (seq x seq)
+ * fp32 matrices (P, dP) and their two bf16 copies (for bf16 activations). */
+static inline size_t cuda_attn_scratch_bytes(int seq) { return 2 * (size_t)seq * (size_t)seq * (4 + 2); }
 
 /* The CUDA backend's memory accounting alone, for `tiertrain plan --device
  * cuda` on a machine without a (usable) GPU: name "cuda-estimate", the

@@ -3,7 +3,9 @@
  * machine that cannot run the CUDA backend plans with these figures. */
 #include "kernels/cuda/cuda_backend.h"
 
-static size_t est_reserved(void) { return CUDA_CONTEXT_ESTIMATE + CUDA_BLAS_WORKSPACE + CUDA_LAZY_MARGIN; }
+static size_t est_reserved(void) {
+    return CUDA_CONTEXT_ESTIMATE + CUDA_BLAS_WORKSPACE + CUDA_CVT_ELEMS * 2 + CUDA_LAZY_MARGIN;
+}
 static size_t est_scratch(int seq) { return cuda_attn_scratch_bytes(seq); }
 
 static const tt_backend g_estimate = {
