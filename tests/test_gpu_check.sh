@@ -20,4 +20,15 @@ if command -v python3 >/dev/null; then # not among the project's Debian packages
     python3 -c 'import sys; [compile(open(f).read(), f, "exec") for f in sys.argv[1:]]' tools/peer_peft.py \
         tools/hf_crosscheck.py 2>"$dir/err" || { fail "a Python script does not compile"; cat "$dir/err"; }
 fi
+# Where the bundle was built (.ci/run builds it): the script runs here, exits 0, and on a machine without
+# a GPU runs the op table on cpu-async and lists every GPU check it skipped; QUICK=1 keeps the first five.
+if [ -f build/gpu-bundle.tar.xz ] && command -v bash >/dev/null; then
+    GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gc" >"$dir/gc.out" 2>&1 || { fail "gpu_check.sh exited $?"; tail -20 "$dir/gc.out"; }
+    if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+        grep -q "^ops  *PASS" "$dir/gc/summary.txt" || { fail "no GPU: the ops row is not a PASS"; cat "$dir/gc/summary.txt"; }
+        grep -q "^skipped: cpu-cuda stream kernels" "$dir/gc.out" || { fail "no GPU: no list of skipped checks"; tail -5 "$dir/gc.out"; }
+    fi
+    QUICK=1 GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gq" >/dev/null 2>&1
+    [ "$(wc -l <"$dir/gq/summary.txt")" -eq 5 ] || { fail "QUICK=1: expected 5 rows"; cat "$dir/gq/summary.txt"; }
+fi
 finish test_gpu_check
