@@ -141,7 +141,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         tt_ws *wm = NULL;
         if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
         ws_free(wm);
-        if (!plan_dev_fits(state_bytes(c, st->n) + ws_bytes, wo->seq, hbm, &need)) {
+        if (!plan_dev_fits(state_bytes(c, st->n) + ws_bytes, hbm, &need)) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
                          "and AdamW moments of %zu parameters, lm_head and activations); raise --hbm or lower "

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define XENT_CHUNK_ELEMS (4u << 20) /* logits per cross-entropy chunk: rows * vocab */
+#define XENT_CHUNK_ELEMS (4u << 20) /* logits per cross-entropy chunk: the micro-batch's rows x a vocab chunk */
 /* The MLP runs in token chunks of at most MLP_CHUNK_ELEMS / ffn rows, so its
  * (rows, ffn) intermediates do not grow with seq (64 MiB of f32 each at most;
  * models up to ffn 14336 take 1170 tokens at once). */
@@ -52,14 +52,16 @@ struct tt_ws {
     tt_real *rstd1, *lse, *rstd2;
     void *z[TT_PROJ_COUNT];
     void *wbuf, *xd, *mask, *tmp, *dz;
+    void *attn_scratch;   /* the attention ops' scratch (be_attn_scratch_bytes; NULL when 0) */
     void *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
     tt_real *norm;        /* (3, H): the norms of the current layer / the head, dequantized */
     void *ck;             /* with_ckpt: L+1 layer inputs, (T, H) each */
     void *dx0, *dx1;      /* with_ckpt: (T, H) ping-pong gradients */
-    void *xf, *logits, *dxf; /* xf, dxf: aliases of xn, dxn; logits: of g when it fits */
+    void *xf, *logits, *dxf; /* xf, dxf: aliases of xn, dxn; logits (T, vocab_chunk): of g when it fits */
+    tt_real *xstats;      /* (T, 3): the head's online log-sum-exp per row (backend.h's xent_stats) */
     tt_real *rstdf;
     void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
-    int xent_rows, vocab_chunk;
+    int vocab_chunk;      /* lm_head rows (vocabulary columns) per head chunk */
     tt_real *cos_t, *sin_t;
     int32_t *tgt_d;       /* device (T): the head's targets, uploaded per micro-batch */
     tt_real *wt_d;        /* device (T): their loss weights */
@@ -219,7 +221,7 @@ void ws_free(tt_ws *w) {
         void *bufs[] = {w->xn, w->rstd1, w->q, w->k, w->v, w->att, w->lse, w->h, w->hn, w->rstd2,
                         w->g, w->wbuf, w->xd, w->mask, w->tmp, w->dz,
                         w->dk, w->dv, w->dhn, w->dm, w->norm, w->ck,
-                        w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d};
+                        w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d, w->attn_scratch, w->xstats};
         /* aliases: xf, dxf, dxn, u, mm, dg, du always; logits, dh and lm_stage of the MLP block, dq and datt of
          * hn and dhn when they fit */
         if (w->logits != w->g) be_free(w->logits);
@@ -262,7 +264,11 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     size_t wcap = o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS;
     if (w->wbuf_elems > wcap) w->wbuf_elems = wcap;
     if (w->wbuf_elems < 64 * w->max_in) w->wbuf_elems = 64 * w->max_in; /* at least 64 rows of any projection */
-    w->vocab_chunk = (int)(w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab);
+    /* the head's chunk of the vocabulary: its lm_head rows fit the scratch, its logits for all T rows
+     * XENT_CHUNK_ELEMS */
+    size_t vc = w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab;
+    if (vc * T > XENT_CHUNK_ELEMS) vc = XENT_CHUNK_ELEMS / T > 0 ? XENT_CHUNK_ELEMS / T : 1;
+    w->vocab_chunk = (int)vc;
     size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : MLP_CHUNK_ELEMS / (w->F ? w->F : 1);
     w->mlp_rows = (int)(mr < 1 ? 1 : mr > T ? T : mr);
     size_t attn_in = H > w->QD ? H : w->QD;
@@ -270,10 +276,6 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     size_t dcap = o->drop_elems ? o->drop_elems : DROP_CHUNK_ELEMS;
     if (w->drop_elems > dcap) w->drop_elems = dcap; /* the LoRA path goes by row chunks */
     if (w->drop_elems < w->max_in) w->drop_elems = w->max_in;
-    w->xent_rows = (int)(XENT_CHUNK_ELEMS / c->vocab);
-    if (w->xent_rows < 1) w->xent_rows = 1;
-    if ((size_t)w->xent_rows > T) w->xent_rows = (int)T;
-    if (w->xent_rows > XENT_MAX_ROWS) w->xent_rows = XENT_MAX_ROWS; /* the most a backend takes at once */
     size_t r = (size_t)lc->rank, e = sizeof(tt_real), ae = be_elem_size(w->dt);
     int ok = 1;
     /* A: tt_real values; AA: activation values (type dt) */
@@ -303,6 +305,8 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     AA(w->dm, MF, "activation gradients");
     AA(w->dz, T * r, "activation gradients");
     AA(w->wbuf, w->wbuf_elems, "dequantization scratch");
+    size_t asb = be_attn_scratch_bytes(B, seq, (int)c->n_heads, (int)c->n_kv_heads, (int)c->head_dim, w->dt);
+    if (asb) ok &= (w->attn_scratch = ws_get(alloc, asb, "attention scratch")) != NULL;
     if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
         AA(w->xd, w->drop_elems, "LoRA dropout"); AA(w->mask, w->drop_elems, "LoRA dropout");
         AA(w->tmp, w->drop_elems, "LoRA dropout");
@@ -317,8 +321,9 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->xf = w->xn;
     w->dxf = w->dxn;
     A(w->rstdf, T, "head");
-    if ((size_t)w->xent_rows * c->vocab <= MF) w->logits = w->g;
-    else AA(w->logits, (size_t)w->xent_rows * c->vocab, "head");
+    if (T * w->vocab_chunk <= MF) w->logits = w->g;
+    else AA(w->logits, T * w->vocab_chunk, "head");
+    A(w->xstats, 3 * T, "head");
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
     A(w->wt_d, T, "head");
 #undef A
@@ -519,7 +524,7 @@ static void attn_half_fwd(pass *ps, int l, const void *x) {
     proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v, 0, T);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, dt);
     be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, dt);
-    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, dt);
+    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->attn_scratch, dt);
     proj_fwd(ps, l, TT_PROJ_O, w->att, w->h, 0, T);
     be_axpy((size_t)T * H, 1, x, w->h, dt); /* h = x + o */
     be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2, dt);
@@ -576,7 +581,8 @@ static void layer_bwd(pass *ps, int l, const void *x, const void *dy, void *dx) 
     if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1], dt);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
     proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0, 0, T);
-    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv, dt);
+    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv,
+                w->attn_scratch, dt);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1, dt);
     be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1, dt);
     proj_bwd(ps, l, TT_PROJ_Q, w->xn, w->dq, w->dxn, 0, 0, T);
@@ -656,6 +662,11 @@ static const void *lm_chunk(tt_model *m, tt_ws *w, int v0, int n, size_t *total,
     return w->lm_stage;
 }
 
+/* The head in two passes over the vocabulary, a chunk of lm_head rows at a
+ * time for all T rows (each chunk staged and dequantized once per pass):
+ * the first merges every chunk's logits into each row's online log-sum-exp
+ * (xstats) and adds the loss; the second recomputes each chunk's logits,
+ * turns them into dlogits and adds dlogits Wc into dxf. */
 void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, const tt_real *weight, tt_real dscale,
                 void *dx, double *loss) {
     const tt_config *c = &m->cfg;
@@ -665,24 +676,23 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
     tt_real *nf = w->norm + 2 * (size_t)H;
     be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf, BE_REAL);
     be_rmsnorm_fwd(T, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf, dt);
-    for (int r0 = 0; r0 < T; r0 += w->xent_rows) {
-        int R = T - r0 < w->xent_rows ? T - r0 : w->xent_rows;
-        const void *xr = AT(w, w->xf, (size_t)r0 * H);
+    for (int grad = 0; grad < (dx ? 2 : 1); grad++) { /* 0: statistics and loss, 1: the gradient */
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
             size_t tot, o0;
             const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
-            be_linear_w(0, R, H, n, xr, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, AT(w, w->logits, v0), V, dt);
+            be_linear_w(0, T, H, n, w->xf, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits, n, dt);
+            if (!grad) {
+                be_xent_stats(T, n, n, v0, w->logits, w->tgt_d, w->xstats, dt);
+                continue;
+            }
+            be_xent_grad(T, n, n, v0, w->logits, w->tgt_d, w->wt_d, dscale, w->xstats, dt);
+            be_linear_w(1, T, H, n, w->logits, n, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0, w->dxf, H, dt);
         }
-        be_xent(R, V, w->logits, w->tgt_d + r0, w->wt_d + r0, dscale, loss, dt);
-        if (!dx) continue;
-        for (int v0 = 0; v0 < V; v0 += VC) {
-            int n = V - v0 < VC ? V - v0 : VC;
-            size_t tot, o0;
-            const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
-            be_linear_w(1, R, H, n, AT(w, w->logits, v0), V, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0,
-                        AT(w, w->dxf, (size_t)r0 * H), H, dt);
-        }
+        if (!grad)
+            for (int r0 = 0; r0 < T; r0 += XENT_MAX_ROWS)
+                be_xent_loss(T - r0 < XENT_MAX_ROWS ? T - r0 : XENT_MAX_ROWS, w->xstats + 3 * (size_t)r0, w->tgt_d + r0,
+                             w->wt_d + r0, loss);
     }
     if (!dx) return;
     be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0, dt);

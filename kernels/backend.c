@@ -46,7 +46,6 @@ void be_host_unregister(void *p) { if (cur()->host_unregister) cur()->host_unreg
 size_t be_reserved_bytes(void) { return cur()->reserved_bytes ? cur()->reserved_bytes() : 0; }
 void *be_host_alloc_pinned(size_t bytes) { return cur()->host_alloc_pinned ? cur()->host_alloc_pinned(bytes) : NULL; }
 void be_host_free_pinned(void *p) { if (p && cur()->host_free_pinned) cur()->host_free_pinned(p); }
-size_t be_outside_bytes(int seq) { return be_reserved_bytes() + (cur()->scratch_bytes ? cur()->scratch_bytes(seq) : 0); }
 void be_free(void *p) { if (p) cur()->free(p); }
 void be_to_device(void *dst, const void *src, size_t bytes) {
     TT_ASSERT(dst && (src || !bytes));
@@ -130,16 +129,22 @@ void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real
     TT_ASSERT(dt_ok(dt));
     cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse, dt);
 }
+size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
+    return cur()->attn_scratch_bytes ? cur()->attn_scratch_bytes(B, seq, nh, nkv, hd, dt) : 0;
+}
 void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                 tt_real *lse, int dt) {
+                 tt_real *lse, void *scratch, int dt) {
     TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && q && k && v && out && lse && dt_ok(dt));
-    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dt);
+    TT_ASSERT(scratch || !be_attn_scratch_bytes(B, seq, nh, nkv, hd, dt));
+    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, scratch, dt);
 }
 void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt) {
+                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch,
+                 int dt) {
     TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && dt_ok(dt));
     TT_ASSERT(q && k && v && out && lse && dout && dq && dk && dv);
-    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, dt);
+    TT_ASSERT(scratch || !be_attn_scratch_bytes(B, seq, nh, nkv, hd, dt));
+    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, scratch, dt);
 }
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
     TT_ASSERT(g && u && m && dt_ok(dt));
@@ -149,10 +154,30 @@ void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void 
     TT_ASSERT(g && u && dm && dg && du && dt_ok(dt));
     cur()->swiglu_bwd(n, g, u, dm, dg, du, dt);
 }
-void be_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale, double *acc,
-             int dt) {
-    TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && V > 0 && logits && targets && weight && acc && dt_ok(dt));
-    cur()->xent(R, V, logits, targets, weight, dscale, acc, dt);
+void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats, int dt) {
+    TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && logits && targets && stats && dt_ok(dt));
+    cur()->xent_stats(R, n, ld, v0, logits, targets, stats, dt);
+}
+void be_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+    TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && stats && targets && weight && acc);
+    cur()->xent_loss(R, stats, targets, weight, acc);
+}
+void be_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
+                  tt_real dscale, const tt_real *stats, int dt) {
+    TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && logits && targets && weight && stats && dt_ok(dt));
+    cur()->xent_grad(R, n, ld, v0, logits, targets, weight, dscale, stats, dt);
+}
+void be_xent(int R, int V, int vc, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+             double *acc, tt_real *stats, int dt) {
+    TT_ASSERT(V > 0 && vc > 0);
+    for (int v0 = 0; v0 < V; v0 += vc)
+        be_xent_stats(R, V - v0 < vc ? V - v0 : vc, V, v0, be_at(logits, (size_t)v0, dt), targets, stats, dt);
+    for (int r0 = 0; r0 < R; r0 += XENT_MAX_ROWS)
+        be_xent_loss(R - r0 < XENT_MAX_ROWS ? R - r0 : XENT_MAX_ROWS, stats + 3 * (size_t)r0, targets + r0, weight + r0,
+                     acc);
+    for (int v0 = 0; v0 < V; v0 += vc)
+        be_xent_grad(R, V - v0 < vc ? V - v0 : vc, V, v0, be_at(logits, (size_t)v0, dt), targets, weight, dscale, stats,
+                     dt);
 }
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step) {

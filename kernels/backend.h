@@ -131,26 +131,40 @@ typedef struct tt_backend {
                  int dt);
     /* Causal grouped-query attention per sequence: q (T, nh*hd), k/v (T, nkv*hd),
      * out (T, nh*hd); query head h uses KV head h / (nh/nkv); softmax scale
-     * 1/sqrt(hd). lse (T, nh) receives each row's log-sum-exp for backward. */
+     * 1/sqrt(hd). lse (T, nh) receives each row's log-sum-exp for backward.
+     * scratch: attn_scratch_bytes(...) bytes of device memory (the caller's
+     * workspace), contents undefined before and after. */
     void (*attn_fwd)(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                     tt_real *lse, int dt);
+                     tt_real *lse, void *scratch, int dt);
     /* Given dout, computes dq, dk, dv (overwritten; dk/dv sum over the query
      * heads of each KV group). Probabilities are recomputed from lse. */
     void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                     const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt);
+                     const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
+                     void *scratch, int dt);
+    /* The scratch attn_fwd and attn_bwd take for these shapes (bytes). */
+    size_t (*attn_scratch_bytes)(int B, int seq, int nh, int nkv, int hd, int dt);
     /* m = silu(g) * u, element-wise. */
     void (*swiglu_fwd)(size_t n, const void *g, const void *u, void *m, int dt);
     /* dg, du from dm; in place allowed: dg may be g, du may be u, either may be dm. */
     void (*swiglu_bwd)(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);
-    /* Cross-entropy on a chunk of rows: logits (R, V) of type dt in, replaced
-     * by dlogits = (softmax - onehot) * weight[r] * dscale; adds
-     * sum_r weight[r] * (logsumexp - logit[target]) to *acc (one device
-     * double; the rows summed in order). weight[r] is 0 for masked rows
-     * (prompt tokens, padding), 1 otherwise; a row with weight 0 or
-     * targets[r] < 0 adds nothing and gets dlogits 0. targets and weight
-     * (tt_real) are device arrays of R entries (at most XENT_MAX_ROWS). */
-    void (*xent)(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                 double *acc, int dt);
+    /* Cross-entropy a chunk of the vocabulary at a time, for all R rows at
+     * once (so that the head dequantizes each lm_head chunk once per pass).
+     * logits (R, n) of type dt, row stride ld, are columns v0 .. v0+n-1 of
+     * the vocabulary; targets (R) int32 and weight (R) tt_real are device
+     * arrays; weight[r] is 0 for masked rows (prompt tokens, padding). stats
+     * (R, 3) tt_real holds each row's running max, sum of exp(logit - max)
+     * and target logit (the online log-sum-exp).
+     * xent_stats: merges the chunk into stats (v0 == 0 starts them afresh).
+     * xent_loss: adds sum_r weight[r] * (max + log(sum) - target logit) to
+     *   *acc (one device double; rows in order, R <= XENT_MAX_ROWS); a row
+     *   with weight 0 or targets[r] < 0 adds nothing.
+     * xent_grad: replaces the chunk by dlogits = (softmax - onehot) *
+     *   weight[r] * dscale, from complete stats (0 for a row that adds nothing). */
+    void (*xent_stats)(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+                       int dt);
+    void (*xent_loss)(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc);
+    void (*xent_grad)(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
+                      tt_real dscale, const tt_real *stats, int dt);
 
     /* ---- optimizer ---- */
     /* AdamW step on n parameters (PyTorch's formulation): p -= lr * wd * p;
@@ -165,11 +179,9 @@ typedef struct tt_backend {
     int (*host_register)(void *p, size_t bytes);
     void (*host_unregister)(void *p);
     /* Device memory the backend itself holds outside the arena (runtime
-     * context, library workspaces), for the planner's accounting of --hbm. */
+     * context, library workspaces), for the planner's accounting of --hbm;
+     * the ops take nothing else (their scratch is in the workspace). */
     size_t (*reserved_bytes)(void);
-    /* Device memory the ops take outside the arena for sequences of seq
-     * tokens (the CUDA attention's score buffers), likewise. */
-    size_t (*scratch_bytes)(int seq);
     /* Page-locked host memory from the runtime itself (cudaMallocHost): the
      * reference `bench kernels` holds the registered host arena's copies to.
      * NULL where the backend has no such thing. */
@@ -213,9 +225,6 @@ void be_host_unregister(void *p);
 size_t be_reserved_bytes(void);
 void *be_host_alloc_pinned(size_t bytes);     /* NULL when the backend has none (or out of memory) */
 void be_host_free_pinned(void *p);
-/* Everything the backend holds outside the arena at sequence length seq:
- * reserved_bytes() + scratch_bytes(seq). --hbm bounds arena + this. */
-size_t be_outside_bytes(int seq);
 
 /* A backend by name: "cpu", "cpu-async" or "cuda". NULL with tt_lasterr set when it is
  * not available (not built, or no usable GPU). */
@@ -259,13 +268,21 @@ void be_rmsnorm_bwd(int T, int C, const void *x, const tt_real *w, const tt_real
 void be_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt);
 void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse, int dt);
 void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                 tt_real *lse, int dt);
+                 tt_real *lse, void *scratch, int dt);
 void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt);
+                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch,
+                 int dt);
+size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);
 void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);
-void be_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale, double *acc,
-             int dt);
+void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats, int dt);
+void be_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc);
+void be_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
+                  tt_real dscale, const tt_real *stats, int dt);
+/* The three on a whole (R, V) block of logits, vocabulary chunks of vc
+ * columns: loss added to *acc, logits replaced by dlogits. stats: (R, 3). */
+void be_xent(int R, int V, int vc, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
+             double *acc, tt_real *stats, int dt);
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step);
 

@@ -21,15 +21,14 @@ static void measure(const tier_store *s, tt_plan *p) {
 }
 
 /* --hbm bounds the whole process's device memory: the arena plus what the
- * backend holds outside it (CUDA context, cuBLAS workspace, attention scores;
- * 0 on the CPU). */
-int plan_dev_fits(uint64_t arena, int seq, uint64_t hbm, uint64_t *total) {
-    uint64_t t = arena + be_outside_bytes(seq);
+ * backend holds outside it (CUDA context, cuBLAS workspace; 0 on the CPU). */
+int plan_dev_fits(uint64_t arena, uint64_t hbm, uint64_t *total) {
+    uint64_t t = arena + be_reserved_bytes();
     if (total) *total = t;
     return !hbm || t <= hbm;
 }
 
-static int fits_dev(const tt_plan *p) { return plan_dev_fits(p->dev_bytes, p->req.seq, p->req.hbm, NULL); }
+static int fits_dev(const tt_plan *p) { return plan_dev_fits(p->dev_bytes, p->req.hbm, NULL); }
 
 static int fits(const tt_plan *p) { return fits_dev(p) && (!p->req.host || p->host_bytes <= p->req.host); }
 
@@ -98,7 +97,7 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     p.host_cells = cells - p.dev_cells;
     measure(s, &p);
     uint64_t total;
-    if (!plan_dev_fits(p.dev_bytes, req->seq, req->hbm, &total)) {
+    if (!plan_dev_fits(p.dev_bytes, req->hbm, &total)) {
         char need[32], have[32];
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
@@ -218,13 +217,11 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     else
         fprintf(f, "\nmemory table, device (%s):\n", be);
     arena_print_table(d, f);
-    size_t res = be_reserved_bytes(), out = be_outside_bytes(p->req.seq);
+    size_t out = be_reserved_bytes();
     if (out) {
-        char c3[32];
-        fprintf(f, "outside the arena: %s (runtime context and library workspaces %s, attention scratch %s)\n",
-                tt_fmt_bytes(out, a, sizeof a), tt_fmt_bytes(res, c3, sizeof c3), tt_fmt_bytes(out - res, b, sizeof b));
+        fprintf(f, "outside the arena: %s (runtime context and library workspaces)\n", tt_fmt_bytes(out, a, sizeof a));
         uint64_t total;
-        plan_dev_fits(arena_peak(d), p->req.seq, 0, &total);
+        plan_dev_fits(arena_peak(d), 0, &total);
         fprintf(f, "device total: %s", tt_fmt_bytes(total, a, sizeof a));
         if (p->req.hbm) fprintf(f, " of --hbm %s", tt_fmt_bytes(p->req.hbm, b, sizeof b));
         fputc('\n', f);
@@ -254,5 +251,5 @@ void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
             p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
             p->dev_cells, p->host_cells, (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
             (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
-            p->pred_step_s, (unsigned long long)be_outside_bytes(p->req.seq));
+            p->pred_step_s, (unsigned long long)be_reserved_bytes());
 }

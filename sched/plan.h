@@ -77,10 +77,10 @@ typedef struct tt_plan {
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out);
 
 /* The one --hbm check: what the device holds for `arena` bytes carved from
- * its arena at sequence length seq — the arena plus what the backend keeps
- * outside it (be_outside_bytes) — into *total; 1 when that fits hbm (0 =
- * unlimited). The planner and full training both decide with it. */
-int plan_dev_fits(uint64_t arena, int seq, uint64_t hbm, uint64_t *total);
+ * its arena — the arena plus what the backend keeps outside it
+ * (be_reserved_bytes) — into *total; 1 when that fits hbm (0 = unlimited).
+ * The planner and full training both decide with it. */
+int plan_dev_fits(uint64_t arena, uint64_t hbm, uint64_t *total);
 
 /* The smallest plan's device and host bytes (what plan_make would ask for). */
 void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, uint64_t *host);

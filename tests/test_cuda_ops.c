@@ -20,8 +20,8 @@
 #include <math.h>
 #include <string.h>
 
-/* Tolerances per op, fp32 on both sides (the GPU reorders sums: block
- * reductions, cuBLAS tiles).
+/* Tolerances (each case of the table at the end carries its own), fp32 on
+ * both sides first (the GPU reorders sums: block reductions, cuBLAS tiles):
  *  - small shapes: the worst element's |gpu - cpu| / max(1, |cpu|);
  *  - real shapes (--real): the norm-wise ||gpu - cpu|| / ||cpu|| (METHOD of
  *    the GPU machine). Element-wise bounds do not carry over to long sums:
@@ -39,34 +39,23 @@
  *    output to bf16 (at most 2^-8 relative, 2^-9 on average) — and, in
  *    attention, its P and dS before their products (as flash kernels do).
  *    Element-wise: 8e-3 (two roundings' worth); norm-wise: 4e-3 (an output
- *    rounding is ~2^-9 / sqrt(3) = 1.1e-3 norm-wise); attention twice that. */
-static const struct { const char *op; double tol, tol_real, tol_bf16, tol_bf16_real; } g_tol[] = {
-    {"gemm", 1e-4, 2e-5, 8e-3, 4e-3},  /* small: K = 96 products per output */
-    {"gemm_to_f32", 1e-4, 2e-5, 1e-4, 2e-5}, /* bf16 inputs, fp32 output: summation order only */
-    {"axpy", 1e-6, 1e-6, 8e-3, 4e-3},   {"scale", 1e-6, 1e-6, 0, 0},   {"mask_scale", 1e-6, 1e-6, 8e-3, 4e-3},
-    {"sumsq", 1e-5, 1e-5, 0, 0},        /* double accumulation both sides, float inputs */
-    {"dequant", 0, 0, 0, 0},            /* same float arithmetic, the same rounding: exact */
-    {"rmsnorm_fwd", 1e-5, 1e-6, 8e-3, 4e-3}, {"rmsnorm_bwd", 1e-4, 2e-5, 1.6e-2, 4e-3},
-    {"rmsnorm_bwd_w", 1e-4, 2e-5, 1e-4, 2e-5}, /* fp32 output */
-    {"rstd", 1e-5, 1e-6, 1e-5, 1e-6},   /* fp32 output */
-    {"rope", 1e-6, 1e-6, 8e-3, 4e-3},
-    {"attn_fwd", 1e-4, 2e-5, 1.6e-2, 8e-3}, {"attn_bwd", 5e-4, 5e-5, 3e-2, 1e-2}, /* softmax rows + two gemms */
-    {"lse", 1e-4, 2e-5, 1e-4, 2e-5},    /* fp32 output from bf16 q, k */
-    {"swiglu_fwd", 1e-5, 1e-6, 8e-3, 4e-3},  {"swiglu_bwd", 1e-5, 1e-6, 8e-3, 4e-3}, /* expf vs expf: ulps */
-    {"xent", 1e-5, 1e-5, 8e-3, 4e-3},   {"xent_loss", 1e-5, 1e-5, 1e-5, 1e-5}, {"adamw", 1e-6, 1e-6, 0, 0},
-};
-static int g_real; /* --real: norm-wise tolerances, outputs poisoned */
-static int g_dt;   /* the activations' type in this pass: BE_REAL, then BE_BF16 */
+ *    rounding is ~2^-9 / sqrt(3) = 1.1e-3 norm-wise); attention more.
+ *    Outputs that stay fp32 in the bf16 pass (lse, rstd, a norm weight's
+ *    gradient, a LoRA gradient's product, the loss) take the fp32 tolerance. */
+typedef struct op_case {
+    const char *op;               /* the ops the case runs */
+    void (*run)(const int *s);
+    int s[5];                     /* its shape arguments */
+    const char *shape;            /* in words */
+    int real;                     /* 1: --real only (norm-wise tolerances, outputs poisoned) */
+    double tol, tol_bf16;         /* fp32 outputs / bf16 outputs (the bf16 pass) */
+} op_case;
+static const op_case *g_case;     /* the case running */
+static int g_real;                /* its norm-wise comparisons */
+static int g_dt;                  /* the activations' type in this pass: BE_REAL, then BE_BF16 */
 
-static double tol_of(const char *op) {
-    for (size_t i = 0; i < sizeof g_tol / sizeof g_tol[0]; i++)
-        if (strcmp(g_tol[i].op, op) == 0) {
-            if (g_dt == BE_BF16) return g_real ? g_tol[i].tol_bf16_real : g_tol[i].tol_bf16;
-            return g_real ? g_tol[i].tol_real : g_tol[i].tol;
-        }
-    TT_ASSERT(!"op without a tolerance");
-    return 0;
-}
+/* The running case's tolerance for an output of type dt. */
+static double tol_for(int dt) { return dt == BE_BF16 ? g_case->tol_bf16 : g_case->tol; }
 
 static const tt_backend *cpu, *gpu;
 static tt_rng rng;
@@ -134,14 +123,15 @@ static void cmp_t(const char *op, const float *ref, const void *dev, size_t n, i
     }
     double normwise = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
     if (normwise != normwise || worst != worst) normwise = worst = INFINITY; /* NaN: unwritten or broken */
-    double got = g_real ? normwise : worst;
+    double got = g_real ? normwise : worst, tol = tol_for(dt);
     const char *what = g_real ? "norm-wise relative error" : "worst relative error";
-    CHECK_MSG(got <= tol_of(op), "%s (%s): %s %.3g > %.3g", op, g_dt == BE_BF16 ? "bf16" : "fp32", what, got,
-              tol_of(op));
-    fprintf(stderr, "%-13s %-4s %s %.3g (tolerance %.3g; worst element %.3g)\n", op,
-            g_dt == BE_BF16 ? "bf16" : "fp32", what, got, tol_of(op), worst);
+    const char *pass = g_dt == BE_BF16 ? "bf16" : "fp32";
+    CHECK_MSG(got <= tol, "%s (%s pass, %s): %s %.3g > %.3g", op, pass, g_case->shape, what, got, tol);
+    fprintf(stderr, "%-13s %s %-22s %s %.3g (tolerance %.3g; worst element %.3g)\n", op, pass, g_case->shape, what,
+            got, tol, worst);
     free(h);
 }
+
 /* An activation output (the pass's type) / an fp32 output. */
 static void cmp(const char *op, const float *ref, const void *dev, size_t n) { cmp_t(op, ref, dev, n, g_dt); }
 static void cmp_real(const char *op, const float *ref, const void *dev, size_t n) { cmp_t(op, ref, dev, n, BE_REAL); }
@@ -201,7 +191,7 @@ static void t_elementwise(size_t n) {
         cpu->sumsq(n, x, &s1);
         gpu->sumsq(n, dx, d_acc);
         gpu->to_host(&s2, d_acc, sizeof s2);
-        CHECK_MSG(fabs(s1 - s2) <= tol_of("sumsq") * s1, "sumsq %.9g vs %.9g", s1, s2);
+        CHECK_MSG(fabs(s1 - s2) <= tol_for(BE_REAL) * s1, "sumsq %.9g vs %.9g", s1, s2);
         gpu->free(d_acc);
     }
     poison(dy, n);
@@ -422,16 +412,19 @@ static void t_attn(int B, int seq, int nh, int nkv, int hd) {
     void *d_o = act(nq), *d_gq = act(nq), *d_gk = act(nk), *d_gv = act(nk);
     float *d_l = gpu->alloc(nl * 4);
     poison(d_o, nq); poison_t(d_l, nl, R); poison(d_gq, nq); poison(d_gk, nk); poison(d_gv, nk);
-    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse, R);
-    gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, g_dt);
+    void *sc = tt_xmalloc(cpu->attn_scratch_bytes(B, seq, nh, nkv, hd, R) + 1);
+    void *d_sc = gpu->alloc(gpu->attn_scratch_bytes(B, seq, nh, nkv, hd, g_dt) + 1);
+    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse, sc, R);
+    gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, d_sc, g_dt);
     cmp("attn_fwd", o, d_o, nq);
     cmp_real("lse", lse, d_l, nl);
     if (g_dt == BE_BF16) /* the backward from the same inputs on both sides */
         for (size_t i = 0; i < nq; i++) o[i] = bf16_round(o[i]);
     void *d_o2 = up(o, nq);
     float *d_l2 = up_real(lse, nl);
-    cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv, R);
-    gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o2, d_l2, d_do, d_gq, d_gk, d_gv, g_dt);
+    cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv, sc, R);
+    gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o2, d_l2, d_do, d_gq, d_gk, d_gv, d_sc, g_dt);
+    free(sc); gpu->free(d_sc);
     cmp("attn_bwd", gq, d_gq, nq);
     cmp("attn_bwd", gk, d_gk, nk);
     cmp("attn_bwd", gv, d_gv, nk);
@@ -440,8 +433,9 @@ static void t_attn(int B, int seq, int nh, int nkv, int hd) {
     gpu->free(d_o2); gpu->free(d_l2); gpu->free(d_gq); gpu->free(d_gk); gpu->free(d_gv);
 }
 
-/* cross-entropy with an ignored row (target -1) and a masked one (weight 0) */
-static void t_xent(int R, int V) {
+/* cross-entropy with an ignored row (target -1) and a masked one (weight 0),
+ * the GPU a vocabulary chunk of vc columns at a time */
+static void t_xent(int R, int V, int vc) {
     float *lg = rnd((size_t)R * V, 3), *w = tt_xmalloc((size_t)R * 4);
     int32_t *tg = tt_xmalloc((size_t)R * sizeof *tg);
     for (int r = 0; r < R; r++) { tg[r] = r == 4 ? -1 : (int32_t)(((int64_t)r * 7919 + 31) % V); w[r] = r == 7 ? 0.f : 1.f; }
@@ -450,14 +444,57 @@ static void t_xent(int R, int V) {
     int32_t *d_tg = gpu->alloc((size_t)R * sizeof *tg);
     gpu->to_device(d_tg, tg, (size_t)R * sizeof *tg);
     double l1 = 0, l2 = 0, *d_acc = gpu->alloc(sizeof(double));
-    cpu->xent(R, V, lg, tg, w, 0.25f, &l1, BE_REAL);
-    gpu->xent(R, V, d_lg, d_tg, d_w, 0.25f, d_acc, g_dt);
+    float *st = tt_xmalloc((size_t)R * 3 * 4), *d_st = gpu->alloc((size_t)R * 3 * 4);
+    /* the CPU in one chunk, the GPU in chunks of vc (the online log-sum-exp across them) */
+    cpu->xent_stats(R, V, V, 0, lg, tg, st, BE_REAL);
+    cpu->xent_loss(R, st, tg, w, &l1);
+    cpu->xent_grad(R, V, V, 0, lg, tg, w, 0.25f, st, BE_REAL);
+    for (int v0 = 0; v0 < V; v0 += vc)
+        gpu->xent_stats(R, V - v0 < vc ? V - v0 : vc, V, v0, be_at(d_lg, (size_t)v0, g_dt), d_tg, d_st, g_dt);
+    gpu->xent_loss(R, d_st, d_tg, d_w, d_acc);
+    for (int v0 = 0; v0 < V; v0 += vc)
+        gpu->xent_grad(R, V - v0 < vc ? V - v0 : vc, V, v0, be_at(d_lg, (size_t)v0, g_dt), d_tg, d_w, 0.25f, d_st, g_dt);
     gpu->to_host(&l2, d_acc, sizeof l2);
+    free(st); gpu->free(d_st);
     gpu->free(d_w); gpu->free(d_tg); gpu->free(d_acc);
-    CHECK_MSG(fabs(l1 - l2) <= tol_of("xent_loss") * fabs(l1), "xent loss %.9g vs %.9g", l1, l2);
+    CHECK_MSG(fabs(l1 - l2) <= tol_for(BE_REAL) * fabs(l1), "xent loss %.9g vs %.9g", l1, l2);
     cmp("xent", lg, d_lg, (size_t)R * V);
     free(lg); free(w); free(tg); gpu->free(d_lg);
 }
+
+static void c_gemm(const int *s) { t_gemm(s[0], s[1], s[2], s[3]); }
+static void c_elementwise(const int *s) { t_elementwise((size_t)s[0] * s[1]); }
+static void c_dequant(const int *s) { t_dequant((size_t)s[0] * s[1] + (size_t)s[2]); }
+static void c_linear(const int *s) { t_linear(s[0], s[1], s[2]); }
+static void c_rmsnorm(const int *s) { t_rmsnorm(s[0], s[1]); }
+static void c_rope(const int *s) { t_rope(s[0], s[1], s[2], s[3], (double)s[4]); }
+static void c_attn(const int *s) { t_attn(s[0], s[1], s[2], s[3], s[4]); }
+static void c_xent(const int *s) { t_xent(s[0], s[1], s[2]); }
+
+/* Every case: the op(s), the shapes, the tolerances. Small shapes are odd
+ * sizes and partial blocks; the real ones (--real) are llama3.1-8b's
+ * projections, the pruned 70B's odd ffn (4300), attention at seq 4096 /
+ * head_dim 128 / GQA 16:2 and cross-entropy over vocab 128256. */
+static const op_case g_cases[] = {
+    {"gemm", c_gemm, {37, 53, 96, 1}, "37x53x96, all transposes", 0, 1e-4, 8e-3},
+    {"elementwise", c_elementwise, {1, 10007}, "10007", 0, 1e-5, 8e-3},
+    {"dequant", c_dequant, {64, 300, 17}, "nf4 19217 values", 0, 0, 0},
+    {"linear", c_linear, {33, 128, 320}, "33 x 128 -> 320 nf4-dq", 0, 1e-4, 8e-3},
+    {"rmsnorm", c_rmsnorm, {9, 96}, "9 x 96", 0, 1e-4, 1.6e-2},
+    {"rope", c_rope, {7, 14, 3, 8, 0}, "seq 7, 14 x 3 x 8", 0, 1e-6, 8e-3},
+    {"attention", c_attn, {2, 40, 4, 2, 16}, "2 x seq 40, 4:2 x 16", 0, 5e-4, 3e-2},
+    {"xent", c_xent, {13, 257, 100}, "13 x vocab 257 / 100", 0, 1e-5, 8e-3},
+    {"gemm", c_gemm, {2048, 4096, 4096, 1}, "2048x4096x4096, all transp.", 1, 2e-5, 4e-3},
+    {"gemm", c_gemm, {2048, 4300, 8192, 0}, "70B-pruned gate 8192->4300", 1, 2e-5, 4e-3},
+    {"gemm", c_gemm, {2048, 8192, 4300, 0}, "70B-pruned down 4300->8192", 1, 2e-5, 4e-3},
+    {"dequant", c_dequant, {14336, 4096, 0}, "nf4 14336 x 4096", 1, 0, 0},
+    {"dequant", c_dequant, {4300, 8192, 0}, "nf4 4300 x 8192", 1, 0, 0},
+    {"elementwise", c_elementwise, {2048, 14336}, "2048 x 14336", 1, 1e-6, 4e-3},
+    {"rmsnorm", c_rmsnorm, {2048, 8192}, "2048 x 8192", 1, 2e-5, 4e-3},
+    {"rope", c_rope, {4096, 4096, 32, 128, 500000}, "seq 4096, 32 x 128", 1, 1e-6, 4e-3},
+    {"attention", c_attn, {1, 4096, 16, 2, 128}, "seq 4096, 16:2 x 128", 1, 5e-5, 1e-2},
+    {"xent", c_xent, {256, 128256, 16384}, "256 x 128256 / 16384", 1, 1e-5, 4e-3},
+};
 
 int main(int argc, char **argv) {
     int real = 0;
@@ -476,40 +513,19 @@ int main(int argc, char **argv) {
     if (!gpu) TEST_SKIP("%s", tt_lasterr());
     cpu = backend_cpu();
     rng_seed(&rng, 3, 4);
+    static const op_case async_case = {"async", NULL, {0}, "4M floats", 0, 0, 0};
+    g_case = &async_case;
     t_async((size_t)1 << 22);
     t_bf16_rounding(100003);
-    /* every op with fp32 activations, then with bf16 ones */
+    /* every case with fp32 activations, then with bf16 ones */
     for (int pass = 0; pass < 2; pass++) {
         g_dt = pass ? BE_BF16 : BE_REAL;
-        g_real = 0;
-        fprintf(stderr, "-- small shapes, %s activations\n", pass ? "bf16" : "fp32");
-        t_gemm(37, 53, 96, 1);
-        t_elementwise(10007);
-        t_dequant(64 * 300 + 17);
-        t_linear(33, 128, 320);
-        t_rmsnorm(9, 96);
-        t_rope(7, 14, 3, 8, 0);
-        t_attn(2, 40, 4, 2, 16);
-        t_xent(13, 257);
-        if (!real) continue;
-        g_real = 1;
-        fprintf(stderr, "-- real shapes: linear 2048 x 4096 x 4096 (every transpose)\n");
-        t_gemm(2048, 4096, 4096, 1);
-        fprintf(stderr, "-- pruned 70B gate/up (2048 x 8192 -> 4300) and down (4300 -> 8192)\n");
-        t_gemm(2048, 4300, 8192, 0);
-        t_gemm(2048, 8192, 4300, 0);
-        fprintf(stderr, "-- NF4 weights 14336 x 4096 and 4300 x 8192\n");
-        t_dequant((size_t)14336 * 4096);
-        t_dequant((size_t)4300 * 8192);
-        fprintf(stderr, "-- element-wise on 2048 x 14336\n");
-        t_elementwise((size_t)2048 * 14336);
-        fprintf(stderr, "-- rmsnorm 2048 x 8192, rope seq 4096 x 32 heads x 128 (theta 500000)\n");
-        t_rmsnorm(2048, 8192);
-        t_rope(4096, 4096, 32, 128, 500000.0);
-        fprintf(stderr, "-- attention seq 4096, head_dim 128, GQA 16:2\n");
-        t_attn(1, 4096, 16, 2, 128);
-        fprintf(stderr, "-- cross-entropy 256 rows x vocab 128256\n");
-        t_xent(256, 128256);
+        for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) {
+            g_case = &g_cases[i];
+            if (g_case->real && !real) continue;
+            g_real = g_case->real;
+            g_case->run(g_case->s);
+        }
     }
     TEST_END();
 }

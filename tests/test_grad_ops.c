@@ -283,11 +283,12 @@ static void test_rope(void) {
 typedef struct {
     int B, seq, nh, nkv, hd;
     tt_real *q, *k, *v, *R, *out, *lse; /* q, R, out (T, nh*hd); k, v (T, nkv*hd); lse (T, nh) */
+    void *scratch;                      /* the ops' scratch */
 } attn_ctx;
 
 static double attn_loss(void *p) {
     attn_ctx *c = p;
-    be_attn_fwd(c->B, c->seq, c->nh, c->nkv, c->hd, c->q, c->k, c->v, c->out, c->lse, BE_REAL);
+    be_attn_fwd(c->B, c->seq, c->nh, c->nkv, c->hd, c->q, c->k, c->v, c->out, c->lse, c->scratch, BE_REAL);
     return dot(c->out, c->R, (size_t)c->B * c->seq * c->nh * c->hd);
 }
 
@@ -327,6 +328,7 @@ static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, 
     const size_t T = (size_t)B * seq, nq = T * nh * hd, nk = T * nkv * hd;
     c.q = randv(nq, 1), c.k = randv(nk, 1), c.v = randv(nk, 1), c.R = randv(nq, 1);
     c.out = zerov(nq), c.lse = zerov(T * nh);
+    c.scratch = tt_xmalloc(be_attn_scratch_bytes(B, seq, nh, nkv, hd, BE_REAL) + 1);
     tt_real *ref = zerov(nq), *lref = zerov(T * nh);
     attn_naive(&c, ref, lref);
     attn_loss(&c);
@@ -337,7 +339,7 @@ static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, 
     CHECK_REF(name, relerr(c.lse, lref, T * nh));
 
     tt_real *dq = randv(nq, 1), *dk = randv(nk, 1), *dv = randv(nk, 1); /* garbage: must be overwritten */
-    be_attn_bwd(B, seq, nh, nkv, hd, c.q, c.k, c.v, c.out, c.lse, c.R, dq, dk, dv, BE_REAL);
+    be_attn_bwd(B, seq, nh, nkv, hd, c.q, c.k, c.v, c.out, c.lse, c.R, dq, dk, dv, c.scratch, BE_REAL);
     size_t *iq = NULL, *ik = NULL;
     if (m) {
         iq = tt_xmalloc(m * sizeof *iq), ik = tt_xmalloc(m * sizeof *ik);
@@ -349,7 +351,7 @@ static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, 
     CHECK_GRAD(name, fd_check(attn_loss, &c, c.k, ik, m ? m : nk, dk));
     snprintf(name, sizeof name, "attn dv %s", tag);
     CHECK_GRAD(name, fd_check(attn_loss, &c, c.v, ik, m ? m : nk, dv));
-    free(c.q), free(c.k), free(c.v), free(c.R), free(c.out), free(c.lse), free(ref), free(lref);
+    free(c.q), free(c.k), free(c.v), free(c.R), free(c.out), free(c.lse), free(c.scratch), free(ref), free(lref);
     free(dq), free(dk), free(dv), free(iq), free(ik);
 }
 
@@ -393,9 +395,10 @@ static void test_swiglu(void) {
 /* ---- cross-entropy -------------------------------------------------------------------------- */
 
 typedef struct {
-    int R, V;
+    int R, V, vc;         /* vc: vocabulary columns per chunk */
     tt_real dscale;
     tt_real *x, *tmp, *w; /* x, tmp (R, V); w (R) */
+    tt_real *stats;       /* (R, 3) */
     int32_t *tgt;         /* (R) */
 } xent_ctx;
 
@@ -403,14 +406,14 @@ static double xent_loss(void *p) {
     xent_ctx *c = p;
     memcpy(c->tmp, c->x, (size_t)c->R * c->V * sizeof *c->tmp);
     double loss = 0;
-    be_xent(c->R, c->V, c->tmp, c->tgt, c->w, c->dscale, &loss, BE_REAL);
+    be_xent(c->R, c->V, c->vc, c->tmp, c->tgt, c->w, c->dscale, &loss, c->stats, BE_REAL);
     return c->dscale * loss;
 }
 
-static void test_xent(void) {
-    xent_ctx c = {.R = 6, .V = 37, .dscale = 0.7};
+static void test_xent(int vc) {
+    xent_ctx c = {.R = 6, .V = 37, .vc = vc, .dscale = 0.7};
     const size_t n = (size_t)c.R * c.V;
-    c.x = randv(n, 2), c.tmp = zerov(n), c.w = zerov((size_t)c.R);
+    c.x = randv(n, 2), c.tmp = zerov(n), c.w = zerov((size_t)c.R), c.stats = zerov(3 * (size_t)c.R);
     c.tgt = tt_xmalloc((size_t)c.R * sizeof *c.tgt);
     const int32_t tg[6] = {3, -1, 36, 0, 17, 5};
     const tt_real wt[6] = {1, 1, 1, 0, 0.5, 1}; /* row 1: ignored target; row 3: zero weight */
@@ -431,8 +434,8 @@ static void test_xent(void) {
     }
     memcpy(c.tmp, c.x, n * sizeof *c.tmp);
     double loss = 0;
-    be_xent(c.R, c.V, c.tmp, c.tgt, c.w, c.dscale, &loss, BE_REAL);
-    CHECK_MSG(fabs(loss - ref) <= REF_TOL * fabs(ref), "xent loss %.17g vs %.17g", loss, ref);
+    be_xent(c.R, c.V, c.vc, c.tmp, c.tgt, c.w, c.dscale, &loss, c.stats, BE_REAL);
+    CHECK_MSG(fabs(loss - ref) <= REF_TOL * fabs(ref), "xent loss (chunks of %d) %.17g vs %.17g", vc, loss, ref);
     CHECK_REF("xent dlogits", relerr(c.tmp, dref, n));
     int zero_rows_ok = 1;
     for (int j = 0; j < c.V; j++) zero_rows_ok &= c.tmp[(size_t)1 * c.V + j] == 0 && c.tmp[(size_t)3 * c.V + j] == 0;
@@ -440,7 +443,7 @@ static void test_xent(void) {
     tt_real *g = dupv(c.tmp, n); /* the kernel's dlogits (xent_loss reuses tmp) */
     CHECK_GRAD("xent dlogits", fd_check(xent_loss, &c, c.x, NULL, n, dref));
     CHECK_GRAD("xent dlogits (kernel)", fd_check(xent_loss, &c, c.x, NULL, n, g));
-    free(c.x), free(c.tmp), free(c.w), free(c.tgt), free(dref), free(g);
+    free(c.x), free(c.tmp), free(c.w), free(c.tgt), free(c.stats), free(dref), free(g);
 }
 
 /* ---- adamw ------------------------------------------------------------------------------------ */
@@ -528,7 +531,8 @@ int main(void) {
     test_rope();
     test_attention();
     test_swiglu();
-    test_xent();
+    test_xent(37); /* one chunk */
+    test_xent(5);  /* 8 chunks, the last partial */
     test_adamw();
     test_dequant();
     TEST_END();

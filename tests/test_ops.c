@@ -268,8 +268,10 @@ static void test_attention(void) {
     float *out = zerof(nq), *lse = zerof(T * nh), *dq = zerof(nq), *dk = zerof(nk), *dv = zerof(nk);
     double *outr = zerod(nq), *lser = zerod(T * nh), *dqr = zerod(nq), *dkr = zerod(nk), *dvr = zerod(nk);
     attn_naive(B, seq, nh, nkv, hd, q, k, v, dout, outr, lser, dqr, dkr, dvr);
-    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, BE_REAL);
-    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, BE_REAL);
+    void *sc = tt_xmalloc(be_attn_scratch_bytes(B, seq, nh, nkv, hd, BE_REAL) + 1);
+    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, sc, BE_REAL);
+    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, sc, BE_REAL);
+    free(sc);
     /* out and lse: float scores (16-term dots), expf and a 70-term weighted
      * sum — a few ulps relative to the largest entry: 2e-6 */
     CHECK_REL("attn out", relerr(out, outr, nq), 2e-6);
@@ -291,22 +293,25 @@ static void time_attention(void) {
     float *q = randf(nq, 1), *k = randf(nk, 1), *v = randf(nk, 1), *dout = randf(nq, 1);
     float *out = zerof(nq), *lse = zerof(T * nh), *dq = zerof(nq), *dk = zerof(nk), *dv = zerof(nk);
     double tf = 1e30, tb = 1e30;
+    void *sc = tt_xmalloc(be_attn_scratch_bytes(B, seq, nh, nkv, hd, BE_REAL) + 1);
     for (int rep = 0; rep < 3; rep++) {
         double t0 = tt_now();
-        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, BE_REAL);
+        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, sc, BE_REAL);
         double t1 = tt_now();
-        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, BE_REAL);
+        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, sc, BE_REAL);
         double t2 = tt_now();
         tf = fmin(tf, t1 - t0), tb = fmin(tb, t2 - t1);
     }
     printf("attention B=%d seq=%d nh=%d nkv=%d hd=%d: fwd %.2f ms, bwd %.2f ms (best of 3)\n", B, seq, nh, nkv, hd,
            tf * 1e3, tb * 1e3);
     free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    free(sc);
 }
 
 /* ---- cross-entropy ----------------------------------------------------------------------- */
 
-static void test_xent(void) {
+/* vc: vocabulary columns per chunk (the online log-sum-exp across chunks) */
+static void test_xent(int vc) {
     const int R = 9, V = 1003;
     const size_t n = (size_t)R * V;
     float *x = randf(n, 3), *w = zerof((size_t)R);
@@ -324,11 +329,15 @@ static void test_xent(void) {
         for (int j = 0; j < V; j++) dref[(size_t)r * V + j] = (exp((double)xr[j] - xr[tg[r]]) / z - (j == tg[r])) * dscale;
     }
     double loss = 0;
-    be_xent(R, V, x, tg, w, dscale, &loss, BE_REAL);
+    float *stats = zerof(3 * (size_t)R);
+    int32_t *tgd = tt_xmalloc(sizeof tg);
+    memcpy(tgd, tg, sizeof tg);
+    be_xent(R, V, vc, x, tgd, w, dscale, &loss, stats, BE_REAL);
+    free(stats), free(tgd);
     /* per row: the float subtraction x - max rounds by up to half an ulp of
      * ~100 (4e-6 absolute, row 8), the sums are double; the loss is ~7 rows
      * * 8 = 56: 1e-6 relative */
-    CHECK_MSG(fabs(loss - loss_ref) <= 1e-6 * loss_ref, "xent loss %.9g vs %.9g", loss, loss_ref);
+    CHECK_MSG(fabs(loss - loss_ref) <= 1e-6 * loss_ref, "xent loss (chunks of %d) %.9g vs %.9g", vc, loss, loss_ref);
     /* dlogits: expf of arguments off by up to 4e-6 (see above): 2e-5 of the
      * largest entry (which is ~dscale) */
     CHECK_REL("xent dlogits", relerr(x, dref, n), 2e-5);
@@ -475,7 +484,9 @@ int main(void) {
     test_rope();
     test_swiglu();
     test_attention();
-    test_xent();
+    test_xent(1003); /* one chunk */
+    test_xent(64);   /* 16 chunks, the last partial */
+    test_xent(1);
     test_adamw();
     test_dequant();
     time_attention();

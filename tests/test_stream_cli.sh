@@ -35,7 +35,7 @@ grep -q "layer slots [23] of 4" "$dir/out" || { fail "plan --hbm $bench_hbm does
 # documented estimate of what CUDA holds outside the arena, which the
 # smallest --hbm includes (the CPU's does not).
 expect_ok "plan --device cuda" "$T" plan --model "$dir/m.tier" $SHAPE --device cuda --hbm 0
-grep -q "^outside the arena: .*attention scratch" "$dir/out" && grep -q "^device total: " "$dir/out" ||
+grep -q "^outside the arena: " "$dir/out" && grep -q "^  attention scratch " "$dir/out" && grep -q "^device total: " "$dir/out" ||
     { fail "plan --device cuda: no outside-the-arena line"; cat "$dir/out"; }
 expect_error "plan --device cuda: smallest" "needs --hbm [0-9.]* MiB" "$T" plan --model "$dir/m.tier" $SHAPE --device cuda --hbm 1M
 cuda_hbm=$(needed_hbm)

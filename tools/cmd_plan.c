@@ -82,7 +82,7 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
         uint64_t dev, host;
         plan_minimum(s, &r, &dev, &host);
         uint64_t hbm;
-        plan_dev_fits(dev, r.seq, 0, &hbm);
+        plan_dev_fits(dev, 0, &hbm);
         hbm = tt_align_up(hbm, 1 << 20);
         if (as_json)
             printf("%s{\"seq\":%d,\"micro_batches\":%d,\"min_hbm\":%llu,\"host\":%llu}", i ? "," : "", r.seq, r.K,

@@ -402,30 +402,34 @@ static void ca_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const 
     LAUNCH(r_rope, T, seq, nh, hd, inverse, dt, cos_t, sin_t, x);
 }
 
-typedef struct { int B, seq, nh, nkv, hd, dt; const void *q, *k, *v; void *out; tt_real *lse; } r_attn_fwd_args;
+typedef struct { int B, seq, nh, nkv, hd, dt; const void *q, *k, *v; void *out, *scratch; tt_real *lse; } r_attn_fwd_args;
 static void r_attn_fwd(const void *p) {
     const r_attn_fwd_args *a = p;
-    cpu_ref()->attn_fwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->dt);
+    cpu_ref()->attn_fwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->scratch, a->dt);
 }
 static void ca_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                        void *out, tt_real *lse, int dt) {
-    LAUNCH(r_attn_fwd, B, seq, nh, nkv, hd, dt, q, k, v, out, lse);
+                        void *out, tt_real *lse, void *scratch, int dt) {
+    LAUNCH(r_attn_fwd, B, seq, nh, nkv, hd, dt, q, k, v, out, scratch, lse);
 }
 
 typedef struct {
     int B, seq, nh, nkv, hd, dt;
     const void *q, *k, *v, *out, *dout;
     const tt_real *lse;
-    void *dq, *dk, *dv;
+    void *dq, *dk, *dv, *scratch;
 } r_attn_bwd_args;
 static void r_attn_bwd(const void *p) {
     const r_attn_bwd_args *a = p;
     cpu_ref()->attn_bwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->dout, a->dq, a->dk,
-                        a->dv, a->dt);
+                        a->dv, a->scratch, a->dt);
 }
 static void ca_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                        const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt) {
-    LAUNCH(r_attn_bwd, B, seq, nh, nkv, hd, dt, q, k, v, out, dout, lse, dq, dk, dv);
+                        const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
+                        void *scratch, int dt) {
+    LAUNCH(r_attn_bwd, B, seq, nh, nkv, hd, dt, q, k, v, out, dout, lse, dq, dk, dv, scratch);
+}
+static size_t ca_attn_scratch(int B, int seq, int nh, int nkv, int hd, int dt) {
+    return cpu_ref()->attn_scratch_bytes(B, seq, nh, nkv, hd, dt);
 }
 
 typedef struct { size_t n; const void *g, *u; void *m; int dt; } r_swiglu_fwd_args;
@@ -447,20 +451,43 @@ static void ca_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm
 }
 
 typedef struct {
-    int R, V, dt;
+    int R, n, ld, v0, dt;
+    const void *logits;
+    const int32_t *targets;
+    tt_real *stats;
+} r_xent_stats_args;
+static void r_xent_stats(const void *p) {
+    const r_xent_stats_args *a = p;
+    cpu_ref()->xent_stats(a->R, a->n, a->ld, a->v0, a->logits, a->targets, a->stats, a->dt);
+}
+static void ca_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+                          int dt) {
+    LAUNCH(r_xent_stats, R, n, ld, v0, dt, logits, targets, stats);
+}
+
+typedef struct { int R; const tt_real *stats; const int32_t *targets; const tt_real *weight; double *acc; } r_xent_loss_args;
+static void r_xent_loss(const void *p) {
+    const r_xent_loss_args *a = p;
+    cpu_ref()->xent_loss(a->R, a->stats, a->targets, a->weight, a->acc);
+}
+static void ca_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+    LAUNCH(r_xent_loss, R, stats, targets, weight, acc);
+}
+
+typedef struct {
+    int R, n, ld, v0, dt;
     void *logits;
     const int32_t *targets;
-    const tt_real *weight;
+    const tt_real *weight, *stats;
     tt_real dscale;
-    double *acc;
-} r_xent_args;
-static void r_xent(const void *p) {
-    const r_xent_args *a = p;
-    cpu_ref()->xent(a->R, a->V, a->logits, a->targets, a->weight, a->dscale, a->acc, a->dt);
+} r_xent_grad_args;
+static void r_xent_grad(const void *p) {
+    const r_xent_grad_args *a = p;
+    cpu_ref()->xent_grad(a->R, a->n, a->ld, a->v0, a->logits, a->targets, a->weight, a->dscale, a->stats, a->dt);
 }
-static void ca_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                    double *acc, int dt) {
-    LAUNCH(r_xent, R, V, dt, logits, targets, weight, dscale, acc);
+static void ca_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
+                         tt_real dscale, const tt_real *stats, int dt) {
+    LAUNCH(r_xent_grad, R, n, ld, v0, dt, logits, targets, weight, stats, dscale);
 }
 
 typedef struct {
@@ -504,9 +531,12 @@ static const tt_backend g_cpu_async = {
     .rope = ca_rope,
     .attn_fwd = ca_attn_fwd,
     .attn_bwd = ca_attn_bwd,
+    .attn_scratch_bytes = ca_attn_scratch,
     .swiglu_fwd = ca_swiglu_fwd,
     .swiglu_bwd = ca_swiglu_bwd,
-    .xent = ca_xent,
+    .xent_stats = ca_xent_stats,
+    .xent_loss = ca_xent_loss,
+    .xent_grad = ca_xent_grad,
     .adamw = ca_adamw,
     .queue_new = ca_queue_new,
     .queue_free = ca_queue_free,

@@ -259,27 +259,29 @@ static void cpu_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const
 /* ---- attention: cpu_attn.c on tt_real copies of bf16 operands -------------- */
 
 static void cpu_attn_fwd_t(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                           void *out, tt_real *lse, int dt) {
+                           void *out, tt_real *lse, void *scratch, int dt) {
     const size_t T = (size_t)B * seq, qn = T * nh * hd, kn = T * nkv * hd;
     tt_real *o = dt == BE_REAL ? out : cpu_scratch(3, qn);
     cpu_attn_fwd(B, seq, nh, nkv, hd, in_mat(0, q, dt, 1, qn, qn, 0), in_mat(1, k, dt, 1, kn, kn, 0),
-                 in_mat(2, v, dt, 1, kn, kn, 0), o, lse);
+                 in_mat(2, v, dt, 1, kn, kn, 0), o, lse, scratch);
     out_mat(out, dt, o, 1, qn, qn);
 }
 
 static void cpu_attn_bwd_t(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                            const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
-                           int dt) {
+                           void *scratch, int dt) {
     const size_t T = (size_t)B * seq, qn = T * nh * hd, kn = T * nkv * hd;
     const int bf = dt == BE_BF16;
     tt_real *gq = bf ? cpu_scratch(5, qn) : dq, *gk = bf ? cpu_scratch(6, kn) : dk, *gv = bf ? cpu_scratch(7, kn) : dv;
     cpu_attn_bwd(B, seq, nh, nkv, hd, in_mat(0, q, dt, 1, qn, qn, 0), in_mat(1, k, dt, 1, kn, kn, 0),
                  in_mat(2, v, dt, 1, kn, kn, 0), in_mat(3, out, dt, 1, qn, qn, 0), lse,
-                 in_mat(4, dout, dt, 1, qn, qn, 0), gq, gk, gv);
+                 in_mat(4, dout, dt, 1, qn, qn, 0), gq, gk, gv, scratch);
     out_mat(dq, dt, gq, 1, qn, qn);
     out_mat(dk, dt, gk, 1, kn, kn);
     out_mat(dv, dt, gv, 1, kn, kn);
 }
+
+static size_t cpu_attn_scratch_t(int B, int seq, int nh, int nkv, int hd, int dt) { return cpu_attn_scratch_bytes(seq); }
 
 /* ---- SwiGLU ---------------------------------------------------------------- */
 
@@ -303,40 +305,64 @@ static void cpu_swiglu_bwd(size_t n, const void *g, const void *u, const void *d
     }
 }
 
-/* ---- cross-entropy --------------------------------------------------------- */
+/* ---- cross-entropy (a vocabulary chunk at a time) ------------------------- */
 
-/* logits (R, V) in, dlogits out; targets (R), weight (R). A row with a
- * negative target or zero weight contributes nothing and gets dlogits 0.
- * exp is taken once per element in tt_real; sums and the loss are double.
- * A bf16 chunk is worked on as a tt_real copy and rounded once at the end. */
-static void cpu_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                     double *acc, int dt) {
-    const size_t n = (size_t)R * V;
-    tt_real *lg = in_mat(0, logits, dt, 1, n, n, 0);
+/* Rows that add nothing to the loss (and get dlogits 0). */
+static int xent_row_off(const int32_t *targets, const tt_real *weight, int r) {
+    return targets[r] < 0 || weight[r] == 0;
+}
+
+/* stats row r: (running max m, sum s of exp(x - m), target logit). The chunk's
+ * own max and sum first (exp in tt_real, the sum in double), then the two
+ * pairs merged in double: m' = max(m, cm), s' = s e^(m - m') + cs e^(cm - m'). */
+static void cpu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+                           int dt) {
+    for (int r = 0; r < R; r++) {
+        const size_t o = (size_t)r * ld;
+        tt_real *st = stats + 3 * (size_t)r;
+        if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = 0; }
+        tt_real cm = LD(logits, o, dt);
+        for (int j = 1; j < n; j++) {
+            const tt_real x = LD(logits, o + j, dt);
+            cm = x > cm ? x : cm;
+        }
+        double cs = 0;
+        for (int j = 0; j < n; j++) cs += R_EXP(LD(logits, o + j, dt) - cm);
+        const double m = st[0], mm = m > cm ? m : cm;
+        st[1] = (tt_real)((m == -INFINITY ? 0 : (double)st[1] * exp(m - mm)) + cs * exp((double)cm - mm));
+        st[0] = (tt_real)mm;
+        const int32_t t = targets[r];
+        if (t >= v0 && t < v0 + n) st[2] = LD(logits, o + (size_t)(t - v0), dt);
+    }
+}
+
+static void cpu_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
     double loss = 0;
     for (int r = 0; r < R; r++) {
-        tt_real *x = lg + (size_t)r * V;
-        const int32_t tgt = targets[r];
-        if (tgt < 0 || weight[r] == 0) {
-            memset(x, 0, (size_t)V * sizeof *x);
+        if (xent_row_off(targets, weight, r)) continue;
+        const tt_real *st = stats + 3 * (size_t)r;
+        loss += (double)weight[r] * ((double)st[0] + log((double)st[1]) - (double)st[2]);
+    }
+    *acc += loss;
+}
+
+/* dlogits_j = (exp(x_j - lse) - [j == target]) * weight * dscale, lse = m + log s. */
+static void cpu_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
+                          tt_real dscale, const tt_real *stats, int dt) {
+    for (int r = 0; r < R; r++) {
+        const size_t o = (size_t)r * ld;
+        if (xent_row_off(targets, weight, r)) {
+            for (int j = 0; j < n; j++) ST(logits, o + j, dt, 0);
             continue;
         }
-        TT_ASSERT(tgt < V);
-        tt_real mx = x[0];
-        for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-        const tt_real xt = x[tgt];
-        double sum = 0;
-        for (int j = 0; j < V; j++) {
-            x[j] = R_EXP(x[j] - mx);
-            sum += x[j];
+        const tt_real *st = stats + 3 * (size_t)r;
+        const tt_real lse = (tt_real)((double)st[0] + log((double)st[1])), ws = weight[r] * dscale;
+        const int32_t t = targets[r];
+        for (int j = 0; j < n; j++) {
+            const tt_real p = R_EXP(LD(logits, o + j, dt) - lse);
+            ST(logits, o + j, dt, (p - (v0 + j == t ? 1 : 0)) * ws);
         }
-        loss += (double)weight[r] * ((double)mx + log(sum) - (double)xt);
-        const tt_real ws = weight[r] * dscale, inv = (tt_real)(1 / sum);
-        for (int j = 0; j < V; j++) x[j] = x[j] * inv * ws;
-        x[tgt] -= ws;
     }
-    out_mat(logits, dt, lg, 1, n, n);
-    *acc += loss;
 }
 
 /* ---- AdamW ----------------------------------------------------------------- */
@@ -382,9 +408,12 @@ static const tt_backend g_cpu = {
     .rope = cpu_rope,
     .attn_fwd = cpu_attn_fwd_t,
     .attn_bwd = cpu_attn_bwd_t,
+    .attn_scratch_bytes = cpu_attn_scratch_t,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
-    .xent = cpu_xent,
+    .xent_stats = cpu_xent_stats,
+    .xent_loss = cpu_xent_loss,
+    .xent_grad = cpu_xent_grad,
     .adamw = cpu_adamw,
 };
 

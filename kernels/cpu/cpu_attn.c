@@ -4,9 +4,9 @@
  * One (sequence, query head) at a time, in blocks of query rows: rows
  * i0..i1-1 see keys 0..i1-1 only (causal), so each block is two or three
  * small gemms plus a row-wise softmax, and the work above the diagonal is
- * mostly skipped. Scratch: one (Br, seq) block in the forward, two in the
- * backward, with Br = min(64, seq/2): never more than one (seq, seq) score
- * matrix (for seq >= 2), allocated once per call.
+ * mostly skipped. Scratch (the caller's, cpu_attn_scratch_bytes): one (Br,
+ * seq) block in the forward, two in the backward, with Br = min(64, seq/2):
+ * never more than one (seq, seq) score matrix (for seq >= 2).
  *
  * Layout (backend.h): q, out, dq (T, nh*hd); k, v, dk, dv (T, nkv*hd);
  * lse (T, nh); T = B*seq, sequence b in rows b*seq..b*seq+seq-1; query head h
@@ -26,8 +26,7 @@ static int block_rows(int seq) {
     return br < 1 ? 1 : br;
 }
 
-/* Score scratch (cpu_impl.h's slot for it). */
-static tt_real *scratch(size_t n) { return cpu_scratch(CPU_SCRATCH_ATTN, n); }
+size_t cpu_attn_scratch_bytes(int seq) { return (size_t)2 * block_rows(seq) * seq * sizeof(tt_real); }
 
 /* S (n, kn) = scale * Q[i0:i0+n] K[0:kn]^T for one head; Q rows have stride
  * qs, K rows stride ks. */
@@ -37,10 +36,10 @@ static void scores(int n, int kn, int hd, tt_real scale, const tt_real *Q, int q
 }
 
 void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                  tt_real *out, tt_real *lse) {
+                  tt_real *out, tt_real *lse, tt_real *scratch) {
     const int qs = nh * hd, ks = nkv * hd, grp = nh / nkv, br = block_rows(seq);
     const tt_real scale = 1 / R_SQRT((tt_real)hd);
-    tt_real *S = scratch((size_t)br * seq); /* (br, kn), row stride kn */
+    tt_real *S = scratch; /* (br, kn), row stride kn */
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < nh; h++) {
             const size_t r0 = (size_t)b * seq;                 /* first row of the sequence */
@@ -80,12 +79,12 @@ void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
  * overwritten block by block. */
 void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                   const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                  tt_real *dv) {
+                  tt_real *dv, tt_real *scratch) {
     const int qs = nh * hd, ks = nkv * hd, grp = nh / nkv, br = block_rows(seq);
     const tt_real scale = 1 / R_SQRT((tt_real)hd);
     memset(dk, 0, (size_t)B * seq * ks * sizeof *dk);
     memset(dv, 0, (size_t)B * seq * ks * sizeof *dv);
-    tt_real *P = scratch((size_t)2 * br * seq); /* (br, kn) each, row stride kn */
+    tt_real *P = scratch; /* (br, kn) each, row stride kn */
     tt_real *dS = P + (size_t)br * seq;
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < nh; h++) {

@@ -17,22 +17,23 @@
 #define R_SQRT sqrtf
 #endif
 
-/* cpu.c: thread-local scratch, grown on first use and kept (the backend runs
- * on the compute thread: no allocation per call once warm). Slots 0..7 are
- * cpu.c's bf16 conversions, CPU_SCRATCH_ATTN cpu_attn.c's score blocks. */
-#define CPU_SCRATCH_SLOTS 9
-#define CPU_SCRATCH_ATTN 8
+/* cpu.c: thread-local scratch for the tt_real copies of bf16 operands, grown
+ * on first use and kept (the backend runs on the compute thread: no
+ * allocation per call once warm). */
+#define CPU_SCRATCH_SLOTS 8
 tt_real *cpu_scratch(int slot, size_t n);
 
 /* cpu.c: C (M,N) = alpha op(A) op(B) + beta C through OpenBLAS (tt_real operands). */
 void cpu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real *A, int lda, const tt_real *B,
               int ldb, tt_real beta, tt_real *C, int ldc);
 
-/* cpu_attn.c: the attn_fwd / attn_bwd entries (backend.h). */
+/* cpu_attn.c: attention on tt_real (backend.h's attn_fwd / attn_bwd) with
+ * cpu_attn_scratch_bytes(seq) bytes of scratch. */
 void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                  tt_real *out, tt_real *lse);
+                  tt_real *out, tt_real *lse, tt_real *scratch);
 void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                   const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                  tt_real *dv);
+                  tt_real *dv, tt_real *scratch);
+size_t cpu_attn_scratch_bytes(int seq);
 
 #endif

@@ -1,14 +1,22 @@
 /* kernels/cuda/cuda_backend.cu — the CUDA backend: every op of tt_backend on
- * the GPU, with cuBLAS for the matrix products (fp32 accumulation). The CPU
- * backend (kernels/cpu/) is the reference each kernel is tested against
- * (tests/test_cuda_ops.c, skipped without a GPU).
+ * the GPU. The CPU backend (kernels/cpu/) is the reference each kernel is
+ * tested against (tests/test_cuda_ops.c, skipped without a GPU).
  *
- * First version, deliberately simple: every op on the legacy default stream
- * (the compute queue; layer loads and spills get non-blocking streams of
- * their own, ordered by events); attention is head-chunked through cuBLAS with one (seq x seq)
- * score buffer per head at a time (grow-only, outside the arenas — to be
- * accounted by the planner); row reductions one block per row. */
+ * Activations are fp32 or bf16 (kernels templated on the storage type);
+ * matrix products go to cuBLAS with fp32 accumulation (bf16 operands: tensor
+ * cores). Every op runs on one non-blocking compute stream; layer loads,
+ * unspills and spills get non-blocking streams of their own, ordered by the
+ * runtime's events only. After start-up nothing allocates or synchronises
+ * the device (tests/test_cuda_rules.sh): scratch comes from the workspace.
+ * Attention is flash attention (cuda_flash.h: one thread per query or key
+ * row against tiles staged in shared memory, the backward in two passes
+ * without atomics), or with TT_CUDA_ATTN=cublas head-chunked through cuBLAS
+ * (one (seq x seq) buffer pair at a time). Row reductions are one block per
+ * row. The index arithmetic lives in cuda_index.h and cuda_flash.h, tested
+ * on the CPU. */
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_flash.h"
+#include "kernels/cuda/cuda_index.h"
 
 extern "C" {
 #include "core/base/common.h"
@@ -49,6 +57,20 @@ extern "C" {
 #define LAUNCHED() CUDA_CHECK(cudaGetLastError())
 
 static cublasHandle_t g_blas;
+/* The compute queue: a non-blocking stream every op, cuBLAS call and
+ * synchronous-looking copy runs on (nothing orders it with the other queues
+ * but the runtime's events). */
+static cudaStream_t g_compute;
+
+/* Every host thread that talks to the GPU (the step loop, the IO and copy
+ * threads) selects the device once. */
+static void ensure_device(void) {
+    static __thread int set;
+    if (!set) {
+        CUDA_CHECK(cudaSetDevice(0));
+        set = 1;
+    }
+}
 static __constant__ float c_nf4[16];
 static __constant__ float c_dyn[256];
 
@@ -56,19 +78,34 @@ static unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + 
 
 /* ---- memory ---------------------------------------------------------------- */
 
+/* Start-up and exit only (the arenas, model_load's resident copies):
+ * tests/test_cuda_rules.sh keeps cudaMalloc/cudaFree and every other
+ * synchronising call out of the rest of this folder. */
 static void *cu_alloc(size_t bytes) {
+    ensure_device();
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
         cudaGetLastError(); /* clear the error: the caller reports out-of-memory */
         return NULL;
     }
-    CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 256));
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 256, g_compute));
+    CUDA_CHECK(cudaStreamSynchronize(g_compute)); /* zeroed when it returns */
     return p;
 }
 static void cu_free(void *p) { CUDA_CHECK(cudaFree(p)); }
-static void cu_to_device(void *d, const void *s, size_t n) { CUDA_CHECK(cudaMemcpy(d, s, n, cudaMemcpyHostToDevice)); }
-static void cu_to_host(void *d, const void *s, size_t n) { CUDA_CHECK(cudaMemcpy(d, s, n, cudaMemcpyDeviceToHost)); }
-static void cu_copy(void *d, const void *s, size_t n) { CUDA_CHECK(cudaMemcpy(d, s, n, cudaMemcpyDeviceToDevice)); }
+/* Synchronous for the host (backend.h): on the compute queue, after every op
+ * issued before, then the host waits for that queue alone. */
+static void cu_to_device(void *d, const void *s, size_t n) {
+    ensure_device();
+    CUDA_CHECK(cudaMemcpyAsync(d, s, n, cudaMemcpyHostToDevice, g_compute));
+    CUDA_CHECK(cudaStreamSynchronize(g_compute));
+}
+static void cu_to_host(void *d, const void *s, size_t n) {
+    ensure_device();
+    CUDA_CHECK(cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToHost, g_compute));
+    CUDA_CHECK(cudaStreamSynchronize(g_compute));
+}
+static void cu_copy(void *d, const void *s, size_t n) { CUDA_CHECK(cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice, g_compute)); }
 
 __global__ void k_fill(float *x, size_t n, float v) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -76,7 +113,7 @@ __global__ void k_fill(float *x, size_t n, float v) {
 }
 static void cu_fill(tt_real *x, size_t n, tt_real v) {
     if (!n) return;
-    k_fill<<<blocks_for(n, 256), 256>>>(x, n, v);
+    k_fill<<<blocks_for(n, 256), 256, 0, g_compute>>>(x, n, v);
     LAUNCHED();
 }
 
@@ -91,11 +128,11 @@ __device__ __forceinline__ float ldv(const bf16 *p, size_t i) { return __bfloat1
 __device__ __forceinline__ void stv(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void stv(bf16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
-#define TDISPATCH(dt, kernel, grid, block, ...)                                                              \
-    do {                                                                                                      \
-        if ((dt) == BE_BF16) kernel<bf16><<<(grid), (block)>>>(__VA_ARGS__);                                  \
-        else kernel<float><<<(grid), (block)>>>(__VA_ARGS__);                                                 \
-        LAUNCHED();                                                                                           \
+#define TDISPATCH(dt, kernel, grid, block, ...)                                                       \
+    do {                                                                                               \
+        if ((dt) == BE_BF16) kernel<bf16><<<(grid), (block), 0, g_compute>>>(__VA_ARGS__);             \
+        else kernel<float><<<(grid), (block), 0, g_compute>>>(__VA_ARGS__);                            \
+        LAUNCHED();                                                                                    \
     } while (0)
 
 static cudaDataType cuda_type(int dt) { return dt == BE_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
@@ -120,14 +157,15 @@ static void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const vo
         size_t rows = a_real ? (ta ? K : M) : (tb ? N : K), cols = a_real ? (ta ? M : K) : (tb ? K : N);
         size_t ld = a_real ? (size_t)lda : (size_t)ldb, span = (rows - 1) * ld + cols;
         TT_ASSERT(span <= CUDA_CVT_ELEMS); /* LoRA factors: rank x width, far below */
-        k_round_bf16<<<blocks_for(span, 256), 256>>>(span, (const float *)(a_real ? A : B), g_cvt);
+        k_round_bf16<<<blocks_for(span, 256), 256, 0, g_compute>>>(span, (const float *)(a_real ? A : B), g_cvt);
         LAUNCHED();
         if (a_real) { A = g_cvt; at = BE_BF16; }
         else { B = g_cvt; bt = BE_BF16; }
     }
-    CUBLAS_CHECK(cublasGemmEx(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
-                              B, cuda_type(bt), ldb, A, cuda_type(at), lda, &beta, C, cuda_type(ct), ldc,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    tt_colmajor_gemm g = tt_colmajor_of(ta, tb, M, N, K, lda, ldb, ldc); /* cuda_index.h: B first */
+    CUBLAS_CHECK(cublasGemmEx(g_blas, g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, g.transb ? CUBLAS_OP_T : CUBLAS_OP_N, g.m,
+                              g.n, g.k, &alpha, B, cuda_type(bt), g.lda, A, cuda_type(at), g.ldb, &beta, C,
+                              cuda_type(ct), g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 template <typename T> __global__ void k_axpy(size_t n, float a, const void *x_, void *y_) {
@@ -146,7 +184,7 @@ __global__ void k_scale(size_t n, float a, float *x) {
 }
 static void cu_scale(size_t n, tt_real a, tt_real *x) {
     if (!n) return;
-    k_scale<<<blocks_for(n, 256), 256>>>(n, a, x);
+    k_scale<<<blocks_for(n, 256), 256, 0, g_compute>>>(n, a, x);
     LAUNCHED();
 }
 template <typename T> __global__ void k_mask_scale(size_t n, const void *x_, const void *m_, float a, void *y_) {
@@ -186,9 +224,9 @@ __global__ void k_sum_into(int n, const double *part, double *acc) {
 
 static void cu_sumsq(size_t n, const tt_real *x, double *acc) {
     if (!n) return;
-    k_sumsq<<<SUMSQ_BLOCKS, 256>>>(n, x, g_sumsq_part);
+    k_sumsq<<<SUMSQ_BLOCKS, 256, 0, g_compute>>>(n, x, g_sumsq_part);
     LAUNCHED();
-    k_sum_into<<<1, 1>>>(SUMSQ_BLOCKS, g_sumsq_part, acc);
+    k_sum_into<<<1, 1, 0, g_compute>>>(SUMSQ_BLOCKS, g_sumsq_part, acc);
     LAUNCHED();
 }
 
@@ -238,14 +276,10 @@ __global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const
     size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (j >= count) return;
     float offset = absmax ? 0.f : *offset_p; /* read on the device: no host round trip per call */
-    size_t i = v0 + j;
-    unsigned char b = codes[i >> 1];
-    int code = (i & 1) ? (b & 15) : (b >> 4);
-    size_t blk = i / NF4_BLOCK;
-    /* Two roundings, as the CPU reference (nf4_double_dequant): __fmul_rn /
-     * __fadd_rn are never contracted into one FMA. */
-    float am = absmax ? absmax[blk] : __fadd_rn(__fmul_rn(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK]), offset);
-    stv((T *)out, j, __fmul_rn(c_nf4[code], am));
+    size_t i = v0 + j, blk = i / NF4_BLOCK;
+    /* cuda_index.h: the nibble order and the two roundings of the CPU reference */
+    float am = absmax ? absmax[blk] : tt_nf4_dq_absmax(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK], offset);
+    stv((T *)out, j, tt_nf4_value(c_nf4[tt_nf4_code(codes, i)], am));
 }
 static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
     if (!count) return;
@@ -354,20 +388,184 @@ static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_
  * activations the products that take P or dS take their bf16 copies (as a
  * flash kernel's second product does), written by the kernels that make them. */
 
-static float *g_attn_scratch;
-static size_t g_attn_cap;
+/* Flash attention (cuda_flash.h, tested on the CPU by tests/test_cuda_flash.c)
+ * for head_dim <= TT_FA_MAX_HD unless TT_CUDA_ATTN=cublas, which selects the
+ * head-chunked cuBLAS path below (it needs seq x seq scratch). */
+static int g_flash = 1;
+static int use_flash(int hd) { return g_flash && hd <= TT_FA_MAX_HD; }
 
-/* What attention holds outside the arena for sequences of seq tokens (the
- * planner adds it to --hbm): see cuda_attn_scratch_bytes. */
-static size_t cu_scratch_bytes(int seq) { return cuda_attn_scratch_bytes(seq); }
+/* The scratch the attention ops take (the workspace carves it): cuda_attn_scratch_bytes. */
+static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int, int hd, int dt) {
+    return use_flash(hd) ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+}
 
-static float *attn_scratch(size_t bytes) {
-    if (bytes > g_attn_cap) {
-        if (g_attn_scratch) CUDA_CHECK(cudaFree(g_attn_scratch));
-        CUDA_CHECK(cudaMalloc(&g_attn_scratch, bytes));
-        g_attn_cap = bytes;
+/* Rows [r0, r0 + n) of a head's hd columns of src (row stride ss) into the
+ * shared tile dst (float, row stride ld), by all threads of the block. */
+template <typename T>
+__device__ void fa_stage(float *dst, int ld, const T *src, int ss, int r0, int n, int hd) {
+    for (int idx = threadIdx.x; idx < n * hd; idx += blockDim.x) {
+        int i = idx / hd, d = idx - i * hd;
+        dst[i * ld + d] = ldv(src, (size_t)(r0 + i) * ss + d);
     }
-    return g_attn_scratch;
+}
+
+/* Forward: block (query tile, head, sequence), one thread per query row. Shared: Q, acc, K, V tiles. */
+template <typename T>
+__global__ void k_fa_fwd(int seq, int nh, int nkv, int hd, float scale, const void *q_, const void *k_, const void *v_,
+                         void *out_, float *lse) {
+    extern __shared__ float fsh[];
+    const int bq = TT_FA_TILE, ld = hd + 1, qt = blockIdx.x, h = blockIdx.y, g = tt_gqa_kv_head(h, nh, nkv);
+    const int qs = nh * hd, ks = nkv * hd, i0 = qt * bq, nrows = seq - i0 < bq ? seq - i0 : bq, i = threadIdx.x;
+    const size_t r0 = (size_t)blockIdx.z * seq;
+    const T *Q = (const T *)q_ + r0 * qs + (size_t)h * hd, *K = (const T *)k_ + r0 * ks + (size_t)g * hd,
+            *V = (const T *)v_ + r0 * ks + (size_t)g * hd;
+    float *Qs = fsh, *Acc = Qs + bq * ld, *Ks = Acc + bq * ld, *Vs = Ks + bq * ld;
+    fa_stage(Qs, ld, Q, qs, i0, nrows, hd);
+    for (int idx = threadIdx.x; idx < bq * ld; idx += blockDim.x) Acc[idx] = 0.f;
+    float m = -INFINITY, l = 0.f;
+    const int nt = tt_causal_kv_tiles(qt, bq, bq, seq);
+    for (int kt = 0; kt < nt; kt++) {
+        const int nk = seq - kt * bq < bq ? seq - kt * bq : bq;
+        __syncthreads(); /* the previous tile is done with */
+        fa_stage(Ks, ld, K, ks, kt * bq, nk, hd);
+        fa_stage(Vs, ld, V, ks, kt * bq, nk, hd);
+        __syncthreads();
+        if (i < nrows) tt_fa_fwd_tile(Qs + i * ld, hd, scale, Ks, Vs, ld, nk, kt * bq, i0 + i, &m, &l, Acc + i * ld);
+    }
+    if (i >= nrows) return;
+    T *O = (T *)out_ + (r0 + i0 + i) * qs + (size_t)h * hd;
+    for (int d = 0; d < hd; d++) stv(O, d, Acc[i * ld + d] / l);
+    lse[(r0 + i0 + i) * nh + h] = m + logf(l);
+}
+
+/* Backward pass A: dq by query rows, and D = dO . O per row into Dbuf (T, nh).
+ * Shared: Q, dO, dq, K, V tiles. */
+template <typename T>
+__global__ void k_fa_dq(int seq, int nh, int nkv, int hd, float scale, const void *q_, const void *k_, const void *v_,
+                        const void *o_, const float *lse, const void *do_, void *dq_, float *Dbuf) {
+    extern __shared__ float fsh[];
+    const int bq = TT_FA_TILE, ld = hd + 1, qt = blockIdx.x, h = blockIdx.y, g = tt_gqa_kv_head(h, nh, nkv);
+    const int qs = nh * hd, ks = nkv * hd, i0 = qt * bq, nrows = seq - i0 < bq ? seq - i0 : bq, i = threadIdx.x;
+    const size_t r0 = (size_t)blockIdx.z * seq;
+    const T *Q = (const T *)q_ + r0 * qs + (size_t)h * hd, *dO = (const T *)do_ + r0 * qs + (size_t)h * hd;
+    const T *K = (const T *)k_ + r0 * ks + (size_t)g * hd, *V = (const T *)v_ + r0 * ks + (size_t)g * hd;
+    float *Qs = fsh, *dOs = Qs + bq * ld, *dQ = dOs + bq * ld, *Ks = dQ + bq * ld, *Vs = Ks + bq * ld;
+    fa_stage(Qs, ld, Q, qs, i0, nrows, hd);
+    fa_stage(dOs, ld, dO, qs, i0, nrows, hd);
+    for (int idx = threadIdx.x; idx < bq * ld; idx += blockDim.x) dQ[idx] = 0.f;
+    __syncthreads();
+    float D = 0.f, L = 0.f;
+    if (i < nrows) {
+        const T *O = (const T *)o_ + (r0 + i0 + i) * qs + (size_t)h * hd;
+        for (int d = 0; d < hd; d++) D += dOs[i * ld + d] * ldv(O, d);
+        Dbuf[(r0 + i0 + i) * nh + h] = D;
+        L = lse[(r0 + i0 + i) * nh + h];
+    }
+    const int nt = tt_causal_kv_tiles(qt, bq, bq, seq);
+    for (int kt = 0; kt < nt; kt++) {
+        const int nk = seq - kt * bq < bq ? seq - kt * bq : bq;
+        __syncthreads();
+        fa_stage(Ks, ld, K, ks, kt * bq, nk, hd);
+        fa_stage(Vs, ld, V, ks, kt * bq, nk, hd);
+        __syncthreads();
+        if (i < nrows)
+            tt_fa_dq_tile(Qs + i * ld, dOs + i * ld, L, D, hd, scale, Ks, Vs, ld, nk, kt * bq, i0 + i, dQ + i * ld);
+    }
+    if (i >= nrows) return;
+    T *dq = (T *)dq_ + (r0 + i0 + i) * qs + (size_t)h * hd;
+    for (int d = 0; d < hd; d++) stv(dq, d, dQ[i * ld + d]);
+}
+
+/* Backward pass B: dk, dv by key rows (block: key tile, KV head, sequence),
+ * over every query head of the group and the query tiles that see the key
+ * tile. Shared: K, V, dK, dV, Q, dO tiles, then the Q tile's lse and D. */
+template <typename T>
+__global__ void k_fa_dkv(int seq, int nh, int nkv, int hd, float scale, const void *q_, const void *k_, const void *v_,
+                         const float *lse, const void *do_, const float *Dbuf, void *dk_, void *dv_) {
+    extern __shared__ float fsh[];
+    const int bt = TT_FA_TILE, ld = hd + 1, kt = blockIdx.x, g = blockIdx.y, grp = nh / nkv;
+    const int qs = nh * hd, ks = nkv * hd, j0 = kt * bt, nkeys = seq - j0 < bt ? seq - j0 : bt, j = threadIdx.x;
+    const size_t r0 = (size_t)blockIdx.z * seq;
+    const T *K = (const T *)k_ + r0 * ks + (size_t)g * hd, *V = (const T *)v_ + r0 * ks + (size_t)g * hd;
+    float *Kr = fsh, *Vr = Kr + bt * ld, *dK = Vr + bt * ld, *dV = dK + bt * ld, *Qs = dV + bt * ld, *dOs = Qs + bt * ld;
+    float *Ls = dOs + bt * ld, *Ds = Ls + bt;
+    fa_stage(Kr, ld, K, ks, j0, nkeys, hd);
+    fa_stage(Vr, ld, V, ks, j0, nkeys, hd);
+    for (int idx = threadIdx.x; idx < 2 * bt * ld; idx += blockDim.x) dK[idx] = 0.f; /* dK and dV */
+    for (int h = g * grp; h < (g + 1) * grp; h++) {
+        const T *Q = (const T *)q_ + r0 * qs + (size_t)h * hd, *dO = (const T *)do_ + r0 * qs + (size_t)h * hd;
+        for (int qt = tt_fa_first_qtile(kt, bt, bt); qt * bt < seq; qt++) {
+            const int nq = seq - qt * bt < bt ? seq - qt * bt : bt;
+            __syncthreads();
+            fa_stage(Qs, ld, Q, qs, qt * bt, nq, hd);
+            fa_stage(dOs, ld, dO, qs, qt * bt, nq, hd);
+            for (int x = threadIdx.x; x < nq; x += blockDim.x) {
+                Ls[x] = lse[(r0 + qt * bt + x) * nh + h];
+                Ds[x] = Dbuf[(r0 + qt * bt + x) * nh + h];
+            }
+            __syncthreads();
+            if (j < nkeys)
+                tt_fa_dkv_tile(Kr + j * ld, Vr + j * ld, hd, scale, Qs, dOs, Ls, Ds, ld, nq, qt * bt, j0 + j,
+                               dK + j * ld, dV + j * ld);
+        }
+    }
+    if (j >= nkeys) return;
+    T *dk = (T *)dk_ + (r0 + j0 + j) * ks + (size_t)g * hd, *dv = (T *)dv_ + (r0 + j0 + j) * ks + (size_t)g * hd;
+    for (int d = 0; d < hd; d++) {
+        stv(dk, d, dK[j * ld + d]);
+        stv(dv, d, dV[j * ld + d]);
+    }
+}
+
+/* Shared memory per block of each kernel (float tiles of hd + 1 per row). */
+static size_t fa_smem(int tiles, int hd) { return (size_t)tiles * TT_FA_TILE * (hd + 1) * sizeof(float); }
+#define FA_FWD_TILES 4
+#define FA_DQ_TILES 5
+#define FA_DKV_TILES 6 /* plus the lse and D of a query tile */
+
+static void fa_launch_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
+                          float *lse, int dt) {
+    dim3 grid((unsigned)((seq + TT_FA_TILE - 1) / TT_FA_TILE), (unsigned)nh, (unsigned)B);
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t sm = fa_smem(FA_FWD_TILES, hd);
+    if (dt == BE_BF16) k_fa_fwd<bf16><<<grid, TT_FA_TILE, sm, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse);
+    else k_fa_fwd<float><<<grid, TT_FA_TILE, sm, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse);
+    LAUNCHED();
+}
+
+static void fa_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                          const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D,
+                          int dt) {
+    unsigned tiles = (unsigned)((seq + TT_FA_TILE - 1) / TT_FA_TILE);
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t sa = fa_smem(FA_DQ_TILES, hd), sb = fa_smem(FA_DKV_TILES, hd) + 2 * TT_FA_TILE * sizeof(float);
+    dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)nkv, (unsigned)B);
+    if (dt == BE_BF16) {
+        k_fa_dq<bf16><<<ga, TT_FA_TILE, sa, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, dout, dq, D);
+        LAUNCHED();
+        k_fa_dkv<bf16><<<gb, TT_FA_TILE, sb, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, lse, dout, D, dk, dv);
+    } else {
+        k_fa_dq<float><<<ga, TT_FA_TILE, sa, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, dout, dq, D);
+        LAUNCHED();
+        k_fa_dkv<float><<<gb, TT_FA_TILE, sb, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, lse, dout, D, dk, dv);
+    }
+    LAUNCHED();
+}
+
+/* The largest shared memory the flash kernels ask for, allowed once at
+ * start-up; 0 (the cuBLAS path then) where the GPU has less per block. */
+static int fa_setup(void) {
+    size_t mx = fa_smem(FA_DKV_TILES, TT_FA_MAX_HD) + 2 * TT_FA_TILE * sizeof(float);
+    int optin = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    if ((size_t)optin < mx) return 0;
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa_fwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa_fwd<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa_dq<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa_dq<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa_dkv<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa_dkv<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
+    return 1;
 }
 
 /* Causal softmax of each row of S (seq, seq) in place; lse[row * ls] =
@@ -421,17 +619,22 @@ __global__ void k_dsoft(int seq, int hd, const void *dO_, const void *O_, int os
 }
 
 static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                        tt_real *lse, int dt) {
-    int qs = nh * hd, ks = nkv * hd, grp = nh / nkv;
+                        tt_real *lse, void *scratch, int dt) {
+    if (use_flash(hd)) {
+        fa_launch_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dt);
+        return;
+    }
+    int qs = nh * hd, ks = nkv * hd;
     size_t ss = (size_t)seq * seq;
     float scale = 1.0f / sqrtf((float)hd);
-    float *S = attn_scratch(cuda_attn_scratch_bytes(seq));
+    float *S = (float *)scratch;
     bf16 *P16 = dt == BE_BF16 ? (bf16 *)(S + 2 * ss) : NULL; /* after the backward's two fp32 buffers */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
-            size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd, ko = r0 * ks + (size_t)(h / grp) * hd;
+            size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd;
+            size_t ko = r0 * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
             cu_gemm(0, 1, seq, seq, hd, scale, be_at(q, qo, dt), dt, qs, be_at(k, ko, dt), dt, ks, 0, S, BE_REAL, seq);
-            k_softmax_causal<<<seq, 256>>>(seq, S, lse + r0 * nh + h, nh, P16);
+            k_softmax_causal<<<seq, 256, 0, g_compute>>>(seq, S, lse + r0 * nh + h, nh, P16);
             LAUNCHED();
             cu_gemm(0, 0, seq, hd, seq, 1, P16 ? (const void *)P16 : S, dt, seq, be_at(v, ko, dt), dt, ks, 0,
                     be_at(out, qo, dt), dt, qs);
@@ -439,21 +642,27 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 }
 
 static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                        const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, int dt) {
-    int qs = nh * hd, ks = nkv * hd, grp = nh / nkv;
+                        const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
+                        void *scratch, int dt) {
+    if (use_flash(hd)) {
+        fa_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, dt);
+        return;
+    }
+    int qs = nh * hd, ks = nkv * hd;
     size_t ss = (size_t)seq * seq;
     float scale = 1.0f / sqrtf((float)hd);
-    CUDA_CHECK(cudaMemsetAsync(dk, 0, (size_t)B * seq * ks * be_elem_size(dt), 0));
-    CUDA_CHECK(cudaMemsetAsync(dv, 0, (size_t)B * seq * ks * be_elem_size(dt), 0));
-    float *P = attn_scratch(cuda_attn_scratch_bytes(seq)), *dP = P + ss;
+    CUDA_CHECK(cudaMemsetAsync(dk, 0, (size_t)B * seq * ks * be_elem_size(dt), g_compute));
+    CUDA_CHECK(cudaMemsetAsync(dv, 0, (size_t)B * seq * ks * be_elem_size(dt), g_compute));
+    float *P = (float *)scratch, *dP = P + ss;
     bf16 *P16 = dt == BE_BF16 ? (bf16 *)(P + 2 * ss) : NULL, *dS16 = P16 ? P16 + ss : NULL;
     const void *Pm = P16 ? (const void *)P16 : P, *dSm = dS16 ? (const void *)dS16 : dP;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
-            size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd, ko = r0 * ks + (size_t)(h / grp) * hd;
+            size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd;
+            size_t ko = r0 * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
             const void *Q = be_at(q, qo, dt), *K = be_at(k, ko, dt), *V = be_at(v, ko, dt), *dO = be_at(dout, qo, dt);
             cu_gemm(0, 1, seq, seq, hd, scale, Q, dt, qs, K, dt, ks, 0, P, BE_REAL, seq);
-            k_probs<<<seq, 256>>>(seq, P, lse + r0 * nh + h, nh, P16);
+            k_probs<<<seq, 256, 0, g_compute>>>(seq, P, lse + r0 * nh + h, nh, P16);
             LAUNCHED();
             cu_gemm(1, 0, seq, hd, seq, 1, Pm, dt, seq, dO, dt, qs, 1, be_at(dv, ko, dt), dt, ks); /* dV += P^T dO */
             cu_gemm(0, 1, seq, seq, hd, 1, dO, dt, qs, V, dt, ks, 0, dP, BE_REAL, seq);           /* dP = dO V^T */
@@ -490,39 +699,71 @@ static void cu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm
     TDISPATCH(dt, k_swiglu_bwd, blocks_for(n, 256), 256, n, g, u, dm, dg, du);
 }
 
+/* Cross-entropy a vocabulary chunk at a time (backend.h): one block per row.
+ * stats row r = (running max, sum of exp(x - max), target logit); the
+ * chunk's (max, sum) merged with cuda_index.h's online log-sum-exp. */
 template <typename T>
-__global__ void k_xent(int V, void *logits, const int *tg, const float *wt, float dscale, double *loss) {
+__global__ void k_xent_stats(int n, int ld, int v0, const void *logits, const int *tg, float *stats) {
     __shared__ float sh[256];
     int r = blockIdx.x;
-    T *row = (T *)logits + (size_t)r * V;
+    const T *row = (const T *)logits + (size_t)r * ld;
+    float cm = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) cm = fmaxf(cm, ldv(row, j));
+    cm = block_max(cm, sh);
+    float cs = 0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) cs += expf(ldv(row, j) - cm);
+    cs = block_sum(cs, sh);
+    if (threadIdx.x == 0) {
+        float *st = stats + 3 * (size_t)r;
+        if (v0 == 0) { st[0] = -INFINITY; st[1] = 0.f; st[2] = 0.f; }
+        tt_lse_merge(&st[0], &st[1], cm, cs);
+        int t = tg[r];
+        if (t >= v0 && t < v0 + n) st[2] = ldv(row, (size_t)(t - v0));
+    }
+}
+static void cu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+                          int dt) {
+    TDISPATCH(dt, k_xent_stats, R, 256, n, ld, v0, logits, targets, stats);
+}
+
+/* Per-row losses (into g_xent_loss), then summed in row order. */
+__global__ void k_xent_loss(int R, const float *stats, const int *tg, const float *wt, double *loss) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= R) return;
+    const float *st = stats + 3 * (size_t)r;
+    float w = tg[r] >= 0 ? wt[r] : 0.f;
+    loss[r] = w == 0.f ? 0.0 : (double)w * ((double)st[0] + log((double)st[1]) - (double)st[2]);
+}
+/* Per-row losses of one chunk of rows (XENT_MAX_ROWS doubles, allocated at
+ * start-up), summed in row order into the caller's double. */
+static double *g_xent_loss;
+
+static void cu_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+    k_xent_loss<<<blocks_for((size_t)R, 256), 256, 0, g_compute>>>(R, stats, targets, weight, g_xent_loss);
+    LAUNCHED();
+    k_sum_into<<<1, 1, 0, g_compute>>>(R, g_xent_loss, acc);
+    LAUNCHED();
+}
+
+template <typename T>
+__global__ void k_xent_grad(int n, int ld, int v0, void *logits, const int *tg, const float *wt, float dscale,
+                            const float *stats) {
+    int r = blockIdx.x;
+    T *row = (T *)logits + (size_t)r * ld;
     int t = tg[r];
     float w = t >= 0 ? wt[r] : 0.f;
     if (w == 0.f) {
-        for (int j = threadIdx.x; j < V; j += blockDim.x) stv(row, j, 0.f);
-        if (threadIdx.x == 0) loss[r] = 0;
+        for (int j = threadIdx.x; j < n; j += blockDim.x) stv(row, j, 0.f);
         return;
     }
-    float m = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, ldv(row, j));
-    m = block_max(m, sh);
-    float s = 0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) s += expf(ldv(row, j) - m);
-    float l = m + logf(block_sum(s, sh));
-    float target = ldv(row, t);
-    __syncthreads();
-    for (int j = threadIdx.x; j < V; j += blockDim.x)
-        stv(row, j, (expf(ldv(row, j) - l) - (j == t ? 1.f : 0.f)) * w * dscale);
-    if (threadIdx.x == 0) loss[r] = (double)w * (l - target);
+    const float *st = stats + 3 * (size_t)r;
+    float lse = st[0] + logf(st[1]), ws = w * dscale;
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+        stv(row, j, (expf(ldv(row, j) - lse) - (v0 + j == t ? 1.f : 0.f)) * ws);
 }
-/* Per-row losses of one cross-entropy chunk (XENT_MAX_ROWS doubles,
- * allocated at start-up), summed in row order into the caller's double. */
-static double *g_xent_loss;
-
-static void cu_xent(int R, int V, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-                    double *acc, int dt) {
-    TDISPATCH(dt, k_xent, R, 256, V, logits, targets, weight, dscale, g_xent_loss);
-    k_sum_into<<<1, 1>>>(R, g_xent_loss, acc);
-    LAUNCHED();
+static void cu_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
+                         tt_real dscale, const tt_real *stats, int dt) {
+    TDISPATCH(dt, k_xent_grad, R, 256, n, ld, v0, logits, targets, weight, dscale, stats);
 }
 
 __global__ void k_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float b1, float b2, float eps,
@@ -538,7 +779,7 @@ static void cu_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v,
                      float wd, int step) {
     if (!n) return;
     float c1 = (float)(1.0 - pow((double)b1, step)), c2 = (float)(1.0 - pow((double)b2, step));
-    k_adamw<<<blocks_for(n, 256), 256>>>(n, p, g, m, v, lr, b1, b2, eps, wd, c1, c2);
+    k_adamw<<<blocks_for(n, 256), 256, 0, g_compute>>>(n, p, g, m, v, lr, b1, b2, eps, wd, c1, c2);
     LAUNCHED();
 }
 
@@ -566,12 +807,13 @@ static void *cu_host_alloc_pinned(size_t bytes) {
 static void cu_host_free_pinned(void *p) { CUDA_CHECK(cudaFreeHost(p)); }
 
 /* ---- queues and events ------------------------------------------------------------
- * The compute queue is the legacy default stream, where every op runs; other
- * queues are non-blocking streams (they do not synchronise with it
- * implicitly: only the runtime's events order them, as DESIGN.md's event rule
- * says). tt_queue and tt_event are cudaStream_t and cudaEvent_t. */
-static cudaStream_t sq(tt_queue *q) { return q ? (cudaStream_t)q : (cudaStream_t)0; }
+ * The compute queue (q == NULL) is g_compute, where every op runs; other
+ * queues (loads and unspills, spills) are non-blocking streams too: nothing
+ * orders any two of them but the runtime's events, as DESIGN.md's event rule
+ * says. tt_queue and tt_event are cudaStream_t and cudaEvent_t. */
+static cudaStream_t sq(tt_queue *q) { return q ? (cudaStream_t)q : g_compute; }
 static tt_queue *cu_queue_new(void) {
+    ensure_device();
     cudaStream_t s;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     return (tt_queue *)s;
@@ -581,14 +823,24 @@ static void cu_queue_free(tt_queue *q) {
     CUDA_CHECK(cudaStreamDestroy(sq(q)));
 }
 static tt_event *cu_event_new(void) {
+    ensure_device();
     cudaEvent_t e;
     CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     return (tt_event *)e;
 }
 static void cu_event_free(tt_event *ev) { CUDA_CHECK(cudaEventDestroy((cudaEvent_t)ev)); }
-static void cu_event_record(tt_event *ev, tt_queue *q) { CUDA_CHECK(cudaEventRecord((cudaEvent_t)ev, sq(q))); }
-static void cu_queue_wait(tt_queue *q, tt_event *ev) { CUDA_CHECK(cudaStreamWaitEvent(sq(q), (cudaEvent_t)ev, 0)); }
-static void cu_event_sync(tt_event *ev) { CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)ev)); }
+static void cu_event_record(tt_event *ev, tt_queue *q) {
+    ensure_device();
+    CUDA_CHECK(cudaEventRecord((cudaEvent_t)ev, sq(q)));
+}
+static void cu_queue_wait(tt_queue *q, tt_event *ev) {
+    ensure_device();
+    CUDA_CHECK(cudaStreamWaitEvent(sq(q), (cudaEvent_t)ev, 0));
+}
+static void cu_event_sync(tt_event *ev) {
+    ensure_device();
+    CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)ev));
+}
 static int cu_event_query(tt_event *ev) {
     cudaError_t e = cudaEventQuery((cudaEvent_t)ev);
     if (e == cudaErrorNotReady) {
@@ -600,11 +852,16 @@ static int cu_event_query(tt_event *ev) {
 }
 static void cu_copy_async(void *dst, const void *src, size_t n, int kind, tt_queue *q) {
     if (!n) return;
+    ensure_device();
     cudaMemcpyKind k = kind == BE_H2D ? cudaMemcpyHostToDevice : kind == BE_D2H ? cudaMemcpyDeviceToHost
                                                                                : cudaMemcpyDeviceToDevice;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, sq(q)));
 }
-static void cu_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+/* Teardown and a failed step only (backend.h's be_synchronize). */
+static void cu_synchronize(void) {
+    ensure_device();
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 /* dw_c += sum_t dy_tc x_tc rstd_t: one thread per column, rows walked in
  * order (coalesced across the columns of a row). */
@@ -678,9 +935,9 @@ static void nvml_close(nvml_api *n) {
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_linear, cu_rms_fwd,
-    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd,
-    cu_swiglu_fwd, cu_swiglu_bwd, cu_xent,
-    cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes, cu_scratch_bytes,
+    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd, cu_attn_scratch_bytes,
+    cu_swiglu_fwd, cu_swiglu_bwd, cu_xent_stats, cu_xent_loss, cu_xent_grad,
+    cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
     cu_event_query, cu_copy_async, cu_synchronize,
@@ -706,13 +963,17 @@ extern "C" const tt_backend *backend_cuda(void) {
     size_t free0, free1, total;
     CUDA_CHECK(cudaFree(0)); /* create the context */
     CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g_compute, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&g_blas));
+    CUBLAS_CHECK(cublasSetStream(g_blas, g_compute));
     void *ws;
     CUDA_CHECK(cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)); /* cuBLAS's workspace, ours to count (else it grows lazily) */
     CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, CUDA_BLAS_WORKSPACE));
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_cvt, CUDA_CVT_ELEMS * sizeof(bf16)));
+    const char *attn = getenv("TT_CUDA_ATTN");
+    g_flash = !(attn && strcmp(attn, "cublas") == 0) && fa_setup();
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
     CUDA_CHECK(cudaDeviceSynchronize());

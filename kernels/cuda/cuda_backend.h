@@ -27,9 +27,15 @@ const tt_backend *backend_cuda(void);
 #define CUDA_CVT_ELEMS ((size_t)8 << 20)
 #define CUDA_LAZY_MARGIN ((size_t)64 << 20)
 #define CUDA_CONTEXT_ESTIMATE ((size_t)640 << 20)
-/* Attention's score buffers outside the arena: the backward's two (seq x seq)
- * fp32 matrices (P, dP) and their two bf16 copies (for bf16 activations). */
-static inline size_t cuda_attn_scratch_bytes(int seq) { return 2 * (size_t)seq * (size_t)seq * (4 + 2); }
+/* Attention's score buffers (its scratch, in the workspace): the backward's
+ * two (seq x seq) fp32 matrices (P, dP) and, with bf16 activations, their two
+ * bf16 copies. */
+static inline size_t cuda_attn_scratch_bytes(int seq, int dt) {
+    return 2 * (size_t)seq * (size_t)seq * (dt == BE_BF16 ? 4 + 2 : 4);
+}
+/* The flash kernels' (the default for head_dim <= 128): D = dO . O per row
+ * and head (fp32), between the backward's two passes. */
+static inline size_t cuda_flash_scratch_bytes(int B, int seq, int nh) { return (size_t)B * seq * nh * sizeof(float); }
 
 /* The CUDA backend's memory accounting alone, for `tiertrain plan --device
  * cuda` on a machine without a (usable) GPU: name "cuda-estimate", the

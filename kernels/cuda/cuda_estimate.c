@@ -2,16 +2,25 @@
  * a GPU (plain C, built everywhere): `tiertrain plan --device cuda` on a
  * machine that cannot run the CUDA backend plans with these figures. */
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_flash.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 static size_t est_reserved(void) {
     return CUDA_CONTEXT_ESTIMATE + CUDA_BLAS_WORKSPACE + CUDA_CVT_ELEMS * 2 + CUDA_LAZY_MARGIN;
 }
-static size_t est_scratch(int seq) { return cuda_attn_scratch_bytes(seq); }
+/* As the backend: flash attention for head_dim <= 128 unless TT_CUDA_ATTN=cublas. */
+static size_t est_attn_scratch(int B, int seq, int nh, int nkv, int hd, int dt) {
+    const char *a = getenv("TT_CUDA_ATTN");
+    int flash = hd <= TT_FA_MAX_HD && !(a && strcmp(a, "cublas") == 0);
+    return flash ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+}
 
 static const tt_backend g_estimate = {
     .name = "cuda-estimate",
     .reserved_bytes = est_reserved,
-    .scratch_bytes = est_scratch,
+    .attn_scratch_bytes = est_attn_scratch,
 };
 
 const tt_backend *backend_cuda_estimate(void) { return &g_estimate; }

@@ -1,0 +1,128 @@
+/* kernels/cuda/cuda_index.h — the index arithmetic of the CUDA kernels as
+ * plain functions that compile for the host and the device (TT_HD), so that
+ * tests/test_cuda_index.c checks them on the CPU, bit for bit against the
+ * CPU reference where that reference is exact:
+ *   - NF4: which nibble holds value i, and the double-quantized absmax with
+ *     its two roundings (core/base/nf4.c's decoder);
+ *   - grouped-query attention: the KV head of a query head;
+ *   - causal tiles: which key tiles a query tile visits and which of them
+ *     straddle the diagonal (need the mask);
+ *   - the online log-sum-exp: merging (max, sum of exp(x - max)) of chunks;
+ *   - a row-major product as the column-major one cuBLAS / cuBLASLt compute.
+ * Plain C (C11 and CUDA C++): no project includes beyond <stddef.h>/<stdint.h>. */
+#ifndef TT_CUDA_INDEX_H
+#define TT_CUDA_INDEX_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define TT_HD static inline __host__ __device__
+#else
+#define TT_HD static inline
+#endif
+
+/* ---- NF4 (docs/FORMAT.md) --------------------------------------------------- */
+
+/* The 4-bit code of value i: two values per byte, the first in the high nibble. */
+TT_HD int tt_nf4_code(const uint8_t *codes, size_t i) {
+    uint8_t b = codes[i >> 1];
+    return (i & 1) ? (b & 15) : (b >> 4);
+}
+
+/* A double-quantized block's absmax: its 8-bit code's value (dyn) times the
+ * group's scale (absmax2), plus the offset — rounded after the product and
+ * after the sum, never fused into one FMA (nf4_double_dequant does the same
+ * on the CPU; ISO C does not contract across the two statements). */
+TT_HD float tt_nf4_dq_absmax(float dyn, float absmax2, float offset) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(__fmul_rn(dyn, absmax2), offset);
+#else
+    float p = dyn * absmax2;
+    return p + offset;
+#endif
+}
+
+/* A value: its code's level times its block's absmax (one rounding). */
+TT_HD float tt_nf4_value(float level, float absmax) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(level, absmax);
+#else
+    return level * absmax;
+#endif
+}
+
+/* ---- attention -------------------------------------------------------------- */
+
+/* Query head h of nh reads KV head h / (nh / nkv) (transformers' repeat_kv). */
+TT_HD int tt_gqa_kv_head(int h, int nh, int nkv) { return h / (nh / nkv); }
+
+/* Causal attention in tiles of bq query rows and bk key columns over a
+ * sequence of seq tokens: query tile qt (rows qt*bq .. min(seq, qt*bq+bq)-1)
+ * sees keys 0 .. its last row, so it visits key tiles 0 .. n-1 with n below;
+ * the others are skipped whole. */
+TT_HD int tt_causal_kv_tiles(int qt, int bq, int bk, int seq) {
+    int last = (qt + 1) * bq < seq ? (qt + 1) * bq : seq; /* one past the tile's last row */
+    return (last + bk - 1) / bk;
+}
+/* 1 when key tile kt holds a column above the diagonal for some row of query
+ * tile qt (its last column is past the tile's first row): the mask is needed. */
+TT_HD int tt_causal_tile_masked(int qt, int kt, int bq, int bk) { return (kt + 1) * bk - 1 > qt * bq; }
+
+/* ---- online log-sum-exp ------------------------------------------------------ */
+
+/* A running (max m, sum s of exp(x - m)) over some values, merged with
+ * another (m2, s2): the pair over both. m = -INFINITY with s = 0 is the
+ * empty set. log-sum-exp = m + log(s). */
+TT_HD void tt_lse_merge(float *m, float *s, float m2, float s2) {
+    if (m2 == -INFINITY) return;
+    if (*m == -INFINITY) { *m = m2; *s = s2; return; }
+    if (m2 > *m) {
+        *s = *s * expf(*m - m2) + s2;
+        *m = m2;
+    } else {
+        *s += s2 * expf(m2 - *m);
+    }
+}
+
+/* ---- row-major products as column-major ones --------------------------------- */
+
+/* cuBLAS and cuBLASLt are column-major. The row-major C (M, N) = op(A) op(B)
+ * is the column-major C^T (N, M) = op(B)^T op(A)^T: the operands swap, each
+ * keeps its transpose flag (a row-major X with row stride ld is the
+ * column-major X^T with leading dimension ld). For cuBLASLt's matrix layouts
+ * the stored shape of each operand is given too (rows, cols as column-major,
+ * leading dimension ld). */
+typedef struct tt_colmajor_gemm {
+    int transa, transb;            /* of the column-major first / second operand */
+    int m, n, k;                   /* column-major C (m, n) = op(first) (m, k) op(second) (k, n) */
+    int first_is_b;                /* 1: the first operand is the row-major B (always: the swap) */
+    int a_rows, a_cols, lda;       /* the first operand as stored, column-major */
+    int b_rows, b_cols, ldb;       /* the second */
+    int c_rows, c_cols, ldc;
+} tt_colmajor_gemm;
+
+TT_HD tt_colmajor_gemm tt_colmajor_of(int ta, int tb, int M, int N, int K, int lda, int ldb, int ldc) {
+    tt_colmajor_gemm g;
+    g.transa = tb;
+    g.transb = ta;
+    g.m = N;
+    g.n = M;
+    g.k = K;
+    g.first_is_b = 1;
+    /* row-major B is (K, N), or (N, K) when tb: column-major it is (N, K) / (K, N) */
+    g.a_rows = tb ? K : N;
+    g.a_cols = tb ? N : K;
+    g.lda = ldb;
+    /* row-major A is (M, K), or (K, M) when ta */
+    g.b_rows = ta ? M : K;
+    g.b_cols = ta ? K : M;
+    g.ldb = lda;
+    g.c_rows = N;
+    g.c_cols = M;
+    g.ldc = ldc;
+    return g;
+}
+
+#endif

@@ -1,0 +1,186 @@
+/* tests/test_cuda_index.c — the CUDA kernels' index arithmetic
+ * (kernels/cuda/cuda_index.h) on the CPU:
+ *   1. NF4 nibbles and double-quantized absmax: every value decoded through
+ *      the helpers equals core/base's decoder bit for bit (both layouts);
+ *   2. GQA: the KV head of each query head is transformers' repeat_kv's;
+ *   3. causal tiles: the visited key tiles cover every (row, key <= row),
+ *      the last visited one is needed, and an unmasked tile has no key above
+ *      the diagonal (seq 1..80, tile sizes 1..64);
+ *   4. the online log-sum-exp over chunks equals a one-pass double one within
+ *      float rounding (chunks of every size, empty chunks, wide ranges);
+ *   5. row-major products through their column-major form: a naive
+ *      column-major GEMM reading the operands through the derived layouts
+ *      gives the row-major result bit for bit, for every transpose pair and
+ *      padded leading dimensions (ASan sees any read outside the operands). */
+#include "core/base/common.h"
+#include "core/base/dtype.h"
+#include "core/base/nf4.h"
+#include "core/base/rng.h"
+#include "kernels/cuda/cuda_index.h"
+#include "tests/test.h"
+
+#include <math.h>
+#include <string.h>
+
+static void t_nf4(uint64_t n, int dq) {
+    tt_rng r;
+    rng_seed(&r, 5, (uint64_t)dq);
+    float *x = tt_xmalloc(n * sizeof *x), *ref = tt_xmalloc(n * sizeof *ref), *got = tt_xmalloc(n * sizeof *got);
+    for (uint64_t i = 0; i < n; i++) x[i] = (float)(rng_normal(&r) * (1 + (i / 64) % 7)); /* blocks of varied scale */
+    nf4_layout L;
+    nf4_layout_of(n, dq, &L);
+    uint8_t *blob = tt_xcalloc(1, L.total);
+    nf4_quantize_tensor(x, n, dq, blob);
+    dtype_decode_f32(dq ? TT_DTYPE_NF4DQ : TT_DTYPE_NF4, blob, n, 0, n, ref);
+    float offset = 0;
+    if (dq) memcpy(&offset, blob + L.offset_off, 4);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t blk = i / NF4_BLOCK;
+        float am;
+        if (dq) {
+            float a2;
+            memcpy(&a2, blob + L.absmax2_off + 4 * (blk / NF4_DQ_BLOCK), 4);
+            am = tt_nf4_dq_absmax(nf4_dynamic_map[blob[L.absmax_off + blk]], a2, offset);
+        } else {
+            memcpy(&am, blob + L.absmax_off + 4 * blk, 4);
+        }
+        got[i] = tt_nf4_value(nf4_code[tt_nf4_code(blob, i)], am);
+    }
+    CHECK_MSG(memcmp(got, ref, n * sizeof *got) == 0, "NF4%s: the helpers' decode differs from core/base's",
+              dq ? " (double quant)" : "");
+    free(x); free(ref); free(got); free(blob);
+}
+
+static void t_gqa(void) {
+    for (int nkv = 1; nkv <= 8; nkv++)
+        for (int rep = 1; rep <= 8; rep++) {
+            int nh = nkv * rep;
+            /* repeat_kv: KV head j is repeated rep times, in order */
+            for (int j = 0, h = 0; j < nkv; j++)
+                for (int k = 0; k < rep; k++, h++) CHECK(tt_gqa_kv_head(h, nh, nkv) == j);
+        }
+}
+
+static void t_causal(void) {
+    static const int sizes[] = {1, 2, 3, 4, 7, 8, 16, 64};
+    const int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    long bad = 0;
+    for (int seq = 1; seq <= 80; seq++)
+        for (int a = 0; a < ns; a++)
+            for (int b = 0; b < ns; b++) {
+                int bq = sizes[a], bk = sizes[b];
+                for (int qt = 0; qt * bq < seq; qt++) {
+                    int r0 = qt * bq, r1 = r0 + bq < seq ? r0 + bq : seq; /* rows r0 .. r1-1 */
+                    int n = tt_causal_kv_tiles(qt, bq, bk, seq);
+                    /* covered: every key <= a row of the tile lies in a visited tile */
+                    for (int i = r0; i < r1; i++) bad += i / bk >= n;
+                    /* needed: the last visited tile has a key <= the tile's last row */
+                    bad += (n - 1) * bk > r1 - 1;
+                    /* an unmasked tile has no key above the diagonal for any of the rows */
+                    for (int kt = 0; kt < n; kt++) {
+                        if (tt_causal_tile_masked(qt, kt, bq, bk)) continue;
+                        for (int i = r0; i < r1; i++)
+                            for (int j = kt * bk; j < (kt + 1) * bk && j < seq; j++) bad += j > i;
+                    }
+                    /* tight for whole tiles: a masked tile does hold such a key */
+                    for (int kt = 0; kt < n; kt++) {
+                        if (!tt_causal_tile_masked(qt, kt, bq, bk) || (kt + 1) * bk > seq || r1 - r0 < bq) continue;
+                        int above = 0;
+                        for (int i = r0; i < r1; i++)
+                            for (int j = kt * bk; j < (kt + 1) * bk; j++) above |= j > i;
+                        bad += !above;
+                    }
+                }
+            }
+    CHECK_MSG(bad == 0, "causal tiles: %ld violations", bad);
+}
+
+static void t_lse(void) {
+    tt_rng r;
+    rng_seed(&r, 9, 9);
+    double worst = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        int n = 1 + (int)(rng_next(&r) % 3000), chunk = 1 + (int)(rng_next(&r) % 700);
+        double scale = trial % 4 == 0 ? 40 : 3; /* wide ranges: exp underflows inside chunks */
+        float *x = tt_xmalloc((size_t)n * sizeof *x);
+        double mx = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            x[i] = (float)(scale * rng_normal(&r));
+            mx = fmax(mx, x[i]);
+        }
+        double s = 0;
+        for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
+        double want = mx + log(s);
+        float m = -INFINITY, sum = 0;
+        tt_lse_merge(&m, &sum, -INFINITY, 0); /* an empty chunk changes nothing */
+        for (int c0 = 0; c0 < n; c0 += chunk) {
+            int c1 = c0 + chunk < n ? c0 + chunk : n;
+            float cm = -INFINITY, cs = 0;
+            for (int i = c0; i < c1; i++) cm = fmaxf(cm, x[i]);
+            for (int i = c0; i < c1; i++) cs += expf(x[i] - cm);
+            tt_lse_merge(&m, &sum, cm, cs);
+        }
+        double got = (double)m + log((double)sum);
+        worst = fmax(worst, fabs(got - want) / fmax(1, fabs(want)));
+        free(x);
+    }
+    CHECK_MSG(worst < 2e-6, "online log-sum-exp: worst relative error %.3g", worst);
+    fprintf(stderr, "online log-sum-exp over chunks: worst relative error %.3g\n", worst);
+}
+
+/* Column-major element (r, c) of a matrix with leading dimension ld, or of
+ * its transpose when t. */
+static float cm_at(const float *p, int ld, int t, int r, int c) { return t ? p[c + (size_t)r * ld] : p[r + (size_t)c * ld]; }
+
+static void t_colmajor(void) {
+    tt_rng r;
+    rng_seed(&r, 2, 2);
+    for (int trial = 0; trial < 40; trial++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int M = 1 + (int)(rng_next(&r) % 23), N = 1 + (int)(rng_next(&r) % 19), K = 1 + (int)(rng_next(&r) % 17);
+                int lda = (ta ? M : K) + (int)(rng_next(&r) % 3), ldb = (tb ? K : N) + (int)(rng_next(&r) % 3);
+                int ldc = N + (int)(rng_next(&r) % 3);
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+                float *A = tt_xmalloc(na * 4), *B = tt_xmalloc(nb * 4), *C = tt_xcalloc(nc, 4), *D = tt_xcalloc(nc, 4);
+                for (size_t i = 0; i < na; i++) A[i] = (float)rng_normal(&r);
+                for (size_t i = 0; i < nb; i++) B[i] = (float)rng_normal(&r);
+                /* row-major reference, k ascending */
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        float s = 0;
+                        for (int k = 0; k < K; k++)
+                            s += (ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                                 (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                        C[(size_t)i * ldc + j] = s;
+                    }
+                /* column-major through the derived form, k ascending */
+                tt_colmajor_gemm g = tt_colmajor_of(ta, tb, M, N, K, lda, ldb, ldc);
+                const float *first = g.first_is_b ? B : A, *second = g.first_is_b ? A : B;
+                CHECK(g.a_rows <= g.lda && g.b_rows <= g.ldb && g.c_rows <= g.ldc);
+                CHECK((g.transa ? g.a_cols : g.a_rows) == g.m && (g.transa ? g.a_rows : g.a_cols) == g.k);
+                CHECK((g.transb ? g.b_cols : g.b_rows) == g.k && (g.transb ? g.b_rows : g.b_cols) == g.n);
+                CHECK(g.c_rows == g.m && g.c_cols == g.n);
+                for (int i = 0; i < g.m; i++)
+                    for (int j = 0; j < g.n; j++) {
+                        float s = 0;
+                        for (int k = 0; k < g.k; k++)
+                            s += cm_at(second, g.ldb, g.transb, k, j) * cm_at(first, g.lda, g.transa, i, k);
+                        D[i + (size_t)j * g.ldc] = s;
+                    }
+                CHECK_MSG(memcmp(C, D, nc * 4) == 0, "column-major form of ta=%d tb=%d (%d x %d x %d) differs", ta,
+                          tb, M, N, K);
+                free(A); free(B); free(C); free(D);
+            }
+}
+
+int main(void) {
+    t_nf4(64 * 700 + 13, 0);
+    t_nf4(64 * 700 + 13, 1);
+    t_nf4((uint64_t)64 * 256 * 3 + 64 * 5, 1); /* several double-quant groups, the last partial */
+    t_gqa();
+    t_causal();
+    t_lse();
+    t_colmajor();
+    TEST_END();
+}

@@ -1,0 +1,47 @@
+#!/bin/sh
+# tests/test_cuda_rules.sh — what the CUDA backend may call where (issue 11's
+# rule, checked here because no GPU is at hand to catch it): after start-up
+# nothing allocates, frees, copies synchronously or synchronises the device.
+# Each such call in kernels/cuda/*.cu must sit in a function allowed to make
+# it: start-up (backend_cuda), the arenas (cu_alloc / cu_free, reserved once),
+# pinned host memory, the one read-back per step (cu_to_host / cu_to_device:
+# an async copy, then the compute stream alone), queue teardown, and
+# be_synchronize (teardown and a failed step). Every kernel launch names the
+# compute stream (never the legacy default stream).
+. tests/lib.sh
+setup cuda_rules
+
+# check FILE: prints each violation, exit 1 if any
+check() {
+    awk -v F="$1" '
+    # a definition starts at column 0: the function is the name before its first "("
+    /^[A-Za-z_]/ && /\(/ { t = $0; sub(/\(.*/, "", t); n = split(t, w, /[ \t*&]+/); fn = w[n] }
+    {
+        line = $0
+        gsub(/\/\*[^*]*\*\//, "", line); sub(/\/\/.*/, "", line)
+        if (line ~ /cudaMalloc\(|cudaMallocHost\(|cudaFree\(|cudaFreeHost\(|cudaMemcpy\(|cudaMemset\(|cudaMemcpyToSymbol\(|cudaDeviceSynchronize\(|cudaStreamSynchronize\(/) {
+            ok = fn == "backend_cuda" \
+              || (fn == "cu_alloc" && line ~ /cudaMalloc\(|cudaStreamSynchronize\(/) \
+              || (fn == "cu_free" && line ~ /cudaFree\(/) \
+              || (fn == "cu_host_alloc_pinned" && line ~ /cudaMallocHost\(/) \
+              || (fn == "cu_host_free_pinned" && line ~ /cudaFreeHost\(/) \
+              || ((fn == "cu_to_host" || fn == "cu_to_device" || fn == "cu_queue_free") && line ~ /cudaStreamSynchronize\(/) \
+              || (fn == "cu_synchronize" && line ~ /cudaDeviceSynchronize\(/)
+            if (!ok) { printf "%s:%d: in %s: %s\n", F, NR, fn, $0; bad++ }
+        }
+        if (line ~ /<<</ && line !~ /, *g_compute *>>>/) { printf "%s:%d: a launch off the compute stream: %s\n", F, NR, $0; bad++ }
+    }
+    END { exit bad ? 1 : 0 }' "$1"
+}
+
+for f in kernels/cuda/*.cu; do
+    check "$f" >"$dir/bad" || { fail "$f: calls that allocate or synchronise after start-up:"; cat "$dir/bad"; }
+done
+# the check finds what it must: a cudaMalloc planted in an op, and a launch on the default stream
+sed 's/^\(static void cu_axpy(.*{\)$/\1 void *p_; cudaMalloc(\&p_, 1);/' kernels/cuda/cuda_backend.cu >"$dir/p1.cu"
+cmp -s "$dir/p1.cu" kernels/cuda/cuda_backend.cu && fail "could not plant a call (cu_axpy's definition changed?)"
+check "$dir/p1.cu" >/dev/null && fail "a cudaMalloc in cu_axpy went unnoticed"
+sed 's/k_scale<<<blocks_for(n, 256), 256, 0, g_compute>>>/k_scale<<<blocks_for(n, 256), 256>>>/' kernels/cuda/cuda_backend.cu >"$dir/p2.cu"
+cmp -s "$dir/p2.cu" kernels/cuda/cuda_backend.cu && fail "could not plant a default-stream launch (k_scale's launch changed?)"
+check "$dir/p2.cu" >/dev/null && fail "a launch on the default stream went unnoticed"
+finish test_cuda_rules
