@@ -58,7 +58,7 @@ struct tt_ws {
     void *ck;             /* with_ckpt: L+1 layer inputs, (T, H) each */
     void *dx0, *dx1;      /* with_ckpt: (T, H) ping-pong gradients */
     void *xf, *logits, *dxf; /* xf, dxf: aliases of xn, dxn; logits (T, vocab_chunk): of g when it fits */
-    tt_real *xstats;      /* (T, 3): the head's online log-sum-exp per row (backend.h's xent_stats) */
+    double *xstats;       /* (T, 3): the head's online log-sum-exp per row (backend.h's xent_stats) */
     tt_real *rstdf;
     void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
     int vocab_chunk;      /* lm_head rows (vocabulary columns) per head chunk */
@@ -323,7 +323,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     A(w->rstdf, T, "head");
     if (T * w->vocab_chunk <= MF) w->logits = w->g;
     else AA(w->logits, T * w->vocab_chunk, "head");
-    A(w->xstats, 3 * T, "head");
+    ok &= (w->xstats = ws_get(alloc, 3 * T * sizeof(double), "head")) != NULL;
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
     A(w->wt_d, T, "head");
 #undef A

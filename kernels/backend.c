@@ -154,21 +154,21 @@ void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void 
     TT_ASSERT(g && u && dm && dg && du && dt_ok(dt));
     cur()->swiglu_bwd(n, g, u, dm, dg, du, dt);
 }
-void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats, int dt) {
+void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats, int dt) {
     TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && logits && targets && stats && dt_ok(dt));
     cur()->xent_stats(R, n, ld, v0, logits, targets, stats, dt);
 }
-void be_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+void be_xent_loss(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc) {
     TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && stats && targets && weight && acc);
     cur()->xent_loss(R, stats, targets, weight, acc);
 }
 void be_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
-                  tt_real dscale, const tt_real *stats, int dt) {
+                  tt_real dscale, const double *stats, int dt) {
     TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && logits && targets && weight && stats && dt_ok(dt));
     cur()->xent_grad(R, n, ld, v0, logits, targets, weight, dscale, stats, dt);
 }
 void be_xent(int R, int V, int vc, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-             double *acc, tt_real *stats, int dt) {
+             double *acc, double *stats, int dt) {
     TT_ASSERT(V > 0 && vc > 0);
     for (int v0 = 0; v0 < V; v0 += vc)
         be_xent_stats(R, V - v0 < vc ? V - v0 : vc, V, v0, be_at(logits, (size_t)v0, dt), targets, stats, dt);

@@ -152,19 +152,21 @@ typedef struct tt_backend {
      * logits (R, n) of type dt, row stride ld, are columns v0 .. v0+n-1 of
      * the vocabulary; targets (R) int32 and weight (R) tt_real are device
      * arrays; weight[r] is 0 for masked rows (prompt tokens, padding). stats
-     * (R, 3) tt_real holds each row's running max, sum of exp(logit - max)
-     * and target logit (the online log-sum-exp).
+     * (R, 3) double holds each row's running max, sum of exp(logit - max)
+     * and target logit (the online log-sum-exp; in double, so that one chunk
+     * gives exactly the single-pass softmax of the reference).
      * xent_stats: merges the chunk into stats (v0 == 0 starts them afresh).
      * xent_loss: adds sum_r weight[r] * (max + log(sum) - target logit) to
      *   *acc (one device double; rows in order, R <= XENT_MAX_ROWS); a row
      *   with weight 0 or targets[r] < 0 adds nothing.
-     * xent_grad: replaces the chunk by dlogits = (softmax - onehot) *
-     *   weight[r] * dscale, from complete stats (0 for a row that adds nothing). */
-    void (*xent_stats)(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+     * xent_grad: replaces the chunk by dlogits = (exp(logit - max) / sum -
+     *   onehot) * weight[r] * dscale, from complete stats (0 for a row that
+     *   adds nothing). */
+    void (*xent_stats)(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats,
                        int dt);
-    void (*xent_loss)(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc);
+    void (*xent_loss)(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc);
     void (*xent_grad)(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
-                      tt_real dscale, const tt_real *stats, int dt);
+                      tt_real dscale, const double *stats, int dt);
 
     /* ---- optimizer ---- */
     /* AdamW step on n parameters (PyTorch's formulation): p -= lr * wd * p;
@@ -275,14 +277,14 @@ void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const v
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);
 void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);
-void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats, int dt);
-void be_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc);
+void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats, int dt);
+void be_xent_loss(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc);
 void be_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
-                  tt_real dscale, const tt_real *stats, int dt);
+                  tt_real dscale, const double *stats, int dt);
 /* The three on a whole (R, V) block of logits, vocabulary chunks of vc
  * columns: loss added to *acc, logits replaced by dlogits. stats: (R, 3). */
 void be_xent(int R, int V, int vc, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
-             double *acc, tt_real *stats, int dt);
+             double *acc, double *stats, int dt);
 void be_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
               float wd, int step);
 

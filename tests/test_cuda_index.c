@@ -111,7 +111,7 @@ static void t_lse(void) {
         double s = 0;
         for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
         double want = mx + log(s);
-        float m = -INFINITY, sum = 0;
+        double m = -INFINITY, sum = 0;
         tt_lse_merge(&m, &sum, -INFINITY, 0); /* an empty chunk changes nothing */
         for (int c0 = 0; c0 < n; c0 += chunk) {
             int c1 = c0 + chunk < n ? c0 + chunk : n;
@@ -119,8 +119,10 @@ static void t_lse(void) {
             for (int i = c0; i < c1; i++) cm = fmaxf(cm, x[i]);
             for (int i = c0; i < c1; i++) cs += expf(x[i] - cm);
             tt_lse_merge(&m, &sum, cm, cs);
+            if (c0 == 0) /* into the empty pair: the chunk's own, exactly */
+                CHECK(m == (double)cm && sum == (double)cs);
         }
-        double got = (double)m + log((double)sum);
+        double got = m + log(sum);
         worst = fmax(worst, fabs(got - want) / fmax(1, fabs(want)));
         free(x);
     }

@@ -444,7 +444,7 @@ static void t_xent(int R, int V, int vc) {
     int32_t *d_tg = gpu->alloc((size_t)R * sizeof *tg);
     gpu->to_device(d_tg, tg, (size_t)R * sizeof *tg);
     double l1 = 0, l2 = 0, *d_acc = gpu->alloc(sizeof(double));
-    float *st = tt_xmalloc((size_t)R * 3 * 4), *d_st = gpu->alloc((size_t)R * 3 * 4);
+    double *st = tt_xmalloc((size_t)R * 3 * sizeof(double)), *d_st = gpu->alloc((size_t)R * 3 * sizeof(double));
     /* the CPU in one chunk, the GPU in chunks of vc (the online log-sum-exp across them) */
     cpu->xent_stats(R, V, V, 0, lg, tg, st, BE_REAL);
     cpu->xent_loss(R, st, tg, w, &l1);

@@ -398,7 +398,7 @@ typedef struct {
     int R, V, vc;         /* vc: vocabulary columns per chunk */
     tt_real dscale;
     tt_real *x, *tmp, *w; /* x, tmp (R, V); w (R) */
-    tt_real *stats;       /* (R, 3) */
+    double *stats;        /* (R, 3) */
     int32_t *tgt;         /* (R) */
 } xent_ctx;
 
@@ -413,7 +413,7 @@ static double xent_loss(void *p) {
 static void test_xent(int vc) {
     xent_ctx c = {.R = 6, .V = 37, .vc = vc, .dscale = 0.7};
     const size_t n = (size_t)c.R * c.V;
-    c.x = randv(n, 2), c.tmp = zerov(n), c.w = zerov((size_t)c.R), c.stats = zerov(3 * (size_t)c.R);
+    c.x = randv(n, 2), c.tmp = zerov(n), c.w = zerov((size_t)c.R), c.stats = tt_xcalloc(3 * (size_t)c.R, sizeof(double));
     c.tgt = tt_xmalloc((size_t)c.R * sizeof *c.tgt);
     const int32_t tg[6] = {3, -1, 36, 0, 17, 5};
     const tt_real wt[6] = {1, 1, 1, 0, 0.5, 1}; /* row 1: ignored target; row 3: zero weight */

@@ -329,7 +329,7 @@ static void test_xent(int vc) {
         for (int j = 0; j < V; j++) dref[(size_t)r * V + j] = (exp((double)xr[j] - xr[tg[r]]) / z - (j == tg[r])) * dscale;
     }
     double loss = 0;
-    float *stats = zerof(3 * (size_t)R);
+    double *stats = zerod(3 * (size_t)R);
     int32_t *tgd = tt_xmalloc(sizeof tg);
     memcpy(tgd, tg, sizeof tg);
     be_xent(R, V, vc, x, tgd, w, dscale, &loss, stats, BE_REAL);

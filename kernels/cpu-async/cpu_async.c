@@ -454,23 +454,23 @@ typedef struct {
     int R, n, ld, v0, dt;
     const void *logits;
     const int32_t *targets;
-    tt_real *stats;
+    double *stats;
 } r_xent_stats_args;
 static void r_xent_stats(const void *p) {
     const r_xent_stats_args *a = p;
     cpu_ref()->xent_stats(a->R, a->n, a->ld, a->v0, a->logits, a->targets, a->stats, a->dt);
 }
-static void ca_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+static void ca_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats,
                           int dt) {
     LAUNCH(r_xent_stats, R, n, ld, v0, dt, logits, targets, stats);
 }
 
-typedef struct { int R; const tt_real *stats; const int32_t *targets; const tt_real *weight; double *acc; } r_xent_loss_args;
+typedef struct { int R; const double *stats; const int32_t *targets; const tt_real *weight; double *acc; } r_xent_loss_args;
 static void r_xent_loss(const void *p) {
     const r_xent_loss_args *a = p;
     cpu_ref()->xent_loss(a->R, a->stats, a->targets, a->weight, a->acc);
 }
-static void ca_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+static void ca_xent_loss(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc) {
     LAUNCH(r_xent_loss, R, stats, targets, weight, acc);
 }
 
@@ -478,7 +478,8 @@ typedef struct {
     int R, n, ld, v0, dt;
     void *logits;
     const int32_t *targets;
-    const tt_real *weight, *stats;
+    const tt_real *weight;
+    const double *stats;
     tt_real dscale;
 } r_xent_grad_args;
 static void r_xent_grad(const void *p) {
@@ -486,7 +487,7 @@ static void r_xent_grad(const void *p) {
     cpu_ref()->xent_grad(a->R, a->n, a->ld, a->v0, a->logits, a->targets, a->weight, a->dscale, a->stats, a->dt);
 }
 static void ca_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
-                         tt_real dscale, const tt_real *stats, int dt) {
+                         tt_real dscale, const double *stats, int dt) {
     LAUNCH(r_xent_grad, R, n, ld, v0, dt, logits, targets, weight, stats, dscale);
 }
 

@@ -312,14 +312,15 @@ static int xent_row_off(const int32_t *targets, const tt_real *weight, int r) {
     return targets[r] < 0 || weight[r] == 0;
 }
 
-/* stats row r: (running max m, sum s of exp(x - m), target logit). The chunk's
- * own max and sum first (exp in tt_real, the sum in double), then the two
- * pairs merged in double: m' = max(m, cm), s' = s e^(m - m') + cs e^(cm - m'). */
-static void cpu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+/* stats row r: (running max m, sum s of exp(x - m), target logit), double.
+ * The chunk's own max and sum (exp in tt_real, the sum in double), merged:
+ * m' = max(m, cm), s' = s e^(m - m') + cs e^(cm - m'). One chunk leaves
+ * exactly the chunk's (max, sum): the single-pass softmax. */
+static void cpu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats,
                            int dt) {
     for (int r = 0; r < R; r++) {
         const size_t o = (size_t)r * ld;
-        tt_real *st = stats + 3 * (size_t)r;
+        double *st = stats + 3 * (size_t)r;
         if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = 0; }
         tt_real cm = LD(logits, o, dt);
         for (int j = 1; j < n; j++) {
@@ -328,39 +329,44 @@ static void cpu_xent_stats(int R, int n, int ld, int v0, const void *logits, con
         }
         double cs = 0;
         for (int j = 0; j < n; j++) cs += R_EXP(LD(logits, o + j, dt) - cm);
-        const double m = st[0], mm = m > cm ? m : cm;
-        st[1] = (tt_real)((m == -INFINITY ? 0 : (double)st[1] * exp(m - mm)) + cs * exp((double)cm - mm));
-        st[0] = (tt_real)mm;
+        if (st[0] == -INFINITY || cm > st[0]) {
+            st[1] = (st[0] == -INFINITY ? 0 : st[1] * exp(st[0] - (double)cm)) + cs;
+            st[0] = cm;
+        } else {
+            st[1] += cs * exp((double)cm - st[0]);
+        }
         const int32_t t = targets[r];
         if (t >= v0 && t < v0 + n) st[2] = LD(logits, o + (size_t)(t - v0), dt);
     }
 }
 
-static void cpu_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+static void cpu_xent_loss(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc) {
     double loss = 0;
     for (int r = 0; r < R; r++) {
         if (xent_row_off(targets, weight, r)) continue;
-        const tt_real *st = stats + 3 * (size_t)r;
-        loss += (double)weight[r] * ((double)st[0] + log((double)st[1]) - (double)st[2]);
+        const double *st = stats + 3 * (size_t)r;
+        loss += (double)weight[r] * (st[0] + log(st[1]) - st[2]);
     }
     *acc += loss;
 }
 
-/* dlogits_j = (exp(x_j - lse) - [j == target]) * weight * dscale, lse = m + log s. */
+/* dlogits_j = (exp(x_j - m) / s - [j == target]) * weight * dscale: exp in
+ * tt_real of x - m, 1/s rounded to tt_real (the single-pass reference's
+ * arithmetic). */
 static void cpu_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
-                          tt_real dscale, const tt_real *stats, int dt) {
+                          tt_real dscale, const double *stats, int dt) {
     for (int r = 0; r < R; r++) {
         const size_t o = (size_t)r * ld;
         if (xent_row_off(targets, weight, r)) {
             for (int j = 0; j < n; j++) ST(logits, o + j, dt, 0);
             continue;
         }
-        const tt_real *st = stats + 3 * (size_t)r;
-        const tt_real lse = (tt_real)((double)st[0] + log((double)st[1])), ws = weight[r] * dscale;
+        const double *st = stats + 3 * (size_t)r;
+        const tt_real m = (tt_real)st[0], inv = (tt_real)(1 / st[1]), ws = weight[r] * dscale;
         const int32_t t = targets[r];
         for (int j = 0; j < n; j++) {
-            const tt_real p = R_EXP(LD(logits, o + j, dt) - lse);
-            ST(logits, o + j, dt, (p - (v0 + j == t ? 1 : 0)) * ws);
+            const tt_real e = R_EXP(LD(logits, o + j, dt) - m) * inv * ws;
+            ST(logits, o + j, dt, v0 + j == t ? e - ws : e);
         }
     }
 }

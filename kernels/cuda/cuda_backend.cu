@@ -700,10 +700,10 @@ static void cu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm
 }
 
 /* Cross-entropy a vocabulary chunk at a time (backend.h): one block per row.
- * stats row r = (running max, sum of exp(x - max), target logit); the
- * chunk's (max, sum) merged with cuda_index.h's online log-sum-exp. */
+ * stats row r = (running max, sum of exp(x - max), target logit) in double;
+ * the chunk's (max, sum) merged with cuda_index.h's online log-sum-exp. */
 template <typename T>
-__global__ void k_xent_stats(int n, int ld, int v0, const void *logits, const int *tg, float *stats) {
+__global__ void k_xent_stats(int n, int ld, int v0, const void *logits, const int *tg, double *stats) {
     __shared__ float sh[256];
     int r = blockIdx.x;
     const T *row = (const T *)logits + (size_t)r * ld;
@@ -714,31 +714,31 @@ __global__ void k_xent_stats(int n, int ld, int v0, const void *logits, const in
     for (int j = threadIdx.x; j < n; j += blockDim.x) cs += expf(ldv(row, j) - cm);
     cs = block_sum(cs, sh);
     if (threadIdx.x == 0) {
-        float *st = stats + 3 * (size_t)r;
-        if (v0 == 0) { st[0] = -INFINITY; st[1] = 0.f; st[2] = 0.f; }
+        double *st = stats + 3 * (size_t)r;
+        if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = 0; }
         tt_lse_merge(&st[0], &st[1], cm, cs);
         int t = tg[r];
         if (t >= v0 && t < v0 + n) st[2] = ldv(row, (size_t)(t - v0));
     }
 }
-static void cu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, tt_real *stats,
+static void cu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats,
                           int dt) {
     TDISPATCH(dt, k_xent_stats, R, 256, n, ld, v0, logits, targets, stats);
 }
 
 /* Per-row losses (into g_xent_loss), then summed in row order. */
-__global__ void k_xent_loss(int R, const float *stats, const int *tg, const float *wt, double *loss) {
+__global__ void k_xent_loss(int R, const double *stats, const int *tg, const float *wt, double *loss) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= R) return;
-    const float *st = stats + 3 * (size_t)r;
+    const double *st = stats + 3 * (size_t)r;
     float w = tg[r] >= 0 ? wt[r] : 0.f;
-    loss[r] = w == 0.f ? 0.0 : (double)w * ((double)st[0] + log((double)st[1]) - (double)st[2]);
+    loss[r] = w == 0.f ? 0.0 : (double)w * (st[0] + log(st[1]) - st[2]);
 }
 /* Per-row losses of one chunk of rows (XENT_MAX_ROWS doubles, allocated at
  * start-up), summed in row order into the caller's double. */
 static double *g_xent_loss;
 
-static void cu_xent_loss(int R, const tt_real *stats, const int32_t *targets, const tt_real *weight, double *acc) {
+static void cu_xent_loss(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc) {
     k_xent_loss<<<blocks_for((size_t)R, 256), 256, 0, g_compute>>>(R, stats, targets, weight, g_xent_loss);
     LAUNCHED();
     k_sum_into<<<1, 1, 0, g_compute>>>(R, g_xent_loss, acc);
@@ -747,7 +747,7 @@ static void cu_xent_loss(int R, const tt_real *stats, const int32_t *targets, co
 
 template <typename T>
 __global__ void k_xent_grad(int n, int ld, int v0, void *logits, const int *tg, const float *wt, float dscale,
-                            const float *stats) {
+                            const double *stats) {
     int r = blockIdx.x;
     T *row = (T *)logits + (size_t)r * ld;
     int t = tg[r];
@@ -756,13 +756,15 @@ __global__ void k_xent_grad(int n, int ld, int v0, void *logits, const int *tg, 
         for (int j = threadIdx.x; j < n; j += blockDim.x) stv(row, j, 0.f);
         return;
     }
-    const float *st = stats + 3 * (size_t)r;
-    float lse = st[0] + logf(st[1]), ws = w * dscale;
-    for (int j = threadIdx.x; j < n; j += blockDim.x)
-        stv(row, j, (expf(ldv(row, j) - lse) - (v0 + j == t ? 1.f : 0.f)) * ws);
+    const double *st = stats + 3 * (size_t)r;
+    float m = (float)st[0], inv = (float)(1.0 / st[1]), ws = w * dscale;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float e = expf(ldv(row, j) - m) * inv * ws;
+        stv(row, j, v0 + j == t ? e - ws : e);
+    }
 }
 static void cu_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
-                         tt_real dscale, const tt_real *stats, int dt) {
+                         tt_real dscale, const double *stats, int dt) {
     TDISPATCH(dt, k_xent_grad, R, 256, n, ld, v0, logits, targets, weight, dscale, stats);
 }
 

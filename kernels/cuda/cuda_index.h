@@ -73,16 +73,17 @@ TT_HD int tt_causal_tile_masked(int qt, int kt, int bq, int bk) { return (kt + 1
 /* ---- online log-sum-exp ------------------------------------------------------ */
 
 /* A running (max m, sum s of exp(x - m)) over some values, merged with
- * another (m2, s2): the pair over both. m = -INFINITY with s = 0 is the
- * empty set. log-sum-exp = m + log(s). */
-TT_HD void tt_lse_merge(float *m, float *s, float m2, float s2) {
+ * another (m2, s2): the pair over both, in double. m = -INFINITY with s = 0
+ * is the empty set; merged into it, (m2, s2) comes out unchanged.
+ * log-sum-exp = m + log(s). */
+TT_HD void tt_lse_merge(double *m, double *s, double m2, double s2) {
     if (m2 == -INFINITY) return;
     if (*m == -INFINITY) { *m = m2; *s = s2; return; }
     if (m2 > *m) {
-        *s = *s * expf(*m - m2) + s2;
+        *s = *s * exp(*m - m2) + s2;
         *m = m2;
     } else {
-        *s += s2 * expf(m2 - *m);
+        *s += s2 * exp(m2 - *m);
     }
 }
 
