@@ -153,8 +153,9 @@ typedef struct tt_backend {
      * the vocabulary; targets (R) int32 and weight (R) tt_real are device
      * arrays; weight[r] is 0 for masked rows (prompt tokens, padding). stats
      * (R, 3) double holds each row's running max, sum of exp(logit - max)
-     * and target logit (the online log-sum-exp; in double, so that one chunk
-     * gives exactly the single-pass softmax of the reference).
+     * and target logit (the online log-sum-exp, in double; on the CPU one
+     * chunk gives exactly the single-pass softmax of the reference, on a GPU
+     * the sum's order differs).
      * xent_stats: merges the chunk into stats (v0 == 0 starts them afresh).
      * xent_loss: adds sum_r weight[r] * (max + log(sum) - target logit) to
      *   *acc (one device double; rows in order, R <= XENT_MAX_ROWS); a row

@@ -392,7 +392,8 @@ static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_
  * for head_dim <= TT_FA_MAX_HD unless TT_CUDA_ATTN=cublas, which selects the
  * head-chunked cuBLAS path below (it needs seq x seq scratch). */
 static int g_flash = 1;
-static int use_flash(int hd) { return g_flash && hd <= TT_FA_MAX_HD; }
+static int g_flash_max_hd = TT_FA_MAX_HD; /* the largest head_dim whose tiles fit this GPU's shared memory */
+static int use_flash(int hd) { return g_flash && hd <= g_flash_max_hd; }
 
 /* The scratch the attention ops take (the workspace carves it): cuda_attn_scratch_bytes. */
 static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int, int hd, int dt) {
@@ -552,13 +553,18 @@ static void fa_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *q
     LAUNCHED();
 }
 
-/* The largest shared memory the flash kernels ask for, allowed once at
- * start-up; 0 (the cuBLAS path then) where the GPU has less per block. */
+/* The shared memory the flash kernels ask for, allowed once at start-up:
+ * for head_dim up to TT_FA_MAX_HD (194 KiB per block; an H100/H200 has
+ * 227), or the largest head_dim this GPU's per-block limit takes (a smaller
+ * head_dim then goes to the cuBLAS path); 0 where not even 16 fits. */
 static int fa_setup(void) {
-    size_t mx = fa_smem(FA_DKV_TILES, TT_FA_MAX_HD) + 2 * TT_FA_TILE * sizeof(float);
     int optin = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-    if ((size_t)optin < mx) return 0;
+    int hd = TT_FA_MAX_HD;
+    while (hd >= 16 && fa_smem(FA_DKV_TILES, hd) + 2 * TT_FA_TILE * sizeof(float) > (size_t)optin) hd -= 16;
+    if (hd < 16) return 0;
+    g_flash_max_hd = hd;
+    size_t mx = fa_smem(FA_DKV_TILES, hd) + 2 * TT_FA_TILE * sizeof(float);
     CUDA_CHECK(cudaFuncSetAttribute(k_fa_fwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa_fwd<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa_dq<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
@@ -710,9 +716,16 @@ __global__ void k_xent_stats(int n, int ld, int v0, const void *logits, const in
     float cm = -INFINITY;
     for (int j = threadIdx.x; j < n; j += blockDim.x) cm = fmaxf(cm, ldv(row, j));
     cm = block_max(cm, sh);
-    float cs = 0;
+    __shared__ double shd[256];
+    double cs = 0; /* in double, as the CPU reference */
     for (int j = threadIdx.x; j < n; j += blockDim.x) cs += expf(ldv(row, j) - cm);
-    cs = block_sum(cs, sh);
+    shd[threadIdx.x] = cs;
+    __syncthreads();
+    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) shd[threadIdx.x] += shd[threadIdx.x + w];
+        __syncthreads();
+    }
+    cs = shd[0];
     if (threadIdx.x == 0) {
         double *st = stats + 3 * (size_t)r;
         if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = 0; }

@@ -10,7 +10,10 @@
 static size_t est_reserved(void) {
     return CUDA_CONTEXT_ESTIMATE + CUDA_BLAS_WORKSPACE + CUDA_CVT_ELEMS * 2 + CUDA_LAZY_MARGIN;
 }
-/* As the backend: flash attention for head_dim <= 128 unless TT_CUDA_ATTN=cublas. */
+/* As the backend on an H100/H200-class GPU (227 KiB of shared memory per
+ * block): flash attention for head_dim <= 128 unless TT_CUDA_ATTN=cublas. A
+ * GPU with less (A100: 163 KiB) takes flash only up to a smaller head_dim
+ * and plans the cuBLAS path's seq^2 scratch above it: plan there, on the GPU. */
 static size_t est_attn_scratch(int B, int seq, int nh, int nkv, int hd, int dt) {
     const char *a = getenv("TT_CUDA_ATTN");
     int flash = hd <= TT_FA_MAX_HD && !(a && strcmp(a, "cublas") == 0);
