@@ -10,10 +10,8 @@
 #include "io/tier.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <string.h>
-#include <unistd.h>
 
 #define XENT_CHUNK_ELEMS (4u << 20) /* logits per cross-entropy chunk: the micro-batch's rows x a vocab chunk */
 /* The MLP runs in token chunks of at most MLP_CHUNK_ELEMS / ffn rows, so its

@@ -182,7 +182,7 @@ static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
     z->stage = tt_align_up(z->stage, UR_ALIGN);
     z->embed = tt_align_up(em->raw, UR_ALIGN);
     z->head = tt_align_up(h->raw, UR_ALIGN);
-    z->cell = (uint64_t)p->req.B * p->req.seq * cfg->hidden * (p->req.act_bf16 ? 2 : sizeof(tt_real));
+    z->cell = (uint64_t)p->req.B * p->req.seq * cfg->hidden * be_elem_size(p->req.act_bf16 ? BE_BF16 : BE_REAL);
 }
 
 static void *arena_fn(void *ctx, size_t bytes, const char *label) { return arena_alloc(ctx, bytes, label); }

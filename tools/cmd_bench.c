@@ -448,11 +448,8 @@ static int bench_kernels(int argc, char **argv) {
     const tt_backend *be = be_by_name(device);
     if (!be) return tool_fail("bench kernels");
     be_use(be);
-    int bf = strcmp(act_dtype, "bf16") == 0 || (strcmp(act_dtype, "auto") == 0 && strcmp(device, "cuda") == 0);
-    if (!bf && strcmp(act_dtype, "f32") != 0 && strcmp(act_dtype, "auto") != 0) {
-        fprintf(stderr, "tiertrain bench kernels: --act-dtype must be f32, bf16 or auto, not '%s'\n", act_dtype);
-        return 2;
-    }
+    int bf = tool_act_bf16("bench kernels", act_dtype, device);
+    if (bf < 0) return 2;
     kctx c = {.M = (int)m, .N = (int)n, .K = (int)k, .dt = bf ? BE_BF16 : BE_REAL};
     size_t wn = (size_t)n * k, es = be_elem_size(c.dt);
     c.n = (size_t)m * k < wn ? (size_t)m * k : wn;

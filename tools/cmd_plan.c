@@ -10,6 +10,14 @@
 
 #include <string.h>
 
+int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device) {
+    const char *ad = act_dtype ? act_dtype : "auto";
+    if (strcmp(ad, "auto") == 0) return strcmp(device, "cuda") == 0; /* DESIGN.md: bf16 on a GPU */
+    if (strcmp(ad, "f32") == 0 || strcmp(ad, "bf16") == 0) return strcmp(ad, "bf16") == 0;
+    fprintf(stderr, "tiertrain %s: --act-dtype must be f32, bf16 or auto, not '%s'\n", cmd, ad);
+    return -1;
+}
+
 int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *a, tt_plan_req *req) {
     memset(req, 0, sizeof *req);
     if (!(a->dropout >= 0 && a->dropout < 1)) {
@@ -34,13 +42,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         return 2;
     }
     exec_user(&req->user, &lora, a->clip > 0);
-    const char *ad = a->act_dtype ? a->act_dtype : "auto";
-    if (strcmp(ad, "auto") == 0) ad = strcmp(a->device, "cuda") == 0 ? "bf16" : "f32"; /* DESIGN.md: bf16 on a GPU */
-    if (strcmp(ad, "f32") != 0 && strcmp(ad, "bf16") != 0) {
-        fprintf(stderr, "tiertrain %s: --act-dtype must be f32, bf16 or auto, not '%s'\n", cmd, ad);
-        return 2;
-    }
-    req->act_bf16 = strcmp(ad, "bf16") == 0;
+    if ((req->act_bf16 = tool_act_bf16(cmd, a->act_dtype, a->device)) < 0) return 2;
     req->lm_head = strcmp(a->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(a->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
                  : strcmp(a->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
     if (req->lm_head < 0) {

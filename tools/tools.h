@@ -50,6 +50,10 @@ struct tt_plan_req;
  * shape, LoRA). Returns 0, or 2 after printing a usage error for cmd. */
 int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan_args *a, struct tt_plan_req *req);
 
+/* --act-dtype's value (NULL: auto) for a backend name: 1 bf16, 0 f32 (auto:
+ * bf16 with cuda, f32 elsewhere), or -1 after printing a usage error for cmd. */
+int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device);
+
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);
 

@@ -23,6 +23,7 @@
 #include "core/base/dtype.h"
 #include "core/base/nf4.h"
 #include "core/base/rng.h"
+#include "kernels/cuda/cuda_index.h" /* plain C: tt_lse_merge */
 
 /* ---- memory ---------------------------------------------------------------- */
 
@@ -313,9 +314,9 @@ static int xent_row_off(const int32_t *targets, const tt_real *weight, int r) {
 }
 
 /* stats row r: (running max m, sum s of exp(x - m), target logit), double.
- * The chunk's own max and sum (exp in tt_real, the sum in double), merged:
- * m' = max(m, cm), s' = s e^(m - m') + cs e^(cm - m'). One chunk leaves
- * exactly the chunk's (max, sum): the single-pass softmax. */
+ * The chunk's own max and sum (exp in tt_real, the sum in double), merged
+ * by the online log-sum-exp the CUDA kernel uses too (cuda_index.h). One
+ * chunk leaves exactly the chunk's (max, sum): the single-pass softmax. */
 static void cpu_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats,
                            int dt) {
     for (int r = 0; r < R; r++) {
@@ -329,12 +330,7 @@ static void cpu_xent_stats(int R, int n, int ld, int v0, const void *logits, con
         }
         double cs = 0;
         for (int j = 0; j < n; j++) cs += R_EXP(LD(logits, o + j, dt) - cm);
-        if (st[0] == -INFINITY || cm > st[0]) {
-            st[1] = (st[0] == -INFINITY ? 0 : st[1] * exp(st[0] - (double)cm)) + cs;
-            st[0] = cm;
-        } else {
-            st[1] += cs * exp((double)cm - st[0]);
-        }
+        tt_lse_merge(&st[0], &st[1], cm, cs);
         const int32_t t = targets[r];
         if (t >= v0 && t < v0 + n) st[2] = LD(logits, o + (size_t)(t - v0), dt);
     }
