@@ -78,6 +78,7 @@ tt_exec_cfg exec_user_cfg(const tt_dev_user *u) {
 void exec_free(tt_exec *e) {
     if (!e) return;
     stream_free(e->st); /* synchronises the backend first */
+    trace_dev_flush(e->trace); /* the last spans (a deferred AdamW's): their work is done */
     if (e->ws) ws_free(e->ws);
     lora_free(&e->lora);
     model_free(e->m);
@@ -92,6 +93,11 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     e->cfg = exec_user_cfg(&plan->req.user);
     e->trace = trace;
     e->seed = seed;
+    /* device-timed spans for a step's compute, copies and spills, with room for a step and a half in flight */
+    if (trace) {
+        size_t per_step = (size_t)plan->req.K * 8 * (plan->L + 1) + 8 * (size_t)plan->L + 64;
+        trace_dev_enable(trace, per_step + per_step / 2 < 65536 ? per_step + per_step / 2 : 65536);
+    }
     int rc = stream_create(&e->st, path, plan, e, trace);
     if (rc) { exec_free(e); return rc; }
     const tier_store *s = stream_store(e->st);
@@ -121,10 +127,13 @@ void exec_inject_io_fault(tt_exec *e, uint64_t nth, int err) { stream_inject_io_
 
 /* ---- one step ------------------------------------------------------------------ */
 
-static void rec(tt_exec *e, int track, const char *name, int64_t arg, double t0) {
-    if (e->trace) trace_add(e->trace, track, name, arg, t0, tt_now());
+/* Compute work is timed on the compute queue (sched/trace.h's spans: when it
+ * ran, where the backend can tell; else when it was issued, which on the
+ * CPU is when it ran). */
+static tt_span span_begin(tt_exec *e) { return trace_span_begin(e->trace, NULL); }
+static void span_end(tt_exec *e, tt_span s, int track, const char *name, int64_t arg) {
+    trace_span_end(e->trace, s, NULL, track, name, arg);
 }
-static void compute_rec(tt_exec *e, const char *name, int l, double t0) { rec(e, TRACE_COMPUTE, name, l, t0); }
 
 /* Layer l from the weight provider, bound to the model. */
 static int acquire(tt_exec *e, int l, int pos) {
@@ -150,7 +159,7 @@ static void *embed_in(tt_exec *e, const int32_t *tokens) {
 static void layer_adamw(tt_exec *e, int l, const float *hp, int step) {
     tt_lora *lo = &e->lora;
     size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
-    double t0 = tt_now();
+    tt_span t0 = span_begin(e);
     be_copy_async(lo->m, lo->m_host + a, n * sizeof(float), BE_H2D, NULL);
     be_copy_async(lo->v, lo->v_host + a, n * sizeof(float), BE_H2D, NULL);
     lora_stage_layer(lo, l); /* the deferred step's layers are not on the device yet */
@@ -158,7 +167,7 @@ static void layer_adamw(tt_exec *e, int l, const float *hp, int step) {
     lora_unstage_layer(lo, l);
     be_copy_async(lo->m_host + a, lo->m, n * sizeof(float), BE_D2H, NULL);
     be_copy_async(lo->v_host + a, lo->v, n * sizeof(float), BE_D2H, NULL);
-    rec(e, TRACE_OPT, "adamw", l, t0);
+    span_end(e, t0, TRACE_OPT, "adamw", l);
 }
 
 /* A step that stops early (an IO error at a layer load): nothing queued may
@@ -190,9 +199,9 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
             void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
             void *y = stream_buf_get(e->st);
-            double t0 = tt_now();
+            tt_span t0 = span_begin(e);
             model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
-            compute_rec(e, "forward", l, t0);
+            span_end(e, t0, TRACE_COMPUTE, "forward", l);
             if (l == 0) stream_buf_put(e->st, x);
             else stream_cell_done(e->st, l, k, !backward); /* eval: the checkpoint is not needed again */
             stream_cell_put(e->st, l + 1, k, y);
@@ -203,15 +212,16 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     for (int k = 0; k < K; k++) {
         void *x = stream_cell_get(e->st, L, k);
         void *dx = backward ? stream_buf_get(e->st) : NULL;
-        double t0 = tt_now();
+        tt_span t0 = span_begin(e);
         model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx, acc);
-        compute_rec(e, "head", L, t0);
+        span_end(e, t0, TRACE_COMPUTE, "head", L);
         stream_cell_done(e->st, L, k, 1);
         if (backward) stream_cell_put(e->st, L, k, dx);
     }
     if (!backward) {
         be_to_host(got, acc, sizeof got); /* the one read-back */
         *loss_sum = got[0];
+        trace_dev_flush(e->trace);
         stream_end(e->st);
         return 0;
     }
@@ -227,9 +237,9 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
             void *dy = stream_cell_get(e->st, l + 1, k);
             void *dx = stream_buf_get(e->st);
-            double t0 = tt_now();
+            tt_span t0 = span_begin(e);
             model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
-            compute_rec(e, "backward", l, t0);
+            span_end(e, t0, TRACE_COMPUTE, "backward", l);
             stream_cell_done(e->st, l + 1, k, 1);
             if (l == 0) { stream_buf_put(e->st, x); stream_buf_put(e->st, dx); }
             else stream_cell_put(e->st, l, k, dx); /* replaces the checkpoint (its buffer is returned) */
@@ -263,6 +273,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     }
     *gnorm = sqrt(*gnorm);
     *loss_sum = loss / (wsum > 0 ? wsum : 1);
+    trace_dev_flush(e->trace); /* after the read-back: the step's compute is done (a deferred AdamW: the next flush) */
     stream_end(e->st);
     return 0;
 }

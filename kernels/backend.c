@@ -222,3 +222,8 @@ void be_copy_async(void *dst, const void *src, size_t bytes, int kind, tt_queue 
     else cur()->copy(dst, src, bytes);
 }
 void be_synchronize(void) { if (cur()->synchronize) cur()->synchronize(); }
+tt_event *be_timer_new(void) { return cur()->timer_new && !NO_EVENTS() ? cur()->timer_new() : NULL; }
+double be_timer_elapsed(tt_event *a, tt_event *b) {
+    TT_ASSERT(a && b && cur()->timer_elapsed);
+    return cur()->timer_elapsed(a, b);
+}

@@ -209,6 +209,13 @@ typedef struct tt_backend {
      * must stay untouched until an event recorded after it completes. */
     void (*copy_async)(void *dst, const void *src, size_t bytes, int kind, tt_queue *q);
     void (*synchronize)(void);                 /* the host waits for every queue */
+
+    /* ---- optional device timing (both or neither) ---- */
+    /* An event (as event_new, freed by event_free) that also notes when its
+     * mark was reached: the trace's device times (sched/trace.h). */
+    tt_event *(*timer_new)(void);
+    /* Seconds from a's mark to b's, both reached (negative when b's came first). */
+    double (*timer_elapsed)(tt_event *a, tt_event *b);
 } tt_backend;
 
 /* The largest cross-entropy chunk (rows) a backend must take. */
@@ -305,5 +312,9 @@ void be_copy_async(void *dst, const void *src, size_t bytes, int kind, tt_queue 
 void be_synchronize(void);
 /* 1 when the backend's queues really run asynchronously. */
 int be_is_async(void);
+/* A timing event, or NULL where the backend has none (the host's clock then
+ * tells when work ran: it runs at the call). */
+tt_event *be_timer_new(void);
+double be_timer_elapsed(tt_event *a, tt_event *b);
 
 #endif

@@ -315,14 +315,14 @@ static void *io_main(void *arg) {
             io_fail(e, rc, tt_lasterr());
             continue;
         }
-        double t0 = tt_now();
         slot *sl = &e->slots[c.slot];
         if (!e->drop_wait) be_queue_wait(e->h2d, sl->done); /* the compute queue is done with what it held */
+        tt_span sp = trace_span_begin(e->trace, e->h2d); /* when the copy runs (device time where there is one) */
         be_copy_async(sl->buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw, BE_H2D, e->h2d);
+        trace_span_end(e->trace, sp, e->h2d, TRACE_COPY, "to device", c.layer);
         be_event_record(sl->ready, e->h2d);
         if (st >= 0) be_event_record(e->stage_ev[st], e->h2d); /* the read after next waits for it */
         else if (raw == e->r.decode) be_event_sync(sl->ready); /* the next decode rewrites it */
-        rec(e, TRACE_COPY, "to device", c.layer, t0);
         pthread_mutex_lock(&e->mu);
         e->slots[c.slot].state = SLOT_READY;
         pthread_cond_broadcast(&e->cv);
@@ -347,15 +347,15 @@ static void *copy_main(void *arg) {
         pthread_mutex_unlock(&e->mu);
         if (stop) break;
         cell *x = cell_at(e, c.l, c.k);
-        double t0 = tt_now();
         tt_event *ev = buf_ev(e, c.buf);
         tt_queue *q = c.kind == CMD_SPILL ? e->d2h : e->up; /* not behind a layer load's wait on the compute queue */
         be_queue_wait(q, ev); /* spill: the value was computed; unspill: the buffer's last use is over */
+        tt_span sp = trace_span_begin(e->trace, q);
         if (c.kind == CMD_SPILL) be_copy_async(x->host, c.buf, bytes, BE_D2H, q);
         else be_copy_async(c.buf, x->host, bytes, BE_H2D, q);
+        trace_span_end(e->trace, sp, q, TRACE_SPILL, c.kind == CMD_SPILL ? "spill" : "unspill", c.l);
         be_event_record(ev, q);
         be_event_sync(ev); /* the host copy is complete (the copy thread works one command at a time) */
-        rec(e, TRACE_SPILL, c.kind == CMD_SPILL ? "spill" : "unspill", c.l, t0);
         pthread_mutex_lock(&e->mu);
         if (c.kind == CMD_SPILL) {
             x->spilling--;

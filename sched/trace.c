@@ -10,6 +10,7 @@
 #include "sched/trace.h"
 
 #include "core/base/common.h"
+#include "kernels/backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +41,23 @@ struct tt_trace {
     _Atomic size_t dropped;
     double origin;
     double step_t0;
+    /* device-timed spans (trace_dev_enable): slots under `lock` */
+    struct dev_span *dev;       /* [n_dev] */
+    size_t *dev_free, n_free;   /* a stack of free slot indices */
+    size_t *dev_done;           /* [n_dev], trace_dev_flush's scratch */
+    size_t n_dev;
+    tt_event *anchor;
+    pthread_mutex_t flush_lock; /* one flush at a time */
 };
+
+/* A device span's slot: its two timing events, and what to record once both are reached. */
+enum { SPAN_FREE = 0, SPAN_OPEN, SPAN_ENDED };
+typedef struct dev_span {
+    tt_event *a, *b;
+    const char *name;
+    int64_t arg;
+    int track, state;
+} dev_span;
 
 static const char *const g_track_names[TRACE_N_TRACKS] = {"io", "copy", "decompress", "compute", "spill", "optimizer"};
 
@@ -65,6 +82,7 @@ tt_trace *trace_create(size_t max_events) {
     memset(t->scratch, 0, max_events * sizeof *t->scratch);
     TT_ASSERT(pthread_mutex_init(&t->lock, NULL) == 0);
     TT_ASSERT(pthread_mutex_init(&t->stats_lock, NULL) == 0);
+    TT_ASSERT(pthread_mutex_init(&t->flush_lock, NULL) == 0);
     atomic_init(&t->n, 0);
     atomic_init(&t->dropped, 0);
     t->origin = tt_now();
@@ -74,6 +92,15 @@ tt_trace *trace_create(size_t max_events) {
 
 void trace_free(tt_trace *t) {
     if (!t) return;
+    for (size_t i = 0; i < t->n_dev; i++) {
+        be_event_free(t->dev[i].a);
+        be_event_free(t->dev[i].b);
+    }
+    if (t->anchor) be_event_free(t->anchor);
+    free(t->dev);
+    free(t->dev_free);
+    free(t->dev_done);
+    pthread_mutex_destroy(&t->flush_lock);
     pthread_mutex_destroy(&t->lock);
     pthread_mutex_destroy(&t->stats_lock);
     free(t->ev);
@@ -94,6 +121,94 @@ void trace_add(tt_trace *t, int track, const char *name, int64_t arg, double t0,
         atomic_fetch_add_explicit(&t->dropped, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- device-timed spans ----------------------------------------------------------- */
+
+int trace_dev_enable(tt_trace *t, size_t max_spans) {
+    if (t->n_dev || !max_spans) return t->n_dev > 0;
+    tt_event *anchor = be_timer_new();
+    if (!anchor) return 0; /* the backend runs work at the call: the host's clock is right */
+    t->anchor = anchor;
+    t->dev = tt_xcalloc(max_spans, sizeof *t->dev);
+    t->dev_free = tt_xmalloc(max_spans * sizeof *t->dev_free);
+    t->dev_done = tt_xmalloc(max_spans * sizeof *t->dev_done);
+    for (size_t i = 0; i < max_spans; i++) {
+        t->dev[i].a = be_timer_new();
+        t->dev[i].b = be_timer_new();
+        t->dev_free[i] = max_spans - 1 - i;
+    }
+    t->n_free = max_spans;
+    pthread_mutex_lock(&t->lock);
+    t->n_dev = max_spans; /* published last: spans begun from now on are timed */
+    pthread_mutex_unlock(&t->lock);
+    return 1;
+}
+
+tt_span trace_span_begin(tt_trace *t, tt_queue *q) {
+    tt_span s = {-1, tt_now()};
+    if (!t) return s;
+    pthread_mutex_lock(&t->lock);
+    if (t->n_dev) {
+        if (t->n_free) {
+            s.slot = (long)t->dev_free[--t->n_free];
+            t->dev[s.slot].state = SPAN_OPEN;
+        } else {
+            s.slot = -2; /* every slot waits for its work: this span is dropped */
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (s.slot >= 0) be_event_record(t->dev[s.slot].a, q);
+    return s;
+}
+
+void trace_span_end(tt_trace *t, tt_span s, tt_queue *q, int track, const char *name, int64_t arg) {
+    if (!t) return;
+    if (s.slot == -1) { trace_add(t, track, name, arg, s.t0, tt_now()); return; }
+    if (s.slot == -2) { atomic_fetch_add_explicit(&t->dropped, 1, memory_order_relaxed); return; }
+    TT_ASSERT(track >= 0 && track < TRACE_N_TRACKS && name != NULL);
+    dev_span *d = &t->dev[s.slot];
+    be_event_record(d->b, q);
+    pthread_mutex_lock(&t->lock);
+    d->name = name;
+    d->arg = arg;
+    d->track = track;
+    d->state = SPAN_ENDED;
+    pthread_mutex_unlock(&t->lock);
+}
+
+void trace_dev_flush(tt_trace *t) {
+    if (!t || !t->n_dev) return;
+    pthread_mutex_lock(&t->flush_lock);
+    /* the spans whose work is done, found before the anchor is recorded: each precedes it */
+    size_t n = 0;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->n_dev; i++)
+        if (t->dev[i].state == SPAN_ENDED && be_event_query(t->dev[i].b)) t->dev_done[n++] = i;
+    pthread_mutex_unlock(&t->lock);
+    if (n) {
+        be_event_record(t->anchor, NULL);
+        be_event_sync(t->anchor);
+        double h = tt_now(); /* the anchor's mark, on the host's clock (after it: the sync's latency) */
+        for (size_t j = 0; j < n; j++) {
+            dev_span *d = &t->dev[t->dev_done[j]];
+            double t0 = h - be_timer_elapsed(d->a, t->anchor), t1 = h - be_timer_elapsed(d->b, t->anchor);
+            trace_add(t, d->track, d->name, d->arg, t0, t1 > t0 ? t1 : t0);
+        }
+        pthread_mutex_lock(&t->lock);
+        for (size_t j = 0; j < n; j++) {
+            t->dev[t->dev_done[j]].state = SPAN_FREE;
+            t->dev_free[t->n_free++] = t->dev_done[j];
+        }
+        pthread_mutex_unlock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->flush_lock);
+}
+
+size_t trace_count(const tt_trace *t, int track) {
+    size_t n = atomic_load_explicit(&t->n, memory_order_acquire), c = 0;
+    for (size_t i = 0; i < n; i++) c += t->ev[i].track == track;
+    return c;
 }
 
 size_t trace_n_events(const tt_trace *t) { return atomic_load_explicit(&t->n, memory_order_acquire); }

@@ -14,6 +14,8 @@
 #ifndef TT_TRACE_H
 #define TT_TRACE_H
 
+#include "kernels/backend.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +63,32 @@ const char *trace_track_name(int track);
  * a layer index or similar, -1 for none. Thread-safe (a mutex), never
  * allocates; when the trace is full the event is only counted as dropped. */
 void trace_add(tt_trace *t, int track, const char *name, int64_t arg, double t0, double t1);
+
+/* ---- device-timed spans ----
+ * Work issued to a backend queue runs later than the host issues it (on a
+ * GPU, or the cpu-async workers): a span times it with the backend's timing
+ * events, so the trace shows when the work ran. Without timing events
+ * (trace_dev_enable returned 0, or never called) a span is the host's
+ * interval from begin to end, right where work runs at the call. */
+
+/* Creates max_spans pairs of timing events (now, so that recording never
+ * allocates); returns 1, or 0 when the backend has none. Call once, after
+ * the backend is chosen; trace_free frees them (with that backend current). */
+int trace_dev_enable(tt_trace *t, size_t max_spans);
+typedef struct tt_span { long slot; double t0; } tt_span;
+/* Marks the start of a span on queue q (NULL: the compute queue). t may be NULL (nothing recorded). */
+tt_span trace_span_begin(tt_trace *t, tt_queue *q);
+/* Marks its end on the same queue; the event is recorded by trace_dev_flush
+ * once the queue has reached the mark (on the host's clock). When every
+ * slot is in flight, the span is counted as dropped. */
+void trace_span_end(tt_trace *t, tt_span s, tt_queue *q, int track, const char *name, int64_t arg);
+/* Records the spans whose work is done: waits for the compute queue to reach
+ * what was issued so far (call it where the host waits anyway, e.g. after a
+ * step's read-back); spans still in flight stay for a later flush. */
+void trace_dev_flush(tt_trace *t);
+
+/* Events recorded on one track. */
+size_t trace_count(const tt_trace *t, int track);
 
 /* Events recorded, events dropped, and the origin (tt_now() at create). */
 size_t trace_n_events(const tt_trace *t);

@@ -9,11 +9,15 @@
 #include "core/base/rng.h"
 #include "core/exec.h"
 #include "sched/plan.h"
+#include "sched/trace.h"
 #include "tests/test.h"
 
 #include <string.h>
 
 #define STEPS 2
+
+/* The trace run() hands the executor (NULL: none). */
+static tt_trace *g_run_trace;
 
 typedef struct run_out {
     double loss[STEPS];
@@ -39,7 +43,7 @@ static inline int run(const char *store, const tt_plan_req *req, float dropout, 
     if (rc) { tier_close(s); return rc; }
     *used = p;
     tt_exec *e;
-    rc = exec_create(&e, store, &p, 5, NULL);
+    rc = exec_create(&e, store, &p, 5, g_run_trace);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     if (rc) { tier_close(s); return rc; }
     int T = req->B * req->seq, K = req->K;

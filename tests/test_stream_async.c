@@ -43,6 +43,16 @@ static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size
     return r;
 }
 
+/* Every layer's forward and backward, the head and AdamW as device spans of
+ * the compute queue (cpu-async's events time them), none dropped. */
+static void check_trace(tt_trace *t, const tt_plan_req *r, const tt_plan *p, int L) {
+    size_t want = (size_t)STEPS * (2 * (size_t)r->K * L + r->K);
+    CHECK_MSG(trace_count(t, TRACE_COMPUTE) == want, "%zu compute spans, want %zu", trace_count(t, TRACE_COMPUTE), want);
+    CHECK_MSG(trace_count(t, TRACE_OPT) == (size_t)STEPS * L, "%zu optimizer spans", trace_count(t, TRACE_OPT));
+    CHECK_MSG(trace_count(t, TRACE_COPY) >= (size_t)L, "%zu layer copies (%d slots)", trace_count(t, TRACE_COPY), p->slots);
+    CHECK_EQ_INT((int)trace_n_dropped(t), 0);
+}
+
 int main(void) {
     const char *ns = getenv("TT_TEST_SEEDS"), *ef = getenv("TT_TEST_EXPECT_FAIL");
     /* the sanitizer builds (several times slower) take fewer seeds unless told */
@@ -83,7 +93,15 @@ int main(void) {
                 tt_plan_req r = budget(store, &req, b, cell);
                 run_out o;
                 int before = tt_test_failures;
-                if (run(store, &r, dropout, clip, &o, &p) != 0) {
+                /* the first seed's runs traced: spans timed by the queues' events change nothing */
+                g_run_trace = seed == 1 ? trace_create(1u << 16) : NULL;
+                int failed = run(store, &r, dropout, clip, &o, &p) != 0;
+                if (g_run_trace) {
+                    check_trace(g_run_trace, &r, &p, (int)c.n_layers);
+                    trace_free(g_run_trace);
+                    g_run_trace = NULL;
+                }
+                if (failed) {
                     CHECK_MSG(0, "%s: the run failed", budget_name[b]);
                     continue;
                 }

@@ -8,10 +8,16 @@
  * thread_name metadata for every track, every X event with name / cat / ph /
  * ts / dur / pid / tid, times and layers as recorded, IO and compute on
  * different tids, escaped names intact, no .partial left); an unwritable path
- * gives -errno with the path in the message. */
+ * gives -errno with the path in the message. Device-timed spans
+ * (cpu-async's queues, seeded delays): a span's event lasts while its queue
+ * ran the work (milliseconds of delays), not while the host issued it, and
+ * starts after the span was begun; a span with every slot in flight is
+ * dropped; the plain CPU backend has no timers and spans are host
+ * intervals. */
 #include "sched/trace.h"
 
 #include "core/base/common.h"
+#include "kernels/backend.h"
 #include "tests/test.h"
 
 #include <errno.h>
@@ -435,8 +441,77 @@ static void test_unwritable(void) {
     trace_free(t);
 }
 
+/* ---- device-timed spans -------------------------------------------------- */
+
+static void test_dev_spans(void) {
+    be_use(backend_cpu_async());
+    cpu_async_configure(7, 5000); /* a quarter of the tasks sleep up to 5 ms first */
+    tt_trace *t = trace_create(64);
+    CHECK_EQ_INT(trace_dev_enable(t, 4), 1);
+    tt_queue *q = be_queue_new();
+    tt_real *x = be_alloc(1024 * sizeof(tt_real)), *y = be_alloc(1024 * sizeof(tt_real));
+    double h0 = tt_now();
+    trace_step_begin(t, h0);
+    tt_span s = trace_span_begin(t, NULL);
+    for (int i = 0; i < 60; i++) be_fill(x, 1024, (tt_real)i);
+    trace_span_end(t, s, NULL, TRACE_COMPUTE, "fills", 1);
+    tt_span c = trace_span_begin(t, q);
+    be_copy_async(y, x, 1024 * sizeof(tt_real), BE_D2D, q);
+    trace_span_end(t, c, q, TRACE_COPY, "copy", 2);
+    double issued = tt_now() - h0;
+    be_synchronize();
+    trace_dev_flush(t);
+    tt_trace_stats st;
+    trace_step_stats(t, tt_now(), &st);
+    CHECK_EQ_INT((int)st.n_events, 2); /* both, each starting after the step began */
+    /* the fills' span is their run: 60 tasks, about 15 of them sleeping (seeded) */
+    CHECK_MSG(st.compute_busy >= 0.001, "the compute span lasted %.6f s (issued in %.6f s)", st.compute_busy, issued);
+    CHECK(st.io_busy >= 0);
+    CHECK_EQ_INT((int)trace_n_dropped(t), 0);
+    /* flushing again records nothing twice */
+    trace_dev_flush(t);
+    CHECK_EQ_INT((int)trace_n_events(t), 2);
+
+    /* one slot: a second span begun while the first is in flight is dropped */
+    tt_trace *t1 = trace_create(8);
+    CHECK_EQ_INT(trace_dev_enable(t1, 1), 1);
+    tt_span a = trace_span_begin(t1, NULL), b = trace_span_begin(t1, NULL);
+    trace_span_end(t1, a, NULL, TRACE_COMPUTE, "a", 0);
+    trace_span_end(t1, b, NULL, TRACE_COMPUTE, "b", 0);
+    be_synchronize();
+    trace_dev_flush(t1);
+    CHECK_EQ_INT((int)trace_n_events(t1), 1);
+    CHECK_EQ_INT((int)trace_n_dropped(t1), 1);
+    /* the slot is free again */
+    tt_span c2 = trace_span_begin(t1, NULL);
+    trace_span_end(t1, c2, NULL, TRACE_COMPUTE, "c", 0);
+    be_synchronize();
+    trace_dev_flush(t1);
+    CHECK_EQ_INT((int)trace_n_events(t1), 2);
+    trace_free(t1);
+    trace_free(t);
+    be_free(x);
+    be_free(y);
+    be_queue_free(q);
+    cpu_async_configure(1, 0);
+
+    /* the CPU backend has no timers: spans are the host's intervals */
+    be_use(backend_cpu());
+    tt_trace *t2 = trace_create(8);
+    CHECK_EQ_INT(trace_dev_enable(t2, 4), 0);
+    double g0 = tt_now();
+    tt_span h = trace_span_begin(t2, NULL);
+    trace_span_end(t2, h, NULL, TRACE_COMPUTE, "host", 0);
+    CHECK_EQ_INT((int)trace_n_events(t2), 1);
+    trace_step_begin(t2, g0);
+    trace_step_stats(t2, tt_now(), &st);
+    CHECK_EQ_INT((int)st.n_events, 1);
+    trace_free(t2);
+}
+
 int main(void) {
     make_tmpdir();
+    test_dev_spans();
     test_names();
     test_stats_known();
     test_stats_random();

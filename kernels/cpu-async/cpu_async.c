@@ -49,6 +49,7 @@ struct tt_event {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t recorded, reached; /* generations: the latest mark, the latest mark its queue passed */
+    double t_reached;           /* tt_now() when the latest reached mark was passed (timer_elapsed) */
 };
 
 static const tt_backend *cpu_ref(void) { return backend_cpu(); }
@@ -195,7 +196,10 @@ typedef struct { tt_event *ev; uint64_t gen; } a_mark;
 static void r_reach(const void *p) {
     const a_mark *a = p;
     pthread_mutex_lock(&a->ev->mu);
-    if (a->gen > a->ev->reached) a->ev->reached = a->gen;
+    if (a->gen > a->ev->reached) {
+        a->ev->reached = a->gen;
+        a->ev->t_reached = tt_now();
+    }
     pthread_cond_broadcast(&a->ev->cv);
     pthread_mutex_unlock(&a->ev->mu);
 }
@@ -237,6 +241,17 @@ static int ca_event_query(tt_event *ev) {
     int done = ev->reached >= ev->recorded;
     pthread_mutex_unlock(&ev->mu);
     return done;
+}
+
+/* Every event notes when its mark is reached: a timer is an event. */
+static double ca_timer_elapsed(tt_event *a, tt_event *b) {
+    pthread_mutex_lock(&a->mu);
+    double ta = a->t_reached;
+    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_lock(&b->mu);
+    double tb = b->t_reached;
+    pthread_mutex_unlock(&b->mu);
+    return tb - ta;
 }
 
 /* ---- memory and copies ------------------------------------------------------ */
@@ -549,6 +564,8 @@ static const tt_backend g_cpu_async = {
     .event_query = ca_event_query,
     .copy_async = ca_copy_async,
     .synchronize = ca_synchronize,
+    .timer_new = ca_event_new,
+    .timer_elapsed = ca_timer_elapsed,
 };
 
 const tt_backend *backend_cpu_async(void) {

@@ -3,8 +3,8 @@
  * tested against (tests/test_cuda_ops.c, skipped without a GPU).
  *
  * Activations are fp32 or bf16 (kernels templated on the storage type);
- * matrix products go to cuBLAS with fp32 accumulation (bf16 operands: tensor
- * cores). Every op runs on one non-blocking compute stream; layer loads,
+ * matrix products go to cuBLASLt with fp32 accumulation (bf16 operands:
+ * tensor cores; cuda_gemm.cu). Every op runs on one non-blocking compute stream; layer loads,
  * unspills and spills get non-blocking streams of their own, ordered by the
  * runtime's events only. After start-up nothing allocates or synchronises
  * the device (tests/test_cuda_rules.sh): scratch comes from the workspace.
@@ -16,6 +16,7 @@
  * on the CPU. */
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_flash.h"
+#include "kernels/cuda/cuda_impl.h"
 #include "kernels/cuda/cuda_index.h"
 
 extern "C" {
@@ -34,33 +35,8 @@ extern "C" {
 #include <string.h>
 #include <errno.h>
 
-#define CUDA_CHECK(call)                                                                                      \
-    do {                                                                                                      \
-        cudaError_t err_ = (call);                                                                            \
-        if (err_ != cudaSuccess) {                                                                            \
-            fprintf(stderr, "tiertrain: CUDA error %s at %s:%d: %s\n", cudaGetErrorName(err_), __FILE__,       \
-                    __LINE__, cudaGetErrorString(err_));                                                      \
-            abort();                                                                                          \
-        }                                                                                                     \
-    } while (0)
-
-#define CUBLAS_CHECK(call)                                                                                    \
-    do {                                                                                                      \
-        cublasStatus_t st_ = (call);                                                                          \
-        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                                   \
-            fprintf(stderr, "tiertrain: cuBLAS error %d at %s:%d\n", (int)st_, __FILE__, __LINE__);          \
-            abort();                                                                                          \
-        }                                                                                                     \
-    } while (0)
-
-/* After every launch (STYLE.md 5). */
-#define LAUNCHED() CUDA_CHECK(cudaGetLastError())
-
-static cublasHandle_t g_blas;
-/* The compute queue: a non-blocking stream every op, cuBLAS call and
- * synchronous-looking copy runs on (nothing orders it with the other queues
- * but the runtime's events). */
-static cudaStream_t g_compute;
+/* The compute queue (cuda_impl.h). */
+cudaStream_t g_compute;
 
 /* Every host thread that talks to the GPU (the step loop, the IO and copy
  * threads) selects the device once. */
@@ -74,7 +50,6 @@ static void ensure_device(void) {
 static __constant__ float c_nf4[16];
 static __constant__ float c_dyn[256];
 
-static unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 
 /* ---- memory ---------------------------------------------------------------- */
 
@@ -122,7 +97,6 @@ static void cu_fill(tt_real *x, size_t n, tt_real v) {
  * the storage type T, read through ldv (to float) and write through stv
  * (round to nearest even); all arithmetic is float. TDISPATCH launches the
  * instance dt names. */
-typedef __nv_bfloat16 bf16;
 __device__ __forceinline__ float ldv(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ float ldv(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ void stv(float *p, size_t i, float v) { p[i] = v; }
@@ -135,38 +109,8 @@ __device__ __forceinline__ void stv(bf16 *p, size_t i, float v) { p[i] = __float
         LAUNCHED();                                                                                    \
     } while (0)
 
-static cudaDataType cuda_type(int dt) { return dt == BE_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
-/* ---- dense algebra ---------------------------------------------------------- */
-
-/* x (n floats) rounded into y (bf16): a mixed product's float operand. */
-__global__ void k_round_bf16(size_t n, const float *x, bf16 *y) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
-}
-static bf16 *g_cvt; /* CUDA_CVT_ELEMS bf16, allocated at start-up: a mixed product's float operand */
-
-/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T. cuBLAS
- * takes A and B of one type: where they differ, the float one (a LoRA
- * factor) is rounded to bf16 into g_cvt first (backend.h's rule). Products
- * accumulate in fp32 (CUBLAS_COMPUTE_32F; tensor cores for bf16). */
-static void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B,
-                    int bt, int ldb, tt_real beta, void *C, int ct, int ldc) {
-    if (at != bt) {
-        int a_real = at == BE_REAL;
-        size_t rows = a_real ? (ta ? K : M) : (tb ? N : K), cols = a_real ? (ta ? M : K) : (tb ? K : N);
-        size_t ld = a_real ? (size_t)lda : (size_t)ldb, span = (rows - 1) * ld + cols;
-        TT_ASSERT(span <= CUDA_CVT_ELEMS); /* LoRA factors: rank x width, far below */
-        k_round_bf16<<<blocks_for(span, 256), 256, 0, g_compute>>>(span, (const float *)(a_real ? A : B), g_cvt);
-        LAUNCHED();
-        if (a_real) { A = g_cvt; at = BE_BF16; }
-        else { B = g_cvt; bt = BE_BF16; }
-    }
-    tt_colmajor_gemm g = tt_colmajor_of(ta, tb, M, N, K, lda, ldb, ldc); /* cuda_index.h: B first */
-    CUBLAS_CHECK(cublasGemmEx(g_blas, g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, g.transb ? CUBLAS_OP_T : CUBLAS_OP_N, g.m,
-                              g.n, g.k, &alpha, B, cuda_type(bt), g.lda, A, cuda_type(at), g.ldb, &beta, C,
-                              cuda_type(ct), g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
+/* ---- dense algebra (products: cuda_gemm.cu) ---------------------------------- */
 
 template <typename T> __global__ void k_axpy(size_t n, float a, const void *x_, void *y_) {
     const T *x = (const T *)x_;
@@ -872,6 +816,18 @@ static void cu_copy_async(void *dst, const void *src, size_t n, int kind, tt_que
                                                                                : cudaMemcpyDeviceToDevice;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, sq(q)));
 }
+/* Timing events: the trace's device times. */
+static tt_event *cu_timer_new(void) {
+    ensure_device();
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDefault));
+    return (tt_event *)e;
+}
+static double cu_timer_elapsed(tt_event *a, tt_event *b) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, (cudaEvent_t)a, (cudaEvent_t)b));
+    return ms * 1e-3;
+}
 /* Teardown and a failed step only (backend.h's be_synchronize). */
 static void cu_synchronize(void) {
     ensure_device();
@@ -955,7 +911,7 @@ static tt_backend g_cuda = {
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
-    cu_event_query, cu_copy_async, cu_synchronize,
+    cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
@@ -979,14 +935,13 @@ extern "C" const tt_backend *backend_cuda(void) {
     CUDA_CHECK(cudaFree(0)); /* create the context */
     CUDA_CHECK(cudaMemGetInfo(&free0, &total));
     CUDA_CHECK(cudaStreamCreateWithFlags(&g_compute, cudaStreamNonBlocking));
-    CUBLAS_CHECK(cublasCreate(&g_blas));
-    CUBLAS_CHECK(cublasSetStream(g_blas, g_compute));
     void *ws;
-    CUDA_CHECK(cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)); /* cuBLAS's workspace, ours to count (else it grows lazily) */
-    CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, CUDA_BLAS_WORKSPACE));
+    bf16 *cvt;
+    CUDA_CHECK(cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)); /* the products' workspace, ours to count (else it grows lazily) */
+    CUDA_CHECK(cudaMalloc(&cvt, CUDA_CVT_ELEMS * sizeof(bf16)));
+    cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt);
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
-    CUDA_CHECK(cudaMalloc(&g_cvt, CUDA_CVT_ELEMS * sizeof(bf16)));
     const char *attn = getenv("TT_CUDA_ATTN");
     g_flash = !(attn && strcmp(attn, "cublas") == 0) && fa_setup();
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));

@@ -1,0 +1,201 @@
+/* kernels/cuda/cuda_gemm.cu — matrix products: cuBLASLt with fp32
+ * accumulation (bf16 operands run on tensor cores), its algorithm chosen once
+ * per shape, alignment and type combination by the heuristic and cached;
+ * cublasGemmEx where cuBLASLt has no algorithm (or TT_CUDA_GEMM=cublas asks
+ * for it). Both take the workspace allocated at start-up, so a product never
+ * allocates. The row-major to column-major derivation is cuda_index.h's
+ * tt_colmajor_of, tested on the CPU. */
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_impl.h"
+#include "kernels/cuda/cuda_index.h"
+
+extern "C" {
+#include "core/base/common.h"
+}
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+static cublasHandle_t g_blas;
+static cublasLtHandle_t g_lt;
+static void *g_ws;
+static size_t g_ws_bytes;
+static bf16 *g_cvt; /* CUDA_CVT_ELEMS bf16: a mixed product's float operand */
+static int g_use_lt = 1;
+
+/* ---- the per-shape cache ---------------------------------------------------------- */
+
+/* What the heuristic's answer depends on: the column-major problem, the
+ * element types and each pointer's alignment (an algorithm chosen for
+ * 256-byte aligned operands may not take a 4-byte aligned one). */
+typedef struct lt_key {
+    int m, n, k, lda, ldb, ldc;
+    uint8_t transa, transb, at, bt, ct, ala, alb, alc;
+} lt_key;
+
+enum { LT_EMPTY = 0, LT_ALGO, LT_GEMMEX };
+typedef struct lt_entry {
+    lt_key key;
+    int state; /* LT_ALGO: cuBLASLt with algo; LT_GEMMEX: cublasGemmEx */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+    size_t ws;
+} lt_entry;
+
+/* Distinct products of a run: a few per layer kind and head chunk; a full
+ * table sends new shapes to cublasGemmEx. */
+#define LT_CACHE 1024
+static lt_entry g_cache[LT_CACHE];
+static size_t g_cached;
+static pthread_mutex_t g_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The largest power of two (up to 256) that divides the address. */
+static uint8_t align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int s = 0;
+    while (s < 8 && !(a & ((uintptr_t)1 << s))) s++;
+    return (uint8_t)s; /* log2 of the alignment */
+}
+
+static size_t key_hash(const lt_key *k) {
+    const unsigned char *b = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return (size_t)(h % LT_CACHE);
+}
+
+/* Asks the heuristic for the key's best algorithm (cuBLASLt: one result,
+ * fitting the workspace and the operands' alignments). */
+static void lt_plan(lt_entry *e) {
+    const lt_key *k = &e->key;
+    e->state = LT_GEMMEX;
+    cublasLtMatmulPreference_t pref = NULL;
+    if (cublasLtMatmulDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return;
+    cublasOperation_t ta = k->transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = k->transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    uint64_t wsb = g_ws_bytes;
+    uint32_t al[3] = {1u << k->ala, 1u << k->alb, 1u << k->alc};
+    int ok = cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
+             cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
+             /* stored shapes: op(first) is (m, k), op(second) (k, n) */
+             cublasLtMatrixLayoutCreate(&e->la, cuda_type(k->at), k->transa ? k->k : k->m, k->transa ? k->m : k->k,
+                                        k->lda) == 0 &&
+             cublasLtMatrixLayoutCreate(&e->lb, cuda_type(k->bt), k->transb ? k->n : k->k, k->transb ? k->k : k->n,
+                                        k->ldb) == 0 &&
+             cublasLtMatrixLayoutCreate(&e->lc, cuda_type(k->ct), k->m, k->n, k->ldc) == 0 &&
+             cublasLtMatmulPreferenceCreate(&pref) == 0 &&
+             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb) == 0 &&
+             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
+                                                  sizeof al[0]) == 0 &&
+             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
+                                                  sizeof al[1]) == 0 &&
+             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
+                                                  sizeof al[2]) == 0 &&
+             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
+                                                  sizeof al[2]) == 0;
+    cublasLtMatmulHeuristicResult_t r;
+    int got = 0;
+    if (ok && cublasLtMatmulAlgoGetHeuristic(g_lt, e->desc, e->la, e->lb, e->lc, e->lc, pref, 1, &r, &got) == 0 &&
+        got == 1 && r.state == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= g_ws_bytes) {
+        e->algo = r.algo;
+        e->ws = r.workspaceSize;
+        e->state = LT_ALGO;
+    }
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+}
+
+/* The key's entry, planned on first use; NULL when the table is full. */
+static lt_entry *lt_lookup(const lt_key *k) {
+    pthread_mutex_lock(&g_cache_mu);
+    size_t i = key_hash(k);
+    lt_entry *e = NULL;
+    for (size_t probe = 0; probe < LT_CACHE; probe++, i = (i + 1) % LT_CACHE) {
+        if (g_cache[i].state == LT_EMPTY) {
+            if (g_cached * 4 >= LT_CACHE * 3) break; /* keep probes short: the rest go to cublasGemmEx */
+            e = &g_cache[i];
+            e->key = *k;
+            lt_plan(e);
+            g_cached++;
+            break;
+        }
+        if (memcmp(&g_cache[i].key, k, sizeof *k) == 0) {
+            e = &g_cache[i];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_cache_mu);
+    return e; /* planned; only its state may change later (LT_ALGO -> LT_GEMMEX, under the lock) */
+}
+
+static int lt_state(lt_entry *e) {
+    pthread_mutex_lock(&g_cache_mu);
+    int s = e->state;
+    pthread_mutex_unlock(&g_cache_mu);
+    return s;
+}
+
+/* ---- products ------------------------------------------------------------------- */
+
+/* x (n floats) rounded into y (bf16): a mixed product's float operand. */
+__global__ void k_round_bf16(size_t n, const float *x, bf16 *y) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T. Both
+ * libraries take A and B of one type: where they differ, the float one (a
+ * LoRA factor) is rounded to bf16 into g_cvt first (backend.h's rule).
+ * Products accumulate in fp32 (CUBLAS_COMPUTE_32F; tensor cores for bf16). */
+void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B, int bt,
+             int ldb, tt_real beta, void *C, int ct, int ldc) {
+    if (at != bt) {
+        int a_real = at == BE_REAL;
+        size_t rows = a_real ? (ta ? K : M) : (tb ? N : K), cols = a_real ? (ta ? M : K) : (tb ? K : N);
+        size_t ld = a_real ? (size_t)lda : (size_t)ldb, span = (rows - 1) * ld + cols;
+        TT_ASSERT(span <= CUDA_CVT_ELEMS); /* LoRA factors: rank x width, far below */
+        k_round_bf16<<<blocks_for(span, 256), 256, 0, g_compute>>>(span, (const float *)(a_real ? A : B), g_cvt);
+        LAUNCHED();
+        if (a_real) { A = g_cvt; at = BE_BF16; }
+        else { B = g_cvt; bt = BE_BF16; }
+    }
+    tt_colmajor_gemm g = tt_colmajor_of(ta, tb, M, N, K, lda, ldb, ldc); /* cuda_index.h: B first */
+    lt_entry *e = NULL;
+    if (g_use_lt) {
+        lt_key k;
+        memset(&k, 0, sizeof k); /* the padding too: keys are compared and hashed as bytes */
+        k.m = g.m; k.n = g.n; k.k = g.k; k.lda = g.lda; k.ldb = g.ldb; k.ldc = g.ldc;
+        k.transa = (uint8_t)g.transa; k.transb = (uint8_t)g.transb;
+        k.at = (uint8_t)bt; k.bt = (uint8_t)at; k.ct = (uint8_t)ct; /* the first operand is B */
+        k.ala = align_of(B); k.alb = align_of(A); k.alc = align_of(C);
+        e = lt_lookup(&k);
+    }
+    if (e && lt_state(e) == LT_ALGO) {
+        cublasStatus_t s = cublasLtMatmul(g_lt, e->desc, &alpha, B, e->la, A, e->lb, &beta, C, e->lc, C, e->lc, &e->algo,
+                                          g_ws, e->ws, g_compute);
+        if (s == CUBLAS_STATUS_SUCCESS) return;
+        /* the heuristic's algorithm refused the problem: this shape goes to cublasGemmEx from now on */
+        fprintf(stderr, "tiertrain: cuBLASLt status %d on a %d x %d x %d product; using cuBLAS for it\n", (int)s, g.m,
+                g.n, g.k);
+        pthread_mutex_lock(&g_cache_mu);
+        e->state = LT_GEMMEX;
+        pthread_mutex_unlock(&g_cache_mu);
+    }
+    CUBLAS_CHECK(cublasGemmEx(g_blas, g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, g.transb ? CUBLAS_OP_T : CUBLAS_OP_N, g.m,
+                              g.n, g.k, &alpha, B, cuda_type(bt), g.lda, A, cuda_type(at), g.ldb, &beta, C,
+                              cuda_type(ct), g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt) {
+    g_ws = ws;
+    g_ws_bytes = ws_bytes;
+    g_cvt = cvt;
+    CUBLAS_CHECK(cublasCreate(&g_blas));
+    CUBLAS_CHECK(cublasSetStream(g_blas, g_compute));
+    CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, ws_bytes)); /* shared: both run on the compute stream, in turn */
+    CUBLAS_CHECK(cublasLtCreate(&g_lt));
+    const char *v = getenv("TT_CUDA_GEMM");
+    g_use_lt = !(v && strcmp(v, "cublas") == 0);
+}
