@@ -346,6 +346,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     lo.lr = o->lr; lo.min_lr = o->min_lr; lo.wd = o->wd; lo.b1 = o->b1; lo.b2 = o->b2; lo.eps = o->eps; lo.clip = o->clip;
     lo.eval_every = o->eval_every; lo.eval_tokens = o->eval_tokens;
     lo.json = o->json; lo.quiet = o->quiet;
+    lo.hbm = o->hbm;
     full_ctx fc = {&st, o};
     static const tt_loop_ops ops = {full_step, full_eval, NULL};
     rc = train_loop(&lo, &ops, &fc, train, val, 0, 0, res);

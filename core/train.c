@@ -337,7 +337,27 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
             break;
         }
         seen += (uint64_t)n;
-        if (step == start + 1) res->first_loss = loss;
+        if (step == start + 1) {
+            res->first_loss = loss;
+            /* the warm-up pass is done: every kernel a step runs is loaded and every library workspace taken */
+            uint64_t used;
+            if (be_dev_in_use(&used) == 0) {
+                res->dev_in_use = used;
+                if (o->hbm && used > o->hbm) {
+                    char u[32], h[32], sug[32];
+                    uint64_t over = used - o->hbm, margin = (uint64_t)64 << 20;
+                    tt_fmt_bytes(used, u, sizeof u);
+                    tt_fmt_bytes(o->hbm, h, sizeof h);
+                    tt_fmt_bytes(o->hbm > 2 * over + margin ? o->hbm - over - margin : 0, sug, sizeof sug);
+                    rc = TT_FAIL(-ENOMEM,
+                                 "after the first step this process holds %s of GPU memory (NVML), above --hbm %s: the "
+                                 "CUDA context, kernels and library workspaces outside the arena took more than the "
+                                 "plan counted; %s; run again with --hbm %s (the arena that much smaller)",
+                                 u, h, nothing, sug);
+                    break;
+                }
+            }
+        }
         res->last_loss = loss;
         res->steps_done = step;
         double now = tt_now(), el = now - t0, per = el / (step - start);
@@ -363,6 +383,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
                 printf(",\"io_busy_pct\":%.1f,\"compute_busy_pct\":%.1f,\"overlap_eff\":%.3f", ts_stats.io_pct,
                        ts_stats.compute_pct, ts_stats.overlap_eff);
             if (!isnan(vloss)) printf(",\"val_loss\":%.6f", vloss);
+            if (step == start + 1 && res->dev_in_use) printf(",\"gpu_bytes_in_use\":%llu", (unsigned long long)res->dev_in_use);
             printf("}\n");
         } else if (!o->quiet) {
             char el_s[32], eta[32];

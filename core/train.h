@@ -35,6 +35,7 @@ typedef struct tt_train_opts {
     int json;                 /* one JSON object per step on stdout */
     int threads;              /* BLAS threads in use (recorded in checkpoints; resume must match) */
     int act_bf16;             /* the plan's activation cells are bf16 (recorded in checkpoints; resume must match) */
+    uint64_t hbm;             /* the device budget (0: none), checked against what the device holds after step 1 */
     tt_trace *trace;          /* per-step IO/compute busy and overlap in the progress line; NULL: off */
     int trace_keep;           /* keep every event (a trace file is written); else cleared each step */
     int quiet;
@@ -45,6 +46,7 @@ typedef struct tt_train_result {
     double first_loss, last_loss;
     double first_val, last_val;   /* NAN if no validation ran */
     int interrupted;
+    uint64_t dev_in_use;          /* device memory the process held after the first step (0: not measured) */
 } tt_train_result;
 
 /* Ctrl-C / SIGTERM ask the running training loop to stop cleanly after its

@@ -216,6 +216,12 @@ typedef struct tt_backend {
     tt_event *(*timer_new)(void);
     /* Seconds from a's mark to b's, both reached (negative when b's came first). */
     double (*timer_elapsed)(tt_event *a, tt_event *b);
+
+    /* ---- optional measurement ---- */
+    /* The device memory this process holds now, everything counted (the
+     * arenas, the runtime's context, loaded kernels, library workspaces);
+     * 0, or -1 when it cannot be measured. */
+    int (*dev_in_use)(uint64_t *bytes);
 } tt_backend;
 
 /* The largest cross-entropy chunk (rows) a backend must take. */
@@ -233,6 +239,7 @@ void cpu_async_configure(uint64_t seed, int max_delay_us);
 int be_host_register(void *p, size_t bytes);   /* 0 when the backend has no such call */
 void be_host_unregister(void *p);
 size_t be_reserved_bytes(void);
+int be_dev_in_use(uint64_t *bytes); /* -1 where the backend cannot tell */
 void *be_host_alloc_pinned(size_t bytes);     /* NULL when the backend has none (or out of memory) */
 void be_host_free_pinned(void *p);
 

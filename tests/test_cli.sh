@@ -84,9 +84,12 @@ done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
 
 # bench kernels: the harness on the CPU backend (the CUDA figures need a GPU)
-expect_ok bench-kernels "$T" bench kernels --device cpu --m 64 --n 128 --k 128 --iters 1 --copy-mb 8 --json
-tail -n 1 "$dir/out" | grep -q '^{"device":"cpu".*"h2d, registered arena":[0-9.]*,"h2d, pageable malloc":[0-9.]*,"dequant_gemm_ratio":' ||
+expect_ok bench-kernels "$T" bench kernels --device cpu --m 64 --n 128 --k 128 --iters 1 --copy-mb 8 --attn-seq 96 --heads 4 --kv-heads 2 --head-dim 32 --json
+tail -n 1 "$dir/out" | grep -q '^{"device":"cpu".*"attention fwd (causal)":[0-9.]*,"attention bwd (causal)":[0-9.]*,.*"h2d, registered arena":[0-9.]*,"h2d, pageable malloc":[0-9.]*,"dequant_gemm_ratio":' ||
     { fail "bench kernels --json"; cat "$dir/out"; }
+grep -q "attention: seq 96, 4 query / 2 KV heads, head_dim 32" "$dir/out" || fail "bench kernels: the attention shape line"
+expect_error "bench kernels bad heads" "--kv-heads" "$T" bench kernels --device cpu --heads 16 --kv-heads 3
+expect_error "bench kernels bad attn-seq" "--attn-seq" "$T" bench kernels --device cpu --attn-seq lots
 expect_error "bench kernels bad copy" "--copy-mb" "$T" bench kernels --device cpu --copy-mb -1
 expect_error "bench kernels bad k" "multiple of 64" "$T" bench kernels --device cpu --k 100
 

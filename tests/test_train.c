@@ -1,8 +1,10 @@
 /* tests/test_train.c — the training loop: resume is bit-exact (N steps, then
  * resume to N+M, gives the same LoRA weights and optimizer state as N+M steps
  * in one run), a missing/corrupt/foreign checkpoint is refused with a clear
- * message, the learning-rate schedule, and that training lowers the loss on
- * data with structure. */
+ * message, the learning-rate schedule, that training lowers the loss on
+ * data with structure, and the budget check after the first step (a backend
+ * that measures more device memory in use than --hbm stops the run with the
+ * option named, nothing written). */
 #include "core/base/common.h"
 #include "core/lora.h"
 #include "core/model.h"
@@ -14,6 +16,7 @@
 #include "tests/test.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 /* train_run on a fresh executor (resident plan) for o's shapes. */
 static int run_train(const char *model, const tt_train_opts *o, const tt_tokens *train, const tt_tokens *val,
@@ -55,6 +58,36 @@ static uint32_t *make_tokens(uint64_t n, uint32_t vocab) {
     return t;
 }
 
+/* The CPU backend with a measured device use (the CUDA backend's NVML figure). */
+static uint64_t g_fake_used;
+static int fake_in_use(uint64_t *b) {
+    *b = g_fake_used;
+    return 0;
+}
+
+static void test_budget_after_step1(const char *model, const char *dir, const tt_tokens *train, const tt_tokens *val) {
+    tt_backend fake = *backend_cpu();
+    fake.dev_in_use = fake_in_use;
+    be_use(&fake);
+    char out[700], f[800];
+    snprintf(out, sizeof out, "%s/budget", dir);
+    tt_train_opts o = base_opts(model, out);
+    o.steps = 3;
+    o.hbm = (uint64_t)64 << 20;
+    g_fake_used = o.hbm + 1;
+    tt_train_result res;
+    CHECK(run_train(model, &o, train, val, &res) != 0);
+    CHECK_MSG(strstr(tt_lasterr(), "--hbm") && strstr(tt_lasterr(), "after the first step"), "%s", tt_lasterr());
+    CHECK_EQ_INT(res.steps_done, 0);
+    snprintf(f, sizeof f, "%s/adapter_model.safetensors", out);
+    CHECK(access(f, F_OK) != 0);
+    g_fake_used = o.hbm; /* at the budget: fine, and reported */
+    CHECK_MSG(run_train(model, &o, train, val, &res) == 0, "%s", tt_lasterr());
+    CHECK_EQ_INT(res.steps_done, 3);
+    CHECK(res.dev_in_use == o.hbm);
+    be_use(backend_cpu());
+}
+
 int main(void) {
     char *dir = fixture_tmpdir();
     char model[600], a[600], b[600], fa[700], fb[700];
@@ -65,6 +98,7 @@ int main(void) {
     uint32_t *tok = make_tokens(4000, c.vocab);
     tt_tokens train = {tok, 3500}, val = {tok + 3500, 500};
     tt_train_result res;
+    test_budget_after_step1(model, dir, &train, &val);
 
     /* Schedule: warmup then cosine to min_lr. */
     tt_train_opts o = base_opts(model, "x");

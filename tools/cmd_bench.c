@@ -366,6 +366,55 @@ static void run_swiglu(void *p) {
     kctx *c = p;
     be_swiglu_fwd(c->n, c->A, c->W, c->C, c->dt);
 }
+/* Causal attention at (1, seq, heads, kv_heads, head_dim), bench kernels' own shape. */
+typedef struct actx {
+    int seq, nh, nkv, hd, dt;
+    void *q, *k, *v, *o, *dout, *dq, *dk, *dv, *scratch;
+    tt_real *lse;
+} actx;
+static void run_attn_fwd(void *p) {
+    actx *a = p;
+    be_attn_fwd(1, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->o, a->lse, a->scratch, a->dt);
+}
+static void run_attn_bwd(void *p) {
+    actx *a = p;
+    be_attn_bwd(1, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->o, a->lse, a->dout, a->dq, a->dk, a->dv,
+                a->scratch, a->dt);
+}
+
+/* Appends the attention rows (TFLOP/s, causal FLOPs: the forward's two
+ * products over the lower triangle, 2 seq^2 hd heads; the backward counted as
+ * 2.5 forwards, FlashAttention's convention); returns the new count, or -1
+ * when device memory runs out. Inputs: the NF4 test weights' values. */
+static int bench_attn(const kctx *c, int seq, int nh, int nkv, int hd, int iters, kbench *res, int nr) {
+    actx a = {seq, nh, nkv, hd, c->dt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    size_t es = be_elem_size(c->dt), nq = (size_t)seq * nh * hd, nk = (size_t)seq * nkv * hd;
+    void **bufs[] = {&a.q, &a.o, &a.dout, &a.dq, &a.k, &a.v, &a.dk, &a.dv};
+    for (int i = 0; i < 8; i++) *bufs[i] = be_alloc((i < 4 ? nq : nk) * es);
+    a.lse = be_alloc((size_t)seq * nh * sizeof(tt_real));
+    a.scratch = be_alloc(be_attn_scratch_bytes(1, seq, nh, nkv, hd, c->dt));
+    int ok = a.lse && a.scratch;
+    for (int i = 0; i < 8; i++) ok = ok && *bufs[i];
+    if (ok) {
+        size_t wn = (size_t)c->N * c->K;
+        /* the test weights' values (the rest of a buffer stays 0): small scores, which the timing does not
+         * depend on */
+        for (int i = 0; i < 8; i++) {
+            size_t n = (i < 4 ? nq : nk) / 64 * 64;
+            be_dequant_range(TT_DTYPE_NF4DQ, c->blob, wn, 0, n < wn / 64 * 64 ? n : wn / 64 * 64, *bufs[i], c->dt);
+        }
+        double f = 2.0 * seq * (double)seq * hd * nh;
+        double t = time_it(run_attn_fwd, &a, a.o, iters);
+        res[nr++] = (kbench){"attention fwd (causal)", "TFLOP/s", f / t / 1e12, t * 1e3};
+        t = time_it(run_attn_bwd, &a, a.dq, iters);
+        res[nr++] = (kbench){"attention bwd (causal)", "TFLOP/s", 2.5 * f / t / 1e12, t * 1e3};
+    }
+    for (int i = 0; i < 8; i++) be_free(*bufs[i]);
+    be_free(a.lse);
+    be_free(a.scratch);
+    return ok ? nr : -1;
+}
+
 static void run_adamw(void *p) {
     kctx *c = p;
     be_adamw(c->n, c->B, c->G, c->mo, c->vo, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.f, 1);
@@ -418,8 +467,8 @@ static int bench_copies(size_t bytes, int iters, kbench *res, int nr, double *re
 }
 
 static int bench_kernels(int argc, char **argv) {
-    const char *device, *act_dtype;
-    long m, n, k, iters, copy_mb;
+    const char *device, *act_dtype, *attn_seq_s;
+    long m, n, k, iters, copy_mb, heads, kv_heads, head_dim;
     int as_json;
     cli_opt opts[] = {
         {"device", 0, CLI_STR, &device, "cuda", "NAME", "backend to measure: cuda or cpu"},
@@ -429,13 +478,18 @@ static int bench_kernels(int argc, char **argv) {
         {"k", 0, CLI_INT, &k, "8192", "K", "GEMM inner dimension (input features)"},
         {"iters", 0, CLI_INT, &iters, "10", "N", "timed repetitions per op"},
         {"copy-mb", 0, CLI_INT, &copy_mb, "1024", "MB", "bytes per host-to-device copy (MiB); 0 skips the copies"},
+        {"attn-seq", 0, CLI_STR, &attn_seq_s, "auto", "N", "causal attention's sequence length: auto (4096 on cuda, 256 on the CPU); 0 skips it"},
+        {"heads", 0, CLI_INT, &heads, "16", "N", "attention's query heads"},
+        {"kv-heads", 0, CLI_INT, &kv_heads, "2", "N", "attention's KV heads (grouped-query; divides --heads)"},
+        {"head-dim", 0, CLI_INT, &head_dim, "128", "N", "attention's head_dim (even)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
         {0},
     };
     cli_cmd cmd = {"bench kernels", NULL,
                    "Per-op throughput of a backend: GEMM (TFLOP/s), NF4 dequantization and dequant+GEMM against plain "
-                   "GEMM, RMSNorm, SwiGLU, AdamW (GB/s), and host-to-device copies from the registered host arena "
-                   "against the runtime's pinned memory and pageable memory (GB/s).",
+                   "GEMM, causal attention forward and backward (TFLOP/s), RMSNorm, SwiGLU, AdamW (GB/s), and "
+                   "host-to-device copies from the registered host arena against the runtime's pinned memory and "
+                   "pageable memory (GB/s).",
                    opts, 0, 0, "tiertrain bench kernels --device cuda --m 8192 --n 28672 --k 8192 --json"};
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
@@ -443,6 +497,18 @@ static int bench_kernels(int argc, char **argv) {
     if (m < 1 || n < 1 || k < 64 || k % 64 || iters < 1 || iters > 100000 || copy_mb < 0 || copy_mb > 65536) {
         fprintf(stderr, "tiertrain bench kernels: --m, --n >= 1, --k a multiple of 64, --iters 1..100000, --copy-mb "
                         "0..65536\n");
+        return 2;
+    }
+    long attn_seq = strcmp(attn_seq_s, "auto") == 0 ? (strcmp(device, "cuda") == 0 ? 4096 : 256) : -1;
+    if (attn_seq < 0) {
+        char *end;
+        attn_seq = strtol(attn_seq_s, &end, 10);
+        if (*end || end == attn_seq_s) attn_seq = -1;
+    }
+    if (attn_seq < 0 || attn_seq > (1 << 20) || heads < 1 || heads > 1024 || kv_heads < 1 || heads % kv_heads ||
+        head_dim < 2 || head_dim > 1024 || head_dim % 2) {
+        fprintf(stderr, "tiertrain bench kernels: --attn-seq must be auto or 0..1048576, --heads 1..1024 a multiple "
+                        "of --kv-heads, --head-dim even, 2..1024\n");
         return 2;
     }
     const tt_backend *be = be_by_name(device);
@@ -492,7 +558,7 @@ static int bench_kernels(int argc, char **argv) {
     size_t an = (size_t)m * k < wn ? (size_t)m * k : wn; /* A: the weights' first values (the rest stays 0) */
     be_dequant_range(TT_DTYPE_NF4DQ, c.blob, wn, 0, an / 64 * 64, c.A, c.dt);
     be_fill(c.G, c.n, 0.01f);
-    kbench res[12];
+    kbench res[14];
     int nr = 0;
     double flops = 2.0 * m * n * k;
     double t = time_it(run_gemm, &c, c.C, (int)iters);
@@ -504,6 +570,16 @@ static int bench_kernels(int argc, char **argv) {
     double td = t;
     t = time_it(run_dequant, &c, c.W, (int)iters);
     res[nr++] = (kbench){"nf4-dq dequant", "GB/s", ((double)L.total + wn * es) / t / 1e9, t * 1e3};
+    if (attn_seq > 0) {
+        int nr2 = bench_attn(&c, (int)attn_seq, (int)heads, (int)kv_heads, (int)head_dim, (int)iters, res, nr);
+        if (nr2 < 0) {
+            fprintf(stderr, "tiertrain bench kernels: out of device memory for attention at --attn-seq %ld; lower it\n",
+                    attn_seq);
+            for (size_t j = 0; j < nall; j++) be_free(all[j]);
+            return 1;
+        }
+        nr = nr2;
+    }
     t = time_it(run_rms, &c, c.C, (int)iters);
     res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * k * es / t / 1e9, t * 1e3};
     t = time_it(run_swiglu, &c, c.C, (int)iters);
@@ -523,6 +599,9 @@ static int bench_kernels(int argc, char **argv) {
     }
     printf("bench kernels on %s (%s activations): gemm (%ld x %ld) x (%ld x %ld)^T, %ld iterations\n", be->name,
            bf ? "bf16" : "f32", m, k, n, k, iters);
+    if (attn_seq > 0)
+        printf("  attention: seq %ld, %ld query / %ld KV heads, head_dim %ld, causal\n", attn_seq, heads, kv_heads,
+               head_dim);
     printf("  %-26s %12s %10s\n", "op", "throughput", "ms");
     for (int i = 0; i < nr; i++) printf("  %-26s %8.2f %-8s %8.3f\n", res[i].op, res[i].value, res[i].unit, res[i].ms);
     printf("  dequant+gemm / plain gemm throughput: %.2f\n", tg / td);

@@ -127,6 +127,7 @@ int cmd_train(int argc, char **argv) {
     if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
     o.lora = exec_user_cfg(&req.user).lora; /* with --dropout */
     o.act_bf16 = req.act_bf16;
+    o.hbm = req.hbm;
     o.seed = (uint64_t)seed;
     o.steps = (int)steps; o.seq = (int)seq; o.micro_batch = (int)micro;
     o.accum = (int)(batch_tokens / (uint64_t)(seq * micro));
@@ -208,6 +209,9 @@ int cmd_train(int argc, char **argv) {
         printf("peak memory: device arena %s (planned %llu bytes, --hbm %s), host arena %s; NVMe read %.1f MB\n",
                tt_fmt_bytes(exec_dev_peak(ex), dp, sizeof dp), (unsigned long long)plan.dev_bytes,
                hbm_str(pa.hbm), tt_fmt_bytes(exec_host_peak(ex), hp, sizeof hp), exec_io_bytes(ex) / 1e6);
+        if (res.dev_in_use)
+            printf("GPU memory held after step 1 (NVML, everything: arena, context, kernels, workspaces): %s\n",
+                   tt_fmt_bytes(res.dev_in_use, dp, sizeof dp));
     }
     exit_code = 0;
 done:

@@ -17,7 +17,9 @@
 #
 #   env        GPU, driver, CUDA, the binary's shared libraries
 #   ops        tests/test_cuda_ops --real: every CUDA op against the CPU reference, small and real shapes
-#              (flash attention; then the cuBLAS attention, TT_CUDA_ATTN=cublas, at small shapes)
+#              (tensor-core flash attention for bf16; then at small shapes the fp32-tile flash kernels,
+#              TT_CUDA_ATTN=flash, the cuBLAS attention, TT_CUDA_ATTN=cublas, and cublasGemmEx products,
+#              TT_CUDA_GEMM=cublas)
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
@@ -169,10 +171,13 @@ c_ops() {
     fi
     "$OPS" --real
     local rc=$?
-    # the fallback attention (head-chunked through cuBLAS), small shapes
+    # the other attention paths at small shapes: the fp32-tile flash kernels for bf16 too, and the head-chunked
+    # cuBLAS fallback; and every product through cublasGemmEx instead of cuBLASLt
+    TT_CUDA_ATTN=flash "$OPS" || rc=$((rc + 10))
     TT_CUDA_ATTN=cublas "$OPS" || rc=$((rc + 100))
-    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance (flash and cuBLAS attention)" ||
-        echo "RESULT FAIL test_cuda_ops exit $rc (>= 100: with TT_CUDA_ATTN=cublas)"
+    TT_CUDA_GEMM=cublas "$OPS" || rc=$((rc + 1000))
+    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance (tensor-core, fp32-tile and cuBLAS attention; cuBLASLt and cuBLAS products)" ||
+        echo "RESULT FAIL test_cuda_ops exit $rc (+10: TT_CUDA_ATTN=flash, +100: TT_CUDA_ATTN=cublas, +1000: TT_CUDA_GEMM=cublas)"
 }
 
 c_ops_mc() {

@@ -15,6 +15,7 @@
  * row. The index arithmetic lives in cuda_index.h and cuda_flash.h, tested
  * on the CPU. */
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_fa2.h"
 #include "kernels/cuda/cuda_flash.h"
 #include "kernels/cuda/cuda_impl.h"
 #include "kernels/cuda/cuda_index.h"
@@ -338,10 +339,14 @@ static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_
 static int g_flash = 1;
 static int g_flash_max_hd = TT_FA_MAX_HD; /* the largest head_dim whose tiles fit this GPU's shared memory */
 static int use_flash(int hd) { return g_flash && hd <= g_flash_max_hd; }
+/* The tensor-core kernels (cuda_fa2.h) for bf16 activations; off: TT_CUDA_ATTN=flash (the fp32-tile kernels) or
+ * cublas, or too little shared memory. */
+static int g_fa2 = 1;
+static int use_fa2(int hd, int dt) { return g_fa2 && dt == BE_BF16 && hd <= TT_FA2_HD; }
 
 /* The scratch the attention ops take (the workspace carves it): cuda_attn_scratch_bytes. */
 static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int, int hd, int dt) {
-    return use_flash(hd) ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+    return use_fa2(hd, dt) || use_flash(hd) ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
 }
 
 /* Rows [r0, r0 + n) of a head's hd columns of src (row stride ss) into the
@@ -568,8 +573,65 @@ __global__ void k_dsoft(int seq, int hd, const void *dO_, const void *O_, int os
     }
 }
 
+/* Tensor-core flash attention (cuda_fa2.h, emulated on the CPU by tests/test_cuda_fa2.c): bf16 activations,
+ * head_dim up to TT_FA2_HD; block (query tile, head, sequence). */
+__global__ void __launch_bounds__(TT_FA2_THREADS) k_fa2_fwd(int seq, int nh, int nkv, int hd, const uint16_t *q,
+                                                            const uint16_t *k, const uint16_t *v, uint16_t *out,
+                                                            float *lse) {
+    extern __shared__ __align__(16) unsigned char fa2_sh[];
+    tt_fa2_fwd_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
+                     v, out, lse, (uint16_t *)fa2_sh);
+}
+__global__ void __launch_bounds__(TT_FA2_THREADS)
+    k_fa2_dq(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o,
+             const float *lse, const uint16_t *dout, uint16_t *dq, float *Dbuf) {
+    extern __shared__ __align__(16) unsigned char fa2_sh[];
+    tt_fa2_dq_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
+                    v, o, lse, dout, dq, Dbuf, (uint16_t *)fa2_sh);
+}
+__global__ void __launch_bounds__(TT_FA2_THREADS)
+    k_fa2_dkv(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+              const float *lse, const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv) {
+    extern __shared__ __align__(16) unsigned char fa2_sh[];
+    tt_fa2_dkv_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
+                     v, lse, dout, Dbuf, dk, dv, (uint16_t *)fa2_sh);
+}
+
+/* The dk/dv pass asks for more than the default 48 KiB of shared memory: allowed once at start-up; 0 where the
+ * GPU's per-block limit is below it. */
+static int fa2_setup(void) {
+    int optin = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    if ((size_t)optin < TT_FA2_SMEM_DKV) return 0;
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DKV));
+    return 1;
+}
+
+static void fa2_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                           const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D) {
+    unsigned tiles = (unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR);
+    dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)nkv, (unsigned)B);
+    k_fa2_dq<<<ga, TT_FA2_THREADS, TT_FA2_SMEM_DQ, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q, (const uint16_t *)k,
+                                                                (const uint16_t *)v, (const uint16_t *)out, lse,
+                                                                (const uint16_t *)dout, (uint16_t *)dq, D);
+    LAUNCHED();
+    k_fa2_dkv<<<gb, TT_FA2_THREADS, TT_FA2_SMEM_DKV, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
+                                                                  (const uint16_t *)k, (const uint16_t *)v, lse,
+                                                                  (const uint16_t *)dout, D, (uint16_t *)dk,
+                                                                  (uint16_t *)dv);
+    LAUNCHED();
+}
+
 static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
                         tt_real *lse, void *scratch, int dt) {
+    if (use_fa2(hd, dt)) {
+        dim3 grid((unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR), (unsigned)nh, (unsigned)B);
+        k_fa2_fwd<<<grid, TT_FA2_THREADS, TT_FA2_SMEM_FWD, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
+                                                                        (const uint16_t *)k, (const uint16_t *)v,
+                                                                        (uint16_t *)out, lse);
+        LAUNCHED();
+        return;
+    }
     if (use_flash(hd)) {
         fa_launch_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dt);
         return;
@@ -594,6 +656,10 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                         const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
                         void *scratch, int dt) {
+    if (use_fa2(hd, dt)) {
+        fa2_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch);
+        return;
+    }
     if (use_flash(hd)) {
         fa_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, dt);
         return;
@@ -901,6 +967,21 @@ static void nvml_close(nvml_api *n) {
     n->lib = NULL;
 }
 
+/* NVML, kept open after start-up when it measured the context: the device's
+ * used memory before the context existed, for dev_in_use. */
+static nvml_api g_nv;
+static unsigned long long g_nv_before;
+static int g_nv_ok;
+
+/* Everything since before the context (the machine runs nothing else: NVML
+ * counts the whole device). */
+static int cu_dev_in_use(uint64_t *bytes) {
+    unsigned long long now;
+    if (!g_nv_ok || nvml_used(&g_nv, &now) != 0 || now < g_nv_before) return -1;
+    *bytes = now - g_nv_before;
+    return 0;
+}
+
 /* ---- the table ---------------------------------------------------------------- */
 
 static tt_backend g_cuda = {
@@ -911,7 +992,7 @@ static tt_backend g_cuda = {
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
-    cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed,
+    cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed, cu_dev_in_use,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
@@ -927,7 +1008,7 @@ extern "C" const tt_backend *backend_cuda(void) {
         state = -1;
         return NULL;
     }
-    nvml_api nv;
+    nvml_api &nv = g_nv;
     unsigned long long before = 0, after = 0;
     int measured = nvml_open(&nv) == 0 && nvml_used(&nv, &before) == 0; /* before the context exists */
     CUDA_CHECK(cudaSetDevice(0));
@@ -944,17 +1025,23 @@ extern "C" const tt_backend *backend_cuda(void) {
     CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
     const char *attn = getenv("TT_CUDA_ATTN");
     g_flash = !(attn && strcmp(attn, "cublas") == 0) && fa_setup();
+    g_fa2 = !(attn && (strcmp(attn, "cublas") == 0 || strcmp(attn, "flash") == 0)) && fa2_setup();
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
     CUDA_CHECK(cudaDeviceSynchronize());
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     measured = measured && nvml_used(&nv, &after) == 0 && after >= before;
-    nvml_close(&nv);
     /* measured: everything since before the context; else the growth seen after the context plus a guess for
      * it. NVML counts the whole device: a delta far above the estimate means another process allocated
      * meanwhile, and the estimate is taken instead. */
     size_t estimate = (free0 - free1) + CUDA_CONTEXT_ESTIMATE;
     if (measured && (size_t)(after - before) > 2 * estimate) measured = 0;
+    if (measured) {
+        g_nv_ok = 1;
+        g_nv_before = before;
+    } else {
+        nvml_close(&nv);
+    }
     g_reserved = (measured ? (size_t)(after - before) : estimate) + CUDA_LAZY_MARGIN;
     state = 1;
     return &g_cuda;
