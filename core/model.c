@@ -46,6 +46,7 @@ struct tt_ws {
     int dt;               /* the element type of the activation buffers */
     int mlp_rows;         /* tokens per MLP chunk (g, u, mm and their gradients hold that many rows) */
     size_t max_in, wbuf_elems, F, QD, KVD;
+    size_t FP;            /* the row stride of the MLP's (rows, ffn) buffers: be_row_pad(the largest ffn) */
     void *xn, *q, *k, *v, *att, *h, *hn, *g, *u, *mm;
     tt_real *rstd1, *lse, *rstd2;
     void *z[TT_PROJ_COUNT];
@@ -252,25 +253,28 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->dt = o->act_bf16 ? BE_BF16 : BE_REAL;
     w->owned = alloc == NULL;
     w->F = c->ffn;
+    w->FP = be_row_pad(w->F); /* a pruned ffn (4300) gets 16-byte rows in bf16 */
     w->QD = (size_t)c->n_heads * c->head_dim;
     w->KVD = (size_t)c->n_kv_heads * c->head_dim;
-    w->max_in = H > w->F ? H : w->F;
+    w->max_in = H > w->FP ? H : w->FP;
     if (w->QD > w->max_in) w->max_in = w->QD;
     /* the dequantization scratch holds the largest projection: hidden x ffn or hidden x (heads * head_dim),
-     * and serves lm_head vocab chunks too */
-    w->wbuf_elems = H * (w->F > w->QD ? w->F : w->QD);
+     * rows padded (backend.h's linear), and serves lm_head vocab chunks too */
+    w->wbuf_elems = be_row_pad(H) * (w->FP > w->QD ? w->FP : w->QD);
     size_t wcap = o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS;
     if (w->wbuf_elems > wcap) w->wbuf_elems = wcap;
     if (w->wbuf_elems < 64 * w->max_in) w->wbuf_elems = 64 * w->max_in; /* at least 64 rows of any projection */
     /* the head's chunk of the vocabulary: its lm_head rows fit the scratch, its logits for all T rows
      * XENT_CHUNK_ELEMS */
-    size_t vc = w->wbuf_elems / H < c->vocab ? w->wbuf_elems / H : c->vocab;
+    size_t vc = w->wbuf_elems / be_row_pad(H);
     if (vc * T > XENT_CHUNK_ELEMS) vc = XENT_CHUNK_ELEMS / T > 0 ? XENT_CHUNK_ELEMS / T : 1;
+    if (vc >= 8) vc = vc / 8 * 8; /* the logits' row stride: 16-byte rows in bf16 */
+    if (vc > c->vocab) vc = c->vocab;
     w->vocab_chunk = (int)vc;
-    size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : MLP_CHUNK_ELEMS / (w->F ? w->F : 1);
+    size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : MLP_CHUNK_ELEMS / (w->FP ? w->FP : 1);
     w->mlp_rows = (int)(mr < 1 ? 1 : mr > T ? T : mr);
     size_t attn_in = H > w->QD ? H : w->QD;
-    w->drop_elems = T * attn_in > (size_t)w->mlp_rows * w->F ? T * attn_in : (size_t)w->mlp_rows * w->F;
+    w->drop_elems = T * attn_in > (size_t)w->mlp_rows * w->FP ? T * attn_in : (size_t)w->mlp_rows * w->FP;
     size_t dcap = o->drop_elems ? o->drop_elems : DROP_CHUNK_ELEMS;
     if (w->drop_elems > dcap) w->drop_elems = dcap; /* the LoRA path goes by row chunks */
     if (w->drop_elems < w->max_in) w->drop_elems = w->max_in;
@@ -282,7 +286,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     AA(w->xn, T * H, "activations"); A(w->rstd1, T, "activations"); AA(w->q, T * w->QD, "activations");
     AA(w->k, T * w->KVD, "activations"); AA(w->v, T * w->KVD, "activations"); AA(w->att, T * w->QD, "activations");
     A(w->lse, T * c->n_heads, "activations"); AA(w->h, T * H, "activations"); AA(w->hn, T * H, "activations");
-    size_t MF = (size_t)w->mlp_rows * w->F;
+    size_t MF = (size_t)w->mlp_rows * w->FP;
     A(w->rstd2, T, "activations");
     AA(w->g, 3 * MF, "activations"); /* g, u and mm in one block (dh may reuse it) */
     w->u = be_at(w->g, MF, w->dt);
@@ -385,17 +389,19 @@ static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
 /* Activation pointer p advanced by n values of the workspace's type. */
 #define AT(w, p, n) be_at((p), (size_t)(n), (w)->dt)
 
-/* The LoRA input for (l, p) on rows [t0, t0 + rows) (x points at row t0):
- * x itself, or x with a dropout mask applied. Each row's mask comes from its
- * own stream of drop_seed (layer, projection, row), so it is identical on
- * recomputation and whatever the chunking, and a chunk draws only its rows. */
-static const void *lora_input(pass *ps, int l, int p, const void *x, int in, int t0, int rows) {
+/* The LoRA input for (l, p) on rows [t0, t0 + rows) (x points at row t0, row
+ * stride ldx): x itself, or x with a dropout mask applied (row stride ldx
+ * too). Each row's mask comes from its own stream of drop_seed (layer,
+ * projection, row), so it is identical on recomputation and whatever the
+ * chunking, and a chunk draws only its rows; a padded row's extra columns
+ * draw after its real ones, which keep their values. */
+static const void *lora_input(pass *ps, int l, int p, const void *x, int ldx, int t0, int rows) {
     tt_ws *w = ps->w;
     float pdrop = ps->lo->cfg.dropout;
     if (!ps->drop_seed || pdrop <= 0.f) return x;
-    size_t n = (size_t)rows * in;
+    size_t n = (size_t)rows * ldx;
     TT_ASSERT(n <= w->drop_elems);
-    be_dropout_mask(rows, in, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t0, pdrop, w->mask,
+    be_dropout_mask(rows, ldx, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t0, pdrop, w->mask,
                     w->dt);
     be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd, w->dt);
     return w->xd;
@@ -406,24 +412,24 @@ static const tt_real *lora_at(const tt_lora *lo, int l, size_t off) {
     return lora_layer_params(lo, l) + (off - lo->layer_off[l]);
 }
 
-/* Rows per dropout chunk for an input of width in: with dropout, the LoRA
- * path's masked inputs exist a chunk of rows at a time (the buffers hold
- * drop_elems values); without, one chunk. */
-static int drop_chunk(const pass *ps, int in, int rows) {
+/* Rows per dropout chunk for an input of row stride ldx: with dropout, the
+ * LoRA path's masked inputs exist a chunk of rows at a time (the buffers
+ * hold drop_elems values); without, one chunk. */
+static int drop_chunk(const pass *ps, int ldx, int rows) {
     if (!ps->drop_seed || ps->lo->cfg.dropout <= 0.f) return rows;
-    size_t c = ps->w->drop_elems / (size_t)in;
+    size_t c = ps->w->drop_elems / (size_t)ldx;
     return c >= (size_t)rows ? rows : (int)c;
 }
 
-/* z rows [t0, t0 + rows) of (l, p): drop(x) A^T, x at row t0. */
-static void lora_z(pass *ps, int l, int p, const void *x, int in, int t0, int rows) {
+/* z rows [t0, t0 + rows) of (l, p): drop(x) A^T, x at row t0 (row stride ldx). */
+static void lora_z(pass *ps, int l, int p, const void *x, int ldx, int in, int t0, int rows) {
     tt_ws *w = ps->w;
     const tt_lora_slot *s = &ps->lo->slot[l][p];
-    int r = w->r, dc = drop_chunk(ps, in, rows), dt = w->dt;
+    int r = w->r, dc = drop_chunk(ps, ldx, rows), dt = w->dt;
     for (int c0 = 0; c0 < rows; c0 += dc) {
         int cr = rows - c0 < dc ? rows - c0 : dc;
-        const void *xin = lora_input(ps, l, p, AT(w, x, (size_t)c0 * in), in, t0 + c0, cr);
-        be_gemm_t(0, 1, cr, r, in, 1, xin, dt, in, lora_at(ps->lo, l, s->a), BE_REAL, in, 0,
+        const void *xin = lora_input(ps, l, p, AT(w, x, (size_t)c0 * ldx), ldx, t0 + c0, cr);
+        be_gemm_t(0, 1, cr, r, in, 1, xin, dt, ldx, lora_at(ps->lo, l, s->a), BE_REAL, in, 0,
                   AT(w, w->z[p], (size_t)(t0 + c0) * r), dt, r);
     }
 }
@@ -431,7 +437,7 @@ static void lora_z(pass *ps, int l, int p, const void *x, int in, int t0, int ro
 /* Output rows of W (out, in) per dequantized block: as many as the scratch
  * holds, a multiple of 64 (whole NF4 blocks whatever in is). */
 static int wblock_rows(const tt_ws *w, int in, int out) {
-    size_t r = w->wbuf_elems / (size_t)in;
+    size_t r = w->wbuf_elems / be_row_pad((size_t)in); /* a backend may pad the block's rows */
     if (r >= (size_t)out) return out; /* the whole matrix */
     r = r / 64 * 64;
     TT_ASSERT(r >= 64);
@@ -439,9 +445,10 @@ static int wblock_rows(const tt_ws *w, int in, int out) {
 }
 
 /* y (rows, out) = x W^T + s * (drop(x) A^T) B^T on rows [t0, t0 + rows) of
- * the micro-batch (x and y point at row t0); keeps z = drop(x) A^T. W is
- * dequantized a block of its rows (y's columns) at a time. */
-static void proj_fwd(pass *ps, int l, int p, const void *x, void *y, int t0, int rows) {
+ * the micro-batch (x and y point at row t0, row strides ldx and ldy); keeps
+ * z = drop(x) A^T. W is dequantized a block of its rows (y's columns) at a
+ * time. */
+static void proj_fwd(pass *ps, int l, int p, const void *x, int ldx, void *y, int ldy, int t0, int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out, dt = w->dt;
@@ -449,22 +456,23 @@ static void proj_fwd(pass *ps, int l, int p, const void *x, void *y, int t0, int
     int wb = wblock_rows(w, in, out);
     for (int o0 = 0; o0 < out; o0 += wb) {
         int n = out - o0 < wb ? out - o0 : wb;
-        be_linear_w(0, rows, in, n, x, in, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf, 0,
-                    AT(w, y, o0), out, dt);
+        be_linear_w(0, rows, in, n, x, ldx, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf, 0,
+                    AT(w, y, o0), ldy, dt);
     }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
     int r = w->r;
-    lora_z(ps, l, p, x, in, t0, rows);
+    lora_z(ps, l, p, x, ldx, in, t0, rows);
     be_gemm_t(0, 1, rows, out, r, (tt_real)ps->lo->scale, AT(w, w->z[p], (size_t)t0 * r), dt, r,
-              lora_at(ps->lo, l, s->b), BE_REAL, r, 1, y, dt, out);
+              lora_at(ps->lo, l, s->b), BE_REAL, r, 1, y, dt, ldy);
 }
 
 /* dx (+)= dy W + LoRA path on rows [t0, t0 + rows) (x, dy, dx point at row
- * t0); LoRA gradients accumulated. x is the forward input. */
-static void proj_bwd(pass *ps, int l, int p, const void *x, const void *dy, void *dx, int accumulate, int t0,
-                     int rows) {
+ * t0; x and dx have row stride ldx, dy ldy); LoRA gradients accumulated. x
+ * is the forward input. */
+static void proj_bwd(pass *ps, int l, int p, const void *x, int ldx, const void *dy, int ldy, void *dx, int accumulate,
+                     int t0, int rows) {
     tt_ws *w = ps->w;
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out, dt = w->dt;
@@ -472,11 +480,11 @@ static void proj_bwd(pass *ps, int l, int p, const void *x, const void *dy, void
     int wb = wblock_rows(w, in, out);
     for (int o0 = 0; o0 < out; o0 += wb) { /* dx (+)= dy[:, block] W[block, :], block by block */
         int n = out - o0 < wb ? out - o0 : wb;
-        be_linear_w(1, rows, in, n, AT(w, dy, o0), out, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
-                    accumulate || o0 ? 1 : 0, dx, in, dt);
+        be_linear_w(1, rows, in, n, AT(w, dy, o0), ldy, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
+                    accumulate || o0 ? 1 : 0, dx, ldx, dt);
     }
     if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
-        be_gemm_t(1, 0, out, in, rows, 1, dy, dt, out, x, dt, in, 1, ps->m->wg->proj[l][p], BE_REAL, in);
+        be_gemm_t(1, 0, out, in, rows, 1, dy, dt, ldy, x, dt, ldx, 1, ps->m->wg->proj[l][p], BE_REAL, in);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     int r = w->r, T = rows;
@@ -484,22 +492,22 @@ static void proj_bwd(pass *ps, int l, int p, const void *x, const void *dy, void
     const tt_real *A = lora_at(ps->lo, l, s->a), *Bm = lora_at(ps->lo, l, s->b);
     TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
     tt_real *dA = ps->lo->grads + (s->a - ps->lo->grad_off), *dB = ps->lo->grads + (s->b - ps->lo->grad_off);
-    be_gemm_t(1, 0, out, r, T, sc, dy, dt, out, AT(w, w->z[p], (size_t)t0 * r), dt, r, 1, dB, BE_REAL,
+    be_gemm_t(1, 0, out, r, T, sc, dy, dt, ldy, AT(w, w->z[p], (size_t)t0 * r), dt, r, 1, dB, BE_REAL,
               r);                                                          /* dB += s dy^T z */
-    be_gemm_t(0, 0, T, r, out, sc, dy, dt, out, Bm, BE_REAL, r, 0, w->dz, dt, r); /* dz = s dy B */
-    int dc = drop_chunk(ps, in, rows);
+    be_gemm_t(0, 0, T, r, out, sc, dy, dt, ldy, Bm, BE_REAL, r, 0, w->dz, dt, r); /* dz = s dy B */
+    int dc = drop_chunk(ps, ldx, rows);
     for (int c0 = 0; c0 < rows; c0 += dc) { /* the masked input again, a chunk of rows at a time */
         int cr = rows - c0 < dc ? rows - c0 : dc;
-        const void *xc = AT(w, x, (size_t)c0 * in), *dzc = AT(w, w->dz, (size_t)c0 * r);
-        void *dxc = AT(w, dx, (size_t)c0 * in);
-        const void *xin = lora_input(ps, l, p, xc, in, t0 + c0, cr);
-        be_gemm_t(1, 0, r, in, cr, 1, dzc, dt, r, xin, dt, in, 1, dA, BE_REAL, in); /* dA += dz^T drop(x) */
+        const void *xc = AT(w, x, (size_t)c0 * ldx), *dzc = AT(w, w->dz, (size_t)c0 * r);
+        void *dxc = AT(w, dx, (size_t)c0 * ldx);
+        const void *xin = lora_input(ps, l, p, xc, ldx, t0 + c0, cr);
+        be_gemm_t(1, 0, r, in, cr, 1, dzc, dt, r, xin, dt, ldx, 1, dA, BE_REAL, in); /* dA += dz^T drop(x) */
         if (xin == xc) {
-            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 1, dxc, dt, in); /* dx += dz A */
-        } else {
-            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 0, w->tmp, dt, in);
-            be_mask_scale((size_t)cr * in, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp, dt);
-            be_axpy((size_t)cr * in, 1, w->tmp, dxc, dt);
+            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 1, dxc, dt, ldx); /* dx += dz A */
+        } else { /* whole padded rows: a pad column's value is never read */
+            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 0, w->tmp, dt, ldx);
+            be_mask_scale((size_t)cr * ldx, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp, dt);
+            be_axpy((size_t)cr * ldx, 1, w->tmp, dxc, dt);
         }
     }
 }
@@ -517,25 +525,28 @@ static void attn_half_fwd(pass *ps, int l, const void *x) {
     be_dequant(TT_DTYPE_F32, lw->norm[0], (size_t)H, w->norm, BE_REAL);
     be_dequant(TT_DTYPE_F32, lw->norm[1], (size_t)H, w->norm + H, BE_REAL);
     be_rmsnorm_fwd(T, H, x, w->norm, (tt_real)c->rms_eps, w->xn, w->rstd1, dt);
-    proj_fwd(ps, l, TT_PROJ_Q, w->xn, w->q, 0, T);
-    proj_fwd(ps, l, TT_PROJ_K, w->xn, w->k, 0, T);
-    proj_fwd(ps, l, TT_PROJ_V, w->xn, w->v, 0, T);
+    int qd = nh * hd, kvd = nkv * hd;
+    proj_fwd(ps, l, TT_PROJ_Q, w->xn, H, w->q, qd, 0, T);
+    proj_fwd(ps, l, TT_PROJ_K, w->xn, H, w->k, kvd, 0, T);
+    proj_fwd(ps, l, TT_PROJ_V, w->xn, H, w->v, kvd, 0, T);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, dt);
     be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, dt);
     be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->attn_scratch, dt);
-    proj_fwd(ps, l, TT_PROJ_O, w->att, w->h, 0, T);
+    proj_fwd(ps, l, TT_PROJ_O, w->att, qd, w->h, H, 0, T);
     be_axpy((size_t)T * H, 1, x, w->h, dt); /* h = x + o */
     be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2, dt);
 }
 
 /* The MLP's first half on rows [t0, t0 + rows): g, u and mm = silu(g) * u
- * (chunk buffers). */
+ * (chunk buffers, row stride FP; swiglu runs over whole padded rows, whose
+ * pad columns no product reads). */
 static void mlp_up(pass *ps, int l, int t0, int rows) {
     tt_ws *w = ps->w;
-    const void *hn = AT(w, w->hn, (size_t)t0 * w->H);
-    proj_fwd(ps, l, TT_PROJ_GATE, hn, w->g, t0, rows);
-    proj_fwd(ps, l, TT_PROJ_UP, hn, w->u, t0, rows);
-    be_swiglu_fwd((size_t)rows * ps->m->cfg.layers[l].ffn, w->g, w->u, w->mm, w->dt);
+    int H = w->H, FP = (int)w->FP;
+    const void *hn = AT(w, w->hn, (size_t)t0 * H);
+    proj_fwd(ps, l, TT_PROJ_GATE, hn, H, w->g, FP, t0, rows);
+    proj_fwd(ps, l, TT_PROJ_UP, hn, H, w->u, FP, t0, rows);
+    be_swiglu_fwd((size_t)rows * FP, w->g, w->u, w->mm, w->dt);
 }
 
 static void layer_fwd(pass *ps, int l, const void *x, void *y) {
@@ -546,7 +557,7 @@ static void layer_fwd(pass *ps, int l, const void *x, void *y) {
     for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {
         int rows = T - t0 < w->mlp_rows ? T - t0 : w->mlp_rows;
         mlp_up(ps, l, t0, rows);
-        proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, AT(w, y, (size_t)t0 * H), t0, rows);
+        proj_fwd(ps, l, TT_PROJ_DOWN, w->mm, (int)w->FP, AT(w, y, (size_t)t0 * H), H, t0, rows);
     }
     be_axpy((size_t)T * H, 1, w->h, y, w->dt); /* y = h + down */
 }
@@ -560,32 +571,33 @@ static void layer_bwd(pass *ps, int l, const void *x, const void *dy, void *dx) 
     const tt_config *c = &ps->m->cfg;
     const tt_layer_dims *d = &c->layers[l];
     int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads, dt = w->dt;
-    size_t F = d->ffn, TH = (size_t)T * H;
+    int FP = (int)w->FP, qd = nh * hd, kvd = nkv * hd;
+    size_t TH = (size_t)T * H;
     attn_half_fwd(ps, l, x); /* recompute */
     /* MLP: y = h + down(swiglu(gate(hn), up(hn))) */
     for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {
         int rows = T - t0 < w->mlp_rows ? T - t0 : w->mlp_rows;
         size_t o = (size_t)t0 * H;
         mlp_up(ps, l, t0, rows);
-        if (ps->lo->slot[l][TT_PROJ_DOWN].in) lora_z(ps, l, TT_PROJ_DOWN, w->mm, (int)F, t0, rows);
-        proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, AT(w, dy, o), w->dm, 0, t0, rows);
-        be_swiglu_bwd((size_t)rows * F, w->g, w->u, w->dm, w->dg, w->du, dt);
-        proj_bwd(ps, l, TT_PROJ_GATE, AT(w, w->hn, o), w->dg, AT(w, w->dhn, o), 0, t0, rows);
-        proj_bwd(ps, l, TT_PROJ_UP, AT(w, w->hn, o), w->du, AT(w, w->dhn, o), 1, t0, rows);
+        if (ps->lo->slot[l][TT_PROJ_DOWN].in) lora_z(ps, l, TT_PROJ_DOWN, w->mm, FP, (int)d->ffn, t0, rows);
+        proj_bwd(ps, l, TT_PROJ_DOWN, w->mm, FP, AT(w, dy, o), H, w->dm, 0, t0, rows);
+        be_swiglu_bwd((size_t)rows * FP, w->g, w->u, w->dm, w->dg, w->du, dt);
+        proj_bwd(ps, l, TT_PROJ_GATE, AT(w, w->hn, o), H, w->dg, FP, AT(w, w->dhn, o), 0, t0, rows);
+        proj_bwd(ps, l, TT_PROJ_UP, AT(w, w->hn, o), H, w->du, FP, AT(w, w->dhn, o), 1, t0, rows);
     }
     be_copy(w->dh, dy, TH * be_elem_size(dt));
     be_rmsnorm_bwd(T, H, w->h, w->norm + H, w->rstd2, w->dhn, w->dh, 1, dt);
     const tt_wgrad *wg = ps->m->wg;
     if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1], dt);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
-    proj_bwd(ps, l, TT_PROJ_O, w->att, w->dh, w->datt, 0, 0, T);
+    proj_bwd(ps, l, TT_PROJ_O, w->att, qd, w->dh, H, w->datt, 0, 0, T);
     be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv,
                 w->attn_scratch, dt);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1, dt);
     be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1, dt);
-    proj_bwd(ps, l, TT_PROJ_Q, w->xn, w->dq, w->dxn, 0, 0, T);
-    proj_bwd(ps, l, TT_PROJ_K, w->xn, w->dk, w->dxn, 1, 0, T);
-    proj_bwd(ps, l, TT_PROJ_V, w->xn, w->dv, w->dxn, 1, 0, T);
+    proj_bwd(ps, l, TT_PROJ_Q, w->xn, H, w->dq, qd, w->dxn, 0, 0, T);
+    proj_bwd(ps, l, TT_PROJ_K, w->xn, H, w->dk, kvd, w->dxn, 1, 0, T);
+    proj_bwd(ps, l, TT_PROJ_V, w->xn, H, w->dv, kvd, w->dxn, 1, 0, T);
     be_copy(dx, w->dh, TH * be_elem_size(dt));
     be_rmsnorm_bwd(T, H, x, w->norm, w->rstd1, w->dxn, dx, 1, dt);
     if (wg && wg->norm[l][0]) be_rmsnorm_bwd_w(T, H, x, w->rstd1, w->dxn, wg->norm[l][0], dt);
@@ -679,13 +691,14 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
             int n = V - v0 < VC ? V - v0 : VC;
             size_t tot, o0;
             const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
-            be_linear_w(0, T, H, n, w->xf, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits, n, dt);
+            /* the logits' row stride is the chunk's (a multiple of 8), the last chunk's too */
+            be_linear_w(0, T, H, n, w->xf, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits, VC, dt);
             if (!grad) {
-                be_xent_stats(T, n, n, v0, w->logits, w->tgt_d, w->xstats, dt);
+                be_xent_stats(T, n, VC, v0, w->logits, w->tgt_d, w->xstats, dt);
                 continue;
             }
-            be_xent_grad(T, n, n, v0, w->logits, w->tgt_d, w->wt_d, dscale, w->xstats, dt);
-            be_linear_w(1, T, H, n, w->logits, n, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0, w->dxf, H, dt);
+            be_xent_grad(T, n, VC, v0, w->logits, w->tgt_d, w->wt_d, dscale, w->xstats, dt);
+            be_linear_w(1, T, H, n, w->logits, VC, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0, w->dxf, H, dt);
         }
         if (!grad)
             for (int r0 = 0; r0 < T; r0 += XENT_MAX_ROWS)

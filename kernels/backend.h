@@ -50,6 +50,9 @@ typedef float tt_real;
  * gradients, norm weights and optimizer state are always tt_real. */
 enum { BE_REAL = 0, BE_BF16 = 1 };
 static inline size_t be_elem_size(int dt) { return dt == BE_BF16 ? 2 : sizeof(tt_real); }
+/* The row stride a workspace gives n values (a multiple of 8: 16-byte rows
+ * in bf16, as tensor-core products want their leading dimensions). */
+static inline size_t be_row_pad(size_t n) { return (n + 7) & ~(size_t)7; }
 /* p advanced by n elements of type dt. */
 static inline void *be_at(const void *p, size_t n, int dt) { return (char *)(uintptr_t)p + n * be_elem_size(dt); }
 
@@ -104,10 +107,12 @@ typedef struct tt_backend {
      * on the device): Wb = rows [o0, o0 + n) of W.
      *   trans 0: y (rows, n)  = x (rows, in) Wb^T + beta y
      *   trans 1: y (rows, in) = x (rows, n)  Wb   + beta y
-     * x and y have row strides ldx and ldy; scratch holds n * in values for a
-     * backend that dequantizes first (the reference does: be_dequant_range
-     * into scratch, then gemm — bit for bit). x, y and scratch are of type
-     * dt. For NF4, o0 * in is a multiple of 64. One op so that a device
+     * x and y have row strides ldx and ldy; scratch holds n * be_row_pad(in)
+     * values for a backend that dequantizes first (the reference does:
+     * be_dequant_range into scratch, row stride in, then gemm — bit for bit;
+     * the CUDA backend pads the rows to be_row_pad(in), so that a bf16 row
+     * starts 16-byte aligned for the tensor cores). x, y and scratch are of
+     * type dt. For NF4, o0 * in is a multiple of 64. One op so that a device
      * backend can fuse the dequantization. */
     void (*linear)(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
                    size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt);

@@ -298,7 +298,8 @@ static void t_linear(int rows, int in, int out) {
     gpu->to_device(dblob, blob, L.total);
     /* the CPU side in the pass's type too: its scratch then rounds the weights like the GPU's */
     size_t es = be_elem_size(g_dt);
-    void *sc = tt_xmalloc((size_t)n * in * es), *d_sc = act((size_t)n * in);
+    /* the scratch the op takes: n rows of be_row_pad(in) (the GPU pads a row to 16 bytes) */
+    void *sc = tt_xmalloc((size_t)n * be_row_pad((size_t)in) * es), *d_sc = act((size_t)n * be_row_pad((size_t)in));
     float *y = tt_xcalloc((size_t)rows * out, 4), *dx = rnd((size_t)rows * in, 2);
     void *d_x = up(x, (size_t)rows * in), *d_dy = up(dy, (size_t)rows * out), *d_y = up(y, (size_t)rows * out),
          *d_dx = up(dx, (size_t)rows * in);
@@ -473,13 +474,15 @@ static void c_xent(const int *s) { t_xent(s[0], s[1], s[2]); }
 
 /* Every case: the op(s), the shapes, the tolerances. Small shapes are odd
  * sizes and partial blocks; the real ones (--real) are llama3.1-8b's
- * projections, the pruned 70B's odd ffn (4300), attention at seq 4096 /
+ * projections, the pruned 70B's odd ffn (4300, also as a linear op's padded
+ * dequantization rows), attention at seq 4096 /
  * head_dim 128 / GQA 16:2 and cross-entropy over vocab 128256. */
 static const op_case g_cases[] = {
     {"gemm", c_gemm, {37, 53, 96, 1}, "37x53x96, all transposes", 0, 1e-4, 8e-3},
     {"elementwise", c_elementwise, {1, 10007}, "10007", 0, 1e-5, 8e-3},
     {"dequant", c_dequant, {64, 300, 17}, "nf4 19217 values", 0, 0, 0},
     {"linear", c_linear, {33, 128, 320}, "33 x 128 -> 320 nf4-dq", 0, 1e-4, 8e-3},
+    {"linear", c_linear, {17, 100, 320}, "17 x 100 -> 320, padded rows", 0, 1e-4, 8e-3},
     {"rmsnorm", c_rmsnorm, {9, 96}, "9 x 96", 0, 1e-4, 1.6e-2},
     {"rope", c_rope, {7, 14, 3, 8, 0}, "seq 7, 14 x 3 x 8", 0, 1e-6, 8e-3},
     {"attention", c_attn, {2, 40, 4, 2, 16}, "2 x seq 40, 4:2 x 16", 0, 5e-4, 3e-2},
@@ -487,6 +490,7 @@ static const op_case g_cases[] = {
     {"gemm", c_gemm, {2048, 4096, 4096, 1}, "2048x4096x4096, all transp.", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 4300, 8192, 0}, "70B-pruned gate 8192->4300", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 8192, 4300, 0}, "70B-pruned down 4300->8192", 1, 2e-5, 4e-3},
+    {"linear", c_linear, {512, 4300, 1024}, "512 x 4300 -> 1024, padded rows", 1, 2e-5, 4e-3},
     {"dequant", c_dequant, {14336, 4096, 0}, "nf4 14336 x 4096", 1, 0, 0},
     {"dequant", c_dequant, {4300, 8192, 0}, "nf4 4300 x 8192", 1, 0, 0},
     {"elementwise", c_elementwise, {2048, 14336}, "2048 x 14336", 1, 1e-6, 4e-3},

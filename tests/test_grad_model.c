@@ -44,6 +44,15 @@ static void cfg_wide(tt_config *c) {
     TT_ASSERT(config_prune(c, 0.5, 1, 2) == 0);
 }
 
+/* ffn 100 and, pruned, 50: the MLP's buffers get padded rows (stride 104),
+ * with LoRA dropout on the padded inputs of down. */
+static void cfg_odd_ffn(tt_config *c) {
+    fixture_micro_config(c);
+    c->ffn = 100;
+    for (uint32_t l = 0; l < c->n_layers; l++) c->layers[l].ffn = 100;
+    TT_ASSERT(config_prune(c, 0.5, 1, 2) == 0);
+}
+
 static void randomize_lora(tt_lora *lo, uint64_t seed) {
     tt_rng r;
     rng_seed(&r, seed, 99);
@@ -273,13 +282,13 @@ static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
 /* mlp_rows: tokens per MLP chunk (0: the default, one chunk at these sizes;
  * 3 of the 10 tokens: four chunks, the last one partial), and then the wider
  * model with its weights dequantized in the smallest blocks, 64 rows. */
-static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows, const char *what) {
+static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows, int odd_ffn, const char *what) {
     char path[600];
-    snprintf(path, sizeof path, "%s/m%u.tier", dir, lin);
     tt_config c;
-    if (mlp_rows) cfg_wide(&c);
+    if (odd_ffn) cfg_odd_ffn(&c);
+    else if (mlp_rows) cfg_wide(&c);
     else cfg_pruned(&c);
-    snprintf(path, sizeof path, "%s/m%u-%d.tier", dir, lin, mlp_rows);
+    snprintf(path, sizeof path, "%s/m%u-%d-%d.tier", dir, lin, mlp_rows, odd_ffn);
     CHECK(fixture_write_model(path, &c, lin, 0.3f, 5) == 0);
     tt_model *m;
     int rc = model_load(&m, path);
@@ -328,12 +337,14 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
 
 int main(void) {
     char *dir = fixture_tmpdir();
-    run_case(dir, TT_DTYPE_F32, 0.f, 0, "f32 weights");
-    run_case(dir, TT_DTYPE_F32, 0.25f, 0, "f32 weights, LoRA dropout 0.25");
-    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 0, "nf4-dq weights");
-    run_case(dir, TT_DTYPE_BF16, 0.25f, 0, "bf16 weights, LoRA dropout 0.25");
-    run_case(dir, TT_DTYPE_F32, 0.25f, 3, "f32 weights, LoRA dropout 0.25, MLP in 3-token chunks, 64-row weight blocks");
-    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 3, "nf4-dq weights, MLP in 3-token chunks, 64-row weight blocks");
+    run_case(dir, TT_DTYPE_F32, 0.f, 0, 0, "f32 weights");
+    run_case(dir, TT_DTYPE_F32, 0.25f, 0, 0, "f32 weights, LoRA dropout 0.25");
+    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 0, 0, "nf4-dq weights");
+    run_case(dir, TT_DTYPE_BF16, 0.25f, 0, 0, "bf16 weights, LoRA dropout 0.25");
+    run_case(dir, TT_DTYPE_F32, 0.25f, 3, 0, "f32 weights, LoRA dropout 0.25, MLP in 3-token chunks, 64-row weight blocks");
+    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 3, 0, "nf4-dq weights, MLP in 3-token chunks, 64-row weight blocks");
+    run_case(dir, TT_DTYPE_F32, 0.25f, 0, 1, "f32 weights, ffn 100 / 50 (padded MLP rows), LoRA dropout 0.25");
+    run_case(dir, TT_DTYPE_NF4DQ, 0.f, 3, 1, "nf4-dq weights, ffn 100 / 50 (padded MLP rows), 3-token chunks");
     fixture_rm_rf(dir);
     free(dir);
     TEST_END();

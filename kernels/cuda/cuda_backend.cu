@@ -205,49 +205,63 @@ static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0,
 
 /* ---- dequantization ------------------------------------------------------------ */
 
-template <typename T> __global__ void k_f32(size_t n, const float *in, void *out) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) stv((T *)out, i, in[i]);
+/* Value j of a decoded range goes to out[(j / w) * ldo + j % w]: rows of w
+ * values at row stride ldo (a linear op's padded block; w == ldo: packed). */
+__device__ __forceinline__ size_t dq_at(size_t j, int w, int ldo) {
+    return w == ldo ? j : (j / (size_t)w) * (size_t)ldo + j % (size_t)w;
 }
-template <typename T> __global__ void k_bf16(size_t n, const unsigned short *in, void *out) {
+template <typename T> __global__ void k_f32(size_t n, const float *in, void *out, int w, int ldo) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) stv((T *)out, i, __uint_as_float((unsigned)in[i] << 16));
+    if (i < n) stv((T *)out, dq_at(i, w, ldo), in[i]);
+}
+template <typename T> __global__ void k_bf16(size_t n, const unsigned short *in, void *out, int w, int ldo) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) stv((T *)out, dq_at(i, w, ldo), __uint_as_float((unsigned)in[i] << 16));
 }
 /* One thread per value v0 + i: code from its nibble (first value in the high
  * nibble), absmax from the f32 array or through double quantization. */
 template <typename T>
 __global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const float *absmax,
-                      const unsigned char *qabs, const float *absmax2, const float *offset_p, void *out) {
+                      const unsigned char *qabs, const float *absmax2, const float *offset_p, void *out, int w, int ldo) {
     size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (j >= count) return;
     float offset = absmax ? 0.f : *offset_p; /* read on the device: no host round trip per call */
     size_t i = v0 + j, blk = i / NF4_BLOCK;
     /* cuda_index.h: the nibble order and the two roundings of the CPU reference */
     float am = absmax ? absmax[blk] : tt_nf4_dq_absmax(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK], offset);
-    stv((T *)out, j, tt_nf4_value(c_nf4[tt_nf4_code(codes, i)], am));
+    stv((T *)out, dq_at(j, w, ldo), tt_nf4_value(c_nf4[tt_nf4_code(codes, i)], am));
 }
-static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
+/* Values [v0, v0 + count) as rows of w values at row stride ldo in out. */
+static void dequant_rows(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt,
+                         int w, int ldo) {
     if (!count) return;
     const unsigned char *b = (const unsigned char *)blob;
     unsigned nb = blocks_for(count, 256);
-    if (dtype == TT_DTYPE_F32) TDISPATCH(odt, k_f32, nb, 256, count, (const float *)blob + v0, out);
-    else if (dtype == TT_DTYPE_BF16) TDISPATCH(odt, k_bf16, nb, 256, count, (const unsigned short *)blob + v0, out);
+    if (dtype == TT_DTYPE_F32) TDISPATCH(odt, k_f32, nb, 256, count, (const float *)blob + v0, out, w, ldo);
+    else if (dtype == TT_DTYPE_BF16)
+        TDISPATCH(odt, k_bf16, nb, 256, count, (const unsigned short *)blob + v0, out, w, ldo);
     else {
         nf4_layout L;
         nf4_layout_of(n, dtype == TT_DTYPE_NF4DQ, &L);
         TDISPATCH(odt, k_nf4, nb, 256, count, v0, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
                   L.double_quant ? b + L.absmax_off : NULL, L.double_quant ? (const float *)(b + L.absmax2_off) : NULL,
-                  L.double_quant ? (const float *)(b + L.offset_off) : NULL, out);
+                  L.double_quant ? (const float *)(b + L.offset_off) : NULL, out, w, ldo);
     }
 }
+static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
+    dequant_rows(dtype, blob, n, v0, count, out, odt, 1, 1);
+}
 
-/* Dequantize the block into scratch (type dt), then one cuBLAS product (the
- * reference's composition; a fused kernel may replace it behind the same op). */
+/* Dequantize the block into scratch (type dt), rows padded to be_row_pad(in)
+ * (a bf16 row then starts 16-byte aligned, as tensor-core products want),
+ * then one cuBLASLt product (the reference's composition; a fused kernel may
+ * replace it behind the same op). */
 static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
                       size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
-    cu_dequant(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt);
-    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, scratch, dt, in, beta, y, dt, ldy);
-    else cu_gemm(0, 1, rows, n, in, 1, x, dt, ldx, scratch, dt, in, beta, y, dt, ldy);
+    int ldw = (int)be_row_pad((size_t)in);
+    dequant_rows(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt, in, ldw);
+    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, scratch, dt, ldw, beta, y, dt, ldy);
+    else cu_gemm(0, 1, rows, n, in, 1, x, dt, ldx, scratch, dt, ldw, beta, y, dt, ldy);
 }
 
 /* ---- layer ops -------------------------------------------------------------- */
