@@ -20,8 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PEFT_TENSORS "adapter_model.safetensors"
-#define PEFT_CONFIG "adapter_config.json"
 #define NAME_PREFIX "base_model.model.model.layers."
 #define MAX_RANK 65536u
 

@@ -22,6 +22,10 @@
 #ifndef TT_PEFT_H
 #define TT_PEFT_H
 
+/* The two files of an adapter directory. */
+#define PEFT_TENSORS "adapter_model.safetensors"
+#define PEFT_CONFIG "adapter_config.json"
+
 #include <stdint.h>
 
 /* Projections in the order of peft_adapter.target_mask bits. */

@@ -99,7 +99,7 @@ expect_error "recover: truncated adapter" "trunc/adapter_model.safetensors.*trun
 expect_error "recover: in place" "is the --adapter directory" \
     "$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/run/"
 : >"$dir/afile"
-expect_error "recover: output is a file" "afile exists and is not a directory" \
+expect_error "recover: output is a file" "afile is a file, not a directory" \
     "$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/afile"
 expect_error "recover: no -o" "-o DIR is required" "$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier"
 [ -e "$dir/x" ] && fail "a refused recover left $dir/x"

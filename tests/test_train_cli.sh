@@ -44,27 +44,27 @@ expect_error "bad --act-dtype" "--act-dtype must be f32, bf16 or auto" "$T" trai
 
 # Bad input.
 cp "$dir/run/checkpoint.bin" "$dir/ck.keep"
-expect_error "missing tokens" "nope.tok" "$T" train $FLAGS --data "$dir/nope.tok" --steps 2 --out "$dir/run"
+expect_error "missing tokens" "nope.tok" "$T" train $FLAGS --data "$dir/nope.tok" --steps 2 --out "$dir/run" --force
 head -c 100 "$dir/t.tok" >"$dir/trunc.tok"
-expect_error "truncated tokens" "trunc.tok" "$T" train $FLAGS --data "$dir/trunc.tok" --steps 2 --out "$dir/run"
-expect_error "missing checkpoint" "nowhere" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/nowhere"
+expect_error "truncated tokens" "trunc.tok" "$T" train $FLAGS --data "$dir/trunc.tok" --steps 2 --out "$dir/run" --force
+expect_error "missing checkpoint" "nowhere" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/nowhere" --force
 mkdir "$dir/empty"
-expect_error "empty checkpoint dir" "checkpoint.bin" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/empty"
+expect_error "empty checkpoint dir" "checkpoint.bin" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/empty" --force
 mkdir "$dir/bad"; cp "$dir/run/checkpoint.bin" "$dir/bad/"
 printf 'garbage' | dd of="$dir/bad/checkpoint.bin" bs=1 seek=200 conv=notrunc 2>/dev/null
-expect_error "corrupt checkpoint" "corrupt" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/bad"
-expect_error "missing model" "no.tier does not exist" "$T" train $FLAGS --model "$dir/no.tier" --steps 2 --out "$dir/run"
+expect_error "corrupt checkpoint" "corrupt" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/bad" --force
+expect_error "missing model" "no.tier does not exist" "$T" train $FLAGS --model "$dir/no.tier" --steps 2 --out "$dir/run" --force
 expect_error "no --out" "--out DIR is required" "$T" train --model "$dir/m.tier" --data "$dir/t.tok"
-expect_error "bad batch" "multiple of --seq" "$T" train $FLAGS --batch-tokens 100 --steps 2 --out "$dir/run"
-expect_error "bad target" "unknown projection 'qq'" "$T" train $FLAGS --targets q,qq --steps 2 --out "$dir/run"
+expect_error "bad batch" "multiple of --seq" "$T" train $FLAGS --batch-tokens 100 --steps 2 --out "$dir/run" --force
+expect_error "bad target" "unknown projection 'qq'" "$T" train $FLAGS --targets q,qq --steps 2 --out "$dir/run" --force
 # a validation file tokenized for a bigger vocabulary than the model's
 "$T" tokenize --input "$dir/text.txt" --tokenizer tests/fixtures/tokenizer-mini.json -o "$dir/big.tok" >/dev/null 2>&1 ||
     fail "tokenize with the fixture tokenizer"
-expect_error "val vocab" "big.tok.val was tokenized for a vocabulary" "$T" train $FLAGS --val "$dir/big.tok.val" --steps 2 --out "$dir/run"
+expect_error "val vocab" "big.tok.val was tokenized for a vocabulary" "$T" train $FLAGS --val "$dir/big.tok.val" --steps 2 --out "$dir/run" --force
 : >"$dir/afile"
 expect_error "out is a file" "afile" "$T" train $FLAGS --steps 2 --out "$dir/afile"
-expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run"
-expect_error "lr beyond float" "--lr must be a finite number" "$T" train $FLAGS --lr 1e39 --steps 2 --out "$dir/run"
+expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run" --force
+expect_error "lr beyond float" "--lr must be a finite number" "$T" train $FLAGS --lr 1e39 --steps 2 --out "$dir/run" --force
 cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "a failed run changed the last checkpoint"
 
 # train --full: a short run writes a store that verifies and keeps the source's shapes; Ctrl-C writes the

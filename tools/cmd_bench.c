@@ -215,13 +215,14 @@ static int bench_overlap(int argc, char **argv) {
     const char *model, *trace_path;
     tool_plan_args a = {0};
     long steps, threads;
-    int as_json;
+    int as_json, force;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
         TOOL_PLAN_OPTS(a),
         {"steps", 's', CLI_INT, &steps, "3", "N", "steps timed in each of the three runs"},
         {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
         {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "Chrome trace of the streamed run"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace the --trace FILE if it exists"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
         {0},
     };
@@ -237,6 +238,8 @@ static int bench_overlap(int argc, char **argv) {
         fprintf(stderr, "tiertrain bench overlap: --model FILE is required and --steps must be at least 1\n");
         return 2;
     }
+    const char *inputs[] = {model, NULL};
+    if (trace_path && tool_check_out("bench overlap", "--trace", trace_path, inputs, force)) return 2;
     if (threads > 0) openblas_set_num_threads((int)threads);
     tier_store *s = NULL;
     tt_exec *ex = NULL, *res_ex = NULL;

@@ -35,9 +35,10 @@ static void progress_finish(hf_progress *h) {
 
 int cmd_import(int argc, char **argv) {
     const char *out, *dtype_s;
-    int no_dq;
+    int no_dq, force;
     cli_opt opts[] = {
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "store to write (required)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {"dtype", 0, CLI_STR, &dtype_s, "bf16", "T",
          "projection weights: bf16, f32, or nf4 (NF4 with double quantization as QLoRA, also spelled nf4-dq); the "
          "embedding and lm_head stay bf16 (f32 with f32), norms f32"},
@@ -70,6 +71,8 @@ int cmd_import(int argc, char **argv) {
         }
         lin = TT_DTYPE_NF4;
     }
+    const char *inputs[] = {pos[0], NULL}; /* the directory: every file in it */
+    if (tool_check_out("import", "-o", out, inputs, force)) return 2;
     hf_progress prog = {.what = "import"};
     hf_import_opts o = {lin, on_progress, &prog};
     hf_import_stats st;
@@ -111,6 +114,8 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "tiertrain export: --dtype must be bf16 or f32, not '%s'\n", dtype_s);
         return 2;
     }
+    const char *inputs[] = {pos[0], NULL}, *names[] = {HF_WEIGHTS_FILE, HF_CONFIG_FILE, NULL};
+    if (tool_check_out_dir("export", "-o", out, "a checkpoint", names, inputs, force)) return 2;
     hf_progress prog = {.what = "export"};
     if (hf_export(pos[0], out, dt, force, on_progress, &prog)) return tool_fail("export");
     progress_finish(&prog);

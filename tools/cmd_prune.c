@@ -85,6 +85,7 @@ static int read_config(const char *cmd, const char *path, tt_config *cfg, uint64
 int cmd_prune(int argc, char **argv) {
     const char *out, *method_s, *ratio_s, *layers_s, *imp_s, *calib_path;
     long samples, seq, seed;
+    int force;
     cli_opt opts[] = {
         {"method", 'm', CLI_STR, &method_s, "stru", "M",
          "stru (LoRAM structured: KV heads with their query groups, MLP channels), rand (same structure, random "
@@ -100,6 +101,7 @@ int cmd_prune(int argc, char **argv) {
         {"calib-seq", 0, CLI_INT, &seq, "128", "N", "tokens per calibration window"},
         {"seed", 's', CLI_INT, &seed, "1", "S", "random seed of --method rand"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "pruned store to write (required)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {0},
     };
     cli_cmd cmd = {"prune", "FILE",
@@ -152,6 +154,8 @@ int cmd_prune(int argc, char **argv) {
         fprintf(stderr, "tiertrain prune: %s\n", bad);
         return 2;
     }
+    const char *inputs[] = {in, calib_path ? calib_path : "", NULL};
+    if (tool_check_out("prune", "-o", out, inputs, force)) return 2;
     if (o.method == PRUNE_SEMI && !ratio_s) o.ratio = 0.5;
     o.seed = (uint64_t)seed;
     o.calib_samples = (int)samples;
@@ -220,11 +224,12 @@ done:
 
 int cmd_quantize(int argc, char **argv) {
     const char *out, *to;
-    int no_dq;
+    int no_dq, force;
     cli_opt opts[] = {
         {"to", 0, CLI_STR, &to, "nf4", "Q", "what the projections become: nf4 (QLoRA's 4-bit NormalFloat)"},
         {"no-double-quant", 0, CLI_FLAG, &no_dq, NULL, NULL, "nf4 without double quantization of the absmax values"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "quantized store to write (required)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {0},
     };
     cli_cmd cmd = {"quantize", "FILE",
@@ -243,6 +248,8 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "tiertrain quantize: --to must be nf4 (the only quantized format), not '%s'\n", to);
         return 2;
     }
+    const char *inputs[] = {in, NULL};
+    if (tool_check_out("quantize", "-o", out, inputs, force)) return 2;
     tt_config *cfg = tt_xmalloc(sizeof *cfg);
     int exit_code = 1;
     uint64_t in_size;

@@ -4,6 +4,7 @@
  * is in core/loram.c. */
 #include "core/base/common.h"
 #include "core/loram.h"
+#include "io/ckpt.h"
 #include "io/peft.h"
 #include "io/tier.h"
 #include "tools/cli.h"
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Do paths a and b name the same existing file or directory? */
 static int same_path(const char *a, const char *b) {
@@ -22,10 +24,12 @@ static int same_path(const char *a, const char *b) {
 
 int cmd_recover(int argc, char **argv) {
     const char *adapter, *pruned, *out;
+    int force;
     cli_opt opts[] = {
         {"adapter", 'a', CLI_STR, &adapter, NULL, "DIR", "PEFT adapter trained on the pruned store (required)"},
         {"pruned", 'p', CLI_STR, &pruned, NULL, "FILE", "the pruned store (.tier, with its pruning map) it was trained on (required)"},
         {"output", 'o', CLI_STR, &out, NULL, "DIR", "where the recovered PEFT adapter goes, created if needed (required)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace the adapter files DIR already holds"},
         {0},
     };
     cli_cmd cmd = {"recover", NULL,
@@ -47,6 +51,15 @@ int cmd_recover(int argc, char **argv) {
                         "adapter trained on %s, so give another directory\n", out, pruned);
         return 2;
     }
+    char ck[4096];
+    struct stat cst;
+    if (snprintf(ck, sizeof ck, "%s/" CKPT_FILE, out) < (int)sizeof ck && stat(ck, &cst) == 0) {
+        fprintf(stderr, "tiertrain recover: -o %s is a training run (it holds " CKPT_FILE "), whose adapter must stay "
+                        "the one its checkpoint continues; give another directory\n", out);
+        return 2;
+    }
+    const char *inputs[] = {adapter, pruned, NULL}, *names[] = {PEFT_TENSORS, PEFT_CONFIG, NULL};
+    if (tool_check_out_dir("recover", "-o", out, "an adapter", names, inputs, force)) return 2;
     tier_store *s = NULL;
     peft_adapter a = {0}, rec = {0};
     int exit_code = 1;
@@ -92,10 +105,12 @@ static void merge_progress(void *ctx, uint64_t done, uint64_t total) {
 
 int cmd_merge(int argc, char **argv) {
     const char *model, *adapter, *out;
+    int force;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "the store (.tier) the adapter belongs to (required)"},
         {"adapter", 'a', CLI_STR, &adapter, NULL, "DIR", "PEFT adapter with the store's shapes (required)"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "the merged store to write (required)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {0},
     };
     cli_cmd cmd = {"merge", NULL,
@@ -112,6 +127,8 @@ int cmd_merge(int argc, char **argv) {
         fprintf(stderr, "tiertrain merge: %s is required (see tiertrain merge --help)\n", missing);
         return 2;
     }
+    const char *inputs[] = {model, adapter, NULL};
+    if (tool_check_out("merge", "-o", out, inputs, force)) return 2;
     peft_adapter a;
     if (peft_read(adapter, 0, &a)) return tool_fail("merge");
     tool_progress prog;

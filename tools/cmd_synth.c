@@ -270,7 +270,7 @@ int cmd_synth(int argc, char **argv) {
     double ratio, embed_std;
     long seed, n_layers, threads;
     uint64_t buffer_limit;
-    int no_dq, lz4;
+    int no_dq, lz4, force;
     cli_opt opts[] = {
         {"preset", 'p', CLI_STR, &preset, "tiny", "NAME", "model shape: tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b"},
         {"prune-ratio", 0, CLI_FLOAT, &ratio, "0", "R", "LoRAM structured pruning ratio in (0,1); 0 = unpruned"},
@@ -284,6 +284,7 @@ int cmd_synth(int argc, char **argv) {
         {"threads", 0, CLI_INT, &threads, "0", "N", "generating threads (0: every core); the store is the same for any N"},
         {"buffer-limit", 0, CLI_SIZE, &buffer_limit, "0", "SIZE", "largest tensor a thread generates ahead in memory; larger ones are written chunk by chunk (0: a quarter of the available memory / (threads + 2))"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "store to write (required)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {0},
     };
     cli_cmd cmd = {"synth", NULL, "Writes a random-weight model store at real shapes.", opts, 0, 0,
@@ -301,6 +302,7 @@ int cmd_synth(int argc, char **argv) {
         fprintf(stderr, "tiertrain synth: --embed-std must be a finite number >= 0\n");
         return 2;
     }
+    if (tool_check_out("synth", "-o", out, NULL, force)) return 2;
     if (threads < 0 || threads > 1024 || n_layers < 0 || n_layers > TT_MAX_LAYERS) {
         fprintf(stderr, "tiertrain synth: --threads must be 0..1024 and --layers 0..%d\n", TT_MAX_LAYERS);
         return 2;

@@ -126,7 +126,7 @@ static int finish_input(tok_ctx *c, int sep) {
 int cmd_tokenize(int argc, char **argv) {
     const char *input, *tok_spec, *sep_s, *out;
     double frac;
-    int special;
+    int special, force;
     cli_opt opts[] = {
         {"input", 'i', CLI_STR, &input, NULL, "FILE", "text file to tokenize (required; streamed)"},
         {"tokenizer", 't', CLI_STR, &tok_spec, "bytes", "T",
@@ -138,6 +138,7 @@ int cmd_tokenize(int argc, char **argv) {
         {"special", 0, CLI_FLAG, &special, NULL, NULL,
          "encode added-token strings in the text (e.g. <|end_of_text|>) as their ids; default: as plain text"},
         {"output", 'o', CLI_STR, &out, NULL, "OUT", "token file to write (required); see docs/FORMAT.md"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace OUT and OUT.val if they exist (and remove an OUT.val this run does not write)"},
         {0},
     };
     cli_cmd cmd = {"tokenize", NULL,
@@ -166,7 +167,7 @@ int cmd_tokenize(int argc, char **argv) {
         return 2;
     }
 
-    struct stat st, ost;
+    struct stat st;
     if (stat(input, &st) != 0) {
         int e = errno;
         if (e == ENOENT)
@@ -180,13 +181,22 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "tiertrain tokenize: %s is a directory; give a text file with --input\n", input);
         return 1;
     }
-    if (stat(out, &ost) == 0 && ost.st_dev == st.st_dev && ost.st_ino == st.st_ino) {
-        fprintf(stderr, "tiertrain tokenize: -o %s is the input file; write the tokens to another file\n", out);
+    if (!S_ISREG(st.st_mode)) { /* a FIFO or a device would block or never end */
+        fprintf(stderr, "tiertrain tokenize: %s is not a regular file; give a text file with --input\n", input);
         return 1;
     }
     size_t vl = strlen(out) + sizeof ".val";
     char *val_path = tt_xmalloc(vl);
     snprintf(val_path, vl, "%s.val", out);
+    /* OUT and OUT.val are both outputs (train reads OUT.val as OUT's validation set): with no validation split a
+     * stale OUT.val is an output too, removed once OUT is written */
+    struct stat tst;
+    const char *inputs[] = {input, stat(tok_spec, &tst) == 0 ? tok_spec : "", NULL};
+    if (tool_check_out("tokenize", "-o", out, inputs, force) ||
+        tool_check_out("tokenize", "-o (its validation file)", val_path, inputs, force)) {
+        free(val_path);
+        return 2;
+    }
 
     tok_ctx c = {0};
     c.val_num = (uint64_t)llround(frac * (double)VAL_DEN);
@@ -239,6 +249,9 @@ int cmd_tokenize(int argc, char **argv) {
             tool_fail("tokenize");
             goto done;
         }
+    } else if (unlink(val_path) == 0) { /* --force: an earlier run's OUT.val does not belong to this OUT */
+        fprintf(stderr, "tiertrain tokenize: removed %s from an earlier run (this one has no validation split)\n",
+                val_path);
     }
     double dt = tt_now() - t0;
     uint64_t ntok = c.tokens[0] + c.tokens[1], text_tok = ntok - ndocs;

@@ -10,12 +10,17 @@
 #include "sched/plan.h"
 #include "sched/trace.h"
 #include "tools/cli.h"
+#include "io/ckpt.h"
+#include "io/peft.h"
 #include "tools/tools.h"
 
 #include <cblas.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *hbm_str(uint64_t b) {
@@ -49,12 +54,72 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     return 0;
 }
 
+static const char *const names_in_run[] = {CKPT_FILE, PEFT_TENSORS, PEFT_CONFIG, ".tiertrain.lock", NULL};
+
+/* 1 when path is (or will be) one of the run folder's own files: its
+ * directory is dir and its name one of names_in_run. */
+static int in_run_folder(const char *path, const char *dir) {
+    char tmp[PATH_MAX], pd[PATH_MAX], od[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return 0;
+    char *slash = strrchr(tmp, '/');
+    const char *base = slash ? slash + 1 : tmp, *pdir = ".";
+    if (slash) {
+        *slash = 0;
+        pdir = *tmp ? tmp : "/";
+    }
+    if (!realpath(pdir, pd) || !realpath(dir, od) || strcmp(pd, od) != 0) return 0;
+    for (int i = 0; names_in_run[i]; i++)
+        if (strcmp(base, names_in_run[i]) == 0) return 1;
+    return 0;
+}
+
+/* The output rule (tools.h) for train's outputs, before any work: the run
+ * folder --out (its checkpoint and adapter files; an existing run is
+ * continued only with --resume naming it, replaced only with --force), locked
+ * for as long as this process writes it; --trace FILE; with --full, the --out
+ * store. 0, or 2 after the message. */
+static int check_outputs(const tt_train_opts *o, int full, int force, const char *model, const char *data,
+                         const char *val, const char *resume, const char *trace_path) {
+    const char *inputs[] = {model, data, val ? val : "", NULL};
+    if (full) {
+        if (tool_check_out("train", "--out", o->out_dir, inputs, force)) return 2;
+    } else {
+        static const char *const names[] = {CKPT_FILE, PEFT_TENSORS, PEFT_CONFIG, NULL};
+        char rp[PATH_MAX], op[PATH_MAX];
+        int continuing = resume && realpath(resume, rp) && realpath(o->out_dir, op) && strcmp(rp, op) == 0;
+        char ck[4096];
+        struct stat sb;
+        if (!continuing && !force && snprintf(ck, sizeof ck, "%s/" CKPT_FILE, o->out_dir) < (int)sizeof ck &&
+            stat(ck, &sb) == 0) {
+            fprintf(stderr, "tiertrain train: --out %s holds a run (" CKPT_FILE "); pass --resume %s to continue it, "
+                            "--force to start over, or give another directory\n", o->out_dir, o->out_dir);
+            return 2;
+        }
+        if (tool_check_out_dir("train", "--out", o->out_dir, "a run", names, inputs, force || continuing)) return 2;
+        if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "tiertrain train: cannot create --out %s: %s\n", o->out_dir, strerror(errno));
+            return 2;
+        }
+        if (tool_lock_dir("train", o->out_dir) < 0) return 2; /* held until the process exits */
+    }
+    if (trace_path) {
+        const char *ins[] = {model, data, val ? val : "", full ? o->out_dir : "", NULL};
+        if (tool_check_out("train", "--trace", trace_path, ins, force)) return 2;
+        if (!full && in_run_folder(trace_path, o->out_dir)) { /* --out exists by now */
+            fprintf(stderr, "tiertrain train: --trace %s would replace a file of the run in --out %s; name another "
+                            "file\n", trace_path, o->out_dir);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *model, *data, *val, *out, *resume, *trace_path;
     tool_plan_args pa = {0};
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
     double lr, min_lr, wd;
-    int as_json, full;
+    int as_json, full, force;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
         {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
@@ -76,6 +141,7 @@ int cmd_train(int argc, char **argv) {
         {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "write a Chrome/Perfetto trace of every read, copy, spill and compute"},
         {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object per step instead of text"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "start over in an --out that holds a run (its checkpoint and adapter are replaced), replace an existing --trace FILE (with --full: the --out store)"},
         {0},
     };
     cli_cmd cmd = {"train", NULL,
@@ -139,6 +205,10 @@ int cmd_train(int argc, char **argv) {
     o.json = as_json;
     if (threads > 0) openblas_set_num_threads((int)threads);
     o.threads = openblas_get_num_threads();
+    char vpath[4096];
+    if (!val && snprintf(vpath, sizeof vpath, "%s.val", data) < (int)sizeof vpath && access(vpath, F_OK) == 0)
+        val = vpath;
+    if (check_outputs(&o, full, force, model, data, val, resume, trace_path)) return 2;
 
     tokfile *tf = NULL, *vf = NULL;
     tier_store *st = NULL;
@@ -146,11 +216,6 @@ int cmd_train(int argc, char **argv) {
     tt_trace *trace = NULL;
     int exit_code = 1;
     if (tokfile_open(data, &tf)) { tool_fail("train"); goto done; }
-    char vpath[4096];
-    if (!val) {
-        snprintf(vpath, sizeof vpath, "%s.val", data);
-        if (access(vpath, F_OK) == 0) val = vpath;
-    }
     if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     const tt_config *c = tier_config(st);

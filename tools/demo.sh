@@ -15,10 +15,12 @@
 #   7. recover the adapter to the original shapes;
 #   8. for reference, train the same LoRA directly on the original model;
 #   9. print the perplexities of every variant on held-out text of both domains.
-# Everything stays in build/demo/. About 5 minutes on 2 cores.
+# Everything stays in build/demo/, made afresh on every run (the commands
+# refuse to replace their outputs otherwise). About 5 minutes on 2 cores.
 set -e
 T=./tiertrain
 D=build/demo
+rm -rf "$D"
 mkdir -p "$D"
 BATCH="--seq 128 --micro-batch 8 --batch-tokens 2048"
 

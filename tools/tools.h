@@ -54,6 +54,24 @@ int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan
  * bf16 with cuda, f32 elsewhere), or -1 after printing a usage error for cmd. */
 int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device);
 
+/* ---- the output rule (tools/outputs.c), checked before any work ----
+ * An output is refused when it is empty, names an input of the command
+ * (the same file through any path or link, or a file inside an input
+ * directory), exists and force is 0 (--force), is not a regular file, or
+ * sits in a directory that is missing or not writable. Each returns 0, or 2
+ * after printing one line that names cmd, the flag and the path. inputs:
+ * NULL-terminated; an empty string is skipped. */
+int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force);
+/* A directory output: it may exist (writable) or will be created (its parent
+ * writable); each of names inside it is an output as above. what says what
+ * those files are ("a checkpoint") in the message. */
+int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const char *what, const char *const *names,
+                       const char *const *inputs, int force);
+/* Locks DIR (DIR/.tiertrain.lock, flock, this process's id written in it)
+ * until the process exits: the fd, or -1 after printing which process holds
+ * it. DIR must exist. */
+int tool_lock_dir(const char *cmd, const char *dir);
+
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);
 

@@ -1,0 +1,100 @@
+#!/bin/sh
+# tests/test_outputs.sh — the output rule (tools/outputs.c) on every command
+# with an output: an output that is an input (also through another path or a
+# link), an existing output without --force, a derived name (OUT.val) that
+# collides or is stale, a --trace onto an input or into a run's own files, a
+# missing folder, and a second `train` on a run folder in use — each refused
+# up front with one line naming the flag, exit 2, and every input and
+# earlier output byte-identical afterwards (checksums before and after).
+. tests/lib.sh
+setup outputs
+
+"$T" synth --preset tiny --quant f32 -o "$dir/f32.tier" >/dev/null 2>&1 || fail "synth f32"
+"$T" synth --preset tiny --quant f32 --prune-ratio 0.5 -o "$dir/pruned.tier" >/dev/null 2>&1 || fail "synth pruned"
+awk 'NR <= 2000' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
+"$T" tokenize --input "$dir/text.txt" -o "$dir/t.tok" >/dev/null 2>&1 || fail "tokenize"
+"$T" export "$dir/f32.tier" -o "$dir/hf" >/dev/null 2>&1 || fail "export"
+FLAGS="--model $dir/pruned.tier --data $dir/t.tok --rank 4 --seq 32 --micro-batch 2 --batch-tokens 128 --eval-every 0 --eval-tokens 128"
+"$T" train $FLAGS --steps 4 --stop-after 2 --out "$dir/run" >/dev/null 2>&1 || fail "train"
+"$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/rec" >/dev/null 2>&1 || fail "recover"
+ln -s "$dir/f32.tier" "$dir/link.tier"
+
+# every file but the lock and this test's own (out, err, the snapshots)
+snap() { (cd "$dir" && find . -type f ! -name '*.lock' ! -name out ! -name err ! -name 'before*' ! -name 'after*' | sort |
+    xargs md5sum) >"$dir/$1.tmp" && mv "$dir/$1.tmp" "$dir/$1"; }
+snap before
+unchanged() { snap after; cmp -s "$dir/before" "$dir/after" || { fail "$1 changed a file"; diff "$dir/before" "$dir/after"; }; }
+
+# an output that is an input
+expect_error "prune onto its input via a link" "-o .*link.tier is the input" "$T" prune "$dir/f32.tier" --method unst --ratio 0.5 -o "$dir/link.tier" --force
+expect_error "quantize onto its input" "is the input" "$T" quantize "$dir/f32.tier" -o "$dir/./f32.tier" --force
+expect_error "import onto a file of its folder" "is the input .*hf/config.json" "$T" import "$dir/hf" -o "$dir/hf/config.json" --force
+mkdir -p "$dir/hf2" && ln -sf "$dir/f32.tier" "$dir/hf2/model.safetensors"
+expect_error "export over its input through a link" "would replace the input" "$T" export "$dir/f32.tier" -o "$dir/hf2" --force
+rm -rf "$dir/hf2"
+expect_error "merge onto its model" "is the input" "$T" merge --model "$dir/f32.tier" --adapter "$dir/rec" -o "$dir/f32.tier" --force
+expect_error "tokenize onto its input" "is the input" "$T" tokenize -i "$dir/text.txt" -o "$dir/text.txt" --force
+cp "$dir/text.txt" "$dir/y.val"
+expect_error "tokenize: OUT.val is the input" "validation file) .*y.val is the input" "$T" tokenize -i "$dir/y.val" -o "$dir/y" --force
+rm "$dir/y.val"
+expect_error "train --full onto its model" "--out .*f32.tier is the input" "$T" train --full --model "$dir/f32.tier" --data "$dir/t.tok" --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1 --out "$dir/f32.tier" --force
+expect_error "train --trace onto the model" "--trace .*pruned.tier is the input" "$T" train $FLAGS --steps 1 --out "$dir/run2" --trace "$dir/pruned.tier" --force
+expect_error "train --trace onto the data" "--trace .*t.tok is the input" "$T" train $FLAGS --steps 1 --out "$dir/run2" --trace "$dir/t.tok" --force
+expect_error "train --trace onto the run's checkpoint" "would replace a file of the run" "$T" train $FLAGS --steps 1 --out "$dir/run" --trace "$dir/run/checkpoint.bin" --force
+expect_error "bench overlap --trace onto the model" "--trace .*pruned.tier is the input" "$T" bench overlap --model "$dir/pruned.tier" --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1 --trace "$dir/pruned.tier" --force
+unchanged "an output onto an input"
+
+# an existing output without --force
+expect_error "synth over a store" "-o .*f32.tier exists; pass --force" "$T" synth --preset tiny -o "$dir/f32.tier"
+expect_error "prune over a store" "exists; pass --force" "$T" prune "$dir/f32.tier" --method unst --ratio 0.5 -o "$dir/pruned.tier"
+expect_error "quantize over a store" "exists; pass --force" "$T" quantize "$dir/f32.tier" -o "$dir/pruned.tier"
+expect_error "import over a store" "exists; pass --force" "$T" import "$dir/hf" -o "$dir/pruned.tier"
+expect_error "export over a checkpoint" "already holds a checkpoint (model.safetensors); pass --force" "$T" export "$dir/f32.tier" -o "$dir/hf"
+expect_error "recover over an adapter" "already holds an adapter (adapter_model.safetensors); pass --force" "$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/rec"
+expect_error "recover into a run" "is a training run" "$T" recover --adapter "$dir/rec" --pruned "$dir/pruned.tier" -o "$dir/run" --force
+expect_error "merge over a store" "exists; pass --force" "$T" merge --model "$dir/f32.tier" --adapter "$dir/rec" -o "$dir/pruned.tier"
+expect_error "tokenize over tokens" "-o .*t.tok exists; pass --force" "$T" tokenize -i "$dir/text.txt" -o "$dir/t.tok"
+expect_error "train over a run" "holds a run (checkpoint.bin); pass --resume" "$T" train $FLAGS --steps 1 --out "$dir/run"
+: >"$dir/old.json"
+snap before
+expect_error "train over a trace" "--trace .*old.json exists; pass --force" "$T" train $FLAGS --steps 1 --out "$dir/run3" --trace "$dir/old.json"
+expect_error "bench over a trace" "--trace .*old.json exists; pass --force" "$T" bench overlap --model "$dir/pruned.tier" --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1 --trace "$dir/old.json"
+unchanged "an existing output without --force"
+[ -e "$dir/run3/checkpoint.bin" ] && fail "train wrote a run though its --trace was refused"
+
+# where nothing can be written: found before any work
+expect_error "no such folder" "the folder .*nodir does not exist" "$T" synth --preset tiny -o "$dir/nodir/x.tier"
+expect_error "trace in no folder" "--trace .*the folder .*nodir does not exist" "$T" train $FLAGS --steps 1 --out "$dir/run4" --trace "$dir/nodir/t.json"
+[ -e "$dir/run4/checkpoint.bin" ] && fail "train ran though its --trace could not be written"
+expect_error "empty output" "-o is empty" "$T" synth --preset tiny -o ""
+if [ "$(id -u)" != 0 ]; then # root writes anywhere: the check cannot be shown as root
+    mkdir "$dir/ro" && chmod 555 "$dir/ro"
+    expect_error "read-only folder" "the folder .*ro is not writable" "$T" synth --preset tiny -o "$dir/ro/x.tier"
+    chmod 755 "$dir/ro"
+fi
+
+# --force replaces; --resume continues the same folder
+expect_ok "synth --force" "$T" synth --preset tiny --seed 7 -o "$dir/f32.tier" --force
+cmp -s "$dir/f32.tier" "$dir/link.tier" || fail "the link no longer reaches the replaced store"
+expect_ok "train --resume on its own --out" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/run"
+
+# a stale OUT.val: refused without --force, removed with it (train would take it as OUT's validation set)
+"$T" tokenize -i "$dir/text.txt" -o "$dir/v.tok" >/dev/null 2>&1 || fail "tokenize with a validation split"
+[ -e "$dir/v.tok.val" ] || fail "tokenize wrote no v.tok.val"
+cp "$dir/v.tok.val" "$dir/w.tok.val" # an earlier run's, next to an OUT that does not exist yet
+expect_error "stale OUT.val" "validation file) .*w.tok.val exists; pass --force" "$T" tokenize -i "$dir/text.txt" --val-frac 0 -o "$dir/w.tok"
+[ -e "$dir/w.tok" ] && fail "a refused tokenize wrote its OUT"
+expect_ok "no split with --force" "$T" tokenize -i "$dir/text.txt" --val-frac 0 -o "$dir/w.tok" --force
+[ -e "$dir/w.tok.val" ] && fail "a stale w.tok.val survived a run without a validation split"
+grep -q "removed .*w.tok.val" "$dir/err" || fail "tokenize did not say it removed the stale w.tok.val"
+
+# two writers on one run folder: the second is refused, naming the first
+"$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/busy" >"$dir/busy.out" 2>&1 &
+pid=$!
+i=0
+while [ $i -lt 100 ] && ! grep -q '^step' "$dir/busy.out"; do sleep 0.1; i=$((i + 1)); done
+expect_error "second writer" "another tiertrain (process $pid) is writing .*busy" "$T" train $FLAGS --steps 1 --out "$dir/busy" --force
+kill -INT $pid 2>/dev/null
+wait $pid || fail "the first writer did not stop cleanly (exit $?)"
+[ -s "$dir/busy/checkpoint.bin" ] || fail "the first writer's checkpoint is missing"
+finish test_outputs

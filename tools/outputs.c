@@ -1,0 +1,173 @@
+/* tools/outputs.c — the output rule every command follows (tools.h): checked
+ * before any work, so that nothing a user needs is overwritten and a long
+ * run never fails at its end for a reason known at its start. */
+#include "tools/tools.h"
+
+#include "core/base/common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* 1 when a and b name one existing file (through any link or path). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The directory holding path ("." for a bare name), into buf. */
+static const char *dir_of(const char *path, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s", path);
+    return dirname(buf);
+}
+
+/* 1 when out names the input in — the file, or any file directly inside a
+ * directory input — with that file's path in hit (cap bytes). */
+static int aliases_input(const char *out, const char *in, char *hit, size_t cap) {
+    struct stat st;
+    if (same_file(out, in)) {
+        snprintf(hit, cap, "%s", in);
+        return 1;
+    }
+    if (stat(in, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    size_t n = strlen(in);
+    const char *sep = n && in[n - 1] == '/' ? "" : "/", *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    if (snprintf(hit, cap, "%s%s%s", in, sep, base) < (int)cap && same_file(out, hit)) return 1; /* by its own name */
+    DIR *d = opendir(in);
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) { /* or another name of the same file */
+        if (snprintf(hit, cap, "%s%s%s", in, sep, e->d_name) >= (int)cap) continue;
+        found = same_file(out, hit);
+    }
+    closedir(d);
+    return found;
+}
+
+int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force) {
+    if (!path || !*path) {
+        fprintf(stderr, "tiertrain %s: %s is empty; name the file to write\n", cmd, flag);
+        return 2;
+    }
+    char hit[4096];
+    for (int i = 0; inputs && inputs[i]; i++)
+        if (*inputs[i] && aliases_input(path, inputs[i], hit, sizeof hit)) {
+            fprintf(stderr, "tiertrain %s: %s %s is the input %s; write the result to a new file\n", cmd, flag, path,
+                    hit);
+            return 2;
+        }
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "tiertrain %s: %s %s is a directory; name a file\n", cmd, flag, path);
+            return 2;
+        }
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "tiertrain %s: %s %s exists and is not a regular file; name a file\n", cmd, flag, path);
+            return 2;
+        }
+        if (!force) {
+            fprintf(stderr, "tiertrain %s: %s %s exists; pass --force to replace it\n", cmd, flag, path);
+            return 2;
+        }
+    }
+    char buf[4096];
+    const char *dir = dir_of(path, buf, sizeof buf);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tiertrain %s: %s %s: the folder %s does not exist\n", cmd, flag, path, dir);
+        return 2;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "tiertrain %s: %s %s: the folder %s is not writable\n", cmd, flag, path, dir);
+        return 2;
+    }
+    return 0;
+}
+
+int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const char *what, const char *const *names,
+                       const char *const *inputs, int force) {
+    if (!dir || !*dir) {
+        fprintf(stderr, "tiertrain %s: %s is empty; name the directory to write\n", cmd, flag);
+        return 2;
+    }
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "tiertrain %s: %s %s is a file, not a directory\n", cmd, flag, dir);
+            return 2;
+        }
+        if (access(dir, W_OK | X_OK) != 0) {
+            fprintf(stderr, "tiertrain %s: %s %s is not writable\n", cmd, flag, dir);
+            return 2;
+        }
+    } else {
+        char buf[4096];
+        const char *parent = dir_of(dir, buf, sizeof buf);
+        if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "tiertrain %s: %s: cannot create %s: its parent directory does not exist\n", cmd, flag,
+                    dir);
+            return 2;
+        }
+        if (access(parent, W_OK | X_OK) != 0) {
+            fprintf(stderr, "tiertrain %s: %s: cannot create %s: its parent directory is not writable\n", cmd, flag,
+                    dir);
+            return 2;
+        }
+        return 0; /* nothing in it yet */
+    }
+    for (int i = 0; names && names[i]; i++) {
+        char p[4096];
+        if (snprintf(p, sizeof p, "%s/%s", dir, names[i]) >= (int)sizeof p) {
+            fprintf(stderr, "tiertrain %s: %s %s: the path is too long\n", cmd, flag, dir);
+            return 2;
+        }
+        char hit[4096];
+        for (int j = 0; inputs && inputs[j]; j++)
+            if (*inputs[j] && aliases_input(p, inputs[j], hit, sizeof hit)) {
+                fprintf(stderr, "tiertrain %s: %s %s would replace the input %s; write the result to a new folder\n",
+                        cmd, flag, dir, hit);
+                return 2;
+            }
+        if (lstat(p, &st) == 0 && !force) {
+            fprintf(stderr, "tiertrain %s: %s %s already holds %s (%s); pass --force to replace it\n", cmd, flag, dir,
+                    what, names[i]);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+int tool_lock_dir(const char *cmd, const char *dir) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s/.tiertrain.lock", dir) >= (int)sizeof p) {
+        fprintf(stderr, "tiertrain %s: %s: the path is too long\n", cmd, dir);
+        return -1;
+    }
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "tiertrain %s: cannot create the lock %s: %s\n", cmd, p, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char who[32] = "";
+        ssize_t n = pread(fd, who, sizeof who - 1, 0);
+        who[n > 0 ? n : 0] = 0;
+        who[strcspn(who, "\n")] = 0;
+        fprintf(stderr, "tiertrain %s: another tiertrain (process %s) is writing %s; wait for it or use another "
+                        "directory\n", cmd, *who ? who : "unknown", dir);
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* best effort: the lock is what counts */
+    }
+    return fd; /* held until the process exits */
+}
