@@ -4,6 +4,10 @@
 #include "core/base/common.h"
 
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,16 +16,43 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
     switch (o->type) {
     case CLI_STR: *(const char **)o->dst = v; return 0;
     case CLI_FLAG: *(int *)o->dst = 1; return 0;
-    case CLI_INT:
+    case CLI_INT: {
         errno = 0;
-        *(long *)o->dst = strtol(v, &end, 10);
+        long x = strtol(v, &end, 10);
+        if (errno == ERANGE || (end != v && !*end && (x < INT_MIN || x > INT_MAX))) {
+            /* every count, size and length a flag gives is an int where it is used: none is truncated */
+            fprintf(stderr, "tiertrain %s: --%s must be a whole number from %d to %d, not '%s'\n", cmd->name,
+                    o->name, INT_MIN, INT_MAX, v);
+            return 2;
+        }
         if (errno || end == v || *end) break;
+        *(long *)o->dst = x;
         return 0;
-    case CLI_FLOAT:
+    }
+    case CLI_SEED: {
         errno = 0;
-        *(double *)o->dst = strtod(v, &end);
-        if (errno || end == v || *end) break;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v || *end || *v == '-') {
+            fprintf(stderr, "tiertrain %s: --%s expects a whole number from 0 to %llu, not '%s'\n", cmd->name,
+                    o->name, (unsigned long long)UINT64_MAX, v);
+            return 2;
+        }
+        *(uint64_t *)o->dst = (uint64_t)x;
         return 0;
+    }
+    case CLI_FLOAT: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (end == v || *end) break;
+        /* no NaN, no infinity, nothing a float cannot hold (an underflow to a tiny value is kept) */
+        if (!isfinite(x) || fabs(x) > FLT_MAX) {
+            fprintf(stderr, "tiertrain %s: --%s must be a finite number of magnitude at most %g, not '%s'\n",
+                    cmd->name, o->name, (double)FLT_MAX, v);
+            return 2;
+        }
+        *(double *)o->dst = x;
+        return 0;
+    }
     case CLI_SIZE:
         if (tt_parse_size(v, (uint64_t *)o->dst) == 0) return 0;
         fprintf(stderr, "tiertrain %s: --%s expects a size such as 4096, 512M or 20G, not '%s'\n", cmd->name,

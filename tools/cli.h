@@ -9,8 +9,9 @@
 
 typedef enum cli_type {
     CLI_STR,   /* const char * */
-    CLI_INT,   /* long */
-    CLI_FLOAT, /* double */
+    CLI_INT,   /* long, within the range of int (counts, sizes, lengths: none is truncated where it is used) */
+    CLI_FLOAT, /* double: finite, of magnitude at most FLT_MAX (no NaN, no infinity) */
+    CLI_SEED,  /* uint64_t, 0 .. 2^64 - 1 */
     CLI_SIZE,  /* uint64_t, accepts 4096, 512K, 20G */
     CLI_FLAG,  /* int, set to 1 when present */
 } cli_type;

@@ -20,14 +20,20 @@ int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device) {
 
 int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *a, tt_plan_req *req) {
     memset(req, 0, sizeof *req);
-    if (!(a->dropout >= 0 && a->dropout < 1)) {
-        fprintf(stderr, "tiertrain %s: --dropout must be in [0, 1)\n", cmd);
+    if (!(a->dropout >= 0 && (float)a->dropout < 1.0f)) { /* as the float it is used as: 0.99999999999 is 1 */
+        fprintf(stderr, "tiertrain %s: --dropout must be in [0, 1) (below 1 - 6e-8, a float's last step)\n", cmd);
         return 2;
     }
     if (a->seq < 2 || a->micro < 1 || a->rank < 1 || a->batch_tokens < (uint64_t)(a->seq * a->micro) ||
         a->batch_tokens % (uint64_t)(a->seq * a->micro)) {
         fprintf(stderr, "tiertrain %s: --seq >= 2, --micro-batch >= 1, --rank >= 1, and --batch-tokens a multiple of "
                         "--seq x --micro-batch\n", cmd);
+        return 2;
+    }
+    /* the products that size memory stay far inside int (a micro-batch's tokens, micro-batches per step) */
+    if (a->seq * a->micro > (1L << 24) || a->batch_tokens / (uint64_t)(a->seq * a->micro) > (1u << 20)) {
+        fprintf(stderr, "tiertrain %s: --seq x --micro-batch must be at most 16M tokens and --batch-tokens / (--seq x "
+                        "--micro-batch) at most 1048576 micro-batches\n", cmd);
         return 2;
     }
     req->hbm = a->hbm;

@@ -84,7 +84,8 @@ static int read_config(const char *cmd, const char *path, tt_config *cfg, uint64
 
 int cmd_prune(int argc, char **argv) {
     const char *out, *method_s, *ratio_s, *layers_s, *imp_s, *calib_path;
-    long samples, seq, seed;
+    long samples, seq;
+    uint64_t seed;
     int force;
     cli_opt opts[] = {
         {"method", 'm', CLI_STR, &method_s, "stru", "M",
@@ -99,7 +100,7 @@ int cmd_prune(int argc, char **argv) {
         {"calib", 0, CLI_STR, &calib_path, NULL, "FILE", "calibration tokens for --importance taylor (tiertrain tokenize)"},
         {"calib-samples", 0, CLI_INT, &samples, "8", "N", "calibration windows, taken evenly from --calib"},
         {"calib-seq", 0, CLI_INT, &seq, "128", "N", "tokens per calibration window"},
-        {"seed", 's', CLI_INT, &seed, "1", "S", "random seed of --method rand"},
+        {"seed", 's', CLI_SEED, &seed, "1", "S", "random seed of --method rand"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "pruned store to write (required)"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {0},
@@ -157,7 +158,7 @@ int cmd_prune(int argc, char **argv) {
     const char *inputs[] = {in, calib_path ? calib_path : "", NULL};
     if (tool_check_out("prune", "-o", out, inputs, force)) return 2;
     if (o.method == PRUNE_SEMI && !ratio_s) o.ratio = 0.5;
-    o.seed = (uint64_t)seed;
+    o.seed = seed;
     o.calib_samples = (int)samples;
     o.calib_seq = (int)seq;
 
@@ -194,7 +195,7 @@ int cmd_prune(int argc, char **argv) {
            fmt_params(config_n_params(cfg), pc, sizeof pc), tt_fmt_bytes(in_size, sz, sizeof sz), out);
     printf("prune: method %s", method_s);
     if (o.method != PRUNE_RAND) printf(", importance %s", imp_s);
-    else printf(", seed %ld", seed);
+    else printf(", seed %llu", (unsigned long long)seed);
     printf(", ratio %g", o.ratio);
     if (o.importance == PRUNE_TAYLOR)
         printf(", calibration %d x %d tokens of %s", o.calib_samples, o.calib_seq, calib_path);

@@ -268,7 +268,8 @@ static int parse_range(const char *s, uint32_t *a, uint32_t *b) {
 int cmd_synth(int argc, char **argv) {
     const char *preset, *out, *quant, *layers_s;
     double ratio, embed_std;
-    long seed, n_layers, threads;
+    long n_layers, threads;
+    uint64_t seed;
     uint64_t buffer_limit;
     int no_dq, lz4, force;
     cli_opt opts[] = {
@@ -280,7 +281,7 @@ int cmd_synth(int argc, char **argv) {
         {"no-double-quant", 0, CLI_FLAG, &no_dq, NULL, NULL, "nf4 without double quantization of the absmax values"},
         {"lz4", 0, CLI_FLAG, &lz4, NULL, NULL, "lz4-compress extents when that saves at least 1/8"},
         {"embed-std", 0, CLI_FLOAT, &embed_std, "0", "S", "std of the random embedding and lm_head (0: 1/sqrt(hidden), so logits start at unit scale)"},
-        {"seed", 's', CLI_INT, &seed, "1", "S", "random seed (weights and pruning map)"},
+        {"seed", 's', CLI_SEED, &seed, "1", "S", "random seed (weights and pruning map)"},
         {"threads", 0, CLI_INT, &threads, "0", "N", "generating threads (0: every core); the store is the same for any N"},
         {"buffer-limit", 0, CLI_SIZE, &buffer_limit, "0", "SIZE", "largest tensor a thread generates ahead in memory; larger ones are written chunk by chunk (0: a quarter of the available memory / (threads + 2))"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "store to write (required)"},
@@ -346,7 +347,7 @@ int cmd_synth(int argc, char **argv) {
         if (config_prune(cfg, ratio, a, b)) { tool_fail("synth"); exit_code = 2; goto done; }
         map = tt_xcalloc(1, sizeof *map);
         tt_rng r;
-        rng_seed(&r, (uint64_t)seed, rng_hash_str("prune-map"));
+        rng_seed(&r, seed, rng_hash_str("prune-map"));
         for (uint32_t l = a; l < b; l++) {
             map->kv[l] = tt_xmalloc(cfg->layers[l].n_kv_heads * sizeof(uint32_t));
             map->ffn[l] = tt_xmalloc(cfg->layers[l].ffn * sizeof(uint32_t));
@@ -376,7 +377,7 @@ int cmd_synth(int argc, char **argv) {
     if (cap < (64u << 20)) cap = 64u << 20; /* unknown or tiny: a few small tensors at once */
     job.cfg = cfg;
     job.dtypes = dtypes;
-    job.seed = (uint64_t)seed;
+    job.seed = seed;
     job.embed_std = embed_std > 0 ? (float)embed_std : 1.0f / sqrtf((float)cfg->hidden);
     job.nt = nt;
     job.window = (uint32_t)nth + 2;

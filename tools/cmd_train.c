@@ -117,7 +117,8 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
 int cmd_train(int argc, char **argv) {
     const char *model, *data, *val, *out, *resume, *trace_path;
     tool_plan_args pa = {0};
-    long steps, warmup, eval_every, eval_tokens, save_every, stop_after, seed, threads;
+    long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads;
+    uint64_t seed;
     double lr, min_lr, wd;
     int as_json, full, force;
     cli_opt opts[] = {
@@ -133,7 +134,7 @@ int cmd_train(int argc, char **argv) {
         {"warmup", 0, CLI_INT, &warmup, "10", "N", "linear warmup steps"},
         {"steps", 's', CLI_INT, &steps, "200", "N", "optimizer steps"},
         {"wd", 0, CLI_FLOAT, &wd, "0", "W", "AdamW decoupled weight decay"},
-        {"seed", 0, CLI_INT, &seed, "1", "S", "seed for LoRA init, data sampling and dropout"},
+        {"seed", 0, CLI_SEED, &seed, "1", "S", "seed for LoRA init, data sampling and dropout"},
         {"eval-every", 0, CLI_INT, &eval_every, "20", "N", "validation loss every N steps (and at the end)"},
         {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation"},
         {"save-every", 0, CLI_INT, &save_every, "50", "N", "checkpoint every N steps (and at the end)"},
@@ -194,7 +195,7 @@ int cmd_train(int argc, char **argv) {
     o.lora = exec_user_cfg(&req.user).lora; /* with --dropout */
     o.act_bf16 = req.act_bf16;
     o.hbm = req.hbm;
-    o.seed = (uint64_t)seed;
+    o.seed = seed;
     o.steps = (int)steps; o.seq = (int)seq; o.micro_batch = (int)micro;
     o.accum = (int)(batch_tokens / (uint64_t)(seq * micro));
     o.warmup = (int)warmup;
