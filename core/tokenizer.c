@@ -926,6 +926,11 @@ int tokenizer_open_hf(const char *path, tt_tokenizer **out) {
         return rc;
     }
     json_error_t je;
+    if (tt_not_regular(file)) {
+        int rc = TT_FAIL(-EINVAL, "%s is not a regular file; give a tokenizer.json", file);
+        free(file);
+        return rc;
+    }
     json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         int rc;

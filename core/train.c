@@ -285,15 +285,25 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     return train_loop(o, &ops, &lc, train, val, step, seen, res);
 }
 
+/* What an early end leaves behind, as the loop's messages say it: the last
+ * checkpoint in --out when one exists (it is intact: checkpoints are written
+ * atomically), else that nothing was written. */
+static void kept_msg(const tt_train_opts *o, const tt_loop_ops *ops, char *kept, size_t kc, char *nothing, size_t nc) {
+    char ck[1100];
+    struct stat sb;
+    int has = ops->save && snprintf(ck, sizeof ck, "%s/" CKPT_FILE, o->out_dir) < (int)sizeof ck && stat(ck, &sb) == 0;
+    if (has) snprintf(kept, kc, "the last checkpoint in %s is intact", o->out_dir);
+    else snprintf(kept, kc, "no checkpoint was written yet");
+    if (has) snprintf(nothing, nc, "nothing was saved (%s)", kept);
+    else snprintf(nothing, nc, "nothing was written");
+}
+
 int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_tokens *train,
                const tt_tokens *val, int start, uint64_t seen, tt_train_result *res) {
     int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0;
     /* what an early end leaves behind, for the messages */
     char kept[1200], nothing[1300];
-    if (ops->save) snprintf(kept, sizeof kept, "the last checkpoint in %s is intact", o->out_dir);
-    else snprintf(kept, sizeof kept, "nothing was written");
-    if (ops->save) snprintf(nothing, sizeof nothing, "nothing was saved (%s)", kept);
-    else snprintf(nothing, sizeof nothing, "nothing was written");
+    kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing);
     train_stop_arm();
 
     size_t n = (size_t)K * T;
@@ -401,6 +411,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
         if (ops->save && ((o->save_every > 0 && step % o->save_every == 0) || last)) {
             rc = ops->save(ctx, step, seen);
             if (rc) break;
+            kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
         }
         if (stop_sig || step == o->stop_after) {
             res->interrupted = stop_sig != 0;

@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -49,10 +51,14 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return TT_FAIL(-ENOENT, "--resume %s: no such checkpoint directory", dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block the open */
     if (fd < 0)
         return TT_FAIL(-errno, "%s: cannot open the checkpoint (%s); was the run started with --out %s?", path,
                        strerror(errno), dir);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return TT_FAIL(-EINVAL, "%s is not a regular file; it is not a usable checkpoint", path);
+    }
     int rc = 0;
     uint8_t hdr[HEADER_BYTES];
     uint8_t *body = NULL;
@@ -65,8 +71,14 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     uint64_t payload, sum;
     memcpy(&ver, hdr + 8, 4); memcpy(&sbytes, hdr + 12, 4); memcpy(&payload, hdr + 16, 8); memcpy(&sum, hdr + 24, 8);
     if (memcmp(hdr, CKPT_MAGIC, 8) != 0) { rc = TT_FAIL(-EINVAL, "%s is not a tiertrain checkpoint", path); goto out; }
-    if (ver != CKPT_VERSION || sbytes != sizeof *st) {
-        rc = TT_FAIL(-EINVAL, "%s: checkpoint version %u is not supported (expected %u)", path, ver, CKPT_VERSION);
+    if (ver != CKPT_VERSION) {
+        rc = TT_FAIL(-EINVAL, "%s: checkpoint version %u is not supported (this tiertrain reads version %u)", path,
+                     ver, CKPT_VERSION);
+        goto out;
+    }
+    if (sbytes != sizeof *st) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu; the file is damaged", path,
+                     sbytes, CKPT_VERSION, sizeof *st);
         goto out;
     }
     if (payload != (uint64_t)sb.st_size - HEADER_BYTES) {
@@ -90,11 +102,31 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
         goto out;
     }
     memcpy(st, body, sizeof *st);
-    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
-    if ((st->real_bytes != 4 && st->real_bytes != 8) || sizeof *st + pbytes + 2 * mbytes != payload) {
-        rc = TT_FAIL(-EINVAL, "%s: sizes inside the checkpoint are inconsistent", path);
+    /* every count checked before it sizes anything (a forged n_params must not wrap the products) */
+    if (st->real_bytes != 4 && st->real_bytes != 8) {
+        rc = TT_FAIL(-EINVAL, "%s: real_bytes is %u (4 or 8 expected)", path, st->real_bytes);
         goto out;
     }
+    uint64_t per = st->real_bytes + 2 * sizeof(float);
+    if (st->n_params > (payload - sizeof *st) / per || sizeof *st + st->n_params * per != payload) {
+        rc = TT_FAIL(-EINVAL, "%s: n_params %llu does not match the %llu bytes of parameters and moments present", path,
+                     (unsigned long long)st->n_params, (unsigned long long)(payload - sizeof *st));
+        goto out;
+    }
+    if (st->steps == 0 || st->steps > INT32_MAX || st->step > st->steps) {
+        rc = TT_FAIL(-EINVAL, "%s: step %llu of %u steps is not a step of the run", path, (unsigned long long)st->step,
+                     st->steps);
+        goto out;
+    }
+    if (st->rank == 0 || st->rank > 65536 || !isfinite(st->alpha) || !(st->dropout >= 0 && st->dropout < 1) ||
+        st->seq == 0 || st->micro_batch == 0 || st->accum == 0 || st->warmup > INT32_MAX || !isfinite(st->lr) ||
+        !isfinite(st->min_lr) || !isfinite(st->wd) || !isfinite(st->clip) || st->act_bf16 > 1) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record holds impossible values (rank %u, alpha %g, dropout %g, seq %u, "
+                     "micro-batch %u, lr %g); the file is damaged", path, st->rank, (double)st->alpha,
+                     (double)st->dropout, st->seq, st->micro_batch, (double)st->lr);
+        goto out;
+    }
+    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
     *params = tt_xmalloc(pbytes ? pbytes : 1);
     *m = tt_xmalloc(mbytes ? mbytes : 1);
     *v = tt_xmalloc(mbytes ? mbytes : 1);

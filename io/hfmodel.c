@@ -440,6 +440,11 @@ int hf_config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *ha
     if (rc) return rc;
     char *path = join(dir, HF_CONFIG_FILE);
     json_error_t jerr;
+    if (tt_not_regular(path)) {
+        rc = TT_FAIL(-EINVAL, "%s is not a regular file", path);
+        free(path);
+        return rc;
+    }
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (!path_exists(path))
@@ -637,6 +642,7 @@ static int shard_of(const hf_weights *w, const char *name) {
  * tensor is where the index says. */
 static int open_index(hf_weights *w, const char *dir) {
     json_error_t jerr;
+    if (tt_not_regular(w->source)) return TT_FAIL(-EINVAL, "%s is not a regular file", w->source);
     json_t *root = json_load_file(w->source, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return TT_FAIL(-EINVAL, "%s is not valid JSON (%s, line %d column %d)", w->source, jerr.text, jerr.line,
@@ -808,7 +814,7 @@ static int import_check_output(const char *dir, const char *out) {
     if (rc == 0) rc = check_against(dir, HF_WEIGHTS_FILE, out, &checked);
     if (rc == 0) rc = check_against(dir, HF_INDEX_FILE, out, &checked);
     char *index = join(dir, HF_INDEX_FILE);
-    json_t *root = rc == 0 && path_exists(index) ? json_load_file(index, 0, NULL) : NULL;
+    json_t *root = rc == 0 && path_exists(index) && !tt_not_regular(index) ? json_load_file(index, 0, NULL) : NULL;
     free(index);
     json_t *wm = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
     if (json_is_object(wm)) {

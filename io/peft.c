@@ -195,6 +195,7 @@ int peft_write(const char *dir, const peft_adapter *a) {
 /* The adapter options tiertrain accepts from adapter_config.json. */
 static int parse_config(const char *path, peft_adapter *out) {
     json_error_t jerr;
+    if (tt_not_regular(path)) return TT_FAIL(-EINVAL, "%s is not a regular file; re-save the adapter", path);
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return TT_FAIL(-EINVAL, "%s is not valid JSON (%s, line %d column %d); re-save the adapter", path, jerr.text,

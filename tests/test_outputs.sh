@@ -6,6 +6,8 @@
 # missing folder, and a second `train` on a run folder in use — each refused
 # up front with one line naming the flag, exit 2, and every input and
 # earlier output byte-identical afterwards (checksums before and after).
+# Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
+# adapter's config, a checkpoint) are refused at once, never waited on.
 . tests/lib.sh
 setup outputs
 
@@ -97,4 +99,24 @@ expect_error "second writer" "another tiertrain (process $pid) is writing .*busy
 kill -INT $pid 2>/dev/null
 wait $pid || fail "the first writer did not stop cleanly (exit $?)"
 [ -s "$dir/busy/checkpoint.bin" ] || fail "the first writer's checkpoint is missing"
+# inputs that are FIFOs: refused in one line within the time limit (an open would wait for a writer)
+mkfifo "$dir/fifo" || fail "mkfifo"
+mkdir "$dir/hf3" "$dir/ad3" "$dir/ck3"
+mkfifo "$dir/hf3/config.json" "$dir/ad3/adapter_config.json" "$dir/ck3/checkpoint.bin"
+cp "$dir/run/adapter_model.safetensors" "$dir/ad3/"
+fifo_refused() {
+    name=$1; shift
+    timeout 20 "$@" >"$dir/out" 2>"$dir/err"; rc=$?
+    [ $rc -eq 124 ] && { fail "$name: hung on a FIFO"; return; }
+    [ $rc -eq 0 ] && { fail "$name: a FIFO was accepted"; return; }
+    grep -q "not a regular file" "$dir/err" || { fail "$name: the message does not say what is wrong"; cat "$dir/err"; }
+}
+fifo_refused "tokenize --input FIFO" "$T" tokenize -i "$dir/fifo" -o "$dir/f.tok"
+fifo_refused "tokenize --tokenizer FIFO" "$T" tokenize -i "$dir/text.txt" --tokenizer "$dir/fifo" -o "$dir/f.tok"
+fifo_refused "train --model FIFO" "$T" train --model "$dir/fifo" --data "$dir/t.tok" --out "$dir/f1"
+fifo_refused "train --data FIFO" "$T" train --model "$dir/pruned.tier" --data "$dir/fifo" --out "$dir/f2"
+fifo_refused "train --resume, checkpoint FIFO" "$T" train $FLAGS --steps 4 --out "$dir/f3" --resume "$dir/ck3"
+fifo_refused "import, config.json FIFO" "$T" import "$dir/hf3" -o "$dir/f.tier"
+fifo_refused "eval --adapter, config FIFO" "$T" eval --model "$dir/pruned.tier" --adapter "$dir/ad3" --data "$dir/t.tok" --seq 32
+fifo_refused "info FIFO" "$T" info "$dir/fifo"
 finish test_outputs

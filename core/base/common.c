@@ -67,7 +67,8 @@ char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap) {
 }
 
 int tt_open_regular(const char *path, int flags, const char *kind, const char *hint, uint64_t *size) {
-    int fd = open(path, flags | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO would block the open itself until a writer came; the type is checked first */
+    int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT) return TT_FAIL(-ENOENT, "%s does not exist; %s", path, hint);
@@ -84,8 +85,15 @@ int tt_open_regular(const char *path, int flags, const char *kind, const char *h
         return TT_FAIL(-EISDIR, "%s is %s, not a %s", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file",
                        kind);
     }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     *size = (uint64_t)st.st_size;
     return fd;
+}
+
+int tt_not_regular(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
 }
 
 double tt_now(void) {

@@ -41,6 +41,10 @@ char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap);
  * file. Returns the fd and sets *size, or -errno with one sentence:
  * "PATH does not exist; HINT", "PATH is a directory, not a KIND", ... */
 int tt_open_regular(const char *path, int flags, const char *kind, const char *hint, uint64_t *size);
+/* 1 when path exists and is not a regular file (a FIFO or a device would
+ * block or never end a reader that opens it): check before a library opens
+ * it by name. */
+int tt_not_regular(const char *path);
 
 /* Monotonic wall clock in seconds. */
 double tt_now(void);
