@@ -35,6 +35,17 @@ endif
 DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev \
             libopenblas-dev pkg-config fio clang libclang-rt-dev
 
+# A build without the packages' headers stops here with what to run, not at
+# the first compiler error (make deps / make test / make demo install them first).
+DEP_HEADERS := liburing.h hwloc.h lz4.h xxhash.h jansson.h cblas.h
+have_header = $(wildcard /usr/include/$(1) /usr/include/*/$(1) /usr/include/*/*/$(1))
+MISSING_HEADERS := $(strip $(foreach h,$(DEP_HEADERS),$(if $(call have_header,$(h)),,$(h))))
+ifneq ($(MISSING_HEADERS),)
+  ifeq ($(filter deps test demo bench clean,$(MAKECMDGOALS)),)
+    $(error missing headers: $(MISSING_HEADERS); run `make deps` (installs the Debian packages) first)
+  endif
+endif
+
 # ---- CUDA detection (STYLE.md 12) -----------------------------------------
 ifeq ($(NO_CUDA),1)
   NVCC :=

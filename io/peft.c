@@ -220,7 +220,8 @@ static int parse_config(const char *path, peft_adapter *out) {
     if (!json_is_number(v) || !isfinite(json_number_value(v))) BAD("%s: \"lora_alpha\" must be a number", path);
     out->alpha = (float)json_number_value(v);
     v = json_object_get(root, "lora_dropout");
-    if (v && !json_is_number(v)) BAD("%s: \"lora_dropout\" must be a number", path);
+    if (v && !(json_is_number(v) && json_number_value(v) >= 0 && (float)json_number_value(v) < 1.0f))
+        BAD("%s: \"lora_dropout\" must be a number in [0, 1)", path);
     out->dropout = v ? (float)json_number_value(v) : 0.0f;
     v = json_object_get(root, "target_modules");
     if (!json_is_array(v) || json_array_size(v) == 0)

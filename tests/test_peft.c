@@ -364,6 +364,10 @@ static void test_errors(const peft_adapter *a) {
     set_config(dir, "r", json_integer(8));
     expect_fail("r mismatch", dir, 0, -EINVAL, "adapter_model.safetensors", "r = 8");
 
+    fresh(dir, sizeof dir, "dropout-5", a);
+    set_config(dir, "lora_dropout", json_integer(5));
+    expect_fail("lora_dropout 5", dir, 0, -EINVAL, "adapter_config.json", "lora_dropout");
+
     fresh(dir, sizeof dir, "dora", a);
     set_config(dir, "use_dora", json_true());
     expect_fail("use_dora", dir, 0, -EINVAL, "adapter_config.json", "use_dora");

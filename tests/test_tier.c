@@ -7,6 +7,7 @@
 #include "tests/test.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -219,6 +220,16 @@ static void test_config(void) {
     /* 17.85B in all, embeddings and lm_head included (DESIGN.md). */
     CHECK_NEAR((double)config_n_params(&c) / 1e9, 17.85, 0.005);
     CHECK(config_validate(&c, "x") == 0);
+    /* numbers from a file: finite and in range, or refused naming the field */
+    tt_config bad = c;
+    bad.rope_theta = INFINITY;
+    CHECK(config_validate(&bad, "x") == -EINVAL && strstr(tt_lasterr(), "rope_theta inf"));
+    bad = c;
+    bad.rope_factor = INFINITY;
+    CHECK(config_validate(&bad, "x") == -EINVAL && strstr(tt_lasterr(), "rope scaling"));
+    bad = c;
+    bad.rms_eps = NAN;
+    CHECK(config_validate(&bad, "x") == -EINVAL && strstr(tt_lasterr(), "rms_eps nan"));
     CHECK(config_prune(&c, 1.0, 4, 78) == -EINVAL);
     CHECK(config_prune(&c, 0.5, 10, 5) == -EINVAL);
     CHECK(config_prune(&c, 0.99999, 4, 78) == -EINVAL); /* ffn' = 28672 - ceil(28671.7) = 0 */

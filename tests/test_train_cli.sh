@@ -61,6 +61,9 @@ expect_error "bad target" "unknown projection 'qq'" "$T" train $FLAGS --targets 
 "$T" tokenize --input "$dir/text.txt" --tokenizer tests/fixtures/tokenizer-mini.json -o "$dir/big.tok" >/dev/null 2>&1 ||
     fail "tokenize with the fixture tokenizer"
 expect_error "val vocab" "big.tok.val was tokenized for a vocabulary" "$T" train $FLAGS --val "$dir/big.tok.val" --steps 2 --out "$dir/run" --force
+echo "a few words" >"$dir/few.txt"
+"$T" tokenize --input "$dir/few.txt" --val-frac 0 -o "$dir/few.tok" >/dev/null 2>&1 || fail "tokenize a few words"
+expect_error "val shorter than a window" "--val .*few.tok holds [0-9]* tokens, fewer than one --seq 32 window" "$T" train $FLAGS --val "$dir/few.tok" --steps 2 --out "$dir/run" --force
 : >"$dir/afile"
 expect_error "out is a file" "afile" "$T" train $FLAGS --steps 2 --out "$dir/afile"
 expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run" --force

@@ -230,6 +230,13 @@ int cmd_train(int argc, char **argv) {
     }
     tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
     if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
+    if (vf && vt.n <= (uint64_t)seq) { /* no window to score: every validation loss would be nan */
+        fprintf(stderr, "tiertrain train: --val %s holds %llu tokens, fewer than one --seq %ld window plus its "
+                        "target; give more validation text (or leave --val out to hold out 1%% of --data)\n",
+                tokfile_path(vf), (unsigned long long)vt.n, seq);
+        exit_code = 2;
+        goto done;
+    }
     else { /* hold out the last 1% */
         uint64_t h = train.n / 100;
         vt = (tt_tokens){train.t + train.n - h, h};

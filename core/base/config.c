@@ -115,11 +115,13 @@ int config_validate(const tt_config *c, const char *what) {
         (uint64_t)c->n_heads * c->head_dim != c->hidden)
         return TT_FAIL(-EINVAL, "%s: %u heads / %u KV heads of size %u do not fit hidden size %u", what,
                        c->n_heads, c->n_kv_heads, c->head_dim, c->hidden);
-    if (!(c->rms_eps > 0.f && c->rms_eps < 1.f) || !(c->rope_theta > 0.f) || c->rope_type > TT_ROPE_LLAMA3)
-        return TT_FAIL(-EINVAL, "%s: invalid rms_eps, rope_theta or rope type", what);
+    if (!(c->rms_eps > 0.f && c->rms_eps < 1.f) || !(c->rope_theta > 0.f && c->rope_theta < 1e30f) ||
+        c->rope_type > TT_ROPE_LLAMA3)
+        return TT_FAIL(-EINVAL, "%s: rms_eps %g, rope_theta %g or rope type %u is invalid (eps in (0, 1), theta a "
+                       "finite positive number)", what, (double)c->rms_eps, (double)c->rope_theta, c->rope_type);
     if (c->rope_type == TT_ROPE_LLAMA3 &&
-        !(c->rope_factor >= 1.f && c->rope_low_freq > 0.f && c->rope_high_freq > c->rope_low_freq &&
-          c->rope_orig_max_pos > 0))
+        !(c->rope_factor >= 1.f && c->rope_factor < 1e30f && c->rope_low_freq > 0.f &&
+          c->rope_high_freq > c->rope_low_freq && c->rope_high_freq < 1e30f && c->rope_orig_max_pos > 0))
         return TT_FAIL(-EINVAL, "%s: invalid llama3 rope scaling (factor %g, low %g, high %g, original context %u)",
                        what, (double)c->rope_factor, (double)c->rope_low_freq, (double)c->rope_high_freq,
                        c->rope_orig_max_pos);
