@@ -69,7 +69,7 @@ bounds plan "plan $PLAN" seq micro-batch rank alpha dropout clip batch-tokens hb
 bounds train "train --model $dir/m.tier --data $dir/t.tok --out $dir/run@ $BATCH --steps 2 --stop-after 1 --eval-every 0 --eval-tokens 32 --save-every 0 --force" \
     steps warmup eval-every eval-tokens save-every stop-after threads seed lr min-lr wd rank alpha dropout clip seq micro-batch batch-tokens hbm host
 bounds synth "synth --preset tiny -o $dir/s@.tier --force" prune-ratio layers embed-std seed threads buffer-limit
-bounds eval "eval --model $dir/m.tier --data $dir/t.tok --seq 16 --batch-tokens 64" seq micro-batch max-tokens batch-tokens hbm host
+bounds eval "eval --model $dir/m.tier --data $dir/t.tok --seq 16 --batch-tokens 64 --max-tokens 64" seq micro-batch max-tokens batch-tokens hbm host
 bounds "bench kernels" "bench kernels --device cpu --m 64 --n 64 --k 64 --iters 1 --copy-mb 1 --attn-seq 16 --heads 2 --kv-heads 1 --head-dim 8" \
     m n k iters copy-mb attn-seq heads kv-heads head-dim
 bounds "bench overlap" "bench overlap --model $dir/m.tier $BATCH --steps 1" steps threads seq rank alpha
