@@ -64,6 +64,11 @@ expect_error "val vocab" "big.tok.val was tokenized for a vocabulary" "$T" train
 echo "a few words" >"$dir/few.txt"
 "$T" tokenize --input "$dir/few.txt" --val-frac 0 -o "$dir/few.tok" >/dev/null 2>&1 || fail "tokenize a few words"
 expect_error "val shorter than a window" "--val .*few.tok holds [0-9]* tokens, fewer than one --seq 32 window" "$T" train $FLAGS --val "$dir/few.tok" --steps 2 --out "$dir/run" --force
+# DATA.val too short (tokenize's split of a small text) is not an error: 1% of DATA is held out instead
+cp "$dir/t.tok" "$dir/tt.tok"; cp "$dir/few.tok" "$dir/tt.tok.val"
+expect_ok "short DATA.val" "$T" train --model "$dir/m.tier" --data "$dir/tt.tok" --rank 4 --seq 32 --micro-batch 2 --batch-tokens 128 --eval-every 2 --eval-tokens 256 --steps 2 --out "$dir/shortval"
+grep -q "holding out the last 1% of --data" "$dir/err" || fail "short DATA.val: no note"
+grep -q "validation loss [0-9]" "$dir/out" || { fail "short DATA.val: no validation loss"; cat "$dir/out"; }
 : >"$dir/afile"
 expect_error "out is a file" "afile" "$T" train $FLAGS --steps 2 --out "$dir/afile"
 expect_error "nan alpha" "--alpha must be" "$T" train $FLAGS --alpha nan --steps 2 --out "$dir/run" --force

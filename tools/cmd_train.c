@@ -207,6 +207,7 @@ int cmd_train(int argc, char **argv) {
     if (threads > 0) openblas_set_num_threads((int)threads);
     o.threads = openblas_get_num_threads();
     char vpath[4096];
+    int val_implicit = !val; /* DATA.val, tokenize's split */
     if (!val && snprintf(vpath, sizeof vpath, "%s.val", data) < (int)sizeof vpath && access(vpath, F_OK) == 0)
         val = vpath;
     if (check_outputs(&o, full, force, model, data, val, resume, trace_path)) return 2;
@@ -231,13 +232,20 @@ int cmd_train(int argc, char **argv) {
     tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
     if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
     if (vf && vt.n <= (uint64_t)seq) { /* no window to score: every validation loss would be nan */
-        fprintf(stderr, "tiertrain train: --val %s holds %llu tokens, fewer than one --seq %ld window plus its "
-                        "target; give more validation text (or leave --val out to hold out 1%% of --data)\n",
-                tokfile_path(vf), (unsigned long long)vt.n, seq);
-        exit_code = 2;
-        goto done;
+        if (!val_implicit) {
+            fprintf(stderr, "tiertrain train: --val %s holds %llu tokens, fewer than one --seq %ld window plus its "
+                            "target; give more validation text (or leave --val out to hold out 1%% of --data)\n",
+                    tokfile_path(vf), (unsigned long long)vt.n, seq);
+            exit_code = 2;
+            goto done;
+        }
+        fprintf(stderr, "tiertrain train: note: %s holds %llu tokens, fewer than one --seq %ld window; holding out "
+                        "the last 1%% of --data for validation instead\n", tokfile_path(vf),
+                (unsigned long long)vt.n, seq);
+        tokfile_close(vf);
+        vf = NULL;
     }
-    else { /* hold out the last 1% */
+    if (!vf) { /* hold out the last 1% */
         uint64_t h = train.n / 100;
         vt = (tt_tokens){train.t + train.n - h, h};
         train.n -= h;
