@@ -45,7 +45,7 @@ struct tt_ws {
     int B, S, T, H, r;
     int dt;               /* the element type of the activation buffers */
     int mlp_rows;         /* tokens per MLP chunk (g, u, mm and their gradients hold that many rows) */
-    size_t max_in, wbuf_elems, F, QD, KVD;
+    size_t max_in, wbuf_elems, QD, KVD;
     size_t FP;            /* the row stride of the MLP's (rows, ffn) buffers: be_row_pad(the largest ffn) */
     void *xn, *q, *k, *v, *att, *h, *hn, *g, *u, *mm;
     tt_real *rstd1, *lse, *rstd2;
@@ -252,8 +252,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->B = B; w->S = seq; w->T = (int)T; w->H = (int)H; w->r = lc->rank; w->L = (int)c->n_layers;
     w->dt = o->act_bf16 ? BE_BF16 : BE_REAL;
     w->owned = alloc == NULL;
-    w->F = c->ffn;
-    w->FP = be_row_pad(w->F); /* a pruned ffn (4300) gets 16-byte rows in bf16 */
+    w->FP = be_row_pad(c->ffn); /* a pruned ffn (4300) gets 16-byte rows in bf16 */
     w->QD = (size_t)c->n_heads * c->head_dim;
     w->KVD = (size_t)c->n_kv_heads * c->head_dim;
     w->max_in = H > w->FP ? H : w->FP;

@@ -562,6 +562,7 @@ static int bench_kernels(int argc, char **argv) {
     be_dequant_range(TT_DTYPE_NF4DQ, c.blob, wn, 0, an / 64 * 64, c.A, c.dt);
     be_fill(c.G, c.n, 0.01f);
     kbench res[14];
+    int exit_code = 1;
     int nr = 0;
     double flops = 2.0 * m * n * k;
     double t = time_it(run_gemm, &c, c.C, (int)iters);
@@ -578,8 +579,7 @@ static int bench_kernels(int argc, char **argv) {
         if (nr2 < 0) {
             fprintf(stderr, "tiertrain bench kernels: out of device memory for attention at --attn-seq %ld; lower it\n",
                     attn_seq);
-            for (size_t j = 0; j < nall; j++) be_free(all[j]);
-            return 1;
+            goto out;
         }
         nr = nr2;
     }
@@ -595,8 +595,7 @@ static int bench_kernels(int argc, char **argv) {
         if (nr2 < 0) {
             fprintf(stderr, "tiertrain bench kernels: out of memory for %ld MiB copy buffers; lower --copy-mb\n",
                     copy_mb);
-            for (size_t j = 0; j < nall; j++) be_free(all[j]);
-            return 1;
+            goto out;
         }
         nr = nr2;
     }
@@ -617,8 +616,10 @@ static int bench_kernels(int argc, char **argv) {
         if (reg_over_pinned > 0) printf(",\"registered_over_pinned\":%.4f", reg_over_pinned);
         printf("}\n");
     }
+    exit_code = 0;
+out:
     for (size_t j = 0; j < nall; j++) be_free(all[j]);
-    return 0;
+    return exit_code;
 }
 
 int cmd_bench(int argc, char **argv) {

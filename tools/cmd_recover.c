@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* Do paths a and b name the same existing file or directory? */
 static int same_path(const char *a, const char *b) {
@@ -51,9 +50,7 @@ int cmd_recover(int argc, char **argv) {
                         "adapter trained on %s, so give another directory\n", out, pruned);
         return 2;
     }
-    char ck[4096];
-    struct stat cst;
-    if (snprintf(ck, sizeof ck, "%s/" CKPT_FILE, out) < (int)sizeof ck && stat(ck, &cst) == 0) {
+    if (tool_holds_run(out)) {
         fprintf(stderr, "tiertrain recover: -o %s is a training run (it holds " CKPT_FILE "), whose adapter must stay "
                         "the one its checkpoint continues; give another directory\n", out);
         return 2;

@@ -54,10 +54,11 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     return 0;
 }
 
-static const char *const names_in_run[] = {CKPT_FILE, PEFT_TENSORS, PEFT_CONFIG, ".tiertrain.lock", NULL};
+/* The files train writes into its --out folder (besides TOOL_LOCK_FILE). */
+static const char *const run_files[] = {CKPT_FILE, PEFT_TENSORS, PEFT_CONFIG, NULL};
 
 /* 1 when path is (or will be) one of the run folder's own files: its
- * directory is dir and its name one of names_in_run. */
+ * directory is dir and its name one of run_files or the lock. */
 static int in_run_folder(const char *path, const char *dir) {
     char tmp[PATH_MAX], pd[PATH_MAX], od[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return 0;
@@ -68,9 +69,9 @@ static int in_run_folder(const char *path, const char *dir) {
         pdir = *tmp ? tmp : "/";
     }
     if (!realpath(pdir, pd) || !realpath(dir, od) || strcmp(pd, od) != 0) return 0;
-    for (int i = 0; names_in_run[i]; i++)
-        if (strcmp(base, names_in_run[i]) == 0) return 1;
-    return 0;
+    for (int i = 0; run_files[i]; i++)
+        if (strcmp(base, run_files[i]) == 0) return 1;
+    return strcmp(base, TOOL_LOCK_FILE) == 0;
 }
 
 /* The output rule (tools.h) for train's outputs, before any work: the run
@@ -84,18 +85,14 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
     if (full) {
         if (tool_check_out("train", "--out", o->out_dir, inputs, force)) return 2;
     } else {
-        static const char *const names[] = {CKPT_FILE, PEFT_TENSORS, PEFT_CONFIG, NULL};
         char rp[PATH_MAX], op[PATH_MAX];
         int continuing = resume && realpath(resume, rp) && realpath(o->out_dir, op) && strcmp(rp, op) == 0;
-        char ck[4096];
-        struct stat sb;
-        if (!continuing && !force && snprintf(ck, sizeof ck, "%s/" CKPT_FILE, o->out_dir) < (int)sizeof ck &&
-            stat(ck, &sb) == 0) {
+        if (!continuing && !force && tool_holds_run(o->out_dir)) {
             fprintf(stderr, "tiertrain train: --out %s holds a run (" CKPT_FILE "); pass --resume %s to continue it, "
                             "--force to start over, or give another directory\n", o->out_dir, o->out_dir);
             return 2;
         }
-        if (tool_check_out_dir("train", "--out", o->out_dir, "a run", names, inputs, force || continuing)) return 2;
+        if (tool_check_out_dir("train", "--out", o->out_dir, "a run", run_files, inputs, force || continuing)) return 2;
         if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
             fprintf(stderr, "tiertrain train: cannot create --out %s: %s\n", o->out_dir, strerror(errno));
             return 2;
@@ -168,16 +165,12 @@ int cmd_train(int argc, char **argv) {
     else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
-    else if (micro < 1 || micro > 65536 || (int64_t)micro * seq > (1 << 24))
-        bad = "--micro-batch must be at least 1, with --seq x --micro-batch at most 16M tokens";
+    else if (micro < 1 || micro > 65536) bad = "--micro-batch must be 1..65536";
     else if (!(lr > 0) || !isfinite((float)lr) || !(min_lr >= 0) || min_lr > lr)
         bad = "--lr must be a finite number > 0 and --min-lr within [0, lr]";
     else if (!(alpha > 0) || !isfinite(alpha)) bad = "--alpha must be a finite number > 0";
-    else if (!(pa.dropout >= 0 && pa.dropout < 1)) bad = "--dropout must be in [0, 1)";
     else if (!(wd >= 0) || !isfinite((float)wd) || !(clip >= 0) || !isfinite((float)clip)) bad = "--wd and --clip must be finite and >= 0";
     else if (eval_tokens < 1 || eval_tokens > (1 << 30)) bad = "--eval-tokens must be 1..1G";
-    else if (batch_tokens / (uint64_t)(seq * micro) > (1u << 20))
-        bad = "--batch-tokens / (--seq x --micro-batch) must be at most 1048576 micro-batches";
     else if (warmup < 0 || eval_every < 0 || save_every < 0 || stop_after < 0 || threads < 0 || warmup < 0)
         bad = "--warmup, --eval-every, --save-every, --stop-after and --threads cannot be negative";
     else if (batch_tokens < (uint64_t)(seq * micro) || batch_tokens % (uint64_t)(seq * micro))

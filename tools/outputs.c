@@ -4,6 +4,7 @@
 #include "tools/tools.h"
 
 #include "core/base/common.h"
+#include "io/ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -144,9 +145,15 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
     return 0;
 }
 
+int tool_holds_run(const char *dir) {
+    char p[4096];
+    struct stat st;
+    return snprintf(p, sizeof p, "%s/" CKPT_FILE, dir) < (int)sizeof p && stat(p, &st) == 0;
+}
+
 int tool_lock_dir(const char *cmd, const char *dir) {
     char p[4096];
-    if (snprintf(p, sizeof p, "%s/.tiertrain.lock", dir) >= (int)sizeof p) {
+    if (snprintf(p, sizeof p, "%s/" TOOL_LOCK_FILE, dir) >= (int)sizeof p) {
         fprintf(stderr, "tiertrain %s: %s: the path is too long\n", cmd, dir);
         return -1;
     }

@@ -67,7 +67,11 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
  * those files are ("a checkpoint") in the message. */
 int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const char *what, const char *const *names,
                        const char *const *inputs, int force);
-/* Locks DIR (DIR/.tiertrain.lock, flock, this process's id written in it)
+/* 1 when DIR holds a training run (its CKPT_FILE): such a folder is continued
+ * with --resume, never written into by another command. */
+int tool_holds_run(const char *dir);
+#define TOOL_LOCK_FILE ".tiertrain.lock"
+/* Locks DIR (DIR/TOOL_LOCK_FILE, flock, this process's id written in it)
  * until the process exits: the fd, or -1 after printing which process holds
  * it. DIR must exist. */
 int tool_lock_dir(const char *cmd, const char *dir);
