@@ -7,6 +7,7 @@
 #   make deps       install the Debian packages the project needs (as root),
 #                   otherwise print the exact apt-get line
 #   make fuzz       build the libFuzzer targets (clang) into build/fuzz/
+#   make fuzz-long  run each fuzz target for FUZZ_TIME seconds (default 600)
 #   make demo       the quick-start job on the built-in tiny model
 #   make bench      the IO benchmark on a generated store (see README)
 #   make gpu-bundle statically linked tiertrain + test_cuda_ops packed in
@@ -99,7 +100,7 @@ TS := $(BUILD)/tsan
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_TESTS := test_stream_async
 
-.PHONY: all test run-tests deps fuzz demo bench gpu-bundle clean
+.PHONY: all test run-tests deps fuzz fuzz-long corpus demo bench gpu-bundle clean
 .SECONDARY:
 .DELETE_ON_ERROR:
 all: tiertrain
@@ -169,11 +170,31 @@ run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) $(TSAN_TESTS
 	@TSAN_DIR="$(TS)" TSAN_TESTS="$(TSAN_TESTS)" sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
 
 # ---- fuzzing (libFuzzer needs clang) ----------------------------------------
-FUZZ_SRC := $(sort $(wildcard tests/fuzz_*.c))
-fuzz: $(FUZZ_SRC:tests/%.c=$(BUILD)/fuzz/%)
-$(BUILD)/fuzz/%: tests/%.c $(LIB_SRC)
+# The library is compiled once for all targets (instrumented, ASan + UBSan
+# with UBSan findings fatal), each target links it with its tests/fuzz_*.c.
+FUZZ_SRC   := $(sort $(wildcard tests/fuzz_*.c))
+FUZZ_NAMES := $(FUZZ_SRC:tests/%.c=%)
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_OBJ    = $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
+fuzz: $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CLANG) $(CSTD) -O1 -g -I. -pthread -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
+	$(CLANG) $(CSTD) -O1 -g -I. -pthread -fsanitize=fuzzer-no-link $(FUZZ_SAN) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/fuzz_%: tests/fuzz_%.c tests/fuzz.h $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CSTD) -O1 -g -I. -pthread -fsanitize=fuzzer $(FUZZ_SAN) $< $(FUZZ_OBJ) -o $@ $(LDLIBS)
+
+# make corpus: rewrites the generated seeds (tests/corpus_gen.c) in tests/corpus/
+corpus: $(B)/tests/corpus_gen
+	$(B)/tests/corpus_gen tests/corpus
+
+# make fuzz-long [FUZZ_TIME=600] [FUZZ_TARGETS="fuzz_tier fuzz_ckpt"]: each
+# target for FUZZ_TIME seconds on its corpus (tests/corpus/NAME), one after
+# the other; logs and any crash input in build/fuzz/long/. Ends with a table.
+FUZZ_TIME    ?= 600
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+fuzz-long: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@sh tools/fuzz_long.sh "$(BUILD)/fuzz" "$(FUZZ_TIME)" $(FUZZ_TARGETS)
 
 # ---- the quick-start job -----------------------------------------------------
 demo: deps

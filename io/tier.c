@@ -345,16 +345,29 @@ static int parse_meta(tier_store *s, const header *h, const uint8_t *meta, const
 }
 
 /* Validates a whole store image held in memory (header + metadata; data
- * extents are not read). For the fuzz target and tests. */
-int tier_parse_buffer(const void *buf, uint64_t len, const char *name) {
+ * extents are checked by tier_extent_check/decode on demand). For the fuzz
+ * target and tests: with out non-NULL the store is returned (named name) and
+ * its extents lie in buf at their offsets. */
+int tier_open_buffer(tier_store **out, const void *buf, uint64_t len, const char *name) {
+    if (out) *out = NULL;
     if (len < TIER_HEADER_BYTES)
         return TT_FAIL(-EINVAL, "%s is too short to be a tiertrain store (%llu bytes)", name, (unsigned long long)len);
     tier_store *s = tt_xcalloc(1, sizeof *s);
     header h;
     int rc = parse_header(buf, name, len, &h);
     if (rc == 0) rc = parse_meta(s, &h, (const uint8_t *)buf + TIER_HEADER_BYTES, name);
-    tier_close(s);
-    return rc;
+    if (rc || !out) {
+        tier_close(s);
+        return rc;
+    }
+    s->path = strdup(name);
+    TT_ASSERT(s->path);
+    *out = s;
+    return 0;
+}
+
+int tier_parse_buffer(const void *buf, uint64_t len, const char *name) {
+    return tier_open_buffer(NULL, buf, len, name);
 }
 
 int tier_open(tier_store **out, const char *path) {

@@ -97,6 +97,9 @@ int tier_extent_decode(const tier_store *s, uint32_t i, const void *stored, void
  * taken as the file size). Returns 0 or -errno with a message. Used by the
  * fuzz target and the malformed-header corpus test. */
 int tier_parse_buffer(const void *buf, uint64_t len, const char *name);
+/* The same, returning the store (named name; tier_close frees it) whose
+ * extents lie in buf at their offsets: the fuzz target decodes them. */
+int tier_open_buffer(tier_store **out, const void *buf, uint64_t len, const char *name);
 
 /* ---- writer --------------------------------------------------------------- */
 
