@@ -133,7 +133,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         if (d.role == TT_ROLE_EMBED) st->embed_i = i;
         if (d.role == TT_ROLE_LM_HEAD) st->lm_i = i;
     }
-    tt_lora_cfg lc = {1, 1.f, 0.f, 0};
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     uint64_t need = 0; /* device bytes, checked against --hbm */
     if (hbm) {
         size_t ws_bytes = 0;
@@ -384,7 +384,7 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
             return TT_FAIL(-EINVAL, "token %u in the calibration data is outside the vocabulary of %s (%u)",
                            tokens[i], store_path, c->vocab);
         }
-    tt_lora_cfg lc = {1, 1.f, 0.f, 0};
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_lora lo;
     tt_ws *w = NULL;
     tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0, 0, 0, NULL, 0, 0}; /* tied: lm_head chunks come from the host */

@@ -69,7 +69,7 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     TT_ASSERT(lc->rank > 0 && lc->dropout >= 0 && lc->dropout < 1); /* no targets: an empty adapter */
     lo->cfg = *lc;
     lo->n_layers = (int)cfg->n_layers;
-    lo->scale = lc->alpha / (float)lc->rank;
+    lo->scale = lora_scaling(lc->alpha, lc->rank, lc->rslora);
     size_t off = 0;
     tt_tensor_desc d;
     uint32_t nt = config_n_tensors(cfg);

@@ -1,7 +1,8 @@
 /* core/lora.h — LoRA adapters on the projections of every layer.
  *
  * For a projection W (out, in) with LoRA, y = x W^T + s * (drop(x) A^T) B^T,
- * A (r, in), B (out, r), s = alpha / r (PEFT's LoraLayer). A is initialised
+ * A (r, in), B (out, r), s = alpha / r (PEFT's LoraLayer; alpha / sqrt(r) with
+ * rank-stabilised LoRA, PEFT's use_rslora). A is initialised
  * as PEFT does (kaiming_uniform_(a = sqrt(5)), i.e. uniform in
  * [-1/sqrt(in), 1/sqrt(in)]), B = 0.
  *
@@ -12,6 +13,7 @@
 #ifndef TT_LORA_H
 #define TT_LORA_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,7 +28,14 @@ typedef struct tt_lora_cfg {
     float alpha;
     float dropout;      /* probability in [0, 1) */
     unsigned targets;   /* bit p = projection p (tt_proj) */
+    int rslora;         /* 1: rank-stabilised scaling alpha / sqrt(rank) (--rslora) */
 } tt_lora_cfg;
+
+/* The LoRA scaling s of y = x W^T + s B A x: alpha / rank, or alpha / sqrt(rank)
+ * with rslora (PEFT's LoraLayer.update_layer). */
+static inline float lora_scaling(float alpha, int rank, int rslora) {
+    return rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+}
 
 typedef struct tt_lora_slot {
     size_t a, b;        /* offsets (in elements) of A (r, in) and B (out, r); meaningful if present */
@@ -36,7 +45,7 @@ typedef struct tt_lora_slot {
 typedef struct tt_lora {
     tt_lora_cfg cfg;
     int n_layers;
-    float scale;        /* alpha / rank */
+    float scale;        /* lora_scaling(cfg) */
     size_t n;           /* parameter count */
     tt_real *params;    /* device, n — NULL when params_host holds them (see lora_layer_params) */
     tt_real *params_host; /* pinned host, n: the parameters when the device holds only the layers in use */

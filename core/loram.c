@@ -138,6 +138,7 @@ int loram_recover(const peft_adapter *a, const tt_config *cfg, const tier_prune_
     out->n_layers = a->n_layers;
     out->rank = a->rank;
     out->alpha = a->alpha;
+    out->rslora = a->rslora;
     out->dropout = a->dropout;
     out->target_mask = a->target_mask;
     out->bf16 = a->bf16;
@@ -259,9 +260,10 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
             if (lo) {
                 uint64_t n = d.rows * d.cols;
                 dtype_decode_f32(t->dtype, src, n, 0, n, vals);
-                /* W (out, in) += (alpha / r) B (out, r) A (r, in), in f32 as the model computes its LoRA term */
+                /* W (out, in) += s B (out, r) A (r, in) (s = alpha / r, or alpha / sqrt(r) with rslora), in f32 as the model
+                 * computes its LoRA term */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lo->out, (int)lo->in, (int)a->rank,
-                            a->alpha / (float)a->rank, lo->B, (int)a->rank, lo->A, (int)lo->in, 1.0f, vals,
+                            lora_scaling(a->alpha, (int)a->rank, a->rslora), lo->B, (int)a->rank, lo->A, (int)lo->in, 1.0f, vals,
                             (int)lo->in);
                 uint64_t bad = first_nonfinite(vals, n);
                 if (bad < n) {
@@ -298,7 +300,7 @@ out:
 
 int loram_load_lora(tt_lora *lo, const peft_adapter *a) {
     TT_ASSERT(lo->n_layers == (int)a->n_layers && lo->cfg.rank == (int)a->rank && lo->cfg.targets == a->target_mask &&
-              lo->cfg.alpha == a->alpha);
+              lo->cfg.alpha == a->alpha && lo->cfg.rslora == a->rslora);
     tt_real *host = calloc(lo->n ? lo->n : 1, sizeof *host); /* (lo->n) lo's parameter layout, on the host */
     if (!host) return TT_FAIL(-ENOMEM, "out of memory loading %zu adapter values", lo->n);
     size_t r = a->rank;

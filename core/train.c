@@ -107,6 +107,7 @@ static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lor
     a.n_layers = c->n_layers;
     a.rank = (uint32_t)lo->cfg.rank;
     a.alpha = lo->cfg.alpha;
+    a.rslora = lo->cfg.rslora;
     a.dropout = lo->cfg.dropout;
     a.target_mask = lo->cfg.targets;
     a.base_model = o->model_path;
@@ -155,6 +156,7 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     st->data_hash = XXH3_64bits(train->t, train->n * sizeof *train->t);
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
+    st->rslora = (uint32_t)lo->cfg.rslora;
 }
 
 static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_tokens *train,
@@ -187,9 +189,11 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
     if (st.model_fp != want.model_fp) rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made for another model", o->resume_dir);
     else if (st.real_bytes != want.real_bytes)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s was written by a build with another precision", o->resume_dir);
-    else if (st.n_params != want.n_params || st.rank != want.rank || st.targets != want.targets || st.alpha != want.alpha)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g; this run: rank %u, alpha %g, "
-                     "or other --targets)", o->resume_dir, st.rank, (double)st.alpha, want.rank, (double)want.alpha);
+    else if (st.n_params != want.n_params || st.rank != want.rank || st.targets != want.targets || st.alpha != want.alpha ||
+             st.rslora != want.rslora)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g%s; this run: rank %u, alpha "
+                     "%g%s, or other --targets)", o->resume_dir, st.rank, (double)st.alpha, st.rslora ? ", --rslora" : "",
+                     want.rank, (double)want.alpha, want.rslora ? ", --rslora" : "");
     else if (st.data_tokens != want.data_tokens || st.data_hash != want.data_hash)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume with "
                      "the same --data (and the same validation split)", o->resume_dir,

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,9 @@
 #include <xxhash.h>
 
 #define HEADER_BYTES 32u /* magic, version, state bytes, payload bytes, checksum */
+
+_Static_assert(offsetof(ckpt_state, rslora) == CKPT_STATE_V1_BYTES && sizeof(ckpt_state) == 144,
+               "the checkpoint's run record changed: keep the old sizes readable (io/ckpt.h)");
 
 
 static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
@@ -62,7 +66,7 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     int rc = 0;
     uint8_t hdr[HEADER_BYTES];
     uint8_t *body = NULL;
-    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size < HEADER_BYTES + sizeof *st ||
+    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size < HEADER_BYTES + CKPT_STATE_V1_BYTES ||
         pread(fd, hdr, HEADER_BYTES, 0) != HEADER_BYTES) {
         rc = TT_FAIL(-EINVAL, "%s is truncated; it is not a usable checkpoint", path);
         goto out;
@@ -76,12 +80,12 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
                      ver, CKPT_VERSION);
         goto out;
     }
-    if (sbytes != sizeof *st) {
-        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu; the file is damaged", path,
-                     sbytes, CKPT_VERSION, sizeof *st);
+    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V1_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (or %u before --rslora); the "
+                     "file is damaged", path, sbytes, CKPT_VERSION, sizeof *st, CKPT_STATE_V1_BYTES);
         goto out;
     }
-    if (payload != (uint64_t)sb.st_size - HEADER_BYTES) {
+    if (payload != (uint64_t)sb.st_size - HEADER_BYTES || payload < sbytes) {
         rc = TT_FAIL(-EINVAL, "%s is truncated or padded: %llu payload bytes announced, %llu present", path,
                      (unsigned long long)payload, (unsigned long long)(sb.st_size - HEADER_BYTES));
         goto out;
@@ -101,16 +105,17 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
         rc = TT_FAIL(-EINVAL, "%s is corrupt (checksum mismatch); resume from an intact checkpoint", path);
         goto out;
     }
-    memcpy(st, body, sizeof *st);
+    memset(st, 0, sizeof *st);
+    memcpy(st, body, sbytes);
     /* every count checked before it sizes anything (a forged n_params must not wrap the products) */
     if (st->real_bytes != 4 && st->real_bytes != 8) {
         rc = TT_FAIL(-EINVAL, "%s: real_bytes is %u (4 or 8 expected)", path, st->real_bytes);
         goto out;
     }
     uint64_t per = st->real_bytes + 2 * sizeof(float);
-    if (st->n_params > (payload - sizeof *st) / per || sizeof *st + st->n_params * per != payload) {
+    if (st->n_params > (payload - sbytes) / per || sbytes + st->n_params * per != payload) {
         rc = TT_FAIL(-EINVAL, "%s: n_params %llu does not match the %llu bytes of parameters and moments present", path,
-                     (unsigned long long)st->n_params, (unsigned long long)(payload - sizeof *st));
+                     (unsigned long long)st->n_params, (unsigned long long)(payload - sbytes));
         goto out;
     }
     if (st->steps == 0 || st->steps > INT32_MAX || st->step > st->steps) {
@@ -120,7 +125,8 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     }
     if (st->rank == 0 || st->rank > 65536 || !isfinite(st->alpha) || !(st->dropout >= 0 && st->dropout < 1) ||
         st->seq == 0 || st->micro_batch == 0 || st->accum == 0 || st->warmup > INT32_MAX || !isfinite(st->lr) ||
-        !isfinite(st->min_lr) || !isfinite(st->wd) || !isfinite(st->clip) || st->act_bf16 > 1) {
+        !isfinite(st->min_lr) || !isfinite(st->wd) || !isfinite(st->clip) || st->act_bf16 > 1 || st->rslora > 1 ||
+        st->reserved != 0) {
         rc = TT_FAIL(-EINVAL, "%s: its run record holds impossible values (rank %u, alpha %g, dropout %g, seq %u, "
                      "micro-batch %u, lr %g); the file is damaged", path, st->rank, (double)st->alpha,
                      (double)st->dropout, st->seq, st->micro_batch, (double)st->lr);
@@ -130,9 +136,9 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     *params = tt_xmalloc(pbytes ? pbytes : 1);
     *m = tt_xmalloc(mbytes ? mbytes : 1);
     *v = tt_xmalloc(mbytes ? mbytes : 1);
-    memcpy(*params, body + sizeof *st, pbytes);
-    memcpy(*m, body + sizeof *st + pbytes, mbytes);
-    memcpy(*v, body + sizeof *st + pbytes + mbytes, mbytes);
+    memcpy(*params, body + sbytes, pbytes);
+    memcpy(*m, body + sbytes + pbytes, mbytes);
+    memcpy(*v, body + sbytes + pbytes + mbytes, mbytes);
 out:
     free(body);
     close(fd);

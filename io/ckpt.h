@@ -29,7 +29,14 @@ typedef struct ckpt_state {
     uint64_t data_hash;       /* XXH3-64 of those tokens */
     uint32_t threads;         /* BLAS threads (results depend on the summation order) */
     uint32_t act_bf16;        /* 1: bf16 activations (--act-dtype bf16); 0: f32 (and every older checkpoint) */
+    /* --- end of the first version-1 record (CKPT_STATE_V1_BYTES); the reader zero-fills what follows --- */
+    uint32_t rslora;          /* 1: LoRA scaling alpha / sqrt(rank) (--rslora) */
+    uint32_t reserved;        /* 0 */
 } ckpt_state;
+
+/* The run record of checkpoints written before --rslora: the fields up to
+ * act_bf16; such a record reads as rslora 0. */
+#define CKPT_STATE_V1_BYTES 136u
 
 /* Writes dir/checkpoint.bin: state, then params (n_params * real_bytes),
  * m and v (n_params floats each). Returns 0 or -errno with a message. */

@@ -104,7 +104,7 @@ static char *config_json(const peft_adapter *a) {
                              "lora_alpha", json_float(a->alpha, 1), "lora_dropout", json_float(a->dropout, 0),
                              "target_modules", targets, "bias", "none", "fan_in_fan_out", 0, "inference_mode", 1,
                              "init_lora_weights", 1, "base_model_name_or_path", base, "modules_to_save",
-                             "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "use_rslora", 0,
+                             "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "use_rslora", a->rslora != 0,
                              "use_dora", 0, "revision");
     TT_ASSERT(root);
     /* As Python's json.dump(indent=2, sort_keys=True) in PEFT's save_pretrained. */
@@ -239,7 +239,10 @@ static int parse_config(const char *path, peft_adapter *out) {
     v = json_object_get(root, "bias");
     if (v && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
         BAD("%s: bias is not \"none\"; tiertrain does not support trained biases", path);
-    static const char *const must_be_false[] = {"fan_in_fan_out", "use_rslora", "use_dora"};
+    v = json_object_get(root, "use_rslora");
+    if (v && !json_is_null(v) && !json_is_boolean(v)) BAD("%s: \"use_rslora\" must be true or false", path);
+    out->rslora = json_is_true(v);
+    static const char *const must_be_false[] = {"fan_in_fan_out", "use_dora"};
     for (size_t i = 0; i < sizeof must_be_false / sizeof *must_be_false; i++) {
         v = json_object_get(root, must_be_false[i]);
         if (v && !json_is_null(v) && !json_is_false(v))

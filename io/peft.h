@@ -8,7 +8,8 @@
  * Tensor names: base_model.model.model.layers.{L}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight
  * and base_model.model.model.layers.{L}.mlp.{gate,up,down}_proj.lora_{A,B}.weight;
  * lora_A is (r, in_features), lora_B is (out_features, r), row-major, F32 or
- * BF16. The adapted weight is W + (lora_alpha / r) * B @ A. docs/FORMAT.md
+ * BF16. The adapted weight is W + (lora_alpha / r) * B @ A (lora_alpha / sqrt(r)
+ * with use_rslora). docs/FORMAT.md
  * lists every field.
  *
  * tiertrain also records which store shapes and pruning map an adapter was
@@ -53,7 +54,8 @@ typedef struct peft_lora {
 typedef struct peft_adapter {
     uint32_t n_layers;       /* 1..TT_MAX_LAYERS */
     uint32_t rank;           /* r */
-    float alpha;             /* lora_alpha; scaling = alpha / rank */
+    float alpha;             /* lora_alpha; scaling = alpha / rank, or alpha / sqrt(rank) with rslora */
+    int rslora;              /* use_rslora */
     float dropout;           /* lora_dropout (recorded only) */
     unsigned target_mask;    /* bit p set: projection p is adapted in every layer */
     const char *base_model;  /* base_model_name_or_path; NULL writes null */

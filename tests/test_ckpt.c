@@ -70,6 +70,8 @@ static void e_rank(ckpt_state *s) { s->rank = 0; }
 static void e_alpha(ckpt_state *s) { s->alpha = 1.0f / 0.0f; }
 static void e_dropout(ckpt_state *s) { s->dropout = 5; }
 static void e_seq(ckpt_state *s) { s->seq = 0; }
+static void e_rslora(ckpt_state *s) { s->rslora = 2; }
+static void e_reserved(ckpt_state *s) { s->reserved = 1; }
 
 int main(void) {
     char *dir = fixture_tmpdir();
@@ -102,6 +104,38 @@ int main(void) {
     forged(good, n, e_alpha, "alpha", "alpha inf");
     forged(good, n, e_dropout, "dropout", "dropout 5");
     forged(good, n, e_seq, "seq", "seq 0");
+    forged(good, n, e_rslora, "impossible values", "rslora 2");
+    forged(good, n, e_reserved, "impossible values", "reserved 1");
+
+    /* a record of the size written before --rslora (CKPT_STATE_V1_BYTES) reads as rslora 0, with the same
+     * parameters; the payload after it moves up by the 8 bytes it lacks */
+    {
+        size_t d = sizeof(ckpt_state) - CKPT_STATE_V1_BYTES, n1 = n - d;
+        uint8_t *old = tt_xmalloc(n);
+        memcpy(old, good, HDR + CKPT_STATE_V1_BYTES);
+        memcpy(old + HDR + CKPT_STATE_V1_BYTES, good + HDR + sizeof(ckpt_state), n - HDR - sizeof(ckpt_state));
+        uint32_t sb = CKPT_STATE_V1_BYTES;
+        uint64_t pay = n1 - HDR;
+        memcpy(old + 12, &sb, 4);
+        memcpy(old + 16, &pay, 8);
+        spit(old, n1, 1);
+        memset(&got, 0xff, sizeof got);
+        CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "an old-size record: %s", tt_lasterr());
+        CHECK(got.rslora == 0 && got.reserved == 0 && got.act_bf16 == 0 && got.n_params == 100 && got.step == 3);
+        CHECK(memcmp(p, params, sizeof params) == 0 && memcmp(gv, v, sizeof v) == 0);
+        free(p); free(gm); free(gv);
+        /* the new record size with the old payload length: refused, not read past the end */
+        sb = sizeof(ckpt_state);
+        memcpy(old + 12, &sb, 4);
+        spit(old, n1, 1);
+        CHECK(ckpt_read(dir, &got, &p, &gm, &gv) != 0 && strstr(tt_lasterr(), "n_params"));
+        free(old);
+    }
+    /* rslora round-trips */
+    st.rslora = 1;
+    CHECK(ckpt_write(dir, &st, params, m, v) == 0);
+    CHECK(ckpt_read(dir, &got, &p, &gm, &gv) == 0 && got.rslora == 1);
+    free(p); free(gm); free(gv);
 
     /* the header: another record size, another version, an unchanged checksum, a truncation */
     uint8_t *b = tt_xmalloc(n);

@@ -101,7 +101,7 @@ static double calib_loss(const char *path, const uint32_t *tok, uint64_t n, int 
     tt_model *m;
     CHECK(model_load(&m, path) == 0);
     const tt_config *c = model_config(m);
-    tt_lora_cfg lc = {1, 1.f, 0.f, 0};
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_lora lo;
     CHECK(lora_init(&lo, c, &lc, 0) == 0);
     tt_ws *w;

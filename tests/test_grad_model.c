@@ -294,7 +294,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     int rc = model_load(&m, path);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     if (rc) return;
-    tt_lora_cfg lc = {4, 8.f, dropout, LORA_ALL_TARGETS};
+    tt_lora_cfg lc = {4, 8.f, dropout, LORA_ALL_TARGETS, 0};
     tt_lora lo;
     CHECK(lora_init(&lo, &c, &lc, 3) == 0);
     randomize_lora(&lo, 4);

@@ -304,7 +304,7 @@ static int forward(const char *path, const peft_adapter *a, const int32_t *in, c
     int rc = model_load(&m, path);
     if (rc) return rc;
     const tt_config *c = model_config(m);
-    tt_lora_cfg lc = a ? (tt_lora_cfg){(int)a->rank, a->alpha, 0.f, a->target_mask} : (tt_lora_cfg){1, 1.f, 0.f, 1};
+    tt_lora_cfg lc = a ? (tt_lora_cfg){(int)a->rank, a->alpha, 0.f, a->target_mask, a->rslora} : (tt_lora_cfg){1, 1.f, 0.f, 1, 0};
     tt_lora lo;
     TT_ASSERT(lora_init(&lo, c, &lc, 5) == 0);
     if (a) TT_ASSERT(loram_load_lora(&lo, a) == 0);
@@ -502,6 +502,27 @@ static void test_merge(const char *dir) {
     snprintf(mp, sizeof mp, "%s/merged-random.tier", dir);
     check_merge_equivalent(op, &a, mp, "random adapter");
 
+    /* rank-stabilised LoRA (use_rslora): merged and applied alike, and the same model as plain LoRA with
+     * alpha x sqrt(r) (PEFT: scaling = alpha / sqrt(r) instead of alpha / r) */
+    a.rslora = 1;
+    snprintf(mp, sizeof mp, "%s/merged-rslora.tier", dir);
+    check_merge_equivalent(op, &a, mp, "rslora adapter");
+    {
+        int32_t in[16], tg[16];
+        for (int i = 0; i < 16; i++) in[i] = (i * 7 + 3) % 32, tg[i] = (i * 5 + 1) % 32;
+        fwd_out rs, plain, same;
+        float alpha = a.alpha;
+        CHECK(forward(op, &a, in, tg, 2, 8, &rs) == 0);
+        a.rslora = 0;
+        CHECK(forward(op, &a, in, tg, 2, 8, &plain) == 0);
+        a.alpha = alpha * sqrtf((float)a.rank);
+        CHECK(forward(op, &a, in, tg, 2, 8, &same) == 0);
+        a.alpha = alpha;
+        CHECK_MSG(fabs(rs.loss - same.loss) < 1e-5 && fabs(rs.loss - plain.loss) > 1e-3,
+                  "rslora loss %.7f, plain alpha x sqrt(r) %.7f, plain alpha %.7f", rs.loss, same.loss, plain.loss);
+        free(rs.x); free(plain.x); free(same.x);
+    }
+
     /* the issue's wording: a recovered adapter merged into the original model
      * gives the same logits as original + adapter */
     random_adapter(&c, 3, 6.f, LORA_ALL_TARGETS, 0.3f, 13, &p);
@@ -523,7 +544,7 @@ static double direct_eval(const char *path, const peft_adapter *a, const uint32_
     tt_model *m;
     TT_ASSERT(model_load(&m, path) == 0);
     const tt_config *c = model_config(m);
-    tt_lora_cfg lc = {(int)a->rank, a->alpha, 0.f, a->target_mask};
+    tt_lora_cfg lc = {(int)a->rank, a->alpha, 0.f, a->target_mask, a->rslora};
     tt_lora lo;
     TT_ASSERT(lora_init(&lo, c, &lc, 5) == 0 && loram_load_lora(&lo, a) == 0);
     tt_ws *w;
@@ -566,7 +587,7 @@ static double exec_eval_loss(const char *path, const peft_adapter *a, const tt_t
     req.B = B;
     req.seq = S;
     req.K = K;
-    exec_user(&req.user, &(tt_lora_cfg){(int)a->rank, a->alpha, 0.f, a->target_mask}, 0);
+    exec_user(&req.user, &(tt_lora_cfg){(int)a->rank, a->alpha, 0.f, a->target_mask, a->rslora}, 0);
     if (streamed) plan_minimum(s, &req, &req.hbm, &req.host);
     tt_plan p;
     TT_ASSERT(plan_make(s, &req, &p) == 0);

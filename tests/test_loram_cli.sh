@@ -56,6 +56,24 @@ awk -v a="$lw" -v b="$lm" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-4 && d > 
     fail "merged loss $lm differs from original + adapter $lw"
 awk -v a="$lw" -v b="$lb" 'BEGIN { d = a - b; exit !(a != "" && (d > 1e-3 || d < -1e-3)) }' ||
     fail "the adapter does not change the loss ($lw vs bare $lb)"
+
+# --rslora (PEFT's use_rslora, scaling alpha/sqrt(r)): trained, recovered and merged with that scaling —
+# merged gives the loss of original + adapter, which differs from reading the adapter as plain LoRA.
+"$T" train --model "$dir/pruned.tier" $TRAIN --rslora --out "$dir/run-rs" >"$dir/out" 2>&1 || fail "train --rslora"
+grep -q "alpha=8 (rslora" "$dir/out" || { fail "train --rslora does not say so"; cat "$dir/out"; }
+expect_ok "recover rslora" "$T" recover --adapter "$dir/run-rs" --pruned "$dir/pruned.tier" -o "$dir/rec-rs"
+grep -q '"use_rslora": true' "$dir/rec-rs/adapter_config.json" || fail "recovered adapter lost use_rslora"
+expect_ok "merge rslora" "$T" merge --model "$dir/orig.tier" --adapter "$dir/rec-rs" -o "$dir/merged-rs.tier"
+expect_ok "eval original + rslora adapter" "$T" eval --model "$dir/orig.tier" --adapter "$dir/rec-rs" $EVAL --json
+lrw=$(loss "$dir/out")
+expect_ok "eval merged rslora" "$T" eval --model "$dir/merged-rs.tier" $EVAL --json
+lrm=$(loss "$dir/out")
+sed 's/"use_rslora": true/"use_rslora": false/' "$dir/rec-rs/adapter_config.json" >"$dir/cfg.tmp" &&
+    mv "$dir/cfg.tmp" "$dir/rec-rs/adapter_config.json"
+expect_ok "eval rslora adapter read as plain" "$T" eval --model "$dir/orig.tier" --adapter "$dir/rec-rs" $EVAL --json
+lrp=$(loss "$dir/out")
+awk -v a="$lrw" -v b="$lrm" -v p="$lrp" 'BEGIN { d = a - b; e = a - p; exit !(a != "" && d < 1e-4 && d > -1e-4 && (e > 1e-4 || e < -1e-4)) }' ||
+    fail "rslora: merged $lrm, original + adapter $lrw, as plain LoRA $lrp"
 grep -q '"tokens":1024,"model":".*orig.tier","adapter":".*rec"}' "$dir/with.json" || { fail "eval --json fields"; cat "$dir/with.json"; }
 grep -q '"adapter":null}' "$dir/bare.json" || { fail "eval --json without adapter"; cat "$dir/bare.json"; }
 expect_ok "eval text" "$T" eval --model "$dir/pruned.tier" --adapter "$dir/run" $EVAL --max-tokens 100

@@ -235,6 +235,7 @@ static void check_read(const char *dir, const peft_adapter *a, uint32_t n_layers
     CHECK(b.alpha == a->alpha && b.dropout == a->dropout);
     CHECK_EQ_INT(b.target_mask, k_mask);
     CHECK_EQ_INT(b.bf16, a->bf16);
+    CHECK_EQ_INT(b.rslora, a->rslora);
     CHECK(b.base_model && strcmp(b.base_model, a->base_model) == 0);
     CHECK(b.base_fp == a->base_fp);
     for (uint32_t l = 0; l < L; l++)
@@ -368,6 +369,10 @@ static void test_errors(const peft_adapter *a) {
     set_config(dir, "lora_dropout", json_integer(5));
     expect_fail("lora_dropout 5", dir, 0, -EINVAL, "adapter_config.json", "lora_dropout");
 
+    fresh(dir, sizeof dir, "rslora-string", a);
+    set_config(dir, "use_rslora", json_string("yes"));
+    expect_fail("use_rslora \"yes\"", dir, 0, -EINVAL, "adapter_config.json", "use_rslora");
+
     fresh(dir, sizeof dir, "dora", a);
     set_config(dir, "use_dora", json_true());
     expect_fail("use_dora", dir, 0, -EINVAL, "adapter_config.json", "use_dora");
@@ -439,6 +444,20 @@ int main(void) {
     CHECK_MSG(rc == 0, "peft_write bf16: %s", tt_lasterr());
     check_tensors(dir, &h);
     check_read(dir, &h, 0);
+
+    /* rank-stabilised LoRA: written as PEFT writes it ("use_rslora": true), read back */
+    h.rslora = 1;
+    snprintf(dir, sizeof dir, "%s/adapter-rslora", g_tmp);
+    CHECK_MSG(peft_write(dir, &h) == 0, "peft_write rslora: %s", tt_lasterr());
+    check_read(dir, &h, 0);
+    {
+        char path[700];
+        path_of(path, sizeof path, dir, "adapter_config.json");
+        json_t *root = json_load_file(path, 0, NULL);
+        CHECK(root && json_is_true(json_object_get(root, "use_rslora")));
+        json_decref(root);
+    }
+    h.rslora = 0;
 
     test_errors(&a);
     free_adapter(&a);

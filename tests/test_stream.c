@@ -35,7 +35,7 @@ int main(void) {
         float dropout = variant ? 0.1f : 0.f, clip = variant ? 1.f : 0.f;
         tt_plan_req req = {0};
         req.B = 1; req.seq = 16; req.K = 3;
-        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS}, clip > 0);
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS, 0}, clip > 0);
         req.act_bf16 = variant == 2;
         run_out ref, o;
         tt_plan p;
@@ -115,7 +115,7 @@ int main(void) {
         CHECK(fixture_write_model(pstore, &pc, TT_DTYPE_F32, 0.02f, 1) == 0);
         tt_plan_req req = {0};
         req.B = 1; req.seq = 16; req.K = 2;
-        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS}, 0);
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS, 0}, 0);
         run_out ref, o;
         tt_plan p;
         CHECK(run(pstore, &req, 0.f, 0.f, &ref, &p) == 0);

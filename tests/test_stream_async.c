@@ -79,7 +79,7 @@ int main(void) {
         float dropout = drop ? 0.1f : 0.f, clip = drop ? 1.f : 0.f;
         tt_plan_req req = {0};
         req.B = 1; req.seq = 16; req.K = 3;
-        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS}, clip > 0);
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS, 0}, clip > 0);
         req.act_bf16 = bf16;
         be_use(cpu);
         run_out ref;

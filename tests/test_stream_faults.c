@@ -45,7 +45,7 @@ static void micro6_config(tt_config *c) {
 static tt_plan_req base_req(void) {
     tt_plan_req r = {0};
     r.B = 1; r.seq = 8; r.K = 2;
-    exec_user(&r.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS}, 0);
+    exec_user(&r.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS, 0}, 0);
     return r;
 }
 
@@ -166,7 +166,7 @@ static tt_train_opts train_opts(const char *out) {
     tt_train_opts o = {0};
     o.model_path = g_store;
     o.out_dir = out;
-    o.lora = (tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS};
+    o.lora = (tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS, 0};
     o.seed = 7;
     o.steps = 4; o.seq = 8; o.micro_batch = 1; o.accum = 2; o.warmup = 1;
     o.lr = 5e-3f; o.min_lr = 5e-4f; o.b1 = 0.9f; o.b2 = 0.999f; o.eps = 1e-8f;

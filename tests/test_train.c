@@ -40,7 +40,7 @@ static tt_train_opts base_opts(const char *model, const char *out) {
     tt_train_opts o = {0};
     o.model_path = model;
     o.out_dir = out;
-    o.lora = (tt_lora_cfg){4, 8.f, 0.1f, LORA_ALL_TARGETS};
+    o.lora = (tt_lora_cfg){4, 8.f, 0.1f, LORA_ALL_TARGETS, 0};
     o.seed = 9;
     o.steps = 6; o.seq = 8; o.micro_batch = 2; o.accum = 2; o.warmup = 2;
     o.lr = 5e-3f; o.min_lr = 5e-4f; o.b1 = 0.9f; o.b2 = 0.999f; o.eps = 1e-8f; o.clip = 1.0f; o.wd = 0.01f;
@@ -146,6 +146,44 @@ int main(void) {
     CHECK_EQ_INT(peft_at(&ad, 1, 6)->in, 96);
     CHECK_EQ_INT(peft_at(&ad, 1, 6)->out, 64);
     peft_free(&ad);
+
+    /* --rslora: the adapter scaled by alpha / sqrt(r) (8 / 2 = 4 where alpha / r is 2), recorded in the
+     * checkpoint and the adapter, and a resume without it refused */
+    {
+        tt_lora lo;
+        tt_lora_cfg lc = {4, 8.f, 0.f, LORA_ALL_TARGETS, 1};
+        CHECK(lora_init(&lo, &c, &lc, 1) == 0);
+        CHECK_NEAR(lo.scale, 4.0, 0);
+        lora_free(&lo);
+        lc.rslora = 0;
+        CHECK(lora_init(&lo, &c, &lc, 1) == 0);
+        CHECK_NEAR(lo.scale, 2.0, 0);
+        lora_free(&lo);
+        char rs[600];
+        snprintf(rs, sizeof rs, "%s/rslora", dir);
+        o = base_opts(model, rs);
+        o.lora.rslora = 1;
+        o.stop_after = 3;
+        CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
+        ckpt_state cs;
+        void *cp;
+        float *cm, *cv;
+        CHECK(ckpt_read(rs, &cs, &cp, &cm, &cv) == 0 && cs.rslora == 1);
+        free(cp); free(cm); free(cv);
+        CHECK(peft_read(rs, c.n_layers, &ad) == 0 && ad.rslora == 1);
+        peft_free(&ad);
+        o = base_opts(model, rs);
+        o.resume_dir = rs;
+        CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
+        CHECK_MSG(strstr(tt_lasterr(), "LoRA shape") && strstr(tt_lasterr(), "--rslora"), "%s", tt_lasterr());
+        o.lora.rslora = 1;
+        CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
+        CHECK_EQ_INT(res.steps_done, 6);
+        /* the scaling is not a no-op: the same seed without it trains other weights */
+        snprintf(fa, sizeof fa, "%s/adapter_model.safetensors", a);
+        snprintf(fb, sizeof fb, "%s/adapter_model.safetensors", rs);
+        CHECK(!fixture_same_file(fa, fb));
+    }
 
     /* Bad checkpoints. */
     o = base_opts(model, a);

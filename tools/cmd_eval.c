@@ -118,8 +118,8 @@ int cmd_eval(int argc, char **argv) {
     /* The executor always carries a LoRA. Without an adapter it is rank 1 on
      * q_proj with B = 0 (PEFT's initialisation, which exec_create applies):
      * its term is exactly zero, so this is the bare model at the least cost. */
-    tt_lora_cfg lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask}
-                               : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q};
+    tt_lora_cfg lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask, a.rslora}
+                               : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q, 0};
     exec_user(&req.user, &lora, exec_user_cfg(&req.user).defer_optimizer);
 
     /* Windows of seq + 1 tokens, consecutive (each starts where the last one's

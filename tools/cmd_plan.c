@@ -42,7 +42,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     req->B = (int)a->micro;
     req->seq = (int)a->seq;
     req->K = (int)(a->batch_tokens / (uint64_t)(a->seq * a->micro));
-    tt_lora_cfg lora = {(int)a->rank, (float)a->alpha, (float)a->dropout, 0};
+    tt_lora_cfg lora = {(int)a->rank, (float)a->alpha, (float)a->dropout, 0, a->rslora};
     if (lora_parse_targets(a->targets, &lora.targets)) {
         fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
         return 2;

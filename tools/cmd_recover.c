@@ -82,9 +82,9 @@ int cmd_recover(int argc, char **argv) {
     }
     char tg[128];
     lora_targets_str(a.target_mask, tg, sizeof tg);
-    printf("recover: %s (r=%u, alpha=%g, %s) trained on %s: %u of %u layers scattered to the original shapes "
+    printf("recover: %s (r=%u, alpha=%g%s, %s) trained on %s: %u of %u layers scattered to the original shapes "
            "(%u/%u heads, ffn %u), %u copied; adapter written to %s\n",
-           adapter, a.rank, (double)a.alpha, tg, pruned, n_pruned, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads,
+           adapter, a.rank, (double)a.alpha, a.rslora ? ", rslora" : "", tg, pruned, n_pruned, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads,
            cfg->ffn, cfg->n_layers - n_pruned, out);
     exit_code = 0;
 done:
@@ -111,7 +111,7 @@ int cmd_merge(int argc, char **argv) {
         {0},
     };
     cli_cmd cmd = {"merge", NULL,
-                   "Merges a LoRA adapter into a store: every adapted projection becomes W + (alpha/r) B A, computed "
+                   "Merges a LoRA adapter into a store: every adapted projection becomes W + (alpha/r) B A (alpha/sqrt(r) for use_rslora), computed "
                    "in f32 and stored in the projection's dtype. NF4 projections are re-quantized (a fresh "
                    "quantization error on top of the merge); f32 and bf16 ones are exact up to their rounding. Other "
                    "tensors and the pruning map are copied unchanged.",
@@ -135,8 +135,8 @@ int cmd_merge(int argc, char **argv) {
         progress_end(&prog, prog.total);
         char tg[128];
         lora_targets_str(a.target_mask, tg, sizeof tg);
-        printf("merge: %s (r=%u, alpha=%g, %s) merged into the %u layers of %s; written to %s\n", adapter, a.rank,
-               (double)a.alpha, tg, a.n_layers, model, out);
+        printf("merge: %s (r=%u, alpha=%g%s, %s) merged into the %u layers of %s; written to %s\n", adapter,
+               a.rank, (double)a.alpha, a.rslora ? ", rslora" : "", tg, a.n_layers, model, out);
     }
     peft_free(&a);
     return rc ? tool_fail("merge") : 0;

@@ -125,6 +125,7 @@ int cmd_train(int argc, char **argv) {
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         TOOL_PLAN_OPTS(pa),
+        {"rslora", 0, CLI_FLAG, &pa.rslora, NULL, NULL, "rank-stabilised LoRA: scale the adapter by alpha/sqrt(rank) instead of alpha/rank (PEFT's use_rslora)"},
         {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
         {"lr", 0, CLI_FLOAT, &lr, "1e-3", "LR", "peak learning rate (AdamW)"},
         {"min-lr", 0, CLI_FLOAT, &min_lr, "1e-4", "LR", "learning rate at the end of the cosine decay"},
@@ -162,6 +163,7 @@ int cmd_train(int argc, char **argv) {
     const char *bad = NULL;
     if (full && (resume || trace_path || stop_after))
         bad = "--full trains a resident model and writes it once: it takes no --resume, --trace or --stop-after";
+    else if (full && pa.rslora) bad = "--rslora is a LoRA option; --full trains every weight without adapters";
     else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
@@ -258,8 +260,8 @@ int cmd_train(int argc, char **argv) {
     if (!as_json) {
         char tg[128];
         lora_targets_str(o.lora.targets, tg, sizeof tg);
-        printf("train: %s (%s, %u layers), LoRA r=%ld alpha=%g on %s; %llu training tokens, %llu validation tokens%s\n",
-               model, c->name, c->n_layers, rank, alpha, tg, (unsigned long long)train.n, (unsigned long long)vt.n,
+        printf("train: %s (%s, %u layers), LoRA r=%ld alpha=%g%s on %s; %llu training tokens, %llu validation tokens%s\n",
+               model, c->name, c->n_layers, rank, alpha, pa.rslora ? " (rslora: scale alpha/sqrt(r))" : "", tg, (unsigned long long)train.n, (unsigned long long)vt.n,
                vf ? "" : " (held out from --data)");
         printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld, out %s\n",
                o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup, out);

@@ -26,6 +26,7 @@ typedef struct tool_plan_args {
     double alpha, clip, dropout;
     const char *targets, *lm_head, *device, *act_dtype;
     int planning_only; /* set by `plan`: --device cuda without a GPU uses the CUDA estimate */
+    int rslora;        /* train --rslora: LoRA scaling alpha / sqrt(rank) */
 } tool_plan_args;
 
 /* Option-table entries for tool_plan_args a (use inside a cli_opt array). */
