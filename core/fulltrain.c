@@ -351,8 +351,9 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     static const tt_loop_ops ops = {full_step, full_eval, NULL};
     rc = train_loop(&lo, &ops, &fc, train, val, 0, 0, res);
     if (rc == 0) {
-        /* lz4 where it saves space: sparse layers shrink, dense ones stay raw */
-        tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1};
+        /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the
+         * store is no longer its source model (no source record) */
+        tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1, NULL};
         rc = store_write(o->out_path, c, &wopt, fill_out, &st);
         if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
     }

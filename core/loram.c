@@ -244,8 +244,9 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
                      (unsigned long long)maxn);
         goto out;
     }
-    /* lz4 is re-decided per extent by the writer, as when the source was written */
-    tier_write_opts wo = {dtypes, tier_prune(s), lz4};
+    /* lz4 is re-decided per extent by the writer, as when the source was written; the merged weights are not
+     * the source model's any more (no source record: an adapter trained on them does not belong to it) */
+    tier_write_opts wo = {dtypes, tier_prune(s), lz4, NULL};
     rc = tier_writer_open(&w, out_path, cfg, &wo);
     uint32_t next = 0;
     for (uint32_t e = 0; e < tier_n_extents(s) && rc == 0; e++) {

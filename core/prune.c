@@ -307,7 +307,7 @@ static int prune_structured(store_reader *r, const char *in, const char *out, co
     if (rc == 0) rc = choose_groups(r, in, o, dst, a, b, grads, buf, prog, map);
     if (rc == 0) {
         stru_ctx c = {r, src, dst, map, a, b, buf, idx, prog};
-        tier_write_opts wo = {dtypes, map, 0};
+        tier_write_opts wo = {dtypes, map, 0, tier_source(r->s)}; /* a pruned copy of the same source */
         prog_start(prog, "writing", input_bytes(r, a, b, 0));
         rc = store_write(out, dst, &wo, fill_stru, &c);
         if (rc == 0) prog_end(prog);
@@ -437,7 +437,7 @@ static int prune_masked(store_reader *r, const char *in, const char *out, const 
     if (o->method == PRUNE_UNST && !(c.tmp = malloc(max_pruned_tensor(cfg, a, b) * sizeof *c.tmp)))
         return TT_FAIL(-ENOMEM, "out of memory pruning %s", in);
     /* zeros compress: layer extents are stored lz4 where that saves 1/8 */
-    tier_write_opts wo = {dtypes, tier_prune(r->s), 1};
+    tier_write_opts wo = {dtypes, tier_prune(r->s), 1, tier_source(r->s)};
     prog_start(prog, "writing", input_bytes(r, a, b, 0));
     int rc = store_write(out, cfg, &wo, fill_mask, &c);
     if (rc == 0) prog_end(prog);
@@ -568,7 +568,7 @@ int quantize_store(const char *in, const char *out, int double_quant, prune_prog
         copy_ctx c = {&r, &prog};
         /* the pruning map and per-layer dims travel with cfg; lz4 keeps sparse (2:4,
          * unstructured) layers compressed, dense ones never save 1/8 and stay raw */
-        tier_write_opts wo = {dtypes, tier_prune(r.s), 1};
+        tier_write_opts wo = {dtypes, tier_prune(r.s), 1, tier_source(r.s)};
         prog_start(&prog, "quantizing", input_bytes(&r, 0, 0, 0));
         rc = store_write(out, cfg, &wo, fill_copy, &c);
         if (rc == 0) prog_end(&prog);

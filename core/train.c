@@ -110,7 +110,7 @@ static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lor
     a.rslora = lo->cfg.rslora;
     a.dropout = lo->cfg.dropout;
     a.target_mask = lo->cfg.targets;
-    a.base_model = o->model_path;
+    a.base_model = o->base_model;
     a.base_fp = o->base_fp;
     size_t bytes = lo->n * sizeof(tt_real);
     tt_real *host = tt_xmalloc(bytes ? bytes : 1);

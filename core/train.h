@@ -20,7 +20,8 @@ typedef struct tt_tokens {
 } tt_tokens;
 
 typedef struct tt_train_opts {
-    const char *model_path;   /* for the adapter config */
+    const char *model_path;   /* the store */
+    const char *base_model;   /* the adapter's base_model_name_or_path (NULL: null) */
     uint64_t base_fp;         /* tier_base_fingerprint of the store, recorded in the adapter (0: none) */
     const char *out_dir;
     const char *resume_dir;   /* NULL: fresh run */

@@ -471,6 +471,7 @@ int hf_config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *ha
     TT_ASSERT(copy);
     for (size_t n = strlen(copy); n > 1 && copy[n - 1] == '/'; n--) copy[n - 1] = 0;
     snprintf(cfg->name, sizeof cfg->name, "%s", basename(copy));
+    config_clean_name(cfg);
     free(copy);
     return 0;
 }
@@ -854,7 +855,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
     c.idx = tt_xcalloc(nt, sizeof *c.idx);
     uint32_t *dtypes = tt_xcalloc(nt, sizeof *dtypes);
     store_default_dtypes(cfg, o->linear, o->linear, dtypes);
-    tier_write_opts wo = {dtypes, has_map ? &map : NULL, 0};
+    tier_write_opts wo = {dtypes, has_map ? &map : NULL, 0, o->source};
     rc = hf_weights_open(dir, &w);
     if (rc == 0) rc = import_check(w, cfg, &c);
     if (rc == 0) rc = store_write(out, cfg, &wo, import_fill, &c);

@@ -97,6 +97,7 @@ typedef struct hf_import_opts {
                                  embedding and lm_head are bf16 (f32 when linear is f32), norms f32. */
     hf_progress_fn progress;  /* NULL: none */
     void *progress_ctx;
+    const char *source;       /* the store's source record (tier_source): the model's hub name or directory */
 } hf_import_opts;
 
 typedef struct hf_import_stats {

@@ -20,6 +20,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the .tier format is l
 #define EXTENT_RECORD 48u
 #define TENSOR_RECORD 112u
 #define FLAG_PRUNE_MAP 1u
+#define FLAG_SOURCE 2u /* a source record follows the pruning map */
 
 /* ---- little-endian cursor -------------------------------------------------- */
 
@@ -55,9 +56,22 @@ static uint64_t prune_map_bytes(const tt_config *cfg) {
     return n;
 }
 
-static uint64_t meta_bytes(const tt_config *cfg, int has_map) {
+/* source: the source record's text, NULL when there is none */
+static uint64_t meta_bytes(const tt_config *cfg, int has_map, const char *source) {
     return CONFIG_RECORD + (uint64_t)LAYER_RECORD * cfg->n_layers + (uint64_t)EXTENT_RECORD * TT_N_EXTENTS(cfg) +
-           (uint64_t)TENSOR_RECORD * config_n_tensors(cfg) + (has_map ? prune_map_bytes(cfg) : 0);
+           (uint64_t)TENSOR_RECORD * config_n_tensors(cfg) + (has_map ? prune_map_bytes(cfg) : 0) +
+           (source ? 4 + strlen(source) : 0);
+}
+
+int tier_source_check(const char *source, const char *what) {
+    size_t n = strlen(source);
+    if (n == 0 || n > TIER_SOURCE_MAX)
+        return TT_FAIL(-EINVAL, "%s must be 1..%d bytes long (it has %zu)", what, TIER_SOURCE_MAX, n);
+    char clean[TIER_SOURCE_MAX + 8]; /* a plain name comes out of tt_escape unchanged */
+    if (strcmp(tt_escape(source, clean, sizeof clean), source) != 0)
+        return TT_FAIL(-EINVAL, "%s holds control characters or malformed UTF-8 (%s); give a plain name or path", what,
+                       clean);
+    return 0;
 }
 
 /* Fills tensors[] (offset inside extent, nbytes) and extents[] (raw size,
@@ -101,12 +115,12 @@ static int dtype_allowed(uint32_t role, uint32_t dtype) {
     }
 }
 
-uint64_t tier_predict_size(const tt_config *cfg, const uint32_t *dtypes, int has_map) {
+uint64_t tier_predict_size(const tt_config *cfg, const uint32_t *dtypes, int has_map, const char *source) {
     uint32_t nt = config_n_tensors(cfg), ne = TT_N_EXTENTS(cfg);
     tier_tensor *t = tt_xcalloc(nt, sizeof *t);
     tier_extent *e = tt_xcalloc(ne, sizeof *e);
     compute_layout(cfg, dtypes, t, e);
-    uint64_t size = tt_align_up(TIER_HEADER_BYTES + meta_bytes(cfg, has_map), TIER_ALIGN);
+    uint64_t size = tt_align_up(TIER_HEADER_BYTES + meta_bytes(cfg, has_map, source), TIER_ALIGN);
     for (uint32_t i = 0; i < ne; i++) size += tt_align_up(e[i].raw, TIER_ALIGN);
     free(t);
     free(e);
@@ -136,7 +150,7 @@ static void get_config(cursor *c, tt_config *cfg) {
     cfg->rope_factor = get_f32(c); cfg->rope_low_freq = get_f32(c); cfg->rope_high_freq = get_f32(c);
     cfg->rope_orig_max_pos = get_u32(c);
     get(c, cfg->name, sizeof cfg->name);
-    cfg->name[sizeof cfg->name - 1] = '\0';
+    config_clean_name(cfg);
     c->pos = start + CONFIG_RECORD;
 }
 
@@ -174,6 +188,7 @@ struct tier_store {
     int has_map;
     tier_prune_map map;
     uint32_t *map_storage;
+    char *source;        /* the source record, NULL: none */
 };
 
 void tier_close(tier_store *s) {
@@ -182,6 +197,7 @@ void tier_close(tier_store *s) {
     free(s->extents);
     free(s->tensors);
     free(s->map_storage);
+    free(s->source);
     free(s);
 }
 
@@ -233,7 +249,8 @@ static int parse_header(const uint8_t *hdr, const char *path, uint64_t actual_si
     if (version != TIER_VERSION)
         return CORRUPT("%s: store format version %u is not supported (this tiertrain reads version %u)", path,
                        version, TIER_VERSION);
-    if (header_bytes != TIER_HEADER_BYTES || meta_off != TIER_HEADER_BYTES || h->flags > FLAG_PRUNE_MAP)
+    if (header_bytes != TIER_HEADER_BYTES || meta_off != TIER_HEADER_BYTES ||
+        h->flags > (FLAG_PRUNE_MAP | FLAG_SOURCE))
         return CORRUPT("%s: the store header is corrupt (bad header size, metadata offset or flags)", path);
     if (h->file_size != actual_size)
         return CORRUPT("%s is %s: the header says %llu bytes but the file has %llu; re-create or re-copy it", path,
@@ -268,10 +285,22 @@ static int parse_meta(tier_store *s, const header *h, const uint8_t *meta, const
     if (ne != TT_N_EXTENTS(cfg) || nt != config_n_tensors(cfg))
         return CORRUPT("%s: the directory lists %u extents and %u tensors, but the model needs %u and %u", path, ne,
                        nt, TT_N_EXTENTS(cfg), config_n_tensors(cfg));
-    int has_map = (h->flags & FLAG_PRUNE_MAP) != 0;
-    if (meta_size != meta_bytes(cfg, has_map))
+    int has_map = (h->flags & FLAG_PRUNE_MAP) != 0, has_source = (h->flags & FLAG_SOURCE) != 0;
+    uint64_t need = meta_bytes(cfg, has_map, NULL), src_len = 0;
+    if (has_source) { /* its length sits at the end of the records before it */
+        if (meta_size < need + 4)
+            return CORRUPT("%s: the store metadata has %llu bytes, too few for its source record", path,
+                           (unsigned long long)meta_size);
+        const uint8_t *q = meta + need;
+        uint32_t n = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+        if (n == 0 || n > TIER_SOURCE_MAX)
+            return CORRUPT("%s: the source record is %u bytes long (1..%d)", path, n, TIER_SOURCE_MAX);
+        src_len = n;
+        need += 4 + src_len;
+    }
+    if (meta_size != need)
         return CORRUPT("%s: the store metadata has %llu bytes, the directory needs %llu", path,
-                       (unsigned long long)meta_size, (unsigned long long)meta_bytes(cfg, has_map));
+                       (unsigned long long)meta_size, (unsigned long long)need);
 
     s->n_extents = ne;
     s->n_tensors = nt;
@@ -338,6 +367,18 @@ static int parse_meta(tier_store *s, const header *h, const uint8_t *meta, const
                 !check_indices(s->map.ffn[l], ld->ffn, cfg->ffn))
                 return CORRUPT("%s: the pruning map of layer %u has indices out of range or out of order", path, l);
         }
+    }
+    /* Source record: what the model is (checked like the writer's input). */
+    if (has_source) {
+        (void)get_u32(&c);
+        s->source = tt_xmalloc(src_len + 1);
+        get(&c, s->source, src_len);
+        s->source[src_len] = '\0';
+        char what[600];
+        snprintf(what, sizeof what, "%s: the source record", path);
+        if (memchr(s->source, '\0', src_len) || tier_source_check(s->source, what))
+            return CORRUPT("%s: the source record is not a plain name or path (a NUL or control character); the store "
+                           "is corrupt", path);
     }
     s->file_size = file_size;
     s->data_offset = data_off;
@@ -408,6 +449,7 @@ uint64_t tier_data_offset(const tier_store *s) { return s->data_offset; }
 uint32_t tier_n_extents(const tier_store *s) { return s->n_extents; }
 uint32_t tier_n_tensors(const tier_store *s) { return s->n_tensors; }
 const tier_prune_map *tier_prune(const tier_store *s) { return s->has_map ? &s->map : NULL; }
+const char *tier_source(const tier_store *s) { return s->source; }
 
 const tier_extent *tier_extent_at(const tier_store *s, uint32_t i) {
     TT_ASSERT(i < s->n_extents);
@@ -468,6 +510,7 @@ struct tier_writer {
     tier_tensor *tensors;
     tier_extent *extents;
     const tier_prune_map *prune;
+    char *source;          /* the source record, NULL: none */
     int lz4;
     uint32_t cur;          /* tensor being written */
     uint64_t cur_done;     /* bytes of it received */
@@ -604,6 +647,7 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
                 return TT_FAIL(-EINVAL, "the pruning map of layer %u is missing or has invalid indices", l);
         }
     }
+    if (o->source && (rc = tier_source_check(o->source, "the model's source name"))) return rc;
     tier_writer *w = tt_xcalloc(1, sizeof *w);
     w->fd = -1;
     w->cfg = *cfg;
@@ -617,9 +661,10 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
     w->extents = tt_xcalloc(w->n_extents, sizeof *w->extents);
     compute_layout(cfg, o->dtypes, w->tensors, w->extents);
     w->prune = o->prune;
-    w->flags = o->prune ? FLAG_PRUNE_MAP : 0;
+    w->source = o->source ? strdup(o->source) : NULL;
+    w->flags = (o->prune ? FLAG_PRUNE_MAP : 0) | (o->source ? FLAG_SOURCE : 0);
     w->lz4 = o->lz4;
-    w->data_offset = tt_align_up(TIER_HEADER_BYTES + meta_bytes(cfg, o->prune != NULL), TIER_ALIGN);
+    w->data_offset = tt_align_up(TIER_HEADER_BYTES + meta_bytes(cfg, o->prune != NULL, o->source), TIER_ALIGN);
     w->file_pos = w->data_offset;
     w->xx = XXH3_createState();
     TT_ASSERT(w->path && w->xx);
@@ -685,7 +730,7 @@ static int fsync_dir_of(const char *path) {
 
 int tier_writer_finish(tier_writer *w) {
     TT_ASSERT(!w->failed && w->cur == w->n_tensors);
-    uint64_t msize = meta_bytes(&w->cfg, w->prune != NULL);
+    uint64_t msize = meta_bytes(&w->cfg, w->prune != NULL, w->source);
     uint64_t hsize = w->data_offset;
     uint8_t *buf = tt_xcalloc(1, hsize);
     cursor c = {buf + TIER_HEADER_BYTES, 0, msize};
@@ -702,6 +747,10 @@ int tier_writer_finish(tier_writer *w) {
             put(&c, w->prune->kv[l], 4ull * w->cfg.layers[l].n_kv_heads);
             put(&c, w->prune->ffn[l], 4ull * w->cfg.layers[l].ffn);
         }
+    if (w->source) {
+        put_u32(&c, (uint32_t)strlen(w->source));
+        put(&c, w->source, strlen(w->source));
+    }
     TT_ASSERT(c.pos == msize);
     uint64_t file_size = w->file_pos;
     cursor h = {buf, 0, TIER_HEADER_BYTES};
@@ -739,6 +788,7 @@ void tier_writer_abort(tier_writer *w) {
     if (w->xx) XXH3_freeState(w->xx);
     free(w->path);
     free(w->tmp);
+    free(w->source);
     free(w->tensors);
     free(w->extents);
     free(w->wbuf);

@@ -83,6 +83,11 @@ const tier_tensor *tier_tensor_at(const tier_store *s, uint32_t i);
 int tier_find_tensor(const tier_store *s, const char *name);
 /* The pruning map, or NULL when the store has none. */
 const tier_prune_map *tier_prune(const tier_store *s);
+/* The model the store was made from, as recorded by `import` (the Hugging
+ * Face directory or hub name; --base-model) and carried by prune, quantize
+ * and merge: what an adapter's base_model_name_or_path names. NULL: none
+ * (synth, and stores written before the record existed). */
+const char *tier_source(const tier_store *s);
 /* Human name of extent i: "embedding", "layer 12", "head". */
 const char *tier_extent_name(const tier_store *s, uint32_t i, char *buf, uint64_t cap);
 
@@ -109,7 +114,14 @@ typedef struct tier_write_opts {
     const uint32_t *dtypes; /* dtype of each tensor, config_tensor order */
     const tier_prune_map *prune; /* NULL: no pruning map */
     int lz4;                /* 1: lz4-compress extents when that saves >= 1/8 */
+    const char *source;     /* the model's source record (tier_source), NULL: none */
 } tier_write_opts;
+
+/* The longest source record. */
+#define TIER_SOURCE_MAX 1024
+/* 0 when source can be a source record (1..TIER_SOURCE_MAX bytes of UTF-8
+ * without control characters), else -EINVAL with a message naming what. */
+int tier_source_check(const char *source, const char *what);
 
 /* Starts writing a store for cfg. dtypes must be allowed for each tensor's
  * role (norms f32; embedding and lm_head f32/bf16; projections any dtype).
@@ -137,6 +149,6 @@ uint64_t tier_base_fingerprint(const tt_config *cfg, const tier_prune_map *map);
 
 /* Exact size of the store that tier_writer would produce for cfg with these
  * dtypes and no compression (the formula of docs/FORMAT.md). */
-uint64_t tier_predict_size(const tt_config *cfg, const uint32_t *dtypes, int has_prune_map);
+uint64_t tier_predict_size(const tt_config *cfg, const uint32_t *dtypes, int has_prune_map, const char *source);
 
 #endif

@@ -10,7 +10,8 @@
  *                           hand-written variants (rope_scaling, quantization)
  *   tests/corpus/adapter    the two files of a PEFT adapter, each behind the
  *                           mode byte of tests/fuzz_adapter.c
- *   tests/corpus/tier       ok-lz4.tier (a store with lz4 extents; the other
+ *   tests/corpus/tier       ok-lz4.tier, ok-lz4-source.tier (stores with lz4
+ *                           extents, one with a source record; the other
  *                           tier seeds come from tests/test_tier_corpus.c)
  *
  * The tokenizer seeds (tests/corpus/tokenizer) are trimmed copies of real
@@ -187,8 +188,21 @@ static void tier_lz4_seed(const char *tmp) {
     snprintf(path, sizeof path, "%s/s.tier", tmp);
     uint32_t *dt = fixture_dtypes(&c, TT_DTYPE_NF4DQ);
     TT_ASSERT(fixture_write_store(path, &c, dt, NULL, 1, 60) == 0);
-    free(dt);
     take(tmp, "s.tier", "tier", "ok-lz4.tier", NULL);
+    /* with a source record (import's --base-model) */
+    tier_write_opts o = {dt, NULL, 1, "meta-llama/Llama-3.1-8B"};
+    tier_writer *w;
+    TT_ASSERT(tier_writer_open(&w, path, &c, &o) == 0);
+    for (uint32_t i = 0; i < config_n_tensors(&c); i++) {
+        uint64_t nb = tier_writer_tensor_bytes(w, i);
+        uint8_t *b = malloc(nb);
+        for (uint64_t j = 0; j < nb; j++) b[j] = fixture_byte(i, j, 60);
+        TT_ASSERT(tier_writer_write(w, i, b, nb) == 0);
+        free(b);
+    }
+    TT_ASSERT(tier_writer_finish(w) == 0);
+    free(dt);
+    take(tmp, "s.tier", "tier", "ok-lz4-source.tier", NULL);
 }
 
 int main(int argc, char **argv) {

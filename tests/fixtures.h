@@ -146,7 +146,7 @@ static inline uint8_t fixture_byte(uint32_t i, uint64_t j, int zero_pct) {
  * of each 100 bytes are zero (for lz4 tests). Returns the writer's rc. */
 static inline int fixture_write_store(const char *path, const tt_config *c, const uint32_t *dtypes,
                                       const tier_prune_map *map, int lz4, int zero_pct) {
-    tier_write_opts o = {dtypes, map, lz4};
+    tier_write_opts o = {dtypes, map, lz4, NULL};
     tier_writer *w;
     int rc = tier_writer_open(&w, path, c, &o);
     if (rc) return rc;
@@ -188,7 +188,7 @@ static inline int fixture_fill(void *ctx, uint32_t i, const tt_tensor_desc *d, f
  * N(0, 0.5). Deterministic from seed. Returns the writer's rc. */
 static inline int fixture_write_model(const char *path, const tt_config *c, uint32_t lin, float wstd, uint64_t seed) {
     uint32_t *dt = fixture_dtypes(c, lin);
-    tier_write_opts o = {dt, NULL, 0};
+    tier_write_opts o = {dt, NULL, 0, NULL};
     tier_writer *w;
     int rc = tier_writer_open(&w, path, c, &o);
     if (rc) { free(dt); return rc; }

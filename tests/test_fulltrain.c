@@ -167,7 +167,7 @@ static void check_calib(const char *dir, const char *src, const uint32_t *tok, u
     step_ctx sc = {&r, g, eps};
     uint32_t *dt = tt_xcalloc(nt, sizeof *dt);
     for (uint32_t i = 0; i < nt; i++) dt[i] = store_reader_dtype(&r, i);
-    tier_write_opts wo = {dt, NULL, 0};
+    tier_write_opts wo = {dt, NULL, 0, NULL};
     CHECK(store_write(stepped, c, &wo, fill_step, &sc) == 0);
     double l0 = calib_loss(src, tok, n, 4, 32), l1 = calib_loss(stepped, tok, n, 4, 32);
     double expect = (double)eps * ss;
@@ -225,7 +225,7 @@ int main(void) {
     for (uint32_t j = 0; j < pc.layers[1].ffn; j++) map.ffn[1][j] = 2 * j;
     uint32_t *dt = tt_xcalloc(config_n_tensors(&pc), sizeof *dt);
     store_default_dtypes(&pc, TT_DTYPE_BF16, TT_DTYPE_BF16, dt);
-    tier_write_opts wo = {dt, &map, 0};
+    tier_write_opts wo = {dt, &map, 0, NULL};
     rc = store_write(bsrc, &pc, &wo, fixture_fill, &g_fill);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     o = opts(bsrc, bout);
@@ -268,7 +268,7 @@ int main(void) {
         snprintf(sout, sizeof sout, "%s/sparse-out.tier", dir);
         uint32_t *sdt = tt_xcalloc(config_n_tensors(&c), sizeof *sdt);
         store_default_dtypes(&c, TT_DTYPE_F32, TT_DTYPE_F32, sdt);
-        tier_write_opts so = {sdt, NULL, 1};
+        tier_write_opts so = {sdt, NULL, 1, NULL};
         CHECK(store_write(ssrc, &c, &so, fill_sparse, &g_fill) == 0);
         o = opts(ssrc, sout);
         o.steps = 5;

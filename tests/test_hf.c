@@ -446,7 +446,7 @@ static void test_pruned(void) {
     snprintf(xdir32, sizeof xdir32, "%s/pruned-hf32", g_tmp);
     snprintf(back, sizeof back, "%s/pruned-back.tier", g_tmp);
     fill_ctx fc = {7};
-    tier_write_opts wo = {dt, &map, 0};
+    tier_write_opts wo = {dt, &map, 0, NULL};
     CHECK_MSG(store_write(store, c, &wo, fill_random, &fc) == 0, "%s", tt_lasterr());
 
     /* bf16 export: the pruned shapes in the file, the original dims in the standard fields */

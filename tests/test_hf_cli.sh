@@ -28,9 +28,12 @@ grep -q '"torch_dtype": "bfloat16"' "$dir/bf16-A/config.json" || fail "bf16: tor
 grep -q '"architectures"' "$dir/bf16-A/config.json" || fail "bf16: no architectures"
 grep -q '"num_key_value_heads": 4' "$dir/bf16-A/config.json" || fail "bf16: num_key_value_heads"
 grep -q tiertrain "$dir/bf16-A/config.json" && fail "bf16: an unpruned model has a tiertrain object"
-# the store's data extents are those synth wrote (only the informational name differs in the metadata)
+# the store's data extents are those synth wrote (the metadata differs: the informational name, and the source
+# record import adds), from the data offset (header bytes 32..39) on
+data_off=$(od -An -tu8 -j32 -N8 "$dir/bf16-b.tier" | tr -d ' ')
 [ "$(wc -c <"$dir/bf16.tier")" -eq "$(wc -c <"$dir/bf16-b.tier")" ] || fail "bf16: store sizes differ"
-[ "$(cmp -l "$dir/bf16.tier" "$dir/bf16-b.tier" | awk '$1 > 4096' | wc -l)" -eq 0 ] ||
+[ "$data_off" -eq "$(od -An -tu8 -j32 -N8 "$dir/bf16.tier" | tr -d ' ')" ] || fail "bf16: data offsets differ"
+[ "$(cmp -l "$dir/bf16.tier" "$dir/bf16-b.tier" | awk -v o="$data_off" '$1 > o' | wc -l)" -eq 0 ] ||
     fail "bf16: the imported store's data differs from the original's"
 
 roundtrip f32 "--quant f32" "--dtype f32" "--dtype f32"
@@ -41,8 +44,8 @@ grep -q '"kept_ffn_channels"' "$dir/pruned-A/config.json" || fail "pruned: no ke
 grep -q '"intermediate_size": 688' "$dir/pruned-A/config.json" || fail "pruned: the standard fields are not the original dims"
 "$T" info "$dir/pruned-b.tier" >"$dir/info" 2>&1 || fail "pruned: info"
 grep -q "pruned layers 2 of 4, pruning map: yes" "$dir/info" || { fail "pruned: map lost"; cat "$dir/info"; }
-"$T" info "$dir/pruned.tier" | grep -A30 "pruning map" | grep -v "^store" >"$dir/m1"
-"$T" info "$dir/pruned-b.tier" | grep -A30 "pruning map" | grep -v "^store" >"$dir/m2"
+"$T" info "$dir/pruned.tier" | grep -A30 "pruning map" | grep -v "^store\|^source" >"$dir/m1"
+"$T" info "$dir/pruned-b.tier" | grep -A30 "pruning map" | grep -v "^store\|^source" >"$dir/m2"
 cmp -s "$dir/m1" "$dir/m2" || fail "pruned: info differs after the round trip"
 
 # NF4: projections NF4 with double quantization by default, plain with --no-double-quant
@@ -219,5 +222,37 @@ mkdir "$dir/sharded"; : >"$dir/sharded/model.safetensors.index.json"
 expect_error "export over shards" "sharded already holds a sharded checkpoint" "$T" export "$dir/bf16.tier" -o "$dir/sharded"
 [ -e "$dir/E" ] && fail "a failed export left its directory"
 [ -e "$dir/sharded/model.safetensors" ] && fail "a refused export wrote model.safetensors"
+
+# ---- base_model_name_or_path -----------------------------------------------------
+# import records where the model came from (--base-model, or the directory's absolute path); prune and
+# quantize carry it; an adapter trained on the unpruned store names it, one trained on a structurally
+# pruned store names none (its shapes are not the source's), and recover names it again for the original
+# shapes; --base-model overrides; a name with control characters is refused before any work.
+SRC=meta-llama/Llama-3.1-8B
+expect_ok "import --base-model" "$T" import "$dir/f32-A" --dtype f32 --base-model "$SRC" -o "$dir/src.tier"
+"$T" info "$dir/src.tier" | grep -q "^source: *$SRC\$" || fail "info does not show the --base-model source"
+"$T" info --json "$dir/src.tier" | grep -q "\"source\":\"$SRC\"" || fail "info --json lacks the source"
+"$T" info "$dir/f32-b.tier" | grep -q "^source: *$(cd "$dir/f32-A" && pwd -P)\$" ||
+    { fail "import without --base-model does not record the absolute directory"; "$T" info "$dir/f32-b.tier"; }
+"$T" info "$dir/f32.tier" | grep -q "^source: *none recorded" || fail "a synth store claims a source"
+expect_ok "prune keeps the source" "$T" prune "$dir/src.tier" --ratio 0.5 -o "$dir/src-p.tier"
+expect_ok "quantize keeps the source" "$T" quantize "$dir/src-p.tier" -o "$dir/src-pq.tier"
+"$T" info "$dir/src-pq.tier" | grep -q "^source: *$SRC\$" || fail "prune + quantize lost the source"
+TRS="--data $dir/t.tok --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1 --eval-every 0 --eval-tokens 64"
+expect_ok "train on the imported store" "$T" train --model "$dir/src.tier" $TRS --out "$dir/src-run"
+grep -q "\"base_model_name_or_path\": \"$SRC\"" "$dir/src-run/adapter_config.json" ||
+    { fail "the adapter does not name the imported model"; grep base_model "$dir/src-run/adapter_config.json"; }
+expect_ok "train on the pruned store" "$T" train --model "$dir/src-pq.tier" $TRS --out "$dir/src-prun"
+grep -q '"base_model_name_or_path": null' "$dir/src-prun/adapter_config.json" ||
+    fail "an adapter of a pruned store names a model of other shapes"
+expect_ok "recover names the source" "$T" recover --adapter "$dir/src-prun" --pruned "$dir/src-pq.tier" -o "$dir/src-rec"
+grep -q "\"base_model_name_or_path\": \"$SRC\"" "$dir/src-rec/adapter_config.json" || fail "recover lost the source"
+expect_ok "train --base-model" "$T" train --model "$dir/src-pq.tier" $TRS --base-model my/pruned-8b --out "$dir/src-run2"
+grep -q '"base_model_name_or_path": "my/pruned-8b"' "$dir/src-run2/adapter_config.json" || fail "train --base-model"
+expect_error "import --base-model with an escape" "control characters" \
+    "$T" import "$dir/f32-A" --base-model "$(printf 'x\033]0;y')" -o "$dir/esc.tier"
+[ -e "$dir/esc.tier" ] && fail "a refused --base-model wrote a store"
+expect_error "recover --base-model empty" "--base-model must be 1..1024 bytes" \
+    "$T" recover --adapter "$dir/src-prun" --pruned "$dir/src-pq.tier" --base-model "" -o "$dir/src-rec2"
 
 finish test_hf_cli

@@ -398,7 +398,7 @@ static void test_merge_nf4(const char *dir) {
     snprintf(dst, sizeof dst, "%s/pruned-merged.tier", dir);
     uint32_t nt = config_n_tensors(&c);
     uint32_t *dt = fixture_dtypes(&c, TT_DTYPE_NF4DQ);
-    tier_write_opts wo = {dt, &map, 0};
+    tier_write_opts wo = {dt, &map, 0, NULL};
     fixture_fill_ctx fc = {4, 0.2f};
     CHECK_MSG(store_write(src, &c, &wo, fixture_fill, &fc) == 0, "%s", tt_lasterr());
     unsigned targets = 1u << TT_PROJ_Q | 1u << TT_PROJ_O | 1u << TT_PROJ_DOWN; /* k, v, gate, up stay untouched */

@@ -126,7 +126,7 @@ static void write_planted(const char *base, const char *out) {
     if (open_reader(&r, base)) return;
     const tt_config *c = store_reader_config(&r);
     uint32_t *dt = fixture_dtypes(c, TT_DTYPE_F32);
-    tier_write_opts wo = {dt, NULL, 0};
+    tier_write_opts wo = {dt, NULL, 0, NULL};
     plant_ctx p = {&r, c};
     int rc = store_write(out, c, &wo, fill_plant, &p);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
@@ -254,7 +254,7 @@ static void write_zeroed(const char *orig, const char *pruned, const char *out) 
     if (open_reader(&rp, pruned)) { store_reader_close(&ro); return; }
     const tt_config *c = store_reader_config(&ro);
     uint32_t *dt = fixture_dtypes(c, TT_DTYPE_F32);
-    tier_write_opts wo = {dt, NULL, 0};
+    tier_write_opts wo = {dt, NULL, 0, NULL};
     zero_ctx z = {&ro, c, tier_prune(rp.s)};
     TT_ASSERT(z.map);
     int rc = store_write(out, c, &wo, fill_zeroed, &z);
@@ -634,7 +634,7 @@ static void check_refusals(const char *f32, const char *nf4, const char *pruned)
     if (open_reader(&r, f32)) return;
     const tt_config *c = store_reader_config(&r);
     uint32_t *dt = fixture_dtypes(c, TT_DTYPE_F32);
-    tier_write_opts wo = {dt, NULL, 0};
+    tier_write_opts wo = {dt, NULL, 0, NULL};
     rc = store_write(path_of("nan.tier"), c, &wo, fill_nan, &r);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     free(dt);

@@ -29,7 +29,7 @@ static void check_roundtrip(const char *path, const tt_config *c, const uint32_t
     CHECK(memcmp(r->layers, c->layers, sizeof(tt_layer_dims) * c->n_layers) == 0);
     CHECK_EQ_INT(tier_n_tensors(s), config_n_tensors(c));
     CHECK_EQ_INT(tier_n_extents(s), TT_N_EXTENTS(c));
-    if (!expect_lz4) CHECK_EQ_INT(tier_file_size(s), tier_predict_size(c, dtypes, map != NULL));
+    if (!expect_lz4) CHECK_EQ_INT(tier_file_size(s), tier_predict_size(c, dtypes, map != NULL, NULL));
     uint64_t len;
     uint8_t *file = fixture_slurp(path, &len);
     TT_ASSERT(file);
@@ -168,7 +168,7 @@ static void test_writer_failures(const char *dir) {
     tt_config c;
     fixture_micro_config(&c);
     uint32_t *dt = fixture_dtypes(&c, TT_DTYPE_F32);
-    tier_write_opts o = {dt, NULL, 0};
+    tier_write_opts o = {dt, NULL, 0, NULL};
     tier_writer *w;
     /* A directory as output. */
     CHECK(tier_writer_open(&w, dir, &c, &o) == -EISDIR);

@@ -189,6 +189,68 @@ static void run_mutations(const char *tmp, const char *corpus_out) {
     free(img[1]);
 }
 
+/* The source record (flags bit 1, after the pruning map): written and read
+ * back; a name the writer refuses leaves nothing; forged lengths and bytes
+ * (checksums re-forged) are refused naming the file. */
+static void test_source(const char *tmp) {
+    tt_config c;
+    nano_config(&c);
+    char path[600];
+    snprintf(path, sizeof path, "%s/src.tier", tmp);
+    uint32_t *dt = fixture_dtypes(&c, TT_DTYPE_F32);
+    static const char name[] = "meta-llama/Llama-3.1-8B";
+    tier_write_opts o = {dt, NULL, 0, name};
+    tier_writer *w;
+    CHECK(tier_writer_open(&w, path, &c, &o) == 0);
+    tier_writer_abort(w);
+    o.source = "bad\x1b[0m";
+    CHECK(tier_writer_open(&w, path, &c, &o) == -EINVAL && strstr(tt_lasterr(), "control characters"));
+    o.source = "";
+    CHECK(tier_writer_open(&w, path, &c, &o) == -EINVAL);
+    CHECK(!fixture_exists(path));
+    CHECK(fixture_write_store(path, &c, dt, NULL, 0, 0) == 0); /* no source: for the size comparison below */
+    uint64_t n0;
+    free(fixture_slurp(path, &n0));
+    o.source = name;
+    tier_writer *w2;
+    CHECK(tier_writer_open(&w2, path, &c, &o) == 0);
+    for (uint32_t i = 0; i < config_n_tensors(&c); i++) {
+        uint64_t nb = tier_writer_tensor_bytes(w2, i);
+        uint8_t *b = calloc(nb, 1);
+        CHECK(tier_writer_write(w2, i, b, nb) == 0);
+        free(b);
+    }
+    CHECK(tier_writer_finish(w2) == 0);
+    free(dt);
+    tier_store *s;
+    CHECK_MSG(tier_open(&s, path) == 0, "%s", tt_lasterr());
+    CHECK(s && tier_source(s) && strcmp(tier_source(s), name) == 0);
+    tier_close(s);
+    uint64_t n;
+    uint8_t *img = fixture_slurp(path, &n);
+    TT_ASSERT(img);
+    CHECK(n == n0); /* the record fits in the metadata's page */
+    uint64_t msize = get64(img, 24), at = 128 + msize - (4 + sizeof name - 1); /* the record's length field */
+    CHECK_EQ_INT(get32(img, at), sizeof name - 1);
+    struct { const char *what; uint64_t off; uint32_t value; int width; } lie[] = {
+        {"length 0", at, 0, 4}, {"length past the metadata", at, 60, 4}, {"length beyond the limit", at, 5000, 4},
+        {"an escape byte", at + 6, 0x1b, 1}, {"a NUL byte", at + 4, 0, 1}, {"a malformed UTF-8 byte", at + 5, 0xc3, 1},
+        {"no source flag", 64, 0, 4},
+    };
+    for (size_t i = 0; i < sizeof lie / sizeof *lie; i++) {
+        uint8_t *b = malloc(n);
+        memcpy(b, img, n);
+        if (lie[i].width == 4) put32(b, lie[i].off, lie[i].value);
+        else b[lie[i].off] = (uint8_t)lie[i].value;
+        forge(b, n);
+        int rc = tier_parse_buffer(b, n, "forged-source.tier");
+        CHECK_MSG(rc == -EINVAL && strstr(tt_lasterr(), "forged-source.tier"), "%s: rc %d (%s)", lie[i].what, rc,
+                  tt_lasterr());
+        free(b);
+    }
+    free(img);
+}
+
 /* One file of tests/corpus/tier (fixture_replay_corpus). */
 static void replay_one(const char *path, const char *name, const uint8_t *b, uint64_t n, int ok) {
     (void)path;
@@ -201,6 +263,7 @@ int main(void) {
     char *tmp = fixture_tmpdir();
     const char *out = getenv("TT_WRITE_CORPUS");
     run_mutations(tmp, out && *out ? out : NULL);
+    test_source(tmp);
     fixture_replay_corpus("tests/corpus/tier", replay_one, 2, 40);
     fixture_rm_rf(tmp);
     free(tmp);

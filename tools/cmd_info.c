@@ -43,7 +43,7 @@ static void summarize(const tier_store *s, summary *m) {
         }
     }
     for (uint32_t l = 0; l < cfg->n_layers; l++) m->n_pruned += cfg->layers[l].pruned;
-    m->predicted = tier_predict_size(cfg, dtypes, tier_prune(s) != NULL);
+    m->predicted = tier_predict_size(cfg, dtypes, tier_prune(s) != NULL, tier_source(s));
     free(dtypes);
 }
 
@@ -65,6 +65,8 @@ static void print_text(const tier_store *s, const summary *m) {
     printf("weights:     projections %s, pruned layers %u of %u, pruning map: %s\n",
            dtype_name(m->linear_dtype) ? dtype_name(m->linear_dtype) : "-", m->n_pruned, c->n_layers,
            tier_prune(s) ? "yes" : "no");
+    printf("source:      %s\n", tier_source(s) ? tier_source(s) /* checked plain (tier_source_check) */
+                                                : "none recorded (adapters trained on it name no base model)");
     printf("layers:\n");
     for (uint32_t l = 0; l < c->n_layers;) {
         uint32_t r = l;
@@ -109,8 +111,10 @@ static void print_json(const tier_store *s, const summary *m) {
                             c->rope_type == TT_ROPE_LLAMA3 ? "llama3" : "default", "tie_embeddings",
                             (int)c->tie_embeddings);
     const char *ld = dtype_name(m->linear_dtype);
+    char path[4200]; /* the path as given, made valid UTF-8 for JSON */
     json_t *root = json_pack(
-        "{s:s,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},s:s,s:b,s:I,s:{s:I,s:I,s:I,s:I},s:o}", "file", tier_path(s),
+        "{s:s,s:o,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},s:s,s:b,s:I,s:{s:I,s:I,s:I,s:I},s:o}", "file",
+        tt_escape(tier_path(s), path, sizeof path), "source", tier_source(s) ? json_string(tier_source(s)) : json_null(),
         "format_version", (json_int_t)TIER_VERSION, "file_size", (json_int_t)tier_file_size(s), "predicted_size",
         (json_int_t)m->predicted, "config", cfg, "params", "total", (json_int_t)m->p_total, "layers",
         (json_int_t)m->p_layers, "embedding", (json_int_t)m->p_embed, "lm_head", (json_int_t)m->p_head, "norms",

@@ -22,13 +22,14 @@ static int same_path(const char *a, const char *b) {
 }
 
 int cmd_recover(int argc, char **argv) {
-    const char *adapter, *pruned, *out;
+    const char *adapter, *pruned, *out, *base_model;
     int force;
     cli_opt opts[] = {
         {"adapter", 'a', CLI_STR, &adapter, NULL, "DIR", "PEFT adapter trained on the pruned store (required)"},
         {"pruned", 'p', CLI_STR, &pruned, NULL, "FILE", "the pruned store (.tier, with its pruning map) it was trained on (required)"},
         {"output", 'o', CLI_STR, &out, NULL, "DIR", "where the recovered PEFT adapter goes, created if needed (required)"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace the adapter files DIR already holds"},
+        {"base-model", 0, CLI_STR, &base_model, NULL, "NAME", "the recovered adapter's base_model_name_or_path, the original model PEFT loads it onto (default: the source `import` recorded in the pruned store)"},
         {0},
     };
     cli_cmd cmd = {"recover", NULL,
@@ -45,6 +46,7 @@ int cmd_recover(int argc, char **argv) {
         fprintf(stderr, "tiertrain recover: %s is required (see tiertrain recover --help)\n", missing);
         return 2;
     }
+    if (base_model && tier_source_check(base_model, "--base-model")) { tool_fail("recover"); return 2; }
     if (same_path(adapter, out)) {
         fprintf(stderr, "tiertrain recover: -o %s is the --adapter directory; recovering in place would replace the "
                         "adapter trained on %s, so give another directory\n", out, pruned);
@@ -76,7 +78,12 @@ int cmd_recover(int argc, char **argv) {
     }
     if (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, cfg, pruned) ||
         loram_check_base(&a, adapter, cfg, tier_prune(s), pruned) ||
-        loram_recover(&a, cfg, tier_prune(s), &rec) || peft_write(out, &rec)) {
+        loram_recover(&a, cfg, tier_prune(s), &rec)) {
+        tool_fail("recover");
+        goto done;
+    }
+    rec.base_model = base_model ? base_model : tier_source(s); /* the original model, as import recorded it */
+    if (peft_write(out, &rec)) {
         tool_fail("recover");
         goto done;
     }

@@ -362,8 +362,8 @@ int cmd_synth(int argc, char **argv) {
     uint32_t nt = config_n_tensors(cfg);
     dtypes = tt_xcalloc(nt, sizeof *dtypes);
     store_default_dtypes(cfg, lin, lin, dtypes);
-    tier_write_opts wo = {dtypes, map, lz4};
-    uint64_t total = tier_predict_size(cfg, dtypes, map != NULL);
+    tier_write_opts wo = {dtypes, map, lz4, NULL};
+    uint64_t total = tier_predict_size(cfg, dtypes, map != NULL, NULL);
     char sz[32], pc[32];
     if (tier_writer_open(&w, out, cfg, &wo)) { tool_fail("synth"); goto done; }
     printf("synth: %s%s, %s parameters, %s projections, writing %s (%s)\n", cfg->name,

@@ -112,7 +112,7 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *model, *data, *val, *out, *resume, *trace_path;
+    const char *model, *data, *val, *out, *resume, *trace_path, *base_model;
     tool_plan_args pa = {0};
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads;
     uint64_t seed;
@@ -125,6 +125,7 @@ int cmd_train(int argc, char **argv) {
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         TOOL_PLAN_OPTS(pa),
+        {"base-model", 0, CLI_STR, &base_model, NULL, "NAME", "the adapter's base_model_name_or_path, the model PEFT loads it onto (default: the store's source from `import` when the store is not pruned; none for a pruned one, whose adapter `recover` maps back to the source)"},
         {"rslora", 0, CLI_FLAG, &pa.rslora, NULL, NULL, "rank-stabilised LoRA: scale the adapter by alpha/sqrt(rank) instead of alpha/rank (PEFT's use_rslora)"},
         {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
         {"lr", 0, CLI_FLOAT, &lr, "1e-3", "LR", "peak learning rate (AdamW)"},
@@ -181,6 +182,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "tiertrain train: %s\n", bad);
         return 2;
     }
+    if (base_model && tier_source_check(base_model, "--base-model")) { tool_fail("train"); return 2; }
     tt_train_opts o = {0};
     o.model_path = model;
     o.out_dir = out;
@@ -217,6 +219,9 @@ int cmd_train(int argc, char **argv) {
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     const tt_config *c = tier_config(st);
     o.base_fp = tier_base_fingerprint(c, tier_prune(st));
+    int shrunk = 0; /* structurally pruned: the source model has other shapes */
+    for (uint32_t l = 0; l < c->n_layers; l++) shrunk |= c->layers[l].pruned != 0;
+    o.base_model = base_model ? base_model : shrunk ? NULL : tier_source(st);
     for (tokfile *f = tf; f; f = f == tf ? vf : NULL) {
         if (tokfile_vocab(f) > c->vocab) {
             fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize "

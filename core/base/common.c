@@ -25,7 +25,8 @@ void tt_seterr(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    memcpy(g_err, buf, sizeof g_err);
+    /* names and values from files are part of messages: none may reach the terminal as an escape sequence */
+    tt_escape(buf, g_err, sizeof g_err);
 }
 
 const char *tt_lasterr(void) { return g_err; }
@@ -54,6 +55,59 @@ int tt_parse_size(const char *s, uint64_t *out) {
     if (bytes > 1.8e19) return -EINVAL;
     *out = (uint64_t)bytes;
     return 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at p (2..4), 0 if there is none or
+ * it encodes a C1 control character (U+0080..U+009F). */
+static size_t utf8_len(const unsigned char *p) {
+    unsigned char c = p[0];
+    size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) || (c == 0xf0 && p[1] < 0x90) ||
+        (c == 0xf4 && p[1] > 0x8f) || (c == 0xc2 && p[1] < 0xa0))
+        return 0; /* overlong, surrogate, beyond U+10FFFF, C1 control */
+    return n;
+}
+
+/* The escaped form of the character at p: its bytes in piece (up to 4, or
+ * "\\xNN"), their count in *n; returns how many input bytes it takes. */
+static size_t escape_one(const unsigned char *p, char piece[8], size_t *n) {
+    size_t take = 1;
+    if (*p >= 0x20 && *p < 0x7f) {
+        piece[0] = (char)*p;
+        *n = 1;
+    } else if (*p >= 0x80 && (take = utf8_len(p)) > 0) {
+        memcpy(piece, p, take);
+        *n = take;
+    } else {
+        take = 1;
+        *n = (size_t)snprintf(piece, 8, "\\x%02x", *p);
+    }
+    return take;
+}
+
+const char *tt_escape(const char *s, char *buf, size_t cap) {
+    TT_ASSERT(cap >= 8);
+    char piece[8];
+    size_t total = 0, n;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        p += escape_one(p, piece, &n);
+        total += n;
+    }
+    size_t room = total < cap ? total : cap - 4, o = 0; /* cut: leave room for "..." and the NUL */
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        p += escape_one(p, piece, &n);
+        if (o + n > room) break;
+        memcpy(buf + o, piece, n);
+        o += n;
+    }
+    if (total >= cap) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o] = '\0';
+    return buf;
 }
 
 char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap) {

@@ -36,6 +36,13 @@ const char *tt_lasterr(void);
 int tt_parse_size(const char *s, uint64_t *out);
 /* Formats a byte count as "1.23 GiB" into buf (at least 32 bytes); returns buf. */
 char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap);
+/* A string from a file (a name, a path, a token), made safe for a terminal
+ * or a log: printable ASCII and well-formed UTF-8 as they are; control
+ * characters (C0, DEL, C1) and malformed UTF-8 as \xNN, so no escape
+ * sequence reaches the terminal. Idempotent (its output passes unchanged), so
+ * messages that embed messages stay readable; every tt_seterr message goes
+ * through it. Cut with "..." to fit cap (at least 8); returns buf. */
+const char *tt_escape(const char *s, char *buf, size_t cap);
 
 /* Opens path (open(2) flags, O_CLOEXEC added) and checks it is a regular
  * file. Returns the fd and sets *size, or -errno with one sentence:

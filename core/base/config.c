@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <ctype.h>
 #include <string.h>
 
 typedef struct preset {
@@ -232,6 +233,12 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const uint8_t *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
+}
+
+void config_clean_name(tt_config *cfg) {
+    cfg->name[sizeof cfg->name - 1] = '\0';
+    for (char *p = cfg->name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._+-", *p)) *p = '_';
 }
 
 uint64_t config_fingerprint(const tt_config *c) {

@@ -71,6 +71,10 @@ int config_prune(tt_config *cfg, double r, uint32_t a, uint32_t b);
  * larger than the original). Returns 0 or -EINVAL with a message mentioning
  * `what` (e.g. the file name). */
 int config_validate(const tt_config *cfg, const char *what);
+/* Makes cfg->name (informational: a preset or a directory's base name, also
+ * read from files) safe to print anywhere, JSON included: every byte outside
+ * letters, digits and "._+-" becomes '_'. */
+void config_clean_name(tt_config *cfg);
 
 /* A 64-bit fingerprint of the model's shapes (all dims, per-layer dims and
  * rope settings): adapters and checkpoints record it to refuse another model. */

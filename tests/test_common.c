@@ -1,0 +1,45 @@
+/* tests/test_common.c — tt_escape, the one way names and text from files
+ * reach the terminal: every byte that could start an escape sequence (C0
+ * controls, DEL, C1 controls in UTF-8 or raw) and malformed UTF-8 come out as
+ * visible \xNN; printable ASCII and well-formed UTF-8 pass unchanged; a long
+ * string is cut with "..." within the buffer; escaping is idempotent; every
+ * error message (tt_seterr) is escaped. */
+#include "core/base/common.h"
+#include "tests/test.h"
+
+#include <string.h>
+
+static void expect(const char *in, const char *want, size_t cap) {
+    char buf[256];
+    memset(buf, 'Z', sizeof buf);
+    const char *got = tt_escape(in, buf, cap);
+    CHECK_MSG(got == buf && strcmp(got, want) == 0, "tt_escape(cap %zu): got '%s', want '%s'", cap, got, want);
+    CHECK_MSG(strlen(buf) < cap && buf[cap] == 'Z', "tt_escape(cap %zu) wrote past its buffer", cap);
+}
+
+int main(void) {
+    expect("model.layers.0.q_proj", "model.layers.0.q_proj", 64);
+    expect("", "", 8);
+    expect("caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", 64); /* é, 中, 😀 */
+    expect("\x1b[2J\x1b]0;pwned\x07", "\\x1b[2J\\x1b]0;pwned\\x07", 64);                              /* ESC, BEL */
+    expect("a\tb\nc\rd\x7f", "a\\x09b\\x0ac\\x0dd\\x7f", 64);
+    expect("\xc2\x9b" "31m", "\\xc2\\x9b31m", 64);                          /* C1 CSI in UTF-8 */
+    expect("\x9b" "31m", "\\x9b31m", 64);                                   /* raw C1 CSI */
+    expect("\xc3", "\\xc3", 64);                                            /* cut sequence */
+    expect("\xe0\x80\xaf", "\\xe0\\x80\\xaf", 64);                          /* overlong */
+    expect("\xed\xa0\x80", "\\xed\\xa0\\x80", 64);                          /* surrogate */
+    expect("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80", 64);                 /* beyond U+10FFFF */
+    expect("C:\\dir\\x", "C:\\dir\\x", 64);                                 /* backslashes as they are */
+    expect("abcdefghij", "abcd...", 8);
+    expect("abcdefg", "abcdefg", 8);                                        /* exactly fits */
+    expect("\x1b\x1b\x1b", "\\x1b...", 9);
+    /* idempotent: escaping an escaped string changes nothing (messages embed messages) */
+    char once[64], twice[64];
+    tt_escape("\x1b[31m\xc3 caf\xc3\xa9\x7f", once, sizeof once);
+    tt_escape(once, twice, sizeof twice);
+    CHECK_MSG(strcmp(once, twice) == 0, "not idempotent: '%s' then '%s'", once, twice);
+    /* every error message is escaped: a forged name cannot reach the terminal raw */
+    tt_seterr("tensor '%s' is unknown", "x\x1b]0;t\x07");
+    CHECK_MSG(strcmp(tt_lasterr(), "tensor 'x\\x1b]0;t\\x07' is unknown") == 0, "%s", tt_lasterr());
+    TEST_END();
+}
