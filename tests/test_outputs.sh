@@ -3,7 +3,8 @@
 # with an output: an output that is an input (also through another path or a
 # link), an existing output without --force, a derived name (OUT.val) that
 # collides or is stale, a --trace onto an input or into a run's own files, a
-# missing folder, and a second `train` on a run folder in use — each refused
+# missing or read-only folder (as root: run as the user nobody), and a second
+# `train` on a run folder in use — each refused
 # up front with one line naming the flag, exit 2, and every input and
 # earlier output byte-identical afterwards (checksums before and after).
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
@@ -69,11 +70,42 @@ expect_error "no such folder" "the folder .*nodir does not exist" "$T" synth --p
 expect_error "trace in no folder" "--trace .*the folder .*nodir does not exist" "$T" train $FLAGS --steps 1 --out "$dir/run4" --trace "$dir/nodir/t.json"
 [ -e "$dir/run4/checkpoint.bin" ] && fail "train ran though its --trace could not be written"
 expect_error "empty output" "-o is empty" "$T" synth --preset tiny -o ""
-if [ "$(id -u)" != 0 ]; then # root writes anywhere: the check cannot be shown as root
-    mkdir "$dir/ro" && chmod 555 "$dir/ro"
-    expect_error "read-only folder" "the folder .*ro is not writable" "$T" synth --preset tiny -o "$dir/ro/x.tier"
-    chmod 755 "$dir/ro"
+
+# a folder the user cannot write: every command refuses before any work, nothing is written, and
+# --trace is found unwritable before training. Root writes anywhere, so as root (CI) these commands run as
+# the unprivileged user nobody (setpriv), who can read the inputs but not write the folder.
+as_user() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; else "$@"; fi; }
+chmod 755 "$dir"
+mkdir "$dir/ro" "$dir/rw" && chmod 555 "$dir/ro" && chmod 777 "$dir/rw"
+TU=$T
+if ! as_user test -x "$T"; then # the binary sits where nobody cannot reach it: a copy in $dir
+    cp "$T" "$dir/tiertrain-copy" && chmod 755 "$dir/tiertrain-copy" && TU=$dir/tiertrain-copy
 fi
+if as_user "$TU" --help >/dev/null 2>&1; then
+    snap before
+    RO="the folder .*ro is not writable"
+    RD="cannot create .*ro/[a-z]*: its parent directory is not writable" # a folder output
+    expect_error "synth into a read-only folder" "$RO" as_user "$TU" synth --preset tiny -o "$dir/ro/x.tier"
+    expect_error "tokenize into a read-only folder" "$RO" as_user "$TU" tokenize -i "$dir/text.txt" -o "$dir/ro/x.tok"
+    expect_error "import into a read-only folder" "$RO" as_user "$TU" import "$dir/hf" -o "$dir/ro/x.tier"
+    expect_error "export into a read-only folder" "$RD" as_user "$TU" export "$dir/f32.tier" -o "$dir/ro/hf"
+    expect_error "prune into a read-only folder" "$RO" as_user "$TU" prune "$dir/f32.tier" --ratio 0.5 -o "$dir/ro/p.tier"
+    expect_error "quantize into a read-only folder" "$RO" as_user "$TU" quantize "$dir/f32.tier" -o "$dir/ro/q.tier"
+    expect_error "train --out in a read-only folder" "$RD" as_user "$TU" train $FLAGS --steps 1 --out "$dir/ro/run"
+    expect_error "train --trace in a read-only folder" "--trace .*$RO" \
+        as_user "$TU" train $FLAGS --steps 1 --out "$dir/rw/run" --trace "$dir/ro/t.json"
+    [ -e "$dir/rw/run/checkpoint.bin" ] && fail "train ran though its --trace could not be written"
+    expect_error "recover into a read-only folder" "$RD" \
+        as_user "$TU" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/ro/rec"
+    expect_error "merge into a read-only folder" "$RO" as_user "$TU" merge --model "$dir/f32.tier" --adapter "$dir/rec" -o "$dir/ro/m.tier"
+    expect_error "bench overlap --trace in a read-only folder" "--trace .*$RO" as_user "$TU" bench overlap \
+        --model "$dir/pruned.tier" --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1 --trace "$dir/ro/t.json"
+    [ -z "$(ls -A "$dir/ro")" ] || fail "a refused command wrote into the read-only folder: $(ls -A "$dir/ro")"
+    unchanged "a read-only output folder"
+else
+    fail "cannot run $TU as an unprivileged user (setpriv); the read-only checks did not run"
+fi
+rm -rf "$dir/rw" "$dir/tiertrain-copy"
 
 # --force replaces; --resume continues the same folder
 expect_ok "synth --force" "$T" synth --preset tiny --seed 7 -o "$dir/f32.tier" --force
