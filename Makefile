@@ -22,23 +22,23 @@ OPT     ?= -O2
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -I. -pthread
-LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lopenblas -lm -pthread
+LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lm -pthread
 # STATIC=1: the non-CUDA libraries and the CUDA runtime linked statically, so
 # the binary runs on a machine without the Debian -dev packages (the GPU
 # machine, tools/gpu_check.sh); cuBLAS stays shared (it comes with the CUDA
 # toolkit / driver image there), as does libudev (hwloc's; in every base image).
 ifeq ($(STATIC),1)
-  LDLIBS := -Wl,-Bstatic -luring -lhwloc -llz4 -lxxhash -ljansson -lopenblas -lgfortran -lquadmath \
+  LDLIBS := -Wl,-Bstatic -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lgfortran -lquadmath \
             -Wl,-Bdynamic -l:libudev.so.1 -lm -pthread
 endif
 
 # ---- Debian packages ------------------------------------------------------
-DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev \
+DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev libutf8proc-dev \
             libopenblas-dev pkg-config fio clang libclang-rt-dev
 
 # A build without the packages' headers stops here with what to run, not at
 # the first compiler error (make deps / make test / make demo install them first).
-DEP_HEADERS := liburing.h hwloc.h lz4.h xxhash.h jansson.h cblas.h
+DEP_HEADERS := liburing.h hwloc.h lz4.h xxhash.h jansson.h utf8proc.h cblas.h
 have_header = $(wildcard /usr/include/$(1) /usr/include/*/$(1) /usr/include/*/*/$(1))
 MISSING_HEADERS := $(strip $(foreach h,$(DEP_HEADERS),$(if $(call have_header,$(h)),,$(h))))
 ifneq ($(MISSING_HEADERS),)

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <utf8proc.h>
 
 #define NO_TOKEN UINT32_MAX
 #define MAX_IDS (1u << 28) /* sanity bound on ids in a tokenizer.json */
@@ -27,6 +28,9 @@
 
 enum { CLS_L, CLS_N, CLS_S, CLS_O, CLS_END };
 enum { PRE_GPT2 = 1, PRE_LLAMA3 = 2 };
+enum { SP_PREPEND_NEVER, SP_PREPEND_ALWAYS, SP_PREPEND_FIRST };
+
+static const char SP_SPACE[] = "\xe2\x96\x81"; /* U+2581, SentencePiece's space */
 
 static const char RE_GPT2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 static const char RE_LLAMA3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
@@ -159,6 +163,13 @@ struct tt_tokenizer {
     uint32_t byte_id[256];
     int n_stages, stages[MAX_STAGES];
     int ignore_merges;
+    /* SentencePiece-style BPE (LLaMA-2): spaces become U+2581, prepended to each segment (SP_PREPEND_ALWAYS,
+     * the Prepend normalizer and Metaspace "always") or to the text's first (SP_PREPEND_FIRST); characters not
+     * in the vocab fall back to their bytes' <0xXX> tokens, else to unk (consecutive ones fused) */
+    int sp, sp_prepend;
+    uint32_t fallback_id[256]; /* id of "<0xXX>", NO_TOKEN: none */
+    uint32_t unk;              /* NO_TOKEN: none */
+    int fuse_unk;
     /* scratch for one pre-token (encode is not reentrant) */
     uint32_t *sym, *nxt, *prv;
     heap_ent *heap;
@@ -222,72 +233,32 @@ static size_t utf8_get(const uint8_t *s, size_t n, uint32_t *cp) {
     return len;
 }
 
-/* ---- Unicode classes (see tokenizer.h for what is approximated) -------------- */
+/* ---- Unicode classes -------------------------------------------------------- */
 
-typedef struct cls_range {
-    uint32_t lo, hi;
-    uint8_t cls;
-} cls_range;
+/* \s: Unicode White_Space (the property Oniguruma's \s matches; it has not
+ * changed since Unicode 6). */
+static int is_white_space(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
 
-/* Sorted, disjoint; code points >= 0x80 not listed are letters. */
-static const cls_range g_ranges[] = {
-    {0x80, 0x84, CLS_O}, {0x85, 0x85, CLS_S}, {0x86, 0x9F, CLS_O}, {0xA0, 0xA0, CLS_S}, {0xA1, 0xA9, CLS_O},
-    {0xAB, 0xB1, CLS_O}, {0xB2, 0xB3, CLS_N}, {0xB4, 0xB4, CLS_O}, {0xB6, 0xB8, CLS_O}, {0xB9, 0xB9, CLS_N},
-    {0xBB, 0xBB, CLS_O}, {0xBC, 0xBE, CLS_N}, {0xBF, 0xBF, CLS_O}, {0xD7, 0xD7, CLS_O}, {0xF7, 0xF7, CLS_O},
-    /* spacing modifier symbols, combining diacritical marks */
-    {0x2C2, 0x2C5, CLS_O}, {0x2D2, 0x2DF, CLS_O}, {0x2E5, 0x2EB, CLS_O}, {0x2ED, 0x2ED, CLS_O},
-    {0x2EF, 0x36F, CLS_O}, {0x37E, 0x37E, CLS_O}, {0x384, 0x385, CLS_O}, {0x387, 0x387, CLS_O},
-    {0x3F6, 0x3F6, CLS_O}, {0x482, 0x489, CLS_O}, {0x55A, 0x55F, CLS_O}, {0x589, 0x58A, CLS_O},
-    {0x58D, 0x58F, CLS_O},
-    /* Hebrew, Arabic marks and punctuation; Arabic-Indic digits */
-    {0x591, 0x5C7, CLS_O}, {0x5F3, 0x5F4, CLS_O}, {0x600, 0x61F, CLS_O}, {0x64B, 0x65F, CLS_O},
-    {0x660, 0x669, CLS_N}, {0x66A, 0x66D, CLS_O}, {0x670, 0x670, CLS_O}, {0x6D4, 0x6D4, CLS_O},
-    {0x6D6, 0x6E4, CLS_O}, {0x6E7, 0x6ED, CLS_O}, {0x6F0, 0x6F9, CLS_N},
-    /* Devanagari, Bengali digits, Thai */
-    {0x900, 0x903, CLS_O}, {0x93A, 0x93C, CLS_O}, {0x93E, 0x94F, CLS_O}, {0x951, 0x957, CLS_O},
-    {0x962, 0x965, CLS_O}, {0x966, 0x96F, CLS_N}, {0x970, 0x970, CLS_O}, {0x9E6, 0x9EF, CLS_N},
-    {0xE31, 0xE31, CLS_O}, {0xE34, 0xE3A, CLS_O}, {0xE3F, 0xE3F, CLS_O}, {0xE47, 0xE4F, CLS_O},
-    {0xE50, 0xE59, CLS_N}, {0xE5A, 0xE5B, CLS_O},
-    {0x1680, 0x1680, CLS_S},
-    /* General Punctuation (with its spaces), super/subscripts, currency */
-    {0x2000, 0x200A, CLS_S}, {0x200B, 0x2027, CLS_O}, {0x2028, 0x2029, CLS_S}, {0x202A, 0x202E, CLS_O},
-    {0x202F, 0x202F, CLS_S}, {0x2030, 0x205E, CLS_O}, {0x205F, 0x205F, CLS_S}, {0x2060, 0x206F, CLS_O},
-    {0x2070, 0x2070, CLS_N}, {0x2074, 0x2079, CLS_N}, {0x207A, 0x207E, CLS_O}, {0x2080, 0x2089, CLS_N},
-    {0x208A, 0x208E, CLS_O}, {0x20A0, 0x20C0, CLS_O}, {0x20D0, 0x20F0, CLS_O},
-    /* letterlike symbols that are not letters, number forms */
-    {0x2100, 0x2101, CLS_O}, {0x2103, 0x2106, CLS_O}, {0x2108, 0x2109, CLS_O}, {0x2114, 0x2114, CLS_O},
-    {0x2116, 0x2118, CLS_O}, {0x211E, 0x2123, CLS_O}, {0x2125, 0x2125, CLS_O}, {0x2127, 0x2127, CLS_O},
-    {0x2129, 0x2129, CLS_O}, {0x212E, 0x212E, CLS_O}, {0x213A, 0x213B, CLS_O}, {0x2140, 0x2144, CLS_O},
-    {0x214A, 0x214D, CLS_O}, {0x214F, 0x214F, CLS_O}, {0x2150, 0x2182, CLS_N}, {0x2185, 0x2189, CLS_N},
-    {0x218A, 0x218B, CLS_O},
-    /* arrows, math, technical, box drawing, shapes, dingbats, enclosed numbers */
-    {0x2190, 0x245F, CLS_O}, {0x2460, 0x249B, CLS_N}, {0x249C, 0x24E9, CLS_O}, {0x24EA, 0x24FF, CLS_N},
-    {0x2500, 0x2775, CLS_O}, {0x2776, 0x2793, CLS_N}, {0x2794, 0x2BFF, CLS_O}, {0x2E00, 0x2E7F, CLS_O},
-    {0x2FF0, 0x2FFF, CLS_O},
-    /* CJK symbols and punctuation */
-    {0x3000, 0x3000, CLS_S}, {0x3001, 0x3004, CLS_O}, {0x3007, 0x3007, CLS_N}, {0x3008, 0x3020, CLS_O},
-    {0x3021, 0x3029, CLS_N}, {0x302A, 0x3030, CLS_O}, {0x3036, 0x3037, CLS_O}, {0x3038, 0x303A, CLS_N},
-    {0x303D, 0x303F, CLS_O}, {0x3099, 0x309C, CLS_O}, {0x30A0, 0x30A0, CLS_O}, {0x30FB, 0x30FB, CLS_O},
-    /* private use, presentation forms, variation selectors, fullwidth forms, specials */
-    {0xE000, 0xF8FF, CLS_O}, {0xFD3E, 0xFD3F, CLS_O}, {0xFE00, 0xFE19, CLS_O}, {0xFE20, 0xFE6B, CLS_O},
-    {0xFEFF, 0xFEFF, CLS_O}, {0xFF01, 0xFF0F, CLS_O}, {0xFF10, 0xFF19, CLS_N}, {0xFF1A, 0xFF20, CLS_O},
-    {0xFF3B, 0xFF40, CLS_O}, {0xFF5B, 0xFF65, CLS_O}, {0xFFE0, 0xFFEE, CLS_O}, {0xFFF9, 0xFFFD, CLS_O},
-    /* math digits, emoji and pictographs, tags, supplementary private use */
-    {0x1D7CE, 0x1D7FF, CLS_N}, {0x1F000, 0x1FAFF, CLS_O}, {0xE0001, 0xE007F, CLS_O}, {0xE0100, 0xE01EF, CLS_O},
-    {0xF0000, 0x10FFFF, CLS_O},
-};
-
+/* \p{L} (categories Lu Ll Lt Lm Lo), \p{N} (Nd Nl No), \s, or neither — from
+ * utf8proc's Unicode tables (the general categories Hugging Face's Oniguruma
+ * classes use; marks, unassigned code points and symbols are "other"). */
 static int cp_class(uint32_t cp) {
     if (cp < 0x80) return g_ascii_cls[cp];
     if (cp == NO_TOKEN) return CLS_O; /* a byte of invalid UTF-8 */
-    size_t lo = 0, hi = sizeof g_ranges / sizeof g_ranges[0];
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < g_ranges[mid].lo) hi = mid;
-        else if (cp > g_ranges[mid].hi) lo = mid + 1;
-        else return g_ranges[mid].cls;
+    if (is_white_space(cp)) return CLS_S;
+    switch (utf8proc_category((utf8proc_int32_t)cp)) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT: case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+        return CLS_L;
+    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+        return CLS_N;
+    default:
+        return CLS_O;
     }
-    return CLS_L;
 }
 
 typedef struct cpi {
@@ -459,32 +430,22 @@ static void try_pair(tt_tokenizer *t, size_t *nh, uint32_t l, uint32_t r) {
     heap_push(t, nh, (heap_ent){m->rank, l, r, t->sym[l], t->sym[r], m->id});
 }
 
-/* BPE on one pre-token p[0..m) (m >= 1); appends its ids. */
-static void bpe(tt_tokenizer *t, const uint8_t *p, size_t m, tokenizer_ids *out) {
-    if (m == 1) { ids_push(out, t->byte_id[p[0]]); return; }
-    if (t->ignore_merges) { /* a whole pre-token that is in the vocab is one token */
-        t->mapped.n = 0;
-        for (size_t i = 0; i < m; i++) {
-            char u[4];
-            size_t k = utf8_put(u, g_b2u[p[i]]);
-            sbuf_add(&t->mapped, u, k);
-        }
-        uint32_t id = strmap_get(&t->vocab_map, t->strs.p, t->mapped.p, t->mapped.n);
-        if (id != NO_TOKEN) { ids_push(out, id); return; }
-    }
+/* Room for m symbols in the merge scratch. */
+static void sym_reserve(tt_tokenizer *t, size_t m) {
     TT_ASSERT(m < UINT32_MAX / 4);
-    if (m > t->sym_cap) {
-        free(t->sym); free(t->nxt); free(t->prv); free(t->heap);
-        t->sym_cap = m < 64 ? 64 : m * 2;
-        t->sym = tt_xmalloc(t->sym_cap * sizeof *t->sym);
-        t->nxt = tt_xmalloc(t->sym_cap * sizeof *t->nxt);
-        t->prv = tt_xmalloc(t->sym_cap * sizeof *t->prv);
-        t->heap_cap = 3 * t->sym_cap; /* m-1 initial pairs + at most 2 per merge */
-        t->heap = tt_xmalloc(t->heap_cap * sizeof *t->heap);
-    }
-    uint32_t n = (uint32_t)m;
+    if (m <= t->sym_cap) return;
+    free(t->sym); free(t->nxt); free(t->prv); free(t->heap);
+    t->sym_cap = m < 64 ? 64 : m * 2;
+    t->sym = tt_xmalloc(t->sym_cap * sizeof *t->sym);
+    t->nxt = tt_xmalloc(t->sym_cap * sizeof *t->nxt);
+    t->prv = tt_xmalloc(t->sym_cap * sizeof *t->prv);
+    t->heap_cap = 3 * t->sym_cap; /* n-1 initial pairs + at most 2 per merge */
+    t->heap = tt_xmalloc(t->heap_cap * sizeof *t->heap);
+}
+
+/* Merges the n symbols t->sym[0..n) by rank and appends the result. */
+static void bpe_merge(tt_tokenizer *t, uint32_t n, tokenizer_ids *out) {
     for (uint32_t i = 0; i < n; i++) {
-        t->sym[i] = t->byte_id[p[i]];
         t->nxt[i] = i + 1;
         t->prv[i] = i ? i - 1 : NO_TOKEN;
     }
@@ -504,6 +465,68 @@ static void bpe(tt_tokenizer *t, const uint8_t *p, size_t m, tokenizer_ids *out)
     for (uint32_t i = 0; i < n; i = t->nxt[i]) ids_push(out, t->sym[i]);
 }
 
+/* Byte-level BPE on one pre-token p[0..m) (m >= 1); appends its ids. */
+static void bpe(tt_tokenizer *t, const uint8_t *p, size_t m, tokenizer_ids *out) {
+    if (m == 1) { ids_push(out, t->byte_id[p[0]]); return; }
+    if (t->ignore_merges) { /* a whole pre-token that is in the vocab is one token */
+        t->mapped.n = 0;
+        for (size_t i = 0; i < m; i++) {
+            char u[4];
+            size_t k = utf8_put(u, g_b2u[p[i]]);
+            sbuf_add(&t->mapped, u, k);
+        }
+        uint32_t id = strmap_get(&t->vocab_map, t->strs.p, t->mapped.p, t->mapped.n);
+        if (id != NO_TOKEN) { ids_push(out, id); return; }
+    }
+    sym_reserve(t, m);
+    for (size_t i = 0; i < m; i++) t->sym[i] = t->byte_id[p[i]];
+    bpe_merge(t, (uint32_t)m, out);
+}
+
+/* SentencePiece-style BPE on one segment s[0..len) (len >= 1): the segment
+ * normalized (U+2581 for each space, one prepended when prepend), one symbol
+ * per character (a byte that is not valid UTF-8 is a character of its own),
+ * characters outside the vocab as their <0xXX> byte tokens or unk, merged. */
+static void sp_encode(tt_tokenizer *t, const uint8_t *s, size_t len, int prepend, tokenizer_ids *out) {
+    sbuf *b = &t->mapped;
+    b->n = 0;
+    if (prepend) sbuf_add(b, SP_SPACE, 3);
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ' ') {
+            sbuf_add(b, s + from, i - from);
+            sbuf_add(b, SP_SPACE, 3);
+            from = i + 1;
+        }
+    sbuf_add(b, s + from, len - from);
+    const uint8_t *p = (const uint8_t *)b->p;
+    size_t m = b->n;
+    sym_reserve(t, m); /* a symbol per character, or per byte of a character that falls back */
+    uint32_t n = 0;
+    int last_unk = 0;
+    for (size_t i = 0; i < m;) {
+        uint32_t cp;
+        size_t k = utf8_get(p + i, m - i, &cp);
+        uint32_t id = strmap_get(&t->vocab_map, t->strs.p, p + i, k);
+        if (id != NO_TOKEN) {
+            t->sym[n++] = id;
+            last_unk = 0;
+        } else {
+            int all = 1;
+            for (size_t j = 0; j < k; j++) all &= t->fallback_id[p[i + j]] != NO_TOKEN;
+            if (all) {
+                for (size_t j = 0; j < k; j++) t->sym[n++] = t->fallback_id[p[i + j]];
+                last_unk = 0;
+            } else if (t->unk != NO_TOKEN && !(t->fuse_unk && last_unk)) {
+                t->sym[n++] = t->unk;
+                last_unk = 1;
+            }
+        }
+        i += k;
+    }
+    if (n) bpe_merge(t, n, out);
+}
+
 /* Applies regex stage k to s[lo..hi), recursing into the next stage per piece. */
 static void pretok(tt_tokenizer *t, int k, const uint8_t *s, size_t lo, size_t hi, tokenizer_ids *out) {
     if (k == t->n_stages) { bpe(t, s + lo, hi - lo, out); return; }
@@ -515,7 +538,8 @@ static void pretok(tt_tokenizer *t, int k, const uint8_t *s, size_t lo, size_t h
     }
 }
 
-static void encode_plain(tt_tokenizer *t, const uint8_t *s, size_t len, tokenizer_ids *out) {
+/* A segment without added tokens; first: it starts the text. */
+static void encode_plain(tt_tokenizer *t, const uint8_t *s, size_t len, int first, tokenizer_ids *out) {
     if (len == 0) return;
     if (t->kind == TOKENIZER_BYTES) {
         ids_reserve(out, len);
@@ -523,26 +547,30 @@ static void encode_plain(tt_tokenizer *t, const uint8_t *s, size_t len, tokenize
         out->n += len;
         return;
     }
+    if (t->sp) {
+        sp_encode(t, s, len, t->sp_prepend == SP_PREPEND_ALWAYS || (t->sp_prepend == SP_PREPEND_FIRST && first), out);
+        return;
+    }
     pretok(t, 0, s, 0, len, out);
 }
 
 void tokenizer_encode(tt_tokenizer *t, const char *text, size_t len, tokenizer_ids *out) {
     const uint8_t *s = (const uint8_t *)text;
-    if (!t->parse_special || t->n_added == 0) { encode_plain(t, s, len, out); return; }
+    if (!t->parse_special || t->n_added == 0) { encode_plain(t, s, len, 1, out); return; }
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         if (!(t->first_byte[s[i] >> 3] & (1u << (s[i] & 7)))) continue;
         for (uint32_t k = 0; k < t->n_added; k++) {
             const added_tok *a = &t->added[k];
             if (a->len > len - i || memcmp(s + i, t->strs.p + a->off, a->len) != 0) continue;
-            encode_plain(t, s + start, i - start, out);
+            encode_plain(t, s + start, i - start, start == 0, out);
             ids_push(out, a->id);
             start = i + a->len;
             i = start - 1;
             break;
         }
     }
-    encode_plain(t, s + start, len - start, out);
+    encode_plain(t, s + start, len - start, start == 0, out);
 }
 
 /* ---- decoding, accessors ------------------------------------------------------ */
@@ -571,6 +599,10 @@ int tokenizer_decode(const tt_tokenizer *t, const uint32_t *ids, size_t n, char 
         pos += l;
     }
     o[pos] = '\0';
+    if (t->sp && pos > 0 && o[0] == ' ') { /* the decoder's Strip(" ", 1, 0): the space the encoder prepended */
+        memmove(o, o + 1, pos);
+        pos--;
+    }
     *out = o;
     *len = pos;
     return 0;
@@ -659,8 +691,8 @@ tt_tokenizer *tokenizer_open_bytes(void) {
 #define SHOW(s) (int)(strlen(s) > 40 ? 40 : strlen(s)), (s), (strlen(s) > 40 ? "..." : "")
 
 static int bad(const char *path, const char *what) {
-    return TT_FAIL(-EINVAL, "%s: %s; expected a Hugging Face byte-level BPE tokenizer.json (GPT-2 or LLaMA-3 style)",
-                   path, what);
+    return TT_FAIL(-EINVAL, "%s: %s; expected a Hugging Face BPE tokenizer.json: byte-level (GPT-2, LLaMA-3) or "
+                   "SentencePiece-style (LLaMA-2, Mistral, TinyLlama)", path, what);
 }
 
 static int parse_pre(tt_tokenizer *t, const json_t *p, const char *path, int depth, int *has_bytelevel) {
@@ -730,6 +762,74 @@ static void unmap_token(tt_tokenizer *t, uint32_t id, const char *s, size_t n) {
     }
     set_token_bytes(t, id, b, o);
     free(b);
+}
+
+/* SentencePiece token string -> the bytes it stands for: "<0xXX>" one byte,
+ * otherwise the string with U+2581 as a space. */
+static void sp_token(tt_tokenizer *t, uint32_t id, const char *s, size_t n) {
+    static const char hex[] = "0123456789ABCDEF";
+    const char *h1, *h2;
+    if (n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>' && s[3] && s[4] && (h1 = strchr(hex, s[3])) &&
+        (h2 = strchr(hex, s[4]))) {
+        char c = (char)((h1 - hex) * 16 + (h2 - hex));
+        set_token_bytes(t, id, &c, 1);
+        return;
+    }
+    char *b = tt_xmalloc(n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (i + 3 <= n && memcmp(s + i, SP_SPACE, 3) == 0) { b[o++] = ' '; i += 3; }
+        else b[o++] = s[i++];
+    }
+    set_token_bytes(t, id, b, o);
+    free(b);
+}
+
+/* Is v the JSON string s? */
+static int is_str(const json_t *v, const char *s) { return json_is_string(v) && strcmp(json_string_value(v), s) == 0; }
+
+/* The front end of a SentencePiece-style tokenizer.json (model.byte_fallback
+ * true): either the normalizer Sequence[Prepend("▁"), Replace(" " -> "▁")]
+ * with no pre_tokenizer (LLaMA-2, TinyLlama), or no normalizer and the
+ * pre_tokenizer Metaspace("▁", prepend_scheme always|first, split false). */
+static int parse_sp_front(tt_tokenizer *t, const json_t *root, const char *path) {
+    const json_t *norm = json_object_get(root, "normalizer"), *pre = json_object_get(root, "pre_tokenizer");
+    if (norm && !json_is_null(norm)) {
+        if (pre && !json_is_null(pre)) return bad(path, "a SentencePiece-style tokenizer with both a normalizer and a pre_tokenizer is not supported");
+        const json_t *seq = json_object_get(norm, "normalizers");
+        int prepend = 0, replace = 0;
+        if (!is_str(json_object_get(norm, "type"), "Sequence") || !json_is_array(seq))
+            return bad(path, "the normalizer is not a Sequence (SentencePiece-style: Prepend and Replace)");
+        for (size_t i = 0; i < json_array_size(seq); i++) {
+            const json_t *n = json_array_get(seq, i), *type = json_object_get(n, "type");
+            if (is_str(type, "Prepend") && is_str(json_object_get(n, "prepend"), SP_SPACE) && !prepend && !replace)
+                prepend = 1;
+            else if (is_str(type, "Replace") && is_str(json_object_get(json_object_get(n, "pattern"), "String"), " ") &&
+                     is_str(json_object_get(n, "content"), SP_SPACE) && !replace)
+                replace = 1;
+            else
+                return bad(path, "a normalizer step is neither Prepend(\"\u2581\") nor Replace(\" \" -> \"\u2581\"), the "
+                                 "SentencePiece-style steps tiertrain implements");
+        }
+        if (!replace) return bad(path, "the normalizer does not replace spaces with \"\u2581\"");
+        t->sp_prepend = prepend ? SP_PREPEND_ALWAYS : SP_PREPEND_NEVER;
+        return 0;
+    }
+    if (!pre || json_is_null(pre))
+        return bad(path, "a SentencePiece-style tokenizer (byte_fallback) has neither the Prepend/Replace normalizer "
+                         "nor a Metaspace pre_tokenizer");
+    if (!is_str(json_object_get(pre, "type"), "Metaspace") || !is_str(json_object_get(pre, "replacement"), SP_SPACE))
+        return bad(path, "the pre_tokenizer of a SentencePiece-style tokenizer is not Metaspace(\"\u2581\")");
+    if (json_is_true(json_object_get(pre, "split")))
+        return bad(path, "Metaspace with split true is not supported (LLaMA-2 style tokenizers use split false)");
+    const json_t *scheme = json_object_get(pre, "prepend_scheme");
+    if (is_str(scheme, "always") || (!scheme && !json_is_false(json_object_get(pre, "add_prefix_space"))))
+        t->sp_prepend = SP_PREPEND_ALWAYS;
+    else if (is_str(scheme, "first")) t->sp_prepend = SP_PREPEND_FIRST;
+    else if (is_str(scheme, "never") || (!scheme && json_is_false(json_object_get(pre, "add_prefix_space"))))
+        t->sp_prepend = SP_PREPEND_NEVER;
+    else return bad(path, "Metaspace.prepend_scheme is not always, first or never");
+    return 0;
 }
 
 static int parse_merges(tt_tokenizer *t, const json_t *merges, const char *path) {
@@ -805,21 +905,27 @@ static int parse_hf(tt_tokenizer *t, const json_t *root, const char *path) {
             return bad(path, msg);
         }
     }
-    if (json_is_true(json_object_get(model, "byte_fallback")))
-        return bad(path, "model.byte_fallback is true (a SentencePiece-style tokenizer), which is not supported");
+    t->sp = json_is_true(json_object_get(model, "byte_fallback"));
     t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
-    const json_t *norm = json_object_get(root, "normalizer");
-    if (norm && !json_is_null(norm)) {
-        const char *nt = json_string_value(json_object_get(norm, "type"));
-        snprintf(msg, sizeof msg, "normalizer \"%.40s\" is not supported (GPT-2 and LLaMA-3 have none)", nt ? nt : "?");
-        return bad(path, msg);
+    int rc;
+    if (t->sp) {
+        if (t->ignore_merges) return bad(path, "model.ignore_merges with byte_fallback is not supported");
+        if ((rc = parse_sp_front(t, root, path))) return rc;
+        t->fuse_unk = json_is_true(json_object_get(model, "fuse_unk"));
+    } else {
+        const json_t *norm = json_object_get(root, "normalizer");
+        if (norm && !json_is_null(norm)) {
+            const char *nt = json_string_value(json_object_get(norm, "type"));
+            snprintf(msg, sizeof msg, "normalizer \"%.40s\" is not supported (GPT-2 and LLaMA-3 have none)",
+                     nt ? nt : "?");
+            return bad(path, msg);
+        }
+        const json_t *pre = json_object_get(root, "pre_tokenizer");
+        if (!pre || json_is_null(pre)) return bad(path, "pre_tokenizer is missing (byte-level BPE needs ByteLevel)");
+        int has_bl = 0;
+        if ((rc = parse_pre(t, pre, path, 0, &has_bl))) return rc;
+        if (!has_bl) return bad(path, "the pre_tokenizer has no ByteLevel step");
     }
-    const json_t *pre = json_object_get(root, "pre_tokenizer");
-    if (!pre || json_is_null(pre)) return bad(path, "pre_tokenizer is missing (byte-level BPE needs ByteLevel)");
-    int has_bl = 0;
-    int rc = parse_pre(t, pre, path, 0, &has_bl);
-    if (rc) return rc;
-    if (!has_bl) return bad(path, "the pre_tokenizer has no ByteLevel step");
 
     const json_t *vocab = json_object_get(model, "vocab");
     if (!json_is_object(vocab)) return bad(path, "model.vocab is missing or not an object");
@@ -860,9 +966,19 @@ static int parse_hf(tt_tokenizer *t, const json_t *root, const char *path) {
         str_slot *e = strmap_find(&t->vocab_map, t->strs.p, key, len);
         TT_ASSERT(e->id == NO_TOKEN); /* jansson rejected duplicate keys */
         *e = (str_slot){sbuf_add(&t->strs, key, len), (uint32_t)len, id};
-        unmap_token(t, id, key, len);
+        if (t->sp) sp_token(t, id, key, len);
+        else unmap_token(t, id, key, len);
     }
-    for (int b = 0; b < 256; b++) {
+    if (t->sp) {
+        for (int b = 0; b < 256; b++) {
+            char name[8];
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            t->fallback_id[b] = strmap_get(&t->vocab_map, t->strs.p, name, 6);
+        }
+        const char *unk = json_string_value(json_object_get(model, "unk_token"));
+        t->unk = unk ? strmap_get(&t->vocab_map, t->strs.p, unk, strlen(unk)) : NO_TOKEN;
+    }
+    for (int b = 0; b < 256 && !t->sp; b++) {
         char u[4];
         size_t k = utf8_put(u, g_b2u[b]);
         t->byte_id[b] = strmap_get(&t->vocab_map, t->strs.p, u, k);

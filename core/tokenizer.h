@@ -1,31 +1,36 @@
-/* core/tokenizer.h — text <-> token ids. Two tokenizers behind one handle:
+/* core/tokenizer.h — text <-> token ids. Three tokenizers behind one handle:
  *
  *   - byte level: vocab 257; ids 0..255 are the bytes, 256 is "<|endoftext|>";
  *   - a Hugging Face tokenizer.json holding a byte-level BPE model as GPT-2
  *     and LLaMA-3 ship it: model.type "BPE" with "vocab" and "merges", the
  *     GPT-2 byte-to-unicode mapping, and as pre-tokenizer either ByteLevel
- *     alone (the GPT-2 regex) or Sequence[Split(LLaMA-3 regex), ByteLevel].
+ *     alone (the GPT-2 regex) or Sequence[Split(LLaMA-3 regex), ByteLevel];
+ *   - a SentencePiece-style BPE tokenizer.json as LLaMA-2, Mistral and
+ *     TinyLlama ship it (model.byte_fallback true): spaces become U+2581 and
+ *     one is prepended to the text (the normalizer Sequence[Prepend, Replace],
+ *     or the pre-tokenizer Metaspace with prepend_scheme always / first), the
+ *     whole segment is one BPE word over its characters, a character outside
+ *     the vocabulary becomes its bytes' <0xXX> tokens (else unk, consecutive
+ *     ones fused when fuse_unk), and decoding drops the prepended space.
  *
- * The two pre-tokenizer regexes are implemented by hand (tokenizer.c), exact
- * for ASCII text. Unicode classes are approximated by a small table:
- * \s is Unicode White_Space exactly; \p{N} is ASCII digits, Latin-1 ²³¹¼½¾ and
- * the decimal digits of a few major scripts, number forms and enclosed
- * numbers; a code point is "other" (neither letter, number nor space) when it
- * is a control, Latin-1 or General/CJK/fullwidth punctuation, a currency,
- * arrow, math, box-drawing, dingbat or emoji symbol, or a combining mark of
- * the Latin, Hebrew, Arabic, Devanagari and Thai blocks; every other non-ASCII
- * code point counts as \p{L}. Bytes that are not valid UTF-8 are each one
- * "other" code point (HF would refuse such text; we keep it, and decoding
- * gives the same bytes back).
+ * The two pre-tokenizer regexes are implemented by hand (tokenizer.c); their
+ * classes \p{L}, \p{N} come from utf8proc's Unicode general categories (the
+ * ones Hugging Face's Oniguruma uses: marks, symbols and unassigned code
+ * points are neither) and \s is Unicode White_Space. Bytes that are not
+ * valid UTF-8 are each one "other" code point (HF would refuse such text; we
+ * keep it, and decoding gives the same bytes back).
  *
- * Not supported (open fails with a sentence naming the field): normalizers,
- * other models (WordPiece, Unigram), continuing_subword_prefix /
- * end_of_word_suffix, add_prefix_space, Split patterns other than the two
- * regexes, and vocabularies missing one of the 256 byte tokens.
+ * Not supported (open fails with a sentence naming the field): other
+ * normalizers, other models (WordPiece, Unigram), continuing_subword_prefix /
+ * end_of_word_suffix, add_prefix_space on ByteLevel, Metaspace split true,
+ * Split patterns other than the two regexes, and byte-level vocabularies
+ * missing one of the 256 byte tokens.
  *
- * On the LLaMA-3 vocabulary and on byte-level BPE files trained for the test,
- * encode gives the same ids as Hugging Face tokenizers 0.23 for the 100k lines
- * of shared/data/nlp-corpus.txt, multi-line texts and random Unicode text.
+ * Checked against Hugging Face tokenizers 0.23.3 (tools/tok_crosscheck.py):
+ * on the real LLaMA-2 and LLaMA-3.1 tokenizer.json files, the same ids for the
+ * 100,100 lines of shared/data/nlp-corpus.txt, tests/fixtures/multilingual.txt
+ * and unicode-edges.txt and 20,000 random multi-script lines, and decoding
+ * gives each line back; tests/test_tokenizer.c replays the fixtures' ids.
  *
  * A tokenizer is not thread-safe: encoding uses scratch buffers in the handle.
  * Use one handle per thread.

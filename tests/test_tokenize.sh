@@ -113,4 +113,28 @@ grep -q "(default: bytes)" "$dir/out" || fail "--help lacks the tokenizer defaul
 grep -q "(default: line)" "$dir/out" || fail "--help lacks the doc-sep default"
 grep -q "(default: 0.01)" "$dir/out" || fail "--help lacks the val-frac default"
 
+# ---- detokenize: the token file back to its documents, one per line ---------------------------
+printf 'Hello world, caf\303\251!\n\n  two  spaces and a tab\there\nlast line\n' >"$dir/dt.txt"
+for tk in bytes "$FIX"; do
+    "$T" tokenize -i "$dir/dt.txt" -t "$tk" --val-frac 0 -o "$dir/dt.tok" --force >/dev/null || fail "tokenize for detokenize"
+    expect_ok "detokenize ($tk)" "$T" detokenize "$dir/dt.tok" -t "$tk"
+    grep -v '^$' "$dir/dt.txt" | cmp -s - "$dir/out" || { fail "detokenize ($tk) does not give the documents back"; cat "$dir/out"; }
+done
+expect_ok "detokenize -o" "$T" detokenize "$dir/dt.tok" -t "$FIX" -o "$dir/back.txt"
+grep -v '^$' "$dir/dt.txt" | cmp -s - "$dir/back.txt" || fail "detokenize -o wrote other text"
+expect_ok "detokenize --eot" "$T" detokenize "$dir/dt.tok" -t "$FIX" --eot
+grep -q "last line<|end_of_text|>" "$dir/out" || { fail "--eot does not write the end-of-text text"; cat "$dir/out"; }
+expect_ok "detokenize --ids" "$T" detokenize --ids 72,105,33 -t bytes
+[ "$(cat "$dir/out")" = "Hi!" ] || fail "detokenize --ids 72,105,33 is not Hi!"
+expect_error "detokenize with another tokenizer" "was made by a tokenizer with vocab .* give the tokenizer it was made with" \
+    "$T" detokenize "$dir/dt.tok" -t bytes
+expect_error "detokenize -o over a file" "exists; pass --force" "$T" detokenize "$dir/dt.tok" -t "$FIX" -o "$dir/back.txt"
+expect_error "detokenize -o onto its input" "is the input" "$T" detokenize "$dir/dt.tok" -t "$FIX" -o "$dir/dt.tok" --force
+expect_error "detokenize bad --ids" "--ids must be comma-separated token ids" "$T" detokenize --ids 1,x,3
+expect_error "detokenize --ids past the vocab" "token id 999 (at position 1) has no token" "$T" detokenize --ids 1,999 -t bytes
+expect_error "detokenize FILE and --ids" "give a token FILE or --ids LIST" "$T" detokenize "$dir/dt.tok" --ids 1
+expect_error "detokenize nothing" "give a token FILE or --ids LIST" "$T" detokenize
+expect_error "detokenize a missing file" "nope.tok does not exist" "$T" detokenize "$dir/nope.tok"
+ls "$dir" | grep -q partial && fail "detokenize left a .partial file"
+
 finish test_tokenize

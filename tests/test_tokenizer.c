@@ -500,6 +500,145 @@ static void m_suffix(json_t *r) {
 }
 static void m_top_array(json_t *r) { (void)r; }
 
+/* ---- SentencePiece-style BPE (LLaMA-2) ----------------------------------------------
+ * A hand-made tokenizer.json: <unk> 0, <s> 1, </s> 2, the byte tokens <0x00>..<0xFF> 3..258,
+ * then "▁" 259, "a" 260, "b" 261, "▁a" 262, "ab" 263, "▁ab" 264, "c" 265, "ca" 266; merges in rank
+ * order: (▁ a) 0, (a b) 1, (▁a b) 2, (c a) 3. Expected ids, derived by hand:
+ *   "ab"   -> ▁ab: ▁ a b, (▁ a) rank 0 first -> ▁a b -> (▁a b) -> [264]
+ *   "a b"  -> ▁a▁b: ▁ a ▁ b -> ▁a ▁ b, no more pairs -> [262, 259, 261]
+ *   "cab"  -> ▁cab: pairs (▁ c) none, (c a) 3, (a b) 1: (a b) first -> ▁ c ab -> [259, 265, 263]
+ *   "é"    -> ▁é: é is not in the vocab, its bytes C3 A9 are -> [259, 3 + 0xC3, 3 + 0xA9]
+ *   "<s>a" -> with special tokens parsed: <s>, then the segment "a" gets its own ▁ -> [1, 262]
+ * and decoding drops the one space the encoder prepended. */
+static json_t *sp_fixture(void) {
+    json_t *vocab = json_object();
+    json_object_set_new(vocab, "<unk>", json_integer(0));
+    json_object_set_new(vocab, "<s>", json_integer(1));
+    json_object_set_new(vocab, "</s>", json_integer(2));
+    for (int b = 0; b < 256; b++) {
+        char n[8];
+        snprintf(n, sizeof n, "<0x%02X>", b);
+        json_object_set_new(vocab, n, json_integer(3 + b));
+    }
+    const char *pieces[] = {"\xe2\x96\x81", "a", "b", "\xe2\x96\x81" "a", "ab", "\xe2\x96\x81" "ab", "c", "ca"};
+    for (int i = 0; i < 8; i++) json_object_set_new(vocab, pieces[i], json_integer(259 + i));
+    json_t *merges = json_pack("[s,s,s,s]", "\xe2\x96\x81 a", "a b", "\xe2\x96\x81" "a b", "c a");
+    json_t *added = json_array();
+    const char *sp[] = {"<unk>", "<s>", "</s>"};
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(added, json_pack("{s:i,s:s,s:b}", "id", i, "content", sp[i], "special", 1));
+    json_t *norm = json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence", "normalizers", "type",
+                             "Prepend", "prepend", "\xe2\x96\x81", "type", "Replace", "pattern", "String", " ",
+                             "content", "\xe2\x96\x81");
+    return json_pack("{s:o,s:o,s:n,s:{s:s,s:o,s:o,s:s,s:b,s:b}}", "added_tokens", added, "normalizer", norm,
+                     "pre_tokenizer", "model", "type", "BPE", "vocab", vocab, "merges", merges, "unk_token", "<unk>",
+                     "fuse_unk", 1, "byte_fallback", 1);
+}
+
+static void test_sentencepiece(void) {
+    json_t *root = sp_fixture();
+    tt_tokenizer *t;
+    CHECK_MSG(tokenizer_open_hf(write_json(root, "sp.json"), &t) == 0, "%s", tt_lasterr());
+    static const expect tab[] = {
+        {"ab", {264}, 1},
+        {"a b", {262, 259, 261}, 3},
+        {"cab", {259, 265, 263}, 3},
+        {"\xc3\xa9", {259, 3 + 0xC3, 3 + 0xA9}, 3},
+        {" a", {259, 262}, 2},
+    };
+    check_table(t, tab, sizeof tab / sizeof *tab, "sentencepiece");
+    CHECK_EQ_INT(tokenizer_eot_id(t), 2);
+    tokenizer_ids ids = {0};
+    tokenizer_set_parse_special(t, 1);
+    tokenizer_encode(t, "<s>a", 4, &ids);
+    CHECK_MSG(ids.n == 2 && ids.v[0] == 1 && ids.v[1] == 262, "<s>a: %zu ids, %u %u", ids.n, ids.v[0],
+              ids.n > 1 ? ids.v[1] : 0);
+    tokenizer_free(t);
+    /* Metaspace(prepend_scheme "first"): only the text's first segment gets the ▁ */
+    json_object_set_new(root, "normalizer", json_null());
+    json_object_set_new(root, "pre_tokenizer", json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement",
+                                                         "\xe2\x96\x81", "prepend_scheme", "first", "split", 0));
+    CHECK_MSG(tokenizer_open_hf(write_json(root, "sp-first.json"), &t) == 0, "%s", tt_lasterr());
+    tokenizer_set_parse_special(t, 1);
+    ids.n = 0;
+    tokenizer_encode(t, "a<s>a", 5, &ids);
+    CHECK_MSG(ids.n == 3 && ids.v[0] == 262 && ids.v[1] == 1 && ids.v[2] == 260, "a<s>a with prepend first");
+    tokenizer_free(t);
+    /* no byte token for 0xC3: é becomes <unk>, and two such characters in a row one fused <unk> */
+    json_object_del(json_object_get(json_object_get(root, "model"), "vocab"), "<0xC3>");
+    json_object_set_new(root, "pre_tokenizer", json_null());
+    json_object_set_new(root, "normalizer", json_pack("{s:s,s:[{s:s,s:{s:s},s:s}]}", "type", "Sequence",
+                                                      "normalizers", "type", "Replace", "pattern", "String", " ",
+                                                      "content", "\xe2\x96\x81"));
+    CHECK_MSG(tokenizer_open_hf(write_json(root, "sp-unk.json"), &t) == 0, "%s", tt_lasterr());
+    ids.n = 0;
+    tokenizer_encode(t, "a\xc3\xa9\xc3\xa8" "b", 6, &ids); /* no prepend (no Prepend step): a <unk> b */
+    CHECK_MSG(ids.n == 3 && ids.v[0] == 260 && ids.v[1] == 0 && ids.v[2] == 261, "unk fallback: %zu ids", ids.n);
+    tokenizer_free(t);
+    /* what is not supported is refused, naming the field */
+    json_object_set_new(root, "normalizer", json_pack("{s:s}", "type", "NFKC"));
+    expect_open_error(write_json(root, "sp-nfkc.json"), -EINVAL, "normalizer is not a Sequence");
+    json_object_set_new(root, "normalizer", json_null());
+    json_object_set_new(root, "pre_tokenizer", json_pack("{s:s,s:s,s:b}", "type", "Metaspace", "replacement",
+                                                         "\xe2\x96\x81", "split", 1));
+    expect_open_error(write_json(root, "sp-split.json"), -EINVAL, "split true");
+    tokenizer_ids_free(&ids);
+    json_decref(root);
+}
+
+/* The real LLaMA-2 and LLaMA-3.1 tokenizer.json files of ../shared/data/tokenizers against ids that Hugging
+ * Face tokenizers 0.23.3 produced (tests/fixtures/hf-reference-ids.jsonl: encode(text,
+ * add_special_tokens=False) of every line of tests/fixtures/multilingual.txt and unicode-edges.txt; 20+
+ * scripts, non-Latin digits, combining and vowel marks, emoji sequences, unassigned and private-use code
+ * points, characters that need LLaMA-2's byte fallback). Skipped when ../shared is absent. */
+static void test_reference(void) {
+    static const char *dir = "../shared/data/tokenizers";
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        fprintf(stderr, "note: %s is absent: the real-tokenizer reference check is skipped\n", dir);
+        return;
+    }
+    FILE *f = fopen("tests/fixtures/hf-reference-ids.jsonl", "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    tt_tokenizer *tk[2] = {NULL, NULL};
+    const char *names[2] = {"llama2", "llama3.1"};
+    for (int k = 0; k < 2; k++) {
+        char p[300];
+        snprintf(p, sizeof p, "%s/%s/tokenizer.json", dir, names[k]);
+        CHECK_MSG(tokenizer_open_hf(p, &tk[k]) == 0, "%s", tt_lasterr());
+    }
+    char line[65536];
+    int n = 0, bad = 0;
+    tokenizer_ids ids = {0};
+    while (tk[0] && tk[1] && fgets(line, sizeof line, f)) {
+        json_error_t je;
+        json_t *r = json_loads(line, 0, &je);
+        const char *name = json_string_value(json_object_get(r, "tokenizer"));
+        const json_t *text = json_object_get(r, "text"), *want = json_object_get(r, "ids");
+        TT_ASSERT(r && name && json_is_string(text) && json_is_array(want));
+        tt_tokenizer *t = tk[strcmp(name, "llama2") == 0 ? 0 : 1];
+        ids.n = 0;
+        tokenizer_encode(t, json_string_value(text), json_string_length(text), &ids);
+        int same = ids.n == json_array_size(want);
+        for (size_t i = 0; same && i < ids.n; i++) same = ids.v[i] == (uint32_t)json_integer_value(json_array_get(want, i));
+        char *back = NULL;
+        size_t blen = 0;
+        same = same && tokenizer_decode(t, ids.v, ids.n, &back, &blen) == 0 && blen == json_string_length(text) &&
+               memcmp(back, json_string_value(text), blen) == 0;
+        if (!same && bad++ < 5) CHECK_MSG(0, "%s: \"%.60s\" differs from Hugging Face's ids or does not decode back", name,
+                                          json_string_value(text));
+        free(back);
+        json_decref(r);
+        n++;
+    }
+    fclose(f);
+    CHECK_MSG(bad == 0 && n >= 100, "%d of %d reference lines differ", bad, n);
+    tokenizer_ids_free(&ids);
+    tokenizer_free(tk[0]);
+    tokenizer_free(tk[1]);
+}
+
 static void test_malformed(void) {
     static const struct {
         const char *name, *needle;
@@ -554,6 +693,8 @@ int main(void) {
     test_fixture();
     test_variants();
     test_malformed();
+    test_sentencepiece();
+    test_reference();
     fixture_rm_rf(g_dir);
     TEST_END();
 }

@@ -22,10 +22,13 @@
 #include "core/base/common.h"
 #include "core/tokenizer.h"
 #include "core/tokfile.h"
+#include "io/atomicfile.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -282,5 +285,124 @@ done:
     free(val_path);
     tokenizer_ids_free(&c.ids);
     tokenizer_free(c.tok);
+    return exit_code;
+}
+
+/* ---- detokenize ----------------------------------------------------------------- */
+
+/* Appends n bytes to the output (stdout, or the -o file's ".partial"). */
+static int put_bytes(int fd, const char *path, const void *b, size_t n) {
+    int e = atomic_write_all(fd, b, n);
+    return e ? atomic_write_fail(path, e, "writing") : 0;
+}
+
+int cmd_detokenize(int argc, char **argv) {
+    const char *tok_spec, *out, *ids_s;
+    int keep_eot, force;
+    cli_opt opts[] = {
+        {"tokenizer", 't', CLI_STR, &tok_spec, "bytes", "T", "the tokenizer FILE was made with: `bytes` or a tokenizer.json (or its folder)"},
+        {"ids", 0, CLI_STR, &ids_s, NULL, "LIST", "decode these comma-separated ids instead of a token file"},
+        {"eot", 0, CLI_FLAG, &keep_eot, NULL, NULL, "write the end-of-text token's text after each document instead of a newline"},
+        {"output", 'o', CLI_STR, &out, NULL, "OUT", "text file to write (default: standard output)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace OUT if it exists"},
+        {0},
+    };
+    cli_cmd cmd = {"detokenize", "[FILE]",
+                   "Turns a token file (or --ids) back into text: each document decoded, followed by a newline.",
+                   opts, 0, 1, "tiertrain detokenize corpus.tok --tokenizer Meta-Llama-3-8B/tokenizer.json | head"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if ((npos == 1) == (ids_s != NULL)) {
+        fprintf(stderr, "tiertrain detokenize: give a token FILE or --ids LIST (one of them)\n");
+        return 2;
+    }
+    tokenizer_ids list = {0};
+    for (const char *p = ids_s; p && *p;) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || errno || v > UINT32_MAX || (*end && *end != ',') || *p == '-' || *p == ' ') {
+            fprintf(stderr, "tiertrain detokenize: --ids must be comma-separated token ids (0..4294967295), not '%s'\n",
+                    ids_s);
+            tokenizer_ids_free(&list);
+            return 2;
+        }
+        tokenizer_ids_push(&list, (uint32_t)v);
+        p = *end ? end + 1 : end;
+    }
+    const char *inputs[] = {npos ? pos[0] : "", tok_spec, NULL};
+    if (out && tool_check_out("detokenize", "-o", out, inputs, force)) {
+        tokenizer_ids_free(&list);
+        return 2;
+    }
+    tt_tokenizer *tok = NULL;
+    tokfile *tf = NULL;
+    char *tmp = NULL, *text = NULL;
+    int fd = 1, exit_code = 1;
+    if (tokenizer_open(tok_spec, &tok)) { tool_fail("detokenize"); goto done; }
+    const uint32_t *ids = list.v;
+    uint64_t n = list.n;
+    if (npos) {
+        if (tokfile_open(pos[0], &tf)) { tool_fail("detokenize"); goto done; }
+        if (tokfile_vocab(tf) > tokenizer_vocab_size(tok) || tokfile_eot(tf) != tokenizer_eot_id(tok)) {
+            fprintf(stderr, "tiertrain detokenize: %s was made by a tokenizer with vocab %u and end-of-text id %u; %s "
+                            "has vocab %u and end-of-text id %u: give the tokenizer it was made with (--tokenizer)\n",
+                    pos[0], tokfile_vocab(tf), tokfile_eot(tf), tok_spec, tokenizer_vocab_size(tok),
+                    tokenizer_eot_id(tok));
+            goto done;
+        }
+        ids = tokfile_tokens(tf);
+        n = tokfile_count(tf);
+    }
+    if (out) {
+        size_t pl = strlen(out) + sizeof ".partial";
+        tmp = tt_xmalloc(pl);
+        snprintf(tmp, pl, "%s.partial", out);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "tiertrain detokenize: cannot create %s: %s\n", tmp, strerror(errno));
+            free(tmp);
+            tmp = NULL;
+            goto done;
+        }
+    }
+    const char *where = out ? out : "standard output";
+    uint32_t eot = tokenizer_eot_id(tok);
+    size_t eot_len = 0;
+    const char *eot_text = tokenizer_token(tok, eot, &eot_len);
+    for (uint64_t i = 0; i < n;) {
+        uint64_t j = i;
+        while (j < n && !(npos && ids[j] == eot)) j++; /* a document: up to its end-of-text */
+        size_t len;
+        if (tokenizer_decode(tok, ids + i, j - i, &text, &len)) {
+            fprintf(stderr, "tiertrain detokenize: %s: %s\n", npos ? pos[0] : "--ids", tt_lasterr());
+            goto done;
+        }
+        rc = put_bytes(fd, where, text, len);
+        free(text);
+        text = NULL;
+        if (rc == 0 && j < n) rc = keep_eot ? put_bytes(fd, where, eot_text, eot_len) : put_bytes(fd, where, "\n", 1);
+        if (rc == 0 && !npos) rc = put_bytes(fd, where, "\n", 1);
+        if (rc) { tool_fail("detokenize"); goto done; }
+        i = j < n ? j + 1 : j;
+    }
+    if (out) {
+        int e = fsync(fd) ? errno : 0;
+        if (close(fd) && !e) e = errno;
+        fd = 1;
+        if (e) { atomic_write_fail(tmp, e, "syncing"); tool_fail("detokenize"); goto done; }
+        rc = atomic_commit(tmp, out);
+        tmp = NULL;
+        if (rc) { tool_fail("detokenize"); goto done; }
+    }
+    exit_code = 0;
+done:
+    if (fd > 1) close(fd);
+    if (tmp) { unlink(tmp); free(tmp); }
+    free(text);
+    tokfile_close(tf);
+    tokenizer_free(tok);
+    tokenizer_ids_free(&list);
     return exit_code;
 }

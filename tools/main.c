@@ -16,6 +16,7 @@ static const struct {
     {"info", cmd_info, "show a store's config, per-layer dimensions, parameter count and bytes per tier"},
     {"verify", cmd_verify, "check every extent checksum of a store"},
     {"tokenize", cmd_tokenize, "turn text into a token file (byte-level or a Hugging Face tokenizer.json)"},
+    {"detokenize", cmd_detokenize, "turn a token file (or ids) back into text"},
     {"plan", cmd_plan, "show the memory plan for a model, batch and --hbm/--host budgets"},
     {"import", cmd_import, "convert a Hugging Face LLaMA checkpoint directory into a store"},
     {"export", cmd_export, "write a store as a Hugging Face checkpoint directory (safetensors + config.json)"},
@@ -33,7 +34,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: tiertrain COMMAND [options]\n\n"
                "tiertrain: an out-of-core, memory-tiered LLaMA trainer (LoRAM: train small, infer large).\n\n"
                "commands:\n");
-    for (size_t i = 0; i < N_CMDS; i++) fprintf(f, "  %-8s %s\n", g_cmds[i].name, g_cmds[i].summary);
+    for (size_t i = 0; i < N_CMDS; i++) fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary);
     fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
 }
 
