@@ -312,7 +312,7 @@ static int fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) 
 }
 
 static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what, int seq) {
-    if (seq > 0 && t->n < (uint64_t)seq + 1)
+    if (seq > 0 && !t->flags && t->n < (uint64_t)seq + 1)
         return TT_FAIL(-EINVAL, "the %s data has %llu tokens, fewer than --seq %d + 1; use more data or a shorter "
                        "--seq", what, (unsigned long long)t->n, seq);
     for (uint64_t i = 0; i < t->n; i++)

@@ -608,6 +608,27 @@ int tokenizer_decode(const tt_tokenizer *t, const uint32_t *ids, size_t n, char 
     return 0;
 }
 
+uint32_t tokenizer_added_id(const tt_tokenizer *t, const char *content) {
+    size_t n = strlen(content);
+    for (uint32_t k = 0; k < t->n_added; k++)
+        if (t->added[k].len == n && memcmp(t->strs.p + t->added[k].off, content, n) == 0) return t->added[k].id;
+    return UINT32_MAX;
+}
+
+void tokenizer_encode_offsets(tt_tokenizer *t, const char *text, size_t len, int first, tokenizer_ids *out,
+                              tokenizer_ids *offsets) {
+    size_t base = out->n;
+    encode_plain(t, (const uint8_t *)text, len, first, out);
+    /* the tokens' bytes are the text's, in order; a SentencePiece tokenizer's first token may carry the space it
+     * prepended */
+    size_t pos = 0, l;
+    int lead = t->sp && len > 0 && (t->sp_prepend == SP_PREPEND_ALWAYS || (t->sp_prepend == SP_PREPEND_FIRST && first));
+    for (size_t i = base; i < out->n; i++) {
+        tokenizer_ids_push(offsets, (uint32_t)(pos > 0 && lead ? pos - 1 : pos));
+        if (tokenizer_token(t, out->v[i], &l)) pos += l;
+    }
+}
+
 tokenizer_kind tokenizer_kind_of(const tt_tokenizer *t) { return t->kind; }
 const char *tokenizer_name(const tt_tokenizer *t) { return t->name; }
 uint32_t tokenizer_vocab_size(const tt_tokenizer *t) { return t->vocab; }

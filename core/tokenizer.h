@@ -107,4 +107,16 @@ const char *tokenizer_token(const tt_tokenizer *t, uint32_t id, size_t *len);
  * token; *out is then NULL. */
 int tokenizer_decode(const tt_tokenizer *t, const uint32_t *ids, size_t n, char **out, size_t *len);
 
+/* The id of the added token whose text is content (e.g. "<|eot_id|>"), or
+ * UINT32_MAX when the tokenizer has none. */
+uint32_t tokenizer_added_id(const tt_tokenizer *t, const char *content);
+
+/* Encodes text as one segment without added tokens (special-token parsing
+ * off) that starts the whole text when first (SentencePiece's Metaspace
+ * "first" prepends its space only there), appending each new token's start:
+ * the byte offset in text of the first byte it stands for (the space a
+ * SentencePiece tokenizer prepends counts as offset 0). */
+void tokenizer_encode_offsets(tt_tokenizer *t, const char *text, size_t len, int first, tokenizer_ids *out,
+                              tokenizer_ids *offsets);
+
 #endif

@@ -26,6 +26,9 @@ struct tokfile_writer {
     uint32_t *buf;   /* (WBUF_TOKENS) pending tokens */
     size_t nbuf;
     int failed;
+    int v2;
+    uint8_t *flags;  /* version 2: every token's flags, written at finish */
+    size_t flags_cap;
 };
 
 static int w_fail(tokfile_writer *w, int err, const char *what) {
@@ -56,9 +59,9 @@ static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
-static void make_header(uint8_t h[TOKFILE_HEADER_BYTES], uint64_t count, uint32_t vocab, uint32_t eot) {
+static void make_header(uint8_t h[TOKFILE_HEADER_BYTES], int v2, uint64_t count, uint32_t vocab, uint32_t eot) {
     memcpy(h, TOKFILE_MAGIC, 8);
-    put32(h + 8, TOKFILE_VERSION);
+    put32(h + 8, v2 ? TOKFILE_VERSION_2 : TOKFILE_VERSION);
     put32(h + 12, TOKFILE_DTYPE_U32);
     put64(h + 16, count);
     put32(h + 24, vocab);
@@ -72,10 +75,11 @@ void tokfile_write_abort(tokfile_writer *w) {
     free(w->path);
     free(w->tmp);
     free(w->buf);
+    free(w->flags);
     free(w);
 }
 
-int tokfile_write_open(const char *path, uint32_t vocab, uint32_t eot, tokfile_writer **out) {
+static int write_open(const char *path, uint32_t vocab, uint32_t eot, int v2, tokfile_writer **out) {
     TT_ASSERT(vocab > 0 && eot < vocab);
     *out = NULL;
     struct stat st;
@@ -85,6 +89,7 @@ int tokfile_write_open(const char *path, uint32_t vocab, uint32_t eot, tokfile_w
     w->fd = -1;
     w->vocab = vocab;
     w->eot = eot;
+    w->v2 = v2;
     w->path = strdup(path);
     TT_ASSERT(w->path);
     size_t tl = strlen(path) + sizeof ".partial";
@@ -101,11 +106,19 @@ int tokfile_write_open(const char *path, uint32_t vocab, uint32_t eot, tokfile_w
     }
     w->buf = tt_xmalloc(WBUF_TOKENS * sizeof *w->buf);
     uint8_t h[TOKFILE_HEADER_BYTES]; /* count 0 until finish: an interrupted file never looks complete */
-    make_header(h, 0, vocab, eot);
+    make_header(h, v2, 0, vocab, eot);
     int rc = write_all(w, h, sizeof h);
     if (rc) { tokfile_write_abort(w); return rc; }
     *out = w;
     return 0;
+}
+
+int tokfile_write_open(const char *path, uint32_t vocab, uint32_t eot, tokfile_writer **out) {
+    return write_open(path, vocab, eot, 0, out);
+}
+
+int tokfile_write_open_v2(const char *path, uint32_t vocab, uint32_t eot, tokfile_writer **out) {
+    return write_open(path, vocab, eot, 1, out);
 }
 
 static int flush(tokfile_writer *w) {
@@ -114,8 +127,7 @@ static int flush(tokfile_writer *w) {
     return rc;
 }
 
-int tokfile_append(tokfile_writer *w, const uint32_t *tokens, size_t n) {
-    TT_ASSERT(!w->failed);
+static int append_tokens(tokfile_writer *w, const uint32_t *tokens, size_t n) {
     for (size_t i = 0; i < n; i++) {
         TT_ASSERT(tokens[i] < w->vocab);
         w->buf[w->nbuf++] = tokens[i];
@@ -128,13 +140,34 @@ int tokfile_append(tokfile_writer *w, const uint32_t *tokens, size_t n) {
     return 0;
 }
 
+int tokfile_append_flags(tokfile_writer *w, const uint32_t *tokens, const uint8_t *flags, size_t n) {
+    TT_ASSERT(w->v2 && !w->failed && (n == 0 || w->count > 0 || (flags[0] & TOKFILE_START)));
+    if (w->count + n > w->flags_cap) {
+        size_t cap = w->flags_cap ? w->flags_cap : 1u << 16;
+        while (cap < w->count + n) cap *= 2;
+        uint8_t *f = realloc(w->flags, cap);
+        if (!f) { w->failed = 1; return TT_FAIL(-ENOMEM, "out of memory holding the flags of %s", w->path); }
+        w->flags = f;
+        w->flags_cap = cap;
+    }
+    for (size_t i = 0; i < n; i++) TT_ASSERT(flags[i] <= (TOKFILE_TRAIN | TOKFILE_START));
+    memcpy(w->flags + w->count, flags, n);
+    return append_tokens(w, tokens, n);
+}
+
+int tokfile_append(tokfile_writer *w, const uint32_t *tokens, size_t n) {
+    TT_ASSERT(!w->failed && !w->v2);
+    return append_tokens(w, tokens, n);
+}
+
 uint64_t tokfile_write_count(const tokfile_writer *w) { return w->count; }
 
 int tokfile_write_finish(tokfile_writer *w) {
     TT_ASSERT(!w->failed);
     int rc = flush(w);
+    if (rc == 0 && w->v2 && w->count) rc = write_all(w, w->flags, w->count);
     uint8_t h[TOKFILE_HEADER_BYTES];
-    make_header(h, w->count, w->vocab, w->eot);
+    make_header(h, w->v2, w->count, w->vocab, w->eot);
     if (rc == 0) {
         ssize_t r;
         do r = pwrite(w->fd, h, sizeof h, 0);
@@ -165,6 +198,7 @@ struct tokfile {
     void *map;
     size_t map_len;
     const uint32_t *tokens;
+    const uint8_t *flags; /* version 2, else NULL */
     uint64_t count;
     uint32_t vocab, eot;
 };
@@ -181,9 +215,10 @@ static int validate(tokfile *tf, const uint8_t *p, uint64_t size, const char *pa
         return TT_FAIL(-EINVAL, "%s is not a tiertrain token file (bad magic); create one with `tiertrain tokenize`",
                        path);
     uint32_t version = get32(p + 8), dtype = get32(p + 12);
-    if (version != TOKFILE_VERSION)
-        return TT_FAIL(-EINVAL, "%s is token-file version %u, this tiertrain reads version %u; re-create it with "
-                       "`tiertrain tokenize`", path, version, TOKFILE_VERSION);
+    if (version != TOKFILE_VERSION && version != TOKFILE_VERSION_2)
+        return TT_FAIL(-EINVAL, "%s is token-file version %u, this tiertrain reads versions 1 and 2; re-create it "
+                       "with `tiertrain tokenize`", path, version);
+    int v2 = version == TOKFILE_VERSION_2;
     if (dtype != TOKFILE_DTYPE_U32)
         return TT_FAIL(-EINVAL, "%s: the token file header is corrupt (dtype %u, expected 1 = u32); re-create it with "
                        "`tiertrain tokenize`", path, dtype);
@@ -192,15 +227,24 @@ static int validate(tokfile *tf, const uint8_t *p, uint64_t size, const char *pa
     if (vocab == 0 || eot >= vocab)
         return TT_FAIL(-EINVAL, "%s: the token file header is corrupt (vocab %u, end-of-text id %u); re-create it "
                        "with `tiertrain tokenize`", path, vocab, eot);
-    uint64_t body = size - TOKFILE_HEADER_BYTES;
-    if (count > body / 4 || body != 4 * count) {
-        if (count > body / 4)
+    uint64_t body = size - TOKFILE_HEADER_BYTES, per = v2 ? 5 : 4; /* a u32 token (and its flags byte) */
+    if (count > body / per || body != per * count) {
+        if (count > body / per)
             return TT_FAIL(-EINVAL, "%s is truncated: its header says %llu tokens but only %llu bytes of tokens "
                            "follow; re-create it with `tiertrain tokenize`", path, (unsigned long long)count,
                            (unsigned long long)body);
         return TT_FAIL(-EINVAL, "%s is corrupt: %llu bytes follow the header where its %llu tokens take %llu; "
                        "re-create it with `tiertrain tokenize`", path, (unsigned long long)body,
-                       (unsigned long long)count, (unsigned long long)(4 * count));
+                       (unsigned long long)count, (unsigned long long)(per * count));
+    }
+    if (v2) {
+        const uint8_t *f = p + TOKFILE_HEADER_BYTES + 4 * count;
+        for (uint64_t i = 0; i < count; i++)
+            if (f[i] > (TOKFILE_TRAIN | TOKFILE_START) || (i == 0 && !(f[i] & TOKFILE_START)))
+                return TT_FAIL(-EINVAL, "%s is corrupt: token %llu has flags %u (%s); re-create it with `tiertrain "
+                               "tokenize`", path, (unsigned long long)i, f[i],
+                               i == 0 ? "the first token must start an example" : "only bits 0 and 1 are defined");
+        tf->flags = f;
     }
     const uint32_t *tok = (const uint32_t *)(p + TOKFILE_HEADER_BYTES);
     for (uint64_t i = 0; i < count; i++)
@@ -247,3 +291,4 @@ uint64_t tokfile_count(const tokfile *tf) { return tf->count; }
 uint32_t tokfile_vocab(const tokfile *tf) { return tf->vocab; }
 uint32_t tokfile_eot(const tokfile *tf) { return tf->eot; }
 const char *tokfile_path(const tokfile *tf) { return tf->path; }
+const uint8_t *tokfile_flags(const tokfile *tf) { return tf->flags; }

@@ -8,6 +8,14 @@
  *         24   u32     vocab   every token is < vocab
  *         28   u32     eot     the end-of-text id (< vocab) that ends each document
  *         32   u32[count] tokens, little-endian
+ *   version 2 only (instruction data: `tokenize --format jsonl`):
+ *         32 + 4 count   u8[count] flags: TOKFILE_TRAIN (bit 0) the token is a
+ *                        training target (a response token, or its end of
+ *                        turn); TOKFILE_START (bit 1) an example starts here
+ *                        (the first token has it); other bits 0
+ *
+ * Version 1 files are plain documents: every token is a target and examples
+ * do not exist (windows run across documents).
  *
  * The writer streams tokens to "PATH.partial", then fsyncs and renames it to
  * PATH: a token file that exists is complete. The reader maps the file and
@@ -21,7 +29,10 @@
 #include <stdint.h>
 
 #define TOKFILE_MAGIC "TTTOKENS"
-#define TOKFILE_VERSION 1u
+#define TOKFILE_VERSION 1u   /* documents */
+#define TOKFILE_VERSION_2 2u /* examples with per-token flags */
+#define TOKFILE_TRAIN 1u
+#define TOKFILE_START 2u
 #define TOKFILE_DTYPE_U32 1u
 #define TOKFILE_HEADER_BYTES 32u
 
@@ -34,6 +45,12 @@ typedef struct tokfile_writer tokfile_writer;
  * -errno after tt_seterr naming PATH (a directory, a missing folder, no
  * permission). */
 int tokfile_write_open(const char *path, uint32_t vocab, uint32_t eot, tokfile_writer **out);
+/* The same for a version-2 file: append its tokens with tokfile_append_flags
+ * (the flags are kept in memory, a byte per token, until finish). */
+int tokfile_write_open_v2(const char *path, uint32_t vocab, uint32_t eot, tokfile_writer **out);
+/* Appends tokens[0..n) with their flags (version 2 only; the first token
+ * appended must have TOKFILE_START). */
+int tokfile_append_flags(tokfile_writer *w, const uint32_t *tokens, const uint8_t *flags, size_t n);
 
 /* Appends tokens[0..n) (each < vocab, else an assertion). Returns 0 or -errno
  * after tt_seterr naming the file (disk full, IO error); after an error only
@@ -66,6 +83,9 @@ const uint32_t *tokfile_tokens(const tokfile *tf);
 uint64_t tokfile_count(const tokfile *tf);
 uint32_t tokfile_vocab(const tokfile *tf);
 uint32_t tokfile_eot(const tokfile *tf);
+/* Version 2: the flags of every token (TOKFILE_TRAIN, TOKFILE_START); NULL
+ * for a version-1 file. */
+const uint8_t *tokfile_flags(const tokfile *tf);
 const char *tokfile_path(const tokfile *tf);
 
 #endif

@@ -6,6 +6,7 @@
 #include "io/ckpt.h"
 #include "io/peft.h"
 #include "core/exec.h"
+#include "core/tokfile.h"
 
 #include <errno.h>
 #include <math.h>
@@ -49,15 +50,72 @@ double train_lr(const tt_train_opts *o, int step) {
     return o->min_lr + 0.5 * ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * p));
 }
 
+void train_index_examples(tt_tokens *tok) {
+    tok->starts = NULL;
+    tok->n_ex = 0;
+    if (!tok->flags) return;
+    for (uint64_t i = 0; i < tok->n; i++) tok->n_ex += (tok->flags[i] & TOKFILE_START) != 0;
+    tok->starts = tt_xmalloc((tok->n_ex ? tok->n_ex : 1) * sizeof *tok->starts);
+    for (uint64_t i = 0, k = 0; i < tok->n; i++)
+        if (tok->flags[i] & TOKFILE_START) tok->starts[k++] = i;
+}
+
+void train_free_examples(tt_tokens *tok) {
+    free(tok->starts);
+    tok->starts = NULL;
+    tok->n_ex = 0;
+}
+
+/* Example e as [*s, *e). */
+static void example_at(const tt_tokens *tok, uint64_t i, uint64_t *s, uint64_t *e) {
+    *s = tok->starts[i];
+    *e = i + 1 < tok->n_ex ? tok->starts[i + 1] : tok->n;
+}
+
+/* One row of S positions from example i: its tokens predicting the next, weighted by their target flag; past
+ * the example (or past S + 1 tokens of it) padding with no target. Returns the row's weight. */
+static double example_row(const tt_tokens *tok, uint64_t i, int S, int32_t *in, int32_t *tgt, tt_real *wt) {
+    uint64_t s, e;
+    example_at(tok, i, &s, &e);
+    double w = 0;
+    for (int t = 0; t < S; t++) {
+        uint64_t p = s + (uint64_t)t;
+        int ok = p + 1 < e;
+        in[t] = (int32_t)tok->t[ok ? p : s];
+        tgt[t] = ok ? (int32_t)tok->t[p + 1] : -1;
+        wt[t] = ok && (tok->flags[p + 1] & TOKFILE_TRAIN) ? 1 : 0;
+        w += wt[t];
+    }
+    return w;
+}
+
+void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained) {
+    *cut = *untrained = 0;
+    for (uint64_t i = 0; i < tok->n_ex; i++) {
+        uint64_t s, e;
+        example_at(tok, i, &s, &e);
+        *cut += e - s > (uint64_t)seq + 1;
+        int any = 0;
+        for (uint64_t p = s + 1; p < e && p <= s + (uint64_t)seq && !any; p++) any = tok->flags[p] & TOKFILE_TRAIN;
+        *untrained += !any;
+    }
+}
+
 void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int seq, int32_t *in,
-                        int32_t *tgt) {
+                        int32_t *tgt, tt_real *wt) {
     tt_rng r;
     rng_seed(&r, seed ^ 0xda7a5eedull, ((uint64_t)step << 20) ^ (uint64_t)micro);
     for (int b = 0; b < B; b++) {
+        if (tok->flags) {
+            TT_ASSERT(tok->n_ex > 0);
+            (void)example_row(tok, rng_below(&r, tok->n_ex), seq, in + b * seq, tgt + b * seq, wt + b * seq);
+            continue;
+        }
         uint64_t off = rng_below(&r, tok->n - (uint64_t)seq);
         for (int t = 0; t < seq; t++) {
             in[b * seq + t] = (int32_t)tok->t[off + t];
             tgt[b * seq + t] = (int32_t)tok->t[off + t + 1];
+            wt[b * seq + t] = 1;
         }
     }
 }
@@ -80,7 +138,19 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
     double loss = 0, count = 0;
     uint64_t pos = 0;
     int rc = 0;
-    while (count < max_tokens && pos + (uint64_t)S + 1 <= tok->n) {
+    /* examples: one per row, in order, until max_tokens targets are scored */
+    for (uint64_t ex = 0; tok->flags && ex < tok->n_ex && count < max_tokens;) {
+        for (int b = 0; b < K * B; b++) {
+            size_t o = (size_t)b * S;
+            if (ex < tok->n_ex && count < max_tokens) count += example_row(tok, ex++, S, in + o, tgt + o, wt + o);
+            else
+                for (int t = 0; t < S; t++) in[o + t] = 0, tgt[o + t] = -1, wt[o + t] = 0;
+        }
+        double l = 0;
+        if ((rc = fn(ctx, in, tgt, wt, &l))) break;
+        loss += l;
+    }
+    while (!tok->flags && count < max_tokens && pos + (uint64_t)S + 1 <= tok->n) {
         /* K x B consecutive windows of seq + 1 tokens; the ones past the end are padding with weight 0 */
         for (int b = 0; b < K * B; b++) {
             int ok = pos + (uint64_t)S + 1 <= tok->n && count < max_tokens;
@@ -154,6 +224,7 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     st->tokens_seen = tokens_seen;
     st->data_tokens = train->n;
     st->data_hash = XXH3_64bits(train->t, train->n * sizeof *train->t);
+    if (train->flags) st->data_hash ^= XXH3_64bits(train->flags, train->n) * 0x9e3779b97f4a7c15ull; /* the masks too */
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
     st->rslora = (uint32_t)lo->cfg.rslora;
@@ -261,9 +332,9 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     int B = o->micro_batch, S = o->seq, K = o->accum;
     TT_ASSERT(plan->req.B == B && plan->req.seq == S && plan->req.K == K);
     TT_ASSERT(o->clip <= 0 || exec_user_cfg(&plan->req.user).defer_optimizer);
-    if (train->n < (uint64_t)S + 1)
-        return TT_FAIL(-EINVAL, "the training data has %llu tokens, fewer than --seq %d + 1; use more data or a "
-                       "shorter --seq", (unsigned long long)train->n, S);
+    if (train->flags ? train->n_ex == 0 : train->n < (uint64_t)S + 1)
+        return TT_FAIL(-EINVAL, "the training data has %llu tokens, %s; use more data%s", (unsigned long long)train->n,
+                       train->flags ? "no example" : "fewer than --seq + 1", train->flags ? "" : " or a shorter --seq");
     for (uint64_t i = 0; i < train->n; i++)
         if (train->t[i] >= c->vocab)
             return TT_FAIL(-EINVAL, "token %u in the training data is outside the model's vocabulary of %u; "
@@ -313,8 +384,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
-    for (size_t i = 0; i < n; i++) wt[i] = 1;
-    if (val && val->n > (uint64_t)S && start == 0) {
+    int can_val = val && (val->flags ? val->n_ex > 0 : val->n > (uint64_t)S); /* something to score */
+    if (can_val && start == 0) {
         rc = ops->eval(ctx, val, o->eval_tokens, &res->first_val);
         if (rc) {
             rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
@@ -335,7 +406,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
             trace_step_begin(o->trace, ts);
         }
         double lr = train_lr(o, step);
-        for (int k = 0; k < K; k++) train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T);
+        for (int k = 0; k < K; k++)
+            train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T, wt + (size_t)k * T);
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
         rc = ops->step(ctx, in, tgt, wt, lr, step, drop, &loss, &gnorm);
@@ -380,7 +452,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
         double vloss = NAN;
         int stop_sig = train_stop_requested(); /* read once: the save and the stop below must agree */
         int last = step == o->steps || step == o->stop_after || stop_sig;
-        if (val && val->n > (uint64_t)S && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
+        if (can_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
             rc = ops->eval(ctx, val, o->eval_tokens, &vloss);
             if (rc) {
                 rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);

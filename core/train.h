@@ -14,10 +14,25 @@
 
 typedef struct tt_exec tt_exec;
 
+/* Training or validation tokens. Plain documents (a version-1 token file):
+ * flags NULL, windows of seq + 1 tokens anywhere. Examples (version 2):
+ * flags (TOKFILE_TRAIN, TOKFILE_START) and the index train_index_examples
+ * builds; each sequence is one example from its start, cut at seq + 1 tokens
+ * and padded (no target, weight 0), and only TOKFILE_TRAIN tokens are targets. */
 typedef struct tt_tokens {
     const uint32_t *t;
     uint64_t n;
+    const uint8_t *flags;   /* NULL: plain documents */
+    uint64_t *starts;       /* examples: where each starts (train_index_examples; free with train_free_examples) */
+    uint64_t n_ex;
 } tt_tokens;
+
+/* Builds tok->starts / n_ex from tok->flags (nothing for plain documents). */
+void train_index_examples(tt_tokens *tok);
+void train_free_examples(tt_tokens *tok);
+/* Examples: how many are longer than seq + 1 tokens (cut), and how many have
+ * no target within their first seq + 1 tokens (they teach nothing). */
+void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained);
 
 typedef struct tt_train_opts {
     const char *model_path;   /* the store */
@@ -97,9 +112,10 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
                     double *loss);
 
 /* Fills micro-batch `micro` of step `step`: B windows of S+1 tokens at
- * offsets drawn from (seed, step, micro) — a pure function of the step, so
- * resuming needs no sampler state. in/tgt hold B*S tokens each. */
+ * offsets drawn from (seed, step, micro) — or, for examples, B examples drawn
+ * so — a pure function of the step, so resuming needs no sampler state.
+ * in/tgt/wt hold B*S entries each (wt: 1, or the example's target flags). */
 void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int S, int32_t *in,
-                        int32_t *tgt);
+                        int32_t *tgt, tt_real *wt);
 
 #endif

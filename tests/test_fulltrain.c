@@ -196,7 +196,7 @@ int main(void) {
     fixture_micro_config(&c);
     CHECK(fixture_write_model(src, &c, TT_DTYPE_F32, 0.1f, 4) == 0);
     uint32_t *tok = pattern_tokens(NTOK);
-    tt_tokens train = {tok, NTOK - 1000}, val = {tok + NTOK - 1000, 1000};
+    tt_tokens train = {.t = tok, .n = NTOK - 1000}, val = {.t = tok + NTOK - 1000, .n = 1000};
 
     /* 1. the loss falls; lm_head frozen, everything else trained */
     tt_full_opts o = opts(src, out);
@@ -272,7 +272,7 @@ int main(void) {
         CHECK(store_write(ssrc, &c, &so, fill_sparse, &g_fill) == 0);
         o = opts(ssrc, sout);
         o.steps = 5;
-        tt_tokens tiny_val = {tok, 10};
+        tt_tokens tiny_val = {.t = tok, .n = 10};
         rc = fulltrain_run(&o, &train, &tiny_val, &res);
         CHECK_MSG(rc == 0, "%s", tt_lasterr());
         CHECK(isnan(res.last_val));

@@ -618,7 +618,7 @@ static void test_eval(const char *dir) {
     tt_rng r;
     rng_seed(&r, 2, 2);
     for (uint64_t i = 0; i < n; i++) tok[i] = (uint32_t)rng_below(&r, c.vocab);
-    tt_tokens tt = {tok, n};
+    tt_tokens tt = {.t = tok, .n = n};
     double direct = direct_eval(path, &a, tok, n, 2, 8);
     double resident = exec_eval_loss(path, &a, &tt, 2, 8, 2, 0), streamed = exec_eval_loss(path, &a, &tt, 2, 8, 2, 1);
     /* the same operations on the same data: only the double sum's order over micro-batches may differ */

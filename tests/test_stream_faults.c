@@ -179,7 +179,7 @@ static void test_train_fault(const char *dir) {
     tt_rng r;
     rng_seed(&r, 5, 6);
     for (int i = 0; i < 1200; i++) tok[i] = (uint32_t)rng_below(&r, 32);
-    tt_tokens train = {tok, 1000}, val = {tok + 1000, 200};
+    tt_tokens train = {.t = tok, .n = 1000}, val = {.t = tok + 1000, .n = 200};
     char a[600], b[600], fa[700], fb[700], keep[700], ad[700], adkeep[700];
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);

@@ -152,7 +152,7 @@ static const struct {
     uint64_t value;
     const char *needle;
 } k_patch[] = {
-    {"version.tok", 8, 4, 2, "version 2"},
+    {"version.tok", 8, 4, 3, "version 3"},
     {"dtype.tok", 12, 4, 2, "dtype 2"},
     {"eot.tok", 28, 4, 257, "header is corrupt"}, /* eot == vocab */
     {"vocab0.tok", 24, 4, 0, "header is corrupt"},
@@ -197,6 +197,47 @@ static void test_damage(void) {
     free(raw);
 }
 
+/* Version 2: tokens with per-token flags, written in pieces, read back; damage refused. */
+static void test_v2(void) {
+    const char *p = path_of("v2.tok");
+    tokfile_writer *w;
+    CHECK(tokfile_write_open_v2(p, 300, 299, &w) == 0);
+    uint32_t tok[10];
+    uint8_t fl[10];
+    for (int i = 0; i < 10; i++) {
+        tok[i] = (uint32_t)(i * 31 % 300);
+        fl[i] = (uint8_t)((i % 4 == 0 ? TOKFILE_START : 0) | (i % 4 >= 2 ? TOKFILE_TRAIN : 0));
+    }
+    CHECK(tokfile_append_flags(w, tok, fl, 6) == 0 && tokfile_append_flags(w, tok + 6, fl + 6, 4) == 0);
+    CHECK(tokfile_write_finish(w) == 0);
+    tokfile *tf;
+    CHECK_MSG(tokfile_open(p, &tf) == 0, "%s", tt_lasterr());
+    CHECK(tokfile_count(tf) == 10 && tokfile_flags(tf) && memcmp(tokfile_flags(tf), fl, 10) == 0 &&
+          memcmp(tokfile_tokens(tf), tok, sizeof tok) == 0);
+    tokfile_close(tf);
+    uint64_t sz;
+    uint8_t *raw = fixture_slurp(p, &sz);
+    TT_ASSERT(raw && sz == 32 + 50);
+    CHECK(raw[8] == 2);
+    uint8_t *b = malloc(sz);
+    memcpy(b, raw, sz);
+    b[32 + 40 + 5] = 4;
+    expect_bad_bytes("v2-flag.tok", b, sz, "token 5 has flags 4");
+    memcpy(b, raw, sz);
+    b[32 + 40] = TOKFILE_TRAIN;
+    expect_bad_bytes("v2-first.tok", b, sz, "the first token must start an example");
+    expect_bad_bytes("v2-no-flags.tok", raw, sz - 10, "is truncated");
+    wr32(b + 8, 1); /* version 1 with the flags after the tokens: extra bytes */
+    memcpy(b + 32, raw + 32, sz - 32);
+    expect_bad_bytes("v1-with-flags.tok", b, sz, "bytes follow the header");
+    /* a version-1 file has no flags */
+    CHECK(write_file(path_of("v1.tok"), 10, 257, 256, 100) == 0);
+    CHECK(tokfile_open(path_of("v1.tok"), &tf) == 0 && tokfile_flags(tf) == NULL);
+    tokfile_close(tf);
+    free(b);
+    free(raw);
+}
+
 int main(void) {
     char *tmp = fixture_tmpdir();
     snprintf(g_dir, sizeof g_dir, "%s", tmp);
@@ -204,6 +245,7 @@ int main(void) {
     test_round_trip();
     test_abort();
     test_damage();
+    test_v2();
     fixture_rm_rf(g_dir);
     TEST_END();
 }

@@ -9,6 +9,7 @@
 #include "core/lora.h"
 #include "core/model.h"
 #include "core/train.h"
+#include "core/tokfile.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
 #include "core/exec.h"
@@ -88,6 +89,70 @@ static void test_budget_after_step1(const char *model, const char *dir, const tt
     be_use(backend_cpu());
 }
 
+/* Examples (version-2 data): three examples of 5, 12 and 3 tokens (ids 100 + position, so a row tells where it
+ * comes from); targets are the flagged tokens. Every sampled row is one example from its start: its tokens
+ * predicting the next, weight = the next token's target flag, padding (target -1, weight 0) after its end or
+ * after S + 1 of its tokens. Evaluation scores each example once, in order, normalised by the targets. */
+static double g_eval_rows_weight;
+static int fake_eval(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss) {
+    int n = *(int *)ctx;
+    double s = 0;
+    for (int i = 0; i < n; i++) {
+        CHECK(wt[i] == 0 || tgt[i] >= 0);
+        s += wt[i] * (tgt[i] >= 0 ? 2.0 : 100.0); /* 2 nats per scored target */
+    }
+    g_eval_rows_weight += s / 2;
+    *loss = s;
+    return 0;
+}
+
+static void test_examples(void) {
+    enum { N = 20, S = 8, B = 4 };
+    uint32_t tok[N];
+    uint8_t fl[N] = {0};
+    for (int i = 0; i < N; i++) tok[i] = 100 + (uint32_t)i;
+    fl[0] = fl[5] = fl[17] = TOKFILE_START;
+    fl[3] = fl[4] = TOKFILE_TRAIN;                                /* example 0: its last two */
+    for (int i = 10; i < 17; i++) fl[i] |= TOKFILE_TRAIN;         /* example 1: 10..16, of which 10..13 lie within S + 1 */
+    tt_tokens t = {.t = tok, .n = N, .flags = fl};                 /* example 2 (17..19): no target */
+    train_index_examples(&t);
+    CHECK(t.n_ex == 3 && t.starts[0] == 0 && t.starts[1] == 5 && t.starts[2] == 17);
+    uint64_t cut, untrained;
+    train_example_stats(&t, S, &cut, &untrained);
+    CHECK(cut == 1 && untrained == 1);
+    int32_t in[B * S], tgt[B * S];
+    tt_real wt[B * S];
+    int seen[3] = {0};
+    for (int step = 1; step <= 20; step++) {
+        train_sample_batch(&t, 5, step, 0, B, S, in, tgt, wt);
+        for (int b = 0; b < B; b++) {
+            int s = in[b * S] - 100, e = s == 0 ? 5 : s == 5 ? 17 : 20;
+            CHECK_MSG(s == 0 || s == 5 || s == 17, "a row starts at %d, not at an example", s);
+            seen[s == 0 ? 0 : s == 5 ? 1 : 2]++;
+            for (int k = 0; k < S; k++) {
+                int p = s + k, ok = p + 1 < e;
+                CHECK(tgt[b * S + k] == (ok ? 100 + p + 1 : -1));
+                CHECK(wt[b * S + k] == (ok && (fl[p + 1] & TOKFILE_TRAIN) ? 1 : 0));
+                if (ok) CHECK(in[b * S + k] == 100 + p);
+            }
+        }
+    }
+    CHECK(seen[0] && seen[1] && seen[2]);
+    /* a pure function of (seed, step, micro): the same rows again */
+    int32_t in2[B * S], tgt2[B * S];
+    tt_real wt2[B * S];
+    train_sample_batch(&t, 5, 20, 0, B, S, in2, tgt2, wt2);
+    CHECK(memcmp(in, in2, sizeof in) == 0 && memcmp(wt, wt2, sizeof wt) == 0);
+    /* evaluation: 2 + 4 targets (example 1 is cut after S + 1 tokens), mean 2 nats */
+    int n = 2 * S;
+    double loss;
+    g_eval_rows_weight = 0;
+    CHECK(train_eval_with(fake_eval, &n, 2, S, 1, &t, 1000, &loss) == 0);
+    CHECK_NEAR(loss, 2.0, 1e-12);
+    CHECK_NEAR(g_eval_rows_weight, 6.0, 1e-12);
+    train_free_examples(&t);
+}
+
 int main(void) {
     char *dir = fixture_tmpdir();
     char model[600], a[600], b[600], fa[700], fb[700];
@@ -96,9 +161,10 @@ int main(void) {
     fixture_micro_config(&c);
     CHECK(fixture_write_model(model, &c, TT_DTYPE_NF4DQ, 0.2f, 3) == 0);
     uint32_t *tok = make_tokens(4000, c.vocab);
-    tt_tokens train = {tok, 3500}, val = {tok + 3500, 500};
+    tt_tokens train = {.t = tok, .n = 3500}, val = {.t = tok + 3500, .n = 500};
     tt_train_result res;
     test_budget_after_step1(model, dir, &train, &val);
+    test_examples();
 
     /* Schedule: warmup then cosine to min_lr. */
     tt_train_opts o = base_opts(model, "x");

@@ -101,6 +101,7 @@ int cmd_eval(int argc, char **argv) {
     pa.clip = 0; /* no optimizer: one layer's gradient buffer is enough */
 
     tokfile *tf = NULL;
+    tt_tokens exs = {0}; /* a version-2 file's examples */
     tier_store *st = NULL;
     peft_adapter a = {0};
     tt_exec *ex = NULL;
@@ -123,18 +124,35 @@ int cmd_eval(int argc, char **argv) {
     exec_user(&req.user, &lora, exec_user_cfg(&req.user).defer_optimizer);
 
     /* Windows of seq + 1 tokens, consecutive (each starts where the last one's
-     * targets ended), as train_eval cuts them. */
+     * targets ended), as train_eval cuts them; examples (a version-2 file): each
+     * its own row, scored on its response tokens only. */
     const uint64_t S = (uint64_t)pa.seq, n = tokfile_count(tf);
-    if (n < S + 1) {
+    const uint32_t *tok = tokfile_tokens(tf);
+    exs = (tt_tokens){.t = tok, .n = n, .flags = tokfile_flags(tf)};
+    train_index_examples(&exs);
+    uint64_t windows = 0, count = 0;
+    if (exs.flags) { /* the targets scored: each example's within its first S + 1 tokens, up to max_tokens */
+        for (uint64_t i = 0; i < exs.n_ex && (!max_tokens || count < max_tokens); i++) {
+            uint64_t e = i + 1 < exs.n_ex ? exs.starts[i + 1] : n;
+            for (uint64_t p = exs.starts[i] + 1; p < e && p <= exs.starts[i] + S; p++) count += exs.flags[p] & TOKFILE_TRAIN;
+        }
+        if (count == 0) {
+            fprintf(stderr, "tiertrain eval: %s holds no response token within --seq %llu + 1 tokens of an example's "
+                            "start; raise --seq\n", data, (unsigned long long)S);
+            goto done;
+        }
+    } else if (n < S + 1) {
         fprintf(stderr, "tiertrain eval: %s holds %llu tokens but one window needs --seq + 1 = %llu; lower --seq\n",
                 data, (unsigned long long)n, (unsigned long long)(S + 1));
         goto done;
     }
-    uint64_t windows = (n - 1) / S;
-    if (max_tokens && tt_div_up(max_tokens, S) < windows) windows = tt_div_up(max_tokens, S);
-    const uint32_t *tok = tokfile_tokens(tf);
+    if (!exs.flags) {
+        windows = (n - 1) / S;
+        if (max_tokens && tt_div_up(max_tokens, S) < windows) windows = tt_div_up(max_tokens, S);
+        count = windows * S;
+    }
     if (tokfile_vocab(tf) > c->vocab) /* the ids the model will see must index its embedding */
-        for (uint64_t i = 0; i < windows * S + 1; i++)
+        for (uint64_t i = 0; i < (exs.flags ? n : windows * S + 1); i++)
             if (tok[i] >= c->vocab) {
                 fprintf(stderr, "tiertrain eval: %s holds token %u at position %llu, outside the vocabulary of %s (%u "
                                 "tokens); tokenize with the model's tokenizer\n",
@@ -148,16 +166,21 @@ int cmd_eval(int argc, char **argv) {
     if (adapter && loram_load_lora(exec_lora(ex), &a)) { tool_fail("eval"); goto done; }
     /* Slices of whole executor passes (so only the last is padded): about a
      * hundred of them, for the progress line, each under train_eval's int count. */
-    const uint64_t pass = (uint64_t)plan.req.K * (uint64_t)plan.req.B, count = windows * S;
+    double sum = 0;
+    if (exs.flags) { /* one pass of train_eval over the examples: the mean over their targets */
+        double l;
+        if (train_eval(ex, &exs, count > INT32_MAX ? INT32_MAX : (int)count, &l)) { tool_fail("eval"); goto done; }
+        sum = l * (double)count;
+    }
+    const uint64_t pass = (uint64_t)plan.req.K * (uint64_t)plan.req.B;
     uint64_t per = windows / (pass * 100);
     if (per > EVAL_SLICE_TOKENS / (pass * S)) per = EVAL_SLICE_TOKENS / (pass * S);
     per = pass * (per ? per : 1);
-    eval_progress prog = {tt_now(), 0, 0, isatty(2), 0};
-    double sum = 0;
+    eval_progress prog = {tt_now(), 0, 0, isatty(2) && !exs.flags, 0};
     for (uint64_t w0 = 0; w0 < windows; w0 += per) {
         uint64_t w = windows - w0 < per ? windows - w0 : per;
         /* exactly w windows: w * S + 1 tokens, at most w * S of them predicted */
-        tt_tokens slice = {tok + w0 * S, w * S + 1};
+        tt_tokens slice = {.t = tok + w0 * S, .n = w * S + 1};
         double l;
         if (train_eval(ex, &slice, (int)(w * S), &l)) { eval_progress_end(&prog); tool_fail("eval"); goto done; }
         sum += l * (double)(w * S);
@@ -188,6 +211,7 @@ int cmd_eval(int argc, char **argv) {
     }
     exit_code = 0;
 done:
+    train_free_examples(&exs);
     exec_free(ex);
     peft_free(&a);
     tier_close(st);

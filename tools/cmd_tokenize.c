@@ -20,6 +20,7 @@
  * cut, so the tokens are the same as encoding the document whole.
  */
 #include "core/base/common.h"
+#include "core/chat.h"
 #include "core/tokenizer.h"
 #include "core/tokfile.h"
 #include "io/atomicfile.h"
@@ -126,10 +127,64 @@ static int finish_input(tok_ctx *c, int sep) {
     return emit(c, 1);
 }
 
+#define MAX_JSONL_LINE (16u << 20)
+
+/* tokenize --format jsonl: every non-blank line one example (core/chat.h), rendered with tpl into a
+ * version-2 file (per-token flags); every (1/F)-th example to OUT.val. Returns 0 or 1 after a message. */
+static int tokenize_jsonl(tok_ctx *c, FILE *f, const char *input, int tpl, int train_on_prompt, tool_progress *prog,
+                          uint64_t *bytes, uint64_t *targets) {
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    uint64_t no = 0;
+    tokenizer_ids fl = {0};
+    uint8_t *f8 = NULL;
+    size_t f8_cap = 0;
+    int rc = 0;
+    errno = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
+        no++;
+        *bytes += (uint64_t)n;
+        if ((no & 255) == 0) progress_update(prog, *bytes);
+        if ((size_t)n > MAX_JSONL_LINE) {
+            rc = TT_FAIL(-EINVAL, "%s:%llu: the line is %zd bytes long, more than the %u MiB a record may have", input,
+                         (unsigned long long)no, n, MAX_JSONL_LINE >> 20);
+            break;
+        }
+        if (is_blank(line, (size_t)n)) continue;
+        chat_example *ex;
+        if ((rc = chat_parse(input, no, line, (size_t)n, &ex))) break;
+        c->ids.n = fl.n = 0;
+        rc = chat_render(c->tok, tpl, ex, train_on_prompt, &c->ids, &fl);
+        chat_example_free(ex);
+        if (rc) break;
+        if (fl.n > f8_cap) {
+            f8_cap = 2 * fl.n;
+            free(f8);
+            f8 = tt_xmalloc(f8_cap);
+        }
+        for (size_t i = 0; i < fl.n; i++) {
+            f8[i] = (uint8_t)fl.v[i];
+            *targets += fl.v[i] & TOKFILE_TRAIN;
+        }
+        int which = is_val(c, c->doc);
+        c->text_bytes += (uint64_t)n;
+        c->tokens[which] += c->ids.n;
+        c->docs[which]++;
+        c->doc++;
+        rc = tokfile_append_flags(c->w[which], c->ids.v, f8, c->ids.n);
+    }
+    if (rc == 0 && ferror(f)) rc = TT_FAIL(-EIO, "reading %s failed: %s", input, strerror(errno ? errno : EIO));
+    free(line);
+    free(f8);
+    tokenizer_ids_free(&fl);
+    return rc ? tool_fail("tokenize") : 0;
+}
+
 int cmd_tokenize(int argc, char **argv) {
-    const char *input, *tok_spec, *sep_s, *out;
+    const char *input, *tok_spec, *sep_s, *out, *format, *tpl_s;
     double frac;
-    int special, force;
+    int special, force, train_on_prompt;
     cli_opt opts[] = {
         {"input", 'i', CLI_STR, &input, NULL, "FILE", "text file to tokenize (required; streamed)"},
         {"tokenizer", 't', CLI_STR, &tok_spec, "bytes", "T",
@@ -140,6 +195,14 @@ int cmd_tokenize(int argc, char **argv) {
          "every (1/F)-th document goes to OUT.val instead of OUT; 0: no validation file"},
         {"special", 0, CLI_FLAG, &special, NULL, NULL,
          "encode added-token strings in the text (e.g. <|end_of_text|>) as their ids; default: as plain text"},
+        {"format", 0, CLI_STR, &format, "text", "F",
+         "text (documents, --doc-sep) or jsonl (one instruction record per line: text, Alpaca instruction/input/"
+         "output, prompt/completion, chat messages, ShareGPT conversations; loss on the responses only)"},
+        {"template", 0, CLI_STR, &tpl_s, NULL, "T",
+         "with jsonl: the chat template, llama3, llama2, chatml, alpaca or none (default: the one the tokenizer's "
+         "tokenizer_config.json names)"},
+        {"train-on-prompt", 0, CLI_FLAG, &train_on_prompt, NULL, NULL,
+         "with jsonl: every token is a training target, the prompt's too"},
         {"output", 'o', CLI_STR, &out, NULL, "OUT", "token file to write (required); see docs/FORMAT.md"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace OUT and OUT.val if they exist (and remove an OUT.val this run does not write)"},
         {0},
@@ -168,6 +231,30 @@ int cmd_tokenize(int argc, char **argv) {
     if (!(frac == 0.0 || (frac >= 1.0 / VAL_DEN && frac < 1.0))) {
         fprintf(stderr, "tiertrain tokenize: --val-frac must be 0, or at least 0.000001 and below 1, not %g\n", frac);
         return 2;
+    }
+    int jsonl = strcmp(format, "jsonl") == 0, tpl = -1;
+    if (!jsonl && strcmp(format, "text") != 0) {
+        fprintf(stderr, "tiertrain tokenize: --format must be text or jsonl, not '%s'\n", format);
+        return 2;
+    }
+    if (!jsonl && (tpl_s || train_on_prompt)) {
+        fprintf(stderr, "tiertrain tokenize: --%s goes with --format jsonl\n", tpl_s ? "template" : "train-on-prompt");
+        return 2;
+    }
+    if (jsonl && special) {
+        fprintf(stderr, "tiertrain tokenize: --special is for text; with --format jsonl special tokens come from the "
+                        "template only, never from the records' text\n");
+        return 2;
+    }
+    if (jsonl) {
+        tpl = tpl_s ? chat_template_parse(tpl_s) : chat_template_of(tok_spec);
+        if (tpl < 0) {
+            if (tpl_s) fprintf(stderr, "tiertrain tokenize: --template must be llama3, llama2, chatml, alpaca or none, not "
+                                       "'%s'\n", tpl_s);
+            else fprintf(stderr, "tiertrain tokenize: --template is required: %s has no tokenizer_config.json naming a "
+                                 "chat template tiertrain knows; give llama3, llama2, chatml, alpaca or none\n", tok_spec);
+            return 2;
+        }
     }
 
     struct stat st;
@@ -215,16 +302,18 @@ int cmd_tokenize(int argc, char **argv) {
         goto done;
     }
     uint32_t vocab = tokenizer_vocab_size(c.tok), eot = tokenizer_eot_id(c.tok);
-    if (tokfile_write_open(out, vocab, eot, &c.w[0])) { tool_fail("tokenize"); goto done; }
-    if (c.val_num && tokfile_write_open(val_path, vocab, eot, &c.w[1])) { tool_fail("tokenize"); goto done; }
+    int (*open_w)(const char *, uint32_t, uint32_t, tokfile_writer **) = jsonl ? tokfile_write_open_v2 : tokfile_write_open;
+    if (open_w(out, vocab, eot, &c.w[0])) { tool_fail("tokenize"); goto done; }
+    if (c.val_num && open_w(val_path, vocab, eot, &c.w[1])) { tool_fail("tokenize"); goto done; }
 
     double t0 = tt_now();
     tool_progress prog;
     progress_start(&prog, "tokenize", (uint64_t)st.st_size);
-    uint64_t done_bytes = 0, nlines = 0;
+    uint64_t done_bytes = 0, nlines = 0, targets = 0;
     ssize_t n;
     errno = 0;
-    while ((n = getline(&line, &line_cap, f)) > 0) {
+    if (jsonl && tokenize_jsonl(&c, f, input, tpl, train_on_prompt, &prog, &done_bytes, &targets)) goto done;
+    while (!jsonl && (n = getline(&line, &line_cap, f)) > 0) {
         if (process_line(&c, sep, line, (size_t)n)) { tool_fail("tokenize"); goto done; }
         done_bytes += (uint64_t)n;
         if ((++nlines & 1023) == 0) progress_update(&prog, done_bytes);
@@ -233,12 +322,12 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "tiertrain tokenize: reading %s failed: %s\n", input, strerror(errno ? errno : EIO));
         goto done;
     }
-    if (finish_input(&c, sep)) { tool_fail("tokenize"); goto done; }
+    if (!jsonl && finish_input(&c, sep)) { tool_fail("tokenize"); goto done; }
     progress_end(&prog, done_bytes);
     uint64_t ndocs = c.docs[0] + c.docs[1];
     if (ndocs == 0) {
-        fprintf(stderr, "tiertrain tokenize: %s holds no documents (it is empty or only blank lines); nothing was "
-                "written\n", input);
+        fprintf(stderr, "tiertrain tokenize: %s holds no %s (it is empty or only blank lines); nothing was "
+                "written\n", input, jsonl ? "records" : "documents");
         goto done;
     }
     rc = tokfile_write_finish(c.w[0]);
@@ -261,20 +350,30 @@ int cmd_tokenize(int argc, char **argv) {
     char a[32];
     printf("tokenize: %s (%s) -> %s%s%s\n", input, tt_fmt_bytes((uint64_t)st.st_size, a, sizeof a), out,
            c.val_num ? ", " : "", c.val_num ? val_path : "");
-    printf("tokenizer: %s (vocab %u, end-of-text id %u); %s\n", tokenizer_name(c.tok), vocab, eot,
-           sep == SEP_LINE ? "one document per line" : sep == SEP_BLANK ? "documents separated by blank lines"
-                                                                         : "the whole file is one document");
-    printf("documents: %llu (train %llu, val %llu)\n", (unsigned long long)ndocs, (unsigned long long)c.docs[0],
-           (unsigned long long)c.docs[1]);
-    printf("tokens: %llu (train %llu, val %llu), each document followed by end-of-text\n", (unsigned long long)ntok,
-           (unsigned long long)c.tokens[0], (unsigned long long)c.tokens[1]);
-    printf("bytes/token: %.3f (%llu text bytes in %llu tokens, end-of-text not counted)\n",
-           text_tok ? (double)c.text_bytes / (double)text_tok : 0.0, (unsigned long long)c.text_bytes,
-           (unsigned long long)text_tok);
+    if (jsonl) {
+        printf("tokenizer: %s (vocab %u, end-of-text id %u); one record per line, template %s\n", tokenizer_name(c.tok),
+               vocab, eot, chat_template_name(tpl));
+        printf("examples: %llu (train %llu, val %llu)\n", (unsigned long long)ndocs, (unsigned long long)c.docs[0],
+               (unsigned long long)c.docs[1]);
+        printf("tokens: %llu (train %llu, val %llu), %llu of them training targets (%s)\n", (unsigned long long)ntok,
+               (unsigned long long)c.tokens[0], (unsigned long long)c.tokens[1], (unsigned long long)targets,
+               train_on_prompt ? "--train-on-prompt: all" : "the responses and their end-of-turn tokens");
+    } else {
+        printf("tokenizer: %s (vocab %u, end-of-text id %u); %s\n", tokenizer_name(c.tok), vocab, eot,
+               sep == SEP_LINE ? "one document per line" : sep == SEP_BLANK ? "documents separated by blank lines"
+                                                                             : "the whole file is one document");
+        printf("documents: %llu (train %llu, val %llu)\n", (unsigned long long)ndocs, (unsigned long long)c.docs[0],
+               (unsigned long long)c.docs[1]);
+        printf("tokens: %llu (train %llu, val %llu), each document followed by end-of-text\n", (unsigned long long)ntok,
+               (unsigned long long)c.tokens[0], (unsigned long long)c.tokens[1]);
+        printf("bytes/token: %.3f (%llu text bytes in %llu tokens, end-of-text not counted)\n",
+               text_tok ? (double)c.text_bytes / (double)text_tok : 0.0, (unsigned long long)c.text_bytes,
+               (unsigned long long)text_tok);
+    }
     printf("took %.2f s (%.1f MB/s)\n", dt, dt > 0 ? (double)done_bytes / dt / 1e6 : 0.0);
     if (c.val_num && c.docs[1] == 0)
-        fprintf(stderr, "tiertrain tokenize: warning: %s is empty: %llu documents are too few for --val-frac %g\n",
-                val_path, (unsigned long long)ndocs, frac);
+        fprintf(stderr, "tiertrain tokenize: warning: %s is empty: %llu %s are too few for --val-frac %g\n",
+                val_path, (unsigned long long)ndocs, jsonl ? "examples" : "documents", frac);
     exit_code = 0;
 done:
     tokfile_write_abort(c.w[0]);
@@ -308,7 +407,8 @@ int cmd_detokenize(int argc, char **argv) {
         {0},
     };
     cli_cmd cmd = {"detokenize", "[FILE]",
-                   "Turns a token file (or --ids) back into text: each document decoded, followed by a newline.",
+                   "Turns a token file (or --ids) back into text: each document decoded, followed by a newline (an "
+                   "instruction file: each example as rendered, special tokens as their text).",
                    opts, 0, 1, "tiertrain detokenize corpus.tok --tokenizer Meta-Llama-3-8B/tokenizer.json | head"};
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
@@ -371,9 +471,13 @@ int cmd_detokenize(int argc, char **argv) {
     uint32_t eot = tokenizer_eot_id(tok);
     size_t eot_len = 0;
     const char *eot_text = tokenizer_token(tok, eot, &eot_len);
+    const uint8_t *flags = tf ? tokfile_flags(tf) : NULL; /* examples: each one line, its end-of-text kept */
     for (uint64_t i = 0; i < n;) {
         uint64_t j = i;
-        while (j < n && !(npos && ids[j] == eot)) j++; /* a document: up to its end-of-text */
+        if (flags) /* an example: up to the next one's start */
+            while (++j < n && !(flags[j] & TOKFILE_START)) {}
+        else
+            while (j < n && !(npos && ids[j] == eot)) j++; /* a document: up to its end-of-text */
         size_t len;
         if (tokenizer_decode(tok, ids + i, j - i, &text, &len)) {
             fprintf(stderr, "tiertrain detokenize: %s: %s\n", npos ? pos[0] : "--ids", tt_lasterr());
@@ -382,10 +486,11 @@ int cmd_detokenize(int argc, char **argv) {
         rc = put_bytes(fd, where, text, len);
         free(text);
         text = NULL;
-        if (rc == 0 && j < n) rc = keep_eot ? put_bytes(fd, where, eot_text, eot_len) : put_bytes(fd, where, "\n", 1);
+        if (rc == 0 && (flags || j < n))
+            rc = keep_eot && !flags ? put_bytes(fd, where, eot_text, eot_len) : put_bytes(fd, where, "\n", 1);
         if (rc == 0 && !npos) rc = put_bytes(fd, where, "\n", 1);
         if (rc) { tool_fail("detokenize"); goto done; }
-        i = j < n ? j + 1 : j;
+        i = flags ? j : j < n ? j + 1 : j;
     }
     if (out) {
         int e = fsync(fd) ? errno : 0;

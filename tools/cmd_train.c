@@ -210,6 +210,7 @@ int cmd_train(int argc, char **argv) {
     if (check_outputs(&o, full, force, model, data, val, resume, trace_path)) return 2;
 
     tokfile *tf = NULL, *vf = NULL;
+    tt_tokens train = {0}, vt = {0};
     tier_store *st = NULL;
     tt_exec *ex = NULL;
     tt_trace *trace = NULL;
@@ -229,9 +230,10 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
-    tt_tokens train = {tokfile_tokens(tf), tokfile_count(tf)}, vt = {0};
-    if (vf) vt = (tt_tokens){tokfile_tokens(vf), tokfile_count(vf)};
-    if (vf && vt.n <= (uint64_t)seq) { /* no window to score: every validation loss would be nan */
+    train = (tt_tokens){.t = tokfile_tokens(tf), .n = tokfile_count(tf), .flags = tokfile_flags(tf)};
+    if (vf) vt = (tt_tokens){.t = tokfile_tokens(vf), .n = tokfile_count(vf), .flags = tokfile_flags(vf)};
+    /* no window (no example with a target) to score: every validation loss would be nan */
+    if (vf && (vt.flags ? vt.n < 2 : vt.n <= (uint64_t)seq)) {
         if (!val_implicit) {
             fprintf(stderr, "tiertrain train: --val %s holds %llu tokens, fewer than one --seq %ld window plus its "
                             "target; give more validation text (or leave --val out to hold out 1%% of --data)\n",
@@ -245,10 +247,38 @@ int cmd_train(int argc, char **argv) {
         tokfile_close(vf);
         vf = NULL;
     }
-    if (!vf) { /* hold out the last 1% */
-        uint64_t h = train.n / 100;
-        vt = (tt_tokens){train.t + train.n - h, h};
-        train.n -= h;
+    if (!vf) { /* hold out the last 1% (examples: from the first example that starts in it, at least one) */
+        uint64_t h = train.n / 100, cut = train.n - h;
+        if (train.flags) {
+            train_index_examples(&train);
+            cut = train.n_ex > 1 ? train.starts[train.n_ex - 1] : train.n;
+            for (uint64_t i = train.n_ex; i-- > 1;)
+                if (train.starts[i] >= train.n - h) cut = train.starts[i];
+            train_free_examples(&train);
+        }
+        vt = (tt_tokens){.t = train.t + cut, .n = train.n - cut, .flags = train.flags ? train.flags + cut : NULL};
+        train.n = cut;
+    }
+    train_index_examples(&train);
+    train_index_examples(&vt);
+    if (train.flags) {
+        uint64_t cut, untrained;
+        train_example_stats(&train, (int)seq, &cut, &untrained);
+        if (train.n_ex == 0 || untrained == train.n_ex) {
+            fprintf(stderr, "tiertrain train: %s holds no example with a response within its first --seq %ld + 1 "
+                            "tokens; raise --seq\n", data, seq);
+            goto done;
+        }
+        if (!as_json)
+            printf("data: %llu examples, one per sequence (padded)%s\n", (unsigned long long)train.n_ex,
+                   vt.flags ? "" : "; validation is plain text");
+        if (cut)
+            fprintf(stderr, "tiertrain train: note: %llu of %llu examples are longer than --seq + 1 = %ld tokens and "
+                            "are cut there%s\n", (unsigned long long)cut, (unsigned long long)train.n_ex, seq + 1,
+                    untrained ? "" : " (each keeps part of its response)");
+        if (untrained)
+            fprintf(stderr, "tiertrain train: note: %llu examples have no response within their first %ld tokens and "
+                            "teach nothing; raise --seq\n", (unsigned long long)untrained, seq + 1);
     }
     if (full) {
         exit_code = run_full(&o, &pa, &train, &vt, vf != NULL);
@@ -296,6 +326,8 @@ int cmd_train(int argc, char **argv) {
     }
     exit_code = 0;
 done:
+    train_free_examples(&train);
+    train_free_examples(&vt);
     exec_free(ex);
     trace_free(trace);
     tier_close(st);
