@@ -21,6 +21,9 @@ struct tt_exec {
     tt_ws *ws;
     int32_t *tgt_host;   /* pinned: the step's targets (K*T), uploaded from here by the head */
     tt_real *wt_host;    /* pinned: their loss weights */
+    int32_t *seg_host;   /* pinned (K*T): packed-example starts, uploaded to seg_dev when segs is set */
+    int32_t *seg_dev;    /* device (K*T) */
+    const int32_t *segs; /* exec_set_segments: the caller's (K*T) array, or NULL */
     tt_trace *trace;
     uint64_t seed;
     int L, K, T, H;
@@ -54,8 +57,11 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     size_t kt = (size_t)p->req.K * p->req.B * p->req.seq;
     void *tg = host->fn(host->ctx, kt * sizeof(int32_t), "targets and loss weights");
     void *wt = host->fn(host->ctx, kt * sizeof(tt_real), "targets and loss weights");
-    if (!tg || !wt) return TT_FAIL(-ENOMEM, "out of host memory for the step's targets");
-    if (e) { e->tgt_host = tg; e->wt_host = wt; }
+    void *sh = host->fn(host->ctx, kt * sizeof(int32_t), "packed-example starts");
+    if (!tg || !wt || !sh) return TT_FAIL(-ENOMEM, "out of host memory for the step's targets");
+    void *sd = dev->fn(dev->ctx, kt * sizeof(int32_t), "packed-example starts");
+    if (!sd) return TT_FAIL(-ENOMEM, "out of device memory for the packed-example starts");
+    if (e) { e->tgt_host = tg; e->wt_host = wt; e->seg_host = sh; e->seg_dev = sd; }
     return 0;
 }
 
@@ -190,6 +196,10 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
     memcpy(e->wt_host, weight, (size_t)K * T * sizeof *weight);
     targets = e->tgt_host;
     weight = e->wt_host;
+    if (e->segs) { /* before any layer pass reads them */
+        memcpy(e->seg_host, e->segs, (size_t)K * T * sizeof *e->segs);
+        be_to_device(e->seg_dev, e->seg_host, (size_t)K * T * sizeof *e->seg_host);
+    }
     stream_begin(e->st, backward);
     /* forward */
     for (int l = 0; l < L; l++) {
@@ -200,6 +210,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
             void *y = stream_buf_get(e->st);
             tt_span t0 = span_begin(e);
+            ws_set_seg(e->ws, e->segs ? e->seg_dev + (size_t)k * T : NULL);
             model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
             span_end(e, t0, TRACE_COMPUTE, "forward", l);
             if (l == 0) stream_buf_put(e->st, x);
@@ -238,6 +249,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             void *dy = stream_cell_get(e->st, l + 1, k);
             void *dx = stream_buf_get(e->st);
             tt_span t0 = span_begin(e);
+            ws_set_seg(e->ws, e->segs ? e->seg_dev + (size_t)k * T : NULL);
             model_layer_backward(e->m, lo, e->ws, l, x, dy, dx, ds);
             span_end(e, t0, TRACE_COMPUTE, "backward", l);
             stream_cell_done(e->st, l + 1, k, 1);
@@ -279,6 +291,8 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
 }
 
 int exec_io_pass(tt_exec *e) { return stream_io_pass(e->st); }
+
+void exec_set_segments(tt_exec *e, const int32_t *segs) { e->segs = segs; }
 
 int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, float lr, int step,
               float b1, float b2, float eps, float wd, float clip, uint64_t drop_seed, double *loss, double *gnorm) {

@@ -59,6 +59,12 @@ const tt_plan *exec_plan(const tt_exec *e);
 int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, float lr, int step,
               float b1, float b2, float eps, float wd, float clip, uint64_t drop_seed, double *loss, double *gnorm);
 
+/* Packed examples for the exec_step / exec_eval calls that follow: segs
+ * (host, K*B*seq) gives for each token where its example starts within its
+ * sequence (ws_set_seg); NULL (the default): one text per sequence. The
+ * array is read at each call. */
+void exec_set_segments(tt_exec *e, const int32_t *segs);
+
 /* Forward + loss only on K micro-batches; *loss_sum = summed weighted NLL. */
 int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum);
 

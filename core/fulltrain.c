@@ -267,8 +267,9 @@ typedef struct full_ctx {
 
 /* K micro-batches of weight gradients, the global norm (summed on the device),
  * clipping, AdamW. */
-static int full_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double lr, int step,
-                     uint64_t drop, double *loss_out, double *gnorm_out) {
+static int full_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg,
+                     double lr, int step, uint64_t drop, double *loss_out, double *gnorm_out) {
+    TT_ASSERT(seg == NULL); /* full training puts one example in each sequence (train_loop: o->pack 0) */
     full_ctx *fc = ctx;
     full_state *st = fc->st;
     const tt_full_opts *o = fc->o;

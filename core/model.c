@@ -62,6 +62,7 @@ struct tt_ws {
     void *lm_stage;       /* head_streamed: one vocab chunk of the lm_head blob */
     int vocab_chunk;      /* lm_head rows (vocabulary columns) per head chunk */
     tt_real *cos_t, *sin_t;
+    const int32_t *seg;   /* device (T) or NULL: the current micro-batch's packed-example starts (ws_set_seg) */
     int32_t *tgt_d;       /* device (T): the head's targets, uploaded per micro-batch */
     tt_real *wt_d;        /* device (T): their loss weights */
     double *acc;          /* device: [0] loss sum, [1] sum of squared gradients */
@@ -528,9 +529,9 @@ static void attn_half_fwd(pass *ps, int l, const void *x) {
     proj_fwd(ps, l, TT_PROJ_Q, w->xn, H, w->q, qd, 0, T);
     proj_fwd(ps, l, TT_PROJ_K, w->xn, H, w->k, kvd, 0, T);
     proj_fwd(ps, l, TT_PROJ_V, w->xn, H, w->v, kvd, 0, T);
-    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, dt);
-    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, dt);
-    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->attn_scratch, dt);
+    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, w->seg, dt);
+    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, w->seg, dt);
+    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->seg, w->attn_scratch, dt);
     proj_fwd(ps, l, TT_PROJ_O, w->att, qd, w->h, H, 0, T);
     be_axpy((size_t)T * H, 1, x, w->h, dt); /* h = x + o */
     be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2, dt);
@@ -590,10 +591,10 @@ static void layer_bwd(pass *ps, int l, const void *x, const void *dy, void *dx) 
     if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1], dt);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
     proj_bwd(ps, l, TT_PROJ_O, w->att, qd, w->dh, H, w->datt, 0, 0, T);
-    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv,
+    be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv, w->seg,
                 w->attn_scratch, dt);
-    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1, dt);
-    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1, dt);
+    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1, w->seg, dt);
+    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->dk, 1, w->seg, dt);
     proj_bwd(ps, l, TT_PROJ_Q, w->xn, H, w->dq, qd, w->dxn, 0, 0, T);
     proj_bwd(ps, l, TT_PROJ_K, w->xn, H, w->dk, kvd, w->dxn, 1, 0, T);
     proj_bwd(ps, l, TT_PROJ_V, w->xn, H, w->dv, kvd, w->dxn, 1, 0, T);
@@ -710,6 +711,7 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
 }
 
 double *ws_acc(tt_ws *w) { return w->acc; }
+void ws_set_seg(tt_ws *w, const int32_t *seg) { w->seg = seg; }
 
 int ws_dtype(const tt_ws *w) { return w->dt; }
 

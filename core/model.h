@@ -122,6 +122,11 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
 /* Two device doubles of the workspace (loss sum, sum of squared gradients)
  * for callers that accumulate a step's scalars on the device. */
 double *ws_acc(tt_ws *w);
+/* Packed examples for the layer passes that follow: seg (device, B*seq int32)
+ * gives, for each token, where its example starts in its sequence (positions
+ * count from there and attention stays inside it); NULL: one text per
+ * sequence. */
+void ws_set_seg(tt_ws *w, const int32_t *seg);
 
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted

@@ -101,14 +101,38 @@ void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t 
     }
 }
 
+/* Packs examples drawn from r into one row of S positions (train_sample_batch). */
+static void packed_row(const tt_tokens *tok, tt_rng *r, int S, int32_t *in, int32_t *tgt, tt_real *wt, int32_t *seg) {
+    int a = 0;
+    for (;;) {
+        uint64_t i = rng_below(r, tok->n_ex), s, e;
+        example_at(tok, i, &s, &e);
+        uint64_t len = e - s;
+        if (a > 0 && len > (uint64_t)(S - a)) break; /* the next one does not fit whole: padding */
+        int n = len > (uint64_t)(S - a) ? S - a : (int)len; /* positions it takes (the first one: cut at S) */
+        for (int t = 0; t < n; t++) {
+            uint64_t p = s + (uint64_t)t;
+            int ok = p + 1 < e; /* its last token predicts nothing: the next position is another example's */
+            in[a + t] = (int32_t)tok->t[p];
+            tgt[a + t] = ok ? (int32_t)tok->t[p + 1] : -1;
+            wt[a + t] = ok && (tok->flags[p + 1] & TOKFILE_TRAIN) ? 1 : 0;
+            seg[a + t] = a;
+        }
+        a += n;
+        if (a == S) return;
+    }
+    for (int t = a; t < S; t++) in[t] = in[a - 1], tgt[t] = -1, wt[t] = 0, seg[t] = a;
+}
+
 void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int seq, int32_t *in,
-                        int32_t *tgt, tt_real *wt) {
+                        int32_t *tgt, tt_real *wt, int32_t *seg) {
     tt_rng r;
     rng_seed(&r, seed ^ 0xda7a5eedull, ((uint64_t)step << 20) ^ (uint64_t)micro);
     for (int b = 0; b < B; b++) {
         if (tok->flags) {
             TT_ASSERT(tok->n_ex > 0);
-            (void)example_row(tok, rng_below(&r, tok->n_ex), seq, in + b * seq, tgt + b * seq, wt + b * seq);
+            if (seg) packed_row(tok, &r, seq, in + b * seq, tgt + b * seq, wt + b * seq, seg + b * seq);
+            else (void)example_row(tok, rng_below(&r, tok->n_ex), seq, in + b * seq, tgt + b * seq, wt + b * seq);
             continue;
         }
         uint64_t off = rng_below(&r, tok->n - (uint64_t)seq);
@@ -228,6 +252,7 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
     st->rslora = (uint32_t)lo->cfg.rslora;
+    st->no_pack = train->flags && !o->pack; /* the sampler differs: resume must match */
 }
 
 static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_tokens *train,
@@ -276,7 +301,7 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
             {"--steps", st.steps, want.steps}, {"--warmup", st.warmup, want.warmup}, {"--lr", st.lr, want.lr},
             {"--min-lr", st.min_lr, want.min_lr}, {"--wd", st.wd, want.wd}, {"--clip", st.clip, want.clip},
             {"--dropout", st.dropout, want.dropout}, {"--threads", st.threads, want.threads},
-            {"--act-dtype (1 = bf16)", st.act_bf16, want.act_bf16},
+            {"--act-dtype (1 = bf16)", st.act_bf16, want.act_bf16}, {"--no-pack", st.no_pack, want.no_pack},
         };
         for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
             if (opt[i].was != opt[i].now)
@@ -308,11 +333,14 @@ typedef struct lora_ctx {
     const tt_tokens *train;
 } lora_ctx;
 
-static int lora_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double lr, int step,
-                     uint64_t drop, double *loss, double *gnorm) {
+static int lora_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg,
+                     double lr, int step, uint64_t drop, double *loss, double *gnorm) {
     lora_ctx *c = ctx;
     const tt_train_opts *o = c->o;
-    return exec_step(c->e, in, tgt, wt, (float)lr, step, o->b1, o->b2, o->eps, o->wd, o->clip, drop, loss, gnorm);
+    exec_set_segments(c->e, seg);
+    int rc = exec_step(c->e, in, tgt, wt, (float)lr, step, o->b1, o->b2, o->eps, o->wd, o->clip, drop, loss, gnorm);
+    exec_set_segments(c->e, NULL); /* evaluation: one example per sequence */
+    return rc;
 }
 static int lora_eval(void *ctx, const tt_tokens *val, int max_tokens, double *loss) {
     return train_eval(((lora_ctx *)ctx)->e, val, max_tokens, loss);
@@ -384,12 +412,13 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
+    int32_t *seg = train->flags && o->pack ? tt_xmalloc(n * sizeof *seg) : NULL;
     int can_val = val && (val->flags ? val->n_ex > 0 : val->n > (uint64_t)S); /* something to score */
     if (can_val && start == 0) {
         rc = ops->eval(ctx, val, o->eval_tokens, &res->first_val);
         if (rc) {
             rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
-            free(in); free(tgt); free(wt);
+            free(in); free(tgt); free(wt); free(seg);
             train_stop_disarm();
             return rc;
         }
@@ -407,10 +436,11 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
         }
         double lr = train_lr(o, step);
         for (int k = 0; k < K; k++)
-            train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T, wt + (size_t)k * T);
+            train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T,
+                               wt + (size_t)k * T, seg ? seg + (size_t)k * T : NULL);
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
-        rc = ops->step(ctx, in, tgt, wt, lr, step, drop, &loss, &gnorm);
+        rc = ops->step(ctx, in, tgt, wt, seg, lr, step, drop, &loss, &gnorm);
         if (rc) {
             rc = TT_FAIL(rc, "step %d failed: %s; %s", step, tt_lasterr(), kept);
             break;
@@ -501,6 +531,6 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
         }
     }
     train_stop_disarm();
-    free(in); free(tgt); free(wt);
+    free(in); free(tgt); free(wt); free(seg);
     return rc;
 }

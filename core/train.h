@@ -51,6 +51,7 @@ typedef struct tt_train_opts {
     int json;                 /* one JSON object per step on stdout */
     int threads;              /* BLAS threads in use (recorded in checkpoints; resume must match) */
     int act_bf16;             /* the plan's activation cells are bf16 (recorded in checkpoints; resume must match) */
+    int pack;                 /* examples (version-2 data): pack several into a sequence (train_sample_batch) */
     uint64_t hbm;             /* the device budget (0: none), checked against what the device holds after step 1 */
     tt_trace *trace;          /* per-step IO/compute busy and overlap in the progress line; NULL: off */
     int trace_keep;           /* keep every event (a trace file is written); else cleared each step */
@@ -87,8 +88,9 @@ double train_lr(const tt_train_opts *o, int step);
  * run keeps nothing between steps) writes a checkpoint at step with `seen`
  * tokens trained on. start: the step already done (a resume). */
 typedef struct tt_loop_ops {
-    int (*step)(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double lr, int step,
-                uint64_t drop_seed, double *loss, double *gnorm);
+    /* seg: packed examples (K*B*seq, train_sample_batch) or NULL */
+    int (*step)(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg, double lr,
+                int step, uint64_t drop_seed, double *loss, double *gnorm);
     int (*eval)(void *ctx, const tt_tokens *val, int max_tokens, double *loss);
     int (*save)(void *ctx, int step, uint64_t seen);
 } tt_loop_ops;
@@ -114,8 +116,14 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
 /* Fills micro-batch `micro` of step `step`: B windows of S+1 tokens at
  * offsets drawn from (seed, step, micro) — or, for examples, B examples drawn
  * so — a pure function of the step, so resuming needs no sampler state.
- * in/tgt/wt hold B*S entries each (wt: 1, or the example's target flags). */
+ * in/tgt/wt hold B*S entries each (wt: 1, or the example's target flags).
+ * seg (examples only; NULL: one example per sequence): examples are packed —
+ * drawn one after another into a sequence while the next one fits whole (the
+ * first is cut at S positions), each occupying as many positions as it has
+ * tokens, its last one predicting nothing; seg[i] is where token i's example
+ * starts in its sequence (the padding after the last example is one more
+ * segment). */
 void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int S, int32_t *in,
-                        int32_t *tgt, tt_real *wt);
+                        int32_t *tgt, tt_real *wt, int32_t *seg);
 
 #endif

@@ -126,7 +126,7 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     if (st->rank == 0 || st->rank > 65536 || !isfinite(st->alpha) || !(st->dropout >= 0 && st->dropout < 1) ||
         st->seq == 0 || st->micro_batch == 0 || st->accum == 0 || st->warmup > INT32_MAX || !isfinite(st->lr) ||
         !isfinite(st->min_lr) || !isfinite(st->wd) || !isfinite(st->clip) || st->act_bf16 > 1 || st->rslora > 1 ||
-        st->reserved != 0) {
+        st->no_pack > 1) {
         rc = TT_FAIL(-EINVAL, "%s: its run record holds impossible values (rank %u, alpha %g, dropout %g, seq %u, "
                      "micro-batch %u, lr %g); the file is damaged", path, st->rank, (double)st->alpha,
                      (double)st->dropout, st->seq, st->micro_batch, (double)st->lr);

@@ -31,7 +31,7 @@ typedef struct ckpt_state {
     uint32_t act_bf16;        /* 1: bf16 activations (--act-dtype bf16); 0: f32 (and every older checkpoint) */
     /* --- end of the first version-1 record (CKPT_STATE_V1_BYTES); the reader zero-fills what follows --- */
     uint32_t rslora;          /* 1: LoRA scaling alpha / sqrt(rank) (--rslora) */
-    uint32_t reserved;        /* 0 */
+    uint32_t no_pack;         /* 1: examples one per sequence (--no-pack); 0: packed, or plain documents */
 } ckpt_state;
 
 /* The run record of checkpoints written before --rslora: the fields up to

@@ -125,27 +125,28 @@ void be_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, const vo
     TT_ASSERT(T > 0 && C > 0 && x && rstd && dy && dw && dt_ok(dt));
     cur()->rmsnorm_bwd_w(T, C, x, rstd, dy, dw, dt);
 }
-void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse, int dt) {
+void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
+             const int32_t *seg, int dt) {
     TT_ASSERT(T > 0 && seq > 0 && T % seq == 0 && nh > 0 && hd > 0 && hd % 2 == 0 && cos_t && sin_t && x);
     TT_ASSERT(dt_ok(dt));
-    cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse, dt);
+    cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse, seg, dt);
 }
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
     return cur()->attn_scratch_bytes ? cur()->attn_scratch_bytes(B, seq, nh, nkv, hd, dt) : 0;
 }
 void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                 tt_real *lse, void *scratch, int dt) {
+                 tt_real *lse, const int32_t *seg, void *scratch, int dt) {
     TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && q && k && v && out && lse && dt_ok(dt));
     TT_ASSERT(scratch || !be_attn_scratch_bytes(B, seq, nh, nkv, hd, dt));
-    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, scratch, dt);
+    cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, seg, scratch, dt);
 }
 void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch,
-                 int dt) {
+                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
+                 const int32_t *seg, void *scratch, int dt) {
     TT_ASSERT(B > 0 && seq > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && dt_ok(dt));
     TT_ASSERT(q && k && v && out && lse && dout && dq && dk && dv);
     TT_ASSERT(scratch || !be_attn_scratch_bytes(B, seq, nh, nkv, hd, dt));
-    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, scratch, dt);
+    cur()->attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, seg, scratch, dt);
 }
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
     TT_ASSERT(g && u && m && dt_ok(dt));

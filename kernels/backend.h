@@ -130,22 +130,26 @@ typedef struct tt_backend {
     void (*rmsnorm_bwd_w)(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt);
     /* Rotary embedding in place on x (T rows of nh heads of hd), HF rotate_half
      * convention: for i < hd/2, (x_i, x_{i+hd/2}) rotated by angle pos*freq_i.
-     * cos/sin are (seq, hd/2) tables; row t has position t % seq. inverse = 1
-     * rotates by the negative angle (the backward pass). */
+     * cos/sin are (seq, hd/2) tables; row t has position t % seq, or
+     * t % seq - seg[t] with packed examples (seg below). inverse = 1 rotates by
+     * the negative angle (the backward pass). */
     void (*rope)(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
-                 int dt);
+                 const int32_t *seg, int dt);
     /* Causal grouped-query attention per sequence: q (T, nh*hd), k/v (T, nkv*hd),
      * out (T, nh*hd); query head h uses KV head h / (nh/nkv); softmax scale
      * 1/sqrt(hd). lse (T, nh) receives each row's log-sum-exp for backward.
+     * seg (device, T int32; NULL: none): packed examples — row t of a sequence
+     * attends only to keys seg[t]..t of it (seg[t] = where t's example starts,
+     * counted in the sequence), so no attention crosses an example boundary.
      * scratch: attn_scratch_bytes(...) bytes of device memory (the caller's
      * workspace), contents undefined before and after. */
     void (*attn_fwd)(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                     tt_real *lse, void *scratch, int dt);
+                     tt_real *lse, const int32_t *seg, void *scratch, int dt);
     /* Given dout, computes dq, dk, dv (overwritten; dk/dv sum over the query
      * heads of each KV group). Probabilities are recomputed from lse. */
     void (*attn_bwd)(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                      const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
-                     void *scratch, int dt);
+                     const int32_t *seg, void *scratch, int dt);
     /* The scratch attn_fwd and attn_bwd take for these shapes (bytes). */
     size_t (*attn_scratch_bytes)(int B, int seq, int nh, int nkv, int hd, int dt);
     /* m = silu(g) * u, element-wise. */
@@ -288,12 +292,13 @@ void be_rmsnorm_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, 
 void be_rmsnorm_bwd(int T, int C, const void *x, const tt_real *w, const tt_real *rstd, const void *dy, void *dx,
                     int accumulate, int dt);
 void be_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt);
-void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse, int dt);
+void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
+             const int32_t *seg, int dt);
 void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                 tt_real *lse, void *scratch, int dt);
+                 tt_real *lse, const int32_t *seg, void *scratch, int dt);
 void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch,
-                 int dt);
+                 const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
+                 const int32_t *seg, void *scratch, int dt);
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);
 void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);

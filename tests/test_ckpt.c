@@ -71,7 +71,7 @@ static void e_alpha(ckpt_state *s) { s->alpha = 1.0f / 0.0f; }
 static void e_dropout(ckpt_state *s) { s->dropout = 5; }
 static void e_seq(ckpt_state *s) { s->seq = 0; }
 static void e_rslora(ckpt_state *s) { s->rslora = 2; }
-static void e_reserved(ckpt_state *s) { s->reserved = 1; }
+static void e_no_pack(ckpt_state *s) { s->no_pack = 2; }
 
 int main(void) {
     char *dir = fixture_tmpdir();
@@ -105,7 +105,7 @@ int main(void) {
     forged(good, n, e_dropout, "dropout", "dropout 5");
     forged(good, n, e_seq, "seq", "seq 0");
     forged(good, n, e_rslora, "impossible values", "rslora 2");
-    forged(good, n, e_reserved, "impossible values", "reserved 1");
+    forged(good, n, e_no_pack, "impossible values", "no_pack 2");
 
     /* a record of the size written before --rslora (CKPT_STATE_V1_BYTES) reads as rslora 0, with the same
      * parameters; the payload after it moves up by the 8 bytes it lacks */
@@ -121,7 +121,7 @@ int main(void) {
         spit(old, n1, 1);
         memset(&got, 0xff, sizeof got);
         CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "an old-size record: %s", tt_lasterr());
-        CHECK(got.rslora == 0 && got.reserved == 0 && got.act_bf16 == 0 && got.n_params == 100 && got.step == 3);
+        CHECK(got.rslora == 0 && got.no_pack == 0 && got.act_bf16 == 0 && got.n_params == 100 && got.step == 3);
         CHECK(memcmp(p, params, sizeof params) == 0 && memcmp(gv, v, sizeof v) == 0);
         free(p); free(gm); free(gv);
         /* the new record size with the old payload length: refused, not read past the end */

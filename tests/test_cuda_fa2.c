@@ -9,7 +9,8 @@
  * element once; the forward's out and lse match attention computed in
  * double from the same bf16 inputs (causal, GQA, head_dim 128 and a padded
  * 64, sequences that leave partial tiles, two sequences), within the bf16
- * rounding of the probabilities and the output. */
+ * rounding of the probabilities and the output; the same with packed examples
+ * (each row attending only from its example's start). */
 #include "core/base/common.h"
 #include "core/base/rng.h"
 #include "kernels/cuda/cuda_fa2.h"
@@ -114,7 +115,13 @@ static void test_fragments(void) {
 
 /* ---- running blocks ------------------------------------------------------------------ */
 
-typedef struct shape { int B, seq, nh, nkv, hd; } shape;
+typedef struct shape {
+    int B, seq, nh, nkv, hd;
+    const int32_t *seg; /* packed examples (B*seq) or NULL */
+} shape;
+
+/* Where row ri's keys start: its example's first row, or 0. */
+static int lo_of(const shape *s, size_t ri) { return s->seg ? s->seg[ri] : 0; }
 
 typedef struct blk {
     tt_warp_emu *w;
@@ -131,13 +138,13 @@ static void *block_thread(void *p) {
     const shape *s = a->s;
     if (a->pass == 0)
         tt_fa2_fwd_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->out,
-                         a->lse_out, a->smem);
+                         a->lse_out, s->seg, a->smem);
     else if (a->pass == 1)
         tt_fa2_dq_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->o, a->lse,
-                        a->dout, a->dq, a->Dbuf, a->smem);
+                        a->dout, a->dq, a->Dbuf, s->seg, a->smem);
     else
         tt_fa2_dkv_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->lse,
-                         a->dout, a->Dbuf, a->dk, a->dv, a->smem);
+                         a->dout, a->Dbuf, a->dk, a->dv, s->seg, a->smem);
     return NULL;
 }
 
@@ -180,8 +187,9 @@ static void ref_fwd(const shape *s, const uint16_t *q, const uint16_t *k, const 
             int g = tt_gqa_kv_head(h, s->nh, s->nkv);
             for (int i = 0; i < s->seq; i++) {
                 size_t ri = (size_t)b * s->seq + i;
+                const int lo = lo_of(s, ri);
                 double mx = -INFINITY;
-                for (int j = 0; j <= i; j++) {
+                for (int j = lo; j <= i; j++) {
                     size_t rj = (size_t)b * s->seq + j;
                     double d = 0;
                     for (int c = 0; c < hd; c++)
@@ -190,10 +198,10 @@ static void ref_fwd(const shape *s, const uint16_t *q, const uint16_t *k, const 
                     if (p[j] > mx) mx = p[j];
                 }
                 double l = 0;
-                for (int j = 0; j <= i; j++) l += (p[j] = exp(p[j] - mx));
+                for (int j = lo; j <= i; j++) l += (p[j] = exp(p[j] - mx));
                 for (int c = 0; c < hd; c++) {
                     double o = 0;
-                    for (int j = 0; j <= i; j++)
+                    for (int j = lo; j <= i; j++)
                         o += p[j] * tt_fa2_f32(v[((size_t)b * s->seq + j) * ks + (size_t)g * hd + c]);
                     out[ri * qs + (size_t)h * hd + c] = o / l;
                 }
@@ -220,7 +228,7 @@ static void ref_bwd(const shape *s, const uint16_t *q, const uint16_t *k, const 
                 size_t ri = (size_t)b * s->seq + i, qo = ri * qs + (size_t)h * hd;
                 double D = 0;
                 for (int c = 0; c < hd; c++) D += F(dout[qo + c]) * F(o[qo + c]);
-                for (int j = 0; j <= i; j++) {
+                for (int j = lo_of(s, ri); j <= i; j++) {
                     size_t ko = ((size_t)b * s->seq + j) * ks + (size_t)g * hd;
                     double sd = 0, dp = 0;
                     for (int c = 0; c < hd; c++) {
@@ -331,11 +339,20 @@ static void test_bwd(shape s, uint64_t seed) {
 
 int main(void) {
     test_fragments();
-    test_fwd((shape){1, 64, 1, 1, 128}, 1);   /* one block, one key tile */
-    test_fwd((shape){2, 150, 4, 2, 128}, 2);  /* partial tiles, GQA, two sequences */
-    test_fwd((shape){1, 129, 2, 1, 64}, 3);   /* head_dim padded to the fragments' 128 */
-    test_bwd((shape){1, 64, 1, 1, 128}, 4);
-    test_bwd((shape){2, 150, 4, 2, 128}, 5);
-    test_bwd((shape){1, 129, 4, 1, 64}, 6);
+    test_fwd((shape){1, 64, 1, 1, 128, NULL}, 1);   /* one block, one key tile */
+    test_fwd((shape){2, 150, 4, 2, 128, NULL}, 2);  /* partial tiles, GQA, two sequences */
+    test_fwd((shape){1, 129, 2, 1, 64, NULL}, 3);   /* head_dim padded to the fragments' 128 */
+    test_bwd((shape){1, 64, 1, 1, 128, NULL}, 4);
+    test_bwd((shape){2, 150, 4, 2, 128, NULL}, 5);
+    test_bwd((shape){1, 129, 4, 1, 64, NULL}, 6);
+    /* packed examples: sequence 0 holds rows 0-69 and 70-149 (rows 70.. see no key of the first 64-key tile: the
+     * online softmax starts on a fully masked tile), sequence 1 rows 0-9, 10-139 and 140-149 */
+    static int32_t seg[300];
+    for (int i = 0; i < 150; i++) {
+        seg[i] = i < 70 ? 0 : 70;
+        seg[150 + i] = i < 10 ? 0 : i < 140 ? 10 : 140;
+    }
+    test_fwd((shape){2, 150, 4, 2, 128, seg}, 7);
+    test_bwd((shape){2, 150, 4, 2, 128, seg}, 8);
     TEST_END();
 }

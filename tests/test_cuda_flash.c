@@ -5,7 +5,8 @@
  * rows over every query head of the group), against the CPU reference
  * attention (kernels/cpu/cpu_attn.c): out, lse, dq, dk, dv within float
  * rounding, with the kernels' tile size and with small unequal tiles that
- * leave partial tiles everywhere. */
+ * leave partial tiles everywhere; and with packed examples (seg), against the
+ * reference's packed attention. */
 #include "core/base/common.h"
 #include "core/base/rng.h"
 #include "kernels/backend.h"
@@ -15,7 +16,12 @@
 #include <math.h>
 #include <string.h>
 
-typedef struct shape { int B, seq, nh, nkv, hd; } shape;
+typedef struct shape {
+    int B, seq, nh, nkv, hd;
+    const int32_t *seg; /* packed examples or NULL */
+} shape;
+
+static int lo_of(const shape *s, size_t row) { return s->seg ? s->seg[row] : 0; }
 
 /* rows [r0, r0 + n) of a head's columns (col0, hd wide) of x (row stride xs) into t (row stride ld) */
 static void stage(float *t, int ld, const float *x, int xs, int col0, int r0, int n, int hd) {
@@ -43,7 +49,8 @@ static void fa_fwd(const shape *s, int bq, int bk, const float *q, const float *
                         int nk = s->seq - kt * bk < bk ? s->seq - kt * bk : bk;
                         stage(Ks, ld, K, ks, g * hd, kt * bk, nk, hd);
                         stage(Vs, ld, V, ks, g * hd, kt * bk, nk, hd);
-                        tt_fa_fwd_tile(qr, hd, scale, Ks, Vs, ld, nk, kt * bk, i, &m, &l, acc);
+                        tt_fa_fwd_tile(qr, hd, scale, Ks, Vs, ld, nk, kt * bk, i, lo_of(s, (size_t)b * s->seq + i), &m,
+                                       &l, acc);
                     }
                     size_t row = (size_t)b * s->seq + i;
                     for (int d = 0; d < hd; d++) out[row * qs + (size_t)h * hd + d] = acc[d] / l;
@@ -65,6 +72,7 @@ static void fa_bwd(const shape *s, int bq, int bk, const float *q, const float *
     float *A = tt_xmalloc((size_t)tmax * ld * 4), *Bt = tt_xmalloc((size_t)tmax * ld * 4);
     float *r1 = tt_xmalloc((size_t)ld * 4), *r2 = tt_xmalloc((size_t)ld * 4), *acc1 = tt_xmalloc((size_t)hd * 4),
           *acc2 = tt_xmalloc((size_t)hd * 4), *ls = tt_xmalloc((size_t)bq * 4), *Ds = tt_xmalloc((size_t)bq * 4);
+    int *los = tt_xmalloc((size_t)bq * sizeof *los);
     for (int b = 0; b < s->B; b++) {
         const size_t r0 = (size_t)b * s->seq;
         const float *Q = q + r0 * qs, *K = k + r0 * ks, *V = v + r0 * ks, *O = o + r0 * qs, *dO = dout + r0 * qs;
@@ -83,7 +91,8 @@ static void fa_bwd(const shape *s, int bq, int bk, const float *q, const float *
                         int nk = s->seq - kt * bk < bk ? s->seq - kt * bk : bk;
                         stage(A, ld, K, ks, g * hd, kt * bk, nk, hd);
                         stage(Bt, ld, V, ks, g * hd, kt * bk, nk, hd);
-                        tt_fa_dq_tile(r1, r2, lse[(r0 + i) * s->nh + h], D, hd, scale, A, Bt, ld, nk, kt * bk, i, acc1);
+                        tt_fa_dq_tile(r1, r2, lse[(r0 + i) * s->nh + h], D, hd, scale, A, Bt, ld, nk, kt * bk, i,
+                                      lo_of(s, r0 + i), acc1);
                     }
                     memcpy(dq + (r0 + i) * qs + (size_t)h * hd, acc1, (size_t)hd * 4);
                 }
@@ -105,14 +114,16 @@ static void fa_bwd(const shape *s, int bq, int bk, const float *q, const float *
                             for (int i = 0; i < nq; i++) {
                                 ls[i] = lse[(r0 + qt * bq + i) * s->nh + h];
                                 Ds[i] = Dall[(r0 + qt * bq + i) * s->nh + h];
+                                los[i] = lo_of(s, r0 + qt * bq + i);
                             }
-                            tt_fa_dkv_tile(r1, r2, hd, scale, A, Bt, ls, Ds, ld, nq, qt * bq, j, acc1, acc2);
+                            tt_fa_dkv_tile(r1, r2, hd, scale, A, Bt, ls, Ds, s->seg ? los : NULL, ld, nq, qt * bq, j,
+                                           acc1, acc2);
                         }
                     memcpy(dk + (r0 + j) * ks + (size_t)g * hd, acc1, (size_t)hd * 4);
                     memcpy(dv + (r0 + j) * ks + (size_t)g * hd, acc2, (size_t)hd * 4);
                 }
     }
-    free(Dall); free(A); free(Bt); free(r1); free(r2); free(acc1); free(acc2); free(ls); free(Ds);
+    free(Dall); free(A); free(Bt); free(r1); free(r2); free(acc1); free(acc2); free(ls); free(Ds); free(los);
 }
 
 /* max |a - b| / max |b| */
@@ -139,8 +150,8 @@ static void check(const shape *s, int bq, int bk) {
     float *o2 = tt_xcalloc(nq, 4), *l2 = tt_xcalloc(T * s->nh, 4), *gq2 = tt_xcalloc(nq, 4), *gk2 = tt_xcalloc(nk, 4),
           *gv2 = tt_xcalloc(nk, 4);
     void *sc = tt_xmalloc(be_attn_scratch_bytes(s->B, s->seq, s->nh, s->nkv, s->hd, BE_REAL) + 1);
-    be_attn_fwd(s->B, s->seq, s->nh, s->nkv, s->hd, q, k, v, o, l, sc, BE_REAL);
-    be_attn_bwd(s->B, s->seq, s->nh, s->nkv, s->hd, q, k, v, o, l, dO, gq, gk, gv, sc, BE_REAL);
+    be_attn_fwd(s->B, s->seq, s->nh, s->nkv, s->hd, q, k, v, o, l, s->seg, sc, BE_REAL);
+    be_attn_bwd(s->B, s->seq, s->nh, s->nkv, s->hd, q, k, v, o, l, dO, gq, gk, gv, s->seg, sc, BE_REAL);
     fa_fwd(s, bq, bk, q, k, v, o2, l2);
     fa_bwd(s, bq, bk, q, k, v, o, l, dO, gq2, gk2, gv2);
     double e[5] = {relerr(o2, o, nq), relerr(l2, l, T * s->nh), relerr(gq2, gq, nq), relerr(gk2, gk, nk),
@@ -156,11 +167,21 @@ static void check(const shape *s, int bq, int bk) {
 }
 
 int main(void) {
-    const shape a = {2, 70, 4, 2, 16}, b = {1, 150, 6, 2, 32}, c = {1, 130, 2, 2, 128};
+    const shape a = {2, 70, 4, 2, 16, NULL}, b = {1, 150, 6, 2, 32, NULL}, c = {1, 130, 2, 2, 128, NULL};
     check(&a, TT_FA_TILE, TT_FA_TILE); /* the kernels' tiles: one partial */
     check(&a, 8, 5);                   /* unequal tiles, partial everywhere */
     check(&b, TT_FA_TILE, TT_FA_TILE); /* GQA 3:1, three tiles */
     check(&b, 7, 16);
     check(&c, TT_FA_TILE, TT_FA_TILE); /* head_dim 128, the largest the kernels take */
+    /* packed examples: sequence 0 rows 0-69 / 70-149 (a whole key tile before the second's start), sequence 1
+     * rows 0-9 / 10-139 / 140-149 */
+    static int32_t seg[300];
+    for (int i = 0; i < 150; i++) {
+        seg[i] = i < 70 ? 0 : 70;
+        seg[150 + i] = i < 10 ? 0 : i < 140 ? 10 : 140;
+    }
+    const shape p = {2, 150, 4, 2, 32, seg};
+    check(&p, TT_FA_TILE, TT_FA_TILE);
+    check(&p, 7, 16);
     TEST_END();
 }

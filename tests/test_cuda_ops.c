@@ -392,8 +392,8 @@ static void t_rope(int seq, int T, int nh, int hd, double theta) {
         float *qi = tt_xmalloc(nq * 4);
         memcpy(qi, q, nq * 4);
         void *dq = up(qi, nq);
-        cpu->rope(T, seq, nh, hd, cs, sn, qi, inv, BE_REAL);
-        gpu->rope(T, seq, nh, hd, dcs, dsn, dq, inv, g_dt);
+        cpu->rope(T, seq, nh, hd, cs, sn, qi, inv, NULL, BE_REAL);
+        gpu->rope(T, seq, nh, hd, dcs, dsn, dq, inv, NULL, g_dt);
         cmp("rope", qi, dq, nq);
         free(qi); gpu->free(dq);
     }
@@ -401,8 +401,10 @@ static void t_rope(int seq, int T, int nh, int hd, double theta) {
 }
 
 /* causal GQA attention forward (out, lse) and backward (dq, dk, dv); the
- * backward's inputs are the CPU's forward outputs (rounded in the bf16 pass). */
-static void t_attn(int B, int seq, int nh, int nkv, int hd) {
+ * backward's inputs are the CPU's forward outputs (rounded in the bf16 pass).
+ * packed: every sequence holds examples of 37 rows (the last shorter), so no
+ * attention may cross the 37-row boundaries (seg, as both backends take it). */
+static void t_attn_seg(int B, int seq, int nh, int nkv, int hd, int packed) {
     const int R = BE_REAL;
     int T = B * seq;
     size_t nq = (size_t)T * nh * hd, nk = (size_t)T * nkv * hd, nl = (size_t)T * nh;
@@ -413,18 +415,25 @@ static void t_attn(int B, int seq, int nh, int nkv, int hd) {
     void *d_o = act(nq), *d_gq = act(nq), *d_gk = act(nk), *d_gv = act(nk);
     float *d_l = gpu->alloc(nl * 4);
     poison(d_o, nq); poison_t(d_l, nl, R); poison(d_gq, nq); poison(d_gk, nk); poison(d_gv, nk);
+    int32_t *seg = NULL, *d_seg = NULL;
+    if (packed) {
+        seg = tt_xmalloc((size_t)T * sizeof *seg);
+        for (int t = 0; t < T; t++) seg[t] = (t % seq) / 37 * 37;
+        d_seg = gpu->alloc((size_t)T * sizeof *seg);
+        gpu->to_device(d_seg, seg, (size_t)T * sizeof *seg);
+    }
     void *sc = tt_xmalloc(cpu->attn_scratch_bytes(B, seq, nh, nkv, hd, R) + 1);
     void *d_sc = gpu->alloc(gpu->attn_scratch_bytes(B, seq, nh, nkv, hd, g_dt) + 1);
-    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse, sc, R);
-    gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, d_sc, g_dt);
+    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse, seg, sc, R);
+    gpu->attn_fwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o, d_l, d_seg, d_sc, g_dt);
     cmp("attn_fwd", o, d_o, nq);
     cmp_real("lse", lse, d_l, nl);
     if (g_dt == BE_BF16) /* the backward from the same inputs on both sides */
         for (size_t i = 0; i < nq; i++) o[i] = bf16_round(o[i]);
     void *d_o2 = up(o, nq);
     float *d_l2 = up_real(lse, nl);
-    cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv, sc, R);
-    gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o2, d_l2, d_do, d_gq, d_gk, d_gv, d_sc, g_dt);
+    cpu->attn_bwd(B, seq, nh, nkv, hd, q, k, v, o, lse, dout, gq, gk, gv, seg, sc, R);
+    gpu->attn_bwd(B, seq, nh, nkv, hd, d_q, d_k, d_v, d_o2, d_l2, d_do, d_gq, d_gk, d_gv, d_seg, d_sc, g_dt);
     free(sc); gpu->free(d_sc);
     cmp("attn_bwd", gq, d_gq, nq);
     cmp("attn_bwd", gk, d_gk, nk);
@@ -432,6 +441,12 @@ static void t_attn(int B, int seq, int nh, int nkv, int hd) {
     free(q); free(k); free(v); free(dout); free(o); free(lse); free(gq); free(gk); free(gv);
     gpu->free(d_q); gpu->free(d_k); gpu->free(d_v); gpu->free(d_do); gpu->free(d_o); gpu->free(d_l);
     gpu->free(d_o2); gpu->free(d_l2); gpu->free(d_gq); gpu->free(d_gk); gpu->free(d_gv);
+    free(seg);
+    if (d_seg) gpu->free(d_seg);
+}
+static void t_attn(int B, int seq, int nh, int nkv, int hd) {
+    t_attn_seg(B, seq, nh, nkv, hd, 0);
+    t_attn_seg(B, seq, nh, nkv, hd, 1);
 }
 
 /* cross-entropy with an ignored row (target -1) and a masked one (weight 0),

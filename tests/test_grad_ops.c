@@ -234,18 +234,19 @@ static void rope_tables(int seq, int hd, tt_real **cs, tt_real **sn) {
 typedef struct {
     int T, seq, nh, hd;
     tt_real *cs, *sn, *x, *R, *tmp;
+    const int32_t *seg; /* packed examples: positions count from each token's example start */
 } rope_ctx;
 
 static double rope_loss(void *p) {
     rope_ctx *c = p;
     const size_t n = (size_t)c->T * c->nh * c->hd;
     memcpy(c->tmp, c->x, n * sizeof *c->tmp);
-    be_rope(c->T, c->seq, c->nh, c->hd, c->cs, c->sn, c->tmp, 0, BE_REAL);
+    be_rope(c->T, c->seq, c->nh, c->hd, c->cs, c->sn, c->tmp, 0, c->seg, BE_REAL);
     return dot(c->tmp, c->R, n);
 }
 
-static void test_rope(void) {
-    rope_ctx c = {.seq = 5, .nh = 3, .hd = 6};
+static void test_rope_case(const int32_t *seg) {
+    rope_ctx c = {.seq = 5, .nh = 3, .hd = 6, .seg = seg};
     c.T = 2 * c.seq; /* two sequences: row t is at position t % seq */
     const size_t n = (size_t)c.T * c.nh * c.hd;
     rope_tables(c.seq, c.hd, &c.cs, &c.sn);
@@ -255,7 +256,7 @@ static void test_rope(void) {
     tt_real *ref = zerov(n);
     const int half = c.hd / 2;
     for (int t = 0; t < c.T; t++) {
-        const int pos = t % c.seq;
+        const int pos = t % c.seq - (seg ? seg[t] : 0);
         for (int h = 0; h < c.nh; h++) {
             const tt_real *xh = c.x + ((size_t)t * c.nh + h) * c.hd;
             tt_real *rh = ref + ((size_t)t * c.nh + h) * c.hd;
@@ -269,13 +270,20 @@ static void test_rope(void) {
     rope_loss(&c);
     CHECK_REF("rope fwd", relerr(c.tmp, ref, n));
     /* inverse undoes the forward */
-    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, c.tmp, 1, BE_REAL);
+    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, c.tmp, 1, c.seg, BE_REAL);
     CHECK_REF("rope inverse", relerr(c.tmp, c.x, n));
     /* backward of sum(rope(x) R) is rope^T(R) = the inverse rotation of R */
     tt_real *g = dupv(c.R, n);
-    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, g, 1, BE_REAL);
+    be_rope(c.T, c.seq, c.nh, c.hd, c.cs, c.sn, g, 1, c.seg, BE_REAL);
     CHECK_GRAD("rope dx", fd_check(rope_loss, &c, c.x, NULL, n, g));
     free(c.cs), free(c.sn), free(c.x), free(c.R), free(c.tmp), free(ref), free(g);
+}
+
+static void test_rope(void) {
+    test_rope_case(NULL);
+    /* packed: sequence 0 holds examples at 0..1 and 2..4, sequence 1 one example 0..4 */
+    static const int32_t seg[10] = {0, 0, 2, 2, 2, 0, 0, 0, 0, 0};
+    test_rope_case(seg);
 }
 
 /* ---- attention ---------------------------------------------------------------------- */
@@ -284,15 +292,16 @@ typedef struct {
     int B, seq, nh, nkv, hd;
     tt_real *q, *k, *v, *R, *out, *lse; /* q, R, out (T, nh*hd); k, v (T, nkv*hd); lse (T, nh) */
     void *scratch;                      /* the ops' scratch */
+    const int32_t *seg;                 /* packed examples (T) or NULL */
 } attn_ctx;
 
 static double attn_loss(void *p) {
     attn_ctx *c = p;
-    be_attn_fwd(c->B, c->seq, c->nh, c->nkv, c->hd, c->q, c->k, c->v, c->out, c->lse, c->scratch, BE_REAL);
+    be_attn_fwd(c->B, c->seq, c->nh, c->nkv, c->hd, c->q, c->k, c->v, c->out, c->lse, c->seg, c->scratch, BE_REAL);
     return dot(c->out, c->R, (size_t)c->B * c->seq * c->nh * c->hd);
 }
 
-/* out/lse of causal GQA, one explicit softmax per (sequence, head, row) */
+/* out/lse of causal GQA, one explicit softmax per (sequence, head, row); row i sees keys seg[i]..i */
 static void attn_naive(const attn_ctx *c, tt_real *out, tt_real *lse) {
     const int qs = c->nh * c->hd, ks = c->nkv * c->hd;
     const double scale = 1 / sqrt((double)c->hd);
@@ -302,8 +311,9 @@ static void attn_naive(const attn_ctx *c, tt_real *out, tt_real *lse) {
             const int g = h / (c->nh / c->nkv);
             for (int i = 0; i < c->seq; i++) {
                 const size_t ti = (size_t)b * c->seq + i;
+                const int lo = c->seg ? c->seg[ti] : 0;
                 double z = 0;
-                for (int j = 0; j <= i; j++) {
+                for (int j = lo; j <= i; j++) {
                     const size_t tj = (size_t)b * c->seq + j;
                     double d = 0;
                     for (int e = 0; e < c->hd; e++) d += c->q[ti * qs + h * c->hd + e] * c->k[tj * ks + g * c->hd + e];
@@ -313,7 +323,7 @@ static void attn_naive(const attn_ctx *c, tt_real *out, tt_real *lse) {
                 lse[ti * c->nh + h] = log(z);
                 for (int e = 0; e < c->hd; e++) {
                     double o = 0;
-                    for (int j = 0; j <= i; j++) o += s[j] / z * c->v[((size_t)b * c->seq + j) * ks + g * c->hd + e];
+                    for (int j = lo; j <= i; j++) o += s[j] / z * c->v[((size_t)b * c->seq + j) * ks + g * c->hd + e];
                     out[ti * qs + h * c->hd + e] = o;
                 }
             }
@@ -323,8 +333,8 @@ static void attn_naive(const attn_ctx *c, tt_real *out, tt_real *lse) {
 }
 
 /* idx: NULL checks every element; otherwise m random elements of each input */
-static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, size_t m) {
-    attn_ctx c = {.B = B, .seq = seq, .nh = nh, .nkv = nkv, .hd = hd};
+static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, size_t m, const int32_t *seg) {
+    attn_ctx c = {.B = B, .seq = seq, .nh = nh, .nkv = nkv, .hd = hd, .seg = seg};
     const size_t T = (size_t)B * seq, nq = T * nh * hd, nk = T * nkv * hd;
     c.q = randv(nq, 1), c.k = randv(nk, 1), c.v = randv(nk, 1), c.R = randv(nq, 1);
     c.out = zerov(nq), c.lse = zerov(T * nh);
@@ -339,7 +349,7 @@ static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, 
     CHECK_REF(name, relerr(c.lse, lref, T * nh));
 
     tt_real *dq = randv(nq, 1), *dk = randv(nk, 1), *dv = randv(nk, 1); /* garbage: must be overwritten */
-    be_attn_bwd(B, seq, nh, nkv, hd, c.q, c.k, c.v, c.out, c.lse, c.R, dq, dk, dv, c.scratch, BE_REAL);
+    be_attn_bwd(B, seq, nh, nkv, hd, c.q, c.k, c.v, c.out, c.lse, c.R, dq, dk, dv, c.seg, c.scratch, BE_REAL);
     size_t *iq = NULL, *ik = NULL;
     if (m) {
         iq = tt_xmalloc(m * sizeof *iq), ik = tt_xmalloc(m * sizeof *ik);
@@ -357,11 +367,19 @@ static void attn_case(const char *tag, int B, int seq, int nh, int nkv, int hd, 
 
 static void test_attention(void) {
     /* GQA 4 query heads on 2 KV heads, two sequences of 5: every element */
-    attn_case("B2 seq5 nh4 nkv2 hd6", 2, 5, 4, 2, 6, 0);
+    attn_case("B2 seq5 nh4 nkv2 hd6", 2, 5, 4, 2, 6, 0, NULL);
     /* one KV head for 3 query heads; seq 130 runs blocks of 64, 64, 2 rows: sampled */
-    attn_case("B1 seq130 nh3 nkv1 hd4", 1, 130, 3, 1, 4, 60);
+    attn_case("B1 seq130 nh3 nkv1 hd4", 1, 130, 3, 1, 4, 60, NULL);
     /* plain MHA, seq 1 */
-    attn_case("B3 seq1 nh2 nkv2 hd2", 3, 1, 2, 2, 2, 0);
+    attn_case("B3 seq1 nh2 nkv2 hd2", 3, 1, 2, 2, 2, 0, NULL);
+    /* packed examples: sequence 0 holds three (rows 0-2, 3-5, 6), sequence 1 two (0-1, 2-6): every element,
+     * the masked keys' gradients included */
+    static const int32_t seg[14] = {0, 0, 0, 3, 3, 3, 6, 0, 0, 2, 2, 2, 2, 2};
+    attn_case("packed B2 seq7 nh4 nkv2 hd6", 2, 7, 4, 2, 6, 0, seg);
+    /* packed across the 64-row blocks: examples of 50, 40 and 40 rows in seq 130, sampled */
+    static int32_t seg130[130];
+    for (int i = 0; i < 130; i++) seg130[i] = i < 50 ? 0 : i < 90 ? 50 : 90;
+    attn_case("packed B1 seq130 nh3 nkv1 hd4", 1, 130, 3, 1, 4, 60, seg130);
 }
 
 /* ---- swiglu ------------------------------------------------------------------------------ */

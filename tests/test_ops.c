@@ -180,10 +180,10 @@ static void test_rope(void) {
         }
     }
     memcpy(y, x, n * sizeof *y);
-    be_rope(T, seq, nh, hd, cs, sn, y, 0, BE_REAL);
+    be_rope(T, seq, nh, hd, cs, sn, y, 0, NULL, BE_REAL);
     /* float tables (1 ulp each) and two float products and a sum: 1e-6 */
     CHECK_REL("rope fwd", relerr(y, ref, n), 1e-6);
-    be_rope(T, seq, nh, hd, cs, sn, y, 1, BE_REAL);
+    be_rope(T, seq, nh, hd, cs, sn, y, 1, NULL, BE_REAL);
     for (size_t i = 0; i < n; i++) ref[i] = x[i];
     /* the round trip: cos^2 + sin^2 = 1 only up to float table rounding */
     CHECK_REL("rope inverse", relerr(y, ref, n), 1e-6);
@@ -269,8 +269,8 @@ static void test_attention(void) {
     double *outr = zerod(nq), *lser = zerod(T * nh), *dqr = zerod(nq), *dkr = zerod(nk), *dvr = zerod(nk);
     attn_naive(B, seq, nh, nkv, hd, q, k, v, dout, outr, lser, dqr, dkr, dvr);
     void *sc = tt_xmalloc(be_attn_scratch_bytes(B, seq, nh, nkv, hd, BE_REAL) + 1);
-    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, sc, BE_REAL);
-    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, sc, BE_REAL);
+    be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, NULL, sc, BE_REAL);
+    be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, NULL, sc, BE_REAL);
     free(sc);
     /* out and lse: float scores (16-term dots), expf and a 70-term weighted
      * sum — a few ulps relative to the largest entry: 2e-6 */
@@ -296,9 +296,9 @@ static void time_attention(void) {
     void *sc = tt_xmalloc(be_attn_scratch_bytes(B, seq, nh, nkv, hd, BE_REAL) + 1);
     for (int rep = 0; rep < 3; rep++) {
         double t0 = tt_now();
-        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, sc, BE_REAL);
+        be_attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, NULL, sc, BE_REAL);
         double t1 = tt_now();
-        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, sc, BE_REAL);
+        be_attn_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, NULL, sc, BE_REAL);
         double t2 = tt_now();
         tf = fmin(tf, t1 - t0), tb = fmin(tb, t2 - t1);
     }

@@ -124,7 +124,7 @@ static void test_examples(void) {
     tt_real wt[B * S];
     int seen[3] = {0};
     for (int step = 1; step <= 20; step++) {
-        train_sample_batch(&t, 5, step, 0, B, S, in, tgt, wt);
+        train_sample_batch(&t, 5, step, 0, B, S, in, tgt, wt, NULL);
         for (int b = 0; b < B; b++) {
             int s = in[b * S] - 100, e = s == 0 ? 5 : s == 5 ? 17 : 20;
             CHECK_MSG(s == 0 || s == 5 || s == 17, "a row starts at %d, not at an example", s);
@@ -141,7 +141,7 @@ static void test_examples(void) {
     /* a pure function of (seed, step, micro): the same rows again */
     int32_t in2[B * S], tgt2[B * S];
     tt_real wt2[B * S];
-    train_sample_batch(&t, 5, 20, 0, B, S, in2, tgt2, wt2);
+    train_sample_batch(&t, 5, 20, 0, B, S, in2, tgt2, wt2, NULL);
     CHECK(memcmp(in, in2, sizeof in) == 0 && memcmp(wt, wt2, sizeof wt) == 0);
     /* evaluation: 2 + 4 targets (example 1 is cut after S + 1 tokens), mean 2 nats */
     int n = 2 * S;
@@ -150,6 +150,39 @@ static void test_examples(void) {
     CHECK(train_eval_with(fake_eval, &n, 2, S, 1, &t, 1000, &loss) == 0);
     CHECK_NEAR(loss, 2.0, 1e-12);
     CHECK_NEAR(g_eval_rows_weight, 6.0, 1e-12);
+    /* packed rows of 8: each segment is a whole example from its start (the first may be cut at 8), its
+     * tokens predicting the next within it, its last one nothing; the segments tile the row in order */
+    int32_t seg[B * S];
+    int packed_twice = 0;
+    for (int step = 1; step <= 30; step++) {
+        train_sample_batch(&t, 7, step, 1, B, S, in, tgt, wt, seg);
+        for (int b = 0; b < B; b++) {
+            const int32_t *I = in + b * S, *G = tgt + b * S, *Z = seg + b * S;
+            const tt_real *W = wt + b * S;
+            int segs = 0;
+            for (int a = 0; a < S;) {
+                int e = a;
+                while (e < S && Z[e] == a) e++;
+                CHECK_MSG(e > a, "row %d: position %d starts no segment (seg %d)", b, a, Z[a]);
+                if (e == a) break;
+                int s0 = I[a] - 100, end = s0 == 0 ? 5 : s0 == 5 ? 17 : s0 == 17 ? 20 : -1;
+                if (end < 0) { /* padding: no target */
+                    for (int p = a; p < e; p++) CHECK(G[p] == -1 && W[p] == 0);
+                } else {
+                    segs++;
+                    for (int p = a; p < e; p++) {
+                        int tokpos = s0 + (p - a), ok = tokpos + 1 < end && !(p == e - 1 && e - a == end - s0);
+                        CHECK(I[p] == 100 + tokpos);
+                        CHECK_MSG(G[p] == (ok ? 100 + tokpos + 1 : -1), "row %d pos %d: target %d", b, p, G[p]);
+                        CHECK(W[p] == (ok && (fl[tokpos + 1] & TOKFILE_TRAIN) ? 1 : 0));
+                    }
+                }
+                a = e;
+            }
+            packed_twice += segs >= 2;
+        }
+    }
+    CHECK_MSG(packed_twice > 0, "no row held two examples");
     train_free_examples(&t);
 }
 

@@ -377,11 +377,11 @@ typedef struct actx {
 } actx;
 static void run_attn_fwd(void *p) {
     actx *a = p;
-    be_attn_fwd(1, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->o, a->lse, a->scratch, a->dt);
+    be_attn_fwd(1, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->o, a->lse, NULL, a->scratch, a->dt);
 }
 static void run_attn_bwd(void *p) {
     actx *a = p;
-    be_attn_bwd(1, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->o, a->lse, a->dout, a->dq, a->dk, a->dv,
+    be_attn_bwd(1, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->o, a->lse, a->dout, a->dq, a->dk, a->dv, NULL,
                 a->scratch, a->dt);
 }
 

@@ -117,7 +117,7 @@ int cmd_train(int argc, char **argv) {
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads;
     uint64_t seed;
     double lr, min_lr, wd;
-    int as_json, full, force;
+    int as_json, full, force, no_pack;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
         {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
@@ -126,6 +126,7 @@ int cmd_train(int argc, char **argv) {
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         TOOL_PLAN_OPTS(pa),
         {"base-model", 0, CLI_STR, &base_model, NULL, "NAME", "the adapter's base_model_name_or_path, the model PEFT loads it onto (default: the store's source from `import` when the store is not pruned; none for a pruned one, whose adapter `recover` maps back to the source)"},
+        {"no-pack", 0, CLI_FLAG, &no_pack, NULL, NULL, "instruction data (tokenize --format jsonl): one example per sequence, padded, instead of packing several into each with attention and positions kept inside each example (with --full: always)"},
         {"rslora", 0, CLI_FLAG, &pa.rslora, NULL, NULL, "rank-stabilised LoRA: scale the adapter by alpha/sqrt(rank) instead of alpha/rank (PEFT's use_rslora)"},
         {"resume", 0, CLI_STR, &resume, NULL, "DIR", "continue the run whose checkpoint is in DIR (same flags)"},
         {"lr", 0, CLI_FLOAT, &lr, "1e-3", "LR", "peak learning rate (AdamW)"},
@@ -190,6 +191,7 @@ int cmd_train(int argc, char **argv) {
     tt_plan_req req;
     if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
     o.lora = exec_user_cfg(&req.user).lora; /* with --dropout */
+    o.pack = !no_pack && !full;
     o.act_bf16 = req.act_bf16;
     o.hbm = req.hbm;
     o.seed = seed;
@@ -270,7 +272,9 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         if (!as_json)
-            printf("data: %llu examples, one per sequence (padded)%s\n", (unsigned long long)train.n_ex,
+            printf("data: %llu examples, %s%s\n", (unsigned long long)train.n_ex,
+                   o.pack ? "packed into sequences (attention and positions kept inside each)"
+                          : "one per sequence (padded)",
                    vt.flags ? "" : "; validation is plain text");
         if (cut)
             fprintf(stderr, "tiertrain train: note: %llu of %llu examples are longer than --seq + 1 = %ld tokens and "

@@ -407,24 +407,31 @@ static void ca_rms_bwd_w(int T, int C, const void *x, const tt_real *rstd, const
     LAUNCH(r_rms_bwd_w, T, C, dt, x, dy, rstd, dw);
 }
 
-typedef struct { int T, seq, nh, hd, inverse, dt; const tt_real *cos_t, *sin_t; void *x; } r_rope_args;
+typedef struct { int T, seq, nh, hd, inverse, dt; const tt_real *cos_t, *sin_t; void *x; const int32_t *seg; } r_rope_args;
 static void r_rope(const void *p) {
     const r_rope_args *a = p;
-    cpu_ref()->rope(a->T, a->seq, a->nh, a->hd, a->cos_t, a->sin_t, a->x, a->inverse, a->dt);
+    cpu_ref()->rope(a->T, a->seq, a->nh, a->hd, a->cos_t, a->sin_t, a->x, a->inverse, a->seg, a->dt);
 }
 static void ca_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
-                    int dt) {
-    LAUNCH(r_rope, T, seq, nh, hd, inverse, dt, cos_t, sin_t, x);
+                    const int32_t *seg, int dt) {
+    LAUNCH(r_rope, T, seq, nh, hd, inverse, dt, cos_t, sin_t, x, seg);
 }
 
-typedef struct { int B, seq, nh, nkv, hd, dt; const void *q, *k, *v; void *out, *scratch; tt_real *lse; } r_attn_fwd_args;
+typedef struct {
+    int B, seq, nh, nkv, hd, dt;
+    const void *q, *k, *v;
+    void *out, *scratch;
+    tt_real *lse;
+    const int32_t *seg;
+} r_attn_fwd_args;
 static void r_attn_fwd(const void *p) {
     const r_attn_fwd_args *a = p;
-    cpu_ref()->attn_fwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->scratch, a->dt);
+    cpu_ref()->attn_fwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->seg, a->scratch,
+                        a->dt);
 }
 static void ca_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                        void *out, tt_real *lse, void *scratch, int dt) {
-    LAUNCH(r_attn_fwd, B, seq, nh, nkv, hd, dt, q, k, v, out, scratch, lse);
+                        void *out, tt_real *lse, const int32_t *seg, void *scratch, int dt) {
+    LAUNCH(r_attn_fwd, B, seq, nh, nkv, hd, dt, q, k, v, out, scratch, lse, seg);
 }
 
 typedef struct {
@@ -432,16 +439,17 @@ typedef struct {
     const void *q, *k, *v, *out, *dout;
     const tt_real *lse;
     void *dq, *dk, *dv, *scratch;
+    const int32_t *seg;
 } r_attn_bwd_args;
 static void r_attn_bwd(const void *p) {
     const r_attn_bwd_args *a = p;
     cpu_ref()->attn_bwd(a->B, a->seq, a->nh, a->nkv, a->hd, a->q, a->k, a->v, a->out, a->lse, a->dout, a->dq, a->dk,
-                        a->dv, a->scratch, a->dt);
+                        a->dv, a->seg, a->scratch, a->dt);
 }
 static void ca_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                         const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
-                        void *scratch, int dt) {
-    LAUNCH(r_attn_bwd, B, seq, nh, nkv, hd, dt, q, k, v, out, dout, lse, dq, dk, dv, scratch);
+                        const int32_t *seg, void *scratch, int dt) {
+    LAUNCH(r_attn_bwd, B, seq, nh, nkv, hd, dt, q, k, v, out, dout, lse, dq, dk, dv, scratch, seg);
 }
 static size_t ca_attn_scratch(int B, int seq, int nh, int nkv, int hd, int dt) {
     return cpu_ref()->attn_scratch_bytes(B, seq, nh, nkv, hd, dt);

@@ -241,10 +241,12 @@ static void cpu_rmsnorm_bwd_w(int T, int C, const void *x, const tt_real *rstd, 
  * a = x_i, b = x_{i+hd/2}: a' = a cos - b sin, b' = b cos + a sin. The inverse
  * (sin -> -sin) is the transpose of this rotation, hence the exact backward. */
 static void cpu_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real *sin_t, void *x, int inverse,
-                     int dt) {
+                     const int32_t *seg, int dt) {
     const int half = hd / 2;
     for (int t = 0; t < T; t++) {
-        const tt_real *cr = cos_t + (size_t)(t % seq) * half, *sr = sin_t + (size_t)(t % seq) * half;
+        const int pos = t % seq - (seg ? seg[t] : 0); /* packed: counted from the example's start */
+        TT_ASSERT(pos >= 0);
+        const tt_real *cr = cos_t + (size_t)pos * half, *sr = sin_t + (size_t)pos * half;
         for (int h = 0; h < nh; h++) {
             const size_t o = ((size_t)t * nh + h) * hd;
             for (int i = 0; i < half; i++) {
@@ -260,23 +262,23 @@ static void cpu_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const
 /* ---- attention: cpu_attn.c on tt_real copies of bf16 operands -------------- */
 
 static void cpu_attn_fwd_t(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                           void *out, tt_real *lse, void *scratch, int dt) {
+                           void *out, tt_real *lse, const int32_t *seg, void *scratch, int dt) {
     const size_t T = (size_t)B * seq, qn = T * nh * hd, kn = T * nkv * hd;
     tt_real *o = dt == BE_REAL ? out : cpu_scratch(3, qn);
     cpu_attn_fwd(B, seq, nh, nkv, hd, in_mat(0, q, dt, 1, qn, qn, 0), in_mat(1, k, dt, 1, kn, kn, 0),
-                 in_mat(2, v, dt, 1, kn, kn, 0), o, lse, scratch);
+                 in_mat(2, v, dt, 1, kn, kn, 0), o, lse, seg, scratch);
     out_mat(out, dt, o, 1, qn, qn);
 }
 
 static void cpu_attn_bwd_t(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                            const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
-                           void *scratch, int dt) {
+                           const int32_t *seg, void *scratch, int dt) {
     const size_t T = (size_t)B * seq, qn = T * nh * hd, kn = T * nkv * hd;
     const int bf = dt == BE_BF16;
     tt_real *gq = bf ? cpu_scratch(5, qn) : dq, *gk = bf ? cpu_scratch(6, kn) : dk, *gv = bf ? cpu_scratch(7, kn) : dv;
     cpu_attn_bwd(B, seq, nh, nkv, hd, in_mat(0, q, dt, 1, qn, qn, 0), in_mat(1, k, dt, 1, kn, kn, 0),
                  in_mat(2, v, dt, 1, kn, kn, 0), in_mat(3, out, dt, 1, qn, qn, 0), lse,
-                 in_mat(4, dout, dt, 1, qn, qn, 0), gq, gk, gv, scratch);
+                 in_mat(4, dout, dt, 1, qn, qn, 0), gq, gk, gv, seg, scratch);
     out_mat(dq, dt, gq, 1, qn, qn);
     out_mat(dk, dt, gk, 1, kn, kn);
     out_mat(dv, dt, gv, 1, kn, kn);

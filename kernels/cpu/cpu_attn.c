@@ -10,7 +10,9 @@
  *
  * Layout (backend.h): q, out, dq (T, nh*hd); k, v, dk, dv (T, nkv*hd);
  * lse (T, nh); T = B*seq, sequence b in rows b*seq..b*seq+seq-1; query head h
- * reads KV head h / (nh/nkv).
+ * reads KV head h / (nh/nkv). With packed examples (seg), row i sees keys
+ * seg[i]..i: the keys before its example's start are masked like those after
+ * it (probability exactly 0, no gradient).
  */
 #include "kernels/cpu/cpu_impl.h"
 
@@ -36,7 +38,7 @@ static void scores(int n, int kn, int hd, tt_real scale, const tt_real *Q, int q
 }
 
 void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                  tt_real *out, tt_real *lse, tt_real *scratch) {
+                  tt_real *out, tt_real *lse, const int32_t *seg, tt_real *scratch) {
     const int qs = nh * hd, ks = nkv * hd, grp = nh / nkv, br = block_rows(seq);
     const tt_real scale = 1 / R_SQRT((tt_real)hd);
     tt_real *S = scratch; /* (br, kn), row stride kn */
@@ -52,17 +54,19 @@ void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
                 const int n = seq - i0 < br ? seq - i0 : br, kn = i0 + n;
                 scores(n, kn, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, S);
                 for (int r = 0; r < n; r++) {
-                    const int i = i0 + r; /* this row sees keys 0..i */
+                    const int i = i0 + r, lo = seg ? seg[r0 + (size_t)i] : 0; /* this row sees keys lo..i */
+                    TT_ASSERT(lo >= 0 && lo <= i);
                     tt_real *row = S + (size_t)r * kn;
-                    tt_real mx = row[0];
-                    for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                    tt_real mx = row[lo];
+                    for (int j = lo + 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
                     double sum = 0;
-                    for (int j = 0; j <= i; j++) {
+                    for (int j = lo; j <= i; j++) {
                         row[j] = R_EXP(row[j] - mx);
                         sum += row[j];
                     }
                     const tt_real inv = (tt_real)(1 / sum);
-                    for (int j = 0; j <= i; j++) row[j] *= inv;
+                    for (int j = 0; j < lo; j++) row[j] = 0;
+                    for (int j = lo; j <= i; j++) row[j] *= inv;
                     for (int j = i + 1; j < kn; j++) row[j] = 0;
                     L[(size_t)i * nh] = (tt_real)((double)mx + log(sum));
                 }
@@ -79,7 +83,7 @@ void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
  * overwritten block by block. */
 void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                   const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                  tt_real *dv, tt_real *scratch) {
+                  tt_real *dv, const int32_t *seg, tt_real *scratch) {
     const int qs = nh * hd, ks = nkv * hd, grp = nh / nkv, br = block_rows(seq);
     const tt_real scale = 1 / R_SQRT((tt_real)hd);
     memset(dk, 0, (size_t)B * seq * ks * sizeof *dk);
@@ -98,10 +102,11 @@ void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, con
                 const tt_real *Qb = Q + (size_t)i0 * qs, *dOb = dO + (size_t)i0 * qs;
                 scores(n, kn, hd, scale, Qb, qs, K, ks, P);
                 for (int r = 0; r < n; r++) {
-                    const int i = i0 + r;
+                    const int i = i0 + r, lo = seg ? seg[r0 + (size_t)i] : 0;
                     tt_real *row = P + (size_t)r * kn;
                     const tt_real l = L[(size_t)i * nh];
-                    for (int j = 0; j <= i; j++) row[j] = R_EXP(row[j] - l);
+                    for (int j = 0; j < lo; j++) row[j] = 0;
+                    for (int j = lo; j <= i; j++) row[j] = R_EXP(row[j] - l);
                     for (int j = i + 1; j < kn; j++) row[j] = 0;
                 }
                 cpu_gemm(1, 0, kn, hd, n, 1, P, kn, dOb, qs, 1, dV, ks);     /* dV[0:kn] += P^T dO */

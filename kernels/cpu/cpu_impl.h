@@ -30,10 +30,10 @@ void cpu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const tt_real 
 /* cpu_attn.c: attention on tt_real (backend.h's attn_fwd / attn_bwd) with
  * cpu_attn_scratch_bytes(seq) bytes of scratch. */
 void cpu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
-                  tt_real *out, tt_real *lse, tt_real *scratch);
+                  tt_real *out, tt_real *lse, const int32_t *seg, tt_real *scratch);
 void cpu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const tt_real *q, const tt_real *k, const tt_real *v,
                   const tt_real *out, const tt_real *lse, const tt_real *dout, tt_real *dq, tt_real *dk,
-                  tt_real *dv, tt_real *scratch);
+                  tt_real *dv, const int32_t *seg, tt_real *scratch);
 size_t cpu_attn_scratch_bytes(int seq);
 
 #endif

@@ -325,21 +325,24 @@ static void cu_rms_bwd(int T, int C, const void *x, const tt_real *w, const tt_r
 }
 
 template <typename T>
-__global__ void k_rope(int T_, int seq, int nh, int hd, const float *cs, const float *sn, void *x_, float sgn) {
+__global__ void k_rope(int T_, int seq, int nh, int hd, const float *cs, const float *sn, void *x_, float sgn,
+                       const int32_t *seg) {
     size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x, half = hd / 2;
     if (idx >= (size_t)T_ * nh * half) return;
     int i = (int)(idx % half);
     size_t th = idx / half;
     int h = (int)(th % nh), t = (int)(th / nh);
-    float c = cs[(size_t)(t % seq) * half + i], s = sgn * sn[(size_t)(t % seq) * half + i];
+    int pos = t % seq - (seg ? seg[t] : 0); /* packed examples: from the example's start */
+    float c = cs[(size_t)pos * half + i], s = sgn * sn[(size_t)pos * half + i];
     T *p = (T *)x_ + (size_t)t * nh * hd + (size_t)h * hd;
     float a = ldv(p, i), b = ldv(p, i + half);
     stv(p, i, a * c - b * s);
     stv(p, i + half, b * c + a * s);
 }
-static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_real *sn, void *x, int inverse, int dt) {
+static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_real *sn, void *x, int inverse,
+                    const int32_t *seg, int dt) {
     size_t n = (size_t)T * nh * (hd / 2);
-    TDISPATCH(dt, k_rope, blocks_for(n, 256), 256, T, seq, nh, hd, cs, sn, x, inverse ? -1.f : 1.f);
+    TDISPATCH(dt, k_rope, blocks_for(n, 256), 256, T, seq, nh, hd, cs, sn, x, inverse ? -1.f : 1.f, seg);
 }
 
 /* ---- attention (head-chunked through cuBLAS) ----------------------------------
@@ -376,7 +379,7 @@ __device__ void fa_stage(float *dst, int ld, const T *src, int ss, int r0, int n
 /* Forward: block (query tile, head, sequence), one thread per query row. Shared: Q, acc, K, V tiles. */
 template <typename T>
 __global__ void k_fa_fwd(int seq, int nh, int nkv, int hd, float scale, const void *q_, const void *k_, const void *v_,
-                         void *out_, float *lse) {
+                         void *out_, float *lse, const int32_t *seg) {
     extern __shared__ float fsh[];
     const int bq = TT_FA_TILE, ld = hd + 1, qt = blockIdx.x, h = blockIdx.y, g = tt_gqa_kv_head(h, nh, nkv);
     const int qs = nh * hd, ks = nkv * hd, i0 = qt * bq, nrows = seq - i0 < bq ? seq - i0 : bq, i = threadIdx.x;
@@ -387,6 +390,7 @@ __global__ void k_fa_fwd(int seq, int nh, int nkv, int hd, float scale, const vo
     fa_stage(Qs, ld, Q, qs, i0, nrows, hd);
     for (int idx = threadIdx.x; idx < bq * ld; idx += blockDim.x) Acc[idx] = 0.f;
     float m = -INFINITY, l = 0.f;
+    const int lo = seg && i < nrows ? seg[r0 + i0 + i] : 0;
     const int nt = tt_causal_kv_tiles(qt, bq, bq, seq);
     for (int kt = 0; kt < nt; kt++) {
         const int nk = seq - kt * bq < bq ? seq - kt * bq : bq;
@@ -394,7 +398,7 @@ __global__ void k_fa_fwd(int seq, int nh, int nkv, int hd, float scale, const vo
         fa_stage(Ks, ld, K, ks, kt * bq, nk, hd);
         fa_stage(Vs, ld, V, ks, kt * bq, nk, hd);
         __syncthreads();
-        if (i < nrows) tt_fa_fwd_tile(Qs + i * ld, hd, scale, Ks, Vs, ld, nk, kt * bq, i0 + i, &m, &l, Acc + i * ld);
+        if (i < nrows) tt_fa_fwd_tile(Qs + i * ld, hd, scale, Ks, Vs, ld, nk, kt * bq, i0 + i, lo, &m, &l, Acc + i * ld);
     }
     if (i >= nrows) return;
     T *O = (T *)out_ + (r0 + i0 + i) * qs + (size_t)h * hd;
@@ -406,7 +410,7 @@ __global__ void k_fa_fwd(int seq, int nh, int nkv, int hd, float scale, const vo
  * Shared: Q, dO, dq, K, V tiles. */
 template <typename T>
 __global__ void k_fa_dq(int seq, int nh, int nkv, int hd, float scale, const void *q_, const void *k_, const void *v_,
-                        const void *o_, const float *lse, const void *do_, void *dq_, float *Dbuf) {
+                        const void *o_, const float *lse, const void *do_, void *dq_, float *Dbuf, const int32_t *seg) {
     extern __shared__ float fsh[];
     const int bq = TT_FA_TILE, ld = hd + 1, qt = blockIdx.x, h = blockIdx.y, g = tt_gqa_kv_head(h, nh, nkv);
     const int qs = nh * hd, ks = nkv * hd, i0 = qt * bq, nrows = seq - i0 < bq ? seq - i0 : bq, i = threadIdx.x;
@@ -419,6 +423,7 @@ __global__ void k_fa_dq(int seq, int nh, int nkv, int hd, float scale, const voi
     for (int idx = threadIdx.x; idx < bq * ld; idx += blockDim.x) dQ[idx] = 0.f;
     __syncthreads();
     float D = 0.f, L = 0.f;
+    const int lo = seg && i < nrows ? seg[r0 + i0 + i] : 0;
     if (i < nrows) {
         const T *O = (const T *)o_ + (r0 + i0 + i) * qs + (size_t)h * hd;
         for (int d = 0; d < hd; d++) D += dOs[i * ld + d] * ldv(O, d);
@@ -433,7 +438,7 @@ __global__ void k_fa_dq(int seq, int nh, int nkv, int hd, float scale, const voi
         fa_stage(Vs, ld, V, ks, kt * bq, nk, hd);
         __syncthreads();
         if (i < nrows)
-            tt_fa_dq_tile(Qs + i * ld, dOs + i * ld, L, D, hd, scale, Ks, Vs, ld, nk, kt * bq, i0 + i, dQ + i * ld);
+            tt_fa_dq_tile(Qs + i * ld, dOs + i * ld, L, D, hd, scale, Ks, Vs, ld, nk, kt * bq, i0 + i, lo, dQ + i * ld);
     }
     if (i >= nrows) return;
     T *dq = (T *)dq_ + (r0 + i0 + i) * qs + (size_t)h * hd;
@@ -445,7 +450,7 @@ __global__ void k_fa_dq(int seq, int nh, int nkv, int hd, float scale, const voi
  * tile. Shared: K, V, dK, dV, Q, dO tiles, then the Q tile's lse and D. */
 template <typename T>
 __global__ void k_fa_dkv(int seq, int nh, int nkv, int hd, float scale, const void *q_, const void *k_, const void *v_,
-                         const float *lse, const void *do_, const float *Dbuf, void *dk_, void *dv_) {
+                         const float *lse, const void *do_, const float *Dbuf, void *dk_, void *dv_, const int32_t *seg) {
     extern __shared__ float fsh[];
     const int bt = TT_FA_TILE, ld = hd + 1, kt = blockIdx.x, g = blockIdx.y, grp = nh / nkv;
     const int qs = nh * hd, ks = nkv * hd, j0 = kt * bt, nkeys = seq - j0 < bt ? seq - j0 : bt, j = threadIdx.x;
@@ -453,6 +458,7 @@ __global__ void k_fa_dkv(int seq, int nh, int nkv, int hd, float scale, const vo
     const T *K = (const T *)k_ + r0 * ks + (size_t)g * hd, *V = (const T *)v_ + r0 * ks + (size_t)g * hd;
     float *Kr = fsh, *Vr = Kr + bt * ld, *dK = Vr + bt * ld, *dV = dK + bt * ld, *Qs = dV + bt * ld, *dOs = Qs + bt * ld;
     float *Ls = dOs + bt * ld, *Ds = Ls + bt;
+    int *Lo = (int *)(Ds + bt); /* the query tile's example starts (with seg) */
     fa_stage(Kr, ld, K, ks, j0, nkeys, hd);
     fa_stage(Vr, ld, V, ks, j0, nkeys, hd);
     for (int idx = threadIdx.x; idx < 2 * bt * ld; idx += blockDim.x) dK[idx] = 0.f; /* dK and dV */
@@ -466,11 +472,12 @@ __global__ void k_fa_dkv(int seq, int nh, int nkv, int hd, float scale, const vo
             for (int x = threadIdx.x; x < nq; x += blockDim.x) {
                 Ls[x] = lse[(r0 + qt * bt + x) * nh + h];
                 Ds[x] = Dbuf[(r0 + qt * bt + x) * nh + h];
+                Lo[x] = seg ? seg[r0 + qt * bt + x] : 0;
             }
             __syncthreads();
             if (j < nkeys)
-                tt_fa_dkv_tile(Kr + j * ld, Vr + j * ld, hd, scale, Qs, dOs, Ls, Ds, ld, nq, qt * bt, j0 + j,
-                               dK + j * ld, dV + j * ld);
+                tt_fa_dkv_tile(Kr + j * ld, Vr + j * ld, hd, scale, Qs, dOs, Ls, Ds, seg ? Lo : NULL, ld, nq, qt * bt,
+                               j0 + j, dK + j * ld, dV + j * ld);
         }
     }
     if (j >= nkeys) return;
@@ -485,33 +492,34 @@ __global__ void k_fa_dkv(int seq, int nh, int nkv, int hd, float scale, const vo
 static size_t fa_smem(int tiles, int hd) { return (size_t)tiles * TT_FA_TILE * (hd + 1) * sizeof(float); }
 #define FA_FWD_TILES 4
 #define FA_DQ_TILES 5
-#define FA_DKV_TILES 6 /* plus the lse and D of a query tile */
+#define FA_DKV_TILES 6 /* plus the lse, D and example starts of a query tile */
+#define FA_DKV_ROWS (3 * TT_FA_TILE * sizeof(float))
 
 static void fa_launch_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                          float *lse, int dt) {
+                          float *lse, const int32_t *seg, int dt) {
     dim3 grid((unsigned)((seq + TT_FA_TILE - 1) / TT_FA_TILE), (unsigned)nh, (unsigned)B);
     float scale = 1.0f / sqrtf((float)hd);
     size_t sm = fa_smem(FA_FWD_TILES, hd);
-    if (dt == BE_BF16) k_fa_fwd<bf16><<<grid, TT_FA_TILE, sm, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse);
-    else k_fa_fwd<float><<<grid, TT_FA_TILE, sm, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse);
+    if (dt == BE_BF16) k_fa_fwd<bf16><<<grid, TT_FA_TILE, sm, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, seg);
+    else k_fa_fwd<float><<<grid, TT_FA_TILE, sm, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, seg);
     LAUNCHED();
 }
 
 static void fa_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                           const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D,
-                          int dt) {
+                          const int32_t *seg, int dt) {
     unsigned tiles = (unsigned)((seq + TT_FA_TILE - 1) / TT_FA_TILE);
     float scale = 1.0f / sqrtf((float)hd);
-    size_t sa = fa_smem(FA_DQ_TILES, hd), sb = fa_smem(FA_DKV_TILES, hd) + 2 * TT_FA_TILE * sizeof(float);
+    size_t sa = fa_smem(FA_DQ_TILES, hd), sb = fa_smem(FA_DKV_TILES, hd) + FA_DKV_ROWS;
     dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)nkv, (unsigned)B);
     if (dt == BE_BF16) {
-        k_fa_dq<bf16><<<ga, TT_FA_TILE, sa, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, dout, dq, D);
+        k_fa_dq<bf16><<<ga, TT_FA_TILE, sa, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, dout, dq, D, seg);
         LAUNCHED();
-        k_fa_dkv<bf16><<<gb, TT_FA_TILE, sb, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, lse, dout, D, dk, dv);
+        k_fa_dkv<bf16><<<gb, TT_FA_TILE, sb, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, lse, dout, D, dk, dv, seg);
     } else {
-        k_fa_dq<float><<<ga, TT_FA_TILE, sa, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, dout, dq, D);
+        k_fa_dq<float><<<ga, TT_FA_TILE, sa, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, out, lse, dout, dq, D, seg);
         LAUNCHED();
-        k_fa_dkv<float><<<gb, TT_FA_TILE, sb, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, lse, dout, D, dk, dv);
+        k_fa_dkv<float><<<gb, TT_FA_TILE, sb, g_compute>>>(seq, nh, nkv, hd, scale, q, k, v, lse, dout, D, dk, dv, seg);
     }
     LAUNCHED();
 }
@@ -524,10 +532,10 @@ static int fa_setup(void) {
     int optin = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
     int hd = TT_FA_MAX_HD;
-    while (hd >= 16 && fa_smem(FA_DKV_TILES, hd) + 2 * TT_FA_TILE * sizeof(float) > (size_t)optin) hd -= 16;
+    while (hd >= 16 && fa_smem(FA_DKV_TILES, hd) + FA_DKV_ROWS > (size_t)optin) hd -= 16;
     if (hd < 16) return 0;
     g_flash_max_hd = hd;
-    size_t mx = fa_smem(FA_DKV_TILES, hd) + 2 * TT_FA_TILE * sizeof(float);
+    size_t mx = fa_smem(FA_DKV_TILES, hd) + FA_DKV_ROWS;
     CUDA_CHECK(cudaFuncSetAttribute(k_fa_fwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa_fwd<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa_dq<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mx));
@@ -539,19 +547,19 @@ static int fa_setup(void) {
 
 /* Causal softmax of each row of S (seq, seq) in place; lse[row * ls] =
  * log-sum-exp; p16 (optional): the probabilities in bf16 too. */
-__global__ void k_softmax_causal(int seq, float *S, float *lse, int ls, bf16 *p16) {
+__global__ void k_softmax_causal(int seq, float *S, float *lse, int ls, bf16 *p16, const int32_t *seg) {
     __shared__ float sh[256];
-    int r = blockIdx.x;
+    int r = blockIdx.x, lo = seg ? seg[r] : 0; /* packed: keys lo..r */
     float *row = S + (size_t)r * seq;
     float m = -INFINITY;
-    for (int j = threadIdx.x; j <= r; j += blockDim.x) m = fmaxf(m, row[j]);
+    for (int j = lo + threadIdx.x; j <= r; j += blockDim.x) m = fmaxf(m, row[j]);
     m = block_max(m, sh);
     float s = 0;
-    for (int j = threadIdx.x; j <= r; j += blockDim.x) s += expf(row[j] - m);
+    for (int j = lo + threadIdx.x; j <= r; j += blockDim.x) s += expf(row[j] - m);
     float tot = block_sum(s, sh);
     float l = m + logf(tot);
     for (int j = threadIdx.x; j < seq; j += blockDim.x) {
-        float p = j <= r ? expf(row[j] - l) : 0.f;
+        float p = j <= r && j >= lo ? expf(row[j] - l) : 0.f;
         row[j] = p;
         if (p16) p16[(size_t)r * seq + j] = __float2bfloat16_rn(p);
     }
@@ -559,12 +567,12 @@ __global__ void k_softmax_causal(int seq, float *S, float *lse, int ls, bf16 *p1
 }
 
 /* P from scores and the saved lse (backward); p16 as above. */
-__global__ void k_probs(int seq, float *S, const float *lse, int ls, bf16 *p16) {
-    int r = blockIdx.x;
+__global__ void k_probs(int seq, float *S, const float *lse, int ls, bf16 *p16, const int32_t *seg) {
+    int r = blockIdx.x, lo = seg ? seg[r] : 0;
     float l = lse[(size_t)r * ls];
     for (int j = threadIdx.x; j < seq; j += blockDim.x) {
         size_t i = (size_t)r * seq + j;
-        float p = j <= r ? expf(S[i] - l) : 0.f;
+        float p = j <= r && j >= lo ? expf(S[i] - l) : 0.f;
         S[i] = p;
         if (p16) p16[i] = __float2bfloat16_rn(p);
     }
@@ -591,24 +599,25 @@ __global__ void k_dsoft(int seq, int hd, const void *dO_, const void *O_, int os
  * head_dim up to TT_FA2_HD; block (query tile, head, sequence). */
 __global__ void __launch_bounds__(TT_FA2_THREADS) k_fa2_fwd(int seq, int nh, int nkv, int hd, const uint16_t *q,
                                                             const uint16_t *k, const uint16_t *v, uint16_t *out,
-                                                            float *lse) {
+                                                            float *lse, const int32_t *seg) {
     extern __shared__ __align__(16) unsigned char fa2_sh[];
     tt_fa2_fwd_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
-                     v, out, lse, (uint16_t *)fa2_sh);
+                     v, out, lse, seg, (uint16_t *)fa2_sh);
 }
 __global__ void __launch_bounds__(TT_FA2_THREADS)
     k_fa2_dq(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o,
-             const float *lse, const uint16_t *dout, uint16_t *dq, float *Dbuf) {
+             const float *lse, const uint16_t *dout, uint16_t *dq, float *Dbuf, const int32_t *seg) {
     extern __shared__ __align__(16) unsigned char fa2_sh[];
     tt_fa2_dq_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
-                    v, o, lse, dout, dq, Dbuf, (uint16_t *)fa2_sh);
+                    v, o, lse, dout, dq, Dbuf, seg, (uint16_t *)fa2_sh);
 }
 __global__ void __launch_bounds__(TT_FA2_THREADS)
     k_fa2_dkv(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-              const float *lse, const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv) {
+              const float *lse, const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv,
+              const int32_t *seg) {
     extern __shared__ __align__(16) unsigned char fa2_sh[];
     tt_fa2_dkv_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
-                     v, lse, dout, Dbuf, dk, dv, (uint16_t *)fa2_sh);
+                     v, lse, dout, Dbuf, dk, dv, seg, (uint16_t *)fa2_sh);
 }
 
 /* The dk/dv pass asks for more than the default 48 KiB of shared memory: allowed once at start-up; 0 where the
@@ -622,32 +631,35 @@ static int fa2_setup(void) {
 }
 
 static void fa2_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                           const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D) {
+                           const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D,
+                           const int32_t *seg) {
     unsigned tiles = (unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR);
     dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)nkv, (unsigned)B);
     k_fa2_dq<<<ga, TT_FA2_THREADS, TT_FA2_SMEM_DQ, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q, (const uint16_t *)k,
                                                                 (const uint16_t *)v, (const uint16_t *)out, lse,
-                                                                (const uint16_t *)dout, (uint16_t *)dq, D);
+                                                                (const uint16_t *)dout, (uint16_t *)dq, D, seg);
     LAUNCHED();
     k_fa2_dkv<<<gb, TT_FA2_THREADS, TT_FA2_SMEM_DKV, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
                                                                   (const uint16_t *)k, (const uint16_t *)v, lse,
                                                                   (const uint16_t *)dout, D, (uint16_t *)dk,
-                                                                  (uint16_t *)dv);
+                                                                  (uint16_t *)dv, seg);
     LAUNCHED();
 }
 
+/* seg (packed examples): every path masks the keys before a row's example start (cuda_fa2.h, cuda_flash.h,
+ * and k_softmax_causal / k_probs here). */
 static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
-                        tt_real *lse, void *scratch, int dt) {
+                        tt_real *lse, const int32_t *seg, void *scratch, int dt) {
     if (use_fa2(hd, dt)) {
         dim3 grid((unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR), (unsigned)nh, (unsigned)B);
         k_fa2_fwd<<<grid, TT_FA2_THREADS, TT_FA2_SMEM_FWD, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
                                                                         (const uint16_t *)k, (const uint16_t *)v,
-                                                                        (uint16_t *)out, lse);
+                                                                        (uint16_t *)out, lse, seg);
         LAUNCHED();
         return;
     }
     if (use_flash(hd)) {
-        fa_launch_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dt);
+        fa_launch_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, seg, dt);
         return;
     }
     int qs = nh * hd, ks = nkv * hd;
@@ -660,7 +672,7 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
             size_t r0 = (size_t)b * seq, qo = r0 * qs + (size_t)h * hd;
             size_t ko = r0 * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
             cu_gemm(0, 1, seq, seq, hd, scale, be_at(q, qo, dt), dt, qs, be_at(k, ko, dt), dt, ks, 0, S, BE_REAL, seq);
-            k_softmax_causal<<<seq, 256, 0, g_compute>>>(seq, S, lse + r0 * nh + h, nh, P16);
+            k_softmax_causal<<<seq, 256, 0, g_compute>>>(seq, S, lse + r0 * nh + h, nh, P16, seg ? seg + r0 : NULL);
             LAUNCHED();
             cu_gemm(0, 0, seq, hd, seq, 1, P16 ? (const void *)P16 : S, dt, seq, be_at(v, ko, dt), dt, ks, 0,
                     be_at(out, qo, dt), dt, qs);
@@ -669,13 +681,13 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 
 static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                         const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
-                        void *scratch, int dt) {
+                        const int32_t *seg, void *scratch, int dt) {
     if (use_fa2(hd, dt)) {
-        fa2_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch);
+        fa2_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, seg);
         return;
     }
     if (use_flash(hd)) {
-        fa_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, dt);
+        fa_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, seg, dt);
         return;
     }
     int qs = nh * hd, ks = nkv * hd;
@@ -692,7 +704,7 @@ static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
             size_t ko = r0 * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
             const void *Q = be_at(q, qo, dt), *K = be_at(k, ko, dt), *V = be_at(v, ko, dt), *dO = be_at(dout, qo, dt);
             cu_gemm(0, 1, seq, seq, hd, scale, Q, dt, qs, K, dt, ks, 0, P, BE_REAL, seq);
-            k_probs<<<seq, 256, 0, g_compute>>>(seq, P, lse + r0 * nh + h, nh, P16);
+            k_probs<<<seq, 256, 0, g_compute>>>(seq, P, lse + r0 * nh + h, nh, P16, seg ? seg + r0 : NULL);
             LAUNCHED();
             cu_gemm(1, 0, seq, hd, seq, 1, Pm, dt, seq, dO, dt, qs, 1, be_at(dv, ko, dt), dt, ks); /* dV += P^T dO */
             cu_gemm(0, 1, seq, seq, hd, 1, dO, dt, qs, V, dt, ks, 0, dP, BE_REAL, seq);           /* dP = dO V^T */

@@ -259,7 +259,7 @@ TT_HD float tt_fa2_quad_sum(tt_warp_emu *w, int tid, float v) {
  * TT_FA2_SMEM_FWD bytes. */
 TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int seq, int nh, int nkv, int hd,
                             const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *out, float *lse,
-                            uint16_t *smem) {
+                            const int32_t *seg, uint16_t *smem) {
     const int warp = tid >> 5, lane = tid & 31, g = tt_gqa_kv_head(h, nh, nkv);
     const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
     const uint16_t *Q = q + r0 * qs + (size_t)h * hd, *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
@@ -286,15 +286,19 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
             TT_UNROLL
             for (int i = 0; i < 4; i++) {
                 int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
-                float x = col <= row && col < seq ? s[n8][i] * sl2 : -INFINITY;
+                int lo = seg && row < seq ? seg[r0 + row] : 0; /* packed: the row's example starts there */
+                float x = col <= row && col >= lo && col < seq ? s[n8][i] * sl2 : -INFINITY;
                 s[n8][i] = x;
                 mx[i >> 1] = fmaxf(mx[i >> 1], x);
             }
-        float alpha[2];
+        float alpha[2], ms[2];
         TT_UNROLL
         for (int r = 0; r < 2; r++) {
-            float mn = fmaxf(m[r], tt_fa2_quad_max(w, tid, mx[r])); /* finite: key 0 is in the first tile */
-            alpha[r] = exp2f(m[r] - mn);
+            /* -inf while every key so far was masked (a packed row whose example starts in a later tile): then
+             * nothing is summed yet and the exponentials below use 0 instead, giving 0, never NaN */
+            float mn = fmaxf(m[r], tt_fa2_quad_max(w, tid, mx[r]));
+            ms[r] = mn == -INFINITY ? 0.f : mn;
+            alpha[r] = exp2f(m[r] - ms[r]);
             m[r] = mn;
             l[r] *= alpha[r];
         }
@@ -302,7 +306,7 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
         for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
             TT_UNROLL
             for (int i = 0; i < 4; i++) {
-                float p = exp2f(s[n8][i] - m[i >> 1]);
+                float p = exp2f(s[n8][i] - ms[i >> 1]);
                 s[n8][i] = p;
                 l[i >> 1] += p; /* the lane's part of the row sum: quad-summed at the end */
             }
@@ -344,7 +348,7 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
 /* dq pass, block (qt, h, b): dq (T, nh * hd) and Dbuf. smem: TT_FA2_SMEM_DQ. */
 TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int seq, int nh, int nkv, int hd,
                            const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o, const float *lse,
-                           const uint16_t *dout, uint16_t *dq, float *Dbuf, uint16_t *smem) {
+                           const uint16_t *dout, uint16_t *dq, float *Dbuf, const int32_t *seg, uint16_t *smem) {
     const int warp = tid >> 5, lane = tid & 31, g = tt_gqa_kv_head(h, nh, nkv);
     const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
     const uint16_t *Q = q + r0 * qs + (size_t)h * hd, *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
@@ -393,7 +397,8 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
                 TT_UNROLL
                 for (int i = 0; i < 4; i++) {
                     int row = row0 + tt_fa2_c_row(lane, i), col = jh + n8 * 8 + tt_fa2_c_col(lane, i);
-                    float p = col <= row && col < seq && row < seq ? exp2f(s[n8][i] * sl2 - L[i >> 1]) : 0.f;
+                    int lo = seg && row < seq ? seg[r0 + row] : 0;
+                    float p = col <= row && col >= lo && col < seq && row < seq ? exp2f(s[n8][i] * sl2 - L[i >> 1]) : 0.f;
                     s[n8][i] = p * (dp[n8][i] - D[i >> 1]); /* dS */
                 }
             uint32_t dsa[TT_FA2_BC / 16][4];
@@ -416,7 +421,8 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
  * dk, dv (T, nkv * hd). Needs the dq pass's Dbuf. smem: TT_FA2_SMEM_DKV. */
 TT_HD void tt_fa2_dkv_block(tt_warp_emu *w, int tid, int kt, int g, int b, int seq, int nh, int nkv, int hd,
                             const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
-                            const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv, uint16_t *smem) {
+                            const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv, const int32_t *seg,
+                            uint16_t *smem) {
     const int warp = tid >> 5, lane = tid & 31, grp = nh / nkv;
     const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
     const uint16_t *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
@@ -458,8 +464,8 @@ TT_HD void tt_fa2_dkv_block(tt_warp_emu *w, int tid, int kt, int g, int b, int s
                     TT_UNROLL
                     for (int i = 0; i < 4; i++) {
                         int key = wk0 + tt_fa2_c_row(lane, i), x = hf * TT_FA2_HALF + n8 * 8 + tt_fa2_c_col(lane, i);
-                        int qrow = i0 + x;
-                        float p = key <= qrow && qrow < seq && key < seq ? exp2f(s[n8][i] * sl2 - Ls[x]) : 0.f;
+                        int qrow = i0 + x, lo = seg && qrow < seq ? seg[r0 + qrow] : 0;
+                        float p = key <= qrow && key >= lo && qrow < seq && key < seq ? exp2f(s[n8][i] * sl2 - Ls[x]) : 0.f;
                         s[n8][i] = p;                       /* P^T */
                         dp[n8][i] = p * (dp[n8][i] - Ds[x]); /* dS^T */
                     }

@@ -6,7 +6,8 @@
  * Causal grouped-query attention that never holds a (seq x seq) matrix: one
  * thread per query row (forward, dq) or per key row (dk, dv), against tiles
  * of keys (or queries) staged as float in shared memory with row stride ld.
- * Positions are within the sequence; a key k is seen by query q when k <= q.
+ * Positions are within the sequence; a key k is seen by query q when k <= q,
+ * and, with packed examples, k >= lo, the start of q's example.
  *   forward:  m, l, acc: the running max, sum of exp(s - m) and the
  *             unnormalised output of the row; out = acc / l, lse = m + log l.
  *   backward: with P = exp(S - lse) and D_q = dO_q . O_q,
@@ -32,10 +33,10 @@ TT_HD float tt_fa_dot(const float *a, const float *b, int hd) {
 }
 
 /* The forward over one tile of nk keys (K, V rows with stride ld) whose first
- * has position kpos0, for the query row q at position qpos. */
+ * has position kpos0, for the query row q at position qpos (keys from lo). */
 TT_HD void tt_fa_fwd_tile(const float *q, int hd, float scale, const float *K, const float *V, int ld, int nk,
-                          int kpos0, int qpos, float *m, float *l, float *acc) {
-    for (int j = 0; j < nk && kpos0 + j <= qpos; j++) {
+                          int kpos0, int qpos, int lo, float *m, float *l, float *acc) {
+    for (int j = lo > kpos0 ? lo - kpos0 : 0; j < nk && kpos0 + j <= qpos; j++) {
         float s = scale * tt_fa_dot(q, K + (size_t)j * ld, hd);
         if (s > *m) { /* a new max: rescale what is summed so far */
             float c = expf(*m - s); /* 0 for the first key (m = -inf) */
@@ -51,10 +52,10 @@ TT_HD void tt_fa_fwd_tile(const float *q, int hd, float scale, const float *K, c
 }
 
 /* dq (+)= scale * sum_k dS_qk K_k over one tile of keys, for the query row q
- * (its dO row, lse and D) at position qpos. */
+ * (its dO row, lse and D) at position qpos (keys from lo). */
 TT_HD void tt_fa_dq_tile(const float *q, const float *dO, float lse, float D, int hd, float scale, const float *K,
-                         const float *V, int ld, int nk, int kpos0, int qpos, float *dq) {
-    for (int j = 0; j < nk && kpos0 + j <= qpos; j++) {
+                         const float *V, int ld, int nk, int kpos0, int qpos, int lo, float *dq) {
+    for (int j = lo > kpos0 ? lo - kpos0 : 0; j < nk && kpos0 + j <= qpos; j++) {
         const float *k = K + (size_t)j * ld;
         float p = expf(scale * tt_fa_dot(q, k, hd) - lse);
         float ds = p * (tt_fa_dot(dO, V + (size_t)j * ld, hd) - D);
@@ -63,11 +64,13 @@ TT_HD void tt_fa_dq_tile(const float *q, const float *dO, float lse, float D, in
 }
 
 /* dk, dv (+)= the contributions of one tile of nq query rows (Q, dO rows with
- * stride ld; their lse and D) whose first has position qpos0, for the key row
- * k, v at position kpos. */
+ * stride ld; their lse, D and example starts lo, or lo NULL) whose first has
+ * position qpos0, for the key row k, v at position kpos. */
 TT_HD void tt_fa_dkv_tile(const float *k, const float *v, int hd, float scale, const float *Q, const float *dO,
-                          const float *lse, const float *D, int ld, int nq, int qpos0, int kpos, float *dk, float *dv) {
+                          const float *lse, const float *D, const int *lo, int ld, int nq, int qpos0, int kpos, float *dk,
+                          float *dv) {
     for (int i = kpos > qpos0 ? kpos - qpos0 : 0; i < nq; i++) {
+        if (lo && kpos < lo[i]) continue; /* the key precedes this query's example */
         const float *qi = Q + (size_t)i * ld, *doi = dO + (size_t)i * ld;
         float p = expf(scale * tt_fa_dot(qi, k, hd) - lse[i]);
         float ds = p * (tt_fa_dot(doi, v, hd) - D[i]);
