@@ -255,10 +255,15 @@ static void r_text(rbuf *r, const char *s, size_t n, int trained) {
     r->n += n;
 }
 
-static void r_push(rbuf *r, uint32_t id, int trained) {
-    tokenizer_ids_push(r->ids, id);
+/* The flags of the next token: a target when trained (or with train_on_prompt), the example's start if first. */
+static void r_flag(rbuf *r, int trained) {
     tokenizer_ids_push(r->flags, (trained || r->all ? TOKFILE_TRAIN : 0) | (r->started ? 0 : TOKFILE_START));
     r->started = 1;
+}
+
+static void r_push(rbuf *r, uint32_t id, int trained) {
+    tokenizer_ids_push(r->ids, id);
+    r_flag(r, trained);
 }
 
 static void r_flush(rbuf *r) {
@@ -274,8 +279,7 @@ static void r_flush(rbuf *r) {
         if (e <= o) e = o + 1;
         int trained = 0;
         for (int k = 0; k < r->nsp && !trained; k++) trained = o < r->sp[k].b && e > r->sp[k].a;
-        tokenizer_ids_push(r->flags, (trained || r->all ? TOKFILE_TRAIN : 0) | (r->started ? 0 : TOKFILE_START));
-        r->started = 1;
+        r_flag(r, trained);
     }
     r->n = 0;
     r->nsp = 0;

@@ -89,15 +89,20 @@ static double example_row(const tt_tokens *tok, uint64_t i, int S, int32_t *in, 
     return w;
 }
 
+uint64_t train_example_targets(const tt_tokens *tok, uint64_t i, int seq) {
+    uint64_t s, e, n = 0;
+    example_at(tok, i, &s, &e);
+    for (uint64_t p = s + 1; p < e && p <= s + (uint64_t)seq; p++) n += (tok->flags[p] & TOKFILE_TRAIN) != 0;
+    return n;
+}
+
 void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained) {
     *cut = *untrained = 0;
     for (uint64_t i = 0; i < tok->n_ex; i++) {
         uint64_t s, e;
         example_at(tok, i, &s, &e);
         *cut += e - s > (uint64_t)seq + 1;
-        int any = 0;
-        for (uint64_t p = s + 1; p < e && p <= s + (uint64_t)seq && !any; p++) any = tok->flags[p] & TOKFILE_TRAIN;
-        *untrained += !any;
+        *untrained += train_example_targets(tok, i, seq) == 0;
     }
 }
 

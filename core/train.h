@@ -33,6 +33,8 @@ void train_free_examples(tt_tokens *tok);
 /* Examples: how many are longer than seq + 1 tokens (cut), and how many have
  * no target within their first seq + 1 tokens (they teach nothing). */
 void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained);
+/* The targets example i has within its first seq + 1 tokens: what one row of it scores. */
+uint64_t train_example_targets(const tt_tokens *tok, uint64_t i, int seq);
 
 typedef struct tt_train_opts {
     const char *model_path;   /* the store */

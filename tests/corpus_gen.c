@@ -23,6 +23,7 @@
 #include "io/lz4page.h"
 #include "io/peft.h"
 #include "tests/fixtures.h"
+#include "tests/ref_adapter.h"
 
 static const char *g_out;
 
@@ -160,18 +161,10 @@ static void config_seeds(const char *tmp) {
  * bf16 one with every projection; each file behind its mode byte. */
 static void adapter_seeds(const char *tmp) {
     for (int k = 0; k < 2; k++) {
-        uint32_t layers = 2, rank = 2, dim = 16;
-        peft_adapter a = {.n_layers = layers, .rank = rank, .alpha = 4,
-                          .target_mask = k ? 0x7fu : (1u << PEFT_PROJ_Q | 1u << PEFT_PROJ_V), .bf16 = k,
-                          .base_model = k ? NULL : "meta-llama/Llama-2-7b-hf", .base_fp = k ? 0 : 0x1234abcd5678ef90ull};
-        peft_lora lora[2 * PEFT_N_PROJ];
-        memset(lora, 0, sizeof lora);
-        static float A[2 * 16], B[16 * 2];
-        for (uint32_t i = 0; i < rank * dim; i++) A[i] = B[i] = (float)i / 7.f - 2.f;
-        a.lora = lora;
-        for (uint32_t l = 0; l < layers; l++)
-            for (int p = 0; p < PEFT_N_PROJ; p++)
-                if (a.target_mask >> p & 1) lora[l * PEFT_N_PROJ + (uint32_t)p] = (peft_lora){dim, dim, A, B};
+        peft_adapter a;
+        peft_lora lora[REF_LAYERS * PEFT_N_PROJ];
+        ref_adapter(&a, lora, k ? 0x7fu : REF_QV, k, k ? NULL : "meta-llama/Llama-2-7b-hf",
+                    k ? 0 : 0x1234abcd5678ef90ull);
         TT_ASSERT(peft_write(tmp, &a) == 0);
         uint8_t cfg = 1, ten = 0;
         take(tmp, PEFT_CONFIG, "adapter", k ? "ok-config-all-bf16" : "ok-config-qv", &cfg);
@@ -191,16 +184,7 @@ static void tier_lz4_seed(const char *tmp) {
     take(tmp, "s.tier", "tier", "ok-lz4.tier", NULL);
     /* with a source record (import's --base-model) */
     tier_write_opts o = {dt, NULL, 1, "meta-llama/Llama-3.1-8B"};
-    tier_writer *w;
-    TT_ASSERT(tier_writer_open(&w, path, &c, &o) == 0);
-    for (uint32_t i = 0; i < config_n_tensors(&c); i++) {
-        uint64_t nb = tier_writer_tensor_bytes(w, i);
-        uint8_t *b = malloc(nb);
-        for (uint64_t j = 0; j < nb; j++) b[j] = fixture_byte(i, j, 60);
-        TT_ASSERT(tier_writer_write(w, i, b, nb) == 0);
-        free(b);
-    }
-    TT_ASSERT(tier_writer_finish(w) == 0);
+    TT_ASSERT(fixture_write_store_opts(path, &c, &o, 60) == 0);
     free(dt);
     take(tmp, "s.tier", "tier", "ok-lz4-source.tier", NULL);
 }

@@ -144,11 +144,10 @@ static inline uint8_t fixture_byte(uint32_t i, uint64_t j, int zero_pct) {
  * bytes are what the tests compare; for NF4 tensors they are not a valid
  * quantization, which the store does not care about). zero_frac_pct percent
  * of each 100 bytes are zero (for lz4 tests). Returns the writer's rc. */
-static inline int fixture_write_store(const char *path, const tt_config *c, const uint32_t *dtypes,
-                                      const tier_prune_map *map, int lz4, int zero_pct) {
-    tier_write_opts o = {dtypes, map, lz4, NULL};
+static inline int fixture_write_store_opts(const char *path, const tt_config *c, const tier_write_opts *o,
+                                           int zero_pct) {
     tier_writer *w;
-    int rc = tier_writer_open(&w, path, c, &o);
+    int rc = tier_writer_open(&w, path, c, o);
     if (rc) return rc;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         uint64_t nb = tier_writer_tensor_bytes(w, i);
@@ -162,6 +161,13 @@ static inline int fixture_write_store(const char *path, const tt_config *c, cons
         if (rc) { tier_writer_abort(w); return rc; }
     }
     return tier_writer_finish(w);
+}
+
+/* The same with the dtypes, pruning map and lz4 choice alone (no source record). */
+static inline int fixture_write_store(const char *path, const tt_config *c, const uint32_t *dtypes,
+                                      const tier_prune_map *map, int lz4, int zero_pct) {
+    tier_write_opts o = {dtypes, map, lz4, NULL};
+    return fixture_write_store_opts(path, c, &o, zero_pct);
 }
 
 /* Random weights for tensor i (a store_write fill callback, ctx a

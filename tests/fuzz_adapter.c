@@ -11,10 +11,7 @@
  * accepts is walked entry by entry. */
 #include "io/peft.h"
 #include "tests/fuzz.h"
-
-#define LAYERS 2u
-#define RANK 2u
-#define DIM 16u
+#include "tests/ref_adapter.h"
 
 static uint8_t *g_config, *g_tensors;
 static size_t g_config_n, g_tensors_n;
@@ -36,16 +33,9 @@ static uint8_t *slurp(const char *dir, const char *name, size_t *n) {
 
 /* The valid pair, written once by peft_write and kept in memory. */
 static void make_reference(void) {
-    peft_adapter a = {.n_layers = LAYERS, .rank = RANK, .alpha = 4, .target_mask = 1u << PEFT_PROJ_Q | 1u << PEFT_PROJ_V,
-                      .base_model = "meta-llama/Llama-2-7b-hf", .base_fp = 0x1234abcd5678ef90ull};
-    peft_lora lora[LAYERS * PEFT_N_PROJ];
-    memset(lora, 0, sizeof lora);
-    static float A[RANK * DIM], B[DIM * RANK];
-    for (uint32_t i = 0; i < RANK * DIM; i++) A[i] = B[i] = (float)i / 7.f - 2.f;
-    a.lora = lora;
-    for (uint32_t l = 0; l < LAYERS; l++)
-        for (int p = 0; p < PEFT_N_PROJ; p++)
-            if (a.target_mask >> p & 1) lora[l * PEFT_N_PROJ + (uint32_t)p] = (peft_lora){DIM, DIM, A, B};
+    peft_adapter a;
+    peft_lora lora[REF_LAYERS * PEFT_N_PROJ];
+    ref_adapter(&a, lora, REF_QV, 0, "meta-llama/Llama-2-7b-hf", 0x1234abcd5678ef90ull);
     if (peft_write(fuzz_dir(), &a) != 0) {
         fprintf(stderr, "fuzz_adapter: cannot write the reference adapter: %s\n", tt_lasterr());
         abort();
@@ -61,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     (void)fuzz_put(PEFT_CONFIG, config ? data + 1 : g_config, config ? size - 1 : g_config_n);
     (void)fuzz_put(PEFT_TENSORS, config ? g_tensors : data + 1, config ? g_tensors_n : size - 1);
     peft_adapter a;
-    for (uint32_t n_layers = 0; n_layers <= LAYERS; n_layers += LAYERS) {
+    for (uint32_t n_layers = 0; n_layers <= REF_LAYERS; n_layers += REF_LAYERS) {
         if (peft_read(fuzz_dir(), n_layers, &a) != 0) continue;
         volatile float acc = a.alpha / (float)a.rank;
         for (uint32_t l = 0; l < a.n_layers; l++)

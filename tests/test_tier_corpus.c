@@ -212,15 +212,7 @@ static void test_source(const char *tmp) {
     uint64_t n0;
     free(fixture_slurp(path, &n0));
     o.source = name;
-    tier_writer *w2;
-    CHECK(tier_writer_open(&w2, path, &c, &o) == 0);
-    for (uint32_t i = 0; i < config_n_tensors(&c); i++) {
-        uint64_t nb = tier_writer_tensor_bytes(w2, i);
-        uint8_t *b = calloc(nb, 1);
-        CHECK(tier_writer_write(w2, i, b, nb) == 0);
-        free(b);
-    }
-    CHECK(tier_writer_finish(w2) == 0);
+    CHECK(fixture_write_store_opts(path, &c, &o, 0) == 0);
     free(dt);
     tier_store *s;
     CHECK_MSG(tier_open(&s, path) == 0, "%s", tt_lasterr());

@@ -132,10 +132,8 @@ int cmd_eval(int argc, char **argv) {
     train_index_examples(&exs);
     uint64_t windows = 0, count = 0;
     if (exs.flags) { /* the targets scored: each example's within its first S + 1 tokens, up to max_tokens */
-        for (uint64_t i = 0; i < exs.n_ex && (!max_tokens || count < max_tokens); i++) {
-            uint64_t e = i + 1 < exs.n_ex ? exs.starts[i + 1] : n;
-            for (uint64_t p = exs.starts[i] + 1; p < e && p <= exs.starts[i] + S; p++) count += exs.flags[p] & TOKFILE_TRAIN;
-        }
+        for (uint64_t i = 0; i < exs.n_ex && (!max_tokens || count < max_tokens); i++)
+            count += train_example_targets(&exs, i, (int)S);
         if (count == 0) {
             fprintf(stderr, "tiertrain eval: %s holds no response token within --seq %llu + 1 tokens of an example's "
                             "start; raise --seq\n", data, (unsigned long long)S);

@@ -253,6 +253,15 @@ TT_HD float tt_fa2_quad_sum(tt_warp_emu *w, int tid, float v) {
 #define TT_FA2_LOG2E 1.4426950408889634f
 #define TT_FA2_LN2 0.6931471805599453f
 
+/* The example starts (seg, packed examples; NULL: 0) of the lane's two C-fragment rows, row0 + gid and
+ * row0 + gid + 8 (tt_fa2_c_row of elements 0-1 and 2-3), read once per block instead of per score. */
+TT_HD void tt_fa2_row_starts(int lo[2], const int32_t *seg, size_t r0, int row0, int seq, int lane) {
+    for (int r = 0; r < 2; r++) {
+        int row = row0 + tt_fa2_c_row(lane, 2 * r);
+        lo[r] = seg && row < seq ? seg[r0 + row] : 0;
+    }
+}
+
 /* ---- forward ------------------------------------------------------------------------
  * Block (qt, h, b): query rows qt * TT_FA2_BR .. of head h of sequence b;
  * out (T, nh * hd) and lse (T, nh) as backend.h's attn_fwd. smem:
@@ -271,6 +280,8 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
     float o[TT_FA2_HD / 8][4], s[TT_FA2_BC / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     TT_UNROLL
     for (int dn = 0; dn < TT_FA2_HD / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.f;
+    int lo[2]; /* packed: where the lane's two rows' examples start (keys before are masked) */
+    tt_fa2_row_starts(lo, seg, r0, row0, seq, lane);
     const int nt = tt_causal_kv_tiles(qt, TT_FA2_BR, TT_FA2_BC, seq);
     for (int kt = 0; kt < nt; kt++) {
         const int j0 = kt * TT_FA2_BC;
@@ -286,8 +297,7 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
             TT_UNROLL
             for (int i = 0; i < 4; i++) {
                 int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
-                int lo = seg && row < seq ? seg[r0 + row] : 0; /* packed: the row's example starts there */
-                float x = col <= row && col >= lo && col < seq ? s[n8][i] * sl2 : -INFINITY;
+                float x = col <= row && col >= lo[i >> 1] && col < seq ? s[n8][i] * sl2 : -INFINITY;
                 s[n8][i] = x;
                 mx[i >> 1] = fmaxf(mx[i >> 1], x);
             }
@@ -379,6 +389,8 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
     float acc[TT_FA2_HD / 8][4];
     TT_UNROLL
     for (int dn = 0; dn < TT_FA2_HD / 8; dn++) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.f;
+    int lo[2];
+    tt_fa2_row_starts(lo, seg, r0, row0, seq, lane);
     const int nt = tt_causal_kv_tiles(qt, TT_FA2_BR, TT_FA2_BC, seq);
     for (int kt = 0; kt < nt; kt++) {
         const int j0 = kt * TT_FA2_BC;
@@ -397,8 +409,8 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
                 TT_UNROLL
                 for (int i = 0; i < 4; i++) {
                     int row = row0 + tt_fa2_c_row(lane, i), col = jh + n8 * 8 + tt_fa2_c_col(lane, i);
-                    int lo = seg && row < seq ? seg[r0 + row] : 0;
-                    float p = col <= row && col >= lo && col < seq && row < seq ? exp2f(s[n8][i] * sl2 - L[i >> 1]) : 0.f;
+                    float p = col <= row && col >= lo[i >> 1] && col < seq && row < seq ? exp2f(s[n8][i] * sl2 - L[i >> 1])
+                                                                                     : 0.f;
                     s[n8][i] = p * (dp[n8][i] - D[i >> 1]); /* dS */
                 }
             uint32_t dsa[TT_FA2_BC / 16][4];
