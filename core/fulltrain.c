@@ -329,7 +329,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     int crc = store_check_output("--out", o->out_path, o->model_path);
     if (crc) return crc;
     int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
-    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0};
+    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
     full_state st;
     int rc = state_load(&st, o->model_path, &wo, o->hbm);
     if (rc) return rc;
@@ -389,7 +389,7 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_lora lo;
     tt_ws *w = NULL;
-    tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0, 0, 0, NULL, 0, 0}; /* tied: lm_head chunks come from the host */
+    tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0, 0, 0, NULL, 0, 0, 0}; /* tied: lm_head chunks come from the host */
     tt_wgrad *wg = tt_xcalloc(1, sizeof *wg);
     tt_tensor_desc d;
     if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {

@@ -70,6 +70,14 @@ struct tt_ws {
     tt_event *host_x_ev[2]; /* recorded after each one's upload: it is rewritten only after that */
     int host_x_next, host_x_owned;
     size_t drop_elems;    /* the dropout buffers: DROP_CHUNK_ELEMS, at least one row of the widest input */
+    /* generation (gen_cap > 0): see model.h */
+    int gen_cap, gen_on, T_max, S_max;
+    size_t gen_half;               /* head_dim / 2 */
+    int32_t *gen_pos_d, *gen_pos;  /* device / host (B): this pass's first positions */
+    tt_real *gen_cos, *gen_sin;    /* device (T, hd/2): this pass's rows' rope tables */
+    tt_real *gen_tab;              /* host (2, gen_cap, hd/2): cos then sin of every position */
+    tt_real *gen_stage;            /* host (T, hd/2): a pass's table before its upload */
+    void *gen_k, *gen_v;           /* the cache of the next layer forward */
     int L, owned;         /* owned: buffers from be_alloc (freed with the workspace) */
 };
 
@@ -232,7 +240,9 @@ void ws_free(tt_ws *w) {
         if (w->lm_stage != w->u) be_free(w->lm_stage);
         be_free(w->tgt_d);
         be_free(w->acc);
+        be_free(w->gen_pos_d); be_free(w->gen_cos); be_free(w->gen_sin);
     }
+    free(w->gen_tab); free(w->gen_stage); free(w->gen_pos);
     for (int i = 0; i < 2; i++) {
         if (w->host_x_ev[i]) be_event_sync(w->host_x_ev[i]);
         be_event_free(w->host_x_ev[i]);
@@ -328,6 +338,10 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     ok &= (w->xstats = ws_get(alloc, 3 * T * sizeof(double), "head")) != NULL;
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
     A(w->wt_d, T, "head");
+    if (o->gen_cap > 0) {
+        A(w->gen_cos, T * c->head_dim / 2, "rope tables"); A(w->gen_sin, T * c->head_dim / 2, "rope tables");
+        ok &= (w->gen_pos_d = ws_get(alloc, (size_t)B * sizeof(int32_t), "rope tables")) != NULL;
+    }
 #undef A
 #undef AA
     ok &= (w->tgt_d = ws_get(alloc, T * sizeof(int32_t), "head")) != NULL;
@@ -351,6 +365,21 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     if (!ok) {
         ws_free(w);
         return TT_FAIL(-ENOMEM, "out of memory for the activations of %d x %d tokens", B, seq);
+    }
+    w->T_max = w->T;
+    w->S_max = w->S;
+    if (o->gen_cap > 0) { /* every position's rope values, as model_rope_tables gives them, rounded to tt_real */
+        size_t half = c->head_dim / 2, nt = (size_t)o->gen_cap * half;
+        double *cd = tt_xmalloc(nt * sizeof *cd), *sd = tt_xmalloc(nt * sizeof *sd);
+        model_rope_tables(c, o->gen_cap, cd, sd);
+        w->gen_cap = o->gen_cap;
+        w->gen_half = half;
+        w->gen_tab = tt_xmalloc(2 * nt * sizeof *w->gen_tab);
+        for (size_t i = 0; i < nt; i++) { w->gen_tab[i] = (tt_real)cd[i]; w->gen_tab[nt + i] = (tt_real)sd[i]; }
+        w->gen_stage = tt_xmalloc(T * half * sizeof *w->gen_stage);
+        w->gen_pos = tt_xcalloc((size_t)B, sizeof *w->gen_pos);
+        free(cd);
+        free(sd);
     }
     size_t half = c->head_dim / 2, nt = (size_t)seq * half;
     double *cd = tt_xmalloc(nt * sizeof *cd), *sd = tt_xmalloc(nt * sizeof *sd);
@@ -529,9 +558,21 @@ static void attn_half_fwd(pass *ps, int l, const void *x) {
     proj_fwd(ps, l, TT_PROJ_Q, w->xn, H, w->q, qd, 0, T);
     proj_fwd(ps, l, TT_PROJ_K, w->xn, H, w->k, kvd, 0, T);
     proj_fwd(ps, l, TT_PROJ_V, w->xn, H, w->v, kvd, 0, T);
-    be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, w->seg, dt);
-    be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, w->seg, dt);
-    be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->seg, w->attn_scratch, dt);
+    if (w->gen_on) { /* rows at their absolute positions; keys and values into the cache, then attention over it */
+        be_rope(T, T, nh, hd, w->gen_cos, w->gen_sin, w->q, 0, NULL, dt);
+        be_rope(T, T, nkv, hd, w->gen_cos, w->gen_sin, w->k, 0, NULL, dt);
+        size_t rows = (size_t)w->S * kvd * be_elem_size(dt);
+        for (int b = 0; b < w->B; b++) {
+            size_t at = ((size_t)b * w->gen_cap + (size_t)w->gen_pos[b]) * kvd;
+            be_copy(AT(w, w->gen_k, at), AT(w, w->k, (size_t)b * w->S * kvd), rows);
+            be_copy(AT(w, w->gen_v, at), AT(w, w->v, (size_t)b * w->S * kvd), rows);
+        }
+        be_attn_kv(w->B, w->S, w->gen_cap, nh, nkv, hd, w->q, w->gen_k, w->gen_v, w->gen_pos_d, w->att, dt);
+    } else {
+        be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, w->seg, dt);
+        be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, w->seg, dt);
+        be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->seg, w->attn_scratch, dt);
+    }
     proj_fwd(ps, l, TT_PROJ_O, w->att, qd, w->h, H, 0, T);
     be_axpy((size_t)T * H, 1, x, w->h, dt); /* h = x + o */
     be_rmsnorm_fwd(T, H, w->h, w->norm + H, (tt_real)c->rms_eps, w->hn, w->rstd2, dt);
@@ -714,6 +755,66 @@ double *ws_acc(tt_ws *w) { return w->acc; }
 void ws_set_seg(tt_ws *w, const int32_t *seg) { w->seg = seg; }
 
 int ws_dtype(const tt_ws *w) { return w->dt; }
+
+/* ---- generation ------------------------------------------------------------- */
+
+void ws_gen_begin(tt_ws *w, int n, const int32_t *pos) {
+    TT_ASSERT(w->gen_cap > 0 && n >= 1 && n <= w->S_max && !w->seg);
+    w->gen_on = 1;
+    w->S = n;
+    w->T = w->B * n;
+    size_t hh = w->gen_half, nt = (size_t)w->gen_cap * hh;
+    for (int b = 0; b < w->B; b++) {
+        TT_ASSERT(pos[b] >= 0 && pos[b] + n <= w->gen_cap);
+        w->gen_pos[b] = pos[b];
+    }
+    be_to_device(w->gen_pos_d, w->gen_pos, (size_t)w->B * sizeof *w->gen_pos);
+    for (int tab = 0; tab < 2; tab++) { /* row b*n + i: position pos[b] + i */
+        for (int b = 0; b < w->B; b++)
+            for (int i = 0; i < n; i++)
+                memcpy(w->gen_stage + ((size_t)b * n + i) * hh, w->gen_tab + tab * nt + (size_t)(pos[b] + i) * hh,
+                       hh * sizeof *w->gen_stage);
+        be_to_device(tab ? w->gen_sin : w->gen_cos, w->gen_stage, (size_t)w->T * hh * sizeof *w->gen_stage);
+    }
+}
+
+void ws_gen_layer(tt_ws *w, void *k, void *v) {
+    TT_ASSERT(w->gen_on && k && v);
+    w->gen_k = k;
+    w->gen_v = v;
+}
+
+void ws_gen_end(tt_ws *w) {
+    w->gen_on = 0;
+    w->S = w->S_max;
+    w->T = w->T_max;
+    w->gen_k = w->gen_v = NULL;
+}
+
+void model_logits(tt_model *m, tt_ws *w, const void *xL, int R, float *out) {
+    const tt_config *c = &m->cfg;
+    int H = w->H, V = (int)c->vocab, VC = w->vocab_chunk, dt = w->dt;
+    TT_ASSERT(R >= 1 && R <= w->T_max);
+    tt_real *nf = w->norm + 2 * (size_t)H;
+    be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf, BE_REAL);
+    be_rmsnorm_fwd(R, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf, dt);
+    size_t es = be_elem_size(dt);
+    unsigned char *chunk = tt_xmalloc((size_t)R * VC * es);
+    for (int v0 = 0; v0 < V; v0 += VC) {
+        int n = V - v0 < VC ? V - v0 : VC;
+        size_t tot, o0;
+        const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
+        be_linear_w(0, R, H, n, w->xf, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits, VC, dt);
+        be_to_host(chunk, w->logits, (size_t)R * VC * es);
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < n; j++) {
+                size_t i = (size_t)r * VC + j;
+                out[(size_t)r * V + v0 + j] = dt == BE_BF16 ? bf16_to_f32(((const uint16_t *)chunk)[i])
+                                                            : (float)((const tt_real *)chunk)[i];
+            }
+    }
+    free(chunk);
+}
 
 /* ---- whole model, micro-batch at a time (the reference path) --------------- */
 

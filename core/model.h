@@ -95,6 +95,7 @@ typedef struct tt_ws_opts {
                             * that their uploads are asynchronous; NULL: malloc */
     size_t drop_elems;     /* LoRA dropout's chunk cap in values (tests); 0: 4M (at least one row) */
     int act_bf16;          /* activations and the workspace in bf16 (BE_BF16); 0: tt_real */
+    int gen_cap;           /* generation: the KV cache's length (positions); 0: no generation mode */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. Every activation the model
@@ -127,6 +128,26 @@ double *ws_acc(tt_ws *w);
  * count from there and attention stays inside it); NULL: one text per
  * sequence. */
 void ws_set_seg(tt_ws *w, const int32_t *seg);
+
+/* ---- generation: passes over a KV cache -----------------------------------
+ * In generation mode (a workspace made with gen_cap > 0) each layer forward
+ * takes n new rows per sequence (x: (B*n, hidden), sequence b's rows b*n ..
+ * b*n+n-1, n <= the workspace's seq) at positions pos[b] .. pos[b]+n-1:
+ * their keys and values (rotated at those positions) are written into the
+ * layer's cache, and the queries attend to the cache's rows 0 .. their own
+ * position. Everything else is the training forward, op for op. */
+/* Starts a pass of n rows per sequence at positions pos (host, B entries;
+ * pos[b] + n <= gen_cap): uploads the positions and the rows' rope tables. */
+void ws_gen_begin(tt_ws *w, int n, const int32_t *pos);
+/* The KV cache the next model_layer_forward reads and extends: k and v
+ * (device, (B, gen_cap, n_kv_heads * head_dim) each, of the workspace's type). */
+void ws_gen_layer(tt_ws *w, void *k, void *v);
+/* Leaves generation mode (the workspace is a training one again). */
+void ws_gen_end(tt_ws *w);
+/* Logits of R rows of xL ((R, hidden), device, R <= the workspace's rows):
+ * the final norm and lm_head, a vocabulary chunk at a time, into out (host,
+ * (R, vocab) floats). */
+void model_logits(tt_model *m, tt_ws *w, const void *xL, int R, float *out);
 
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted

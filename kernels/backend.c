@@ -140,6 +140,12 @@ void be_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const v
     TT_ASSERT(scratch || !be_attn_scratch_bytes(B, seq, nh, nkv, hd, dt));
     cur()->attn_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, seg, scratch, dt);
 }
+void be_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                const int32_t *pos, void *out, int dt) {
+    TT_ASSERT(B > 0 && n > 0 && n <= cap && nkv > 0 && nh % nkv == 0 && hd > 0 && q && kc && vc && pos && out);
+    TT_ASSERT(dt_ok(dt));
+    cur()->attn_kv(B, n, cap, nh, nkv, hd, q, kc, vc, pos, out, dt);
+}
 void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                  const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
                  const int32_t *seg, void *scratch, int dt) {

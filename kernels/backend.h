@@ -152,6 +152,15 @@ typedef struct tt_backend {
                      const int32_t *seg, void *scratch, int dt);
     /* The scratch attn_fwd and attn_bwd take for these shapes (bytes). */
     size_t (*attn_scratch_bytes)(int B, int seq, int nh, int nkv, int hd, int dt);
+    /* Attention of new queries against a KV cache (generation; forward only,
+     * no lse): each of B sequences has n query rows, q (B*n, nh*hd), row
+     * b*n + i at position pos[b] + i, which attends causally to cache rows
+     * 0 .. pos[b] + i of its sequence. kc/vc (B, cap, nkv*hd): row j of
+     * sequence b at b*cap + j, already holding this pass's keys and values
+     * (rotated) at rows pos[b] .. pos[b]+n-1. pos: device int32 (B), with
+     * pos[b] + n <= cap. out (B*n, nh*hd). GQA and scale as attn_fwd. */
+    void (*attn_kv)(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                    const int32_t *pos, void *out, int dt);
     /* m = silu(g) * u, element-wise. */
     void (*swiglu_fwd)(size_t n, const void *g, const void *u, void *m, int dt);
     /* dg, du from dm; in place allowed: dg may be g, du may be u, either may be dm. */
@@ -300,6 +309,8 @@ void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const v
                  const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
                  const int32_t *seg, void *scratch, int dt);
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
+void be_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                const int32_t *pos, void *out, int dt);
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);
 void be_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt);
 void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32_t *targets, double *stats, int dt);

@@ -41,11 +41,13 @@ static void predict(const tier_store *s, tt_plan *p) {
     double avg = (double)layers / L;
     /* Loads per step with s slots and Belady eviction: 2L accesses, of which
      * the s layers held at the forward/backward turn and the s held at the
-     * next step's start are hits (measured in tests/test_stream_faults.c). */
-    int hits = p->slots >= L ? 2 * L : 2 * p->slots;
-    if (hits > 2 * L) hits = 2 * L;
+     * next step's start are hits (measured in tests/test_stream_faults.c).
+     * Forward only (generation), a step is one pass of L accesses in the same
+     * order each time: s - 1 layers stay and one slot cycles. */
+    int loads = p->slots >= L ? 0 : p->req.forward_only ? L - (p->slots - 1) : 2 * L - 2 * p->slots;
+    if (loads < 0) loads = 0;
     p->io_bytes_first = layers + tier_extent_at(s, TT_EXTENT_EMBED(c))->stored + tier_extent_at(s, TT_EXTENT_HEAD(c))->stored;
-    p->io_bytes_step = p->host_cache || p->slots >= L ? 0 : (uint64_t)((2 * L - hits) * avg);
+    p->io_bytes_step = p->host_cache ? 0 : (uint64_t)(loads * avg);
     double tokens = (double)p->req.B * p->req.seq * p->req.K, lin = 0, attn = 0;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
@@ -60,6 +62,8 @@ static void predict(const tier_store *s, tt_plan *p) {
      * average), as much again recomputed and twice that backward; the head
      * (not recomputed) 2 + 2 per vocab x hidden. */
     p->flops_step = tokens * (6.0 * lin + 8.0 * p->req.seq * attn + 4.0 * (double)c->vocab * c->hidden);
+    if (p->req.forward_only) /* a forward pass: the products once, keys up to seq, the head's logits */
+        p->flops_step = tokens * (2.0 * lin + 2.0 * p->req.seq * attn + 2.0 * (double)c->vocab * c->hidden);
     p->pred_io_s = p->req.io_gbps > 0 ? (double)p->io_bytes_step / (p->req.io_gbps * 1e9) : 0;
     p->pred_compute_s = p->req.gflops > 0 ? p->flops_step / (p->req.gflops * 1e9) : 0;
     p->pred_step_s = p->pred_io_s > p->pred_compute_s ? p->pred_io_s : p->pred_compute_s;
@@ -72,7 +76,7 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
     p.L = (int)tier_config(s)->n_layers;
     p.slots = p.L < 2 ? p.L : 2;
     p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
-    p.host_cells = p.L * req->K;
+    p.host_cells = req->forward_only ? 0 : p.L * req->K;
     measure(s, &p);
     *dev = p.dev_bytes;
     *host = p.host_bytes;
@@ -80,7 +84,7 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
 
 static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     const tt_config *c = tier_config(s);
-    int L = (int)c->n_layers, K = req->K, cells = L * K;
+    int L = (int)c->n_layers, K = req->K, cells = req->forward_only ? 0 : L * K;
     TT_ASSERT(req->B > 0 && req->seq > 0 && K > 0);
     tt_plan p;
     memset(&p, 0, sizeof p);
@@ -88,6 +92,7 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     p.L = L;
     if (!req->hbm && !req->host) { /* no budget: everything resident */
         p.slots = L; p.head_on_device = req->lm_head != PLAN_HEAD_HOST; p.dev_cells = cells;
+        p.user_dev = req->user_units;
     } else {
         /* the smallest plan: two slots (one layer ahead), lm_head streamed, every activation spilled */
         p.slots = L < 2 ? L : 2;
@@ -113,6 +118,11 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
 #define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits_dev(&t)) p = t; } while (0)
         if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
         if (L > 2) TRY(t.slots = 3);
+        while (p.user_dev < req->user_units) { /* the owner's regions (KV caches) before the activations */
+            int before = p.user_dev;
+            TRY(t.user_dev = p.user_dev + 1);
+            if (p.user_dev == before) break;
+        }
         for (int step = K; p.dev_cells < cells;) { /* a layer's worth at a time, then single cells */
             int before = p.dev_cells;
             TRY(t.dev_cells = p.dev_cells + step > cells ? cells : p.dev_cells + step);
@@ -206,6 +216,9 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
             p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
             p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
             p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
+    if (p->req.forward_only)
+        fprintf(f, "  forward passes only (generation): KV caches on the device for %d of %d layers, the rest in "
+                   "the pinned host arena\n", p->user_dev, p->req.user_units);
     tt_arena *d = arena_measure("device"), *h = arena_measure("host");
     stream_measure(s, p, d, h);
     const char *be = be_current()->name;
@@ -245,11 +258,11 @@ void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
     fprintf(f,
             "{\"hbm\":%llu,\"host\":%llu,\"micro_batch\":%d,\"seq\":%d,\"micro_batches\":%d,\"layers\":%d,"
             "\"slots\":%d,\"prefetch\":%d,\"head_on_device\":%s,\"host_cache\":%s,\"dev_cells\":%d,"
-            "\"host_cells\":%d,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
+            "\"host_cells\":%d,\"user_dev\":%d,\"user_units\":%d,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
             "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f,\"outside_bytes\":%llu}",
             (unsigned long long)p->req.hbm, (unsigned long long)p->req.host, p->req.B, p->req.seq, p->req.K, p->L,
             p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
-            p->dev_cells, p->host_cells, (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
+            p->dev_cells, p->host_cells, p->user_dev, p->req.user_units, (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
             (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
             p->pred_step_s, (unsigned long long)be_reserved_bytes());
 }

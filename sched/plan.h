@@ -53,6 +53,10 @@ typedef struct tt_plan_req {
     uint64_t host_avail;  /* with host == 0: the memory the machine has available (MemAvailable), which the
                            * plan must then fit (it is planned again with host = host_avail if it does not);
                            * 0 = no such check */
+    int forward_only;     /* generation: every pass walks the layers forward (0..L-1, again and again); no
+                           * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
+    int user_units;       /* optional device regions of the owner (generation: one layer's KV cache each), placed
+                           * on the device as the budget allows (plan.user_dev), the rest in the host arena */
 } tt_plan_req;
 
 typedef struct tt_plan {
@@ -70,6 +74,7 @@ typedef struct tt_plan {
     double flops_step;
     double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
     int host_from_avail;  /* req.host was set from req.host_avail (no --host given) */
+    int user_dev;         /* of req.user_units, how many the owner's carve puts on the device (the first ones) */
 } tt_plan;
 
 /* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget

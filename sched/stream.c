@@ -225,7 +225,8 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     if (r) { r->staging = st; r->staging2 = st2; r->embed = em; r->head_host = hh; r->decode = dc; }
     for (int l = 1; l <= L; l++)
         for (int k = 0; k < K; k++) {
-            void *b = cell_home(p, L, l, k) == CELL_HOST ? arena_alloc(host, z.cell, "spilled activations") : NULL;
+            int spilled = !p->req.forward_only && cell_home(p, L, l, k) == CELL_HOST; /* generation: no cells */
+            void *b = spilled ? arena_alloc(host, z.cell, "spilled activations") : NULL;
             if (r) r->cell_host[(size_t)l * K + k] = b;
         }
     for (int l = 0; p->host_cache && l < L; l++) { /* each layer its own size (pruned layers are far smaller) */
@@ -640,7 +641,7 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     e->cached = tt_xcalloc((size_t)L, sizeof *e->cached);
     e->access = tt_xcalloc(2 * (size_t)L, sizeof *e->access);
     e->reads = tt_xcalloc(4 * (size_t)(L + 1) * K + 1, sizeof *e->reads);
-    for (int l = 0; l < L; l++) { e->access[l] = l; e->access[L + l] = L - 1 - l; }
+    for (int l = 0; l < L; l++) { e->access[l] = l; e->access[L + l] = plan->req.forward_only ? l : L - 1 - l; }
 
     /* Both arenas, reserved once: exactly what the plan measured. */
     e->dev_len = plan->dev_bytes;

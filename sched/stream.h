@@ -11,7 +11,8 @@
  *   queue), and makes the compute queue wait for the load's event;
  *   stream_release(l) records the compute queue's "done" event, and the slot
  *   is refilled only after it. Slots are evicted by the step's known access
- *   order (forward 0..L-1, then backward L-1..0: the layer needed furthest in
+ *   order (forward 0..L-1, then backward L-1..0, or forward again with
+ *   req.forward_only: the layer needed furthest in
  *   the future goes); with a host cache the model is read from NVMe once.
  * - Activation store: the layer-boundary activation of (layer l, micro-batch
  *   k) is a cell — the checkpoint in the forward pass, replaced by its

@@ -112,8 +112,10 @@ static void poison_t(void *d, size_t n, int dt) {
 }
 static void poison(void *d, size_t n) { poison_t(d, n, g_dt); }
 
-static void cmp_t(const char *op, const float *ref, const void *dev, size_t n, int dt) {
-    float *h = down(dev, n, dt);
+/* h (n values of type dt, already on the host as floats) against ref, with
+ * the running case's tolerance; one result line per call (tests/test_ops_table.sh
+ * greps them). */
+static void cmp_host(const char *op, const float *ref, const float *h, size_t n, int dt) {
     double worst = 0, d2 = 0, r2 = 0;
     for (size_t i = 0; i < n; i++) {
         double d = (double)h[i] - ref[i], e = fabs(d) / fmax(1.0, fabs(ref[i]));
@@ -129,6 +131,10 @@ static void cmp_t(const char *op, const float *ref, const void *dev, size_t n, i
     CHECK_MSG(got <= tol, "%s (%s pass, %s): %s %.3g > %.3g", op, pass, g_case->shape, what, got, tol);
     fprintf(stderr, "%-13s %s %-22s %s %.3g (tolerance %.3g; worst element %.3g)\n", op, pass, g_case->shape, what,
             got, tol, worst);
+}
+static void cmp_t(const char *op, const float *ref, const void *dev, size_t n, int dt) {
+    float *h = down(dev, n, dt);
+    cmp_host(op, ref, h, n, dt);
     free(h);
 }
 
@@ -449,6 +455,71 @@ static void t_attn(int B, int seq, int nh, int nkv, int hd) {
     t_attn_seg(B, seq, nh, nkv, hd, 1);
 }
 
+/* B sequences' KV caches kc/vc (B, cap, nkv*hd): rows pos[b] + n .. cap - 1 of
+ * sequence b, after its last query's position, set to 0xff bytes (NaN, as
+ * poison_t writes, in fp32 and once uploaded in bf16), so that a kernel which
+ * reads one of them fails (its output turns NaN). */
+static void poison_kv_tail(float *kc, float *vc, int B, int n, int cap, const int32_t *pos, size_t ks) {
+    for (int b = 0; b < B; b++) {
+        size_t r0 = (size_t)b * cap + (size_t)pos[b] + (size_t)n, rows = (size_t)cap - (size_t)pos[b] - (size_t)n;
+        memset(kc + r0 * ks, 0xff, rows * ks * sizeof *kc);
+        memset(vc + r0 * ks, 0xff, rows * ks * sizeof *vc);
+    }
+}
+
+/* attention of n new query rows per sequence against a KV cache (attn_kv:
+ * n = 1 is a decoding step, n > 1 a prefill chunk), GQA, B = 3 sequences at
+ * positions 0, cap - n (its rows fill the cache to the last one: a read one
+ * row past it lands in the next sequence's keys) and 5. The cache rows after
+ * each sequence's last position hold NaN on both sides (poison_kv_tail); the
+ * rows of the chunk after a query's own position hold real keys, so a kernel
+ * ignoring causality within the chunk fails too. q (B*n, nh*hd), kc/vc
+ * (B, cap, nkv*hd), pos (B) int32, out (B*n, nh*hd). */
+static void t_attn_kv(int n, int cap, int nh, int nkv, int hd) {
+    enum { B = 3 };
+    const int32_t pos[B] = {0, cap - n, 5};
+    TT_ASSERT(n >= 1 && 5 + n <= cap); /* the table's shapes */
+    const size_t nq = (size_t)B * n * nh * hd, ks = (size_t)nkv * hd, nc = (size_t)B * cap * ks;
+    float *q = rnd(nq, 1), *kc = rnd(nc, 1), *vc = rnd(nc, 1), *o = tt_xmalloc(nq * sizeof *o);
+    poison_kv_tail(kc, vc, B, n, cap, pos, ks);
+    int32_t *d_pos = gpu->alloc(sizeof pos);
+    gpu->to_device(d_pos, pos, sizeof pos);
+    void *d_q = up(q, nq), *d_kc = up(kc, nc), *d_vc = up(vc, nc), *d_o = act(nq);
+    poison(d_o, nq);
+    cpu->attn_kv(B, n, cap, nh, nkv, hd, q, kc, vc, pos, o, BE_REAL);
+    gpu->attn_kv(B, n, cap, nh, nkv, hd, d_q, d_kc, d_vc, d_pos, d_o, g_dt);
+    cmp("attn_kv", o, d_o, nq);
+    free(q); free(kc); free(vc); free(o);
+    gpu->free(d_pos); gpu->free(d_q); gpu->free(d_kc); gpu->free(d_vc); gpu->free(d_o);
+}
+
+/* The reference's attn_kv against its attn_fwd (the attention the table
+ * tests above): with pos = 0 and n = seq, the cache rows 0..seq-1 of each
+ * sequence holding its k and v (NaN after them, up to cap = seq + 9), the
+ * two compute the same rows. On the CPU backend alone, fp32 only (the bf16
+ * path of attn_kv is the case above's second pass). */
+static void t_attn_kv_fwd(int B, int seq, int nh, int nkv, int hd) {
+    if (g_dt != BE_REAL) return;
+    const int R = BE_REAL, cap = seq + 9;
+    const size_t nq = (size_t)B * seq * nh * hd, ks = (size_t)nkv * hd, nk = (size_t)B * seq * ks,
+                 nc = (size_t)B * cap * ks;
+    float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1);
+    float *kc = tt_xmalloc(nc * sizeof *kc), *vc = tt_xmalloc(nc * sizeof *vc);
+    int32_t *pos = tt_xcalloc((size_t)B, sizeof *pos); /* every sequence from position 0 */
+    for (int b = 0; b < B; b++) {
+        memcpy(kc + (size_t)b * cap * ks, k + (size_t)b * seq * ks, (size_t)seq * ks * sizeof *kc);
+        memcpy(vc + (size_t)b * cap * ks, v + (size_t)b * seq * ks, (size_t)seq * ks * sizeof *vc);
+    }
+    poison_kv_tail(kc, vc, B, seq, cap, pos, ks);
+    float *o = tt_xmalloc(nq * sizeof *o), *o2 = tt_xmalloc(nq * sizeof *o2);
+    float *lse = tt_xmalloc((size_t)B * seq * nh * sizeof *lse);
+    void *sc = tt_xmalloc(cpu->attn_scratch_bytes(B, seq, nh, nkv, hd, R) + 1);
+    cpu->attn_fwd(B, seq, nh, nkv, hd, q, k, v, o, lse, NULL, sc, R);
+    cpu->attn_kv(B, seq, cap, nh, nkv, hd, q, kc, vc, pos, o2, R);
+    cmp_host("attn_kv=fwd", o, o2, nq, R);
+    free(q); free(k); free(v); free(kc); free(vc); free(pos); free(o); free(o2); free(lse); free(sc);
+}
+
 /* cross-entropy with an ignored row (target -1) and a masked one (weight 0),
  * the GPU a vocabulary chunk of vc columns at a time */
 static void t_xent(int R, int V, int vc) {
@@ -485,6 +556,8 @@ static void c_linear(const int *s) { t_linear(s[0], s[1], s[2]); }
 static void c_rmsnorm(const int *s) { t_rmsnorm(s[0], s[1]); }
 static void c_rope(const int *s) { t_rope(s[0], s[1], s[2], s[3], (double)s[4]); }
 static void c_attn(const int *s) { t_attn(s[0], s[1], s[2], s[3], s[4]); }
+static void c_attn_kv(const int *s) { t_attn_kv(s[0], s[1], s[2], s[3], s[4]); }
+static void c_attn_kv_fwd(const int *s) { t_attn_kv_fwd(s[0], s[1], s[2], s[3], s[4]); }
 static void c_xent(const int *s) { t_xent(s[0], s[1], s[2]); }
 
 /* Every case: the op(s), the shapes, the tolerances. Small shapes are odd
@@ -501,7 +574,17 @@ static const op_case g_cases[] = {
     {"rmsnorm", c_rmsnorm, {9, 96}, "9 x 96", 0, 1e-4, 1.6e-2},
     {"rope", c_rope, {7, 14, 3, 8, 0}, "seq 7, 14 x 3 x 8", 0, 1e-6, 8e-3},
     {"attention", c_attn, {2, 40, 4, 2, 16}, "2 x seq 40, 4:2 x 16", 0, 5e-4, 3e-2},
-    {"xent", c_xent, {13, 257, 100}, "13 x vocab 257 / 100", 0, 1e-5, 8e-3},
+    /* attn_kv (n, cap, nh, nkv, hd; 3 sequences): a decoding step and a
+     * prefill chunk, GQA 4:1, head_dim 64, 128 and 80 (lanes left idle in a
+     * warp). Only the output is rounded in the bf16 pass (the GPU keeps P in
+     * fp32), so the element-wise ops' 8e-3. The check against attn_fwd is on
+     * the CPU alone, in fp32: two orders of the same sums. */
+    {"attn_kv", c_attn_kv, {1, 32, 8, 2, 64}, "n 1, cap 32, 8:2 x 64", 0, 1e-4, 8e-3},
+    {"attn_kv", c_attn_kv, {7, 32, 8, 2, 64}, "n 7, cap 32, 8:2 x 64", 0, 1e-4, 8e-3},
+    {"attn_kv", c_attn_kv, {1, 32, 8, 2, 128}, "n 1, cap 32, 8:2 x 128", 0, 1e-4, 8e-3},
+    {"attn_kv", c_attn_kv, {7, 32, 8, 2, 128}, "n 7, cap 32, 8:2 x 128", 0, 1e-4, 8e-3},
+    {"attn_kv", c_attn_kv, {7, 20, 8, 2, 80}, "n 7, cap 20, 8:2 x 80", 0, 1e-4, 8e-3},
+    {"attn_kv", c_attn_kv_fwd, {3, 40, 8, 2, 64}, "= attn_fwd, 3 x seq 40", 0, 1e-5, 0},
     {"gemm", c_gemm, {2048, 4096, 4096, 1}, "2048x4096x4096, all transp.", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 4300, 8192, 0}, "70B-pruned gate 8192->4300", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 8192, 4300, 0}, "70B-pruned down 4300->8192", 1, 2e-5, 4e-3},
@@ -512,6 +595,7 @@ static const op_case g_cases[] = {
     {"rmsnorm", c_rmsnorm, {2048, 8192}, "2048 x 8192", 1, 2e-5, 4e-3},
     {"rope", c_rope, {4096, 4096, 32, 128, 500000}, "seq 4096, 32 x 128", 1, 1e-6, 4e-3},
     {"attention", c_attn, {1, 4096, 16, 2, 128}, "seq 4096, 16:2 x 128", 1, 5e-5, 1e-2},
+    {"attn_kv", c_attn_kv, {1, 4096, 32, 8, 128}, "n 1, cap 4096, 32:8x128", 1, 5e-5, 4e-3},
     {"xent", c_xent, {256, 128256, 16384}, "256 x 128256 / 16384", 1, 1e-5, 4e-3},
 };
 

@@ -301,7 +301,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     int B = 2, S = 5;
     tt_ws *w;
     /* chunked: weights in 64-row blocks too, and the LoRA dropout path a row at a time (of the widest input) */
-    tt_ws_opts wo = {B, S, 1, 0, mlp_rows, mlp_rows ? 1 : 0, NULL, mlp_rows ? 1 : 0, 0};
+    tt_ws_opts wo = {B, S, 1, 0, mlp_rows, mlp_rows ? 1 : 0, NULL, mlp_rows ? 1 : 0, 0, 0};
     CHECK(ws_create(&w, &c, &lc, &wo, NULL) == 0);
     uint64_t drop = dropout > 0 ? 12345 : 0;
     check_layer(m, &lo, w, 0, B, S, drop, what);
@@ -309,7 +309,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     check_model(m, &lo, w, B, S, drop, what);
     if (mlp_rows) { /* chunked == whole: the same loss and LoRA gradients as one MLP chunk and one weight block */
         tt_ws *w1;
-        tt_ws_opts wo1 = {B, S, 1, 0, 0, 0, NULL, 0, 0};
+        tt_ws_opts wo1 = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
         CHECK(ws_create(&w1, &c, &lc, &wo1, NULL) == 0);
         int T = B * S;
         int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);
@@ -376,7 +376,7 @@ static void test_packing(const char *dir) {
     }
     TT_ASSERT(a == SP);
     tt_ws *wp, *wsep;
-    tt_ws_opts op = {1, SP, 1, 0, 0, 0, NULL, 0, 0}, os = {NE, SS, 1, 0, 0, 0, NULL, 0, 0};
+    tt_ws_opts op = {1, SP, 1, 0, 0, 0, NULL, 0, 0, 0}, os = {NE, SS, 1, 0, 0, 0, NULL, 0, 0, 0};
     CHECK(ws_create(&wp, &c, &lc, &op, NULL) == 0 && ws_create(&wsep, &c, &lc, &os, NULL) == 0);
     tt_real *g1 = tt_xmalloc(lo.n * sizeof *g1);
     be_fill(lo.grads, lo.n, 0);

@@ -455,6 +455,21 @@ static size_t ca_attn_scratch(int B, int seq, int nh, int nkv, int hd, int dt) {
     return cpu_ref()->attn_scratch_bytes(B, seq, nh, nkv, hd, dt);
 }
 
+typedef struct {
+    int B, n, cap, nh, nkv, hd, dt;
+    const void *q, *kc, *vc;
+    const int32_t *pos;
+    void *out;
+} r_attn_kv_args;
+static void r_attn_kv(const void *p) {
+    const r_attn_kv_args *a = p;
+    cpu_ref()->attn_kv(a->B, a->n, a->cap, a->nh, a->nkv, a->hd, a->q, a->kc, a->vc, a->pos, a->out, a->dt);
+}
+static void ca_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                       const int32_t *pos, void *out, int dt) {
+    LAUNCH(r_attn_kv, B, n, cap, nh, nkv, hd, dt, q, kc, vc, pos, out);
+}
+
 typedef struct { size_t n; const void *g, *u; void *m; int dt; } r_swiglu_fwd_args;
 static void r_swiglu_fwd(const void *p) {
     const r_swiglu_fwd_args *a = p;
@@ -556,6 +571,7 @@ static const tt_backend g_cpu_async = {
     .attn_fwd = ca_attn_fwd,
     .attn_bwd = ca_attn_bwd,
     .attn_scratch_bytes = ca_attn_scratch,
+    .attn_kv = ca_attn_kv,
     .swiglu_fwd = ca_swiglu_fwd,
     .swiglu_bwd = ca_swiglu_bwd,
     .xent_stats = ca_xent_stats,

@@ -286,6 +286,43 @@ static void cpu_attn_bwd_t(int B, int seq, int nh, int nkv, int hd, const void *
 
 static size_t cpu_attn_scratch_t(int B, int seq, int nh, int nkv, int hd, int dt) { return cpu_attn_scratch_bytes(seq); }
 
+/* Attention against a KV cache (backend.h's attn_kv): one (sequence, query
+ * row, head) at a time, scores over the keys it sees, a softmax in double,
+ * then the weighted sum of the values. Direct loops: a decoding step has one
+ * query row per sequence. */
+static void cpu_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                        const int32_t *pos, void *out, int dt) {
+    const int qs = nh * hd, ks = nkv * hd, grp = nh / nkv;
+    const tt_real scale = 1 / R_SQRT((tt_real)hd);
+    tt_real *S = cpu_scratch(0, (size_t)cap);
+    double *acc = (double *)(void *)cpu_scratch(1, 2 * (size_t)hd); /* hd doubles */
+    for (int b = 0; b < B; b++) {
+        TT_ASSERT(pos[b] >= 0 && pos[b] + n <= cap);
+        for (int i = 0; i < n; i++) {
+            const int p = pos[b] + i; /* sees keys 0..p */
+            for (int h = 0; h < nh; h++) {
+                const size_t qo = ((size_t)b * n + i) * qs + (size_t)h * hd;
+                const size_t ko = (size_t)b * cap * ks + (size_t)(h / grp) * hd;
+                tt_real mx = 0;
+                for (int j = 0; j <= p; j++) {
+                    tt_real s = 0;
+                    for (int d = 0; d < hd; d++) s += LD(q, qo + d, dt) * LD(kc, ko + (size_t)j * ks + d, dt);
+                    S[j] = s * scale;
+                    mx = j == 0 || S[j] > mx ? S[j] : mx;
+                }
+                double sum = 0;
+                memset(acc, 0, (size_t)hd * sizeof *acc);
+                for (int j = 0; j <= p; j++) {
+                    const double w = R_EXP(S[j] - mx);
+                    sum += w;
+                    for (int d = 0; d < hd; d++) acc[d] += w * LD(vc, ko + (size_t)j * ks + d, dt);
+                }
+                for (int d = 0; d < hd; d++) ST(out, qo + d, dt, (tt_real)(acc[d] / sum));
+            }
+        }
+    }
+}
+
 /* ---- SwiGLU ---------------------------------------------------------------- */
 
 /* g, u, m (n): m = silu(g) * u with silu(g) = g * sigmoid(g). */
@@ -413,6 +450,7 @@ static const tt_backend g_cpu = {
     .attn_fwd = cpu_attn_fwd_t,
     .attn_bwd = cpu_attn_bwd_t,
     .attn_scratch_bytes = cpu_attn_scratch_t,
+    .attn_kv = cpu_attn_kv,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .xent_stats = cpu_xent_stats,

@@ -716,6 +716,59 @@ static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 
 /* ---- SwiGLU, cross-entropy, AdamW -------------------------------------------- */
 
+/* Attention against a KV cache (backend.h's attn_kv): one warp per (query
+ * row, head); the warp walks the keys the row sees with an online softmax,
+ * each lane holding head_dim / 32 of the dimensions (head_dim <= 256) and
+ * the score reduced across the warp. Decoding has one query row per
+ * sequence, so this is bandwidth-bound on the cache, as decoding is. */
+#define KV_WARPS 4
+template <typename T>
+__global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q_, const void *kc_, const void *vc_,
+                          const int32_t *pos, void *out_, float scale) {
+    const T *q = (const T *)q_, *kc = (const T *)kc_, *vc = (const T *)vc_;
+    T *out = (T *)out_;
+    const int lane = threadIdx.x & 31, h = blockIdx.x * KV_WARPS + (threadIdx.x >> 5);
+    const int row = blockIdx.y, b = row / n, i = row % n;
+    if (h >= nh) return;
+    const int qs = nh * hd, ks = nkv * hd, p = pos[b] + i;
+    const size_t qo = (size_t)row * qs + (size_t)h * hd, ko = (size_t)b * cap * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
+    float qv[8], acc[8];
+    for (int c = 0; c < 8; c++) {
+        int d = lane + 32 * c;
+        qv[c] = d < hd ? ldv(q, qo + d) : 0.f;
+        acc[c] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int j = 0; j <= p; j++) {
+        const size_t kr = ko + (size_t)j * ks;
+        float s = 0.f;
+        for (int c = 0; c < 8; c++) {
+            int d = lane + 32 * c;
+            if (d < hd) s += qv[c] * ldv(kc, kr + d);
+        }
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        s *= scale;
+        const float mn = fmaxf(m, s), corr = __expf(m - mn), w = __expf(s - mn);
+        l = l * corr + w;
+        for (int c = 0; c < 8; c++) {
+            int d = lane + 32 * c;
+            acc[c] = acc[c] * corr + (d < hd ? w * ldv(vc, kr + d) : 0.f);
+        }
+        m = mn;
+    }
+    for (int c = 0; c < 8; c++) {
+        int d = lane + 32 * c;
+        if (d < hd) stv(out, qo + d, acc[c] / l);
+    }
+}
+
+static void cu_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                       const int32_t *pos, void *out, int dt) {
+    TT_ASSERT(hd <= 256); /* eight dimensions per lane; every LLaMA has 128 */
+    dim3 grid((unsigned)((nh + KV_WARPS - 1) / KV_WARPS), (unsigned)(B * n));
+    TDISPATCH(dt, k_attn_kv, grid, 32 * KV_WARPS, n, cap, nh, nkv, hd, q, kc, vc, pos, out, 1.0f / sqrtf((float)hd));
+}
+
 template <typename T> __global__ void k_swiglu_fwd(size_t n, const void *g_, const void *u_, void *m_) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -1013,7 +1066,7 @@ static int cu_dev_in_use(uint64_t *bytes) {
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_linear, cu_rms_fwd,
-    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd, cu_attn_scratch_bytes,
+    cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd, cu_attn_scratch_bytes, cu_attn_kv,
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent_stats, cu_xent_loss, cu_xent_grad,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
