@@ -49,8 +49,8 @@ static int carve_gen(const tt_dev_user *u, const tier_store *s, const tt_plan *p
     int B = p->req.B, L = (int)c->n_layers;
     size_t es = be_elem_size(p->req.act_bf16 ? BE_BF16 : BE_REAL);
     tt_lora lo_measure, *lo = g ? &g->lora : &lo_measure;
-    /* as training's: the parameters wait in host memory, the device holds the layers in use */
-    int rc = lora_init_in(lo, c, &gc.lora, 0, dev, 1, host);
+    /* as training's: the parameters wait in host memory, the device holds the layers in use; no gradients */
+    int rc = lora_init_in(lo, c, &gc.lora, 0, dev, LORA_FROZEN, host);
     if (rc) return rc;
     tt_ws_opts wo = {.B = B, .seq = p->req.seq, .head_streamed = !p->head_on_device || c->tie_embeddings,
                      .host = host, .act_bf16 = p->req.act_bf16, .gen_cap = gc.cap};

@@ -101,15 +101,19 @@ int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint6
     } else {
         lo->params = lora_get(alloc, nb * sizeof(tt_real), "LoRA parameters");
     }
-    lo->grads = lora_get(alloc, gb * sizeof(tt_real), "LoRA gradients");
-    lo->m = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
-    lo->v = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
-    if (host) {
+    const int frozen = layer_grads == LORA_FROZEN;
+    if (!frozen) {
+        lo->grads = lora_get(alloc, gb * sizeof(tt_real), "LoRA gradients");
+        lo->m = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
+        lo->v = lora_get(alloc, mb * sizeof(float), host ? "AdamW moments (one layer)" : "AdamW moments");
+    }
+    if (host && !frozen) {
         lo->m_host = lora_get(host, nb * sizeof(float), "AdamW moments");
         lo->v_host = lora_get(host, nb * sizeof(float), "AdamW moments");
         if (!layer_grads) lo->grads_host = lora_get(host, nb * sizeof(tt_real), "LoRA gradients (until the step's end)");
     }
-    if (!(lo->params || (lo->layer_buf[0] && lo->layer_buf[1] && lo->params_host)) || !lo->grads || !lo->m || !lo->v) {
+    if (!(lo->params || (lo->layer_buf[0] && lo->layer_buf[1] && lo->params_host)) ||
+        (!frozen && (!lo->grads || !lo->m || !lo->v))) {
         if (!alloc) lora_free(lo);
         return TT_FAIL(-ENOMEM, "out of memory allocating %zu LoRA parameters", off);
     }

@@ -81,8 +81,10 @@ void lora_free(tt_lora *lo);
  * moments live there (params_host, m_host, v_host) and the device holds two
  * layers' parameters and one layer's moments for its step; the device then
  * keeps one layer's gradients, and a step that needs all (!layer_grads)
- * parks them in grads_host. With measuring, only sizes are taken (no
- * initialisation). */
+ * parks them in grads_host. layer_grads LORA_FROZEN: the parameters only,
+ * no gradients and no moments (inference). With measuring, only sizes are
+ * taken (no initialisation). */
+#define LORA_FROZEN (-1)
 int lora_init_in(tt_lora *lo, const tt_config *cfg, const tt_lora_cfg *lc, uint64_t seed, const struct tt_alloc *alloc,
                  int layer_grads, const struct tt_alloc *host);
 /* The AdamW moments (n each) to / from host arrays, wherever they live

@@ -306,18 +306,24 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
      * post-attention norm's backward holds dxn; dhn after that same backward holds datt; the MLP block (g, u,
      * mm) after the MLP holds dh. */
     w->dxn = w->h;
-    AA(w->dk, T * w->KVD, "activation gradients"); AA(w->dv, T * w->KVD, "activation gradients");
-    if (3 * MF >= T * H) w->dh = w->g; /* the MLP block is dead once dh is written (after the MLP's backward) */
-    else AA(w->dh, T * H, "activation gradients");
-    AA(w->dhn, T * H, "activation gradients");
-    if (w->QD <= H) { w->dq = w->hn; w->datt = w->dhn; }
-    else { AA(w->dq, T * w->QD, "activation gradients"); AA(w->datt, T * w->QD, "activation gradients"); }
+    const int grads = o->gen_cap <= 0; /* generation: forward passes only, no gradient buffers */
+    if (grads) {
+        AA(w->dk, T * w->KVD, "activation gradients"); AA(w->dv, T * w->KVD, "activation gradients");
+        if (3 * MF >= T * H) w->dh = w->g; /* the MLP block is dead once dh is written (after the MLP's backward) */
+        else AA(w->dh, T * H, "activation gradients");
+        AA(w->dhn, T * H, "activation gradients");
+        if (w->QD <= H) { w->dq = w->hn; w->datt = w->dhn; }
+        else { AA(w->dq, T * w->QD, "activation gradients"); AA(w->datt, T * w->QD, "activation gradients"); }
+        AA(w->dm, MF, "activation gradients");
+        AA(w->dz, T * r, "activation gradients");
+    } else {
+        w->dh = w->g; /* never used; ws_free's alias tests then leave them alone */
+        w->dq = w->hn;
+    }
     w->dg = w->g; /* swiglu_bwd works in place: the gate/up gradients replace g and u */
     w->du = w->u;
-    AA(w->dm, MF, "activation gradients");
-    AA(w->dz, T * r, "activation gradients");
     AA(w->wbuf, w->wbuf_elems, "dequantization scratch");
-    size_t asb = be_attn_scratch_bytes(B, seq, (int)c->n_heads, (int)c->n_kv_heads, (int)c->head_dim, w->dt);
+    size_t asb = grads ? be_attn_scratch_bytes(B, seq, (int)c->n_heads, (int)c->n_kv_heads, (int)c->head_dim, w->dt) : 0;
     if (asb) ok &= (w->attn_scratch = ws_get(alloc, asb, "attention scratch")) != NULL;
     if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
         AA(w->xd, w->drop_elems, "LoRA dropout"); AA(w->mask, w->drop_elems, "LoRA dropout");
@@ -749,6 +755,16 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
     if (!dx) return;
     be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0, dt);
     if (m->wg && m->wg->final_norm) be_rmsnorm_bwd_w(T, H, xL, w->rstdf, w->dxf, m->wg->final_norm, dt);
+}
+
+void model_head_nll(const tt_ws *w, const int32_t *targets, const tt_real *weight, double *stats, double *nll) {
+    int T = w->T;
+    be_to_host(stats, w->xstats, 3 * (size_t)T * sizeof *stats); /* after the head's ops: they wrote them */
+    for (int r = 0; r < T; r++) {
+        const double *st = stats + 3 * (size_t)r;
+        /* xent_loss's arithmetic, less the weight */
+        nll[r] = targets[r] < 0 || weight[r] == 0 ? NAN : st[0] + log(st[1]) - st[2];
+    }
 }
 
 double *ws_acc(tt_ws *w) { return w->acc; }

@@ -95,7 +95,8 @@ typedef struct tt_ws_opts {
                             * that their uploads are asynchronous; NULL: malloc */
     size_t drop_elems;     /* LoRA dropout's chunk cap in values (tests); 0: 4M (at least one row) */
     int act_bf16;          /* activations and the workspace in bf16 (BE_BF16); 0: tt_real */
-    int gen_cap;           /* generation: the KV cache's length (positions); 0: no generation mode */
+    int gen_cap;           /* generation: the KV cache's length (positions), and no gradient buffers (the
+                            * workspace then runs generation passes only); 0: a training workspace */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. Every activation the model
@@ -120,6 +121,13 @@ void model_embed_backward(const tt_model *m, tt_ws *w, const int32_t *tokens, co
  * stay untouched until the caller synchronises (reads the loss back). */
 void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, const tt_real *weight, tt_real dscale,
                 void *dx, double *loss);
+/* Each row's negative log-likelihood from the statistics the last model_head
+ * on w left: max + log(sum) - target logit, as the loss computes it but not
+ * weighted, into nll (host, T = B*seq doubles); NaN for a row the loss skips
+ * (targets[r] < 0 or weight[r] == 0). targets/weight: the host arrays that
+ * model_head got; stats: host scratch of 3*T doubles. Waits for the compute
+ * queue (the statistics are read back). */
+void model_head_nll(const tt_ws *w, const int32_t *targets, const tt_real *weight, double *stats, double *nll);
 /* Two device doubles of the workspace (loss sum, sum of squared gradients)
  * for callers that accumulate a step's scalars on the device. */
 double *ws_acc(tt_ws *w);

@@ -104,6 +104,12 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     uint64_t total;
     if (!plan_dev_fits(p.dev_bytes, req->hbm, &total)) {
         char need[32], have[32];
+        if (req->forward_only)
+            return TT_FAIL(-ENOSPC, "--hbm %s is too small to generate for %s with %d prompts at a time in chunks of %d "
+                           "tokens: the smallest plan (2 layer slots, every KV cache in host memory) needs --hbm %s; "
+                           "raise --hbm or lower --batch / --prefill-chunk",
+                           tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq,
+                           tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
                        "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
                        req->seq, tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
@@ -206,16 +212,26 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
 void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     const tt_config *c = tier_config(s);
     char a[32], b[32];
-    fprintf(f, "plan for %s (%s): %u layers, micro-batch %d x %d tokens, %d micro-batches per step\n", tier_path(s),
-            c->name, c->n_layers, p->req.B, p->req.seq, p->req.K);
+    if (p->req.forward_only)
+        fprintf(f, "generation plan for %s (%s): %u layers, %d prompts at a time, prompt chunks of %d tokens\n",
+                tier_path(s), c->name, c->n_layers, p->req.B, p->req.seq);
+    else
+        fprintf(f, "plan for %s (%s): %u layers, micro-batch %d x %d tokens, %d micro-batches per step\n", tier_path(s),
+                c->name, c->n_layers, p->req.B, p->req.seq, p->req.K);
     fprintf(f, "  budgets: --hbm %s, --host %s%s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
             p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited",
             p->host_from_avail ? " (no --host given: the memory available now)" : "");
-    fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; activations (%s) on device %d of %d, spilled "
-               "%d; host layer cache: %s\n",
-            p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
-            p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
-            p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
+    if (p->req.forward_only)
+        fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; host layer cache: %s\n", p->slots, p->L,
+                p->prefetch, p->slots >= p->L ? ", all resident" : "",
+                p->head_on_device ? "on the device" : "streamed from the host in vocab chunks",
+                p->host_cache ? "yes (NVMe read once)" : "no");
+    else
+        fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; activations (%s) on device %d of %d, spilled "
+                   "%d; host layer cache: %s\n",
+                p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
+                p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
+                p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
     if (p->req.forward_only)
         fprintf(f, "  forward passes only (generation): KV caches on the device for %d of %d layers, the rest in "
                    "the pinned host arena\n", p->user_dev, p->req.user_units);

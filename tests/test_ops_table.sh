@@ -10,4 +10,5 @@ P="$(dirname "$T")/tests/test_cuda_ops"
 [ -x "$P" ] || { fail "$P is not built"; finish test_ops_table; }
 expect_ok "table on cpu-async" "$P" --device cpu-async
 grep -q "attn_bwd.*bf16" "$dir/err" || fail "the bf16 pass did not run (no attn_bwd bf16 line)"
+grep -q "attn_kv.*bf16" "$dir/err" || fail "the KV-cache attention did not run in bf16 (no attn_kv bf16 line)"
 finish test_ops_table

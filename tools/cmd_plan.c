@@ -3,6 +3,7 @@
 #include "core/base/common.h"
 #include "core/lora.h"
 #include "core/exec.h"
+#include "core/generate.h"
 #include "kernels/backend.h"
 #include "sched/plan.h"
 #include "tools/cli.h"
@@ -105,13 +106,16 @@ int cmd_plan(int argc, char **argv) {
     const char *model;
     tool_plan_args a = {0};
     double io_gbps, gflops;
-    int as_json, sweep;
+    int as_json, sweep, generate;
+    long context;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
         TOOL_PLAN_OPTS(a),
         {"io-gbps", 0, CLI_FLOAT, &io_gbps, "0", "X", "measured NVMe read GB/s for the step-time prediction (bench io)"},
         {"gflops", 0, CLI_FLOAT, &gflops, "0", "X", "measured compute GFLOP/s for the prediction (bench overlap)"},
         {"sweep", 0, CLI_FLAG, &sweep, NULL, NULL, "instead of one plan: the smallest --hbm (and the host memory it needs) at seq 1024, 2048, 4096 and 8192, with --micro-batch and --batch-tokens as given (at least one micro-batch per step)"},
+        {"generate", 0, CLI_FLAG, &generate, NULL, NULL, "plan text generation (tiertrain generate) instead of training: --micro-batch prompts per batch, --seq prompt tokens per pass, KV caches of --context positions; --rank/--targets are the adapter's"},
+        {"context", 0, CLI_INT, &context, "4096", "N", "with --generate: KV cache positions per prompt"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object"},
         {0},
     };
@@ -134,6 +138,17 @@ int cmd_plan(int argc, char **argv) {
     if (rc) { tier_close(s); return rc; }
     req.io_gbps = io_gbps;
     req.gflops = gflops;
+    if (generate) {
+        if (sweep || context < 2 || context > 1 << 20) {
+            fprintf(stderr, "tiertrain plan: %s\n", sweep ? "--generate and --sweep do not go together"
+                                                       : "--context must be 2..1048576");
+            tier_close(s);
+            return 2;
+        }
+        tt_lora_cfg lora = exec_user_cfg(&req.user).lora;
+        lora.dropout = 0;
+        gen_plan_req(&req, s, &lora, req.B, req.seq, (int)context);
+    }
     if (sweep) {
         plan_sweep(s, &req, as_json);
         tier_close(s);

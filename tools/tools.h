@@ -19,6 +19,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_recover(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* The batch-shape and budget flags shared by plan, train and bench overlap. */
 typedef struct tool_plan_args {

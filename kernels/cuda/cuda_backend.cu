@@ -727,8 +727,8 @@ __global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q
                           const int32_t *pos, void *out_, float scale) {
     const T *q = (const T *)q_, *kc = (const T *)kc_, *vc = (const T *)vc_;
     T *out = (T *)out_;
-    const int lane = threadIdx.x & 31, h = blockIdx.x * KV_WARPS + (threadIdx.x >> 5);
-    const int row = blockIdx.y, b = row / n, i = row % n;
+    const int lane = threadIdx.x & 31, h = blockIdx.y * KV_WARPS + (threadIdx.x >> 5);
+    const int row = blockIdx.x, b = row / n, i = row % n; /* rows on x: up to 2^31 - 1 of them */
     if (h >= nh) return;
     const int qs = nh * hd, ks = nkv * hd, p = pos[b] + i;
     const size_t qo = (size_t)row * qs + (size_t)h * hd, ko = (size_t)b * cap * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
@@ -765,7 +765,7 @@ __global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q
 static void cu_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
                        const int32_t *pos, void *out, int dt) {
     TT_ASSERT(hd <= 256); /* eight dimensions per lane; every LLaMA has 128 */
-    dim3 grid((unsigned)((nh + KV_WARPS - 1) / KV_WARPS), (unsigned)(B * n));
+    dim3 grid((unsigned)(B * n), (unsigned)((nh + KV_WARPS - 1) / KV_WARPS));
     TDISPATCH(dt, k_attn_kv, grid, 32 * KV_WARPS, n, cap, nh, nkv, hd, q, kc, vc, pos, out, 1.0f / sqrtf((float)hd));
 }
 

@@ -1,0 +1,379 @@
+/* tools/cmd_generate.c — `tiertrain generate`: text from a store (with an
+ * optional LoRA adapter, e.g. a recovered one on the original model) through
+ * core/generate.h, streamed under the same --hbm/--host budgets as training.
+ * One --prompt prints its text as it is generated; --prompts FILE.jsonl runs
+ * batches of --batch prompts (each layer load serves the whole batch) and
+ * writes one JSON line per prompt. */
+#include "core/base/common.h"
+#include "core/generate.h"
+#include "core/loram.h"
+#include "core/tokenizer.h"
+#include "io/atomicfile.h"
+#include "io/peft.h"
+#include "sched/plan.h"
+#include "tools/cli.h"
+#include "tools/tools.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+/* What each prompt of a batch has produced. */
+typedef struct prompt_out {
+    tokenizer_ids ids;   /* generated tokens, the end-of-sequence one excluded */
+    char *text;          /* their text (cut at a stop string) */
+    size_t len, printed; /* bytes of text; streamed already */
+    int stopped;         /* a stop string ended it */
+} prompt_out;
+
+typedef struct gen_ctx {
+    tt_tokenizer *tok;
+    const char *stop;
+    const gen_params *gp;
+    prompt_out *out;
+    int stream;          /* print prompt 0's text as it comes */
+} gen_ctx;
+
+/* The bytes of s[0..n) that can be printed now: not a UTF-8 sequence cut at
+ * the end, and not the last `hold` bytes (they may start a stop string). */
+static size_t printable(const char *s, size_t n, size_t hold) {
+    size_t e = n > hold ? n - hold : 0;
+    size_t i = e;
+    while (i > 0 && i > e - (e < 4 ? e : 4) && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+    if (i > 0) {
+        unsigned char c = (unsigned char)s[i - 1];
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (need > 1 && e - (i - 1) < need) e = i - 1; /* a lead byte whose sequence is not complete yet */
+    }
+    return e;
+}
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(tt_xmalloc(n), s, n);
+}
+
+static int on_token(void *vc, int i, uint32_t token, const float *logits) {
+    (void)logits;
+    gen_ctx *c = vc;
+    prompt_out *o = &c->out[i];
+    int eos = 0;
+    for (int e = 0; e < c->gp->n_eos; e++) eos |= c->gp->eos[e] == token;
+    size_t tl;
+    if (!eos && tokenizer_token(c->tok, token, &tl)) { /* an id past the tokenizer's (a padded vocabulary) has no text */
+        tokenizer_ids_push(&o->ids, token);
+        free(o->text);
+        TT_ASSERT(tokenizer_decode(c->tok, o->ids.v, o->ids.n, &o->text, &o->len) == 0);
+        const char *hit = c->stop && *c->stop ? strstr(o->text, c->stop) : NULL;
+        if (hit) {
+            o->len = (size_t)(hit - o->text);
+            o->text[o->len] = 0;
+            o->stopped = 1;
+        }
+        if (c->stream && i == 0) {
+            size_t hold = o->stopped || !c->stop ? 0 : strlen(c->stop);
+            size_t e = printable(o->text, o->len, hold > 0 ? hold - 1 : 0);
+            if (e > o->printed) {
+                fwrite(o->text + o->printed, 1, e - o->printed, stdout);
+                fflush(stdout);
+                o->printed = e;
+            }
+        }
+    }
+    if (g_interrupted) return -1;
+    return o->stopped ? 1 : 0;
+}
+
+static const char *why_name(int why) {
+    switch (why) {
+    case GEN_EOS: return "eos";
+    case GEN_LENGTH: return "length";
+    case GEN_CONTEXT: return "context";
+    case GEN_CALLER: return "stop";
+    default: return "interrupted";
+    }
+}
+
+/* The prompts of a JSONL file: {"prompt": TEXT} per line (blank lines skipped). */
+static int read_prompts(const char *path, char ***out, int *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    int count = 0, rc = 0;
+    uint64_t no = 0;
+    char **v = NULL;
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        no++;
+        size_t k = (size_t)got;
+        while (k && (line[k - 1] == '\n' || line[k - 1] == '\r')) line[--k] = 0;
+        size_t s = 0;
+        while (s < k && (line[s] == ' ' || line[s] == '\t')) s++;
+        if (s == k) continue;
+        json_error_t je;
+        json_t *o = json_loadb(line, k, 0, &je);
+        json_t *p = o && json_is_object(o) ? json_object_get(o, "prompt") : NULL;
+        if (!o || !json_is_object(o) || !p || !json_is_string(p)) {
+            rc = TT_FAIL(-EINVAL, "%s:%llu: %s; each line must be an object {\"prompt\": TEXT}", path,
+                         (unsigned long long)no, !o ? je.text : !json_is_object(o) ? "not a JSON object"
+                                                 : !p ? "no \"prompt\" field" : "\"prompt\" is not a string");
+            json_decref(o);
+            break;
+        }
+        v = realloc(v, (size_t)(count + 1) * sizeof *v);
+        TT_ASSERT(v);
+        v[count++] = xstrdup(json_string_value(p));
+        json_decref(o);
+    }
+    if (!rc && ferror(f)) rc = TT_FAIL(-EIO, "cannot read %s: %s", path, strerror(errno));
+    if (!rc && count == 0) rc = TT_FAIL(-EINVAL, "%s holds no prompt; give one {\"prompt\": TEXT} object per line", path);
+    free(line);
+    fclose(f);
+    if (rc) {
+        for (int i = 0; i < count; i++) free(v[i]);
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model, *adapter, *tok_spec, *prompt, *prompts_path, *out_path, *stop;
+    long max_new, top_k, batch, context, chunk;
+    double temperature, top_p;
+    uint64_t seed;
+    int no_bos, force, as_json;
+    tool_plan_args pa = {0};
+    cli_opt opts[] = {
+        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
+        {"adapter", 'a', CLI_STR, &adapter, NULL, "DIR", "PEFT adapter with the store's shapes (default: none)"},
+        {"tokenizer", 0, CLI_STR, &tok_spec, "bytes", "T", "bytes, or a Hugging Face tokenizer.json (or its folder)"},
+        {"prompt", 'p', CLI_STR, &prompt, NULL, "TEXT", "one prompt: its text is printed as it is generated"},
+        {"prompts", 0, CLI_STR, &prompts_path, NULL, "FILE", "JSONL, one {\"prompt\": TEXT} per line: one JSON line out per prompt"},
+        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here (default: standard output)"},
+        {"force", 'f', CLI_FLAG, &force, NULL, NULL, "overwrite --output"},
+        {"max-new-tokens", 'n', CLI_INT, &max_new, "128", "N", "tokens to generate at most per prompt"},
+        {"temperature", 0, CLI_FLOAT, &temperature, "0", "T", "sampling temperature (0: greedy)"},
+        {"top-k", 0, CLI_INT, &top_k, "0", "K", "sample among the K most likely tokens (0: all)"},
+        {"top-p", 0, CLI_FLOAT, &top_p, "1", "P", "sample among the most likely tokens holding P of the mass (1: all)"},
+        {"seed", 0, CLI_SEED, &seed, "1", "S", "sampling seed (prompt i of the file draws from its own stream)"},
+        {"stop", 0, CLI_STR, &stop, NULL, "STR", "end a completion where this text appears (it is not kept)"},
+        {"no-bos", 0, CLI_FLAG, &no_bos, NULL, NULL, "do not start prompts with the tokenizer's <s> / <|begin_of_text|>"},
+        {"batch", 0, CLI_INT, &batch, "8", "N", "prompts per batch: each layer load serves them all"},
+        {"context", 0, CLI_INT, &context, "0", "N", "KV cache positions per prompt (0: longest prompt + --max-new-tokens, at most the model's max_pos)"},
+        {"prefill-chunk", 0, CLI_INT, &chunk, "256", "N", "prompt tokens per sequence per pass over the layers"},
+        {"hbm", 0, CLI_SIZE, &pa.hbm, "0", "SIZE", "device memory budget, e.g. 4G (0: unlimited, every layer resident)"},
+        {"host", 0, CLI_SIZE, &pa.host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},
+        {"lm-head", 0, CLI_STR, &pa.lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
+        {"device", 0, CLI_STR, &pa.device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},
+        {"act-dtype", 0, CLI_STR, &pa.act_dtype, "auto", "T", "activations and the KV cache: f32, bf16 or auto (bf16 with cuda)"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "with --prompt: print one JSON line instead of streaming the text"},
+        {0},
+    };
+    cli_cmd cmd = {"generate", NULL,
+                   "Generates text from a store (with an optional LoRA adapter) with a KV cache, streamed under the "
+                   "--hbm/--host budgets like training.",
+                   opts, 0, 0, "tiertrain generate --model tiny.tier --adapter run1 --prompt 'The committee'"};
+    char *posa[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, posa, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    const char *bad = !model ? "--model FILE is required" : !prompt == !prompts_path ? "give one of --prompt TEXT and --prompts FILE"
+                    : max_new < 1 || max_new > 1 << 20 ? "--max-new-tokens must be 1..1048576"
+                    : !(temperature >= 0) ? "--temperature must be at least 0"
+                    : top_k < 0 ? "--top-k must be at least 0"
+                    : !(top_p > 0 && top_p <= 1) ? "--top-p must be in (0, 1]"
+                    : batch < 1 || batch > 4096 ? "--batch must be 1..4096"
+                    : context < 0 || context > 1 << 20 ? "--context must be 0..1048576"
+                    : chunk < 2 || chunk > 1 << 16 ? "--prefill-chunk must be 2..65536"
+                    : stop && !*stop ? "--stop must not be empty" : NULL;
+    if (bad) {
+        fprintf(stderr, "tiertrain generate: %s (see tiertrain generate --help)\n", bad);
+        return 2;
+    }
+    const char *inputs[] = {model, adapter ? adapter : "", prompts_path ? prompts_path : "", NULL};
+    if (out_path && tool_check_out("generate", "-o", out_path, inputs, force)) return 2;
+
+    int exit_code = 1, np = 0, B = 0;
+    char **texts = NULL;
+    tt_tokenizer *tok = NULL;
+    tier_store *st = NULL;
+    peft_adapter a = {0};
+    tt_gen *g = NULL;
+    tokenizer_ids *pids = NULL;
+    prompt_out *outs = NULL;
+    char *jsonl = NULL;
+    size_t jl = 0;
+    if (prompt) {
+        texts = tt_xcalloc(1, sizeof *texts);
+        texts[0] = xstrdup(prompt);
+        np = 1;
+    } else if (read_prompts(prompts_path, &texts, &np)) {
+        tool_fail("generate");
+        goto done;
+    }
+    if (tokenizer_open(tok_spec, &tok)) { tool_fail("generate"); goto done; }
+    if (tier_open(&st, model)) { tool_fail("generate"); goto done; }
+    const tt_config *c = tier_config(st);
+    uint32_t tv = tokenizer_vocab_size(tok);
+    if (tv > c->vocab || c->vocab - tv > c->vocab / 64 + 64) {
+        fprintf(stderr, "tiertrain generate: the tokenizer %s has %u tokens but %s has a vocabulary of %u: give the "
+                        "tokenizer the model was trained with (--tokenizer)\n", tokenizer_name(tok), tv, model, c->vocab);
+        goto done;
+    }
+    if (adapter && (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, c, model) ||
+                    loram_check_base(&a, adapter, c, tier_prune(st), model))) {
+        tool_fail("generate");
+        goto done;
+    }
+    /* the prompts' tokens: <s> first where the tokenizer has one (as Hugging Face's LLaMA tokenizers add it) */
+    uint32_t bos = UINT32_MAX;
+    if (!no_bos && tokenizer_kind_of(tok) == TOKENIZER_HF_BPE) {
+        bos = tokenizer_added_id(tok, "<|begin_of_text|>");
+        if (bos == UINT32_MAX) bos = tokenizer_added_id(tok, "<s>");
+    }
+    pids = tt_xcalloc((size_t)np, sizeof *pids);
+    int longest = 1;
+    for (int i = 0; i < np; i++) {
+        if (bos != UINT32_MAX) tokenizer_ids_push(&pids[i], bos);
+        tokenizer_encode(tok, texts[i], strlen(texts[i]), &pids[i]);
+        if (pids[i].n == 0) {
+            fprintf(stderr, "tiertrain generate: prompt %d%s%s is empty; give some text\n", i + 1,
+                    prompts_path ? " of " : "", prompts_path ? prompts_path : "");
+            goto done;
+        }
+        if ((long)pids[i].n > longest) longest = (int)pids[i].n;
+    }
+    long cap = context ? context : longest + max_new;
+    if (!context && cap > (long)c->max_pos) cap = c->max_pos;
+    for (int i = 0; i < np; i++)
+        if ((long)pids[i].n >= cap) {
+            fprintf(stderr, "tiertrain generate: prompt %d%s%s has %zu tokens, which leaves no room in the context of %ld "
+                            "positions (%s); shorten it%s\n", i + 1, prompts_path ? " of " : "",
+                    prompts_path ? prompts_path : "", pids[i].n, cap,
+                    context ? "--context" : "the model's max_pos", context ? " or raise --context" : "");
+            goto done;
+        }
+    B = np < batch ? np : (int)batch;
+    int C = longest < chunk ? (longest < 2 ? 2 : longest) : (int)chunk;
+    pa.seq = C;
+    pa.micro = B;
+    pa.batch_tokens = (uint64_t)B * C;
+    pa.rank = 1;
+    pa.alpha = 1;
+    pa.targets = "q";
+    tt_plan_req req;
+    if ((rc = tool_plan_flags("generate", st, &pa, &req))) { exit_code = rc; goto done; }
+    /* without an adapter: rank 1 on q_proj with B = 0, whose term is exactly zero (as eval) */
+    tt_lora_cfg lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask, a.rslora}
+                               : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q, 0};
+    gen_plan_req(&req, st, &lora, B, C, (int)cap);
+    tt_plan plan;
+    if (plan_make(st, &req, &plan)) { tool_fail("generate"); goto done; }
+    if (gen_create(&g, model, &plan)) { tool_fail("generate"); goto done; }
+    if (adapter && loram_load_lora(gen_lora(g), &a)) { tool_fail("generate"); goto done; }
+
+    uint32_t eos[2];
+    int n_eos = 0;
+    eos[n_eos++] = tokenizer_eot_id(tok);
+    uint32_t eot = tokenizer_added_id(tok, "<|eot_id|>"); /* LLaMA-3 instruct ends a turn with it */
+    if (eot != UINT32_MAX && eot != eos[0]) eos[n_eos++] = eot;
+    gen_params gp = {(int)max_new, (float)temperature, (int)top_k, (float)top_p, seed, eos, n_eos};
+    outs = tt_xcalloc((size_t)B, sizeof *outs);
+    gen_ctx gc = {tok, stop, &gp, outs, prompt && !as_json};
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    size_t jcap = 0;
+    int interrupted = 0;
+    uint64_t total_new = 0;
+    double t_all = tt_now();
+    for (int first = 0; first < np && !interrupted; first += B) {
+        int n = np - first < B ? np - first : B;
+        const uint32_t *pp[4096];
+        int lens[4096], why[4096];
+        uint64_t streams[4096];
+        for (int i = 0; i < n; i++) {
+            pp[i] = pids[first + i].v;
+            lens[i] = (int)pids[first + i].n;
+            streams[i] = (uint64_t)(first + i);
+            free(outs[i].text);
+            tokenizer_ids_free(&outs[i].ids);
+            memset(&outs[i], 0, sizeof outs[i]);
+        }
+        double t0 = tt_now();
+        if (gen_run(g, n, pp, lens, &gp, streams, on_token, &gc, why)) {
+            sigaction(SIGINT, &old, NULL);
+            tool_fail("generate");
+            goto done;
+        }
+        double secs = tt_now() - t0;
+        interrupted = g_interrupted != 0;
+        for (int i = 0; i < n; i++) {
+            prompt_out *o = &outs[i];
+            total_new += o->ids.n;
+            if (gc.stream) { /* the rest of the text, and a newline */
+                fwrite(o->text ? o->text + o->printed : "", 1, o->text ? o->len - o->printed : 0, stdout);
+                fputc('\n', stdout);
+                fflush(stdout);
+                continue;
+            }
+            json_t *j = json_pack("{s:s, s:s%, s:I, s:f, s:s}", "prompt", texts[first + i], "completion",
+                                  o->text ? o->text : "", o->text ? o->len : 0, "tokens", (json_int_t)o->ids.n,
+                                  "seconds", secs, "stop", interrupted && !why[i] ? "interrupted" : why_name(why[i]));
+            char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            json_decref(j);
+            if (!line) { /* jansson refuses text that is not UTF-8 */
+                line = tt_xmalloc(64);
+                snprintf(line, 64, "{\"error\":\"prompt %d: the text is not valid UTF-8\"}", first + i + 1);
+            }
+            size_t ll = strlen(line);
+            if (jl + ll + 2 > jcap) {
+                jcap = (jl + ll + 2) * 2;
+                jsonl = realloc(jsonl, jcap);
+                TT_ASSERT(jsonl);
+            }
+            memcpy(jsonl + jl, line, ll);
+            jl += ll;
+            jsonl[jl++] = '\n';
+            free(line);
+            if (!out_path) { fwrite(jsonl + jl - ll - 1, 1, ll + 1, stdout); fflush(stdout); }
+        }
+        if (prompts_path)
+            fprintf(stderr, "generate: %d / %d prompts, %.1f tokens/s\n", first + n, np,
+                    (double)total_new / (tt_now() - t_all));
+    }
+    sigaction(SIGINT, &old, NULL);
+    if (out_path && atomic_write_file(out_path, jsonl ? jsonl : "", jl)) { tool_fail("generate"); goto done; }
+    if (interrupted) {
+        fprintf(stderr, "tiertrain generate: interrupted; what was generated is %s\n",
+                out_path ? "in the output file" : "above");
+        exit_code = 130;
+        goto done;
+    }
+    exit_code = 0;
+done:
+    for (int i = 0; outs && i < B; i++) { free(outs[i].text); tokenizer_ids_free(&outs[i].ids); }
+    free(outs);
+    for (int i = 0; pids && i < np; i++) tokenizer_ids_free(&pids[i]);
+    free(pids);
+    for (int i = 0; i < np; i++) free(texts[i]);
+    free(texts);
+    free(jsonl);
+    gen_free(g);
+    peft_free(&a);
+    tier_close(st);
+    tokenizer_free(tok);
+    return exit_code;
+}
