@@ -626,13 +626,15 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "io") == 0) return bench_io(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "overlap") == 0) return bench_overlap(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "kernels") == 0) return bench_kernels(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "generate") == 0) return bench_generate(argc - 1, argv + 1);
     if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
-        printf("usage: tiertrain bench io|overlap [options]\n\n"
+        printf("usage: tiertrain bench io|overlap|kernels|generate [options]\n\n"
                "  io       read every layer extent as the trainer does (`tiertrain bench io --help`)\n"
                "  overlap  streamed vs IO-only vs compute-only training steps (`tiertrain bench overlap --help`)\n"
-               "  kernels  per-op throughput of a backend (`tiertrain bench kernels --help`)\n");
+               "  kernels  per-op throughput of a backend (`tiertrain bench kernels --help`)\n"
+               "  generate generation tokens/s, resident vs streamed (`tiertrain bench generate --help`)\n");
         return 0;
     }
-    fprintf(stderr, "tiertrain bench: expected a benchmark name: io, overlap or kernels (see tiertrain bench --help)\n");
+    fprintf(stderr, "tiertrain bench: expected a benchmark name: io, overlap, kernels or generate (see tiertrain bench --help)\n");
     return 2;
 }

@@ -43,17 +43,53 @@ typedef struct gen_ctx {
     int stream;          /* print prompt 0's text as it comes */
 } gen_ctx;
 
+/* The length of the UTF-8 sequence at s (n bytes there): 1..4 when valid, 0
+ * when not, -1 when s ends inside what could still become a valid one. */
+static int utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (!len) return 0;
+    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n) return -1;
+        unsigned b = s[i];
+        if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return 0;
+    }
+    return len;
+}
+
+/* s[0..n) as valid UTF-8 in a new buffer (*len bytes, NUL-terminated): each
+ * byte that starts no valid sequence becomes U+FFFD (as Hugging Face's
+ * decode does); a sequence cut at the end is kept as it is unless final (it
+ * may be completed by the next token; printable() holds it back). */
+static char *utf8_clean(const char *s, size_t n, int final, size_t *len) {
+    char *o = tt_xmalloc(3 * n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int q = utf8_seq((const unsigned char *)s + i, n - i);
+        if (q < 0 && !final) q = (int)(n - i);
+        if (q <= 0) {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+            continue;
+        }
+        memcpy(o + k, s + i, (size_t)q);
+        k += (size_t)q;
+        i += (size_t)q;
+    }
+    o[k] = 0;
+    *len = k;
+    return o;
+}
+
 /* The bytes of s[0..n) that can be printed now: not a UTF-8 sequence cut at
  * the end, and not the last `hold` bytes (they may start a stop string). */
 static size_t printable(const char *s, size_t n, size_t hold) {
-    size_t e = n > hold ? n - hold : 0;
-    size_t i = e;
-    while (i > 0 && i > e - (e < 4 ? e : 4) && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
-    if (i > 0) {
-        unsigned char c = (unsigned char)s[i - 1];
-        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-        if (need > 1 && e - (i - 1) < need) e = i - 1; /* a lead byte whose sequence is not complete yet */
-    }
+    size_t e = n > hold ? n - hold : 0, i = e;
+    while (i > 0 && e - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+    if (i > 0 && utf8_seq((const unsigned char *)s + i - 1, e - (i - 1)) < 0) e = i - 1; /* cut: wait for the rest */
     return e;
 }
 
@@ -71,8 +107,12 @@ static int on_token(void *vc, int i, uint32_t token, const float *logits) {
     size_t tl;
     if (!eos && tokenizer_token(c->tok, token, &tl)) { /* an id past the tokenizer's (a padded vocabulary) has no text */
         tokenizer_ids_push(&o->ids, token);
+        char *raw;
+        size_t rl;
+        TT_ASSERT(tokenizer_decode(c->tok, o->ids.v, o->ids.n, &raw, &rl) == 0);
         free(o->text);
-        TT_ASSERT(tokenizer_decode(c->tok, o->ids.v, o->ids.n, &o->text, &o->len) == 0);
+        o->text = utf8_clean(raw, rl, 0, &o->len);
+        free(raw);
         const char *hit = c->stop && *c->stop ? strstr(o->text, c->stop) : NULL;
         if (hit) {
             o->len = (size_t)(hit - o->text);
@@ -323,21 +363,26 @@ int cmd_generate(int argc, char **argv) {
         for (int i = 0; i < n; i++) {
             prompt_out *o = &outs[i];
             total_new += o->ids.n;
+            if (o->text) { /* a sequence cut at the very end is complete now: U+FFFD */
+                char *f = utf8_clean(o->text, o->len, 1, &o->len);
+                free(o->text);
+                o->text = f;
+            }
             if (gc.stream) { /* the rest of the text, and a newline */
                 fwrite(o->text ? o->text + o->printed : "", 1, o->text ? o->len - o->printed : 0, stdout);
                 fputc('\n', stdout);
                 fflush(stdout);
                 continue;
             }
-            json_t *j = json_pack("{s:s, s:s%, s:I, s:f, s:s}", "prompt", texts[first + i], "completion",
+            size_t pl;
+            char *ptext = utf8_clean(texts[first + i], strlen(texts[first + i]), 1, &pl);
+            json_t *j = json_pack("{s:s%, s:s%, s:I, s:f, s:s}", "prompt", ptext, pl, "completion",
                                   o->text ? o->text : "", o->text ? o->len : 0, "tokens", (json_int_t)o->ids.n,
                                   "seconds", secs, "stop", interrupted && !why[i] ? "interrupted" : why_name(why[i]));
-            char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            free(ptext);
+            char *line = j ? json_dumps(j, JSON_COMPACT) : NULL; /* the texts are valid UTF-8 (utf8_clean) */
             json_decref(j);
-            if (!line) { /* jansson refuses text that is not UTF-8 */
-                line = tt_xmalloc(64);
-                snprintf(line, 64, "{\"error\":\"prompt %d: the text is not valid UTF-8\"}", first + i + 1);
-            }
+            TT_ASSERT(line);
             size_t ll = strlen(line);
             if (jl + ll + 2 > jcap) {
                 jcap = (jl + ll + 2) * 2;

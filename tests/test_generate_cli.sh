@@ -1,0 +1,132 @@
+#!/bin/sh
+# tests/test_generate_cli.sh — `tiertrain generate`, `plan --generate` and
+# `bench generate` end to end on the tiny preset: a prompt's streamed text
+# equals its --json completion; a prompts file in batches equals each prompt
+# alone; the smallest --hbm the planner accepts gives the resident run's
+# text; sampling is reproducible from --seed; --stop cuts the completion;
+# an adapter changes the output and one for another model is refused. Bad
+# input (a prompt longer than the context, a tokenizer whose vocabulary does
+# not match, a malformed prompts line, an unknown flag value) is one line on
+# stderr and a non-zero exit; Ctrl-C keeps what was generated (exit 130).
+. tests/lib.sh
+setup generate
+
+"$T" synth --preset tiny --quant f32 -o "$dir/m.tier" >/dev/null 2>&1 || fail "synth"
+"$T" synth --preset tiny --quant f32 --prune-ratio 0.5 -o "$dir/pruned.tier" >/dev/null 2>&1 || fail "synth pruned"
+awk 'NR <= 2000' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
+"$T" tokenize --input "$dir/text.txt" -o "$dir/t.tok" >/dev/null || fail "tokenize"
+TRAIN="--data $dir/t.tok --rank 4 --alpha 8 --seq 32 --micro-batch 2 --batch-tokens 128 --steps 3 --lr 5e-2 --eval-tokens 64"
+"$T" train --model "$dir/m.tier" $TRAIN --out "$dir/run" >/dev/null 2>&1 || fail "train"
+"$T" train --model "$dir/pruned.tier" $TRAIN --out "$dir/run-pruned" >/dev/null 2>&1 || fail "train on the pruned store"
+
+expect_ok "generate --help" "$T" generate --help
+for f in "--max-new-tokens N .*(default: 128)" "--temperature T .*(default: 0)" "--top-p P .*(default: 1)" \
+    "--batch N .*(default: 8)" "--hbm SIZE .*(default: 0)" "--stop STR" "--prompts FILE"; do
+    grep -q -e "$f" "$dir/out" || fail "generate --help lacks '$f'"
+done
+
+# One prompt: the streamed text is the --json completion.
+expect_ok "stream" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24
+cp "$dir/out" "$dir/streamed"
+expect_ok "json" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --json
+grep -q '"tokens":24,.*"stop":"length"' "$dir/out" || fail "--json: not 24 tokens stopped by length"
+# the JSON is read with python3 where it is installed (not among the project's Debian packages)
+if command -v python3 >/dev/null; then
+    python3 - "$dir/streamed" "$dir/out" <<'EOF' || fail "streamed text differs from the --json completion"
+import json, sys
+s = open(sys.argv[1], encoding="utf-8").read()
+j = json.loads(open(sys.argv[2]).read())
+assert s == j["completion"] + "\n", (s, j)
+EOF
+fi
+
+# A prompts file (lengths differ) in batches of 3 == each prompt alone; the smallest --hbm == resident.
+printf '%s\n' '{"prompt":"The General Assembly"}' '{"prompt":"Human rights"}' '{"prompt":"x"}' \
+    '{"prompt":"In the year"}' '{"prompt":"A long time ago, in a galaxy far away, there was"}' >"$dir/p.jsonl"
+expect_ok "batch" "$T" generate -m "$dir/m.tier" --adapter "$dir/run" --prompts "$dir/p.jsonl" -n 16 --batch 3 \
+    -o "$dir/batch.jsonl"
+[ "$(wc -l <"$dir/batch.jsonl")" -eq 5 ] || fail "batch: expected 5 lines"
+i=0
+while IFS= read -r line; do
+    i=$((i + 1))
+    printf '%s\n' "$line" >"$dir/one.jsonl"
+    "$T" generate -m "$dir/m.tier" --adapter "$dir/run" --prompts "$dir/one.jsonl" -n 16 >"$dir/one.out" 2>/dev/null ||
+        fail "prompt $i alone"
+    a=$(sed -n "${i}p" "$dir/batch.jsonl" | sed 's/"seconds":[^,]*,//')
+    b=$(sed 's/"seconds":[^,]*,//' "$dir/one.out")
+    [ "$a" = "$b" ] || fail "prompt $i alone differs from the batch: $b vs $a"
+done <"$dir/p.jsonl"
+min=$("$T" generate -m "$dir/m.tier" --adapter "$dir/run" --prompts "$dir/p.jsonl" -n 16 --batch 3 --hbm 1 2>&1 |
+    sed -n 's/.*needs --hbm \([0-9.]*\) MiB.*/\1/p')
+[ -n "$min" ] || fail "no smallest --hbm in the refusal"
+expect_ok "smallest hbm" "$T" generate -m "$dir/m.tier" --adapter "$dir/run" --prompts "$dir/p.jsonl" -n 16 --batch 3 \
+    --hbm "${min}M" -o "$dir/streamed.jsonl"
+[ "$(sed 's/"seconds":[^,]*,//' "$dir/streamed.jsonl")" = "$(sed 's/"seconds":[^,]*,//' "$dir/batch.jsonl")" ] ||
+    fail "streamed at --hbm ${min}M differs from resident"
+# the adapter changes the output (its B is not zero after training)
+expect_ok "bare" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 16 -o "$dir/bare.jsonl"
+cmp -s "$dir/bare.jsonl" "$dir/batch.jsonl" && fail "the adapter did not change any completion"
+
+# Sampling: the same --seed gives the same text, another seed another one.
+expect_ok "sample 1" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 24 --temperature 1 --top-k 50 --seed 7
+sed 's/"seconds":[^,]*,//' "$dir/out" >"$dir/s1"
+expect_ok "sample 2" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 24 --temperature 1 --top-k 50 --seed 7
+sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/s1" || fail "sampling with one seed is not reproducible"
+expect_ok "sample 3" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 24 --temperature 1 --top-k 50 --seed 8
+sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/s1" && fail "another seed gave the same samples"
+
+# --stop: the completion ends where the stop string first appears (3 bytes of the greedy text itself).
+full=$(cat "$dir/streamed")
+stop=$(dd if="$dir/streamed" bs=1 skip=4 count=3 2>/dev/null)
+if [ "$(printf '%s' "$stop" | wc -c)" -eq 3 ] && ! printf '%s' "$stop" | od -An -c | grep -q '\\n\|\\0'; then
+    expect_ok "stop" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --stop "$stop"
+    LC_ALL=C
+    [ "$(cat "$dir/out")" = "${full%%"$stop"*}" ] || fail "--stop: got '$(cat "$dir/out")', expected '${full%%"$stop"*}'"
+    unset LC_ALL
+    expect_ok "stop json" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --stop "$stop" --json
+    grep -q '"stop":"stop"' "$dir/out" || fail "--stop: the JSON does not say it stopped at the string"
+else
+    fail "--stop: bytes 5-7 of the greedy text hold a newline or NUL; pick another offset"
+fi
+
+# plan --generate: the memory table with KV caches, and the refusal naming the smallest --hbm.
+expect_ok "plan --generate" "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --batch-tokens 64 --context 128 --hbm 10M
+grep -q "KV caches on the device for" "$dir/out" || fail "plan --generate: no KV cache line"
+grep -q "KV cache (host)\|KV cache " "$dir/out" || fail "plan --generate: no KV cache region"
+expect_error "plan --generate too small" "--hbm .* too small to generate.*needs --hbm" \
+    "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --batch-tokens 64 --context 128 --hbm 1M
+
+# bench generate: both runs, the same tokens.
+expect_ok "bench generate" "$T" bench generate --model "$dir/m.tier" --batch 1,4 --prompt-tokens 8 --new-tokens 6 --rounds 1
+grep -q "decoding streamed / resident" "$dir/out" || fail "bench generate: no ratio line"
+grep -q "differ" "$dir/out" && fail "bench generate: streamed tokens differ from resident"
+
+# Bad input: one line each, non-zero exit, no output file.
+expect_error "prompt longer than the context" "prompt 1 has [0-9]* tokens.*context of 4" \
+    "$T" generate -m "$dir/m.tier" --prompt "a prompt of many bytes" --context 4
+expect_error "tokenizer vocabulary" "has 32000 tokens but .* vocabulary of 257" \
+    "$T" generate -m "$dir/m.tier" --prompt hi --tokenizer ../shared/data/tokenizers/llama2/tokenizer.json
+printf '%s\n' '{"prompt":"a"}' '{"prompt": 3}' >"$dir/bad.jsonl"
+expect_error "malformed prompts line" "bad.jsonl:2: \"prompt\" is not a string" \
+    "$T" generate -m "$dir/m.tier" --prompts "$dir/bad.jsonl" -o "$dir/never.jsonl"
+[ -e "$dir/never.jsonl" ] && fail "a failed run left its output"
+printf '%s\n' '{"prompt":"a"' >"$dir/bad2.jsonl"
+expect_error "bad JSON" "bad2.jsonl:1:" "$T" generate -m "$dir/m.tier" --prompts "$dir/bad2.jsonl"
+expect_error "adapter for another model" "run-pruned" \
+    "$T" generate -m "$dir/m.tier" --adapter "$dir/run-pruned" --prompt hi
+expect_error "no prompt" "give one of --prompt" "$T" generate -m "$dir/m.tier"
+expect_error "bad top-p" "--top-p must be in" "$T" generate -m "$dir/m.tier" --prompt hi --top-p 0
+expect_error "missing model" "$dir/none.tier" "$T" generate -m "$dir/none.tier" --prompt hi
+
+# Ctrl-C: what was generated so far is printed, exit 130.
+"$T" generate -m "$dir/m.tier" --prompt "The" -n 200000 --context 2048 >"$dir/int.out" 2>"$dir/int.err" &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+[ "$rc" -eq 130 ] || fail "Ctrl-C: exit $rc, expected 130"
+[ -s "$dir/int.out" ] || fail "Ctrl-C: nothing printed"
+grep -q "interrupted" "$dir/int.err" || fail "Ctrl-C: no note on stderr"
+
+finish test_generate_cli

@@ -1,0 +1,186 @@
+/* tools/cmd_bench_gen.c — `tiertrain bench generate`: generation throughput
+ * (prompt and decoding tokens/s) at several batch sizes, resident and
+ * streamed under a device budget, measured side by side: the two runs
+ * alternate round by round so that drift on a shared machine hits both. */
+#include "core/base/common.h"
+#include "core/base/rng.h"
+#include "core/generate.h"
+#include "sched/plan.h"
+#include "tools/cli.h"
+#include "tools/tools.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_BATCHES 8
+
+typedef struct timing {
+    double t_first; /* when the first token of the run came (the prompt pass done) */
+    uint32_t *tok;  /* [prompt][new] */
+    int *count, n_new;
+} timing;
+
+static int on_token(void *vc, int i, uint32_t token, const float *logits) {
+    (void)logits;
+    timing *t = vc;
+    if (t->t_first == 0) t->t_first = tt_now();
+    t->tok[(size_t)i * t->n_new + t->count[i]++] = token;
+    return 0;
+}
+
+/* One timed run: B prompts of P tokens, n_new greedy tokens each (no end of
+ * sequence). Adds the prompt and decoding seconds; tokens into tok. */
+static int timed_run(tt_gen *g, int B, uint32_t *const *pp, int P, int n_new, uint32_t *tok, double *t_prompt,
+                     double *t_decode) {
+    const uint32_t *prompts[4096];
+    int lens[4096], count[4096] = {0};
+    for (int i = 0; i < B; i++) { prompts[i] = pp[i]; lens[i] = P; }
+    gen_params gp = {.max_new = n_new, .top_p = 1};
+    timing t = {0, tok, count, n_new};
+    double t0 = tt_now();
+    int rc = gen_run(g, B, prompts, lens, &gp, NULL, on_token, &t, NULL);
+    double t1 = tt_now();
+    *t_prompt += t.t_first - t0;
+    *t_decode += t1 - t.t_first;
+    return rc;
+}
+
+int bench_generate(int argc, char **argv) {
+    const char *model, *batches, *device, *act_dtype;
+    long prompt_tokens, new_tokens, rounds, chunk;
+    uint64_t hbm, host;
+    int as_json;
+    cli_opt opts[] = {
+        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
+        {"batch", 0, CLI_STR, &batches, "1,32", "LIST", "batch sizes (prompts generated together), comma-separated"},
+        {"prompt-tokens", 0, CLI_INT, &prompt_tokens, "32", "N", "tokens per prompt (random ids)"},
+        {"new-tokens", 0, CLI_INT, &new_tokens, "32", "N", "tokens generated per prompt"},
+        {"prefill-chunk", 0, CLI_INT, &chunk, "8", "N", "prompt tokens per sequence per pass (smaller: a smaller workspace)"},
+        {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "the streamed run's device budget (0: a quarter of the store's layer bytes, or the smallest plan if that is more)"},
+        {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},
+        {"rounds", 0, CLI_INT, &rounds, "2", "N", "timed runs of each (after one untimed run each)"},
+        {"device", 0, CLI_STR, &device, "cpu", "NAME", "compute backend: cpu, cpu-async or cuda"},
+        {"act-dtype", 0, CLI_STR, &act_dtype, "auto", "T", "activations and the KV cache: f32, bf16 or auto"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "also print one JSON object"},
+        {0},
+    };
+    cli_cmd cmd = {"bench generate", NULL,
+                   "Generation throughput (prompt and decoding tokens/s) at each batch size, resident and streamed "
+                   "under a device budget, side by side.",
+                   opts, 0, 0, "tiertrain bench generate --model small.tier --batch 1,32"};
+    char *pos[1];
+    int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : 2;
+    int bs[MAX_BATCHES], nb = 0;
+    for (const char *p = batches; p && *p && nb < MAX_BATCHES;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 4096 || (*end && *end != ',')) { nb = -1; break; }
+        bs[nb++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    const char *bad = !model ? "--model FILE is required" : nb <= 0 ? "--batch must list 1 to 8 sizes of 1..4096, e.g. 1,32"
+                    : prompt_tokens < 1 || prompt_tokens > 65536 ? "--prompt-tokens must be 1..65536"
+                    : new_tokens < 2 || new_tokens > 65536 ? "--new-tokens must be 2..65536"
+                    : rounds < 1 || rounds > 1000 ? "--rounds must be 1..1000"
+                    : chunk < 2 || chunk > 65536 ? "--prefill-chunk must be 2..65536" : NULL;
+    if (bad) {
+        fprintf(stderr, "tiertrain bench generate: %s (see tiertrain bench generate --help)\n", bad);
+        return 2;
+    }
+    tier_store *s;
+    if (tier_open(&s, model)) return tool_fail("bench generate");
+    const tt_config *c = tier_config(s);
+    int exit_code = 1, P = (int)prompt_tokens, N = (int)new_tokens, cap = P + N;
+    uint64_t layers = 0;
+    for (uint32_t l = 0; l < c->n_layers; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->raw;
+    tool_plan_args pa = {.hbm = 0, .host = host, .seq = P < chunk ? (P < 2 ? 2 : P) : chunk, .micro = 1, .rank = 1, .alpha = 1,
+                         .targets = "q", .lm_head = "auto", .device = device, .act_dtype = act_dtype};
+    pa.batch_tokens = (uint64_t)pa.seq;
+    tt_plan_req base;
+    if ((rc = tool_plan_flags("bench generate", s, &pa, &base))) { tier_close(s); return rc; }
+    const tt_lora_cfg lora = {1, 1.f, 0.f, 1u << TT_PROJ_Q, 0}; /* the bare model (B = 0) */
+    double res[MAX_BATCHES][2][2] = {{{0}}}; /* [batch][resident, streamed][prompt, decode] seconds */
+    uint64_t io[MAX_BATCHES] = {0}, budget[MAX_BATCHES] = {0};
+    int kv_dev[MAX_BATCHES] = {0}, slots[MAX_BATCHES] = {0}, same[MAX_BATCHES] = {0};
+    char lb[32], hb[32];
+    printf("bench generate: %s (%s), %u layers, %s of layers; prompts of %d tokens, %d new tokens each, device %s\n",
+           model, c->name, c->n_layers, tt_fmt_bytes(layers, lb, sizeof lb), P, N, be_current()->name);
+    fflush(stdout);
+    for (int bi = 0; bi < nb; bi++) {
+        int B = bs[bi];
+        tt_plan_req rr = base, sr;
+        gen_plan_req(&rr, s, &lora, B, pa.seq, cap);
+        rr.hbm = 0;
+        sr = rr;
+        uint64_t dmin, hmin;
+        plan_minimum(s, &sr, &dmin, &hmin);
+        sr.hbm = hbm ? hbm : layers / 4 > dmin ? layers / 4 : dmin;
+        tt_plan pr, ps;
+        tt_gen *gr = NULL, *gs = NULL;
+        if (plan_make(s, &rr, &pr) || plan_make(s, &sr, &ps) || gen_create(&gr, model, &pr) ||
+            gen_create(&gs, model, &ps)) {
+            gen_free(gr);
+            tool_fail("bench generate");
+            goto out;
+        }
+        budget[bi] = sr.hbm;
+        kv_dev[bi] = ps.user_dev;
+        slots[bi] = ps.slots;
+        uint32_t **pp = tt_xcalloc((size_t)B, sizeof *pp);
+        tt_rng r;
+        rng_seed(&r, 2024, (uint64_t)B);
+        for (int i = 0; i < B; i++) {
+            pp[i] = tt_xmalloc((size_t)P * sizeof **pp);
+            for (int j = 0; j < P; j++) pp[i][j] = (uint32_t)rng_below(&r, c->vocab);
+        }
+        uint32_t *tr = tt_xmalloc((size_t)B * N * sizeof *tr), *ts = tt_xmalloc((size_t)B * N * sizeof *ts);
+        double dummy[2] = {0, 0};
+        /* one untimed run of each (first touches, the host layer cache filled), then alternating rounds */
+        rc = timed_run(gr, B, pp, P, N, tr, &dummy[0], &dummy[1]) || timed_run(gs, B, pp, P, N, ts, &dummy[0], &dummy[1]);
+        uint64_t io0 = gen_io_bytes(gs);
+        for (long k = 0; k < rounds && !rc; k++) {
+            rc = timed_run(gs, B, pp, P, N, ts, &res[bi][1][0], &res[bi][1][1]);
+            if (!rc) rc = timed_run(gr, B, pp, P, N, tr, &res[bi][0][0], &res[bi][0][1]);
+        }
+        io[bi] = gen_io_bytes(gs) - io0;
+        same[bi] = memcmp(tr, ts, (size_t)B * N * sizeof *tr) == 0;
+        for (int i = 0; i < B; i++) free(pp[i]);
+        free(pp); free(tr); free(ts);
+        gen_free(gr);
+        gen_free(gs);
+        if (rc) { tool_fail("bench generate"); goto out; }
+        fprintf(stderr, "bench generate: batch %d done\n", B);
+    }
+    printf("  %5s  %-32s %13s %13s %12s\n", "batch", "run", "prompt tok/s", "decode tok/s", "NVMe read");
+    for (int bi = 0; bi < nb; bi++) {
+        double pt = (double)rounds * bs[bi] * P, dt = (double)rounds * bs[bi] * (N - 1);
+        char what[64];
+        snprintf(what, sizeof what, "streamed, --hbm %s (%d slots, KV %d/%u)", tt_fmt_bytes(budget[bi], hb, sizeof hb),
+                 slots[bi], kv_dev[bi], c->n_layers);
+        printf("  %5d  %-32s %13.1f %13.1f %12s\n", bs[bi], "resident", pt / res[bi][0][0], dt / res[bi][0][1], "-");
+        printf("  %5d  %-32s %13.1f %13.1f %12s%s\n", bs[bi], what, pt / res[bi][1][0], dt / res[bi][1][1],
+               tt_fmt_bytes(io[bi], lb, sizeof lb), same[bi] ? "" : "  (tokens differ from the resident run!)");
+    }
+    for (int bi = 0; bi < nb; bi++)
+        printf("  batch %d: decoding streamed / resident throughput %.3f; decode tok/s batch %d / batch %d: %.2f\n",
+               bs[bi], res[bi][0][1] / res[bi][1][1], bs[bi], bs[0], (double)bs[bi] * res[0][0][1] / (bs[0] * res[bi][0][1]));
+    if (as_json) {
+        printf("{\"model\":\"%s\",\"device\":\"%s\",\"prompt_tokens\":%d,\"new_tokens\":%d,\"rounds\":%ld,\"runs\":[",
+               model, be_current()->name, P, N, rounds);
+        for (int bi = 0; bi < nb; bi++) {
+            double pt = (double)rounds * bs[bi] * P, dt = (double)rounds * bs[bi] * (N - 1);
+            printf("%s{\"batch\":%d,\"hbm\":%llu,\"resident_prompt_tps\":%.3f,\"resident_decode_tps\":%.3f,"
+                   "\"streamed_prompt_tps\":%.3f,\"streamed_decode_tps\":%.3f,\"io_bytes\":%llu,\"same_tokens\":%s}",
+                   bi ? "," : "", bs[bi], (unsigned long long)budget[bi], pt / res[bi][0][0], dt / res[bi][0][1],
+                   pt / res[bi][1][0], dt / res[bi][1][1], (unsigned long long)io[bi], same[bi] ? "true" : "false");
+        }
+        printf("]}\n");
+    }
+    exit_code = 0;
+    for (int bi = 0; bi < nb; bi++) if (!same[bi]) exit_code = 1;
+out:
+    tier_close(s);
+    return exit_code;
+}
