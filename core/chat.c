@@ -1,4 +1,4 @@
-/* core/chat.c — JSONL instruction records, chat templates and loss masks
+/* core/chat.c — JSONL instruction records, chat templates, loss masks and conversations to answer
  * (core/chat.h). */
 #include "core/chat.h"
 
@@ -11,19 +11,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 static const char *const g_role[] = {"system", "user", "assistant"};
-
-typedef struct chat_msg {
-    int role;
-    char *content;
-} chat_msg;
 
 struct chat_example {
     const char *file;
     uint64_t line;
     char *text;                /* a {"text"} record, else NULL */
-    chat_msg *m;
+    chat_message *m;           /* each content malloc'ed (owned) */
     int n;
     char *instruction, *input; /* an Alpaca record (input may be NULL) */
 };
@@ -49,7 +43,8 @@ int chat_template_of(const char *tokenizer_path) {
     snprintf(path, sizeof path, "%s/tokenizer_config.json", S_ISDIR(sb.st_mode) ? tokenizer_path : dirname(copy));
     free(copy);
     if (tt_not_regular(path)) return -1;
-    json_t *root = json_load_file(path, 0, NULL);
+    /* JSON_DECODE_INT_AS_REAL: model_max_length is often 1e30 written as an integer, too big for jansson's */
+    json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, NULL);
     const json_t *ct = json_object_get(root, "chat_template");
     if (json_is_array(ct)) /* [{"name": "default", "template": ...}, ...] */
         for (size_t i = 0; i < json_array_size(ct); i++)
@@ -68,7 +63,7 @@ int chat_template_of(const char *tokenizer_path) {
 void chat_example_free(chat_example *ex) {
     if (!ex) return;
     free(ex->text);
-    for (int i = 0; i < ex->n; i++) free(ex->m[i].content);
+    for (int i = 0; i < ex->n; i++) free((char *)ex->m[i].content);
     free(ex->m);
     free(ex->instruction);
     free(ex->input);
@@ -77,19 +72,18 @@ void chat_example_free(chat_example *ex) {
 
 int chat_turns(const chat_example *ex) {
     int k = 0;
-    for (int i = 0; i < ex->n; i++) k += ex->m[i].role == ROLE_ASSISTANT;
+    for (int i = 0; i < ex->n; i++) k += ex->m[i].role == CHAT_ROLE_ASSISTANT;
     return k;
 }
 
 #define BAD(...) (rc = TT_FAIL(-EINVAL, __VA_ARGS__), chat_example_free(ex), json_decref(root), rc)
 
-static void add_msg(chat_example *ex, int role, const char *content) {
+static void add_msg(chat_example *ex, chat_role role, const char *content) {
     ex->m = realloc(ex->m, (size_t)(ex->n + 1) * sizeof *ex->m);
     TT_ASSERT(ex->m);
-    ex->m[ex->n].role = role;
-    ex->m[ex->n].content = strdup(content);
-    TT_ASSERT(ex->m[ex->n].content);
-    ex->n++;
+    char *copy = strdup(content);
+    TT_ASSERT(copy);
+    ex->m[ex->n++] = (chat_message){role, copy};
 }
 
 /* A string field of obj, or NULL (with *present when it exists but is no string). */
@@ -130,22 +124,22 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
             if (!content)
                 return BAD("%s:%llu: %s[%zu].%s is missing or not a string", file, (unsigned long long)line_no, key,
                            i, ck);
-            int r = strcmp(role, "system") == 0                                    ? ROLE_SYSTEM
-                    : strcmp(role, "user") == 0 || strcmp(role, "human") == 0      ? ROLE_USER
-                    : strcmp(role, "assistant") == 0 || strcmp(role, "gpt") == 0   ? ROLE_ASSISTANT
+            int r = strcmp(role, "system") == 0                                    ? CHAT_ROLE_SYSTEM
+                    : strcmp(role, "user") == 0 || strcmp(role, "human") == 0      ? CHAT_ROLE_USER
+                    : strcmp(role, "assistant") == 0 || strcmp(role, "gpt") == 0   ? CHAT_ROLE_ASSISTANT
                                                                                    : -1;
             if (r < 0)
                 return BAD("%s:%llu: %s[%zu].%s is \"%.40s\"; expected system, user or assistant%s", file,
                            (unsigned long long)line_no, key, i, rk, role, msgs ? "" : " (ShareGPT: human, gpt)");
-            if (r == ROLE_SYSTEM && i != 0)
+            if (r == CHAT_ROLE_SYSTEM && i != 0)
                 return BAD("%s:%llu: %s[%zu] is a system message; only the first message may be one", file,
                            (unsigned long long)line_no, key, i);
-            if (r == ROLE_ASSISTANT && content[strspn(content, " \t\r\n")] == '\0')
+            if (r == CHAT_ROLE_ASSISTANT && content[strspn(content, " \t\r\n")] == '\0')
                 return BAD("%s:%llu: %s[%zu].%s is an empty response; there is nothing to train on", file,
                            (unsigned long long)line_no, key, i, ck);
             add_msg(ex, r, content);
         }
-        if (ex->m[ex->n - 1].role != ROLE_ASSISTANT)
+        if (ex->m[ex->n - 1].role != CHAT_ROLE_ASSISTANT)
             return BAD("%s:%llu: the %s end with a %s message; a training example ends with the assistant's response",
                        file, (unsigned long long)line_no, key, g_role[ex->m[ex->n - 1].role]);
     } else if (json_object_get(root, "instruction")) {
@@ -164,9 +158,9 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
         size_t l = strlen(ins) + (inp ? strlen(inp) : 0) + 3;
         char *user = tt_xmalloc(l);
         snprintf(user, l, "%s%s%s", ins, ex->input ? "\n\n" : "", ex->input ? inp : "");
-        add_msg(ex, ROLE_USER, user);
+        add_msg(ex, CHAT_ROLE_USER, user);
         free(user);
-        add_msg(ex, ROLE_ASSISTANT, outp);
+        add_msg(ex, CHAT_ROLE_ASSISTANT, outp);
     } else if (json_object_get(root, "prompt") || json_object_get(root, "completion")) {
         int np, nc;
         const char *p = str_field(root, "prompt", &np), *c = str_field(root, "completion", &nc);
@@ -174,8 +168,8 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
         if (!c || nc) return BAD("%s:%llu: \"completion\" is missing or not a string", file, (unsigned long long)line_no);
         if (c[strspn(c, " \t\r\n")] == '\0')
             return BAD("%s:%llu: \"completion\" is empty; there is nothing to train on", file, (unsigned long long)line_no);
-        add_msg(ex, ROLE_USER, p);
-        add_msg(ex, ROLE_ASSISTANT, c);
+        add_msg(ex, CHAT_ROLE_USER, p);
+        add_msg(ex, CHAT_ROLE_ASSISTANT, c);
     } else if (json_object_get(root, "text")) {
         const char *t = str_field(root, "text", &ns);
         if (!t) return BAD("%s:%llu: \"text\" is not a string", file, (unsigned long long)line_no);
@@ -292,13 +286,13 @@ static void r_special(rbuf *r, uint32_t id, int trained) {
 
 static void r_str(rbuf *r, const char *s, int trained) { r_text(r, s, strlen(s), trained); }
 
-/* The id of added token s, or fails naming it. */
-static int need(const tt_tokenizer *t, const chat_example *ex, int tpl, const char *s, uint32_t *id) {
+/* The id of added token s, or fails naming it (where: "FILE:LINE: " or ""). */
+static int need(const tt_tokenizer *t, const char *where, int tpl, const char *s, uint32_t *id) {
     *id = tokenizer_added_id(t, s);
     if (*id != UINT32_MAX) return 0;
-    return TT_FAIL(-EINVAL, "%s:%llu: the %s template needs the special token %s, which the tokenizer %s lacks; "
-                   "choose the template of the model's tokenizer (--template)", ex->file, (unsigned long long)ex->line,
-                   chat_template_name(tpl), s, tokenizer_name(t));
+    return TT_FAIL(-EINVAL, "%sthe %s template needs the special token %s, which the tokenizer %s lacks; "
+                   "choose the template of the model's tokenizer (--template)", where, chat_template_name(tpl), s,
+                   tokenizer_name(t));
 }
 
 static const char ALPACA_IN[] = "Below is an instruction that describes a task, paired with an input that provides "
@@ -307,123 +301,138 @@ static const char ALPACA_IN[] = "Below is an instruction that describes a task, 
 static const char ALPACA_NO_IN[] = "Below is an instruction that describes a task. Write a response that "
                                    "appropriately completes the request.\n\n### Instruction:\n";
 
+/* Renders the messages m[0..n) with tpl (llama3, llama2, chatml or none) into r, each assistant turn a
+ * target; gen: then the template's generation prompt (the conversation ends with the user). where prefixes
+ * the error messages. */
+static int render_msgs(rbuf *r, int tpl, const chat_message *m, int n, int gen, const char *where) {
+    tt_tokenizer *t = r->t;
+    int rc = 0;
+    const char *b;
+    size_t len;
+    switch (tpl) {
+    case CHAT_LLAMA3: {
+        uint32_t bos, sh, eh, et;
+        if ((rc = need(t, where, tpl, "<|begin_of_text|>", &bos)) || (rc = need(t, where, tpl, "<|start_header_id|>", &sh)) ||
+            (rc = need(t, where, tpl, "<|end_header_id|>", &eh)) || (rc = need(t, where, tpl, "<|eot_id|>", &et)))
+            return rc;
+        r_special(r, bos, 0);
+        for (int i = 0; i < n; i++) {
+            int a = m[i].role == CHAT_ROLE_ASSISTANT;
+            r_special(r, sh, 0);
+            r_str(r, g_role[m[i].role], 0);
+            r_special(r, eh, 0);
+            r_str(r, "\n\n", 0);
+            py_strip(m[i].content, &b, &len);
+            r_text(r, b, len, a);
+            r_special(r, et, a);
+        }
+        if (gen) { /* <|start_header_id|>assistant<|end_header_id|>\n\n */
+            r_special(r, sh, 0);
+            r_str(r, g_role[CHAT_ROLE_ASSISTANT], 0);
+            r_special(r, eh, 0);
+            r_str(r, "\n\n", 0);
+        }
+        return 0;
+    }
+    case CHAT_LLAMA2: { /* the user's turn ends with " [/INST]": the model goes on with " answer </s>" */
+        uint32_t bos, eos;
+        if ((rc = need(t, where, tpl, "<s>", &bos)) || (rc = need(t, where, tpl, "</s>", &eos))) return rc;
+        int i0 = n && m[0].role == CHAT_ROLE_SYSTEM;
+        for (int i = i0; i < n; i++) {
+            chat_role want = (i - i0) % 2 == 0 ? CHAT_ROLE_USER : CHAT_ROLE_ASSISTANT;
+            if (m[i].role != want)
+                return TT_FAIL(-EINVAL, "%smessage %d is from the %s where the llama2 template needs the %s: its "
+                               "turns must alternate user/assistant", where, i, g_role[m[i].role], g_role[want]);
+            if (want == CHAT_ROLE_USER) {
+                /* content = '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + user on the first turn; then strip() */
+                const char *u = m[i].content;
+                char *joined = NULL;
+                if (i == i0 && i0) {
+                    size_t l = strlen(m[0].content) + strlen(u) + 32;
+                    joined = tt_xmalloc(l);
+                    snprintf(joined, l, "<<SYS>>\n%s\n<</SYS>>\n\n%s", m[0].content, u);
+                    u = joined;
+                }
+                py_strip(u, &b, &len);
+                r_special(r, bos, 0);
+                r_str(r, "[INST] ", 0);
+                r_text(r, b, len, 0);
+                r_str(r, " [/INST]", 0);
+                free(joined);
+            } else {
+                py_strip(m[i].content, &b, &len);
+                r_str(r, " ", 1);
+                r_text(r, b, len, 1);
+                r_str(r, " ", 1);
+                r_special(r, eos, 1);
+            }
+        }
+        return 0;
+    }
+    case CHAT_CHATML: {
+        uint32_t st, en;
+        if ((rc = need(t, where, tpl, "<|im_start|>", &st)) || (rc = need(t, where, tpl, "<|im_end|>", &en))) return rc;
+        for (int i = 0; i < n; i++) {
+            int a = m[i].role == CHAT_ROLE_ASSISTANT;
+            r_special(r, st, 0);
+            r_str(r, g_role[m[i].role], 0);
+            r_str(r, "\n", 0);
+            r_str(r, m[i].content, a);
+            r_special(r, en, a);
+            r_str(r, "\n", 0);
+        }
+        if (gen) { /* <|im_start|>assistant\n */
+            r_special(r, st, 0);
+            r_str(r, g_role[CHAT_ROLE_ASSISTANT], 0);
+            r_str(r, "\n", 0);
+        }
+        return 0;
+    }
+    default: /* none: no generation prompt */
+        TT_ASSERT(tpl == CHAT_NONE);
+        for (int i = 0; i < n; i++) {
+            int a = m[i].role == CHAT_ROLE_ASSISTANT;
+            r_str(r, m[i].content, a);
+            if (a) r_special(r, tokenizer_eot_id(t), 1);
+        }
+        return 0;
+    }
+}
+
 int chat_render(tt_tokenizer *t, int tpl, const chat_example *ex, int train_on_prompt, tokenizer_ids *ids,
                 tokenizer_ids *flags) {
     tokenizer_set_parse_special(t, 0);
     rbuf r = {.t = t, .ids = ids, .flags = flags, .all = train_on_prompt};
     size_t ids0 = ids->n, flags0 = flags->n;
     int rc = 0;
-    uint32_t eot = tokenizer_eot_id(t);
-    const char *b;
-    size_t n;
+    char where[4200];
+    snprintf(where, sizeof where, "%s:%llu: ", ex->file, (unsigned long long)ex->line);
     if (ex->text) { /* plain text whatever the template */
         r.all = 1;
         r_str(&r, ex->text, 1);
-        r_special(&r, eot, 1);
-        goto done;
-    }
-    switch (tpl) {
-    case CHAT_LLAMA3: {
-        uint32_t bos, sh, eh, et;
-        if ((rc = need(t, ex, tpl, "<|begin_of_text|>", &bos)) || (rc = need(t, ex, tpl, "<|start_header_id|>", &sh)) ||
-            (rc = need(t, ex, tpl, "<|end_header_id|>", &eh)) || (rc = need(t, ex, tpl, "<|eot_id|>", &et)))
-            break;
-        r_special(&r, bos, 0);
-        for (int i = 0; i < ex->n; i++) {
-            int a = ex->m[i].role == ROLE_ASSISTANT;
-            r_special(&r, sh, 0);
-            r_str(&r, g_role[ex->m[i].role], 0);
-            r_special(&r, eh, 0);
-            r_str(&r, "\n\n", 0);
-            py_strip(ex->m[i].content, &b, &n);
-            r_text(&r, b, n, a);
-            r_special(&r, et, a);
-        }
-        break;
-    }
-    case CHAT_LLAMA2: {
-        uint32_t bos, eos;
-        if ((rc = need(t, ex, tpl, "<s>", &bos)) || (rc = need(t, ex, tpl, "</s>", &eos))) break;
-        int i0 = ex->n && ex->m[0].role == ROLE_SYSTEM;
-        for (int i = i0; i < ex->n; i++) {
-            int want = (i - i0) % 2 == 0 ? ROLE_USER : ROLE_ASSISTANT;
-            if (ex->m[i].role != want) {
-                rc = TT_FAIL(-EINVAL, "%s:%llu: message %d is from the %s where the llama2 template needs the %s: its "
-                             "turns must alternate user/assistant", ex->file, (unsigned long long)ex->line, i,
-                             g_role[ex->m[i].role], g_role[want]);
-                break;
+        r_special(&r, tokenizer_eot_id(t), 1);
+    } else if (tpl == CHAT_ALPACA) {
+        if (ex->n != 2 || ex->m[0].role != CHAT_ROLE_USER) {
+            rc = TT_FAIL(-EINVAL, "%sthe alpaca template renders one instruction and one response; this record has %d "
+                         "messages%s", where, ex->n, ex->n && ex->m[0].role == CHAT_ROLE_SYSTEM ? " and a system message" : "");
+        } else {
+            uint32_t bos = tokenizer_added_id(t, "<s>");
+            if (bos == UINT32_MAX) bos = tokenizer_added_id(t, "<|begin_of_text|>");
+            if (bos != UINT32_MAX) r_special(&r, bos, 0);
+            const char *ins = ex->instruction ? ex->instruction : ex->m[0].content;
+            r_str(&r, ex->input ? ALPACA_IN : ALPACA_NO_IN, 0);
+            r_str(&r, ins, 0);
+            if (ex->input) {
+                r_str(&r, "\n\n### Input:\n", 0);
+                r_str(&r, ex->input, 0);
             }
-            if (want == ROLE_USER) {
-                /* content = '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + user on the first turn; then strip() */
-                const char *u = ex->m[i].content;
-                char *joined = NULL;
-                if (i == i0 && i0) {
-                    size_t l = strlen(ex->m[0].content) + strlen(u) + 32;
-                    joined = tt_xmalloc(l);
-                    snprintf(joined, l, "<<SYS>>\n%s\n<</SYS>>\n\n%s", ex->m[0].content, u);
-                    u = joined;
-                }
-                py_strip(u, &b, &n);
-                r_special(&r, bos, 0);
-                r_str(&r, "[INST] ", 0);
-                r_text(&r, b, n, 0);
-                r_str(&r, " [/INST]", 0);
-                free(joined);
-            } else {
-                py_strip(ex->m[i].content, &b, &n);
-                r_str(&r, " ", 1);
-                r_text(&r, b, n, 1);
-                r_str(&r, " ", 1);
-                r_special(&r, eos, 1);
-            }
+            r_str(&r, "\n\n### Response:\n", 0);
+            r_str(&r, ex->m[1].content, 1);
+            r_special(&r, tokenizer_eot_id(t), 1);
         }
-        break;
+    } else {
+        rc = render_msgs(&r, tpl, ex->m, ex->n, 0, where);
     }
-    case CHAT_CHATML: {
-        uint32_t st, en;
-        if ((rc = need(t, ex, tpl, "<|im_start|>", &st)) || (rc = need(t, ex, tpl, "<|im_end|>", &en))) break;
-        for (int i = 0; i < ex->n; i++) {
-            int a = ex->m[i].role == ROLE_ASSISTANT;
-            r_special(&r, st, 0);
-            r_str(&r, g_role[ex->m[i].role], 0);
-            r_str(&r, "\n", 0);
-            r_str(&r, ex->m[i].content, a);
-            r_special(&r, en, a);
-            r_str(&r, "\n", 0);
-        }
-        break;
-    }
-    case CHAT_ALPACA: {
-        if (ex->n != 2 || ex->m[0].role != ROLE_USER) {
-            rc = TT_FAIL(-EINVAL, "%s:%llu: the alpaca template renders one instruction and one response; this "
-                         "record has %d messages%s", ex->file, (unsigned long long)ex->line, ex->n,
-                         ex->n && ex->m[0].role == ROLE_SYSTEM ? " and a system message" : "");
-            break;
-        }
-        uint32_t bos = tokenizer_added_id(t, "<s>");
-        if (bos == UINT32_MAX) bos = tokenizer_added_id(t, "<|begin_of_text|>");
-        if (bos != UINT32_MAX) r_special(&r, bos, 0);
-        const char *ins = ex->instruction ? ex->instruction : ex->m[0].content;
-        r_str(&r, ex->input ? ALPACA_IN : ALPACA_NO_IN, 0);
-        r_str(&r, ins, 0);
-        if (ex->input) {
-            r_str(&r, "\n\n### Input:\n", 0);
-            r_str(&r, ex->input, 0);
-        }
-        r_str(&r, "\n\n### Response:\n", 0);
-        r_str(&r, ex->m[1].content, 1);
-        r_special(&r, eot, 1);
-        break;
-    }
-    default: /* none */
-        for (int i = 0; i < ex->n; i++) {
-            int a = ex->m[i].role == ROLE_ASSISTANT;
-            r_str(&r, ex->m[i].content, a);
-            if (a) r_special(&r, eot, 1);
-        }
-        break;
-    }
-done:
     if (rc == 0) r_flush(&r);
     else { /* nothing of a refused example stays */
         ids->n = ids0;
@@ -432,4 +441,44 @@ done:
     free(r.seg);
     tokenizer_ids_free(&r.offs);
     return rc;
+}
+
+int chat_render_prompt(tt_tokenizer *t, int tpl, const chat_message *m, int n, tokenizer_ids *ids) {
+    TT_ASSERT(tpl >= CHAT_NONE && tpl <= CHAT_ALPACA && n >= 0);
+    if (tpl == CHAT_ALPACA)
+        return TT_FAIL(-EINVAL, "the alpaca template renders one instruction and its response for training, not a "
+                       "conversation; chat with llama3, llama2, chatml or none");
+    if (n == 0 || m[n - 1].role != CHAT_ROLE_USER)
+        return TT_FAIL(-EINVAL, "a conversation to answer must end with a user message (it has %d messages%s%s)", n,
+                       n ? ", the last from the " : "", n ? g_role[m[n - 1].role] : "");
+    for (int i = 0; i < n; i++) {
+        TT_ASSERT(m[i].role <= CHAT_ROLE_ASSISTANT && m[i].content);
+        if (m[i].role == CHAT_ROLE_SYSTEM && i != 0)
+            return TT_FAIL(-EINVAL, "message %d is a system message; only the first message may be one", i);
+    }
+    tokenizer_set_parse_special(t, 0);
+    tokenizer_ids flags = {0};
+    rbuf r = {.t = t, .ids = ids, .flags = &flags};
+    size_t ids0 = ids->n;
+    int rc = render_msgs(&r, tpl, m, n, 1, "");
+    if (rc == 0) r_flush(&r);
+    else ids->n = ids0;
+    free(r.seg);
+    tokenizer_ids_free(&r.offs);
+    tokenizer_ids_free(&flags);
+    return rc;
+}
+
+int chat_stop_ids(const tt_tokenizer *t, int tpl, uint32_t out[2]) {
+    const char *turn_end = tpl == CHAT_LLAMA3 ? "<|eot_id|>" : tpl == CHAT_LLAMA2 ? "</s>"
+                         : tpl == CHAT_CHATML ? "<|im_end|>" : NULL;
+    uint32_t eot = tokenizer_eot_id(t);
+    int k = 0;
+    if (turn_end) {
+        uint32_t id = tokenizer_added_id(t, turn_end);
+        if (id == UINT32_MAX) return 0;
+        out[k++] = id;
+    }
+    if (k == 0 || out[0] != eot) out[k++] = eot;
+    return k;
 }

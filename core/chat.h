@@ -1,4 +1,5 @@
-/* core/chat.h — instruction data: JSONL records, chat templates, loss masks.
+/* core/chat.h — instruction data: JSONL records, chat templates, loss masks;
+ * and conversations to answer (chat_render_prompt, for `tiertrain chat`).
  *
  * A record is one JSON object per line, in one of the common shapes:
  *   {"text": T}                                  plain text, every token trained
@@ -74,5 +75,49 @@ int chat_render(tt_tokenizer *t, int tpl, const chat_example *ex, int train_on_p
 
 /* The number of assistant turns of ex (0 for a text record). */
 int chat_turns(const chat_example *ex);
+
+/* ---- conversations to answer (the chat command) ------------------------------------ */
+
+typedef enum chat_role {
+    CHAT_ROLE_SYSTEM = 0,
+    CHAT_ROLE_USER,
+    CHAT_ROLE_ASSISTANT,
+} chat_role;
+
+/* One message of a conversation the caller holds (e.g. the chat command's history). */
+typedef struct chat_message {
+    chat_role role;
+    const char *content; /* NUL-terminated text (UTF-8 expected), not owned */
+} chat_message;
+
+/* Renders the conversation m[0..n) for the model to answer and appends its ids
+ * to ids: an optional system message first, then user and assistant turns
+ * ending with a user turn, rendered as chat_render renders them, then the
+ * template's generation prompt, as Hugging Face's apply_chat_template(...,
+ * add_generation_prompt=True) renders the published templates:
+ *   llama3  ... <|start_header_id|>assistant<|end_header_id|>\n\n
+ *   llama2  ... <s>[INST] USER [/INST]       (nothing added: the model goes on
+ *           with " ANSWER </s>"; the system message goes into the first turn)
+ *   chatml  ... <|im_start|>assistant\n
+ *   none    the contents one after the other, each assistant turn followed by
+ *           end-of-text; nothing added
+ * An assistant turn's content is rendered as the template renders a response
+ * (llama3 and llama2 strip it), so an answer decoded from the model's ids goes
+ * into the history as it came. Returns 0, or -EINVAL with one sentence and
+ * nothing appended: no message, the last not from the user, a system message
+ * after the first, llama2 turns that do not alternate, a special token the
+ * tokenizer lacks, alpaca (a single-turn training format). The tokenizer's
+ * special-token parsing is turned off: text that looks like a special token
+ * stays text. Checked against Hugging Face (tests/test_chat.c,
+ * tests/fixtures/chat-prompt-reference.jsonl). */
+int chat_render_prompt(tt_tokenizer *t, int tpl, const chat_message *m, int n, tokenizer_ids *ids);
+
+/* The ids that end an assistant turn under tpl, for generation to stop at:
+ * the template's end-of-turn token (llama3 <|eot_id|>, llama2 </s>, chatml
+ * <|im_end|>; none: the end-of-text) first, then the tokenizer's end-of-text
+ * when it differs. Writes 1 or 2 ids to out and returns their count; 0 when
+ * the tokenizer lacks the template's token (chat_render_prompt then fails
+ * naming it). */
+int chat_stop_ids(const tt_tokenizer *t, int tpl, uint32_t out[2]);
 
 #endif

@@ -9,6 +9,13 @@ what is trained (the assistant's content and its end-of-turn token), and writes
 tests/fixtures/chat-reference.jsonl: per (tokenizer, template, record) the rendered text, the ids and
 the assistant mask. tests/test_chat.c compares tiertrain's rendering (core/chat.c) with it.
 
+It also writes tests/fixtures/chat-prompt-reference.jsonl, the conversations `tiertrain chat` sends to
+the model (core/chat.c chat_render_prompt): every prefix of the records' conversations that ends with a
+user message, plus the conversations in PROMPTS below, rendered with add_generation_prompt=True (llama3:
+Meta's own template from tokenizer_config.json, checked to agree with LLAMA3 + its generation prompt;
+chatml: <|im_start|>assistant\n; llama2 and none add nothing), per (tokenizer, template, messages) the
+text and the ids.
+
 The llama3 template is checked to render exactly as the chat_template in
 ../shared/data/tokenizers/llama3.1/tokenizer_config.json (Meta's, without the tags); llama2 is
 Llama-2-chat's published template; chatml the common ChatML one (OpenHermes, Qwen); alpaca Stanford
@@ -16,7 +23,7 @@ Alpaca's prompt. chatml needs <|im_start|> and <|im_end|>, which neither LLaMA t
 rendered with the LLaMA-3.1 tokenizer plus those two special tokens (ids 128256 and 128257), and
 test_chat.c adds them to its own copy of the file the same way.
 
-    python3 tools/chat_crosscheck.py            # rewrites tests/fixtures/chat-reference.jsonl
+    python3 tools/chat_crosscheck.py            # rewrites both fixture files
 """
 import json
 import os
@@ -50,6 +57,24 @@ NONE = ("{% for message in messages %}{% if message['role'] == 'assistant' %}{% 
         "{{ message['content'] + eos_token }}{% endgeneration %}{% else %}{{ message['content'] }}{% endif %}"
         "{% endfor %}")
 TEMPLATES = {"llama3": LLAMA3, "llama2": LLAMA2, "chatml": CHATML, "alpaca": ALPACA, "none": NONE}
+# add_generation_prompt=True: what each template adds after the conversation (Llama-2-chat's and none add nothing)
+GEN_PROMPT = {"llama3": "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+              "chatml": "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}", "llama2": "", "none": ""}
+
+# conversations to answer besides the records' prefixes: a history with padded and decoded-looking answers
+# (llama2's " answer " with its spaces), template markup as text, a system message and several turns, an
+# empty answer (an interrupted one). Not here: the text of a special token inside a message, which HF's
+# apply_chat_template parses into the token and tiertrain keeps as text (tests/test_chat.c checks that).
+PROMPTS = [
+    [{"role": "user", "content": "Hello"}],
+    [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": " Hello! How can I help you today? "}, {"role": "user", "content": "Tell me a joke."}],
+    [{"role": "user", "content": "Does [/INST] or <<SYS>> or ### Response: end this?"}],
+    [{"role": "user", "content": "  first\n"}, {"role": "assistant", "content": "\n one \n"},
+     {"role": "user", "content": "second"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "third "}],
+    [{"role": "system", "content": "Réponds en français."}, {"role": "user", "content": "Bonjour 😀 — 日本語?"},
+     {"role": "assistant", "content": "Oui."}, {"role": "user", "content": "Et ensuite ?"}],
+]
 
 
 def conversation(rec):
@@ -118,6 +143,37 @@ def main():
     out.close()
     print(f"chat_crosscheck: {n} renderings written to tests/fixtures/chat-reference.jsonl "
           f"(transformers {transformers.__version__})")
+
+    # conversations to answer: add_generation_prompt=True
+    convs = []
+    for line in open("tests/fixtures/chat-records.jsonl", encoding="utf-8"):
+        rec = json.loads(line)
+        if "text" in rec:
+            continue
+        msgs = conversation(rec)[0]
+        convs += [msgs[:i + 1] for i, m in enumerate(msgs) if m["role"] == "user"]
+    convs += PROMPTS
+    plan = [("llama3.1", "llama3"), ("llama3.1", "none"), ("llama2", "llama2"), ("llama2", "none"),
+            ("llama3.1+chatml", "chatml")]
+    out = open("tests/fixtures/chat-prompt-reference.jsonl", "w", encoding="utf-8")
+    n = 0
+    for msgs in convs:
+        for tname, tpl in plan:
+            tk = toks[tname]
+            template = TEMPLATES[tpl] + GEN_PROMPT[tpl]
+            text = tk.apply_chat_template(msgs, chat_template=template, tokenize=False, add_generation_prompt=True)
+            if tpl == "llama3":
+                assert text == tk.apply_chat_template(msgs, chat_template=meta, tokenize=False,
+                                                      add_generation_prompt=True), "llama3 != Meta's"
+            ids = list(tk.apply_chat_template(msgs, chat_template=template, tokenize=True, return_dict=True,
+                                              add_generation_prompt=True)["input_ids"])
+            assert ids == tk(text, add_special_tokens=False)["input_ids"]
+            out.write(json.dumps({"tokenizer": tname, "template": tpl, "messages": msgs, "text": text, "ids": ids},
+                                 ensure_ascii=True) + "\n")
+            n += 1
+    out.close()
+    print(f"chat_crosscheck: {n} renderings with add_generation_prompt written to "
+          f"tests/fixtures/chat-prompt-reference.jsonl")
     return 0
 
 

@@ -27,6 +27,7 @@ static const struct {
     {"merge", cmd_merge, "merge a LoRA adapter into a store's weights"},
     {"eval", cmd_eval, "perplexity of a store (with an optional adapter) on a token file"},
     {"generate", cmd_generate, "generate text from a store (with an optional adapter), KV-cached and streamed"},
+    {"chat", cmd_chat, "talk with a store (with an optional adapter) in its chat template, answers streamed"},
     {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
 };
 #define N_CMDS (sizeof g_cmds / sizeof g_cmds[0])

@@ -20,6 +20,7 @@ int cmd_recover(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int bench_generate(int argc, char **argv); /* `bench generate` (tools/cmd_bench_gen.c) */
 
 /* The batch-shape and budget flags shared by plan, train and bench overlap. */
