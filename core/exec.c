@@ -24,6 +24,7 @@ struct tt_exec {
     int32_t *seg_host;   /* pinned (K*T): packed-example starts, uploaded to seg_dev when segs is set */
     int32_t *seg_dev;    /* device (K*T) */
     const int32_t *segs; /* exec_set_segments: the caller's (K*T) array, or NULL */
+    double *stats_host;  /* (T, 3): the head's statistics read back by exec_eval_tokens (malloc'ed at its first call) */
     tt_trace *trace;
     uint64_t seed;
     int L, K, T, H;
@@ -88,6 +89,7 @@ void exec_free(tt_exec *e) {
     if (e->ws) ws_free(e->ws);
     lora_free(&e->lora);
     model_free(e->m);
+    free(e->stats_host);
     free(e);
 }
 
@@ -183,8 +185,9 @@ static int step_failed(tt_exec *e, int rc) {
     return rc;
 }
 
+/* nll (eval only; NULL: not wanted): each token's NLL (host, K*T), read back after each micro-batch's head. */
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
-               const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm) {
+               const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm, double *nll) {
     int L = e->L, K = e->K, T = e->T;
     tt_lora *lo = &e->lora;
     double wsum = 0;
@@ -226,6 +229,8 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         tt_span t0 = span_begin(e);
         model_head(e->m, e->ws, x, targets + (size_t)k * T, weight + (size_t)k * T, dscale, dx, acc);
         span_end(e, t0, TRACE_COMPUTE, "head", L);
+        if (nll) /* before the next micro-batch's head rewrites the statistics */
+            model_head_nll(e->ws, targets + (size_t)k * T, weight + (size_t)k * T, e->stats_host, nll + (size_t)k * T);
         stream_cell_done(e->st, L, k, 1);
         if (backward) stream_cell_put(e->st, L, k, dx);
     }
@@ -299,10 +304,20 @@ int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const t
     TT_ASSERT(clip <= 0 || e->cfg.defer_optimizer);
     const float hp[6] = {lr, b1, b2, eps, wd, clip};
     *gnorm = 0;
-    return run(e, inputs, targets, weight, 1, hp, step, drop_seed, loss, gnorm);
+    return run(e, inputs, targets, weight, 1, hp, step, drop_seed, loss, gnorm, NULL);
 }
 
 int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum) {
     double g = 0;
-    return run(e, inputs, targets, weight, 0, NULL, 0, 0, loss_sum, &g);
+    return run(e, inputs, targets, weight, 0, NULL, 0, 0, loss_sum, &g, NULL);
+}
+
+int exec_eval_tokens(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight,
+                     double *loss_sum, double *nll) {
+    TT_ASSERT(nll);
+    if (!e->stats_host) e->stats_host = tt_xmalloc(3 * (size_t)e->T * sizeof *e->stats_host);
+    double g = 0, l;
+    int rc = run(e, inputs, targets, weight, 0, NULL, 0, 0, &l, &g, nll);
+    if (loss_sum) *loss_sum = l;
+    return rc;
 }

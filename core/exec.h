@@ -67,6 +67,15 @@ void exec_set_segments(tt_exec *e, const int32_t *segs);
 
 /* Forward + loss only on K micro-batches; *loss_sum = summed weighted NLL. */
 int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum);
+/* exec_eval that also gives each token's negative log-likelihood: nll (host,
+ * K*B*seq doubles) receives for token i -log p(targets[i] | the inputs of its
+ * sequence up to i), not weighted, or NaN where targets[i] < 0 or weight[i]
+ * == 0 (a token exec_eval does not score). *loss_sum (may be NULL) is
+ * exec_eval's, bit for bit, and so is every other effect. Costs a read-back
+ * of the head's statistics (3 doubles a token) after each micro-batch; the
+ * first call allocates a host buffer for them, kept until exec_free. */
+int exec_eval_tokens(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight,
+                     double *loss_sum, double *nll);
 
 /* IO only: the layer accesses of one step (forward, then backward) through
  * the slots, loading what they lack, with no compute. */

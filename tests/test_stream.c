@@ -6,7 +6,10 @@
  *    LoRA dropout and per-layer or deferred (clipped) optimizer steps;
  * 2. the device arena's peak never exceeds --hbm, and the planner's
  *    prediction equals the measured peak (the 5% of the issue: here exact);
- * 3. budgets below the smallest plan are refused with the smallest budget.
+ * 3. budgets below the smallest plan are refused with the smallest budget;
+ * 4. exec_eval_tokens: exec_eval's loss sum bit for bit, per-token NLLs that
+ *    sum to it (NaN where nothing is scored), the same bits under the
+ *    smallest budget with lm_head streamed and on cpu-async.
  * (IO errors inside a step: tests/test_stream_faults.c.) The model is the
  * `small` preset (16 layers, GQA) with f32 weights. */
 #include "core/base/common.h"
@@ -22,6 +25,48 @@
 
 #include "tests/stream_run.h"
 
+/* After one training step (so the LoRA term is not zero): exec_eval's loss
+ * sum, then exec_eval_tokens' on the same batch, then exec_eval's again;
+ * returns the per-token NLLs (malloc'ed; NULL when the run failed). */
+static double *eval_tokens(const char *store, const tt_plan_req *req, const char *what) {
+    tier_store *s;
+    TT_ASSERT(tier_open(&s, store) == 0);
+    tt_plan p;
+    tt_exec *e = NULL;
+    int rc = plan_make(s, req, &p);
+    if (!rc) rc = exec_create(&e, store, &p, 5, NULL);
+    CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
+    int T = req->B * req->seq, K = req->K;
+    size_t n = (size_t)K * T;
+    int32_t *in = malloc(sizeof *in * n), *tg = malloc(sizeof *tg * n);
+    tt_real *w = malloc(sizeof *w * n);
+    double *nll = malloc(sizeof *nll * n), g, l0 = 0, l1 = 0, l2 = 0, sum = 0;
+    make_batch(tier_config(s)->vocab, K, T, 1, in, tg, w);
+    if (!rc) rc = exec_step(e, in, tg, w, 2e-3f, 1, 0.9f, 0.999f, 1e-8f, 0.01f, 0.f, 0, &g, &g);
+    make_batch(tier_config(s)->vocab, K, T, 2, in, tg, w);
+    if (!rc) rc = exec_eval(e, in, tg, w, &l0);
+    if (!rc) rc = exec_eval_tokens(e, in, tg, w, &l1, nll);
+    if (!rc) rc = exec_eval(e, in, tg, w, &l2);
+    CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
+    CHECK_MSG(rc || (l0 == l1 && l1 == l2), "%s: exec_eval %.17g, exec_eval_tokens %.17g, exec_eval again %.17g", what,
+              l0, l1, l2);
+    int pattern = 1;
+    for (size_t i = 0; !rc && i < n; i++) {
+        int off = tg[i] < 0 || w[i] == 0;
+        pattern &= off ? isnan(nll[i]) : nll[i] >= 0;
+        if (!off) sum += (double)w[i] * nll[i];
+    }
+    CHECK_MSG(rc || pattern, "%s: a per-token NLL is negative, or NaN is not exactly where nothing is scored", what);
+    /* the same doubles summed in another order: a few units in the last place */
+    CHECK_MSG(rc || fabs(sum - l0) <= 1e-14 * fabs(l0), "%s: the per-token NLLs sum to %.17g, the loss is %.17g", what,
+              sum, l0);
+    free(in); free(tg); free(w);
+    exec_free(e);
+    tier_close(s);
+    if (rc) { free(nll); return NULL; }
+    return nll;
+}
+
 int main(void) {
     char *dir = fixture_tmpdir();
     char store[600];
@@ -29,6 +74,29 @@ int main(void) {
     tt_config c;
     TT_ASSERT(config_preset("small", &c) == 0);
     CHECK(fixture_write_model(store, &c, TT_DTYPE_F32, 0.02f, 1) == 0);
+    {   /* 4. exec_eval_tokens, resident and streamed, on cpu and cpu-async */
+        tt_plan_req req = {0};
+        req.B = 2; req.seq = 16; req.K = 2;
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS, 0}, 0);
+        double *ref = eval_tokens(store, &req, "exec_eval_tokens, resident");
+        tier_store *s;
+        TT_ASSERT(tier_open(&s, store) == 0);
+        tt_plan_req r2 = req;
+        r2.lm_head = PLAN_HEAD_HOST;
+        plan_minimum(s, &r2, &r2.hbm, &r2.host);
+        tier_close(s);
+        double *sm = eval_tokens(store, &r2, "exec_eval_tokens, smallest budget");
+        const tt_backend *cpu = be_current(), *async = be_by_name("cpu-async");
+        TT_ASSERT(async);
+        cpu_async_configure(7, 50);
+        be_use(async);
+        double *as = eval_tokens(store, &r2, "exec_eval_tokens, smallest budget, cpu-async");
+        be_use(cpu);
+        size_t n = (size_t)req.K * req.B * req.seq;
+        CHECK_MSG(ref && sm && memcmp(ref, sm, n * sizeof *ref) == 0, "exec_eval_tokens: streamed != resident");
+        CHECK_MSG(ref && as && memcmp(ref, as, n * sizeof *ref) == 0, "exec_eval_tokens: cpu-async != cpu");
+        free(ref); free(sm); free(as);
+    }
     run_out f32ref = {0};
     /* variants: plain; dropout + clipping; dropout + clipping with bf16 activation cells */
     for (int variant = 0; variant < 3; variant++) {
