@@ -213,7 +213,7 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     const tt_config *c = tier_config(s);
     char a[32], b[32];
     if (p->req.forward_only)
-        fprintf(f, "generation plan for %s (%s): %u layers, %d prompts at a time, prompt chunks of %d tokens\n",
+        fprintf(f, "generation plan for %s (%s): %u layers, batches of %d prompts, prompt chunks of %d tokens\n",
                 tier_path(s), c->name, c->n_layers, p->req.B, p->req.seq);
     else
         fprintf(f, "plan for %s (%s): %u layers, micro-batch %d x %d tokens, %d micro-batches per step\n", tier_path(s),

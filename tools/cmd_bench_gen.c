@@ -153,14 +153,14 @@ int bench_generate(int argc, char **argv) {
         if (rc) { tool_fail("bench generate"); goto out; }
         fprintf(stderr, "bench generate: batch %d done\n", B);
     }
-    printf("  %5s  %-32s %13s %13s %12s\n", "batch", "run", "prompt tok/s", "decode tok/s", "NVMe read");
+    printf("  %5s  %-42s %13s %13s %12s\n", "batch", "run", "prompt tok/s", "decode tok/s", "NVMe read");
     for (int bi = 0; bi < nb; bi++) {
         double pt = (double)rounds * bs[bi] * P, dt = (double)rounds * bs[bi] * (N - 1);
         char what[64];
         snprintf(what, sizeof what, "streamed, --hbm %s (%d slots, KV %d/%u)", tt_fmt_bytes(budget[bi], hb, sizeof hb),
                  slots[bi], kv_dev[bi], c->n_layers);
-        printf("  %5d  %-32s %13.1f %13.1f %12s\n", bs[bi], "resident", pt / res[bi][0][0], dt / res[bi][0][1], "-");
-        printf("  %5d  %-32s %13.1f %13.1f %12s%s\n", bs[bi], what, pt / res[bi][1][0], dt / res[bi][1][1],
+        printf("  %5d  %-42s %13.1f %13.1f %12s\n", bs[bi], "resident", pt / res[bi][0][0], dt / res[bi][0][1], "-");
+        printf("  %5d  %-42s %13.1f %13.1f %12s%s\n", bs[bi], what, pt / res[bi][1][0], dt / res[bi][1][1],
                tt_fmt_bytes(io[bi], lb, sizeof lb), same[bi] ? "" : "  (tokens differ from the resident run!)");
     }
     for (int bi = 0; bi < nb; bi++)

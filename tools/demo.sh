@@ -80,3 +80,23 @@ row "pruned 0.75, not aligned" "$D/pruned.tier"
 row "pruned + aligned, NF4" "$D/aligned-nf4.tier"
 row "pruned + aligned, NF4 + its adapter" "$D/aligned-nf4.tier" "$D/lora-pruned"
 row "original + LoRA trained on it (reference)" "$D/original.tier" "$D/lora-original"
+
+echo
+echo "== 10. infer large: one UN prompt, original vs original + recovered adapter (sampled, seed 1)"
+P="The Advisory Committee recommends that the General Assembly"
+printf 'original:            %s' "$P"
+$T generate --model "$D/original.tier" --prompt "$P" -n 100 --temperature 0.7 --top-p 0.9 --seed 1
+printf 'original + adapter:  %s' "$P"
+$T generate --model "$D/original.tier" --adapter "$D/lora-recovered" --prompt "$P" -n 100 --temperature 0.7 --top-p 0.9 --seed 1
+
+echo
+echo "== 11. a task from held-out UN text: which continuation is real (the other from held-out general text)?"
+awk -f tools/demo-task.awk tools/demo-data/un-slice.txt tools/demo-data/nlp-corpus-slice.txt >"$D/un-task.jsonl"
+task() { # label model [adapter]
+    if [ -n "$3" ]; then a="--adapter $3"; else a=""; fi
+    printf '%-44s ' "$1"
+    $T eval --model "$2" $a --task "$D/un-task.jsonl" --seq 128 2>/dev/null
+}
+task "original" "$D/original.tier"
+task "original + recovered adapter (LoRAM)" "$D/original.tier" "$D/lora-recovered"
+task "original + LoRA trained on it (reference)" "$D/original.tier" "$D/lora-original"

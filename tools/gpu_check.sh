@@ -26,6 +26,8 @@
 #              --act-dtype bf16); the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations
+#   gen        generate on the small model: CUDA (f32 activations) vs the CPU, greedy; streamed at the smallest
+#              --hbm vs resident (the same JSON lines); bench generate --device cuda at batch 1 and 32
 #   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident)
 #   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
 #   hf         transformers/PEFT load what tiertrain writes, same losses (tools/hf_crosscheck.py)
@@ -293,6 +295,29 @@ c_train8b() {
     else echo "RESULT FAIL GPU peak over --hbm 8G: ${peaks}(8G, resident)"; fi
 }
 
+c_gen() {
+    prep_small || { echo "RESULT FAIL could not make the small model"; return 1; }
+    local i h same=identical
+    for i in 1 2 3 4 5 6 7 8; do echo "{\"prompt\": \"$(sed -n "$((i * 37))p" tools/demo-data/nlp-corpus-slice.txt | awk '{ for (i = 1; i <= 8 && i <= NF; i++) printf "%s%s", (i > 1 ? " " : ""), $i }' | tr -d '\"\\\\')\"}"; done >"$W/p.jsonl"
+    G="--prompts $W/p.jsonl -n 32 --batch 8 --act-dtype f32"
+    "$T" generate --model "$W/small.tier" $G --device cpu -o "$W/gcpu.jsonl" || { echo "RESULT FAIL cpu run"; return 1; }
+    "$T" generate --model "$W/small.tier" $G --device cuda -o "$W/gres.jsonl" || { echo "RESULT FAIL cuda run"; return 1; }
+    h=$("$T" generate --model "$W/small.tier" $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9.]*\) MiB.*/\1/p')
+    [ -n "$h" ] || { echo "RESULT FAIL no smallest --hbm"; return 1; }
+    gpumem_peak "$T" generate --model "$W/small.tier" $G --device cuda --hbm "${h}M" -o "$W/gstr.jsonl" || {
+        echo "RESULT FAIL streamed run"; return 1; }
+    [ "$(sed 's/"seconds":[^,]*,//' "$W/gres.jsonl")" = "$(sed 's/"seconds":[^,]*,//' "$W/gstr.jsonl")" ] || same=different
+    local agree
+    agree=$(paste -d'\n' <(sed 's/"seconds":[^,]*,//' "$W/gcpu.jsonl") <(sed 's/"seconds":[^,]*,//' "$W/gres.jsonl") |
+        awk 'NR % 2 { a = $0; next } { n++; if (a == $0) k++ } END { printf "%d of %d", k, n }')
+    "$T" bench generate --model "$W/small.tier" --device cuda --batch 1,32 --rounds 2 || { echo "RESULT FAIL bench exit $?"; return 1; }
+    if [ "$same" = identical ]; then
+        echo "RESULT PASS streamed at --hbm ${h}M == resident; CUDA == CPU completions: $agree"
+    else
+        echo "RESULT FAIL streamed at --hbm ${h}M differs from resident; CUDA == CPU completions: $agree"
+    fi
+}
+
 # transformers + PEFT against tiertrain on an odd-shaped model (tools/hf_crosscheck.py)
 c_hf() {
     PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda
@@ -308,7 +333,7 @@ c_peer() {
         echo "RESULT FAIL exit $rc"
 }
 
-export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_overlap8b c_peer c_train8b c_hf
+export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf
 
 log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>/dev/null || echo 'without BUILD'), work dir $W"
 run env 30 c_env
@@ -316,6 +341,7 @@ run ops 60 c_ops
 run cpu-cuda 120 c_cpu_cuda
 run stream 60 c_stream
 run kernels 60 c_kernels
+run gen 90 c_gen
 run ops-mc 120 c_ops_mc
 run train-mc 150 c_train_mc
 run peer 200 c_peer
