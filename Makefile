@@ -98,7 +98,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-
 # ThreadSanitizer build (no CUDA) of the tests that drive the asynchronous backend (cpu-async)
 TS := $(BUILD)/tsan
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
-TSAN_TESTS := test_stream_async
+TSAN_TESTS := test_stream_async test_generate
 
 .PHONY: all test run-tests deps fuzz fuzz-long corpus demo bench gpu-bundle clean
 .SECONDARY:
@@ -159,8 +159,18 @@ $(A)/tests/test_grad_%: $(FA)/tests/test_grad_%.o $(LIB_SRC:%.c=$(FA)/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
 
-TESTS_REL  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
-TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%)
+# tests also built with -DTT_F64, as tests/NAME_f64 (the double build checks tighter tolerances)
+F64_TWINS := test_galore
+$(B)/tests/%_f64: $(F)/tests/%.o $(LIB_SRC:%.c=$(F)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(A)/tests/%_f64: $(FA)/tests/%.o $(LIB_SRC:%.c=$(FA)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
+
+TESTS_REL  := $(TEST_SRC:tests/%.c=$(B)/tests/%) $(F64_TWINS:%=$(B)/tests/%_f64)
+TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%) $(F64_TWINS:%=$(A)/tests/%_f64)
 
 # deps first, then everything else (also under make -j)
 test: deps
