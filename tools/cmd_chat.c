@@ -22,26 +22,18 @@
 #include "core/base/common.h"
 #include "core/chat.h"
 #include "core/generate.h"
-#include "core/loram.h"
 #include "core/tokenizer.h"
 #include "io/peft.h"
-#include "sched/plan.h"
 #include "tools/cli.h"
+#include "tools/gen_common.h"
 #include "tools/tools.h"
 
 #include <errno.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static volatile sig_atomic_t g_interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_interrupted = 1;
-}
 
 /* The answer being generated. */
 typedef struct answer {
@@ -52,65 +44,10 @@ typedef struct answer {
     size_t len, printed; /* bytes of text; written to stdout already */
 } answer;
 
-/* The three UTF-8 helpers are tools/cmd_generate.c's (printable without its
- * stop-string hold): both commands print valid UTF-8 the same way. */
-
-/* The length of the UTF-8 sequence at s (n bytes there): 1..4 when valid, 0
- * when not, -1 when s ends inside what could still become a valid one. */
-static int utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (!len) return 0;
-    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return -1;
-        unsigned b = s[i];
-        if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return 0;
-    }
-    return len;
-}
-
-/* s[0..n) as valid UTF-8 in a new buffer (*len bytes, NUL-terminated): each
- * byte that starts no valid sequence becomes U+FFFD (as Hugging Face's
- * decode does); a sequence cut at the end is kept unless final. */
-static char *utf8_clean(const char *s, size_t n, int final, size_t *len) {
-    char *o = tt_xmalloc(3 * n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        int q = utf8_seq((const unsigned char *)s + i, n - i);
-        if (q < 0 && !final) q = (int)(n - i);
-        if (q <= 0) {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-            continue;
-        }
-        memcpy(o + k, s + i, (size_t)q);
-        k += (size_t)q;
-        i += (size_t)q;
-    }
-    o[k] = 0;
-    *len = k;
-    return o;
-}
-
-/* The bytes of s[0..n) that can be printed now: not a UTF-8 sequence cut at the end. */
-static size_t printable(const char *s, size_t n) {
-    size_t i = n;
-    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
-    if (i > 0 && utf8_seq((const unsigned char *)s + i - 1, n - (i - 1)) < 0) return i - 1;
-    return n;
-}
-
 /* a->text from a->ids (final: a sequence cut at the end becomes U+FFFD too). */
 static void answer_text(answer *a, int final) {
-    char *raw;
-    size_t rl;
-    TT_ASSERT(tokenizer_decode(a->tok, a->ids.v, a->ids.n, &raw, &rl) == 0);
     free(a->text);
-    a->text = utf8_clean(raw, rl, final, &a->len);
-    free(raw);
+    a->text = tool_gen_text(a->tok, &a->ids, final, &a->len);
 }
 
 static int on_token(void *vc, int i, uint32_t token, const float *logits) {
@@ -123,14 +60,14 @@ static int on_token(void *vc, int i, uint32_t token, const float *logits) {
     if (!end && tokenizer_token(a->tok, token, &tl)) { /* an id past the tokenizer's (a padded vocabulary) has no text */
         tokenizer_ids_push(&a->ids, token);
         answer_text(a, 0);
-        size_t e = printable(a->text, a->len);
+        size_t e = tool_utf8_printable(a->text, a->len, 0);
         if (e > a->printed) {
             fwrite(a->text + a->printed, 1, e - a->printed, stdout);
             fflush(stdout);
             a->printed = e;
         }
     }
-    return g_interrupted ? -1 : 0;
+    return tool_interrupted ? -1 : 0;
 }
 
 static const char *why_name(int why, int interrupted) {
@@ -176,7 +113,7 @@ static void hist_drop(history *h, int i, int k) {
  * stdin's buffer unseen. */
 static int wait_input(void) {
     struct pollfd pf = {.fd = 0, .events = POLLIN};
-    while (!g_interrupted) {
+    while (!tool_interrupted) {
         int r = poll(&pf, 1, 250);
         if (r > 0) return 1;
         if (r < 0 && errno != EINTR) return 1; /* let the read report it */
@@ -245,9 +182,8 @@ int cmd_chat(int argc, char **argv) {
     answer ans = {0};
     char *line = NULL;
     size_t line_cap = 0;
-    struct sigaction sa = {0}, old;
-    sa.sa_handler = on_sigint; /* no SA_RESTART: Ctrl-C interrupts a read at the prompt */
-    sigaction(SIGINT, &sa, &old);
+    struct sigaction old;
+    tool_sigint_catch(&old); /* no SA_RESTART: Ctrl-C interrupts a read at the prompt */
 
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("chat"); goto done; }
     if (tpl < 0) {
@@ -265,12 +201,7 @@ int cmd_chat(int argc, char **argv) {
     if (chat_render_prompt(tok, tpl, &probe, 1, &prompt)) { tool_fail("chat"); goto done; }
     if (tier_open(&st, model)) { tool_fail("chat"); goto done; }
     const tt_config *c = tier_config(st);
-    uint32_t tv = tokenizer_vocab_size(tok);
-    if (tv > c->vocab || c->vocab - tv > c->vocab / 64 + 64) {
-        fprintf(stderr, "tiertrain chat: the tokenizer %s has %u tokens but %s has a vocabulary of %u: give the "
-                        "tokenizer the model was trained with (--tokenizer)\n", tokenizer_name(tok), tv, model, c->vocab);
-        goto done;
-    }
+    if (tool_vocab_check("chat", tok, st, model)) goto done;
     long cap = context ? context : c->max_pos < 4096 ? (long)c->max_pos : 4096;
     if (cap > (long)c->max_pos) {
         fprintf(stderr, "tiertrain chat: --context %ld is more than the %u positions %s was built for; give at most "
@@ -284,28 +215,12 @@ int cmd_chat(int argc, char **argv) {
         exit_code = 2;
         goto done;
     }
-    if (adapter && (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, c, model) ||
-                    loram_check_base(&a, adapter, c, tier_prune(st), model))) {
-        tool_fail("chat");
+    if (tool_adapter_open("chat", adapter, st, model, &a)) goto done;
+    int C = chunk < cap ? (int)chunk : (int)cap;
+    if ((rc = tool_gen_create("chat", st, model, &pa, adapter ? &a : NULL, 1, C, (int)cap, &g))) {
+        exit_code = rc;
         goto done;
     }
-    int C = chunk < cap ? (int)chunk : (int)cap;
-    pa.seq = C;
-    pa.micro = 1;
-    pa.batch_tokens = (uint64_t)C;
-    pa.rank = 1;
-    pa.alpha = 1;
-    pa.targets = "q";
-    tt_plan_req req;
-    if ((rc = tool_plan_flags("chat", st, &pa, &req))) { exit_code = rc; goto done; }
-    /* without an adapter: rank 1 on q_proj with B = 0, whose term is exactly zero (as generate) */
-    tt_lora_cfg lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask, a.rslora}
-                               : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q, 0};
-    gen_plan_req(&req, st, &lora, 1, C, (int)cap);
-    tt_plan plan;
-    if (plan_make(st, &req, &plan)) { tool_fail("chat"); goto done; }
-    if (gen_create(&g, model, &plan)) { tool_fail("chat"); goto done; }
-    if (adapter && loram_load_lora(gen_lora(g), &a)) { tool_fail("chat"); goto done; }
 
     uint32_t stop[2];
     int n_stop = chat_stop_ids(tok, tpl, stop);
@@ -318,7 +233,7 @@ int cmd_chat(int argc, char **argv) {
                         "answer, Ctrl-D ends.\n", model, adapter ? " + " : "", adapter ? adapter : "",
                 chat_template_name(tpl), cap, max_new);
     for (uint64_t turn = 0;;) {
-        if (g_interrupted) break; /* Ctrl-C while loading or at the prompt */
+        if (tool_interrupted) break; /* Ctrl-C while loading or at the prompt */
         if (tty) {
             fputs("> ", stderr);
             fflush(stderr);
@@ -327,7 +242,7 @@ int cmd_chat(int argc, char **argv) {
         errno = 0;
         ssize_t got = getline(&line, &line_cap, stdin);
         if (got < 0) {
-            if (g_interrupted || feof(stdin)) {
+            if (tool_interrupted || feof(stdin)) {
                 if (tty) fputc('\n', stderr);
                 break;
             }
@@ -373,8 +288,8 @@ int cmd_chat(int argc, char **argv) {
         double t0 = tt_now();
         if (gen_run(g, 1, pp, lens, &gp, &turn, on_token, &ans, &why)) { tool_fail("chat"); goto done; }
         double secs = tt_now() - t0;
-        int interrupted = g_interrupted != 0;
-        g_interrupted = 0; /* it ended this answer, not the session */
+        int interrupted = tool_interrupted != 0;
+        tool_interrupted = 0; /* it ended this answer, not the session */
         if (ans.ids.n) answer_text(&ans, 1); /* what was held back, U+FFFD if it stays incomplete */
         fwrite(ans.text ? ans.text + ans.printed : "", 1, ans.text ? ans.len - ans.printed : 0, stdout);
         fputc('\n', stdout);
@@ -391,7 +306,7 @@ int cmd_chat(int argc, char **argv) {
     }
     exit_code = 0;
 done:
-    sigaction(SIGINT, &old, NULL);
+    tool_sigint_restore(&old);
     free(line);
     free(ans.text);
     tokenizer_ids_free(&ans.ids);

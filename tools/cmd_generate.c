@@ -6,26 +6,18 @@
  * writes one JSON line per prompt. */
 #include "core/base/common.h"
 #include "core/generate.h"
-#include "core/loram.h"
 #include "core/tokenizer.h"
 #include "io/atomicfile.h"
 #include "io/peft.h"
-#include "sched/plan.h"
 #include "tools/cli.h"
+#include "tools/gen_common.h"
 #include "tools/tools.h"
 
 #include <errno.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static volatile sig_atomic_t g_interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_interrupted = 1;
-}
 
 /* What each prompt of a batch has produced. */
 typedef struct prompt_out {
@@ -43,56 +35,6 @@ typedef struct gen_ctx {
     int stream;          /* print prompt 0's text as it comes */
 } gen_ctx;
 
-/* The length of the UTF-8 sequence at s (n bytes there): 1..4 when valid, 0
- * when not, -1 when s ends inside what could still become a valid one. */
-static int utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (!len) return 0;
-    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return -1;
-        unsigned b = s[i];
-        if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return 0;
-    }
-    return len;
-}
-
-/* s[0..n) as valid UTF-8 in a new buffer (*len bytes, NUL-terminated): each
- * byte that starts no valid sequence becomes U+FFFD (as Hugging Face's
- * decode does); a sequence cut at the end is kept as it is unless final (it
- * may be completed by the next token; printable() holds it back). */
-static char *utf8_clean(const char *s, size_t n, int final, size_t *len) {
-    char *o = tt_xmalloc(3 * n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        int q = utf8_seq((const unsigned char *)s + i, n - i);
-        if (q < 0 && !final) q = (int)(n - i);
-        if (q <= 0) {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-            continue;
-        }
-        memcpy(o + k, s + i, (size_t)q);
-        k += (size_t)q;
-        i += (size_t)q;
-    }
-    o[k] = 0;
-    *len = k;
-    return o;
-}
-
-/* The bytes of s[0..n) that can be printed now: not a UTF-8 sequence cut at
- * the end, and not the last `hold` bytes (they may start a stop string). */
-static size_t printable(const char *s, size_t n, size_t hold) {
-    size_t e = n > hold ? n - hold : 0, i = e;
-    while (i > 0 && e - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
-    if (i > 0 && utf8_seq((const unsigned char *)s + i - 1, e - (i - 1)) < 0) e = i - 1; /* cut: wait for the rest */
-    return e;
-}
-
 static char *xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
     return memcpy(tt_xmalloc(n), s, n);
@@ -107,12 +49,8 @@ static int on_token(void *vc, int i, uint32_t token, const float *logits) {
     size_t tl;
     if (!eos && tokenizer_token(c->tok, token, &tl)) { /* an id past the tokenizer's (a padded vocabulary) has no text */
         tokenizer_ids_push(&o->ids, token);
-        char *raw;
-        size_t rl;
-        TT_ASSERT(tokenizer_decode(c->tok, o->ids.v, o->ids.n, &raw, &rl) == 0);
         free(o->text);
-        o->text = utf8_clean(raw, rl, 0, &o->len);
-        free(raw);
+        o->text = tool_gen_text(c->tok, &o->ids, 0, &o->len);
         const char *hit = c->stop && *c->stop ? strstr(o->text, c->stop) : NULL;
         if (hit) {
             o->len = (size_t)(hit - o->text);
@@ -121,7 +59,7 @@ static int on_token(void *vc, int i, uint32_t token, const float *logits) {
         }
         if (c->stream && i == 0) {
             size_t hold = o->stopped || !c->stop ? 0 : strlen(c->stop);
-            size_t e = printable(o->text, o->len, hold > 0 ? hold - 1 : 0);
+            size_t e = tool_utf8_printable(o->text, o->len, hold > 0 ? hold - 1 : 0);
             if (e > o->printed) {
                 fwrite(o->text + o->printed, 1, e - o->printed, stdout);
                 fflush(stdout);
@@ -129,7 +67,7 @@ static int on_token(void *vc, int i, uint32_t token, const float *logits) {
             }
         }
     }
-    if (g_interrupted) return -1;
+    if (tool_interrupted) return -1;
     return o->stopped ? 1 : 0;
 }
 
@@ -149,19 +87,12 @@ static int read_prompts(const char *path, char ***out, int *n) {
     if (!f) return TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
-    ssize_t got;
     int count = 0, rc = 0;
     uint64_t no = 0;
     char **v = NULL;
-    while ((got = getline(&line, &cap, f)) >= 0) {
-        no++;
-        size_t k = (size_t)got;
-        while (k && (line[k - 1] == '\n' || line[k - 1] == '\r')) line[--k] = 0;
-        size_t s = 0;
-        while (s < k && (line[s] == ' ' || line[s] == '\t')) s++;
-        if (s == k) continue;
-        json_error_t je;
-        json_t *o = json_loadb(line, k, 0, &je);
+    json_t *o;
+    json_error_t je;
+    while (tool_jsonl_next(f, &line, &cap, &no, 0, &o, &je)) {
         json_t *p = o && json_is_object(o) ? json_object_get(o, "prompt") : NULL;
         if (!o || !json_is_object(o) || !p || !json_is_string(p)) {
             rc = TT_FAIL(-EINVAL, "%s:%llu: %s; each line must be an object {\"prompt\": TEXT}", path,
@@ -266,23 +197,10 @@ int cmd_generate(int argc, char **argv) {
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("generate"); goto done; }
     if (tier_open(&st, model)) { tool_fail("generate"); goto done; }
     const tt_config *c = tier_config(st);
-    uint32_t tv = tokenizer_vocab_size(tok);
-    if (tv > c->vocab || c->vocab - tv > c->vocab / 64 + 64) {
-        fprintf(stderr, "tiertrain generate: the tokenizer %s has %u tokens but %s has a vocabulary of %u: give the "
-                        "tokenizer the model was trained with (--tokenizer)\n", tokenizer_name(tok), tv, model, c->vocab);
+    if (tool_vocab_check("generate", tok, st, model) || tool_adapter_open("generate", adapter, st, model, &a))
         goto done;
-    }
-    if (adapter && (peft_read(adapter, 0, &a) || loram_check_adapter(&a, adapter, c, model) ||
-                    loram_check_base(&a, adapter, c, tier_prune(st), model))) {
-        tool_fail("generate");
-        goto done;
-    }
-    /* the prompts' tokens: <s> first where the tokenizer has one (as Hugging Face's LLaMA tokenizers add it) */
-    uint32_t bos = UINT32_MAX;
-    if (!no_bos && tokenizer_kind_of(tok) == TOKENIZER_HF_BPE) {
-        bos = tokenizer_added_id(tok, "<|begin_of_text|>");
-        if (bos == UINT32_MAX) bos = tokenizer_added_id(tok, "<s>");
-    }
+    /* the prompts' tokens: <s> first where the tokenizer has one */
+    uint32_t bos = tool_gen_bos(tok, no_bos);
     pids = tt_xcalloc((size_t)np, sizeof *pids);
     int longest = 1;
     for (int i = 0; i < np; i++) {
@@ -307,34 +225,18 @@ int cmd_generate(int argc, char **argv) {
         }
     B = np < batch ? np : (int)batch;
     int C = longest < chunk ? (longest < 2 ? 2 : longest) : (int)chunk;
-    pa.seq = C;
-    pa.micro = B;
-    pa.batch_tokens = (uint64_t)B * C;
-    pa.rank = 1;
-    pa.alpha = 1;
-    pa.targets = "q";
-    tt_plan_req req;
-    if ((rc = tool_plan_flags("generate", st, &pa, &req))) { exit_code = rc; goto done; }
-    /* without an adapter: rank 1 on q_proj with B = 0, whose term is exactly zero (as eval) */
-    tt_lora_cfg lora = adapter ? (tt_lora_cfg){(int)a.rank, a.alpha, 0.f, a.target_mask, a.rslora}
-                               : (tt_lora_cfg){1, 1.f, 0.f, 1u << TT_PROJ_Q, 0};
-    gen_plan_req(&req, st, &lora, B, C, (int)cap);
-    tt_plan plan;
-    if (plan_make(st, &req, &plan)) { tool_fail("generate"); goto done; }
-    if (gen_create(&g, model, &plan)) { tool_fail("generate"); goto done; }
-    if (adapter && loram_load_lora(gen_lora(g), &a)) { tool_fail("generate"); goto done; }
+    if ((rc = tool_gen_create("generate", st, model, &pa, adapter ? &a : NULL, B, C, (int)cap, &g))) {
+        exit_code = rc;
+        goto done;
+    }
 
     uint32_t eos[2];
-    int n_eos = 0;
-    eos[n_eos++] = tokenizer_eot_id(tok);
-    uint32_t eot = tokenizer_added_id(tok, "<|eot_id|>"); /* LLaMA-3 instruct ends a turn with it */
-    if (eot != UINT32_MAX && eot != eos[0]) eos[n_eos++] = eot;
+    int n_eos = tool_gen_eos(tok, eos);
     gen_params gp = {(int)max_new, (float)temperature, (int)top_k, (float)top_p, seed, eos, n_eos};
     outs = tt_xcalloc((size_t)B, sizeof *outs);
     gen_ctx gc = {tok, stop, &gp, outs, prompt && !as_json};
-    struct sigaction sa = {0}, old;
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
+    struct sigaction old;
+    tool_sigint_catch(&old);
     size_t jcap = 0;
     int interrupted = 0;
     uint64_t total_new = 0;
@@ -354,17 +256,17 @@ int cmd_generate(int argc, char **argv) {
         }
         double t0 = tt_now();
         if (gen_run(g, n, pp, lens, &gp, streams, on_token, &gc, why)) {
-            sigaction(SIGINT, &old, NULL);
+            tool_sigint_restore(&old);
             tool_fail("generate");
             goto done;
         }
         double secs = tt_now() - t0;
-        interrupted = g_interrupted != 0;
+        interrupted = tool_interrupted != 0;
         for (int i = 0; i < n; i++) {
             prompt_out *o = &outs[i];
             total_new += o->ids.n;
             if (o->text) { /* a sequence cut at the very end is complete now: U+FFFD */
-                char *f = utf8_clean(o->text, o->len, 1, &o->len);
+                char *f = tool_utf8_clean(o->text, o->len, 1, &o->len);
                 free(o->text);
                 o->text = f;
             }
@@ -375,31 +277,19 @@ int cmd_generate(int argc, char **argv) {
                 continue;
             }
             size_t pl;
-            char *ptext = utf8_clean(texts[first + i], strlen(texts[first + i]), 1, &pl);
+            char *ptext = tool_utf8_clean(texts[first + i], strlen(texts[first + i]), 1, &pl);
             json_t *j = json_pack("{s:s%, s:s%, s:I, s:f, s:s}", "prompt", ptext, pl, "completion",
                                   o->text ? o->text : "", o->text ? o->len : 0, "tokens", (json_int_t)o->ids.n,
                                   "seconds", secs, "stop", interrupted && !why[i] ? "interrupted" : why_name(why[i]));
             free(ptext);
-            char *line = j ? json_dumps(j, JSON_COMPACT) : NULL; /* the texts are valid UTF-8 (utf8_clean) */
-            json_decref(j);
-            TT_ASSERT(line);
-            size_t ll = strlen(line);
-            if (jl + ll + 2 > jcap) {
-                jcap = (jl + ll + 2) * 2;
-                jsonl = realloc(jsonl, jcap);
-                TT_ASSERT(jsonl);
-            }
-            memcpy(jsonl + jl, line, ll);
-            jl += ll;
-            jsonl[jl++] = '\n';
-            free(line);
-            if (!out_path) { fwrite(jsonl + jl - ll - 1, 1, ll + 1, stdout); fflush(stdout); }
+            size_t ll = tool_jsonl_append(j, &jsonl, &jl, &jcap); /* the texts are valid UTF-8 (tool_utf8_clean) */
+            if (!out_path) { fwrite(jsonl + jl - ll, 1, ll, stdout); fflush(stdout); }
         }
         if (prompts_path)
             fprintf(stderr, "generate: %d / %d prompts, %.1f tokens/s\n", first + n, np,
                     (double)total_new / (tt_now() - t_all));
     }
-    sigaction(SIGINT, &old, NULL);
+    tool_sigint_restore(&old);
     if (out_path && atomic_write_file(out_path, jsonl ? jsonl : "", jl)) { tool_fail("generate"); goto done; }
     if (interrupted) {
         fprintf(stderr, "tiertrain generate: interrupted; what was generated is %s\n",
