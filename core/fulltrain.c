@@ -29,7 +29,12 @@ typedef struct full_state {
     int has_map;
     size_t *off;                 /* [nt]: offset of tensor i in P, or SIZE_MAX when frozen */
     size_t n;                    /* trainable parameters */
-    float *P, *m, *v;            /* device: master weights, AdamW moments */
+    float *P, *m, *v;            /* device: master weights, AdamW moments (of the tensors AdamW steps, moff) */
+    size_t *moff;                /* [nt]: offset of tensor i in m and v, or SIZE_MAX (frozen, or GaLore's) */
+    size_t nm;                   /* AdamW-stepped parameters */
+    tt_galore *gal;              /* [nt]: GaLore's state of a projection (gal[i].m == 0: none) */
+    tt_galore_ws gws;            /* its shared workspace */
+    int galore;                  /* GaLore on the projections */
     tt_real *G;                  /* device: gradients */
     uint64_t mask_bytes;         /* device bytes of the masks */
     tt_real **mask;              /* [nt]: device 0/1 mask of a sparse (2:4 / unstructured) projection, or NULL */
@@ -53,13 +58,71 @@ static void state_free(full_state *st) {
     free(st->gembed); free(st->embed_host); free(st->embed_frozen);
     for (uint32_t i = 0; st->mask && i < st->nt; i++) be_free(st->mask[i]);
     free(st->mask);
+    for (uint32_t i = 0; st->gal && i < st->nt; i++)
+        if (st->gal[i].m) galore_free(&st->gal[i]);
+    if (st->galore) galore_ws_free(&st->gws);
+    free(st->gal); free(st->moff);
     free(st->off); free(st->dtypes); free(st->wg);
     store_prune_map_clear(&st->map);
 }
 
-/* Device bytes full training of cfg needs besides the workspace. */
-static uint64_t state_bytes(const tt_config *c, size_t n) {
-    return (uint64_t)n * (4 + sizeof(tt_real) + 8) + (uint64_t)c->vocab * c->hidden * 4;
+/* Whether tensor d (trainable) is stepped by GaLore: the 2-D projections
+ * whose GaLore state is smaller than AdamW's moments (a pruned layer's
+ * narrow matrix, at a rank near its smaller side, stays on AdamW: exact, and
+ * no bigger). */
+static int galore_owns(const tt_full_opts *o, const tt_tensor_desc *d) {
+    return o->optim == FULL_OPTIM_GALORE && d->role == TT_ROLE_LINEAR &&
+           galore_state_bytes((int)d->rows, (int)d->cols, &o->galore) < 8 * d->rows * d->cols;
+}
+
+/* The projections of c, and those GaLore steps. */
+static int linear_count(const tt_config *c) {
+    tt_tensor_desc d;
+    int k = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        config_tensor(c, i, &d);
+        k += d.role == TT_ROLE_LINEAR;
+    }
+    return k;
+}
+static int galore_count(const tt_config *c, const tt_full_opts *o) {
+    tt_tensor_desc d;
+    int k = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        config_tensor(c, i, &d);
+        k += galore_owns(o, &d);
+    }
+    return k;
+}
+
+void fulltrain_optim_bytes(const tt_config *c, const tt_full_opts *o, uint64_t *bytes, uint64_t *adamw_bytes,
+                           uint64_t *ws_bytes) {
+    tt_tensor_desc d;
+    uint64_t b = 0, a = 0;
+    int mm = 0, mn = 0, any = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        config_tensor(c, i, &d);
+        if (d.role == TT_ROLE_LM_HEAD || (d.role == TT_ROLE_EMBED && c->tie_embeddings)) continue; /* frozen */
+        uint64_t n = d.rows * d.cols;
+        a += 8 * n;
+        if (!galore_owns(o, &d)) { b += 8 * n; continue; }
+        b += galore_state_bytes((int)d.rows, (int)d.cols, &o->galore);
+        if ((int)d.rows > mm) mm = (int)d.rows;
+        if ((int)d.cols > mn) mn = (int)d.cols;
+        any = 1;
+    }
+    size_t host;
+    *ws_bytes = any ? galore_ws_bytes(mm, mn, &o->galore, &host) : 0;
+    *bytes = b;
+    *adamw_bytes = a;
+}
+
+/* Device bytes full training of cfg needs besides the workspace: weights,
+ * gradients, the optimizer's state, the frozen lm_head. */
+static uint64_t state_bytes(const tt_config *c, size_t n, const tt_full_opts *o) {
+    uint64_t opt, adamw, ws;
+    fulltrain_optim_bytes(c, o, &opt, &adamw, &ws);
+    return (uint64_t)n * (4 + sizeof(tt_real)) + opt + ws + (uint64_t)c->vocab * c->hidden * 4;
 }
 
 /* A projection that 2:4 or unstructured pruning left sparse (at least
@@ -93,7 +156,8 @@ static void *measure_fn(void *ctx, size_t bytes, const char *label) {
 }
 
 /* Loads the store into master weights and binds the model to them. */
-static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, uint64_t hbm) {
+static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, const tt_full_opts *o) {
+    uint64_t hbm = o->hbm;
     memset(st, 0, sizeof *st);
     store_reader rd;
     int rc = store_reader_open(&rd, path);
@@ -108,6 +172,8 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
     st->mask = tt_xcalloc(st->nt, sizeof *st->mask);
     st->off = tt_xcalloc(st->nt, sizeof *st->off);
+    st->moff = tt_xcalloc(st->nt, sizeof *st->moff);
+    st->gal = tt_xcalloc(st->nt, sizeof *st->gal);
     const tier_prune_map *pm = tier_prune(rd.s);
     if (pm) {
         st->has_map = 1;
@@ -130,6 +196,8 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         int frozen = d.role == TT_ROLE_LM_HEAD || (d.role == TT_ROLE_EMBED && c->tie_embeddings);
         st->off[i] = frozen ? SIZE_MAX : st->n;
         if (!frozen) st->n += d.rows * d.cols;
+        st->moff[i] = frozen || galore_owns(o, &d) ? SIZE_MAX : st->nm;
+        if (st->moff[i] != SIZE_MAX) st->nm += d.rows * d.cols;
         if (d.role == TT_ROLE_EMBED) st->embed_i = i;
         if (d.role == TT_ROLE_LM_HEAD) st->lm_i = i;
     }
@@ -141,18 +209,20 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         tt_ws *wm = NULL;
         if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
         ws_free(wm);
-        if (!plan_dev_fits(state_bytes(c, st->n) + ws_bytes, hbm, &need)) {
+        if (!plan_dev_fits(state_bytes(c, st->n, o) + ws_bytes, hbm, &need)) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
-                         "and AdamW moments of %zu parameters, lm_head and activations); raise --hbm or lower "
-                         "--seq / --micro-batch",
-                         tt_fmt_bytes(hbm, a, sizeof a), path, tt_fmt_bytes(need, b, sizeof b), st->n);
+                         "and %s state of %zu parameters, lm_head and activations); raise --hbm or lower "
+                         "--seq / --micro-batch%s",
+                         tt_fmt_bytes(hbm, a, sizeof a), path, tt_fmt_bytes(need, b, sizeof b),
+                         o->optim == FULL_OPTIM_GALORE ? "GaLore" : "AdamW", st->n,
+                         o->optim == FULL_OPTIM_GALORE ? " / --galore-rank" : "");
             goto out;
         }
     }
     st->P = be_alloc(st->n * 4);
-    st->m = be_alloc(st->n * 4);
-    st->v = be_alloc(st->n * 4);
+    st->m = be_alloc((st->nm ? st->nm : 1) * 4);
+    st->v = be_alloc((st->nm ? st->nm : 1) * 4);
     st->G = be_alloc(st->n * sizeof(tt_real));
     st->lm = c->tie_embeddings ? NULL : be_alloc((size_t)c->vocab * c->hidden * 4);
     if (!st->P || !st->m || !st->v || !st->G || (!c->tie_embeddings && !st->lm)) {
@@ -175,6 +245,18 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     }
     free(buf);
     if (rc) goto out;
+    if (o->optim == FULL_OPTIM_GALORE) { /* a state per projection, one workspace for the largest */
+        int mm = 0, mn = 0;
+        for (uint32_t i = 0; i < st->nt && rc == 0; i++) {
+            config_tensor(c, i, &d);
+            if (st->off[i] == SIZE_MAX || !galore_owns(o, &d)) continue;
+            rc = galore_init(&st->gal[i], (int)d.rows, (int)d.cols, &o->galore, i, NULL);
+            if ((int)d.rows > mm) mm = (int)d.rows;
+            if ((int)d.cols > mn) mn = (int)d.cols;
+        }
+        if (rc == 0 && mm && (rc = galore_ws_init(&st->gws, mm, mn, &o->galore, NULL)) == 0) st->galore = 1;
+        if (rc) goto out;
+    }
     if (hbm && need + st->mask_bytes > hbm) { /* the masks are known only once the weights are read */
         char a[32], b[32];
         rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s, with the masks that keep its "
@@ -229,21 +311,24 @@ static void optimizer_step(full_state *st, const tt_full_opts *o, float lr, int 
     for (uint32_t i = 0; i < st->nt; i++) {
         if (st->off[i] == SIZE_MAX) continue;
         config_tensor(&st->cfg, i, &d);
-        size_t n = d.rows * d.cols, at = st->off[i];
+        size_t n = d.rows * d.cols, at = st->off[i], mo = st->moff[i];
         float wd = d.role == TT_ROLE_LINEAR ? o->wd : 0.f;
+        tt_galore *g = st->gal[i].m ? &st->gal[i] : NULL;
 #ifdef TT_F64
         /* the double build (gradient tests) keeps f32 master weights: step a widened copy */
         tt_real *p = tt_xmalloc(n * sizeof *p);
         float *pf = tt_xmalloc(n * sizeof *pf);
         be_to_host(pf, st->P + at, n * 4);
         for (size_t j = 0; j < n; j++) p[j] = pf[j];
-        be_adamw(n, p, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
+        if (g) galore_step(g, &st->gws, p, st->G + at, lr, o->b1, o->b2, o->eps, wd, step);
+        else be_adamw(n, p, st->G + at, st->m + mo, st->v + mo, lr, o->b1, o->b2, o->eps, wd, step);
         if (st->mask[i]) be_mask_scale(n, p, st->mask[i], 1, p, BE_REAL);
         for (size_t j = 0; j < n; j++) pf[j] = (float)p[j];
         be_to_device(st->P + at, pf, n * 4);
         free(p); free(pf);
 #else
-        be_adamw(n, st->P + at, st->G + at, st->m + at, st->v + at, lr, o->b1, o->b2, o->eps, wd, step);
+        if (g) galore_step(g, &st->gws, st->P + at, st->G + at, lr, o->b1, o->b2, o->eps, wd, step);
+        else be_adamw(n, st->P + at, st->G + at, st->m + mo, st->v + mo, lr, o->b1, o->b2, o->eps, wd, step);
         if (st->mask[i]) be_mask_scale(n, st->P + at, st->mask[i], 1, st->P + at, BE_REAL); /* pruned zeros stay zero */
 #endif
     }
@@ -331,16 +416,28 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
     tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
     full_state st;
-    int rc = state_load(&st, o->model_path, &wo, o->hbm);
+    int rc = state_load(&st, o->model_path, &wo, o);
     if (rc) return rc;
     const tt_config *c = &st.cfg;
     if ((rc = check_tokens(train, c, "training", S)) || (val && (rc = check_tokens(val, c, "validation", 0)))) {
         state_free(&st);
         return rc;
     }
-    if (!o->quiet && !o->json)
+    if (!o->quiet && !o->json) {
         printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %lld tokens\n",
                o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, (long long)K * T);
+        uint64_t ob, ab, wb;
+        fulltrain_optim_bytes(c, o, &ob, &ab, &wb);
+        char x[32], y[32], z[32];
+        if (o->optim == FULL_OPTIM_GALORE)
+            printf("optimizer: GaLore rank %d (projector every %d steps, scale %g) on %d of %d projections, AdamW on "
+                   "the rest: state %s on the device, %.1f%% of AdamW's %s (and a %s workspace)\n", o->galore.rank,
+                   o->galore.update_every, (double)o->galore.scale, galore_count(c, o), linear_count(c),
+                   tt_fmt_bytes(ob, x, sizeof x), 100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y),
+                   tt_fmt_bytes(wb, z, sizeof z));
+        else
+            printf("optimizer: AdamW, state %s on the device\n", tt_fmt_bytes(ab, y, sizeof y));
+    }
     tt_train_opts lo = {0}; /* the shared loop's view of these options: no checkpoints, no dropout */
     lo.seed = o->seed;
     lo.steps = o->steps; lo.seq = S; lo.micro_batch = B; lo.accum = K; lo.warmup = o->warmup;

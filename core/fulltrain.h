@@ -6,7 +6,10 @@
 
 #include <stdint.h>
 
+#include "core/galore.h"
 #include "core/train.h"
+
+enum { FULL_OPTIM_ADAMW = 0, FULL_OPTIM_GALORE = 1 };
 
 typedef struct tt_full_opts {
     const char *model_path;   /* source store: f32 or bf16 weights */
@@ -16,8 +19,18 @@ typedef struct tt_full_opts {
     float lr, min_lr, wd, b1, b2, eps, clip; /* wd applies to the projections only */
     int eval_every, eval_tokens;
     uint64_t hbm;             /* device budget (0: unlimited); everything stays resident */
+    int optim;                /* FULL_OPTIM_ADAMW, or FULL_OPTIM_GALORE: GaLore on the projections (core/galore.h),
+                               * AdamW on the norms and the embedding */
+    tt_galore_cfg galore;     /* with FULL_OPTIM_GALORE (its seed: the run's) */
     int json, quiet;
 } tt_full_opts;
+
+/* The optimizer state's device bytes for full training of cfg with o's
+ * optimizer (AdamW moments; GaLore's projectors and moments), what AdamW
+ * alone would take, for the comparison, and GaLore's shared workspace
+ * (scratch for one matrix's step: 0 with AdamW). */
+void fulltrain_optim_bytes(const tt_config *cfg, const tt_full_opts *o, uint64_t *bytes, uint64_t *adamw_bytes,
+                           uint64_t *ws_bytes);
 
 /* Full-parameter training on train (validation on val, may be NULL), then
  * writes the store to o->out_path (also after Ctrl-C, at the step reached).

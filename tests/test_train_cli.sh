@@ -105,4 +105,19 @@ mkdir "$dir/adir"
 expect_error "full: out is a directory" "adir is a directory" "$T" train $FULL --steps 2 --out "$dir/adir"
 [ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
 
+# --optim galore: GaLore on the projections, its state smaller than AdamW's; the store verifies; the loss falls.
+expect_ok "train --full --optim galore" "$T" train $FULL --steps 6 --eval-every 0 --optim galore --galore-rank 16 \
+    --galore-update-every 3 --lr 1e-2 --out "$dir/galore.tier"
+grep -q "optimizer: GaLore rank 16 (projector every 3 steps, scale 0.25) on [0-9]* of [0-9]* projections" "$dir/out" ||
+    { fail "galore: no optimizer line"; cat "$dir/out"; }
+pct=$(sed -n 's/.*, \([0-9.]*\)% of AdamW.*/\1/p' "$dir/out")
+awk -v p="$pct" 'BEGIN { exit !(p > 0 && p < 60) }' || fail "galore: state is $pct% of AdamW's"
+awk '/^step 1\/6/ { a = $4 } /^step 6\/6/ { b = $4 } END { exit !(a > b) }' "$dir/out" || { fail "galore: the loss did not fall"; cat "$dir/out"; }
+expect_ok "verify the GaLore-trained store" "$T" verify "$dir/galore.tier"
+cmp -s "$dir/galore.tier" "$dir/full.tier" && fail "galore wrote AdamW's store"
+expect_error "optim without --full" "--optim galore trains every weight" "$T" train --model "$dir/f32.tier" --data "$dir/t.tok" \
+    --out "$dir/never" --optim galore
+expect_error "unknown optim" "--optim must be adamw or galore" "$T" train $FULL --optim sgd --out "$dir/x.tier"
+expect_error "galore rank" "--galore-rank must be" "$T" train $FULL --optim galore --galore-rank 0 --out "$dir/x.tier"
+
 finish test_train_cli

@@ -58,7 +58,7 @@ int bench_generate(int argc, char **argv) {
         {"new-tokens", 0, CLI_INT, &new_tokens, "32", "N", "tokens generated per prompt"},
         {"prefill-chunk", 0, CLI_INT, &chunk, "8", "N", "prompt tokens per sequence per pass (smaller: a smaller workspace)"},
         {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "the streamed run's device budget (0: a quarter of the store's layer bytes, or the smallest plan if that is more)"},
-        {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},
+        {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},
         {"rounds", 0, CLI_INT, &rounds, "2", "N", "timed runs of each (after one untimed run each)"},
         {"device", 0, CLI_STR, &device, "cpu", "NAME", "compute backend: cpu, cpu-async or cuda"},
         {"act-dtype", 0, CLI_STR, &act_dtype, "auto", "T", "activations and the KV cache: f32, bf16 or auto"},

@@ -280,7 +280,7 @@ int cmd_eval(int argc, char **argv) {
         {"batch", 0, CLI_INT, &gen_batch, "8", "N", "with --task: prompts generated together (each layer load serves them all)"},
         /* the budget and batch-shape flags of train, less the LoRA ones (the adapter fixes rank, alpha and targets) */
         {"hbm", 0, CLI_SIZE, &pa.hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"},
-        {"host", 0, CLI_SIZE, &pa.host, "0", "SIZE", "pinned host memory budget (0: unlimited)"},
+        {"host", 0, CLI_SIZE, &pa.host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},
         {"seq", 0, CLI_INT, &pa.seq, "256", "N",
          "tokens per window: the data is cut into consecutive windows, each token predicted from its window's earlier "
          "ones; with --task, a choice's row (a longer request keeps its last N + 1 tokens)"},

@@ -30,8 +30,11 @@ static const char *hbm_str(uint64_t b) {
 
 /* train --full: every weight, resident (core/fulltrain.c). */
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
-                    int val_given) {
+                    int val_given, int optim, const tt_galore_cfg *gc) {
     tt_full_opts o = {0};
+    o.optim = optim;
+    o.galore = *gc;
+    o.galore.seed = t->seed;
     o.model_path = t->model_path;
     o.out_path = t->out_dir;
     o.seed = t->seed;
@@ -118,12 +121,19 @@ int cmd_train(int argc, char **argv) {
     uint64_t seed;
     double lr, min_lr, wd;
     int as_json, full, force, no_pack;
+    const char *optim;
+    long galore_rank, galore_every;
+    double galore_scale;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
         {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
         {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA)"},
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
+        {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw, or galore (GaLore's low-rank projected Adam on the projections, AdamW on norms and embedding)"},
+        {"galore-rank", 0, CLI_INT, &galore_rank, "128", "R", "with --optim galore: the projection rank (at most each matrix's smaller side)"},
+        {"galore-update-every", 0, CLI_INT, &galore_every, "200", "T", "with --optim galore: a new projector from the gradient every T steps"},
+        {"galore-scale", 0, CLI_FLOAT, &galore_scale, "0.25", "S", "with --optim galore: the projected update's scale (GaLore's alpha)"},
         TOOL_PLAN_OPTS(pa),
         {"base-model", 0, CLI_STR, &base_model, NULL, "NAME", "the adapter's base_model_name_or_path, the model PEFT loads it onto (default: the store's source from `import` when the store is not pruned; none for a pruned one, whose adapter `recover` maps back to the source)"},
         {"no-pack", 0, CLI_FLAG, &no_pack, NULL, NULL, "instruction data (tokenize --format jsonl): one example per sequence, padded, instead of packing several into each with attention and positions kept inside each example (with --full: always)"},
@@ -166,6 +176,11 @@ int cmd_train(int argc, char **argv) {
     if (full && (resume || trace_path || stop_after))
         bad = "--full trains a resident model and writes it once: it takes no --resume, --trace or --stop-after";
     else if (full && pa.rslora) bad = "--rslora is a LoRA option; --full trains every weight without adapters";
+    else if (strcmp(optim, "adamw") != 0 && strcmp(optim, "galore") != 0) bad = "--optim must be adamw or galore";
+    else if (!full && strcmp(optim, "adamw") != 0) bad = "--optim galore trains every weight: it goes with --full";
+    else if (galore_rank < 1 || galore_rank > 65536) bad = "--galore-rank must be 1..65536";
+    else if (galore_every < 0 || galore_every > 100000000) bad = "--galore-update-every must be 0..100000000";
+    else if (!(galore_scale > 0) || !isfinite((float)galore_scale)) bad = "--galore-scale must be a finite number > 0";
     else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
@@ -285,7 +300,9 @@ int cmd_train(int argc, char **argv) {
                             "teach nothing; raise --seq\n", (unsigned long long)untrained, seq + 1);
     }
     if (full) {
-        exit_code = run_full(&o, &pa, &train, &vt, vf != NULL);
+        tt_galore_cfg gc = {(int)galore_rank, (int)galore_every, (float)galore_scale, 0};
+        exit_code = run_full(&o, &pa, &train, &vt, vf != NULL, strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW,
+                             &gc);
         goto done;
     }
     tt_plan plan;
