@@ -78,5 +78,14 @@ bounds "prune --ratio" "prune $dir/f32.tier --method unst -o $dir/p@.tier --forc
 bounds tokenize "tokenize -i $dir/text.txt -o $dir/x@.tok --force" val-frac
 bounds verify "verify $dir/m.tier" qd chunk
 bounds "bench io" "bench io $dir/m.tier --no-buffered" qd chunk slots
+bounds generate "generate --model $dir/m.tier --prompt hi -n 4" max-new-tokens temperature top-k top-p seed batch context \
+    prefill-chunk hbm host
+bounds "eval --task" "eval --model $dir/m.tier --task tests/fixtures/tasks/gsm-style.jsonl --max-new-tokens 4 --seq 16 --batch-tokens 64" \
+    max-new-tokens batch
+bounds "bench generate" "bench generate --model $dir/m.tier --batch 1 --prompt-tokens 4 --new-tokens 2 --rounds 1" \
+    prompt-tokens new-tokens rounds prefill-chunk hbm
+bounds "plan --generate" "plan $PLAN --generate" context
+bounds "train --optim galore" "train --full --model $dir/f32.tier --data $dir/t.tok --out $dir/g@.tier $BATCH --steps 1 --eval-every 0 --eval-tokens 32 --optim galore --force" \
+    galore-rank galore-update-every galore-scale
 echo "test_flag_bounds: $runs runs"
 finish test_flag_bounds
