@@ -108,21 +108,26 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
     }
     int rc = stream_create(&e->st, path, plan, e, trace);
     if (rc) { exec_free(e); return rc; }
-    const tier_store *s = stream_store(e->st);
-    const tt_config *c = tier_config(s);
-    e->m = model_shell(s);
+    const tt_config *c = tier_config(stream_store(e->st));
+    e->m = exec_stream_model(e->st);
     e->L = (int)c->n_layers;
     e->K = plan->req.K;
     e->T = plan->req.B * plan->req.seq;
     e->H = (int)c->hidden;
-    uint32_t edt;
-    const void *emb = stream_embed(e->st, &edt);
-    model_bind_embed(e->m, emb, edt);
-    const void *norm_dev, *head = stream_head(e->st, &norm_dev);
-    model_bind_head(e->m, s, head, norm_dev != NULL);
-    if (norm_dev) model_bind_head_norm(e->m, norm_dev);
     *out = e;
     return 0;
+}
+
+tt_model *exec_stream_model(struct tt_stream *st) {
+    const tier_store *s = stream_store(st);
+    tt_model *m = model_shell(s);
+    uint32_t edt;
+    const void *emb = stream_embed(st, &edt);
+    model_bind_embed(m, emb, edt);
+    const void *norm_dev, *head = stream_head(st, &norm_dev);
+    model_bind_head(m, s, head, norm_dev != NULL);
+    if (norm_dev) model_bind_head_norm(m, norm_dev);
+    return m;
 }
 
 tt_lora *exec_lora(tt_exec *e) { return &e->lora; }

@@ -45,6 +45,12 @@ tt_exec_cfg exec_user_cfg(const tt_dev_user *u);
 int exec_create(tt_exec **out, const char *store_path, const tt_plan *plan, uint64_t seed, tt_trace *trace);
 void exec_free(tt_exec *e);
 
+/* The model whose layers a stream provides: a shell with the stream's
+ * embedding and head bound (layers are bound as they are acquired). Shared
+ * with the generation engine (core/generate.c). */
+struct tt_stream;
+tt_model *exec_stream_model(struct tt_stream *st);
+
 tt_lora *exec_lora(tt_exec *e);
 const tt_model *exec_model(const tt_exec *e);
 const tt_plan *exec_plan(const tt_exec *e);

@@ -5,6 +5,7 @@
 
 #include "core/base/common.h"
 #include "core/base/rng.h"
+#include "core/exec.h"
 #include "core/model.h"
 #include "sched/stream.h"
 
@@ -114,9 +115,8 @@ int gen_create(tt_gen **out, const char *path, const tt_plan *plan) {
     memcpy(&g->cfg, plan->req.user.cfg, sizeof g->cfg);
     int rc = stream_create(&g->st, path, plan, g, NULL);
     if (rc) { gen_free(g); return rc; }
-    const tier_store *s = stream_store(g->st);
-    const tt_config *c = tier_config(s);
-    g->m = model_shell(s);
+    const tt_config *c = tier_config(stream_store(g->st));
+    g->m = exec_stream_model(g->st);
     g->L = (int)c->n_layers;
     g->B = plan->req.B;
     g->chunk = plan->req.seq;
@@ -125,12 +125,6 @@ int gen_create(tt_gen **out, const char *path, const tt_plan *plan) {
     g->V = (int)c->vocab;
     g->es = be_elem_size(plan->req.act_bf16 ? BE_BF16 : BE_REAL);
     g->tokens = tt_xmalloc((size_t)g->B * g->chunk * sizeof *g->tokens);
-    uint32_t edt;
-    const void *emb = stream_embed(g->st, &edt);
-    model_bind_embed(g->m, emb, edt);
-    const void *norm_dev, *head = stream_head(g->st, &norm_dev);
-    model_bind_head(g->m, s, head, norm_dev != NULL);
-    if (norm_dev) model_bind_head_norm(g->m, norm_dev);
     *out = g;
     return 0;
 }

@@ -50,6 +50,13 @@ static const char *chatml_tokenizer(void) {
     return path;
 }
 
+/* The tokenizers the Hugging Face references were made with: LLaMA-3.1, LLaMA-2, and LLaMA-3.1 with ChatML's tokens. */
+static void reference_tokenizers(tt_tokenizer *tk[3]) {
+    CHECK(tokenizer_open_hf(SHARED "/llama3.1/tokenizer.json", &tk[0]) == 0);
+    CHECK(tokenizer_open_hf(SHARED "/llama2/tokenizer.json", &tk[1]) == 0);
+    CHECK_MSG(tokenizer_open_hf(chatml_tokenizer(), &tk[2]) == 0, "%s", tt_lasterr());
+}
+
 static void test_reference(void) {
     struct stat sb;
     if (stat(SHARED, &sb) != 0) {
@@ -58,9 +65,7 @@ static void test_reference(void) {
     }
     const char *names[3] = {"llama3.1", "llama2", "llama3.1+chatml"};
     tt_tokenizer *tk[3];
-    CHECK(tokenizer_open_hf(SHARED "/llama3.1/tokenizer.json", &tk[0]) == 0);
-    CHECK(tokenizer_open_hf(SHARED "/llama2/tokenizer.json", &tk[1]) == 0);
-    CHECK_MSG(tokenizer_open_hf(chatml_tokenizer(), &tk[2]) == 0, "%s", tt_lasterr());
+    reference_tokenizers(tk);
     FILE *f = fopen("tests/fixtures/chat-reference.jsonl", "r");
     TT_ASSERT(f);
     char line[1 << 16];
@@ -152,9 +157,7 @@ static void test_prompt_reference(void) {
     }
     const char *names[3] = {"llama3.1", "llama2", "llama3.1+chatml"};
     tt_tokenizer *tk[3];
-    CHECK(tokenizer_open_hf(SHARED "/llama3.1/tokenizer.json", &tk[0]) == 0);
-    CHECK(tokenizer_open_hf(SHARED "/llama2/tokenizer.json", &tk[1]) == 0);
-    CHECK_MSG(tokenizer_open_hf(chatml_tokenizer(), &tk[2]) == 0, "%s", tt_lasterr());
+    reference_tokenizers(tk);
     FILE *f = fopen("tests/fixtures/chat-prompt-reference.jsonl", "r");
     TT_ASSERT(f);
     char line[1 << 16];
