@@ -397,14 +397,15 @@ static int fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) 
     return 0;
 }
 
+/* what: "training data", or "training data of FILE" (a mixture's source). */
 static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what, int seq) {
     if (seq > 0 && !t->flags && t->n < (uint64_t)seq + 1)
-        return TT_FAIL(-EINVAL, "the %s data has %llu tokens, fewer than --seq %d + 1; use more data or a shorter "
-                       "--seq", what, (unsigned long long)t->n, seq);
+        return TT_FAIL(-EINVAL, "the %s has %llu tokens, fewer than --seq %d + 1; use more data or a shorter --seq",
+                       what, (unsigned long long)t->n, seq);
     for (uint64_t i = 0; i < t->n; i++)
         if (t->t[i] >= c->vocab)
-            return TT_FAIL(-EINVAL, "token %u in the %s data is outside the model's vocabulary of %u; tokenize with "
-                           "the model's tokenizer", t->t[i], what, c->vocab);
+            return TT_FAIL(-EINVAL, "token %u in the %s is outside the model's vocabulary of %u; tokenize with the "
+                           "model's tokenizer", t->t[i], what, c->vocab);
     return 0;
 }
 
@@ -419,7 +420,19 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     int rc = state_load(&st, o->model_path, &wo, o);
     if (rc) return rc;
     const tt_config *c = &st.cfg;
-    if ((rc = check_tokens(train, c, "training", S)) || (val && (rc = check_tokens(val, c, "validation", 0)))) {
+    tt_mix one, *mix = o->mix;
+    if (!mix) {
+        train_mix_single(&one, train, val);
+        mix = &one;
+    } else TT_ASSERT(!train && !val); /* the mixture's sources are the data */
+    for (int i = 0; i < mix->n && rc == 0; i++) {
+        char tw[1100], vw[1100], nb[32];
+        const char *of = mix->n > 1 ? " of " : "", *name = mix->n > 1 ? train_mix_name(mix, i, nb, sizeof nb) : "";
+        snprintf(tw, sizeof tw, "training data%s%s", of, name);
+        snprintf(vw, sizeof vw, "validation data%s%s", of, name);
+        if ((rc = check_tokens(&mix->train[i], c, tw, S)) == 0) rc = check_tokens(&mix->val[i], c, vw, 0);
+    }
+    if (rc) {
         state_free(&st);
         return rc;
     }
@@ -447,7 +460,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     lo.hbm = o->hbm;
     full_ctx fc = {&st, o};
     static const tt_loop_ops ops = {full_step, full_eval, NULL};
-    rc = train_loop(&lo, &ops, &fc, train, val, 0, 0, res);
+    rc = train_loop(&lo, &ops, &fc, mix, 0, 0, res);
     if (rc == 0) {
         /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the
          * store is no longer its source model (no source record) */

@@ -23,6 +23,7 @@ typedef struct tt_full_opts {
                                * AdamW on the norms and the embedding */
     tt_galore_cfg galore;     /* with FULL_OPTIM_GALORE (its seed: the run's) */
     int json, quiet;
+    tt_mix *mix;              /* several --data sources (core/train.h; fulltrain_run takes no train, val then); NULL: one */
 } tt_full_opts;
 
 /* The optimizer state's device bytes for full training of cfg with o's
@@ -32,9 +33,10 @@ typedef struct tt_full_opts {
 void fulltrain_optim_bytes(const tt_config *cfg, const tt_full_opts *o, uint64_t *bytes, uint64_t *adamw_bytes,
                            uint64_t *ws_bytes);
 
-/* Full-parameter training on train (validation on val, may be NULL), then
- * writes the store to o->out_path (also after Ctrl-C, at the step reached).
- * Returns 0 or -errno with a message; on error no output is written. */
+/* Full-parameter training on train (validation on val, may be NULL) — or on
+ * o->mix's sources (train, val NULL) — then writes the store to o->out_path
+ * (also after Ctrl-C, at the step reached). Returns 0 or -errno with a
+ * message; on error no output is written. */
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
 /* dL/dW of the linear projections of layers [layer_a, layer_b) of the store

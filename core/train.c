@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 _Static_assert((int)TT_PROJ_COUNT == (int)PEFT_N_PROJ, "LoRA projections and PEFT projections share one order");
+_Static_assert(TT_MIX_MAX == CKPT_MIX_MAX, "a checkpoint records every source a mixture can have");
 
 static volatile sig_atomic_t g_stop_signal;
 
@@ -129,24 +130,107 @@ static void packed_row(const tt_tokens *tok, tt_rng *r, int S, int32_t *in, int3
     for (int t = a; t < S; t++) in[t] = in[a - 1], tgt[t] = -1, wt[t] = 0, seg[t] = a;
 }
 
+/* One sequence of S positions from tok drawn from r: a window of plain text (seg, when given: one segment),
+ * or an example (seg: packed examples). */
+static void sample_row(const tt_tokens *tok, tt_rng *r, int S, int32_t *in, int32_t *tgt, tt_real *wt, int32_t *seg) {
+    if (tok->flags) {
+        TT_ASSERT(tok->n_ex > 0);
+        if (seg) packed_row(tok, r, S, in, tgt, wt, seg);
+        else (void)example_row(tok, rng_below(r, tok->n_ex), S, in, tgt, wt);
+        return;
+    }
+    uint64_t off = rng_below(r, tok->n - (uint64_t)S);
+    for (int t = 0; t < S; t++) {
+        in[t] = (int32_t)tok->t[off + t];
+        tgt[t] = (int32_t)tok->t[off + t + 1];
+        wt[t] = 1;
+    }
+    if (seg) memset(seg, 0, (size_t)S * sizeof *seg);
+}
+
+static void sampler_seed(tt_rng *r, uint64_t seed, int step, int micro) {
+    rng_seed(r, seed ^ 0xda7a5eedull, ((uint64_t)step << 20) ^ (uint64_t)micro);
+}
+
 void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int seq, int32_t *in,
                         int32_t *tgt, tt_real *wt, int32_t *seg) {
     tt_rng r;
-    rng_seed(&r, seed ^ 0xda7a5eedull, ((uint64_t)step << 20) ^ (uint64_t)micro);
-    for (int b = 0; b < B; b++) {
-        if (tok->flags) {
-            TT_ASSERT(tok->n_ex > 0);
-            if (seg) packed_row(tok, &r, seq, in + b * seq, tgt + b * seq, wt + b * seq, seg + b * seq);
-            else (void)example_row(tok, rng_below(&r, tok->n_ex), seq, in + b * seq, tgt + b * seq, wt + b * seq);
-            continue;
-        }
-        uint64_t off = rng_below(&r, tok->n - (uint64_t)seq);
-        for (int t = 0; t < seq; t++) {
-            in[b * seq + t] = (int32_t)tok->t[off + t];
-            tgt[b * seq + t] = (int32_t)tok->t[off + t + 1];
-            wt[b * seq + t] = 1;
-        }
+    sampler_seed(&r, seed, step, micro);
+    for (int b = 0; b < B; b++)
+        sample_row(tok, &r, seq, in + b * seq, tgt + b * seq, wt + b * seq, seg ? seg + b * seq : NULL);
+}
+
+int train_sample_mix(const tt_mix *m, uint64_t seed, int step, int micro, int B, int S, int32_t *in, int32_t *tgt,
+                     tt_real *wt, int32_t *seg) {
+    int active = 0, only = 0;
+    double total = 0;
+    for (int i = 0; i < m->n; i++)
+        if (m->w[i] > 0) { active++; only = i; total += m->w[i]; }
+    TT_ASSERT(active > 0);
+    if (active == 1) { /* no source to choose: exactly the single source's batch */
+        train_sample_batch(&m->train[only], seed, step, micro, B, S, in, tgt, wt, seg);
+        return m->train[only].flags ? B : 0;
     }
+    tt_rng r;
+    sampler_seed(&r, seed, step, micro);
+    int ex = 0;
+    for (int b = 0; b < B; b++) {
+        double u = rng_uniform(&r) * total, c = 0;
+        int src = only; /* the last one with a weight: u past every boundary by rounding */
+        for (int i = 0; i < m->n; i++) {
+            if (!(m->w[i] > 0)) continue;
+            c += m->w[i];
+            if (u < c) { src = i; break; }
+        }
+        sample_row(&m->train[src], &r, S, in + (size_t)b * S, tgt + (size_t)b * S, wt + (size_t)b * S,
+                   seg ? seg + (size_t)b * S : NULL);
+        ex += m->train[src].flags != NULL;
+    }
+    return ex;
+}
+
+const char *train_mix_name(const tt_mix *m, int i, char *buf, size_t cap) {
+    if (m->name[i]) return m->name[i];
+    snprintf(buf, cap, "source %d", i + 1);
+    return buf;
+}
+
+void train_mix_single(tt_mix *m, const tt_tokens *train, const tt_tokens *val) {
+    memset(m, 0, sizeof *m);
+    m->n = 1;
+    m->train[0] = *train;
+    if (val) m->val[0] = *val;
+    m->base[0] = m->w[0] = 1;
+    m->ref[0] = NAN;
+}
+
+void train_mix_reweight(int n, const double *base, const double *loss, const double *ref, double tau, double *w,
+                        double *gap) {
+    TT_ASSERT(n >= 1 && n <= TT_MIX_MAX && tau > 0);
+    double g[TT_MIX_MAX], gmax = -INFINITY, z = 0;
+    for (int i = 0; i < n; i++) {
+        double d = loss[i] - ref[i];
+        g[i] = d > 0 ? d : 0; /* NaN (nothing scored) counts as no gap */
+        if (base[i] > 0 && g[i] > gmax) gmax = g[i];
+    }
+    TT_ASSERT(gmax >= 0); /* some source has a weight */
+    for (int i = 0; i < n; i++) {
+        w[i] = base[i] > 0 ? base[i] * exp((g[i] - gmax) / tau) : 0; /* <= base[i]: no overflow */
+        z += w[i];
+        if (gap) gap[i] = g[i];
+    }
+    for (int i = 0; i < n; i++) w[i] /= z; /* z >= the base of the source at gmax > 0 */
+}
+
+int train_mix_reference(tt_exec *e, tt_mix *m, int max_tokens) {
+    for (int i = 0; i < m->n; i++) {
+        m->ref[i] = NAN;
+        const tt_tokens *v = &m->val[i];
+        if (v->flags ? v->n_ex == 0 : v->n <= (uint64_t)exec_plan(e)->req.seq) continue; /* nothing to score */
+        int rc = train_eval(e, v, max_tokens, &m->ref[i]);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 static int eval_exec(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss) {
@@ -234,8 +318,15 @@ static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lor
     return rc;
 }
 
+/* XXH3-64 of a source's training tokens, and of its target flags when it has them. */
+static uint64_t data_hash(const tt_tokens *t) {
+    uint64_t h = XXH3_64bits(t->t, t->n * sizeof *t->t);
+    if (t->flags) h ^= XXH3_64bits(t->flags, t->n) * 0x9e3779b97f4a7c15ull; /* the masks too */
+    return h;
+}
+
 static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m, const tt_lora *lo,
-                       const tt_tokens *train, int step, uint64_t tokens_seen) {
+                       const tt_mix *mix, int step, uint64_t tokens_seen) {
     memset(st, 0, sizeof *st);
     st->step = (uint64_t)step;
     st->seed = o->seed;
@@ -251,19 +342,37 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     st->lr = o->lr; st->min_lr = o->min_lr; st->wd = o->wd; st->b1 = o->b1; st->b2 = o->b2; st->eps = o->eps;
     st->clip = o->clip;
     st->tokens_seen = tokens_seen;
-    st->data_tokens = train->n;
-    st->data_hash = XXH3_64bits(train->t, train->n * sizeof *train->t);
-    if (train->flags) st->data_hash ^= XXH3_64bits(train->flags, train->n) * 0x9e3779b97f4a7c15ull; /* the masks too */
+    int examples = 0;
+    for (int i = 0; i < mix->n; i++) examples |= mix->train[i].flags != NULL;
+    if (mix->n == 1) { /* one source: the record it always had */
+        st->data_tokens = mix->train[0].n;
+        st->data_hash = data_hash(&mix->train[0]);
+    } else {
+        int dyn = mix->mode == TT_MIX_DYNAMIC;
+        st->mix_n = (uint32_t)mix->n;
+        st->mix_mode = (uint32_t)mix->mode;
+        st->mix_every = dyn ? (uint32_t)mix->every : 0; /* static: neither matters */
+        st->mix_tau = dyn ? (float)mix->tau : 0;
+        for (int i = 0; i < mix->n; i++) {
+            st->mix_tokens[i] = mix->train[i].n;
+            st->mix_hash[i] = data_hash(&mix->train[i]);
+            st->mix_base[i] = mix->base[i];
+            st->mix_w[i] = mix->w[i];
+            st->mix_ref[i] = dyn ? mix->ref[i] : 0;
+            st->data_tokens += mix->train[i].n;
+        }
+        st->data_hash = XXH3_64bits(st->mix_hash, (size_t)mix->n * sizeof st->mix_hash[0]);
+    }
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
     st->rslora = (uint32_t)lo->cfg.rslora;
-    st->no_pack = train->flags && !o->pack; /* the sampler differs: resume must match */
+    st->no_pack = examples && !o->pack; /* the sampler differs: resume must match */
 }
 
-static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_tokens *train,
+static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_mix *mix,
                            int step, uint64_t tokens_seen) {
     ckpt_state st;
-    fill_state(&st, o, m, lo, train, step, tokens_seen);
+    fill_state(&st, o, m, lo, mix, step, tokens_seen);
     size_t n = lo->n;
     void *p = tt_xmalloc(n * sizeof(tt_real) + 1);
     float *mm = tt_xmalloc(n * sizeof(float) + 1), *vv = tt_xmalloc(n * sizeof(float) + 1);
@@ -275,10 +384,10 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     return rc;
 }
 
-/* Restores a checkpoint into lo after checking it belongs to this run: the
- * same model, LoRA shape, data and options, else continuing would not be the
- * run that was interrupted. */
-static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *lo, const tt_tokens *train, int *step,
+/* Restores a checkpoint into lo (and the mixture's weights into mix) after
+ * checking it belongs to this run: the same model, LoRA shape, data and
+ * options, else continuing would not be the run that was interrupted. */
+static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *lo, tt_mix *mix, int *step,
                            uint64_t *seen) {
     ckpt_state st;
     void *p;
@@ -286,7 +395,8 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
     int rc = ckpt_read(o->resume_dir, &st, &p, &mm, &vv);
     if (rc) return rc;
     ckpt_state want;
-    fill_state(&want, o, m, lo, train, 0, 0);
+    char nb[32];
+    fill_state(&want, o, m, lo, mix, 0, 0);
     if (st.model_fp != want.model_fp) rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made for another model", o->resume_dir);
     else if (st.real_bytes != want.real_bytes)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s was written by a build with another precision", o->resume_dir);
@@ -295,6 +405,10 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g%s; this run: rank %u, alpha "
                      "%g%s, or other --targets)", o->resume_dir, st.rank, (double)st.alpha, st.rslora ? ", --rslora" : "",
                      want.rank, (double)want.alpha, want.rslora ? ", --rslora" : "");
+    else if (st.mix_n != want.mix_n)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on %u data source%s, this run has %u; resume with the "
+                     "same --data", o->resume_dir, st.mix_n ? st.mix_n : 1, st.mix_n ? "s" : "",
+                     want.mix_n ? want.mix_n : 1);
     else if (st.data_tokens != want.data_tokens || st.data_hash != want.data_hash)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume with "
                      "the same --data (and the same validation split)", o->resume_dir,
@@ -307,17 +421,28 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
             {"--min-lr", st.min_lr, want.min_lr}, {"--wd", st.wd, want.wd}, {"--clip", st.clip, want.clip},
             {"--dropout", st.dropout, want.dropout}, {"--threads", st.threads, want.threads},
             {"--act-dtype (1 = bf16)", st.act_bf16, want.act_bf16}, {"--no-pack", st.no_pack, want.no_pack},
+            {"--mix (1 = dynamic)", st.mix_mode, want.mix_mode}, {"--mix-every", st.mix_every, want.mix_every},
+            {"--mix-temp", st.mix_tau, want.mix_tau},
         };
         for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
             if (opt[i].was != opt[i].now)
                 rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %g, now %g); "
                              "resume with the same flags", o->resume_dir, opt[i].name, opt[i].was, opt[i].now);
+        for (uint32_t i = 0; i < want.mix_n && rc == 0; i++)
+            if (st.mix_base[i] != want.mix_base[i])
+                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other --data weights (source %u, %s: %g "
+                             "then, %g now, normalised); resume with the same flags", o->resume_dir, i + 1,
+                             train_mix_name(mix, (int)i, nb, sizeof nb), st.mix_base[i], want.mix_base[i]);
     }
     if (rc == 0) {
         lora_params_set(lo, p);
         lora_moments_set(lo, mm, vv);
         *step = (int)st.step;
         *seen = st.tokens_seen;
+        for (uint32_t i = 0; i < st.mix_n; i++) { /* the sampler as it was after that step, and the reference */
+            mix->w[i] = st.mix_w[i];
+            if (mix->mode == TT_MIX_DYNAMIC) mix->ref[i] = st.mix_ref[i];
+        }
     }
     free(p); free(mm); free(vv);
     return rc;
@@ -335,7 +460,7 @@ typedef struct lora_ctx {
     tt_exec *e;
     const tt_model *m;
     tt_lora *lo;
-    const tt_tokens *train;
+    const tt_mix *mix;
 } lora_ctx;
 
 static int lora_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg,
@@ -352,7 +477,7 @@ static int lora_eval(void *ctx, const tt_tokens *val, int max_tokens, double *lo
 }
 static int lora_save(void *ctx, int step, uint64_t seen) {
     lora_ctx *c = ctx;
-    return save_checkpoint(c->o, c->m, c->lo, c->train, step, seen);
+    return save_checkpoint(c->o, c->m, c->lo, c->mix, step, seen);
 }
 
 int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val,
@@ -365,13 +490,24 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     int B = o->micro_batch, S = o->seq, K = o->accum;
     TT_ASSERT(plan->req.B == B && plan->req.seq == S && plan->req.K == K);
     TT_ASSERT(o->clip <= 0 || exec_user_cfg(&plan->req.user).defer_optimizer);
-    if (train->flags ? train->n_ex == 0 : train->n < (uint64_t)S + 1)
-        return TT_FAIL(-EINVAL, "the training data has %llu tokens, %s; use more data%s", (unsigned long long)train->n,
-                       train->flags ? "no example" : "fewer than --seq + 1", train->flags ? "" : " or a shorter --seq");
-    for (uint64_t i = 0; i < train->n; i++)
-        if (train->t[i] >= c->vocab)
-            return TT_FAIL(-EINVAL, "token %u in the training data is outside the model's vocabulary of %u; "
-                           "tokenize with the model's tokenizer", train->t[i], c->vocab);
+    tt_mix one, *mix = o->mix;
+    if (!mix) {
+        train_mix_single(&one, train, val);
+        mix = &one;
+    } else TT_ASSERT(!train && !val); /* the mixture's sources are the data */
+    for (int k = 0; k < mix->n; k++) {
+        const tt_tokens *tr = &mix->train[k];
+        char what[1100], nb[32];
+        snprintf(what, sizeof what, "the training data%s%s", mix->n > 1 ? " of " : "",
+                 mix->n > 1 ? train_mix_name(mix, k, nb, sizeof nb) : "");
+        if (tr->flags ? tr->n_ex == 0 : tr->n < (uint64_t)S + 1)
+            return TT_FAIL(-EINVAL, "%s has %llu tokens, %s; use more data%s", what, (unsigned long long)tr->n,
+                           tr->flags ? "no example" : "fewer than --seq + 1", tr->flags ? "" : " or a shorter --seq");
+        for (uint64_t i = 0; i < tr->n; i++)
+            if (tr->t[i] >= c->vocab)
+                return TT_FAIL(-EINVAL, "token %u in %s is outside the model's vocabulary of %u; tokenize with the "
+                               "model's tokenizer", tr->t[i], what, c->vocab);
+    }
     struct stat sb;
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return TT_FAIL(-errno, "cannot create --out %s: %s", o->out_dir, strerror(errno));
@@ -384,13 +520,13 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     int step = 0, rc = 0;
     uint64_t seen = 0;
     if (o->resume_dir) {
-        rc = load_checkpoint(o, m, lo, train, &step, &seen);
+        rc = load_checkpoint(o, m, lo, mix, &step, &seen);
         if (rc) return rc;
         if (!o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, step);
     }
-    lora_ctx lc = {o, e, m, lo, train};
+    lora_ctx lc = {o, e, m, lo, mix};
     static const tt_loop_ops ops = {lora_step, lora_eval, lora_save};
-    return train_loop(o, &ops, &lc, train, val, step, seen, res);
+    return train_loop(o, &ops, &lc, mix, step, seen, res);
 }
 
 /* What an early end leaves behind, as the loop's messages say it: the last
@@ -406,9 +542,63 @@ static void kept_msg(const tt_train_opts *o, const tt_loop_ops *ops, char *kept,
     else snprintf(nothing, nc, "nothing was written");
 }
 
-int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_tokens *train,
-               const tt_tokens *val, int start, uint64_t seen, tt_train_result *res) {
-    int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0;
+/* ,"key":[v0,v1,...]: losses (loss 1) as val_loss is printed, weights to 6 digits; null where v is NaN (JSON has
+ * no NaN). */
+static void json_array(const char *key, const double *v, int n, int loss) {
+    printf(",\"%s\":[", key);
+    for (int i = 0; i < n; i++)
+        if (isfinite(v[i])) printf(loss ? "%s%.6f" : "%s%.6g", i ? "," : "", v[i]);
+        else printf("%snull", i ? "," : "");
+    printf("]");
+}
+
+/* One validation: every source's val that has something to score (per[i], NAN for the rest), and their mean
+ * weighted by the base weights (over the sources scored; one source: its loss, exactly). */
+static int mix_validate(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_mix *m, const int *can,
+                        double *per, double *mean) {
+    double sum = 0, wsum = 0;
+    for (int i = 0; i < m->n; i++) {
+        per[i] = NAN;
+        if (!can[i]) continue;
+        int rc = ops->eval(ctx, &m->val[i], o->eval_tokens, &per[i]);
+        if (rc) return rc;
+        if (m->base[i] > 0 && !isnan(per[i])) {
+            sum += m->base[i] * per[i];
+            wsum += m->base[i];
+        }
+    }
+    *mean = wsum > 0 ? sum / wsum : NAN;
+    return 0;
+}
+
+/* The text line of a re-weighting (after step `step`; 0: before step 1). */
+static void print_reweight(const tt_mix *m, int step, const double *loss, const double *gap) {
+    char nb[32];
+    printf("mix %s step %d:", step ? "after" : "before", step ? step : 1);
+    for (int i = 0; i < m->n; i++)
+        printf("%s %s %.4f (val %.4f, reference %.4f, gap %.4f)", i ? "," : "", train_mix_name(m, i, nb, sizeof nb),
+               m->w[i], loss[i], m->ref[i], gap[i]);
+    printf("\n");
+}
+
+int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix *mix, int start, uint64_t seen,
+               tt_train_result *res) {
+    int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0, N = mix->n;
+    TT_ASSERT(N >= 1 && N <= TT_MIX_MAX);
+    int dyn = N > 1 && mix->mode == TT_MIX_DYNAMIC;
+    TT_ASSERT(!dyn || mix->every > 0);
+    int can_val[TT_MIX_MAX], any_val = 0, examples = 0;
+    char nb[32];
+    for (int i = 0; i < N; i++) {
+        const tt_tokens *v = &mix->val[i];
+        can_val[i] = v->flags ? v->n_ex > 0 : v->n > (uint64_t)S; /* something to score */
+        any_val |= can_val[i];
+        examples |= mix->train[i].flags != NULL;
+        if (dyn && (!can_val[i] || !isfinite(mix->ref[i])))
+            return TT_FAIL(-EINVAL, "a dynamic mixture scores every source's validation tokens, but %s has %s; give "
+                           "it more text (or a SOURCE.val file)", train_mix_name(mix, i, nb, sizeof nb),
+                           can_val[i] ? "no reference loss (the reference scored nothing)" : "none to score");
+    }
     /* what an early end leaves behind, for the messages */
     char kept[1200], nothing[1300];
     kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing);
@@ -417,10 +607,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
-    int32_t *seg = train->flags && o->pack ? tt_xmalloc(n * sizeof *seg) : NULL;
-    int can_val = val && (val->flags ? val->n_ex > 0 : val->n > (uint64_t)S); /* something to score */
-    if (can_val && start == 0) {
-        rc = ops->eval(ctx, val, o->eval_tokens, &res->first_val);
+    int32_t *seg = examples && o->pack ? tt_xmalloc(n * sizeof *seg) : NULL;
+    double vl[TT_MIX_MAX], gap[TT_MIX_MAX], drawn[TT_MIX_MAX]; /* drawn: the weights of this step's draws */
+    if (any_val && start == 0) {
+        rc = mix_validate(o, ops, ctx, mix, can_val, vl, &res->first_val);
         if (rc) {
             rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
             free(in); free(tgt); free(wt); free(seg);
@@ -428,8 +618,28 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
             return rc;
         }
         res->last_val = res->first_val;
-        if (o->json) printf("{\"step\":0,\"steps\":%d,\"val_loss\":%.6f}\n", o->steps, res->first_val);
-        else if (!o->quiet) printf("step 0/%d  val %.4f (before training)\n", o->steps, res->first_val);
+        memcpy(drawn, mix->w, sizeof drawn);
+        if (dyn) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
+        if (o->json) {
+            printf("{\"step\":0,\"steps\":%d,\"val_loss\":", o->steps);
+            printf(isfinite(res->first_val) ? "%.6f" : "null", res->first_val);
+            if (N > 1) {
+                json_array("val_losses", vl, N, 1);
+                json_array("mix", drawn, N, 0);
+            }
+            if (dyn) {
+                json_array("ref_losses", mix->ref, N, 1);
+                json_array("mix_gap", gap, N, 1);
+                json_array("mix_next", mix->w, N, 0);
+            }
+            printf("}\n");
+        } else if (!o->quiet) {
+            printf("step 0/%d  val %.4f (before training", o->steps, res->first_val);
+            for (int i = 0; N > 1 && i < N; i++)
+                printf("%s %s %.4f", i ? "," : ";", train_mix_name(mix, i, nb, sizeof nb), vl[i]);
+            printf(")\n");
+            if (dyn) print_reweight(mix, 0, vl, gap);
+        }
     }
     double t0 = tt_now();
     while (step < o->steps) {
@@ -440,12 +650,14 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
             trace_step_begin(o->trace, ts);
         }
         double lr = train_lr(o, step);
+        int ex_rows = 0; /* sequences from example sources: none, and the step needs no segments */
         for (int k = 0; k < K; k++)
-            train_sample_batch(train, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T,
-                               wt + (size_t)k * T, seg ? seg + (size_t)k * T : NULL);
+            ex_rows += train_sample_mix(mix, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T,
+                                        wt + (size_t)k * T, seg ? seg + (size_t)k * T : NULL);
+        memcpy(drawn, mix->w, sizeof drawn);
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
-        rc = ops->step(ctx, in, tgt, wt, seg, lr, step, drop, &loss, &gnorm);
+        rc = ops->step(ctx, in, tgt, wt, ex_rows ? seg : NULL, lr, step, drop, &loss, &gnorm);
         if (rc) {
             rc = TT_FAIL(rc, "step %d failed: %s; %s", step, tt_lasterr(), kept);
             break;
@@ -487,15 +699,19 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
         double vloss = NAN;
         int stop_sig = train_stop_requested(); /* read once: the save and the stop below must agree */
         int last = step == o->steps || step == o->stop_after || stop_sig;
-        if (can_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last)) {
-            rc = ops->eval(ctx, val, o->eval_tokens, &vloss);
+        int reweight = dyn && step % mix->every == 0; /* at multiples only: a resume re-weights where one run does */
+        int validated = 0;
+        if (any_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last || reweight)) {
+            rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
             if (rc) {
                 rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);
                 break;
             }
+            validated = 1;
             if (isnan(res->first_val)) res->first_val = vloss;
             res->last_val = vloss;
         }
+        if (reweight) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
         if (o->json) {
             printf("{\"step\":%d,\"steps\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
                    "\"elapsed_s\":%.3f,\"step_s\":%.4f",
@@ -505,6 +721,14 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
                        ts_stats.compute_pct, ts_stats.overlap_eff);
             if (!isnan(vloss)) printf(",\"val_loss\":%.6f", vloss);
             if (step == start + 1 && res->dev_in_use) printf(",\"gpu_bytes_in_use\":%llu", (unsigned long long)res->dev_in_use);
+            if (N > 1) {
+                json_array("mix", drawn, N, 0); /* the weights this step's sequences were drawn with */
+                if (validated) json_array("val_losses", vl, N, 1);
+                if (reweight) {
+                    json_array("mix_gap", gap, N, 1);
+                    json_array("mix_next", mix->w, N, 0); /* from the next step on */
+                }
+            }
             printf("}\n");
         } else if (!o->quiet) {
             char el_s[32], eta[32];
@@ -516,7 +740,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const 
                 printf("  io %3.0f%%  compute %3.0f%%  overlap %.2f", ts_stats.io_pct, ts_stats.compute_pct,
                        ts_stats.overlap_eff);
             if (!isnan(vloss)) printf("  val %.4f", vloss);
-            printf("\n");
+            for (int i = 0; validated && N > 1 && i < N; i++)
+                printf("%s%s %.4f", i ? ", " : " (", train_mix_name(mix, i, nb, sizeof nb), vl[i]);
+            printf("%s\n", validated && N > 1 ? ")" : "");
+            if (reweight) print_reweight(mix, step, vl, gap);
         }
         fflush(stdout);
         if (ops->save && ((o->save_every > 0 && step % o->save_every == 0) || last)) {

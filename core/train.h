@@ -6,6 +6,7 @@
 #ifndef TT_TRAIN_H
 #define TT_TRAIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/lora.h"
@@ -36,6 +37,45 @@ void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t 
 /* The targets example i has within its first seq + 1 tokens: what one row of it scores. */
 uint64_t train_example_targets(const tt_tokens *tok, uint64_t i, int seq);
 
+/* A data mixture (LoRAShear's knowledge recovery: train on several sources
+ * at once, weighted toward where the model has lost most). Each training
+ * sequence comes from source i with probability w[i] (train_sample_mix); each
+ * source keeps its own validation split. Static: w = base for the whole run.
+ * Dynamic: before step 1 and after every `every` steps the loop scores every
+ * source's validation split and re-weights (train_mix_reweight) against the
+ * reference model's losses ref[] (the original, unpruned store, scored once
+ * before training). A single --data is a mixture of one source, drawn exactly
+ * as train_sample_batch draws it. */
+#define TT_MIX_MAX 16
+enum { TT_MIX_STATIC = 0, TT_MIX_DYNAMIC = 1 };
+typedef struct tt_mix {
+    int n;                          /* sources, 1..TT_MIX_MAX */
+    const char *name[TT_MIX_MAX];   /* for the log (the --data path); NULL: "source i" */
+    tt_tokens train[TT_MIX_MAX];    /* each source's training tokens */
+    tt_tokens val[TT_MIX_MAX];      /* and validation tokens (n == 0: none) */
+    double base[TT_MIX_MAX];        /* the --data weights, normalised (sum 1) */
+    double w[TT_MIX_MAX];           /* the sampler's weights now (normalised); a resume restores them */
+    int mode;                       /* TT_MIX_STATIC / TT_MIX_DYNAMIC */
+    int every;                      /* dynamic: re-weight after every `every` steps (and before step 1) */
+    double tau;                     /* dynamic: the temperature of the re-weighting, nats/token */
+    double ref[TT_MIX_MAX];         /* dynamic: the reference model's validation loss per source */
+} tt_mix;
+
+/* Source i's name for messages and the log: m->name[i], or "source i+1" in buf. */
+const char *train_mix_name(const tt_mix *m, int i, char *buf, size_t cap);
+
+/* A mixture of one source (train, val: val may be NULL). */
+void train_mix_single(tt_mix *m, const tt_tokens *train, const tt_tokens *val);
+
+/* The dynamic re-weighting: w[i] = base[i] * exp((gap[i] - gmax) / tau) / Z,
+ * gap[i] = max(0, loss[i] - ref[i]) (0 where loss or ref is NaN), gmax the
+ * largest gap among sources with base > 0, Z the sum (so sum w = 1; a source
+ * of base weight 0 stays at 0). Equal gaps give back the base weights; a
+ * source 1 nat/token further above its reference gets exp(1 / tau) times the
+ * weight. gap may be NULL. */
+void train_mix_reweight(int n, const double *base, const double *loss, const double *ref, double tau, double *w,
+                        double *gap);
+
 typedef struct tt_train_opts {
     const char *model_path;   /* the store */
     const char *base_model;   /* the adapter's base_model_name_or_path (NULL: null) */
@@ -58,12 +98,14 @@ typedef struct tt_train_opts {
     tt_trace *trace;          /* per-step IO/compute busy and overlap in the progress line; NULL: off */
     int trace_keep;           /* keep every event (a trace file is written); else cleared each step */
     int quiet;
+    tt_mix *mix;              /* several --data sources (train_run / train_loop take theirs, not train and val);
+                               * NULL: one source. Its w changes as the run re-weights (dynamic) */
 } tt_train_opts;
 
 typedef struct tt_train_result {
     int steps_done;
     double first_loss, last_loss;
-    double first_val, last_val;   /* NAN if no validation ran */
+    double first_val, last_val;   /* NAN if no validation ran (a mixture: the base-weighted mean over its sources) */
     int interrupted;
     uint64_t dev_in_use;          /* device memory the process held after the first step (0: not measured) */
 } tt_train_result;
@@ -96,12 +138,17 @@ typedef struct tt_loop_ops {
     int (*eval)(void *ctx, const tt_tokens *val, int max_tokens, double *loss);
     int (*save)(void *ctx, int step, uint64_t seen);
 } tt_loop_ops;
-int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_tokens *train,
-               const tt_tokens *val, int start, uint64_t seen, tt_train_result *res);
+/* mix: the sources (a mixture of one for a single --data); validation scores
+ * each source's val (a mixture's val_loss is their base-weighted mean), and a
+ * dynamic mixture is re-weighted in it (mix->w). */
+int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix *mix, int start, uint64_t seen,
+               tt_train_result *res);
 
 /* Runs (or resumes) training on the executor e (its plan fixes the batch
  * shape: micro_batch, seq, accum must match; clip > 0 needs a plan with
- * defer_optimizer). Returns 0 or -errno with a message. */
+ * defer_optimizer). With o->mix, its sources are the data (train and val
+ * are not used: pass NULL); a resume restores the mixture's weights.
+ * Returns 0 or -errno with a message. */
 int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
 /* Mean loss (nats/token) of the model + adapter over up to max_tokens of
@@ -127,5 +174,21 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
  * segment). */
 void train_sample_batch(const tt_tokens *tok, uint64_t seed, int step, int micro, int B, int S, int32_t *in,
                         int32_t *tgt, tt_real *wt, int32_t *seg);
+
+/* The same from a mixture: per sequence, a uniform draw from the same
+ * (seed, step, micro) stream picks source i with probability w[i] (the first
+ * i whose cumulative weight exceeds it), then the sequence is drawn from that
+ * source as train_sample_batch draws one. With one source of weight > 0 no
+ * source is drawn: the batch is train_sample_batch's from that source, bit
+ * for bit (a single --data, or --data A:1 --data B:0, samples as --data A).
+ * seg as above (NULL: no source is packed); a plain-text sequence in a packed
+ * batch is one segment (seg 0). Returns how many of the B sequences came
+ * from example (version-2) sources. */
+int train_sample_mix(const tt_mix *m, uint64_t seed, int step, int micro, int B, int S, int32_t *in, int32_t *tgt,
+                     tt_real *wt, int32_t *seg);
+
+/* Scores each source's validation tokens on e (the reference model) into
+ * m->ref (NAN where a source has nothing to score). Returns 0 or -errno. */
+int train_mix_reference(tt_exec *e, tt_mix *m, int max_tokens);
 
 #endif

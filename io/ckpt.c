@@ -16,9 +16,37 @@
 
 #define HEADER_BYTES 32u /* magic, version, state bytes, payload bytes, checksum */
 
-_Static_assert(offsetof(ckpt_state, rslora) == CKPT_STATE_V1_BYTES && sizeof(ckpt_state) == 144,
+_Static_assert(offsetof(ckpt_state, rslora) == CKPT_STATE_V1_BYTES &&
+               offsetof(ckpt_state, mix_n) == CKPT_STATE_V2_BYTES && sizeof(ckpt_state) == 800 &&
+               sizeof ((ckpt_state *)0)->mix_w / sizeof(double) == CKPT_MIX_MAX,
                "the checkpoint's run record changed: keep the old sizes readable (io/ckpt.h)");
 
+/* The record size a state is written with: a run of one source keeps the record it had before mixtures. */
+static uint32_t record_bytes(const ckpt_state *st) { return st->mix_n ? (uint32_t)sizeof *st : CKPT_STATE_V2_BYTES; }
+
+/* The mixture record: a source count that indexes its arrays, weights that are a distribution (within
+ * rounding), a known mode; a dynamic mixture's temperature and every-N that the run can use. */
+static int check_mix(const ckpt_state *st, const char *path) {
+    if (st->mix_n == 0) return 0;
+    if (st->mix_n < 2 || st->mix_n > (uint32_t)CKPT_MIX_MAX || st->mix_mode > 1)
+        return TT_FAIL(-EINVAL, "%s: its data mixture record holds impossible values (mix_n %u sources, mode %u); the "
+                       "file is damaged", path, st->mix_n, st->mix_mode);
+    double sb = 0, sw = 0;
+    int ok = 1;
+    for (uint32_t i = 0; i < st->mix_n; i++) {
+        ok &= st->mix_base[i] >= 0 && st->mix_base[i] <= 1 && st->mix_w[i] >= 0 && st->mix_w[i] <= 1;
+        ok &= !st->mix_mode || isfinite(st->mix_ref[i]); /* dynamic: every source was scored */
+        sb += st->mix_base[i];
+        sw += st->mix_w[i];
+    }
+    if (!ok || !(fabs(sb - 1) < 1e-9) || !(fabs(sw - 1) < 1e-9) ||
+        (st->mix_mode && (st->mix_every == 0 || st->mix_every > INT32_MAX || !isfinite(st->mix_tau) ||
+                          !(st->mix_tau > 0))))
+        return TT_FAIL(-EINVAL, "%s: its data mixture record holds impossible values (mix weights that are not a "
+                       "distribution, a reference loss that is not finite, or --mix-every %u, --mix-temp %g); the "
+                       "file is damaged", path, st->mix_every, (double)st->mix_tau);
+    return 0;
+}
 
 static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
 
@@ -26,25 +54,26 @@ int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const 
     char path[4096];
     path_in(path, sizeof path, dir);
     size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
-    uint64_t payload = sizeof *st + pbytes + 2 * mbytes;
+    uint32_t sbytes = record_bytes(st);
+    uint64_t payload = sbytes + pbytes + 2 * mbytes;
     XXH3_state_t *x = XXH3_createState();
     TT_ASSERT(x);
     XXH3_64bits_reset(x);
-    XXH3_64bits_update(x, st, sizeof *st);
+    XXH3_64bits_update(x, st, sbytes);
     XXH3_64bits_update(x, params, pbytes);
     XXH3_64bits_update(x, m, mbytes);
     XXH3_64bits_update(x, v, mbytes);
     uint64_t sum = XXH3_64bits_digest(x);
     XXH3_freeState(x);
     uint8_t hdr[HEADER_BYTES] = {0};
-    uint32_t ver = CKPT_VERSION, sbytes = sizeof *st;
+    uint32_t ver = CKPT_VERSION;
     memcpy(hdr, CKPT_MAGIC, 8);
     memcpy(hdr + 8, &ver, 4);
     memcpy(hdr + 12, &sbytes, 4);
     memcpy(hdr + 16, &payload, 8);
     memcpy(hdr + 24, &sum, 8);
     const void *parts[] = {hdr, st, params, m, v};
-    size_t sizes[] = {HEADER_BYTES, sizeof *st, pbytes, mbytes, mbytes};
+    size_t sizes[] = {HEADER_BYTES, sbytes, pbytes, mbytes, mbytes};
     return atomic_write_parts(path, parts, sizes, 5);
 }
 
@@ -80,9 +109,10 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
                      ver, CKPT_VERSION);
         goto out;
     }
-    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V1_BYTES) {
-        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (or %u before --rslora); the "
-                     "file is damaged", path, sbytes, CKPT_VERSION, sizeof *st, CKPT_STATE_V1_BYTES);
+    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V2_BYTES && sbytes != CKPT_STATE_V1_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (a data mixture), %u (one "
+                     "source) or %u (before --rslora); the file is damaged", path, sbytes, CKPT_VERSION, sizeof *st,
+                     CKPT_STATE_V2_BYTES, CKPT_STATE_V1_BYTES);
         goto out;
     }
     if (payload != (uint64_t)sb.st_size - HEADER_BYTES || payload < sbytes) {
@@ -132,6 +162,7 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
                      (double)st->dropout, st->seq, st->micro_batch, (double)st->lr);
         goto out;
     }
+    if ((rc = check_mix(st, path))) goto out;
     size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
     *params = tt_xmalloc(pbytes ? pbytes : 1);
     *m = tt_xmalloc(mbytes ? mbytes : 1);

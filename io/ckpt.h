@@ -12,6 +12,8 @@
 #define CKPT_VERSION 1u
 #define CKPT_FILE "checkpoint.bin"
 
+#define CKPT_MIX_MAX 16 /* data sources a checkpoint records (TT_MIX_MAX) */
+
 /* Fixed-size record of the run (all fields little-endian on disk). */
 typedef struct ckpt_state {
     uint64_t step;            /* optimizer steps completed */
@@ -32,13 +34,27 @@ typedef struct ckpt_state {
     /* --- end of the first version-1 record (CKPT_STATE_V1_BYTES); the reader zero-fills what follows --- */
     uint32_t rslora;          /* 1: LoRA scaling alpha / sqrt(rank) (--rslora) */
     uint32_t no_pack;         /* 1: examples one per sequence (--no-pack); 0: packed, or plain documents */
+    /* --- end of the record before data mixtures (CKPT_STATE_V2_BYTES, written by a run of one --data) --- */
+    uint32_t mix_n;           /* data sources: 2..CKPT_MIX_MAX; 0: one (a shorter record) */
+    uint32_t mix_mode;        /* 0: static, 1: dynamic (--mix) */
+    uint32_t mix_every;       /* dynamic: steps between re-weightings (--mix-every) */
+    float mix_tau;            /* dynamic: temperature (--mix-temp) */
+    double mix_base[CKPT_MIX_MAX];      /* the --data weights, normalised ([mix_n]; the rest 0) */
+    double mix_w[CKPT_MIX_MAX];         /* the sampler's weights after the checkpoint's step */
+    double mix_ref[CKPT_MIX_MAX];       /* dynamic: the reference model's validation loss per source */
+    uint64_t mix_tokens[CKPT_MIX_MAX];  /* each source's training tokens */
+    uint64_t mix_hash[CKPT_MIX_MAX];    /* and their XXH3-64 (with its flags, as data_hash) */
 } ckpt_state;
 
 /* The run record of checkpoints written before --rslora: the fields up to
  * act_bf16; such a record reads as rslora 0. */
 #define CKPT_STATE_V1_BYTES 136u
+/* The record before data mixtures, up to no_pack: what a run of one --data
+ * writes (so its checkpoint is the one it always was); it reads as mix_n 0. */
+#define CKPT_STATE_V2_BYTES 144u
 
-/* Writes dir/checkpoint.bin: state, then params (n_params * real_bytes),
+/* Writes dir/checkpoint.bin: state (CKPT_STATE_V2_BYTES of it when
+ * st->mix_n is 0, else all of it), then params (n_params * real_bytes),
  * m and v (n_params floats each). Returns 0 or -errno with a message. */
 int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v);
 

@@ -221,7 +221,7 @@ static inline int fixture_write_model(const char *path, const tt_config *c, uint
 
 /* 1 when the files at a and b exist and hold the same bytes. */
 static inline int fixture_same_file(const char *a, const char *b) {
-    uint64_t na, nb;
+    uint64_t na = 0, nb = 0; /* set by fixture_slurp; initialised for gcc's -Wmaybe-uninitialized when inlined */
     uint8_t *x = fixture_slurp(a, &na), *y = fixture_slurp(b, &nb);
     int same = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x);

@@ -3,8 +3,10 @@
  * only the reader's checks stand between it and the run — a parameter count
  * that wraps the size products, an absurd or out-of-run step, another
  * element size, impossible hyper-parameters, another record size or
- * version, a truncated file. Each is refused with a message naming the file
- * and the field; the genuine file still reads back. */
+ * version, a truncated file, a data mixture's record with a source count
+ * past its arrays or weights that are not a distribution. Each is refused
+ * with a message naming the file and the field; the genuine file still reads
+ * back, and a one-source run still writes the record it wrote before mixtures. */
 #include "core/base/common.h"
 #include "io/ckpt.h"
 #include "tests/fixtures.h"
@@ -41,14 +43,16 @@ static void spit(uint8_t *b, size_t n, int resum) {
     fclose(f);
 }
 
-/* The genuine file with the record changed by edit, then read: refused naming field. */
-static void forged(const uint8_t *good, size_t n, void (*edit)(ckpt_state *), const char *field, const char *what) {
+/* The genuine file (its run record rec bytes) with the record changed by edit, then read: refused naming field. */
+static void forged(const uint8_t *good, size_t n, size_t rec, void (*edit)(ckpt_state *), const char *field,
+                   const char *what) {
     uint8_t *b = tt_xmalloc(n);
     memcpy(b, good, n);
     ckpt_state st;
-    memcpy(&st, b + HDR, sizeof st);
+    memset(&st, 0, sizeof st);
+    memcpy(&st, b + HDR, rec);
     edit(&st);
-    memcpy(b + HDR, &st, sizeof st);
+    memcpy(b + HDR, &st, rec);
     spit(b, n, 1);
     void *p;
     float *m, *v;
@@ -72,6 +76,17 @@ static void e_dropout(ckpt_state *s) { s->dropout = 5; }
 static void e_seq(ckpt_state *s) { s->seq = 0; }
 static void e_rslora(ckpt_state *s) { s->rslora = 2; }
 static void e_no_pack(ckpt_state *s) { s->no_pack = 2; }
+/* the data mixture's record */
+static void e_mix_n(ckpt_state *s) { s->mix_n = 17; }  /* would index past its 16-entry arrays */
+static void e_mix_n_huge(ckpt_state *s) { s->mix_n = 0xffffffffu; }
+static void e_mix_one(ckpt_state *s) { s->mix_n = 1; } /* one source writes the shorter record */
+static void e_mix_mode(ckpt_state *s) { s->mix_mode = 2; }
+static void e_mix_nan(ckpt_state *s) { s->mix_w[0] = 0.0 / 0.0; }
+static void e_mix_sum(ckpt_state *s) { s->mix_w[0] = 0.9; }
+static void e_mix_neg(ckpt_state *s) { s->mix_base[0] = -0.5; s->mix_base[1] = 1.5; }
+static void e_mix_every(ckpt_state *s) { s->mix_every = 0; }
+static void e_mix_tau(ckpt_state *s) { s->mix_tau = 0.0f / 0.0f; }
+static void e_mix_ref(ckpt_state *s) { s->mix_ref[1] = 1.0 / 0.0; }
 
 int main(void) {
     char *dir = fixture_tmpdir();
@@ -94,26 +109,29 @@ int main(void) {
     CHECK(got.n_params == 100 && got.step == 3 && memcmp(p, params, sizeof params) == 0);
     free(p); free(gm); free(gv);
 
-    forged(good, n, e_wrap, "n_params", "n_params + 2^62");
-    forged(good, n, e_big, "n_params", "n_params 2^64 - 1");
-    forged(good, n, e_step, "step", "step 2^62");
-    forged(good, n, e_step_past, "step", "step past the run's steps");
-    forged(good, n, e_steps, "step", "steps 2^31");
-    forged(good, n, e_real, "real_bytes", "real_bytes 16");
-    forged(good, n, e_rank, "rank", "rank 0");
-    forged(good, n, e_alpha, "alpha", "alpha inf");
-    forged(good, n, e_dropout, "dropout", "dropout 5");
-    forged(good, n, e_seq, "seq", "seq 0");
-    forged(good, n, e_rslora, "impossible values", "rslora 2");
-    forged(good, n, e_no_pack, "impossible values", "no_pack 2");
+    /* one source writes the record it always had (CKPT_STATE_V2_BYTES) */
+    CHECK_EQ_INT(n, HDR + CKPT_STATE_V2_BYTES + sizeof params + sizeof m + sizeof v);
+    const size_t r2 = CKPT_STATE_V2_BYTES;
+    forged(good, n, r2, e_wrap, "n_params", "n_params + 2^62");
+    forged(good, n, r2, e_big, "n_params", "n_params 2^64 - 1");
+    forged(good, n, r2, e_step, "step", "step 2^62");
+    forged(good, n, r2, e_step_past, "step", "step past the run's steps");
+    forged(good, n, r2, e_steps, "step", "steps 2^31");
+    forged(good, n, r2, e_real, "real_bytes", "real_bytes 16");
+    forged(good, n, r2, e_rank, "rank", "rank 0");
+    forged(good, n, r2, e_alpha, "alpha", "alpha inf");
+    forged(good, n, r2, e_dropout, "dropout", "dropout 5");
+    forged(good, n, r2, e_seq, "seq", "seq 0");
+    forged(good, n, r2, e_rslora, "impossible values", "rslora 2");
+    forged(good, n, r2, e_no_pack, "impossible values", "no_pack 2");
 
     /* a record of the size written before --rslora (CKPT_STATE_V1_BYTES) reads as rslora 0, with the same
      * parameters; the payload after it moves up by the 8 bytes it lacks */
     {
-        size_t d = sizeof(ckpt_state) - CKPT_STATE_V1_BYTES, n1 = n - d;
+        size_t d = CKPT_STATE_V2_BYTES - CKPT_STATE_V1_BYTES, n1 = n - d;
         uint8_t *old = tt_xmalloc(n);
         memcpy(old, good, HDR + CKPT_STATE_V1_BYTES);
-        memcpy(old + HDR + CKPT_STATE_V1_BYTES, good + HDR + sizeof(ckpt_state), n - HDR - sizeof(ckpt_state));
+        memcpy(old + HDR + CKPT_STATE_V1_BYTES, good + HDR + CKPT_STATE_V2_BYTES, n - HDR - CKPT_STATE_V2_BYTES);
         uint32_t sb = CKPT_STATE_V1_BYTES;
         uint64_t pay = n1 - HDR;
         memcpy(old + 12, &sb, 4);
@@ -124,12 +142,45 @@ int main(void) {
         CHECK(got.rslora == 0 && got.no_pack == 0 && got.act_bf16 == 0 && got.n_params == 100 && got.step == 3);
         CHECK(memcmp(p, params, sizeof params) == 0 && memcmp(gv, v, sizeof v) == 0);
         free(p); free(gm); free(gv);
-        /* the new record size with the old payload length: refused, not read past the end */
-        sb = sizeof(ckpt_state);
+        /* the newer record size with the old payload length: refused, not read past the end */
+        sb = CKPT_STATE_V2_BYTES;
         memcpy(old + 12, &sb, 4);
         spit(old, n1, 1);
         CHECK(ckpt_read(dir, &got, &p, &gm, &gv) != 0 && strstr(tt_lasterr(), "n_params"));
         free(old);
+    }
+    /* a data mixture writes the whole record (its sources, weights, reference losses) and reads it back */
+    {
+        ckpt_state mx = st;
+        mx.mix_n = 2; mx.mix_mode = 1; mx.mix_every = 4; mx.mix_tau = 0.25f;
+        mx.mix_base[0] = 0.25; mx.mix_base[1] = 0.75; mx.mix_w[0] = 0.6; mx.mix_w[1] = 0.4;
+        mx.mix_ref[0] = 3.5; mx.mix_ref[1] = 2.25; mx.mix_tokens[0] = 1000; mx.mix_tokens[1] = 77;
+        mx.mix_hash[0] = 0x1234; mx.mix_hash[1] = 0x5678;
+        CHECK(ckpt_write(dir, &mx, params, m, v) == 0);
+        size_t nm;
+        uint8_t *mgood = slurp(&nm);
+        CHECK_EQ_INT(nm, HDR + sizeof(ckpt_state) + sizeof params + sizeof m + sizeof v);
+        memset(&got, 0, sizeof got);
+        CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a mixture record: %s", tt_lasterr());
+        CHECK(memcmp(&got, &mx, sizeof got) == 0 && memcmp(p, params, sizeof params) == 0);
+        free(p); free(gm); free(gv);
+        const size_t rm = sizeof(ckpt_state);
+        forged(mgood, nm, rm, e_mix_n, "mix_n", "mix_n 17");
+        forged(mgood, nm, rm, e_mix_n_huge, "mix_n", "mix_n 2^32 - 1");
+        forged(mgood, nm, rm, e_mix_one, "mix_n", "mix_n 1");
+        forged(mgood, nm, rm, e_mix_mode, "mode", "mix_mode 2");
+        forged(mgood, nm, rm, e_mix_nan, "mix weights", "a NaN weight");
+        forged(mgood, nm, rm, e_mix_sum, "mix weights", "weights adding up to 1.3");
+        forged(mgood, nm, rm, e_mix_neg, "mix weights", "a negative base weight");
+        forged(mgood, nm, rm, e_mix_every, "--mix-every", "mix_every 0");
+        forged(mgood, nm, rm, e_mix_tau, "--mix-temp", "mix_tau NaN");
+        forged(mgood, nm, rm, e_mix_ref, "reference loss", "an infinite reference loss");
+        /* a static mixture needs neither --mix-every nor a reference */
+        mx.mix_mode = 0; mx.mix_every = 0; mx.mix_tau = 0; mx.mix_ref[0] = mx.mix_ref[1] = 0;
+        CHECK(ckpt_write(dir, &mx, params, m, v) == 0);
+        CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a static mixture: %s", tt_lasterr());
+        free(p); free(gm); free(gv);
+        free(mgood);
     }
     /* rslora round-trips */
     st.rslora = 1;

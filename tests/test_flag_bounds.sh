@@ -85,6 +85,9 @@ bounds "eval --task" "eval --model $dir/m.tier --task tests/fixtures/tasks/gsm-s
 bounds "bench generate" "bench generate --model $dir/m.tier --batch 1 --prompt-tokens 4 --new-tokens 2 --rounds 1" \
     prompt-tokens new-tokens rounds prefill-chunk hbm
 bounds "plan --generate" "plan $PLAN --generate" context
+"$T" tokenize --input tools/demo-data/un-slice.txt -o "$dir/u.tok" >/dev/null 2>&1 || fail "tokenize un"
+bounds "train --mix dynamic" "train --model $dir/m.tier --data $dir/t.tok --data $dir/u.tok --mix dynamic --reference $dir/f32.tier --out $dir/mix@ $BATCH --steps 2 --eval-every 0 --eval-tokens 32 --save-every 0 --force" \
+    mix-every mix-temp
 bounds "train --optim galore" "train --full --model $dir/f32.tier --data $dir/t.tok --out $dir/g@.tier $BATCH --steps 1 --eval-every 0 --eval-tokens 32 --optim galore --force" \
     galore-rank galore-update-every galore-scale
 echo "test_flag_bounds: $runs runs"

@@ -15,6 +15,15 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
     char *end;
     switch (o->type) {
     case CLI_STR: *(const char **)o->dst = v; return 0;
+    case CLI_STRS: {
+        cli_strs *a = o->dst;
+        if (a->n == CLI_STRS_MAX) {
+            fprintf(stderr, "tiertrain %s: --%s may be given at most %d times\n", cmd->name, o->name, CLI_STRS_MAX);
+            return 2;
+        }
+        a->v[a->n++] = v;
+        return 0;
+    }
     case CLI_FLAG: *(int *)o->dst = 1; return 0;
     case CLI_INT: {
         errno = 0;
@@ -75,6 +84,7 @@ void cli_usage(const cli_cmd *cmd, FILE *f) {
         else
             snprintf(left, sizeof left, "    --%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
         fprintf(f, "  %-28s %s", left, o->help);
+        if (o->type == CLI_STRS) fprintf(f, " (repeatable, up to %d times)", CLI_STRS_MAX);
         if (o->def) fprintf(f, " (default: %s)", o->def);
         fputc('\n', f);
     }
@@ -86,7 +96,10 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) 
     *npos = 0;
     for (cli_opt *o = cmd->opts; o && o->name; o++) {
         if (o->type == CLI_FLAG) *(int *)o->dst = 0;
-        else if (o->def) {
+        else if (o->type == CLI_STRS) {
+            TT_ASSERT(!o->def); /* a repeated flag adds to its values: a default would be one of them */
+            ((cli_strs *)o->dst)->n = 0;
+        } else if (o->def) {
             int rc = set_value(cmd, o, o->def);
             TT_ASSERT(rc == 0); /* defaults in the tables must parse */
         } else if (o->type == CLI_STR) *(const char **)o->dst = NULL;

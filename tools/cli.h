@@ -14,7 +14,15 @@ typedef enum cli_type {
     CLI_SEED,  /* uint64_t, 0 .. 2^64 - 1 */
     CLI_SIZE,  /* uint64_t, accepts 4096, 512K, 20G */
     CLI_FLAG,  /* int, set to 1 when present */
+    CLI_STRS,  /* cli_strs: repeatable, every value kept in order (the default must be NULL) */
 } cli_type;
+
+/* A repeatable string option's values (CLI_STRS): at most CLI_STRS_MAX; one more is a usage error. */
+#define CLI_STRS_MAX 16
+typedef struct cli_strs {
+    const char *v[CLI_STRS_MAX];
+    int n;
+} cli_strs;
 
 typedef struct cli_opt {
     const char *name;    /* long name without dashes, e.g. "prune-ratio" */

@@ -1,5 +1,7 @@
 /* tools/cmd_train.c — `tiertrain train`: LoRA training of a store on a token
- * file, with checkpoints, resume and PEFT export (core/train.c does the work). */
+ * file — or on a mixture of several (--data FILE:W repeated, --mix static or
+ * dynamic against a --reference store) — with checkpoints, resume and PEFT
+ * export (core/train.c does the work). */
 #include "core/base/common.h"
 #include "core/fulltrain.h"
 #include "core/lora.h"
@@ -16,6 +18,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -32,6 +35,7 @@ static const char *hbm_str(uint64_t b) {
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
                     int val_given, int optim, const tt_galore_cfg *gc) {
     tt_full_opts o = {0};
+    o.mix = t->mix;
     o.optim = optim;
     o.galore = *gc;
     o.galore.seed = t->seed;
@@ -43,13 +47,15 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.eval_every = t->eval_every; o.eval_tokens = t->eval_tokens;
     o.hbm = pa->hbm;
     o.json = t->json;
+    uint64_t nt = o.mix ? 0 : train->n, nv = o.mix ? 0 : val->n; /* a mixture: its sources' sums */
+    for (int i = 0; o.mix && i < o.mix->n; i++) nt += o.mix->train[i].n, nv += o.mix->val[i].n;
     if (!o.json)
         printf("train --full: %llu training tokens, %llu validation tokens%s; %d steps of %d x %d x %d tokens, lr %g "
-               "-> %g; out %s\n", (unsigned long long)train->n, (unsigned long long)val->n,
-               val_given ? "" : " (held out from --data)", o.steps, o.accum, o.micro_batch, o.seq, (double)o.lr,
-               (double)o.min_lr, o.out_path);
+               "-> %g; out %s\n", (unsigned long long)nt, (unsigned long long)nv,
+               o.mix ? " (the sources above)" : val_given ? "" : " (held out from --data)", o.steps, o.accum,
+               o.micro_batch, o.seq, (double)o.lr, (double)o.min_lr, o.out_path);
     tt_train_result res;
-    if (fulltrain_run(&o, train, val, &res)) return tool_fail("train");
+    if (fulltrain_run(&o, o.mix ? NULL : train, o.mix ? NULL : val, &res)) return tool_fail("train");
     if (!o.json)
         printf("done: %d steps%s, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; model in %s\n",
                res.steps_done, res.interrupted ? " (interrupted)" : "", res.first_loss, res.last_loss, res.first_val,
@@ -77,14 +83,16 @@ static int in_run_folder(const char *path, const char *dir) {
     return strcmp(base, TOOL_LOCK_FILE) == 0;
 }
 
+/* train's inputs: the model, each --data and its validation file, the --reference store. */
+#define TRAIN_MAX_INPUTS (2 + 2 * TT_MIX_MAX)
+
 /* The output rule (tools.h) for train's outputs, before any work: the run
  * folder --out (its checkpoint and adapter files; an existing run is
  * continued only with --resume naming it, replaced only with --force), locked
  * for as long as this process writes it; --trace FILE; with --full, the --out
- * store. 0, or 2 after the message. */
-static int check_outputs(const tt_train_opts *o, int full, int force, const char *model, const char *data,
-                         const char *val, const char *resume, const char *trace_path) {
-    const char *inputs[] = {model, data, val ? val : "", NULL};
+ * store. inputs: NULL-terminated, at most TRAIN_MAX_INPUTS. 0, or 2 after the message. */
+static int check_outputs(const tt_train_opts *o, int full, int force, const char *const *inputs, const char *resume,
+                         const char *trace_path) {
     if (full) {
         if (tool_check_out("train", "--out", o->out_dir, inputs, force)) return 2;
     } else {
@@ -103,7 +111,12 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
         if (tool_lock_dir("train", o->out_dir) < 0) return 2; /* held until the process exits */
     }
     if (trace_path) {
-        const char *ins[] = {model, data, val ? val : "", full ? o->out_dir : "", NULL};
+        const char *ins[TRAIN_MAX_INPUTS + 2];
+        int k = 0;
+        for (; inputs[k]; k++) ins[k] = inputs[k];
+        TT_ASSERT(k <= TRAIN_MAX_INPUTS);
+        ins[k++] = full ? o->out_dir : ""; /* the store --full writes */
+        ins[k] = NULL;
         if (tool_check_out("train", "--trace", trace_path, ins, force)) return 2;
         if (!full && in_run_folder(trace_path, o->out_dir)) { /* --out exists by now */
             fprintf(stderr, "tiertrain train: --trace %s would replace a file of the run in --out %s; name another "
@@ -114,26 +127,174 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
     return 0;
 }
 
+/* One --data source: FILE or FILE:W, its validation split and its tokens. */
+typedef struct source {
+    char path[PATH_MAX];   /* the token file */
+    double weight;         /* as given (1 without :W) */
+    char vpath[PATH_MAX];  /* FILE.val, when it exists */
+    const char *val;       /* the validation file (--val or FILE.val); NULL: the held-out tail */
+    int val_implicit;      /* val is FILE.val (tokenize's split), not --val */
+    tokfile *tf, *vf;
+    tt_tokens train, vt;
+} source;
+
+/* Splits --data ARG into the file and its weight: a file named ARG is taken whole (weight 1); else the text
+ * after the last ':' (with no '/') is the weight. 0, or 2 after the message. */
+static int source_parse(const char *arg, source *src) {
+    const char *colon = strrchr(arg, ':');
+    size_t len = strlen(arg);
+    src->weight = 1;
+    if (access(arg, F_OK) != 0 && colon && !strchr(colon + 1, '/')) {
+        char *end;
+        double w = strtod(colon + 1, &end);
+        if (colon[1] == 0 || *end || !isfinite(w) || !(w >= 0) || w > FLT_MAX) {
+            fprintf(stderr, "tiertrain train: --data %s: the weight after ':' must be a finite number >= 0 (FILE:W, "
+                            "e.g. corpus.tok:0.5), not '%s'\n", arg, colon + 1);
+            return 2;
+        }
+        src->weight = w;
+        len = (size_t)(colon - arg);
+        if (len == 0) {
+            fprintf(stderr, "tiertrain train: --data %s names no file before its weight (FILE:W)\n", arg);
+            return 2;
+        }
+    }
+    if (len >= sizeof src->path) {
+        fprintf(stderr, "tiertrain train: --data %.64s...: the path is longer than %d bytes\n", arg, PATH_MAX - 1);
+        return 2;
+    }
+    memcpy(src->path, arg, len);
+    src->path[len] = 0;
+    return 0;
+}
+
+/* A source's tokens once its files are open: the vocabulary check, the validation split (a too-short FILE.val
+ * gives way to the held-out tail; a too-short --val is an error), the examples' index and notes. name: how the
+ * messages name the source ("" with one source, whose messages stay as they were). 0, or the exit code after
+ * the message. */
+static int source_load(source *src, const tt_config *c, const char *model, long seq, int pack, int as_json,
+                       const char *name) {
+    for (tokfile *f = src->tf; f; f = f == src->tf ? src->vf : NULL) {
+        if (tokfile_vocab(f) > c->vocab) {
+            fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize "
+                            "with the model's tokenizer\n", tokfile_path(f), tokfile_vocab(f), model, c->vocab);
+            return 1;
+        }
+    }
+    tt_tokens *train = &src->train, *vt = &src->vt;
+    *train = (tt_tokens){.t = tokfile_tokens(src->tf), .n = tokfile_count(src->tf), .flags = tokfile_flags(src->tf)};
+    if (src->vf) *vt = (tt_tokens){.t = tokfile_tokens(src->vf), .n = tokfile_count(src->vf), .flags = tokfile_flags(src->vf)};
+    /* no window (no example with a target) to score: every validation loss would be nan */
+    if (src->vf && (vt->flags ? vt->n < 2 : vt->n <= (uint64_t)seq)) {
+        if (!src->val_implicit) {
+            fprintf(stderr, "tiertrain train: --val %s holds %llu tokens, fewer than one --seq %ld window plus its "
+                            "target; give more validation text (or leave --val out to hold out 1%% of --data)\n",
+                    tokfile_path(src->vf), (unsigned long long)vt->n, seq);
+            return 2;
+        }
+        fprintf(stderr, "tiertrain train: note: %s holds %llu tokens, fewer than one --seq %ld window; holding out "
+                        "the last 1%% of %s for validation instead\n", tokfile_path(src->vf),
+                (unsigned long long)vt->n, seq, *name ? src->path : "--data");
+        tokfile_close(src->vf);
+        src->vf = NULL;
+        *vt = (tt_tokens){0};
+    }
+    if (!src->vf) { /* hold out the last 1% (examples: from the first example that starts in it, at least one) */
+        uint64_t h = train->n / 100, cut = train->n - h;
+        if (train->flags) {
+            train_index_examples(train);
+            cut = train->n_ex > 1 ? train->starts[train->n_ex - 1] : train->n;
+            for (uint64_t i = train->n_ex; i-- > 1;)
+                if (train->starts[i] >= train->n - h) cut = train->starts[i];
+            train_free_examples(train);
+        }
+        *vt = (tt_tokens){.t = train->t + cut, .n = train->n - cut, .flags = train->flags ? train->flags + cut : NULL};
+        train->n = cut;
+    }
+    train_index_examples(train);
+    train_index_examples(vt);
+    if (train->flags) {
+        uint64_t cut, untrained;
+        train_example_stats(train, (int)seq, &cut, &untrained);
+        if (train->n_ex == 0 || untrained == train->n_ex) {
+            fprintf(stderr, "tiertrain train: %s holds no example with a response within its first --seq %ld + 1 "
+                            "tokens; raise --seq\n", src->path, seq);
+            return 1;
+        }
+        if (!as_json)
+            printf("data%s%s: %llu examples, %s%s\n", *name ? " " : "", name, (unsigned long long)train->n_ex,
+                   pack ? "packed into sequences (attention and positions kept inside each)"
+                        : "one per sequence (padded)",
+                   vt->flags ? "" : "; validation is plain text");
+        if (cut)
+            fprintf(stderr, "tiertrain train: note: %s%s%llu of %llu examples are longer than --seq + 1 = %ld tokens and "
+                            "are cut there%s\n", name, *name ? ": " : "", (unsigned long long)cut,
+                    (unsigned long long)train->n_ex, seq + 1, untrained ? "" : " (each keeps part of its response)");
+        if (untrained)
+            fprintf(stderr, "tiertrain train: note: %s%s%llu examples have no response within their first %ld tokens "
+                            "and teach nothing; raise --seq\n", name, *name ? ": " : "", (unsigned long long)untrained,
+                    seq + 1);
+    }
+    return 0;
+}
+
+/* --mix dynamic: the reference store's validation loss on each source (m->ref), through a streaming executor
+ * of its own under the run's budget and batch shape (a rank-1 LoRA with B = 0: the bare model, as eval scores
+ * it), freed before training starts. 0, or the exit code after the message. */
+static int reference_losses(const char *path, tier_store *rs, const tt_plan_req *run_req, tt_mix *m, int eval_tokens,
+                            int as_json) {
+    tt_plan_req req = *run_req;
+    tt_lora_cfg bare = {1, 1.f, 0.f, 1u << TT_PROJ_Q, 0};
+    exec_user(&req.user, &bare, 0); /* no optimizer */
+    tt_plan plan;
+    tt_exec *ex = NULL;
+    if (plan_make(rs, &req, &plan) || exec_create(&ex, path, &plan, 1, NULL) ||
+        train_mix_reference(ex, m, eval_tokens)) {
+        exec_free(ex);
+        return tool_fail("train");
+    }
+    exec_free(ex);
+    char nb[32];
+    for (int i = 0; i < m->n; i++)
+        if (!isfinite(m->ref[i])) {
+            fprintf(stderr, "tiertrain train: --reference %s scored nothing on the validation tokens of %s; give that "
+                            "source more validation text\n", path, train_mix_name(m, i, nb, sizeof nb));
+            return 1;
+        }
+    if (!as_json) {
+        printf("reference %s: validation loss", path);
+        for (int i = 0; i < m->n; i++) printf("%s %s %.4f", i ? "," : "", train_mix_name(m, i, nb, sizeof nb), m->ref[i]);
+        printf("\n");
+        fflush(stdout);
+    }
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
-    const char *model, *data, *val, *out, *resume, *trace_path, *base_model;
+    const char *model, *val, *out, *resume, *trace_path, *base_model, *mix_mode, *reference;
+    cli_strs data;
     tool_plan_args pa = {0};
-    long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads;
+    long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads, mix_every;
     uint64_t seed;
-    double lr, min_lr, wd;
+    double lr, min_lr, wd, mix_temp;
     int as_json, full, force, no_pack;
     const char *optim;
     long galore_rank, galore_every;
     double galore_scale;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) to train on (required)"},
-        {"data", 'd', CLI_STR, &data, NULL, "FILE", "training tokens from `tiertrain tokenize` (required)"},
-        {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA)"},
+        {"data", 'd', CLI_STRS, &data, NULL, "FILE[:W]", "training tokens from `tiertrain tokenize` (required); given more than once, a data mixture: each sequence is drawn from FILE with probability W / (sum of the weights) (W: a number >= 0, default 1), each source validated on its own FILE.val or held-out tail"},
+        {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA; one --data only)"},
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw, or galore (GaLore's low-rank projected Adam on the projections, AdamW on norms and embedding)"},
         {"galore-rank", 0, CLI_INT, &galore_rank, "128", "R", "with --optim galore: the projection rank (at most each matrix's smaller side)"},
         {"galore-update-every", 0, CLI_INT, &galore_every, "200", "T", "with --optim galore: a new projector from the gradient every T steps"},
         {"galore-scale", 0, CLI_FLOAT, &galore_scale, "0.25", "S", "with --optim galore: the projected update's scale (GaLore's alpha)"},
+        {"mix", 0, CLI_STR, &mix_mode, "static", "MODE", "with several --data: static (the weights as given), or dynamic (LoRAShear's knowledge recovery: before step 1 and every --mix-every steps, weight W_i * exp(gap_i / T) normalised, gap_i = max(0, val loss_i - the --reference model's); needs --reference)"},
+        {"reference", 0, CLI_STR, &reference, NULL, "FILE", "with --mix dynamic: the original (unpruned) store whose validation loss on each source the run recovers toward; its vocabulary must be the model's"},
+        {"mix-every", 0, CLI_INT, &mix_every, "20", "N", "with --mix dynamic: re-weight after every N steps (each source's validation scored then)"},
+        {"mix-temp", 0, CLI_FLOAT, &mix_temp, "0.25", "T", "with --mix dynamic: the temperature T in nats/token: a source T further above its reference gets e times the weight"},
         TOOL_PLAN_OPTS(pa),
         {"base-model", 0, CLI_STR, &base_model, NULL, "NAME", "the adapter's base_model_name_or_path, the model PEFT loads it onto (default: the store's source from `import` when the store is not pruned; none for a pruned one, whose adapter `recover` maps back to the source)"},
         {"no-pack", 0, CLI_FLAG, &no_pack, NULL, NULL, "instruction data (tokenize --format jsonl): one example per sequence, padded, instead of packing several into each with attention and positions kept inside each example (with --full: always)"},
@@ -146,7 +307,7 @@ int cmd_train(int argc, char **argv) {
         {"wd", 0, CLI_FLOAT, &wd, "0", "W", "AdamW decoupled weight decay"},
         {"seed", 0, CLI_SEED, &seed, "1", "S", "seed for LoRA init, data sampling and dropout"},
         {"eval-every", 0, CLI_INT, &eval_every, "20", "N", "validation loss every N steps (and at the end)"},
-        {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation"},
+        {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation (per source, with several --data)"},
         {"save-every", 0, CLI_INT, &save_every, "50", "N", "checkpoint every N steps (and at the end)"},
         {"stop-after", 0, CLI_INT, &stop_after, "0", "N", "stop after step N with a checkpoint, as if interrupted (0: off)"},
         {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "write a Chrome/Perfetto trace of every read, copy, spill and compute"},
@@ -167,11 +328,12 @@ int cmd_train(int argc, char **argv) {
     long rank = pa.rank, seq = pa.seq, micro = pa.micro;
     double alpha = pa.alpha, clip = pa.clip;
     uint64_t batch_tokens = pa.batch_tokens;
-    const char *missing = !model ? "--model FILE" : !data ? "--data FILE" : !out ? "--out DIR" : NULL;
+    const char *missing = !model ? "--model FILE" : !data.n ? "--data FILE" : !out ? "--out DIR" : NULL;
     if (missing) {
         fprintf(stderr, "tiertrain train: %s is required (see tiertrain train --help)\n", missing);
         return 2;
     }
+    int dynamic = strcmp(mix_mode, "dynamic") == 0;
     const char *bad = NULL;
     if (full && (resume || trace_path || stop_after))
         bad = "--full trains a resident model and writes it once: it takes no --resume, --trace or --stop-after";
@@ -181,6 +343,17 @@ int cmd_train(int argc, char **argv) {
     else if (galore_rank < 1 || galore_rank > 65536) bad = "--galore-rank must be 1..65536";
     else if (galore_every < 0 || galore_every > 100000000) bad = "--galore-update-every must be 0..100000000";
     else if (!(galore_scale > 0) || !isfinite((float)galore_scale)) bad = "--galore-scale must be a finite number > 0";
+    else if (!dynamic && strcmp(mix_mode, "static") != 0) bad = "--mix must be static or dynamic";
+    else if (dynamic && data.n < 2) bad = "--mix dynamic re-weights several sources: give --data more than once";
+    else if (dynamic && !reference)
+        bad = "--mix dynamic needs --reference FILE, the original store whose validation losses the run recovers toward";
+    else if (!dynamic && reference) bad = "--reference goes with --mix dynamic";
+    else if (mix_every < 1 || mix_every > 100000000) bad = "--mix-every must be 1..100000000";
+    else if (!(mix_temp > 0) || !isfinite((float)mix_temp) || (float)mix_temp < FLT_MIN)
+        bad = "--mix-temp must be a finite number > 0 (at least 1.2e-38)";
+    else if (val && data.n > 1)
+        bad = "--val names one validation file; with several --data each source is validated on its FILE.val, else "
+              "its last 1%";
     else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
@@ -199,12 +372,25 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (base_model && tier_source_check(base_model, "--base-model")) { tool_fail("train"); return 2; }
+    _Static_assert(CLI_STRS_MAX <= TT_MIX_MAX, "every --data fits a mixture");
+    int nsrc = data.n;
+    source *srcs = tt_xcalloc((size_t)nsrc, sizeof *srcs);
+    double wsum = 0;
+    for (int i = 0; i < nsrc; i++) {
+        if (source_parse(data.v[i], &srcs[i])) { free(srcs); return 2; }
+        wsum += srcs[i].weight;
+    }
+    if (!(wsum > 0)) { /* each weight is at most FLT_MAX: 16 of them add up within a double */
+        fprintf(stderr, "tiertrain train: --data: every weight is 0; give at least one source a weight > 0\n");
+        free(srcs);
+        return 2;
+    }
     tt_train_opts o = {0};
     o.model_path = model;
     o.out_dir = out;
     o.resume_dir = resume;
     tt_plan_req req;
-    if (tool_plan_flags("train", NULL, &pa, &req)) return 2;
+    if (tool_plan_flags("train", NULL, &pa, &req)) { free(srcs); return 2; }
     o.lora = exec_user_cfg(&req.user).lora; /* with --dropout */
     o.pack = !no_pack && !full;
     o.act_bf16 = req.act_bf16;
@@ -220,89 +406,92 @@ int cmd_train(int argc, char **argv) {
     o.json = as_json;
     if (threads > 0) openblas_set_num_threads((int)threads);
     o.threads = openblas_get_num_threads();
-    char vpath[4096];
-    int val_implicit = !val; /* DATA.val, tokenize's split */
-    if (!val && snprintf(vpath, sizeof vpath, "%s.val", data) < (int)sizeof vpath && access(vpath, F_OK) == 0)
-        val = vpath;
-    if (check_outputs(&o, full, force, model, data, val, resume, trace_path)) return 2;
+    const char *inputs[TRAIN_MAX_INPUTS + 1];
+    int ni = 0;
+    inputs[ni++] = model;
+    for (int i = 0; i < nsrc; i++) {
+        source *src = &srcs[i];
+        src->val = nsrc == 1 ? val : NULL;
+        src->val_implicit = !src->val; /* FILE.val, tokenize's split */
+        if (!src->val && snprintf(src->vpath, sizeof src->vpath, "%s.val", src->path) < (int)sizeof src->vpath &&
+            access(src->vpath, F_OK) == 0)
+            src->val = src->vpath;
+        inputs[ni++] = src->path;
+        if (src->val) inputs[ni++] = src->val;
+    }
+    if (reference) inputs[ni++] = reference;
+    inputs[ni] = NULL;
+    if (check_outputs(&o, full, force, inputs, resume, trace_path)) { free(srcs); return 2; }
 
-    tokfile *tf = NULL, *vf = NULL;
-    tt_tokens train = {0}, vt = {0};
-    tier_store *st = NULL;
+    tt_mix *mix = NULL;
+    tier_store *st = NULL, *rs = NULL;
     tt_exec *ex = NULL;
     tt_trace *trace = NULL;
     int exit_code = 1;
-    if (tokfile_open(data, &tf)) { tool_fail("train"); goto done; }
-    if (val && tokfile_open(val, &vf)) { tool_fail("train"); goto done; }
+    for (int i = 0; i < nsrc; i++) {
+        if (tokfile_open(srcs[i].path, &srcs[i].tf)) { tool_fail("train"); goto done; }
+        if (srcs[i].val && tokfile_open(srcs[i].val, &srcs[i].vf)) { tool_fail("train"); goto done; }
+    }
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     const tt_config *c = tier_config(st);
     o.base_fp = tier_base_fingerprint(c, tier_prune(st));
     int shrunk = 0; /* structurally pruned: the source model has other shapes */
     for (uint32_t l = 0; l < c->n_layers; l++) shrunk |= c->layers[l].pruned != 0;
     o.base_model = base_model ? base_model : shrunk ? NULL : tier_source(st);
-    for (tokfile *f = tf; f; f = f == tf ? vf : NULL) {
-        if (tokfile_vocab(f) > c->vocab) {
-            fprintf(stderr, "tiertrain train: %s was tokenized for a vocabulary of %u but %s has %u tokens; tokenize "
-                            "with the model's tokenizer\n", tokfile_path(f), tokfile_vocab(f), model, c->vocab);
-            goto done;
+    for (int i = 0; i < nsrc; i++)
+        if ((exit_code = source_load(&srcs[i], c, model, seq, o.pack, as_json, nsrc > 1 ? srcs[i].path : ""))) goto done;
+    exit_code = 1;
+    tt_tokens *train = &srcs[0].train, *vt = &srcs[0].vt;
+    uint64_t n_train = 0, n_val = 0;
+    for (int i = 0; i < nsrc; i++) n_train += srcs[i].train.n, n_val += srcs[i].vt.n;
+    if (nsrc > 1) { /* a mixture: the loop takes its sources */
+        mix = tt_xcalloc(1, sizeof *mix);
+        mix->n = nsrc;
+        mix->mode = dynamic ? TT_MIX_DYNAMIC : TT_MIX_STATIC;
+        mix->every = (int)mix_every;
+        mix->tau = (float)mix_temp; /* as the checkpoint records it */
+        for (int i = 0; i < nsrc; i++) {
+            mix->name[i] = srcs[i].path;
+            mix->train[i] = srcs[i].train;
+            mix->val[i] = srcs[i].vt;
+            mix->base[i] = mix->w[i] = srcs[i].weight / wsum;
+            mix->ref[i] = NAN;
+            const tt_tokens *v = &srcs[i].vt;
+            if (dynamic && (v->flags ? v->n_ex == 0 : v->n <= (uint64_t)seq)) {
+                fprintf(stderr, "tiertrain train: --mix dynamic scores each source's validation tokens, but %s has "
+                                "%llu, fewer than one --seq %ld window plus its target; give it more text or a %s.val "
+                                "file\n", srcs[i].path, (unsigned long long)v->n, seq, srcs[i].path);
+                goto done;
+            }
+        }
+        o.mix = mix;
+        if (!as_json) {
+            printf("data: a %s mixture of %d sources%s\n", dynamic ? "dynamic" : "static", nsrc,
+                   dynamic ? "" : " (the weights stay as given)");
+            for (int i = 0; i < nsrc; i++)
+                printf("  %s: weight %.4f, %llu training tokens, %llu validation tokens (%s)\n", srcs[i].path,
+                       mix->base[i], (unsigned long long)srcs[i].train.n, (unsigned long long)srcs[i].vt.n,
+                       srcs[i].vf ? tokfile_path(srcs[i].vf) : "held out: its last 1%");
         }
     }
-    train = (tt_tokens){.t = tokfile_tokens(tf), .n = tokfile_count(tf), .flags = tokfile_flags(tf)};
-    if (vf) vt = (tt_tokens){.t = tokfile_tokens(vf), .n = tokfile_count(vf), .flags = tokfile_flags(vf)};
-    /* no window (no example with a target) to score: every validation loss would be nan */
-    if (vf && (vt.flags ? vt.n < 2 : vt.n <= (uint64_t)seq)) {
-        if (!val_implicit) {
-            fprintf(stderr, "tiertrain train: --val %s holds %llu tokens, fewer than one --seq %ld window plus its "
-                            "target; give more validation text (or leave --val out to hold out 1%% of --data)\n",
-                    tokfile_path(vf), (unsigned long long)vt.n, seq);
-            exit_code = 2;
+    if (reference) {
+        if (tier_open(&rs, reference)) { tool_fail("train"); goto done; }
+        if (tier_config(rs)->vocab != c->vocab) {
+            fprintf(stderr, "tiertrain train: --reference %s has a vocabulary of %u tokens but --model %s has %u; the "
+                            "reference must be the model's original store (the same tokenizer)\n", reference,
+                    tier_config(rs)->vocab, model, c->vocab);
             goto done;
         }
-        fprintf(stderr, "tiertrain train: note: %s holds %llu tokens, fewer than one --seq %ld window; holding out "
-                        "the last 1%% of --data for validation instead\n", tokfile_path(vf),
-                (unsigned long long)vt.n, seq);
-        tokfile_close(vf);
-        vf = NULL;
-    }
-    if (!vf) { /* hold out the last 1% (examples: from the first example that starts in it, at least one) */
-        uint64_t h = train.n / 100, cut = train.n - h;
-        if (train.flags) {
-            train_index_examples(&train);
-            cut = train.n_ex > 1 ? train.starts[train.n_ex - 1] : train.n;
-            for (uint64_t i = train.n_ex; i-- > 1;)
-                if (train.starts[i] >= train.n - h) cut = train.starts[i];
-            train_free_examples(&train);
-        }
-        vt = (tt_tokens){.t = train.t + cut, .n = train.n - cut, .flags = train.flags ? train.flags + cut : NULL};
-        train.n = cut;
-    }
-    train_index_examples(&train);
-    train_index_examples(&vt);
-    if (train.flags) {
-        uint64_t cut, untrained;
-        train_example_stats(&train, (int)seq, &cut, &untrained);
-        if (train.n_ex == 0 || untrained == train.n_ex) {
-            fprintf(stderr, "tiertrain train: %s holds no example with a response within its first --seq %ld + 1 "
-                            "tokens; raise --seq\n", data, seq);
-            goto done;
-        }
-        if (!as_json)
-            printf("data: %llu examples, %s%s\n", (unsigned long long)train.n_ex,
-                   o.pack ? "packed into sequences (attention and positions kept inside each)"
-                          : "one per sequence (padded)",
-                   vt.flags ? "" : "; validation is plain text");
-        if (cut)
-            fprintf(stderr, "tiertrain train: note: %llu of %llu examples are longer than --seq + 1 = %ld tokens and "
-                            "are cut there%s\n", (unsigned long long)cut, (unsigned long long)train.n_ex, seq + 1,
-                    untrained ? "" : " (each keeps part of its response)");
-        if (untrained)
-            fprintf(stderr, "tiertrain train: note: %llu examples have no response within their first %ld tokens and "
-                            "teach nothing; raise --seq\n", (unsigned long long)untrained, seq + 1);
+        /* a resume takes the reference's losses from the checkpoint, as the interrupted run scored them */
+        if (!resume && (exit_code = reference_losses(reference, rs, &req, mix, (int)eval_tokens, as_json))) goto done;
+        exit_code = 1;
+        tier_close(rs);
+        rs = NULL;
     }
     if (full) {
         tt_galore_cfg gc = {(int)galore_rank, (int)galore_every, (float)galore_scale, 0};
-        exit_code = run_full(&o, &pa, &train, &vt, vf != NULL, strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW,
-                             &gc);
+        exit_code = run_full(&o, &pa, train, vt, srcs[0].vf != NULL,
+                             strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW, &gc);
         goto done;
     }
     tt_plan plan;
@@ -317,8 +506,9 @@ int cmd_train(int argc, char **argv) {
         char tg[128];
         lora_targets_str(o.lora.targets, tg, sizeof tg);
         printf("train: %s (%s, %u layers), LoRA r=%ld alpha=%g%s on %s; %llu training tokens, %llu validation tokens%s\n",
-               model, c->name, c->n_layers, rank, alpha, pa.rslora ? " (rslora: scale alpha/sqrt(r))" : "", tg, (unsigned long long)train.n, (unsigned long long)vt.n,
-               vf ? "" : " (held out from --data)");
+               model, c->name, c->n_layers, rank, alpha, pa.rslora ? " (rslora: scale alpha/sqrt(r))" : "", tg,
+               (unsigned long long)n_train, (unsigned long long)n_val,
+               mix ? " (the sources above)" : srcs[0].vf ? "" : " (held out from --data)");
         printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld, out %s\n",
                o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup, out);
         char db[32], hb[32];
@@ -329,7 +519,7 @@ int cmd_train(int argc, char **argv) {
         fflush(stdout);
     }
     tt_train_result res;
-    int trc = train_run(&o, ex, &train, &vt, &res);
+    int trc = train_run(&o, ex, mix ? NULL : train, mix ? NULL : vt, &res);
     if (trace_path && trace_write_chrome(trace, trace_path)) tool_fail("train");
     else if (trace_path && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
                                        trace_n_events(trace));
@@ -338,6 +528,11 @@ int cmd_train(int argc, char **argv) {
         char dp[32], hp[32];
         printf("done: %d steps, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; adapter in %s\n",
                res.steps_done, res.first_loss, res.last_loss, res.first_val, res.last_val, out);
+        if (mix) {
+            printf("mix at the end:");
+            for (int i = 0; i < nsrc; i++) printf("%s %s %.4f", i ? "," : "", srcs[i].path, mix->w[i]);
+            printf("\n");
+        }
         printf("peak memory: device arena %s (planned %llu bytes, --hbm %s), host arena %s; NVMe read %.1f MB\n",
                tt_fmt_bytes(exec_dev_peak(ex), dp, sizeof dp), (unsigned long long)plan.dev_bytes,
                hbm_str(pa.hbm), tt_fmt_bytes(exec_host_peak(ex), hp, sizeof hp), exec_io_bytes(ex) / 1e6);
@@ -347,12 +542,17 @@ int cmd_train(int argc, char **argv) {
     }
     exit_code = 0;
 done:
-    train_free_examples(&train);
-    train_free_examples(&vt);
+    for (int i = 0; i < nsrc; i++) {
+        train_free_examples(&srcs[i].train);
+        train_free_examples(&srcs[i].vt);
+        tokfile_close(srcs[i].tf);
+        tokfile_close(srcs[i].vf);
+    }
+    free(srcs);
+    free(mix);
     exec_free(ex);
     trace_free(trace);
+    tier_close(rs);
     tier_close(st);
-    tokfile_close(tf);
-    tokfile_close(vf);
     return exit_code;
 }
