@@ -78,8 +78,8 @@ bounds "prune --ratio" "prune $dir/f32.tier --method unst -o $dir/p@.tier --forc
 bounds tokenize "tokenize -i $dir/text.txt -o $dir/x@.tok --force" val-frac
 bounds verify "verify $dir/m.tier" qd chunk
 bounds "bench io" "bench io $dir/m.tier --no-buffered" qd chunk slots
-bounds generate "generate --model $dir/m.tier --prompt hi -n 4" max-new-tokens temperature top-k top-p seed batch context \
-    prefill-chunk hbm host
+bounds generate "generate --model $dir/m.tier --prompt hi -n 4" max-new-tokens temperature top-k top-p batch context \
+    prefill-chunk hbm
 bounds "eval --task" "eval --model $dir/m.tier --task tests/fixtures/tasks/gsm-style.jsonl --max-new-tokens 4 --seq 16 --batch-tokens 64" \
     max-new-tokens batch
 bounds "bench generate" "bench generate --model $dir/m.tier --batch 1 --prompt-tokens 4 --new-tokens 2 --rounds 1" \

@@ -85,6 +85,13 @@ if [ "$(printf '%s' "$stop" | wc -c)" -eq 3 ] && ! printf '%s' "$stop" | od -An 
     unset LC_ALL
     expect_ok "stop json" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --stop "$stop" --json
     grep -q '"stop":"stop"' "$dir/out" || fail "--stop: the JSON does not say it stopped at the string"
+    # --stop repeated: the completion ends at whichever appears first (a later one given first)
+    later=$(dd if="$dir/streamed" bs=1 skip=14 count=3 2>/dev/null)
+    expect_ok "two stops" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --stop "$later" --stop "$stop"
+    LC_ALL=C
+    [ "$(cat "$dir/out")" = "${full%%"$stop"*}" ] || fail "two --stop: got '$(cat "$dir/out")'"
+    unset LC_ALL
+    expect_error "empty stop" "--stop must not be empty" "$T" generate -m "$dir/m.tier" --prompt hi --stop x --stop ""
 else
     fail "--stop: bytes 5-7 of the greedy text hold a newline or NUL; pick another offset"
 fi

@@ -247,7 +247,8 @@ done:
 /* ---- the command ------------------------------------------------------------ */
 
 int cmd_eval(int argc, char **argv) {
-    const char *model, *adapter, *data, *per_token, *task, *samples, *tok_spec, *answer_re, *stop;
+    const char *model, *adapter, *data, *per_token, *task, *samples, *tok_spec, *answer_re;
+    cli_strs stop = {0};
     uint64_t max_tokens = 0; /* 0: all (CLI_SIZE options without a default keep their value) */
     long max_new = 256, gen_batch = 8, limit = 0;
     tool_plan_args pa = {0};
@@ -276,7 +277,7 @@ int cmd_eval(int argc, char **argv) {
         {"answer-regex", 0, CLI_STR, &answer_re, EVAL_ANSWER_RE, "RE",
          "with --task: POSIX extended regex; its last match in a completion (its first group, if any) is the answer"},
         {"max-new-tokens", 'n', CLI_INT, &max_new, "256", "N", "with --task: tokens to generate at most per prompt"},
-        {"stop", 0, CLI_STR, &stop, NULL, "STR", "with --task: end a completion where this text appears (default: none)"},
+        {"stop", 0, CLI_STRS, &stop, NULL, "STR", "with --task: end a completion where this text appears (default: none)"},
         {"batch", 0, CLI_INT, &gen_batch, "8", "N", "with --task: prompts generated together (each layer load serves them all)"},
         /* the budget and batch-shape flags of train, less the LoRA ones (the adapter fixes rank, alpha and targets) */
         {"hbm", 0, CLI_SIZE, &pa.hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"},
@@ -319,11 +320,11 @@ int cmd_eval(int argc, char **argv) {
     else if (limit < 0) bad = "--limit must be at least 0";
     else if (max_new < 1 || max_new > 1 << 20) bad = "--max-new-tokens must be 1..1048576";
     else if (gen_batch < 1 || gen_batch > 4096) bad = "--batch must be 1..4096";
-    else if (stop && !*stop) bad = "--stop must not be empty";
     if (bad) {
         fprintf(stderr, "tiertrain eval: %s\n", bad);
         return 2;
     }
+    if (tool_stop_check("eval", &stop)) return 2;
     if (per_token) {
         const char *inputs[] = {model, adapter ? adapter : "", data, NULL};
         if (tool_check_out("eval", "--per-token", per_token, inputs, force)) return 2;
@@ -359,7 +360,7 @@ int cmd_eval(int argc, char **argv) {
     eval_setup es = {model, adapter, st, ap, tool_lora_cfg(ap), pa, as_json};
     if (data) exit_code = eval_data(&es, data, max_tokens, per_token);
     else {
-        eval_task_opts to = {task, tok_spec, stop, samples, &re, limit, max_new, gen_batch, no_bos};
+        eval_task_opts to = {task, tok_spec, samples, &stop, &re, limit, max_new, gen_batch, no_bos};
         exit_code = eval_task(&es, &to);
     }
 done:

@@ -9,6 +9,7 @@
 #include "io/peft.h"
 #include "io/tier.h"
 #include "sched/plan.h"
+#include "tools/cli.h"
 #include "tools/tools.h"
 
 #include <regex.h>
@@ -47,7 +48,8 @@ int eval_exec_open(const eval_setup *es, const tool_plan_args *pa, tt_plan *plan
 
 /* The --task flags. */
 typedef struct eval_task_opts {
-    const char *path, *tok_spec, *stop, *samples;
+    const char *path, *tok_spec, *samples;
+    const cli_strs *stop;       /* --stop, repeatable (n 0: none) */
     const regex_t *re;
     long limit, max_new, batch;
     int no_bos;

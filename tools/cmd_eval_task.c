@@ -283,7 +283,7 @@ static int mc_score(tt_exec *ex, task_set *t) {
 
 typedef struct task_gen_ctx {
     tt_tokenizer *tok;
-    const char *stop;
+    const cli_strs *stop;
     const gen_params *gp;
     tokenizer_ids *ids;   /* per prompt of the batch: generated tokens, end-of-sequence excluded */
     int *stopped;         /* per prompt: the stop string appeared */
@@ -297,11 +297,11 @@ static int task_on_token(void *vc, int i, uint32_t token, const float *logits) {
     size_t tl;
     if (!tokenizer_token(c->tok, token, &tl)) return 0; /* an id past the tokenizer's (a padded vocabulary) */
     tokenizer_ids_push(&c->ids[i], token);
-    if (!c->stop) return 0;
+    if (!c->stop->n) return 0;
     char *text;
     size_t len;
     TT_ASSERT(tokenizer_decode(c->tok, c->ids[i].v, c->ids[i].n, &text, &len) == 0);
-    c->stopped[i] = strstr(text, c->stop) != NULL;
+    c->stopped[i] = tool_stop_find(text, c->stop) != NULL;
     free(text);
     return c->stopped[i];
 }
@@ -409,7 +409,7 @@ static int gen_score(const eval_setup *es, const eval_task_opts *o, tt_tokenizer
         for (int i = 0; i < nb; i++) {
             size_t len;
             char *text = tool_gen_text(tok, &outs[i], 1, &len); /* as Hugging Face's decode (and so lm-eval) */
-            const char *hit = o->stop ? strstr(text, o->stop) : NULL;
+            const char *hit = tool_stop_find(text, o->stop);
             if (hit) len = (size_t)(hit - text);
             gen_item *it = &ts->gen[first + i];
             char *x = answer_extract(o->re, text, len);

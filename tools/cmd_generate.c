@@ -29,7 +29,7 @@ typedef struct prompt_out {
 
 typedef struct gen_ctx {
     tt_tokenizer *tok;
-    const char *stop;
+    const cli_strs *stop;
     const gen_params *gp;
     prompt_out *out;
     int stream;          /* print prompt 0's text as it comes */
@@ -51,14 +51,14 @@ static int on_token(void *vc, int i, uint32_t token, const float *logits) {
         tokenizer_ids_push(&o->ids, token);
         free(o->text);
         o->text = tool_gen_text(c->tok, &o->ids, 0, &o->len);
-        const char *hit = c->stop && *c->stop ? strstr(o->text, c->stop) : NULL;
+        const char *hit = tool_stop_find(o->text, c->stop);
         if (hit) {
             o->len = (size_t)(hit - o->text);
             o->text[o->len] = 0;
             o->stopped = 1;
         }
         if (c->stream && i == 0) {
-            size_t hold = o->stopped || !c->stop ? 0 : strlen(c->stop);
+            size_t hold = o->stopped ? 0 : tool_stop_hold(c->stop);
             size_t e = tool_utf8_printable(o->text, o->len, hold > 0 ? hold - 1 : 0);
             if (e > o->printed) {
                 fwrite(o->text + o->printed, 1, e - o->printed, stdout);
@@ -121,7 +121,8 @@ static int read_prompts(const char *path, char ***out, int *n) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model, *adapter, *tok_spec, *prompt, *prompts_path, *out_path, *stop;
+    const char *model, *adapter, *tok_spec, *prompt, *prompts_path, *out_path;
+    cli_strs stop = {0};
     long max_new, top_k, batch, context, chunk;
     double temperature, top_p;
     uint64_t seed;
@@ -140,7 +141,7 @@ int cmd_generate(int argc, char **argv) {
         {"top-k", 0, CLI_INT, &top_k, "0", "K", "sample among the K most likely tokens (0: all)"},
         {"top-p", 0, CLI_FLOAT, &top_p, "1", "P", "sample among the most likely tokens holding P of the mass (1: all)"},
         {"seed", 0, CLI_SEED, &seed, "1", "S", "sampling seed (prompt i of the file draws from its own stream)"},
-        {"stop", 0, CLI_STR, &stop, NULL, "STR", "end a completion where this text appears (it is not kept)"},
+        {"stop", 0, CLI_STRS, &stop, NULL, "STR", "end a completion where this text appears (it is not kept)"},
         {"no-bos", 0, CLI_FLAG, &no_bos, NULL, NULL, "do not start prompts with the tokenizer's <s> / <|begin_of_text|>"},
         {"batch", 0, CLI_INT, &batch, "8", "N", "prompts per batch: each layer load serves them all"},
         {"context", 0, CLI_INT, &context, "0", "N", "KV cache positions per prompt (0: longest prompt + --max-new-tokens, at most the model's max_pos)"},
@@ -168,11 +169,12 @@ int cmd_generate(int argc, char **argv) {
                     : batch < 1 || batch > 4096 ? "--batch must be 1..4096"
                     : context < 0 || context > 1 << 20 ? "--context must be 0..1048576"
                     : chunk < 2 || chunk > 1 << 16 ? "--prefill-chunk must be 2..65536"
-                    : stop && !*stop ? "--stop must not be empty" : NULL;
+                    : NULL;
     if (bad) {
         fprintf(stderr, "tiertrain generate: %s (see tiertrain generate --help)\n", bad);
         return 2;
     }
+    if (tool_stop_check("generate", &stop)) return 2;
     const char *inputs[] = {model, adapter ? adapter : "", prompts_path ? prompts_path : "", NULL};
     if (out_path && tool_check_out("generate", "-o", out_path, inputs, force)) return 2;
 
@@ -234,7 +236,7 @@ int cmd_generate(int argc, char **argv) {
     int n_eos = tool_gen_eos(tok, eos);
     gen_params gp = {(int)max_new, (float)temperature, (int)top_k, (float)top_p, seed, eos, n_eos};
     outs = tt_xcalloc((size_t)B, sizeof *outs);
-    gen_ctx gc = {tok, stop, &gp, outs, prompt && !as_json};
+    gen_ctx gc = {tok, &stop, &gp, outs, prompt && !as_json};
     struct sigaction old;
     tool_sigint_catch(&old);
     size_t jcap = 0;

@@ -184,3 +184,28 @@ void tool_sigint_catch(struct sigaction *old) {
 void tool_sigint_restore(const struct sigaction *old) {
     sigaction(SIGINT, old, NULL);
 }
+
+const char *tool_stop_find(const char *text, const cli_strs *stops) {
+    const char *first = NULL;
+    for (int k = 0; k < stops->n; k++) {
+        const char *hit = strstr(text, stops->v[k]);
+        if (hit && (!first || hit < first)) first = hit;
+    }
+    return first;
+}
+
+size_t tool_stop_hold(const cli_strs *stops) {
+    size_t m = 0;
+    for (int k = 0; k < stops->n; k++)
+        if (strlen(stops->v[k]) > m) m = strlen(stops->v[k]);
+    return m;
+}
+
+int tool_stop_check(const char *cmd, const cli_strs *stops) {
+    for (int k = 0; k < stops->n; k++)
+        if (!*stops->v[k]) {
+            fprintf(stderr, "tiertrain %s: --stop must not be empty\n", cmd);
+            return 2;
+        }
+    return 0;
+}

@@ -12,6 +12,7 @@
 #include "core/tokenizer.h"
 #include "io/peft.h"
 #include "io/tier.h"
+#include "tools/cli.h"
 #include "tools/tools.h"
 
 #include <jansson.h>
@@ -104,5 +105,13 @@ extern volatile sig_atomic_t tool_interrupted;
 void tool_sigint_catch(struct sigaction *old);
 /* Puts back the handler tool_sigint_catch saved. */
 void tool_sigint_restore(const struct sigaction *old);
+
+/* --stop (repeatable): where the first of the stop strings starts in text
+ * (NUL-terminated), or NULL; and the longest one's length (a streamed text
+ * holds back one byte less, which may still become a stop string). */
+const char *tool_stop_find(const char *text, const cli_strs *stops);
+size_t tool_stop_hold(const cli_strs *stops);
+/* 2 after printing a usage error for cmd when one of the stop strings is empty, else 0. */
+int tool_stop_check(const char *cmd, const cli_strs *stops);
 
 #endif
