@@ -160,7 +160,7 @@ $(A)/tests/test_grad_%: $(FA)/tests/test_grad_%.o $(LIB_SRC:%.c=$(FA)/%.o)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS)
 
 # tests also built with -DTT_F64, as tests/NAME_f64 (the double build checks tighter tolerances)
-F64_TWINS := test_galore
+F64_TWINS := test_galore test_generate
 $(B)/tests/%_f64: $(F)/tests/%.o $(LIB_SRC:%.c=$(F)/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
