@@ -18,6 +18,7 @@
 #include "io/ckpt.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
+#include "tests/train_run.h"
 
 #include <errno.h>
 #include <string.h>
@@ -144,21 +145,6 @@ static void test_sampler(void) {
 
 /* ---- through train_run: resume == one run -------------------------------------- */
 
-static int run_train(const char *model, const tt_train_opts *o, tt_train_result *res) {
-    tier_store *s;
-    TT_ASSERT(tier_open(&s, model) == 0);
-    tt_plan_req req = {0};
-    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; exec_user(&req.user, &o->lora, o->clip > 0);
-    tt_plan p;
-    TT_ASSERT(plan_make(s, &req, &p) == 0);
-    tier_close(s);
-    tt_exec *e;
-    int rc = exec_create(&e, model, &p, o->seed, NULL);
-    if (rc) return rc;
-    rc = train_run(o, e, NULL, NULL, res); /* o->mix: the data */
-    exec_free(e);
-    return rc;
-}
 
 static tt_train_opts base_opts(const char *model, const char *out, tt_mix *mix) {
     tt_train_opts o = {0};
@@ -212,7 +198,7 @@ static void test_resume(const char *dir) {
     make_mix(&m, tok, c.vocab);
     snprintf(a, sizeof a, "%s/a", dir);
     tt_train_opts o = base_opts(model, a, &m);
-    CHECK_MSG(run_train(model, &o, &res) == 0, "%s", tt_lasterr());
+    CHECK_MSG(test_run_train(model, &o, NULL, NULL, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 7);
     double w_end[2] = {m.w[0], m.w[1]};
     CHECK_MSG(w_end[0] != 0.6 && fabs(w_end[0] + w_end[1] - 1) < 1e-12, "the weights did not move: %g %g", w_end[0],
@@ -230,12 +216,12 @@ static void test_resume(const char *dir) {
         make_mix(&m, tok, c.vocab);
         o = base_opts(model, b, &m);
         o.stop_after = stop;
-        CHECK_MSG(run_train(model, &o, &res) == 0, "%s", tt_lasterr());
+        CHECK_MSG(test_run_train(model, &o, NULL, NULL, &res) == 0, "%s", tt_lasterr());
         make_mix(&m, tok, c.vocab); /* a fresh process: base weights and a placeholder reference until the resume */
         m.ref[0] = m.ref[1] = NAN;
         o = base_opts(model, b, &m);
         o.resume_dir = b;
-        CHECK_MSG(run_train(model, &o, &res) == 0, "%s", tt_lasterr());
+        CHECK_MSG(test_run_train(model, &o, NULL, NULL, &res) == 0, "%s", tt_lasterr());
         CHECK_EQ_INT(res.steps_done, 7);
         CHECK(m.w[0] == w_end[0] && m.w[1] == w_end[1]);
         snprintf(fa, sizeof fa, "%s/" CKPT_FILE, a);
@@ -250,7 +236,7 @@ static void test_resume(const char *dir) {
     make_mix(&m, tok, c.vocab);
     m.mode = TT_MIX_STATIC;
     o = base_opts(model, b, &m);
-    CHECK(run_train(model, &o, &res) == 0);
+    CHECK(test_run_train(model, &o, NULL, NULL, &res) == 0);
     CHECK(m.w[0] == 0.6 && m.w[1] == 0.4);
     snprintf(fb, sizeof fb, "%s/adapter_model.safetensors", b);
     CHECK(!fixture_same_file(fa, fb));
@@ -261,24 +247,24 @@ static void test_resume(const char *dir) {
     o = base_opts(model, a, &m);
     o.steps = 7;
     o.resume_dir = a;
-    CHECK(run_train(model, &o, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, NULL, NULL, &res) == -EINVAL);
     CHECK_MSG(strstr(tt_lasterr(), "--data weights") && strstr(tt_lasterr(), "sevens"), "%s", tt_lasterr());
     make_mix(&m, tok, c.vocab);
     m.every = 3;
-    CHECK(run_train(model, &o, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, NULL, NULL, &res) == -EINVAL);
     CHECK_MSG(strstr(tt_lasterr(), "--mix-every was 2, now 3"), "%s", tt_lasterr());
     make_mix(&m, tok, c.vocab);
     tt_mix one;
     train_mix_single(&one, &m.train[0], &m.val[0]);
     o.mix = &one;
-    CHECK(run_train(model, &o, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, NULL, NULL, &res) == -EINVAL);
     CHECK_MSG(strstr(tt_lasterr(), "2 data sources, this run has 1"), "%s", tt_lasterr());
     /* a dynamic mixture needs every source scored: a source without validation tokens is refused up front */
     make_mix(&m, tok, c.vocab);
     m.val[1].n = 3;
     snprintf(b, sizeof b, "%s/noval", dir);
     o = base_opts(model, b, &m);
-    CHECK(run_train(model, &o, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, NULL, NULL, &res) == -EINVAL);
     CHECK_MSG(strstr(tt_lasterr(), "fives") && strstr(tt_lasterr(), "none to score"), "%s", tt_lasterr());
     free(tok);
 }

@@ -15,27 +15,11 @@
 #include "core/exec.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
+#include "tests/train_run.h"
 
 #include <errno.h>
 #include <unistd.h>
 
-/* train_run on a fresh executor (resident plan) for o's shapes. */
-static int run_train(const char *model, const tt_train_opts *o, const tt_tokens *train, const tt_tokens *val,
-                     tt_train_result *res) {
-    tier_store *s;
-    TT_ASSERT(tier_open(&s, model) == 0);
-    tt_plan_req req = {0};
-    req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; exec_user(&req.user, &o->lora, o->clip > 0);
-    tt_plan p;
-    TT_ASSERT(plan_make(s, &req, &p) == 0);
-    tier_close(s);
-    tt_exec *e;
-    int rc = exec_create(&e, model, &p, o->seed, NULL);
-    if (rc) return rc;
-    rc = train_run(o, e, train, val, res);
-    exec_free(e);
-    return rc;
-}
 
 static tt_train_opts base_opts(const char *model, const char *out) {
     tt_train_opts o = {0};
@@ -77,13 +61,13 @@ static void test_budget_after_step1(const char *model, const char *dir, const tt
     o.hbm = (uint64_t)64 << 20;
     g_fake_used = o.hbm + 1;
     tt_train_result res;
-    CHECK(run_train(model, &o, train, val, &res) != 0);
+    CHECK(test_run_train(model, &o, train, val, &res) != 0);
     CHECK_MSG(strstr(tt_lasterr(), "--hbm") && strstr(tt_lasterr(), "after the first step"), "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 0);
     snprintf(f, sizeof f, "%s/adapter_model.safetensors", out);
     CHECK(access(f, F_OK) != 0);
     g_fake_used = o.hbm; /* at the budget: fine, and reported */
-    CHECK_MSG(run_train(model, &o, train, val, &res) == 0, "%s", tt_lasterr());
+    CHECK_MSG(test_run_train(model, &o, train, val, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 3);
     CHECK(res.dev_in_use == o.hbm);
     be_use(backend_cpu());
@@ -209,18 +193,18 @@ int main(void) {
     /* A: 6 steps in one run. */
     snprintf(a, sizeof a, "%s/a", dir);
     o = base_opts(model, a);
-    CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
+    CHECK_MSG(test_run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 6);
     CHECK_MSG(res.last_val < res.first_val - 0.05, "validation loss did not fall: %f -> %f", res.first_val, res.last_val);
     /* B: 3 steps (stopped as if interrupted), then resumed to 6. */
     snprintf(b, sizeof b, "%s/b", dir);
     o = base_opts(model, b);
     o.stop_after = 3;
-    CHECK(run_train(model, &o, &train, &val, &res) == 0);
+    CHECK(test_run_train(model, &o, &train, &val, &res) == 0);
     CHECK_EQ_INT(res.steps_done, 3);
     o = base_opts(model, b);
     o.resume_dir = b;
-    CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
+    CHECK_MSG(test_run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
     CHECK_EQ_INT(res.steps_done, 6);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
     snprintf(fb, sizeof fb, "%s/%s", b, CKPT_FILE);
@@ -233,7 +217,7 @@ int main(void) {
     snprintf(d2, sizeof d2, "%s/c", dir);
     o = base_opts(model, d2);
     o.seed = 10;
-    CHECK(run_train(model, &o, &train, &val, &res) == 0);
+    CHECK(test_run_train(model, &o, &train, &val, &res) == 0);
     snprintf(fb, sizeof fb, "%s/%s", d2, CKPT_FILE);
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);
     CHECK(!fixture_same_file(fa, fb));
@@ -263,7 +247,7 @@ int main(void) {
         o = base_opts(model, rs);
         o.lora.rslora = 1;
         o.stop_after = 3;
-        CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
+        CHECK_MSG(test_run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
         ckpt_state cs;
         void *cp;
         float *cm, *cv;
@@ -273,10 +257,10 @@ int main(void) {
         peft_free(&ad);
         o = base_opts(model, rs);
         o.resume_dir = rs;
-        CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
+        CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
         CHECK_MSG(strstr(tt_lasterr(), "LoRA shape") && strstr(tt_lasterr(), "--rslora"), "%s", tt_lasterr());
         o.lora.rslora = 1;
-        CHECK_MSG(run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
+        CHECK_MSG(test_run_train(model, &o, &train, &val, &res) == 0, "%s", tt_lasterr());
         CHECK_EQ_INT(res.steps_done, 6);
         /* the scaling is not a no-op: the same seed without it trains other weights */
         snprintf(fa, sizeof fa, "%s/adapter_model.safetensors", a);
@@ -287,15 +271,15 @@ int main(void) {
     /* Bad checkpoints. */
     o = base_opts(model, a);
     o.resume_dir = "/nonexistent/run";
-    CHECK(run_train(model, &o, &train, &val, &res) != 0);
+    CHECK(test_run_train(model, &o, &train, &val, &res) != 0);
     CHECK(strstr(tt_lasterr(), "/nonexistent/run") != NULL);
     o.resume_dir = d2; /* other seed */
-    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "other training options") != NULL);
     o = base_opts(model, a);
     o.lora.rank = 8;
     o.resume_dir = a;
-    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "LoRA shape") != NULL);
     /* flip one byte of the checkpoint: refused, named */
     uint64_t n;
@@ -308,12 +292,12 @@ int main(void) {
     fclose(f);
     o = base_opts(model, a);
     o.resume_dir = a;
-    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "corrupt") && strstr(tt_lasterr(), CKPT_FILE));
     f = fopen(fa, "wb");
     fwrite(ck, 1, n / 3, f);
     fclose(f);
-    CHECK(run_train(model, &o, &train, &val, &res) == -EINVAL);
+    CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "truncated") != NULL);
     free(ck);
 

@@ -35,11 +35,6 @@
 /* Prompt tokens per sequence per pass over the layers when generating. */
 #define TASK_PREFILL_CHUNK 256
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    return memcpy(tt_xmalloc(n), s, n);
-}
-
 /* ---- --task: the task file ------------------------------------------------- */
 
 /* One request of a multiple-choice item: the tokens of context + choice, of
@@ -142,10 +137,10 @@ static int mc_encode(task_enc *e, const char *ctx, const char *choice, const cha
 
 /* A JSON integer, or a string, as text (GSM8K's answers are numbers). */
 static char *json_text(json_t *v) {
-    if (json_is_string(v)) return xstrdup(json_string_value(v));
+    if (json_is_string(v)) return tool_xstrdup(json_string_value(v));
     char buf[32];
     snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    return xstrdup(buf);
+    return tool_xstrdup(buf);
 }
 
 /* One line of the task file into t (kind by its fields). */
@@ -198,7 +193,7 @@ static int task_line(task_set *t, task_enc *e, const char *path, uint64_t no, js
             t->gen = realloc(t->gen, (size_t)(t->n_gen ? 2 * t->n_gen : 1) * sizeof *t->gen);
             TT_ASSERT(t->gen);
         }
-        t->gen[t->n_gen++] = (gen_item){no, xstrdup(json_string_value(prompt)), json_text(ans), NULL, 0, NULL, 0};
+        t->gen[t->n_gen++] = (gen_item){no, tool_xstrdup(json_string_value(prompt)), json_text(ans), NULL, 0, NULL, 0};
         return 0;
     }
     return TT_FAIL(-EINVAL, "%s:%llu: neither a \"choices\" field (multiple choice: context, choices, label) nor a "

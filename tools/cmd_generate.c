@@ -35,11 +35,6 @@ typedef struct gen_ctx {
     int stream;          /* print prompt 0's text as it comes */
 } gen_ctx;
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    return memcpy(tt_xmalloc(n), s, n);
-}
-
 static int on_token(void *vc, int i, uint32_t token, const float *logits) {
     (void)logits;
     gen_ctx *c = vc;
@@ -103,7 +98,7 @@ static int read_prompts(const char *path, char ***out, int *n) {
         }
         v = realloc(v, (size_t)(count + 1) * sizeof *v);
         TT_ASSERT(v);
-        v[count++] = xstrdup(json_string_value(p));
+        v[count++] = tool_xstrdup(json_string_value(p));
         json_decref(o);
     }
     if (!rc && ferror(f)) rc = TT_FAIL(-EIO, "cannot read %s: %s", path, strerror(errno));
@@ -190,7 +185,7 @@ int cmd_generate(int argc, char **argv) {
     size_t jl = 0;
     if (prompt) {
         texts = tt_xcalloc(1, sizeof *texts);
-        texts[0] = xstrdup(prompt);
+        texts[0] = tool_xstrdup(prompt);
         np = 1;
     } else if (read_prompts(prompts_path, &texts, &np)) {
         tool_fail("generate");

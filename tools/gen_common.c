@@ -209,3 +209,8 @@ int tool_stop_check(const char *cmd, const cli_strs *stops) {
         }
     return 0;
 }
+
+char *tool_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(tt_xmalloc(n), s, n);
+}

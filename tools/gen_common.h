@@ -114,4 +114,7 @@ size_t tool_stop_hold(const cli_strs *stops);
 /* 2 after printing a usage error for cmd when one of the stop strings is empty, else 0. */
 int tool_stop_check(const char *cmd, const cli_strs *stops);
 
+/* A malloc'ed copy of s (aborts on out-of-memory, as tt_xmalloc). */
+char *tool_xstrdup(const char *s);
+
 #endif
