@@ -47,8 +47,8 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     /* a tied lm_head is the embedding, which stays on the host: its chunks always go through the staging
      * buffer (head_on_device then only means the final norm) */
     /* the workspace in the cells' type: layers read and write the cells themselves */
-    tt_ws_opts wo = {p->req.B, p->req.seq, 0, !p->head_on_device || cfg->tie_embeddings, 0, 0, host, 0,
-                     p->req.act_bf16, 0};
+    tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || cfg->tie_embeddings,
+                     .host = host, .act_bf16 = p->req.act_bf16};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;

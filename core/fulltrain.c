@@ -47,10 +47,17 @@ typedef struct full_state {
     tt_lora lora;                /* no targets: model_micro_step's LoRA slot, empty */
     tt_ws *ws;
     tt_wgrad *wg;
+    tt_model *teacher;           /* distillation: the teacher, resident and frozen, its (empty) LoRA slot and its
+                                  * workspace */
+    tt_lora tlora;
+    tt_ws *tws;
 } full_state;
 
 
 static void state_free(full_state *st) {
+    ws_free(st->tws);
+    if (st->teacher) lora_free(&st->tlora);
+    model_free(st->teacher);
     ws_free(st->ws);
     lora_free(&st->lora);
     model_free(st->model);
@@ -155,6 +162,23 @@ static void *measure_fn(void *ctx, size_t bytes, const char *label) {
     return (void *)(uintptr_t)16; /* a placeholder, never dereferenced */
 }
 
+/* A distillation teacher for the student config c (path: the student's
+ * store): same hidden size and vocabulary. *tied: its lm_head is the
+ * embedding (on the host: its chunks go through the staging buffer). */
+static int teacher_check(const char *tpath, const char *path, const tt_config *c, int *tied) {
+    tier_store *ts = NULL;
+    int rc = tier_open(&ts, tpath);
+    if (rc) return rc;
+    const tt_config *tc = tier_config(ts);
+    if (tc->hidden != c->hidden || tc->vocab != c->vocab)
+        rc = TT_FAIL(-EINVAL, "--teacher %s has hidden size %u and vocabulary %u, %s has %u and %u; distill from the "
+                     "model %s was pruned from (LoRAM's pruning keeps both)", tpath, tc->hidden, tc->vocab, path,
+                     c->hidden, c->vocab, path);
+    *tied = tc->tie_embeddings != 0;
+    tier_close(ts);
+    return rc;
+}
+
 /* Loads the store into master weights and binds the model to them. */
 static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, const tt_full_opts *o) {
     uint64_t hbm = o->hbm;
@@ -167,7 +191,14 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     /* a tied lm_head is the embedding, which lives on the host: its chunks go through the staging buffer */
     tt_ws_opts wo_v = *wo_in;
     wo_v.head_streamed = c->tie_embeddings != 0;
+    wo_v.with_distill = o->teacher_path != NULL;
     const tt_ws_opts *wo = &wo_v;
+    tt_ws_opts two = {.B = wo_in->B, .seq = wo_in->seq, .with_ckpt = 1}; /* the teacher's: forward passes */
+    if (o->teacher_path) { /* first, so that a mismatched teacher is refused before anything is allocated */
+        int tied = 0;
+        if ((rc = teacher_check(o->teacher_path, path, c, &tied))) goto out;
+        if (tied) wo_v.head_streamed = 1;
+    }
     st->nt = config_n_tensors(c);
     st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
     st->mask = tt_xcalloc(st->nt, sizeof *st->mask);
@@ -209,13 +240,22 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         tt_ws *wm = NULL;
         if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
         ws_free(wm);
+        if (o->teacher_path) { /* the teacher's weights (its file's size bounds them) and its workspace */
+            store_reader tr;
+            if ((rc = store_reader_open(&tr, o->teacher_path))) goto out;
+            ws_bytes += tier_file_size(tr.s);
+            if ((rc = ws_create(&wm, store_reader_config(&tr), &lc, &two, &meas)) == 0) ws_free(wm);
+            store_reader_close(&tr);
+            if (rc) goto out;
+        }
         if (!plan_dev_fits(state_bytes(c, st->n, o) + ws_bytes, hbm, &need)) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
-                         "and %s state of %zu parameters, lm_head and activations); raise --hbm or lower "
+                         "and %s state of %zu parameters, lm_head and activations%s); raise --hbm or lower "
                          "--seq / --micro-batch%s",
                          tt_fmt_bytes(hbm, a, sizeof a), path, tt_fmt_bytes(need, b, sizeof b),
                          o->optim == FULL_OPTIM_GALORE ? "GaLore" : "AdamW", st->n,
+                         o->teacher_path ? ", and the --teacher's weights and activations" : "",
                          o->optim == FULL_OPTIM_GALORE ? " / --galore-rank" : "");
             goto out;
         }
@@ -266,6 +306,11 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     }
     if ((rc = lora_init(&st->lora, c, &lc, 0))) goto out;
     if ((rc = ws_create(&st->ws, c, &lc, wo, NULL))) goto out;
+    if (o->teacher_path) {
+        if ((rc = model_load(&st->teacher, o->teacher_path))) goto out;
+        if ((rc = lora_init(&st->tlora, model_config(st->teacher), &lc, 0))) goto out;
+        if ((rc = ws_create(&st->tws, model_config(st->teacher), &lc, &two, NULL))) goto out;
+    }
     st->model = model_shell(rd.s);
     st->wg = tt_xcalloc(1, sizeof *st->wg);
     for (uint32_t i = 0; i < st->nt; i++) {
@@ -365,9 +410,16 @@ static int full_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_
     double loss = 0;
     be_fill(st->G, st->n, 0);
     if (E) memset(st->gembed, 0, E * sizeof *st->gembed);
-    for (int k = 0; k < K; k++)
+    for (int k = 0; k < K; k++) {
+        if (st->teacher) { /* the teacher's hidden states for this micro-batch */
+            tt_distill d = {st->teacher, model_forward(st->teacher, &st->tlora, st->tws, in + (size_t)k * T),
+                            o->distill_weight, o->distill_temp};
+            ws_set_distill(st->ws, &d);
+        }
         loss += model_micro_step(st->model, &st->lora, st->ws, in + (size_t)k * T, tgt + (size_t)k * T,
                                  wt + (size_t)k * T, (tt_real)(1.0 / ((double)K * T)), 1, 0);
+    }
+    if (st->teacher) ws_set_distill(st->ws, NULL);
     loss /= (double)K * T;
     if (E) be_to_device(st->G + st->off[st->embed_i], st->gembed, E * sizeof(tt_real));
     double g2 = 0, *acc = ws_acc(st->ws) + 1; /* the gradient norm, summed on the device */
@@ -415,7 +467,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     int crc = store_check_output("--out", o->out_path, o->model_path);
     if (crc) return crc;
     int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
-    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
+    tt_ws_opts wo = {.B = B, .seq = S, .with_ckpt = 1};
     full_state st;
     int rc = state_load(&st, o->model_path, &wo, o);
     if (rc) return rc;
@@ -450,6 +502,9 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
                    tt_fmt_bytes(wb, z, sizeof z));
         else
             printf("optimizer: AdamW, state %s on the device\n", tt_fmt_bytes(ab, y, sizeof y));
+        if (o->teacher_path)
+            printf("distillation from %s: loss (1 - %g) cross-entropy + %g x %g^2 KL(teacher || model)\n",
+                   o->teacher_path, (double)o->distill_weight, (double)o->distill_weight, (double)o->distill_temp);
     }
     tt_train_opts lo = {0}; /* the shared loop's view of these options: no checkpoints, no dropout */
     lo.seed = o->seed;
@@ -499,7 +554,8 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_lora lo;
     tt_ws *w = NULL;
-    tt_ws_opts wo = {1, seq, 1, c->tie_embeddings != 0, 0, 0, NULL, 0, 0, 0}; /* tied: lm_head chunks come from the host */
+    /* tied: lm_head chunks come from the host */
+    tt_ws_opts wo = {.B = 1, .seq = seq, .with_ckpt = 1, .head_streamed = c->tie_embeddings != 0};
     tt_wgrad *wg = tt_xcalloc(1, sizeof *wg);
     tt_tensor_desc d;
     if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {

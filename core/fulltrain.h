@@ -24,6 +24,10 @@ typedef struct tt_full_opts {
     tt_galore_cfg galore;     /* with FULL_OPTIM_GALORE (its seed: the run's) */
     int json, quiet;
     tt_mix *mix;              /* several --data sources (core/train.h; fulltrain_run takes no train, val then); NULL: one */
+    const char *teacher_path; /* distillation from this store (resident, frozen; same hidden size and vocabulary):
+                               * the objective is (1 - distill_weight) CE + distill_weight temp^2 KL (model.h's
+                               * tt_distill); NULL: plain LM loss */
+    float distill_weight, distill_temp;
 } tt_full_opts;
 
 /* The optimizer state's device bytes for full training of cfg with o's

@@ -65,7 +65,14 @@ struct tt_ws {
     const int32_t *seg;   /* device (T) or NULL: the current micro-batch's packed-example starts (ws_set_seg) */
     int32_t *tgt_d;       /* device (T): the head's targets, uploaded per micro-batch */
     tt_real *wt_d;        /* device (T): their loss weights */
-    double *acc;          /* device: [0] loss sum, [1] sum of squared gradients */
+    double *acc;          /* device: [0] loss sum, [1] sum of squared gradients, [2] distillation's KL sum */
+    /* distillation (with_distill): the teacher's normalised hidden states and logits chunk, its final norm,
+     * the KL statistics; kd: the current setting (ws_set_distill), or NULL */
+    void *txf, *tlogits;
+    tt_real *tnorm;
+    double *kstats;
+    tt_distill kd_set;
+    const tt_distill *kd;
     void *host_x[2];      /* host (T, H) each (type dt): the embedding gather, two in turn */
     tt_event *host_x_ev[2]; /* recorded after each one's upload: it is rewritten only after that */
     int host_x_next, host_x_owned;
@@ -229,7 +236,8 @@ void ws_free(tt_ws *w) {
         void *bufs[] = {w->xn, w->rstd1, w->q, w->k, w->v, w->att, w->lse, w->h, w->hn, w->rstd2,
                         w->g, w->wbuf, w->xd, w->mask, w->tmp, w->dz,
                         w->dk, w->dv, w->dhn, w->dm, w->norm, w->ck,
-                        w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d, w->attn_scratch, w->xstats};
+                        w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d, w->attn_scratch, w->xstats,
+                        w->txf, w->tlogits, w->tnorm, w->kstats};
         /* aliases: xf, dxf, dxn, u, mm, dg, du always; logits, dh and lm_stage of the MLP block, dq and datt of
          * hn and dhn when they fit */
         if (w->logits != w->g) be_free(w->logits);
@@ -344,6 +352,11 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     ok &= (w->xstats = ws_get(alloc, 3 * T * sizeof(double), "head")) != NULL;
     A(w->cos_t, (size_t)seq * c->head_dim / 2, "rope tables"); A(w->sin_t, (size_t)seq * c->head_dim / 2, "rope tables");
     A(w->wt_d, T, "head");
+    if (o->with_distill) { /* the teacher's side of the head (model_head with ws_set_distill) */
+        AA(w->txf, T * H, "distillation"); AA(w->tlogits, T * w->vocab_chunk, "distillation");
+        A(w->tnorm, H, "distillation");
+        ok &= (w->kstats = ws_get(alloc, 5 * T * sizeof(double), "distillation")) != NULL;
+    }
     if (o->gen_cap > 0) {
         A(w->gen_cos, T * c->head_dim / 2, "rope tables"); A(w->gen_sin, T * c->head_dim / 2, "rope tables");
         ok &= (w->gen_pos_d = ws_get(alloc, (size_t)B * sizeof(int32_t), "rope tables")) != NULL;
@@ -351,7 +364,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
 #undef A
 #undef AA
     ok &= (w->tgt_d = ws_get(alloc, T * sizeof(int32_t), "head")) != NULL;
-    ok &= (w->acc = ws_get(alloc, 2 * sizeof(double), "loss and gradient norm")) != NULL;
+    ok &= (w->acc = ws_get(alloc, 3 * sizeof(double), "loss and gradient norm")) != NULL;
     if (o->head_streamed) { /* the head's lm_head chunk: u and mm (the MLP block is free during the head) */
         size_t lb = (size_t)w->vocab_chunk * H * 4;
         if (lb <= 2 * MF * ae) w->lm_stage = w->u;
@@ -731,26 +744,42 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
     be_copy_async(w->tgt_d, targets, (size_t)T * sizeof *targets, BE_H2D, NULL);
     be_copy_async(w->wt_d, weight, (size_t)T * sizeof *weight, BE_H2D, NULL);
     tt_real *nf = w->norm + 2 * (size_t)H;
+    /* distillation: the teacher's logits chunk beside the student's (training passes only) */
+    const tt_distill *kd = dx ? w->kd : NULL;
+    const tt_model *tm = kd ? kd->teacher : NULL;
+    if (kd) { /* the teacher's final norm first: rstdf is the student's again below */
+        be_dequant(TT_DTYPE_F32, tm->head.norm, (size_t)H, w->tnorm, BE_REAL);
+        be_rmsnorm_fwd(T, H, kd->xL, w->tnorm, (tt_real)tm->cfg.rms_eps, w->txf, w->rstdf, dt);
+    }
     be_dequant(TT_DTYPE_F32, m->head.norm, (size_t)H, nf, BE_REAL);
     be_rmsnorm_fwd(T, H, xL, nf, (tt_real)c->rms_eps, w->xf, w->rstdf, dt);
     for (int grad = 0; grad < (dx ? 2 : 1); grad++) { /* 0: statistics and loss, 1: the gradient */
         for (int v0 = 0; v0 < V; v0 += VC) {
             int n = V - v0 < VC ? V - v0 : VC;
             size_t tot, o0;
+            if (kd) { /* staged before the student's chunk, which the gradient pass uses last */
+                const void *tb = lm_chunk((tt_model *)tm, w, v0, n, &tot, &o0);
+                be_linear_w(0, T, H, n, w->txf, H, tm->head.lm_dtype, tb, tot, o0, w->wbuf, 0, w->tlogits, VC, dt);
+            }
             const void *blk = lm_chunk(m, w, v0, n, &tot, &o0);
             /* the logits' row stride is the chunk's (a multiple of 8), the last chunk's too */
             be_linear_w(0, T, H, n, w->xf, H, m->head.lm_dtype, blk, tot, o0, w->wbuf, 0, w->logits, VC, dt);
             if (!grad) {
                 be_xent_stats(T, n, VC, v0, w->logits, w->tgt_d, w->xstats, dt);
+                if (kd) be_kd_stats(T, n, VC, v0, w->logits, w->tlogits, (tt_real)kd->temp, w->kstats, dt);
                 continue;
             }
-            be_xent_grad(T, n, VC, v0, w->logits, w->tgt_d, w->wt_d, dscale, w->xstats, dt);
+            if (kd)
+                be_kd_grad(T, n, VC, v0, w->logits, w->tlogits, w->tgt_d, w->wt_d, dscale, (tt_real)kd->weight,
+                           (tt_real)kd->temp, w->xstats, w->kstats, dt);
+            else be_xent_grad(T, n, VC, v0, w->logits, w->tgt_d, w->wt_d, dscale, w->xstats, dt);
             be_linear_w(1, T, H, n, w->logits, VC, m->head.lm_dtype, blk, tot, o0, w->wbuf, v0 ? 1 : 0, w->dxf, H, dt);
         }
-        if (!grad)
-            for (int r0 = 0; r0 < T; r0 += XENT_MAX_ROWS)
-                be_xent_loss(T - r0 < XENT_MAX_ROWS ? T - r0 : XENT_MAX_ROWS, w->xstats + 3 * (size_t)r0, w->tgt_d + r0,
-                             w->wt_d + r0, loss);
+        for (int r0 = 0; !grad && r0 < T; r0 += XENT_MAX_ROWS) {
+            int R = T - r0 < XENT_MAX_ROWS ? T - r0 : XENT_MAX_ROWS;
+            be_xent_loss(R, w->xstats + 3 * (size_t)r0, w->tgt_d + r0, w->wt_d + r0, loss);
+            if (kd) be_kd_loss(R, w->kstats + 5 * (size_t)r0, w->tgt_d + r0, w->wt_d + r0, (tt_real)kd->temp, w->acc + 2);
+        }
     }
     if (!dx) return;
     be_rmsnorm_bwd(T, H, xL, nf, w->rstdf, w->dxf, dx, 0, dt);
@@ -768,6 +797,26 @@ void model_head_nll(const tt_ws *w, const int32_t *targets, const tt_real *weigh
 }
 
 double *ws_acc(tt_ws *w) { return w->acc; }
+
+void ws_set_distill(tt_ws *w, const tt_distill *d) {
+    if (!d) {
+        w->kd = NULL;
+        return;
+    }
+    TT_ASSERT(w->txf && d->teacher && d->xL && d->temp > 0 && d->weight >= 0 && d->weight <= 1);
+    TT_ASSERT(d->teacher->cfg.hidden == (uint32_t)w->H && d->teacher->cfg.vocab > 0);
+    w->kd_set = *d;
+    w->kd = &w->kd_set;
+}
+
+const void *model_forward(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs) {
+    int L = (int)m->cfg.n_layers;
+    size_t TH = (size_t)w->T * w->H;
+    TT_ASSERT(w->ck);
+    model_embed(m, w, inputs, w->ck);
+    for (int l = 0; l < L; l++) model_layer_forward(m, lo, w, l, AT(w, w->ck, l * TH), AT(w, w->ck, (l + 1) * TH), 0);
+    return AT(w, w->ck, L * TH);
+}
 void ws_set_seg(tt_ws *w, const int32_t *seg) { w->seg = seg; }
 
 int ws_dtype(const tt_ws *w) { return w->dt; }
@@ -843,10 +892,12 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
     for (int l = 0; l < L; l++)
         model_layer_forward(m, lo, w, l, AT(w, w->ck, l * TH), AT(w, w->ck, (l + 1) * TH), drop_seed);
     void *dx = w->dx0, *dprev = w->dx1;
-    double loss = 0;
-    be_to_device(w->acc, &loss, sizeof loss);
+    double acc[3] = {0, 0, 0}, loss;
+    be_to_device(w->acc, acc, sizeof acc);
     model_head(m, w, AT(w, w->ck, L * TH), targets, weight, dscale, backward ? dx : NULL, w->acc);
-    be_to_host(&loss, w->acc, sizeof loss); /* the one read-back */
+    be_to_host(acc, w->acc, sizeof acc); /* the one read-back */
+    /* with distillation, the objective: (1 - alpha) CE + alpha tau^2 KL */
+    loss = backward && w->kd ? (1 - (double)w->kd->weight) * acc[0] + (double)w->kd->weight * acc[2] : acc[0];
     if (!backward) return loss;
     for (int l = L - 1; l >= 0; l--) {
         model_layer_backward(m, lo, w, l, AT(w, w->ck, l * TH), dx, dprev, drop_seed);

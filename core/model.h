@@ -97,6 +97,7 @@ typedef struct tt_ws_opts {
     int act_bf16;          /* activations and the workspace in bf16 (BE_BF16); 0: tt_real */
     int gen_cap;           /* generation: the KV cache's length (positions), and no gradient buffers (the
                             * workspace then runs generation passes only); 0: a training workspace */
+    int with_distill;      /* buffers for distillation's teacher side of the head (ws_set_distill) */
 } tt_ws_opts;
 
 /* Activation workspace for one micro-batch. Every activation the model
@@ -128,8 +129,28 @@ void model_head(tt_model *m, tt_ws *w, const void *xL, const int32_t *targets, c
  * model_head got; stats: host scratch of 3*T doubles. Waits for the compute
  * queue (the statistics are read back). */
 void model_head_nll(const tt_ws *w, const int32_t *targets, const tt_real *weight, double *stats, double *nll);
-/* Two device doubles of the workspace (loss sum, sum of squared gradients)
- * for callers that accumulate a step's scalars on the device. */
+/* Distillation (train --full --teacher): with a setting, model_head's
+ * gradient pass (dx != NULL) trains on (1 - weight) CE + weight temp^2
+ * KL(teacher || student), the teacher's next-token distribution at
+ * temperature temp from its final norm and lm_head applied to xL, a
+ * vocabulary chunk at a time beside the student's (backend.h's kd_*); the
+ * KL sum goes to the third device double of ws_acc, and model_micro_step
+ * returns the objective. Evaluation passes stay plain cross-entropy. The
+ * teacher has the student's hidden size and vocabulary (LoRAM's pruning
+ * keeps both). The workspace needs with_distill; d is copied; NULL: off. */
+typedef struct tt_distill {
+    const tt_model *teacher;
+    const void *xL;        /* the teacher's last hidden states for this micro-batch (device, (T, hidden), ws type) */
+    float weight, temp;
+} tt_distill;
+void ws_set_distill(tt_ws *w, const tt_distill *d);
+/* The forward pass alone (with_ckpt workspace, no dropout): the embedding
+ * of inputs and every layer; returns the last hidden states (device, (T,
+ * hidden), in w's checkpoints, valid until w's next pass). */
+const void *model_forward(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs);
+/* Three device doubles of the workspace (loss sum, sum of squared gradients)
+ * for callers that accumulate a step's scalars on the device (and the
+ * distillation KL sum, third). */
 double *ws_acc(tt_ws *w);
 /* Packed examples for the layer passes that follow: seg (device, B*seq int32)
  * gives, for each token, where its example starts in its sequence (positions

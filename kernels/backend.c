@@ -175,6 +175,20 @@ void be_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *tar
     TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && logits && targets && weight && stats && dt_ok(dt));
     cur()->xent_grad(R, n, ld, v0, logits, targets, weight, dscale, stats, dt);
 }
+void be_kd_stats(int R, int n, int ld, int v0, const void *s, const void *t, tt_real tau, double *kstats, int dt) {
+    TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && s && t && tau > 0 && kstats && dt_ok(dt));
+    cur()->kd_stats(R, n, ld, v0, s, t, tau, kstats, dt);
+}
+void be_kd_loss(int R, const double *kstats, const int32_t *targets, const tt_real *weight, tt_real tau, double *acc) {
+    TT_ASSERT(R > 0 && R <= XENT_MAX_ROWS && kstats && targets && weight && tau > 0 && acc);
+    cur()->kd_loss(R, kstats, targets, weight, tau, acc);
+}
+void be_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, const int32_t *targets, const tt_real *weight,
+                tt_real dscale, tt_real alpha, tt_real tau, const double *xstats, const double *kstats, int dt) {
+    TT_ASSERT(R > 0 && n > 0 && ld >= n && v0 >= 0 && s && t && targets && weight && tau > 0 && alpha >= 0 &&
+              alpha <= 1 && xstats && kstats && dt_ok(dt));
+    cur()->kd_grad(R, n, ld, v0, s, t, targets, weight, dscale, alpha, tau, xstats, kstats, dt);
+}
 void be_xent(int R, int V, int vc, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,
              double *acc, double *stats, int dt) {
     TT_ASSERT(V > 0 && vc > 0);

@@ -186,6 +186,25 @@ typedef struct tt_backend {
     void (*xent_loss)(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc);
     void (*xent_grad)(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
                       tt_real dscale, const double *stats, int dt);
+    /* Distillation: KL(teacher || student) of the next-token distributions
+     * at temperature tau, a vocabulary chunk at a time like the
+     * cross-entropy. s and t: the student's and the teacher's logits (R, n)
+     * of type dt, row stride ld, columns v0 .. v0+n-1. kstats (R, 5) double
+     * holds each row's online statistics of u = s/tau and v = t/tau: max u,
+     * sum of exp(u - max u), max v, sum of exp(v - max v) and sum of
+     * exp(v - max v) (v - u) (merged like xent_stats').
+     * kd_stats: merges the chunk into kstats (v0 == 0 starts them afresh).
+     * kd_loss: adds sum_r weight[r] tau^2 KL_r to *acc (rows in order, R <=
+     *   XENT_MAX_ROWS; rows xent_loss skips add nothing).
+     * kd_grad: replaces the student's chunk s by the gradient of
+     *   (1 - alpha) CE + alpha tau^2 KL, times weight[r] * dscale:
+     *   (1 - alpha) (softmax(s) - onehot) + alpha tau (softmax(u) - softmax(v)),
+     *   from complete xstats (xent_stats') and kstats; 0 for a skipped row. */
+    void (*kd_stats)(int R, int n, int ld, int v0, const void *s, const void *t, tt_real tau, double *kstats, int dt);
+    void (*kd_loss)(int R, const double *kstats, const int32_t *targets, const tt_real *weight, tt_real tau,
+                    double *acc);
+    void (*kd_grad)(int R, int n, int ld, int v0, void *s, const void *t, const int32_t *targets, const tt_real *weight,
+                    tt_real dscale, tt_real alpha, tt_real tau, const double *xstats, const double *kstats, int dt);
 
     /* ---- optimizer ---- */
     /* AdamW step on n parameters (PyTorch's formulation): p -= lr * wd * p;
@@ -317,6 +336,10 @@ void be_xent_stats(int R, int n, int ld, int v0, const void *logits, const int32
 void be_xent_loss(int R, const double *stats, const int32_t *targets, const tt_real *weight, double *acc);
 void be_xent_grad(int R, int n, int ld, int v0, void *logits, const int32_t *targets, const tt_real *weight,
                   tt_real dscale, const double *stats, int dt);
+void be_kd_stats(int R, int n, int ld, int v0, const void *s, const void *t, tt_real tau, double *kstats, int dt);
+void be_kd_loss(int R, const double *kstats, const int32_t *targets, const tt_real *weight, tt_real tau, double *acc);
+void be_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, const int32_t *targets, const tt_real *weight,
+                tt_real dscale, tt_real alpha, tt_real tau, const double *xstats, const double *kstats, int dt);
 /* The three on a whole (R, V) block of logits, vocabulary chunks of vc
  * columns: loss added to *acc, logits replaced by dlogits. stats: (R, 3). */
 void be_xent(int R, int V, int vc, void *logits, const int32_t *targets, const tt_real *weight, tt_real dscale,

@@ -549,6 +549,43 @@ static void t_xent(int R, int V, int vc) {
     free(lg); free(w); free(tg); gpu->free(d_lg);
 }
 
+/* distillation (kd_*) beside the cross-entropy, the same rows skipped, the
+ * teacher's logits from another draw, at temperature tau/10 */
+static void t_kd(int R, int V, int vc, int tau10) {
+    float *lg = rnd((size_t)R * V, 3), *tl = rnd((size_t)R * V, 3), *w = tt_xmalloc((size_t)R * 4);
+    int32_t *tg = tt_xmalloc((size_t)R * sizeof *tg);
+    for (int r = 0; r < R; r++) { tg[r] = r == 4 ? -1 : (int32_t)(((int64_t)r * 7919 + 31) % V); w[r] = r == 7 ? 0.f : 1.f; }
+    const float tau = (float)tau10 / 10, a = 0.75f;
+    void *d_lg = up(lg, (size_t)R * V), *d_tl = up(tl, (size_t)R * V);
+    float *d_w = up_real(w, (size_t)R);
+    int32_t *d_tg = gpu->alloc((size_t)R * sizeof *tg);
+    gpu->to_device(d_tg, tg, (size_t)R * sizeof *tg);
+    double l1 = 0, l2 = 0, *d_acc = gpu->alloc(sizeof(double));
+    gpu->to_device(d_acc, &l2, sizeof l2);
+    double *xs = tt_xmalloc((size_t)R * 3 * sizeof(double)), *d_xs = gpu->alloc((size_t)R * 3 * sizeof(double));
+    double *ks = tt_xmalloc((size_t)R * 5 * sizeof(double)), *d_ks = gpu->alloc((size_t)R * 5 * sizeof(double));
+    cpu->xent_stats(R, V, V, 0, lg, tg, xs, BE_REAL);
+    cpu->kd_stats(R, V, V, 0, lg, tl, tau, ks, BE_REAL);
+    cpu->kd_loss(R, ks, tg, w, tau, &l1);
+    cpu->kd_grad(R, V, V, 0, lg, tl, tg, w, 0.25f, a, tau, xs, ks, BE_REAL);
+    for (int v0 = 0; v0 < V; v0 += vc) {
+        int n = V - v0 < vc ? V - v0 : vc;
+        gpu->xent_stats(R, n, V, v0, be_at(d_lg, (size_t)v0, g_dt), d_tg, d_xs, g_dt);
+        gpu->kd_stats(R, n, V, v0, be_at(d_lg, (size_t)v0, g_dt), be_at(d_tl, (size_t)v0, g_dt), tau, d_ks, g_dt);
+    }
+    gpu->kd_loss(R, d_ks, d_tg, d_w, tau, d_acc);
+    for (int v0 = 0; v0 < V; v0 += vc)
+        gpu->kd_grad(R, V - v0 < vc ? V - v0 : vc, V, v0, be_at(d_lg, (size_t)v0, g_dt), be_at(d_tl, (size_t)v0, g_dt),
+                     d_tg, d_w, 0.25f, a, tau, d_xs, d_ks, g_dt);
+    gpu->to_host(&l2, d_acc, sizeof l2);
+    free(xs); gpu->free(d_xs); free(ks); gpu->free(d_ks);
+    gpu->free(d_w); gpu->free(d_tg); gpu->free(d_acc);
+    /* the KL sum is a difference of log-sum-exps: absolute slack of the loss's size */
+    CHECK_MSG(fabs(l1 - l2) <= tol_for(BE_REAL) * (fabs(l1) + R), "kd loss %.9g vs %.9g", l1, l2);
+    cmp("kd", lg, d_lg, (size_t)R * V);
+    free(lg); free(tl); free(w); free(tg); gpu->free(d_lg); gpu->free(d_tl);
+}
+
 static void c_gemm(const int *s) { t_gemm(s[0], s[1], s[2], s[3]); }
 static void c_elementwise(const int *s) { t_elementwise((size_t)s[0] * s[1]); }
 static void c_dequant(const int *s) { t_dequant((size_t)s[0] * s[1] + (size_t)s[2]); }
@@ -559,6 +596,7 @@ static void c_attn(const int *s) { t_attn(s[0], s[1], s[2], s[3], s[4]); }
 static void c_attn_kv(const int *s) { t_attn_kv(s[0], s[1], s[2], s[3], s[4]); }
 static void c_attn_kv_fwd(const int *s) { t_attn_kv_fwd(s[0], s[1], s[2], s[3], s[4]); }
 static void c_xent(const int *s) { t_xent(s[0], s[1], s[2]); }
+static void c_kd(const int *s) { t_kd(s[0], s[1], s[2], s[3]); }
 
 /* Every case: the op(s), the shapes, the tolerances. Small shapes are odd
  * sizes and partial blocks; the real ones (--real) are llama3.1-8b's
@@ -585,6 +623,9 @@ static const op_case g_cases[] = {
     {"attn_kv", c_attn_kv, {7, 32, 8, 2, 128}, "n 7, cap 32, 8:2 x 128", 0, 1e-4, 8e-3},
     {"attn_kv", c_attn_kv, {7, 20, 8, 2, 80}, "n 7, cap 20, 8:2 x 80", 0, 1e-4, 8e-3},
     {"attn_kv", c_attn_kv_fwd, {3, 40, 8, 2, 64}, "= attn_fwd, 3 x seq 40", 0, 1e-5, 0},
+    /* the head's losses over a vocabulary in chunks (the last partial), rows 4 and 7 skipped */
+    {"xent", c_xent, {9, 1003, 64}, "9 x 1003 / 64", 0, 1e-5, 8e-3},
+    {"kd", c_kd, {9, 1003, 64, 5}, "9 x 1003 / 64, T 0.5", 0, 1e-5, 8e-3},
     {"gemm", c_gemm, {2048, 4096, 4096, 1}, "2048x4096x4096, all transp.", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 4300, 8192, 0}, "70B-pruned gate 8192->4300", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 8192, 4300, 0}, "70B-pruned down 4300->8192", 1, 2e-5, 4e-3},
@@ -597,6 +638,7 @@ static const op_case g_cases[] = {
     {"attention", c_attn, {1, 4096, 16, 2, 128}, "seq 4096, 16:2 x 128", 1, 5e-5, 1e-2},
     {"attn_kv", c_attn_kv, {1, 4096, 32, 8, 128}, "n 1, cap 4096, 32:8x128", 1, 5e-5, 4e-3},
     {"xent", c_xent, {256, 128256, 16384}, "256 x 128256 / 16384", 1, 1e-5, 4e-3},
+    {"kd", c_kd, {256, 128256, 16384, 20}, "256 x 128256 / 16384, T 2", 1, 1e-5, 4e-3},
 };
 
 int main(int argc, char **argv) {

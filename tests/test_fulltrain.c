@@ -105,7 +105,7 @@ static double calib_loss(const char *path, const uint32_t *tok, uint64_t n, int 
     tt_lora lo;
     CHECK(lora_init(&lo, c, &lc, 0) == 0);
     tt_ws *w;
-    tt_ws_opts wo = {1, seq, 1, 0, 0, 0, NULL, 0, 0, 0};
+    tt_ws_opts wo = {.B = 1, .seq = seq, .with_ckpt = 1};
     CHECK(ws_create(&w, c, &lc, &wo, NULL) == 0);
     int32_t in[64], tg[64];
     tt_real wt[64];

@@ -186,20 +186,24 @@ static void check_model(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
  * (a weight where it would round is skipped and counted). */
 #define H_W (1.0 / 8192.0)
 static double fd_float(float *wp, tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *in, const int32_t *tg,
-                       const tt_real *wt, uint64_t drop, int *exact) {
+                       const tt_real *wt, uint64_t drop, int kd, int *exact) {
     float keep = *wp;
     double f[4];
     *exact = 1;
     for (int k = 0; k < 4; k++) {
         *wp = (float)((double)keep + g_steps[k] * H_W);
         if ((double)*wp - (double)keep != g_steps[k] * H_W) *exact = 0;
-        f[k] = model_micro_step(m, lo, w, in, tg, wt, 1, 0, drop);
+        /* distillation's objective is what a training pass returns (its gradients are not read here) */
+        f[k] = model_micro_step(m, lo, w, in, tg, wt, 1, kd, drop);
     }
     *wp = keep;
     return (8 * (f[2] - f[1]) - (f[3] - f[0])) / (12 * H_W);
 }
 
-static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64_t drop, const char *what) {
+/* teacher != NULL: the objective is distillation's (1 - 0.7) CE + 0.7 * 2^2 KL
+ * from the teacher (its forward on the same inputs with its workspace tw). */
+static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64_t drop, tt_model *teacher,
+                        tt_ws *tw, const char *what) {
     const tt_config *c = model_config(m);
     int T = B * S, H = (int)c->hidden;
     int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);
@@ -250,10 +254,19 @@ static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
     wn[nw] = (size_t)c->vocab * H; wp[nw] = emb; gp[nw] = g->embed = tt_xcalloc(wn[nw], sizeof(tt_real));
     wname[nw++] = "embed_tokens";
     TT_ASSERT(nw <= MAXW);
+    if (teacher) {
+        tt_distill d = {teacher, model_forward(teacher, lo, tw, in), 0.7f, 2.0f};
+        ws_set_distill(w, &d);
+    }
     model_set_wgrad(m, g);
     be_fill(lo->grads, lo->n, 0);
-    model_micro_step(m, lo, w, in, tg, wt, 1, 1, drop);
+    double obj = model_micro_step(m, lo, w, in, tg, wt, 1, 1, drop);
     model_set_wgrad(m, NULL); /* the finite differences need no gradients */
+    if (teacher) { /* not vacuous: the objective is not the cross-entropy an evaluation pass gives */
+        double ce = model_micro_step(m, lo, w, in, tg, wt, 1, 0, drop);
+        CHECK_MSG(fabs(obj - ce) > 1e-3 * fabs(ce), "%s: distillation's objective %.9g is the cross-entropy %.9g",
+                  what, obj, ce);
+    }
     double worst = 0;
     int checked = 0, skipped = 0;
     for (int k = 0; k < nw; k++) {
@@ -262,7 +275,7 @@ static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
         for (size_t j = k % 3; j < wn[k]; j += stride) {
             size_t i = k == nw - 1 ? (size_t)in[j % T] * H + j % H : j; /* embedding: rows that were used */
             int exact;
-            double num = fd_float(wp[k] + i, m, lo, w, in, tg, wt, drop, &exact);
+            double num = fd_float(wp[k] + i, m, lo, w, in, tg, wt, drop, teacher != NULL, &exact);
             if (!exact) { skipped++; continue; }
             double e = rel_err(gp[k][i], num, floor);
             if (e > worst) worst = e;
@@ -273,8 +286,9 @@ static void check_wgrad(tt_model *m, tt_lora *lo, tt_ws *w, int B, int S, uint64
     /* an embedding row no token used has exactly zero gradient */
     CHECK(gp[nw - 1][(size_t)(c->vocab - 1) * H] == 0);
     CHECK(checked > 150 && skipped < checked / 10);
-    fprintf(stderr, "%s, weight gradients: %d weights (%d skipped), worst relative error %.2e\n", what, checked,
-            skipped, worst);
+    fprintf(stderr, "%s, weight gradients%s: %d weights (%d skipped), worst relative error %.2e\n", what,
+            teacher ? " of distillation from a teacher (weight 0.7, temperature 2)" : "", checked, skipped, worst);
+    ws_set_distill(w, NULL);
     for (int k = 0; k < nw; k++) free(gp[k]);
     free(g); free(emb); free(fnorm); free(in); free(tg); free(wt);
 }
@@ -301,7 +315,8 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     int B = 2, S = 5;
     tt_ws *w;
     /* chunked: weights in 64-row blocks too, and the LoRA dropout path a row at a time (of the widest input) */
-    tt_ws_opts wo = {B, S, 1, 0, mlp_rows, mlp_rows ? 1 : 0, NULL, mlp_rows ? 1 : 0, 0, 0};
+    tt_ws_opts wo = {.B = B, .seq = S, .with_ckpt = 1, .mlp_rows = mlp_rows, .wbuf_elems = mlp_rows ? 1 : 0,
+                      .drop_elems = mlp_rows ? 1 : 0, .with_distill = 1};
     CHECK(ws_create(&w, &c, &lc, &wo, NULL) == 0);
     uint64_t drop = dropout > 0 ? 12345 : 0;
     check_layer(m, &lo, w, 0, B, S, drop, what);
@@ -309,7 +324,7 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
     check_model(m, &lo, w, B, S, drop, what);
     if (mlp_rows) { /* chunked == whole: the same loss and LoRA gradients as one MLP chunk and one weight block */
         tt_ws *w1;
-        tt_ws_opts wo1 = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
+        tt_ws_opts wo1 = {.B = B, .seq = S, .with_ckpt = 1};
         CHECK(ws_create(&w1, &c, &lc, &wo1, NULL) == 0);
         int T = B * S;
         int32_t *in = tt_xmalloc((size_t)T * sizeof *in), *tg = tt_xmalloc((size_t)T * sizeof *tg);
@@ -329,7 +344,18 @@ static void run_case(const char *dir, uint32_t lin, float dropout, int mlp_rows,
         free(in); free(tg); free(wt); free(g1);
         ws_free(w1);
     }
-    if (lin == TT_DTYPE_F32) check_wgrad(m, &lo, w, B, S, drop, what); /* last: it rebinds the embedding */
+    if (lin == TT_DTYPE_F32) check_wgrad(m, &lo, w, B, S, drop, NULL, NULL, what); /* last: it rebinds the embedding */
+    if (lin == TT_DTYPE_F32 && dropout == 0 && !mlp_rows && !odd_ffn) { /* distillation: a teacher of other weights */
+        snprintf(path, sizeof path, "%s/teacher.tier", dir);
+        CHECK(fixture_write_model(path, &c, lin, 0.3f, 9) == 0);
+        tt_model *tm;
+        tt_ws *tw;
+        tt_ws_opts two = {.B = B, .seq = S, .with_ckpt = 1};
+        CHECK(model_load(&tm, path) == 0 && ws_create(&tw, &c, &lc, &two, NULL) == 0);
+        check_wgrad(m, &lo, w, B, S, drop, tm, tw, what);
+        ws_free(tw);
+        model_free(tm);
+    }
     ws_free(w);
     lora_free(&lo);
     model_free(m);
@@ -376,7 +402,7 @@ static void test_packing(const char *dir) {
     }
     TT_ASSERT(a == SP);
     tt_ws *wp, *wsep;
-    tt_ws_opts op = {1, SP, 1, 0, 0, 0, NULL, 0, 0, 0}, os = {NE, SS, 1, 0, 0, 0, NULL, 0, 0, 0};
+    tt_ws_opts op = {.B = 1, .seq = SP, .with_ckpt = 1}, os = {.B = NE, .seq = SS, .with_ckpt = 1};
     CHECK(ws_create(&wp, &c, &lc, &op, NULL) == 0 && ws_create(&wsep, &c, &lc, &os, NULL) == 0);
     tt_real *g1 = tt_xmalloc(lo.n * sizeof *g1);
     be_fill(lo.grads, lo.n, 0);

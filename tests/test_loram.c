@@ -309,7 +309,7 @@ static int forward(const char *path, const peft_adapter *a, const int32_t *in, c
     TT_ASSERT(lora_init(&lo, c, &lc, 5) == 0);
     if (a) TT_ASSERT(loram_load_lora(&lo, a) == 0);
     tt_ws *w;
-    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
+    tt_ws_opts wo = {.B = B, .seq = S, .with_ckpt = 1};
     TT_ASSERT(ws_create(&w, c, &lc, &wo, NULL) == 0);
     size_t T = (size_t)B * S, n = T * c->hidden;
     tt_real *wt = malloc(T * sizeof *wt);
@@ -548,7 +548,7 @@ static double direct_eval(const char *path, const peft_adapter *a, const uint32_
     tt_lora lo;
     TT_ASSERT(lora_init(&lo, c, &lc, 5) == 0 && loram_load_lora(&lo, a) == 0);
     tt_ws *w;
-    tt_ws_opts wo = {B, S, 1, 0, 0, 0, NULL, 0, 0, 0};
+    tt_ws_opts wo = {.B = B, .seq = S, .with_ckpt = 1};
     TT_ASSERT(ws_create(&w, c, &lc, &wo, NULL) == 0);
     int T = B * S;
     int32_t *in = malloc(T * sizeof *in), *tg = malloc(T * sizeof *tg);

@@ -344,6 +344,101 @@ static void test_xent(int vc) {
     free(x), free(w), free(dref);
 }
 
+/* ---- distillation ------------------------------------------------------------------------ */
+
+/* The objective f = sum_r w_r [(1 - a) CE_r + a tau^2 KL_r(teacher || student)] of rows s (student)
+ * and t (teacher) in double, straight from the definition. */
+static double kd_ref(int R, int V, const double *s, const float *t, const int32_t *tg, const float *w, double a,
+                     double tau, double *kl_sum) {
+    double f = 0, kls = 0;
+    for (int r = 0; r < R; r++) {
+        if (tg[r] < 0 || w[r] == 0) continue;
+        const double *sr = s + (size_t)r * V;
+        const float *tr = t + (size_t)r * V;
+        double ms = -INFINITY, mu = -INFINITY, mv = -INFINITY, zs = 0, zu = 0, zv = 0;
+        for (int j = 0; j < V; j++) {
+            ms = fmax(ms, sr[j]);
+            mu = fmax(mu, sr[j] / tau);
+            mv = fmax(mv, tr[j] / tau);
+        }
+        for (int j = 0; j < V; j++) {
+            zs += exp(sr[j] - ms);
+            zu += exp(sr[j] / tau - mu);
+            zv += exp(tr[j] / tau - mv);
+        }
+        double ce = ms + log(zs) - sr[tg[r]], kl = 0;
+        for (int j = 0; j < V; j++) {
+            double lpt = tr[j] / tau - mv - log(zv), lps = sr[j] / tau - mu - log(zu);
+            kl += exp(lpt) * (lpt - lps);
+        }
+        f += w[r] * ((1 - a) * ce + a * tau * tau * kl);
+        kls += w[r] * tau * tau * kl;
+    }
+    *kl_sum = kls;
+    return f;
+}
+
+/* kd_stats / kd_loss / kd_grad in chunks of vc columns against kd_ref: the
+ * KL sum, and the gradient against kd_ref's finite differences (central, in
+ * double) at a few entries and against its closed form everywhere. */
+static void test_kd(int vc, double a, double tau) {
+    const int R = 7, V = 301;
+    const size_t n = (size_t)R * V;
+    float *s = randf(n, 3), *t = randf(n, 3), *w = zerof((size_t)R);
+    int32_t tg[7] = {0, 300, -1, 150, 7, 7, 99};
+    for (int r = 0; r < R; r++) w[r] = r == 4 ? 0.0f : 0.5f + 0.25f * (float)r; /* row 2: no target, row 4: weight 0 */
+    for (int j = 0; j < V; j++) t[(size_t)5 * V + j] = s[(size_t)5 * V + j]; /* row 5: the teacher is the student */
+    const float dscale = 1.0f / 5;
+    double *sd = zerod(n);
+    for (size_t i = 0; i < n; i++) sd[i] = s[i];
+    double kl_ref;
+    kd_ref(R, V, sd, t, tg, w, a, tau, &kl_ref);
+    /* the closed form: dscale w [(1 - a)(softmax(s) - onehot) + a tau (softmax(s/tau) - softmax(t/tau))] */
+    double *gref = zerod(n);
+    for (int r = 0; r < R; r++) {
+        if (tg[r] < 0 || w[r] == 0) continue;
+        const double *sr = sd + (size_t)r * V;
+        const float *tr = t + (size_t)r * V;
+        double zs = 0, zu = 0, zv = 0;
+        for (int j = 0; j < V; j++) { zs += exp(sr[j]); zu += exp(sr[j] / tau); zv += exp(tr[j] / tau); }
+        for (int j = 0; j < V; j++)
+            gref[(size_t)r * V + j] = dscale * w[r] *
+                ((1 - a) * (exp(sr[j]) / zs - (j == tg[r])) + a * tau * (exp(sr[j] / tau) / zu - exp(tr[j] / tau) / zv));
+    }
+    /* the closed form is the derivative: central differences of kd_ref at a few entries */
+    const size_t probe[] = {0, 17, (size_t)V + 300, (size_t)3 * V + 150, (size_t)5 * V + 3, (size_t)6 * V + 99};
+    for (size_t k = 0; k < sizeof probe / sizeof probe[0]; k++) {
+        size_t i = probe[k];
+        double h = 1e-5, keep = sd[i], kp, km, fp, fm;
+        sd[i] = keep + h; fp = kd_ref(R, V, sd, t, tg, w, a, tau, &kp);
+        sd[i] = keep - h; fm = kd_ref(R, V, sd, t, tg, w, a, tau, &km);
+        sd[i] = keep;
+        double fd = dscale * (fp - fm) / (2 * h);
+        CHECK_MSG(fabs(fd - gref[i]) <= 1e-7 + 1e-5 * fabs(gref[i]), "kd gradient [%zu]: closed form %.9g vs finite "
+                  "differences %.9g", i, gref[i], fd);
+    }
+    double *xst = zerod(3 * (size_t)R), *kst = zerod(5 * (size_t)R), kl = 0;
+    int32_t *tgd = tt_xmalloc(sizeof tg);
+    memcpy(tgd, tg, sizeof tg);
+    for (int v0 = 0; v0 < V; v0 += vc) {
+        int m = V - v0 < vc ? V - v0 : vc;
+        be_xent_stats(R, m, V, v0, s + v0, tgd, xst, BE_REAL);
+        be_kd_stats(R, m, V, v0, s + v0, t + v0, (tt_real)tau, kst, BE_REAL);
+    }
+    be_kd_loss(R, kst, tgd, w, (tt_real)tau, &kl);
+    /* row 5's KL is that of two identical distributions */
+    CHECK_MSG(fabs(kst[5 * 5 + 4]) <= 1e-12 * kst[5 * 5 + 3], "kd: a teacher equal to the student gives KL term %g",
+              kst[5 * 5 + 4]);
+    CHECK_MSG(fabs(kl - kl_ref) <= 1e-5 * fabs(kl_ref) + 1e-9, "kd loss (chunks of %d, tau %g) %.9g vs %.9g", vc, tau, kl,
+              kl_ref);
+    for (int v0 = 0; v0 < V; v0 += vc) {
+        int m = V - v0 < vc ? V - v0 : vc;
+        be_kd_grad(R, m, V, v0, s + v0, t + v0, tgd, w, dscale, (tt_real)a, (tt_real)tau, xst, kst, BE_REAL);
+    }
+    CHECK_REL("kd dlogits", relerr(s, gref, n), 2e-5);
+    free(xst), free(kst), free(tgd), free(gref), free(sd), free(s), free(t), free(w);
+}
+
 /* ---- adamw and dequant -------------------------------------------------------------------- */
 
 static void test_adamw(void) {
@@ -487,6 +582,9 @@ int main(void) {
     test_xent(1003); /* one chunk */
     test_xent(64);   /* 16 chunks, the last partial */
     test_xent(1);
+    test_kd(301, 1.0, 1.0);  /* one chunk, distillation alone */
+    test_kd(64, 0.5, 2.0);   /* 5 chunks, half and half, softened */
+    test_kd(1, 0.25, 0.5);
     test_adamw();
     test_dequant();
     time_attention();

@@ -280,7 +280,7 @@ static int load(loaded *x, const char *path) {
     /* LoRA with B = 0 (lora_init, as PEFT): it adds exactly nothing */
     tt_lora_cfg lc = {4, 8.f, 0.f, LORA_ALL_TARGETS, 0};
     TT_ASSERT(lora_init(&x->lo, model_config(x->m), &lc, 3) == 0);
-    tt_ws_opts wo = {FB, FS, 1, 0, 0, 0, NULL, 0, 0, 0};
+    tt_ws_opts wo = {.B = FB, .seq = FS, .with_ckpt = 1};
     TT_ASSERT(ws_create(&x->w, model_config(x->m), &lc, &wo, NULL) == 0);
     return 0;
 }

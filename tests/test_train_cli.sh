@@ -120,4 +120,26 @@ expect_error "optim without --full" "--optim galore trains every weight" "$T" tr
 expect_error "unknown optim" "--optim must be adamw or galore" "$T" train $FULL --optim sgd --out "$dir/x.tier"
 expect_error "galore rank" "--galore-rank must be" "$T" train $FULL --optim galore --galore-rank 0 --out "$dir/x.tier"
 
+# --teacher: distillation. A teacher that is the model itself gives KL 0 (distillation alone: loss 0 at step 1);
+# an unpruned teacher, half and half: the line says so, the objective falls, the store verifies.
+expect_ok "distill from itself" "$T" train $FULL --steps 1 --eval-every 0 --teacher "$dir/f32.tier" --distill-weight 1 \
+    --out "$dir/self.tier"
+grep -q "^step 1/1  loss 0.0000 " "$dir/out" || { fail "distillation from the model itself: KL not 0"; cat "$dir/out"; }
+"$T" synth --preset tiny --quant f32 --seed 7 -o "$dir/teacher.tier" >/dev/null || fail "synth teacher"
+expect_ok "train --full --teacher" "$T" train $FULL --steps 6 --eval-every 0 --teacher "$dir/teacher.tier" \
+    --distill-temp 2 --out "$dir/kd.tier"
+grep -q "^distillation from .*teacher.tier: loss (1 - 0.5) cross-entropy + 0.5 x 2^2 KL(teacher || model)" "$dir/out" ||
+    { fail "distillation: no line saying so"; cat "$dir/out"; }
+awk '/^step 1\/6/ { a = $4 } /^step 6\/6/ { b = $4 } END { exit !(a > b) }' "$dir/out" || { fail "distillation: the objective did not fall"; cat "$dir/out"; }
+expect_ok "verify the distilled store" "$T" verify "$dir/kd.tier"
+"$T" synth --preset small --quant f32 --layers 2 -o "$dir/wide.tier" >/dev/null || fail "synth small"
+expect_error "teacher of another width" "--teacher .*wide.tier has hidden size 384" "$T" train $FULL --steps 2 \
+    --teacher "$dir/wide.tier" --out "$dir/x.tier"
+expect_error "teacher without --full" "--teacher distills into every weight" "$T" train --model "$dir/f32.tier" \
+    --data "$dir/t.tok" --out "$dir/never" --teacher "$dir/teacher.tier"
+expect_error "distill weight" "--distill-weight must be in" "$T" train $FULL --teacher "$dir/teacher.tier" \
+    --distill-weight 1.5 --out "$dir/x.tier"
+expect_error "missing teacher" "nosuch.tier" "$T" train $FULL --teacher "$dir/nosuch.tier" --out "$dir/x.tier"
+[ -e "$dir/x.tier" ] && fail "a refused distillation left x.tier"
+
 finish test_train_cli

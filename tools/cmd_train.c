@@ -33,8 +33,12 @@ static const char *hbm_str(uint64_t b) {
 
 /* train --full: every weight, resident (core/fulltrain.c). */
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
-                    int val_given, int optim, const tt_galore_cfg *gc) {
+                    int val_given, int optim, const tt_galore_cfg *gc, const char *teacher, double dweight,
+                    double dtemp) {
     tt_full_opts o = {0};
+    o.teacher_path = teacher;
+    o.distill_weight = (float)dweight;
+    o.distill_temp = (float)dtemp;
     o.mix = t->mix;
     o.optim = optim;
     o.galore = *gc;
@@ -83,8 +87,8 @@ static int in_run_folder(const char *path, const char *dir) {
     return strcmp(base, TOOL_LOCK_FILE) == 0;
 }
 
-/* train's inputs: the model, each --data and its validation file, the --reference store. */
-#define TRAIN_MAX_INPUTS (2 + 2 * TT_MIX_MAX)
+/* train's inputs: the model, each --data and its validation file, the --reference and --teacher stores. */
+#define TRAIN_MAX_INPUTS (3 + 2 * TT_MIX_MAX)
 
 /* The output rule (tools.h) for train's outputs, before any work: the run
  * folder --out (its checkpoint and adapter files; an existing run is
@@ -271,12 +275,12 @@ static int reference_losses(const char *path, tier_store *rs, const tt_plan_req 
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *model, *val, *out, *resume, *trace_path, *base_model, *mix_mode, *reference;
+    const char *model, *val, *out, *resume, *trace_path, *base_model, *mix_mode, *reference, *teacher;
     cli_strs data;
     tool_plan_args pa = {0};
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads, mix_every;
     uint64_t seed;
-    double lr, min_lr, wd, mix_temp;
+    double lr, min_lr, wd, mix_temp, distill_weight, distill_temp;
     int as_json, full, force, no_pack;
     const char *optim;
     long galore_rank, galore_every;
@@ -291,6 +295,9 @@ int cmd_train(int argc, char **argv) {
         {"galore-rank", 0, CLI_INT, &galore_rank, "128", "R", "with --optim galore: the projection rank (at most each matrix's smaller side)"},
         {"galore-update-every", 0, CLI_INT, &galore_every, "200", "T", "with --optim galore: a new projector from the gradient every T steps"},
         {"galore-scale", 0, CLI_FLOAT, &galore_scale, "0.25", "S", "with --optim galore: the projected update's scale (GaLore's alpha)"},
+        {"teacher", 0, CLI_STR, &teacher, NULL, "FILE", "with --full: align by distillation from this store (the original, unpruned model; resident, frozen; same hidden size and vocabulary): the loss becomes (1 - W) cross-entropy + W T^2 KL(teacher || model) of the next-token distributions at temperature T; validation stays cross-entropy"},
+        {"distill-weight", 0, CLI_FLOAT, &distill_weight, "0.5", "W", "with --teacher: the KL term's weight W in [0,1] (1: distillation alone)"},
+        {"distill-temp", 0, CLI_FLOAT, &distill_temp, "1", "T", "with --teacher: the temperature T (> 0) both distributions are softened with"},
         {"mix", 0, CLI_STR, &mix_mode, "static", "MODE", "with several --data: static (the weights as given), or dynamic (LoRAShear's knowledge recovery: before step 1 and every --mix-every steps, weight W_i * exp(gap_i / T) normalised, gap_i = max(0, val loss_i - the --reference model's); needs --reference)"},
         {"reference", 0, CLI_STR, &reference, NULL, "FILE", "with --mix dynamic: the original (unpruned) store whose validation loss on each source the run recovers toward; its vocabulary must be the model's"},
         {"mix-every", 0, CLI_INT, &mix_every, "20", "N", "with --mix dynamic: re-weight after every N steps (each source's validation scored then)"},
@@ -348,6 +355,10 @@ int cmd_train(int argc, char **argv) {
     else if (dynamic && !reference)
         bad = "--mix dynamic needs --reference FILE, the original store whose validation losses the run recovers toward";
     else if (!dynamic && reference) bad = "--reference goes with --mix dynamic";
+    else if (teacher && !full) bad = "--teacher distills into every weight: it goes with --full";
+    else if (!(distill_weight >= 0 && distill_weight <= 1)) bad = "--distill-weight must be in [0,1]";
+    else if (!(distill_temp > 0) || !isfinite((float)distill_temp) || distill_temp > 1000)
+        bad = "--distill-temp must be a number in (0, 1000]";
     else if (mix_every < 1 || mix_every > 100000000) bad = "--mix-every must be 1..100000000";
     else if (!(mix_temp > 0) || !isfinite((float)mix_temp) || (float)mix_temp < FLT_MIN)
         bad = "--mix-temp must be a finite number > 0 (at least 1.2e-38)";
@@ -420,7 +431,14 @@ int cmd_train(int argc, char **argv) {
         if (src->val) inputs[ni++] = src->val;
     }
     if (reference) inputs[ni++] = reference;
+    if (teacher) inputs[ni++] = teacher;
     inputs[ni] = NULL;
+    if (teacher && access(teacher, R_OK) != 0) {
+        fprintf(stderr, "tiertrain train: --teacher %s cannot be read (%s); give the original model's store\n", teacher,
+                strerror(errno));
+        free(srcs);
+        return 2;
+    }
     if (check_outputs(&o, full, force, inputs, resume, trace_path)) { free(srcs); return 2; }
 
     tt_mix *mix = NULL;
@@ -491,7 +509,8 @@ int cmd_train(int argc, char **argv) {
     if (full) {
         tt_galore_cfg gc = {(int)galore_rank, (int)galore_every, (float)galore_scale, 0};
         exit_code = run_full(&o, &pa, train, vt, srcs[0].vf != NULL,
-                             strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW, &gc);
+                             strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW, &gc, teacher,
+                             distill_weight, distill_temp);
         goto done;
     }
     tt_plan plan;

@@ -534,6 +534,57 @@ static void ca_xent_grad(int R, int n, int ld, int v0, void *logits, const int32
 }
 
 typedef struct {
+    int R, n, ld, v0, dt;
+    const void *s, *t;
+    tt_real tau;
+    double *kstats;
+} r_kd_stats_args;
+static void r_kd_stats(const void *p) {
+    const r_kd_stats_args *a = p;
+    cpu_ref()->kd_stats(a->R, a->n, a->ld, a->v0, a->s, a->t, a->tau, a->kstats, a->dt);
+}
+static void ca_kd_stats(int R, int n, int ld, int v0, const void *s, const void *t, tt_real tau, double *kstats, int dt) {
+    LAUNCH(r_kd_stats, R, n, ld, v0, dt, s, t, tau, kstats);
+}
+
+typedef struct {
+    int R;
+    const double *kstats;
+    const int32_t *targets;
+    const tt_real *weight;
+    tt_real tau;
+    double *acc;
+} r_kd_loss_args;
+static void r_kd_loss(const void *p) {
+    const r_kd_loss_args *a = p;
+    cpu_ref()->kd_loss(a->R, a->kstats, a->targets, a->weight, a->tau, a->acc);
+}
+static void ca_kd_loss(int R, const double *kstats, const int32_t *targets, const tt_real *weight, tt_real tau,
+                       double *acc) {
+    LAUNCH(r_kd_loss, R, kstats, targets, weight, tau, acc);
+}
+
+typedef struct {
+    int R, n, ld, v0, dt;
+    void *s;
+    const void *t;
+    const int32_t *targets;
+    const tt_real *weight;
+    tt_real dscale, alpha, tau;
+    const double *xstats, *kstats;
+} r_kd_grad_args;
+static void r_kd_grad(const void *p) {
+    const r_kd_grad_args *a = p;
+    cpu_ref()->kd_grad(a->R, a->n, a->ld, a->v0, a->s, a->t, a->targets, a->weight, a->dscale, a->alpha, a->tau,
+                       a->xstats, a->kstats, a->dt);
+}
+static void ca_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, const int32_t *targets,
+                       const tt_real *weight, tt_real dscale, tt_real alpha, tt_real tau, const double *xstats,
+                       const double *kstats, int dt) {
+    LAUNCH(r_kd_grad, R, n, ld, v0, dt, s, t, targets, weight, dscale, alpha, tau, xstats, kstats);
+}
+
+typedef struct {
     size_t n;
     tt_real *p;
     const tt_real *g;
@@ -581,6 +632,9 @@ static const tt_backend g_cpu_async = {
     .xent_stats = ca_xent_stats,
     .xent_loss = ca_xent_loss,
     .xent_grad = ca_xent_grad,
+    .kd_stats = ca_kd_stats,
+    .kd_loss = ca_kd_loss,
+    .kd_grad = ca_kd_grad,
     .adamw = ca_adamw,
     .queue_new = ca_queue_new,
     .queue_free = ca_queue_free,

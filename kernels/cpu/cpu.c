@@ -406,6 +406,71 @@ static void cpu_xent_grad(int R, int n, int ld, int v0, void *logits, const int3
     }
 }
 
+/* ---- distillation (KL of the teacher's and the student's distributions) ---- */
+
+/* kstats row r: (max u, sum exp(u - max u), max v, sum exp(v - max v), sum
+ * exp(v - max v) (v - u)), u = s/tau and v = t/tau in tt_real, sums in
+ * double, the chunk's merged like the cross-entropy's. */
+static void cpu_kd_stats(int R, int n, int ld, int v0, const void *s, const void *t, tt_real tau, double *kstats,
+                         int dt) {
+    const tt_real it = 1 / tau;
+    for (int r = 0; r < R; r++) {
+        const size_t o = (size_t)r * ld;
+        double *st = kstats + 5 * (size_t)r;
+        if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = -INFINITY; st[3] = 0; st[4] = 0; }
+        tt_real mu = LD(s, o, dt) * it, mv = LD(t, o, dt) * it;
+        for (int j = 1; j < n; j++) {
+            const tt_real u = LD(s, o + j, dt) * it, v = LD(t, o + j, dt) * it;
+            mu = u > mu ? u : mu;
+            mv = v > mv ? v : mv;
+        }
+        double su = 0, sv = 0, a = 0;
+        for (int j = 0; j < n; j++) {
+            const tt_real u = LD(s, o + j, dt) * it, v = LD(t, o + j, dt) * it, e = R_EXP(v - mv);
+            su += R_EXP(u - mu);
+            sv += e;
+            a += (double)e * (double)(v - u);
+        }
+        tt_lse_merge(&st[0], &st[1], mu, su);
+        tt_lse_merge_w(&st[2], &st[3], &st[4], mv, sv, a);
+    }
+}
+
+/* KL_r = a / sum_v - lse(v) + lse(u): sum_j p_t (v_j - u_j) - lse(v) + lse(u). */
+static void cpu_kd_loss(int R, const double *kstats, const int32_t *targets, const tt_real *weight, tt_real tau,
+                        double *acc) {
+    double loss = 0, t2 = (double)tau * tau;
+    for (int r = 0; r < R; r++) {
+        if (xent_row_off(targets, weight, r)) continue;
+        const double *st = kstats + 5 * (size_t)r;
+        loss += (double)weight[r] * t2 * (st[4] / st[3] - (st[2] + log(st[3])) + (st[0] + log(st[1])));
+    }
+    *acc += loss;
+}
+
+static void cpu_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, const int32_t *targets,
+                        const tt_real *weight, tt_real dscale, tt_real alpha, tt_real tau, const double *xstats,
+                        const double *kstats, int dt) {
+    const tt_real it = 1 / tau;
+    for (int r = 0; r < R; r++) {
+        const size_t o = (size_t)r * ld;
+        if (xent_row_off(targets, weight, r)) {
+            for (int j = 0; j < n; j++) ST(s, o + j, dt, 0);
+            continue;
+        }
+        const double *xs = xstats + 3 * (size_t)r, *ks = kstats + 5 * (size_t)r;
+        const tt_real ws = weight[r] * dscale, ce = (1 - alpha) * ws, kd = alpha * tau * ws;
+        const tt_real m = (tt_real)xs[0], inv = (tt_real)(1 / xs[1]);
+        const tt_real mu = (tt_real)ks[0], iu = (tt_real)(1 / ks[1]), mv = (tt_real)ks[2], iv = (tt_real)(1 / ks[3]);
+        const int32_t tg = targets[r];
+        for (int j = 0; j < n; j++) {
+            const tt_real x = LD(s, o + j, dt), u = x * it, v = LD(t, o + j, dt) * it;
+            const tt_real p = R_EXP(x - m) * inv, ps = R_EXP(u - mu) * iu, pt = R_EXP(v - mv) * iv;
+            ST(s, o + j, dt, ce * (v0 + j == tg ? p - 1 : p) + kd * (ps - pt));
+        }
+    }
+}
+
 /* ---- AdamW ----------------------------------------------------------------- */
 
 /* p, g (n) tt_real; m, v (n) float. PyTorch's torch.optim.AdamW (non-amsgrad,
@@ -456,6 +521,9 @@ static const tt_backend g_cpu = {
     .xent_stats = cpu_xent_stats,
     .xent_loss = cpu_xent_loss,
     .xent_grad = cpu_xent_grad,
+    .kd_stats = cpu_kd_stats,
+    .kd_loss = cpu_kd_loss,
+    .kd_grad = cpu_kd_grad,
     .adamw = cpu_adamw,
 };
 

@@ -870,6 +870,97 @@ static void cu_xent_grad(int R, int n, int ld, int v0, void *logits, const int32
     TDISPATCH(dt, k_xent_grad, R, 256, n, ld, v0, logits, targets, weight, dscale, stats);
 }
 
+/* Distillation a vocabulary chunk at a time (backend.h, kd_*): one block per
+ * row, the statistics of u = s/tau and v = t/tau merged like the
+ * cross-entropy's (cuda_index.h). */
+__device__ double block_sum_d(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+template <typename T>
+__global__ void k_kd_stats(int n, int ld, int v0, const void *s, const void *t, float it, double *kstats) {
+    __shared__ float sh[256];
+    __shared__ double shd[256];
+    int r = blockIdx.x;
+    const T *sr = (const T *)s + (size_t)r * ld, *tr = (const T *)t + (size_t)r * ld;
+    float mu = -INFINITY, mv = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        mu = fmaxf(mu, ldv(sr, j) * it);
+        mv = fmaxf(mv, ldv(tr, j) * it);
+    }
+    mu = block_max(mu, sh);
+    mv = block_max(mv, sh);
+    double su = 0, sv = 0, a = 0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float u = ldv(sr, j) * it, v = ldv(tr, j) * it, e = expf(v - mv);
+        su += expf(u - mu);
+        sv += e;
+        a += (double)e * (double)(v - u);
+    }
+    su = block_sum_d(su, shd);
+    sv = block_sum_d(sv, shd);
+    a = block_sum_d(a, shd);
+    if (threadIdx.x == 0) {
+        double *st = kstats + 5 * (size_t)r;
+        if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = -INFINITY; st[3] = 0; st[4] = 0; }
+        tt_lse_merge(&st[0], &st[1], mu, su);
+        tt_lse_merge_w(&st[2], &st[3], &st[4], mv, sv, a);
+    }
+}
+static void cu_kd_stats(int R, int n, int ld, int v0, const void *s, const void *t, tt_real tau, double *kstats,
+                        int dt) {
+    TDISPATCH(dt, k_kd_stats, R, 256, n, ld, v0, s, t, 1.f / tau, kstats);
+}
+__global__ void k_kd_loss(int R, const double *kstats, const int *tg, const float *wt, double t2, double *loss) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= R) return;
+    const double *st = kstats + 5 * (size_t)r;
+    float w = tg[r] >= 0 ? wt[r] : 0.f;
+    loss[r] = w == 0.f ? 0.0 : (double)w * t2 * (st[4] / st[3] - (st[2] + log(st[3])) + (st[0] + log(st[1])));
+}
+static void cu_kd_loss(int R, const double *kstats, const int32_t *targets, const tt_real *weight, tt_real tau,
+                       double *acc) {
+    k_kd_loss<<<blocks_for((size_t)R, 256), 256, 0, g_compute>>>(R, kstats, targets, weight, (double)tau * tau,
+                                                                  g_xent_loss);
+    LAUNCHED();
+    k_sum_into<<<1, 1, 0, g_compute>>>(R, g_xent_loss, acc);
+    LAUNCHED();
+}
+template <typename T>
+__global__ void k_kd_grad(int n, int ld, int v0, void *s, const void *t, const int *tg, const float *wt, float dscale,
+                          float alpha, float tau, const double *xstats, const double *kstats) {
+    int r = blockIdx.x;
+    T *sr = (T *)s + (size_t)r * ld;
+    const T *tr = (const T *)t + (size_t)r * ld;
+    int g = tg[r];
+    float w = g >= 0 ? wt[r] : 0.f;
+    if (w == 0.f) {
+        for (int j = threadIdx.x; j < n; j += blockDim.x) stv(sr, j, 0.f);
+        return;
+    }
+    const double *xs = xstats + 3 * (size_t)r, *ks = kstats + 5 * (size_t)r;
+    float ws = w * dscale, ce = (1.f - alpha) * ws, kd = alpha * tau * ws, it = 1.f / tau;
+    float m = (float)xs[0], inv = (float)(1.0 / xs[1]);
+    float mu = (float)ks[0], iu = (float)(1.0 / ks[1]), mv = (float)ks[2], iv = (float)(1.0 / ks[3]);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float x = ldv(sr, j), u = x * it, v = ldv(tr, j) * it;
+        float p = expf(x - m) * inv, ps = expf(u - mu) * iu, pt = expf(v - mv) * iv;
+        stv(sr, j, ce * (v0 + j == g ? p - 1.f : p) + kd * (ps - pt));
+    }
+}
+static void cu_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, const int32_t *targets,
+                       const tt_real *weight, tt_real dscale, tt_real alpha, tt_real tau, const double *xstats,
+                       const double *kstats, int dt) {
+    TDISPATCH(dt, k_kd_grad, R, 256, n, ld, v0, s, t, targets, weight, dscale, alpha, tau, xstats, kstats);
+}
+
 __global__ void k_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -1068,6 +1159,7 @@ static tt_backend g_cuda = {
     cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_linear, cu_rms_fwd,
     cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd, cu_attn_scratch_bytes, cu_attn_kv,
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent_stats, cu_xent_loss, cu_xent_grad,
+    cu_kd_stats, cu_kd_loss, cu_kd_grad,
     cu_adamw,    cu_host_register, cu_host_unregister, cu_reserved_bytes,
     cu_host_alloc_pinned, cu_host_free_pinned,
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,

@@ -87,6 +87,23 @@ TT_HD void tt_lse_merge(double *m, double *s, double m2, double s2) {
     }
 }
 
+/* tt_lse_merge with a third member: a sum a of exp(x - m) f(x) rescaled
+ * with s (distillation's statistics). */
+TT_HD void tt_lse_merge_w(double *m, double *s, double *a, double m2, double s2, double a2) {
+    if (m2 == -INFINITY) return;
+    if (*m == -INFINITY) { *m = m2; *s = s2; *a = a2; return; }
+    if (m2 > *m) {
+        double f = exp(*m - m2);
+        *s = *s * f + s2;
+        *a = *a * f + a2;
+        *m = m2;
+    } else {
+        double f = exp(m2 - *m);
+        *s += s2 * f;
+        *a += a2 * f;
+    }
+}
+
 /* ---- row-major products as column-major ones --------------------------------- */
 
 /* cuBLAS and cuBLASLt are column-major. The row-major C (M, N) = op(A) op(B)
