@@ -8,7 +8,9 @@
  * are scattered on the host (it is gathered there) and copied in before the
  * optimizer. lm_head stays frozen, as in LoRAM's alignment step. */
 #include "core/fulltrain.h"
+#include "core/exec.h"
 #include "sched/plan.h"
+#include "sched/stream.h"
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"
@@ -349,6 +351,36 @@ out:
     return rc;
 }
 
+/* One tensor's step on its f32 master weights p (n values, device; g its
+ * gradient): GaLore with g_st, else AdamW with the moments m, v; then the
+ * sparsity mask (NULL: none). host: p, g, m, v are host memory, stepped by
+ * the CPU reference (the streamed run's embedding). Resident and streamed
+ * training step every tensor through here, so their updates are the same. */
+static void tensor_step(float *p, const tt_real *g, float *m, float *v, tt_galore *g_st, tt_galore_ws *gws,
+                        const tt_real *mask, size_t n, float wd, const tt_full_opts *o, float lr, int step, int host) {
+    void (*adamw)(size_t, tt_real *, const tt_real *, float *, float *, float, float, float, float, float, int) =
+        host ? backend_cpu()->adamw : be_adamw;
+#ifdef TT_F64
+    /* the double build (gradient tests) keeps f32 master weights: step a widened copy */
+    tt_real *pw = tt_xmalloc(n * sizeof *pw);
+    float *pf = tt_xmalloc(n * sizeof *pf);
+    if (host) memcpy(pf, p, n * 4);
+    else be_to_host(pf, p, n * 4);
+    for (size_t j = 0; j < n; j++) pw[j] = pf[j];
+    if (g_st) galore_step(g_st, gws, pw, g, lr, o->b1, o->b2, o->eps, wd, step);
+    else adamw(n, pw, g, m, v, lr, o->b1, o->b2, o->eps, wd, step);
+    if (mask) be_mask_scale(n, pw, mask, 1, pw, BE_REAL);
+    for (size_t j = 0; j < n; j++) pf[j] = (float)pw[j];
+    if (host) memcpy(p, pf, n * 4);
+    else be_to_device(p, pf, n * 4);
+    free(pw); free(pf);
+#else
+    if (g_st) galore_step(g_st, gws, p, g, lr, o->b1, o->b2, o->eps, wd, step);
+    else adamw(n, p, g, m, v, lr, o->b1, o->b2, o->eps, wd, step);
+    if (mask) be_mask_scale(n, p, mask, 1, p, BE_REAL); /* pruned zeros stay zero */
+#endif
+}
+
 /* AdamW on the master weights, tensor by tensor (weight decay on the
  * projections only, the usual exemption of norms and embeddings). */
 static void optimizer_step(full_state *st, const tt_full_opts *o, float lr, int step) {
@@ -356,26 +388,10 @@ static void optimizer_step(full_state *st, const tt_full_opts *o, float lr, int 
     for (uint32_t i = 0; i < st->nt; i++) {
         if (st->off[i] == SIZE_MAX) continue;
         config_tensor(&st->cfg, i, &d);
-        size_t n = d.rows * d.cols, at = st->off[i], mo = st->moff[i];
-        float wd = d.role == TT_ROLE_LINEAR ? o->wd : 0.f;
-        tt_galore *g = st->gal[i].m ? &st->gal[i] : NULL;
-#ifdef TT_F64
-        /* the double build (gradient tests) keeps f32 master weights: step a widened copy */
-        tt_real *p = tt_xmalloc(n * sizeof *p);
-        float *pf = tt_xmalloc(n * sizeof *pf);
-        be_to_host(pf, st->P + at, n * 4);
-        for (size_t j = 0; j < n; j++) p[j] = pf[j];
-        if (g) galore_step(g, &st->gws, p, st->G + at, lr, o->b1, o->b2, o->eps, wd, step);
-        else be_adamw(n, p, st->G + at, st->m + mo, st->v + mo, lr, o->b1, o->b2, o->eps, wd, step);
-        if (st->mask[i]) be_mask_scale(n, p, st->mask[i], 1, p, BE_REAL);
-        for (size_t j = 0; j < n; j++) pf[j] = (float)p[j];
-        be_to_device(st->P + at, pf, n * 4);
-        free(p); free(pf);
-#else
-        if (g) galore_step(g, &st->gws, st->P + at, st->G + at, lr, o->b1, o->b2, o->eps, wd, step);
-        else be_adamw(n, st->P + at, st->G + at, st->m + mo, st->v + mo, lr, o->b1, o->b2, o->eps, wd, step);
-        if (st->mask[i]) be_mask_scale(n, st->P + at, st->mask[i], 1, st->P + at, BE_REAL); /* pruned zeros stay zero */
-#endif
+        size_t at = st->off[i], mo = st->moff[i];
+        tensor_step(st->P + at, st->G + at, mo == SIZE_MAX ? NULL : st->m + mo, mo == SIZE_MAX ? NULL : st->v + mo,
+                    st->gal[i].m ? &st->gal[i] : NULL, &st->gws, st->mask[i], d.rows * d.cols,
+                    d.role == TT_ROLE_LINEAR ? o->wd : 0.f, o, lr, step, 0);
     }
     if (st->embed_host) /* refresh the host copy the embedding is gathered from */
         be_to_host(st->embed_host, st->P + st->off[st->embed_i], (size_t)st->cfg.vocab * st->cfg.hidden * 4);
@@ -461,22 +477,9 @@ static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what
     return 0;
 }
 
-int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
-    memset(res, 0, sizeof *res);
-    res->first_val = res->last_val = NAN;
-    int crc = store_check_output("--out", o->out_path, o->model_path);
-    if (crc) return crc;
-    int B = o->micro_batch, S = o->seq, K = o->accum, T = B * S;
-    tt_ws_opts wo = {.B = B, .seq = S, .with_ckpt = 1};
-    full_state st;
-    int rc = state_load(&st, o->model_path, &wo, o);
-    if (rc) return rc;
-    const tt_config *c = &st.cfg;
-    tt_mix one, *mix = o->mix;
-    if (!mix) {
-        train_mix_single(&one, train, val);
-        mix = &one;
-    } else TT_ASSERT(!train && !val); /* the mixture's sources are the data */
+/* Every source's tokens against c (the data checks both runs make). */
+static int check_mix(const tt_mix *mix, const tt_config *c, int S) {
+    int rc = 0;
     for (int i = 0; i < mix->n && rc == 0; i++) {
         char tw[1100], vw[1100], nb[32];
         const char *of = mix->n > 1 ? " of " : "", *name = mix->n > 1 ? train_mix_name(mix, i, nb, sizeof nb) : "";
@@ -484,35 +487,77 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         snprintf(vw, sizeof vw, "validation data%s%s", of, name);
         if ((rc = check_tokens(&mix->train[i], c, tw, S)) == 0) rc = check_tokens(&mix->val[i], c, vw, 0);
     }
-    if (rc) {
+    return rc;
+}
+
+/* The shared loop's view of o: no checkpoints, no dropout. */
+static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
+    memset(lo, 0, sizeof *lo);
+    lo->seed = o->seed;
+    lo->steps = o->steps; lo->seq = o->seq; lo->micro_batch = o->micro_batch; lo->accum = o->accum;
+    lo->warmup = o->warmup;
+    lo->lr = o->lr; lo->min_lr = o->min_lr; lo->wd = o->wd; lo->b1 = o->b1; lo->b2 = o->b2; lo->eps = o->eps;
+    lo->clip = o->clip;
+    lo->eval_every = o->eval_every; lo->eval_tokens = o->eval_tokens;
+    lo->json = o->json; lo->quiet = o->quiet;
+    lo->hbm = o->hbm;
+}
+
+static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, const char *where) {
+    if (o->quiet || o->json) return;
+    printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %lld tokens%s\n",
+           o->model_path, n, c->tie_embeddings ? " and the tied embedding" : "", o->steps,
+           (long long)o->accum * o->micro_batch * o->seq, where);
+    uint64_t ob, ab, wb;
+    fulltrain_optim_bytes(c, o, &ob, &ab, &wb);
+    char x[32], y[32], z[32];
+    if (o->optim == FULL_OPTIM_GALORE)
+        printf("optimizer: GaLore rank %d (projector every %d steps, scale %g) on %d of %d projections, AdamW on "
+               "the rest: state %s on the device, %.1f%% of AdamW's %s (and a %s workspace)\n", o->galore.rank,
+               o->galore.update_every, (double)o->galore.scale, galore_count(c, o), linear_count(c),
+               tt_fmt_bytes(ob, x, sizeof x), 100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y),
+               tt_fmt_bytes(wb, z, sizeof z));
+    else
+        printf("optimizer: AdamW, state %s%s\n", tt_fmt_bytes(ab, y, sizeof y),
+               o->stream ? " in the host arena (each layer's on the device for its step)" : " on the device");
+    if (o->teacher_path)
+        printf("distillation from %s: loss (1 - %g) cross-entropy + %g x %g^2 KL(teacher || model)\n",
+               o->teacher_path, (double)o->distill_weight, (double)o->distill_weight, (double)o->distill_temp);
+}
+
+static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *res);
+
+int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
+    memset(res, 0, sizeof *res);
+    res->first_val = res->last_val = NAN;
+    int crc = store_check_output("--out", o->out_path, o->model_path);
+    if (crc) return crc;
+    tt_mix one, *mix = o->mix;
+    if (!mix) {
+        train_mix_single(&one, train, val);
+        mix = &one;
+    } else TT_ASSERT(!train && !val); /* the mixture's sources are the data */
+    if (o->stream) return fullstream_run(o, mix, res);
+    tt_ws_opts wo = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1};
+    full_state st;
+    int rc = state_load(&st, o->model_path, &wo, o);
+    if (rc == -ENOMEM && o->hbm && o->optim == FULL_OPTIM_ADAMW && !o->teacher_path) {
+        /* it does not fit resident: stream the layers (their master weights and moments in the host arena) */
+        char hb[32];
+        if (!o->quiet && !o->json)
+            printf("full training: the resident run does not fit --hbm %s; streaming the layers (their f32 master "
+                   "weights and AdamW moments in the host arena)\n", tt_fmt_bytes(o->hbm, hb, sizeof hb));
+        return fullstream_run(o, mix, res);
+    }
+    if (rc) return rc;
+    const tt_config *c = &st.cfg;
+    if ((rc = check_mix(mix, c, o->seq))) {
         state_free(&st);
         return rc;
     }
-    if (!o->quiet && !o->json) {
-        printf("full training of %s: %zu trainable parameters (lm_head%s frozen), %d steps of %lld tokens\n",
-               o->model_path, st.n, c->tie_embeddings ? " and the tied embedding" : "", o->steps, (long long)K * T);
-        uint64_t ob, ab, wb;
-        fulltrain_optim_bytes(c, o, &ob, &ab, &wb);
-        char x[32], y[32], z[32];
-        if (o->optim == FULL_OPTIM_GALORE)
-            printf("optimizer: GaLore rank %d (projector every %d steps, scale %g) on %d of %d projections, AdamW on "
-                   "the rest: state %s on the device, %.1f%% of AdamW's %s (and a %s workspace)\n", o->galore.rank,
-                   o->galore.update_every, (double)o->galore.scale, galore_count(c, o), linear_count(c),
-                   tt_fmt_bytes(ob, x, sizeof x), 100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y),
-                   tt_fmt_bytes(wb, z, sizeof z));
-        else
-            printf("optimizer: AdamW, state %s on the device\n", tt_fmt_bytes(ab, y, sizeof y));
-        if (o->teacher_path)
-            printf("distillation from %s: loss (1 - %g) cross-entropy + %g x %g^2 KL(teacher || model)\n",
-                   o->teacher_path, (double)o->distill_weight, (double)o->distill_weight, (double)o->distill_temp);
-    }
-    tt_train_opts lo = {0}; /* the shared loop's view of these options: no checkpoints, no dropout */
-    lo.seed = o->seed;
-    lo.steps = o->steps; lo.seq = S; lo.micro_batch = B; lo.accum = K; lo.warmup = o->warmup;
-    lo.lr = o->lr; lo.min_lr = o->min_lr; lo.wd = o->wd; lo.b1 = o->b1; lo.b2 = o->b2; lo.eps = o->eps; lo.clip = o->clip;
-    lo.eval_every = o->eval_every; lo.eval_tokens = o->eval_tokens;
-    lo.json = o->json; lo.quiet = o->quiet;
-    lo.hbm = o->hbm;
+    print_header(o, c, st.n, "");
+    tt_train_opts lo;
+    loop_opts(o, &lo);
     full_ctx fc = {&st, o};
     static const tt_loop_ops ops = {full_step, full_eval, NULL};
     rc = train_loop(&lo, &ops, &fc, mix, 0, 0, res);
@@ -524,6 +569,420 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
     }
     state_free(&st);
+    return rc;
+}
+
+/* ---- streamed full training ---------------------------------------------------
+ *
+ * The layers come through sched/stream.h's weight provider with
+ * req.trainable: the host cache holds every layer's f32 master extent; a
+ * layer is loaded into a device slot, trained there, and written back. The
+ * step is exec.c's block schedule (forward over the layers for all K
+ * micro-batches, the head, backward from the top), with weight gradients:
+ * each layer's into one device buffer laid out like its extent, consumed by
+ * the layer's AdamW step right after its backward (its moments come from the
+ * host arena and go back), then the slot goes back to the cache. The final
+ * norm is stepped after the head (on the device: it is small), the
+ * embedding after layer 0 (on the host, where it is gathered: its master
+ * weights, moments and gradient live in the host arena). The arithmetic is
+ * the resident run's, tensor by tensor (tensor_step), so the trained model is
+ * the same bit for bit (tests/test_fulltrain.c). */
+
+typedef struct fs_cfg {
+    const tt_full_opts *o; /* valid while the run lasts */
+} fs_cfg;
+
+typedef struct fstream {
+    const tt_full_opts *o;
+    tt_plan plan;
+    tt_stream *st;
+    tt_model *m;
+    tt_lora lora;                 /* empty: model_layer_* take a LoRA slot */
+    tt_ws *ws;
+    tt_config cfg;
+    int L, K, T, H;
+    uint64_t layer_max;           /* the largest layer extent's values (gradient and moment buffers) */
+    tt_real *lg;                  /* device: one layer's weight gradients, laid out like its extent (values) */
+    float *lm, *lv;               /* device: one layer's AdamW moments, the same layout */
+    float *m_host, *v_host;       /* host arena: every layer's moments, layer after layer */
+    uint64_t *moff;               /* [L]: where layer l's moments start in m_host / v_host (values) */
+    float *fn, *fn_m, *fn_v;      /* device: the final norm's master weights and moments */
+    tt_real *fn_g;                /* device: its gradient */
+    float *emb, *emb_m, *emb_v;   /* host arena: the embedding's master weights and moments (untied) */
+    tt_real *emb_g;               /* host arena: its gradient */
+    int32_t *tgt_host;            /* pinned: the step's targets and loss weights (the head uploads from here) */
+    tt_real *wt_host;
+    tt_wgrad wg;
+} fstream;
+
+/* Values in layer l's extent (f32). */
+static uint64_t layer_vals(const tier_store *s, int l) { return tier_extent_at(s, TT_EXTENT_LAYER(l))->raw / 4; }
+
+static int fs_carve(const tt_dev_user *u, const tier_store *s, const tt_plan *p, const tt_alloc *dev,
+                    const tt_alloc *host, void *keep) {
+    fs_cfg fc;
+    memcpy(&fc, u->cfg, sizeof fc);
+    fstream *f = keep;
+    const tt_config *c = tier_config(s);
+    int L = (int)c->n_layers;
+    size_t H = c->hidden, T = (size_t)p->req.B * p->req.seq, kt = (size_t)p->req.K * T;
+    uint64_t mx = 0, tot = 0;
+    for (int l = 0; l < L; l++) {
+        uint64_t n = layer_vals(s, l);
+        if (n > mx) mx = n;
+        if (f) f->moff[l] = tot;
+        tot += n;
+    }
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
+    tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || c->tie_embeddings,
+                     .host = host};
+    tt_ws *ws = NULL;
+    int rc = ws_create(&ws, c, &lc, &wo, dev);
+    if (rc) return rc;
+    if (f) f->ws = ws;
+    else ws_free(ws);
+    void *lg = dev->fn(dev->ctx, mx * sizeof(tt_real), "weight gradients (one layer)");
+    void *lm = dev->fn(dev->ctx, mx * 4, "AdamW moments (one layer)");
+    void *lv = dev->fn(dev->ctx, mx * 4, "AdamW moments (one layer)");
+    void *fn = dev->fn(dev->ctx, H * 4 * 3, "final norm (weights, moments)");
+    void *fg = dev->fn(dev->ctx, H * sizeof(tt_real), "final norm (weights, moments)");
+    void *mh = host->fn(host->ctx, tot * 4, "AdamW moments (every layer)");
+    void *vh = host->fn(host->ctx, tot * 4, "AdamW moments (every layer)");
+    size_t E = c->tie_embeddings ? 0 : (size_t)c->vocab * H; /* a tied embedding is frozen */
+    void *em = E ? host->fn(host->ctx, E * 4 * 3, "embedding (f32 weights, moments)") : NULL;
+    void *eg = E ? host->fn(host->ctx, E * sizeof(tt_real), "embedding gradient") : NULL;
+    void *tg = host->fn(host->ctx, kt * sizeof(int32_t), "targets and loss weights");
+    void *wt = host->fn(host->ctx, kt * sizeof(tt_real), "targets and loss weights");
+    if (!lg || !lm || !lv || !fn || !fg || !mh || !vh || (E && (!em || !eg)) || !tg || !wt)
+        return TT_FAIL(-ENOMEM, "out of memory carving full training's regions");
+    if (f) {
+        f->layer_max = mx;
+        f->lg = lg; f->lm = lm; f->lv = lv;
+        f->fn = fn; f->fn_m = f->fn + H; f->fn_v = f->fn + 2 * H; f->fn_g = fg;
+        f->m_host = mh; f->v_host = vh;
+        f->emb = em; f->emb_m = em ? f->emb + E : NULL; f->emb_v = em ? f->emb + 2 * E : NULL; f->emb_g = eg;
+        f->tgt_host = tg; f->wt_host = wt;
+    }
+    return 0;
+}
+
+static void fs_free(fstream *f) {
+    if (!f) return;
+    stream_free(f->st); /* synchronises first */
+    if (f->ws) ws_free(f->ws);
+    lora_free(&f->lora);
+    model_free(f->m);
+    free(f->moff);
+    free(f);
+}
+
+/* Layer l's tensors in its extent: for tensor i of the store, its values'
+ * offset in the extent (the gradient and moment buffers share the layout). */
+static uint64_t tensor_at(const tier_store *s, uint32_t i) { return tier_tensor_at(s, i)->offset / 4; }
+
+/* Points the weight-gradient slots of layer l into the layer gradient buffer. */
+static void fs_bind_wgrad(fstream *f, int l) {
+    const tier_store *s = stream_store(f->st);
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+    int nn = 0;
+    for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
+        tt_tensor_desc d;
+        config_tensor(&f->cfg, i, &d);
+        if (d.role == TT_ROLE_LINEAR) f->wg.proj[l][d.proj] = f->lg + tensor_at(s, i);
+        else f->wg.norm[l][nn++] = f->lg + tensor_at(s, i); /* input_layernorm first, as model_bind_layer */
+    }
+}
+
+void fulltrain_plan_req(const tt_full_opts *o, tt_plan_req *req) {
+    memset(req, 0, sizeof *req);
+    req->hbm = o->hbm;
+    req->host = o->host;
+    req->B = o->micro_batch; req->seq = o->seq; req->K = o->accum;
+    req->trainable = 1;
+    fs_cfg fc = {o};
+    _Static_assert(sizeof fc <= PLAN_USER_CFG, "fs_cfg must fit tt_dev_user.cfg");
+    req->user.carve = fs_carve;
+    memcpy(req->user.cfg, &fc, sizeof fc);
+}
+
+int fulltrain_plan(const tt_full_opts *o, tt_plan *p, uint64_t *min_dev, uint64_t *min_host) {
+    tier_store *s = NULL;
+    int rc = tier_open(&s, o->model_path);
+    if (rc) return rc;
+    tt_plan_req req;
+    fulltrain_plan_req(o, &req);
+    if (min_dev) plan_minimum(s, &req, min_dev, min_host);
+    rc = p ? plan_make(s, &req, p) : 0;
+    tier_close(s);
+    return rc;
+}
+
+static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
+    *out = NULL;
+    fstream *f = tt_xcalloc(1, sizeof *f);
+    f->o = o;
+    f->cfg = *c;
+    f->L = (int)c->n_layers;
+    f->moff = tt_xcalloc((size_t)f->L, sizeof *f->moff);
+    int rc = fulltrain_plan(o, &f->plan, NULL, NULL);
+    if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
+    if (rc) { fs_free(f); return rc; }
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
+    if ((rc = lora_init(&f->lora, c, &lc, 0))) { fs_free(f); return rc; }
+    f->m = exec_stream_model(f->st);
+    f->K = o->accum;
+    f->T = o->micro_batch * o->seq;
+    f->H = (int)c->hidden;
+    const tier_store *s = stream_store(f->st);
+    /* the final norm and the embedding: f32 master copies */
+    uint32_t edt;
+    const void *eblob = stream_embed(f->st, &edt);
+    size_t E = (size_t)c->vocab * c->hidden;
+    float *hn = tt_xmalloc(c->hidden * sizeof *hn);
+    int fni = tier_find_tensor(s, "model.norm.weight");
+    TT_ASSERT(fni >= 0);
+    const void *hext = NULL, *hnorm = NULL;
+    hext = stream_head(f->st, &hnorm);
+    if (hnorm) be_to_host(hn, hnorm, c->hidden * 4);
+    else be_to_host(hn, (const uint8_t *)hext + tier_tensor_at(s, (uint32_t)fni)->offset, c->hidden * 4);
+    be_to_device(f->fn, hn, c->hidden * 4);
+    free(hn);
+    float *z = tt_xcalloc(2 * c->hidden, sizeof *z); /* its moments start at zero */
+    be_to_device(f->fn_m, z, 2 * c->hidden * 4);
+    free(z);
+    model_bind_head_norm(f->m, f->fn);
+    if (f->emb) {
+        for (size_t i = 0; i < E; i++)
+            f->emb[i] = edt == TT_DTYPE_F32 ? ((const float *)eblob)[i] : bf16_to_f32(((const uint16_t *)eblob)[i]);
+        memset(f->emb_m, 0, 2 * E * sizeof *f->emb_m);
+        model_bind_embed(f->m, f->emb, TT_DTYPE_F32);
+        f->wg.embed = f->emb_g;
+    }
+    uint64_t tot = f->moff[f->L - 1] + layer_vals(s, f->L - 1);
+    memset(f->m_host, 0, tot * sizeof *f->m_host);
+    memset(f->v_host, 0, tot * sizeof *f->v_host);
+    f->wg.final_norm = f->fn_g;
+    model_set_wgrad(f->m, &f->wg);
+    *out = f;
+    return 0;
+}
+
+/* Layer l (access position pos) from the provider, bound to the model; *ext: its slot. */
+static int fs_acquire(fstream *f, int l, int pos, const void **ext) {
+    int rc = stream_acquire(f->st, l, pos, ext);
+    if (rc) return rc;
+    model_bind_layer(f->m, stream_store(f->st), l, *ext);
+    return 0;
+}
+
+/* AdamW on layer l in its slot (ext) with the gradients in lg, its moments
+ * brought from the host arena and returned; then the slot goes back to the
+ * host cache. */
+static void fs_layer_step(fstream *f, int l, void *ext, float lr, int step) {
+    const tier_store *s = stream_store(f->st);
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+    uint64_t n = layer_vals(s, l), mo = f->moff[l];
+    be_copy_async(f->lm, f->m_host + mo, n * 4, BE_H2D, NULL);
+    be_copy_async(f->lv, f->v_host + mo, n * 4, BE_H2D, NULL);
+    for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
+        tt_tensor_desc d;
+        config_tensor(&f->cfg, i, &d);
+        uint64_t a = tensor_at(s, i);
+        tensor_step((float *)ext + a, f->lg + a, f->lm + a, f->lv + a, NULL, NULL, NULL, d.rows * d.cols,
+                    d.role == TT_ROLE_LINEAR ? f->o->wd : 0.f, f->o, lr, step, 0);
+    }
+    be_copy_async(f->m_host + mo, f->lm, n * 4, BE_D2H, NULL);
+    be_copy_async(f->v_host + mo, f->lv, n * 4, BE_D2H, NULL);
+    stream_writeback(f->st, l);
+}
+
+static void *fs_embed_in(fstream *f, const int32_t *tokens) {
+    void *x = stream_buf_get(f->st);
+    model_embed(f->m, f->ws, tokens, x);
+    return x;
+}
+
+static int fs_failed(int rc) {
+    be_synchronize();
+    return rc;
+}
+
+/* One step (backward) or a forward pass scoring K micro-batches; hp: lr. */
+static int fs_run(fstream *f, const int32_t *in, const int32_t *tgt, const tt_real *wt, int backward, float lr,
+                  int step, double *loss_out, double *gnorm_out) {
+    int L = f->L, K = f->K, T = f->T;
+    /* the resident run's scaling: the mean over every position of the step */
+    tt_real dscale = (tt_real)(1.0 / ((double)K * T));
+    double *acc = ws_acc(f->ws), zero[2] = {0, 0}, got[2];
+    be_to_device(acc, zero, sizeof zero);
+    memcpy(f->tgt_host, tgt, (size_t)K * T * sizeof *tgt);
+    memcpy(f->wt_host, wt, (size_t)K * T * sizeof *wt);
+    stream_begin(f->st, backward);
+    for (int l = 0; l < L; l++) {
+        const void *ext;
+        int rc = fs_acquire(f, l, l, &ext);
+        if (rc) return fs_failed(rc);
+        for (int k = 0; k < K; k++) {
+            void *x = l == 0 ? fs_embed_in(f, in + (size_t)k * T) : stream_cell_get(f->st, l, k);
+            void *y = stream_buf_get(f->st);
+            model_layer_forward(f->m, &f->lora, f->ws, l, x, y, 0);
+            if (l == 0) stream_buf_put(f->st, x);
+            else stream_cell_done(f->st, l, k, !backward);
+            stream_cell_put(f->st, l + 1, k, y);
+        }
+        stream_release(f->st, l, l + 1);
+    }
+    if (backward) be_fill(f->fn_g, (size_t)f->H, 0);
+    for (int k = 0; k < K; k++) {
+        void *x = stream_cell_get(f->st, L, k);
+        void *dx = backward ? stream_buf_get(f->st) : NULL;
+        model_head(f->m, f->ws, x, f->tgt_host + (size_t)k * T, f->wt_host + (size_t)k * T, dscale, dx, acc);
+        stream_cell_done(f->st, L, k, 1);
+        if (backward) stream_cell_put(f->st, L, k, dx);
+    }
+    be_to_host(got, acc, sizeof got); /* the loss, before anything is updated */
+    *loss_out = got[0];
+    if (!backward || !isfinite(got[0])) { /* a non-finite loss: the loop refuses the step, nothing was updated */
+        if (backward) { /* drop the gradients the head stored */
+            for (int k = 0; k < K; k++) stream_cell_done(f->st, L, k, 1);
+        }
+        stream_end(f->st);
+        return 0;
+    }
+    tensor_step(f->fn, f->fn_g, f->fn_m, f->fn_v, NULL, NULL, NULL, (size_t)f->H, 0.f, f->o, lr, step, 0);
+    be_sumsq((size_t)f->H, f->fn_g, acc + 1);
+    size_t E = f->emb ? (size_t)f->cfg.vocab * f->H : 0;
+    if (E) memset(f->emb_g, 0, E * sizeof *f->emb_g);
+    for (int l = L - 1; l >= 0; l--) {
+        int pos = 2 * L - 1 - l;
+        const void *ext;
+        int rc = fs_acquire(f, l, pos, &ext);
+        if (rc) return fs_failed(rc);
+        uint64_t n = layer_vals(stream_store(f->st), l);
+        fs_bind_wgrad(f, l);
+        be_fill(f->lg, n, 0);
+        for (int k = 0; k < K; k++) {
+            void *x = l == 0 ? fs_embed_in(f, in + (size_t)k * T) : stream_cell_get(f->st, l, k);
+            void *dy = stream_cell_get(f->st, l + 1, k);
+            void *dx = stream_buf_get(f->st);
+            model_layer_backward(f->m, &f->lora, f->ws, l, x, dy, dx, 0);
+            stream_cell_done(f->st, l + 1, k, 1);
+            if (l == 0) {
+                if (E) model_embed_backward(f->m, f->ws, in + (size_t)k * T, dx);
+                stream_buf_put(f->st, x);
+                stream_buf_put(f->st, dx);
+            } else stream_cell_put(f->st, l, k, dx);
+        }
+        be_sumsq(n, f->lg, acc + 1);
+        fs_layer_step(f, l, (void *)ext, lr, step);
+        stream_release(f->st, l, pos + 1);
+    }
+    be_to_host(got, acc, sizeof got);
+    double g2 = got[1];
+    if (E) { /* the embedding, on the host where it is gathered */
+        for (size_t i = 0; i < E; i++) g2 += (double)f->emb_g[i] * f->emb_g[i];
+        tensor_step(f->emb, f->emb_g, f->emb_m, f->emb_v, NULL, NULL, NULL, E, 0.f, f->o, lr, step, 1);
+    }
+    *gnorm_out = sqrt(g2);
+    stream_end(f->st);
+    return 0;
+}
+
+static int fs_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg, double lr,
+                   int step, uint64_t drop, double *loss_out, double *gnorm_out) {
+    TT_ASSERT(seg == NULL);
+    (void)drop;
+    fstream *f = ctx;
+    double loss = 0;
+    int rc = fs_run(f, in, tgt, wt, 1, (float)lr, step, &loss, gnorm_out);
+    *loss_out = loss / ((double)f->K * f->T);
+    return rc;
+}
+
+static int fs_eval_fn(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss) {
+    double g = 0;
+    return fs_run(ctx, in, tgt, wt, 0, 0.f, 0, loss, &g);
+}
+
+static int fs_eval(void *ctx, const tt_tokens *val, int max_tokens, double *loss) {
+    fstream *f = ctx;
+    return train_eval_with(fs_eval_fn, f, f->o->micro_batch, f->o->seq, f->K, val, max_tokens, loss);
+}
+
+/* The trained store: layers from the host cache, the final norm and the
+ * embedding from their master copies, lm_head (frozen) from the source. */
+typedef struct fs_out {
+    fstream *f;
+    store_reader *rd;
+} fs_out;
+
+static int fs_fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
+    fs_out *w = ctx;
+    fstream *f = w->f;
+    const tier_store *s = stream_store(f->st);
+    size_t n = d->rows * d->cols;
+    if (d->layer >= 0) memcpy(out, (const float *)stream_layer_host(f->st, d->layer) + tensor_at(s, i), n * 4);
+    else if (d->role == TT_ROLE_NORM) be_to_host(out, f->fn, n * 4);
+    else if (d->role == TT_ROLE_EMBED && f->emb) memcpy(out, f->emb, n * 4);
+    else return store_reader_tensor(w->rd, i, out); /* lm_head, a tied embedding: frozen */
+    return 0;
+}
+
+static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *res) {
+    store_reader rd;
+    int rc = store_reader_open(&rd, o->model_path);
+    if (rc) return rc;
+    tt_config c = *store_reader_config(&rd);
+    uint32_t nt = config_n_tensors(&c);
+    uint32_t *dtypes = tt_xcalloc(nt, sizeof *dtypes);
+    for (uint32_t i = 0; i < nt && rc == 0; i++) {
+        tt_tensor_desc d;
+        config_tensor(&c, i, &d);
+        dtypes[i] = store_reader_dtype(&rd, i);
+        if (d.layer >= 0 && dtypes[i] != TT_DTYPE_F32)
+            rc = TT_FAIL(-EINVAL, "%s holds %s as %s; streamed full training (--hbm below the resident need) keeps "
+                         "the store's f32 weights as its master copy: give an f32 store, or train resident",
+                         o->model_path, d.name, dtype_name(dtypes[i]));
+    }
+    if (rc == 0 && o->clip > 0)
+        rc = TT_FAIL(-EINVAL, "streamed full training steps each layer right after its backward, so it cannot clip by "
+                     "the global gradient norm: pass --clip 0");
+    if (rc == 0 && (o->optim != FULL_OPTIM_ADAMW || o->teacher_path))
+        rc = TT_FAIL(-EINVAL, "streamed full training runs AdamW without a teacher for now; give --hbm enough for "
+                     "the resident run to use --optim galore or --teacher");
+    if (rc == 0) rc = check_mix(mix, &c, o->seq);
+    fstream *f = NULL;
+    if (rc == 0) rc = fs_create(&f, o, &c);
+    if (rc) {
+        store_reader_close(&rd);
+        free(dtypes);
+        return rc;
+    }
+    size_t n = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        tt_tensor_desc d;
+        config_tensor(&c, i, &d);
+        if (d.role != TT_ROLE_LM_HEAD && !(d.role == TT_ROLE_EMBED && c.tie_embeddings)) n += d.rows * d.cols;
+    }
+    char where[160], a[32], b[32];
+    snprintf(where, sizeof where, ", streamed (%d of %d layers on the device, %s device, %s host)", f->plan.slots, f->L,
+             tt_fmt_bytes(f->plan.dev_bytes, a, sizeof a), tt_fmt_bytes(f->plan.host_bytes, b, sizeof b));
+    print_header(o, &c, n, where);
+    tt_train_opts lo;
+    loop_opts(o, &lo);
+    static const tt_loop_ops ops = {fs_step, fs_eval, NULL};
+    rc = train_loop(&lo, &ops, f, mix, 0, 0, res);
+    if (rc == 0) {
+        be_synchronize(); /* the last write-backs */
+        fs_out w = {f, &rd};
+        const tier_prune_map *pm = tier_prune(rd.s);
+        tier_write_opts wopt = {dtypes, pm, 1, NULL};
+        rc = store_write(o->out_path, &c, &wopt, fs_fill_out, &w);
+        if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
+    }
+    fs_free(f);
+    store_reader_close(&rd);
+    free(dtypes);
     return rc;
 }
 

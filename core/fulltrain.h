@@ -18,7 +18,12 @@ typedef struct tt_full_opts {
     int steps, seq, micro_batch, accum, warmup;
     float lr, min_lr, wd, b1, b2, eps, clip; /* wd applies to the projections only */
     int eval_every, eval_tokens;
-    uint64_t hbm;             /* device budget (0: unlimited); everything stays resident */
+    uint64_t hbm;             /* device budget (0: unlimited) */
+    uint64_t host;            /* pinned host budget of the streamed run (0: unlimited) */
+    int stream;               /* 1: train on the streaming executor (sched/stream.h): each layer's f32 master
+                               * weights and AdamW moments live in the host arena and come to the device with the
+                               * layer, its update follows its backward at once (no whole-model gradient); needs
+                               * an f32 store, --clip 0 and AdamW for now. 0: everything resident on the device */
     int optim;                /* FULL_OPTIM_ADAMW, or FULL_OPTIM_GALORE: GaLore on the projections (core/galore.h),
                                * AdamW on the norms and the embedding */
     tt_galore_cfg galore;     /* with FULL_OPTIM_GALORE (its seed: the run's) */
@@ -37,10 +42,21 @@ typedef struct tt_full_opts {
 void fulltrain_optim_bytes(const tt_config *cfg, const tt_full_opts *o, uint64_t *bytes, uint64_t *adamw_bytes,
                            uint64_t *ws_bytes);
 
+/* The streamed run's plan request for o (sched/plan.h; req.trainable), its
+ * plan (p may be NULL) and, when min_dev != NULL, the smallest plan's device
+ * and host bytes. Returns 0 or -errno with a message (the store cannot be
+ * read; -ENOSPC: the budgets are too small, naming the option). */
+struct tt_plan;
+struct tt_plan_req;
+void fulltrain_plan_req(const tt_full_opts *o, struct tt_plan_req *req);
+int fulltrain_plan(const tt_full_opts *o, struct tt_plan *p, uint64_t *min_dev, uint64_t *min_host);
+
 /* Full-parameter training on train (validation on val, may be NULL) — or on
  * o->mix's sources (train, val NULL) — then writes the store to o->out_path
- * (also after Ctrl-C, at the step reached). Returns 0 or -errno with a
- * message; on error no output is written. */
+ * (also after Ctrl-C, at the step reached). Resident unless o->stream, or
+ * when the resident run does not fit o->hbm (AdamW, no teacher): then
+ * streamed. Returns 0 or -errno with a message; on error no output is
+ * written. */
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
 /* dL/dW of the linear projections of layers [layer_a, layer_b) of the store

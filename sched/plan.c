@@ -77,6 +77,7 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
     p.slots = p.L < 2 ? p.L : 2;
     p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
     p.host_cells = req->forward_only ? 0 : p.L * req->K;
+    p.host_cache = req->trainable != 0;
     measure(s, &p);
     *dev = p.dev_bytes;
     *host = p.host_bytes;
@@ -93,11 +94,13 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     if (!req->hbm && !req->host) { /* no budget: everything resident */
         p.slots = L; p.head_on_device = req->lm_head != PLAN_HEAD_HOST; p.dev_cells = cells;
         p.user_dev = req->user_units;
+        p.host_cache = req->trainable != 0;
     } else {
         /* the smallest plan: two slots (one layer ahead), lm_head streamed, every activation spilled */
         p.slots = L < 2 ? L : 2;
         p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
         p.dev_cells = 0;
+        p.host_cache = req->trainable != 0; /* the master weights */
     }
     p.host_cells = cells - p.dev_cells;
     measure(s, &p);
@@ -142,7 +145,7 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
             TRY(t.slots = p.slots + 1);
             if (p.slots == before) break;
         }
-        if (p.slots < L && !req->no_host_cache) {
+        if (p.slots < L && !req->no_host_cache && !p.host_cache) {
             t = p;
             t.host_cache = 1;
             measure(s, &t);
@@ -153,8 +156,9 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     if (req->host && p.host_bytes > req->host) {
         char need[32], have[32];
         return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the spilled "
-                       "activations of this plan: it needs --host %s; raise --host (or --hbm, so fewer activations "
+                       "activations of this plan%s: it needs --host %s; raise --host (or --hbm, so fewer activations "
                        "spill)", tt_fmt_bytes(req->host, have, sizeof have),
+                       req->trainable ? ", with every layer's master weights and optimizer state" : "",
                        tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need));
     }
     p.prefetch = p.slots - 1;

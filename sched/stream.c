@@ -108,6 +108,7 @@ struct tt_stream {
     int n_free;
     cell *cells;
     int *cached;              /* host cache holds layer l */
+    tt_event **wb_ev;         /* [L] req.trainable: the last write-back of layer l into the host cache */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t io_th, copy_th;
@@ -318,6 +319,9 @@ static void *io_main(void *arg) {
         }
         slot *sl = &e->slots[c.slot];
         if (!e->drop_wait) be_queue_wait(e->h2d, sl->done); /* the compute queue is done with what it held */
+        /* full training: the cache holds the layer's last update (the slot's done event covers it only when the
+         * layer comes back into the slot it left) */
+        if (e->wb_ev) be_queue_wait(e->h2d, e->wb_ev[c.layer]);
         tt_span sp = trace_span_begin(e->trace, e->h2d); /* when the copy runs (device time where there is one) */
         be_copy_async(sl->buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw, BE_H2D, e->h2d);
         trace_span_end(e->trace, sp, e->h2d, TRACE_COPY, "to device", c.layer);
@@ -599,6 +603,8 @@ void stream_free(tt_stream *e) {
     for (int i = 0; e->buf_ev && i < e->plan.dev_cells + PLAN_TRANSIT; i++) be_event_free(e->buf_ev[i]);
     free(e->buf_ev);
     for (int i = 0; i < 2; i++) be_event_free(e->stage_ev[i]);
+    for (int l = 0; e->wb_ev && l < e->L; l++) be_event_free(e->wb_ev[l]);
+    free(e->wb_ev);
     be_queue_free(e->h2d);
     be_queue_free(e->d2h);
     be_queue_free(e->up);
@@ -695,6 +701,16 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     rc = uring_reader_open(&e->reader, path, &uo);
     if (rc == 0) rc = uring_reader_register(e->reader, e->host_base, e->host_len);
     if (rc == 0) rc = load_fixed_extents(e);
+    if (rc == 0 && plan->req.trainable) { /* every layer into the host cache now: the master weights */
+        TT_ASSERT(plan->host_cache);
+        e->wb_ev = tt_xcalloc((size_t)L, sizeof *e->wb_ev);
+        for (int l = 0; l < L && rc == 0; l++) {
+            const uint8_t *raw;
+            int st;
+            e->wb_ev[l] = be_event_new();
+            rc = layer_to_host(e, l, &raw, &st);
+        }
+    }
     if (rc) { stream_free(e); return rc; }
     if (topo_init(&e->topo) != 0) e->topo = NULL;
     pthread_create(&e->io_th, NULL, io_main, e);
@@ -766,6 +782,24 @@ void stream_end(tt_stream *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+
+void stream_writeback(tt_stream *e, int l) {
+    TT_ASSERT(e->wb_ev && l >= 0 && l < e->L && e->cached[l]);
+    pthread_mutex_lock(&e->mu);
+    int i = slot_of_locked(e, l);
+    TT_ASSERT(i >= 0 && e->slots[i].busy);
+    void *src = e->slots[i].buf;
+    pthread_mutex_unlock(&e->mu);
+    double t0 = tt_now();
+    be_copy_async(e->r.cache[l], src, tier_extent_at(e->s, TT_EXTENT_LAYER(l))->raw, BE_D2H, NULL);
+    be_event_record(e->wb_ev[l], NULL);
+    rec(e, TRACE_COPY, "write-back", l, t0);
+}
+
+void *stream_layer_host(tt_stream *e, int l) {
+    TT_ASSERT(e->wb_ev && l >= 0 && l < e->L && e->cached[l]);
+    return e->r.cache[l];
+}
 
 int stream_io_pass(tt_stream *e) {
     for (int pos = 0; pos < 2 * e->L; pos++) {

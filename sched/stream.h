@@ -62,6 +62,14 @@ int stream_acquire(tt_stream *s, int l, int pos, const void **ext);
 void stream_release(tt_stream *s, int l, int next_pos);
 /* IO only: the layer accesses of one step, loading what the slots lack. */
 int stream_io_pass(tt_stream *s);
+/* req.trainable: the compute queue's work issued so far has updated layer l
+ * in its slot (acquired, not yet released): copies the slot back to the host
+ * cache on the compute queue; a later load of l waits for that copy. */
+void stream_writeback(tt_stream *s, int l);
+/* req.trainable: layer l's master extent in the host cache (every layer is
+ * read into it at stream_create). Current once the backend is synchronised
+ * after the last stream_writeback of l. */
+void *stream_layer_host(tt_stream *s, int l);
 
 /* ---- activation store ---- */
 void stream_begin(tt_stream *s, int backward);  /* before a step's first cell access */

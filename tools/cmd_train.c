@@ -34,8 +34,10 @@ static const char *hbm_str(uint64_t b) {
 /* train --full: every weight, resident (core/fulltrain.c). */
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
                     int val_given, int optim, const tt_galore_cfg *gc, const char *teacher, double dweight,
-                    double dtemp) {
+                    double dtemp, int stream) {
     tt_full_opts o = {0};
+    o.stream = stream;
+    o.host = pa->host;
     o.teacher_path = teacher;
     o.distill_weight = (float)dweight;
     o.distill_temp = (float)dtemp;
@@ -281,7 +283,7 @@ int cmd_train(int argc, char **argv) {
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads, mix_every;
     uint64_t seed;
     double lr, min_lr, wd, mix_temp, distill_weight, distill_temp;
-    int as_json, full, force, no_pack;
+    int as_json, full, force, no_pack, stream;
     const char *optim;
     long galore_rank, galore_every;
     double galore_scale;
@@ -291,6 +293,7 @@ int cmd_train(int argc, char **argv) {
         {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA; one --data only)"},
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
+        {"stream", 0, CLI_FLAG, &stream, NULL, NULL, "with --full: stream the layers even when the model fits --hbm (each layer's f32 master weights and AdamW moments in the host arena, its update right after its backward; what a run whose resident need exceeds --hbm does by itself); needs an f32 store, AdamW and --clip 0"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw, or galore (GaLore's low-rank projected Adam on the projections, AdamW on norms and embedding)"},
         {"galore-rank", 0, CLI_INT, &galore_rank, "128", "R", "with --optim galore: the projection rank (at most each matrix's smaller side)"},
         {"galore-update-every", 0, CLI_INT, &galore_every, "200", "T", "with --optim galore: a new projector from the gradient every T steps"},
@@ -356,6 +359,7 @@ int cmd_train(int argc, char **argv) {
         bad = "--mix dynamic needs --reference FILE, the original store whose validation losses the run recovers toward";
     else if (!dynamic && reference) bad = "--reference goes with --mix dynamic";
     else if (teacher && !full) bad = "--teacher distills into every weight: it goes with --full";
+    else if (stream && !full) bad = "--stream is full training's: it goes with --full (LoRA training always streams)";
     else if (!(distill_weight >= 0 && distill_weight <= 1)) bad = "--distill-weight must be in [0,1]";
     else if (!(distill_temp > 0) || !isfinite((float)distill_temp) || distill_temp > 1000)
         bad = "--distill-temp must be a number in (0, 1000]";
@@ -510,7 +514,7 @@ int cmd_train(int argc, char **argv) {
         tt_galore_cfg gc = {(int)galore_rank, (int)galore_every, (float)galore_scale, 0};
         exit_code = run_full(&o, &pa, train, vt, srcs[0].vf != NULL,
                              strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW, &gc, teacher,
-                             distill_weight, distill_temp);
+                             distill_weight, distill_temp, stream);
         goto done;
     }
     tt_plan plan;

@@ -1,0 +1,121 @@
+/* tests/test_fullstream.c — streamed full training (core/fulltrain.c on
+ * sched/stream.h with req.trainable) against the resident run, bit for bit:
+ * the `small` preset (16 layers at its real width), trained for a few steps
+ * resident, then streamed with every layer on the device, at the smallest
+ * plan (2 layer slots, every activation spilled to the host), between the
+ * two, and on the asynchronous CPU backend (real events and random delays:
+ * a load that does not wait for a layer's write-back reads stale weights).
+ * Every written store must equal the resident one byte for byte. Also the
+ * streamed run's refusals: a gradient clip, a bf16 store. */
+#include "core/base/common.h"
+#include "core/fulltrain.h"
+#include "io/storeio.h"
+#include "sched/plan.h"
+#include "tests/fixtures.h"
+#include "tests/test.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NTOK 20000
+
+static tt_full_opts opts(const char *src, const char *out) {
+    tt_full_opts o = {0};
+    o.model_path = src; o.out_path = out; o.seed = 5;
+    o.steps = 3; o.seq = 32; o.micro_batch = 2; o.accum = 2; o.warmup = 1;
+    o.lr = 3e-3f; o.min_lr = 1e-3f; o.wd = 0.01f; o.b1 = 0.9f; o.b2 = 0.999f; o.eps = 1e-8f;
+    o.clip = 0; /* the streamed run steps each layer after its backward: no global clipping */
+    o.eval_every = 0; o.eval_tokens = 256; o.quiet = 1;
+    return o;
+}
+
+static void streamed(const char *what, tt_full_opts o, uint64_t hbm, const char *ref, const tt_tokens *train,
+                     const tt_tokens *val, int *slots) {
+    o.stream = 1;
+    o.hbm = hbm;
+    tt_plan p;
+    int rc = fulltrain_plan(&o, &p, NULL, NULL);
+    CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
+    if (rc) return;
+    *slots = p.slots;
+    tt_train_result res;
+    rc = fulltrain_run(&o, train, val, &res);
+    CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
+    CHECK_EQ_INT(res.steps_done, o.steps);
+    int same = rc == 0 && fixture_same_file(ref, o.out_path);
+    CHECK_MSG(same, "%s: the streamed store differs from the resident one", what);
+    fprintf(stderr, "%-44s %2d of %d layers on the device, %3d of %d activations spilled, device %.1f MiB, host "
+            "%.1f MiB: %s\n", what, p.slots, p.L, p.host_cells, p.host_cells + p.dev_cells,
+            (double)p.dev_bytes / (1 << 20), (double)p.host_bytes / (1 << 20), same ? "identical" : "DIFFERENT");
+}
+
+int main(void) {
+    char *dir = fixture_tmpdir();
+    char src[600], ref[600], out[600], bsrc[600];
+    snprintf(src, sizeof src, "%s/small.tier", dir);
+    snprintf(ref, sizeof ref, "%s/resident.tier", dir);
+    snprintf(bsrc, sizeof bsrc, "%s/small-bf16.tier", dir);
+    tt_config c;
+    CHECK(config_preset("small", &c) == 0);
+    CHECK(fixture_write_model(src, &c, TT_DTYPE_F32, 0.05f, 3) == 0);
+    uint32_t *tok = tt_xmalloc(NTOK * sizeof *tok);
+    tt_rng r;
+    rng_seed(&r, 7, 0);
+    for (int i = 0; i < NTOK; i++) tok[i] = rng_below(&r, 6) == 0 ? (uint32_t)rng_below(&r, c.vocab) : (uint32_t)((i * 7) % 97);
+    tt_tokens train = {.t = tok, .n = NTOK - 2000}, val = {.t = tok + NTOK - 2000, .n = 2000};
+
+    tt_full_opts o = opts(src, ref);
+    tt_train_result res;
+    int rc = fulltrain_run(&o, &train, &val, &res);
+    CHECK_MSG(rc == 0, "resident: %s", tt_lasterr());
+    CHECK(res.last_loss < res.first_loss);
+    fprintf(stderr, "resident: train loss %.4f -> %.4f\n", res.first_loss, res.last_loss);
+
+    /* the budgets: the smallest plan, everything on the device, and between */
+    uint64_t min_dev = 0, min_host = 0;
+    tt_plan all;
+    o.stream = 1;
+    CHECK(fulltrain_plan(&o, &all, &min_dev, &min_host) == 0);
+    o.stream = 0;
+    int s_all = 0, s_min = 0, s_mid = 0, s_async = 0;
+    snprintf(out, sizeof out, "%s/s-all.tier", dir);
+    o.out_path = out;
+    streamed("streamed, no budget", o, 0, ref, &train, &val, &s_all);
+    snprintf(out, sizeof out, "%s/s-min.tier", dir);
+    o.out_path = out;
+    streamed("streamed, the smallest plan", o, min_dev, ref, &train, &val, &s_min);
+    snprintf(out, sizeof out, "%s/s-mid.tier", dir);
+    o.out_path = out;
+    streamed("streamed, half way", o, (min_dev + all.dev_bytes) / 2, ref, &train, &val, &s_mid);
+    CHECK_MSG(s_min == 2 && s_mid > s_min && s_all == (int)c.n_layers && s_mid < s_all,
+              "the budgets did not give three plans (slots %d, %d, %d)", s_min, s_mid, s_all);
+    be_use(backend_cpu_async());
+    snprintf(out, sizeof out, "%s/s-async.tier", dir);
+    o.out_path = out;
+    streamed("streamed, the smallest plan, cpu-async", o, min_dev, ref, &train, &val, &s_async);
+    be_use(backend_cpu());
+
+    /* refusals, with nothing written */
+    snprintf(out, sizeof out, "%s/never.tier", dir);
+    o.out_path = out;
+    o.stream = 1;
+    o.clip = 1;
+    CHECK(fulltrain_run(&o, &train, &val, &res) == -EINVAL);
+    CHECK(strstr(tt_lasterr(), "--clip 0") != NULL);
+    o.clip = 0;
+    uint32_t *dt = tt_xcalloc(config_n_tensors(&c), sizeof *dt);
+    store_default_dtypes(&c, TT_DTYPE_BF16, TT_DTYPE_BF16, dt);
+    fixture_fill_ctx fc = {4, 0.05f};
+    tier_write_opts wo = {dt, NULL, 0, NULL};
+    CHECK(store_write(bsrc, &c, &wo, fixture_fill, &fc) == 0);
+    o.model_path = bsrc;
+    CHECK(fulltrain_run(&o, &train, &val, &res) == -EINVAL);
+    CHECK(strstr(tt_lasterr(), "f32") != NULL);
+    CHECK(access(out, F_OK) != 0);
+    free(dt);
+    free(tok);
+    fixture_rm_rf(dir);
+    free(dir);
+    TEST_END();
+}
