@@ -541,7 +541,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     tt_ws_opts wo = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1};
     full_state st;
     int rc = state_load(&st, o->model_path, &wo, o);
-    if (rc == -ENOMEM && o->hbm && o->optim == FULL_OPTIM_ADAMW && !o->teacher_path) {
+    if (rc == -ENOMEM && o->hbm && !o->teacher_path) {
         /* it does not fit resident: stream the layers (their master weights and moments in the host arena) */
         char hb[32];
         if (!o->quiet && !o->json)
@@ -601,11 +601,16 @@ typedef struct fstream {
     tt_ws *ws;
     tt_config cfg;
     int L, K, T, H;
-    uint64_t layer_max;           /* the largest layer extent's values (gradient and moment buffers) */
+    uint32_t nt;
     tt_real *lg;                  /* device: one layer's weight gradients, laid out like its extent (values) */
-    float *lm, *lv;               /* device: one layer's AdamW moments, the same layout */
-    float *m_host, *v_host;       /* host arena: every layer's moments, layer after layer */
-    uint64_t *moff;               /* [L]: where layer l's moments start in m_host / v_host (values) */
+    float *lm, *lv;               /* device: one layer's AdamW moments (of the tensors AdamW steps) */
+    float *m_host, *v_host;       /* host arena: every layer's AdamW moments, layer after layer */
+    uint64_t *moff;               /* [L + 1]: where layer l's moments start in m_host / v_host (values) */
+    uint64_t *toff;               /* [nt]: tensor i's moments in m_host / v_host, or UINT64_MAX (GaLore's) */
+    tt_galore *gal;               /* [nt]: GaLore's state of tensor i in the host arena (gal[i].m == 0: none) */
+    tt_galore_ws gws;             /* device: GaLore's workspace */
+    tt_real *gproj;               /* device: one matrix's GaLore state during its step */
+    float *gmom;
     float *fn, *fn_m, *fn_v;      /* device: the final norm's master weights and moments */
     tt_real *fn_g;                /* device: its gradient */
     float *emb, *emb_m, *emb_v;   /* host arena: the embedding's master weights and moments (untied) */
@@ -618,47 +623,85 @@ typedef struct fstream {
 /* Values in layer l's extent (f32). */
 static uint64_t layer_vals(const tier_store *s, int l) { return tier_extent_at(s, TT_EXTENT_LAYER(l))->raw / 4; }
 
+/* A tt_alloc that only measures (galore_init's layout before its state is
+ * bound to the host arena). */
+static void *fs_measure_fn(void *ctx, size_t bytes, const char *label) {
+    (void)ctx; (void)bytes; (void)label;
+    return (void *)(uintptr_t)16;
+}
+
 static int fs_carve(const tt_dev_user *u, const tier_store *s, const tt_plan *p, const tt_alloc *dev,
                     const tt_alloc *host, void *keep) {
     fs_cfg fc;
     memcpy(&fc, u->cfg, sizeof fc);
+    const tt_full_opts *o = fc.o;
     fstream *f = keep;
     const tt_config *c = tier_config(s);
-    int L = (int)c->n_layers;
-    size_t H = c->hidden, T = (size_t)p->req.B * p->req.seq, kt = (size_t)p->req.K * T;
-    uint64_t mx = 0, tot = 0;
-    for (int l = 0; l < L; l++) {
-        uint64_t n = layer_vals(s, l);
+    int L = (int)c->n_layers, gm = 0, gn = 0;
+    size_t H = c->hidden, T = (size_t)p->req.B * p->req.seq, kt = (size_t)p->req.K * T, gmax = 0;
+    uint64_t mx = 0, amx = 0, tot = 0;
+    int rc = 0;
+    for (int l = 0; l < L; l++) { /* every layer's AdamW moments; GaLore's states in the host arena */
+        const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+        uint64_t n = layer_vals(s, l), a = 0;
         if (n > mx) mx = n;
         if (f) f->moff[l] = tot;
-        tot += n;
+        for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
+            tt_tensor_desc d;
+            config_tensor(c, i, &d);
+            if (!galore_owns(o, &d)) {
+                if (f) f->toff[i] = tot + a;
+                a += d.rows * d.cols;
+                continue;
+            }
+            if (f) f->toff[i] = UINT64_MAX;
+            if ((int)d.rows > gm) gm = (int)d.rows;
+            if ((int)d.cols > gn) gn = (int)d.cols;
+            size_t sb = galore_state_bytes((int)d.rows, (int)d.cols, &o->galore);
+            if (sb > gmax) gmax = sb;
+            tt_galore g;
+            tt_alloc meas = {fs_measure_fn, NULL, 1};
+            if ((rc = galore_init(&g, (int)d.rows, (int)d.cols, &o->galore, i, &meas))) return rc;
+            tt_real *pj = host->fn(host->ctx, (size_t)g.prows * g.r * sizeof(tt_real), "GaLore states");
+            float *mm = host->fn(host->ctx, 2 * g.nmom * sizeof(float), "GaLore states");
+            if (!pj || !mm) return TT_FAIL(-ENOMEM, "out of host memory for the GaLore states");
+            if (f) {
+                galore_bind(&g, pj, mm, mm + g.nmom);
+                f->gal[i] = g;
+            }
+        }
+        if (a > amx) amx = a;
+        tot += a;
     }
+    if (f) f->moff[L] = tot;
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || c->tie_embeddings,
                      .host = host};
     tt_ws *ws = NULL;
-    int rc = ws_create(&ws, c, &lc, &wo, dev);
+    rc = ws_create(&ws, c, &lc, &wo, dev);
     if (rc) return rc;
     if (f) f->ws = ws;
     else ws_free(ws);
     void *lg = dev->fn(dev->ctx, mx * sizeof(tt_real), "weight gradients (one layer)");
-    void *lm = dev->fn(dev->ctx, mx * 4, "AdamW moments (one layer)");
-    void *lv = dev->fn(dev->ctx, mx * 4, "AdamW moments (one layer)");
+    void *lm = dev->fn(dev->ctx, (amx ? amx : 1) * 4, "AdamW moments (one layer)");
+    void *lv = dev->fn(dev->ctx, (amx ? amx : 1) * 4, "AdamW moments (one layer)");
     void *fn = dev->fn(dev->ctx, H * 4 * 3, "final norm (weights, moments)");
     void *fg = dev->fn(dev->ctx, H * sizeof(tt_real), "final norm (weights, moments)");
-    void *mh = host->fn(host->ctx, tot * 4, "AdamW moments (every layer)");
-    void *vh = host->fn(host->ctx, tot * 4, "AdamW moments (every layer)");
+    void *gs = gmax ? dev->fn(dev->ctx, gmax, "GaLore state (one matrix)") : NULL;
+    if (gm && (rc = galore_ws_init(f ? &f->gws : &(tt_galore_ws){0}, gm, gn, &o->galore, dev))) return rc;
+    void *mh = host->fn(host->ctx, (tot ? tot : 1) * 4, "AdamW moments (every layer)");
+    void *vh = host->fn(host->ctx, (tot ? tot : 1) * 4, "AdamW moments (every layer)");
     size_t E = c->tie_embeddings ? 0 : (size_t)c->vocab * H; /* a tied embedding is frozen */
     void *em = E ? host->fn(host->ctx, E * 4 * 3, "embedding (f32 weights, moments)") : NULL;
     void *eg = E ? host->fn(host->ctx, E * sizeof(tt_real), "embedding gradient") : NULL;
     void *tg = host->fn(host->ctx, kt * sizeof(int32_t), "targets and loss weights");
     void *wt = host->fn(host->ctx, kt * sizeof(tt_real), "targets and loss weights");
-    if (!lg || !lm || !lv || !fn || !fg || !mh || !vh || (E && (!em || !eg)) || !tg || !wt)
+    if (!lg || !lm || !lv || !fn || !fg || (gmax && !gs) || !mh || !vh || (E && (!em || !eg)) || !tg || !wt)
         return TT_FAIL(-ENOMEM, "out of memory carving full training's regions");
     if (f) {
-        f->layer_max = mx;
         f->lg = lg; f->lm = lm; f->lv = lv;
         f->fn = fn; f->fn_m = f->fn + H; f->fn_v = f->fn + 2 * H; f->fn_g = fg;
+        f->gproj = gs;
         f->m_host = mh; f->v_host = vh;
         f->emb = em; f->emb_m = em ? f->emb + E : NULL; f->emb_v = em ? f->emb + 2 * E : NULL; f->emb_g = eg;
         f->tgt_host = tg; f->wt_host = wt;
@@ -673,6 +716,11 @@ static void fs_free(fstream *f) {
     lora_free(&f->lora);
     model_free(f->m);
     free(f->moff);
+    free(f->toff);
+    for (uint32_t i = 0; f->gal && i < f->nt; i++)
+        if (f->gal[i].m) galore_free(&f->gal[i]); /* bound: leaves the arena's buffers alone */
+    free(f->gal);
+    if (f->gws.d0) galore_ws_free(&f->gws); /* the arena's device part stays; its host part was malloc'ed */
     free(f);
 }
 
@@ -723,7 +771,10 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->o = o;
     f->cfg = *c;
     f->L = (int)c->n_layers;
-    f->moff = tt_xcalloc((size_t)f->L, sizeof *f->moff);
+    f->nt = config_n_tensors(c);
+    f->moff = tt_xcalloc((size_t)f->L + 1, sizeof *f->moff);
+    f->toff = tt_xcalloc(f->nt, sizeof *f->toff);
+    f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
     int rc = fulltrain_plan(o, &f->plan, NULL, NULL);
     if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
     if (rc) { fs_free(f); return rc; }
@@ -758,9 +809,10 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
         model_bind_embed(f->m, f->emb, TT_DTYPE_F32);
         f->wg.embed = f->emb_g;
     }
-    uint64_t tot = f->moff[f->L - 1] + layer_vals(s, f->L - 1);
-    memset(f->m_host, 0, tot * sizeof *f->m_host);
-    memset(f->v_host, 0, tot * sizeof *f->v_host);
+    memset(f->m_host, 0, f->moff[f->L] * sizeof *f->m_host);
+    memset(f->v_host, 0, f->moff[f->L] * sizeof *f->v_host);
+    for (uint32_t i = 0; i < f->nt; i++) /* GaLore's moments start at zero (no projector yet) */
+        if (f->gal[i].m) memset(f->gal[i].mom_m, 0, 2 * f->gal[i].nmom * sizeof(float));
     f->wg.final_norm = f->fn_g;
     model_set_wgrad(f->m, &f->wg);
     *out = f;
@@ -781,18 +833,41 @@ static int fs_acquire(fstream *f, int l, int pos, const void **ext) {
 static void fs_layer_step(fstream *f, int l, void *ext, float lr, int step) {
     const tier_store *s = stream_store(f->st);
     const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
-    uint64_t n = layer_vals(s, l), mo = f->moff[l];
-    be_copy_async(f->lm, f->m_host + mo, n * 4, BE_H2D, NULL);
-    be_copy_async(f->lv, f->v_host + mo, n * 4, BE_H2D, NULL);
+    uint64_t mo = f->moff[l], na = f->moff[l + 1] - mo;
+    if (na) {
+        be_copy_async(f->lm, f->m_host + mo, na * 4, BE_H2D, NULL);
+        be_copy_async(f->lv, f->v_host + mo, na * 4, BE_H2D, NULL);
+    }
     for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
         tt_tensor_desc d;
         config_tensor(&f->cfg, i, &d);
         uint64_t a = tensor_at(s, i);
-        tensor_step((float *)ext + a, f->lg + a, f->lm + a, f->lv + a, NULL, NULL, NULL, d.rows * d.cols,
-                    d.role == TT_ROLE_LINEAR ? f->o->wd : 0.f, f->o, lr, step, 0);
+        float wd = d.role == TT_ROLE_LINEAR ? f->o->wd : 0.f;
+        tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
+        if (!g) {
+            uint64_t t = f->toff[i] - mo;
+            tensor_step((float *)ext + a, f->lg + a, f->lm + t, f->lv + t, NULL, NULL, NULL, d.rows * d.cols, wd,
+                        f->o, lr, step, 0);
+            continue;
+        }
+        /* the matrix's GaLore state to the device for its step, and back */
+        tt_real *hp = g->proj;
+        float *hm = g->mom_m, *hv = g->mom_v;
+        size_t pb = (size_t)g->prows * g->r * sizeof(tt_real), mb = g->nmom * sizeof(float);
+        float *dm = (float *)((uint8_t *)f->gproj + pb);
+        be_copy_async(f->gproj, hp, pb, BE_H2D, NULL);
+        be_copy_async(dm, hm, 2 * mb, BE_H2D, NULL);
+        galore_bind(g, f->gproj, dm, dm + g->nmom);
+        tensor_step((float *)ext + a, f->lg + a, NULL, NULL, g, &f->gws, NULL, d.rows * d.cols, wd, f->o, lr, step, 0);
+        be_copy_async(hp, f->gproj, pb, BE_D2H, NULL);
+        be_copy_async(hm, dm, 2 * mb, BE_D2H, NULL);
+        be_synchronize(); /* the next matrix reuses the device copy */
+        galore_bind(g, hp, hm, hv);
     }
-    be_copy_async(f->m_host + mo, f->lm, n * 4, BE_D2H, NULL);
-    be_copy_async(f->v_host + mo, f->lv, n * 4, BE_D2H, NULL);
+    if (na) {
+        be_copy_async(f->m_host + mo, f->lm, na * 4, BE_D2H, NULL);
+        be_copy_async(f->v_host + mo, f->lv, na * 4, BE_D2H, NULL);
+    }
     stream_writeback(f->st, l);
 }
 
@@ -947,9 +1022,8 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     if (rc == 0 && o->clip > 0)
         rc = TT_FAIL(-EINVAL, "streamed full training steps each layer right after its backward, so it cannot clip by "
                      "the global gradient norm: pass --clip 0");
-    if (rc == 0 && (o->optim != FULL_OPTIM_ADAMW || o->teacher_path))
-        rc = TT_FAIL(-EINVAL, "streamed full training runs AdamW without a teacher for now; give --hbm enough for "
-                     "the resident run to use --optim galore or --teacher");
+    if (rc == 0 && o->teacher_path)
+        rc = TT_FAIL(-EINVAL, "streamed full training has no --teacher yet; give --hbm enough for the resident run");
     if (rc == 0) rc = check_mix(mix, &c, o->seq);
     fstream *f = NULL;
     if (rc == 0) rc = fs_create(&f, o, &c);

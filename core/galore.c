@@ -342,6 +342,14 @@ void galore_free(tt_galore *s) {
     s->has_proj = 0;
 }
 
+void galore_bind(tt_galore *s, tt_real *proj, float *mom_m, float *mom_v) {
+    TT_ASSERT(proj && mom_m && mom_v);
+    s->proj = proj;
+    s->mom_m = mom_m;
+    s->mom_v = mom_v;
+    s->owned_by_arena = 1;
+}
+
 /* ---- workspace ---------------------------------------------------------------- */
 
 /* The workspace's dimensions: D = the largest side, k = the range finder's columns at most. */

@@ -94,6 +94,11 @@ size_t galore_state_bytes(int m, int n, const tt_galore_cfg *c);
  * a message naming the option) or -ENOMEM. */
 int galore_init(tt_galore *s, int m, int n, const tt_galore_cfg *c, uint64_t stream, const tt_alloc *dev);
 void galore_free(tt_galore *s);
+/* Points s's state at other buffers of its layout — the projector (prows, r)
+ * and the two moments (nmom each) — which the caller owns and keeps (a
+ * streamed run holds the state in host memory and moves it to the device for
+ * each step). galore_free then leaves them alone. */
+void galore_bind(tt_galore *s, tt_real *proj, float *mom_m, float *mom_v);
 
 /* The workspace for matrices up to (max_m, max_n) (each dimension bounded
  * separately): device bytes (from dev as above, or be_alloc) and host bytes
