@@ -15,6 +15,7 @@
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "core/model.h"
+#include "io/ckpt.h"
 #include "io/storeio.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct full_state {
     tt_config cfg;
@@ -409,6 +411,7 @@ static int eval_model(void *ctx, const int32_t *in, const int32_t *tgt, const tt
 typedef struct full_ctx {
     full_state *st;
     const tt_full_opts *o;
+    const tt_mix *mix;
 } full_ctx;
 
 /* K micro-batches of weight gradients, the global norm (summed on the device),
@@ -477,6 +480,184 @@ static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what
     return 0;
 }
 
+/* ---- checkpoints (both runs) ------------------------------------------------
+ *
+ * The layout (ckpt_state.full): params = every trainable tensor's f32
+ * weights in config order, then each GaLore projector (prows x r, as f32)
+ * in the same order; m and v = each trainable tensor's moments in config
+ * order (AdamW's: n values; GaLore's: nmom), then zeros up to n_params. The
+ * resident and the streamed run write the same file for the same state. */
+typedef struct ck_ops {
+    /* tensor i's weights (n), moments (AdamW: n each, GaLore: nmom each), projector (GaLore) to / from host */
+    void (*get)(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v, float *proj);
+    void (*set)(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v, const float *proj);
+    const tt_galore *(*gal)(void *ctx, uint32_t i); /* GaLore's state of i, or NULL (AdamW) */
+} ck_ops;
+
+static int trainable(const tt_config *c, const tt_tensor_desc *d) {
+    return d->role != TT_ROLE_LM_HEAD && !(d->role == TT_ROLE_EMBED && c->tie_embeddings);
+}
+
+/* Values in params and in m (each) for cfg's trainable tensors. */
+static void ck_sizes(const tt_config *c, const ck_ops *ops, void *ctx, uint64_t *np, uint64_t *nm) {
+    uint64_t w = 0, pj = 0, mo = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (!trainable(c, &d)) continue;
+        const tt_galore *g = ops->gal(ctx, i);
+        w += d.rows * d.cols;
+        pj += g ? (uint64_t)g->prows * g->r : 0;
+        mo += g ? g->nmom : d.rows * d.cols;
+    }
+    *np = w + pj;
+    *nm = mo;
+}
+
+static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c, const tt_mix *mix, uint64_t np,
+                      int step, uint64_t seen) {
+    tt_train_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.seed = o->seed;
+    lo.steps = o->steps; lo.seq = o->seq; lo.micro_batch = o->micro_batch; lo.accum = o->accum;
+    lo.warmup = o->warmup;
+    lo.lr = o->lr; lo.min_lr = o->min_lr; lo.wd = o->wd; lo.b1 = o->b1; lo.b2 = o->b2; lo.eps = o->eps;
+    lo.clip = o->clip;
+    train_ckpt_fill(st, &lo, c, NULL, np, mix, step, seen);
+    st->optim = (uint32_t)o->optim;
+    if (o->optim == FULL_OPTIM_GALORE) {
+        st->galore_rank = (uint32_t)o->galore.rank;
+        st->galore_every = (uint32_t)o->galore.update_every;
+        st->galore_scale = o->galore.scale;
+    }
+}
+
+static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix, const ck_ops *ops, void *ctx,
+                   int step, uint64_t seen) {
+    uint64_t np, nm;
+    ck_sizes(c, ops, ctx, &np, &nm);
+    if (mkdir(o->ckpt_dir, 0755) != 0 && errno != EEXIST)
+        return TT_FAIL(-errno, "cannot create the checkpoint folder %s: %s", o->ckpt_dir, strerror(errno));
+    float *P = malloc((np ? np : 1) * 4), *M = calloc(np ? np : 1, 4), *V = calloc(np ? np : 1, 4);
+    if (!P || !M || !V) {
+        free(P); free(M); free(V);
+        return TT_FAIL(-ENOMEM, "out of memory writing the checkpoint (%llu values) to %s", (unsigned long long)np,
+                       o->ckpt_dir);
+    }
+    be_synchronize(); /* every update and write-back of the step is done */
+    uint64_t w = 0, mo = 0, pj = np;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (!trainable(c, &d)) continue;
+        const tt_galore *g = ops->gal(ctx, i);
+        pj -= g ? (uint64_t)g->prows * g->r : 0;
+    }
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (!trainable(c, &d)) continue;
+        const tt_galore *g = ops->gal(ctx, i);
+        size_t n = d.rows * d.cols, k = g ? g->nmom : n;
+        ops->get(ctx, i, n, P + w, M + mo, V + mo, g ? P + pj : NULL);
+        w += n;
+        mo += k;
+        pj += g ? (uint64_t)g->prows * g->r : 0;
+    }
+    ckpt_state st;
+    ck_record(&st, o, c, mix, np, step, seen);
+    int rc = ckpt_write(o->ckpt_dir, &st, P, M, V);
+    free(P); free(M); free(V);
+    return rc;
+}
+
+/* Restores o->resume_dir into the run: *step and *seen where it stopped. */
+static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const ck_ops *ops, void *ctx, int *step,
+                   uint64_t *seen) {
+    ckpt_state st, want;
+    void *pv;
+    float *M, *V;
+    int rc = ckpt_read(o->resume_dir, &st, &pv, &M, &V);
+    if (rc) return rc;
+    uint64_t np, nm;
+    ck_sizes(c, ops, ctx, &np, &nm);
+    ck_record(&want, o, c, mix, np, 0, 0);
+    rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
+    if (rc == 0) {
+        const float *P = pv;
+        uint64_t w = 0, mo = 0, pj = np;
+        for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+            tt_tensor_desc d;
+            config_tensor(c, i, &d);
+            const tt_galore *g = trainable(c, &d) ? ops->gal(ctx, i) : NULL;
+            pj -= g ? (uint64_t)g->prows * g->r : 0;
+        }
+        for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+            tt_tensor_desc d;
+            config_tensor(c, i, &d);
+            if (!trainable(c, &d)) continue;
+            const tt_galore *g = ops->gal(ctx, i);
+            size_t n = d.rows * d.cols;
+            ops->set(ctx, i, n, P + w, M + mo, V + mo, g ? P + pj : NULL);
+            w += n;
+            mo += g ? g->nmom : n;
+            pj += g ? (uint64_t)g->prows * g->r : 0;
+        }
+        *step = (int)st.step;
+        *seen = st.tokens_seen;
+        train_ckpt_restore_mix(&st, mix);
+    }
+    free(pv); free(M); free(V);
+    return rc;
+}
+
+/* A projector between f32 (the file) and tt_real (the state). */
+static void proj_get(const tt_galore *g, float *out) {
+    size_t k = (size_t)g->prows * g->r;
+    tt_real *t = tt_xmalloc(k * sizeof *t);
+    galore_get_projector(g, t);
+    for (size_t j = 0; j < k; j++) out[j] = (float)t[j];
+    free(t);
+}
+static void proj_set(tt_galore *g, const float *in) {
+    size_t k = (size_t)g->prows * g->r;
+    tt_real *t = tt_xmalloc(k * sizeof *t);
+    for (size_t j = 0; j < k; j++) t[j] = in[j];
+    galore_set_projector(g, t);
+    free(t);
+}
+
+/* The resident run's side. */
+static void res_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v, float *proj) {
+    full_state *st = ctx;
+    be_to_host(w, st->P + st->off[i], n * 4);
+    if (st->gal[i].m) {
+        galore_get_moments(&st->gal[i], m, v);
+        proj_get(&st->gal[i], proj);
+        return;
+    }
+    be_to_host(m, st->m + st->moff[i], n * 4);
+    be_to_host(v, st->v + st->moff[i], n * 4);
+}
+static void res_set(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v,
+                    const float *proj) {
+    full_state *st = ctx;
+    be_to_device(st->P + st->off[i], w, n * 4);
+    if (i == st->embed_i && st->embed_host) memcpy(st->embed_host, w, n * 4); /* the copy it is gathered from */
+    if (st->gal[i].m) {
+        proj_set(&st->gal[i], proj);
+        galore_set_moments(&st->gal[i], m, v);
+        return;
+    }
+    be_to_device(st->m + st->moff[i], m, n * 4);
+    be_to_device(st->v + st->moff[i], v, n * 4);
+}
+static const tt_galore *res_gal(void *ctx, uint32_t i) {
+    full_state *st = ctx;
+    return st->gal[i].m ? &st->gal[i] : NULL;
+}
+static const ck_ops res_ck = {res_get, res_set, res_gal};
+
 /* Every source's tokens against c (the data checks both runs make). */
 static int check_mix(const tt_mix *mix, const tt_config *c, int S) {
     int rc = 0;
@@ -492,6 +673,7 @@ static int check_mix(const tt_mix *mix, const tt_config *c, int S) {
 
 /* The shared loop's view of o: no checkpoints, no dropout. */
 static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
+    /* (ck_record's view is the same: a checkpoint records these) */
     memset(lo, 0, sizeof *lo);
     lo->seed = o->seed;
     lo->steps = o->steps; lo->seq = o->seq; lo->micro_batch = o->micro_batch; lo->accum = o->accum;
@@ -501,6 +683,14 @@ static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
     lo->eval_every = o->eval_every; lo->eval_tokens = o->eval_tokens;
     lo->json = o->json; lo->quiet = o->quiet;
     lo->hbm = o->hbm;
+    lo->out_dir = o->ckpt_dir; /* the loop's messages name the checkpoint folder */
+    lo->save_every = o->save_every;
+    lo->stop_after = o->stop_after;
+}
+
+static int full_save(void *ctx, int step, uint64_t seen) {
+    full_ctx *fc = ctx;
+    return ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
 }
 
 static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, const char *where) {
@@ -555,12 +745,19 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         state_free(&st);
         return rc;
     }
+    int start = 0;
+    uint64_t seen = 0;
+    if (o->resume_dir && (rc = ck_load(o, c, mix, &res_ck, &st, &start, &seen))) {
+        state_free(&st);
+        return rc;
+    }
     print_header(o, c, st.n, "");
+    if (o->resume_dir && !o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, start);
     tt_train_opts lo;
     loop_opts(o, &lo);
-    full_ctx fc = {&st, o};
-    static const tt_loop_ops ops = {full_step, full_eval, NULL};
-    rc = train_loop(&lo, &ops, &fc, mix, 0, 0, res);
+    full_ctx fc = {&st, o, mix};
+    static const tt_loop_ops ops = {full_step, full_eval, full_save}, ops_nosave = {full_step, full_eval, NULL};
+    rc = train_loop(&lo, o->ckpt_dir ? &ops : &ops_nosave, &fc, mix, start, seen, res);
     if (rc == 0) {
         /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the
          * store is no longer its source model (no source record) */
@@ -594,6 +791,7 @@ typedef struct fs_cfg {
 
 typedef struct fstream {
     const tt_full_opts *o;
+    const tt_mix *mix;
     tt_plan plan;
     tt_stream *st;
     tt_model *m;
@@ -963,6 +1161,71 @@ static int fs_run(fstream *f, const int32_t *in, const int32_t *tgt, const tt_re
     return 0;
 }
 
+/* The streamed run's side of the checkpoints: layer tensors in the host cache and arena, the final norm on the
+ * device, the embedding on the host; GaLore's states (host-bound) pass through the device scratch to be set. */
+static void fs_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v, float *proj) {
+    fstream *f = ctx;
+    const tier_store *s = stream_store(f->st);
+    tt_tensor_desc d;
+    config_tensor(&f->cfg, i, &d);
+    if (d.layer < 0) {
+        int emb = d.role == TT_ROLE_EMBED;
+        if (emb) { memcpy(w, f->emb, n * 4); memcpy(m, f->emb_m, n * 4); memcpy(v, f->emb_v, n * 4); }
+        else { be_to_host(w, f->fn, n * 4); be_to_host(m, f->fn_m, n * 4); be_to_host(v, f->fn_v, n * 4); }
+        return;
+    }
+    memcpy(w, (const float *)stream_layer_host(f->st, d.layer) + tensor_at(s, i), n * 4);
+    const tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
+    if (!g) {
+        memcpy(m, f->m_host + f->toff[i], n * 4);
+        memcpy(v, f->v_host + f->toff[i], n * 4);
+        return;
+    }
+    memcpy(m, g->mom_m, g->nmom * 4); /* host-bound between steps */
+    memcpy(v, g->mom_v, g->nmom * 4);
+    for (size_t j = 0; j < (size_t)g->prows * g->r; j++) proj[j] = (float)g->proj[j];
+}
+static void fs_set(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v,
+                   const float *proj) {
+    fstream *f = ctx;
+    const tier_store *s = stream_store(f->st);
+    tt_tensor_desc d;
+    config_tensor(&f->cfg, i, &d);
+    if (d.layer < 0) {
+        if (d.role == TT_ROLE_EMBED) { memcpy(f->emb, w, n * 4); memcpy(f->emb_m, m, n * 4); memcpy(f->emb_v, v, n * 4); }
+        else { be_to_device(f->fn, w, n * 4); be_to_device(f->fn_m, m, n * 4); be_to_device(f->fn_v, v, n * 4); }
+        return;
+    }
+    /* before the first step: no slot holds the layer yet, its loads read the cache */
+    memcpy((float *)stream_layer_host(f->st, d.layer) + tensor_at(s, i), w, n * 4);
+    tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
+    if (!g) {
+        memcpy(f->m_host + f->toff[i], m, n * 4);
+        memcpy(f->v_host + f->toff[i], v, n * 4);
+        return;
+    }
+    tt_real *hp = g->proj;
+    float *hm = g->mom_m, *hv = g->mom_v;
+    size_t pb = (size_t)g->prows * g->r * sizeof(tt_real);
+    float *dm = (float *)((uint8_t *)f->gproj + pb);
+    galore_bind(g, f->gproj, dm, dm + g->nmom);
+    proj_set(g, proj);
+    galore_set_moments(g, m, v);
+    be_to_host(hp, f->gproj, pb);
+    be_to_host(hm, dm, 2 * g->nmom * sizeof(float));
+    galore_bind(g, hp, hm, hv);
+}
+static const tt_galore *fs_gal(void *ctx, uint32_t i) {
+    fstream *f = ctx;
+    return f->gal[i].m ? &f->gal[i] : NULL;
+}
+static const ck_ops fs_ck = {fs_get, fs_set, fs_gal};
+
+static int fs_save(void *ctx, int step, uint64_t seen) {
+    fstream *f = ctx;
+    return ck_save(f->o, &f->cfg, f->mix, &fs_ck, f, step, seen);
+}
+
 static int fs_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg, double lr,
                    int step, uint64_t drop, double *loss_out, double *gnorm_out) {
     TT_ASSERT(seg == NULL);
@@ -1019,6 +1282,10 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
                          "the store's f32 weights as its master copy: give an f32 store, or train resident",
                          o->model_path, d.name, dtype_name(dtypes[i]));
     }
+    if (rc == 0) { /* the budgets first: they decide whether streaming is possible at all */
+        tt_plan p;
+        rc = fulltrain_plan(o, &p, NULL, NULL);
+    }
     if (rc == 0 && o->clip > 0)
         rc = TT_FAIL(-EINVAL, "streamed full training steps each layer right after its backward, so it cannot clip by "
                      "the global gradient norm: pass --clip 0");
@@ -1041,11 +1308,21 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     char where[160], a[32], b[32];
     snprintf(where, sizeof where, ", streamed (%d of %d layers on the device, %s device, %s host)", f->plan.slots, f->L,
              tt_fmt_bytes(f->plan.dev_bytes, a, sizeof a), tt_fmt_bytes(f->plan.host_bytes, b, sizeof b));
+    f->mix = mix;
+    int start = 0;
+    uint64_t seen = 0;
+    if (o->resume_dir && (rc = ck_load(o, &c, mix, &fs_ck, f, &start, &seen))) {
+        fs_free(f);
+        store_reader_close(&rd);
+        free(dtypes);
+        return rc;
+    }
     print_header(o, &c, n, where);
+    if (o->resume_dir && !o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, start);
     tt_train_opts lo;
     loop_opts(o, &lo);
-    static const tt_loop_ops ops = {fs_step, fs_eval, NULL};
-    rc = train_loop(&lo, &ops, f, mix, 0, 0, res);
+    static const tt_loop_ops ops = {fs_step, fs_eval, fs_save}, ops_nosave = {fs_step, fs_eval, NULL};
+    rc = train_loop(&lo, o->ckpt_dir ? &ops : &ops_nosave, f, mix, start, seen, res);
     if (rc == 0) {
         be_synchronize(); /* the last write-backs */
         fs_out w = {f, &rd};

@@ -33,6 +33,11 @@ typedef struct tt_full_opts {
                                * the objective is (1 - distill_weight) CE + distill_weight temp^2 KL (model.h's
                                * tt_distill); NULL: plain LM loss */
     float distill_weight, distill_temp;
+    /* checkpoints: ckpt_dir (NULL: none) receives checkpoint.bin (io/ckpt.h, full = 1: weights, optimizer
+     * state, step, data position) every save_every steps (0: at the end only), at stop_after (0: none) and on
+     * Ctrl-C; resume_dir: continue the run whose checkpoint is there (the same model, data and options) */
+    const char *ckpt_dir, *resume_dir;
+    int save_every, stop_after;
 } tt_full_opts;
 
 /* The optimizer state's device bytes for full training of cfg with o's

@@ -325,18 +325,22 @@ static uint64_t data_hash(const tt_tokens *t) {
     return h;
 }
 
-static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m, const tt_lora *lo,
-                       const tt_mix *mix, int step, uint64_t tokens_seen) {
+void train_ckpt_fill(ckpt_state *st, const tt_train_opts *o, const tt_config *c, const tt_lora_cfg *lc,
+                     uint64_t n_params, const tt_mix *mix, int step, uint64_t tokens_seen) {
     memset(st, 0, sizeof *st);
     st->step = (uint64_t)step;
     st->seed = o->seed;
-    st->model_fp = config_fingerprint(model_config(m));
-    st->n_params = lo->n;
-    st->real_bytes = sizeof(tt_real);
-    st->rank = (uint32_t)lo->cfg.rank;
-    st->targets = lo->cfg.targets;
-    st->alpha = lo->cfg.alpha;
-    st->dropout = lo->cfg.dropout;
+    st->model_fp = config_fingerprint(c);
+    st->n_params = n_params;
+    st->real_bytes = lc ? sizeof(tt_real) : 4; /* full training: f32 master weights */
+    st->full = lc == NULL;
+    if (lc) {
+        st->rank = (uint32_t)lc->rank;
+        st->targets = lc->targets;
+        st->alpha = lc->alpha;
+        st->dropout = lc->dropout;
+        st->rslora = (uint32_t)lc->rslora;
+    }
     st->steps = (uint32_t)o->steps; st->seq = (uint32_t)o->seq; st->micro_batch = (uint32_t)o->micro_batch;
     st->accum = (uint32_t)o->accum; st->warmup = (uint32_t)o->warmup;
     st->lr = o->lr; st->min_lr = o->min_lr; st->wd = o->wd; st->b1 = o->b1; st->b2 = o->b2; st->eps = o->eps;
@@ -365,14 +369,13 @@ static void fill_state(ckpt_state *st, const tt_train_opts *o, const tt_model *m
     }
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
-    st->rslora = (uint32_t)lo->cfg.rslora;
     st->no_pack = examples && !o->pack; /* the sampler differs: resume must match */
 }
 
 static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_mix *mix,
                            int step, uint64_t tokens_seen) {
     ckpt_state st;
-    fill_state(&st, o, m, lo, mix, step, tokens_seen);
+    train_ckpt_fill(&st, o, model_config(m), &lo->cfg, lo->n, mix, step, tokens_seen);
     size_t n = lo->n;
     void *p = tt_xmalloc(n * sizeof(tt_real) + 1);
     float *mm = tt_xmalloc(n * sizeof(float) + 1), *vv = tt_xmalloc(n * sizeof(float) + 1);
@@ -382,6 +385,68 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     free(p); free(mm); free(vv);
     if (rc == 0) rc = write_adapter(o, m, lo, o->out_dir);
     return rc;
+}
+
+int train_ckpt_match(const char *path, const ckpt_state *st, const ckpt_state *want, const tt_mix *mix) {
+    int rc = 0;
+    char nb[32];
+    if (st->full != want->full)
+        return TT_FAIL(-EINVAL, "the checkpoint in %s was written by %s; resume it with %s", path,
+                       st->full ? "full training (train --full)" : "LoRA training", st->full ? "--full" : "LoRA (no --full)");
+    if (want->full && (st->optim != want->optim || st->galore_rank != want->galore_rank ||
+                       st->galore_every != want->galore_every || st->galore_scale != want->galore_scale))
+        return TT_FAIL(-EINVAL, "the checkpoint in %s was made with another optimizer (%s%s); resume with the same "
+                       "--optim and --galore-* flags", path, st->optim ? "galore" : "adamw",
+                       st->optim ? ", other --galore-rank / --galore-update-every / --galore-scale" : "");
+    if (st->model_fp != want->model_fp) rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made for another model", path);
+    else if (want->full && st->n_params != want->n_params)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s holds %llu values, this run's model and optimizer %llu; resume "
+                     "with the same --model and --galore-rank", path, (unsigned long long)st->n_params,
+                     (unsigned long long)want->n_params);
+    else if (st->real_bytes != want->real_bytes)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was written by a build with another precision", path);
+    else if (st->n_params != want->n_params || st->rank != want->rank || st->targets != want->targets || st->alpha != want->alpha ||
+             st->rslora != want->rslora)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g%s; this run: rank %u, alpha "
+                     "%g%s, or other --targets)", path, st->rank, (double)st->alpha, st->rslora ? ", --rslora" : "",
+                     want->rank, (double)want->alpha, want->rslora ? ", --rslora" : "");
+    else if (st->mix_n != want->mix_n)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on %u data source%s, this run has %u; resume with the "
+                     "same --data", path, st->mix_n ? st->mix_n : 1, st->mix_n ? "s" : "",
+                     want->mix_n ? want->mix_n : 1);
+    else if (st->data_tokens != want->data_tokens || st->data_hash != want->data_hash)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume with "
+                     "the same --data (and the same validation split)", path,
+                     (unsigned long long)st->data_tokens, (unsigned long long)want->data_tokens);
+    else {
+        const struct { const char *name; double was, now; } opt[] = {
+            {"--seed", (double)st->seed, (double)want->seed}, {"--seq", st->seq, want->seq},
+            {"--micro-batch", st->micro_batch, want->micro_batch}, {"--batch-tokens / (seq x micro-batch)", st->accum, want->accum},
+            {"--steps", st->steps, want->steps}, {"--warmup", st->warmup, want->warmup}, {"--lr", st->lr, want->lr},
+            {"--min-lr", st->min_lr, want->min_lr}, {"--wd", st->wd, want->wd}, {"--clip", st->clip, want->clip},
+            {"--dropout", st->dropout, want->dropout}, {"--threads", st->threads, want->threads},
+            {"--act-dtype (1 = bf16)", st->act_bf16, want->act_bf16}, {"--no-pack", st->no_pack, want->no_pack},
+            {"--mix (1 = dynamic)", st->mix_mode, want->mix_mode}, {"--mix-every", st->mix_every, want->mix_every},
+            {"--mix-temp", st->mix_tau, want->mix_tau},
+        };
+        for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
+            if (opt[i].was != opt[i].now)
+                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %g, now %g); "
+                             "resume with the same flags", path, opt[i].name, opt[i].was, opt[i].now);
+        for (uint32_t i = 0; i < want->mix_n && rc == 0; i++)
+            if (st->mix_base[i] != want->mix_base[i])
+                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other --data weights (source %u, %s: %g "
+                             "then, %g now, normalised); resume with the same flags", path, i + 1,
+                             train_mix_name(mix, (int)i, nb, sizeof nb), st->mix_base[i], want->mix_base[i]);
+    }
+    return rc;
+}
+
+void train_ckpt_restore_mix(const ckpt_state *st, tt_mix *mix) {
+    for (uint32_t i = 0; i < st->mix_n; i++) { /* the sampler as it was after that step, and the reference */
+        mix->w[i] = st->mix_w[i];
+        if (mix->mode == TT_MIX_DYNAMIC) mix->ref[i] = st->mix_ref[i];
+    }
 }
 
 /* Restores a checkpoint into lo (and the mixture's weights into mix) after
@@ -395,54 +460,14 @@ static int load_checkpoint(const tt_train_opts *o, const tt_model *m, tt_lora *l
     int rc = ckpt_read(o->resume_dir, &st, &p, &mm, &vv);
     if (rc) return rc;
     ckpt_state want;
-    char nb[32];
-    fill_state(&want, o, m, lo, mix, 0, 0);
-    if (st.model_fp != want.model_fp) rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made for another model", o->resume_dir);
-    else if (st.real_bytes != want.real_bytes)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was written by a build with another precision", o->resume_dir);
-    else if (st.n_params != want.n_params || st.rank != want.rank || st.targets != want.targets || st.alpha != want.alpha ||
-             st.rslora != want.rslora)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g%s; this run: rank %u, alpha "
-                     "%g%s, or other --targets)", o->resume_dir, st.rank, (double)st.alpha, st.rslora ? ", --rslora" : "",
-                     want.rank, (double)want.alpha, want.rslora ? ", --rslora" : "");
-    else if (st.mix_n != want.mix_n)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on %u data source%s, this run has %u; resume with the "
-                     "same --data", o->resume_dir, st.mix_n ? st.mix_n : 1, st.mix_n ? "s" : "",
-                     want.mix_n ? want.mix_n : 1);
-    else if (st.data_tokens != want.data_tokens || st.data_hash != want.data_hash)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume with "
-                     "the same --data (and the same validation split)", o->resume_dir,
-                     (unsigned long long)st.data_tokens, (unsigned long long)want.data_tokens);
-    else {
-        const struct { const char *name; double was, now; } opt[] = {
-            {"--seed", (double)st.seed, (double)want.seed}, {"--seq", st.seq, want.seq},
-            {"--micro-batch", st.micro_batch, want.micro_batch}, {"--batch-tokens / (seq x micro-batch)", st.accum, want.accum},
-            {"--steps", st.steps, want.steps}, {"--warmup", st.warmup, want.warmup}, {"--lr", st.lr, want.lr},
-            {"--min-lr", st.min_lr, want.min_lr}, {"--wd", st.wd, want.wd}, {"--clip", st.clip, want.clip},
-            {"--dropout", st.dropout, want.dropout}, {"--threads", st.threads, want.threads},
-            {"--act-dtype (1 = bf16)", st.act_bf16, want.act_bf16}, {"--no-pack", st.no_pack, want.no_pack},
-            {"--mix (1 = dynamic)", st.mix_mode, want.mix_mode}, {"--mix-every", st.mix_every, want.mix_every},
-            {"--mix-temp", st.mix_tau, want.mix_tau},
-        };
-        for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
-            if (opt[i].was != opt[i].now)
-                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %g, now %g); "
-                             "resume with the same flags", o->resume_dir, opt[i].name, opt[i].was, opt[i].now);
-        for (uint32_t i = 0; i < want.mix_n && rc == 0; i++)
-            if (st.mix_base[i] != want.mix_base[i])
-                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other --data weights (source %u, %s: %g "
-                             "then, %g now, normalised); resume with the same flags", o->resume_dir, i + 1,
-                             train_mix_name(mix, (int)i, nb, sizeof nb), st.mix_base[i], want.mix_base[i]);
-    }
+    train_ckpt_fill(&want, o, model_config(m), &lo->cfg, lo->n, mix, 0, 0);
+    rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
     if (rc == 0) {
         lora_params_set(lo, p);
         lora_moments_set(lo, mm, vv);
         *step = (int)st.step;
         *seen = st.tokens_seen;
-        for (uint32_t i = 0; i < st.mix_n; i++) { /* the sampler as it was after that step, and the reference */
-            mix->w[i] = st.mix_w[i];
-            if (mix->mode == TT_MIX_DYNAMIC) mix->ref[i] = st.mix_ref[i];
-        }
+        train_ckpt_restore_mix(&st, mix);
     }
     free(p); free(mm); free(vv);
     return rc;

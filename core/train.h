@@ -118,6 +118,20 @@ void train_stop_arm(void);
 int train_stop_requested(void);
 void train_stop_disarm(void);
 
+/* Checkpoints (io/ckpt.h) shared by LoRA and full training. train_ckpt_fill:
+ * the run record of o's run on config c at step (seen tokens): LoRA with lc
+ * and n_params adapter values, or full training when lc is NULL (the caller
+ * sets optim and the GaLore fields). train_ckpt_match: 0 when a read record
+ * st belongs to the run whose record is want (the same kind of training,
+ * model, shapes, data and options), else -EINVAL naming what differs and
+ * the flag to fix (path: the checkpoint, for the message).
+ * train_ckpt_restore_mix: the mixture's weights as they were at st. */
+struct ckpt_state;
+void train_ckpt_fill(struct ckpt_state *st, const tt_train_opts *o, const tt_config *c, const tt_lora_cfg *lc,
+                     uint64_t n_params, const tt_mix *mix, int step, uint64_t seen);
+int train_ckpt_match(const char *path, const struct ckpt_state *st, const struct ckpt_state *want, const tt_mix *mix);
+void train_ckpt_restore_mix(const struct ckpt_state *st, tt_mix *mix);
+
 /* Learning rate at step s (1-based): linear warmup from 0 over `warmup`
  * steps, then cosine decay from lr to min_lr at `steps`. */
 double train_lr(const tt_train_opts *o, int step);

@@ -17,12 +17,15 @@
 #define HEADER_BYTES 32u /* magic, version, state bytes, payload bytes, checksum */
 
 _Static_assert(offsetof(ckpt_state, rslora) == CKPT_STATE_V1_BYTES &&
-               offsetof(ckpt_state, mix_n) == CKPT_STATE_V2_BYTES && sizeof(ckpt_state) == 800 &&
+               offsetof(ckpt_state, mix_n) == CKPT_STATE_V2_BYTES && offsetof(ckpt_state, full) == CKPT_STATE_V3_BYTES &&
+               sizeof(ckpt_state) == 824 &&
                sizeof ((ckpt_state *)0)->mix_w / sizeof(double) == CKPT_MIX_MAX,
                "the checkpoint's run record changed: keep the old sizes readable (io/ckpt.h)");
 
 /* The record size a state is written with: a run of one source keeps the record it had before mixtures. */
-static uint32_t record_bytes(const ckpt_state *st) { return st->mix_n ? (uint32_t)sizeof *st : CKPT_STATE_V2_BYTES; }
+static uint32_t record_bytes(const ckpt_state *st) {
+    return st->full ? (uint32_t)sizeof *st : st->mix_n ? CKPT_STATE_V3_BYTES : CKPT_STATE_V2_BYTES;
+}
 
 /* The mixture record: a source count that indexes its arrays, weights that are a distribution (within
  * rounding), a known mode; a dynamic mixture's temperature and every-N that the run can use. */
@@ -109,10 +112,11 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
                      ver, CKPT_VERSION);
         goto out;
     }
-    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V2_BYTES && sbytes != CKPT_STATE_V1_BYTES) {
-        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (a data mixture), %u (one "
-                     "source) or %u (before --rslora); the file is damaged", path, sbytes, CKPT_VERSION, sizeof *st,
-                     CKPT_STATE_V2_BYTES, CKPT_STATE_V1_BYTES);
+    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V3_BYTES && sbytes != CKPT_STATE_V2_BYTES &&
+        sbytes != CKPT_STATE_V1_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (full training), %u (a data "
+                     "mixture), %u (one source) or %u (before --rslora); the file is damaged", path, sbytes,
+                     CKPT_VERSION, sizeof *st, CKPT_STATE_V3_BYTES, CKPT_STATE_V2_BYTES, CKPT_STATE_V1_BYTES);
         goto out;
     }
     if (payload != (uint64_t)sb.st_size - HEADER_BYTES || payload < sbytes) {
@@ -153,13 +157,23 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
                      st->steps);
         goto out;
     }
-    if (st->rank == 0 || st->rank > 65536 || !isfinite(st->alpha) || !(st->dropout >= 0 && st->dropout < 1) ||
+    if ((!st->full && (st->rank == 0 || st->rank > 65536)) || !isfinite(st->alpha) || !(st->dropout >= 0 && st->dropout < 1) ||
         st->seq == 0 || st->micro_batch == 0 || st->accum == 0 || st->warmup > INT32_MAX || !isfinite(st->lr) ||
         !isfinite(st->min_lr) || !isfinite(st->wd) || !isfinite(st->clip) || st->act_bf16 > 1 || st->rslora > 1 ||
         st->no_pack > 1) {
         rc = TT_FAIL(-EINVAL, "%s: its run record holds impossible values (rank %u, alpha %g, dropout %g, seq %u, "
                      "micro-batch %u, lr %g); the file is damaged", path, st->rank, (double)st->alpha,
                      (double)st->dropout, st->seq, st->micro_batch, (double)st->lr);
+        goto out;
+    }
+    if (st->full > 1 || (st->full && (st->rank != 0 || st->real_bytes != 4 || st->optim > 1 ||
+                                      (st->optim && (st->galore_rank == 0 || st->galore_rank > 65536 ||
+                                                     st->galore_every > 100000000 || !isfinite(st->galore_scale) ||
+                                                     !(st->galore_scale > 0))) ||
+                                      st->reserved != 0))) {
+        rc = TT_FAIL(-EINVAL, "%s: its full-training record holds impossible values (full %u, optim %u, GaLore rank %u, "
+                     "scale %g); the file is damaged", path, st->full, st->optim, st->galore_rank,
+                     (double)st->galore_scale);
         goto out;
     }
     if ((rc = check_mix(st, path))) goto out;

@@ -44,6 +44,14 @@ typedef struct ckpt_state {
     double mix_ref[CKPT_MIX_MAX];       /* dynamic: the reference model's validation loss per source */
     uint64_t mix_tokens[CKPT_MIX_MAX];  /* each source's training tokens */
     uint64_t mix_hash[CKPT_MIX_MAX];    /* and their XXH3-64 (with its flags, as data_hash) */
+    /* --- end of the record before full-training checkpoints (CKPT_STATE_V3_BYTES, a mixture's) --- */
+    uint32_t full;            /* 1: full-parameter training (train --full): params are every trainable weight
+                               * (f32, config tensor order) then GaLore's projectors; m and v each tensor's moments
+                               * (AdamW's, or GaLore's of the projected gradient), then zeros (docs/FORMAT.md) */
+    uint32_t optim;           /* full: 0 AdamW, 1 GaLore on the projections */
+    uint32_t galore_rank, galore_every;
+    float galore_scale;
+    uint32_t reserved;        /* 0 */
 } ckpt_state;
 
 /* The run record of checkpoints written before --rslora: the fields up to
@@ -52,9 +60,12 @@ typedef struct ckpt_state {
 /* The record before data mixtures, up to no_pack: what a run of one --data
  * writes (so its checkpoint is the one it always was); it reads as mix_n 0. */
 #define CKPT_STATE_V2_BYTES 144u
+/* The record of a data mixture before full training: up to mix_hash; it
+ * reads as full 0. */
+#define CKPT_STATE_V3_BYTES 800u
 
 /* Writes dir/checkpoint.bin: state (CKPT_STATE_V2_BYTES of it when
- * st->mix_n is 0, else all of it), then params (n_params * real_bytes),
+ * st->mix_n and st->full are 0, else all of it), then params (n_params * real_bytes),
  * m and v (n_params floats each). Returns 0 or -errno with a message. */
 int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v);
 

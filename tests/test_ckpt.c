@@ -159,12 +159,12 @@ int main(void) {
         CHECK(ckpt_write(dir, &mx, params, m, v) == 0);
         size_t nm;
         uint8_t *mgood = slurp(&nm);
-        CHECK_EQ_INT(nm, HDR + sizeof(ckpt_state) + sizeof params + sizeof m + sizeof v);
+        CHECK_EQ_INT(nm, HDR + CKPT_STATE_V3_BYTES + sizeof params + sizeof m + sizeof v);
         memset(&got, 0, sizeof got);
         CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a mixture record: %s", tt_lasterr());
         CHECK(memcmp(&got, &mx, sizeof got) == 0 && memcmp(p, params, sizeof params) == 0);
         free(p); free(gm); free(gv);
-        const size_t rm = sizeof(ckpt_state);
+        const size_t rm = CKPT_STATE_V3_BYTES;
         forged(mgood, nm, rm, e_mix_n, "mix_n", "mix_n 17");
         forged(mgood, nm, rm, e_mix_n_huge, "mix_n", "mix_n 2^32 - 1");
         forged(mgood, nm, rm, e_mix_one, "mix_n", "mix_n 1");
@@ -181,6 +181,29 @@ int main(void) {
         CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a static mixture: %s", tt_lasterr());
         free(p); free(gm); free(gv);
         free(mgood);
+    }
+    /* a full-training record (train --full): the whole record, the optimizer fields round-trip; impossible
+     * values are refused */
+    {
+        ckpt_state fs = st;
+        fs.full = 1; fs.rank = 0; fs.targets = 0; fs.alpha = 0; fs.optim = 1;
+        fs.galore_rank = 16; fs.galore_every = 200; fs.galore_scale = 0.25f;
+        CHECK(ckpt_write(dir, &fs, params, m, v) == 0);
+        size_t nf;
+        uint8_t *fgood = slurp(&nf);
+        CHECK_EQ_INT(nf, HDR + sizeof(ckpt_state) + sizeof params + sizeof m + sizeof v);
+        memset(&got, 0, sizeof got);
+        CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a full-training record: %s", tt_lasterr());
+        CHECK(memcmp(&got, &fs, sizeof got) == 0);
+        free(p); free(gm); free(gv);
+        fs.galore_scale = NAN;
+        CHECK(ckpt_write(dir, &fs, params, m, v) == 0);
+        CHECK(ckpt_read(dir, &got, &p, &gm, &gv) != 0 && strstr(tt_lasterr(), "full-training record"));
+        fs.galore_scale = 0.25f;
+        fs.rank = 4; /* a LoRA rank in a full record */
+        CHECK(ckpt_write(dir, &fs, params, m, v) == 0);
+        CHECK(ckpt_read(dir, &got, &p, &gm, &gv) != 0 && strstr(tt_lasterr(), "full-training record"));
+        free(fgood);
     }
     /* rslora round-trips */
     st.rslora = 1;

@@ -34,8 +34,12 @@ static const char *hbm_str(uint64_t b) {
 /* train --full: every weight, resident (core/fulltrain.c). */
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
                     int val_given, int optim, const tt_galore_cfg *gc, const char *teacher, double dweight,
-                    double dtemp, int stream) {
+                    double dtemp, int stream, const char *ckpt) {
     tt_full_opts o = {0};
+    o.resume_dir = t->resume_dir;
+    o.ckpt_dir = ckpt ? ckpt : t->resume_dir;
+    o.save_every = t->save_every;
+    o.stop_after = t->stop_after;
     o.stream = stream;
     o.host = pa->host;
     o.teacher_path = teacher;
@@ -277,7 +281,7 @@ static int reference_losses(const char *path, tier_store *rs, const tt_plan_req 
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *model, *val, *out, *resume, *trace_path, *base_model, *mix_mode, *reference, *teacher;
+    const char *model, *val, *out, *resume, *trace_path, *base_model, *mix_mode, *reference, *teacher, *ckpt;
     cli_strs data;
     tool_plan_args pa = {0};
     long steps, warmup, eval_every, eval_tokens, save_every, stop_after, threads, mix_every;
@@ -293,6 +297,7 @@ int cmd_train(int argc, char **argv) {
         {"val", 0, CLI_STR, &val, NULL, "FILE", "validation tokens (default: DATA.val if it exists, else the last 1% of DATA; one --data only)"},
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
+        {"ckpt", 0, CLI_STR, &ckpt, NULL, "DIR", "with --full: write checkpoints (the weights, the optimizer state, the step and the data position) into DIR every --save-every steps, at the end, at --stop-after and on Ctrl-C; continue with --resume DIR (default with --resume: that DIR)"},
         {"stream", 0, CLI_FLAG, &stream, NULL, NULL, "with --full: stream the layers even when the model fits --hbm (each layer's f32 master weights and AdamW moments in the host arena, its update right after its backward; what a run whose resident need exceeds --hbm does by itself); needs an f32 store, AdamW and --clip 0"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw, or galore (GaLore's low-rank projected Adam on the projections, AdamW on norms and embedding)"},
         {"galore-rank", 0, CLI_INT, &galore_rank, "128", "R", "with --optim galore: the projection rank (at most each matrix's smaller side)"},
@@ -345,8 +350,9 @@ int cmd_train(int argc, char **argv) {
     }
     int dynamic = strcmp(mix_mode, "dynamic") == 0;
     const char *bad = NULL;
-    if (full && (resume || trace_path || stop_after))
-        bad = "--full trains a resident model and writes it once: it takes no --resume, --trace or --stop-after";
+    if (full && trace_path) bad = "--trace follows the LoRA runtime; --full takes no --trace yet";
+    else if (full && stop_after && !ckpt && !resume) bad = "--stop-after with --full needs --ckpt DIR for its checkpoint";
+    else if (!full && ckpt) bad = "--ckpt is full training's (--full); LoRA runs keep their checkpoints in --out";
     else if (full && pa.rslora) bad = "--rslora is a LoRA option; --full trains every weight without adapters";
     else if (strcmp(optim, "adamw") != 0 && strcmp(optim, "galore") != 0) bad = "--optim must be adamw or galore";
     else if (!full && strcmp(optim, "adamw") != 0) bad = "--optim galore trains every weight: it goes with --full";
@@ -514,7 +520,7 @@ int cmd_train(int argc, char **argv) {
         tt_galore_cfg gc = {(int)galore_rank, (int)galore_every, (float)galore_scale, 0};
         exit_code = run_full(&o, &pa, train, vt, srcs[0].vf != NULL,
                              strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW, &gc, teacher,
-                             distill_weight, distill_temp, stream);
+                             distill_weight, distill_temp, stream, ckpt);
         goto done;
     }
     tt_plan plan;
