@@ -819,7 +819,8 @@ typedef struct fstream {
 } fstream;
 
 /* Values in layer l's extent (f32). */
-static uint64_t layer_vals(const tier_store *s, int l) { return tier_extent_at(s, TT_EXTENT_LAYER(l))->raw / 4; }
+/* Values in layer l's f32 master extent (sched/stream.h, stream_master_layout). */
+static uint64_t layer_vals(const tier_store *s, int l) { return stream_master_layout(s, l, NULL) / 4; }
 
 /* A tt_alloc that only measures (galore_init's layout before its state is
  * bound to the host arena). */
@@ -924,7 +925,14 @@ static void fs_free(fstream *f) {
 
 /* Layer l's tensors in its extent: for tensor i of the store, its values'
  * offset in the extent (the gradient and moment buffers share the layout). */
-static uint64_t tensor_at(const tier_store *s, uint32_t i) { return tier_tensor_at(s, i)->offset / 4; }
+static uint64_t tensor_at(const tier_store *s, uint32_t i) {
+    const tier_tensor *t = tier_tensor_at(s, i);
+    const tier_extent *x = tier_extent_at(s, t->extent);
+    uint64_t offs[64];
+    TT_ASSERT(x->n_tensors <= 64);
+    stream_master_layout(s, (int)(t->extent - TT_EXTENT_LAYER(0)), offs);
+    return offs[i - x->first_tensor] / 4;
+}
 
 /* Points the weight-gradient slots of layer l into the layer gradient buffer. */
 static void fs_bind_wgrad(fstream *f, int l) {
@@ -1021,7 +1029,22 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
 static int fs_acquire(fstream *f, int l, int pos, const void **ext) {
     int rc = stream_acquire(f->st, l, pos, ext);
     if (rc) return rc;
-    model_bind_layer(f->m, stream_store(f->st), l, *ext);
+    /* the slot holds the layer's f32 master extent */
+    const tier_store *s = stream_store(f->st);
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+    tt_layer_weights lw;
+    memset(&lw, 0, sizeof lw);
+    int nn = 0;
+    for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
+        tt_tensor_desc d;
+        config_tensor(&f->cfg, i, &d);
+        const float *p = (const float *)*ext + tensor_at(s, i);
+        if (d.role == TT_ROLE_LINEAR) {
+            lw.proj[d.proj] = p;
+            lw.dtype[d.proj] = TT_DTYPE_F32;
+        } else lw.norm[nn++] = p; /* input_layernorm first */
+    }
+    model_bind_layer_weights(f->m, l, &lw);
     return 0;
 }
 
@@ -1277,10 +1300,9 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
         tt_tensor_desc d;
         config_tensor(&c, i, &d);
         dtypes[i] = store_reader_dtype(&rd, i);
-        if (d.layer >= 0 && dtypes[i] != TT_DTYPE_F32)
-            rc = TT_FAIL(-EINVAL, "%s holds %s as %s; streamed full training (--hbm below the resident need) keeps "
-                         "the store's f32 weights as its master copy: give an f32 store, or train resident",
-                         o->model_path, d.name, dtype_name(dtypes[i]));
+        if (dtypes[i] != TT_DTYPE_F32 && dtypes[i] != TT_DTYPE_BF16)
+            rc = TT_FAIL(-EINVAL, "%s has NF4 weights (%s); full training needs f32 or bf16 weights — train "
+                         "before `tiertrain quantize`, or train LoRA adapters on the NF4 store", o->model_path, d.name);
     }
     if (rc == 0) { /* the budgets first: they decide whether streaming is possible at all */
         tt_plan p;

@@ -82,6 +82,7 @@ typedef struct regions {
 
 typedef struct sizes {
     uint64_t slot, cell, stage, stage_layer, embed, head; /* cell: one (T, hidden) activation in its stored form */
+    uint64_t decode;      /* trainable: the largest decoded extent (its tensors are widened from there) */
     int has_lz4;
 } sizes;
 
@@ -164,12 +165,30 @@ static int cell_home(const tt_plan *p, int L, int l, int k) {
 
 /* ---- carving (shared with the planner) ------------------------------------- */
 
+uint64_t stream_master_layout(const tier_store *s, int l, uint64_t *offs) {
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < x->n_tensors; i++) {
+        const tier_tensor *t = tier_tensor_at(s, x->first_tensor + i);
+        if (offs) offs[i] = at;
+        at += tt_align_up(t->rows * t->cols * 4, 256);
+    }
+    return at;
+}
+
+/* The bytes layer l takes in a slot and in the host cache: its decoded extent, or (trainable) its master. */
+static uint64_t layer_bytes(const tier_store *s, const tt_plan *p, int l) {
+    return p->req.trainable ? stream_master_layout(s, l, NULL) : tier_extent_at(s, TT_EXTENT_LAYER(l))->raw;
+}
+
 static void region_sizes(const tier_store *s, const tt_plan *p, sizes *z) {
     const tt_config *cfg = tier_config(s);
     memset(z, 0, sizeof *z);
     for (uint32_t l = 0; l < cfg->n_layers; l++) {
         const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
-        if (x->raw > z->slot) z->slot = x->raw;
+        uint64_t lb = layer_bytes(s, p, (int)l);
+        if (lb > z->slot) z->slot = lb;
+        if (p->req.trainable && x->raw > z->decode) z->decode = x->raw;
         if (x->stored > z->stage) z->stage = x->stored;
         if (x->codec != TIER_CODEC_RAW) z->has_lz4 = 1;
     }
@@ -222,7 +241,8 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
     void *st2 = p->host_cache ? NULL : arena_alloc(host, z.stage_layer, "staging (NVMe reads)");
     void *em = arena_alloc(host, z.embed, "embedding");
     void *hh = p->head_on_device ? NULL : arena_alloc(host, z.head, "head (lm_head streamed)");
-    void *dc = z.has_lz4 && !p->host_cache ? arena_alloc(host, z.slot, "lz4 decode") : NULL;
+    void *dc = p->req.trainable ? arena_alloc(host, tt_align_up(z.decode, 256), "decode (widened to f32 from here)")
+               : z.has_lz4 && !p->host_cache ? arena_alloc(host, z.slot, "lz4 decode") : NULL;
     if (r) { r->staging = st; r->staging2 = st2; r->embed = em; r->head_host = hh; r->decode = dc; }
     for (int l = 1; l <= L; l++)
         for (int k = 0; k < K; k++) {
@@ -231,7 +251,8 @@ static int carve(const tier_store *s, const tt_plan *p, tt_arena *dev, tt_arena 
             if (r) r->cell_host[(size_t)l * K + k] = b;
         }
     for (int l = 0; p->host_cache && l < L; l++) { /* each layer its own size (pruned layers are far smaller) */
-        void *b = arena_alloc(host, tt_align_up(tier_extent_at(s, TT_EXTENT_LAYER(l))->raw, 256), "layer cache");
+        void *b = arena_alloc(host, tt_align_up(layer_bytes(s, p, l), 256),
+                              p->req.trainable ? "layer cache (f32 master weights)" : "layer cache");
         if (r) r->cache[l] = b;
     }
     return 0;
@@ -285,6 +306,30 @@ static int layer_to_host(tt_stream *e, int l, const uint8_t **raw, int *st) {
     be_event_sync(e->stage_ev[i]); /* its last copy to the device has left it */
     int rc = read_checked(e, ext, stage, l);
     if (rc) return rc;
+    if (e->wb_ev) { /* trainable: decode, then widen every tensor to f32 at its master offset in the cache */
+        const uint8_t *raw_ext = stage;
+        if (x->codec != TIER_CODEC_RAW) {
+            if ((rc = tier_extent_decode(e->s, ext, stage, e->r.decode))) return rc;
+            raw_ext = e->r.decode;
+        }
+        uint64_t offs[64];
+        TT_ASSERT(x->n_tensors <= 64);
+        stream_master_layout(e->s, l, offs);
+        for (uint32_t j = 0; j < x->n_tensors; j++) {
+            const tier_tensor *t = tier_tensor_at(e->s, x->first_tensor + j);
+            float *dst = (float *)(e->r.cache[l] + offs[j]);
+            const uint8_t *src = raw_ext + t->offset;
+            uint64_t n = t->rows * t->cols;
+            if (t->dtype == TT_DTYPE_F32) memcpy(dst, src, n * 4);
+            else if (t->dtype == TT_DTYPE_BF16)
+                for (uint64_t v = 0; v < n; v++) dst[v] = bf16_to_f32(((const uint16_t *)src)[v]);
+            else return TT_FAIL(-EINVAL, "%s: %s is %s; full training needs f32 or bf16 weights", tier_path(e->s),
+                                t->name, dtype_name(t->dtype));
+        }
+        e->cached[l] = 1;
+        *raw = e->r.cache[l];
+        return 0;
+    }
     uint8_t *out = e->plan.host_cache ? e->r.cache[l] : (x->codec == TIER_CODEC_RAW ? stage : e->r.decode);
     if (out == stage) *st = i;
     else {
@@ -323,7 +368,7 @@ static void *io_main(void *arg) {
          * layer comes back into the slot it left) */
         if (e->wb_ev) be_queue_wait(e->h2d, e->wb_ev[c.layer]);
         tt_span sp = trace_span_begin(e->trace, e->h2d); /* when the copy runs (device time where there is one) */
-        be_copy_async(sl->buf, raw, tier_extent_at(e->s, TT_EXTENT_LAYER(c.layer))->raw, BE_H2D, e->h2d);
+        be_copy_async(sl->buf, raw, layer_bytes(e->s, &e->plan, c.layer), BE_H2D, e->h2d);
         trace_span_end(e->trace, sp, e->h2d, TRACE_COPY, "to device", c.layer);
         be_event_record(sl->ready, e->h2d);
         if (st >= 0) be_event_record(e->stage_ev[st], e->h2d); /* the read after next waits for it */
@@ -791,7 +836,7 @@ void stream_writeback(tt_stream *e, int l) {
     void *src = e->slots[i].buf;
     pthread_mutex_unlock(&e->mu);
     double t0 = tt_now();
-    be_copy_async(e->r.cache[l], src, tier_extent_at(e->s, TT_EXTENT_LAYER(l))->raw, BE_D2H, NULL);
+    be_copy_async(e->r.cache[l], src, stream_master_layout(e->s, l, NULL), BE_D2H, NULL);
     be_event_record(e->wb_ev[l], NULL);
     rec(e, TRACE_COPY, "write-back", l, t0);
 }

@@ -62,12 +62,18 @@ int stream_acquire(tt_stream *s, int l, int pos, const void **ext);
 void stream_release(tt_stream *s, int l, int next_pos);
 /* IO only: the layer accesses of one step, loading what the slots lack. */
 int stream_io_pass(tt_stream *s);
+/* req.trainable: the layers' master layout — every tensor of layer l as f32
+ * (whatever the store holds: f32 or bf16), in the extent's order, each at a
+ * 256-byte boundary. Returns the layer's master bytes (its slot and cache
+ * size); offs (may be NULL) receives each of its tensors' byte offsets
+ * (extent->n_tensors entries). A pure function of the store. */
+uint64_t stream_master_layout(const tier_store *s, int l, uint64_t *offs);
 /* req.trainable: the compute queue's work issued so far has updated layer l
  * in its slot (acquired, not yet released): copies the slot back to the host
  * cache on the compute queue; a later load of l waits for that copy. */
 void stream_writeback(tt_stream *s, int l);
-/* req.trainable: layer l's master extent in the host cache (every layer is
- * read into it at stream_create). Current once the backend is synchronised
+/* req.trainable: layer l's master extent (stream_master_layout) in the host
+ * cache (every layer is read and widened into it at stream_create). Current once the backend is synchronised
  * after the last stream_writeback of l. */
 void *stream_layer_host(tt_stream *s, int l);
 

@@ -6,9 +6,11 @@
  * two, and on the asynchronous CPU backend (real events and random delays:
  * a load that does not wait for a layer's write-back reads stale weights);
  * then with GaLore on the projections (its states in the host arena) at the
- * smallest plan on cpu-async and half way. Every written store must equal
- * the resident one byte for byte. Also the streamed run's refusals: a
- * gradient clip, a bf16 store. */
+ * smallest plan on cpu-async and half way; a bf16 store (f32 master copies
+ * in the host cache). Every written store must equal the resident one byte
+ * for byte. Checkpoints: stopped after step N and resumed == one run, and
+ * the same file from both runs. Also the streamed run's refusal of a
+ * gradient clip. */
 #include "core/base/common.h"
 #include "core/fulltrain.h"
 #include "io/storeio.h"
@@ -202,23 +204,42 @@ int main(void) {
                 "identical; GaLore streamed stop at 2 + resume == resident GaLore\n");
     }
 
-    /* refusals, with nothing written */
+    /* a refusal, with nothing written: a gradient clip */
     snprintf(out, sizeof out, "%s/never.tier", dir);
     o.out_path = out;
     o.stream = 1;
     o.clip = 1;
     CHECK(fulltrain_run(&o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "--clip 0") != NULL);
+    CHECK(access(out, F_OK) != 0);
     o.clip = 0;
+
+    /* a bf16 store: its layers widened to f32 master weights in the host cache; the trained store keeps bf16 and
+     * equals the resident run's (which widens them on the device) */
     uint32_t *dt = tt_xcalloc(config_n_tensors(&c), sizeof *dt);
     store_default_dtypes(&c, TT_DTYPE_BF16, TT_DTYPE_BF16, dt);
     fixture_fill_ctx fc = {4, 0.05f};
     tier_write_opts wo = {dt, NULL, 0, NULL};
     CHECK(store_write(bsrc, &c, &wo, fixture_fill, &fc) == 0);
-    o.model_path = bsrc;
-    CHECK(fulltrain_run(&o, &train, &val, &res) == -EINVAL);
-    CHECK(strstr(tt_lasterr(), "f32") != NULL);
-    CHECK(access(out, F_OK) != 0);
+    {
+        char bref[600];
+        snprintf(bref, sizeof bref, "%s/bf16-resident.tier", dir);
+        tt_full_opts bo = opts(bsrc, bref);
+        rc = fulltrain_run(&bo, &train, &val, &res);
+        CHECK_MSG(rc == 0, "resident bf16: %s", tt_lasterr());
+        uint64_t bmin = 0, bhost = 0;
+        bo.stream = 1;
+        CHECK(fulltrain_plan(&bo, NULL, &bmin, &bhost) == 0);
+        bo.stream = 0;
+        int sb = 0;
+        snprintf(out, sizeof out, "%s/bf16-streamed.tier", dir);
+        bo.out_path = out;
+        streamed("bf16 store, streamed, the smallest plan", bo, bmin, bref, &train, &val, &sb);
+        store_reader r1;
+        CHECK(store_reader_open(&r1, out) == 0);
+        CHECK(store_reader_dtype(&r1, 5) == TT_DTYPE_BF16);
+        store_reader_close(&r1);
+    }
     free(dt);
     free(tok);
     fixture_rm_rf(dir);
