@@ -971,6 +971,21 @@ int fulltrain_plan(const tt_full_opts *o, tt_plan *p, uint64_t *min_dev, uint64_
     return rc;
 }
 
+void fulltrain_stream_bytes(const struct tier_store *s, const tt_full_opts *o, const tt_plan *p, uint64_t *master,
+                            uint64_t *h2d, uint64_t *d2h) {
+    const tt_config *c = tier_config(s);
+    int L = (int)c->n_layers;
+    uint64_t m = 0;
+    for (int l = 0; l < L; l++) m += stream_master_layout(s, l, NULL);
+    uint64_t ob, ab, wb;
+    fulltrain_optim_bytes(c, o, &ob, &ab, &wb);
+    int loads = p->slots >= L ? 0 : 2 * L - 2 * p->slots; /* predict()'s Belady count (sched/plan.c) */
+    *master = m;
+    /* every layer's state comes in for its step and goes back; every layer is written back */
+    *h2d = (uint64_t)((double)loads * (double)m / L) + ob;
+    *d2h = m + ob;
+}
+
 static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     *out = NULL;
     fstream *f = tt_xcalloc(1, sizeof *f);

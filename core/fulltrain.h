@@ -55,6 +55,13 @@ struct tt_plan;
 struct tt_plan_req;
 void fulltrain_plan_req(const tt_full_opts *o, struct tt_plan_req *req);
 int fulltrain_plan(const tt_full_opts *o, struct tt_plan *p, uint64_t *min_dev, uint64_t *min_host);
+/* For a streamed plan p of store s: the f32 master weights' bytes (the host
+ * cache) and the host-to-device and device-to-host bytes of a step (layer
+ * loads the slots miss, every layer's optimizer state in and out, every
+ * layer written back). */
+struct tier_store;
+void fulltrain_stream_bytes(const struct tier_store *s, const tt_full_opts *o, const struct tt_plan *p,
+                            uint64_t *master, uint64_t *h2d, uint64_t *d2h);
 
 /* Full-parameter training on train (validation on val, may be NULL) — or on
  * o->mix's sources (train, val NULL) — then writes the store to o->out_path

@@ -411,6 +411,32 @@ int tier_parse_buffer(const void *buf, uint64_t len, const char *name) {
     return tier_open_buffer(NULL, buf, len, name);
 }
 
+int tier_describe(tier_store **out, const tt_config *cfg, const uint32_t *dtypes, const char *name) {
+    *out = NULL;
+    int rc = config_validate(cfg, name);
+    if (rc) return rc;
+    tier_store *s = tt_xcalloc(1, sizeof *s);
+    s->path = strdup(name);
+    TT_ASSERT(s->path);
+    s->cfg = *cfg;
+    s->n_tensors = config_n_tensors(cfg);
+    s->n_extents = TT_N_EXTENTS(cfg);
+    s->tensors = tt_xcalloc(s->n_tensors, sizeof *s->tensors);
+    s->extents = tt_xcalloc(s->n_extents, sizeof *s->extents);
+    compute_layout(cfg, dtypes, s->tensors, s->extents);
+    s->data_offset = tt_align_up(TIER_HEADER_BYTES + meta_bytes(cfg, 0, NULL), TIER_ALIGN);
+    uint64_t at = s->data_offset;
+    for (uint32_t i = 0; i < s->n_extents; i++) { /* as the writer lays them out, raw */
+        s->extents[i].offset = at;
+        s->extents[i].stored = s->extents[i].raw;
+        s->extents[i].codec = TIER_CODEC_RAW;
+        at += tt_align_up(s->extents[i].raw, TIER_ALIGN);
+    }
+    s->file_size = at;
+    *out = s;
+    return 0;
+}
+
 int tier_open(tier_store **out, const char *path) {
     *out = NULL;
     uint64_t fsize;

@@ -69,6 +69,11 @@ typedef struct tier_store tier_store;
  * path and the problem (missing, a directory, truncated, corrupt header,
  * unsupported version, inconsistent directory). */
 int tier_open(tier_store **out, const char *path);
+/* A store as `synth` would write it for cfg with dtypes (raw extents, no
+ * pruning map, no file): its directory, offsets and sizes, for planning a
+ * model that is not on disk (plan --preset). Its data cannot be read; name
+ * is what tier_path gives. Returns 0 or -EINVAL (an invalid config). */
+int tier_describe(tier_store **out, const tt_config *cfg, const uint32_t *dtypes, const char *name);
 void tier_close(tier_store *s); /* NULL is fine */
 
 const char *tier_path(const tier_store *s);

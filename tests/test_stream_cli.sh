@@ -41,6 +41,20 @@ expect_error "plan --device cuda: smallest" "needs --hbm [0-9.]* MiB" "$T" plan 
 cuda_hbm=$(needed_hbm)
 awk -v c="${cuda_hbm%MiB}" -v h="${bench_hbm%MiB}" 'BEGIN { exit !(c >= h + 512) }' ||
     fail "plan --device cuda: smallest --hbm $cuda_hbm does not add CUDA's context to the CPU's $bench_hbm"
+# --preset describes the store synth writes: the same plan (JSON) as for the file, but for its name
+expect_ok "plan --preset" "$T" plan --preset tiny --quant f32 $SHAPE --hbm "$bench_hbm" --json
+sed 's/"model":"[^"]*"//; s/"store":"[^"]*"//' "$dir/out" >"$dir/p1"
+expect_ok "plan --model (the same)" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm" --json
+sed 's/"model":"[^"]*"//; s/"store":"[^"]*"//' "$dir/out" >"$dir/p2"
+cmp -s "$dir/p1" "$dir/p2" || { fail "plan --preset tiny differs from the synth store's plan"; diff "$dir/p1" "$dir/p2"; }
+# plan --full: LoRAM's pruned 70B (bf16) with GaLore fits 20 GB of GPU memory, streamed; it states the host memory
+# and the NVMe traffic; a budget below its smallest plan is refused naming it
+F70="--full --optim galore --preset llama3.1-70b --prune-ratio 0.85 --quant bf16 --device cuda --seq 4096 --micro-batch 1 --batch-tokens 16384"
+expect_ok "plan --full 70B" "$T" plan $F70 --hbm 20G
+grep -q "^device total: .* of --hbm 20.00 GiB" "$dir/out" && grep -q "^  host memory: .* pinned; NVMe: .* read once at the start, 0 B per step" "$dir/out" &&
+    grep -q "GaLore rank 128" "$dir/out" || { fail "plan --full 70B: no budget, host memory or NVMe lines"; cat "$dir/out"; }
+expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
+expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
 # --sweep: the smallest --hbm at four sequence lengths, growing with seq
 # --dropout: its mask buffers are in the plan (as train reserves them); out of range is refused
 expect_ok "plan --dropout" "$T" plan --model "$dir/m.tier" $SHAPE --hbm 0 --dropout 0.1

@@ -1,8 +1,11 @@
 /* tools/cmd_plan.c — `tiertrain plan`: the memory plan for a model, a batch
  * shape and the --hbm / --host budgets, the same plan `train` uses. */
 #include "core/base/common.h"
+#include "core/base/dtype.h"
 #include "core/lora.h"
 #include "core/exec.h"
+#include "core/fulltrain.h"
+#include "io/storeio.h"
 #include "core/generate.h"
 #include "kernels/backend.h"
 #include "sched/plan.h"
@@ -102,14 +105,99 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
     if (as_json) printf("]}\n");
 }
 
+/* plan --full: the streamed full-training plan (core/fulltrain.c) and its host memory and traffic. */
+static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *optim, long grank, int as_json) {
+    const tt_config *c = tier_config(s);
+    if (strcmp(optim, "adamw") != 0 && strcmp(optim, "galore") != 0) {
+        fprintf(stderr, "tiertrain plan: --optim must be adamw or galore\n");
+        return 2;
+    }
+    if (grank < 1 || grank > 65536) {
+        fprintf(stderr, "tiertrain plan: --galore-rank must be 1..65536\n");
+        return 2;
+    }
+    tt_full_opts o = {0};
+    o.micro_batch = lreq->B; o.seq = lreq->seq; o.accum = lreq->K;
+    o.hbm = lreq->hbm; o.host = lreq->host;
+    o.optim = strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW;
+    o.galore = (tt_galore_cfg){(int)grank, 200, 0.25f, 0};
+    tt_plan_req req;
+    fulltrain_plan_req(&o, &req);
+    req.host_avail = lreq->host_avail;
+    req.io_gbps = lreq->io_gbps;
+    req.gflops = lreq->gflops;
+    req.lm_head = lreq->lm_head;
+    tt_plan p;
+    if (plan_make(s, &req, &p)) return tool_fail("plan");
+    uint64_t master, h2d, d2h, ob, ab, wb;
+    fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
+    fulltrain_optim_bytes(c, &o, &ob, &ab, &wb);
+    if (as_json) {
+        plan_print_json(s, &p, stdout);
+        printf("\n{\"full\":{\"optim\":\"%s\",\"master_bytes\":%llu,\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu,"
+               "\"host_bytes\":%llu,\"nvme_first_step\":%llu,\"nvme_per_step\":%llu,\"h2d_per_step\":%llu,"
+               "\"d2h_per_step\":%llu}}\n", optim, (unsigned long long)master, (unsigned long long)ob,
+               (unsigned long long)ab, (unsigned long long)p.host_bytes, (unsigned long long)p.io_bytes_first,
+               (unsigned long long)p.io_bytes_step, (unsigned long long)h2d, (unsigned long long)d2h);
+        return 0;
+    }
+    plan_print(s, &p, stdout);
+    char x[32], y[32], z[32], w[32];
+    printf("full training (%s), streamed: each layer's f32 master weights and optimizer state in the host arena, "
+           "its update right after its backward\n", o.optim ? "GaLore" : "AdamW");
+    if (o.optim) printf("  GaLore rank %ld on the projections whose state it makes smaller, AdamW on the rest\n", grank);
+    printf("  master weights (f32, host cache): %s; optimizer state (host arena): %s, %.1f%% of AdamW's %s\n",
+           tt_fmt_bytes(master, x, sizeof x), tt_fmt_bytes(ob, y, sizeof y), 100.0 * (double)ob / (double)ab,
+           tt_fmt_bytes(ab, z, sizeof z));
+    printf("  host memory: %s pinned; NVMe: %s read once at the start, %s per step\n",
+           tt_fmt_bytes(p.host_bytes, x, sizeof x), tt_fmt_bytes(p.io_bytes_first, y, sizeof y),
+           tt_fmt_bytes(p.io_bytes_step, z, sizeof z));
+    printf("  host<->device per step: %s to the device, %s back\n", tt_fmt_bytes(h2d, w, sizeof w),
+           tt_fmt_bytes(d2h, x, sizeof x));
+    return 0;
+}
+
+/* --preset NAME [--prune-ratio R] [--quant Q]: the store synth would write, described without a file. */
+static int describe_preset(const char *preset, double ratio, const char *quant, tier_store **s) {
+    tt_config c;
+    if (config_preset(preset, &c)) return tool_fail("plan");
+    if (ratio > 0) {
+        uint32_t a, b;
+        config_default_prune_layers(&c, &a, &b);
+        if (config_prune(&c, ratio, a, b)) return tool_fail("plan");
+    } else if (ratio < 0 || ratio >= 1) {
+        fprintf(stderr, "tiertrain plan: --prune-ratio must be in [0,1)\n");
+        return 2;
+    }
+    uint32_t lin = strcmp(quant, "bf16") == 0 ? TT_DTYPE_BF16 : strcmp(quant, "f32") == 0 ? TT_DTYPE_F32
+                 : strcmp(quant, "nf4") == 0 ? TT_DTYPE_NF4DQ : 0;
+    if (!lin) {
+        fprintf(stderr, "tiertrain plan: --quant must be nf4, bf16 or f32, not '%s'\n", quant);
+        return 2;
+    }
+    uint32_t *dt = tt_xcalloc(config_n_tensors(&c), sizeof *dt);
+    store_default_dtypes(&c, lin, lin == TT_DTYPE_F32 ? TT_DTYPE_F32 : TT_DTYPE_BF16, dt);
+    char name[160];
+    snprintf(name, sizeof name, "%s%s (%s, described: not on disk)", preset, ratio > 0 ? " pruned" : "", quant);
+    int rc = tier_describe(s, &c, dt, name);
+    free(dt);
+    return rc ? tool_fail("plan") : 0;
+}
+
 int cmd_plan(int argc, char **argv) {
-    const char *model;
+    const char *model, *preset, *quant, *optim;
     tool_plan_args a = {0};
-    double io_gbps, gflops;
-    int as_json, sweep, generate;
-    long context;
+    double io_gbps, gflops, prune_ratio;
+    int as_json, sweep, generate, full;
+    long context, grank;
     cli_opt opts[] = {
-        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (required)"},
+        {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (this or --preset)"},
+        {"preset", 0, CLI_STR, &preset, NULL, "NAME", "instead of --model: the store `synth --preset NAME` would write, described without a file (tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b)"},
+        {"prune-ratio", 0, CLI_FLOAT, &prune_ratio, "0", "R", "with --preset: LoRAM structured pruning ratio (0: unpruned)"},
+        {"quant", 0, CLI_STR, &quant, "bf16", "Q", "with --preset: the projections' dtype, nf4, bf16 or f32"},
+        {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full, streamed: f32 master weights and optimizer state in the host arena) instead of LoRA"},
+        {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw or galore"},
+        {"galore-rank", 0, CLI_INT, &grank, "128", "R", "with --full --optim galore: the projection rank"},
         TOOL_PLAN_OPTS(a),
         {"io-gbps", 0, CLI_FLOAT, &io_gbps, "0", "X", "measured NVMe read GB/s for the step-time prediction (bench io)"},
         {"gflops", 0, CLI_FLOAT, &gflops, "0", "X", "measured compute GFLOP/s for the prediction (bench overlap)"},
@@ -126,12 +214,18 @@ int cmd_plan(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
-    if (!model) {
-        fprintf(stderr, "tiertrain plan: --model FILE is required\n");
+    if (!model == !preset) {
+        fprintf(stderr, "tiertrain plan: give --model FILE or --preset NAME (one of them)\n");
+        return 2;
+    }
+    if (full && (generate || sweep)) {
+        fprintf(stderr, "tiertrain plan: --full goes with neither --generate nor --sweep\n");
         return 2;
     }
     tier_store *s;
-    if (tier_open(&s, model)) return tool_fail("plan");
+    if (preset) {
+        if ((rc = describe_preset(preset, prune_ratio, quant, &s))) return rc;
+    } else if (tier_open(&s, model)) return tool_fail("plan");
     tt_plan_req req;
     a.planning_only = 1;
     rc = tool_plan_flags("plan", s, &a, &req);
@@ -148,6 +242,11 @@ int cmd_plan(int argc, char **argv) {
         tt_lora_cfg lora = exec_user_cfg(&req.user).lora;
         lora.dropout = 0;
         gen_plan_req(&req, s, &lora, req.B, req.seq, (int)context);
+    }
+    if (full) {
+        rc = plan_full(s, &req, optim, grank, as_json);
+        tier_close(s);
+        return rc;
     }
     if (sweep) {
         plan_sweep(s, &req, as_json);
