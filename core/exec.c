@@ -28,6 +28,10 @@ struct tt_exec {
     tt_trace *trace;
     uint64_t seed;
     int L, K, T, H;
+    tt_real *wg_buf;     /* cfg.wgrad: one layer's weight gradients (device) */
+    tt_wgrad wg;
+    void (*wg_fn)(void *ctx, int l, const tt_real *g);
+    void *wg_ctx;
 };
 
 /* ---- the device regions of the step loop: LoRA state and workspace ---------- */
@@ -63,15 +67,38 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     void *sd = dev->fn(dev->ctx, kt * sizeof(int32_t), "packed-example starts");
     if (!sd) return TT_FAIL(-ENOMEM, "out of device memory for the packed-example starts");
     if (e) { e->tgt_host = tg; e->wt_host = wt; e->seg_host = sh; e->seg_dev = sd; }
+    if (c.wgrad) {
+        uint64_t mx = 0;
+        for (uint32_t l = 0; l < cfg->n_layers; l++) {
+            uint64_t b = stream_master_layout(s, (int)l, NULL);
+            if (b > mx) mx = b;
+        }
+        void *g = dev->fn(dev->ctx, mx / 4 * sizeof(tt_real), "weight gradients (one layer)");
+        if (!g) return TT_FAIL(-ENOMEM, "out of device memory for one layer's weight gradients");
+        if (e) e->wg_buf = g;
+    }
     return 0;
 }
 
 void exec_user(tt_dev_user *u, const tt_lora_cfg *lora, int defer_optimizer) {
-    tt_exec_cfg c = {*lora, defer_optimizer};
+    tt_exec_cfg c = {*lora, defer_optimizer, 0};
     _Static_assert(sizeof c <= PLAN_USER_CFG, "tt_exec_cfg must fit tt_dev_user.cfg");
     memset(u, 0, sizeof *u);
     u->carve = carve_user;
     memcpy(u->cfg, &c, sizeof c);
+}
+
+void exec_user_set_wgrad(tt_dev_user *u) {
+    tt_exec_cfg c = exec_user_cfg(u);
+    c.wgrad = 1;
+    memcpy(u->cfg, &c, sizeof c);
+}
+
+void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, const tt_real *g), void *ctx) {
+    TT_ASSERT(e->wg_buf);
+    e->wg_fn = fn;
+    e->wg_ctx = ctx;
+    model_set_wgrad(e->m, fn ? &e->wg : NULL);
 }
 
 tt_exec_cfg exec_user_cfg(const tt_dev_user *u) {
@@ -172,6 +199,7 @@ static void *embed_in(tt_exec *e, const int32_t *tokens) {
 static void layer_adamw(tt_exec *e, int l, const float *hp, int step) {
     tt_lora *lo = &e->lora;
     size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
+    if (n == 0) return; /* no adapter on this layer (weight gradients alone) */
     tt_span t0 = span_begin(e);
     be_copy_async(lo->m, lo->m_host + a, n * sizeof(float), BE_H2D, NULL);
     be_copy_async(lo->v, lo->v_host + a, n * sizeof(float), BE_H2D, NULL);
@@ -252,7 +280,21 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         int rc = acquire(e, l, pos);
         if (rc) return step_failed(e, rc);
         lo->grad_off = lo->layer_off[l]; /* the device holds this layer's gradients */
-        be_fill(lo->grads, lo->grad_n, 0);
+        if (lo->grad_n) be_fill(lo->grads, lo->grad_n, 0);
+        uint64_t wn = 0;
+        if (e->wg_fn) { /* this layer's projections accumulate their weight gradients into wg_buf */
+            const tier_store *s = stream_store(e->st);
+            const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+            uint64_t offs[64];
+            TT_ASSERT(x->n_tensors <= 64);
+            wn = stream_master_layout(s, l, offs) / 4;
+            for (uint32_t i = 0; i < x->n_tensors; i++) {
+                tt_tensor_desc d;
+                config_tensor(tier_config(s), x->first_tensor + i, &d);
+                if (d.role == TT_ROLE_LINEAR) e->wg.proj[l][d.proj] = e->wg_buf + offs[i] / 4;
+            }
+            be_fill(e->wg_buf, wn, 0);
+        }
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
             void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
@@ -266,8 +308,9 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             if (l == 0) { stream_buf_put(e->st, x); stream_buf_put(e->st, dx); }
             else stream_cell_put(e->st, l, k, dx); /* replaces the checkpoint (its buffer is returned) */
         }
+        if (e->wg_fn) e->wg_fn(e->wg_ctx, l, e->wg_buf);
         size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
-        be_sumsq(n, lo->grads, acc + 1);
+        if (n) be_sumsq(n, lo->grads, acc + 1);
         if (e->cfg.defer_optimizer) /* parked until the norm is known */
             be_copy_async(lo->grads_host + a, lo->grads, n * sizeof(tt_real), BE_D2H, NULL);
         else

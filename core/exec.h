@@ -33,11 +33,23 @@ typedef struct tt_exec tt_exec;
 typedef struct tt_exec_cfg {
     tt_lora_cfg lora;
     int defer_optimizer;  /* keep every layer's LoRA gradients until the step's end (global-norm clipping) */
+    int wgrad;            /* a device buffer for one layer's weight gradients (exec_set_wgrad_hook) */
 } tt_exec_cfg;
 /* Makes u describe LoRA training's device regions (LoRA parameters, gradients
  * and AdamW moments, the workspace) for the planner. */
 void exec_user(tt_dev_user *u, const tt_lora_cfg *lora, int defer_optimizer);
 tt_exec_cfg exec_user_cfg(const tt_dev_user *u);
+/* Adds the weight-gradient buffer to u's regions (exec_set_wgrad_hook). */
+void exec_user_set_wgrad(tt_dev_user *u);
+
+/* Weight gradients of the frozen projections (Taylor importance): after each
+ * layer's backward in exec_step, fn(ctx, l, g) gets the layer's dL/dW,
+ * accumulated over the step's micro-batches and scaled like the LoRA
+ * gradients, in one device buffer laid out as stream_master_layout (the
+ * layer's tensors in extent order, each at its master offset / 4 values;
+ * the norms' places hold zeros). fn reads it (be_to_host) before returning:
+ * the next layer reuses the buffer. Needs exec_user_set_wgrad at planning. */
+void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, const tt_real *g), void *ctx);
 
 /* Opens the store, reserves both arenas, starts the IO and copy threads and
  * initialises the LoRA adapter from seed. plan->req.user must come from

@@ -23,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct full_state {
     tt_config cfg;
@@ -1456,5 +1459,149 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     ws_free(w);
     lora_free(&lo);
     model_free(m);
+    return rc;
+}
+
+/* The streamed calibration's hook: each layer's projection gradients (in the
+ * pruned range) from the device buffer into the temporary file. */
+typedef struct calib_sink {
+    const tier_store *s;
+    const tt_config *c;
+    uint32_t a, b;
+    int fd;
+    const uint64_t *foff;  /* [n_tensors]: file offset of tensor i's gradient */
+    tt_real *stage;        /* host: the largest projection */
+    float *out;
+    const char *dir;
+    int rc;
+} calib_sink;
+
+static void calib_hook(void *ctx, int l, const tt_real *g) {
+    calib_sink *k = ctx;
+    if (k->rc || (uint32_t)l < k->a || (uint32_t)l >= k->b) return;
+    const tier_extent *x = tier_extent_at(k->s, TT_EXTENT_LAYER(l));
+    uint64_t offs[64];
+    TT_ASSERT(x->n_tensors <= 64);
+    stream_master_layout(k->s, l, offs);
+    for (uint32_t j = 0; j < x->n_tensors && !k->rc; j++) {
+        uint32_t i = x->first_tensor + j;
+        tt_tensor_desc d;
+        config_tensor(k->c, i, &d);
+        if (d.role != TT_ROLE_LINEAR) continue;
+        size_t n = d.rows * d.cols;
+        be_to_host(k->stage, g + offs[j] / 4, n * sizeof(tt_real)); /* waits for the layer's backward */
+        for (size_t v = 0; v < n; v++) k->out[v] = (float)k->stage[v];
+        const uint8_t *p = (const uint8_t *)k->out;
+        for (size_t done = 0; done < n * 4;) {
+            ssize_t w = pwrite(k->fd, p + done, n * 4 - done, (off_t)(k->foff[i] + done));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                int e = w < 0 ? errno : ENOSPC;
+                k->rc = TT_FAIL(-e, "cannot write the calibration gradients (%s) into %s: %s; free space there "
+                                "(they take 4 bytes per weight of the pruned layers)", d.name, k->dir, strerror(e));
+                break;
+            }
+            done += (size_t)w;
+        }
+    }
+}
+
+int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
+                                 uint32_t layer_a, uint32_t layer_b, uint64_t hbm, uint64_t host, const char *tmp_dir,
+                                 float **grads, void **map, uint64_t *map_len) {
+    *map = NULL;
+    *map_len = 0;
+    if (seq < 2 || samples < 1)
+        return TT_FAIL(-EINVAL, "calibration needs windows of at least 2 tokens and at least 1 sample (got %d x %d)",
+                       samples, seq);
+    tier_store *s = NULL;
+    int rc = tier_open(&s, store_path);
+    if (rc) return rc;
+    const tt_config *c = tier_config(s);
+    uint32_t nt = config_n_tensors(c);
+    for (uint32_t i = 0; i < nt; i++) grads[i] = NULL;
+    if (n < (uint64_t)samples * seq + 1)
+        rc = TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
+                     (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
+    for (uint64_t i = 0; i < n && rc == 0; i++)
+        if (tokens[i] >= c->vocab)
+            rc = TT_FAIL(-EINVAL, "token %u in the calibration data is outside the vocabulary of %s (%u)", tokens[i],
+                         store_path, c->vocab);
+    /* the file: each projection of [a, b) at a page boundary */
+    uint64_t *foff = tt_xcalloc(nt, sizeof *foff), total = 0, mx = 0;
+    for (uint32_t i = 0; i < nt; i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (d.role != TT_ROLE_LINEAR || (uint32_t)d.layer < layer_a || (uint32_t)d.layer >= layer_b) continue;
+        foff[i] = total;
+        total += tt_align_up(d.rows * d.cols * 4, 4096);
+        if (d.rows * d.cols > mx) mx = d.rows * d.cols;
+    }
+    char path[4200];
+    int fd = -1;
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/.tiertrain-calib-XXXXXX", tmp_dir);
+        fd = mkstemp(path);
+        if (fd < 0) rc = TT_FAIL(-errno, "cannot create a temporary file for the calibration gradients in %s: %s",
+                                 tmp_dir, strerror(errno));
+        else {
+            unlink(path); /* gone with the last reference: nothing to clean up */
+            if (ftruncate(fd, (off_t)(total ? total : 1)) != 0)
+                rc = TT_FAIL(-errno, "cannot size the calibration gradients' file (%llu bytes) in %s: %s",
+                             (unsigned long long)total, tmp_dir, strerror(errno));
+        }
+    }
+    tt_exec *e = NULL;
+    if (rc == 0) {
+        tt_plan_req req = {0};
+        req.hbm = hbm;
+        req.host = host;
+        req.host_avail = host ? 0 : tt_mem_available();
+        req.B = 1; req.seq = seq; req.K = samples;
+        tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0}; /* no adapter: the weight gradients alone */
+        exec_user(&req.user, &lc, 0);
+        exec_user_set_wgrad(&req.user);
+        tt_plan p;
+        if ((rc = plan_make(s, &req, &p)) == 0) rc = exec_create(&e, store_path, &p, 0, NULL);
+    }
+    if (rc == 0) {
+        calib_sink k = {s, c, layer_a, layer_b, fd, foff, tt_xmalloc(mx * sizeof(tt_real)), tt_xmalloc(mx * 4),
+                        tmp_dir, 0};
+        exec_set_wgrad_hook(e, calib_hook, &k);
+        size_t KT = (size_t)samples * seq;
+        int32_t *in = tt_xmalloc(KT * sizeof *in), *tgt = tt_xmalloc(KT * sizeof *tgt);
+        tt_real *wt = tt_xmalloc(KT * sizeof *wt);
+        uint64_t stride = (n - 1) / (uint64_t)samples; /* the windows fulltrain_calib_grads takes */
+        for (int w = 0; w < samples; w++)
+            for (int t = 0; t < seq; t++) {
+                uint64_t at = (uint64_t)w * stride + (uint64_t)t;
+                in[(size_t)w * seq + t] = (int32_t)tokens[at];
+                tgt[(size_t)w * seq + t] = (int32_t)tokens[at + 1];
+                wt[(size_t)w * seq + t] = 1;
+            }
+        double loss = 0, gnorm = 0;
+        rc = exec_step(e, in, tgt, wt, 0.f, 1, 0.9f, 0.999f, 1e-8f, 0.f, 0.f, 0, &loss, &gnorm);
+        if (rc == 0) rc = k.rc;
+        free(in); free(tgt); free(wt); free(k.stage); free(k.out);
+    }
+    exec_free(e);
+    if (rc == 0) {
+        void *m = mmap(NULL, total ? total : 1, PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) rc = TT_FAIL(-errno, "cannot map the calibration gradients (%llu bytes) from %s: %s",
+                                          (unsigned long long)total, tmp_dir, strerror(errno));
+        else {
+            *map = m;
+            *map_len = total ? total : 1;
+            for (uint32_t i = 0; i < nt; i++) {
+                tt_tensor_desc d;
+                config_tensor(c, i, &d);
+                if (d.role == TT_ROLE_LINEAR && (uint32_t)d.layer >= layer_a && (uint32_t)d.layer < layer_b)
+                    grads[i] = (float *)((uint8_t *)m + foff[i]);
+            }
+        }
+    }
+    if (fd >= 0) close(fd);
+    free(foff);
+    tier_close(s);
     return rc;
 }

@@ -84,4 +84,19 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
                           uint32_t layer_a, uint32_t layer_b, float **grads);
 
+/* fulltrain_calib_grads on the streaming runtime (core/exec.h, sched/stream.h)
+ * under the budgets hbm / host (0: unlimited, the planner decides as for
+ * training): the store's layers stream through the device, never all
+ * resident, and each layer's projection gradients are copied out after its
+ * backward into a temporary file in tmp_dir (unlinked at once: nothing is
+ * left behind, even after a crash), mapped read-only at the end: grads[i]
+ * point into that mapping, which *map / *map_len describe (munmap it; the
+ * grads are not freed one by one). The same values as fulltrain_calib_grads
+ * (tests/test_prune.c). Returns 0 or -errno with a message (as
+ * fulltrain_calib_grads; a budget too small, naming the option; no space
+ * for the gradients in tmp_dir). */
+int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
+                                 uint32_t layer_a, uint32_t layer_b, uint64_t hbm, uint64_t host, const char *tmp_dir,
+                                 float **grads, void **map, uint64_t *map_len);
+
 #endif

@@ -9,6 +9,8 @@
 #include "io/tier.h"
 
 #include <errno.h>
+#include <libgen.h>
+#include <sys/mman.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -496,6 +498,8 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
     uint32_t nt = config_n_tensors(src), a = o->layer_a, b = o->layer_b;
     uint32_t *dtypes = NULL;
     float **grads = NULL;
+    void *gmap = NULL; /* streamed calibration: the gradients' mapping */
+    uint64_t gmap_len = 0;
     tt_prune_report local;
     if (!rep) rep = &local;
     memset(rep, 0, sizeof *rep);
@@ -518,13 +522,20 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
     for (uint32_t i = 0; i < nt; i++) dtypes[i] = store_reader_dtype(&r, i);
     if (o->importance == PRUNE_TAYLOR) {
         grads = tt_xcalloc(nt, sizeof *grads);
-        rc = fulltrain_calib_grads(in, o->calib, o->n_calib, o->calib_samples, o->calib_seq, a, b, grads);
+        if (o->hbm || o->host) { /* streamed: the gradients in a temporary file beside out, mapped */
+            char *od = strdup(out);
+            TT_ASSERT(od);
+            rc = fulltrain_calib_grads_stream(in, o->calib, o->n_calib, o->calib_samples, o->calib_seq, a, b, o->hbm,
+                                              o->host, dirname(od), grads, &gmap, &gmap_len);
+            free(od);
+        } else rc = fulltrain_calib_grads(in, o->calib, o->n_calib, o->calib_samples, o->calib_seq, a, b, grads);
         if (rc) goto done;
     }
     if (structured) rc = prune_structured(&r, in, out, o, a, b, dtypes, grads, &prog, &rep->after);
     else rc = prune_masked(&r, in, out, o, a, b, dtypes, grads, &prog, rep);
 done:
-    if (grads)
+    if (gmap) munmap(gmap, gmap_len);
+    else if (grads)
         for (uint32_t i = 0; i < nt; i++) free(grads[i]);
     free(grads);
     free(dtypes);

@@ -71,6 +71,9 @@ typedef struct tt_prune_opts {
     const uint32_t *calib;
     uint64_t n_calib;
     int calib_samples, calib_seq; /* >= 1; 2..1048576 */
+    /* taylor: stream the calibration through the device under these budgets (fulltrain_calib_grads_stream:
+     * the layers are never all resident, the gradients go to a temporary file beside out); both 0: resident */
+    uint64_t hbm, host;
     prune_progress_fn progress; /* NULL: quiet */
     void *progress_ctx;
 } tt_prune_opts;

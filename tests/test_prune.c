@@ -30,6 +30,11 @@
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
 
 #define A_LAYER 1 /* default pruned range of a 4-layer model: [1, 3) */
 #define B_LAYER 3
@@ -682,6 +687,51 @@ static void check_taylor(const char *f32) {
         o.ratio = 0.4;
         if (prune_ok(f32, path_of("taylor-unst.tier"), &o, NULL) == 0)
             check_masked(f32, path_of("taylor-unst.tier"), PRUNE_UNST, 0.4, grads, "unst taylor");
+    }
+    /* streamed calibration (fulltrain_calib_grads_stream) at the smallest plan: the same gradients bit for bit,
+     * from a mapping of a temporary file that is already unlinked; prune with --hbm writes the same store */
+    {
+        float **sg = tt_xcalloc(config_n_tensors(&c), sizeof *sg);
+        void *map = NULL;
+        uint64_t map_len = 0;
+        char *tmp = fixture_tmpdir();
+        /* a budget far too small first: the planner names the smallest, which is then used */
+        rc = fulltrain_calib_grads_stream(f32, tokens, 600, 4, 32, A_LAYER, B_LAYER, 1, 0, tmp, sg, &map, &map_len);
+        CHECK(rc == -ENOSPC && strstr(tt_lasterr(), "--hbm"));
+        uint64_t need = 0;
+        const char *at = strstr(tt_lasterr(), "needs --hbm ");
+        double v = 0;
+        char unit[8] = "";
+        if (at && sscanf(at + 12, "%lf %7s", &v, unit) == 2) need = (uint64_t)(v * (unit[0] == 'K' ? 1024.0 : unit[0] == 'M' ? 1048576.0 : 1073741824.0));
+        CHECK(need > 0);
+        rc = fulltrain_calib_grads_stream(f32, tokens, 600, 4, 32, A_LAYER, B_LAYER, need, 0, tmp, sg, &map, &map_len);
+        CHECK_MSG(rc == 0, "fulltrain_calib_grads_stream: %s", tt_lasterr());
+        int same = rc == 0, n_cmp = 0;
+        for (uint32_t i = 0; rc == 0 && i < config_n_tensors(&c); i++) {
+            config_tensor(&c, i, &d);
+            if (!grads[i] || !sg[i]) { same &= !grads[i] == !sg[i]; continue; }
+            same &= memcmp(grads[i], sg[i], d.rows * d.cols * sizeof(float)) == 0;
+            n_cmp++;
+        }
+        CHECK_MSG(same && n_cmp > 0, "streamed calibration gradients differ from the resident ones");
+        DIR *dd = opendir(tmp); /* the temporary file was unlinked at once */
+        int left = 0;
+        for (struct dirent *de; dd && (de = readdir(dd));) left += de->d_name[0] != '.' || strncmp(de->d_name, ".tiertrain", 10) == 0;
+        if (dd) closedir(dd);
+        CHECK_MSG(left == 0, "the streamed calibration left %d files in its folder", left);
+        if (map) munmap(map, map_len);
+        fixture_rm_rf(tmp);
+        free(tmp);
+        free(sg);
+        tt_prune_opts o = opts_of(PRUNE_UNST, 0.4);
+        o.importance = PRUNE_TAYLOR;
+        o.calib = tokens; o.n_calib = 600; o.calib_samples = 4; o.calib_seq = 32;
+        o.hbm = need;
+        if (prune_ok(f32, path_of("taylor-unst-streamed.tier"), &o, NULL) == 0)
+            CHECK_MSG(fixture_same_file(path_of("taylor-unst.tier"), path_of("taylor-unst-streamed.tier")),
+                      "prune --hbm (streamed calibration) wrote another store than the resident one");
+        fprintf(stderr, "taylor: streamed calibration at --hbm %llu bytes: %d gradients identical, the same store\n",
+                (unsigned long long)need, n_cmp);
     }
     for (uint32_t i = 0; i < config_n_tensors(&c); i++) free(grads[i]);
     free(grads);

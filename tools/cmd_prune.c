@@ -85,7 +85,7 @@ static int read_config(const char *cmd, const char *path, tt_config *cfg, uint64
 int cmd_prune(int argc, char **argv) {
     const char *out, *method_s, *ratio_s, *layers_s, *imp_s, *calib_path;
     long samples, seq;
-    uint64_t seed;
+    uint64_t seed, hbm, host;
     int force;
     cli_opt opts[] = {
         {"method", 'm', CLI_STR, &method_s, "stru", "M",
@@ -100,6 +100,8 @@ int cmd_prune(int argc, char **argv) {
         {"calib", 0, CLI_STR, &calib_path, NULL, "FILE", "calibration tokens for --importance taylor (tiertrain tokenize)"},
         {"calib-samples", 0, CLI_INT, &samples, "8", "N", "calibration windows, taken evenly from --calib"},
         {"calib-seq", 0, CLI_INT, &seq, "128", "N", "tokens per calibration window"},
+        {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "with --importance taylor: stream the calibration's layers through a device budget of SIZE (the model is never resident; its gradients go to a temporary file beside -o); 0 with --host 0: the model resident"},
+        {"host", 0, CLI_SIZE, &host, "0", "SIZE", "with --importance taylor: the streamed calibration's pinned host budget (0: what the machine has available)"},
         {"seed", 's', CLI_SEED, &seed, "1", "S", "random seed of --method rand"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "pruned store to write (required)"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
@@ -161,6 +163,8 @@ int cmd_prune(int argc, char **argv) {
     o.seed = seed;
     o.calib_samples = (int)samples;
     o.calib_seq = (int)seq;
+    o.hbm = hbm;
+    o.host = host;
 
     tt_config *cfg = tt_xmalloc(sizeof *cfg);
     tt_prune_report *rep = tt_xmalloc(sizeof *rep);
