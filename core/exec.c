@@ -30,7 +30,7 @@ struct tt_exec {
     int L, K, T, H;
     tt_real *wg_buf;     /* cfg.wgrad: one layer's weight gradients (device) */
     tt_wgrad wg;
-    void (*wg_fn)(void *ctx, int l, const tt_real *g);
+    void (*wg_fn)(void *ctx, int l, int p, const tt_real *g);
     void *wg_ctx;
 };
 
@@ -52,7 +52,8 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
      * buffer (head_on_device then only means the final norm) */
     /* the workspace in the cells' type: layers read and write the cells themselves */
     tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || cfg->tie_embeddings,
-                     .host = host, .act_bf16 = p->req.act_bf16};
+                     .host = host, .act_bf16 = p->req.act_bf16,
+                     .mlp_rows = c.wgrad ? p->req.B * p->req.seq : 0}; /* weight gradients: the MLP in one chunk */
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;
@@ -69,12 +70,13 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     if (e) { e->tgt_host = tg; e->wt_host = wt; e->seg_host = sh; e->seg_dev = sd; }
     if (c.wgrad) {
         uint64_t mx = 0;
-        for (uint32_t l = 0; l < cfg->n_layers; l++) {
-            uint64_t b = stream_master_layout(s, (int)l, NULL);
-            if (b > mx) mx = b;
+        for (uint32_t i = 0; i < config_n_tensors(cfg); i++) {
+            tt_tensor_desc d;
+            config_tensor(cfg, i, &d);
+            if (d.role == TT_ROLE_LINEAR && d.rows * d.cols > mx) mx = d.rows * d.cols;
         }
-        void *g = dev->fn(dev->ctx, mx / 4 * sizeof(tt_real), "weight gradients (one layer)");
-        if (!g) return TT_FAIL(-ENOMEM, "out of device memory for one layer's weight gradients");
+        void *g = dev->fn(dev->ctx, mx * sizeof(tt_real), "weight gradient (one projection)");
+        if (!g) return TT_FAIL(-ENOMEM, "out of device memory for one projection's weight gradient");
         if (e) e->wg_buf = g;
     }
     return 0;
@@ -94,10 +96,39 @@ void exec_user_set_wgrad(tt_dev_user *u) {
     memcpy(u->cfg, &c, sizeof c);
 }
 
-void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, const tt_real *g), void *ctx) {
-    TT_ASSERT(e->wg_buf);
+/* tt_wgrad.done: hand the projection's gradient over, then clear the buffer for the next. */
+static void wgrad_done(void *ctx, int l, int p) {
+    tt_exec *e = ctx;
+    e->wg_fn(e->wg_ctx, l, p, e->wg_buf);
+    int in, out;
+    const tt_config *c = tier_config(stream_store(e->st));
+    tt_tensor_desc d;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) { /* its size */
+        config_tensor(c, i, &d);
+        if (d.layer == l && d.role == TT_ROLE_LINEAR && (int)d.proj == p) break;
+    }
+    in = (int)d.cols;
+    out = (int)d.rows;
+    be_fill(e->wg_buf, (size_t)in * out, 0);
+}
+
+void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, int p, const tt_real *g), void *ctx) {
+    TT_ASSERT(e->wg_buf && e->K == 1);
     e->wg_fn = fn;
     e->wg_ctx = ctx;
+    const tt_config *c = tier_config(stream_store(e->st));
+    tt_tensor_desc d;
+    size_t mx = 0;
+    memset(&e->wg, 0, sizeof e->wg);
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        config_tensor(c, i, &d);
+        if (d.role != TT_ROLE_LINEAR) continue;
+        e->wg.proj[d.layer][d.proj] = e->wg_buf; /* one buffer, one projection at a time */
+        if (d.rows * d.cols > mx) mx = d.rows * d.cols;
+    }
+    e->wg.done = wgrad_done;
+    e->wg.done_ctx = e;
+    if (fn) be_fill(e->wg_buf, mx, 0);
     model_set_wgrad(e->m, fn ? &e->wg : NULL);
 }
 
@@ -281,20 +312,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         if (rc) return step_failed(e, rc);
         lo->grad_off = lo->layer_off[l]; /* the device holds this layer's gradients */
         if (lo->grad_n) be_fill(lo->grads, lo->grad_n, 0);
-        uint64_t wn = 0;
-        if (e->wg_fn) { /* this layer's projections accumulate their weight gradients into wg_buf */
-            const tier_store *s = stream_store(e->st);
-            const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
-            uint64_t offs[64];
-            TT_ASSERT(x->n_tensors <= 64);
-            wn = stream_master_layout(s, l, offs) / 4;
-            for (uint32_t i = 0; i < x->n_tensors; i++) {
-                tt_tensor_desc d;
-                config_tensor(tier_config(s), x->first_tensor + i, &d);
-                if (d.role == TT_ROLE_LINEAR) e->wg.proj[l][d.proj] = e->wg_buf + offs[i] / 4;
-            }
-            be_fill(e->wg_buf, wn, 0);
-        }
+
         for (int k = 0; k < K; k++) {
             uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
             void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
@@ -308,7 +326,6 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
             if (l == 0) { stream_buf_put(e->st, x); stream_buf_put(e->st, dx); }
             else stream_cell_put(e->st, l, k, dx); /* replaces the checkpoint (its buffer is returned) */
         }
-        if (e->wg_fn) e->wg_fn(e->wg_ctx, l, e->wg_buf);
         size_t a = lo->layer_off[l], n = lo->layer_off[l + 1] - a;
         if (n) be_sumsq(n, lo->grads, acc + 1);
         if (e->cfg.defer_optimizer) /* parked until the norm is known */

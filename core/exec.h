@@ -42,14 +42,15 @@ tt_exec_cfg exec_user_cfg(const tt_dev_user *u);
 /* Adds the weight-gradient buffer to u's regions (exec_set_wgrad_hook). */
 void exec_user_set_wgrad(tt_dev_user *u);
 
-/* Weight gradients of the frozen projections (Taylor importance): after each
- * layer's backward in exec_step, fn(ctx, l, g) gets the layer's dL/dW,
- * accumulated over the step's micro-batches and scaled like the LoRA
- * gradients, in one device buffer laid out as stream_master_layout (the
- * layer's tensors in extent order, each at its master offset / 4 values;
- * the norms' places hold zeros). fn reads it (be_to_host) before returning:
- * the next layer reuses the buffer. Needs exec_user_set_wgrad at planning. */
-void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, const tt_real *g), void *ctx);
+/* Weight gradients of the frozen projections (Taylor importance), one
+ * projection at a time: in exec_step's backward, as soon as projection p of
+ * layer l has its dL/dW (rows x cols, scaled like the LoRA gradients), fn(ctx,
+ * l, p, g) gets it in a device buffer the size of the largest projection,
+ * which fn reads (be_to_host) before returning: the next projection reuses
+ * it. The plan must have one micro-batch a step (K = 1: each gradient is
+ * then complete at once; exec_user_set_wgrad also makes the workspace take
+ * the MLP in one chunk). */
+void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, int p, const tt_real *g), void *ctx);
 
 /* Opens the store, reserves both arenas, starts the IO and copy threads and
  * initialises the LoRA adapter from seed. plan->req.user must come from

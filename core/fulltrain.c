@@ -1379,6 +1379,22 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
 
 /* ---- Taylor importance ------------------------------------------------------ */
 
+/* The calibration windows: `samples` windows of seq + 1 tokens spread evenly
+ * over tokens[0..n) (window s starts at s * ((n - 1) / samples); stride >=
+ * seq because n - 1 >= samples * seq, so the last ends at most at n - 1), as
+ * one batch of samples sequences. */
+static void calib_windows(const uint32_t *tokens, uint64_t n, int samples, int seq, int32_t *in, int32_t *tgt,
+                          tt_real *wt) {
+    uint64_t stride = (n - 1) / (uint64_t)samples;
+    for (int w = 0; w < samples; w++)
+        for (int t = 0; t < seq; t++) {
+            uint64_t at = (uint64_t)w * stride + (uint64_t)t;
+            in[(size_t)w * seq + t] = (int32_t)tokens[at];
+            tgt[(size_t)w * seq + t] = (int32_t)tokens[at + 1];
+            wt[(size_t)w * seq + t] = 1;
+        }
+}
+
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
                           uint32_t layer_a, uint32_t layer_b, float **grads) {
     if (seq < 2 || samples < 1)
@@ -1404,8 +1420,11 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_lora lo;
     tt_ws *w = NULL;
-    /* tied: lm_head chunks come from the host */
-    tt_ws_opts wo = {.B = 1, .seq = seq, .with_ckpt = 1, .head_streamed = c->tie_embeddings != 0};
+    /* every window in one micro-batch, the MLP in one chunk: the streamed calibration's arithmetic
+     * (fulltrain_calib_grads_stream), which hands each projection's gradient over as soon as it is complete;
+     * tied: lm_head chunks come from the host */
+    tt_ws_opts wo = {.B = samples, .seq = seq, .with_ckpt = 1, .head_streamed = c->tie_embeddings != 0,
+                     .mlp_rows = samples * seq};
     tt_wgrad *wg = tt_xcalloc(1, sizeof *wg);
     tt_tensor_desc d;
     if ((rc = lora_init(&lo, c, &lc, 0)) == 0 && (rc = ws_create(&w, c, &lc, &wo, NULL)) == 0) {
@@ -1417,20 +1436,11 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
                              layer_a, layer_b - 1);
         }
         model_set_wgrad(m, wg);
-        int32_t *in = tt_xmalloc((size_t)seq * sizeof *in), *tgt = tt_xmalloc((size_t)seq * sizeof *tgt);
-        tt_real *wt = tt_xmalloc((size_t)seq * sizeof *wt);
-        /* windows spread evenly: stride >= seq because n - 1 >= samples * seq, so the last window,
-         * starting at (samples - 1) * stride, ends at most at samples * stride <= n - 1 */
-        uint64_t stride = (n - 1) / (uint64_t)samples;
-        for (int s = 0; s < samples && rc == 0; s++) {
-            uint64_t at = (uint64_t)s * stride;
-            for (int t = 0; t < seq; t++) {
-                in[t] = (int32_t)tokens[at + t];
-                tgt[t] = (int32_t)tokens[at + t + 1];
-                wt[t] = 1;
-            }
-            model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ((double)samples * seq)), 1, 0);
-        }
+        size_t KT = (size_t)samples * seq;
+        int32_t *in = tt_xmalloc(KT * sizeof *in), *tgt = tt_xmalloc(KT * sizeof *tgt);
+        tt_real *wt = tt_xmalloc(KT * sizeof *wt);
+        calib_windows(tokens, n, samples, seq, in, tgt, wt);
+        if (rc == 0) model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ((double)samples * seq)), 1, 0);
         free(in); free(tgt); free(wt);
         /* hand out f32 copies one projection at a time, freeing each device gradient as it goes */
         for (uint32_t i = 0; i < nt && rc == 0; i++) {
@@ -1462,47 +1472,41 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     return rc;
 }
 
-/* The streamed calibration's hook: each layer's projection gradients (in the
- * pruned range) from the device buffer into the temporary file. */
+/* The streamed calibration's hook: each projection's gradient (in the pruned
+ * range) from the device buffer into the temporary file, as soon as it is
+ * complete. */
 typedef struct calib_sink {
-    const tier_store *s;
     const tt_config *c;
     uint32_t a, b;
     int fd;
     const uint64_t *foff;  /* [n_tensors]: file offset of tensor i's gradient */
+    const uint32_t *tix;   /* [L * TT_PROJ_COUNT]: the tensor index of (layer, projection) */
     tt_real *stage;        /* host: the largest projection */
     float *out;
     const char *dir;
     int rc;
 } calib_sink;
 
-static void calib_hook(void *ctx, int l, const tt_real *g) {
+static void calib_hook(void *ctx, int l, int p, const tt_real *g) {
     calib_sink *k = ctx;
     if (k->rc || (uint32_t)l < k->a || (uint32_t)l >= k->b) return;
-    const tier_extent *x = tier_extent_at(k->s, TT_EXTENT_LAYER(l));
-    uint64_t offs[64];
-    TT_ASSERT(x->n_tensors <= 64);
-    stream_master_layout(k->s, l, offs);
-    for (uint32_t j = 0; j < x->n_tensors && !k->rc; j++) {
-        uint32_t i = x->first_tensor + j;
-        tt_tensor_desc d;
-        config_tensor(k->c, i, &d);
-        if (d.role != TT_ROLE_LINEAR) continue;
-        size_t n = d.rows * d.cols;
-        be_to_host(k->stage, g + offs[j] / 4, n * sizeof(tt_real)); /* waits for the layer's backward */
-        for (size_t v = 0; v < n; v++) k->out[v] = (float)k->stage[v];
-        const uint8_t *p = (const uint8_t *)k->out;
-        for (size_t done = 0; done < n * 4;) {
-            ssize_t w = pwrite(k->fd, p + done, n * 4 - done, (off_t)(k->foff[i] + done));
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                int e = w < 0 ? errno : ENOSPC;
-                k->rc = TT_FAIL(-e, "cannot write the calibration gradients (%s) into %s: %s; free space there "
-                                "(they take 4 bytes per weight of the pruned layers)", d.name, k->dir, strerror(e));
-                break;
-            }
-            done += (size_t)w;
+    uint32_t i = k->tix[(size_t)l * TT_PROJ_COUNT + (size_t)p];
+    tt_tensor_desc d;
+    config_tensor(k->c, i, &d);
+    size_t n = d.rows * d.cols;
+    be_to_host(k->stage, g, n * sizeof(tt_real)); /* waits for the gradient's product */
+    for (size_t v = 0; v < n; v++) k->out[v] = (float)k->stage[v];
+    const uint8_t *src = (const uint8_t *)k->out;
+    for (size_t done = 0; done < n * 4;) {
+        ssize_t w = pwrite(k->fd, src + done, n * 4 - done, (off_t)(k->foff[i] + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            k->rc = TT_FAIL(-e, "cannot write the calibration gradients (%s) into %s: %s; free space there (they "
+                            "take 4 bytes per weight of the pruned layers)", d.name, k->dir, strerror(e));
+            return;
         }
+        done += (size_t)w;
     }
 }
 
@@ -1529,9 +1533,11 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
                          store_path, c->vocab);
     /* the file: each projection of [a, b) at a page boundary */
     uint64_t *foff = tt_xcalloc(nt, sizeof *foff), total = 0, mx = 0;
+    uint32_t *tix = tt_xcalloc((size_t)c->n_layers * TT_PROJ_COUNT, sizeof *tix);
     for (uint32_t i = 0; i < nt; i++) {
         tt_tensor_desc d;
         config_tensor(c, i, &d);
+        if (d.role == TT_ROLE_LINEAR) tix[(size_t)d.layer * TT_PROJ_COUNT + (size_t)d.proj] = i;
         if (d.role != TT_ROLE_LINEAR || (uint32_t)d.layer < layer_a || (uint32_t)d.layer >= layer_b) continue;
         foff[i] = total;
         total += tt_align_up(d.rows * d.cols * 4, 4096);
@@ -1557,7 +1563,8 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
         req.hbm = hbm;
         req.host = host;
         req.host_avail = host ? 0 : tt_mem_available();
-        req.B = 1; req.seq = seq; req.K = samples;
+        req.B = samples; req.seq = seq; req.K = 1; /* one micro-batch: each projection's gradient complete at once */
+        req.min_slots = 1;                        /* an unpruned 70B layer is 1.7 GB in bf16: let one slot do */
         tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0}; /* no adapter: the weight gradients alone */
         exec_user(&req.user, &lc, 0);
         exec_user_set_wgrad(&req.user);
@@ -1565,20 +1572,13 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
         if ((rc = plan_make(s, &req, &p)) == 0) rc = exec_create(&e, store_path, &p, 0, NULL);
     }
     if (rc == 0) {
-        calib_sink k = {s, c, layer_a, layer_b, fd, foff, tt_xmalloc(mx * sizeof(tt_real)), tt_xmalloc(mx * 4),
+        calib_sink k = {c, layer_a, layer_b, fd, foff, tix, tt_xmalloc(mx * sizeof(tt_real)), tt_xmalloc(mx * 4),
                         tmp_dir, 0};
         exec_set_wgrad_hook(e, calib_hook, &k);
         size_t KT = (size_t)samples * seq;
         int32_t *in = tt_xmalloc(KT * sizeof *in), *tgt = tt_xmalloc(KT * sizeof *tgt);
         tt_real *wt = tt_xmalloc(KT * sizeof *wt);
-        uint64_t stride = (n - 1) / (uint64_t)samples; /* the windows fulltrain_calib_grads takes */
-        for (int w = 0; w < samples; w++)
-            for (int t = 0; t < seq; t++) {
-                uint64_t at = (uint64_t)w * stride + (uint64_t)t;
-                in[(size_t)w * seq + t] = (int32_t)tokens[at];
-                tgt[(size_t)w * seq + t] = (int32_t)tokens[at + 1];
-                wt[(size_t)w * seq + t] = 1;
-            }
+        calib_windows(tokens, n, samples, seq, in, tgt, wt);
         double loss = 0, gnorm = 0;
         rc = exec_step(e, in, tgt, wt, 0.f, 1, 0.9f, 0.999f, 1e-8f, 0.f, 0.f, 0, &loss, &gnorm);
         if (rc == 0) rc = k.rc;
@@ -1602,6 +1602,7 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
     }
     if (fd >= 0) close(fd);
     free(foff);
+    free(tix);
     tier_close(s);
     return rc;
 }

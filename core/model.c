@@ -531,8 +531,10 @@ static void proj_bwd(pass *ps, int l, int p, const void *x, int ldx, const void 
         be_linear_w(1, rows, in, n, AT(w, dy, o0), ldy, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
                     accumulate || o0 ? 1 : 0, dx, ldx, dt);
     }
-    if (ps->m->wg && ps->m->wg->proj[l][p]) /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
+    if (ps->m->wg && ps->m->wg->proj[l][p]) { /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
         be_gemm_t(1, 0, out, in, rows, 1, dy, dt, ldy, x, dt, ldx, 1, ps->m->wg->proj[l][p], BE_REAL, in);
+        if (ps->m->wg->done) ps->m->wg->done(ps->m->wg->done_ctx, l, p);
+    }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
     if (!s->in) return;
     int r = w->r, T = rows;
@@ -633,6 +635,7 @@ static void layer_bwd(pass *ps, int l, const void *x, const void *dy, void *dx) 
     int T = w->T, H = w->H, hd = (int)c->head_dim, nh = (int)d->n_heads, nkv = (int)d->n_kv_heads, dt = w->dt;
     int FP = (int)w->FP, qd = nh * hd, kvd = nkv * hd;
     size_t TH = (size_t)T * H;
+    TT_ASSERT(!ps->m->wg || !ps->m->wg->done || w->mlp_rows >= T); /* each gradient complete at its done() */
     attn_half_fwd(ps, l, x); /* recompute */
     /* MLP: y = h + down(swiglu(gate(hn), up(hn))) */
     for (int t0 = 0; t0 < T; t0 += w->mlp_rows) {

@@ -81,6 +81,11 @@ typedef struct tt_wgrad {
     tt_real *norm[TT_MAX_LAYERS][2];
     tt_real *final_norm;
     tt_real *embed;
+    /* optional: called right after projection p of layer l has added its weight gradient (issued on the compute
+     * queue), so that one buffer can serve every projection in turn (Taylor calibration). Needs the MLP in one
+     * chunk (tt_ws_opts.mlp_rows >= the micro-batch's tokens): each gradient is then complete at its call. */
+    void (*done)(void *ctx, int l, int p);
+    void *done_ctx;
 } tt_wgrad;
 void model_set_wgrad(tt_model *m, tt_wgrad *g); /* NULL: LoRA gradients only */
 

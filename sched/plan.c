@@ -74,7 +74,7 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
     memset(&p, 0, sizeof p);
     p.req = *req;
     p.L = (int)tier_config(s)->n_layers;
-    p.slots = p.L < 2 ? p.L : 2;
+    p.slots = p.L < 2 || req->min_slots == 1 ? (p.L ? 1 : 0) : 2;
     p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
     p.host_cells = req->forward_only ? 0 : p.L * req->K;
     p.host_cache = req->trainable != 0;
@@ -96,8 +96,9 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
         p.user_dev = req->user_units;
         p.host_cache = req->trainable != 0;
     } else {
-        /* the smallest plan: two slots (one layer ahead), lm_head streamed, every activation spilled */
-        p.slots = L < 2 ? L : 2;
+        /* the smallest plan: two slots (one layer ahead; one where req.min_slots allows), lm_head streamed, every
+         * activation spilled */
+        p.slots = L < 2 || req->min_slots == 1 ? 1 : 2;
         p.head_on_device = req->lm_head == PLAN_HEAD_DEVICE;
         p.dev_cells = 0;
         p.host_cache = req->trainable != 0; /* the master weights */
@@ -113,9 +114,10 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
                            "raise --hbm or lower --batch / --prefill-chunk",
                            tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq,
                            tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
-        return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (2 layer slots, every activation spilled) needs --hbm %s; raise --hbm or "
-                       "lower --micro-batch / --seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B,
-                       req->seq, tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
+        return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (%d "
+                       "layer slot%s, every activation spilled) needs --hbm %s; raise --hbm or lower --micro-batch / "
+                       "--seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq, p.slots,
+                       p.slots == 1 ? "" : "s", tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
     }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third
@@ -125,8 +127,9 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
         /* device-side growth never needs more host memory (more activations on the device spill fewer), so
          * it is judged by --hbm alone; the host cache needs both */
 #define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits_dev(&t)) p = t; } while (0)
+        if (p.slots == 1 && L > 1) TRY(t.slots = 2); /* prefetch first */
         if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
-        if (L > 2) TRY(t.slots = 3);
+        if (L > 2 && p.slots >= 2) TRY(t.slots = 3);
         while (p.user_dev < req->user_units) { /* the owner's regions (KV caches) before the activations */
             int before = p.user_dev;
             TRY(t.user_dev = p.user_dev + 1);

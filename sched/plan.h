@@ -57,6 +57,8 @@ typedef struct tt_plan_req {
                            * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
     int user_units;       /* optional device regions of the owner (generation: one layer's KV cache each), placed
                            * on the device as the budget allows (plan.user_dev), the rest in the host arena */
+    int min_slots;        /* 1: a plan may hold a single layer slot (no prefetch; loads wait) when two do not fit
+                           * (Taylor calibration of layers as large as the budget); 0: at least two */
     int trainable;        /* full-parameter training: the layers change. Every layer extent lives in the host
                            * cache (always on; read from NVMe once), which holds the master weights: the owner
                            * updates a layer in its slot and writes it back (stream_writeback) */
