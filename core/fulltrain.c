@@ -1395,6 +1395,19 @@ static void calib_windows(const uint32_t *tokens, uint64_t n, int samples, int s
         }
 }
 
+/* The calibration data against the model: enough tokens for the windows, every one in the vocabulary. */
+static int calib_check(const tt_config *c, const uint32_t *tokens, uint64_t n, int samples, int seq,
+                       const char *store_path) {
+    if (n < (uint64_t)samples * seq + 1)
+        return TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
+                       (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
+    for (uint64_t i = 0; i < n; i++)
+        if (tokens[i] >= c->vocab)
+            return TT_FAIL(-EINVAL, "token %u in the calibration data is outside the vocabulary of %s (%u)", tokens[i],
+                           store_path, c->vocab);
+    return 0;
+}
+
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
                           uint32_t layer_a, uint32_t layer_b, float **grads) {
     if (seq < 2 || samples < 1)
@@ -1406,17 +1419,10 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
     const tt_config *c = model_config(m);
     uint32_t nt = config_n_tensors(c);
     for (uint32_t i = 0; i < nt; i++) grads[i] = NULL;
-    if (n < (uint64_t)samples * seq + 1) {
+    if ((rc = calib_check(c, tokens, n, samples, seq, store_path))) {
         model_free(m);
-        return TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
-                       (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
+        return rc;
     }
-    for (uint64_t i = 0; i < n; i++)
-        if (tokens[i] >= c->vocab) {
-            model_free(m);
-            return TT_FAIL(-EINVAL, "token %u in the calibration data is outside the vocabulary of %s (%u)",
-                           tokens[i], store_path, c->vocab);
-        }
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_lora lo;
     tt_ws *w = NULL;
@@ -1524,13 +1530,7 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
     const tt_config *c = tier_config(s);
     uint32_t nt = config_n_tensors(c);
     for (uint32_t i = 0; i < nt; i++) grads[i] = NULL;
-    if (n < (uint64_t)samples * seq + 1)
-        rc = TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
-                     (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
-    for (uint64_t i = 0; i < n && rc == 0; i++)
-        if (tokens[i] >= c->vocab)
-            rc = TT_FAIL(-EINVAL, "token %u in the calibration data is outside the vocabulary of %s (%u)", tokens[i],
-                         store_path, c->vocab);
+    rc = calib_check(c, tokens, n, samples, seq, store_path);
     /* the file: each projection of [a, b) at a page boundary */
     uint64_t *foff = tt_xcalloc(nt, sizeof *foff), total = 0, mx = 0;
     uint32_t *tix = tt_xcalloc((size_t)c->n_layers * TT_PROJ_COUNT, sizeof *tix);

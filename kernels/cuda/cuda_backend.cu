@@ -266,14 +266,15 @@ static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx
 
 /* ---- layer ops -------------------------------------------------------------- */
 
-__device__ float block_sum(float v, float *sh) {
+/* The sum over the block (float, or double where the CPU reference sums in double). */
+template <typename V> __device__ V block_sum(V v, V *sh) {
     sh[threadIdx.x] = v;
     __syncthreads();
     for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
         if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
         __syncthreads();
     }
-    float r = sh[0];
+    V r = sh[0];
     __syncthreads();
     return r;
 }
@@ -873,17 +874,6 @@ static void cu_xent_grad(int R, int n, int ld, int v0, void *logits, const int32
 /* Distillation a vocabulary chunk at a time (backend.h, kd_*): one block per
  * row, the statistics of u = s/tau and v = t/tau merged like the
  * cross-entropy's (cuda_index.h). */
-__device__ double block_sum_d(double v, double *sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-        __syncthreads();
-    }
-    double r = sh[0];
-    __syncthreads();
-    return r;
-}
 template <typename T>
 __global__ void k_kd_stats(int n, int ld, int v0, const void *s, const void *t, float it, double *kstats) {
     __shared__ float sh[256];
@@ -904,9 +894,9 @@ __global__ void k_kd_stats(int n, int ld, int v0, const void *s, const void *t, 
         sv += e;
         a += (double)e * (double)(v - u);
     }
-    su = block_sum_d(su, shd);
-    sv = block_sum_d(sv, shd);
-    a = block_sum_d(a, shd);
+    su = block_sum(su, shd);
+    sv = block_sum(sv, shd);
+    a = block_sum(a, shd);
     if (threadIdx.x == 0) {
         double *st = kstats + 5 * (size_t)r;
         if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = -INFINITY; st[3] = 0; st[4] = 0; }
