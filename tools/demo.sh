@@ -9,14 +9,16 @@
 #   3. prune it (LoRAM structured: 3 of 4 KV heads with their query groups and
 #      3/4 of the MLP channels in layers 1..2);
 #   4. align the pruned model: a little full-parameter training on general
-#      text, lm_head frozen;
+#      text by distillation from the original (lm_head frozen) — the recipe
+#      tools/loram_study.sh found to transfer best (README, "When does the
+#      recovered adapter transfer?");
 #   5. quantize it to NF4 (QLoRA's double quantization);
 #   6. train LoRA on the pruned NF4 model for the UN domain;
 #   7. recover the adapter to the original shapes;
 #   8. for reference, train the same LoRA directly on the original model;
 #   9. print the perplexities of every variant on held-out text of both domains.
 # Everything stays in build/demo/, made afresh on every run (the commands
-# refuse to replace their outputs otherwise). About 5 minutes on 2 cores.
+# refuse to replace their outputs otherwise). About 5-6 minutes on 2 cores.
 set -e
 T=./tiertrain
 D=build/demo
@@ -39,9 +41,10 @@ echo "== 3. prune (LoRAM structured, ratio 0.75, magnitude importance)"
 $T prune "$D/original.tier" --method stru --ratio 0.75 -o "$D/pruned.tier"
 
 echo
-echo "== 4. align the pruned model (continual pre-training on general text, lm_head frozen)"
+echo "== 4. align the pruned model (distillation from the original on general text, lm_head frozen)"
 $T train --full --model "$D/pruned.tier" --data "$D/general.tok" --out "$D/aligned.tier" $BATCH \
-    --steps 40 --lr 1e-3 --min-lr 1e-4 --warmup 5 --eval-every 20 --eval-tokens 16384 --seed 2
+    --steps 40 --lr 1e-3 --min-lr 1e-4 --warmup 5 --eval-every 20 --eval-tokens 16384 --seed 2 \
+    --teacher "$D/original.tier" --distill-weight 1
 
 echo
 echo "== 5. quantize the aligned pruned model to NF4"

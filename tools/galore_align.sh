@@ -1,6 +1,7 @@
 #!/bin/sh
-# tools/galore_align.sh — the demo's alignment step (tools/demo.sh, step 4) with
-# AdamW and with GaLore, side by side in one run: general-text perplexity of
+# tools/galore_align.sh — the demo's alignment step (tools/demo.sh, step 4, by LM
+# loss, as the demo did before it distilled) with AdamW and with GaLore, side
+# by side in one run: general-text perplexity of
 # the pruned model before alignment and after each, the share of AdamW's
 # recovery GaLore reaches, and both optimizers' state as train --full
 # reports it. Needs `make demo` first (build/demo/pruned.tier, general.tok).

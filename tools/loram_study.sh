@@ -175,10 +175,12 @@ table() { # mean and sample standard deviation over seeds (and n) per size, rati
     END {
         for (i = 1; i <= K; i++) {
             k = order[i]; split(k, f, "|"); m = n[k]
-            printf "| %s | %s | %s | %s | %d | %.2f ± %.2f | %+.3f ± %.3f |\n", f[1], f[2], f[3], f[4], m,
-                s[k] / m, sd(s[k], ss[k], m), g[k] / m, sd(g[k], gg[k], m)
+            # sort key: size, ratio, alignment (none, lm by steps, kd by steps), domain
+            split(f[3], a, ":"); ar = f[3] == "none" ? 0 : (a[1] == "lm" ? 1 : 2) * 100000 + a[2]
+            printf "%s\t%s\t%08d\t%s\t| %s | %s | %s | %s | %d | %.2f ± %.2f | %+.3f ± %.3f |\n", f[1], f[2], ar,
+                f[4], f[1], f[2], f[3], f[4], m, s[k] / m, sd(s[k], ss[k], m), g[k] / m, sd(g[k], gg[k], m)
         }
-    }' "$R"
+    }' "$R" | sort -t "$(printf '\t')" -k1,1r -k2,2 -k3,3 -k4,4r | cut -f5
 }
 
 case ${1:-} in
