@@ -4,7 +4,7 @@
  *   tests/corpus/lz4page    lz4 page extents (mode byte 0) and raw data for
  *                           the round trip (mode byte 1) — tests/fuzz_lz4page.c
  *   tests/corpus/tokfile    token files: empty, small, one at the id limit
- *   tests/corpus/ckpt       checkpoints of f32 and f64 runs, bf16 activations, a data mixture
+ *   tests/corpus/ckpt       checkpoints of f32 and f64 runs, bf16 activations, a data mixture, full training
  *   tests/corpus/config     config.json of every preset, of a pruned model
  *                           (the "tiertrain" record with kept indices) and
  *                           hand-written variants (rope_scaling, quantization)
@@ -92,7 +92,9 @@ static void tokfile_seeds(const char *tmp) {
 }
 
 static void ckpt_seeds(const char *tmp) {
-    for (int k = 0; k < 4; k++) { /* k 3: a dynamic two-source data mixture (the longer run record) */
+    /* k 3: a dynamic two-source data mixture (the longer run record); k 4: full training with GaLore (the
+     * longest record: train --full --ckpt) */
+    for (int k = 0; k < 5; k++) {
         ckpt_state st = {.step = (uint64_t)k * 3, .seed = 1234, .model_fp = 0xfeedull, .n_params = 6u + (uint64_t)k * 5,
                          .real_bytes = k == 1 ? 8 : 4, .rank = 4, .targets = 0x7f, .alpha = 8, .dropout = 0.05f,
                          .steps = 10, .seq = 64, .micro_batch = 2, .accum = 2, .warmup = 2, .lr = 1e-3f,
@@ -105,13 +107,18 @@ static void ckpt_seeds(const char *tmp) {
             st.mix_ref[0] = 2.5; st.mix_ref[1] = 2.25; st.mix_tokens[0] = 3000; st.mix_tokens[1] = 2000;
             st.mix_hash[0] = 0x1234ull; st.mix_hash[1] = 0x5678ull;
         }
+        if (k == 4) {
+            st.full = 1; st.rank = 0; st.targets = 0; st.alpha = 0; st.dropout = 0;
+            st.optim = 1; st.galore_rank = 2; st.galore_every = 3; st.galore_scale = 0.25f;
+        }
         uint64_t n = st.n_params;
         uint8_t *p = calloc(n, st.real_bytes);
         float *m = calloc(n, 4), *v = calloc(n, 4);
         for (uint64_t i = 0; i < n; i++) m[i] = (float)i * 0.25f, v[i] = (float)i * 0.5f, p[i] = (uint8_t)i;
         TT_ASSERT(ckpt_write(tmp, &st, p, m, v) == 0);
         char name[64];
-        snprintf(name, sizeof name, "ok-%s.bin", k == 0 ? "f32" : k == 1 ? "f64" : k == 2 ? "bf16-acts" : "mix");
+        snprintf(name, sizeof name, "ok-%s.bin",
+                 k == 0 ? "f32" : k == 1 ? "f64" : k == 2 ? "bf16-acts" : k == 3 ? "mix" : "full-galore");
         take(tmp, CKPT_FILE, "ckpt", name, NULL);
         free(p); free(m); free(v);
     }
