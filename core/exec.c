@@ -372,6 +372,34 @@ int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const t
     return run(e, inputs, targets, weight, 1, hp, step, drop_seed, loss, gnorm, NULL);
 }
 
+int exec_forward_hidden(tt_exec *e, const int32_t *inputs, void *out) {
+    int L = e->L, K = e->K, T = e->T;
+    size_t cb = (size_t)T * e->H * be_elem_size(ws_dtype(e->ws));
+    tt_lora *lo = &e->lora;
+    stream_begin(e->st, 0); /* its reads: the layers' inputs, then each micro-batch's last (as the head's) */
+    for (int l = 0; l < L; l++) {
+        int rc = acquire(e, l, l);
+        if (rc) return step_failed(e, rc);
+        for (int k = 0; k < K; k++) {
+            void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
+            void *y = stream_buf_get(e->st);
+            ws_set_seg(e->ws, NULL);
+            model_layer_forward(e->m, lo, e->ws, l, x, y, 0);
+            if (l == 0) stream_buf_put(e->st, x);
+            else stream_cell_done(e->st, l, k, 1);
+            stream_cell_put(e->st, l + 1, k, y);
+        }
+        stream_release(e->st, l, l + 1);
+    }
+    for (int k = 0; k < K; k++) {
+        void *x = stream_cell_get(e->st, L, k);
+        be_to_host((uint8_t *)out + (size_t)k * cb, x, cb); /* after the layers' work on it */
+        stream_cell_done(e->st, L, k, 1);
+    }
+    stream_end(e->st);
+    return 0;
+}
+
 int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, double *loss_sum) {
     double g = 0;
     return run(e, inputs, targets, weight, 0, NULL, 0, 0, loss_sum, &g, NULL);

@@ -96,6 +96,12 @@ int exec_eval(tt_exec *e, const int32_t *inputs, const int32_t *targets, const t
 int exec_eval_tokens(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight,
                      double *loss_sum, double *nll);
 
+/* The forward pass alone over the K micro-batches of inputs (K*B*seq
+ * tokens): each micro-batch's last hidden states (before the final norm;
+ * (B*seq, hidden) in the workspace's type) into out + k * that size (host).
+ * A distillation teacher's side of a streamed step (core/fulltrain.c). */
+int exec_forward_hidden(tt_exec *e, const int32_t *inputs, void *out);
+
 /* IO only: the layer accesses of one step (forward, then backward) through
  * the slots, loading what they lack, with no compute. */
 int exec_io_pass(tt_exec *e);

@@ -734,7 +734,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     tt_ws_opts wo = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1};
     full_state st;
     int rc = state_load(&st, o->model_path, &wo, o);
-    if (rc == -ENOMEM && o->hbm && !o->teacher_path) {
+    if (rc == -ENOMEM && o->hbm) {
         /* it does not fit resident: stream the layers (their master weights and moments in the host arena) */
         char hb[32];
         if (!o->quiet && !o->json)
@@ -819,6 +819,8 @@ typedef struct fstream {
     int32_t *tgt_host;            /* pinned: the step's targets and loss weights (the head uploads from here) */
     tt_real *wt_host;
     tt_wgrad wg;
+    tt_exec *teacher;             /* distillation: the teacher on its own stream (frozen, no adapter) */
+    void *thid;                   /* host arena: its last hidden states of the step's K micro-batches */
 } fstream;
 
 /* Values in layer l's extent (f32). */
@@ -877,13 +879,20 @@ static int fs_carve(const tt_dev_user *u, const tier_store *s, const tt_plan *p,
     }
     if (f) f->moff[L] = tot;
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
-    tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || c->tie_embeddings,
-                     .host = host};
+    /* a teacher's lm_head chunks go through the staging buffer (its own plan keeps lm_head on the host) */
+    tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq,
+                     .head_streamed = !p->head_on_device || c->tie_embeddings || o->teacher_path, .host = host,
+                     .with_distill = o->teacher_path != NULL};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, c, &lc, &wo, dev);
     if (rc) return rc;
     if (f) f->ws = ws;
     else ws_free(ws);
+    if (o->teacher_path) {
+        void *th = host->fn(host->ctx, kt * H * sizeof(tt_real), "teacher's hidden states");
+        if (!th) return TT_FAIL(-ENOMEM, "out of host memory for the teacher's hidden states");
+        if (f) f->thid = th;
+    }
     void *lg = dev->fn(dev->ctx, mx * sizeof(tt_real), "weight gradients (one layer)");
     void *lm = dev->fn(dev->ctx, (amx ? amx : 1) * 4, "AdamW moments (one layer)");
     void *lv = dev->fn(dev->ctx, (amx ? amx : 1) * 4, "AdamW moments (one layer)");
@@ -913,6 +922,7 @@ static int fs_carve(const tt_dev_user *u, const tier_store *s, const tt_plan *p,
 
 static void fs_free(fstream *f) {
     if (!f) return;
+    exec_free(f->teacher);
     stream_free(f->st); /* synchronises first */
     if (f->ws) ws_free(f->ws);
     lora_free(&f->lora);
@@ -948,6 +958,17 @@ static void fs_bind_wgrad(fstream *f, int l) {
         if (d.role == TT_ROLE_LINEAR) f->wg.proj[l][d.proj] = f->lg + tensor_at(s, i);
         else f->wg.norm[l][nn++] = f->lg + tensor_at(s, i); /* input_layernorm first, as model_bind_layer */
     }
+}
+
+/* A distillation teacher's plan request on its own stream: forward passes of the student's micro-batches,
+ * no adapter, f32 activations (the resident teacher's), lm_head on the host (the student's head reads its
+ * chunks through its staging buffer). */
+static void teacher_req(const tt_full_opts *o, tt_plan_req *req) {
+    memset(req, 0, sizeof *req);
+    req->B = o->micro_batch; req->seq = o->seq; req->K = o->accum;
+    req->lm_head = PLAN_HEAD_HOST;
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
+    exec_user(&req->user, &lc, 0);
 }
 
 void fulltrain_plan_req(const tt_full_opts *o, tt_plan_req *req) {
@@ -999,8 +1020,47 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->moff = tt_xcalloc((size_t)f->L + 1, sizeof *f->moff);
     f->toff = tt_xcalloc(f->nt, sizeof *f->toff);
     f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
-    int rc = fulltrain_plan(o, &f->plan, NULL, NULL);
+    tt_full_opts so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
+    tt_plan tp;
+    int rc = 0;
+    if (o->teacher_path) {
+        tier_store *ts = NULL;
+        if ((rc = tier_open(&ts, o->teacher_path)) == 0) {
+            tt_plan_req tr;
+            teacher_req(o, &tr);
+            uint64_t tdev = 0, thost = 0, total = 0;
+            plan_minimum(ts, &tr, &tdev, &thost);
+            plan_dev_fits(tdev, 0, &total);
+            if (o->hbm && total >= o->hbm)
+                rc = TT_FAIL(-ENOSPC, "--hbm is too small for the --teacher %s alone (its smallest plan needs %llu "
+                             "bytes of the device); raise --hbm", o->teacher_path, (unsigned long long)total);
+            if (rc == 0 && o->host && thost >= o->host)
+                rc = TT_FAIL(-ENOSPC, "--host is too small for the --teacher %s alone (its smallest plan needs %llu "
+                             "bytes); raise --host", o->teacher_path, (unsigned long long)thost);
+            if (rc == 0) {
+                if (o->hbm) { tr.hbm = total; so.hbm = o->hbm - tdev; }
+                if (o->host) { tr.host = thost; so.host = o->host - thost; }
+                rc = plan_make(ts, &tr, &tp);
+            }
+            tier_close(ts);
+        }
+    }
+    if (rc == 0) rc = fulltrain_plan(&so, &f->plan, NULL, NULL);
+    if (rc == -ENOSPC && o->teacher_path && (o->hbm || o->host)) { /* name the budget the user gave, for both */
+        uint64_t sdev = 0, shost = 0, need = 0;
+        fulltrain_plan(&so, NULL, &sdev, &shost);
+        plan_dev_fits(sdev + (o->hbm - so.hbm), 0, &need);
+        char a[32], b[32], h[32];
+        rc = o->hbm && so.hbm < need - (o->hbm - so.hbm)
+                 ? TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
+                           "plan and the model's together need --hbm %s; raise --hbm or lower --micro-batch / --seq",
+                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b))
+                 : TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher (the teacher's smallest "
+                           "plan takes %s of it); raise --host", tt_fmt_bytes(o->host, a, sizeof a),
+                           tt_fmt_bytes(o->host - so.host, h, sizeof h));
+    }
     if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
+    if (rc == 0 && o->teacher_path) rc = exec_create(&f->teacher, o->teacher_path, &tp, 0, NULL);
     if (rc) { fs_free(f); return rc; }
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     if ((rc = lora_init(&f->lora, c, &lc, 0))) { fs_free(f); return rc; }
@@ -1127,8 +1187,13 @@ static int fs_run(fstream *f, const int32_t *in, const int32_t *tgt, const tt_re
     int L = f->L, K = f->K, T = f->T;
     /* the resident run's scaling: the mean over every position of the step */
     tt_real dscale = (tt_real)(1.0 / ((double)K * T));
-    double *acc = ws_acc(f->ws), zero[2] = {0, 0}, got[2];
+    double *acc = ws_acc(f->ws), zero[3] = {0, 0, 0}, got[3];
     be_to_device(acc, zero, sizeof zero);
+    int kd = backward && f->teacher;
+    if (kd) { /* the teacher's last hidden states of every micro-batch, on its own stream */
+        int rc = exec_forward_hidden(f->teacher, in, f->thid);
+        if (rc) return fs_failed(rc);
+    }
     memcpy(f->tgt_host, tgt, (size_t)K * T * sizeof *tgt);
     memcpy(f->wt_host, wt, (size_t)K * T * sizeof *wt);
     stream_begin(f->st, backward);
@@ -1149,14 +1214,26 @@ static int fs_run(fstream *f, const int32_t *in, const int32_t *tgt, const tt_re
     if (backward) be_fill(f->fn_g, (size_t)f->H, 0);
     for (int k = 0; k < K; k++) {
         void *x = stream_cell_get(f->st, L, k);
-        void *dx = backward ? stream_buf_get(f->st) : NULL;
+        void *dx = backward ? stream_buf_get(f->st) : NULL, *tx = NULL;
+        if (kd) {
+            size_t tb = (size_t)T * f->H * sizeof(tt_real);
+            tx = stream_buf_get(f->st);
+            be_copy_async(tx, (uint8_t *)f->thid + (size_t)k * tb, tb, BE_H2D, NULL);
+            tt_distill d = {exec_model(f->teacher), tx, f->o->distill_weight, f->o->distill_temp};
+            ws_set_distill(f->ws, &d);
+        }
         model_head(f->m, f->ws, x, f->tgt_host + (size_t)k * T, f->wt_host + (size_t)k * T, dscale, dx, acc);
+        if (kd) {
+            ws_set_distill(f->ws, NULL);
+            stream_buf_put(f->st, tx);
+        }
         stream_cell_done(f->st, L, k, 1);
         if (backward) stream_cell_put(f->st, L, k, dx);
     }
     be_to_host(got, acc, sizeof got); /* the loss, before anything is updated */
-    *loss_out = got[0];
-    if (!backward || !isfinite(got[0])) { /* a non-finite loss: the loop refuses the step, nothing was updated */
+    /* with distillation, the objective (model_micro_step's): (1 - alpha) CE + alpha tau^2 KL */
+    *loss_out = kd ? (1 - (double)f->o->distill_weight) * got[0] + (double)f->o->distill_weight * got[2] : got[0];
+    if (!backward || !isfinite(*loss_out)) { /* a non-finite loss: the loop refuses the step, nothing was updated */
         if (backward) { /* drop the gradients the head stored */
             for (int k = 0; k < K; k++) stream_cell_done(f->st, L, k, 1);
         }
@@ -1322,15 +1399,18 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
             rc = TT_FAIL(-EINVAL, "%s has NF4 weights (%s); full training needs f32 or bf16 weights — train "
                          "before `tiertrain quantize`, or train LoRA adapters on the NF4 store", o->model_path, d.name);
     }
-    if (rc == 0) { /* the budgets first: they decide whether streaming is possible at all */
+    if (rc == 0 && !o->teacher_path) { /* the budgets first: they decide whether streaming is possible at all (with a
+                                        * teacher, fs_create plans both and names the budget for the two) */
         tt_plan p;
         rc = fulltrain_plan(o, &p, NULL, NULL);
     }
     if (rc == 0 && o->clip > 0)
         rc = TT_FAIL(-EINVAL, "streamed full training steps each layer right after its backward, so it cannot clip by "
                      "the global gradient norm: pass --clip 0");
-    if (rc == 0 && o->teacher_path)
-        rc = TT_FAIL(-EINVAL, "streamed full training has no --teacher yet; give --hbm enough for the resident run");
+    if (rc == 0 && o->teacher_path) {
+        int tied;
+        rc = teacher_check(o->teacher_path, o->model_path, &c, &tied);
+    }
     if (rc == 0) rc = check_mix(mix, &c, o->seq);
     fstream *f = NULL;
     if (rc == 0) rc = fs_create(&f, o, &c);

@@ -206,6 +206,26 @@ int main(void) {
                 "resident GaLore\n", ALL_BUDGETS ? " streamed and resident checkpoints at step 1 identical;" : "");
     }
 
+    /* distillation from a teacher (another small model) on its own stream: resident == streamed, the teacher's
+     * smallest plan taken from the student's budget */
+    if (ALL_BUDGETS) {
+        char tsrc[600], dref[600];
+        snprintf(tsrc, sizeof tsrc, "%s/teacher.tier", dir);
+        snprintf(dref, sizeof dref, "%s/kd-resident.tier", dir);
+        CHECK(fixture_write_model(tsrc, &c, TT_DTYPE_F32, 0.05f, 11) == 0);
+        tt_full_opts k = opts(src, dref);
+        k.teacher_path = tsrc;
+        k.distill_weight = 0.5f;
+        k.distill_temp = 2.0f;
+        rc = fulltrain_run(&k, &train, &val, &res);
+        CHECK_MSG(rc == 0, "resident distillation: %s", tt_lasterr());
+        CHECK(!fixture_same_file(ref, dref));
+        int sk = 0;
+        snprintf(out, sizeof out, "%s/kd-streamed.tier", dir);
+        k.out_path = out;
+        streamed("distillation, streamed (teacher streamed too)", k, min_dev * 2, dref, &train, &val, &sk);
+    }
+
     /* a refusal, with nothing written: a gradient clip */
     snprintf(out, sizeof out, "%s/never.tier", dir);
     o.out_path = out;

@@ -142,6 +142,13 @@ expect_error "teacher without --full" "--teacher distills into every weight" "$T
 expect_error "distill weight" "--distill-weight must be in" "$T" train $FULL --teacher "$dir/teacher.tier" \
     --distill-weight 1.5 --out "$dir/x.tier"
 expect_error "missing teacher" "nosuch.tier" "$T" train $FULL --teacher "$dir/nosuch.tier" --out "$dir/x.tier"
+# streamed, the teacher on its own stream: the same store as the resident run
+expect_ok "distill, resident" "$T" train $FULL --steps 2 --eval-every 0 --clip 0 --teacher "$dir/teacher.tier" --out "$dir/kd-r.tier"
+expect_ok "distill, streamed" "$T" train $FULL --steps 2 --eval-every 0 --clip 0 --teacher "$dir/teacher.tier" --stream \
+    --out "$dir/kd-s.tier"
+cmp -s "$dir/kd-r.tier" "$dir/kd-s.tier" || fail "streamed distillation wrote another store than the resident one"
+expect_error "distill, streamed: budget" "with a --teacher: the teacher's smallest plan and the model's together need --hbm" \
+    "$T" train $FULL --steps 2 --clip 0 --teacher "$dir/teacher.tier" --hbm 12M --out "$dir/x.tier"
 [ -e "$dir/x.tier" ] && fail "a refused distillation left x.tier"
 
 finish test_train_cli
