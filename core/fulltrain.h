@@ -21,9 +21,9 @@ typedef struct tt_full_opts {
     uint64_t hbm;             /* device budget (0: unlimited) */
     uint64_t host;            /* pinned host budget of the streamed run (0: unlimited) */
     int stream;               /* 1: train on the streaming executor (sched/stream.h): each layer's f32 master
-                               * weights and AdamW moments live in the host arena and come to the device with the
-                               * layer, its update follows its backward at once (no whole-model gradient); needs
-                               * an f32 store, --clip 0 and AdamW for now. 0: everything resident on the device */
+                               * weights and optimizer state live in the host arena and come to the device with
+                               * the layer, its update follows its backward at once (no whole-model gradient; a
+                               * teacher streams too); needs --clip 0. 0: everything resident on the device */
     int optim;                /* FULL_OPTIM_ADAMW, or FULL_OPTIM_GALORE: GaLore on the projections (core/galore.h),
                                * AdamW on the norms and the embedding */
     tt_galore_cfg galore;     /* with FULL_OPTIM_GALORE (its seed: the run's) */
@@ -66,7 +66,7 @@ void fulltrain_stream_bytes(const struct tier_store *s, const tt_full_opts *o, c
 /* Full-parameter training on train (validation on val, may be NULL) — or on
  * o->mix's sources (train, val NULL) — then writes the store to o->out_path
  * (also after Ctrl-C, at the step reached). Resident unless o->stream, or
- * when the resident run does not fit o->hbm (AdamW, no teacher): then
+ * when the resident run does not fit o->hbm: then
  * streamed. Returns 0 or -errno with a message; on error no output is
  * written. */
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);

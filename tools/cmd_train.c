@@ -298,7 +298,7 @@ int cmd_train(int argc, char **argv) {
         {"out", 'o', CLI_STR, &out, NULL, "DIR", "where checkpoints and the PEFT adapter go (required; with --full: the trained store FILE)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "train every weight (f32 master weights, AdamW; lm_head frozen) instead of LoRA; needs an f32/bf16 store that fits in --hbm"},
         {"ckpt", 0, CLI_STR, &ckpt, NULL, "DIR", "with --full: write checkpoints (the weights, the optimizer state, the step and the data position) into DIR every --save-every steps, at the end, at --stop-after and on Ctrl-C; continue with --resume DIR (default with --resume: that DIR)"},
-        {"stream", 0, CLI_FLAG, &stream, NULL, NULL, "with --full: stream the layers even when the model fits --hbm (each layer's f32 master weights and AdamW moments in the host arena, its update right after its backward; what a run whose resident need exceeds --hbm does by itself); needs an f32 store, AdamW and --clip 0"},
+        {"stream", 0, CLI_FLAG, &stream, NULL, NULL, "with --full: stream the layers even when the model fits --hbm (each layer's f32 master weights and optimizer state in the host arena, its update right after its backward; what a run whose resident need exceeds --hbm does by itself); needs --clip 0"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw, or galore (GaLore's low-rank projected Adam on the projections, AdamW on norms and embedding)"},
         {"galore-rank", 0, CLI_INT, &galore_rank, "128", "R", "with --optim galore: the projection rank (at most each matrix's smaller side)"},
         {"galore-update-every", 0, CLI_INT, &galore_every, "200", "T", "with --optim galore: a new projector from the gradient every T steps"},
