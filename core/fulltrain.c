@@ -820,6 +820,8 @@ typedef struct fstream {
     tt_real *wt_host;
     tt_wgrad wg;
     tt_exec *teacher;             /* distillation: the teacher on its own stream (frozen, no adapter) */
+    tt_full_opts so;              /* o with the model's budgets (what the teacher's plan leaves): the plan's carve
+                                   * reads it */
     void *thid;                   /* host arena: its last hidden states of the step's K micro-batches */
 } fstream;
 
@@ -1020,9 +1022,11 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->moff = tt_xcalloc((size_t)f->L + 1, sizeof *f->moff);
     f->toff = tt_xcalloc(f->nt, sizeof *f->toff);
     f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
-    tt_full_opts so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
+    f->so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
+    tt_full_opts *so_ = &f->so;
+#define so (*so_)
     tt_plan tp;
-    int rc = 0;
+    int rc = 0, teacher_failed = 0;
     if (o->teacher_path) {
         tier_store *ts = NULL;
         if ((rc = tier_open(&ts, o->teacher_path)) == 0) {
@@ -1031,12 +1035,16 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
             uint64_t tdev = 0, thost = 0, total = 0;
             plan_minimum(ts, &tr, &tdev, &thost);
             plan_dev_fits(tdev, 0, &total);
+            char a[32], b[32];
             if (o->hbm && total >= o->hbm)
-                rc = TT_FAIL(-ENOSPC, "--hbm is too small for the --teacher %s alone (its smallest plan needs %llu "
-                             "bytes of the device); raise --hbm", o->teacher_path, (unsigned long long)total);
+                rc = TT_FAIL(-ENOSPC, "--hbm %s is too small for the --teacher %s alone (its smallest plan needs %s of "
+                             "the device); raise --hbm", tt_fmt_bytes(o->hbm, a, sizeof a), o->teacher_path,
+                             tt_fmt_bytes(total, b, sizeof b));
             if (rc == 0 && o->host && thost >= o->host)
-                rc = TT_FAIL(-ENOSPC, "--host is too small for the --teacher %s alone (its smallest plan needs %llu "
-                             "bytes); raise --host", o->teacher_path, (unsigned long long)thost);
+                rc = TT_FAIL(-ENOSPC, "--host %s is too small for the --teacher %s alone (its smallest plan needs %s); "
+                             "raise --host", tt_fmt_bytes(o->host, a, sizeof a), o->teacher_path,
+                             tt_fmt_bytes(thost, b, sizeof b));
+            teacher_failed = rc != 0;
             if (rc == 0) {
                 if (o->hbm) { tr.hbm = total; so.hbm = o->hbm - tdev; }
                 if (o->host) { tr.host = thost; so.host = o->host - thost; }
@@ -1046,7 +1054,7 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
         }
     }
     if (rc == 0) rc = fulltrain_plan(&so, &f->plan, NULL, NULL);
-    if (rc == -ENOSPC && o->teacher_path && (o->hbm || o->host)) { /* name the budget the user gave, for both */
+    if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
         uint64_t sdev = 0, shost = 0, need = 0;
         fulltrain_plan(&so, NULL, &sdev, &shost);
         plan_dev_fits(sdev + (o->hbm - so.hbm), 0, &need);
@@ -1059,6 +1067,7 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
                            "plan takes %s of it); raise --host", tt_fmt_bytes(o->host, a, sizeof a),
                            tt_fmt_bytes(o->host - so.host, h, sizeof h));
     }
+#undef so
     if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
     if (rc == 0 && o->teacher_path) rc = exec_create(&f->teacher, o->teacher_path, &tp, 0, NULL);
     if (rc) { fs_free(f); return rc; }
@@ -1649,7 +1658,15 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
         exec_user(&req.user, &lc, 0);
         exec_user_set_wgrad(&req.user);
         tt_plan p;
-        if ((rc = plan_make(s, &req, &p)) == 0) rc = exec_create(&e, store_path, &p, 0, NULL);
+        if ((rc = plan_make(s, &req, &p)) == -ENOSPC) { /* in prune's terms: its options are the calibration's */
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", tt_lasterr());
+            char *cut = strstr(msg, "; raise");
+            if (cut) *cut = 0;
+            rc = TT_FAIL(-ENOSPC, "%s; raise --hbm / --host, or lower --calib-samples / --calib-seq (one batch of "
+                         "%d windows of %d tokens)", msg, samples, seq);
+        }
+        if (rc == 0) rc = exec_create(&e, store_path, &p, 0, NULL);
     }
     if (rc == 0) {
         calib_sink k = {c, layer_a, layer_b, fd, foff, tix, tt_xmalloc(mx * sizeof(tt_real)), tt_xmalloc(mx * 4),
