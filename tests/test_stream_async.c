@@ -5,7 +5,7 @@
  * streamed steps equal, bit for bit, N resident steps on the synchronous CPU
  * backend, for every budget (the smallest, the smallest with lm_head
  * streamed, a partial spill, a host cache, NVMe every step with the cells on
- * the device) and every delay seed (12; 3 under ASan, 2 under TSan; unless
+ * the device) and every delay seed (8; 3 under ASan, 2 under TSan; unless
  * TT_TEST_SEEDS says otherwise).
  *
  * A missing event wait in the runtime shows up here as a mismatch and, in
@@ -61,7 +61,7 @@ int main(void) {
 #elif defined(__SANITIZE_ADDRESS__)
     int seeds = ns ? atoi(ns) : 3;
 #else
-    int seeds = ns ? atoi(ns) : 12;
+    int seeds = ns ? atoi(ns) : 8;
 #endif
     int expect_fail = ef && strcmp(ef, "1") == 0;
     if (seeds < 1) seeds = 1;
