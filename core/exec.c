@@ -249,6 +249,30 @@ static int step_failed(tt_exec *e, int rc) {
     return rc;
 }
 
+/* The forward pass over the layers for the K micro-batches (after stream_begin): cell (L, k) holds each
+ * micro-batch's last hidden states. backward: keep the checkpoints, with LoRA dropout from drop_seed. */
+static int forward(tt_exec *e, const int32_t *inputs, int backward, uint64_t drop_seed) {
+    int L = e->L, K = e->K, T = e->T;
+    for (int l = 0; l < L; l++) {
+        int rc = acquire(e, l, l);
+        if (rc) return step_failed(e, rc);
+        for (int k = 0; k < K; k++) {
+            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
+            void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
+            void *y = stream_buf_get(e->st);
+            tt_span t0 = span_begin(e);
+            ws_set_seg(e->ws, e->segs ? e->seg_dev + (size_t)k * T : NULL);
+            model_layer_forward(e->m, &e->lora, e->ws, l, x, y, backward ? ds : 0);
+            span_end(e, t0, TRACE_COMPUTE, "forward", l);
+            if (l == 0) stream_buf_put(e->st, x);
+            else stream_cell_done(e->st, l, k, !backward); /* eval: the checkpoint is not needed again */
+            stream_cell_put(e->st, l + 1, k, y);
+        }
+        stream_release(e->st, l, l + 1);
+    }
+    return 0;
+}
+
 /* nll (eval only; NULL: not wanted): each token's NLL (host, K*T), read back after each micro-batch's head. */
 static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const tt_real *weight, int backward,
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm, double *nll) {
@@ -268,24 +292,8 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
         be_to_device(e->seg_dev, e->seg_host, (size_t)K * T * sizeof *e->seg_host);
     }
     stream_begin(e->st, backward);
-    /* forward */
-    for (int l = 0; l < L; l++) {
-        int rc = acquire(e, l, l);
-        if (rc) return step_failed(e, rc);
-        for (int k = 0; k < K; k++) {
-            uint64_t ds = drop_seed ? drop_seed + (uint64_t)k : 0;
-            void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
-            void *y = stream_buf_get(e->st);
-            tt_span t0 = span_begin(e);
-            ws_set_seg(e->ws, e->segs ? e->seg_dev + (size_t)k * T : NULL);
-            model_layer_forward(e->m, lo, e->ws, l, x, y, backward ? ds : 0);
-            span_end(e, t0, TRACE_COMPUTE, "forward", l);
-            if (l == 0) stream_buf_put(e->st, x);
-            else stream_cell_done(e->st, l, k, !backward); /* eval: the checkpoint is not needed again */
-            stream_cell_put(e->st, l + 1, k, y);
-        }
-        stream_release(e->st, l, l + 1);
-    }
+    int frc = forward(e, inputs, backward, drop_seed);
+    if (frc) return frc;
     /* head */
     for (int k = 0; k < K; k++) {
         void *x = stream_cell_get(e->st, L, k);
@@ -375,22 +383,9 @@ int exec_step(tt_exec *e, const int32_t *inputs, const int32_t *targets, const t
 int exec_forward_hidden(tt_exec *e, const int32_t *inputs, void *out) {
     int L = e->L, K = e->K, T = e->T;
     size_t cb = (size_t)T * e->H * be_elem_size(ws_dtype(e->ws));
-    tt_lora *lo = &e->lora;
     stream_begin(e->st, 0); /* its reads: the layers' inputs, then each micro-batch's last (as the head's) */
-    for (int l = 0; l < L; l++) {
-        int rc = acquire(e, l, l);
-        if (rc) return step_failed(e, rc);
-        for (int k = 0; k < K; k++) {
-            void *x = l == 0 ? embed_in(e, inputs + (size_t)k * T) : stream_cell_get(e->st, l, k);
-            void *y = stream_buf_get(e->st);
-            ws_set_seg(e->ws, NULL);
-            model_layer_forward(e->m, lo, e->ws, l, x, y, 0);
-            if (l == 0) stream_buf_put(e->st, x);
-            else stream_cell_done(e->st, l, k, 1);
-            stream_cell_put(e->st, l + 1, k, y);
-        }
-        stream_release(e->st, l, l + 1);
-    }
+    int rc = forward(e, inputs, 0, 0);
+    if (rc) return rc;
     for (int k = 0; k < K; k++) {
         void *x = stream_cell_get(e->st, L, k);
         be_to_host((uint8_t *)out + (size_t)k * cb, x, cb); /* after the layers' work on it */
