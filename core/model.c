@@ -812,13 +812,19 @@ void ws_set_distill(tt_ws *w, const tt_distill *d) {
     w->kd = &w->kd_set;
 }
 
-const void *model_forward(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs) {
+/* The embedding and every layer into the checkpoints (LoRA dropout from drop_seed); the last hidden states. */
+static void *forward_ck(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs, uint64_t drop_seed) {
     int L = (int)m->cfg.n_layers;
     size_t TH = (size_t)w->T * w->H;
     TT_ASSERT(w->ck);
     model_embed(m, w, inputs, w->ck);
-    for (int l = 0; l < L; l++) model_layer_forward(m, lo, w, l, AT(w, w->ck, l * TH), AT(w, w->ck, (l + 1) * TH), 0);
+    for (int l = 0; l < L; l++)
+        model_layer_forward(m, lo, w, l, AT(w, w->ck, l * TH), AT(w, w->ck, (l + 1) * TH), drop_seed);
     return AT(w, w->ck, L * TH);
+}
+
+const void *model_forward(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs) {
+    return forward_ck(m, lo, w, inputs, 0);
 }
 void ws_set_seg(tt_ws *w, const int32_t *seg) { w->seg = seg; }
 
@@ -890,14 +896,11 @@ double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *input
                         const tt_real *weight, tt_real dscale, int backward, uint64_t drop_seed) {
     int L = (int)m->cfg.n_layers;
     size_t TH = (size_t)w->T * w->H;
-    TT_ASSERT(w->ck);
-    model_embed(m, w, inputs, w->ck);
-    for (int l = 0; l < L; l++)
-        model_layer_forward(m, lo, w, l, AT(w, w->ck, l * TH), AT(w, w->ck, (l + 1) * TH), drop_seed);
+    void *xL = forward_ck(m, lo, w, inputs, drop_seed);
     void *dx = w->dx0, *dprev = w->dx1;
     double acc[3] = {0, 0, 0}, loss;
     be_to_device(w->acc, acc, sizeof acc);
-    model_head(m, w, AT(w, w->ck, L * TH), targets, weight, dscale, backward ? dx : NULL, w->acc);
+    model_head(m, w, xL, targets, weight, dscale, backward ? dx : NULL, w->acc);
     be_to_host(acc, w->acc, sizeof acc); /* the one read-back */
     /* with distillation, the objective: (1 - alpha) CE + alpha tau^2 KL */
     loss = backward && w->kd ? (1 - (double)w->kd->weight) * acc[0] + (double)w->kd->weight * acc[2] : acc[0];
