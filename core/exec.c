@@ -100,16 +100,17 @@ void exec_user_set_wgrad(tt_dev_user *u) {
 static void wgrad_done(void *ctx, int l, int p) {
     tt_exec *e = ctx;
     e->wg_fn(e->wg_ctx, l, p, e->wg_buf);
-    int in, out;
-    const tt_config *c = tier_config(stream_store(e->st));
+    const tier_store *s = stream_store(e->st);
+    const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
     tt_tensor_desc d;
-    for (uint32_t i = 0; i < config_n_tensors(c); i++) { /* its size */
-        config_tensor(c, i, &d);
-        if (d.layer == l && d.role == TT_ROLE_LINEAR && (int)d.proj == p) break;
+    for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) { /* its size, among the layer's */
+        config_tensor(tier_config(s), i, &d);
+        if (d.role == TT_ROLE_LINEAR && (int)d.proj == p) {
+            be_fill(e->wg_buf, d.rows * d.cols, 0);
+            return;
+        }
     }
-    in = (int)d.cols;
-    out = (int)d.rows;
-    be_fill(e->wg_buf, (size_t)in * out, 0);
+    TT_ASSERT(0);
 }
 
 void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, int p, const tt_real *g), void *ctx) {

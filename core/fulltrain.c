@@ -169,6 +169,12 @@ static void *measure_fn(void *ctx, size_t bytes, const char *label) {
     return (void *)(uintptr_t)16; /* a placeholder, never dereferenced */
 }
 
+/* The refusal of an NF4 store (tensor name) that both runs give. */
+static int nf4_refused(const char *path, const char *name) {
+    return TT_FAIL(-EINVAL, "%s has NF4 weights (%s); full training needs f32 or bf16 weights — train before "
+                   "`tiertrain quantize`, or train LoRA adapters on the NF4 store", path, name);
+}
+
 /* A distillation teacher for the student config c (path: the student's
  * store): same hidden size and vocabulary. *tied: its lm_head is the
  * embedding (on the host: its chunks go through the staging buffer). */
@@ -227,8 +233,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         config_tensor(c, i, &d);
         st->dtypes[i] = store_reader_dtype(&rd, i);
         if (st->dtypes[i] == TT_DTYPE_NF4 || st->dtypes[i] == TT_DTYPE_NF4DQ) {
-            rc = TT_FAIL(-EINVAL, "%s has NF4 weights (%s); full training needs f32 or bf16 weights — train "
-                         "before `tiertrain quantize`, or train LoRA adapters on the NF4 store", path, d.name);
+            rc = nf4_refused(path, d.name);
             goto out;
         }
         int frozen = d.role == TT_ROLE_LM_HEAD || (d.role == TT_ROLE_EMBED && c->tie_embeddings);
@@ -483,6 +488,22 @@ static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what
     return 0;
 }
 
+/* The shared loop's view of o (no dropout), which a checkpoint also records (ck_record). */
+static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
+    memset(lo, 0, sizeof *lo);
+    lo->seed = o->seed;
+    lo->steps = o->steps; lo->seq = o->seq; lo->micro_batch = o->micro_batch; lo->accum = o->accum;
+    lo->warmup = o->warmup;
+    lo->lr = o->lr; lo->min_lr = o->min_lr; lo->wd = o->wd; lo->b1 = o->b1; lo->b2 = o->b2; lo->eps = o->eps;
+    lo->clip = o->clip;
+    lo->eval_every = o->eval_every; lo->eval_tokens = o->eval_tokens;
+    lo->json = o->json; lo->quiet = o->quiet;
+    lo->hbm = o->hbm;
+    lo->out_dir = o->ckpt_dir; /* the loop's messages name the checkpoint folder */
+    lo->save_every = o->save_every;
+    lo->stop_after = o->stop_after;
+}
+
 /* ---- checkpoints (both runs) ------------------------------------------------
  *
  * The layout (ckpt_state.full): params = every trainable tensor's f32
@@ -501,8 +522,8 @@ static int trainable(const tt_config *c, const tt_tensor_desc *d) {
     return d->role != TT_ROLE_LM_HEAD && !(d->role == TT_ROLE_EMBED && c->tie_embeddings);
 }
 
-/* Values in params and in m (each) for cfg's trainable tensors. */
-static void ck_sizes(const tt_config *c, const ck_ops *ops, void *ctx, uint64_t *np, uint64_t *nm) {
+/* Values in params and in m (each) for cfg's trainable tensors; *nw: the weights' (where the projectors start). */
+static void ck_sizes(const tt_config *c, const ck_ops *ops, void *ctx, uint64_t *np, uint64_t *nm, uint64_t *nw) {
     uint64_t w = 0, pj = 0, mo = 0;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
@@ -515,17 +536,13 @@ static void ck_sizes(const tt_config *c, const ck_ops *ops, void *ctx, uint64_t 
     }
     *np = w + pj;
     *nm = mo;
+    *nw = w;
 }
 
 static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c, const tt_mix *mix, uint64_t np,
                       int step, uint64_t seen) {
     tt_train_opts lo;
-    memset(&lo, 0, sizeof lo);
-    lo.seed = o->seed;
-    lo.steps = o->steps; lo.seq = o->seq; lo.micro_batch = o->micro_batch; lo.accum = o->accum;
-    lo.warmup = o->warmup;
-    lo.lr = o->lr; lo.min_lr = o->min_lr; lo.wd = o->wd; lo.b1 = o->b1; lo.b2 = o->b2; lo.eps = o->eps;
-    lo.clip = o->clip;
+    loop_opts(o, &lo);
     train_ckpt_fill(st, &lo, c, NULL, np, mix, step, seen);
     st->optim = (uint32_t)o->optim;
     if (o->optim == FULL_OPTIM_GALORE) {
@@ -537,8 +554,8 @@ static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c,
 
 static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix, const ck_ops *ops, void *ctx,
                    int step, uint64_t seen) {
-    uint64_t np, nm;
-    ck_sizes(c, ops, ctx, &np, &nm);
+    uint64_t np, nm, pj;
+    ck_sizes(c, ops, ctx, &np, &nm, &pj);
     if (mkdir(o->ckpt_dir, 0755) != 0 && errno != EEXIST)
         return TT_FAIL(-errno, "cannot create the checkpoint folder %s: %s", o->ckpt_dir, strerror(errno));
     float *P = malloc((np ? np : 1) * 4), *M = calloc(np ? np : 1, 4), *V = calloc(np ? np : 1, 4);
@@ -548,14 +565,7 @@ static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix,
                        o->ckpt_dir);
     }
     be_synchronize(); /* every update and write-back of the step is done */
-    uint64_t w = 0, mo = 0, pj = np;
-    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
-        tt_tensor_desc d;
-        config_tensor(c, i, &d);
-        if (!trainable(c, &d)) continue;
-        const tt_galore *g = ops->gal(ctx, i);
-        pj -= g ? (uint64_t)g->prows * g->r : 0;
-    }
+    uint64_t w = 0, mo = 0;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
         config_tensor(c, i, &d);
@@ -582,19 +592,13 @@ static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const
     float *M, *V;
     int rc = ckpt_read(o->resume_dir, &st, &pv, &M, &V);
     if (rc) return rc;
-    uint64_t np, nm;
-    ck_sizes(c, ops, ctx, &np, &nm);
+    uint64_t np, nm, pj;
+    ck_sizes(c, ops, ctx, &np, &nm, &pj);
     ck_record(&want, o, c, mix, np, 0, 0);
     rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
     if (rc == 0) {
         const float *P = pv;
-        uint64_t w = 0, mo = 0, pj = np;
-        for (uint32_t i = 0; i < config_n_tensors(c); i++) {
-            tt_tensor_desc d;
-            config_tensor(c, i, &d);
-            const tt_galore *g = trainable(c, &d) ? ops->gal(ctx, i) : NULL;
-            pj -= g ? (uint64_t)g->prows * g->r : 0;
-        }
+        uint64_t w = 0, mo = 0;
         for (uint32_t i = 0; i < config_n_tensors(c); i++) {
             tt_tensor_desc d;
             config_tensor(c, i, &d);
@@ -674,23 +678,6 @@ static int check_mix(const tt_mix *mix, const tt_config *c, int S) {
     return rc;
 }
 
-/* The shared loop's view of o: no checkpoints, no dropout. */
-static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
-    /* (ck_record's view is the same: a checkpoint records these) */
-    memset(lo, 0, sizeof *lo);
-    lo->seed = o->seed;
-    lo->steps = o->steps; lo->seq = o->seq; lo->micro_batch = o->micro_batch; lo->accum = o->accum;
-    lo->warmup = o->warmup;
-    lo->lr = o->lr; lo->min_lr = o->min_lr; lo->wd = o->wd; lo->b1 = o->b1; lo->b2 = o->b2; lo->eps = o->eps;
-    lo->clip = o->clip;
-    lo->eval_every = o->eval_every; lo->eval_tokens = o->eval_tokens;
-    lo->json = o->json; lo->quiet = o->quiet;
-    lo->hbm = o->hbm;
-    lo->out_dir = o->ckpt_dir; /* the loop's messages name the checkpoint folder */
-    lo->save_every = o->save_every;
-    lo->stop_after = o->stop_after;
-}
-
 static int full_save(void *ctx, int step, uint64_t seen) {
     full_ctx *fc = ctx;
     return ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
@@ -706,9 +693,9 @@ static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, co
     char x[32], y[32], z[32];
     if (o->optim == FULL_OPTIM_GALORE)
         printf("optimizer: GaLore rank %d (projector every %d steps, scale %g) on %d of %d projections, AdamW on "
-               "the rest: state %s on the device, %.1f%% of AdamW's %s (and a %s workspace)\n", o->galore.rank,
+               "the rest: state %s %s, %.1f%% of AdamW's %s (and a %s workspace)\n", o->galore.rank,
                o->galore.update_every, (double)o->galore.scale, galore_count(c, o), linear_count(c),
-               tt_fmt_bytes(ob, x, sizeof x), 100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y),
+               tt_fmt_bytes(ob, x, sizeof x), o->stream ? "in the host arena" : "on the device", 100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y),
                tt_fmt_bytes(wb, z, sizeof z));
     else
         printf("optimizer: AdamW, state %s%s\n", tt_fmt_bytes(ab, y, sizeof y),
@@ -739,7 +726,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         char hb[32];
         if (!o->quiet && !o->json)
             printf("full training: the resident run does not fit --hbm %s; streaming the layers (their f32 master "
-                   "weights and AdamW moments in the host arena)\n", tt_fmt_bytes(o->hbm, hb, sizeof hb));
+                   "weights and optimizer state in the host arena)\n", tt_fmt_bytes(o->hbm, hb, sizeof hb));
         return fullstream_run(o, mix, res);
     }
     if (rc) return rc;
@@ -779,14 +766,15 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
  * layer is loaded into a device slot, trained there, and written back. The
  * step is exec.c's block schedule (forward over the layers for all K
  * micro-batches, the head, backward from the top), with weight gradients:
- * each layer's into one device buffer laid out like its extent, consumed by
- * the layer's AdamW step right after its backward (its moments come from the
- * host arena and go back), then the slot goes back to the cache. The final
+ * each layer's into one device buffer laid out like its master extent,
+ * consumed by the layer's optimizer step right after its backward (its AdamW
+ * moments or GaLore states come from the host arena and go back), then the
+ * slot goes back to the cache. The final
  * norm is stepped after the head (on the device: it is small), the
  * embedding after layer 0 (on the host, where it is gathered: its master
  * weights, moments and gradient live in the host arena). The arithmetic is
  * the resident run's, tensor by tensor (tensor_step), so the trained model is
- * the same bit for bit (tests/test_fulltrain.c). */
+ * the same bit for bit (tests/test_fullstream.c). */
 
 typedef struct fs_cfg {
     const tt_full_opts *o; /* valid while the run lasts */
@@ -808,6 +796,7 @@ typedef struct fstream {
     float *m_host, *v_host;       /* host arena: every layer's AdamW moments, layer after layer */
     uint64_t *moff;               /* [L + 1]: where layer l's moments start in m_host / v_host (values) */
     uint64_t *toff;               /* [nt]: tensor i's moments in m_host / v_host, or UINT64_MAX (GaLore's) */
+    uint64_t *mvo;                /* [nt]: a layer tensor's values' offset in its layer's master extent */
     tt_galore *gal;               /* [nt]: GaLore's state of tensor i in the host arena (gal[i].m == 0: none) */
     tt_galore_ws gws;             /* device: GaLore's workspace */
     tt_real *gproj;               /* device: one matrix's GaLore state during its step */
@@ -931,6 +920,7 @@ static void fs_free(fstream *f) {
     model_free(f->m);
     free(f->moff);
     free(f->toff);
+    free(f->mvo);
     for (uint32_t i = 0; f->gal && i < f->nt; i++)
         if (f->gal[i].m) galore_free(&f->gal[i]); /* bound: leaves the arena's buffers alone */
     free(f->gal);
@@ -940,14 +930,8 @@ static void fs_free(fstream *f) {
 
 /* Layer l's tensors in its extent: for tensor i of the store, its values'
  * offset in the extent (the gradient and moment buffers share the layout). */
-static uint64_t tensor_at(const tier_store *s, uint32_t i) {
-    const tier_tensor *t = tier_tensor_at(s, i);
-    const tier_extent *x = tier_extent_at(s, t->extent);
-    uint64_t offs[64];
-    TT_ASSERT(x->n_tensors <= 64);
-    stream_master_layout(s, (int)(t->extent - TT_EXTENT_LAYER(0)), offs);
-    return offs[i - x->first_tensor] / 4;
-}
+/* Where layer tensor i's values start in its layer's master extent (fs_create lays them out once). */
+static uint64_t tensor_at(const fstream *f, uint32_t i) { return f->mvo[i]; }
 
 /* Points the weight-gradient slots of layer l into the layer gradient buffer. */
 static void fs_bind_wgrad(fstream *f, int l) {
@@ -957,8 +941,8 @@ static void fs_bind_wgrad(fstream *f, int l) {
     for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
         tt_tensor_desc d;
         config_tensor(&f->cfg, i, &d);
-        if (d.role == TT_ROLE_LINEAR) f->wg.proj[l][d.proj] = f->lg + tensor_at(s, i);
-        else f->wg.norm[l][nn++] = f->lg + tensor_at(s, i); /* input_layernorm first, as model_bind_layer */
+        if (d.role == TT_ROLE_LINEAR) f->wg.proj[l][d.proj] = f->lg + tensor_at(f, i);
+        else f->wg.norm[l][nn++] = f->lg + tensor_at(f, i); /* input_layernorm first, as model_bind_layer */
     }
 }
 
@@ -1021,10 +1005,10 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->nt = config_n_tensors(c);
     f->moff = tt_xcalloc((size_t)f->L + 1, sizeof *f->moff);
     f->toff = tt_xcalloc(f->nt, sizeof *f->toff);
+    f->mvo = tt_xcalloc(f->nt, sizeof *f->mvo);
     f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
     f->so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
-    tt_full_opts *so_ = &f->so;
-#define so (*so_)
+    tt_full_opts *so = &f->so;
     tt_plan tp;
     int rc = 0, teacher_failed = 0;
     if (o->teacher_path) {
@@ -1046,28 +1030,27 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
                              tt_fmt_bytes(thost, b, sizeof b));
             teacher_failed = rc != 0;
             if (rc == 0) {
-                if (o->hbm) { tr.hbm = total; so.hbm = o->hbm - tdev; }
-                if (o->host) { tr.host = thost; so.host = o->host - thost; }
+                if (o->hbm) { tr.hbm = total; so->hbm = o->hbm - tdev; }
+                if (o->host) { tr.host = thost; so->host = o->host - thost; }
                 rc = plan_make(ts, &tr, &tp);
             }
             tier_close(ts);
         }
     }
-    if (rc == 0) rc = fulltrain_plan(&so, &f->plan, NULL, NULL);
+    if (rc == 0) rc = fulltrain_plan(so, &f->plan, NULL, NULL);
     if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
         uint64_t sdev = 0, shost = 0, need = 0;
-        fulltrain_plan(&so, NULL, &sdev, &shost);
-        plan_dev_fits(sdev + (o->hbm - so.hbm), 0, &need);
+        fulltrain_plan(so, NULL, &sdev, &shost);
+        plan_dev_fits(sdev + (o->hbm - so->hbm), 0, &need); /* the model's smallest plan and the teacher's */
         char a[32], b[32], h[32];
-        rc = o->hbm && so.hbm < need - (o->hbm - so.hbm)
+        rc = o->hbm && need > o->hbm
                  ? TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
                            "plan and the model's together need --hbm %s; raise --hbm or lower --micro-batch / --seq",
                            tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b))
                  : TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher (the teacher's smallest "
                            "plan takes %s of it); raise --host", tt_fmt_bytes(o->host, a, sizeof a),
-                           tt_fmt_bytes(o->host - so.host, h, sizeof h));
+                           tt_fmt_bytes(o->host - so->host, h, sizeof h));
     }
-#undef so
     if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
     if (rc == 0 && o->teacher_path) rc = exec_create(&f->teacher, o->teacher_path, &tp, 0, NULL);
     if (rc) { fs_free(f); return rc; }
@@ -1078,6 +1061,13 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->T = o->micro_batch * o->seq;
     f->H = (int)c->hidden;
     const tier_store *s = stream_store(f->st);
+    for (int l = 0; l < f->L; l++) { /* the layers' master layouts, once */
+        const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
+        uint64_t offs[64];
+        TT_ASSERT(x->n_tensors <= 64);
+        stream_master_layout(s, l, offs);
+        for (uint32_t j = 0; j < x->n_tensors; j++) f->mvo[x->first_tensor + j] = offs[j] / 4;
+    }
     /* the final norm and the embedding: f32 master copies */
     uint32_t edt;
     const void *eblob = stream_embed(f->st, &edt);
@@ -1125,7 +1115,7 @@ static int fs_acquire(fstream *f, int l, int pos, const void **ext) {
     for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
         tt_tensor_desc d;
         config_tensor(&f->cfg, i, &d);
-        const float *p = (const float *)*ext + tensor_at(s, i);
+        const float *p = (const float *)*ext + tensor_at(f, i);
         if (d.role == TT_ROLE_LINEAR) {
             lw.proj[d.proj] = p;
             lw.dtype[d.proj] = TT_DTYPE_F32;
@@ -1149,7 +1139,7 @@ static void fs_layer_step(fstream *f, int l, void *ext, float lr, int step) {
     for (uint32_t i = x->first_tensor; i < x->first_tensor + x->n_tensors; i++) {
         tt_tensor_desc d;
         config_tensor(&f->cfg, i, &d);
-        uint64_t a = tensor_at(s, i);
+        uint64_t a = tensor_at(f, i);
         float wd = d.role == TT_ROLE_LINEAR ? f->o->wd : 0.f;
         tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
         if (!g) {
@@ -1292,7 +1282,6 @@ static int fs_run(fstream *f, const int32_t *in, const int32_t *tgt, const tt_re
  * device, the embedding on the host; GaLore's states (host-bound) pass through the device scratch to be set. */
 static void fs_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v, float *proj) {
     fstream *f = ctx;
-    const tier_store *s = stream_store(f->st);
     tt_tensor_desc d;
     config_tensor(&f->cfg, i, &d);
     if (d.layer < 0) {
@@ -1301,7 +1290,7 @@ static void fs_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v
         else { be_to_host(w, f->fn, n * 4); be_to_host(m, f->fn_m, n * 4); be_to_host(v, f->fn_v, n * 4); }
         return;
     }
-    memcpy(w, (const float *)stream_layer_host(f->st, d.layer) + tensor_at(s, i), n * 4);
+    memcpy(w, (const float *)stream_layer_host(f->st, d.layer) + tensor_at(f, i), n * 4);
     const tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
     if (!g) {
         memcpy(m, f->m_host + f->toff[i], n * 4);
@@ -1315,7 +1304,6 @@ static void fs_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v
 static void fs_set(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v,
                    const float *proj) {
     fstream *f = ctx;
-    const tier_store *s = stream_store(f->st);
     tt_tensor_desc d;
     config_tensor(&f->cfg, i, &d);
     if (d.layer < 0) {
@@ -1324,7 +1312,7 @@ static void fs_set(void *ctx, uint32_t i, size_t n, const float *w, const float 
         return;
     }
     /* before the first step: no slot holds the layer yet, its loads read the cache */
-    memcpy((float *)stream_layer_host(f->st, d.layer) + tensor_at(s, i), w, n * 4);
+    memcpy((float *)stream_layer_host(f->st, d.layer) + tensor_at(f, i), w, n * 4);
     tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
     if (!g) {
         memcpy(f->m_host + f->toff[i], m, n * 4);
@@ -1384,9 +1372,8 @@ typedef struct fs_out {
 static int fs_fill_out(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out) {
     fs_out *w = ctx;
     fstream *f = w->f;
-    const tier_store *s = stream_store(f->st);
     size_t n = d->rows * d->cols;
-    if (d->layer >= 0) memcpy(out, (const float *)stream_layer_host(f->st, d->layer) + tensor_at(s, i), n * 4);
+    if (d->layer >= 0) memcpy(out, (const float *)stream_layer_host(f->st, d->layer) + tensor_at(f, i), n * 4);
     else if (d->role == TT_ROLE_NORM) be_to_host(out, f->fn, n * 4);
     else if (d->role == TT_ROLE_EMBED && f->emb) memcpy(out, f->emb, n * 4);
     else return store_reader_tensor(w->rd, i, out); /* lm_head, a tied embedding: frozen */
@@ -1404,9 +1391,7 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
         tt_tensor_desc d;
         config_tensor(&c, i, &d);
         dtypes[i] = store_reader_dtype(&rd, i);
-        if (dtypes[i] != TT_DTYPE_F32 && dtypes[i] != TT_DTYPE_BF16)
-            rc = TT_FAIL(-EINVAL, "%s has NF4 weights (%s); full training needs f32 or bf16 weights — train "
-                         "before `tiertrain quantize`, or train LoRA adapters on the NF4 store", o->model_path, d.name);
+        if (dtypes[i] != TT_DTYPE_F32 && dtypes[i] != TT_DTYPE_BF16) rc = nf4_refused(o->model_path, d.name);
     }
     if (rc == 0 && !o->teacher_path) { /* the budgets first: they decide whether streaming is possible at all (with a
                                         * teacher, fs_create plans both and names the budget for the two) */
@@ -1487,6 +1472,9 @@ static void calib_windows(const uint32_t *tokens, uint64_t n, int samples, int s
 /* The calibration data against the model: enough tokens for the windows, every one in the vocabulary. */
 static int calib_check(const tt_config *c, const uint32_t *tokens, uint64_t n, int samples, int seq,
                        const char *store_path) {
+    if (seq < 2 || samples < 1)
+        return TT_FAIL(-EINVAL, "calibration needs windows of at least 2 tokens and at least 1 sample (got %d x %d)",
+                       samples, seq);
     if (n < (uint64_t)samples * seq + 1)
         return TT_FAIL(-EINVAL, "the calibration data has %llu tokens; %d samples of %d tokens need at least %llu",
                        (unsigned long long)n, samples, seq, (unsigned long long)samples * seq + 1);
@@ -1499,9 +1487,6 @@ static int calib_check(const tt_config *c, const uint32_t *tokens, uint64_t n, i
 
 int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64_t n, int samples, int seq,
                           uint32_t layer_a, uint32_t layer_b, float **grads) {
-    if (seq < 2 || samples < 1)
-        return TT_FAIL(-EINVAL, "calibration needs windows of at least 2 tokens and at least 1 sample (got %d x %d)",
-                       samples, seq);
     tt_model *m = NULL;
     int rc = model_load(&m, store_path);
     if (rc) return rc;
@@ -1610,9 +1595,6 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
                                  float **grads, void **map, uint64_t *map_len) {
     *map = NULL;
     *map_len = 0;
-    if (seq < 2 || samples < 1)
-        return TT_FAIL(-EINVAL, "calibration needs windows of at least 2 tokens and at least 1 sample (got %d x %d)",
-                       samples, seq);
     tier_store *s = NULL;
     int rc = tier_open(&s, store_path);
     if (rc) return rc;
