@@ -3,7 +3,9 @@
  * controls, DEL, C1 controls in UTF-8 or raw) and malformed UTF-8 come out as
  * visible \xNN; printable ASCII and well-formed UTF-8 pass unchanged; a long
  * string is cut with "..." within the buffer; escaping is idempotent; every
- * error message (tt_seterr) is escaped. */
+ * error message (tt_seterr) is escaped. tt_parse_size, the size options'
+ * parser: suffixes, fractions of a unit, and refusals (a sign, a fraction that
+ * would read as 0, overflow, trailing junk). */
 #include "core/base/common.h"
 #include "tests/test.h"
 
@@ -17,7 +19,29 @@ static void expect(const char *in, const char *want, size_t cap) {
     CHECK_MSG(strlen(buf) < cap && buf[cap] == 'Z', "tt_escape(cap %zu) wrote past its buffer", cap);
 }
 
+static void size_is(const char *in, int ok, uint64_t want) {
+    uint64_t got = 12345;
+    int rc = tt_parse_size(in, &got);
+    if (ok) CHECK_MSG(rc == 0 && got == want, "tt_parse_size(%s): rc %d, %llu, want %llu", in, rc,
+                      (unsigned long long)got, (unsigned long long)want);
+    else CHECK_MSG(rc != 0 && got == 12345, "tt_parse_size(%s) accepted: %llu", in, (unsigned long long)got);
+}
+
 int main(void) {
+    size_is("0", 1, 0);
+    size_is("64", 1, 64);
+    size_is("4K", 1, 4096);
+    size_is("1.5GiB", 1, 3ull << 29);
+    size_is("20G", 1, 20ull << 30);
+    size_is("1.3G", 1, 1395864371);    /* a fraction of a unit: truncated to bytes */
+    size_is("2.5", 1, 2);
+    size_is("1e-45", 0, 0);            /* positive but below 1: would read as 0 ("all") */
+    size_is("0.99999999999", 0, 0);
+    size_is("-1", 0, 0);
+    size_is("1e39", 0, 0);
+    size_is("nan", 0, 0);
+    size_is("4X", 0, 0);
+    size_is("", 0, 0);
     expect("model.layers.0.q_proj", "model.layers.0.q_proj", 64);
     expect("", "", 8);
     expect("caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", 64); /* é, 中, 😀 */

@@ -53,6 +53,7 @@ int tt_parse_size(const char *s, uint64_t *out) {
     if (*end != '\0') return -EINVAL;
     double bytes = v * (double)mul;
     if (bytes > 1.8e19) return -EINVAL;
+    if (bytes > 0 && bytes < 1) return -EINVAL; /* would read as 0, which options take as "all" or "auto" */
     *out = (uint64_t)bytes;
     return 0;
 }
