@@ -695,8 +695,8 @@ static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, co
         printf("optimizer: GaLore rank %d (projector every %d steps, scale %g) on %d of %d projections, AdamW on "
                "the rest: state %s %s, %.1f%% of AdamW's %s (and a %s workspace)\n", o->galore.rank,
                o->galore.update_every, (double)o->galore.scale, galore_count(c, o), linear_count(c),
-               tt_fmt_bytes(ob, x, sizeof x), o->stream ? "in the host arena" : "on the device", 100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y),
-               tt_fmt_bytes(wb, z, sizeof z));
+               tt_fmt_bytes(ob, x, sizeof x), o->stream ? "in the host arena" : "on the device",
+               100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, y, sizeof y), tt_fmt_bytes(wb, z, sizeof z));
     else
         printf("optimizer: AdamW, state %s%s\n", tt_fmt_bytes(ab, y, sizeof y),
                o->stream ? " in the host arena (each layer's on the device for its step)" : " on the device");
@@ -928,9 +928,8 @@ static void fs_free(fstream *f) {
     free(f);
 }
 
-/* Layer l's tensors in its extent: for tensor i of the store, its values'
- * offset in the extent (the gradient and moment buffers share the layout). */
-/* Where layer tensor i's values start in its layer's master extent (fs_create lays them out once). */
+/* Where layer tensor i's values start in its layer's master extent, laid out once by fs_create (the layer
+ * gradient buffer shares the layout). */
 static uint64_t tensor_at(const fstream *f, uint32_t i) { return f->mvo[i]; }
 
 /* Points the weight-gradient slots of layer l into the layer gradient buffer. */
