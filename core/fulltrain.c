@@ -365,7 +365,9 @@ out:
  * gradient): GaLore with g_st, else AdamW with the moments m, v; then the
  * sparsity mask (NULL: none). host: p, g, m, v are host memory, stepped by
  * the CPU reference (the streamed run's embedding). Resident and streamed
- * training step every tensor through here, so their updates are the same. */
+ * training step every tensor through here, so their updates are the same —
+ * on CUDA too: the device's AdamW and the CPU's are one code
+ * (kernels/adamw.h), so the host-stepped embedding has the device's bits. */
 static void tensor_step(float *p, const tt_real *g, float *m, float *v, tt_galore *g_st, tt_galore_ws *gws,
                         const tt_real *mask, size_t n, float wd, const tt_full_opts *o, float lr, int step, int host) {
     void (*adamw)(size_t, tt_real *, const tt_real *, float *, float *, float, float, float, float, float, int) =

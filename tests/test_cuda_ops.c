@@ -184,7 +184,7 @@ static void t_gemm(int M, int N, int K, int all_transposes) {
 }
 
 /* axpy, mask_scale, dropout masks and swiglu on n elements (the pass's type);
- * scale, sumsq and adamw (fp32 only) in the fp32 pass. */
+ * scale, sumsq and adamw (fp32 only; bit for bit, kernels/adamw.h) in the fp32 pass. */
 static void t_elementwise(size_t n) {
     const int R = BE_REAL;
     float *x = rnd(n, 1), *y = rnd(n, 1), *m = rnd(n, 1);
@@ -236,6 +236,15 @@ static void t_elementwise(size_t n) {
             gpu->adamw(n, d_p, d_g, d_m, d_v, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, st);
         }
         cmp("adamw", p, d_p, n);
+        /* kernels/adamw.h: the same operations in double, never fused on the GPU: the CPU's bits */
+        const float *host[3] = {p, mo, ve};
+        const float *dev[3] = {d_p, d_m, d_v};
+        for (int k = 0; k < 3; k++) {
+            float *back = down(dev[k], n, BE_REAL);
+            CHECK_MSG(memcmp(back, host[k], n * 4) == 0, "adamw's %s differs from the CPU's bits",
+                      k == 0 ? "parameters" : k == 1 ? "first moment" : "second moment");
+            free(back);
+        }
         free(p); free(g); free(mo); free(ve); gpu->free(d_p); gpu->free(d_g); gpu->free(d_m); gpu->free(d_v);
     }
     free(x); free(y); free(m); gpu->free(dx); gpu->free(dy); gpu->free(dm);

@@ -11,6 +11,7 @@
  * threads). The scaled-dot-product attention lives in cpu_attn.c and reaches
  * the gemm below through cpu_impl.h.
  */
+#include "kernels/adamw.h"
 #include "kernels/cpu/cpu_impl.h"
 
 #include <cblas.h>
@@ -479,15 +480,8 @@ static void cpu_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, co
  * Per-element arithmetic in double, m and v stored back as float. */
 static void cpu_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2,
                       float eps, float wd, int step) {
-    const double bc1 = 1 - pow((double)b1, step), bc2 = 1 - pow((double)b2, step);
-    const double step_size = (double)lr / bc1, bc2_sqrt = sqrt(bc2), decay = 1 - (double)lr * wd;
-    for (size_t i = 0; i < n; i++) {
-        const double gi = g[i];
-        m[i] = (float)((double)b1 * m[i] + (1 - (double)b1) * gi);
-        v[i] = (float)((double)b2 * v[i] + (1 - (double)b2) * gi * gi);
-        const double denom = sqrt((double)v[i]) / bc2_sqrt + eps;
-        p[i] = (tt_real)((double)p[i] * decay - step_size * m[i] / denom);
-    }
+    const tt_adamw_k k = tt_adamw_consts(lr, b1, b2, eps, wd, step); /* kernels/adamw.h: the CUDA kernel's bits too */
+    for (size_t i = 0; i < n; i++) p[i] = (tt_real)tt_adamw_elem(&k, (double)p[i], (double)g[i], &m[i], &v[i]);
 }
 
 /* ---- the table ------------------------------------------------------------- */

@@ -14,6 +14,7 @@
  * (one (seq x seq) buffer pair at a time). Row reductions are one block per
  * row. The index arithmetic lives in cuda_index.h and cuda_flash.h, tested
  * on the CPU. */
+#include "kernels/adamw.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_fa2.h"
 #include "kernels/cuda/cuda_flash.h"
@@ -951,20 +952,16 @@ static void cu_kd_grad(int R, int n, int ld, int v0, void *s, const void *t, con
     TDISPATCH(dt, k_kd_grad, R, 256, n, ld, v0, s, t, targets, weight, dscale, alpha, tau, xstats, kstats);
 }
 
-__global__ void k_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float b1, float b2, float eps,
-                        float wd, float c1, float c2) {
+/* kernels/adamw.h's update, the CPU reference's bits. */
+__global__ void k_adamw(size_t n, float *p, const float *g, float *m, float *v, tt_adamw_k k) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float pi = p[i] - lr * wd * p[i];
-    m[i] = b1 * m[i] + (1.f - b1) * g[i];
-    v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
-    p[i] = pi - lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps);
+    p[i] = (float)tt_adamw_elem(&k, (double)p[i], (double)g[i], &m[i], &v[i]);
 }
 static void cu_adamw(size_t n, tt_real *p, const tt_real *g, float *m, float *v, float lr, float b1, float b2, float eps,
                      float wd, int step) {
     if (!n) return;
-    float c1 = (float)(1.0 - pow((double)b1, step)), c2 = (float)(1.0 - pow((double)b2, step));
-    k_adamw<<<blocks_for(n, 256), 256, 0, g_compute>>>(n, p, g, m, v, lr, b1, b2, eps, wd, c1, c2);
+    k_adamw<<<blocks_for(n, 256), 256, 0, g_compute>>>(n, p, g, m, v, tt_adamw_consts(lr, b1, b2, eps, wd, step));
     LAUNCHED();
 }
 
