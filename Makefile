@@ -150,6 +150,29 @@ $(B)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o) $(CUDA_OBJ)
 $(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o) $(CUDA_OBJ)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LIBS)
 
+# ---- the emulated GPU (tests/cuda_emu/cuda_emu.h) ------------------------------
+# The CUDA backend's sources rewritten as host C++ (tests/cuda_emu/rewrite.pl)
+# and linked with an emulated runtime, cuBLAS and cuBLASLt instead of the real
+# ones: $(EMU)/tests/test_cuda_ops and $(EMU)/tiertrain run the GPU code path on
+# the CPU (tests/test_cuda_emu.sh). Needs the CUDA headers (built with nvcc).
+EMU := $(BUILD)/emu
+EMU_CXXFLAGS := -std=c++17 -O2 -g -I. -I$(CUDA_HOME)/include -pthread -Wall -Wextra -Werror
+EMU_OBJ = $(CUDA_SRC:kernels/cuda/%.cu=$(EMU)/%.o) $(EMU)/cuda_emu.o
+EMU_BINS := $(if $(NVCC),$(EMU)/tiertrain $(EMU)/tests/test_cuda_ops)
+$(EMU)/%.cc: kernels/cuda/%.cu tests/cuda_emu/rewrite.pl
+	@mkdir -p $(dir $@)
+	perl tests/cuda_emu/rewrite.pl $< >$@
+$(EMU)/%.o: $(EMU)/%.cc tests/cuda_emu/cuda_emu.h
+	$(CXX) $(EMU_CXXFLAGS) -include tests/cuda_emu/cuda_emu.h -MMD -MP -c $< -o $@
+$(EMU)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/cuda_emu.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -MMD -MP -c $< -o $@
+$(EMU)/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o) $(EMU_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lstdc++
+$(EMU)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o) $(EMU_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lstdc++
+
 # gradient tests link the double-precision objects (shortest-stem rule wins)
 $(B)/tests/test_grad_%: $(F)/tests/test_grad_%.o $(LIB_SRC:%.c=$(F)/%.o)
 	@mkdir -p $(dir $@)
@@ -176,7 +199,7 @@ TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%) $(F64_TWINS:%=$(A)/tests/%_f64)
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) $(TSAN_TESTS:%=$(TS)/tests/%) fuzz
+run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) $(TSAN_TESTS:%=$(TS)/tests/%) $(EMU_BINS) fuzz
 	@TSAN_DIR="$(TS)" TSAN_TESTS="$(TSAN_TESTS)" sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
 
 # ---- fuzzing (libFuzzer needs clang) ----------------------------------------

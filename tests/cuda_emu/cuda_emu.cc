@@ -1,0 +1,747 @@
+/* tests/cuda_emu/cuda_emu.cc — the emulated GPU's runtime (cuda_emu.h says
+ * what it is for): fibers for a block's threads, the CUDA runtime calls the
+ * backend makes, and cuBLAS / cuBLASLt products as loops. Programming errors
+ * in how the backend uses the API (an unknown stream, a launch the GPU would
+ * refuse, a product layout cuBLAS would refuse) are reported the way the real
+ * libraries report them, so the backend's own checks fire. */
+#include "tests/cuda_emu/cuda_emu.h"
+#include "kernels/cuda/cuda_fa2.h"
+
+#include <cublasLt.h>
+#include <cblas.h>
+#include <cublas_v2.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+
+/* ---- fibers ------------------------------------------------------------------
+ * A block's threads switch at every barrier, and a step launches millions of
+ * threads: on x86-64 a fiber switch is a few instructions (the callee-saved
+ * registers pushed, the stack pointer swapped); elsewhere ucontext's, which
+ * also saves the signal mask (a system call each). */
+
+enum { EMU_MAX_THREADS = 1024, EMU_STACK = 256 << 10 };
+enum fiber_state { F_RUN, F_BLOCK_WAIT, F_WARP_WAIT, F_DONE };
+
+typedef struct fiber {
+#if defined(__x86_64__)
+    void *sp;
+#else
+    ucontext_t ctx;
+#endif
+    tt_emu_coords c;
+    int tid; /* linear thread index in the block */
+    int state;
+} fiber;
+
+#if defined(__x86_64__)
+/* Saves the callee-saved registers on the current stack, stores the stack
+ * pointer in *save, continues on the stack next (as saved by this function,
+ * or as fiber_prepare built it). */
+extern "C" void tt_emu_switch(void **save, void *next);
+__asm__(".text\n"
+        ".globl tt_emu_switch\n"
+        ".type tt_emu_switch, @function\n"
+        "tt_emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size tt_emu_switch, .-tt_emu_switch\n");
+static void *g_sched_sp;
+#else
+static ucontext_t g_sched;
+#endif
+static pthread_mutex_t g_kernel_mu = PTHREAD_MUTEX_INITIALIZER; /* one kernel at a time: __shared__ is static */
+static fiber g_fib[EMU_MAX_THREADS];
+static unsigned char *g_stacks; /* EMU_MAX_THREADS stacks of EMU_STACK bytes */
+static fiber *g_cur;
+static int g_nthreads;
+static void (*g_body)(void *);
+static void *g_ctx;
+static unsigned char *g_dyn; /* the block's dynamic shared memory */
+static const char *g_kernel; /* for messages */
+static int g_waited;         /* a fiber of this launch waited */
+static int g_direct;         /* this launch runs its threads as plain calls (see emu_func) */
+/* Warp exchanges: a buffer per parity of the warp's meeting count, so a lane
+ * that runs ahead to the next exchange does not overwrite what a slower lane
+ * still reads. */
+static unsigned g_warp_meet[EMU_MAX_THREADS / 32];
+static float g_xf[2][EMU_MAX_THREADS];
+static uint32_t g_xa[2][EMU_MAX_THREADS][4], g_xb[2][EMU_MAX_THREADS][2];
+
+const tt_emu_coords *tt_emu_self(void) {
+    if (!g_cur) {
+        fprintf(stderr, "cuda_emu: threadIdx/blockIdx read outside a kernel\n");
+        abort();
+    }
+    return &g_cur->c;
+}
+void *tt_emu_dyn_smem(void) { return g_dyn; }
+
+static void fiber_main(void) {
+    g_body(g_ctx);
+    g_cur->state = F_DONE;
+#if defined(__x86_64__)
+    void *dead;
+    tt_emu_switch(&dead, g_sched_sp); /* never resumed */
+    __builtin_unreachable();
+#endif
+    /* ucontext: returns to g_sched (uc_link) */
+}
+
+/* Makes thread i's fiber start at fiber_main on its own stack. */
+static void fiber_prepare(fiber *f, int i) {
+    /* the tops staggered by 64 bytes: at one stride apart, every fiber's frames would fall in the same cache sets */
+    unsigned char *top = g_stacks + (size_t)(i + 1) * EMU_STACK - (size_t)(i % 64) * 64;
+#if defined(__x86_64__)
+    void **sp = (void **)top;
+    *--sp = NULL;                    /* fiber_main's return address: it never returns */
+    *--sp = (void *)fiber_main;      /* where tt_emu_switch's ret goes */
+    for (int r = 0; r < 6; r++) *--sp = NULL; /* rbp rbx r12 r13 r14 r15 */
+    f->sp = sp;
+#else
+    getcontext(&f->ctx);
+    f->ctx.uc_stack.ss_sp = top - EMU_STACK;
+    f->ctx.uc_stack.ss_size = EMU_STACK;
+    f->ctx.uc_link = &g_sched;
+    makecontext(&f->ctx, fiber_main, 0);
+#endif
+}
+static void fiber_resume(fiber *f) {
+#if defined(__x86_64__)
+    tt_emu_switch(&g_sched_sp, f->sp);
+#else
+    swapcontext(&g_sched, &f->ctx);
+#endif
+}
+
+/* The running fiber waits in state s; back when the scheduler releases it. */
+static void fiber_wait(int s) {
+    if (g_direct) {
+        fprintf(stderr, "cuda_emu: %s waited at a barrier or warp operation in this launch but in none on its first: "
+                        "the emulator ran it without fibers\n", g_kernel);
+        abort();
+    }
+    g_waited = 1;
+    fiber *f = g_cur;
+    f->state = s;
+#if defined(__x86_64__)
+    tt_emu_switch(&f->sp, g_sched_sp);
+#else
+    swapcontext(&f->ctx, &g_sched);
+#endif
+    g_cur = f;
+}
+
+void __syncthreads(void) { fiber_wait(F_BLOCK_WAIT); }
+
+static int warp_lanes(int w) { return g_nthreads - 32 * w < 32 ? g_nthreads - 32 * w : 32; }
+
+float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
+    int tid = g_cur->tid, w = tid >> 5, p = g_warp_meet[w] & 1, src = (tid & ~31) | ((tid & 31) ^ lane_mask);
+    if (mask != 0xffffffffu || width != 32 || lane_mask < 0 || lane_mask > 31 || (src & 31) >= warp_lanes(w)) {
+        fprintf(stderr, "cuda_emu: %s: __shfl_xor_sync(0x%x, v, %d, %d) from lane %d of a %d-lane warp\n", g_kernel,
+                mask, lane_mask, width, tid & 31, warp_lanes(w));
+        abort();
+    }
+    g_xf[p][tid] = v;
+    fiber_wait(F_WARP_WAIT);
+    return g_xf[p][src];
+}
+
+/* cuda_fa2.h's warp-wide operations (its w is NULL on a GPU, and here). */
+void tt_emu_sync(tt_warp_emu *) { __syncthreads(); }
+float tt_emu_shfl_xor(tt_warp_emu *, int, float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+/* mma.m16n8k16 (bf16 in, fp32 accumulate): each lane deposits its fragments,
+ * the warp meets, the first lane back computes the warp's 16 x 8 product from
+ * the operands the fragment layout (cuda_fa2.h's, checked against the PTX ISA
+ * by tests/test_cuda_fa2.c) puts together, and each lane adds its four
+ * elements of it to its accumulators. */
+static float g_ab[EMU_MAX_THREADS / 32][16][8];
+static unsigned g_ab_meet[EMU_MAX_THREADS / 32]; /* the meeting g_ab was computed for */
+void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const uint32_t b[2]) {
+    int w = tid >> 5, p = g_warp_meet[w] & 1, base = tid & ~31, lane = tid & 31;
+    if (warp_lanes(w) != 32) {
+        fprintf(stderr, "cuda_emu: %s: mma in a warp of %d lanes\n", g_kernel, warp_lanes(w));
+        abort();
+    }
+    memcpy(g_xa[p][tid], a, sizeof g_xa[p][tid]);
+    memcpy(g_xb[p][tid], b, sizeof g_xb[p][tid]);
+    fiber_wait(F_WARP_WAIT);
+    if (g_ab_meet[w] != g_warp_meet[w]) { /* the next meeting cannot open before every lane has read this one */
+        float A[16][16], B[16][8];
+        for (int L = 0; L < 32; L++) {
+            for (int r = 0; r < 4; r++) {
+                uint32_t x = g_xa[p][base + L][r];
+                int row = tt_fa2_a_row(L, r), col = tt_fa2_a_col(L, r);
+                A[row][col] = tt_fa2_f32((uint16_t)(x & 0xffff));
+                A[row][col + 1] = tt_fa2_f32((uint16_t)(x >> 16));
+            }
+            for (int r = 0; r < 2; r++) {
+                uint32_t x = g_xb[p][base + L][r];
+                int k = tt_fa2_b_row(L, r), n = tt_fa2_b_col(L);
+                B[k][n] = tt_fa2_f32((uint16_t)(x & 0xffff));
+                B[k + 1][n] = tt_fa2_f32((uint16_t)(x >> 16));
+            }
+        }
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                float s = 0;
+                for (int k = 0; k < 16; k++) s += A[i][k] * B[k][j];
+                g_ab[w][i][j] = s;
+            }
+        g_ab_meet[w] = g_warp_meet[w];
+    }
+    for (int i = 0; i < 4; i++) d[i] += g_ab[w][tt_fa2_c_row(lane, i)][tt_fa2_c_col(lane, i)];
+}
+
+/* Runs one block's fibers to the end: each runs until it waits or ends; a
+ * barrier opens when every live thread of the block (__syncthreads: threads
+ * that ended count as arrived, as on the GPU) or of the warp waits at it. */
+static void run_block(void) {
+    for (int i = 0; i < g_nthreads; i++) {
+        fiber_prepare(&g_fib[i], i);
+        g_fib[i].state = F_RUN;
+    }
+    memset(g_warp_meet, 0, sizeof g_warp_meet);
+    memset(g_ab_meet, 0xff, sizeof g_ab_meet);
+    for (;;) {
+        int live = 0;
+        for (int i = 0; i < g_nthreads; i++) {
+            fiber *f = &g_fib[i];
+            if (f->state == F_RUN) {
+                g_cur = f;
+                fiber_resume(f);
+                g_cur = NULL;
+            }
+            live += f->state != F_DONE;
+        }
+        if (!live) return;
+        int released = 0, block_wait = 0;
+        for (int i = 0; i < g_nthreads; i++) block_wait += g_fib[i].state == F_BLOCK_WAIT;
+        if (block_wait == live) {
+            for (int i = 0; i < g_nthreads; i++)
+                if (g_fib[i].state == F_BLOCK_WAIT) g_fib[i].state = F_RUN;
+            continue;
+        }
+        for (int w = 0; w * 32 < g_nthreads; w++) {
+            int n = warp_lanes(w), waiting = 0, done = 0;
+            for (int l = 0; l < n; l++) {
+                waiting += g_fib[32 * w + l].state == F_WARP_WAIT;
+                done += g_fib[32 * w + l].state == F_DONE;
+            }
+            if (waiting && waiting + done == n) {
+                if (done) {
+                    fprintf(stderr, "cuda_emu: %s: a warp-wide operation with %d of its lanes ended\n", g_kernel, done);
+                    abort();
+                }
+                for (int l = 0; l < n; l++) g_fib[32 * w + l].state = F_RUN;
+                g_warp_meet[w]++;
+                released = 1;
+            }
+        }
+        if (!released) {
+            fprintf(stderr, "cuda_emu: %s: deadlock: %d threads wait at __syncthreads, %d live, the rest at warp "
+                            "operations their warps do not all reach\n",
+                    g_kernel, block_wait, live);
+            abort();
+        }
+    }
+}
+
+/* ---- kernels ------------------------------------------------------------------ */
+
+static __thread cudaError_t t_sticky; /* a launch error, for cudaGetLastError on the launching thread */
+
+/* Per kernel: the dynamic shared memory it may take (cudaFuncSetAttribute),
+ * and whether a launch of it ever waited at a barrier or a warp operation.
+ * A kernel that did not, on its first launch, runs its threads as plain calls
+ * from then on (no fibers: most kernels are element-wise); one that waits
+ * later after all stops the run with a message. */
+enum { EMU_MAX_FUNCS = 256 };
+enum { FN_UNSEEN = 0, FN_DIRECT, FN_FIBERS };
+typedef struct emu_func { const void *fn; int max_dyn, mode; } emu_func;
+static emu_func g_funcs[EMU_MAX_FUNCS];
+static int g_nfuncs;
+static pthread_mutex_t g_rt_mu = PTHREAD_MUTEX_INITIALIZER;
+enum { SMEM_DEFAULT = 48 << 10, SMEM_OPTIN = 227 << 10 };
+
+static emu_func *func_of(const void *fn) {
+    pthread_mutex_lock(&g_rt_mu);
+    int i = 0;
+    while (i < g_nfuncs && g_funcs[i].fn != fn) i++;
+    if (i == g_nfuncs) {
+        if (g_nfuncs == EMU_MAX_FUNCS) {
+            fprintf(stderr, "cuda_emu: more than %d kernels\n", EMU_MAX_FUNCS);
+            abort();
+        }
+        g_funcs[g_nfuncs++] = (emu_func){fn, SMEM_DEFAULT, FN_UNSEEN};
+    }
+    pthread_mutex_unlock(&g_rt_mu);
+    return &g_funcs[i];
+}
+
+static int known_stream(cudaStream_t q);
+
+void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t q, void (*body)(void *), void *ctx) {
+    size_t nt = (size_t)block.x * block.y * block.z;
+    cudaError_t e = cudaSuccess;
+    if (!known_stream(q)) e = cudaErrorInvalidResourceHandle;
+    else if (nt == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || block.z > 64 ||
+             nt > EMU_MAX_THREADS || block.x > 1024 || block.y > 1024)
+        e = cudaErrorInvalidConfiguration;
+    emu_func *fi = func_of(fn);
+    if (e == cudaSuccess && smem > (size_t)fi->max_dyn) e = cudaErrorInvalidValue;
+    if (e != cudaSuccess) {
+        t_sticky = e;
+        return;
+    }
+    pthread_mutex_lock(&g_kernel_mu);
+    if (!g_stacks) {
+        g_stacks = (unsigned char *)mmap(NULL, (size_t)EMU_MAX_THREADS * EMU_STACK, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (g_stacks == MAP_FAILED) {
+            perror("cuda_emu: fiber stacks");
+            abort();
+        }
+    }
+    static unsigned char *dyn;
+    static size_t dyn_cap;
+    if (smem > dyn_cap) {
+        free(dyn);
+        dyn = (unsigned char *)aligned_alloc(256, (smem + 255) / 256 * 256);
+        dyn_cap = smem;
+    }
+    g_dyn = smem ? dyn : NULL;
+    g_body = body;
+    g_ctx = ctx;
+    g_nthreads = (int)nt;
+    static char name[32];
+    snprintf(name, sizeof name, "kernel %p", fn);
+    g_kernel = name;
+    g_direct = fi->mode == FN_DIRECT;
+    g_waited = 0;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                if (smem) memset(dyn, 0xff, smem); /* shared memory starts as garbage (NaN), not as zeros */
+                for (int i = 0; i < g_nthreads; i++) {
+                    fiber *f = &g_fib[i];
+                    f->tid = i;
+                    f->c.t = make_uint3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
+                    f->c.b = make_uint3(bx, by, bz);
+                    f->c.bd = block;
+                    f->c.gd = grid;
+                }
+                if (g_direct)
+                    for (int i = 0; i < g_nthreads; i++) {
+                        g_cur = &g_fib[i];
+                        body(ctx);
+                    }
+                else run_block();
+                g_cur = NULL;
+            }
+    if (fi->mode == FN_UNSEEN) fi->mode = g_waited ? FN_FIBERS : FN_DIRECT;
+    pthread_mutex_unlock(&g_kernel_mu);
+}
+
+/* ---- the runtime ---------------------------------------------------------------- */
+
+/* Streams and events: handles only (every operation completes when issued). */
+enum { EMU_MAX_STREAMS = 256 };
+static int g_streams[EMU_MAX_STREAMS]; /* 1: live */
+static int known_stream(cudaStream_t q) {
+    if (!q) return 1;
+    intptr_t i = (intptr_t)q - 1;
+    pthread_mutex_lock(&g_rt_mu);
+    int ok = i >= 0 && i < EMU_MAX_STREAMS && g_streams[i];
+    pthread_mutex_unlock(&g_rt_mu);
+    return ok;
+}
+static cudaError_t check_stream(cudaStream_t q) { return known_stream(q) ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+
+typedef struct emu_event {
+    int timing;
+    double t; /* seconds, when recorded */
+} emu_event;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = t_sticky;
+    t_sticky = cudaSuccess;
+    return e;
+}
+const char *cudaGetErrorName(cudaError_t e) {
+    static char b[32];
+    snprintf(b, sizeof b, "cudaError %d", (int)e);
+    return e == cudaSuccess ? "cudaSuccess" : b;
+}
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument (emulated GPU)";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated GPU)";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle (emulated GPU)";
+    case cudaErrorMemoryAllocation: return "out of memory (emulated GPU)";
+    default: return "error (emulated GPU)";
+    }
+}
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaDeviceGetPCIBusId(char *, int, int) { return cudaErrorNotSupported; }
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    if (a == cudaDevAttrMaxSharedMemoryPerBlockOptin) *v = SMEM_OPTIN; /* an H100/H200 */
+    else return cudaErrorInvalidValue;
+    return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute a, int v) {
+    if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > SMEM_OPTIN) return cudaErrorInvalidValue;
+    func_of(fn)->max_dyn = v;
+    return cudaSuccess;
+}
+
+/* Device memory: host memory, 256-byte aligned as cudaMalloc's, with garbage
+ * (0xff: NaN) in it; a budget as big as an H200's. */
+static const size_t EMU_TOTAL = (size_t)140 << 30;
+static size_t g_used;
+typedef struct { void *p; size_t n; } emu_alloc;
+static emu_alloc *g_allocs;
+static size_t g_nallocs, g_cap_allocs;
+
+cudaError_t cudaMalloc(void **p, size_t n) {
+    size_t sz = (n + 255) / 256 * 256;
+    pthread_mutex_lock(&g_rt_mu);
+    if (n && g_used + sz > EMU_TOTAL) {
+        pthread_mutex_unlock(&g_rt_mu);
+        return cudaErrorMemoryAllocation;
+    }
+    void *m = n ? aligned_alloc(256, sz) : NULL;
+    if (n && !m) {
+        pthread_mutex_unlock(&g_rt_mu);
+        return cudaErrorMemoryAllocation;
+    }
+    if (m) {
+        memset(m, 0xff, sz);
+        if (g_nallocs == g_cap_allocs) {
+            g_cap_allocs = g_cap_allocs ? 2 * g_cap_allocs : 64;
+            g_allocs = (emu_alloc *)realloc(g_allocs, g_cap_allocs * sizeof *g_allocs);
+            if (!g_allocs) abort();
+        }
+        g_allocs[g_nallocs++] = (emu_alloc){m, sz};
+        g_used += sz;
+    }
+    pthread_mutex_unlock(&g_rt_mu);
+    *p = m;
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess; /* cudaFree(0): the context */
+    pthread_mutex_lock(&g_rt_mu);
+    for (size_t i = 0; i < g_nallocs; i++)
+        if (g_allocs[i].p == p) {
+            g_used -= g_allocs[i].n;
+            g_allocs[i] = g_allocs[--g_nallocs];
+            pthread_mutex_unlock(&g_rt_mu);
+            free(p);
+            return cudaSuccess;
+        }
+    pthread_mutex_unlock(&g_rt_mu);
+    return cudaErrorInvalidValue;
+}
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
+    pthread_mutex_lock(&g_rt_mu);
+    *free_b = EMU_TOTAL - g_used;
+    *total = EMU_TOTAL;
+    pthread_mutex_unlock(&g_rt_mu);
+    return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t n) {
+    *p = malloc(n ? n : 1);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeHost(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned) { return p && n ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostUnregister(void *p) { return p ? cudaSuccess : cudaErrorInvalidValue; }
+
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t q) {
+    if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    if (n) memmove(d, s, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t q) {
+    if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    memset(d, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyToSymbol(const void *sym, const void *s, size_t n, size_t off, cudaMemcpyKind) {
+    memcpy((char *)sym + off, s, n);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *q, unsigned) {
+    pthread_mutex_lock(&g_rt_mu);
+    int i = 0;
+    while (i < EMU_MAX_STREAMS && g_streams[i]) i++;
+    if (i == EMU_MAX_STREAMS) {
+        pthread_mutex_unlock(&g_rt_mu);
+        return cudaErrorMemoryAllocation;
+    }
+    g_streams[i] = 1;
+    pthread_mutex_unlock(&g_rt_mu);
+    *q = (cudaStream_t)(intptr_t)(i + 1);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t q) {
+    if (!q || check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    pthread_mutex_lock(&g_rt_mu);
+    g_streams[(intptr_t)q - 1] = 0;
+    pthread_mutex_unlock(&g_rt_mu);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t q) { return check_stream(q); }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    emu_event *ev = (emu_event *)calloc(1, sizeof *ev);
+    if (!ev) return cudaErrorMemoryAllocation;
+    ev->timing = !(flags & cudaEventDisableTiming);
+    ev->t = -1;
+    *e = (cudaEvent_t)ev;
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    free(e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t q) {
+    if (!e) return cudaErrorInvalidResourceHandle;
+    ((emu_event *)e)->t = now_s();
+    return check_stream(q);
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t q, cudaEvent_t e, unsigned) {
+    if (!e) return cudaErrorInvalidResourceHandle;
+    return check_stream(q);
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    emu_event *x = (emu_event *)a, *y = (emu_event *)b;
+    if (!x || !y || !x->timing || !y->timing) return cudaErrorInvalidResourceHandle;
+    if (x->t < 0 || y->t < 0) return cudaErrorInvalidResourceHandle; /* never recorded */
+    *ms = (float)((y->t - x->t) * 1e3);
+    return cudaSuccess;
+}
+
+/* ---- cuBLAS and cuBLASLt --------------------------------------------------------
+ * D = alpha op(A) op(B) + beta C, column-major: the product in fp32 (as the
+ * libraries accumulate) by OpenBLAS on fp32 copies of the operands, then
+ * alpha, beta and the output's rounding here; C is not read where beta is 0.
+ * The type combinations are the ones the backend asks for with
+ * CUBLAS_COMPUTE_32F: A and B both fp32 or both bf16, C fp32 or bf16. */
+
+struct cublasContext { cudaStream_t q; };
+struct cublasLtContext { int unused; };
+
+static float ld_elem(const void *p, cudaDataType t, size_t i) {
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+static void st_elem(void *p, cudaDataType t, size_t i, float v) {
+    if (t == CUDA_R_32F) ((float *)p)[i] = v;
+    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
+static int supported(cudaDataType at, cudaDataType bt, cudaDataType ct) {
+    int ab = (at == CUDA_R_32F && bt == CUDA_R_32F) || (at == CUDA_R_16BF && bt == CUDA_R_16BF);
+    return ab && (ct == CUDA_R_32F || ct == CUDA_R_16BF) && !(at == CUDA_R_32F && ct == CUDA_R_16BF);
+}
+
+/* Scratch that only grows (the products run under g_kernel_mu): a fresh
+ * allocation per product would be mapped and faulted in each time. */
+static float *scratch(int which, size_t n) {
+    static float *buf[3];
+    static size_t cap[3];
+    if (n > cap[which]) {
+        free(buf[which]);
+        buf[which] = (float *)malloc(n * sizeof(float));
+        if (!buf[which]) abort();
+        cap[which] = n;
+    }
+    return buf[which];
+}
+
+/* A stored matrix (rows x cols, column stride ld) as fp32: itself, or a copy
+ * in scratch `which`. */
+static const float *as_f32(const void *p, cudaDataType t, int rows, int cols, int ld, int which) {
+    if (t == CUDA_R_32F) return (const float *)p;
+    size_t n = (size_t)ld * (cols - 1) + rows;
+    float *f = scratch(which, n);
+    for (size_t i = 0; i < n; i++) f[i] = ld_elem(p, t, i);
+    return f;
+}
+
+/* op(A) is m x k: A is stored (ta ? k x m : m x k) column-major with lda. */
+static void gemm_emu(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType at, int lda,
+                     const void *B, cudaDataType bt, int ldb, float beta, void *C, cudaDataType ct, int ldc) {
+    if (m == 0 || n == 0) return;
+    float *prod = scratch(0, (size_t)m * n);
+    if (k == 0) memset(prod, 0, (size_t)m * n * sizeof *prod);
+    else {
+        const float *fa = as_f32(A, at, ta ? k : m, ta ? m : k, lda, 1);
+        const float *fb = as_f32(B, bt, tb ? n : k, tb ? k : n, ldb, 2);
+        cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, fa,
+                    lda, fb, ldb, 0.0f, prod, m);
+    }
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            size_t ci = (size_t)j * ldc + i;
+            float v = alpha * prod[(size_t)j * m + i];
+            if (beta != 0) v += beta * ld_elem(C, ct, ci);
+            st_elem(C, ct, ci, v);
+        }
+}
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
+    openblas_set_num_threads(1); /* products run one at a time on the launching thread; idle workers would spin */
+    *h = (cublasHandle_t)calloc(1, sizeof(struct cublasContext));
+    return *h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+}
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t q) {
+    if (!h || !known_stream(q)) return CUBLAS_STATUS_INVALID_VALUE;
+    h->q = q;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *ws, size_t n) {
+    return h && (ws || !n) && !((uintptr_t)ws & 255) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t comp,
+                            cublasGemmAlgo_t) {
+    int tA = ta != CUBLAS_OP_N, tB = tb != CUBLAS_OP_N;
+    if (!h || m < 0 || n < 0 || k < 0 || lda < (tA ? k : m) || lda < 1 || ldb < (tB ? n : k) || ldb < 1 ||
+        ldc < m || ldc < 1)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (comp != CUBLAS_COMPUTE_32F || !supported(at, bt, ct)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    pthread_mutex_lock(&g_kernel_mu);
+    gemm_emu(tA, tB, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ct, ldc);
+    pthread_mutex_unlock(&g_kernel_mu);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The opaque descriptors hold these (their data arrays are larger). */
+typedef struct { int comp, scale, ta, tb; } lt_desc;
+typedef struct { int type; uint64_t rows, cols; int64_t ld; } lt_layout;
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    *h = (cublasLtHandle_t)calloc(1, sizeof(struct cublasLtContext));
+    return *h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+}
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t comp, cudaDataType_t scale) {
+    static_assert(sizeof(lt_desc) <= sizeof(cublasLtMatmulDescOpaque_t), "lt_desc");
+    *d = (cublasLtMatmulDesc_t)calloc(1, sizeof(cublasLtMatmulDescOpaque_t));
+    if (!*d) return CUBLAS_STATUS_ALLOC_FAILED;
+    lt_desc *x = (lt_desc *)*d;
+    x->comp = comp;
+    x->scale = scale;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
+                                              size_t n) {
+    lt_desc *x = (lt_desc *)d;
+    if (n != sizeof(cublasOperation_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (a == CUBLASLT_MATMUL_DESC_TRANSA) x->ta = *(const cublasOperation_t *)v != CUBLAS_OP_N;
+    else if (a == CUBLASLT_MATMUL_DESC_TRANSB) x->tb = *(const cublasOperation_t *)v != CUBLAS_OP_N;
+    else return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+    static_assert(sizeof(lt_layout) <= sizeof(cublasLtMatrixLayoutOpaque_t), "lt_layout");
+    if (ld < (int64_t)rows || ld < 1) return CUBLAS_STATUS_INVALID_VALUE; /* column-major: ld >= rows */
+    *l = (cublasLtMatrixLayout_t)calloc(1, sizeof(cublasLtMatrixLayoutOpaque_t));
+    if (!*l) return CUBLAS_STATUS_ALLOC_FAILED;
+    *(lt_layout *)*l = (lt_layout){(int)type, rows, cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = (cublasLtMatmulPreference_t)calloc(1, sizeof(cublasLtMatmulPreferenceOpaque_t));
+    return *p ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void *v, size_t n) {
+    return p && v && n ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+    free(p);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The problem the descriptors describe, checked as cuBLASLt checks it:
+ * op(A) m x k, op(B) k x n, C and D m x n. */
+static cublasStatus_t lt_problem(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                 cublasLtMatrixLayout_t lc, cublasLtMatrixLayout_t ld, int *m, int *n, int *k) {
+    const lt_desc *x = (const lt_desc *)d;
+    const lt_layout *A = (const lt_layout *)la, *B = (const lt_layout *)lb, *C = (const lt_layout *)lc,
+                    *D = (const lt_layout *)ld;
+    if (!x || !A || !B || !C || !D) return CUBLAS_STATUS_INVALID_VALUE;
+    uint64_t am = x->ta ? A->cols : A->rows, ak = x->ta ? A->rows : A->cols;
+    uint64_t bk = x->tb ? B->cols : B->rows, bn = x->tb ? B->rows : B->cols;
+    if (ak != bk || C->rows != am || C->cols != bn || D->rows != am || D->cols != bn || C->type != D->type)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (x->comp != CUBLAS_COMPUTE_32F || x->scale != CUDA_R_32F ||
+        !supported((cudaDataType)A->type, (cudaDataType)B->type, (cudaDataType)C->type))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    *m = (int)am;
+    *n = (int)bn;
+    *k = (int)ak;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t la,
+                                              cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                                              cublasLtMatrixLayout_t ld, cublasLtMatmulPreference_t p, int want,
+                                              cublasLtMatmulHeuristicResult_t *r, int *got) {
+    int m, n, k;
+    if (!h || !p || want < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    cublasStatus_t s = lt_problem(d, la, lb, lc, ld, &m, &n, &k);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    memset(r, 0, sizeof *r);
+    r->state = CUBLAS_STATUS_SUCCESS;
+    r->workspaceSize = 0;
+    r->wavesCount = 1.0f;
+    *got = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta,
+                              const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
+                              const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t q) {
+    int m, n, k;
+    if (!h || !known_stream(q)) return CUBLAS_STATUS_INVALID_VALUE;
+    cublasStatus_t s = lt_problem(d, la, lb, lc, ld, &m, &n, &k);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    if (C != D || ((const lt_layout *)lc)->ld != ((const lt_layout *)ld)->ld) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const lt_desc *x = (const lt_desc *)d;
+    const lt_layout *lA = (const lt_layout *)la, *lB = (const lt_layout *)lb, *lC = (const lt_layout *)lc;
+    pthread_mutex_lock(&g_kernel_mu);
+    gemm_emu(x->ta, x->tb, m, n, k, *(const float *)alpha, A, (cudaDataType)lA->type, (int)lA->ld, B,
+               (cudaDataType)lB->type, (int)lB->ld, *(const float *)beta, D, (cudaDataType)lC->type, (int)lC->ld);
+    pthread_mutex_unlock(&g_kernel_mu);
+    return CUBLAS_STATUS_SUCCESS;
+}

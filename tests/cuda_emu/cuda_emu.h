@@ -1,0 +1,84 @@
+/* tests/cuda_emu/cuda_emu.h — the CUDA backend's .cu files compiled by the
+ * host C++ compiler and run on the CPU (the "emulated GPU"): force-included
+ * (-include) before each file that tests/cuda_emu/rewrite.pl made from a .cu
+ * file of kernels/cuda (launches `k<<<g, b, s, q>>>(...)` become
+ * `tt_emu_launch(k, g, b, s, q)(...)`, dynamic shared memory a pointer from
+ * tt_emu_dyn_smem()). What it gives the kernels:
+ *  - every thread of a block is a fiber (ucontext) on one host thread; a
+ *    block's fibers run in turn up to __syncthreads or a warp-wide operation
+ *    (the warp's lanes meet there); blocks run one after the other;
+ *  - __shared__ is `static` (one block at a time: the block's fibers share it);
+ *  - the runtime (tests/cuda_emu/cuda_emu.cc): device memory is host memory,
+ *    every stream runs each operation when it is issued (a valid order of the
+ *    asynchronous one: events are then always complete), launches are checked
+ *    as the GPU checks them (block size, grid size, shared memory above the
+ *    kernel's allowance) and fail through cudaGetLastError; cuBLAS and cuBLASLt
+ *    products are computed by plain loops from the libraries' documented
+ *    column-major semantics, refusing layouts they would refuse.
+ * It checks what the kernels compute and how the backend drives them, not
+ * timing, memory ordering between streams or the hardware's rounding of
+ * special functions (expf is the host's). */
+#ifndef TT_CUDA_EMU_H
+#define TT_CUDA_EMU_H
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#undef __shared__
+#define __shared__ static
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
+
+/* The running fiber's coordinates. */
+typedef struct tt_emu_coords {
+    uint3 t, b;
+    dim3 bd, gd;
+} tt_emu_coords;
+const tt_emu_coords *tt_emu_self(void);
+#define threadIdx (tt_emu_self()->t)
+#define blockIdx (tt_emu_self()->b)
+#define blockDim (tt_emu_self()->bd)
+#define gridDim (tt_emu_self()->gd)
+
+void __syncthreads(void);
+float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 32);
+void *tt_emu_dyn_smem(void);
+
+#define __expf(x) expf(x) /* glibc declares __expf but does not export it */
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline float __uint_as_float(unsigned u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The runtime's C++ forms that nvcc alone declares. */
+template <typename... P> cudaError_t cudaFuncSetAttribute(void (*f)(P...), cudaFuncAttribute a, int v) {
+    return cudaFuncSetAttribute((const void *)f, a, v);
+}
+
+/* Runs body(ctx) as every thread of every block of the launch (or records the
+ * launch error the GPU would give); fn names the kernel for its shared-memory
+ * allowance (cudaFuncSetAttribute) and messages. */
+void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t q, void (*body)(void *), void *ctx);
+
+template <typename... P> struct tt_emu_launcher {
+    void (*f)(P...);
+    dim3 g, b;
+    size_t smem;
+    cudaStream_t q;
+    template <typename... A> void operator()(A... a) {
+        auto call = [&]() { f(a...); }; /* each thread gets its own copies of the arguments */
+        tt_emu_run((const void *)f, g, b, smem, q, [](void *c) { (*(decltype(call) *)c)(); }, &call);
+    }
+};
+template <typename... P>
+tt_emu_launcher<P...> tt_emu_launch(void (*f)(P...), dim3 g, dim3 b, size_t smem = 0, cudaStream_t q = 0) {
+    return tt_emu_launcher<P...>{f, g, b, smem, q};
+}
+
+#endif

@@ -1,0 +1,101 @@
+#!/bin/sh
+# tests/test_cuda_emu.sh — the CUDA backend run on the CPU through the
+# emulated GPU (tests/cuda_emu/cuda_emu.h: the .cu sources compiled by the
+# host compiler, every kernel thread a fiber, cuBLAS/cuBLASLt as loops), so
+# its kernels and the way the runtime drives them are checked without a GPU:
+#   ops        tests/test_cuda_ops (small shapes) on each attention path and
+#              through cublasGemmEx as well as cuBLASLt
+#   lora       3 LoRA steps on CUDA against the CPU (loss per step)
+#   stream     streamed at the smallest --hbm (2 layer slots, every activation
+#              spilled) == resident: the adapter bit for bit, f32 and bf16
+#   full       full training (AdamW, GaLore) streamed == resident, bit for bit
+#   generate   greedy completions on CUDA == the CPU's; streamed == resident;
+#              bench generate at its default streamed budget
+# What it cannot see: timing, races between the GPU's streams (every stream
+# runs each operation when it is issued) and the hardware's rounding — the
+# GPU machine's tools/gpu_check.sh checks those. Runs from the release build
+# only (the emulated binaries are not sanitizer builds); skips without them.
+. tests/lib.sh
+case "$T" in
+*/asan/*) echo "SKIP: the emulated GPU runs from the release build only"; exit 77 ;;
+esac
+EMU=${TT_EMU_DIR:-$(dirname "$(dirname "$T")")/emu}
+if [ ! -x "$EMU/tiertrain" ] || [ ! -x "$EMU/tests/test_cuda_ops" ]; then
+    echo "SKIP: no emulated-GPU build in $EMU (the Makefile builds it where nvcc and the CUDA headers are)"
+    exit 77
+fi
+E=$EMU/tiertrain
+setup cuda_emu
+
+# ---- ops ---------------------------------------------------------------------
+for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas TT_CUDA_GEMM=cublas; do
+    expect_ok "test_cuda_ops ${v:-(default)}" env $v "$EMU/tests/test_cuda_ops"
+    n=$(grep -c 'relative error' "$dir/err")
+    [ "$n" -ge 60 ] || fail "test_cuda_ops ${v:-(default)}: $n comparisons (expected the whole table)"
+done
+
+# ---- training ------------------------------------------------------------------
+expect_ok synth "$E" synth --preset tiny --quant nf4 -o "$dir/m.tier"
+expect_ok synth-f32 "$E" synth --preset tiny --quant f32 -o "$dir/mf.tier"
+head -c 400000 tools/demo-data/nlp-corpus-slice.txt >"$dir/c.txt"
+expect_ok tokenize "$E" tokenize --input "$dir/c.txt" -o "$dir/c.tok"
+PL="--seq 64 --micro-batch 2 --batch-tokens 256"
+TR="$PL --lr 1e-3 --warmup 1 --eval-every 0 --eval-tokens 128 --save-every 0 --json --steps 3 --data $dir/c.tok"
+# the smallest --hbm the planner accepts (MiB), from its refusal of 1M
+min_hbm() {
+    "$E" plan "$@" --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9]*\)\.[0-9]* MiB.*/\1/p'
+}
+losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
+
+LORA="--model $dir/m.tier --rank 8 --alpha 16"
+expect_ok lora-cpu "$E" train $TR $LORA --act-dtype f32 --device cpu --out "$dir/lc"
+cp "$dir/out" "$dir/lc.json"
+expect_ok lora-cuda "$E" train $TR $LORA --act-dtype f32 --device cuda --out "$dir/lg"
+cp "$dir/out" "$dir/lg.json"
+losses "$dir/lc.json" >"$dir/l1"
+losses "$dir/lg.json" >"$dir/l2"
+d=$(paste -d' ' "$dir/l1" "$dir/l2" |
+    awk '{ x = $1 - $2; if (x < 0) x = -x; if (x > m) m = x; n++ } END { if (n != 3) print "steps " n; else if (m > 1e-4) print "diff " m }')
+[ -z "$d" ] || fail "LoRA on CUDA vs the CPU, loss per step: $d (tolerance 1e-4)"
+
+h=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --act-dtype f32)
+[ -n "$h" ] || fail "plan did not name the smallest --hbm"
+expect_ok plan-min "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --hbm "${h}M"
+grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled 8' "$dir/out" ||
+    fail "--hbm ${h}M does not give 2 layer slots and every activation spilled"
+expect_ok lora-cuda-streamed "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --out "$dir/ls"
+cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" ||
+    fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
+expect_ok lora-bf16 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
+expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" --out "$dir/bs"
+cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bs/adapter_model.safetensors" ||
+    fail "LoRA streamed at --hbm ${h}M differs from resident (bf16 activations: tensor-core attention)"
+
+FULL="--model $dir/mf.tier --full --clip 0 --act-dtype f32"
+hf=$(min_hbm --model "$dir/mf.tier" $PL --full)
+for o in "adamw" "galore --galore-rank 16 --galore-update-every 2"; do
+    n=${o%% *}
+    expect_ok "full-$n" "$E" train $TR $FULL --optim $o --device cuda --out "$dir/f-$n"
+    expect_ok "full-$n-streamed" "$E" train $TR $FULL --optim $o --device cuda --hbm "${hf}M" --out "$dir/fs-$n"
+    cmp -s "$dir/f-$n" "$dir/fs-$n" || fail "full training ($n) streamed at --hbm ${hf}M differs from resident"
+done
+
+# ---- generation ------------------------------------------------------------------
+for i in 1 2 3 4; do
+    echo "{\"prompt\": \"$(sed -n "$((i * 37))p" tools/demo-data/nlp-corpus-slice.txt | cut -c1-40 | tr -d '"\\')\"}"
+done >"$dir/p.jsonl"
+G="--model $dir/m.tier --prompts $dir/p.jsonl -n 12 --batch 4 --act-dtype f32"
+expect_ok gen-cpu "$E" generate $G --device cpu -o "$dir/gc.jsonl"
+expect_ok gen-cuda "$E" generate $G --device cuda -o "$dir/gg.jsonl"
+gh=$("$E" generate $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9]*\)\.[0-9]* MiB.*/\1/p')
+expect_ok gen-cuda-streamed "$E" generate $G --device cuda --hbm "${gh}M" -o "$dir/gs.jsonl"
+strip() { sed 's/"seconds":[^,]*,//' "$1"; }
+[ "$(strip "$dir/gc.jsonl")" = "$(strip "$dir/gg.jsonl")" ] || fail "greedy completions on CUDA differ from the CPU's"
+[ "$(strip "$dir/gg.jsonl")" = "$(strip "$dir/gs.jsonl")" ] || fail "generate streamed at --hbm ${gh}M differs from resident"
+[ "$(grep -c '"completion"' "$dir/gg.jsonl")" = 4 ] || fail "generate wrote $(grep -c '"completion"' "$dir/gg.jsonl") completions, not 4"
+# bench generate's default streamed budget counts what CUDA holds outside the arena (it was the arena alone)
+expect_ok bench-generate "$E" bench generate --model "$dir/m.tier" --device cuda --batch 1 --rounds 1 --prompt-tokens 8 \
+    --new-tokens 4
+grep -q 'streamed / resident' "$dir/out" || fail "bench generate --device cuda printed no streamed / resident ratio"
+
+finish test_cuda_emu
