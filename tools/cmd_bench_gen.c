@@ -57,7 +57,7 @@ int bench_generate(int argc, char **argv) {
         {"prompt-tokens", 0, CLI_INT, &prompt_tokens, "32", "N", "tokens per prompt (random ids)"},
         {"new-tokens", 0, CLI_INT, &new_tokens, "32", "N", "tokens generated per prompt"},
         {"prefill-chunk", 0, CLI_INT, &chunk, "8", "N", "prompt tokens per sequence per pass (smaller: a smaller workspace)"},
-        {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "the streamed run's device budget (0: a quarter of the store's layer bytes, or the smallest plan if that is more)"},
+        {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "the streamed run's device budget (0: a quarter of the store's layer bytes plus what the backend holds outside its arena, or the smallest plan if that is more)"},
         {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},
         {"rounds", 0, CLI_INT, &rounds, "2", "N", "timed runs of each (after one untimed run each)"},
         {"device", 0, CLI_STR, &device, "cpu", "NAME", "compute backend: cpu, cpu-async or cuda"},
@@ -114,9 +114,12 @@ int bench_generate(int argc, char **argv) {
         gen_plan_req(&rr, s, &lora, B, pa.seq, cap);
         rr.hbm = 0;
         sr = rr;
-        uint64_t dmin, hmin;
+        uint64_t dmin, hmin, quarter;
         plan_minimum(s, &sr, &dmin, &hmin);
-        sr.hbm = hbm ? hbm : layers / 4 > dmin ? layers / 4 : dmin;
+        /* as --hbm values: the arena plus what the backend holds outside it (CUDA's context and workspaces) */
+        plan_dev_fits(dmin, 0, &dmin);
+        plan_dev_fits(layers / 4, 0, &quarter);
+        sr.hbm = hbm ? hbm : quarter > dmin ? quarter : dmin;
         tt_plan pr, ps;
         tt_gen *gr = NULL, *gs = NULL;
         if (plan_make(s, &rr, &pr) || plan_make(s, &sr, &ps) || gen_create(&gr, model, &pr) ||
