@@ -23,7 +23,7 @@
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
-#              --act-dtype bf16); the streamed run's GPU peak within --hbm
+#              --act-dtype bf16); 5 steps of full training (f32 store) the same; the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations
 #   gen        generate on the small model: CUDA (f32 activations) vs the CPU, greedy; streamed at the smallest
@@ -200,8 +200,10 @@ PLANF="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32 --act-
 SMALL="$PLANF --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json"
 export PLANF SMALL
 # the smallest --hbm the planner accepts for the small model on CUDA (2 slots, every activation spilled), +2%
-min_hbm() {
-    "$T" plan --model "$W/small.tier" --device cuda --hbm 1M $PLANF 2>&1 |
+min_hbm() { # [MODEL [PLAN FLAGS...]]: the small model with $PLANF by default
+    local m=${1:-$W/small.tier}
+    [ $# -gt 0 ] && shift
+    "$T" plan --model "$m" --device cuda --hbm 1M $PLANF "$@" 2>&1 |
         sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' |
         awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.0fM", $1 * m * 1.02 + 1 }'
 }
@@ -238,10 +240,20 @@ c_stream() {
         "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$h" $SMALL --act-dtype bf16 >/dev/null &&
         cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
     within_budget "$W/str20.json" "${h%M}" || fits=no
-    if [ "$same" = identical ] && [ "$fits" = yes ]; then
-        echo "RESULT PASS LoRA bit-identical, streamed at --hbm $h vs resident; GPU peak within --hbm"
+    # full training (AdamW; the streamed run steps the embedding on the host, kernels/adamw.h): the store bit for bit
+    local full=identical hf
+    "$T" synth --preset small --quant f32 -o "$W/smallf.tier" >/dev/null || full="not run (synth failed)"
+    hf=$(min_hbm "$W/smallf.tier" --full)
+    local F="--model $W/smallf.tier --data $W/c.tok --steps 5 --device cuda --full --clip 0 $SMALL"
+    if [ "$full" = identical ]; then
+        "$T" train $F --out "$W/fres" >/dev/null && "$T" train $F --hbm "$hf" --out "$W/fstr" >/dev/null &&
+            cmp "$W/fres" "$W/fstr" || full="different (streamed at --hbm $hf)"
+    fi
+    echo "full training streamed vs resident: $full"
+    if [ "$same" = identical ] && [ "$fits" = yes ] && [ "$full" = identical ]; then
+        echo "RESULT PASS LoRA and full training bit-identical, streamed at --hbm $h / $hf vs resident; GPU peak within --hbm"
     else
-        echo "RESULT FAIL LoRA $same (streamed at --hbm $h vs resident); GPU peak within --hbm: $fits"
+        echo "RESULT FAIL LoRA $same (streamed at --hbm $h vs resident); full training $full; GPU peak within --hbm: $fits"
     fi
 }
 
