@@ -2,7 +2,8 @@
 #
 #   make            build ./tiertrain (release, -O2 -g)
 #   make test       build and run every test, then again under ASan+UBSan,
-#                   and the cpu-async streaming test under ThreadSanitizer;
+#                   and the cpu-async streaming test under ThreadSanitizer,
+#                   and the CUDA backend on the emulated GPU (build/emu/);
 #                   ends with "N passed, N failed"
 #   make deps       install the Debian packages the project needs (as root),
 #                   otherwise print the exact apt-get line
