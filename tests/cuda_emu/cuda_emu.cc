@@ -469,24 +469,91 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
     pthread_mutex_unlock(&g_rt_mu);
     return cudaSuccess;
 }
+/* Pinned host memory (cudaMallocHost, cudaHostRegister): mapped for the
+ * device, as on a system with unified addressing. */
+static emu_alloc *g_pinned;
+static size_t g_npinned, g_cap_pinned;
+static void pinned_add(void *p, size_t n) {
+    pthread_mutex_lock(&g_rt_mu);
+    if (g_npinned == g_cap_pinned) {
+        g_cap_pinned = g_cap_pinned ? 2 * g_cap_pinned : 16;
+        g_pinned = (emu_alloc *)realloc(g_pinned, g_cap_pinned * sizeof *g_pinned);
+        if (!g_pinned) abort();
+    }
+    g_pinned[g_npinned++] = (emu_alloc){p, n};
+    pthread_mutex_unlock(&g_rt_mu);
+}
+static int pinned_remove(void *p) {
+    pthread_mutex_lock(&g_rt_mu);
+    for (size_t i = 0; i < g_npinned; i++)
+        if (g_pinned[i].p == p) {
+            g_pinned[i] = g_pinned[--g_npinned];
+            pthread_mutex_unlock(&g_rt_mu);
+            return 1;
+        }
+    pthread_mutex_unlock(&g_rt_mu);
+    return 0;
+}
 cudaError_t cudaMallocHost(void **p, size_t n) {
     *p = malloc(n ? n : 1);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!*p) return cudaErrorMemoryAllocation;
+    pinned_add(*p, n);
+    return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p) {
+    if (!pinned_remove(p)) return cudaErrorInvalidValue;
     free(p);
     return cudaSuccess;
 }
-cudaError_t cudaHostRegister(void *p, size_t n, unsigned) { return p && n ? cudaSuccess : cudaErrorInvalidValue; }
-cudaError_t cudaHostUnregister(void *p) { return p ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned) {
+    if (!p || !n) return cudaErrorInvalidValue;
+    pinned_add(p, n);
+    return cudaSuccess;
+}
+cudaError_t cudaHostUnregister(void *p) { return pinned_remove(p) ? cudaSuccess : cudaErrorHostMemoryNotRegistered; }
 
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t q) {
+/* 'd': p lies in a device allocation (its end included: an empty range's
+ * pointer), 'h': in pinned host memory, 0: neither. */
+static int where(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int r = 0;
+    pthread_mutex_lock(&g_rt_mu);
+    for (size_t i = 0; i < g_nallocs && !r; i++)
+        if (a >= (uintptr_t)g_allocs[i].p && a <= (uintptr_t)g_allocs[i].p + g_allocs[i].n) r = 'd';
+    for (size_t i = 0; i < g_npinned && !r; i++)
+        if (a >= (uintptr_t)g_pinned[i].p && a <= (uintptr_t)g_pinned[i].p + g_pinned[i].n) r = 'h';
+    pthread_mutex_unlock(&g_rt_mu);
+    return r;
+}
+void tt_emu_check_ptr(const void *fn, int i, const void *p) {
+    if (!p || where(p)) return;
+    fprintf(stderr, "cuda_emu: kernel %p: argument %d (%p) is host memory the device cannot read (neither "
+                    "cudaMalloc'd nor pinned)\n", fn, i, p);
+    abort();
+}
+/* A copy's pointers as its kind says (host memory may be pageable). */
+static cudaError_t check_copy(void *d, const void *s, cudaMemcpyKind k) {
+    int wd = where(d), ws = where(s);
+    int ok = k == cudaMemcpyDefault || (k == cudaMemcpyHostToDevice && wd == 'd' && ws != 'd') ||
+             (k == cudaMemcpyDeviceToHost && ws == 'd' && wd != 'd') ||
+             (k == cudaMemcpyDeviceToDevice && wd == 'd' && ws == 'd') || (k == cudaMemcpyHostToHost && !wd && !ws);
+    if (ok) return cudaSuccess;
+    fprintf(stderr, "cuda_emu: cudaMemcpyAsync kind %d from %s to %s memory\n", (int)k,
+            ws == 'd' ? "device" : ws == 'h' ? "pinned host" : "host", wd == 'd' ? "device" : wd == 'h' ? "pinned host" : "host");
+    return cudaErrorInvalidValue;
+}
+
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t q) {
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
-    if (n) memmove(d, s, n);
+    if (!n) return cudaSuccess;
+    cudaError_t e = check_copy(d, s, k);
+    if (e != cudaSuccess) return e;
+    memmove(d, s, n);
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t q) {
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    if (n && where(d) != 'd') return cudaErrorInvalidValue;
     memset(d, v, n);
     return cudaSuccess;
 }
@@ -600,6 +667,11 @@ static const float *as_f32(const void *p, cudaDataType t, int rows, int cols, in
 static void gemm_emu(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType at, int lda,
                      const void *B, cudaDataType bt, int ldb, float beta, void *C, cudaDataType ct, int ldc) {
     if (m == 0 || n == 0) return;
+    if (where(A) != 'd' || where(B) != 'd' || where(C) != 'd') {
+        fprintf(stderr, "cuda_emu: a %d x %d x %d product's operand is not device memory (A %p, B %p, C %p)\n", m, n, k,
+                A, B, C);
+        abort();
+    }
     float *prod = scratch(0, (size_t)m * n);
     if (k == 0) memset(prod, 0, (size_t)m * n * sizeof *prod);
     else {

@@ -12,7 +12,10 @@
  *    every stream runs each operation when it is issued (a valid order of the
  *    asynchronous one: events are then always complete), launches are checked
  *    as the GPU checks them (block size, grid size, shared memory above the
- *    kernel's allowance) and fail through cudaGetLastError; cuBLAS and cuBLASLt
+ *    kernel's allowance) and fail through cudaGetLastError; a kernel handed a
+ *    pointer to host memory that is not pinned, a product's operand outside
+ *    device memory, or a copy whose kind does not match where its pointers
+ *    lie stops the run (on a GPU: an illegal address); cuBLAS and cuBLASLt
  *    products are computed by plain loops from the libraries' documented
  *    column-major semantics, refusing layouts they would refuse.
  * It checks what the kernels compute and how the backend drives them, not
@@ -26,6 +29,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <type_traits>
 
 #undef __shared__
 #define __shared__ static
@@ -66,12 +70,22 @@ template <typename... P> cudaError_t cudaFuncSetAttribute(void (*f)(P...), cudaF
  * allowance (cudaFuncSetAttribute) and messages. */
 void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t q, void (*body)(void *), void *ctx);
 
+/* A kernel's pointer argument i must point into device memory (cudaMalloc's)
+ * or host memory pinned for the device; anything else stops the run, naming
+ * the argument (on a GPU: an illegal address, found only when it runs). */
+void tt_emu_check_ptr(const void *fn, int i, const void *p);
+template <typename A> void tt_emu_check_arg(const void *fn, int i, A a) {
+    if constexpr (std::is_pointer<A>::value) tt_emu_check_ptr(fn, i, (const void *)a);
+}
+
 template <typename... P> struct tt_emu_launcher {
     void (*f)(P...);
     dim3 g, b;
     size_t smem;
     cudaStream_t q;
     template <typename... A> void operator()(A... a) {
+        int i = 0;
+        (tt_emu_check_arg((const void *)f, i++, a), ...);
         auto call = [&]() { f(a...); }; /* each thread gets its own copies of the arguments */
         tt_emu_run((const void *)f, g, b, smem, q, [](void *c) { (*(decltype(call) *)c)(); }, &call);
     }
