@@ -21,13 +21,19 @@
  * A block's threads switch at every barrier, and a step launches millions of
  * threads: on x86-64 a fiber switch is a few instructions (the callee-saved
  * registers pushed, the stack pointer swapped); elsewhere ucontext's, which
- * also saves the signal mask (a system call each). */
+ * also saves the signal mask (a system call each; -DTT_EMU_UCONTEXT selects
+ * it on x86-64 too). */
+#if defined(__x86_64__) && !defined(TT_EMU_UCONTEXT)
+#define TT_EMU_ASM_SWITCH 1
+#else
+#define TT_EMU_ASM_SWITCH 0
+#endif
 
 enum { EMU_MAX_THREADS = 1024, EMU_STACK = 256 << 10 };
 enum fiber_state { F_RUN, F_BLOCK_WAIT, F_WARP_WAIT, F_DONE };
 
 typedef struct fiber {
-#if defined(__x86_64__)
+#if TT_EMU_ASM_SWITCH
     void *sp;
 #else
     ucontext_t ctx;
@@ -37,7 +43,7 @@ typedef struct fiber {
     int state;
 } fiber;
 
-#if defined(__x86_64__)
+#if TT_EMU_ASM_SWITCH
 /* Saves the callee-saved registers on the current stack, stores the stack
  * pointer in *save, continues on the stack next (as saved by this function,
  * or as fiber_prepare built it). */
@@ -86,7 +92,7 @@ void *tt_emu_dyn_smem(void) { return g_dyn; }
 static void fiber_main(void) {
     g_body(g_ctx);
     g_cur->state = F_DONE;
-#if defined(__x86_64__)
+#if TT_EMU_ASM_SWITCH
     void *dead;
     tt_emu_switch(&dead, g_sched_sp); /* never resumed */
     __builtin_unreachable();
@@ -98,7 +104,7 @@ static void fiber_main(void) {
 static void fiber_prepare(fiber *f, int i) {
     /* the tops staggered by 64 bytes: at one stride apart, every fiber's frames would fall in the same cache sets */
     unsigned char *top = g_stacks + (size_t)(i + 1) * EMU_STACK - (size_t)(i % 64) * 64;
-#if defined(__x86_64__)
+#if TT_EMU_ASM_SWITCH
     void **sp = (void **)top;
     *--sp = NULL;                    /* fiber_main's return address: it never returns */
     *--sp = (void *)fiber_main;      /* where tt_emu_switch's ret goes */
@@ -106,14 +112,14 @@ static void fiber_prepare(fiber *f, int i) {
     f->sp = sp;
 #else
     getcontext(&f->ctx);
-    f->ctx.uc_stack.ss_sp = top - EMU_STACK;
-    f->ctx.uc_stack.ss_size = EMU_STACK;
+    f->ctx.uc_stack.ss_sp = top - (EMU_STACK - 4096); /* clear of the stagger, so the stacks do not overlap */
+    f->ctx.uc_stack.ss_size = EMU_STACK - 4096;
     f->ctx.uc_link = &g_sched;
     makecontext(&f->ctx, fiber_main, 0);
 #endif
 }
 static void fiber_resume(fiber *f) {
-#if defined(__x86_64__)
+#if TT_EMU_ASM_SWITCH
     tt_emu_switch(&g_sched_sp, f->sp);
 #else
     swapcontext(&g_sched, &f->ctx);
@@ -130,7 +136,7 @@ static void fiber_wait(int s) {
     g_waited = 1;
     fiber *f = g_cur;
     f->state = s;
-#if defined(__x86_64__)
+#if TT_EMU_ASM_SWITCH
     tt_emu_switch(&f->sp, g_sched_sp);
 #else
     swapcontext(&f->ctx, &g_sched);
