@@ -271,12 +271,13 @@ c_kernels() {
     # bf16 activations (tensor cores; what training runs with on cuda), then fp32 GEMMs for comparison
     "$T" bench kernels --device cuda --json || { echo "RESULT FAIL exit $?"; return 1; }
     "$T" bench kernels --device cuda --act-dtype f32 --copy-mb 0 --iters 5 || { echo "RESULT FAIL f32 exit $?"; return 1; }
-    echo "RESULT INFO $(grep -o 'gemm bf16 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | tr -s ' ') TFLOP/s; $(grep -o 'gemm f32 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | tr -s ' ') TFLOP/s; $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" | head -1); $(grep -o 'registered arena / pinned peak (h2d): [0-9.]*' "$W/kernels.out")"
+    # the table's lines (the JSON line names the same ops, without the spaces and the figure: head -1 keeps one line)
+    echo "RESULT INFO $(grep -o 'gemm bf16 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | head -1 | tr -s ' ') TFLOP/s; $(grep -o 'gemm f32 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | head -1 | tr -s ' ') TFLOP/s; $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" | head -1); $(grep -o 'registered arena / pinned peak (h2d): [0-9.]*' "$W/kernels.out" | head -1)"
 }
 
 c_overlap8b() {
     set -o pipefail
-    "$T" synth --preset llama3.1-8b --quant nf4 -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
+    "$T" synth --preset llama3.1-8b --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 \
         --rank 16 --alpha 32 --steps 1 --json
     local rc=$?
@@ -289,7 +290,7 @@ c_overlap8b() {
 c_train8b() {
     prep_small || { echo "RESULT FAIL could not make the token file"; return 1; }
     set -o pipefail
-    "$T" synth --preset llama3.1-8b --quant nf4 -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
+    "$T" synth --preset llama3.1-8b --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     local f="--model $W/l8b.tier --data $W/c.tok --device cuda --seq 2048 --micro-batch 1 --batch-tokens 4096
              --rank 16 --alpha 32 --steps 3 --warmup 1 --eval-every 0 --save-every 0 --json"
     local rc=0
@@ -351,7 +352,7 @@ log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>
 run env 30 c_env
 run ops 60 c_ops
 run cpu-cuda 120 c_cpu_cuda
-run stream 60 c_stream
+run stream 90 c_stream
 run kernels 60 c_kernels
 run gen 90 c_gen
 run ops-mc 120 c_ops_mc
