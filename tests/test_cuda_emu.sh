@@ -41,10 +41,9 @@ head -c 400000 tools/demo-data/nlp-corpus-slice.txt >"$dir/c.txt"
 expect_ok tokenize "$E" tokenize --input "$dir/c.txt" -o "$dir/c.tok"
 PL="--seq 64 --micro-batch 2 --batch-tokens 256"
 TR="$PL --lr 1e-3 --warmup 1 --eval-every 0 --eval-tokens 128 --save-every 0 --json --steps 3 --data $dir/c.tok"
-# the smallest --hbm the planner accepts (MiB), from its refusal of 1M
-min_hbm() {
-    "$E" plan "$@" --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9]*\)\.[0-9]* MiB.*/\1/p'
-}
+# the smallest --hbm (MiB) a refusal of --hbm 1M names, from the planner or generate
+needs() { sed -n 's/.*needs --hbm \([0-9]*\)\.[0-9]* MiB.*/\1/p'; }
+min_hbm() { "$E" plan "$@" --device cuda --hbm 1M 2>&1 | needs; }
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
 
 LORA="--model $dir/m.tier --rank 8 --alpha 16"
@@ -87,7 +86,7 @@ done >"$dir/p.jsonl"
 G="--model $dir/m.tier --prompts $dir/p.jsonl -n 12 --batch 4 --act-dtype f32"
 expect_ok gen-cpu "$E" generate $G --device cpu -o "$dir/gc.jsonl"
 expect_ok gen-cuda "$E" generate $G --device cuda -o "$dir/gg.jsonl"
-gh=$("$E" generate $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9]*\)\.[0-9]* MiB.*/\1/p')
+gh=$("$E" generate $G --device cuda --hbm 1M 2>&1 | needs)
 expect_ok gen-cuda-streamed "$E" generate $G --device cuda --hbm "${gh}M" -o "$dir/gs.jsonl"
 strip() { sed 's/"seconds":[^,]*,//' "$1"; }
 [ "$(strip "$dir/gc.jsonl")" = "$(strip "$dir/gg.jsonl")" ] || fail "greedy completions on CUDA differ from the CPU's"

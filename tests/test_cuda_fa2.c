@@ -46,20 +46,7 @@ void tt_emu_mma(tt_warp_emu *w, int tid, float d[4], const uint32_t a[4], const 
     pthread_barrier_wait(bar);
     int base = tid & ~31, lane = tid & 31;
     float A[16][16], B[16][8];
-    for (int L = 0; L < 32; L++) {
-        for (int r = 0; r < 4; r++) {
-            uint32_t x = w->xa[base + L][r];
-            int row = tt_fa2_a_row(L, r), col = tt_fa2_a_col(L, r);
-            A[row][col] = tt_fa2_f32((uint16_t)(x & 0xffff));
-            A[row][col + 1] = tt_fa2_f32((uint16_t)(x >> 16));
-        }
-        for (int r = 0; r < 2; r++) {
-            uint32_t x = w->xb[base + L][r];
-            int k = tt_fa2_b_row(L, r), n = tt_fa2_b_col(L);
-            B[k][n] = tt_fa2_f32((uint16_t)(x & 0xffff));
-            B[k + 1][n] = tt_fa2_f32((uint16_t)(x >> 16));
-        }
-    }
+    tt_fa2_warp_operands(w->xa[base], w->xb[base], A, B);
     for (int i = 0; i < 4; i++) {
         int row = tt_fa2_c_row(lane, i), col = tt_fa2_c_col(lane, i);
         float acc = d[i];

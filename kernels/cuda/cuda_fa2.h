@@ -142,6 +142,28 @@ TT_HD int tt_fa2_b_col(int lane) { return lane >> 2; }
 TT_HD int tt_fa2_c_row(int lane, int i) { return (lane >> 2) + 8 * (i >> 1); }
 TT_HD int tt_fa2_c_col(int lane, int i) { return 2 * (lane & 3) + (i & 1); }
 
+#if !defined(__CUDACC__)
+/* The emulations' side of an mma (tests/test_cuda_fa2.c, tests/cuda_emu): a
+ * warp's 16 x 16 and 16 x 8 operands put together from its 32 lanes'
+ * fragments, xa[4 * lane + r] and xb[2 * lane + r], by the coordinates above. */
+static inline void tt_fa2_warp_operands(const uint32_t *xa, const uint32_t *xb, float A[16][16], float B[16][8]) {
+    for (int L = 0; L < 32; L++) {
+        for (int r = 0; r < 4; r++) {
+            uint32_t x = xa[4 * L + r];
+            int row = tt_fa2_a_row(L, r), col = tt_fa2_a_col(L, r);
+            A[row][col] = tt_fa2_f32((uint16_t)(x & 0xffff));
+            A[row][col + 1] = tt_fa2_f32((uint16_t)(x >> 16));
+        }
+        for (int r = 0; r < 2; r++) {
+            uint32_t x = xb[2 * L + r];
+            int k = tt_fa2_b_row(L, r), n = tt_fa2_b_col(L);
+            B[k][n] = tt_fa2_f32((uint16_t)(x & 0xffff));
+            B[k + 1][n] = tt_fa2_f32((uint16_t)(x >> 16));
+        }
+    }
+}
+#endif
+
 /* Rows [r0, r0 + TT_FA2_BC) of a head's columns of x (row stride xs, n rows
  * in all, hd columns) into the shared tile t (TT_FA2_LD), zero beyond n and
  * hd; by all threads of the block. */

@@ -1,6 +1,6 @@
 /* tests/cuda_emu/cuda_emu.cc — the emulated GPU's runtime (cuda_emu.h says
  * what it is for): fibers for a block's threads, the CUDA runtime calls the
- * backend makes, and cuBLAS / cuBLASLt products as loops. Programming errors
+ * backend makes, and cuBLAS / cuBLASLt products. Programming errors
  * in how the backend uses the API (an unknown stream, a launch the GPU would
  * refuse, a product layout cuBLAS would refuse) are reported the way the real
  * libraries report them, so the backend's own checks fire. */
@@ -181,20 +181,7 @@ void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const u
     fiber_wait(F_WARP_WAIT);
     if (g_ab_meet[w] != g_warp_meet[w]) { /* the next meeting cannot open before every lane has read this one */
         float A[16][16], B[16][8];
-        for (int L = 0; L < 32; L++) {
-            for (int r = 0; r < 4; r++) {
-                uint32_t x = g_xa[p][base + L][r];
-                int row = tt_fa2_a_row(L, r), col = tt_fa2_a_col(L, r);
-                A[row][col] = tt_fa2_f32((uint16_t)(x & 0xffff));
-                A[row][col + 1] = tt_fa2_f32((uint16_t)(x >> 16));
-            }
-            for (int r = 0; r < 2; r++) {
-                uint32_t x = g_xb[p][base + L][r];
-                int k = tt_fa2_b_row(L, r), n = tt_fa2_b_col(L);
-                B[k][n] = tt_fa2_f32((uint16_t)(x & 0xffff));
-                B[k + 1][n] = tt_fa2_f32((uint16_t)(x >> 16));
-            }
-        }
+        tt_fa2_warp_operands(g_xa[p][base], g_xb[p][base], A, B);
         for (int i = 0; i < 16; i++)
             for (int j = 0; j < 8; j++) {
                 float s = 0;

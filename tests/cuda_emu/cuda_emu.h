@@ -4,7 +4,7 @@
  * file of kernels/cuda (launches `k<<<g, b, s, q>>>(...)` become
  * `tt_emu_launch(k, g, b, s, q)(...)`, dynamic shared memory a pointer from
  * tt_emu_dyn_smem()). What it gives the kernels:
- *  - every thread of a block is a fiber (ucontext) on one host thread; a
+ *  - every thread of a block is a fiber on one host thread; a
  *    block's fibers run in turn up to __syncthreads or a warp-wide operation
  *    (the warp's lanes meet there); blocks run one after the other;
  *  - __shared__ is `static` (one block at a time: the block's fibers share it);
@@ -16,8 +16,8 @@
  *    pointer to host memory that is not pinned, a product's operand outside
  *    device memory, or a copy whose kind does not match where its pointers
  *    lie stops the run (on a GPU: an illegal address); cuBLAS and cuBLASLt
- *    products are computed by plain loops from the libraries' documented
- *    column-major semantics, refusing layouts they would refuse.
+ *    products follow the libraries' documented column-major semantics
+ *    (OpenBLAS computes them), refusing layouts they would refuse.
  * It checks what the kernels compute and how the backend drives them, not
  * timing, memory ordering between streams or the hardware's rounding of
  * special functions (expf is the host's). */

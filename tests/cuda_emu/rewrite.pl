@@ -9,7 +9,7 @@ open(my $f, '<', $in) or die "rewrite.pl: cannot read $in: $!\n";
 local $/;
 my $src = <$f>;
 close $f;
-my $launches = ($src =~ s/\b(\w+(?:<\w+>)?)\s*<<<(.*?)>>>\s*\(/tt_emu_launch($1, $2)(/gs);
+$src =~ s/\b(\w+(?:<\w+>)?)\s*<<<(.*?)>>>\s*\(/tt_emu_launch($1, $2)(/gs;
 $src =~ s/extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+(?:\s+\w+)*)\s+(\w+)\[\];/$1 *$2 = ($1 *)tt_emu_dyn_smem();/g;
 die "rewrite.pl: a launch left in $in\n" if $src =~ /<<</;
 print "#line 1 \"$in\"\n", $src;
