@@ -26,6 +26,8 @@ struct tt_warp_emu {
     pthread_barrier_t block, warp[TT_FA2_WARPS];
     float xf[TT_FA2_THREADS];
     uint32_t xa[TT_FA2_THREADS][4], xb[TT_FA2_THREADS][2];
+    const uint16_t *rows[TT_FA2_THREADS]; /* ldmatrix row addresses */
+    tt_cp_emu cp[TT_FA2_THREADS];         /* each thread's cp.async copies in flight */
 };
 
 void tt_emu_sync(tt_warp_emu *w) { pthread_barrier_wait(&w->block); }
@@ -55,6 +57,22 @@ void tt_emu_mma(tt_warp_emu *w, int tid, float d[4], const uint32_t a[4], const 
     }
     pthread_barrier_wait(bar);
 }
+
+void tt_emu_ldsm(tt_warp_emu *w, int tid, uint32_t r[4], const uint16_t *row, int trans) {
+    pthread_barrier_t *b = &w->warp[tid >> 5];
+    TT_ASSERT(((uintptr_t)row & 15) == 0); /* ldmatrix rows are 16-byte aligned */
+    w->rows[tid] = row;
+    pthread_barrier_wait(b);
+    tt_fa2_ldsm_gather(w->rows + (tid & ~31), tid & 31, trans, r);
+    pthread_barrier_wait(b);
+}
+
+void tt_emu_cp16(tt_warp_emu *w, int tid, void *dst, const void *src, int valid) {
+    TT_ASSERT(((uintptr_t)dst & 15) == 0 && (!valid || ((uintptr_t)src & 15) == 0));
+    TT_ASSERT(tt_cp_emu_issue(&w->cp[tid], dst, src, valid) == 0);
+}
+void tt_emu_cp_commit(tt_warp_emu *w, int tid) { tt_cp_emu_commit(&w->cp[tid]); }
+void tt_emu_cp_wait(tt_warp_emu *w, int tid, int pending) { tt_cp_emu_wait(&w->cp[tid], pending); }
 
 /* ---- fragment coordinates against the PTX ISA ----------------------------------- */
 
@@ -100,11 +118,53 @@ static void test_fragments(void) {
     }
 }
 
+/* ldmatrix as the ISA states it (lane 8 m + i names row i of matrix m; word w
+ * of that row, elements 2w and 2w + 1, goes to lane 4 i + w — with .trans,
+ * of the transposed matrix), and the row addresses the products use giving
+ * the fragments the coordinates above name. */
+static void test_ldsm(void) {
+    static uint16_t X[32][TT_FA2_LD];
+    for (int i = 0; i < 32; i++)
+        for (int j = 0; j < TT_FA2_LD; j++) X[i][j] = (uint16_t)(i * 256 + j); /* every element its own value */
+    const uint16_t *rows[32];
+    for (int l = 0; l < 32; l++) rows[l] = &X[l][8 * (l % 3)]; /* any rows, anywhere */
+    for (int trans = 0; trans < 2; trans++)
+        for (int m = 0; m < 4; m++)
+            for (int i = 0; i < 8; i++)
+                for (int wd = 0; wd < 4; wd++) {
+                    uint32_t r[4];
+                    tt_fa2_ldsm_gather(rows, 4 * i + wd, trans, r);
+                    const uint16_t *M0 = rows[8 * m + 2 * wd], *M1 = rows[8 * m + 2 * wd + 1], *Mi = rows[8 * m + i];
+                    uint32_t want = trans ? tt_fa2_pack(M0[i], M1[i]) : tt_fa2_pack(Mi[2 * wd], Mi[2 * wd + 1]);
+                    CHECK(r[m] == want);
+                }
+    const uint16_t *X0 = &X[0][0];
+    for (int kc = 0; kc < TT_FA2_HD / 16; kc += 2)
+        for (int lane = 0; lane < 32; lane++) {
+            uint32_t a[4], bt[4], b[4];
+            for (int l = 0; l < 32; l++) rows[l] = tt_fa2_ldsm_a(X0, kc, l);
+            tt_fa2_ldsm_gather(rows, lane, 0, a);
+            for (int l = 0; l < 32; l++) rows[l] = tt_fa2_ldsm_bt(X0, 8, kc, l);
+            tt_fa2_ldsm_gather(rows, lane, 0, bt);
+            for (int l = 0; l < 32; l++) rows[l] = tt_fa2_ldsm_b(X0, 1, 8 * kc, l);
+            tt_fa2_ldsm_gather(rows, lane, 1, b);
+            for (int r = 0; r < 4; r++) {
+                int ar = tt_fa2_a_row(lane, r), ac = kc * 16 + tt_fa2_a_col(lane, r);
+                CHECK(a[r] == tt_fa2_pack(X[ar][ac], X[ar][ac + 1])); /* A (rows 0-15, chunk kc) */
+                int n = 8 + tt_fa2_b_col(lane), k = (kc + r / 2) * 16 + tt_fa2_b_row(lane, r & 1);
+                CHECK(bt[r] == tt_fa2_pack(X[n][k], X[n][k + 1])); /* B = X^T: chunks kc, kc + 1 of rows 8-15 */
+                int kr = 16 + tt_fa2_b_row(lane, r & 1), d = 8 * kc + 8 * (r / 2) + tt_fa2_b_col(lane);
+                CHECK(b[r] == tt_fa2_pack(X[kr][d], X[kr + 1][d])); /* B = X: chunk 1, columns 8kc.. and 8kc + 8.. */
+            }
+        }
+}
+
 /* ---- running blocks ------------------------------------------------------------------ */
 
 typedef struct shape {
     int B, seq, nh, nkv, hd;
     const int32_t *seg; /* packed examples (B*seq) or NULL */
+    int parts;          /* the dk/dv pass's parts of each KV group's heads; 0: tt_fa2_dkv_parts's */
 } shape;
 
 /* Where row ri's keys start: its example's first row, or 0. */
@@ -117,7 +177,8 @@ typedef struct blk {
     const uint16_t *q, *k, *v, *o, *dout;
     const float *lse;
     uint16_t *out, *dq, *dk, *dv, *smem;
-    float *lse_out, *Dbuf;
+    float *lse_out, *Dbuf, *pk, *pv; /* pk, pv: the dk/dv pass's parts (parts > 1) */
+    int parts;
 } blk;
 
 static void *block_thread(void *p) {
@@ -130,8 +191,9 @@ static void *block_thread(void *p) {
         tt_fa2_dq_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->o, a->lse,
                         a->dout, a->dq, a->Dbuf, s->seg, a->smem);
     else
-        tt_fa2_dkv_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->lse,
-                         a->dout, a->Dbuf, a->dk, a->dv, s->seg, a->smem);
+        tt_fa2_dkv_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->parts, a->q, a->k, a->v,
+                         a->lse, a->dout, a->Dbuf, a->dk, a->dv, a->pk, a->pv, (size_t)s->B * s->seq * s->nkv * s->hd,
+                         s->seg, a->smem);
     return NULL;
 }
 
@@ -144,19 +206,24 @@ static void run_pass(const blk *tmpl) {
     uint16_t *smem = tt_xmalloc(sm);
     blk a[TT_FA2_THREADS];
     pthread_t th[TT_FA2_THREADS];
-    int heads = tmpl->pass == 2 ? s->nkv : s->nh;
+    int heads = tmpl->pass == 2 ? s->nkv * tmpl->parts : s->nh;
     for (int b = 0; b < s->B; b++)
         for (int y = 0; y < heads; y++)
             for (int x = 0; x * TT_FA2_BR < s->seq; x++) {
                 pthread_barrier_init(&w->block, NULL, TT_FA2_THREADS);
                 for (int i = 0; i < TT_FA2_WARPS; i++) pthread_barrier_init(&w->warp[i], NULL, 32);
                 memset(smem, 0xff, sm); /* stale contents must not matter */
+                memset(w->cp, 0, sizeof w->cp);
                 for (int t = 0; t < TT_FA2_THREADS; t++) {
                     a[t] = *tmpl;
                     a[t].w = w; a[t].tid = t; a[t].x = x; a[t].y = y; a[t].b = b; a[t].smem = smem;
                     TT_ASSERT(pthread_create(&th[t], NULL, block_thread, &a[t]) == 0);
                 }
-                for (int t = 0; t < TT_FA2_THREADS; t++) pthread_join(th[t], NULL);
+                for (int t = 0; t < TT_FA2_THREADS; t++) {
+                    pthread_join(th[t], NULL);
+                    CHECK_MSG(w->cp[t].n == 0, "pass %d: thread %d ended with %d copies never waited for",
+                              tmpl->pass, t, w->cp[t].n);
+                }
                 pthread_barrier_destroy(&w->block);
                 for (int i = 0; i < TT_FA2_WARPS; i++) pthread_barrier_destroy(&w->warp[i]);
             }
@@ -306,7 +373,18 @@ static void test_bwd(shape s, uint64_t seed) {
     t.pass = 1;
     run_pass(&t);
     t.pass = 2;
+    t.parts = s.parts ? s.parts : tt_fa2_dkv_parts(s.B, s.seq, s.nh, s.nkv);
+    if (t.parts > 1) { /* NaN where no block writes */
+        t.pk = tt_xmalloc((size_t)t.parts * nk * sizeof *t.pk);
+        t.pv = tt_xmalloc((size_t)t.parts * nk * sizeof *t.pv);
+        memset(t.pk, 0xff, (size_t)t.parts * nk * sizeof *t.pk);
+        memset(t.pv, 0xff, (size_t)t.parts * nk * sizeof *t.pv);
+    }
     run_pass(&t);
+    if (t.parts > 1)
+        for (size_t i = 0; i < nk; i++) tt_fa2_dkv_sum(i, nk, t.parts, t.pk, t.pv, 1.0f / sqrtf((float)s.hd), dk, dv);
+    free(t.pk);
+    free(t.pv);
     double *rq = tt_xmalloc(nq * sizeof *rq), *rk = tt_xmalloc(nk * sizeof *rk), *rv = tt_xmalloc(nk * sizeof *rv);
     ref_bwd(&s, q, k, v, o, lse, dout, rq, rk, rv);
     const char *name[3] = {"dq", "dk", "dv"};
@@ -326,12 +404,14 @@ static void test_bwd(shape s, uint64_t seed) {
 
 int main(void) {
     test_fragments();
-    test_fwd((shape){1, 64, 1, 1, 128, NULL}, 1);   /* one block, one key tile */
-    test_fwd((shape){2, 150, 2, 1, 128, NULL}, 2);  /* partial tiles, GQA, two sequences */
-    test_fwd((shape){1, 129, 2, 1, 64, NULL}, 3);   /* head_dim padded to the fragments' 128 */
-    test_bwd((shape){1, 64, 1, 1, 128, NULL}, 4);
-    test_bwd((shape){2, 150, 2, 1, 128, NULL}, 5);
-    test_bwd((shape){1, 129, 4, 1, 64, NULL}, 6);
+    test_ldsm();
+    test_fwd((shape){1, 64, 1, 1, 128, NULL, 0}, 1);   /* one block, one key tile */
+    test_fwd((shape){2, 150, 2, 1, 128, NULL, 0}, 2);  /* partial tiles, GQA, two sequences */
+    test_fwd((shape){1, 129, 2, 1, 64, NULL, 0}, 3);   /* head_dim padded to the fragments' 128 */
+    test_bwd((shape){1, 64, 1, 1, 128, NULL, 0}, 4);
+    test_bwd((shape){2, 150, 2, 1, 128, NULL, 0}, 5);
+    test_bwd((shape){1, 129, 4, 1, 64, NULL, 0}, 6);  /* the dk/dv pass in 4 parts (one head each) */
+    test_bwd((shape){1, 129, 4, 1, 64, NULL, 1}, 12); /* in one part of 4 heads */
     /* packed examples: sequence 0 holds rows 0-69 and 70-149 (rows 70.. see no key of the first 64-key tile: the
      * online softmax starts on a fully masked tile), sequence 1 rows 0-9, 10-139 and 140-149 */
     static int32_t seg[300];
@@ -339,7 +419,10 @@ int main(void) {
         seg[i] = i < 70 ? 0 : 70;
         seg[150 + i] = i < 10 ? 0 : i < 140 ? 10 : 140;
     }
-    test_fwd((shape){2, 150, 2, 1, 128, seg}, 7);
-    test_bwd((shape){2, 150, 2, 1, 128, seg}, 8);
+    /* head_dim 36: rows not 16-byte aligned, tiles staged element by element */
+    test_fwd((shape){1, 100, 2, 2, 36, NULL, 0}, 9);
+    test_bwd((shape){1, 100, 2, 2, 36, NULL, 0}, 10);
+    test_fwd((shape){2, 150, 2, 1, 128, seg, 0}, 7);
+    test_bwd((shape){2, 150, 2, 1, 128, seg, 0}, 8);
     TEST_END();
 }

@@ -364,8 +364,9 @@ static int g_fa2 = 1;
 static int use_fa2(int hd, int dt) { return g_fa2 && dt == BE_BF16 && hd <= TT_FA2_HD; }
 
 /* The scratch the attention ops take (the workspace carves it): cuda_attn_scratch_bytes. */
-static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int, int hd, int dt) {
-    return use_fa2(hd, dt) || use_flash(hd) ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
+    if (use_fa2(hd, dt)) return tt_fa2_scratch_bytes(B, seq, nh, nkv, hd);
+    return use_flash(hd) ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
 }
 
 /* Rows [r0, r0 + n) of a head's hd columns of src (row stride ss) into the
@@ -598,36 +599,45 @@ __global__ void k_dsoft(int seq, int hd, const void *dO_, const void *O_, int os
 }
 
 /* Tensor-core flash attention (cuda_fa2.h, emulated on the CPU by tests/test_cuda_fa2.c): bf16 activations,
- * head_dim up to TT_FA2_HD; block (query tile, head, sequence). */
+ * head_dim up to TT_FA2_HD; block (query tile, head, sequence). The forward and the dq pass take their query
+ * tiles last first: under the causal mask a tile's work grows with its index, and blocks start in index order,
+ * so the longest start first and the short ones fill the end. */
 __global__ void __launch_bounds__(TT_FA2_THREADS) k_fa2_fwd(int seq, int nh, int nkv, int hd, const uint16_t *q,
                                                             const uint16_t *k, const uint16_t *v, uint16_t *out,
                                                             float *lse, const int32_t *seg) {
     extern __shared__ __align__(16) unsigned char fa2_sh[];
-    tt_fa2_fwd_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
-                     v, out, lse, seg, (uint16_t *)fa2_sh);
+    tt_fa2_fwd_block(NULL, (int)threadIdx.x, (int)(gridDim.x - 1 - blockIdx.x), (int)blockIdx.y, (int)blockIdx.z, seq,
+                     nh, nkv, hd, q, k, v, out, lse, seg, (uint16_t *)fa2_sh);
 }
 __global__ void __launch_bounds__(TT_FA2_THREADS)
     k_fa2_dq(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o,
              const float *lse, const uint16_t *dout, uint16_t *dq, float *Dbuf, const int32_t *seg) {
     extern __shared__ __align__(16) unsigned char fa2_sh[];
-    tt_fa2_dq_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
-                    v, o, lse, dout, dq, Dbuf, seg, (uint16_t *)fa2_sh);
+    tt_fa2_dq_block(NULL, (int)threadIdx.x, (int)(gridDim.x - 1 - blockIdx.x), (int)blockIdx.y, (int)blockIdx.z, seq,
+                    nh, nkv, hd, q, k, v, o, lse, dout, dq, Dbuf, seg, (uint16_t *)fa2_sh);
 }
 __global__ void __launch_bounds__(TT_FA2_THREADS)
-    k_fa2_dkv(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-              const float *lse, const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv,
-              const int32_t *seg) {
+    k_fa2_dkv(int seq, int nh, int nkv, int hd, int parts, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+              const float *lse, const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv, float *pk,
+              float *pv, size_t pn, const int32_t *seg) {
     extern __shared__ __align__(16) unsigned char fa2_sh[];
-    tt_fa2_dkv_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd, q, k,
-                     v, lse, dout, Dbuf, dk, dv, seg, (uint16_t *)fa2_sh);
+    tt_fa2_dkv_block(NULL, (int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, seq, nh, nkv, hd,
+                     parts, q, k, v, lse, dout, Dbuf, dk, dv, pk, pv, pn, seg, (uint16_t *)fa2_sh);
+}
+__global__ void k_fa2_dkv_sum(size_t n, int parts, const float *pk, const float *pv, float scale, uint16_t *dk,
+                              uint16_t *dv) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) tt_fa2_dkv_sum(i, n, parts, pk, pv, scale, dk, dv);
 }
 
-/* The dk/dv pass asks for more than the default 48 KiB of shared memory: allowed once at start-up; 0 where the
- * GPU's per-block limit is below it. */
+/* The three kernels ask for more than the default 48 KiB of shared memory (two tiles in flight): allowed once
+ * at start-up; 0 where the GPU's per-block limit is below it. */
 static int fa2_setup(void) {
     int optin = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-    if ((size_t)optin < TT_FA2_SMEM_DKV) return 0;
+    if ((size_t)optin < TT_FA2_SMEM_DKV || (size_t)optin < TT_FA2_SMEM_FWD) return 0;
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa2_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_FWD));
+    CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DQ));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DKV));
     return 1;
 }
@@ -636,16 +646,23 @@ static void fa2_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *
                            const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D,
                            const int32_t *seg) {
     unsigned tiles = (unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR);
-    dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)nkv, (unsigned)B);
+    const int parts = tt_fa2_dkv_parts(B, seq, nh, nkv);
+    const size_t pn = (size_t)B * seq * nkv * hd;
+    float *pk = parts > 1 ? D + (size_t)B * seq * nh : NULL, *pv = parts > 1 ? pk + (size_t)parts * pn : NULL;
+    dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)(nkv * parts), (unsigned)B);
     k_fa2_dq<<<ga, TT_FA2_THREADS, TT_FA2_SMEM_DQ, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q, (const uint16_t *)k,
                                                                 (const uint16_t *)v, (const uint16_t *)out, lse,
                                                                 (const uint16_t *)dout, (uint16_t *)dq, D, seg);
     LAUNCHED();
-    k_fa2_dkv<<<gb, TT_FA2_THREADS, TT_FA2_SMEM_DKV, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
-                                                                  (const uint16_t *)k, (const uint16_t *)v, lse,
-                                                                  (const uint16_t *)dout, D, (uint16_t *)dk,
-                                                                  (uint16_t *)dv, seg);
+    k_fa2_dkv<<<gb, TT_FA2_THREADS, TT_FA2_SMEM_DKV, g_compute>>>(
+        seq, nh, nkv, hd, parts, (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v, lse,
+        (const uint16_t *)dout, D, (uint16_t *)dk, (uint16_t *)dv, pk, pv, pn, seg);
     LAUNCHED();
+    if (parts > 1) {
+        k_fa2_dkv_sum<<<(unsigned)((pn + 255) / 256), 256, 0, g_compute>>>(pn, parts, pk, pv, 1.0f / sqrtf((float)hd),
+                                                                            (uint16_t *)dk, (uint16_t *)dv);
+        LAUNCHED();
+    }
 }
 
 /* seg (packed examples): every path masks the keys before a row's example start (cuda_fa2.h, cuda_flash.h,

@@ -4,8 +4,11 @@
  * for the device (the kernels in cuda_backend.cu call them) and for the CPU,
  * where tests/test_cuda_fa2.c runs every thread of a block as a POSIX thread
  * and emulates the warp-wide operations (the mma from the PTX ISA's fragment
- * layout, the shuffles, the block barrier) — so the kernels' index
- * arithmetic, masking and online softmax are tested without a GPU.
+ * layout, ldmatrix, the shuffles, the block barrier) and cp.async (a copy
+ * lands only at the wait that covers it; its destination reads NaN until
+ * then) — so the kernels' index arithmetic, masking, online softmax and
+ * staging order are tested without a GPU (tests/cuda_emu runs them the same
+ * way inside the backend).
  *
  * Shapes: causal, grouped-query (query head h reads KV head
  * tt_gqa_kv_head), head_dim up to TT_FA2_HD (a smaller one is zero-padded:
@@ -13,7 +16,13 @@
  * warps; each warp owns 16 rows (queries in the forward and the dq pass,
  * keys in the dk/dv pass) and walks the other side in tiles of TT_FA2_BC
  * staged in shared memory as bf16 (row stride TT_FA2_LD: conflict-free
- * fragment loads). Scores are scaled into base 2 (exp2); the saved lse is
+ * ldmatrix rows), two deep: cp.async copies 16 bytes a thread while the
+ * previous tile is multiplied (element-by-element staging where rows are not
+ * 16-byte aligned); B fragments, and A fragments held in shared memory, come
+ * by ldmatrix (.trans for the products whose B runs along rows). The
+ * forward and the dq pass mask scores only in tiles that reach the diagonal,
+ * the sequence's end or an example's start. Scores are scaled into base 2
+ * (exp2); the saved lse is
  * natural-log, as the CPU reference's.
  *
  * Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = 4 * gid +
@@ -40,11 +49,15 @@
 #define TT_FA2_BC 64                  /* the other side's tile */
 #define TT_FA2_LD (TT_FA2_HD + 8)     /* shared row stride (bf16): 68 words, a fragment's 32 loads hit 32 banks */
 /* Shared memory of a block (bytes): the forward and the dq pass stage K, V
- * tiles; the dk/dv pass holds its own K, V rows and stages Q, dO tiles with
- * their lse and D (above 48 KiB: the kernel opts in at start-up). */
-#define TT_FA2_SMEM_FWD ((size_t)2 * TT_FA2_BC * TT_FA2_LD * 2)
+ * tiles, two of each (the next tile's copies in flight while the current one
+ * is used); the dk/dv pass holds its own K, V rows and stages Q, dO tiles with
+ * their lse and D, two of each (above 48 KiB: the kernels opt in at
+ * start-up). */
+#define TT_FA2_KV_TILE ((size_t)2 * TT_FA2_BC * TT_FA2_LD)                      /* elements: a K and a V tile */
+#define TT_FA2_QD_TILE ((size_t)2 * TT_FA2_BC * TT_FA2_LD + 2 * TT_FA2_BC * 2) /* elements: Q, dO, lse and D */
+#define TT_FA2_SMEM_FWD (2 * TT_FA2_KV_TILE * 2)
 #define TT_FA2_SMEM_DQ TT_FA2_SMEM_FWD
-#define TT_FA2_SMEM_DKV ((size_t)2 * TT_FA2_BR * TT_FA2_LD * 2 + (size_t)2 * TT_FA2_BC * TT_FA2_LD * 2 + (size_t)2 * TT_FA2_BC * 4)
+#define TT_FA2_SMEM_DKV ((size_t)2 * TT_FA2_BR * TT_FA2_LD * 2 + 2 * TT_FA2_QD_TILE * 2)
 
 #ifdef __CUDA_ARCH__
 #define TT_UNROLL _Pragma("unroll")
@@ -60,6 +73,10 @@ typedef struct tt_warp_emu tt_warp_emu; /* the emulation's block state (NULL on 
 void tt_emu_sync(tt_warp_emu *w);
 float tt_emu_shfl_xor(tt_warp_emu *w, int tid, float v, int mask);
 void tt_emu_mma(tt_warp_emu *w, int tid, float d[4], const uint32_t a[4], const uint32_t b[2]);
+void tt_emu_ldsm(tt_warp_emu *w, int tid, uint32_t r[4], const uint16_t *row, int trans);
+void tt_emu_cp16(tt_warp_emu *w, int tid, void *dst, const void *src, int valid);
+void tt_emu_cp_commit(tt_warp_emu *w, int tid);
+void tt_emu_cp_wait(tt_warp_emu *w, int tid, int pending);
 #endif
 
 TT_HD void tt_fa2_sync(tt_warp_emu *w) {
@@ -99,6 +116,77 @@ TT_HD void tt_fa2_mma(tt_warp_emu *w, int tid, float d[4], const uint32_t a[4], 
     (void)w; (void)tid; (void)d; (void)a; (void)b;
 #else
     tt_emu_mma(w, tid, d, a, b);
+
+#endif
+}
+
+/* Four 8 x 8 matrices of 16-bit elements from shared memory (ldmatrix .x4):
+ * lane l names row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned);
+ * register j of lane l receives matrix j's row l / 4, elements 2 (l % 4) and
+ * 2 (l % 4) + 1 — with trans, its column l / 4, rows 2 (l % 4) and + 1 (the
+ * lower element in the low half). trans is a constant at every call. */
+TT_HD void tt_fa2_ldsm(tt_warp_emu *w, int tid, uint32_t r[4], const uint16_t *row, int trans) {
+#if defined(__CUDA_ARCH__)
+    (void)w; (void)tid;
+    unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    if (trans)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a)
+                     : "memory");
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a)
+                     : "memory");
+#elif defined(__CUDACC__)
+    (void)w; (void)tid; (void)row; (void)trans;
+    r[0] = r[1] = r[2] = r[3] = 0;
+#else
+    tt_emu_ldsm(w, tid, r, row, trans);
+
+#endif
+}
+
+/* 16 bytes from global to shared memory, asynchronously (cp.async; zeros
+ * where !valid, src then unread): complete for this thread once a
+ * tt_fa2_cp_wait covers the group tt_fa2_cp_commit closed over it, and for
+ * the block after the barrier that follows that wait. */
+TT_HD void tt_fa2_cp16(tt_warp_emu *w, int tid, uint16_t *dst, const uint16_t *src, int valid) {
+#if defined(__CUDA_ARCH__)
+    (void)w; (void)tid;
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+#elif defined(__CUDACC__)
+    (void)w; (void)tid; (void)dst; (void)src; (void)valid;
+#else
+    tt_emu_cp16(w, tid, dst, src, valid);
+
+#endif
+}
+/* Closes the group of this thread's copies issued since the last commit. */
+TT_HD void tt_fa2_cp_commit(tt_warp_emu *w, int tid) {
+#if defined(__CUDA_ARCH__)
+    (void)w; (void)tid;
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#elif defined(__CUDACC__)
+    (void)w; (void)tid;
+#else
+    tt_emu_cp_commit(w, tid);
+
+#endif
+}
+/* Waits until at most `pending` (0 or 1, a constant at every call) of this
+ * thread's newest committed groups are still in flight. */
+TT_HD void tt_fa2_cp_wait(tt_warp_emu *w, int tid, int pending) {
+#if defined(__CUDA_ARCH__)
+    (void)w; (void)tid;
+    if (pending) asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    else asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#elif defined(__CUDACC__)
+    (void)w; (void)tid; (void)pending;
+#else
+    tt_emu_cp_wait(w, tid, pending);
 
 #endif
 }
@@ -162,12 +250,70 @@ static inline void tt_fa2_warp_operands(const uint32_t *xa, const uint32_t *xb, 
         }
     }
 }
+/* An ldmatrix .x4 from the 32 lanes' row addresses (rows[l], lane l's), as
+ * tt_fa2_ldsm states it: lane's four registers. */
+static inline void tt_fa2_ldsm_gather(const uint16_t *const *rows, int lane, int trans, uint32_t r[4]) {
+    for (int j = 0; j < 4; j++) {
+        if (trans)
+            r[j] = tt_fa2_pack(rows[8 * j + 2 * (lane & 3)][lane >> 2], rows[8 * j + 2 * (lane & 3) + 1][lane >> 2]);
+        else r[j] = tt_fa2_pack(rows[8 * j + (lane >> 2)][2 * (lane & 3)], rows[8 * j + (lane >> 2)][2 * (lane & 3) + 1]);
+    }
+}
+
+/* A thread's cp.async copies in the emulations: each fills its destination
+ * with NaN (0xff bytes) when issued and copies when a wait covers its group,
+ * so reading a tile before the wait, or refilling a buffer another thread
+ * still reads, shows as NaN in the results. */
+enum { TT_CP_EMU_MAX = 64 };
+typedef struct tt_cp_emu {
+    struct { void *dst; const void *src; int valid, group; } op[TT_CP_EMU_MAX];
+    int n, committed;
+} tt_cp_emu;
+/* 0, or -1 when more than TT_CP_EMU_MAX copies are in flight. */
+static inline int tt_cp_emu_issue(tt_cp_emu *c, void *dst, const void *src, int valid) {
+    if (c->n == TT_CP_EMU_MAX) return -1;
+    memset(dst, 0xff, 16);
+    c->op[c->n].dst = dst;
+    c->op[c->n].src = src;
+    c->op[c->n].valid = valid;
+    c->op[c->n].group = c->committed;
+    c->n++;
+    return 0;
+}
+static inline void tt_cp_emu_commit(tt_cp_emu *c) { c->committed++; }
+static inline void tt_cp_emu_wait(tt_cp_emu *c, int pending) {
+    int k = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (c->op[i].group < c->committed - pending) {
+            if (c->op[i].valid) memcpy(c->op[i].dst, c->op[i].src, 16);
+            else memset(c->op[i].dst, 0, 16);
+        } else c->op[k++] = c->op[i];
+    }
+    c->n = k;
+}
 #endif
+
+/* Whether tiles of x (row stride xs elements, hd columns a row) can be staged
+ * 16 bytes at a time: 16-byte aligned rows and head offsets. */
+TT_HD int tt_fa2_vec_ok(const uint16_t *x, size_t xs, int hd) {
+    return hd % 8 == 0 && xs % 8 == 0 && ((uintptr_t)x & 15) == 0;
+}
 
 /* Rows [r0, r0 + TT_FA2_BC) of a head's columns of x (row stride xs, n rows
  * in all, hd columns) into the shared tile t (TT_FA2_LD), zero beyond n and
- * hd; by all threads of the block. */
-TT_HD void tt_fa2_stage(uint16_t *t, const uint16_t *x, size_t xs, int r0, int n, int hd, int tid) {
+ * hd; by all threads of the block. vec (tt_fa2_vec_ok): 16-byte
+ * asynchronous copies, in this thread's current cp.async group; else element
+ * by element, done when it returns. */
+TT_HD void tt_fa2_stage(tt_warp_emu *w, uint16_t *t, const uint16_t *x, size_t xs, int r0, int n, int hd, int tid,
+                        int vec) {
+    if (vec) {
+        /* 16 threads a row: each row's 256 bytes read by consecutive threads */
+        for (int c = tid; c < TT_FA2_BC * (TT_FA2_HD / 8); c += TT_FA2_THREADS) {
+            int i = c / (TT_FA2_HD / 8), d = c % (TT_FA2_HD / 8) * 8, ok = r0 + i < n && d < hd;
+            tt_fa2_cp16(w, tid, t + i * TT_FA2_LD + d, ok ? x + (size_t)(r0 + i) * xs + d : x, ok);
+        }
+        return;
+    }
     for (int idx = tid; idx < TT_FA2_BC * TT_FA2_HD; idx += TT_FA2_THREADS) {
         int i = idx / TT_FA2_HD, d = idx - i * TT_FA2_HD;
         t[i * TT_FA2_LD + d] = r0 + i < n && d < hd ? x[(size_t)(r0 + i) * xs + d] : (uint16_t)0;
@@ -189,43 +335,63 @@ TT_HD void tt_fa2_load_a(uint32_t a[TT_FA2_HD / 16][4], const uint16_t *x, size_
         }
 }
 
+/* ldmatrix row addresses in a shared tile (row stride TT_FA2_LD) for a lane:
+ * - B fragments of two k-chunks (kc, kc + 1) of column block n0 (8 columns)
+ *   of B = X^T, X's rows n0..n0+7: registers {0, 1} are chunk kc's b, {2, 3}
+ *   chunk kc + 1's;
+ * - A fragments of a 16 x 16 block (rows 0-15, columns kc * 16..): the four
+ *   registers are a[0..3];
+ * - with trans, B fragments of k-chunk kc (Y's rows kc * 16..) for two column
+ *   blocks d0 and d0 + 8 of B = Y: registers {0, 1} block d0's b, {2, 3}
+ *   block d0 + 8's. */
+TT_HD const uint16_t *tt_fa2_ldsm_bt(const uint16_t *X, int n0, int kc, int lane) {
+    return X + (n0 + (lane & 7)) * TT_FA2_LD + kc * 16 + (lane >> 3) * 8;
+}
+TT_HD const uint16_t *tt_fa2_ldsm_a(const uint16_t *X, int kc, int lane) {
+    return X + ((lane & 7) + ((lane >> 3) & 1) * 8) * TT_FA2_LD + kc * 16 + (lane >> 4) * 8;
+}
+TT_HD const uint16_t *tt_fa2_ldsm_b(const uint16_t *Y, int kc, int d0, int lane) {
+    return Y + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * TT_FA2_LD + d0 + (lane >> 4) * 8;
+}
+
 /* S (16 x 8 n8) = A X^T for A's fragments (16 x TT_FA2_HD, registers) and
- * n8 * 8 rows of the shared tile X: B (k = column d, n = row j) is X[j][d],
- * two adjacent columns per register. n8 <= TT_FA2_BC / 8, a constant at
- * each call (the loops unroll, the arrays stay in registers). */
+ * n8 * 8 rows of the shared tile X: B (k = column d, n = row j) is X[j][d].
+ * n8 <= TT_FA2_BC / 8, a constant at each call (the loops unroll, the
+ * arrays stay in registers). */
 TT_HD void tt_fa2_abt(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4], uint32_t a[TT_FA2_HD / 16][4],
                       const uint16_t *X, int n8) {
     const int lane = tid & 31;
     TT_UNROLL
     for (int nt = 0; nt < n8; nt++) {
         s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-        const uint16_t *row = X + (nt * 8 + tt_fa2_b_col(lane)) * TT_FA2_LD;
         TT_UNROLL
-        for (int kc = 0; kc < TT_FA2_HD / 16; kc++) {
-            uint32_t b[2] = {tt_fa2_ld2(row + kc * 16 + tt_fa2_b_row(lane, 0)),
-                             tt_fa2_ld2(row + kc * 16 + tt_fa2_b_row(lane, 1))};
+        for (int kc = 0; kc < TT_FA2_HD / 16; kc += 2) {
+            uint32_t b[4];
+            tt_fa2_ldsm(w, tid, b, tt_fa2_ldsm_bt(X, nt * 8, kc, lane), 0);
             tt_fa2_mma(w, tid, s[nt], a[kc], b);
+            tt_fa2_mma(w, tid, s[nt], a[kc + 1], b + 2);
         }
     }
 }
 
 /* The same with A's 16 rows in shared memory too (Xa, row stride
- * TT_FA2_LD), its fragments loaded a 16-column chunk at a time. */
+ * TT_FA2_LD), its fragments loaded two 16-column chunks at a time. */
 TT_HD void tt_fa2_abt_s(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4], const uint16_t *Xa, const uint16_t *X,
                         int n8) {
     const int lane = tid & 31;
     TT_UNROLL
     for (int nt = 0; nt < n8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
     TT_UNROLL
-    for (int kc = 0; kc < TT_FA2_HD / 16; kc++) {
-        uint32_t a[4];
-        TT_UNROLL
-        for (int r = 0; r < 4; r++) a[r] = tt_fa2_ld2(Xa + tt_fa2_a_row(lane, r) * TT_FA2_LD + kc * 16 + tt_fa2_a_col(lane, r));
+    for (int kc = 0; kc < TT_FA2_HD / 16; kc += 2) {
+        uint32_t a0[4], a1[4];
+        tt_fa2_ldsm(w, tid, a0, tt_fa2_ldsm_a(Xa, kc, lane), 0);
+        tt_fa2_ldsm(w, tid, a1, tt_fa2_ldsm_a(Xa, kc + 1, lane), 0);
         TT_UNROLL
         for (int nt = 0; nt < n8; nt++) {
-            const uint16_t *row = X + (nt * 8 + tt_fa2_b_col(lane)) * TT_FA2_LD + kc * 16;
-            uint32_t b[2] = {tt_fa2_ld2(row + tt_fa2_b_row(lane, 0)), tt_fa2_ld2(row + tt_fa2_b_row(lane, 1))};
-            tt_fa2_mma(w, tid, s[nt], a, b);
+            uint32_t b[4];
+            tt_fa2_ldsm(w, tid, b, tt_fa2_ldsm_bt(X, nt * 8, kc, lane), 0);
+            tt_fa2_mma(w, tid, s[nt], a0, b);
+            tt_fa2_mma(w, tid, s[nt], a1, b + 2);
         }
     }
 }
@@ -245,21 +411,19 @@ TT_HD void tt_fa2_c_to_a(uint32_t p[TT_FA2_BC / 16][4], float s[TT_FA2_BC / 8][4
 
 /* acc (16 x TT_FA2_HD) += P Y for P's fragments (16 x 16 kcn) and 16 kcn
  * rows of the shared tile Y (x TT_FA2_HD): B (k = row j, n = column d) is
- * Y[j][d], two rows per register. */
+ * Y[j][d], loaded transposed. */
 TT_HD void tt_fa2_ab(tt_warp_emu *w, int tid, float acc[TT_FA2_HD / 8][4], uint32_t p[TT_FA2_BC / 16][4],
                      const uint16_t *Y, int kcn) {
     const int lane = tid & 31;
     TT_UNROLL
-    for (int dn = 0; dn < TT_FA2_HD / 8; dn++) {
-        const uint16_t *col = Y + dn * 8 + tt_fa2_b_col(lane);
+    for (int dn = 0; dn < TT_FA2_HD / 8; dn += 2)
         TT_UNROLL
         for (int kc = 0; kc < kcn; kc++) {
-            int j0 = kc * 16 + tt_fa2_b_row(lane, 0), j1 = kc * 16 + tt_fa2_b_row(lane, 1);
-            uint32_t b[2] = {tt_fa2_pack(col[j0 * TT_FA2_LD], col[(j0 + 1) * TT_FA2_LD]),
-                             tt_fa2_pack(col[j1 * TT_FA2_LD], col[(j1 + 1) * TT_FA2_LD])};
+            uint32_t b[4];
+            tt_fa2_ldsm(w, tid, b, tt_fa2_ldsm_b(Y, kc, dn * 8, lane), 1);
             tt_fa2_mma(w, tid, acc[dn], p[kc], b);
+            tt_fa2_mma(w, tid, acc[dn + 1], p[kc], b + 2);
         }
-    }
 }
 
 /* The max and the sum over the four lanes of a quad (one accumulator row). */
@@ -284,6 +448,31 @@ TT_HD void tt_fa2_row_starts(int lo[2], const int32_t *seg, size_t r0, int row0,
     }
 }
 
+/* ---- staging, two buffers deep ------------------------------------------------------ */
+
+/* K and V rows [j0, j0 + TT_FA2_BC) into buf (TT_FA2_KV_TILE elements: K,
+ * then V), as one cp.async group. */
+TT_HD void tt_fa2_stage_kv(tt_warp_emu *w, uint16_t *buf, const uint16_t *K, const uint16_t *V, size_t ks, int j0,
+                           int seq, int hd, int tid, int vec) {
+    tt_fa2_stage(w, buf, K, ks, j0, seq, hd, tid, vec);
+    tt_fa2_stage(w, buf + TT_FA2_BC * TT_FA2_LD, V, ks, j0, seq, hd, tid, vec);
+    tt_fa2_cp_commit(w, tid);
+}
+
+/* The top of iteration kt (of nt) of a loop over key tiles in two buffers
+ * from smem (tile 0 staged before the loop): once every warp is done with
+ * tile kt - 1, tile kt + 1's copies start into its buffer; returns when tile
+ * kt is in shared memory for the whole block. */
+TT_HD void tt_fa2_kv_turn(tt_warp_emu *w, uint16_t *smem, const uint16_t *K, const uint16_t *V, size_t ks, int kt,
+                          int nt, int seq, int hd, int tid, int vec) {
+    tt_fa2_sync(w);
+    if (kt + 1 < nt) {
+        tt_fa2_stage_kv(w, smem + ((kt + 1) & 1) * TT_FA2_KV_TILE, K, V, ks, (kt + 1) * TT_FA2_BC, seq, hd, tid, vec);
+        tt_fa2_cp_wait(w, tid, 1);
+    } else tt_fa2_cp_wait(w, tid, 0);
+    tt_fa2_sync(w);
+}
+
 /* ---- forward ------------------------------------------------------------------------
  * Block (qt, h, b): query rows qt * TT_FA2_BR .. of head h of sequence b;
  * out (T, nh * hd) and lse (T, nh) as backend.h's attn_fwd. smem:
@@ -294,7 +483,7 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
     const int warp = tid >> 5, lane = tid & 31, g = tt_gqa_kv_head(h, nh, nkv);
     const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
     const uint16_t *Q = q + r0 * qs + (size_t)h * hd, *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
-    uint16_t *Ks = smem, *Vs = smem + TT_FA2_BC * TT_FA2_LD;
+    const int vec = tt_fa2_vec_ok(k, ks, hd) && tt_fa2_vec_ok(v, ks, hd);
     const int row0 = qt * TT_FA2_BR + warp * 16; /* the warp's first query */
     const float sl2 = TT_FA2_LOG2E / sqrtf((float)hd);
     uint32_t qa[TT_FA2_HD / 16][4];
@@ -305,24 +494,35 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
     int lo[2]; /* packed: where the lane's two rows' examples start (keys before are masked) */
     tt_fa2_row_starts(lo, seg, r0, row0, seq, lane);
     const int nt = tt_causal_kv_tiles(qt, TT_FA2_BR, TT_FA2_BC, seq);
+    if (nt > 0) tt_fa2_stage_kv(w, smem, K, V, ks, 0, seq, hd, tid, vec);
     for (int kt = 0; kt < nt; kt++) {
+        tt_fa2_kv_turn(w, smem, K, V, ks, kt, nt, seq, hd, tid, vec);
         const int j0 = kt * TT_FA2_BC;
-        tt_fa2_sync(w); /* the previous tile is done with */
-        tt_fa2_stage(Ks, K, ks, j0, seq, hd, tid);
-        tt_fa2_stage(Vs, V, ks, j0, seq, hd, tid);
-        tt_fa2_sync(w);
+        const uint16_t *Ks = smem + (kt & 1) * TT_FA2_KV_TILE, *Vs = Ks + TT_FA2_BC * TT_FA2_LD;
         if (j0 > row0 + 15) continue; /* above the diagonal for all of this warp's rows */
         tt_fa2_abt(w, tid, s, qa, Ks, TT_FA2_BC / 8);
+        /* a mask only where the tile reaches the diagonal, the sequence's end or an example's start */
+        const int edge = j0 + TT_FA2_BC - 1 > row0 || j0 + TT_FA2_BC > seq || lo[0] > j0 || lo[1] > j0;
         float mx[2] = {-INFINITY, -INFINITY};
-        TT_UNROLL
-        for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
+        if (edge) {
             TT_UNROLL
-            for (int i = 0; i < 4; i++) {
-                int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
-                float x = col <= row && col >= lo[i >> 1] && col < seq ? s[n8][i] * sl2 : -INFINITY;
-                s[n8][i] = x;
-                mx[i >> 1] = fmaxf(mx[i >> 1], x);
-            }
+            for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
+                TT_UNROLL
+                for (int i = 0; i < 4; i++) {
+                    int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
+                    float x = col <= row && col >= lo[i >> 1] && col < seq ? s[n8][i] * sl2 : -INFINITY;
+                    s[n8][i] = x;
+                    mx[i >> 1] = fmaxf(mx[i >> 1], x);
+                }
+        } else {
+            TT_UNROLL
+            for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
+                TT_UNROLL
+                for (int i = 0; i < 4; i++) {
+                    s[n8][i] *= sl2;
+                    mx[i >> 1] = fmaxf(mx[i >> 1], s[n8][i]);
+                }
+        }
         float alpha[2], ms[2];
         TT_UNROLL
         for (int r = 0; r < 2; r++) {
@@ -377,6 +577,32 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
 
 #define TT_FA2_HALF (TT_FA2_BC / 2)
 
+/* The dk/dv pass's blocks split each KV group's query heads into parts (a
+ * divisor of the group size): with few sequences and KV heads (one sequence
+ * of 4096 with 2 KV heads is 128 blocks, the first of them 64 times the last's
+ * work) the GPU would sit half idle. The fewest parts that give
+ * TT_FA2_DKV_BLOCKS blocks, from the shape alone (the planner's figures need
+ * no GPU); with more than one, each part's dk and dv go to fp32 scratch and
+ * a second kernel sums the parts in order (no atomics: the same bits every
+ * run). */
+#define TT_FA2_DKV_BLOCKS 512
+TT_HD int tt_fa2_dkv_parts(int B, int seq, int nh, int nkv) {
+    const int grp = nh / nkv, blocks = (seq + TT_FA2_BR - 1) / TT_FA2_BR * nkv * B;
+    int d = 1;
+    while (d < grp && (long long)blocks * d < TT_FA2_DKV_BLOCKS) {
+        d++;
+        while (grp % d) d++;
+    }
+    return d;
+}
+/* The backward's scratch (bytes): D (T x nh floats), then with parts > 1 the
+ * parts' dk and dv (each parts x T x nkv * hd floats). */
+TT_HD size_t tt_fa2_scratch_bytes(int B, int seq, int nh, int nkv, int hd) {
+    const size_t T = (size_t)B * seq;
+    const int parts = tt_fa2_dkv_parts(B, seq, nh, nkv);
+    return T * nh * 4 + (parts > 1 ? 2 * (size_t)parts * T * nkv * hd * 4 : 0);
+}
+
 /* dq pass, block (qt, h, b): dq (T, nh * hd) and Dbuf. smem: TT_FA2_SMEM_DQ. */
 TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int seq, int nh, int nkv, int hd,
                            const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o, const float *lse,
@@ -385,7 +611,7 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
     const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
     const uint16_t *Q = q + r0 * qs + (size_t)h * hd, *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
     const uint16_t *O = o + r0 * qs + (size_t)h * hd, *dO = dout + r0 * qs + (size_t)h * hd;
-    uint16_t *Ks = smem, *Vs = smem + TT_FA2_BC * TT_FA2_LD;
+    const int vec = tt_fa2_vec_ok(k, ks, hd) && tt_fa2_vec_ok(v, ks, hd);
     const int row0 = qt * TT_FA2_BR + warp * 16;
     const float sl2 = TT_FA2_LOG2E / sqrtf((float)hd);
     uint32_t qa[TT_FA2_HD / 16][4], da[TT_FA2_HD / 16][4];
@@ -414,27 +640,37 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
     int lo[2];
     tt_fa2_row_starts(lo, seg, r0, row0, seq, lane);
     const int nt = tt_causal_kv_tiles(qt, TT_FA2_BR, TT_FA2_BC, seq);
+    if (nt > 0) tt_fa2_stage_kv(w, smem, K, V, ks, 0, seq, hd, tid, vec);
     for (int kt = 0; kt < nt; kt++) {
+        tt_fa2_kv_turn(w, smem, K, V, ks, kt, nt, seq, hd, tid, vec);
         const int j0 = kt * TT_FA2_BC;
-        tt_fa2_sync(w);
-        tt_fa2_stage(Ks, K, ks, j0, seq, hd, tid);
-        tt_fa2_stage(Vs, V, ks, j0, seq, hd, tid);
-        tt_fa2_sync(w);
+        const uint16_t *Ks = smem + (kt & 1) * TT_FA2_KV_TILE, *Vs = Ks + TT_FA2_BC * TT_FA2_LD;
         for (int hf = 0; hf < 2; hf++) {
             const int jh = j0 + hf * TT_FA2_HALF;
             if (jh > row0 + 15) break; /* above the diagonal for all of this warp's rows */
             float s[TT_FA2_BC / 8][4], dp[TT_FA2_BC / 8][4];
             tt_fa2_abt(w, tid, s, qa, Ks + hf * TT_FA2_HALF * TT_FA2_LD, TT_FA2_HALF / 8);
             tt_fa2_abt(w, tid, dp, da, Vs + hf * TT_FA2_HALF * TT_FA2_LD, TT_FA2_HALF / 8);
-            TT_UNROLL
-            for (int n8 = 0; n8 < TT_FA2_HALF / 8; n8++)
+            const int edge = jh + TT_FA2_HALF - 1 > row0 || jh + TT_FA2_HALF > seq || row0 + 16 > seq || lo[0] > jh ||
+                             lo[1] > jh;
+            if (edge) {
                 TT_UNROLL
-                for (int i = 0; i < 4; i++) {
-                    int row = row0 + tt_fa2_c_row(lane, i), col = jh + n8 * 8 + tt_fa2_c_col(lane, i);
-                    float p = col <= row && col >= lo[i >> 1] && col < seq && row < seq ? exp2f(s[n8][i] * sl2 - L[i >> 1])
-                                                                                     : 0.f;
-                    s[n8][i] = p * (dp[n8][i] - D[i >> 1]); /* dS */
-                }
+                for (int n8 = 0; n8 < TT_FA2_HALF / 8; n8++)
+                    TT_UNROLL
+                    for (int i = 0; i < 4; i++) {
+                        int row = row0 + tt_fa2_c_row(lane, i), col = jh + n8 * 8 + tt_fa2_c_col(lane, i);
+                        float p = col <= row && col >= lo[i >> 1] && col < seq && row < seq
+                                      ? exp2f(s[n8][i] * sl2 - L[i >> 1])
+                                      : 0.f;
+                        s[n8][i] = p * (dp[n8][i] - D[i >> 1]); /* dS */
+                    }
+            } else {
+                TT_UNROLL
+                for (int n8 = 0; n8 < TT_FA2_HALF / 8; n8++)
+                    TT_UNROLL
+                    for (int i = 0; i < 4; i++)
+                        s[n8][i] = exp2f(s[n8][i] * sl2 - L[i >> 1]) * (dp[n8][i] - D[i >> 1]);
+            }
             uint32_t dsa[TT_FA2_BC / 16][4];
             tt_fa2_c_to_a(dsa, s, TT_FA2_HALF / 16);
             tt_fa2_ab(w, tid, acc, dsa, Ks + hf * TT_FA2_HALF * TT_FA2_LD, TT_FA2_HALF / 16);
@@ -451,78 +687,129 @@ TT_HD void tt_fa2_dq_block(tt_warp_emu *w, int tid, int qt, int h, int b, int se
         }
 }
 
-/* dk/dv pass, block (kt, g, b): key rows kt * TT_FA2_BR .. of KV head g;
- * dk, dv (T, nkv * hd). Needs the dq pass's Dbuf. smem: TT_FA2_SMEM_DKV. */
-TT_HD void tt_fa2_dkv_block(tt_warp_emu *w, int tid, int kt, int g, int b, int seq, int nh, int nkv, int hd,
-                            const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
-                            const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv, const int32_t *seg,
-                            uint16_t *smem) {
-    const int warp = tid >> 5, lane = tid & 31, grp = nh / nkv;
-    const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
-    const uint16_t *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
-    uint16_t *Kb = smem, *Vb = Kb + TT_FA2_BR * TT_FA2_LD, *Qs = Vb + TT_FA2_BR * TT_FA2_LD, *dOs = Qs + TT_FA2_BC * TT_FA2_LD;
-    float *Ls = (float *)(void *)(dOs + TT_FA2_BC * TT_FA2_LD), *Ds = Ls + TT_FA2_BC;
+/* The dk/dv pass's tile it of its walk (query head h0 + it / nq, query
+ * tile qt0 + it % nq): the Q and dO rows, their lse (in log2 units) and D
+ * into buf (TT_FA2_QD_TILE elements), the copies as one cp.async group. */
+TT_HD void tt_fa2_stage_qd(tt_warp_emu *w, uint16_t *buf, int it, int qt0, int nq, int h0, const uint16_t *q,
+                           const uint16_t *dout, const float *lse, const float *Dbuf, size_t r0, int seq, int nh,
+                           int hd, int tid, int vec) {
+    const int h = h0 + it / nq, i0 = (qt0 + it % nq) * TT_FA2_BC;
+    const size_t qs = (size_t)nh * hd;
+    float *Ls = (float *)(void *)(buf + 2 * TT_FA2_BC * TT_FA2_LD), *Ds = Ls + TT_FA2_BC;
+    tt_fa2_stage(w, buf, q + r0 * qs + (size_t)h * hd, qs, i0, seq, hd, tid, vec);
+    tt_fa2_stage(w, buf + TT_FA2_BC * TT_FA2_LD, dout + r0 * qs + (size_t)h * hd, qs, i0, seq, hd, tid, vec);
+    tt_fa2_cp_commit(w, tid);
+    for (int x = tid; x < TT_FA2_BC; x += TT_FA2_THREADS) {
+        int row = i0 + x;
+        Ls[x] = row < seq ? lse[(r0 + row) * nh + h] * TT_FA2_LOG2E : 0.f;
+        Ds[x] = row < seq ? Dbuf[(r0 + row) * nh + h] : 0.f;
+    }
+}
+
+/* dk/dv pass, block (kt, g * parts + part, b): key rows kt * TT_FA2_BR .. of
+ * KV head g, over part `part` of its group's query heads (parts:
+ * tt_fa2_dkv_parts); dk, dv (T, nkv * hd) where parts is 1, else that part's
+ * unscaled sums into pk, pv (parts x pn floats, pn = T * nkv * hd) for
+ * tt_fa2_dkv_sum. Needs the dq pass's Dbuf. smem: TT_FA2_SMEM_DKV. */
+TT_HD void tt_fa2_dkv_block(tt_warp_emu *w, int tid, int kt, int gp, int b, int seq, int nh, int nkv, int hd,
+                            int parts, const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *lse,
+                            const uint16_t *dout, const float *Dbuf, uint16_t *dk, uint16_t *dv, float *pk, float *pv,
+                            size_t pn, const int32_t *seg, uint16_t *smem) {
+    const int warp = tid >> 5, lane = tid & 31, nhp = nh / nkv / parts;
+    const int h0 = gp / parts * (nh / nkv) + gp % parts * nhp; /* the part's first query head */
+    const size_t ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
+    const uint16_t *K = k + r0 * ks + (size_t)(gp / parts) * hd, *V = v + r0 * ks + (size_t)(gp / parts) * hd;
+    const int vec = tt_fa2_vec_ok(k, ks, hd) && tt_fa2_vec_ok(v, ks, hd) && tt_fa2_vec_ok(q, (size_t)nh * hd, hd) &&
+                    tt_fa2_vec_ok(dout, (size_t)nh * hd, hd);
+    uint16_t *Kb = smem, *Vb = Kb + TT_FA2_BR * TT_FA2_LD, *qd = Vb + TT_FA2_BR * TT_FA2_LD; /* qd: two Q/dO tiles */
     const int key0 = kt * TT_FA2_BR, wk0 = key0 + warp * 16; /* the block's and the warp's first key */
     const float sl2 = TT_FA2_LOG2E / sqrtf((float)hd);
-    /* the block's keys (TT_FA2_BR = TT_FA2_BC rows) */
-    tt_fa2_stage(Kb, K, ks, key0, seq, hd, tid);
-    tt_fa2_stage(Vb, V, ks, key0, seq, hd, tid);
+    /* the walk: every query tile from the block's diagonal on, for each query head of the group */
+    const int qt0 = key0 / TT_FA2_BC, nq = (seq + TT_FA2_BC - 1) / TT_FA2_BC - qt0, total = nhp * nq;
+    /* the block's keys (TT_FA2_BR = TT_FA2_BC rows), in the first tile's group */
+    tt_fa2_stage(w, Kb, K, ks, key0, seq, hd, tid, vec);
+    tt_fa2_stage(w, Vb, V, ks, key0, seq, hd, tid, vec);
+    if (total > 0) tt_fa2_stage_qd(w, qd, 0, qt0, nq, h0, q, dout, lse, Dbuf, r0, seq, nh, hd, tid, vec);
+    else { /* no block has no query (key0 < seq), but never leave copies in flight */
+        tt_fa2_cp_commit(w, tid);
+        tt_fa2_cp_wait(w, tid, 0);
+    }
     const uint16_t *Kw = Kb + warp * 16 * TT_FA2_LD, *Vw = Vb + warp * 16 * TT_FA2_LD;
     float dK[TT_FA2_HD / 8][4], dV[TT_FA2_HD / 8][4];
     TT_UNROLL
     for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
         TT_UNROLL
         for (int i = 0; i < 4; i++) dK[dn][i] = dV[dn][i] = 0.f;
-    for (int h = g * grp; h < (g + 1) * grp; h++) {
-        const uint16_t *Q = q + r0 * qs + (size_t)h * hd, *dO = dout + r0 * qs + (size_t)h * hd;
-        for (int qt = key0 / TT_FA2_BC; qt * TT_FA2_BC < seq; qt++) {
-            const int i0 = qt * TT_FA2_BC;
-            tt_fa2_sync(w); /* the previous tile is done with (and, the first time, Kb and Vb are staged) */
-            tt_fa2_stage(Qs, Q, qs, i0, seq, hd, tid);
-            tt_fa2_stage(dOs, dO, qs, i0, seq, hd, tid);
-            for (int x = tid; x < TT_FA2_BC; x += TT_FA2_THREADS) {
-                int row = i0 + x;
-                Ls[x] = row < seq ? lse[(r0 + row) * nh + h] * TT_FA2_LOG2E : 0.f;
-                Ds[x] = row < seq ? Dbuf[(r0 + row) * nh + h] : 0.f;
-            }
-            tt_fa2_sync(w);
-            for (int hf = 0; hf < 2; hf++) {
-                const int ih = i0 + hf * TT_FA2_HALF;
-                if (ih + TT_FA2_HALF - 1 < wk0) continue; /* every query of the half precedes this warp's keys */
-                const uint16_t *Qh = Qs + hf * TT_FA2_HALF * TT_FA2_LD, *dOh = dOs + hf * TT_FA2_HALF * TT_FA2_LD;
-                float s[TT_FA2_BC / 8][4], dp[TT_FA2_BC / 8][4];
-                tt_fa2_abt_s(w, tid, s, Kw, Qh, TT_FA2_HALF / 8);   /* S^T: keys x queries */
-                tt_fa2_abt_s(w, tid, dp, Vw, dOh, TT_FA2_HALF / 8); /* dP^T = V dO^T */
+    for (int it = 0; it < total; it++) {
+        tt_fa2_sync(w); /* every warp is done with tile it - 1, whose buffer tile it + 1 takes */
+        if (it + 1 < total) {
+            tt_fa2_stage_qd(w, qd + ((it + 1) & 1) * TT_FA2_QD_TILE, it + 1, qt0, nq, h0, q, dout, lse, Dbuf, r0, seq,
+                            nh, hd, tid, vec);
+            tt_fa2_cp_wait(w, tid, 1);
+        } else tt_fa2_cp_wait(w, tid, 0);
+        tt_fa2_sync(w); /* tile it is in shared memory */
+        const int i0 = (qt0 + it % nq) * TT_FA2_BC;
+        const uint16_t *Qs = qd + (it & 1) * TT_FA2_QD_TILE, *dOs = Qs + TT_FA2_BC * TT_FA2_LD;
+        const float *Ls = (const float *)(const void *)(dOs + TT_FA2_BC * TT_FA2_LD), *Ds = Ls + TT_FA2_BC;
+        for (int hf = 0; hf < 2; hf++) {
+            const int ih = i0 + hf * TT_FA2_HALF;
+            if (ih + TT_FA2_HALF - 1 < wk0) continue; /* every query of the half precedes this warp's keys */
+            const uint16_t *Qh = Qs + hf * TT_FA2_HALF * TT_FA2_LD, *dOh = dOs + hf * TT_FA2_HALF * TT_FA2_LD;
+            float s[TT_FA2_BC / 8][4], dp[TT_FA2_BC / 8][4];
+            tt_fa2_abt_s(w, tid, s, Kw, Qh, TT_FA2_HALF / 8);   /* S^T: keys x queries */
+            tt_fa2_abt_s(w, tid, dp, Vw, dOh, TT_FA2_HALF / 8); /* dP^T = V dO^T */
+            /* the mask in every tile: a second, unmasked copy of this loop for the tiles below the diagonal
+             * pushed the kernel past 255 registers (spills) */
+            TT_UNROLL
+            for (int n8 = 0; n8 < TT_FA2_HALF / 8; n8++)
                 TT_UNROLL
-                for (int n8 = 0; n8 < TT_FA2_HALF / 8; n8++)
-                    TT_UNROLL
-                    for (int i = 0; i < 4; i++) {
-                        int key = wk0 + tt_fa2_c_row(lane, i), x = hf * TT_FA2_HALF + n8 * 8 + tt_fa2_c_col(lane, i);
-                        int qrow = i0 + x, lo = seg && qrow < seq ? seg[r0 + qrow] : 0;
-                        float p = key <= qrow && key >= lo && qrow < seq && key < seq ? exp2f(s[n8][i] * sl2 - Ls[x]) : 0.f;
-                        s[n8][i] = p;                       /* P^T */
-                        dp[n8][i] = p * (dp[n8][i] - Ds[x]); /* dS^T */
-                    }
-                uint32_t fa[TT_FA2_BC / 16][4];
-                tt_fa2_c_to_a(fa, s, TT_FA2_HALF / 16);
-                tt_fa2_ab(w, tid, dV, fa, dOh, TT_FA2_HALF / 16); /* dV += P^T dO */
-                tt_fa2_c_to_a(fa, dp, TT_FA2_HALF / 16);
-                tt_fa2_ab(w, tid, dK, fa, Qh, TT_FA2_HALF / 16); /* dK += dS^T Q */
-            }
+                for (int i = 0; i < 4; i++) {
+                    int key = wk0 + tt_fa2_c_row(lane, i), x = hf * TT_FA2_HALF + n8 * 8 + tt_fa2_c_col(lane, i);
+                    int qrow = i0 + x, lo = seg && qrow < seq ? seg[r0 + qrow] : 0;
+                    float p = key <= qrow && key >= lo && qrow < seq && key < seq ? exp2f(s[n8][i] * sl2 - Ls[x])
+                                                                                  : 0.f;
+                    s[n8][i] = p;                       /* P^T */
+                    dp[n8][i] = p * (dp[n8][i] - Ds[x]); /* dS^T */
+                }
+            uint32_t fa[TT_FA2_BC / 16][4];
+            tt_fa2_c_to_a(fa, s, TT_FA2_HALF / 16);
+            tt_fa2_ab(w, tid, dV, fa, dOh, TT_FA2_HALF / 16); /* dV += P^T dO */
+            tt_fa2_c_to_a(fa, dp, TT_FA2_HALF / 16);
+            tt_fa2_ab(w, tid, dK, fa, Qh, TT_FA2_HALF / 16); /* dK += dS^T Q */
         }
     }
     const float scale = 1.0f / sqrtf((float)hd);
-    uint16_t *dKo = dk + r0 * ks + (size_t)g * hd, *dVo = dv + r0 * ks + (size_t)g * hd;
+    const size_t o0 = r0 * ks + (size_t)(gp / parts) * hd; /* g and part again: nothing held through the loop */
+    float *pko = parts > 1 ? pk + (size_t)(gp % parts) * pn : NULL;
+    float *pvo = parts > 1 ? pv + (size_t)(gp % parts) * pn : NULL;
     TT_UNROLL
     for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
         TT_UNROLL
         for (int i = 0; i < 4; i++) {
             int key = wk0 + tt_fa2_c_row(lane, i), col = dn * 8 + tt_fa2_c_col(lane, i);
-            if (key < seq && col < hd) {
-                dKo[(size_t)key * ks + col] = tt_fa2_bf16(dK[dn][i] * scale);
-                dVo[(size_t)key * ks + col] = tt_fa2_bf16(dV[dn][i]);
+            if (key >= seq || col >= hd) continue;
+            size_t at = o0 + (size_t)key * ks + col;
+            if (pko) {
+                pko[at] = dK[dn][i];
+                pvo[at] = dV[dn][i];
+            } else {
+                dk[at] = tt_fa2_bf16(dK[dn][i] * scale);
+                dv[at] = tt_fa2_bf16(dV[dn][i]);
             }
         }
+}
+
+/* Element i (of n = T * nkv * hd) of dk and dv from the dk/dv pass's parts
+ * (pk, pv: parts x n, each part's sums in order). */
+TT_HD void tt_fa2_dkv_sum(size_t i, size_t n, int parts, const float *pk, const float *pv, float scale, uint16_t *dk,
+                          uint16_t *dv) {
+    float a = 0.f, c = 0.f;
+    for (int p = 0; p < parts; p++) {
+        a += pk[(size_t)p * n + i];
+        c += pv[(size_t)p * n + i];
+    }
+    dk[i] = tt_fa2_bf16(a * scale);
+    dv[i] = tt_fa2_bf16(c);
 }
 
 #endif

@@ -70,6 +70,7 @@ static int g_nthreads;
 static void (*g_body)(void *);
 static void *g_ctx;
 static unsigned char *g_dyn; /* the block's dynamic shared memory */
+static size_t g_dyn_n;
 static const char *g_kernel; /* for messages */
 static int g_waited;         /* a fiber of this launch waited */
 static int g_direct;         /* this launch runs its threads as plain calls (see emu_func) */
@@ -193,6 +194,33 @@ void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const u
     for (int i = 0; i < 4; i++) d[i] += g_ab[w][tt_fa2_c_row(lane, i)][tt_fa2_c_col(lane, i)];
 }
 
+/* ldmatrix: each lane's row address, per parity of the warp's meeting count. */
+static const uint16_t *g_lrows[2][EMU_MAX_THREADS];
+static tt_cp_emu g_cp[EMU_MAX_THREADS]; /* each thread's cp.async copies in flight (reset per block) */
+
+/* p .. p + n inside the block's dynamic shared memory, 16-byte aligned (what
+ * ldmatrix and cp.async need); else the run stops, naming what. */
+static void check_smem16(const void *p, size_t n, const char *what) {
+    uintptr_t a = (uintptr_t)p, lo = (uintptr_t)g_dyn;
+    if (!g_dyn || a < lo || a + n > lo + g_dyn_n || (a & 15)) {
+        fprintf(stderr, "cuda_emu: %s: %s %p is not 16-byte aligned in the block's %zu bytes of dynamic shared "
+                        "memory\n", g_kernel, what, p, g_dyn_n);
+        abort();
+    }
+}
+
+void tt_emu_ldsm(tt_warp_emu *, int tid, uint32_t r[4], const uint16_t *row, int trans) {
+    int w = tid >> 5, p = g_warp_meet[w] & 1;
+    if (warp_lanes(w) != 32) {
+        fprintf(stderr, "cuda_emu: %s: ldmatrix in a warp of %d lanes\n", g_kernel, warp_lanes(w));
+        abort();
+    }
+    check_smem16(row, 16, "an ldmatrix row");
+    g_lrows[p][tid] = row;
+    fiber_wait(F_WARP_WAIT);
+    tt_fa2_ldsm_gather(g_lrows[p] + (tid & ~31), tid & 31, trans, r);
+}
+
 /* Runs one block's fibers to the end: each runs until it waits or ends; a
  * barrier opens when every live thread of the block (__syncthreads: threads
  * that ended count as arrived, as on the GPU) or of the warp waits at it. */
@@ -311,6 +339,7 @@ void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t
         dyn_cap = smem;
     }
     g_dyn = smem ? dyn : NULL;
+    g_dyn_n = smem;
     g_body = body;
     g_ctx = ctx;
     g_nthreads = (int)nt;
@@ -331,6 +360,7 @@ void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t
                     f->c.bd = block;
                     f->c.gd = grid;
                 }
+                memset(g_cp, 0, sizeof *g_cp * g_nthreads);
                 if (g_direct)
                     for (int i = 0; i < g_nthreads; i++) {
                         g_cur = &g_fib[i];
@@ -338,6 +368,12 @@ void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t
                     }
                 else run_block();
                 g_cur = NULL;
+                for (int i = 0; i < g_nthreads; i++)
+                    if (g_cp[i].n) {
+                        fprintf(stderr, "cuda_emu: %s: thread %d ended with %d cp.async copies never waited for\n",
+                                g_kernel, i, g_cp[i].n);
+                        abort();
+                    }
             }
     if (fi->mode == FN_UNSEEN) fi->mode = g_waited ? FN_FIBERS : FN_DIRECT;
     pthread_mutex_unlock(&g_kernel_mu);
@@ -524,6 +560,23 @@ void tt_emu_check_ptr(const void *fn, int i, const void *p) {
                     "cudaMalloc'd nor pinned)\n", fn, i, p);
     abort();
 }
+/* cp.async (cuda_fa2.h): into the block's shared memory from device memory
+ * (or pinned host memory), each copy done when a wait covers it. */
+void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) {
+    check_smem16(dst, 16, "a cp.async destination");
+    if (valid && (!where(src) || ((uintptr_t)src & 15))) {
+        fprintf(stderr, "cuda_emu: %s: cp.async source %p is not 16-byte aligned device memory\n", g_kernel, src);
+        abort();
+    }
+    if (tt_cp_emu_issue(&g_cp[tid], dst, src, valid)) {
+        fprintf(stderr, "cuda_emu: %s: thread %d has more than %d cp.async copies in flight\n", g_kernel, tid,
+                (int)TT_CP_EMU_MAX);
+        abort();
+    }
+}
+void tt_emu_cp_commit(tt_warp_emu *, int tid) { tt_cp_emu_commit(&g_cp[tid]); }
+void tt_emu_cp_wait(tt_warp_emu *, int tid, int pending) { tt_cp_emu_wait(&g_cp[tid], pending); }
+
 /* A copy's pointers as its kind says (host memory may be pageable). */
 static cudaError_t check_copy(void *d, const void *s, cudaMemcpyKind k) {
     int wd = where(d), ws = where(s);
