@@ -51,6 +51,18 @@ static void t_nf4(uint64_t n, int dq) {
     free(x); free(ref); free(got); free(blob);
 }
 
+/* A group's codes from one little-endian word, as tt_nf4_code reads them byte by byte. */
+static void t_nf4_word(void) {
+    tt_rng r;
+    rng_seed(&r, 9, 0);
+    for (int t = 0; t < 1000; t++) {
+        uint8_t b[4];
+        for (int i = 0; i < 4; i++) b[i] = (uint8_t)(rng_next(&r) >> 56);
+        uint32_t word = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        for (int k = 0; k < 8; k++) CHECK(tt_nf4_code_in(word, k) == tt_nf4_code(b, (size_t)k));
+    }
+}
+
 static void t_gqa(void) {
     for (int nkv = 1; nkv <= 8; nkv++)
         for (int rep = 1; rep <= 8; rep++) {
@@ -180,6 +192,7 @@ int main(void) {
     t_nf4(64 * 700 + 13, 0);
     t_nf4(64 * 700 + 13, 1);
     t_nf4((uint64_t)64 * 256 * 3 + 64 * 5, 1); /* several double-quant groups, the last partial */
+    t_nf4_word();
     t_gqa();
     t_causal();
     t_lse();

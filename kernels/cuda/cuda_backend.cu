@@ -208,7 +208,7 @@ static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0,
 
 /* Value j of a decoded range goes to out[(j / w) * ldo + j % w]: rows of w
  * values at row stride ldo (a linear op's padded block; w == ldo: packed). */
-__device__ __forceinline__ size_t dq_at(size_t j, int w, int ldo) {
+__host__ __device__ __forceinline__ size_t dq_at(size_t j, int w, int ldo) {
     return w == ldo ? j : (j / (size_t)w) * (size_t)ldo + j % (size_t)w;
 }
 template <typename T> __global__ void k_f32(size_t n, const float *in, void *out, int w, int ldo) {
@@ -232,6 +232,34 @@ __global__ void k_nf4(size_t count, size_t v0, const unsigned char *codes, const
     float am = absmax ? absmax[blk] : tt_nf4_dq_absmax(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK], offset);
     stv((T *)out, dq_at(j, w, ldo), tt_nf4_value(c_nf4[tt_nf4_code(codes, i)], am));
 }
+/* The same into bf16, G (8 or 4) values a thread: one 16- or 8-byte store, the
+ * codes one 4- or 2-byte load (dequant_rows checks the alignment), the code
+ * book in shared memory (a warp's lanes look up different codes: from
+ * constant memory those reads would be serialised). Group g is values
+ * v0 + G g ..; a group lies in one row (w == ldo, or w a multiple of G). */
+template <int G>
+__global__ void k_nf4_vec(size_t groups, size_t v0, const unsigned char *codes, const float *absmax,
+                          const unsigned char *qabs, const float *absmax2, const float *offset_p, bf16 *out, int w,
+                          int ldo) {
+    __shared__ float book[16];
+    if (threadIdx.x < 16) book[threadIdx.x] = c_nf4[threadIdx.x];
+    __syncthreads();
+    size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (g >= groups) return;
+    float offset = absmax ? 0.f : *offset_p;
+    size_t j = (size_t)G * g, i = v0 + j, blk = i / NF4_BLOCK; /* G divides NF4_BLOCK: one block */
+    float am = absmax ? absmax[blk] : tt_nf4_dq_absmax(c_dyn[qabs[blk]], absmax2[blk / NF4_DQ_BLOCK], offset);
+    uint32_t word = G == 8 ? *(const uint32_t *)(codes + i / 2) : *(const unsigned short *)(codes + i / 2);
+    uint32_t o[G / 2];
+    for (int k = 0; k < G / 2; k++) {
+        bf16 a = __float2bfloat16_rn(tt_nf4_value(book[tt_nf4_code_in(word, 2 * k)], am));
+        bf16 b = __float2bfloat16_rn(tt_nf4_value(book[tt_nf4_code_in(word, 2 * k + 1)], am));
+        o[k] = (uint32_t)__bfloat16_as_ushort(a) | (uint32_t)__bfloat16_as_ushort(b) << 16;
+    }
+    if constexpr (G == 8) *(uint4 *)(out + dq_at(j, w, ldo)) = make_uint4(o[0], o[1], o[2], o[3]);
+    else *(uint2 *)(out + dq_at(j, w, ldo)) = make_uint2(o[0], o[1]);
+}
+
 /* Values [v0, v0 + count) as rows of w values at row stride ldo in out. */
 static void dequant_rows(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt,
                          int w, int ldo) {
@@ -244,9 +272,28 @@ static void dequant_rows(uint32_t dtype, const void *blob, size_t n, size_t v0, 
     else {
         nf4_layout L;
         nf4_layout_of(n, dtype == TT_DTYPE_NF4DQ, &L);
-        TDISPATCH(odt, k_nf4, nb, 256, count, v0, b, L.double_quant ? NULL : (const float *)(b + L.absmax_off),
-                  L.double_quant ? b + L.absmax_off : NULL, L.double_quant ? (const float *)(b + L.absmax2_off) : NULL,
-                  L.double_quant ? (const float *)(b + L.offset_off) : NULL, out, w, ldo);
+        const float *am = L.double_quant ? NULL : (const float *)(b + L.absmax_off);
+        const unsigned char *qa = L.double_quant ? b + L.absmax_off : NULL;
+        const float *am2 = L.double_quant ? (const float *)(b + L.absmax2_off) : NULL;
+        const float *off = L.double_quant ? (const float *)(b + L.offset_off) : NULL;
+        /* bf16 out, G values a thread, where a group's codes and values are aligned and lie in one row; a packed
+         * range's last count % G values by the one-a-thread kernel */
+        int G = 0;
+        for (int g = 8; g >= 4 && !G; g /= 2)
+            if (odt == BE_BF16 && v0 % g == 0 && (uintptr_t)b % (g / 2) == 0 && (uintptr_t)out % (2 * g) == 0 &&
+                (w == ldo || (w % g == 0 && ldo % g == 0)))
+                G = g;
+        size_t groups = G ? count / G : 0;
+        if (groups) {
+            unsigned ng = blocks_for(groups, 256);
+            if (G == 8) k_nf4_vec<8><<<ng, 256, 0, g_compute>>>(groups, v0, b, am, qa, am2, off, (bf16 *)out, w, ldo);
+            else k_nf4_vec<4><<<ng, 256, 0, g_compute>>>(groups, v0, b, am, qa, am2, off, (bf16 *)out, w, ldo);
+            LAUNCHED();
+        }
+        size_t done = groups * G, rest = count - done;
+        if (!done) TDISPATCH(odt, k_nf4, nb, 256, count, v0, b, am, qa, am2, off, out, w, ldo);
+        else if (rest) /* fewer than G values, after a whole group: in that group's row, packed */
+            TDISPATCH(odt, k_nf4, 1, 256, rest, v0 + done, b, am, qa, am2, off, (bf16 *)out + dq_at(done, w, ldo), 1, 1);
     }
 }
 static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {

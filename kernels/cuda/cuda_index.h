@@ -31,6 +31,11 @@ TT_HD int tt_nf4_code(const uint8_t *codes, size_t i) {
     return (i & 1) ? (b & 15) : (b >> 4);
 }
 
+/* The code of value k (0..7) of a group whose codes are the bytes of word,
+ * the first byte lowest (a little-endian load of codes + i / 2, i even):
+ * tt_nf4_code's order, value k in byte k / 2, the even one high. */
+TT_HD int tt_nf4_code_in(uint32_t word, int k) { return (int)(word >> (8 * (k >> 1) + ((k & 1) ? 0 : 4))) & 15; }
+
 /* A double-quantized block's absmax: its 8-bit code's value (dyn) times the
  * group's scale (absmax2), plus the offset — rounded after the product and
  * after the sum, never fused into one FMA (nf4_double_dequant does the same
