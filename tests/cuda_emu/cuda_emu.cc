@@ -309,7 +309,8 @@ static emu_func *func_of(const void *fn) {
 
 static int known_stream(cudaStream_t q);
 
-void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t q, void (*body)(void *), void *ctx) {
+void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t q,
+                void (*body)(void *), void *ctx) {
     size_t nt = (size_t)block.x * block.y * block.z;
     cudaError_t e = cudaSuccess;
     if (!known_stream(q)) e = cudaErrorInvalidResourceHandle;
@@ -343,8 +344,6 @@ void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t
     g_body = body;
     g_ctx = ctx;
     g_nthreads = (int)nt;
-    static char name[32];
-    snprintf(name, sizeof name, "kernel %p", fn);
     g_kernel = name;
     g_direct = fi->mode == FN_DIRECT;
     g_waited = 0;
@@ -554,10 +553,10 @@ static int where(const void *p) {
     pthread_mutex_unlock(&g_rt_mu);
     return r;
 }
-void tt_emu_check_ptr(const void *fn, int i, const void *p) {
+void tt_emu_check_ptr(const char *name, int i, const void *p) {
     if (!p || where(p)) return;
-    fprintf(stderr, "cuda_emu: kernel %p: argument %d (%p) is host memory the device cannot read (neither "
-                    "cudaMalloc'd nor pinned)\n", fn, i, p);
+    fprintf(stderr, "cuda_emu: %s: argument %d (%p) is host memory the device cannot read (neither "
+                    "cudaMalloc'd nor pinned)\n", name, i, p);
     abort();
 }
 /* cp.async (cuda_fa2.h): into the block's shared memory from device memory

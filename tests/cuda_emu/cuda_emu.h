@@ -2,7 +2,7 @@
  * host C++ compiler and run on the CPU (the "emulated GPU"): force-included
  * (-include) before each file that tests/cuda_emu/rewrite.pl made from a .cu
  * file of kernels/cuda (launches `k<<<g, b, s, q>>>(...)` become
- * `tt_emu_launch(k, g, b, s, q)(...)`, dynamic shared memory a pointer from
+ * `tt_emu_launch(k, "k", g, b, s, q)(...)`, dynamic shared memory a pointer from
  * tt_emu_dyn_smem()). What it gives the kernels:
  *  - every thread of a block is a fiber on one host thread; a
  *    block's fibers run in turn up to __syncthreads or a warp-wide operation
@@ -66,33 +66,37 @@ template <typename... P> cudaError_t cudaFuncSetAttribute(void (*f)(P...), cudaF
 }
 
 /* Runs body(ctx) as every thread of every block of the launch (or records the
- * launch error the GPU would give); fn names the kernel for its shared-memory
- * allowance (cudaFuncSetAttribute) and messages. */
-void tt_emu_run(const void *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t q, void (*body)(void *), void *ctx);
+ * launch error the GPU would give); fn is the kernel (its shared-memory
+ * allowance: cudaFuncSetAttribute), name its name for messages. */
+void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t q,
+                void (*body)(void *), void *ctx);
+#define TT_EMU_KNAME(k) #k
 
 /* A kernel's pointer argument i must point into device memory (cudaMalloc's)
  * or host memory pinned for the device; anything else stops the run, naming
  * the argument (on a GPU: an illegal address, found only when it runs). */
-void tt_emu_check_ptr(const void *fn, int i, const void *p);
-template <typename A> void tt_emu_check_arg(const void *fn, int i, A a) {
-    if constexpr (std::is_pointer<A>::value) tt_emu_check_ptr(fn, i, (const void *)a);
+void tt_emu_check_ptr(const char *name, int i, const void *p);
+template <typename A> void tt_emu_check_arg(const char *name, int i, A a) {
+    if constexpr (std::is_pointer<A>::value) tt_emu_check_ptr(name, i, (const void *)a);
 }
 
 template <typename... P> struct tt_emu_launcher {
     void (*f)(P...);
+    const char *name;
     dim3 g, b;
     size_t smem;
     cudaStream_t q;
     template <typename... A> void operator()(A... a) {
         int i = 0;
-        (tt_emu_check_arg((const void *)f, i++, a), ...);
+        (tt_emu_check_arg(name, i++, a), ...);
         auto call = [&]() { f(a...); }; /* each thread gets its own copies of the arguments */
-        tt_emu_run((const void *)f, g, b, smem, q, [](void *c) { (*(decltype(call) *)c)(); }, &call);
+        tt_emu_run((const void *)f, name, g, b, smem, q, [](void *c) { (*(decltype(call) *)c)(); }, &call);
     }
 };
 template <typename... P>
-tt_emu_launcher<P...> tt_emu_launch(void (*f)(P...), dim3 g, dim3 b, size_t smem = 0, cudaStream_t q = 0) {
-    return tt_emu_launcher<P...>{f, g, b, smem, q};
+tt_emu_launcher<P...> tt_emu_launch(void (*f)(P...), const char *name, dim3 g, dim3 b, size_t smem = 0,
+                                    cudaStream_t q = 0) {
+    return tt_emu_launcher<P...>{f, name, g, b, smem, q};
 }
 
 #endif
