@@ -1133,6 +1133,7 @@ static void fs_layer_step(fstream *f, int l, void *ext, float lr, int step) {
     const tier_store *s = stream_store(f->st);
     const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
     uint64_t mo = f->moff[l], na = f->moff[l + 1] - mo;
+    int galore_copies = 0;
     if (na) {
         be_copy_async(f->lm, f->m_host + mo, na * 4, BE_H2D, NULL);
         be_copy_async(f->lv, f->v_host + mo, na * 4, BE_H2D, NULL);
@@ -1158,11 +1159,13 @@ static void fs_layer_step(fstream *f, int l, void *ext, float lr, int step) {
         be_copy_async(dm, hm, 2 * mb, BE_H2D, NULL);
         galore_bind(g, f->gproj, dm, dm + g->nmom);
         tensor_step((float *)ext + a, f->lg + a, NULL, NULL, g, &f->gws, NULL, d.rows * d.cols, wd, f->o, lr, step, 0);
+        /* the next matrix's copies into the same device buffers follow these on the compute queue */
         be_copy_async(hp, f->gproj, pb, BE_D2H, NULL);
         be_copy_async(hm, dm, 2 * mb, BE_D2H, NULL);
-        be_synchronize(); /* the next matrix reuses the device copy */
         galore_bind(g, hp, hm, hv);
+        galore_copies = 1;
     }
+    if (galore_copies) be_synchronize(); /* the host copies are whole before anything reads them (one wait a layer) */
     if (na) {
         be_copy_async(f->m_host + mo, f->lm, na * 4, BE_D2H, NULL);
         be_copy_async(f->v_host + mo, f->lv, na * 4, BE_D2H, NULL);
