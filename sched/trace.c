@@ -41,6 +41,8 @@ struct tt_trace {
     _Atomic size_t dropped;
     double origin;
     double step_t0;
+    double *steps;              /* [TRACE_MAX_STEPS]: each trace_step_begin's time, under stats_lock */
+    size_t n_steps;
     /* device-timed spans (trace_dev_enable): slots under `lock` */
     struct dev_span *dev;       /* [n_dev] */
     size_t *dev_free, n_free;   /* a stack of free slot indices */
@@ -58,6 +60,8 @@ typedef struct dev_span {
     int64_t arg;
     int track, state;
 } dev_span;
+
+enum { TRACE_MAX_STEPS = 1 << 16 }; /* step marks kept (later steps are not marked) */
 
 static const char *const g_track_names[TRACE_N_TRACKS] = {"io", "copy", "decompress", "compute", "spill", "optimizer"};
 
@@ -78,6 +82,7 @@ tt_trace *trace_create(size_t max_events) {
     /* memset touches every page now, so recording does not page-fault later */
     t->ev = tt_xmalloc(max_events * sizeof *t->ev);
     memset(t->ev, 0, max_events * sizeof *t->ev);
+    t->steps = tt_xcalloc(TRACE_MAX_STEPS, sizeof *t->steps);
     t->scratch = tt_xmalloc(max_events * sizeof *t->scratch);
     memset(t->scratch, 0, max_events * sizeof *t->scratch);
     TT_ASSERT(pthread_mutex_init(&t->lock, NULL) == 0);
@@ -105,6 +110,7 @@ void trace_free(tt_trace *t) {
     pthread_mutex_destroy(&t->stats_lock);
     free(t->ev);
     free(t->scratch);
+    free(t->steps);
     free(t);
 }
 
@@ -220,6 +226,7 @@ void trace_clear(tt_trace *t) {
     pthread_mutex_lock(&t->stats_lock);
     atomic_store(&t->n, 0);
     atomic_store(&t->dropped, 0);
+    t->n_steps = 0;
     pthread_mutex_unlock(&t->stats_lock);
     pthread_mutex_unlock(&t->lock);
 }
@@ -227,6 +234,7 @@ void trace_clear(tt_trace *t) {
 void trace_step_begin(tt_trace *t, double now) {
     pthread_mutex_lock(&t->stats_lock);
     t->step_t0 = now;
+    if (t->n_steps < TRACE_MAX_STEPS) t->steps[t->n_steps++] = now;
     pthread_mutex_unlock(&t->stats_lock);
 }
 
@@ -345,6 +353,11 @@ static void put_events(FILE *f, const tt_trace *t, size_t n) {
         if (e->arg >= 0) fprintf(f, ",\"args\":{\"layer\":%lld}", (long long)e->arg);
         fputc('}', f);
     }
+    pthread_mutex_lock((pthread_mutex_t *)&t->stats_lock);
+    for (size_t k = 0; k < t->n_steps; k++)
+        fprintf(f, ",\n{\"name\":\"step\",\"ph\":\"i\",\"s\":\"g\",\"ts\":%.3f,\"pid\":1,\"tid\":0,\"args\":{\"step\":%zu}}",
+                (t->steps[k] - t->origin) * 1e6, k + 1);
+    pthread_mutex_unlock((pthread_mutex_t *)&t->stats_lock);
     fprintf(f, "\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"events\":%zu,\"dropped_events\":%zu,\"capacity\":%zu}}\n",
             n, trace_n_dropped(t), t->cap);
 }

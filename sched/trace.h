@@ -95,11 +95,11 @@ size_t trace_n_events(const tt_trace *t);
 size_t trace_n_dropped(const tt_trace *t);
 double trace_origin(const tt_trace *t);
 
-/* Starts a step at time `now`. */
-/* Forgets every event recorded so far (for per-step statistics without a
- * trace file: clear at each step's start, so the buffer never fills). Call
- * it when no other thread is recording. */
+/* Forgets every event (and step mark) recorded so far (for per-step
+ * statistics without a trace file: clear at each step's start, so the buffer
+ * never fills). Call it when no other thread is recording. */
 void trace_clear(tt_trace *t);
+/* Starts a step at time `now` (its statistics, and a mark in the written trace). */
 void trace_step_begin(tt_trace *t, double now);
 /* Statistics of the step begun by the last trace_step_begin, up to `now`
  * (see tt_trace_stats). Scans every recorded event once and sorts the step's
@@ -112,7 +112,10 @@ void trace_step_stats(tt_trace *t, double now, tt_trace_stats *out);
  *     thread (ph "M", "thread_name"), pid 1, tid = track + 1; then one
  *     complete event per record: {"name", "cat": track name, "ph":"X",
  *     "ts", "dur" (microseconds since the origin), "pid":1, "tid",
- *     "args":{"layer": arg} (no args when arg < 0)} ],
+ *     "args":{"layer": arg} (no args when arg < 0)}; then one instant event
+ *     per trace_step_begin (the first 65536), {"name":"step","ph":"i",
+ *     "s":"g", "ts", "pid":1, "tid":0, "args":{"step": k}}, k = 1, 2, ...
+ *     in the order begun (tiertrain trace draws a step's window from them) ],
  *    "displayTimeUnit":"ms",
  *    "otherData":{"events": N, "dropped_events": N, "capacity": N}}
  * Events recorded while it runs may or may not be included. When events were

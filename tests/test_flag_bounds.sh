@@ -93,5 +93,8 @@ bounds "train --mix dynamic" "train --model $dir/m.tier --data $dir/t.tok --data
     mix-every mix-temp
 bounds "train --optim galore" "train --full --model $dir/f32.tier --data $dir/t.tok --out $dir/g@.tier $BATCH --steps 1 --eval-every 0 --eval-tokens 32 --optim galore --force" \
     galore-rank galore-update-every galore-scale
+printf '%s\n' '{"traceEvents":[{"name":"read","ph":"X","ts":0,"dur":100,"pid":1,"tid":1},' \
+    '{"name":"step","ph":"i","s":"g","ts":0,"pid":1,"tid":0,"args":{"step":1}}]}' >"$dir/k.json"
+bounds trace "trace $dir/k.json -o $dir/tr@.svg" step from to width
 echo "test_flag_bounds: $runs runs"
 finish test_flag_bounds

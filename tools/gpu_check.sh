@@ -28,7 +28,8 @@
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations
 #   gen        generate on the small model: CUDA (f32 activations) vs the CPU, greedy; streamed at the smallest
 #              --hbm vs resident (the same JSON lines); bench generate --device cuda at batch 1 and 32
-#   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident)
+#   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident); its trace and
+#              the streamed step drawn (overlap8b.trace.json, overlap8b.svg: tiertrain trace)
 #   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
 #   hf         transformers/PEFT load what tiertrain writes, same losses (tools/hf_crosscheck.py)
 #   train8b    llama3.1-8b NF4: 3 training steps under --hbm 8G and resident, with the GPU's peak memory
@@ -119,7 +120,7 @@ if ldd "$T" | grep -q 'libcublas.*not found'; then
     f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
-export T OPS W HAVE_GPU
+export T OPS W HAVE_GPU OUTD
 
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
     /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
@@ -279,9 +280,11 @@ c_overlap8b() {
     set -o pipefail
     "$T" synth --preset llama3.1-8b --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 \
-        --rank 16 --alpha 32 --steps 1 --json
+        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json"
     local rc=$?
     rm -f "$W/l8b.tier"
+    # the streamed step's timeline as a picture (docs/: the trace of one step, IO and compute on their tracks)
+    [ $rc = 0 ] && "$T" trace "$OUTD/overlap8b.trace.json" --step 1 -o "$OUTD/overlap8b.svg"
     [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'streamed: .*tokens/s' "$W/overlap8b.out" | tr -s ' ')" ||
         echo "RESULT FAIL exit $rc"
 }

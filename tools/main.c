@@ -29,6 +29,7 @@ static const struct {
     {"generate", cmd_generate, "generate text from a store (with an optional adapter), KV-cached and streamed"},
     {"chat", cmd_chat, "talk with a store (with an optional adapter) in its chat template, answers streamed"},
     {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
+    {"trace", cmd_trace, "draw a trace written by --trace as an SVG timeline (one step or all)"},
 };
 #define N_CMDS (sizeof g_cmds / sizeof g_cmds[0])
 
