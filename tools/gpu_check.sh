@@ -280,7 +280,7 @@ c_overlap8b() {
     set -o pipefail
     "$T" synth --preset llama3.1-8b --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 \
-        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json"
+        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json" --force
     local rc=$?
     rm -f "$W/l8b.tier"
     # the streamed step's timeline as a picture (docs/: the trace of one step, IO and compute on their tracks)
