@@ -33,6 +33,12 @@
 #   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
 #   hf         transformers/PEFT load what tiertrain writes, same losses (tools/hf_crosscheck.py)
 #   train8b    llama3.1-8b NF4: 3 training steps under --hbm 8G and resident, with the GPU's peak memory
+# Only when named (each takes most of a call: GPU_CHECK_BUDGET=590 and one of them per call):
+#   p70        llama3.1-70b pruned 0.85 NF4, all 80 layers, seq 4096, 32K tokens a step, rank 16 on all seven
+#              projections, under --hbm 20G, 8G and 4G: tokens/s, MFU, overlap, the GPU's peak, the host arena;
+#              8G's trace and its second step drawn (p70-8g.trace.json, p70-8g-step2.svg)
+#   u70        the unpruned llama3.1-70b NF4 under --hbm 20G, layers cached in host memory and then read from the
+#              disk every step (--host 33G: no layer cache), beside bench io on the same file
 set -u
 cd "$(dirname "$0")/.."
 OUTD=${1:-${OUT:-build/gpu-check}}
@@ -349,7 +355,96 @@ c_peer() {
         echo "RESULT FAIL exit $rc"
 }
 
-export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf
+# ---- the 70B headline (issue 13): only when named, e.g. `GPU_CHECK_BUDGET=590 bash tools/gpu_check.sh $OUT p70`
+# and, in a second call, `... u70`. G70_* shrink them for a rehearsal (the emulated GPU: G70_PRESET=tiny ...).
+G70_PRESET=${G70_PRESET:-llama3.1-70b}
+G70_SEQ=${G70_SEQ:-4096}
+G70_TOKENS=${G70_TOKENS:-32768}
+G70_BUDGETS=${G70_BUDGETS:-20G 8G 4G}
+G70_PHOST=${G70_PHOST:-100G} # the pruned runs' host budget (their plans take 41-57 GiB; MemAvailable may start low)
+G70_UHBM=${G70_UHBM:-20G}
+G70_UHOST=${G70_UHOST:-33G}  # unpruned 70B, seq 4096, 32K tokens: staging, embedding, spills 32.5 GiB, no layer cache
+G70_CHOST=${G70_CHOST:-80G}  # ... and every layer cached (69.7 GiB; given: MemAvailable may start low there)
+G70_GEMM=${G70_GEMM:-} # bench kernels' shape flags for the rate (default: its 8192 x 28672 x 8192)
+export G70_PRESET G70_SEQ G70_TOKENS G70_BUDGETS G70_PHOST G70_UHBM G70_UHOST G70_CHOST G70_GEMM
+# MFU of a run: (6 x the parameters that multiply (layers and lm_head) + causal attention, 6 x heads x head_dim x
+# seq a layer) FLOPs per token x tokens/s over the bf16 GEMM rate bench kernels measured (TFLOP/s)
+mfu() { # INFO_JSON SEQ TOKENS_PER_S PEAK_TFLOPS
+    python3 -c 'import json, sys
+i = json.load(open(sys.argv[1])); seq, tps, peak = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+p = i["params"]["layers"] + i["params"]["lm_head"]
+att = sum(6 * l["n_heads"] * i["config"]["head_dim"] * seq for l in i["layers"])
+print("%.1f%%" % (100 * (6 * p + att) * tps / (peak * 1e12)))' "$@"
+}
+# one training run of the 70B checks: NAME MODEL BUDGET_FLAGS [TRACE_FILE] -> NAME's line: tokens/s, MFU, overlap,
+# the GPU's peaks, the host arena (the plan's, which the run allocates)
+run70() {
+    local name=$1 model=$2 budget=$3 trace=${4:-}
+    local shape="--device cuda --seq $G70_SEQ --micro-batch 1 --batch-tokens $G70_TOKENS --rank 16 --alpha 32"
+    gpumem_peak "$T" train --model "$model" --data "$W/c.tok" --out "$W/$name" $shape $budget --steps 2 --warmup 1 \
+        --eval-every 0 --save-every 0 --json --force ${trace:+--trace "$trace"} >"$W/$name.log" 2>&1
+    local rc=$? last tps ov held host peak io
+    cat "$W/$name.log"
+    [ $rc = 0 ] || { echo "$name: exit $rc"; return 1; }
+    last=$(grep '"step":2,' "$W/$name.log" | tail -1)
+    tps=$(echo "$last" | grep -o '"tokens_per_s":[0-9.]*' | cut -d: -f2)
+    ov=$(echo "$last" | grep -o '"overlap_eff":[0-9.]*' | cut -d: -f2)
+    held=$(grep -o '"gpu_bytes_in_use":[0-9]*' "$W/$name.log" | head -1 | cut -d: -f2)
+    "$T" plan --model "$model" $shape $budget --json >"$W/$name.plan"
+    host=$(grep -o '"host_bytes":[0-9]*' "$W/$name.plan" | cut -d: -f2)
+    io=$(grep -o '"io_bytes_step":[0-9]*' "$W/$name.plan" | cut -d: -f2)
+    peak=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/$name.log" | tail -1 | grep -o '[0-9]* MiB$')
+    echo "$name: $tps tokens/s, MFU $(mfu "$W/info70.json" "$G70_SEQ" "$tps" "$G70_PEAK"), overlap $ov, held $((${held:-0} >> 20)) MiB (NVML), peak $peak, host arena $((${host:-0} >> 20)) MiB, read a step $((${io:-0} >> 20)) MiB (plan)" |
+        tee -a "$W/g70.lines"
+}
+g70_prep() { # the token file and the bf16 GEMM rate (MFU's denominator)
+    prep_small || return 1
+    "$T" bench kernels --device cuda --attn-seq 0 --iters 5 --copy-mb 0 $G70_GEMM --json >"$W/peak.json" || return 1
+    G70_PEAK=$(tail -1 "$W/peak.json" | python3 -c 'import json, sys; print(json.load(sys.stdin)["gemm bf16 (cuBLAS/BLAS)"])')
+    echo "bf16 GEMM rate for MFU: $G70_PEAK TFLOP/s"
+    : >"$W/g70.lines"
+}
+
+# llama3.1-70b pruned 0.85, NF4, every layer: under each of G70_BUDGETS; 8G's trace and its second step drawn
+c_p70() {
+    set -o pipefail
+    g70_prep || { echo "RESULT FAIL could not measure the GEMM rate or make the token file"; return 1; }
+    "$T" synth --preset "$G70_PRESET" --prune-ratio 0.85 --quant nf4 --force -o "$W/p70.tier" | tail -1 ||
+        { echo "RESULT FAIL synth"; return 1; }
+    "$T" info "$W/p70.tier" --json >"$W/info70.json" || { echo "RESULT FAIL info"; return 1; }
+    local h bad=0 trace_flag
+    for h in $G70_BUDGETS; do
+        trace_flag=
+        [ "$h" = 8G ] && trace_flag=$OUTD/p70-8g.trace.json
+        run70 "p70-$h" "$W/p70.tier" "--hbm $h --host $G70_PHOST" $trace_flag || bad=1
+        within_budget "$W/p70-$h.log" "$(echo "$h" | awk '{ n = $1 + 0; print /G/ ? n * 1024 : n }')" ||
+            { echo "p70-$h: the GPU's peak is above the budget"; bad=1; }
+    done
+    [ -f "$OUTD/p70-8g.trace.json" ] && "$T" trace "$OUTD/p70-8g.trace.json" --step 2 -o "$OUTD/p70-8g-step2.svg"
+    rm -f "$W/p70.tier"
+    cp "$W/g70.lines" "$OUTD/p70.lines" 2>/dev/null
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) $(tr '\n' ';' <"$W/g70.lines")"
+}
+
+# the unpruned llama3.1-70b in NF4 under G70_UHBM: layers cached in host memory (--host G70_CHOST), then read
+# from the disk every step (--host G70_UHOST: the plan keeps no layer cache), beside bench io on the same file
+c_u70() {
+    set -o pipefail
+    g70_prep || { echo "RESULT FAIL could not measure the GEMM rate or make the token file"; return 1; }
+    "$T" synth --preset "$G70_PRESET" --quant nf4 --force -o "$W/u70.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
+    "$T" info "$W/u70.tier" --json >"$W/info70.json" || { echo "RESULT FAIL info"; return 1; }
+    local bad=0 io
+    "$T" bench io "$W/u70.tier" | tee "$W/u70-io.log" || bad=1
+    io=$(grep -o '[0-9.]* GB/s' "$W/u70-io.log" | head -1)
+    run70 u70-cached "$W/u70.tier" "--hbm $G70_UHBM --host $G70_CHOST" || bad=1
+    run70 u70-disk "$W/u70.tier" "--hbm $G70_UHBM --host $G70_UHOST" || bad=1
+    rm -f "$W/u70.tier"
+    cp "$W/g70.lines" "$OUTD/u70.lines" 2>/dev/null
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) bench io ${io:-?}; $(tr '\n' ';' <"$W/g70.lines")"
+}
+
+export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
+    mfu run70 g70_prep c_p70 c_u70
 
 log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>/dev/null || echo 'without BUILD'), work dir $W"
 run env 30 c_env
@@ -364,6 +459,9 @@ run peer 200 c_peer
 run overlap8b 150 c_overlap8b
 run hf 120 c_hf
 run train8b 200 c_train8b
+# only when named (each fills most of a call)
+[ "$ONLY" != all ] && run p70 560 c_p70
+[ "$ONLY" != all ] && run u70 560 c_u70
 
 log ""
 log "==== summary ($FAILED failed, $(( $(date +%s) - START ))s) ===="
