@@ -21,6 +21,9 @@ grep -q "^step 4/4 .*val" "$dir/out" || { fail "no final step line with validati
 grep -q '"peft_type": "LORA"' "$dir/run/adapter_config.json" || fail "adapter_config.json lacks peft_type"
 "$T" train $FLAGS --steps 2 --json --out "$dir/runj" >"$dir/out" 2>&1 || fail "train --json"
 [ "$(grep -c '^{"step":' "$dir/out")" -eq 3 ] || { fail "--json: expected 3 JSON lines (step 0..2)"; cat "$dir/out"; }
+# then the run's summary, last: the losses, the adapter's folder, the arenas' peaks
+tail -1 "$dir/out" | grep -q '^{"done":true,"steps":2,"train_loss_first":[0-9.]*,"train_loss_last":[0-9.]*,.*"adapter":".*runj","dev_arena_peak":[1-9][0-9]*,.*"host_arena_peak":[0-9]*,"io_bytes":[0-9]*' ||
+    { fail "--json: no summary object last"; tail -2 "$dir/out"; }
 
 # SIGINT: a long run stopped after its first steps writes a checkpoint and exits 0; resume continues.
 "$T" train $FLAGS --steps 100000 --save-every 0 --eval-every 0 --out "$dir/sig" >"$dir/sig.out" 2>&1 &

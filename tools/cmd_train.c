@@ -18,6 +18,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <jansson.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -553,6 +554,26 @@ int cmd_train(int argc, char **argv) {
     else if (trace_path && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
                                        trace_n_events(trace));
     if (trc) { tool_fail("train"); goto done; }
+    if (as_json && res.steps_done > 0) { /* the run's summary, as the text's last lines: one object after the steps' */
+        json_t *j = json_object();
+        json_object_set_new(j, "done", json_true());
+        json_object_set_new(j, "steps", json_integer(res.steps_done));
+        const char *lk[4] = {"train_loss_first", "train_loss_last", "val_loss_first", "val_loss_last"};
+        const double lv[4] = {res.first_loss, res.last_loss, res.first_val, res.last_val};
+        for (int i = 0; i < 4; i++)
+            if (isfinite(lv[i])) json_object_set_new(j, lk[i], json_real(lv[i]));
+        json_object_set_new(j, "adapter", json_string(out)); /* not set where out is not UTF-8 */
+        json_object_set_new(j, "dev_arena_peak", json_integer((json_int_t)exec_dev_peak(ex)));
+        json_object_set_new(j, "dev_planned", json_integer((json_int_t)plan.dev_bytes));
+        json_object_set_new(j, "hbm", json_integer((json_int_t)pa.hbm));
+        json_object_set_new(j, "host_arena_peak", json_integer((json_int_t)exec_host_peak(ex)));
+        json_object_set_new(j, "io_bytes", json_integer((json_int_t)exec_io_bytes(ex)));
+        if (res.dev_in_use) json_object_set_new(j, "gpu_bytes_in_use", json_integer((json_int_t)res.dev_in_use));
+        char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (txt) puts(txt);
+        free(txt);
+        json_decref(j);
+    }
     if (!as_json && res.steps_done > 0) {
         char dp[32], hp[32];
         printf("done: %d steps, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; adapter in %s\n",

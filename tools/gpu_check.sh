@@ -377,7 +377,7 @@ att = sum(6 * l["n_heads"] * i["config"]["head_dim"] * seq for l in i["layers"])
 print("%.1f%%" % (100 * (6 * p + att) * tps / (peak * 1e12)))' "$@"
 }
 # one training run of the 70B checks: NAME MODEL BUDGET_FLAGS [TRACE_FILE] -> NAME's line: tokens/s, MFU, overlap,
-# the GPU's peaks, the host arena (the plan's, which the run allocates)
+# the GPU's peaks, the host arena's peak (train's summary) and the bytes a step reads from the disk (the plan's)
 run70() {
     local name=$1 model=$2 budget=$3 trace=${4:-}
     local shape="--device cuda --seq $G70_SEQ --micro-batch 1 --batch-tokens $G70_TOKENS --rank 16 --alpha 32"
@@ -391,7 +391,7 @@ run70() {
     ov=$(echo "$last" | grep -o '"overlap_eff":[0-9.]*' | cut -d: -f2)
     held=$(grep -o '"gpu_bytes_in_use":[0-9]*' "$W/$name.log" | head -1 | cut -d: -f2)
     "$T" plan --model "$model" $shape $budget --json >"$W/$name.plan"
-    host=$(grep -o '"host_bytes":[0-9]*' "$W/$name.plan" | cut -d: -f2)
+    host=$(grep -o '"host_arena_peak":[0-9]*' "$W/$name.log" | tail -1 | cut -d: -f2)
     io=$(grep -o '"io_bytes_step":[0-9]*' "$W/$name.plan" | cut -d: -f2)
     peak=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/$name.log" | tail -1 | grep -o '[0-9]* MiB$')
     echo "$name: $tps tokens/s, MFU $(mfu "$W/info70.json" "$G70_SEQ" "$tps" "$G70_PEAK"), overlap $ov, held $((${held:-0} >> 20)) MiB (NVML), peak $peak, host arena $((${host:-0} >> 20)) MiB, read a step $((${io:-0} >> 20)) MiB (plan)" |
