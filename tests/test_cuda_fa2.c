@@ -1,16 +1,19 @@
 /* tests/test_cuda_fa2.c — the tensor-core flash attention (kernels/cuda/
  * cuda_fa2.h) on the CPU: every thread of a block is a POSIX thread running
  * the kernel's block body; the warp-wide operations are emulated (the block
- * barrier, the quad shuffles, and mma.m16n8k16 from the PTX ISA's fragment
- * layout: each lane's registers gathered into the 16 x 16 and 16 x 8
- * operands, each lane's four results computed in fp32). Checks: the
- * fragment coordinates the kernel uses are the PTX ISA's formulas (written
- * out here per element, as the ISA states them) and cover each operand
- * element once; the forward's out and lse match attention computed in
+ * barrier, the quad shuffles, ldmatrix from the lanes' row addresses, and
+ * mma.m16n8k16 from the PTX ISA's fragment layout: each lane's registers
+ * gathered into the 16 x 16 and 16 x 8 operands, each lane's four results
+ * computed in fp32), and cp.async as copies that land at the covering wait
+ * (NaN before). Checks: the fragment coordinates the kernel uses are the PTX
+ * ISA's formulas (written out here per element, as the ISA states them) and
+ * cover each operand element once; ldmatrix as the ISA states it, and the
+ * row addresses the products use give those fragments; the forward's out and lse match attention computed in
  * double from the same bf16 inputs (causal, GQA, head_dim 128 and a padded
  * 64, sequences that leave partial tiles, two sequences), within the bf16
  * rounding of the probabilities and the output; the same with packed examples
- * (each row attending only from its example's start). */
+ * (each row attending only from its example's start); head_dim 36 (staged
+ * element by element); the dk/dv pass in parts and whole. */
 #include "core/base/common.h"
 #include "core/base/rng.h"
 #include "kernels/cuda/cuda_fa2.h"

@@ -22,8 +22,7 @@
  * by ldmatrix (.trans for the products whose B runs along rows). The
  * forward and the dq pass mask scores only in tiles that reach the diagonal,
  * the sequence's end or an example's start. Scores are scaled into base 2
- * (exp2); the saved lse is
- * natural-log, as the CPU reference's.
+ * (exp2); the saved lse is natural-log, as the CPU reference's.
  *
  * Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = 4 * gid +
  * tig: A (16 x 16) register r holds row gid + 8 (r & 1), columns 2 tig +
@@ -47,7 +46,7 @@
 #define TT_FA2_THREADS (32 * TT_FA2_WARPS)
 #define TT_FA2_BR (16 * TT_FA2_WARPS) /* rows a block owns */
 #define TT_FA2_BC 64                  /* the other side's tile */
-#define TT_FA2_LD (TT_FA2_HD + 8)     /* shared row stride (bf16): 68 words, a fragment's 32 loads hit 32 banks */
+#define TT_FA2_LD (TT_FA2_HD + 8)     /* shared row stride (bf16): 272 bytes, an ldmatrix's 8 rows hit all 32 banks */
 /* Shared memory of a block (bytes): the forward and the dq pass stage K, V
  * tiles, two of each (the next tile's copies in flight while the current one
  * is used); the dk/dv pass holds its own K, V rows and stages Q, dO tiles with
