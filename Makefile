@@ -119,10 +119,12 @@ $(A)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_DEFS) -O1 $(ASAN_FLAGS) -MMD -MP -c $< -o $@
 
-# CUDA objects
+# CUDA objects; ptxas's resource report (registers, stack, spills per kernel) kept beside each in
+# .o.ptxas (tests/test_cuda_rules.sh checks it: no kernel spills); anything else nvcc says is shown
 $(BUILD)/cuda/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -Xptxas -v -MMD -MP -c $< -o $@ 2>$@.ptxas || { cat $@.ptxas >&2; rm -f $@; exit 1; }
+	@grep -v -e '^ptxas info' -e 'bytes stack frame' $@.ptxas >&2 || true
 
 $(F)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -44,4 +44,23 @@ check "$dir/p1.cu" >/dev/null && fail "a cudaMalloc in cu_axpy went unnoticed"
 sed 's/k_scale<<<blocks_for(n, 256), 256, 0, g_compute>>>/k_scale<<<blocks_for(n, 256), 256>>>/' kernels/cuda/cuda_backend.cu >"$dir/p2.cu"
 cmp -s "$dir/p2.cu" kernels/cuda/cuda_backend.cu && fail "could not plant a default-stream launch (k_scale's launch changed?)"
 check "$dir/p2.cu" >/dev/null && fail "a launch on the default stream went unnoticed"
+# ptxas's report of the build (the Makefile keeps it beside each CUDA object): no kernel spills registers
+# to local memory or keeps a stack frame (issue 11: none in the GEMM-side, attention and head kernels)
+spills() { # REPORT: prints each kernel that spills or has a stack frame, exit 1 if any
+    awk '/Function properties for/ { fn = $NF } /bytes stack frame/ && !/^ *0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads/ { print fn ": " $0; bad++ } END { exit bad ? 1 : 0 }' "$1"
+}
+reports=$(ls build/cuda/kernels/cuda/*.o.ptxas 2>/dev/null)
+if [ -n "$reports" ]; then
+    n=0
+    for r in $reports; do
+        spills "$r" >"$dir/sp" || { fail "$r: kernels that spill:"; cat "$dir/sp"; }
+        n=$((n + $(grep -c 'bytes stack frame' "$r")))
+    done
+    [ "$n" -ge 40 ] || fail "ptxas reports only $n kernels: is -Xptxas -v still in the CUDA rule?"
+    echo "ptxas: $n kernels, none spills"
+    printf '%s\n' "ptxas info    : Function properties for k_x" "    8 bytes stack frame, 8 bytes spill stores, 16 bytes spill loads" >"$dir/fake"
+    spills "$dir/fake" >/dev/null && fail "a spilling kernel went unnoticed"
+else
+    echo "no ptxas report (built without nvcc): the spill check is skipped"
+fi
 finish test_cuda_rules
