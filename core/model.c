@@ -52,6 +52,7 @@ struct tt_ws {
     void *z[TT_PROJ_COUNT];
     void *wbuf, *xd, *mask, *tmp, *dz;
     void *attn_scratch;   /* the attention ops' scratch (be_attn_scratch_bytes; NULL when 0) */
+    size_t attn_scratch_n; /* its bytes: the most any layer's heads take */
     void *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
     tt_real *norm;        /* (3, H): the norms of the current layer / the head, dequantized */
     void *ck;             /* with_ckpt: L+1 layer inputs, (T, H) each */
@@ -331,7 +332,15 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->dg = w->g; /* swiglu_bwd works in place: the gate/up gradients replace g and u */
     w->du = w->u;
     AA(w->wbuf, w->wbuf_elems, "dequantization scratch");
-    size_t asb = grads ? be_attn_scratch_bytes(B, seq, (int)c->n_heads, (int)c->n_kv_heads, (int)c->head_dim, w->dt) : 0;
+    /* the most any layer takes: a pruned layer's fewer KV heads can take more (the CUDA backend's dk/dv pass
+     * then splits its groups over more blocks, with their sums in the scratch) */
+    size_t asb = 0;
+    for (uint32_t l = 0; grads && l < c->n_layers; l++) {
+        size_t b = be_attn_scratch_bytes(B, seq, (int)c->layers[l].n_heads, (int)c->layers[l].n_kv_heads,
+                                         (int)c->head_dim, w->dt);
+        if (b > asb) asb = b;
+    }
+    w->attn_scratch_n = asb;
     if (asb) ok &= (w->attn_scratch = ws_get(alloc, asb, "attention scratch")) != NULL;
     if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
         AA(w->xd, w->drop_elems, "LoRA dropout"); AA(w->mask, w->drop_elems, "LoRA dropout");
@@ -592,6 +601,7 @@ static void attn_half_fwd(pass *ps, int l, const void *x) {
     } else {
         be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->q, 0, w->seg, dt);
         be_rope(T, w->S, nkv, hd, w->cos_t, w->sin_t, w->k, 0, w->seg, dt);
+        TT_ASSERT(be_attn_scratch_bytes(w->B, w->S, nh, nkv, hd, dt) <= w->attn_scratch_n);
         be_attn_fwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->seg, w->attn_scratch, dt);
     }
     proj_fwd(ps, l, TT_PROJ_O, w->att, qd, w->h, H, 0, T);
@@ -654,6 +664,7 @@ static void layer_bwd(pass *ps, int l, const void *x, const void *dy, void *dx) 
     if (wg && wg->norm[l][1]) be_rmsnorm_bwd_w(T, H, w->h, w->rstd2, w->dhn, wg->norm[l][1], dt);
     /* attention: h = x + o(attn(rope(q), rope(k), v)) */
     proj_bwd(ps, l, TT_PROJ_O, w->att, qd, w->dh, H, w->datt, 0, 0, T);
+    TT_ASSERT(be_attn_scratch_bytes(w->B, w->S, nh, nkv, hd, dt) <= w->attn_scratch_n);
     be_attn_bwd(w->B, w->S, nh, nkv, hd, w->q, w->k, w->v, w->att, w->lse, w->datt, w->dq, w->dk, w->dv, w->seg,
                 w->attn_scratch, dt);
     be_rope(T, w->S, nh, hd, w->cos_t, w->sin_t, w->dq, 1, w->seg, dt);
