@@ -27,15 +27,12 @@ typedef struct trace_event {
     int track;
 } trace_event;
 
-typedef struct trace_iv {
-    double t0, t1;
-} trace_iv;
 
 struct tt_trace {
     pthread_mutex_t lock;       /* serialises trace_add */
     pthread_mutex_t stats_lock; /* step_begin / step_stats: step_t0 and scratch */
     trace_event *ev;            /* [cap] */
-    trace_iv *scratch;          /* [cap], statistics only */
+    tt_interval *scratch;          /* [cap], statistics only */
     size_t cap;
     _Atomic size_t n;           /* events recorded (published with release) */
     _Atomic size_t dropped;
@@ -65,14 +62,19 @@ enum { TRACE_MAX_STEPS = 1 << 16 }; /* step marks kept (later steps are not mark
 
 static const char *const g_track_names[TRACE_N_TRACKS] = {"io", "copy", "decompress", "compute", "spill", "optimizer"};
 
-/* Tracks on the "IO side" of the overlap statistics; the others are compute. */
-static int track_is_io(int track) {
+int trace_track_is_io(int track) {
     return track == TRACE_IO || track == TRACE_COPY || track == TRACE_DECOMPRESS || track == TRACE_SPILL;
 }
 
 const char *trace_track_name(int track) {
     TT_ASSERT(track >= 0 && track < TRACE_N_TRACKS);
     return g_track_names[track];
+}
+
+int trace_track_of(const char *name) {
+    for (int k = 0; name && k < TRACE_N_TRACKS; k++)
+        if (strcmp(name, g_track_names[k]) == 0) return k;
+    return -1;
 }
 
 tt_trace *trace_create(size_t max_events) {
@@ -239,32 +241,31 @@ void trace_step_begin(tt_trace *t, double now) {
 }
 
 /* In-place heap sort of iv[0..n) by t0. */
-static void sift_down(trace_iv *iv, size_t root, size_t n) {
+static void sift_down(tt_interval *iv, size_t root, size_t n) {
     for (;;) {
         size_t c = 2 * root + 1;
         if (c >= n) return;
         if (c + 1 < n && iv[c + 1].t0 > iv[c].t0) c++;
         if (!(iv[c].t0 > iv[root].t0)) return;
-        trace_iv tmp = iv[c];
+        tt_interval tmp = iv[c];
         iv[c] = iv[root];
         iv[root] = tmp;
         root = c;
     }
 }
 
-static void sort_by_start(trace_iv *iv, size_t n) {
+static void sort_by_start(tt_interval *iv, size_t n) {
     if (n < 2) return;
     for (size_t i = n / 2; i-- > 0;) sift_down(iv, i, n);
     for (size_t end = n - 1; end > 0; end--) {
-        trace_iv tmp = iv[0];
+        tt_interval tmp = iv[0];
         iv[0] = iv[end];
         iv[end] = tmp;
         sift_down(iv, 0, end);
     }
 }
 
-/* Length of the union of iv[0..n) (sorts iv). */
-static double union_length(trace_iv *iv, size_t n) {
+double trace_union_length(tt_interval *iv, size_t n) {
     sort_by_start(iv, n);
     double total = 0, s = 0, e = 0;
     for (size_t i = 0; i < n; i++) {
@@ -285,8 +286,8 @@ static size_t collect(tt_trace *t, size_t n, double begin, double now, int io_si
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const trace_event *e = &t->ev[i];
-        if (e->t0 < begin || e->t0 > now || track_is_io(e->track) != io_side) continue;
-        t->scratch[k++] = (trace_iv){e->t0, e->t1 < now ? e->t1 : now};
+        if (e->t0 < begin || e->t0 > now || trace_track_is_io(e->track) != io_side) continue;
+        t->scratch[k++] = (tt_interval){e->t0, e->t1 < now ? e->t1 : now};
     }
     return k;
 }
@@ -297,9 +298,9 @@ void trace_step_stats(tt_trace *t, double now, tt_trace_stats *out) {
     pthread_mutex_lock(&t->stats_lock);
     double begin = t->step_t0;
     size_t nio = collect(t, n, begin, now, 1);
-    out->io_busy = union_length(t->scratch, nio);
+    out->io_busy = trace_union_length(t->scratch, nio);
     size_t nc = collect(t, n, begin, now, 0);
-    out->compute_busy = union_length(t->scratch, nc);
+    out->compute_busy = trace_union_length(t->scratch, nc);
     pthread_mutex_unlock(&t->stats_lock);
     out->n_events = nio + nc;
     out->n_dropped = trace_n_dropped(t);

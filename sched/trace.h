@@ -57,6 +57,19 @@ void trace_free(tt_trace *t); /* NULL is fine */
 /* The track's name ("io", "copy", "decompress", "compute", "spill",
  * "optimizer"); track must be a tt_trace_track below TRACE_N_TRACKS. */
 const char *trace_track_name(int track);
+/* The track of that name, or -1. */
+int trace_track_of(const char *name);
+/* 1 for the tracks on the "IO side" of the overlap statistics (io, copy,
+ * decompress, spill), 0 for the compute side (compute, optimizer). */
+int trace_track_is_io(int track);
+
+/* An interval, t0 <= t1 (any unit). */
+typedef struct tt_interval {
+    double t0, t1;
+} tt_interval;
+/* The length of the union of iv[0..n): overlapping intervals count once.
+ * Sorts iv in place; never allocates. */
+double trace_union_length(tt_interval *iv, size_t n);
 
 /* Records one event on `track`, from t0 to t1 (tt_now() seconds, t0 <= t1).
  * `name` is not copied: it must outlive the trace (a string literal). arg is

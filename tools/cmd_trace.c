@@ -7,10 +7,12 @@
  * busy time, overlap efficiency) over the window. --step N draws one step. */
 #include "core/base/common.h"
 #include "io/atomicfile.h"
+#include "sched/trace.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,9 @@ typedef struct tev {
 } tev;
 
 typedef struct trow {
-    int tid, sort;
+    int tid, sort, pos; /* pos: its place in the file's order */
     const char *name;
+    int track;   /* sched/trace.h's track of that name, -1: another */
     double busy; /* microseconds within the window (union) */
 } trow;
 
@@ -35,28 +38,19 @@ static int row_of(trow *rows, int *nrows, int tid) {
     for (int r = 0; r < *nrows; r++)
         if (rows[r].tid == tid) return r;
     if (*nrows == MAX_ROWS) return -1;
-    rows[*nrows] = (trow){tid, 1000 + tid, NULL, 0};
+    rows[*nrows] = (trow){tid, INT_MAX, *nrows, NULL, -1, 0};
     return (*nrows)++;
 }
 
-static int cmp_t0(const void *a, const void *b) {
-    double x = ((const double *)a)[0], y = ((const double *)b)[0];
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
-
-/* Length of the union of n intervals (pairs t0, t1; sorted here). */
-static double union_len(double *iv, size_t n) {
-    qsort(iv, n, 2 * sizeof *iv, cmp_t0);
-    double total = 0, a = 0, b = 0;
-    for (size_t i = 0; i < n; i++) {
-        double s = iv[2 * i], e = iv[2 * i + 1];
-        if (i == 0 || s > b) {
-            total += b - a;
-            a = s;
-            b = e;
-        } else if (e > b) b = e;
-    }
-    return n ? total + (b - a) : 0;
+/* By sort index, ties in the file's order; tracks without one last, by tid. */
+static int cmp_row(const void *a, const void *b) {
+    const trow *x = a, *y = b;
+    if (x->sort != y->sort) return x->sort < y->sort ? -1 : 1;
+    return x->sort == INT_MAX ? (x->tid > y->tid) - (x->tid < y->tid) : (x->pos > y->pos) - (x->pos < y->pos);
 }
 
 /* Text for SVG (the trace's names are the program's own, but a file is input). */
@@ -70,18 +64,12 @@ static void put_text(FILE *f, const char *s) {
     }
 }
 
-static const char *track_color(const char *name) {
-    static const struct { const char *n, *c; } k[] = {{"io", "#4e79a7"},      {"copy", "#f28e2b"},
-                                                     {"decompress", "#76b7b2"}, {"compute", "#59a14f"},
-                                                     {"spill", "#e15759"},     {"optimizer", "#b07aa1"}};
-    for (size_t i = 0; name && i < sizeof k / sizeof k[0]; i++)
-        if (strcmp(name, k[i].n) == 0) return k[i].c;
-    return "#9c755f";
+static const char *track_color(int track) {
+    static const char *const c[TRACE_N_TRACKS] = {[TRACE_IO] = "#4e79a7",         [TRACE_COPY] = "#f28e2b",
+                                                  [TRACE_DECOMPRESS] = "#76b7b2", [TRACE_COMPUTE] = "#59a14f",
+                                                  [TRACE_SPILL] = "#e15759",      [TRACE_OPT] = "#b07aa1"};
+    return track >= 0 && track < TRACE_N_TRACKS ? c[track] : "#9c755f";
 }
-static int track_is_io(const char *n) {
-    return n && (!strcmp(n, "io") || !strcmp(n, "copy") || !strcmp(n, "decompress") || !strcmp(n, "spill"));
-}
-static int track_is_compute(const char *n) { return n && (!strcmp(n, "compute") || !strcmp(n, "optimizer")); }
 
 /* A tick step of 1, 2 or 5 times a power of ten giving about 8 ticks over span. */
 static double tick_step(double span) {
@@ -188,7 +176,7 @@ int cmd_trace(int argc, char **argv) {
     }
     /* the window, microseconds */
     double w0 = 0, w1 = tmax;
-    qsort(steps, nsteps, sizeof *steps, cmp_t0);
+    qsort(steps, nsteps, sizeof *steps, cmp_double);
     if (step) {
         if ((size_t)step > nsteps) {
             fprintf(stderr, "tiertrain trace: %s marks %zu step%s; --step must be 1..%zu (0: the whole trace)\n", in,
@@ -212,26 +200,25 @@ int cmd_trace(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    /* rows in the writer's order; busy time per row and per side within the window */
-    for (int a = 1; a < nrows; a++)
-        for (int b = a; b > 0 && rows[b - 1].sort > rows[b].sort; b--) {
-            trow t = rows[b];
-            rows[b] = rows[b - 1];
-            rows[b - 1] = t;
-            for (size_t i = 0; i < nev; i++) ev[i].row = ev[i].row == b ? b - 1 : ev[i].row == b - 1 ? b : ev[i].row;
-        }
-    double *iv = tt_xmalloc(2 * nev * sizeof *iv), io_busy = 0, cp_busy = 0;
+    /* rows in the writer's order (the events follow their rows); busy time per row and per side in the window */
+    int at[MAX_ROWS]; /* a row's place after the sort, by its place before */
+    qsort(rows, (size_t)nrows, sizeof *rows, cmp_row);
+    for (int r = 0; r < nrows; r++) {
+        at[rows[r].pos] = r;
+        rows[r].track = trace_track_of(rows[r].name);
+    }
+    for (size_t i = 0; i < nev; i++) ev[i].row = at[ev[i].row];
+    tt_interval *iv = tt_xmalloc((nev ? nev : 1) * sizeof *iv);
+    double io_busy = 0, cp_busy = 0;
     for (int side = -2; side < nrows; side++) { /* -2: IO side, -1: compute side, then each row */
         size_t k = 0;
         for (size_t i = 0; i < nev; i++) {
-            const char *tn = rows[ev[i].row].name;
-            int in_set = side >= 0 ? ev[i].row == side : side == -2 ? track_is_io(tn) : track_is_compute(tn);
+            int tr = rows[ev[i].row].track;
+            int in_set = side >= 0 ? ev[i].row == side : tr >= 0 && trace_track_is_io(tr) == (side == -2);
             if (!in_set || ev[i].t1 <= w0 || ev[i].t0 >= w1) continue;
-            iv[2 * k] = ev[i].t0 > w0 ? ev[i].t0 : w0;
-            iv[2 * k + 1] = ev[i].t1 < w1 ? ev[i].t1 : w1;
-            k++;
+            iv[k++] = (tt_interval){ev[i].t0 > w0 ? ev[i].t0 : w0, ev[i].t1 < w1 ? ev[i].t1 : w1};
         }
-        double u = union_len(iv, k);
+        double u = trace_union_length(iv, k);
         if (side == -2) io_busy = u;
         else if (side == -1) cp_busy = u;
         else rows[side].busy = u;
@@ -271,7 +258,7 @@ int cmd_trace(int argc, char **argv) {
         double x0 = L + ((e->t0 > w0 ? e->t0 : w0) - w0) / span * plot_w;
         double x1 = L + ((e->t1 < w1 ? e->t1 : w1) - w0) / span * plot_w;
         fprintf(f, "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"%s\"><title>", x0,
-                top + rh * e->row + 5, x1 - x0 < 0.5 ? 0.5 : x1 - x0, rh - 10, track_color(rows[e->row].name));
+                top + rh * e->row + 5, x1 - x0 < 0.5 ? 0.5 : x1 - x0, rh - 10, track_color(rows[e->row].track));
         put_text(f, e->name);
         if (e->layer >= 0) fprintf(f, " layer %lld", e->layer);
         fprintf(f, ": at %s, %s</title></rect>\n", fmt_us(e->t0, a, sizeof a), fmt_us(e->t1 - e->t0, b, sizeof b));
