@@ -160,13 +160,26 @@ $(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o) $(CUDA_OBJ)
 # the CPU (tests/test_cuda_emu.sh). Needs the CUDA headers (built with nvcc).
 EMU := $(BUILD)/emu
 EMU_CXXFLAGS := -std=c++17 -O2 -g -I. -I$(CUDA_HOME)/include -pthread -Wall -Wextra -Werror
+# The kernels' every load and store calls the emulator's access check
+# (tests/cuda_emu/cuda_emu.cc, "what a kernel touches"): AddressSanitizer's
+# outline instrumentation, kernel form (no runtime; the checks are the
+# emulator's), and no vectorising or merging of accesses by the host compiler,
+# which would make wider accesses than the kernel's source does, nor splitting
+# of a vector type's access (a float4 load stays one 16-byte load, as on the GPU).
+EMU_KFLAGS := -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 --param asan-stack=0 \
+	--param asan-globals=0 -fno-tree-vectorize -fno-tree-slp-vectorize -fno-store-merging -fno-tree-sra
 EMU_OBJ = $(CUDA_SRC:kernels/cuda/%.cu=$(EMU)/%.o) $(EMU)/cuda_emu.o
-EMU_BINS := $(if $(NVCC),$(EMU)/tiertrain $(EMU)/tests/test_cuda_ops)
+EMU_BINS := $(if $(NVCC),$(EMU)/tiertrain $(EMU)/tests/test_cuda_ops $(EMU)/tests/emu_selftest)
 $(EMU)/%.cc: kernels/cuda/%.cu tests/cuda_emu/rewrite.pl
 	@mkdir -p $(dir $@)
 	perl tests/cuda_emu/rewrite.pl $< >$@
 $(EMU)/%.o: $(EMU)/%.cc tests/cuda_emu/cuda_emu.h
-	$(CXX) $(EMU_CXXFLAGS) -include tests/cuda_emu/cuda_emu.h -MMD -MP -c $< -o $@
+	$(CXX) $(EMU_CXXFLAGS) $(EMU_KFLAGS) -include tests/cuda_emu/cuda_emu.h -MMD -MP -c $< -o $@
+$(EMU)/tests/emu_selftest.cc: tests/cuda_emu/emu_selftest.cu tests/cuda_emu/rewrite.pl
+	@mkdir -p $(dir $@)
+	perl tests/cuda_emu/rewrite.pl $< >$@
+$(EMU)/tests/emu_selftest: $(EMU)/tests/emu_selftest.o $(EMU)/cuda_emu.o
+	$(CXX) $(EMU_CXXFLAGS) $^ -o $@ -lopenblas
 $(EMU)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/cuda_emu.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) -MMD -MP -c $< -o $@

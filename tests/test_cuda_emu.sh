@@ -3,6 +3,10 @@
 # emulated GPU (tests/cuda_emu/cuda_emu.h: the .cu sources compiled by the
 # host compiler, every kernel thread a fiber, cuBLAS/cuBLASLt as loops), so
 # its kernels and the way the runtime drives them are checked without a GPU:
+#   checks     every kernel's loads and stores are checked as the GPU checks them
+#              (in device memory, shared memory or a stack; vector accesses aligned):
+#              tests/cuda_emu/emu_selftest's bad kernels are each stopped, with the
+#              kernel and the GPU's error named, and its good one is not
 #   ops        tests/test_cuda_ops (small shapes) on each attention path and
 #              through cublasGemmEx as well as cuBLASLt
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step); a pruned
@@ -21,12 +25,23 @@ case "$T" in
 */asan/*) echo "SKIP: the emulated GPU runs from the release build only"; exit 77 ;;
 esac
 EMU=${TT_EMU_DIR:-$(dirname "$(dirname "$T")")/emu}
-if [ ! -x "$EMU/tiertrain" ] || [ ! -x "$EMU/tests/test_cuda_ops" ]; then
+if [ ! -x "$EMU/tiertrain" ] || [ ! -x "$EMU/tests/test_cuda_ops" ] || [ ! -x "$EMU/tests/emu_selftest" ]; then
     echo "SKIP: no emulated-GPU build in $EMU (the Makefile builds it where nvcc and the CUDA headers are)"
     exit 77
 fi
 E=$EMU/tiertrain
 setup cuda_emu
+
+# ---- checks --------------------------------------------------------------------
+expect_ok "emu_selftest ok" "$EMU/tests/emu_selftest" ok
+for c in "misaligned:k_misaligned: a misaligned 16-byte load .*(device memory).*a misaligned address" \
+         "past-end:k_past_end: a 4-byte load .*(1024 bytes into the 1024-byte cudaMalloc .*an illegal address" \
+         "smem:k_smem: a 4-byte store .*(128 bytes into the block's 128 bytes of dynamic shared memory), thread (31,0,0).*an illegal address" \
+         "host:k_host: a 4-byte load .*(in no device allocation.*an illegal address" \
+         "bf16x2:k_bf16x2: a misaligned 4-byte store .*(device memory).*a misaligned address"; do
+    "$EMU/tests/emu_selftest" "${c%%:*}" >"$dir/out" 2>"$dir/err" && fail "emu_selftest ${c%%:*}: not stopped"
+    grep -q "cuda_emu: ${c#*:}" "$dir/err" || fail "emu_selftest ${c%%:*}: not the expected message: $(cat "$dir/err")"
+done
 
 # ---- ops ---------------------------------------------------------------------
 for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas TT_CUDA_GEMM=cublas; do

@@ -88,6 +88,10 @@ const tt_emu_coords *tt_emu_self(void) {
     }
     return &g_cur->c;
 }
+uint3 tt_emu_tid(void) { return tt_emu_self()->t; }
+uint3 tt_emu_bid(void) { return tt_emu_self()->b; }
+dim3 tt_emu_bdim(void) { return tt_emu_self()->bd; }
+dim3 tt_emu_gdim(void) { return tt_emu_self()->gd; }
 void *tt_emu_dyn_smem(void) { return g_dyn; }
 
 static void fiber_main(void) {
@@ -278,6 +282,22 @@ static void run_block(void) {
 /* ---- kernels ------------------------------------------------------------------ */
 
 static __thread cudaError_t t_sticky; /* a launch error, for cudaGetLastError on the launching thread */
+static __thread int t_kernel;      /* a kernel's threads run on this thread now ("what a kernel touches") */
+static unsigned g_mem_gen = 1;     /* bumped when a range goes or changes: the threads' cached regions expire */
+static void mem_changed(void) { __atomic_fetch_add(&g_mem_gen, 1, __ATOMIC_RELAXED); }
+static __thread uintptr_t t_stack_lo, t_stack_len;
+static uintptr_t g_fib_len; /* the fiber stacks' bytes, once mapped */
+
+/* This thread's stack (a kernel's locals, where its threads run as plain calls). */
+static void note_stack(void) {
+    pthread_attr_t at;
+    void *lo;
+    size_t len;
+    if (t_stack_len || pthread_getattr_np(pthread_self(), &at) != 0) return;
+    if (pthread_attr_getstack(&at, &lo, &len) == 0) t_stack_lo = (uintptr_t)lo, t_stack_len = len;
+    pthread_attr_destroy(&at);
+}
+
 
 /* Per kernel: the dynamic shared memory it may take (cudaFuncSetAttribute),
  * and whether a launch of it ever waited at a barrier or a warp operation.
@@ -331,6 +351,7 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
             perror("cuda_emu: fiber stacks");
             abort();
         }
+        g_fib_len = (uintptr_t)EMU_MAX_THREADS * EMU_STACK;
     }
     static unsigned char *dyn;
     static size_t dyn_cap;
@@ -341,12 +362,15 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
     }
     g_dyn = smem ? dyn : NULL;
     g_dyn_n = smem;
+    mem_changed(); /* the shared memory's range */
     g_body = body;
     g_ctx = ctx;
     g_nthreads = (int)nt;
     g_kernel = name;
     g_direct = fi->mode == FN_DIRECT;
     g_waited = 0;
+    note_stack();
+    t_kernel = 1;
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
@@ -374,6 +398,7 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
                         abort();
                     }
             }
+    t_kernel = 0;
     if (fi->mode == FN_UNSEEN) fi->mode = g_waited ? FN_FIBERS : FN_DIRECT;
     pthread_mutex_unlock(&g_kernel_mu);
 }
@@ -446,7 +471,7 @@ cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute a, int v) {
  * (0xff: NaN) in it; a budget as big as an H200's. */
 static const size_t EMU_TOTAL = (size_t)140 << 30;
 static size_t g_used;
-typedef struct { void *p; size_t n; } emu_alloc;
+typedef struct { void *p; size_t n, req; } emu_alloc; /* n: rounded as cudaMalloc rounds; req: as asked */
 static emu_alloc *g_allocs;
 static size_t g_nallocs, g_cap_allocs;
 
@@ -469,7 +494,7 @@ cudaError_t cudaMalloc(void **p, size_t n) {
             g_allocs = (emu_alloc *)realloc(g_allocs, g_cap_allocs * sizeof *g_allocs);
             if (!g_allocs) abort();
         }
-        g_allocs[g_nallocs++] = (emu_alloc){m, sz};
+        g_allocs[g_nallocs++] = (emu_alloc){m, sz, n};
         g_used += sz;
     }
     pthread_mutex_unlock(&g_rt_mu);
@@ -484,6 +509,7 @@ cudaError_t cudaFree(void *p) {
             g_used -= g_allocs[i].n;
             g_allocs[i] = g_allocs[--g_nallocs];
             pthread_mutex_unlock(&g_rt_mu);
+            mem_changed();
             free(p);
             return cudaSuccess;
         }
@@ -508,7 +534,7 @@ static void pinned_add(void *p, size_t n) {
         g_pinned = (emu_alloc *)realloc(g_pinned, g_cap_pinned * sizeof *g_pinned);
         if (!g_pinned) abort();
     }
-    g_pinned[g_npinned++] = (emu_alloc){p, n};
+    g_pinned[g_npinned++] = (emu_alloc){p, n, n};
     pthread_mutex_unlock(&g_rt_mu);
 }
 static int pinned_remove(void *p) {
@@ -517,6 +543,7 @@ static int pinned_remove(void *p) {
         if (g_pinned[i].p == p) {
             g_pinned[i] = g_pinned[--g_npinned];
             pthread_mutex_unlock(&g_rt_mu);
+            mem_changed();
             return 1;
         }
     pthread_mutex_unlock(&g_rt_mu);
@@ -539,6 +566,139 @@ cudaError_t cudaHostRegister(void *p, size_t n, unsigned) {
     return cudaSuccess;
 }
 cudaError_t cudaHostUnregister(void *p) { return pinned_remove(p) ? cudaSuccess : cudaErrorHostMemoryNotRegistered; }
+
+/* ---- what a kernel touches ---------------------------------------------------------
+ * The kernels' sources are compiled with -fsanitize=kernel-address in its
+ * outline form (Makefile: EMU_KFLAGS): each load and store the compiler emits
+ * calls __asan_{load,store}<size>_noabort with its address (nothing else of
+ * AddressSanitizer: these functions are the whole of its runtime here). While
+ * a kernel runs on this thread (t_kernel), an access must lie in device memory
+ * (a cudaMalloc'd range as asked for, not as rounded), pinned host memory, the
+ * block's dynamic shared memory, the program's static data (__shared__ and
+ * __constant__ arrays are statics here) or a stack (the kernel's locals); and
+ * one of 2, 4, 8 or 16 bytes anywhere but a stack must be aligned to its size.
+ * A GPU stops at either, with an illegal or a misaligned address; x86 reads
+ * on, which is why these are checked here and not left to the GPU machine. */
+enum { R_NONE, R_DEV, R_PIN, R_SMEM, R_STATIC, R_STACK };
+static const char *const region_name[] = {"no memory a kernel may touch", "device memory", "pinned host memory",
+                                          "dynamic shared memory", "static data (__shared__, __constant__)",
+                                          "a stack"};
+typedef struct { uintptr_t lo, len; int kind; unsigned gen; } emu_region;
+static __thread emu_region t_seen[4];
+static __thread emu_region t_last; /* the one seen last (checked inline) */
+static __thread unsigned t_next;
+extern "C" char __executable_start, _end; /* the linker's: the program's image, static data included */
+
+static int in_range(uintptr_t a, size_t n, uintptr_t lo, uintptr_t len) { return a - lo < len && n <= len - (a - lo); }
+
+/* The region that holds [a, a + n) other than a stack or static data (R_NONE: none does). */
+static emu_region classify(uintptr_t a, size_t n) {
+    emu_region r = {0, 0, R_NONE, 0};
+    if (g_dyn && in_range(a, n, (uintptr_t)g_dyn, g_dyn_n)) r = (emu_region){(uintptr_t)g_dyn, g_dyn_n, R_SMEM, 0};
+    else {
+        pthread_mutex_lock(&g_rt_mu);
+        for (size_t i = 0; i < g_nallocs && r.kind == R_NONE; i++)
+            if (in_range(a, n, (uintptr_t)g_allocs[i].p, g_allocs[i].req))
+                r = (emu_region){(uintptr_t)g_allocs[i].p, g_allocs[i].req, R_DEV, 0};
+        for (size_t i = 0; i < g_npinned && r.kind == R_NONE; i++)
+            if (in_range(a, n, (uintptr_t)g_pinned[i].p, g_pinned[i].req))
+                r = (emu_region){(uintptr_t)g_pinned[i].p, g_pinned[i].req, R_PIN, 0};
+        pthread_mutex_unlock(&g_rt_mu);
+    }
+    return r;
+}
+
+/* Where a stray address lies, for the message: past (or before) which
+ * allocation or shared memory, by how much. */
+static void describe_stray(uintptr_t a, char *b, size_t bn) {
+    snprintf(b, bn, "in no device allocation, pinned range or shared memory");
+    uintptr_t best = UINTPTR_MAX;
+    pthread_mutex_lock(&g_rt_mu);
+    for (size_t i = 0; i < g_nallocs + g_npinned; i++) {
+        const emu_alloc *m = i < g_nallocs ? &g_allocs[i] : &g_pinned[i - g_nallocs];
+        uintptr_t lo = (uintptr_t)m->p;
+        if (a >= lo && a - lo < best) {
+            best = a - lo;
+            snprintf(b, bn, "%zu bytes into the %zu-byte %s at %p", (size_t)(a - lo), m->req,
+                     i < g_nallocs ? "cudaMalloc" : "pinned range", m->p);
+        }
+    }
+    pthread_mutex_unlock(&g_rt_mu);
+    if (g_dyn && a >= (uintptr_t)g_dyn && a - (uintptr_t)g_dyn < best)
+        snprintf(b, bn, "%zu bytes into the block's %zu bytes of dynamic shared memory", (size_t)(a - (uintptr_t)g_dyn),
+                 g_dyn_n);
+}
+
+[[noreturn]] static void access_fault(uintptr_t a, size_t n, const char *what, int kind) {
+    char where_b[160];
+    if (kind == R_NONE) describe_stray(a, where_b, sizeof where_b);
+    else snprintf(where_b, sizeof where_b, "%s", region_name[kind]);
+    const tt_emu_coords *c = g_cur ? &g_cur->c : NULL;
+    fprintf(stderr, "cuda_emu: %s: %s %zu-byte %s at %p (%s), thread (%u,%u,%u) of block (%u,%u,%u): on a GPU, %s\n",
+            g_kernel ? g_kernel : "a kernel", kind == R_NONE ? "a" : "a misaligned", n, what, (void *)a, where_b,
+            c ? c->t.x : 0, c ? c->t.y : 0, c ? c->t.z : 0, c ? c->b.x : 0, c ? c->b.y : 0, c ? c->b.z : 0,
+            kind == R_NONE ? "an illegal address" : "a misaligned address");
+    abort();
+}
+
+static int misaligned(uintptr_t a, size_t n) { return n <= 16 && !(n & (n - 1)) && (a & (n - 1)); }
+
+/* An access that is not to a stack or static data: the regions this thread
+ * saw last, else where it lies looked up. */
+__attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, const char *what) {
+    unsigned gen = __atomic_load_n(&g_mem_gen, __ATOMIC_RELAXED);
+    const emu_region *r = NULL;
+    for (int i = 0; i < 4 && !r; i++)
+        if (t_seen[i].gen == gen && in_range(a, n, t_seen[i].lo, t_seen[i].len)) r = &t_seen[i];
+    if (!r) {
+        emu_region c = classify(a, n);
+        if (c.kind == R_NONE) access_fault(a, n, what, R_NONE);
+        c.gen = gen;
+        emu_region *slot = &t_seen[t_next++ & 3];
+        *slot = c;
+        r = slot;
+    }
+    t_last = *r;
+    if (misaligned(a, n)) access_fault(a, n, what, r->kind);
+}
+
+/* One access of n bytes at a by the running kernel (what: "load", "store", ...):
+ * the stacks and static data first (most of a kernel's accesses that are not
+ * to its arrays: arguments, locals, __shared__), inline. */
+__attribute__((always_inline)) static inline void emu_access(uintptr_t a, size_t n, const char *what) {
+    if (in_range(a, n, t_stack_lo, t_stack_len) || in_range(a, n, (uintptr_t)g_stacks, g_fib_len)) return;
+    if (in_range(a, n, (uintptr_t)&__executable_start, (uintptr_t)&_end - (uintptr_t)&__executable_start)) {
+        if (misaligned(a, n)) access_fault(a, n, what, R_STATIC);
+        return;
+    }
+    if (in_range(a, n, t_last.lo, t_last.len) && t_last.gen == __atomic_load_n(&g_mem_gen, __ATOMIC_RELAXED)) {
+        if (misaligned(a, n)) access_fault(a, n, what, t_last.kind);
+        return;
+    }
+    access_elsewhere(a, n, what);
+}
+
+extern "C" {
+#define EMU_ACCESS_HOOKS(n)                                                                                            \
+    void __asan_load##n##_noabort(void *p) {                                                                           \
+        if (t_kernel) emu_access((uintptr_t)p, n, "load");                                                             \
+    }                                                                                                                  \
+    void __asan_store##n##_noabort(void *p) {                                                                          \
+        if (t_kernel) emu_access((uintptr_t)p, n, "store");                                                            \
+    }
+EMU_ACCESS_HOOKS(1)
+EMU_ACCESS_HOOKS(2)
+EMU_ACCESS_HOOKS(4)
+EMU_ACCESS_HOOKS(8)
+EMU_ACCESS_HOOKS(16)
+void __asan_loadN_noabort(void *p, size_t n) {
+    if (t_kernel && n) emu_access((uintptr_t)p, n, "load");
+}
+void __asan_storeN_noabort(void *p, size_t n) {
+    if (t_kernel && n) emu_access((uintptr_t)p, n, "store");
+}
+void __asan_handle_no_return(void) {}
+}
 
 /* 'd': p lies in a device allocation (its end included: an empty range's
  * pointer), 'h': in pinned host memory, 0: neither. */
@@ -563,10 +723,7 @@ void tt_emu_check_ptr(const char *name, int i, const void *p) {
  * (or pinned host memory), each copy done when a wait covers it. */
 void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) {
     check_smem16(dst, 16, "a cp.async destination");
-    if (valid && (!where(src) || ((uintptr_t)src & 15))) {
-        fprintf(stderr, "cuda_emu: %s: cp.async source %p is not 16-byte aligned device memory\n", g_kernel, src);
-        abort();
-    }
+    if (valid) emu_access((uintptr_t)src, 16, "cp.async load"); /* the source's bytes and alignment */
     if (tt_cp_emu_issue(&g_cp[tid], dst, src, valid)) {
         fprintf(stderr, "cuda_emu: %s: thread %d has more than %d cp.async copies in flight\n", g_kernel, tid,
                 (int)TT_CP_EMU_MAX);

@@ -17,7 +17,11 @@
  *    device memory, or a copy whose kind does not match where its pointers
  *    lie stops the run (on a GPU: an illegal address); cuBLAS and cuBLASLt
  *    products follow the libraries' documented column-major semantics
- *    (OpenBLAS computes them), refusing layouts they would refuse.
+ *    (OpenBLAS computes them), refusing layouts they would refuse;
+ *  - every load and store a kernel makes is checked as the GPU checks it
+ *    (cuda_emu.cc, "what a kernel touches"): inside device memory, pinned host
+ *    memory, shared memory or a stack, and a vector access aligned to its
+ *    size; else the run stops naming the kernel, the thread and the address.
  * It checks what the kernels compute and how the backend drives them, not
  * timing, memory ordering between streams or the hardware's rounding of
  * special functions (expf is the host's). */
@@ -43,10 +47,16 @@ typedef struct tt_emu_coords {
     dim3 bd, gd;
 } tt_emu_coords;
 const tt_emu_coords *tt_emu_self(void);
-#define threadIdx (tt_emu_self()->t)
-#define blockIdx (tt_emu_self()->b)
-#define blockDim (tt_emu_self()->bd)
-#define gridDim (tt_emu_self()->gd)
+/* By value, from the emulator's (uninstrumented) code: a kernel's reads of
+ * its coordinates are not memory accesses of the kernel's to check. */
+uint3 tt_emu_tid(void);
+uint3 tt_emu_bid(void);
+dim3 tt_emu_bdim(void);
+dim3 tt_emu_gdim(void);
+#define threadIdx (tt_emu_tid())
+#define blockIdx (tt_emu_bid())
+#define blockDim (tt_emu_bdim())
+#define gridDim (tt_emu_gdim())
 
 void __syncthreads(void);
 float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 32);
@@ -89,7 +99,9 @@ template <typename... P> struct tt_emu_launcher {
     template <typename... A> void operator()(A... a) {
         int i = 0;
         (tt_emu_check_arg(name, i++, a), ...);
-        auto call = [&]() { f(a...); }; /* each thread gets its own copies of the arguments */
+        /* each thread gets its own copies of the arguments; reading them here is the emulator's access, not the
+         * kernel's (cuda_emu.cc, "what a kernel touches") */
+        auto call = [&]() __attribute__((no_sanitize_address)) { f(a...); };
         tt_emu_run((const void *)f, name, g, b, smem, q, [](void *c) { (*(decltype(call) *)c)(); }, &call);
     }
 };
