@@ -2,19 +2,23 @@
 # tests/test_gpu_check.sh — tools/gpu_check.sh runs only on a GPU machine, and
 # a GPU session is rare: its mistakes must show here. The script parses, every
 # check it runs has its function, every function it runs is exported to the
-# per-check shells, and its header lists every check.
+# per-check shells (the helpers they call too), and its header lists every check.
 . tests/lib.sh
 setup gpu_check
 S=tools/gpu_check.sh
 bash -n "$S" || fail "$S does not parse"
 checks=$(sed -n 's/^run \([a-z0-9-]*\) [0-9]* \(c_[a-z0-9_]*\)$/\1:\2/p' "$S")
 [ -n "$checks" ] || fail "no 'run NAME LIMIT FUNCTION' lines in $S"
-exported=$(sed -n 's/^export -f //p' "$S")
+exported=$(sed -n '/^export -f /{:a;/\\$/{N;ba};s/\\\n//g;s/^export -f //p}' "$S") # continuation lines joined
 for c in $checks; do
     name=${c%%:*} fn=${c#*:}
     grep -q "^$fn() {" "$S" || fail "$S runs $fn (check $name) but does not define it"
     echo " $exported " | grep -q " $fn " || fail "$S runs $fn (check $name) but does not export it"
     grep -q "^#   $name " "$S" || fail "$S's header does not list the check $name"
+done
+# the checks run in their own shells: every function the checks' part defines (helpers too) must be exported
+for fn in $(sed -n '/^# ---- the checks/,/^export -f/s/^\([a-z0-9_]*\)() {.*/\1/p' "$S"); do
+    echo " $exported " | grep -q " $fn " || fail "$S defines $fn among the checks but does not export it"
 done
 if command -v python3 >/dev/null; then # not among the project's Debian packages: checked where it is installed
     python3 -c 'import sys; [compile(open(f).read(), f, "exec") for f in sys.argv[1:]]' tools/peer_peft.py \
