@@ -259,6 +259,13 @@ typedef struct tt_backend {
      * arenas, the runtime's context, loaded kernels, library workspaces);
      * 0, or -1 when it cannot be measured. */
     int (*dev_in_use)(uint64_t *bytes);
+
+    /* ---- planning hints (0: the default) ---- */
+    /* The MLP's chunk of a micro-batch, in values (rows x ffn; core/model.c):
+     * each chunk dequantizes the MLP's three weights again in every pass, so
+     * a backend whose dequantization costs against its products takes
+     * bigger chunks (more workspace, fewer dequantizations). 0: 16M. */
+    size_t mlp_chunk_elems;
 } tt_backend;
 
 /* The largest cross-entropy chunk (rows) a backend must take. */
@@ -328,6 +335,7 @@ void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const v
                  const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
                  const int32_t *seg, void *scratch, int dt);
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
+size_t be_mlp_chunk_elems(void); /* the backend's hint, 0 when it gives none */
 void be_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
                 const int32_t *pos, void *out, int dt);
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);

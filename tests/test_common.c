@@ -5,7 +5,7 @@
  * string is cut with "..." within the buffer; escaping is idempotent; every
  * error message (tt_seterr) is escaped. tt_parse_size, the size options'
  * parser: suffixes, fractions of a unit, and refusals (a sign, a fraction that
- * would read as 0, overflow, trailing junk). */
+ * would read as 0, overflow, trailing junk). tt_even_chunk: chunk sizes. */
 #include "core/base/common.h"
 #include "tests/test.h"
 
@@ -65,5 +65,19 @@ int main(void) {
     /* every error message is escaped: a forged name cannot reach the terminal raw */
     tt_seterr("tensor '%s' is unknown", "x\x1b]0;t\x07");
     CHECK_MSG(strcmp(tt_lasterr(), "tensor 'x\\x1b]0;t\\x07' is unknown") == 0, "%s", tt_lasterr());
+    /* tt_even_chunk: the fewest chunks, as even as they go, aligned where the cap allows */
+    CHECK_EQ_INT((int)tt_even_chunk(8192, 1170, 64), 1024);  /* 8 x 1024, not 7 x 1170 + 2 */
+    CHECK_EQ_INT((int)tt_even_chunk(4096, 3898, 64), 2048);  /* the pruned 70B's MLP at 16M values */
+    CHECK_EQ_INT((int)tt_even_chunk(4096, 8192, 64), 4096);  /* one chunk */
+    CHECK_EQ_INT((int)tt_even_chunk(1000, 300, 64), 256);    /* 4 chunks: 250 each, rounded up to 256 (under 300) */
+    CHECK_EQ_INT((int)tt_even_chunk(1000, 255, 64), 250);    /* 4 x 250: 256 is over the cap */
+    CHECK_EQ_INT((int)tt_even_chunk(7, 0, 64), 1);           /* a cap of 0 is 1 */
+    for (uint64_t n = 1; n <= 300; n++)
+        for (uint64_t cap = 1; cap <= n + 2; cap++) {
+            uint64_t r = tt_even_chunk(n, cap, 8), k = tt_div_up(n, r);
+            CHECK_MSG(r >= 1 && r <= (cap < n ? cap : n) && k == tt_div_up(n, cap < n ? cap : n),
+                      "tt_even_chunk(%llu, %llu, 8) = %llu: %llu chunks", (unsigned long long)n,
+                      (unsigned long long)cap, (unsigned long long)r, (unsigned long long)k);
+        }
     TEST_END();
 }

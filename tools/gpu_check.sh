@@ -389,8 +389,8 @@ G70_TOKENS=${G70_TOKENS:-32768}
 G70_BUDGETS=${G70_BUDGETS:-20G 8G 4G}
 G70_PHOST=${G70_PHOST:-100G} # the pruned runs' host budget (their plans take 41-57 GiB; MemAvailable may start low)
 G70_UHBM=${G70_UHBM:-20G}
-G70_UHOST=${G70_UHOST:-33G}  # unpruned 70B, seq 4096, 32K tokens: staging, embedding, spills 32.5 GiB, no layer cache
-G70_CHOST=${G70_CHOST:-80G}  # ... and every layer cached (69.7 GiB; given: MemAvailable may start low there)
+G70_UHOST=${G70_UHOST:-33G}  # unpruned 70B, seq 4096, 32K tokens: staging, embedding, spills: 32.8 GiB, no layer cache
+G70_CHOST=${G70_CHOST:-80G}  # ... and every layer cached (65.3 GiB; given: MemAvailable may start low there)
 G70_GEMM=${G70_GEMM:-} # bench kernels' shape flags for the rate (default: its 8192 x 28672 x 8192)
 export G70_PRESET G70_SEQ G70_TOKENS G70_BUDGETS G70_PHOST G70_UHBM G70_UHOST G70_CHOST G70_GEMM
 # MFU of a run: (6 x the parameters that multiply (layers and lm_head) + causal attention, 6 x heads x head_dim x

@@ -61,6 +61,16 @@ uint64_t tt_mem_available(void);
 
 static inline uint64_t tt_align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 static inline uint64_t tt_div_up(uint64_t x, uint64_t d) { return (x + d - 1) / d; }
+/* Rows per chunk when n rows go through in chunks of at most cap: as even as
+ * the fewest chunks allow, rounded up to a multiple of align where that still
+ * fits the cap (8192 rows at a cap of 1170 and align 64: 8 x 1024, not
+ * 7 x 1170 and 2). n when cap >= n. */
+static inline uint64_t tt_even_chunk(uint64_t n, uint64_t cap, uint64_t align) {
+    if (cap < 1) cap = 1;
+    if (cap >= n) return n;
+    uint64_t rows = tt_div_up(n, tt_div_up(n, cap)), up = tt_align_up(rows, align ? align : 1);
+    return up <= cap ? up : rows;
+}
 
 /* malloc/calloc that abort on out-of-memory (for small bookkeeping
  * allocations only; large buffers go through arenas or return -ENOMEM). */

@@ -26,6 +26,16 @@ const tt_backend *backend_cuda(void);
  * rank x width) is rounded into, allocated at start-up: 16 MiB. */
 #define CUDA_CVT_ELEMS ((size_t)8 << 20)
 #define CUDA_LAZY_MARGIN ((size_t)64 << 20)
+/* The MLP's chunk (tt_backend.mlp_chunk_elems): 64M values. Each chunk
+ * dequantizes the MLP's weights again, 8 times a layer (3 forward, 2
+ * recomputed, 3 backward): at 16M values llama3.1-8b's 8192-token micro-batch
+ * goes in 8 chunks, ~4 ms of dequantization a layer against ~16 ms of
+ * products on an H200 (2.5 TB/s, 600 TFLOP/s); at 64M in 2 (~1 ms). The
+ * workspace holds 4 chunks (g, u, mm, dm): +384 MiB in bf16 over 16M values
+ * (llama3.1-70b pruned 0.85 keeps some layers whole, ffn 28672: its smallest
+ * --hbm at seq 4096 goes from 2.58 to 2.96 GiB; at 128M values, one chunk for
+ * the 8B, it would be 3.33). */
+#define CUDA_MLP_CHUNK_ELEMS ((size_t)64 << 20)
 #define CUDA_CONTEXT_ESTIMATE ((size_t)640 << 20)
 /* Attention's score buffers (its scratch, in the workspace): the backward's
  * two (seq x seq) fp32 matrices (P, dP) and, with bf16 activations, their two
