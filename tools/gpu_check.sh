@@ -2,6 +2,8 @@
 # tools/gpu_check.sh — every check the GPU machine runs, in one command.
 #
 #   make gpu-bundle                 (here: static binaries -> build/gpu-bundle.tar.xz)
+#   sh tools/peer_libs.sh           (here, optional: bitsandbytes for the QLoRA peer -> build/pylib)
+#   run's carry: ["build/gpu-bundle.tar.xz", "build/pylib"]
 #   bash tools/gpu_check.sh [OUTDIR] [CHECKS]   (there, from the repository root)
 #
 # OUTDIR (default $OUT, else build/gpu-check) receives gpu_check.log (every
@@ -30,7 +32,8 @@
 #              --hbm vs resident (the same JSON lines); bench generate --device cuda at batch 1 and 32
 #   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident); its trace and
 #              the streamed step drawn (overlap8b.trace.json, overlap8b.svg: tiertrain trace)
-#   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096
+#   peer       transformers + PEFT LoRA on llama3.1-8b (tools/peer_peft.py), seq 2048 and 4096; then QLoRA (NF4 through
+#              bitsandbytes) where build/pylib was carried along (tools/peer_libs.sh)
 #   hf         transformers/PEFT load what tiertrain writes, same losses (tools/hf_crosscheck.py)
 #   train8b    llama3.1-8b NF4, 32K tokens a step (micro-batches of 8192), rank 16 on all seven projections, seq
 #              2048 and 4096, resident and under --hbm 8G: tokens/s, MFU over the bf16 GEMM rate measured in the
@@ -373,12 +376,23 @@ c_hf() {
     [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.out")" || echo "RESULT FAIL exit $rc"
 }
 
+# transformers + PEFT at train8b's shapes (tools/peer_peft.py), and the same as QLoRA (NF4 through bitsandbytes)
+# where tools/peer_libs.sh's build/pylib was carried along
 c_peer() {
-    PYTHONUNBUFFERED=1 gpumem_peak python3 tools/peer_peft.py --preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 \
-        --micro-tokens 8192 --rank 16 --alpha 32 --steps 2
-    local rc=$?
-    [ $rc = 0 ] && echo "RESULT INFO $(grep -o '^peer seq [0-9]*: .* tokens/s' "$W/peer.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' | tr '\n' ' ')" ||
-        echo "RESULT FAIL exit $rc"
+    local P="tools/peer_peft.py --preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 --micro-tokens 8192 --rank 16
+             --alpha 32 --steps 2" rc rc4=skipped
+    PYTHONUNBUFFERED=1 gpumem_peak python3 $P
+    rc=$?
+    if [ -d build/pylib/bitsandbytes ]; then
+        PYTHONPATH=$PWD/build/pylib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 gpumem_peak python3 $P --quant nf4
+        rc4=$?
+    else
+        echo "no build/pylib/bitsandbytes (tools/peer_libs.sh, carried along): the QLoRA peer is skipped"
+    fi
+    local figs
+    figs=$(grep -o '^peer[a-z ]* seq [0-9]*: .* tokens/s' "$W/peer.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' | tr '\n' ' ')
+    if [ $rc = 0 ] && { [ "$rc4" = 0 ] || [ "$rc4" = skipped ]; }; then echo "RESULT INFO $figs(QLoRA: ${rc4/0/run})"
+    else echo "RESULT FAIL exit $rc, QLoRA $rc4; $figs"; fi
 }
 
 # ---- the 70B headline (issue 13): only when named, e.g. `GPU_CHECK_BUDGET=590 bash tools/gpu_check.sh $OUT p70`
@@ -490,7 +504,7 @@ run cpu-cuda 120 c_cpu_cuda
 run stream 90 c_stream
 run kernels 60 c_kernels
 run train8b 300 c_train8b
-run peer 200 c_peer
+run peer 300 c_peer
 run hf 120 c_hf
 run ops-mc 120 c_ops_mc
 run train-mc 150 c_train_mc
