@@ -693,9 +693,10 @@ static void fa2_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *
                            const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, float *D,
                            const int32_t *seg) {
     unsigned tiles = (unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR);
-    const int parts = tt_fa2_dkv_parts(B, seq, nh, nkv);
-    const size_t pn = (size_t)B * seq * nkv * hd;
-    float *pk = parts > 1 ? D + (size_t)B * seq * nh : NULL, *pv = parts > 1 ? pk + (size_t)parts * pn : NULL;
+    const tt_fa2_scratch sl = tt_fa2_scratch_layout(B, seq, nh, nkv, hd); /* D at the scratch's start */
+    const int parts = sl.parts;
+    const size_t pn = sl.pn;
+    float *pk = parts > 1 ? D + sl.pk : NULL, *pv = parts > 1 ? D + sl.pv : NULL;
     dim3 ga(tiles, (unsigned)nh, (unsigned)B), gb(tiles, (unsigned)(nkv * parts), (unsigned)B);
     k_fa2_dq<<<ga, TT_FA2_THREADS, TT_FA2_SMEM_DQ, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q, (const uint16_t *)k,
                                                                 (const uint16_t *)v, (const uint16_t *)out, lse,

@@ -594,12 +594,26 @@ TT_HD int tt_fa2_dkv_parts(int B, int seq, int nh, int nkv) {
     }
     return d;
 }
-/* The backward's scratch (bytes): D (T x nh floats), then with parts > 1 the
- * parts' dk and dv (each parts x T x nkv * hd floats). */
-TT_HD size_t tt_fa2_scratch_bytes(int B, int seq, int nh, int nkv, int hd) {
+/* The backward's scratch, in floats from its start: D (T x nh), then with
+ * parts > 1 the parts' dk sums at pk and dv sums at pv (each parts x pn,
+ * pn = T x nkv x hd); floats in all. The one layout the launch and the
+ * sizing (backend, planner) both read. */
+typedef struct tt_fa2_scratch {
+    int parts;
+    size_t pn, pk, pv, floats;
+} tt_fa2_scratch;
+TT_HD tt_fa2_scratch tt_fa2_scratch_layout(int B, int seq, int nh, int nkv, int hd) {
     const size_t T = (size_t)B * seq;
-    const int parts = tt_fa2_dkv_parts(B, seq, nh, nkv);
-    return T * nh * 4 + (parts > 1 ? 2 * (size_t)parts * T * nkv * hd * 4 : 0);
+    tt_fa2_scratch s;
+    s.parts = tt_fa2_dkv_parts(B, seq, nh, nkv);
+    s.pn = T * nkv * hd;
+    s.pk = T * nh;
+    s.pv = s.pk + (size_t)s.parts * s.pn;
+    s.floats = s.parts > 1 ? s.pv + (size_t)s.parts * s.pn : s.pk;
+    return s;
+}
+TT_HD size_t tt_fa2_scratch_bytes(int B, int seq, int nh, int nkv, int hd) {
+    return tt_fa2_scratch_layout(B, seq, nh, nkv, hd).floats * sizeof(float);
 }
 
 /* dq pass, block (qt, h, b): dq (T, nh * hd) and Dbuf. smem: TT_FA2_SMEM_DQ. */
