@@ -178,7 +178,7 @@ $(EMU)/%.o: $(EMU)/%.cc tests/cuda_emu/cuda_emu.h
 $(EMU)/tests/emu_selftest.cc: tests/cuda_emu/emu_selftest.cu tests/cuda_emu/rewrite.pl
 	@mkdir -p $(dir $@)
 	perl tests/cuda_emu/rewrite.pl $< >$@
-$(EMU)/tests/emu_selftest: $(EMU)/tests/emu_selftest.o $(EMU)/cuda_emu.o
+$(EMU)/tests/emu_selftest: $(EMU)/tests/emu_selftest.o $(EMU)/cuda_emu.o $(B)/sched/arena.o $(B)/core/base/common.o
 	$(CXX) $(EMU_CXXFLAGS) $^ -o $@ -lopenblas
 $(EMU)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/cuda_emu.h
 	@mkdir -p $(dir $@)

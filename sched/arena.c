@@ -49,14 +49,25 @@ static tt_arena *arena_new(const char *name, void *base, size_t capacity) {
 
 tt_arena *arena_measure(const char *name) { return arena_new(name, NULL, SIZE_MAX); }
 
+/* Tells the debugging hook (arena.h), where a program defines one, of
+ * [off, off + n) of a wrapped arena. */
+static void hook(const tt_arena *a, int op, size_t off, size_t n, const char *label) {
+    if (tt_arena_hook && a->base) tt_arena_hook(a->name, op, a->base + off, n, label);
+}
+
 tt_arena *arena_wrap(const char *name, void *base, size_t capacity) {
     TT_ASSERT(base != NULL);
     TT_ASSERT((uintptr_t)base % ARENA_ALIGN == 0);
     TT_ASSERT(capacity < SIZE_MAX);
-    return arena_new(name, base, capacity);
+    tt_arena *a = arena_new(name, base, capacity);
+    hook(a, ARENA_HOOK_WRAP, 0, capacity, NULL);
+    return a;
 }
 
-void arena_free(tt_arena *a) { free(a); }
+void arena_free(tt_arena *a) {
+    if (a) hook(a, ARENA_HOOK_FREE, 0, a->capacity, NULL);
+    free(a);
+}
 
 /* The label's index, adding it (at set-up) when it is new. */
 static int label_index(tt_arena *a, const char *label) {
@@ -99,8 +110,10 @@ void *arena_alloc(tt_arena *a, size_t bytes, const char *label) {
         l->hw_bytes = l->live_bytes;
         l->hw_count = l->live_count;
     }
-    a->used = off + req;
+    size_t rz = tt_arena_redzone ? tt_arena_redzone() : 0;
+    a->used = off + req + (rz <= a->capacity - off - req ? rz : a->capacity - off - req); /* the redzone, where it fits */
     if (a->used > a->peak) a->peak = a->used;
+    hook(a, ARENA_HOOK_ALLOC, off, req, label);
     return a->base ? (void *)(a->base + off) : (void *)(uintptr_t)(MEASURE_BASE + off);
 }
 
@@ -130,6 +143,7 @@ void arena_release(tt_arena *a, size_t mark) {
     while (k >= 0 && a->marks[k].used != mark) k--;
     if (k < 0 && mark == 0) { /* empty the arena, closing every mark */
         for (int i = 0; i < a->n_labels; i++) a->labels[i].live_bytes = 0, a->labels[i].live_count = 0;
+        hook(a, ARENA_HOOK_RELEASE, 0, a->used, NULL);
         a->used = 0;
         a->n_marks = 0;
         return;
@@ -143,6 +157,7 @@ void arena_release(tt_arena *a, size_t mark) {
         a->labels[i].live_bytes = i < m->n_labels ? m->live_bytes[i] : 0;
         a->labels[i].live_count = i < m->n_labels ? m->live_count[i] : 0;
     }
+    hook(a, ARENA_HOOK_RELEASE, m->used, a->used - m->used, NULL);
     a->used = m->used;
     a->n_marks = k;
 }

@@ -90,6 +90,21 @@ void arena_release(tt_arena *a, size_t mark);
 int arena_n_labels(const tt_arena *a);
 void arena_label(const tt_arena *a, int i, const char **label, size_t *bytes, int *count);
 
+/* A debugging hook, for a program that defines it (the emulated GPU does:
+ * tests/cuda_emu/cuda_emu.cc holds each kernel's accesses to the block they
+ * belong to). A weak symbol: where nothing defines it, nothing is called.
+ * Wrapped arenas only: ARENA_HOOK_WRAP (p, n: the region), ARENA_HOOK_ALLOC
+ * (p, n: the block as requested, label), ARENA_HOOK_RELEASE (every block in
+ * [p, p + n) is gone), ARENA_HOOK_FREE (p, n: the region, no longer an
+ * arena). */
+enum { ARENA_HOOK_WRAP = 1, ARENA_HOOK_ALLOC, ARENA_HOOK_RELEASE, ARENA_HOOK_FREE };
+void tt_arena_hook(const char *arena, int op, void *p, size_t n, const char *label) __attribute__((weak));
+/* Also weak: bytes left unused after every block (measuring and wrapped
+ * arenas alike, so plans stay exact), where a program asks for them — the
+ * emulated GPU does, so that a kernel running a little past its buffer lands
+ * in no block instead of in the next one. 0 where nothing defines it. */
+size_t tt_arena_redzone(void) __attribute__((weak));
+
 /* Prints the label table to f, aligned columns:
  *     arena "device"                 count        bytes
  *       layer slots                      2     8.20 MiB

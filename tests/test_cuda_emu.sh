@@ -4,9 +4,11 @@
 # host compiler, every kernel thread a fiber, cuBLAS/cuBLASLt as loops), so
 # its kernels and the way the runtime drives them are checked without a GPU:
 #   checks     every kernel's loads and stores are checked as the GPU checks them
-#              (in device memory, shared memory or a stack; vector accesses aligned):
-#              tests/cuda_emu/emu_selftest's bad kernels are each stopped, with the
-#              kernel and the GPU's error named, and its good one is not
+#              (in device memory, shared memory or a stack; vector accesses aligned),
+#              and held, like copies and products, to their block where the memory
+#              is one of the runtime's arenas: tests/cuda_emu/emu_selftest's bad
+#              kernels and copies are each stopped, with the culprit and the block
+#              named, and its good ones are not
 #   ops        tests/test_cuda_ops (small shapes) on each attention path and
 #              through cublasGemmEx as well as cuBLASLt
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step); a pruned
@@ -34,11 +36,15 @@ setup cuda_emu
 
 # ---- checks --------------------------------------------------------------------
 expect_ok "emu_selftest ok" "$EMU/tests/emu_selftest" ok
+expect_ok "emu_selftest arena-ok" "$EMU/tests/emu_selftest" arena-ok
 for c in "misaligned:k_misaligned: a misaligned 16-byte load .*(device memory).*a misaligned address" \
-         "past-end:k_past_end: a 4-byte load .*(1024 bytes into the 1024-byte cudaMalloc .*an illegal address" \
-         "smem:k_smem: a 4-byte store .*(128 bytes into the block's 128 bytes of dynamic shared memory), thread (31,0,0).*an illegal address" \
+         "past-end:k_past_end: a 4-byte load .*(0 bytes past the end of the 1024-byte cudaMalloc .*an illegal address" \
+         "smem:k_smem: a 4-byte store .*(0 bytes past the end of the 128-byte dynamic shared memory of the block), thread (31,0,0).*an illegal address" \
          "host:k_host: a 4-byte load .*(in no device allocation.*an illegal address" \
-         "bf16x2:k_bf16x2: a misaligned 4-byte store .*(device memory).*a misaligned address"; do
+         "bf16x2:k_bf16x2: a misaligned 4-byte store .*(device memory).*a misaligned address" \
+         "arena-read:k_past_end: a 4-byte load .*(0 bytes past the end of the 1024-byte block \"x\" at .* of arena \"device\").*another buffer's data" \
+         "arena-copy:cudaMemcpyAsync's destination: 1028 bytes .*(it starts 0 bytes into the 1024-byte block \"y\" of arena \"device\" and ends 4 bytes past it)" \
+         "arena-stale:k_past_end: a 4-byte load .*(4096 bytes past the end of the 1024-byte block \"x\".*another buffer's data"; do
     "$EMU/tests/emu_selftest" "${c%%:*}" >"$dir/out" 2>"$dir/err" && fail "emu_selftest ${c%%:*}: not stopped"
     grep -q "cuda_emu: ${c#*:}" "$dir/err" || fail "emu_selftest ${c%%:*}: not the expected message: $(cat "$dir/err")"
 done

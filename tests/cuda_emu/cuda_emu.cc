@@ -17,6 +17,13 @@
 #include <time.h>
 #include <ucontext.h>
 
+#include <map>
+#include <string>
+
+extern "C" {
+#include "sched/arena.h"
+}
+
 /* ---- fibers ------------------------------------------------------------------
  * A block's threads switch at every barrier, and a step launches millions of
  * threads: on x86-64 a fiber switch is a few instructions (the callee-saved
@@ -579,10 +586,10 @@ cudaError_t cudaHostUnregister(void *p) { return pinned_remove(p) ? cudaSuccess 
  * one of 2, 4, 8 or 16 bytes anywhere but a stack must be aligned to its size.
  * A GPU stops at either, with an illegal or a misaligned address; x86 reads
  * on, which is why these are checked here and not left to the GPU machine. */
-enum { R_NONE, R_DEV, R_PIN, R_SMEM, R_STATIC, R_STACK };
+enum { R_NONE, R_DEV, R_PIN, R_SMEM, R_STATIC, R_STACK, R_GAP };
 static const char *const region_name[] = {"no memory a kernel may touch", "device memory", "pinned host memory",
                                           "dynamic shared memory", "static data (__shared__, __constant__)",
-                                          "a stack"};
+                                          "a stack", "an arena, outside its live blocks"};
 typedef struct { uintptr_t lo, len; int kind; unsigned gen; } emu_region;
 static __thread emu_region t_seen[4];
 static __thread emu_region t_last; /* the one seen last (checked inline) */
@@ -591,53 +598,110 @@ extern "C" char __executable_start, _end; /* the linker's: the program's image, 
 
 static int in_range(uintptr_t a, size_t n, uintptr_t lo, uintptr_t len) { return a - lo < len && n <= len - (a - lo); }
 
-/* The region that holds [a, a + n) other than a stack or static data (R_NONE: none does). */
+/* The runtime's arenas (sched/arena.h's hook): each wrapped region, and the
+ * live blocks carved from them, so that an access inside an arena must lie in
+ * one block — a kernel or copy running past its buffer into the next one is
+ * stopped, where the GPU would corrupt the neighbour without a fault. */
+typedef struct { size_t n; std::string label, arena; } emu_block;
+static std::map<uintptr_t, emu_block> g_arenas, g_blocks; /* by start; g_rt_mu */
+
+/* The element of m whose range holds a, or m.end(). */
+static std::map<uintptr_t, emu_block>::const_iterator holder(const std::map<uintptr_t, emu_block> &m, uintptr_t a) {
+    auto it = m.upper_bound(a);
+    if (it == m.begin()) return m.end();
+    --it;
+    return a - it->first < it->second.n ? it : m.end();
+}
+
+/* 4096 bytes unused after every arena block: a kernel or copy running a little past its buffer lands in no
+ * block. A whole O_DIRECT block (io/uring.h), as the pinned arena keeps its staging buffers aligned for
+ * io_uring by the sizes of what comes before them. */
+extern "C" size_t tt_arena_redzone(void) { return 4096; }
+
+extern "C" void tt_arena_hook(const char *arena, int op, void *p, size_t n, const char *label) {
+    uintptr_t a = (uintptr_t)p;
+    pthread_mutex_lock(&g_rt_mu);
+    if (op == ARENA_HOOK_WRAP) g_arenas[a] = emu_block{n, "", arena};
+    else if (op == ARENA_HOOK_ALLOC) g_blocks[a] = emu_block{n, label ? label : "?", arena};
+    else if (op == ARENA_HOOK_RELEASE || op == ARENA_HOOK_FREE) {
+        g_blocks.erase(g_blocks.lower_bound(a), g_blocks.lower_bound(a + n));
+        if (op == ARENA_HOOK_FREE) g_arenas.erase(a);
+    }
+    pthread_mutex_unlock(&g_rt_mu);
+    mem_changed();
+}
+
+/* The region that holds [a, a + n) other than a stack or static data (R_NONE:
+ * none does; R_GAP: an arena does, but none of its live blocks). */
 static emu_region classify(uintptr_t a, size_t n) {
     emu_region r = {0, 0, R_NONE, 0};
-    if (g_dyn && in_range(a, n, (uintptr_t)g_dyn, g_dyn_n)) r = (emu_region){(uintptr_t)g_dyn, g_dyn_n, R_SMEM, 0};
-    else {
-        pthread_mutex_lock(&g_rt_mu);
-        for (size_t i = 0; i < g_nallocs && r.kind == R_NONE; i++)
-            if (in_range(a, n, (uintptr_t)g_allocs[i].p, g_allocs[i].req))
-                r = (emu_region){(uintptr_t)g_allocs[i].p, g_allocs[i].req, R_DEV, 0};
-        for (size_t i = 0; i < g_npinned && r.kind == R_NONE; i++)
-            if (in_range(a, n, (uintptr_t)g_pinned[i].p, g_pinned[i].req))
-                r = (emu_region){(uintptr_t)g_pinned[i].p, g_pinned[i].req, R_PIN, 0};
-        pthread_mutex_unlock(&g_rt_mu);
+    if (g_dyn && in_range(a, n, (uintptr_t)g_dyn, g_dyn_n)) return (emu_region){(uintptr_t)g_dyn, g_dyn_n, R_SMEM, 0};
+    pthread_mutex_lock(&g_rt_mu);
+    for (size_t i = 0; i < g_nallocs && r.kind == R_NONE; i++)
+        if (in_range(a, n, (uintptr_t)g_allocs[i].p, g_allocs[i].req))
+            r = (emu_region){(uintptr_t)g_allocs[i].p, g_allocs[i].req, R_DEV, 0};
+    for (size_t i = 0; i < g_npinned && r.kind == R_NONE; i++)
+        if (in_range(a, n, (uintptr_t)g_pinned[i].p, g_pinned[i].req))
+            r = (emu_region){(uintptr_t)g_pinned[i].p, g_pinned[i].req, R_PIN, 0};
+    if (r.kind != R_NONE && holder(g_arenas, a) != g_arenas.end()) { /* in an arena: in one of its blocks */
+        auto b = holder(g_blocks, a);
+        if (b != g_blocks.end() && in_range(a, n, b->first, b->second.n)) r.lo = b->first, r.len = b->second.n;
+        else r.kind = R_GAP;
     }
+    pthread_mutex_unlock(&g_rt_mu);
     return r;
 }
 
+/* "K bytes into the N-byte WHAT" or "K bytes past the end of the N-byte WHAT". */
+static void place(char *b, size_t bn, uintptr_t a, uintptr_t lo, size_t n, const char *what) {
+    if (a - lo < n) snprintf(b, bn, "%zu bytes into the %zu-byte %s", (size_t)(a - lo), n, what);
+    else snprintf(b, bn, "%zu bytes past the end of the %zu-byte %s", (size_t)(a - lo - n), n, what);
+}
+
 /* Where a stray address lies, for the message: past (or before) which
- * allocation or shared memory, by how much. */
+ * allocation, arena block or shared memory, by how much. */
 static void describe_stray(uintptr_t a, char *b, size_t bn) {
     snprintf(b, bn, "in no device allocation, pinned range or shared memory");
     uintptr_t best = UINTPTR_MAX;
     pthread_mutex_lock(&g_rt_mu);
+    auto ar = holder(g_arenas, a);
+    if (ar != g_arenas.end()) { /* inside an arena: which block it runs past (or the arena's start) */
+        auto it = g_blocks.upper_bound(a);
+        if (it != g_blocks.begin() && (--it)->first >= ar->first) {
+            char w[120];
+            snprintf(w, sizeof w, "block \"%s\" at %p of arena \"%s\"", it->second.label.c_str(), (void *)it->first,
+                     ar->second.arena.c_str());
+            place(b, bn, a, it->first, it->second.n, w);
+        } else snprintf(b, bn, "in arena \"%s\" before its first live block", ar->second.arena.c_str());
+        pthread_mutex_unlock(&g_rt_mu);
+        return;
+    }
     for (size_t i = 0; i < g_nallocs + g_npinned; i++) {
         const emu_alloc *m = i < g_nallocs ? &g_allocs[i] : &g_pinned[i - g_nallocs];
         uintptr_t lo = (uintptr_t)m->p;
         if (a >= lo && a - lo < best) {
             best = a - lo;
-            snprintf(b, bn, "%zu bytes into the %zu-byte %s at %p", (size_t)(a - lo), m->req,
-                     i < g_nallocs ? "cudaMalloc" : "pinned range", m->p);
+            char w[64];
+            snprintf(w, sizeof w, "%s at %p", i < g_nallocs ? "cudaMalloc" : "pinned range", m->p);
+            place(b, bn, a, lo, m->req, w);
         }
     }
     pthread_mutex_unlock(&g_rt_mu);
     if (g_dyn && a >= (uintptr_t)g_dyn && a - (uintptr_t)g_dyn < best)
-        snprintf(b, bn, "%zu bytes into the block's %zu bytes of dynamic shared memory", (size_t)(a - (uintptr_t)g_dyn),
-                 g_dyn_n);
+        place(b, bn, a, (uintptr_t)g_dyn, g_dyn_n, "dynamic shared memory of the block");
 }
 
 [[noreturn]] static void access_fault(uintptr_t a, size_t n, const char *what, int kind) {
-    char where_b[160];
-    if (kind == R_NONE) describe_stray(a, where_b, sizeof where_b);
+    char where_b[200];
+    int stray = kind == R_NONE || kind == R_GAP;
+    if (stray) describe_stray(a, where_b, sizeof where_b);
     else snprintf(where_b, sizeof where_b, "%s", region_name[kind]);
     const tt_emu_coords *c = g_cur ? &g_cur->c : NULL;
     fprintf(stderr, "cuda_emu: %s: %s %zu-byte %s at %p (%s), thread (%u,%u,%u) of block (%u,%u,%u): on a GPU, %s\n",
-            g_kernel ? g_kernel : "a kernel", kind == R_NONE ? "a" : "a misaligned", n, what, (void *)a, where_b,
+            g_kernel ? g_kernel : "a kernel", stray ? "a" : "a misaligned", n, what, (void *)a, where_b,
             c ? c->t.x : 0, c ? c->t.y : 0, c ? c->t.z : 0, c ? c->b.x : 0, c ? c->b.y : 0, c ? c->b.z : 0,
-            kind == R_NONE ? "an illegal address" : "a misaligned address");
+            kind == R_NONE ? "an illegal address" : kind == R_GAP ? "another buffer's data overwritten or read" :
+                                                                    "a misaligned address");
     abort();
 }
 
@@ -652,7 +716,7 @@ __attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, co
         if (t_seen[i].gen == gen && in_range(a, n, t_seen[i].lo, t_seen[i].len)) r = &t_seen[i];
     if (!r) {
         emu_region c = classify(a, n);
-        if (c.kind == R_NONE) access_fault(a, n, what, R_NONE);
+        if (c.kind == R_NONE || c.kind == R_GAP) access_fault(a, n, what, c.kind);
         c.gen = gen;
         emu_region *slot = &t_seen[t_next++ & 3];
         *slot = c;
@@ -719,6 +783,36 @@ void tt_emu_check_ptr(const char *name, int i, const void *p) {
                     "cudaMalloc'd nor pinned)\n", name, i, p);
     abort();
 }
+/* A host-issued operation's range [p, p + n) of device or pinned memory (a
+ * copy's side, a product's operand): inside one allocation, and inside one
+ * live block where that is an arena; else the run stops, naming the
+ * operation and the block it runs out of. Pageable host memory is left
+ * alone. */
+static void check_span(const void *p, size_t n, const char *op) {
+    if (!n || !where(p)) return;
+    uintptr_t a = (uintptr_t)p;
+    emu_region r = classify(a, n);
+    if (r.kind != R_NONE && r.kind != R_GAP) return;
+    char b[200];
+    pthread_mutex_lock(&g_rt_mu);
+    auto bl = holder(g_blocks, a);
+    int in_block = bl != g_blocks.end();
+    if (in_block)
+        snprintf(b, sizeof b, "it starts %zu bytes into the %zu-byte block \"%s\" of arena \"%s\" and ends %zu bytes "
+                 "past it", (size_t)(a - bl->first), bl->second.n, bl->second.label.c_str(), bl->second.arena.c_str(),
+                 (size_t)(a + n - bl->first - bl->second.n));
+    pthread_mutex_unlock(&g_rt_mu);
+    if (!in_block) describe_stray(a, b, sizeof b);
+    fprintf(stderr, "cuda_emu: %s: %zu bytes at %p run outside their buffer (%s): on a GPU, %s\n", op, n, p, b,
+            r.kind == R_GAP ? "another buffer's data overwritten or read" : "an illegal address");
+    abort();
+}
+static size_t elem_bytes(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
+/* A column-major matrix's extent in bytes: its first element to its last. */
+static size_t mat_bytes(int rows, int cols, int ld, cudaDataType t) {
+    return rows && cols ? ((size_t)ld * (cols - 1) + rows) * elem_bytes(t) : 0;
+}
+
 /* cp.async (cuda_fa2.h): into the block's shared memory from device memory
  * (or pinned host memory), each copy done when a wait covers it. */
 void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) {
@@ -750,12 +844,15 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
     if (!n) return cudaSuccess;
     cudaError_t e = check_copy(d, s, k);
     if (e != cudaSuccess) return e;
+    check_span(s, n, "cudaMemcpyAsync's source");
+    check_span(d, n, "cudaMemcpyAsync's destination");
     memmove(d, s, n);
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t q) {
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     if (n && where(d) != 'd') return cudaErrorInvalidValue;
+    check_span(d, n, "cudaMemsetAsync");
     memset(d, v, n);
     return cudaSuccess;
 }
@@ -874,6 +971,11 @@ static void gemm_emu(int ta, int tb, int m, int n, int k, float alpha, const voi
                 A, B, C);
         abort();
     }
+    if (k) {
+        check_span(A, mat_bytes(ta ? k : m, ta ? m : k, lda, at), "a product's A");
+        check_span(B, mat_bytes(tb ? n : k, tb ? k : n, ldb, bt), "a product's B");
+    }
+    check_span(C, mat_bytes(m, n, ldc, ct), "a product's C");
     float *prod = scratch(0, (size_t)m * n);
     if (k == 0) memset(prod, 0, (size_t)m * n * sizeof *prod);
     else {

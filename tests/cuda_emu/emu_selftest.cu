@@ -9,9 +9,17 @@
  *   emu_selftest smem         a store past the block's dynamic shared memory
  *   emu_selftest host         a load from pageable host memory through a pointer held in device memory
  *   emu_selftest bf16x2       a 4-byte (bf16 pair) store at a 2-byte aligned address
+ *   emu_selftest arena-ok     the ok kernel on blocks of a device arena (sched/arena.c): prints "ok"
+ *   emu_selftest arena-read   a load one element past an arena block (inside the arena: no GPU fault there)
+ *   emu_selftest arena-copy   a cudaMemcpyAsync one element longer than its arena block
+ *   emu_selftest arena-stale  a load from a block released with its arena mark
  *
  * Each bad case must abort with a message naming its kernel and the GPU's
  * error (an illegal or a misaligned address). */
+extern "C" {
+#include "sched/arena.h"
+}
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -77,6 +85,33 @@ int main(int argc, char **argv) {
     check(cudaMalloc((void **)&y, N * sizeof(float)), "cudaMalloc");
     check(cudaMalloc((void **)&h, N * sizeof(__nv_bfloat16)), "cudaMalloc");
     check(cudaMalloc((void **)&holder, sizeof(float *)), "cudaMalloc");
+    if (!strncmp(c, "arena-", 6)) { /* x, y and h as blocks of an arena over one allocation, as the runtime has them */
+        void *base;
+        check(cudaMalloc(&base, 1 << 16), "cudaMalloc");
+        tt_arena *a = arena_wrap("device", base, 1 << 16);
+        float *ax = (float *)arena_alloc(a, N * sizeof(float), "x"); /* N floats: the next block starts right after */
+        size_t m = arena_mark(a);
+        float *ay = (float *)arena_alloc(a, N * sizeof(float), "y");
+        __nv_bfloat16 *ah = (__nv_bfloat16 *)arena_alloc(a, N * sizeof(__nv_bfloat16), "h");
+        float xs[N + 1];
+        for (int i = 0; i <= N; i++) xs[i] = (float)i;
+        if (!strcmp(c, "arena-copy")) copy(ay, xs, sizeof xs, cudaMemcpyHostToDevice); /* N + 1 floats */
+        copy(ax, xs, N * sizeof(float), cudaMemcpyHostToDevice);
+        if (!strcmp(c, "arena-ok")) k_ok<<<1, N / 4, N * sizeof(float)>>>(ax, ay, (__nv_bfloat162 *)ah);
+        else if (!strcmp(c, "arena-read")) k_past_end<<<1, 32>>>(ax, ay, N);
+        else if (!strcmp(c, "arena-stale")) {
+            arena_release(a, m); /* y and h are gone */
+            k_past_end<<<1, 32>>>(ay, ax, 0);
+        } else {
+            fprintf(stderr, "emu_selftest: unknown case %s\n", c);
+            return 2;
+        }
+        check(cudaGetLastError(), "launch");
+        check(cudaDeviceSynchronize(), "synchronize");
+        arena_free(a);
+        printf("ok\n");
+        return 0;
+    }
     float xs[N];
     for (int i = 0; i < N; i++) xs[i] = host[i] = (float)i;
     copy(x, xs, sizeof xs, cudaMemcpyHostToDevice);
@@ -96,7 +131,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "host")) k_host<<<1, 32>>>(holder, y);
     else if (!strcmp(c, "bf16x2")) k_bf16x2<<<1, 32>>>(h);
     else {
-        fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2\n");
+        fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|arena-ok|arena-read|arena-copy|"
+                        "arena-stale\n");
         return 2;
     }
     check(cudaGetLastError(), "launch");
