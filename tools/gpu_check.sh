@@ -27,7 +27,10 @@
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
 #              --act-dtype bf16); 5 steps of full training (f32 store) the same; the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
-#   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations
+#   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations; passes at
+#              dequant+GEMM >= 0.7 x GEMM, attention fwd >= 300 / bwd >= 200 TFLOP/s, arena copies >= 0.9 x pinned
+#   prof       Nsight Compute (ncu, where the machine has it) on the tensor-core attention and dequantization
+#              kernels at bench kernels' shapes: prof.txt (and prof.ncu-rep) in OUTDIR, for tuning them
 #   gen        generate on the small model: CUDA (f32 activations) vs the CPU, greedy; streamed at the smallest
 #              --hbm vs resident (the same JSON lines); bench generate --device cuda at batch 1 and 32
 #   overlap8b  llama3.1-8b NF4: bench overlap --device cuda --hbm 8G (streamed vs resident); its trace and
@@ -42,7 +45,7 @@
 # A GPU session has 15 minutes of device time, the machine's start included; in three calls:
 #   1. QUICK=1 bash tools/gpu_check.sh $OUT                                  (~3 min: does it work)
 #   2. GPU_CHECK_BUDGET=560 bash tools/gpu_check.sh $OUT train8b,peer,hf      (speed beside the peer, one call)
-#   3. bash tools/gpu_check.sh $OUT ops-mc,train-mc,gen,overlap8b           (the sanitizer, then the rest)
+#   3. bash tools/gpu_check.sh $OUT ops-mc,train-mc,gen,overlap8b,prof      (the sanitizer, then the rest)
 # Only when named (each takes most of a call: GPU_CHECK_BUDGET=590 and one of them per call):
 #   p70        llama3.1-70b pruned 0.85 NF4, all 80 layers, seq 4096, 32K tokens a step, rank 16 on all seven
 #              projections, under --hbm 20G, 8G and 4G: tokens/s, MFU, overlap, the GPU's peak, the host arena;
@@ -284,12 +287,39 @@ c_train_mc() {
     [ $rc = 0 ] && echo "RESULT PASS memcheck clean on 2 streamed steps (--hbm $h)" || echo "RESULT FAIL exit $rc"
 }
 
+# Issue 12's second must-show, side by side in one run: dequant+GEMM >= 0.7 x plain bf16 GEMM, causal attention
+# (seq 4096, head_dim 128, GQA 16/2) forward >= 300 and backward >= 200 TFLOP/s, arena copies >= 0.9 x pinned
 c_kernels() {
+    set -o pipefail
     # bf16 activations (tensor cores; what training runs with on cuda), then fp32 GEMMs for comparison
-    "$T" bench kernels --device cuda --json || { echo "RESULT FAIL exit $?"; return 1; }
+    "$T" bench kernels --device cuda --json | tee "$W/kernels.bf16" || { echo "RESULT FAIL exit $?"; return 1; }
     "$T" bench kernels --device cuda --act-dtype f32 --copy-mb 0 --iters 5 || { echo "RESULT FAIL f32 exit $?"; return 1; }
-    # the table's lines (the JSON line names the same ops, without the spaces and the figure: head -1 keeps one line)
-    echo "RESULT INFO $(grep -o 'gemm bf16 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | head -1 | tr -s ' ') TFLOP/s; $(grep -o 'gemm f32 (cuBLAS/BLAS) *[0-9.]*' "$W/kernels.out" | head -1 | tr -s ' ') TFLOP/s; $(grep -o 'dequant+gemm / plain gemm throughput: [0-9.]*' "$W/kernels.out" | head -1); $(grep -o 'registered arena / pinned peak (h2d): [0-9.]*' "$W/kernels.out" | head -1)"
+    # the other attention path (fp32-tile flash kernels) at the same shape, for comparison (small GEMM: not timed here)
+    echo "-- TT_CUDA_ATTN=flash (attention only)"
+    TT_CUDA_ATTN=flash "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
+    local v
+    v=$(python3 -c 'import json, sys
+j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+g = j.get("gemm bf16 (cuBLAS/BLAS)", 0); r = j.get("dequant_gemm_ratio", 0)
+f = j.get("attention fwd (causal)", 0); b = j.get("attention bwd (causal)", 0)
+c = j.get("registered_over_pinned", 0)
+ok = r >= 0.7 and f >= 300 and b >= 200 and c >= 0.9
+print("%s gemm bf16 %.0f TFLOP/s; dequant+gemm/gemm %.2f (>= 0.7); attention fwd %.0f (>= 300), bwd %.0f (>= 200) TFLOP/s; arena/pinned h2d %.2f (>= 0.9)" % ("PASS" if ok else "FAIL", g, r, f, b, c))' "$W/kernels.bf16") ||
+        { echo "RESULT FAIL could not read bench kernels' JSON line"; return 1; }
+    echo "RESULT $v"
+}
+
+c_prof() {
+    local NCU
+    NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    [ -n "$NCU" ] || { echo "RESULT INFO no ncu on this machine: nothing profiled"; return 0; }
+    "$NCU" --kernel-name 'regex:k_fa2_|k_nf4_vec' --launch-count 6 --set detailed -f -o "$OUTD/prof" \
+        "$T" bench kernels --device cuda --m 1024 --n 1024 --k 1024 --copy-mb 0 --iters 1 ||
+        { echo "RESULT FAIL ncu exit $?"; return 1; }
+    "$NCU" --import "$OUTD/prof.ncu-rep" --page details >"$OUTD/prof.txt" || { echo "RESULT FAIL ncu --import"; return 1; }
+    grep -E '^  k_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread' \
+        "$OUTD/prof.txt" | head -60
+    echo "RESULT INFO $(grep -c '^  k_' "$OUTD/prof.txt") kernel launches profiled: prof.txt, prof.ncu-rep"
 }
 
 c_overlap8b() {
@@ -495,7 +525,7 @@ c_u70() {
 }
 
 export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
-    mfu run_measured run70 gemm_rate g70_prep c_p70 c_u70
+    mfu run_measured run70 gemm_rate g70_prep c_p70 c_u70 c_prof
 
 log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>/dev/null || echo 'without BUILD'), work dir $W"
 run env 30 c_env
@@ -510,6 +540,7 @@ run ops-mc 120 c_ops_mc
 run train-mc 150 c_train_mc
 run gen 90 c_gen
 run overlap8b 150 c_overlap8b
+run prof 120 c_prof
 # only when named (each fills most of a call)
 [ "$ONLY" != all ] && run p70 560 c_p70
 [ "$ONLY" != all ] && run u70 560 c_u70
