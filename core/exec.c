@@ -53,7 +53,11 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     /* the workspace in the cells' type: layers read and write the cells themselves */
     tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || cfg->tie_embeddings,
                      .host = host, .act_bf16 = p->req.act_bf16,
-                     .mlp_rows = c.wgrad ? p->req.B * p->req.seq : 0}; /* weight gradients: the MLP in one chunk */
+                     .mlp_rows = c.wgrad ? p->req.B * p->req.seq : 0, /* weight gradients: the MLP in one chunk */
+                     /* LoRA on frozen (quantized) weights: every MLP chunk dequantizes them again, 8 times a layer, so
+                      * the backend's bigger chunks where it asks for them (generation's forward passes and full
+                      * training keep 16M values: their workspace is better spent on KV caches and cells) */
+                     .mlp_chunk_elems = be_mlp_chunk_elems()};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;

@@ -729,7 +729,9 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         if (!o->quiet && !o->json)
             printf("full training: the resident run does not fit --hbm %s; streaming the layers (their f32 master "
                    "weights and optimizer state in the host arena)\n", tt_fmt_bytes(o->hbm, hb, sizeof hb));
-        return fullstream_run(o, mix, res);
+        tt_full_opts so = *o;
+        so.stream = 1; /* as if asked for: the header then says where the optimizer state lives */
+        return fullstream_run(&so, mix, res);
     }
     if (rc) return rc;
     const tt_config *c = &st.cfg;

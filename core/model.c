@@ -14,10 +14,10 @@
 #include <string.h>
 
 #define XENT_CHUNK_ELEMS (4u << 20) /* logits per cross-entropy chunk: the micro-batch's rows x a vocab chunk */
-/* The MLP runs in token chunks of at most MLP_CHUNK_ELEMS / ffn rows (or the
- * backend's tt_backend.mlp_chunk_elems), as even as they go, so its (rows,
- * ffn) intermediates do not grow with seq (64 MiB of f32 each at most; an
- * 8192-token micro-batch at ffn 14336 goes as 8 x 1024 tokens). */
+/* The MLP runs in token chunks of at most MLP_CHUNK_ELEMS / ffn rows (or
+ * tt_ws_opts.mlp_chunk_elems: LoRA training on CUDA), as even as they go, so
+ * its (rows, ffn) intermediates do not grow with seq (64 MiB of f32 each at
+ * most; an 8192-token micro-batch at ffn 14336 goes as 8 x 1024 tokens). */
 #define MLP_CHUNK_ELEMS (16u << 20)
 /* The dequantization scratch: a projection is dequantized in blocks of output
  * rows (a multiple of 64, so an NF4 block never straddles two) of at most
@@ -291,7 +291,7 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     if (vc >= 8) vc = vc / 8 * 8; /* the logits' row stride: 16-byte rows in bf16 */
     if (vc > c->vocab) vc = c->vocab;
     w->vocab_chunk = (int)vc;
-    size_t mce = be_mlp_chunk_elems() ? be_mlp_chunk_elems() : MLP_CHUNK_ELEMS;
+    size_t mce = o->mlp_chunk_elems ? o->mlp_chunk_elems : MLP_CHUNK_ELEMS;
     /* even chunks (each dequantizes the MLP's weights again), a multiple of 64 rows where they fit (a product's
      * rows fill its tiles) */
     size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : (size_t)tt_even_chunk(T, mce / (w->FP ? w->FP : 1), 64);

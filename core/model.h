@@ -94,8 +94,9 @@ typedef struct tt_ws_opts {
     int B, seq;            /* micro-batch: B sequences of seq tokens */
     int with_ckpt;         /* layer-input checkpoints for model_micro_step */
     int head_streamed;     /* a device staging buffer for lm_head chunks */
-    int mlp_rows;          /* tokens per MLP chunk; 0: chunks of at most the backend's mlp_chunk_elems (default
-                            * 16M) values (rows x ffn), as even as they go */
+    int mlp_rows;          /* tokens per MLP chunk; 0: chunks of at most mlp_chunk_elems values (rows x ffn), as
+                            * even as they go */
+    size_t mlp_chunk_elems; /* 0: 16M */
     size_t wbuf_elems;     /* dequantization scratch cap in values (tests); 0: 16M (at least 64 rows) */
     const tt_alloc *host;  /* the host buffers (the embedding gather) from here, e.g. the pinned host arena so
                             * that their uploads are asynchronous; NULL: malloc */

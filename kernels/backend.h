@@ -261,10 +261,11 @@ typedef struct tt_backend {
     int (*dev_in_use)(uint64_t *bytes);
 
     /* ---- planning hints (0: the default) ---- */
-    /* The MLP's chunk of a micro-batch, in values (rows x ffn; core/model.c):
-     * each chunk dequantizes the MLP's three weights again in every pass, so
-     * a backend whose dequantization costs against its products takes
-     * bigger chunks (more workspace, fewer dequantizations). 0: 16M. */
+    /* The MLP's chunk of a micro-batch in LoRA training, in values (rows x
+     * ffn; core/exec.c, core/model.c): each chunk dequantizes the MLP's three
+     * frozen weights again, 8 times a layer, so a backend whose
+     * dequantization costs against its products takes bigger chunks (more
+     * workspace, fewer dequantizations). 0: 16M. */
     size_t mlp_chunk_elems;
 } tt_backend;
 

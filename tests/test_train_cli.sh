@@ -48,6 +48,12 @@ expect_error "bad --act-dtype" "--act-dtype must be f32, bf16 or auto" "$T" trai
 # Bad input.
 cp "$dir/run/checkpoint.bin" "$dir/ck.keep"
 expect_error "missing tokens" "nope.tok" "$T" train $FLAGS --data "$dir/nope.tok" --steps 2 --out "$dir/run" --force
+# a run refused for its inputs leaves no --out folder it created (nothing half-written), and keeps one it did not
+expect_error "missing tokens, new --out" "nope.tok" "$T" train $FLAGS --data "$dir/nope.tok" --steps 2 --out "$dir/fresh"
+[ -e "$dir/fresh" ] && fail "a refused run left its new --out folder: $(ls -a "$dir/fresh" | tr '\n' ' ')"
+mkdir "$dir/mine"
+expect_error "missing tokens, existing --out" "nope.tok" "$T" train $FLAGS --data "$dir/nope.tok" --steps 2 --out "$dir/mine"
+[ -d "$dir/mine" ] || fail "a refused run removed an --out folder it did not create"
 head -c 100 "$dir/t.tok" >"$dir/trunc.tok"
 expect_error "truncated tokens" "trunc.tok" "$T" train $FLAGS --data "$dir/trunc.tok" --steps 2 --out "$dir/run" --force
 expect_error "missing checkpoint" "nowhere" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/nowhere" --force

@@ -101,9 +101,10 @@ static int in_run_folder(const char *path, const char *dir) {
  * folder --out (its checkpoint and adapter files; an existing run is
  * continued only with --resume naming it, replaced only with --force), locked
  * for as long as this process writes it; --trace FILE; with --full, the --out
- * store. inputs: NULL-terminated, at most TRAIN_MAX_INPUTS. 0, or 2 after the message. */
+ * store. inputs: NULL-terminated, at most TRAIN_MAX_INPUTS. *made_dir: set
+ * when --out was created here (abandon_out_dir). 0, or 2 after the message. */
 static int check_outputs(const tt_train_opts *o, int full, int force, const char *const *inputs, const char *resume,
-                         const char *trace_path) {
+                         const char *trace_path, int *made_dir) {
     if (full) {
         if (tool_check_out("train", "--out", o->out_dir, inputs, force)) return 2;
     } else {
@@ -115,7 +116,8 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
             return 2;
         }
         if (tool_check_out_dir("train", "--out", o->out_dir, "a run", run_files, inputs, force || continuing)) return 2;
-        if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(o->out_dir, 0755) == 0) *made_dir = 1;
+        else if (errno != EEXIST) {
             fprintf(stderr, "tiertrain train: cannot create --out %s: %s\n", o->out_dir, strerror(errno));
             return 2;
         }
@@ -136,6 +138,14 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
         }
     }
     return 0;
+}
+
+/* A run that fails before writing anything into the --out folder it created (an input refused after the
+ * output check) leaves no folder behind: its lock file goes, then the folder if that left it empty. */
+static void abandon_out_dir(const char *dir) {
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s/" TOOL_LOCK_FILE, dir) < (int)sizeof p) unlink(p);
+    rmdir(dir); /* fails, and keeps everything, when the run wrote something */
 }
 
 /* One --data source: FILE or FILE:W, its validation split and its tokens. */
@@ -450,7 +460,12 @@ int cmd_train(int argc, char **argv) {
         free(srcs);
         return 2;
     }
-    if (check_outputs(&o, full, force, inputs, resume, trace_path)) { free(srcs); return 2; }
+    int made_dir = 0;
+    if (check_outputs(&o, full, force, inputs, resume, trace_path, &made_dir)) {
+        if (made_dir) abandon_out_dir(o.out_dir);
+        free(srcs);
+        return 2;
+    }
 
     tt_mix *mix = NULL;
     tier_store *st = NULL, *rs = NULL;
@@ -604,5 +619,6 @@ done:
     trace_free(trace);
     tier_close(rs);
     tier_close(st);
+    if (exit_code && made_dir) abandon_out_dir(o.out_dir);
     return exit_code;
 }

@@ -26,7 +26,7 @@ $T train --full --model "$D/pruned.tier" --data "$D/general.tok" --out "$W/adamw
 $T train --full --model "$D/pruned.tier" --data "$D/general.tok" --out "$W/galore.tier" $BATCH $ALIGN --lr "$GLR" \
     --optim galore --galore-rank "$R" --galore-update-every 10 >"$W/galore.log"
 p0=$(ppl "$D/pruned.tier"); pa=$(ppl "$W/adamw.tier"); pg=$(ppl "$W/galore.tier")
-echo "general-text perplexity: pruned, not aligned $p0; aligned with AdamW (lr 1e-3) $pa; with GaLore rank $R (lr $GLR) $pg"
+awk -v a="$p0" -v b="$pa" -v c="$pg" -v r="$R" -v l="$GLR" 'BEGIN { printf "general-text perplexity: pruned, not aligned %.3f; aligned with AdamW (lr 1e-3) %.3f; with GaLore rank %s (lr %s) %.3f\n", a, b, r, l, c }'
 awk -v a="$p0" -v b="$pa" -v c="$pg" 'BEGIN { printf "GaLore recovers %.0f%% of the gap AdamW recovers (%.3f of %.3f)\n", 100 * (a - c) / (a - b), a - c, a - b }'
 grep "^optimizer:" "$W/adamw.log" | sed 's/^/AdamW  /'
 grep "^optimizer:" "$W/galore.log" | sed 's/^/GaLore /'

@@ -19,7 +19,7 @@ Needs torch, transformers, peft and safetensors (the GPU machine has them;
 runs on the CPU too, in about a minute); never part of `make test`:
 
     python3 tools/hf_crosscheck.py --tiertrain ./tiertrain [--device cpu|cuda] [--work DIR]
-Exit status: 0 when every check passes, 1 otherwise.
+Exit status: 0 when every check passes, 1 otherwise, 77 when a Python package is missing.
 """
 import argparse
 import atexit
@@ -43,10 +43,16 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4, help="largest |loss difference| in nats (default 1e-4)")
     a = ap.parse_args()
 
-    import torch
-    import transformers
-    import peft
-    from transformers import LlamaConfig, LlamaForCausalLM
+    try:
+        import torch
+        import transformers
+        import peft
+        import safetensors  # noqa: F401 (transformers' save_pretrained writes with it)
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as e:
+        print(f"hf_crosscheck: needs torch, transformers, peft and safetensors; {e.name or e} is missing "
+              f"(pip install torch transformers peft)")
+        return 77
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
