@@ -33,7 +33,7 @@ const tt_backend *backend_cuda(void);
  * products on an H200 (2.5 TB/s, 600 TFLOP/s); at 64M in 2 (~1 ms). The
  * workspace holds 4 chunks (g, u, mm, dm): +384 MiB in bf16 over 16M values
  * (llama3.1-70b pruned 0.85 keeps some layers whole, ffn 28672: its smallest
- * --hbm at seq 4096 goes from 2.58 to 2.96 GiB; at 128M values, one chunk for
+ * --hbm at seq 4096 goes from 2.58 to 2.89 GiB; at 128M values, one chunk for
  * the 8B, it would be 3.33). */
 #define CUDA_MLP_CHUNK_ELEMS ((size_t)64 << 20)
 #define CUDA_CONTEXT_ESTIMATE ((size_t)640 << 20)
