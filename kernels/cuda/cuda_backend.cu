@@ -404,16 +404,15 @@ static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_
  * head-chunked cuBLAS path below (it needs seq x seq scratch). */
 static int g_flash = 1;
 static int g_flash_max_hd = TT_FA_MAX_HD; /* the largest head_dim whose tiles fit this GPU's shared memory */
-static int use_flash(int hd) { return g_flash && hd <= g_flash_max_hd; }
 /* The tensor-core kernels (cuda_fa2.h) for bf16 activations; off: TT_CUDA_ATTN=flash (the fp32-tile kernels) or
  * cublas, or too little shared memory. */
 static int g_fa2 = 1;
-static int use_fa2(int hd, int dt) { return g_fa2 && dt == BE_BF16 && hd <= TT_FA2_HD; }
+/* The path the ops take for these shapes (cuda_backend.h's rule, which the planning estimate reads too). */
+static int attn_path(int hd, int dt) { return cuda_attn_path(g_fa2, g_flash, g_flash_max_hd, hd, dt); }
 
-/* The scratch the attention ops take (the workspace carves it): cuda_attn_scratch_bytes. */
+/* The scratch the attention ops take (the workspace carves it). */
 static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
-    if (use_fa2(hd, dt)) return tt_fa2_scratch_bytes(B, seq, nh, nkv, hd);
-    return use_flash(hd) ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+    return cuda_attn_path_scratch(attn_path(hd, dt), B, seq, nh, nkv, hd, dt);
 }
 
 /* Rows [r0, r0 + n) of a head's hd columns of src (row stride ss) into the
@@ -717,7 +716,8 @@ static void fa2_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *
  * and k_softmax_causal / k_probs here). */
 static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
                         tt_real *lse, const int32_t *seg, void *scratch, int dt) {
-    if (use_fa2(hd, dt)) {
+    const int path = attn_path(hd, dt);
+    if (path == CUDA_ATTN_FA2) {
         dim3 grid((unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR), (unsigned)nh, (unsigned)B);
         k_fa2_fwd<<<grid, TT_FA2_THREADS, TT_FA2_SMEM_FWD, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
                                                                         (const uint16_t *)k, (const uint16_t *)v,
@@ -725,7 +725,7 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
         LAUNCHED();
         return;
     }
-    if (use_flash(hd)) {
+    if (path == CUDA_ATTN_FLASH) {
         fa_launch_fwd(B, seq, nh, nkv, hd, q, k, v, out, lse, seg, dt);
         return;
     }
@@ -749,11 +749,12 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                         const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
                         const int32_t *seg, void *scratch, int dt) {
-    if (use_fa2(hd, dt)) {
+    const int path = attn_path(hd, dt);
+    if (path == CUDA_ATTN_FA2) {
         fa2_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, seg);
         return;
     }
-    if (use_flash(hd)) {
+    if (path == CUDA_ATTN_FLASH) {
         fa_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, seg, dt);
         return;
     }
@@ -1247,9 +1248,10 @@ extern "C" const tt_backend *backend_cuda(void) {
     cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt);
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
-    const char *attn = getenv("TT_CUDA_ATTN");
-    g_flash = !(attn && strcmp(attn, "cublas") == 0) && fa_setup();
-    g_fa2 = !(attn && (strcmp(attn, "cublas") == 0 || strcmp(attn, "flash") == 0)) && fa2_setup();
+    int fa2_open, flash_open;
+    cuda_attn_env(&fa2_open, &flash_open);
+    g_flash = flash_open && fa_setup();
+    g_fa2 = fa2_open && fa2_setup();
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
     CUDA_CHECK(cudaDeviceSynchronize());

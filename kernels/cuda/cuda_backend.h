@@ -5,6 +5,10 @@
 #define TT_CUDA_BACKEND_H
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_fa2.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,6 +50,30 @@ static inline size_t cuda_attn_scratch_bytes(int seq, int dt) {
 /* The flash kernels' (the default for head_dim <= 128): D = dO . O per row
  * and head (fp32), between the backward's two passes. */
 static inline size_t cuda_flash_scratch_bytes(int B, int seq, int nh) { return (size_t)B * seq * nh * sizeof(float); }
+
+/* Attention's paths, and the one rule that picks a path for given shapes —
+ * the backend's ops and scratch and its planning estimate all read it, so the
+ * planner counts the scratch of the path that runs. TT_CUDA_ATTN=cublas
+ * closes both kernel paths, =flash the tensor-core one (cuda_attn_env); the
+ * backend also closes what this GPU's shared memory cannot hold, the estimate
+ * assumes an H100/H200. */
+enum { CUDA_ATTN_FA2, CUDA_ATTN_FLASH, CUDA_ATTN_CUBLAS };
+static inline void cuda_attn_env(int *fa2_open, int *flash_open) {
+    const char *a = getenv("TT_CUDA_ATTN");
+    int cublas = a && strcmp(a, "cublas") == 0;
+    *flash_open = !cublas;
+    *fa2_open = !cublas && !(a && strcmp(a, "flash") == 0);
+}
+/* The tensor-core kernels for bf16 activations and head_dim <= TT_FA2_HD,
+ * else the fp32-tile kernels for head_dim <= flash_max_hd, else cuBLAS. */
+static inline int cuda_attn_path(int fa2_open, int flash_open, int flash_max_hd, int hd, int dt) {
+    if (fa2_open && dt == BE_BF16 && hd <= TT_FA2_HD) return CUDA_ATTN_FA2;
+    return flash_open && hd <= flash_max_hd ? CUDA_ATTN_FLASH : CUDA_ATTN_CUBLAS;
+}
+static inline size_t cuda_attn_path_scratch(int path, int B, int seq, int nh, int nkv, int hd, int dt) {
+    if (path == CUDA_ATTN_FA2) return tt_fa2_scratch_bytes(B, seq, nh, nkv, hd);
+    return path == CUDA_ATTN_FLASH ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+}
 
 /* The CUDA backend's memory accounting alone, for `tiertrain plan --device
  * cuda` on a machine without a (usable) GPU: name "cuda-estimate", the
