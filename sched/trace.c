@@ -27,12 +27,11 @@ typedef struct trace_event {
     int track;
 } trace_event;
 
-
 struct tt_trace {
     pthread_mutex_t lock;       /* serialises trace_add */
     pthread_mutex_t stats_lock; /* step_begin / step_stats: step_t0 and scratch */
     trace_event *ev;            /* [cap] */
-    tt_interval *scratch;          /* [cap], statistics only */
+    tt_interval *scratch;       /* [cap], statistics only */
     size_t cap;
     _Atomic size_t n;           /* events recorded (published with release) */
     _Atomic size_t dropped;
