@@ -56,6 +56,13 @@ for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas TT_CUDA_GEMM=cublas; do
     [ "$n" -ge 60 ] || fail "test_cuda_ops ${v:-(default)}: $n comparisons (expected the whole table)"
 done
 
+# cuDNN's attention cannot run on the emulated GPU: TT_CUDA_ATTN=cudnn says so once and the kernels run the
+# attention cases (the refusal path a GPU machine without cuDNN takes)
+expect_ok "test_cuda_ops TT_CUDA_ATTN=cudnn" env TT_CUDA_ATTN=cudnn "$EMU/tests/test_cuda_ops" --only attention
+[ "$(grep -c 'TT_CUDA_ATTN=cudnn: .*; attention takes the tensor-core kernels instead' "$dir/err")" = 1 ] ||
+    fail "TT_CUDA_ATTN=cudnn on the emulated GPU: not one line saying cuDNN was refused: $(head -3 "$dir/err")"
+[ "$(grep -c 'relative error' "$dir/err")" -ge 8 ] || fail "TT_CUDA_ATTN=cudnn: the attention cases did not run"
+
 # ---- training ------------------------------------------------------------------
 expect_ok synth "$E" synth --preset tiny --quant nf4 -o "$dir/m.tier"
 expect_ok synth-f32 "$E" synth --preset tiny --quant f32 -o "$dir/mf.tier"

@@ -652,14 +652,24 @@ static const op_case g_cases[] = {
 
 int main(int argc, char **argv) {
     int real = 0;
-    const char *device = "cuda";
+    const char *device = "cuda", *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--real") == 0) real = 1;
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) device = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: test_cuda_ops [--real] [--device cuda|cpu-async]\n"
+            fprintf(stderr, "usage: test_cuda_ops [--real] [--device cuda|cpu-async] [--only OP]\n"
                             "  --device cpu-async: the table against the CPU reference on the CPU (no GPU: a\n"
-                            "  check of the test itself and of the CPU's bf16 ops against its fp32 ones)\n");
+                            "  check of the test itself and of the CPU's bf16 ops against its fp32 ones)\n"
+                            "  --only OP: the table's cases of that op (its first column: attention, gemm, ...)\n");
+            return 2;
+        }
+    }
+    if (only) {
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) n += strcmp(g_cases[i].op, only) == 0;
+        if (!n) {
+            fprintf(stderr, "test_cuda_ops: --only %s: no such op in the table\n", only);
             return 2;
         }
     }
@@ -676,7 +686,7 @@ int main(int argc, char **argv) {
         g_dt = pass ? BE_BF16 : BE_REAL;
         for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) {
             g_case = &g_cases[i];
-            if (g_case->real && !real) continue;
+            if ((g_case->real && !real) || (only && strcmp(g_case->op, only) != 0)) continue;
             g_real = g_case->real;
             g_case->run(g_case->s);
         }

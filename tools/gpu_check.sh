@@ -21,14 +21,15 @@
 #   ops        tests/test_cuda_ops --real: every CUDA op against the CPU reference, small and real shapes
 #              (tensor-core flash attention for bf16; then at small shapes the fp32-tile flash kernels,
 #              TT_CUDA_ATTN=flash, the cuBLAS attention, TT_CUDA_ATTN=cublas, and cublasGemmEx products,
-#              TT_CUDA_GEMM=cublas)
+#              TT_CUDA_GEMM=cublas; and the attention cases through cuDNN, TT_CUDA_ATTN=cudnn, where it loads)
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
 #              --act-dtype bf16); 5 steps of full training (f32 store) the same; the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations; passes at
-#              dequant+GEMM >= 0.7 x GEMM, attention fwd >= 300 / bwd >= 200 TFLOP/s, arena copies >= 0.9 x pinned
+#              dequant+GEMM >= 0.7 x GEMM, attention fwd >= 300 / bwd >= 200 TFLOP/s (the kernels', or cuDNN's
+#              with TT_CUDA_ATTN=cudnn: then train with it), arena copies >= 0.9 x pinned
 #   prof       Nsight Compute (ncu, where the machine has it) on the tensor-core attention and dequantization
 #              kernels at bench kernels' shapes: prof.txt (and prof.ncu-rep) in OUTDIR, for tuning them
 #   gen        generate on the small model: CUDA (f32 activations) vs the CPU, greedy; streamed at the smallest
@@ -139,6 +140,13 @@ if ldd "$T" | grep -q 'libcublas.*not found'; then
     f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
+# cuDNN (TT_CUDA_ATTN=cudnn's attention, loaded at run time) and the NVRTC it compiles its fused kernels with:
+# where the loader does not know them, the CUDA toolkit's or PyTorch's (pip) copies.
+for lib in libcudnn.so.9 libnvrtc.so.13; do
+    ldconfig -p 2>/dev/null | grep -q "$lib" && continue
+    f=$(ls "/usr/local/cuda/lib64/$lib" 2>/dev/null || find / -xdev -name "$lib" 2>/dev/null | head -1)
+    [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
 export T OPS W HAVE_GPU OUTD
 
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
@@ -177,6 +185,10 @@ c_env() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     nvcc --version 2>/dev/null | tail -2
     ldd "$T"
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+    for lib in libcudnn.so.9 libnvrtc.so.13; do
+        echo "$lib: $(find / -xdev -name "$lib" 2>/dev/null | head -3 | tr '\n' ' ')"
+    done
     nproc
     free -g | head -2
     if ldd "$T" | grep -q 'not found'; then echo "RESULT FAIL missing shared libraries"; return 1; fi
@@ -198,8 +210,22 @@ c_ops() {
     TT_CUDA_ATTN=flash "$OPS" || rc=$((rc + 10))
     TT_CUDA_ATTN=cublas "$OPS" || rc=$((rc + 100))
     TT_CUDA_GEMM=cublas "$OPS" || rc=$((rc + 1000))
-    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance (tensor-core, fp32-tile and cuBLAS attention; cuBLASLt and cuBLAS products)" ||
-        echo "RESULT FAIL test_cuda_ops exit $rc (+10: TT_CUDA_ATTN=flash, +100: TT_CUDA_ATTN=cublas, +1000: TT_CUDA_GEMM=cublas)"
+    # cuDNN's fused attention (TT_CUDA_ATTN=cudnn), small and real shapes: wrong results fail the check; cuDNN
+    # missing or refusing (the kernels then run, and are what the rows above checked) is reported
+    local cudnn
+    TT_CUDA_ATTN=cudnn "$OPS" --real --only attention 2>&1 | tee "$W/ops.cudnn"
+    if [ "${PIPESTATUS[0]}" != 0 ]; then
+        rc=$((rc + 10000))
+        cudnn="cuDNN attention FAILED"
+    elif grep -q 'attention takes the tensor-core kernels instead' "$W/ops.cudnn"; then
+        cudnn="cuDNN attention not run: $(grep -o 'TT_CUDA_ATTN=cudnn: .*' "$W/ops.cudnn" | head -1 | cut -c1-160)"
+    elif grep -q 'attention backward plan' "$W/ops.cudnn"; then
+        cudnn="cuDNN attention within tolerance too"
+    else
+        cudnn="cuDNN attention: no plan line (?)"
+    fi
+    [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance (tensor-core, fp32-tile and cuBLAS attention; cuBLASLt and cuBLAS products); $cudnn" ||
+        echo "RESULT FAIL test_cuda_ops exit $rc (+10: TT_CUDA_ATTN=flash, +100: TT_CUDA_ATTN=cublas, +1000: TT_CUDA_GEMM=cublas, +10000: TT_CUDA_ATTN=cudnn); $cudnn"
 }
 
 c_ops_mc() {
@@ -297,14 +323,27 @@ c_kernels() {
     # the other attention path (fp32-tile flash kernels) at the same shape, for comparison (small GEMM: not timed here)
     echo "-- TT_CUDA_ATTN=flash (attention only)"
     TT_CUDA_ATTN=flash "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
+    # cuDNN's fused attention at the same shape (TT_CUDA_ATTN=cudnn); its figures count where it ran
+    echo "-- TT_CUDA_ATTN=cudnn (attention only)"
+    TT_CUDA_ATTN=cudnn "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 --json \
+        2>"$W/kernels.cudnn.err" | tee "$W/kernels.cudnn" | grep attention
+    cat "$W/kernels.cudnn.err"
+    grep -q 'attention backward plan' "$W/kernels.cudnn.err" &&
+        ! grep -q 'takes the tensor-core kernels instead' "$W/kernels.cudnn.err" || : >"$W/kernels.cudnn"
     local v
     v=$(python3 -c 'import json, sys
-j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+def last(p):
+    try: return json.loads(open(p).read().strip().splitlines()[-1])
+    except Exception: return {}
+j = last(sys.argv[1]); d = last(sys.argv[2])
 g = j.get("gemm bf16 (cuBLAS/BLAS)", 0); r = j.get("dequant_gemm_ratio", 0)
 f = j.get("attention fwd (causal)", 0); b = j.get("attention bwd (causal)", 0)
+df = d.get("attention fwd (causal)", 0); db = d.get("attention bwd (causal)", 0)
 c = j.get("registered_over_pinned", 0)
-ok = r >= 0.7 and f >= 300 and b >= 200 and c >= 0.9
-print("%s gemm bf16 %.0f TFLOP/s; dequant+gemm/gemm %.2f (>= 0.7); attention fwd %.0f (>= 300), bwd %.0f (>= 200) TFLOP/s; arena/pinned h2d %.2f (>= 0.9)" % ("PASS" if ok else "FAIL", g, r, f, b, c))' "$W/kernels.bf16") ||
+att = (f >= 300 and b >= 200) or (df >= 300 and db >= 200)
+ok = r >= 0.7 and att and c >= 0.9
+cd = "cuDNN fwd %.0f, bwd %.0f" % (df, db) if d else "cuDNN did not run"
+print("%s gemm bf16 %.0f TFLOP/s; dequant+gemm/gemm %.2f (>= 0.7); attention fwd %.0f (>= 300), bwd %.0f (>= 200) TFLOP/s (%s); arena/pinned h2d %.2f (>= 0.9)" % ("PASS" if ok else "FAIL", g, r, f, b, cd, c))' "$W/kernels.bf16" "$W/kernels.cudnn") ||
         { echo "RESULT FAIL could not read bench kernels' JSON line"; return 1; }
     echo "RESULT $v"
 }

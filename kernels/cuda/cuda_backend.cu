@@ -410,9 +410,90 @@ static int g_fa2 = 1;
 /* The path the ops take for these shapes (cuda_backend.h's rule, which the planning estimate reads too). */
 static int attn_path(int hd, int dt) { return cuda_attn_path(g_fa2, g_flash, g_flash_max_hd, hd, dt); }
 
+/* cuDNN's fused attention in front of the kernels (TT_CUDA_ATTN=cudnn, cuda_attn_cudnn): the library and a
+ * handle on the compute stream are opened at start-up, so the context measurement counts the handle; a plan is
+ * built on a shape's first call and kept. g_cudnn_req (fixed at start-up) sizes the scratch; g_cudnn_on goes
+ * off, with one line saying why, at the first refusal, and the kernels take over for the rest of the run. */
+static int g_cudnn_req, g_cudnn_on;
+static tt_cudnn *g_cudnn;
+static void *g_cudnn_h;
+#define CUDNN_PLANS 16
+static struct {
+    int dir;
+    tt_sdpa_shape sh;
+    tt_sdpa_plan *p;
+} g_cudnn_plans[CUDNN_PLANS];
+static int g_cudnn_nplans;
+
+static void cudnn_off(const char *why) {
+    fprintf(stderr, "tiertrain: TT_CUDA_ATTN=cudnn: %s; attention takes the tensor-core kernels instead\n", why);
+    g_cudnn_on = 0;
+}
+
+static void cudnn_start(void) {
+    char why[512];
+    g_cudnn = tt_cudnn_open(why, sizeof why);
+    if (g_cudnn) g_cudnn_h = tt_cudnn_handle(g_cudnn, g_compute, why, sizeof why);
+    g_cudnn_req = g_cudnn_on = g_cudnn_h != NULL;
+    if (!g_cudnn_h) cudnn_off(why);
+}
+
+/* The plan for a direction and shape, built on first use; NULL: the kernels run this call (and, after a
+ * refusal, every call). */
+static tt_sdpa_plan *cudnn_plan(int dir, tt_sdpa_shape sh) {
+    for (int i = 0; i < g_cudnn_nplans; i++)
+        if (g_cudnn_plans[i].dir == dir && !memcmp(&g_cudnn_plans[i].sh, &sh, sizeof sh)) return g_cudnn_plans[i].p;
+    if (g_cudnn_nplans == CUDNN_PLANS) return NULL; /* a plan in flight cannot be freed: past 16 shapes, kernels */
+    char why[512];
+    tt_sdpa_plan *p = tt_sdpa_plan_new(g_cudnn, g_cudnn_h, NULL, dir, sh, why, sizeof why);
+    if (!p) {
+        cudnn_off(why);
+        return NULL;
+    }
+    const size_t need = tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh) + (size_t)tt_sdpa_plan_workspace(p);
+    const size_t have = cuda_attn_cudnn_scratch(sh.B, sh.S, sh.H, sh.Hkv, sh.D);
+    if (need > have) {
+        snprintf(why, sizeof why, "cuDNN %zu's %s plan asks %.1f MiB of scratch, %.1f MiB are reserved",
+                 tt_cudnn_version(g_cudnn), dir == TT_SDPA_FWD ? "forward" : "backward", need / 1048576.0,
+                 have / 1048576.0);
+        tt_sdpa_plan_free(p);
+        cudnn_off(why);
+        return NULL;
+    }
+    fprintf(stderr, "tiertrain: cuDNN %zu attention %s plan, B %d seq %d heads %d/%d head_dim %d: engine %lld, "
+                    "workspace %.1f MiB\n",
+            tt_cudnn_version(g_cudnn), dir == TT_SDPA_FWD ? "forward" : "backward", sh.B, sh.S, sh.H, sh.Hkv, sh.D,
+            (long long)tt_sdpa_plan_engine(p), tt_sdpa_plan_workspace(p) / 1048576.0);
+    g_cudnn_plans[g_cudnn_nplans].dir = dir;
+    g_cudnn_plans[g_cudnn_nplans].sh = sh;
+    g_cudnn_plans[g_cudnn_nplans++].p = p;
+    return p;
+}
+
+/* One direction through cuDNN on the compute stream; 0: not run (the caller's kernels run instead). scratch:
+ * our backward buffers, then cuDNN's workspace (cuda_attn_cudnn_scratch). */
+static int cudnn_attn(int dir, int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
+                      const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch) {
+    const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
+    tt_sdpa_plan *p = cudnn_plan(dir, sh);
+    if (!p) return 0;
+    tt_sdpa_io io = {q, k, v, (void *)out, (float *)lse, dout, dq, dk, dv, scratch, NULL};
+    io.workspace = (char *)scratch + tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh);
+    if (dir == TT_SDPA_BWD && tt_cudnn_version(g_cudnn) < 90600) /* older engines add into the dQ accumulator */
+        CUDA_CHECK(cudaMemsetAsync((char *)scratch + tt_sdpa_rows_bytes(sh), 0, tt_sdpa_rows_bytes(sh) * hd,
+                                   g_compute));
+    char why[512];
+    if (tt_sdpa_run(p, g_cudnn_h, &io, why, sizeof why) != 0) {
+        cudnn_off(why);
+        return 0;
+    }
+    return 1;
+}
+static int use_cudnn(int hd, int dt, const int32_t *seg) { return g_cudnn_on && !seg && cuda_attn_cudnn(1, hd, dt); }
+
 /* The scratch the attention ops take (the workspace carves it). */
 static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
-    return cuda_attn_path_scratch(attn_path(hd, dt), B, seq, nh, nkv, hd, dt);
+    return cuda_attn_scratch(attn_path(hd, dt), cuda_attn_cudnn(g_cudnn_req, hd, dt), B, seq, nh, nkv, hd, dt);
 }
 
 /* Rows [r0, r0 + n) of a head's hd columns of src (row stride ss) into the
@@ -716,6 +797,9 @@ static void fa2_launch_bwd(int B, int seq, int nh, int nkv, int hd, const void *
  * and k_softmax_causal / k_probs here). */
 static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v, void *out,
                         tt_real *lse, const int32_t *seg, void *scratch, int dt) {
+    if (use_cudnn(hd, dt, seg) &&
+        cudnn_attn(TT_SDPA_FWD, B, seq, nh, nkv, hd, q, k, v, out, lse, NULL, NULL, NULL, NULL, scratch))
+        return;
     const int path = attn_path(hd, dt);
     if (path == CUDA_ATTN_FA2) {
         dim3 grid((unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR), (unsigned)nh, (unsigned)B);
@@ -749,6 +833,9 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                         const void *out, const tt_real *lse, const void *dout, void *dq, void *dk, void *dv,
                         const int32_t *seg, void *scratch, int dt) {
+    if (use_cudnn(hd, dt, seg) &&
+        cudnn_attn(TT_SDPA_BWD, B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, scratch))
+        return;
     const int path = attn_path(hd, dt);
     if (path == CUDA_ATTN_FA2) {
         fa2_launch_bwd(B, seq, nh, nkv, hd, q, k, v, out, lse, dout, dq, dk, dv, (float *)scratch, seg);
@@ -1248,10 +1335,11 @@ extern "C" const tt_backend *backend_cuda(void) {
     cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt);
     CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
-    int fa2_open, flash_open;
-    cuda_attn_env(&fa2_open, &flash_open);
+    int fa2_open, flash_open, cudnn_open;
+    cuda_attn_env(&fa2_open, &flash_open, &cudnn_open);
     g_flash = flash_open && fa_setup();
     g_fa2 = fa2_open && fa2_setup();
+    if (cudnn_open) cudnn_start();
     CUDA_CHECK(cudaMemcpyToSymbol(c_nf4, nf4_code, sizeof(float) * 16));
     CUDA_CHECK(cudaMemcpyToSymbol(c_dyn, nf4_dynamic_map, sizeof(float) * 256));
     CUDA_CHECK(cudaDeviceSynchronize());

@@ -5,6 +5,7 @@
 #define TT_CUDA_BACKEND_H
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_cudnn.h"
 #include "kernels/cuda/cuda_fa2.h"
 
 #include <stdlib.h>
@@ -54,15 +55,17 @@ static inline size_t cuda_flash_scratch_bytes(int B, int seq, int nh) { return (
 /* Attention's paths, and the one rule that picks a path for given shapes —
  * the backend's ops and scratch and its planning estimate all read it, so the
  * planner counts the scratch of the path that runs. TT_CUDA_ATTN=cublas
- * closes both kernel paths, =flash the tensor-core one (cuda_attn_env); the
- * backend also closes what this GPU's shared memory cannot hold, the estimate
- * assumes an H100/H200. */
+ * closes both kernel paths, =flash the tensor-core one, =cudnn puts cuDNN
+ * in front of them (cuda_attn_cudnn below) (cuda_attn_env); the backend also
+ * closes what this GPU's shared memory cannot hold, the estimate assumes an
+ * H100/H200. */
 enum { CUDA_ATTN_FA2, CUDA_ATTN_FLASH, CUDA_ATTN_CUBLAS };
-static inline void cuda_attn_env(int *fa2_open, int *flash_open) {
+static inline void cuda_attn_env(int *fa2_open, int *flash_open, int *cudnn_open) {
     const char *a = getenv("TT_CUDA_ATTN");
     int cublas = a && strcmp(a, "cublas") == 0;
     *flash_open = !cublas;
     *fa2_open = !cublas && !(a && strcmp(a, "flash") == 0);
+    *cudnn_open = a && strcmp(a, "cudnn") == 0;
 }
 /* The tensor-core kernels for bf16 activations and head_dim <= TT_FA2_HD,
  * else the fp32-tile kernels for head_dim <= flash_max_hd, else cuBLAS. */
@@ -73,6 +76,26 @@ static inline int cuda_attn_path(int fa2_open, int flash_open, int flash_max_hd,
 static inline size_t cuda_attn_path_scratch(int path, int B, int seq, int nh, int nkv, int hd, int dt) {
     if (path == CUDA_ATTN_FA2) return tt_fa2_scratch_bytes(B, seq, nh, nkv, hd);
     return path == CUDA_ATTN_FLASH ? cuda_flash_scratch_bytes(B, seq, nh) : cuda_attn_scratch_bytes(seq, dt);
+}
+/* TT_CUDA_ATTN=cudnn: cuDNN's fused flash-attention engines (cuda_cudnn.h,
+ * loaded at run time) for bf16 activations and head_dim <= 128, a multiple
+ * of 8. Packed examples (seg) and whatever cuDNN refuses (no library, no
+ * engine, a plan asking more workspace than reserved) take the path above,
+ * so the scratch holds either: cuDNN's share is our backward buffers plus
+ * the workspace its engines ask (tt_sdpa_workspace_estimate). */
+static inline int cuda_attn_cudnn(int cudnn_open, int hd, int dt) {
+    return cudnn_open && dt == BE_BF16 && hd % 8 == 0 && hd <= 128;
+}
+static inline size_t cuda_attn_cudnn_scratch(int B, int seq, int nh, int nkv, int hd) {
+    const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
+    const size_t f = tt_sdpa_workspace_estimate(TT_SDPA_FWD, sh), b = tt_sdpa_workspace_estimate(TT_SDPA_BWD, sh);
+    return tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh) + (f > b ? f : b);
+}
+/* The attention scratch for a path (cuda_attn_path) and the cuDNN choice. */
+static inline size_t cuda_attn_scratch(int path, int cudnn, int B, int seq, int nh, int nkv, int hd, int dt) {
+    const size_t s = cuda_attn_path_scratch(path, B, seq, nh, nkv, hd, dt);
+    const size_t c = cudnn ? cuda_attn_cudnn_scratch(B, seq, nh, nkv, hd) : 0;
+    return s > c ? s : c;
 }
 
 /* The CUDA backend's memory accounting alone, for `tiertrain plan --device

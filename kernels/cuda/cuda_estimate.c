@@ -13,9 +13,10 @@ static size_t est_reserved(void) {
  * head_dim and plans the cuBLAS path's seq^2 scratch above it: plan there, on
  * the GPU. */
 static size_t est_attn_scratch(int B, int seq, int nh, int nkv, int hd, int dt) {
-    int fa2, flash;
-    cuda_attn_env(&fa2, &flash);
-    return cuda_attn_path_scratch(cuda_attn_path(fa2, flash, TT_FA_MAX_HD, hd, dt), B, seq, nh, nkv, hd, dt);
+    int fa2, flash, cudnn;
+    cuda_attn_env(&fa2, &flash, &cudnn);
+    return cuda_attn_scratch(cuda_attn_path(fa2, flash, TT_FA_MAX_HD, hd, dt), cuda_attn_cudnn(cudnn, hd, dt), B, seq,
+                             nh, nkv, hd, dt);
 }
 
 static const tt_backend g_estimate = {
