@@ -168,7 +168,9 @@ EMU_CXXFLAGS := -std=c++17 -O2 -g -I. -I$(CUDA_HOME)/include -pthread -Wall -Wex
 # of a vector type's access (a float4 load stays one 16-byte load, as on the GPU).
 EMU_KFLAGS := -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 --param asan-stack=0 \
 	--param asan-globals=0 -fno-tree-vectorize -fno-tree-slp-vectorize -fno-store-merging -fno-tree-sra
-EMU_OBJ = $(CUDA_SRC:kernels/cuda/%.cu=$(EMU)/%.o) $(EMU)/cuda_emu.o
+EMU_OBJ = $(CUDA_SRC:kernels/cuda/%.cu=$(EMU)/%.o) $(EMU)/cuda_emu.o $(EMU)/emu_cudnn.o
+# cuDNN cannot run on the emulated GPU: tests/cuda_emu/emu_cudnn.cc stands in for kernels/cuda/cuda_cudnn.c
+EMU_LIB = $(filter-out $(B)/kernels/cuda/cuda_cudnn.o,$(LIB_SRC:%.c=$(B)/%.o))
 EMU_BINS := $(if $(NVCC),$(EMU)/tiertrain $(EMU)/tests/test_cuda_ops $(EMU)/tests/emu_selftest)
 $(EMU)/%.cc: kernels/cuda/%.cu tests/cuda_emu/rewrite.pl
 	@mkdir -p $(dir $@)
@@ -180,12 +182,12 @@ $(EMU)/tests/emu_selftest.cc: tests/cuda_emu/emu_selftest.cu tests/cuda_emu/rewr
 	perl tests/cuda_emu/rewrite.pl $< >$@
 $(EMU)/tests/emu_selftest: $(EMU)/tests/emu_selftest.o $(EMU)/cuda_emu.o $(B)/sched/arena.o $(B)/core/base/common.o
 	$(CXX) $(EMU_CXXFLAGS) $^ -o $@ -lopenblas
-$(EMU)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/cuda_emu.h
+$(EMU)/cuda_emu.o $(EMU)/emu_cudnn.o: $(EMU)/%.o: tests/cuda_emu/%.cc tests/cuda_emu/cuda_emu.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) -MMD -MP -c $< -o $@
-$(EMU)/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o) $(EMU_OBJ)
+$(EMU)/tiertrain: $(EMU_LIB) $(TOOL_SRC:%.c=$(B)/%.o) $(EMU_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lstdc++
-$(EMU)/tests/%: $(B)/tests/%.o $(LIB_SRC:%.c=$(B)/%.o) $(EMU_OBJ)
+$(EMU)/tests/%: $(B)/tests/%.o $(EMU_LIB) $(EMU_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lstdc++
 

@@ -56,12 +56,23 @@ for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas TT_CUDA_GEMM=cublas; do
     [ "$n" -ge 60 ] || fail "test_cuda_ops ${v:-(default)}: $n comparisons (expected the whole table)"
 done
 
-# cuDNN's attention cannot run on the emulated GPU: TT_CUDA_ATTN=cudnn says so once and the kernels run the
-# attention cases (the refusal path a GPU machine without cuDNN takes)
+# cuDNN's attention (TT_CUDA_ATTN=cudnn) on the emulated GPU: tests/cuda_emu/emu_cudnn.cc stands in for cuDNN
+# (the CPU reference, every buffer a real engine writes checked against the scratch): the plans made, the
+# log-sum-exp moved to and from cuDNN's layout, packed examples on the kernels; a missing library and a refused
+# shape take the kernels, said once
 expect_ok "test_cuda_ops TT_CUDA_ATTN=cudnn" env TT_CUDA_ATTN=cudnn "$EMU/tests/test_cuda_ops" --only attention
-[ "$(grep -c 'TT_CUDA_ATTN=cudnn: .*; attention takes the tensor-core kernels instead' "$dir/err")" = 1 ] ||
-    fail "TT_CUDA_ATTN=cudnn on the emulated GPU: not one line saying cuDNN was refused: $(head -3 "$dir/err")"
-[ "$(grep -c 'relative error' "$dir/err")" -ge 8 ] || fail "TT_CUDA_ATTN=cudnn: the attention cases did not run"
+grep -q 'cuDNN 91900 attention forward plan, B 2 seq 40' "$dir/err" &&
+    grep -q 'cuDNN 91900 attention backward plan, B 2 seq 40' "$dir/err" || fail "TT_CUDA_ATTN=cudnn: no plan lines"
+[ "$(grep -c 'relative error' "$dir/err")" -ge 20 ] || fail "TT_CUDA_ATTN=cudnn: the attention cases did not run"
+expect_ok "test_cuda_ops cuDNN missing" env TT_CUDA_ATTN=cudnn TT_EMU_CUDNN=missing "$EMU/tests/test_cuda_ops" \
+    --only attention
+[ "$(grep -c 'TT_CUDA_ATTN=cudnn: cannot load libcudnn.so.9.*; attention takes the tensor-core kernels instead' "$dir/err")" = 1 ] ||
+    fail "TT_CUDA_ATTN=cudnn without cuDNN: not one line saying so: $(head -3 "$dir/err")"
+expect_ok "test_cuda_ops cuDNN refuses" env TT_CUDA_ATTN=cudnn TT_EMU_CUDNN=refuse:40 "$EMU/tests/test_cuda_ops" \
+    --only attention
+[ "$(grep -c 'no engine .*; the forward at B 2 seq 40 heads 4/2 head_dim 16 takes the tensor-core kernels' "$dir/err")" = 1 ] &&
+    [ "$(grep -c 'the backward at B 2 seq 40' "$dir/err")" = 1 ] ||
+    fail "TT_CUDA_ATTN=cudnn, a refused shape: not one line per direction: $(head -3 "$dir/err")"
 
 # ---- training ------------------------------------------------------------------
 expect_ok synth "$E" synth --preset tiny --quant nf4 -o "$dir/m.tier"
@@ -108,9 +119,26 @@ expect_ok lora-cuda-streamed "$E" train $TR $LORA --act-dtype f32 --device cuda 
 cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
 expect_ok lora-bf16 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
+cp "$dir/out" "$dir/bg.json"
 expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" --out "$dir/bs"
 cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bs/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (bf16 activations: tensor-core attention)"
+# the same through (the stand-in for) cuDNN: planned with cuDNN's scratch, streamed at that smallest --hbm; bit for
+# bit against resident here (the stand-in is deterministic, cuDNN's backward is not), the losses near the kernels'
+hc=$(env TT_CUDA_ATTN=cudnn "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16 --device cuda --hbm 1M 2>&1 | needs)
+[ -n "$hc" ] || fail "plan with TT_CUDA_ATTN=cudnn did not name the smallest --hbm"
+expect_ok lora-cudnn env TT_CUDA_ATTN=cudnn "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/cg"
+grep -q 'attention backward plan' "$dir/err" || fail "train with TT_CUDA_ATTN=cudnn: cuDNN's attention did not run"
+cp "$dir/out" "$dir/cg.json"
+expect_ok lora-cudnn-streamed env TT_CUDA_ATTN=cudnn "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda \
+    --hbm "${hc}M" --out "$dir/cs"
+cmp -s "$dir/cg/adapter_model.safetensors" "$dir/cs/adapter_model.safetensors" ||
+    fail "LoRA through cuDNN streamed at --hbm ${hc}M differs from resident"
+losses "$dir/cg.json" >"$dir/l3"
+losses "$dir/bg.json" >"$dir/l4"
+d=$(paste -d' ' "$dir/l3" "$dir/l4" |
+    awk '{ x = $1 - $2; if (x < 0) x = -x; if (x > m) m = x; n++ } END { if (n != 2) print "steps " n; else if (m > 2e-2) print "diff " m }')
+[ -z "$d" ] || fail "LoRA through cuDNN vs the kernels, loss per step: $d (tolerance 2e-2, bf16)"
 
 FULL="--model $dir/mf.tier --full --clip 0 --act-dtype f32"
 hf=$(min_hbm --model "$dir/mf.tier" $PL --full)

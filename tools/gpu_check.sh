@@ -269,6 +269,8 @@ c_cpu_cuda() {
 }
 
 c_stream() {
+    # bit for bit needs an attention that is: cuDNN's backward adds into dQ from many blocks at once
+    [ "${TT_CUDA_ATTN:-}" = cudnn ] && { echo "stream: TT_CUDA_ATTN=cudnn set; this check runs the kernels"; unset TT_CUDA_ATTN; }
     prep_small || { echo "RESULT FAIL could not make the small model"; return 1; }
     local h
     h=$(min_hbm)

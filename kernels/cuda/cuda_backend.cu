@@ -412,8 +412,9 @@ static int attn_path(int hd, int dt) { return cuda_attn_path(g_fa2, g_flash, g_f
 
 /* cuDNN's fused attention in front of the kernels (TT_CUDA_ATTN=cudnn, cuda_attn_cudnn): the library and a
  * handle on the compute stream are opened at start-up, so the context measurement counts the handle; a plan is
- * built on a shape's first call and kept. g_cudnn_req (fixed at start-up) sizes the scratch; g_cudnn_on goes
- * off, with one line saying why, at the first refusal, and the kernels take over for the rest of the run. */
+ * built on a shape's first call and kept. g_cudnn_req (fixed at start-up) sizes the scratch. A shape cuDNN
+ * refuses takes the kernels (one line says why); g_cudnn_on goes off, with one line, where cuDNN cannot start or
+ * a plan fails to run, and the kernels take over for the rest of the run. */
 static int g_cudnn_req, g_cudnn_on;
 static tt_cudnn *g_cudnn;
 static void *g_cudnn_h;
@@ -421,7 +422,7 @@ static void *g_cudnn_h;
 static struct {
     int dir;
     tt_sdpa_shape sh;
-    tt_sdpa_plan *p;
+    tt_sdpa_plan *p; /* NULL: cuDNN refused this shape (said once); the kernels run it */
 } g_cudnn_plans[CUDNN_PLANS];
 static int g_cudnn_nplans;
 
@@ -438,54 +439,74 @@ static void cudnn_start(void) {
     if (!g_cudnn_h) cudnn_off(why);
 }
 
-/* The plan for a direction and shape, built on first use; NULL: the kernels run this call (and, after a
- * refusal, every call). */
+/* The plan for a direction and shape, built on first use; NULL: the kernels run it (cuDNN refused the shape,
+ * said once, or 16 shapes have plans already: a plan in flight cannot be freed). */
 static tt_sdpa_plan *cudnn_plan(int dir, tt_sdpa_shape sh) {
     for (int i = 0; i < g_cudnn_nplans; i++)
         if (g_cudnn_plans[i].dir == dir && !memcmp(&g_cudnn_plans[i].sh, &sh, sizeof sh)) return g_cudnn_plans[i].p;
-    if (g_cudnn_nplans == CUDNN_PLANS) return NULL; /* a plan in flight cannot be freed: past 16 shapes, kernels */
+    if (g_cudnn_nplans == CUDNN_PLANS) return NULL;
+    const char *d = dir == TT_SDPA_FWD ? "forward" : "backward";
     char why[512];
     tt_sdpa_plan *p = tt_sdpa_plan_new(g_cudnn, g_cudnn_h, NULL, dir, sh, why, sizeof why);
-    if (!p) {
-        cudnn_off(why);
-        return NULL;
-    }
-    const size_t need = tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh) + (size_t)tt_sdpa_plan_workspace(p);
     const size_t have = cuda_attn_cudnn_scratch(sh.B, sh.S, sh.H, sh.Hkv, sh.D);
-    if (need > have) {
-        snprintf(why, sizeof why, "cuDNN %zu's %s plan asks %.1f MiB of scratch, %.1f MiB are reserved",
-                 tt_cudnn_version(g_cudnn), dir == TT_SDPA_FWD ? "forward" : "backward", need / 1048576.0,
-                 have / 1048576.0);
+    if (p && tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh) + (size_t)tt_sdpa_plan_workspace(p) > have) {
+        snprintf(why, sizeof why, "cuDNN %zu's %s plan asks %.1f MiB of workspace, %.1f MiB are reserved",
+                 tt_cudnn_version(g_cudnn), d, tt_sdpa_plan_workspace(p) / 1048576.0,
+                 (have - tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh)) / 1048576.0);
         tt_sdpa_plan_free(p);
-        cudnn_off(why);
-        return NULL;
+        p = NULL;
     }
-    fprintf(stderr, "tiertrain: cuDNN %zu attention %s plan, B %d seq %d heads %d/%d head_dim %d: engine %lld, "
-                    "workspace %.1f MiB\n",
-            tt_cudnn_version(g_cudnn), dir == TT_SDPA_FWD ? "forward" : "backward", sh.B, sh.S, sh.H, sh.Hkv, sh.D,
-            (long long)tt_sdpa_plan_engine(p), tt_sdpa_plan_workspace(p) / 1048576.0);
+    if (p)
+        fprintf(stderr, "tiertrain: cuDNN %zu attention %s plan, B %d seq %d heads %d/%d head_dim %d: engine %lld, "
+                        "workspace %.1f MiB\n",
+                tt_cudnn_version(g_cudnn), d, sh.B, sh.S, sh.H, sh.Hkv, sh.D, (long long)tt_sdpa_plan_engine(p),
+                tt_sdpa_plan_workspace(p) / 1048576.0);
+    else
+        fprintf(stderr, "tiertrain: TT_CUDA_ATTN=cudnn: %s; the %s at B %d seq %d heads %d/%d head_dim %d takes the "
+                        "tensor-core kernels\n",
+                why, d, sh.B, sh.S, sh.H, sh.Hkv, sh.D);
     g_cudnn_plans[g_cudnn_nplans].dir = dir;
     g_cudnn_plans[g_cudnn_nplans].sh = sh;
     g_cudnn_plans[g_cudnn_nplans++].p = p;
     return p;
 }
 
+/* lse (B*S, H) <-> cuDNN's packed (B, H, S) (cuda_cudnn.h); to_packed 0: packed -> lse. */
+__global__ void k_lse_pack(int S, int H, size_t n, const float *src, float *dst, int to_packed) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; /* packed index: (b * H + h) * S + s */
+    if (i >= n) return;
+    size_t s = i % S, bh = i / S, h = bh % H, b = bh / H, r = (b * S + s) * H + h;
+    if (to_packed)
+        dst[i] = src[r];
+    else
+        dst[r] = src[i];
+}
+
 /* One direction through cuDNN on the compute stream; 0: not run (the caller's kernels run instead). scratch:
- * our backward buffers, then cuDNN's workspace (cuda_attn_cudnn_scratch). */
+ * cuda_cudnn.h's layout (the log-sum-exp packed, the backward's buffers), then cuDNN's workspace. */
 static int cudnn_attn(int dir, int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
                       const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch) {
     const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
     tt_sdpa_plan *p = cudnn_plan(dir, sh);
     if (!p) return 0;
-    tt_sdpa_io io = {q, k, v, (void *)out, (float *)lse, dout, dq, dk, dv, scratch, NULL};
-    io.workspace = (char *)scratch + tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh);
-    if (dir == TT_SDPA_BWD && tt_cudnn_version(g_cudnn) < 90600) /* older engines add into the dQ accumulator */
-        CUDA_CHECK(cudaMemsetAsync((char *)scratch + tt_sdpa_rows_bytes(sh), 0, tt_sdpa_rows_bytes(sh) * hd,
-                                   g_compute));
+    const size_t n = (size_t)B * nh * seq;
+    float *packed = (float *)scratch;
+    tt_sdpa_io io = {q, k, v, (void *)out, dout, dq, dk, dv, scratch, (char *)scratch + tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh)};
+    if (dir == TT_SDPA_BWD) {
+        k_lse_pack<<<blocks_for(n, 256), 256, 0, g_compute>>>(seq, nh, n, lse, packed, 1);
+        LAUNCHED();
+        if (tt_cudnn_version(g_cudnn) < 90600) /* older engines add into the dQ accumulator */
+            CUDA_CHECK(cudaMemsetAsync((char *)scratch + 2 * tt_sdpa_rows_bytes(sh), 0, tt_sdpa_rows_bytes(sh) * hd,
+                                       g_compute));
+    }
     char why[512];
     if (tt_sdpa_run(p, g_cudnn_h, &io, why, sizeof why) != 0) {
         cudnn_off(why);
         return 0;
+    }
+    if (dir == TT_SDPA_FWD) {
+        k_lse_pack<<<blocks_for(n, 256), 256, 0, g_compute>>>(seq, nh, n, packed, (float *)lse, 0);
+        LAUNCHED();
     }
     return 1;
 }

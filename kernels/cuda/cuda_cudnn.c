@@ -192,45 +192,58 @@ static void gb_fin(gb *g, cudnnBackendDescriptor_t d, const char *what) {
     }
 }
 
-/* A tensor: uid 0 makes a virtual one (an intermediate cuDNN keeps in the
- * fused kernel) with the next free id. */
-static cudnnBackendDescriptor_t tensor(gb *g, int64_t uid, cudnnDataType_t dt, int64_t d0, int64_t d1, int64_t d2,
-                                       int64_t d3, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+/* A tensor descriptor: flag is IS_VIRTUAL (an intermediate cuDNN keeps in
+ * the fused kernel) or IS_BY_VALUE (a scalar the variant pack points at in
+ * host memory), set when on. */
+static cudnnBackendDescriptor_t tensor_desc(gb *g, int64_t uid, cudnnDataType_t dt, const int64_t dim[4],
+                                            const int64_t str[4], cudnnBackendAttributeName_t flag, bool on) {
     cudnnBackendDescriptor_t t = gb_desc(g, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
-    const int64_t dim[4] = {d0, d1, d2, d3}, str[4] = {s0, s1, s2, s3}, align = 16;
-    const bool virt = uid == 0;
-    if (virt) uid = g->next_uid++;
+    const int64_t align = 16;
     gb_set(g, t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "tensor id");
     gb_set(g, t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, "tensor type");
     gb_set(g, t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim, "tensor dimensions");
     gb_set(g, t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str, "tensor strides");
     gb_set(g, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, "tensor alignment");
-    gb_set(g, t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt, "tensor virtual");
+    if (on) gb_set(g, t, flag, CUDNN_TYPE_BOOLEAN, 1, &on, "tensor kind");
     gb_fin(g, t, "tensor");
     return t;
 }
 
-/* A float scalar passed by value (the variant pack points at host memory). */
-static cudnnBackendDescriptor_t scalar(gb *g, int64_t uid) {
-    cudnnBackendDescriptor_t t = gb_desc(g, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "scalar");
-    const int64_t one[4] = {1, 1, 1, 1}, align = 16;
-    const cudnnDataType_t dt = CUDNN_DATA_FLOAT;
-    const bool byval = true;
-    gb_set(g, t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "scalar id");
-    gb_set(g, t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, "scalar type");
-    gb_set(g, t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, one, "scalar dimensions");
-    gb_set(g, t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, one, "scalar strides");
-    gb_set(g, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, "scalar alignment");
-    gb_set(g, t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval, "scalar by value");
-    gb_fin(g, t, "scalar");
-    return t;
+/* A tensor: uid 0 makes a virtual one with the next free id. */
+static cudnnBackendDescriptor_t tensor(gb *g, int64_t uid, cudnnDataType_t dt, int64_t d0, int64_t d1, int64_t d2,
+                                       int64_t d3, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+    const int64_t dim[4] = {d0, d1, d2, d3}, str[4] = {s0, s1, s2, s3};
+    const bool virt = uid == 0;
+    return tensor_desc(g, virt ? g->next_uid++ : uid, dt, dim, str, CUDNN_ATTR_TENSOR_IS_VIRTUAL, virt);
 }
 
-static void add_op(gb *g, cudnnBackendDescriptor_t op) {
+/* A float scalar passed by value. */
+static cudnnBackendDescriptor_t scalar(gb *g, int64_t uid) {
+    const int64_t one[4] = {1, 1, 1, 1};
+    return tensor_desc(g, uid, CUDNN_DATA_FLOAT, one, one, CUDNN_ATTR_TENSOR_IS_BY_VALUE, true);
+}
+
+/* One operation of the graph: a descriptor of type t with its inputs and
+ * outputs (attribute, descriptor) — a NULL descriptor is left unset —
+ * finalized and added to the graph's list. */
+typedef struct opin {
+    cudnnBackendAttributeName_t a;
+    cudnnBackendDescriptor_t d;
+} opin;
+static void add_op(gb *g, cudnnBackendDescriptorType_t t, const char *what, int n, const opin *in) {
+    cudnnBackendDescriptor_t op = gb_desc(g, t, what);
+    for (int i = 0; i < n; i++)
+        if (in[i].d) gb_set(g, op, in[i].a, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &in[i].d, what);
+    gb_fin(g, op, what);
     if (g->bad) return;
     TT_ASSERT(g->nops < (int)(sizeof g->ops / sizeof g->ops[0]));
     g->ops[g->nops++] = op;
 }
+#define ADD_OP(g, t, what, ...) \
+    add_op(g, t, what, (int)(sizeof((opin[]){__VA_ARGS__}) / sizeof(opin)), (opin[]){__VA_ARGS__})
+
+/* The fp32 accumulation matmul and reduction descriptors carry. */
+static const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
 
 /* y = mode(x[, b[, t]]) elementwise (with broadcasting), computed in prec;
  * axis >= 0 for GEN_INDEX. */
@@ -242,54 +255,37 @@ static void pointwise(gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t prec, in
     gb_set(g, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pointwise precision");
     if (axis >= 0) gb_set(g, pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "pointwise axis");
     gb_fin(g, pw, "pointwise");
-    cudnnBackendDescriptor_t op = gb_desc(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw, "pointwise op");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "pointwise x");
-    if (b) gb_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "pointwise b");
-    if (t) gb_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, "pointwise t");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "pointwise y");
-    gb_fin(g, op, "pointwise op");
-    add_op(g, op);
+    ADD_OP(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op",
+           {CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw}, {CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x},
+           {CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b}, {CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t},
+           {CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y});
 }
 
 /* c = a b over the last two dimensions, batched over the first two (b's
  * heads broadcast over a's groups of heads), fp32 accumulation. */
 static void matmul(gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c) {
-    const cudnnDataType_t acc = CUDNN_DATA_FLOAT;
     cudnnBackendDescriptor_t mm = gb_desc(g, CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
-    gb_set(g, mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &acc, "matmul type");
+    gb_set(g, mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "matmul type");
     gb_fin(g, mm, "matmul");
-    cudnnBackendDescriptor_t op = gb_desc(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "matmul a");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "matmul b");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "matmul c");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm, "matmul op");
-    gb_fin(g, op, "matmul op");
-    add_op(g, op);
+    ADD_OP(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op", {CUDNN_ATTR_OPERATION_MATMUL_ADESC, a},
+           {CUDNN_ATTR_OPERATION_MATMUL_BDESC, b}, {CUDNN_ATTR_OPERATION_MATMUL_CDESC, c},
+           {CUDNN_ATTR_OPERATION_MATMUL_DESC, mm});
 }
 
 /* y = x reduced (max or sum) over the dimensions where y has extent 1. */
 static void reduction(gb *g, cudnnReduceTensorOp_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    const cudnnDataType_t acc = CUDNN_DATA_FLOAT;
     cudnnBackendDescriptor_t rd = gb_desc(g, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "reduction");
     gb_set(g, rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode, "reduction mode");
-    gb_set(g, rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &acc, "reduction type");
+    gb_set(g, rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "reduction type");
     gb_fin(g, rd, "reduction");
-    cudnnBackendDescriptor_t op = gb_desc(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "reduction x");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "reduction y");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd, "reduction op");
-    gb_fin(g, op, "reduction op");
-    add_op(g, op);
+    ADD_OP(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op", {CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x},
+           {CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y}, {CUDNN_ATTR_OPERATION_REDUCTION_DESC, rd});
 }
 
 /* y = x seen with other dimensions and strides (a transpose, no data moved). */
 static void reshape(gb *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    cudnnBackendDescriptor_t op = gb_desc(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "reshape x");
-    gb_set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "reshape y");
-    gb_fin(g, op, "reshape op");
-    add_op(g, op);
+    ADD_OP(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op", {CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x},
+           {CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y});
 }
 
 /* The scores' shapes: (B, H, S, S) fp32, and per row (B, H, S, 1). */
@@ -330,7 +326,7 @@ static qkv inputs(gb *g) {
     t.v = g->p->dir == TT_SDPA_FWD ? tensor(g, U_V, CUDNN_DATA_BFLOAT16, B, G, S, D, S * G * D, D, G * D, 1) : NULL;
     t.vt = g->p->dir == TT_SDPA_BWD ? tensor(g, U_V, CUDNN_DATA_BFLOAT16, B, G, D, S, S * G * D, D, 1, G * D) : NULL;
     t.o = tensor(g, U_O, CUDNN_DATA_BFLOAT16, B, H, S, D, S * H * D, D, H * D, 1);
-    t.stats = tensor(g, U_STATS, CUDNN_DATA_FLOAT, B, H, S, 1, S * H, 1, H, 1); /* our (B*S, H) lse */
+    t.stats = rows(g, U_STATS); /* packed (B, H, S): engines before 9.26 read and write it so whatever the strides */
     t.scale = scalar(g, U_SCALE);
     t.neg = scalar(g, U_NEG);
     return t;
@@ -424,9 +420,20 @@ static int64_t engine_index(gb *g, cudnnBackendDescriptor_t cfg) {
 tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_json, int dir, tt_sdpa_shape sh,
                                char *why, size_t n) {
     TT_ASSERT(dir == TT_SDPA_FWD || dir == TT_SDPA_BWD);
-    if (sh.B < 1 || sh.S < 1 || sh.Hkv < 1 || sh.H % sh.Hkv != 0 || sh.D < 8 || sh.D % 8 != 0 || sh.D > 256) {
+    if (sh.B < 1 || sh.S < (dir == TT_SDPA_BWD ? 2 : 1) || sh.Hkv < 1 || sh.H % sh.Hkv != 0 || sh.D < 8 ||
+        sh.D % 8 != 0 || sh.D > 256) {
         say(why, n, "cuDNN attention: shapes B %d S %d heads %d/%d head_dim %d are not supported", sh.B, sh.S, sh.H,
             sh.Hkv, sh.D);
+        return NULL;
+    }
+    /* what NVIDIA's frontend refuses too (its sdpa support checks) */
+    if (c->version == 91000 || c->version == 91001) {
+        say(why, n, "cuDNN %zu: 9.10.0 and 9.10.1 have known bugs in bf16 attention; use another cuDNN", c->version);
+        return NULL;
+    }
+    if (dir == TT_SDPA_BWD && c->version <= 91500 && sh.S % 128 != 0) {
+        say(why, n, "cuDNN %zu's attention backward needs seq a multiple of 128 (up to 9.15.0), not %d", c->version,
+            sh.S);
         return NULL;
     }
     tt_sdpa_plan *p = calloc(1, sizeof *p);
@@ -493,7 +500,8 @@ tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_js
     }
     /* the first ranked engine that builds. Without a GPU (devprop) cuDNN compiles the fused kernel for
      * the described one and stops where the driver would load it: that engine is reported, unloaded. */
-    for (int64_t i = 0; i < count && !g.bad && !p->plan && p->engine < 0; i++) {
+    int built = 0;
+    for (int64_t i = 0; i < count && !g.bad && !built; i++) {
         cudnnBackendDescriptor_t plan = gb_desc(&g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
         if (g.bad) break;
         cudnnStatus_t st = c->setAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
@@ -510,19 +518,17 @@ tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_js
         } else if (!handle && st == CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER) {
             st = c->getAttr(cfgs[i], CUDNN_ATTR_ENGINECFG_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &p->workspace);
         } else {
-            if (i == count - 1) status_msg(c, st, "no ranked engine builds; the last", why, n);
+            status_msg(c, st, "no engine it ranks builds this attention graph; the last", why, n);
             continue;
         }
-        p->engine = engine_index(&g, cfgs[i]);
+        built = 1;
+        p->engine = engine_index(&g, cfgs[i]); /* for the log only: -1 if cuDNN does not say */
         if (st != CUDNN_STATUS_SUCCESS) {
             status_msg(c, st, "plan workspace", why, n);
             g.bad = 1;
         }
     }
-    if (!g.bad && p->engine < 0)
-        say(why, n, "cuDNN %zu: none of the %lld engines it ranks builds this attention graph", c->version,
-            (long long)count);
-    if (g.bad || p->engine < 0) {
+    if (g.bad || !built) {
         tt_sdpa_plan_free(p);
         return NULL;
     }
@@ -551,7 +557,7 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, 
     PUT(U_K, io->k);
     PUT(U_V, io->v);
     PUT(U_O, io->o);
-    PUT(U_STATS, io->stats);
+    PUT(U_STATS, io->scratch);
     PUT(U_SCALE, &p->scale);
     PUT(U_NEG, &p->neg);
     if (p->dir == TT_SDPA_BWD) {
@@ -560,8 +566,8 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, 
         PUT(U_DK, io->dk);
         PUT(U_DV, io->dv);
         PUT(U_ONE, &p->one);
-        PUT(U_SUM, io->scratch);
-        PUT(U_DQACC, (char *)io->scratch + tt_sdpa_rows_bytes(p->sh));
+        PUT(U_SUM, (char *)io->scratch + tt_sdpa_rows_bytes(p->sh));
+        PUT(U_DQACC, (char *)io->scratch + 2 * tt_sdpa_rows_bytes(p->sh));
     }
 #undef PUT
     cudnnBackendDescriptor_t vp = NULL;

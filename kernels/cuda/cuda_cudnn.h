@@ -15,8 +15,13 @@
  * cuDNN would run both graphs on an H200 at the real shapes.
  *
  * Layouts are the backend's (backend.h attn_fwd): q/out/dq (B*S, H*D),
- * k/v/dk/dv (B*S, Hkv*D), bf16; stats (B*S, H) fp32, natural-log
- * log-sum-exp of the scaled scores (the lse the other paths keep). */
+ * k/v/dk/dv (B*S, Hkv*D), bf16. The log-sum-exp of each row's scaled scores
+ * (natural log, as the other paths keep it) lives at the start of the
+ * scratch packed (B, H, S) fp32 — cuDNN engines before 9.26 read and write
+ * it packed whatever strides the graph names — and the caller moves it to
+ * and from its (B*S, H) lse. The backward adds into its dQ accumulator from
+ * many blocks at once: unlike the kernels it is not bit-reproducible run to
+ * run. */
 #ifndef TT_CUDA_CUDNN_H
 #define TT_CUDA_CUDNN_H
 
@@ -67,14 +72,14 @@ int64_t tt_sdpa_plan_engine(const tt_sdpa_plan *p);
 /* 1 when the plan can run (built with a handle). */
 int tt_sdpa_loaded(const tt_sdpa_plan *p);
 
-/* Our buffers beside cuDNN's workspace (bytes): the backward's dO.O row sums
- * (B, H, S) and dQ accumulator (B, H, S, D), fp32, 256-byte aligned each;
- * none forward. The workspace follows them. */
+/* Our buffers beside cuDNN's workspace (bytes), fp32, 256-byte aligned each:
+ * the log-sum-exp (B, H, S); backward also the dO.O row sums (B, H, S) and
+ * the dQ accumulator (B, H, S, D). The workspace follows them. */
 static inline size_t tt_sdpa_rows_bytes(tt_sdpa_shape sh) {
     return ((size_t)sh.B * sh.H * sh.S * sizeof(float) + 255) / 256 * 256;
 }
 static inline size_t tt_sdpa_scratch_bytes(int dir, tt_sdpa_shape sh) {
-    return dir == TT_SDPA_BWD ? tt_sdpa_rows_bytes(sh) * (1 + (size_t)sh.D) : 0;
+    return tt_sdpa_rows_bytes(sh) * (dir == TT_SDPA_BWD ? 2 + (size_t)sh.D : 1);
 }
 /* The workspace cuDNN 9.19's engines ask (tests/test_cudnn_plan.c checks it
  * on every shape it plans): the backward keeps the grouped heads' dK and dV
@@ -88,10 +93,9 @@ static inline size_t tt_sdpa_workspace_estimate(int dir, tt_sdpa_shape sh) {
 typedef struct tt_sdpa_io {
     const void *q, *k, *v; /* bf16, layouts above */
     void *o;               /* forward: written; backward: read */
-    float *stats;          /* forward: written; backward: read */
     const void *dout;      /* backward */
     void *dq, *dk, *dv;    /* backward: overwritten */
-    void *scratch;         /* tt_sdpa_scratch_bytes, 256-byte aligned */
+    void *scratch;         /* tt_sdpa_scratch_bytes, 256-byte aligned; starts with the log-sum-exp (B, H, S) */
     void *workspace;       /* tt_sdpa_plan_workspace bytes (NULL when 0) */
 } tt_sdpa_io;
 
