@@ -485,13 +485,15 @@ __global__ void k_lse_pack(int S, int H, size_t n, const float *src, float *dst,
 /* One direction through cuDNN on the compute stream; 0: not run (the caller's kernels run instead). scratch:
  * cuda_cudnn.h's layout (the log-sum-exp packed, the backward's buffers), then cuDNN's workspace. */
 static int cudnn_attn(int dir, int B, int seq, int nh, int nkv, int hd, const void *q, const void *k, const void *v,
-                      const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv, void *scratch) {
+                      const void *out, const float *lse, const void *dout, void *dq, void *dk, void *dv,
+                      void *scratch) {
     const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
     tt_sdpa_plan *p = cudnn_plan(dir, sh);
     if (!p) return 0;
     const size_t n = (size_t)B * nh * seq;
     float *packed = (float *)scratch;
-    tt_sdpa_io io = {q, k, v, (void *)out, dout, dq, dk, dv, scratch, (char *)scratch + tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh)};
+    void *ws = (char *)scratch + tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh);
+    tt_sdpa_io io = {q, k, v, (void *)out, dout, dq, dk, dv, scratch, ws};
     if (dir == TT_SDPA_BWD) {
         k_lse_pack<<<blocks_for(n, 256), 256, 0, g_compute>>>(seq, nh, n, lse, packed, 1);
         LAUNCHED();

@@ -473,7 +473,8 @@ tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_js
     gb_fin(&g, heur, "heuristics");
     int64_t count = 0;
     if (!g.bad) {
-        cudnnStatus_t st = c->getAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, NULL);
+        cudnnStatus_t st =
+            c->getAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, NULL);
         if (st != CUDNN_STATUS_SUCCESS) {
             status_msg(c, st, "heuristics results", why, n);
             g.bad = 1;
@@ -484,10 +485,12 @@ tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_js
     }
     if (count > 8) count = 8;
     cudnnBackendDescriptor_t cfgs[8] = {0};
-    for (int64_t i = 0; i < count && !g.bad; i++) cfgs[i] = gb_desc(&g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
+    for (int64_t i = 0; i < count && !g.bad; i++)
+        cfgs[i] = gb_desc(&g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
     if (!g.bad) {
         int64_t got = 0;
-        cudnnStatus_t st = c->getAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs);
+        cudnnStatus_t st =
+            c->getAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs);
         if (st != CUDNN_STATUS_SUCCESS) {
             status_msg(c, st, "heuristics results", why, n);
             g.bad = 1;
@@ -581,7 +584,8 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, 
         st = c->setAttr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     if (st == CUDNN_STATUS_SUCCESS) st = c->finalize(vp);
     if (st == CUDNN_STATUS_SUCCESS) st = c->execute((cudnnHandle_t)handle, p->plan, vp);
-    if (st != CUDNN_STATUS_SUCCESS) status_msg(c, st, p->dir == TT_SDPA_FWD ? "attention forward" : "attention backward", why, n);
+    if (st != CUDNN_STATUS_SUCCESS)
+        status_msg(c, st, p->dir == TT_SDPA_FWD ? "attention forward" : "attention backward", why, n);
     if (vp) c->destroyDesc(vp);
     return st == CUDNN_STATUS_SUCCESS ? 0 : -1;
 }
@@ -592,22 +596,19 @@ tt_cudnn *tt_cudnn_open(char *why, size_t n) {
     if (why && n) snprintf(why, n, "this build has no cuDNN support (built without the CUDA toolkit's cuDNN headers)");
     return NULL;
 }
-void tt_cudnn_close(tt_cudnn *c) { (void)c; }
-size_t tt_cudnn_version(const tt_cudnn *c) { (void)c; return 0; }
-void *tt_cudnn_handle(tt_cudnn *c, void *stream, char *why, size_t n) { (void)c; (void)stream; (void)why; (void)n; return NULL; }
-void tt_cudnn_handle_free(tt_cudnn *c, void *handle) { (void)c; (void)handle; }
+/* nothing below is reached without a library */
+void tt_cudnn_close(tt_cudnn *c) {}
+size_t tt_cudnn_version(const tt_cudnn *c) { return 0; }
+void *tt_cudnn_handle(tt_cudnn *c, void *stream, char *why, size_t n) { return NULL; }
+void tt_cudnn_handle_free(tt_cudnn *c, void *handle) {}
 tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_json, int dir, tt_sdpa_shape sh,
                                char *why, size_t n) {
-    (void)c; (void)handle; (void)devprop_json; (void)dir; (void)sh; (void)why; (void)n;
     return NULL;
 }
-void tt_sdpa_plan_free(tt_sdpa_plan *p) { (void)p; }
-int64_t tt_sdpa_plan_workspace(const tt_sdpa_plan *p) { (void)p; return 0; }
-int64_t tt_sdpa_plan_engine(const tt_sdpa_plan *p) { (void)p; return -1; }
-int tt_sdpa_loaded(const tt_sdpa_plan *p) { (void)p; return 0; }
-int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, size_t n) {
-    (void)p; (void)handle; (void)io; (void)why; (void)n;
-    return -1;
-}
+void tt_sdpa_plan_free(tt_sdpa_plan *p) {}
+int64_t tt_sdpa_plan_workspace(const tt_sdpa_plan *p) { return 0; }
+int64_t tt_sdpa_plan_engine(const tt_sdpa_plan *p) { return -1; }
+int tt_sdpa_loaded(const tt_sdpa_plan *p) { return 0; }
+int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, size_t n) { return -1; }
 
 #endif
