@@ -144,7 +144,7 @@ fi
 # where the loader does not know them, the CUDA toolkit's or PyTorch's (pip) copies.
 for lib in libcudnn.so.9 libnvrtc.so.13; do
     ldconfig -p 2>/dev/null | grep -q "$lib" && continue
-    f=$(ls "/usr/local/cuda/lib64/$lib" 2>/dev/null || find / -xdev -name "$lib" 2>/dev/null | head -1)
+    f=$(ls "/usr/local/cuda/lib64/$lib" 2>/dev/null || find /usr /opt -name "$lib" 2>/dev/null | head -1)
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
 export T OPS W HAVE_GPU OUTD
@@ -187,7 +187,7 @@ c_env() {
     ldd "$T"
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
     for lib in libcudnn.so.9 libnvrtc.so.13; do
-        echo "$lib: $(find / -xdev -name "$lib" 2>/dev/null | head -3 | tr '\n' ' ')"
+        echo "$lib: $(find /usr /opt -name "$lib" 2>/dev/null | head -3 | tr '\n' ' ')"
     done
     nproc
     free -g | head -2
