@@ -130,10 +130,17 @@ void tt_cudnn_handle_free(tt_cudnn *c, void *handle) {
 
 /* ---- the graphs ---------------------------------------------------------------- */
 
-/* Tensor ids (the variant pack's keys); virtual tensors count up from U_VIRT. */
-enum { U_Q = 1, U_K, U_V, U_O, U_STATS, U_DO, U_DQ, U_DK, U_DV, U_SUM, U_DQACC, U_SCALE, U_ONE, U_NEG, U_VIRT = 100 };
+/* Tensor ids (the variant pack's keys, cuda_cudnn.h); virtual tensors count up from U_VIRT. */
+enum {
+    U_Q = TT_SDPA_UID_Q, U_K = TT_SDPA_UID_K, U_V = TT_SDPA_UID_V, U_O = TT_SDPA_UID_O, U_STATS = TT_SDPA_UID_STATS,
+    U_DO = TT_SDPA_UID_DO, U_DQ = TT_SDPA_UID_DQ, U_DK = TT_SDPA_UID_DK, U_DV = TT_SDPA_UID_DV,
+    U_SUM = TT_SDPA_UID_SUM, U_DQACC = TT_SDPA_UID_DQACC, U_SCALE = TT_SDPA_UID_SCALE, U_ONE = TT_SDPA_UID_ONE,
+    U_NEG = TT_SDPA_UID_NEG, U_VIRT = TT_SDPA_UID_VIRT
+};
 
 #define PLAN_DESCS 160
+/* The masked scores' value: the lowest float, which every cuDNN 9 masks with (-inf only from 9.10). */
+#define SDPA_MASKED (-3.40282347e38f)
 
 struct tt_sdpa_plan {
     tt_cudnn *c;
@@ -148,19 +155,26 @@ struct tt_sdpa_plan {
 };
 
 /* One graph's construction: the first failure is kept and everything after
- * it does nothing, so the builders below read as the graph, not as checks. */
+ * it does nothing, so the builders below read as the graph, not as checks.
+ * rec, when set, receives the graph as data; dry: no cuDNN at all (made-up
+ * descriptors, tt_sdpa_graph_describe). */
 typedef struct gb {
     tt_sdpa_plan *p;
     int bad;
     char *why;
     size_t n;
-    cudnnBackendDescriptor_t ops[48];
+    cudnnBackendDescriptor_t ops[TT_SDPA_MAX_OPS];
     int nops;
     int64_t next_uid;
+    tt_sdpa_graph *rec;
+    cudnnBackendDescriptor_t rec_desc[TT_SDPA_MAX_TENSORS]; /* rec->t[i]'s descriptor */
+    int dry;
+    uintptr_t dry_next;
 } gb;
 
 static cudnnBackendDescriptor_t gb_desc(gb *g, cudnnBackendDescriptorType_t t, const char *what) {
     if (g->bad) return NULL;
+    if (g->dry) return (cudnnBackendDescriptor_t)++g->dry_next;
     TT_ASSERT(g->p->ndesc < PLAN_DESCS);
     cudnnBackendDescriptor_t d = NULL;
     cudnnStatus_t st = g->p->c->createDesc(t, &d);
@@ -175,7 +189,7 @@ static cudnnBackendDescriptor_t gb_desc(gb *g, cudnnBackendDescriptorType_t t, c
 
 static void gb_set(gb *g, cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t,
                    int64_t count, const void *v, const char *what) {
-    if (g->bad) return;
+    if (g->bad || g->dry) return;
     cudnnStatus_t st = g->p->c->setAttr(d, a, t, count, v);
     if (st != CUDNN_STATUS_SUCCESS) {
         status_msg(g->p->c, st, what, g->why, g->n);
@@ -184,7 +198,7 @@ static void gb_set(gb *g, cudnnBackendDescriptor_t d, cudnnBackendAttributeName_
 }
 
 static void gb_fin(gb *g, cudnnBackendDescriptor_t d, const char *what) {
-    if (g->bad) return;
+    if (g->bad || g->dry) return;
     cudnnStatus_t st = g->p->c->finalize(d);
     if (st != CUDNN_STATUS_SUCCESS) {
         status_msg(g->p->c, st, what, g->why, g->n);
@@ -206,6 +220,19 @@ static cudnnBackendDescriptor_t tensor_desc(gb *g, int64_t uid, cudnnDataType_t 
     gb_set(g, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, "tensor alignment");
     if (on) gb_set(g, t, flag, CUDNN_TYPE_BOOLEAN, 1, &on, "tensor kind");
     gb_fin(g, t, "tensor");
+    if (g->rec && !g->bad) {
+        tt_sdpa_graph *r = g->rec;
+        TT_ASSERT(r->nt < TT_SDPA_MAX_TENSORS);
+        tt_sdpa_tensor *e = &r->t[r->nt];
+        e->uid = uid;
+        memcpy(e->dim, dim, sizeof e->dim);
+        memcpy(e->str, str, sizeof e->str);
+        e->dtype = (int)dt;
+        e->virt = flag == CUDNN_ATTR_TENSOR_IS_VIRTUAL && on;
+        e->byval = flag == CUDNN_ATTR_TENSOR_IS_BY_VALUE && on;
+        e->value = uid == U_SCALE ? g->p->scale : uid == U_ONE ? g->p->one : uid == U_NEG ? g->p->neg : 0.f;
+        g->rec_desc[r->nt++] = t;
+    }
     return t;
 }
 
@@ -230,6 +257,22 @@ typedef struct opin {
     cudnnBackendAttributeName_t a;
     cudnnBackendDescriptor_t d;
 } opin;
+static int rec_index(const gb *g, cudnnBackendDescriptor_t d) {
+    if (!d) return -1;
+    for (int i = 0; i < g->rec->nt; i++)
+        if (g->rec_desc[i] == d) return i;
+    TT_ASSERT(0); /* every tensor an op takes was made by tensor_desc */
+    return -1;
+}
+/* The op as data (rec): its kind, mode and tensors. */
+static void rec_op(gb *g, int kind, int mode, int64_t axis, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b,
+                   cudnnBackendDescriptor_t c, cudnnBackendDescriptor_t y) {
+    if (!g->rec || g->bad) return;
+    TT_ASSERT(g->rec->nop < TT_SDPA_MAX_OPS);
+    tt_sdpa_op *o = &g->rec->op[g->rec->nop++];
+    *o = (tt_sdpa_op){kind, mode, axis, {rec_index(g, a), rec_index(g, b), rec_index(g, c)}, rec_index(g, y)};
+}
+
 static void add_op(gb *g, cudnnBackendDescriptorType_t t, const char *what, int n, const opin *in) {
     cudnnBackendDescriptor_t op = gb_desc(g, t, what);
     for (int i = 0; i < n; i++)
@@ -255,6 +298,7 @@ static void pointwise(gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t prec, in
     gb_set(g, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pointwise precision");
     if (axis >= 0) gb_set(g, pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "pointwise axis");
     gb_fin(g, pw, "pointwise");
+    rec_op(g, TT_SDPA_OP_POINTWISE, (int)mode, axis, x, b, t, y);
     ADD_OP(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op",
            {CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw}, {CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x},
            {CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b}, {CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t},
@@ -267,6 +311,7 @@ static void matmul(gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b
     cudnnBackendDescriptor_t mm = gb_desc(g, CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
     gb_set(g, mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "matmul type");
     gb_fin(g, mm, "matmul");
+    rec_op(g, TT_SDPA_OP_MATMUL, 0, -1, a, b, NULL, c);
     ADD_OP(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op", {CUDNN_ATTR_OPERATION_MATMUL_ADESC, a},
            {CUDNN_ATTR_OPERATION_MATMUL_BDESC, b}, {CUDNN_ATTR_OPERATION_MATMUL_CDESC, c},
            {CUDNN_ATTR_OPERATION_MATMUL_DESC, mm});
@@ -278,12 +323,14 @@ static void reduction(gb *g, cudnnReduceTensorOp_t mode, cudnnBackendDescriptor_
     gb_set(g, rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode, "reduction mode");
     gb_set(g, rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "reduction type");
     gb_fin(g, rd, "reduction");
+    rec_op(g, TT_SDPA_OP_REDUCTION, (int)mode, -1, x, NULL, NULL, y);
     ADD_OP(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op", {CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x},
            {CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y}, {CUDNN_ATTR_OPERATION_REDUCTION_DESC, rd});
 }
 
 /* y = x seen with other dimensions and strides (a transpose, no data moved). */
 static void reshape(gb *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    rec_op(g, TT_SDPA_OP_RESHAPE, 0, -1, x, NULL, NULL, y);
     ADD_OP(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op", {CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x},
            {CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y});
 }
@@ -443,7 +490,7 @@ tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_js
     p->sh = sh;
     p->scale = 1.0f / sqrtf((float)sh.D);
     p->one = 1.0f;
-    p->neg = -3.40282347e38f; /* the lowest float: every cuDNN 9 masks with it (-inf only from 9.10) */
+    p->neg = SDPA_MASKED;
     p->engine = -1;
     gb g = {.p = p, .why = why, .n = n, .next_uid = U_VIRT};
     if (dir == TT_SDPA_FWD)
@@ -538,6 +585,18 @@ tt_sdpa_plan *tt_sdpa_plan_new(tt_cudnn *c, void *handle, const char *devprop_js
     return p;
 }
 
+int tt_sdpa_graph_describe(int dir, tt_sdpa_shape sh, tt_sdpa_graph *out) {
+    TT_ASSERT(dir == TT_SDPA_FWD || dir == TT_SDPA_BWD);
+    tt_sdpa_plan p = {.dir = dir, .sh = sh, .scale = 1.0f / sqrtf((float)sh.D), .one = 1.0f, .neg = SDPA_MASKED};
+    memset(out, 0, sizeof *out);
+    gb g = {.p = &p, .next_uid = U_VIRT, .rec = out, .dry = 1};
+    if (dir == TT_SDPA_FWD)
+        graph_fwd(&g);
+    else
+        graph_bwd(&g);
+    return 0;
+}
+
 void tt_sdpa_plan_free(tt_sdpa_plan *p) {
     if (!p) return;
     for (int i = p->ndesc - 1; i >= 0; i--) p->c->destroyDesc(p->desc[i]);
@@ -610,5 +669,6 @@ int64_t tt_sdpa_plan_workspace(const tt_sdpa_plan *p) { return 0; }
 int64_t tt_sdpa_plan_engine(const tt_sdpa_plan *p) { return -1; }
 int tt_sdpa_loaded(const tt_sdpa_plan *p) { return 0; }
 int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, size_t n) { return -1; }
+int tt_sdpa_graph_describe(int dir, tt_sdpa_shape sh, tt_sdpa_graph *out) { return -1; }
 
 #endif

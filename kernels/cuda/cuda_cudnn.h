@@ -102,6 +102,41 @@ typedef struct tt_sdpa_io {
 /* Enqueues the plan on the handle's stream. 0, or -1 and why. */
 int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, size_t n);
 
+/* ---- the graphs as data ---------------------------------------------------------
+ * What tt_sdpa_plan_new hands cuDNN, op by op in order, for
+ * tests/test_cudnn_graph.c to evaluate on the CPU against the reference
+ * attention (cuDNN's planning checks the graph's form, not its arithmetic).
+ * Non-virtual tensors are the variant pack's, by id: */
+enum {
+    TT_SDPA_UID_Q = 1, TT_SDPA_UID_K, TT_SDPA_UID_V, TT_SDPA_UID_O, TT_SDPA_UID_STATS, TT_SDPA_UID_DO,
+    TT_SDPA_UID_DQ, TT_SDPA_UID_DK, TT_SDPA_UID_DV, TT_SDPA_UID_SUM, TT_SDPA_UID_DQACC, TT_SDPA_UID_SCALE,
+    TT_SDPA_UID_ONE, TT_SDPA_UID_NEG, TT_SDPA_UID_VIRT = 100 /* virtual tensors count up from here */
+};
+enum { TT_SDPA_OP_POINTWISE, TT_SDPA_OP_MATMUL, TT_SDPA_OP_REDUCTION, TT_SDPA_OP_RESHAPE };
+typedef struct tt_sdpa_tensor {
+    int64_t uid, dim[4], str[4]; /* cuDNN's (b, h, s, d) order */
+    int dtype;                   /* a cudnnDataType_t */
+    int virt, byval;
+    float value;                 /* byval: the scalar */
+} tt_sdpa_tensor;
+typedef struct tt_sdpa_op {
+    int kind;     /* TT_SDPA_OP_* */
+    int mode;     /* pointwise: a cudnnPointwiseMode_t; reduction: a cudnnReduceTensorOp_t */
+    int64_t axis; /* GEN_INDEX's */
+    int in[3];    /* tensor indexes: pointwise x, b, t; matmul a, b; reduction and reshape x; -1 unused */
+    int out;
+} tt_sdpa_op;
+#define TT_SDPA_MAX_TENSORS 96
+#define TT_SDPA_MAX_OPS 48
+typedef struct tt_sdpa_graph {
+    int nt, nop;
+    tt_sdpa_tensor t[TT_SDPA_MAX_TENSORS];
+    tt_sdpa_op op[TT_SDPA_MAX_OPS];
+} tt_sdpa_graph;
+/* The graph of a direction for a shape, without cuDNN (its headers only, at
+ * build time): 0, or -1 in a build without them. */
+int tt_sdpa_graph_describe(int dir, tt_sdpa_shape sh, tt_sdpa_graph *out);
+
 #ifdef __cplusplus
 }
 #endif
