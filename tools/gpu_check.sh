@@ -43,9 +43,11 @@
 #              2048 and 4096, resident and under --hbm 8G: tokens/s, MFU over the bf16 GEMM rate measured in the
 #              same call, overlap, the GPU's peaks; passes at MFU >= 40% resident, 8G >= 0.9 x resident with
 #              overlap >= 0.95, peak within 8G (issue 12's third must-show; the peer's shapes)
-# A GPU session has 15 minutes of device time, the machine's start included; in three calls:
+# A GPU session has 15 minutes of device time, the machine's start included: calls 1 and 2 fit, 3 is the next
+# session's (with whatever 1 and 2 left to rerun):
 #   1. QUICK=1 bash tools/gpu_check.sh $OUT                                  (~3 min: does it work)
 #   2. GPU_CHECK_BUDGET=560 bash tools/gpu_check.sh $OUT train8b,peer,hf      (speed beside the peer, one call)
+#      prefixed with TT_CUDA_ATTN=cudnn where call 1's ops passed cuDNN's attention and kernels timed it faster
 #   3. bash tools/gpu_check.sh $OUT ops-mc,train-mc,gen,overlap8b,prof      (the sanitizer, then the rest)
 # Only when named (each takes most of a call: GPU_CHECK_BUDGET=590 and one of them per call):
 #   p70        llama3.1-70b pruned 0.85 NF4, all 80 layers, seq 4096, 32K tokens a step, rank 16 on all seven
@@ -414,7 +416,7 @@ c_train8b() {
           if ($4 + 0 < 0.95) { bad = 1; why = why " " $1 " overlap " $4 " < 0.95;" }
           ratio = ratio sprintf(" %s %.2f x resident;", $1, r ? $2 / r : 0) }
         END { printf "%s%s", bad ? "FAIL" : "PASS", bad ? why : ratio }' "$W/runs.tsv")
-    echo "RESULT $verdict $(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $verdict ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(tr '\n' ';' <"$W/runs.lines")"
 }
 
 c_gen() {
@@ -545,7 +547,7 @@ c_p70() {
     [ -f "$OUTD/p70-8g.trace.json" ] && "$T" trace "$OUTD/p70-8g.trace.json" --step 2 -o "$OUTD/p70-8g-step2.svg"
     rm -f "$W/p70.tier"
     cp "$W/runs.lines" "$OUTD/p70.lines" 2>/dev/null
-    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) $(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(tr '\n' ';' <"$W/runs.lines")"
 }
 
 # the unpruned llama3.1-70b in NF4 under G70_UHBM: layers cached in host memory (--host G70_CHOST), then read
@@ -562,7 +564,7 @@ c_u70() {
     run70 u70-disk "$W/u70.tier" "--hbm $G70_UHBM --host $G70_UHOST" || bad=1
     rm -f "$W/u70.tier"
     cp "$W/runs.lines" "$OUTD/u70.lines" 2>/dev/null
-    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) bench io ${io:-?}; $(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }bench io ${io:-?}; $(tr '\n' ';' <"$W/runs.lines")"
 }
 
 export -f gpumem_peak within_budget prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
