@@ -514,7 +514,8 @@ static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
  * order (AdamW's: n values; GaLore's: nmom), then zeros up to n_params. The
  * resident and the streamed run write the same file for the same state. */
 typedef struct ck_ops {
-    /* tensor i's weights (n), moments (AdamW: n each, GaLore: nmom each), projector (GaLore) to / from host */
+    /* tensor i's weights (n), moments (AdamW: n each, GaLore: nmom each), projector (GaLore) to / from host;
+     * get fills the outputs that are not NULL (the file is written one of them at a time) */
     void (*get)(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v, float *proj);
     void (*set)(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v, const float *proj);
     const tt_galore *(*gal)(void *ctx, uint32_t i); /* GaLore's state of i, or NULL (AdamW) */
@@ -554,69 +555,101 @@ static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c,
     }
 }
 
-static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix, const ck_ops *ops, void *ctx,
-                   int step, uint64_t seen) {
-    uint64_t np, nm, pj;
-    ck_sizes(c, ops, ctx, &np, &nm, &pj);
-    if (mkdir(o->ckpt_dir, 0755) != 0 && errno != EEXIST)
-        return TT_FAIL(-errno, "cannot create the checkpoint folder %s: %s", o->ckpt_dir, strerror(errno));
-    float *P = malloc((np ? np : 1) * 4), *M = calloc(np ? np : 1, 4), *V = calloc(np ? np : 1, 4);
-    if (!P || !M || !V) {
-        free(P); free(M); free(V);
-        return TT_FAIL(-ENOMEM, "out of memory writing the checkpoint (%llu values) to %s", (unsigned long long)np,
-                       o->ckpt_dir);
-    }
-    be_synchronize(); /* every update and write-back of the step is done */
-    uint64_t w = 0, mo = 0;
+/* The largest of one tensor's weights, moments and projector (values): the buffers the file passes through. */
+static size_t ck_largest(const tt_config *c, const ck_ops *ops, void *ctx) {
+    size_t mx = 1;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
         config_tensor(c, i, &d);
         if (!trainable(c, &d)) continue;
         const tt_galore *g = ops->gal(ctx, i);
-        size_t n = d.rows * d.cols, k = g ? g->nmom : n;
-        ops->get(ctx, i, n, P + w, M + mo, V + mo, g ? P + pj : NULL);
-        w += n;
-        mo += k;
-        pj += g ? (uint64_t)g->prows * g->r : 0;
+        size_t n = d.rows * d.cols, k = g ? g->nmom : 0, pj = g ? (size_t)g->prows * g->r : 0;
+        mx = n > mx ? n : mx;
+        mx = k > mx ? k : mx;
+        mx = pj > mx ? pj : mx;
     }
-    ckpt_state st;
-    ck_record(&st, o, c, mix, np, step, seen);
-    int rc = ckpt_write(o->ckpt_dir, &st, P, M, V);
-    free(P); free(M); free(V);
-    return rc;
+    return mx;
 }
 
-/* Restores o->resume_dir into the run: *step and *seen where it stopped. */
+/* Written in the file's order a tensor at a time, never gathered whole (12 bytes a parameter of host memory
+ * otherwise, beside the host arena that already holds them): the weights, the GaLore projectors, m, v. */
+static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix, const ck_ops *ops, void *ctx,
+                   int step, uint64_t seen) {
+    uint64_t np, nm, nw;
+    ck_sizes(c, ops, ctx, &np, &nm, &nw);
+    if (mkdir(o->ckpt_dir, 0755) != 0 && errno != EEXIST)
+        return TT_FAIL(-errno, "cannot create the checkpoint folder %s: %s", o->ckpt_dir, strerror(errno));
+    float *buf = malloc(ck_largest(c, ops, ctx) * sizeof(float));
+    if (!buf)
+        return TT_FAIL(-ENOMEM, "out of memory writing the checkpoint to %s (one tensor's %zu values)", o->ckpt_dir,
+                       ck_largest(c, ops, ctx));
+    be_synchronize(); /* every update and write-back of the step is done */
+    ckpt_state st;
+    ck_record(&st, o, c, mix, np, step, seen);
+    ckpt_writer *wr;
+    int rc = ckpt_writer_open(&wr, o->ckpt_dir, &st);
+    /* pass 0: weights; 1: projectors; 2: m; 3: v (each then zeros up to n_params) */
+    for (int pass = 0; pass < 4 && rc == 0; pass++) {
+        uint64_t wrote = 0;
+        for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
+            tt_tensor_desc d;
+            config_tensor(c, i, &d);
+            if (!trainable(c, &d)) continue;
+            const tt_galore *g = ops->gal(ctx, i);
+            size_t n = d.rows * d.cols, k = pass == 0 ? n : pass == 1 ? (g ? (size_t)g->prows * g->r : 0)
+                                                          : (g ? g->nmom : n);
+            if (!k) continue;
+            ops->get(ctx, i, n, pass == 0 ? buf : NULL, pass == 2 ? buf : NULL, pass == 3 ? buf : NULL,
+                     pass == 1 ? buf : NULL);
+            rc = ckpt_writer_put(wr, buf, k * sizeof(float));
+            wrote += k;
+        }
+        if (rc == 0 && pass >= 2) rc = ckpt_writer_zeros(wr, (np - wrote) * sizeof(float));
+        TT_ASSERT(rc || pass != 1 || wrote == np - nw);
+        TT_ASSERT(rc || pass < 2 || wrote == nm);
+    }
+    free(buf);
+    return rc ? rc : ckpt_writer_close(wr);
+}
+
+/* Restores o->resume_dir into the run: *step and *seen where it stopped. Read a tensor at a time, as written. */
 static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const ck_ops *ops, void *ctx, int *step,
                    uint64_t *seen) {
     ckpt_state st, want;
-    void *pv;
-    float *M, *V;
-    int rc = ckpt_read(o->resume_dir, &st, &pv, &M, &V);
+    ckpt_reader *rd;
+    int rc = ckpt_reader_open(&rd, o->resume_dir, &st);
     if (rc) return rc;
     uint64_t np, nm, pj;
     ck_sizes(c, ops, ctx, &np, &nm, &pj);
     ck_record(&want, o, c, mix, np, 0, 0);
     rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
+    size_t big = ck_largest(c, ops, ctx);
+    float *W = malloc(big * 4), *M = malloc(big * 4), *V = malloc(big * 4), *PJ = malloc(big * 4);
+    if (rc == 0 && (!W || !M || !V || !PJ))
+        rc = TT_FAIL(-ENOMEM, "out of memory reading the checkpoint %s (one tensor's %zu values)", o->resume_dir, big);
+    uint64_t w = 0, mo = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (!trainable(c, &d)) continue;
+        const tt_galore *g = ops->gal(ctx, i);
+        size_t n = d.rows * d.cols, k = g ? g->nmom : n, kp = g ? (size_t)g->prows * g->r : 0;
+        rc = ckpt_reader_get(rd, 0, w * 4, W, n * 4);
+        if (rc == 0) rc = ckpt_reader_get(rd, 1, mo * 4, M, k * 4);
+        if (rc == 0) rc = ckpt_reader_get(rd, 2, mo * 4, V, k * 4);
+        if (rc == 0 && kp) rc = ckpt_reader_get(rd, 0, pj * 4, PJ, kp * 4);
+        if (rc == 0) ops->set(ctx, i, n, W, M, V, g ? PJ : NULL);
+        w += n;
+        mo += k;
+        pj += kp;
+    }
     if (rc == 0) {
-        const float *P = pv;
-        uint64_t w = 0, mo = 0;
-        for (uint32_t i = 0; i < config_n_tensors(c); i++) {
-            tt_tensor_desc d;
-            config_tensor(c, i, &d);
-            if (!trainable(c, &d)) continue;
-            const tt_galore *g = ops->gal(ctx, i);
-            size_t n = d.rows * d.cols;
-            ops->set(ctx, i, n, P + w, M + mo, V + mo, g ? P + pj : NULL);
-            w += n;
-            mo += g ? g->nmom : n;
-            pj += g ? (uint64_t)g->prows * g->r : 0;
-        }
         *step = (int)st.step;
         *seen = st.tokens_seen;
         train_ckpt_restore_mix(&st, mix);
     }
-    free(pv); free(M); free(V);
+    free(W); free(M); free(V); free(PJ);
+    ckpt_reader_close(rd);
     return rc;
 }
 
@@ -639,14 +672,14 @@ static void proj_set(tt_galore *g, const float *in) {
 /* The resident run's side. */
 static void res_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v, float *proj) {
     full_state *st = ctx;
-    be_to_host(w, st->P + st->off[i], n * 4);
+    if (w) be_to_host(w, st->P + st->off[i], n * 4);
     if (st->gal[i].m) {
         galore_get_moments(&st->gal[i], m, v);
-        proj_get(&st->gal[i], proj);
+        if (proj) proj_get(&st->gal[i], proj);
         return;
     }
-    be_to_host(m, st->m + st->moff[i], n * 4);
-    be_to_host(v, st->v + st->moff[i], n * 4);
+    if (m) be_to_host(m, st->m + st->moff[i], n * 4);
+    if (v) be_to_host(v, st->v + st->moff[i], n * 4);
 }
 static void res_set(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v,
                     const float *proj) {
@@ -1290,22 +1323,26 @@ static void fs_get(void *ctx, uint32_t i, size_t n, float *w, float *m, float *v
     fstream *f = ctx;
     tt_tensor_desc d;
     config_tensor(&f->cfg, i, &d);
-    if (d.layer < 0) {
+    if (d.layer < 0) { /* the embedding (host) or the final norm (device) */
         int emb = d.role == TT_ROLE_EMBED;
-        if (emb) { memcpy(w, f->emb, n * 4); memcpy(m, f->emb_m, n * 4); memcpy(v, f->emb_v, n * 4); }
-        else { be_to_host(w, f->fn, n * 4); be_to_host(m, f->fn_m, n * 4); be_to_host(v, f->fn_v, n * 4); }
+        const float *src[3] = {emb ? f->emb : f->fn, emb ? f->emb_m : f->fn_m, emb ? f->emb_v : f->fn_v};
+        float *dst[3] = {w, m, v};
+        for (int j = 0; j < 3; j++)
+            if (dst[j] && emb) memcpy(dst[j], src[j], n * 4);
+            else if (dst[j]) be_to_host(dst[j], src[j], n * 4);
         return;
     }
-    memcpy(w, (const float *)stream_layer_host(f->st, d.layer) + tensor_at(f, i), n * 4);
+    if (w) memcpy(w, (const float *)stream_layer_host(f->st, d.layer) + tensor_at(f, i), n * 4);
     const tt_galore *g = f->gal[i].m ? &f->gal[i] : NULL;
     if (!g) {
-        memcpy(m, f->m_host + f->toff[i], n * 4);
-        memcpy(v, f->v_host + f->toff[i], n * 4);
+        if (m) memcpy(m, f->m_host + f->toff[i], n * 4);
+        if (v) memcpy(v, f->v_host + f->toff[i], n * 4);
         return;
     }
-    memcpy(m, g->mom_m, g->nmom * 4); /* host-bound between steps */
-    memcpy(v, g->mom_v, g->nmom * 4);
-    for (size_t j = 0; j < (size_t)g->prows * g->r; j++) proj[j] = (float)g->proj[j];
+    if (m) memcpy(m, g->mom_m, g->nmom * 4); /* host-bound between steps */
+    if (v) memcpy(v, g->mom_v, g->nmom * 4);
+    if (proj)
+        for (size_t j = 0; j < (size_t)g->prows * g->r; j++) proj[j] = (float)g->proj[j];
 }
 static void fs_set(void *ctx, uint32_t i, size_t n, const float *w, const float *m, const float *v,
                    const float *proj) {

@@ -492,8 +492,8 @@ void galore_set_projector(tt_galore *s, const tt_real *P) {
 }
 
 void galore_get_moments(const tt_galore *s, float *M, float *V) {
-    be_to_host(M, s->mom_m, s->nmom * sizeof *M);
-    be_to_host(V, s->mom_v, s->nmom * sizeof *V);
+    if (M) be_to_host(M, s->mom_m, s->nmom * sizeof *M);
+    if (V) be_to_host(V, s->mom_v, s->nmom * sizeof *V);
 }
 
 void galore_set_moments(tt_galore *s, const float *M, const float *V) {

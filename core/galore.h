@@ -122,7 +122,8 @@ void galore_refresh(tt_galore *s, tt_galore_ws *w, const tt_real *G, int step);
 /* Checkpoints and tests. The projector is (prows, r) host tt_real values, the
  * moments nmom host floats each, in the layouts above. set_projector with
  * P == NULL sets the first r columns of the identity. With update_every 0 a
- * projector set here is never replaced (a fixed projector). */
+ * projector set here is never replaced (a fixed projector). get_moments
+ * skips a NULL M or V. */
 void galore_get_projector(const tt_galore *s, tt_real *P);
 void galore_set_projector(tt_galore *s, const tt_real *P);
 void galore_get_moments(const tt_galore *s, float *M, float *V);

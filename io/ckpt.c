@@ -53,35 +53,122 @@ static int check_mix(const ckpt_state *st, const char *path) {
 
 static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
 
-int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v) {
+/* ---- writing --------------------------------------------------------------------
+ * The header's checksum covers the payload, which is hashed as it is
+ * appended; the header goes last, over the zeros left for it. */
+struct ckpt_writer {
     char path[4096];
-    path_in(path, sizeof path, dir);
-    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
-    uint32_t sbytes = record_bytes(st);
-    uint64_t payload = sbytes + pbytes + 2 * mbytes;
-    XXH3_state_t *x = XXH3_createState();
-    TT_ASSERT(x);
-    XXH3_64bits_reset(x);
-    XXH3_64bits_update(x, st, sbytes);
-    XXH3_64bits_update(x, params, pbytes);
-    XXH3_64bits_update(x, m, mbytes);
-    XXH3_64bits_update(x, v, mbytes);
-    uint64_t sum = XXH3_64bits_digest(x);
-    XXH3_freeState(x);
-    uint8_t hdr[HEADER_BYTES] = {0};
-    uint32_t ver = CKPT_VERSION;
-    memcpy(hdr, CKPT_MAGIC, 8);
-    memcpy(hdr + 8, &ver, 4);
-    memcpy(hdr + 12, &sbytes, 4);
-    memcpy(hdr + 16, &payload, 8);
-    memcpy(hdr + 24, &sum, 8);
-    const void *parts[] = {hdr, st, params, m, v};
-    size_t sizes[] = {HEADER_BYTES, sbytes, pbytes, mbytes, mbytes};
-    return atomic_write_parts(path, parts, sizes, 5);
+    char *tmp; /* "<path>.partial" */
+    int fd;
+    uint32_t sbytes;
+    uint64_t payload, done; /* the payload's bytes: announced, appended */
+    XXH3_state_t *x;
+};
+
+/* Frees w, removing its partial file; returns rc. */
+static int writer_drop(ckpt_writer *w, int rc) {
+    if (w->fd >= 0) close(w->fd);
+    unlink(w->tmp);
+    free(w->tmp);
+    XXH3_freeState(w->x);
+    free(w);
+    return rc;
 }
 
-int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v) {
-    *params = NULL; *m = *v = NULL;
+int ckpt_writer_open(ckpt_writer **out, const char *dir, const ckpt_state *st) {
+    *out = NULL;
+    ckpt_writer *w = tt_xcalloc(1, sizeof *w);
+    path_in(w->path, sizeof w->path, dir);
+    size_t tl = strlen(w->path) + 16;
+    w->tmp = tt_xmalloc(tl);
+    snprintf(w->tmp, tl, "%s.partial", w->path);
+    w->sbytes = record_bytes(st);
+    w->payload = w->sbytes + st->n_params * (st->real_bytes + 2 * sizeof(float));
+    w->x = XXH3_createState();
+    TT_ASSERT(w->x);
+    XXH3_64bits_reset(w->x);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int e = errno;
+        return writer_drop(w, TT_FAIL(-e, "cannot create %s: %s", w->path, strerror(e)));
+    }
+    static const uint8_t zero[HEADER_BYTES];
+    int e = atomic_write_all(w->fd, zero, HEADER_BYTES);
+    if (e) return writer_drop(w, atomic_write_fail(w->path, e, "writing"));
+    int rc = ckpt_writer_put(w, st, w->sbytes); /* the record: the payload's first bytes */
+    if (rc == 0) *out = w;
+    return rc;
+}
+
+int ckpt_writer_put(ckpt_writer *w, const void *data, size_t bytes) {
+    TT_ASSERT(w->done + bytes <= w->payload); /* the pieces add up to what the record announces */
+    int e = atomic_write_all(w->fd, data, bytes);
+    if (e) return writer_drop(w, atomic_write_fail(w->path, e, "writing"));
+    XXH3_64bits_update(w->x, data, bytes);
+    w->done += bytes;
+    return 0;
+}
+
+int ckpt_writer_zeros(ckpt_writer *w, uint64_t bytes) {
+    static const uint8_t zero[65536];
+    while (bytes) {
+        size_t n = bytes < sizeof zero ? (size_t)bytes : sizeof zero;
+        int rc = ckpt_writer_put(w, zero, n);
+        if (rc) return rc;
+        bytes -= n;
+    }
+    return 0;
+}
+
+int ckpt_writer_close(ckpt_writer *w) {
+    TT_ASSERT(w->done == w->payload);
+    uint8_t hdr[HEADER_BYTES] = {0};
+    uint32_t ver = CKPT_VERSION;
+    uint64_t sum = XXH3_64bits_digest(w->x);
+    memcpy(hdr, CKPT_MAGIC, 8);
+    memcpy(hdr + 8, &ver, 4);
+    memcpy(hdr + 12, &w->sbytes, 4);
+    memcpy(hdr + 16, &w->payload, 8);
+    memcpy(hdr + 24, &sum, 8);
+    ssize_t r = pwrite(w->fd, hdr, HEADER_BYTES, 0);
+    if (r != (ssize_t)HEADER_BYTES) return writer_drop(w, atomic_write_fail(w->path, r < 0 ? errno : EIO, "writing"));
+    if (fsync(w->fd) != 0) return writer_drop(w, atomic_write_fail(w->path, errno, "syncing"));
+    int fd = w->fd;
+    w->fd = -1;
+    if (close(fd) != 0) return writer_drop(w, atomic_write_fail(w->path, errno, "closing"));
+    char *tmp = w->tmp; /* atomic_commit renames it into place (or removes it) and frees it */
+    int rc = atomic_commit(tmp, w->path);
+    XXH3_freeState(w->x);
+    free(w);
+    return rc;
+}
+
+void ckpt_writer_abort(ckpt_writer *w) {
+    if (w) writer_drop(w, 0);
+}
+
+int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v) {
+    ckpt_writer *w;
+    int rc = ckpt_writer_open(&w, dir, st);
+    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
+    if (rc == 0) rc = ckpt_writer_put(w, params, pbytes);
+    if (rc == 0) rc = ckpt_writer_put(w, m, mbytes);
+    if (rc == 0) rc = ckpt_writer_put(w, v, mbytes);
+    return rc ? rc : ckpt_writer_close(w);
+}
+
+/* ---- reading --------------------------------------------------------------------
+ * The payload is read once, in order, for its checksum (and the record at its
+ * start); the parameters and moments are then read where the caller asks. */
+struct ckpt_reader {
+    char path[4096];
+    int fd;
+    uint64_t base;          /* the parameters' file offset */
+    uint64_t size[3];       /* params, m, v: bytes */
+};
+
+int ckpt_reader_open(ckpt_reader **out, const char *dir, ckpt_state *st) {
+    *out = NULL;
     char path[4096];
     path_in(path, sizeof path, dir);
     struct stat sb;
@@ -97,7 +184,8 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
     }
     int rc = 0;
     uint8_t hdr[HEADER_BYTES];
-    uint8_t *body = NULL;
+    uint8_t *buf = NULL;
+    XXH3_state_t *x = NULL;
     if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size < HEADER_BYTES + CKPT_STATE_V1_BYTES ||
         pread(fd, hdr, HEADER_BYTES, 0) != HEADER_BYTES) {
         rc = TT_FAIL(-EINVAL, "%s is truncated; it is not a usable checkpoint", path);
@@ -124,23 +212,29 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
                      (unsigned long long)payload, (unsigned long long)(sb.st_size - HEADER_BYTES));
         goto out;
     }
-    body = malloc(payload);
-    if (!body) { rc = TT_FAIL(-ENOMEM, "out of memory reading %s", path); goto out; }
+    /* the checksum over the payload, 8 MiB at a time; the record is its first sbytes */
+    const size_t chunk = (size_t)8 << 20;
+    buf = malloc(chunk);
+    x = XXH3_createState();
+    if (!buf || !x) { rc = TT_FAIL(-ENOMEM, "out of memory reading %s", path); goto out; }
+    XXH3_64bits_reset(x);
+    memset(st, 0, sizeof *st);
     for (uint64_t done = 0; done < payload;) {
-        ssize_t r = pread(fd, body + done, payload - done, (off_t)(HEADER_BYTES + done));
+        size_t want = payload - done < chunk ? (size_t)(payload - done) : chunk;
+        ssize_t r = pread(fd, buf, want, (off_t)(HEADER_BYTES + done));
         if (r <= 0) {
             if (r < 0 && errno == EINTR) continue;
             rc = TT_FAIL(-EIO, "reading %s failed", path);
             goto out;
         }
+        if (done < sbytes) memcpy((uint8_t *)st + done, buf, sbytes - done < (uint64_t)r ? sbytes - done : (size_t)r);
+        XXH3_64bits_update(x, buf, (size_t)r);
         done += (uint64_t)r;
     }
-    if (XXH3_64bits(body, payload) != sum) {
+    if (XXH3_64bits_digest(x) != sum) {
         rc = TT_FAIL(-EINVAL, "%s is corrupt (checksum mismatch); resume from an intact checkpoint", path);
         goto out;
     }
-    memset(st, 0, sizeof *st);
-    memcpy(st, body, sbytes);
     /* every count checked before it sizes anything (a forged n_params must not wrap the products) */
     if (st->real_bytes != 4 && st->real_bytes != 8) {
         rc = TT_FAIL(-EINVAL, "%s: real_bytes is %u (4 or 8 expected)", path, st->real_bytes);
@@ -177,15 +271,57 @@ int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float *
         goto out;
     }
     if ((rc = check_mix(st, path))) goto out;
-    size_t pbytes = st->n_params * st->real_bytes, mbytes = st->n_params * sizeof(float);
-    *params = tt_xmalloc(pbytes ? pbytes : 1);
-    *m = tt_xmalloc(mbytes ? mbytes : 1);
-    *v = tt_xmalloc(mbytes ? mbytes : 1);
-    memcpy(*params, body + sbytes, pbytes);
-    memcpy(*m, body + sbytes + pbytes, mbytes);
-    memcpy(*v, body + sbytes + pbytes + mbytes, mbytes);
+    ckpt_reader *r = tt_xcalloc(1, sizeof *r);
+    snprintf(r->path, sizeof r->path, "%s", path);
+    r->fd = fd;
+    r->base = HEADER_BYTES + sbytes;
+    r->size[0] = st->n_params * st->real_bytes;
+    r->size[1] = r->size[2] = st->n_params * sizeof(float);
+    *out = r;
+    fd = -1;
 out:
-    free(body);
-    close(fd);
+    free(buf);
+    XXH3_freeState(x);
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
+int ckpt_reader_get(ckpt_reader *r, int section, uint64_t offset, void *dst, size_t bytes) {
+    TT_ASSERT(section >= 0 && section < 3 && offset + bytes <= r->size[section]); /* within what the record sized */
+    uint64_t at = r->base + offset;
+    for (int s = 0; s < section; s++) at += r->size[s];
+    for (size_t done = 0; done < bytes;) {
+        ssize_t n = pread(r->fd, (uint8_t *)dst + done, bytes - done, (off_t)(at + done));
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            return TT_FAIL(-EIO, "reading %s failed%s", r->path, n == 0 ? ": it was cut short while reading" : "");
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+void ckpt_reader_close(ckpt_reader *r) {
+    if (!r) return;
+    close(r->fd);
+    free(r);
+}
+
+int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v) {
+    *params = NULL; *m = *v = NULL;
+    ckpt_reader *r;
+    int rc = ckpt_reader_open(&r, dir, st);
+    if (rc) return rc;
+    *params = tt_xmalloc(r->size[0] ? r->size[0] : 1);
+    *m = tt_xmalloc(r->size[1] ? r->size[1] : 1);
+    *v = tt_xmalloc(r->size[2] ? r->size[2] : 1);
+    rc = ckpt_reader_get(r, 0, 0, *params, r->size[0]);
+    if (rc == 0) rc = ckpt_reader_get(r, 1, 0, *m, r->size[1]);
+    if (rc == 0) rc = ckpt_reader_get(r, 2, 0, *v, r->size[2]);
+    ckpt_reader_close(r);
+    if (rc) {
+        free(*params); free(*m); free(*v);
+        *params = NULL; *m = *v = NULL;
+    }
     return rc;
 }

@@ -75,4 +75,30 @@ int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const 
  * truncated, corrupt). */
 int ckpt_read(const char *dir, ckpt_state *st, void **params, float **m, float **v);
 
+/* The same file in pieces, never whole in memory (full training's holds 12
+ * bytes a parameter): */
+typedef struct ckpt_writer ckpt_writer;
+/* Starts dir/checkpoint.bin.partial for st (its record, then n_params values
+ * in each of params, m and v to come). Returns 0 or -errno with a message. */
+int ckpt_writer_open(ckpt_writer **w, const char *dir, const ckpt_state *st);
+/* Appends bytes in the file's order: params' n_params * real_bytes, then m's
+ * and v's n_params floats; _zeros appends that many zero bytes. On failure
+ * (-errno with a message; a full disk is named) w is freed and the partial
+ * file removed. */
+int ckpt_writer_put(ckpt_writer *w, const void *data, size_t bytes);
+int ckpt_writer_zeros(ckpt_writer *w, uint64_t bytes);
+/* Once every byte is in: the header with the payload's checksum, fsync,
+ * renamed over dir/checkpoint.bin. Frees w; 0 or -errno with a message. */
+int ckpt_writer_close(ckpt_writer *w);
+/* Drops an unfinished file (w may be NULL). */
+void ckpt_writer_abort(ckpt_writer *w);
+
+typedef struct ckpt_reader ckpt_reader;
+/* Opens dir/checkpoint.bin and checks it as ckpt_read does (the checksum in
+ * one pass over the file, 8 MiB at a time); *st receives the record. */
+int ckpt_reader_open(ckpt_reader **r, const char *dir, ckpt_state *st);
+/* bytes at offset within a section: 0 params, 1 m, 2 v. 0 or -EIO with a message. */
+int ckpt_reader_get(ckpt_reader *r, int section, uint64_t offset, void *dst, size_t bytes);
+void ckpt_reader_close(ckpt_reader *r);
+
 #endif
