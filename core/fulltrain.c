@@ -555,20 +555,18 @@ static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c,
     }
 }
 
-/* The largest of one tensor's weights, moments and projector (values): the buffers the file passes through. */
-static size_t ck_largest(const tt_config *c, const ck_ops *ops, void *ctx) {
-    size_t mx = 1;
+/* The most values one tensor has of weights [0], moments (each) [1] and projector [2]: the buffers the file
+ * passes through (at least 1 each). */
+static void ck_largest(const tt_config *c, const ck_ops *ops, void *ctx, size_t mx[3]) {
+    mx[0] = mx[1] = mx[2] = 1;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
         config_tensor(c, i, &d);
         if (!trainable(c, &d)) continue;
         const tt_galore *g = ops->gal(ctx, i);
-        size_t n = d.rows * d.cols, k = g ? g->nmom : 0, pj = g ? (size_t)g->prows * g->r : 0;
-        mx = n > mx ? n : mx;
-        mx = k > mx ? k : mx;
-        mx = pj > mx ? pj : mx;
+        size_t k[3] = {d.rows * d.cols, g ? g->nmom : d.rows * d.cols, g ? (size_t)g->prows * g->r : 0};
+        for (int j = 0; j < 3; j++) mx[j] = k[j] > mx[j] ? k[j] : mx[j];
     }
-    return mx;
 }
 
 /* Written in the file's order a tensor at a time, never gathered whole (12 bytes a parameter of host memory
@@ -579,10 +577,13 @@ static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix,
     ck_sizes(c, ops, ctx, &np, &nm, &nw);
     if (mkdir(o->ckpt_dir, 0755) != 0 && errno != EEXIST)
         return TT_FAIL(-errno, "cannot create the checkpoint folder %s: %s", o->ckpt_dir, strerror(errno));
-    float *buf = malloc(ck_largest(c, ops, ctx) * sizeof(float));
+    size_t mx[3];
+    ck_largest(c, ops, ctx, mx);
+    const size_t big = mx[0] > mx[1] ? (mx[0] > mx[2] ? mx[0] : mx[2]) : (mx[1] > mx[2] ? mx[1] : mx[2]);
+    float *buf = malloc(big * sizeof(float));
     if (!buf)
         return TT_FAIL(-ENOMEM, "out of memory writing the checkpoint to %s (one tensor's %zu values)", o->ckpt_dir,
-                       ck_largest(c, ops, ctx));
+                       big);
     be_synchronize(); /* every update and write-back of the step is done */
     ckpt_state st;
     ck_record(&st, o, c, mix, np, step, seen);
@@ -623,10 +624,12 @@ static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const
     ck_sizes(c, ops, ctx, &np, &nm, &pj);
     ck_record(&want, o, c, mix, np, 0, 0);
     rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
-    size_t big = ck_largest(c, ops, ctx);
-    float *W = malloc(big * 4), *M = malloc(big * 4), *V = malloc(big * 4), *PJ = malloc(big * 4);
+    size_t mx[3];
+    ck_largest(c, ops, ctx, mx);
+    float *W = malloc(mx[0] * 4), *M = malloc(mx[1] * 4), *V = malloc(mx[1] * 4), *PJ = malloc(mx[2] * 4);
     if (rc == 0 && (!W || !M || !V || !PJ))
-        rc = TT_FAIL(-ENOMEM, "out of memory reading the checkpoint %s (one tensor's %zu values)", o->resume_dir, big);
+        rc = TT_FAIL(-ENOMEM, "out of memory reading the checkpoint %s (one tensor's %zu values)", o->resume_dir,
+                     mx[0]);
     uint64_t w = 0, mo = 0;
     for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
         tt_tensor_desc d;
