@@ -132,6 +132,9 @@ void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real
     cur()->rope(T, seq, nh, hd, cos_t, sin_t, x, inverse, seg, dt);
 }
 size_t be_mlp_chunk_elems(void) { return cur()->mlp_chunk_elems; }
+const char *be_attn_path_name(int B, int seq, int nh, int nkv, int hd, int dt) {
+    return cur()->attn_path_name ? cur()->attn_path_name(B, seq, nh, nkv, hd, dt) : "reference";
+}
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
     return cur()->attn_scratch_bytes ? cur()->attn_scratch_bytes(B, seq, nh, nkv, hd, dt) : 0;
 }

@@ -267,6 +267,12 @@ typedef struct tt_backend {
      * dequantization costs against its products takes bigger chunks (more
      * workspace, fewer dequantizations). 0: 16M. */
     size_t mlp_chunk_elems;
+
+    /* ---- optional description ---- */
+    /* Which attention ran at these shapes and activation type (the last
+     * forward and backward there), in words, for bench kernels; NULL: the
+     * backend has one. */
+    const char *(*attn_path_name)(int B, int seq, int nh, int nkv, int hd, int dt);
 } tt_backend;
 
 /* The largest cross-entropy chunk (rows) a backend must take. */
@@ -337,6 +343,8 @@ void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const v
                  const int32_t *seg, void *scratch, int dt);
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
 size_t be_mlp_chunk_elems(void); /* the backend's hint, 0 when it gives none */
+/* The attention the backend ran at these shapes, in words ("reference" when it has one path). */
+const char *be_attn_path_name(int B, int seq, int nh, int nkv, int hd, int dt);
 void be_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
                 const int32_t *pos, void *out, int dt);
 void be_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt);

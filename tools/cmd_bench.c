@@ -601,9 +601,12 @@ static int bench_kernels(int argc, char **argv) {
     }
     printf("bench kernels on %s (%s activations): gemm (%ld x %ld) x (%ld x %ld)^T, %ld iterations\n", be->name,
            bf ? "bf16" : "f32", m, k, n, k, iters);
+    const char *apath = attn_seq > 0 ? be_attn_path_name(1, (int)attn_seq, (int)heads, (int)kv_heads, (int)head_dim,
+                                                         bf ? BE_BF16 : BE_REAL)
+                                     : "";
     if (attn_seq > 0)
-        printf("  attention: seq %ld, %ld query / %ld KV heads, head_dim %ld, causal\n", attn_seq, heads, kv_heads,
-               head_dim);
+        printf("  attention: seq %ld, %ld query / %ld KV heads, head_dim %ld, causal: %s\n", attn_seq, heads, kv_heads,
+               head_dim, apath);
     printf("  %-26s %12s %10s\n", "op", "throughput", "ms");
     for (int i = 0; i < nr; i++) printf("  %-26s %8.2f %-8s %8.3f\n", res[i].op, res[i].value, res[i].unit, res[i].ms);
     printf("  dequant+gemm / plain gemm throughput: %.2f\n", tg / td);
@@ -614,6 +617,7 @@ static int bench_kernels(int argc, char **argv) {
         for (int i = 0; i < nr; i++) printf(",\"%s\":%.4f", res[i].op, res[i].value);
         printf(",\"dequant_gemm_ratio\":%.4f", tg / td);
         if (reg_over_pinned > 0) printf(",\"registered_over_pinned\":%.4f", reg_over_pinned);
+        if (attn_seq > 0) printf(",\"attention_path\":\"%s\"", apath);
         printf("}\n");
     }
     exit_code = 0;

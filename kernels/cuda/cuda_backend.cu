@@ -514,6 +514,29 @@ static int cudnn_attn(int dir, int B, int seq, int nh, int nkv, int hd, const vo
 }
 static int use_cudnn(int hd, int dt, const int32_t *seg) { return g_cudnn_on && !seg && cuda_attn_cudnn(1, hd, dt); }
 
+/* backend.h's attn_path_name: cuDNN's plans where both directions ran through them, else the kernel path. */
+static const char *cu_attn_path_name(int B, int seq, int nh, int nkv, int hd, int dt) {
+    static char name[160];
+    const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
+    tt_sdpa_plan *pl[2] = {NULL, NULL};
+    for (int i = 0; i < g_cudnn_nplans; i++)
+        if (!memcmp(&g_cudnn_plans[i].sh, &sh, sizeof sh)) pl[g_cudnn_plans[i].dir] = g_cudnn_plans[i].p;
+    if (use_cudnn(hd, dt, NULL) && pl[TT_SDPA_FWD] && pl[TT_SDPA_BWD]) {
+        const size_t v = tt_cudnn_version(g_cudnn);
+        snprintf(name, sizeof name, "cuDNN %zu.%zu.%zu fused (engines %lld forward, %lld backward)", v / 10000,
+                 v / 100 % 100, v % 100, (long long)tt_sdpa_plan_engine(pl[TT_SDPA_FWD]),
+                 (long long)tt_sdpa_plan_engine(pl[TT_SDPA_BWD]));
+        return name;
+    }
+    const int path = attn_path(hd, dt);
+    snprintf(name, sizeof name, "%s%s",
+             path == CUDA_ATTN_FA2     ? "tensor-core flash kernels (cuda_fa2.h)"
+             : path == CUDA_ATTN_FLASH ? "fp32-tile flash kernels (cuda_flash.h)"
+                                       : "head-chunked cuBLAS",
+             g_cudnn_req && cuda_attn_cudnn(1, hd, dt) ? "; cuDNN refused these shapes or did not run both ways" : "");
+    return name;
+}
+
 /* The scratch the attention ops take (the workspace carves it). */
 static size_t cu_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt) {
     return cuda_attn_scratch(attn_path(hd, dt), cuda_attn_cudnn(g_cudnn_req, hd, dt), B, seq, nh, nkv, hd, dt);
@@ -1328,6 +1351,7 @@ static tt_backend g_cuda = {
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
     cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed, cu_dev_in_use,
     CUDA_MLP_CHUNK_ELEMS,
+    cu_attn_path_name,
 };
 
 extern "C" const tt_backend *backend_cuda(void) {
