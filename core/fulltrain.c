@@ -613,7 +613,8 @@ static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix,
     return rc ? rc : ckpt_writer_close(wr);
 }
 
-/* Restores o->resume_dir into the run: *step and *seen where it stopped. Read a tensor at a time, as written. */
+/* Restores o->resume_dir into the run: *step and *seen where it stopped. Read a tensor at a time (its weights,
+ * moments and projector at once: set takes them together), after the whole file's checksum. */
 static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const ck_ops *ops, void *ctx, int *step,
                    uint64_t *seen) {
     ckpt_state st, want;
@@ -626,10 +627,13 @@ static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const
     rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
     size_t mx[3];
     ck_largest(c, ops, ctx, mx);
-    float *W = malloc(mx[0] * 4), *M = malloc(mx[1] * 4), *V = malloc(mx[1] * 4), *PJ = malloc(mx[2] * 4);
-    if (rc == 0 && (!W || !M || !V || !PJ))
-        rc = TT_FAIL(-ENOMEM, "out of memory reading the checkpoint %s (one tensor's %zu values)", o->resume_dir,
-                     mx[0]);
+    float *W = NULL, *M = NULL, *V = NULL, *PJ = NULL;
+    if (rc == 0) {
+        W = malloc(mx[0] * 4), M = malloc(mx[1] * 4), V = malloc(mx[1] * 4), PJ = malloc(mx[2] * 4);
+        if (!W || !M || !V || !PJ)
+            rc = TT_FAIL(-ENOMEM, "out of memory reading the checkpoint %s (%.1f MiB for one tensor's weights, "
+                         "moments and projector)", o->resume_dir, (mx[0] + 2 * mx[1] + mx[2]) * 4 / 1048576.0);
+    }
     uint64_t w = 0, mo = 0;
     for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
         tt_tensor_desc d;

@@ -110,7 +110,7 @@ int ckpt_writer_put(ckpt_writer *w, const void *data, size_t bytes) {
 }
 
 int ckpt_writer_zeros(ckpt_writer *w, uint64_t bytes) {
-    static const uint8_t zero[65536];
+    static const uint8_t zero[1 << 20]; /* GaLore's moment sections are mostly zeros: few, large writes */
     while (bytes) {
         size_t n = bytes < sizeof zero ? (size_t)bytes : sizeof zero;
         int rc = ckpt_writer_put(w, zero, n);
@@ -130,8 +130,12 @@ int ckpt_writer_close(ckpt_writer *w) {
     memcpy(hdr + 12, &w->sbytes, 4);
     memcpy(hdr + 16, &w->payload, 8);
     memcpy(hdr + 24, &sum, 8);
-    ssize_t r = pwrite(w->fd, hdr, HEADER_BYTES, 0);
-    if (r != (ssize_t)HEADER_BYTES) return writer_drop(w, atomic_write_fail(w->path, r < 0 ? errno : EIO, "writing"));
+    for (size_t done = 0; done < HEADER_BYTES;) {
+        ssize_t r = pwrite(w->fd, hdr + done, HEADER_BYTES - done, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return writer_drop(w, atomic_write_fail(w->path, r < 0 ? errno : EIO, "writing"));
+        done += (size_t)r;
+    }
     if (fsync(w->fd) != 0) return writer_drop(w, atomic_write_fail(w->path, errno, "syncing"));
     int fd = w->fd;
     w->fd = -1;

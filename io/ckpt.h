@@ -95,7 +95,10 @@ void ckpt_writer_abort(ckpt_writer *w);
 
 typedef struct ckpt_reader ckpt_reader;
 /* Opens dir/checkpoint.bin and checks it as ckpt_read does (the checksum in
- * one pass over the file, 8 MiB at a time); *st receives the record. */
+ * one pass over the file, 8 MiB at a time); *st receives the record (and is
+ * undefined on failure). The pieces are read again by ckpt_reader_get: the
+ * file is read twice, and a change to it in between goes unseen (the
+ * checkpoint is one the run itself wrote, renamed into place whole). */
 int ckpt_reader_open(ckpt_reader **r, const char *dir, ckpt_state *st);
 /* bytes at offset within a section: 0 params, 1 m, 2 v. 0 or -EIO with a message. */
 int ckpt_reader_get(ckpt_reader *r, int section, uint64_t offset, void *dst, size_t bytes);
