@@ -1024,6 +1024,65 @@ int fulltrain_plan(const tt_full_opts *o, tt_plan *p, uint64_t *min_dev, uint64_
     return rc;
 }
 
+int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_req *hints, tt_full_opts *so,
+                    tt_plan *tp, tt_plan *p) {
+    *so = *o;
+    int rc = 0, teacher_failed = 0;
+    if (o->teacher_path) {
+        tier_store *ts = NULL;
+        if ((rc = tier_open(&ts, o->teacher_path)) == 0) {
+            tt_plan_req tr;
+            teacher_req(o, &tr);
+            uint64_t tdev = 0, thost = 0, total = 0;
+            plan_minimum(ts, &tr, &tdev, &thost);
+            plan_dev_fits(tdev, 0, &total);
+            char a[32], b[32];
+            if (o->hbm && total >= o->hbm)
+                rc = TT_FAIL(-ENOSPC, "--hbm %s is too small for the --teacher %s alone (its smallest plan needs %s of "
+                             "the device); raise --hbm", tt_fmt_bytes(o->hbm, a, sizeof a), o->teacher_path,
+                             tt_fmt_bytes(total, b, sizeof b));
+            if (rc == 0 && o->host && thost >= o->host)
+                rc = TT_FAIL(-ENOSPC, "--host %s is too small for the --teacher %s alone (its smallest plan needs %s); "
+                             "raise --host", tt_fmt_bytes(o->host, a, sizeof a), o->teacher_path,
+                             tt_fmt_bytes(thost, b, sizeof b));
+            teacher_failed = rc != 0;
+            if (rc == 0) {
+                if (o->hbm) { tr.hbm = total; so->hbm = o->hbm - tdev; }
+                if (o->host) { tr.host = thost; so->host = o->host - thost; }
+                rc = plan_make(ts, &tr, tp);
+            }
+            tier_close(ts);
+        }
+    }
+    if (rc == 0) {
+        tt_plan_req req;
+        fulltrain_plan_req(so, &req);
+        if (hints) {
+            req.host_avail = hints->host_avail;
+            req.io_gbps = hints->io_gbps;
+            req.gflops = hints->gflops;
+            req.lm_head = hints->lm_head;
+        }
+        rc = plan_make(s, &req, p);
+    }
+    if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
+        uint64_t sdev = 0, shost = 0, need = 0;
+        tt_plan_req req;
+        fulltrain_plan_req(so, &req);
+        plan_minimum(s, &req, &sdev, &shost);
+        plan_dev_fits(sdev + (o->hbm - so->hbm), 0, &need); /* the model's smallest plan and the teacher's */
+        char a[32], b[32], h[32];
+        rc = o->hbm && need > o->hbm
+                 ? TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
+                           "plan and the model's together need --hbm %s; raise --hbm or lower --micro-batch / --seq",
+                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b))
+                 : TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher (the teacher's smallest "
+                           "plan takes %s of it); raise --host", tt_fmt_bytes(o->host, a, sizeof a),
+                           tt_fmt_bytes(o->host - so->host, h, sizeof h));
+    }
+    return rc;
+}
+
 void fulltrain_stream_bytes(const struct tier_store *s, const tt_full_opts *o, const tt_plan *p, uint64_t *master,
                             uint64_t *h2d, uint64_t *d2h) {
     const tt_config *c = tier_config(s);
@@ -1051,48 +1110,12 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->mvo = tt_xcalloc(f->nt, sizeof *f->mvo);
     f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
     f->so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
-    tt_full_opts *so = &f->so;
     tt_plan tp;
-    int rc = 0, teacher_failed = 0;
-    if (o->teacher_path) {
-        tier_store *ts = NULL;
-        if ((rc = tier_open(&ts, o->teacher_path)) == 0) {
-            tt_plan_req tr;
-            teacher_req(o, &tr);
-            uint64_t tdev = 0, thost = 0, total = 0;
-            plan_minimum(ts, &tr, &tdev, &thost);
-            plan_dev_fits(tdev, 0, &total);
-            char a[32], b[32];
-            if (o->hbm && total >= o->hbm)
-                rc = TT_FAIL(-ENOSPC, "--hbm %s is too small for the --teacher %s alone (its smallest plan needs %s of "
-                             "the device); raise --hbm", tt_fmt_bytes(o->hbm, a, sizeof a), o->teacher_path,
-                             tt_fmt_bytes(total, b, sizeof b));
-            if (rc == 0 && o->host && thost >= o->host)
-                rc = TT_FAIL(-ENOSPC, "--host %s is too small for the --teacher %s alone (its smallest plan needs %s); "
-                             "raise --host", tt_fmt_bytes(o->host, a, sizeof a), o->teacher_path,
-                             tt_fmt_bytes(thost, b, sizeof b));
-            teacher_failed = rc != 0;
-            if (rc == 0) {
-                if (o->hbm) { tr.hbm = total; so->hbm = o->hbm - tdev; }
-                if (o->host) { tr.host = thost; so->host = o->host - thost; }
-                rc = plan_make(ts, &tr, &tp);
-            }
-            tier_close(ts);
-        }
-    }
-    if (rc == 0) rc = fulltrain_plan(so, &f->plan, NULL, NULL);
-    if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
-        uint64_t sdev = 0, shost = 0, need = 0;
-        fulltrain_plan(so, NULL, &sdev, &shost);
-        plan_dev_fits(sdev + (o->hbm - so->hbm), 0, &need); /* the model's smallest plan and the teacher's */
-        char a[32], b[32], h[32];
-        rc = o->hbm && need > o->hbm
-                 ? TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
-                           "plan and the model's together need --hbm %s; raise --hbm or lower --micro-batch / --seq",
-                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b))
-                 : TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher (the teacher's smallest "
-                           "plan takes %s of it); raise --host", tt_fmt_bytes(o->host, a, sizeof a),
-                           tt_fmt_bytes(o->host - so->host, h, sizeof h));
+    tier_store *ms = NULL;
+    int rc = tier_open(&ms, o->model_path);
+    if (rc == 0) {
+        rc = fulltrain_plans(ms, o, NULL, &f->so, &tp, &f->plan);
+        tier_close(ms);
     }
     if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
     if (rc == 0 && o->teacher_path) rc = exec_create(&f->teacher, o->teacher_path, &tp, 0, NULL);

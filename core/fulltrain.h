@@ -53,8 +53,20 @@ void fulltrain_optim_bytes(const tt_config *cfg, const tt_full_opts *o, uint64_t
  * read; -ENOSPC: the budgets are too small, naming the option). */
 struct tt_plan;
 struct tt_plan_req;
+struct tier_store;
 void fulltrain_plan_req(const tt_full_opts *o, struct tt_plan_req *req);
 int fulltrain_plan(const tt_full_opts *o, struct tt_plan *p, uint64_t *min_dev, uint64_t *min_host);
+/* The streamed run's plans for o on the model's store s (open; it may be
+ * described, not on disk): with o->teacher_path, distillation's teacher gets
+ * its smallest plan on its own stream first (*tp) and the model plans in what
+ * that leaves (*so: o with the model's budgets, which *p's request points
+ * at: keep so alive with p); without one, *so = *o and *tp is untouched.
+ * hints (may be NULL): the plan request's host_avail, io_gbps, gflops and
+ * lm_head. Returns 0, or -errno with a message (-ENOSPC: the budget too
+ * small for the teacher alone, or for both, naming the option and the
+ * smallest that works). */
+int fulltrain_plans(const struct tier_store *s, const tt_full_opts *o, const struct tt_plan_req *hints,
+                    tt_full_opts *so, struct tt_plan *tp, struct tt_plan *p);
 /* For a streamed plan p of store s: the f32 master weights' bytes (the host
  * cache) and the host-to-device and device-to-host bytes of a step (layer
  * loads the slots miss, every layer's optimizer state in and out, every

@@ -159,5 +159,19 @@ cmp -s "$dir/kd-r.tier" "$dir/kd-s.tier" || fail "streamed distillation wrote an
 expect_error "distill, streamed: budget" "with a --teacher: the teacher's smallest plan and the model's together need --hbm" \
     "$T" train $FULL --steps 2 --clip 0 --teacher "$dir/teacher.tier" --hbm 12M --out "$dir/x.tier"
 [ -e "$dir/x.tier" ] && fail "a refused distillation left x.tier"
+need=$(sed -n 's/.*together need --hbm \([0-9.]* [KMG]i*B\).*/\1/p' "$dir/err")
+# plan --full --teacher: the same refusal and smallest budget as train; at that budget both plans fit and train runs
+PF="--model $dir/f32.tier --full --seq 32 --micro-batch 2 --batch-tokens 128 --teacher $dir/teacher.tier"
+expect_error "plan --full --teacher: budget" "together need --hbm $need" "$T" plan $PF --hbm 12M
+expect_error "plan --full --teacher: the teacher alone" "too small for the --teacher .*teacher.tier alone" "$T" plan $PF --hbm 1M
+hb=$(echo "$need" | awk '{ n = $1 + 0; print /GiB/ ? int(n * 1024 + 1) "M" : int(n + 1) "M" }')
+expect_ok "plan --full --teacher" "$T" plan $PF --hbm "$hb"
+grep -q "^distillation from .*teacher.tier: the teacher's plan, on its own stream, holds [0-9]* of 4 layers" "$dir/out" ||
+    { fail "plan --full --teacher: no line for the teacher's plan"; cat "$dir/out"; }
+expect_ok "plan --full --teacher --json" "$T" plan $PF --hbm "$hb" --json
+grep -q '"teacher":{"path":".*teacher.tier","dev_bytes":[0-9]*' "$dir/out" || fail "plan --full --teacher --json: no teacher"
+expect_ok "train at plan's budget" "$T" train $FULL --steps 1 --eval-every 0 --clip 0 --teacher "$dir/teacher.tier" \
+    --hbm "$hb" --out "$dir/kd-b.tier"
+expect_error "plan --teacher without --full" "add --full" "$T" plan --model "$dir/f32.tier" --teacher "$dir/teacher.tier"
 
 finish test_train_cli

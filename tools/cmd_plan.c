@@ -105,8 +105,10 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
     if (as_json) printf("]}\n");
 }
 
-/* plan --full: the streamed full-training plan (core/fulltrain.c) and its host memory and traffic. */
-static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *optim, long grank, int as_json) {
+/* plan --full: the streamed full-training plan (core/fulltrain.c) and its host memory and traffic; with a
+ * --teacher, distillation's: the teacher's smallest plan first, the model's in what it leaves (as train). */
+static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *optim, long grank, const char *teacher,
+                     int as_json) {
     const tt_config *c = tier_config(s);
     if (strcmp(optim, "adamw") != 0 && strcmp(optim, "galore") != 0) {
         fprintf(stderr, "tiertrain plan: --optim must be adamw or galore\n");
@@ -121,19 +123,19 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     o.hbm = lreq->hbm; o.host = lreq->host;
     o.optim = strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW;
     o.galore = (tt_galore_cfg){(int)grank, 200, 0.25f, 0};
-    tt_plan_req req;
-    fulltrain_plan_req(&o, &req);
-    req.host_avail = lreq->host_avail;
-    req.io_gbps = lreq->io_gbps;
-    req.gflops = lreq->gflops;
-    req.lm_head = lreq->lm_head;
-    tt_plan p;
-    if (plan_make(s, &req, &p)) return tool_fail("plan");
+    o.teacher_path = teacher;
+    tt_full_opts so;
+    tt_plan p, tp;
+    if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
     uint64_t master, h2d, d2h, ob, ab, wb;
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
     fulltrain_optim_bytes(c, &o, &ob, &ab, &wb);
     if (as_json) {
         plan_print_json(s, &p, stdout);
+        if (teacher)
+            printf("\n{\"teacher\":{\"path\":\"%s\",\"dev_bytes\":%llu,\"host_bytes\":%llu,\"slots\":%d,"
+                   "\"layers\":%d}}", teacher, (unsigned long long)tp.dev_bytes, (unsigned long long)tp.host_bytes,
+                   tp.slots, tp.L);
         printf("\n{\"full\":{\"optim\":\"%s\",\"master_bytes\":%llu,\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu,"
                "\"host_bytes\":%llu,\"nvme_first_step\":%llu,\"nvme_per_step\":%llu,\"h2d_per_step\":%llu,"
                "\"d2h_per_step\":%llu}}\n", optim, (unsigned long long)master, (unsigned long long)ob,
@@ -143,6 +145,11 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     }
     plan_print(s, &p, stdout);
     char x[32], y[32], z[32], w[32];
+    if (teacher)
+        printf("distillation from %s: the teacher's plan, on its own stream, holds %d of %d layers on the device, "
+               "%s of the device and %s of the host beside the model's above%s\n", teacher, tp.slots, tp.L,
+               tt_fmt_bytes(tp.dev_bytes, x, sizeof x), tt_fmt_bytes(tp.host_bytes, y, sizeof y),
+               o.hbm || o.host ? " (its smallest, taken out of --hbm / --host first)" : "");
     printf("full training (%s), streamed: each layer's f32 master weights and optimizer state in the host arena, "
            "its update right after its backward\n", o.optim ? "GaLore" : "AdamW");
     if (o.optim) printf("  GaLore rank %ld on the projections whose state it makes smaller, AdamW on the rest\n", grank);
@@ -185,7 +192,7 @@ static int describe_preset(const char *preset, double ratio, const char *quant, 
 }
 
 int cmd_plan(int argc, char **argv) {
-    const char *model, *preset, *quant, *optim;
+    const char *model, *preset, *quant, *optim, *teacher;
     tool_plan_args a = {0};
     double io_gbps, gflops, prune_ratio;
     int as_json, sweep, generate, full;
@@ -198,6 +205,7 @@ int cmd_plan(int argc, char **argv) {
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full, streamed: f32 master weights and optimizer state in the host arena) instead of LoRA"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw or galore"},
         {"galore-rank", 0, CLI_INT, &grank, "128", "R", "with --full --optim galore: the projection rank"},
+        {"teacher", 0, CLI_STR, &teacher, NULL, "FILE", "with --full: plan distillation from this store, as train --full --teacher (the teacher's smallest plan first, the model's in what it leaves of --hbm and --host)"},
         TOOL_PLAN_OPTS(a),
         {"io-gbps", 0, CLI_FLOAT, &io_gbps, "0", "X", "measured NVMe read GB/s for the step-time prediction (bench io)"},
         {"gflops", 0, CLI_FLOAT, &gflops, "0", "X", "measured compute GFLOP/s for the prediction (bench overlap)"},
@@ -222,6 +230,10 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tiertrain plan: --full goes with neither --generate nor --sweep\n");
         return 2;
     }
+    if (teacher && !full) {
+        fprintf(stderr, "tiertrain plan: --teacher plans full training's distillation: add --full\n");
+        return 2;
+    }
     tier_store *s;
     if (preset) {
         if ((rc = describe_preset(preset, prune_ratio, quant, &s))) return rc;
@@ -244,7 +256,7 @@ int cmd_plan(int argc, char **argv) {
         gen_plan_req(&req, s, &lora, req.B, req.seq, (int)context);
     }
     if (full) {
-        rc = plan_full(s, &req, optim, grank, as_json);
+        rc = plan_full(s, &req, optim, grank, teacher, as_json);
         tier_close(s);
         return rc;
     }
