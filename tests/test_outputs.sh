@@ -131,6 +131,10 @@ expect_error "second writer" "another tiertrain (process $pid) is writing .*busy
 kill -INT $pid 2>/dev/null
 wait $pid || fail "the first writer did not stop cleanly (exit $?)"
 [ -s "$dir/busy/checkpoint.bin" ] || fail "the first writer's checkpoint is missing"
+# its lock is gone with it, and the folder takes the next run (which takes the lock anew)
+[ -e "$dir/busy/.tiertrain.lock" ] && fail "a finished run left its lock file"
+expect_ok "the next writer" "$T" train $FLAGS --steps 1 --out "$dir/busy" --force
+[ -e "$dir/busy/.tiertrain.lock" ] && fail "a finished run left its lock file"
 # inputs that are FIFOs: refused in one line within the time limit (an open would wait for a writer)
 mkfifo "$dir/fifo" || fail "mkfifo"
 mkdir "$dir/hf3" "$dir/ad3" "$dir/ck3"

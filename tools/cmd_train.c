@@ -121,7 +121,7 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
             fprintf(stderr, "tiertrain train: cannot create --out %s: %s\n", o->out_dir, strerror(errno));
             return 2;
         }
-        if (tool_lock_dir("train", o->out_dir) < 0) return 2; /* held until the process exits */
+        if (tool_lock_dir("train", o->out_dir) < 0) return 2; /* held until the process exits, then removed */
     }
     if (trace_path) {
         const char *ins[TRAIN_MAX_INPUTS + 2];

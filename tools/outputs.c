@@ -151,30 +151,59 @@ int tool_holds_run(const char *dir) {
     return snprintf(p, sizeof p, "%s/" CKPT_FILE, dir) < (int)sizeof p && stat(p, &st) == 0;
 }
 
+/* The lock this process holds (one: train's --out), released at exit: its file is removed while still
+ * held, so a process that opened the file meanwhile finds, once it gets the lock, that the file it locked is
+ * gone (tool_lock_dir compares the two), and locks a new one. */
+static char g_lock_path[4096];
+static int g_lock_fd = -1;
+static void lock_release(void) {
+    if (g_lock_fd < 0) return;
+    unlink(g_lock_path);
+    close(g_lock_fd);
+    g_lock_fd = -1;
+}
+
 int tool_lock_dir(const char *cmd, const char *dir) {
+    TT_ASSERT(g_lock_fd < 0);
     char p[4096];
     if (snprintf(p, sizeof p, "%s/" TOOL_LOCK_FILE, dir) >= (int)sizeof p) {
         fprintf(stderr, "tiertrain %s: %s: the path is too long\n", cmd, dir);
         return -1;
     }
-    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "tiertrain %s: cannot create the lock %s: %s\n", cmd, p, strerror(errno));
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        char who[32] = "";
-        ssize_t n = pread(fd, who, sizeof who - 1, 0);
-        who[n > 0 ? n : 0] = 0;
-        who[strcspn(who, "\n")] = 0;
-        fprintf(stderr, "tiertrain %s: another tiertrain (process %s) is writing %s; wait for it or use another "
-                        "directory\n", cmd, *who ? who : "unknown", dir);
-        close(fd);
-        return -1;
+    int fd = -1;
+    for (int tries = 0;; tries++) {
+        fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "tiertrain %s: cannot create the lock %s: %s\n", cmd, p, strerror(errno));
+            return -1;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            char who[32] = "";
+            ssize_t n = pread(fd, who, sizeof who - 1, 0);
+            who[n > 0 ? n : 0] = 0;
+            who[strcspn(who, "\n")] = 0;
+            fprintf(stderr, "tiertrain %s: another tiertrain (process %s) is writing %s; wait for it or use another "
+                            "directory\n", cmd, *who ? who : "unknown", dir);
+            close(fd);
+            return -1;
+        }
+        struct stat held, named;
+        if (fstat(fd, &held) == 0 && stat(p, &named) == 0 && held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+            break; /* the file locked is the one the path names */
+        close(fd); /* its holder removed it at exit between our open and our lock: lock the new one */
+        if (tries == 16) {
+            fprintf(stderr, "tiertrain %s: the lock %s keeps being replaced; is another tiertrain starting and "
+                            "stopping on %s?\n", cmd, p, dir);
+            return -1;
+        }
     }
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* best effort: the lock is what counts */
     }
-    return fd; /* held until the process exits */
+    snprintf(g_lock_path, sizeof g_lock_path, "%s", p);
+    g_lock_fd = fd;
+    static int registered;
+    if (!registered++) atexit(lock_release);
+    return fd; /* held until the process exits, which removes the file */
 }

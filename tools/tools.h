@@ -78,8 +78,9 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
 int tool_holds_run(const char *dir);
 #define TOOL_LOCK_FILE ".tiertrain.lock"
 /* Locks DIR (DIR/TOOL_LOCK_FILE, flock, this process's id written in it)
- * until the process exits: the fd, or -1 after printing which process holds
- * it. DIR must exist. */
+ * until the process exits, which removes the file (a crash leaves it, but
+ * not the lock): the fd, or -1 after printing which process holds it. DIR
+ * must exist; one lock a process. */
 int tool_lock_dir(const char *cmd, const char *dir);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
