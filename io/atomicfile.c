@@ -42,8 +42,7 @@ void atomic_sync_dir_of(const char *path) {
     close(dfd);
 }
 
-int atomic_write_partial_parts(const char *path, const void *const *parts, const size_t *sizes, int nparts,
-                               char **tmp_out) {
+int atomic_partial_open(const char *path, char **tmp_out) {
     size_t tl = strlen(path) + 16;
     char *tmp = tt_xmalloc(tl);
     snprintf(tmp, tl, "%s.partial", path);
@@ -53,18 +52,37 @@ int atomic_write_partial_parts(const char *path, const void *const *parts, const
         free(tmp);
         return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
     }
-    int err = 0, rc = 0;
-    for (int i = 0; i < nparts && !err; i++) err = atomic_write_all(fd, parts[i], sizes[i]);
-    if (err) rc = atomic_write_fail(path, err, "writing");
-    if (rc == 0 && fsync(fd) != 0) rc = atomic_write_fail(path, errno, "syncing");
+    *tmp_out = tmp;
+    return fd;
+}
+
+int atomic_partial_close(int fd, char *tmp, const char *path) {
+    int rc = 0;
+    if (fsync(fd) != 0) rc = atomic_write_fail(path, errno, "syncing");
     if (close(fd) != 0 && rc == 0) rc = atomic_write_fail(path, errno, "closing");
     if (rc) {
         unlink(tmp);
         free(tmp);
-        return rc;
     }
-    *tmp_out = tmp;
-    return 0;
+    return rc;
+}
+
+int atomic_write_partial_parts(const char *path, const void *const *parts, const size_t *sizes, int nparts,
+                               char **tmp_out) {
+    char *tmp;
+    int fd = atomic_partial_open(path, &tmp);
+    if (fd < 0) return fd;
+    int err = 0;
+    for (int i = 0; i < nparts && !err; i++) err = atomic_write_all(fd, parts[i], sizes[i]);
+    if (err) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return atomic_write_fail(path, err, "writing");
+    }
+    int rc = atomic_partial_close(fd, tmp, path);
+    if (rc == 0) *tmp_out = tmp;
+    return rc;
 }
 
 int atomic_write_partial(const char *path, const void *data, size_t len, char **tmp_out) {

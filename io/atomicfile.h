@@ -20,6 +20,14 @@ int atomic_write_fail(const char *path, int err, const char *what);
 /* fsync of the folder holding path, so a rename in it is durable (best effort). */
 void atomic_sync_dir_of(const char *path);
 
+/* Creates (truncates) "<path>.partial" for writing: its fd, with *tmp_out
+ * (malloc'ed) naming it, or -errno with a message. */
+int atomic_partial_open(const char *path, char **tmp_out);
+/* fsyncs and closes fd, the partial file tmp of path: 0 (tmp is then the
+ * caller's, for atomic_commit), or -errno with a message, the file removed
+ * and tmp freed. */
+int atomic_partial_close(int fd, char *tmp, const char *path);
+
 /* Writes nparts buffers, one after the other, to "<path>.partial" and fsyncs
  * it; *tmp_out (malloc'ed) names it for atomic_commit. Nothing is left behind
  * on failure. Returns 0 or -errno with a message. */

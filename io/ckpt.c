@@ -79,19 +79,17 @@ int ckpt_writer_open(ckpt_writer **out, const char *dir, const ckpt_state *st) {
     *out = NULL;
     ckpt_writer *w = tt_xcalloc(1, sizeof *w);
     path_in(w->path, sizeof w->path, dir);
-    size_t tl = strlen(w->path) + 16;
-    w->tmp = tt_xmalloc(tl);
-    snprintf(w->tmp, tl, "%s.partial", w->path);
+    w->fd = atomic_partial_open(w->path, &w->tmp);
+    if (w->fd < 0) {
+        int rc = w->fd;
+        free(w);
+        return rc;
+    }
     w->sbytes = record_bytes(st);
     w->payload = w->sbytes + st->n_params * (st->real_bytes + 2 * sizeof(float));
     w->x = XXH3_createState();
     TT_ASSERT(w->x);
     XXH3_64bits_reset(w->x);
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        int e = errno;
-        return writer_drop(w, TT_FAIL(-e, "cannot create %s: %s", w->path, strerror(e)));
-    }
     static const uint8_t zero[HEADER_BYTES];
     int e = atomic_write_all(w->fd, zero, HEADER_BYTES);
     if (e) return writer_drop(w, atomic_write_fail(w->path, e, "writing"));
@@ -136,12 +134,9 @@ int ckpt_writer_close(ckpt_writer *w) {
         if (r <= 0) return writer_drop(w, atomic_write_fail(w->path, r < 0 ? errno : EIO, "writing"));
         done += (size_t)r;
     }
-    if (fsync(w->fd) != 0) return writer_drop(w, atomic_write_fail(w->path, errno, "syncing"));
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0) return writer_drop(w, atomic_write_fail(w->path, errno, "closing"));
-    char *tmp = w->tmp; /* atomic_commit renames it into place (or removes it) and frees it */
-    int rc = atomic_commit(tmp, w->path);
+    /* synced and closed, then renamed into place (or removed) and the name freed */
+    int rc = atomic_partial_close(w->fd, w->tmp, w->path);
+    if (rc == 0) rc = atomic_commit(w->tmp, w->path);
     XXH3_freeState(w->x);
     free(w);
     return rc;
