@@ -439,20 +439,26 @@ static void cudnn_start(void) {
     if (!g_cudnn_h) cudnn_off(why);
 }
 
+/* The cache's entry for a direction and shape, or -1. */
+static int cudnn_cached(int dir, tt_sdpa_shape sh) {
+    for (int i = 0; i < g_cudnn_nplans; i++)
+        if (g_cudnn_plans[i].dir == dir && !memcmp(&g_cudnn_plans[i].sh, &sh, sizeof sh)) return i;
+    return -1;
+}
+
 /* The plan for a direction and shape, built on first use; NULL: the kernels run it (cuDNN refused the shape,
  * said once, or 16 shapes have plans already: a plan in flight cannot be freed). */
 static tt_sdpa_plan *cudnn_plan(int dir, tt_sdpa_shape sh) {
-    for (int i = 0; i < g_cudnn_nplans; i++)
-        if (g_cudnn_plans[i].dir == dir && !memcmp(&g_cudnn_plans[i].sh, &sh, sizeof sh)) return g_cudnn_plans[i].p;
+    const int c = cudnn_cached(dir, sh);
+    if (c >= 0) return g_cudnn_plans[c].p;
     if (g_cudnn_nplans == CUDNN_PLANS) return NULL;
     const char *d = dir == TT_SDPA_FWD ? "forward" : "backward";
     char why[512];
     tt_sdpa_plan *p = tt_sdpa_plan_new(g_cudnn, g_cudnn_h, NULL, dir, sh, why, sizeof why);
-    const size_t have = cuda_attn_cudnn_scratch(sh.B, sh.S, sh.H, sh.Hkv, sh.D);
-    if (p && tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh) + (size_t)tt_sdpa_plan_workspace(p) > have) {
+    const size_t reserved = cuda_attn_cudnn_scratch(sh.B, sh.S, sh.H, sh.Hkv, sh.D) - tt_sdpa_layout(sh).workspace;
+    if (p && (size_t)tt_sdpa_plan_workspace(p) > reserved) {
         snprintf(why, sizeof why, "cuDNN %zu's %s plan asks %.1f MiB of workspace, %.1f MiB are reserved",
-                 tt_cudnn_version(g_cudnn), d, tt_sdpa_plan_workspace(p) / 1048576.0,
-                 (have - tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh)) / 1048576.0);
+                 tt_cudnn_version(g_cudnn), d, tt_sdpa_plan_workspace(p) / 1048576.0, reserved / 1048576.0);
         tt_sdpa_plan_free(p);
         p = NULL;
     }
@@ -491,15 +497,14 @@ static int cudnn_attn(int dir, int B, int seq, int nh, int nkv, int hd, const vo
     tt_sdpa_plan *p = cudnn_plan(dir, sh);
     if (!p) return 0;
     const size_t n = (size_t)B * nh * seq;
-    float *packed = (float *)scratch;
-    void *ws = (char *)scratch + tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh);
-    tt_sdpa_io io = {q, k, v, (void *)out, dout, dq, dk, dv, scratch, ws};
+    const tt_sdpa_scratch l = tt_sdpa_layout(sh);
+    float *packed = (float *)((char *)scratch + l.lse);
+    tt_sdpa_io io = {q, k, v, (void *)out, dout, dq, dk, dv, scratch, (char *)scratch + l.workspace};
     if (dir == TT_SDPA_BWD) {
         k_lse_pack<<<blocks_for(n, 256), 256, 0, g_compute>>>(seq, nh, n, lse, packed, 1);
         LAUNCHED();
         if (tt_cudnn_version(g_cudnn) < 90600) /* older engines add into the dQ accumulator */
-            CUDA_CHECK(cudaMemsetAsync((char *)scratch + 2 * tt_sdpa_rows_bytes(sh), 0, tt_sdpa_rows_bytes(sh) * hd,
-                                       g_compute));
+            CUDA_CHECK(cudaMemsetAsync((char *)scratch + l.dqacc, 0, l.workspace - l.dqacc, g_compute));
     }
     char why[512];
     if (tt_sdpa_run(p, g_cudnn_h, &io, why, sizeof why) != 0) {
@@ -519,8 +524,10 @@ static const char *cu_attn_path_name(int B, int seq, int nh, int nkv, int hd, in
     static char name[160];
     const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
     tt_sdpa_plan *pl[2] = {NULL, NULL};
-    for (int i = 0; i < g_cudnn_nplans; i++)
-        if (!memcmp(&g_cudnn_plans[i].sh, &sh, sizeof sh)) pl[g_cudnn_plans[i].dir] = g_cudnn_plans[i].p;
+    for (int dir = TT_SDPA_FWD; dir <= TT_SDPA_BWD; dir++) {
+        const int c = cudnn_cached(dir, sh);
+        pl[dir] = c >= 0 ? g_cudnn_plans[c].p : NULL;
+    }
     if (use_cudnn(hd, dt, NULL) && pl[TT_SDPA_FWD] && pl[TT_SDPA_BWD]) {
         const size_t v = tt_cudnn_version(g_cudnn);
         snprintf(name, sizeof name, "cuDNN %zu.%zu.%zu fused (engines %lld forward, %lld backward)", v / 10000,

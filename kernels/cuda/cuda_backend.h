@@ -89,7 +89,7 @@ static inline int cuda_attn_cudnn(int cudnn_open, int hd, int dt) {
 static inline size_t cuda_attn_cudnn_scratch(int B, int seq, int nh, int nkv, int hd) {
     const tt_sdpa_shape sh = {B, seq, nh, nkv, hd};
     const size_t f = tt_sdpa_workspace_estimate(TT_SDPA_FWD, sh), b = tt_sdpa_workspace_estimate(TT_SDPA_BWD, sh);
-    return tt_sdpa_scratch_bytes(TT_SDPA_BWD, sh) + (f > b ? f : b);
+    return tt_sdpa_layout(sh).workspace + (f > b ? f : b);
 }
 /* The attention scratch for a path (cuda_attn_path) and the cuDNN choice. */
 static inline size_t cuda_attn_scratch(int path, int cudnn, int B, int seq, int nh, int nkv, int hd, int dt) {

@@ -619,7 +619,8 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, 
     PUT(U_K, io->k);
     PUT(U_V, io->v);
     PUT(U_O, io->o);
-    PUT(U_STATS, io->scratch);
+    const tt_sdpa_scratch l = tt_sdpa_layout(p->sh);
+    PUT(U_STATS, (char *)io->scratch + l.lse);
     PUT(U_SCALE, &p->scale);
     PUT(U_NEG, &p->neg);
     if (p->dir == TT_SDPA_BWD) {
@@ -628,8 +629,8 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *handle, const tt_sdpa_io *io, char *why, 
         PUT(U_DK, io->dk);
         PUT(U_DV, io->dv);
         PUT(U_ONE, &p->one);
-        PUT(U_SUM, (char *)io->scratch + tt_sdpa_rows_bytes(p->sh));
-        PUT(U_DQACC, (char *)io->scratch + 2 * tt_sdpa_rows_bytes(p->sh));
+        PUT(U_SUM, (char *)io->scratch + l.sum);
+        PUT(U_DQACC, (char *)io->scratch + l.dqacc);
     }
 #undef PUT
     cudnnBackendDescriptor_t vp = NULL;

@@ -72,14 +72,17 @@ int64_t tt_sdpa_plan_engine(const tt_sdpa_plan *p);
 /* 1 when the plan can run (built with a handle). */
 int tt_sdpa_loaded(const tt_sdpa_plan *p);
 
-/* Our buffers beside cuDNN's workspace (bytes), fp32, 256-byte aligned each:
- * the log-sum-exp (B, H, S); backward also the dO.O row sums (B, H, S) and
- * the dQ accumulator (B, H, S, D). The workspace follows them. */
-static inline size_t tt_sdpa_rows_bytes(tt_sdpa_shape sh) {
-    return ((size_t)sh.B * sh.H * sh.S * sizeof(float) + 255) / 256 * 256;
-}
-static inline size_t tt_sdpa_scratch_bytes(int dir, tt_sdpa_shape sh) {
-    return tt_sdpa_rows_bytes(sh) * (dir == TT_SDPA_BWD ? 2 + (size_t)sh.D : 1);
+/* The scratch's layout, byte offsets from its start (the same both ways):
+ * our buffers, fp32, 256-byte aligned each — the log-sum-exp (B, H, S), and
+ * for the backward the dO.O row sums (B, H, S) and the dQ accumulator
+ * (B, H, S, D) — then cuDNN's workspace. */
+typedef struct tt_sdpa_scratch {
+    size_t lse, sum, dqacc, workspace;
+} tt_sdpa_scratch;
+static inline tt_sdpa_scratch tt_sdpa_layout(tt_sdpa_shape sh) {
+    const size_t r = ((size_t)sh.B * sh.H * sh.S * sizeof(float) + 255) / 256 * 256;
+    const tt_sdpa_scratch l = {0, r, 2 * r, r * (2 + (size_t)sh.D)};
+    return l;
 }
 /* The workspace cuDNN 9.19's engines ask (tests/test_cudnn_plan.c checks it
  * on every shape it plans): the backward keeps the grouped heads' dK and dV
@@ -95,8 +98,8 @@ typedef struct tt_sdpa_io {
     void *o;               /* forward: written; backward: read */
     const void *dout;      /* backward */
     void *dq, *dk, *dv;    /* backward: overwritten */
-    void *scratch;         /* tt_sdpa_scratch_bytes, 256-byte aligned; starts with the log-sum-exp (B, H, S) */
-    void *workspace;       /* tt_sdpa_plan_workspace bytes (NULL when 0) */
+    void *scratch;         /* tt_sdpa_layout's buffers, 256-byte aligned */
+    void *workspace;       /* tt_sdpa_plan_workspace bytes (at the layout's workspace) */
 } tt_sdpa_io;
 
 /* Enqueues the plan on the handle's stream. 0, or -1 and why. */

@@ -79,9 +79,10 @@ extern cudaStream_t g_compute;
 int tt_sdpa_run(tt_sdpa_plan *p, void *, const tt_sdpa_io *io, char *why, size_t n) {
     const tt_sdpa_shape sh = p->sh;
     const tt_backend *cpu = backend_cpu();
-    const size_t rows = tt_sdpa_rows_bytes(sh), T = (size_t)sh.B * sh.S;
+    const tt_sdpa_scratch l = tt_sdpa_layout(sh);
+    const size_t T = (size_t)sh.B * sh.S;
     if (p->dir == TT_SDPA_BWD) {
-        if (cudaMemsetAsync((char *)io->scratch + rows, 0x7f, rows * (1 + (size_t)sh.D), g_compute) != cudaSuccess) {
+        if (cudaMemsetAsync((char *)io->scratch + l.sum, 0x7f, l.workspace - l.sum, g_compute) != cudaSuccess) {
             snprintf(why, n, "the backward's buffers");
             return -1;
         }
@@ -91,7 +92,7 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *, const tt_sdpa_io *io, char *why, size_t
         snprintf(why, n, "the workspace");
         return -1;
     }
-    float *packed = (float *)io->scratch; /* (B, H, S) */
+    float *packed = (float *)((char *)io->scratch + l.lse); /* (B, H, S) */
     std::vector<float> lse(T * sh.H);     /* (B*S, H), the reference's */
     std::vector<unsigned char> sc(cpu->attn_scratch_bytes(sh.B, sh.S, sh.H, sh.Hkv, sh.D, BE_BF16));
     auto at = [&](size_t b, size_t h, size_t s) { return (b * sh.H + h) * sh.S + s; };
