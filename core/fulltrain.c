@@ -525,21 +525,36 @@ static int trainable(const tt_config *c, const tt_tensor_desc *d) {
     return d->role != TT_ROLE_LM_HEAD && !(d->role == TT_ROLE_EMBED && c->tie_embeddings);
 }
 
-/* Values in params and in m (each) for cfg's trainable tensors; *nw: the weights' (where the projectors start). */
-static void ck_sizes(const tt_config *c, const ck_ops *ops, void *ctx, uint64_t *np, uint64_t *nm, uint64_t *nw) {
-    uint64_t w = 0, pj = 0, mo = 0;
-    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
-        tt_tensor_desc d;
-        config_tensor(c, i, &d);
-        if (!trainable(c, &d)) continue;
-        const tt_galore *g = ops->gal(ctx, i);
-        w += d.rows * d.cols;
-        pj += g ? (uint64_t)g->prows * g->r : 0;
-        mo += g ? g->nmom : d.rows * d.cols;
-    }
-    *np = w + pj;
-    *nm = mo;
-    *nw = w;
+/* Tensor i's values in the file: k[0] weights, k[1] moments (each of m and v), k[2] projector; 0 when it is not
+ * trained (then k is untouched). */
+static int ck_tensor(const tt_config *c, const ck_ops *ops, void *ctx, uint32_t i, size_t k[3]) {
+    tt_tensor_desc d;
+    config_tensor(c, i, &d);
+    if (!trainable(c, &d)) return 0;
+    const tt_galore *g = ops->gal(ctx, i);
+    k[0] = d.rows * d.cols;
+    k[1] = g ? g->nmom : k[0];
+    k[2] = g ? (size_t)g->prows * g->r : 0;
+    return 1;
+}
+
+/* Values in params and in m (each) for cfg's trainable tensors; *nw: the weights' (where the projectors start);
+ * mx (may be NULL): the most one tensor has of each kind (ck_tensor's k, at least 1): the buffers the file
+ * passes through. */
+static void ck_sizes(const tt_config *c, const ck_ops *ops, void *ctx, uint64_t *np, uint64_t *nm, uint64_t *nw,
+                     size_t mx[3]) {
+    uint64_t sum[3] = {0, 0, 0};
+    size_t most[3] = {1, 1, 1}, k[3];
+    for (uint32_t i = 0; i < config_n_tensors(c); i++)
+        if (ck_tensor(c, ops, ctx, i, k))
+            for (int j = 0; j < 3; j++) {
+                sum[j] += k[j];
+                most[j] = k[j] > most[j] ? k[j] : most[j];
+            }
+    *np = sum[0] + sum[2];
+    *nm = sum[1];
+    *nw = sum[0];
+    if (mx) memcpy(mx, most, sizeof most);
 }
 
 static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c, const tt_mix *mix, uint64_t np,
@@ -555,30 +570,15 @@ static void ck_record(ckpt_state *st, const tt_full_opts *o, const tt_config *c,
     }
 }
 
-/* The most values one tensor has of weights [0], moments (each) [1] and projector [2]: the buffers the file
- * passes through (at least 1 each). */
-static void ck_largest(const tt_config *c, const ck_ops *ops, void *ctx, size_t mx[3]) {
-    mx[0] = mx[1] = mx[2] = 1;
-    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
-        tt_tensor_desc d;
-        config_tensor(c, i, &d);
-        if (!trainable(c, &d)) continue;
-        const tt_galore *g = ops->gal(ctx, i);
-        size_t k[3] = {d.rows * d.cols, g ? g->nmom : d.rows * d.cols, g ? (size_t)g->prows * g->r : 0};
-        for (int j = 0; j < 3; j++) mx[j] = k[j] > mx[j] ? k[j] : mx[j];
-    }
-}
-
 /* Written in the file's order a tensor at a time, never gathered whole (12 bytes a parameter of host memory
  * otherwise, beside the host arena that already holds them): the weights, the GaLore projectors, m, v. */
 static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix, const ck_ops *ops, void *ctx,
                    int step, uint64_t seen) {
     uint64_t np, nm, nw;
-    ck_sizes(c, ops, ctx, &np, &nm, &nw);
+    size_t mx[3];
+    ck_sizes(c, ops, ctx, &np, &nm, &nw, mx);
     if (mkdir(o->ckpt_dir, 0755) != 0 && errno != EEXIST)
         return TT_FAIL(-errno, "cannot create the checkpoint folder %s: %s", o->ckpt_dir, strerror(errno));
-    size_t mx[3];
-    ck_largest(c, ops, ctx, mx);
     const size_t big = mx[0] > mx[1] ? (mx[0] > mx[2] ? mx[0] : mx[2]) : (mx[1] > mx[2] ? mx[1] : mx[2]);
     float *buf = malloc(big * sizeof(float));
     if (!buf)
@@ -592,18 +592,15 @@ static int ck_save(const tt_full_opts *o, const tt_config *c, const tt_mix *mix,
     /* pass 0: weights; 1: projectors; 2: m; 3: v (each then zeros up to n_params) */
     for (int pass = 0; pass < 4 && rc == 0; pass++) {
         uint64_t wrote = 0;
+        size_t k[3];
         for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
-            tt_tensor_desc d;
-            config_tensor(c, i, &d);
-            if (!trainable(c, &d)) continue;
-            const tt_galore *g = ops->gal(ctx, i);
-            size_t n = d.rows * d.cols, k = pass == 0 ? n : pass == 1 ? (g ? (size_t)g->prows * g->r : 0)
-                                                          : (g ? g->nmom : n);
-            if (!k) continue;
-            ops->get(ctx, i, n, pass == 0 ? buf : NULL, pass == 2 ? buf : NULL, pass == 3 ? buf : NULL,
+            if (!ck_tensor(c, ops, ctx, i, k)) continue;
+            const size_t kp = k[pass == 0 ? 0 : pass == 1 ? 2 : 1]; /* this pass's values of the tensor */
+            if (!kp) continue;
+            ops->get(ctx, i, k[0], pass == 0 ? buf : NULL, pass == 2 ? buf : NULL, pass == 3 ? buf : NULL,
                      pass == 1 ? buf : NULL);
-            rc = ckpt_writer_put(wr, buf, k * sizeof(float));
-            wrote += k;
+            rc = ckpt_writer_put(wr, buf, kp * sizeof(float));
+            wrote += kp;
         }
         if (rc == 0 && pass >= 2) rc = ckpt_writer_zeros(wr, (np - wrote) * sizeof(float));
         TT_ASSERT(rc || pass != 1 || wrote == np - nw);
@@ -622,11 +619,10 @@ static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const
     int rc = ckpt_reader_open(&rd, o->resume_dir, &st);
     if (rc) return rc;
     uint64_t np, nm, pj;
-    ck_sizes(c, ops, ctx, &np, &nm, &pj);
+    size_t mx[3];
+    ck_sizes(c, ops, ctx, &np, &nm, &pj, mx);
     ck_record(&want, o, c, mix, np, 0, 0);
     rc = train_ckpt_match(o->resume_dir, &st, &want, mix);
-    size_t mx[3];
-    ck_largest(c, ops, ctx, mx);
     float *W = NULL, *M = NULL, *V = NULL, *PJ = NULL;
     if (rc == 0) {
         W = malloc(mx[0] * 4), M = malloc(mx[1] * 4), V = malloc(mx[1] * 4), PJ = malloc(mx[2] * 4);
@@ -635,20 +631,17 @@ static int ck_load(const tt_full_opts *o, const tt_config *c, tt_mix *mix, const
                          "moments and projector)", o->resume_dir, (mx[0] + 2 * mx[1] + mx[2]) * 4 / 1048576.0);
     }
     uint64_t w = 0, mo = 0;
+    size_t k[3];
     for (uint32_t i = 0; i < config_n_tensors(c) && rc == 0; i++) {
-        tt_tensor_desc d;
-        config_tensor(c, i, &d);
-        if (!trainable(c, &d)) continue;
-        const tt_galore *g = ops->gal(ctx, i);
-        size_t n = d.rows * d.cols, k = g ? g->nmom : n, kp = g ? (size_t)g->prows * g->r : 0;
-        rc = ckpt_reader_get(rd, 0, w * 4, W, n * 4);
-        if (rc == 0) rc = ckpt_reader_get(rd, 1, mo * 4, M, k * 4);
-        if (rc == 0) rc = ckpt_reader_get(rd, 2, mo * 4, V, k * 4);
-        if (rc == 0 && kp) rc = ckpt_reader_get(rd, 0, pj * 4, PJ, kp * 4);
-        if (rc == 0) ops->set(ctx, i, n, W, M, V, g ? PJ : NULL);
-        w += n;
-        mo += k;
-        pj += kp;
+        if (!ck_tensor(c, ops, ctx, i, k)) continue;
+        rc = ckpt_reader_get(rd, 0, w * 4, W, k[0] * 4);
+        if (rc == 0) rc = ckpt_reader_get(rd, 1, mo * 4, M, k[1] * 4);
+        if (rc == 0) rc = ckpt_reader_get(rd, 2, mo * 4, V, k[1] * 4);
+        if (rc == 0 && k[2]) rc = ckpt_reader_get(rd, 0, pj * 4, PJ, k[2] * 4);
+        if (rc == 0) ops->set(ctx, i, k[0], W, M, V, ops->gal(ctx, i) ? PJ : NULL);
+        w += k[0];
+        mo += k[1];
+        pj += k[2];
     }
     if (rc == 0) {
         *step = (int)st.step;
@@ -1054,21 +1047,17 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
             tier_close(ts);
         }
     }
-    if (rc == 0) {
-        tt_plan_req req;
-        fulltrain_plan_req(so, &req);
-        if (hints) {
-            req.host_avail = hints->host_avail;
-            req.io_gbps = hints->io_gbps;
-            req.gflops = hints->gflops;
-            req.lm_head = hints->lm_head;
-        }
-        rc = plan_make(s, &req, p);
+    tt_plan_req req; /* the model's, in what the teacher leaves */
+    fulltrain_plan_req(so, &req);
+    if (hints) {
+        req.host_avail = hints->host_avail;
+        req.io_gbps = hints->io_gbps;
+        req.gflops = hints->gflops;
+        req.lm_head = hints->lm_head;
     }
+    if (rc == 0) rc = plan_make(s, &req, p);
     if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
         uint64_t sdev = 0, shost = 0, need = 0;
-        tt_plan_req req;
-        fulltrain_plan_req(so, &req);
         plan_minimum(s, &req, &sdev, &shost);
         plan_dev_fits(sdev + (o->hbm - so->hbm), 0, &need); /* the model's smallest plan and the teacher's */
         char a[32], b[32], h[32];
