@@ -12,6 +12,12 @@
  * have bytes to hand to requests, oldest first) and the done queue (jobs that
  * finished or failed and have nothing in flight, in completion order), which
  * wait() pops.
+ *
+ * The threads engine replaces only the ring: a prepared request's slot goes on
+ * a queue that worker threads take from (one pread each), and a worker puts
+ * the slot and its result on a completion queue that the reader's thread
+ * takes from where it would reap CQEs. Everything else (jobs, slots, short
+ * reads, faults) is the same code for both engines.
  */
 #include "io/uring.h"
 
@@ -20,7 +26,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -49,6 +57,11 @@ typedef struct ur_job {
     char msg[320];     /* the message that goes with err */
 } ur_job;
 
+typedef struct ur_done_ent {
+    uint32_t slot;
+    int res; /* bytes read, or -errno */
+} ur_done_ent;
+
 typedef struct ur_req {
     uint32_t job;
     uint32_t len;  /* bytes still wanted (shrinks after a short read) */
@@ -60,6 +73,20 @@ typedef struct ur_req {
 struct uring_reader {
     struct io_uring ring;
     int ring_ok;
+    int engine; /* UR_ENGINE_URING or UR_ENGINE_THREADS */
+
+    /* the threads engine: tq holds slots waiting for a worker, dq finished
+     * reads (each at most qd long, as at most qd slots are in flight) */
+    pthread_t *workers;
+    unsigned nworkers;
+    int tsync; /* tmu and the two conditions are initialised */
+    pthread_mutex_t tmu;
+    pthread_cond_t twork, tdone;
+    uint32_t *tq;
+    unsigned tq_head, tq_n;
+    ur_done_ent *dq, *dtake;
+    unsigned dq_head, dq_n;
+    int tstop;
     int fd;
     char *path;
     uint64_t size;
@@ -96,6 +123,7 @@ void uring_opts_default(uring_opts *o) {
     o->qd = 32;
     o->chunk = 1u << 20;
     o->direct = 1;
+    o->engine = UR_ENGINE_AUTO;
 }
 
 /* ---- buffers ------------------------------------------------------------ */
@@ -235,7 +263,20 @@ static void ur_job_fail(uring_reader *r, uint32_t j, int err, const char *fmt, .
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* Hands slot s to a worker (threads engine). */
+static void ur_thread_queue(uring_reader *r, uint32_t s) {
+    pthread_mutex_lock(&r->tmu);
+    TT_ASSERT(r->tq_n < r->qd);
+    r->tq[(r->tq_head + r->tq_n++) % r->qd] = s;
+    pthread_cond_signal(&r->twork);
+    pthread_mutex_unlock(&r->tmu);
+}
+
 static void ur_prep(uring_reader *r, uint32_t s) {
+    if (r->engine == UR_ENGINE_THREADS) {
+        ur_thread_queue(r, s);
+        return;
+    }
     ur_req *q = &r->reqs[s];
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     /* At most qd SQEs are ever prepared but not yet completed, and the SQ ring
@@ -395,6 +436,7 @@ static void ur_reap(uring_reader *r) {
 /* Submits what is prepared without waiting. A transient refusal (EAGAIN,
  * EBUSY) is left for the next call to retry. */
 static int ur_kick(uring_reader *r) {
+    if (r->engine == UR_ENGINE_THREADS) return 0; /* the workers have them already */
     if (io_uring_sq_ready(&r->ring) == 0) return 0;
     int rc;
     do rc = io_uring_submit(&r->ring);
@@ -411,6 +453,19 @@ static int ur_progress(uring_reader *r) {
     if (r->broken) return TT_FAIL(r->broken, "%s", r->broken_msg);
     ur_fill(r);
     TT_ASSERT(r->ninflight > 0);
+    if (r->engine == UR_ENGINE_THREADS) {
+        /* take every finished read at once, then handle them unlocked (a
+         * short read's remainder goes back to the workers' queue) */
+        pthread_mutex_lock(&r->tmu);
+        while (r->dq_n == 0) pthread_cond_wait(&r->tdone, &r->tmu);
+        unsigned n = r->dq_n;
+        for (unsigned i = 0; i < n; i++) r->dtake[i] = r->dq[(r->dq_head + i) % r->qd];
+        r->dq_head = (r->dq_head + n) % r->qd;
+        r->dq_n = 0;
+        pthread_mutex_unlock(&r->tmu);
+        for (unsigned i = 0; i < n; i++) ur_complete(r, r->dtake[i].slot, r->dtake[i].res);
+        return 0;
+    }
     int rc;
     do rc = io_uring_submit_and_wait(&r->ring, 1);
     while (rc == -EINTR);
@@ -444,8 +499,88 @@ static void ur_drain(uring_reader *r) {
     }
 }
 
+/* Stops the workers: each finishes the read it is doing (reads still queued
+ * are dropped), so that no buffer is written after this returns. */
+static void ur_threads_stop(uring_reader *r) {
+    if (r->tsync) {
+        pthread_mutex_lock(&r->tmu);
+        r->tstop = 1;
+        pthread_cond_broadcast(&r->twork);
+        pthread_mutex_unlock(&r->tmu);
+    }
+    for (unsigned i = 0; i < r->nworkers; i++) pthread_join(r->workers[i], NULL);
+    if (r->tsync) {
+        pthread_mutex_destroy(&r->tmu);
+        pthread_cond_destroy(&r->twork);
+        pthread_cond_destroy(&r->tdone);
+    }
+    free(r->workers);
+    free(r->tq);
+    free(r->dq);
+    free(r->dtake);
+}
+
+static void *ur_worker(void *arg) {
+    uring_reader *r = arg;
+    pthread_mutex_lock(&r->tmu);
+    for (;;) {
+        while (!r->tstop && r->tq_n == 0) pthread_cond_wait(&r->twork, &r->tmu);
+        if (r->tstop) break;
+        uint32_t s = r->tq[r->tq_head];
+        r->tq_head = (r->tq_head + 1) % r->qd;
+        r->tq_n--;
+        ur_req q = r->reqs[s]; /* the reader's thread does not touch it until the result is back */
+        pthread_mutex_unlock(&r->tmu);
+        ssize_t n;
+        do n = pread(r->fd, q.dst, q.len, (off_t)q.off);
+        while (n < 0 && errno == EINTR);
+        int res = n < 0 ? -errno : (int)n;
+        pthread_mutex_lock(&r->tmu);
+        TT_ASSERT(r->dq_n < r->qd);
+        r->dq[(r->dq_head + r->dq_n++) % r->qd] = (ur_done_ent){s, res};
+        pthread_cond_signal(&r->tdone);
+    }
+    pthread_mutex_unlock(&r->tmu);
+    return NULL;
+}
+
+/* Starts min(qd, UR_THREADS_MAX) workers. */
+static int ur_threads_start(uring_reader *r) {
+    r->tq = tt_xcalloc(r->qd, sizeof *r->tq);
+    r->dq = tt_xcalloc(r->qd, sizeof *r->dq);
+    r->dtake = tt_xcalloc(r->qd, sizeof *r->dtake);
+    unsigned want = r->qd < UR_THREADS_MAX ? r->qd : UR_THREADS_MAX;
+    r->workers = tt_xcalloc(want, sizeof *r->workers);
+    if (pthread_mutex_init(&r->tmu, NULL) || pthread_cond_init(&r->twork, NULL) ||
+        pthread_cond_init(&r->tdone, NULL))
+        return TT_FAIL(-ENOMEM, "cannot set up the IO threads for %s", r->path);
+    r->tsync = 1;
+    for (unsigned i = 0; i < want; i++) {
+        int e = pthread_create(&r->workers[i], NULL, ur_worker, r);
+        if (e) return TT_FAIL(-e, "cannot start IO thread %u of %u for %s: %s", i + 1, want, r->path, strerror(e));
+        r->nworkers++;
+    }
+    return 0;
+}
+
+/* The engine opts asks for, TT_IO_ENGINE deciding where it says auto. */
+static int ur_engine_choice(int engine, int *out) {
+    if (engine != UR_ENGINE_AUTO) {
+        TT_ASSERT(engine == UR_ENGINE_URING || engine == UR_ENGINE_THREADS);
+        *out = engine;
+        return 0;
+    }
+    const char *v = getenv("TT_IO_ENGINE");
+    if (!v || !*v || !strcmp(v, "auto")) *out = UR_ENGINE_AUTO;
+    else if (!strcmp(v, "uring") || !strcmp(v, "io_uring")) *out = UR_ENGINE_URING;
+    else if (!strcmp(v, "threads")) *out = UR_ENGINE_THREADS;
+    else return TT_FAIL(-EINVAL, "TT_IO_ENGINE=%s is not an IO engine; use auto, uring or threads", v);
+    return 0;
+}
+
 void uring_reader_close(uring_reader *r) {
     if (!r) return;
+    ur_threads_stop(r);
     ur_drain(r);
     if (r->ring_ok) io_uring_queue_exit(&r->ring);
     if (r->fd >= 0) close(r->fd);
@@ -454,6 +589,17 @@ void uring_reader_close(uring_reader *r) {
     free(r->free_reqs);
     free(r->jobs);
     free(r);
+}
+
+/* Says once per process, on stderr, that io_uring was refused and the threads read instead. */
+static void ur_fallback_note(int rc, unsigned qd) {
+    static atomic_int said;
+    if (atomic_exchange(&said, 1)) return;
+    fprintf(stderr,
+            "tiertrain: io_uring is not available here (io_uring_setup: %s; kernel.io_uring_disabled, "
+            "a seccomp filter such as Docker's default, or the container runtime refuses it); reading "
+            "with %u pread threads instead (TT_IO_ENGINE=threads chooses them without this note)\n",
+            strerror(-rc), qd < UR_THREADS_MAX ? qd : UR_THREADS_MAX);
 }
 
 int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts) {
@@ -468,6 +614,9 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
         return TT_FAIL(-EINVAL,
                        "io chunk size %llu is invalid; use a multiple of 4 KiB up to 1 GiB",
                        (unsigned long long)o.chunk);
+    int engine;
+    int erc = ur_engine_choice(o.engine, &engine);
+    if (erc) return erc;
 
     int fd = open(path, O_RDONLY | O_CLOEXEC | (o.direct ? O_DIRECT : 0));
     if (fd < 0) {
@@ -519,9 +668,22 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     r->issue_head = r->issue_tail = UR_NONE;
     r->done_head = r->done_tail = UR_NONE;
 
-    int rc = io_uring_queue_init(o.qd, &r->ring, 0);
+    int rc = engine == UR_ENGINE_THREADS ? -ENOSYS : io_uring_queue_init(o.qd, &r->ring, 0);
+    int refused = rc == -ENOSYS || rc == -EPERM || rc == -EACCES;
+    if (engine != UR_ENGINE_URING && refused) {
+        if (engine == UR_ENGINE_AUTO) ur_fallback_note(rc, o.qd);
+        r->engine = UR_ENGINE_THREADS;
+        rc = ur_threads_start(r);
+        if (rc < 0) {
+            uring_reader_close(r);
+            return rc;
+        }
+        *out = r;
+        return 0;
+    }
+    r->engine = UR_ENGINE_URING;
     if (rc < 0) {
-        if (rc == -ENOSYS || rc == -EPERM || rc == -EACCES)
+        if (refused)
             tt_seterr("io_uring is not available on this system (io_uring_setup: %s); it is "
                       "disabled by the kernel (kernel.io_uring_disabled), a seccomp filter or "
                       "the container runtime; run tiertrain where io_uring is allowed",
@@ -548,8 +710,15 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
 
 uint64_t uring_reader_file_size(const uring_reader *r) { return r->size; }
 
+const char *uring_reader_engine(const uring_reader *r, unsigned *workers) {
+    TT_ASSERT(r);
+    if (workers) *workers = r->nworkers;
+    return r->engine == UR_ENGINE_THREADS ? "threads" : "io_uring";
+}
+
 int uring_reader_register(uring_reader *r, void *base, size_t len) {
     TT_ASSERT(r && base);
+    if (r->engine == UR_ENGINE_THREADS) return 0; /* pread needs no registration */
     TT_ASSERT(r->reg_len == 0); /* at most once per reader */
     TT_ASSERT((uintptr_t)base % UR_ALIGN == 0);
     uint64_t rlen = (uint64_t)len & ~(uint64_t)(UR_ALIGN - 1);

@@ -5,6 +5,15 @@
  * short reads are resubmitted for the remainder, errors come back as -errno
  * with the file and offset in tt_lasterr().
  *
+ * Where io_uring is refused (kernel.io_uring_disabled, Docker's default
+ * seccomp profile, gVisor), the same interface runs on worker threads that
+ * each issue pread(2) on the same O_DIRECT descriptor: the "threads" engine.
+ * Everything above holds for it too (request cutting, short-read resubmission,
+ * completion order, fault injection, statistics); buffer registration is a
+ * no-op. opts.engine, or the environment variable TT_IO_ENGINE=auto|uring|
+ * threads, chooses: auto (the default) takes io_uring and falls back to the
+ * threads with one line on stderr; uring refuses to fall back.
+ *
  * Buffers come from iobuf_alloc (anonymous mmap, 4096-aligned), so that later
  * they can also be registered with CUDA (cudaHostRegister).
  *
@@ -27,7 +36,16 @@ typedef struct uring_opts {
     unsigned qd;     /* requests in flight (default 32) */
     uint64_t chunk;  /* bytes per request, multiple of 4096 (default 1 MiB) */
     int direct;      /* 1: O_DIRECT (default); 0: buffered (page cache) */
+    int engine;      /* UR_ENGINE_*; 0 (auto) by default */
 } uring_opts;
+
+enum {
+    UR_ENGINE_AUTO = 0, /* TT_IO_ENGINE if set, else io_uring with the threads as fallback */
+    UR_ENGINE_URING,    /* io_uring only */
+    UR_ENGINE_THREADS,  /* pread(2) worker threads */
+};
+/* Worker threads of the threads engine: min(qd, UR_THREADS_MAX). */
+#define UR_THREADS_MAX 16u
 
 /* Fills the defaults above. */
 void uring_opts_default(uring_opts *o);
@@ -37,21 +55,27 @@ void uring_opts_default(uring_opts *o);
 void *iobuf_alloc(size_t len);
 void iobuf_free(void *p, size_t len);
 
-/* Opens path for reading and sets up the ring. Returns 0, or -errno with a
- * message: a missing file, a directory, or io_uring not available on this
- * system (ENOSYS / EPERM from io_uring_setup) each get one clear sentence. */
+/* Opens path for reading and sets up the ring (or the worker threads).
+ * Returns 0, or -errno with a message: a missing file, a directory, an unknown
+ * TT_IO_ENGINE, or io_uring not available on this system (ENOSYS / EPERM from
+ * io_uring_setup) where the engine is uring, each get one clear sentence. */
 int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts);
 void uring_reader_close(uring_reader *r);           /* NULL is fine */
 
 /* Size of the opened file in bytes. */
 uint64_t uring_reader_file_size(const uring_reader *r);
 
+/* The engine that reads: "io_uring" or "threads" (with the worker count in
+ * *workers when not NULL; 0 for io_uring). */
+const char *uring_reader_engine(const uring_reader *r, unsigned *workers);
+
 /* Registers [base, base+len) as fixed buffers (split into <= 1 GiB pieces).
  * Reads whose destination lies inside it use IORING_OP_READ_FIXED; others use
  * plain reads. Call at most once per reader. base must be 4096-aligned (as
  * iobuf_alloc's are); a len that is not a multiple of 4096 is rounded down.
  * A failure (typically ENOMEM from the locked-memory limit) returns -errno
- * with a message; the reader stays usable with plain reads. */
+ * with a message; the reader stays usable with plain reads. The threads
+ * engine registers nothing and returns 0. */
 int uring_reader_register(uring_reader *r, void *base, size_t len);
 
 /* Asynchronous interface. submit queues a read of len bytes at file offset off

@@ -11,7 +11,7 @@
 void scan_opts_default(scan_opts *o) {
     uring_opts u;
     uring_opts_default(&u);
-    *o = (scan_opts){u.qd, u.chunk, 1, 2, 0, NULL};
+    *o = (scan_opts){u.qd, u.chunk, 1, 2, 0, NULL, u.engine};
 }
 
 typedef struct piece {
@@ -50,8 +50,14 @@ static void *io_thread(void *arg) {
         if (topo_pin_thread(j->o->topo, core) == 0) j->st->pinned_core = core;
         else snprintf(j->st->pin_error, sizeof j->st->pin_error, "%s", tt_lasterr());
     }
-    uring_opts uo = {j->o->qd, j->o->chunk, j->o->direct};
+    uring_opts uo = {j->o->qd, j->o->chunk, j->o->direct, j->o->engine};
     rc = uring_reader_open(&r, tier_path(j->s), &uo);
+    if (rc == 0) {
+        unsigned nw;
+        const char *en = uring_reader_engine(r, &nw);
+        if (nw) snprintf(j->st->engine, sizeof j->st->engine, "%s (%u)", en, nw);
+        else snprintf(j->st->engine, sizeof j->st->engine, "%s", en);
+    }
     if (rc == 0) rc = uring_reader_register(r, j->buf, (size_t)j->slot_bytes * j->nslots);
     uint32_t next = 0, inflight = 0;
     while (rc == 0) {

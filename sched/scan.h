@@ -20,6 +20,7 @@ typedef struct scan_opts {
     unsigned slots;       /* staging slots (default 2) */
     uint64_t slot_bytes;  /* bytes per slot, multiple of 4096; 0 = the largest extent listed */
     tt_topo *topo;        /* pin the IO thread to topo_io_core when not NULL */
+    int engine;           /* UR_ENGINE_* (default auto) */
 } scan_opts;
 
 void scan_opts_default(scan_opts *o);
@@ -35,6 +36,7 @@ typedef struct scan_stats {
     double consumer_wait;  /* seconds the caller waited for data */
     int pinned_core;       /* core the IO thread ran on, -1 if not pinned */
     char pin_error[160];   /* why pinning failed, if it did */
+    char engine[32];       /* the engine that read: "io_uring" or "threads (N)" */
 } scan_stats;
 
 /* Reads extents[0..n) of s. Returns 0, the callback's error, or -errno for

@@ -18,6 +18,18 @@ expect_ok verify "$T" verify "$dir/good.tier"
 grep -q "all 6 extents OK" "$dir/out" || fail "verify output"
 expect_ok bench "$T" bench io --json "$dir/good.tier"
 tail -n 1 "$dir/out" | grep -q '^{.*"gbps":' || fail "bench io --json: last line is not the JSON object"
+# io_uring and the pread threads side by side (only the threads where io_uring is refused)
+if tail -n 1 "$dir/out" | grep -q '"engine":"io_uring"'; then
+    grep -q '^io_uring / threads: [0-9.]*x$' "$dir/out" || { fail "bench io: no io_uring / threads ratio"; cat "$dir/out"; }
+    tail -n 1 "$dir/out" | grep -q '"threads_gbps":[0-9]' && ! tail -n 1 "$dir/out" | grep -q '"threads_gbps":0\.0,' ||
+        fail "bench io --json: no threads_gbps"
+else
+    tail -n 1 "$dir/out" | grep -q '"engine":"threads (' || fail "bench io --json: no engine"
+fi
+expect_ok "bench io, threads" env TT_IO_ENGINE=threads "$T" bench io --json "$dir/good.tier"
+tail -n 1 "$dir/out" | grep -q '^{"file":[^,]*,"engine":"threads ([0-9]*)",.*"gbps":[0-9]' &&
+    ! tail -n 1 "$dir/out" | grep -q '"gbps":0\.0,' ||
+    { fail "TT_IO_ENGINE=threads bench io: the threads did not read"; cat "$dir/out"; }
 
 # A pruned store keeps its pruning map and LoRAM shapes (tiny: layers 1..2).
 expect_ok synth-pruned "$T" synth --preset tiny --prune-ratio 0.5 -o "$dir/pruned.tier"

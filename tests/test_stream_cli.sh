@@ -92,6 +92,16 @@ cmp -s "$dir/stream/adapter_model.safetensors" "$dir/res/adapter_model.safetenso
 cmp -s "$dir/streamj/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
     fail "streamed (--json) and resident training gave different adapters"
 
+# The pread threads that read where io_uring is refused (TT_IO_ENGINE=threads): the same adapter again.
+expect_ok "train streamed, IO threads" env TT_IO_ENGINE=threads "$T" train $FLAGS --hbm "$hbm" --out "$dir/streamt"
+grep -q "^plan: [23] of 4 layer slots" "$dir/out" || { fail "TT_IO_ENGINE=threads: did not stream"; cat "$dir/out"; }
+grep -q "io_uring is not available" "$dir/err" && fail "TT_IO_ENGINE=threads printed the fallback note"
+cmp -s "$dir/streamt/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
+    fail "streamed training read by the IO threads gave another adapter"
+expect_error "train: bad TT_IO_ENGINE" "TT_IO_ENGINE=fast is not an IO engine" env TT_IO_ENGINE=fast "$T" train $FLAGS \
+    --hbm "$hbm" --out "$dir/badengine"
+[ -e "$dir/badengine" ] && fail "a run refused for TT_IO_ENGINE created its --out"
+
 # bench overlap at the smallest budget of its shape (plan's defaults: rank 8, clip 1).
 expect_ok "bench overlap" "$T" bench overlap --model "$dir/m.tier" --hbm "$bench_hbm" $SHAPE --steps 1 --json
 tail -n 1 "$dir/out" | grep -q '^{.*"overlap_eff":[0-9.]*.*}$' ||

@@ -11,13 +11,13 @@ S=${STORE:-$D/llama3.1-8b-nf4.tier}
 mkdir -p "$D"
 [ -f "$S" ] || $T synth --preset llama3.1-8b --quant nf4 -o "$S"
 command -v fio >/dev/null || { echo "bench: fio is not installed (make deps installs it)"; exit 1; }
-json=$($T bench io "$S" --json --no-buffered 2>/dev/null | tail -n 1)
+json=$($T bench io "$S" --json --no-buffered --no-threads 2>/dev/null | tail -n 1)
 off=$(echo "$json" | sed 's/.*"range_offset":\([0-9]*\).*/\1/')
 len=$(echo "$json" | sed 's/.*"range_bytes":\([0-9]*\).*/\1/')
 echo "store: $S, layer extents at offset $off, $len bytes"
 tt_all=""; fio_all=""
 for r in $(seq 1 "$ROUNDS"); do
-    t=$($T bench io "$S" --qd 32 --chunk 1M --json --no-buffered 2>/dev/null | tail -n 1 | sed 's/.*"gbps":\([0-9.]*\).*/\1/' | awk '{printf "%.3f", $1}')
+    t=$($T bench io "$S" --qd 32 --chunk 1M --json --no-buffered --no-threads 2>/dev/null | tail -n 1 | sed 's/.*"gbps":\([0-9.]*\).*/\1/' | awk '{printf "%.3f", $1}')
     f=$(fio --name=layers --filename="$S" --readonly --direct=1 --ioengine=io_uring --rw=read --bs=1M \
             --iodepth=32 --offset="$off" --size="$len" --output-format=terse --terse-version=3 | \
         awk -F';' '{ printf "%.3f", $7 * 1024 / 1e9 }')

@@ -1,7 +1,8 @@
 /* tools/cmd_bench.c — `tiertrain bench io FILE`: reads every layer extent of a
  * store as the trainer does (O_DIRECT, io_uring, registered staging slots,
- * pinned IO thread) and, in the same run, with plain buffered read(2) calls
- * after dropping the file from the page cache. */
+ * pinned IO thread) and, in the same run, with the pread threads that read
+ * where io_uring is refused, and with plain buffered read(2) calls after
+ * dropping the file from the page cache. */
 #include "core/base/common.h"
 #include "io/tier.h"
 #include "io/uring.h"
@@ -76,23 +77,42 @@ static int buffered_read(const tier_store *s, const uint32_t *ext, uint32_t n, u
     return rc;
 }
 
+/* One pass over the extents with engine (UR_ENGINE_*), a progress bar named after it. */
+static int scan_pass(const tier_store *s, const uint32_t *ext, uint32_t n, const scan_opts *base, int engine,
+                     int verify, uint64_t total, scan_stats *st, const char *file) {
+    scan_opts so = *base;
+    so.engine = engine;
+    bench_ctx b = {verify, s, 0, 0, {0}, 0};
+    progress_start(&b.prog, engine == UR_ENGINE_THREADS ? "pread threads" : "layers", total);
+    if (scan_extents(s, ext, n, &so, on_piece, &b, st)) return tool_fail("bench io");
+    if (b.bad) {
+        fprintf(stderr, "tiertrain bench io: %s: %u layer extents failed their checksum; run `tiertrain verify`\n",
+                file, b.bad);
+        return 1;
+    }
+    return 0;
+}
+
 static int bench_io(int argc, char **argv) {
     long qd, slots;
     uint64_t chunk;
-    int as_json, verify, no_buffered, no_pin;
+    int as_json, verify, no_buffered, no_threads, no_pin;
     cli_opt opts[] = {
-        {"qd", 0, CLI_INT, &qd, "32", "N", "io_uring requests in flight"},
+        {"qd", 0, CLI_INT, &qd, "32", "N", "reads in flight (io_uring; where it is refused, min(N, 16) pread threads)"},
         {"chunk", 0, CLI_SIZE, &chunk, "1M", "SIZE", "bytes per read request (multiple of 4K)"},
         {"slots", 0, CLI_INT, &slots, "2", "N", "staging slots (layers in flight), each the size of the largest layer"},
         {"verify", 0, CLI_FLAG, &verify, NULL, NULL, "also check every extent's checksum on the consuming thread"},
         {"no-buffered", 0, CLI_FLAG, &no_buffered, NULL, NULL, "skip the buffered-read comparison"},
+        {"no-threads", 0, CLI_FLAG, &no_threads, NULL, NULL,
+         "skip the comparison with the pread threads (the engine where io_uring is refused)"},
         {"no-pin", 0, CLI_FLAG, &no_pin, NULL, NULL, "do not pin the IO thread to a core"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "end with one JSON object on the last line"},
         {0},
     };
     cli_cmd cmd = {"bench io", "FILE",
                    "Reads every layer extent of a store as the trainer will (O_DIRECT + io_uring) and compares with "
-                   "plain buffered reads.",
+                   "the pread threads that read where io_uring is refused, and with plain buffered reads. "
+                   "TT_IO_ENGINE=threads makes the threads the first engine too.",
                    opts, 1, 1, "tiertrain bench io model.tier --qd 32 --chunk 1M --json"};
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
@@ -126,25 +146,26 @@ static int bench_io(int argc, char **argv) {
     so.chunk = chunk;
     so.slots = (unsigned)slots;
     so.topo = no_pin ? NULL : topo;
-    bench_ctx b = {verify, s, 0, 0, {0}, 0};
-    progress_start(&b.prog, "io_uring", total);
-    scan_stats st;
-    rc = scan_extents(s, ext, n, &so, on_piece, &b, &st);
-    int exit_code = 0;
-    if (rc) {
-        exit_code = tool_fail("bench io");
-        goto out;
-    }
-    if (b.bad) {
-        fprintf(stderr, "tiertrain bench io: %s: %u layer extents failed their checksum; run `tiertrain verify`\n",
-                pos[0], b.bad);
-        exit_code = 1;
-        goto out;
-    }
-    double gbps = (double)st.bytes / st.wall / 1e9;
+    scan_stats st, tst;
+    int exit_code = scan_pass(s, ext, n, &so, UR_ENGINE_AUTO, verify, total, &st, pos[0]);
+    if (exit_code) goto out;
+    double gbps = (double)st.bytes / st.wall / 1e9, tgbps = 0, tsecs = 0;
     if (st.pinned_core >= 0) printf("io thread: pinned to core %d\n", st.pinned_core);
     else printf("io thread: not pinned%s%s\n", st.pin_error[0] ? ": " : "", st.pin_error);
-    printf("io_uring O_DIRECT:  %8.3f s  %7.3f GB/s  (consumer waited %.3f s)\n", st.wall, gbps, st.consumer_wait);
+    printf("%-19s %8.3f s  %7.3f GB/s  (consumer waited %.3f s)\n", strncmp(st.engine, "threads", 7) ?
+           "io_uring O_DIRECT:" : "threads O_DIRECT:", st.wall, gbps, st.consumer_wait);
+    if (strncmp(st.engine, "threads", 7)) {
+        if (!no_threads) { /* the engine where io_uring is refused, on the same bytes */
+            exit_code = scan_pass(s, ext, n, &so, UR_ENGINE_THREADS, verify, total, &tst, pos[0]);
+            if (exit_code) goto out;
+            tsecs = tst.wall;
+            tgbps = (double)tst.bytes / tst.wall / 1e9;
+            printf("pread threads:      %8.3f s  %7.3f GB/s  (%s, O_DIRECT)\n", tsecs, tgbps, tst.engine);
+            printf("io_uring / threads: %.2fx\n", gbps / tgbps);
+        }
+    } else {
+        printf("engine: %s (TT_IO_ENGINE, or io_uring refused here)\n", st.engine);
+    }
     double bsecs = 0, bgbps = 0;
     uint64_t bbytes = 0;
     if (!no_buffered) {
@@ -154,19 +175,21 @@ static int bench_io(int argc, char **argv) {
         }
         bgbps = (double)bbytes / bsecs / 1e9;
         printf("buffered read(2):   %8.3f s  %7.3f GB/s  (page cache dropped with fadvise first)\n", bsecs, bgbps);
-        printf("io_uring / buffered: %.2fx\n", gbps / bgbps);
+        printf("%s / buffered: %.2fx\n", strncmp(st.engine, "threads", 7) ? "io_uring" : "threads", gbps / bgbps);
     }
     if (as_json) {
         /* The layer extents are contiguous: [range_offset, range_offset + range_bytes) is what
          * `make bench` hands to fio for the side-by-side comparison. */
         const tier_extent *first = tier_extent_at(s, ext[0]), *last = tier_extent_at(s, ext[n - 1]);
         uint64_t range_end = tt_align_up(last->offset + last->stored, UR_ALIGN);
-        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:s,s:I,s:i}", "file", pos[0],
+        json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:I,s:i}", "file",
+                              pos[0], "engine", st.engine,
                               "layers", (json_int_t)n, "bytes", (json_int_t)st.bytes, "range_offset",
                               (json_int_t)first->offset, "range_bytes", (json_int_t)(range_end - first->offset),
                               "qd", (json_int_t)qd, "chunk",
                               (json_int_t)chunk, "slots", (json_int_t)slots, "seconds", st.wall, "gbps", gbps,
-                              "buffered_seconds", bsecs, "buffered_gbps", bgbps, "topology", topo_desc, "io_core",
+                              "threads_seconds", tsecs, "threads_gbps", tgbps, "buffered_seconds", bsecs,
+                              "buffered_gbps", bgbps, "topology", topo_desc, "io_core",
                               (json_int_t)st.pinned_core, "verified", verify);
         char *txt = json_dumps(j, JSON_COMPACT);
         puts(txt);

@@ -47,7 +47,7 @@ int cmd_verify(int argc, char **argv) {
     long qd;
     uint64_t chunk;
     cli_opt opts[] = {
-        {"qd", 0, CLI_INT, &qd, "32", "N", "io_uring requests in flight"},
+        {"qd", 0, CLI_INT, &qd, "32", "N", "reads in flight (io_uring; where it is refused, min(N, 16) pread threads)"},
         {"chunk", 0, CLI_SIZE, &chunk, "1M", "SIZE", "bytes per read request (multiple of 4K)"},
         {0},
     };
