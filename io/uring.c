@@ -596,10 +596,13 @@ static void ur_fallback_note(int rc, unsigned qd) {
     static atomic_int said;
     if (atomic_exchange(&said, 1)) return;
     fprintf(stderr,
-            "tiertrain: io_uring is not available here (io_uring_setup: %s; kernel.io_uring_disabled, "
-            "a seccomp filter such as Docker's default, or the container runtime refuses it); reading "
-            "with %u pread threads instead (TT_IO_ENGINE=threads chooses them without this note)\n",
-            strerror(-rc), qd < UR_THREADS_MAX ? qd : UR_THREADS_MAX);
+            "tiertrain: io_uring is not available here (io_uring_setup: %s; %s); reading with %u pread "
+            "threads instead (TT_IO_ENGINE=threads chooses them without this note)\n",
+            strerror(-rc),
+            rc == -ENOMEM ? "the locked-memory limit, `ulimit -l`, is too small for its rings"
+                          : "kernel.io_uring_disabled, a seccomp filter such as Docker's default, or the container "
+                            "runtime refuses it",
+            qd < UR_THREADS_MAX ? qd : UR_THREADS_MAX);
 }
 
 int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts) {
@@ -670,7 +673,8 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
 
     int rc = engine == UR_ENGINE_THREADS ? -ENOSYS : io_uring_queue_init(o.qd, &r->ring, 0);
     int refused = rc == -ENOSYS || rc == -EPERM || rc == -EACCES;
-    if (engine != UR_ENGINE_URING && refused) {
+    /* ENOMEM: kernels before 5.12 count the rings against `ulimit -l` */
+    if (engine != UR_ENGINE_URING && (refused || rc == -ENOMEM)) {
         if (engine == UR_ENGINE_AUTO) ur_fallback_note(rc, o.qd);
         r->engine = UR_ENGINE_THREADS;
         rc = ur_threads_start(r);
@@ -755,6 +759,16 @@ int uring_reader_register(uring_reader *r, void *base, size_t len) {
     }
     r->reg_base = (uintptr_t)base;
     r->reg_len = rlen;
+    return 0;
+}
+
+int uring_reader_register_or_plain(uring_reader *r, void *base, size_t len) {
+    int rc = uring_reader_register(r, base, len);
+    if (rc != -ENOMEM) return rc;
+    static atomic_int said;
+    if (!atomic_exchange(&said, 1))
+        fprintf(stderr, "tiertrain: %s; until then, reading without registered buffers (a little slower)\n",
+                tt_lasterr());
     return 0;
 }
 

@@ -77,6 +77,12 @@ const char *uring_reader_engine(const uring_reader *r, unsigned *workers);
  * with a message; the reader stays usable with plain reads. The threads
  * engine registers nothing and returns 0. */
 int uring_reader_register(uring_reader *r, void *base, size_t len);
+/* The same, for callers that can read without it: where the locked-memory
+ * limit refuses the registration (ENOMEM: `ulimit -l`, which a user without
+ * CAP_IPC_LOCK has at 8 MiB by default), says so once per process on stderr
+ * and returns 0; the reads then go without fixed buffers (the same bytes, a
+ * little more kernel work each). Other failures are returned. */
+int uring_reader_register_or_plain(uring_reader *r, void *base, size_t len);
 
 /* Asynchronous interface. submit queues a read of len bytes at file offset off
  * into dst (all 4096-aligned, and off+len within the file rounded up to 4096),

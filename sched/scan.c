@@ -58,7 +58,7 @@ static void *io_thread(void *arg) {
         if (nw) snprintf(j->st->engine, sizeof j->st->engine, "%s (%u)", en, nw);
         else snprintf(j->st->engine, sizeof j->st->engine, "%s", en);
     }
-    if (rc == 0) rc = uring_reader_register(r, j->buf, (size_t)j->slot_bytes * j->nslots);
+    if (rc == 0) rc = uring_reader_register_or_plain(r, j->buf, (size_t)j->slot_bytes * j->nslots);
     uint32_t next = 0, inflight = 0;
     while (rc == 0) {
         pthread_mutex_lock(&j->mu);

@@ -744,7 +744,7 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     uring_opts uo;
     uring_opts_default(&uo);
     rc = uring_reader_open(&e->reader, path, &uo);
-    if (rc == 0) rc = uring_reader_register(e->reader, e->host_base, e->host_len);
+    if (rc == 0) rc = uring_reader_register_or_plain(e->reader, e->host_base, e->host_len);
     if (rc == 0) rc = load_fixed_extents(e);
     if (rc == 0 && plan->req.trainable) { /* every layer into the host cache now: the master weights */
         TT_ASSERT(plan->host_cache);

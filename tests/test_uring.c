@@ -480,15 +480,16 @@ static void test_engine_env(int have_uring) {
     unsetenv("TT_IO_ENGINE");
 }
 
-/* Refuses io_uring_setup with EPERM from now on, as Docker's default seccomp
- * profile does. Returns 0, or -1 where seccomp filters cannot be installed. */
-static int refuse_io_uring(void) {
+/* Refuses io_uring_setup with err from now on, as Docker's default seccomp
+ * profile does (EPERM), or an old kernel's locked-memory accounting (ENOMEM).
+ * Returns 0, or -1 where seccomp filters cannot be installed. */
+static int refuse_io_uring(int err) {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 3),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
@@ -498,9 +499,9 @@ static int refuse_io_uring(void) {
 }
 
 /* In a child under that filter: auto falls back to the threads with one line
- * on stderr (once per process), reads right; uring is refused with its
- * sentence. */
-static void test_fallback(void) {
+ * on stderr (once per process) that gives the reason, reads right; uring is
+ * refused with its sentence. */
+static void test_fallback(int err) {
 #if !defined(__x86_64__)
     fprintf(stderr, "note: the seccomp fallback case is written for x86-64; skipped\n");
     return;
@@ -512,7 +513,7 @@ static void test_fallback(void) {
     if (pid == 0) {
         int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(3);
-        if (refuse_io_uring()) _exit(77);
+        if (refuse_io_uring(err)) _exit(77);
         unsetenv("TT_IO_ENGINE");
         uring_opts o;
         uring_opts_default(&o);
@@ -529,8 +530,9 @@ static void test_fallback(void) {
             uring_reader_close(r);
         }
         o.engine = UR_ENGINE_URING;
-        CHECK_EQ_INT(uring_reader_open(&r, g_fa, &o), -EPERM);
-        CHECK_MSG(strstr(tt_lasterr(), "io_uring is not available on this system"), "message: %s", tt_lasterr());
+        CHECK_EQ_INT(uring_reader_open(&r, g_fa, &o), -err);
+        CHECK_MSG(strstr(tt_lasterr(), err == EPERM ? "io_uring is not available on this system" : "out of locked memory"),
+                  "message: %s", tt_lasterr());
         iobuf_free(buf, SIZE_A);
         fflush(stderr);
         _exit(tt_test_failures ? 1 : 0);
@@ -548,7 +550,10 @@ static void test_fallback(void) {
         return;
     }
     CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x; its stderr:\n%s", st, log);
-    const char *a = strstr(log, "io_uring is not available here (io_uring_setup: Operation not permitted");
+    char want[200];
+    snprintf(want, sizeof want, "io_uring is not available here (io_uring_setup: %s; %s", strerror(err),
+             err == EPERM ? "kernel.io_uring_disabled, a seccomp filter" : "the locked-memory limit");
+    const char *a = strstr(log, want);
     CHECK_MSG(a && strstr(a, "reading with 16 pread threads instead"), "stderr: %s", log);
     CHECK_MSG(a && !strstr(a + 1, "io_uring is not available here"), "said more than once: %s", log);
 #endif
@@ -616,7 +621,10 @@ int main(void) {
     }
     test_open_errors();
     test_engine_env(have_uring);
-    if (have_uring) test_fallback();
+    if (have_uring) {
+        test_fallback(EPERM);
+        test_fallback(ENOMEM);
+    }
 
     unlink(g_fa);
     unlink(g_fb);
