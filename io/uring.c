@@ -605,6 +605,16 @@ static void ur_fallback_note(int rc, unsigned qd) {
             qd < UR_THREADS_MAX ? qd : UR_THREADS_MAX);
 }
 
+/* Says once per process that path is read through the page cache. */
+static void ur_no_direct_note(const char *path) {
+    static atomic_int said;
+    if (atomic_exchange(&said, 1)) return;
+    fprintf(stderr,
+            "tiertrain: %s is on a filesystem without direct IO (O_DIRECT: tmpfs before Linux 6.6, some FUSE and "
+            "network filesystems); reading it through the page cache instead\n",
+            path);
+}
+
 int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts) {
     TT_ASSERT(out && path);
     *out = NULL;
@@ -621,7 +631,13 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     int erc = ur_engine_choice(o.engine, &engine);
     if (erc) return erc;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (o.direct ? O_DIRECT : 0));
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (o.direct ? O_DIRECT : 0)), no_direct = 0;
+    if (fd < 0 && errno == EINVAL && o.direct) {
+        /* a filesystem without direct IO: the page cache will do */
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        no_direct = fd >= 0;
+        o.direct = 0;
+    }
     if (fd < 0) {
         int e = errno;
         struct stat st;
@@ -629,11 +645,6 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
             return TT_FAIL(-ENOENT, "cannot open %s: no such file; check the path", path);
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
             return TT_FAIL(-EISDIR, "%s is a directory; give the path of a file", path);
-        if (e == EINVAL && o.direct)
-            return TT_FAIL(-EINVAL,
-                           "cannot open %s with O_DIRECT: its filesystem does not support "
-                           "direct IO (tmpfs?); move it to a local disk or use buffered reads",
-                           path);
         if (e == EACCES || e == EPERM)
             return TT_FAIL(-e, "cannot open %s: permission denied; check its permissions", path);
         return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
@@ -653,6 +664,8 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
         return TT_FAIL(-EINVAL, "%s is not a regular file (a device, pipe or socket); "
                        "give the path of a file", path);
     }
+
+    if (no_direct) ur_no_direct_note(path);
 
     uring_reader *r = tt_xcalloc(1, sizeof *r);
     r->fd = fd;
@@ -713,6 +726,11 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
 }
 
 uint64_t uring_reader_file_size(const uring_reader *r) { return r->size; }
+
+int uring_reader_direct(const uring_reader *r) {
+    TT_ASSERT(r);
+    return r->direct;
+}
 
 const char *uring_reader_engine(const uring_reader *r, unsigned *workers) {
     TT_ASSERT(r);

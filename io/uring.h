@@ -35,7 +35,7 @@ typedef struct uring_reader uring_reader;
 typedef struct uring_opts {
     unsigned qd;     /* requests in flight (default 32) */
     uint64_t chunk;  /* bytes per request, multiple of 4096 (default 1 MiB) */
-    int direct;      /* 1: O_DIRECT (default); 0: buffered (page cache) */
+    int direct;      /* 1: O_DIRECT (default; the page cache where the filesystem refuses it); 0: buffered */
     int engine;      /* UR_ENGINE_*; 0 (auto) by default */
 } uring_opts;
 
@@ -64,6 +64,11 @@ void uring_reader_close(uring_reader *r);           /* NULL is fine */
 
 /* Size of the opened file in bytes. */
 uint64_t uring_reader_file_size(const uring_reader *r);
+
+/* 1 when the file was opened O_DIRECT; 0 for buffered reads: asked for, or
+ * where the file's filesystem refused O_DIRECT (open, given direct, then
+ * takes the page cache and says so once per process on stderr). */
+int uring_reader_direct(const uring_reader *r);
 
 /* The engine that reads: "io_uring" or "threads" (with the worker count in
  * *workers when not NULL; 0 for io_uring). */

@@ -57,6 +57,7 @@ static void *io_thread(void *arg) {
         const char *en = uring_reader_engine(r, &nw);
         if (nw) snprintf(j->st->engine, sizeof j->st->engine, "%s (%u)", en, nw);
         else snprintf(j->st->engine, sizeof j->st->engine, "%s", en);
+        j->st->direct = uring_reader_direct(r);
     }
     if (rc == 0) rc = uring_reader_register_or_plain(r, j->buf, (size_t)j->slot_bytes * j->nslots);
     uint32_t next = 0, inflight = 0;

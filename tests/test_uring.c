@@ -6,7 +6,8 @@
  * for both engines (io_uring, and the pread threads that stand in where
  * io_uring is refused), and the fallback from one to the other under a
  * seccomp filter that refuses io_uring_setup, as Docker's default profile
- * does. Tests the threads only (and says so) when io_uring is not available;
+ * does, and the page cache where a filesystem refuses O_DIRECT (a filter
+ * again). Tests the threads only (and says so) when io_uring is not available;
  * falls back to buffered reads (and says so) when the temp directory does
  * not support O_DIRECT. */
 #include "io/uring.h"
@@ -559,6 +560,81 @@ static void test_fallback(int err) {
 #endif
 }
 
+/* Refuses O_DIRECT opens with EINVAL from now on, as a filesystem without
+ * direct IO does. Returns 0, or -1 where seccomp filters cannot be installed. */
+static int refuse_o_direct(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])), /* flags, low word */
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, O_DIRECT, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) return -1;
+    return 0;
+}
+
+/* In a child under that filter: a reader asked for O_DIRECT reads through
+ * the page cache, says so once, and reads right on both engines. */
+static void test_no_direct(void) {
+#if !defined(__x86_64__)
+    fprintf(stderr, "note: the O_DIRECT fallback case is written for x86-64; skipped\n");
+    return;
+#else
+    char errpath[700];
+    snprintf(errpath, sizeof errpath, "%s/child2.err", g_dir);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 2) < 0) _exit(3);
+        if (refuse_o_direct()) _exit(77);
+        uint8_t *buf = iobuf_alloc(SIZE_B + 8192);
+        for (int e = UR_ENGINE_URING; e <= UR_ENGINE_THREADS; e++) {
+            uring_opts o;
+            uring_opts_default(&o);
+            o.engine = e;
+            o.chunk = 64 * KiB;
+            uring_reader *r = NULL;
+            CHECK_EQ_INT(uring_reader_open(&r, g_fb, &o), 0);
+            if (!r) _exit(1);
+            CHECK_EQ_INT(uring_reader_direct(r), 0);
+            uint64_t padded = tt_align_up(SIZE_B, 4096);
+            memset(buf, 0xEE, padded);
+            CHECK_EQ_INT(uring_reader_read(r, buf, 0, padded), 0);
+            check_range(buf, 0, padded, SIZE_B, SALT_B, "page cache after O_DIRECT was refused");
+            uring_reader_close(r);
+        }
+        iobuf_free(buf, SIZE_B + 8192);
+        fflush(stderr);
+        _exit(tt_test_failures ? 1 : 0);
+    }
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+    FILE *f = fopen(errpath, "r");
+    char log[4096] = "";
+    size_t n = f ? fread(log, 1, sizeof log - 1, f) : 0;
+    log[n] = '\0';
+    if (f) fclose(f);
+    unlink(errpath);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        fprintf(stderr, "note: cannot install a seccomp filter here; the O_DIRECT fallback case is skipped\n");
+        return;
+    }
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x; its stderr:\n%s", st, log);
+    char want[800];
+    snprintf(want, sizeof want, "tiertrain: %s is on a filesystem without direct IO", g_fb);
+    const char *a = strstr(log, want);
+    CHECK_MSG(a && strstr(a, "reading it through the page cache instead"), "stderr: %s", log);
+    CHECK_MSG(a && !strstr(a + strlen(want), want), "said more than once: %s", log);
+#endif
+}
+
 int main(void) {
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp) tmp = "/tmp";
@@ -625,6 +701,7 @@ int main(void) {
         test_fallback(EPERM);
         test_fallback(ENOMEM);
     }
+    if (direct_ok) test_no_direct();
 
     unlink(g_fa);
     unlink(g_fb);

@@ -152,15 +152,18 @@ static int bench_io(int argc, char **argv) {
     double gbps = (double)st.bytes / st.wall / 1e9, tgbps = 0, tsecs = 0;
     if (st.pinned_core >= 0) printf("io thread: pinned to core %d\n", st.pinned_core);
     else printf("io thread: not pinned%s%s\n", st.pin_error[0] ? ": " : "", st.pin_error);
-    printf("%-19s %8.3f s  %7.3f GB/s  (consumer waited %.3f s)\n", strncmp(st.engine, "threads", 7) ?
-           "io_uring O_DIRECT:" : "threads O_DIRECT:", st.wall, gbps, st.consumer_wait);
+    char label[48];
+    snprintf(label, sizeof label, "%s %s:", strncmp(st.engine, "threads", 7) ? "io_uring" : "threads",
+             st.direct ? "O_DIRECT" : "page cache");
+    printf("%-19s %8.3f s  %7.3f GB/s  (consumer waited %.3f s)\n", label, st.wall, gbps, st.consumer_wait);
     if (strncmp(st.engine, "threads", 7)) {
         if (!no_threads) { /* the engine where io_uring is refused, on the same bytes */
             exit_code = scan_pass(s, ext, n, &so, UR_ENGINE_THREADS, verify, total, &tst, pos[0]);
             if (exit_code) goto out;
             tsecs = tst.wall;
             tgbps = (double)tst.bytes / tst.wall / 1e9;
-            printf("pread threads:      %8.3f s  %7.3f GB/s  (%s, O_DIRECT)\n", tsecs, tgbps, tst.engine);
+            printf("pread threads:      %8.3f s  %7.3f GB/s  (%s, %s)\n", tsecs, tgbps, tst.engine,
+                   tst.direct ? "O_DIRECT" : "page cache");
             printf("io_uring / threads: %.2fx\n", gbps / tgbps);
         }
     } else {
@@ -182,7 +185,7 @@ static int bench_io(int argc, char **argv) {
          * `make bench` hands to fio for the side-by-side comparison. */
         const tier_extent *first = tier_extent_at(s, ext[0]), *last = tier_extent_at(s, ext[n - 1]);
         uint64_t range_end = tt_align_up(last->offset + last->stored, UR_ALIGN);
-        json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:I,s:i}", "file",
+        json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:I,s:i,s:b}", "file",
                               pos[0], "engine", st.engine,
                               "layers", (json_int_t)n, "bytes", (json_int_t)st.bytes, "range_offset",
                               (json_int_t)first->offset, "range_bytes", (json_int_t)(range_end - first->offset),
@@ -190,7 +193,7 @@ static int bench_io(int argc, char **argv) {
                               (json_int_t)chunk, "slots", (json_int_t)slots, "seconds", st.wall, "gbps", gbps,
                               "threads_seconds", tsecs, "threads_gbps", tgbps, "buffered_seconds", bsecs,
                               "buffered_gbps", bgbps, "topology", topo_desc, "io_core",
-                              (json_int_t)st.pinned_core, "verified", verify);
+                              (json_int_t)st.pinned_core, "verified", verify, "direct", st.direct);
         char *txt = json_dumps(j, JSON_COMPACT);
         puts(txt);
         free(txt);
