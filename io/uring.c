@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -86,6 +87,8 @@ struct uring_reader {
     unsigned tq_head, tq_n;
     ur_done_ent *dq, *dtake;
     unsigned dq_head, dq_n;
+    unsigned tbusy; /* workers inside pread */
+    atomic_uint tbusy_max; /* written under tmu, read by stats without it */
     int tstop;
     int fd;
     char *path;
@@ -323,6 +326,7 @@ static void ur_fill(uring_reader *r) {
         q->buf_index = bi;
         ur_prep(r, s);
         r->ninflight++;
+        if (r->ninflight > r->st.max_inflight) r->st.max_inflight = r->ninflight;
         job->inflight++;
         job->issued += n;
         if (job->issued == job->len) ur_issue_remove(r, j);
@@ -530,12 +534,15 @@ static void *ur_worker(void *arg) {
         r->tq_head = (r->tq_head + 1) % r->qd;
         r->tq_n--;
         ur_req q = r->reqs[s]; /* the reader's thread does not touch it until the result is back */
+        if (++r->tbusy > atomic_load_explicit(&r->tbusy_max, memory_order_relaxed))
+            atomic_store_explicit(&r->tbusy_max, r->tbusy, memory_order_relaxed);
         pthread_mutex_unlock(&r->tmu);
         ssize_t n;
         do n = pread(r->fd, q.dst, q.len, (off_t)q.off);
         while (n < 0 && errno == EINTR);
         int res = n < 0 ? -errno : (int)n;
         pthread_mutex_lock(&r->tmu);
+        r->tbusy--;
         TT_ASSERT(r->dq_n < r->qd);
         r->dq[(r->dq_head + r->dq_n++) % r->qd] = (ur_done_ent){s, res};
         pthread_cond_signal(&r->tdone);
@@ -551,15 +558,21 @@ static int ur_threads_start(uring_reader *r) {
     r->dtake = tt_xcalloc(r->qd, sizeof *r->dtake);
     unsigned want = r->qd < UR_THREADS_MAX ? r->qd : UR_THREADS_MAX;
     r->workers = tt_xcalloc(want, sizeof *r->workers);
-    if (pthread_mutex_init(&r->tmu, NULL) || pthread_cond_init(&r->twork, NULL) ||
-        pthread_cond_init(&r->tdone, NULL))
-        return TT_FAIL(-ENOMEM, "cannot set up the IO threads for %s", r->path);
+    r->tmu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    r->twork = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    r->tdone = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
     r->tsync = 1;
-    for (unsigned i = 0; i < want; i++) {
-        int e = pthread_create(&r->workers[i], NULL, ur_worker, r);
-        if (e) return TT_FAIL(-e, "cannot start IO thread %u of %u for %s: %s", i + 1, want, r->path, strerror(e));
-        r->nworkers++;
+    /* the workers take no signals (the process's handlers run on the threads that expect them) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int e = 0;
+    for (unsigned i = 0; i < want && !e; i++) {
+        e = pthread_create(&r->workers[i], NULL, ur_worker, r);
+        if (!e) r->nworkers++;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) return TT_FAIL(-e, "cannot start IO thread %u of %u for %s: %s", r->nworkers + 1, want, r->path, strerror(e));
     return 0;
 }
 
@@ -591,14 +604,30 @@ void uring_reader_close(uring_reader *r) {
     free(r);
 }
 
+/* Sets up the ring and registers the file with it. Returns 0, or -errno with
+ * *call naming the system call that failed (the ring is gone again then). */
+static int ur_ring_start(uring_reader *r, const char **call) {
+    *call = "io_uring_setup";
+    int rc = io_uring_queue_init(r->qd, &r->ring, 0);
+    if (rc < 0) return rc;
+    r->ring_ok = 1;
+    *call = "io_uring_register";
+    rc = io_uring_register_files(&r->ring, &r->fd, 1);
+    if (rc < 0) { /* gVisor's optional io_uring, or a filter that lets only the setup through */
+        io_uring_queue_exit(&r->ring);
+        r->ring_ok = 0;
+    }
+    return rc;
+}
+
 /* Says once per process, on stderr, that io_uring was refused and the threads read instead. */
-static void ur_fallback_note(int rc, unsigned qd) {
+static void ur_fallback_note(const char *call, int rc, unsigned qd) {
     static atomic_int said;
     if (atomic_exchange(&said, 1)) return;
     fprintf(stderr,
-            "tiertrain: io_uring is not available here (io_uring_setup: %s; %s); reading with %u pread "
+            "tiertrain: io_uring is not available here (%s: %s; %s); reading with %u pread "
             "threads instead (TT_IO_ENGINE=threads chooses them without this note)\n",
-            strerror(-rc),
+            call, strerror(-rc),
             rc == -ENOMEM ? "the locked-memory limit, `ulimit -l`, is too small for its rings"
                           : "kernel.io_uring_disabled, a seccomp filter such as Docker's default, or the container "
                             "runtime refuses it",
@@ -684,11 +713,12 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     r->issue_head = r->issue_tail = UR_NONE;
     r->done_head = r->done_tail = UR_NONE;
 
-    int rc = engine == UR_ENGINE_THREADS ? -ENOSYS : io_uring_queue_init(o.qd, &r->ring, 0);
+    const char *call = "io_uring_setup";
+    int rc = engine == UR_ENGINE_THREADS ? -ENOSYS : ur_ring_start(r, &call);
     int refused = rc == -ENOSYS || rc == -EPERM || rc == -EACCES;
     /* ENOMEM: kernels before 5.12 count the rings against `ulimit -l` */
     if (engine != UR_ENGINE_URING && (refused || rc == -ENOMEM)) {
-        if (engine == UR_ENGINE_AUTO) ur_fallback_note(rc, o.qd);
+        if (engine == UR_ENGINE_AUTO) ur_fallback_note(call, rc, o.qd);
         r->engine = UR_ENGINE_THREADS;
         rc = ur_threads_start(r);
         if (rc < 0) {
@@ -701,23 +731,18 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     r->engine = UR_ENGINE_URING;
     if (rc < 0) {
         if (refused)
-            tt_seterr("io_uring is not available on this system (io_uring_setup: %s); it is "
+            tt_seterr("io_uring is not available on this system (%s: %s); it is "
                       "disabled by the kernel (kernel.io_uring_disabled), a seccomp filter or "
-                      "the container runtime; run tiertrain where io_uring is allowed",
-                      strerror(-rc));
+                      "the container runtime; run tiertrain where io_uring is allowed, or "
+                      "with TT_IO_ENGINE=auto or threads", call, strerror(-rc));
+        else if (strcmp(call, "io_uring_setup"))
+            tt_seterr("cannot register %s with io_uring: %s", path, strerror(-rc));
         else if (rc == -ENOMEM)
             tt_seterr("cannot set up an io_uring of depth %u: out of locked memory; raise "
                       "`ulimit -l` or lower the queue depth", o.qd);
         else
             tt_seterr("cannot set up an io_uring of depth %u for %s: %s", o.qd, path,
                       strerror(-rc));
-        uring_reader_close(r);
-        return rc;
-    }
-    r->ring_ok = 1;
-    rc = io_uring_register_files(&r->ring, &fd, 1);
-    if (rc < 0) {
-        tt_seterr("cannot register %s with io_uring: %s", path, strerror(-rc));
         uring_reader_close(r);
         return rc;
     }
@@ -885,4 +910,6 @@ void uring_reader_inject_short(uring_reader *r, uint64_t nth) {
 void uring_reader_stats(const uring_reader *r, uring_stats *out) {
     TT_ASSERT(r && out);
     *out = r->st;
+    if (r->engine == UR_ENGINE_THREADS) /* preads running at once, not slots handed out */
+        out->max_inflight = atomic_load_explicit(&r->tbusy_max, memory_order_relaxed);
 }

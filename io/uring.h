@@ -118,9 +118,12 @@ void uring_reader_inject_fault(uring_reader *r, uint64_t nth, int err);
  * resubmits the remainder. 0 disables. */
 void uring_reader_inject_short(uring_reader *r, uint64_t nth);
 
-/* Totals since open: bytes read, requests completed, short reads retried. */
+/* Totals since open: bytes read, requests completed, short reads retried;
+ * and the most requests in flight at once (for the threads engine: preads
+ * running at once). */
 typedef struct uring_stats {
     uint64_t bytes, requests, short_reads;
+    unsigned max_inflight;
 } uring_stats;
 void uring_reader_stats(const uring_reader *r, uring_stats *out);
 

@@ -45,11 +45,7 @@ static void *io_thread(void *arg) {
     scan_job *j = arg;
     int rc = 0;
     uring_reader *r = NULL;
-    if (j->o->topo) {
-        int core = topo_io_core(j->o->topo);
-        if (topo_pin_thread(j->o->topo, core) == 0) j->st->pinned_core = core;
-        else snprintf(j->st->pin_error, sizeof j->st->pin_error, "%s", tt_lasterr());
-    }
+    /* the reader first: the threads engine's workers must not inherit this thread's pinning */
     uring_opts uo = {j->o->qd, j->o->chunk, j->o->direct, j->o->engine};
     rc = uring_reader_open(&r, tier_path(j->s), &uo);
     if (rc == 0) {
@@ -58,6 +54,11 @@ static void *io_thread(void *arg) {
         if (nw) snprintf(j->st->engine, sizeof j->st->engine, "%s (%u)", en, nw);
         else snprintf(j->st->engine, sizeof j->st->engine, "%s", en);
         j->st->direct = uring_reader_direct(r);
+    }
+    if (j->o->topo) {
+        int core = topo_io_core(j->o->topo);
+        if (topo_pin_thread(j->o->topo, core) == 0) j->st->pinned_core = core;
+        else snprintf(j->st->pin_error, sizeof j->st->pin_error, "%s", tt_lasterr());
     }
     if (rc == 0) rc = uring_reader_register_or_plain(r, j->buf, (size_t)j->slot_bytes * j->nslots);
     uint32_t next = 0, inflight = 0;

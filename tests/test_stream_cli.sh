@@ -106,8 +106,14 @@ else drop=""; fi
 if [ -n "$drop" ]; then
     expect_ok "train streamed, ulimit -l 64" $drop sh -c 'ulimit -l 64 && exec "$@"' sh "$T" train $FLAGS --hbm "$hbm" \
         --out "$dir/streaml"
-    [ "$(grep -c 'out of locked memory.*reading without registered buffers' "$dir/err")" -eq 1 ] ||
-        { fail "ulimit -l 64: expected one line saying the buffers go unregistered"; cat "$dir/err"; }
+    if grep -q "io_uring is not available here" "$dir/err"; then # io_uring refused here (or, before Linux 5.12,
+        # its rings over the limit): the pread threads read, and need no registration
+        [ "$(grep -c 'reading with [0-9]* pread threads' "$dir/err")" -eq 1 ] ||
+            { fail "ulimit -l 64: expected one line saying the threads read"; cat "$dir/err"; }
+    else
+        [ "$(grep -c 'out of locked memory.*reading without registered buffers' "$dir/err")" -eq 1 ] ||
+            { fail "ulimit -l 64: expected one line saying the buffers go unregistered"; cat "$dir/err"; }
+    fi
     cmp -s "$dir/streaml/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
         fail "streamed training without registered buffers gave another adapter"
 else

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -449,6 +450,55 @@ static void test_close_busy(void) {
     iobuf_free(buf, 4 * MiB);
 }
 
+/* reads run in parallel: io_uring keeps qd requests in flight; the threads
+ * run several preads at once (timing decides how many overlap, so the best
+ * of a few tries counts: a serialised engine never shows 2) */
+static void test_parallel(void) {
+    const unsigned qd = 4;
+    unsigned best = 0;
+    uint8_t *buf = iobuf_alloc(SIZE_A);
+    for (int t = 0; t < 8 && best < 2; t++) {
+        uring_reader *r = open_or_die(g_fa, qd, 1 * MiB);
+        CHECK_EQ_INT(uring_reader_read(r, buf, 0, 4 * MiB), 0);
+        uring_stats st;
+        uring_reader_stats(r, &st);
+        CHECK(st.max_inflight >= 1 && st.max_inflight <= qd);
+        if (g_engine == UR_ENGINE_URING) CHECK_EQ_INT(st.max_inflight, qd);
+        if (st.max_inflight > best) best = st.max_inflight;
+        uring_reader_close(r);
+    }
+    CHECK_MSG(best >= 2, "at most %u read(s) at once in 8 tries", best);
+    iobuf_free(buf, SIZE_A);
+}
+
+/* errors the kernel reports, through the engine: a file cut short after open
+ * (end of file where the size said more) and a destination it cannot write */
+static void test_kernel_errors(void) {
+    char p[700];
+    snprintf(p, sizeof p, "%s/cut.bin", g_dir);
+    CHECK_EQ_INT(write_pattern(p, 1 * MiB, SALT_A), 0);
+    uring_reader *r = open_or_die(p, 4, 64 * KiB);
+    CHECK_EQ_INT(truncate(p, 256 * KiB), 0);
+    uint8_t *buf = iobuf_alloc(128 * KiB);
+    CHECK_EQ_INT(uring_reader_read(r, buf, 512 * KiB, 64 * KiB), -EIO);
+    CHECK_MSG(strstr(tt_lasterr(), p) && strstr(tt_lasterr(), "unexpected end of file"), "message: %s", tt_lasterr());
+    CHECK_EQ_INT(uring_reader_read(r, buf, 0, 128 * KiB), 0); /* what is left still reads */
+    check_range(buf, 0, 128 * KiB, 1 * MiB, SALT_A, "after the file was cut");
+    void *ro = mmap(NULL, 64 * KiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(ro != MAP_FAILED);
+    if (ro != MAP_FAILED) {
+        uint64_t tag = 0;
+        CHECK_EQ_INT(uring_reader_submit(r, ro, 0, 64 * KiB, 7), 0);
+        CHECK_EQ_INT(uring_reader_wait(r, &tag), -EFAULT);
+        CHECK_EQ_INT(tag, 7);
+        CHECK_MSG(strstr(tt_lasterr(), p) && strstr(tt_lasterr(), strerror(EFAULT)), "message: %s", tt_lasterr());
+        munmap(ro, 64 * KiB);
+    }
+    iobuf_free(buf, 128 * KiB);
+    uring_reader_close(r);
+    unlink(p);
+}
+
 /* TT_IO_ENGINE chooses where opts say auto; an unknown value is refused by
  * name; opts that name an engine win over it */
 static void test_engine_env(int have_uring) {
@@ -481,15 +531,16 @@ static void test_engine_env(int have_uring) {
     unsetenv("TT_IO_ENGINE");
 }
 
-/* Refuses io_uring_setup with err from now on, as Docker's default seccomp
- * profile does (EPERM), or an old kernel's locked-memory accounting (ENOMEM).
- * Returns 0, or -1 where seccomp filters cannot be installed. */
-static int refuse_io_uring(int err) {
+/* Refuses system call nr (io_uring_setup or io_uring_register) with err from
+ * now on, as Docker's default seccomp profile does (EPERM), or an old
+ * kernel's locked-memory accounting (ENOMEM). Returns 0, or -1 where seccomp
+ * filters cannot be installed. */
+static int refuse_io_uring(int nr, int err) {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 3),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
@@ -502,7 +553,7 @@ static int refuse_io_uring(int err) {
 /* In a child under that filter: auto falls back to the threads with one line
  * on stderr (once per process) that gives the reason, reads right; uring is
  * refused with its sentence. */
-static void test_fallback(int err) {
+static void test_fallback(int nr, int err) {
 #if !defined(__x86_64__)
     fprintf(stderr, "note: the seccomp fallback case is written for x86-64; skipped\n");
     return;
@@ -514,7 +565,7 @@ static void test_fallback(int err) {
     if (pid == 0) {
         int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(3);
-        if (refuse_io_uring(err)) _exit(77);
+        if (refuse_io_uring(nr, err)) _exit(77);
         unsetenv("TT_IO_ENGINE");
         uring_opts o;
         uring_opts_default(&o);
@@ -552,7 +603,8 @@ static void test_fallback(int err) {
     }
     CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x; its stderr:\n%s", st, log);
     char want[200];
-    snprintf(want, sizeof want, "io_uring is not available here (io_uring_setup: %s; %s", strerror(err),
+    snprintf(want, sizeof want, "io_uring is not available here (%s: %s; %s",
+             nr == __NR_io_uring_setup ? "io_uring_setup" : "io_uring_register", strerror(err),
              err == EPERM ? "kernel.io_uring_disabled, a seccomp filter" : "the locked-memory limit");
     const char *a = strstr(log, want);
     CHECK_MSG(a && strstr(a, "reading with 16 pread threads instead"), "stderr: %s", log);
@@ -656,23 +708,19 @@ int main(void) {
     uring_opts_default(&o);
     o.engine = UR_ENGINE_URING;
     int rc = uring_reader_open(&r, g_fa, &o), have_uring = 1;
-    if (rc == -EINVAL && strstr(tt_lasterr(), "O_DIRECT")) {
-        fprintf(stderr, "note: %s does not support O_DIRECT; testing buffered reads only\n",
-                g_dir);
-        g_direct = 0;
-    } else if (rc && strstr(tt_lasterr(), "io_uring is not available")) {
+    if (rc && strstr(tt_lasterr(), "io_uring is not available")) {
         fprintf(stderr, "note: testing the threads engine only: %s\n", tt_lasterr());
         have_uring = 0;
         o.engine = UR_ENGINE_THREADS;
         rc = uring_reader_open(&r, g_fa, &o);
-        if (rc == -EINVAL && strstr(tt_lasterr(), "O_DIRECT")) {
-            g_direct = 0;
-            rc = 0;
-        }
     }
     if (rc) {
         fprintf(stderr, "open failed: %s\n", tt_lasterr());
         return 1;
+    }
+    if (!uring_reader_direct(r)) {
+        fprintf(stderr, "note: %s does not support O_DIRECT; testing buffered reads only\n", g_dir);
+        g_direct = 0;
     }
     uring_reader_close(r);
     const int direct_ok = g_direct;
@@ -691,6 +739,8 @@ int main(void) {
             test_fault();
             test_short();
             test_close_busy();
+            test_kernel_errors();
+            if (mode) test_parallel(); /* O_DIRECT: each read waits for the disk, so they overlap */
         }
         g_direct = direct_ok;
         test_register_big();
@@ -698,8 +748,9 @@ int main(void) {
     test_open_errors();
     test_engine_env(have_uring);
     if (have_uring) {
-        test_fallback(EPERM);
-        test_fallback(ENOMEM);
+        test_fallback(__NR_io_uring_setup, EPERM);
+        test_fallback(__NR_io_uring_setup, ENOMEM);
+        test_fallback(__NR_io_uring_register, EPERM);
     }
     if (direct_ok) test_no_direct();
 
