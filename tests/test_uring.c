@@ -531,10 +531,18 @@ static void test_engine_env(int have_uring) {
     unsetenv("TT_IO_ENGINE");
 }
 
+#if defined(__x86_64__)
+/* Installs a seccomp filter for the rest of this process. Returns 0, or -1
+ * where seccomp filters cannot be installed. */
+static int seccomp_install(struct sock_filter *f, unsigned short n) {
+    struct sock_fprog prog = {n, f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) ? -1 : 0;
+}
+
 /* Refuses system call nr (io_uring_setup or io_uring_register) with err from
  * now on, as Docker's default seccomp profile does (EPERM), or an old
- * kernel's locked-memory accounting (ENOMEM). Returns 0, or -1 where seccomp
- * filters cannot be installed. */
+ * kernel's locked-memory accounting (ENOMEM). */
 static int refuse_io_uring(int nr, int err) {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
@@ -544,76 +552,11 @@ static int refuse_io_uring(int nr, int err) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
-    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) return -1;
-    return 0;
-}
-
-/* In a child under that filter: auto falls back to the threads with one line
- * on stderr (once per process) that gives the reason, reads right; uring is
- * refused with its sentence. */
-static void test_fallback(int nr, int err) {
-#if !defined(__x86_64__)
-    fprintf(stderr, "note: the seccomp fallback case is written for x86-64; skipped\n");
-    return;
-#else
-    char errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/child.err", g_dir);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd < 0 || dup2(fd, 2) < 0) _exit(3);
-        if (refuse_io_uring(nr, err)) _exit(77);
-        unsetenv("TT_IO_ENGINE");
-        uring_opts o;
-        uring_opts_default(&o);
-        o.direct = g_direct;
-        uring_reader *r = NULL;
-        uint8_t *buf = iobuf_alloc(SIZE_A);
-        for (int k = 0; k < 2; k++) { /* twice: the note comes once */
-            CHECK_EQ_INT(uring_reader_open(&r, g_fa, &o), 0);
-            if (!r) _exit(1);
-            CHECK(!strcmp(uring_reader_engine(r, NULL), "threads"));
-            CHECK_EQ_INT(uring_reader_register(r, buf, SIZE_A), 0);
-            CHECK_EQ_INT(uring_reader_read(r, buf, 0, SIZE_A), 0);
-            check_range(buf, 0, SIZE_A, SIZE_A, SALT_A, "fallback read");
-            uring_reader_close(r);
-        }
-        o.engine = UR_ENGINE_URING;
-        CHECK_EQ_INT(uring_reader_open(&r, g_fa, &o), -err);
-        CHECK_MSG(strstr(tt_lasterr(), err == EPERM ? "io_uring is not available on this system" : "out of locked memory"),
-                  "message: %s", tt_lasterr());
-        iobuf_free(buf, SIZE_A);
-        fflush(stderr);
-        _exit(tt_test_failures ? 1 : 0);
-    }
-    int st = 0;
-    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
-    FILE *f = fopen(errpath, "r");
-    char log[4096] = "";
-    size_t n = f ? fread(log, 1, sizeof log - 1, f) : 0;
-    log[n] = '\0';
-    if (f) fclose(f);
-    unlink(errpath);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
-        fprintf(stderr, "note: cannot install a seccomp filter here; the fallback case is skipped\n");
-        return;
-    }
-    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x; its stderr:\n%s", st, log);
-    char want[200];
-    snprintf(want, sizeof want, "io_uring is not available here (%s: %s; %s",
-             nr == __NR_io_uring_setup ? "io_uring_setup" : "io_uring_register", strerror(err),
-             err == EPERM ? "kernel.io_uring_disabled, a seccomp filter" : "the locked-memory limit");
-    const char *a = strstr(log, want);
-    CHECK_MSG(a && strstr(a, "reading with 16 pread threads instead"), "stderr: %s", log);
-    CHECK_MSG(a && !strstr(a + 1, "io_uring is not available here"), "said more than once: %s", log);
-#endif
+    return seccomp_install(f, (unsigned short)(sizeof f / sizeof f[0]));
 }
 
 /* Refuses O_DIRECT opens with EINVAL from now on, as a filesystem without
- * direct IO does. Returns 0, or -1 where seccomp filters cannot be installed. */
+ * direct IO does. */
 static int refuse_o_direct(void) {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
@@ -625,65 +568,127 @@ static int refuse_o_direct(void) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
-    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) return -1;
-    return 0;
+    return seccomp_install(f, (unsigned short)(sizeof f / sizeof f[0]));
 }
 
-/* In a child under that filter: a reader asked for O_DIRECT reads through
- * the page cache, says so once, and reads right on both engines. */
-static void test_no_direct(void) {
-#if !defined(__x86_64__)
-    fprintf(stderr, "note: the O_DIRECT fallback case is written for x86-64; skipped\n");
-    return;
-#else
+/* Runs body(arg) in a child whose stderr goes to log (cap bytes, NUL-ended);
+ * the child exits 77 where body cannot install its filter. Returns 1 when the
+ * child ran (its exit status checked: 0), 0 when it skipped (said so). */
+static int in_child(void (*body)(const void *), const void *arg, const char *what, char *log, size_t cap) {
     char errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/child2.err", g_dir);
+    snprintf(errpath, sizeof errpath, "%s/child.err", g_dir);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(3);
-        if (refuse_o_direct()) _exit(77);
-        uint8_t *buf = iobuf_alloc(SIZE_B + 8192);
-        for (int e = UR_ENGINE_URING; e <= UR_ENGINE_THREADS; e++) {
-            uring_opts o;
-            uring_opts_default(&o);
-            o.engine = e;
-            o.chunk = 64 * KiB;
-            uring_reader *r = NULL;
-            CHECK_EQ_INT(uring_reader_open(&r, g_fb, &o), 0);
-            if (!r) _exit(1);
-            CHECK_EQ_INT(uring_reader_direct(r), 0);
-            uint64_t padded = tt_align_up(SIZE_B, 4096);
-            memset(buf, 0xEE, padded);
-            CHECK_EQ_INT(uring_reader_read(r, buf, 0, padded), 0);
-            check_range(buf, 0, padded, SIZE_B, SALT_B, "page cache after O_DIRECT was refused");
-            uring_reader_close(r);
-        }
-        iobuf_free(buf, SIZE_B + 8192);
+        body(arg);
         fflush(stderr);
         _exit(tt_test_failures ? 1 : 0);
     }
     int st = 0;
     CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
     FILE *f = fopen(errpath, "r");
-    char log[4096] = "";
-    size_t n = f ? fread(log, 1, sizeof log - 1, f) : 0;
+    size_t n = f ? fread(log, 1, cap - 1, f) : 0;
     log[n] = '\0';
     if (f) fclose(f);
     unlink(errpath);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
-        fprintf(stderr, "note: cannot install a seccomp filter here; the O_DIRECT fallback case is skipped\n");
-        return;
+        fprintf(stderr, "note: cannot install a seccomp filter here; the %s case is skipped\n", what);
+        return 0;
     }
-    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x; its stderr:\n%s", st, log);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child status %#x; its stderr:\n%s", what, st, log);
+    return 1;
+}
+
+typedef struct refusal {
+    int nr, err;
+} refusal;
+
+static void child_fallback(const void *arg) {
+    const refusal *rf = arg;
+    if (refuse_io_uring(rf->nr, rf->err)) _exit(77);
+    unsetenv("TT_IO_ENGINE");
+    uring_opts o;
+    uring_opts_default(&o);
+    o.direct = g_direct;
+    uring_reader *r = NULL;
+    uint8_t *buf = iobuf_alloc(SIZE_A);
+    for (int k = 0; k < 2; k++) { /* twice: the note comes once */
+        CHECK_EQ_INT(uring_reader_open(&r, g_fa, &o), 0);
+        if (!r) _exit(1);
+        CHECK(!strcmp(uring_reader_engine(r, NULL), "threads"));
+        CHECK_EQ_INT(uring_reader_register(r, buf, SIZE_A), 0);
+        CHECK_EQ_INT(uring_reader_read(r, buf, 0, SIZE_A), 0);
+        check_range(buf, 0, SIZE_A, SIZE_A, SALT_A, "fallback read");
+        uring_reader_close(r);
+    }
+    o.engine = UR_ENGINE_URING;
+    CHECK_EQ_INT(uring_reader_open(&r, g_fa, &o), -rf->err);
+    CHECK_MSG(strstr(tt_lasterr(), rf->err == EPERM ? "io_uring is not available on this system" : "out of locked memory"),
+              "message: %s", tt_lasterr());
+    iobuf_free(buf, SIZE_A);
+}
+
+static void child_no_direct(const void *arg) {
+    (void)arg;
+    if (refuse_o_direct()) _exit(77);
+    uint8_t *buf = iobuf_alloc(SIZE_B + 8192);
+    for (int e = UR_ENGINE_URING; e <= UR_ENGINE_THREADS; e++) {
+        uring_opts o;
+        uring_opts_default(&o);
+        o.engine = e;
+        o.chunk = 64 * KiB;
+        uring_reader *r = NULL;
+        CHECK_EQ_INT(uring_reader_open(&r, g_fb, &o), 0);
+        if (!r) _exit(1);
+        CHECK_EQ_INT(uring_reader_direct(r), 0);
+        uint64_t padded = tt_align_up(SIZE_B, 4096);
+        memset(buf, 0xEE, padded);
+        CHECK_EQ_INT(uring_reader_read(r, buf, 0, padded), 0);
+        check_range(buf, 0, padded, SIZE_B, SALT_B, "page cache after O_DIRECT was refused");
+        uring_reader_close(r);
+    }
+    iobuf_free(buf, SIZE_B + 8192);
+}
+
+/* Once, in log: want is there, and not a second time. */
+static void said_once(const char *log, const char *want, const char *then) {
+    const char *a = strstr(log, want);
+    CHECK_MSG(a && strstr(a, then), "stderr lacks '%s ... %s': %s", want, then, log);
+    CHECK_MSG(a && !strstr(a + strlen(want), want), "said more than once: %s", log);
+}
+#endif
+
+/* In a child under a filter refusing io_uring (system call nr, errno err):
+ * auto falls back to the threads with one line on stderr (once per process)
+ * that gives the reason, reads right; uring is refused with its sentence. */
+static void test_fallback(int nr, int err) {
+#if !defined(__x86_64__)
+    (void)nr, (void)err;
+    fprintf(stderr, "note: the seccomp cases are written for x86-64; skipped\n");
+#else
+    char log[4096];
+    refusal rf = {nr, err};
+    if (!in_child(child_fallback, &rf, "io_uring fallback", log, sizeof log)) return;
+    char want[200];
+    snprintf(want, sizeof want, "io_uring is not available here (%s: %s; %s",
+             nr == __NR_io_uring_setup ? "io_uring_setup" : "io_uring_register", strerror(err),
+             err == EPERM ? "kernel.io_uring_disabled, a seccomp filter" : "the locked-memory limit");
+    said_once(log, want, "reading with 16 pread threads instead");
+#endif
+}
+
+/* In a child under a filter refusing O_DIRECT opens: a reader asked for
+ * O_DIRECT reads through the page cache, says so once, and reads right on
+ * both engines. */
+static void test_no_direct(void) {
+#if defined(__x86_64__)
+    char log[4096];
+    if (!in_child(child_no_direct, NULL, "O_DIRECT fallback", log, sizeof log)) return;
     char want[800];
     snprintf(want, sizeof want, "tiertrain: %s is on a filesystem without direct IO", g_fb);
-    const char *a = strstr(log, want);
-    CHECK_MSG(a && strstr(a, "reading it through the page cache instead"), "stderr: %s", log);
-    CHECK_MSG(a && !strstr(a + strlen(want), want), "said more than once: %s", log);
+    said_once(log, want, "reading it through the page cache instead");
 #endif
 }
 
