@@ -97,10 +97,10 @@ F := $(BUILD)/f64
 FA := $(BUILD)/f64asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # ThreadSanitizer build (no CUDA) of the tests that drive the asynchronous backend (cpu-async) and the
-# read engine's pread threads (test_uring)
+# read engine's pread threads (test_uring) and the op profile's event pool (test_opprof)
 TS := $(BUILD)/tsan
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
-TSAN_TESTS := test_stream_async test_generate test_uring
+TSAN_TESTS := test_stream_async test_generate test_uring test_opprof
 
 .PHONY: all test run-tests deps fuzz fuzz-long corpus demo bench gpu-bundle clean
 .SECONDARY:

@@ -698,6 +698,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         if (step == start + 1) {
             res->first_loss = loss;
             /* the warm-up pass is done: every kernel a step runs is loaded and every library workspace taken */
+            be_prof_window(step + 1);
             uint64_t used;
             if (be_dev_in_use(&used) == 0) {
                 res->dev_in_use = used;
@@ -727,7 +728,9 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         int reweight = dyn && step % mix->every == 0; /* at multiples only: a resume re-weights where one run does */
         int validated = 0;
         if (any_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last || reweight)) {
+            be_prof_pause(1); /* TT_PROFILE_OPS: the training steps' ops by themselves */
             rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
+            be_prof_pause(0);
             if (rc) {
                 rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);
                 break;

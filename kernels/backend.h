@@ -305,6 +305,11 @@ const tt_backend *be_for_planning(const char *name);
 
 /* Selects the backend used by the be_* functions (default: CPU). */
 void be_use(const tt_backend *b);
+/* The op profile (TT_PROFILE_OPS=1, kernels/opprof.h): what ran before this
+ * call is the warm-up; the report at exit shows what ran from `step` on. */
+void be_prof_window(int step);
+/* Sets what runs while paused (validation) apart from that window. */
+void be_prof_pause(int paused);
 const tt_backend *be_current(void);
 
 void *be_alloc(size_t bytes);

@@ -123,6 +123,14 @@ cp "$dir/out" "$dir/bg.json"
 expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" --out "$dir/bs"
 cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bs/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (bf16 activations: tensor-core attention)"
+# the op profile (TT_PROFILE_OPS): CUDA events around every op, read back at the step's read-back; the same adapter
+expect_ok lora-bf16-profiled env TT_PROFILE_OPS=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda \
+    --hbm "${h}M" --out "$dir/bp"
+grep -q '^op profile (TT_PROFILE_OPS, cuda backend), from step 2 on' "$dir/err" &&
+    grep -q '^  linear (dequantize + product) *[1-9][0-9]* ' "$dir/err" &&
+    grep -q '^  attention backward *[1-9]' "$dir/err" || { fail "TT_PROFILE_OPS: no op profile of the CUDA run"; cat "$dir/err"; }
+cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bp/adapter_model.safetensors" ||
+    fail "LoRA trained under TT_PROFILE_OPS differs"
 # the same through (the stand-in for) cuDNN: planned with cuDNN's scratch, streamed at that smallest --hbm; bit for
 # bit against resident here (the stand-in is deterministic, cuDNN's backward is not), the losses near the kernels'
 hc=$(env TT_CUDA_ATTN=cudnn "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16 --device cuda --hbm 1M 2>&1 | needs)

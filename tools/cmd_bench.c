@@ -302,6 +302,7 @@ static int bench_overlap(int argc, char **argv) {
         tool_fail("bench overlap");
         goto out;
     }
+    be_prof_window(2); /* TT_PROFILE_OPS: the timed steps of both runs, without the warm-up */
     uint64_t io0 = exec_io_bytes(ex);
     for (long i = 0; i < steps; i++) {
         if (timed_steps(ex, 1, &t1, trace, &io_busy, &comp_busy)) { tool_fail("bench overlap"); goto out; }

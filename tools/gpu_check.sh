@@ -42,7 +42,8 @@
 #   train8b    llama3.1-8b NF4, 32K tokens a step (micro-batches of 8192), rank 16 on all seven projections, seq
 #              2048 and 4096, resident and under --hbm 8G: tokens/s, MFU over the bf16 GEMM rate measured in the
 #              same call, overlap, the GPU's peaks; passes at MFU >= 40% resident, 8G >= 0.9 x resident with
-#              overlap >= 0.95, peak within 8G (issue 12's third must-show; the peer's shapes)
+#              overlap >= 0.95, peak within 8G (issue 12's third must-show; the peer's shapes); then one resident
+#              run under TT_PROFILE_OPS=1: the time of every op kind of a step (train8b.opprof.txt in OUTDIR)
 # A GPU session has 15 minutes of device time, the machine's start included: calls 1 and 2 fit, 3 is the next
 # session's (with whatever 1 and 2 left to rerun):
 #   1. QUICK=1 bash tools/gpu_check.sh $OUT                                  (~3 min: does it work)
@@ -426,6 +427,11 @@ c_train8b() {
         run_measured "8b-s$seq-$T8_HBM" "$W/l8b.tier" "$W/info8b.json" "$seq" "$shape" "--hbm $T8_HBM" || bad=1
         within_budget "$W/8b-s$seq-$T8_HBM.log" "$mib" || { echo "8b-s$seq-$T8_HBM: the GPU's peak is above the budget"; bad=1; }
     done
+    # where a resident step's time goes, op by op, at the last shape (TT_PROFILE_OPS: CUDA events around every op;
+    # step 2, step 1 being the warm-up); informative, it decides nothing: OUTDIR/train8b.opprof.txt
+    TT_PROFILE_OPS=1 "$T" train --model "$W/l8b.tier" --data "$W/c.tok" --out "$W/8b-prof" $shape --steps 2 --warmup 1 \
+        --eval-every 0 --eval-tokens 1 --save-every 0 --force >"$W/8b-prof.log" 2>&1 || echo "8b-prof: exit $?"
+    awk '/^op profile/ { p = 1 } p && !/^op profile/ && !/^  / { p = 0 } p' "$W/8b-prof.log" | tee "$OUTD/train8b.opprof.txt"
     rm -f "$W/l8b.tier"
     cp "$W/runs.lines" "$OUTD/train8b.lines" 2>/dev/null
     # runs.tsv: name tokens/s MFU(%) overlap, a resident run's line first, its budgeted run's next
