@@ -153,8 +153,9 @@ void be_linear_w(int trans, int rows, int in, int n, const void *x, int ldx, uin
     TT_ASSERT(ldx >= (trans ? n : in) && ldy >= (trans ? in : n) && dtype >= 1 && dtype <= 4);
     TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || o0 * (size_t)in % NF4_BLOCK == 0);
     double wv = (double)n * in; /* the block's weights: read stored, written and read dequantized */
+    double xin = trans ? n : in, yout = trans ? in : n; /* y read too where beta is not 0 */
     PROFILED(PK_LINEAR, 2.0 * rows * wv,
-             (stored_bytes_per_value(dtype) + 2 * ES(dt)) * wv + ES(dt) * rows * (trans ? n + in : in + n),
+             (stored_bytes_per_value(dtype) + 2 * ES(dt)) * wv + ES(dt) * rows * (xin + yout * (beta != 0 ? 2 : 1)),
              cur()->linear(trans, rows, in, n, x, ldx, dtype, blob, out_total, o0, scratch, beta, y, ldy, dt));
 }
 void be_rmsnorm_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt) {

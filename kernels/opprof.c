@@ -1,11 +1,13 @@
 /* kernels/opprof.c — the op profile (see kernels/opprof.h).
  *
  * The pool: up to POOL pairs of timing events, each free, open (its op was
- * issued between prof_begin and prof_end) or ended (waiting to be read). A
- * flush reads the ended pairs (each waits for its end mark, which a
- * synchronous read-back has passed already) and frees them. The pool belongs
- * to the backend that made its events: be_use calls prof_switch first, which
- * reads and frees it. */
+ * issued between prof_begin and prof_end) or ended (waiting to be read, in
+ * the ended queue in the order the ops were issued). A flush reads ended
+ * pairs from the queue's head as long as their end mark has been reached
+ * (the compute queue runs its ops in order: one not reached means none after
+ * it is), and frees them. A full pool waits for the oldest op only. The pool
+ * belongs to the backend that made its events: be_use calls prof_switch
+ * first, which reads and frees it. */
 #include "kernels/opprof.h"
 
 #include "core/base/common.h"
@@ -32,6 +34,8 @@ static pair *g_pool;        /* POOL pairs, or NULL: not made yet, or the backend
 static int g_no_timers;     /* this backend runs ops at the call: the host's clock */
 static long g_free[POOL];
 static long g_n_free;
+static long g_ended[POOL]; /* ring: the ended pairs, oldest first */
+static long g_end_head, g_n_ended;
 static prof_stat g_tally[2][PK_N];
 static int g_window, g_window_step; /* g_window: new ops count in the window (opened and not paused) */
 static int g_opened, g_paused;
@@ -100,21 +104,37 @@ static void tally(int kind, int window, double sec, double flops, double bytes) 
     }
 }
 
-/* Reads every ended pair and frees it; g_mu held. */
-static void flush_locked(void) {
-    if (!g_pool) return;
+/* Reads the ended pairs whose ops are done, oldest first, and frees them;
+ * wait_oldest: waits for the oldest op first (a full pool). g_mu held. */
+static void flush_locked(int wait_oldest) {
+    if (!g_pool || !g_n_ended) return;
+    if (wait_oldest) be_event_sync(g_pool[g_ended[g_end_head]].b);
     int any = 0;
-    for (long i = 0; i < POOL; i++) {
+    while (g_n_ended) {
+        long i = g_ended[g_end_head];
         pair *p = &g_pool[i];
-        if (p->state != PAIR_ENDED) continue;
-        be_event_sync(p->b);
+        if (!be_event_query(p->b)) break;
         double s = be_timer_elapsed(p->a, p->b);
         tally(p->kind, p->window, s > 0 ? s : 0, p->flops, p->bytes);
         p->state = PAIR_FREE;
         g_free[g_n_free++] = i;
+        g_end_head = (g_end_head + 1) % POOL;
+        g_n_ended--;
         any = 1;
     }
     if (any) g_last_read = tt_now();
+}
+
+/* Waits for every op timed and reads them all; g_mu held. */
+static void drain_locked(void) {
+    if (!g_pool || !g_n_ended) return;
+    be_event_sync(g_pool[g_ended[(g_end_head + g_n_ended - 1) % POOL]].b);
+    flush_locked(0);
+}
+
+/* The window's wall time to the last read-back, pauses left out; g_mu held. */
+static double window_wall_locked(void) {
+    return g_active_s + (!g_paused && g_last_read > g_active_t0 ? g_last_read - g_active_t0 : 0);
 }
 
 /* Makes the pool for the current backend, or notes that it has no timers; g_mu held. */
@@ -138,7 +158,7 @@ prof_tok prof_begin(void) {
     pthread_mutex_lock(&g_mu);
     if (!g_pool && !g_no_timers) pool_make();
     if (g_pool) {
-        if (!g_n_free) flush_locked(); /* waits for the oldest ops */
+        if (!g_n_free) flush_locked(1); /* waits for the oldest op */
         TT_ASSERT(g_n_free > 0);       /* every pair open at once: ops nested POOL deep, never */
         t.slot = g_free[--g_n_free];
         g_pool[t.slot].state = PAIR_OPEN;
@@ -165,6 +185,7 @@ void prof_end(prof_tok t, int kind, double flops, double bytes) {
         p->flops = flops;
         p->bytes = bytes;
         p->state = PAIR_ENDED;
+        g_ended[(g_end_head + g_n_ended++) % POOL] = t.slot;
     }
     pthread_mutex_unlock(&g_mu);
 }
@@ -172,14 +193,14 @@ void prof_end(prof_tok t, int kind, double flops, double bytes) {
 void prof_flush(void) {
     if (!prof_enabled()) return;
     pthread_mutex_lock(&g_mu);
-    flush_locked();
+    flush_locked(0);
     pthread_mutex_unlock(&g_mu);
 }
 
 void prof_window(int step) {
     if (!prof_enabled()) return;
     pthread_mutex_lock(&g_mu);
-    flush_locked();
+    flush_locked(0);
     g_opened = 1;
     g_paused = 0;
     g_window = 1;
@@ -195,7 +216,7 @@ void prof_pause(int paused) {
     if (!prof_enabled()) return;
     pthread_mutex_lock(&g_mu);
     if (g_opened && paused != g_paused) {
-        flush_locked(); /* what ran before belongs where it was issued */
+        flush_locked(0); /* what ran before belongs where it was issued */
         if (paused) {
             g_active_s += g_last_read > g_active_t0 ? g_last_read - g_active_t0 : 0;
             g_any_pause = 1;
@@ -212,7 +233,7 @@ void prof_pause(int paused) {
 void prof_switch(void) {
     if (atomic_load_explicit(&g_on, memory_order_relaxed) != 1) return;
     pthread_mutex_lock(&g_mu);
-    flush_locked();
+    drain_locked();
     if (g_pool) {
         for (long i = 0; i < POOL; i++) {
             TT_ASSERT(g_pool[i].state == PAIR_FREE); /* no op is open across a switch */
@@ -224,6 +245,13 @@ void prof_switch(void) {
     }
     g_no_timers = 0;
     pthread_mutex_unlock(&g_mu);
+}
+
+double prof_window_seconds(void) {
+    pthread_mutex_lock(&g_mu);
+    double wall = g_opened ? window_wall_locked() : 0;
+    pthread_mutex_unlock(&g_mu);
+    return wall;
 }
 
 void prof_get(int kind, int window, prof_stat *out) {
@@ -243,9 +271,11 @@ static void rate(const prof_stat *s, char *b, size_t n) {
 
 void prof_report(FILE *f, const char *backend) {
     pthread_mutex_lock(&g_mu);
-    int w = g_opened;
+    uint64_t in_window = 0;
+    for (int k = 0; k < PK_N; k++) in_window += g_tally[1][k].calls;
+    int w = g_opened && in_window; /* a run of one step has only its warm-up: show everything */
     const prof_stat *t = g_tally[w];
-    double wall = g_active_s + (!g_paused && g_last_read > g_active_t0 ? g_last_read - g_active_t0 : 0);
+    double wall = window_wall_locked();
     int order[PK_N], n = 0;
     double total = 0;
     uint64_t calls = 0;
@@ -268,7 +298,8 @@ void prof_report(FILE *f, const char *backend) {
                 "what came before is the warm-up, counted apart):\n", backend, g_window_step, wall,
                 g_any_pause ? ", validation set apart" : "");
     else
-        fprintf(f, "op profile (TT_PROFILE_OPS, %s backend), every op (no warm-up was set apart):\n", backend);
+        fprintf(f, "op profile (TT_PROFILE_OPS, %s backend), every op (%s):\n", backend,
+                g_opened ? "nothing ran after the warm-up: it is included" : "no warm-up was set apart");
     fprintf(f, "  %-32s %9s %12s %7s %11s %16s\n", "op", "calls", "total ms", "share", "mean us", "rate");
     for (int i = 0; i < n; i++) {
         const prof_stat *s = &t[order[i]];

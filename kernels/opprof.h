@@ -6,9 +6,10 @@
  * events note when their mark is reached), or with the host's clock where
  * the backend runs ops at the call (the CPU backend). Event pairs wait in a
  * pool and are read back at the next synchronous read-back (be_to_host, where
- * the compute queue's work is done) or when the pool is full. Each op also
- * counts its FLOPs (products, attention: causal FLOPs as `bench kernels`
- * counts them) or the bytes it must move, for a rate per kind.
+ * the compute queue's work is done); a full pool waits for its oldest op.
+ * Each op also counts its FLOPs (products, attention: causal FLOPs as `bench
+ * kernels` counts them) or the bytes it must move, for a rate per kind (the
+ * KV-cache attention's bytes count the whole cache: an upper bound).
  *
  * Two tallies: everything, and a window that a caller opens after its
  * warm-up (train: after step 1, when every kernel is loaded and every plan
@@ -71,6 +72,10 @@ void prof_window(int step);
 /* Sets the window's ops apart while paused (train: validation), and its wall
  * time too. */
 void prof_pause(int paused);
+
+/* The window's wall time so far: from its opening to the last read-back,
+ * pauses left out (0 before it opens). */
+double prof_window_seconds(void);
 
 /* The tally of one kind: everything (window 0) or the window (1). */
 typedef struct prof_stat {

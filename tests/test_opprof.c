@@ -4,8 +4,9 @@
  *    clock);
  * 2. training steps of the `small` preset through the executor, on the CPU
  *    and on cpu-async (timing events): two identical steps after the window
- *    opens count exactly twice one step of every kind, the same counts on both
- *    backends, and the frozen weights' products' FLOPs equal what the model's
+ *    opens count exactly twice one step of every kind (an evaluation between
+ *    them, paused, not at all), the same counts on both backends, the ops'
+ *    times within the window's wall time, and the frozen products' FLOPs equal what the model's
  *    shapes say a LoRA step does (forward, the recomputation without the down
  *    projection, the input gradients; the head's two logits passes and its
  *    input gradient);
@@ -69,6 +70,59 @@ static void known_ops(void) {
     be_free(a); be_free(b); be_free(c); be_free(x); be_free(y);
 }
 
+/* One op of kind `kind` by `call`: one call more, with exactly these FLOPs and bytes. */
+#define ONE(kind, fl, by, call)                                                                                        \
+    do {                                                                                                               \
+        prof_stat b_, a_;                                                                                              \
+        prof_get((kind), 0, &b_);                                                                                      \
+        call;                                                                                                          \
+        prof_get((kind), 0, &a_);                                                                                      \
+        CHECK_MSG(a_.calls - b_.calls == 1 && a_.flops - b_.flops == (double)(fl) &&                                  \
+                      a_.bytes - b_.bytes == (double)(by),                                                             \
+                  "%s: %llu calls, %.17g FLOPs, %.17g bytes; want 1, %.17g, %.17g", prof_kind_name(kind),             \
+                  (unsigned long long)(a_.calls - b_.calls), a_.flops - b_.flops, a_.bytes - b_.bytes, (double)(fl),   \
+                  (double)(by));                                                                                       \
+    } while (0)
+
+/* Every other kind once, each its own kind with its FLOPs or bytes (f32 activations on the CPU backend). */
+static void each_kind(void) {
+    const int T = 8, C = 64, nh = 2, nkv = 1, hd = 16, n = 512;
+    const double e = (double)sizeof(tt_real);
+    size_t big = 4096;
+    tt_real *x = be_alloc(big * sizeof(tt_real)), *y = be_alloc(big * sizeof(tt_real));
+    tt_real *z = be_alloc(big * sizeof(tt_real)), *u = be_alloc(big * sizeof(tt_real));
+    tt_real *v = be_alloc(big * sizeof(tt_real)), *w = be_alloc(big * sizeof(tt_real));
+    float *m1 = be_alloc(big * sizeof(float)), *m2 = be_alloc(big * sizeof(float));
+    be_fill(x, big, 0.5f);
+    be_fill(w, big, 1.f);
+    ONE(PK_FILL, 0, e * n, be_fill(y, n, 0.25f));
+    ONE(PK_COPY, 0, 2.0 * n * e, be_copy(z, y, n * sizeof(tt_real)));
+    ONE(PK_SCALE, 0, 2 * e * n, be_scale(n, 2, z));
+    ONE(PK_SUMSQ, 0, e * n, be_sumsq(n, z, (double *)u));
+    ONE(PK_MASK_SCALE, 0, 3 * e * n, be_mask_scale(n, x, w, 1, z, BE_REAL));
+    ONE(PK_DROPOUT, 0, e * T * C, be_dropout_mask(T, C, 1, 2, 0.1f, z, BE_REAL));
+    ONE(PK_DEQUANT, 0, (4 + e) * n, be_dequant_range(TT_DTYPE_F32, x, big, 0, n, z, BE_REAL));
+    ONE(PK_LINEAR, 2.0 * T * 16 * C, (4 + 2 * e) * 16 * C + e * T * (C + 16),
+        be_linear_w(0, T, C, 16, x, C, TT_DTYPE_F32, w, 32, 0, v, 0, y, 16, BE_REAL));
+    ONE(PK_LINEAR, 2.0 * T * 16 * C, (4 + 2 * e) * 16 * C + e * T * (16 + 2 * C), /* dgrad, accumulating */
+        be_linear_w(1, T, C, 16, x, 16, TT_DTYPE_F32, w, 32, 16, v, 1, y, C, BE_REAL));
+    ONE(PK_RMS_FWD, 0, 2 * e * T * C, be_rmsnorm_fwd(T, C, x, w, 1e-5f, y, u, BE_REAL));
+    ONE(PK_RMS_BWD, 0, 3 * e * T * C, be_rmsnorm_bwd(T, C, x, w, u, y, z, 0, BE_REAL));
+    ONE(PK_RMS_BWD, 0, 4 * e * T * C, be_rmsnorm_bwd(T, C, x, w, u, y, z, 1, BE_REAL));
+    ONE(PK_RMS_BWD_W, 0, 2 * e * T * C, be_rmsnorm_bwd_w(T, C, x, u, y, v, BE_REAL));
+    ONE(PK_ROPE, 0, 2 * e * T * nh * hd, be_rope(T, T, nh, hd, w, x, y, 0, NULL, BE_REAL));
+    ONE(PK_SWIGLU_FWD, 0, 3 * e * n, be_swiglu_fwd(n, x, w, y, BE_REAL));
+    ONE(PK_SWIGLU_BWD, 0, 5 * e * n, be_swiglu_bwd(n, x, w, y, z, v, BE_REAL));
+    ONE(PK_ADAMW, 0, (3 * e + 16) * n, be_adamw(n, y, x, m1, m2, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.f, 1));
+    /* causal attention: the forward's two products over the lower triangle; the backward 2.5 of them */
+    void *sc = be_alloc(be_attn_scratch_bytes(1, T, nh, nkv, hd, BE_REAL) + 1);
+    double af = 2.0 * T * T * hd * nh;
+    ONE(PK_ATTN_FWD, af, 0, be_attn_fwd(1, T, nh, nkv, hd, x, y, z, u, v, NULL, sc, BE_REAL));
+    ONE(PK_ATTN_BWD, 2.5 * af, 0, be_attn_bwd(1, T, nh, nkv, hd, x, y, z, u, v, w, m1, m2, x + 1024, NULL, sc, BE_REAL));
+    be_free(sc);
+    be_free(x); be_free(y); be_free(z); be_free(u); be_free(v); be_free(w); be_free(m1); be_free(m2);
+}
+
 /* The FLOPs one step's products of frozen weights must count (see the header). */
 static double step_linear_flops(const tt_config *c, int K, int T) {
     double f = 0;
@@ -83,9 +137,10 @@ static double step_linear_flops(const tt_config *c, int K, int T) {
     return 2.0 * K * T * f;
 }
 
-/* Steps 1 (warm-up), 2 and 3 of the executor; the window's tallies after 2 and after 3. */
+/* Steps 1 (warm-up), 2 and 3 of the executor, an evaluation between 2 and 3 with the window paused; the
+ * window's tallies after 2 and after 3, and its wall time. */
 static void three_steps(const char *store, const tt_plan_req *req, prof_stat w2[PK_N], prof_stat w3[PK_N],
-                        const char *what) {
+                        double *wall, const char *what) {
     tier_store *s;
     TT_ASSERT(tier_open(&s, store) == 0);
     tt_plan p;
@@ -104,7 +159,13 @@ static void three_steps(const char *store, const tt_plan_req *req, prof_stat w2[
         rc = exec_step(e, in, tg, w, 2e-3f, st, 0.9f, 0.999f, 1e-8f, 0.01f, 0.f, 0, &l, &g);
         CHECK_MSG(rc == 0, "%s, step %d: %s", what, st, tt_lasterr());
         for (int k = 0; k < PK_N; k++) prof_get(k, 1, st == 2 ? &w2[k] : &w3[k]);
+        if (st == 2 && !rc) { /* validation's ops are set apart */
+            prof_pause(1);
+            rc = exec_eval(e, in, tg, w, &l);
+            prof_pause(0);
+        }
     }
+    *wall = prof_window_seconds();
     free(in); free(tg); free(w);
     exec_free(e);
     tier_close(s);
@@ -115,12 +176,13 @@ static void steps(const char *store, const tt_config *c) {
     req.B = 2; req.seq = 16; req.K = 2;
     exec_user(&req.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS, 0}, 0);
     prof_stat w2[2][PK_N], w3[2][PK_N];
+    double wall[2];
     const tt_backend *cpu = be_current(), *async = be_by_name("cpu-async");
     TT_ASSERT(async);
-    three_steps(store, &req, w2[0], w3[0], "cpu");
+    three_steps(store, &req, w2[0], w3[0], &wall[0], "cpu");
     cpu_async_configure(3, 20);
     be_use(async);
-    three_steps(store, &req, w2[1], w3[1], "cpu-async");
+    three_steps(store, &req, w2[1], w3[1], &wall[1], "cpu-async");
     be_use(cpu);
     double want = step_linear_flops(c, req.K, req.B * req.seq);
     for (int b = 0; b < 2; b++) {
@@ -135,6 +197,11 @@ static void steps(const char *store, const tt_config *c) {
         }
         CHECK_MSG(w2[b][PK_LINEAR].flops == want, "%s: the frozen products counted %.17g FLOPs in a step, the shapes "
                   "say %.17g", bn, w2[b][PK_LINEAR].flops, want);
+        /* one compute queue: the ops' times cannot add up to more than the window's wall time */
+        double sum = 0;
+        for (int k = 0; k < PK_N; k++) sum += w3[b][k].seconds;
+        CHECK_MSG(sum > 0 && sum <= wall[b] * 1.001 + 1e-4, "%s: the ops' times add up to %.6f s in a window of %.6f s",
+                  bn, sum, wall[b]);
         int kinds[] = {PK_LINEAR, PK_GEMM_RANK, PK_ATTN_FWD, PK_ATTN_BWD, PK_RMS_FWD, PK_SWIGLU_BWD, PK_XENT, PK_ADAMW};
         for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
             CHECK_MSG(w3[b][kinds[i]].calls > 0 && w3[b][kinds[i]].seconds > 0, "%s: no time for %s", bn,
@@ -168,7 +235,8 @@ static void report(void) {
     char line[256], all[8192] = "";
     while (fgets(line, sizeof line, f) && strlen(all) + strlen(line) < sizeof all) strcat(all, line);
     fclose(f);
-    CHECK_MSG(strstr(all, "from step 2 on") && strstr(all, "warm-up:"), "report: %s", all);
+    CHECK_MSG(strstr(all, "from step 2 on") && strstr(all, "validation set apart") && strstr(all, "warm-up and validation:"),
+              "report: %s", all);
     /* the rows by time: each total no larger than the one above it */
     const char *p = strstr(all, "rate\n");
     double prev = 1e300;
@@ -193,6 +261,7 @@ int main(void) {
     setenv("TT_PROFILE_OPS", "1", 1);
     CHECK(prof_enabled());
     known_ops();
+    each_kind();
     char *dir = fixture_tmpdir();
     char store[600];
     snprintf(store, sizeof store, "%s/small.tier", dir);

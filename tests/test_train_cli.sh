@@ -39,6 +39,20 @@ n=$(sed -n 's/^interrupted at step \([0-9]*\).*/\1/p' "$dir/sig.out")
 # (a different --steps is refused: the schedule depends on it)
 grep -q "other training options" "$dir/out" || { fail "resume with other --steps was not refused"; cat "$dir/out"; }
 
+# TT_PROFILE_OPS: the op table on stderr at exit (from step 2 on; with one step, everything), the same adapter;
+# unset or 0: none.
+expect_ok "profiled" env TT_PROFILE_OPS=1 "$T" train $FLAGS --steps 3 --out "$dir/prof"
+grep -q '^op profile (TT_PROFILE_OPS, cpu backend), from step 2 on .*validation set apart' "$dir/err" &&
+    grep -q '^  linear (dequantize + product) *[1-9]' "$dir/err" && grep -q '^  warm-up and validation: [1-9]' "$dir/err" ||
+    { fail "TT_PROFILE_OPS=1: no op table"; cat "$dir/err"; }
+expect_ok "not profiled" env TT_PROFILE_OPS=0 "$T" train $FLAGS --steps 3 --out "$dir/noprof"
+grep -q 'op profile' "$dir/err" && fail "TT_PROFILE_OPS=0 printed an op table"
+cmp -s "$dir/prof/adapter_model.safetensors" "$dir/noprof/adapter_model.safetensors" ||
+    fail "the profiled run trained another adapter"
+expect_ok "profiled, one step" env TT_PROFILE_OPS=1 "$T" train $FLAGS --steps 1 --out "$dir/prof1"
+grep -q '^op profile (TT_PROFILE_OPS, cpu backend), every op (nothing ran after the warm-up' "$dir/err" ||
+    { fail "TT_PROFILE_OPS=1 --steps 1: no table of every op"; cat "$dir/err"; }
+
 # --act-dtype bf16: trains, is recorded in the checkpoint, and a resume with f32 activations is refused.
 expect_ok "act bf16" "$T" train $FLAGS --steps 2 --act-dtype bf16 --out "$dir/bf"
 expect_error "resume with other --act-dtype" "--act-dtype (1 = bf16) was 1, now 0" \
