@@ -35,20 +35,58 @@ static inline void make_batch(uint32_t vocab, int K, int T, int step, int32_t *i
     }
 }
 
-static inline int run(const char *store, const tt_plan_req *req, float dropout, float clip, run_out *o, tt_plan *used) {
+/* An executor on a fixture store under one plan request, and a step's batch buffers. */
+typedef struct run_ctx {
     tier_store *s;
-    TT_ASSERT(tier_open(&s, store) == 0);
     tt_plan p;
-    int rc = plan_make(s, req, &p);
-    if (rc) { tier_close(s); return rc; }
-    *used = p;
     tt_exec *e;
-    rc = exec_create(&e, store, &p, 5, g_run_trace);
-    CHECK_MSG(rc == 0, "%s", tt_lasterr());
-    if (rc) { tier_close(s); return rc; }
-    int T = req->B * req->seq, K = req->K;
-    int32_t *in = malloc(sizeof *in * K * T), *tg = malloc(sizeof *tg * K * T);
-    tt_real *w = malloc(sizeof *w * K * T);
+    int K, T;
+    int32_t *in, *tg;
+    tt_real *w;
+} run_ctx;
+
+/* Opens the store, makes the plan (its failure is returned as it is: some callers expect a refusal) and
+ * creates the executor (a failure there is a test failure, named by `what`). Free with run_close. */
+static inline int run_open(run_ctx *c, const char *store, const tt_plan_req *req, tt_trace *trace, const char *what) {
+    memset(c, 0, sizeof *c);
+    TT_ASSERT(tier_open(&c->s, store) == 0);
+    int rc = plan_make(c->s, req, &c->p);
+    if (!rc) {
+        rc = exec_create(&c->e, store, &c->p, 5, trace);
+        CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
+    }
+    if (rc) {
+        tier_close(c->s);
+        c->s = NULL;
+        return rc;
+    }
+    c->T = req->B * req->seq;
+    c->K = req->K;
+    size_t n = (size_t)c->K * c->T;
+    c->in = malloc(sizeof *c->in * n);
+    c->tg = malloc(sizeof *c->tg * n);
+    c->w = malloc(sizeof *c->w * n);
+    return 0;
+}
+
+static inline void run_close(run_ctx *c) {
+    free(c->in); free(c->tg); free(c->w);
+    exec_free(c->e);
+    if (c->s) tier_close(c->s);
+    memset(c, 0, sizeof *c);
+}
+
+static inline int run(const char *store, const tt_plan_req *req, float dropout, float clip, run_out *o, tt_plan *used) {
+    run_ctx c;
+    int rc = run_open(&c, store, req, g_run_trace, "run");
+    if (rc) return rc;
+    *used = c.p;
+    tt_exec *e = c.e;
+    tier_store *s = c.s;
+    const tt_plan p = c.p;
+    int T = c.T, K = c.K;
+    int32_t *in = c.in, *tg = c.tg;
+    tt_real *w = c.w;
     for (int st = 1; st <= STEPS && rc == 0; st++) {
         make_batch(tier_config(s)->vocab, K, T, st, in, tg, w);
         double g;
@@ -65,9 +103,7 @@ static inline int run(const char *store, const tt_plan_req *req, float dropout, 
     o->n = lo->n;
     o->params = malloc(lo->n * sizeof(tt_real));
     lora_params_get(lo, o->params);
-    free(in); free(tg); free(w);
-    exec_free(e);
-    tier_close(s);
+    run_close(&c);
     return rc;
 }
 

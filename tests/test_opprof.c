@@ -24,6 +24,12 @@
 
 #include "tests/stream_run.h"
 
+static uint64_t calls_of(int kind, int window) {
+    prof_stat s;
+    prof_get(kind, window, &s);
+    return s.calls;
+}
+
 static void known_ops(void) {
     const int M = 100, N = 80, K = 70, R = 16, n = 1000;
     double es = (double)be_elem_size(BE_REAL);
@@ -49,24 +55,18 @@ static void known_ops(void) {
     prof_get(PK_AXPY, 0, &s);
     CHECK_EQ_INT(s.calls - before[PK_AXPY].calls, 3);
     CHECK_NEAR(s.bytes - before[PK_AXPY].bytes, 3 * 3 * es * n, 0);
-    /* the window counts from its opening only */
+    /* the window counts from its opening only; paused (validation), ops count in everything only */
     prof_window(2);
     be_gemm(0, 0, M, N, K, 1, a, K, b, N, 0, c, N);
-    prof_get(PK_GEMM, 1, &s);
-    CHECK_EQ_INT(s.calls, 1);
-    prof_get(PK_GEMM, 0, &s);
-    CHECK_EQ_INT(s.calls - before[PK_GEMM].calls, 3);
-    prof_get(PK_AXPY, 1, &s);
-    CHECK_EQ_INT(s.calls, 0);
-    /* paused (validation), ops count in everything only */
+    CHECK_EQ_INT(calls_of(PK_GEMM, 1), 1);
+    CHECK_EQ_INT(calls_of(PK_GEMM, 0) - before[PK_GEMM].calls, 3);
+    CHECK_EQ_INT(calls_of(PK_AXPY, 1), 0);
     prof_pause(1);
     be_gemm(0, 0, M, N, K, 1, a, K, b, N, 0, c, N);
     prof_pause(0);
     be_gemm(0, 0, M, N, K, 1, a, K, b, N, 0, c, N);
-    prof_get(PK_GEMM, 1, &s);
-    CHECK_EQ_INT(s.calls, 2);
-    prof_get(PK_GEMM, 0, &s);
-    CHECK_EQ_INT(s.calls - before[PK_GEMM].calls, 5);
+    CHECK_EQ_INT(calls_of(PK_GEMM, 1), 2);
+    CHECK_EQ_INT(calls_of(PK_GEMM, 0) - before[PK_GEMM].calls, 5);
     be_free(a); be_free(b); be_free(c); be_free(x); be_free(y);
 }
 
@@ -141,19 +141,16 @@ static double step_linear_flops(const tt_config *c, int K, int T) {
  * window's tallies after 2 and after 3, and its wall time. */
 static void three_steps(const char *store, const tt_plan_req *req, prof_stat w2[PK_N], prof_stat w3[PK_N],
                         double *wall, const char *what) {
-    tier_store *s;
-    TT_ASSERT(tier_open(&s, store) == 0);
-    tt_plan p;
-    tt_exec *e = NULL;
-    int rc = plan_make(s, req, &p);
-    if (!rc) rc = exec_create(&e, store, &p, 5, NULL);
+    run_ctx c;
+    int rc = run_open(&c, store, req, NULL, what);
     CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
-    int T = req->B * req->seq, K = req->K;
-    size_t n = (size_t)K * T;
-    int32_t *in = malloc(sizeof *in * n), *tg = malloc(sizeof *tg * n);
-    tt_real *w = malloc(sizeof *w * n);
+    *wall = 0;
+    if (rc) return;
+    tt_exec *e = c.e;
+    int32_t *in = c.in, *tg = c.tg;
+    tt_real *w = c.w;
     double g, l;
-    make_batch(tier_config(s)->vocab, K, T, 1, in, tg, w);
+    make_batch(tier_config(c.s)->vocab, c.K, c.T, 1, in, tg, w);
     for (int st = 1; st <= 3 && !rc; st++) {
         if (st == 2) prof_window(2);
         rc = exec_step(e, in, tg, w, 2e-3f, st, 0.9f, 0.999f, 1e-8f, 0.01f, 0.f, 0, &l, &g);
@@ -166,9 +163,7 @@ static void three_steps(const char *store, const tt_plan_req *req, prof_stat w2[
         }
     }
     *wall = prof_window_seconds();
-    free(in); free(tg); free(w);
-    exec_free(e);
-    tier_close(s);
+    run_close(&c);
 }
 
 static void steps(const char *store, const tt_config *c) {

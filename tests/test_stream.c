@@ -29,21 +29,19 @@
  * sum, then exec_eval_tokens' on the same batch, then exec_eval's again;
  * returns the per-token NLLs (malloc'ed; NULL when the run failed). */
 static double *eval_tokens(const char *store, const tt_plan_req *req, const char *what) {
-    tier_store *s;
-    TT_ASSERT(tier_open(&s, store) == 0);
-    tt_plan p;
-    tt_exec *e = NULL;
-    int rc = plan_make(s, req, &p);
-    if (!rc) rc = exec_create(&e, store, &p, 5, NULL);
+    run_ctx c;
+    int rc = run_open(&c, store, req, NULL, what);
     CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
-    int T = req->B * req->seq, K = req->K;
+    if (rc) return NULL;
+    tt_exec *e = c.e;
+    int T = c.T, K = c.K;
     size_t n = (size_t)K * T;
-    int32_t *in = malloc(sizeof *in * n), *tg = malloc(sizeof *tg * n);
-    tt_real *w = malloc(sizeof *w * n);
+    int32_t *in = c.in, *tg = c.tg;
+    tt_real *w = c.w;
     double *nll = malloc(sizeof *nll * n), g, l0 = 0, l1 = 0, l2 = 0, sum = 0;
-    make_batch(tier_config(s)->vocab, K, T, 1, in, tg, w);
+    make_batch(tier_config(c.s)->vocab, K, T, 1, in, tg, w);
     if (!rc) rc = exec_step(e, in, tg, w, 2e-3f, 1, 0.9f, 0.999f, 1e-8f, 0.01f, 0.f, 0, &g, &g);
-    make_batch(tier_config(s)->vocab, K, T, 2, in, tg, w);
+    make_batch(tier_config(c.s)->vocab, K, T, 2, in, tg, w);
     if (!rc) rc = exec_eval(e, in, tg, w, &l0);
     if (!rc) rc = exec_eval_tokens(e, in, tg, w, &l1, nll);
     if (!rc) rc = exec_eval(e, in, tg, w, &l2);
@@ -60,9 +58,7 @@ static double *eval_tokens(const char *store, const tt_plan_req *req, const char
     /* the same doubles summed in another order: a few units in the last place */
     CHECK_MSG(rc || fabs(sum - l0) <= 1e-14 * fabs(l0), "%s: the per-token NLLs sum to %.17g, the loss is %.17g", what,
               sum, l0);
-    free(in); free(tg); free(w);
-    exec_free(e);
-    tier_close(s);
+    run_close(&c);
     if (rc) { free(nll); return NULL; }
     return nll;
 }
