@@ -3,7 +3,8 @@
  * a. an NVMe read error in the middle of a step (first, middle and last load
  *    of the step) ends exec_step with the injected -errno and a message naming
  *    the store and the offset; the step got exactly as far as the fault
- *    (bytes read before it), and exec_free returns (no hang);
+ *    (bytes read before it), and exec_free returns (no hang); with either
+ *    read engine (io_uring, the pread threads);
  * b. the same through train_run: a resumed run whose step 3 fails returns an
  *    error saying the step failed and the last checkpoint is intact, the
  *    checkpoint and adapter are byte-identical to before, and resuming again
@@ -385,6 +386,10 @@ int main(void) {
     CHECK(fixture_write_model(store, &c, TT_DTYPE_F32, 0.05f, 1) == 0);
     test_planner();
     test_io_fault();
+    setenv("TT_IO_ENGINE", "threads", 1); /* the same faults through the pread threads (io/uring.h) */
+    fprintf(stderr, "a. again, read by the pread threads (TT_IO_ENGINE=threads)\n");
+    test_io_fault();
+    unsetenv("TT_IO_ENGINE");
     test_train_fault(dir);
     test_trace(dir);
     fixture_rm_rf(dir);
