@@ -794,7 +794,7 @@ int uring_reader_register(uring_reader *r, void *base, size_t len) {
                                                     : tt_fmt_bytes(rl.rlim_cur, lb, sizeof lb);
             return TT_FAIL(rc, "cannot register %s of IO buffers with io_uring: out of "
                            "locked memory (ulimit -l is %s); raise it with `ulimit -l "
-                           "unlimited` (or in /etc/security/limits.conf) or lower --host",
+                           "unlimited` (or a memlock line in /etc/security/limits.conf)",
                            tt_fmt_bytes(rlen, b, sizeof b), lim);
         }
         return TT_FAIL(rc, "cannot register %s of IO buffers with io_uring: %s",
