@@ -95,6 +95,7 @@ static int write_open(const char *path, uint32_t vocab, uint32_t eot, int v2, to
     size_t tl = strlen(path) + sizeof ".partial";
     w->tmp = tt_xmalloc(tl);
     snprintf(w->tmp, tl, "%s.partial", path);
+    tt_partial_note(w->tmp); /* removed if a signal ends the process before the rename */
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int e = errno;

@@ -46,6 +46,7 @@ int atomic_partial_open(const char *path, char **tmp_out) {
     size_t tl = strlen(path) + 16;
     char *tmp = tt_xmalloc(tl);
     snprintf(tmp, tl, "%s.partial", path);
+    tt_partial_note(tmp); /* removed if a signal ends the process before the rename */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;

@@ -530,6 +530,7 @@ int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry
     size_t tl = strlen(path) + 16;
     w->tmp = tt_xmalloc(tl);
     snprintf(w->tmp, tl, "%s.partial", path);
+    tt_partial_note(w->tmp); /* removed if a signal ends the process before the rename */
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int e = errno;

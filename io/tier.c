@@ -681,6 +681,7 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
     size_t tl = strlen(path) + 16;
     w->tmp = tt_xmalloc(tl);
     snprintf(w->tmp, tl, "%s.partial", path);
+    tt_partial_note(w->tmp); /* removed if a signal ends the process before the rename */
     w->n_tensors = config_n_tensors(cfg);
     w->n_extents = TT_N_EXTENTS(cfg);
     w->tensors = tt_xcalloc(w->n_tensors, sizeof *w->tensors);

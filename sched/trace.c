@@ -367,6 +367,7 @@ int trace_write_chrome(const tt_trace *t, const char *path) {
     size_t tl = strlen(path) + sizeof ".partial";
     char *tmp = tt_xmalloc(tl);
     snprintf(tmp, tl, "%s.partial", path);
+    tt_partial_note(tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;

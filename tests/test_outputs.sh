@@ -8,7 +8,8 @@
 # up front with one line naming the flag, exit 2, and every input and
 # earlier output byte-identical afterwards (checksums before and after).
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
-# adapter's config, a checkpoint) are refused at once, never waited on.
+# adapter's config, a checkpoint) are refused at once, never waited on. A
+# write ended by SIGTERM or SIGHUP leaves no partial file behind.
 . tests/lib.sh
 setup outputs
 
@@ -155,4 +156,19 @@ fifo_refused "train --resume, checkpoint FIFO" "$T" train $FLAGS --steps 4 --out
 fifo_refused "import, config.json FIFO" "$T" import "$dir/hf3" -o "$dir/f.tier"
 fifo_refused "eval --adapter, config FIFO" "$T" eval --model "$dir/pruned.tier" --adapter "$dir/ad3" --data "$dir/t.tok" --seq 32
 fifo_refused "info FIFO" "$T" info "$dir/fifo"
+
+# A write ended by SIGTERM or SIGHUP leaves no "<output>.partial" behind (core/base/common.h tt_partial_note),
+# and no output: synth of a store that takes tens of seconds, signalled once its partial file exists.
+for sig in TERM HUP; do
+    "$T" synth --preset llama2-7b --threads 1 -o "$dir/sig.tier" >/dev/null 2>&1 &
+    pid=$!
+    for i in $(seq 1 200); do [ -s "$dir/sig.tier.partial" ] && break; sleep 0.05; done
+    [ -s "$dir/sig.tier.partial" ] || fail "SIG$sig: synth wrote no partial file to interrupt"
+    kill -"$sig" $pid
+    wait $pid
+    rc=$?
+    [ $rc -gt 128 ] || fail "SIG$sig: synth exited $rc, not by the signal"
+    [ -e "$dir/sig.tier.partial" ] && fail "SIG$sig left sig.tier.partial behind"
+    [ -e "$dir/sig.tier" ] && fail "SIG$sig left a sig.tier"
+done
 finish test_outputs

@@ -156,6 +156,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         size_t pl = strlen(per_token) + sizeof ".partial";
         pt_tmp = tt_xmalloc(pl);
         snprintf(pt_tmp, pl, "%s.partial", per_token);
+        tt_partial_note(pt_tmp);
         if (!(ptf = fopen(pt_tmp, "wb"))) {
             fprintf(stderr, "tiertrain eval: cannot create %s: %s\n", pt_tmp, strerror(errno));
             free(pt_tmp);

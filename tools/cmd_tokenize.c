@@ -459,6 +459,7 @@ int cmd_detokenize(int argc, char **argv) {
         size_t pl = strlen(out) + sizeof ".partial";
         tmp = tt_xmalloc(pl);
         snprintf(tmp, pl, "%s.partial", out);
+        tt_partial_note(tmp);
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0) {
             fprintf(stderr, "tiertrain detokenize: cannot create %s: %s\n", tmp, strerror(errno));

@@ -3,6 +3,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -178,4 +180,43 @@ uint64_t tt_mem_available(void) {
         if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
     fclose(f);
     return (uint64_t)kb << 10;
+}
+
+/* ---- partial files removed when a signal ends the process ---------------------------------------------------- */
+
+#define PARTIAL_MAX 64
+static char *g_partial[PARTIAL_MAX]; /* set once each, never freed: the handler may read any of them */
+static volatile sig_atomic_t g_n_partial;
+static pthread_mutex_t g_partial_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void partial_on_signal(int sig) {
+    for (sig_atomic_t i = 0; i < g_n_partial; i++) unlink(g_partial[i]); /* async-signal-safe */
+    raise(sig); /* SA_RESETHAND: the default action now ends the process */
+}
+
+void tt_partial_note(const char *tmp_path) {
+    TT_ASSERT(tmp_path);
+    pthread_mutex_lock(&g_partial_mu);
+    int n = (int)g_n_partial, known = 0;
+    for (int i = 0; i < n && !known; i++) known = strcmp(g_partial[i], tmp_path) == 0;
+    if (!known && n < PARTIAL_MAX) {
+        if (n == 0) {
+            static const int sigs[] = {SIGTERM, SIGHUP, SIGINT};
+            for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+                struct sigaction old, sa;
+                if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler != SIG_DFL) continue; /* the program's own */
+                memset(&sa, 0, sizeof sa);
+                sa.sa_handler = partial_on_signal;
+                sa.sa_flags = SA_RESETHAND;
+                sigemptyset(&sa.sa_mask);
+                sigaction(sigs[i], &sa, NULL);
+            }
+        }
+        char *copy = strdup(tmp_path);
+        if (copy) {
+            g_partial[n] = copy;
+            g_n_partial = n + 1; /* published after the string */
+        }
+    }
+    pthread_mutex_unlock(&g_partial_mu);
 }

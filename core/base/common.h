@@ -55,6 +55,15 @@ int tt_not_regular(const char *path);
 
 /* Monotonic wall clock in seconds. */
 double tt_now(void);
+
+/* A file being written under its temporary name ("<output>.partial") before
+ * it is renamed into place: noted here, it is removed if SIGTERM, SIGHUP or
+ * SIGINT ends the process (a handler installed on the first note, for each
+ * of these signals whose disposition is still the default; it removes every
+ * noted path that still exists, then lets the signal end the process). A
+ * renamed or removed file needs no un-noting: its temporary name is gone.
+ * Up to 64 distinct paths a process. */
+void tt_partial_note(const char *tmp_path);
 /* The memory the machine can give now without swapping (MemAvailable of
  * /proc/meminfo), in bytes; 0 when it cannot be read. */
 uint64_t tt_mem_available(void);
