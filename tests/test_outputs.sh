@@ -4,7 +4,8 @@
 # link), an existing output without --force, a derived name (OUT.val) that
 # collides or is stale, a --trace onto an input or into a run's own files, a
 # missing or read-only folder (as root: run as the user nobody), and a second
-# `train` on a run folder in use — each refused
+# `train` on a run folder in use (also when the first one ends between the
+# second one's open of the lock and its lock, and a third takes it) — each refused
 # up front with one line naming the flag, exit 2, and every input and
 # earlier output byte-identical afterwards (checksums before and after).
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
@@ -136,6 +137,32 @@ wait $pid || fail "the first writer did not stop cleanly (exit $?)"
 [ -e "$dir/busy/.tiertrain.lock" ] && fail "a finished run left its lock file"
 expect_ok "the next writer" "$T" train $FLAGS --steps 1 --out "$dir/busy" --force
 [ -e "$dir/busy/.tiertrain.lock" ] && fail "a finished run left its lock file"
+# the race the lock's inode check closes: B opens A's lock file, A ends (removing it), C takes a new one, and only
+# then B locks what it opened. B must see that the path names C's file now and be refused, naming C.
+"$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/race" >"$dir/a.out" 2>&1 &
+pa=$!
+i=0
+while [ $i -lt 100 ] && ! grep -q '^step' "$dir/a.out"; do sleep 0.1; i=$((i + 1)); done
+TT_TEST_LOCK_PAUSE="$dir/paused" "$T" train $FLAGS --steps 1 --out "$dir/race" --force >"$dir/b.out" 2>"$dir/b.err" &
+pb=$!
+i=0
+while [ $i -lt 200 ] && [ ! -e "$dir/paused" ]; do sleep 0.05; i=$((i + 1)); done
+[ -e "$dir/paused" ] || fail "lock race: B never reached its lock"
+kill -INT $pa 2>/dev/null
+wait $pa || fail "lock race: A did not stop cleanly (exit $?)"
+[ -e "$dir/race/.tiertrain.lock" ] && fail "lock race: A left its lock file"
+"$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/race" --force >"$dir/c.out" 2>&1 &
+pc=$!
+i=0
+while [ $i -lt 100 ] && ! grep -q '^step' "$dir/c.out"; do sleep 0.1; i=$((i + 1)); done
+grep -q '^step' "$dir/c.out" || fail "lock race: C did not start"
+rm -f "$dir/paused"
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "another tiertrain (process $pc) is writing .*race" "$dir/b.err" ||
+    { fail "lock race: B (exit $rb) was not refused naming C ($pc)"; cat "$dir/b.err"; }
+kill -INT $pc 2>/dev/null
+wait $pc || fail "lock race: C did not stop cleanly (exit $?)"
 # inputs that are FIFOs: refused in one line within the time limit (an open would wait for a writer)
 mkfifo "$dir/fifo" || fail "mkfifo"
 mkdir "$dir/hf3" "$dir/ad3" "$dir/ck3"

@@ -163,6 +163,16 @@ static void lock_release(void) {
     g_lock_fd = -1;
 }
 
+/* Tests only (tests/test_outputs.sh): with TT_TEST_LOCK_PAUSE=FILE, the first try creates FILE between its open and
+ * its lock and waits (up to 60 s) until FILE is removed, so that a test can change the lock file meanwhile. */
+static void test_lock_pause(void) {
+    const char *f = getenv("TT_TEST_LOCK_PAUSE");
+    if (!f || !*f) return;
+    int fd = open(f, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) close(fd);
+    for (int i = 0; i < 6000 && access(f, F_OK) == 0; i++) usleep(10000);
+}
+
 int tool_lock_dir(const char *cmd, const char *dir) {
     TT_ASSERT(g_lock_fd < 0);
     char p[4096];
@@ -177,6 +187,7 @@ int tool_lock_dir(const char *cmd, const char *dir) {
             fprintf(stderr, "tiertrain %s: cannot create the lock %s: %s\n", cmd, p, strerror(errno));
             return -1;
         }
+        if (tries == 0) test_lock_pause();
         if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
             char who[32] = "";
             ssize_t n = pread(fd, who, sizeof who - 1, 0);
