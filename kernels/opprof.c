@@ -261,8 +261,11 @@ void prof_get(int kind, int window, prof_stat *out) {
     pthread_mutex_unlock(&g_mu);
 }
 
-static void rate(const prof_stat *s, char *b, size_t n) {
+/* The kind's rate: TFLOP/s (GFLOP/s where slower) for the ops that count FLOPs, GB/s for the rest and for the
+ * rank-sized products, which move their operands' bytes in far more time than their FLOPs take. */
+static void rate(int kind, const prof_stat *s, char *b, size_t n) {
     if (s->seconds <= 0) snprintf(b, n, "-");
+    else if (kind == PK_GEMM_RANK && s->bytes > 0) snprintf(b, n, "%.1f GB/s", s->bytes / s->seconds / 1e9);
     else if (s->flops > 0 && s->flops / s->seconds >= 1e12) snprintf(b, n, "%.1f TFLOP/s", s->flops / s->seconds / 1e12);
     else if (s->flops > 0) snprintf(b, n, "%.1f GFLOP/s", s->flops / s->seconds / 1e9);
     else if (s->bytes > 0) snprintf(b, n, "%.1f GB/s", s->bytes / s->seconds / 1e9);
@@ -304,7 +307,7 @@ void prof_report(FILE *f, const char *backend) {
     for (int i = 0; i < n; i++) {
         const prof_stat *s = &t[order[i]];
         char r[32];
-        rate(s, r, sizeof r);
+        rate(order[i], s, r, sizeof r);
         fprintf(f, "  %-32s %9llu %12.3f %6.1f%% %11.1f %16s\n", g_names[order[i]], (unsigned long long)s->calls,
                 s->seconds * 1e3, total > 0 ? 100 * s->seconds / total : 0, s->seconds / (double)s->calls * 1e6, r);
     }
