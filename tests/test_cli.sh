@@ -100,6 +100,12 @@ expect_ok bench-kernels "$T" bench kernels --device cpu --m 64 --n 128 --k 128 -
 tail -n 1 "$dir/out" | grep -q '^{"device":"cpu".*"attention fwd (causal)":[0-9.]*,"attention bwd (causal)":[0-9.]*,.*"h2d, registered arena":[0-9.]*,"h2d, pageable malloc":[0-9.]*,"dequant_gemm_ratio":' ||
     { fail "bench kernels --json"; cat "$dir/out"; }
 grep -q "attention: seq 96, 4 query / 2 KV heads, head_dim 32" "$dir/out" || fail "bench kernels: the attention shape line"
+tail -n 1 "$dir/out" | grep -q '"lora x A^T (rank 16)":[0-9.]*,"lora dz^T x (rank 16)":[0-9.]*' ||
+    { fail "bench kernels --json: no rank-16 LoRA products"; tail -n 1 "$dir/out"; }
+# narrow products (--n below the rank, below --k): every row within its buffers (ASan build), no LoRA rows
+expect_ok bench-kernels-narrow "$T" bench kernels --device cpu --m 64 --n 8 --k 64 --iters 1 --copy-mb 0 --attn-seq 0 --json
+tail -n 1 "$dir/out" | grep -q '"rmsnorm fwd":[0-9.]*' && ! tail -n 1 "$dir/out" | grep -q lora ||
+    { fail "bench kernels --n 8"; tail -n 1 "$dir/out"; }
 expect_error "bench kernels bad heads" "--kv-heads" "$T" bench kernels --device cpu --heads 16 --kv-heads 3
 expect_error "bench kernels bad attn-seq" "--attn-seq" "$T" bench kernels --device cpu --attn-seq lots
 expect_error "bench kernels bad copy" "--copy-mb" "$T" bench kernels --device cpu --copy-mb -1

@@ -380,6 +380,16 @@ static void run_gemm(void *p) {
     kctx *c = p;
     be_gemm_t(0, 1, c->M, c->N, c->K, 1, c->A, c->dt, c->K, c->W, c->dt, c->K, 0, c->C, c->dt, c->N);
 }
+/* LoRA's rank-16 products at the gemm's shape: z = x A^T (x: M x K, A: 16 x K), and dA += dz^T x. */
+#define KB_RANK 16
+static void run_lora_fwd(void *p) {
+    kctx *c = p;
+    be_gemm_t(0, 1, c->M, KB_RANK, c->K, 1, c->A, c->dt, c->K, c->W, c->dt, c->K, 0, c->C, c->dt, KB_RANK);
+}
+static void run_lora_dA(void *p) {
+    kctx *c = p;
+    be_gemm_t(1, 0, KB_RANK, c->K, c->M, 1, c->C, c->dt, KB_RANK, c->A, c->dt, c->K, 1, c->B, BE_REAL, c->K);
+}
 static void run_dequant(void *p) {
     kctx *c = p;
     be_dequant(TT_DTYPE_NF4DQ, c->blob, (size_t)c->N * c->K, c->W, c->dt);
@@ -388,9 +398,11 @@ static void run_dequant_gemm(void *p) {
     run_dequant(p);
     run_gemm(p);
 }
+/* RMSNorm over M rows of min(K, N) values: x from A (M x K), y into C (M x N). */
+static int rms_width(const kctx *c) { return c->K < c->N ? c->K : c->N; }
 static void run_rms(void *p) {
     kctx *c = p;
-    be_rmsnorm_fwd(c->M, c->K, c->A, c->B, 1e-5f, c->C, c->R, c->dt);
+    be_rmsnorm_fwd(c->M, rms_width(c), c->A, c->B, 1e-5f, c->C, c->R, c->dt);
 }
 static void run_swiglu(void *p) {
     kctx *c = p;
@@ -517,7 +529,8 @@ static int bench_kernels(int argc, char **argv) {
     };
     cli_cmd cmd = {"bench kernels", NULL,
                    "Per-op throughput of a backend: GEMM (TFLOP/s), NF4 dequantization and dequant+GEMM against plain "
-                   "GEMM, causal attention forward and backward (TFLOP/s), RMSNorm, SwiGLU, AdamW (GB/s), and "
+                   "GEMM, LoRA's rank-16 products x A^T and dz^T x at the GEMM's M and K (GB/s: bandwidth-bound), causal "
+                   "attention forward and backward (TFLOP/s), RMSNorm, SwiGLU, AdamW (GB/s), and "
                    "host-to-device copies from the registered host arena against the runtime's pinned memory and "
                    "pageable memory (GB/s).",
                    opts, 0, 0, "tiertrain bench kernels --device cuda --m 8192 --n 28672 --k 8192 --json"};
@@ -588,7 +601,7 @@ static int bench_kernels(int argc, char **argv) {
     size_t an = (size_t)m * k < wn ? (size_t)m * k : wn; /* A: the weights' first values (the rest stays 0) */
     be_dequant_range(TT_DTYPE_NF4DQ, c.blob, wn, 0, an / 64 * 64, c.A, c.dt);
     be_fill(c.G, c.n, 0.01f);
-    kbench res[14];
+    kbench res[16];
     int exit_code = 1;
     int nr = 0;
     double flops = 2.0 * m * n * k;
@@ -601,6 +614,15 @@ static int bench_kernels(int argc, char **argv) {
     double td = t;
     t = time_it(run_dequant, &c, c.W, (int)iters);
     res[nr++] = (kbench){"nf4-dq dequant", "GB/s", ((double)L.total + wn * es) / t / 1e9, t * 1e3};
+    if (n >= KB_RANK) { /* bandwidth-bound: the bytes of x (M x K) dominate; C, W and B hold the rank-sized sides */
+        t = time_it(run_lora_fwd, &c, c.C, (int)iters);
+        res[nr++] = (kbench){"lora x A^T (rank 16)", "GB/s",
+                             es * ((double)m * k + KB_RANK * k + (double)m * KB_RANK) / t / 1e9, t * 1e3};
+        t = time_it(run_lora_dA, &c, c.B, (int)iters);
+        res[nr++] = (kbench){"lora dz^T x (rank 16)", "GB/s",
+                             (es * ((double)m * KB_RANK + (double)m * k) + 2.0 * sizeof(tt_real) * KB_RANK * k) / t / 1e9,
+                             t * 1e3};
+    }
     if (attn_seq > 0) {
         int nr2 = bench_attn(&c, (int)attn_seq, (int)heads, (int)kv_heads, (int)head_dim, (int)iters, res, nr);
         if (nr2 < 0) {
@@ -611,7 +633,7 @@ static int bench_kernels(int argc, char **argv) {
         nr = nr2;
     }
     t = time_it(run_rms, &c, c.C, (int)iters);
-    res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * k * es / t / 1e9, t * 1e3};
+    res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * rms_width(&c) * es / t / 1e9, t * 1e3};
     t = time_it(run_swiglu, &c, c.C, (int)iters);
     res[nr++] = (kbench){"swiglu fwd", "GB/s", 3.0 * c.n * es / t / 1e9, t * 1e3};
     t = time_it(run_adamw, &c, c.B, (int)iters);
