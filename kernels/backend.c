@@ -88,15 +88,6 @@ void be_fill(tt_real *x, size_t n, tt_real v) {
 
 static int dt_ok(int dt) { return dt == BE_REAL || dt == BE_BF16; }
 
-/* Bytes a stored weight takes per value (NF4: the codes and the absmax's share), for the profile's rates. */
-static double stored_bytes_per_value(uint32_t dtype) {
-    switch (dtype) {
-    case TT_DTYPE_F32: return 4;
-    case TT_DTYPE_BF16: return 2;
-    case TT_DTYPE_NF4: return 0.5 + 4.0 / NF4_BLOCK;
-    default: return 0.5 + 1.0 / NF4_BLOCK;
-    }
-}
 /* Causal attention's FLOPs, as bench kernels counts them: the forward's two products over the lower triangle. */
 static double attn_flops(int B, int seq, int nh, int hd) { return 2.0 * B * (double)seq * seq * hd * nh; }
 
@@ -144,7 +135,7 @@ void be_dequant(uint32_t dtype, const void *blob, size_t n, void *out, int odt) 
 void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt) {
     TT_ASSERT(blob && out && dtype >= 1 && dtype <= 4 && v0 <= n && count <= n - v0 && dt_ok(odt));
     TT_ASSERT((dtype != TT_DTYPE_NF4 && dtype != TT_DTYPE_NF4DQ) || v0 % NF4_BLOCK == 0);
-    PROFILED(PK_DEQUANT, 0, (stored_bytes_per_value(dtype) + ES(odt)) * count,
+    PROFILED(PK_DEQUANT, 0, (double)dtype_bytes(dtype, count) + ES(odt) * count,
              cur()->dequant(dtype, blob, n, v0, count, out, odt));
 }
 void be_linear_w(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
@@ -155,7 +146,8 @@ void be_linear_w(int trans, int rows, int in, int n, const void *x, int ldx, uin
     double wv = (double)n * in; /* the block's weights: read stored, written and read dequantized */
     double xin = trans ? n : in, yout = trans ? in : n; /* y read too where beta is not 0 */
     PROFILED(PK_LINEAR, 2.0 * rows * wv,
-             (stored_bytes_per_value(dtype) + 2 * ES(dt)) * wv + ES(dt) * rows * (xin + yout * (beta != 0 ? 2 : 1)),
+             (double)dtype_bytes(dtype, (uint64_t)n * in) + 2 * ES(dt) * wv +
+                 ES(dt) * rows * (xin + yout * (beta != 0 ? 2 : 1)),
              cur()->linear(trans, rows, in, n, x, ldx, dtype, blob, out_total, o0, scratch, beta, y, ldy, dt));
 }
 void be_rmsnorm_fwd(int T, int C, const void *x, const tt_real *w, tt_real eps, void *y, tt_real *rstd, int dt) {
