@@ -53,6 +53,7 @@ static void *io_thread(void *arg) {
         const char *en = uring_reader_engine(r, &nw);
         if (nw) snprintf(j->st->engine, sizeof j->st->engine, "%s (%u)", en, nw);
         else snprintf(j->st->engine, sizeof j->st->engine, "%s", en);
+        j->st->workers = nw;
         j->st->direct = uring_reader_direct(r);
     }
     if (j->o->topo) {

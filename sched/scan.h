@@ -37,6 +37,7 @@ typedef struct scan_stats {
     int pinned_core;       /* core the IO thread ran on, -1 if not pinned */
     char pin_error[160];   /* why pinning failed, if it did */
     char engine[32];       /* the engine that read: "io_uring" or "threads (N)" */
+    unsigned workers;      /* its pread threads (0: io_uring) */
     int direct;            /* read with O_DIRECT (0: the filesystem refused it, or o->direct was 0) */
 } scan_stats;
 

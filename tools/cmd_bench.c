@@ -153,10 +153,11 @@ static int bench_io(int argc, char **argv) {
     if (st.pinned_core >= 0) printf("io thread: pinned to core %d\n", st.pinned_core);
     else printf("io thread: not pinned%s%s\n", st.pin_error[0] ? ": " : "", st.pin_error);
     char label[48];
-    snprintf(label, sizeof label, "%s %s:", strncmp(st.engine, "threads", 7) ? "io_uring" : "threads",
+    const char *eng = st.workers ? "threads" : "io_uring";
+    snprintf(label, sizeof label, "%s %s:", eng,
              st.direct ? "O_DIRECT" : "page cache");
     printf("%-19s %8.3f s  %7.3f GB/s  (consumer waited %.3f s)\n", label, st.wall, gbps, st.consumer_wait);
-    if (strncmp(st.engine, "threads", 7)) {
+    if (!st.workers) {
         if (!no_threads) { /* the engine where io_uring is refused, on the same bytes */
             exit_code = scan_pass(s, ext, n, &so, UR_ENGINE_THREADS, verify, total, &tst, pos[0]);
             if (exit_code) goto out;
@@ -178,7 +179,7 @@ static int bench_io(int argc, char **argv) {
         }
         bgbps = (double)bbytes / bsecs / 1e9;
         printf("buffered read(2):   %8.3f s  %7.3f GB/s  (page cache dropped with fadvise first)\n", bsecs, bgbps);
-        printf("%s / buffered: %.2fx\n", strncmp(st.engine, "threads", 7) ? "io_uring" : "threads", gbps / bgbps);
+        printf("%s / buffered: %.2fx\n", eng, gbps / bgbps);
     }
     if (as_json) {
         /* The layer extents are contiguous: [range_offset, range_offset + range_bytes) is what
