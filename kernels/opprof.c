@@ -37,8 +37,8 @@ static long g_n_free;
 static long g_ended[POOL]; /* ring: the ended pairs, oldest first */
 static long g_end_head, g_n_ended;
 static prof_stat g_tally[2][PK_N];
-static int g_window, g_window_step; /* g_window: new ops count in the window (opened and not paused) */
-static int g_opened, g_paused;
+static int g_window_step;
+static int g_opened, g_paused; /* new ops count in the window while it is opened and not paused */
 /* the window's wall time: g_active_s over the spans before pauses, then from g_active_t0 to the last read-back */
 static double g_last_read, g_active_t0, g_active_s;
 static int g_any_pause;
@@ -174,14 +174,14 @@ void prof_end(prof_tok t, int kind, double flops, double bytes) {
     double t1 = t.slot < 0 ? tt_now() : 0;
     pthread_mutex_lock(&g_mu);
     if (t.slot < 0) {
-        tally(kind, g_window, t1 - t.t0, flops, bytes);
+        tally(kind, g_opened && !g_paused, t1 - t.t0, flops, bytes);
         g_last_read = t1;
     } else {
         pair *p = &g_pool[t.slot];
         TT_ASSERT(p->state == PAIR_OPEN);
         be_event_record(p->b, NULL);
         p->kind = kind;
-        p->window = g_window;
+        p->window = g_opened && !g_paused;
         p->flops = flops;
         p->bytes = bytes;
         p->state = PAIR_ENDED;
@@ -203,7 +203,6 @@ void prof_window(int step) {
     flush_locked(0);
     g_opened = 1;
     g_paused = 0;
-    g_window = 1;
     g_window_step = step;
     g_active_t0 = g_last_read = tt_now();
     g_active_s = 0;
@@ -224,7 +223,6 @@ void prof_pause(int paused) {
             g_active_t0 = tt_now();
         }
         g_paused = paused;
-        g_window = !paused;
     }
     pthread_mutex_unlock(&g_mu);
 }
