@@ -162,13 +162,14 @@ $(A)/tests/%: $(A)/tests/%.o $(LIB_SRC:%.c=$(A)/%.o) $(CUDA_OBJ)
 EMU := $(BUILD)/emu
 EMU_CXXFLAGS := -std=c++17 -O2 -g -I. -I$(CUDA_HOME)/include -pthread -Wall -Wextra -Werror
 # The kernels' every load and store calls the emulator's access check
-# (tests/cuda_emu/cuda_emu.cc, "what a kernel touches"): AddressSanitizer's
-# outline instrumentation, kernel form (no runtime; the checks are the
+# (tests/cuda_emu/cuda_emu.cc, "what a kernel touches"): ThreadSanitizer's
+# instrumentation, which calls a hook for every load and store, the store of a
+# read-modify-write included (no runtime is linked: the hooks are the
 # emulator's), and no vectorising or merging of accesses by the host compiler,
 # which would make wider accesses than the kernel's source does, nor splitting
 # of a vector type's access (a float4 load stays one 16-byte load, as on the GPU).
-EMU_KFLAGS := -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 --param asan-stack=0 \
-	--param asan-globals=0 -fno-tree-vectorize -fno-tree-slp-vectorize -fno-store-merging -fno-tree-sra
+EMU_KFLAGS := -fsanitize=thread --param tsan-instrument-func-entry-exit=0 -fno-tree-vectorize -fno-tree-slp-vectorize \
+	-fno-store-merging -fno-tree-sra
 EMU_OBJ = $(CUDA_SRC:kernels/cuda/%.cu=$(EMU)/%.o) $(EMU)/cuda_emu.o $(EMU)/emu_cudnn.o
 # cuDNN cannot run on the emulated GPU: tests/cuda_emu/emu_cudnn.cc stands in for kernels/cuda/cuda_cudnn.c
 EMU_LIB = $(filter-out $(B)/kernels/cuda/cuda_cudnn.o,$(LIB_SRC:%.c=$(B)/%.o))
@@ -176,7 +177,13 @@ EMU_BINS := $(if $(NVCC),$(EMU)/tiertrain $(EMU)/tests/test_cuda_ops $(EMU)/test
 $(EMU)/%.cc: kernels/cuda/%.cu tests/cuda_emu/rewrite.pl
 	@mkdir -p $(dir $@)
 	perl tests/cuda_emu/rewrite.pl $< >$@
-$(EMU)/%.o: $(EMU)/%.cc tests/cuda_emu/cuda_emu.h
+# the kernels' objects are rebuilt when their flags change (build/emu/kflags holds the last ones)
+$(EMU)/kflags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(EMU_CXXFLAGS) $(EMU_KFLAGS)' | cmp -s - $@ || echo '$(EMU_CXXFLAGS) $(EMU_KFLAGS)' >$@
+FORCE:
+.PHONY: FORCE
+$(EMU)/%.o: $(EMU)/%.cc tests/cuda_emu/cuda_emu.h $(EMU)/kflags
 	$(CXX) $(EMU_CXXFLAGS) $(EMU_KFLAGS) -include tests/cuda_emu/cuda_emu.h -MMD -MP -c $< -o $@
 $(EMU)/tests/emu_selftest.cc: tests/cuda_emu/emu_selftest.cu tests/cuda_emu/rewrite.pl
 	@mkdir -p $(dir $@)

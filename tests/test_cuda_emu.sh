@@ -10,13 +10,15 @@
 #              kernels and copies are each stopped, with the culprit and the block
 #              named, and its good ones are not
 #   ops        tests/test_cuda_ops (small shapes) on each attention path and
-#              through cublasGemmEx as well as cuBLASLt
-#   lora       3 LoRA steps on CUDA against the CPU (loss per step); a pruned
+#              through cublasGemmEx as well as cuBLASLt, under racecheck
+#   lora       3 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
+#              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
 #   stream     streamed at the smallest --hbm (2 layer slots, every activation
 #              spilled) == resident: the adapter bit for bit, f32 and bf16
-#   full       full training (AdamW, GaLore) streamed == resident, bit for bit
-#   generate   greedy completions on CUDA == the CPU's; streamed == resident;
+#   full       full training (AdamW, GaLore) streamed == resident, bit for bit; resident
+#              AdamW under racecheck
+#   generate   greedy completions on CUDA (under racecheck) == the CPU's; streamed == resident;
 #              bench generate at its default streamed budget
 # What it cannot see: timing, races between the GPU's streams (every stream
 # runs each operation when it is issued) and the hardware's rounding — the
@@ -48,9 +50,29 @@ for c in "misaligned:k_misaligned: a misaligned 16-byte load .*(device memory).*
     "$EMU/tests/emu_selftest" "${c%%:*}" >"$dir/out" 2>"$dir/err" && fail "emu_selftest ${c%%:*}: not stopped"
     grep -q "cuda_emu: ${c#*:}" "$dir/err" || fail "emu_selftest ${c%%:*}: not the expected message: $(cat "$dir/err")"
 done
+# racecheck: each race stopped with its hazard and both threads; the race-free kernels pass
+expect_ok "emu_selftest race-ok" env TT_EMU_RACECHECK=1 "$EMU/tests/emu_selftest" race-ok
+grep -qx ok "$dir/out" || fail "emu_selftest race-ok: did not print ok"
+for c in "raw:k_race_raw: a read-after-write hazard: thread (1,0,0) of block (0,0,0) reads 4 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) wrote (no barrier between them)" \
+         "war:k_race_war: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 4 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) read (no barrier" \
+         "rmw:k_race_rmw: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 8 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) read (no barrier" \
+         "static:k_race_static: a write-after-read hazard: thread (1,0,0) .*(shared memory), which thread (0,0,0)" \
+         "blocks:k_race_blocks: a write-after-write hazard: thread (0,0,0) of block (1,0,0) writes 4 bytes .*(device memory), which thread (0,0,0) of block (0,0,0) wrote (another block of the launch" \
+         "cp:k_race_cp: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 16 bytes .*(shared memory)" \
+         "ldsm:k_race_ldsm: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 2 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) read"; do
+    TT_EMU_RACECHECK=1 "$EMU/tests/emu_selftest" "race-${c%%:*}" >"$dir/out" 2>"$dir/err" &&
+        fail "emu_selftest race-${c%%:*}: not stopped"
+    grep -q "cuda_emu: racecheck: ${c#*:}" "$dir/err" ||
+        fail "emu_selftest race-${c%%:*}: not the expected message: $(cat "$dir/err")"
+    # without racecheck the same kernel runs to its end: the emulator's order hides the race
+    "$EMU/tests/emu_selftest" "race-${c%%:*}" >"$dir/out" 2>"$dir/err" ||
+        fail "emu_selftest race-${c%%:*} without racecheck: $(cat "$dir/err")"
+done
 
 # ---- ops ---------------------------------------------------------------------
-for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas TT_CUDA_GEMM=cublas; do
+# under racecheck, but for cublasGemmEx's products (the same kernels as the default's)
+export TT_EMU_RACECHECK=1
+for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas "TT_CUDA_GEMM=cublas TT_EMU_RACECHECK=0"; do
     expect_ok "test_cuda_ops ${v:-(default)}" env $v "$EMU/tests/test_cuda_ops"
     n=$(grep -c 'relative error' "$dir/err")
     [ "$n" -ge 60 ] || fail "test_cuda_ops ${v:-(default)}: $n comparisons (expected the whole table)"
@@ -74,6 +96,8 @@ expect_ok "test_cuda_ops cuDNN refuses" env TT_CUDA_ATTN=cudnn TT_EMU_CUDNN=refu
     [ "$(grep -c 'the backward at B 2 seq 40' "$dir/err")" = 1 ] ||
     fail "TT_CUDA_ATTN=cudnn, a refused shape: not one line per direction: $(head -3 "$dir/err")"
 
+unset TT_EMU_RACECHECK
+
 # ---- training ------------------------------------------------------------------
 expect_ok synth "$E" synth --preset tiny --quant nf4 -o "$dir/m.tier"
 expect_ok synth-f32 "$E" synth --preset tiny --quant f32 -o "$dir/mf.tier"
@@ -89,7 +113,7 @@ losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
 LORA="--model $dir/m.tier --rank 8 --alpha 16"
 expect_ok lora-cpu "$E" train $TR $LORA --act-dtype f32 --device cpu --out "$dir/lc"
 cp "$dir/out" "$dir/lc.json"
-expect_ok lora-cuda "$E" train $TR $LORA --act-dtype f32 --device cuda --out "$dir/lg"
+expect_ok lora-cuda env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype f32 --device cuda --out "$dir/lg"
 cp "$dir/out" "$dir/lg.json"
 losses "$dir/lc.json" >"$dir/l1"
 losses "$dir/lg.json" >"$dir/l2"
@@ -118,7 +142,7 @@ grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled 8' "$dir/out" ||
 expect_ok lora-cuda-streamed "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --out "$dir/ls"
 cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
-expect_ok lora-bf16 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
+expect_ok lora-bf16 env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
 cp "$dir/out" "$dir/bg.json"
 expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" --out "$dir/bs"
 cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bs/adapter_model.safetensors" ||
@@ -152,7 +176,9 @@ FULL="--model $dir/mf.tier --full --clip 0 --act-dtype f32"
 hf=$(min_hbm --model "$dir/mf.tier" $PL --full)
 for o in "adamw" "galore --galore-rank 16 --galore-update-every 2"; do
     n=${o%% *}
-    expect_ok "full-$n" "$E" train $TR $FULL --optim $o --device cuda --out "$dir/f-$n"
+    # AdamW under racecheck (GaLore adds products, no kernel of its own)
+    race=$([ "$n" = adamw ] && echo 1 || echo 0)
+    expect_ok "full-$n" env TT_EMU_RACECHECK=$race "$E" train $TR $FULL --optim $o --device cuda --out "$dir/f-$n"
     expect_ok "full-$n-streamed" "$E" train $TR $FULL --optim $o --device cuda --hbm "${hf}M" --out "$dir/fs-$n"
     cmp -s "$dir/f-$n" "$dir/fs-$n" || fail "full training ($n) streamed at --hbm ${hf}M differs from resident"
 done
@@ -163,7 +189,7 @@ for i in 1 2 3 4; do
 done >"$dir/p.jsonl"
 G="--model $dir/m.tier --prompts $dir/p.jsonl -n 12 --batch 4 --act-dtype f32"
 expect_ok gen-cpu "$E" generate $G --device cpu -o "$dir/gc.jsonl"
-expect_ok gen-cuda "$E" generate $G --device cuda -o "$dir/gg.jsonl"
+expect_ok gen-cuda env TT_EMU_RACECHECK=1 "$E" generate $G --device cuda -o "$dir/gg.jsonl"
 gh=$("$E" generate $G --device cuda --hbm 1M 2>&1 | needs)
 expect_ok gen-cuda-streamed "$E" generate $G --device cuda --hbm "${gh}M" -o "$dir/gs.jsonl"
 strip() { sed 's/"seconds":[^,]*,//' "$1"; }

@@ -81,6 +81,8 @@ static size_t g_dyn_n;
 static const char *g_kernel; /* for messages */
 static int g_waited;         /* a fiber of this launch waited */
 static int g_direct;         /* this launch runs its threads as plain calls (see emu_func) */
+static unsigned g_epoch;     /* the block's barriers passed so far (racecheck) */
+static unsigned g_blk;       /* the running block: linear index + 1 (racecheck) */
 /* Warp exchanges: a buffer per parity of the warp's meeting count, so a lane
  * that runs ahead to the next exchange does not overwrite what a slower lane
  * still reads. */
@@ -172,6 +174,137 @@ float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
     return g_xf[p][src];
 }
 
+/* ---- racecheck (TT_EMU_RACECHECK=1) -------------------------------------------------
+ * The emulator runs a block's threads in turn and blocks one after the other,
+ * so an access that a GPU would race with another (threads of a block with
+ * no barrier between them, or two blocks of a launch) gives the order-free
+ * answer here by luck. With TT_EMU_RACECHECK=1 each byte a kernel touches
+ * keeps its last write and up to two reads (block, thread, barrier epoch,
+ * warp meeting), and an access that conflicts with one of them stops the run,
+ * as compute-sanitizer --tool racecheck would report it, naming both threads:
+ *  - two accesses conflict when one is a write and they are by different
+ *    threads with nothing ordering them: in shared memory (the block's
+ *    dynamic shared memory, __shared__ data), by threads of the block between
+ *    the same two barriers — lanes of one warp are ordered by a warp-wide
+ *    operation between them (a shuffle, ldmatrix, mma), which is more lenient
+ *    than the PTX memory model, where only __syncwarp orders them;
+ *  - in device (or pinned host) memory, the same, and any two blocks of the
+ *    launch (they run at once on a GPU, in no order; the kernels use no
+ *    atomics);
+ *  - cp.async writes its destination from its issue to the wait that covers
+ *    it: it counts as the issuing thread's write at both; ldmatrix reads each
+ *    lane's row as that lane's read when the lane joins the warp's meeting.
+ * Launches are ordered by their stream (this emulator runs them in issue
+ * order), so records start afresh at each launch. It costs 24 bytes per byte
+ * touched in a launch, so it is for small shapes. */
+static int g_race;          /* TT_EMU_RACECHECK=1 */
+static unsigned g_launch;   /* launches so far: a shadow page from an earlier one is stale */
+__attribute__((constructor)) static void race_init(void) {
+    const char *v = getenv("TT_EMU_RACECHECK");
+    g_race = v && *v && strcmp(v, "0") != 0;
+}
+/* One access, packed: block + 1 (0: no access), thread, epoch, its warp's meeting count. */
+enum { RC_BLK_BITS = 20, RC_TID_BITS = 10, RC_EP_BITS = 14, RC_MEET_BITS = 20 };
+typedef uint64_t rc_acc;
+static rc_acc rc_pack(unsigned blk, unsigned tid, unsigned ep, unsigned meet) {
+    return (uint64_t)blk | (uint64_t)tid << RC_BLK_BITS | (uint64_t)ep << (RC_BLK_BITS + RC_TID_BITS) |
+           (uint64_t)meet << (RC_BLK_BITS + RC_TID_BITS + RC_EP_BITS);
+}
+static unsigned rc_blk(rc_acc a) { return (unsigned)(a & ((1u << RC_BLK_BITS) - 1)); }
+static unsigned rc_tid(rc_acc a) { return (unsigned)(a >> RC_BLK_BITS & ((1u << RC_TID_BITS) - 1)); }
+static unsigned rc_ep(rc_acc a) { return (unsigned)(a >> (RC_BLK_BITS + RC_TID_BITS) & ((1u << RC_EP_BITS) - 1)); }
+static unsigned rc_meet(rc_acc a) { return (unsigned)(a >> (RC_BLK_BITS + RC_TID_BITS + RC_EP_BITS)); }
+
+enum { RC_PAGE = 4096 };
+typedef struct { unsigned launch; rc_acc w[RC_PAGE], r[2][RC_PAGE]; } rc_page;
+static std::map<uintptr_t, rc_page *> g_rc_pages; /* by address / RC_PAGE; used under g_kernel_mu */
+static rc_page *g_rc_last;
+static uintptr_t g_rc_last_key = UINTPTR_MAX;
+
+static void rc_forget(void) {
+    for (auto &kv : g_rc_pages) free(kv.second);
+    g_rc_pages.clear();
+    g_rc_last_key = UINTPTR_MAX;
+}
+
+static rc_page *rc_page_of(uintptr_t key) {
+    if (key != g_rc_last_key) {
+        rc_page *&p = g_rc_pages[key];
+        if (!p) {
+            if (!(p = (rc_page *)malloc(sizeof *p))) {
+                fprintf(stderr, "cuda_emu: racecheck: out of memory for its records (run it at smaller shapes)\n");
+                abort();
+            }
+            p->launch = 0; /* stale: launches count from 1 */
+        }
+        g_rc_last = p;
+        g_rc_last_key = key;
+    }
+    if (g_rc_last->launch != g_launch) {
+        memset(g_rc_last, 0, sizeof *g_rc_last);
+        g_rc_last->launch = g_launch;
+    }
+    return g_rc_last;
+}
+
+/* Whether earlier access p (by the running block) happens before the running thread's access now. */
+static int rc_ordered(rc_acc p, unsigned tid, unsigned ep, unsigned meet) {
+    return rc_tid(p) == tid || rc_ep(p) < ep || ((rc_tid(p) >> 5) == (tid >> 5) && rc_meet(p) < meet);
+}
+
+static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
+    dim3 bd = g_fib[0].c.bd, gd = g_fib[0].c.gd;
+    unsigned k = blk - 1;
+    snprintf(b, bn, "thread (%u,%u,%u) of block (%u,%u,%u)", tid % bd.x, tid / bd.x % bd.y, tid / (bd.x * bd.y),
+             k % gd.x, k / gd.x % gd.y, k / (gd.x * gd.y));
+}
+
+[[noreturn]] static void rc_report(uintptr_t a, size_t n, int store, int smem, rc_acc other, int other_store) {
+    char me[96], them[96];
+    rc_thread(me, sizeof me, g_blk, (unsigned)g_cur->tid);
+    rc_thread(them, sizeof them, rc_blk(other), rc_tid(other));
+    const char *kind = store && other_store ? "write-after-write" : store ? "write-after-read" : "read-after-write";
+    const char *order = rc_blk(other) != g_blk ? "another block of the launch, which runs in no order with this one"
+                                               : "no barrier between them";
+    fprintf(stderr, "cuda_emu: racecheck: %s: a %s hazard: %s %ss %zu bytes at %p (%s), which %s %s (%s)\n",
+            g_kernel, kind, me, store ? "write" : "read", n, (void *)a,
+            smem ? "shared memory" : "device memory", them, other_store ? "wrote" : "read", order);
+    abort();
+}
+
+/* The running thread's access of n bytes at a (smem: shared memory, whose records from other blocks are stale). */
+static void race_access(uintptr_t a, size_t n, int store, int smem) {
+    unsigned tid = (unsigned)g_cur->tid, ep = g_epoch, meet = g_warp_meet[tid >> 5];
+    if (ep >> RC_EP_BITS || meet >> RC_MEET_BITS) {
+        fprintf(stderr, "cuda_emu: racecheck: %s: a block with more than %u barriers or %u warp meetings (run it at "
+                        "smaller shapes)\n", g_kernel, 1u << RC_EP_BITS, 1u << RC_MEET_BITS);
+        abort();
+    }
+    rc_acc me = rc_pack(g_blk, tid, ep, meet);
+    for (uintptr_t x = a; x < a + n; x++) {
+        rc_page *pg = rc_page_of(x / RC_PAGE);
+        size_t i = x % RC_PAGE;
+        rc_acc *w = &pg->w[i], *r0 = &pg->r[0][i], *r1 = &pg->r[1][i];
+        if (smem) { /* another block's shared memory: gone */
+            if (*w && rc_blk(*w) != g_blk) *w = 0;
+            if (*r0 && rc_blk(*r0) != g_blk) *r0 = 0;
+            if (*r1 && rc_blk(*r1) != g_blk) *r1 = 0;
+        }
+#define RC_CONFLICT(p) (*(p) && (rc_blk(*(p)) != g_blk || !rc_ordered(*(p), tid, ep, meet)))
+        if (RC_CONFLICT(w)) rc_report(a, n, store, smem, *w, 1);
+        if (store) {
+            if (RC_CONFLICT(r0)) rc_report(a, n, store, smem, *r0, 0);
+            if (RC_CONFLICT(r1)) rc_report(a, n, store, smem, *r1, 0);
+            *w = me;
+            *r0 = *r1 = 0; /* both happen before this write */
+        } else if (*r0 && rc_tid(*r0) == tid && rc_blk(*r0) == g_blk) *r0 = me;
+        else if (*r1 && rc_tid(*r1) == tid && rc_blk(*r1) == g_blk) *r1 = me;
+        else if (!*r0 || !RC_CONFLICT(r0)) *r0 = me; /* r0 happens before this read: this one stands for both */
+        else *r1 = me;
+#undef RC_CONFLICT
+    }
+}
+
 /* cuda_fa2.h's warp-wide operations (its w is NULL on a GPU, and here). */
 void tt_emu_sync(tt_warp_emu *) { __syncthreads(); }
 float tt_emu_shfl_xor(tt_warp_emu *, int, float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
@@ -227,6 +360,7 @@ void tt_emu_ldsm(tt_warp_emu *, int tid, uint32_t r[4], const uint16_t *row, int
         abort();
     }
     check_smem16(row, 16, "an ldmatrix row");
+    if (g_race) race_access((uintptr_t)row, 16, 0, 1);
     g_lrows[p][tid] = row;
     fiber_wait(F_WARP_WAIT);
     tt_fa2_ldsm_gather(g_lrows[p] + (tid & ~31), tid & 31, trans, r);
@@ -257,6 +391,7 @@ static void run_block(void) {
         int released = 0, block_wait = 0;
         for (int i = 0; i < g_nthreads; i++) block_wait += g_fib[i].state == F_BLOCK_WAIT;
         if (block_wait == live) {
+            g_epoch++;
             for (int i = 0; i < g_nthreads; i++)
                 if (g_fib[i].state == F_BLOCK_WAIT) g_fib[i].state = F_RUN;
             continue;
@@ -376,6 +511,13 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
     g_kernel = name;
     g_direct = fi->mode == FN_DIRECT;
     g_waited = 0;
+    g_launch++;
+    if (g_rc_pages.size() > 2048) rc_forget(); /* 8 MiB touched since: their records go */
+    if (g_race && (size_t)grid.x * grid.y * grid.z >= (1u << RC_BLK_BITS) - 1) {
+        fprintf(stderr, "cuda_emu: racecheck: %s: a grid of more than %u blocks (run it at smaller shapes)\n", name,
+                (1u << RC_BLK_BITS) - 2);
+        abort();
+    }
     note_stack();
     t_kernel = 1;
     for (unsigned bz = 0; bz < grid.z; bz++)
@@ -391,6 +533,8 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
                     f->c.gd = grid;
                 }
                 memset(g_cp, 0, sizeof *g_cp * g_nthreads);
+                g_epoch = 0;
+                g_blk = bx + grid.x * (by + grid.y * bz) + 1;
                 if (g_direct)
                     for (int i = 0; i < g_nthreads; i++) {
                         g_cur = &g_fib[i];
@@ -575,10 +719,13 @@ cudaError_t cudaHostRegister(void *p, size_t n, unsigned) {
 cudaError_t cudaHostUnregister(void *p) { return pinned_remove(p) ? cudaSuccess : cudaErrorHostMemoryNotRegistered; }
 
 /* ---- what a kernel touches ---------------------------------------------------------
- * The kernels' sources are compiled with -fsanitize=kernel-address in its
- * outline form (Makefile: EMU_KFLAGS): each load and store the compiler emits
- * calls __asan_{load,store}<size>_noabort with its address (nothing else of
- * AddressSanitizer: these functions are the whole of its runtime here). While
+ * The kernels' sources are compiled with ThreadSanitizer's instrumentation
+ * (Makefile: EMU_KFLAGS): each load and store the compiler emits calls
+ * __tsan_{read,write}<size> with its address (nothing else of ThreadSanitizer:
+ * these functions are the whole of its runtime here). It, not
+ * AddressSanitizer's, because ASan leaves out the store of a read-modify-write
+ * (`s[i] += x`: the load's check covers the address), and racecheck needs
+ * every write. While
  * a kernel runs on this thread (t_kernel), an access must lie in device memory
  * (a cudaMalloc'd range as asked for, not as rounded), pinned host memory, the
  * block's dynamic shared memory, the program's static data (__shared__ and
@@ -709,7 +856,7 @@ static int misaligned(uintptr_t a, size_t n) { return n <= 16 && !(n & (n - 1)) 
 
 /* An access that is not to a stack or static data: the regions this thread
  * saw last, else where it lies looked up. */
-__attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, const char *what) {
+__attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, const char *what, int store) {
     unsigned gen = __atomic_load_n(&g_mem_gen, __ATOMIC_RELAXED);
     const emu_region *r = NULL;
     for (int i = 0; i < 4 && !r; i++)
@@ -724,44 +871,58 @@ __attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, co
     }
     t_last = *r;
     if (misaligned(a, n)) access_fault(a, n, what, r->kind);
+    if (g_race) race_access(a, n, store, r->kind == R_SMEM);
 }
 
 /* One access of n bytes at a by the running kernel (what: "load", "store", ...):
  * the stacks and static data first (most of a kernel's accesses that are not
- * to its arrays: arguments, locals, __shared__), inline. */
-__attribute__((always_inline)) static inline void emu_access(uintptr_t a, size_t n, const char *what) {
+ * to its arrays: arguments, locals, __shared__), inline. A kernel writes no
+ * static data but its __shared__ arrays, so racecheck takes static data as
+ * shared memory (reads of __constant__ tables never conflict). */
+__attribute__((always_inline)) static inline void emu_access(uintptr_t a, size_t n, const char *what, int store) {
     if (in_range(a, n, t_stack_lo, t_stack_len) || in_range(a, n, (uintptr_t)g_stacks, g_fib_len)) return;
     if (in_range(a, n, (uintptr_t)&__executable_start, (uintptr_t)&_end - (uintptr_t)&__executable_start)) {
         if (misaligned(a, n)) access_fault(a, n, what, R_STATIC);
+        if (g_race) race_access(a, n, store, 1);
         return;
     }
     if (in_range(a, n, t_last.lo, t_last.len) && t_last.gen == __atomic_load_n(&g_mem_gen, __ATOMIC_RELAXED)) {
         if (misaligned(a, n)) access_fault(a, n, what, t_last.kind);
+        if (g_race) race_access(a, n, store, t_last.kind == R_SMEM);
         return;
     }
-    access_elsewhere(a, n, what);
+    access_elsewhere(a, n, what, store);
 }
 
 extern "C" {
 #define EMU_ACCESS_HOOKS(n)                                                                                            \
-    void __asan_load##n##_noabort(void *p) {                                                                           \
-        if (t_kernel) emu_access((uintptr_t)p, n, "load");                                                             \
+    void __tsan_read##n(void *p) {                                                                                     \
+        if (t_kernel) emu_access((uintptr_t)p, n, "load", 0);                                                          \
     }                                                                                                                  \
-    void __asan_store##n##_noabort(void *p) {                                                                          \
-        if (t_kernel) emu_access((uintptr_t)p, n, "store");                                                            \
+    void __tsan_write##n(void *p) {                                                                                    \
+        if (t_kernel) emu_access((uintptr_t)p, n, "store", 1);                                                         \
+    }                                                                                                                  \
+    void __tsan_unaligned_read##n(void *p) {                                                                           \
+        if (t_kernel) emu_access((uintptr_t)p, n, "load", 0);                                                          \
+    }                                                                                                                  \
+    void __tsan_unaligned_write##n(void *p) {                                                                          \
+        if (t_kernel) emu_access((uintptr_t)p, n, "store", 1);                                                         \
     }
 EMU_ACCESS_HOOKS(1)
 EMU_ACCESS_HOOKS(2)
 EMU_ACCESS_HOOKS(4)
 EMU_ACCESS_HOOKS(8)
 EMU_ACCESS_HOOKS(16)
-void __asan_loadN_noabort(void *p, size_t n) {
-    if (t_kernel && n) emu_access((uintptr_t)p, n, "load");
+void __tsan_read_range(void *p, size_t n) {
+    if (t_kernel && n) emu_access((uintptr_t)p, n, "load", 0);
 }
-void __asan_storeN_noabort(void *p, size_t n) {
-    if (t_kernel && n) emu_access((uintptr_t)p, n, "store");
+void __tsan_write_range(void *p, size_t n) {
+    if (t_kernel && n) emu_access((uintptr_t)p, n, "store", 1);
 }
-void __asan_handle_no_return(void) {}
+/* the rest of the instrumentation's calls: nothing to do */
+void __tsan_init(void) {}
+void __tsan_func_entry(void *) {}
+void __tsan_func_exit(void) {}
 }
 
 /* 'd': p lies in a device allocation (its end included: an empty range's
@@ -817,7 +978,8 @@ static size_t mat_bytes(int rows, int cols, int ld, cudaDataType t) {
  * (or pinned host memory), each copy done when a wait covers it. */
 void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) {
     check_smem16(dst, 16, "a cp.async destination");
-    if (valid) emu_access((uintptr_t)src, 16, "cp.async load"); /* the source's bytes and alignment */
+    if (valid) emu_access((uintptr_t)src, 16, "cp.async load", 0); /* the source's bytes and alignment */
+    if (g_race) race_access((uintptr_t)dst, 16, 1, 1);
     if (tt_cp_emu_issue(&g_cp[tid], dst, src, valid)) {
         fprintf(stderr, "cuda_emu: %s: thread %d has more than %d cp.async copies in flight\n", g_kernel, tid,
                 (int)TT_CP_EMU_MAX);
@@ -825,7 +987,13 @@ void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) 
     }
 }
 void tt_emu_cp_commit(tt_warp_emu *, int tid) { tt_cp_emu_commit(&g_cp[tid]); }
-void tt_emu_cp_wait(tt_warp_emu *, int tid, int pending) { tt_cp_emu_wait(&g_cp[tid], pending); }
+void tt_emu_cp_wait(tt_warp_emu *, int tid, int pending) {
+    const tt_cp_emu *c = &g_cp[tid];
+    if (g_race) /* the copies this wait completes land now: each its thread's write again */
+        for (int i = 0; i < c->n; i++)
+            if (c->op[i].group < c->committed - pending) race_access((uintptr_t)c->op[i].dst, 16, 1, 1);
+    tt_cp_emu_wait(&g_cp[tid], pending);
+}
 
 /* A copy's pointers as its kind says (host memory may be pageable). */
 static cudaError_t check_copy(void *d, const void *s, cudaMemcpyKind k) {

@@ -22,6 +22,9 @@
  *    (cuda_emu.cc, "what a kernel touches"): inside device memory, pinned host
  *    memory, shared memory or a stack, and a vector access aligned to its
  *    size; else the run stops naming the kernel, the thread and the address.
+ *  - with TT_EMU_RACECHECK=1, an access that a GPU would race with another
+ *    (threads of a block with no barrier between them, two blocks of a
+ *    launch) stops the run, naming both threads (cuda_emu.cc, "racecheck").
  * It checks what the kernels compute and how the backend drives them, not
  * timing, memory ordering between streams or the hardware's rounding of
  * special functions (expf is the host's). */

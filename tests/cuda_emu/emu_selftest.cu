@@ -13,12 +13,24 @@
  *   emu_selftest arena-read   a load one element past an arena block (inside the arena: no GPU fault there)
  *   emu_selftest arena-copy   a cudaMemcpyAsync one element longer than its arena block
  *   emu_selftest arena-stale  a load from a block released with its arena mark
+ * With TT_EMU_RACECHECK=1 (cuda_emu.cc, "racecheck"):
+ *   emu_selftest race-ok      shared memory ordered by barriers, cp.async waits and a warp's meetings, input read
+ *                             by every block, ldmatrix after a barrier: prints "ok"
+ *   emu_selftest race-raw     a thread reads what another wrote to shared memory, no barrier between
+ *   emu_selftest race-war     a thread overwrites its shared slot that a neighbour reads, no barrier between
+ *   emu_selftest race-rmw     a tree sum in a __shared__ array without the barrier in its loop (`s[t] += s[t + w]`)
+ *   emu_selftest race-static  a thread overwrites its __shared__ slot that a neighbour reads, no barrier between
+ *   emu_selftest race-blocks  two blocks write one element of device memory
+ *   emu_selftest race-cp      a cp.async refills a tile another thread reads before the barrier
+ *   emu_selftest race-ldsm    ldmatrix reads a row its lane's neighbour writes without a barrier
  *
  * Each bad case must abort with a message naming its kernel and the GPU's
- * error (an illegal or a misaligned address). */
+ * error (an illegal or a misaligned address), or racecheck's hazard. */
 extern "C" {
 #include "sched/arena.h"
 }
+
+#include "kernels/cuda/cuda_fa2.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -64,6 +76,86 @@ __global__ void k_host(float *const *holder, float *y) { y[threadIdx.x] = (*hold
 
 /* a bf16 pair as one 32-bit word, as the backend stores pairs */
 __global__ void k_bf16x2(__nv_bfloat16 *h) { *(unsigned *)(h + 1 + 2 * threadIdx.x) = 0x3f803f80u; }
+
+/* ---- racecheck's cases (64 threads a block, 2 blocks where it says) ---- */
+
+/* Race-free: every block reads all of x; each thread stages its 16 bytes of x by cp.async and reads its
+ * neighbour's after the wait and a barrier; writes its own slot and reads its warp neighbour's after a
+ * shuffle (the warp's meeting); ldmatrix after a barrier; each block writes its own part of y. */
+__global__ void k_race_free(const uint16_t *x, float *y) {
+    extern __shared__ __align__(16) unsigned char sm[];
+    uint16_t *tile = (uint16_t *)sm;         /* 64 x 8 bf16 */
+    float *slot = (float *)(sm + 64 * 16);   /* 64 floats */
+    int t = threadIdx.x, b = blockIdx.x, n = blockDim.x;
+    float all = 0;
+    for (int i = 0; i < 8 * n; i++) all += (float)x[i];
+    tt_fa2_cp16(NULL, t, tile + 8 * t, x + 8 * t, 1);
+    tt_fa2_cp_commit(NULL, t);
+    tt_fa2_cp_wait(NULL, t, 0);
+    __syncthreads();
+    float nb = (float)tile[8 * ((t + 1) % n)];
+    slot[t] = nb;
+    float sh = tt_fa2_shfl_xor(NULL, t, nb, 1);
+    float pair = slot[t ^ 1];
+    uint32_t r[4];
+    if (t < 32) tt_fa2_ldsm(NULL, t, r, tile + 8 * t, 0);
+    else tt_fa2_ldsm(NULL, t, r, tile + 8 * (t - 32), 0);
+    __syncthreads();
+    slot[t] = 0; /* after the barrier: every read of the slots is over */
+    y[b * n + t] = all + nb + sh + pair + (float)(r[0] & 0xffff);
+}
+__global__ void k_race_raw(float *y) {
+    extern __shared__ float s[];
+    if (threadIdx.x == 0) s[0] = 1.0f;
+    if (threadIdx.x == 1) y[0] = s[0];
+}
+__global__ void k_race_war(float *y) {
+    extern __shared__ float s[];
+    int t = threadIdx.x;
+    s[t] = (float)t;
+    __syncthreads();
+    float v = s[(t + 1) % blockDim.x];
+    s[t] = 2 * v; /* the previous thread read s[t] after the same barrier */
+    y[t] = v;
+}
+/* a tree sum without the barrier in its loop: the race is in the stores of `s[t] += ...` */
+__global__ void k_race_rmw(float *y) {
+    __shared__ double s[64];
+    int t = threadIdx.x;
+    s[t] = t;
+    __syncthreads();
+    for (int w = 32; w > 0; w >>= 1)
+        if (t < w) s[t] += s[t + w];
+    __syncthreads();
+    y[t] = (float)s[0];
+}
+__global__ void k_race_static(float *y) {
+    __shared__ float s[64];
+    int t = threadIdx.x;
+    s[t] = (float)t;
+    y[t] = s[(t + 1) % 64]; /* no barrier */
+}
+__global__ void k_race_blocks(float *y) {
+    if (threadIdx.x == 0) y[0] = (float)blockIdx.x;
+}
+__global__ void k_race_cp(const uint16_t *x, float *y) {
+    extern __shared__ __align__(16) unsigned char sm[];
+    uint16_t *tile = (uint16_t *)sm;
+    int t = threadIdx.x;
+    tt_fa2_cp16(NULL, t, tile + 8 * t, x + 8 * t, 1);
+    tt_fa2_cp_commit(NULL, t);
+    tt_fa2_cp_wait(NULL, t, 0);
+    y[t] = (float)tile[8 * ((t + 1) % blockDim.x)]; /* no barrier after the wait */
+}
+__global__ void k_race_ldsm(float *y) {
+    extern __shared__ __align__(16) unsigned char sm[];
+    uint16_t *tile = (uint16_t *)sm;
+    int t = threadIdx.x;
+    for (int i = 0; i < 8; i++) tile[8 * t + i] = (uint16_t)(t + i);
+    uint32_t r[4];
+    tt_fa2_ldsm(NULL, t, r, tile + 8 * ((t + 1) % 32), 0); /* lane t + 1's row, no barrier */
+    y[t] = (float)r[0];
+}
 
 static void check(cudaError_t e, const char *what) {
     if (e != cudaSuccess) {
@@ -130,9 +222,19 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "smem")) k_smem<<<1, 32, 32 * sizeof(float)>>>(y, 32);
     else if (!strcmp(c, "host")) k_host<<<1, 32>>>(holder, y);
     else if (!strcmp(c, "bf16x2")) k_bf16x2<<<1, 32>>>(h);
+    else if (!strcmp(c, "race-ok")) {
+        k_race_free<<<2, 64, 64 * 16 + 64 * sizeof(float)>>>((const uint16_t *)x, y);
+        k_ok<<<1, N / 4, N * sizeof(float)>>>(x, y, (__nv_bfloat162 *)h);
+    } else if (!strcmp(c, "race-raw")) k_race_raw<<<1, 64, 64 * sizeof(float)>>>(y);
+    else if (!strcmp(c, "race-war")) k_race_war<<<1, 64, 64 * sizeof(float)>>>(y);
+    else if (!strcmp(c, "race-rmw")) k_race_rmw<<<1, 64>>>(y);
+    else if (!strcmp(c, "race-static")) k_race_static<<<1, 64>>>(y);
+    else if (!strcmp(c, "race-blocks")) k_race_blocks<<<2, 64>>>(y);
+    else if (!strcmp(c, "race-cp")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y);
+    else if (!strcmp(c, "race-ldsm")) k_race_ldsm<<<1, 32, 32 * 16>>>(y);
     else {
         fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|arena-ok|arena-read|arena-copy|"
-                        "arena-stale\n");
+                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-blocks|race-cp|race-ldsm\n");
         return 2;
     }
     check(cudaGetLastError(), "launch");
