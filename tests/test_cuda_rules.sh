@@ -7,7 +7,8 @@
 # pinned host memory, the one read-back per step (cu_to_host / cu_to_device:
 # an async copy, then the compute stream alone), queue teardown, and
 # be_synchronize (teardown and a failed step). Every kernel launch names the
-# compute stream (never the legacy default stream).
+# compute stream (never the legacy default stream). ptxas reports no spills;
+# the emulated GPU's kernels call no CUDA header function.
 . tests/lib.sh
 setup cuda_rules
 
@@ -62,5 +63,24 @@ if [ -n "$reports" ]; then
     spills "$dir/fake" >/dev/null && fail "a spilling kernel went unnoticed"
 else
     echo "no ptxas report (built without nvcc): the spill check is skipped"
+fi
+# The emulated GPU's kernel objects (tests/cuda_emu/cuda_emu.h): no call left to a CUDA header's host version
+# of an intrinsic (static, named __...: _ZL<n>__...). Its struct result stored straight to memory (p[i] =
+# __float2bfloat16_rn(x)) is a store the access hooks never see; kernels are flattened so that none stays.
+header_calls() { # DISASSEMBLY: prints each such call, exit 1 if any
+    grep -E 'call .*<_ZL[0-9]+__' "$1" && return 1
+    return 0
+}
+objs=$(ls build/emu/cuda_backend.o build/emu/cuda_gemm.o build/emu/tests/emu_selftest.o 2>/dev/null)
+if [ -n "$objs" ] && command -v objdump >/dev/null; then
+    for o in $objs; do
+        objdump -d --no-show-raw-insn "$o" >"$dir/dis"
+        header_calls "$dir/dis" >"$dir/hc" || { fail "$o: kernels call a CUDA header's host function:"; cat "$dir/hc"; }
+    done
+    echo "   1969c:	call   0 <_ZL19__float2bfloat16_rnf>" >"$dir/fake"
+    header_calls "$dir/fake" >/dev/null && fail "a call to __float2bfloat16_rn went unnoticed"
+    echo "emulated GPU: no kernel calls a CUDA header's host function"
+else
+    echo "no emulated-GPU objects (or no objdump): the header-call check is skipped"
 fi
 finish test_cuda_rules

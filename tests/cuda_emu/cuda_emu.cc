@@ -192,8 +192,11 @@ float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
  *    launch (they run at once on a GPU, in no order; the kernels use no
  *    atomics);
  *  - cp.async writes its destination from its issue to the wait that covers
- *    it: it counts as the issuing thread's write at both; ldmatrix reads each
- *    lane's row as that lane's read when the lane joins the warp's meeting.
+ *    it: a write at its issue, and at the wait one checked against every
+ *    access since the issue (barriers between or not); ldmatrix reads each
+ *    lane's row as that lane's read when it joins the warp's meeting, before
+ *    it: stricter than the shuffles' rule (a neighbour's write to the row
+ *    needs a barrier before the ldmatrix), as the hardware has it.
  * Launches are ordered by their stream (this emulator runs them in issue
  * order), so records start afresh at each launch. It costs 24 bytes per byte
  * touched in a launch, so it is for small shapes. */
@@ -214,6 +217,8 @@ static unsigned rc_blk(rc_acc a) { return (unsigned)(a & ((1u << RC_BLK_BITS) - 
 static unsigned rc_tid(rc_acc a) { return (unsigned)(a >> RC_BLK_BITS & ((1u << RC_TID_BITS) - 1)); }
 static unsigned rc_ep(rc_acc a) { return (unsigned)(a >> (RC_BLK_BITS + RC_TID_BITS) & ((1u << RC_EP_BITS) - 1)); }
 static unsigned rc_meet(rc_acc a) { return (unsigned)(a >> (RC_BLK_BITS + RC_TID_BITS + RC_EP_BITS)); }
+/* The access's warp, told apart from other blocks' warps. */
+static unsigned rc_unit(rc_acc a) { return rc_blk(a) << 5 | rc_tid(a) >> 5; }
 
 enum { RC_PAGE = 4096 };
 typedef struct { unsigned launch; rc_acc w[RC_PAGE], r[2][RC_PAGE]; } rc_page;
@@ -259,28 +264,38 @@ static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
              k % gd.x, k / gd.x % gd.y, k / (gd.x * gd.y));
 }
 
-[[noreturn]] static void rc_report(uintptr_t a, size_t n, int store, int smem, rc_acc other, int other_store) {
+/* landing: the access is a cp.async copy landing at its wait, checked from its issue on */
+[[noreturn]] static void rc_report(uintptr_t a, size_t n, int store, int smem, rc_acc other, int other_store,
+                                   int landing) {
     char me[96], them[96];
     rc_thread(me, sizeof me, g_blk, (unsigned)g_cur->tid);
     rc_thread(them, sizeof them, rc_blk(other), rc_tid(other));
     const char *kind = store && other_store ? "write-after-write" : store ? "write-after-read" : "read-after-write";
     const char *order = rc_blk(other) != g_blk ? "another block of the launch, which runs in no order with this one"
-                                               : "no barrier between them";
-    fprintf(stderr, "cuda_emu: racecheck: %s: a %s hazard: %s %ss %zu bytes at %p (%s), which %s %s (%s)\n",
-            g_kernel, kind, me, store ? "write" : "read", n, (void *)a,
+                        : landing             ? "between the copy's issue and this wait, barriers or not"
+                                              : "no barrier between them";
+    fprintf(stderr, "cuda_emu: racecheck: %s: a %s hazard: %s %s %zu bytes at %p (%s), which %s %s (%s)\n",
+            g_kernel, kind, me, landing ? "lands a cp.async copy of" : store ? "writes" : "reads", n, (void *)a,
             smem ? "shared memory" : "device memory", them, other_store ? "wrote" : "read", order);
     abort();
 }
 
-/* The running thread's access of n bytes at a (smem: shared memory, whose records from other blocks are stale). */
-static void race_access(uintptr_t a, size_t n, int store, int smem) {
+/* The running thread's access of n bytes at a (smem: shared memory, whose records from other blocks are
+ * stale), checked against the records as if made at epoch ep0 and warp meeting meet0 (now, but for a
+ * cp.async landing: its issue), recorded as made now. Of the reads since the last write, two are kept: a
+ * read that happens before a new one is superseded by it (a write unordered with the old one is unordered
+ * with the new one too); of reads that are all unordered, two from different warps (or blocks) where there
+ * are such, since any later write then conflicts with at least one of the two whenever it conflicts with
+ * any read of the set. */
+static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0, unsigned meet0) {
     unsigned tid = (unsigned)g_cur->tid, ep = g_epoch, meet = g_warp_meet[tid >> 5];
     if (ep >> RC_EP_BITS || meet >> RC_MEET_BITS) {
-        fprintf(stderr, "cuda_emu: racecheck: %s: a block with more than %u barriers or %u warp meetings (run it at "
-                        "smaller shapes)\n", g_kernel, 1u << RC_EP_BITS, 1u << RC_MEET_BITS);
+        fprintf(stderr, "cuda_emu: racecheck: %s: a block with %u barriers or %u warp meetings (run it at smaller "
+                        "shapes)\n", g_kernel, 1u << RC_EP_BITS, 1u << RC_MEET_BITS);
         abort();
     }
     rc_acc me = rc_pack(g_blk, tid, ep, meet);
+    int landing = ep0 != ep || meet0 != meet;
     for (uintptr_t x = a; x < a + n; x++) {
         rc_page *pg = rc_page_of(x / RC_PAGE);
         size_t i = x % RC_PAGE;
@@ -290,19 +305,26 @@ static void race_access(uintptr_t a, size_t n, int store, int smem) {
             if (*r0 && rc_blk(*r0) != g_blk) *r0 = 0;
             if (*r1 && rc_blk(*r1) != g_blk) *r1 = 0;
         }
-#define RC_CONFLICT(p) (*(p) && (rc_blk(*(p)) != g_blk || !rc_ordered(*(p), tid, ep, meet)))
-        if (RC_CONFLICT(w)) rc_report(a, n, store, smem, *w, 1);
+#define RC_CONFLICT(p) (*(p) && (rc_blk(*(p)) != g_blk || !rc_ordered(*(p), tid, ep0, meet0)))
+        if (RC_CONFLICT(w)) rc_report(a, n, store, smem, *w, 1, landing);
         if (store) {
-            if (RC_CONFLICT(r0)) rc_report(a, n, store, smem, *r0, 0);
-            if (RC_CONFLICT(r1)) rc_report(a, n, store, smem, *r1, 0);
+            if (RC_CONFLICT(r0)) rc_report(a, n, store, smem, *r0, 0, landing);
+            if (RC_CONFLICT(r1)) rc_report(a, n, store, smem, *r1, 0, landing);
             *w = me;
             *r0 = *r1 = 0; /* both happen before this write */
-        } else if (*r0 && rc_tid(*r0) == tid && rc_blk(*r0) == g_blk) *r0 = me;
-        else if (*r1 && rc_tid(*r1) == tid && rc_blk(*r1) == g_blk) *r1 = me;
-        else if (!*r0 || !RC_CONFLICT(r0)) *r0 = me; /* r0 happens before this read: this one stands for both */
-        else *r1 = me;
+            continue;
+        }
+        if (*r0 && !RC_CONFLICT(r0)) *r0 = 0; /* superseded */
+        if (*r1 && !RC_CONFLICT(r1)) *r1 = 0;
 #undef RC_CONFLICT
+        if (!*r0) *r0 = me;
+        else if (!*r1) *r1 = me;
+        else if (rc_unit(*r0) == rc_unit(*r1)) *r1 = me; /* r0 and this one: two warps, where there are two */
+        /* else r0 and r1 are of two warps already: a write that conflicts with this read conflicts with one of them */
     }
+}
+static void race_access(uintptr_t a, size_t n, int store, int smem) {
+    race_check(a, n, store, smem, g_epoch, g_warp_meet[g_cur->tid >> 5]);
 }
 
 /* cuda_fa2.h's warp-wide operations (its w is NULL on a GPU, and here). */
@@ -341,6 +363,8 @@ void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const u
 /* ldmatrix: each lane's row address, per parity of the warp's meeting count. */
 static const uint16_t *g_lrows[2][EMU_MAX_THREADS];
 static tt_cp_emu g_cp[EMU_MAX_THREADS]; /* each thread's cp.async copies in flight (reset per block) */
+/* racecheck: where each of them was issued (epoch, warp meeting), in g_cp's order */
+static struct { unsigned ep, meet; } g_cp_at[EMU_MAX_THREADS][TT_CP_EMU_MAX];
 
 /* p .. p + n inside the block's dynamic shared memory, 16-byte aligned (what
  * ldmatrix and cp.async need); else the run stops, naming what. */
@@ -979,7 +1003,13 @@ static size_t mat_bytes(int rows, int cols, int ld, cudaDataType t) {
 void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) {
     check_smem16(dst, 16, "a cp.async destination");
     if (valid) emu_access((uintptr_t)src, 16, "cp.async load", 0); /* the source's bytes and alignment */
-    if (g_race) race_access((uintptr_t)dst, 16, 1, 1);
+    if (g_race) { /* the copy may land from now on: a write now, and again at its wait */
+        race_access((uintptr_t)dst, 16, 1, 1);
+        if (g_cp[tid].n < TT_CP_EMU_MAX) {
+            g_cp_at[tid][g_cp[tid].n].ep = g_epoch;
+            g_cp_at[tid][g_cp[tid].n].meet = g_warp_meet[tid >> 5];
+        }
+    }
     if (tt_cp_emu_issue(&g_cp[tid], dst, src, valid)) {
         fprintf(stderr, "cuda_emu: %s: thread %d has more than %d cp.async copies in flight\n", g_kernel, tid,
                 (int)TT_CP_EMU_MAX);
@@ -989,9 +1019,16 @@ void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) 
 void tt_emu_cp_commit(tt_warp_emu *, int tid) { tt_cp_emu_commit(&g_cp[tid]); }
 void tt_emu_cp_wait(tt_warp_emu *, int tid, int pending) {
     const tt_cp_emu *c = &g_cp[tid];
-    if (g_race) /* the copies this wait completes land now: each its thread's write again */
-        for (int i = 0; i < c->n; i++)
-            if (c->op[i].group < c->committed - pending) race_access((uintptr_t)c->op[i].dst, 16, 1, 1);
+    if (g_race) { /* the copies this wait completes land now: checked as writes from their issue on (an access by
+                   * another thread since, a barrier between or not, conflicts), recorded as writes now; the
+                   * issue points of the copies still in flight move down as tt_cp_emu_wait moves the copies */
+        int k = 0;
+        for (int i = 0; i < c->n; i++) {
+            if (c->op[i].group < c->committed - pending)
+                race_check((uintptr_t)c->op[i].dst, 16, 1, 1, g_cp_at[tid][i].ep, g_cp_at[tid][i].meet);
+            else g_cp_at[tid][k++] = g_cp_at[tid][i];
+        }
+    }
     tt_cp_emu_wait(&g_cp[tid], pending);
 }
 

@@ -22,7 +22,11 @@
  *   emu_selftest race-static  a thread overwrites its __shared__ slot that a neighbour reads, no barrier between
  *   emu_selftest race-blocks  two blocks write one element of device memory
  *   emu_selftest race-cp      a cp.async refills a tile another thread reads before the barrier
- *   emu_selftest race-ldsm    ldmatrix reads a row its lane's neighbour writes without a barrier
+ *   emu_selftest race-cpwait  a thread reads a neighbour's cp.async destination between two barriers, before
+ *                             the neighbour's wait: the copy may still be landing
+ *   emu_selftest race-reads   a write unordered with one warp's reads of a word after another warp read it twice
+ *   emu_selftest race-ldsm    ldmatrix reads a row its lane's neighbour writes without a barrier (ldmatrix
+ *                             reads before the warp's meeting: stricter than a shuffle)
  *
  * Each bad case must abort with a message naming its kernel and the GPU's
  * error (an illegal or a misaligned address), or racecheck's hazard. */
@@ -147,6 +151,32 @@ __global__ void k_race_cp(const uint16_t *x, float *y) {
     tt_fa2_cp_wait(NULL, t, 0);
     y[t] = (float)tile[8 * ((t + 1) % blockDim.x)]; /* no barrier after the wait */
 }
+__global__ void k_race_cpwait(const uint16_t *x, float *y) {
+    extern __shared__ __align__(16) unsigned char sm[];
+    uint16_t *tile = (uint16_t *)sm;
+    int t = threadIdx.x;
+    tt_fa2_cp16(NULL, t, tile + 8 * t, x + 8 * t, 1);
+    tt_fa2_cp_commit(NULL, t);
+    __syncthreads();
+    float v = (float)tile[8 * ((t + 1) % blockDim.x)]; /* the neighbour's copy may still be landing */
+    __syncthreads();
+    tt_fa2_cp_wait(NULL, t, 0);
+    y[t] = v;
+}
+/* every thread reads s[0]; warp 0 reads it again after a shuffle; after another, thread 1 writes it: warp 1's
+ * reads are unordered with the write (racecheck keeps reads of two warps, not the last two reads) */
+__global__ void k_race_reads(float *y) {
+    __shared__ float s[1];
+    int t = threadIdx.x;
+    if (t == 0) s[0] = 1.0f;
+    __syncthreads();
+    float v = s[0];
+    v = tt_fa2_shfl_xor(NULL, t, v, 1);
+    if (t < 32) v += s[0];
+    v = tt_fa2_shfl_xor(NULL, t, v, 1);
+    if (t == 1) s[0] = v;
+    y[t] = v;
+}
 __global__ void k_race_ldsm(float *y) {
     extern __shared__ __align__(16) unsigned char sm[];
     uint16_t *tile = (uint16_t *)sm;
@@ -231,10 +261,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "race-static")) k_race_static<<<1, 64>>>(y);
     else if (!strcmp(c, "race-blocks")) k_race_blocks<<<2, 64>>>(y);
     else if (!strcmp(c, "race-cp")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y);
+    else if (!strcmp(c, "race-cpwait")) k_race_cpwait<<<1, 64, 64 * 16>>>((const uint16_t *)x, y);
+    else if (!strcmp(c, "race-reads")) k_race_reads<<<1, 64>>>(y);
     else if (!strcmp(c, "race-ldsm")) k_race_ldsm<<<1, 32, 32 * 16>>>(y);
     else {
         fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|arena-ok|arena-read|arena-copy|"
-                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-blocks|race-cp|race-ldsm\n");
+                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-blocks|race-cp|race-cpwait|race-reads|race-ldsm\n");
         return 2;
     }
     check(cudaGetLastError(), "launch");
