@@ -59,7 +59,7 @@ for c in "raw:k_race_raw: a read-after-write hazard: thread (1,0,0) of block (0,
          "static:k_race_static: a write-after-read hazard: thread (1,0,0) .*(shared memory), which thread (0,0,0)" \
          "blocks:k_race_blocks: a write-after-write hazard: thread (0,0,0) of block (1,0,0) writes 4 bytes .*(device memory), which thread (0,0,0) of block (0,0,0) wrote (another block of the launch" \
          "cp:k_race_cp: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 16 bytes .*(shared memory)" \
-         "cpwait:k_race_cpwait: a write-after-read hazard: thread (0,0,0) of block (0,0,0) lands a cp.async copy of 16 bytes .*(shared memory), which thread (63,0,0) of block (0,0,0) read (between the copy's issue and this wait" \
+         "cpwait:k_race_cp: a write-after-read hazard: thread (0,0,0) of block (0,0,0) lands a cp.async copy of 16 bytes .*(shared memory), which thread (63,0,0) of block (0,0,0) read (between the copy's issue and this wait" \
          "reads:k_race_reads: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 4 bytes .*(shared memory), which thread (32,0,0) of block (0,0,0) read (no barrier" \
          "ldsm:k_race_ldsm: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 2 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) read"; do
     TT_EMU_RACECHECK=1 "$EMU/tests/emu_selftest" "race-${c%%:*}" >"$dir/out" 2>"$dir/err" &&

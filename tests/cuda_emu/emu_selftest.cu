@@ -142,25 +142,25 @@ __global__ void k_race_static(float *y) {
 __global__ void k_race_blocks(float *y) {
     if (threadIdx.x == 0) y[0] = (float)blockIdx.x;
 }
-__global__ void k_race_cp(const uint16_t *x, float *y) {
+/* Each thread copies its 16 bytes by cp.async and reads its neighbour's: right after its own wait, with no
+ * barrier (race-cp); or between two barriers, before its wait (race-cpwait: the neighbour's copy may still be
+ * landing). */
+__global__ void k_race_cp(const uint16_t *x, float *y, int landing) {
     extern __shared__ __align__(16) unsigned char sm[];
     uint16_t *tile = (uint16_t *)sm;
-    int t = threadIdx.x;
+    int t = threadIdx.x, nb = 8 * ((t + 1) % blockDim.x);
     tt_fa2_cp16(NULL, t, tile + 8 * t, x + 8 * t, 1);
     tt_fa2_cp_commit(NULL, t);
-    tt_fa2_cp_wait(NULL, t, 0);
-    y[t] = (float)tile[8 * ((t + 1) % blockDim.x)]; /* no barrier after the wait */
-}
-__global__ void k_race_cpwait(const uint16_t *x, float *y) {
-    extern __shared__ __align__(16) unsigned char sm[];
-    uint16_t *tile = (uint16_t *)sm;
-    int t = threadIdx.x;
-    tt_fa2_cp16(NULL, t, tile + 8 * t, x + 8 * t, 1);
-    tt_fa2_cp_commit(NULL, t);
-    __syncthreads();
-    float v = (float)tile[8 * ((t + 1) % blockDim.x)]; /* the neighbour's copy may still be landing */
-    __syncthreads();
-    tt_fa2_cp_wait(NULL, t, 0);
+    float v;
+    if (landing) {
+        __syncthreads();
+        v = (float)tile[nb];
+        __syncthreads();
+        tt_fa2_cp_wait(NULL, t, 0);
+    } else {
+        tt_fa2_cp_wait(NULL, t, 0);
+        v = (float)tile[nb];
+    }
     y[t] = v;
 }
 /* every thread reads s[0]; warp 0 reads it again after a shuffle; after another, thread 1 writes it: warp 1's
@@ -260,8 +260,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "race-rmw")) k_race_rmw<<<1, 64>>>(y);
     else if (!strcmp(c, "race-static")) k_race_static<<<1, 64>>>(y);
     else if (!strcmp(c, "race-blocks")) k_race_blocks<<<2, 64>>>(y);
-    else if (!strcmp(c, "race-cp")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y);
-    else if (!strcmp(c, "race-cpwait")) k_race_cpwait<<<1, 64, 64 * 16>>>((const uint16_t *)x, y);
+    else if (!strcmp(c, "race-cp")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y, 0);
+    else if (!strcmp(c, "race-cpwait")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y, 1);
     else if (!strcmp(c, "race-reads")) k_race_reads<<<1, 64>>>(y);
     else if (!strcmp(c, "race-ldsm")) k_race_ldsm<<<1, 32, 32 * 16>>>(y);
     else {
