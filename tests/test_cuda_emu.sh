@@ -58,10 +58,11 @@ for c in "raw:k_race_raw: a read-after-write hazard: thread (1,0,0) of block (0,
          "rmw:k_race_rmw: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 8 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) read (no barrier" \
          "static:k_race_static: a write-after-read hazard: thread (1,0,0) .*(shared memory), which thread (0,0,0)" \
          "blocks:k_race_blocks: a write-after-write hazard: thread (0,0,0) of block (1,0,0) writes 4 bytes .*(device memory), which thread (0,0,0) of block (0,0,0) wrote (another block of the launch" \
-         "cp:k_race_cp: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 16 bytes .*(shared memory)" \
-         "cpwait:k_race_cp: a write-after-read hazard: thread (0,0,0) of block (0,0,0) lands a cp.async copy of 16 bytes .*(shared memory), which thread (63,0,0) of block (0,0,0) read (between the copy's issue and this wait" \
+         "uninit:k_race_uninit: an uninitialized read: thread (32,0,0) of block (0,0,0) reads 4 bytes .*(dynamic shared memory) that no thread of its block wrote" \
+         "cp:k_race_cp: a read-after-write hazard: thread (1,0,0) of block (0,0,0) reads 2 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) wrote (no barrier" \
+         "cpwait:k_race_cp: a write-after-read hazard: thread (0,0,0) of block (0,0,0) lands a cp.async copy of 16 bytes .*(shared memory), which thread (1,0,0) of block (0,0,0) read (between the copy's issue and this wait" \
          "reads:k_race_reads: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 4 bytes .*(shared memory), which thread (32,0,0) of block (0,0,0) read (no barrier" \
-         "ldsm:k_race_ldsm: a write-after-read hazard: thread (1,0,0) of block (0,0,0) writes 2 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) read"; do
+         "ldsm:k_race_ldsm: a read-after-write hazard: thread (1,0,0) of block (0,0,0) reads 16 bytes .*(shared memory), which thread (0,0,0) of block (0,0,0) wrote (no barrier"; do
     TT_EMU_RACECHECK=1 "$EMU/tests/emu_selftest" "race-${c%%:*}" >"$dir/out" 2>"$dir/err" &&
         fail "emu_selftest race-${c%%:*}: not stopped"
     grep -q "cuda_emu: racecheck: ${c#*:}" "$dir/err" ||

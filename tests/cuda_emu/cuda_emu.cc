@@ -197,8 +197,11 @@ float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
  *    lane's row as that lane's read when it joins the warp's meeting, before
  *    it: stricter than the shuffles' rule (a neighbour's write to the row
  *    needs a barrier before the ldmatrix), as the hardware has it.
- * Launches are ordered by their stream (this emulator runs them in issue
- * order), so records start afresh at each launch. It costs 24 bytes per byte
+ * A read of dynamic shared memory that no thread of the block wrote stops it
+ * too (on a GPU, whatever the memory held; the emulator's NaN fill shows it
+ * only where the value reaches a result). Launches are ordered by their
+ * stream (this emulator runs them in issue order), so records start afresh
+ * at each launch. It costs 24 bytes per byte
  * touched in a launch, so it is for small shapes. */
 static int g_race;          /* TT_EMU_RACECHECK=1 */
 static unsigned g_launch;   /* launches so far: a shadow page from an earlier one is stale */
@@ -280,8 +283,18 @@ static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
     abort();
 }
 
-/* The running thread's access of n bytes at a (smem: shared memory, whose records from other blocks are
- * stale), checked against the records as if made at epoch ep0 and warp meeting meet0 (now, but for a
+[[noreturn]] static void rc_uninit(uintptr_t a, size_t n) {
+    char me[96];
+    rc_thread(me, sizeof me, g_blk, (unsigned)g_cur->tid);
+    fprintf(stderr, "cuda_emu: racecheck: %s: an uninitialized read: %s reads %zu bytes at %p (dynamic shared "
+                    "memory) that no thread of its block wrote: on a GPU, whatever the memory held\n", g_kernel, me, n,
+            (void *)a);
+    abort();
+}
+
+/* The running thread's access of n bytes at a (smem: 0 device memory; 1 static data, the __shared__ arrays
+ * or only-read __constant__ tables; 2 the block's dynamic shared memory, where a read of a byte no thread of
+ * the block wrote is reported too; in shared memory, records from other blocks are stale), checked against the records as if made at epoch ep0 and warp meeting meet0 (now, but for a
  * cp.async landing: its issue), recorded as made now. Of the reads since the last write, two are kept: a
  * read that happens before a new one is superseded by it (a write unordered with the old one is unordered
  * with the new one too); of reads that are all unordered, two from different warps (or blocks) where there
@@ -314,6 +327,7 @@ static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0,
             *r0 = *r1 = 0; /* both happen before this write */
             continue;
         }
+        if (smem == 2 && !*w) rc_uninit(a, n);
         if (*r0 && !RC_CONFLICT(r0)) *r0 = 0; /* superseded */
         if (*r1 && !RC_CONFLICT(r1)) *r1 = 0;
 #undef RC_CONFLICT
@@ -384,7 +398,7 @@ void tt_emu_ldsm(tt_warp_emu *, int tid, uint32_t r[4], const uint16_t *row, int
         abort();
     }
     check_smem16(row, 16, "an ldmatrix row");
-    if (g_race) race_access((uintptr_t)row, 16, 0, 1);
+    if (g_race) race_access((uintptr_t)row, 16, 0, 2);
     g_lrows[p][tid] = row;
     fiber_wait(F_WARP_WAIT);
     tt_fa2_ldsm_gather(g_lrows[p] + (tid & ~31), tid & 31, trans, r);
@@ -895,7 +909,7 @@ __attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, co
     }
     t_last = *r;
     if (misaligned(a, n)) access_fault(a, n, what, r->kind);
-    if (g_race) race_access(a, n, store, r->kind == R_SMEM);
+    if (g_race) race_access(a, n, store, r->kind == R_SMEM ? 2 : 0);
 }
 
 /* One access of n bytes at a by the running kernel (what: "load", "store", ...):
@@ -912,7 +926,7 @@ __attribute__((always_inline)) static inline void emu_access(uintptr_t a, size_t
     }
     if (in_range(a, n, t_last.lo, t_last.len) && t_last.gen == __atomic_load_n(&g_mem_gen, __ATOMIC_RELAXED)) {
         if (misaligned(a, n)) access_fault(a, n, what, t_last.kind);
-        if (g_race) race_access(a, n, store, t_last.kind == R_SMEM);
+        if (g_race) race_access(a, n, store, t_last.kind == R_SMEM ? 2 : 0);
         return;
     }
     access_elsewhere(a, n, what, store);
@@ -1004,7 +1018,7 @@ void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) 
     check_smem16(dst, 16, "a cp.async destination");
     if (valid) emu_access((uintptr_t)src, 16, "cp.async load", 0); /* the source's bytes and alignment */
     if (g_race) { /* the copy may land from now on: a write now, and again at its wait */
-        race_access((uintptr_t)dst, 16, 1, 1);
+        race_access((uintptr_t)dst, 16, 1, 2);
         if (g_cp[tid].n < TT_CP_EMU_MAX) {
             g_cp_at[tid][g_cp[tid].n].ep = g_epoch;
             g_cp_at[tid][g_cp[tid].n].meet = g_warp_meet[tid >> 5];
@@ -1025,7 +1039,7 @@ void tt_emu_cp_wait(tt_warp_emu *, int tid, int pending) {
         int k = 0;
         for (int i = 0; i < c->n; i++) {
             if (c->op[i].group < c->committed - pending)
-                race_check((uintptr_t)c->op[i].dst, 16, 1, 1, g_cp_at[tid][i].ep, g_cp_at[tid][i].meet);
+                race_check((uintptr_t)c->op[i].dst, 16, 1, 2, g_cp_at[tid][i].ep, g_cp_at[tid][i].meet);
             else g_cp_at[tid][k++] = g_cp_at[tid][i];
         }
     }

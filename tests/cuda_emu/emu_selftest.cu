@@ -20,12 +20,13 @@
  *   emu_selftest race-war     a thread overwrites its shared slot that a neighbour reads, no barrier between
  *   emu_selftest race-rmw     a tree sum in a __shared__ array without the barrier in its loop (`s[t] += s[t + w]`)
  *   emu_selftest race-static  a thread overwrites its __shared__ slot that a neighbour reads, no barrier between
+ *   emu_selftest race-uninit  a thread reads dynamic shared memory that no thread of its block wrote
  *   emu_selftest race-blocks  two blocks write one element of device memory
  *   emu_selftest race-cp      a cp.async refills a tile another thread reads before the barrier
  *   emu_selftest race-cpwait  a thread reads a neighbour's cp.async destination between two barriers, before
  *                             the neighbour's wait: the copy may still be landing
  *   emu_selftest race-reads   a write unordered with one warp's reads of a word after another warp read it twice
- *   emu_selftest race-ldsm    ldmatrix reads a row its lane's neighbour writes without a barrier (ldmatrix
+ *   emu_selftest race-ldsm    ldmatrix reads a row its lane's neighbour wrote without a barrier (ldmatrix
  *                             reads before the warp's meeting: stricter than a shuffle)
  *
  * Each bad case must abort with a message naming its kernel and the GPU's
@@ -139,16 +140,24 @@ __global__ void k_race_static(float *y) {
     s[t] = (float)t;
     y[t] = s[(t + 1) % 64]; /* no barrier */
 }
+/* half the threads write their slot, every thread reads its own after a barrier */
+__global__ void k_race_uninit(float *y) {
+    extern __shared__ float s[];
+    int t = threadIdx.x;
+    if (t < 32) s[t] = (float)t;
+    __syncthreads();
+    y[t] = s[t];
+}
 __global__ void k_race_blocks(float *y) {
     if (threadIdx.x == 0) y[0] = (float)blockIdx.x;
 }
-/* Each thread copies its 16 bytes by cp.async and reads its neighbour's: right after its own wait, with no
- * barrier (race-cp); or between two barriers, before its wait (race-cpwait: the neighbour's copy may still be
- * landing). */
+/* Each thread copies its 16 bytes by cp.async and reads the previous thread's (thread 0 its own): right after
+ * its own wait, with no barrier (race-cp); or between two barriers, before its wait (race-cpwait: the copy
+ * read may still be landing). */
 __global__ void k_race_cp(const uint16_t *x, float *y, int landing) {
     extern __shared__ __align__(16) unsigned char sm[];
     uint16_t *tile = (uint16_t *)sm;
-    int t = threadIdx.x, nb = 8 * ((t + 1) % blockDim.x);
+    int t = threadIdx.x, nb = 8 * (t ? t - 1 : 0);
     tt_fa2_cp16(NULL, t, tile + 8 * t, x + 8 * t, 1);
     tt_fa2_cp_commit(NULL, t);
     float v;
@@ -183,7 +192,7 @@ __global__ void k_race_ldsm(float *y) {
     int t = threadIdx.x;
     for (int i = 0; i < 8; i++) tile[8 * t + i] = (uint16_t)(t + i);
     uint32_t r[4];
-    tt_fa2_ldsm(NULL, t, r, tile + 8 * ((t + 1) % 32), 0); /* lane t + 1's row, no barrier */
+    tt_fa2_ldsm(NULL, t, r, tile + 8 * (t ? t - 1 : 0), 0); /* lane t - 1's row (lane 0 its own), no barrier */
     y[t] = (float)r[0];
 }
 
@@ -259,6 +268,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "race-war")) k_race_war<<<1, 64, 64 * sizeof(float)>>>(y);
     else if (!strcmp(c, "race-rmw")) k_race_rmw<<<1, 64>>>(y);
     else if (!strcmp(c, "race-static")) k_race_static<<<1, 64>>>(y);
+    else if (!strcmp(c, "race-uninit")) k_race_uninit<<<1, 64, 64 * sizeof(float)>>>(y);
     else if (!strcmp(c, "race-blocks")) k_race_blocks<<<2, 64>>>(y);
     else if (!strcmp(c, "race-cp")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y, 0);
     else if (!strcmp(c, "race-cpwait")) k_race_cp<<<1, 64, 64 * 16>>>((const uint16_t *)x, y, 1);
@@ -266,7 +276,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "race-ldsm")) k_race_ldsm<<<1, 32, 32 * 16>>>(y);
     else {
         fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|arena-ok|arena-read|arena-copy|"
-                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-blocks|race-cp|race-cpwait|race-reads|race-ldsm\n");
+                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-uninit|race-blocks|race-cp|race-cpwait|race-reads|race-ldsm\n");
         return 2;
     }
     check(cudaGetLastError(), "launch");
