@@ -115,6 +115,7 @@ struct uring_reader {
     uint64_t fault_countdown;
     int fault_err; /* negative errno */
     uint64_t short_countdown;
+    _Atomic unsigned delay_us; /* uring_reader_inject_delay: the workers read it unlocked */
 
     int broken; /* sticky -errno after the ring itself failed */
     char broken_msg[320];
@@ -537,6 +538,11 @@ static void *ur_worker(void *arg) {
         if (++r->tbusy > atomic_load_explicit(&r->tbusy_max, memory_order_relaxed))
             atomic_store_explicit(&r->tbusy_max, r->tbusy, memory_order_relaxed);
         pthread_mutex_unlock(&r->tmu);
+        unsigned delay = atomic_load_explicit(&r->delay_us, memory_order_relaxed);
+        if (delay) {
+            struct timespec ts = {delay / 1000000, (long)(delay % 1000000) * 1000};
+            while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+        }
         ssize_t n;
         do n = pread(r->fd, q.dst, q.len, (off_t)q.off);
         while (n < 0 && errno == EINTR);
@@ -905,6 +911,11 @@ void uring_reader_inject_fault(uring_reader *r, uint64_t nth, int err) {
 void uring_reader_inject_short(uring_reader *r, uint64_t nth) {
     TT_ASSERT(r);
     r->short_countdown = nth;
+}
+
+void uring_reader_inject_delay(uring_reader *r, unsigned usec) {
+    TT_ASSERT(r);
+    atomic_store_explicit(&r->delay_us, usec, memory_order_relaxed);
 }
 
 void uring_reader_stats(const uring_reader *r, uring_stats *out) {

@@ -117,6 +117,10 @@ void uring_reader_inject_fault(uring_reader *r, uint64_t nth, int err);
  * that are overwritten with garbage, so the data is only right if the engine
  * resubmits the remainder. 0 disables. */
 void uring_reader_inject_short(uring_reader *r, uint64_t nth);
+/* Delay injection for tests (threads engine; the io_uring engine ignores it):
+ * each worker sleeps usec microseconds before each pread, so that reads are
+ * still in flight when the caller closes or waits. 0 disables. */
+void uring_reader_inject_delay(uring_reader *r, unsigned usec);
 
 /* Totals since open: bytes read, requests completed, short reads retried;
  * and the most requests in flight at once (for the threads engine: preads

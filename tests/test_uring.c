@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MiB (1024ull * 1024ull)
@@ -450,6 +451,42 @@ static void test_close_busy(void) {
     iobuf_free(buf, 4 * MiB);
 }
 
+/* The threads engine's close with preads about to run (each worker sleeps 50 ms
+ * first; one job waited for, then 10 ms for the workers to take the next
+ * requests): close waits for the reads the workers hold and drops the queued
+ * ones, so the buffer, refilled after close, keeps what it was given (a worker
+ * left running would read into it, and touch the freed reader, which ASan
+ * reports). A close that finds no read held proves nothing: it is tried again,
+ * up to 5 times, and must have found some once. */
+static void test_close_inflight(void) {
+    if (g_engine != UR_ENGINE_THREADS) return; /* io_uring's close drains the ring: test_close_busy */
+    uint8_t *buf = iobuf_alloc(4 * MiB);
+    int held = 0;
+    for (int attempt = 0; attempt < 5 && !held; attempt++) {
+        uring_reader *r = open_or_die(g_fa, 4, 256 * KiB);
+        uring_reader_inject_delay(r, 50 * 1000);
+        for (int i = 0; i < 8; i++)
+            CHECK_EQ_INT(uring_reader_submit(r, buf + (uint64_t)i * 512 * KiB, (uint64_t)i * 512 * KiB, 512 * KiB, i),
+                         0);
+        uint64_t tag;
+        CHECK_EQ_INT(uring_reader_wait(r, &tag), 0);
+        struct timespec settle = {0, 10 * 1000 * 1000}, t0, t1;
+        nanosleep(&settle, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uring_reader_close(r);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        held = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9 >= 0.02;
+        memset(buf, 0xa5, 4 * MiB);
+        struct timespec pause = {0, 150 * 1000 * 1000}; /* longer than a worker's delay and read */
+        nanosleep(&pause, NULL);
+        size_t bad = 0;
+        for (size_t i = 0; i < 4 * MiB; i++) bad += buf[i] != 0xa5;
+        CHECK_MSG(bad == 0, "%zu bytes of the buffer changed after close", bad);
+    }
+    CHECK_MSG(held, "in 5 tries, close never found a worker's read to wait for");
+    iobuf_free(buf, 4 * MiB);
+}
+
 /* reads run in parallel: io_uring keeps qd requests in flight; the threads
  * run several preads at once (timing decides how many overlap, so the best
  * of a few tries counts: a serialised engine never shows 2) */
@@ -744,6 +781,7 @@ int main(void) {
             test_fault();
             test_short();
             test_close_busy();
+            test_close_inflight();
             test_kernel_errors();
             if (mode) test_parallel(); /* O_DIRECT: each read waits for the disk, so they overlap */
         }
