@@ -271,7 +271,7 @@ gpu-bundle: deps
 	@$(MAKE) --no-print-directory STATIC=1 BUILD=build/static $(GPU_BINS)
 	@rm -rf build/gpu && mkdir -p build/gpu && cp $(GPU_BINS) build/gpu/ && strip --strip-debug build/gpu/*
 	@for b in build/gpu/*; do sh tools/bundle_libs.sh $$b || exit 1; done
-	@echo "built $$(date -u '+%Y-%m-%d %H:%M UTC') from commit $$(git rev-parse --short HEAD 2>/dev/null || echo '?')$$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')" >build/gpu/BUILD
+	@echo "built $$(date -u '+%Y-%m-%d %H:%M UTC') from commit $$(git rev-parse --short HEAD 2>/dev/null || echo '?')$$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes'), sources $$(sh tools/src_hash.sh)" >build/gpu/BUILD
 	@tar -C build -cJf build/gpu-bundle.tar.xz gpu
 	@echo "gpu-bundle: build/gpu-bundle.tar.xz ($$(du -h build/gpu-bundle.tar.xz | cut -f1)); tools/gpu_check.sh unpacks and runs it"
 

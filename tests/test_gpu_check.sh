@@ -2,7 +2,8 @@
 # tests/test_gpu_check.sh — tools/gpu_check.sh runs only on a GPU machine, and
 # a GPU session is rare: its mistakes must show here. The script parses, every
 # check it runs has its function, every function it runs is exported to the
-# per-check shells (the helpers they call too), and its header lists every check.
+# per-check shells (the helpers they call too), and its header lists every check;
+# a bundle built from other sources is refused.
 . tests/lib.sh
 setup gpu_check
 S=tools/gpu_check.sh
@@ -27,12 +28,26 @@ fi
 # Where the bundle was built (.ci/run builds it): the script runs here, exits 0, and on a machine without
 # a GPU runs the op table on cpu-async and lists every GPU check it skipped; QUICK=1 keeps the first five.
 if [ -f build/gpu-bundle.tar.xz ] && command -v bash >/dev/null; then
-    GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gc" >"$dir/gc.out" 2>&1 || { fail "gpu_check.sh exited $?"; tail -20 "$dir/gc.out"; }
+    # a bundle built from other sources is refused before anything runs, naming both hashes
+    mkdir -p "$dir/stale"
+    tar -C "$dir/stale" -xJf build/gpu-bundle.tar.xz
+    sed -i 's/, sources [0-9a-f]*/, sources 0123456789abcdef/' "$dir/stale/gpu/BUILD"
+    grep -q 'sources 0123456789abcdef' "$dir/stale/gpu/BUILD" || echo "built before hashes, sources 0123456789abcdef" >>"$dir/stale/gpu/BUILD"
+    tar -C "$dir/stale" -cJf "$dir/stale.tar.xz" gpu
+    GPU_CHECK_BUNDLE="$dir/stale.tar.xz" GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gs" >"$dir/gs.out" 2>&1
+    rc=$?
+    [ "$rc" = 2 ] && grep -q "was built from other sources (0123456789abcdef) than this tree ($(sh tools/src_hash.sh))" "$dir/gs.out" ||
+        { fail "a stale bundle was not refused (exit $rc)"; cat "$dir/gs.out"; }
+    [ -s "$dir/gs/summary.txt" ] && fail "a stale bundle's run wrote a summary"
+    # the bundle here may predate the last change to the sources (CI builds it first; a developer may not)
+    any=0
+    grep -q "sources $(sh tools/src_hash.sh)" build/gpu/BUILD 2>/dev/null || { any=1; echo "note: build/gpu-bundle.tar.xz is older than the sources; run anyway"; }
+    GPU_CHECK_ANY_BUNDLE=$any GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gc" >"$dir/gc.out" 2>&1 || { fail "gpu_check.sh exited $?"; tail -20 "$dir/gc.out"; }
     if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
         grep -q "^ops  *PASS" "$dir/gc/summary.txt" || { fail "no GPU: the ops row is not a PASS"; cat "$dir/gc/summary.txt"; }
         grep -q "^skipped: cpu-cuda stream kernels" "$dir/gc.out" || { fail "no GPU: no list of skipped checks"; tail -5 "$dir/gc.out"; }
     fi
-    QUICK=1 GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gq" >/dev/null 2>&1
+    QUICK=1 GPU_CHECK_ANY_BUNDLE=$any GPU_CHECK_WORK="$dir/w" bash "$S" "$dir/gq" >/dev/null 2>&1
     [ "$(wc -l <"$dir/gq/summary.txt")" -eq 5 ] || { fail "QUICK=1: expected 5 rows"; cat "$dir/gq/summary.txt"; }
 fi
 finish test_gpu_check
