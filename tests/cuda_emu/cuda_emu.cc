@@ -201,8 +201,8 @@ float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
  * too (on a GPU, whatever the memory held; the emulator's NaN fill shows it
  * only where the value reaches a result). Launches are ordered by their
  * stream (this emulator runs them in issue order), so records start afresh
- * at each launch. It costs 24 bytes per byte
- * touched in a launch, so it is for small shapes. */
+ * at each launch. It costs 24 bytes per byte touched in a launch, so it is
+ * for small shapes. */
 static int g_race;          /* TT_EMU_RACECHECK=1 */
 static unsigned g_launch;   /* launches so far: a shadow page from an earlier one is stale */
 __attribute__((constructor)) static void race_init(void) {
@@ -294,8 +294,9 @@ static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
 
 /* The running thread's access of n bytes at a (smem: 0 device memory; 1 static data, the __shared__ arrays
  * or only-read __constant__ tables; 2 the block's dynamic shared memory, where a read of a byte no thread of
- * the block wrote is reported too; in shared memory, records from other blocks are stale), checked against the records as if made at epoch ep0 and warp meeting meet0 (now, but for a
- * cp.async landing: its issue), recorded as made now. Of the reads since the last write, two are kept: a
+ * the block wrote is reported too; in shared memory, records from other blocks are stale), checked against
+ * the records as if made at epoch ep0 and warp meeting meet0 (now, but for a cp.async landing: its issue),
+ * recorded as made now. Of the reads since the last write, two are kept: a
  * read that happens before a new one is superseded by it (a write unordered with the old one is unordered
  * with the new one too); of reads that are all unordered, two from different warps (or blocks) where there
  * are such, since any later write then conflicts with at least one of the two whenever it conflicts with
