@@ -162,9 +162,12 @@ if ldd "$T" | grep -q 'libcublas.*not found'; then
 fi
 # cuDNN (TT_CUDA_ATTN=cudnn's attention, loaded at run time) and the NVRTC it compiles its fused kernels with:
 # where the loader does not know them, the CUDA toolkit's or PyTorch's (pip) copies.
+# One walk of /usr and /opt for both (slow under gVisor, with PyTorch's packages there), kept for env's report.
+LIBS_FOUND=$W/libs.found
+find /usr /opt \( -name libcudnn.so.9 -o -name libnvrtc.so.13 \) 2>/dev/null >"$LIBS_FOUND"
 for lib in libcudnn.so.9 libnvrtc.so.13; do
     ldconfig -p 2>/dev/null | grep -q "$lib" && continue
-    f=$(ls "/usr/local/cuda/lib64/$lib" 2>/dev/null || find /usr /opt -name "$lib" 2>/dev/null | head -1)
+    f=$(ls "/usr/local/cuda/lib64/$lib" 2>/dev/null || grep "/$lib\$" "$LIBS_FOUND" | head -1)
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
 # call 1's kernels check leaves its choice of attention here for the next call (outside W, which each call empties)
@@ -173,7 +176,7 @@ if [ -z "${TT_CUDA_ATTN:-}" ] && [ -s "$ATTN_CHOICE" ]; then
     export TT_CUDA_ATTN=$(cat "$ATTN_CHOICE")
     log "gpu_check: TT_CUDA_ATTN=$TT_CUDA_ATTN, as an earlier call's kernels check chose (cuDNN's attention within tolerance and faster)"
 fi
-export T OPS W HAVE_GPU OUTD ATTN_CHOICE
+export T OPS W HAVE_GPU OUTD ATTN_CHOICE LIBS_FOUND
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 # no network there: never wait on the hub
 
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
@@ -214,7 +217,7 @@ c_env() {
     ldd "$T"
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
     for lib in libcudnn.so.9 libnvrtc.so.13; do
-        echo "$lib: $(find /usr /opt -name "$lib" 2>/dev/null | head -3 | tr '\n' ' ')"
+        echo "$lib: $(grep "/$lib\$" "$LIBS_FOUND" | head -3 | tr '\n' ' ')"
     done
     nproc
     free -g | head -2
