@@ -280,10 +280,14 @@ static inline int tt_cp_emu_issue(tt_cp_emu *c, void *dst, const void *src, int 
     return 0;
 }
 static inline void tt_cp_emu_commit(tt_cp_emu *c) { c->committed++; }
+/* Whether copy i lands at a wait that leaves `pending` groups in flight. */
+static inline int tt_cp_emu_lands(const tt_cp_emu *c, int i, int pending) {
+    return c->op[i].group < c->committed - pending;
+}
 static inline void tt_cp_emu_wait(tt_cp_emu *c, int pending) {
     int k = 0;
     for (int i = 0; i < c->n; i++) {
-        if (c->op[i].group < c->committed - pending) {
+        if (tt_cp_emu_lands(c, i, pending)) {
             if (c->op[i].valid) memcpy(c->op[i].dst, c->op[i].src, 16);
             else memset(c->op[i].dst, 0, 16);
         } else c->op[k++] = c->op[i];

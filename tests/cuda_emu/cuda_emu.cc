@@ -1039,7 +1039,7 @@ void tt_emu_cp_wait(tt_warp_emu *, int tid, int pending) {
                    * issue points of the copies still in flight move down as tt_cp_emu_wait moves the copies */
         int k = 0;
         for (int i = 0; i < c->n; i++) {
-            if (c->op[i].group < c->committed - pending)
+            if (tt_cp_emu_lands(c, i, pending))
                 race_check((uintptr_t)c->op[i].dst, 16, 1, 2, g_cp_at[tid][i].ep, g_cp_at[tid][i].meet);
             else g_cp_at[tid][k++] = g_cp_at[tid][i];
         }
