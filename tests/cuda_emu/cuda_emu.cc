@@ -226,17 +226,20 @@ static unsigned rc_unit(rc_acc a) { return rc_blk(a) << 5 | rc_tid(a) >> 5; }
 enum { RC_PAGE = 4096 };
 typedef struct { unsigned launch; rc_acc w[RC_PAGE], r[2][RC_PAGE]; } rc_page;
 static std::map<uintptr_t, rc_page *> g_rc_pages; /* by address / RC_PAGE; used under g_kernel_mu */
-static rc_page *g_rc_last;
-static uintptr_t g_rc_last_key = UINTPTR_MAX;
+/* In front of the map, the pages used last, direct-mapped by key: a kernel reads and writes a few buffers
+ * in turn, and a tree walk for each of their bytes took most of racecheck's time. */
+enum { RC_CACHE = 256 };
+static struct { uintptr_t key1; rc_page *p; } g_rc_cache[RC_CACHE]; /* key1: the key + 1 (0: empty) */
 
 static void rc_forget(void) {
     for (auto &kv : g_rc_pages) free(kv.second);
     g_rc_pages.clear();
-    g_rc_last_key = UINTPTR_MAX;
+    memset(g_rc_cache, 0, sizeof g_rc_cache);
 }
 
 static rc_page *rc_page_of(uintptr_t key) {
-    if (key != g_rc_last_key) {
+    auto *c = &g_rc_cache[key % RC_CACHE];
+    if (c->key1 != key + 1) {
         rc_page *&p = g_rc_pages[key];
         if (!p) {
             if (!(p = (rc_page *)malloc(sizeof *p))) {
@@ -245,14 +248,15 @@ static rc_page *rc_page_of(uintptr_t key) {
             }
             p->launch = 0; /* stale: launches count from 1 */
         }
-        g_rc_last = p;
-        g_rc_last_key = key;
+        c->key1 = key + 1;
+        c->p = p;
     }
-    if (g_rc_last->launch != g_launch) {
-        memset(g_rc_last, 0, sizeof *g_rc_last);
-        g_rc_last->launch = g_launch;
+    rc_page *p = c->p;
+    if (p->launch != g_launch) {
+        memset(p, 0, sizeof *p);
+        p->launch = g_launch;
     }
-    return g_rc_last;
+    return p;
 }
 
 /* Whether earlier access p (by the running block) happens before the running thread's access now. */
@@ -310,32 +314,37 @@ static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0,
     }
     rc_acc me = rc_pack(g_blk, tid, ep, meet);
     int landing = ep0 != ep || meet0 != meet;
-    for (uintptr_t x = a; x < a + n; x++) {
+    /* byte by byte, but a run of bytes with the same records (mostly the whole access) decided once */
+    for (uintptr_t x = a, end = a + n; x < end;) {
         rc_page *pg = rc_page_of(x / RC_PAGE);
-        size_t i = x % RC_PAGE;
-        rc_acc *w = &pg->w[i], *r0 = &pg->r[0][i], *r1 = &pg->r[1][i];
+        size_t i = x % RC_PAGE, m = end - x < RC_PAGE - i ? end - x : RC_PAGE - i, k = 1;
+        rc_acc w = pg->w[i], r0 = pg->r[0][i], r1 = pg->r[1][i];
+        while (k < m && pg->w[i + k] == w && pg->r[0][i + k] == r0 && pg->r[1][i + k] == r1) k++;
+        x += k;
         if (smem) { /* another block's shared memory: gone */
-            if (*w && rc_blk(*w) != g_blk) *w = 0;
-            if (*r0 && rc_blk(*r0) != g_blk) *r0 = 0;
-            if (*r1 && rc_blk(*r1) != g_blk) *r1 = 0;
+            if (w && rc_blk(w) != g_blk) w = 0;
+            if (r0 && rc_blk(r0) != g_blk) r0 = 0;
+            if (r1 && rc_blk(r1) != g_blk) r1 = 0;
         }
-#define RC_CONFLICT(p) (*(p) && (rc_blk(*(p)) != g_blk || !rc_ordered(*(p), tid, ep0, meet0)))
-        if (RC_CONFLICT(w)) rc_report(a, n, store, smem, *w, 1, landing);
+#define RC_CONFLICT(p) ((p) && (rc_blk(p) != g_blk || !rc_ordered((p), tid, ep0, meet0)))
+        if (RC_CONFLICT(w)) rc_report(a, n, store, smem, w, 1, landing);
         if (store) {
-            if (RC_CONFLICT(r0)) rc_report(a, n, store, smem, *r0, 0, landing);
-            if (RC_CONFLICT(r1)) rc_report(a, n, store, smem, *r1, 0, landing);
-            *w = me;
-            *r0 = *r1 = 0; /* both happen before this write */
-            continue;
+            if (RC_CONFLICT(r0)) rc_report(a, n, store, smem, r0, 0, landing);
+            if (RC_CONFLICT(r1)) rc_report(a, n, store, smem, r1, 0, landing);
+            w = me;
+            r0 = r1 = 0; /* both happen before this write */
+        } else {
+            if (smem == 2 && !w) rc_uninit(a, n);
+            if (r0 && !RC_CONFLICT(r0)) r0 = 0; /* superseded */
+            if (r1 && !RC_CONFLICT(r1)) r1 = 0;
+            if (!r0) r0 = me;
+            else if (!r1) r1 = me;
+            else if (rc_unit(r0) == rc_unit(r1)) r1 = me; /* r0 and this one: two warps, where there are two */
+            /* else r0 and r1 are of two warps already: a write that conflicts with this read conflicts with one
+             * of them */
         }
-        if (smem == 2 && !*w) rc_uninit(a, n);
-        if (*r0 && !RC_CONFLICT(r0)) *r0 = 0; /* superseded */
-        if (*r1 && !RC_CONFLICT(r1)) *r1 = 0;
 #undef RC_CONFLICT
-        if (!*r0) *r0 = me;
-        else if (!*r1) *r1 = me;
-        else if (rc_unit(*r0) == rc_unit(*r1)) *r1 = me; /* r0 and this one: two warps, where there are two */
-        /* else r0 and r1 are of two warps already: a write that conflicts with this read conflicts with one of them */
+        for (size_t j = i; j < i + k; j++) pg->w[j] = w, pg->r[0][j] = r0, pg->r[1][j] = r1;
     }
 }
 static void race_access(uintptr_t a, size_t n, int store, int smem) {
