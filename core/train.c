@@ -606,9 +606,27 @@ static void print_reweight(const tt_mix *m, int step, const double *loss, const 
     printf("\n");
 }
 
+void train_result_summary(const tt_train_result *r, char *b, size_t n) {
+    char steps[64], val[64];
+    if (r->start_step > 0)
+        snprintf(steps, sizeof steps, "steps %d-%d (resumed after step %d)", r->start_step + 1, r->steps_done,
+                 r->start_step);
+    else snprintf(steps, sizeof steps, "%d steps", r->steps_done);
+    if (isnan(r->first_val)) snprintf(val, sizeof val, "no validation");
+    else if (r->first_val_step == r->steps_done) /* one score, at the end */
+        snprintf(val, sizeof val, "validation loss %.4f after step %d", r->last_val, r->steps_done);
+    else if (r->first_val_step > 0) /* a resumed run: its first score came after a step of its own */
+        snprintf(val, sizeof val, "validation loss %.4f (after step %d) -> %.4f", r->first_val, r->first_val_step,
+                 r->last_val);
+    else snprintf(val, sizeof val, "validation loss %.4f -> %.4f", r->first_val, r->last_val);
+    snprintf(b, n, "%s%s, train loss %.4f -> %.4f, %s", steps, r->interrupted ? " (interrupted)" : "", r->first_loss,
+             r->last_loss, val);
+}
+
 int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix *mix, int start, uint64_t seen,
                tt_train_result *res) {
     int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0, N = mix->n;
+    res->start_step = start;
     TT_ASSERT(N >= 1 && N <= TT_MIX_MAX);
     int dyn = N > 1 && mix->mode == TT_MIX_DYNAMIC;
     TT_ASSERT(!dyn || mix->every > 0);
@@ -736,7 +754,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
                 break;
             }
             validated = 1;
-            if (isnan(res->first_val)) res->first_val = vloss;
+            if (isnan(res->first_val)) res->first_val = vloss, res->first_val_step = step;
             res->last_val = vloss;
         }
         if (reweight) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);

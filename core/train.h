@@ -104,11 +104,18 @@ typedef struct tt_train_opts {
 
 typedef struct tt_train_result {
     int steps_done;
-    double first_loss, last_loss;
+    int start_step;               /* the step a resumed run went on from (0: a fresh run) */
+    double first_loss, last_loss; /* of this run's first and last steps */
     double first_val, last_val;   /* NAN if no validation ran (a mixture: the base-weighted mean over its sources) */
+    int first_val_step;           /* the step first_val was scored after (0: before training) */
     int interrupted;
     uint64_t dev_in_use;          /* device memory the process held after the first step (0: not measured) */
 } tt_train_result;
+
+/* The run's summary for `done: ...`: "40 steps, train loss A -> B, validation loss C -> D", with the steps
+ * this run made where it resumed ("steps 21-40 (resumed after step 20)"), "(interrupted)" where a signal
+ * ended it, and one validation loss where it scored only one (a resumed run's first score: after which step). */
+void train_result_summary(const tt_train_result *r, char *b, size_t n);
 
 /* Ctrl-C / SIGTERM ask the running training loop to stop cleanly after its
  * step: arm installs the handlers (a second signal ends the process at once),

@@ -25,6 +25,20 @@ grep -q '"peft_type": "LORA"' "$dir/run/adapter_config.json" || fail "adapter_co
 tail -1 "$dir/out" | grep -q '^{"done":true,"steps":2,"train_loss_first":[0-9.]*,"train_loss_last":[0-9.]*,.*"adapter":".*runj","dev_arena_peak":[1-9][0-9]*,.*"host_arena_peak":[0-9]*,"io_bytes":[0-9]*' ||
     { fail "--json: no summary object last"; tail -2 "$dir/out"; }
 
+# --stop-after, then --resume with the same flags: the summary names the steps each run made, and the resumed
+# run's one validation (after its last step) as one figure, not as a change from itself
+"$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" >"$dir/out" 2>&1 || { fail "--stop-after 2"; cat "$dir/out"; }
+grep -q '^done: 2 steps, train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* -> [0-9.]*; adapter in' "$dir/out" ||
+    { fail "--stop-after 2: not the summary of 2 steps"; cat "$dir/out"; }
+"$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume"; cat "$dir/out"; }
+grep -q '^done: steps 3-4 (resumed after step 2), train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* after step 4; adapter in' "$dir/out" ||
+    { fail "--resume: not the summary of steps 3-4"; cat "$dir/out"; }
+"$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" --force --json >"$dir/out" 2>&1 &&
+    "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" --json >"$dir/out" 2>&1 ||
+    { fail "--resume --json"; cat "$dir/out"; }
+tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"resumed_after":2,"train_loss_first"' ||
+    { fail "--resume --json: no resumed_after in the summary"; tail -1 "$dir/out"; }
+
 # SIGINT: a long run stopped after its first steps writes a checkpoint and exits 0; resume continues.
 "$T" train $FLAGS --steps 100000 --save-every 0 --eval-every 0 --out "$dir/sig" >"$dir/sig.out" 2>&1 &
 pid=$!

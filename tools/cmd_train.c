@@ -67,10 +67,11 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
                o.micro_batch, o.seq, (double)o.lr, (double)o.min_lr, o.out_path);
     tt_train_result res;
     if (fulltrain_run(&o, o.mix ? NULL : train, o.mix ? NULL : val, &res)) return tool_fail("train");
-    if (!o.json)
-        printf("done: %d steps%s, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; model in %s\n",
-               res.steps_done, res.interrupted ? " (interrupted)" : "", res.first_loss, res.last_loss, res.first_val,
-               res.last_val, o.out_path);
+    if (!o.json) {
+        char sum[256];
+        train_result_summary(&res, sum, sizeof sum);
+        printf("done: %s; model in %s\n", sum, o.out_path);
+    }
     return 0;
 }
 
@@ -573,6 +574,7 @@ int cmd_train(int argc, char **argv) {
         json_t *j = json_object();
         json_object_set_new(j, "done", json_true());
         json_object_set_new(j, "steps", json_integer(res.steps_done));
+        if (res.start_step > 0) json_object_set_new(j, "resumed_after", json_integer(res.start_step));
         const char *lk[4] = {"train_loss_first", "train_loss_last", "val_loss_first", "val_loss_last"};
         const double lv[4] = {res.first_loss, res.last_loss, res.first_val, res.last_val};
         for (int i = 0; i < 4; i++)
@@ -591,8 +593,9 @@ int cmd_train(int argc, char **argv) {
     }
     if (!as_json && res.steps_done > 0) {
         char dp[32], hp[32];
-        printf("done: %d steps, train loss %.4f -> %.4f, validation loss %.4f -> %.4f; adapter in %s\n",
-               res.steps_done, res.first_loss, res.last_loss, res.first_val, res.last_val, out);
+        char sum[256];
+        train_result_summary(&res, sum, sizeof sum);
+        printf("done: %s; adapter in %s\n", sum, out);
         if (mix) {
             printf("mix at the end:");
             for (int i = 0; i < nsrc; i++) printf("%s %s %.4f", i ? "," : "", srcs[i].path, mix->w[i]);
