@@ -9,7 +9,8 @@
 #              is one of the runtime's arenas: tests/cuda_emu/emu_selftest's bad
 #              kernels and copies are each stopped, with the culprit and the block
 #              named, and its good ones are not
-#   ops        tests/test_cuda_ops (small shapes) on each attention path and
+#   ops        tests/test_cuda_ops (small shapes) on each attention path (and the tensor-core
+#              forward with 16 rows a warp as well as 32) and
 #              through cublasGemmEx as well as cuBLASLt, under racecheck
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
@@ -75,7 +76,7 @@ done
 # ---- ops ---------------------------------------------------------------------
 # under racecheck, but for cublasGemmEx's products (the same kernels as the default's)
 export TT_EMU_RACECHECK=1
-for v in "" TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas "TT_CUDA_GEMM=cublas TT_EMU_RACECHECK=0"; do
+for v in "" TT_CUDA_FA2_FWD=16 TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas "TT_CUDA_GEMM=cublas TT_EMU_RACECHECK=0"; do
     expect_ok "test_cuda_ops ${v:-(default)}" env $v "$EMU/tests/test_cuda_ops"
     n=$(grep -c 'relative error' "$dir/err")
     [ "$n" -ge 60 ] || fail "test_cuda_ops ${v:-(default)}: $n comparisons (expected the whole table)"

@@ -175,7 +175,7 @@ static int lo_of(const shape *s, size_t ri) { return s->seg ? s->seg[ri] : 0; }
 
 typedef struct blk {
     tt_warp_emu *w;
-    int tid, x, y, b, pass; /* pass 0 forward, 1 dq, 2 dk/dv */
+    int tid, x, y, b, pass; /* pass 0 forward, 1 dq, 2 dk/dv, 3 forward with 32 rows a warp */
     const shape *s;
     const uint16_t *q, *k, *v, *o, *dout;
     const float *lse;
@@ -190,6 +190,9 @@ static void *block_thread(void *p) {
     if (a->pass == 0)
         tt_fa2_fwd_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->out,
                          a->lse_out, s->seg, a->smem);
+    else if (a->pass == 3)
+        tt_fa2_fwd2_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->out,
+                          a->lse_out, s->seg, a->smem);
     else if (a->pass == 1)
         tt_fa2_dq_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->o, a->lse,
                         a->dout, a->dq, a->Dbuf, s->seg, a->smem);
@@ -205,14 +208,15 @@ static void *block_thread(void *p) {
 static void run_pass(const blk *tmpl) {
     const shape *s = tmpl->s;
     tt_warp_emu *w = tt_xcalloc(1, sizeof *w);
-    size_t sm = tmpl->pass == 2 ? TT_FA2_SMEM_DKV : TT_FA2_SMEM_FWD;
+    size_t sm = tmpl->pass == 2 ? TT_FA2_SMEM_DKV : tmpl->pass == 3 ? TT_FA2_SMEM_FWD2 : TT_FA2_SMEM_FWD;
+    const int br = tmpl->pass == 3 ? TT_FA2_FWD2_BR : TT_FA2_BR;
     uint16_t *smem = tt_xmalloc(sm);
     blk a[TT_FA2_THREADS];
     pthread_t th[TT_FA2_THREADS];
     int heads = tmpl->pass == 2 ? s->nkv * tmpl->parts : s->nh;
     for (int b = 0; b < s->B; b++)
         for (int y = 0; y < heads; y++)
-            for (int x = 0; x * TT_FA2_BR < s->seq; x++) {
+            for (int x = 0; x * br < s->seq; x++) {
                 pthread_barrier_init(&w->block, NULL, TT_FA2_THREADS);
                 for (int i = 0; i < TT_FA2_WARPS; i++) pthread_barrier_init(&w->warp[i], NULL, 32);
                 memset(smem, 0xff, sm); /* stale contents must not matter */
@@ -355,7 +359,18 @@ static void test_fwd(shape s, uint64_t seed) {
     CHECK_MSG(worst < 8e-3 && sqrt(sq / nq) < 2e-3, "B %d seq %d heads %d/%d hd %d: out off by %.4f (rms %.4f)", s.B,
               s.seq, s.nh, s.nkv, s.hd, worst, sqrt(sq / nq));
     CHECK_MSG(worst_l < 1e-4, "B %d seq %d heads %d/%d hd %d: lse off by %.2e", s.B, s.seq, s.nh, s.nkv, s.hd, worst_l);
-    free(q); free(k); free(v); free(out); free(lse); free(ro); free(rl);
+    /* the forward with 32 rows a warp (Q from shared memory, each K and V fragment feeding two m-tiles) makes
+     * the same products in the same order: the same bits */
+    uint16_t *out2 = tt_xmalloc(nq * sizeof *out2);
+    float *lse2 = tt_xmalloc(T * s.nh * sizeof *lse2);
+    memset(out2, 0xff, nq * sizeof *out2);
+    memset(lse2, 0xff, T * s.nh * sizeof *lse2);
+    t.out = out2; t.lse_out = lse2; t.pass = 3;
+    run_pass(&t);
+    CHECK_MSG(memcmp(out2, out, nq * sizeof *out) == 0 && memcmp(lse2, lse, T * s.nh * sizeof *lse) == 0,
+              "B %d seq %d heads %d/%d hd %d: the 32-row forward differs from the 16-row one", s.B, s.seq, s.nh, s.nkv,
+              s.hd);
+    free(q); free(k); free(v); free(out); free(lse); free(ro); free(rl); free(out2); free(lse2);
 }
 
 static void test_bwd(shape s, uint64_t seed) {

@@ -21,15 +21,18 @@
 #   ops        tests/test_cuda_ops --real: every CUDA op against the CPU reference, small and real shapes
 #              (tensor-core flash attention for bf16; then at small shapes the fp32-tile flash kernels,
 #              TT_CUDA_ATTN=flash, the cuBLAS attention, TT_CUDA_ATTN=cublas, and cublasGemmEx products,
-#              TT_CUDA_GEMM=cublas; and the attention cases through cuDNN, TT_CUDA_ATTN=cudnn, where it loads)
+#              TT_CUDA_GEMM=cublas; the attention cases, real shapes too, with the tensor-core forward's 16 rows a warp,
+#              TT_CUDA_FA2_FWD=16, and through cuDNN, TT_CUDA_ATTN=cudnn, where it loads)
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
-#              --act-dtype bf16); 5 steps of full training (f32 store) the same; the streamed run's GPU peak within --hbm
+#              --act-dtype bf16, and the bf16 run again with TT_CUDA_FA2_FWD=16: the same bits); 5 steps of full training
+#              (f32 store) the same; the streamed run's GPU peak within --hbm
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations; passes at
 #              dequant+GEMM >= 0.7 x GEMM, attention fwd >= 300 / bwd >= 200 TFLOP/s (the kernels', or cuDNN's
-#              with TT_CUDA_ATTN=cudnn: then train with it), arena copies >= 0.9 x pinned
+#              with TT_CUDA_ATTN=cudnn: then train with it), arena copies >= 0.9 x pinned; the 16-row forward's
+#              attention figures beside them (TT_CUDA_FA2_FWD=16)
 #   prof       Nsight Compute (ncu, where the machine has it) on the tensor-core attention and dequantization
 #              kernels at bench kernels' shapes: prof.txt (and prof.ncu-rep) in OUTDIR, for tuning them
 #   gen        generate on the small model: CUDA (f32 activations) vs the CPU, greedy; streamed at the smallest
@@ -249,6 +252,8 @@ c_ops() {
     TT_CUDA_ATTN=flash "$OPS" || rc=$((rc + 10))
     TT_CUDA_ATTN=cublas "$OPS" || rc=$((rc + 100))
     TT_CUDA_GEMM=cublas "$OPS" || rc=$((rc + 1000))
+    # the tensor-core forward with 16 query rows a warp (the default takes 32), real shapes included
+    TT_CUDA_FA2_FWD=16 "$OPS" --real --only attention || rc=$((rc + 100000))
     # cuDNN's fused attention (TT_CUDA_ATTN=cudnn), small and real shapes: wrong results fail the check; cuDNN
     # missing or refusing (the kernels then run, and are what the rows above checked) is reported
     local cudnn
@@ -267,7 +272,7 @@ c_ops() {
         cudnn="cuDNN attention: no plan line (?)"
     fi
     [ $rc = 0 ] && echo "RESULT PASS every op within its tolerance (tensor-core, fp32-tile and cuBLAS attention; cuBLASLt and cuBLAS products); $cudnn" ||
-        echo "RESULT FAIL test_cuda_ops exit $rc (+10: TT_CUDA_ATTN=flash, +100: TT_CUDA_ATTN=cublas, +1000: TT_CUDA_GEMM=cublas, +10000: TT_CUDA_ATTN=cudnn); $cudnn"
+        echo "RESULT FAIL test_cuda_ops exit $rc (+10: TT_CUDA_ATTN=flash, +100: TT_CUDA_ATTN=cublas, +1000: TT_CUDA_GEMM=cublas, +10000: TT_CUDA_ATTN=cudnn, +100000: TT_CUDA_FA2_FWD=16); $cudnn"
 }
 
 # cs_result RC LOG WHAT: the result line of a compute-sanitizer run. A sanitizer that cannot attach to this
@@ -342,6 +347,10 @@ c_stream() {
     "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda $SMALL --act-dtype bf16 >/dev/null &&
         "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$h" $SMALL --act-dtype bf16 >/dev/null &&
         cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
+    # the attention forward with 16 query rows a warp instead of 32: the same products in the same order, the same bits
+    TT_CUDA_FA2_FWD=16 "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres16" --steps 5 --device cuda $SMALL \
+        --act-dtype bf16 >/dev/null && cmp "$W/bres/adapter_model.safetensors" "$W/bres16/adapter_model.safetensors" ||
+        same="$same (bf16, forward 16 vs 32 rows a warp: different)"
     within_budget "$W/str20.json" "${h%M}" || fits=no
     # full training (AdamW; the streamed run steps the embedding on the host, kernels/adamw.h): the store bit for bit
     local full=identical hf
@@ -380,6 +389,9 @@ c_kernels() {
     # the other attention path (fp32-tile flash kernels) at the same shape, for comparison (small GEMM: not timed here)
     echo "-- TT_CUDA_ATTN=flash (attention only)"
     TT_CUDA_ATTN=flash "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
+    # the tensor-core forward with 16 query rows a warp (the default: 32), for comparison
+    echo "-- TT_CUDA_FA2_FWD=16 (attention only)"
+    TT_CUDA_FA2_FWD=16 "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
     # cuDNN's fused attention at the same shape (TT_CUDA_ATTN=cudnn); its figures count where it ran
     echo "-- TT_CUDA_ATTN=cudnn (attention only)"
     TT_CUDA_ATTN=cudnn "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 --json \

@@ -407,6 +407,9 @@ static int g_flash_max_hd = TT_FA_MAX_HD; /* the largest head_dim whose tiles fi
 /* The tensor-core kernels (cuda_fa2.h) for bf16 activations; off: TT_CUDA_ATTN=flash (the fp32-tile kernels) or
  * cublas, or too little shared memory. */
 static int g_fa2 = 1;
+/* Their forward's block shape (cuda_fa2.h, "forward"): 32 query rows a warp (k_fa2_fwd2, the default), or 16
+ * with TT_CUDA_FA2_FWD=16 (k_fa2_fwd); the same bits either way. Fixed at start-up by fa2_setup. */
+static int g_fa2_fwd_rows = 32;
 /* The path the ops take for these shapes (cuda_backend.h's rule, which the planning estimate reads too). */
 static int attn_path(int hd, int dt) { return cuda_attn_path(g_fa2, g_flash, g_flash_max_hd, hd, dt); }
 
@@ -537,7 +540,8 @@ static const char *cu_attn_path_name(int B, int seq, int nh, int nkv, int hd, in
     }
     const int path = attn_path(hd, dt);
     snprintf(name, sizeof name, "%s%s",
-             path == CUDA_ATTN_FA2     ? "tensor-core flash kernels (cuda_fa2.h)"
+             path == CUDA_ATTN_FA2     ? (g_fa2_fwd_rows == 32 ? "tensor-core flash kernels (cuda_fa2.h; forward 32 rows a warp)"
+                                                               : "tensor-core flash kernels (cuda_fa2.h; forward 16 rows a warp)")
              : path == CUDA_ATTN_FLASH ? "fp32-tile flash kernels (cuda_flash.h)"
                                        : "head-chunked cuBLAS",
              g_cudnn_req && cuda_attn_cudnn(1, hd, dt) ? "; cuDNN refused these shapes or did not run both ways" : "");
@@ -789,6 +793,13 @@ __global__ void __launch_bounds__(TT_FA2_THREADS) k_fa2_fwd(int seq, int nh, int
     tt_fa2_fwd_block(NULL, (int)threadIdx.x, (int)(gridDim.x - 1 - blockIdx.x), (int)blockIdx.y, (int)blockIdx.z, seq,
                      nh, nkv, hd, q, k, v, out, lse, seg, (uint16_t *)fa2_sh);
 }
+__global__ void __launch_bounds__(TT_FA2_THREADS) k_fa2_fwd2(int seq, int nh, int nkv, int hd, const uint16_t *q,
+                                                             const uint16_t *k, const uint16_t *v, uint16_t *out,
+                                                             float *lse, const int32_t *seg) {
+    extern __shared__ __align__(16) unsigned char fa2_sh[];
+    tt_fa2_fwd2_block(NULL, (int)threadIdx.x, (int)(gridDim.x - 1 - blockIdx.x), (int)blockIdx.y, (int)blockIdx.z,
+                      seq, nh, nkv, hd, q, k, v, out, lse, seg, (uint16_t *)fa2_sh);
+}
 __global__ void __launch_bounds__(TT_FA2_THREADS)
     k_fa2_dq(int seq, int nh, int nkv, int hd, const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o,
              const float *lse, const uint16_t *dout, uint16_t *dq, float *Dbuf, const int32_t *seg) {
@@ -810,13 +821,18 @@ __global__ void k_fa2_dkv_sum(size_t n, int parts, const float *pk, const float 
     if (i < n) tt_fa2_dkv_sum(i, n, parts, pk, pv, scale, dk, dv);
 }
 
-/* The three kernels ask for more than the default 48 KiB of shared memory (two tiles in flight): allowed once
- * at start-up; 0 where the GPU's per-block limit is below it. */
+/* The kernels ask for more than the default 48 KiB of shared memory (two tiles in flight): allowed once
+ * at start-up; 0 where the GPU's per-block limit is below it (the 32-row forward, which needs the most,
+ * gives way to the 16-row one where only it does not fit). */
 static int fa2_setup(void) {
     int optin = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
     if ((size_t)optin < TT_FA2_SMEM_DKV || (size_t)optin < TT_FA2_SMEM_FWD) return 0;
+    const char *r = getenv("TT_CUDA_FA2_FWD");
+    g_fa2_fwd_rows = (r && strcmp(r, "16") == 0) || (size_t)optin < TT_FA2_SMEM_FWD2 ? 16 : 32;
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_FWD));
+    if (g_fa2_fwd_rows == 32)
+        CUDA_CHECK(cudaFuncSetAttribute(k_fa2_fwd2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_FWD2));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DQ));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DKV));
     return 1;
@@ -855,10 +871,16 @@ static void cu_attn_fwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
         return;
     const int path = attn_path(hd, dt);
     if (path == CUDA_ATTN_FA2) {
-        dim3 grid((unsigned)((seq + TT_FA2_BR - 1) / TT_FA2_BR), (unsigned)nh, (unsigned)B);
-        k_fa2_fwd<<<grid, TT_FA2_THREADS, TT_FA2_SMEM_FWD, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
-                                                                        (const uint16_t *)k, (const uint16_t *)v,
-                                                                        (uint16_t *)out, lse, seg);
+        const int br = g_fa2_fwd_rows == 32 ? TT_FA2_FWD2_BR : TT_FA2_BR;
+        dim3 grid((unsigned)((seq + br - 1) / br), (unsigned)nh, (unsigned)B);
+        if (g_fa2_fwd_rows == 32)
+            k_fa2_fwd2<<<grid, TT_FA2_THREADS, TT_FA2_SMEM_FWD2, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
+                                                                              (const uint16_t *)k, (const uint16_t *)v,
+                                                                              (uint16_t *)out, lse, seg);
+        else
+            k_fa2_fwd<<<grid, TT_FA2_THREADS, TT_FA2_SMEM_FWD, g_compute>>>(seq, nh, nkv, hd, (const uint16_t *)q,
+                                                                            (const uint16_t *)k, (const uint16_t *)v,
+                                                                            (uint16_t *)out, lse, seg);
         LAUNCHED();
         return;
     }

@@ -55,6 +55,11 @@
 #define TT_FA2_KV_TILE ((size_t)2 * TT_FA2_BC * TT_FA2_LD)                      /* elements: a K and a V tile */
 #define TT_FA2_QD_TILE ((size_t)2 * TT_FA2_BC * TT_FA2_LD + 2 * TT_FA2_BC * 2) /* elements: Q, dO, lse and D */
 #define TT_FA2_SMEM_FWD (2 * TT_FA2_KV_TILE * 2)
+#define TT_FA2_FWD2_BR (2 * TT_FA2_BR) /* tt_fa2_fwd2_block's rows: 32 a warp */
+/* tt_fa2_stage's copies: every thread the same number of 16-byte pieces, in one column of the tile */
+typedef char tt_fa2_stage_fits[TT_FA2_THREADS % (TT_FA2_HD / 8) == 0 &&
+                                       TT_FA2_BC * (TT_FA2_HD / 8) % TT_FA2_THREADS == 0 ? 1 : -1];
+#define TT_FA2_SMEM_FWD2 (TT_FA2_SMEM_FWD + (size_t)TT_FA2_FWD2_BR * TT_FA2_LD * 2)
 #define TT_FA2_SMEM_DQ TT_FA2_SMEM_FWD
 #define TT_FA2_SMEM_DKV ((size_t)2 * TT_FA2_BR * TT_FA2_LD * 2 + 2 * TT_FA2_QD_TILE * 2)
 
@@ -310,9 +315,12 @@ TT_HD int tt_fa2_vec_ok(const uint16_t *x, size_t xs, int hd) {
 TT_HD void tt_fa2_stage(tt_warp_emu *w, uint16_t *t, const uint16_t *x, size_t xs, int r0, int n, int hd, int tid,
                         int vec) {
     if (vec) {
-        /* 16 threads a row: each row's 256 bytes read by consecutive threads */
-        for (int c = tid; c < TT_FA2_BC * (TT_FA2_HD / 8); c += TT_FA2_THREADS) {
-            int i = c / (TT_FA2_HD / 8), d = c % (TT_FA2_HD / 8) * 8, ok = r0 + i < n && d < hd;
+        /* 16 threads a row: each row's 256 bytes read by consecutive threads; a thread's column is the same in
+         * every row it copies (TT_FA2_THREADS is a multiple of 16), so only the row moves in the loop */
+        const int d = tid % (TT_FA2_HD / 8) * 8, i0 = tid / (TT_FA2_HD / 8);
+        TT_UNROLL
+        for (int it = 0; it < TT_FA2_BC * (TT_FA2_HD / 8) / TT_FA2_THREADS; it++) {
+            int i = i0 + it * (TT_FA2_THREADS / (TT_FA2_HD / 8)), ok = r0 + i < n && d < hd;
             tt_fa2_cp16(w, tid, t + i * TT_FA2_LD + d, ok ? x + (size_t)(r0 + i) * xs + d : x, ok);
         }
         return;
@@ -477,7 +485,91 @@ TT_HD void tt_fa2_kv_turn(tt_warp_emu *w, uint16_t *smem, const uint16_t *K, con
 }
 
 /* ---- forward ------------------------------------------------------------------------
- * Block (qt, h, b): query rows qt * TT_FA2_BR .. of head h of sequence b;
+ * Two block shapes, the same arithmetic for every row (the same products in the same order, so the same
+ * bits): tt_fa2_fwd_block, a warp per 16 query rows with Q's fragments in registers (TT_FA2_BR rows a
+ * block); tt_fa2_fwd2_block, a warp per 32 rows (two 16-row m-tiles, TT_FA2_FWD2_BR rows a block) with Q
+ * staged in shared memory, so that each K and V fragment a warp loads serves two m-tiles: per key tile a
+ * warp reads 40 KiB of shared memory for 256 mma instead of 32 KiB for 128 (160 bytes an mma instead of
+ * 256, against the SM's 128 bytes a clock and about one mma a clock), the layout FlashAttention-2 takes
+ * for head_dim 128. TT_CUDA_FA2_FWD (cuda_backend.cu) picks one. */
+
+/* One key tile's scores s of a warp's 16 rows from row0 (keys from j0) into probabilities: masked where the
+ * tile reaches the diagonal, the sequence's end or an example's start (lo: the lane's two rows' example
+ * starts), scaled into base 2 (sl2); the lane's running max m and partial sum l of its two rows updated, the
+ * output rows o rescaled; P as A fragments in pa. */
+TT_HD void tt_fa2_softmax_tile(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4], float m[2], float l[2],
+                               float o[TT_FA2_HD / 8][4], uint32_t pa[TT_FA2_BC / 16][4], int row0, int j0,
+                               const int lo[2], int seq, float sl2) {
+    const int lane = tid & 31;
+    const int edge = j0 + TT_FA2_BC - 1 > row0 || j0 + TT_FA2_BC > seq || lo[0] > j0 || lo[1] > j0;
+    float mx[2] = {-INFINITY, -INFINITY};
+    if (edge) {
+        TT_UNROLL
+        for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
+            TT_UNROLL
+            for (int i = 0; i < 4; i++) {
+                int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
+                float x = col <= row && col >= lo[i >> 1] && col < seq ? s[n8][i] * sl2 : -INFINITY;
+                s[n8][i] = x;
+                mx[i >> 1] = fmaxf(mx[i >> 1], x);
+            }
+    } else {
+        TT_UNROLL
+        for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
+            TT_UNROLL
+            for (int i = 0; i < 4; i++) {
+                s[n8][i] *= sl2;
+                mx[i >> 1] = fmaxf(mx[i >> 1], s[n8][i]);
+            }
+    }
+    float alpha[2], ms[2];
+    TT_UNROLL
+    for (int r = 0; r < 2; r++) {
+        /* -inf while every key so far was masked (a packed row whose example starts in a later tile): then
+         * nothing is summed yet and the exponentials below use 0 instead, giving 0, never NaN */
+        float mn = fmaxf(m[r], tt_fa2_quad_max(w, tid, mx[r]));
+        ms[r] = mn == -INFINITY ? 0.f : mn;
+        alpha[r] = exp2f(m[r] - ms[r]);
+        m[r] = mn;
+        l[r] *= alpha[r];
+    }
+    TT_UNROLL
+    for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
+        TT_UNROLL
+        for (int i = 0; i < 4; i++) {
+            float p = exp2f(s[n8][i] - ms[i >> 1]);
+            s[n8][i] = p;
+            l[i >> 1] += p; /* the lane's part of the row sum: quad-summed at the end */
+        }
+    TT_UNROLL
+    for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
+        TT_UNROLL
+        for (int i = 0; i < 4; i++) o[dn][i] *= alpha[i >> 1];
+    tt_fa2_c_to_a(pa, s, TT_FA2_BC / 16);
+}
+
+/* A warp's 16 rows from row0 done: out = o / l (bf16) and the natural-log lse. Q's row stride qs, the
+ * sequence's first row r0. */
+TT_HD void tt_fa2_fwd_store(tt_warp_emu *w, int tid, float o[TT_FA2_HD / 8][4], const float m[2], const float l[2],
+                            int row0, int seq, size_t r0, size_t qs, int h, int nh, int hd, uint16_t *out, float *lse) {
+    const int lane = tid & 31;
+    float lt[2] = {tt_fa2_quad_sum(w, tid, l[0]), tt_fa2_quad_sum(w, tid, l[1])};
+    TT_UNROLL
+    for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
+        TT_UNROLL
+        for (int i = 0; i < 4; i++) {
+            int row = row0 + tt_fa2_c_row(lane, i), col = dn * 8 + tt_fa2_c_col(lane, i);
+            if (row < seq && col < hd) out[(r0 + row) * qs + (size_t)h * hd + col] = tt_fa2_bf16(o[dn][i] / lt[i >> 1]);
+        }
+    if ((lane & 3) == 0) {
+        for (int r = 0; r < 2; r++) {
+            int row = row0 + (lane >> 2) + 8 * r;
+            if (row < seq) lse[(r0 + row) * nh + h] = TT_FA2_LN2 * (m[r] + log2f(lt[r]));
+        }
+    }
+}
+
+/* Block (qt, h, b): query rows qt * TT_FA2_BR .. of head h of sequence b;
  * out (T, nh * hd) and lse (T, nh) as backend.h's attn_fwd. smem:
  * TT_FA2_SMEM_FWD bytes. */
 TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int seq, int nh, int nkv, int hd,
@@ -504,69 +596,106 @@ TT_HD void tt_fa2_fwd_block(tt_warp_emu *w, int tid, int qt, int h, int b, int s
         const uint16_t *Ks = smem + (kt & 1) * TT_FA2_KV_TILE, *Vs = Ks + TT_FA2_BC * TT_FA2_LD;
         if (j0 > row0 + 15) continue; /* above the diagonal for all of this warp's rows */
         tt_fa2_abt(w, tid, s, qa, Ks, TT_FA2_BC / 8);
-        /* a mask only where the tile reaches the diagonal, the sequence's end or an example's start */
-        const int edge = j0 + TT_FA2_BC - 1 > row0 || j0 + TT_FA2_BC > seq || lo[0] > j0 || lo[1] > j0;
-        float mx[2] = {-INFINITY, -INFINITY};
-        if (edge) {
-            TT_UNROLL
-            for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
-                TT_UNROLL
-                for (int i = 0; i < 4; i++) {
-                    int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
-                    float x = col <= row && col >= lo[i >> 1] && col < seq ? s[n8][i] * sl2 : -INFINITY;
-                    s[n8][i] = x;
-                    mx[i >> 1] = fmaxf(mx[i >> 1], x);
-                }
-        } else {
-            TT_UNROLL
-            for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
-                TT_UNROLL
-                for (int i = 0; i < 4; i++) {
-                    s[n8][i] *= sl2;
-                    mx[i >> 1] = fmaxf(mx[i >> 1], s[n8][i]);
-                }
-        }
-        float alpha[2], ms[2];
-        TT_UNROLL
-        for (int r = 0; r < 2; r++) {
-            /* -inf while every key so far was masked (a packed row whose example starts in a later tile): then
-             * nothing is summed yet and the exponentials below use 0 instead, giving 0, never NaN */
-            float mn = fmaxf(m[r], tt_fa2_quad_max(w, tid, mx[r]));
-            ms[r] = mn == -INFINITY ? 0.f : mn;
-            alpha[r] = exp2f(m[r] - ms[r]);
-            m[r] = mn;
-            l[r] *= alpha[r];
-        }
-        TT_UNROLL
-        for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
-            TT_UNROLL
-            for (int i = 0; i < 4; i++) {
-                float p = exp2f(s[n8][i] - ms[i >> 1]);
-                s[n8][i] = p;
-                l[i >> 1] += p; /* the lane's part of the row sum: quad-summed at the end */
-            }
-        TT_UNROLL
-        for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
-            TT_UNROLL
-            for (int i = 0; i < 4; i++) o[dn][i] *= alpha[i >> 1];
         uint32_t pa[TT_FA2_BC / 16][4];
-        tt_fa2_c_to_a(pa, s, TT_FA2_BC / 16);
+        tt_fa2_softmax_tile(w, tid, s, m, l, o, pa, row0, j0, lo, seq, sl2);
         tt_fa2_ab(w, tid, o, pa, Vs, TT_FA2_BC / 16);
     }
-    float lt[2] = {tt_fa2_quad_sum(w, tid, l[0]), tt_fa2_quad_sum(w, tid, l[1])};
+    tt_fa2_fwd_store(w, tid, o, m, l, row0, seq, r0, qs, h, nh, hd, out, lse);
+}
+
+/* S for two m-tiles: s[t] (16 x TT_FA2_BC) = A_t X^T, A_t rows 16 t.. of the shared rows Xa (row stride
+ * TT_FA2_LD) across TT_FA2_HD columns, X a shared key tile; each of X's fragments feeds both. A k-chunk at
+ * a time (the A fragments of one chunk live, not two: the registers the O accumulators need), X's
+ * fragments for two n-tiles of the chunk by one ldmatrix (tt_fa2_ldsm_a's pattern over X's rows: registers
+ * {0, 2} n-tile nt's b, {1, 3} n-tile nt + 1's). The products accumulate in tt_fa2_abt's order (the
+ * k-chunks ascending). */
+TT_HD void tt_fa2_abt2_s(tt_warp_emu *w, int tid, float s[2][TT_FA2_BC / 8][4], const uint16_t *Xa, const uint16_t *X) {
+    const int lane = tid & 31;
     TT_UNROLL
-    for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
+    for (int t = 0; t < 2; t++)
         TT_UNROLL
-        for (int i = 0; i < 4; i++) {
-            int row = row0 + tt_fa2_c_row(lane, i), col = dn * 8 + tt_fa2_c_col(lane, i);
-            if (row < seq && col < hd) out[(r0 + row) * qs + (size_t)h * hd + col] = tt_fa2_bf16(o[dn][i] / lt[i >> 1]);
-        }
-    if ((lane & 3) == 0) {
-        for (int r = 0; r < 2; r++) {
-            int row = row0 + (lane >> 2) + 8 * r;
-            if (row < seq) lse[(r0 + row) * nh + h] = TT_FA2_LN2 * (m[r] + log2f(lt[r]));
+        for (int nt = 0; nt < TT_FA2_BC / 8; nt++) s[t][nt][0] = s[t][nt][1] = s[t][nt][2] = s[t][nt][3] = 0.f;
+    TT_UNROLL
+    for (int kc = 0; kc < TT_FA2_HD / 16; kc++) {
+        uint32_t a[2][4];
+        TT_UNROLL
+        for (int t = 0; t < 2; t++) tt_fa2_ldsm(w, tid, a[t], tt_fa2_ldsm_a(Xa + 16 * t * TT_FA2_LD, kc, lane), 0);
+        TT_UNROLL
+        for (int nt = 0; nt < TT_FA2_BC / 8; nt += 2) {
+            uint32_t bf[4];
+            tt_fa2_ldsm(w, tid, bf, tt_fa2_ldsm_a(X + nt * 8 * TT_FA2_LD, kc, lane), 0);
+            const uint32_t b0[2] = {bf[0], bf[2]}, b1[2] = {bf[1], bf[3]};
+            TT_UNROLL
+            for (int t = 0; t < 2; t++) {
+                tt_fa2_mma(w, tid, s[t][nt], a[t], b0);
+                tt_fa2_mma(w, tid, s[t][nt + 1], a[t], b1);
+            }
         }
     }
+}
+
+/* acc[t] (16 x TT_FA2_HD) += P_t Y for two m-tiles' P fragments (16 x TT_FA2_BC) and the shared tile Y
+ * (TT_FA2_BC rows), each of Y's fragments feeding both; tt_fa2_ab's order. */
+TT_HD void tt_fa2_ab2(tt_warp_emu *w, int tid, float acc[2][TT_FA2_HD / 8][4], uint32_t p[2][TT_FA2_BC / 16][4],
+                      const uint16_t *Y) {
+    const int lane = tid & 31;
+    TT_UNROLL
+    for (int dn = 0; dn < TT_FA2_HD / 8; dn += 2)
+        TT_UNROLL
+        for (int kc = 0; kc < TT_FA2_BC / 16; kc++) {
+            uint32_t bf[4];
+            tt_fa2_ldsm(w, tid, bf, tt_fa2_ldsm_b(Y, kc, dn * 8, lane), 1);
+            TT_UNROLL
+            for (int t = 0; t < 2; t++) {
+                tt_fa2_mma(w, tid, acc[t][dn], p[t][kc], bf);
+                tt_fa2_mma(w, tid, acc[t][dn + 1], p[t][kc], bf + 2);
+            }
+        }
+}
+
+/* Block (qt, h, b) of TT_FA2_FWD2_BR query rows, a warp's 32 rows as two m-tiles: what tt_fa2_fwd_block
+ * computes for them, bit for bit. smem: TT_FA2_SMEM_FWD2 bytes (the key and value tiles as the forward's,
+ * then the block's Q rows, staged with tile 0's copies). */
+TT_HD void tt_fa2_fwd2_block(tt_warp_emu *w, int tid, int qt, int h, int b, int seq, int nh, int nkv, int hd,
+                             const uint16_t *q, const uint16_t *k, const uint16_t *v, uint16_t *out, float *lse,
+                             const int32_t *seg, uint16_t *smem) {
+    const int warp = tid >> 5, lane = tid & 31, g = tt_gqa_kv_head(h, nh, nkv);
+    const size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, r0 = (size_t)b * seq;
+    const uint16_t *Q = q + r0 * qs + (size_t)h * hd, *K = k + r0 * ks + (size_t)g * hd, *V = v + r0 * ks + (size_t)g * hd;
+    const int vec = tt_fa2_vec_ok(k, ks, hd) && tt_fa2_vec_ok(v, ks, hd), qvec = tt_fa2_vec_ok(q, qs, hd);
+    const int q0 = qt * TT_FA2_FWD2_BR, row0 = q0 + warp * 32; /* the block's and the warp's first query */
+    const float sl2 = TT_FA2_LOG2E / sqrtf((float)hd);
+    uint16_t *Qs = smem + 2 * TT_FA2_KV_TILE;
+    float o[2][TT_FA2_HD / 8][4], s[2][TT_FA2_BC / 8][4], m[2][2], l[2][2];
+    int lo[2][2];
+    TT_UNROLL
+    for (int t = 0; t < 2; t++) {
+        TT_UNROLL
+        for (int dn = 0; dn < TT_FA2_HD / 8; dn++) o[t][dn][0] = o[t][dn][1] = o[t][dn][2] = o[t][dn][3] = 0.f;
+        m[t][0] = m[t][1] = -INFINITY;
+        l[t][0] = l[t][1] = 0.f;
+        tt_fa2_row_starts(lo[t], seg, r0, row0 + 16 * t, seq, lane);
+    }
+    const int nt = tt_causal_kv_tiles(qt, TT_FA2_FWD2_BR, TT_FA2_BC, seq);
+    if (nt > 0) { /* Q's rows in two stagings of TT_FA2_BC, in tile 0's group */
+        tt_fa2_stage(w, Qs, Q, qs, q0, seq, hd, tid, qvec);
+        tt_fa2_stage(w, Qs + TT_FA2_BC * TT_FA2_LD, Q, qs, q0 + TT_FA2_BC, seq, hd, tid, qvec);
+        tt_fa2_stage_kv(w, smem, K, V, ks, 0, seq, hd, tid, vec);
+    }
+    for (int kt = 0; kt < nt; kt++) {
+        tt_fa2_kv_turn(w, smem, K, V, ks, kt, nt, seq, hd, tid, vec);
+        const int j0 = kt * TT_FA2_BC;
+        const uint16_t *Ks = smem + (kt & 1) * TT_FA2_KV_TILE, *Vs = Ks + TT_FA2_BC * TT_FA2_LD;
+        if (j0 > row0 + 31) continue; /* above the diagonal for all of this warp's rows */
+        tt_fa2_abt2_s(w, tid, s, Qs + warp * 32 * TT_FA2_LD, Ks);
+        uint32_t pa[2][TT_FA2_BC / 16][4];
+        TT_UNROLL
+        for (int t = 0; t < 2; t++) tt_fa2_softmax_tile(w, tid, s[t], m[t], l[t], o[t], pa[t], row0 + 16 * t, j0, lo[t],
+                                                        seq, sl2);
+        tt_fa2_ab2(w, tid, o, pa, Vs);
+    }
+    TT_UNROLL
+    for (int t = 0; t < 2; t++) tt_fa2_fwd_store(w, tid, o[t], m[t], l[t], row0 + 16 * t, seq, r0, qs, h, nh, hd, out, lse);
 }
 
 /* ---- backward -----------------------------------------------------------------------
