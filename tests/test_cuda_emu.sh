@@ -12,6 +12,8 @@
 #   ops        tests/test_cuda_ops (small shapes) on each attention path (and the tensor-core
 #              forward with 16 rows a warp as well as 32) and
 #              through cublasGemmEx as well as cuBLASLt, under racecheck
+#   stats      the tensor-core attention's ldmatrix conflict-free, the 32-row forward's shared memory
+#              an mma (TT_EMU_STATS=1)
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
@@ -81,6 +83,21 @@ for v in "" TT_CUDA_FA2_FWD=16 TT_CUDA_ATTN=flash TT_CUDA_ATTN=cublas "TT_CUDA_G
     n=$(grep -c 'relative error' "$dir/err")
     [ "$n" -ge 60 ] || fail "test_cuda_ops ${v:-(default)}: $n comparisons (expected the whole table)"
 done
+
+# what the tensor-core attention asks of shared memory (TT_EMU_STATS: counts, not times): every ldmatrix
+# conflict-free (the padded row stride), and the 32-row forward reading at most 170 bytes an mma (160: each K
+# and V fragment feeds two m-tiles), under 0.7 x the 16-row forward's (256)
+env -u TT_EMU_RACECHECK TT_EMU_STATS=1 "$EMU/tests/test_cuda_ops" --only attention >"$dir/out" 2>"$dir/st32" &&
+    env -u TT_EMU_RACECHECK TT_EMU_STATS=1 TT_CUDA_FA2_FWD=16 "$EMU/tests/test_cuda_ops" --only attention \
+        >"$dir/out" 2>"$dir/st16" || fail "test_cuda_ops TT_EMU_STATS=1: $(tail -3 "$dir/st32" "$dir/st16")"
+bpm() { sed -n "s/^cuda_emu: stats: $1: .*(\([0-9.]*\) bytes of shared memory an mma.*/\1/p" "$2"; }
+b32=$(bpm k_fa2_fwd2 "$dir/st32")
+b16=$(bpm k_fa2_fwd "$dir/st16")
+[ -n "$b32" ] && [ -n "$b16" ] && awk -v a="$b32" -v b="$b16" 'BEGIN { exit !(a <= 170 && a < 0.7 * b) }' ||
+    fail "shared memory an mma: the 32-row forward ${b32:-?} bytes, the 16-row ${b16:-?} (want <= 170 and < 0.7 x)"
+n=$(grep -c '^cuda_emu: stats: k_fa2_' "$dir/st32")
+[ "$n" -ge 3 ] && ! grep '^cuda_emu: stats: k_fa2_' "$dir/st32" "$dir/st16" | grep -qv '1\.00 x the conflict-free' ||
+    fail "ldmatrix bank conflicts (or no stats): $(grep 'stats: k_fa2_' "$dir/st32" "$dir/st16")"
 
 # cuDNN's attention (TT_CUDA_ATTN=cudnn) on the emulated GPU: tests/cuda_emu/emu_cudnn.cc stands in for cuDNN
 # (the CPU reference, every buffer a real engine writes checked against the scratch): the plans made, the

@@ -359,6 +359,58 @@ float tt_emu_shfl_xor(tt_warp_emu *, int, float v, int mask) { return __shfl_xor
  * the operands the fragment layout (cuda_fa2.h's, checked against the PTX ISA
  * by tests/test_cuda_fa2.c) puts together, and each lane adds its four
  * elements of it to its accumulators. */
+/* ---- TT_EMU_STATS=1: what the tensor-core kernels ask of shared memory -----------------
+ * Per kernel, printed at exit: its launches, the warps' mma.m16n8k16 and ldmatrix .x4, the shared-memory
+ * bytes those ldmatrix read an mma (the ratio that bounds a kernel by the SM's 128 bytes a clock rather than
+ * its tensor cores), and their wavefronts against the conflict-free four an .x4 takes: each of its four
+ * 8 x 16-byte phases needs as many wavefronts as the most of its rows that fall in one 16-byte column of
+ * the 128-byte bank window ((address / 16) mod 8). Counts, not times: the same on every machine. */
+static int g_stats;
+typedef struct { const char *name; uint64_t launches, mma, ldsm, wavefronts, cp_bytes; } emu_stat;
+static emu_stat g_stat_tab[64];
+static int g_nstat;
+static emu_stat *g_stat; /* the running kernel's (g_kernel_mu) */
+static void stats_print(void) {
+    for (int i = 0; i < g_nstat; i++) {
+        const emu_stat *t = &g_stat_tab[i];
+        if (!t->mma && !t->ldsm && !t->cp_bytes) continue;
+        fprintf(stderr, "cuda_emu: stats: %s: %llu launches; %llu mma, %llu ldmatrix.x4 (%.1f bytes of shared memory "
+                        "an mma; %.2f x the conflict-free wavefronts), %llu bytes by cp.async\n",
+                t->name, (unsigned long long)t->launches, (unsigned long long)t->mma, (unsigned long long)t->ldsm,
+                t->mma ? 512.0 * t->ldsm / t->mma : 0.0, t->ldsm ? t->wavefronts / (4.0 * t->ldsm) : 0.0,
+                (unsigned long long)t->cp_bytes);
+    }
+}
+__attribute__((constructor)) static void stats_init(void) {
+    const char *v = getenv("TT_EMU_STATS");
+    g_stats = v && *v && strcmp(v, "0") != 0;
+    if (g_stats) atexit(stats_print);
+}
+static void stats_launch(const char *name) {
+    g_stat = NULL;
+    if (!g_stats) return;
+    int i = 0;
+    while (i < g_nstat && strcmp(g_stat_tab[i].name, name) != 0) i++;
+    if (i == g_nstat) {
+        if (g_nstat == (int)(sizeof g_stat_tab / sizeof *g_stat_tab)) return;
+        g_stat_tab[g_nstat++].name = name;
+    }
+    g_stat = &g_stat_tab[i];
+    g_stat->launches++;
+}
+/* An ldmatrix .x4 of the warp whose 32 row addresses are rows[0..31]. */
+static void stats_ldsm(const uint16_t *const *rows) {
+    g_stat->ldsm++;
+    for (int ph = 0; ph < 4; ph++) {
+        int n[8] = {0}, most = 0;
+        for (int r = 0; r < 8; r++) {
+            int c = (int)(((uintptr_t)rows[8 * ph + r] >> 4) & 7);
+            if (++n[c] > most) most = n[c];
+        }
+        g_stat->wavefronts += (uint64_t)most;
+    }
+}
+
 static float g_ab[EMU_MAX_THREADS / 32][16][8];
 static unsigned g_ab_meet[EMU_MAX_THREADS / 32]; /* the meeting g_ab was computed for */
 void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const uint32_t b[2]) {
@@ -371,6 +423,7 @@ void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const u
     memcpy(g_xb[p][tid], b, sizeof g_xb[p][tid]);
     fiber_wait(F_WARP_WAIT);
     if (g_ab_meet[w] != g_warp_meet[w]) { /* the next meeting cannot open before every lane has read this one */
+        if (g_stat) g_stat->mma++;
         float A[16][16], B[16][8];
         tt_fa2_warp_operands(g_xa[p][base], g_xb[p][base], A, B);
         for (int i = 0; i < 16; i++)
@@ -411,6 +464,7 @@ void tt_emu_ldsm(tt_warp_emu *, int tid, uint32_t r[4], const uint16_t *row, int
     if (g_race) race_access((uintptr_t)row, 16, 0, 2);
     g_lrows[p][tid] = row;
     fiber_wait(F_WARP_WAIT);
+    if (g_stat && (tid & 31) == 0) stats_ldsm(g_lrows[p] + tid);
     tt_fa2_ldsm_gather(g_lrows[p] + (tid & ~31), tid & 31, trans, r);
 }
 
@@ -557,6 +611,7 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
     g_ctx = ctx;
     g_nthreads = (int)nt;
     g_kernel = name;
+    stats_launch(name);
     g_direct = fi->mode == FN_DIRECT;
     g_waited = 0;
     g_launch++;
@@ -1034,6 +1089,7 @@ void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) 
             g_cp_at[tid][g_cp[tid].n].meet = g_warp_meet[tid >> 5];
         }
     }
+    if (g_stat) g_stat->cp_bytes += 16;
     if (tt_cp_emu_issue(&g_cp[tid], dst, src, valid)) {
         fprintf(stderr, "cuda_emu: %s: thread %d has more than %d cp.async copies in flight\n", g_kernel, tid,
                 (int)TT_CP_EMU_MAX);

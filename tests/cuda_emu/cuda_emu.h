@@ -24,7 +24,9 @@
  *    size; else the run stops naming the kernel, the thread and the address.
  *  - with TT_EMU_RACECHECK=1, an access that a GPU would race with another
  *    (threads of a block with no barrier between them, two blocks of a
- *    launch) stops the run, naming both threads (cuda_emu.cc, "racecheck").
+ *    launch) stops the run, naming both threads (cuda_emu.cc, "racecheck");
+ *  - with TT_EMU_STATS=1, each kernel's mma, ldmatrix (shared-memory bytes an
+ *    mma, bank-conflict wavefronts) and cp.async bytes at exit (cuda_emu.cc).
  * It checks what the kernels compute and how the backend drives them, not
  * timing, memory ordering between streams or the hardware's rounding of
  * special functions (expf is the host's). */
