@@ -608,6 +608,10 @@ static void print_reweight(const tt_mix *m, int step, const double *loss, const 
 
 void train_result_summary(const tt_train_result *r, char *b, size_t n) {
     char steps[64], val[64];
+    if (r->steps_done <= r->start_step) { /* resumed at --steps: nothing was left to do */
+        snprintf(b, n, "no step to make (resumed after step %d, the run's last)", r->start_step);
+        return;
+    }
     if (r->start_step > 0)
         snprintf(steps, sizeof steps, "steps %d-%d (resumed after step %d)", r->start_step + 1, r->steps_done,
                  r->start_step);
@@ -626,7 +630,7 @@ void train_result_summary(const tt_train_result *r, char *b, size_t n) {
 int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix *mix, int start, uint64_t seen,
                tt_train_result *res) {
     int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0, N = mix->n;
-    res->start_step = start;
+    res->start_step = res->steps_done = start;
     TT_ASSERT(N >= 1 && N <= TT_MIX_MAX);
     int dyn = N > 1 && mix->mode == TT_MIX_DYNAMIC;
     TT_ASSERT(!dyn || mix->every > 0);

@@ -103,7 +103,7 @@ typedef struct tt_train_opts {
 } tt_train_opts;
 
 typedef struct tt_train_result {
-    int steps_done;
+    int steps_done;               /* the run's steps so far, a resumed run's start included */
     int start_step;               /* the step a resumed run went on from (0: a fresh run) */
     double first_loss, last_loss; /* of this run's first and last steps */
     double first_val, last_val;   /* NAN if no validation ran (a mixture: the base-weighted mean over its sources) */

@@ -33,6 +33,10 @@ grep -q '^done: 2 steps, train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* 
 "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume"; cat "$dir/out"; }
 grep -q '^done: steps 3-4 (resumed after step 2), train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* after step 4; adapter in' "$dir/out" ||
     { fail "--resume: not the summary of steps 3-4"; cat "$dir/out"; }
+# resumed where the run ended: nothing to do, said so (no steps "5-4", no losses of 0)
+"$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume at the end"; cat "$dir/out"; }
+grep -q "^done: no step to make (resumed after step 4, the run's last); adapter in" "$dir/out" ||
+    { fail "--resume at the end: not said"; cat "$dir/out"; }
 "$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" --force --json >"$dir/out" 2>&1 &&
     "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" --json >"$dir/out" 2>&1 ||
     { fail "--resume --json"; cat "$dir/out"; }

@@ -577,8 +577,8 @@ int cmd_train(int argc, char **argv) {
         if (res.start_step > 0) json_object_set_new(j, "resumed_after", json_integer(res.start_step));
         const char *lk[4] = {"train_loss_first", "train_loss_last", "val_loss_first", "val_loss_last"};
         const double lv[4] = {res.first_loss, res.last_loss, res.first_val, res.last_val};
-        for (int i = 0; i < 4; i++)
-            if (isfinite(lv[i])) json_object_set_new(j, lk[i], json_real(lv[i]));
+        for (int i = 0; i < 4; i++) /* (no step made: a resume at --steps has no losses of its own) */
+            if (isfinite(lv[i]) && res.steps_done > res.start_step) json_object_set_new(j, lk[i], json_real(lv[i]));
         json_object_set_new(j, "adapter", json_string(out)); /* not set where out is not UTF-8 */
         json_object_set_new(j, "dev_arena_peak", json_integer((json_int_t)exec_dev_peak(ex)));
         json_object_set_new(j, "dev_planned", json_integer((json_int_t)plan.dev_bytes));
