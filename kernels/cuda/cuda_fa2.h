@@ -490,7 +490,7 @@ TT_HD void tt_fa2_kv_turn(tt_warp_emu *w, uint16_t *smem, const uint16_t *K, con
  * block); tt_fa2_fwd2_block, a warp per 32 rows (two 16-row m-tiles, TT_FA2_FWD2_BR rows a block) with Q
  * staged in shared memory, so that each K and V fragment a warp loads serves two m-tiles: per key tile a
  * warp reads 40 KiB of shared memory for 256 mma instead of 32 KiB for 128 (160 bytes an mma instead of
- * 256, against the SM's 128 bytes a clock and about one mma a clock), the layout FlashAttention-2 takes
+ * 256, against the SM's 128 bytes a clock and at most one m16n8k16 a clock), the layout FlashAttention-2 takes
  * for head_dim 128. TT_CUDA_FA2_FWD (cuda_backend.cu) picks one. */
 
 /* One key tile's scores s of a warp's 16 rows from row0 (keys from j0) into probabilities: masked where the
