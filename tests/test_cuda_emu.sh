@@ -13,7 +13,7 @@
 #              forward with 16 rows a warp as well as 32) and
 #              through cublasGemmEx as well as cuBLASLt, under racecheck
 #   stats      the tensor-core attention's ldmatrix conflict-free, the 32-row forward's shared memory
-#              an mma (TT_EMU_STATS=1)
+#              an mma (TT_EMU_STATS=1); the forward's block shape on an emulated H200 and A100
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
@@ -98,6 +98,15 @@ b16=$(bpm k_fa2_fwd "$dir/st16")
 n=$(grep -c '^cuda_emu: stats: k_fa2_' "$dir/st32")
 [ "$n" -ge 3 ] && ! grep '^cuda_emu: stats: k_fa2_' "$dir/st32" "$dir/st16" | grep -qv '1\.00 x the conflict-free' ||
     fail "ldmatrix bank conflicts (or no stats): $(grep 'stats: k_fa2_' "$dir/st32" "$dir/st16")"
+
+# the forward's block shape as the GPU allows: 32 rows a warp where an SM holds two such blocks (an H100/H200,
+# the emulator's default), 16 on an A100 (164 KiB of shared memory an SM: one)
+for g in h200:32 a100:16; do
+    expect_ok "bench kernels on an emulated ${g%%:*}" env TT_EMU_GPU=${g%%:*} "$E" bench kernels --device cuda --m 64 \
+        --n 64 --k 64 --attn-seq 128 --copy-mb 0 --iters 1
+    grep -q "causal: tensor-core flash kernels (cuda_fa2.h; forward ${g#*:} rows a warp)" "$dir/out" ||
+        fail "an emulated ${g%%:*}: not the ${g#*:}-row forward: $(grep 'attention:' "$dir/out")"
+done
 
 # cuDNN's attention (TT_CUDA_ATTN=cudnn) on the emulated GPU: tests/cuda_emu/emu_cudnn.cc stands in for cuDNN
 # (the CPU reference, every buffer a real engine writes checked against the scratch): the plans made, the

@@ -822,17 +822,23 @@ __global__ void k_fa2_dkv_sum(size_t n, int parts, const float *pk, const float 
 }
 
 /* The kernels ask for more than the default 48 KiB of shared memory (two tiles in flight): allowed once
- * at start-up; 0 where the GPU's per-block limit is below it (the 32-row forward, which needs the most,
- * gives way to the 16-row one where only it does not fit). */
+ * at start-up; 0 where the GPU's per-block limit is below it (TT_FA2_SMEM_DKV, the most; the 32-row
+ * forward's is below it). The 32-row forward where an SM holds two of its blocks (8 warps, as the 16-row
+ * forward's two: an H100/H200's 228 KiB of shared memory and 64K registers at its 254 a thread); else (an
+ * A100's 164 KiB: one) the 16-row one, which keeps its two. */
 static int fa2_setup(void) {
     int optin = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
     if ((size_t)optin < TT_FA2_SMEM_DKV || (size_t)optin < TT_FA2_SMEM_FWD) return 0;
-    const char *r = getenv("TT_CUDA_FA2_FWD");
-    g_fa2_fwd_rows = (r && strcmp(r, "16") == 0) || (size_t)optin < TT_FA2_SMEM_FWD2 ? 16 : 32;
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_FWD));
-    if (g_fa2_fwd_rows == 32)
+    const char *r = getenv("TT_CUDA_FA2_FWD");
+    g_fa2_fwd_rows = 16;
+    if (!(r && strcmp(r, "16") == 0)) {
         CUDA_CHECK(cudaFuncSetAttribute(k_fa2_fwd2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_FWD2));
+        int per_sm = 0;
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_fa2_fwd2, TT_FA2_THREADS, TT_FA2_SMEM_FWD2));
+        if (per_sm >= 2) g_fa2_fwd_rows = 32;
+    }
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DQ));
     CUDA_CHECK(cudaFuncSetAttribute(k_fa2_dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TT_FA2_SMEM_DKV));
     return 1;

@@ -554,7 +554,14 @@ typedef struct emu_func { const void *fn; int max_dyn, mode; } emu_func;
 static emu_func g_funcs[EMU_MAX_FUNCS];
 static int g_nfuncs;
 static pthread_mutex_t g_rt_mu = PTHREAD_MUTEX_INITIALIZER;
-enum { SMEM_DEFAULT = 48 << 10, SMEM_OPTIN = 227 << 10 };
+enum { SMEM_DEFAULT = 48 << 10 };
+/* The GPU's shared memory: a block's opt-in limit and an SM's, an H100/H200's (227 and 228 KiB), or with
+ * TT_EMU_GPU=a100 an A100's (163 and 164 KiB), for the choices the backend makes from them. */
+static int g_smem_optin = 227 << 10, g_smem_sm = 228 << 10;
+__attribute__((constructor)) static void gpu_init(void) {
+    const char *g = getenv("TT_EMU_GPU");
+    if (g && strcmp(g, "a100") == 0) g_smem_optin = 163 << 10, g_smem_sm = 164 << 10;
+}
 
 static emu_func *func_of(const void *fn) {
     pthread_mutex_lock(&g_rt_mu);
@@ -711,12 +718,25 @@ cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvali
 cudaError_t cudaDeviceGetPCIBusId(char *, int, int) { return cudaErrorNotSupported; }
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
-    if (a == cudaDevAttrMaxSharedMemoryPerBlockOptin) *v = SMEM_OPTIN; /* an H100/H200 */
+    if (a == cudaDevAttrMaxSharedMemoryPerBlockOptin) *v = g_smem_optin;
     else return cudaErrorInvalidValue;
     return cudaSuccess;
 }
+/* Blocks of a kernel an SM holds at once: 2048 threads and g_smem_sm bytes of shared memory an SM, 1 KiB of it
+ * reserved a block; a launch above the kernel's shared-memory allowance, none. Registers are not known here
+ * (ptxas's report has them: tests/test_cuda_rules.sh) and taken to fit. */
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const void *fn, int threads, size_t smem,
+                                                                   unsigned) {
+    if (!n || threads < 1 || threads > 1024) return cudaErrorInvalidValue;
+    size_t by_threads = 2048 / (size_t)threads, by_smem = (size_t)g_smem_sm / (smem + 1024);
+    *n = smem > (size_t)func_of(fn)->max_dyn ? 0 : (int)(by_threads < by_smem ? by_threads : by_smem);
+    return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *fn, int threads, size_t smem) {
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, fn, threads, smem, 0);
+}
 cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute a, int v) {
-    if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > SMEM_OPTIN) return cudaErrorInvalidValue;
+    if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > g_smem_optin) return cudaErrorInvalidValue;
     func_of(fn)->max_dyn = v;
     return cudaSuccess;
 }
