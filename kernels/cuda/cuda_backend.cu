@@ -539,9 +539,10 @@ static const char *cu_attn_path_name(int B, int seq, int nh, int nkv, int hd, in
         return name;
     }
     const int path = attn_path(hd, dt);
+    char fa2[80];
+    snprintf(fa2, sizeof fa2, "tensor-core flash kernels (cuda_fa2.h; forward %d rows a warp)", g_fa2_fwd_rows);
     snprintf(name, sizeof name, "%s%s",
-             path == CUDA_ATTN_FA2     ? (g_fa2_fwd_rows == 32 ? "tensor-core flash kernels (cuda_fa2.h; forward 32 rows a warp)"
-                                                               : "tensor-core flash kernels (cuda_fa2.h; forward 16 rows a warp)")
+             path == CUDA_ATTN_FA2     ? fa2
              : path == CUDA_ATTN_FLASH ? "fp32-tile flash kernels (cuda_flash.h)"
                                        : "head-chunked cuBLAS",
              g_cudnn_req && cuda_attn_cudnn(1, hd, dt) ? "; cuDNN refused these shapes or did not run both ways" : "");

@@ -354,49 +354,22 @@ static void race_access(uintptr_t a, size_t n, int store, int smem) {
 /* cuda_fa2.h's warp-wide operations (its w is NULL on a GPU, and here). */
 void tt_emu_sync(tt_warp_emu *) { __syncthreads(); }
 float tt_emu_shfl_xor(tt_warp_emu *, int, float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
-/* mma.m16n8k16 (bf16 in, fp32 accumulate): each lane deposits its fragments,
- * the warp meets, the first lane back computes the warp's 16 x 8 product from
- * the operands the fragment layout (cuda_fa2.h's, checked against the PTX ISA
- * by tests/test_cuda_fa2.c) puts together, and each lane adds its four
- * elements of it to its accumulators. */
+
 /* ---- TT_EMU_STATS=1: what the tensor-core kernels ask of shared memory -----------------
  * Per kernel, printed at exit: its launches, the warps' mma.m16n8k16 and ldmatrix .x4, the shared-memory
  * bytes those ldmatrix read an mma (the ratio that bounds a kernel by the SM's 128 bytes a clock rather than
  * its tensor cores), and their wavefronts against the conflict-free four an .x4 takes: each of its four
  * 8 x 16-byte phases needs as many wavefronts as the most of its rows that fall in one 16-byte column of
- * the 128-byte bank window ((address / 16) mod 8). Counts, not times: the same on every machine. */
+ * the 128-byte bank window ((address / 16) mod 8). Counts, not times: the same on every machine. Kept in
+ * each kernel's emu_func (below). */
 static int g_stats;
 typedef struct { const char *name; uint64_t launches, mma, ldsm, wavefronts, cp_bytes; } emu_stat;
-static emu_stat g_stat_tab[64];
-static int g_nstat;
-static emu_stat *g_stat; /* the running kernel's (g_kernel_mu) */
-static void stats_print(void) {
-    for (int i = 0; i < g_nstat; i++) {
-        const emu_stat *t = &g_stat_tab[i];
-        if (!t->mma && !t->ldsm && !t->cp_bytes) continue;
-        fprintf(stderr, "cuda_emu: stats: %s: %llu launches; %llu mma, %llu ldmatrix.x4 (%.1f bytes of shared memory "
-                        "an mma; %.2f x the conflict-free wavefronts), %llu bytes by cp.async\n",
-                t->name, (unsigned long long)t->launches, (unsigned long long)t->mma, (unsigned long long)t->ldsm,
-                t->mma ? 512.0 * t->ldsm / t->mma : 0.0, t->ldsm ? t->wavefronts / (4.0 * t->ldsm) : 0.0,
-                (unsigned long long)t->cp_bytes);
-    }
-}
+static emu_stat *g_stat; /* the running kernel's, with TT_EMU_STATS (g_kernel_mu) */
+static void stats_print(void);
 __attribute__((constructor)) static void stats_init(void) {
     const char *v = getenv("TT_EMU_STATS");
     g_stats = v && *v && strcmp(v, "0") != 0;
     if (g_stats) atexit(stats_print);
-}
-static void stats_launch(const char *name) {
-    g_stat = NULL;
-    if (!g_stats) return;
-    int i = 0;
-    while (i < g_nstat && strcmp(g_stat_tab[i].name, name) != 0) i++;
-    if (i == g_nstat) {
-        if (g_nstat == (int)(sizeof g_stat_tab / sizeof *g_stat_tab)) return;
-        g_stat_tab[g_nstat++].name = name;
-    }
-    g_stat = &g_stat_tab[i];
-    g_stat->launches++;
 }
 /* An ldmatrix .x4 of the warp whose 32 row addresses are rows[0..31]. */
 static void stats_ldsm(const uint16_t *const *rows) {
@@ -411,6 +384,11 @@ static void stats_ldsm(const uint16_t *const *rows) {
     }
 }
 
+/* mma.m16n8k16 (bf16 in, fp32 accumulate): each lane deposits its fragments,
+ * the warp meets, the first lane back computes the warp's 16 x 8 product from
+ * the operands the fragment layout (cuda_fa2.h's, checked against the PTX ISA
+ * by tests/test_cuda_fa2.c) puts together, and each lane adds its four
+ * elements of it to its accumulators. */
 static float g_ab[EMU_MAX_THREADS / 32][16][8];
 static unsigned g_ab_meet[EMU_MAX_THREADS / 32]; /* the meeting g_ab was computed for */
 void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const uint32_t b[2]) {
@@ -550,7 +528,7 @@ static void note_stack(void) {
  * later after all stops the run with a message. */
 enum { EMU_MAX_FUNCS = 256 };
 enum { FN_UNSEEN = 0, FN_DIRECT, FN_FIBERS };
-typedef struct emu_func { const void *fn; int max_dyn, mode; } emu_func;
+typedef struct emu_func { const void *fn; int max_dyn, mode; emu_stat st; } emu_func;
 static emu_func g_funcs[EMU_MAX_FUNCS];
 static int g_nfuncs;
 static pthread_mutex_t g_rt_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -572,10 +550,22 @@ static emu_func *func_of(const void *fn) {
             fprintf(stderr, "cuda_emu: more than %d kernels\n", EMU_MAX_FUNCS);
             abort();
         }
-        g_funcs[g_nfuncs++] = (emu_func){fn, SMEM_DEFAULT, FN_UNSEEN};
+        g_funcs[g_nfuncs++] = (emu_func){fn, SMEM_DEFAULT, FN_UNSEEN, emu_stat{}};
     }
     pthread_mutex_unlock(&g_rt_mu);
     return &g_funcs[i];
+}
+
+static void stats_print(void) {
+    for (int i = 0; i < g_nfuncs; i++) {
+        const emu_stat *t = &g_funcs[i].st;
+        if (!t->mma && !t->ldsm && !t->cp_bytes) continue;
+        fprintf(stderr, "cuda_emu: stats: %s: %llu launches; %llu mma, %llu ldmatrix.x4 (%.1f bytes of shared memory "
+                        "an mma; %.2f x the conflict-free wavefronts), %llu bytes by cp.async\n",
+                t->name, (unsigned long long)t->launches, (unsigned long long)t->mma, (unsigned long long)t->ldsm,
+                t->mma ? 512.0 * t->ldsm / t->mma : 0.0, t->ldsm ? t->wavefronts / (4.0 * t->ldsm) : 0.0,
+                (unsigned long long)t->cp_bytes);
+    }
 }
 
 static int known_stream(cudaStream_t q);
@@ -618,7 +608,8 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
     g_ctx = ctx;
     g_nthreads = (int)nt;
     g_kernel = name;
-    stats_launch(name);
+    g_stat = g_stats ? &fi->st : NULL;
+    if (g_stat) g_stat->name = name, g_stat->launches++;
     g_direct = fi->mode == FN_DIRECT;
     g_waited = 0;
     g_launch++;
