@@ -666,39 +666,15 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     int erc = ur_engine_choice(o.engine, &engine);
     if (erc) return erc;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (o.direct ? O_DIRECT : 0)), no_direct = 0;
-    if (fd < 0 && errno == EINVAL && o.direct) {
+    uint64_t size;
+    int fd = tt_open_regular(path, O_RDONLY | (o.direct ? O_DIRECT : 0), "file", "check the path", &size), no_direct = 0;
+    if (fd == -EINVAL && o.direct) {
         /* a filesystem without direct IO: the page cache will do */
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = tt_open_regular(path, O_RDONLY, "file", "check the path", &size);
         no_direct = fd >= 0;
         o.direct = 0;
     }
-    if (fd < 0) {
-        int e = errno;
-        struct stat st;
-        if (e == ENOENT)
-            return TT_FAIL(-ENOENT, "cannot open %s: no such file; check the path", path);
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            return TT_FAIL(-EISDIR, "%s is a directory; give the path of a file", path);
-        if (e == EACCES || e == EPERM)
-            return TT_FAIL(-e, "cannot open %s: permission denied; check its permissions", path);
-        return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
-    }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        return TT_FAIL(-EISDIR, "%s is a directory; give the path of a file", path);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return TT_FAIL(-EINVAL, "%s is not a regular file (a device, pipe or socket); "
-                       "give the path of a file", path);
-    }
+    if (fd < 0) return fd;
 
     if (no_direct) ur_no_direct_note(path);
 
@@ -707,7 +683,7 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     size_t pl = strlen(path);
     r->path = tt_xmalloc(pl + 1);
     memcpy(r->path, path, pl + 1);
-    r->size = (uint64_t)st.st_size;
+    r->size = size;
     r->qd = o.qd;
     r->chunk = o.chunk;
     r->direct = o.direct != 0;

@@ -129,6 +129,8 @@ int tt_open_regular(const char *path, int flags, const char *kind, const char *h
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT) return TT_FAIL(-ENOENT, "%s does not exist; %s", path, hint);
+        if (e == EACCES || e == EPERM)
+            return TT_FAIL(-e, "cannot open %s: permission denied; check its permissions", path);
         return TT_FAIL(-e, "cannot open %s: %s", path, strerror(e));
     }
     struct stat st;
@@ -139,7 +141,8 @@ int tt_open_regular(const char *path, int flags, const char *kind, const char *h
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return TT_FAIL(-EISDIR, "%s is %s, not a %s", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file",
+        if (S_ISDIR(st.st_mode)) return TT_FAIL(-EISDIR, "%s is a directory, not a %s", path, kind);
+        return TT_FAIL(-EINVAL, "%s is not a regular file (a device, pipe or socket); give the path of a %s", path,
                        kind);
     }
     int fl = fcntl(fd, F_GETFL);
