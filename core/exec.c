@@ -283,8 +283,7 @@ static int run(tt_exec *e, const int32_t *inputs, const int32_t *targets, const 
                const float *hp, int step, uint64_t drop_seed, double *loss_sum, double *gnorm, double *nll) {
     int L = e->L, K = e->K, T = e->T;
     tt_lora *lo = &e->lora;
-    double wsum = 0;
-    for (size_t i = 0; i < (size_t)K * T; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
+    double wsum = model_target_weight(targets, weight, (size_t)K * T);
     tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
     double *acc = ws_acc(e->ws), zero[2] = {0, 0}, got[2];
     be_to_device(acc, zero, sizeof zero); /* also: the last step's uploads from tgt_host / wt_host are done */

@@ -436,7 +436,7 @@ static int full_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_
     int K = o->accum, T = o->micro_batch * o->seq;
     size_t E = st->gembed ? (size_t)c->vocab * c->hidden : 0;
     (void)drop;
-    double loss = 0;
+    double loss = 0, wsum = model_target_weight(tgt, wt, (size_t)K * T); /* the mean over the targets */
     be_fill(st->G, st->n, 0);
     if (E) memset(st->gembed, 0, E * sizeof *st->gembed);
     for (int k = 0; k < K; k++) {
@@ -446,10 +446,10 @@ static int full_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_
             ws_set_distill(st->ws, &d);
         }
         loss += model_micro_step(st->model, &st->lora, st->ws, in + (size_t)k * T, tgt + (size_t)k * T,
-                                 wt + (size_t)k * T, (tt_real)(1.0 / ((double)K * T)), 1, 0);
+                                 wt + (size_t)k * T, (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0), 1, 0);
     }
     if (st->teacher) ws_set_distill(st->ws, NULL);
-    loss /= (double)K * T;
+    loss /= wsum > 0 ? wsum : 1;
     if (E) be_to_device(st->G + st->off[st->embed_i], st->gembed, E * sizeof(tt_real));
     double g2 = 0, *acc = ws_acc(st->ws) + 1; /* the gradient norm, summed on the device */
     be_to_device(acc, &g2, sizeof g2);
@@ -1242,8 +1242,9 @@ static int fs_failed(int rc) {
 static int fs_run(fstream *f, const int32_t *in, const int32_t *tgt, const tt_real *wt, int backward, float lr,
                   int step, double *loss_out, double *gnorm_out) {
     int L = f->L, K = f->K, T = f->T;
-    /* the resident run's scaling: the mean over every position of the step */
-    tt_real dscale = (tt_real)(1.0 / ((double)K * T));
+    /* the resident run's scaling: the mean over the step's targets */
+    double wsum = model_target_weight(tgt, wt, (size_t)K * T);
+    tt_real dscale = (tt_real)(wsum > 0 ? 1.0 / wsum : 0.0);
     double *acc = ws_acc(f->ws), zero[3] = {0, 0, 0}, got[3];
     be_to_device(acc, zero, sizeof zero);
     int kd = backward && f->teacher;
@@ -1410,7 +1411,8 @@ static int fs_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_re
     fstream *f = ctx;
     double loss = 0;
     int rc = fs_run(f, in, tgt, wt, 1, (float)lr, step, &loss, gnorm_out);
-    *loss_out = loss / ((double)f->K * f->T);
+    double wsum = model_target_weight(tgt, wt, (size_t)f->K * f->T);
+    *loss_out = loss / (wsum > 0 ? wsum : 1);
     return rc;
 }
 

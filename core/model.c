@@ -907,6 +907,12 @@ void model_logits(tt_model *m, tt_ws *w, const void *xL, int R, float *out) {
 
 /* ---- whole model, micro-batch at a time (the reference path) --------------- */
 
+double model_target_weight(const int32_t *targets, const tt_real *weight, size_t n) {
+    double wsum = 0;
+    for (size_t i = 0; i < n; i++) wsum += targets[i] >= 0 ? weight[i] : 0;
+    return wsum;
+}
+
 double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs, const int32_t *targets,
                         const tt_real *weight, tt_real dscale, int backward, uint64_t drop_seed) {
     int L = (int)m->cfg.n_layers;

@@ -185,6 +185,11 @@ void ws_gen_end(tt_ws *w);
  * (R, vocab) floats). */
 void model_logits(tt_model *m, tt_ws *w, const void *xL, int R, float *out);
 
+/* The sum of the loss weights of the n positions that have a target (targets[i] >= 0): what a step's loss and
+ * gradient are divided by, so that the loss is the mean over the tokens trained on (the responses of
+ * instruction data; every position of plain text); 0 when none has. */
+double model_target_weight(const int32_t *targets, const tt_real *weight, size_t n);
+
 /* One micro-batch: inputs/targets (B*seq), weight (B*seq; 0 = not in the
  * loss; a target < 0 is also ignored). Returns the summed weighted
  * negative log-likelihood. With backward, LoRA gradients are accumulated

@@ -163,8 +163,8 @@ int tokfile_append(tokfile_writer *w, const uint32_t *tokens, size_t n) {
 
 uint64_t tokfile_write_count(const tokfile_writer *w) { return w->count; }
 
-int tokfile_write_finish(tokfile_writer *w) {
-    TT_ASSERT(!w->failed);
+int tokfile_write_seal(tokfile_writer *w) {
+    TT_ASSERT(!w->failed && w->fd >= 0);
     int rc = flush(w);
     if (rc == 0 && w->v2 && w->count) rc = write_all(w, w->flags, w->count);
     uint8_t h[TOKFILE_HEADER_BYTES];
@@ -178,7 +178,13 @@ int tokfile_write_finish(tokfile_writer *w) {
     if (rc == 0 && fsync(w->fd) != 0) rc = w_fail(w, errno, "syncing");
     if (rc == 0 && close(w->fd) != 0) rc = w_fail(w, errno, "closing");
     w->fd = -1;
-    if (rc == 0 && rename(w->tmp, w->path) != 0) rc = w_fail(w, errno, "renaming into place");
+    return rc;
+}
+
+int tokfile_write_commit(tokfile_writer *w) {
+    TT_ASSERT(!w->failed && w->fd < 0);
+    int rc = 0;
+    if (rename(w->tmp, w->path) != 0) rc = w_fail(w, errno, "renaming into place");
     if (rc == 0) {
         free(w->tmp); /* renamed: nothing left to remove */
         w->tmp = NULL;
@@ -190,6 +196,15 @@ int tokfile_write_finish(tokfile_writer *w) {
     }
     tokfile_write_abort(w);
     return rc;
+}
+
+int tokfile_write_finish(tokfile_writer *w) {
+    int rc = tokfile_write_seal(w);
+    if (rc) {
+        tokfile_write_abort(w);
+        return rc;
+    }
+    return tokfile_write_commit(w);
 }
 
 /* ---- reading ---- */

@@ -97,13 +97,14 @@ uint64_t train_example_targets(const tt_tokens *tok, uint64_t i, int seq) {
     return n;
 }
 
-void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained) {
-    *cut = *untrained = 0;
+void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained, uint64_t *lost) {
+    *cut = *untrained = *lost = 0;
     for (uint64_t i = 0; i < tok->n_ex; i++) {
         uint64_t s, e;
         example_at(tok, i, &s, &e);
         *cut += e - s > (uint64_t)seq + 1;
         *untrained += train_example_targets(tok, i, seq) == 0;
+        for (uint64_t p = s + (uint64_t)seq + 1; p < e; p++) *lost += (tok->flags[p] & TOKFILE_TRAIN) != 0;
     }
 }
 
@@ -638,7 +639,9 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     char nb[32];
     for (int i = 0; i < N; i++) {
         const tt_tokens *v = &mix->val[i];
-        can_val[i] = v->flags ? v->n_ex > 0 : v->n > (uint64_t)S; /* something to score */
+        can_val[i] = 0; /* something to score: a window, or an example with a target within its first S + 1 tokens */
+        for (uint64_t e = 0; v->flags && !can_val[i] && e < v->n_ex; e++) can_val[i] = train_example_targets(v, e, S) > 0;
+        if (!v->flags) can_val[i] = v->n > (uint64_t)S;
         any_val |= can_val[i];
         examples |= mix->train[i].flags != NULL;
         if (dyn && (!can_val[i] || !isfinite(mix->ref[i])))

@@ -31,9 +31,10 @@ typedef struct tt_tokens {
 /* Builds tok->starts / n_ex from tok->flags (nothing for plain documents). */
 void train_index_examples(tt_tokens *tok);
 void train_free_examples(tt_tokens *tok);
-/* Examples: how many are longer than seq + 1 tokens (cut), and how many have
- * no target within their first seq + 1 tokens (they teach nothing). */
-void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained);
+/* Examples: how many are longer than seq + 1 tokens (cut), how many have
+ * no target within their first seq + 1 tokens (they teach nothing), and the
+ * targets the cut leaves out (lost: never trained on, never scored). */
+void train_example_stats(const tt_tokens *tok, int seq, uint64_t *cut, uint64_t *untrained, uint64_t *lost);
 /* The targets example i has within its first seq + 1 tokens: what one row of it scores. */
 uint64_t train_example_targets(const tt_tokens *tok, uint64_t i, int seq);
 

@@ -101,9 +101,9 @@ static void test_examples(void) {
     tt_tokens t = {.t = tok, .n = N, .flags = fl};                 /* example 2 (17..19): no target */
     train_index_examples(&t);
     CHECK(t.n_ex == 3 && t.starts[0] == 0 && t.starts[1] == 5 && t.starts[2] == 17);
-    uint64_t cut, untrained;
-    train_example_stats(&t, S, &cut, &untrained);
-    CHECK(cut == 1 && untrained == 1);
+    uint64_t cut, untrained, lost;
+    train_example_stats(&t, S, &cut, &untrained, &lost);
+    CHECK(cut == 1 && untrained == 1 && lost == 3); /* example 1's targets 14..16 lie past S + 1 */
     int32_t in[B * S], tgt[B * S];
     tt_real wt[B * S];
     int seen[3] = {0};

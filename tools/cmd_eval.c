@@ -126,11 +126,23 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     if (exs.flags) { /* the targets scored: each example's within its first S + 1 tokens, up to max_tokens */
         for (uint64_t i = 0; i < exs.n_ex && (!max_tokens || count < max_tokens); i++)
             count += train_example_targets(&exs, i, (int)S);
+        if (exs.n_ex == 0) {
+            fprintf(stderr, "tiertrain eval: %s holds no example; tokenize some records into it (tokenize --format "
+                            "jsonl)\n", data);
+            goto done;
+        }
         if (count == 0) {
             fprintf(stderr, "tiertrain eval: %s holds no response token within --seq %llu + 1 tokens of an example's "
                             "start; raise --seq\n", data, (unsigned long long)S);
             goto done;
         }
+        uint64_t cut, untrained, lost;
+        train_example_stats(&exs, (int)S, &cut, &untrained, &lost);
+        if (cut)
+            fprintf(stderr, "tiertrain eval: note: %llu of %llu examples are longer than --seq + 1 = %llu tokens and are "
+                            "cut there: %llu of their response tokens are not scored (raise --seq to score them)\n",
+                    (unsigned long long)cut, (unsigned long long)exs.n_ex, (unsigned long long)S + 1,
+                    (unsigned long long)lost);
     } else if (n < S + 1) {
         fprintf(stderr, "tiertrain eval: %s holds %llu tokens but one window needs --seq + 1 = %llu; lower --seq\n",
                 data, (unsigned long long)n, (unsigned long long)(S + 1));

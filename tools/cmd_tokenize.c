@@ -129,6 +129,16 @@ static int finish_input(tok_ctx *c, int sep) {
 
 #define MAX_JSONL_LINE (16u << 20)
 
+/* After getline returned -1 short of the end of input (a read error, or a line too long to allocate:
+ * ENOMEM, which sets no error flag), line_no the line it was reading. */
+static int read_failed(const char *input, uint64_t line_no) {
+    if (errno == ENOMEM)
+        return TT_FAIL(-ENOMEM, "%s:%llu: the line is too long to hold in memory; split the file into shorter lines",
+                       input, (unsigned long long)line_no);
+    return TT_FAIL(-EIO, "reading %s failed at line %llu: %s", input, (unsigned long long)line_no,
+                   strerror(errno ? errno : EIO));
+}
+
 /* tokenize --format jsonl: every non-blank line one example (core/chat.h), rendered with tpl into a
  * version-2 file (per-token flags); every (1/F)-th example to OUT.val. Returns 0 or 1 after a message. */
 static int tokenize_jsonl(tok_ctx *c, FILE *f, const char *input, int tpl, int train_on_prompt, tool_progress *prog,
@@ -174,7 +184,7 @@ static int tokenize_jsonl(tok_ctx *c, FILE *f, const char *input, int tpl, int t
         c->doc++;
         rc = tokfile_append_flags(c->w[which], c->ids.v, f8, c->ids.n);
     }
-    if (rc == 0 && ferror(f)) rc = TT_FAIL(-EIO, "reading %s failed: %s", input, strerror(errno ? errno : EIO));
+    if (rc == 0 && !feof(f)) rc = read_failed(input, no + 1);
     free(line);
     free(f8);
     tokenizer_ids_free(&fl);
@@ -318,8 +328,9 @@ int cmd_tokenize(int argc, char **argv) {
         done_bytes += (uint64_t)n;
         if ((++nlines & 1023) == 0) progress_update(&prog, done_bytes);
     }
-    if (ferror(f)) {
-        fprintf(stderr, "tiertrain tokenize: reading %s failed: %s\n", input, strerror(errno ? errno : EIO));
+    if (!feof(f)) {
+        read_failed(input, nlines + 1);
+        tool_fail("tokenize");
         goto done;
     }
     if (!jsonl && finish_input(&c, sep)) { tool_fail("tokenize"); goto done; }
@@ -330,18 +341,16 @@ int cmd_tokenize(int argc, char **argv) {
                 "written\n", input, jsonl ? "records" : "documents");
         goto done;
     }
-    rc = tokfile_write_finish(c.w[0]);
+    /* all or nothing: both files written whole before either replaces an earlier run's (OUT without its
+     * OUT.val would look complete) */
+    if (tokfile_write_seal(c.w[0]) || (c.w[1] && tokfile_write_seal(c.w[1]))) { tool_fail("tokenize"); goto done; }
+    rc = c.w[1] ? tokfile_write_commit(c.w[1]) : 0;
+    c.w[1] = NULL;
+    if (rc) { tool_fail("tokenize"); goto done; } /* OUT.partial removed at done */
+    rc = tokfile_write_commit(c.w[0]);
     c.w[0] = NULL;
     if (rc) { tool_fail("tokenize"); goto done; }
-    if (c.w[1]) {
-        rc = tokfile_write_finish(c.w[1]);
-        c.w[1] = NULL;
-        if (rc) {
-            unlink(out); /* all or nothing: OUT without its OUT.val would look complete */
-            tool_fail("tokenize");
-            goto done;
-        }
-    } else if (unlink(val_path) == 0) { /* --force: an earlier run's OUT.val does not belong to this OUT */
+    if (!c.val_num && unlink(val_path) == 0) { /* --force: an earlier run's OUT.val does not belong to this OUT */
         fprintf(stderr, "tiertrain tokenize: removed %s from an earlier run (this one has no validation split)\n",
                 val_path);
     }

@@ -236,9 +236,14 @@ static int source_load(source *src, const tt_config *c, const char *model, long 
     train_index_examples(train);
     train_index_examples(vt);
     if (train->flags) {
-        uint64_t cut, untrained;
-        train_example_stats(train, (int)seq, &cut, &untrained);
-        if (train->n_ex == 0 || untrained == train->n_ex) {
+        uint64_t cut, untrained, lost;
+        train_example_stats(train, (int)seq, &cut, &untrained, &lost);
+        if (train->n_ex == 0) {
+            fprintf(stderr, "tiertrain train: %s holds no example; tokenize some records into it (tokenize --format "
+                            "jsonl)\n", src->path);
+            return 1;
+        }
+        if (untrained == train->n_ex) {
             fprintf(stderr, "tiertrain train: %s holds no example with a response within its first --seq %ld + 1 "
                             "tokens; raise --seq\n", src->path, seq);
             return 1;
@@ -250,12 +255,37 @@ static int source_load(source *src, const tt_config *c, const char *model, long 
                    vt->flags ? "" : "; validation is plain text");
         if (cut)
             fprintf(stderr, "tiertrain train: note: %s%s%llu of %llu examples are longer than --seq + 1 = %ld tokens and "
-                            "are cut there%s\n", name, *name ? ": " : "", (unsigned long long)cut,
-                    (unsigned long long)train->n_ex, seq + 1, untrained ? "" : " (each keeps part of its response)");
+                            "are cut there%s: %llu response tokens are never trained on\n", name, *name ? ": " : "",
+                    (unsigned long long)cut, (unsigned long long)train->n_ex, seq + 1,
+                    untrained ? "" : " (each keeps part of its response)", (unsigned long long)lost);
         if (untrained)
             fprintf(stderr, "tiertrain train: note: %s%s%llu examples have no response within their first %ld tokens "
                             "and teach nothing; raise --seq\n", name, *name ? ": " : "", (unsigned long long)untrained,
                     seq + 1);
+    }
+    if (vt->flags) { /* the validation examples: what a score leaves out, or that nothing can be scored */
+        uint64_t cut, untrained, lost;
+        train_example_stats(vt, (int)seq, &cut, &untrained, &lost);
+        char held[PATH_MAX + 64];
+        snprintf(held, sizeof held, "the held-out last 1%% of %s", src->path);
+        const char *vname = src->vf ? tokfile_path(src->vf) : held;
+        if (untrained == vt->n_ex && !src->val_implicit) {
+            fprintf(stderr, "tiertrain train: --val %s: none of its %llu examples has a response within its first --seq "
+                            "%ld + 1 tokens, so there is nothing to score; raise --seq\n", vname,
+                    (unsigned long long)vt->n_ex, seq);
+            return 2;
+        }
+        if (vt->n_ex == 0)
+            fprintf(stderr, "tiertrain train: note: %s holds no example to validate on: no validation (give --val "
+                            "FILE)\n", vname);
+        else if (untrained == vt->n_ex)
+            fprintf(stderr, "tiertrain train: note: %s: none of its %llu validation examples has a response within its "
+                            "first --seq %ld + 1 tokens: no validation (raise --seq to have one)\n", vname,
+                    (unsigned long long)vt->n_ex, seq);
+        else if (cut)
+            fprintf(stderr, "tiertrain train: note: %s: %llu of %llu validation examples are longer than --seq + 1 = %ld "
+                            "tokens and are cut there: %llu response tokens are never scored\n", vname,
+                    (unsigned long long)cut, (unsigned long long)vt->n_ex, seq + 1, (unsigned long long)lost);
     }
     return 0;
 }
