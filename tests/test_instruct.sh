@@ -73,4 +73,59 @@ grep -q '"tokens":[0-9]*' "$dir/out" || { fail "eval --json"; cat "$dir/out"; }
 n_scored=$(sed -n 's/.*"tokens":\([0-9]*\).*/\1/p' "$dir/out")
 [ -n "$n_scored" ] && [ "$n_scored" -lt "$targets" ] || fail "eval scored $n_scored tokens of $targets: the prompts count"
 
+# what --seq cuts off is said; a validation split with nothing to score is said too (never "val nan")
+for i in 1 2 3 4 5 6; do
+    echo '{"prompt": "Q'$i'", "completion": "Answer number '$i'"}'
+    echo '{"prompt": "A much longer question that goes on and on and on about item '$i'", "completion": "Yes"}'
+done >"$dir/long.jsonl"
+"$T" tokenize --format jsonl --template none -i "$dir/long.jsonl" -o "$dir/long.tok" --val-frac 0.5 >/dev/null ||
+    fail "tokenize long.jsonl"
+# long.tok.val: the six long prompts (62 bytes, then "Yes" and the end of text): --seq 64 cuts each one's last
+expect_ok "eval cut examples" "$T" eval --model "$dir/tiny.tier" --data "$dir/long.tok.val" --seq 64 --micro-batch 1 \
+    --batch-tokens 64
+grep -q "note: 6 of 6 examples are longer than --seq + 1 = 65 tokens and are cut there: 6 of their response tokens are not scored" \
+    "$dir/err" || { fail "eval does not report the cut examples"; cat "$dir/err"; }
+expect_ok "train, nothing to validate" "$T" train --model "$dir/tiny.tier" --data "$dir/long.tok" --out "$dir/rv" --seq 32 \
+    --micro-batch 1 --batch-tokens 32 --steps 2 --eval-every 1
+grep -q "long.tok.val: none of its 6 validation examples has a response within its first --seq 32 + 1 tokens: no validation" \
+    "$dir/err" || { fail "an unscorable validation split is not reported"; cat "$dir/err"; }
+grep -q "nan" "$dir/out" && { fail "validation printed nan"; cat "$dir/out"; }
+grep -q "no validation" "$dir/out" || { fail "the summary does not say there was no validation"; cat "$dir/out"; }
+expect_error "--val with nothing to score" "--val $dir/long.tok.val: none of its 6 examples has a response" \
+    "$T" train --model "$dir/tiny.tier" --data "$dir/long.tok" --val "$dir/long.tok.val" --out "$dir/rv2" --seq 32 \
+    --micro-batch 1 --batch-tokens 32 --steps 2
+head -c 32 "$dir/long.tok" >"$dir/empty.tok" # a version-2 header, its count (bytes 16-23) set to no token
+printf '\000\000\000\000\000\000\000\000' | dd of="$dir/empty.tok" bs=1 seek=16 conv=notrunc 2>/dev/null
+expect_error "eval on no example" "empty.tok holds no example; tokenize some records" \
+    "$T" eval --model "$dir/tiny.tier" --data "$dir/empty.tok" --seq 16
+
+# --force, and the disk fills while OUT.val is written: the earlier OUT and OUT.val stay as they were (where a
+# tmpfs can be mounted: root with CAP_SYS_ADMIN)
+mkdir "$dir/small"
+if mount -t tmpfs -o size=84k tmpfs "$dir/small" 2>/dev/null; then
+    for i in $(seq 1 300); do echo '{"prompt": "Tell me something about number '$i'", "completion": " It is a number, '$i'."}'; done >"$dir/m300.jsonl"
+    echo OLD >"$dir/small/m.tok"
+    echo OLDVAL >"$dir/small/m.tok.val"
+    expect_error "disk full" "no space left on the device" "$T" tokenize --format jsonl --template none \
+        -i "$dir/m300.jsonl" -o "$dir/small/m.tok" --val-frac 0.5 --force
+    [ "$(cat "$dir/small/m.tok" 2>/dev/null)" = OLD ] && [ "$(cat "$dir/small/m.tok.val" 2>/dev/null)" = OLDVAL ] ||
+        { fail "disk full: the earlier OUT / OUT.val were not kept"; ls -l "$dir/small"; }
+    [ "$(ls "$dir/small" | wc -l)" = 2 ] || { fail "disk full: files left behind"; ls -l "$dir/small"; }
+    umount "$dir/small"
+else
+    echo "note: no tmpfs could be mounted: the disk-full case is skipped"
+fi
+
+# full training averages over the same tokens as LoRA: the responses (LoRA's B starts at zero, so step 1 sees
+# the same model and the same batch; --no-pack: full training's one example a sequence)
+"$T" synth --preset tiny -q f32 -o "$dir/tinyf.tier" >/dev/null 2>&1 || fail "synth f32"
+step1() { sed -n 's/.*"step":1,.*"loss":\([0-9.]*\).*/\1/p' "$dir/out"; }
+expect_ok "lora step 1" "$T" train --model "$dir/tinyf.tier" --data "$dir/inst.tok" --out "$dir/rl" --seq 64 --micro-batch 2 \
+    --batch-tokens 128 --steps 1 --no-pack --eval-every 0 --json
+lora1=$(step1)
+expect_ok "full step 1" "$T" train --full --model "$dir/tinyf.tier" --data "$dir/inst.tok" --out "$dir/rf.tier" --seq 64 \
+    --micro-batch 2 --batch-tokens 128 --steps 1 --eval-every 0 --json
+full1=$(step1)
+[ -n "$lora1" ] && [ "$lora1" = "$full1" ] || fail "step 1's loss: LoRA $lora1, --full $full1 (not the mean over the responses)"
+
 finish test_instruct
