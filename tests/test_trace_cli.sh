@@ -69,7 +69,23 @@ printf '{"a":1}' >"$dir/nt.json"
 expect_error "no traceEvents" "no traceEvents array" "$T" trace "$dir/nt.json" -o "$dir/x.svg"
 expect_error "missing file" "absent.json is not a trace" "$T" trace "$dir/absent.json" -o "$dir/x.svg"
 expect_error "a window with nothing" "no event between" "$T" trace "$dir/k.json" --from 5 -o "$dir/x.svg"
-expect_error "output over the input" "would replace the trace" "$T" trace "$dir/k.json" -o "$dir/k.json"
+expect_error "output over the input" "-o $dir/k.json is the input" "$T" trace "$dir/k.json" -o "$dir/k.json" --force
+# an existing output (here a store) is kept without --force, replaced with it
+cp "$dir/m.tier" "$dir/keep.tier"
+expect_error "existing output" "-o $dir/keep.tier exists; pass --force" "$T" trace "$dir/k.json" -o "$dir/keep.tier"
+cmp -s "$dir/m.tier" "$dir/keep.tier" || fail "trace replaced an existing file without --force"
+expect_error "existing default output" "k.svg exists; pass --force" "$T" trace "$dir/k.json"
+expect_ok "--force" "$T" trace "$dir/k.json" -o "$dir/keep.tier" --force
+grep -q '<svg' "$dir/keep.tier" || fail "--force did not replace the file"
+printf '{"traceEvents":[]}' >"$dir/empty.json"
+expect_error "no events" "empty.json holds no event to draw" "$T" trace "$dir/empty.json" -o "$dir/x.svg"
+# times far beyond a real trace's (a tick step below the doubles' spacing there) and non-finite ends: drawn or
+# refused at once, never a hang
+printf '%s' '{"traceEvents":[{"name":"read","ph":"X","ts":0,"dur":1,"pid":1,"tid":1},{"name":"read","ph":"X","ts":100000000000000000,"dur":64,"pid":1,"tid":1},{"name":"step","ph":"i","s":"g","ts":100000000000000000,"pid":1,"tid":0,"args":{"step":1}},{"name":"step","ph":"i","s":"g","ts":100000000000000032,"pid":1,"tid":0,"args":{"step":2}},{"name":"read","ph":"X","ts":1e308,"dur":1e308,"pid":1,"tid":1}]}' >"$dir/far.json"
+timeout 60 "$T" trace "$dir/far.json" --step 1 -o "$dir/far.svg" >"$dir/out" 2>&1
+rc=$?
+[ $rc = 0 ] || { fail "far times: exit $rc"; cat "$dir/out"; }
+grep -q 'inf\|nan' "$dir/far.svg" && fail "far times: inf or nan in the SVG"
 expect_error "step with a window" "--step is not combined" "$T" trace "$dir/k.json" --step 1 --from 0
 expect_error "to before from" "--to must be after --from" "$T" trace "$dir/k.json" --from 0.2 --to 0.1
 [ -e "$dir/x.svg" ] && fail "a refused run wrote its SVG"

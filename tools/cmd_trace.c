@@ -89,12 +89,14 @@ int cmd_trace(int argc, char **argv) {
     const char *out_s;
     long step, width;
     double from_ms, to_ms;
+    int force;
     cli_opt opts[] = {
         {"out", 'o', CLI_STR, &out_s, NULL, "FILE", "the SVG to write (default: the trace's name with .svg for .json)"},
         {"step", 0, CLI_INT, &step, "0", "N", "draw step N only (1: the first step the trace marks; 0: the whole trace)"},
         {"from", 0, CLI_FLOAT, &from_ms, "-1", "MS", "draw from this time (milliseconds since the trace's start; -1: its start)"},
         {"to", 0, CLI_FLOAT, &to_ms, "-1", "MS", "draw up to this time (milliseconds; -1: the end)"},
         {"width", 0, CLI_INT, &width, "1400", "PX", "the picture's width in pixels (400..20000)"},
+        {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace an existing output file"},
         {0},
     };
     cli_cmd cmd = {"trace", "TRACE.json",
@@ -129,8 +131,8 @@ int cmd_trace(int argc, char **argv) {
             strcat(out, ".svg");
         }
     }
-    if (strcmp(out, in) == 0) {
-        fprintf(stderr, "tiertrain trace: the SVG would replace the trace %s itself; give -o\n", in);
+    const char *inputs[] = {in, NULL};
+    if (tool_check_out("trace", "-o", out, inputs, force)) {
         free(out);
         return 2;
     }
@@ -168,11 +170,17 @@ int cmd_trace(int argc, char **argv) {
         } else if (!strcmp(p, "X") && json_is_number(ts) && json_is_number(json_object_get(e, "dur"))) {
             int r = row_of(rows, &nrows, tid);
             double t0 = json_number_value(ts), d = json_number_value(json_object_get(e, "dur"));
-            if (r < 0 || !isfinite(t0) || !isfinite(d) || d < 0) continue;
+            if (r < 0 || !isfinite(t0) || !isfinite(d) || d < 0 || !isfinite(t0 + d)) continue;
             json_t *l = json_object_get(args, "layer");
             ev[nev++] = (tev){t0, t0 + d, name ? name : "?", json_is_integer(l) ? json_integer_value(l) : -1, r};
             if (t0 + d > tmax) tmax = t0 + d;
         }
+    }
+    if (nev == 0) {
+        fprintf(stderr, "tiertrain trace: %s holds no event to draw; write a trace with --trace on train, eval or bench "
+                        "overlap\n", in);
+        rc = 1;
+        goto done;
     }
     /* the window, microseconds */
     double w0 = 0, w1 = tmax;
@@ -274,8 +282,11 @@ int cmd_trace(int argc, char **argv) {
     }
     fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#000\"/>\n", L, ybot + 4, L + plot_w,
             ybot + 4);
-    double st = tick_step(span);
-    for (double t = ceil(w0 / st) * st; t <= w1 + st * 1e-9; t += st) {
+    /* about 8 ticks; by count, so that a step below the doubles' spacing at huge times cannot stall the loop */
+    double st = tick_step(span), t_first = ceil(w0 / st) * st;
+    for (int k = 0; k < 32; k++) {
+        double t = t_first + k * st;
+        if (t > w1 + st * 1e-9) break;
         double x = L + (t - w0) / span * plot_w;
         fprintf(f, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" stroke=\"#000\"/><text x=\"%.2f\" y=\"%.1f\" "
                    "text-anchor=\"middle\">%s</text>\n", x, ybot + 4, x, ybot + 9, x, ybot + 22, fmt_us(t, a, sizeof a));
