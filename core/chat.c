@@ -78,6 +78,42 @@ int chat_turns(const chat_example *ex) {
 
 #define BAD(...) (rc = TT_FAIL(-EINVAL, __VA_ARGS__), chat_example_free(ex), json_decref(root), rc)
 
+/* Python's str.strip(): the white space str.isspace() knows, at both ends. */
+static int py_space_at(const char *s, size_t n, size_t *len) {
+    const unsigned char *p = (const unsigned char *)s;
+    if (n >= 1 && ((p[0] >= 0x09 && p[0] <= 0x0d) || (p[0] >= 0x1c && p[0] <= 0x20))) { *len = 1; return 1; }
+    if (n >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) { *len = 2; return 1; }
+    if (n >= 3 && p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80) { *len = 3; return 1; }             /* U+1680 */
+    if (n >= 3 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] <= 0x8a || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf)) {
+        *len = 3;                                                                                    /* U+2000.. */
+        return 1;
+    }
+    if (n >= 3 && p[0] == 0xe2 && p[1] == 0x81 && p[2] == 0x9f) { *len = 3; return 1; }             /* U+205F */
+    if (n >= 3 && p[0] == 0xe3 && p[1] == 0x80 && p[2] == 0x80) { *len = 3; return 1; }             /* U+3000 */
+    return 0;
+}
+
+static void py_strip(const char *s, const char **b, size_t *n) {
+    size_t len = strlen(s), k;
+    while (len && py_space_at(s, len, &k)) { s += k; len -= k; }
+    for (;;) { /* from the end: try each width */
+        int cut = 0;
+        for (size_t w = 1; w <= 3 && w <= len; w++)
+            if (py_space_at(s + len - w, w, &k) && k == w) { len -= w; cut = 1; break; }
+        if (!cut) break;
+    }
+    *b = s;
+    *n = len;
+}
+
+/* 1 when s is nothing but such white space: a response the templates' strip() leaves empty. */
+static int py_blank(const char *s) {
+    const char *b;
+    size_t n;
+    py_strip(s, &b, &n);
+    return n == 0;
+}
+
 static void add_msg(chat_example *ex, chat_role role, const char *content) {
     ex->m = realloc(ex->m, (size_t)(ex->n + 1) * sizeof *ex->m);
     TT_ASSERT(ex->m);
@@ -134,7 +170,7 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
             if (r == CHAT_ROLE_SYSTEM && i != 0)
                 return BAD("%s:%llu: %s[%zu] is a system message; only the first message may be one", file,
                            (unsigned long long)line_no, key, i);
-            if (r == CHAT_ROLE_ASSISTANT && content[strspn(content, " \t\r\n")] == '\0')
+            if (r == CHAT_ROLE_ASSISTANT && py_blank(content))
                 return BAD("%s:%llu: %s[%zu].%s is an empty response; there is nothing to train on", file,
                            (unsigned long long)line_no, key, i, ck);
             add_msg(ex, r, content);
@@ -151,7 +187,7 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
                        (unsigned long long)line_no, !ins || ni ? "instruction" : nn ? "input" : "output");
         if (!outp) return BAD("%s:%llu: \"output\" is missing (an Alpaca record has instruction, input and output)", file,
                               (unsigned long long)line_no);
-        if (outp[strspn(outp, " \t\r\n")] == '\0')
+        if (py_blank(outp))
             return BAD("%s:%llu: \"output\" is empty; there is nothing to train on", file, (unsigned long long)line_no);
         ex->instruction = strdup(ins);
         ex->input = inp && *inp ? strdup(inp) : NULL;
@@ -166,7 +202,7 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
         const char *p = str_field(root, "prompt", &np), *c = str_field(root, "completion", &nc);
         if (!p || np) return BAD("%s:%llu: \"prompt\" is missing or not a string", file, (unsigned long long)line_no);
         if (!c || nc) return BAD("%s:%llu: \"completion\" is missing or not a string", file, (unsigned long long)line_no);
-        if (c[strspn(c, " \t\r\n")] == '\0')
+        if (py_blank(c))
             return BAD("%s:%llu: \"completion\" is empty; there is nothing to train on", file, (unsigned long long)line_no);
         add_msg(ex, CHAT_ROLE_USER, p);
         add_msg(ex, CHAT_ROLE_ASSISTANT, c);
@@ -188,34 +224,6 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
 #undef BAD
 
 /* ---- rendering ------------------------------------------------------------------ */
-
-/* Python's str.strip(): the white space str.isspace() knows, at both ends. */
-static int py_space_at(const char *s, size_t n, size_t *len) {
-    const unsigned char *p = (const unsigned char *)s;
-    if (n >= 1 && ((p[0] >= 0x09 && p[0] <= 0x0d) || (p[0] >= 0x1c && p[0] <= 0x20))) { *len = 1; return 1; }
-    if (n >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) { *len = 2; return 1; }
-    if (n >= 3 && p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80) { *len = 3; return 1; }             /* U+1680 */
-    if (n >= 3 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] <= 0x8a || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf)) {
-        *len = 3;                                                                                    /* U+2000.. */
-        return 1;
-    }
-    if (n >= 3 && p[0] == 0xe2 && p[1] == 0x81 && p[2] == 0x9f) { *len = 3; return 1; }             /* U+205F */
-    if (n >= 3 && p[0] == 0xe3 && p[1] == 0x80 && p[2] == 0x80) { *len = 3; return 1; }             /* U+3000 */
-    return 0;
-}
-
-static void py_strip(const char *s, const char **b, size_t *n) {
-    size_t len = strlen(s), k;
-    while (len && py_space_at(s, len, &k)) { s += k; len -= k; }
-    for (;;) { /* from the end: try each width */
-        int cut = 0;
-        for (size_t w = 1; w <= 3 && w <= len; w++)
-            if (py_space_at(s + len - w, w, &k) && k == w) { len -= w; cut = 1; break; }
-        if (!cut) break;
-    }
-    *b = s;
-    *n = len;
-}
 
 typedef struct span {
     size_t a, b;

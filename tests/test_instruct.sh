@@ -39,6 +39,8 @@ bad "bad JSON" "bad.jsonl:2: not valid JSON" '{"prompt": "a", '
 bad "missing output" "bad.jsonl:2: \"output\" is missing" '{"instruction": "a"}'
 bad "unknown role" "bad.jsonl:2: messages\[1\].role is \"bot\"" '{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}'
 bad "empty response" "bad.jsonl:2: messages\[1\].content is an empty response" '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}'
+bad "white-space response" "bad.jsonl:2: messages\[1\].content is an empty response" '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a0\u3000\u000b"}]}'
+bad "white-space completion" "bad.jsonl:2: \"completion\" is empty" '{"prompt": "q", "completion": "\u2003"}'
 bad "unknown shape" "bad.jsonl:2: the record has none of the fields" '{"question": "q", "answer": "a"}'
 bad "ends with the user" "bad.jsonl:2: the messages end with a user message" '{"messages": [{"role": "user", "content": "q"}]}'
 expect_error "llama3 on bytes" "needs the special token <|begin_of_text|>" \
