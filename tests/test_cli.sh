@@ -111,4 +111,20 @@ expect_error "bench kernels bad attn-seq" "--attn-seq" "$T" bench kernels --devi
 expect_error "bench kernels bad copy" "--copy-mb" "$T" bench kernels --device cpu --copy-mb -1
 expect_error "bench kernels bad k" "multiple of 64" "$T" bench kernels --device cpu --k 100
 
+# standard streams: output that cannot be written fails the command (a full disk under `> results`); a closed
+# stdout is refused before any work; chat with stdin closed says so (its descriptor is never another file's)
+if [ -w /dev/full ]; then
+    "$T" info "$dir/good.tier" >/dev/full 2>"$dir/err"
+    rc=$?
+    [ $rc -ne 0 ] && grep -q "tiertrain info: .*standard output.*incomplete" "$dir/err" ||
+        { fail "stdout on a full disk: exit $rc"; cat "$dir/err"; }
+fi
+"$T" info "$dir/good.tier" >&- 2>"$dir/err"
+rc=$?
+[ $rc = 2 ] && grep -q "standard output is closed" "$dir/err" || { fail "closed stdout: exit $rc"; cat "$dir/err"; }
+"$T" chat --model "$dir/good.tier" -n 2 <&- >"$dir/out" 2>"$dir/err"
+rc=$?
+[ $rc = 2 ] && grep -q "tiertrain chat: standard input is closed" "$dir/err" ||
+    { fail "chat with stdin closed: exit $rc"; cat "$dir/err"; }
+
 finish test_cli

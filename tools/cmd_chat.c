@@ -158,6 +158,11 @@ int cmd_chat(int argc, char **argv) {
     char *posa[1];
     int npos, rc = cli_parse(&cmd, argc, argv, posa, &npos);
     if (rc) return rc == 1 ? 0 : 2;
+    if (tool_stdin_closed()) {
+        fprintf(stderr, "tiertrain chat: standard input is closed; chat reads the user's messages from it (a terminal, "
+                        "or a file or pipe of one message a line)\n");
+        return 2;
+    }
     int tpl = tpl_name ? chat_template_parse(tpl_name) : -1;
     const char *bad = !model ? "--model FILE is required"
                     : tpl_name && (tpl < 0 || tpl == CHAT_ALPACA) ? "--template must be llama3, llama2, chatml or none"

@@ -3,6 +3,8 @@
 
 #include "core/base/common.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,6 +42,9 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < N_CMDS; i++) fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary);
     fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
 }
+
+static int g_stdin_closed;
+int tool_stdin_closed(void) { return g_stdin_closed; }
 
 int tool_fail(const char *cmd) {
     fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
@@ -86,13 +91,42 @@ void progress_end(tool_progress *p, uint64_t done) {
     if (tt_now() - p->t0 >= 1.0) progress_print(p, done, 1);
 }
 
+/* A standard stream the caller closed: its descriptor would go to the next file opened (a store read as
+ * chat's input, a log written into a store). stdin and stderr get /dev/null (stdin noted for the commands that
+ * read it); a closed stdout would lose the results silently: refused. */
+static int std_streams(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        if (fd == 1) {
+            fprintf(stderr, "tiertrain: standard output is closed; redirect it (e.g. >/dev/null) to run without it\n");
+            return 2;
+        }
+        int got = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (got != fd) return 2; /* the lowest free descriptor is fd: anything else is no state to run in */
+        if (fd == 0) g_stdin_closed = 1;
+    }
+    return 0;
+}
+
+/* What a command wrote to stdout must have arrived (a full disk under `> results.jsonl`): else it fails. */
+static int stdout_flushed(const char *cmd, int rc) {
+    errno = 0;
+    int bad = fflush(stdout) != 0, e = errno;
+    if (!bad && !ferror(stdout)) return rc;
+    if (bad && e) fprintf(stderr, "tiertrain %s: cannot write standard output: %s; what it printed is incomplete\n", cmd,
+                          strerror(e));
+    else fprintf(stderr, "tiertrain %s: a write to standard output failed; what it printed is incomplete\n", cmd);
+    return rc ? rc : 1;
+}
+
 int main(int argc, char **argv) {
+    if (std_streams()) return 2;
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < N_CMDS; i++)
-        if (strcmp(argv[1], g_cmds[i].name) == 0) return g_cmds[i].fn(argc - 2, argv + 2);
+        if (strcmp(argv[1], g_cmds[i].name) == 0) return stdout_flushed(argv[1], g_cmds[i].fn(argc - 2, argv + 2));
     fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n", argv[1]);
     return 2;
 }

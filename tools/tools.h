@@ -85,6 +85,8 @@ int tool_lock_dir(const char *cmd, const char *dir);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);
+/* 1 when the process started with standard input closed (main gave it /dev/null). */
+int tool_stdin_closed(void);
 
 /* "17.85B" or "3.03M" into buf (at least 16 bytes); returns buf. */
 char *fmt_params(uint64_t n, char *buf, unsigned long cap);
