@@ -153,6 +153,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         if (max_tokens && tt_div_up(max_tokens, S) < windows) windows = tt_div_up(max_tokens, S);
         count = windows * S;
     }
+    tool_tokfile_vocab_note("eval", data, tokfile_vocab(tf), model, c->vocab);
     if (tokfile_vocab(tf) > c->vocab) /* the ids the model will see must index its embedding */
         for (uint64_t i = 0; i < (exs.flags ? n : windows * S + 1); i++)
             if (tk[i] >= c->vocab) {

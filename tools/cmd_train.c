@@ -12,6 +12,7 @@
 #include "sched/plan.h"
 #include "sched/trace.h"
 #include "tools/cli.h"
+#include "tools/gen_common.h"
 #include "io/ckpt.h"
 #include "io/peft.h"
 #include "tools/tools.h"
@@ -202,6 +203,7 @@ static int source_load(source *src, const tt_config *c, const char *model, long 
                             "with the model's tokenizer\n", tokfile_path(f), tokfile_vocab(f), model, c->vocab);
             return 1;
         }
+        tool_tokfile_vocab_note("train", tokfile_path(f), tokfile_vocab(f), model, c->vocab);
     }
     tt_tokens *train = &src->train, *vt = &src->vt;
     *train = (tt_tokens){.t = tokfile_tokens(src->tf), .n = tokfile_count(src->tf), .flags = tokfile_flags(src->tf)};

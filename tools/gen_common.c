@@ -69,10 +69,22 @@ char *tool_gen_text(const tt_tokenizer *tok, const tokenizer_ids *ids, int final
 
 /* ---- the model -------------------------------------------------------------- */
 
+/* A tokenizer of tv tokens serves a model of mv: the same vocabulary, or the model's embedding padded a little
+ * past it (to a multiple of 64, as some checkpoints are). */
+static int vocab_fits(uint32_t tv, uint32_t mv) { return tv <= mv && mv - tv <= mv / 64 + 64; }
+
+void tool_tokfile_vocab_note(const char *cmd, const char *path, uint32_t file_vocab, const char *model,
+                             uint32_t model_vocab) {
+    if (vocab_fits(file_vocab, model_vocab)) return;
+    fprintf(stderr, "tiertrain %s: note: %s was tokenized for a vocabulary of %u tokens but %s has %u: its ids mean "
+                    "other tokens to this model (fine for timing random weights; to train or score the model, "
+                    "tokenize with its tokenizer)\n", cmd, path, file_vocab, model, model_vocab);
+}
+
 int tool_vocab_check(const char *cmd, const tt_tokenizer *tok, const tier_store *st, const char *model) {
     const tt_config *c = tier_config(st);
     uint32_t tv = tokenizer_vocab_size(tok);
-    if (tv <= c->vocab && c->vocab - tv <= c->vocab / 64 + 64) return 0;
+    if (vocab_fits(tv, c->vocab)) return 0;
     fprintf(stderr, "tiertrain %s: the tokenizer %s has %u tokens but %s has a vocabulary of %u: give the "
                     "tokenizer the model was trained with (--tokenizer)\n",
             cmd, tokenizer_name(tok), tv, model, c->vocab);

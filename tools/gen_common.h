@@ -45,6 +45,11 @@ char *tool_gen_text(const tt_tokenizer *tok, const tokenizer_ids *ids, int final
  * at most as many tokens, and at most 1/64 + 64 fewer (a padded embedding).
  * Returns 0, or 1 after printing that the tokenizer does not match. */
 int tool_vocab_check(const char *cmd, const tt_tokenizer *tok, const tier_store *st, const char *model);
+/* A token file tokenized for another vocabulary than the model's (tool_vocab_check's rule): a note on stderr
+ * that its ids mean other tokens to this model (what a throughput run on random weights does on purpose). The
+ * ids themselves must still fit the model: the callers refuse those that do not. */
+void tool_tokfile_vocab_note(const char *cmd, const char *path, uint32_t file_vocab, const char *model,
+                             uint32_t model_vocab);
 
 /* Reads the PEFT adapter in dir into *a (free it with peft_free, also after
  * a failure) and checks that it fits the store st (model: its path): shapes
