@@ -9,7 +9,9 @@
 #include <jansson.h>
 #include <libgen.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *const g_role[] = {"system", "user", "assistant"};
 
@@ -34,28 +36,63 @@ const char *chat_template_name(int tpl) { return tpl >= 0 && tpl <= CHAT_ALPACA 
 
 static int is_default(const json_t *name) { return json_is_string(name) && strcmp(json_string_value(name), "default") == 0; }
 
-int chat_template_of(const char *tokenizer_path) {
+int chat_template_of(const char *tokenizer_path, char *why, size_t cap) {
+    char dummy[8];
+    if (!why) why = dummy, cap = sizeof dummy;
+    if (strcmp(tokenizer_path, "bytes") == 0) {
+        snprintf(why, cap, "the byte-level tokenizer names no chat template");
+        return -1;
+    }
     struct stat sb;
-    if (stat(tokenizer_path, &sb) != 0) return -1;
+    if (stat(tokenizer_path, &sb) != 0) {
+        snprintf(why, cap, "%s does not exist", tokenizer_path);
+        return -1;
+    }
     char *copy = strdup(tokenizer_path);
     TT_ASSERT(copy);
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer_config.json", S_ISDIR(sb.st_mode) ? tokenizer_path : dirname(copy));
     free(copy);
-    if (tt_not_regular(path)) return -1;
+    if (access(path, F_OK) != 0) {
+        snprintf(why, cap, "there is no %s", path);
+        return -1;
+    }
+    if (tt_not_regular(path)) {
+        snprintf(why, cap, "%s is not a regular file", path);
+        return -1;
+    }
     /* JSON_DECODE_INT_AS_REAL: model_max_length is often 1e30 written as an integer, too big for jansson's */
-    json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, NULL);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
+    if (!root) {
+        snprintf(why, cap, "%s is not valid JSON (line %d: %s)", path, je.line, je.text);
+        return -1;
+    }
     const json_t *ct = json_object_get(root, "chat_template");
     if (json_is_array(ct)) /* [{"name": "default", "template": ...}, ...] */
         for (size_t i = 0; i < json_array_size(ct); i++)
             if (is_default(json_object_get(json_array_get(ct, i), "name")))
                 ct = json_object_get(json_array_get(ct, i), "template");
     const char *s = json_string_value(ct);
-    int tpl = !s ? -1
-              : strstr(s, "<|start_header_id|>") ? CHAT_LLAMA3
-              : strstr(s, "[INST]")              ? CHAT_LLAMA2
-              : strstr(s, "<|im_start|>")        ? CHAT_CHATML
-                                                 : -1;
+    /* the family by its markers, then the variants that render other text than the family's published
+     * template (a fine-tune must see what the model sees at inference) */
+    int tpl = -1;
+    if (!s) snprintf(why, cap, "%s names no chat template", path);
+    else if (strstr(s, "<|start_header_id|>")) {
+        if (strstr(s, "Cutting Knowledge Date") || strstr(s, "Today Date"))
+            snprintf(why, cap, "%s holds Llama-3.1's chat template, whose system block carries a knowledge cutoff and "
+                               "today's date; --template llama3 renders Meta-Llama-3's, without them", path);
+        else tpl = CHAT_LLAMA3;
+    } else if (strstr(s, "[INST]")) {
+        if (strstr(s, "<<SYS>>")) tpl = CHAT_LLAMA2;
+        else snprintf(why, cap, "%s holds an [INST] template without Llama-2's <<SYS>> block (Mistral's?), which "
+                                "--template llama2 does not render", path);
+    } else if (strstr(s, "<|im_start|>")) {
+        if (strstr(s, "You are")) /* a system message the template adds by itself (Qwen's) */
+            snprintf(why, cap, "%s holds a ChatML template that adds a system message of its own, which --template "
+                               "chatml does not", path);
+        else tpl = CHAT_CHATML;
+    } else snprintf(why, cap, "%s holds a chat template tiertrain does not render", path);
     json_decref(root);
     return tpl;
 }

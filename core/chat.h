@@ -49,10 +49,13 @@ typedef enum chat_template {
 int chat_template_parse(const char *name);
 const char *chat_template_name(int tpl);
 /* The template a tokenizer's folder names (tokenizer_config.json's
- * chat_template next to tokenizer_path: <|start_header_id|> llama3, [INST]
- * llama2, <|im_start|> chatml), or -1 when there is none or it is not one of
- * these. */
-int chat_template_of(const char *tokenizer_path);
+ * chat_template next to tokenizer_path: Meta-Llama-3's llama3, Llama-2-chat's
+ * llama2, plain ChatML), or -1 when there is none or it renders otherwise
+ * than these — with why (one clause naming the file: missing, not JSON, no
+ * chat_template, or a variant such as Llama-3.1's dated system block,
+ * Mistral's [INST] without <<SYS>>, ChatML with a default system message)
+ * in why (cap bytes; NULL: not wanted). */
+int chat_template_of(const char *tokenizer_path, char *why, size_t cap);
 
 typedef struct chat_example chat_example;
 

@@ -206,9 +206,10 @@ static void test_prompt_reference(void) {
     CHECK_MSG(n >= 50 && templates_seen == want_tpl && multi >= 10, "the reference covers %d renderings (%d with a "
               "history), templates %#x", n, multi, templates_seen);
     /* the templates the folders name (llama2's copy names none) */
-    CHECK(chat_template_of(SHARED "/llama3.1") == CHAT_LLAMA3);
-    CHECK(chat_template_of(SHARED "/llama3.1/tokenizer.json") == CHAT_LLAMA3);
-    CHECK(chat_template_of(SHARED "/llama2") == -1);
+    CHECK(chat_template_of(SHARED "/llama3.1", NULL, 0) == CHAT_LLAMA3);
+    CHECK(chat_template_of(SHARED "/llama3.1/tokenizer.json", NULL, 0) == CHAT_LLAMA3);
+    char why[600];
+    CHECK(chat_template_of(SHARED "/llama2", why, sizeof why) == -1 && strstr(why, "names no chat template"));
     /* where generation stops: the template's end of turn, then end-of-text */
     uint32_t st[2];
     CHECK(chat_stop_ids(tk[0], CHAT_LLAMA3, st) == 2 && st[0] == 128009 && st[1] == 128001);
@@ -316,7 +317,7 @@ static void test_render_rules(void) {
     CHECK(chat_render(t, CHAT_LLAMA2, ex, 0, &ids, &fl) == -EINVAL); /* bytes lacks <s>: refused either way */
     chat_example_free(ex);
     CHECK(chat_template_parse("llama3") == CHAT_LLAMA3 && chat_template_parse("mistral") == -1);
-    CHECK(chat_template_of("bytes") == -1);
+    CHECK(chat_template_of("bytes", NULL, 0) == -1);
     /* a tokenizer_config.json with model_max_length 1e30 written as an integer (as HF writes it) */
     char cfg[600];
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", g_dir);
@@ -325,8 +326,33 @@ static void test_render_rules(void) {
     fputs("{\"model_max_length\": 1000000000000000019884624838656, \"chat_template\": \"{% for message in messages "
           "%}{{'<|im_start|>' + message['role'] + '\\n'}}{% endfor %}\"}\n", f);
     fclose(f);
-    CHECK_MSG(chat_template_of(g_dir) == CHAT_CHATML, "%d", chat_template_of(g_dir));
+    CHECK_MSG(chat_template_of(g_dir, NULL, 0) == CHAT_CHATML, "%d", chat_template_of(g_dir, NULL, 0));
+    char why[600];
+    /* variants whose text differs from the family's published template are not taken for it, and say why */
+    static const struct { const char *tpl, *why; } variants[] = {
+        {"{{ '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\n' }}",
+         "Llama-3.1's chat template"},
+        {"{{ bos_token }}{% for m in messages %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% endfor %}",
+         "without Llama-2's <<SYS>> block"},
+        {"{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}", "adds a system message"},
+        {"{{ messages[0]['content'] }}", "a chat template tiertrain does not render"},
+    };
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        f = fopen(cfg, "w");
+        TT_ASSERT(f);
+        fprintf(f, "{\"chat_template\": \"%s\"}\n", variants[v].tpl);
+        fclose(f);
+        CHECK_MSG(chat_template_of(g_dir, why, sizeof why) == -1 && strstr(why, variants[v].why), "variant %zu: %s", v,
+                  why);
+    }
+    f = fopen(cfg, "w");
+    TT_ASSERT(f);
+    fputs("{bad json", f);
+    fclose(f);
+    CHECK_MSG(chat_template_of(g_dir, why, sizeof why) == -1 && strstr(why, "is not valid JSON (line 1"), "%s", why);
     remove(cfg);
+    CHECK(chat_template_of(g_dir, why, sizeof why) == -1 && strstr(why, "there is no ") &&
+          strstr(why, "tokenizer_config.json"));
     tokenizer_ids_free(&ids);
     tokenizer_ids_free(&fl);
     tokenizer_free(t);

@@ -151,7 +151,7 @@ expect_error "no room for a message" "--max-new-tokens 64 leaves no room" "$T" c
 if [ -d ../shared/data/tokenizers/llama2 ]; then
     expect_error "tokenizer of another model" "has 32000 tokens but .* vocabulary of 257" \
         "$T" chat -m "$dir/m.tier" --tokenizer ../shared/data/tokenizers/llama2/tokenizer.json --template llama2 </dev/null
-    expect_error "tokenizer without a template" "give the model's with --template" \
+    expect_error "tokenizer without a template" "--template is required: .*llama2/tokenizer_config.json names no chat template" \
         "$T" chat -m "$dir/m.tier" --tokenizer ../shared/data/tokenizers/llama2 </dev/null
 else
     echo "note: ../shared is absent: the real-tokenizer checks are skipped"

@@ -192,11 +192,12 @@ int cmd_chat(int argc, char **argv) {
 
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("chat"); goto done; }
     if (tpl < 0) {
-        tpl = chat_template_of(tok_spec);
+        char why[600];
+        tpl = chat_template_of(tok_spec, why, sizeof why);
         if (tpl < 0 && tokenizer_kind_of(tok) == TOKENIZER_BYTES) tpl = CHAT_NONE;
         if (tpl < 0) {
-            fprintf(stderr, "tiertrain chat: no tokenizer_config.json next to %s names a chat template tiertrain knows; "
-                            "give the model's with --template llama3, llama2, chatml or none\n", tok_spec);
+            fprintf(stderr, "tiertrain chat: --template is required: %s; give the model's: llama3, llama2, chatml or "
+                            "none\n", why);
             exit_code = 2;
             goto done;
         }

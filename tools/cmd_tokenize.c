@@ -257,12 +257,13 @@ int cmd_tokenize(int argc, char **argv) {
         return 2;
     }
     if (jsonl) {
-        tpl = tpl_s ? chat_template_parse(tpl_s) : chat_template_of(tok_spec);
+        char why[600];
+        tpl = tpl_s ? chat_template_parse(tpl_s) : chat_template_of(tok_spec, why, sizeof why);
         if (tpl < 0) {
             if (tpl_s) fprintf(stderr, "tiertrain tokenize: --template must be llama3, llama2, chatml, alpaca or none, not "
                                        "'%s'\n", tpl_s);
-            else fprintf(stderr, "tiertrain tokenize: --template is required: %s has no tokenizer_config.json naming a "
-                                 "chat template tiertrain knows; give llama3, llama2, chatml, alpaca or none\n", tok_spec);
+            else fprintf(stderr, "tiertrain tokenize: --template is required: %s; give llama3, llama2, chatml, alpaca or "
+                                 "none\n", why);
             return 2;
         }
     }
