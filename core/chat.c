@@ -172,6 +172,9 @@ int chat_parse(const char *file, uint64_t line_no, const char *line, size_t len,
     json_error_t je;
     chat_example *ex = NULL;
     json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root && strstr(je.text, "JSON_ALLOW_NUL")) /* jansson's text names its own flag */
+        return TT_FAIL(-EINVAL, "%s:%llu: a string holds \\u0000 (a NUL character) near column %d; remove it", file,
+                       (unsigned long long)line_no, je.column);
     if (!root)
         return TT_FAIL(-EINVAL, "%s:%llu: not valid JSON (column %d: %s); each line must be one JSON object", file,
                        (unsigned long long)line_no, je.column, je.text);

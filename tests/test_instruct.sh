@@ -41,6 +41,7 @@ bad "unknown role" "bad.jsonl:2: messages\[1\].role is \"bot\"" '{"messages": [{
 bad "empty response" "bad.jsonl:2: messages\[1\].content is an empty response" '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}'
 bad "white-space response" "bad.jsonl:2: messages\[1\].content is an empty response" '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a0\u3000\u000b"}]}'
 bad "white-space completion" "bad.jsonl:2: \"completion\" is empty" '{"prompt": "q", "completion": "\u2003"}'
+bad "NUL in a string" "bad.jsonl:2: a string holds .u0000 (a NUL character) near column" '{"prompt": "a\u0000b", "completion": "c"}'
 bad "unknown shape" "bad.jsonl:2: the record has none of the fields" '{"question": "q", "answer": "a"}'
 bad "ends with the user" "bad.jsonl:2: the messages end with a user message" '{"messages": [{"role": "user", "content": "q"}]}'
 expect_error "llama3 on bytes" "needs the special token <|begin_of_text|>" \
@@ -50,6 +51,10 @@ head -c 17825792 /dev/zero | tr '\0' 'a' | awk '{ printf "{\"text\": \"%s\"}\n",
 expect_error "a 17 MiB line" "huge.jsonl:1: the line is 17825805 bytes long, more than the 16 MiB" \
     "$T" tokenize --format jsonl --template none -i "$dir/huge.jsonl" -o "$dir/huge.tok"
 rm -f "$dir/huge.jsonl"
+# a UTF-8 byte-order mark before the first record is skipped
+printf '\357\273\277{"prompt": "a", "completion": "b"}\n' >"$dir/bom.jsonl"
+expect_ok "byte-order mark" "$T" tokenize --format jsonl --template none -i "$dir/bom.jsonl" -o "$dir/bom.tok" --val-frac 0
+grep -q "^examples: 1 " "$dir/out" || { fail "byte-order mark: one example"; cat "$dir/out"; }
 expect_error "no template" "--template is required" "$T" tokenize --format jsonl -i "$dir/mix.jsonl" -o "$dir/x.tok"
 expect_error "template without jsonl" "--template goes with --format jsonl" "$T" tokenize --template none -i "$dir/mix.jsonl" -o "$dir/x.tok"
 expect_error "bad format" "--format must be text or jsonl" "$T" tokenize --format csv -i "$dir/mix.jsonl" -o "$dir/x.tok"

@@ -157,13 +157,17 @@ static int tokenize_jsonl(tok_ctx *c, FILE *f, const char *input, int tpl, int t
         *bytes += (uint64_t)n;
         if ((no & 255) == 0) progress_update(prog, *bytes);
         if ((size_t)n > MAX_JSONL_LINE) {
-            rc = TT_FAIL(-EINVAL, "%s:%llu: the line is %zd bytes long, more than the %u MiB a record may have", input,
-                         (unsigned long long)no, n, MAX_JSONL_LINE >> 20);
+            rc = TT_FAIL(-EINVAL, "%s:%llu: the line is %zd bytes long, more than the %u MiB a record may have; shorten "
+                         "or drop that record", input, (unsigned long long)no, n, MAX_JSONL_LINE >> 20);
             break;
         }
-        if (is_blank(line, (size_t)n)) continue;
+        /* a UTF-8 byte-order mark (editors on Windows write one) is no part of the first record */
+        const char *rec = line;
+        size_t rn = (size_t)n;
+        if (no == 1 && rn >= 3 && memcmp(rec, "\xef\xbb\xbf", 3) == 0) rec += 3, rn -= 3;
+        if (is_blank(rec, rn)) continue;
         chat_example *ex;
-        if ((rc = chat_parse(input, no, line, (size_t)n, &ex))) break;
+        if ((rc = chat_parse(input, no, rec, rn, &ex))) break;
         c->ids.n = fl.n = 0;
         rc = chat_render(c->tok, tpl, ex, train_on_prompt, &c->ids, &fl);
         chat_example_free(ex);
