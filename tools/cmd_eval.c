@@ -153,7 +153,6 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         if (max_tokens && tt_div_up(max_tokens, S) < windows) windows = tt_div_up(max_tokens, S);
         count = windows * S;
     }
-    tool_tokfile_vocab_note("eval", data, tokfile_vocab(tf), model, c->vocab);
     if (tokfile_vocab(tf) > c->vocab) /* the ids the model will see must index its embedding */
         for (uint64_t i = 0; i < (exs.flags ? n : windows * S + 1); i++)
             if (tk[i] >= c->vocab) {
@@ -162,6 +161,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
                         data, tk[i], (unsigned long long)i, model, c->vocab);
                 goto done;
             }
+    tool_tokfile_vocab_note("eval", data, tokfile_vocab(tf), model, c->vocab); /* ids that fit, of another vocabulary */
 
     tt_plan plan;
     if ((rc = eval_exec_open(es, &es->pa, &plan, &ex))) { exit_code = rc; goto done; }
