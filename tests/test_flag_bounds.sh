@@ -95,6 +95,6 @@ bounds "train --optim galore" "train --full --model $dir/f32.tier --data $dir/t.
     galore-rank galore-update-every galore-scale
 printf '%s\n' '{"traceEvents":[{"name":"read","ph":"X","ts":0,"dur":100,"pid":1,"tid":1},' \
     '{"name":"step","ph":"i","s":"g","ts":0,"pid":1,"tid":0,"args":{"step":1}}]}' >"$dir/k.json"
-bounds trace "trace $dir/k.json -o $dir/tr@.svg" step from to width
+bounds trace "trace $dir/k.json -o $dir/tr@.svg --force" step from to width
 echo "test_flag_bounds: $runs runs"
 finish test_flag_bounds
