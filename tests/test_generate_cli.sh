@@ -30,6 +30,7 @@ expect_ok "stream" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24
 cp "$dir/out" "$dir/streamed"
 expect_ok "json" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --json
 grep -q '"tokens":24,.*"stop":"length"' "$dir/out" || fail "--json: not 24 tokens stopped by length"
+sed 's/"seconds":[^,]*,//' "$dir/out" >"$dir/json1"
 # the JSON is read with python3 where it is installed (not among the project's Debian packages)
 if command -v python3 >/dev/null; then
     python3 - "$dir/streamed" "$dir/out" <<'EOF' || fail "streamed text differs from the --json completion"
@@ -39,6 +40,12 @@ j = json.loads(open(sys.argv[2]).read())
 assert s == j["completion"] + "\n", (s, j)
 EOF
 fi
+# -o: --prompt's JSON line goes to the file, with or without --json, and nothing streams.
+for j in "" --json; do
+    expect_ok "prompt -o $j" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 $j -o "$dir/one$j.jsonl" -f
+    [ -s "$dir/out" ] && fail "prompt -o $j: text on standard output"
+    sed 's/"seconds":[^,]*,//' "$dir/one$j.jsonl" | cmp -s - "$dir/json1" || fail "prompt -o $j: the file is not the --json line"
+done
 
 # A prompts file (lengths differ) in batches of 3 == each prompt alone; the smallest --hbm == resident.
 printf '%s\n' '{"prompt":"The General Assembly"}' '{"prompt":"Human rights"}' '{"prompt":"x"}' \

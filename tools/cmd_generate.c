@@ -3,7 +3,8 @@
  * core/generate.h, streamed under the same --hbm/--host budgets as training.
  * One --prompt prints its text as it is generated; --prompts FILE.jsonl runs
  * batches of --batch prompts (each layer load serves the whole batch) and
- * writes one JSON line per prompt. */
+ * writes one JSON line per prompt. With -o the JSON lines go to the file,
+ * --prompt's one too (nothing is streamed). */
 #include "core/base/common.h"
 #include "core/generate.h"
 #include "core/tokenizer.h"
@@ -129,7 +130,7 @@ int cmd_generate(int argc, char **argv) {
         {"tokenizer", 0, CLI_STR, &tok_spec, "bytes", "T", "bytes, or a Hugging Face tokenizer.json (or its folder)"},
         {"prompt", 'p', CLI_STR, &prompt, NULL, "TEXT", "one prompt: its text is printed as it is generated"},
         {"prompts", 0, CLI_STR, &prompts_path, NULL, "FILE", "JSONL, one {\"prompt\": TEXT} per line: one JSON line out per prompt"},
-        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here (default: standard output)"},
+        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here, --prompt's one too: nothing is streamed (default: standard output)"},
         {"force", 'f', CLI_FLAG, &force, NULL, NULL, "overwrite --output"},
         {"max-new-tokens", 'n', CLI_INT, &max_new, "128", "N", "tokens to generate at most per prompt"},
         {"temperature", 0, CLI_FLOAT, &temperature, "0", "T", "sampling temperature (0: greedy)"},
@@ -146,7 +147,7 @@ int cmd_generate(int argc, char **argv) {
         {"lm-head", 0, CLI_STR, &pa.lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
         {"device", 0, CLI_STR, &pa.device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},
         {"act-dtype", 0, CLI_STR, &pa.act_dtype, "auto", "T", "activations and the KV cache: f32, bf16 or auto (bf16 with cuda)"},
-        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "with --prompt: print one JSON line instead of streaming the text"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "with --prompt: print one JSON line instead of streaming the text (-o implies it)"},
         {0},
     };
     cli_cmd cmd = {"generate", NULL,
@@ -231,7 +232,7 @@ int cmd_generate(int argc, char **argv) {
     int n_eos = tool_gen_eos(tok, eos);
     gen_params gp = {(int)max_new, (float)temperature, (int)top_k, (float)top_p, seed, eos, n_eos};
     outs = tt_xcalloc((size_t)B, sizeof *outs);
-    gen_ctx gc = {tok, &stop, &gp, outs, prompt && !as_json};
+    gen_ctx gc = {tok, &stop, &gp, outs, prompt && !as_json && !out_path};
     struct sigaction old;
     tool_sigint_catch(&old);
     size_t jcap = 0;
