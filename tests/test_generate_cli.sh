@@ -116,7 +116,7 @@ grep -q "decoding streamed / resident" "$dir/out" || fail "bench generate: no ra
 grep -q "differ" "$dir/out" && fail "bench generate: streamed tokens differ from resident"
 
 # Bad input: one line each, non-zero exit, no output file.
-expect_error "prompt longer than the context" "prompt 1 has [0-9]* tokens.*context of 4" \
+expect_error "prompt longer than the context" "--prompt has [0-9]* tokens.*context of 4" \
     "$T" generate -m "$dir/m.tier" --prompt "a prompt of many bytes" --context 4
 if [ -f ../shared/data/tokenizers/llama2/tokenizer.json ]; then # the real LLaMA-2 tokenizer, beside the checkout
     expect_error "tokenizer vocabulary" "has 32000 tokens but .* vocabulary of 257" \
@@ -128,6 +128,13 @@ expect_error "malformed prompts line" "bad.jsonl:2: \"prompt\" is not a string" 
 [ -e "$dir/never.jsonl" ] && fail "a failed run left its output"
 printf '%s\n' '{"prompt":"a"' >"$dir/bad2.jsonl"
 expect_error "bad JSON" "bad2.jsonl:1:" "$T" generate -m "$dir/m.tier" --prompts "$dir/bad2.jsonl"
+# a prompt of a file is named by its line, blank lines counted (its index would not find it)
+printf '{"prompt": "a"}\n\n\n{"prompt": "b"}\n\n{"prompt": ""}\n' >"$dir/pl.jsonl"
+expect_error "empty prompt: FILE:LINE" "pl.jsonl:6: the prompt is empty" \
+    "$T" generate -m "$dir/m.tier" --prompts "$dir/pl.jsonl" -n 2
+printf '{"prompt": "a"}\n\n{"prompt": "a prompt of many bytes"}\n' >"$dir/pl2.jsonl"
+expect_error "long prompt: FILE:LINE" "pl2.jsonl:3: the prompt has [0-9]* tokens.*context of 6" \
+    "$T" generate -m "$dir/m.tier" --prompts "$dir/pl2.jsonl" -n 2 --context 6
 expect_error "adapter for another model" "run-pruned" \
     "$T" generate -m "$dir/m.tier" --adapter "$dir/run-pruned" --prompt hi
 expect_error "no prompt" "give one of --prompt" "$T" generate -m "$dir/m.tier"

@@ -77,8 +77,10 @@ static const char *why_name(int why) {
     }
 }
 
-/* The prompts of a JSONL file: {"prompt": TEXT} per line (blank lines skipped). */
-static int read_prompts(const char *path, char ***out, int *n) {
+/* The prompts of a JSONL file: {"prompt": TEXT} per line (blank lines skipped),
+ * into *out, and each one's line number into *lines (FILE:LINE in later
+ * messages: with blank lines skipped, a prompt's index does not find it). */
+static int read_prompts(const char *path, char ***out, uint64_t **lines, int *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
     char *line = NULL;
@@ -86,6 +88,7 @@ static int read_prompts(const char *path, char ***out, int *n) {
     int count = 0, rc = 0;
     uint64_t no = 0;
     char **v = NULL;
+    uint64_t *at = NULL;
     json_t *o;
     json_error_t je;
     while (tool_jsonl_next(f, &line, &cap, &no, 0, &o, &je)) {
@@ -98,7 +101,9 @@ static int read_prompts(const char *path, char ***out, int *n) {
             break;
         }
         v = realloc(v, (size_t)(count + 1) * sizeof *v);
-        TT_ASSERT(v);
+        at = realloc(at, (size_t)(count + 1) * sizeof *at);
+        TT_ASSERT(v && at);
+        at[count] = no;
         v[count++] = tool_xstrdup(json_string_value(p));
         json_decref(o);
     }
@@ -109,9 +114,11 @@ static int read_prompts(const char *path, char ***out, int *n) {
     if (rc) {
         for (int i = 0; i < count; i++) free(v[i]);
         free(v);
+        free(at);
         return rc;
     }
     *out = v;
+    *lines = at;
     *n = count;
     return 0;
 }
@@ -176,6 +183,7 @@ int cmd_generate(int argc, char **argv) {
 
     int exit_code = 1, np = 0, B = 0;
     char **texts = NULL;
+    uint64_t *lines = NULL; /* --prompts: each prompt's line in the file */
     tt_tokenizer *tok = NULL;
     tier_store *st = NULL;
     peft_adapter a = {0};
@@ -188,7 +196,7 @@ int cmd_generate(int argc, char **argv) {
         texts = tt_xcalloc(1, sizeof *texts);
         texts[0] = tool_xstrdup(prompt);
         np = 1;
-    } else if (read_prompts(prompts_path, &texts, &np)) {
+    } else if (read_prompts(prompts_path, &texts, &lines, &np)) {
         tool_fail("generate");
         goto done;
     }
@@ -205,8 +213,11 @@ int cmd_generate(int argc, char **argv) {
         if (bos != UINT32_MAX) tokenizer_ids_push(&pids[i], bos);
         tokenizer_encode(tok, texts[i], strlen(texts[i]), &pids[i]);
         if (pids[i].n == 0) {
-            fprintf(stderr, "tiertrain generate: prompt %d%s%s is empty; give some text\n", i + 1,
-                    prompts_path ? " of " : "", prompts_path ? prompts_path : "");
+            if (prompts_path)
+                fprintf(stderr, "tiertrain generate: %s:%llu: the prompt is empty; give some text\n", prompts_path,
+                        (unsigned long long)lines[i]);
+            else
+                fprintf(stderr, "tiertrain generate: --prompt is empty; give some text\n");
             goto done;
         }
         if ((long)pids[i].n > longest) longest = (int)pids[i].n;
@@ -215,9 +226,11 @@ int cmd_generate(int argc, char **argv) {
     if (!context && cap > (long)c->max_pos) cap = c->max_pos;
     for (int i = 0; i < np; i++)
         if ((long)pids[i].n >= cap) {
-            fprintf(stderr, "tiertrain generate: prompt %d%s%s has %zu tokens, which leaves no room in the context of %ld "
-                            "positions (%s); shorten it%s\n", i + 1, prompts_path ? " of " : "",
-                    prompts_path ? prompts_path : "", pids[i].n, cap,
+            char where[64];
+            if (prompts_path) snprintf(where, sizeof where, ":%llu: the prompt", (unsigned long long)lines[i]);
+            fprintf(stderr, "tiertrain generate: %s%s has %zu tokens, which leaves no room in the context of %ld "
+                            "positions (%s); shorten it%s\n", prompts_path ? prompts_path : "--prompt",
+                    prompts_path ? where : "", pids[i].n, cap,
                     context ? "--context" : "the model's max_pos", context ? " or raise --context" : "");
             goto done;
         }
@@ -303,6 +316,7 @@ done:
     free(pids);
     for (int i = 0; i < np; i++) free(texts[i]);
     free(texts);
+    free(lines);
     free(jsonl);
     gen_free(g);
     peft_free(&a);
