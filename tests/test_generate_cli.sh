@@ -81,6 +81,11 @@ expect_ok "sample 2" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 
 sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/s1" || fail "sampling with one seed is not reproducible"
 expect_ok "sample 3" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 24 --temperature 1 --top-k 50 --seed 8
 sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/s1" && fail "another seed gave the same samples"
+# A tiny temperature is greedy, with top-k and top-p too (a float logit / 1e-40 overflowed: NaN weights).
+for x in "" "--top-k 5" "--top-p 0.5"; do
+    expect_ok "temperature 1e-40 $x" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --temperature 1e-40 $x --json
+    sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/json1" || fail "--temperature 1e-40 $x is not greedy"
+done
 
 # --stop: the completion ends where the stop string first appears (3 bytes of the greedy text itself).
 full=$(cat "$dir/streamed")
