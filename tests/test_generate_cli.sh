@@ -119,6 +119,9 @@ expect_error "plan --generate too small" "--hbm .* too small to generate.*needs 
 expect_ok "bench generate" "$T" bench generate --model "$dir/m.tier" --batch 1,4 --prompt-tokens 8 --new-tokens 6 --rounds 1
 grep -q "decoding streamed / resident" "$dir/out" || fail "bench generate: no ratio line"
 grep -q "differ" "$dir/out" && fail "bench generate: streamed tokens differ from resident"
+# a ninth --batch size is refused, not dropped
+expect_error "bench generate: 9 sizes" "--batch must list 1 to 8 sizes" "$T" bench generate --model "$dir/m.tier" \
+    --batch 1,2,1,2,1,2,1,2,3 --prompt-tokens 8 --new-tokens 6 --rounds 1
 
 # Bad input: one line each, non-zero exit, no output file.
 expect_error "prompt longer than the context" "--prompt has [0-9]* tokens.*context of 4" \

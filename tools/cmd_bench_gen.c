@@ -73,10 +73,11 @@ int bench_generate(int argc, char **argv) {
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
     int bs[MAX_BATCHES], nb = 0;
-    for (const char *p = batches; p && *p && nb < MAX_BATCHES;) {
+    for (const char *p = batches; p && *p;) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 4096 || (*end && *end != ',')) { nb = -1; break; }
+        /* a ninth size is refused, not dropped */
+        if (end == p || v < 1 || v > 4096 || (*end && *end != ',') || nb == MAX_BATCHES) { nb = -1; break; }
         bs[nb++] = (int)v;
         p = *end ? end + 1 : end;
     }
