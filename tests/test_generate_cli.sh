@@ -122,6 +122,12 @@ grep -q "differ" "$dir/out" && fail "bench generate: streamed tokens differ from
 # a ninth --batch size is refused, not dropped
 expect_error "bench generate: 9 sizes" "--batch must list 1 to 8 sizes" "$T" bench generate --model "$dir/m.tier" \
     --batch 1,2,1,2,1,2,1,2,3 --prompt-tokens 8 --new-tokens 6 --rounds 1
+# --json quotes the model's path: '"', '\' and a byte that is not UTF-8 (tt_escape's \xff)
+q="$dir/q\"x\\y$(printf '\377').tier"
+cp "$dir/m.tier" "$q"
+expect_ok "bench generate --json" "$T" bench generate --model "$q" --batch 1 --prompt-tokens 8 --new-tokens 6 --rounds 1 --json
+tail -n 1 "$dir/out" | grep -qF '{"model":"'"$dir"'/q\"x\\y\\xff.tier",' ||
+    { fail "bench generate --json: the model's path is not quoted"; tail -n 1 "$dir/out"; }
 
 # Bad input: one line each, non-zero exit, no output file.
 expect_error "prompt longer than the context" "--prompt has [0-9]* tokens.*context of 4" \

@@ -9,6 +9,7 @@
 #include "tools/cli.h"
 #include "tools/tools.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,8 +172,15 @@ int bench_generate(int argc, char **argv) {
         printf("  batch %d: decoding streamed / resident throughput %.3f; decode tok/s batch %d / batch %d: %.2f\n",
                bs[bi], res[bi][0][1] / res[bi][1][1], bs[bi], bs[0], (double)bs[bi] * res[0][0][1] / (bs[0] * res[bi][0][1]));
     if (as_json) {
-        printf("{\"model\":\"%s\",\"device\":\"%s\",\"prompt_tokens\":%d,\"new_tokens\":%d,\"rounds\":%ld,\"runs\":[",
-               model, be_current()->name, P, N, rounds);
+        /* the path as given, made valid UTF-8 (tt_escape) and quoted by jansson: a '"' or '\' stays JSON */
+        char mp[4200];
+        json_t *ms = json_string(tt_escape(model, mp, sizeof mp));
+        char *mq = json_dumps(ms, JSON_ENCODE_ANY);
+        json_decref(ms);
+        TT_ASSERT(mq);
+        printf("{\"model\":%s,\"device\":\"%s\",\"prompt_tokens\":%d,\"new_tokens\":%d,\"rounds\":%ld,\"runs\":[",
+               mq, be_current()->name, P, N, rounds);
+        free(mq);
         for (int bi = 0; bi < nb; bi++) {
             double pt = (double)rounds * bs[bi] * P, dt = (double)rounds * bs[bi] * (N - 1);
             printf("%s{\"batch\":%d,\"hbm\":%llu,\"resident_prompt_tps\":%.3f,\"resident_decode_tps\":%.3f,"
