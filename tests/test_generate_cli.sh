@@ -152,6 +152,11 @@ expect_error "long prompt: FILE:LINE" "pl2.jsonl:3: the prompt has [0-9]* tokens
 expect_error "adapter for another model" "run-pruned" \
     "$T" generate -m "$dir/m.tier" --adapter "$dir/run-pruned" --prompt hi
 expect_error "no prompt" "give one of --prompt" "$T" generate -m "$dir/m.tier"
+# positions past the model's max_pos (2048 for tiny) are refused, as chat refuses them
+expect_error "--context past max_pos" "--context 2049 is more than the 2048 positions" \
+    "$T" generate -m "$dir/m.tier" --prompt hi -n 4 --context 2049
+expect_error "bench generate past max_pos" "--prompt-tokens + --new-tokens 3032 is more than the 2048 positions" \
+    "$T" bench generate --model "$dir/m.tier" --batch 1 --prompt-tokens 3000 --new-tokens 32 --rounds 1
 expect_error "bad top-p" "--top-p must be in" "$T" generate -m "$dir/m.tier" --prompt hi --top-p 0
 expect_error "missing model" "$dir/none.tier" "$T" generate -m "$dir/none.tier" --prompt hi
 

@@ -7,6 +7,7 @@
 #include "core/generate.h"
 #include "sched/plan.h"
 #include "tools/cli.h"
+#include "tools/gen_common.h"
 #include "tools/tools.h"
 
 #include <jansson.h>
@@ -95,6 +96,10 @@ int bench_generate(int argc, char **argv) {
     if (tier_open(&s, model)) return tool_fail("bench generate");
     const tt_config *c = tier_config(s);
     int exit_code = 1, P = (int)prompt_tokens, N = (int)new_tokens, cap = P + N;
+    if ((rc = tool_context_check("bench generate", "--prompt-tokens + --new-tokens", cap, s, model))) {
+        tier_close(s);
+        return rc;
+    }
     uint64_t layers = 0;
     for (uint32_t l = 0; l < c->n_layers; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->raw;
     tool_plan_args pa = {.hbm = 0, .host = host, .seq = P < chunk ? (P < 2 ? 2 : P) : chunk, .micro = 1, .rank = 1, .alpha = 1,

@@ -203,6 +203,10 @@ int cmd_generate(int argc, char **argv) {
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("generate"); goto done; }
     if (tier_open(&st, model)) { tool_fail("generate"); goto done; }
     const tt_config *c = tier_config(st);
+    if ((rc = tool_context_check("generate", "--context", context, st, model))) {
+        exit_code = rc;
+        goto done;
+    }
     if (tool_vocab_check("generate", tok, st, model) || tool_adapter_open("generate", adapter, st, model, &a))
         goto done;
     /* the prompts' tokens: <s> first where the tokenizer has one */
