@@ -114,6 +114,14 @@ grep -q "KV caches on the device for" "$dir/out" || fail "plan --generate: no KV
 grep -q "KV cache (host)\|KV cache " "$dir/out" || fail "plan --generate: no KV cache region"
 expect_error "plan --generate too small" "--hbm .* too small to generate.*needs --hbm" \
     "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --batch-tokens 64 --context 128 --hbm 1M
+# the memory refusals name the command's own flags, --context among them (not train's --seq / --micro-batch / ...)
+grep -q "lower --micro-batch / --seq / --context$" "$dir/err" || fail "plan --generate --hbm: $(cat "$dir/err")"
+expect_error "plan --generate --host too small" "raise --host .*KV caches.* lower --micro-batch / --seq / --context$" \
+    "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --batch-tokens 64 --context 128 --host 1M
+expect_error "generate --hbm too small" "needs --hbm .* lower --batch / --prefill-chunk / --context$" \
+    "$T" generate -m "$dir/m.tier" --prompt hi -n 4 --context 2048 --hbm 1M
+expect_error "generate --host too small" "raise --host .*KV caches.* lower --batch / --prefill-chunk / --context$" \
+    "$T" generate -m "$dir/m.tier" --prompt hi -n 4 --context 2048 --host 1M
 
 # bench generate: both runs, the same tokens.
 expect_ok "bench generate" "$T" bench generate --model "$dir/m.tier" --batch 1,4 --prompt-tokens 8 --new-tokens 6 --rounds 1

@@ -103,7 +103,8 @@ int bench_generate(int argc, char **argv) {
     uint64_t layers = 0;
     for (uint32_t l = 0; l < c->n_layers; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->raw;
     tool_plan_args pa = {.hbm = 0, .host = host, .seq = P < chunk ? (P < 2 ? 2 : P) : chunk, .micro = 1, .rank = 1, .alpha = 1,
-                         .targets = "q", .lm_head = "auto", .device = device, .act_dtype = act_dtype};
+                         .targets = "q", .lm_head = "auto", .device = device, .act_dtype = act_dtype,
+                         .gen_flags = "--batch / --prefill-chunk / --prompt-tokens / --new-tokens"};
     pa.batch_tokens = (uint64_t)pa.seq;
     tt_plan_req base;
     if ((rc = tool_plan_flags("bench generate", s, &pa, &base))) { tier_close(s); return rc; }

@@ -164,6 +164,7 @@ int cmd_generate(int argc, char **argv) {
     char *posa[1];
     int npos, rc = cli_parse(&cmd, argc, argv, posa, &npos);
     if (rc) return rc == 1 ? 0 : 2;
+    pa.gen_flags = "--batch / --prefill-chunk / --context"; /* named when the planner refuses */
     const char *bad = !model ? "--model FILE is required" : !prompt == !prompts_path ? "give one of --prompt TEXT and --prompts FILE"
                     : max_new < 1 || max_new > 1 << 20 ? "--max-new-tokens must be 1..1048576"
                     : !(temperature >= 0) ? "--temperature must be at least 0"
