@@ -204,11 +204,14 @@ uint32_t gen_sample(const float *logits, int V, const gen_params *p, tt_rng *r) 
     for (int v = 1; v < V; v++)
         if (logits[v] > logits[best]) best = (uint32_t)v;
     if (p->temperature <= 0) return best;
-    /* as Hugging Face's samplers: logits / temperature, then top-k, then top-p over the softmax */
+    /* as Hugging Face's samplers: logits / temperature, then top-k, then top-p over the softmax. The gap to
+     * the largest logit is scaled, in double: a float logit / a tiny temperature (1e-40) overflows to inf,
+     * inf - inf is NaN and every weight with it; the gap is <= 0, its exp at most 1, and 0 (not NaN) where
+     * the quotient is far below exp's range or undefined (an -inf logit), so a tiny temperature is greedy */
     cand *c = tt_xmalloc((size_t)V * sizeof *c);
-    double mx = logits[best] / p->temperature, sum = 0;
+    double sum = 0;
     for (int v = 0; v < V; v++) {
-        double e = exp(logits[v] / p->temperature - mx);
+        double z = ((double)logits[v] - logits[best]) / p->temperature, e = z > -745 ? exp(z) : 0;
         c[v] = (cand){(float)e, (uint32_t)v};
         sum += e;
     }

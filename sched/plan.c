@@ -83,6 +83,12 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
     *host = p.host_bytes;
 }
 
+/* What a refused generation plan asks to lower: the command's flags (req->gen_flags; generate's, plan
+ * --generate's and bench generate's differ), else the quantities in words. */
+static const char *gen_flags(const tt_plan_req *req) {
+    return req->gen_flags ? req->gen_flags : "the prompts per batch, the prompt chunk or the KV cache positions";
+}
+
 static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     const tt_config *c = tier_config(s);
     int L = (int)c->n_layers, K = req->K, cells = req->forward_only ? 0 : L * K;
@@ -111,9 +117,9 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
         if (req->forward_only)
             return TT_FAIL(-ENOSPC, "--hbm %s is too small to generate for %s with %d prompts at a time in chunks of %d "
                            "tokens: the smallest plan (2 layer slots, every KV cache in host memory) needs --hbm %s; "
-                           "raise --hbm or lower --batch / --prefill-chunk",
+                           "raise --hbm or lower %s",
                            tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq,
-                           tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
+                           tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need), gen_flags(req));
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (%d "
                        "layer slot%s, every activation spilled) needs --hbm %s; raise --hbm or lower --micro-batch / "
                        "--seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq, p.slots,
@@ -158,6 +164,11 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     }
     if (req->host && p.host_bytes > req->host) {
         char need[32], have[32];
+        if (req->forward_only)
+            return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the KV caches in "
+                           "host memory of this plan: it needs --host %s; raise --host (or --hbm, so more KV caches "
+                           "stay on the device) or lower %s", tt_fmt_bytes(req->host, have, sizeof have),
+                           tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need), gen_flags(req));
         return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the spilled "
                        "activations of this plan%s: it needs --host %s; raise --host (or --hbm, so fewer activations "
                        "spill)", tt_fmt_bytes(req->host, have, sizeof have),
@@ -202,18 +213,18 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
         }
     }
     char need[32], have[32];
+    const char *shrink = req->forward_only ? gen_flags(req) : "--seq / --micro-batch / --batch-tokens";
     if (cpu)
         return TT_FAIL(-ENOMEM, "even the smallest plan needs %s of host memory (its host arena and the CPU backend's "
                        "device arena, which is host memory too) but the machine has %s available now (MemAvailable): "
-                       "free memory, or lower --seq / --micro-batch / --batch-tokens (planning for a GPU? add "
-                       "--device cuda)",
+                       "free memory, or lower %s (planning for a GPU? add --device cuda)",
                        tt_fmt_bytes(tt_align_up(host_min + dev_min, 1 << 20), need, sizeof need),
-                       tt_fmt_bytes(req->host_avail, have, sizeof have));
+                       tt_fmt_bytes(req->host_avail, have, sizeof have), shrink);
     return TT_FAIL(-ENOMEM, "no plan within --hbm %s fits the %s of host memory the machine has available now "
-                   "(MemAvailable): free memory, raise --hbm (fewer activations spill), or lower --seq / --micro-batch "
-                   "/ --batch-tokens",
+                   "(MemAvailable): free memory, raise --hbm (%s), or lower %s",
                    req->hbm ? tt_fmt_bytes(req->hbm, need, sizeof need) : "unlimited",
-                   tt_fmt_bytes(req->host_avail, have, sizeof have));
+                   tt_fmt_bytes(req->host_avail, have, sizeof have),
+                   req->forward_only ? "more KV caches on the device" : "fewer activations spill", shrink);
 }
 
 void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {

@@ -55,6 +55,9 @@ typedef struct tt_plan_req {
                            * 0 = no such check */
     int forward_only;     /* generation: every pass walks the layers forward (0..L-1, again and again); no
                            * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
+    const char *gen_flags; /* forward_only: the command's flags that shrink the plan (prompts per batch, prompt
+                           * chunk, KV positions), named in refusals, e.g. "--batch / --prefill-chunk /
+                           * --context"; NULL: those said in words (training's flags mean nothing there) */
     int user_units;       /* optional device regions of the owner (generation: one layer's KV cache each), placed
                            * on the device as the budget allows (plan.user_dev), the rest in the host arena */
     int min_slots;        /* 1: a plan may hold a single layer slot (no prefetch; loads wait) when two do not fit

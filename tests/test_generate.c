@@ -11,8 +11,9 @@
  *     logits), with the planned peaks measured;
  *   - a batch of 8 prompts of different lengths (prompt chunks shorter than
  *     the longest prompt) == each prompt alone, greedy and sampled;
- *   - the sampler: top-k 1 and a tiny top-p are greedy; temperature 1 draws
- *     with the softmax's frequencies.
+ *   - the sampler: top-k 1, a tiny top-p and a tiny temperature (1e-40, whose
+ *     scaled logits overflow a float) are greedy; temperature 1 draws with the
+ *     softmax's frequencies.
  */
 #include "core/base/common.h"
 #include "core/base/rng.h"
@@ -286,6 +287,18 @@ static void test_sampler(void) {
         c1 += t == 1;
     }
     CHECK_MSG(c1 > 900 && c1 < 1100, "top-k 2 drew id 1 %d times of 2000", c1);
+    /* a tiny temperature is greedy, with top-k and top-p too: a float logit / 1e-40 overflows, and inf - inf
+     * made every weight NaN (the draw fell to the last candidate) */
+    const float big[V] = {30.f, 31.f, -5.f, 31.5f, 12.f, 31.49f};
+    const float temps[] = {1e-40f, 1e-30f, 1e-6f}, tops[] = {1, 0.5f};
+    for (int t = 0; t < 3; t++)
+        for (int k = 0; k < 3; k++)
+            for (int q = 0; q < 2; q++) {
+                gen_params tiny = {.temperature = temps[t], .top_k = 2 * k, .top_p = tops[q]};
+                for (int i = 0; i < 20; i++)
+                    CHECK_MSG(gen_sample(big, V, &tiny, &r) == 3, "temperature %g, top-k %d, top-p %g: not greedy",
+                              (double)temps[t], 2 * k, (double)tops[q]);
+            }
 }
 
 int main(void) {

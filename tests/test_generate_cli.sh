@@ -30,6 +30,7 @@ expect_ok "stream" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24
 cp "$dir/out" "$dir/streamed"
 expect_ok "json" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --json
 grep -q '"tokens":24,.*"stop":"length"' "$dir/out" || fail "--json: not 24 tokens stopped by length"
+sed 's/"seconds":[^,]*,//' "$dir/out" >"$dir/json1"
 # the JSON is read with python3 where it is installed (not among the project's Debian packages)
 if command -v python3 >/dev/null; then
     python3 - "$dir/streamed" "$dir/out" <<'EOF' || fail "streamed text differs from the --json completion"
@@ -39,6 +40,12 @@ j = json.loads(open(sys.argv[2]).read())
 assert s == j["completion"] + "\n", (s, j)
 EOF
 fi
+# -o: --prompt's JSON line goes to the file, with or without --json, and nothing streams.
+for j in "" --json; do
+    expect_ok "prompt -o $j" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 $j -o "$dir/one$j.jsonl" -f
+    [ -s "$dir/out" ] && fail "prompt -o $j: text on standard output"
+    sed 's/"seconds":[^,]*,//' "$dir/one$j.jsonl" | cmp -s - "$dir/json1" || fail "prompt -o $j: the file is not the --json line"
+done
 
 # A prompts file (lengths differ) in batches of 3 == each prompt alone; the smallest --hbm == resident.
 printf '%s\n' '{"prompt":"The General Assembly"}' '{"prompt":"Human rights"}' '{"prompt":"x"}' \
@@ -74,6 +81,11 @@ expect_ok "sample 2" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 
 sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/s1" || fail "sampling with one seed is not reproducible"
 expect_ok "sample 3" "$T" generate -m "$dir/m.tier" --prompts "$dir/p.jsonl" -n 24 --temperature 1 --top-k 50 --seed 8
 sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/s1" && fail "another seed gave the same samples"
+# A tiny temperature is greedy, with top-k and top-p too (a float logit / 1e-40 overflowed: NaN weights).
+for x in "" "--top-k 5" "--top-p 0.5"; do
+    expect_ok "temperature 1e-40 $x" "$T" generate -m "$dir/m.tier" --prompt "The committee" -n 24 --temperature 1e-40 $x --json
+    sed 's/"seconds":[^,]*,//' "$dir/out" | cmp -s - "$dir/json1" || fail "--temperature 1e-40 $x is not greedy"
+done
 
 # --stop: the completion ends where the stop string first appears (3 bytes of the greedy text itself).
 full=$(cat "$dir/streamed")
@@ -102,14 +114,31 @@ grep -q "KV caches on the device for" "$dir/out" || fail "plan --generate: no KV
 grep -q "KV cache (host)\|KV cache " "$dir/out" || fail "plan --generate: no KV cache region"
 expect_error "plan --generate too small" "--hbm .* too small to generate.*needs --hbm" \
     "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --batch-tokens 64 --context 128 --hbm 1M
+# the memory refusals name the command's own flags, --context among them (not train's --seq / --micro-batch / ...)
+grep -q "lower --micro-batch / --seq / --context$" "$dir/err" || fail "plan --generate --hbm: $(cat "$dir/err")"
+expect_error "plan --generate --host too small" "raise --host .*KV caches.* lower --micro-batch / --seq / --context$" \
+    "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --batch-tokens 64 --context 128 --host 1M
+expect_error "generate --hbm too small" "needs --hbm .* lower --batch / --prefill-chunk / --context$" \
+    "$T" generate -m "$dir/m.tier" --prompt hi -n 4 --context 2048 --hbm 1M
+expect_error "generate --host too small" "raise --host .*KV caches.* lower --batch / --prefill-chunk / --context$" \
+    "$T" generate -m "$dir/m.tier" --prompt hi -n 4 --context 2048 --host 1M
 
 # bench generate: both runs, the same tokens.
 expect_ok "bench generate" "$T" bench generate --model "$dir/m.tier" --batch 1,4 --prompt-tokens 8 --new-tokens 6 --rounds 1
 grep -q "decoding streamed / resident" "$dir/out" || fail "bench generate: no ratio line"
 grep -q "differ" "$dir/out" && fail "bench generate: streamed tokens differ from resident"
+# a ninth --batch size is refused, not dropped
+expect_error "bench generate: 9 sizes" "--batch must list 1 to 8 sizes" "$T" bench generate --model "$dir/m.tier" \
+    --batch 1,2,1,2,1,2,1,2,3 --prompt-tokens 8 --new-tokens 6 --rounds 1
+# --json quotes the model's path: '"', '\' and a byte that is not UTF-8 (tt_escape's \xff)
+q="$dir/q\"x\\y$(printf '\377').tier"
+cp "$dir/m.tier" "$q"
+expect_ok "bench generate --json" "$T" bench generate --model "$q" --batch 1 --prompt-tokens 8 --new-tokens 6 --rounds 1 --json
+tail -n 1 "$dir/out" | grep -qF '{"model":"'"$dir"'/q\"x\\y\\xff.tier",' ||
+    { fail "bench generate --json: the model's path is not quoted"; tail -n 1 "$dir/out"; }
 
 # Bad input: one line each, non-zero exit, no output file.
-expect_error "prompt longer than the context" "prompt 1 has [0-9]* tokens.*context of 4" \
+expect_error "prompt longer than the context" "--prompt has [0-9]* tokens.*context of 4" \
     "$T" generate -m "$dir/m.tier" --prompt "a prompt of many bytes" --context 4
 if [ -f ../shared/data/tokenizers/llama2/tokenizer.json ]; then # the real LLaMA-2 tokenizer, beside the checkout
     expect_error "tokenizer vocabulary" "has 32000 tokens but .* vocabulary of 257" \
@@ -121,9 +150,21 @@ expect_error "malformed prompts line" "bad.jsonl:2: \"prompt\" is not a string" 
 [ -e "$dir/never.jsonl" ] && fail "a failed run left its output"
 printf '%s\n' '{"prompt":"a"' >"$dir/bad2.jsonl"
 expect_error "bad JSON" "bad2.jsonl:1:" "$T" generate -m "$dir/m.tier" --prompts "$dir/bad2.jsonl"
+# a prompt of a file is named by its line, blank lines counted (its index would not find it)
+printf '{"prompt": "a"}\n\n\n{"prompt": "b"}\n\n{"prompt": ""}\n' >"$dir/pl.jsonl"
+expect_error "empty prompt: FILE:LINE" "pl.jsonl:6: the prompt is empty" \
+    "$T" generate -m "$dir/m.tier" --prompts "$dir/pl.jsonl" -n 2
+printf '{"prompt": "a"}\n\n{"prompt": "a prompt of many bytes"}\n' >"$dir/pl2.jsonl"
+expect_error "long prompt: FILE:LINE" "pl2.jsonl:3: the prompt has [0-9]* tokens.*context of 6" \
+    "$T" generate -m "$dir/m.tier" --prompts "$dir/pl2.jsonl" -n 2 --context 6
 expect_error "adapter for another model" "run-pruned" \
     "$T" generate -m "$dir/m.tier" --adapter "$dir/run-pruned" --prompt hi
 expect_error "no prompt" "give one of --prompt" "$T" generate -m "$dir/m.tier"
+# positions past the model's max_pos (2048 for tiny) are refused, as chat refuses them
+expect_error "--context past max_pos" "--context 2049 is more than the 2048 positions" \
+    "$T" generate -m "$dir/m.tier" --prompt hi -n 4 --context 2049
+expect_error "bench generate past max_pos" "--prompt-tokens + --new-tokens 3032 is more than the 2048 positions" \
+    "$T" bench generate --model "$dir/m.tier" --batch 1 --prompt-tokens 3000 --new-tokens 32 --rounds 1
 expect_error "bad top-p" "--top-p must be in" "$T" generate -m "$dir/m.tier" --prompt hi --top-p 0
 expect_error "missing model" "$dir/none.tier" "$T" generate -m "$dir/none.tier" --prompt hi
 

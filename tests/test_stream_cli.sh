@@ -123,10 +123,15 @@ expect_error "train: bad TT_IO_ENGINE" "TT_IO_ENGINE=fast is not an IO engine" e
     --hbm "$hbm" --out "$dir/badengine"
 [ -e "$dir/badengine" ] && fail "a run refused for TT_IO_ENGINE created its --out"
 
-# bench overlap at the smallest budget of its shape (plan's defaults: rank 8, clip 1).
-expect_ok "bench overlap" "$T" bench overlap --model "$dir/m.tier" --hbm "$bench_hbm" $SHAPE --steps 1 --json
+# bench overlap at the smallest budget of its shape (plan's defaults: rank 8, clip 1), on a copy whose name
+# holds '"', '\' and a byte that is not UTF-8: the JSON line quotes it (tt_escape's \xff).
+q="$dir/q\"x\\y$(printf '\377').tier"
+cp "$dir/m.tier" "$q"
+expect_ok "bench overlap" "$T" bench overlap --model "$q" --hbm "$bench_hbm" $SHAPE --steps 1 --json
 tail -n 1 "$dir/out" | grep -q '^{.*"overlap_eff":[0-9.]*.*}$' ||
     { fail "bench overlap: last line is not a JSON object with overlap_eff"; cat "$dir/out"; }
+tail -n 1 "$dir/out" | grep -qF '{"model":"'"$dir"'/q\"x\\y\\xff.tier",' ||
+    { fail "bench overlap --json: the model's path is not quoted"; tail -n 1 "$dir/out"; }
 
 # Bad budget flags: usage errors (exit 2), one line naming the flag.
 expect_error "plan --lm-head" "--lm-head must be auto, device or host" "$T" plan --model "$dir/m.tier" --lm-head sideways

@@ -326,13 +326,21 @@ static int bench_overlap(int argc, char **argv) {
     printf("IO only:       %8.3f s\n", t_io);
     printf("compute only:  %8.3f s  %8.0f tokens/s  (weights resident)\n", t_comp, tokens / t_comp);
     printf("overlap efficiency = max(IO, compute) / streamed = %.3f\n", eff);
-    if (as_json)
-        printf("{\"model\":\"%s\",\"steps\":%ld,\"tokens_per_step\":%.0f,\"hbm\":%llu,\"host\":%llu,\"dev_bytes\":%llu,"
+    if (as_json) {
+        /* the path as given, made valid UTF-8 (tt_escape) and quoted by jansson: a '"' or '\' stays JSON */
+        char mp[4200];
+        json_t *ms = json_string(tt_escape(model, mp, sizeof mp));
+        char *mq = json_dumps(ms, JSON_ENCODE_ANY);
+        json_decref(ms);
+        TT_ASSERT(mq);
+        printf("{\"model\":%s,\"steps\":%ld,\"tokens_per_step\":%.0f,\"hbm\":%llu,\"host\":%llu,\"dev_bytes\":%llu,"
                "\"host_bytes\":%llu,\"slots\":%d,\"spilled\":%d,\"streamed_s\":%.4f,\"io_only_s\":%.4f,"
                "\"compute_only_s\":%.4f,\"overlap_eff\":%.4f,\"io_bytes\":%llu}\n",
-               model, steps, tokens / steps, (unsigned long long)req.hbm, (unsigned long long)req.host,
+               mq, steps, tokens / steps, (unsigned long long)req.hbm, (unsigned long long)req.host,
                (unsigned long long)p.dev_bytes, (unsigned long long)p.host_bytes, p.slots, p.host_cells, t_stream,
                t_io, t_comp, eff, (unsigned long long)io_stream);
+        free(mq);
+    }
     exit_code = 0;
 out:
     exec_free(ex);

@@ -7,8 +7,10 @@
 #include "core/generate.h"
 #include "sched/plan.h"
 #include "tools/cli.h"
+#include "tools/gen_common.h"
 #include "tools/tools.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +75,11 @@ int bench_generate(int argc, char **argv) {
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
     int bs[MAX_BATCHES], nb = 0;
-    for (const char *p = batches; p && *p && nb < MAX_BATCHES;) {
+    for (const char *p = batches; p && *p;) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 4096 || (*end && *end != ',')) { nb = -1; break; }
+        /* a ninth size is refused, not dropped */
+        if (end == p || v < 1 || v > 4096 || (*end && *end != ',') || nb == MAX_BATCHES) { nb = -1; break; }
         bs[nb++] = (int)v;
         p = *end ? end + 1 : end;
     }
@@ -93,10 +96,15 @@ int bench_generate(int argc, char **argv) {
     if (tier_open(&s, model)) return tool_fail("bench generate");
     const tt_config *c = tier_config(s);
     int exit_code = 1, P = (int)prompt_tokens, N = (int)new_tokens, cap = P + N;
+    if ((rc = tool_context_check("bench generate", "--prompt-tokens + --new-tokens", cap, s, model))) {
+        tier_close(s);
+        return rc;
+    }
     uint64_t layers = 0;
     for (uint32_t l = 0; l < c->n_layers; l++) layers += tier_extent_at(s, TT_EXTENT_LAYER(l))->raw;
     tool_plan_args pa = {.hbm = 0, .host = host, .seq = P < chunk ? (P < 2 ? 2 : P) : chunk, .micro = 1, .rank = 1, .alpha = 1,
-                         .targets = "q", .lm_head = "auto", .device = device, .act_dtype = act_dtype};
+                         .targets = "q", .lm_head = "auto", .device = device, .act_dtype = act_dtype,
+                         .gen_flags = "--batch / --prefill-chunk / --prompt-tokens / --new-tokens"};
     pa.batch_tokens = (uint64_t)pa.seq;
     tt_plan_req base;
     if ((rc = tool_plan_flags("bench generate", s, &pa, &base))) { tier_close(s); return rc; }
@@ -170,8 +178,15 @@ int bench_generate(int argc, char **argv) {
         printf("  batch %d: decoding streamed / resident throughput %.3f; decode tok/s batch %d / batch %d: %.2f\n",
                bs[bi], res[bi][0][1] / res[bi][1][1], bs[bi], bs[0], (double)bs[bi] * res[0][0][1] / (bs[0] * res[bi][0][1]));
     if (as_json) {
-        printf("{\"model\":\"%s\",\"device\":\"%s\",\"prompt_tokens\":%d,\"new_tokens\":%d,\"rounds\":%ld,\"runs\":[",
-               model, be_current()->name, P, N, rounds);
+        /* the path as given, made valid UTF-8 (tt_escape) and quoted by jansson: a '"' or '\' stays JSON */
+        char mp[4200];
+        json_t *ms = json_string(tt_escape(model, mp, sizeof mp));
+        char *mq = json_dumps(ms, JSON_ENCODE_ANY);
+        json_decref(ms);
+        TT_ASSERT(mq);
+        printf("{\"model\":%s,\"device\":\"%s\",\"prompt_tokens\":%d,\"new_tokens\":%d,\"rounds\":%ld,\"runs\":[",
+               mq, be_current()->name, P, N, rounds);
+        free(mq);
         for (int bi = 0; bi < nb; bi++) {
             double pt = (double)rounds * bs[bi] * P, dt = (double)rounds * bs[bi] * (N - 1);
             printf("%s{\"batch\":%d,\"hbm\":%llu,\"resident_prompt_tps\":%.3f,\"resident_decode_tps\":%.3f,"

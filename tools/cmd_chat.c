@@ -209,9 +209,7 @@ int cmd_chat(int argc, char **argv) {
     const tt_config *c = tier_config(st);
     if (tool_vocab_check("chat", tok, st, model)) goto done;
     long cap = context ? context : c->max_pos < 4096 ? (long)c->max_pos : 4096;
-    if (cap > (long)c->max_pos) {
-        fprintf(stderr, "tiertrain chat: --context %ld is more than the %u positions %s was built for; give at most "
-                        "that\n", cap, c->max_pos, model);
+    if (tool_context_check("chat", "--context", cap, st, model)) {
         exit_code = 2;
         goto done;
     }

@@ -3,7 +3,8 @@
  * core/generate.h, streamed under the same --hbm/--host budgets as training.
  * One --prompt prints its text as it is generated; --prompts FILE.jsonl runs
  * batches of --batch prompts (each layer load serves the whole batch) and
- * writes one JSON line per prompt. */
+ * writes one JSON line per prompt. With -o the JSON lines go to the file,
+ * --prompt's one too (nothing is streamed). */
 #include "core/base/common.h"
 #include "core/generate.h"
 #include "core/tokenizer.h"
@@ -76,8 +77,10 @@ static const char *why_name(int why) {
     }
 }
 
-/* The prompts of a JSONL file: {"prompt": TEXT} per line (blank lines skipped). */
-static int read_prompts(const char *path, char ***out, int *n) {
+/* The prompts of a JSONL file: {"prompt": TEXT} per line (blank lines skipped),
+ * into *out, and each one's line number into *lines (FILE:LINE in later
+ * messages: with blank lines skipped, a prompt's index does not find it). */
+static int read_prompts(const char *path, char ***out, uint64_t **lines, int *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return TT_FAIL(-errno, "cannot open %s: %s", path, strerror(errno));
     char *line = NULL;
@@ -85,6 +88,7 @@ static int read_prompts(const char *path, char ***out, int *n) {
     int count = 0, rc = 0;
     uint64_t no = 0;
     char **v = NULL;
+    uint64_t *at = NULL;
     json_t *o;
     json_error_t je;
     while (tool_jsonl_next(f, &line, &cap, &no, 0, &o, &je)) {
@@ -97,7 +101,9 @@ static int read_prompts(const char *path, char ***out, int *n) {
             break;
         }
         v = realloc(v, (size_t)(count + 1) * sizeof *v);
-        TT_ASSERT(v);
+        at = realloc(at, (size_t)(count + 1) * sizeof *at);
+        TT_ASSERT(v && at);
+        at[count] = no;
         v[count++] = tool_xstrdup(json_string_value(p));
         json_decref(o);
     }
@@ -108,9 +114,11 @@ static int read_prompts(const char *path, char ***out, int *n) {
     if (rc) {
         for (int i = 0; i < count; i++) free(v[i]);
         free(v);
+        free(at);
         return rc;
     }
     *out = v;
+    *lines = at;
     *n = count;
     return 0;
 }
@@ -129,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
         {"tokenizer", 0, CLI_STR, &tok_spec, "bytes", "T", "bytes, or a Hugging Face tokenizer.json (or its folder)"},
         {"prompt", 'p', CLI_STR, &prompt, NULL, "TEXT", "one prompt: its text is printed as it is generated"},
         {"prompts", 0, CLI_STR, &prompts_path, NULL, "FILE", "JSONL, one {\"prompt\": TEXT} per line: one JSON line out per prompt"},
-        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here (default: standard output)"},
+        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here, --prompt's one too: nothing is streamed (default: standard output)"},
         {"force", 'f', CLI_FLAG, &force, NULL, NULL, "overwrite --output"},
         {"max-new-tokens", 'n', CLI_INT, &max_new, "128", "N", "tokens to generate at most per prompt"},
         {"temperature", 0, CLI_FLOAT, &temperature, "0", "T", "sampling temperature (0: greedy)"},
@@ -146,7 +154,7 @@ int cmd_generate(int argc, char **argv) {
         {"lm-head", 0, CLI_STR, &pa.lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
         {"device", 0, CLI_STR, &pa.device, "cpu", "NAME", "compute backend: cpu, cpu-async (asynchronous queues, for testing) or cuda"},
         {"act-dtype", 0, CLI_STR, &pa.act_dtype, "auto", "T", "activations and the KV cache: f32, bf16 or auto (bf16 with cuda)"},
-        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "with --prompt: print one JSON line instead of streaming the text"},
+        {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "with --prompt: print one JSON line instead of streaming the text (-o implies it)"},
         {0},
     };
     cli_cmd cmd = {"generate", NULL,
@@ -156,6 +164,7 @@ int cmd_generate(int argc, char **argv) {
     char *posa[1];
     int npos, rc = cli_parse(&cmd, argc, argv, posa, &npos);
     if (rc) return rc == 1 ? 0 : 2;
+    pa.gen_flags = "--batch / --prefill-chunk / --context"; /* named when the planner refuses */
     const char *bad = !model ? "--model FILE is required" : !prompt == !prompts_path ? "give one of --prompt TEXT and --prompts FILE"
                     : max_new < 1 || max_new > 1 << 20 ? "--max-new-tokens must be 1..1048576"
                     : !(temperature >= 0) ? "--temperature must be at least 0"
@@ -175,6 +184,7 @@ int cmd_generate(int argc, char **argv) {
 
     int exit_code = 1, np = 0, B = 0;
     char **texts = NULL;
+    uint64_t *lines = NULL; /* --prompts: each prompt's line in the file */
     tt_tokenizer *tok = NULL;
     tier_store *st = NULL;
     peft_adapter a = {0};
@@ -187,13 +197,17 @@ int cmd_generate(int argc, char **argv) {
         texts = tt_xcalloc(1, sizeof *texts);
         texts[0] = tool_xstrdup(prompt);
         np = 1;
-    } else if (read_prompts(prompts_path, &texts, &np)) {
+    } else if (read_prompts(prompts_path, &texts, &lines, &np)) {
         tool_fail("generate");
         goto done;
     }
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("generate"); goto done; }
     if (tier_open(&st, model)) { tool_fail("generate"); goto done; }
     const tt_config *c = tier_config(st);
+    if ((rc = tool_context_check("generate", "--context", context, st, model))) {
+        exit_code = rc;
+        goto done;
+    }
     if (tool_vocab_check("generate", tok, st, model) || tool_adapter_open("generate", adapter, st, model, &a))
         goto done;
     /* the prompts' tokens: <s> first where the tokenizer has one */
@@ -204,8 +218,11 @@ int cmd_generate(int argc, char **argv) {
         if (bos != UINT32_MAX) tokenizer_ids_push(&pids[i], bos);
         tokenizer_encode(tok, texts[i], strlen(texts[i]), &pids[i]);
         if (pids[i].n == 0) {
-            fprintf(stderr, "tiertrain generate: prompt %d%s%s is empty; give some text\n", i + 1,
-                    prompts_path ? " of " : "", prompts_path ? prompts_path : "");
+            if (prompts_path)
+                fprintf(stderr, "tiertrain generate: %s:%llu: the prompt is empty; give some text\n", prompts_path,
+                        (unsigned long long)lines[i]);
+            else
+                fprintf(stderr, "tiertrain generate: --prompt is empty; give some text\n");
             goto done;
         }
         if ((long)pids[i].n > longest) longest = (int)pids[i].n;
@@ -214,9 +231,11 @@ int cmd_generate(int argc, char **argv) {
     if (!context && cap > (long)c->max_pos) cap = c->max_pos;
     for (int i = 0; i < np; i++)
         if ((long)pids[i].n >= cap) {
-            fprintf(stderr, "tiertrain generate: prompt %d%s%s has %zu tokens, which leaves no room in the context of %ld "
-                            "positions (%s); shorten it%s\n", i + 1, prompts_path ? " of " : "",
-                    prompts_path ? prompts_path : "", pids[i].n, cap,
+            char where[64];
+            if (prompts_path) snprintf(where, sizeof where, ":%llu: the prompt", (unsigned long long)lines[i]);
+            fprintf(stderr, "tiertrain generate: %s%s has %zu tokens, which leaves no room in the context of %ld "
+                            "positions (%s); shorten it%s\n", prompts_path ? prompts_path : "--prompt",
+                    prompts_path ? where : "", pids[i].n, cap,
                     context ? "--context" : "the model's max_pos", context ? " or raise --context" : "");
             goto done;
         }
@@ -231,7 +250,7 @@ int cmd_generate(int argc, char **argv) {
     int n_eos = tool_gen_eos(tok, eos);
     gen_params gp = {(int)max_new, (float)temperature, (int)top_k, (float)top_p, seed, eos, n_eos};
     outs = tt_xcalloc((size_t)B, sizeof *outs);
-    gen_ctx gc = {tok, &stop, &gp, outs, prompt && !as_json};
+    gen_ctx gc = {tok, &stop, &gp, outs, prompt && !as_json && !out_path};
     struct sigaction old;
     tool_sigint_catch(&old);
     size_t jcap = 0;
@@ -302,6 +321,7 @@ done:
     free(pids);
     for (int i = 0; i < np; i++) free(texts[i]);
     free(texts);
+    free(lines);
     free(jsonl);
     gen_free(g);
     peft_free(&a);

@@ -45,6 +45,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     req->host_avail = a->host ? 0 : tt_mem_available();
     req->B = (int)a->micro;
     req->seq = (int)a->seq;
+    req->gen_flags = a->gen_flags;
     req->K = (int)(a->batch_tokens / (uint64_t)(a->seq * a->micro));
     tt_lora_cfg lora = {(int)a->rank, (float)a->alpha, (float)a->dropout, 0, a->rslora};
     if (lora_parse_targets(a->targets, &lora.targets)) {
@@ -240,6 +241,7 @@ int cmd_plan(int argc, char **argv) {
     } else if (tier_open(&s, model)) return tool_fail("plan");
     tt_plan_req req;
     a.planning_only = 1;
+    if (generate) a.gen_flags = "--micro-batch / --seq / --context"; /* what plan --generate sizes with */
     rc = tool_plan_flags("plan", s, &a, &req);
     if (rc) { tier_close(s); return rc; }
     req.io_gbps = io_gbps;

@@ -91,6 +91,14 @@ int tool_vocab_check(const char *cmd, const tt_tokenizer *tok, const tier_store 
     return 1;
 }
 
+int tool_context_check(const char *cmd, const char *flags, long cap, const tier_store *st, const char *model) {
+    const tt_config *c = tier_config(st);
+    if (cap <= (long)c->max_pos) return 0;
+    fprintf(stderr, "tiertrain %s: %s %ld is more than the %u positions %s was built for; give at most that\n", cmd,
+            flags, cap, c->max_pos, model);
+    return 2;
+}
+
 int tool_adapter_open(const char *cmd, const char *dir, const tier_store *st, const char *model, peft_adapter *a) {
     if (!dir) return 0;
     const tt_config *c = tier_config(st);

@@ -51,6 +51,12 @@ int tool_vocab_check(const char *cmd, const tt_tokenizer *tok, const tier_store 
 void tool_tokfile_vocab_note(const char *cmd, const char *path, uint32_t file_vocab, const char *model,
                              uint32_t model_vocab);
 
+/* The KV cache positions cap that flags ask for ("--context", or what sets
+ * it) against the positions the store st (model: its path) was built for
+ * (max_pos): rope and the model were never trained past them. Returns 0, or
+ * 2 after printing a usage error for cmd. */
+int tool_context_check(const char *cmd, const char *flags, long cap, const tier_store *st, const char *model);
+
 /* Reads the PEFT adapter in dir into *a (free it with peft_free, also after
  * a failure) and checks that it fits the store st (model: its path): shapes
  * (loram_check_adapter) and base model (loram_check_base, a pruned store's

@@ -32,6 +32,7 @@ typedef struct tool_plan_args {
     const char *targets, *lm_head, *device, *act_dtype;
     int planning_only; /* set by `plan`: --device cuda without a GPU uses the CUDA estimate */
     int rslora;        /* train --rslora: LoRA scaling alpha / sqrt(rank) */
+    const char *gen_flags; /* a generating command's flags that shrink its plan (tt_plan_req.gen_flags) */
 } tool_plan_args;
 
 /* Option-table entries for tool_plan_args a (use inside a cli_opt array). */
