@@ -254,5 +254,36 @@ expect_error "import --base-model with an escape" "control characters" \
 [ -e "$dir/esc.tier" ] && fail "a refused --base-model wrote a store"
 expect_error "recover --base-model empty" "--base-model must be 1..1024 bytes" \
     "$T" recover --adapter "$dir/src-prun" --pruned "$dir/src-pq.tier" --base-model "" -o "$dir/src-rec2"
+# a pruned store's export carries the original's name in config.json's "tiertrain" object, and import
+# records that, not the pruned directory (whose shapes transformers cannot load as the original): recover
+# on the imported store names the original again. A pruned directory naming none records no source.
+expect_ok "export a pruned store with a source" "$T" export "$dir/src-pq.tier" -o "$dir/src-pq-A"
+grep -q "^    \"source\": \"$SRC\",\$" "$dir/src-pq-A/config.json" || fail "a pruned export lost the source"
+expect_ok "import a pruned export" "$T" import "$dir/src-pq-A" -o "$dir/src-pq-b.tier"
+"$T" info "$dir/src-pq-b.tier" | grep -q "^source: *$SRC\$" ||
+    { fail "import of a pruned export records the wrong source"; "$T" info "$dir/src-pq-b.tier" | grep source; }
+expect_ok "recover on the imported pruned store" \
+    "$T" recover --adapter "$dir/src-prun" --pruned "$dir/src-pq-b.tier" -o "$dir/src-rec3"
+grep -q "\"base_model_name_or_path\": \"$SRC\"" "$dir/src-rec3/adapter_config.json" ||
+    { fail "recover after the round trip names the wrong model"; grep base_model "$dir/src-rec3/adapter_config.json"; }
+expect_ok "import a pruned export without a source" "$T" import "$dir/pruned-A" -o "$dir/pruned-c.tier"
+grep -q "names no original" "$dir/err" || fail "import of a pruned directory naming no original says nothing"
+"$T" info "$dir/pruned-c.tier" | grep -q "^source: *none recorded" ||
+    fail "import of a pruned directory records the directory as the source"
+cp -r "$dir/src-pq-A" "$dir/badsrc"
+sed 's/^    "source": .*/    "source": "",/' "$dir/src-pq-A/config.json" >"$dir/badsrc/config.json"
+expect_error "import with an empty tiertrain.source" 'config.json: "tiertrain.source" must be 1..1024 bytes' \
+    "$T" import "$dir/badsrc" -o "$dir/badsrc.tier"
+# the default --base-model (the directory's absolute path) that cannot be a source record: the message
+# says so, and not that a --base-model the user never gave is wrong
+mkdir "$dir/t	ab" && cp "$dir/bf16-A/"* "$dir/t	ab/"
+expect_error "import from a directory with a tab" "default --base-model.*pass --base-model" \
+    "$T" import "$dir/t	ab" -o "$dir/tab.tier"
+long=$dir/$(printf '%0200d/%0200d/%0200d/%0200d/%0200d/%0200d' 1 2 3 4 5 6)
+mkdir -p "$long" && cp "$dir/bf16-A/"* "$long/"
+expect_error "import from a path over 1024 bytes" "default --base-model.*over 1024 bytes.*pass --base-model" \
+    "$T" import "$long" -o "$dir/long.tier"
+[ -e "$dir/tab.tier" ] || [ -e "$dir/long.tier" ] && fail "a refused default --base-model wrote a store"
+expect_ok "import from a long path with --base-model" "$T" import "$long" --base-model x/y -o "$dir/long.tier"
 
 finish test_hf_cli
