@@ -126,6 +126,7 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     o.teacher_path = teacher;
     tt_full_opts so;
     tt_plan p, tp;
+    if (fulltrain_check_inputs(s, teacher, NULL)) return tool_fail("plan"); /* what train --full refuses */
     if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
     uint64_t master, h2d, d2h, ob, ab, wb;
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
