@@ -55,6 +55,9 @@ grep -q "^device total: .* of --hbm 20.00 GiB" "$dir/out" && grep -q "^  host me
     grep -q "GaLore rank 128" "$dir/out" || { fail "plan --full 70B: no budget, host memory or NVMe lines"; cat "$dir/out"; }
 expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
 expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
+# --prune-ratio and --quant describe the store --preset makes: with --model they are refused, not ignored
+expect_error "plan --model --prune-ratio" "--prune-ratio goes with --preset" "$T" plan --model "$dir/m.tier" --prune-ratio 0.5
+expect_error "plan --model --quant" "--quant goes with --preset" "$T" plan --model "$dir/m.tier" --quant f32
 # --sweep: the smallest --hbm at four sequence lengths, growing with seq
 # --dropout: its mask buffers are in the plan (as train reserves them); out of range is refused
 expect_ok "plan --dropout" "$T" plan --model "$dir/m.tier" $SHAPE --hbm 0 --dropout 0.1

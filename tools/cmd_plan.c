@@ -202,7 +202,7 @@ int cmd_plan(int argc, char **argv) {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (this or --preset)"},
         {"preset", 0, CLI_STR, &preset, NULL, "NAME", "instead of --model: the store `synth --preset NAME` would write, described without a file (tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b)"},
         {"prune-ratio", 0, CLI_FLOAT, &prune_ratio, "0", "R", "with --preset: LoRAM structured pruning ratio (0: unpruned)"},
-        {"quant", 0, CLI_STR, &quant, "bf16", "Q", "with --preset: the projections' dtype, nf4, bf16 or f32"},
+        {"quant", 0, CLI_STR, &quant, NULL, "Q", "with --preset: the projections' dtype, nf4, bf16 (the default) or f32"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full, streamed: f32 master weights and optimizer state in the host arena) instead of LoRA"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw or galore"},
         {"galore-rank", 0, CLI_INT, &grank, "128", "R", "with --full --optim galore: the projection rank"},
@@ -235,9 +235,14 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tiertrain plan: --teacher plans full training's distillation: add --full\n");
         return 2;
     }
+    if (model && (prune_ratio != 0 || quant)) { /* they describe the store --preset makes; --model's is on disk */
+        fprintf(stderr, "tiertrain plan: %s goes with --preset; --model %s is planned as it is (prune or quantize it "
+                        "first to plan that)\n", prune_ratio != 0 ? "--prune-ratio" : "--quant", model);
+        return 2;
+    }
     tier_store *s;
     if (preset) {
-        if ((rc = describe_preset(preset, prune_ratio, quant, &s))) return rc;
+        if ((rc = describe_preset(preset, prune_ratio, quant ? quant : "bf16", &s))) return rc;
     } else if (tier_open(&s, model)) return tool_fail("plan");
     tt_plan_req req;
     a.planning_only = 1;
