@@ -459,8 +459,7 @@ static int is_structurally_pruned(const store_reader *r) {
     return 0;
 }
 
-/* Checks of the options that need no file. */
-static int check_opts(const tt_prune_opts *o) {
+int prune_check_flags(const tt_prune_opts *o) {
     TT_ASSERT(o->method >= PRUNE_STRU && o->method <= PRUNE_UNST);
     TT_ASSERT(o->importance == PRUNE_MAGNITUDE || o->importance == PRUNE_TAYLOR);
     if (o->method == PRUNE_SEMI) {
@@ -476,14 +475,23 @@ static int check_opts(const tt_prune_opts *o) {
     if (o->method == PRUNE_RAND && o->importance != PRUNE_MAGNITUDE)
         return TT_FAIL(-EINVAL, "--importance does not apply to --method rand, which chooses heads and channels at "
                                 "random (--seed)");
-    if (o->importance == PRUNE_TAYLOR && (!o->calib || o->n_calib == 0))
-        return TT_FAIL(-EINVAL, "--importance taylor needs calibration tokens: give --calib FILE (from tiertrain tokenize)");
+    if ((o->hbm || o->host) && o->importance != PRUNE_TAYLOR)
+        return TT_FAIL(-EINVAL, "%s is only used with --importance taylor (it budgets the calibration)",
+                       o->hbm ? "--hbm" : "--host");
     if (o->importance == PRUNE_TAYLOR && o->calib_samples < 1)
         return TT_FAIL(-EINVAL, "--calib-samples must be at least 1 (got %d)", o->calib_samples);
     if (o->importance == PRUNE_TAYLOR && (o->calib_seq < 2 || o->calib_seq > (1 << 20)))
         return TT_FAIL(-EINVAL, "--calib-seq must be 2..1048576 (got %d): each window predicts its tokens from the "
                                 "ones before", o->calib_seq);
     return 0;
+}
+
+/* Checks of the options that need no file: the flags', and taylor's tokens. */
+static int check_opts(const tt_prune_opts *o) {
+    int rc = prune_check_flags(o);
+    if (rc == 0 && o->importance == PRUNE_TAYLOR && (!o->calib || o->n_calib == 0))
+        rc = TT_FAIL(-EINVAL, "--importance taylor needs calibration tokens: give --calib FILE (from tiertrain tokenize)");
+    return rc;
 }
 
 int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prune_report *rep) {

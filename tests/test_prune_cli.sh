@@ -118,6 +118,16 @@ expect_error "importance" "--importance must be magnitude or taylor" \
     "$T" prune "$dir/f32.tier" --importance l1 --ratio 0.5 -o "$x"
 expect_error "taylor without calib" "--calib FILE" "$T" prune "$dir/f32.tier" --importance taylor --ratio 0.5 -o "$x"
 expect_error "calib without taylor" "--calib is only used" "$T" prune "$dir/f32.tier" --calib "$dir/t.tok" --ratio 0.5 -o "$x"
+expect_error "hbm without taylor" "--hbm is only used with --importance taylor" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 --hbm 1G -o "$x"
+expect_error "host without taylor" "--host is only used with --importance taylor" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 --host 1G -o "$x"
+# a bad flag value is a usage error (exit 2), refused before anything is printed
+for r in 0 1 nan "0.3 --method semi" "0.5 --hbm 1G"; do
+    "$T" prune "$dir/f32.tier" --ratio $r -o "$x" >"$dir/out" 2>"$dir/err"; rc=$?
+    [ $rc -eq 2 ] || { fail "--ratio $r: exit $rc, not 2"; cat "$dir/err"; }
+    [ -s "$dir/out" ] && { fail "--ratio $r: printed on stdout before the error"; cat "$dir/out"; }
+done
 expect_error "rand with taylor" "--importance does not apply" \
     "$T" prune "$dir/f32.tier" --method rand --importance taylor --calib "$dir/t.tok" --ratio 0.5 -o "$x"
 expect_error "calib samples" "--calib-samples must be" "$T" prune "$dir/f32.tier" --calib-samples 0 --ratio 0.5 -o "$x"

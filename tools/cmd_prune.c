@@ -157,14 +157,18 @@ int cmd_prune(int argc, char **argv) {
         fprintf(stderr, "tiertrain prune: %s\n", bad);
         return 2;
     }
-    const char *inputs[] = {in, calib_path ? calib_path : "", NULL};
-    if (tool_check_out("prune", "-o", out, inputs, force)) return 2;
     if (o.method == PRUNE_SEMI && !ratio_s) o.ratio = 0.5;
     o.seed = seed;
     o.calib_samples = (int)samples;
     o.calib_seq = (int)seq;
     o.hbm = hbm;
     o.host = host;
+    if (prune_check_flags(&o)) { /* a bad value is a usage error, refused before any output */
+        tool_fail("prune");
+        return 2;
+    }
+    const char *inputs[] = {in, calib_path ? calib_path : "", NULL};
+    if (tool_check_out("prune", "-o", out, inputs, force)) return 2;
 
     tt_config *cfg = tt_xmalloc(sizeof *cfg);
     tt_prune_report *rep = tt_xmalloc(sizeof *rep);
