@@ -556,11 +556,14 @@ done:
 typedef struct copy_ctx {
     store_reader *r;
     progress *prog;
+    const uint32_t *dtypes; /* each tensor's dtype in the output */
 } copy_ctx;
 
 static int fill_copy(void *vc, uint32_t i, const tt_tensor_desc *d, float *out) {
     copy_ctx *c = vc;
     int rc = store_reader_tensor(c->r, i, out);
+    if (rc == 0 && is_nf4(c->dtypes[i])) /* a NaN is the input's: name it, not the output */
+        rc = store_check_quantizable(tier_path(c->r->s), d->name, out, d->rows * d->cols);
     if (rc == 0) prog_add(c->prog, tier_tensor_at(c->r->s, i)->nbytes);
     return rc;
 }
@@ -584,7 +587,7 @@ int quantize_store(const char *in, const char *out, int double_quant, prune_prog
                                                  : store_reader_dtype(&r, i);
         }
         progress prog = {progress_fn, progress_ctx, NULL, 0, 0};
-        copy_ctx c = {&r, &prog};
+        copy_ctx c = {&r, &prog, dtypes};
         /* the pruning map and per-layer dims travel with cfg; lz4 keeps sparse (2:4,
          * unstructured) layers compressed, dense ones never save 1/8 and stay raw */
         tier_write_opts wo = {dtypes, tier_prune(r.s), 1, tier_source(r.s)};

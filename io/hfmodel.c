@@ -788,6 +788,7 @@ typedef struct import_ctx {
     hf_progress_fn progress;
     void *progress_ctx;
     uint64_t done, total; /* tensor bytes read / to read */
+    const uint32_t *dtypes; /* [n_tensors] what each becomes in the store */
 } import_ctx;
 
 static int import_fill(void *vctx, uint32_t i, const tt_tensor_desc *d, float *out) {
@@ -797,6 +798,9 @@ static int import_fill(void *vctx, uint32_t i, const tt_tensor_desc *d, float *o
     int rc = st_read(c->file[i], c->idx[i], out);
     if (rc) return rc;
     widen_in_place(t->dtype, out, d->rows * d->cols);
+    if (c->dtypes[i] == TT_DTYPE_NF4 || c->dtypes[i] == TT_DTYPE_NF4DQ) /* a NaN is the checkpoint's: name its file */
+        rc = store_check_quantizable(st_path(c->file[i]), d->name, out, d->rows * d->cols);
+    if (rc) return rc;
     c->done += t->nbytes;
     if (c->progress) c->progress(c->progress_ctx, c->done, c->total);
     return 0;
@@ -928,6 +932,7 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
     c.idx = tt_xcalloc(nt, sizeof *c.idx);
     uint32_t *dtypes = tt_xcalloc(nt, sizeof *dtypes);
     store_default_dtypes(cfg, o->linear, o->linear, dtypes);
+    c.dtypes = dtypes;
     tier_write_opts wo = {dtypes, has_map ? &map : NULL, 0, source};
     rc = hf_weights_open(dir, &w);
     if (rc == 0) rc = import_check(w, cfg, &c);

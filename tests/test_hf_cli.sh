@@ -55,6 +55,20 @@ expect_ok "nf4 plain import" "$T" import "$dir/bf16-A" --dtype nf4 --no-double-q
 "$T" info "$dir/nf4p.tier" | grep -q "projections nf4," || fail "--no-double-quant is not plain nf4"
 expect_ok "nf4 export" "$T" export "$dir/nf4.tier" -o "$dir/nf4-A"
 
+# a NaN in a projection cannot be quantized: the refusal names the file the NaN is in (the checkpoint's
+# model.safetensors, or quantize's input store), not the store being written
+cp -r "$dir/bf16-A" "$dir/nan"
+hl=$(od -An -tu8 -N8 "$dir/nan/model.safetensors" | tr -d ' ')
+qo=$(dd if="$dir/nan/model.safetensors" bs=1 skip=8 count="$hl" 2>/dev/null |
+    grep -o '"model.layers.1.self_attn.q_proj.weight":{[^}]*}' | sed 's/.*"data_offsets":\[\([0-9]*\),.*/\1/')
+printf '\300\177' | dd of="$dir/nan/model.safetensors" bs=1 seek=$((8 + hl + qo + 6)) conv=notrunc 2>/dev/null
+expect_error "nf4 import of a NaN" "nan/model.safetensors: tensor model.layers.1.self_attn.q_proj.weight has a non-finite value at index 3" \
+    "$T" import "$dir/nan" --dtype nf4 -o "$dir/nan-q.tier"
+expect_ok "bf16 import of a NaN" "$T" import "$dir/nan" -o "$dir/nan.tier"
+expect_error "quantize a NaN" "^tiertrain quantize: $dir/nan.tier: tensor model.layers.1.self_attn.q_proj.weight has a non-finite" \
+    "$T" quantize "$dir/nan.tier" -o "$dir/nan-q.tier"
+[ -e "$dir/nan-q.tier" ] && fail "a refused NaN quantization left its output"
+
 # tied embeddings: a stray lm_head.weight is ignored with a note, and export writes none
 cp -r "$dir/bf16-A" "$dir/tied"
 sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' "$dir/bf16-A/config.json" >"$dir/tied/config.json"
