@@ -55,6 +55,17 @@ grep -q "^device total: .* of --hbm 20.00 GiB" "$dir/out" && grep -q "^  host me
     grep -q "GaLore rank 128" "$dir/out" || { fail "plan --full 70B: no budget, host memory or NVMe lines"; cat "$dir/out"; }
 expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
 expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
+# a LoRA state that does not fit (rank 1 would): the refusal names --rank and the largest that fits, not the
+# batch shape; when the rank is not the cause the message stays the batch shape's
+expect_error "plan: --rank too large for --host" "--rank 100000 is too large for tiny: .* does not fit --host 100.00 MiB.* lower --rank to [0-9]* or less" \
+    "$T" plan --preset tiny --rank 100000 --host 100M
+r=$(sed -n 's/.*lower --rank to \([0-9]*\) or less.*/\1/p' "$dir/err")
+expect_ok "plan: the largest rank that fits" "$T" plan --preset tiny --rank "$r" --host 100M
+expect_error "plan: one more does not fit" "--rank $((r + 1)) is too large" "$T" plan --preset tiny --rank $((r + 1)) --host 100M
+expect_error "plan: --rank too large for --hbm" "--rank 65536 is too large for llama3.1-70b: .* does not fit --hbm 20.00 GiB" \
+    "$T" plan --preset llama3.1-70b --rank 65536 --hbm 20G --host 1T
+expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \
+    "$T" plan --preset llama3.1-70b --hbm 2G --host 1T
 # --prune-ratio and --quant describe the store --preset makes: with --model they are refused, not ignored
 expect_error "plan --model --prune-ratio" "--prune-ratio goes with --preset" "$T" plan --model "$dir/m.tier" --prune-ratio 0.5
 expect_error "plan --model --quant" "--quant goes with --preset" "$T" plan --model "$dir/m.tier" --quant f32
