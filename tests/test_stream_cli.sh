@@ -141,6 +141,10 @@ expect_error "train: bad TT_IO_ENGINE" "TT_IO_ENGINE=fast is not an IO engine" e
 expect_ok "bench overlap" "$T" bench overlap --model "$dir/m.tier" --hbm "$bench_hbm" $SHAPE --steps 1 --json
 tail -n 1 "$dir/out" | grep -q '^{.*"overlap_eff":[0-9.]*.*}$' ||
     { fail "bench overlap: last line is not a JSON object with overlap_eff"; cat "$dir/out"; }
+# a bad flag: the message says only what is wrong
+expect_error "bench overlap --steps 0" "^tiertrain bench overlap: --steps must be at least 1\$" \
+    "$T" bench overlap --model "$dir/m.tier" $SHAPE --steps 0
+expect_error "bench overlap without --model" "^tiertrain bench overlap: --model FILE is required" "$T" bench overlap $SHAPE
 
 # Bad budget flags: usage errors (exit 2), one line naming the flag.
 expect_error "plan --lm-head" "--lm-head must be auto, device or host" "$T" plan --model "$dir/m.tier" --lm-head sideways
