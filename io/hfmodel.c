@@ -996,6 +996,7 @@ static int prepare_dir(const char *dir, int force, int *created) {
         return TT_FAIL(-e, "cannot create %s: %s", dir, strerror(e));
     }
     *created = 1;
+    tt_partial_note_dir(dir); /* a signal removes it too (while empty), as a failure does below */
     return 0;
 }
 

@@ -235,6 +235,22 @@ expect_error "export no parent" "cannot create .*no/such: its parent directory d
 mkdir "$dir/sharded"; : >"$dir/sharded/model.safetensors.index.json"
 expect_error "export over shards" "sharded already holds a sharded checkpoint" "$T" export "$dir/bf16.tier" -o "$dir/sharded"
 [ -e "$dir/E" ] && fail "a failed export left its directory"
+# an export into a new directory ended by SIGTERM removes that directory, as a failure does (the store:
+# enough tensors that the signal, sent once model.safetensors.partial exists, lands before the end)
+"$T" synth --preset small -o "$dir/small.tier" >/dev/null || fail "synth small"
+for sig in TERM HUP; do
+    "$T" export "$dir/small.tier" -o "$dir/sig-$sig" >/dev/null 2>&1 &
+    pid=$!
+    while [ ! -e "$dir/sig-$sig/model.safetensors.partial" ] && kill -0 $pid 2>/dev/null; do :; done
+    kill -"$sig" $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    if [ $rc -gt 128 ]; then
+        [ -e "$dir/sig-$sig" ] && { fail "SIG$sig during export left its new directory"; ls -la "$dir/sig-$sig"; }
+    else
+        echo "note: export finished (exit $rc) before SIG$sig reached it; not judged"
+    fi
+done
 [ -e "$dir/sharded/model.safetensors" ] && fail "a refused export wrote model.safetensors"
 
 # ---- base_model_name_or_path -----------------------------------------------------
