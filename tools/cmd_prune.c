@@ -94,7 +94,7 @@ int cmd_prune(int argc, char **argv) {
         {"ratio", 'r', CLI_STR, &ratio_s, NULL, "R",
          "fraction to prune, in (0,1): of the KV heads (rounded down) and MLP channels (rounded up) for stru/rand, of "
          "each projection's weights for unst; semi: 0.5 or left out (required otherwise)"},
-        {"layers", 0, CLI_STR, &layers_s, NULL, "A:B", "prune layers A..B-1 (default 4:L-2 for 16+ layers, else 1:L-1)"},
+        {"layers", 0, CLI_STR, &layers_s, NULL, "A:B", "prune layers A..B-1 (default 4:L-2 for 16+ layers, 1:L-1 for 3 to 15, every layer (0:L) for 1 or 2)"},
         {"importance", 'i', CLI_STR, &imp_s, "magnitude", "I",
          "what ranks heads, channels and weights: magnitude (w^2) or taylor (|w * dL/dw| on --calib tokens)"},
         {"calib", 0, CLI_STR, &calib_path, NULL, "FILE", "calibration tokens for --importance taylor (tiertrain tokenize)"},
