@@ -192,6 +192,22 @@ static int teacher_check(const char *tpath, const char *path, const tt_config *c
     return rc;
 }
 
+int fulltrain_check_inputs(const tier_store *s, const char *teacher_path, int *teacher_tied) {
+    const tt_config *c = tier_config(s);
+    if (teacher_tied) *teacher_tied = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        uint32_t dt = tier_tensor_at(s, i)->dtype;
+        if (dt != TT_DTYPE_F32 && dt != TT_DTYPE_BF16) {
+            tt_tensor_desc d;
+            config_tensor(c, i, &d);
+            return nf4_refused(tier_path(s), d.name);
+        }
+    }
+    int tied = 0, rc = teacher_path ? teacher_check(teacher_path, tier_path(s), c, &tied) : 0;
+    if (teacher_tied) *teacher_tied = tied;
+    return rc;
+}
+
 /* Loads the store into master weights and binds the model to them. */
 static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, const tt_full_opts *o) {
     uint64_t hbm = o->hbm;
@@ -207,11 +223,9 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     wo_v.with_distill = o->teacher_path != NULL;
     const tt_ws_opts *wo = &wo_v;
     tt_ws_opts two = {.B = wo_in->B, .seq = wo_in->seq, .with_ckpt = 1}; /* the teacher's: forward passes */
-    if (o->teacher_path) { /* first, so that a mismatched teacher is refused before anything is allocated */
-        int tied = 0;
-        if ((rc = teacher_check(o->teacher_path, path, c, &tied))) goto out;
-        if (tied) wo_v.head_streamed = 1;
-    }
+    int tied = 0; /* first, so that NF4 weights or a mismatched teacher are refused before anything is allocated */
+    if ((rc = fulltrain_check_inputs(rd.s, o->teacher_path, &tied))) goto out;
+    if (tied) wo_v.head_streamed = 1;
     st->nt = config_n_tensors(c);
     st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
     st->mask = tt_xcalloc(st->nt, sizeof *st->mask);
@@ -232,10 +246,6 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     for (uint32_t i = 0; i < st->nt; i++) {
         config_tensor(c, i, &d);
         st->dtypes[i] = store_reader_dtype(&rd, i);
-        if (st->dtypes[i] == TT_DTYPE_NF4 || st->dtypes[i] == TT_DTYPE_NF4DQ) {
-            rc = nf4_refused(path, d.name);
-            goto out;
-        }
         int frozen = d.role == TT_ROLE_LM_HEAD || (d.role == TT_ROLE_EMBED && c->tie_embeddings);
         st->off[i] = frozen ? SIZE_MAX : st->n;
         if (!frozen) st->n += d.rows * d.cols;
@@ -1451,12 +1461,8 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     tt_config c = *store_reader_config(&rd);
     uint32_t nt = config_n_tensors(&c);
     uint32_t *dtypes = tt_xcalloc(nt, sizeof *dtypes);
-    for (uint32_t i = 0; i < nt && rc == 0; i++) {
-        tt_tensor_desc d;
-        config_tensor(&c, i, &d);
-        dtypes[i] = store_reader_dtype(&rd, i);
-        if (dtypes[i] != TT_DTYPE_F32 && dtypes[i] != TT_DTYPE_BF16) rc = nf4_refused(o->model_path, d.name);
-    }
+    for (uint32_t i = 0; i < nt; i++) dtypes[i] = store_reader_dtype(&rd, i);
+    rc = fulltrain_check_inputs(rd.s, o->teacher_path, NULL); /* as plan --full refuses them */
     if (rc == 0 && !o->teacher_path) { /* the budgets first: they decide whether streaming is possible at all (with a
                                         * teacher, fs_create plans both and names the budget for the two) */
         tt_plan p;
@@ -1465,10 +1471,6 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     if (rc == 0 && o->clip > 0)
         rc = TT_FAIL(-EINVAL, "streamed full training steps each layer right after its backward, so it cannot clip by "
                      "the global gradient norm: pass --clip 0");
-    if (rc == 0 && o->teacher_path) {
-        int tied;
-        rc = teacher_check(o->teacher_path, o->model_path, &c, &tied);
-    }
     if (rc == 0) rc = check_mix(mix, &c, o->seq);
     fstream *f = NULL;
     if (rc == 0) rc = fs_create(&f, o, &c);

@@ -47,6 +47,17 @@ typedef struct tt_full_opts {
 void fulltrain_optim_bytes(const tt_config *cfg, const tt_full_opts *o, uint64_t *bytes, uint64_t *adamw_bytes,
                            uint64_t *ws_bytes);
 
+/* The inputs full training refuses whatever the budget, one check for
+ * train --full (resident and streamed) and plan --full: a store s (open; it
+ * may be described, not on disk) with a weight that is not f32 or bf16 (NF4:
+ * "has NF4 weights ..."), and a teacher_path (NULL: none) whose hidden size
+ * or vocabulary differ from s's. *teacher_tied (may be NULL): the teacher's
+ * lm_head is its embedding. Returns 0, or -errno with one sentence naming the
+ * store and the tensor, or the teacher and both sizes (tier_open's, for a
+ * teacher that cannot be read). */
+struct tier_store;
+int fulltrain_check_inputs(const struct tier_store *s, const char *teacher_path, int *teacher_tied);
+
 /* The streamed run's plan request for o (sched/plan.h; req.trainable), its
  * plan (p may be NULL) and, when min_dev != NULL, the smallest plan's device
  * and host bytes. Returns 0 or -errno with a message (the store cannot be

@@ -459,8 +459,7 @@ static int is_structurally_pruned(const store_reader *r) {
     return 0;
 }
 
-/* Checks of the options that need no file. */
-static int check_opts(const tt_prune_opts *o) {
+int prune_check_flags(const tt_prune_opts *o) {
     TT_ASSERT(o->method >= PRUNE_STRU && o->method <= PRUNE_UNST);
     TT_ASSERT(o->importance == PRUNE_MAGNITUDE || o->importance == PRUNE_TAYLOR);
     if (o->method == PRUNE_SEMI) {
@@ -476,14 +475,23 @@ static int check_opts(const tt_prune_opts *o) {
     if (o->method == PRUNE_RAND && o->importance != PRUNE_MAGNITUDE)
         return TT_FAIL(-EINVAL, "--importance does not apply to --method rand, which chooses heads and channels at "
                                 "random (--seed)");
-    if (o->importance == PRUNE_TAYLOR && (!o->calib || o->n_calib == 0))
-        return TT_FAIL(-EINVAL, "--importance taylor needs calibration tokens: give --calib FILE (from tiertrain tokenize)");
+    if ((o->hbm || o->host) && o->importance != PRUNE_TAYLOR)
+        return TT_FAIL(-EINVAL, "%s is only used with --importance taylor (it budgets the calibration)",
+                       o->hbm ? "--hbm" : "--host");
     if (o->importance == PRUNE_TAYLOR && o->calib_samples < 1)
         return TT_FAIL(-EINVAL, "--calib-samples must be at least 1 (got %d)", o->calib_samples);
     if (o->importance == PRUNE_TAYLOR && (o->calib_seq < 2 || o->calib_seq > (1 << 20)))
         return TT_FAIL(-EINVAL, "--calib-seq must be 2..1048576 (got %d): each window predicts its tokens from the "
                                 "ones before", o->calib_seq);
     return 0;
+}
+
+/* Checks of the options that need no file: the flags', and taylor's tokens. */
+static int check_opts(const tt_prune_opts *o) {
+    int rc = prune_check_flags(o);
+    if (rc == 0 && o->importance == PRUNE_TAYLOR && (!o->calib || o->n_calib == 0))
+        rc = TT_FAIL(-EINVAL, "--importance taylor needs calibration tokens: give --calib FILE (from tiertrain tokenize)");
+    return rc;
 }
 
 int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prune_report *rep) {
@@ -548,11 +556,14 @@ done:
 typedef struct copy_ctx {
     store_reader *r;
     progress *prog;
+    const uint32_t *dtypes; /* each tensor's dtype in the output */
 } copy_ctx;
 
 static int fill_copy(void *vc, uint32_t i, const tt_tensor_desc *d, float *out) {
     copy_ctx *c = vc;
     int rc = store_reader_tensor(c->r, i, out);
+    if (rc == 0 && is_nf4(c->dtypes[i])) /* a NaN is the input's: name it, not the output */
+        rc = store_check_quantizable(tier_path(c->r->s), d->name, out, d->rows * d->cols);
     if (rc == 0) prog_add(c->prog, tier_tensor_at(c->r->s, i)->nbytes);
     return rc;
 }
@@ -576,7 +587,7 @@ int quantize_store(const char *in, const char *out, int double_quant, prune_prog
                                                  : store_reader_dtype(&r, i);
         }
         progress prog = {progress_fn, progress_ctx, NULL, 0, 0};
-        copy_ctx c = {&r, &prog};
+        copy_ctx c = {&r, &prog, dtypes};
         /* the pruning map and per-layer dims travel with cfg; lz4 keeps sparse (2:4,
          * unstructured) layers compressed, dense ones never save 1/8 and stay raw */
         tier_write_opts wo = {dtypes, tier_prune(r.s), 1, tier_source(r.s)};

@@ -85,12 +85,20 @@ typedef struct tt_prune_report {
     uint64_t zeroed;          /* semi, unst: how many of them were set to zero */
 } tt_prune_report;
 
+/* The checks of o that need neither a file nor the calibration tokens (what
+ * the command's flags alone decide, so it can refuse them before any work or
+ * output): the ratio for the method, an empty --layers range, --importance
+ * with rand, --hbm / --host without taylor, taylor's --calib-samples and
+ * --calib-seq. Returns 0 or -EINVAL with one sentence naming the option.
+ * prune_store makes them again. */
+int prune_check_flags(const tt_prune_opts *o);
+
 /* Prunes the store at in and writes the result at out. Returns 0 (report
  * filled when rep != NULL), or -errno with one sentence naming the file or
  * the option (-o, --ratio, --layers, --importance, --calib-*) and what to do;
  * no file is left at out then. Refused before any work (store_check_output):
  * out that is the input, a directory, or in a missing or unwritable folder.
- * Refused: NF4 input; stru/rand on a store that is
+ * Refused: what prune_check_flags refuses; NF4 input; stru/rand on a store that is
  * already structurally pruned; a ratio outside (0,1) (semi: other than 0.5);
  * a layer range that is empty or past the model; a ratio that would remove
  * every KV head or MLP channel; non-finite weights (or gradients) to rank. */

@@ -304,9 +304,11 @@ static int get_indices(const char *path, const json_t *lo, uint32_t l, const cha
     return 0;
 }
 
-/* The "tiertrain" object: per-layer dimensions of a pruned model and its
- * pruning map. */
-static int read_tiertrain(const char *path, const json_t *tt, tt_config *cfg, tier_prune_map *map, int *has_map) {
+/* The "tiertrain" object: per-layer dimensions of a pruned model, its
+ * pruning map and the original model's name (*source, pointing into tt;
+ * NULL when absent). */
+static int read_tiertrain(const char *path, const json_t *tt, tt_config *cfg, tier_prune_map *map, int *has_map,
+                          const char **source) {
     char t[64];
     if (!json_is_object(tt))
         return TT_FAIL(-EINVAL, "%s: \"" TIERTRAIN_KEY "\" is %s, not an object", path, json_text(tt, t, sizeof t));
@@ -318,6 +320,19 @@ static int read_tiertrain(const char *path, const json_t *tt, tt_config *cfg, ti
                        "%s: \"" TIERTRAIN_KEY ".format_version\" is %lld; this tiertrain reads version %d (upgrade "
                        "tiertrain)",
                        path, fmt, TIERTRAIN_FORMAT);
+    const json_t *src = json_object_get(tt, "source");
+    if (src) {
+        char what[64 + 4096];
+        snprintf(what, sizeof what, "%s: \"" TIERTRAIN_KEY ".source\"", path);
+        if (!json_is_string(src))
+            return TT_FAIL(-EINVAL, "%s is %s, not a string (the original model's name)", what,
+                           json_text(src, t, sizeof t));
+        if (strlen(json_string_value(src)) != json_string_length(src))
+            return TT_FAIL(-EINVAL, "%s holds a NUL character; give a plain name or path", what);
+        rc = tier_source_check(json_string_value(src), what);
+        if (rc) return rc;
+        *source = json_string_value(src);
+    }
     const json_t *layers = json_object_get(tt, "layers");
     if (!json_is_array(layers) || json_array_size(layers) != cfg->n_layers)
         return TT_FAIL(-EINVAL, "%s: \"" TIERTRAIN_KEY ".layers\" is %s, not a list of %u layers (num_hidden_layers)",
@@ -359,7 +374,7 @@ static int read_tiertrain(const char *path, const json_t *tt, tt_config *cfg, ti
 }
 
 static int config_from_json(const char *path, const json_t *root, tt_config *cfg, tier_prune_map *map,
-                            int *has_map) {
+                            int *has_map, const char **source) {
     char t[64];
     if (!json_is_object(root)) return TT_FAIL(-EINVAL, "%s is not a JSON object; it is not a model config", path);
     int rc = check_llama(path, root);
@@ -428,14 +443,17 @@ static int config_from_json(const char *path, const json_t *root, tt_config *cfg
     for (uint32_t l = 0; l < cfg->n_layers; l++)
         cfg->layers[l] = (tt_layer_dims){cfg->n_heads, cfg->n_kv_heads, cfg->ffn, 0};
     const json_t *tt = json_object_get(root, TIERTRAIN_KEY);
-    if (tt) rc = read_tiertrain(path, tt, cfg, map, has_map);
+    if (tt) rc = read_tiertrain(path, tt, cfg, map, has_map, source);
     if (rc == 0) rc = config_validate(cfg, path);
     return rc;
 }
 
-int hf_config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *has_map) {
+/* hf_config_read, plus the "tiertrain" object's source (malloc'ed into
+ * *source; NULL when the file names none). */
+static int config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *has_map, char **source) {
     memset(map, 0, sizeof *map);
     *has_map = 0;
+    *source = NULL;
     int rc = check_dir(dir);
     if (rc) return rc;
     char *path = join(dir, HF_CONFIG_FILE);
@@ -458,7 +476,12 @@ int hf_config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *ha
         free(path);
         return rc;
     }
-    rc = config_from_json(path, root, cfg, map, has_map);
+    const char *src = NULL;
+    rc = config_from_json(path, root, cfg, map, has_map, &src);
+    if (rc == 0 && src) {
+        *source = strdup(src);
+        TT_ASSERT(*source);
+    }
     json_decref(root);
     free(path);
     if (rc) {
@@ -474,6 +497,13 @@ int hf_config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *ha
     config_clean_name(cfg);
     free(copy);
     return 0;
+}
+
+int hf_config_read(const char *dir, tt_config *cfg, tier_prune_map *map, int *has_map) {
+    char *source;
+    int rc = config_read(dir, cfg, map, has_map, &source);
+    free(source);
+    return rc;
 }
 
 /* ---- config.json: writing --------------------------------------------------- */
@@ -498,8 +528,8 @@ static json_t *json_indices(const uint32_t *a, uint32_t n) {
 /* The text of config.json (malloc'ed). The standard fields come with sorted
  * keys and two-space indent, as transformers writes them; the "tiertrain"
  * object goes last with one layer per line, since its index lists can hold
- * thousands of numbers. */
-static char *config_text(const tt_config *c, const tier_prune_map *map, uint32_t dtype) {
+ * thousands of numbers. source: the store's source record, NULL: none. */
+static char *config_text(const tt_config *c, const tier_prune_map *map, const char *source, uint32_t dtype) {
     json_t *root = json_object();
     json_object_set_new(root, "architectures", json_pack("[s]", "LlamaForCausalLM"));
     json_object_set_new(root, "model_type", json_string("llama"));
@@ -547,9 +577,18 @@ static char *config_text(const tt_config *c, const tier_prune_map *map, uint32_t
               "%s,\n  \"" TIERTRAIN_KEY "\": {\n    \"format_version\": %d,\n"
               "    \"note\": \"per-layer dimensions of a structurally pruned model (the fields above are the original "
               "model's) and the kept KV-head and MLP-channel indices; transformers cannot load per-layer dimensions, "
-              "tiertrain import can\",\n    \"layers\": [\n",
+              "tiertrain import can\",\n",
               std, TIERTRAIN_FORMAT);
     free(std);
+    if (source) { /* the original's name: import records it, not this directory, whose shapes are pruned */
+        json_t *js = json_string(source);
+        char *q = json_dumps(js, JSON_ENCODE_ANY);
+        json_decref(js);
+        TT_ASSERT(q);
+        sb_printf(&b, "    \"source\": %s,\n", q);
+        free(q);
+    }
+    sb_printf(&b, "    \"layers\": [\n");
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const tt_layer_dims *d = &c->layers[l];
         json_t *lo = json_object();
@@ -576,7 +615,7 @@ static char *config_text(const tt_config *c, const tier_prune_map *map, uint32_t
 
 int hf_config_write(const char *dir, const tt_config *cfg, const tier_prune_map *map, uint32_t dtype) {
     TT_ASSERT(dtype == TT_DTYPE_BF16 || dtype == TT_DTYPE_F32);
-    char *path = join(dir, HF_CONFIG_FILE), *text = config_text(cfg, map, dtype), *tmp = NULL;
+    char *path = join(dir, HF_CONFIG_FILE), *text = config_text(cfg, map, NULL, dtype), *tmp = NULL;
     int rc = atomic_write_partial(path, text, strlen(text), &tmp);
     if (rc == 0) rc = atomic_commit(tmp, path);
     free(text);
@@ -749,6 +788,7 @@ typedef struct import_ctx {
     hf_progress_fn progress;
     void *progress_ctx;
     uint64_t done, total; /* tensor bytes read / to read */
+    const uint32_t *dtypes; /* [n_tensors] what each becomes in the store */
 } import_ctx;
 
 static int import_fill(void *vctx, uint32_t i, const tt_tensor_desc *d, float *out) {
@@ -758,6 +798,9 @@ static int import_fill(void *vctx, uint32_t i, const tt_tensor_desc *d, float *o
     int rc = st_read(c->file[i], c->idx[i], out);
     if (rc) return rc;
     widen_in_place(t->dtype, out, d->rows * d->cols);
+    if (c->dtypes[i] == TT_DTYPE_NF4 || c->dtypes[i] == TT_DTYPE_NF4DQ) /* a NaN is the checkpoint's: name its file */
+        rc = store_check_quantizable(st_path(c->file[i]), d->name, out, d->rows * d->cols);
+    if (rc) return rc;
     c->done += t->nbytes;
     if (c->progress) c->progress(c->progress_ctx, c->done, c->total);
     return 0;
@@ -836,6 +879,35 @@ static int import_check_output(const char *dir, const char *out) {
     return rc;
 }
 
+/* The default source record of an import without --base-model (o->source
+ * NULL, o->source_default 1) into *abs (malloc'ed; NULL when there is none):
+ * the name config.json's "tiertrain" object recorded (recorded, used as it
+ * is) wins; a structurally pruned checkpoint without one gets none, since its
+ * shapes are not a model an adapter's base_model_name_or_path can name; any
+ * other, dir's absolute path. Returns 0, or -EINVAL when that path cannot be
+ * a source record (too long, control characters). */
+static int import_source(const char *dir, const tt_config *cfg, const hf_import_opts *o, const char *recorded,
+                         char **abs) {
+    *abs = NULL;
+    if (o->source || !o->source_default || recorded) return 0;
+    for (uint32_t l = 0; l < cfg->n_layers; l++)
+        if (cfg->layers[l].pruned) return 0;
+    *abs = realpath(dir, NULL); /* dir exists (config_read checked it): this fails only on a race */
+    if (!*abs) *abs = strdup(dir);
+    TT_ASSERT(*abs);
+    if (tier_source_check(*abs, "the path")) {
+        size_t n = strlen(*abs);
+        free(*abs);
+        *abs = NULL;
+        /* the directory last: a message cut to fit ends in the path, not before the advice */
+        return TT_FAIL(-EINVAL,
+                       "the default --base-model, the checkpoint directory's absolute path, %s, which the model's "
+                       "source record cannot hold; pass --base-model NAME (the directory: %s)",
+                       n > TIER_SOURCE_MAX ? "is over 1024 bytes long" : "holds control characters or malformed UTF-8", dir);
+    }
+    return 0;
+}
+
 int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_import_stats *stats) {
     int rc = check_dir(dir);
     if (rc == 0) rc = import_check_output(dir, out);
@@ -843,11 +915,16 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
     tt_config *cfg = tt_xcalloc(1, sizeof *cfg);
     tier_prune_map map;
     int has_map;
-    rc = hf_config_read(dir, cfg, &map, &has_map);
+    char *recorded, *abs = NULL;
+    rc = config_read(dir, cfg, &map, &has_map, &recorded);
+    if (rc == 0) rc = import_source(dir, cfg, o, recorded, &abs);
     if (rc) {
+        if (has_map) store_prune_map_clear(&map);
+        free(recorded);
         free(cfg);
         return rc;
     }
+    const char *source = o->source ? o->source : recorded ? recorded : abs;
     hf_weights *w = NULL;
     uint32_t nt = config_n_tensors(cfg);
     import_ctx c = {.progress = o->progress, .progress_ctx = o->progress_ctx};
@@ -855,7 +932,8 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
     c.idx = tt_xcalloc(nt, sizeof *c.idx);
     uint32_t *dtypes = tt_xcalloc(nt, sizeof *dtypes);
     store_default_dtypes(cfg, o->linear, o->linear, dtypes);
-    tier_write_opts wo = {dtypes, has_map ? &map : NULL, 0, o->source};
+    c.dtypes = dtypes;
+    tier_write_opts wo = {dtypes, has_map ? &map : NULL, 0, source};
     rc = hf_weights_open(dir, &w);
     if (rc == 0) rc = import_check(w, cfg, &c);
     if (rc == 0) rc = store_write(out, cfg, &wo, import_fill, &c);
@@ -866,8 +944,11 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
         const char *ex;
         stats->n_unused = hf_weights_unused(w, &ex);
         if (ex) snprintf(stats->unused_example, sizeof stats->unused_example, "%s", ex);
+        stats->no_source = o->source_default && !source;
     }
     if (has_map) store_prune_map_clear(&map);
+    free(recorded);
+    free(abs);
     hf_weights_close(w);
     free(c.file);
     free(c.idx);
@@ -915,6 +996,7 @@ static int prepare_dir(const char *dir, int force, int *created) {
         return TT_FAIL(-e, "cannot create %s: %s", dir, strerror(e));
     }
     *created = 1;
+    tt_partial_note_dir(dir); /* a signal removes it too (while empty), as a failure does below */
     return 0;
 }
 
@@ -945,7 +1027,7 @@ int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force
         total += desc[i].rows * desc[i].cols * esz;
     }
     char *weights = join(dir, HF_WEIGHTS_FILE), *config = join(dir, HF_CONFIG_FILE), *ctmp = NULL;
-    char *text = config_text(cfg, tier_prune(r.s), dtype);
+    char *text = config_text(cfg, tier_prune(r.s), tier_source(r.s), dtype);
     st_writer *sw = NULL;
     uint64_t maxn = store_max_tensor(cfg), done = 0;
     float *buf = malloc(maxn * sizeof *buf); /* (rows, cols) f32 of one tensor, then its encoding in place */

@@ -23,15 +23,20 @@
  *   "tiertrain": {
  *     "format_version": 1,
  *     "note": "...",                  (what this is, for a human reader)
+ *     "source": "meta-llama/...",     (optional: the original model's name)
  *     "layers": [                     (num_hidden_layers objects, in layer order)
  *       {"pruned": false, "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 688},
  *       {"pruned": true,  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 344,
  *        "kept_kv_heads": [0, 3], "kept_ffn_channels": [0, 2, ...]},
  *       ...]}
  *
- * The kept lists (strictly increasing original indices, as tier_prune_map)
- * appear on every pruned layer when the store has a pruning map and on none
- * otherwise. Import reads the object back, so a pruned store round-trips.
+ * After "note", "source": the store's source record (tier_source: the
+ * original model's hub name or directory) when it has one. The kept lists
+ * (strictly increasing original indices, as tier_prune_map) appear on every
+ * pruned layer when the store has a pruning map and on none otherwise.
+ * Import reads the object back, so a pruned store round-trips, its source
+ * included: an adapter recovered on the imported store names the original,
+ * never the pruned directory.
  * transformers cannot load per-layer dimensions: such a directory is for
  * tiertrain (and for inspecting the weights), not for from_pretrained.
  */
@@ -97,7 +102,12 @@ typedef struct hf_import_opts {
                                  embedding and lm_head are bf16 (f32 when linear is f32), norms f32. */
     hf_progress_fn progress;  /* NULL: none */
     void *progress_ctx;
-    const char *source;       /* the store's source record (tier_source): the model's hub name or directory */
+    const char *source;       /* the store's source record (tier_source): the model's hub name or directory;
+                                 NULL: see source_default */
+    int source_default;       /* with source NULL, 1: the default record, `import` without --base-model: the
+                                 original's name config.json's "tiertrain" object records, else none for a
+                                 structurally pruned checkpoint (its shapes are not a model an adapter can
+                                 name), else dir's absolute path; 0: no record */
 } hf_import_opts;
 
 typedef struct hf_import_stats {
@@ -105,6 +115,7 @@ typedef struct hf_import_stats {
     uint64_t bytes;           /* tensor bytes read */
     uint32_t n_unused;        /* tensors of the checkpoint the model does not use */
     char unused_example[128]; /* the name of one of them ("" when none) */
+    int no_source;            /* 1: source_default found a pruned checkpoint naming no original: no record */
 } hf_import_stats;
 
 /* Converts the checkpoint in dir into a store at out (atomically, as

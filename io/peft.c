@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -218,6 +219,9 @@ static int parse_config(const char *path, peft_adapter *out) {
     out->rank = (uint32_t)json_integer_value(v);
     v = json_object_get(root, "lora_alpha");
     if (!json_is_number(v) || !isfinite(json_number_value(v))) BAD("%s: \"lora_alpha\" must be a number", path);
+    if (fabs(json_number_value(v)) > FLT_MAX) /* the scale is a float: 1e39 would be infinite */
+        BAD("%s: \"lora_alpha\" is %g, beyond a float's range (magnitude at most 3.4e38); give a smaller alpha", path,
+            json_number_value(v));
     out->alpha = (float)json_number_value(v);
     v = json_object_get(root, "lora_dropout");
     if (v && !(json_is_number(v) && json_number_value(v) >= 0 && (float)json_number_value(v) < 1.0f))

@@ -60,6 +60,11 @@ void store_default_dtypes(const tt_config *cfg, uint32_t linear, uint32_t other,
  * written. Returns 0 or -errno with a message. */
 typedef int (*store_fill_fn)(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out);
 
+/* 0 when x[0..n) (tensor's values) are all finite, as NF4 needs (a NaN
+ * would quantize to an arbitrary code), else -EINVAL with a sentence naming
+ * from (the file the values came from), the tensor and the first index. */
+int store_check_quantizable(const char *from, const char *tensor, const float *x, uint64_t n);
+
 /* Writes a store for cfg at path: every tensor, in order, from fill, encoded
  * as opts->dtypes say (fill may report progress itself: it sees every i).
  * Returns 0, or -errno with a message (no file is left at path; an existing

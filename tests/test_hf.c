@@ -334,7 +334,7 @@ static void round_trip(const char *name, const tt_config *c, const src_opts *so,
     snprintf(xdir, sizeof xdir, "%s/%s-out", g_tmp, name);
     uint64_t seed = rng_hash_str(name);
     write_source(src, c, so, seed);
-    hf_import_opts o = {lin, NULL, NULL, NULL};
+    hf_import_opts o = {lin, NULL, NULL, NULL, 0};
     hf_import_stats stats;
     int rc = hf_import(src, store, &o, &stats);
     CHECK_MSG(rc == 0, "%s: import: %s", name, tt_lasterr());
@@ -388,7 +388,7 @@ static void test_round_trips(void) {
     snprintf(src, sizeof src, "%s/normal-src", g_tmp);
     snprintf(store, sizeof store, "%s/nf4.tier", g_tmp);
     write_source(src, c, &(src_opts){.dt = ST_DTYPE_BF16, .shards = 1, .normal = 1}, 5);
-    hf_import_opts o = {TT_DTYPE_NF4DQ, NULL, NULL, NULL};
+    hf_import_opts o = {TT_DTYPE_NF4DQ, NULL, NULL, NULL, 0};
     CHECK_MSG(hf_import(src, store, &o, NULL) == 0, "nf4: %s", tt_lasterr());
     store_reader r;
     if (store_reader_open(&r, store) == 0) {
@@ -476,7 +476,7 @@ static void test_pruned(void) {
 
     /* f32 export, import: the same config, map and every value bit for bit */
     CHECK_MSG(hf_export(store, xdir32, TT_DTYPE_F32, 0, NULL, NULL) == 0, "%s", tt_lasterr());
-    hf_import_opts io = {TT_DTYPE_BF16, NULL, NULL, NULL};
+    hf_import_opts io = {TT_DTYPE_BF16, NULL, NULL, NULL, 0};
     CHECK_MSG(hf_import(xdir32, back, &io, NULL) == 0, "%s", tt_lasterr());
     tier_prune_map m2;
     int has_map;
@@ -658,7 +658,7 @@ static void test_refusals(void) {
     char src[600], out[600], partial[620];
     snprintf(out, sizeof out, "%s/refused.tier", g_tmp);
     snprintf(partial, sizeof partial, "%s.partial", out);
-    hf_import_opts o = {TT_DTYPE_BF16, NULL, NULL, NULL};
+    hf_import_opts o = {TT_DTYPE_BF16, NULL, NULL, NULL, 0};
 
     snprintf(src, sizeof src, "%s/missing-src", g_tmp);
     write_source(src, c, &(src_opts){.dt = ST_DTYPE_BF16, .shards = 2, .skip = "model.layers.1.mlp.up_proj.weight"}, 3);

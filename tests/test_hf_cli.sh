@@ -55,6 +55,20 @@ expect_ok "nf4 plain import" "$T" import "$dir/bf16-A" --dtype nf4 --no-double-q
 "$T" info "$dir/nf4p.tier" | grep -q "projections nf4," || fail "--no-double-quant is not plain nf4"
 expect_ok "nf4 export" "$T" export "$dir/nf4.tier" -o "$dir/nf4-A"
 
+# a NaN in a projection cannot be quantized: the refusal names the file the NaN is in (the checkpoint's
+# model.safetensors, or quantize's input store), not the store being written
+cp -r "$dir/bf16-A" "$dir/nan"
+hl=$(od -An -tu8 -N8 "$dir/nan/model.safetensors" | tr -d ' ')
+qo=$(dd if="$dir/nan/model.safetensors" bs=1 skip=8 count="$hl" 2>/dev/null |
+    grep -o '"model.layers.1.self_attn.q_proj.weight":{[^}]*}' | sed 's/.*"data_offsets":\[\([0-9]*\),.*/\1/')
+printf '\300\177' | dd of="$dir/nan/model.safetensors" bs=1 seek=$((8 + hl + qo + 6)) conv=notrunc 2>/dev/null
+expect_error "nf4 import of a NaN" "nan/model.safetensors: tensor model.layers.1.self_attn.q_proj.weight has a non-finite value at index 3" \
+    "$T" import "$dir/nan" --dtype nf4 -o "$dir/nan-q.tier"
+expect_ok "bf16 import of a NaN" "$T" import "$dir/nan" -o "$dir/nan.tier"
+expect_error "quantize a NaN" "^tiertrain quantize: $dir/nan.tier: tensor model.layers.1.self_attn.q_proj.weight has a non-finite" \
+    "$T" quantize "$dir/nan.tier" -o "$dir/nan-q.tier"
+[ -e "$dir/nan-q.tier" ] && fail "a refused NaN quantization left its output"
+
 # tied embeddings: a stray lm_head.weight is ignored with a note, and export writes none
 cp -r "$dir/bf16-A" "$dir/tied"
 sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' "$dir/bf16-A/config.json" >"$dir/tied/config.json"
@@ -221,6 +235,22 @@ expect_error "export no parent" "cannot create .*no/such: its parent directory d
 mkdir "$dir/sharded"; : >"$dir/sharded/model.safetensors.index.json"
 expect_error "export over shards" "sharded already holds a sharded checkpoint" "$T" export "$dir/bf16.tier" -o "$dir/sharded"
 [ -e "$dir/E" ] && fail "a failed export left its directory"
+# an export into a new directory ended by SIGTERM removes that directory, as a failure does (the store:
+# enough tensors that the signal, sent once model.safetensors.partial exists, lands before the end)
+"$T" synth --preset small -o "$dir/small.tier" >/dev/null || fail "synth small"
+for sig in TERM HUP; do
+    "$T" export "$dir/small.tier" -o "$dir/sig-$sig" >/dev/null 2>&1 &
+    pid=$!
+    while [ ! -e "$dir/sig-$sig/model.safetensors.partial" ] && kill -0 $pid 2>/dev/null; do :; done
+    kill -"$sig" $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    if [ $rc -gt 128 ]; then
+        [ -e "$dir/sig-$sig" ] && { fail "SIG$sig during export left its new directory"; ls -la "$dir/sig-$sig"; }
+    else
+        echo "note: export finished (exit $rc) before SIG$sig reached it; not judged"
+    fi
+done
 [ -e "$dir/sharded/model.safetensors" ] && fail "a refused export wrote model.safetensors"
 
 # ---- base_model_name_or_path -----------------------------------------------------
@@ -254,5 +284,36 @@ expect_error "import --base-model with an escape" "control characters" \
 [ -e "$dir/esc.tier" ] && fail "a refused --base-model wrote a store"
 expect_error "recover --base-model empty" "--base-model must be 1..1024 bytes" \
     "$T" recover --adapter "$dir/src-prun" --pruned "$dir/src-pq.tier" --base-model "" -o "$dir/src-rec2"
+# a pruned store's export carries the original's name in config.json's "tiertrain" object, and import
+# records that, not the pruned directory (whose shapes transformers cannot load as the original): recover
+# on the imported store names the original again. A pruned directory naming none records no source.
+expect_ok "export a pruned store with a source" "$T" export "$dir/src-pq.tier" -o "$dir/src-pq-A"
+grep -q "^    \"source\": \"$SRC\",\$" "$dir/src-pq-A/config.json" || fail "a pruned export lost the source"
+expect_ok "import a pruned export" "$T" import "$dir/src-pq-A" -o "$dir/src-pq-b.tier"
+"$T" info "$dir/src-pq-b.tier" | grep -q "^source: *$SRC\$" ||
+    { fail "import of a pruned export records the wrong source"; "$T" info "$dir/src-pq-b.tier" | grep source; }
+expect_ok "recover on the imported pruned store" \
+    "$T" recover --adapter "$dir/src-prun" --pruned "$dir/src-pq-b.tier" -o "$dir/src-rec3"
+grep -q "\"base_model_name_or_path\": \"$SRC\"" "$dir/src-rec3/adapter_config.json" ||
+    { fail "recover after the round trip names the wrong model"; grep base_model "$dir/src-rec3/adapter_config.json"; }
+expect_ok "import a pruned export without a source" "$T" import "$dir/pruned-A" -o "$dir/pruned-c.tier"
+grep -q "names no original" "$dir/err" || fail "import of a pruned directory naming no original says nothing"
+"$T" info "$dir/pruned-c.tier" | grep -q "^source: *none recorded" ||
+    fail "import of a pruned directory records the directory as the source"
+cp -r "$dir/src-pq-A" "$dir/badsrc"
+sed 's/^    "source": .*/    "source": "",/' "$dir/src-pq-A/config.json" >"$dir/badsrc/config.json"
+expect_error "import with an empty tiertrain.source" 'config.json: "tiertrain.source" must be 1..1024 bytes' \
+    "$T" import "$dir/badsrc" -o "$dir/badsrc.tier"
+# the default --base-model (the directory's absolute path) that cannot be a source record: the message
+# says so, and not that a --base-model the user never gave is wrong
+mkdir "$dir/t	ab" && cp "$dir/bf16-A/"* "$dir/t	ab/"
+expect_error "import from a directory with a tab" "default --base-model.*pass --base-model" \
+    "$T" import "$dir/t	ab" -o "$dir/tab.tier"
+long=$dir/$(printf '%0200d/%0200d/%0200d/%0200d/%0200d/%0200d' 1 2 3 4 5 6)
+mkdir -p "$long" && cp "$dir/bf16-A/"* "$long/"
+expect_error "import from a path over 1024 bytes" "default --base-model.*over 1024 bytes.*pass --base-model" \
+    "$T" import "$long" -o "$dir/long.tier"
+[ -e "$dir/tab.tier" ] || [ -e "$dir/long.tier" ] && fail "a refused default --base-model wrote a store"
+expect_ok "import from a long path with --base-model" "$T" import "$long" --base-model x/y -o "$dir/long.tier"
 
 finish test_hf_cli

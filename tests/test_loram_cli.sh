@@ -114,6 +114,14 @@ cp "$dir/run/adapter_config.json" "$dir/trunc/"
 head -c 3000 "$dir/run/adapter_model.safetensors" >"$dir/trunc/adapter_model.safetensors"
 expect_error "recover: truncated adapter" "trunc/adapter_model.safetensors.*truncated" \
     "$T" recover --adapter "$dir/trunc" --pruned "$dir/pruned.tier" -o "$dir/x"
+# a lora_alpha beyond a float (its scale would be infinite): the input adapter_config.json is named
+mkdir "$dir/huge"
+cp "$dir/run/adapter_model.safetensors" "$dir/huge/"
+sed 's/"lora_alpha": [0-9.e+-]*/"lora_alpha": 1e39/' "$dir/run/adapter_config.json" >"$dir/huge/adapter_config.json"
+expect_error "recover: lora_alpha 1e39" "huge/adapter_config.json: \"lora_alpha\" is 1e+39, beyond a float's range" \
+    "$T" recover --adapter "$dir/huge" --pruned "$dir/pruned.tier" -o "$dir/x"
+expect_error "merge: lora_alpha 1e39" "huge/adapter_config.json: \"lora_alpha\" is 1e+39" \
+    "$T" merge --model "$dir/pruned.tier" --adapter "$dir/huge" -o "$dir/y.tier"
 expect_error "recover: in place" "is the --adapter directory" \
     "$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/run/"
 : >"$dir/afile"

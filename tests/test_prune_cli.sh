@@ -32,6 +32,13 @@ expect_ok "info stru" "$T" info --json "$dir/s.tier"
 for f in '"prune_map":true' '"pruned_layers":2' '"projection_dtype":"f32"' '"total":2308864'; do
     grep -q "$f" "$dir/out" || fail "info of the stru store lacks $f"
 done
+# info shows the map: each pruned layer's kept KV heads and MLP channels (ranges), every index in --json
+expect_ok "info stru, text" "$T" info "$dir/s.tier"
+grep -q "^pruning map (the original indices each pruned layer keeps):" "$dir/out" || { fail "info: no pruning map"; cat "$dir/out"; }
+[ "$(grep -c "^  [12] *KV heads 2 of 4: [0-9,-]*; MLP channels 344 of 688: [0-9,-]" "$dir/out")" -eq 2 ] ||
+    { fail "info: no kept indices for layers 1 and 2"; cat "$dir/out"; }
+"$T" info --json "$dir/s.tier" | grep -q '"layer":1,[^}]*"kept_kv_heads":\[[0-9],[0-9]\],"kept_ffn_channels":\[[0-9,]*\]' ||
+    fail "info --json: no kept indices"
 expect_ok "prune --layers" "$T" prune "$dir/f32.tier" --ratio 0.25 --layers 0:4 -o "$dir/s04.tier"
 # kv' = 4 - floor(4 x 0.25) = 3 (6 query heads), ffn' = 688 - ceil(688 x 0.25) = 516
 grep -q "layers 0-3 *6 heads, 3 KV heads, ffn 516 (pruned)" "$dir/out" || { fail "--layers 0:4 dims"; cat "$dir/out"; }
@@ -61,6 +68,18 @@ expect_ok "prune unst" "$T" prune "$dir/f32.tier" --method unst --ratio 0.7 -o "
 grep -q "(70.00%)" "$dir/out" || { fail "unst: summary"; cat "$dir/out"; }
 expect_ok "verify unst" "$T" verify "$dir/unst.tier"
 [ "$(size "$dir/unst.tier")" -lt "$(size "$dir/semi.tier")" ] || fail "unst 0.7: not smaller than 2:4"
+# info says which layers are lz4-compressed (their dims stay full), and why the file is below the formula
+expect_ok "info unst" "$T" info "$dir/unst.tier"
+[ "$(grep -c "full .* each, lz4-compressed (2.77 MiB raw)" "$dir/out")" -eq 2 ] || { fail "info unst: no lz4 layers"; cat "$dir/out"; }
+grep -q "the formula counts raw extents, and 2 of 6 are lz4-compressed" "$dir/out" || fail "info unst: size line"
+"$T" info --json "$dir/unst.tier" | grep -q '"layer":1,[^}]*"codec":"lz4","raw_bytes":[0-9]' || fail "info --json: no codec"
+"$T" info --json "$dir/f32.tier" | grep -q '"layer":1,[^}]*"codec":"raw"' || fail "info --json: no raw codec"
+# under 3 layers, the default range is every layer (1:L-1 would be empty), as --help says
+"$T" synth --preset tiny --quant f32 --layers 2 -o "$dir/two.tier" >/dev/null || fail "synth 2 layers"
+expect_ok "prune 2 layers" "$T" prune "$dir/two.tier" --ratio 0.5 -o "$dir/two-p.tier"
+grep -q "^layers 0:2 pruned" "$dir/out" || { fail "2 layers: not every layer pruned"; cat "$dir/out"; }
+"$T" prune --help | grep -q "every layer (0:L) for 1 or 2" || fail "prune --help: the default for 1 or 2 layers"
+"$T" synth --help | grep -q "every layer (0:L) for 1 or 2" || fail "synth --help: the default for 1 or 2 layers"
 expect_ok "semi after stru" "$T" prune "$dir/s.tier" --method semi -o "$dir/ss.tier"
 "$T" info --json "$dir/ss.tier" | grep -q '"prune_map":true' || fail "semi after stru lost the pruning map"
 
@@ -118,6 +137,16 @@ expect_error "importance" "--importance must be magnitude or taylor" \
     "$T" prune "$dir/f32.tier" --importance l1 --ratio 0.5 -o "$x"
 expect_error "taylor without calib" "--calib FILE" "$T" prune "$dir/f32.tier" --importance taylor --ratio 0.5 -o "$x"
 expect_error "calib without taylor" "--calib is only used" "$T" prune "$dir/f32.tier" --calib "$dir/t.tok" --ratio 0.5 -o "$x"
+expect_error "hbm without taylor" "--hbm is only used with --importance taylor" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 --hbm 1G -o "$x"
+expect_error "host without taylor" "--host is only used with --importance taylor" \
+    "$T" prune "$dir/f32.tier" --ratio 0.5 --host 1G -o "$x"
+# a bad flag value is a usage error (exit 2), refused before anything is printed
+for r in 0 1 nan "0.3 --method semi" "0.5 --hbm 1G"; do
+    "$T" prune "$dir/f32.tier" --ratio $r -o "$x" >"$dir/out" 2>"$dir/err"; rc=$?
+    [ $rc -eq 2 ] || { fail "--ratio $r: exit $rc, not 2"; cat "$dir/err"; }
+    [ -s "$dir/out" ] && { fail "--ratio $r: printed on stdout before the error"; cat "$dir/out"; }
+done
 expect_error "rand with taylor" "--importance does not apply" \
     "$T" prune "$dir/f32.tier" --method rand --importance taylor --calib "$dir/t.tok" --ratio 0.5 -o "$x"
 expect_error "calib samples" "--calib-samples must be" "$T" prune "$dir/f32.tier" --calib-samples 0 --ratio 0.5 -o "$x"

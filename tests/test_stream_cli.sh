@@ -55,6 +55,20 @@ grep -q "^device total: .* of --hbm 20.00 GiB" "$dir/out" && grep -q "^  host me
     grep -q "GaLore rank 128" "$dir/out" || { fail "plan --full 70B: no budget, host memory or NVMe lines"; cat "$dir/out"; }
 expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
 expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
+# a LoRA state that does not fit (rank 1 would): the refusal names --rank and the largest that fits, not the
+# batch shape; when the rank is not the cause the message stays the batch shape's
+expect_error "plan: --rank too large for --host" "--rank 100000 is too large for tiny: .* does not fit --host 100.00 MiB.* lower --rank to [0-9]* or less" \
+    "$T" plan --preset tiny --rank 100000 --host 100M
+r=$(sed -n 's/.*lower --rank to \([0-9]*\) or less.*/\1/p' "$dir/err")
+expect_ok "plan: the largest rank that fits" "$T" plan --preset tiny --rank "$r" --host 100M
+expect_error "plan: one more does not fit" "--rank $((r + 1)) is too large" "$T" plan --preset tiny --rank $((r + 1)) --host 100M
+expect_error "plan: --rank too large for --hbm" "--rank 65536 is too large for llama3.1-70b: .* does not fit --hbm 20.00 GiB" \
+    "$T" plan --preset llama3.1-70b --rank 65536 --hbm 20G --host 1T
+expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \
+    "$T" plan --preset llama3.1-70b --hbm 2G --host 1T
+# --prune-ratio and --quant describe the store --preset makes: with --model they are refused, not ignored
+expect_error "plan --model --prune-ratio" "--prune-ratio goes with --preset" "$T" plan --model "$dir/m.tier" --prune-ratio 0.5
+expect_error "plan --model --quant" "--quant goes with --preset" "$T" plan --model "$dir/m.tier" --quant f32
 # --sweep: the smallest --hbm at four sequence lengths, growing with seq
 # --dropout: its mask buffers are in the plan (as train reserves them); out of range is refused
 expect_ok "plan --dropout" "$T" plan --model "$dir/m.tier" $SHAPE --hbm 0 --dropout 0.1
@@ -132,6 +146,10 @@ tail -n 1 "$dir/out" | grep -q '^{.*"overlap_eff":[0-9.]*.*}$' ||
     { fail "bench overlap: last line is not a JSON object with overlap_eff"; cat "$dir/out"; }
 tail -n 1 "$dir/out" | grep -qF '{"model":"'"$dir"'/q\"x\\y\\xff.tier",' ||
     { fail "bench overlap --json: the model's path is not quoted"; tail -n 1 "$dir/out"; }
+# a bad flag: the message says only what is wrong
+expect_error "bench overlap --steps 0" "^tiertrain bench overlap: --steps must be at least 1\$" \
+    "$T" bench overlap --model "$dir/m.tier" $SHAPE --steps 0
+expect_error "bench overlap without --model" "^tiertrain bench overlap: --model FILE is required" "$T" bench overlap $SHAPE
 
 # Bad budget flags: usage errors (exit 2), one line naming the flag.
 expect_error "plan --lm-head" "--lm-head must be auto, device or host" "$T" plan --model "$dir/m.tier" --lm-head sideways

@@ -205,5 +205,17 @@ grep -q '"teacher":{"path":".*teacher.tier","dev_bytes":[0-9]*' "$dir/out" || fa
 expect_ok "train at plan's budget" "$T" train $FULL --steps 1 --eval-every 0 --clip 0 --teacher "$dir/teacher.tier" \
     --hbm "$hb" --out "$dir/kd-b.tier"
 expect_error "plan --teacher without --full" "add --full" "$T" plan --model "$dir/f32.tier" --teacher "$dir/teacher.tier"
+# plan --full refuses what train --full refuses, with train's sentence (one check, core/fulltrain.c)
+same_refusal() { # name, train flags, plan flags
+    "$T" train $FULL --steps 1 --out "$dir/x.tier" $2 >/dev/null 2>"$dir/err.train"
+    expect_error "plan --full: $1" "has NF4 weights\|has hidden size" "$T" plan --full --seq 32 --micro-batch 2 \
+        --batch-tokens 128 $3
+    [ "$(sed 's/^tiertrain train: //' "$dir/err.train")" = "$(sed 's/^tiertrain plan: //' "$dir/err")" ] ||
+        { fail "plan --full: $1: not train's sentence"; cat "$dir/err.train" "$dir/err"; }
+}
+same_refusal "NF4 model" "--model $dir/nf4.tier" "--model $dir/nf4.tier"
+same_refusal "teacher of another width" "--teacher $dir/wide.tier" "--model $dir/f32.tier --teacher $dir/wide.tier"
+expect_error "plan --full --preset --quant nf4" "has NF4 weights" "$T" plan --full --preset tiny --quant nf4
+[ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
 
 finish test_train_cli

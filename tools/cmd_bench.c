@@ -261,8 +261,9 @@ static int bench_overlap(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
-    if (!model || steps < 1) {
-        fprintf(stderr, "tiertrain bench overlap: --model FILE is required and --steps must be at least 1\n");
+    if (!model || steps < 1) { /* only what is wrong */
+        fprintf(stderr, "tiertrain bench overlap: %s\n",
+                !model ? "--model FILE is required (the store to time)" : "--steps must be at least 1");
         return 2;
     }
     const char *inputs[] = {model, NULL};

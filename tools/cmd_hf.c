@@ -41,8 +41,9 @@ int cmd_import(int argc, char **argv) {
     cli_opt opts[] = {
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "store to write (required)"},
         {"base-model", 0, CLI_STR, &base_model, NULL, "NAME",
-         "the model's name for the adapters trained on it, e.g. meta-llama/Llama-3.1-70B (default: HF_DIR's "
-         "absolute path); PEFT's base_model_name_or_path, carried by prune and quantize"},
+         "the model's name for the adapters trained on it, e.g. meta-llama/Llama-3.1-70B (default: the original "
+         "model a pruned export's config.json names, none for a pruned one naming none, else HF_DIR's absolute "
+         "path); PEFT's base_model_name_or_path, carried by prune and quantize"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
         {"dtype", 0, CLI_STR, &dtype_s, "bf16", "T",
          "projection weights: bf16, f32, or nf4 (NF4 with double quantization as QLoRA, also spelled nf4-dq); the "
@@ -78,25 +79,24 @@ int cmd_import(int argc, char **argv) {
     }
     const char *inputs[] = {pos[0], NULL}; /* the directory: every file in it */
     if (tool_check_out("import", "-o", out, inputs, force)) return 2;
-    char *abs = NULL;
-    if (!base_model) /* a directory that cannot be resolved is refused by hf_import, naming it */
-        base_model = (abs = realpath(pos[0], NULL)) ? abs : pos[0];
-    if (tier_source_check(base_model, "--base-model")) {
+    if (base_model && tier_source_check(base_model, "--base-model")) {
         tool_fail("import");
-        free(abs);
         return 2;
     }
     hf_progress prog = {.what = "import"};
-    hf_import_opts o = {lin, on_progress, &prog, base_model};
+    /* without --base-model hf_import picks the default: the config's recorded original, or the directory */
+    hf_import_opts o = {lin, on_progress, &prog, base_model, 1};
     hf_import_stats st;
     rc = hf_import(pos[0], out, &o, &st);
-    free(abs);
     if (rc) return tool_fail("import");
     progress_finish(&prog);
     char sz[32];
     printf("import: %s -> %s: %u safetensors file%s, %s of tensors, %s projections\n", pos[0], out, st.n_files,
            st.n_files == 1 ? "" : "s", tt_fmt_bytes(st.bytes, sz, sizeof sz), dtype_name(lin));
     char ex[sizeof st.unused_example * 4 + 8]; /* a tensor name from the file */
+    if (st.no_source)
+        fprintf(stderr, "tiertrain import: note: %s holds a pruned model whose config.json names no original, so "
+                        "the store records no source; pass --base-model NAME to name it for adapters\n", pos[0]);
     if (st.n_unused)
         fprintf(stderr, "tiertrain import: note: ignored %u tensor%s that LLaMA does not use (e.g. %s)\n", st.n_unused,
                 st.n_unused == 1 ? "" : "s", tt_escape(st.unused_example, ex, sizeof ex));

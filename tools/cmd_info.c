@@ -47,6 +47,34 @@ static void summarize(const tier_store *s, summary *m) {
     free(dtypes);
 }
 
+static const char *codec_name(uint32_t codec) { return codec == TIER_CODEC_LZ4 ? "lz4" : "raw"; }
+
+/* Strictly increasing indices a[0..n) as ranges ("0-5,9,12-14") into buf;
+ * cut with ",... (N ranges)" when they do not fit in about width bytes
+ * (info --json lists every index). */
+static void fmt_ranges(const uint32_t *a, uint32_t n, char *buf, size_t cap, size_t width) {
+    uint32_t runs = 0;
+    for (uint32_t k = 0; k < n; k++) runs += k == 0 || a[k] != a[k - 1] + 1;
+    size_t len = 0;
+    buf[0] = 0;
+    uint32_t shown = 0;
+    for (uint32_t k = 0; k < n;) {
+        uint32_t e = k;
+        while (e + 1 < n && a[e + 1] == a[e] + 1) e++;
+        char r[32];
+        if (e > k) snprintf(r, sizeof r, "%s%u-%u", len ? "," : "", a[k], a[e]);
+        else snprintf(r, sizeof r, "%s%u", len ? "," : "", a[k]);
+        if (len + strlen(r) > width && shown + 1 < runs) {
+            snprintf(buf + len, cap - len, ",... (%u ranges)", runs);
+            return;
+        }
+        snprintf(buf + len, cap - len, "%s", r);
+        len = strlen(buf);
+        shown++;
+        k = e + 1;
+    }
+}
+
 static void print_text(const tier_store *s, const summary *m) {
     const tt_config *c = tier_config(s);
     char a[32], b[32], x[32];
@@ -71,15 +99,33 @@ static void print_text(const tier_store *s, const summary *m) {
     for (uint32_t l = 0; l < c->n_layers;) {
         uint32_t r = l;
         const tt_layer_dims *d = &c->layers[l];
-        uint64_t eb = tier_extent_at(s, TT_EXTENT_LAYER(l))->stored;
+        const tier_extent *ext = tier_extent_at(s, TT_EXTENT_LAYER(l));
         while (r + 1 < c->n_layers && memcmp(&c->layers[r + 1], d, sizeof *d) == 0 &&
-               tier_extent_at(s, TT_EXTENT_LAYER(r + 1))->stored == eb)
+               tier_extent_at(s, TT_EXTENT_LAYER(r + 1))->stored == ext->stored &&
+               tier_extent_at(s, TT_EXTENT_LAYER(r + 1))->codec == ext->codec)
             r++;
         char range[32];
         snprintf(range, sizeof range, r > l ? "%u-%u" : "%u", l, r);
-        printf("  %-9s %3u heads %3u KV heads  ffn %6u  %-7s %s each\n", range, d->n_heads, d->n_kv_heads, d->ffn,
-               d->pruned ? "pruned" : "full", tt_fmt_bytes(eb, a, sizeof a));
+        printf("  %-9s %3u heads %3u KV heads  ffn %6u  %-7s %s each", range, d->n_heads, d->n_kv_heads, d->ffn,
+               d->pruned ? "pruned" : "full", tt_fmt_bytes(ext->stored, a, sizeof a));
+        /* 2:4 and unstructured pruning leave the dims full and the weights sparse: lz4 stores those layers */
+        if (ext->codec != TIER_CODEC_RAW)
+            printf(", %s-compressed (%s raw)", codec_name(ext->codec), tt_fmt_bytes(ext->raw, b, sizeof b));
+        printf("\n");
         l = r + 1;
+    }
+    const tier_prune_map *pm = tier_prune(s);
+    if (pm) {
+        printf("pruning map (the original indices each pruned layer keeps):\n");
+        for (uint32_t l = 0; l < c->n_layers; l++) {
+            const tt_layer_dims *d = &c->layers[l];
+            if (!d->pruned || !pm->kv[l]) continue;
+            char kv[256], ffn[160];
+            fmt_ranges(pm->kv[l], d->n_kv_heads, kv, sizeof kv, 120);
+            fmt_ranges(pm->ffn[l], d->ffn, ffn, sizeof ffn, 60);
+            printf("  %-9u KV heads %u of %u: %s; MLP channels %u of %u: %s\n", l, d->n_kv_heads, c->n_kv_heads, kv,
+                   d->ffn, c->ffn, ffn);
+        }
     }
     printf("bytes per tier:\n");
     printf("  layers (streamed NVMe -> host -> GPU): %s, largest layer %s\n", tt_fmt_bytes(m->b_layers, a, sizeof a),
@@ -88,8 +134,12 @@ static void print_text(const tier_store *s, const summary *m) {
     printf("  head (final norm%s, GPU):   %s\n", c->tie_embeddings ? "         " : " + lm_head",
            tt_fmt_bytes(m->b_head, x, sizeof x));
     double diff = 100.0 * ((double)tier_file_size(s) - (double)m->predicted) / (double)m->predicted;
-    printf("file size:   %llu bytes; docs/FORMAT.md formula: %llu bytes (%+.3f%%)\n",
-           (unsigned long long)tier_file_size(s), (unsigned long long)m->predicted, diff);
+    uint32_t n_lz4 = 0;
+    for (uint32_t e = 0; e < tier_n_extents(s); e++) n_lz4 += tier_extent_at(s, e)->codec == TIER_CODEC_LZ4;
+    printf("file size:   %llu bytes; docs/FORMAT.md formula: %llu bytes (%+.3f%%)", (unsigned long long)tier_file_size(s),
+           (unsigned long long)m->predicted, diff);
+    if (n_lz4) printf("; the formula counts raw extents, and %u of %u are lz4-compressed", n_lz4, tier_n_extents(s));
+    printf("\n");
 }
 
 static void print_json(const tier_store *s, const summary *m) {
@@ -98,10 +148,19 @@ static void print_json(const tier_store *s, const summary *m) {
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const tt_layer_dims *d = &c->layers[l];
         const tier_extent *x = tier_extent_at(s, TT_EXTENT_LAYER(l));
-        json_array_append_new(layers, json_pack("{s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "layer", (json_int_t)l, "n_heads",
-                                                (json_int_t)d->n_heads, "n_kv_heads", (json_int_t)d->n_kv_heads,
-                                                "ffn", (json_int_t)d->ffn, "pruned", (int)d->pruned, "offset",
-                                                (json_int_t)x->offset, "bytes", (json_int_t)x->stored));
+        json_t *lo = json_pack("{s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:s,s:I}", "layer", (json_int_t)l, "n_heads",
+                               (json_int_t)d->n_heads, "n_kv_heads", (json_int_t)d->n_kv_heads, "ffn",
+                               (json_int_t)d->ffn, "pruned", (int)d->pruned, "offset", (json_int_t)x->offset, "bytes",
+                               (json_int_t)x->stored, "codec", codec_name(x->codec), "raw_bytes", (json_int_t)x->raw);
+        const tier_prune_map *pm = tier_prune(s);
+        if (pm && pm->kv[l]) { /* the kept original indices, as config.json's "tiertrain" object lists them */
+            json_t *kv = json_array(), *ffn = json_array();
+            for (uint32_t k = 0; k < d->n_kv_heads; k++) json_array_append_new(kv, json_integer(pm->kv[l][k]));
+            for (uint32_t k = 0; k < d->ffn; k++) json_array_append_new(ffn, json_integer(pm->ffn[l][k]));
+            json_object_set_new(lo, "kept_kv_heads", kv);
+            json_object_set_new(lo, "kept_ffn_channels", ffn);
+        }
+        json_array_append_new(layers, lo);
     }
     json_t *cfg = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:s,s:b}", "name", c->name, "n_layers",
                             (json_int_t)c->n_layers, "hidden", (json_int_t)c->hidden, "vocab", (json_int_t)c->vocab,

@@ -127,6 +127,7 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     o.teacher_path = teacher;
     tt_full_opts so;
     tt_plan p, tp;
+    if (fulltrain_check_inputs(s, teacher, NULL)) return tool_fail("plan"); /* what train --full refuses */
     if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
     uint64_t master, h2d, d2h, ob, ab, wb;
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
@@ -192,6 +193,75 @@ static int describe_preset(const char *preset, double ratio, const char *quant, 
     return rc ? tool_fail("plan") : 0;
 }
 
+/* The plan request for a: tool_plan_flags, the prediction's measurements and,
+ * with --generate, generation's request (KV caches of context positions).
+ * Returns 0, or 2 after printing a usage error. */
+static int plan_request(const tier_store *s, const tool_plan_args *a, int generate, long context, double io_gbps,
+                        double gflops, tt_plan_req *req) {
+    int rc = tool_plan_flags("plan", s, a, req);
+    if (rc) return rc;
+    req->io_gbps = io_gbps;
+    req->gflops = gflops;
+    if (generate) {
+        tt_lora_cfg lora = exec_user_cfg(&req->user).lora;
+        lora.dropout = 0;
+        gen_plan_req(req, s, &lora, req->B, req->seq, (int)context);
+    }
+    return 0;
+}
+
+/* Does a's request fit at rank? dev_only: judged as --hbm judges the smallest
+ * plan (the device alone, whatever the host has); else plan_make's verdict. */
+static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int dev_only, int generate, long context,
+                   double io_gbps, double gflops) {
+    tool_plan_args b = *a;
+    b.rank = rank;
+    tt_plan_req r;
+    if (plan_request(s, &b, generate, context, io_gbps, gflops, &r)) return 0;
+    if (dev_only) {
+        uint64_t dev, host, total;
+        plan_minimum(s, &r, &dev, &host);
+        return plan_dev_fits(dev, r.hbm, &total);
+    }
+    tt_plan p;
+    return plan_make(s, &r, &p) == 0;
+}
+
+/* After plan_make refused a's request: when the LoRA state is what does not
+ * fit (rank 1 passes the check --rank failed), the message names --rank and
+ * the largest rank that fits, instead of a batch shape that would not help;
+ * otherwise it stays as it is. */
+static void rank_hint(const tier_store *s, const tool_plan_args *a, int generate, long context, double io_gbps,
+                      double gflops) {
+    if (a->rank <= 1) return;
+    char saved[1024], x[32], y[32], budget[96];
+    snprintf(saved, sizeof saved, "%s", tt_lasterr());
+    /* which check refused: --hbm's (the smallest plan's device bytes), or the host's after it */
+    int dev_only = a->hbm && !fits_at(s, a, a->rank, 1, generate, context, io_gbps, gflops);
+    if (!fits_at(s, a, 1, dev_only, generate, context, io_gbps, gflops)) {
+        tt_seterr("%s", saved);
+        return;
+    }
+    long lo = 1, hi = a->rank; /* rank lo fits, rank hi does not */
+    while (hi - lo > 1) {
+        long mid = lo + (hi - lo) / 2;
+        if (fits_at(s, a, mid, dev_only, generate, context, io_gbps, gflops)) lo = mid;
+        else hi = mid;
+    }
+    if (dev_only || (a->hbm && !a->host))
+        snprintf(budget, sizeof budget, "--hbm %s", tt_fmt_bytes(a->hbm, x, sizeof x));
+    else if (a->hbm && a->host)
+        snprintf(budget, sizeof budget, "--hbm %s and --host %s", tt_fmt_bytes(a->hbm, x, sizeof x),
+                 tt_fmt_bytes(a->host, y, sizeof y));
+    else if (a->host)
+        snprintf(budget, sizeof budget, "--host %s", tt_fmt_bytes(a->host, x, sizeof x));
+    else
+        snprintf(budget, sizeof budget, "the memory the machine has available now");
+    tt_seterr("--rank %ld is too large for %s: the LoRA state at that rank (its adapters%s) does not fit %s, where "
+              "rank 1 does; lower --rank to %ld or less", a->rank, tier_config(s)->name,
+              generate ? "" : ", their gradients and optimizer moments", budget, lo);
+}
+
 int cmd_plan(int argc, char **argv) {
     const char *model, *preset, *quant, *optim, *teacher;
     tool_plan_args a = {0};
@@ -202,7 +272,7 @@ int cmd_plan(int argc, char **argv) {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (this or --preset)"},
         {"preset", 0, CLI_STR, &preset, NULL, "NAME", "instead of --model: the store `synth --preset NAME` would write, described without a file (tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b)"},
         {"prune-ratio", 0, CLI_FLOAT, &prune_ratio, "0", "R", "with --preset: LoRAM structured pruning ratio (0: unpruned)"},
-        {"quant", 0, CLI_STR, &quant, "bf16", "Q", "with --preset: the projections' dtype, nf4, bf16 or f32"},
+        {"quant", 0, CLI_STR, &quant, NULL, "Q", "with --preset: the projections' dtype, nf4, bf16 (the default) or f32"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full, streamed: f32 master weights and optimizer state in the host arena) instead of LoRA"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw or galore"},
         {"galore-rank", 0, CLI_INT, &grank, "128", "R", "with --full --optim galore: the projection rank"},
@@ -235,28 +305,26 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tiertrain plan: --teacher plans full training's distillation: add --full\n");
         return 2;
     }
+    if (model && (prune_ratio != 0 || quant)) { /* they describe the store --preset makes; --model's is on disk */
+        fprintf(stderr, "tiertrain plan: %s goes with --preset; --model %s is planned as it is (prune or quantize it "
+                        "first to plan that)\n", prune_ratio != 0 ? "--prune-ratio" : "--quant", model);
+        return 2;
+    }
     tier_store *s;
     if (preset) {
-        if ((rc = describe_preset(preset, prune_ratio, quant, &s))) return rc;
+        if ((rc = describe_preset(preset, prune_ratio, quant ? quant : "bf16", &s))) return rc;
     } else if (tier_open(&s, model)) return tool_fail("plan");
+    if (generate && (sweep || context < 2 || context > 1 << 20)) {
+        fprintf(stderr, "tiertrain plan: %s\n", sweep ? "--generate and --sweep do not go together"
+                                                   : "--context must be 2..1048576");
+        tier_close(s);
+        return 2;
+    }
     tt_plan_req req;
     a.planning_only = 1;
     if (generate) a.gen_flags = "--micro-batch / --seq / --context"; /* what plan --generate sizes with */
-    rc = tool_plan_flags("plan", s, &a, &req);
+    rc = plan_request(s, &a, generate, context, io_gbps, gflops, &req);
     if (rc) { tier_close(s); return rc; }
-    req.io_gbps = io_gbps;
-    req.gflops = gflops;
-    if (generate) {
-        if (sweep || context < 2 || context > 1 << 20) {
-            fprintf(stderr, "tiertrain plan: %s\n", sweep ? "--generate and --sweep do not go together"
-                                                       : "--context must be 2..1048576");
-            tier_close(s);
-            return 2;
-        }
-        tt_lora_cfg lora = exec_user_cfg(&req.user).lora;
-        lora.dropout = 0;
-        gen_plan_req(&req, s, &lora, req.B, req.seq, (int)context);
-    }
     if (full) {
         rc = plan_full(s, &req, optim, grank, teacher, as_json);
         tier_close(s);
@@ -269,6 +337,7 @@ int cmd_plan(int argc, char **argv) {
     }
     tt_plan p;
     if (plan_make(s, &req, &p)) {
+        rank_hint(s, &a, generate, context, io_gbps, gflops);
         tier_close(s);
         return tool_fail("plan");
     }

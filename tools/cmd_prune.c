@@ -94,7 +94,7 @@ int cmd_prune(int argc, char **argv) {
         {"ratio", 'r', CLI_STR, &ratio_s, NULL, "R",
          "fraction to prune, in (0,1): of the KV heads (rounded down) and MLP channels (rounded up) for stru/rand, of "
          "each projection's weights for unst; semi: 0.5 or left out (required otherwise)"},
-        {"layers", 0, CLI_STR, &layers_s, NULL, "A:B", "prune layers A..B-1 (default 4:L-2 for 16+ layers, else 1:L-1)"},
+        {"layers", 0, CLI_STR, &layers_s, NULL, "A:B", "prune layers A..B-1 (default 4:L-2 for 16+ layers, 1:L-1 for 3 to 15, every layer (0:L) for 1 or 2)"},
         {"importance", 'i', CLI_STR, &imp_s, "magnitude", "I",
          "what ranks heads, channels and weights: magnitude (w^2) or taylor (|w * dL/dw| on --calib tokens)"},
         {"calib", 0, CLI_STR, &calib_path, NULL, "FILE", "calibration tokens for --importance taylor (tiertrain tokenize)"},
@@ -157,14 +157,18 @@ int cmd_prune(int argc, char **argv) {
         fprintf(stderr, "tiertrain prune: %s\n", bad);
         return 2;
     }
-    const char *inputs[] = {in, calib_path ? calib_path : "", NULL};
-    if (tool_check_out("prune", "-o", out, inputs, force)) return 2;
     if (o.method == PRUNE_SEMI && !ratio_s) o.ratio = 0.5;
     o.seed = seed;
     o.calib_samples = (int)samples;
     o.calib_seq = (int)seq;
     o.hbm = hbm;
     o.host = host;
+    if (prune_check_flags(&o)) { /* a bad value is a usage error, refused before any output */
+        tool_fail("prune");
+        return 2;
+    }
+    const char *inputs[] = {in, calib_path ? calib_path : "", NULL};
+    if (tool_check_out("prune", "-o", out, inputs, force)) return 2;
 
     tt_config *cfg = tt_xmalloc(sizeof *cfg);
     tt_prune_report *rep = tt_xmalloc(sizeof *rep);

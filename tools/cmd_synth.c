@@ -276,7 +276,7 @@ int cmd_synth(int argc, char **argv) {
         {"preset", 'p', CLI_STR, &preset, "tiny", "NAME", "model shape: tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b"},
         {"prune-ratio", 0, CLI_FLOAT, &ratio, "0", "R", "LoRAM structured pruning ratio in (0,1); 0 = unpruned"},
         {"layers", 0, CLI_INT, &n_layers, "0", "N", "keep only the first N layers (real shapes, reduced depth: benchmark stores in seconds); 0 = all"},
-        {"prune-layers", 0, CLI_STR, &layers_s, NULL, "A:B", "pruned layers [A,B) (default 4:L-2 for 16+ layers, else 1:L-1)"},
+        {"prune-layers", 0, CLI_STR, &layers_s, NULL, "A:B", "pruned layers [A,B) (default 4:L-2 for 16+ layers, 1:L-1 for 3 to 15, every layer (0:L) for 1 or 2)"},
         {"quant", 'q', CLI_STR, &quant, "nf4", "Q", "projection weights: nf4 (QLoRA), bf16 or f32; embeddings/lm_head stay bf16 (f32 with f32)"},
         {"no-double-quant", 0, CLI_FLAG, &no_dq, NULL, NULL, "nf4 without double quantization of the absmax values"},
         {"lz4", 0, CLI_FLAG, &lz4, NULL, NULL, "lz4-compress extents when that saves at least 1/8"},

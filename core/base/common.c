@@ -189,19 +189,25 @@ uint64_t tt_mem_available(void) {
 
 #define PARTIAL_MAX 64
 static char *g_partial[PARTIAL_MAX]; /* set once each, never freed: the handler may read any of them */
+static char g_partial_dir[PARTIAL_MAX]; /* 1: g_partial[i] is a directory (tt_partial_note_dir) */
 static volatile sig_atomic_t g_n_partial;
 static pthread_mutex_t g_partial_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void partial_on_signal(int sig) {
-    for (sig_atomic_t i = 0; i < g_n_partial; i++) unlink(g_partial[i]); /* async-signal-safe */
+    /* async-signal-safe: the files first, then the directories that held them, innermost (latest) first;
+     * rmdir removes only an empty one */
+    for (sig_atomic_t i = 0; i < g_n_partial; i++)
+        if (!g_partial_dir[i]) unlink(g_partial[i]);
+    for (sig_atomic_t i = g_n_partial; i-- > 0;)
+        if (g_partial_dir[i]) rmdir(g_partial[i]);
     raise(sig); /* SA_RESETHAND: the default action now ends the process */
 }
 
-void tt_partial_note(const char *tmp_path) {
-    TT_ASSERT(tmp_path);
+static void partial_note(const char *path, int is_dir) {
+    TT_ASSERT(path);
     pthread_mutex_lock(&g_partial_mu);
     int n = (int)g_n_partial, known = 0;
-    for (int i = 0; i < n && !known; i++) known = strcmp(g_partial[i], tmp_path) == 0;
+    for (int i = 0; i < n && !known; i++) known = strcmp(g_partial[i], path) == 0;
     if (!known && n < PARTIAL_MAX) {
         if (n == 0) {
             static const int sigs[] = {SIGTERM, SIGHUP, SIGINT};
@@ -215,11 +221,15 @@ void tt_partial_note(const char *tmp_path) {
                 sigaction(sigs[i], &sa, NULL);
             }
         }
-        char *copy = strdup(tmp_path);
+        char *copy = strdup(path);
         if (copy) {
             g_partial[n] = copy;
-            g_n_partial = n + 1; /* published after the string */
+            g_partial_dir[n] = (char)is_dir;
+            g_n_partial = n + 1; /* published after the string and its kind */
         }
     }
     pthread_mutex_unlock(&g_partial_mu);
 }
+
+void tt_partial_note(const char *tmp_path) { partial_note(tmp_path, 0); }
+void tt_partial_note_dir(const char *dir) { partial_note(dir, 1); }

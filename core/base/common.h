@@ -64,6 +64,11 @@ double tt_now(void);
  * renamed or removed file needs no un-noting: its temporary name is gone.
  * Up to 64 distinct paths a process. */
 void tt_partial_note(const char *tmp_path);
+/* A directory a writer created for its output, noted the same way: a signal
+ * that ends the process removes it (rmdir) after the noted files, if it is
+ * empty then; one that holds anything stays. Note it only when this process
+ * made it. */
+void tt_partial_note_dir(const char *dir);
 /* The memory the machine can give now without swapping (MemAvailable of
  * /proc/meminfo), in bytes; 0 when it cannot be read. */
 uint64_t tt_mem_available(void);

@@ -55,7 +55,8 @@ const char *config_preset_names(void);
 
 /* Default pruned layer range [*a, *b): 4..L-2 for models of 16+ layers
  * (LoRAM / LLM-Pruner: the first 4 and the last 2 layers untouched),
- * 1..L-1 for smaller ones. */
+ * 1..L-1 for 3 to 15 layers, and every layer (0..L) for 1 or 2, where
+ * 1..L-1 would be empty. */
 void config_default_prune_layers(const tt_config *cfg, uint32_t *a, uint32_t *b);
 
 /* LoRAM's structured shapes for ratio r in (0,1):
