@@ -43,12 +43,21 @@ grep -q "^done: no step to make (resumed after step 4, the run's last); adapter 
 tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"resumed_after":2,"train_loss_first"' ||
     { fail "--resume --json: no resumed_after in the summary"; tail -1 "$dir/out"; }
 
+# interrupt PID STEP: SIGINT once the run has printed step STEP (its handler is in place by then: a background
+# job of a script starts with SIGINT ignored, so an earlier signal would be lost and the 100000-step run go on),
+# then wait for it; a run that does not end within 2 minutes is killed (a failure, never a hung test). Sets rc.
+interrupt() {
+    for i in $(seq 1 1200); do grep -q "^step *$2/" "$dir/sig.out" && break; sleep 0.1; done
+    grep -q "^step *$2/" "$dir/sig.out" || fail "no step $2 within 2 minutes"
+    kill -INT "$1"
+    (sleep 120 && kill -KILL "$1") >/dev/null 2>&1 & # its own output elsewhere: nothing waits on a stray sleep
+    watchdog=$!
+    wait "$1"; rc=$?
+    kill "$watchdog" 2>/dev/null
+}
 # SIGINT: a long run stopped after its first steps writes a checkpoint and exits 0; resume continues.
 "$T" train $FLAGS --steps 100000 --save-every 0 --eval-every 0 --out "$dir/sig" >"$dir/sig.out" 2>&1 &
-pid=$!
-for i in $(seq 1 100); do grep -q "^step *3/" "$dir/sig.out" && break; sleep 0.1; done
-kill -INT $pid
-wait $pid; rc=$?
+interrupt $! 3
 [ $rc -eq 0 ] || fail "SIGINT: exit $rc"
 grep -q "interrupted at step" "$dir/sig.out" || { fail "SIGINT: no message"; cat "$dir/sig.out"; }
 [ -s "$dir/sig/checkpoint.bin" ] || fail "SIGINT: no checkpoint"
@@ -128,10 +137,7 @@ expect_ok "verify the trained store" "$T" verify "$dir/full.tier"
 "$T" info "$dir/full.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.b"
 cmp -s "$dir/info.a" "$dir/info.b" || { fail "train --full changed the store's shapes, dtypes or map"; diff "$dir/info.a" "$dir/info.b"; }
 "$T" train $FULL --steps 100000 --eval-every 0 --out "$dir/sigfull.tier" >"$dir/sig.out" 2>&1 &
-pid=$!
-for i in $(seq 1 100); do grep -q "^step *2/" "$dir/sig.out" && break; sleep 0.1; done
-kill -INT $pid
-wait $pid; rc=$?
+interrupt $! 2
 [ $rc -eq 0 ] || fail "train --full SIGINT: exit $rc"
 grep -q "interrupted" "$dir/sig.out" || { fail "train --full SIGINT: no message"; cat "$dir/sig.out"; }
 expect_ok "verify the interrupted store" "$T" verify "$dir/sigfull.tier"
