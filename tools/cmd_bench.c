@@ -328,12 +328,7 @@ static int bench_overlap(int argc, char **argv) {
     printf("compute only:  %8.3f s  %8.0f tokens/s  (weights resident)\n", t_comp, tokens / t_comp);
     printf("overlap efficiency = max(IO, compute) / streamed = %.3f\n", eff);
     if (as_json) {
-        /* the path as given, made valid UTF-8 (tt_escape) and quoted by jansson: a '"' or '\' stays JSON */
-        char mp[4200];
-        json_t *ms = json_string(tt_escape(model, mp, sizeof mp));
-        char *mq = json_dumps(ms, JSON_ENCODE_ANY);
-        json_decref(ms);
-        TT_ASSERT(mq);
+        char *mq = tool_json_quote(model);
         printf("{\"model\":%s,\"steps\":%ld,\"tokens_per_step\":%.0f,\"hbm\":%llu,\"host\":%llu,\"dev_bytes\":%llu,"
                "\"host_bytes\":%llu,\"slots\":%d,\"spilled\":%d,\"streamed_s\":%.4f,\"io_only_s\":%.4f,"
                "\"compute_only_s\":%.4f,\"overlap_eff\":%.4f,\"io_bytes\":%llu}\n",

@@ -10,7 +10,6 @@
 #include "tools/gen_common.h"
 #include "tools/tools.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,12 +177,7 @@ int bench_generate(int argc, char **argv) {
         printf("  batch %d: decoding streamed / resident throughput %.3f; decode tok/s batch %d / batch %d: %.2f\n",
                bs[bi], res[bi][0][1] / res[bi][1][1], bs[bi], bs[0], (double)bs[bi] * res[0][0][1] / (bs[0] * res[bi][0][1]));
     if (as_json) {
-        /* the path as given, made valid UTF-8 (tt_escape) and quoted by jansson: a '"' or '\' stays JSON */
-        char mp[4200];
-        json_t *ms = json_string(tt_escape(model, mp, sizeof mp));
-        char *mq = json_dumps(ms, JSON_ENCODE_ANY);
-        json_decref(ms);
-        TT_ASSERT(mq);
+        char *mq = tool_json_quote(model);
         printf("{\"model\":%s,\"device\":\"%s\",\"prompt_tokens\":%d,\"new_tokens\":%d,\"rounds\":%ld,\"runs\":[",
                mq, be_current()->name, P, N, rounds);
         free(mq);

@@ -4,6 +4,7 @@
 #include "core/base/common.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,6 +42,15 @@ static void usage(FILE *f) {
                "commands:\n");
     for (size_t i = 0; i < N_CMDS; i++) fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary);
     fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
+}
+
+char *tool_json_quote(const char *s) {
+    char e[4200];
+    json_t *js = json_string(tt_escape(s, e, sizeof e));
+    char *q = json_dumps(js, JSON_ENCODE_ANY);
+    json_decref(js);
+    TT_ASSERT(q);
+    return q;
 }
 
 static int g_stdin_closed;

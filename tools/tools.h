@@ -86,6 +86,9 @@ int tool_lock_dir(const char *cmd, const char *dir);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);
+/* s (a path, as given) as a JSON string literal, quotes included: made valid UTF-8 (tt_escape) and quoted by
+ * jansson, so a '"' or '\' stays JSON. malloc'ed. */
+char *tool_json_quote(const char *s);
 /* 1 when the process started with standard input closed (main gave it /dev/null). */
 int tool_stdin_closed(void);
 
