@@ -62,6 +62,10 @@ expect_error "plan: --rank too large for --host" "--rank 100000 is too large for
 r=$(sed -n 's/.*lower --rank to \([0-9]*\) or less.*/\1/p' "$dir/err")
 expect_ok "plan: the largest rank that fits" "$T" plan --preset tiny --rank "$r" --host 100M
 expect_error "plan: one more does not fit" "--rank $((r + 1)) is too large" "$T" plan --preset tiny --rank $((r + 1)) --host 100M
+# train's refusal of the same request says the same, before any step (and creates no --out)
+expect_error "train: --rank too large for --host" "--rank 4096 is too large for tiny: .* lower --rank to [0-9]* or less" \
+    "$T" train --model "$dir/m.tier" --data "$dir/t.tok" --rank 4096 --host 100M --steps 1 --out "$dir/rank-out"
+[ -e "$dir/rank-out" ] && fail "a refused train created its --out"
 expect_error "plan: --rank too large for --hbm" "--rank 65536 is too large for llama3.1-70b: .* does not fit --hbm 20.00 GiB" \
     "$T" plan --preset llama3.1-70b --rank 65536 --hbm 20G --host 1T
 expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \

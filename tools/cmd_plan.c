@@ -216,6 +216,7 @@ static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int 
                    double io_gbps, double gflops) {
     tool_plan_args b = *a;
     b.rank = rank;
+    b.planning_only = 1; /* a what-if: no backend is started for it */
     tt_plan_req r;
     if (plan_request(s, &b, generate, context, io_gbps, gflops, &r)) return 0;
     if (dev_only) {
@@ -227,12 +228,8 @@ static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int 
     return plan_make(s, &r, &p) == 0;
 }
 
-/* After plan_make refused a's request: when the LoRA state is what does not
- * fit (rank 1 passes the check --rank failed), the message names --rank and
- * the largest rank that fits, instead of a batch shape that would not help;
- * otherwise it stays as it is. */
-static void rank_hint(const tier_store *s, const tool_plan_args *a, int generate, long context, double io_gbps,
-                      double gflops) {
+void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int generate, long context, double io_gbps,
+                         double gflops) {
     if (a->rank <= 1) return;
     char saved[1024], x[32], y[32], budget[96];
     snprintf(saved, sizeof saved, "%s", tt_lasterr());
@@ -337,7 +334,7 @@ int cmd_plan(int argc, char **argv) {
     }
     tt_plan p;
     if (plan_make(s, &req, &p)) {
-        rank_hint(s, &a, generate, context, io_gbps, gflops);
+        tool_plan_rank_hint(s, &a, generate, context, io_gbps, gflops);
         tier_close(s);
         return tool_fail("plan");
     }

@@ -573,7 +573,11 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     tt_plan plan;
-    if (plan_make(st, &req, &plan)) { tool_fail("train"); goto done; }
+    if (plan_make(st, &req, &plan)) {
+        tool_plan_rank_hint(st, &pa, 0, 0, 0, 0);
+        tool_fail("train");
+        goto done;
+    }
     /* with --trace every event is kept for the file (~60 MB; past that they are counted as dropped);
      * without it the trace only feeds the per-step busy/overlap figures and is cleared each step */
     trace = trace_create(trace_path ? 1u << 20 : 64u << 10);

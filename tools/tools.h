@@ -56,6 +56,13 @@ struct tt_plan_req;
 /* Checks a, selects the --device backend and fills req (budgets, batch
  * shape, LoRA). Returns 0, or 2 after printing a usage error for cmd. */
 int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan_args *a, struct tt_plan_req *req);
+/* After plan_make refused a's request (plan, train): when the LoRA state is
+ * what does not fit (rank 1 passes the check --rank failed), tt_lasterr
+ * becomes a message naming --rank and the largest rank that fits, instead of
+ * a batch shape that would not help; otherwise it stays as it is. generate,
+ * context, io_gbps, gflops: plan's request options (0 for train). */
+void tool_plan_rank_hint(const struct tier_store *s, const tool_plan_args *a, int generate, long context,
+                         double io_gbps, double gflops);
 
 /* --act-dtype's value (NULL: auto) for a backend name: 1 bf16, 0 f32 (auto:
  * bf16 with cuda, f32 elsewhere), or -1 after printing a usage error for cmd. */
