@@ -54,13 +54,12 @@ static void prog_end(progress *p) {
     if (p->fn && p->total) p->fn(p->ctx, p->phase, p->total, p->total);
 }
 
-static int is_nf4(uint32_t dtype) { return dtype == TT_DTYPE_NF4 || dtype == TT_DTYPE_NF4DQ; }
 
 /* Quantization is the last step of LoRAM's pipeline: pruning (and ranking
  * weights by importance) must see the unquantized values. */
 static int refuse_nf4(const store_reader *r, const char *path, const char *what) {
     for (uint32_t i = 0; i < tier_n_tensors(r->s); i++)
-        if (is_nf4(store_reader_dtype(r, i)))
+        if (dtype_is_nf4(store_reader_dtype(r, i)))
             return TT_FAIL(-EINVAL, "%s is already NF4-quantized (tensor %s); %s", path, tier_tensor_at(r->s, i)->name,
                            what);
     return 0;
@@ -562,7 +561,7 @@ typedef struct copy_ctx {
 static int fill_copy(void *vc, uint32_t i, const tt_tensor_desc *d, float *out) {
     copy_ctx *c = vc;
     int rc = store_reader_tensor(c->r, i, out);
-    if (rc == 0 && is_nf4(c->dtypes[i])) /* a NaN is the input's: name it, not the output */
+    if (rc == 0 && dtype_is_nf4(c->dtypes[i])) /* a NaN is the input's: name it, not the output */
         rc = store_check_quantizable(tier_path(c->r->s), d->name, out, d->rows * d->cols);
     if (rc == 0) prog_add(c->prog, tier_tensor_at(c->r->s, i)->nbytes);
     return rc;

@@ -798,7 +798,7 @@ static int import_fill(void *vctx, uint32_t i, const tt_tensor_desc *d, float *o
     int rc = st_read(c->file[i], c->idx[i], out);
     if (rc) return rc;
     widen_in_place(t->dtype, out, d->rows * d->cols);
-    if (c->dtypes[i] == TT_DTYPE_NF4 || c->dtypes[i] == TT_DTYPE_NF4DQ) /* a NaN is the checkpoint's: name its file */
+    if (dtype_is_nf4(c->dtypes[i])) /* a NaN is the checkpoint's: name its file */
         rc = store_check_quantizable(st_path(c->file[i]), d->name, out, d->rows * d->cols);
     if (rc) return rc;
     c->done += t->nbytes;

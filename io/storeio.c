@@ -145,7 +145,7 @@ int store_write(const char *path, const tt_config *cfg, const tier_write_opts *o
         rc = fill(ctx, i, &d, vals);
         if (rc) break;
         /* a net under fills that do not check (quantize and import do, naming their input) */
-        if (opts->dtypes[i] == TT_DTYPE_NF4 || opts->dtypes[i] == TT_DTYPE_NF4DQ)
+        if (dtype_is_nf4(opts->dtypes[i]))
             rc = store_check_quantizable(path, d.name, vals, n);
         if (rc) break;
         tensor_encode(opts->dtypes[i], vals, n, blob);

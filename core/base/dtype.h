@@ -18,6 +18,8 @@ const char *dtype_name(uint32_t dtype);
 uint32_t dtype_parse(const char *s);
 /* Serialized bytes of n values (NF4: nf4_layout_of(n).total). */
 uint64_t dtype_bytes(uint32_t dtype, uint64_t n);
+/* 1 for NF4, with or without double quantization. */
+static inline int dtype_is_nf4(uint32_t dtype) { return dtype == TT_DTYPE_NF4 || dtype == TT_DTYPE_NF4DQ; }
 
 /* The store's one decoder: values [v0, v0 + count) of a tensor of n values
  * stored as dtype (the blob in the layout of docs/FORMAT.md; NF4 4-byte
