@@ -639,9 +639,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     char nb[32];
     for (int i = 0; i < N; i++) {
         const tt_tokens *v = &mix->val[i];
-        can_val[i] = 0; /* something to score: a window, or an example with a target within its first S + 1 tokens */
-        for (uint64_t e = 0; v->flags && !can_val[i] && e < v->n_ex; e++) can_val[i] = train_example_targets(v, e, S) > 0;
-        if (!v->flags) can_val[i] = v->n > (uint64_t)S;
+        /* something to score: a window, or an example with a target within its first S + 1 tokens */
+        uint64_t cut, untrained = 0, lost;
+        if (v->flags) train_example_stats(v, S, &cut, &untrained, &lost);
+        can_val[i] = v->flags ? untrained < v->n_ex : v->n > (uint64_t)S;
         any_val |= can_val[i];
         examples |= mix->train[i].flags != NULL;
         if (dyn && (!can_val[i] || !isfinite(mix->ref[i])))
