@@ -153,6 +153,21 @@ grep -q "^step" "$dir/out" && fail "train --full trained before finding that --o
 mkdir "$dir/adir"
 expect_error "full: out is a directory" "adir is a directory" "$T" train $FULL --steps 2 --out "$dir/adir"
 [ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
+# --ckpt DIR is a run folder as LoRA's --out is: one holding a run (here a LoRA run's) is refused without --resume
+# or --force and left as it was; a folder another train is writing is refused, naming it
+cp "$dir/run/checkpoint.bin" "$dir/ck.keep"
+expect_error "full: --ckpt holds a run" "--ckpt .*/run holds a run" "$T" train $FULL --steps 2 --out "$dir/x.tier" --ckpt "$dir/run"
+cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "train --full --ckpt replaced another run's checkpoint"
+"$T" train $FULL --steps 100000 --eval-every 0 --save-every 0 --ckpt "$dir/fck" --out "$dir/fbusy.tier" >"$dir/sig.out" 2>&1 &
+pid=$!
+i=0
+while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/sig.out"; do sleep 0.1; i=$((i + 1)); done
+expect_error "full: --ckpt in use" "another tiertrain (process $pid) is writing .*fck" "$T" train $FULL --steps 2 \
+    --ckpt "$dir/fck" --out "$dir/x.tier" --force
+interrupt $pid 1
+[ $rc -eq 0 ] || fail "train --full --ckpt SIGINT: exit $rc"
+[ -s "$dir/fck/checkpoint.bin" ] || fail "train --full --ckpt: no checkpoint after SIGINT"
+[ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
 
 # --optim galore: GaLore on the projections, its state smaller than AdamW's; the store verifies; the loss falls.
 expect_ok "train --full --optim galore" "$T" train $FULL --steps 6 --eval-every 0 --optim galore --galore-rank 16 \

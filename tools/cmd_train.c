@@ -99,32 +99,43 @@ static int in_run_folder(const char *path, const char *dir) {
 /* train's inputs: the model, each --data and its validation file, the --reference and --teacher stores. */
 #define TRAIN_MAX_INPUTS (3 + 2 * TT_MIX_MAX)
 
-/* The output rule (tools.h) for train's outputs, before any work: the run
- * folder --out (its checkpoint and adapter files; an existing run is
- * continued only with --resume naming it, replaced only with --force), locked
- * for as long as this process writes it; --trace FILE; with --full, the --out
- * store. inputs: NULL-terminated, at most TRAIN_MAX_INPUTS. *made_dir: set
- * when --out was created here (abandon_out_dir). 0, or 2 after the message. */
-static int check_outputs(const tt_train_opts *o, int full, int force, const char *const *inputs, const char *resume,
-                         const char *trace_path, int *made_dir) {
-    if (full) {
-        if (tool_check_out("train", "--out", o->out_dir, inputs, force)) return 2;
-    } else {
-        char rp[PATH_MAX], op[PATH_MAX];
-        int continuing = resume && realpath(resume, rp) && realpath(o->out_dir, op) && strcmp(rp, op) == 0;
-        if (!continuing && !force && tool_holds_run(o->out_dir)) {
-            fprintf(stderr, "tiertrain train: --out %s holds a run (" CKPT_FILE "); pass --resume %s to continue it, "
-                            "--force to start over, or give another directory\n", o->out_dir, o->out_dir);
-            return 2;
-        }
-        if (tool_check_out_dir("train", "--out", o->out_dir, "a run", run_files, inputs, force || continuing)) return 2;
-        if (mkdir(o->out_dir, 0755) == 0) *made_dir = 1;
-        else if (errno != EEXIST) {
-            fprintf(stderr, "tiertrain train: cannot create --out %s: %s\n", o->out_dir, strerror(errno));
-            return 2;
-        }
-        if (tool_lock_dir("train", o->out_dir) < 0) return 2; /* held until the process exits, then removed */
+/* Claims a run folder dir (flag names it in messages; files: what train writes into it, NULL-terminated) as
+ * the output rule (tools.h) has it, before any work: a folder holding a run is continued only with --resume
+ * naming it, replaced only with --force; it is created when missing (*made_dir set) and locked for as long as
+ * this process writes it. 0, or 2 after the message. */
+static int claim_run_dir(const char *flag, const char *dir, const char *const *files, const char *const *inputs,
+                         const char *resume, int force, int *made_dir) {
+    char rp[PATH_MAX], op[PATH_MAX];
+    int continuing = resume && realpath(resume, rp) && realpath(dir, op) && strcmp(rp, op) == 0;
+    if (!continuing && !force && tool_holds_run(dir)) {
+        fprintf(stderr, "tiertrain train: %s %s holds a run (" CKPT_FILE "); pass --resume %s to continue it, "
+                        "--force to start over, or give another directory\n", flag, dir, dir);
+        return 2;
     }
+    if (tool_check_out_dir("train", flag, dir, "a run", files, inputs, force || continuing)) return 2;
+    if (mkdir(dir, 0755) == 0) *made_dir = 1;
+    else if (errno != EEXIST) {
+        fprintf(stderr, "tiertrain train: cannot create %s %s: %s\n", flag, dir, strerror(errno));
+        return 2;
+    }
+    if (tool_lock_dir("train", dir) < 0) return 2; /* held until the process exits, then removed */
+    return 0;
+}
+
+/* The output rule (tools.h) for train's outputs, before any work: the run
+ * folder --out (its checkpoint and adapter files), or with --full the
+ * checkpoint folder (--ckpt, else --resume's) and the --out store; --trace
+ * FILE. inputs: NULL-terminated, at most TRAIN_MAX_INPUTS. *run_dir: the run
+ * folder claimed (NULL: none); *made_dir: set when it was created here
+ * (abandon_out_dir). 0, or 2 after the message. */
+static int check_outputs(const tt_train_opts *o, int full, int force, const char *const *inputs, const char *resume,
+                         const char *ckpt, const char *trace_path, const char **run_dir, int *made_dir) {
+    static const char *const ckpt_files[] = {CKPT_FILE, NULL};
+    *run_dir = full ? (ckpt ? ckpt : resume) : o->out_dir;
+    if (*run_dir && claim_run_dir(full && ckpt ? "--ckpt" : full ? "--resume" : "--out", *run_dir,
+                                  full ? ckpt_files : run_files, inputs, resume, force, made_dir))
+        return 2;
+    if (full && tool_check_out("train", "--out", o->out_dir, inputs, force)) return 2;
     if (trace_path) {
         const char *ins[TRAIN_MAX_INPUTS + 2];
         int k = 0;
@@ -494,8 +505,9 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     int made_dir = 0;
-    if (check_outputs(&o, full, force, inputs, resume, trace_path, &made_dir)) {
-        if (made_dir) abandon_out_dir(o.out_dir);
+    const char *run_dir = NULL;
+    if (check_outputs(&o, full, force, inputs, resume, ckpt, trace_path, &run_dir, &made_dir)) {
+        if (made_dir) abandon_out_dir(run_dir);
         free(srcs);
         return 2;
     }
@@ -658,6 +670,6 @@ done:
     trace_free(trace);
     tier_close(rs);
     tier_close(st);
-    if (exit_code && made_dir) abandon_out_dir(o.out_dir);
+    if (exit_code && made_dir) abandon_out_dir(run_dir);
     return exit_code;
 }
