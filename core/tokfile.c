@@ -221,7 +221,10 @@ struct tokfile {
 
 void tokfile_close(tokfile *tf) {
     if (!tf) return;
-    if (tf->map) munmap(tf->map, tf->map_len);
+    if (tf->map) {
+        tt_mapped_forget(tf->map);
+        munmap(tf->map, tf->map_len);
+    }
     free(tf->path);
     free(tf);
 }
@@ -291,6 +294,7 @@ int tokfile_open(const char *path, tokfile **out) {
     tokfile *tf = tt_xcalloc(1, sizeof *tf);
     tf->map = map;
     tf->map_len = size;
+    tt_mapped_note(map, size, path);
     int rc = validate(tf, map, size, path);
     if (rc) {
         tokfile_close(tf);

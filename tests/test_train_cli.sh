@@ -97,6 +97,20 @@ expect_error "missing tokens, existing --out" "nope.tok" "$T" train $FLAGS --dat
 [ -d "$dir/mine" ] || fail "a refused run removed an --out folder it did not create"
 head -c 100 "$dir/t.tok" >"$dir/trunc.tok"
 expect_error "truncated tokens" "trunc.tok" "$T" train $FLAGS --data "$dir/trunc.tok" --steps 2 --out "$dir/run" --force
+# truncated while the run reads it (the file is mapped): one line naming it and exit 1, not a bus error
+cp "$dir/t.tok" "$dir/shrink.tok"
+"$T" train $(echo "$FLAGS" | sed "s|$dir/t.tok|$dir/shrink.tok|") --steps 100000 --save-every 0 --eval-every 0 \
+    --out "$dir/shrink" >"$dir/shrink.out" 2>"$dir/shrink.err" &
+pid=$!
+i=0
+while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/shrink.out" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+truncate -s 4096 "$dir/shrink.tok"
+(sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
+watchdog=$!
+wait $pid; rc=$?
+kill $watchdog 2>/dev/null
+[ $rc -eq 1 ] && [ "$(grep -c . "$dir/shrink.err")" -eq 1 ] && grep -q "shrink.tok became shorter while it was being read" "$dir/shrink.err" ||
+    { fail "token file truncated during the run: exit $rc"; cat "$dir/shrink.err"; }
 expect_error "missing checkpoint" "nowhere" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/nowhere" --force
 mkdir "$dir/empty"
 expect_error "empty checkpoint dir" "checkpoint.bin" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/empty" --force

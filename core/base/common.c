@@ -193,13 +193,17 @@ static char g_partial_dir[PARTIAL_MAX]; /* 1: g_partial[i] is a directory (tt_pa
 static volatile sig_atomic_t g_n_partial;
 static pthread_mutex_t g_partial_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void partial_on_signal(int sig) {
-    /* async-signal-safe: the files first, then the directories that held them, innermost (latest) first;
-     * rmdir removes only an empty one */
+/* async-signal-safe: the files first, then the directories that held them, innermost (latest) first; rmdir
+ * removes only an empty one */
+static void partial_remove_all(void) {
     for (sig_atomic_t i = 0; i < g_n_partial; i++)
         if (!g_partial_dir[i]) unlink(g_partial[i]);
     for (sig_atomic_t i = g_n_partial; i-- > 0;)
         if (g_partial_dir[i]) rmdir(g_partial[i]);
+}
+
+static void partial_on_signal(int sig) {
+    partial_remove_all();
     raise(sig); /* SA_RESETHAND: the default action now ends the process */
 }
 
@@ -233,3 +237,63 @@ static void partial_note(const char *path, int is_dir) {
 
 void tt_partial_note(const char *tmp_path) { partial_note(tmp_path, 0); }
 void tt_partial_note_dir(const char *dir) { partial_note(dir, 1); }
+
+/* ---- input files mapped into memory: a SIGBUS inside one names the file ------------------------------------- */
+
+#define MAPPED_MAX 64
+static struct {
+    const char *volatile lo;      /* the mapping; NULL: a free slot */
+    size_t len;
+    char msg[512];                /* the sentence the handler writes, made when noted */
+    size_t msg_len;
+} g_mapped[MAPPED_MAX];
+static pthread_mutex_t g_mapped_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void mapped_on_sigbus(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    const char *a = si->si_addr;
+    for (int i = 0; i < MAPPED_MAX; i++) {
+        const char *lo = g_mapped[i].lo;
+        if (lo && a >= lo && (size_t)(a - lo) < g_mapped[i].len) {
+            if (write(STDERR_FILENO, g_mapped[i].msg, g_mapped[i].msg_len) < 0) { /* nothing more to try */
+            }
+            partial_remove_all();
+            _exit(1);
+        }
+    }
+    (void)sig; /* not an input's: SA_RESETHAND, so the access faults again and the default action ends the process */
+}
+
+void tt_mapped_note(const void *addr, size_t len, const char *path) {
+    TT_ASSERT(addr && path);
+    pthread_mutex_lock(&g_mapped_mu);
+    static int installed;
+    if (!installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = mapped_on_sigbus;
+        sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        installed = sigaction(SIGBUS, &sa, NULL) == 0;
+    }
+    for (int i = 0; i < MAPPED_MAX; i++)
+        if (!g_mapped[i].lo) {
+            char name[256];
+            int n = snprintf(g_mapped[i].msg, sizeof g_mapped[i].msg,
+                             "tiertrain: %s became shorter while it was being read (truncated, or rewritten in "
+                             "place); restore it, or write new files under another name, and run again\n",
+                             tt_escape(path, name, sizeof name));
+            g_mapped[i].msg_len = n < (int)sizeof g_mapped[i].msg ? (size_t)n : sizeof g_mapped[i].msg - 1;
+            g_mapped[i].len = len;
+            g_mapped[i].lo = addr; /* published last */
+            break;
+        }
+    pthread_mutex_unlock(&g_mapped_mu);
+}
+
+void tt_mapped_forget(const void *addr) {
+    pthread_mutex_lock(&g_mapped_mu);
+    for (int i = 0; i < MAPPED_MAX; i++)
+        if (g_mapped[i].lo == addr) g_mapped[i].lo = NULL;
+    pthread_mutex_unlock(&g_mapped_mu);
+}

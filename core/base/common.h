@@ -69,6 +69,14 @@ void tt_partial_note(const char *tmp_path);
  * empty then; one that holds anything stays. Note it only when this process
  * made it. */
 void tt_partial_note_dir(const char *dir);
+/* An input file mapped read-only at addr (len bytes): if the file shrinks
+ * while mapped, reading past its new end raises SIGBUS; the handler installed
+ * on the first note then prints one line naming path, removes the partial
+ * files noted above and exits 1 (a SIGBUS elsewhere ends the process as
+ * before). Forget the mapping before munmap. Up to 64 mappings at a time
+ * (more go unnamed). */
+void tt_mapped_note(const void *addr, size_t len, const char *path);
+void tt_mapped_forget(const void *addr);
 /* The memory the machine can give now without swapping (MemAvailable of
  * /proc/meminfo), in bytes; 0 when it cannot be read. */
 uint64_t tt_mem_available(void);
