@@ -47,7 +47,7 @@ tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"resumed_after":2,"train_l
 # job of a script starts with SIGINT ignored, so an earlier signal would be lost and the 100000-step run go on),
 # then wait for it; a run that does not end within 2 minutes is killed (a failure, never a hung test). Sets rc.
 interrupt() {
-    for i in $(seq 1 1200); do grep -q "^step *$2/" "$dir/sig.out" && break; sleep 0.1; done
+    for i in $(seq 1 1200); do grep -q "^step *$2/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
     grep -q "^step *$2/" "$dir/sig.out" || fail "no step $2 within 2 minutes"
     kill -INT "$1"
     (sleep 120 && kill -KILL "$1") >/dev/null 2>&1 & # its own output elsewhere: nothing waits on a stray sleep
@@ -150,6 +150,7 @@ expect_ok "verify the trained store" "$T" verify "$dir/full.tier"
 "$T" info "$dir/f32.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.a"
 "$T" info "$dir/full.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.b"
 cmp -s "$dir/info.a" "$dir/info.b" || { fail "train --full changed the store's shapes, dtypes or map"; diff "$dir/info.a" "$dir/info.b"; }
+rm -f "$dir/sig.out" # (a line of an earlier run's would send the signal before this one's handler is in place)
 "$T" train $FULL --steps 100000 --eval-every 0 --out "$dir/sigfull.tier" >"$dir/sig.out" 2>&1 &
 interrupt $! 2
 [ $rc -eq 0 ] || fail "train --full SIGINT: exit $rc"
@@ -172,10 +173,11 @@ expect_error "full: out is a directory" "adir is a directory" "$T" train $FULL -
 cp "$dir/run/checkpoint.bin" "$dir/ck.keep"
 expect_error "full: --ckpt holds a run" "--ckpt .*/run holds a run" "$T" train $FULL --steps 2 --out "$dir/x.tier" --ckpt "$dir/run"
 cmp -s "$dir/ck.keep" "$dir/run/checkpoint.bin" || fail "train --full --ckpt replaced another run's checkpoint"
+rm -f "$dir/sig.out"
 "$T" train $FULL --steps 100000 --eval-every 0 --save-every 0 --ckpt "$dir/fck" --out "$dir/fbusy.tier" >"$dir/sig.out" 2>&1 &
 pid=$!
 i=0
-while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/sig.out"; do sleep 0.1; i=$((i + 1)); done
+while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/sig.out" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
 expect_error "full: --ckpt in use" "another tiertrain (process $pid) is writing .*fck" "$T" train $FULL --steps 2 \
     --ckpt "$dir/fck" --out "$dir/x.tier" --force
 interrupt $pid 1
