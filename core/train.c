@@ -21,7 +21,7 @@ _Static_assert(TT_MIX_MAX == CKPT_MIX_MAX, "a checkpoint records every source a 
 
 static volatile sig_atomic_t g_stop_signal;
 
-static struct sigaction g_old_int, g_old_term;
+static struct sigaction g_old_int, g_old_term, g_old_hup;
 
 static void on_signal(int sig) { g_stop_signal = sig; }
 
@@ -33,6 +33,7 @@ void train_stop_arm(void) {
     g_stop_signal = 0;
     sigaction(SIGINT, &sa, &g_old_int);
     sigaction(SIGTERM, &sa, &g_old_term);
+    sigaction(SIGHUP, &sa, &g_old_hup); /* a closed terminal or ssh session: stop as on Ctrl-C, with a checkpoint */
 }
 
 int train_stop_requested(void) { return g_stop_signal; }
@@ -40,6 +41,7 @@ int train_stop_requested(void) { return g_stop_signal; }
 void train_stop_disarm(void) {
     sigaction(SIGINT, &g_old_int, NULL);
     sigaction(SIGTERM, &g_old_term, NULL);
+    sigaction(SIGHUP, &g_old_hup, NULL);
 }
 
 double train_lr(const tt_train_opts *o, int step) {

@@ -2,7 +2,7 @@
  * deterministic data sampling, gradient accumulation over micro-batches,
  * global gradient-norm clipping, AdamW with linear warmup + cosine decay,
  * periodic validation, checkpoints that resume bit-exactly, PEFT export, and
- * a clean stop with a checkpoint on SIGINT/SIGTERM. */
+ * a clean stop with a checkpoint on SIGINT/SIGTERM/SIGHUP. */
 #ifndef TT_TRAIN_H
 #define TT_TRAIN_H
 
@@ -118,7 +118,7 @@ typedef struct tt_train_result {
  * ended it, and one validation loss where it scored only one (a resumed run's first score: after which step). */
 void train_result_summary(const tt_train_result *r, char *b, size_t n);
 
-/* Ctrl-C / SIGTERM ask the running training loop to stop cleanly after its
+/* Ctrl-C / SIGTERM / SIGHUP ask the running training loop to stop cleanly after its
  * step: arm installs the handlers (a second signal ends the process at once),
  * requested returns the signal number (0: none), disarm restores the
  * previous handlers. One loop at a time. */
@@ -148,7 +148,7 @@ double train_lr(const tt_train_opts *o, int step);
  * (fulltrain_run) run: per step the schedule's learning rate, K sampled
  * micro-batches (train_sample_batch), the step, the finiteness check, the
  * validation cadence, the progress line (or JSON), the checkpoint cadence and
- * a clean stop on SIGINT/SIGTERM or at o->stop_after. What differs is in ops:
+ * a clean stop on SIGINT/SIGTERM/SIGHUP or at o->stop_after. What differs is in ops:
  * step runs one optimizer step on in/tgt/wt (K*B*S each) into *loss (mean per
  * weighted token) and *gnorm; eval scores a validation set; save (NULL: the
  * run keeps nothing between steps) writes a checkpoint at step with `seen`

@@ -43,13 +43,13 @@ grep -q "^done: no step to make (resumed after step 4, the run's last); adapter 
 tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"resumed_after":2,"train_loss_first"' ||
     { fail "--resume --json: no resumed_after in the summary"; tail -1 "$dir/out"; }
 
-# interrupt PID STEP: SIGINT once the run has printed step STEP (its handler is in place by then: a background
+# interrupt PID STEP [SIG]: SIGINT (or SIG) once the run has printed step STEP (its handler is in place by then: a background
 # job of a script starts with SIGINT ignored, so an earlier signal would be lost and the 100000-step run go on),
 # then wait for it; a run that does not end within 2 minutes is killed (a failure, never a hung test). Sets rc.
 interrupt() {
     for i in $(seq 1 1200); do grep -q "^step *$2/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
     grep -q "^step *$2/" "$dir/sig.out" || fail "no step $2 within 2 minutes"
-    kill -INT "$1"
+    kill -"${3:-INT}" "$1"
     (sleep 120 && kill -KILL "$1") >/dev/null 2>&1 & # its own output elsewhere: nothing waits on a stray sleep
     watchdog=$!
     wait "$1"; rc=$?
@@ -65,6 +65,13 @@ n=$(sed -n 's/^interrupted at step \([0-9]*\).*/\1/p' "$dir/sig.out")
 "$T" train $FLAGS --steps $((n + 2)) --save-every 0 --eval-every 0 --out "$dir/sig" --resume "$dir/sig" >"$dir/out" 2>&1
 # (a different --steps is refused: the schedule depends on it)
 grep -q "other training options" "$dir/out" || { fail "resume with other --steps was not refused"; cat "$dir/out"; }
+# SIGHUP (the terminal or ssh session went away) stops the run as SIGINT does, with a checkpoint
+rm -f "$dir/sig.out"
+"$T" train $FLAGS --steps 100000 --save-every 0 --eval-every 0 --out "$dir/hup" >"$dir/sig.out" 2>&1 &
+interrupt $! 2 HUP
+[ $rc -eq 0 ] || fail "SIGHUP: exit $rc"
+grep -q "interrupted at step" "$dir/sig.out" || { fail "SIGHUP: no message"; cat "$dir/sig.out"; }
+[ -s "$dir/hup/checkpoint.bin" ] || fail "SIGHUP: no checkpoint"
 
 # TT_PROFILE_OPS: the op table on stderr at exit (from step 2 on; with one step, everything), the same adapter;
 # unset or 0: none.
