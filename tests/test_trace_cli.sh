@@ -45,6 +45,19 @@ awk 'NR <= 400' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
 expect_ok "train --trace" "$T" train --model "$dir/m.tier" --data "$dir/t.tok" --out "$dir/run" --hbm 10M \
     --seq 16 --micro-batch 1 --batch-tokens 64 --steps 3 --eval-every 0 --device cpu-async --trace "$dir/run.json"
 [ "$(grep -c '"name":"step","ph":"i"' "$dir/run.json")" -eq 3 ] || fail "the trace does not mark 3 steps"
+# the trace cannot be written (a full disk): one line and a non-zero exit, though the adapter stands (where a tmpfs
+# can be mounted: root with CAP_SYS_ADMIN)
+mkdir "$dir/small"
+if mount -t tmpfs -o size=16k tmpfs "$dir/small" 2>/dev/null; then
+    expect_error "trace on a full disk" "writing the trace file .*small/t.json failed: No space left" "$T" train \
+        --model "$dir/m.tier" --data "$dir/t.tok" --out "$dir/run-full" --seq 16 --micro-batch 1 --batch-tokens 64 \
+        --steps 3 --eval-every 0 --trace "$dir/small/t.json"
+    [ -s "$dir/run-full/adapter_model.safetensors" ] || fail "trace on a full disk: the adapter is missing"
+    [ -z "$(ls "$dir/small")" ] || { fail "trace on a full disk: files left behind"; ls -l "$dir/small"; }
+    umount "$dir/small"
+else
+    echo "note: no tmpfs could be mounted: the disk-full case is skipped"
+fi
 expect_ok "trace, whole" "$T" trace "$dir/run.json"
 all=$(sed -n 's/.*: \([0-9]*\) events on 6 tracks.*/\1/p' "$dir/out")
 [ -n "$all" ] && [ "$(grep -c '<title>' "$dir/run.svg")" -eq "$all" ] ||

@@ -614,7 +614,8 @@ int cmd_train(int argc, char **argv) {
     }
     tt_train_result res;
     int trc = train_run(&o, ex, mix ? NULL : train, mix ? NULL : vt, &res);
-    if (trace_path && trace_write_chrome(trace, trace_path)) tool_fail("train");
+    int trace_failed = trace_path && trace_write_chrome(trace, trace_path); /* the adapter stands; the exit says it */
+    if (trace_failed) tool_fail("train");
     else if (trace_path && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
                                        trace_n_events(trace));
     if (trc) { tool_fail("train"); goto done; }
@@ -656,7 +657,7 @@ int cmd_train(int argc, char **argv) {
             printf("GPU memory held after step 1 (NVML, everything: arena, context, kernels, workspaces): %s\n",
                    tt_fmt_bytes(res.dev_in_use, dp, sizeof dp));
     }
-    exit_code = 0;
+    exit_code = trace_failed ? 1 : 0;
 done:
     for (int i = 0; i < nsrc; i++) {
         train_free_examples(&srcs[i].train);
