@@ -504,6 +504,7 @@ static int check_tokens(const tt_tokens *t, const tt_config *c, const char *what
 static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
     memset(lo, 0, sizeof *lo);
     lo->seed = o->seed;
+    lo->weights_fp = o->weights_fp;
     lo->steps = o->steps; lo->seq = o->seq; lo->micro_batch = o->micro_batch; lo->accum = o->accum;
     lo->warmup = o->warmup;
     lo->lr = o->lr; lo->min_lr = o->min_lr; lo->wd = o->wd; lo->b1 = o->b1; lo->b2 = o->b2; lo->eps = o->eps;

@@ -13,6 +13,7 @@ enum { FULL_OPTIM_ADAMW = 0, FULL_OPTIM_GALORE = 1 };
 
 typedef struct tt_full_opts {
     const char *model_path;   /* source store: f32 or bf16 weights */
+    uint64_t weights_fp;      /* its tier_weights_fingerprint, recorded in checkpoints and checked on resume (0: none) */
     const char *out_path;     /* the trained store (same dtypes and pruning map as the source) */
     uint64_t seed;
     int steps, seq, micro_batch, accum, warmup;

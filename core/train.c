@@ -334,6 +334,7 @@ void train_ckpt_fill(ckpt_state *st, const tt_train_opts *o, const tt_config *c,
     st->step = (uint64_t)step;
     st->seed = o->seed;
     st->model_fp = config_fingerprint(c);
+    st->weights_fp = o->weights_fp;
     st->n_params = n_params;
     st->real_bytes = lc ? sizeof(tt_real) : 4; /* full training: f32 master weights */
     st->full = lc == NULL;
@@ -402,6 +403,10 @@ int train_ckpt_match(const char *path, const ckpt_state *st, const ckpt_state *w
                        "--optim and --galore-* flags", path, st->optim ? "galore" : "adamw",
                        st->optim ? ", other --galore-rank / --galore-update-every / --galore-scale" : "");
     if (st->model_fp != want->model_fp) rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made for another model", path);
+    else if (st->weights_fp && want->weights_fp && st->weights_fp != want->weights_fp)
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on another store of these shapes (its extents' checksums "
+                     "differ: other weights, quantization, pruning or compression); resume with the --model it was "
+                     "trained on", path);
     else if (want->full && st->n_params != want->n_params)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s holds %llu values, this run's model and optimizer %llu; resume "
                      "with the same --model and --galore-rank", path, (unsigned long long)st->n_params,

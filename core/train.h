@@ -81,6 +81,8 @@ typedef struct tt_train_opts {
     const char *model_path;   /* the store */
     const char *base_model;   /* the adapter's base_model_name_or_path (NULL: null) */
     uint64_t base_fp;         /* tier_base_fingerprint of the store, recorded in the adapter (0: none) */
+    uint64_t weights_fp;      /* tier_weights_fingerprint of the store, recorded in checkpoints and checked on
+                               * resume (0: none) */
     const char *out_dir;
     const char *resume_dir;   /* NULL: fresh run */
     tt_lora_cfg lora;

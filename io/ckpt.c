@@ -18,13 +18,15 @@
 
 _Static_assert(offsetof(ckpt_state, rslora) == CKPT_STATE_V1_BYTES &&
                offsetof(ckpt_state, mix_n) == CKPT_STATE_V2_BYTES && offsetof(ckpt_state, full) == CKPT_STATE_V3_BYTES &&
-               sizeof(ckpt_state) == 824 &&
+               offsetof(ckpt_state, weights_fp) == CKPT_STATE_V4_BYTES && sizeof(ckpt_state) == 832 &&
                sizeof ((ckpt_state *)0)->mix_w / sizeof(double) == CKPT_MIX_MAX,
                "the checkpoint's run record changed: keep the old sizes readable (io/ckpt.h)");
 
-/* The record size a state is written with: a run of one source keeps the record it had before mixtures. */
+/* The record size a state is written with: all of it where the weights' identity is recorded, else the record
+ * such a run wrote before (a run of one source keeps the one it had before mixtures). */
 static uint32_t record_bytes(const ckpt_state *st) {
-    return st->full ? (uint32_t)sizeof *st : st->mix_n ? CKPT_STATE_V3_BYTES : CKPT_STATE_V2_BYTES;
+    if (st->weights_fp) return (uint32_t)sizeof *st;
+    return st->full ? CKPT_STATE_V4_BYTES : st->mix_n ? CKPT_STATE_V3_BYTES : CKPT_STATE_V2_BYTES;
 }
 
 /* The mixture record: a source count that indexes its arrays, weights that are a distribution (within
@@ -199,11 +201,12 @@ int ckpt_reader_open(ckpt_reader **out, const char *dir, ckpt_state *st) {
                      ver, CKPT_VERSION);
         goto out;
     }
-    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V3_BYTES && sbytes != CKPT_STATE_V2_BYTES &&
-        sbytes != CKPT_STATE_V1_BYTES) {
-        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (full training), %u (a data "
-                     "mixture), %u (one source) or %u (before --rslora); the file is damaged", path, sbytes,
-                     CKPT_VERSION, sizeof *st, CKPT_STATE_V3_BYTES, CKPT_STATE_V2_BYTES, CKPT_STATE_V1_BYTES);
+    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V4_BYTES && sbytes != CKPT_STATE_V3_BYTES &&
+        sbytes != CKPT_STATE_V2_BYTES && sbytes != CKPT_STATE_V1_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (with the weights' identity), "
+                     "%u (full training), %u (a data mixture), %u (one source) or %u (before --rslora); the file is "
+                     "damaged", path, sbytes, CKPT_VERSION, sizeof *st, CKPT_STATE_V4_BYTES, CKPT_STATE_V3_BYTES,
+                     CKPT_STATE_V2_BYTES, CKPT_STATE_V1_BYTES);
         goto out;
     }
     if (payload != (uint64_t)sb.st_size - HEADER_BYTES || payload < sbytes) {

@@ -52,6 +52,9 @@ typedef struct ckpt_state {
     uint32_t galore_rank, galore_every;
     float galore_scale;
     uint32_t reserved;        /* 0 */
+    /* --- end of the record before the weights' identity (CKPT_STATE_V4_BYTES, full training's) --- */
+    uint64_t weights_fp;      /* tier_weights_fingerprint of the store trained on; 0: not recorded (an older
+                               * checkpoint, or a caller that sets none), and then not checked on resume */
 } ckpt_state;
 
 /* The run record of checkpoints written before --rslora: the fields up to
@@ -63,9 +66,13 @@ typedef struct ckpt_state {
 /* The record of a data mixture before full training: up to mix_hash; it
  * reads as full 0. */
 #define CKPT_STATE_V3_BYTES 800u
+/* The record of full training before weights_fp: up to reserved; it reads
+ * as weights_fp 0. */
+#define CKPT_STATE_V4_BYTES 824u
 
-/* Writes dir/checkpoint.bin: state (CKPT_STATE_V2_BYTES of it when
- * st->mix_n and st->full are 0, else all of it), then params (n_params * real_bytes),
+/* Writes dir/checkpoint.bin: state (all of it when st->weights_fp is set;
+ * else the shortest record that holds it: CKPT_STATE_V2_BYTES for one source,
+ * V3 for a mixture, V4 for full training), then params (n_params * real_bytes),
  * m and v (n_params floats each). Returns 0 or -errno with a message. */
 int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v);
 

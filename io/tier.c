@@ -839,3 +839,17 @@ uint64_t tier_base_fingerprint(const tt_config *cfg, const tier_prune_map *map) 
     XXH3_freeState(st);
     return h ? h : 1; /* 0 means "not recorded" in adapters */
 }
+
+uint64_t tier_weights_fingerprint(const tier_store *s) {
+    XXH3_state_t *st = XXH3_createState();
+    TT_ASSERT(st);
+    XXH3_64bits_reset(st);
+    for (uint32_t i = 0; i < tier_n_extents(s); i++) {
+        const tier_extent *e = tier_extent_at(s, i);
+        const uint64_t k[2] = {e->checksum, e->raw};
+        XXH3_64bits_update(st, k, sizeof k);
+    }
+    uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return h ? h : 1;
+}

@@ -149,6 +149,13 @@ void tier_writer_abort(tier_writer *w);
  * adapter trained on it fits. Stores that differ only in dtypes, weights or
  * name share it. */
 uint64_t tier_base_fingerprint(const tt_config *cfg, const tier_prune_map *map);
+/* Identity of a store's weights: XXH3-64 over every extent's checksum and
+ * decoded size (from the directory: nothing is read). Stores of one shape
+ * with other values (another seed, quantization or pruning) differ, and so
+ * do the same values stored with another codec (the checksums are of the
+ * stored bytes); a copy or a move of the file does not. Never 0 (checkpoints:
+ * "not recorded"). */
+uint64_t tier_weights_fingerprint(const tier_store *s);
 
 /* ---- sizes ---------------------------------------------------------------- */
 

@@ -37,6 +37,12 @@ grep -q '^done: steps 3-4 (resumed after step 2), train loss [0-9.]* -> [0-9.]*,
 "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume at the end"; cat "$dir/out"; }
 grep -q "^done: no step to make (resumed after step 4, the run's last); adapter in" "$dir/out" ||
     { fail "--resume at the end: not said"; cat "$dir/out"; }
+# a store of the same shapes with other weights (another seed) is not the run's model: refused, checkpoint kept
+"$T" synth --preset tiny --prune-ratio 0.5 --seed 2 -o "$dir/m2.tier" >/dev/null || fail "synth --seed 2"
+cp "$dir/part/checkpoint.bin" "$dir/part.keep"
+expect_error "resume on other weights" "trained on another store of these shapes" \
+    "$T" train $FLAGS --model "$dir/m2.tier" --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part"
+cmp -s "$dir/part.keep" "$dir/part/checkpoint.bin" || fail "a refused resume changed the checkpoint"
 "$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" --force --json >"$dir/out" 2>&1 &&
     "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" --json >"$dir/out" 2>&1 ||
     { fail "--resume --json"; cat "$dir/out"; }
@@ -190,6 +196,10 @@ expect_error "full: --ckpt in use" "another tiertrain (process $pid) is writing 
 interrupt $pid 1
 [ $rc -eq 0 ] || fail "train --full --ckpt SIGINT: exit $rc"
 [ -s "$dir/fck/checkpoint.bin" ] || fail "train --full --ckpt: no checkpoint after SIGINT"
+"$T" synth --preset tiny --quant f32 --prune-ratio 0.5 --seed 2 -o "$dir/f32b.tier" >/dev/null || fail "synth f32 --seed 2"
+expect_error "full: resume on other weights" "trained on another store of these shapes" \
+    timeout 120 "$T" train $FULL --model "$dir/f32b.tier" --steps 100000 --eval-every 0 --save-every 0 --ckpt "$dir/fck" \
+    --resume "$dir/fck" --out "$dir/fbusy.tier" --force
 [ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
 
 # --optim galore: GaLore on the projections, its state smaller than AdamW's; the store verifies; the loss falls.

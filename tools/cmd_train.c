@@ -52,6 +52,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.galore = *gc;
     o.galore.seed = t->seed;
     o.model_path = t->model_path;
+    o.weights_fp = t->weights_fp;
     o.out_path = t->out_dir;
     o.seed = t->seed;
     o.steps = t->steps; o.seq = t->seq; o.micro_batch = t->micro_batch; o.accum = t->accum; o.warmup = t->warmup;
@@ -524,6 +525,7 @@ int cmd_train(int argc, char **argv) {
     if (tier_open(&st, model)) { tool_fail("train"); goto done; }
     const tt_config *c = tier_config(st);
     o.base_fp = tier_base_fingerprint(c, tier_prune(st));
+    o.weights_fp = tier_weights_fingerprint(st);
     int shrunk = 0; /* structurally pruned: the source model has other shapes */
     for (uint32_t l = 0; l < c->n_layers; l++) shrunk |= c->layers[l].pruned != 0;
     o.base_model = base_model ? base_model : shrunk ? NULL : tier_source(st);
