@@ -33,7 +33,10 @@ void train_stop_arm(void) {
     g_stop_signal = 0;
     sigaction(SIGINT, &sa, &g_old_int);
     sigaction(SIGTERM, &sa, &g_old_term);
-    sigaction(SIGHUP, &sa, &g_old_hup); /* a closed terminal or ssh session: stop as on Ctrl-C, with a checkpoint */
+    /* a closed terminal or ssh session: stop as on Ctrl-C, with a checkpoint; but a run started under nohup
+     * (SIGHUP ignored) is meant to outlive its terminal, and keeps going */
+    sigaction(SIGHUP, NULL, &g_old_hup);
+    if (g_old_hup.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, NULL);
 }
 
 int train_stop_requested(void) { return g_stop_signal; }

@@ -78,6 +78,13 @@ interrupt $! 2 HUP
 [ $rc -eq 0 ] || fail "SIGHUP: exit $rc"
 grep -q "interrupted at step" "$dir/sig.out" || { fail "SIGHUP: no message"; cat "$dir/sig.out"; }
 [ -s "$dir/hup/checkpoint.bin" ] || fail "SIGHUP: no checkpoint"
+# ... but a run started under nohup (SIGHUP ignored) is meant to outlive its terminal: it trains to the end
+rm -f "$dir/sig.out"
+nohup "$T" train $FLAGS --steps 30 --save-every 0 --eval-every 0 --out "$dir/nohup" >"$dir/sig.out" 2>&1 &
+interrupt $! 2 HUP
+[ $rc -eq 0 ] || fail "nohup, SIGHUP: exit $rc"
+grep -q "interrupted" "$dir/sig.out" && fail "nohup: SIGHUP stopped the run"
+grep -q "^step *30/30" "$dir/sig.out" || { fail "nohup, SIGHUP: the run did not train to its end"; cat "$dir/sig.out"; }
 
 # TT_PROFILE_OPS: the op table on stderr at exit (from step 2 on; with one step, everything), the same adapter;
 # unset or 0: none.
