@@ -47,6 +47,15 @@ expect_error "train --trace onto the model" "--trace .*pruned.tier is the input"
 expect_error "train --trace onto the data" "--trace .*t.tok is the input" "$T" train $FLAGS --steps 1 --out "$dir/run2" --trace "$dir/t.tok" --force
 expect_error "train --trace onto the run's checkpoint" "would replace a file of the run" "$T" train $FLAGS --steps 1 --out "$dir/run" --trace "$dir/run/checkpoint.bin" --force
 expect_error "bench overlap --trace onto the model" "--trace .*pruned.tier is the input" "$T" bench overlap --model "$dir/pruned.tier" --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1 --trace "$dir/pruned.tier" --force
+# an output whose temporary name (OUT.partial, truncated when the write starts) is an input
+cp "$dir/f32.tier" "$dir/in.tier.partial"
+expect_error "quantize whose OUT.partial is its input" "-o .*in.tier is written as .*in.tier.partial first, which is the input" "$T" quantize "$dir/in.tier.partial" -o "$dir/in.tier"
+expect_error "prune whose OUT.partial is its input" "which is the input" "$T" prune "$dir/in.tier.partial" --ratio 0.5 -o "$dir/in.tier"
+mkdir -p "$dir/hf3" && cp "$dir/f32.tier" "$dir/hf3/model.safetensors.partial"
+expect_error "export whose model.safetensors.partial is its input" "would replace the input .*hf3/model.safetensors.partial" "$T" export "$dir/hf3/model.safetensors.partial" -o "$dir/hf3"
+cmp -s "$dir/f32.tier" "$dir/in.tier.partial" && cmp -s "$dir/f32.tier" "$dir/hf3/model.safetensors.partial" || fail "an input named OUT.partial changed"
+[ ! -e "$dir/in.tier" ] || fail "in.tier written from its own .partial"
+rm -rf "$dir/in.tier.partial" "$dir/hf3"
 unchanged "an output onto an input"
 
 # an existing output without --force

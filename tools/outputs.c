@@ -52,18 +52,37 @@ static int aliases_input(const char *out, const char *in, char *hit, size_t cap)
     return found;
 }
 
+/* 1 when out, or the "<out>.partial" it is first written as (truncated when the write starts), names one of
+ * inputs (as aliases_input), with that input's path in hit; *partial says which of the two it was. */
+static int hits_input(const char *out, const char *const *inputs, char *hit, size_t cap, int *partial) {
+    char tmp[4096];
+    int fits = snprintf(tmp, sizeof tmp, "%s.partial", out) < (int)sizeof tmp;
+    for (int i = 0; inputs && inputs[i]; i++) {
+        if (!*inputs[i]) continue;
+        *partial = 0;
+        if (aliases_input(out, inputs[i], hit, cap)) return 1;
+        *partial = 1;
+        if (fits && aliases_input(tmp, inputs[i], hit, cap)) return 1;
+    }
+    return 0;
+}
+
 int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force) {
     if (!path || !*path) {
         fprintf(stderr, "tiertrain %s: %s is empty; name the file to write\n", cmd, flag);
         return 2;
     }
     char hit[4096];
-    for (int i = 0; inputs && inputs[i]; i++)
-        if (*inputs[i] && aliases_input(path, inputs[i], hit, sizeof hit)) {
+    int partial;
+    if (hits_input(path, inputs, hit, sizeof hit, &partial)) {
+        if (!partial)
             fprintf(stderr, "tiertrain %s: %s %s is the input %s; write the result to a new file\n", cmd, flag, path,
                     hit);
-            return 2;
-        }
+        else
+            fprintf(stderr, "tiertrain %s: %s %s is written as %s.partial first, which is the input %s; write the "
+                            "result to another name\n", cmd, flag, path, path, hit);
+        return 2;
+    }
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) {
@@ -130,12 +149,12 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
             return 2;
         }
         char hit[4096];
-        for (int j = 0; inputs && inputs[j]; j++)
-            if (*inputs[j] && aliases_input(p, inputs[j], hit, sizeof hit)) {
-                fprintf(stderr, "tiertrain %s: %s %s would replace the input %s; write the result to a new folder\n",
-                        cmd, flag, dir, hit);
-                return 2;
-            }
+        int partial;
+        if (hits_input(p, inputs, hit, sizeof hit, &partial)) {
+            fprintf(stderr, "tiertrain %s: %s %s would replace the input %s; write the result to a new folder\n", cmd,
+                    flag, dir, hit);
+            return 2;
+        }
         if (lstat(p, &st) == 0 && !force) {
             fprintf(stderr, "tiertrain %s: %s %s already holds %s (%s); pass --force to replace it\n", cmd, flag, dir,
                     what, names[i]);

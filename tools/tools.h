@@ -71,7 +71,7 @@ int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device);
 /* ---- the output rule (tools/outputs.c), checked before any work ----
  * An output is refused when it is empty, names an input of the command
  * (the same file through any path or link, or a file inside an input
- * directory), exists and force is 0 (--force), is not a regular file, or
+ * directory) or its "<output>.partial" (written first) does, exists and force is 0 (--force), is not a regular file, or
  * sits in a directory that is missing or not writable. Each returns 0, or 2
  * after printing one line that names cmd, the flag and the path. inputs:
  * NULL-terminated; an empty string is skipped. */
