@@ -44,6 +44,10 @@ expect_ok verify-pruned "$T" verify "$dir/pruned.tier"
 expect_ok synth-threads1 "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 1 -o "$dir/t1.tier"
 expect_ok synth-threads3 "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 3 -o "$dir/t3.tier"
 cmp -s "$dir/t1.tier" "$dir/t3.tier" || fail "synth --threads 1 and --threads 3 wrote different stores"
+# --no-double-quant means nothing without NF4 projections: refused, as import refuses it
+expect_error synth-no-dq-bf16 "--no-double-quant goes with --quant nf4 only" "$T" synth --preset tiny --quant bf16 \
+    --no-double-quant -o "$dir/nodq.tier"
+[ -e "$dir/nodq.tier" ] && fail "a refused synth wrote nodq.tier"
 # tensors over --buffer-limit are written chunk by chunk by the writer: the same bytes (bf16 and NF4)
 expect_ok synth-streamed "$T" synth --preset tiny --quant bf16 --prune-ratio 0.5 --threads 3 --buffer-limit 64K -o "$dir/t4.tier"
 cmp -s "$dir/t1.tier" "$dir/t4.tier" || fail "synth --buffer-limit 64K wrote another store"

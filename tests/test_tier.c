@@ -230,6 +230,9 @@ static void test_config(void) {
     bad = c;
     bad.rms_eps = NAN;
     CHECK(config_validate(&bad, "x") == -EINVAL && strstr(tt_lasterr(), "rms_eps nan"));
+    bad = c;
+    bad.max_pos = 0; /* export would write a config.json that import refuses */
+    CHECK(config_validate(&bad, "x") == -EINVAL && strstr(tt_lasterr(), "context length"));
     CHECK(config_prune(&c, 1.0, 4, 78) == -EINVAL);
     CHECK(config_prune(&c, 0.5, 10, 5) == -EINVAL);
     CHECK(config_prune(&c, 0.99999, 4, 78) == -EINVAL); /* ffn' = 28672 - ceil(28671.7) = 0 */

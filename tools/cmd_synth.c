@@ -328,6 +328,11 @@ int cmd_synth(int argc, char **argv) {
         snprintf(cfg->name, sizeof cfg->name, "%s-%ldl", preset, n_layers);
     }
     uint32_t lin;
+    if (no_dq && strcmp(quant, "nf4") != 0) {
+        fprintf(stderr, "tiertrain synth: --no-double-quant goes with --quant nf4 only\n");
+        exit_code = 2;
+        goto done;
+    }
     if (strcmp(quant, "nf4") == 0) lin = no_dq ? TT_DTYPE_NF4 : TT_DTYPE_NF4DQ;
     else if (strcmp(quant, "bf16") == 0) lin = TT_DTYPE_BF16;
     else if (strcmp(quant, "f32") == 0) lin = TT_DTYPE_F32;

@@ -126,6 +126,8 @@ int config_validate(const tt_config *c, const char *what) {
         return TT_FAIL(-EINVAL, "%s: invalid llama3 rope scaling (factor %g, low %g, high %g, original context %u)",
                        what, (double)c->rope_factor, (double)c->rope_low_freq, (double)c->rope_high_freq,
                        c->rope_orig_max_pos);
+    if (c->max_pos == 0)
+        return TT_FAIL(-EINVAL, "%s: its context length (max_position_embeddings) is 0", what);
     if (c->tie_embeddings > 1 || c->bos_id >= c->vocab || c->eos_id >= c->vocab)
         return TT_FAIL(-EINVAL, "%s: invalid tie flag or bos/eos token id", what);
     uint32_t group = c->n_heads / c->n_kv_heads;
