@@ -54,6 +54,17 @@ expect_ok "plan --full 70B" "$T" plan $F70 --hbm 20G
 grep -q "^device total: .* of --hbm 20.00 GiB" "$dir/out" && grep -q "^  host memory: .* pinned; NVMe: .* read once at the start, 0 B per step" "$dir/out" &&
     grep -q "GaLore rank 128" "$dir/out" || { fail "plan --full 70B: no budget, host memory or NVMe lines"; cat "$dir/out"; }
 expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
+# plan --full --json is one JSON object, as plan --json: the plan's fields, then "teacher" and "full" (the
+# teacher's path quoted)
+ln -s m.tier "$dir/te\"acher.tier"
+expect_ok "plan --full --teacher --json" "$T" plan --full --model "$dir/m.tier" --teacher "$dir/te\"acher.tier" $SHAPE --json
+[ "$(wc -l <"$dir/out")" -eq 1 ] &&
+    grep -q '^{"hbm":.*,"teacher":{"path":".*te\\"acher\.tier",.*,"full":{"optim":"adamw",.*}}$' "$dir/out" ||
+    { fail "plan --full --teacher --json: expected one JSON object with \"teacher\" and \"full\""; cat "$dir/out"; }
+if command -v python3 >/dev/null; then # not among the project's Debian packages: checked where it is installed
+    python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); assert j["teacher"]["path"].endswith("te\"acher.tier") and j["full"]["master_bytes"] > 0' \
+        "$dir/out" || fail "plan --full --teacher --json: not valid JSON"
+fi
 expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
 # a LoRA state that does not fit (rank 1 would): the refusal names --rank and the largest that fits, not the
 # batch shape; when the rank is not the cause the message stays the batch shape's
