@@ -30,6 +30,19 @@ expect_ok "plan --json" "$T" plan --model "$dir/m.tier" $SHAPE --json
     { fail "plan --json: expected one JSON line with \"slots\""; cat "$dir/out"; }
 expect_ok "plan: the smallest budget" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm"
 grep -q "layer slots [23] of 4" "$dir/out" || { fail "plan --hbm $bench_hbm does not stream"; cat "$dir/out"; }
+# the predicted step needs both rates where layers are read every step (no host cache at the smallest --host):
+# one alone gives no time, not the other side's 0 s
+expect_error "plan: --host too small" "it needs --host [0-9.]* MiB" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm" --host 1K
+small_host=$(sed -n 's/.*it needs --host \([0-9.]*\) \([KMGT]iB\).*/\1\2/p' "$dir/err")
+BUDGETS="--hbm $bench_hbm --host $small_host"
+expect_ok "plan: --io-gbps and --gflops" "$T" plan --model "$dir/m.tier" $SHAPE $BUDGETS --io-gbps 2 --gflops 50
+grep -q "^NVMe reads: .* in the first step, [1-9][0-9.]* MiB per step after" "$dir/out" &&
+    grep -q "^predicted step: [0-9.]* s (IO [0-9.]* s at 2.00 GB/s, compute [0-9.]* s at 50.0 GFLOP/s" "$dir/out" ||
+    { fail "plan: no NVMe reads per step or no predicted step"; cat "$dir/out"; }
+for rate in "--io-gbps 2" "--gflops 50"; do
+    expect_ok "plan: $rate alone" "$T" plan --model "$dir/m.tier" $SHAPE $BUDGETS $rate
+    grep -q "^predicted step: give --io-gbps and --gflops" "$dir/out" || { fail "plan: a step time from $rate alone"; cat "$dir/out"; }
+done
 
 # plan --device cuda works on any machine: without a usable GPU with the
 # documented estimate of what CUDA holds outside the arena, which the
