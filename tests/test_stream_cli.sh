@@ -134,6 +134,20 @@ cmp -s "$dir/stream/adapter_model.safetensors" "$dir/res/adapter_model.safetenso
 cmp -s "$dir/streamj/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
     fail "streamed (--json) and resident training gave different adapters"
 
+# 64 micro-batches with part of the activations on the device: the unspill prefetch stays a couple of reads ahead
+# (it ran on into the backward pass's reads and held the buffers the forward pass's device cells were to take: the
+# first step waited forever, SIGTERM or not). A run that does not end within 2 minutes is killed: a failure, never
+# a hung test. The same adapter as resident training.
+MANY="--model $dir/m.tier --data $dir/t.tok --seq 16 --micro-batch 1 --batch-tokens 1024 --rank 4 --steps 1 --eval-every 0 --eval-tokens 64"
+expect_ok "train, 64 micro-batches, resident" "$T" train $MANY --out "$dir/many-res"
+for hb in 9M 12M; do
+    expect_ok "train, 64 micro-batches, --hbm $hb" timeout -s KILL 120 "$T" train $MANY --hbm $hb --out "$dir/many-$hb"
+    grep -q "^plan: .*, activations [1-9][0-9]* on device / [1-9][0-9]* spilled" "$dir/out" ||
+        { fail "train, 64 micro-batches, --hbm $hb: not some activations on the device and some spilled"; cat "$dir/out"; }
+    cmp -s "$dir/many-$hb/adapter_model.safetensors" "$dir/many-res/adapter_model.safetensors" ||
+        fail "train, 64 micro-batches, --hbm $hb: another adapter than the resident run's"
+done
+
 # The pread threads that read where io_uring is refused (TT_IO_ENGINE=threads): the same adapter again.
 expect_ok "train streamed, IO threads" env TT_IO_ENGINE=threads "$T" train $FLAGS --hbm "$hbm" --out "$dir/streamt"
 grep -q "^plan: [23] of 4 layer slots" "$dir/out" || { fail "TT_IO_ENGINE=threads: did not stream"; cat "$dir/out"; }
