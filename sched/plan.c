@@ -67,6 +67,8 @@ static void predict(const tier_store *s, tt_plan *p) {
     p->pred_io_s = p->req.io_gbps > 0 ? (double)p->io_bytes_step / (p->req.io_gbps * 1e9) : 0;
     p->pred_compute_s = p->req.gflops > 0 ? p->flops_step / (p->req.gflops * 1e9) : 0;
     p->pred_step_s = p->pred_io_s > p->pred_compute_s ? p->pred_io_s : p->pred_compute_s;
+    /* a rate not given: no time rather than half of one (the IO's is needed only when layers are read per step) */
+    if (p->req.gflops <= 0 || (p->io_bytes_step && p->req.io_gbps <= 0)) p->pred_step_s = 0;
 }
 
 void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, uint64_t *host) {

@@ -447,9 +447,14 @@ static void buf_put_locked(tt_stream *e, void *b) {
 
 /* Starts unspills for the next host-cell reads of the step, in order, as soon
  * as the value they need has been stored (a read of a gradient must not
- * fetch the checkpoint it replaces). */
+ * fetch the checkpoint it replaces). At most PLAN_UNSPILL_AHEAD reads ahead:
+ * an unspilled copy holds its buffer until its read, and the free buffers are
+ * also the ones the dev cells not yet stored will take (a prefetch that ran
+ * further, into the backward pass's reads, kept them from the forward pass,
+ * which then waited for a buffer forever). */
 static void prefetch_unspills_locked(tt_stream *e) {
-    while (e->next_read < e->n_reads && e->unspill_inflight < PLAN_UNSPILL_AHEAD && e->n_free > 3) {
+    while (e->next_read < e->n_reads && e->next_read < e->cur_read + PLAN_UNSPILL_AHEAD &&
+           e->unspill_inflight < PLAN_UNSPILL_AHEAD && e->n_free > 3) {
         int l = e->reads[e->next_read][0], k = e->reads[e->next_read][1], phase = e->reads[e->next_read][2];
         cell *x = cell_at(e, l, k);
         if (x->home == CELL_HOST && x->phase < phase) break; /* not produced yet */

@@ -30,6 +30,19 @@ expect_ok "plan --json" "$T" plan --model "$dir/m.tier" $SHAPE --json
     { fail "plan --json: expected one JSON line with \"slots\""; cat "$dir/out"; }
 expect_ok "plan: the smallest budget" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm"
 grep -q "layer slots [23] of 4" "$dir/out" || { fail "plan --hbm $bench_hbm does not stream"; cat "$dir/out"; }
+# the predicted step needs both rates where layers are read every step (no host cache at the smallest --host):
+# one alone gives no time, not the other side's 0 s
+expect_error "plan: --host too small" "it needs --host [0-9.]* MiB" "$T" plan --model "$dir/m.tier" $SHAPE --hbm "$bench_hbm" --host 1K
+small_host=$(sed -n 's/.*it needs --host \([0-9.]*\) \([KMGT]iB\).*/\1\2/p' "$dir/err")
+BUDGETS="--hbm $bench_hbm --host $small_host"
+expect_ok "plan: --io-gbps and --gflops" "$T" plan --model "$dir/m.tier" $SHAPE $BUDGETS --io-gbps 2 --gflops 50
+grep -q "^NVMe reads: .* in the first step, [1-9][0-9.]* MiB per step after" "$dir/out" &&
+    grep -q "^predicted step: [0-9.]* s (IO [0-9.]* s at 2.00 GB/s, compute [0-9.]* s at 50.0 GFLOP/s" "$dir/out" ||
+    { fail "plan: no NVMe reads per step or no predicted step"; cat "$dir/out"; }
+for rate in "--io-gbps 2" "--gflops 50"; do
+    expect_ok "plan: $rate alone" "$T" plan --model "$dir/m.tier" $SHAPE $BUDGETS $rate
+    grep -q "^predicted step: give --io-gbps and --gflops" "$dir/out" || { fail "plan: a step time from $rate alone"; cat "$dir/out"; }
+done
 
 # plan --device cuda works on any machine: without a usable GPU with the
 # documented estimate of what CUDA holds outside the arena, which the
@@ -54,6 +67,17 @@ expect_ok "plan --full 70B" "$T" plan $F70 --hbm 20G
 grep -q "^device total: .* of --hbm 20.00 GiB" "$dir/out" && grep -q "^  host memory: .* pinned; NVMe: .* read once at the start, 0 B per step" "$dir/out" &&
     grep -q "GaLore rank 128" "$dir/out" || { fail "plan --full 70B: no budget, host memory or NVMe lines"; cat "$dir/out"; }
 expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
+# plan --full --json is one JSON object, as plan --json: the plan's fields, then "teacher" and "full" (the
+# teacher's path quoted)
+ln -s m.tier "$dir/te\"acher.tier"
+expect_ok "plan --full --teacher --json" "$T" plan --full --model "$dir/m.tier" --teacher "$dir/te\"acher.tier" $SHAPE --json
+[ "$(wc -l <"$dir/out")" -eq 1 ] &&
+    grep -q '^{"hbm":.*,"teacher":{"path":".*te\\"acher\.tier",.*,"full":{"optim":"adamw",.*}}$' "$dir/out" ||
+    { fail "plan --full --teacher --json: expected one JSON object with \"teacher\" and \"full\""; cat "$dir/out"; }
+if command -v python3 >/dev/null; then # not among the project's Debian packages: checked where it is installed
+    python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); assert j["teacher"]["path"].endswith("te\"acher.tier") and j["full"]["master_bytes"] > 0' \
+        "$dir/out" || fail "plan --full --teacher --json: not valid JSON"
+fi
 expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
 # a LoRA state that does not fit (rank 1 would): the refusal names --rank and the largest that fits, not the
 # batch shape; when the rank is not the cause the message stays the batch shape's
@@ -109,6 +133,20 @@ cmp -s "$dir/stream/adapter_model.safetensors" "$dir/res/adapter_model.safetenso
     fail "streamed and resident training gave different adapters"
 cmp -s "$dir/streamj/adapter_model.safetensors" "$dir/res/adapter_model.safetensors" ||
     fail "streamed (--json) and resident training gave different adapters"
+
+# 64 micro-batches with part of the activations on the device: the unspill prefetch stays a couple of reads ahead
+# (it ran on into the backward pass's reads and held the buffers the forward pass's device cells were to take: the
+# first step waited forever, SIGTERM or not). A run that does not end within 2 minutes is killed: a failure, never
+# a hung test. The same adapter as resident training.
+MANY="--model $dir/m.tier --data $dir/t.tok --seq 16 --micro-batch 1 --batch-tokens 1024 --rank 4 --steps 1 --eval-every 0 --eval-tokens 64"
+expect_ok "train, 64 micro-batches, resident" "$T" train $MANY --out "$dir/many-res"
+for hb in 9M 12M; do
+    expect_ok "train, 64 micro-batches, --hbm $hb" timeout -s KILL 120 "$T" train $MANY --hbm $hb --out "$dir/many-$hb"
+    grep -q "^plan: .*, activations [1-9][0-9]* on device / [1-9][0-9]* spilled" "$dir/out" ||
+        { fail "train, 64 micro-batches, --hbm $hb: not some activations on the device and some spilled"; cat "$dir/out"; }
+    cmp -s "$dir/many-$hb/adapter_model.safetensors" "$dir/many-res/adapter_model.safetensors" ||
+        fail "train, 64 micro-batches, --hbm $hb: another adapter than the resident run's"
+done
 
 # The pread threads that read where io_uring is refused (TT_IO_ENGINE=threads): the same adapter again.
 expect_ok "train streamed, IO threads" env TT_IO_ENGINE=threads "$T" train $FLAGS --hbm "$hbm" --out "$dir/streamt"

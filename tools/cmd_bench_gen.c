@@ -115,10 +115,20 @@ int bench_generate(int argc, char **argv) {
     printf("bench generate: %s (%s), %u layers, %s of layers; prompts of %d tokens, %d new tokens each, device %s\n",
            model, c->name, c->n_layers, tt_fmt_bytes(layers, lb, sizeof lb), P, N, be_current()->name);
     fflush(stdout);
-    for (int bi = 0; bi < nb; bi++) {
-        int B = bs[bi];
+    /* Every batch's two plans before any timing, the largest batch first: a budget too small for one of them is
+     * refused before minutes of work, naming what the largest needs; at each batch the streamed plan first (under
+     * --host its refusal is the one that counts: the resident plan spills nothing to the host). */
+    tt_plan pr[MAX_BATCHES], ps[MAX_BATCHES];
+    int order[MAX_BATCHES];
+    for (int i = 0; i < nb; i++) {
+        int j = i;
+        for (; j > 0 && bs[order[j - 1]] < bs[i]; j--) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    for (int k = 0; k < nb; k++) {
+        int bi = order[k];
         tt_plan_req rr = base, sr;
-        gen_plan_req(&rr, s, &lora, B, pa.seq, cap);
+        gen_plan_req(&rr, s, &lora, bs[bi], pa.seq, cap);
         rr.hbm = 0;
         sr = rr;
         uint64_t dmin, hmin, quarter;
@@ -127,17 +137,22 @@ int bench_generate(int argc, char **argv) {
         plan_dev_fits(dmin, 0, &dmin);
         plan_dev_fits(layers / 4, 0, &quarter);
         sr.hbm = hbm ? hbm : quarter > dmin ? quarter : dmin;
-        tt_plan pr, ps;
-        tt_gen *gr = NULL, *gs = NULL;
-        if (plan_make(s, &rr, &pr) || plan_make(s, &sr, &ps) || gen_create(&gr, model, &pr) ||
-            gen_create(&gs, model, &ps)) {
-            gen_free(gr);
+        if (plan_make(s, &sr, &ps[bi]) || plan_make(s, &rr, &pr[bi])) {
             tool_fail("bench generate");
             goto out;
         }
         budget[bi] = sr.hbm;
-        kv_dev[bi] = ps.user_dev;
-        slots[bi] = ps.slots;
+        kv_dev[bi] = ps[bi].user_dev;
+        slots[bi] = ps[bi].slots;
+    }
+    for (int bi = 0; bi < nb; bi++) {
+        int B = bs[bi];
+        tt_gen *gr = NULL, *gs = NULL;
+        if (gen_create(&gr, model, &pr[bi]) || gen_create(&gs, model, &ps[bi])) {
+            gen_free(gr);
+            tool_fail("bench generate");
+            goto out;
+        }
         uint32_t **pp = tt_xcalloc((size_t)B, sizeof *pp);
         tt_rng r;
         rng_seed(&r, 2024, (uint64_t)B);

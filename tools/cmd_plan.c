@@ -12,6 +12,8 @@
 #include "tools/cli.h"
 #include "tools/tools.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device) {
@@ -132,13 +134,23 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     uint64_t master, h2d, d2h, ob, ab, wb;
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
     fulltrain_optim_bytes(c, &o, &ob, &ab, &wb);
-    if (as_json) {
-        plan_print_json(s, &p, stdout);
-        if (teacher)
-            printf("\n{\"teacher\":{\"path\":\"%s\",\"dev_bytes\":%llu,\"host_bytes\":%llu,\"slots\":%d,"
-                   "\"layers\":%d}}", teacher, (unsigned long long)tp.dev_bytes, (unsigned long long)tp.host_bytes,
-                   tp.slots, tp.L);
-        printf("\n{\"full\":{\"optim\":\"%s\",\"master_bytes\":%llu,\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu,"
+    if (as_json) { /* one object: the plan's fields (as plan --json prints them), then "teacher" and "full" */
+        char *pj = NULL;
+        size_t pn = 0;
+        FILE *m = open_memstream(&pj, &pn);
+        TT_ASSERT(m);
+        plan_print_json(s, &p, m);
+        fclose(m);
+        TT_ASSERT(pn > 0 && pj[pn - 1] == '}');
+        printf("%.*s", (int)(pn - 1), pj);
+        free(pj);
+        if (teacher) {
+            char *tq = tool_json_quote(teacher);
+            printf(",\"teacher\":{\"path\":%s,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"slots\":%d,\"layers\":%d}",
+                   tq, (unsigned long long)tp.dev_bytes, (unsigned long long)tp.host_bytes, tp.slots, tp.L);
+            free(tq);
+        }
+        printf(",\"full\":{\"optim\":\"%s\",\"master_bytes\":%llu,\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu,"
                "\"host_bytes\":%llu,\"nvme_first_step\":%llu,\"nvme_per_step\":%llu,\"h2d_per_step\":%llu,"
                "\"d2h_per_step\":%llu}}\n", optim, (unsigned long long)master, (unsigned long long)ob,
                (unsigned long long)ab, (unsigned long long)p.host_bytes, (unsigned long long)p.io_bytes_first,
