@@ -26,6 +26,7 @@ struct tokfile_writer {
     uint32_t *buf;   /* (WBUF_TOKENS) pending tokens */
     size_t nbuf;
     int failed;
+    int sealed;      /* header written and synced: only the rename is left */
     int v2;
     uint8_t *flags;  /* version 2: every token's flags, written at finish */
     size_t flags_cap;
@@ -70,8 +71,8 @@ static void make_header(uint8_t h[TOKFILE_HEADER_BYTES], int v2, uint64_t count,
 
 void tokfile_write_abort(tokfile_writer *w) {
     if (!w) return;
+    if (w->tmp) unlink(w->tmp); /* before the close: the lock covers it */
     if (w->fd >= 0) close(w->fd);
-    if (w->tmp) unlink(w->tmp);
     free(w->path);
     free(w->tmp);
     free(w->buf);
@@ -95,15 +96,13 @@ static int write_open(const char *path, uint32_t vocab, uint32_t eot, int v2, to
     size_t tl = strlen(path) + sizeof ".partial";
     w->tmp = tt_xmalloc(tl);
     snprintf(w->tmp, tl, "%s.partial", path);
-    tt_partial_note(w->tmp); /* removed if a signal ends the process before the rename */
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    w->fd = tt_partial_open(w->tmp, path);
     if (w->fd < 0) {
-        int e = errno;
-        free(w->tmp); /* nothing was created: do not unlink someone else's file */
+        int rc = w->fd;
+        free(w->tmp); /* nothing of ours: do not unlink someone else's file */
         w->tmp = NULL;
         tokfile_write_abort(w);
-        if (e == ENOENT) return TT_FAIL(-e, "cannot create %s: its folder does not exist", path);
-        return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
+        return rc;
     }
     w->buf = tt_xmalloc(WBUF_TOKENS * sizeof *w->buf);
     uint8_t h[TOKFILE_HEADER_BYTES]; /* count 0 until finish: an interrupted file never looks complete */
@@ -164,7 +163,7 @@ int tokfile_append(tokfile_writer *w, const uint32_t *tokens, size_t n) {
 uint64_t tokfile_write_count(const tokfile_writer *w) { return w->count; }
 
 int tokfile_write_seal(tokfile_writer *w) {
-    TT_ASSERT(!w->failed && w->fd >= 0);
+    TT_ASSERT(!w->failed && !w->sealed);
     int rc = flush(w);
     if (rc == 0 && w->v2 && w->count) rc = write_all(w, w->flags, w->count);
     uint8_t h[TOKFILE_HEADER_BYTES];
@@ -176,17 +175,16 @@ int tokfile_write_seal(tokfile_writer *w) {
         if (r != (ssize_t)sizeof h) rc = w_fail(w, r < 0 ? errno : EIO, "writing the header of");
     }
     if (rc == 0 && fsync(w->fd) != 0) rc = w_fail(w, errno, "syncing");
-    if (rc == 0 && close(w->fd) != 0) rc = w_fail(w, errno, "closing");
-    w->fd = -1;
+    w->sealed = rc == 0; /* still open: the lock covers the file until commit has renamed it */
     return rc;
 }
 
 int tokfile_write_commit(tokfile_writer *w) {
-    TT_ASSERT(!w->failed && w->fd < 0);
+    TT_ASSERT(!w->failed && w->sealed);
     int rc = 0;
     if (rename(w->tmp, w->path) != 0) rc = w_fail(w, errno, "renaming into place");
     if (rc == 0) {
-        free(w->tmp); /* renamed: nothing left to remove */
+        free(w->tmp); /* renamed: nothing left to remove; abort below closes it (synced: nothing to report) */
         w->tmp = NULL;
         char *copy = strdup(w->path);
         TT_ASSERT(copy);

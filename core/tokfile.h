@@ -66,9 +66,10 @@ uint64_t tokfile_write_count(const tokfile_writer *w);
 int tokfile_write_finish(tokfile_writer *w);
 
 /* finish in two halves, for outputs that must appear together (OUT and
- * OUT.val): seal writes the header, fsyncs and closes PATH.partial (on error
- * -errno after tt_seterr; then only tokfile_write_abort); commit renames it to
- * PATH and frees w in every case (on error PATH.partial is removed). */
+ * OUT.val): seal writes the header and fsyncs PATH.partial (on error -errno
+ * after tt_seterr; then only tokfile_write_abort); commit renames it to PATH,
+ * then closes it (its lock against other writers held until it has left its
+ * temporary name) and frees w in every case (on error PATH.partial is removed). */
 int tokfile_write_seal(tokfile_writer *w);
 int tokfile_write_commit(tokfile_writer *w);
 

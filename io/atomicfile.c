@@ -42,70 +42,66 @@ void atomic_sync_dir_of(const char *path) {
     close(dfd);
 }
 
-int atomic_partial_open(const char *path, char **tmp_out) {
-    size_t tl = strlen(path) + 16;
-    char *tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    tt_partial_note(tmp); /* removed if a signal ends the process before the rename */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
+int atomic_partial_open(const char *path, atomic_partial *p) {
+    size_t tl = strlen(path) + sizeof ".partial";
+    p->tmp = tt_xmalloc(tl);
+    snprintf(p->tmp, tl, "%s.partial", path);
+    p->fd = tt_partial_open(p->tmp, path);
+    if (p->fd < 0) { /* nothing of ours to remove */
+        int rc = p->fd;
+        free(p->tmp);
+        p->tmp = NULL;
+        return rc;
     }
-    *tmp_out = tmp;
-    return fd;
+    return 0;
 }
 
-int atomic_partial_close(int fd, char *tmp, const char *path) {
-    int rc = 0;
-    if (fsync(fd) != 0) rc = atomic_write_fail(path, errno, "syncing");
-    if (close(fd) != 0 && rc == 0) rc = atomic_write_fail(path, errno, "closing");
-    if (rc) {
-        unlink(tmp);
-        free(tmp);
-    }
-    return rc;
+void atomic_partial_drop(atomic_partial *p) {
+    if (!p->tmp) return;
+    unlink(p->tmp);
+    close(p->fd);
+    free(p->tmp);
+    p->tmp = NULL;
+    p->fd = -1;
 }
 
 int atomic_write_partial_parts(const char *path, const void *const *parts, const size_t *sizes, int nparts,
-                               char **tmp_out) {
-    char *tmp;
-    int fd = atomic_partial_open(path, &tmp);
-    if (fd < 0) return fd;
+                               atomic_partial *p) {
+    int rc = atomic_partial_open(path, p);
+    if (rc) return rc;
     int err = 0;
-    for (int i = 0; i < nparts && !err; i++) err = atomic_write_all(fd, parts[i], sizes[i]);
-    if (err) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return atomic_write_fail(path, err, "writing");
-    }
-    int rc = atomic_partial_close(fd, tmp, path);
-    if (rc == 0) *tmp_out = tmp;
+    for (int i = 0; i < nparts && !err; i++) err = atomic_write_all(p->fd, parts[i], sizes[i]);
+    if (err) rc = atomic_write_fail(path, err, "writing");
+    else if (fsync(p->fd) != 0) rc = atomic_write_fail(path, errno, "syncing");
+    if (rc) atomic_partial_drop(p);
     return rc;
 }
 
-int atomic_write_partial(const char *path, const void *data, size_t len, char **tmp_out) {
-    return atomic_write_partial_parts(path, &data, &len, 1, tmp_out);
+int atomic_write_partial(const char *path, const void *data, size_t len, atomic_partial *p) {
+    return atomic_write_partial_parts(path, &data, &len, 1, p);
 }
 
-int atomic_commit(char *tmp, const char *path) {
+int atomic_commit(atomic_partial *p, const char *path) {
+    TT_ASSERT(p->tmp);
     int rc = 0;
-    if (rename(tmp, path) != 0) {
-        rc = atomic_write_fail(path, errno, "renaming into place");
-        unlink(tmp);
-    } else {
-        atomic_sync_dir_of(path);
+    if (fsync(p->fd) != 0) rc = atomic_write_fail(path, errno, "syncing");
+    else if (rename(p->tmp, path) != 0) rc = atomic_write_fail(path, errno, "renaming into place");
+    if (rc) {
+        atomic_partial_drop(p);
+        return rc;
     }
-    free(tmp);
-    return rc;
+    close(p->fd); /* synced before the rename: nothing left for close to report */
+    free(p->tmp);
+    p->tmp = NULL;
+    p->fd = -1;
+    atomic_sync_dir_of(path);
+    return 0;
 }
 
 int atomic_write_parts(const char *path, const void *const *parts, const size_t *sizes, int nparts) {
-    char *tmp = NULL;
-    int rc = atomic_write_partial_parts(path, parts, sizes, nparts, &tmp);
-    return rc ? rc : atomic_commit(tmp, path);
+    atomic_partial p;
+    int rc = atomic_write_partial_parts(path, parts, sizes, nparts, &p);
+    return rc ? rc : atomic_commit(&p, path);
 }
 
 int atomic_write_file(const char *path, const void *data, size_t len) {

@@ -20,25 +20,35 @@ int atomic_write_fail(const char *path, int err, const char *what);
 /* fsync of the folder holding path, so a rename in it is durable (best effort). */
 void atomic_sync_dir_of(const char *path);
 
-/* Creates (truncates) "<path>.partial" for writing: its fd, with *tmp_out
- * (malloc'ed) naming it, or -errno with a message. */
-int atomic_partial_open(const char *path, char **tmp_out);
-/* fsyncs and closes fd, the partial file tmp of path: 0 (tmp is then the
- * caller's, for atomic_commit), or -errno with a message, the file removed
- * and tmp freed. */
-int atomic_partial_close(int fd, char *tmp, const char *path);
+/* A file being written under its temporary name "<path>.partial": fd open
+ * and locked against other writers (tt_partial_open), tmp malloc'ed naming it.
+ * The lock holds until atomic_commit has renamed it into place (or
+ * atomic_partial_drop has removed it). */
+typedef struct {
+    int fd;
+    char *tmp;
+} atomic_partial;
+
+/* Creates "<path>.partial" into *p: 0, or -errno with a message (another
+ * process writing path: -EBUSY, its file untouched); *p is then empty. */
+int atomic_partial_open(const char *path, atomic_partial *p);
+/* Removes the partial file, then closes it (in this order: the lock covers
+ * the unlink) and frees its name; *p emptied. Nothing when p is empty. */
+void atomic_partial_drop(atomic_partial *p);
 
 /* Writes nparts buffers, one after the other, to "<path>.partial" and fsyncs
- * it; *tmp_out (malloc'ed) names it for atomic_commit. Nothing is left behind
+ * it; *p holds it, open and locked, for atomic_commit. Nothing is left behind
  * on failure. Returns 0 or -errno with a message. */
 int atomic_write_partial_parts(const char *path, const void *const *parts, const size_t *sizes, int nparts,
-                               char **tmp_out);
+                               atomic_partial *p);
 /* The same for one buffer. */
-int atomic_write_partial(const char *path, const void *data, size_t len, char **tmp_out);
+int atomic_write_partial(const char *path, const void *data, size_t len, atomic_partial *p);
 
-/* Renames tmp over path and syncs the folder; frees tmp (and removes the file
- * on failure). Returns 0 or -errno with a message. */
-int atomic_commit(char *tmp, const char *path);
+/* fsyncs p's file, renames it over path, closes it (after the rename: the
+ * lock covers the file until it has left its temporary name) and syncs the
+ * folder; on failure removes it. *p emptied. Returns 0 or -errno with a
+ * message. */
+int atomic_commit(atomic_partial *p, const char *path);
 
 /* atomic_write_partial(_parts) + atomic_commit. */
 int atomic_write_parts(const char *path, const void *const *parts, const size_t *sizes, int nparts);

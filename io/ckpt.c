@@ -60,8 +60,7 @@ static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap,
  * appended; the header goes last, over the zeros left for it. */
 struct ckpt_writer {
     char path[4096];
-    char *tmp; /* "<path>.partial" */
-    int fd;
+    atomic_partial part; /* "<path>.partial", open and locked */
     uint32_t sbytes;
     uint64_t payload, done; /* the payload's bytes: announced, appended */
     XXH3_state_t *x;
@@ -69,9 +68,7 @@ struct ckpt_writer {
 
 /* Frees w, removing its partial file; returns rc. */
 static int writer_drop(ckpt_writer *w, int rc) {
-    if (w->fd >= 0) close(w->fd);
-    unlink(w->tmp);
-    free(w->tmp);
+    atomic_partial_drop(&w->part);
     XXH3_freeState(w->x);
     free(w);
     return rc;
@@ -81,9 +78,8 @@ int ckpt_writer_open(ckpt_writer **out, const char *dir, const ckpt_state *st) {
     *out = NULL;
     ckpt_writer *w = tt_xcalloc(1, sizeof *w);
     path_in(w->path, sizeof w->path, dir);
-    w->fd = atomic_partial_open(w->path, &w->tmp);
-    if (w->fd < 0) {
-        int rc = w->fd;
+    int rc = atomic_partial_open(w->path, &w->part);
+    if (rc) {
         free(w);
         return rc;
     }
@@ -93,16 +89,16 @@ int ckpt_writer_open(ckpt_writer **out, const char *dir, const ckpt_state *st) {
     TT_ASSERT(w->x);
     XXH3_64bits_reset(w->x);
     static const uint8_t zero[HEADER_BYTES];
-    int e = atomic_write_all(w->fd, zero, HEADER_BYTES);
+    int e = atomic_write_all(w->part.fd, zero, HEADER_BYTES);
     if (e) return writer_drop(w, atomic_write_fail(w->path, e, "writing"));
-    int rc = ckpt_writer_put(w, st, w->sbytes); /* the record: the payload's first bytes */
+    rc = ckpt_writer_put(w, st, w->sbytes); /* the record: the payload's first bytes */
     if (rc == 0) *out = w;
     return rc;
 }
 
 int ckpt_writer_put(ckpt_writer *w, const void *data, size_t bytes) {
     TT_ASSERT(w->done + bytes <= w->payload); /* the pieces add up to what the record announces */
-    int e = atomic_write_all(w->fd, data, bytes);
+    int e = atomic_write_all(w->part.fd, data, bytes);
     if (e) return writer_drop(w, atomic_write_fail(w->path, e, "writing"));
     XXH3_64bits_update(w->x, data, bytes);
     w->done += bytes;
@@ -131,14 +127,13 @@ int ckpt_writer_close(ckpt_writer *w) {
     memcpy(hdr + 16, &w->payload, 8);
     memcpy(hdr + 24, &sum, 8);
     for (size_t done = 0; done < HEADER_BYTES;) {
-        ssize_t r = pwrite(w->fd, hdr + done, HEADER_BYTES - done, (off_t)done);
+        ssize_t r = pwrite(w->part.fd, hdr + done, HEADER_BYTES - done, (off_t)done);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return writer_drop(w, atomic_write_fail(w->path, r < 0 ? errno : EIO, "writing"));
         done += (size_t)r;
     }
-    /* synced and closed, then renamed into place (or removed) and the name freed */
-    int rc = atomic_partial_close(w->fd, w->tmp, w->path);
-    if (rc == 0) rc = atomic_commit(w->tmp, w->path);
+    /* synced, renamed into place (or removed), then closed */
+    int rc = atomic_commit(&w->part, w->path);
     XXH3_freeState(w->x);
     free(w);
     return rc;

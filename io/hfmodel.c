@@ -615,9 +615,8 @@ static char *config_text(const tt_config *c, const tier_prune_map *map, const ch
 
 int hf_config_write(const char *dir, const tt_config *cfg, const tier_prune_map *map, uint32_t dtype) {
     TT_ASSERT(dtype == TT_DTYPE_BF16 || dtype == TT_DTYPE_F32);
-    char *path = join(dir, HF_CONFIG_FILE), *text = config_text(cfg, map, NULL, dtype), *tmp = NULL;
-    int rc = atomic_write_partial(path, text, strlen(text), &tmp);
-    if (rc == 0) rc = atomic_commit(tmp, path);
+    char *path = join(dir, HF_CONFIG_FILE), *text = config_text(cfg, map, NULL, dtype);
+    int rc = atomic_write_file(path, text, strlen(text));
     free(text);
     free(path);
     return rc;
@@ -1026,7 +1025,8 @@ int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force
         entries[i] = (st_entry){desc[i].name, sdt, desc[i].ndim, shapes[i], NULL};
         total += desc[i].rows * desc[i].cols * esz;
     }
-    char *weights = join(dir, HF_WEIGHTS_FILE), *config = join(dir, HF_CONFIG_FILE), *ctmp = NULL;
+    char *weights = join(dir, HF_WEIGHTS_FILE), *config = join(dir, HF_CONFIG_FILE);
+    atomic_partial cpart;
     char *text = config_text(cfg, tier_prune(r.s), tier_source(r.s), dtype);
     st_writer *sw = NULL;
     uint64_t maxn = store_max_tensor(cfg), done = 0;
@@ -1053,16 +1053,12 @@ int hf_export(const char *store_path, const char *dir, uint32_t dtype, int force
     }
     /* config.json is complete on disk before model.safetensors appears, and
      * renamed right after it: a failure leaves neither new file */
-    if (rc == 0) rc = atomic_write_partial(config, text, strlen(text), &ctmp);
+    if (rc == 0) rc = atomic_write_partial(config, text, strlen(text), &cpart);
     if (rc == 0) {
         rc = st_writer_finish(sw);
         sw = NULL;
-        if (rc) {
-            unlink(ctmp);
-            free(ctmp);
-        } else {
-            rc = atomic_commit(ctmp, config);
-        }
+        if (rc) atomic_partial_drop(&cpart);
+        else rc = atomic_commit(&cpart, config);
     }
     st_writer_abort(sw);
     if (rc && created) rmdir(dir); /* only when empty, which it is after a failure */

@@ -475,8 +475,8 @@ struct st_writer {
 
 void st_writer_abort(st_writer *w) {
     if (!w) return;
+    if (w->tmp) unlink(w->tmp); /* before the close: the lock covers it */
     if (w->fd >= 0) close(w->fd);
-    if (w->tmp) unlink(w->tmp);
     free(w->tmp);
     free(w->path);
     free(w);
@@ -527,19 +527,17 @@ int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry
     w->path = strdup(path);
     TT_ASSERT(w->path);
     w->expected = total;
-    size_t tl = strlen(path) + 16;
+    size_t tl = strlen(path) + sizeof ".partial";
     w->tmp = tt_xmalloc(tl);
     snprintf(w->tmp, tl, "%s.partial", path);
-    tt_partial_note(w->tmp); /* removed if a signal ends the process before the rename */
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    w->fd = tt_partial_open(w->tmp, path);
     if (w->fd < 0) {
-        int e = errno;
+        rc = w->fd;
         free(w->tmp);
-        w->tmp = NULL; /* nothing to remove */
+        w->tmp = NULL; /* nothing of ours to remove */
         st_writer_abort(w);
         free(hdr);
-        return e == ENOENT ? TT_FAIL(-ENOENT, "cannot create %s: its directory does not exist", path)
-                           : TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
+        return rc;
     }
     uint8_t len8[8];
     put_le64(len8, hlen);
@@ -567,14 +565,13 @@ int st_writer_finish(st_writer *w) {
     TT_ASSERT(w->written == w->expected); /* every tensor must have received all its bytes */
     int rc = 0;
     if (fsync(w->fd) != 0) rc = atomic_write_fail(w->path, errno, "syncing");
-    int cfd = w->fd;
-    w->fd = -1;
-    if (close(cfd) != 0 && rc == 0) rc = atomic_write_fail(w->path, errno, "closing");
     if (rc == 0 && rename(w->tmp, w->path) != 0) rc = atomic_write_fail(w->path, errno, "renaming into place");
-    if (rc == 0) {
-        atomic_sync_dir_of(w->path);
+    if (rc == 0) { /* renamed before the close: the lock covers the file until it has left its temporary name */
         free(w->tmp);
         w->tmp = NULL;
+        close(w->fd); /* synced: nothing left for close to report */
+        w->fd = -1;
+        atomic_sync_dir_of(w->path);
     }
     st_writer_abort(w); /* frees w; removes the partial file only after a failure */
     return rc;

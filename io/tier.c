@@ -678,10 +678,6 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
     w->fd = -1;
     w->cfg = *cfg;
     w->path = strdup(path);
-    size_t tl = strlen(path) + 16;
-    w->tmp = tt_xmalloc(tl);
-    snprintf(w->tmp, tl, "%s.partial", path);
-    tt_partial_note(w->tmp); /* removed if a signal ends the process before the rename */
     w->n_tensors = config_n_tensors(cfg);
     w->n_extents = TT_N_EXTENTS(cfg);
     w->tensors = tt_xcalloc(w->n_tensors, sizeof *w->tensors);
@@ -703,12 +699,17 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
         tier_writer_abort(w);
         return TT_FAIL(-EISDIR, "%s is a directory; give a file name for the store", path);
     }
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        int e = errno;
+    size_t tl = strlen(path) + sizeof ".partial";
+    char *tmp = tt_xmalloc(tl);
+    snprintf(tmp, tl, "%s.partial", path);
+    w->fd = tt_partial_open(tmp, path);
+    if (w->fd < 0) { /* nothing of ours to remove */
+        rc = w->fd;
+        free(tmp);
         tier_writer_abort(w);
-        return TT_FAIL(-e, "cannot create %s: %s", path, strerror(e));
+        return rc;
     }
+    w->tmp = tmp;
     rc = w_begin_extent(w, 0);
     if (rc) { tier_writer_abort(w); return rc; }
     *out = w;
@@ -794,24 +795,24 @@ int tier_writer_finish(tier_writer *w) {
     free(buf);
     if (rc == 0 && ftruncate(w->fd, (off_t)file_size) != 0) rc = w_fail(w, errno, "sizing");
     if (rc == 0 && fsync(w->fd) != 0) rc = w_fail(w, errno, "syncing");
-    if (rc == 0 && close(w->fd) != 0) rc = w_fail(w, errno, "closing");
-    w->fd = -1;
     if (rc == 0 && rename(w->tmp, w->path) != 0) rc = w_fail(w, errno, "renaming into place");
     if (rc) {
         tier_writer_abort(w);
         return rc;
     }
-    fsync_dir_of(w->path);
-    free(w->tmp);
+    free(w->tmp); /* renamed before the close: the lock covers the file until it has left its temporary name */
     w->tmp = NULL;
+    close(w->fd); /* synced: nothing left for close to report */
+    w->fd = -1;
+    fsync_dir_of(w->path);
     tier_writer_abort(w);
     return 0;
 }
 
 void tier_writer_abort(tier_writer *w) {
     if (!w) return;
+    if (w->tmp) unlink(w->tmp); /* before the close: the lock covers it */
     if (w->fd >= 0) close(w->fd);
-    if (w->tmp) unlink(w->tmp);
     if (w->xx) XXH3_freeState(w->xx);
     free(w->path);
     free(w->tmp);

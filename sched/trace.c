@@ -367,19 +367,16 @@ int trace_write_chrome(const tt_trace *t, const char *path) {
     size_t tl = strlen(path) + sizeof ".partial";
     char *tmp = tt_xmalloc(tl);
     snprintf(tmp, tl, "%s.partial", path);
-    tt_partial_note(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        tt_seterr("cannot write the trace file %s: creating %s failed: %s", path, tmp, strerror(e));
+    int fd = tt_partial_open(tmp, path);
+    if (fd < 0) { /* nothing of ours to remove */
         free(tmp);
-        return -e;
+        return fd;
     }
     FILE *f = fdopen(fd, "w");
     if (!f) {
         int e = errno;
+        unlink(tmp); /* before the close: the lock covers it */
         close(fd);
-        unlink(tmp);
         tt_seterr("cannot write the trace file %s: %s", path, strerror(e));
         free(tmp);
         return -e;
@@ -389,15 +386,17 @@ int trace_write_chrome(const tt_trace *t, const char *path) {
     int e = 0;
     if (fflush(f) != 0 || ferror(f)) e = errno ? errno : EIO;
     else if (fsync(fd) != 0) e = errno;
-    if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
+    /* renamed before the close: the lock covers the file until it has left its temporary name */
     if (!e && rename(tmp, path) != 0) e = errno;
     if (e) {
         unlink(tmp);
+        fclose(f);
         tt_seterr("writing the trace file %s failed: %s%s", path, strerror(e),
                   e == ENOSPC || e == EDQUOT ? "; free some space and try again" : "");
         free(tmp);
         return -e;
     }
+    fclose(f); /* flushed and synced: nothing left for it to report */
     /* make the rename durable */
     char *dir = strdup(path);
     int dfd = dir ? open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;

@@ -5,11 +5,21 @@
  * string is cut with "..." within the buffer; escaping is idempotent; every
  * error message (tt_seterr) is escaped. tt_parse_size, the size options'
  * parser: suffixes, fractions of a unit, and refusals (a sign, a fraction that
- * would read as 0, overflow, trailing junk). tt_even_chunk: chunk sizes. */
+ * would read as 0, overflow, trailing junk). tt_even_chunk: chunk sizes.
+ * tt_partial_open: a ".partial" file locked by another writer (another open
+ * file description) is refused, untouched; once released it is reused and
+ * emptied; a signal removes this process's partial file, but not one another
+ * writer made under the same name after this one renamed its own away. */
 #include "core/base/common.h"
 #include "tests/test.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void expect(const char *in, const char *want, size_t cap) {
     char buf[256];
@@ -27,7 +37,66 @@ static void size_is(const char *in, int ok, uint64_t want) {
     else CHECK_MSG(rc != 0 && got == 12345, "tt_parse_size(%s) accepted: %llu", in, (unsigned long long)got);
 }
 
+/* the size of path, -1 when it does not exist */
+static long long size_of(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* In a child: tt_partial_open(tmp), optionally rename it to out and close it, optionally make a new file at tmp
+ * (another writer's), then SIGTERM. Returns whether tmp exists afterwards. */
+static int partial_after_signal(const char *tmp, const char *out, int renamed) {
+    unlink(tmp);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = tt_partial_open(tmp, out);
+        if (fd < 0) _exit(3);
+        if (renamed) {
+            if (rename(tmp, out) != 0) _exit(4);
+            int other = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644); /* another writer's */
+            if (other < 0) _exit(5);
+            close(other);
+            close(fd);
+        }
+        raise(SIGTERM);
+        _exit(6);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "the child did not end by SIGTERM (status %d)", st);
+    return size_of(tmp) >= 0;
+}
+
+static void partial_lock(void) {
+    char dir[] = "/tmp/tt_common_XXXXXX";
+    TT_ASSERT(mkdtemp(dir));
+    char out[64], tmp[80];
+    snprintf(out, sizeof out, "%s/o.bin", dir);
+    snprintf(tmp, sizeof tmp, "%s.partial", out);
+    int fd = open(tmp, O_WRONLY | O_CREAT, 0644); /* a stale file (a kill -9): reused, emptied */
+    CHECK(fd >= 0 && write(fd, "stale", 5) == 5);
+    close(fd);
+    int a = tt_partial_open(tmp, out);
+    CHECK_MSG(a >= 0 && size_of(tmp) == 0, "a stale partial file: fd %d, size %lld", a, size_of(tmp));
+    CHECK(write(a, "abc", 3) == 3);
+    int b = tt_partial_open(tmp, out); /* another open file description: another writer */
+    CHECK_MSG(b == -EBUSY && strstr(tt_lasterr(), "another process is writing") && strstr(tt_lasterr(), out),
+              "a locked partial file: rc %d, '%s'", b, tt_lasterr());
+    CHECK_MSG(size_of(tmp) == 3, "the holder's file was changed: %lld bytes", size_of(tmp));
+    if (b >= 0) close(b);
+    close(a);
+    int c = tt_partial_open(tmp, out); /* released: reused */
+    CHECK_MSG(c >= 0 && size_of(tmp) == 0, "a released partial file: fd %d, size %lld", c, size_of(tmp));
+    if (c >= 0) close(c);
+    CHECK_MSG(!partial_after_signal(tmp, out, 0), "a signal left this process's partial file");
+    CHECK_MSG(partial_after_signal(tmp, out, 1), "a signal removed a partial file this process no longer wrote");
+    unlink(tmp);
+    unlink(out);
+    rmdir(dir);
+}
+
 int main(void) {
+    partial_lock();
     size_is("0", 1, 0);
     size_is("64", 1, 64);
     size_is("4K", 1, 4096);

@@ -7,7 +7,9 @@
 # `train` on a run folder in use (also when the first one ends between the
 # second one's open of the lock and its lock, and a third takes it) — each refused
 # up front with one line naming the flag, exit 2, and every input and
-# earlier output byte-identical afterwards (checksums before and after).
+# earlier output byte-identical afterwards (checksums before and after). A
+# second writer of one output while the first holds OUT.partial is refused,
+# the first one's file untouched; a stale OUT.partial is reused.
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
 # adapter's config, a checkpoint) are refused at once, never waited on. A
 # write ended by SIGTERM or SIGHUP leaves no partial file behind.
@@ -192,6 +194,53 @@ fifo_refused "train --resume, checkpoint FIFO" "$T" train $FLAGS --steps 4 --out
 fifo_refused "import, config.json FIFO" "$T" import "$dir/hf3" -o "$dir/f.tier"
 fifo_refused "eval --adapter, config FIFO" "$T" eval --model "$dir/pruned.tier" --adapter "$dir/ad3" --data "$dir/t.tok" --seq 32
 fifo_refused "info FIFO" "$T" info "$dir/fifo"
+
+# Two writers of one output: the second finds OUT.partial locked by the first (core/base/common.h
+# tt_partial_open) and is refused in one line naming OUT, the first one's file untouched and nothing of its own
+# left; a stale OUT.partial (a kill -9: no lock) is reused. The first writer here: flock(1) holding the lock.
+hold() { # PARTIAL: written and locked until release
+    printf 'the first writer wrote this\n' >"$1"
+    rm -f "$dir/held"
+    : >"$dir/holding"
+    flock -n -o "$1" sh -c ': >"$0/held"; while [ -e "$0/holding" ]; do sleep 0.05; done' "$dir" &
+    hp=$!
+    i=0
+    while [ $i -lt 200 ] && [ ! -e "$dir/held" ]; do sleep 0.05; i=$((i + 1)); done
+    [ -e "$dir/held" ] || fail "flock did not take the lock on $1"
+}
+release() { # PARTIAL
+    rm -f "$dir/holding"
+    wait $hp
+    [ "$(cat "$1" 2>/dev/null)" = 'the first writer wrote this' ] || fail "a refused writer changed or removed $1"
+    rm -f "$1" "$dir/held"
+}
+BUSY="another process is writing"
+hold "$dir/l.tier.partial"
+expect_error "synth while another writes its -o" "$BUSY .*l.tier (.*l.tier.partial is locked)" "$T" synth --preset tiny -o "$dir/l.tier"
+release "$dir/l.tier.partial"
+hold "$dir/l.tok.partial"
+expect_error "tokenize while another writes its -o" "$BUSY .*l.tok (" "$T" tokenize -i "$dir/text.txt" -o "$dir/l.tok"
+release "$dir/l.tok.partial"
+[ -n "$(ls "$dir" | grep '^l\.tok')" ] && fail "a refused tokenize left $(ls "$dir" | grep '^l\.tok')"
+mkdir "$dir/hfl"
+hold "$dir/hfl/model.safetensors.partial"
+expect_error "export while another writes its model.safetensors" "$BUSY .*hfl/model.safetensors (" "$T" export "$dir/f32.tier" -o "$dir/hfl"
+release "$dir/hfl/model.safetensors.partial"
+[ -z "$(ls -A "$dir/hfl")" ] || fail "a refused export left $(ls -A "$dir/hfl")"
+BENCH="bench overlap --model $dir/pruned.tier --seq 32 --micro-batch 2 --batch-tokens 64 --steps 1"
+"$T" $BENCH --trace "$dir/tr.json" >/dev/null 2>&1 || fail "bench overlap --trace"
+hold "$dir/l.json.partial"
+expect_error "--trace while another writes it" "$BUSY .*l.json (" "$T" $BENCH --trace "$dir/l.json"
+release "$dir/l.json.partial"
+hold "$dir/l.svg.partial"
+expect_error "trace -o while another writes it" "$BUSY .*l.svg (" "$T" trace "$dir/tr.json" -o "$dir/l.svg"
+release "$dir/l.svg.partial"
+[ -e "$dir/l.tier" ] || [ -e "$dir/l.json" ] || [ -e "$dir/l.svg" ] && fail "a refused writer wrote its output"
+printf 'a writer killed with -9 left this\n' >"$dir/s.tier.partial"
+expect_ok "synth over a stale OUT.partial" "$T" synth --preset tiny -o "$dir/s.tier"
+[ -e "$dir/s.tier.partial" ] && fail "synth left the stale s.tier.partial"
+expect_ok "the store written over a stale OUT.partial" "$T" verify "$dir/s.tier"
+rm -rf "$dir/hfl" "$dir/s.tier" "$dir/tr.json"
 
 # A write ended by SIGTERM or SIGHUP leaves no "<output>.partial" behind (core/base/common.h tt_partial_note),
 # and no output: synth of a store that takes tens of seconds, signalled once its partial file exists.

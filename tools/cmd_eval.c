@@ -111,7 +111,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     tt_tokens exs = {0}; /* a version-2 file's examples */
     tt_exec *ex = NULL;
     FILE *ptf = NULL;
-    char *pt_tmp = NULL;
+    atomic_partial pt = {-1, NULL}; /* --per-token's OUT.partial; ptf writes through a dup of its fd */
     double *pt_nll = NULL;
     int exit_code = 1, rc;
     if (tokfile_open(data, &tf)) { tool_fail("eval"); goto done; }
@@ -166,14 +166,11 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     tt_plan plan;
     if ((rc = eval_exec_open(es, &es->pa, &plan, &ex))) { exit_code = rc; goto done; }
     if (per_token) { /* written beside it and renamed over it at the end: never seen half-written */
-        size_t pl = strlen(per_token) + sizeof ".partial";
-        pt_tmp = tt_xmalloc(pl);
-        snprintf(pt_tmp, pl, "%s.partial", per_token);
-        tt_partial_note(pt_tmp);
-        if (!(ptf = fopen(pt_tmp, "wb"))) {
-            fprintf(stderr, "tiertrain eval: cannot create %s: %s\n", pt_tmp, strerror(errno));
-            free(pt_tmp);
-            pt_tmp = NULL;
+        if (atomic_partial_open(per_token, &pt)) { tool_fail("eval"); goto done; }
+        int dfd = dup(pt.fd); /* fclose closes the dup: pt.fd keeps the lock until atomic_commit */
+        if (dfd < 0 || !(ptf = fdopen(dfd, "wb"))) {
+            fprintf(stderr, "tiertrain eval: cannot create --per-token %s: %s\n", per_token, strerror(errno));
+            if (dfd >= 0) close(dfd);
             goto done;
         }
         pt_nll = tt_xmalloc((size_t)plan.req.K * plan.req.B * S * sizeof *pt_nll);
@@ -220,7 +217,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         goto done;
     }
     if (ptf) {
-        int bad = fflush(ptf) != 0 || ferror(ptf) || fsync(fileno(ptf)) != 0;
+        int bad = fflush(ptf) != 0 || ferror(ptf);
         int err = errno;
         bad |= fclose(ptf) != 0;
         ptf = NULL;
@@ -228,9 +225,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
             fprintf(stderr, "tiertrain eval: cannot write --per-token %s: %s\n", per_token, strerror(err ? err : EIO));
             goto done;
         }
-        char *tmp = pt_tmp;
-        pt_tmp = NULL;
-        if (atomic_commit(tmp, per_token)) { tool_fail("eval"); goto done; }
+        if (atomic_commit(&pt, per_token)) { tool_fail("eval"); goto done; } /* fsyncs, renames, closes */
     }
     if (es->as_json) {
         json_t *o = json_pack("{s:f, s:f, s:I, s:s, s:s?}", "loss", loss, "perplexity", ppl, "tokens",
@@ -250,7 +245,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     exit_code = 0;
 done:
     if (ptf) fclose(ptf);
-    if (pt_tmp) { unlink(pt_tmp); free(pt_tmp); }
+    atomic_partial_drop(&pt); /* after a failure: removed, then closed */
     free(pt_nll);
     train_free_examples(&exs);
     exec_free(ex);

@@ -452,7 +452,8 @@ int cmd_detokenize(int argc, char **argv) {
     }
     tt_tokenizer *tok = NULL;
     tokfile *tf = NULL;
-    char *tmp = NULL, *text = NULL;
+    char *text = NULL;
+    atomic_partial part = {-1, NULL};
     int fd = 1, exit_code = 1;
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("detokenize"); goto done; }
     const uint32_t *ids = list.v;
@@ -470,17 +471,8 @@ int cmd_detokenize(int argc, char **argv) {
         n = tokfile_count(tf);
     }
     if (out) {
-        size_t pl = strlen(out) + sizeof ".partial";
-        tmp = tt_xmalloc(pl);
-        snprintf(tmp, pl, "%s.partial", out);
-        tt_partial_note(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            fprintf(stderr, "tiertrain detokenize: cannot create %s: %s\n", tmp, strerror(errno));
-            free(tmp);
-            tmp = NULL;
-            goto done;
-        }
+        if (atomic_partial_open(out, &part)) { tool_fail("detokenize"); goto done; }
+        fd = part.fd;
     }
     const char *where = out ? out : "standard output";
     uint32_t eot = tokenizer_eot_id(tok);
@@ -507,19 +499,10 @@ int cmd_detokenize(int argc, char **argv) {
         if (rc) { tool_fail("detokenize"); goto done; }
         i = flags ? j : j < n ? j + 1 : j;
     }
-    if (out) {
-        int e = fsync(fd) ? errno : 0;
-        if (close(fd) && !e) e = errno;
-        fd = 1;
-        if (e) { atomic_write_fail(tmp, e, "syncing"); tool_fail("detokenize"); goto done; }
-        rc = atomic_commit(tmp, out);
-        tmp = NULL;
-        if (rc) { tool_fail("detokenize"); goto done; }
-    }
+    if (out && atomic_commit(&part, out)) { tool_fail("detokenize"); goto done; }
     exit_code = 0;
 done:
-    if (fd > 1) close(fd);
-    if (tmp) { unlink(tmp); free(tmp); }
+    atomic_partial_drop(&part); /* after a failure: removed, then closed */
     free(text);
     tokfile_close(tf);
     tokenizer_free(tok);

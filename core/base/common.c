@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -188,18 +189,38 @@ uint64_t tt_mem_available(void) {
 /* ---- partial files removed when a signal ends the process ---------------------------------------------------- */
 
 #define PARTIAL_MAX 64
+#define PARTIAL_ANY (-1)  /* g_partial_fd: remove whatever the name holds (tt_partial_note) */
+#define PARTIAL_NONE (-2) /* g_partial_fd: nothing of this process's there now */
 static char *g_partial[PARTIAL_MAX]; /* set once each, never freed: the handler may read any of them */
 static char g_partial_dir[PARTIAL_MAX]; /* 1: g_partial[i] is a directory (tt_partial_note_dir) */
+/* the fd tt_partial_open returned for g_partial[i], or PARTIAL_*: once this process has renamed its file away
+ * (and closed the fd), the name may hold another writer's file, which the handler must leave alone */
+static volatile sig_atomic_t g_partial_fd[PARTIAL_MAX];
 static volatile sig_atomic_t g_n_partial;
 static pthread_mutex_t g_partial_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Is the file that path names the one this process has open as fd, and no other process's to write? flock on
+ * an fd whose open file holds the lock succeeds; one another writer holds fails. Async-signal-safe (plain
+ * system calls). */
+static int partial_ours(const char *path, int fd) {
+    struct stat a, b;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno != EINVAL && errno != ENOLCK && errno != EOPNOTSUPP)
+        return 0; /* EBADF: closed, renamed away; EWOULDBLOCK: another writer's (no flock: as if locked) */
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
 
 /* async-signal-safe: the files first, then the directories that held them, innermost (latest) first; rmdir
  * removes only an empty one */
 static void partial_remove_all(void) {
-    for (sig_atomic_t i = 0; i < g_n_partial; i++)
-        if (!g_partial_dir[i]) unlink(g_partial[i]);
+    int saved = errno;
+    for (sig_atomic_t i = 0; i < g_n_partial; i++) {
+        int fd = (int)g_partial_fd[i];
+        if (g_partial_dir[i] || fd == PARTIAL_NONE || (fd >= 0 && !partial_ours(g_partial[i], fd))) continue;
+        unlink(g_partial[i]);
+    }
     for (sig_atomic_t i = g_n_partial; i-- > 0;)
         if (g_partial_dir[i]) rmdir(g_partial[i]);
+    errno = saved;
 }
 
 static void partial_on_signal(int sig) {
@@ -207,11 +228,16 @@ static void partial_on_signal(int sig) {
     raise(sig); /* SA_RESETHAND: the default action now ends the process */
 }
 
-static void partial_note(const char *path, int is_dir) {
+/* fd: what g_partial_fd holds for path (a file's fd, or PARTIAL_*) */
+static void partial_note(const char *path, int is_dir, int fd) {
     TT_ASSERT(path);
     pthread_mutex_lock(&g_partial_mu);
     int n = (int)g_n_partial, known = 0;
-    for (int i = 0; i < n && !known; i++) known = strcmp(g_partial[i], path) == 0;
+    for (int i = 0; i < n && !known; i++)
+        if (strcmp(g_partial[i], path) == 0) {
+            known = 1;
+            g_partial_fd[i] = fd; /* written again (a checkpoint each N steps): its new fd */
+        }
     if (!known && n < PARTIAL_MAX) {
         if (n == 0) {
             static const int sigs[] = {SIGTERM, SIGHUP, SIGINT};
@@ -229,14 +255,67 @@ static void partial_note(const char *path, int is_dir) {
         if (copy) {
             g_partial[n] = copy;
             g_partial_dir[n] = (char)is_dir;
+            g_partial_fd[n] = fd;
             g_n_partial = n + 1; /* published after the string and its kind */
         }
     }
     pthread_mutex_unlock(&g_partial_mu);
 }
 
-void tt_partial_note(const char *tmp_path) { partial_note(tmp_path, 0); }
-void tt_partial_note_dir(const char *dir) { partial_note(dir, 1); }
+void tt_partial_note(const char *tmp_path) { partial_note(tmp_path, 0, PARTIAL_ANY); }
+void tt_partial_note_dir(const char *dir) { partial_note(dir, 1, PARTIAL_ANY); }
+
+/* The body of tt_partial_open, run with SIGTERM, SIGHUP and SIGINT blocked in this thread: one that arrives
+ * meanwhile is handled after it, when the file is noted as this process's or was never its. */
+static int partial_open(const char *tmp_path, const char *out) {
+    for (int tries = 0; tries < 16; tries++) {
+        int fd = open(tmp_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644); /* no O_TRUNC: it may be another's */
+        if (fd < 0) {
+            int e = errno;
+            if (e == ENOENT) return TT_FAIL(-e, "cannot create %s: its folder does not exist", out);
+            return TT_FAIL(-e, "cannot create %s: %s", out, strerror(e));
+        }
+        partial_note(tmp_path, 0, fd); /* removed by a signal if it is ours (partial_ours) */
+        int locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+        if (!locked && errno == EWOULDBLOCK) { /* another writer's */
+            partial_note(tmp_path, 0, PARTIAL_NONE);
+            close(fd);
+            break;
+        }
+        /* a file system without flock: written unlocked. Locked: the holder may have renamed its file into place
+         * (or removed it) between our open and our lock, so the lock counts only on the file the name holds now */
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || (locked && (stat(tmp_path, &b) != 0 || a.st_dev != b.st_dev ||
+                                              a.st_ino != b.st_ino))) {
+            partial_note(tmp_path, 0, PARTIAL_NONE);
+            close(fd);
+            continue;
+        }
+        if (ftruncate(fd, 0) != 0 && errno != EINVAL) { /* EINVAL: not a regular file, as O_TRUNC ignored it */
+            int e = errno;
+            partial_note(tmp_path, 0, PARTIAL_NONE);
+            unlink(tmp_path); /* ours: locked */
+            close(fd);
+            return TT_FAIL(-e, "cannot create %s: emptying %s failed: %s", out, tmp_path, strerror(e));
+        }
+        return fd;
+    }
+    return TT_FAIL(-EBUSY, "another process is writing %s (%s is locked); wait for it to finish or write elsewhere",
+                   out, tmp_path);
+}
+
+int tt_partial_open(const char *tmp_path, const char *out) {
+    TT_ASSERT(tmp_path && out);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int fd = partial_open(tmp_path, out);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return fd;
+}
 
 /* ---- input files mapped into memory: a SIGBUS inside one names the file ------------------------------------- */
 

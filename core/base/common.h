@@ -61,9 +61,24 @@ double tt_now(void);
  * SIGINT ends the process (a handler installed on the first note, for each
  * of these signals whose disposition is still the default; it removes every
  * noted path that still exists, then lets the signal end the process). A
- * renamed or removed file needs no un-noting: its temporary name is gone.
- * Up to 64 distinct paths a process. */
+ * renamed or removed file needs no un-noting: its temporary name is gone
+ * (tt_partial_open's files are removed only while still this process's: the
+ * name may hold another writer's file by then). Up to 64 distinct paths a
+ * process. */
 void tt_partial_note(const char *tmp_path);
+/* Opens tmp_path, the temporary name of the output out ("<out>.partial"), for
+ * writing: created if missing (mode 0644), locked against every other writer
+ * (flock LOCK_EX, not waited for), only then emptied and noted as above. A
+ * stale file (left by a kill -9) holds no lock and is reused. Returns the fd,
+ * or -errno with one sentence naming out: -EBUSY when another process holds
+ * the lock ("another process is writing OUT ..."), its file then untouched
+ * and not noted. The lock lasts while the fd (or a dup of it) is open: rename
+ * tmp_path into place BEFORE closing it, and on failure unlink it before
+ * closing, so no other writer's file is ever renamed or removed. A signal that
+ * ends the process removes tmp_path only while it is still this fd's file
+ * (SIGTERM, SIGHUP and SIGINT wait while it is opened and noted). On a file
+ * system without flock the file is written unlocked. */
+int tt_partial_open(const char *tmp_path, const char *out);
 /* A directory a writer created for its output, noted the same way: a signal
  * that ends the process removes it (rmdir) after the noted files, if it is
  * empty then; one that holds anything stays. Note it only when this process
