@@ -68,7 +68,7 @@ bounds() {
 
 PLAN="--model $dir/m.tier"
 BATCH="--seq 16 --micro-batch 1 --batch-tokens 16"
-bounds plan "plan $PLAN" seq micro-batch rank alpha dropout clip batch-tokens hbm host
+bounds plan "plan $PLAN" seq micro-batch rank alpha dropout clip batch-tokens hbm host io-gbps gflops
 bounds train "train --model $dir/m.tier --data $dir/t.tok --out $dir/run@ $BATCH --steps 2 --stop-after 1 --eval-every 0 --eval-tokens 32 --save-every 0 --force" \
     steps warmup eval-every eval-tokens save-every stop-after threads seed lr min-lr wd rank alpha dropout clip seq micro-batch batch-tokens hbm host
 bounds synth "synth --preset tiny -o $dir/s@.tier --force" prune-ratio layers embed-std seed threads buffer-limit

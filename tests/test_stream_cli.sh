@@ -39,6 +39,9 @@ expect_ok "plan: --io-gbps and --gflops" "$T" plan --model "$dir/m.tier" $SHAPE 
 grep -q "^NVMe reads: .* in the first step, [1-9][0-9.]* MiB per step after" "$dir/out" &&
     grep -q "^predicted step: [0-9.]* s (IO [0-9.]* s at 2.00 GB/s, compute [0-9.]* s at 50.0 GFLOP/s" "$dir/out" ||
     { fail "plan: no NVMe reads per step or no predicted step"; cat "$dir/out"; }
+# a negative rate is no measurement: refused, naming the flag (it was taken as "not given")
+expect_error "plan: --io-gbps -1" "--io-gbps must be a measured rate" "$T" plan --model "$dir/m.tier" $SHAPE --io-gbps -1
+expect_error "plan: --gflops -5" "--gflops must be a measured rate" "$T" plan --model "$dir/m.tier" $SHAPE --gflops -5
 for rate in "--io-gbps 2" "--gflops 50"; do
     expect_ok "plan: $rate alone" "$T" plan --model "$dir/m.tier" $SHAPE $BUDGETS $rate
     grep -q "^predicted step: give --io-gbps and --gflops" "$dir/out" || { fail "plan: a step time from $rate alone"; cat "$dir/out"; }
@@ -189,6 +192,7 @@ tail -n 1 "$dir/out" | grep -q '^{.*"overlap_eff":[0-9.]*.*}$' ||
 tail -n 1 "$dir/out" | grep -qF '{"model":"'"$dir"'/q\"x\\y\\xff.tier",' ||
     { fail "bench overlap --json: the model's path is not quoted"; tail -n 1 "$dir/out"; }
 # a bad flag: the message says only what is wrong
+expect_error "bench overlap --threads -1" "--threads must be 0..1024" "$T" bench overlap --model "$dir/m.tier" $SHAPE --threads -1
 expect_error "bench overlap --steps 0" "^tiertrain bench overlap: --steps must be at least 1\$" \
     "$T" bench overlap --model "$dir/m.tier" $SHAPE --steps 0
 expect_error "bench overlap without --model" "^tiertrain bench overlap: --model FILE is required" "$T" bench overlap $SHAPE

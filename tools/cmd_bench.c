@@ -131,6 +131,24 @@ static int bench_io(int argc, char **argv) {
         ext[l] = TT_EXTENT_LAYER(l);
         total += tier_extent_at(s, ext[l])->stored;
     }
+    /* the staging slots are pinned host memory, each the largest layer: refused before a 70B store's --slots 64
+     * (27 GB) takes the machine down */
+    uint64_t largest = 0;
+    for (uint32_t l = 0; l < n; l++) {
+        uint64_t b = tier_extent_at(s, ext[l])->stored;
+        largest = b > largest ? b : largest;
+    }
+    uint64_t avail = tt_mem_available(), need = (uint64_t)slots * largest;
+    if (avail && need > avail / 2) {
+        char nb[32], ab[32], lb[32];
+        fprintf(stderr, "tiertrain bench io: --slots %ld needs %s of staging memory (%ld x the largest layer, %s), more "
+                        "than half of the %s this machine has available; lower --slots\n", slots,
+                tt_fmt_bytes(need, nb, sizeof nb), slots, tt_fmt_bytes(largest, lb, sizeof lb),
+                tt_fmt_bytes(avail, ab, sizeof ab));
+        free(ext);
+        tier_close(s);
+        return 2;
+    }
     tt_topo *topo = NULL;
     char topo_desc[256] = "unknown";
     if (topo_init(&topo) == 0) topo_describe(topo, topo_desc, sizeof topo_desc);
@@ -261,9 +279,10 @@ static int bench_overlap(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
-    if (!model || steps < 1) { /* only what is wrong */
+    if (!model || steps < 1 || threads < 0 || threads > 1024) { /* only what is wrong */
         fprintf(stderr, "tiertrain bench overlap: %s\n",
-                !model ? "--model FILE is required (the store to time)" : "--steps must be at least 1");
+                !model ? "--model FILE is required (the store to time)"
+                : steps < 1 ? "--steps must be at least 1" : "--threads must be 0..1024 (0: all cores)");
         return 2;
     }
     const char *inputs[] = {model, NULL};

@@ -314,6 +314,11 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tiertrain plan: --teacher plans full training's distillation: add --full\n");
         return 2;
     }
+    if (io_gbps < 0 || gflops < 0) { /* a rate is measured (bench io, bench overlap) or not given: 0 */
+        fprintf(stderr, "tiertrain plan: %s must be a measured rate above 0 (or 0: none), not %g\n",
+                io_gbps < 0 ? "--io-gbps" : "--gflops", io_gbps < 0 ? io_gbps : gflops);
+        return 2;
+    }
     if (model && (prune_ratio != 0 || quant)) { /* they describe the store --preset makes; --model's is on disk */
         fprintf(stderr, "tiertrain plan: %s goes with --preset; --model %s is planned as it is (prune or quantize it "
                         "first to plan that)\n", prune_ratio != 0 ? "--prune-ratio" : "--quant", model);
