@@ -93,14 +93,9 @@ static int write_open(const char *path, uint32_t vocab, uint32_t eot, int v2, to
     w->v2 = v2;
     w->path = strdup(path);
     TT_ASSERT(w->path);
-    size_t tl = strlen(path) + sizeof ".partial";
-    w->tmp = tt_xmalloc(tl);
-    snprintf(w->tmp, tl, "%s.partial", path);
-    w->fd = tt_partial_open(w->tmp, path);
-    if (w->fd < 0) {
+    w->fd = tt_partial_open(path, &w->tmp);
+    if (w->fd < 0) { /* w->tmp NULL: nothing of ours to remove (not someone else's file) */
         int rc = w->fd;
-        free(w->tmp); /* nothing of ours: do not unlink someone else's file */
-        w->tmp = NULL;
         tokfile_write_abort(w);
         return rc;
     }

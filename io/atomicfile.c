@@ -43,17 +43,8 @@ void atomic_sync_dir_of(const char *path) {
 }
 
 int atomic_partial_open(const char *path, atomic_partial *p) {
-    size_t tl = strlen(path) + sizeof ".partial";
-    p->tmp = tt_xmalloc(tl);
-    snprintf(p->tmp, tl, "%s.partial", path);
-    p->fd = tt_partial_open(p->tmp, path);
-    if (p->fd < 0) { /* nothing of ours to remove */
-        int rc = p->fd;
-        free(p->tmp);
-        p->tmp = NULL;
-        return rc;
-    }
-    return 0;
+    p->fd = tt_partial_open(path, &p->tmp); /* on failure p->tmp is NULL: nothing of ours to remove */
+    return p->fd < 0 ? p->fd : 0;
 }
 
 void atomic_partial_drop(atomic_partial *p) {

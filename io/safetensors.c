@@ -527,14 +527,9 @@ int st_writer_open(st_writer **out, const char *path, uint32_t n, const st_entry
     w->path = strdup(path);
     TT_ASSERT(w->path);
     w->expected = total;
-    size_t tl = strlen(path) + sizeof ".partial";
-    w->tmp = tt_xmalloc(tl);
-    snprintf(w->tmp, tl, "%s.partial", path);
-    w->fd = tt_partial_open(w->tmp, path);
-    if (w->fd < 0) {
+    w->fd = tt_partial_open(path, &w->tmp);
+    if (w->fd < 0) { /* w->tmp NULL: nothing of ours to remove */
         rc = w->fd;
-        free(w->tmp);
-        w->tmp = NULL; /* nothing of ours to remove */
         st_writer_abort(w);
         free(hdr);
         return rc;

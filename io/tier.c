@@ -699,17 +699,12 @@ int tier_writer_open(tier_writer **out, const char *path, const tt_config *cfg, 
         tier_writer_abort(w);
         return TT_FAIL(-EISDIR, "%s is a directory; give a file name for the store", path);
     }
-    size_t tl = strlen(path) + sizeof ".partial";
-    char *tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    w->fd = tt_partial_open(tmp, path);
-    if (w->fd < 0) { /* nothing of ours to remove */
+    w->fd = tt_partial_open(path, &w->tmp);
+    if (w->fd < 0) { /* w->tmp NULL: nothing of ours to remove */
         rc = w->fd;
-        free(tmp);
         tier_writer_abort(w);
         return rc;
     }
-    w->tmp = tmp;
     rc = w_begin_extent(w, 0);
     if (rc) { tier_writer_abort(w); return rc; }
     *out = w;

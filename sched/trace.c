@@ -364,14 +364,9 @@ static void put_events(FILE *f, const tt_trace *t, size_t n) {
 
 int trace_write_chrome(const tt_trace *t, const char *path) {
     size_t n = trace_n_events(t), dropped = trace_n_dropped(t);
-    size_t tl = strlen(path) + sizeof ".partial";
-    char *tmp = tt_xmalloc(tl);
-    snprintf(tmp, tl, "%s.partial", path);
-    int fd = tt_partial_open(tmp, path);
-    if (fd < 0) { /* nothing of ours to remove */
-        free(tmp);
-        return fd;
-    }
+    char *tmp;
+    int fd = tt_partial_open(path, &tmp);
+    if (fd < 0) return fd; /* nothing of ours to remove */
     FILE *f = fdopen(fd, "w");
     if (!f) {
         int e = errno;

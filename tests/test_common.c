@@ -43,13 +43,23 @@ static long long size_of(const char *path) {
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
 
-/* In a child: tt_partial_open(tmp), optionally rename it to out and close it, optionally make a new file at tmp
+/* tt_partial_open(out): its fd, having checked the name it gives (tmp, "<out>.partial"; NULL on failure) */
+static int partial_open_at(const char *out, const char *tmp) {
+    char *name = (char *)"unset";
+    int fd = tt_partial_open(out, &name);
+    CHECK_MSG(fd >= 0 ? name && strcmp(name, tmp) == 0 : name == NULL, "tt_partial_open(%s): fd %d, name %s", out, fd,
+              name ? name : "NULL");
+    if (fd >= 0) free(name);
+    return fd;
+}
+
+/* In a child: tt_partial_open(out), optionally rename it to out and close it, optionally make a new file at tmp
  * (another writer's), then SIGTERM. Returns whether tmp exists afterwards. */
 static int partial_after_signal(const char *tmp, const char *out, int renamed) {
     unlink(tmp);
     pid_t pid = fork();
     if (pid == 0) {
-        int fd = tt_partial_open(tmp, out);
+        int fd = partial_open_at(out, tmp);
         if (fd < 0) _exit(3);
         if (renamed) {
             if (rename(tmp, out) != 0) _exit(4);
@@ -76,16 +86,16 @@ static void partial_lock(void) {
     int fd = open(tmp, O_WRONLY | O_CREAT, 0644); /* a stale file (a kill -9): reused, emptied */
     CHECK(fd >= 0 && write(fd, "stale", 5) == 5);
     close(fd);
-    int a = tt_partial_open(tmp, out);
+    int a = partial_open_at(out, tmp);
     CHECK_MSG(a >= 0 && size_of(tmp) == 0, "a stale partial file: fd %d, size %lld", a, size_of(tmp));
     CHECK(write(a, "abc", 3) == 3);
-    int b = tt_partial_open(tmp, out); /* another open file description: another writer */
+    int b = partial_open_at(out, tmp); /* another open file description: another writer */
     CHECK_MSG(b == -EBUSY && strstr(tt_lasterr(), "another process is writing") && strstr(tt_lasterr(), out),
               "a locked partial file: rc %d, '%s'", b, tt_lasterr());
     CHECK_MSG(size_of(tmp) == 3, "the holder's file was changed: %lld bytes", size_of(tmp));
     if (b >= 0) close(b);
     close(a);
-    int c = tt_partial_open(tmp, out); /* released: reused */
+    int c = partial_open_at(out, tmp); /* released: reused */
     CHECK_MSG(c >= 0 && size_of(tmp) == 0, "a released partial file: fd %d, size %lld", c, size_of(tmp));
     if (c >= 0) close(c);
     CHECK_MSG(!partial_after_signal(tmp, out, 0), "a signal left this process's partial file");

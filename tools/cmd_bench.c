@@ -126,18 +126,15 @@ static int bench_io(int argc, char **argv) {
     const tt_config *cfg = tier_config(s);
     uint32_t n = cfg->n_layers;
     uint32_t *ext = tt_xcalloc(n, sizeof *ext);
-    uint64_t total = 0;
+    uint64_t total = 0, largest = 0;
     for (uint32_t l = 0; l < n; l++) {
         ext[l] = TT_EXTENT_LAYER(l);
-        total += tier_extent_at(s, ext[l])->stored;
+        uint64_t b = tier_extent_at(s, ext[l])->stored;
+        total += b;
+        largest = b > largest ? b : largest;
     }
     /* the staging slots are pinned host memory, each the largest layer: refused before a 70B store's --slots 64
      * (27 GB) takes the machine down */
-    uint64_t largest = 0;
-    for (uint32_t l = 0; l < n; l++) {
-        uint64_t b = tier_extent_at(s, ext[l])->stored;
-        largest = b > largest ? b : largest;
-    }
     uint64_t avail = tt_mem_available(), need = (uint64_t)slots * largest;
     if (avail && need > avail / 2) {
         char nb[32], ab[32], lb[32];

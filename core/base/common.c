@@ -304,8 +304,11 @@ static int partial_open(const char *tmp_path, const char *out) {
                    out, tmp_path);
 }
 
-int tt_partial_open(const char *tmp_path, const char *out) {
-    TT_ASSERT(tmp_path && out);
+int tt_partial_open(const char *out, char **tmp_out) {
+    TT_ASSERT(out && tmp_out);
+    size_t tl = strlen(out) + sizeof ".partial";
+    char *tmp_path = tt_xmalloc(tl);
+    snprintf(tmp_path, tl, "%s.partial", out);
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
@@ -314,6 +317,11 @@ int tt_partial_open(const char *tmp_path, const char *out) {
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int fd = partial_open(tmp_path, out);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (fd < 0) { /* nothing of ours to remove */
+        free(tmp_path);
+        tmp_path = NULL;
+    }
+    *tmp_out = tmp_path;
     return fd;
 }
 

@@ -66,8 +66,8 @@ double tt_now(void);
  * name may hold another writer's file by then). Up to 64 distinct paths a
  * process. */
 void tt_partial_note(const char *tmp_path);
-/* Opens tmp_path, the temporary name of the output out ("<out>.partial"), for
- * writing: created if missing (mode 0644), locked against every other writer
+/* Opens "<out>.partial", the temporary name of the output out, for writing,
+ * that name malloc'ed into *tmp_out (NULL on failure): created if missing (mode 0644), locked against every other writer
  * (flock LOCK_EX, not waited for), only then emptied and noted as above. A
  * stale file (left by a kill -9) holds no lock and is reused. Returns the fd,
  * or -errno with one sentence naming out: -EBUSY when another process holds
@@ -78,7 +78,7 @@ void tt_partial_note(const char *tmp_path);
  * ends the process removes tmp_path only while it is still this fd's file
  * (SIGTERM, SIGHUP and SIGINT wait while it is opened and noted). On a file
  * system without flock the file is written unlocked. */
-int tt_partial_open(const char *tmp_path, const char *out);
+int tt_partial_open(const char *out, char **tmp_out);
 /* A directory a writer created for its output, noted the same way: a signal
  * that ends the process removes it (rmdir) after the noted files, if it is
  * empty then; one that holds anything stays. Note it only when this process
