@@ -210,6 +210,9 @@ struct tokfile {
     const uint8_t *flags; /* version 2, else NULL */
     uint64_t count;
     uint32_t vocab, eot;
+    int fd;                 /* the mapped file itself, for tokfile_check */
+    struct timespec mtime;  /* as validated */
+    off_t size;
 };
 
 void tokfile_close(tokfile *tf) {
@@ -218,6 +221,7 @@ void tokfile_close(tokfile *tf) {
         tt_mapped_forget(tf->map);
         munmap(tf->map, tf->map_len);
     }
+    if (tf->fd >= 0) close(tf->fd);
     free(tf->path);
     free(tf);
 }
@@ -280,11 +284,22 @@ int tokfile_open(const char *path, tokfile **out) {
         return TT_FAIL(-EINVAL, "%s is too short to be a token file (%llu bytes, the header alone is %u); re-create "
                        "it with `tiertrain tokenize`", path, (unsigned long long)size, TOKFILE_HEADER_BYTES);
     }
+    struct stat st;
+    if (fstat(fd, &st)) {
+        int e = errno;
+        close(fd);
+        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
-    close(fd);
-    if (map == MAP_FAILED) return TT_FAIL(-e, "cannot map %s: %s", path, strerror(e));
+    if (map == MAP_FAILED) {
+        close(fd);
+        return TT_FAIL(-e, "cannot map %s: %s", path, strerror(e));
+    }
     tokfile *tf = tt_xcalloc(1, sizeof *tf);
+    tf->fd = fd;
+    tf->mtime = st.st_mtim;
+    tf->size = st.st_size;
     tf->map = map;
     tf->map_len = size;
     tt_mapped_note(map, size, path);
@@ -296,6 +311,20 @@ int tokfile_open(const char *path, tokfile **out) {
     tf->path = strdup(path);
     TT_ASSERT(tf->path);
     *out = tf;
+    return 0;
+}
+
+int tokfile_check(const tokfile *tf) {
+    struct stat st;
+    if (!tf) return 0;
+    if (fstat(tf->fd, &st)) {
+        int e = errno;
+        return TT_FAIL(-e, "cannot stat %s: %s", tf->path, strerror(e));
+    }
+    if (st.st_size != tf->size || st.st_mtim.tv_sec != tf->mtime.tv_sec || st.st_mtim.tv_nsec != tf->mtime.tv_nsec)
+        return TT_FAIL(-EIO, "%s was modified while this run was reading it (token files are read in place, not "
+                       "copied); put the original back, or write new data to another file with `tiertrain tokenize`",
+                       tf->path);
     return 0;
 }
 

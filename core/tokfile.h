@@ -86,6 +86,10 @@ typedef struct tokfile tokfile;
 int tokfile_open(const char *path, tokfile **out);
 void tokfile_close(tokfile *tf); /* NULL is fine */
 
+/* 0 while the file is as tokfile_open validated it (its size and mtime), else
+ * -EIO with one sentence naming it: a file rewritten in place under a run
+ * would feed it other tokens, or ids beyond the vocabulary. NULL is fine. */
+int tokfile_check(const tokfile *tf);
 /* (count) u32 tokens, each < tokfile_vocab; valid until tokfile_close. */
 const uint32_t *tokfile_tokens(const tokfile *tf);
 uint64_t tokfile_count(const tokfile *tf);

@@ -590,6 +590,16 @@ static void json_array(const char *key, const double *v, int n, int loss) {
 
 /* One validation: every source's val that has something to score (per[i], NAN for the rest), and their mean
  * weighted by the base weights (over the sources scored; one source: its loss, exactly). */
+/* 0 while every source's token files are as the run opened them (tokfile_check). */
+static int mix_unchanged(const tt_mix *m) {
+    for (int i = 0; i < m->n; i++) {
+        int rc = tokfile_check(m->train[i].file);
+        if (!rc && m->val[i].file != m->train[i].file) rc = tokfile_check(m->val[i].file);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int mix_validate(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_mix *m, const int *can,
                         double *per, double *mean) {
     double sum = 0, wsum = 0;
@@ -716,6 +726,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             ex_rows += train_sample_mix(mix, o->seed, step, k, B, S, in + (size_t)k * T, tgt + (size_t)k * T,
                                         wt + (size_t)k * T, seg ? seg + (size_t)k * T : NULL);
         memcpy(drawn, mix->w, sizeof drawn);
+        if ((rc = mix_unchanged(mix))) { /* what was just drawn is what was validated */
+            rc = TT_FAIL(rc, "before step %d: %s; %s", step, tt_lasterr(), kept);
+            break;
+        }
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
         rc = ops->step(ctx, in, tgt, wt, ex_rows ? seg : NULL, lr, step, drop, &loss, &gnorm);
@@ -767,6 +781,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             be_prof_pause(1); /* TT_PROFILE_OPS: the training steps' ops by themselves */
             rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
             be_prof_pause(0);
+            if (!rc) rc = mix_unchanged(mix);
             if (rc) {
                 rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);
                 break;

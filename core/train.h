@@ -26,6 +26,7 @@ typedef struct tt_tokens {
     const uint8_t *flags;   /* NULL: plain documents */
     uint64_t *starts;       /* examples: where each starts (train_index_examples; free with train_free_examples) */
     uint64_t n_ex;
+    const struct tokfile *file; /* where t lies (tokfile_check each step), or NULL */
 } tt_tokens;
 
 /* Builds tok->starts / n_ex from tok->flags (nothing for plain documents). */

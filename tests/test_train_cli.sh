@@ -131,6 +131,23 @@ wait $pid; rc=$?
 kill $watchdog 2>/dev/null
 [ $rc -eq 1 ] && [ "$(grep -c . "$dir/shrink.err")" -eq 1 ] && grep -q "shrink.tok became shorter while it was being read" "$dir/shrink.err" ||
     { fail "token file truncated during the run: exit $rc"; cat "$dir/shrink.err"; }
+# rewritten in place, same size, while the run reads it: one line naming it and exit 1 before a step trains on
+# other data (or, as here, on ids beyond the vocabulary: that was an assertion abort)
+cp "$dir/t.tok" "$dir/inplace.tok"
+"$T" train $(echo "$FLAGS" | sed "s|$dir/t.tok|$dir/inplace.tok|") --steps 100000 --save-every 0 --eval-every 0 \
+    --out "$dir/inplace" >"$dir/inplace.out" 2>"$dir/inplace.err" &
+pid=$!
+i=0
+while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/inplace.out" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+size=$(wc -c <"$dir/inplace.tok")
+head -c $((size - 4096)) /dev/zero | tr '\000' '\377' | dd of="$dir/inplace.tok" bs=4096 seek=1 conv=notrunc 2>/dev/null
+(sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
+watchdog=$!
+wait $pid; rc=$?
+kill $watchdog 2>/dev/null
+[ $rc -eq 1 ] && [ "$(grep -c . "$dir/inplace.err")" -eq 1 ] &&
+    grep -q "inplace.tok was modified while this run was reading it" "$dir/inplace.err" ||
+    { fail "token file rewritten during the run: exit $rc"; cat "$dir/inplace.err"; }
 expect_error "missing checkpoint" "nowhere" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/nowhere" --force
 mkdir "$dir/empty"
 expect_error "empty checkpoint dir" "checkpoint.bin" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/empty" --force

@@ -218,8 +218,11 @@ static int source_load(source *src, const tt_config *c, const char *model, long 
         tool_tokfile_vocab_note("train", tokfile_path(f), tokfile_vocab(f), model, c->vocab);
     }
     tt_tokens *train = &src->train, *vt = &src->vt;
-    *train = (tt_tokens){.t = tokfile_tokens(src->tf), .n = tokfile_count(src->tf), .flags = tokfile_flags(src->tf)};
-    if (src->vf) *vt = (tt_tokens){.t = tokfile_tokens(src->vf), .n = tokfile_count(src->vf), .flags = tokfile_flags(src->vf)};
+    *train = (tt_tokens){.t = tokfile_tokens(src->tf), .n = tokfile_count(src->tf), .flags = tokfile_flags(src->tf),
+                         .file = src->tf};
+    if (src->vf)
+        *vt = (tt_tokens){.t = tokfile_tokens(src->vf), .n = tokfile_count(src->vf), .flags = tokfile_flags(src->vf),
+                          .file = src->vf};
     /* no window (no example with a target) to score: every validation loss would be nan */
     if (src->vf && (vt->flags ? vt->n < 2 : vt->n <= (uint64_t)seq)) {
         if (!src->val_implicit) {
@@ -244,7 +247,8 @@ static int source_load(source *src, const tt_config *c, const char *model, long 
                 if (train->starts[i] >= train->n - h) cut = train->starts[i];
             train_free_examples(train);
         }
-        *vt = (tt_tokens){.t = train->t + cut, .n = train->n - cut, .flags = train->flags ? train->flags + cut : NULL};
+        *vt = (tt_tokens){.t = train->t + cut, .n = train->n - cut, .flags = train->flags ? train->flags + cut : NULL,
+                          .file = src->tf};
         train->n = cut;
     }
     train_index_examples(train);
