@@ -34,7 +34,7 @@ ifeq ($(STATIC),1)
 endif
 
 # ---- Debian packages ------------------------------------------------------
-DEB_PKGS := liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev libutf8proc-dev \
+DEB_PKGS := make gcc libc6-dev liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev libutf8proc-dev \
             libopenblas-dev pkg-config fio clang libclang-rt-dev
 
 # A build without the packages' headers stops here with what to run, not at
