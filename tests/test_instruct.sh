@@ -26,6 +26,8 @@ grep -q "of them training targets" "$dir/out" && grep -q " 60 of them" "$dir/out
 expect_ok "detokenize jsonl" "$T" detokenize "$dir/mix.tok"
 grep -q "^2 + 2 = 4<|endoftext|>\$" "$dir/out" && grep -q "^Name a fruit.Apple.<|endoftext|>\$" "$dir/out" ||
     { fail "detokenize examples"; cat "$dir/out"; }
+expect_error "detokenize --eot on examples" "--eot applies to plain token files; .*mix.tok holds instruction examples" \
+    "$T" detokenize "$dir/mix.tok" --eot
 expect_ok "train on prompt" "$T" tokenize --format jsonl --template none --train-on-prompt -i "$dir/mix.jsonl" -o "$dir/all.tok" --val-frac 0
 grep -q "train-on-prompt: all" "$dir/out" || fail "--train-on-prompt is not reported"
 

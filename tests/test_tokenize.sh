@@ -128,6 +128,7 @@ expect_ok "detokenize --ids" "$T" detokenize --ids 72,105,33 -t bytes
 [ "$(cat "$dir/out")" = "Hi!" ] || fail "detokenize --ids 72,105,33 is not Hi!"
 expect_error "detokenize with another tokenizer" "was made by a tokenizer with vocab .* give the tokenizer it was made with" \
     "$T" detokenize "$dir/dt.tok" -t bytes
+expect_error "detokenize --ids --eot" "--eot applies to a token file" "$T" detokenize --ids 1,2 --eot
 expect_error "detokenize -o over a file" "exists; pass --force" "$T" detokenize "$dir/dt.tok" -t "$FIX" -o "$dir/back.txt"
 expect_error "detokenize -o onto its input" "is the input" "$T" detokenize "$dir/dt.tok" -t "$FIX" -o "$dir/dt.tok" --force
 expect_error "detokenize bad --ids" "--ids must be comma-separated token ids" "$T" detokenize --ids 1,x,3

@@ -431,6 +431,11 @@ int cmd_detokenize(int argc, char **argv) {
         fprintf(stderr, "tiertrain detokenize: give a token FILE or --ids LIST (one of them)\n");
         return 2;
     }
+    if (keep_eot && ids_s) {
+        fprintf(stderr, "tiertrain detokenize: --eot applies to a token file's documents; --ids are decoded as "
+                        "given, end-of-text ids included\n");
+        return 2;
+    }
     tokenizer_ids list = {0};
     for (const char *p = ids_s; p && *p;) {
         char *end;
@@ -465,6 +470,11 @@ int cmd_detokenize(int argc, char **argv) {
                             "has vocab %u and end-of-text id %u: give the tokenizer it was made with (--tokenizer)\n",
                     pos[0], tokfile_vocab(tf), tokfile_eot(tf), tok_spec, tokenizer_vocab_size(tok),
                     tokenizer_eot_id(tok));
+            goto done;
+        }
+        if (keep_eot && tokfile_flags(tf)) {
+            fprintf(stderr, "tiertrain detokenize: --eot applies to plain token files; %s holds instruction examples, "
+                            "each written as rendered (its end-of-turn tokens as text), one per line\n", pos[0]);
             goto done;
         }
         ids = tokfile_tokens(tf);
