@@ -529,6 +529,7 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
     for (uint32_t i = 0; i < nt; i++) dtypes[i] = store_reader_dtype(&r, i);
     if (o->importance == PRUNE_TAYLOR) {
         grads = tt_xcalloc(nt, sizeof *grads);
+        if (prog.fn) prog.fn(prog.ctx, "Taylor calibration", 0, 0);
         if (o->hbm || o->host) { /* streamed: the gradients in a temporary file beside out, mapped */
             char *od = strdup(out);
             TT_ASSERT(od);
@@ -537,6 +538,7 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
             free(od);
         } else rc = fulltrain_calib_grads(in, o->calib, o->n_calib, o->calib_samples, o->calib_seq, a, b, grads);
         if (rc) goto done;
+        if (prog.fn) prog.fn(prog.ctx, "Taylor calibration", 1, 0);
     }
     if (structured) rc = prune_structured(&r, in, out, o, a, b, dtypes, grads, &prog, &rep->after);
     else rc = prune_masked(&r, in, out, o, a, b, dtypes, grads, &prog, rep);

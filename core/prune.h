@@ -57,7 +57,10 @@ int prune_parse_importance(const char *s);
 
 /* Long work reports here: phase names the pass ("scoring", "writing",
  * "quantizing"); called with done = 0 when a phase starts and done = total
- * when it ends (if total > 0). Units are bytes of the input store. */
+ * when it ends (if total > 0). Units are bytes of the input store. A phase
+ * with nothing to count (total = 0: Taylor calibration, one forward and
+ * backward pass) is called with done = 0 when it starts and done = 1 when it
+ * ends. */
 typedef void (*prune_progress_fn)(void *ctx, const char *phase, uint64_t done, uint64_t total);
 
 typedef struct tt_prune_opts {

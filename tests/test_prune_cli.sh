@@ -103,6 +103,9 @@ expect_ok "train on pruned nf4" "$T" train --model "$dir/q.tier" --data "$dir/t.
 expect_ok "prune taylor" "$T" prune "$dir/f32.tier" --ratio 0.5 --importance taylor --calib "$dir/t.tok" \
     --calib-samples 2 --calib-seq 32 -o "$dir/taylor.tier"
 grep -q "importance taylor, ratio 0.5, calibration 2 x 32 tokens" "$dir/out" || { fail "taylor: summary"; cat "$dir/out"; }
+# the calibration is one opaque pass (minutes at 70B widths on a CPU): said when it starts and how long it took
+grep -q "^prune: Taylor calibration: one forward and backward pass" "$dir/out" &&
+    grep -q "^prune: Taylor calibration took [0-9.]* s\$" "$dir/out" || { fail "taylor: calibration progress"; cat "$dir/out"; }
 expect_ok "verify taylor" "$T" verify "$dir/taylor.tier"
 cmp -s "$dir/taylor.tier" "$dir/s.tier" && echo "note: taylor and magnitude chose the same groups"
 # More windows than tokens per window, the calibration data near the minimum (300 x 2 + 1 = 601 of 1016

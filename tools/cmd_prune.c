@@ -26,7 +26,14 @@ typedef struct cmd_progress {
 
 static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total) {
     cmd_progress *c = ctx;
-    if (done == 0) {
+    if (total == 0) { /* nothing to count: say what runs, then how long it took */
+        if (done == 0) {
+            c->p.t0 = tt_now();
+            printf("%s: %s: one forward and backward pass over the calibration windows...\n", c->cmd, phase);
+        } else
+            printf("%s: %s took %.1f s\n", c->cmd, phase, tt_now() - c->p.t0);
+        fflush(stdout);
+    } else if (done == 0) {
         snprintf(c->what, sizeof c->what, "%s: %s", c->cmd, phase);
         progress_start(&c->p, c->what, total);
     } else if (done >= total) {
