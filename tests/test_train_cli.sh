@@ -117,37 +117,31 @@ expect_error "missing tokens, existing --out" "nope.tok" "$T" train $FLAGS --dat
 [ -d "$dir/mine" ] || fail "a refused run removed an --out folder it did not create"
 head -c 100 "$dir/t.tok" >"$dir/trunc.tok"
 expect_error "truncated tokens" "trunc.tok" "$T" train $FLAGS --data "$dir/trunc.tok" --steps 2 --out "$dir/run" --force
+# changed_during_run NAME CHANGE PATTERN: a run trains on NAME.tok (a copy of t.tok); once it prints its first step,
+# CHANGE (a shell command on $f) changes the file; the run must end with exit 1 and one stderr line matching PATTERN
+changed_during_run() {
+    f="$dir/$1.tok"
+    cp "$dir/t.tok" "$f"
+    "$T" train $(echo "$FLAGS" | sed "s|$dir/t.tok|$f|") --steps 100000 --save-every 0 --eval-every 0 \
+        --out "$dir/$1" >"$dir/$1.out" 2>"$dir/$1.err" &
+    pid=$!
+    i=0
+    while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/$1.out" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    eval "$2"
+    (sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
+    watchdog=$!
+    wait $pid; rc=$?
+    kill $watchdog 2>/dev/null
+    [ $rc -eq 1 ] && [ "$(grep -c . "$dir/$1.err")" -eq 1 ] && grep -q "$3" "$dir/$1.err" ||
+        { fail "token file changed during the run ($1): exit $rc"; cat "$dir/$1.err"; }
+}
 # truncated while the run reads it (the file is mapped): one line naming it and exit 1, not a bus error
-cp "$dir/t.tok" "$dir/shrink.tok"
-"$T" train $(echo "$FLAGS" | sed "s|$dir/t.tok|$dir/shrink.tok|") --steps 100000 --save-every 0 --eval-every 0 \
-    --out "$dir/shrink" >"$dir/shrink.out" 2>"$dir/shrink.err" &
-pid=$!
-i=0
-while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/shrink.out" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-truncate -s 4096 "$dir/shrink.tok"
-(sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
-watchdog=$!
-wait $pid; rc=$?
-kill $watchdog 2>/dev/null
-[ $rc -eq 1 ] && [ "$(grep -c . "$dir/shrink.err")" -eq 1 ] && grep -q "shrink.tok became shorter while it was being read" "$dir/shrink.err" ||
-    { fail "token file truncated during the run: exit $rc"; cat "$dir/shrink.err"; }
-# rewritten in place, same size, while the run reads it: one line naming it and exit 1 before a step trains on
-# other data (or, as here, on ids beyond the vocabulary: that was an assertion abort)
-cp "$dir/t.tok" "$dir/inplace.tok"
-"$T" train $(echo "$FLAGS" | sed "s|$dir/t.tok|$dir/inplace.tok|") --steps 100000 --save-every 0 --eval-every 0 \
-    --out "$dir/inplace" >"$dir/inplace.out" 2>"$dir/inplace.err" &
-pid=$!
-i=0
-while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/inplace.out" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-size=$(wc -c <"$dir/inplace.tok")
-head -c $((size - 4096)) /dev/zero | tr '\000' '\377' | dd of="$dir/inplace.tok" bs=4096 seek=1 conv=notrunc 2>/dev/null
-(sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
-watchdog=$!
-wait $pid; rc=$?
-kill $watchdog 2>/dev/null
-[ $rc -eq 1 ] && [ "$(grep -c . "$dir/inplace.err")" -eq 1 ] &&
-    grep -q "inplace.tok was modified while this run was reading it" "$dir/inplace.err" ||
-    { fail "token file rewritten during the run: exit $rc"; cat "$dir/inplace.err"; }
+changed_during_run shrink 'truncate -s 4096 "$f"' "shrink.tok became shorter while it was being read"
+# rewritten in place, same size: one line naming it and exit 1 before a step trains on other data (or, as here,
+# on ids beyond the vocabulary: that was an assertion abort)
+changed_during_run inplace \
+    'head -c $(($(wc -c <"$f") - 4096)) /dev/zero | tr "\000" "\377" | dd of="$f" bs=4096 seek=1 conv=notrunc 2>/dev/null' \
+    "inplace.tok was modified while this run was reading it"
 expect_error "missing checkpoint" "nowhere" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/nowhere" --force
 mkdir "$dir/empty"
 expect_error "empty checkpoint dir" "checkpoint.bin" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/empty" --force
