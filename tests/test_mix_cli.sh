@@ -91,6 +91,11 @@ done
 expect_ok "dynamic LoRA, stop at 3" "$T" train $DYN --stop-after 3 --out "$dir/d3"
 expect_ok "dynamic LoRA, resume at 3" "$T" train $DYN --out "$dir/d3" --resume "$dir/d3"
 cmp -s "$dir/d1/checkpoint.bin" "$dir/d3/checkpoint.bin" || fail "dynamic LoRA: stopped at 3 and resumed, the checkpoint differs"
+# an --hbm the model fits but the (f32, unpruned) reference does not: the refusal names the reference
+expect_ok "plan at 5M" "$T" plan --model "$dir/m.tier" --rank 4 --seq 32 --micro-batch 2 --batch-tokens 128 --hbm 5M
+expect_error "reference over --hbm" "--reference .*ref.tier: --hbm 5.00 MiB is too small .* needs --hbm [0-9.]* MiB" \
+    "$T" train $DYN --hbm 5M --out "$dir/d5"
+[ -e "$dir/d5/checkpoint.bin" ] && fail "a refused reference wrote a run"
 cp "$dir/d2/checkpoint.bin" "$dir/ck.keep"
 expect_error "resume, other weights" "other --data weights" \
     "$T" train $LORA --eval-every 0 --steps 5 --save-every 0 --data "$A:0.6" --data "$B:0.4" --mix dynamic \

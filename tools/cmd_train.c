@@ -318,8 +318,11 @@ static int reference_losses(const char *path, tier_store *rs, const tt_plan_req 
     exec_user(&req.user, &bare, 0); /* no optimizer */
     tt_plan plan;
     tt_exec *ex = NULL;
-    if (plan_make(rs, &req, &plan) || exec_create(&ex, path, &plan, 1, NULL) ||
-        train_mix_reference(ex, m, eval_tokens)) {
+    if (plan_make(rs, &req, &plan)) { /* a budget the reference does not fit: say which store (the model is planned after) */
+        fprintf(stderr, "tiertrain train: --reference %s: %s\n", path, tt_lasterr());
+        return 1;
+    }
+    if (exec_create(&ex, path, &plan, 1, NULL) || train_mix_reference(ex, m, eval_tokens)) {
         exec_free(ex);
         return tool_fail("train");
     }
