@@ -60,10 +60,13 @@ typedef struct cmd {
     void *buf;
 } cmd;
 
-#define QCAP 8192
+/* A ring of commands. Each holds what it works on until it is done (a load its
+ * slot, a spill or unspill a cell buffer), so the IO queue never holds more than
+ * plan.slots commands and the copy queue more than the cell buffers: each is
+ * sized one more than that (queue_init). */
 typedef struct queue {
-    cmd c[QCAP];
-    int head, tail;
+    cmd *c;
+    int cap, head, tail;
 } queue;
 
 /* Every region carved from the two arenas. */
@@ -129,15 +132,19 @@ struct tt_stream {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
+static void queue_init(queue *q, int most) {
+    q->cap = most + 1;
+    q->c = tt_xcalloc((size_t)q->cap, sizeof *q->c);
+}
 static void qpush(queue *q, cmd c) {
-    TT_ASSERT((q->tail + 1) % QCAP != q->head);
+    TT_ASSERT((q->tail + 1) % q->cap != q->head);
     q->c[q->tail] = c;
-    q->tail = (q->tail + 1) % QCAP;
+    q->tail = (q->tail + 1) % q->cap;
 }
 static int qpop(queue *q, cmd *c) {
     if (q->head == q->tail) return 0;
     *c = q->c[q->head];
-    q->head = (q->head + 1) % QCAP;
+    q->head = (q->head + 1) % q->cap;
     return 1;
 }
 
@@ -667,6 +674,7 @@ void stream_free(tt_stream *e) {
     tier_close(e->s);
     topo_free(e->topo);
     free(e->r.slot_buf); free(e->r.cell_buf); free(e->r.cell_host); free(e->r.cache);
+    free(e->ioq.c); free(e->cpq.c);
     free(e->slots); free(e->free_bufs); free(e->cells); free(e->cached); free(e->access); free(e->reads);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
@@ -693,6 +701,8 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     e->r.cache = tt_xcalloc((size_t)L, sizeof *e->r.cache);
     e->slots = tt_xcalloc((size_t)plan->slots, sizeof *e->slots);
     e->free_bufs = tt_xcalloc((size_t)pool, sizeof *e->free_bufs);
+    queue_init(&e->ioq, plan->slots);
+    queue_init(&e->cpq, pool);
     e->cells = tt_xcalloc((size_t)(L + 1) * K, sizeof *e->cells);
     e->cached = tt_xcalloc((size_t)L, sizeof *e->cached);
     e->access = tt_xcalloc(2 * (size_t)L, sizeof *e->access);
