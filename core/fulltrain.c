@@ -1031,25 +1031,26 @@ int fulltrain_plan(const tt_full_opts *o, tt_plan *p, uint64_t *min_dev, uint64_
 int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_req *hints, tt_full_opts *so,
                     tt_plan *tp, tt_plan *p) {
     *so = *o;
-    int rc = 0, teacher_failed = 0;
+    int rc = 0, teacher_failed = 0; /* teacher_failed: refused with its own message */
+    uint64_t tdev = 0; /* the teacher's smallest device arena */
     if (o->teacher_path) {
         tier_store *ts = NULL;
         if ((rc = tier_open(&ts, o->teacher_path)) == 0) {
             tt_plan_req tr;
             teacher_req(o, &tr);
-            uint64_t tdev = 0, thost = 0, total = 0;
+            uint64_t thost = 0, total = 0;
             plan_minimum(ts, &tr, &tdev, &thost);
             plan_dev_fits(tdev, 0, &total);
             char a[32], b[32];
-            if (o->hbm && total >= o->hbm)
-                rc = TT_FAIL(-ENOSPC, "--hbm %s is too small for the --teacher %s alone (its smallest plan needs %s of "
-                             "the device); raise --hbm", tt_fmt_bytes(o->hbm, a, sizeof a), o->teacher_path,
-                             tt_fmt_bytes(total, b, sizeof b));
-            if (rc == 0 && o->host && thost >= o->host)
+            /* --hbm short of the teacher alone: refused below with what both need (the teacher's figure alone
+             * would be refused again) */
+            if (o->hbm && total >= o->hbm) rc = -ENOSPC;
+            if (rc == 0 && o->host && thost >= o->host) {
                 rc = TT_FAIL(-ENOSPC, "--host %s is too small for the --teacher %s alone (its smallest plan needs %s); "
                              "raise --host", tt_fmt_bytes(o->host, a, sizeof a), o->teacher_path,
                              tt_fmt_bytes(thost, b, sizeof b));
-            teacher_failed = rc != 0;
+                teacher_failed = 1;
+            }
             if (rc == 0) {
                 if (o->hbm) { tr.hbm = total; so->hbm = o->hbm - tdev; }
                 if (o->host) { tr.host = thost; so->host = o->host - thost; }
@@ -1070,7 +1071,7 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
     if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
         uint64_t sdev = 0, shost = 0, need = 0;
         plan_minimum(s, &req, &sdev, &shost);
-        plan_dev_fits(sdev + (o->hbm - so->hbm), 0, &need); /* the model's smallest plan and the teacher's */
+        plan_dev_fits(sdev + tdev, 0, &need); /* the model's smallest plan and the teacher's */
         char a[32], b[32], h[32];
         rc = o->hbm && need > o->hbm
                  ? TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "

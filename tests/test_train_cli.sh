@@ -267,7 +267,10 @@ need=$(sed -n 's/.*together need --hbm \([0-9.]* [KMG]i*B\).*/\1/p' "$dir/err")
 # plan --full --teacher: the same refusal and smallest budget as train; at that budget both plans fit and train runs
 PF="--model $dir/f32.tier --full --seq 32 --micro-batch 2 --batch-tokens 128 --teacher $dir/teacher.tier"
 expect_error "plan --full --teacher: budget" "together need --hbm $need" "$T" plan $PF --hbm 12M
-expect_error "plan --full --teacher: the teacher alone" "too small for the --teacher .*teacher.tier alone" "$T" plan $PF --hbm 1M
+# a budget short of the teacher alone names what both need too (the teacher's figure alone would be refused again)
+expect_error "plan --full --teacher: short of the teacher alone" "together need --hbm $need" "$T" plan $PF --hbm 1M
+expect_error "train --full --teacher: short of the teacher alone" "together need --hbm $need" "$T" train $FULL --steps 1 \
+    --clip 0 --teacher "$dir/teacher.tier" --hbm 1M --out "$dir/x.tier"
 hb=$(echo "$need" | awk '{ n = $1 + 0; print /GiB/ ? int(n * 1024 + 1) "M" : int(n + 1) "M" }')
 expect_ok "plan --full --teacher" "$T" plan $PF --hbm "$hb"
 grep -q "^distillation from .*teacher.tier: the teacher's plan, on its own stream, holds [0-9]* of 4 layers" "$dir/out" ||
