@@ -588,8 +588,6 @@ static void json_array(const char *key, const double *v, int n, int loss) {
     printf("]");
 }
 
-/* One validation: every source's val that has something to score (per[i], NAN for the rest), and their mean
- * weighted by the base weights (over the sources scored; one source: its loss, exactly). */
 /* 0 while every source's token files are as the run opened them (tokfile_check). */
 static int mix_unchanged(const tt_mix *m) {
     for (int i = 0; i < m->n; i++) {
@@ -600,6 +598,8 @@ static int mix_unchanged(const tt_mix *m) {
     return 0;
 }
 
+/* One validation: every source's val that has something to score (per[i], NAN for the rest), and their mean
+ * weighted by the base weights (over the sources scored; one source: its loss, exactly). */
 static int mix_validate(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, const tt_mix *m, const int *can,
                         double *per, double *mean) {
     double sum = 0, wsum = 0;
