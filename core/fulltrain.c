@@ -755,7 +755,7 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
 
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
     memset(res, 0, sizeof *res);
-    res->first_val = res->last_val = NAN;
+    res->first_val = res->last_val = res->first_loss = res->last_loss = NAN;
     int crc = store_check_output("--out", o->out_path, o->model_path);
     if (crc) return crc;
     tt_mix one, *mix = o->mix;

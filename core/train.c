@@ -519,7 +519,7 @@ static int lora_save(void *ctx, int step, uint64_t seen) {
 int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val,
               tt_train_result *res) {
     memset(res, 0, sizeof *res);
-    res->first_val = res->last_val = NAN;
+    res->first_val = res->last_val = res->first_loss = res->last_loss = NAN;
     const tt_model *m = exec_model(e);
     const tt_config *c = model_config(m);
     const tt_plan *plan = exec_plan(e);
@@ -644,8 +644,11 @@ void train_result_summary(const tt_train_result *r, char *b, size_t n) {
         snprintf(val, sizeof val, "validation loss %.4f (after step %d) -> %.4f", r->first_val, r->first_val_step,
                  r->last_val);
     else snprintf(val, sizeof val, "validation loss %.4f -> %.4f", r->first_val, r->last_val);
-    snprintf(b, n, "%s%s, train loss %.4f -> %.4f, %s", steps, r->interrupted ? " (interrupted)" : "", r->first_loss,
-             r->last_loss, val);
+    if (isnan(r->first_loss)) /* every step drew prompts only */
+        snprintf(b, n, "%s%s, no step had a target to train on, %s", steps, r->interrupted ? " (interrupted)" : "", val);
+    else
+        snprintf(b, n, "%s%s, train loss %.4f -> %.4f, %s", steps, r->interrupted ? " (interrupted)" : "",
+                 r->first_loss, r->last_loss, val);
 }
 
 int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix *mix, int start, uint64_t seen,
@@ -732,6 +735,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         }
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
+        int scored = 0; /* a step of examples can draw only prompts: no target, no loss (printed as -) */
+        for (size_t i = 0; i < (size_t)K * T && !scored; i++) scored = tgt[i] >= 0 && wt[i] > 0;
         rc = ops->step(ctx, in, tgt, wt, ex_rows ? seg : NULL, lr, step, drop, &loss, &gnorm);
         if (rc) {
             rc = TT_FAIL(rc, "step %d failed: %s; %s", step, tt_lasterr(), kept);
@@ -745,8 +750,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             break;
         }
         seen += (uint64_t)n;
+        if (scored && isnan(res->first_loss)) res->first_loss = loss;
         if (step == start + 1) {
-            res->first_loss = loss;
             /* the warm-up pass is done: every kernel a step runs is loaded and every library workspace taken */
             be_prof_window(step + 1);
             uint64_t used;
@@ -767,7 +772,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
                 }
             }
         }
-        res->last_loss = loss;
+        if (scored) res->last_loss = loss;
         res->steps_done = step;
         double now = tt_now(), el = now - t0, per = el / (step - start);
         tt_trace_stats ts_stats = {0};
@@ -792,9 +797,11 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         }
         if (reweight) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
         if (o->json) {
-            printf("{\"step\":%d,\"steps\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
+            char ls[32] = "null";
+            if (scored) snprintf(ls, sizeof ls, "%.6f", loss);
+            printf("{\"step\":%d,\"steps\":%d,\"loss\":%s,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
                    "\"elapsed_s\":%.3f,\"step_s\":%.4f",
-                   step, o->steps, loss, lr, gnorm, (double)n / (now - ts), el, now - ts);
+                   step, o->steps, ls, lr, gnorm, (double)n / (now - ts), el, now - ts);
             if (o->trace)
                 printf(",\"io_busy_pct\":%.1f,\"compute_busy_pct\":%.1f,\"overlap_eff\":%.3f", ts_stats.io_pct,
                        ts_stats.compute_pct, ts_stats.overlap_eff);
@@ -813,8 +820,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             char el_s[32], eta[32];
             fmt_time(el, el_s, sizeof el_s);
             fmt_time(per * (o->steps - step), eta, sizeof eta);
-            printf("step %*d/%d  loss %.4f  lr %.2e  gnorm %.3f  %6.0f tok/s  elapsed %s  eta %s", (int)log10(o->steps) + 1,
-                   step, o->steps, loss, lr, gnorm, (double)n / (now - ts), el_s, eta);
+            char ls[32] = "-     ";
+            if (scored) snprintf(ls, sizeof ls, "%.4f", loss);
+            printf("step %*d/%d  loss %s  lr %.2e  gnorm %.3f  %6.0f tok/s  elapsed %s  eta %s", (int)log10(o->steps) + 1,
+                   step, o->steps, ls, lr, gnorm, (double)n / (now - ts), el_s, eta);
             if (o->trace)
                 printf("  io %3.0f%%  compute %3.0f%%  overlap %.2f", ts_stats.io_pct, ts_stats.compute_pct,
                        ts_stats.overlap_eff);

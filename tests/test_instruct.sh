@@ -103,6 +103,22 @@ grep -q "no validation" "$dir/out" || { fail "the summary does not say there was
 expect_error "--val with nothing to score" "--val $dir/long.tok.val: none of its 6 examples has a response" \
     "$T" train --model "$dir/tiny.tier" --data "$dir/long.tok" --val "$dir/long.tok.val" --out "$dir/rv2" --seq 32 \
     --micro-batch 1 --batch-tokens 32 --steps 2
+# a step that draws only examples without a response within --seq has no target: its loss is "-" (not 0.0000),
+# and the summary's train loss comes from the steps that had one
+{
+    echo '{"prompt": "Hi", "completion": " there."}'
+    i=0
+    while [ $i -lt 30 ]; do
+        echo "{\"prompt\": \"$(printf '%0200d' $i)\", \"completion\": \" ok\"}"
+        i=$((i + 1))
+    done
+} >"$dir/zt.jsonl"
+"$T" tokenize --format jsonl --template none -i "$dir/zt.jsonl" -o "$dir/zt.tok" --val-frac 0 >/dev/null || fail "tokenize zt"
+expect_ok "train, steps without a target" "$T" train --model "$dir/tiny.tier" --data "$dir/zt.tok" --out "$dir/zt" \
+    --seq 32 --micro-batch 1 --batch-tokens 32 --steps 100 --eval-every 0
+first=$(grep '^step' "$dir/out" | grep -v 'loss -' | head -1 | sed 's/.*loss \([0-9.]*\).*/\1/')
+grep -q '^step .* loss -  ' "$dir/out" && [ -n "$first" ] && ! grep -q 'loss 0\.0000' "$dir/out" &&
+    grep -q "^done: 100 steps, train loss $first -> " "$dir/out" || { fail "steps without a target"; cat "$dir/out"; }
 head -c 32 "$dir/long.tok" >"$dir/empty.tok" # a version-2 header, its count (bytes 16-23) set to no token
 printf '\000\000\000\000\000\000\000\000' | dd of="$dir/empty.tok" bs=1 seek=16 conv=notrunc 2>/dev/null
 expect_error "eval on no example" "empty.tok holds no example; tokenize some records" \
