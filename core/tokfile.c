@@ -3,10 +3,10 @@
 #include "core/tokfile.h"
 
 #include "core/base/common.h"
+#include "io/atomicfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -181,11 +181,7 @@ int tokfile_write_commit(tokfile_writer *w) {
     if (rc == 0) {
         free(w->tmp); /* renamed: nothing left to remove; abort below closes it (synced: nothing to report) */
         w->tmp = NULL;
-        char *copy = strdup(w->path);
-        TT_ASSERT(copy);
-        int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        free(copy);
-        if (dfd >= 0) { fsync(dfd); close(dfd); } /* best effort: the rename itself is durable */
+        atomic_sync_dir_of(w->path); /* best effort: the rename itself is durable */
     }
     tokfile_write_abort(w);
     return rc;

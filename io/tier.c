@@ -3,11 +3,11 @@
 
 #include "core/base/common.h"
 #include "core/base/dtype.h"
+#include "io/atomicfile.h"
 #include "io/lz4page.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -740,17 +740,6 @@ int tier_writer_write(tier_writer *w, uint32_t i, const void *data, uint64_t n) 
     return rc;
 }
 
-static int fsync_dir_of(const char *path) {
-    char *copy = strdup(path);
-    TT_ASSERT(copy);
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (dfd < 0) return 0; /* best effort */
-    fsync(dfd);
-    close(dfd);
-    return 0;
-}
-
 int tier_writer_finish(tier_writer *w) {
     TT_ASSERT(!w->failed && w->cur == w->n_tensors);
     uint64_t msize = meta_bytes(&w->cfg, w->prune != NULL, w->source);
@@ -799,7 +788,7 @@ int tier_writer_finish(tier_writer *w) {
     w->tmp = NULL;
     close(w->fd); /* synced: nothing left for close to report */
     w->fd = -1;
-    fsync_dir_of(w->path);
+    atomic_sync_dir_of(w->path);
     tier_writer_abort(w);
     return 0;
 }

@@ -10,11 +10,11 @@
 #include "sched/trace.h"
 
 #include "core/base/common.h"
+#include "io/atomicfile.h"
 #include "kernels/backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -392,14 +392,7 @@ int trace_write_chrome(const tt_trace *t, const char *path) {
         return -e;
     }
     fclose(f); /* flushed and synced: nothing left for it to report */
-    /* make the rename durable */
-    char *dir = strdup(path);
-    int dfd = dir ? open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(dir);
+    atomic_sync_dir_of(path); /* make the rename durable */
     free(tmp);
     if (dropped)
         fprintf(stderr, "tiertrain: warning: the trace %s is incomplete: %zu events were dropped because the trace "
