@@ -735,8 +735,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         }
         uint64_t drop = o->lora.dropout > 0 ? ((o->seed * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)step << 24)) | 1 : 0;
         double loss = 0, gnorm = 0;
-        int scored = 0; /* a step of examples can draw only prompts: no target, no loss (printed as -) */
-        for (size_t i = 0; i < (size_t)K * T && !scored; i++) scored = tgt[i] >= 0 && wt[i] > 0;
+        /* a step of examples can draw only prompts: no target, no loss (printed as -) */
+        int scored = model_target_weight(tgt, wt, (size_t)K * T) > 0;
         rc = ops->step(ctx, in, tgt, wt, ex_rows ? seg : NULL, lr, step, drop, &loss, &gnorm);
         if (rc) {
             rc = TT_FAIL(rc, "step %d failed: %s; %s", step, tt_lasterr(), kept);
