@@ -207,8 +207,7 @@ struct tokfile {
     uint64_t count;
     uint32_t vocab, eot;
     int fd;                 /* the mapped file itself, for tokfile_check */
-    struct timespec mtime;  /* as validated */
-    off_t size;
+    struct timespec mtime;  /* as validated (its size: map_len) */
 };
 
 void tokfile_close(tokfile *tf) {
@@ -295,7 +294,6 @@ int tokfile_open(const char *path, tokfile **out) {
     tokfile *tf = tt_xcalloc(1, sizeof *tf);
     tf->fd = fd;
     tf->mtime = st.st_mtim;
-    tf->size = st.st_size;
     tf->map = map;
     tf->map_len = size;
     tt_mapped_note(map, size, path);
@@ -317,7 +315,7 @@ int tokfile_check(const tokfile *tf) {
         int e = errno;
         return TT_FAIL(-e, "cannot stat %s: %s", tf->path, strerror(e));
     }
-    if (st.st_size != tf->size || st.st_mtim.tv_sec != tf->mtime.tv_sec || st.st_mtim.tv_nsec != tf->mtime.tv_nsec)
+    if ((uint64_t)st.st_size != tf->map_len || st.st_mtim.tv_sec != tf->mtime.tv_sec || st.st_mtim.tv_nsec != tf->mtime.tv_nsec)
         return TT_FAIL(-EIO, "%s was modified while this run was reading it (token files are read in place, not "
                        "copied); put the original back, or write new data to another file with `tiertrain tokenize`",
                        tf->path);
