@@ -277,17 +277,7 @@ gpu-bundle: deps
 
 # ---- dependencies ------------------------------------------------------------
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "deps: installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
-	else \
-	  echo "deps: missing Debian packages; run as root:"; \
-	  echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
-	fi
+	@sh tools/deps.sh deps $(DEB_PKGS)
 
 clean:
 	rm -rf $(BUILD) tiertrain
