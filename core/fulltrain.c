@@ -1524,17 +1524,26 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
 /* The calibration windows: `samples` windows of seq + 1 tokens spread evenly
  * over tokens[0..n) (window s starts at s * ((n - 1) / samples); stride >=
  * seq because n - 1 >= samples * seq, so the last ends at most at n - 1), as
- * one batch of samples sequences. */
-static void calib_windows(const uint32_t *tokens, uint64_t n, int samples, int seq, int32_t *in, int32_t *tgt,
-                          tt_real *wt) {
+ * one batch of samples sequences. The copies are checked against the
+ * vocabulary again: calib_check read the tokens before the model was loaded,
+ * and a file rewritten since must not reach the embedding. */
+static int calib_windows(const tt_config *c, const uint32_t *tokens, uint64_t n, int samples, int seq, int32_t *in,
+                         int32_t *tgt, tt_real *wt) {
     uint64_t stride = (n - 1) / (uint64_t)samples;
     for (int w = 0; w < samples; w++)
         for (int t = 0; t < seq; t++) {
             uint64_t at = (uint64_t)w * stride + (uint64_t)t;
-            in[(size_t)w * seq + t] = (int32_t)tokens[at];
-            tgt[(size_t)w * seq + t] = (int32_t)tokens[at + 1];
+            uint32_t a = tokens[at], b = tokens[at + 1];
+            if (a >= c->vocab || b >= c->vocab)
+                return TT_FAIL(-EIO, "token %u at position %llu of the calibration data is outside the vocabulary "
+                               "(%u), though every token was inside when it was opened: the file was rewritten "
+                               "during the calibration; run prune again", a >= c->vocab ? a : b,
+                               (unsigned long long)(a >= c->vocab ? at : at + 1), c->vocab);
+            in[(size_t)w * seq + t] = (int32_t)a;
+            tgt[(size_t)w * seq + t] = (int32_t)b;
             wt[(size_t)w * seq + t] = 1;
         }
+    return 0;
 }
 
 /* The calibration data against the model: enough tokens for the windows, every one in the vocabulary. */
@@ -1587,7 +1596,7 @@ int fulltrain_calib_grads(const char *store_path, const uint32_t *tokens, uint64
         size_t KT = (size_t)samples * seq;
         int32_t *in = tt_xmalloc(KT * sizeof *in), *tgt = tt_xmalloc(KT * sizeof *tgt);
         tt_real *wt = tt_xmalloc(KT * sizeof *wt);
-        calib_windows(tokens, n, samples, seq, in, tgt, wt);
+        if (rc == 0) rc = calib_windows(c, tokens, n, samples, seq, in, tgt, wt);
         if (rc == 0) model_micro_step(m, &lo, w, in, tgt, wt, (tt_real)(1.0 / ((double)samples * seq)), 1, 0);
         free(in); free(tgt); free(wt);
         /* hand out f32 copies one projection at a time, freeing each device gradient as it goes */
@@ -1725,9 +1734,9 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
         size_t KT = (size_t)samples * seq;
         int32_t *in = tt_xmalloc(KT * sizeof *in), *tgt = tt_xmalloc(KT * sizeof *tgt);
         tt_real *wt = tt_xmalloc(KT * sizeof *wt);
-        calib_windows(tokens, n, samples, seq, in, tgt, wt);
         double loss = 0, gnorm = 0;
-        rc = exec_step(e, in, tgt, wt, 0.f, 1, 0.9f, 0.999f, 1e-8f, 0.f, 0.f, 0, &loss, &gnorm);
+        rc = calib_windows(c, tokens, n, samples, seq, in, tgt, wt);
+        if (rc == 0) rc = exec_step(e, in, tgt, wt, 0.f, 1, 0.9f, 0.999f, 1e-8f, 0.f, 0.f, 0, &loss, &gnorm);
         if (rc == 0) rc = k.rc;
         free(in); free(tgt); free(wt); free(k.stage); free(k.out);
     }

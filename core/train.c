@@ -266,7 +266,7 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
                 for (int t = 0; t < S; t++) in[o + t] = 0, tgt[o + t] = -1, wt[o + t] = 0;
         }
         double l = 0;
-        if ((rc = fn(ctx, in, tgt, wt, &l))) break;
+        if ((rc = tokfile_check(tok->file)) || (rc = fn(ctx, in, tgt, wt, &l))) break; /* scores what was read */
         loss += l;
     }
     while (!tok->flags && count < max_tokens && pos + (uint64_t)S + 1 <= tok->n) {
@@ -281,7 +281,7 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
             if (ok) { pos += (uint64_t)S; count += S; }
         }
         double l = 0;
-        if ((rc = fn(ctx, in, tgt, wt, &l))) break;
+        if ((rc = tokfile_check(tok->file)) || (rc = fn(ctx, in, tgt, wt, &l))) break;
         loss += l;
     }
     free(in); free(tgt); free(wt);

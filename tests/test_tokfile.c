@@ -3,13 +3,18 @@
  * file, abort and failed opens leaving nothing behind, and every kind of
  * damage (truncated, extra bytes, wrong magic / version / dtype, bad vocab or
  * eot, a token >= vocab, too short, missing, a directory) giving -EINVAL (or
- * -ENOENT / -EISDIR) with the file named in the message. */
+ * -ENOENT / -EISDIR) with the file named in the message; a file rewritten
+ * in place while it is read stops train_eval_with before it scores the
+ * rewritten windows. */
 #include "core/base/common.h"
 #include "core/tokfile.h"
+#include "core/train.h"
 #include "tests/fixtures.h"
 #include "tests/test.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -238,6 +243,47 @@ static void test_v2(void) {
     free(raw);
 }
 
+/* train_eval_with's evaluator for test_changed_while_read: the first batch
+ * rewrites the file in place (same size, another mtime), as another program
+ * writing into it would. */
+typedef struct rewrite_ctx {
+    const char *path;
+    int calls;
+} rewrite_ctx;
+static int rewrite_on_first(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, double *loss) {
+    rewrite_ctx *r = ctx;
+    (void)in, (void)tgt, (void)wt;
+    *loss = 0;
+    if (r->calls++ == 0) {
+        int fd = open(r->path, O_WRONLY);
+        uint8_t ff[64];
+        memset(ff, 0xff, sizeof ff); /* ids beyond any vocabulary: the embedding's assertion if they were read */
+        CHECK(fd >= 0 && pwrite(fd, ff, sizeof ff, 4096) == (ssize_t)sizeof ff);
+        struct timespec ts[2] = {{1000000000, 0}, {1000000000, 0}}; /* an mtime the writer cannot have given it */
+        CHECK(futimens(fd, ts) == 0);
+        close(fd);
+    }
+    return 0;
+}
+
+static void test_changed_while_read(void) {
+    const char *p = path_of("changed.tok");
+    CHECK(write_file(p, 20000, 257, 256, 4096) == 0);
+    tokfile *tf = NULL;
+    CHECK(tokfile_open(p, &tf) == 0);
+    if (!tf) return;
+    CHECK(tokfile_check(tf) == 0);
+    tt_tokens tok = {.t = tokfile_tokens(tf), .n = tokfile_count(tf), .file = tf};
+    rewrite_ctx r = {p, 0};
+    double loss = 0;
+    int rc = train_eval_with(rewrite_on_first, &r, 2, 32, 1, &tok, 10000, &loss);
+    CHECK_EQ_INT(rc, -EIO);
+    CHECK_EQ_INT(r.calls, 1); /* the second batch, read after the rewrite, was not scored */
+    CHECK(strstr(tt_lasterr(), "changed.tok was modified while this run was reading it") != NULL);
+    CHECK_EQ_INT(tokfile_check(tf), -EIO);
+    tokfile_close(tf);
+}
+
 int main(void) {
     char *tmp = fixture_tmpdir();
     snprintf(g_dir, sizeof g_dir, "%s", tmp);
@@ -246,6 +292,7 @@ int main(void) {
     test_abort();
     test_damage();
     test_v2();
+    test_changed_while_read();
     fixture_rm_rf(g_dir);
     TEST_END();
 }

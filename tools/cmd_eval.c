@@ -120,7 +120,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
      * its own row, scored on its response tokens only. */
     const uint64_t n = tokfile_count(tf);
     const uint32_t *tk = tokfile_tokens(tf);
-    exs = (tt_tokens){.t = tk, .n = n, .flags = tokfile_flags(tf)};
+    exs = (tt_tokens){.t = tk, .n = n, .flags = tokfile_flags(tf), .file = tf};
     train_index_examples(&exs);
     uint64_t windows = 0, count = 0;
     if (exs.flags) { /* the targets scored: each example's within its first S + 1 tokens, up to max_tokens */
@@ -196,7 +196,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     for (uint64_t w0 = 0; w0 < windows; w0 += per) {
         uint64_t w = windows - w0 < per ? windows - w0 : per;
         /* exactly w windows: w * S + 1 tokens, at most w * S of them predicted */
-        tt_tokens slice = {.t = tk + w0 * S, .n = w * S + 1};
+        tt_tokens slice = {.t = tk + w0 * S, .n = w * S + 1, .file = tf};
         ptc.base = w0 * S;
         ptc.row = 0;
         double l;
