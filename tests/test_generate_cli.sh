@@ -185,4 +185,10 @@ rc=$?
 [ -s "$dir/int.out" ] || fail "Ctrl-C: nothing printed"
 grep -q "interrupted" "$dir/int.err" || fail "Ctrl-C: no note on stderr"
 
+# bench generate's table: the run column is as wide as its widest entry (a budget of four digits of MiB overflowed it)
+expect_ok "bench generate, a wide budget" "$T" bench generate --model "$dir/m.tier" --batch 1 --hbm 1000M --rounds 1 \
+    --prompt-tokens 4 --new-tokens 2
+grep -A2 '^  batch  run' "$dir/out" | awk '{ print length($0) }' | uniq | wc -l | grep -qx 1 ||
+    { fail "bench generate: the table's rows are not aligned"; cat "$dir/out"; }
+
 finish test_generate_cli

@@ -57,7 +57,7 @@ int bench_generate(int argc, char **argv) {
         {"batch", 0, CLI_STR, &batches, "1,32", "LIST", "batch sizes (prompts generated together), comma-separated"},
         {"prompt-tokens", 0, CLI_INT, &prompt_tokens, "32", "N", "tokens per prompt (random ids)"},
         {"new-tokens", 0, CLI_INT, &new_tokens, "32", "N", "tokens generated per prompt"},
-        {"prefill-chunk", 0, CLI_INT, &chunk, "8", "N", "prompt tokens per sequence per pass (smaller: a smaller workspace)"},
+        {"prefill-chunk", 0, CLI_INT, &chunk, "8", "N", "prompt tokens per sequence per pass, 2..65536 (smaller: a smaller workspace)"},
         {"hbm", 0, CLI_SIZE, &hbm, "0", "SIZE", "the streamed run's device budget (0: a quarter of the store's layer bytes plus what the backend holds outside its arena, or the smallest plan if that is more)"},
         {"host", 0, CLI_SIZE, &host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},
         {"rounds", 0, CLI_INT, &rounds, "2", "N", "timed runs of each (after one untimed run each)"},
@@ -178,14 +178,18 @@ int bench_generate(int argc, char **argv) {
         if (rc) { tool_fail("bench generate"); goto out; }
         fprintf(stderr, "bench generate: batch %d done\n", B);
     }
-    printf("  %5s  %-42s %13s %13s %12s\n", "batch", "run", "prompt tok/s", "decode tok/s", "NVMe read");
+    char what[MAX_BATCHES][96];
+    int ww = 42; /* the run column: as wide as its widest entry */
+    for (int bi = 0; bi < nb; bi++) {
+        int k = snprintf(what[bi], sizeof what[bi], "streamed, --hbm %s (%d slots, KV %d/%u)",
+                         tt_fmt_bytes(budget[bi], hb, sizeof hb), slots[bi], kv_dev[bi], c->n_layers);
+        if (k > ww) ww = k;
+    }
+    printf("  %5s  %-*s %13s %13s %12s\n", "batch", ww, "run", "prompt tok/s", "decode tok/s", "NVMe read");
     for (int bi = 0; bi < nb; bi++) {
         double pt = (double)rounds * bs[bi] * P, dt = (double)rounds * bs[bi] * (N - 1);
-        char what[64];
-        snprintf(what, sizeof what, "streamed, --hbm %s (%d slots, KV %d/%u)", tt_fmt_bytes(budget[bi], hb, sizeof hb),
-                 slots[bi], kv_dev[bi], c->n_layers);
-        printf("  %5d  %-42s %13.1f %13.1f %12s\n", bs[bi], "resident", pt / res[bi][0][0], dt / res[bi][0][1], "-");
-        printf("  %5d  %-42s %13.1f %13.1f %12s%s\n", bs[bi], what, pt / res[bi][1][0], dt / res[bi][1][1],
+        printf("  %5d  %-*s %13.1f %13.1f %12s\n", bs[bi], ww, "resident", pt / res[bi][0][0], dt / res[bi][0][1], "-");
+        printf("  %5d  %-*s %13.1f %13.1f %12s%s\n", bs[bi], ww, what[bi], pt / res[bi][1][0], dt / res[bi][1][1],
                tt_fmt_bytes(io[bi], lb, sizeof lb), same[bi] ? "" : "  (tokens differ from the resident run!)");
     }
     for (int bi = 0; bi < nb; bi++)

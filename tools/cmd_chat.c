@@ -141,7 +141,7 @@ int cmd_chat(int argc, char **argv) {
         {"top-p", 0, CLI_FLOAT, &top_p, "0.9", "P", "sample among the most likely tokens holding P of the mass (1: all)"},
         {"seed", 0, CLI_SEED, &seed, "1", "S", "sampling seed (answer i draws from its own stream: a session replays)"},
         {"context", 0, CLI_INT, &context, "0", "N", "KV cache positions: history + answer (0: the model's max_pos, at most 4096)"},
-        {"prefill-chunk", 0, CLI_INT, &chunk, "256", "N", "history tokens per pass over the layers"},
+        {"prefill-chunk", 0, CLI_INT, &chunk, "256", "N", "history tokens per pass over the layers, 2..65536"},
         {"stats", 0, CLI_FLAG, &stats, NULL, NULL, "after each answer, print its prompt and answer tokens, why it ended and the speed on stderr"},
         {"hbm", 0, CLI_SIZE, &pa.hbm, "0", "SIZE", "device memory budget, e.g. 4G (0: unlimited, every layer resident)"},
         {"host", 0, CLI_SIZE, &pa.host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},

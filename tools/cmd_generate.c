@@ -148,7 +148,7 @@ int cmd_generate(int argc, char **argv) {
         {"no-bos", 0, CLI_FLAG, &no_bos, NULL, NULL, "do not start prompts with the tokenizer's <s> / <|begin_of_text|>"},
         {"batch", 0, CLI_INT, &batch, "8", "N", "prompts per batch: each layer load serves them all"},
         {"context", 0, CLI_INT, &context, "0", "N", "KV cache positions per prompt (0: longest prompt + --max-new-tokens, at most the model's max_pos)"},
-        {"prefill-chunk", 0, CLI_INT, &chunk, "256", "N", "prompt tokens per sequence per pass over the layers"},
+        {"prefill-chunk", 0, CLI_INT, &chunk, "256", "N", "prompt tokens per sequence per pass over the layers, 2..65536"},
         {"hbm", 0, CLI_SIZE, &pa.hbm, "0", "SIZE", "device memory budget, e.g. 4G (0: unlimited, every layer resident)"},
         {"host", 0, CLI_SIZE, &pa.host, "0", "SIZE", "pinned host memory budget (0: what the machine has available now)"},
         {"lm-head", 0, CLI_STR, &pa.lm_head, "auto", "WHERE", "lm_head on the device, streamed from the host, or auto"},
