@@ -12,7 +12,8 @@
 # the first one's file untouched; a stale OUT.partial is reused.
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
 # adapter's config, a checkpoint) are refused at once, never waited on. A
-# write ended by SIGTERM or SIGHUP leaves no partial file behind.
+# write ended by SIGTERM or SIGHUP leaves no partial file behind. An output
+# name too long for a ".partial" after it is still written.
 . tests/lib.sh
 setup outputs
 
@@ -236,6 +237,12 @@ hold "$dir/l.svg.partial"
 expect_error "trace -o while another writes it" "$BUSY .*l.svg (" "$T" trace "$dir/tr.json" -o "$dir/l.svg"
 release "$dir/l.svg.partial"
 [ -e "$dir/l.tier" ] || [ -e "$dir/l.json" ] || [ -e "$dir/l.svg" ] && fail "a refused writer wrote its output"
+# an output name of 250 bytes: "NAME.partial" would pass the 255 a file name may have, so the temporary name is
+# cut and given a hash; the write succeeds and leaves only the output (it was "File name too long")
+mkdir "$dir/long"
+long=$(printf 'x%.0s' $(seq 1 245)).tier
+expect_ok "synth -o a 250-byte name" "$T" synth --preset tiny -o "$dir/long/$long"
+[ "$(ls "$dir/long")" = "$long" ] || { fail "synth -o a 250-byte name left: $(ls "$dir/long")"; }
 printf 'a writer killed with -9 left this\n' >"$dir/s.tier.partial"
 expect_ok "synth over a stale OUT.partial" "$T" synth --preset tiny -o "$dir/s.tier"
 [ -e "$dir/s.tier.partial" ] && fail "synth left the stale s.tier.partial"

@@ -55,16 +55,16 @@ static int aliases_input(const char *out, const char *in, char *hit, size_t cap)
 /* 1 when out, or the "<out>.partial" it is first written as (truncated when the write starts), names one of
  * inputs (as aliases_input), with that input's path in hit; *partial says which of the two it was. */
 static int hits_input(const char *out, const char *const *inputs, char *hit, size_t cap, int *partial) {
-    char tmp[4096];
-    int fits = snprintf(tmp, sizeof tmp, "%s.partial", out) < (int)sizeof tmp;
-    for (int i = 0; inputs && inputs[i]; i++) {
+    char *tmp = tt_partial_path(out);
+    int found = 0;
+    for (int i = 0; !found && inputs && inputs[i]; i++) {
         if (!*inputs[i]) continue;
         *partial = 0;
-        if (aliases_input(out, inputs[i], hit, cap)) return 1;
-        *partial = 1;
-        if (fits && aliases_input(tmp, inputs[i], hit, cap)) return 1;
+        found = aliases_input(out, inputs[i], hit, cap);
+        if (!found) *partial = 1, found = aliases_input(tmp, inputs[i], hit, cap);
     }
-    return 0;
+    free(tmp);
+    return found;
 }
 
 int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force) {
@@ -78,9 +78,12 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
         if (!partial)
             fprintf(stderr, "tiertrain %s: %s %s is the input %s; write the result to a new file\n", cmd, flag, path,
                     hit);
-        else
-            fprintf(stderr, "tiertrain %s: %s %s is written as %s.partial first, which is the input %s; write the "
-                            "result to another name\n", cmd, flag, path, path, hit);
+        else {
+            char *tmp = tt_partial_path(path);
+            fprintf(stderr, "tiertrain %s: %s %s is written as %s first, which is the input %s; write the result to "
+                            "another name\n", cmd, flag, path, tmp, hit);
+            free(tmp);
+        }
         return 2;
     }
     struct stat st;

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -304,11 +305,27 @@ static int partial_open(const char *tmp_path, const char *out) {
                    out, tmp_path);
 }
 
+char *tt_partial_path(const char *out) {
+    TT_ASSERT(out);
+    const char *slash = strrchr(out, '/'), *base = slash ? slash + 1 : out;
+    size_t dl = (size_t)(base - out), bl = strlen(base), keep = bl;
+    char tail[40] = ".partial";
+    if (bl + strlen(tail) > NAME_MAX) { /* "~" and 16 hex digits of the whole name's FNV-1a keep it one name */
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t i = 0; i < bl; i++) h = (h ^ (uint8_t)base[i]) * 0x100000001b3ull;
+        snprintf(tail, sizeof tail, "~%016llx.partial", (unsigned long long)h);
+        keep = NAME_MAX - strlen(tail);
+        while (keep > 0 && ((uint8_t)base[keep] & 0xc0) == 0x80) keep--; /* not inside a UTF-8 character */
+    }
+    size_t tl = dl + keep + strlen(tail) + 1;
+    char *tmp = tt_xmalloc(tl);
+    snprintf(tmp, tl, "%.*s%.*s%s", (int)dl, out, (int)keep, base, tail);
+    return tmp;
+}
+
 int tt_partial_open(const char *out, char **tmp_out) {
     TT_ASSERT(out && tmp_out);
-    size_t tl = strlen(out) + sizeof ".partial";
-    char *tmp_path = tt_xmalloc(tl);
-    snprintf(tmp_path, tl, "%s.partial", out);
+    char *tmp_path = tt_partial_path(out);
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);

@@ -66,7 +66,12 @@ double tt_now(void);
  * name may hold another writer's file by then). Up to 64 distinct paths a
  * process. */
 void tt_partial_note(const char *tmp_path);
-/* Opens "<out>.partial", the temporary name of the output out, for writing,
+/* The temporary name of the output out, malloc'ed: "<out>.partial", or, where
+ * that would be longer than a file name may be (NAME_MAX), out's name cut and
+ * followed by "~" and 16 hex digits of a hash of the whole name, then
+ * ".partial" (the same for the same out, so writers of it still meet). */
+char *tt_partial_path(const char *out);
+/* Opens tt_partial_path(out), the temporary name of the output out, for writing,
  * that name malloc'ed into *tmp_out (NULL on failure): created if missing (mode 0644), locked against every other writer
  * (flock LOCK_EX, not waited for), only then emptied and noted as above. A
  * stale file (left by a kill -9) holds no lock and is reused. Returns the fd,
