@@ -136,6 +136,9 @@ expect_ok "mc-demo" "$T" eval --model "$dir/m.tier" --task tests/fixtures/tasks/
     --batch-tokens 512
 grep -q '^acc .* (n=20), acc_norm .* (n=20)$' "$dir/out" || { fail "mc-demo output"; cat "$dir/out"; }
 GEN="--max-new-tokens 24"
+# a budget too small for the generation: the refusal names eval's flags that shrink it (it named generate's terms)
+expect_error "gsm-style, --hbm too small" "needs --hbm .* lower --batch / --max-new-tokens$" "$T" eval --model "$dir/m.tier" \
+    --task tests/fixtures/tasks/gsm-style.jsonl $GEN --batch 2 --hbm 1
 expect_ok "gsm-style" "$T" eval --model "$dir/m.tier" --task tests/fixtures/tasks/gsm-style.jsonl $GEN --batch 2 \
     --samples "$dir/g2.jsonl"
 # the model cannot know the answers: exact match 0 (its standard error 0 too), n counts every prompt

@@ -376,7 +376,9 @@ static int gen_score(const eval_setup *es, const eval_task_opts *o, tt_tokenizer
     tt_gen *g = NULL;
     tokenizer_ids *outs = tt_xcalloc((size_t)GB, sizeof *outs);
     int *stopped = tt_xcalloc((size_t)GB, sizeof *stopped), exit_code = 1;
-    if ((rc = tool_gen_create("eval", es->st, es->model, &es->pa, es->a, GB, C, (int)cap, &g))) {
+    tool_plan_args ga = es->pa;
+    ga.gen_flags = "--batch / --max-new-tokens"; /* what a refused plan asks to lower: eval's flags, not generate's */
+    if ((rc = tool_gen_create("eval", es->st, es->model, &ga, es->a, GB, C, (int)cap, &g))) {
         exit_code = rc;
         goto done;
     }
