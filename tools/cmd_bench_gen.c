@@ -115,9 +115,9 @@ int bench_generate(int argc, char **argv) {
     printf("bench generate: %s (%s), %u layers, %s of layers; prompts of %d tokens, %d new tokens each, device %s\n",
            model, c->name, c->n_layers, tt_fmt_bytes(layers, lb, sizeof lb), P, N, be_current()->name);
     fflush(stdout);
-    /* Every batch's two plans before any timing, the largest batch first: a budget too small for one of them is
-     * refused before minutes of work, naming what the largest needs; at each batch the streamed plan first (under
-     * --host its refusal is the one that counts: the resident plan spills nothing to the host). */
+    /* Every batch's two plans before any timing, the largest batch first: a budget too small for them is refused
+     * before minutes of work, naming what the largest needs; at each batch the streamed plan first (its --hbm
+     * refusal is the one that counts). */
     tt_plan pr[MAX_BATCHES], ps[MAX_BATCHES];
     int order[MAX_BATCHES];
     for (int i = 0; i < nb; i++) {
@@ -137,6 +137,30 @@ int bench_generate(int argc, char **argv) {
         plan_dev_fits(dmin, 0, &dmin);
         plan_dev_fits(layers / 4, 0, &quarter);
         sr.hbm = hbm ? hbm : quarter > dmin ? quarter : dmin;
+        if (host) {
+            /* both runs are held at once (their rounds alternate): under --host the streamed one is planned in what
+             * the resident one leaves, and refused with what the two need together */
+            tt_plan_req r0 = rr, s0 = sr;
+            r0.host = s0.host = 0; /* host memory unlimited: the resident run's need, the streamed run's least */
+            s0.no_host_cache = 1;
+            tt_plan a, b;
+            if (plan_make(s, &r0, &a) || plan_make(s, &s0, &b)) {
+                tool_fail("bench generate");
+                goto out;
+            }
+            if (a.host_bytes + b.host_bytes > host) {
+                char h[32], x[32], y[32], need[32];
+                fprintf(stderr, "tiertrain bench generate: --host %s is too small for batch %d's resident and streamed "
+                                "runs, which are held at once (their rounds alternate): they need %s and %s of host "
+                                "memory, --host %s together; raise --host (or --hbm, so more KV caches stay on the "
+                                "device) or lower %s\n", tt_fmt_bytes(host, h, sizeof h), bs[bi],
+                        tt_fmt_bytes(a.host_bytes, x, sizeof x), tt_fmt_bytes(b.host_bytes, y, sizeof y),
+                        tt_fmt_bytes(tt_align_up(a.host_bytes + b.host_bytes, 1 << 20), need, sizeof need),
+                        pa.gen_flags);
+                goto out;
+            }
+            sr.host = host - a.host_bytes;
+        }
         if (plan_make(s, &sr, &ps[bi]) || plan_make(s, &rr, &pr[bi])) {
             tool_fail("bench generate");
             goto out;
