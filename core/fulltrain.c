@@ -1031,31 +1031,22 @@ int fulltrain_plan(const tt_full_opts *o, tt_plan *p, uint64_t *min_dev, uint64_
 int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_req *hints, tt_full_opts *so,
                     tt_plan *tp, tt_plan *p) {
     *so = *o;
-    int rc = 0, teacher_failed = 0; /* teacher_failed: refused with its own message */
-    uint64_t tdev = 0; /* the teacher's smallest device arena */
+    int rc = 0;
+    uint64_t tdev = 0, thost = 0; /* the teacher's smallest device arena and host bytes */
     if (o->teacher_path) {
         tier_store *ts = NULL;
         if ((rc = tier_open(&ts, o->teacher_path)) == 0) {
             tt_plan_req tr;
             teacher_req(o, &tr);
-            uint64_t thost = 0, total = 0;
+            uint64_t total = 0;
             plan_minimum(ts, &tr, &tdev, &thost);
             plan_dev_fits(tdev, 0, &total);
-            char a[32], b[32];
-            /* --hbm short of the teacher alone: refused below with what both need (the teacher's figure alone
-             * would be refused again) */
-            if (o->hbm && total >= o->hbm) rc = -ENOSPC;
-            if (rc == 0 && o->host && thost >= o->host) {
-                rc = TT_FAIL(-ENOSPC, "--host %s is too small for the --teacher %s alone (its smallest plan needs %s); "
-                             "raise --host", tt_fmt_bytes(o->host, a, sizeof a), o->teacher_path,
-                             tt_fmt_bytes(thost, b, sizeof b));
-                teacher_failed = 1;
-            }
-            if (rc == 0) {
-                if (o->hbm) { tr.hbm = total; so->hbm = o->hbm - tdev; }
-                if (o->host) { tr.host = thost; so->host = o->host - thost; }
-                rc = plan_make(ts, &tr, tp);
-            }
+            /* a budget short of the teacher alone: refused below with what both need (the teacher's figure alone
+             * would be refused again), the model's share of the other budget taken as if the teacher fit */
+            int dev_ok = !o->hbm || total < o->hbm, host_ok = !o->host || thost < o->host;
+            if (o->hbm && dev_ok) { tr.hbm = total; so->hbm = o->hbm - tdev; }
+            if (o->host && host_ok) { tr.host = thost; so->host = o->host - thost; }
+            rc = dev_ok && host_ok ? plan_make(ts, &tr, tp) : -ENOSPC;
             tier_close(ts);
         }
     }
@@ -1068,18 +1059,27 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
         req.lm_head = hints->lm_head;
     }
     if (rc == 0) rc = plan_make(s, &req, p);
-    if (rc == -ENOSPC && o->teacher_path && !teacher_failed && (o->hbm || o->host)) { /* the budget given, both */
+    if (rc == -ENOSPC && o->teacher_path && (o->hbm || o->host)) { /* the budget given, both */
         uint64_t sdev = 0, shost = 0, need = 0;
         plan_minimum(s, &req, &sdev, &shost);
         plan_dev_fits(sdev + tdev, 0, &need); /* the model's smallest plan and the teacher's */
-        char a[32], b[32], h[32];
-        rc = o->hbm && need > o->hbm
-                 ? TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
+        char a[32], b[32];
+        if (o->hbm && need > o->hbm)
+            return TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
                            "plan and the model's together need --hbm %s; raise --hbm or lower --micro-batch / --seq",
-                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b))
-                 : TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher (the teacher's smallest "
-                           "plan takes %s of it); raise --host", tt_fmt_bytes(o->host, a, sizeof a),
-                           tt_fmt_bytes(o->host - so->host, h, sizeof h));
+                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b));
+        if (!o->host) return rc; /* the host memory available now, not a --host: the planner's own sentence */
+        /* --host short: the model's least host memory under the device budget it has (no layer cached in host
+         * memory), beside the teacher's smallest plan */
+        tt_plan_req least = req;
+        tt_plan lp;
+        least.host = 0;
+        least.no_host_cache = 1;
+        uint64_t mhost = plan_make(s, &least, &lp) == 0 ? lp.host_bytes : shost;
+        return TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher: the teacher's smallest "
+                       "plan and the model's together need --host %s; raise --host (or --hbm, so fewer activations "
+                       "spill)", tt_fmt_bytes(o->host, a, sizeof a),
+                       tt_fmt_bytes(tt_align_up(thost + mhost, 1 << 20), b, sizeof b));
     }
     return rc;
 }

@@ -272,6 +272,14 @@ expect_error "plan --full --teacher: short of the teacher alone" "together need 
 expect_error "train --full --teacher: short of the teacher alone" "together need --hbm $need" "$T" train $FULL --steps 1 \
     --clip 0 --teacher "$dir/teacher.tier" --hbm 1M --out "$dir/x.tier"
 hb=$(echo "$need" | awk '{ n = $1 + 0; print /GiB/ ? int(n * 1024 + 1) "M" : int(n + 1) "M" }')
+# --host short of the teacher alone, or of both: the refusal names what both need together, and that is enough (it
+# named the teacher's need alone, or only the teacher's share)
+expect_error "plan --full --teacher: --host short of the teacher alone" "together need --host [0-9.]* MiB" \
+    "$T" plan $PF --host 1M
+hneed=$(sed -n 's/.*together need --host \([0-9.]*\) MiB.*/\1/p' "$dir/err")
+expect_error "plan --full --teacher: --host short of both" "together need --host $hneed MiB" "$T" plan $PF \
+    --host "$(echo "$hneed" | awk '{ print int($1 - 1) }')M"
+expect_ok "plan --full --teacher at the --host named" "$T" plan $PF --host "${hneed}M"
 expect_ok "plan --full --teacher" "$T" plan $PF --hbm "$hb"
 grep -q "^distillation from .*teacher.tier: the teacher's plan, on its own stream, holds [0-9]* of 4 layers" "$dir/out" ||
     { fail "plan --full --teacher: no line for the teacher's plan"; cat "$dir/out"; }
