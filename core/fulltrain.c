@@ -1067,7 +1067,7 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
         if (o->hbm && need > o->hbm)
             return TT_FAIL(-ENOSPC, "--hbm %s is too small for full training with a --teacher: the teacher's smallest "
                            "plan and the model's together need --hbm %s; raise --hbm or lower --micro-batch / --seq",
-                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes(tt_align_up(need, 1 << 20), b, sizeof b));
+                           tt_fmt_bytes(o->hbm, a, sizeof a), tt_fmt_bytes_up(tt_align_up(need, 1 << 20), b, sizeof b));
         if (!o->host) return rc; /* the host memory available now, not a --host: the planner's own sentence */
         /* --host short: the model's least host memory under the device budget it has (no layer cached in host
          * memory), beside the teacher's smallest plan */
@@ -1079,7 +1079,7 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
         return TT_FAIL(-ENOSPC, "--host %s is too small for full training with a --teacher: the teacher's smallest "
                        "plan and the model's together need --host %s; raise --host (or --hbm, so fewer activations "
                        "spill)", tt_fmt_bytes(o->host, a, sizeof a),
-                       tt_fmt_bytes(tt_align_up(thost + mhost, 1 << 20), b, sizeof b));
+                       tt_fmt_bytes_up(tt_align_up(thost + mhost, 1 << 20), b, sizeof b));
     }
     return rc;
 }

@@ -5,7 +5,9 @@
  * string is cut with "..." within the buffer; escaping is idempotent; every
  * error message (tt_seterr) is escaped. tt_parse_size, the size options'
  * parser: suffixes, fractions of a unit, and refusals (a sign, a fraction that
- * would read as 0, overflow, trailing junk). tt_even_chunk: chunk sizes.
+ * would read as 0, overflow, trailing junk); tt_fmt_bytes_up, the figure a
+ * refusal asks for: read back, it is at least the need, and one hundredth of
+ * its unit less is not. tt_even_chunk: chunk sizes.
  * tt_partial_open: a ".partial" file locked by another writer (another open
  * file description) is refused, untouched; once released it is reused and
  * emptied; a signal removes this process's partial file, but not one another
@@ -105,6 +107,30 @@ static void partial_lock(void) {
     rmdir(dir);
 }
 
+/* tt_fmt_bytes_up(n) read back (the space dropped) is >= n, and one hundredth of its unit less is < n: the
+ * smallest such figure (tt_fmt_bytes rounds to the nearest, below n about half the time above 1 GiB). */
+static void fmt_up_is_least(uint64_t n) {
+    char f[48], s[48], u[8];
+    unsigned long long whole, cents;
+    uint64_t back = 0, less = 0;
+    tt_fmt_bytes_up(n, f, sizeof f);
+    if (n < 1024) {
+        CHECK_MSG(sscanf(f, "%llu B", &whole) == 1 && whole == n, "tt_fmt_bytes_up(%llu) = '%s'", (unsigned long long)n, f);
+        return;
+    }
+    if (sscanf(f, "%llu.%2llu %7s", &whole, &cents, u) != 3) {
+        CHECK_MSG(0, "tt_fmt_bytes_up(%llu) = '%s': not N.NN UNIT", (unsigned long long)n, f);
+        return;
+    }
+    snprintf(s, sizeof s, "%llu.%02llu%s", whole, cents, u);
+    CHECK_MSG(tt_parse_size(s, &back) == 0 && back >= n, "tt_fmt_bytes_up(%llu) = '%s' reads back as %llu",
+              (unsigned long long)n, f, (unsigned long long)back);
+    unsigned long long c = whole * 100 + cents - 1;
+    snprintf(s, sizeof s, "%llu.%02llu%s", c / 100, c % 100, u);
+    CHECK_MSG(c == 0 || (tt_parse_size(s, &less) == 0 && less < n), "tt_fmt_bytes_up(%llu) = '%s': '%s' (%llu) is "
+              "enough too", (unsigned long long)n, f, s, (unsigned long long)less);
+}
+
 int main(void) {
     partial_lock();
     size_is("0", 1, 0);
@@ -121,6 +147,19 @@ int main(void) {
     size_is("nan", 0, 0);
     size_is("4X", 0, 0);
     size_is("", 0, 0);
+    uint64_t g = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 20000; i++) { /* sizes from bytes to TiB, and whole MiB as the refusals give them */
+        g = g * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t n = (g >> 20) >> (g % 44);
+        fmt_up_is_least(n);
+        fmt_up_is_least(tt_align_up(n, 1 << 20));
+    }
+    char nearest[32], up[32];
+    uint64_t need = (5ull << 30) + (66ull << 20); /* 5.064 GiB: "5.06 GiB" is 4.6 MiB short of it */
+    CHECK(strcmp(tt_fmt_bytes(need, nearest, sizeof nearest), "5.06 GiB") == 0);
+    CHECK(strcmp(tt_fmt_bytes_up(need, up, sizeof up), "5.07 GiB") == 0);
+    CHECK(strcmp(tt_fmt_bytes_up(2394ull << 20, up, sizeof up), "2.34 GiB") == 0); /* 2.338 GiB */
+    CHECK(strcmp(tt_fmt_bytes_up(7ull << 20, up, sizeof up), "7.00 MiB") == 0);
     expect("model.layers.0.q_proj", "model.layers.0.q_proj", 64);
     expect("", "", 8);
     expect("caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", 64); /* é, 中, 😀 */

@@ -89,12 +89,26 @@ expect_error "plan: --rank too large for --host" "--rank 100000 is too large for
 r=$(sed -n 's/.*lower --rank to \([0-9]*\) or less.*/\1/p' "$dir/err")
 expect_ok "plan: the largest rank that fits" "$T" plan --preset tiny --rank "$r" --host 100M
 expect_error "plan: one more does not fit" "--rank $((r + 1)) is too large" "$T" plan --preset tiny --rank $((r + 1)) --host 100M
+# ... and the budget that holds the rank as given, which is enough
+h=$(sed -n 's/.*or raise --host to \([0-9.]*\) \([KMGT]\)iB$/\1\2/p' "$dir/err")
+[ -n "$h" ] || { fail "plan: --rank too large for --host: no --host named"; cat "$dir/err"; }
+expect_ok "plan: the --host named for the rank" "$T" plan --preset tiny --rank $((r + 1)) --host "$h"
 # train's refusal of the same request says the same, before any step (and creates no --out)
 expect_error "train: --rank too large for --host" "--rank 4096 is too large for tiny: .* lower --rank to [0-9]* or less" \
     "$T" train --model "$dir/m.tier" --data "$dir/t.tok" --rank 4096 --host 100M --steps 1 --out "$dir/rank-out"
 [ -e "$dir/rank-out" ] && fail "a refused train created its --out"
-expect_error "plan: --rank too large for --hbm" "--rank 65536 is too large for llama3.1-70b: .* does not fit --hbm 20.00 GiB" \
+expect_error "plan: --rank too large for --hbm" "--rank 65536 is too large for llama3.1-70b: .* does not fit --hbm 20.00 GiB.* or raise --hbm to [0-9.]* GiB and --host to [0-9.]* TiB$" \
     "$T" plan --preset llama3.1-70b --rank 65536 --hbm 20G --host 1T
+hb=$(sed -n 's/.*or raise --hbm to \([0-9.]*\) GiB and .*/\1G/p' "$dir/err")
+hh=$(sed -n 's/.* and --host to \([0-9.]*\) TiB$/\1T/p' "$dir/err")
+expect_ok "plan: the --hbm and --host named for the rank" "$T" plan --preset llama3.1-70b --rank 65536 --hbm "$hb" --host "$hh"
+# a smallest --hbm in GiB is named rounded up, so that figure is enough (rounded to the nearest it was 4.6 MiB short
+# at seq 4096)
+expect_error "plan: --hbm too small for 70b at seq 4096" "needs --hbm [0-9.]* GiB" "$T" plan --preset llama3.1-70b \
+    --seq 4096 --micro-batch 1 --batch-tokens 4096 --hbm 1M --host 1T
+hb=$(sed -n 's/.*needs --hbm \([0-9.]*\) GiB.*/\1G/p' "$dir/err")
+expect_ok "plan: the --hbm named ($hb)" "$T" plan --preset llama3.1-70b --seq 4096 --micro-batch 1 --batch-tokens 4096 \
+    --hbm "$hb" --host 1T
 expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \
     "$T" plan --preset llama3.1-70b --hbm 2G --host 1T
 # --prune-ratio and --quant describe the store --preset makes: with --model they are refused, not ignored

@@ -155,7 +155,7 @@ int bench_generate(int argc, char **argv) {
                                 "memory, --host %s together; raise --host (or --hbm, so more KV caches stay on the "
                                 "device) or lower %s\n", tt_fmt_bytes(host, h, sizeof h), bs[bi],
                         tt_fmt_bytes(a.host_bytes, x, sizeof x), tt_fmt_bytes(b.host_bytes, y, sizeof y),
-                        tt_fmt_bytes(tt_align_up(a.host_bytes + b.host_bytes, 1 << 20), need, sizeof need),
+                        tt_fmt_bytes_up(tt_align_up(a.host_bytes + b.host_bytes, 1 << 20), need, sizeof need),
                         pa.gen_flags);
                 goto out;
             }

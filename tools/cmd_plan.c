@@ -257,6 +257,28 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
         if (fits_at(s, a, mid, dev_only, generate, context, io_gbps, gflops)) lo = mid;
         else hi = mid;
     }
+    /* the other way out: the budgets that hold --rank as given: --hbm for its smallest plan (when that refused),
+     * and --host for the plan at that --hbm with no layer cached in host memory (when --host is given and short) */
+    char raise[128] = "", hbm_s[48] = "", host_s[48] = "";
+    tool_plan_args b = *a;
+    b.planning_only = 1;
+    tt_plan_req r;
+    if ((dev_only || a->host) && plan_request(s, &b, generate, context, io_gbps, gflops, &r) == 0) {
+        if (dev_only) {
+            uint64_t dev, host, total;
+            plan_minimum(s, &r, &dev, &host);
+            plan_dev_fits(dev, 0, &total);
+            r.hbm = tt_align_up(total, 1 << 20);
+            snprintf(hbm_s, sizeof hbm_s, "--hbm to %s", tt_fmt_bytes_up(r.hbm, x, sizeof x));
+        }
+        tt_plan p;
+        r.host = 0;
+        r.no_host_cache = 1;
+        if (a->host && plan_make(s, &r, &p) == 0 && p.host_bytes > a->host)
+            snprintf(host_s, sizeof host_s, "--host to %s", tt_fmt_bytes_up(tt_align_up(p.host_bytes, 1 << 20), y, sizeof y));
+        if (*hbm_s || *host_s)
+            snprintf(raise, sizeof raise, ", or raise %s%s%s", hbm_s, *hbm_s && *host_s ? " and " : "", host_s);
+    }
     if (dev_only || (a->hbm && !a->host))
         snprintf(budget, sizeof budget, "--hbm %s", tt_fmt_bytes(a->hbm, x, sizeof x));
     else if (a->hbm && a->host)
@@ -267,8 +289,8 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
     else
         snprintf(budget, sizeof budget, "the memory the machine has available now");
     tt_seterr("--rank %ld is too large for %s: the LoRA state at that rank (its adapters%s) does not fit %s, where "
-              "rank 1 does; lower --rank to %ld or less", a->rank, tier_config(s)->name,
-              generate ? "" : ", their gradients and optimizer moments", budget, lo);
+              "rank 1 does; lower --rank to %ld or less%s", a->rank, tier_config(s)->name,
+              generate ? "" : ", their gradients and optimizer moments", budget, lo, raise);
 }
 
 int cmd_plan(int argc, char **argv) {

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -122,6 +123,22 @@ char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap) {
     while (v >= 1024.0 && u < 4) { v /= 1024.0; u++; }
     if (u == 0) snprintf(buf, cap, "%llu B", (unsigned long long)n);
     else snprintf(buf, cap, "%.2f %s", v, units[u]);
+    return buf;
+}
+
+char *tt_fmt_bytes_up(uint64_t n, char *buf, size_t cap) {
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) { v /= 1024.0; u++; }
+    if (u == 0) return tt_fmt_bytes(n, buf, cap);
+    uint64_t c = (uint64_t)ceil(v * 100.0), back = 0; /* hundredths of the unit */
+    for (;; c++) { /* as the figure reads back: a step past where the double's rounding fell short */
+        char s[48];
+        snprintf(s, sizeof s, "%llu.%02llu%s", (unsigned long long)(c / 100), (unsigned long long)(c % 100), units[u]);
+        if (tt_parse_size(s, &back) == 0 && back >= n) break;
+    }
+    snprintf(buf, cap, "%llu.%02llu %s", (unsigned long long)(c / 100), (unsigned long long)(c % 100), units[u]);
     return buf;
 }
 

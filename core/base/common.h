@@ -36,6 +36,10 @@ const char *tt_lasterr(void);
 int tt_parse_size(const char *s, uint64_t *out);
 /* Formats a byte count as "1.23 GiB" into buf (at least 32 bytes); returns buf. */
 char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap);
+/* The same, rounded up: the smallest figure of that form that reads back
+ * (tt_parse_size, with the space dropped) as at least n bytes — for a budget
+ * a message asks for ("needs --hbm 2.24 GiB" must be enough as --hbm 2.24G). */
+char *tt_fmt_bytes_up(uint64_t n, char *buf, size_t cap);
 /* A string from a file (a name, a path, a token), made safe for a terminal
  * or a log: printable ASCII and well-formed UTF-8 as they are; control
  * characters (C0, DEL, C1) and malformed UTF-8 as \xNN, so no escape
