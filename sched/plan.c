@@ -121,11 +121,11 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
                            "tokens: the smallest plan (2 layer slots, every KV cache in host memory) needs --hbm %s; "
                            "raise --hbm or lower %s",
                            tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq,
-                           tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need), gen_flags(req));
+                           tt_fmt_bytes_up(tt_align_up(total, 1 << 20), need, sizeof need), gen_flags(req));
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (%d "
                        "layer slot%s, every activation spilled) needs --hbm %s; raise --hbm or lower --micro-batch / "
                        "--seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq, p.slots,
-                       p.slots == 1 ? "" : "s", tt_fmt_bytes(tt_align_up(total, 1 << 20), need, sizeof need));
+                       p.slots == 1 ? "" : "s", tt_fmt_bytes_up(tt_align_up(total, 1 << 20), need, sizeof need));
     }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third
@@ -170,12 +170,12 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
             return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the KV caches in "
                            "host memory of this plan: it needs --host %s; raise --host (or --hbm, so more KV caches "
                            "stay on the device) or lower %s", tt_fmt_bytes(req->host, have, sizeof have),
-                           tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need), gen_flags(req));
+                           tt_fmt_bytes_up(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need), gen_flags(req));
         return TT_FAIL(-ENOSPC, "--host %s is too small for the staging buffer, the embedding and the spilled "
                        "activations of this plan%s: it needs --host %s; raise --host (or --hbm, so fewer activations "
                        "spill)", tt_fmt_bytes(req->host, have, sizeof have),
                        req->trainable ? ", with every layer's master weights and optimizer state" : "",
-                       tt_fmt_bytes(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need));
+                       tt_fmt_bytes_up(tt_align_up(p.host_bytes, 1 << 20), need, sizeof need));
     }
     p.prefetch = p.slots - 1;
     if (p.prefetch > 4) p.prefetch = 4;
@@ -220,7 +220,7 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
         return TT_FAIL(-ENOMEM, "even the smallest plan needs %s of host memory (its host arena and the CPU backend's "
                        "device arena, which is host memory too) but the machine has %s available now (MemAvailable): "
                        "free memory, or lower %s (planning for a GPU? add --device cuda)",
-                       tt_fmt_bytes(tt_align_up(host_min + dev_min, 1 << 20), need, sizeof need),
+                       tt_fmt_bytes_up(tt_align_up(host_min + dev_min, 1 << 20), need, sizeof need),
                        tt_fmt_bytes(req->host_avail, have, sizeof have), shrink);
     return TT_FAIL(-ENOMEM, "no plan within --hbm %s fits the %s of host memory the machine has available now "
                    "(MemAvailable): free memory, raise --hbm (%s), or lower %s",

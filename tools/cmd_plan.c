@@ -103,7 +103,7 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
             printf("%s{\"seq\":%d,\"micro_batches\":%d,\"min_hbm\":%llu,\"host\":%llu}", i ? "," : "", r.seq, r.K,
                    (unsigned long long)hbm, (unsigned long long)host);
         else
-            printf("  %6d  %13d  %14s  %14s\n", r.seq, r.K, tt_fmt_bytes(hbm, a, sizeof a), tt_fmt_bytes(host, b, sizeof b));
+            printf("  %6d  %13d  %14s  %14s\n", r.seq, r.K, tt_fmt_bytes_up(hbm, a, sizeof a), tt_fmt_bytes_up(host, b, sizeof b));
     }
     if (as_json) printf("]}\n");
 }
