@@ -58,6 +58,11 @@ typedef struct ur_job {
     char msg[320];     /* the message that goes with err */
 } ur_job;
 
+/* A singly linked queue of jobs through ur_job.next (UR_NONE: empty / the end). */
+typedef struct ur_queue {
+    uint32_t head, tail;
+} ur_queue;
+
 typedef struct ur_done_ent {
     uint32_t slot;
     int res; /* bytes read, or -errno */
@@ -105,8 +110,7 @@ struct uring_reader {
     ur_job *jobs;
     uint32_t jobs_cap;
     uint32_t free_job;
-    uint32_t issue_head, issue_tail;
-    uint32_t done_head, done_tail;
+    ur_queue issue, done; /* jobs with bytes to hand out, oldest first; finished jobs, in finishing order */
     uint32_t nactive; /* jobs queued and not yet on the done queue */
 
     uintptr_t reg_base; /* registered fixed buffers, 0 if none */
@@ -195,29 +199,36 @@ static void ur_job_free(uring_reader *r, uint32_t j) {
     r->free_job = j;
 }
 
-static void ur_issue_push(uring_reader *r, uint32_t j) {
-    ur_job *job = &r->jobs[j];
-    job->queued = 1;
-    job->next = UR_NONE;
-    if (r->issue_tail == UR_NONE) r->issue_head = j;
-    else r->jobs[r->issue_tail].next = j;
-    r->issue_tail = j;
+static void ur_queue_push(uring_reader *r, ur_queue *q, uint32_t j) {
+    r->jobs[j].next = UR_NONE;
+    if (q->tail == UR_NONE) q->head = j;
+    else r->jobs[q->tail].next = j;
+    q->tail = j;
 }
 
-/* Unlinks j from the issue queue (which holds few jobs; a scan is fine). */
-static void ur_issue_remove(uring_reader *r, uint32_t j) {
-    uint32_t prev = UR_NONE, cur = r->issue_head;
+/* Unlinks j from q (which holds few jobs; a scan is fine). */
+static void ur_queue_remove(uring_reader *r, ur_queue *q, uint32_t j) {
+    uint32_t prev = UR_NONE, cur = q->head;
     while (cur != UR_NONE && cur != j) {
         prev = cur;
         cur = r->jobs[cur].next;
     }
     TT_ASSERT(cur == j);
     uint32_t nx = r->jobs[j].next;
-    if (prev == UR_NONE) r->issue_head = nx;
+    if (prev == UR_NONE) q->head = nx;
     else r->jobs[prev].next = nx;
-    if (r->issue_tail == j) r->issue_tail = prev;
-    r->jobs[j].queued = 0;
+    if (q->tail == j) q->tail = prev;
     r->jobs[j].next = UR_NONE;
+}
+
+static void ur_issue_push(uring_reader *r, uint32_t j) {
+    r->jobs[j].queued = 1;
+    ur_queue_push(r, &r->issue, j);
+}
+
+static void ur_issue_remove(uring_reader *r, uint32_t j) {
+    ur_queue_remove(r, &r->issue, j);
+    r->jobs[j].queued = 0;
 }
 
 /* Moves j to the done queue once nothing of it is in flight and it either
@@ -228,27 +239,9 @@ static void ur_maybe_finish(uring_reader *r, uint32_t j) {
     if (!job->err && job->issued < job->len) return;
     TT_ASSERT(!job->queued);
     job->state = UR_JOB_DONE;
-    job->next = UR_NONE;
-    if (r->done_tail == UR_NONE) r->done_head = j;
-    else r->jobs[r->done_tail].next = j;
-    r->done_tail = j;
+    ur_queue_push(r, &r->done, j);
     TT_ASSERT(r->nactive > 0);
     r->nactive--;
-}
-
-/* Unlinks j from the done queue. */
-static void ur_done_remove(uring_reader *r, uint32_t j) {
-    uint32_t prev = UR_NONE, cur = r->done_head;
-    while (cur != UR_NONE && cur != j) {
-        prev = cur;
-        cur = r->jobs[cur].next;
-    }
-    TT_ASSERT(cur == j);
-    uint32_t nx = r->jobs[j].next;
-    if (prev == UR_NONE) r->done_head = nx;
-    else r->jobs[prev].next = nx;
-    if (r->done_tail == j) r->done_tail = prev;
-    r->jobs[j].next = UR_NONE;
 }
 
 /* Marks job j failed with err (keeps the first failure). It issues nothing
@@ -296,8 +289,8 @@ static void ur_prep(uring_reader *r, uint32_t s) {
 
 /* Hands out requests from the oldest jobs while slots are free. */
 static void ur_fill(uring_reader *r) {
-    while (r->nfree_reqs > 0 && r->issue_head != UR_NONE) {
-        uint32_t j = r->issue_head;
+    while (r->nfree_reqs > 0 && r->issue.head != UR_NONE) {
+        uint32_t j = r->issue.head;
         ur_job *job = &r->jobs[j];
         uint64_t pos = job->issued;
         uint64_t n = job->len - pos;
@@ -692,8 +685,8 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     for (unsigned i = 0; i < o.qd; i++) r->free_reqs[i] = o.qd - 1 - i;
     r->nfree_reqs = o.qd;
     r->free_job = UR_NONE;
-    r->issue_head = r->issue_tail = UR_NONE;
-    r->done_head = r->done_tail = UR_NONE;
+    r->issue.head = r->issue.tail = UR_NONE;
+    r->done.head = r->done.tail = UR_NONE;
 
     const char *call = "io_uring_setup";
     int rc = engine == UR_ENGINE_THREADS ? -ENOSYS : ur_ring_start(r, &call);
@@ -832,18 +825,18 @@ int uring_reader_submit(uring_reader *r, void *dst, uint64_t off, uint64_t len, 
 
 int uring_reader_wait(uring_reader *r, uint64_t *tag) {
     TT_ASSERT(r && tag);
-    while (r->done_head == UR_NONE) {
+    while (r->done.head == UR_NONE) {
         if (r->nactive == 0) return -EAGAIN;
         int rc = ur_progress(r);
         if (rc < 0) return rc;
     }
     /* keep the device busy with queued work while the caller handles this one */
-    if (r->nfree_reqs > 0 && r->issue_head != UR_NONE && !r->broken) {
+    if (r->nfree_reqs > 0 && r->issue.head != UR_NONE && !r->broken) {
         ur_fill(r);
         (void)ur_kick(r); /* a failure is sticky and reported by the next call */
     }
-    uint32_t j = r->done_head;
-    ur_done_remove(r, j);
+    uint32_t j = r->done.head;
+    ur_queue_remove(r, &r->done, j);
     ur_job *job = &r->jobs[j];
     *tag = job->tag;
     int err = job->err;
@@ -871,7 +864,7 @@ int uring_reader_read(uring_reader *r, void *dst, uint64_t off, uint64_t len) {
         rc = ur_progress(r);
         if (rc < 0) return rc;
     }
-    ur_done_remove(r, j);
+    ur_queue_remove(r, &r->done, j);
     int err = r->jobs[j].err;
     if (err) tt_seterr("%s", r->jobs[j].msg);
     ur_job_free(r, j);
