@@ -562,7 +562,11 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
     }
     lora_ctx lc = {o, e, m, lo, mix};
     static const tt_loop_ops ops = {lora_step, lora_eval, lora_save};
-    return train_loop(o, &ops, &lc, mix, step, seen, res);
+    rc = train_loop(o, &ops, &lc, mix, step, seen, res);
+    /* resumed at --steps: the loop saved nothing, yet --out must hold the adapter of the run's last step, which
+     * the run that wrote the checkpoint may have failed to write after it (a full disk) */
+    if (rc == 0 && step > 0 && res->steps_done == step) rc = write_adapter(o, m, lo, o->out_dir);
+    return rc;
 }
 
 /* What an early end leaves behind, as the loop's messages say it: the last

@@ -118,7 +118,8 @@ static char *config_json(const peft_adapter *a) {
 int peft_write(const char *dir, const peft_adapter *a) {
     int rc = check_adapter(dir, a);
     if (rc) return rc;
-    if (mkdir(dir, 0755) != 0) {
+    int made = mkdir(dir, 0755) == 0; /* removed again when the write fails */
+    if (!made) {
         int e = errno;
         struct stat sb;
         if (e != EEXIST) {
@@ -176,16 +177,25 @@ int peft_write(const char *dir, const peft_adapter *a) {
     char fp[24];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)a->base_fp);
     const char *meta[] = {"format", "pt", a->base_fp ? PEFT_META_BASE : NULL, fp, NULL};
-    rc = st_write(tpath, n, e, meta);
+    /* adapter_config.json is complete on disk before adapter_model.safetensors appears, and renamed right after
+     * it (as hf_export): a failure leaves neither new file, not new tensors beside an old or missing config */
+    char *cfg = config_json(a);
+    atomic_partial cpart;
+    rc = atomic_write_partial(cpath, cfg, strlen(cfg), &cpart);
+    free(cfg);
+    if (rc == 0) {
+        rc = st_write(tpath, n, e, meta);
+        if (rc) atomic_partial_drop(&cpart);
+        else rc = atomic_commit(&cpart, cpath);
+    }
+    if (rc && made) { /* nothing of this failed adapter is left: a folder it made holds only its files */
+        unlink(tpath);
+        rmdir(dir);
+    }
     free(half);
     free(e);
     free(names);
     free(shapes);
-    if (rc == 0) {
-        char *cfg = config_json(a);
-        rc = atomic_write_file(cpath, cfg, strlen(cfg));
-        free(cfg);
-    }
     free(tpath);
     free(cpath);
     return rc;

@@ -76,7 +76,8 @@ static inline peft_lora *peft_at(const peft_adapter *a, uint32_t l, int p) {
  * set) in every layer and the others absent. Returns 0, or -errno with one
  * sentence naming the file (-EINVAL inconsistent adapter, -ENOTDIR dir is a
  * file, -ENOSPC disk full, ...); a failed write leaves any previous adapter
- * file in place, never a half-written one. */
+ * file in place, never a half-written one nor new tensors beside an old or
+ * missing config, and removes dir when it created it. */
 int peft_write(const char *dir, const peft_adapter *a);
 
 /* Reads the adapter in dir into *out (zeroed first). n_layers: the base

@@ -11,7 +11,8 @@
  * tt_partial_open: a ".partial" file locked by another writer (another open
  * file description) is refused, untouched; once released it is reused and
  * emptied; a signal removes this process's partial file, but not one another
- * writer made under the same name after this one renamed its own away. */
+ * writer made under the same name after this one renamed its own away, and
+ * still does when the program had its own handler at the first one. */
 #include "core/base/common.h"
 #include "tests/test.h"
 
@@ -131,7 +132,45 @@ static void fmt_up_is_least(uint64_t n) {
               "enough too", (unsigned long long)n, f, s, (unsigned long long)less);
 }
 
+static void own_handler(int sig) { (void)sig; }
+
+/* The program's own SIGTERM handler when a partial file is first noted (train's, during its loop), the default
+ * restored after it: a partial file opened then is still removed by the signal, the first one too. */
+static void partial_after_own_handler(void) {
+    char dir[] = "/tmp/tt_common_XXXXXX";
+    TT_ASSERT(mkdtemp(dir));
+    char a[64], b[64], ta[80], tb[80];
+    snprintf(a, sizeof a, "%s/a.bin", dir);
+    snprintf(b, sizeof b, "%s/b.bin", dir);
+    snprintf(ta, sizeof ta, "%s.partial", a);
+    snprintf(tb, sizeof tb, "%s.partial", b);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct sigaction own, dfl;
+        memset(&own, 0, sizeof own);
+        memset(&dfl, 0, sizeof dfl);
+        own.sa_handler = own_handler;
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGTERM, &own, NULL);
+        int fa = partial_open_at(a, ta);
+        sigaction(SIGTERM, &dfl, NULL);
+        int fb = partial_open_at(b, tb);
+        if (fa < 0 || fb < 0) _exit(3);
+        raise(SIGTERM);
+        _exit(6);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "the child did not end by SIGTERM (status %d)", st);
+    CHECK_MSG(size_of(ta) < 0 && size_of(tb) < 0, "a signal after the program's own handler left partial files "
+              "(%s: %lld bytes, %s: %lld bytes)", ta, size_of(ta), tb, size_of(tb));
+    unlink(ta);
+    unlink(tb);
+    rmdir(dir);
+}
+
 int main(void) {
+    partial_after_own_handler();
     partial_lock();
     size_is("0", 1, 0);
     size_is("64", 1, 64);

@@ -63,6 +63,25 @@ awk -v a="$lw" -v b="$lb" 'BEGIN { d = a - b; exit !(a != "" && (d > 1e-3 || d <
 grep -q "alpha=8 (rslora" "$dir/out" || { fail "train --rslora does not say so"; cat "$dir/out"; }
 expect_ok "recover rslora" "$T" recover --adapter "$dir/run-rs" --pruned "$dir/pruned.tier" -o "$dir/rec-rs"
 grep -q '"use_rslora": true' "$dir/rec-rs/adapter_config.json" || fail "recovered adapter lost use_rslora"
+# a rewrite that fails writing adapter_config.json (here: its .partial name taken by a folder) keeps the earlier
+# adapter whole: not the new tensors beside the old config, which would read as an rslora adapter scaled as plain
+cp "$dir/rec/adapter_model.safetensors" "$dir/rec-tensors.keep"
+mkdir "$dir/rec/adapter_config.json.partial"
+expect_error "recover: config not writable" "adapter_config.json" \
+    "$T" recover --adapter "$dir/run-rs" --pruned "$dir/pruned.tier" -o "$dir/rec" --force
+rmdir "$dir/rec/adapter_config.json.partial"
+cmp -s "$dir/rec-tensors.keep" "$dir/rec/adapter_model.safetensors" ||
+    fail "a failed recover --force replaced the tensors and kept the old adapter_config.json"
+# the disk full at once: the folder recover made is removed, not left empty (where a tmpfs can be mounted: root)
+mkdir "$dir/small"
+if mount -t tmpfs -o size=4k tmpfs "$dir/small" 2>/dev/null; then
+    expect_error "recover: disk full" "no space left on the device" \
+        "$T" recover --adapter "$dir/run" --pruned "$dir/pruned.tier" -o "$dir/small/rec"
+    [ -e "$dir/small/rec" ] && { fail "recover: a failed write left its folder"; ls -lR "$dir/small"; }
+    umount "$dir/small"
+else
+    echo "note: no tmpfs could be mounted: the disk-full case is skipped"
+fi
 expect_ok "merge rslora" "$T" merge --model "$dir/orig.tier" --adapter "$dir/rec-rs" -o "$dir/merged-rs.tier"
 expect_ok "eval original + rslora adapter" "$T" eval --model "$dir/orig.tier" --adapter "$dir/rec-rs" $EVAL --json
 lrw=$(loss "$dir/out")

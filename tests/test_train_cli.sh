@@ -37,6 +37,14 @@ grep -q '^done: steps 3-4 (resumed after step 2), train loss [0-9.]* -> [0-9.]*,
 "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume at the end"; cat "$dir/out"; }
 grep -q "^done: no step to make (resumed after step 4, the run's last); adapter in" "$dir/out" ||
     { fail "--resume at the end: not said"; cat "$dir/out"; }
+# a run whose last checkpoint was written but not its adapter (the disk filled between the two): resumed at its
+# end, it writes the adapter it names, the one the run would have written
+cp "$dir/part/adapter_model.safetensors" "$dir/adapter.keep"
+rm "$dir/part/adapter_model.safetensors" "$dir/part/adapter_config.json"
+"$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 ||
+    { fail "--resume at the end, adapter missing"; cat "$dir/out"; }
+cmp -s "$dir/adapter.keep" "$dir/part/adapter_model.safetensors" && [ -s "$dir/part/adapter_config.json" ] ||
+    fail "--resume at the end did not write the missing adapter"
 # a store of the same shapes with other weights (another seed) is not the run's model: refused, checkpoint kept
 "$T" synth --preset tiny --prune-ratio 0.5 --seed 2 -o "$dir/m2.tier" >/dev/null || fail "synth --seed 2"
 cp "$dir/part/checkpoint.bin" "$dir/part.keep"

@@ -256,19 +256,19 @@ static void partial_note(const char *path, int is_dir, int fd) {
             known = 1;
             g_partial_fd[i] = fd; /* written again (a checkpoint each N steps): its new fd */
         }
+    /* at every note, not only the first: one made while the program had its own handler (train's, during its
+     * loop) finds the default back once that is restored (the trained store written after the loop) */
+    static const int sigs[] = {SIGTERM, SIGHUP, SIGINT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old, sa;
+        if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler != SIG_DFL) continue; /* ours, or the program's */
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = partial_on_signal;
+        sa.sa_flags = SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
     if (!known && n < PARTIAL_MAX) {
-        if (n == 0) {
-            static const int sigs[] = {SIGTERM, SIGHUP, SIGINT};
-            for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
-                struct sigaction old, sa;
-                if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler != SIG_DFL) continue; /* the program's own */
-                memset(&sa, 0, sizeof sa);
-                sa.sa_handler = partial_on_signal;
-                sa.sa_flags = SA_RESETHAND;
-                sigemptyset(&sa.sa_mask);
-                sigaction(sigs[i], &sa, NULL);
-            }
-        }
         char *copy = strdup(path);
         if (copy) {
             g_partial[n] = copy;

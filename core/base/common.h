@@ -62,8 +62,8 @@ double tt_now(void);
 
 /* A file being written under its temporary name ("<output>.partial") before
  * it is renamed into place: noted here, it is removed if SIGTERM, SIGHUP or
- * SIGINT ends the process (a handler installed on the first note, for each
- * of these signals whose disposition is still the default; it removes every
+ * SIGINT ends the process (a handler installed at each note, for each of
+ * these signals whose disposition is the default then; it removes every
  * noted path that still exists, then lets the signal end the process). A
  * renamed or removed file needs no un-noting: its temporary name is gone
  * (tt_partial_open's files are removed only while still this process's: the
