@@ -724,6 +724,16 @@ static int check_mix(const tt_mix *mix, const tt_config *c, int S) {
     return rc;
 }
 
+/* After the trained store's write (rc): "wrote OUT", or the failure with what stands and the way on (the last
+ * step's checkpoint, when there are checkpoints: a resume at that step makes no step and writes the store). */
+static int out_written(const tt_full_opts *o, const tt_train_result *res, int rc) {
+    if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
+    if (rc && o->ckpt_dir && res->steps_done > 0)
+        rc = TT_FAIL(rc, "%s; the checkpoint of step %d in %s is whole: once the store can be written, run the same "
+                     "command with --resume %s", tt_lasterr(), res->steps_done, o->ckpt_dir, o->ckpt_dir);
+    return rc;
+}
+
 static int full_save(void *ctx, int step, uint64_t seen) {
     full_ctx *fc = ctx;
     return ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
@@ -800,8 +810,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the
          * store is no longer its source model (no source record) */
         tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1, NULL};
-        rc = store_write(o->out_path, c, &wopt, fill_out, &st);
-        if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
+        rc = out_written(o, res, store_write(o->out_path, c, &wopt, fill_out, &st));
     }
     state_free(&st);
     return rc;
@@ -1510,8 +1519,7 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
         fs_out w = {f, &rd};
         const tier_prune_map *pm = tier_prune(rd.s);
         tier_write_opts wopt = {dtypes, pm, 1, NULL};
-        rc = store_write(o->out_path, &c, &wopt, fs_fill_out, &w);
-        if (rc == 0 && !o->quiet && !o->json) printf("wrote %s\n", o->out_path);
+        rc = out_written(o, res, store_write(o->out_path, &c, &wopt, fs_fill_out, &w));
     }
     fs_free(f);
     store_reader_close(&rd);

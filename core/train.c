@@ -390,7 +390,10 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     lora_moments_get(lo, mm, vv);
     int rc = ckpt_write(o->out_dir, &st, p, mm, vv);
     free(p); free(mm); free(vv);
-    if (rc == 0) rc = write_adapter(o, m, lo, o->out_dir);
+    if (rc == 0 && (rc = write_adapter(o, m, lo, o->out_dir)))
+        /* what stands, and the way on: a resume at this step makes no step and writes the adapter (train_run) */
+        rc = TT_FAIL(rc, "%s; the checkpoint of step %d in %s is whole: once the adapter can be written, run the same "
+                     "command with --resume %s", tt_lasterr(), step, o->out_dir, o->out_dir);
     return rc;
 }
 

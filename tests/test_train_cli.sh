@@ -45,6 +45,15 @@ rm "$dir/part/adapter_model.safetensors" "$dir/part/adapter_config.json"
     { fail "--resume at the end, adapter missing"; cat "$dir/out"; }
 cmp -s "$dir/adapter.keep" "$dir/part/adapter_model.safetensors" && [ -s "$dir/part/adapter_config.json" ] ||
     fail "--resume at the end did not write the missing adapter"
+# the adapter's write failing after the checkpoint's (its temporary name taken by a folder here; a full disk
+# alike): the one line says the checkpoint stands and that --resume writes the adapter
+mkdir -p "$dir/blocked/adapter_model.safetensors.partial"
+expect_error "adapter write fails after the checkpoint" \
+    "adapter_model.safetensors: Is a directory; the checkpoint of step 2 in .*blocked is whole: .* --resume .*blocked$" \
+    "$T" train $FLAGS --steps 2 --eval-every 0 --out "$dir/blocked"
+rmdir "$dir/blocked/adapter_model.safetensors.partial"
+expect_ok "--resume writes the adapter" "$T" train $FLAGS --steps 2 --eval-every 0 --out "$dir/blocked" --resume "$dir/blocked"
+[ -s "$dir/blocked/adapter_model.safetensors" ] || fail "--resume after a failed adapter write wrote no adapter"
 # a store of the same shapes with other weights (another seed) is not the run's model: refused, checkpoint kept
 "$T" synth --preset tiny --prune-ratio 0.5 --seed 2 -o "$dir/m2.tier" >/dev/null || fail "synth --seed 2"
 cp "$dir/part/checkpoint.bin" "$dir/part.keep"
@@ -185,6 +194,16 @@ FULL="--full --model $dir/f32.tier --data $dir/t.tok --seq 32 --micro-batch 2 --
 expect_ok "train --full" "$T" train $FULL --steps 3 --eval-every 0 --out "$dir/full.tier"
 grep -q "^step 3/3 .*val" "$dir/out" || { fail "train --full: no final step line with validation"; cat "$dir/out"; }
 grep -q "model in $dir/full.tier" "$dir/out" || { fail "train --full: no summary line"; cat "$dir/out"; }
+# the store's write failing after the last checkpoint (its temporary name taken by a folder; a full disk alike): the
+# line says the checkpoint stands and that --resume writes the store, which it then does
+mkdir "$dir/fb.tier.partial"
+expect_error "train --full: the store's write fails" \
+    "fb.tier: Is a directory; the checkpoint of step 2 in .*fbck is whole: .* --resume .*fbck$" \
+    "$T" train $FULL --steps 2 --eval-every 0 --out "$dir/fb.tier" --ckpt "$dir/fbck"
+rmdir "$dir/fb.tier.partial"
+expect_ok "train --full --resume writes the store" "$T" train $FULL --steps 2 --eval-every 0 --out "$dir/fb.tier" \
+    --ckpt "$dir/fbck" --resume "$dir/fbck"
+[ -s "$dir/fb.tier" ] || fail "train --full --resume after a failed store write wrote no store"
 expect_ok "verify the trained store" "$T" verify "$dir/full.tier"
 "$T" info "$dir/f32.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.a"
 "$T" info "$dir/full.tier" | grep -v -e "^file" -e "$dir" >"$dir/info.b"
