@@ -3,7 +3,11 @@
  * backend makes, and cuBLAS / cuBLASLt products. Programming errors
  * in how the backend uses the API (an unknown stream, a launch the GPU would
  * refuse, a product layout cuBLAS would refuse) are reported the way the real
- * libraries report them, so the backend's own checks fire. */
+ * libraries report them, so the backend's own checks fire. Streams run each
+ * operation when it is issued, or with TT_EMU_DEFER queue them and run them
+ * in the orders a GPU's streams may take ("deferred execution"), so that an
+ * ordering missing between two streams, or between a stream and the host,
+ * changes the numbers here as it would on a GPU. */
 #include "tests/cuda_emu/cuda_emu.h"
 #include "kernels/cuda/cuda_fa2.h"
 
