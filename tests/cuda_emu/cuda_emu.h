@@ -121,11 +121,13 @@ template <typename... P> struct tt_emu_launcher {
         (tt_emu_check_arg(name, i++, a), ...);
         /* the arguments copied at the launch, as a GPU takes them (the launch may run later: TT_EMU_DEFER); each
          * thread gets its own copies of them; reading them here is the emulator's access, not the kernel's
-         * (cuda_emu.cc, "what a kernel touches") */
+         * (cuda_emu.cc, "what a kernel touches"): the copies are on the heap, so the trampoline is not
+         * instrumented either (the compiler may move the closure's loads into it) */
         auto *call = new auto([f = f, a...]() __attribute__((no_sanitize_thread)) { f(a...); });
         typedef std::remove_pointer_t<decltype(call)> C;
-        tt_emu_run((const void *)f, name, g, b, smem, q, [](void *c) { (*(C *)c)(); }, call,
-                   [](void *c) { delete (C *)c; });
+        tt_emu_run((const void *)f, name, g, b, smem, q, [](void *c) __attribute__((no_sanitize_thread)) {
+            (*(C *)c)();
+        }, call, [](void *c) { delete (C *)c; });
     }
 };
 template <typename... P>
