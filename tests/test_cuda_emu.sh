@@ -17,8 +17,8 @@
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
-#   stream     streamed at the smallest --hbm (2 layer slots, every activation
-#              spilled) == resident: the adapter bit for bit, f32 and bf16
+#   stream     streamed at the smallest --hbm (f32: 2 layer slots, every activation
+#              spilled; bf16 at its own) == resident: the adapter bit for bit
 #   full       full training (AdamW, GaLore) streamed == resident, bit for bit; resident
 #              AdamW under racecheck
 #   generate   greedy completions on CUDA (under racecheck) == the CPU's; streamed == resident;
@@ -183,12 +183,18 @@ cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" |
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
 expect_ok lora-bf16 env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
 cp "$dir/out" "$dir/bg.json"
-expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" --out "$dir/bs"
+# bf16 at its own smallest --hbm (at f32's, every layer and activation fits: nothing streamed)
+hb=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16)
+[ -n "$hb" ] || fail "plan did not name the smallest --hbm (bf16)"
+expect_ok plan-min-bf16 "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16 --device cuda --hbm "${hb}M"
+grep -q 'layer slots [23] of 4' "$dir/out" && grep -q 'spilled [1-8]' "$dir/out" ||
+    fail "--hbm ${hb}M (bf16) does not stream the layers and spill activations: $(grep 'layer slots' "$dir/out")"
+expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${hb}M" --out "$dir/bs"
 cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bs/adapter_model.safetensors" ||
-    fail "LoRA streamed at --hbm ${h}M differs from resident (bf16 activations: tensor-core attention)"
+    fail "LoRA streamed at --hbm ${hb}M differs from resident (bf16 activations: tensor-core attention)"
 # the op profile (TT_PROFILE_OPS): CUDA events around every op, read back at the step's read-back; the same adapter
 expect_ok lora-bf16-profiled env TT_PROFILE_OPS=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda \
-    --hbm "${h}M" --out "$dir/bp"
+    --hbm "${hb}M" --out "$dir/bp"
 grep -q '^op profile (TT_PROFILE_OPS, cuda backend), from step 2 on' "$dir/err" &&
     grep -q '^  linear (dequantize + product) *[1-9][0-9]* ' "$dir/err" &&
     grep -q '^  attention backward *[1-9]' "$dir/err" || { fail "TT_PROFILE_OPS: no op profile of the CUDA run"; cat "$dir/err"; }
@@ -278,10 +284,10 @@ for p in lazy eager-copies random:1 random:2; do
         ls) dq lora-streamed $p "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --out "$dir/dls-$p"
             cmp -s "$dir/lg/adapter_model.safetensors" "$dir/dls-$p/adapter_model.safetensors" ||
                 fail "TT_EMU_DEFER=$p: LoRA streamed at --hbm ${h}M differs from resident (f32 activations)" ;;
-        bs) dq lora-bf16-streamed $p "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" \
+        bs) dq lora-bf16-streamed $p "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${hb}M" \
                 --out "$dir/dbs-$p"
             cmp -s "$dir/bg/adapter_model.safetensors" "$dir/dbs-$p/adapter_model.safetensors" ||
-                fail "TT_EMU_DEFER=$p: LoRA streamed at --hbm ${h}M differs from resident (bf16 activations)" ;;
+                fail "TT_EMU_DEFER=$p: LoRA streamed at --hbm ${hb}M differs from resident (bf16 activations)" ;;
         adamw | galore)
             o=$([ $r = adamw ] && echo adamw || echo "galore --galore-rank 16 --galore-update-every 2")
             dq full-$r-streamed $p "$E" train $TR $FULL --optim $o --device cuda --hbm "${hf}M" --out "$dir/dfs-$r-$p"
