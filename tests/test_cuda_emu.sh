@@ -17,16 +17,25 @@
 #   lora       3 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
-#   stream     streamed at the smallest --hbm (2 layer slots, every activation
-#              spilled) == resident: the adapter bit for bit, f32 and bf16
+#   stream     streamed at the smallest --hbm (f32: 2 layer slots, every activation
+#              spilled; bf16 at its own) == resident: the adapter bit for bit
 #   full       full training (AdamW, GaLore) streamed == resident, bit for bit; resident
 #              AdamW under racecheck
 #   generate   greedy completions on CUDA (under racecheck) == the CPU's; streamed == resident;
 #              bench generate at its default streamed budget
-# What it cannot see: timing, races between the GPU's streams (every stream
-# runs each operation when it is issued) and the hardware's rounding — the
-# GPU machine's tools/gpu_check.sh checks those. Runs from the release build
-# only (the emulated binaries are not sanitizer builds); skips without them.
+#   defer      the streams' orders (TT_EMU_DEFER: each stream's operations queued, run as late as
+#              the host's waits allow, the copy streams' as early as their waits allow, or a random
+#              subset at each call): emu_selftest's load / kernel / read-back pipeline with one event
+#              wait or host wait dropped is caught by the policy that exposes it; streamed LoRA (f32,
+#              bf16), full training and generation == resident under lazy, eager-copies and two
+#              seeds; the runtime's slot wait dropped (TT_TEST_DROP_WAIT=slot) is caught
+# What it cannot see: timing, the hardware's rounding, and of the streams' races
+# only those that the orders tried expose (the other stages run every stream's
+# operation when it is issued; defer tries a few orders of a few runs, and
+# checks values, not a happens-before relation: a race whose two orders give
+# the same bytes passes) — the GPU machine's tools/gpu_check.sh checks those. Runs
+# from the release build only (the emulated binaries are not sanitizer builds);
+# skips without them.
 . tests/lib.sh
 case "$T" in
 */asan/*) echo "SKIP: the emulated GPU runs from the release build only"; exit 77 ;;
@@ -174,12 +183,18 @@ cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" |
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
 expect_ok lora-bf16 env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
 cp "$dir/out" "$dir/bg.json"
-expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${h}M" --out "$dir/bs"
+# bf16 at its own smallest --hbm (at f32's, every layer and activation fits: nothing streamed)
+hb=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16)
+[ -n "$hb" ] || fail "plan did not name the smallest --hbm (bf16)"
+expect_ok plan-min-bf16 "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16 --device cuda --hbm "${hb}M"
+grep -q 'layer slots [23] of 4' "$dir/out" && grep -q 'spilled [1-8]' "$dir/out" ||
+    fail "--hbm ${hb}M (bf16) does not stream the layers and spill activations: $(grep 'layer slots' "$dir/out")"
+expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${hb}M" --out "$dir/bs"
 cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bs/adapter_model.safetensors" ||
-    fail "LoRA streamed at --hbm ${h}M differs from resident (bf16 activations: tensor-core attention)"
+    fail "LoRA streamed at --hbm ${hb}M differs from resident (bf16 activations: tensor-core attention)"
 # the op profile (TT_PROFILE_OPS): CUDA events around every op, read back at the step's read-back; the same adapter
 expect_ok lora-bf16-profiled env TT_PROFILE_OPS=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda \
-    --hbm "${h}M" --out "$dir/bp"
+    --hbm "${hb}M" --out "$dir/bp"
 grep -q '^op profile (TT_PROFILE_OPS, cuda backend), from step 2 on' "$dir/err" &&
     grep -q '^  linear (dequantize + product) *[1-9][0-9]* ' "$dir/err" &&
     grep -q '^  attention backward *[1-9]' "$dir/err" || { fail "TT_PROFILE_OPS: no op profile of the CUDA run"; cat "$dir/err"; }
@@ -230,5 +245,68 @@ strip() { sed 's/"seconds":[^,]*,//' "$1"; }
 expect_ok bench-generate "$E" bench generate --model "$dir/m.tier" --device cuda --batch 1 --rounds 1 --prompt-tokens 8 \
     --new-tokens 4
 grep -q 'streamed / resident' "$dir/out" || fail "bench generate --device cuda printed no streamed / resident ratio"
+
+# ---- deferred streams ----------------------------------------------------------------
+# TT_EMU_DEFER (tests/cuda_emu/cuda_emu.cc, "deferred execution"): each stream's operations queued, run as late as
+# the host's waits allow (lazy), the copy streams' as soon as their waits allow (eager-copies), or a random subset
+# at each call (random:SEED). The selftest's pipeline with one ordering dropped is caught by the policy that
+# exposes it, and passes without TT_EMU_DEFER (the issue order hides it)
+for p in lazy eager-copies random:1 random:2; do
+    expect_ok "emu_selftest defer-ok TT_EMU_DEFER=$p" env TT_EMU_DEFER=$p "$EMU/tests/emu_selftest" defer-ok
+    grep -qx ok "$dir/out" || fail "emu_selftest defer-ok TT_EMU_DEFER=$p: did not print ok"
+done
+for c in raw:lazy war:eager-copies host:lazy read:lazy; do
+    k=defer-${c%%:*}
+    TT_EMU_DEFER=${c#*:} "$EMU/tests/emu_selftest" $k >"$dir/out" 2>"$dir/err" && fail "emu_selftest $k: not caught"
+    grep -q "^emu_selftest: $k: round [01], y\[[0-9]*\] = .*, want .*an ordering between streams" "$dir/err" ||
+        fail "emu_selftest $k: not the expected message: $(cat "$dir/err")"
+    env -u TT_EMU_DEFER "$EMU/tests/emu_selftest" $k >"$dir/out" 2>"$dir/err" ||
+        fail "emu_selftest $k without TT_EMU_DEFER: $(cat "$dir/err")"
+done
+# the streamed runs above under each policy, each against its resident run: LoRA at the smallest --hbm (f32: every
+# activation spilled; bf16), full training (AdamW, GaLore), generation; a few per policy, for time
+dq() { # NAME POLICY CMD...: runs CMD under the policy; its queues must have held work
+    n=$1 p=$2
+    shift 2
+    expect_ok "$n TT_EMU_DEFER=$p" env TT_EMU_DEFER=$p "$@"
+    grep -q "^cuda_emu: TT_EMU_DEFER=$p: [1-9][0-9]* operations queued, at most [1-9][0-9]* pending" "$dir/err" ||
+        fail "$n TT_EMU_DEFER=$p: no operation was deferred: $(tail -2 "$dir/err")"
+}
+for p in lazy eager-copies random:1 random:2; do
+    case $p in
+    lazy) runs="ls gen adamw" ;;
+    eager-copies) runs="ls gen" ;;
+    random:1) runs="ls galore" ;;
+    random:2) runs="bs gen" ;;
+    esac
+    for r in $runs; do
+        case $r in
+        ls) dq lora-streamed $p "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --out "$dir/dls-$p"
+            cmp -s "$dir/lg/adapter_model.safetensors" "$dir/dls-$p/adapter_model.safetensors" ||
+                fail "TT_EMU_DEFER=$p: LoRA streamed at --hbm ${h}M differs from resident (f32 activations)" ;;
+        bs) dq lora-bf16-streamed $p "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${hb}M" \
+                --out "$dir/dbs-$p"
+            cmp -s "$dir/bg/adapter_model.safetensors" "$dir/dbs-$p/adapter_model.safetensors" ||
+                fail "TT_EMU_DEFER=$p: LoRA streamed at --hbm ${hb}M differs from resident (bf16 activations)" ;;
+        adamw | galore)
+            o=$([ $r = adamw ] && echo adamw || echo "galore --galore-rank 16 --galore-update-every 2")
+            dq full-$r-streamed $p "$E" train $TR $FULL --optim $o --device cuda --hbm "${hf}M" --out "$dir/dfs-$r-$p"
+            cmp -s "$dir/f-$r" "$dir/dfs-$r-$p" || fail "TT_EMU_DEFER=$p: full training ($r) streamed differs from resident" ;;
+        gen) dq gen-streamed $p "$E" generate $G --device cuda --hbm "${gh}M" -o "$dir/dgs-$p.jsonl"
+            [ "$(strip "$dir/gg.jsonl")" = "$(strip "$dir/dgs-$p.jsonl")" ] ||
+                fail "TT_EMU_DEFER=$p: generate streamed at --hbm ${gh}M differs from resident" ;;
+        esac
+    done
+done
+# and the runtime's own slot wait dropped (TT_TEST_DROP_WAIT=slot: a layer load no longer waits for the compute
+# stream to be done with the slot): the eager copies land while the kernels still read the slot, and the first
+# step's loss is not the resident run's (without TT_EMU_DEFER it was)
+step1() { grep -o '"step":1,.*"loss":[0-9.]*' "$1" | sed 's/.*"loss"://'; }
+dq lora-dropped-wait eager-copies env TT_TEST_DROP_WAIT=slot "$E" train $TR $LORA --steps 1 --act-dtype f32 \
+    --device cuda --hbm "${h}M" --out "$dir/ddw"
+a=$(step1 "$dir/out")
+b=$(step1 "$dir/lg.json")
+[ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ] ||
+    fail "TT_TEST_DROP_WAIT=slot under TT_EMU_DEFER=eager-copies: step 1's loss ${a:-?} is the resident run's ${b:-?}"
 
 finish test_cuda_emu

@@ -3,7 +3,11 @@
  * backend makes, and cuBLAS / cuBLASLt products. Programming errors
  * in how the backend uses the API (an unknown stream, a launch the GPU would
  * refuse, a product layout cuBLAS would refuse) are reported the way the real
- * libraries report them, so the backend's own checks fire. */
+ * libraries report them, so the backend's own checks fire. Streams run each
+ * operation when it is issued, or with TT_EMU_DEFER queue them and run them
+ * in the orders a GPU's streams may take ("deferred execution"), so that an
+ * ordering missing between two streams, or between a stream and the host,
+ * changes the numbers here as it would on a GPU. */
 #include "tests/cuda_emu/cuda_emu.h"
 #include "kernels/cuda/cuda_fa2.h"
 
@@ -17,7 +21,10 @@
 #include <time.h>
 #include <ucontext.h>
 
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 extern "C" {
@@ -569,9 +576,13 @@ static void stats_print(void) {
 }
 
 static int known_stream(cudaStream_t q);
+static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, size_t smem, void (*body)(void *),
+                        void *ctx);
+enum { OP_LAUNCH, OP_COPY, OP_MEMSET, OP_PRODUCT, OP_CALL };
+static int defer_work(cudaStream_t q, int kind, const char *what, std::function<void()> run);
 
 void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t q,
-                void (*body)(void *), void *ctx) {
+                void (*body)(void *), void *ctx, void (*drop)(void *)) {
     size_t nt = (size_t)block.x * block.y * block.z;
     cudaError_t e = cudaSuccess;
     if (!known_stream(q)) e = cudaErrorInvalidResourceHandle;
@@ -582,8 +593,22 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
     if (e == cudaSuccess && smem > (size_t)fi->max_dyn) e = cudaErrorInvalidValue;
     if (e != cudaSuccess) {
         t_sticky = e;
+        drop(ctx);
         return;
     }
+    if (defer_work(q, OP_LAUNCH, name, [=] {
+            launch_exec(fi, name, grid, block, smem, body, ctx);
+            drop(ctx);
+        }))
+        return;
+    launch_exec(fi, name, grid, block, smem, body, ctx);
+    drop(ctx);
+}
+
+/* The launch's threads, run now. */
+static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, size_t smem, void (*body)(void *),
+                        void *ctx) {
+    size_t nt = (size_t)block.x * block.y * block.z;
     pthread_mutex_lock(&g_kernel_mu);
     if (!g_stacks) {
         g_stacks = (unsigned char *)mmap(NULL, (size_t)EMU_MAX_THREADS * EMU_STACK, PROT_READ | PROT_WRITE,
@@ -657,7 +682,8 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
 
 /* ---- the runtime ---------------------------------------------------------------- */
 
-/* Streams and events: handles only (every operation completes when issued). */
+/* Streams: handle i + 1 is g_streams[i] (the legacy stream is 0); events
+ * below. */
 enum { EMU_MAX_STREAMS = 256 };
 static int g_streams[EMU_MAX_STREAMS]; /* 1: live */
 static int known_stream(cudaStream_t q) {
@@ -670,15 +696,229 @@ static int known_stream(cudaStream_t q) {
 }
 static cudaError_t check_stream(cudaStream_t q) { return known_stream(q) ? cudaSuccess : cudaErrorInvalidResourceHandle; }
 
-typedef struct emu_event {
-    int timing;
-    double t; /* seconds, when recorded */
-} emu_event;
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- deferred execution (TT_EMU_DEFER) ----------------------------------------------
+ * Without it every stream runs each operation when it is issued: a valid
+ * order of the asynchronous one, but the only one, so an ordering that the
+ * backend or the runtime forgot between two streams (a missing
+ * cudaStreamWaitEvent, an event recorded on the wrong stream, a pinned
+ * buffer the host refills before the copy that reads it ran, the host
+ * reading a copy's result before waiting for it) gave the right numbers here
+ * and wrong ones on a GPU. With TT_EMU_DEFER each stream (the legacy one
+ * too) keeps a FIFO of its operations: launches (their arguments copied at
+ * the launch), cudaMemcpyAsync and cudaMemsetAsync (a copy reads its source
+ * when it runs, not when issued), cuBLAS / cuBLASLt products (alpha and beta
+ * read at the call: host pointer mode), the cuDNN stand-in's computation
+ * (emu_cudnn.cc), event records and waits. They run only when
+ *  - the host waits: cudaStreamSynchronize (that stream's operations),
+ *    cudaEventSynchronize (up to the event's last record),
+ *    cudaDeviceSynchronize, cudaFree and cudaFreeHost (they synchronise the
+ *    device), cudaStreamDestroy (the stream's), cudaMemcpyToSymbol and
+ *    host-to-host copies (the legacy stream's, the stream's: synchronous);
+ *    an operation that waits for a record first runs, on whichever stream
+ *    that is, what the record follows; all from the waiting thread;
+ *  - or the policy chooses, at each API call and between two operations a
+ *    host wait runs:
+ *      lazy          never: every operation as late as the host's waits allow;
+ *      eager-copies  a stream that never had a kernel, product or cuDNN call
+ *                    (the copy streams) runs each operation as soon as its
+ *                    waits allow, the others stay lazy: a copy that overwrites
+ *                    what a pending kernel still reads lands first;
+ *      random:SEED   each call, a random subset of the streams whose next
+ *                    operation may run, a few rounds (the host threads'
+ *                    interleaving varies too: a seed picks a family of orders).
+ * cudaStreamWaitEvent waits for the event's record issued last before the
+ * call (none: no wait, as CUDA has it); cudaEventQuery says
+ * cudaErrorNotReady while the record is pending (after 64 queries of one
+ * record in a row it runs it: a host that polls is waiting, and a GPU gets
+ * there); cudaEventElapsedTime says it too. Streams made with
+ * cudaStreamNonBlocking (all the backend's) are ordered with no other; the
+ * legacy stream and blocking streams are ordered with each other as CUDA
+ * orders them (an implicit record and wait). A wait's record was issued
+ * before the wait, so a host wait always finishes; were it ever not to (a
+ * cycle of waits, a record on no stream: an emulator bug) the run stops with
+ * a message, never hangs. The operations run one at a time under g_q_mu;
+ * copies' and products' spans are checked at issue, kernels' accesses when
+ * they run. */
+enum { DEFER_OFF, DEFER_LAZY, DEFER_EAGER, DEFER_RANDOM };
+static int g_defer;
+static uint64_t g_rng;
+static pthread_mutex_t g_q_mu = PTHREAD_MUTEX_INITIALIZER; /* the queues, every event's record; before g_kernel_mu */
+/* What the mode did, said at exit: the operations queued, the most pending at once, the waits that ran
+ * another stream's operations first (g_q_mu). */
+static unsigned long long g_n_ops, g_n_pending, g_max_pending, g_n_cross;
+static void defer_report(void) {
+    fprintf(stderr, "cuda_emu: TT_EMU_DEFER=%s: %llu operations queued, at most %llu pending at once, %llu waits ran "
+                    "another stream's operations first\n", getenv("TT_EMU_DEFER"), g_n_ops, g_max_pending, g_n_cross);
+}
+__attribute__((constructor)) static void defer_init(void) {
+    const char *v = getenv("TT_EMU_DEFER");
+    if (!v || !*v || !strcmp(v, "0") || !strcmp(v, "off")) return;
+    if (!strcmp(v, "lazy")) g_defer = DEFER_LAZY;
+    else if (!strcmp(v, "eager-copies")) g_defer = DEFER_EAGER;
+    else if (!strncmp(v, "random:", 7) && v[7]) {
+        char *end;
+        g_rng = strtoull(v + 7, &end, 10);
+        if (*end) g_rng = 0, v = "?";
+        g_rng = g_rng * 0x9e3779b97f4a7c15ull + 1; /* never 0: xorshift's fixed point */
+        g_defer = *v == '?' ? DEFER_OFF : DEFER_RANDOM;
+    }
+    if (g_defer == DEFER_OFF) {
+        fprintf(stderr, "cuda_emu: TT_EMU_DEFER=%s: not lazy, eager-copies, random:SEED (a number) or off\n",
+                getenv("TT_EMU_DEFER"));
+        exit(2);
+    }
+    atexit(defer_report);
+}
+static uint64_t rng_next(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+/* One record of an event: done when its stream ran it. Waits and the
+ * event hold it, so an event destroyed or recorded again meanwhile changes
+ * nothing for them. */
+typedef struct emu_rec {
+    int stream, done, driving, polls;
+    double t; /* seconds, when it ran */
+} emu_rec;
+typedef std::shared_ptr<emu_rec> rec_ptr;
+enum { OP_RECORD = OP_CALL + 1, OP_WAIT };
+typedef struct emu_op {
+    int kind; /* OP_* */
+    const char *what;
+    std::function<void()> run; /* the work (not OP_RECORD, OP_WAIT) */
+    rec_ptr rec;               /* the record it makes or waits for */
+} emu_op;
+typedef struct emu_queue {
+    std::deque<emu_op> ops;
+    int computes, blocking; /* had a kernel, product or cuDNN call; ordered with the legacy stream */
+} emu_queue;
+static emu_queue g_q[EMU_MAX_STREAMS + 1]; /* by handle: 0 the legacy stream */
+
+typedef struct emu_event {
+    int timing;
+    rec_ptr cur; /* the last record issued (g_q_mu); NULL: never recorded */
+} emu_event;
+
+static int q_of(cudaStream_t q) { return (int)(intptr_t)q; }
+static int runnable(const emu_op &o) { return o.kind != OP_WAIT || o.rec->done; }
+
+/* Runs stream s's next operation, whose wait (if it is one) is over. */
+static void run_head(int s) {
+    emu_op o = std::move(g_q[s].ops.front());
+    g_q[s].ops.pop_front();
+    g_n_pending--;
+    if (o.kind == OP_RECORD) {
+        o.rec->t = now_s();
+        o.rec->done = 1;
+    } else if (o.kind != OP_WAIT) o.run();
+}
+
+/* What the policy runs of its own accord (never a wait's record: only operations that may run). */
+static void policy_step(void) {
+    if (g_defer == DEFER_EAGER)
+        for (int more = 1; more;) {
+            more = 0;
+            for (int s = 0; s <= EMU_MAX_STREAMS; s++)
+                while (!g_q[s].computes && !g_q[s].ops.empty() && runnable(g_q[s].ops.front())) run_head(s), more = 1;
+        }
+    else if (g_defer == DEFER_RANDOM)
+        for (int r = (int)(rng_next() % 3); r > 0; r--)
+            for (int s = 0; s <= EMU_MAX_STREAMS; s++)
+                if (!g_q[s].ops.empty() && runnable(g_q[s].ops.front()) && (rng_next() >> 32 & 1)) run_head(s);
+}
+
+static void drive_rec(const rec_ptr &r);
+/* Stream s's next operation run, or (a wait) what it waits for. */
+static void step_stream(int s) {
+    if (runnable(g_q[s].ops.front())) run_head(s);
+    else {
+        rec_ptr w = g_q[s].ops.front().rec;
+        g_n_cross++;
+        drive_rec(w);
+    }
+}
+/* Runs what record r follows, and r. */
+static void drive_rec(const rec_ptr &r) {
+    if (r->done) return;
+    if (r->driving) {
+        fprintf(stderr, "cuda_emu: TT_EMU_DEFER: a cycle of stream waits through a record on stream %d: the host's "
+                        "wait could never finish (an emulator bug: a wait's record is issued before it)\n", r->stream);
+        abort();
+    }
+    r->driving = 1;
+    while (!r->done) {
+        if (g_q[r->stream].ops.empty()) {
+            fprintf(stderr, "cuda_emu: TT_EMU_DEFER: an event record pending on stream %d, which has no operations "
+                            "left: the host's wait could never finish (an emulator bug)\n", r->stream);
+            abort();
+        }
+        step_stream(r->stream);
+        policy_step();
+    }
+    r->driving = 0;
+}
+/* Runs every operation stream s has. */
+static void drive_stream(int s) {
+    while (!g_q[s].ops.empty()) {
+        step_stream(s);
+        policy_step();
+    }
+}
+static void drive_all(void) {
+    for (int s = 0; s <= EMU_MAX_STREAMS; s++) drive_stream(s);
+}
+/* The host waits for stream s, or the whole device (s < 0). */
+static void defer_sync(int s) {
+    if (!g_defer) return;
+    pthread_mutex_lock(&g_q_mu);
+    if (s < 0) drive_all();
+    else drive_stream(s);
+    pthread_mutex_unlock(&g_q_mu);
+}
+
+/* Appends o to stream s (g_q_mu), after the implicit waits that order the legacy stream and blocking streams. */
+static void enqueue(int s, emu_op o) {
+    auto order = [](int before, int after) {
+        if (g_q[before].ops.empty()) return; /* all it had ran */
+        rec_ptr r = std::make_shared<emu_rec>();
+        r->stream = before;
+        g_q[before].ops.push_back(emu_op{OP_RECORD, "an implicit record", {}, r});
+        g_q[after].ops.push_back(emu_op{OP_WAIT, "an implicit wait", {}, r});
+        g_n_pending += 2;
+    };
+    if (s == 0)
+        for (int b = 1; b <= EMU_MAX_STREAMS; b++)
+            if (g_q[b].blocking) order(b, 0);
+    if (s > 0 && g_q[s].blocking) order(0, s);
+    g_q[s].ops.push_back(std::move(o));
+    g_n_ops++;
+    if (++g_n_pending > g_max_pending) g_max_pending = g_n_pending;
+}
+
+/* Deferred: run appended to stream q's queue (1); else 0, and the caller runs it now. */
+static int defer_work(cudaStream_t q, int kind, const char *what, std::function<void()> run) {
+    if (!g_defer) return 0;
+    pthread_mutex_lock(&g_q_mu);
+    int s = q_of(q);
+    if (kind != OP_COPY && kind != OP_MEMSET) g_q[s].computes = 1;
+    enqueue(s, emu_op{kind, what, std::move(run), nullptr});
+    policy_step();
+    pthread_mutex_unlock(&g_q_mu);
+    return 1;
+}
+
+/* emu_cudnn.cc's computation on the handle's stream. */
+void tt_emu_stream_call(cudaStream_t q, const char *what, std::function<void()> fn) {
+    if (!defer_work(q, OP_CALL, what, fn)) fn();
 }
 
 cudaError_t cudaGetLastError(void) {
@@ -768,6 +1008,7 @@ cudaError_t cudaMalloc(void **p, size_t n) {
 }
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess; /* cudaFree(0): the context */
+    defer_sync(-1);             /* cudaFree synchronises the device */
     pthread_mutex_lock(&g_rt_mu);
     for (size_t i = 0; i < g_nallocs; i++)
         if (g_allocs[i].p == p) {
@@ -821,6 +1062,7 @@ cudaError_t cudaMallocHost(void **p, size_t n) {
     return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p) {
+    defer_sync(-1); /* as cudaFree */
     if (!pinned_remove(p)) return cudaErrorInvalidValue;
     free(p);
     return cudaSuccess;
@@ -1142,6 +1384,8 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
     if (e != cudaSuccess) return e;
     check_span(s, n, "cudaMemcpyAsync's source");
     check_span(d, n, "cudaMemcpyAsync's destination");
+    if (where(d) != 'd' && where(s) != 'd') defer_sync(q_of(q)); /* host to host: synchronous, in the stream's order */
+    else if (defer_work(q, OP_COPY, "cudaMemcpyAsync", [=] { memmove(d, s, n); })) return cudaSuccess;
     memmove(d, s, n);
     return cudaSuccess;
 }
@@ -1149,15 +1393,18 @@ cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t q) {
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     if (n && where(d) != 'd') return cudaErrorInvalidValue;
     check_span(d, n, "cudaMemsetAsync");
+    if (defer_work(q, OP_MEMSET, "cudaMemsetAsync", [=] { memset(d, v, n); })) return cudaSuccess;
     memset(d, v, n);
     return cudaSuccess;
 }
+/* Synchronous, on the legacy stream: after its operations. */
 cudaError_t cudaMemcpyToSymbol(const void *sym, const void *s, size_t n, size_t off, cudaMemcpyKind) {
+    defer_sync(0);
     memcpy((char *)sym + off, s, n);
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *q, unsigned) {
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *q, unsigned flags) {
     pthread_mutex_lock(&g_rt_mu);
     int i = 0;
     while (i < EMU_MAX_STREAMS && g_streams[i]) i++;
@@ -1167,48 +1414,107 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *q, unsigned) {
     }
     g_streams[i] = 1;
     pthread_mutex_unlock(&g_rt_mu);
+    pthread_mutex_lock(&g_q_mu);
+    g_q[i + 1].computes = 0;
+    g_q[i + 1].blocking = !(flags & cudaStreamNonBlocking);
+    pthread_mutex_unlock(&g_q_mu);
     *q = (cudaStream_t)(intptr_t)(i + 1);
     return cudaSuccess;
 }
+/* Its pending operations still run (CUDA: the stream's resources go once they did): here, now. */
 cudaError_t cudaStreamDestroy(cudaStream_t q) {
     if (!q || check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    defer_sync(q_of(q));
+    pthread_mutex_lock(&g_q_mu);
+    g_q[q_of(q)].blocking = 0;
+    pthread_mutex_unlock(&g_q_mu);
     pthread_mutex_lock(&g_rt_mu);
     g_streams[(intptr_t)q - 1] = 0;
     pthread_mutex_unlock(&g_rt_mu);
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t q) { return check_stream(q); }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t q) {
+    if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    defer_sync(q_of(q));
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+    defer_sync(-1);
+    return cudaSuccess;
+}
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
-    emu_event *ev = (emu_event *)calloc(1, sizeof *ev);
+    emu_event *ev = new (std::nothrow) emu_event{!(flags & cudaEventDisableTiming), nullptr};
     if (!ev) return cudaErrorMemoryAllocation;
-    ev->timing = !(flags & cudaEventDisableTiming);
-    ev->t = -1;
     *e = (cudaEvent_t)ev;
     return cudaSuccess;
 }
+/* A pending record still runs (it holds its emu_rec, not the event). */
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    free(e);
+    pthread_mutex_lock(&g_q_mu);
+    delete (emu_event *)e;
+    pthread_mutex_unlock(&g_q_mu);
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t q) {
     if (!e) return cudaErrorInvalidResourceHandle;
-    ((emu_event *)e)->t = now_s();
-    return check_stream(q);
+    if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    rec_ptr r = std::make_shared<emu_rec>();
+    r->stream = q_of(q);
+    pthread_mutex_lock(&g_q_mu);
+    ((emu_event *)e)->cur = r;
+    if (!g_defer) r->t = now_s(), r->done = 1;
+    else {
+        enqueue(r->stream, emu_op{OP_RECORD, "cudaEventRecord", {}, r});
+        policy_step();
+    }
+    pthread_mutex_unlock(&g_q_mu);
+    return cudaSuccess;
 }
+/* Waits for the event's last record issued before this call; an event never recorded: no wait. */
 cudaError_t cudaStreamWaitEvent(cudaStream_t q, cudaEvent_t e, unsigned) {
     if (!e) return cudaErrorInvalidResourceHandle;
-    return check_stream(q);
+    if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+    pthread_mutex_lock(&g_q_mu);
+    rec_ptr r = ((emu_event *)e)->cur;
+    if (r && !r->done) {
+        enqueue(q_of(q), emu_op{OP_WAIT, "cudaStreamWaitEvent", {}, r});
+        policy_step();
+    }
+    pthread_mutex_unlock(&g_q_mu);
+    return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : cudaErrorInvalidResourceHandle; }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return cudaErrorInvalidResourceHandle;
+    pthread_mutex_lock(&g_q_mu);
+    rec_ptr r = ((emu_event *)e)->cur;
+    if (r) drive_rec(r);
+    pthread_mutex_unlock(&g_q_mu);
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!e) return cudaErrorInvalidResourceHandle;
+    pthread_mutex_lock(&g_q_mu);
+    rec_ptr r = ((emu_event *)e)->cur;
+    if (r && !r->done) {
+        policy_step();
+        if (!r->done && ++r->polls >= 64) drive_rec(r);
+    }
+    cudaError_t res = !r || r->done ? cudaSuccess : cudaErrorNotReady;
+    pthread_mutex_unlock(&g_q_mu);
+    return res;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     emu_event *x = (emu_event *)a, *y = (emu_event *)b;
     if (!x || !y || !x->timing || !y->timing) return cudaErrorInvalidResourceHandle;
-    if (x->t < 0 || y->t < 0) return cudaErrorInvalidResourceHandle; /* never recorded */
-    *ms = (float)((y->t - x->t) * 1e3);
-    return cudaSuccess;
+    pthread_mutex_lock(&g_q_mu);
+    const emu_rec *ra = x->cur.get(), *rb = y->cur.get();
+    cudaError_t res = !ra || !rb ? cudaErrorInvalidResourceHandle /* never recorded */
+                      : !ra->done || !rb->done ? cudaErrorNotReady
+                                               : cudaSuccess;
+    if (res == cudaSuccess) *ms = (float)((rb->t - ra->t) * 1e3);
+    pthread_mutex_unlock(&g_q_mu);
+    return res;
 }
 
 /* ---- cuBLAS and cuBLASLt --------------------------------------------------------
@@ -1258,9 +1564,10 @@ static const float *as_f32(const void *p, cudaDataType t, int rows, int cols, in
     return f;
 }
 
-/* op(A) is m x k: A is stored (ta ? k x m : m x k) column-major with lda. */
-static void gemm_emu(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType at, int lda,
-                     const void *B, cudaDataType bt, int ldb, float beta, void *C, cudaDataType ct, int ldc) {
+/* op(A) is m x k: A is stored (ta ? k x m : m x k) column-major with lda. The operands where a product
+ * may read and write them (at its issue). */
+static void gemm_check(int ta, int tb, int m, int n, int k, const void *A, cudaDataType at, int lda, const void *B,
+                       cudaDataType bt, int ldb, void *C, cudaDataType ct, int ldc) {
     if (m == 0 || n == 0) return;
     if (where(A) != 'd' || where(B) != 'd' || where(C) != 'd') {
         fprintf(stderr, "cuda_emu: a %d x %d x %d product's operand is not device memory (A %p, B %p, C %p)\n", m, n, k,
@@ -1272,6 +1579,11 @@ static void gemm_emu(int ta, int tb, int m, int n, int k, float alpha, const voi
         check_span(B, mat_bytes(tb ? n : k, tb ? k : n, ldb, bt), "a product's B");
     }
     check_span(C, mat_bytes(m, n, ldc, ct), "a product's C");
+}
+/* The product, run now (g_kernel_mu held). */
+static void gemm_run(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType at, int lda,
+                     const void *B, cudaDataType bt, int ldb, float beta, void *C, cudaDataType ct, int ldc) {
+    if (m == 0 || n == 0) return;
     float *prod = scratch(0, (size_t)m * n);
     if (k == 0) memset(prod, 0, (size_t)m * n * sizeof *prod);
     else {
@@ -1311,9 +1623,14 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
         ldc < m || ldc < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (comp != CUBLAS_COMPUTE_32F || !supported(at, bt, ct)) return CUBLAS_STATUS_NOT_SUPPORTED;
-    pthread_mutex_lock(&g_kernel_mu);
-    gemm_emu(tA, tB, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ct, ldc);
-    pthread_mutex_unlock(&g_kernel_mu);
+    gemm_check(tA, tB, m, n, k, A, at, lda, B, bt, ldb, C, ct, ldc);
+    float al = *(const float *)alpha, be = *(const float *)beta; /* host pointer mode: read at the call */
+    auto run = [=] {
+        pthread_mutex_lock(&g_kernel_mu);
+        gemm_run(tA, tB, m, n, k, al, A, at, lda, B, bt, ldb, be, C, ct, ldc);
+        pthread_mutex_unlock(&g_kernel_mu);
+    };
+    if (!defer_work(h->q, OP_PRODUCT, "cublasGemmEx", run)) run();
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -1411,9 +1728,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (C != D || ((const lt_layout *)lc)->ld != ((const lt_layout *)ld)->ld) return CUBLAS_STATUS_NOT_SUPPORTED;
     const lt_desc *x = (const lt_desc *)d;
     const lt_layout *lA = (const lt_layout *)la, *lB = (const lt_layout *)lb, *lC = (const lt_layout *)lc;
-    pthread_mutex_lock(&g_kernel_mu);
-    gemm_emu(x->ta, x->tb, m, n, k, *(const float *)alpha, A, (cudaDataType)lA->type, (int)lA->ld, B,
-               (cudaDataType)lB->type, (int)lB->ld, *(const float *)beta, D, (cudaDataType)lC->type, (int)lC->ld);
-    pthread_mutex_unlock(&g_kernel_mu);
+    int ta = x->ta, tb = x->tb, lda = (int)lA->ld, ldb = (int)lB->ld, ldc = (int)lC->ld;
+    cudaDataType at = (cudaDataType)lA->type, bt = (cudaDataType)lB->type, ct = (cudaDataType)lC->type;
+    gemm_check(ta, tb, m, n, k, A, at, lda, B, bt, ldb, D, ct, ldc);
+    float al = *(const float *)alpha, be = *(const float *)beta; /* the descriptors and scalars: read at the call */
+    auto run = [=] {
+        pthread_mutex_lock(&g_kernel_mu);
+        gemm_run(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, D, ct, ldc);
+        pthread_mutex_unlock(&g_kernel_mu);
+    };
+    if (!defer_work(q, OP_PRODUCT, "cublasLtMatmul", run)) run();
     return CUBLAS_STATUS_SUCCESS;
 }

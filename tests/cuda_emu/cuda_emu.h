@@ -10,7 +10,11 @@
  *  - __shared__ is `static` (one block at a time: the block's fibers share it);
  *  - the runtime (tests/cuda_emu/cuda_emu.cc): device memory is host memory,
  *    every stream runs each operation when it is issued (a valid order of the
- *    asynchronous one: events are then always complete), launches are checked
+ *    asynchronous one: events are then always complete), or with
+ *    TT_EMU_DEFER=lazy|eager-copies|random:SEED each stream keeps a queue of
+ *    its operations, run only when a synchronisation forces them or the
+ *    policy chooses (cuda_emu.cc, "deferred execution": the orders a GPU's
+ *    streams may take, for races between them); launches are checked
  *    as the GPU checks them (block size, grid size, shared memory above the
  *    kernel's allowance) and fail through cudaGetLastError; a kernel handed a
  *    pointer to host memory that is not pinned, a product's operand outside
@@ -28,8 +32,8 @@
  *  - with TT_EMU_STATS=1, each kernel's mma, ldmatrix (shared-memory bytes an
  *    mma, bank-conflict wavefronts) and cp.async bytes at exit (cuda_emu.cc).
  * It checks what the kernels compute and how the backend drives them, not
- * timing, memory ordering between streams or the hardware's rounding of
- * special functions (expf is the host's). */
+ * timing, the memory model inside a kernel beyond racecheck's rules or the
+ * hardware's rounding of special functions (expf is the host's). */
 #ifndef TT_CUDA_EMU_H
 #define TT_CUDA_EMU_H
 
@@ -90,9 +94,12 @@ template <typename... P> cudaError_t cudaFuncSetAttribute(void (*f)(P...), cudaF
 
 /* Runs body(ctx) as every thread of every block of the launch (or records the
  * launch error the GPU would give); fn is the kernel (its shared-memory
- * allowance: cudaFuncSetAttribute), name its name for messages. */
+ * allowance: cudaFuncSetAttribute), name its name for messages. The launch
+ * runs when its stream reaches it (at once, but with TT_EMU_DEFER:
+ * cuda_emu.cc, "deferred execution"); drop(ctx) after it ran, or at once
+ * with a launch error. */
 void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t q,
-                void (*body)(void *), void *ctx);
+                void (*body)(void *), void *ctx, void (*drop)(void *));
 #define TT_EMU_KNAME(k) #k
 
 /* A kernel's pointer argument i must point into device memory (cudaMalloc's)
@@ -112,10 +119,15 @@ template <typename... P> struct tt_emu_launcher {
     template <typename... A> void operator()(A... a) {
         int i = 0;
         (tt_emu_check_arg(name, i++, a), ...);
-        /* each thread gets its own copies of the arguments; reading them here is the emulator's access, not the
-         * kernel's (cuda_emu.cc, "what a kernel touches") */
-        auto call = [&]() __attribute__((no_sanitize_thread)) { f(a...); };
-        tt_emu_run((const void *)f, name, g, b, smem, q, [](void *c) { (*(decltype(call) *)c)(); }, &call);
+        /* the arguments copied at the launch, as a GPU takes them (the launch may run later: TT_EMU_DEFER); each
+         * thread gets its own copies of them; reading them here is the emulator's access, not the kernel's
+         * (cuda_emu.cc, "what a kernel touches"): the copies are on the heap, so the trampoline is not
+         * instrumented either (the compiler may move the closure's loads into it) */
+        auto *call = new auto([f = f, a...]() __attribute__((no_sanitize_thread)) { f(a...); });
+        typedef std::remove_pointer_t<decltype(call)> C;
+        tt_emu_run((const void *)f, name, g, b, smem, q, [](void *c) __attribute__((no_sanitize_thread)) {
+            (*(C *)c)();
+        }, call, [](void *c) { delete (C *)c; });
     }
 };
 template <typename... P>

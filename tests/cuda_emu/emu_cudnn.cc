@@ -27,6 +27,7 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 
+#include <functional>
 #include <vector>
 
 struct tt_cudnn {
@@ -73,8 +74,31 @@ int64_t tt_sdpa_plan_workspace(const tt_sdpa_plan *p) { return (int64_t)tt_sdpa_
 int64_t tt_sdpa_plan_engine(const tt_sdpa_plan *p) { return p->dir == TT_SDPA_FWD ? 2 : 6; }
 int tt_sdpa_loaded(const tt_sdpa_plan *) { return 1; }
 
-/* cudaMemsetAsync on the compute stream the handle issues to: the emulator runs it at once and checks its span. */
+/* cudaMemsetAsync on the compute stream the handle issues to: the emulator checks its span at once. */
 extern cudaStream_t g_compute;
+/* cuda_emu.cc: fn run as an operation of stream q (at once; with TT_EMU_DEFER when the stream reaches it). */
+void tt_emu_stream_call(cudaStream_t q, const char *what, std::function<void()> fn);
+
+/* The reference computation of the plan's direction, on the device buffers. */
+static void sdpa_compute(int dir, const tt_sdpa_shape sh, const tt_sdpa_scratch l, size_t T, const tt_sdpa_io *io,
+                         const tt_backend *cpu) {
+    float *packed = (float *)((char *)io->scratch + l.lse); /* (B, H, S) */
+    std::vector<float> lse(T * sh.H);     /* (B*S, H), the reference's */
+    std::vector<unsigned char> sc(cpu->attn_scratch_bytes(sh.B, sh.S, sh.H, sh.Hkv, sh.D, BE_BF16));
+    auto at = [&](size_t b, size_t h, size_t s) { return (b * sh.H + h) * sh.S + s; };
+    if (dir == TT_SDPA_FWD) {
+        cpu->attn_fwd(sh.B, sh.S, sh.H, sh.Hkv, sh.D, io->q, io->k, io->v, io->o, lse.data(), NULL, sc.data(), BE_BF16);
+        for (size_t b = 0; b < (size_t)sh.B; b++)
+            for (size_t s = 0; s < (size_t)sh.S; s++)
+                for (size_t h = 0; h < (size_t)sh.H; h++) packed[at(b, h, s)] = lse[(b * sh.S + s) * sh.H + h];
+    } else {
+        for (size_t b = 0; b < (size_t)sh.B; b++)
+            for (size_t s = 0; s < (size_t)sh.S; s++)
+                for (size_t h = 0; h < (size_t)sh.H; h++) lse[(b * sh.S + s) * sh.H + h] = packed[at(b, h, s)];
+        cpu->attn_bwd(sh.B, sh.S, sh.H, sh.Hkv, sh.D, io->q, io->k, io->v, io->o, lse.data(), io->dout, io->dq, io->dk,
+                      io->dv, NULL, sc.data(), BE_BF16);
+    }
+}
 
 int tt_sdpa_run(tt_sdpa_plan *p, void *, const tt_sdpa_io *io, char *why, size_t n) {
     const tt_sdpa_shape sh = p->sh;
@@ -92,21 +116,9 @@ int tt_sdpa_run(tt_sdpa_plan *p, void *, const tt_sdpa_io *io, char *why, size_t
         snprintf(why, n, "the workspace");
         return -1;
     }
-    float *packed = (float *)((char *)io->scratch + l.lse); /* (B, H, S) */
-    std::vector<float> lse(T * sh.H);     /* (B*S, H), the reference's */
-    std::vector<unsigned char> sc(cpu->attn_scratch_bytes(sh.B, sh.S, sh.H, sh.Hkv, sh.D, BE_BF16));
-    auto at = [&](size_t b, size_t h, size_t s) { return (b * sh.H + h) * sh.S + s; };
-    if (p->dir == TT_SDPA_FWD) {
-        cpu->attn_fwd(sh.B, sh.S, sh.H, sh.Hkv, sh.D, io->q, io->k, io->v, io->o, lse.data(), NULL, sc.data(), BE_BF16);
-        for (size_t b = 0; b < (size_t)sh.B; b++)
-            for (size_t s = 0; s < (size_t)sh.S; s++)
-                for (size_t h = 0; h < (size_t)sh.H; h++) packed[at(b, h, s)] = lse[(b * sh.S + s) * sh.H + h];
-    } else {
-        for (size_t b = 0; b < (size_t)sh.B; b++)
-            for (size_t s = 0; s < (size_t)sh.S; s++)
-                for (size_t h = 0; h < (size_t)sh.H; h++) lse[(b * sh.S + s) * sh.H + h] = packed[at(b, h, s)];
-        cpu->attn_bwd(sh.B, sh.S, sh.H, sh.Hkv, sh.D, io->q, io->k, io->v, io->o, lse.data(), io->dout, io->dq, io->dk,
-                      io->dv, NULL, sc.data(), BE_BF16);
-    }
+    /* the engine's work, in the stream's order: the shape and the pointers taken now, as cuDNN takes them */
+    tt_emu_stream_call(g_compute, "cuDNN attention", [dir = p->dir, sh, l, T, io = *io, cpu] {
+        sdpa_compute(dir, sh, l, T, &io, cpu);
+    });
     return 0;
 }

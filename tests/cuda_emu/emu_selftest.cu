@@ -28,9 +28,21 @@
  *   emu_selftest race-reads   a write unordered with one warp's reads of a word after another warp read it twice
  *   emu_selftest race-ldsm    ldmatrix reads a row its lane's neighbour wrote without a barrier (ldmatrix
  *                             reads before the warp's meeting: stricter than a shuffle)
+ * With TT_EMU_DEFER (cuda_emu.cc, "deferred execution"): two rounds of a load on a copy stream into one
+ * device buffer from one pinned staging buffer, a kernel on a compute stream reading it and a copy of its
+ * result back to pinned memory, ordered by events:
+ *   emu_selftest defer-ok     every ordering kept (and a wait on an event never recorded): prints "ok"
+ *   emu_selftest defer-raw    the second kernel does not wait for its load (lazy: it reads the first load's data)
+ *   emu_selftest defer-war    the second load does not wait for the first kernel (eager-copies: it overwrites the
+ *                             buffer that kernel still has to read)
+ *   emu_selftest defer-host   the host refills the staging buffer without waiting for the first load (lazy: the
+ *                             load copies the second round's data)
+ *   emu_selftest defer-read   the host reads the results without waiting for them (lazy: nothing ran yet)
  *
  * Each bad case must abort with a message naming its kernel and the GPU's
- * error (an illegal or a misaligned address), or racecheck's hazard. */
+ * error (an illegal or a misaligned address), or racecheck's hazard; a bad
+ * defer- case prints the wrong value it read and exits 1 (its policy sees it;
+ * without TT_EMU_DEFER the emulator's order hides it). */
 extern "C" {
 #include "sched/arena.h"
 }
@@ -196,6 +208,9 @@ __global__ void k_race_ldsm(float *y) {
     y[t] = (float)r[0];
 }
 
+/* y = 2x (N threads) */
+__global__ void k_twice(const float *x, float *y) { y[threadIdx.x] = 2 * x[threadIdx.x]; }
+
 static void check(cudaError_t e, const char *what) {
     if (e != cudaSuccess) {
         fprintf(stderr, "emu_selftest: %s: %s\n", what, cudaGetErrorString(e));
@@ -208,8 +223,59 @@ static void copy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
     check(cudaStreamSynchronize(0), "copy");
 }
 
+/* The defer- cases (the header says which ordering each one drops); 0 when the results are right. */
+static int defer_case(const char *c) {
+    int raw = !strcmp(c, "defer-raw"), war = !strcmp(c, "defer-war"), host = !strcmp(c, "defer-host"),
+        read = !strcmp(c, "defer-read");
+    if (!raw && !war && !host && !read && strcmp(c, "defer-ok") != 0) {
+        fprintf(stderr, "emu_selftest: unknown case %s\n", c);
+        return 2;
+    }
+    float *stage, *out, *x, *y; /* stage: N pinned; out: 2N pinned; x: N (the "slot"); y: 2N */
+    check(cudaMallocHost((void **)&stage, N * sizeof(float)), "cudaMallocHost");
+    check(cudaMallocHost((void **)&out, 2 * N * sizeof(float)), "cudaMallocHost");
+    check(cudaMalloc((void **)&x, N * sizeof(float)), "cudaMalloc");
+    check(cudaMalloc((void **)&y, 2 * N * sizeof(float)), "cudaMalloc");
+    memset(out, 0, 2 * N * sizeof(float));
+    cudaStream_t cp, comp;
+    check(cudaStreamCreateWithFlags(&cp, cudaStreamNonBlocking), "stream");
+    check(cudaStreamCreateWithFlags(&comp, cudaStreamNonBlocking), "stream");
+    cudaEvent_t loaded[2], done, fin, never;
+    for (int r = 0; r < 2; r++) check(cudaEventCreateWithFlags(&loaded[r], cudaEventDisableTiming), "event");
+    check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "event");
+    check(cudaEventCreateWithFlags(&fin, cudaEventDisableTiming), "event");
+    check(cudaEventCreateWithFlags(&never, cudaEventDisableTiming), "event");
+    for (int r = 0; r < 2; r++) {
+        if (r == 1 && !host) check(cudaEventSynchronize(loaded[0]), "the first load"); /* its source is read */
+        for (int i = 0; i < N; i++) stage[i] = (float)(1000 * r + i);
+        if (r == 1 && !war) check(cudaStreamWaitEvent(cp, done, 0), "wait"); /* the first kernel read x */
+        check(cudaMemcpyAsync(x, stage, N * sizeof(float), cudaMemcpyHostToDevice, cp), "load");
+        check(cudaEventRecord(loaded[r], cp), "record");
+        if (!(r == 1 && raw)) check(cudaStreamWaitEvent(comp, loaded[r], 0), "wait");
+        check(cudaStreamWaitEvent(comp, never, 0), "a wait on an event never recorded: none");
+        k_twice<<<1, N, 0, comp>>>(x, y + r * N);
+        check(cudaGetLastError(), "launch");
+        if (r == 0) check(cudaEventRecord(done, comp), "record");
+        check(cudaMemcpyAsync(out + r * N, y + r * N, N * sizeof(float), cudaMemcpyDeviceToHost, comp), "read-back");
+    }
+    check(cudaEventRecord(fin, comp), "record");
+    if (!read) check(cudaEventSynchronize(fin), "the read-back");
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < N; i++)
+            if (out[r * N + i] != 2.0f * (float)(1000 * r + i)) {
+                fprintf(stderr, "emu_selftest: %s: round %d, y[%d] = %g, want %g (an ordering between streams, or "
+                                "between a stream and the host, is missing)\n", c, r, i, out[r * N + i],
+                        2.0 * (1000 * r + i));
+                return 1;
+            }
+    check(cudaDeviceSynchronize(), "synchronize");
+    printf("ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *c = argc == 2 ? argv[1] : "";
+    if (!strncmp(c, "defer-", 6)) return defer_case(c);
     float *x, *y, *host = (float *)malloc(N * sizeof(float)), **holder;
     __nv_bfloat16 *h;
     check(cudaMalloc((void **)&x, N * sizeof(float)), "cudaMalloc");
@@ -276,7 +342,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "race-ldsm")) k_race_ldsm<<<1, 32, 32 * 16>>>(y);
     else {
         fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|arena-ok|arena-read|arena-copy|"
-                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-uninit|race-blocks|race-cp|race-cpwait|race-reads|race-ldsm\n");
+                        "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-uninit|race-blocks|race-cp|race-cpwait|race-reads|race-ldsm|"
+                        "defer-ok|defer-raw|defer-war|defer-host|defer-read\n");
         return 2;
     }
     check(cudaGetLastError(), "launch");
