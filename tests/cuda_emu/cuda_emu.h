@@ -50,8 +50,8 @@
  * host versions of intrinsics (__float2bfloat16_rn) stay calls otherwise, and
  * a store of a call's struct result straight to memory (p[i] =
  * __float2bfloat16_rn(x)) is one that ThreadSanitizer's instrumentation does
- * not report ("what a kernel touches" must see every store; Makefile's
- * emu-calls check keeps it so). */
+ * not report ("what a kernel touches" must see every store; the header-call
+ * check in tests/test_cuda_rules.sh keeps it so). */
 #undef __global__
 #define __global__ __attribute__((flatten))
 #ifndef __launch_bounds__
