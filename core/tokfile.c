@@ -163,11 +163,11 @@ int tokfile_write_seal(tokfile_writer *w) {
     if (rc == 0 && w->v2 && w->count) rc = write_all(w, w->flags, w->count);
     uint8_t h[TOKFILE_HEADER_BYTES];
     make_header(h, w->v2, w->count, w->vocab, w->eot);
-    if (rc == 0) {
-        ssize_t r;
-        do r = pwrite(w->fd, h, sizeof h, 0);
-        while (r < 0 && errno == EINTR);
-        if (r != (ssize_t)sizeof h) rc = w_fail(w, r < 0 ? errno : EIO, "writing the header of");
+    for (size_t done = 0; rc == 0 && done < sizeof h;) { /* a short write goes on where it stopped */
+        ssize_t r = pwrite(w->fd, h + done, sizeof h - done, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) rc = w_fail(w, r < 0 ? errno : EIO, "writing the header of");
+        else done += (size_t)r;
     }
     if (rc == 0 && fsync(w->fd) != 0) rc = w_fail(w, errno, "syncing");
     w->sealed = rc == 0; /* still open: the lock covers the file until commit has renamed it */
