@@ -34,10 +34,7 @@ struct tokfile_writer {
 
 static int w_fail(tokfile_writer *w, int err, const char *what) {
     w->failed = 1;
-    if (err == ENOSPC || err == EDQUOT)
-        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write elsewhere with -o",
-                       w->path);
-    return TT_FAIL(-err, "%s %s failed: %s", what, w->path, strerror(err));
+    return atomic_write_fail(w->path, err, what);
 }
 
 static int write_all(tokfile_writer *w, const void *buf, size_t n) {

@@ -28,7 +28,8 @@ int atomic_write_all(int fd, const void *buf, uint64_t n) {
 
 int atomic_write_fail(const char *path, int err, const char *what) {
     if (err == ENOSPC || err == EDQUOT)
-        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write it elsewhere", path);
+        return TT_FAIL(-err, "writing %s failed: %s; free space or write it elsewhere", path,
+                       err == EDQUOT ? "the disk quota is used up" : "no space left on the device");
     return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
 }
 

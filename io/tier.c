@@ -551,10 +551,7 @@ struct tier_writer {
 
 static int w_fail(tier_writer *w, int err, const char *what) {
     w->failed = 1;
-    if (err == ENOSPC || err == EDQUOT)
-        return TT_FAIL(-err, "writing %s failed: no space left on the device; free space or write elsewhere with -o",
-                       w->path);
-    return TT_FAIL(-err, "%s %s failed: %s", what, w->path, strerror(err));
+    return atomic_write_fail(w->path, err, what);
 }
 
 static int w_pwrite(tier_writer *w, const void *buf, uint64_t n, uint64_t off) {
