@@ -44,9 +44,15 @@ static void usage(FILE *f) {
     fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
 }
 
-char *tool_json_quote(const char *s) {
+json_t *tool_json_path(const char *s) {
     char e[4200];
     json_t *js = json_string(tt_escape(s, e, sizeof e));
+    TT_ASSERT(js); /* tt_escape's output is valid UTF-8 */
+    return js;
+}
+
+char *tool_json_quote(const char *s) {
+    json_t *js = tool_json_path(s);
     char *q = json_dumps(js, JSON_ENCODE_ANY);
     json_decref(js);
     TT_ASSERT(q);
