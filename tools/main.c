@@ -143,6 +143,8 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < N_CMDS; i++)
         if (strcmp(argv[1], g_cmds[i].name) == 0) return stdout_flushed(argv[1], g_cmds[i].fn(argc - 2, argv + 2));
-    fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n", argv[1]);
+    char e[256];
+    fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n",
+            tt_escape(argv[1], e, sizeof e));
     return 2;
 }
