@@ -86,6 +86,14 @@ expect_error "bench io --verify flipped" "flipped.tier: 1 layer extents failed" 
 
 # Usage errors: exit 2 with one line; --help lists every flag with defaults.
 expect_error "unknown flag" "unknown option '--bogus'" "$T" info --bogus "$dir/good.tier"
+# An argument the parser shows back comes out escaped: a file named "-ESC[2J<newline>.tier" is an unknown
+# option on one line, no escape sequence reaching the terminal; so is a bad value, an extra argument, a command.
+esc=$(printf '\033[2J')
+expect_error "unknown flag, escaped" "unknown option '-m\\\\x1b\[2J\\\\x0a\.tier'" "$T" info "-m$esc
+.tier"
+expect_error "bad number, escaped" "not '1\\\\x1b\[2J'" "$T" plan --preset tiny --seq "1$esc"
+expect_error "extra argument, escaped" "unexpected argument 'b\\\\x1b\[2J'" "$T" info "$dir/good.tier" "b$esc"
+expect_error "unknown command, escaped" "unknown command 'x\\\\x1b\[2J'" "$T" "x$esc"
 expect_error "bad preset" "unknown preset 'gpt5'" "$T" synth --preset gpt5 -o "$dir/x.tier"
 expect_error "bad ratio" "prune-ratio must be strictly between 0 and 1" "$T" synth --prune-ratio 1.5 -o "$dir/x.tier"
 expect_error "bad size" "expects a size" "$T" bench io --chunk 12Q "$dir/good.tier"

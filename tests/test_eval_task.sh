@@ -176,6 +176,18 @@ fi
 expect_ok "mc --json" "$T" eval --model "$dir/m.tier" --task tests/fixtures/tasks/mc-demo.jsonl --seq 128 --micro-batch 4 \
     --batch-tokens 512 --json
 grep -q '"exact_match' "$dir/out" && fail "--json: exact_match fields without generative items"
+# --json after a whole evaluation: paths that are not UTF-8 (or hold '"', '\') come out escaped as every --json
+# shows them (tt_escape's \xff), never a refusal that loses the result.
+q="$dir/q\"x\\y$(printf '\377')"
+cp "$dir/m.tier" "$q.tier" && head -n 2 tests/fixtures/tasks/mc-demo.jsonl >"$q.jsonl" && cp "$dir/t.tok" "$q.tok" ||
+    fail "copies under a non-UTF-8 name"
+expect_ok "--task --json, non-UTF-8 paths" "$T" eval --model "$q.tier" --task "$q.jsonl" --seq 128 --micro-batch 4 \
+    --batch-tokens 512 --json
+grep -q '^{"task":".*q\\"x\\\\y\\\\xff\.jsonl".*"model":".*q\\"x\\\\y\\\\xff\.tier","adapter":null}$' "$dir/out" ||
+    { fail "--task --json: the paths escaped"; cat "$dir/out"; }
+expect_ok "--data --json, non-UTF-8 path" "$T" eval --model "$q.tier" --data "$q.tok" $SHAPE --max-tokens $S --json
+grep -q '^{"loss":.*"model":".*q\\"x\\\\y\\\\xff\.tier","adapter":null}$' "$dir/out" ||
+    { fail "--data --json: the path escaped"; cat "$dir/out"; }
 
 # --answer-regex: the last lower-case letter of a completion. Asked for that letter (in upper case: case is
 # ignored), the item scores 1; asked for another one, 0.

@@ -243,6 +243,11 @@ mkdir "$dir/long"
 long=$(printf 'x%.0s' $(seq 1 245)).tier
 expect_ok "synth -o a 250-byte name" "$T" synth --preset tiny -o "$dir/long/$long"
 [ "$(ls "$dir/long")" = "$long" ] || { fail "synth -o a 250-byte name left: $(ls "$dir/long")"; }
+# a message naming a path of 1,000 bytes or more keeps its end, which says what is wrong and what to do (the
+# message buffer held 1,024 bytes: "...xxxx/m.tier does no")
+x=$(printf 'x%.0s' $(seq 1 250))
+expect_error "a long path's message whole" "/m\.tier does not exist; create a store with .tiertrain synth.$" \
+    "$T" info "$dir/$x/$x/$x/$x/m.tier"
 printf 'a writer killed with -9 left this\n' >"$dir/s.tier.partial"
 expect_ok "synth over a stale OUT.partial" "$T" synth --preset tiny -o "$dir/s.tier"
 [ -e "$dir/s.tier.partial" ] && fail "synth left the stale s.tier.partial"

@@ -11,8 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An argument as a message shows it: through tt_escape, so no escape sequence or line break from the command
+ * line reaches the terminal (an unknown option may be a file named "-\033[2J"); cut at 256 bytes. */
+#define CLI_SHOWN 256
+
 static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
-    char *end;
+    char *end, e[CLI_SHOWN];
     switch (o->type) {
     case CLI_STR: *(const char **)o->dst = v; return 0;
     case CLI_STRS: {
@@ -31,7 +35,7 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
         if (errno == ERANGE || (end != v && !*end && (x < INT_MIN || x > INT_MAX))) {
             /* every count, size and length a flag gives is an int where it is used: none is truncated */
             fprintf(stderr, "tiertrain %s: --%s must be a whole number from %d to %d, not '%s'\n", cmd->name,
-                    o->name, INT_MIN, INT_MAX, v);
+                    o->name, INT_MIN, INT_MAX, tt_escape(v, e, sizeof e));
             return 2;
         }
         if (errno || end == v || *end) break;
@@ -43,7 +47,7 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
         unsigned long long x = strtoull(v, &end, 10);
         if (errno || end == v || *end || *v == '-') {
             fprintf(stderr, "tiertrain %s: --%s expects a whole number from 0 to %llu, not '%s'\n", cmd->name,
-                    o->name, (unsigned long long)UINT64_MAX, v);
+                    o->name, (unsigned long long)UINT64_MAX, tt_escape(v, e, sizeof e));
             return 2;
         }
         *(uint64_t *)o->dst = (uint64_t)x;
@@ -56,7 +60,7 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
         /* no NaN, no infinity, nothing a float cannot hold (an underflow to a tiny value is kept) */
         if (!isfinite(x) || fabs(x) > FLT_MAX) {
             fprintf(stderr, "tiertrain %s: --%s must be a finite number of magnitude at most %g, not '%s'\n",
-                    cmd->name, o->name, (double)FLT_MAX, v);
+                    cmd->name, o->name, (double)FLT_MAX, tt_escape(v, e, sizeof e));
             return 2;
         }
         *(double *)o->dst = x;
@@ -65,11 +69,11 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v) {
     case CLI_SIZE:
         if (tt_parse_size(v, (uint64_t *)o->dst) == 0) return 0;
         fprintf(stderr, "tiertrain %s: --%s expects a size such as 4096, 512M or 20G, not '%s'\n", cmd->name,
-                o->name, v);
+                o->name, tt_escape(v, e, sizeof e));
         return 2;
     }
     fprintf(stderr, "tiertrain %s: --%s expects a %s, not '%s'\n", cmd->name, o->name,
-            o->type == CLI_INT ? "whole number" : "number", v);
+            o->type == CLI_INT ? "whole number" : "number", tt_escape(v, e, sizeof e));
     return 2;
 }
 
@@ -105,11 +109,13 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) 
         } else if (o->type == CLI_STR) *(const char **)o->dst = NULL;
     }
     int only_pos = 0;
+    char e[CLI_SHOWN];
     for (int i = 0; i < argc; i++) {
         char *a = argv[i];
         if (only_pos || a[0] != '-' || a[1] == '\0') {
             if (*npos >= cmd->max_pos) {
-                fprintf(stderr, "tiertrain %s: unexpected argument '%s' (see --help)\n", cmd->name, a);
+                fprintf(stderr, "tiertrain %s: unexpected argument '%s' (see --help)\n", cmd->name,
+                        tt_escape(a, e, sizeof e));
                 return 2;
             }
             pos[(*npos)++] = a;
@@ -133,7 +139,8 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) 
                 if (c->short_name == a[1]) o = c;
         }
         if (!o) {
-            fprintf(stderr, "tiertrain %s: unknown option '%s' (see tiertrain %s --help)\n", cmd->name, a, cmd->name);
+            fprintf(stderr, "tiertrain %s: unknown option '%s' (see tiertrain %s --help)\n", cmd->name,
+                    tt_escape(a, e, sizeof e), cmd->name);
             return 2;
         }
         if (o->type == CLI_FLAG) {
@@ -146,7 +153,8 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) 
         }
         if (!val) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "tiertrain %s: %s needs a value (see --help)\n", cmd->name, a);
+                fprintf(stderr, "tiertrain %s: %s needs a value (see --help)\n", cmd->name,
+                        tt_escape(a, e, sizeof e));
                 return 2;
             }
             val = argv[++i];

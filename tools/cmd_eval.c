@@ -228,13 +228,14 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         if (atomic_commit(&pt, per_token)) { tool_fail("eval"); goto done; } /* fsyncs, renames, closes */
     }
     if (es->as_json) {
-        json_t *o = json_pack("{s:f, s:f, s:I, s:s, s:s?}", "loss", loss, "perplexity", ppl, "tokens",
-                              (json_int_t)count, "model", model, "adapter", adapter);
+        json_t *o = json_pack("{s:f, s:f, s:I, s:o, s:o?}", "loss", loss, "perplexity", ppl, "tokens",
+                              (json_int_t)count, "model", tool_json_path(model), "adapter",
+                              adapter ? tool_json_path(adapter) : NULL);
         char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
-        if (!txt) { /* JSON has no infinity, and its strings must be UTF-8 */
-            fprintf(stderr, "tiertrain eval: cannot print --json: the perplexity (exp %.4f) overflows or a path is not "
-                            "valid UTF-8; run without --json\n", loss);
+        if (!txt) { /* JSON has no infinity */
+            fprintf(stderr, "tiertrain eval: cannot print --json: the perplexity (exp %.4f) overflows; run without "
+                            "--json\n", loss);
             goto done;
         }
         printf("%s\n", txt);

@@ -530,10 +530,8 @@ int eval_task(const eval_setup *es, const eval_task_opts *o) {
     mean_stderr(norm_k, ts.n_mc, &norm, &norm_se);
     mean_stderr(em_k, ts.n_gen, &em, &em_se);
     if (es->as_json) {
-        /* NULL when a path is not valid UTF-8 (json_pack refuses it) */
-        json_t *j = json_pack("{s:s, s:i}", "task", o->path, "n", ts.n_mc + ts.n_gen);
-        int paths_ok = j != NULL;
-        if (!j) j = json_object();
+        json_t *j = json_pack("{s:o, s:i}", "task", tool_json_path(o->path), "n", ts.n_mc + ts.n_gen);
+        TT_ASSERT(j);
         if (ts.n_mc) {
             json_object_set_new(j, "n_multiple_choice", json_integer(ts.n_mc));
             json_num(j, "acc", acc);
@@ -546,15 +544,11 @@ int eval_task(const eval_setup *es, const eval_task_opts *o) {
             json_num(j, "exact_match", em);
             json_num(j, "exact_match_stderr", em_se);
         }
-        json_t *m = json_pack("{s:s, s:s?}", "model", es->model, "adapter", es->adapter);
-        paths_ok &= m != NULL && json_object_update(j, m) == 0;
-        json_decref(m);
-        char *txt = paths_ok ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_object_set_new(j, "model", tool_json_path(es->model));
+        json_object_set_new(j, "adapter", es->adapter ? tool_json_path(es->adapter) : json_null());
+        char *txt = json_dumps(j, JSON_COMPACT);
         json_decref(j);
-        if (!txt) {
-            fprintf(stderr, "tiertrain eval: cannot print --json: a path is not valid UTF-8; run without --json\n");
-            goto done;
-        }
+        TT_ASSERT(txt); /* the numbers are finite (json_num) and the strings UTF-8 */
         printf("%s\n", txt);
         free(txt);
     } else {

@@ -44,9 +44,15 @@ static void usage(FILE *f) {
     fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
 }
 
-char *tool_json_quote(const char *s) {
+json_t *tool_json_path(const char *s) {
     char e[4200];
     json_t *js = json_string(tt_escape(s, e, sizeof e));
+    TT_ASSERT(js); /* tt_escape's output is valid UTF-8 */
+    return js;
+}
+
+char *tool_json_quote(const char *s) {
+    json_t *js = tool_json_path(s);
     char *q = json_dumps(js, JSON_ENCODE_ANY);
     json_decref(js);
     TT_ASSERT(q);
@@ -137,6 +143,8 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < N_CMDS; i++)
         if (strcmp(argv[1], g_cmds[i].name) == 0) return stdout_flushed(argv[1], g_cmds[i].fn(argc - 2, argv + 2));
-    fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n", argv[1]);
+    char e[256];
+    fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n",
+            tt_escape(argv[1], e, sizeof e));
     return 2;
 }

@@ -96,6 +96,9 @@ int tool_fail(const char *cmd);
 /* s (a path, as given) as a JSON string literal, quotes included: made valid UTF-8 (tt_escape) and quoted by
  * jansson, so a '"' or '\' stays JSON. malloc'ed. */
 char *tool_json_quote(const char *s);
+/* s (a path, as given) as a jansson string made valid UTF-8 (tt_escape), which json_pack's "o" takes; a bare
+ * "s" would refuse a path that is not UTF-8 and lose the whole object. A new reference. */
+struct json_t *tool_json_path(const char *s);
 /* 1 when the process started with standard input closed (main gave it /dev/null). */
 int tool_stdin_closed(void);
 

@@ -15,7 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-static _Thread_local char g_err[1024];
+/* room for two whole paths and the sentence around them: a message cut short loses its end, which says what
+ * went wrong and what to do */
+static _Thread_local char g_err[2 * PATH_MAX + 1024];
 
 void tt_assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "tiertrain: internal error: assertion `%s' failed at %s:%d\n", expr, file, line);
