@@ -552,6 +552,8 @@ const char *tier_extent_name(const tier_store *s, uint32_t i, char *buf, uint64_
 int tier_extent_check(const tier_store *s, uint32_t i, const void *stored) {
     const tier_extent *e = tier_extent_at(s, i);
     if (XXH3_64bits(stored, e->stored) == e->checksum) return 0;
+    int rc = tier_check_unchanged(s); /* not corrupt: rewritten under the run (one fstat, on a mismatch only) */
+    if (rc) return rc;
     char nm[32];
     return TT_FAIL(-EIO, "%s: checksum mismatch in extent %u (%s) at offset %llu: the store is corrupt; re-create it",
                    s->path, i, tier_extent_name(s, i, nm, sizeof nm), (unsigned long long)e->offset);

@@ -111,7 +111,9 @@ const char *tier_source(const tier_store *s);
 const char *tier_extent_name(const tier_store *s, uint32_t i, char *buf, uint64_t cap);
 
 /* Checks the checksum of extent i given its stored bytes. Returns 0 or -EIO
- * with a message naming the file, the extent and its offset. */
+ * with a message naming the file, the extent and its offset; or, where the
+ * file was modified since it was opened, tier_check_unchanged's message (the
+ * store is not corrupt then: it was rewritten under the run). */
 int tier_extent_check(const tier_store *s, uint32_t i, const void *stored);
 /* Decodes extent i (stored bytes -> raw bytes, raw holds ext->raw bytes).
  * Returns 0 or -EINVAL for a corrupt lz4 extent. */

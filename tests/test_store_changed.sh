@@ -5,7 +5,8 @@
 # rename (eval --task scores its generative items with a runtime of its own, after the multiple-choice ones;
 # it read the new store there, or aborted where its shapes differed); the results equal an undisturbed run's.
 # Removing the path is harmless too. Under a streamed train, which reads every layer from the store each step,
-# a truncation is one line naming the store and exit 1.
+# a truncation, or a rewrite in place (which the extents' checksums catch: it used to be called corruption,
+# with the advice to re-create a store that is fine), is one line naming the store and exit 1.
 . tests/lib.sh
 setup storechg
 
@@ -22,7 +23,7 @@ during() {
     pid=$!
     (sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
     watchdog=$!
-    while kill -0 $pid 2>/dev/null && ! cat "$dir/$name.out" "$dir/$name.err" | grep -q "$pat"; do sleep 0.05; done
+    while kill -0 $pid 2>/dev/null && ! cat "$dir/$name.out" "$dir/$name.err" 2>/dev/null | grep -q "$pat"; do sleep 0.05; done
     changed=0
     if kill -0 $pid 2>/dev/null; then eval "$change"; changed=1; else echo "note: $name ended before '$pat'"; fi
     wait $pid; rc=$?
@@ -68,5 +69,11 @@ cp "$dir/a.tier" "$dir/m.tier"
 during "train-cut" "^step  2/" "truncate -s 4000000 $dir/m.tier" "$T" train --model "$dir/m.tier" $TRAIN --out "$dir/r-cut"
 [ $changed -eq 0 ] || { [ $rc -eq 1 ] && [ "$(grep -c . "$dir/train-cut.err")" -eq 1 ] && grep -q "m.tier.*truncated" "$dir/train-cut.err"; } ||
     { fail "train, store truncated: exit $rc"; cat "$dir/train-cut.err"; }
+cp "$dir/a.tier" "$dir/m.tier"
+during "train-inplace" "^step  2/" "dd if=$dir/b.tier of=$dir/m.tier bs=1M conv=notrunc 2>/dev/null" \
+    "$T" train --model "$dir/m.tier" $TRAIN --out "$dir/r-inplace"
+[ $changed -eq 0 ] || { [ $rc -eq 1 ] && [ "$(grep -c . "$dir/train-inplace.err")" -eq 1 ] &&
+    grep -q "m.tier was modified while this run was reading it" "$dir/train-inplace.err"; } ||
+    { fail "train, store rewritten in place: exit $rc"; cat "$dir/train-inplace.err"; }
 
 finish test_store_changed
