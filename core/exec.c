@@ -156,7 +156,7 @@ void exec_free(tt_exec *e) {
     free(e);
 }
 
-int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t seed, tt_trace *trace) {
+int exec_create(tt_exec **out, const tier_store *store, const tt_plan *plan, uint64_t seed, tt_trace *trace) {
     *out = NULL;
     TT_ASSERT(plan->req.user.carve == carve_user);
     tt_exec *e = tt_xcalloc(1, sizeof *e);
@@ -169,7 +169,7 @@ int exec_create(tt_exec **out, const char *path, const tt_plan *plan, uint64_t s
         size_t per_step = (size_t)plan->req.K * 8 * (plan->L + 1) + 8 * (size_t)plan->L + 64;
         trace_dev_enable(trace, per_step + per_step / 2 < 65536 ? per_step + per_step / 2 : 65536);
     }
-    int rc = stream_create(&e->st, path, plan, e, trace);
+    int rc = stream_create(&e->st, store, plan, e, trace);
     if (rc) { exec_free(e); return rc; }
     const tt_config *c = tier_config(stream_store(e->st));
     e->m = exec_stream_model(e->st);

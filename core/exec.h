@@ -52,10 +52,11 @@ void exec_user_set_wgrad(tt_dev_user *u);
  * the MLP in one chunk). */
 void exec_set_wgrad_hook(tt_exec *e, void (*fn)(void *ctx, int l, int p, const tt_real *g), void *ctx);
 
-/* Opens the store, reserves both arenas, starts the IO and copy threads and
- * initialises the LoRA adapter from seed. plan->req.user must come from
- * exec_user. trace may be NULL. Returns 0 or -errno with a message. */
-int exec_create(tt_exec **out, const char *store_path, const tt_plan *plan, uint64_t seed, tt_trace *trace);
+/* Reopens store (the one plan was made for; stream_create), reserves both
+ * arenas, starts the IO and copy threads and initialises the LoRA adapter from
+ * seed. plan->req.user must come from exec_user. trace may be NULL. Returns 0
+ * or -errno with a message. */
+int exec_create(tt_exec **out, const tier_store *store, const tt_plan *plan, uint64_t seed, tt_trace *trace);
 void exec_free(tt_exec *e);
 
 /* The model whose layers a stream provides: a shell with the stream's

@@ -1108,7 +1108,8 @@ void fulltrain_stream_bytes(const struct tier_store *s, const tt_full_opts *o, c
     *d2h = m + ob;
 }
 
-static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
+/* ms: o->model_path as the caller opened it (its stream reopens that file, whatever happens to the path). */
+static int fs_create(fstream **out, const tt_full_opts *o, const tier_store *ms, const tt_config *c) {
     *out = NULL;
     fstream *f = tt_xcalloc(1, sizeof *f);
     f->o = o;
@@ -1121,14 +1122,13 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tt_config *c) {
     f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
     f->so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
     tt_plan tp;
-    tier_store *ms = NULL;
-    int rc = tier_open(&ms, o->model_path);
-    if (rc == 0) {
-        rc = fulltrain_plans(ms, o, NULL, &f->so, &tp, &f->plan);
-        tier_close(ms);
+    int rc = fulltrain_plans(ms, o, NULL, &f->so, &tp, &f->plan);
+    if (rc == 0) rc = stream_create(&f->st, ms, &f->plan, f, NULL);
+    if (rc == 0 && o->teacher_path) {
+        tier_store *ts = NULL;
+        if ((rc = tier_open(&ts, o->teacher_path)) == 0) rc = exec_create(&f->teacher, ts, &tp, 0, NULL);
+        tier_close(ts);
     }
-    if (rc == 0) rc = stream_create(&f->st, o->model_path, &f->plan, f, NULL);
-    if (rc == 0 && o->teacher_path) rc = exec_create(&f->teacher, o->teacher_path, &tp, 0, NULL);
     if (rc) { fs_free(f); return rc; }
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     if ((rc = lora_init(&f->lora, c, &lc, 0))) { fs_free(f); return rc; }
@@ -1484,7 +1484,7 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
                      "the global gradient norm: pass --clip 0");
     if (rc == 0) rc = check_mix(mix, &c, o->seq);
     fstream *f = NULL;
-    if (rc == 0) rc = fs_create(&f, o, &c);
+    if (rc == 0) rc = fs_create(&f, o, rd.s, &c); /* the file rd reads: the output's frozen parts come from it */
     if (rc) {
         store_reader_close(&rd);
         free(dtypes);
@@ -1733,7 +1733,7 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
             rc = TT_FAIL(-ENOSPC, "%s; raise --hbm / --host, or lower --calib-samples / --calib-seq (one batch of "
                          "%d windows of %d tokens)", msg, samples, seq);
         }
-        if (rc == 0) rc = exec_create(&e, store_path, &p, 0, NULL);
+        if (rc == 0) rc = exec_create(&e, s, &p, 0, NULL);
     }
     if (rc == 0) {
         calib_sink k = {c, layer_a, layer_b, fd, foff, tix, tt_xmalloc(mx * sizeof(tt_real)), tt_xmalloc(mx * 4),

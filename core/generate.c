@@ -107,13 +107,13 @@ void gen_free(tt_gen *g) {
     free(g);
 }
 
-int gen_create(tt_gen **out, const char *path, const tt_plan *plan) {
+int gen_create(tt_gen **out, const tier_store *store, const tt_plan *plan) {
     *out = NULL;
     TT_ASSERT(plan->req.user.carve == carve_gen && plan->req.forward_only && plan->req.K == 1);
     tt_gen *g = tt_xcalloc(1, sizeof *g);
     g->plan = *plan;
     memcpy(&g->cfg, plan->req.user.cfg, sizeof g->cfg);
-    int rc = stream_create(&g->st, path, plan, g, NULL);
+    int rc = stream_create(&g->st, store, plan, g, NULL);
     if (rc) { gen_free(g); return rc; }
     const tt_config *c = tier_config(stream_store(g->st));
     g->m = exec_stream_model(g->st);

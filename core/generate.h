@@ -28,9 +28,9 @@ typedef struct tt_gen tt_gen;
  * act_bf16 are the caller's (set them before or after). */
 void gen_plan_req(tt_plan_req *req, const tier_store *s, const tt_lora_cfg *lora, int B, int chunk, int cap);
 
-/* Opens the store, reserves the arenas and starts the runtime. Returns 0 or
- * -errno with a message. */
-int gen_create(tt_gen **out, const char *store_path, const tt_plan *plan);
+/* Reopens store (the one plan was made for; stream_create), reserves the arenas
+ * and starts the runtime. Returns 0 or -errno with a message. */
+int gen_create(tt_gen **out, const tier_store *store, const tt_plan *plan);
 void gen_free(tt_gen *g);
 tt_lora *gen_lora(tt_gen *g);       /* load an adapter into it (loram_load_lora) */
 const tt_plan *gen_plan(const tt_gen *g);

@@ -221,7 +221,7 @@ int loram_merge(const char *model, const peft_adapter *a, const char *adapter_di
     rc = loram_check_adapter(a, adapter_dir, cfg, model);
     if (rc == 0) rc = loram_check_base(a, adapter_dir, cfg, tier_prune(s), model);
     if (rc) goto out;
-    if ((rc = store_file_open(&ur, model))) goto out;
+    if ((rc = store_file_open(&ur, s))) goto out;
     uint32_t nt = tier_n_tensors(s);
     dtypes = tt_xcalloc(nt, sizeof *dtypes);
     uint64_t maxn = 0, maxbytes = 0, total = 0, done = 0;

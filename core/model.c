@@ -160,7 +160,7 @@ int model_load(tt_model **out, const char *path) {
     int rc = tier_open(&s, path);
     if (rc) return rc;
     struct uring_reader *ur = NULL;
-    if ((rc = store_file_open(&ur, path))) {
+    if ((rc = store_file_open(&ur, s))) {
         tier_close(s);
         return rc;
     }

@@ -74,6 +74,8 @@ struct st_file {
     uint32_t *by_name;     /* [n], indices into t sorted by name */
     uint32_t n_meta;
     char **meta;           /* [2 * n_meta]: key, value, ... */
+    uint64_t size;         /* the file's size and modification time at st_open: st_read checks them */
+    struct timespec mtime;
 };
 
 void st_close(st_file *st) {
@@ -384,7 +386,14 @@ int st_open(const char *path, st_file **out) {
     }
     st_file *st = tt_xcalloc(1, sizeof *st);
     st->fd = fd;
-    rc = read_full(fd, hdr, n, 8, path);
+    struct stat sb = {0};
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        rc = TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
+    st->size = size;
+    st->mtime = sb.st_mtim;
+    if (rc == 0) rc = read_full(fd, hdr, n, 8, path);
     if (rc == 0) rc = parse_header(path, hdr, n, size, st);
     free(hdr);
     if (rc) {
@@ -400,7 +409,20 @@ int st_open(const char *path, st_file **out) {
 int st_read(const st_file *st, uint32_t i, void *dst) {
     TT_ASSERT(i < st->n && st->fd >= 0);
     const st_tensor *t = &st->t[i];
-    return read_full(st->fd, dst, t->nbytes, t->offset, st->path);
+    int rc = read_full(st->fd, dst, t->nbytes, t->offset, st->path);
+    if (rc) return rc;
+    /* safetensors carry no checksums: a file rewritten in place since st_open (a shard copied over during import)
+     * would give other bytes silently. One fstat per tensor, after its read, finds it. */
+    struct stat sb;
+    if (fstat(st->fd, &sb) != 0) {
+        int e = errno;
+        return TT_FAIL(-e, "cannot stat %s: %s", st->path, strerror(e));
+    }
+    if ((uint64_t)sb.st_size != st->size || sb.st_mtim.tv_sec != st->mtime.tv_sec ||
+        sb.st_mtim.tv_nsec != st->mtime.tv_nsec)
+        return TT_FAIL(-EIO, "%s was modified while this run was reading it; put the original back (write a new file "
+                       "beside it and rename it into place, never over the one being read) and run again", st->path);
+    return 0;
 }
 
 /* ---- writer --------------------------------------------------------------- */

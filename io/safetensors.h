@@ -88,7 +88,8 @@ const st_tensor *st_tensor_at(const st_file *st, uint32_t i);
 int st_find(const st_file *st, const char *name);
 /* Reads tensor i's nbytes raw bytes (little-endian, row-major) into dst.
  * Returns 0, or -EIO with a message when the file cannot be read in full
- * (e.g. truncated since st_open). */
+ * (e.g. truncated since st_open) or was modified since st_open (its size or
+ * modification time moved: one fstat per read). */
 int st_read(const st_file *st, uint32_t i, void *dst);
 /* Value of "__metadata__"[key], or NULL (also when there is no metadata). */
 const char *st_metadata(const st_file *st, const char *key);

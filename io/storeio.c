@@ -29,11 +29,11 @@ void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob) {
     }
 }
 
-int store_file_open(uring_reader **out, const char *path) {
+int store_file_open(uring_reader **out, const tier_store *s) {
     uring_opts o;
     uring_opts_default(&o);
     o.direct = 0; /* the tools read once, through the page cache */
-    return uring_reader_open(out, path, &o);
+    return uring_reader_reopen(out, tier_fd(s), tier_path(s), &o);
 }
 
 int store_read_extent(const tier_store *s, uring_reader *ur, uint32_t e, uint8_t **raw_out) {
@@ -68,7 +68,7 @@ int store_reader_open(store_reader *r, const char *path) {
     r->cur = UINT32_MAX;
     int rc = tier_open(&r->s, path);
     if (rc) return rc;
-    rc = store_file_open(&r->ur, path);
+    rc = store_file_open(&r->ur, r->s);
     if (rc) {
         tier_close(r->s);
         r->s = NULL;

@@ -24,8 +24,9 @@ void tensor_encode(uint32_t dtype, const float *x, uint64_t n, void *blob);
 /* The store's one reader is io/uring.c's engine: the trainer reads through
  * it with O_DIRECT into its pinned arena, the tools here buffered. */
 struct uring_reader;
-/* Opens path for buffered reads through the engine. Returns 0 or -errno with a message. */
-int store_file_open(struct uring_reader **out, const char *path);
+/* Opens s's file (the one tier_open read its metadata from) for buffered reads
+ * through the engine. Returns 0 or -errno with a message. */
+int store_file_open(struct uring_reader **out, const tier_store *s);
 
 /* Reads extent e of s through ur, checks its checksum and decodes it;
  * *raw_out (heap, free() it; ext->raw bytes) on success. Returns 0 or -errno

@@ -189,10 +189,14 @@ struct tier_store {
     tier_prune_map map;
     uint32_t *map_storage;
     char *source;        /* the source record, NULL: none */
+    int fd;              /* the file the metadata came from, open for the store's life (-1: none); its data is
+                          * read through it (tier_fd), so a store renamed over path is never mixed in */
+    struct timespec mtime; /* at open (with file_size): tier_check_unchanged */
 };
 
 void tier_close(tier_store *s) {
     if (!s) return;
+    if (s->fd >= 0) close(s->fd);
     free(s->path);
     free(s->extents);
     free(s->tensors);
@@ -394,6 +398,7 @@ int tier_open_buffer(tier_store **out, const void *buf, uint64_t len, const char
     if (len < TIER_HEADER_BYTES)
         return TT_FAIL(-EINVAL, "%s is too short to be a tiertrain store (%llu bytes)", name, (unsigned long long)len);
     tier_store *s = tt_xcalloc(1, sizeof *s);
+    s->fd = -1;
     header h;
     int rc = parse_header(buf, name, len, &h);
     if (rc == 0) rc = parse_meta(s, &h, (const uint8_t *)buf + TIER_HEADER_BYTES, name);
@@ -416,6 +421,7 @@ int tier_describe(tier_store **out, const tt_config *cfg, const uint32_t *dtypes
     int rc = config_validate(cfg, name);
     if (rc) return rc;
     tier_store *s = tt_xcalloc(1, sizeof *s);
+    s->fd = -1;
     s->path = strdup(name);
     TT_ASSERT(s->path);
     s->cfg = *cfg;
@@ -437,17 +443,23 @@ int tier_describe(tier_store **out, const tt_config *cfg, const uint32_t *dtypes
     return 0;
 }
 
-int tier_open(tier_store **out, const char *path) {
-    *out = NULL;
-    uint64_t fsize;
-    int fd = tt_open_regular(path, O_RDONLY, "store file", "create a store with `tiertrain synth`", &fsize);
-    if (fd < 0) return fd;
+/* Reads and validates the store open as fd (fsize bytes, named path); the store keeps fd, or closes it on
+ * failure. */
+static int open_fd(tier_store **out, int fd, const char *path, uint64_t fsize) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
     if (fsize < TIER_HEADER_BYTES) {
         close(fd);
         return TT_FAIL(-EINVAL, "%s is too short to be a tiertrain store (%llu bytes)", path, (unsigned long long)fsize);
     }
     uint8_t hdr[TIER_HEADER_BYTES];
     tier_store *s = tt_xcalloc(1, sizeof *s);
+    s->fd = fd;
+    s->mtime = st.st_mtim;
     uint8_t *meta = NULL;
     header h;
     int rc = read_full(fd, hdr, sizeof hdr, 0, path);
@@ -457,7 +469,6 @@ int tier_open(tier_store **out, const char *path) {
     if (rc == 0) rc = read_full(fd, meta, h.meta_size, TIER_HEADER_BYTES, path);
     if (rc == 0) rc = parse_meta(s, &h, meta, path);
     free(meta);
-    close(fd);
     if (rc) {
         tier_close(s);
         return rc;
@@ -467,6 +478,44 @@ int tier_open(tier_store **out, const char *path) {
     *out = s;
     return 0;
 }
+
+int tier_open(tier_store **out, const char *path) {
+    *out = NULL;
+    uint64_t fsize;
+    int fd = tt_open_regular(path, O_RDONLY, "store file", "create a store with `tiertrain synth`", &fsize);
+    if (fd < 0) return fd;
+    return open_fd(out, fd, path, fsize);
+}
+
+int tier_check_unchanged(const tier_store *s) {
+    struct stat st;
+    if (s->fd < 0) return 0;
+    if (fstat(s->fd, &st) != 0) {
+        int e = errno;
+        return TT_FAIL(-e, "cannot stat %s: %s", s->path, strerror(e));
+    }
+    if ((uint64_t)st.st_size != s->file_size || st.st_mtim.tv_sec != s->mtime.tv_sec ||
+        st.st_mtim.tv_nsec != s->mtime.tv_nsec)
+        return TT_FAIL(-EIO, "%s was modified while this run was reading it (stores are read in place, not copied); "
+                       "put the original back, and write a new store to another file (or rename it over this one: "
+                       "a run goes on with the file it opened)", s->path);
+    return 0;
+}
+
+int tier_reopen(tier_store **out, const tier_store *s) {
+    *out = NULL;
+    TT_ASSERT(s->fd >= 0);
+    int rc = tier_check_unchanged(s);
+    if (rc) return rc;
+    int fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        return TT_FAIL(-e, "cannot reopen %s: %s", s->path, strerror(e));
+    }
+    return open_fd(out, fd, s->path, s->file_size);
+}
+
+int tier_fd(const tier_store *s) { return s->fd; }
 
 const char *tier_path(const tier_store *s) { return s->path; }
 const tt_config *tier_config(const tier_store *s) { return &s->cfg; }
@@ -503,6 +552,8 @@ const char *tier_extent_name(const tier_store *s, uint32_t i, char *buf, uint64_
 int tier_extent_check(const tier_store *s, uint32_t i, const void *stored) {
     const tier_extent *e = tier_extent_at(s, i);
     if (XXH3_64bits(stored, e->stored) == e->checksum) return 0;
+    int rc = tier_check_unchanged(s); /* not corrupt: rewritten under the run (one fstat, on a mismatch only) */
+    if (rc) return rc;
     char nm[32];
     return TT_FAIL(-EIO, "%s: checksum mismatch in extent %u (%s) at offset %llu: the store is corrupt; re-create it",
                    s->path, i, tier_extent_name(s, i, nm, sizeof nm), (unsigned long long)e->offset);

@@ -69,6 +69,20 @@ typedef struct tier_store tier_store;
  * path and the problem (missing, a directory, truncated, corrupt header,
  * unsupported version, inconsistent directory). */
 int tier_open(tier_store **out, const char *path);
+/* A store of its own (tier_close frees it) over the file s was opened from, the same
+ * file even where another was renamed over s's path since, or it was removed: what a
+ * part of a command that reads the data takes from the caller's store, so that
+ * every part of a run reads one file. s must come from tier_open. Returns 0, or
+ * -EIO with a message where the file was modified since s was opened
+ * (tier_check_unchanged). */
+int tier_reopen(tier_store **out, const tier_store *s);
+/* The open file the store's extents are read from (uring_reader_reopen); -1 for
+ * tier_describe's and tier_open_buffer's stores. */
+int tier_fd(const tier_store *s);
+/* 0 while the store's file has the size and modification time it had when
+ * opened; else -EIO with a message saying it was modified while the run read it
+ * (one fstat). */
+int tier_check_unchanged(const tier_store *s);
 /* A store as `synth` would write it for cfg with dtypes (raw extents, no
  * pruning map, no file): its directory, offsets and sizes, for planning a
  * model that is not on disk (plan --preset). Its data cannot be read; name
@@ -97,7 +111,9 @@ const char *tier_source(const tier_store *s);
 const char *tier_extent_name(const tier_store *s, uint32_t i, char *buf, uint64_t cap);
 
 /* Checks the checksum of extent i given its stored bytes. Returns 0 or -EIO
- * with a message naming the file, the extent and its offset. */
+ * with a message naming the file, the extent and its offset; or, where the
+ * file was modified since it was opened, tier_check_unchanged's message (the
+ * store is not corrupt then: it was rewritten under the run). */
 int tier_extent_check(const tier_store *s, uint32_t i, const void *stored);
 /* Decodes extent i (stored bytes -> raw bytes, raw holds ext->raw bytes).
  * Returns 0 or -EINVAL for a corrupt lz4 extent. */

@@ -643,7 +643,26 @@ static void ur_no_direct_note(const char *path) {
             path);
 }
 
-int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts) {
+/* Opens what a reader reads: path, or (from >= 0) the file open as from, through its /proc/self/fd link: an
+ * open of its own (O_DIRECT here leaves from's other readers alone) of the same file, whatever was renamed over
+ * path since, or where it was removed. */
+static int ur_open_file(const char *path, int from, int flags, uint64_t *size) {
+    if (from < 0) return tt_open_regular(path, flags, "file", "check the path", size);
+    char via[64];
+    snprintf(via, sizeof via, "/proc/self/fd/%d", from);
+    int fd = open(via, flags | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (e == EINVAL) return -EINVAL; /* O_DIRECT refused: the caller reads through the page cache */
+        return TT_FAIL(-e, "cannot reopen %s (through %s): %s", path, via, strerror(e));
+    }
+    *size = (uint64_t)st.st_size;
+    return fd;
+}
+
+static int ur_open(uring_reader **out, const char *path, int from, const uring_opts *opts) {
     TT_ASSERT(out && path);
     *out = NULL;
     uring_opts o;
@@ -660,10 +679,10 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     if (erc) return erc;
 
     uint64_t size;
-    int fd = tt_open_regular(path, O_RDONLY | (o.direct ? O_DIRECT : 0), "file", "check the path", &size), no_direct = 0;
+    int fd = ur_open_file(path, from, O_RDONLY | (o.direct ? O_DIRECT : 0), &size), no_direct = 0;
     if (fd == -EINVAL && o.direct) {
         /* a filesystem without direct IO: the page cache will do */
-        fd = tt_open_regular(path, O_RDONLY, "file", "check the path", &size);
+        fd = ur_open_file(path, from, O_RDONLY, &size);
         no_direct = fd >= 0;
         o.direct = 0;
     }
@@ -723,6 +742,15 @@ int uring_reader_open(uring_reader **out, const char *path, const uring_opts *op
     }
     *out = r;
     return 0;
+}
+
+int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts) {
+    return ur_open(out, path, -1, opts);
+}
+
+int uring_reader_reopen(uring_reader **out, int fd, const char *path, const uring_opts *opts) {
+    TT_ASSERT(fd >= 0);
+    return ur_open(out, path, fd, opts);
 }
 
 uint64_t uring_reader_file_size(const uring_reader *r) { return r->size; }

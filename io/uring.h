@@ -60,6 +60,10 @@ void iobuf_free(void *p, size_t len);
  * TT_IO_ENGINE, or io_uring not available on this system (ENOSYS / EPERM from
  * io_uring_setup) where the engine is uring, each get one clear sentence. */
 int uring_reader_open(uring_reader **out, const char *path, const uring_opts *opts);
+/* The same for the file open as fd (named path in messages): that file, even
+ * where another was renamed over path since or it was removed (a store's data
+ * is read from the file its metadata came from: tier_fd). fd stays the caller's. */
+int uring_reader_reopen(uring_reader **out, int fd, const char *path, const uring_opts *opts);
 void uring_reader_close(uring_reader *r);           /* NULL is fine */
 
 /* Size of the opened file in bytes. */

@@ -47,7 +47,7 @@ static void *io_thread(void *arg) {
     uring_reader *r = NULL;
     /* the reader first: the threads engine's workers must not inherit this thread's pinning */
     uring_opts uo = {j->o->qd, j->o->chunk, j->o->direct, j->o->engine};
-    rc = uring_reader_open(&r, tier_path(j->s), &uo);
+    rc = uring_reader_reopen(&r, tier_fd(j->s), tier_path(j->s), &uo);
     if (rc == 0) {
         unsigned nw;
         const char *en = uring_reader_engine(r, &nw);

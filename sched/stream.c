@@ -681,14 +681,14 @@ void stream_free(tt_stream *e) {
     free(e);
 }
 
-int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *keep, tt_trace *trace) {
+int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan, void *keep, tt_trace *trace) {
     *out = NULL;
     tt_stream *e = tt_xcalloc(1, sizeof *e);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->plan = *plan;
     e->trace = trace;
-    int rc = tier_open(&e->s, path);
+    int rc = tier_reopen(&e->s, store);
     if (rc) { stream_free(e); return rc; }
     const tt_config *c = tier_config(e->s);
     e->L = (int)c->n_layers;
@@ -758,7 +758,7 @@ int stream_create(tt_stream **out, const char *path, const tt_plan *plan, void *
     /* The IO engine: O_DIRECT reads into the registered host arena. */
     uring_opts uo;
     uring_opts_default(&uo);
-    rc = uring_reader_open(&e->reader, path, &uo);
+    rc = uring_reader_reopen(&e->reader, tier_fd(e->s), tier_path(e->s), &uo);
     if (rc == 0) rc = uring_reader_register_or_plain(e->reader, e->host_base, e->host_len);
     if (rc == 0) rc = load_fixed_extents(e);
     if (rc == 0 && plan->req.trainable) { /* every layer into the host cache now: the master weights */

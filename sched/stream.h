@@ -39,11 +39,13 @@
 typedef struct tt_stream tt_stream;
 struct tt_arena;
 
-/* Opens the store, reserves both arenas, carves them (calling
+/* Reopens store (the one plan was made for: tier_reopen, so every read is of the
+ * file the caller opened, whatever happens to its path meanwhile; the caller may
+ * close store afterwards), reserves both arenas, carves them (calling
  * plan->req.user.carve with keep), reads the embedding and the head, and
  * starts the IO and copy threads. trace may be NULL. Returns 0 or -errno with
  * a message. */
-int stream_create(tt_stream **out, const char *store_path, const tt_plan *plan, void *keep, tt_trace *trace);
+int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan, void *keep, tt_trace *trace);
 void stream_free(tt_stream *s);
 
 const tier_store *stream_store(const tt_stream *s);

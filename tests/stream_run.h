@@ -52,7 +52,7 @@ static inline int run_open(run_ctx *c, const char *store, const tt_plan_req *req
     TT_ASSERT(tier_open(&c->s, store) == 0);
     int rc = plan_make(c->s, req, &c->p);
     if (!rc) {
-        rc = exec_create(&c->e, store, &c->p, 5, trace);
+        rc = exec_create(&c->e, c->s, &c->p, 5, trace);
         CHECK_MSG(rc == 0, "%s: %s", what, tt_lasterr());
     }
     if (rc) {

@@ -90,7 +90,7 @@ static void generate(const char *store, int B, int chunk, int first, int n, uint
     int rc = plan_make(s, &req, &p);
     CHECK_MSG(rc == 0, "plan: %s", tt_lasterr());
     tt_gen *g;
-    CHECK_MSG(gen_create(&g, store, &p) == 0, "%s", tt_lasterr());
+    CHECK_MSG(gen_create(&g, s, &p) == 0, "%s", tt_lasterr());
     size_t nl;
     tt_real *lv = lora_values(c, &nl);
     lora_params_set(gen_lora(g), lv);

@@ -591,10 +591,10 @@ static double exec_eval_loss(const char *path, const peft_adapter *a, const tt_t
     if (streamed) plan_minimum(s, &req, &req.hbm, &req.host);
     tt_plan p;
     TT_ASSERT(plan_make(s, &req, &p) == 0);
-    tier_close(s);
     if (streamed) CHECK_MSG(p.slots < p.L, "the streamed plan keeps every layer resident (%d slots)", p.slots);
     tt_exec *e;
-    TT_ASSERT(exec_create(&e, path, &p, 1, NULL) == 0);
+    TT_ASSERT(exec_create(&e, s, &p, 1, NULL) == 0);
+    tier_close(s);
     CHECK(loram_load_lora(exec_lora(e), a) == 0);
     double loss = NAN;
     CHECK_MSG(train_eval(e, tok, 1 << 30, &loss) == 0, "%s", tt_lasterr());

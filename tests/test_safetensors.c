@@ -26,9 +26,12 @@
 #include "tests/test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char g_tmp[512];
 static const char *g_corpus_out;
@@ -521,6 +524,32 @@ static void test_mutations(void) {
     free(img);
 }
 
+/* A file rewritten in place after st_open (a shard copied over while import reads it): the next st_read is one
+ * -EIO naming the file, not the new bytes (safetensors carry no checksums to catch them later). */
+static void test_changed(void) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/chg.safetensors", g_tmp);
+    uint64_t sh[1] = {4};
+    float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8}, got[4];
+    st_entry e[2] = {{"a", ST_DTYPE_F32, 1, sh, a}, {"b", ST_DTYPE_F32, 1, sh, b}};
+    CHECK(st_write(path, 2, e, NULL) == 0);
+    st_file *st = NULL;
+    CHECK_MSG(st_open(path, &st) == 0, "%s", tt_lasterr());
+    if (!st) return;
+    CHECK(st_read(st, (uint32_t)st_find(st, "a"), got) == 0 && memcmp(got, a, sizeof a) == 0);
+    /* the same size, other values for b; the modification time set apart from the open's (a coarse clock) */
+    int fd = open(path, O_WRONLY);
+    const st_tensor *tb = st_tensor_at(st, (uint32_t)st_find(st, "b"));
+    CHECK(fd >= 0 && pwrite(fd, a, sizeof a, (off_t)tb->offset) == (ssize_t)sizeof a);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {12345, 0}};
+    CHECK(fd >= 0 && futimens(fd, ts) == 0);
+    if (fd >= 0) close(fd);
+    CHECK_EQ_INT(st_read(st, (uint32_t)st_find(st, "b"), got), -EIO);
+    CHECK_MSG(strstr(tt_lasterr(), path) && strstr(tt_lasterr(), "was modified while this run was reading it"),
+              "message: %s", tt_lasterr());
+    st_close(st);
+}
+
 /* ---- 6: corpus ---------------------------------------------------------------- */
 
 /* One file of tests/corpus/safetensors (fixture_replay_corpus): parsed from
@@ -544,6 +573,7 @@ int main(void) {
     test_malformed();
     test_writer_errors();
     test_mutations();
+    test_changed();
     fixture_replay_corpus("tests/corpus/safetensors", replay_one, 5, 30);
     fixture_rm_rf(tmp);
     free(tmp);

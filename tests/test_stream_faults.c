@@ -35,6 +35,7 @@
 #define NL 6 /* layers: enough that two slots must evict every step */
 
 static const char *g_store;
+static tier_store *g_st; /* g_store, open for the executors (exec_create) */
 
 static void micro6_config(tt_config *c) {
     fixture_micro_config(c);
@@ -101,7 +102,7 @@ static int step(tt_exec *e, int st) {
 /* Step 1 runs; the nth read of step 2 fails with err. */
 static void fault_in_step(const tt_plan *p, uint64_t nth, int err, uint64_t layer_bytes) {
     tt_exec *e;
-    int rc = exec_create(&e, g_store, p, 3, NULL);
+    int rc = exec_create(&e, g_st, p, 3, NULL);
     CHECK_MSG(rc == 0, "%s", tt_lasterr());
     if (rc) return;
     rc = step(e, 1);
@@ -128,7 +129,7 @@ static void test_io_fault(void) {
     uint64_t lb = layer_read_bytes();
     /* how many layer loads a steady-state step does (no fault) */
     tt_exec *e;
-    TT_ASSERT(exec_create(&e, g_store, &p, 3, NULL) == 0);
+    TT_ASSERT(exec_create(&e, g_st, &p, 3, NULL) == 0);
     CHECK(step(e, 1) == 0);
     uint64_t io1 = exec_io_bytes(e);
     CHECK(step(e, 2) == 0);
@@ -155,7 +156,7 @@ static int run_train(const tt_train_opts *o, const tt_tokens *train, const tt_to
     req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; exec_user(&req.user, &o->lora, o->clip > 0);
     tt_plan p = min_plan(req);
     tt_exec *e;
-    int rc = exec_create(&e, g_store, &p, o->seed, NULL);
+    int rc = exec_create(&e, g_st, &p, o->seed, NULL);
     if (rc) return rc;
     if (fault_nth) exec_inject_io_fault(e, fault_nth, EIO);
     rc = train_run(o, e, train, val, res);
@@ -258,7 +259,7 @@ static void test_trace(const char *dir) {
               p.slots, p.dev_cells, p.host_cells);
     tt_trace *t = trace_create(1 << 14);
     tt_exec *e;
-    TT_ASSERT(exec_create(&e, g_store, &p, 3, t) == 0);
+    TT_ASSERT(exec_create(&e, g_st, &p, 3, t) == 0);
     CHECK(step(e, 1) == 0);
     trace_step_begin(t, tt_now());
     CHECK(step(e, 2) == 0);
@@ -384,6 +385,7 @@ int main(void) {
     tt_config c;
     micro6_config(&c);
     CHECK(fixture_write_model(store, &c, TT_DTYPE_F32, 0.05f, 1) == 0);
+    TT_ASSERT(tier_open(&g_st, store) == 0);
     test_planner();
     test_io_fault();
     setenv("TT_IO_ENGINE", "threads", 1); /* the same faults through the pread threads (io/uring.h) */
@@ -392,6 +394,7 @@ int main(void) {
     unsetenv("TT_IO_ENGINE");
     test_train_fault(dir);
     test_trace(dir);
+    tier_close(g_st);
     fixture_rm_rf(dir);
     free(dir);
     TEST_END();

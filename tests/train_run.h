@@ -17,9 +17,9 @@ static inline int test_run_train(const char *model, const tt_train_opts *o, cons
     req.B = o->micro_batch; req.seq = o->seq; req.K = o->accum; exec_user(&req.user, &o->lora, o->clip > 0);
     tt_plan p;
     TT_ASSERT(plan_make(s, &req, &p) == 0);
-    tier_close(s);
     tt_exec *e;
-    int rc = exec_create(&e, model, &p, o->seed, NULL);
+    int rc = exec_create(&e, s, &p, o->seed, NULL);
+    tier_close(s);
     if (rc) return rc;
     rc = train_run(o, e, train, val, res);
     exec_free(e);

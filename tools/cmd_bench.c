@@ -312,7 +312,7 @@ static int bench_overlap(int argc, char **argv) {
      * alone: the same layer loads with no compute. */
     double t_stream = 0, t_io, t_comp = 0, io_busy = 0, comp_busy = 0, dummy = 0, t1;
     trace = trace_create(256u << 10); /* the busy figures (cleared each step without --trace), or the --trace */
-    if (exec_create(&ex, model, &p, 1, trace) || exec_create(&res_ex, model, &pr, 1, NULL)) {
+    if (exec_create(&ex, s, &p, 1, trace) || exec_create(&res_ex, s, &pr, 1, NULL)) {
         tool_fail("bench overlap");
         goto out;
     }

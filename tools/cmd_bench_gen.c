@@ -172,7 +172,7 @@ int bench_generate(int argc, char **argv) {
     for (int bi = 0; bi < nb; bi++) {
         int B = bs[bi];
         tt_gen *gr = NULL, *gs = NULL;
-        if (gen_create(&gr, model, &pr[bi]) || gen_create(&gs, model, &ps[bi])) {
+        if (gen_create(&gr, s, &pr[bi]) || gen_create(&gs, s, &ps[bi])) {
             gen_free(gr);
             tool_fail("bench generate");
             goto out;

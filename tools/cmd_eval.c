@@ -61,7 +61,7 @@ int eval_exec_open(const eval_setup *es, const tool_plan_args *pa, tt_plan *plan
     int rc = tool_plan_flags("eval", es->st, pa, &req);
     if (rc) return rc;
     exec_user(&req.user, &es->lora, exec_user_cfg(&req.user).defer_optimizer);
-    if (plan_make(es->st, &req, plan) || exec_create(ex, es->model, plan, 1, NULL) ||
+    if (plan_make(es->st, &req, plan) || exec_create(ex, es->st, plan, 1, NULL) ||
         (es->a && loram_load_lora(exec_lora(*ex), es->a)))
         return tool_fail("eval");
     return 0;

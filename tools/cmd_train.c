@@ -322,7 +322,7 @@ static int reference_losses(const char *path, tier_store *rs, const tt_plan_req 
         fprintf(stderr, "tiertrain train: --reference %s: %s\n", path, tt_lasterr());
         return 1;
     }
-    if (exec_create(&ex, path, &plan, 1, NULL) || train_mix_reference(ex, m, eval_tokens)) {
+    if (exec_create(&ex, rs, &plan, 1, NULL) || train_mix_reference(ex, m, eval_tokens)) {
         exec_free(ex);
         return tool_fail("train");
     }
@@ -604,7 +604,7 @@ int cmd_train(int argc, char **argv) {
     trace = trace_create(trace_path ? 1u << 20 : 64u << 10);
     o.trace = trace;
     o.trace_keep = trace_path != NULL;
-    if (exec_create(&ex, model, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
+    if (exec_create(&ex, st, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
     if (!as_json) {
         char tg[128];
         lora_targets_str(o.lora.targets, tg, sizeof tg);

@@ -129,7 +129,7 @@ int tool_gen_create(const char *cmd, const tier_store *st, const char *model, co
     tt_lora_cfg lora = tool_lora_cfg(a);
     gen_plan_req(&req, st, &lora, B, C, cap);
     tt_plan plan;
-    if (plan_make(st, &req, &plan) || gen_create(g, model, &plan) || (a && loram_load_lora(gen_lora(*g), a))) {
+    if (plan_make(st, &req, &plan) || gen_create(g, st, &plan) || (a && loram_load_lora(gen_lora(*g), a))) {
         gen_free(*g);
         *g = NULL;
         return tool_fail(cmd);
