@@ -651,7 +651,16 @@ static int ur_open_file(const char *path, int from, int flags, uint64_t *size) {
     char via[64];
     snprintf(via, sizeof via, "/proc/self/fd/%d", from);
     int fd = open(via, flags | O_CLOEXEC);
-    struct stat st;
+    struct stat st, was;
+    if (fd < 0 && errno == ENOENT) { /* no /proc (a bare chroot): path, while it still names from's file */
+        fd = open(path, flags | O_CLOEXEC);
+        if (fd >= 0 && (fstat(fd, &st) != 0 || fstat(from, &was) != 0 || st.st_dev != was.st_dev ||
+                        st.st_ino != was.st_ino)) {
+            close(fd);
+            return TT_FAIL(-EIO, "%s was replaced while this run was reading it, and without /proc the file it "
+                           "opened cannot be opened again; put the original back, or mount /proc", path);
+        }
+    }
     if (fd < 0 || fstat(fd, &st) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
