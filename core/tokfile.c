@@ -306,17 +306,10 @@ int tokfile_open(const char *path, tokfile **out) {
 }
 
 int tokfile_check(const tokfile *tf) {
-    struct stat st;
     if (!tf) return 0;
-    if (fstat(tf->fd, &st)) {
-        int e = errno;
-        return TT_FAIL(-e, "cannot stat %s: %s", tf->path, strerror(e));
-    }
-    if ((uint64_t)st.st_size != tf->map_len || st.st_mtim.tv_sec != tf->mtime.tv_sec || st.st_mtim.tv_nsec != tf->mtime.tv_nsec)
-        return TT_FAIL(-EIO, "%s was modified while this run was reading it (token files are read in place, not "
-                       "copied); put the original back, or write new data to another file with `tiertrain tokenize`",
-                       tf->path);
-    return 0;
+    return tt_check_unchanged(tf->fd, tf->path, tf->map_len, tf->mtime,
+                              " (token files are read in place, not copied); put the original back, or write new data "
+                              "to another file with `tiertrain tokenize`");
 }
 
 const uint32_t *tokfile_tokens(const tokfile *tf) { return tf->tokens; }

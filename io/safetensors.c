@@ -413,16 +413,9 @@ int st_read(const st_file *st, uint32_t i, void *dst) {
     if (rc) return rc;
     /* safetensors carry no checksums: a file rewritten in place since st_open (a shard copied over during import)
      * would give other bytes silently. One fstat per tensor, after its read, finds it. */
-    struct stat sb;
-    if (fstat(st->fd, &sb) != 0) {
-        int e = errno;
-        return TT_FAIL(-e, "cannot stat %s: %s", st->path, strerror(e));
-    }
-    if ((uint64_t)sb.st_size != st->size || sb.st_mtim.tv_sec != st->mtime.tv_sec ||
-        sb.st_mtim.tv_nsec != st->mtime.tv_nsec)
-        return TT_FAIL(-EIO, "%s was modified while this run was reading it; put the original back (write a new file "
-                       "beside it and rename it into place, never over the one being read) and run again", st->path);
-    return 0;
+    return tt_check_unchanged(st->fd, st->path, st->size, st->mtime,
+                              "; put the original back (write a new file beside it and rename it into place, never "
+                              "over the one being read) and run again");
 }
 
 /* ---- writer --------------------------------------------------------------- */

@@ -488,18 +488,10 @@ int tier_open(tier_store **out, const char *path) {
 }
 
 int tier_check_unchanged(const tier_store *s) {
-    struct stat st;
     if (s->fd < 0) return 0;
-    if (fstat(s->fd, &st) != 0) {
-        int e = errno;
-        return TT_FAIL(-e, "cannot stat %s: %s", s->path, strerror(e));
-    }
-    if ((uint64_t)st.st_size != s->file_size || st.st_mtim.tv_sec != s->mtime.tv_sec ||
-        st.st_mtim.tv_nsec != s->mtime.tv_nsec)
-        return TT_FAIL(-EIO, "%s was modified while this run was reading it (stores are read in place, not copied); "
-                       "put the original back, and write a new store to another file (or rename it over this one: "
-                       "a run goes on with the file it opened)", s->path);
-    return 0;
+    return tt_check_unchanged(s->fd, s->path, s->file_size, s->mtime,
+                              " (stores are read in place, not copied); put the original back, and write a new store "
+                              "to another file (or rename it over this one: a run goes on with the file it opened)");
 }
 
 int tier_reopen(tier_store **out, const tier_store *s) {

@@ -128,6 +128,17 @@ char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap) {
     return buf;
 }
 
+int tt_check_unchanged(int fd, const char *path, uint64_t size, struct timespec mtime, const char *advice) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        return TT_FAIL(-e, "cannot stat %s: %s", path, strerror(e));
+    }
+    if ((uint64_t)st.st_size != size || st.st_mtim.tv_sec != mtime.tv_sec || st.st_mtim.tv_nsec != mtime.tv_nsec)
+        return TT_FAIL(-EIO, "%s was modified while this run was reading it%s", path, advice);
+    return 0;
+}
+
 char *tt_fmt_bytes_up(uint64_t n, char *buf, size_t cap) {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)n;

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define TT_ASSERT(cond)                                                        \
     do {                                                                       \
@@ -34,6 +35,13 @@ const char *tt_lasterr(void);
 /* Parses a byte size: "4096", "512K", "512M", "20G", "1T" (binary units, an
  * optional trailing 'B' or "iB"). Returns 0 and sets *out, or -EINVAL. */
 int tt_parse_size(const char *s, uint64_t *out);
+/* 0 while the file open as fd still has the size and modification time it had
+ * when a run opened it (one fstat); else -EIO with "PATH was modified while
+ * this run was reading it" followed by advice ("; put the original back ..."),
+ * or fstat's -errno. Inputs read in place over a run (token files, stores,
+ * safetensors) check it, so a file rewritten under the run is one line, not
+ * other data taken silently. */
+int tt_check_unchanged(int fd, const char *path, uint64_t size, struct timespec mtime, const char *advice);
 /* Formats a byte count as "1.23 GiB" into buf (at least 32 bytes); returns buf. */
 char *tt_fmt_bytes(uint64_t n, char *buf, size_t cap);
 /* The same, rounded up: the smallest figure of that form that reads back
