@@ -792,8 +792,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         if (any_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last || reweight)) {
             be_prof_pause(1); /* TT_PROFILE_OPS: the training steps' ops by themselves */
             rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
-            be_prof_pause(0);
-            if (!rc) rc = mix_unchanged(mix);
+            be_prof_pause(0); /* a val file rewritten meanwhile: train_eval_with's check of each batch it scores */
             if (rc) {
                 rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);
                 break;
