@@ -130,6 +130,10 @@ if [ -w /dev/full ]; then
     rc=$?
     [ $rc -ne 0 ] && grep -q "tiertrain info: .*standard output.*incomplete" "$dir/err" ||
         { fail "stdout on a full disk: exit $rc"; cat "$dir/err"; }
+    "$T" --help >/dev/full 2>"$dir/err"
+    rc=$?
+    [ $rc -ne 0 ] && grep -q "tiertrain --help: .*standard output.*incomplete" "$dir/err" ||
+        { fail "--help on a full disk: exit $rc"; cat "$dir/err"; }
 fi
 "$T" info "$dir/good.tier" >&- 2>"$dir/err"
 rc=$?

@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
     if (std_streams()) return 2;
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+        return argc < 2 ? 2 : stdout_flushed("--help", 0);
     }
     for (size_t i = 0; i < N_CMDS; i++)
         if (strcmp(argv[1], g_cmds[i].name) == 0) return stdout_flushed(argv[1], g_cmds[i].fn(argc - 2, argv + 2));
