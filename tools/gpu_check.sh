@@ -540,7 +540,8 @@ c_gen() {
     G="--prompts $W/p.jsonl -n 32 --batch 8 --act-dtype f32"
     "$T" generate --model "$W/small.tier" $G --device cpu -o "$W/gcpu.jsonl" || { echo "RESULT FAIL cpu run"; return 1; }
     "$T" generate --model "$W/small.tier" $G --device cuda -o "$W/gres.jsonl" || { echo "RESULT FAIL cuda run"; return 1; }
-    h=$("$T" generate --model "$W/small.tier" $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9.]*\) MiB.*/\1/p')
+    h=$("$T" generate --model "$W/small.tier" $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' |
+        awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.2f", int($1 * m * 100 + 0.999) / 100 }')
     [ -n "$h" ] || { echo "RESULT FAIL no smallest --hbm"; return 1; }
     gpumem_peak "$T" generate --model "$W/small.tier" $G --device cuda --hbm "${h}M" -o "$W/gstr.jsonl" || {
         echo "RESULT FAIL streamed run"; return 1; }
