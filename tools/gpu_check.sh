@@ -26,8 +26,9 @@
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
-#              --act-dtype bf16, and the bf16 run again with TT_CUDA_FA2_FWD=16: the same bits); 5 steps of full training
-#              (f32 store) the same; the streamed run's GPU peak within --hbm
+#              --act-dtype bf16 at its own smallest, and the bf16 run again with TT_CUDA_FA2_FWD=16: the same bits);
+#              5 steps of full training (f32 store) the same; the streamed run's GPU peak within --hbm; each
+#              budget's plan streams (fewer layer slots than layers)
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations; passes at
 #              dequant+GEMM >= 0.7 x GEMM, attention fwd >= 300 / bwd >= 200 TFLOP/s (the kernels', or cuDNN's
@@ -68,9 +69,10 @@
 # Knobs for a rehearsal on the emulated GPU (tools/gpu_rehearse.sh sets them; unset, every check runs as above):
 # GPU_CHECK_SLOW (each check's limit x N), GPU_CHECK_BARS=0 (the speed bars of kernels and train8b at 0: their
 # figures reported, not judged), GPU_CHECK_ATTN_FILE (instead of /tmp/tiertrain-gpu-attn), OPS_REAL (ops' --real),
-# SMALL_PRESET, SMALL_PLANF, SMALL_TRAINF, SMALL_STEPS (the small runs of cpu-cuda, stream, train-mc, gen),
-# GEN_BENCH (gen's bench generate flags), KERN_FLAGS (bench kernels' shapes, before each call's own), OV8_PRESET,
-# OV8_FLAGS (overlap8b), PEER_FLAGS, TORCH_DEVICE (peer's and hf's torch device), T8_* (train8b), G70_* (p70, u70).
+# SMALL_PRESET, SMALL_PLANF, SMALL_TRAINF, SMALL_STEPS, SMALL_HBM_MARGIN (the small runs of cpu-cuda, stream,
+# train-mc, gen), GEN_BENCH (gen's bench generate flags), KERN_FLAGS (bench kernels' shapes, before each call's own),
+# OV8_PRESET, OV8_FLAGS (overlap8b), PEER_FLAGS, TORCH_DEVICE (peer's and hf's torch device), T8_* (train8b),
+# G70_* (p70, u70).
 set -u
 cd "$(dirname "$0")/.."
 OUTD=${1:-${OUT:-build/gpu-check}}
@@ -325,12 +327,25 @@ SMALL_PRESET=${SMALL_PRESET:-small}
 SMALL_STEPS=${SMALL_STEPS:-20} # cpu-cuda's and stream's runs
 export PLANF SMALL SMALL_PRESET SMALL_STEPS
 # the smallest --hbm the planner accepts for the small model on CUDA (2 slots, every activation spilled), +2%
+# (SMALL_HBM_MARGIN=1.02: what the process holds outside the arena, measured again at the run, may differ; 1: the
+# figure itself, in whole MiB)
+SMALL_HBM_MARGIN=${SMALL_HBM_MARGIN:-1.02}
+export SMALL_HBM_MARGIN
 min_hbm() { # [MODEL [PLAN FLAGS...]]: the small model with $PLANF by default
     local m=${1:-$W/small.tier}
     [ $# -gt 0 ] && shift
     "$T" plan --model "$m" --device cuda --hbm 1M $PLANF "$@" 2>&1 |
         sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' |
-        awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.0fM", $1 * m * 1.02 + 1 }'
+        awk -v f="$SMALL_HBM_MARGIN" '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; v = $1 * m * f
+                                         if (f > 1) printf "%.0fM", v + 1; else printf "%dM", v == int(v) ? v : int(v) + 1 }'
+}
+# streams MODEL HBM [PLAN FLAGS...]: the plan at that --hbm keeps fewer layer slots than layers (else a streamed
+# run compared with a resident one proves nothing)
+streams() {
+    local m=$1 h=$2
+    shift 2
+    "$T" plan --model "$m" --device cuda --hbm "$h" $PLANF "$@" >"$W/streams.plan" 2>&1 &&
+        grep -q '^  layer slots [0-9]* of [0-9]*' "$W/streams.plan" && ! grep -q 'all resident' "$W/streams.plan"
 }
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
 
@@ -355,6 +370,7 @@ c_stream() {
     h=$(min_hbm)
     [ -n "$h" ] || { echo "RESULT FAIL could not find the smallest --hbm"; return 1; }
     "$T" plan --model "$W/small.tier" --device cuda --hbm "$h" $PLANF | head -4
+    streams "$W/small.tier" "$h" || { echo "RESULT FAIL --hbm $h keeps every layer resident: nothing streams (SMALL_HBM_MARGIN)"; return 1; }
     [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps "$SMALL_STEPS" --device cuda $SMALL >"$W/res20.json"
     gpumem_peak "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps "$SMALL_STEPS" --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
         echo "RESULT FAIL streamed run"; return 1; }
@@ -362,9 +378,14 @@ c_stream() {
     grep 'peak GPU memory' "$W/str20.json"
     local same=identical fits=yes
     cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors" || same=different
-    # the same with bf16 activations (the bf16 kernels and products), 5 steps each
+    # the same with bf16 activations (the bf16 kernels and products), 5 steps each, at bf16's own smallest --hbm (at
+    # f32's, its smaller cells keep most layers and every activation on the device)
+    local hb
+    hb=$(min_hbm "$W/small.tier" --act-dtype bf16)
+    streams "$W/small.tier" "$hb" --act-dtype bf16 || same="$same (bf16: every layer resident at --hbm $hb)"
+    echo "bf16 at --hbm $hb: $(grep -o 'layer slots [0-9]* of [0-9]*.*spilled [0-9]*' "$W/streams.plan")"
     "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda $SMALL --act-dtype bf16 >/dev/null &&
-        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$h" $SMALL --act-dtype bf16 >/dev/null &&
+        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$hb" $SMALL --act-dtype bf16 >/dev/null &&
         cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
     # the attention forward with 16 query rows a warp instead of 32: the same products in the same order, the same bits
     TT_CUDA_FA2_FWD=16 "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres16" --steps 5 --device cuda $SMALL \
@@ -375,14 +396,16 @@ c_stream() {
     local full=identical hf
     "$T" synth --preset "$SMALL_PRESET" --quant f32 -o "$W/smallf.tier" >/dev/null || full="not run (synth failed)"
     hf=$(min_hbm "$W/smallf.tier" --full)
+    streams "$W/smallf.tier" "$hf" --full || full="not streamed (every layer resident at --hbm $hf)"
     local F="--model $W/smallf.tier --data $W/c.tok --steps 5 --device cuda --full --clip 0 $SMALL"
     if [ "$full" = identical ]; then
+        echo "full training at --hbm $hf: $(grep -o 'layer slots [0-9]* of [0-9]*' "$W/streams.plan")"
         "$T" train $F --out "$W/fres" >/dev/null && "$T" train $F --hbm "$hf" --out "$W/fstr" >/dev/null &&
             cmp "$W/fres" "$W/fstr" || full="different (streamed at --hbm $hf)"
     fi
     echo "full training streamed vs resident: $full"
     if [ "$same" = identical ] && [ "$fits" = yes ] && [ "$full" = identical ]; then
-        echo "RESULT PASS LoRA and full training bit-identical, streamed at --hbm $h / $hf vs resident; GPU peak within --hbm"
+        echo "RESULT PASS LoRA and full training bit-identical, streamed at --hbm $h (bf16 $hb) / $hf vs resident; GPU peak within --hbm"
     else
         echo "RESULT FAIL LoRA $same (streamed at --hbm $h vs resident); full training $full; GPU peak within --hbm: $fits"
     fi
@@ -683,7 +706,7 @@ c_u70() {
     echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }bench io ${io:-?}; $(tr '\n' ';' <"$W/runs.lines")"
 }
 
-export -f gpumem_peak within_budget cs_result prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
+export -f gpumem_peak within_budget cs_result prep_small min_hbm streams losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
     mfu run_measured run70 gemm_rate g70_prep c_p70 c_u70 c_prof
 
 log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>/dev/null || echo 'without BUILD'), work dir $W"
