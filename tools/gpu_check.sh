@@ -492,12 +492,12 @@ c_overlap8b() {
     set -o pipefail
     "$T" synth --preset "$OV8_PRESET" --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
     gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda $OV8_FLAGS \
-        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json" --force
+        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json" --force | tee "$W/overlap8b.bench"
     local rc=$?
     rm -f "$W/l8b.tier"
     # the streamed step's timeline as a picture (docs/: the trace of one step, IO and compute on their tracks)
     [ $rc = 0 ] && "$T" trace "$OUTD/overlap8b.trace.json" --step 1 -o "$OUTD/overlap8b.svg"
-    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'streamed: .*tokens/s' "$W/overlap8b.out" | tr -s ' ')" ||
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'streamed: .*tokens/s' "$W/overlap8b.bench" | tr -s ' ')" ||
         echo "RESULT FAIL exit $rc"
 }
 
@@ -581,27 +581,32 @@ c_gen() {
 }
 
 # transformers + PEFT against tiertrain on an odd-shaped model (tools/hf_crosscheck.py)
+# (a check reads what its commands printed from its own copy: the check's output file, hf.out, is written by run's
+# tee, which may not have read the last lines yet)
 c_hf() {
-    PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda ${TORCH_DEVICE:+--torch-device "$TORCH_DEVICE"}
-    local rc=$?
-    [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.out")" || echo "RESULT FAIL exit $rc"
+    PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda ${TORCH_DEVICE:+--torch-device "$TORCH_DEVICE"} \
+        2>&1 | tee "$W/hf.py.out"
+    local rc=${PIPESTATUS[0]}
+    [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.py.out")" || echo "RESULT FAIL exit $rc"
 }
 
 # transformers + PEFT at train8b's shapes (tools/peer_peft.py), and the same as QLoRA (NF4 through bitsandbytes)
 # where tools/peer_libs.sh's build/pylib was carried along
 c_peer() {
     local P="tools/peer_peft.py $PEER_FLAGS${TORCH_DEVICE:+ --device $TORCH_DEVICE}" rc rc4=skipped
-    PYTHONUNBUFFERED=1 gpumem_peak python3 $P
-    rc=$?
+    PYTHONUNBUFFERED=1 gpumem_peak python3 $P 2>&1 | tee "$W/peer.py.out"
+    rc=${PIPESTATUS[0]}
     if [ -d build/pylib/bitsandbytes ]; then
-        PYTHONPATH=$PWD/build/pylib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 gpumem_peak python3 $P --quant nf4
-        rc4=$?
+        PYTHONPATH=$PWD/build/pylib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 gpumem_peak python3 $P --quant nf4 2>&1 |
+            tee -a "$W/peer.py.out"
+        rc4=${PIPESTATUS[0]}
     else
         echo "no build/pylib/bitsandbytes (tools/peer_libs.sh, carried along): the QLoRA peer is skipped"
     fi
     local figs
-    figs=$(grep -o '^peer[a-z ]* seq [0-9]*: .* tokens/s' "$W/peer.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' | tr '\n' ' ')
-    if [ $rc = 0 ] && { [ "$rc4" = 0 ] || [ "$rc4" = skipped ]; }; then echo "RESULT INFO $figs(QLoRA: ${rc4/0/run})"
+    figs=$(grep -o '^peer[a-z ]* seq [0-9]*: .* tokens/s' "$W/peer.py.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' |
+        paste -sd';' | sed 's/;/; /g')
+    if [ $rc = 0 ] && { [ "$rc4" = 0 ] || [ "$rc4" = skipped ]; }; then echo "RESULT INFO $figs (QLoRA: ${rc4/0/run})"
     else echo "RESULT FAIL exit $rc, QLoRA $rc4; $figs"; fi
 }
 
