@@ -553,7 +553,7 @@ c_train8b() {
           if ($4 + 0 < ob) { bad = 1; why = why " " $1 " overlap " $4 " < " ob ";" }
           ratio = ratio sprintf(" %s %.2f x resident;", $1, r ? $2 / r : 0) }
         END { printf "%s%s", bad ? "FAIL" : "PASS", bad ? why : ratio }' "$W/runs.tsv")
-    echo "RESULT $verdict ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $verdict ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(paste -sd';' "$W/runs.lines" | sed 's/;/; /g')"
 }
 
 c_gen() {
@@ -691,7 +691,7 @@ c_p70() {
     [ -f "$OUTD/p70-8g.trace.json" ] && xz -T0 -f "$OUTD/p70-8g.trace.json" # ~1M events: too big to come back whole
     rm -f "$W/p70.tier"
     cp "$W/runs.lines" "$OUTD/p70.lines" 2>/dev/null
-    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(paste -sd';' "$W/runs.lines" | sed 's/;/; /g')"
 }
 
 # the unpruned llama3.1-70b in NF4 under G70_UHBM: layers cached in host memory (--host G70_CHOST), then read
@@ -708,7 +708,7 @@ c_u70() {
     run70 u70-disk "$W/u70.tier" "--hbm $G70_UHBM --host $G70_UHOST" || bad=1
     rm -f "$W/u70.tier"
     cp "$W/runs.lines" "$OUTD/u70.lines" 2>/dev/null
-    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }bench io ${io:-?}; $(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }bench io ${io:-?}; $(paste -sd';' "$W/runs.lines" | sed 's/;/; /g')"
 }
 
 export -f gpumem_peak within_budget cs_result prep_small min_hbm streams losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
