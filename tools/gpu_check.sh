@@ -71,8 +71,8 @@
 # figures reported, not judged), GPU_CHECK_ATTN_FILE (instead of /tmp/tiertrain-gpu-attn), OPS_REAL (ops' --real),
 # SMALL_PRESET, SMALL_PLANF, SMALL_TRAINF, SMALL_STEPS, SMALL_HBM_MARGIN (the small runs of cpu-cuda, stream,
 # train-mc, gen), GEN_BENCH (gen's bench generate flags), KERN_FLAGS (bench kernels' shapes, before each call's own),
-# OV8_PRESET, OV8_FLAGS (overlap8b), PEER_FLAGS, TORCH_DEVICE (peer's and hf's torch device), T8_* (train8b),
-# G70_* (p70, u70).
+# OV8_PRESET, OV8_FLAGS (overlap8b), PEER_FLAGS, TORCH_DEVICE (peer's and hf's torch device), HF_FLAGS (more
+# hf_crosscheck.py flags), T8_* (train8b), G70_* (p70, u70).
 set -u
 cd "$(dirname "$0")/.."
 OUTD=${1:-${OUT:-build/gpu-check}}
@@ -197,8 +197,9 @@ OV8_PRESET=${OV8_PRESET:-llama3.1-8b}
 OV8_FLAGS=${OV8_FLAGS:---hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096}
 PEER_FLAGS=${PEER_FLAGS:---preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 --micro-tokens 8192 --rank 16 --alpha 32 --steps 2}
 TORCH_DEVICE=${TORCH_DEVICE:-}
+HF_FLAGS=${HF_FLAGS:-}
 GPU_CHECK_BARS=${GPU_CHECK_BARS:-1}
-export OPS_REAL KERN_FLAGS GEN_BENCH OV8_PRESET OV8_FLAGS PEER_FLAGS TORCH_DEVICE GPU_CHECK_BARS
+export OPS_REAL KERN_FLAGS GEN_BENCH OV8_PRESET OV8_FLAGS PEER_FLAGS TORCH_DEVICE HF_FLAGS GPU_CHECK_BARS
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 # no network there: never wait on the hub
 
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
@@ -585,7 +586,7 @@ c_gen() {
 # tee, which may not have read the last lines yet)
 c_hf() {
     PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda ${TORCH_DEVICE:+--torch-device "$TORCH_DEVICE"} \
-        2>&1 | tee "$W/hf.py.out"
+        $HF_FLAGS 2>&1 | tee "$W/hf.py.out"
     local rc=${PIPESTATUS[0]}
     [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.py.out")" || echo "RESULT FAIL exit $rc"
 }

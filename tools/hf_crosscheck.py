@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--torch-device", default="", help="torch's device, where it differs from --device (default: --device)")
     ap.add_argument("--work", default="", help="working directory (default: a temporary one, removed)")
     ap.add_argument("--text", default="tools/demo-data/un-slice.txt", help="text to tokenize (bytes)")
+    ap.add_argument("--steps", type=int, default=30, help="training steps of each adapter (default 30)")
     ap.add_argument("--tol", type=float, default=1e-4, help="largest |loss difference| in nats (default 1e-4)")
     a = ap.parse_args()
 
@@ -153,7 +154,7 @@ def main():
     check("base model", base_hf, base_tt)
 
     train = ["--data", tok_path, "--seq", SEQ, "--micro-batch", 4, "--batch-tokens", 4 * SEQ, "--rank", 8, "--alpha",
-             16, "--lr", 2e-2, "--min-lr", 2e-2, "--warmup", 0, "--steps", 30, "--eval-every", 0, "--device", a.device,
+             16, "--lr", 2e-2, "--min-lr", 2e-2, "--warmup", 0, "--steps", a.steps, "--eval-every", 0, "--device", a.device,
              "--act-dtype", "f32"]
 
     # ---- 2. a tiertrain adapter in PEFT ---------------------------------------------
