@@ -653,7 +653,7 @@ run_measured() {
     peak=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/$name.log" | tail -1 | grep -o '[0-9]* MiB$')
     m=$(mfu "$info" "$seq" "$tps" "$GEMM_PEAK")
     echo "$name ${tps:-0} ${m%\%} ${ov:-0}" >>"$W/runs.tsv"
-    echo "$name: $tps tokens/s, MFU $m, overlap $ov, held $((${held:-0} >> 20)) MiB (NVML), peak $peak, host arena $((${host:-0} >> 20)) MiB, read a step $((${io:-0} >> 20)) MiB (plan)" |
+    echo "$name: $tps tokens/s, MFU $m, overlap $ov, held $((${held:-0} >> 20)) MiB (NVML), peak $peak, host arena $((${host:-0} >> 20)) MiB, read a step $(awk -v b="${io:-0}" 'BEGIN { printf "%.1f", b / 1048576 }') MiB (plan)" |
         tee -a "$W/runs.lines"
 }
 # one run of the 70B checks: NAME MODEL BUDGET_FLAGS [TRACE_FILE]
