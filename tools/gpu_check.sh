@@ -284,7 +284,7 @@ c_ops() {
     elif grep -q 'attention takes the tensor-core kernels instead' "$W/ops.cudnn"; then
         cudnn="cuDNN attention not run: $(grep -o 'TT_CUDA_ATTN=cudnn: .*' "$W/ops.cudnn" | head -1 | cut -c1-160)"
     elif grep -q 'takes the tensor-core kernels' "$W/ops.cudnn"; then
-        cudnn="cuDNN attention within tolerance where it planned; refused: $(grep -o 'no engine .*takes the tensor-core kernels' "$W/ops.cudnn" | head -1 | cut -c1-160)"
+        cudnn="cuDNN attention within tolerance where it planned; refused: $(sed -n 's/.*TT_CUDA_ATTN=cudnn: \(.*takes the tensor-core kernels\)/\1/p' "$W/ops.cudnn" | head -1 | cut -c1-200)"
     elif grep -q 'attention backward plan' "$W/ops.cudnn"; then
         cudnn="cuDNN attention within tolerance too"
         : >"$W/cudnn.ok" # the kernels check may choose it
