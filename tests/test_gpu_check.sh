@@ -21,6 +21,14 @@ done
 for fn in $(sed -n '/^# ---- the checks/,/^export -f/s/^\([a-z0-9_]*\)() {.*/\1/p' "$S"); do
     echo " $exported " | grep -q " $fn " || fail "$S defines $fn among the checks but does not export it"
 done
+# the rehearsal on the emulated GPU (tools/gpu_rehearse.sh) parses, and every knob it exports is one the script
+# reads: a knob renamed on one side would leave the rehearsal at the real shapes (hours on the emulator)
+R=tools/gpu_rehearse.sh
+bash -n "$R" || fail "$R does not parse"
+for v in $(sed -n '/^export /{:a;/\\$/{N;ba};s/\\\n//g;p}' "$R" | grep -o '[A-Z][A-Z0-9_]*=' | tr -d = | sort -u); do
+    [ "$v" = PATH ] && continue
+    grep -qE "\\\$\\{?$v([^A-Za-z0-9_]|\$)" "$S" || fail "$R exports $v, which $S does not read"
+done
 if command -v python3 >/dev/null; then # not among the project's Debian packages: checked where it is installed
     python3 -c 'import sys; [compile(open(f).read(), f, "exec") for f in sys.argv[1:]]' tools/peer_peft.py \
         tools/hf_crosscheck.py 2>"$dir/err" || { fail "a Python script does not compile"; cat "$dir/err"; }

@@ -26,8 +26,9 @@
 #   ops-mc     the same under compute-sanitizer --tool memcheck
 #   cpu-cuda   20 training steps of the `small` preset on the CPU and on CUDA: loss per step
 #   stream     20 CUDA steps streamed at the smallest --hbm (spilling) vs resident: LoRA bit for bit (and 5 with
-#              --act-dtype bf16, and the bf16 run again with TT_CUDA_FA2_FWD=16: the same bits); 5 steps of full training
-#              (f32 store) the same; the streamed run's GPU peak within --hbm
+#              --act-dtype bf16 at its own smallest, and the bf16 run again with TT_CUDA_FA2_FWD=16: the same bits);
+#              5 steps of full training (f32 store) the same; the streamed run's GPU peak within --hbm; each
+#              budget's plan streams (fewer layer slots than layers)
 #   train-mc   2 streamed CUDA steps under compute-sanitizer memcheck
 #   kernels    tiertrain bench kernels --device cuda (8192 x 28672 x 8192), bf16 and fp32 activations; passes at
 #              dequant+GEMM >= 0.7 x GEMM, attention fwd >= 300 / bwd >= 200 TFLOP/s (the kernels', or cuDNN's
@@ -65,6 +66,13 @@
 #              8G's trace and its second step drawn (p70-8g.trace.json, p70-8g-step2.svg)
 #   u70        the unpruned llama3.1-70b NF4 under --hbm 20G, layers cached in host memory and then read from the
 #              disk every step (--host 33G: no layer cache), beside bench io on the same file
+# Knobs for a rehearsal on the emulated GPU (tools/gpu_rehearse.sh sets them; unset, every check runs as above):
+# GPU_CHECK_SLOW (each check's limit x N), GPU_CHECK_BARS=0 (the speed bars of kernels and train8b at 0: their
+# figures reported, not judged), GPU_CHECK_ATTN_FILE (instead of /tmp/tiertrain-gpu-attn), OPS_REAL (ops' --real),
+# SMALL_PRESET, SMALL_PLANF, SMALL_TRAINF, SMALL_STEPS, SMALL_HBM_MARGIN (the small runs of cpu-cuda, stream,
+# train-mc, gen), GEN_BENCH (gen's bench generate flags), KERN_FLAGS (bench kernels' shapes, before each call's own),
+# OV8_PRESET, OV8_FLAGS (overlap8b), PEER_FLAGS, TORCH_DEVICE (peer's and hf's torch device), HF_FLAGS (more
+# hf_crosscheck.py flags), T8_* (train8b), G70_* (p70, u70).
 set -u
 cd "$(dirname "$0")/.."
 OUTD=${1:-${OUT:-build/gpu-check}}
@@ -105,6 +113,7 @@ run() {
         SKIPPED="$SKIPPED $name"
         return 0
     fi
+    limit=$((limit * ${GPU_CHECK_SLOW:-1}))
     local left=$((BUDGET - ($(date +%s) - START))) cut=
     if [ "$left" -lt 20 ] || [ "$((left * 10))" -lt "$((limit * 6))" ]; then
         row "$name" SKIP 0s "needs up to ${limit}s, ${left}s left of the budget (${BUDGET}s)"
@@ -174,12 +183,23 @@ for lib in libcudnn.so.9 libnvrtc.so.13; do
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
 # call 1's kernels check leaves its choice of attention here for the next call (outside W, which each call empties)
-ATTN_CHOICE=/tmp/tiertrain-gpu-attn
+ATTN_CHOICE=${GPU_CHECK_ATTN_FILE:-/tmp/tiertrain-gpu-attn}
 if [ -z "${TT_CUDA_ATTN:-}" ] && [ -s "$ATTN_CHOICE" ]; then
     export TT_CUDA_ATTN=$(cat "$ATTN_CHOICE")
     log "gpu_check: TT_CUDA_ATTN=$TT_CUDA_ATTN, as an earlier call's kernels check chose (cuDNN's attention within tolerance and faster)"
 fi
 export T OPS W HAVE_GPU OUTD ATTN_CHOICE LIBS_FOUND
+# the rehearsal's knobs (see the header); unset, the GPU machine's run
+OPS_REAL=${OPS_REAL---real}
+KERN_FLAGS=${KERN_FLAGS:-}
+GEN_BENCH=${GEN_BENCH:---batch 1,32 --rounds 2}
+OV8_PRESET=${OV8_PRESET:-llama3.1-8b}
+OV8_FLAGS=${OV8_FLAGS:---hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096}
+PEER_FLAGS=${PEER_FLAGS:---preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 --micro-tokens 8192 --rank 16 --alpha 32 --steps 2}
+TORCH_DEVICE=${TORCH_DEVICE:-}
+HF_FLAGS=${HF_FLAGS:-}
+GPU_CHECK_BARS=${GPU_CHECK_BARS:-1}
+export OPS_REAL KERN_FLAGS GEN_BENCH OV8_PRESET OV8_FLAGS PEER_FLAGS TORCH_DEVICE HF_FLAGS GPU_CHECK_BARS
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 # no network there: never wait on the hub
 
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
@@ -245,7 +265,7 @@ c_ops() {
             echo "RESULT FAIL test_cuda_ops --device cpu-async exit $rc"
         return
     fi
-    "$OPS" --real
+    "$OPS" $OPS_REAL
     local rc=$?
     # the other attention paths at small shapes: the fp32-tile flash kernels for bf16 too, and the head-chunked
     # cuBLAS fallback; and every product through cublasGemmEx instead of cuBLASLt
@@ -253,18 +273,18 @@ c_ops() {
     TT_CUDA_ATTN=cublas "$OPS" || rc=$((rc + 100))
     TT_CUDA_GEMM=cublas "$OPS" || rc=$((rc + 1000))
     # the tensor-core forward with 16 query rows a warp (the default takes 32), real shapes included
-    TT_CUDA_FA2_FWD=16 "$OPS" --real --only attention || rc=$((rc + 100000))
+    TT_CUDA_FA2_FWD=16 "$OPS" $OPS_REAL --only attention || rc=$((rc + 100000))
     # cuDNN's fused attention (TT_CUDA_ATTN=cudnn), small and real shapes: wrong results fail the check; cuDNN
     # missing or refusing (the kernels then run, and are what the rows above checked) is reported
     local cudnn
-    TT_CUDA_ATTN=cudnn "$OPS" --real --only attention 2>&1 | tee "$W/ops.cudnn"
+    TT_CUDA_ATTN=cudnn "$OPS" $OPS_REAL --only attention 2>&1 | tee "$W/ops.cudnn"
     if [ "${PIPESTATUS[0]}" != 0 ]; then
         rc=$((rc + 10000))
         cudnn="cuDNN attention FAILED"
     elif grep -q 'attention takes the tensor-core kernels instead' "$W/ops.cudnn"; then
         cudnn="cuDNN attention not run: $(grep -o 'TT_CUDA_ATTN=cudnn: .*' "$W/ops.cudnn" | head -1 | cut -c1-160)"
     elif grep -q 'takes the tensor-core kernels' "$W/ops.cudnn"; then
-        cudnn="cuDNN attention within tolerance where it planned; refused: $(grep -o 'no engine .*takes the tensor-core kernels' "$W/ops.cudnn" | head -1 | cut -c1-160)"
+        cudnn="cuDNN attention within tolerance where it planned; refused: $(sed -n 's/.*TT_CUDA_ATTN=cudnn: \(.*takes the tensor-core kernels\)/\1/p' "$W/ops.cudnn" | head -1 | cut -c1-200)"
     elif grep -q 'attention backward plan' "$W/ops.cudnn"; then
         cudnn="cuDNN attention within tolerance too"
         : >"$W/cudnn.ok" # the kernels check may choose it
@@ -297,34 +317,49 @@ c_ops_mc() {
 # the small model and byte tokens (shared by the training checks)
 prep_small() {
     [ -f "$W/small.tier" ] && return 0
-    "$T" synth --preset small --quant nf4 -o "$W/small.tier" >/dev/null &&
+    "$T" synth --preset "$SMALL_PRESET" --quant nf4 -o "$W/small.tier" >/dev/null &&
         "$T" tokenize --input tools/demo-data/nlp-corpus-slice.txt -o "$W/c.tok" >/dev/null
 }
 # plan flags (plan, train) and train-only flags of the small runs
 # (f32 activations: these runs are compared with the CPU's; the bf16 ones say so last, where the last flag wins)
-PLANF="--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32 --act-dtype f32"
-SMALL="$PLANF --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json"
-export PLANF SMALL
+PLANF=${SMALL_PLANF:-"--seq 256 --micro-batch 4 --batch-tokens 2048 --rank 16 --alpha 32 --act-dtype f32"}
+SMALL="$PLANF --lr 1e-3 --warmup 2 --eval-every 0 --save-every 0 --json${SMALL_TRAINF:+ $SMALL_TRAINF}"
+SMALL_PRESET=${SMALL_PRESET:-small}
+SMALL_STEPS=${SMALL_STEPS:-20} # cpu-cuda's and stream's runs
+export PLANF SMALL SMALL_PRESET SMALL_STEPS
 # the smallest --hbm the planner accepts for the small model on CUDA (2 slots, every activation spilled), +2%
+# (SMALL_HBM_MARGIN=1.02: what the process holds outside the arena, measured again at the run, may differ; 1: the
+# figure itself, in whole MiB)
+SMALL_HBM_MARGIN=${SMALL_HBM_MARGIN:-1.02}
+export SMALL_HBM_MARGIN
 min_hbm() { # [MODEL [PLAN FLAGS...]]: the small model with $PLANF by default
     local m=${1:-$W/small.tier}
     [ $# -gt 0 ] && shift
     "$T" plan --model "$m" --device cuda --hbm 1M $PLANF "$@" 2>&1 |
         sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' |
-        awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.0fM", $1 * m * 1.02 + 1 }'
+        awk -v f="$SMALL_HBM_MARGIN" '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; v = $1 * m * f
+                                         if (f > 1) printf "%.0fM", v + 1; else printf "%dM", v == int(v) ? v : int(v) + 1 }'
+}
+# streams MODEL HBM [PLAN FLAGS...]: the plan at that --hbm keeps fewer layer slots than layers (else a streamed
+# run compared with a resident one proves nothing)
+streams() {
+    local m=$1 h=$2
+    shift 2
+    "$T" plan --model "$m" --device cuda --hbm "$h" $PLANF "$@" >"$W/streams.plan" 2>&1 &&
+        grep -q '^  layer slots [0-9]* of [0-9]*' "$W/streams.plan" && ! grep -q 'all resident' "$W/streams.plan"
 }
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
 
 c_cpu_cuda() {
     prep_small || { echo "RESULT FAIL could not make the small model"; return 1; }
-    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/cpu20" --steps 20 --device cpu $SMALL >"$W/cpu20.json" || {
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/cpu20" --steps "$SMALL_STEPS" --device cpu $SMALL >"$W/cpu20.json" || {
         echo "RESULT FAIL cpu run"; return 1; }
-    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json" || {
+    "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps "$SMALL_STEPS" --device cuda $SMALL >"$W/res20.json" || {
         echo "RESULT FAIL cuda run"; return 1; }
     paste <(losses "$W/cpu20.json") <(losses "$W/res20.json") |
-        awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; printf "step %2d  cpu %.6f  cuda %.6f  |diff| %.2e\n", NR, $1, $2, d }
-             END { if (NR != 20) { print "RESULT FAIL " NR " steps compared"; exit 1 }
-                   printf "RESULT %s max |loss diff| over 20 steps %.2e\n", (m < 2e-3 ? "PASS" : "FAIL"), m }'
+        awk -v n="$SMALL_STEPS" '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; printf "step %2d  cpu %.6f  cuda %.6f  |diff| %.2e\n", NR, $1, $2, d }
+             END { if (NR != n) { print "RESULT FAIL " NR " steps compared"; exit 1 }
+                   printf "RESULT %s max |loss diff| over %d steps %.2e\n", (m < 2e-3 ? "PASS" : "FAIL"), n, m }'
     grep -o '"tokens_per_s":[0-9.]*' "$W/res20.json" | tail -1
 }
 
@@ -336,16 +371,22 @@ c_stream() {
     h=$(min_hbm)
     [ -n "$h" ] || { echo "RESULT FAIL could not find the smallest --hbm"; return 1; }
     "$T" plan --model "$W/small.tier" --device cuda --hbm "$h" $PLANF | head -4
-    [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps 20 --device cuda $SMALL >"$W/res20.json"
-    gpumem_peak "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps 20 --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
+    streams "$W/small.tier" "$h" || { echo "RESULT FAIL --hbm $h keeps every layer resident: nothing streams (SMALL_HBM_MARGIN)"; return 1; }
+    [ -d "$W/res20" ] || "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/res20" --steps "$SMALL_STEPS" --device cuda $SMALL >"$W/res20.json"
+    gpumem_peak "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/str20" --steps "$SMALL_STEPS" --device cuda --hbm "$h" $SMALL >"$W/str20.json" || {
         echo "RESULT FAIL streamed run"; return 1; }
     grep -v 'peak GPU memory' "$W/str20.json" | tail -1
     grep 'peak GPU memory' "$W/str20.json"
     local same=identical fits=yes
     cmp "$W/res20/adapter_model.safetensors" "$W/str20/adapter_model.safetensors" || same=different
-    # the same with bf16 activations (the bf16 kernels and products), 5 steps each
+    # the same with bf16 activations (the bf16 kernels and products), 5 steps each, at bf16's own smallest --hbm (at
+    # f32's, its smaller cells keep most layers and every activation on the device)
+    local hb
+    hb=$(min_hbm "$W/small.tier" --act-dtype bf16)
+    streams "$W/small.tier" "$hb" --act-dtype bf16 || same="$same (bf16: every layer resident at --hbm $hb)"
+    echo "bf16 at --hbm $hb: $(grep -o 'layer slots [0-9]* of [0-9]*.*spilled [0-9]*' "$W/streams.plan")"
     "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda $SMALL --act-dtype bf16 >/dev/null &&
-        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$h" $SMALL --act-dtype bf16 >/dev/null &&
+        "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$hb" $SMALL --act-dtype bf16 >/dev/null &&
         cmp "$W/bres/adapter_model.safetensors" "$W/bstr/adapter_model.safetensors" || same="$same (bf16 cells: different)"
     # the attention forward with 16 query rows a warp instead of 32: the same products in the same order, the same bits
     TT_CUDA_FA2_FWD=16 "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres16" --steps 5 --device cuda $SMALL \
@@ -354,16 +395,18 @@ c_stream() {
     within_budget "$W/str20.json" "${h%M}" || fits=no
     # full training (AdamW; the streamed run steps the embedding on the host, kernels/adamw.h): the store bit for bit
     local full=identical hf
-    "$T" synth --preset small --quant f32 -o "$W/smallf.tier" >/dev/null || full="not run (synth failed)"
+    "$T" synth --preset "$SMALL_PRESET" --quant f32 -o "$W/smallf.tier" >/dev/null || full="not run (synth failed)"
     hf=$(min_hbm "$W/smallf.tier" --full)
+    streams "$W/smallf.tier" "$hf" --full || full="not streamed (every layer resident at --hbm $hf)"
     local F="--model $W/smallf.tier --data $W/c.tok --steps 5 --device cuda --full --clip 0 $SMALL"
     if [ "$full" = identical ]; then
+        echo "full training at --hbm $hf: $(grep -o 'layer slots [0-9]* of [0-9]*' "$W/streams.plan")"
         "$T" train $F --out "$W/fres" >/dev/null && "$T" train $F --hbm "$hf" --out "$W/fstr" >/dev/null &&
             cmp "$W/fres" "$W/fstr" || full="different (streamed at --hbm $hf)"
     fi
     echo "full training streamed vs resident: $full"
     if [ "$same" = identical ] && [ "$fits" = yes ] && [ "$full" = identical ]; then
-        echo "RESULT PASS LoRA and full training bit-identical, streamed at --hbm $h / $hf vs resident; GPU peak within --hbm"
+        echo "RESULT PASS LoRA and full training bit-identical, streamed at --hbm $h (bf16 $hb) / $hf vs resident; GPU peak within --hbm"
     else
         echo "RESULT FAIL LoRA $same (streamed at --hbm $h vs resident); full training $full; GPU peak within --hbm: $fits"
     fi
@@ -384,21 +427,21 @@ c_train_mc() {
 c_kernels() {
     set -o pipefail
     # bf16 activations (tensor cores; what training runs with on cuda), then fp32 GEMMs for comparison
-    "$T" bench kernels --device cuda --json | tee "$W/kernels.bf16" || { echo "RESULT FAIL exit $?"; return 1; }
-    "$T" bench kernels --device cuda --act-dtype f32 --copy-mb 0 --iters 5 || { echo "RESULT FAIL f32 exit $?"; return 1; }
+    "$T" bench kernels --device cuda $KERN_FLAGS --json | tee "$W/kernels.bf16" || { echo "RESULT FAIL exit $?"; return 1; }
+    "$T" bench kernels --device cuda $KERN_FLAGS --act-dtype f32 --copy-mb 0 --iters 5 || { echo "RESULT FAIL f32 exit $?"; return 1; }
     # the other attention path (fp32-tile flash kernels) at the same shape, for comparison (small GEMM: not timed here)
     echo "-- TT_CUDA_ATTN=flash (attention only)"
-    TT_CUDA_ATTN=flash "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
+    TT_CUDA_ATTN=flash "$T" bench kernels --device cuda $KERN_FLAGS --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
     # the tensor-core forward with 16 query rows a warp (the default: 32), for comparison
     echo "-- TT_CUDA_FA2_FWD=16 (attention only)"
-    TT_CUDA_FA2_FWD=16 "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
+    TT_CUDA_FA2_FWD=16 "$T" bench kernels --device cuda $KERN_FLAGS --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 | grep attention
     # cuDNN's fused attention at the same shape (TT_CUDA_ATTN=cudnn); its figures count where it ran
     echo "-- TT_CUDA_ATTN=cudnn (attention only)"
-    TT_CUDA_ATTN=cudnn "$T" bench kernels --device cuda --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 --json \
+    TT_CUDA_ATTN=cudnn "$T" bench kernels --device cuda $KERN_FLAGS --m 256 --n 256 --k 256 --copy-mb 0 --iters 5 --json \
         2>"$W/kernels.cudnn.err" | tee "$W/kernels.cudnn" | grep attention
     cat "$W/kernels.cudnn.err"
     local v
-    v=$(python3 -c 'import json, sys
+    v=$(python3 -c 'import json, os, sys
 def last(p):
     try: return json.loads(open(p).read().strip().splitlines()[-1])
     except Exception: return {}
@@ -408,10 +451,11 @@ g = j.get("gemm bf16 (cuBLAS/BLAS)", 0); r = j.get("dequant_gemm_ratio", 0)
 f = j.get("attention fwd (causal)", 0); b = j.get("attention bwd (causal)", 0)
 df = d.get("attention fwd (causal)", 0); db = d.get("attention bwd (causal)", 0)
 c = j.get("registered_over_pinned", 0)
-att = (f >= 300 and b >= 200) or (df >= 300 and db >= 200)
-ok = r >= 0.7 and att and c >= 0.9
+rb, fb, bb, cb = (0.7, 300, 200, 0.9) if os.environ.get("GPU_CHECK_BARS") != "0" else (0, 0, 0, 0)
+att = (f >= fb and b >= bb) or (df >= fb and db >= bb)
+ok = r >= rb and att and c >= cb
 cd = "cuDNN fwd %.0f, bwd %.0f" % (df, db) if d else "cuDNN did not run"
-print("%s gemm bf16 %.0f TFLOP/s; dequant+gemm/gemm %.2f (>= 0.7); attention fwd %.0f (>= 300), bwd %.0f (>= 200) TFLOP/s (%s); arena/pinned h2d %.2f (>= 0.9)" % ("PASS" if ok else "FAIL", g, r, f, b, cd, c))
+print("%s gemm bf16 %.0f TFLOP/s; dequant+gemm/gemm %.2f (>= %g); attention fwd %.0f (>= %g), bwd %.0f (>= %g) TFLOP/s (%s); arena/pinned h2d %.2f (>= %g)" % ("PASS" if ok else "FAIL", g, r, rb, f, fb, b, bb, cd, c, cb))
 # cuDNN for training where it ran and a step of attention (the backward ~2.5 x the forward) takes less time
 faster = d and df > 0 and db > 0 and (f <= 0 or b <= 0 or 1 / df + 2.5 / db < 1 / f + 2.5 / b)
 open(sys.argv[3], "w").write("cudnn" if faster else "")' "$W/kernels.bf16" "$W/kernels.cudnn" "$W/attn.choice") ||
@@ -447,14 +491,14 @@ c_prof() {
 
 c_overlap8b() {
     set -o pipefail
-    "$T" synth --preset llama3.1-8b --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
-    gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda --hbm 8G --seq 2048 --micro-batch 1 --batch-tokens 4096 \
-        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json" --force
+    "$T" synth --preset "$OV8_PRESET" --quant nf4 --force -o "$W/l8b.tier" | tail -1 || { echo "RESULT FAIL synth"; return 1; }
+    gpumem_peak "$T" bench overlap --model "$W/l8b.tier" --device cuda $OV8_FLAGS \
+        --rank 16 --alpha 32 --steps 1 --json --trace "$OUTD/overlap8b.trace.json" --force | tee "$W/overlap8b.bench"
     local rc=$?
     rm -f "$W/l8b.tier"
     # the streamed step's timeline as a picture (docs/: the trace of one step, IO and compute on their tracks)
     [ $rc = 0 ] && "$T" trace "$OUTD/overlap8b.trace.json" --step 1 -o "$OUTD/overlap8b.svg"
-    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'streamed: .*tokens/s' "$W/overlap8b.out" | tr -s ' ')" ||
+    [ $rc = 0 ] && echo "RESULT INFO $(grep -o 'streamed: .*tokens/s' "$W/overlap8b.bench" | tr -s ' ')" ||
         echo "RESULT FAIL exit $rc"
 }
 
@@ -502,13 +546,15 @@ c_train8b() {
     cp "$W/runs.lines" "$OUTD/train8b.lines" 2>/dev/null
     # runs.tsv: name tokens/s MFU(%) overlap, a resident run's line first, its budgeted run's next
     local verdict
-    verdict=$(awk -v bad=$bad '
-        $1 ~ /-resident$/ { r = $2; m = $3; if (m + 0 < 40) { bad = 1; why = why " " $1 " MFU " m "% < 40%;" }; next }
-        { if (r == "" || $2 + 0 < 0.9 * r) { bad = 1; why = why sprintf(" %s %.2f x resident < 0.9;", $1, r ? $2 / r : 0) }
-          if ($4 + 0 < 0.95) { bad = 1; why = why " " $1 " overlap " $4 " < 0.95;" }
+    local mb=40 rb=0.9 ob=0.95 # the bars: MFU (%), budgeted / resident tokens/s, overlap
+    [ "$GPU_CHECK_BARS" = 0 ] && mb=0 rb=0 ob=0
+    verdict=$(awk -v bad=$bad -v mb=$mb -v rb=$rb -v ob=$ob '
+        $1 ~ /-resident$/ { r = $2; m = $3; if (m + 0 < mb) { bad = 1; why = why " " $1 " MFU " m "% < " mb "%;" }; next }
+        { if (r == "" || $2 + 0 < rb * r) { bad = 1; why = why sprintf(" %s %.2f x resident < %g;", $1, r ? $2 / r : 0, rb) }
+          if ($4 + 0 < ob) { bad = 1; why = why " " $1 " overlap " $4 " < " ob ";" }
           ratio = ratio sprintf(" %s %.2f x resident;", $1, r ? $2 / r : 0) }
         END { printf "%s%s", bad ? "FAIL" : "PASS", bad ? why : ratio }' "$W/runs.tsv")
-    echo "RESULT $verdict ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $verdict ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(paste -sd';' "$W/runs.lines" | sed 's/;/; /g')"
 }
 
 c_gen() {
@@ -518,7 +564,8 @@ c_gen() {
     G="--prompts $W/p.jsonl -n 32 --batch 8 --act-dtype f32"
     "$T" generate --model "$W/small.tier" $G --device cpu -o "$W/gcpu.jsonl" || { echo "RESULT FAIL cpu run"; return 1; }
     "$T" generate --model "$W/small.tier" $G --device cuda -o "$W/gres.jsonl" || { echo "RESULT FAIL cuda run"; return 1; }
-    h=$("$T" generate --model "$W/small.tier" $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9.]*\) MiB.*/\1/p')
+    h=$("$T" generate --model "$W/small.tier" $G --device cuda --hbm 1M 2>&1 | sed -n 's/.*needs --hbm \([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' |
+        awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.2f", int($1 * m * 100 + 0.999) / 100 }')
     [ -n "$h" ] || { echo "RESULT FAIL no smallest --hbm"; return 1; }
     gpumem_peak "$T" generate --model "$W/small.tier" $G --device cuda --hbm "${h}M" -o "$W/gstr.jsonl" || {
         echo "RESULT FAIL streamed run"; return 1; }
@@ -526,7 +573,7 @@ c_gen() {
     local agree
     agree=$(paste -d'\n' <(sed 's/"seconds":[^,]*,//' "$W/gcpu.jsonl") <(sed 's/"seconds":[^,]*,//' "$W/gres.jsonl") |
         awk 'NR % 2 { a = $0; next } { n++; if (a == $0) k++ } END { printf "%d of %d", k, n }')
-    "$T" bench generate --model "$W/small.tier" --device cuda --batch 1,32 --rounds 2 || { echo "RESULT FAIL bench exit $?"; return 1; }
+    "$T" bench generate --model "$W/small.tier" --device cuda $GEN_BENCH || { echo "RESULT FAIL bench exit $?"; return 1; }
     if [ "$same" = identical ]; then
         echo "RESULT PASS streamed at --hbm ${h}M == resident; CUDA == CPU completions: $agree"
     else
@@ -535,28 +582,32 @@ c_gen() {
 }
 
 # transformers + PEFT against tiertrain on an odd-shaped model (tools/hf_crosscheck.py)
+# (a check reads what its commands printed from its own copy: the check's output file, hf.out, is written by run's
+# tee, which may not have read the last lines yet)
 c_hf() {
-    PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda
-    local rc=$?
-    [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.out")" || echo "RESULT FAIL exit $rc"
+    PYTHONUNBUFFERED=1 python3 tools/hf_crosscheck.py --tiertrain "$T" --device cuda ${TORCH_DEVICE:+--torch-device "$TORCH_DEVICE"} \
+        $HF_FLAGS 2>&1 | tee "$W/hf.py.out"
+    local rc=${PIPESTATUS[0]}
+    [ $rc = 0 ] && echo "RESULT PASS $(tail -1 "$W/hf.py.out")" || echo "RESULT FAIL exit $rc"
 }
 
 # transformers + PEFT at train8b's shapes (tools/peer_peft.py), and the same as QLoRA (NF4 through bitsandbytes)
 # where tools/peer_libs.sh's build/pylib was carried along
 c_peer() {
-    local P="tools/peer_peft.py --preset llama3.1-8b --seq 2048,4096 --batch-tokens 32768 --micro-tokens 8192 --rank 16
-             --alpha 32 --steps 2" rc rc4=skipped
-    PYTHONUNBUFFERED=1 gpumem_peak python3 $P
-    rc=$?
+    local P="tools/peer_peft.py $PEER_FLAGS${TORCH_DEVICE:+ --device $TORCH_DEVICE}" rc rc4=skipped
+    PYTHONUNBUFFERED=1 gpumem_peak python3 $P 2>&1 | tee "$W/peer.py.out"
+    rc=${PIPESTATUS[0]}
     if [ -d build/pylib/bitsandbytes ]; then
-        PYTHONPATH=$PWD/build/pylib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 gpumem_peak python3 $P --quant nf4
-        rc4=$?
+        PYTHONPATH=$PWD/build/pylib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 gpumem_peak python3 $P --quant nf4 2>&1 |
+            tee -a "$W/peer.py.out"
+        rc4=${PIPESTATUS[0]}
     else
         echo "no build/pylib/bitsandbytes (tools/peer_libs.sh, carried along): the QLoRA peer is skipped"
     fi
     local figs
-    figs=$(grep -o '^peer[a-z ]* seq [0-9]*: .* tokens/s' "$W/peer.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' | tr '\n' ' ')
-    if [ $rc = 0 ] && { [ "$rc4" = 0 ] || [ "$rc4" = skipped ]; }; then echo "RESULT INFO $figs(QLoRA: ${rc4/0/run})"
+    figs=$(grep -o '^peer[a-z ]* seq [0-9]*: .* tokens/s' "$W/peer.py.out" | sed 's/:.*, \([0-9]* tokens\/s\)/: \1/' |
+        paste -sd';' | sed 's/;/; /g')
+    if [ $rc = 0 ] && { [ "$rc4" = 0 ] || [ "$rc4" = skipped ]; }; then echo "RESULT INFO $figs (QLoRA: ${rc4/0/run})"
     else echo "RESULT FAIL exit $rc, QLoRA $rc4; $figs"; fi
 }
 
@@ -602,7 +653,7 @@ run_measured() {
     peak=$(grep -o 'peak GPU memory used[^:]*: [0-9]* MiB' "$W/$name.log" | tail -1 | grep -o '[0-9]* MiB$')
     m=$(mfu "$info" "$seq" "$tps" "$GEMM_PEAK")
     echo "$name ${tps:-0} ${m%\%} ${ov:-0}" >>"$W/runs.tsv"
-    echo "$name: $tps tokens/s, MFU $m, overlap $ov, held $((${held:-0} >> 20)) MiB (NVML), peak $peak, host arena $((${host:-0} >> 20)) MiB, read a step $((${io:-0} >> 20)) MiB (plan)" |
+    echo "$name: $tps tokens/s, MFU $m, overlap $ov, held $((${held:-0} >> 20)) MiB (NVML), peak $peak, host arena $((${host:-0} >> 20)) MiB, read a step $(awk -v b="${io:-0}" 'BEGIN { printf "%.1f", b / 1048576 }') MiB (plan)" |
         tee -a "$W/runs.lines"
 }
 # one run of the 70B checks: NAME MODEL BUDGET_FLAGS [TRACE_FILE]
@@ -641,7 +692,7 @@ c_p70() {
     [ -f "$OUTD/p70-8g.trace.json" ] && xz -T0 -f "$OUTD/p70-8g.trace.json" # ~1M events: too big to come back whole
     rm -f "$W/p70.tier"
     cp "$W/runs.lines" "$OUTD/p70.lines" 2>/dev/null
-    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }$(paste -sd';' "$W/runs.lines" | sed 's/;/; /g')"
 }
 
 # the unpruned llama3.1-70b in NF4 under G70_UHBM: layers cached in host memory (--host G70_CHOST), then read
@@ -658,10 +709,10 @@ c_u70() {
     run70 u70-disk "$W/u70.tier" "--hbm $G70_UHBM --host $G70_UHOST" || bad=1
     rm -f "$W/u70.tier"
     cp "$W/runs.lines" "$OUTD/u70.lines" 2>/dev/null
-    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }bench io ${io:-?}; $(tr '\n' ';' <"$W/runs.lines")"
+    echo "RESULT $([ $bad = 0 ] && echo INFO || echo FAIL) ${TT_CUDA_ATTN:+(TT_CUDA_ATTN=$TT_CUDA_ATTN) }bench io ${io:-?}; $(paste -sd';' "$W/runs.lines" | sed 's/;/; /g')"
 }
 
-export -f gpumem_peak within_budget cs_result prep_small min_hbm losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
+export -f gpumem_peak within_budget cs_result prep_small min_hbm streams losses c_env c_ops c_ops_mc c_cpu_cuda c_stream c_train_mc c_kernels c_gen c_overlap8b c_peer c_train8b c_hf \
     mfu run_measured run70 gemm_rate g70_prep c_p70 c_u70 c_prof
 
 log "gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), bundle $(cat "$W/gpu/BUILD" 2>/dev/null || echo 'without BUILD'), work dir $W"

@@ -19,6 +19,8 @@ Needs torch, transformers, peft and safetensors (the GPU machine has them;
 runs on the CPU too, in about a minute); never part of `make test`:
 
     python3 tools/hf_crosscheck.py --tiertrain ./tiertrain [--device cpu|cuda] [--work DIR]
+(--torch-device cpu with --device cuda: tiertrain on the GPU, transformers on the
+CPU, as tools/gpu_rehearse.sh runs it against the emulated GPU.)
 Exit status: 0 when every check passes, 1 otherwise, 77 when a Python package is missing.
 """
 import argparse
@@ -38,8 +40,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiertrain", default="./tiertrain", help="the tiertrain binary (default ./tiertrain)")
     ap.add_argument("--device", default="cpu", help="tiertrain's and torch's device: cpu or cuda (default cpu)")
+    ap.add_argument("--torch-device", default="", help="torch's device, where it differs from --device (default: --device)")
     ap.add_argument("--work", default="", help="working directory (default: a temporary one, removed)")
     ap.add_argument("--text", default="tools/demo-data/un-slice.txt", help="text to tokenize (bytes)")
+    ap.add_argument("--steps", type=int, default=30, help="training steps of each adapter (default 30)")
     ap.add_argument("--tol", type=float, default=1e-4, help="largest |loss difference| in nats (default 1e-4)")
     a = ap.parse_args()
 
@@ -61,10 +65,12 @@ def main():
     if not a.work:  # removed however the script ends (a failed tiertrain command exits through SystemExit)
         atexit.register(shutil.rmtree, work, True)
     T = os.path.abspath(a.tiertrain)
-    dev = torch.device(a.device)
+    dev = torch.device(a.torch_device or a.device)
     failures = []
     results = {"transformers": transformers.__version__, "peft": peft.__version__, "torch": torch.__version__,
                "device": a.device}
+    if a.torch_device and a.torch_device != a.device:
+        results["torch_device"] = a.torch_device
 
     def tt(*args):
         cmd = [T] + [str(x) for x in args]
@@ -148,7 +154,7 @@ def main():
     check("base model", base_hf, base_tt)
 
     train = ["--data", tok_path, "--seq", SEQ, "--micro-batch", 4, "--batch-tokens", 4 * SEQ, "--rank", 8, "--alpha",
-             16, "--lr", 2e-2, "--min-lr", 2e-2, "--warmup", 0, "--steps", 30, "--eval-every", 0, "--device", a.device,
+             16, "--lr", 2e-2, "--min-lr", 2e-2, "--warmup", 0, "--steps", a.steps, "--eval-every", 0, "--device", a.device,
              "--act-dtype", "f32"]
 
     # ---- 2. a tiertrain adapter in PEFT ---------------------------------------------
