@@ -175,6 +175,28 @@ rb=$?
     { fail "lock race: B (exit $rb) was not refused naming C ($pc)"; cat "$dir/b.err"; }
 kill -INT $pc 2>/dev/null
 wait $pc || fail "lock race: C did not stop cleanly (exit $?)"
+# B creates the folder, A locks it first: B, refused, must leave A's lock file and folder alone (it removes a
+# folder it made only while the folder is still its own)
+rm -f "$dir/paused"
+TT_TEST_LOCK_PAUSE="$dir/paused" "$T" train $FLAGS --steps 1 --out "$dir/made" >"$dir/mb.out" 2>"$dir/mb.err" &
+pb=$!
+i=0
+while [ $i -lt 200 ] && [ ! -e "$dir/paused" ]; do sleep 0.05; i=$((i + 1)); done
+[ -e "$dir/paused" ] || fail "made race: B never reached its lock"
+: >"$dir/ma.out"
+"$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/made" >"$dir/ma.out" 2>&1 &
+pa=$!
+i=0
+while [ $i -lt 100 ] && ! grep -q '^step' "$dir/ma.out"; do sleep 0.1; i=$((i + 1)); done
+rm -f "$dir/paused"
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "another tiertrain (process $pa) is writing .*made" "$dir/mb.err" ||
+    { fail "made race: B (exit $rb) was not refused naming A ($pa)"; cat "$dir/mb.err"; }
+[ -e "$dir/made/.tiertrain.lock" ] || fail "made race: the refused B removed A's lock file"
+kill -INT $pa 2>/dev/null
+wait $pa || { fail "made race: A did not stop cleanly (exit $?)"; cat "$dir/ma.out"; }
+[ -s "$dir/made/checkpoint.bin" ] || fail "made race: A's checkpoint is missing"
 # inputs that are FIFOs: refused in one line within the time limit (an open would wait for a writer)
 mkfifo "$dir/fifo" || fail "mkfifo"
 mkdir "$dir/hf3" "$dir/ad3" "$dir/ck3"

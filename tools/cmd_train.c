@@ -155,11 +155,10 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
 }
 
 /* A run that fails before writing anything into the --out folder it created (an input refused after the
- * output check) leaves no folder behind: its lock file goes, then the folder if that left it empty. */
+ * output check) leaves no folder behind: its lock file goes, then the folder if that left it empty. Only while
+ * this process holds the lock: a folder it created but another train locked first is that one's. */
 static void abandon_out_dir(const char *dir) {
-    char p[PATH_MAX];
-    if (snprintf(p, sizeof p, "%s/" TOOL_LOCK_FILE, dir) < (int)sizeof p) unlink(p);
-    rmdir(dir); /* fails, and keeps everything, when the run wrote something */
+    if (tool_unlock_dir()) rmdir(dir); /* fails, and keeps everything, when the run wrote something */
 }
 
 /* One --data source: FILE or FILE:W, its validation split and its tokens. */
