@@ -197,6 +197,22 @@ rb=$?
 kill -INT $pa 2>/dev/null
 wait $pa || { fail "made race: A did not stop cleanly (exit $?)"; cat "$dir/ma.out"; }
 [ -s "$dir/made/checkpoint.bin" ] || fail "made race: A's checkpoint is missing"
+# B checks an empty folder, then A runs a whole run there before B takes the lock: B, locked, must find A's run
+# and refuse to start over in it without --force
+mkdir "$dir/late"
+TT_TEST_LOCK_PAUSE="$dir/paused" "$T" train $FLAGS --steps 1 --out "$dir/late" >"$dir/mb.out" 2>"$dir/mb.err" &
+pb=$!
+i=0
+while [ $i -lt 200 ] && [ ! -e "$dir/paused" ]; do sleep 0.05; i=$((i + 1)); done
+[ -e "$dir/paused" ] || fail "late race: B never reached its lock"
+expect_ok "late race: A" "$T" train $FLAGS --steps 1 --out "$dir/late"
+cp "$dir/late/checkpoint.bin" "$dir/late.ckpt"
+rm -f "$dir/paused"
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "late holds a run" "$dir/mb.err" ||
+    { fail "late race: B (exit $rb) started over in A's finished run"; cat "$dir/mb.err"; }
+cmp -s "$dir/late/checkpoint.bin" "$dir/late.ckpt" || fail "late race: A's checkpoint was replaced"
 # inputs that are FIFOs: refused in one line within the time limit (an open would wait for a writer)
 mkfifo "$dir/fifo" || fail "mkfifo"
 mkdir "$dir/hf3" "$dir/ad3" "$dir/ck3"
