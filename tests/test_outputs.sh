@@ -12,7 +12,7 @@
 # the first one's file untouched; a stale OUT.partial is reused.
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
 # adapter's config, a checkpoint) are refused at once, never waited on. A
-# write ended by SIGTERM or SIGHUP leaves no partial file behind. An output
+# write ended by SIGTERM or SIGHUP, or past the file size limit (ulimit -f), leaves no partial file behind. An output
 # name too long for a ".partial" after it is still written.
 . tests/lib.sh
 setup outputs
@@ -291,6 +291,16 @@ expect_ok "synth over a stale OUT.partial" "$T" synth --preset tiny -o "$dir/s.t
 [ -e "$dir/s.tier.partial" ] && fail "synth left the stale s.tier.partial"
 expect_ok "the store written over a stale OUT.partial" "$T" verify "$dir/s.tier"
 rm -rf "$dir/hfl" "$dir/s.tier" "$dir/tr.json"
+
+# A write past the file size limit (ulimit -f) fails in one line saying so and leaves nothing; SIGXFSZ used to end
+# the process without a word and leave OUT.partial
+mkdir "$dir/fsz"
+expect_error "synth past ulimit -f" "writing .*fsz/f.tier failed: the file size limit (ulimit -f)" \
+    sh -c 'ulimit -f 100 && exec "$0" synth --preset tiny -o "$1"' "$T" "$dir/fsz/f.tier"
+expect_error "train past ulimit -f" "writing .*fsz/run/checkpoint.bin failed: the file size limit (ulimit -f)" \
+    sh -c 'ulimit -f 100 && exec "$0" "$@"' "$T" train $FLAGS --steps 1 --out "$dir/fsz/run"
+[ -z "$(ls -A "$dir/fsz" "$dir/fsz/run" 2>/dev/null | grep partial)" ] || fail "a write past ulimit -f left $(ls -A "$dir/fsz"/*)"
+rm -rf "$dir/fsz"
 
 # A write ended by SIGTERM or SIGHUP leaves no "<output>.partial" behind (core/base/common.h tt_partial_note),
 # and no output: synth of a store that takes tens of seconds, signalled once its partial file exists.
