@@ -9,7 +9,8 @@
 # up front with one line naming the flag, exit 2, and every input and
 # earlier output byte-identical afterwards (checksums before and after). A
 # second writer of one output while the first holds OUT.partial is refused,
-# the first one's file untouched; a stale OUT.partial is reused.
+# the first one's file untouched; a stale OUT.partial is reused; an output another
+# process wrote after the check, before the command's own write, is not replaced.
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
 # adapter's config, a checkpoint) are refused at once, never waited on. A
 # write ended by SIGTERM or SIGHUP, or past the file size limit (ulimit -f), leaves no partial file behind. An output
@@ -275,6 +276,26 @@ hold "$dir/l.svg.partial"
 expect_error "trace -o while another writes it" "$BUSY .*l.svg (" "$T" trace "$dir/tr.json" -o "$dir/l.svg"
 release "$dir/l.svg.partial"
 [ -e "$dir/l.tier" ] || [ -e "$dir/l.json" ] || [ -e "$dir/l.svg" ] && fail "a refused writer wrote its output"
+# An output absent when a command checked it but written by another process before the command's own write
+# (prune's Taylor calibration runs in between): the late writer, without --force, is refused in one line and the
+# first one's store stays (both said "wrote" and the second replaced the first's)
+"$T" synth --preset tiny --quant f32 -o "$dir/lf32.tier" >/dev/null 2>&1 || fail "synth lf32.tier"
+"$T" prune "$dir/lf32.tier" --ratio 0.5 --importance taylor --calib "$dir/t.tok" --calib-samples 32 -o "$dir/late.tier" \
+    >"$dir/lp.out" 2>"$dir/lp.err" &
+pb=$!
+i=0
+while [ $i -lt 500 ] && ! grep -q 't\.tok' "/proc/$pb/maps" 2>/dev/null; do sleep 0.01; i=$((i + 1)); done
+kill -STOP $pb # calibrating: its output checked absent, not yet opened
+expect_ok "the first writer of late.tier" "$T" synth --preset tiny -o "$dir/late.tier"
+cp "$dir/late.tier" "$dir/late.copy"
+kill -CONT $pb
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "late.tier was written by another process while this one worked; pass --force" "$dir/lp.err" ||
+    { fail "a late writer (exit $rb) replaced an output written after its check"; cat "$dir/lp.err"; }
+cmp -s "$dir/late.tier" "$dir/late.copy" || fail "the first writer's late.tier was replaced"
+[ -e "$dir/late.tier.partial" ] && fail "the refused late writer left late.tier.partial"
+rm -f "$dir/late.tier" "$dir/late.copy" "$dir/lf32.tier"
 # an output name of 250 bytes: "NAME.partial" would pass the 255 a file name may have, so the temporary name is
 # cut and given a hash; the write succeeds and leaves only the output (it was "File name too long")
 mkdir "$dir/long"

@@ -111,6 +111,7 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
         fprintf(stderr, "tiertrain %s: %s %s: the folder %s is not writable\n", cmd, flag, path, dir);
         return 2;
     }
+    if (!force) tt_partial_new_only(path); /* absent now: another process writing it meanwhile is found at its write */
     return 0;
 }
 
