@@ -30,6 +30,9 @@ int atomic_write_fail(const char *path, int err, const char *what) {
     if (err == ENOSPC || err == EDQUOT)
         return TT_FAIL(-err, "writing %s failed: %s; free space or write it elsewhere", path,
                        err == EDQUOT ? "the disk quota is used up" : "no space left on the device");
+    if (err == EFBIG) /* the process's file size limit (tools/main.c ignores SIGXFSZ so that a write says so) */
+        return TT_FAIL(-err, "writing %s failed: the file size limit (ulimit -f) is reached; raise it and run again",
+                       path);
     return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
 }
 

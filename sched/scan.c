@@ -173,8 +173,10 @@ int scan_extents(const tier_store *s, const uint32_t *extents, uint32_t n, const
 
     double t0 = tt_now();
     pthread_t th;
-    int rc = pthread_create(&th, NULL, io_thread, &j);
-    TT_ASSERT(rc == 0);
+    int rc = pthread_create(&th, NULL, io_thread, &j), started = rc == 0;
+    if (!started) /* out of threads (ulimit -u) */
+        rc = TT_FAIL(-rc, "cannot start the thread that reads %s: %s; raise the process limit (ulimit -u)",
+                     tier_path(s), strerror(rc));
     for (uint32_t k = 0; k < np && rc == 0; k++) {
         /* Wait for piece k to be ready in some slot. */
         double w0 = tt_now();
@@ -208,7 +210,7 @@ int scan_extents(const tier_store *s, const uint32_t *extents, uint32_t n, const
     j.stop = 1;
     pthread_cond_broadcast(&j.cv);
     pthread_mutex_unlock(&j.mu);
-    pthread_join(th, NULL);
+    if (started) pthread_join(th, NULL);
     if (rc == 0 && j.io_rc) {
         rc = j.io_rc;
         tt_seterr("%s", j.io_msg);

@@ -116,7 +116,7 @@ struct tt_stream {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t io_th, copy_th;
-    int threads_started;
+    int threads_started;      /* bit 0: io_th, bit 1: copy_th running (joined by stream_free) */
     queue ioq, cpq;
     int stop;
     int io_rc;
@@ -649,8 +649,8 @@ void stream_free(tt_stream *e) {
         e->stop = 1;
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->mu);
-        pthread_join(e->io_th, NULL);
-        pthread_join(e->copy_th, NULL);
+        if (e->threads_started & 1) pthread_join(e->io_th, NULL);
+        if (e->threads_started & 2) pthread_join(e->copy_th, NULL);
     }
     be_synchronize(); /* nothing still reads or writes what is freed below */
     for (int i = 0; e->slots && i < e->plan.slots; i++) {
@@ -773,9 +773,15 @@ int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan,
     }
     if (rc) { stream_free(e); return rc; }
     if (topo_init(&e->topo) != 0) e->topo = NULL;
-    pthread_create(&e->io_th, NULL, io_main, e);
-    pthread_create(&e->copy_th, NULL, copy_main, e);
-    e->threads_started = 1;
+    int err = pthread_create(&e->io_th, NULL, io_main, e);
+    if (err == 0) e->threads_started |= 1;
+    if (err == 0 && (err = pthread_create(&e->copy_th, NULL, copy_main, e)) == 0) e->threads_started |= 2;
+    if (err) { /* out of threads (ulimit -u): the started one is stopped and joined */
+        rc = TT_FAIL(-err, "cannot start the threads that stream %s: %s; raise the process limit (ulimit -u)",
+                     tier_path(e->s), strerror(err));
+        stream_free(e);
+        return rc;
+    }
     *out = e;
     return 0;
 }

@@ -9,10 +9,11 @@
 # up front with one line naming the flag, exit 2, and every input and
 # earlier output byte-identical afterwards (checksums before and after). A
 # second writer of one output while the first holds OUT.partial is refused,
-# the first one's file untouched; a stale OUT.partial is reused.
+# the first one's file untouched; a stale OUT.partial is reused; an output another
+# process wrote after the check, before the command's own write, is not replaced.
 # Inputs that are FIFOs (a store, tokens, a tokenizer, config.json, an
 # adapter's config, a checkpoint) are refused at once, never waited on. A
-# write ended by SIGTERM or SIGHUP leaves no partial file behind. An output
+# write ended by SIGTERM or SIGHUP, or past the file size limit (ulimit -f), leaves no partial file behind. An output
 # name too long for a ".partial" after it is still written.
 . tests/lib.sh
 setup outputs
@@ -175,6 +176,44 @@ rb=$?
     { fail "lock race: B (exit $rb) was not refused naming C ($pc)"; cat "$dir/b.err"; }
 kill -INT $pc 2>/dev/null
 wait $pc || fail "lock race: C did not stop cleanly (exit $?)"
+# B creates the folder, A locks it first: B, refused, must leave A's lock file and folder alone (it removes a
+# folder it made only while the folder is still its own)
+rm -f "$dir/paused"
+TT_TEST_LOCK_PAUSE="$dir/paused" "$T" train $FLAGS --steps 1 --out "$dir/made" >"$dir/mb.out" 2>"$dir/mb.err" &
+pb=$!
+i=0
+while [ $i -lt 200 ] && [ ! -e "$dir/paused" ]; do sleep 0.05; i=$((i + 1)); done
+[ -e "$dir/paused" ] || fail "made race: B never reached its lock"
+: >"$dir/ma.out"
+"$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/made" >"$dir/ma.out" 2>&1 &
+pa=$!
+i=0
+while [ $i -lt 100 ] && ! grep -q '^step' "$dir/ma.out"; do sleep 0.1; i=$((i + 1)); done
+rm -f "$dir/paused"
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "another tiertrain (process $pa) is writing .*made" "$dir/mb.err" ||
+    { fail "made race: B (exit $rb) was not refused naming A ($pa)"; cat "$dir/mb.err"; }
+[ -e "$dir/made/.tiertrain.lock" ] || fail "made race: the refused B removed A's lock file"
+kill -INT $pa 2>/dev/null
+wait $pa || { fail "made race: A did not stop cleanly (exit $?)"; cat "$dir/ma.out"; }
+[ -s "$dir/made/checkpoint.bin" ] || fail "made race: A's checkpoint is missing"
+# B checks an empty folder, then A runs a whole run there before B takes the lock: B, locked, must find A's run
+# and refuse to start over in it without --force
+mkdir "$dir/late"
+TT_TEST_LOCK_PAUSE="$dir/paused" "$T" train $FLAGS --steps 1 --out "$dir/late" >"$dir/mb.out" 2>"$dir/mb.err" &
+pb=$!
+i=0
+while [ $i -lt 200 ] && [ ! -e "$dir/paused" ]; do sleep 0.05; i=$((i + 1)); done
+[ -e "$dir/paused" ] || fail "late race: B never reached its lock"
+expect_ok "late race: A" "$T" train $FLAGS --steps 1 --out "$dir/late"
+cp "$dir/late/checkpoint.bin" "$dir/late.ckpt"
+rm -f "$dir/paused"
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "late holds a run" "$dir/mb.err" ||
+    { fail "late race: B (exit $rb) started over in A's finished run"; cat "$dir/mb.err"; }
+cmp -s "$dir/late/checkpoint.bin" "$dir/late.ckpt" || fail "late race: A's checkpoint was replaced"
 # inputs that are FIFOs: refused in one line within the time limit (an open would wait for a writer)
 mkfifo "$dir/fifo" || fail "mkfifo"
 mkdir "$dir/hf3" "$dir/ad3" "$dir/ck3"
@@ -237,6 +276,26 @@ hold "$dir/l.svg.partial"
 expect_error "trace -o while another writes it" "$BUSY .*l.svg (" "$T" trace "$dir/tr.json" -o "$dir/l.svg"
 release "$dir/l.svg.partial"
 [ -e "$dir/l.tier" ] || [ -e "$dir/l.json" ] || [ -e "$dir/l.svg" ] && fail "a refused writer wrote its output"
+# An output absent when a command checked it but written by another process before the command's own write
+# (prune's Taylor calibration runs in between): the late writer, without --force, is refused in one line and the
+# first one's store stays (both said "wrote" and the second replaced the first's)
+"$T" synth --preset tiny --quant f32 -o "$dir/lf32.tier" >/dev/null 2>&1 || fail "synth lf32.tier"
+"$T" prune "$dir/lf32.tier" --ratio 0.5 --importance taylor --calib "$dir/t.tok" --calib-samples 32 -o "$dir/late.tier" \
+    >"$dir/lp.out" 2>"$dir/lp.err" &
+pb=$!
+i=0
+while [ $i -lt 500 ] && ! grep -q 't\.tok' "/proc/$pb/maps" 2>/dev/null; do sleep 0.01; i=$((i + 1)); done
+kill -STOP $pb # calibrating: its output checked absent, not yet opened
+expect_ok "the first writer of late.tier" "$T" synth --preset tiny -o "$dir/late.tier"
+cp "$dir/late.tier" "$dir/late.copy"
+kill -CONT $pb
+wait $pb
+rb=$?
+[ $rb -ne 0 ] && grep -q "late.tier was written by another process while this one worked; pass --force" "$dir/lp.err" ||
+    { fail "a late writer (exit $rb) replaced an output written after its check"; cat "$dir/lp.err"; }
+cmp -s "$dir/late.tier" "$dir/late.copy" || fail "the first writer's late.tier was replaced"
+[ -e "$dir/late.tier.partial" ] && fail "the refused late writer left late.tier.partial"
+rm -f "$dir/late.tier" "$dir/late.copy" "$dir/lf32.tier"
 # an output name of 250 bytes: "NAME.partial" would pass the 255 a file name may have, so the temporary name is
 # cut and given a hash; the write succeeds and leaves only the output (it was "File name too long")
 mkdir "$dir/long"
@@ -253,6 +312,16 @@ expect_ok "synth over a stale OUT.partial" "$T" synth --preset tiny -o "$dir/s.t
 [ -e "$dir/s.tier.partial" ] && fail "synth left the stale s.tier.partial"
 expect_ok "the store written over a stale OUT.partial" "$T" verify "$dir/s.tier"
 rm -rf "$dir/hfl" "$dir/s.tier" "$dir/tr.json"
+
+# A write past the file size limit (ulimit -f) fails in one line saying so and leaves nothing; SIGXFSZ used to end
+# the process without a word and leave OUT.partial
+mkdir "$dir/fsz"
+expect_error "synth past ulimit -f" "writing .*fsz/f.tier failed: the file size limit (ulimit -f)" \
+    sh -c 'ulimit -f 100 && exec "$0" synth --preset tiny -o "$1"' "$T" "$dir/fsz/f.tier"
+expect_error "train past ulimit -f" "writing .*fsz/run/checkpoint.bin failed: the file size limit (ulimit -f)" \
+    sh -c 'ulimit -f 100 && exec "$0" "$@"' "$T" train $FLAGS --steps 1 --out "$dir/fsz/run"
+[ -z "$(ls -A "$dir/fsz" "$dir/fsz/run" 2>/dev/null | grep partial)" ] || fail "a write past ulimit -f left $(ls -A "$dir/fsz"/*)"
+rm -rf "$dir/fsz"
 
 # A write ended by SIGTERM or SIGHUP leaves no "<output>.partial" behind (core/base/common.h tt_partial_note),
 # and no output: synth of a store that takes tens of seconds, signalled once its partial file exists.

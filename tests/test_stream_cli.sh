@@ -6,7 +6,7 @@
 # `train` at that smallest budget streams, shows io / compute / overlap per
 # step, writes a trace, and gives a byte-identical adapter to resident
 # training; `bench overlap` ends with a JSON line; bad budget flags are usage
-# errors.
+# errors; with no thread to be had (ulimit -u), eval and verify fail in one line.
 . tests/lib.sh
 setup stream
 
@@ -191,6 +191,26 @@ if [ -n "$drop" ]; then
         fail "streamed training without registered buffers gave another adapter"
 else
     echo "note: root without setpriv: the ulimit -l case is skipped"
+fi
+# No thread to be had (ulimit -u reached; root is exempt from it, so as the user nobody, with one OpenBLAS thread):
+# the streaming threads that cannot start are one line, not a run waiting for them forever (nor, for verify's
+# reading thread, an assertion)
+if [ "$(id -u)" -ne 0 ]; then as_user=env
+elif command -v setpriv >/dev/null; then as_user="setpriv --reuid=65534 --regid=65534 --clear-groups --"
+else as_user=""; fi
+if [ -n "$as_user" ] && command -v prlimit >/dev/null; then
+    chmod 755 "$dir"
+    cp "$T" "$dir/tiertrain-copy" && chmod 755 "$dir/tiertrain-copy"
+    # detect_leaks=0: LeakSanitizer's own thread cannot start either
+    expect_error "eval with no thread to start" "cannot start the threads that stream .*m.tier.*ulimit -u" \
+        timeout 20 $as_user env OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
+        prlimit --nproc=1 "$dir/tiertrain-copy" eval --model "$dir/m.tier" --data "$dir/t.tok" $SHAPE --max-tokens 64
+    expect_error "verify with no thread to start" "cannot start the thread that reads .*m.tier.*ulimit -u" \
+        timeout 20 $as_user env OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
+        prlimit --nproc=1 "$dir/tiertrain-copy" verify "$dir/m.tier"
+    rm -f "$dir/tiertrain-copy"
+else
+    echo "note: root without setpriv, or no prlimit: the ulimit -u case is skipped"
 fi
 expect_error "train: bad TT_IO_ENGINE" "TT_IO_ENGINE=fast is not an IO engine" env TT_IO_ENGINE=fast "$T" train $FLAGS \
     --hbm "$hbm" --out "$dir/badengine"

@@ -100,6 +100,17 @@ static int in_run_folder(const char *path, const char *dir) {
 /* train's inputs: the model, each --data and its validation file, the --reference and --teacher stores. */
 #define TRAIN_MAX_INPUTS (3 + 2 * TT_MIX_MAX)
 
+/* claim_run_dir's check of what dir holds: 0, or 2 after the message. */
+static int run_dir_refused(const char *flag, const char *dir, const char *const *files, const char *const *inputs,
+                           int force, int continuing) {
+    if (!continuing && !force && tool_holds_run(dir)) {
+        fprintf(stderr, "tiertrain train: %s %s holds a run (" CKPT_FILE "); pass --resume %s to continue it, "
+                        "--force to start over, or give another directory\n", flag, dir, dir);
+        return 2;
+    }
+    return tool_check_out_dir("train", flag, dir, "a run", files, inputs, force || continuing) ? 2 : 0;
+}
+
 /* Claims a run folder dir (flag names it in messages; files: what train writes into it, NULL-terminated) as
  * the output rule (tools.h) has it, before any work: a folder holding a run is continued only with --resume
  * naming it, replaced only with --force; it is created when missing (*made_dir set) and locked for as long as
@@ -108,19 +119,15 @@ static int claim_run_dir(const char *flag, const char *dir, const char *const *f
                          const char *resume, int force, int *made_dir) {
     char rp[PATH_MAX], op[PATH_MAX];
     int continuing = resume && realpath(resume, rp) && realpath(dir, op) && strcmp(rp, op) == 0;
-    if (!continuing && !force && tool_holds_run(dir)) {
-        fprintf(stderr, "tiertrain train: %s %s holds a run (" CKPT_FILE "); pass --resume %s to continue it, "
-                        "--force to start over, or give another directory\n", flag, dir, dir);
-        return 2;
-    }
-    if (tool_check_out_dir("train", flag, dir, "a run", files, inputs, force || continuing)) return 2;
+    if (run_dir_refused(flag, dir, files, inputs, force, continuing)) return 2;
     if (mkdir(dir, 0755) == 0) *made_dir = 1;
     else if (errno != EEXIST) {
         fprintf(stderr, "tiertrain train: cannot create %s %s: %s\n", flag, dir, strerror(errno));
         return 2;
     }
     if (tool_lock_dir("train", dir) < 0) return 2; /* held until the process exits, then removed */
-    return 0;
+    /* again under the lock: a train that held the folder until now may have finished a run in it meanwhile */
+    return run_dir_refused(flag, dir, files, inputs, force, continuing);
 }
 
 /* The output rule (tools.h) for train's outputs, before any work: the run
@@ -155,11 +162,10 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
 }
 
 /* A run that fails before writing anything into the --out folder it created (an input refused after the
- * output check) leaves no folder behind: its lock file goes, then the folder if that left it empty. */
+ * output check) leaves no folder behind: its lock file goes, then the folder if that left it empty. Only while
+ * this process holds the lock: a folder it created but another train locked first is that one's. */
 static void abandon_out_dir(const char *dir) {
-    char p[PATH_MAX];
-    if (snprintf(p, sizeof p, "%s/" TOOL_LOCK_FILE, dir) < (int)sizeof p) unlink(p);
-    rmdir(dir); /* fails, and keeps everything, when the run wrote something */
+    if (tool_unlock_dir()) rmdir(dir); /* fails, and keeps everything, when the run wrote something */
 }
 
 /* One --data source: FILE or FILE:W, its validation split and its tokens. */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -137,6 +138,9 @@ static int stdout_flushed(const char *cmd, int rc) {
 
 int main(int argc, char **argv) {
     if (std_streams()) return 2;
+    /* a write past the file size limit (ulimit -f) fails with EFBIG, reported as any failed write is (its
+     * .partial file removed), instead of SIGXFSZ ending the process without a word */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : stdout_flushed("--help", 0);

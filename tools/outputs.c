@@ -111,6 +111,7 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
         fprintf(stderr, "tiertrain %s: %s %s: the folder %s is not writable\n", cmd, flag, path, dir);
         return 2;
     }
+    if (!force) tt_partial_new_only(path); /* absent now: another process writing it meanwhile is found at its write */
     return 0;
 }
 
@@ -178,12 +179,14 @@ int tool_holds_run(const char *dir) {
  * gone (tool_lock_dir compares the two), and locks a new one. */
 static char g_lock_path[4096];
 static int g_lock_fd = -1;
-static void lock_release(void) {
-    if (g_lock_fd < 0) return;
+int tool_unlock_dir(void) {
+    if (g_lock_fd < 0) return 0;
     unlink(g_lock_path);
     close(g_lock_fd);
     g_lock_fd = -1;
+    return 1;
 }
+static void lock_release(void) { (void)tool_unlock_dir(); }
 
 /* Tests only (tests/test_outputs.sh): with TT_TEST_LOCK_PAUSE=FILE, the first try creates FILE between its open and
  * its lock and waits (up to 60 s) until FILE is removed, so that a test can change the lock file meanwhile. */

@@ -296,6 +296,54 @@ static void partial_note(const char *path, int is_dir, int fd) {
 void tt_partial_note(const char *tmp_path) { partial_note(tmp_path, 0, PARTIAL_ANY); }
 void tt_partial_note_dir(const char *dir) { partial_note(dir, 1, PARTIAL_ANY); }
 
+/* ---- outputs that may not replace an existing file (tt_partial_new_only) ------------------------------------ */
+
+/* An output by its folder's identity and its name, so that "d/x" and "./d//x" meet. 0, or -1 when the folder
+ * cannot be found. */
+static int output_id(const char *out, struct stat *dir_st, const char **base) {
+    const char *slash = strrchr(out, '/');
+    char dir[PATH_MAX];
+    size_t dl = slash ? (size_t)(slash - out) : 0;
+    if (dl >= sizeof dir) return -1;
+    snprintf(dir, sizeof dir, "%.*s", (int)dl, out);
+    *base = slash ? slash + 1 : out;
+    return stat(slash ? (dl ? dir : "/") : ".", dir_st);
+}
+
+static struct {
+    dev_t dev;
+    ino_t ino;
+    char *name;
+} g_new_only[PARTIAL_MAX];
+static int g_n_new_only;
+
+void tt_partial_new_only(const char *out) {
+    TT_ASSERT(out);
+    struct stat d;
+    const char *base;
+    if (output_id(out, &d, &base) != 0) return;
+    pthread_mutex_lock(&g_partial_mu);
+    if (g_n_new_only < PARTIAL_MAX && (g_new_only[g_n_new_only].name = strdup(base))) {
+        g_new_only[g_n_new_only].dev = d.st_dev;
+        g_new_only[g_n_new_only].ino = d.st_ino;
+        g_n_new_only++;
+    }
+    pthread_mutex_unlock(&g_partial_mu);
+}
+
+/* 1 when out was marked tt_partial_new_only and exists now. */
+static int new_only_taken(const char *out) {
+    struct stat d, st;
+    const char *base;
+    if (output_id(out, &d, &base) != 0 || lstat(out, &st) != 0) return 0;
+    pthread_mutex_lock(&g_partial_mu);
+    int hit = 0;
+    for (int i = 0; i < g_n_new_only && !hit; i++)
+        hit = g_new_only[i].dev == d.st_dev && g_new_only[i].ino == d.st_ino && strcmp(g_new_only[i].name, base) == 0;
+    pthread_mutex_unlock(&g_partial_mu);
+    return hit;
+}
+
 /* The body of tt_partial_open, run with SIGTERM, SIGHUP and SIGINT blocked in this thread: one that arrives
  * meanwhile is handled after it, when the file is noted as this process's or was never its. */
 static int partial_open(const char *tmp_path, const char *out) {
@@ -321,6 +369,13 @@ static int partial_open(const char *tmp_path, const char *out) {
             partial_note(tmp_path, 0, PARTIAL_NONE);
             close(fd);
             continue;
+        }
+        if (new_only_taken(out)) { /* written by another process since the command checked it was absent */
+            partial_note(tmp_path, 0, PARTIAL_NONE);
+            if (locked) unlink(tmp_path); /* ours: locked */
+            close(fd);
+            return TT_FAIL(-EEXIST, "%s was written by another process while this one worked; pass --force to "
+                                    "replace it, or write elsewhere", out);
         }
         if (ftruncate(fd, 0) != 0 && errno != EINVAL) { /* EINVAL: not a regular file, as O_TRUNC ignored it */
             int e = errno;
