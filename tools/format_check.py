@@ -610,6 +610,28 @@ def ckpt_state(rec):
     return st
 
 
+def config_fingerprint(store):
+    """FNV-1a 64 over the config's shape fields and the layer records (the model fingerprint)."""
+    c = store["cfg"]
+    b = struct.pack("<9I2f4f", c["n_layers"], c["hidden"], c["vocab"], c["head_dim"], c["n_heads"], c["n_kv"],
+                    c["ffn"], c["tie"], c["rope_type"], c["theta"], c["eps"], c["rope_factor"], c["low"], c["high"],
+                    float(c["rope_orig"]))
+    b += b"".join(struct.pack("<4I", *lay) for lay in store["layers"])
+    h = 0xCBF29CE484222325
+    for x in b:
+        h = ((h ^ x) * 0x100000001B3) & M64
+    return h
+
+
+def base_fingerprint(store):
+    """tiertrain_base: XXH3-64 of the model fingerprint (u64), then each mapped layer's index and kept lists."""
+    b = struct.pack("<Q", config_fingerprint(store))
+    for l in sorted(store["kept"]):
+        kv, ch = store["kept"][l]
+        b += struct.pack("<I%dI%dI" % (len(kv), len(ch)), l, *(kv + ch))
+    return xxh3_64(b) or 1
+
+
 def weights_fingerprint(store):
     """XXH3-64 over each extent's (checksum, decoded size) as u64 pairs; 0 becomes 1."""
     h = xxh3_64(b"".join(struct.pack("<QQ", e[3], e[2]) for e in store["extents"]))
@@ -675,6 +697,8 @@ def check_ckpt(path, store=None, tok=None, params_of=None):
             tg = [p for i, p in enumerate(PROJ) if st["targets"] >> i & 1]
             want = sum(st["rank"] * sum(proj_dims(cfg, lay, p)) for lay in store["layers"] for p in tg)
             need(n == want, "%s: n_params %d, the store's shapes give %d" % (path, n, want))
+        need(st["model_fp"] == config_fingerprint(store), "%s: model fingerprint is not the store's" % path)
+        extra.append("model fingerprint matches the store")
         if S == 832:
             need(st["weights_fp"] == weights_fingerprint(store), "%s: weights_fp is not the store's" % path)
             extra.append("weights_fp matches the store")
@@ -855,6 +879,8 @@ def check_peft(d, store=None):
                  "%s: layer %d %s lacks lora_A or lora_B" % (d, l, p))
     if store:
         cfg = store["cfg"]
+        need(fp is None or int(fp, 16) == base_fingerprint(store), "%s: tiertrain_base %s, the store's is %016x"
+             % (d, fp, base_fingerprint(store)))
         need(nl == cfg["n_layers"], "%s: %d layers, the store has %d" % (d, nl, cfg["n_layers"]))
         for l in range(nl):
             for p in tm:
