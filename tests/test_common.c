@@ -169,7 +169,46 @@ static void partial_after_own_handler(void) {
     rmdir(dir);
 }
 
+/* An allocation tt_xmalloc cannot make (in a child): one sentence, exit 1 (no abort, no core dump), and the
+ * partial file the process was writing removed. Not under ASan, whose allocator reports the size itself. */
+static void out_of_memory_cleans(void) {
+#if !defined(__SANITIZE_ADDRESS__)
+    char dir[] = "/tmp/tt_common_XXXXXX";
+    TT_ASSERT(mkdtemp(dir));
+    char out[64], tmp[80], errf[80];
+    snprintf(out, sizeof out, "%s/o.bin", dir);
+    snprintf(tmp, sizeof tmp, "%s.partial", out);
+    snprintf(errf, sizeof errf, "%s/err", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(errf, "w", stderr)) _exit(3);
+        int fd = partial_open_at(out, tmp);
+        if (fd < 0) _exit(4);
+        volatile size_t huge = SIZE_MAX - 4096; /* no allocator grants it */
+        void *p = tt_xmalloc(huge);
+        free(p);
+        _exit(5);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    char msg[512] = "";
+    FILE *f = fopen(errf, "r");
+    if (f) {
+        if (!fgets(msg, sizeof msg, f)) msg[0] = 0;
+        fclose(f);
+    }
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "out of memory: the child's status is %d, not exit 1", st);
+    CHECK_MSG(strstr(msg, "tiertrain: out of memory allocating") && strstr(msg, "ulimit -v"), "out of memory: '%s'",
+              msg);
+    CHECK_MSG(size_of(tmp) < 0, "out of memory left the partial file %s", tmp);
+    unlink(tmp);
+    unlink(errf);
+    rmdir(dir);
+#endif
+}
+
 int main(void) {
+    out_of_memory_cleans();
     partial_after_own_handler();
     partial_lock();
     size_is("0", 1, 0);

@@ -19,9 +19,12 @@
  * went wrong and what to do */
 static _Thread_local char g_err[2 * PATH_MAX + 1024];
 
+static void partial_remove_all(void);
+
 void tt_assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "tiertrain: internal error: assertion `%s' failed at %s:%d\n", expr, file, line);
     fflush(stderr);
+    partial_remove_all(); /* no half-written output left behind, even so */
     abort();
 }
 
@@ -194,15 +197,27 @@ double tt_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* An allocation that cannot fail was refused: one sentence, this process's partial outputs removed, exit 1 (not
+ * abort: no core dump of a process that merely ran out of memory; _exit: the libraries' exit handlers may need
+ * memory themselves). */
+__attribute__((noreturn)) static void out_of_memory(size_t bytes) {
+    char n[32];
+    fprintf(stderr, "tiertrain: out of memory allocating %s; free memory or raise the process's limit (ulimit -v) "
+                    "and run again\n", tt_fmt_bytes(bytes, n, sizeof n));
+    fflush(stderr);
+    partial_remove_all();
+    _exit(1);
+}
+
 void *tt_xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
-    if (!p) { fprintf(stderr, "tiertrain: out of memory allocating %zu bytes\n", n); abort(); }
+    if (!p) out_of_memory(n);
     return p;
 }
 
 void *tt_xcalloc(size_t n, size_t size) {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) { fprintf(stderr, "tiertrain: out of memory allocating %zu x %zu bytes\n", n, size); abort(); }
+    if (!p) out_of_memory(size && n > SIZE_MAX / size ? SIZE_MAX : n * size);
     return p;
 }
 
