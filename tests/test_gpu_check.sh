@@ -25,7 +25,9 @@ done
 # reads: a knob renamed on one side would leave the rehearsal at the real shapes (hours on the emulator)
 R=tools/gpu_rehearse.sh
 bash -n "$R" || fail "$R does not parse"
-for v in $(sed -n '/^export /{:a;/\\$/{N;ba};s/\\\n//g;p}' "$R" | grep -o '[A-Z][A-Z0-9_]*=' | tr -d = | sort -u); do
+knobs=$(sed -n '/^export /{:a;/\\$/{N;ba};s/\\\n//g;p}' "$R" | grep -o '[A-Z][A-Z0-9_]*=' | tr -d = | sort -u)
+[ -n "$knobs" ] || fail "no knobs read from $R's export lines"
+for v in $knobs; do
     [ "$v" = PATH ] && continue
     grep -qE "\\\$\\{?$v([^A-Za-z0-9_]|\$)" "$S" || fail "$R exports $v, which $S does not read"
 done

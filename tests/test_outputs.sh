@@ -286,6 +286,7 @@ pb=$!
 i=0
 while [ $i -lt 500 ] && ! grep -q 't\.tok' "/proc/$pb/maps" 2>/dev/null; do sleep 0.01; i=$((i + 1)); done
 kill -STOP $pb # calibrating: its output checked absent, not yet opened
+grep -q 't\.tok' "/proc/$pb/maps" 2>/dev/null || fail "prune was not seen calibrating (t.tok not mapped): the late-writer case below is not what it tests"
 expect_ok "the first writer of late.tier" "$T" synth --preset tiny -o "$dir/late.tier"
 cp "$dir/late.tier" "$dir/late.copy"
 kill -CONT $pb

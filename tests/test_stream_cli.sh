@@ -202,9 +202,12 @@ if [ -n "$as_user" ] && command -v prlimit >/dev/null; then
     chmod 755 "$dir"
     cp "$T" "$dir/tiertrain-copy" && chmod 755 "$dir/tiertrain-copy"
     # detect_leaks=0: LeakSanitizer's own thread cannot start either
-    expect_error "eval with no thread to start" "cannot start the threads that stream .*m.tier.*ulimit -u" \
-        timeout 20 $as_user env OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
-        prlimit --nproc=1 "$dir/tiertrain-copy" eval --model "$dir/m.tier" --data "$dir/t.tok" $SHAPE --max-tokens 64
+    # (io_uring's threads, then the runtime's; with the pread engine, where io_uring is refused, its threads first)
+    for engine in auto threads; do
+        expect_error "eval with no thread to start ($engine)" "cannot start .*thread.* .*m.tier.*ulimit -u" \
+            timeout 20 $as_user env TT_IO_ENGINE=$engine OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
+            prlimit --nproc=1 "$dir/tiertrain-copy" eval --model "$dir/m.tier" --data "$dir/t.tok" $SHAPE --max-tokens 64
+    done
     expect_error "verify with no thread to start" "cannot start the thread that reads .*m.tier.*ulimit -u" \
         timeout 20 $as_user env OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
         prlimit --nproc=1 "$dir/tiertrain-copy" verify "$dir/m.tier"

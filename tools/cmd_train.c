@@ -162,10 +162,11 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
 }
 
 /* A run that fails before writing anything into the --out folder it created (an input refused after the
- * output check) leaves no folder behind: its lock file goes, then the folder if that left it empty. Only while
- * this process holds the lock: a folder it created but another train locked first is that one's. */
+ * output check, or its lock not taken) leaves no folder behind: its own lock file goes (never another train's:
+ * a folder it created but another train locked first is that one's), then the folder if that left it empty. */
 static void abandon_out_dir(const char *dir) {
-    if (tool_unlock_dir()) rmdir(dir); /* fails, and keeps everything, when the run wrote something */
+    (void)tool_unlock_dir(); /* its own lock file only: another train's is that one's */
+    rmdir(dir); /* fails, and keeps everything, when the run wrote something or another train's lock is in it */
 }
 
 /* One --data source: FILE or FILE:W, its validation split and its tokens. */

@@ -1007,12 +1007,14 @@ def main(argv):
     if not paths:
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    current = None
     try:
         ref = check_tier(store, decode=False) if store else None
         exp = check_tier(export_of) if export_of else None
         tok = check_tok(tokp) if tokp else None
         trained = check_tier(params_of) if params_of else None
         for p in paths:
+            current = p
             k = kind_of(p)
             if k == "tier":
                 check_tier(p)
@@ -1030,7 +1032,8 @@ def main(argv):
         print("format_check: %s" % ex, file=sys.stderr)
         return 1
     except (OSError, KeyError, struct.error) as ex:
-        print("format_check: %s: %r" % (p if paths else "", ex), file=sys.stderr)
+        where = getattr(ex, "filename", None) or current or "reading its options' files"
+        print("format_check: %s: %r" % (where, ex), file=sys.stderr)
         return 1
     return 0
 

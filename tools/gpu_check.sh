@@ -383,7 +383,8 @@ c_stream() {
     # f32's, its smaller cells keep most layers and every activation on the device)
     local hb
     hb=$(min_hbm "$W/small.tier" --act-dtype bf16)
-    streams "$W/small.tier" "$hb" --act-dtype bf16 || same="$same (bf16: every layer resident at --hbm $hb)"
+    if [ -z "$hb" ]; then same="$same (bf16: no smallest --hbm found)"
+    elif ! streams "$W/small.tier" "$hb" --act-dtype bf16; then same="$same (bf16: every layer resident at --hbm $hb)"; fi
     echo "bf16 at --hbm $hb: $(grep -o 'layer slots [0-9]* of [0-9]*.*spilled [0-9]*' "$W/streams.plan")"
     "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bres" --steps 5 --device cuda $SMALL --act-dtype bf16 >/dev/null &&
         "$T" train --model "$W/small.tier" --data "$W/c.tok" --out "$W/bstr" --steps 5 --device cuda --hbm "$hb" $SMALL --act-dtype bf16 >/dev/null &&
@@ -397,7 +398,7 @@ c_stream() {
     local full=identical hf
     "$T" synth --preset "$SMALL_PRESET" --quant f32 -o "$W/smallf.tier" >/dev/null || full="not run (synth failed)"
     hf=$(min_hbm "$W/smallf.tier" --full)
-    streams "$W/smallf.tier" "$hf" --full || full="not streamed (every layer resident at --hbm $hf)"
+    [ "$full" = identical ] && ! streams "$W/smallf.tier" "$hf" --full && full="not streamed (every layer resident at --hbm ${hf:-?})"
     local F="--model $W/smallf.tier --data $W/c.tok --steps 5 --device cuda --full --clip 0 $SMALL"
     if [ "$full" = identical ]; then
         echo "full training at --hbm $hf: $(grep -o 'layer slots [0-9]* of [0-9]*' "$W/streams.plan")"

@@ -387,7 +387,7 @@ static int partial_open(const char *tmp_path, const char *out) {
         }
         if (new_only_taken(out)) { /* written by another process since the command checked it was absent */
             partial_note(tmp_path, 0, PARTIAL_NONE);
-            if (locked) unlink(tmp_path); /* ours: locked */
+            unlink(tmp_path); /* ours: locked, or on a file system without flock taken as ours, as below */
             close(fd);
             return TT_FAIL(-EEXIST, "%s was written by another process while this one worked; pass --force to "
                                     "replace it, or write elsewhere", out);
