@@ -958,6 +958,18 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
 
 /* ---- export ------------------------------------------------------------------- */
 
+/* Without force, dir's two files, absent now, may not be replaced by this export once another process has written
+ * them meanwhile (tt_partial_new_only: that export's files stay, this one is refused at its write). */
+static void mark_new_only(const char *dir, int force) {
+    if (force) return;
+    const char *names[] = {HF_WEIGHTS_FILE, HF_CONFIG_FILE};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = join(dir, names[i]);
+        tt_partial_new_only(p);
+        free(p);
+    }
+}
+
 /* Makes dir a directory to export into: *created = 1 when this call made it.
  * An existing checkpoint there is replaced only with force. */
 static int prepare_dir(const char *dir, int force, int *created) {
@@ -986,6 +998,7 @@ static int prepare_dir(const char *dir, int force, int *created) {
                            "directory",
                            dir, has_w && has_c ? HF_WEIGHTS_FILE " and " HF_CONFIG_FILE
                                                : has_w ? HF_WEIGHTS_FILE : HF_CONFIG_FILE);
+        mark_new_only(dir, force);
         return 0;
     }
     if (errno != ENOENT) return TT_FAIL(-errno, "cannot use %s: %s", dir, strerror(errno));
@@ -996,6 +1009,7 @@ static int prepare_dir(const char *dir, int force, int *created) {
     }
     *created = 1;
     tt_partial_note_dir(dir); /* a signal removes it too (while empty), as a failure does below */
+    mark_new_only(dir, force);
     return 0;
 }
 

@@ -297,6 +297,18 @@ rb=$?
 cmp -s "$dir/late.tier" "$dir/late.copy" || fail "the first writer's late.tier was replaced"
 [ -e "$dir/late.tier.partial" ] && fail "the refused late writer left late.tier.partial"
 rm -f "$dir/late.tier" "$dir/late.copy" "$dir/lf32.tier"
+# the same for export's folder: held (gdb) at its first write, after its check of the folder, while another export
+# writes the whole checkpoint there; the first then is refused and the other's files stay
+if command -v gdb >/dev/null; then
+    "$T" synth --preset tiny -o "$dir/ex.tier" >/dev/null 2>&1 || fail "synth ex.tier"
+    printf 'set pagination off\nbreak tt_partial_open\nrun\nshell "%s" export "%s" -o "%s" >/dev/null 2>&1 || echo OTHER-FAILED\ndelete\ncontinue\n' \
+        "$T" "$dir/ex.tier" "$dir/exd" >"$dir/g.cmd"
+    gdb -q -batch -x "$dir/g.cmd" --args "$T" export "$dir/ex.tier" -o "$dir/exd" >"$dir/g.out" 2>&1
+    grep -q "exd/model.safetensors was written by another process while this one worked; pass --force" "$dir/g.out" &&
+        ! grep -q OTHER-FAILED "$dir/g.out" || { fail "export into a folder another export filled meanwhile"; tail -5 "$dir/g.out"; }
+    [ -z "$(ls "$dir/exd" | grep partial)" ] || fail "the refused export left a partial file: $(ls "$dir/exd")"
+    rm -rf "$dir/exd" "$dir/ex.tier" "$dir/g.cmd" "$dir/g.out"
+fi
 # an output name of 250 bytes: "NAME.partial" would pass the 255 a file name may have, so the temporary name is
 # cut and given a hash; the write succeeds and leaves only the output (it was "File name too long")
 mkdir "$dir/long"
