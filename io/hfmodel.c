@@ -959,13 +959,14 @@ int hf_import(const char *dir, const char *out, const hf_import_opts *o, hf_impo
 /* ---- export ------------------------------------------------------------------- */
 
 /* Without force, dir's two files, absent now, may not be replaced by this export once another process has written
- * them meanwhile (tt_partial_new_only: that export's files stay, this one is refused at its write). */
+ * them meanwhile (tt_partial_new_only: that export's files stay, this one is refused at its write); with force,
+ * an earlier export's marks that no write spent are dropped. */
 static void mark_new_only(const char *dir, int force) {
-    if (force) return;
     const char *names[] = {HF_WEIGHTS_FILE, HF_CONFIG_FILE};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char *p = join(dir, names[i]);
-        tt_partial_new_only(p);
+        if (force) tt_partial_new_only_clear(p);
+        else tt_partial_new_only(p);
         free(p);
     }
 }

@@ -346,18 +346,31 @@ void tt_partial_new_only(const char *out) {
     pthread_mutex_unlock(&g_partial_mu);
 }
 
-/* 1 when out was marked tt_partial_new_only and exists now. */
-static int new_only_taken(const char *out) {
+/* The entries that name out (by its folder's identity and its name) are dropped; with taken, returns 1 when there
+ * was one and out exists now (a mark is spent by the write it was for: this process may write out again later). */
+static int new_only_drop(const char *out, int taken) {
     struct stat d, st;
     const char *base;
-    if (output_id(out, &d, &base) != 0 || lstat(out, &st) != 0) return 0;
-    pthread_mutex_lock(&g_partial_mu);
+    if (output_id(out, &d, &base) != 0) return 0;
     int hit = 0;
-    for (int i = 0; i < g_n_new_only && !hit; i++)
-        hit = g_new_only[i].dev == d.st_dev && g_new_only[i].ino == d.st_ino && strcmp(g_new_only[i].name, base) == 0;
+    pthread_mutex_lock(&g_partial_mu);
+    for (int i = 0; i < g_n_new_only;) {
+        if (g_new_only[i].dev == d.st_dev && g_new_only[i].ino == d.st_ino && strcmp(g_new_only[i].name, base) == 0) {
+            hit = 1;
+            free(g_new_only[i].name);
+            g_new_only[i] = g_new_only[--g_n_new_only];
+        } else i++;
+    }
     pthread_mutex_unlock(&g_partial_mu);
-    return hit;
+    return taken && hit && lstat(out, &st) == 0;
 }
+
+void tt_partial_new_only_clear(const char *out) {
+    TT_ASSERT(out);
+    (void)new_only_drop(out, 0);
+}
+
+static int new_only_taken(const char *out) { return new_only_drop(out, 1); }
 
 /* The body of tt_partial_open, run with SIGTERM, SIGHUP and SIGINT blocked in this thread: one that arrives
  * meanwhile is handled after it, when the file is noted as this process's or was never its. */

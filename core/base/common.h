@@ -99,8 +99,11 @@ int tt_partial_open(const char *out, char **tmp_out);
 /* Marks out as an output found absent before the work began and not to be replaced (no --force): a later
  * tt_partial_open(out) that finds out there once it holds the lock — another process wrote it meanwhile, the
  * lock keeping any other from renaming into it from then on — removes its partial file and returns -EEXIST
- * with a sentence naming out. Up to 64 outputs a process; out's folder must exist. */
+ * with a sentence naming out. Up to 64 outputs a process; out's folder must exist. The mark is spent by that
+ * tt_partial_open (a later write of out by this process is not refused for it). */
 void tt_partial_new_only(const char *out);
+/* Drops tt_partial_new_only's mark of out (a forced write that follows an unforced one that failed early). */
+void tt_partial_new_only_clear(const char *out);
 /* A directory a writer created for its output, noted the same way: a signal
  * that ends the process removes it (rmdir) after the noted files, if it is
  * empty then; one that holds anything stays. Note it only when this process
