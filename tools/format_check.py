@@ -169,6 +169,20 @@ def _xxh3_long(b):
 
 
 # ---------------------------------------------------------------- LZ4 block format
+def lz4_length(src, i, nibble, past_end):
+    """A token's length nibble and, when it is 15, the bytes that extend it (each 255 says another follows):
+    (length, the index after them)."""
+    n = nibble
+    if nibble == 15:
+        while True:
+            need(i < len(src), past_end)
+            n += src[i]
+            i += 1
+            if src[i - 1] != 255:
+                break
+    return n, i
+
+
 def lz4_block_decode(src, raw_size, what):
     out = bytearray()
     i, n = 0, len(src)
@@ -176,14 +190,7 @@ def lz4_block_decode(src, raw_size, what):
         need(i < n, "%s: lz4 block ends without its last literals" % what)
         tok = src[i]
         i += 1
-        lit = tok >> 4
-        if lit == 15:
-            while True:
-                need(i < n, "%s: lz4 literal length runs past the block" % what)
-                lit += src[i]
-                i += 1
-                if src[i - 1] != 255:
-                    break
+        lit, i = lz4_length(src, i, tok >> 4, "%s: lz4 literal length runs past the block" % what)
         need(i + lit <= n, "%s: lz4 literals run past the block" % what)
         out += src[i:i + lit]
         i += lit
@@ -192,14 +199,7 @@ def lz4_block_decode(src, raw_size, what):
         need(i + 2 <= n, "%s: lz4 match offset runs past the block" % what)
         off = src[i] | (src[i + 1] << 8)
         i += 2
-        ml = tok & 15
-        if ml == 15:
-            while True:
-                need(i < n, "%s: lz4 match length runs past the block" % what)
-                ml += src[i]
-                i += 1
-                if src[i - 1] != 255:
-                    break
+        ml, i = lz4_length(src, i, tok & 15, "%s: lz4 match length runs past the block" % what)
         ml += 4
         need(0 < off <= len(out), "%s: lz4 match offset %d outside the output" % (what, off))
         start = len(out) - off
