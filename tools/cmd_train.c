@@ -165,7 +165,7 @@ static int check_outputs(const tt_train_opts *o, int full, int force, const char
  * output check, or its lock not taken) leaves no folder behind: its own lock file goes (never another train's:
  * a folder it created but another train locked first is that one's), then the folder if that left it empty. */
 static void abandon_out_dir(const char *dir) {
-    (void)tool_unlock_dir(); /* its own lock file only: another train's is that one's */
+    tool_unlock_dir(); /* its own lock file only: another train's is that one's */
     rmdir(dir); /* fails, and keeps everything, when the run wrote something or another train's lock is in it */
 }
 

@@ -179,14 +179,12 @@ int tool_holds_run(const char *dir) {
  * gone (tool_lock_dir compares the two), and locks a new one. */
 static char g_lock_path[4096];
 static int g_lock_fd = -1;
-int tool_unlock_dir(void) {
-    if (g_lock_fd < 0) return 0;
+void tool_unlock_dir(void) {
+    if (g_lock_fd < 0) return;
     unlink(g_lock_path);
     close(g_lock_fd);
     g_lock_fd = -1;
-    return 1;
 }
-static void lock_release(void) { (void)tool_unlock_dir(); }
 
 /* Tests only (tests/test_outputs.sh): with TT_TEST_LOCK_PAUSE=FILE, the first try creates FILE between its open and
  * its lock and waits (up to 60 s) until FILE is removed, so that a test can change the lock file meanwhile. */
@@ -240,6 +238,6 @@ int tool_lock_dir(const char *cmd, const char *dir) {
     snprintf(g_lock_path, sizeof g_lock_path, "%s", p);
     g_lock_fd = fd;
     static int registered;
-    if (!registered++) atexit(lock_release);
+    if (!registered++) atexit(tool_unlock_dir);
     return fd; /* held until the process exits, which removes the file */
 }

@@ -90,9 +90,9 @@ int tool_holds_run(const char *dir);
  * not the lock): the fd, or -1 after printing which process holds it. DIR
  * must exist; one lock a process. */
 int tool_lock_dir(const char *cmd, const char *dir);
-/* Releases the lock tool_lock_dir took (its file removed while still held) before the exit would: 1, or 0
+/* Releases the lock tool_lock_dir took (its file removed while still held) before the exit would; nothing
  * when this process holds none (then nothing in DIR is its own to remove). */
-int tool_unlock_dir(void);
+void tool_unlock_dir(void);
 
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);
