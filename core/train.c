@@ -22,14 +22,32 @@ _Static_assert(TT_MIX_MAX == CKPT_MIX_MAX, "a checkpoint records every source a 
 static volatile sig_atomic_t g_stop_signal;
 
 static struct sigaction g_old_int, g_old_term, g_old_hup;
+static char g_stop_notice[256];
+static size_t g_stop_notice_len;
 
-static void on_signal(int sig) { g_stop_signal = sig; }
+/* The first signal asks for the stop and says so at once (a step, or a validation, can take minutes); a second
+ * one ends the process now, as a signal does outside the loop: the partial outputs removed (tt_partial_note),
+ * then the default action (never "ignored", as a background job's SIGINT starts: the user asked twice). */
+static void on_signal(int sig) {
+    if (!g_stop_signal) {
+        g_stop_signal = sig;
+        ssize_t w = write(STDERR_FILENO, g_stop_notice, g_stop_notice_len);
+        (void)w; /* a closed terminal: nothing to tell */
+        return;
+    }
+    tt_partial_remove_all();
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered once this handler returns (sig is blocked in it) */
+}
 
-void train_stop_arm(void) {
+void train_stop_arm(const char *after) {
+    int n = snprintf(g_stop_notice, sizeof g_stop_notice, "\ntiertrain: stopping after the step under way (a validation is cut short), then %s; "
+                     "Ctrl-C again quits at once without it\n", after);
+    g_stop_notice_len = n < 0 ? 0 : (size_t)n < sizeof g_stop_notice ? (size_t)n : sizeof g_stop_notice - 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
+    sigemptyset(&sa.sa_mask);
     g_stop_signal = 0;
     sigaction(SIGINT, &sa, &g_old_int);
     sigaction(SIGTERM, &sa, &g_old_term);
@@ -40,6 +58,11 @@ void train_stop_arm(void) {
 }
 
 int train_stop_requested(void) { return g_stop_signal; }
+
+/* Set by train_loop around a validation that a stop request may cut short: train_eval_with then returns
+ * -EINTR before its next batch (a validation of 16K tokens streamed through a 70B takes a while; the stop
+ * should not wait for it). */
+static int g_val_stoppable;
 
 void train_stop_disarm(void) {
     sigaction(SIGINT, &g_old_int, NULL);
@@ -266,6 +289,7 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
                 for (int t = 0; t < S; t++) in[o + t] = 0, tgt[o + t] = -1, wt[o + t] = 0;
         }
         double l = 0;
+        if (g_val_stoppable && g_stop_signal) { rc = -EINTR; break; }
         if ((rc = tokfile_check(tok->file)) || (rc = fn(ctx, in, tgt, wt, &l))) break; /* scores what was read */
         loss += l;
     }
@@ -281,6 +305,7 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
             if (ok) { pos += (uint64_t)S; count += S; }
         }
         double l = 0;
+        if (g_val_stoppable && g_stop_signal) { rc = -EINTR; break; }
         if ((rc = tokfile_check(tok->file)) || (rc = fn(ctx, in, tgt, wt, &l))) break;
         loss += l;
     }
@@ -683,7 +708,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     /* what an early end leaves behind, for the messages */
     char kept[1200], nothing[1300];
     kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing);
-    train_stop_arm();
+    train_stop_arm(ops->save ? "a checkpoint" : "the model written as it is then");
+    fflush(stdout); /* the run's header lines, before a validation that may take a while */
 
     size_t n = (size_t)K * T;
     int32_t *in = tt_xmalloc(n * sizeof *in), *tgt = tt_xmalloc(n * sizeof *tgt);
@@ -691,9 +717,14 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     int32_t *seg = examples && o->pack ? tt_xmalloc(n * sizeof *seg) : NULL;
     double vl[TT_MIX_MAX], gap[TT_MIX_MAX], drawn[TT_MIX_MAX]; /* drawn: the weights of this step's draws */
     if (any_val && start == 0) {
+        g_val_stoppable = 1; /* nothing to keep yet: a stop ends the run with nothing written */
         rc = mix_validate(o, ops, ctx, mix, can_val, vl, &res->first_val);
+        g_val_stoppable = 0;
         if (rc) {
-            rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
+            if (rc == -EINTR && train_stop_requested())
+                rc = TT_FAIL(rc, "interrupted before step 1, in the validation before training; nothing was trained "
+                                 "or written");
+            else rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
             free(in); free(tgt); free(wt); free(seg);
             train_stop_disarm();
             return rc;
@@ -789,17 +820,29 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         int last = step == o->steps || step == o->stop_after || stop_sig;
         int reweight = dyn && step % mix->every == 0; /* at multiples only: a resume re-weights where one run does */
         int validated = 0;
-        if (any_val && ((o->eval_every > 0 && step % o->eval_every == 0) || last || reweight)) {
+        /* a stop request skips the validation, and one that comes during it cuts it short: the checkpoint is
+         * what the user waits for (--resume scores it) -- except a dynamic mixture's re-weighting, which the
+         * checkpoint records, so that a resumed run draws as one uninterrupted run does */
+        if (any_val && !(stop_sig && !reweight) &&
+            ((o->eval_every > 0 && step % o->eval_every == 0) || last || reweight)) {
             be_prof_pause(1); /* TT_PROFILE_OPS: the training steps' ops by themselves */
+            g_val_stoppable = !reweight;
             rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
+            g_val_stoppable = 0;
             be_prof_pause(0); /* a val file rewritten meanwhile: train_eval_with's check of each batch it scores */
-            if (rc) {
+            if (rc == -EINTR && train_stop_requested()) { /* cut short: this step stops the run, unscored */
+                stop_sig = train_stop_requested();
+                last = 1;
+                vloss = NAN;
+                rc = 0;
+            } else if (rc) {
                 rc = TT_FAIL(rc, "validation after step %d failed: %s; %s", step, tt_lasterr(), kept);
                 break;
+            } else {
+                validated = 1;
+                if (isnan(res->first_val)) res->first_val = vloss, res->first_val_step = step;
+                res->last_val = vloss;
             }
-            validated = 1;
-            if (isnan(res->first_val)) res->first_val = vloss, res->first_val_step = step;
-            res->last_val = vloss;
         }
         if (reweight) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
         if (o->json) {

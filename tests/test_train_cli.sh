@@ -66,12 +66,14 @@ cmp -s "$dir/part.keep" "$dir/part/checkpoint.bin" || fail "a refused resume cha
 tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"resumed_after":2,"train_loss_first"' ||
     { fail "--resume --json: no resumed_after in the summary"; tail -1 "$dir/out"; }
 
-# interrupt PID STEP [SIG]: SIGINT (or SIG) once the run has printed step STEP (its handler is in place by then: a background
+# interrupt PID STEP [SIG]: SIGINT (or SIG) once the run has printed step STEP (or at once: STEP now) (its handler is in place by then: a background
 # job of a script starts with SIGINT ignored, so an earlier signal would be lost and the 100000-step run go on),
 # then wait for it; a run that does not end within 2 minutes is killed (a failure, never a hung test). Sets rc.
 interrupt() {
-    for i in $(seq 1 1200); do grep -q "^step *$2/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q "^step *$2/" "$dir/sig.out" || fail "no step $2 within 2 minutes"
+    if [ "$2" != now ]; then # STEP now: at once (the caller waited)
+        for i in $(seq 1 1200); do grep -q "^step *$2/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+        grep -q "^step *$2/" "$dir/sig.out" || fail "no step $2 within 2 minutes"
+    fi
     kill -"${3:-INT}" "$1"
     (sleep 120 && kill -KILL "$1") >/dev/null 2>&1 & # its own output elsewhere: nothing waits on a stray sleep
     watchdog=$!
@@ -102,6 +104,33 @@ interrupt $! 2 HUP
 [ $rc -eq 0 ] || fail "nohup, SIGHUP: exit $rc"
 grep -q "interrupted" "$dir/sig.out" && fail "nohup: SIGHUP stopped the run"
 grep -q "^step *30/30" "$dir/sig.out" || { fail "nohup, SIGHUP: the run did not train to its end"; cat "$dir/sig.out"; }
+# A stop does not wait for a validation: one under way is cut short (a long one here: 10^8 tokens asked of the
+# whole training file). Before step 1 the run ends with nothing written (no --out folder left); after a step, that
+# step is checkpointed unscored. The first signal says at once what happens.
+"$T" train $FLAGS --steps 100000 --eval-tokens 100000000 --val "$dir/t.tok" --out "$dir/sigval" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do grep -q "^plan:" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+sleep 1 # the handler is armed right after the header lines; the validation before step 1 takes seconds
+interrupt $pid now
+[ $rc -eq 1 ] || fail "SIGINT in the validation before step 1: exit $rc, not 1"
+grep -q "interrupted before step 1, in the validation before training; nothing was trained or written" "$dir/sig.out" &&
+    grep -q "stopping after the step under way (a validation is cut short), then a checkpoint; Ctrl-C again quits" \
+        "$dir/sig.out" || { fail "SIGINT in the validation before step 1: not said"; cat "$dir/sig.out"; }
+[ -e "$dir/sigval" ] && { fail "SIGINT before step 1 left the --out folder"; ls -la "$dir/sigval"; }
+"$T" train $FLAGS --steps 50 --stop-after 2 --eval-every 0 --out "$dir/sigval" >"$dir/out" 2>&1 || { fail "--stop-after 2"; cat "$dir/out"; }
+"$T" train $FLAGS --steps 50 --eval-every 3 --eval-tokens 100000000 --val "$dir/t.tok" --out "$dir/sigval" \
+    --resume "$dir/sigval" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do grep -q "^resumed from" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+sleep 1 # step 3 takes milliseconds, its validation seconds
+interrupt $pid now
+[ $rc -eq 0 ] || fail "SIGINT in a validation: exit $rc"
+grep -q "^interrupted at step 3; checkpoint written" "$dir/sig.out" && grep -q "^step *3/50 " "$dir/sig.out" &&
+    ! grep -q "^step *3/50 .*val" "$dir/sig.out" || { fail "SIGINT in step 3's validation: not cut short"; cat "$dir/sig.out"; }
+# a reader of the output gone (`train | tee log` and Ctrl-C ended tee too) does not end the run: it trains to its
+# end and writes its adapter; the exit says the output is incomplete
+"$T" train $FLAGS --steps 4 --out "$dir/piped" 2>"$dir/err" | true
+[ -s "$dir/piped/adapter_model.safetensors" ] || { fail "train into a closed pipe: no adapter"; cat "$dir/err"; }
 
 # TT_PROFILE_OPS: the op table on stderr at exit (from step 2 on; with one step, everything), the same adapter;
 # unset or 0: none.

@@ -23,6 +23,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,8 +121,10 @@ static int claim_run_dir(const char *flag, const char *dir, const char *const *f
     char rp[PATH_MAX], op[PATH_MAX];
     int continuing = resume && realpath(resume, rp) && realpath(dir, op) && strcmp(rp, op) == 0;
     if (run_dir_refused(flag, dir, files, inputs, force, continuing)) return 2;
-    if (mkdir(dir, 0755) == 0) *made_dir = 1;
-    else if (errno != EEXIST) {
+    if (mkdir(dir, 0755) == 0) {
+        *made_dir = 1;
+        tt_partial_note_dir(dir); /* a signal before the run wrote into it (Ctrl-C while loading) leaves no folder */
+    } else if (errno != EEXIST) {
         fprintf(stderr, "tiertrain train: cannot create %s %s: %s\n", flag, dir, strerror(errno));
         return 2;
     }
@@ -410,6 +413,9 @@ int cmd_train(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
+    /* a reader of its output gone (`train | tee log`, and Ctrl-C ended tee too; a closed ssh session) must not
+     * end a run before its checkpoint: its prints fail instead (the exit says so) */
+    signal(SIGPIPE, SIG_IGN);
     long rank = pa.rank, seq = pa.seq, micro = pa.micro;
     double alpha = pa.alpha, clip = pa.clip;
     uint64_t batch_tokens = pa.batch_tokens;

@@ -20,6 +20,7 @@
 static _Thread_local char g_err[2 * PATH_MAX + 1024];
 
 static void partial_remove_all(void);
+void tt_partial_remove_all(void) { partial_remove_all(); }
 
 void tt_assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "tiertrain: internal error: assertion `%s' failed at %s:%d\n", expr, file, line);

@@ -109,6 +109,9 @@ void tt_partial_new_only_clear(const char *out);
  * empty then; one that holds anything stays. Note it only when this process
  * made it. */
 void tt_partial_note_dir(const char *dir);
+/* Removes what is noted above now, as the handler does; async-signal-safe: for a program's own handler that
+ * ends the process (train's second Ctrl-C). */
+void tt_partial_remove_all(void);
 /* An input file mapped read-only at addr (len bytes): if the file shrinks
  * while mapped, reading past its new end raises SIGBUS; the handler installed
  * on the first note then prints one line naming path, removes the partial
