@@ -287,7 +287,8 @@ static void partial_note(const char *path, int is_dir, int fd) {
         }
     /* at every note, not only the first: one made while the program had its own handler (train's, during its
      * loop) finds the default back once that is restored (the trained store written after the loop) */
-    static const int sigs[] = {SIGTERM, SIGHUP, SIGINT};
+    /* SIGPIPE: `synth ... | head` ends the writer at its next print once head is gone, as a Ctrl-C would */
+    static const int sigs[] = {SIGTERM, SIGHUP, SIGINT, SIGPIPE};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         struct sigaction old, sa;
         if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler != SIG_DFL) continue; /* ours, or the program's */

@@ -69,8 +69,8 @@ int tt_not_regular(const char *path);
 double tt_now(void);
 
 /* A file being written under its temporary name ("<output>.partial") before
- * it is renamed into place: noted here, it is removed if SIGTERM, SIGHUP or
- * SIGINT ends the process (a handler installed at each note, for each of
+ * it is renamed into place: noted here, it is removed if SIGTERM, SIGHUP,
+ * SIGINT or SIGPIPE (a reader of stdout gone) ends the process (a handler installed at each note, for each of
  * these signals whose disposition is the default then; it removes every
  * noted path that still exists, then lets the signal end the process). A
  * renamed or removed file needs no un-noting: its temporary name is gone
