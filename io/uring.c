@@ -573,7 +573,7 @@ static int ur_threads_start(uring_reader *r) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e)
         return TT_FAIL(-e, "cannot start IO thread %u of %u for %s: %s%s", r->nworkers + 1, want, r->path, strerror(e),
-                       e == EAGAIN ? "; raise the process limit (ulimit -u)" : "");
+                       tt_thread_start_hint(e));
     return 0;
 }
 

@@ -174,9 +174,9 @@ int scan_extents(const tier_store *s, const uint32_t *extents, uint32_t n, const
     double t0 = tt_now();
     pthread_t th;
     int rc = pthread_create(&th, NULL, io_thread, &j), started = rc == 0;
-    if (!started) /* out of threads (ulimit -u) */
-        rc = TT_FAIL(-rc, "cannot start the thread that reads %s: %s; raise the process limit (ulimit -u)",
-                     tier_path(s), strerror(rc));
+    if (!started) /* out of threads (ulimit -u) or room for stacks (ulimit -v) */
+        rc = TT_FAIL(-rc, "cannot start the thread that reads %s: %s%s", tier_path(s), strerror(rc),
+                     tt_thread_start_hint(rc));
     for (uint32_t k = 0; k < np && rc == 0; k++) {
         /* Wait for piece k to be ready in some slot. */
         double w0 = tt_now();

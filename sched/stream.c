@@ -776,9 +776,9 @@ int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan,
     int err = pthread_create(&e->io_th, NULL, io_main, e);
     if (err == 0) e->threads_started |= 1;
     if (err == 0 && (err = pthread_create(&e->copy_th, NULL, copy_main, e)) == 0) e->threads_started |= 2;
-    if (err) { /* out of threads (ulimit -u): the started one is stopped and joined */
-        rc = TT_FAIL(-err, "cannot start the threads that stream %s: %s; raise the process limit (ulimit -u)",
-                     tier_path(e->s), strerror(err));
+    if (err) { /* out of threads (ulimit -u) or room for stacks (ulimit -v): the started one is stopped, joined */
+        rc = TT_FAIL(-err, "cannot start the threads that stream %s: %s%s", tier_path(e->s), strerror(err),
+                     tt_thread_start_hint(err));
         stream_free(e);
         return rc;
     }

@@ -501,7 +501,7 @@ int cmd_train(int argc, char **argv) {
     o.eval_every = (int)eval_every; o.eval_tokens = (int)eval_tokens; o.save_every = (int)save_every;
     o.stop_after = (int)stop_after;
     o.json = as_json;
-    if (threads > 0) openblas_set_num_threads((int)threads);
+    if (tool_blas_threads("train", (int)threads)) return 2;
     o.threads = openblas_get_num_threads();
     const char *inputs[TRAIN_MAX_INPUTS + 1];
     int ni = 0;

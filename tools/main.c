@@ -3,12 +3,14 @@
 
 #include "core/base/common.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <jansson.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const struct {
@@ -62,6 +64,56 @@ char *tool_json_quote(const char *s) {
 
 static int g_stdin_closed;
 int tool_stdin_closed(void) { return g_stdin_closed; }
+
+/* OpenBLAS's working buffer: 128 MiB of address space, and a page, for each thread (drivers/common.h
+ * BUFFER_SIZE on x86-64), with room to spare. */
+#define BLAS_BUFFER_BYTES ((size_t)130 << 20)
+
+/* 0 when the address-space limit leaves room for n more buffers (or there is none), else -ENOMEM after the
+ * sentence (for_threads: they are those of --threads added). */
+static int blas_room(const char *cmd, int n, int for_threads) {
+    struct rlimit rl;
+    if (n <= 0 || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    void *room = malloc((size_t)n * BLAS_BUFFER_BYTES); /* address space only: nothing is touched */
+    if (room) {
+        free(room);
+        return 0;
+    }
+    char what[96];
+    if (for_threads) snprintf(what, sizeof what, "of %d more --threads (%zu MiB)", n, (size_t)n * BLAS_BUFFER_BYTES >> 20);
+    else snprintf(what, sizeof what, "(%zu MiB for %d thread%s)", (size_t)n * BLAS_BUFFER_BYTES >> 20, n, n == 1 ? "" : "s");
+    fprintf(stderr, "tiertrain %s: the address-space limit (ulimit -v %llu KiB) leaves no room for the BLAS "
+                    "library's working buffers %s; raise it%s\n",
+            cmd, (unsigned long long)(rl.rlim_cur >> 10), what, for_threads ? " or give fewer --threads" : "");
+    return -ENOMEM;
+}
+
+/* A product large enough to run on every thread: each takes its buffer now, and OpenBLAS keeps them for
+ * every later call. */
+static void blas_warm(void) {
+    static float a[512 * 512], b[512 * 512], c[512 * 512];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 512, 512, 512, 1.0f, a, 512, b, 512, 0.0f, c, 512);
+}
+
+int tool_blas_ready(const char *cmd) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    /* its own threads take theirs as they start, when the library loads; one that could not is retrying still:
+     * room for every thread's, or a refusal, before the calling thread takes its own */
+    if (blas_room(cmd, openblas_get_num_threads(), 0)) return -ENOMEM;
+    blas_warm();
+    return 0;
+}
+
+int tool_blas_threads(const char *cmd, int threads) {
+    if (threads <= 0) return 0;
+    int more = threads - openblas_get_num_threads();
+    if (blas_room(cmd, more, 1)) return -ENOMEM;
+    openblas_set_num_threads(threads);
+    struct rlimit rl;
+    if (more > 0 && getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) blas_warm();
+    return 0;
+}
 
 int tool_fail(const char *cmd) {
     fprintf(stderr, "tiertrain %s: %s\n", cmd, tt_lasterr());
@@ -146,7 +198,10 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : stdout_flushed("--help", 0);
     }
     for (size_t i = 0; i < N_CMDS; i++)
-        if (strcmp(argv[1], g_cmds[i].name) == 0) return stdout_flushed(argv[1], g_cmds[i].fn(argc - 2, argv + 2));
+        if (strcmp(argv[1], g_cmds[i].name) == 0) {
+            if (tool_blas_ready(argv[1])) _exit(1); /* not exit: it would wait for a library thread still retrying */
+            return stdout_flushed(argv[1], g_cmds[i].fn(argc - 2, argv + 2));
+        }
     char e[256];
     fprintf(stderr, "tiertrain: unknown command '%s'; run `tiertrain --help` for the list\n",
             tt_escape(argv[1], e, sizeof e));

@@ -94,6 +94,17 @@ int tool_lock_dir(const char *cmd, const char *dir);
  * when this process holds none (then nothing in DIR is its own to remove). */
 void tool_unlock_dir(void);
 
+/* OpenBLAS takes a working buffer (128 MiB of address space) for each thread at its first product, and where
+ * it cannot (an address-space limit, ulimit -v) it retries forever. Under such a limit this makes it take its
+ * buffers now, before the command's own memory, once it has checked that the space is there for every thread's
+ * (one of its threads may be retrying since it loaded): 0, or -ENOMEM after one sentence naming the limit (then
+ * end with _exit: exit would join that thread). Without a limit it does nothing. main calls it before every
+ * command. */
+int tool_blas_ready(const char *cmd);
+/* openblas_set_num_threads(threads) for a command's --threads (0: as it is), each thread it adds checked and
+ * its buffer taken as tool_blas_ready does: 0, or -ENOMEM after the sentence. */
+int tool_blas_threads(const char *cmd, int threads);
+
 /* Prints "tiertrain CMD: <tt_lasterr()>" to stderr and returns exit code 1. */
 int tool_fail(const char *cmd);
 /* s (a path, as given) as a JSON string literal, quotes included: made valid UTF-8 (tt_escape) and quoted by

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <math.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -190,6 +191,15 @@ int tt_open_regular(const char *path, int flags, const char *kind, const char *h
 int tt_not_regular(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+const char *tt_thread_start_hint(int err) {
+    if (err != EAGAIN) return "";
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        return "; raise the address-space limit (ulimit -v: each thread needs room for its stack) or the process "
+               "limit (ulimit -u)";
+    return "; raise the process limit (ulimit -u)";
 }
 
 double tt_now(void) {

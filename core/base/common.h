@@ -68,6 +68,11 @@ int tt_not_regular(const char *path);
 /* Monotonic wall clock in seconds. */
 double tt_now(void);
 
+/* The advice for a thread that could not start (err: pthread_create's), "; ..." to end a sentence with:
+ * EAGAIN is the process limit (ulimit -u), or, under an address-space limit, no room for the thread's stack
+ * (ulimit -v); "" for any other error. */
+const char *tt_thread_start_hint(int err);
+
 /* A file being written under its temporary name ("<output>.partial") before
  * it is renamed into place: noted here, it is removed if SIGTERM, SIGHUP,
  * SIGINT or SIGPIPE (a reader of stdout gone) ends the process (a handler installed at each note, for each of
