@@ -216,8 +216,10 @@ int tool_lock_dir(const char *cmd, const char *dir) {
             ssize_t n = pread(fd, who, sizeof who - 1, 0);
             who[n > 0 ? n : 0] = 0;
             who[strcspn(who, "\n")] = 0;
-            fprintf(stderr, "tiertrain %s: another tiertrain (process %s) is writing %s; wait for it or use another "
-                            "directory\n", cmd, *who ? who : "unknown", dir);
+            char holder[64] = ""; /* empty while the holder is between its lock and its write of the pid */
+            if (*who) snprintf(holder, sizeof holder, " (process %s)", who);
+            fprintf(stderr, "tiertrain %s: another tiertrain%s is writing %s; wait for it or use another directory\n",
+                    cmd, holder, dir);
             close(fd);
             return -1;
         }
