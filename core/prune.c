@@ -564,7 +564,7 @@ static int fill_copy(void *vc, uint32_t i, const tt_tensor_desc *d, float *out) 
     copy_ctx *c = vc;
     int rc = store_reader_tensor(c->r, i, out);
     if (rc == 0 && dtype_is_nf4(c->dtypes[i])) /* a NaN is the input's: name it, not the output */
-        rc = store_check_quantizable(tier_path(c->r->s), d->name, out, d->rows * d->cols);
+        rc = store_check_quantizable(tier_path(c->r->s), d->name, out, d->rows * d->cols, d->cols);
     if (rc == 0) prog_add(c->prog, tier_tensor_at(c->r->s, i)->nbytes);
     return rc;
 }

@@ -649,6 +649,16 @@ static int mix_validate(const tt_train_opts *o, const tt_loop_ops *ops, void *ct
     return 0;
 }
 
+/* 1 when a source scored (can[i]) has a non-finite loss, that loss in *bad. */
+static int nonfinite_loss(const double *loss, const int *can, int n, double *bad) {
+    for (int i = 0; i < n; i++)
+        if (can[i] && !isfinite(loss[i])) {
+            *bad = loss[i];
+            return 1;
+        }
+    return 0;
+}
+
 /* The text line of a re-weighting (after step `step`; 0: before step 1). */
 static void print_reweight(const tt_mix *m, int step, const double *loss, const double *gap) {
     char nb[32];
@@ -725,6 +735,15 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
                 rc = TT_FAIL(rc, "interrupted before step 1, in the validation before training; nothing was trained "
                                  "or written");
             else rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
+            free(in); free(tgt); free(wt); free(seg);
+            train_stop_disarm();
+            return rc;
+        }
+        double bad;
+        if (nonfinite_loss(vl, can_val, N, &bad)) { /* before any update: the weights or the data, not the lr */
+            rc = TT_FAIL(-EINVAL, "the validation loss before training is %s: the model computes non-finite values on "
+                         "this data (weights holding NaN or infinity?; `tiertrain eval` scores the store alone); "
+                         "nothing was trained or written", isnan(bad) ? "NaN" : "infinite");
             free(in); free(tgt); free(wt); free(seg);
             train_stop_disarm();
             return rc;

@@ -797,8 +797,11 @@ static int import_fill(void *vctx, uint32_t i, const tt_tensor_desc *d, float *o
     int rc = st_read(c->file[i], c->idx[i], out);
     if (rc) return rc;
     widen_in_place(t->dtype, out, d->rows * d->cols);
-    if (dtype_is_nf4(c->dtypes[i])) /* a NaN is the checkpoint's: name its file */
-        rc = store_check_quantizable(st_path(c->file[i]), d->name, out, d->rows * d->cols);
+    /* whatever it becomes: a model with a NaN or an infinity computes NaN; a checkpoint with one is damaged (an
+     * f16 overflow when it was saved, a bad shard), and the file is named here, before anything trains on it */
+    rc = store_check_finite(st_path(c->file[i]), d->name, out, d->rows * d->cols, d->cols,
+                            "the checkpoint is damaged (a model with it computes NaN); import takes finite weights "
+                            "only");
     if (rc) return rc;
     c->done += t->nbytes;
     if (c->progress) c->progress(c->progress_ctx, c->done, c->total);

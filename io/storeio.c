@@ -122,12 +122,22 @@ void store_default_dtypes(const tt_config *cfg, uint32_t linear, uint32_t other,
     }
 }
 
-int store_check_quantizable(const char *from, const char *tensor, const float *x, uint64_t n) {
+int store_check_finite(const char *from, const char *tensor, const float *x, uint64_t n, uint64_t cols,
+                       const char *why) {
+    TT_ASSERT(cols > 0);
     for (uint64_t j = 0; j < n; j++)
-        if (!isfinite(x[j]))
-            return TT_FAIL(-EINVAL, "%s: tensor %s has a non-finite value at index %llu; cannot quantize it to NF4",
-                           from, tensor, (unsigned long long)j);
+        if (!isfinite(x[j])) {
+            char at[64];
+            if (cols == 1) snprintf(at, sizeof at, "index %llu", (unsigned long long)j); /* a vector (a norm) */
+            else snprintf(at, sizeof at, "row %llu, column %llu", (unsigned long long)(j / cols), (unsigned long long)(j % cols));
+            return TT_FAIL(-EINVAL, "%s: tensor %s holds %s at %s; %s", from, tensor,
+                           isnan(x[j]) ? "NaN" : x[j] > 0 ? "+inf" : "-inf", at, why);
+        }
     return 0;
+}
+
+int store_check_quantizable(const char *from, const char *tensor, const float *x, uint64_t n, uint64_t cols) {
+    return store_check_finite(from, tensor, x, n, cols, "cannot quantize it to NF4");
 }
 
 int store_write(const char *path, const tt_config *cfg, const tier_write_opts *opts, store_fill_fn fill, void *ctx) {
@@ -146,7 +156,7 @@ int store_write(const char *path, const tt_config *cfg, const tier_write_opts *o
         if (rc) break;
         /* a net under fills that do not check (quantize and import do, naming their input) */
         if (dtype_is_nf4(opts->dtypes[i]))
-            rc = store_check_quantizable(path, d.name, vals, n);
+            rc = store_check_quantizable(path, d.name, vals, n, d.cols);
         if (rc) break;
         tensor_encode(opts->dtypes[i], vals, n, blob);
         rc = tier_writer_write(w, i, blob, tier_writer_tensor_bytes(w, i));

@@ -61,10 +61,13 @@ void store_default_dtypes(const tt_config *cfg, uint32_t linear, uint32_t other,
  * written. Returns 0 or -errno with a message. */
 typedef int (*store_fill_fn)(void *ctx, uint32_t i, const tt_tensor_desc *d, float *out);
 
-/* 0 when x[0..n) (tensor's values) are all finite, as NF4 needs (a NaN
- * would quantize to an arbitrary code), else -EINVAL with a sentence naming
- * from (the file the values came from), the tensor and the first index. */
-int store_check_quantizable(const char *from, const char *tensor, const float *x, uint64_t n);
+/* 0 when x[0..n) (tensor's values, cols a row; 1: a vector) are all finite, else -EINVAL with a sentence naming
+ * from (the file the values came from), the tensor, where the first one is, and then why (the caller's
+ * consequence and advice: "cannot quantize it to NF4"). */
+int store_check_finite(const char *from, const char *tensor, const float *x, uint64_t n, uint64_t cols,
+                       const char *why);
+/* store_check_finite for NF4 (a NaN would quantize to an arbitrary code). */
+int store_check_quantizable(const char *from, const char *tensor, const float *x, uint64_t n, uint64_t cols);
 
 /* Writes a store for cfg at path: every tensor, in order, from fill, encoded
  * as opts->dtypes say (fill may report progress itself: it sees every i).

@@ -650,6 +650,11 @@ static void check_refusals(const char *f32, const char *nf4, const char *pruned)
     expect_refused(path_of("nan.tier"), &o, "non-finite", "unst of a NaN weight");
     o = opts_of(PRUNE_RAND, 0.5);
     prune_ok(path_of("nan.tier"), path_of("nan-rand.tier"), &o, NULL);
+    /* nor quantized: the refusal names the input store (the NaN is its), and no output is left */
+    rc = quantize_store(path_of("nan.tier"), path_of("nan-q.tier"), 1, NULL, NULL);
+    CHECK_MSG(rc < 0 && strstr(tt_lasterr(), "nan.tier: tensor ") && strstr(tt_lasterr(), "cannot quantize it to NF4"),
+              "quantize of a NaN weight: %s", tt_lasterr());
+    CHECK(!fixture_exists(path_of("nan-q.tier")));
 }
 
 /* ---- Taylor -------------------------------------------------------------------------------- */
