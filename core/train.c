@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <xxhash.h>
@@ -19,36 +20,54 @@
 _Static_assert((int)TT_PROJ_COUNT == (int)PEFT_N_PROJ, "LoRA projections and PEFT projections share one order");
 _Static_assert(TT_MIX_MAX == CKPT_MIX_MAX, "a checkpoint records every source a mixture can have");
 
-static volatile sig_atomic_t g_stop_signal;
+/* The stop request: the first signal's number (0: none). Atomic: the handler runs on whichever thread the
+ * signal finds (an OpenBLAS or IO thread) while the loop's thread reads it. */
+static atomic_int g_stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may touch lock-free atomics only");
 
 static struct sigaction g_old_int, g_old_term, g_old_hup;
-static char g_stop_notice[256];
-static size_t g_stop_notice_len;
+/* What the first signal prints, by g_stop_phase: 0 in the validation before step 1, 1 from step 1 on. */
+static char g_stop_notice[2][320];
+static size_t g_stop_notice_len[2];
+static atomic_int g_stop_phase, g_stop_in_phase; /* the phase now, and the one the first signal came in */
 
-/* The first signal asks for the stop and says so at once (a step, or a validation, can take minutes); a second
- * one ends the process now, as a signal does outside the loop: the partial outputs removed (tt_partial_note),
- * then the default action (never "ignored", as a background job's SIGINT starts: the user asked twice). */
+/* The first signal asks for the stop and says so at once (a step, or a validation, can take minutes). Ctrl-C
+ * again ends the process now, as a signal does outside the loop: the partial outputs removed
+ * (tt_partial_note), then the default action (never "ignored", as a background job's SIGINT starts: the user
+ * asked twice). A SIGTERM or SIGHUP after the first signal changes nothing: systemd ends a session with TERM
+ * then HUP, and a closed ssh session can send HUP twice; the stop under way is what they ask for. */
 static void on_signal(int sig) {
-    if (!g_stop_signal) {
-        g_stop_signal = sig;
-        ssize_t w = write(STDERR_FILENO, g_stop_notice, g_stop_notice_len);
+    int saved = errno, none = 0;
+    if (atomic_compare_exchange_strong(&g_stop_signal, &none, sig)) {
+        int ph = atomic_load(&g_stop_phase);
+        atomic_store(&g_stop_in_phase, ph);
+        ssize_t w = write(STDERR_FILENO, g_stop_notice[ph], g_stop_notice_len[ph]);
         (void)w; /* a closed terminal: nothing to tell */
-        return;
+    } else if (sig == SIGINT) {
+        tt_partial_remove_all();
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered once this handler returns (sig is blocked in it) */
     }
-    tt_partial_remove_all();
-    signal(sig, SIG_DFL);
-    raise(sig); /* delivered once this handler returns (sig is blocked in it) */
+    errno = saved;
 }
 
-void train_stop_arm(const char *after) {
-    int n = snprintf(g_stop_notice, sizeof g_stop_notice, "\ntiertrain: stopping after the step under way (a validation is cut short), then %s; "
-                     "Ctrl-C again quits at once without it\n", after);
-    g_stop_notice_len = n < 0 ? 0 : (size_t)n < sizeof g_stop_notice ? (size_t)n : sizeof g_stop_notice - 1;
+static void set_notice(int phase, int n) {
+    size_t cap = sizeof g_stop_notice[phase] - 1;
+    g_stop_notice_len[phase] = n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap;
+}
+
+void train_stop_arm(int first_step, const char *after) {
+    set_notice(0, snprintf(g_stop_notice[0], sizeof g_stop_notice[0], "\ntiertrain train: stopping before step %d "
+                           "(a validation under way is cut short); nothing is written\n", first_step));
+    set_notice(1, snprintf(g_stop_notice[1], sizeof g_stop_notice[1], "\ntiertrain train: stopping after the step "
+                           "under way (a validation under way is cut short), then %s; Ctrl-C again quits at once "
+                           "without it\n", after));
+    atomic_store(&g_stop_phase, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    g_stop_signal = 0;
+    atomic_store(&g_stop_signal, 0);
     sigaction(SIGINT, &sa, &g_old_int);
     sigaction(SIGTERM, &sa, &g_old_term);
     /* a closed terminal or ssh session: stop as on Ctrl-C, with a checkpoint; but a run started under nohup
@@ -57,12 +76,12 @@ void train_stop_arm(const char *after) {
     if (g_old_hup.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, NULL);
 }
 
-int train_stop_requested(void) { return g_stop_signal; }
+int train_stop_requested(void) { return atomic_load(&g_stop_signal); }
 
-/* Set by train_loop around a validation that a stop request may cut short: train_eval_with then returns
- * -EINTR before its next batch (a validation of 16K tokens streamed through a 70B takes a while; the stop
+/* Set by train_loop around a validation that a stop request may cut short: train_eval_with then stops before
+ * its next batch and sets g_val_cut (a validation of 16K tokens streamed through a 70B takes a while; the stop
  * should not wait for it). */
-static int g_val_stoppable;
+static int g_val_stoppable, g_val_cut;
 
 void train_stop_disarm(void) {
     sigaction(SIGINT, &g_old_int, NULL);
@@ -289,7 +308,7 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
                 for (int t = 0; t < S; t++) in[o + t] = 0, tgt[o + t] = -1, wt[o + t] = 0;
         }
         double l = 0;
-        if (g_val_stoppable && g_stop_signal) { rc = -EINTR; break; }
+        if (g_val_stoppable && train_stop_requested()) { g_val_cut = 1; rc = -EINTR; break; }
         if ((rc = tokfile_check(tok->file)) || (rc = fn(ctx, in, tgt, wt, &l))) break; /* scores what was read */
         loss += l;
     }
@@ -305,7 +324,7 @@ int train_eval_with(train_eval_fn fn, void *ctx, int B, int S, int K, const tt_t
             if (ok) { pos += (uint64_t)S; count += S; }
         }
         double l = 0;
-        if (g_val_stoppable && g_stop_signal) { rc = -EINTR; break; }
+        if (g_val_stoppable && train_stop_requested()) { g_val_cut = 1; rc = -EINTR; break; }
         if ((rc = tokfile_check(tok->file)) || (rc = fn(ctx, in, tgt, wt, &l))) break;
         loss += l;
     }
@@ -718,7 +737,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     /* what an early end leaves behind, for the messages */
     char kept[1200], nothing[1300];
     kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing);
-    train_stop_arm(ops->save ? "a checkpoint" : "the model written as it is then");
+    train_stop_arm(start + 1, ops->save ? "writing a checkpoint" : "writing the model as it is");
     fflush(stdout); /* the run's header lines, before a validation that may take a while */
 
     size_t n = (size_t)K * T;
@@ -730,24 +749,24 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         g_val_stoppable = 1; /* nothing to keep yet: a stop ends the run with nothing written */
         rc = mix_validate(o, ops, ctx, mix, can_val, vl, &res->first_val);
         g_val_stoppable = 0;
-        if (rc) {
-            if (rc == -EINTR && train_stop_requested())
-                rc = TT_FAIL(rc, "interrupted before step 1, in the validation before training; nothing was trained "
-                                 "or written");
-            else rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
-            free(in); free(tgt); free(wt); free(seg);
-            train_stop_disarm();
-            return rc;
-        }
-        double bad;
-        if (nonfinite_loss(vl, can_val, N, &bad)) { /* before any update: the weights or the data, not the lr */
-            rc = TT_FAIL(-EINVAL, "the validation loss before training is %s: the model computes non-finite values on "
-                         "this data (weights holding NaN or infinity?; `tiertrain eval` scores the store alone); "
-                         "nothing was trained or written", isnan(bad) ? "NaN" : "infinite");
-            free(in); free(tgt); free(wt); free(seg);
-            train_stop_disarm();
-            return rc;
-        }
+    }
+    atomic_store(&g_stop_phase, 1); /* from here on a stop keeps the step under way */
+    double bad;
+    if (train_stop_requested() && atomic_load(&g_stop_in_phase) == 0) /* as its notice said */
+        rc = TT_FAIL(-EINTR, "interrupted before step %d%s; nothing was trained or written", start + 1,
+                     any_val && start == 0 ? ", in the validation before training" : "");
+    else if (rc) rc = TT_FAIL(rc, "validation before step 1 failed: %s", tt_lasterr());
+    else if (any_val && start == 0 && nonfinite_loss(vl, can_val, N, &bad)) /* before any update: not the lr */
+        rc = TT_FAIL(-EINVAL, "the validation loss before training is %s: the model computes non-finite values on "
+                     "this data before any update (weights too large for its arithmetic, or a damaged store; "
+                     "`tiertrain eval` scores it alone); nothing was trained or written",
+                     isnan(bad) ? "NaN" : "infinite");
+    if (rc) {
+        free(in); free(tgt); free(wt); free(seg);
+        train_stop_disarm();
+        return rc;
+    }
+    if (any_val && start == 0) {
         res->last_val = res->first_val;
         memcpy(drawn, mix->w, sizeof drawn);
         if (dyn) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
@@ -771,6 +790,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             printf(")\n");
             if (dyn) print_reweight(mix, 0, vl, gap);
         }
+        fflush(stdout); /* before a step that may take a while */
     }
     double t0 = tt_now();
     while (step < o->steps) {
@@ -846,12 +866,11 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             ((o->eval_every > 0 && step % o->eval_every == 0) || last || reweight)) {
             be_prof_pause(1); /* TT_PROFILE_OPS: the training steps' ops by themselves */
             g_val_stoppable = !reweight;
+            g_val_cut = 0;
             rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
             g_val_stoppable = 0;
             be_prof_pause(0); /* a val file rewritten meanwhile: train_eval_with's check of each batch it scores */
-            if (rc == -EINTR && train_stop_requested()) { /* cut short: this step stops the run, unscored */
-                stop_sig = train_stop_requested();
-                last = 1;
+            if (g_val_cut) { /* cut short: this step stops the run, unscored (the stop is read again below) */
                 vloss = NAN;
                 rc = 0;
             } else if (rc) {
@@ -864,6 +883,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             }
         }
         if (reweight) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
+        if (!stop_sig && (stop_sig = train_stop_requested())) last = 1; /* came during a validation not cut */
         if (o->json) {
             char ls[32] = "null";
             if (scored) snprintf(ls, sizeof ls, "%.6f", loss);

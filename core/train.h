@@ -122,13 +122,14 @@ typedef struct tt_train_result {
 void train_result_summary(const tt_train_result *r, char *b, size_t n);
 
 /* Ctrl-C / SIGTERM / SIGHUP ask the running training loop to stop cleanly after its
- * step (a validation under way is cut short): arm installs the handlers, whose
- * first signal prints a line on stderr naming what the stop leaves (after: "a
- * checkpoint") and whose second ends the process at once (the partial outputs
- * removed, then the signal's default action); requested returns the
- * signal number (0: none), disarm restores the previous handlers. One loop at a
- * time. */
-void train_stop_arm(const char *after);
+ * step (a validation under way is cut short; before first_step, the run's first,
+ * nothing is written): arm installs the handlers, whose first signal prints a line
+ * on stderr naming what the stop leaves (after: "writing a checkpoint") and where
+ * a second Ctrl-C ends the process at once (the partial outputs removed, then
+ * SIGINT's default action; a second SIGTERM or SIGHUP changes nothing);
+ * requested returns the first signal's number (0: none), disarm restores the
+ * previous handlers. One loop at a time. */
+void train_stop_arm(int first_step, const char *after);
 int train_stop_requested(void);
 void train_stop_disarm(void);
 

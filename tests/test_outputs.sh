@@ -350,8 +350,9 @@ for sig in TERM HUP; do
     [ -e "$dir/sig.tier.partial" ] && fail "SIG$sig left sig.tier.partial behind"
     [ -e "$dir/sig.tier" ] && fail "SIG$sig left a sig.tier"
 done
-# ... nor one ended by SIGPIPE: `synth | head`, head gone before synth's output (a pipe's: buffered) is written
-("$T" synth --preset small -o "$dir/pipe.tier" 2>/dev/null; echo $? >"$dir/pipe.rc") | true
+# ... nor one ended by SIGPIPE: `synth | head`, head gone (here before synth starts) before synth's output (a
+# pipe's: buffered, written once its partial file exists) is written
+(sleep 1; "$T" synth --preset small -o "$dir/pipe.tier" 2>/dev/null; echo $? >"$dir/pipe.rc") | true
 [ "$(cat "$dir/pipe.rc")" -eq 141 ] || fail "synth into a closed pipe exited $(cat "$dir/pipe.rc"), not by SIGPIPE"
 [ -e "$dir/pipe.tier.partial" ] && fail "SIGPIPE left pipe.tier.partial behind"
 finish test_outputs

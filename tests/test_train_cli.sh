@@ -114,7 +114,7 @@ sleep 1 # the handler is armed right after the header lines; the validation befo
 interrupt $pid now
 [ $rc -eq 1 ] || fail "SIGINT in the validation before step 1: exit $rc, not 1"
 grep -q "interrupted before step 1, in the validation before training; nothing was trained or written" "$dir/sig.out" &&
-    grep -q "stopping after the step under way (a validation is cut short), then a checkpoint; Ctrl-C again quits" \
+    grep -q "^tiertrain train: stopping before step 1 (a validation under way is cut short); nothing is written" \
         "$dir/sig.out" || { fail "SIGINT in the validation before step 1: not said"; cat "$dir/sig.out"; }
 [ -e "$dir/sigval" ] && { fail "SIGINT before step 1 left the --out folder"; ls -la "$dir/sigval"; }
 "$T" train $FLAGS --steps 50 --stop-after 2 --eval-every 0 --out "$dir/sigval" >"$dir/out" 2>&1 || { fail "--stop-after 2"; cat "$dir/out"; }
@@ -127,6 +127,29 @@ interrupt $pid now
 [ $rc -eq 0 ] || fail "SIGINT in a validation: exit $rc"
 grep -q "^interrupted at step 3; checkpoint written" "$dir/sig.out" && grep -q "^step *3/50 " "$dir/sig.out" &&
     ! grep -q "^step *3/50 .*val" "$dir/sig.out" || { fail "SIGINT in step 3's validation: not cut short"; cat "$dir/sig.out"; }
+# Ctrl-C again quits at once, in a step (a long one here): the exit is SIGINT's, and the folder this run made,
+# holding nothing yet but its lock, is gone. SIGTERM then SIGHUP (systemd ending a session; a closed ssh session
+# sends HUP twice) is one stop: the step ends and is checkpointed.
+# after_notice PID SIG: SIG once the run's first signal has been answered (its line on stderr)
+after_notice() {
+    for i in $(seq 1 300); do grep -q "^tiertrain train: stopping after the step under way" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "^tiertrain train: stopping after the step under way" "$dir/sig.out" || fail "the first signal was not answered"
+    interrupt "$1" now "$2"
+}
+"$T" train $FLAGS --steps 100000 --batch-tokens 16384 --eval-tokens 64 --out "$dir/twice" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do grep -q "^step *0/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+kill -INT $pid
+after_notice $pid INT
+[ $rc -eq 130 ] || { fail "Ctrl-C twice: exit $rc, not SIGINT's 130"; cat "$dir/sig.out"; }
+[ -e "$dir/twice" ] && { fail "Ctrl-C twice left the --out folder"; ls -la "$dir/twice"; }
+"$T" train $FLAGS --steps 100000 --batch-tokens 8192 --eval-tokens 64 --out "$dir/termhup" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do grep -q "^step *0/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid
+after_notice $pid HUP
+[ $rc -eq 0 ] && grep -q "^interrupted at step 1; checkpoint written" "$dir/sig.out" && [ -s "$dir/termhup/checkpoint.bin" ] ||
+    { fail "SIGTERM then SIGHUP: not one clean stop (exit $rc)"; cat "$dir/sig.out"; }
 # a reader of the output gone (`train | tee log` and Ctrl-C ended tee too) does not end the run: it trains to its
 # end and writes its adapter; the exit says the output is incomplete
 "$T" train $FLAGS --steps 4 --out "$dir/piped" 2>"$dir/err" | true

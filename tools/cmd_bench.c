@@ -284,7 +284,7 @@ static int bench_overlap(int argc, char **argv) {
     }
     const char *inputs[] = {model, NULL};
     if (trace_path && tool_check_out("bench overlap", "--trace", trace_path, inputs, force)) return 2;
-    if (tool_blas_threads("bench overlap", (int)threads)) return 2;
+    if (tool_blas_threads("bench overlap", (int)threads)) return 1;
     tier_store *s = NULL;
     tt_exec *ex = NULL, *res_ex = NULL;
     tt_trace *trace = NULL;

@@ -501,7 +501,7 @@ int cmd_train(int argc, char **argv) {
     o.eval_every = (int)eval_every; o.eval_tokens = (int)eval_tokens; o.save_every = (int)save_every;
     o.stop_after = (int)stop_after;
     o.json = as_json;
-    if (tool_blas_threads("train", (int)threads)) return 2;
+    if (tool_blas_threads("train", (int)threads)) { free(srcs); return 1; }
     o.threads = openblas_get_num_threads();
     const char *inputs[TRAIN_MAX_INPUTS + 1];
     int ni = 0;

@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -66,25 +68,34 @@ static int g_stdin_closed;
 int tool_stdin_closed(void) { return g_stdin_closed; }
 
 /* OpenBLAS's working buffer: 128 MiB of address space, and a page, for each thread (drivers/common.h
- * BUFFER_SIZE on x86-64), with room to spare. */
+ * BUFFER_SIZE on x86-64), with room to spare. A thread it adds needs its stack too (blas_room). */
 #define BLAS_BUFFER_BYTES ((size_t)130 << 20)
 
-/* 0 when the address-space limit leaves room for n more buffers (or there is none), else -ENOMEM after the
- * sentence (for_threads: they are those of --threads added). */
-static int blas_room(const char *cmd, int n, int for_threads) {
+/* 0 when the address-space limit leaves room for n more buffers (with_stacks: and as many thread stacks), or
+ * there is no limit; else -ENOMEM after the sentence (with_stacks: they are for --threads added). The probe
+ * maps address space only (PROT_NONE, MAP_NORESERVE): nothing is committed, so only the limit can refuse it. */
+static int blas_room(const char *cmd, int n, int with_stacks) {
     struct rlimit rl;
     if (n <= 0 || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
-    void *room = malloc((size_t)n * BLAS_BUFFER_BYTES); /* address space only: nothing is touched */
-    if (room) {
-        free(room);
+    size_t stack = 0, each;
+    pthread_attr_t at;
+    if (with_stacks && pthread_attr_init(&at) == 0) { /* a new thread's default stack, as glibc sizes it */
+        if (pthread_attr_getstacksize(&at, &stack) != 0) stack = (size_t)8 << 20;
+        pthread_attr_destroy(&at);
+    }
+    each = BLAS_BUFFER_BYTES + stack + ((size_t)64 << 10); /* and a guard page, with room */
+    void *room = mmap(NULL, (size_t)n * each, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (room != MAP_FAILED) {
+        munmap(room, (size_t)n * each);
         return 0;
     }
     char what[96];
-    if (for_threads) snprintf(what, sizeof what, "of %d more --threads (%zu MiB)", n, (size_t)n * BLAS_BUFFER_BYTES >> 20);
-    else snprintf(what, sizeof what, "(%zu MiB for %d thread%s)", (size_t)n * BLAS_BUFFER_BYTES >> 20, n, n == 1 ? "" : "s");
+    if (with_stacks) snprintf(what, sizeof what, "and stacks of %d more --threads (%zu MiB)", n, (size_t)n * each >> 20);
+    else snprintf(what, sizeof what, "(%zu MiB for %d thread%s)", (size_t)n * each >> 20, n, n == 1 ? "" : "s");
     fprintf(stderr, "tiertrain %s: the address-space limit (ulimit -v %llu KiB) leaves no room for the BLAS "
-                    "library's working buffers %s; raise it%s\n",
-            cmd, (unsigned long long)(rl.rlim_cur >> 10), what, for_threads ? " or give fewer --threads" : "");
+                    "library's working buffers %s; raise it, or run fewer BLAS threads (%s)\n",
+            cmd, (unsigned long long)(rl.rlim_cur >> 10), what,
+            with_stacks ? "a smaller --threads" : "OPENBLAS_NUM_THREADS=1");
     return -ENOMEM;
 }
 
@@ -98,8 +109,9 @@ static void blas_warm(void) {
 int tool_blas_ready(const char *cmd) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
-    /* its own threads take theirs as they start, when the library loads; one that could not is retrying still:
-     * room for every thread's, or a refusal, before the calling thread takes its own */
+    /* OpenBLAS 0.3.21 (Debian 12's, and the GPU bundle's): its threads take theirs as they start, when the
+     * library loads, and one that could not is retrying still: room for every thread's, or a refusal, before
+     * the calling thread takes its own. (Later versions take every buffer as the library loads, before main.) */
     if (blas_room(cmd, openblas_get_num_threads(), 0)) return -ENOMEM;
     blas_warm();
     return 0;

@@ -239,7 +239,7 @@ int tool_lock_dir(const char *cmd, const char *dir) {
     }
     snprintf(g_lock_path, sizeof g_lock_path, "%s", p);
     g_lock_fd = fd;
-    tt_partial_note(p); /* a signal that ends the process removes it too (only this process writes that name) */
+    tt_partial_note_held(p, fd); /* a signal that ends the process removes it too, while it is still this one */
     static int registered;
     if (!registered++) atexit(tool_unlock_dir);
     return fd; /* held until the process exits, which removes the file */

@@ -322,6 +322,10 @@ static void partial_note(const char *path, int is_dir, int fd) {
 
 void tt_partial_note(const char *tmp_path) { partial_note(tmp_path, 0, PARTIAL_ANY); }
 void tt_partial_note_dir(const char *dir) { partial_note(dir, 1, PARTIAL_ANY); }
+void tt_partial_note_held(const char *path, int fd) {
+    TT_ASSERT(fd >= 0);
+    partial_note(path, 0, fd);
+}
 
 /* ---- outputs that may not replace an existing file (tt_partial_new_only) ------------------------------------ */
 

@@ -114,6 +114,9 @@ void tt_partial_new_only_clear(const char *out);
  * empty then; one that holds anything stays. Note it only when this process
  * made it. */
 void tt_partial_note_dir(const char *dir);
+/* A file this process holds open as fd (a lock file), noted the same way: a signal that ends the process
+ * removes path only while it is still fd's file (once fd is closed, or the name holds another file, never). */
+void tt_partial_note_held(const char *path, int fd);
 /* Removes what is noted above now, as the handler does; async-signal-safe: for a program's own handler that
  * ends the process (train's second Ctrl-C). */
 void tt_partial_remove_all(void);
