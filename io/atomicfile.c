@@ -33,8 +33,7 @@ int atomic_write_fail(const char *path, int err, const char *what) {
                        err == EDQUOT ? "the disk quota is used up" : "no space left on the device");
     if (err == EFBIG) { /* the process's file size limit (tools/main.c ignores SIGXFSZ so that a write says so), or
                          * the file system's largest file (FAT32's 4 GiB) */
-        struct rlimit fs;
-        if (getrlimit(RLIMIT_FSIZE, &fs) == 0 && fs.rlim_cur != RLIM_INFINITY)
+        if (tt_rlimit_set(RLIMIT_FSIZE, NULL))
             return TT_FAIL(-err, "writing %s failed: the file size limit (ulimit -f) is reached; raise it and run "
                                  "again", path);
         return TT_FAIL(-err, "writing %s failed: its file system cannot hold a file that large; write it elsewhere",

@@ -75,8 +75,8 @@ int tool_stdin_closed(void) { return g_stdin_closed; }
  * there is no limit; else -ENOMEM after the sentence (with_stacks: they are for --threads added). The probe
  * maps address space only (PROT_NONE, MAP_NORESERVE): nothing is committed, so only the limit can refuse it. */
 static int blas_room(const char *cmd, int n, int with_stacks) {
-    struct rlimit rl;
-    if (n <= 0 || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    uint64_t limit;
+    if (n <= 0 || !tt_rlimit_set(RLIMIT_AS, &limit)) return 0;
     size_t stack = 0, each;
     pthread_attr_t at;
     if (with_stacks && pthread_attr_init(&at) == 0) { /* a new thread's default stack, as glibc sizes it */
@@ -94,7 +94,7 @@ static int blas_room(const char *cmd, int n, int with_stacks) {
     else snprintf(what, sizeof what, "(%zu MiB for %d thread%s)", (size_t)n * each >> 20, n, n == 1 ? "" : "s");
     fprintf(stderr, "tiertrain %s: the address-space limit (ulimit -v %llu KiB) leaves no room for the BLAS "
                     "library's working buffers %s; raise it, or run fewer BLAS threads (%s)\n",
-            cmd, (unsigned long long)(rl.rlim_cur >> 10), what,
+            cmd, (unsigned long long)(limit >> 10), what,
             with_stacks ? "a smaller --threads" : "OPENBLAS_NUM_THREADS=1");
     return -ENOMEM;
 }
@@ -107,8 +107,7 @@ static void blas_warm(void) {
 }
 
 int tool_blas_ready(const char *cmd) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    if (!tt_rlimit_set(RLIMIT_AS, NULL)) return 0;
     /* OpenBLAS 0.3.21 (Debian 12's, and the GPU bundle's): its threads take theirs as they start, when the
      * library loads, and one that could not is retrying still: room for every thread's, or a refusal, before
      * the calling thread takes its own. (Later versions take every buffer as the library loads, before main.) */
@@ -122,8 +121,7 @@ int tool_blas_threads(const char *cmd, int threads) {
     int more = threads - openblas_get_num_threads();
     if (blas_room(cmd, more, 1)) return -ENOMEM;
     openblas_set_num_threads(threads);
-    struct rlimit rl;
-    if (more > 0 && getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) blas_warm();
+    if (more > 0 && tt_rlimit_set(RLIMIT_AS, NULL)) blas_warm();
     return 0;
 }
 

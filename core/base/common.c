@@ -193,10 +193,16 @@ int tt_not_regular(const char *path) {
     return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
 }
 
+int tt_rlimit_set(int resource, uint64_t *cur) {
+    struct rlimit rl;
+    if (getrlimit(resource, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    if (cur) *cur = (uint64_t)rl.rlim_cur;
+    return 1;
+}
+
 const char *tt_thread_start_hint(int err) {
     if (err != EAGAIN) return "";
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    if (tt_rlimit_set(RLIMIT_AS, NULL))
         return "; raise the address-space limit (ulimit -v: each thread needs room for its stack) or the process "
                "limit (ulimit -u)";
     return "; raise the process limit (ulimit -u)";

@@ -68,6 +68,10 @@ int tt_not_regular(const char *path);
 /* Monotonic wall clock in seconds. */
 double tt_now(void);
 
+/* 1 when the soft limit `resource` (RLIMIT_AS: ulimit -v, RLIMIT_FSIZE: ulimit -f) is set, its value in *cur
+ * (may be NULL); 0 when it is unlimited or cannot be read. */
+int tt_rlimit_set(int resource, uint64_t *cur);
+
 /* The advice for a thread that could not start (err: pthread_create's), "; ..." to end a sentence with:
  * EAGAIN is the process limit (ulimit -u), or, under an address-space limit, no room for the thread's stack
  * (ulimit -v); "" for any other error. */
