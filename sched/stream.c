@@ -713,7 +713,8 @@ int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan,
     e->dev_len = plan->dev_bytes;
     e->dev_base = be_alloc(e->dev_len);
     if (!e->dev_base) {
-        rc = TT_FAIL(-ENOMEM, "cannot reserve the device arena of %llu bytes (--hbm)", (unsigned long long)e->dev_len);
+        rc = TT_FAIL(-ENOMEM, "cannot reserve the device arena of %llu bytes (--hbm)%s", (unsigned long long)e->dev_len,
+                     tt_reserve_hint());
         stream_free(e);
         return rc;
     }
@@ -722,7 +723,8 @@ int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan,
     e->host_base = mmap(NULL, e->host_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (e->host_base == MAP_FAILED) {
         e->host_base = NULL;
-        rc = TT_FAIL(-ENOMEM, "cannot reserve the host arena of %llu bytes (--host)", (unsigned long long)e->host_len);
+        rc = TT_FAIL(-ENOMEM, "cannot reserve the host arena of %llu bytes (--host)%s", (unsigned long long)e->host_len,
+                     tt_reserve_hint());
         stream_free(e);
         return rc;
     }

@@ -208,6 +208,10 @@ const char *tt_thread_start_hint(int err) {
     return "; raise the process limit (ulimit -u)";
 }
 
+const char *tt_reserve_hint(void) {
+    return tt_rlimit_set(RLIMIT_AS, NULL) ? "; the address-space limit (ulimit -v) may be what refuses it: raise it" : "";
+}
+
 double tt_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -76,6 +76,9 @@ int tt_rlimit_set(int resource, uint64_t *cur);
  * EAGAIN is the process limit (ulimit -u), or, under an address-space limit, no room for the thread's stack
  * (ulimit -v); "" for any other error. */
 const char *tt_thread_start_hint(int err);
+/* The advice for memory that could not be reserved, "; ..." to end a sentence with: under an address-space
+ * limit, that limit (ulimit -v); "" without one. */
+const char *tt_reserve_hint(void);
 
 /* A file being written under its temporary name ("<output>.partial") before
  * it is renamed into place: noted here, it is removed if SIGTERM, SIGHUP,
