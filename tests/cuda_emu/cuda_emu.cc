@@ -658,7 +658,7 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
                     f->c.bd = block;
                     f->c.gd = grid;
                 }
-                memset(g_cp, 0, sizeof *g_cp * g_nthreads);
+                for (int i = 0; i < g_nthreads; i++) g_cp[i].n = g_cp[i].committed = 0; /* op[] is written before read */
                 g_epoch = 0;
                 g_blk = bx + grid.x * (by + grid.y * bz) + 1;
                 if (g_direct)
