@@ -9,7 +9,8 @@
 #   expect_error NAME PAT CMD...  exit 1..127, no sanitizer report, exactly one
 #                              stderr line, and that line matches PAT
 #   finish NAME                says "NAME: all checks passed" if none failed; exits 0 / 1
-# CMD's stdout and stderr are left in $dir/out and $dir/err.
+# CMD's stdout and stderr are left in $dir/out and $dir/err. With TT_TEST_TIMES=FILE, expect_ok and expect_error
+# append "SECONDS NAME" to FILE for each command they run (where a test spends its time).
 T=${TIERTRAIN:-./tiertrain}
 fails=0
 
@@ -20,15 +21,25 @@ setup() {
 
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
+# tt_timed NAME CMD...: runs CMD; with TT_TEST_TIMES set, appends its wall seconds and NAME there
+tt_timed() {
+    [ -z "${TT_TEST_TIMES:-}" ] && { shift; "$@"; return; }
+    _n=$1; shift
+    _t0=$(date +%s.%N)
+    "$@"; _rc=$?
+    printf '%s %s\n' "$(echo "$(date +%s.%N) $_t0" | awk '{ printf "%.1f", $1 - $2 }')" "$_n" >>"$TT_TEST_TIMES"
+    return $_rc
+}
+
 expect_ok() {
     name=$1; shift
-    "$@" >"$dir/out" 2>"$dir/err" || { fail "$name: exit $?"; cat "$dir/err"; return; }
+    tt_timed "$name" "$@" >"$dir/out" 2>"$dir/err" || { fail "$name: exit $?"; cat "$dir/err"; return; }
     if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; fi
 }
 
 expect_error() {
     name=$1; pat=$2; shift 2
-    "$@" >"$dir/out" 2>"$dir/err"; rc=$?
+    tt_timed "$name" "$@" >"$dir/out" 2>"$dir/err"; rc=$?
     # the one line besides progress lines (tools/main.c progress_print: work that takes over a second prints them,
     # as it does on a loaded machine)
     lines=$(grep -v -E ' \([ 0-9]+%\), [0-9]+ MB/s, (ETA|took) [0-9]+s$' "$dir/err" | grep -c .)
