@@ -66,9 +66,9 @@ ifneq ($(strip $(NVCC)),)
   CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
   NVCCFLAGS := -std=c++17 -O2 -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
   CUDA_DEFS := -DTT_HAVE_CUDA -I$(CUDA_HOME)/include
-  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
   ifeq ($(STATIC),1)
-    CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lcublasLt -lcublas -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -ldl -lrt \
+    CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -ldl -lrt \
                  -Wl,-rpath,$(CUDA_HOME)/lib64
   endif
 else

@@ -6,6 +6,12 @@
 . tests/lib.sh
 setup cli
 
+# cuBLAS is opened when the CUDA backend starts, not linked: loading cuBLASLt made every start take ~70 ms
+# (kernels/cuda/cuda_gemm.cu, cuda_blas_open; tests/test_cuda_blas.c checks the loader)
+if command -v ldd >/dev/null 2>&1 && ldd "$T" | grep -q cublas; then
+    fail "tiertrain links cuBLAS: $(ldd "$T" | grep cublas | tr -s ' \t' ' ')"
+fi
+
 # A good store, and its layer-0 extent offset from info --json.
 expect_ok synth "$T" synth --preset tiny --quant nf4 --seed 3 -o "$dir/good.tier"
 expect_ok info "$T" info "$dir/good.tier"

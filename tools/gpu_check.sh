@@ -166,10 +166,10 @@ if [ "$built" != "$here" ] && [ "${GPU_CHECK_ANY_BUNDLE:-0}" != 1 ]; then
 fi
 T=$W/gpu/tiertrain
 OPS=$W/gpu/test_cuda_ops
-# cuBLAS: the binary's rpath names /usr/local/cuda/lib64; elsewhere, the CUDA
-# toolkit's or PyTorch's copy.
-if ldd "$T" | grep -q 'libcublas.*not found'; then
-    f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
+# cuBLAS (opened when the CUDA backend starts): the binary's rpath names /usr/local/cuda/lib64; elsewhere, where
+# the loader does not know it, the CUDA toolkit's or PyTorch's copy.
+if [ ! -e /usr/local/cuda/lib64/libcublasLt.so.13 ] && ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.13 '; then
+    f=$(find / -xdev -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 # cuDNN (TT_CUDA_ATTN=cudnn's attention, loaded at run time) and the NVRTC it compiles its fused kernels with:

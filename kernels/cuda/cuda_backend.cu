@@ -1394,6 +1394,12 @@ extern "C" const tt_backend *backend_cuda(void) {
     static int state; /* 0 untried, 1 ready, -1 unavailable */
     if (state == 1) return &g_cuda;
     if (state == -1) return NULL;
+    char why[512];
+    if (cuda_blas_open(NULL, NULL, why, sizeof why) != 0) { /* before the device: a missing library says so anywhere */
+        tt_seterr("%s", why);
+        state = -1;
+        return NULL;
+    }
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {

@@ -20,6 +20,11 @@ extern "C" {
  * first call. */
 const tt_backend *backend_cuda(void);
 
+/* Opens cuBLAS and cuBLASLt (NULL names: libcublasLt.so.N and libcublas.so.N
+ * of the toolkit built with): 0, or -1 with the reason in why. backend_cuda
+ * calls it first; once it succeeded, later calls do nothing. */
+int cuda_blas_open(const char *lt_name, const char *blas_name, char *why, size_t n);
+
 /* What the CUDA backend holds outside the arena, shared by the backend and
  * its estimate below: cuBLAS's workspace (allocated at start-up), a margin
  * for kernels loaded lazily after start-up, and — where no GPU can measure

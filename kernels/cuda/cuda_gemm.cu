@@ -15,9 +15,79 @@ extern "C" {
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+
+/* ---- cuBLAS, opened at start-up ----------------------------------------------------
+ * cuBLAS and cuBLASLt are opened when the backend starts (cuda_blas_open), not
+ * linked: cuBLASLt's 350,000 relocations made every start of tiertrain, the
+ * CPU commands' too, take ~70 ms (~200 ms under ASan). The emulated GPU
+ * (tests/cuda_emu) links its own functions instead. */
+static struct {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasSetStream_v2) setStream;
+    decltype(&cublasSetWorkspace_v2) setWorkspace;
+    cublasStatus_t (*gemmEx)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                             const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                             cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t); /* C++ has two overloads */
+    decltype(&cublasLtCreate) ltCreate;
+    decltype(&cublasLtMatmulDescCreate) ltDescCreate;
+    decltype(&cublasLtMatmulDescSetAttribute) ltDescSet;
+    decltype(&cublasLtMatrixLayoutCreate) ltLayoutCreate;
+    decltype(&cublasLtMatmulPreferenceCreate) ltPrefCreate;
+    decltype(&cublasLtMatmulPreferenceSetAttribute) ltPrefSet;
+    decltype(&cublasLtMatmulPreferenceDestroy) ltPrefDestroy;
+    decltype(&cublasLtMatmulAlgoGetHeuristic) ltHeuristic;
+    decltype(&cublasLtMatmul) ltMatmul;
+} g_api;
+
+#define TT_STR_(x) #x
+#define TT_STR(x) TT_STR_(x)
+
+int cuda_blas_open(const char *lt_name, const char *blas_name, char *why, size_t n) {
+    if (g_api.ltMatmul) return 0;
+    if (!lt_name) lt_name = "libcublasLt.so." TT_STR(CUBLAS_VER_MAJOR);
+    if (!blas_name) blas_name = "libcublas.so." TT_STR(CUBLAS_VER_MAJOR);
+#ifdef TT_CUDA_EMU_H
+    (void)why, (void)n;
+#define SYM(lib, lib_name, field, sym) g_api.field = &sym
+#else
+    void *lt = dlopen(lt_name, RTLD_NOW | RTLD_LOCAL), *blas = lt ? dlopen(blas_name, RTLD_NOW | RTLD_LOCAL) : NULL;
+    if (!blas) {
+        snprintf(why, n, "cannot load %s (%s); add the CUDA toolkit's lib64 folder to LD_LIBRARY_PATH or use "
+                 "--device cpu", lt ? blas_name : lt_name, dlerror());
+        return -1; /* cuBLASLt, where it loaded, stays: unloading it loses what its start-up allocated */
+    }
+    /* dlsym's void * to a function pointer: through memcpy, as C++ has no implicit conversion for it */
+#define SYM(lib, lib_name, field, sym)                                                                        \
+    do {                                                                                                      \
+        void *p_ = dlsym(lib, #sym);                                                                          \
+        if (!p_) {                                                                                            \
+            snprintf(why, n, "%s has no %s (cuBLAS %d is needed)", lib_name, #sym, CUBLAS_VER_MAJOR);         \
+            memset(&g_api, 0, sizeof g_api);                                                                  \
+            return -1; /* the libraries stay loaded: closing a half-used cuBLAS is not worth it */            \
+        }                                                                                                     \
+        memcpy(&g_api.field, &p_, sizeof p_);                                                                 \
+    } while (0)
+#endif
+    SYM(blas, blas_name, create, cublasCreate_v2);
+    SYM(blas, blas_name, setStream, cublasSetStream_v2);
+    SYM(blas, blas_name, setWorkspace, cublasSetWorkspace_v2);
+    SYM(blas, blas_name, gemmEx, cublasGemmEx);
+    SYM(lt, lt_name, ltCreate, cublasLtCreate);
+    SYM(lt, lt_name, ltDescCreate, cublasLtMatmulDescCreate);
+    SYM(lt, lt_name, ltDescSet, cublasLtMatmulDescSetAttribute);
+    SYM(lt, lt_name, ltLayoutCreate, cublasLtMatrixLayoutCreate);
+    SYM(lt, lt_name, ltPrefCreate, cublasLtMatmulPreferenceCreate);
+    SYM(lt, lt_name, ltPrefSet, cublasLtMatmulPreferenceSetAttribute);
+    SYM(lt, lt_name, ltPrefDestroy, cublasLtMatmulPreferenceDestroy);
+    SYM(lt, lt_name, ltHeuristic, cublasLtMatmulAlgoGetHeuristic);
+    SYM(lt, lt_name, ltMatmul, cublasLtMatmul); /* last: set means all are */
+#undef SYM
+    return 0;
+}
 
 static cublasHandle_t g_blas;
 static cublasLtHandle_t g_lt;
@@ -74,37 +144,37 @@ static void lt_plan(lt_entry *e) {
     const lt_key *k = &e->key;
     e->state = LT_GEMMEX;
     cublasLtMatmulPreference_t pref = NULL;
-    if (cublasLtMatmulDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return;
+    if (g_api.ltDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return;
     cublasOperation_t ta = k->transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = k->transb ? CUBLAS_OP_T : CUBLAS_OP_N;
     uint64_t wsb = g_ws_bytes;
     uint32_t al[3] = {1u << k->ala, 1u << k->alb, 1u << k->alc};
-    int ok = cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
-             cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
+    int ok = g_api.ltDescSet(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
+             g_api.ltDescSet(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
              /* stored shapes: op(first) is (m, k), op(second) (k, n) */
-             cublasLtMatrixLayoutCreate(&e->la, cuda_type(k->at), k->transa ? k->k : k->m, k->transa ? k->m : k->k,
+             g_api.ltLayoutCreate(&e->la, cuda_type(k->at), k->transa ? k->k : k->m, k->transa ? k->m : k->k,
                                         k->lda) == 0 &&
-             cublasLtMatrixLayoutCreate(&e->lb, cuda_type(k->bt), k->transb ? k->n : k->k, k->transb ? k->k : k->n,
+             g_api.ltLayoutCreate(&e->lb, cuda_type(k->bt), k->transb ? k->n : k->k, k->transb ? k->k : k->n,
                                         k->ldb) == 0 &&
-             cublasLtMatrixLayoutCreate(&e->lc, cuda_type(k->ct), k->m, k->n, k->ldc) == 0 &&
-             cublasLtMatmulPreferenceCreate(&pref) == 0 &&
-             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb) == 0 &&
-             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
+             g_api.ltLayoutCreate(&e->lc, cuda_type(k->ct), k->m, k->n, k->ldc) == 0 &&
+             g_api.ltPrefCreate(&pref) == 0 &&
+             g_api.ltPrefSet(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb) == 0 &&
+             g_api.ltPrefSet(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
                                                   sizeof al[0]) == 0 &&
-             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
+             g_api.ltPrefSet(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
                                                   sizeof al[1]) == 0 &&
-             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
+             g_api.ltPrefSet(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
                                                   sizeof al[2]) == 0 &&
-             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
+             g_api.ltPrefSet(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
                                                   sizeof al[2]) == 0;
     cublasLtMatmulHeuristicResult_t r;
     int got = 0;
-    if (ok && cublasLtMatmulAlgoGetHeuristic(g_lt, e->desc, e->la, e->lb, e->lc, e->lc, pref, 1, &r, &got) == 0 &&
+    if (ok && g_api.ltHeuristic(g_lt, e->desc, e->la, e->lb, e->lc, e->lc, pref, 1, &r, &got) == 0 &&
         got == 1 && r.state == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= g_ws_bytes) {
         e->algo = r.algo;
         e->ws = r.workspaceSize;
         e->state = LT_ALGO;
     }
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (pref) g_api.ltPrefDestroy(pref);
 }
 
 /* The key's entry, planned on first use; NULL when the table is full. */
@@ -173,7 +243,7 @@ void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, 
         e = lt_lookup(&k);
     }
     if (e && lt_state(e) == LT_ALGO) {
-        cublasStatus_t s = cublasLtMatmul(g_lt, e->desc, &alpha, B, e->la, A, e->lb, &beta, C, e->lc, C, e->lc, &e->algo,
+        cublasStatus_t s = g_api.ltMatmul(g_lt, e->desc, &alpha, B, e->la, A, e->lb, &beta, C, e->lc, C, e->lc, &e->algo,
                                           g_ws, e->ws, g_compute);
         if (s == CUBLAS_STATUS_SUCCESS) return;
         /* the heuristic's algorithm refused the problem: this shape goes to cublasGemmEx from now on */
@@ -183,7 +253,7 @@ void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, 
         e->state = LT_GEMMEX;
         pthread_mutex_unlock(&g_cache_mu);
     }
-    CUBLAS_CHECK(cublasGemmEx(g_blas, g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, g.transb ? CUBLAS_OP_T : CUBLAS_OP_N, g.m,
+    CUBLAS_CHECK(g_api.gemmEx(g_blas, g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, g.transb ? CUBLAS_OP_T : CUBLAS_OP_N, g.m,
                               g.n, g.k, &alpha, B, cuda_type(bt), g.lda, A, cuda_type(at), g.ldb, &beta, C,
                               cuda_type(ct), g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -192,10 +262,10 @@ void cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt) {
     g_ws = ws;
     g_ws_bytes = ws_bytes;
     g_cvt = cvt;
-    CUBLAS_CHECK(cublasCreate(&g_blas));
-    CUBLAS_CHECK(cublasSetStream(g_blas, g_compute));
-    CUBLAS_CHECK(cublasSetWorkspace(g_blas, ws, ws_bytes)); /* shared: both run on the compute stream, in turn */
-    CUBLAS_CHECK(cublasLtCreate(&g_lt));
+    CUBLAS_CHECK(g_api.create(&g_blas));
+    CUBLAS_CHECK(g_api.setStream(g_blas, g_compute));
+    CUBLAS_CHECK(g_api.setWorkspace(g_blas, ws, ws_bytes)); /* shared: both run on the compute stream, in turn */
+    CUBLAS_CHECK(g_api.ltCreate(&g_lt));
     const char *v = getenv("TT_CUDA_GEMM");
     g_use_lt = !(v && strcmp(v, "cublas") == 0);
 }
