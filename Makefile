@@ -86,8 +86,9 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_SH  := $(sort $(wildcard tests/test_*.sh))
 
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
-# CUDA objects (one build serves the release and sanitizer binaries; float only)
-CUDA_OBJ  = $(CUDA_SRC:%.cu=$(BUILD)/cuda/%.o)
+# CUDA objects (one build serves the release and sanitizer binaries, and gpu-bundle's static ones; float only)
+CUDA_BUILD ?= $(BUILD)/cuda
+CUDA_OBJ  = $(CUDA_SRC:%.cu=$(CUDA_BUILD)/%.o)
 TOOL_OBJ  = $(TOOL_SRC:%.c=$(B)/%.o)
 
 B := $(BUILD)/rel
@@ -101,6 +102,10 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-
 TS := $(BUILD)/tsan
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_TESTS := test_stream_async test_generate test_uring test_opprof
+
+# make test, demo, bench and gpu-bundle build on every CPU (JOBS=N for fewer) unless make was given -j itself
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+BUILD_JOBS = $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(JOBS))
 
 .PHONY: all test run-tests deps fuzz fuzz-long corpus demo bench gpu-bundle clean
 .SECONDARY:
@@ -122,7 +127,7 @@ $(A)/%.o: %.c
 
 # CUDA objects; ptxas's resource report (registers, stack, spills per kernel) kept beside each in
 # .o.ptxas (tests/test_cuda_rules.sh checks it: no kernel spills); anything else nvcc says is shown
-$(BUILD)/cuda/%.o: %.cu
+$(CUDA_BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -Xptxas -v -MMD -MP -c $< -o $@ 2>$@.ptxas || { cat $@.ptxas >&2; rm -f $@; exit 1; }
 	@grep -v -e '^ptxas info' -e 'bytes stack frame' $@.ptxas >&2 || true
@@ -223,7 +228,7 @@ TESTS_ASAN := $(TEST_SRC:tests/%.c=$(A)/tests/%) $(F64_TWINS:%=$(A)/tests/%_f64)
 
 # deps first, then everything else (also under make -j)
 test: deps
-	@$(MAKE) --no-print-directory run-tests
+	@$(MAKE) --no-print-directory $(BUILD_JOBS) run-tests
 
 run-tests: $(B)/tiertrain $(A)/tiertrain $(TESTS_REL) $(TESTS_ASAN) $(TSAN_TESTS:%=$(TS)/tests/%) $(EMU_BINS) fuzz
 	@TSAN_DIR="$(TS)" TSAN_TESTS="$(TSAN_TESTS)" sh tests/run.sh "$(B)" "$(A)" $(notdir $(TESTS_REL)) -- $(TEST_SH)
@@ -257,18 +262,18 @@ fuzz-long: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 
 # ---- the quick-start job -----------------------------------------------------
 demo: deps
-	@$(MAKE) --no-print-directory tiertrain
+	@$(MAKE) --no-print-directory $(BUILD_JOBS) tiertrain
 	@sh tools/demo.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory tiertrain
+	@$(MAKE) --no-print-directory $(BUILD_JOBS) tiertrain
 	@sh tools/bench_io.sh
 
 # ---- the GPU machine's binaries (tools/gpu_check.sh runs them there) ----------
 GPU_BINS := build/static/rel/tiertrain build/static/rel/tests/test_cuda_ops
 gpu-bundle: deps
 	@test -n "$(NVCC)" || { echo "gpu-bundle: needs nvcc (CUDA toolkit)"; exit 1; }
-	@$(MAKE) --no-print-directory STATIC=1 BUILD=build/static $(GPU_BINS)
+	@$(MAKE) --no-print-directory $(BUILD_JOBS) STATIC=1 BUILD=build/static CUDA_BUILD=$(CUDA_BUILD) $(GPU_BINS)
 	@rm -rf build/gpu && mkdir -p build/gpu && cp $(GPU_BINS) build/gpu/ && strip --strip-debug build/gpu/*
 	@for b in build/gpu/*; do sh tools/bundle_libs.sh $$b || exit 1; done
 	@echo "built $$(date -u '+%Y-%m-%d %H:%M UTC') from commit $$(git rev-parse --short HEAD 2>/dev/null || echo '?')$$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes'), sources $$(sh tools/src_hash.sh)" >build/gpu/BUILD
@@ -282,4 +287,4 @@ deps:
 clean:
 	rm -rf $(BUILD) tiertrain
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(sort $(shell find $(BUILD) $(CUDA_BUILD) -name '*.d' 2>/dev/null))
