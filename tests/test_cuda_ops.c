@@ -653,6 +653,16 @@ static const op_case g_cases[] = {
     {"kd", c_kd, {256, 128256, 16384, 20}, "256 x 128256 / 16384, T 2", 1, 1e-5, 4e-3},
 };
 
+/* Whether op is one of the comma-separated list (NULL: every op). */
+static int op_in(const char *list, const char *op) {
+    if (!list) return 1;
+    size_t n = strlen(op);
+    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (strncmp(p, op, n) == 0 && (p[n] == ',' || p[n] == 0)) return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int real = 0;
     const char *device = "cuda", *only = NULL;
@@ -661,18 +671,21 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) device = argv[++i];
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: test_cuda_ops [--real] [--device cuda|cpu-async] [--only OP]\n"
+            fprintf(stderr, "usage: test_cuda_ops [--real] [--device cuda|cpu-async] [--only OP[,OP...]]\n"
                             "  --device cpu-async: the table against the CPU reference on the CPU (no GPU: a\n"
                             "  check of the test itself and of the CPU's bf16 ops against its fp32 ones)\n"
-                            "  --only OP: the table's cases of that op (its first column: attention, gemm, ...)\n");
+                            "  --only OP[,OP...]: the table's cases of those ops (its first column: attention,\n"
+                            "  gemm, ...)\n");
             return 2;
         }
     }
-    if (only) {
-        size_t n = 0;
-        for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) n += strcmp(g_cases[i].op, only) == 0;
+    /* every op --only names is in the table */
+    for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        size_t len = strcspn(p, ","), n = 0;
+        for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++)
+            n += strlen(g_cases[i].op) == len && strncmp(g_cases[i].op, p, len) == 0;
         if (!n) {
-            fprintf(stderr, "test_cuda_ops: --only %s: no such op in the table\n", only);
+            fprintf(stderr, "test_cuda_ops: --only %.*s: no such op in the table\n", (int)len, p);
             return 2;
         }
     }
@@ -689,7 +702,7 @@ int main(int argc, char **argv) {
         g_dt = pass ? BE_BF16 : BE_REAL;
         for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) {
             g_case = &g_cases[i];
-            if ((g_case->real && !real) || (only && strcmp(g_case->op, only) != 0)) continue;
+            if ((g_case->real && !real) || !op_in(only, g_case->op)) continue;
             g_real = g_case->real;
             g_case->run(g_case->s);
         }
