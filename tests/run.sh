@@ -8,7 +8,7 @@
 # ThreadSanitizer build (OpenBLAS on one thread: its own threads are not
 # instrumented).
 # TT_TEST_JOBS tests run at once (default: the number of CPUs), taken from
-# one list in order, the sanitizer builds' (the slow ones) first. Every test
+# one list in order: test_cuda_emu, then the sanitizer builds' (the slow ones). Every test
 # makes its own temporary folder; none times itself. With more than one at
 # once, OpenBLAS runs on one thread unless OPENBLAS_NUM_THREADS says
 # otherwise (its threads spin while they wait, and two tests' threads on the
@@ -52,12 +52,15 @@ case $jobs in '' | *[!0-9]* | 0) echo "tests/run.sh: TT_TEST_JOBS must be a posi
 list="$log/list"
 : >"$list"
 add() { printf '%s\t%s\n' "$1" "$2" >>"$list"; }
+# the longest test first (test_cuda_emu: a third of the total on 2 CPUs), so that it never runs alone at the end
+first=test_cuda_emu
+for s in $scripts; do [ "$(basename "$s" .sh)" = $first ] && add $first "TIERTRAIN='$rel/tiertrain' sh '$s'"; done
 for s in $scripts; do add "$(basename "$s" .sh) [asan]" "TIERTRAIN='$asan/tiertrain' sh '$s'"; done
 for t in ${TSAN_TESTS:-}; do
     add "$t [tsan]" "OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS='halt_on_error=1:exitcode=66:${TSAN_OPTIONS:-}' '$TSAN_DIR/tests/$t'"
 done
 for t in $progs; do add "$t [asan]" "'$asan/tests/$t'"; done
-for s in $scripts; do add "$(basename "$s" .sh)" "TIERTRAIN='$rel/tiertrain' sh '$s'"; done
+for s in $scripts; do [ "$(basename "$s" .sh)" = $first ] || add "$(basename "$s" .sh)" "TIERTRAIN='$rel/tiertrain' sh '$s'"; done
 for t in $progs; do add "$t" "'$rel/tests/$t'"; done
 
 n=$(wc -l <"$list")

@@ -424,10 +424,16 @@ int main(void) {
     test_fragments();
     test_ldsm();
     test_fwd((shape){1, 64, 1, 1, 128, NULL, 0}, 1);   /* one block, one key tile */
-    test_fwd((shape){2, 150, 2, 1, 128, NULL, 0}, 2);  /* partial tiles, GQA, two sequences */
+    /* partial tiles, GQA, two sequences; under AddressSanitizer (CI runs every test twice, and each thread of a
+     * block here is a POSIX thread: slow on few CPUs) only their packed twins below, the same shapes */
+#if !defined(__SANITIZE_ADDRESS__)
+    test_fwd((shape){2, 150, 2, 1, 128, NULL, 0}, 2);
+#endif
     test_fwd((shape){1, 129, 2, 1, 64, NULL, 0}, 3);   /* head_dim padded to the fragments' 128 */
     test_bwd((shape){1, 64, 1, 1, 128, NULL, 0}, 4);
+#if !defined(__SANITIZE_ADDRESS__)
     test_bwd((shape){2, 150, 2, 1, 128, NULL, 0}, 5);
+#endif
     test_bwd((shape){1, 129, 4, 1, 64, NULL, 0}, 6);  /* the dk/dv pass in 4 parts (one head each) */
     test_bwd((shape){1, 129, 4, 1, 64, NULL, 1}, 12); /* in one part of 4 heads */
     /* packed examples: sequence 0 holds rows 0-69 and 70-149 (rows 70.. see no key of the first 64-key tile: the
