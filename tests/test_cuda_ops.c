@@ -653,13 +653,21 @@ static const op_case g_cases[] = {
     {"kd", c_kd, {256, 128256, 16384, 20}, "256 x 128256 / 16384, T 2", 1, 1e-5, 4e-3},
 };
 
-/* Whether op is one of the comma-separated list (NULL: every op). */
+/* --only's comma-separated list: the item after the one at p, and whether the one at p is op. */
+static const char *next_item(const char *p) {
+    p += strcspn(p, ",");
+    return *p ? p + 1 : p;
+}
+static int item_is(const char *p, const char *op) {
+    size_t n = strcspn(p, ",");
+    return n == strlen(op) && strncmp(p, op, n) == 0;
+}
+
+/* Whether op is in the list (NULL: every op). */
 static int op_in(const char *list, const char *op) {
     if (!list) return 1;
-    size_t n = strlen(op);
-    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-        if (strncmp(p, op, n) == 0 && (p[n] == ',' || p[n] == 0)) return 1;
-    }
+    for (const char *p = list; *p; p = next_item(p))
+        if (item_is(p, op)) return 1;
     return 0;
 }
 
@@ -680,12 +688,11 @@ int main(int argc, char **argv) {
         }
     }
     /* every op --only names is in the table */
-    for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-        size_t len = strcspn(p, ","), n = 0;
-        for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++)
-            n += strlen(g_cases[i].op) == len && strncmp(g_cases[i].op, p, len) == 0;
+    for (const char *p = only; p && *p; p = next_item(p)) {
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) n += item_is(p, g_cases[i].op);
         if (!n) {
-            fprintf(stderr, "test_cuda_ops: --only %.*s: no such op in the table\n", (int)len, p);
+            fprintf(stderr, "test_cuda_ops: --only %.*s: no such op in the table\n", (int)strcspn(p, ","), p);
             return 2;
         }
     }
