@@ -26,8 +26,9 @@ CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -I. -pthread
 LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lm -pthread
 # STATIC=1: the non-CUDA libraries and the CUDA runtime linked statically, so
 # the binary runs on a machine without the Debian -dev packages (the GPU
-# machine, tools/gpu_check.sh); cuBLAS stays shared (it comes with the CUDA
-# toolkit / driver image there), as does libudev (hwloc's; in every base image).
+# machine, tools/gpu_check.sh); cuBLAS and cuDNN are opened at run time (they
+# come with the CUDA toolkit there), libudev stays shared (hwloc's; in every
+# base image).
 ifeq ($(STATIC),1)
   LDLIBS := -Wl,-Bstatic -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lgfortran -lquadmath \
             -Wl,-Bdynamic -l:libudev.so.1 -lm -pthread

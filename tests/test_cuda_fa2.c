@@ -1,6 +1,7 @@
 /* tests/test_cuda_fa2.c — the tensor-core flash attention (kernels/cuda/
- * cuda_fa2.h) on the CPU: every thread of a block is a POSIX thread running
- * the kernel's block body; the warp-wide operations are emulated (the block
+ * cuda_fa2.h) on the CPU: every thread of a block is a fiber running the
+ * kernel's block body (tests/cuda_emu/fiber.h); the warp-wide operations are
+ * emulated (the block
  * barrier, the quad shuffles, ldmatrix from the lanes' row addresses, and
  * mma.m16n8k16 from the PTX ISA's fragment layout: each lane's registers
  * gathered into the 16 x 16 and 16 x 8 operands, each lane's four results
@@ -17,38 +18,39 @@
 #include "core/base/common.h"
 #include "core/base/rng.h"
 #include "kernels/cuda/cuda_fa2.h"
+#include "tests/cuda_emu/fiber.h"
 #include "tests/test.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 
 /* ---- the emulation ------------------------------------------------------------ */
 
+/* A block's threads meet as fibers; each warp-wide operation is two meetings of the warp: the lanes' values
+ * put in, then each lane takes what it needs (no lane puts in the next operation's before all have taken). */
 struct tt_warp_emu {
-    pthread_barrier_t block, warp[TT_FA2_WARPS];
+    tt_fib_sched fs;
     float xf[TT_FA2_THREADS];
     uint32_t xa[TT_FA2_THREADS][4], xb[TT_FA2_THREADS][2];
     const uint16_t *rows[TT_FA2_THREADS]; /* ldmatrix row addresses */
     tt_cp_emu cp[TT_FA2_THREADS];         /* each thread's cp.async copies in flight */
 };
 
-void tt_emu_sync(tt_warp_emu *w) { pthread_barrier_wait(&w->block); }
+void tt_emu_sync(tt_warp_emu *w) { tt_fib_wait(&w->fs, TT_FIB_BLOCK_WAIT); }
+static void warp_meet(tt_warp_emu *w) { tt_fib_wait(&w->fs, TT_FIB_WARP_WAIT); }
 
 float tt_emu_shfl_xor(tt_warp_emu *w, int tid, float v, int mask) {
-    pthread_barrier_t *b = &w->warp[tid >> 5];
     w->xf[tid] = v;
-    pthread_barrier_wait(b);
+    warp_meet(w);
     float r = w->xf[(tid & ~31) | ((tid & 31) ^ mask)];
-    pthread_barrier_wait(b);
+    warp_meet(w);
     return r;
 }
 
 void tt_emu_mma(tt_warp_emu *w, int tid, float d[4], const uint32_t a[4], const uint32_t b[2]) {
-    pthread_barrier_t *bar = &w->warp[tid >> 5];
     memcpy(w->xa[tid], a, sizeof w->xa[tid]);
     memcpy(w->xb[tid], b, sizeof w->xb[tid]);
-    pthread_barrier_wait(bar);
+    warp_meet(w);
     int base = tid & ~31, lane = tid & 31;
     float A[16][16], B[16][8];
     tt_fa2_warp_operands(w->xa[base], w->xb[base], A, B);
@@ -58,16 +60,15 @@ void tt_emu_mma(tt_warp_emu *w, int tid, float d[4], const uint32_t a[4], const 
         for (int kk = 0; kk < 16; kk++) acc += A[row][kk] * B[kk][col];
         d[i] = acc;
     }
-    pthread_barrier_wait(bar);
+    warp_meet(w);
 }
 
 void tt_emu_ldsm(tt_warp_emu *w, int tid, uint32_t r[4], const uint16_t *row, int trans) {
-    pthread_barrier_t *b = &w->warp[tid >> 5];
     TT_ASSERT(((uintptr_t)row & 15) == 0); /* ldmatrix rows are 16-byte aligned */
     w->rows[tid] = row;
-    pthread_barrier_wait(b);
+    warp_meet(w);
     tt_fa2_ldsm_gather(w->rows + (tid & ~31), tid & 31, trans, r);
-    pthread_barrier_wait(b);
+    warp_meet(w);
 }
 
 void tt_emu_cp16(tt_warp_emu *w, int tid, void *dst, const void *src, int valid) {
@@ -184,8 +185,8 @@ typedef struct blk {
     int parts;
 } blk;
 
-static void *block_thread(void *p) {
-    blk *a = p;
+static void block_thread(void *p, int tid) {
+    blk *a = (blk *)p + tid;
     const shape *s = a->s;
     if (a->pass == 0)
         tt_fa2_fwd_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->q, a->k, a->v, a->out,
@@ -200,7 +201,6 @@ static void *block_thread(void *p) {
         tt_fa2_dkv_block(a->w, a->tid, a->x, a->y, a->b, s->seq, s->nh, s->nkv, s->hd, a->parts, a->q, a->k, a->v,
                          a->lse, a->dout, a->Dbuf, a->dk, a->dv, a->pk, a->pv, (size_t)s->B * s->seq * s->nkv * s->hd,
                          s->seg, a->smem);
-    return NULL;
 }
 
 /* Every block of a pass's grid (row tiles x heads x sequences; the dk/dv pass: x KV heads), one after another,
@@ -208,32 +208,28 @@ static void *block_thread(void *p) {
 static void run_pass(const blk *tmpl) {
     const shape *s = tmpl->s;
     tt_warp_emu *w = tt_xcalloc(1, sizeof *w);
+    w->fs.who = "test_cuda_fa2";
+    w->fs.name = tmpl->pass == 0 ? "forward" : tmpl->pass == 1 ? "dq" : tmpl->pass == 2 ? "dk/dv" : "forward (32 rows)";
     size_t sm = tmpl->pass == 2 ? TT_FA2_SMEM_DKV : tmpl->pass == 3 ? TT_FA2_SMEM_FWD2 : TT_FA2_SMEM_FWD;
     const int br = tmpl->pass == 3 ? TT_FA2_FWD2_BR : TT_FA2_BR;
     uint16_t *smem = tt_xmalloc(sm);
     blk a[TT_FA2_THREADS];
-    pthread_t th[TT_FA2_THREADS];
     int heads = tmpl->pass == 2 ? s->nkv * tmpl->parts : s->nh;
     for (int b = 0; b < s->B; b++)
         for (int y = 0; y < heads; y++)
             for (int x = 0; x * br < s->seq; x++) {
-                pthread_barrier_init(&w->block, NULL, TT_FA2_THREADS);
-                for (int i = 0; i < TT_FA2_WARPS; i++) pthread_barrier_init(&w->warp[i], NULL, 32);
                 memset(smem, 0xff, sm); /* stale contents must not matter */
                 memset(w->cp, 0, sizeof w->cp);
                 for (int t = 0; t < TT_FA2_THREADS; t++) {
                     a[t] = *tmpl;
                     a[t].w = w; a[t].tid = t; a[t].x = x; a[t].y = y; a[t].b = b; a[t].smem = smem;
-                    TT_ASSERT(pthread_create(&th[t], NULL, block_thread, &a[t]) == 0);
                 }
-                for (int t = 0; t < TT_FA2_THREADS; t++) {
-                    pthread_join(th[t], NULL);
+                tt_fib_run(&w->fs, TT_FA2_THREADS, 512 << 10, block_thread, a);
+                for (int t = 0; t < TT_FA2_THREADS; t++)
                     CHECK_MSG(w->cp[t].n == 0, "pass %d: thread %d ended with %d copies never waited for",
                               tmpl->pass, t, w->cp[t].n);
-                }
-                pthread_barrier_destroy(&w->block);
-                for (int i = 0; i < TT_FA2_WARPS; i++) pthread_barrier_destroy(&w->warp[i]);
             }
+    munmap(w->fs.stacks, (size_t)TT_FIB_MAX * w->fs.stack);
     free(smem);
     free(w);
 }

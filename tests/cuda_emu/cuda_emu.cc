@@ -10,6 +10,7 @@
  * changes the numbers here as it would on a GPU. */
 #include "tests/cuda_emu/cuda_emu.h"
 #include "kernels/cuda/cuda_fa2.h"
+#include "tests/cuda_emu/fiber.h"
 
 #include <cublasLt.h>
 #include <cblas.h>
@@ -19,7 +20,6 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
-#include <ucontext.h>
 
 #include <deque>
 #include <functional>
@@ -32,54 +32,13 @@ extern "C" {
 }
 
 /* ---- fibers ------------------------------------------------------------------
- * A block's threads switch at every barrier, and a step launches millions of
- * threads: on x86-64 a fiber switch is a few instructions (the callee-saved
- * registers pushed, the stack pointer swapped); elsewhere ucontext's, which
- * also saves the signal mask (a system call each; -DTT_EMU_UCONTEXT selects
- * it on x86-64 too). */
-#if defined(__x86_64__) && !defined(TT_EMU_UCONTEXT)
-#define TT_EMU_ASM_SWITCH 1
-#else
-#define TT_EMU_ASM_SWITCH 0
-#endif
+ * A block's threads are fibers (tests/cuda_emu/fiber.h): a step launches
+ * millions of threads, and they switch at every barrier and warp operation. */
+enum { EMU_MAX_THREADS = TT_FIB_MAX, EMU_STACK = 256 << 10 };
 
-enum { EMU_MAX_THREADS = 1024, EMU_STACK = 256 << 10 };
-enum fiber_state { F_RUN, F_BLOCK_WAIT, F_WARP_WAIT, F_DONE };
-
-typedef struct fiber {
-#if TT_EMU_ASM_SWITCH
-    void *sp;
-#else
-    ucontext_t ctx;
-#endif
-    tt_emu_coords c;
-    int tid; /* linear thread index in the block */
-    int state;
-} fiber;
-
-#if TT_EMU_ASM_SWITCH
-/* Saves the callee-saved registers on the current stack, stores the stack
- * pointer in *save, continues on the stack next (as saved by this function,
- * or as fiber_prepare built it). */
-extern "C" void tt_emu_switch(void **save, void *next);
-__asm__(".text\n"
-        ".globl tt_emu_switch\n"
-        ".type tt_emu_switch, @function\n"
-        "tt_emu_switch:\n"
-        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
-        "  movq %rsp, (%rdi)\n"
-        "  movq %rsi, %rsp\n"
-        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
-        "  ret\n"
-        ".size tt_emu_switch, .-tt_emu_switch\n");
-static void *g_sched_sp;
-#else
-static ucontext_t g_sched;
-#endif
 static pthread_mutex_t g_kernel_mu = PTHREAD_MUTEX_INITIALIZER; /* one kernel at a time: __shared__ is static */
-static fiber g_fib[EMU_MAX_THREADS];
-static unsigned char *g_stacks; /* EMU_MAX_THREADS stacks of EMU_STACK bytes */
-static fiber *g_cur;
+static tt_fib_sched g_fs; /* who and name set at each launch */
+static tt_emu_coords g_coord[EMU_MAX_THREADS]; /* each thread's threadIdx, blockIdx, blockDim, gridDim */
 static int g_nthreads;
 static void (*g_body)(void *);
 static void *g_ctx;
@@ -88,21 +47,19 @@ static size_t g_dyn_n;
 static const char *g_kernel; /* for messages */
 static int g_waited;         /* a fiber of this launch waited */
 static int g_direct;         /* this launch runs its threads as plain calls (see emu_func) */
-static unsigned g_epoch;     /* the block's barriers passed so far (racecheck) */
 static unsigned g_blk;       /* the running block: linear index + 1 (racecheck) */
-/* Warp exchanges: a buffer per parity of the warp's meeting count, so a lane
+/* Warp exchanges: a buffer per parity of the warp's meeting count (g_fs.warp_meet), so a lane
  * that runs ahead to the next exchange does not overwrite what a slower lane
  * still reads. */
-static unsigned g_warp_meet[EMU_MAX_THREADS / 32];
 static float g_xf[2][EMU_MAX_THREADS];
 static uint32_t g_xa[2][EMU_MAX_THREADS][4], g_xb[2][EMU_MAX_THREADS][2];
 
 const tt_emu_coords *tt_emu_self(void) {
-    if (!g_cur) {
+    if (!g_fs.cur) {
         fprintf(stderr, "cuda_emu: threadIdx/blockIdx read outside a kernel\n");
         abort();
     }
-    return &g_cur->c;
+    return &g_coord[g_fs.cur->tid];
 }
 uint3 tt_emu_tid(void) { return tt_emu_self()->t; }
 uint3 tt_emu_bid(void) { return tt_emu_self()->b; }
@@ -110,44 +67,7 @@ dim3 tt_emu_bdim(void) { return tt_emu_self()->bd; }
 dim3 tt_emu_gdim(void) { return tt_emu_self()->gd; }
 void *tt_emu_dyn_smem(void) { return g_dyn; }
 
-static void fiber_main(void) {
-    g_body(g_ctx);
-    g_cur->state = F_DONE;
-#if TT_EMU_ASM_SWITCH
-    void *dead;
-    tt_emu_switch(&dead, g_sched_sp); /* never resumed */
-    __builtin_unreachable();
-#endif
-    /* ucontext: returns to g_sched (uc_link) */
-}
-
-/* Makes thread i's fiber start at fiber_main on its own stack. */
-static void fiber_prepare(fiber *f, int i) {
-    /* the tops staggered by 64 bytes: at one stride apart, every fiber's frames would fall in the same cache sets */
-    unsigned char *top = g_stacks + (size_t)(i + 1) * EMU_STACK - (size_t)(i % 64) * 64;
-#if TT_EMU_ASM_SWITCH
-    void **sp = (void **)top;
-    *--sp = NULL;                    /* fiber_main's return address: it never returns */
-    *--sp = (void *)fiber_main;      /* where tt_emu_switch's ret goes */
-    for (int r = 0; r < 6; r++) *--sp = NULL; /* rbp rbx r12 r13 r14 r15 */
-    f->sp = sp;
-#else
-    getcontext(&f->ctx);
-    f->ctx.uc_stack.ss_sp = top - (EMU_STACK - 4096); /* clear of the stagger, so the stacks do not overlap */
-    f->ctx.uc_stack.ss_size = EMU_STACK - 4096;
-    f->ctx.uc_link = &g_sched;
-    makecontext(&f->ctx, fiber_main, 0);
-#endif
-}
-static void fiber_resume(fiber *f) {
-#if TT_EMU_ASM_SWITCH
-    tt_emu_switch(&g_sched_sp, f->sp);
-#else
-    swapcontext(&g_sched, &f->ctx);
-#endif
-}
-
-/* The running fiber waits in state s; back when the scheduler releases it. */
+/* The running thread waits at a barrier (TT_FIB_BLOCK_WAIT) or warp operation (TT_FIB_WARP_WAIT). */
 static void fiber_wait(int s) {
     if (g_direct) {
         fprintf(stderr, "cuda_emu: %s waited at a barrier or warp operation in this launch but in none on its first: "
@@ -155,29 +75,22 @@ static void fiber_wait(int s) {
         abort();
     }
     g_waited = 1;
-    fiber *f = g_cur;
-    f->state = s;
-#if TT_EMU_ASM_SWITCH
-    tt_emu_switch(&f->sp, g_sched_sp);
-#else
-    swapcontext(&f->ctx, &g_sched);
-#endif
-    g_cur = f;
+    tt_fib_wait(&g_fs, s);
 }
 
-void __syncthreads(void) { fiber_wait(F_BLOCK_WAIT); }
+void __syncthreads(void) { fiber_wait(TT_FIB_BLOCK_WAIT); }
 
-static int warp_lanes(int w) { return g_nthreads - 32 * w < 32 ? g_nthreads - 32 * w : 32; }
+static int warp_lanes(int w) { return tt_fib_warp_lanes(&g_fs, w); }
 
 float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
-    int tid = g_cur->tid, w = tid >> 5, p = g_warp_meet[w] & 1, src = (tid & ~31) | ((tid & 31) ^ lane_mask);
+    int tid = g_fs.cur->tid, w = tid >> 5, p = g_fs.warp_meet[w] & 1, src = (tid & ~31) | ((tid & 31) ^ lane_mask);
     if (mask != 0xffffffffu || width != 32 || lane_mask < 0 || lane_mask > 31 || (src & 31) >= warp_lanes(w)) {
         fprintf(stderr, "cuda_emu: %s: __shfl_xor_sync(0x%x, v, %d, %d) from lane %d of a %d-lane warp\n", g_kernel,
                 mask, lane_mask, width, tid & 31, warp_lanes(w));
         abort();
     }
     g_xf[p][tid] = v;
-    fiber_wait(F_WARP_WAIT);
+    fiber_wait(TT_FIB_WARP_WAIT);
     return g_xf[p][src];
 }
 
@@ -272,7 +185,7 @@ static int rc_ordered(rc_acc p, unsigned tid, unsigned ep, unsigned meet) {
 }
 
 static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
-    dim3 bd = g_fib[0].c.bd, gd = g_fib[0].c.gd;
+    dim3 bd = g_coord[0].bd, gd = g_coord[0].gd;
     unsigned k = blk - 1;
     snprintf(b, bn, "thread (%u,%u,%u) of block (%u,%u,%u)", tid % bd.x, tid / bd.x % bd.y, tid / (bd.x * bd.y),
              k % gd.x, k / gd.x % gd.y, k / (gd.x * gd.y));
@@ -282,7 +195,7 @@ static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
 [[noreturn]] static void rc_report(uintptr_t a, size_t n, int store, int smem, rc_acc other, int other_store,
                                    int landing) {
     char me[96], them[96];
-    rc_thread(me, sizeof me, g_blk, (unsigned)g_cur->tid);
+    rc_thread(me, sizeof me, g_blk, (unsigned)g_fs.cur->tid);
     rc_thread(them, sizeof them, rc_blk(other), rc_tid(other));
     const char *kind = store && other_store ? "write-after-write" : store ? "write-after-read" : "read-after-write";
     const char *order = rc_blk(other) != g_blk ? "another block of the launch, which runs in no order with this one"
@@ -296,7 +209,7 @@ static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
 
 [[noreturn]] static void rc_uninit(uintptr_t a, size_t n) {
     char me[96];
-    rc_thread(me, sizeof me, g_blk, (unsigned)g_cur->tid);
+    rc_thread(me, sizeof me, g_blk, (unsigned)g_fs.cur->tid);
     fprintf(stderr, "cuda_emu: racecheck: %s: an uninitialized read: %s reads %zu bytes at %p (dynamic shared "
                     "memory) that no thread of its block wrote: on a GPU, whatever the memory held\n", g_kernel, me, n,
             (void *)a);
@@ -313,7 +226,7 @@ static void rc_thread(char *b, size_t bn, unsigned blk, unsigned tid) {
  * are such, since any later write then conflicts with at least one of the two whenever it conflicts with
  * any read of the set. */
 static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0, unsigned meet0) {
-    unsigned tid = (unsigned)g_cur->tid, ep = g_epoch, meet = g_warp_meet[tid >> 5];
+    unsigned tid = (unsigned)g_fs.cur->tid, ep = g_fs.epoch, meet = g_fs.warp_meet[tid >> 5];
     if (ep >> RC_EP_BITS || meet >> RC_MEET_BITS) {
         fprintf(stderr, "cuda_emu: racecheck: %s: a block with %u barriers or %u warp meetings (run it at smaller "
                         "shapes)\n", g_kernel, 1u << RC_EP_BITS, 1u << RC_MEET_BITS);
@@ -355,7 +268,7 @@ static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0,
     }
 }
 static void race_access(uintptr_t a, size_t n, int store, int smem) {
-    race_check(a, n, store, smem, g_epoch, g_warp_meet[g_cur->tid >> 5]);
+    race_check(a, n, store, smem, g_fs.epoch, g_fs.warp_meet[g_fs.cur->tid >> 5]);
 }
 
 /* cuda_fa2.h's warp-wide operations (its w is NULL on a GPU, and here). */
@@ -399,15 +312,15 @@ static void stats_ldsm(const uint16_t *const *rows) {
 static float g_ab[EMU_MAX_THREADS / 32][16][8];
 static unsigned g_ab_meet[EMU_MAX_THREADS / 32]; /* the meeting g_ab was computed for */
 void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const uint32_t b[2]) {
-    int w = tid >> 5, p = g_warp_meet[w] & 1, base = tid & ~31, lane = tid & 31;
+    int w = tid >> 5, p = g_fs.warp_meet[w] & 1, base = tid & ~31, lane = tid & 31;
     if (warp_lanes(w) != 32) {
         fprintf(stderr, "cuda_emu: %s: mma in a warp of %d lanes\n", g_kernel, warp_lanes(w));
         abort();
     }
     memcpy(g_xa[p][tid], a, sizeof g_xa[p][tid]);
     memcpy(g_xb[p][tid], b, sizeof g_xb[p][tid]);
-    fiber_wait(F_WARP_WAIT);
-    if (g_ab_meet[w] != g_warp_meet[w]) { /* the next meeting cannot open before every lane has read this one */
+    fiber_wait(TT_FIB_WARP_WAIT);
+    if (g_ab_meet[w] != g_fs.warp_meet[w]) { /* the next meeting cannot open before every lane has read this one */
         if (g_stat) g_stat->mma++;
         float A[16][16], B[16][8];
         tt_fa2_warp_operands(g_xa[p][base], g_xb[p][base], A, B);
@@ -417,7 +330,7 @@ void tt_emu_mma(tt_warp_emu *, int tid, float d[4], const uint32_t a[4], const u
                 for (int k = 0; k < 16; k++) s += A[i][k] * B[k][j];
                 g_ab[w][i][j] = s;
             }
-        g_ab_meet[w] = g_warp_meet[w];
+        g_ab_meet[w] = g_fs.warp_meet[w];
     }
     for (int i = 0; i < 4; i++) d[i] += g_ab[w][tt_fa2_c_row(lane, i)][tt_fa2_c_col(lane, i)];
 }
@@ -440,7 +353,7 @@ static void check_smem16(const void *p, size_t n, const char *what) {
 }
 
 void tt_emu_ldsm(tt_warp_emu *, int tid, uint32_t r[4], const uint16_t *row, int trans) {
-    int w = tid >> 5, p = g_warp_meet[w] & 1;
+    int w = tid >> 5, p = g_fs.warp_meet[w] & 1;
     if (warp_lanes(w) != 32) {
         fprintf(stderr, "cuda_emu: %s: ldmatrix in a warp of %d lanes\n", g_kernel, warp_lanes(w));
         abort();
@@ -448,64 +361,19 @@ void tt_emu_ldsm(tt_warp_emu *, int tid, uint32_t r[4], const uint16_t *row, int
     check_smem16(row, 16, "an ldmatrix row");
     if (g_race) race_access((uintptr_t)row, 16, 0, 2);
     g_lrows[p][tid] = row;
-    fiber_wait(F_WARP_WAIT);
+    fiber_wait(TT_FIB_WARP_WAIT);
     if (g_stat && (tid & 31) == 0) stats_ldsm(g_lrows[p] + tid);
     tt_fa2_ldsm_gather(g_lrows[p] + (tid & ~31), tid & 31, trans, r);
 }
 
-/* Runs one block's fibers to the end: each runs until it waits or ends; a
- * barrier opens when every live thread of the block (__syncthreads: threads
- * that ended count as arrived, as on the GPU) or of the warp waits at it. */
+/* Runs one block's threads to the end as fibers (tt_fib_run). */
+static void emu_body(void *ctx, int tid) {
+    (void)tid;
+    g_body(ctx);
+}
 static void run_block(void) {
-    for (int i = 0; i < g_nthreads; i++) {
-        fiber_prepare(&g_fib[i], i);
-        g_fib[i].state = F_RUN;
-    }
-    memset(g_warp_meet, 0, sizeof g_warp_meet);
     memset(g_ab_meet, 0xff, sizeof g_ab_meet);
-    for (;;) {
-        int live = 0;
-        for (int i = 0; i < g_nthreads; i++) {
-            fiber *f = &g_fib[i];
-            if (f->state == F_RUN) {
-                g_cur = f;
-                fiber_resume(f);
-                g_cur = NULL;
-            }
-            live += f->state != F_DONE;
-        }
-        if (!live) return;
-        int released = 0, block_wait = 0;
-        for (int i = 0; i < g_nthreads; i++) block_wait += g_fib[i].state == F_BLOCK_WAIT;
-        if (block_wait == live) {
-            g_epoch++;
-            for (int i = 0; i < g_nthreads; i++)
-                if (g_fib[i].state == F_BLOCK_WAIT) g_fib[i].state = F_RUN;
-            continue;
-        }
-        for (int w = 0; w * 32 < g_nthreads; w++) {
-            int n = warp_lanes(w), waiting = 0, done = 0;
-            for (int l = 0; l < n; l++) {
-                waiting += g_fib[32 * w + l].state == F_WARP_WAIT;
-                done += g_fib[32 * w + l].state == F_DONE;
-            }
-            if (waiting && waiting + done == n) {
-                if (done) {
-                    fprintf(stderr, "cuda_emu: %s: a warp-wide operation with %d of its lanes ended\n", g_kernel, done);
-                    abort();
-                }
-                for (int l = 0; l < n; l++) g_fib[32 * w + l].state = F_RUN;
-                g_warp_meet[w]++;
-                released = 1;
-            }
-        }
-        if (!released) {
-            fprintf(stderr, "cuda_emu: %s: deadlock: %d threads wait at __syncthreads, %d live, the rest at warp "
-                            "operations their warps do not all reach\n",
-                    g_kernel, block_wait, live);
-            abort();
-        }
-    }
+    tt_fib_run(&g_fs, g_nthreads, EMU_STACK, emu_body, g_ctx);
 }
 
 /* ---- kernels ------------------------------------------------------------------ */
@@ -610,14 +478,9 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
                         void *ctx) {
     size_t nt = (size_t)block.x * block.y * block.z;
     pthread_mutex_lock(&g_kernel_mu);
-    if (!g_stacks) {
-        g_stacks = (unsigned char *)mmap(NULL, (size_t)EMU_MAX_THREADS * EMU_STACK, PROT_READ | PROT_WRITE,
-                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (g_stacks == MAP_FAILED) {
-            perror("cuda_emu: fiber stacks");
-            abort();
-        }
-        g_fib_len = (uintptr_t)EMU_MAX_THREADS * EMU_STACK;
+    if (!g_fs.stacks) { /* mapped before the first block: the kernels' locals on them pass the access check */
+        tt_fib_map(&g_fs, EMU_STACK);
+        g_fib_len = (uintptr_t)TT_FIB_MAX * EMU_STACK;
     }
     static unsigned char *dyn;
     static size_t dyn_cap;
@@ -633,6 +496,8 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
     g_ctx = ctx;
     g_nthreads = (int)nt;
     g_kernel = name;
+    g_fs.who = "cuda_emu";
+    g_fs.name = name;
     g_stat = g_stats ? &fi->st : NULL;
     if (g_stat) g_stat->name = name, g_stat->launches++;
     g_direct = fi->mode == FN_DIRECT;
@@ -651,23 +516,23 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 if (smem) memset(dyn, 0xff, smem); /* shared memory starts as garbage (NaN), not as zeros */
                 for (int i = 0; i < g_nthreads; i++) {
-                    fiber *f = &g_fib[i];
-                    f->tid = i;
-                    f->c.t = make_uint3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
-                    f->c.b = make_uint3(bx, by, bz);
-                    f->c.bd = block;
-                    f->c.gd = grid;
+                    tt_emu_coords *c = &g_coord[i];
+                    c->t = make_uint3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
+                    c->b = make_uint3(bx, by, bz);
+                    c->bd = block;
+                    c->gd = grid;
                 }
                 for (int i = 0; i < g_nthreads; i++) g_cp[i].n = g_cp[i].committed = 0; /* op[] is written before read */
-                g_epoch = 0;
+                g_fs.epoch = 0;
                 g_blk = bx + grid.x * (by + grid.y * bz) + 1;
                 if (g_direct)
                     for (int i = 0; i < g_nthreads; i++) {
-                        g_cur = &g_fib[i];
+                        g_fs.cur = &g_fs.fib[i];
+                        g_fs.cur->tid = i;
                         body(ctx);
                     }
                 else run_block();
-                g_cur = NULL;
+                g_fs.cur = NULL;
                 for (int i = 0; i < g_nthreads; i++)
                     if (g_cp[i].n) {
                         fprintf(stderr, "cuda_emu: %s: thread %d ended with %d cp.async copies never waited for\n",
@@ -1199,7 +1064,7 @@ static void describe_stray(uintptr_t a, char *b, size_t bn) {
     int stray = kind == R_NONE || kind == R_GAP;
     if (stray) describe_stray(a, where_b, sizeof where_b);
     else snprintf(where_b, sizeof where_b, "%s", region_name[kind]);
-    const tt_emu_coords *c = g_cur ? &g_cur->c : NULL;
+    const tt_emu_coords *c = g_fs.cur ? &g_coord[g_fs.cur->tid] : NULL;
     fprintf(stderr, "cuda_emu: %s: %s %zu-byte %s at %p (%s), thread (%u,%u,%u) of block (%u,%u,%u): on a GPU, %s\n",
             g_kernel ? g_kernel : "a kernel", stray ? "a" : "a misaligned", n, what, (void *)a, where_b,
             c ? c->t.x : 0, c ? c->t.y : 0, c ? c->t.z : 0, c ? c->b.x : 0, c ? c->b.y : 0, c ? c->b.z : 0,
@@ -1236,7 +1101,7 @@ __attribute__((noinline)) static void access_elsewhere(uintptr_t a, size_t n, co
  * static data but its __shared__ arrays, so racecheck takes static data as
  * shared memory (reads of __constant__ tables never conflict). */
 __attribute__((always_inline)) static inline void emu_access(uintptr_t a, size_t n, const char *what, int store) {
-    if (in_range(a, n, t_stack_lo, t_stack_len) || in_range(a, n, (uintptr_t)g_stacks, g_fib_len)) return;
+    if (in_range(a, n, t_stack_lo, t_stack_len) || in_range(a, n, (uintptr_t)g_fs.stacks, g_fib_len)) return;
     if (in_range(a, n, (uintptr_t)&__executable_start, (uintptr_t)&_end - (uintptr_t)&__executable_start)) {
         if (misaligned(a, n)) access_fault(a, n, what, R_STATIC);
         if (g_race) race_access(a, n, store, 1);
@@ -1338,8 +1203,8 @@ void tt_emu_cp16(tt_warp_emu *, int tid, void *dst, const void *src, int valid) 
     if (g_race) { /* the copy may land from now on: a write now, and again at its wait */
         race_access((uintptr_t)dst, 16, 1, 2);
         if (g_cp[tid].n < TT_CP_EMU_MAX) {
-            g_cp_at[tid][g_cp[tid].n].ep = g_epoch;
-            g_cp_at[tid][g_cp[tid].n].meet = g_warp_meet[tid >> 5];
+            g_cp_at[tid][g_cp[tid].n].ep = g_fs.epoch;
+            g_cp_at[tid][g_cp[tid].n].meet = g_fs.warp_meet[tid >> 5];
         }
     }
     if (g_stat) g_stat->cp_bytes += 16;
