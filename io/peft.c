@@ -33,6 +33,9 @@ static const char *const g_proj[PEFT_N_PROJ] = {"q_proj", "k_proj", "v_proj", "o
                                                 "gate_proj", "up_proj", "down_proj"};
 
 #define PEFT_META_BASE "tiertrain_base"
+/* "lora_alpha=A use_rslora=true|false": the config's two numbers that no tensor shape checks, so that a config from
+ * another save (a crash between the two renames, an edited file) is refused, not used with these tensors */
+#define PEFT_META_LORA "tiertrain_lora"
 
 const char *peft_proj_name(int p) { return p >= 0 && p < PEFT_N_PROJ ? g_proj[p] : NULL; }
 
@@ -176,9 +179,12 @@ int peft_write(const char *dir, const peft_adapter *a) {
     char *tpath = join(dir, PEFT_TENSORS), *cpath = join(dir, PEFT_CONFIG);
     char fp[24];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)a->base_fp);
-    const char *meta[] = {"format", "pt", a->base_fp ? PEFT_META_BASE : NULL, fp, NULL};
+    char lora[64];
+    snprintf(lora, sizeof lora, "lora_alpha=%.9g use_rslora=%s", (double)a->alpha, a->rslora ? "true" : "false");
+    const char *meta[] = {"format", "pt", PEFT_META_LORA, lora, a->base_fp ? PEFT_META_BASE : NULL, fp, NULL};
     /* adapter_config.json is complete on disk before adapter_model.safetensors appears, and renamed right after
-     * it (as hf_export): a failure leaves neither new file, not new tensors beside an old or missing config */
+     * it (as hf_export): a failure leaves neither new file, not new tensors beside an old or missing config; a crash
+     * between the two renames leaves new tensors beside the old config, which the reader refuses (PEFT_META_LORA) */
     char *cfg = config_json(a);
     atomic_partial cpart;
     rc = atomic_write_partial(cpath, cfg, strlen(cfg), &cpart);
@@ -366,6 +372,22 @@ int peft_read(const char *dir, uint32_t n_layers, peft_adapter *out) {
         if (errno || *end || end == fp || out->base_fp == 0)
             BAD("%s: metadata %s is \"%.40s\", not a 16-digit hex fingerprint; the file is corrupt", tpath,
                 PEFT_META_BASE, fp);
+    }
+    const char *lm = st_metadata(st, PEFT_META_LORA);
+    if (lm) {
+        float alpha;
+        char rs[8];
+        int end = 0;
+        if (sscanf(lm, "lora_alpha=%f use_rslora=%7[a-z]%n", &alpha, rs, &end) != 2 || lm[end] ||
+            (strcmp(rs, "true") != 0 && strcmp(rs, "false") != 0))
+            BAD("%s: metadata %s is \"%.60s\", not \"lora_alpha=A use_rslora=true|false\"; the file is corrupt", tpath,
+                PEFT_META_LORA, lm);
+        int rslora = strcmp(rs, "true") == 0;
+        if (alpha != out->alpha || rslora != out->rslora)
+            BAD("%s says lora_alpha %g, use_rslora %s, but %s was saved with lora_alpha %g, use_rslora %s: the two "
+                "files come from different saves (an interrupted save, or an edited config); save the adapter again, "
+                "or set those two back in %s", cpath, (double)out->alpha, out->rslora ? "true" : "false", tpath,
+                (double)alpha, rs, cpath);
     }
 
     uint32_t limit = n_layers ? n_layers : TT_MAX_LAYERS, max_layer = 0;

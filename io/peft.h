@@ -17,8 +17,13 @@
  * metadata (which PEFT ignores), so recover/merge/eval can refuse an adapter
  * from a store pruned differently but to the same shapes.
  *
+ * The config's lora_alpha and use_rslora, which no tensor shape checks, are
+ * repeated under "tiertrain_lora" in the safetensors metadata.
+ *
  * Each file is written to "<file>.partial", fsynced and renamed (the tensors
- * first, then the config); the reader checks that the two agree.
+ * first, then the config); the reader checks that the two agree: shapes
+ * against r and target_modules, and tiertrain_lora (where present) against
+ * the config, so a config left from another save is refused.
  */
 #ifndef TT_PEFT_H
 #define TT_PEFT_H

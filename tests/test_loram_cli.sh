@@ -89,6 +89,12 @@ expect_ok "eval merged rslora" "$T" eval --model "$dir/merged-rs.tier" $EVAL --j
 lrm=$(loss "$dir/out")
 sed 's/"use_rslora": true/"use_rslora": false/' "$dir/rec-rs/adapter_config.json" >"$dir/cfg.tmp" &&
     mv "$dir/cfg.tmp" "$dir/rec-rs/adapter_config.json"
+# the config no longer matches what the tensors were saved with (their metadata's tiertrain_lora): refused
+expect_error "eval rslora adapter, config edited" \
+    "rec-rs/adapter_config.json says lora_alpha 8, use_rslora false, but .*rec-rs/adapter_model.safetensors was saved with lora_alpha 8, use_rslora true: the two files come from different saves" \
+    "$T" eval --model "$dir/orig.tier" --adapter "$dir/rec-rs" $EVAL --json
+# as from a tool that does not record them (the key renamed, same length): the config's use_rslora is used
+perl -0777 -pi -e 's/"tiertrain_lora"/"tiertrain_Xora"/' "$dir/rec-rs/adapter_model.safetensors"
 expect_ok "eval rslora adapter read as plain" "$T" eval --model "$dir/orig.tier" --adapter "$dir/rec-rs" $EVAL --json
 lrp=$(loss "$dir/out")
 awk -v a="$lrw" -v b="$lrm" -v p="$lrp" 'BEGIN { d = a - b; e = a - p; exit !(a != "" && d < 1e-4 && d > -1e-4 && (e > 1e-4 || e < -1e-4)) }' ||

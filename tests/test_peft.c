@@ -129,6 +129,10 @@ static void check_tensors(const char *dir, const peft_adapter *a) {
     if (rc) return;
     CHECK_EQ_INT(st_count(st), L * 3 * 2);
     CHECK(st_metadata(st, "format") && strcmp(st_metadata(st, "format"), "pt") == 0);
+    char lora[64];
+    snprintf(lora, sizeof lora, "lora_alpha=%g use_rslora=%s", (double)a->alpha, a->rslora ? "true" : "false");
+    CHECK_MSG(st_metadata(st, "tiertrain_lora") && strcmp(st_metadata(st, "tiertrain_lora"), lora) == 0,
+              "tiertrain_lora is \"%s\", not \"%s\"", st_metadata(st, "tiertrain_lora") ? st_metadata(st, "tiertrain_lora") : "absent", lora);
     for (uint32_t l = 0; l < L; l++)
         for (int p = 0; p < PEFT_N_PROJ; p++)
             for (int ab = 0; ab < 2; ab++) {
@@ -279,7 +283,8 @@ typedef struct edit {
     const char *extra;
 } edit;
 
-static void rewrite_tensors(const char *dir, const peft_adapter *a, edit ed) {
+/* meta: the tiertrain_lora metadata to write, or NULL (none, as PEFT writes it) */
+static void rewrite_tensors_as(const char *dir, const peft_adapter *a, edit ed, const char *meta) {
     st_entry e[64];
     char names[64][128];
     uint64_t shapes[64][2];
@@ -306,8 +311,13 @@ static void rewrite_tensors(const char *dir, const peft_adapter *a, edit ed) {
     }
     char path[700];
     path_of(path, sizeof path, dir, "adapter_model.safetensors");
-    int rc = st_write(path, n, e, NULL);
+    const char *kv[] = {"tiertrain_lora", meta, NULL};
+    int rc = st_write(path, n, e, meta ? kv : NULL);
     TT_ASSERT(rc == 0);
+}
+static void rewrite_tensors(const char *dir, const peft_adapter *a, edit ed) { rewrite_tensors_as(dir, a, ed, NULL); }
+static void rewrite_tensors_meta(const char *dir, const peft_adapter *a, const char *meta) {
+    rewrite_tensors_as(dir, a, (edit){-1, -1, -1, -1, -1, -1, NULL}, meta);
 }
 
 static void set_config(const char *dir, const char *key, json_t *value) {
@@ -376,6 +386,33 @@ static void test_errors(const peft_adapter *a) {
     fresh(dir, sizeof dir, "dora", a);
     set_config(dir, "use_dora", json_true());
     expect_fail("use_dora", dir, 0, -EINVAL, "adapter_config.json", "use_dora");
+
+    /* a config from another save (new tensors beside the old config, after a crash between the two renames; or
+     * an edited config): lora_alpha or use_rslora differ from the tensors' tiertrain_lora */
+    fresh(dir, sizeof dir, "stale-alpha", a);
+    set_config(dir, "lora_alpha", json_integer(16));
+    expect_fail("stale lora_alpha", dir, 0, -EINVAL, "says lora_alpha 16, use_rslora false, but",
+                "was saved with lora_alpha 8, use_rslora false: the two files come from different saves");
+    fresh(dir, sizeof dir, "stale-rslora", a);
+    set_config(dir, "use_rslora", json_true());
+    expect_fail("stale use_rslora", dir, 0, -EINVAL, "adapter_config.json says lora_alpha 8, use_rslora true",
+                "saved with lora_alpha 8, use_rslora false");
+    /* without tiertrain_lora (PEFT's own adapters, tiertrain's before it): the config alone decides */
+    fresh(dir, sizeof dir, "no-lora-meta", a);
+    rewrite_tensors(dir, a, (edit){-1, -1, -1, -1, -1, -1, NULL});
+    set_config(dir, "lora_alpha", json_integer(16));
+    {
+        peft_adapter b;
+        CHECK_MSG(peft_read(dir, 0, &b) == 0 && b.alpha == 16.0f, "no tiertrain_lora: %s", tt_lasterr());
+        peft_free(&b);
+    }
+    static const char *const bad_meta[] = {"lora_alpha=8 use_rslora=maybe", "lora_alpha=8", "alpha=8 use_rslora=false",
+                                           "lora_alpha=8 use_rslora=false trailing"};
+    for (size_t i = 0; i < sizeof bad_meta / sizeof *bad_meta; i++) {
+        fresh(dir, sizeof dir, "bad-lora-meta", a);
+        rewrite_tensors_meta(dir, a, bad_meta[i]);
+        expect_fail("malformed tiertrain_lora", dir, 0, -EINVAL, "metadata tiertrain_lora is", "the file is corrupt");
+    }
 
     fresh(dir, sizeof dir, "wrong-shape-A", a);
     rewrite_tensors(dir, a, (edit){-1, -1, -1, 1, PEFT_PROJ_V, 0, NULL});

@@ -25,6 +25,7 @@ import array
 import json
 import math
 import os
+import re
 import struct
 import sys
 
@@ -861,6 +862,13 @@ def check_peft(d, store=None):
     fp = meta.get("tiertrain_base")
     need(fp is None or (len(fp) == 16 and all(ch in "0123456789abcdef" for ch in fp) and int(fp, 16) != 0),
          "%s: tiertrain_base %r is not 16 hex digits (non-zero)" % (d, fp))
+    lm = meta.get("tiertrain_lora")
+    if lm is not None:
+        m = re.fullmatch(r"lora_alpha=(\S+) use_rslora=(true|false)", lm)
+        need(m is not None, "%s: tiertrain_lora %r is not 'lora_alpha=A use_rslora=true|false'" % (d, lm))
+        need(struct.unpack("<f", struct.pack("<f", float(m.group(1)))) == struct.unpack("<f", struct.pack("<f", float(a)))
+             and (m.group(2) == "true") == cfgj.get("use_rslora"),
+             "%s: tiertrain_lora %r, the config's lora_alpha %r use_rslora %r" % (d, lm, a, cfgj.get("use_rslora")))
     layers = {}
     for name, (shape, _, _) in st["tensors"].items():
         parts = name.split(".")
