@@ -125,6 +125,14 @@ rm -rf "$dir/rw" "$dir/tiertrain-copy"
 # --force replaces; --resume continues the same folder
 expect_ok "synth --force" "$T" synth --preset tiny --seed 7 -o "$dir/f32.tier" --force
 cmp -s "$dir/f32.tier" "$dir/link.tier" || fail "the link no longer reaches the replaced store"
+# an output that is a symbolic link: the link is replaced (said), the file it points to left as it was
+cp "$dir/f32.tier" "$dir/keep.tier" && ln -s "$dir/keep.tier" "$dir/via.tier"
+expect_ok "synth --force onto a link" "$T" synth --preset tiny --seed 8 -o "$dir/via.tier" --force
+grep -q "note: -o .*via.tier is a symbolic link (to .*keep.tier); the new file replaces the link" "$dir/err" ||
+    fail "synth onto a link: no note saying the link is replaced: $(cat "$dir/err")"
+[ -f "$dir/via.tier" ] && [ ! -L "$dir/via.tier" ] && cmp -s "$dir/f32.tier" "$dir/keep.tier" ||
+    fail "synth onto a link: the link is not a new file, or the file it pointed to changed"
+rm -f "$dir/keep.tier" "$dir/via.tier"
 expect_ok "train --resume on its own --out" "$T" train $FLAGS --steps 4 --out "$dir/run" --resume "$dir/run"
 
 # a stale OUT.val: refused without --force, removed with it (train would take it as OUT's validation set)

@@ -92,13 +92,24 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
             fprintf(stderr, "tiertrain %s: %s %s is a directory; name a file\n", cmd, flag, path);
             return 2;
         }
-        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        struct stat to_st;
+        if (stat(path, &to_st) == 0 && !S_ISREG(to_st.st_mode)) {
             fprintf(stderr, "tiertrain %s: %s %s exists and is not a regular file; name a file\n", cmd, flag, path);
             return 2;
         }
         if (!force) {
             fprintf(stderr, "tiertrain %s: %s %s exists; pass --force to replace it\n", cmd, flag, path);
             return 2;
+        }
+        /* written as every output is, to OUT.partial renamed onto OUT: the link goes, what it points to stays
+         * (a file that others may share: a Hugging Face cache's blob, a second name of a store); said, since
+         * a user with a folder of links to another disk may expect the write to go there */
+        char to[4096];
+        ssize_t n = S_ISLNK(st.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
+        if (n >= 0) {
+            to[n] = 0;
+            fprintf(stderr, "tiertrain %s: note: %s %s is a symbolic link (to %s); the new file replaces the link, "
+                            "and what it points to is left as it is\n", cmd, flag, path, to);
         }
     }
     char buf[4096];
