@@ -29,7 +29,11 @@
 #include <sanitizer/lsan_interface.h>
 #define LEAKS_OFF() __lsan_disable()
 #define LEAKS_ON() __lsan_enable()
+/* the plans' code is the same for every shape, and each plan is seconds of NVRTC under ASan: the release build
+ * plans every shape (the workspace check is numeric), this one the real op shape and the two odd ones */
+#define ASAN_SHAPE(i) ((i) == 0 || (i) >= 6)
 #else
+#define ASAN_SHAPE(i) 1
 #define LEAKS_OFF() ((void)0)
 #define LEAKS_ON() ((void)0)
 #endif
@@ -75,7 +79,7 @@ int main(void) {
         {3, 256, 5, 1, 96},     /* odd head count, head_dim 96 */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        for (int dir = TT_SDPA_FWD; dir <= TT_SDPA_BWD; dir++) {
+        for (int dir = TT_SDPA_FWD; dir <= TT_SDPA_BWD && ASAN_SHAPE(i); dir++) {
             const tt_sdpa_shape sh = shapes[i];
             tt_sdpa_plan *p = tt_sdpa_plan_new(c, NULL, h200, dir, sh, why, sizeof why);
             CHECK_MSG(p, "%s B %d S %d heads %d/%d D %d: %s", dir ? "backward" : "forward", sh.B, sh.S, sh.H, sh.Hkv,

@@ -1,6 +1,7 @@
 /* tests/test_fullstream.c — streamed full training (core/fulltrain.c on
  * sched/stream.h with req.trainable) against the resident run, bit for bit:
- * the `small` preset (16 layers at its real width), trained for a few steps
+ * the `small` preset's width with 6 of its 16 layers (enough for three
+ * distinct plans; each layer is another copy of the same code), trained for a few steps
  * resident, then streamed with every layer on the device, at the smallest
  * plan (2 layer slots, every activation spilled to the host), between the
  * two, and on the asynchronous CPU backend (real events and random delays:
@@ -71,6 +72,7 @@ int main(void) {
     snprintf(bsrc, sizeof bsrc, "%s/small-bf16.tier", dir);
     tt_config c;
     CHECK(config_preset("small", &c) == 0);
+    c.n_layers = 6;
     CHECK(fixture_write_model(src, &c, TT_DTYPE_F32, 0.05f, 3) == 0);
     uint32_t *tok = tt_xmalloc(NTOK * sizeof *tok);
     tt_rng r;
@@ -223,7 +225,9 @@ int main(void) {
         int sk = 0;
         snprintf(out, sizeof out, "%s/kd-streamed.tier", dir);
         k.out_path = out;
-        streamed("distillation, streamed (teacher streamed too)", k, min_dev * 2, dref, &train, &val, &sk);
+        streamed("distillation, streamed (teacher streamed too)", k, min_dev * 3 / 2, dref, &train, &val, &sk);
+        CHECK_MSG(sk >= 2 && sk < (int)c.n_layers, "distillation: %d of %u layers on the device: not streamed", sk,
+                  c.n_layers);
     }
 
     /* a refusal, with nothing written: a gradient clip */

@@ -53,7 +53,7 @@ done
 # train, streamed (--hbm and --host too small to keep the layers: each step reads them from the store)
 awk 'NR <= 3000' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"
 "$T" tokenize --input "$dir/text.txt" -o "$dir/t.tok" >/dev/null || fail "tokenize"
-TRAIN="--data $dir/t.tok --rank 4 --seq 32 --micro-batch 2 --batch-tokens 128 --eval-every 0 --save-every 0 --hbm 9M --host 8M --steps 30"
+TRAIN="--data $dir/t.tok --rank 4 --seq 32 --micro-batch 2 --batch-tokens 128 --eval-every 0 --save-every 0 --hbm 9M --host 8M --steps 12"
 expect_ok "train, streamed, undisturbed" "$T" train --model "$dir/a.tier" $TRAIN --out "$dir/r0"
 grep -q "host cache no" "$dir/out" || fail "train: the plan keeps the layers in a host cache (this test wants them streamed)"
 grep -o "loss [0-9.]*" "$dir/out" >"$dir/loss0"
