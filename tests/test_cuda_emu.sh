@@ -56,6 +56,8 @@ for c in "misaligned:k_misaligned: a misaligned 16-byte load .*(device memory).*
          "smem:k_smem: a 4-byte store .*(0 bytes past the end of the 128-byte dynamic shared memory of the block), thread (31,0,0).*an illegal address" \
          "host:k_host: a 4-byte load .*(in no device allocation.*an illegal address" \
          "bf16x2:k_bf16x2: a misaligned 4-byte store .*(device memory).*a misaligned address" \
+         "deadlock:k_deadlock: deadlock: 63 threads wait at __syncthreads, 64 live, the rest at warp operations" \
+         "lane-ended:k_lane_ended: a warp-wide operation with 1 of its lanes ended" \
          "arena-read:k_past_end: a 4-byte load .*(0 bytes past the end of the 1024-byte block \"x\" at .* of arena \"device\").*another buffer's data" \
          "arena-copy:cudaMemcpyAsync's destination: 1028 bytes .*(it starts 0 bytes into the 1024-byte block \"y\" of arena \"device\" and ends 4 bytes past it)" \
          "arena-stale:k_past_end: a 4-byte load .*(4096 bytes past the end of the 1024-byte block \"x\".*another buffer's data"; do

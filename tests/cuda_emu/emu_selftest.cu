@@ -9,6 +9,8 @@
  *   emu_selftest smem         a store past the block's dynamic shared memory
  *   emu_selftest host         a load from pageable host memory through a pointer held in device memory
  *   emu_selftest bf16x2       a 4-byte (bf16 pair) store at a 2-byte aligned address
+ *   emu_selftest deadlock     thread 0 at a shuffle while the rest of the block waits at __syncthreads
+ *   emu_selftest lane-ended   a shuffle that one lane of the warp never reaches (it returned)
  *   emu_selftest arena-ok     the ok kernel on blocks of a device arena (sched/arena.c): prints "ok"
  *   emu_selftest arena-read   a load one element past an arena block (inside the arena: no GPU fault there)
  *   emu_selftest arena-copy   a cudaMemcpyAsync one element longer than its arena block
@@ -209,6 +211,17 @@ __global__ void k_race_ldsm(float *y) {
 }
 
 /* y = 2x (N threads) */
+__global__ void k_deadlock(float *y) {
+    float v = 1.0f;
+    if (threadIdx.x == 0) v = __shfl_xor_sync(0xffffffffu, v, 1, 32);
+    __syncthreads();
+    y[threadIdx.x] = v;
+}
+__global__ void k_lane_ended(float *y) {
+    if (threadIdx.x == 3) return;
+    y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (float)threadIdx.x, 1, 32);
+}
+
 __global__ void k_twice(const float *x, float *y) { y[threadIdx.x] = 2 * x[threadIdx.x]; }
 
 static void check(cudaError_t e, const char *what) {
@@ -327,6 +340,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "smem")) k_smem<<<1, 32, 32 * sizeof(float)>>>(y, 32);
     else if (!strcmp(c, "host")) k_host<<<1, 32>>>(holder, y);
     else if (!strcmp(c, "bf16x2")) k_bf16x2<<<1, 32>>>(h);
+    else if (!strcmp(c, "deadlock")) k_deadlock<<<1, 64>>>(y);
+    else if (!strcmp(c, "lane-ended")) k_lane_ended<<<1, 32>>>(y);
     else if (!strcmp(c, "race-ok")) {
         k_race_free<<<2, 64, 64 * 16 + 64 * sizeof(float)>>>((const uint16_t *)x, y);
         k_ok<<<1, N / 4, N * sizeof(float)>>>(x, y, (__nv_bfloat162 *)h);
@@ -341,7 +356,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "race-reads")) k_race_reads<<<1, 64>>>(y);
     else if (!strcmp(c, "race-ldsm")) k_race_ldsm<<<1, 32, 32 * 16>>>(y);
     else {
-        fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|arena-ok|arena-read|arena-copy|"
+        fprintf(stderr, "usage: emu_selftest ok|misaligned|past-end|smem|host|bf16x2|deadlock|lane-ended|arena-ok|arena-read|arena-copy|"
                         "arena-stale|race-ok|race-raw|race-war|race-rmw|race-static|race-uninit|race-blocks|race-cp|race-cpwait|race-reads|race-ldsm|"
                         "defer-ok|defer-raw|defer-war|defer-host|defer-read\n");
         return 2;

@@ -8,7 +8,9 @@
  * block barrier (TT_FIB_BLOCK_WAIT) opens when every live thread of the block
  * waits at it (threads that ended count as arrived, as on a GPU), a warp
  * meeting (TT_FIB_WARP_WAIT) when every lane of the warp waits at one; then
- * the released threads run again, in thread order. `epoch` counts the block's
+ * the released threads run again, in thread order (a thread that waits or
+ * ends hands over to the next one that can run, without a detour through
+ * the scheduler: one switch a wait, not two). `epoch` counts the block's
  * barriers and `warp_meet[w]` warp w's meetings (racecheck and the warp
  * exchanges read them). A deadlock, or a warp meeting some of whose lanes
  * ended, stops the program with a message naming `name`.
@@ -47,6 +49,7 @@
 #define TT_FIB_ASAN 0
 #endif
 #if TT_FIB_ASAN
+#include <pthread.h>
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
@@ -71,6 +74,7 @@ typedef struct tt_fib_sched {
     tt_fib fib[TT_FIB_MAX];
     tt_fib *cur; /* the running thread (NULL between blocks) */
     int n;
+    int next; /* the round's next thread to look at: the threads run in order, each handing over */
     unsigned epoch;                        /* block barriers opened in this block */
     unsigned warp_meet[TT_FIB_MAX / 32]; /* each warp's meetings in this block */
     void (*body)(void *arg, int tid);
@@ -82,7 +86,7 @@ typedef struct tt_fib_sched {
 #else
     ucontext_t sched;
 #endif
-    const void *sched_lo; /* the scheduler's stack, as AddressSanitizer reported it */
+    const void *sched_lo; /* the scheduler's stack (this thread's), for AddressSanitizer */
     size_t sched_size;
     void *sched_fake;
 } tt_fib_sched;
@@ -126,25 +130,36 @@ static inline void tt_fib_asan_enter(void *fake, const void **lo, size_t *size) 
 #endif
 }
 
-/* The running fiber goes back to the scheduler; `end`: for good. */
-static inline void tt_fib_to_sched(tt_fib_sched *s, tt_fib *f, int end) {
-    tt_fib_asan_leave(end ? NULL : &f->asan_fake, s->sched_lo, s->sched_size);
+/* The round's next thread that can run (thread order), or NULL: the round is over. */
+static inline tt_fib *tt_fib_next(tt_fib_sched *s) {
+    while (s->next < s->n && s->fib[s->next].state != TT_FIB_RUN) s->next++;
+    return s->next < s->n ? &s->fib[s->next++] : NULL;
+}
+
+/* The running thread f waits or (`end`) has ended: the round's next thread runs, or, at the round's end, the
+ * scheduler. Returns when f runs again (never with `end`). */
+static inline void tt_fib_leave(tt_fib_sched *s, tt_fib *f, int end) {
+    tt_fib *g = tt_fib_next(s);
+    s->cur = g;
+    tt_fib_asan_leave(end ? NULL : &f->asan_fake, g ? g->lo : (unsigned char *)s->sched_lo,
+                      g ? g->size : s->sched_size);
 #if TT_FIB_ASM
-    tt_fib_switch(&f->sp, s->sched_sp);
+    tt_fib_switch(&f->sp, g ? g->sp : s->sched_sp);
 #else
-    if (end) setcontext(&s->sched);
-    swapcontext(&f->ctx, &s->sched);
+    if (end) setcontext(g ? &g->ctx : &s->sched);
+    swapcontext(&f->ctx, g ? &g->ctx : &s->sched);
 #endif
-    tt_fib_asan_enter(f->asan_fake, &s->sched_lo, &s->sched_size);
+    tt_fib_asan_enter(f->asan_fake, NULL, NULL);
+    s->cur = f;
 }
 
 static void tt_fib_main(void) {
     tt_fib_sched *s = tt_fib_running;
     tt_fib *f = s->cur;
-    tt_fib_asan_enter(NULL, &s->sched_lo, &s->sched_size);
+    tt_fib_asan_enter(NULL, NULL, NULL);
     s->body(s->arg, f->tid);
     f->state = TT_FIB_DONE;
-    tt_fib_to_sched(s, f, 1); /* never resumed */
+    tt_fib_leave(s, f, 1); /* never resumed */
     abort();
 }
 
@@ -177,7 +192,11 @@ static inline void tt_fib_prepare(tt_fib_sched *s, tt_fib *f, int i) {
 #endif
 }
 
-static inline void tt_fib_resume(tt_fib_sched *s, tt_fib *f) {
+/* One round: the threads that can run, in thread order, each until it waits or ends. */
+static inline void tt_fib_round(tt_fib_sched *s) {
+    s->next = 0;
+    tt_fib *f = tt_fib_next(s);
+    if (!f) return;
     s->cur = f;
     tt_fib_asan_leave(&s->sched_fake, f->lo, f->size);
 #if TT_FIB_ASM
@@ -194,8 +213,7 @@ static inline void tt_fib_resume(tt_fib_sched *s, tt_fib *f) {
 static inline void tt_fib_wait(tt_fib_sched *s, int state) {
     tt_fib *f = s->cur;
     f->state = state;
-    tt_fib_to_sched(s, f, 0);
-    s->cur = f;
+    tt_fib_leave(s, f, 0);
 }
 
 static inline int tt_fib_warp_lanes(const tt_fib_sched *s, int w) { return s->n - 32 * w < 32 ? s->n - 32 * w : 32; }
@@ -230,16 +248,27 @@ static inline void tt_fib_run(tt_fib_sched *s, int n, size_t stack, void (*body)
     s->epoch = 0;
     memset(s->warp_meet, 0, sizeof s->warp_meet);
     for (int i = 0; i < n; i++) tt_fib_prepare(s, &s->fib[i], i);
+#if TT_FIB_ASAN
+    static __thread void *stack_lo; /* this thread's stack, where the rounds start and end */
+    static __thread size_t stack_size;
+    if (!stack_lo) {
+        pthread_attr_t at;
+        if (pthread_getattr_np(pthread_self(), &at) == 0) {
+            pthread_attr_getstack(&at, &stack_lo, &stack_size);
+            pthread_attr_destroy(&at);
+        }
+    }
+    s->sched_lo = stack_lo;
+    s->sched_size = stack_size;
+#endif
     for (;;) {
-        int live = 0;
+        tt_fib_round(s);
+        int live = 0, released = 0, block_wait = 0;
         for (int i = 0; i < n; i++) {
-            tt_fib *f = &s->fib[i];
-            if (f->state == TT_FIB_RUN) tt_fib_resume(s, f);
-            live += f->state != TT_FIB_DONE;
+            live += s->fib[i].state != TT_FIB_DONE;
+            block_wait += s->fib[i].state == TT_FIB_BLOCK_WAIT;
         }
         if (!live) break;
-        int released = 0, block_wait = 0;
-        for (int i = 0; i < n; i++) block_wait += s->fib[i].state == TT_FIB_BLOCK_WAIT;
         if (block_wait == live) {
             s->epoch++;
             for (int i = 0; i < n; i++)
