@@ -144,7 +144,9 @@ static unsigned rc_meet(rc_acc a) { return (unsigned)(a >> (RC_BLK_BITS + RC_TID
 static unsigned rc_unit(rc_acc a) { return rc_blk(a) << 5 | rc_tid(a) >> 5; }
 
 enum { RC_PAGE = 4096 };
-typedef struct { unsigned launch; rc_acc w[RC_PAGE], r[2][RC_PAGE]; } rc_page;
+/* a byte's records side by side: an access reads and writes one run of them, not three arrays' */
+typedef struct { rc_acc w, r0, r1; } rc_rec;
+typedef struct { unsigned launch; rc_rec rec[RC_PAGE]; } rc_page;
 static std::map<uintptr_t, rc_page *> g_rc_pages; /* by address / RC_PAGE; used under g_kernel_mu */
 /* In front of the map, the pages used last, direct-mapped by key: a kernel reads and writes a few buffers
  * in turn, and a tree walk for each of their bytes took most of racecheck's time. */
@@ -238,8 +240,9 @@ static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0,
     for (uintptr_t x = a, end = a + n; x < end;) {
         rc_page *pg = rc_page_of(x / RC_PAGE);
         size_t i = x % RC_PAGE, m = end - x < RC_PAGE - i ? end - x : RC_PAGE - i, k = 1;
-        rc_acc w = pg->w[i], r0 = pg->r[0][i], r1 = pg->r[1][i];
-        while (k < m && pg->w[i + k] == w && pg->r[0][i + k] == r0 && pg->r[1][i + k] == r1) k++;
+        rc_rec *e = pg->rec + i;
+        rc_acc w = e->w, r0 = e->r0, r1 = e->r1;
+        while (k < m && e[k].w == w && e[k].r0 == r0 && e[k].r1 == r1) k++;
         x += k;
         if (smem) { /* another block's shared memory: gone */
             if (w && rc_blk(w) != g_blk) w = 0;
@@ -264,7 +267,7 @@ static void race_check(uintptr_t a, size_t n, int store, int smem, unsigned ep0,
              * of them */
         }
 #undef RC_CONFLICT
-        for (size_t j = i; j < i + k; j++) pg->w[j] = w, pg->r[0][j] = r0, pg->r[1][j] = r1;
+        for (size_t j = 0; j < k; j++) e[j] = (rc_rec){w, r0, r1};
     }
 }
 static void race_access(uintptr_t a, size_t n, int store, int smem) {
