@@ -22,8 +22,10 @@
  *   U = Q W[:, top r],  s = sqrt(lambda),  V = B^T W / s
  * The products with A are the only O(rows cols k) work: on the device path
  * they are be_gemm calls (the blocks travel as tt_real), everything else is
- * host double. qr is Householder (an orthonormal Q even when A Omega is rank
- * deficient, as a gradient of few tokens is), Q formed explicitly. Squaring
+ * host double: qr is LAPACK's Householder (dgeqrf, Q formed by dorgqr: an
+ * orthonormal Q even when A Omega is rank deficient, as a gradient of few
+ * tokens is), B B^T and the products with W BLAS's (OpenBLAS, on every
+ * core), the k x k eigenproblem cyclic Jacobi. Squaring
  * B loses nothing that matters here: the top eigenvalues come out with
  * relative error ~ 1e-16 * lambda_1 / lambda_i. */
 #include "core/galore.h"
@@ -31,10 +33,17 @@
 #include "core/base/common.h"
 #include "core/base/rng.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* LAPACK, in OpenBLAS (Fortran: column-major, every argument by reference) */
+void dgeqrf_(const int *m, const int *n, double *a, const int *lda, double *tau, double *work, const int *lwork,
+             int *info);
+void dorgqr_(const int *m, const int *n, const int *k, double *a, const int *lda, const double *tau, double *work,
+             const int *lwork, int *info);
 
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
@@ -42,47 +51,34 @@ static int imax(int a, int b) { return a > b ? a : b; }
 /* ---- host dense algebra (double, row-major) --------------------------------- */
 
 /* Q (rows, k) with orthonormal columns spanning (at least) the columns of Y
- * (rows, k), rows >= k, by Householder reflections H_0 .. H_{k-1}; Y is
- * overwritten with the reflectors. tmp: 2 k doubles. */
+ * (rows, k), rows >= k, both row-major: Householder reflections (dgeqrf) on
+ * Y's column-major copy, Q formed from them (dorgqr). Y is overwritten.
+ * tmp: k doubles (the reflectors' scales). */
 static void qr_q(double *Y, int rows, int k, double *Q, double *tmp) {
-    double *w = tmp, *beta = tmp + k;
-    for (int j = 0; j < k; j++) {
-        double nrm2 = 0;
-        for (int i = j; i < rows; i++) nrm2 += Y[(size_t)i * k + j] * Y[(size_t)i * k + j];
-        const double nrm = sqrt(nrm2), x0 = Y[(size_t)j * k + j];
-        beta[j] = 0;
-        if (nrm == 0) continue; /* nothing to reflect: H_j = I */
-        /* v = x - alpha e_0 with alpha = -sign(x0) |x| (no cancellation); v^T v = 2 (|x|^2 + |x0| |x|) */
-        Y[(size_t)j * k + j] = x0 + (x0 >= 0 ? nrm : -nrm);
-        beta[j] = 1 / (nrm2 + fabs(x0) * nrm);
-        for (int c = j + 1; c < k; c++) w[c] = 0;
-        for (int i = j; i < rows; i++) {
-            const double *y = Y + (size_t)i * k, vi = y[j];
-            for (int c = j + 1; c < k; c++) w[c] += vi * y[c];
-        }
-        for (int i = j; i < rows; i++) {
-            double *y = Y + (size_t)i * k;
-            const double f = beta[j] * y[j];
-            for (int c = j + 1; c < k; c++) y[c] -= f * w[c];
-        }
+    for (int i = 0; i < rows; i++) /* Q = Y, column-major */
+        for (int j = 0; j < k; j++) Q[(size_t)j * rows + i] = Y[(size_t)i * k + j];
+    int info = 0, lwork = -1;
+    double best = 0;
+    dgeqrf_(&rows, &k, Q, &rows, tmp, &best, &lwork, &info);
+    TT_ASSERT(info == 0);
+    lwork = (int)best > k ? (int)best : k;
+    double *work = tt_xmalloc((size_t)lwork * sizeof *work);
+    dgeqrf_(&rows, &k, Q, &rows, tmp, work, &lwork, &info);
+    TT_ASSERT(info == 0);
+    int lq = -1;
+    dorgqr_(&rows, &k, &k, Q, &rows, tmp, &best, &lq, &info);
+    TT_ASSERT(info == 0);
+    if ((int)best > lwork) {
+        free(work);
+        lwork = (int)best;
+        work = tt_xmalloc((size_t)lwork * sizeof *work);
     }
-    /* Q = H_0 H_1 ... H_{k-1} [I_k; 0], applied from the right end: before H_j, columns < j are still e_c */
-    memset(Q, 0, (size_t)rows * k * sizeof *Q);
-    for (int i = 0; i < k; i++) Q[(size_t)i * k + i] = 1;
-    for (int j = k - 1; j >= 0; j--) {
-        if (beta[j] == 0) continue;
-        for (int c = j; c < k; c++) w[c] = 0;
-        for (int i = j; i < rows; i++) {
-            const double vi = Y[(size_t)i * k + j];
-            const double *q = Q + (size_t)i * k;
-            for (int c = j; c < k; c++) w[c] += vi * q[c];
-        }
-        for (int i = j; i < rows; i++) {
-            const double f = beta[j] * Y[(size_t)i * k + j];
-            double *q = Q + (size_t)i * k;
-            for (int c = j; c < k; c++) q[c] -= f * w[c];
-        }
-    }
+    dorgqr_(&rows, &k, &k, Q, &rows, tmp, work, &lwork, &info);
+    TT_ASSERT(info == 0);
+    free(work);
+    for (int i = 0; i < rows; i++) /* back to row-major, through Y */
+        for (int j = 0; j < k; j++) Y[(size_t)i * k + j] = Q[(size_t)j * rows + i];
+    memcpy(Q, Y, (size_t)rows * k * sizeof *Q);
 }
 
 /* Eigen-decomposition of the symmetric C (k, k) by cyclic Jacobi rotations
@@ -155,17 +151,8 @@ static double *rsvd_run(int rows, int cols, int r, int k, tt_rng *rng, rsvd_mul_
         qr_q(b->x, rows, k, b->q, b->v);
     }
     mul(ctx, 1, k, b->q, b->x);                   /* B^T = A^T Q (cols, k) */
-    double *C = b->c, *d = b->v;
-    memset(C, 0, (size_t)k * k * sizeof *C);      /* B B^T = (B^T)^T B^T, upper triangle, then mirrored */
-    for (int l = 0; l < cols; l++) {
-        const double *bt = b->x + (size_t)l * k;
-        for (int i = 0; i < k; i++) {
-            const double bi = bt[i];
-            if (bi == 0) continue;
-            double *ci = C + (size_t)i * k;
-            for (int j = i; j < k; j++) ci[j] += bi * bt[j];
-        }
-    }
+    double *C = b->c, *d = b->v;                  /* B B^T = (B^T)^T B^T, upper triangle, then mirrored */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, cols, 1.0, b->x, k, 0.0, C, k);
     for (int i = 0; i < k; i++)
         for (int j = 0; j < i; j++) C[(size_t)i * k + j] = C[(size_t)j * k + i];
     jacobi_eig(C, k, b->wt, d);
@@ -175,26 +162,17 @@ static double *rsvd_run(int rows, int cols, int r, int k, tt_rng *rng, rsvd_mul_
         for (; j > 0 && d[ord[j - 1]] < d[i]; j--) ord[j] = ord[j - 1];
         ord[j] = i;
     }
-    double *U = b->y;
-    for (int i = 0; i < rows; i++) {
-        const double *q = b->q + (size_t)i * k;
+    double *U = b->y, *P = b->c; /* P (k, r): the top r eigenvectors as columns (C is spent) */
+    for (int j = 0; j < k; j++)
+        for (int c = 0; c < r; c++) P[(size_t)j * r + c] = b->wt[(size_t)ord[c] * k + j];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, k, 1.0, b->q, k, P, r, 0.0, U, r); /* Q W */
+    if (s)
+        for (int c = 0; c < r; c++) s[c] = sqrt(fmax(d[ord[c]], 0));
+    if (V) {
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cols, r, k, 1.0, b->x, k, P, r, 0.0, V, r); /* B^T W */
         for (int c = 0; c < r; c++) {
-            const double *w = b->wt + (size_t)ord[c] * k;
-            double acc = 0;
-            for (int j = 0; j < k; j++) acc += q[j] * w[j];
-            U[(size_t)i * r + c] = acc;
-        }
-    }
-    for (int c = 0; c < r; c++) {
-        const double sc = sqrt(fmax(d[ord[c]], 0));
-        if (s) s[c] = sc;
-        if (!V) continue;
-        const double *w = b->wt + (size_t)ord[c] * k;
-        for (int l = 0; l < cols; l++) {
-            const double *bt = b->x + (size_t)l * k;
-            double acc = 0;
-            for (int j = 0; j < k; j++) acc += bt[j] * w[j];
-            V[(size_t)l * r + c] = sc > 0 ? acc / sc : 0;
+            const double sc = sqrt(fmax(d[ord[c]], 0));
+            for (int l = 0; l < cols; l++) V[(size_t)l * r + c] = sc > 0 ? V[(size_t)l * r + c] / sc : 0;
         }
     }
     return U;
@@ -482,10 +460,10 @@ void galore_set_projector(tt_galore *s, const tt_real *P) {
     if (P) {
         be_to_device(s->proj, P, np * sizeof *P);
     } else {
-        tt_real *I = tt_xcalloc(np, sizeof *I);
-        for (int i = 0; i < s->r; i++) I[(size_t)i * s->r + i] = 1;
-        be_to_device(s->proj, I, np * sizeof *I);
-        free(I);
+        tt_real *eye = tt_xcalloc(np, sizeof *eye);
+        for (int i = 0; i < s->r; i++) eye[(size_t)i * s->r + i] = 1;
+        be_to_device(s->proj, eye, np * sizeof *eye);
+        free(eye);
     }
     s->has_proj = 1;
     s->refresh_step = 0;
