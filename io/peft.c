@@ -60,14 +60,19 @@ static char *join(const char *dir, const char *file) {
 /* A JSON number for a float, printed with the fewest digits that read back
  * as the same float (0.05f -> 0.05, as Python writes it); integral values
  * become JSON integers (PEFT's lora_alpha is an int by default). */
+/* The shortest %g of f that reads back as f (9 digits always do), into buf. */
+static const char *shortest_g(float f, char *buf, size_t cap) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, cap, "%.*g", prec, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return buf;
+}
+
 static json_t *json_float(float f, int int_if_integral) {
     if (int_if_integral && f == floorf(f) && fabsf(f) < 2147483648.0f) return json_integer((json_int_t)f);
     char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        if (strtof(buf, NULL) == f) break;
-    }
-    return json_real(strtod(buf, NULL));
+    return json_real(strtod(shortest_g(f, buf, sizeof buf), NULL));
 }
 
 static int check_adapter(const char *dir, const peft_adapter *a) {
@@ -179,8 +184,9 @@ int peft_write(const char *dir, const peft_adapter *a) {
     char *tpath = join(dir, PEFT_TENSORS), *cpath = join(dir, PEFT_CONFIG);
     char fp[24];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)a->base_fp);
-    char lora[64];
-    snprintf(lora, sizeof lora, "lora_alpha=%.9g use_rslora=%s", (double)a->alpha, a->rslora ? "true" : "false");
+    char lora[64], al[32];
+    snprintf(lora, sizeof lora, "lora_alpha=%s use_rslora=%s", shortest_g(a->alpha, al, sizeof al),
+             a->rslora ? "true" : "false");
     const char *meta[] = {"format", "pt", PEFT_META_LORA, lora, a->base_fp ? PEFT_META_BASE : NULL, fp, NULL};
     /* adapter_config.json is complete on disk before adapter_model.safetensors appears, and renamed right after
      * it (as hf_export): a failure leaves neither new file, not new tensors beside an old or missing config; a crash
@@ -383,11 +389,12 @@ int peft_read(const char *dir, uint32_t n_layers, peft_adapter *out) {
             BAD("%s: metadata %s is \"%.60s\", not \"lora_alpha=A use_rslora=true|false\"; the file is corrupt", tpath,
                 PEFT_META_LORA, lm);
         int rslora = strcmp(rs, "true") == 0;
+        char a1[32], a2[32];
         if (alpha != out->alpha || rslora != out->rslora)
-            BAD("%s says lora_alpha %g, use_rslora %s, but %s was saved with lora_alpha %g, use_rslora %s: the two "
+            BAD("%s says lora_alpha %s, use_rslora %s, but %s was saved with lora_alpha %s, use_rslora %s: the two "
                 "files come from different saves (an interrupted save, or an edited config); save the adapter again, "
-                "or set those two back in %s", cpath, (double)out->alpha, out->rslora ? "true" : "false", tpath,
-                (double)alpha, rs, cpath);
+                "or set those two back in %s", cpath, shortest_g(out->alpha, a1, sizeof a1),
+                out->rslora ? "true" : "false", tpath, shortest_g(alpha, a2, sizeof a2), rs, cpath);
     }
 
     uint32_t limit = n_layers ? n_layers : TT_MAX_LAYERS, max_layer = 0;

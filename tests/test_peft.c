@@ -496,6 +496,14 @@ int main(void) {
     }
     h.rslora = 0;
 
+    /* an alpha that is not integral: the metadata's (the shortest digits that read back as the float) and the
+     * config's read back as the same float */
+    h.alpha = 0.1f;
+    snprintf(dir, sizeof dir, "%s/adapter-alpha", g_tmp);
+    CHECK_MSG(peft_write(dir, &h) == 0, "peft_write alpha 0.1: %s", tt_lasterr());
+    check_tensors(dir, &h);
+    check_read(dir, &h, 0);
+
     test_errors(&a);
     free_adapter(&a);
     free_adapter(&h);

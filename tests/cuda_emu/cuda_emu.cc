@@ -481,6 +481,8 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
                         void *ctx) {
     size_t nt = (size_t)block.x * block.y * block.z;
     pthread_mutex_lock(&g_kernel_mu);
+    g_fs.who = "cuda_emu";
+    g_fs.name = name;
     if (!g_fs.stacks) { /* mapped before the first block: the kernels' locals on them pass the access check */
         tt_fib_map(&g_fs, EMU_STACK);
         g_fib_len = (uintptr_t)TT_FIB_MAX * EMU_STACK;
@@ -499,8 +501,7 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
     g_ctx = ctx;
     g_nthreads = (int)nt;
     g_kernel = name;
-    g_fs.who = "cuda_emu";
-    g_fs.name = name;
+    g_fs.n = g_nthreads; /* the warps' lanes, also where the threads run as plain calls */
     g_stat = g_stats ? &fi->st : NULL;
     if (g_stat) g_stat->name = name, g_stat->launches++;
     g_direct = fi->mode == FN_DIRECT;

@@ -173,22 +173,25 @@ static inline void tt_fib_prepare(tt_fib_sched *s, tt_fib *f, int i) {
 #if TT_FIB_ASM
     f->lo = s->stacks + (size_t)i * s->stack;
     f->size = (size_t)(top - f->lo);
+#else
+    f->lo = top - (s->stack - 4096); /* clear of the stagger, so the stacks do not overlap */
+    f->size = s->stack - 4096;
+#endif
+#if TT_FIB_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(f->lo, f->size); /* frames an earlier block's thread left behind */
+#endif
+#if TT_FIB_ASM
     void **sp = (void **)top;
     *--sp = NULL;                             /* tt_fib_main's return address: it never returns */
     *--sp = (void *)tt_fib_main;              /* where tt_fib_switch's ret goes */
     for (int r = 0; r < 6; r++) *--sp = NULL; /* rbp rbx r12 r13 r14 r15 */
     f->sp = sp;
 #else
-    f->lo = top - (s->stack - 4096); /* clear of the stagger, so the stacks do not overlap */
-    f->size = s->stack - 4096;
     getcontext(&f->ctx);
     f->ctx.uc_stack.ss_sp = f->lo;
     f->ctx.uc_stack.ss_size = f->size;
     f->ctx.uc_link = NULL;
     makecontext(&f->ctx, tt_fib_main, 0);
-#endif
-#if TT_FIB_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(f->lo, f->size); /* frames an earlier block's thread left behind */
 #endif
 }
 
