@@ -39,9 +39,7 @@ enum { EMU_MAX_THREADS = TT_FIB_MAX, EMU_STACK = 256 << 10 };
 static pthread_mutex_t g_kernel_mu = PTHREAD_MUTEX_INITIALIZER; /* one kernel at a time: __shared__ is static */
 static tt_fib_sched g_fs; /* who and name set at each launch */
 static tt_emu_coords g_coord[EMU_MAX_THREADS]; /* each thread's threadIdx, blockIdx, blockDim, gridDim */
-static int g_nthreads;
 static void (*g_body)(void *);
-static void *g_ctx;
 static unsigned char *g_dyn; /* the block's dynamic shared memory */
 static size_t g_dyn_n;
 static const char *g_kernel; /* for messages */
@@ -374,9 +372,9 @@ static void emu_body(void *ctx, int tid) {
     (void)tid;
     g_body(ctx);
 }
-static void run_block(void) {
+static void run_block(void *ctx) {
     memset(g_ab_meet, 0xff, sizeof g_ab_meet);
-    tt_fib_run(&g_fs, g_nthreads, EMU_STACK, emu_body, g_ctx);
+    tt_fib_run(&g_fs, g_fs.n, EMU_STACK, emu_body, ctx);
 }
 
 /* ---- kernels ------------------------------------------------------------------ */
@@ -498,10 +496,8 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
     g_dyn_n = smem;
     mem_changed(); /* the shared memory's range */
     g_body = body;
-    g_ctx = ctx;
-    g_nthreads = (int)nt;
     g_kernel = name;
-    g_fs.n = g_nthreads; /* the warps' lanes, also where the threads run as plain calls */
+    g_fs.n = (int)nt; /* the block's threads (the warps' lanes), also where they run as plain calls */
     g_stat = g_stats ? &fi->st : NULL;
     if (g_stat) g_stat->name = name, g_stat->launches++;
     g_direct = fi->mode == FN_DIRECT;
@@ -519,25 +515,25 @@ static void launch_exec(emu_func *fi, const char *name, dim3 grid, dim3 block, s
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 if (smem) memset(dyn, 0xff, smem); /* shared memory starts as garbage (NaN), not as zeros */
-                for (int i = 0; i < g_nthreads; i++) {
+                for (int i = 0; i < g_fs.n; i++) {
                     tt_emu_coords *c = &g_coord[i];
                     c->t = make_uint3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
                     c->b = make_uint3(bx, by, bz);
                     c->bd = block;
                     c->gd = grid;
                 }
-                for (int i = 0; i < g_nthreads; i++) g_cp[i].n = g_cp[i].committed = 0; /* op[] is written before read */
+                for (int i = 0; i < g_fs.n; i++) g_cp[i].n = g_cp[i].committed = 0; /* op[] is written before read */
                 g_fs.epoch = 0;
                 g_blk = bx + grid.x * (by + grid.y * bz) + 1;
                 if (g_direct)
-                    for (int i = 0; i < g_nthreads; i++) {
+                    for (int i = 0; i < g_fs.n; i++) {
                         g_fs.cur = &g_fs.fib[i];
                         g_fs.cur->tid = i;
                         body(ctx);
                     }
-                else run_block();
+                else run_block(ctx);
                 g_fs.cur = NULL;
-                for (int i = 0; i < g_nthreads; i++)
+                for (int i = 0; i < g_fs.n; i++)
                     if (g_cp[i].n) {
                         fprintf(stderr, "cuda_emu: %s: thread %d ended with %d cp.async copies never waited for\n",
                                 g_kernel, i, g_cp[i].n);

@@ -243,8 +243,7 @@ static inline void tt_fib_run(tt_fib_sched *s, int n, size_t stack, void (*body)
         abort();
     }
     tt_fib_map(s, stack);
-    tt_fib_sched *outer = tt_fib_running;
-    tt_fib_running = s;
+    tt_fib_running = s; /* one block at a time on a thread: no nesting */
     s->n = n;
     s->body = body;
     s->arg = arg;
@@ -302,7 +301,6 @@ static inline void tt_fib_run(tt_fib_sched *s, int n, size_t stack, void (*body)
             abort();
         }
     }
-    tt_fib_running = outer;
 }
 
 #endif
