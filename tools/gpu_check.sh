@@ -166,18 +166,13 @@ if [ "$built" != "$here" ] && [ "${GPU_CHECK_ANY_BUNDLE:-0}" != 1 ]; then
 fi
 T=$W/gpu/tiertrain
 OPS=$W/gpu/test_cuda_ops
-# cuBLAS (opened when the CUDA backend starts): the binary's rpath names /usr/local/cuda/lib64; elsewhere, where
-# the loader does not know it, the CUDA toolkit's or PyTorch's copy.
-if [ ! -e /usr/local/cuda/lib64/libcublasLt.so.13 ] && ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.13 '; then
-    f=$(find / -xdev -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-    [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
-# cuDNN (TT_CUDA_ATTN=cudnn's attention, loaded at run time) and the NVRTC it compiles its fused kernels with:
-# where the loader does not know them, the CUDA toolkit's or PyTorch's (pip) copies.
-# One walk of /usr and /opt for both (slow under gVisor, with PyTorch's packages there), kept for env's report.
-LIBS_FOUND=$W/libs.found
-find /usr /opt \( -name libcudnn.so.9 -o -name libnvrtc.so.13 \) 2>/dev/null >"$LIBS_FOUND"
-for lib in libcudnn.so.9 libnvrtc.so.13; do
+# The libraries opened at run time: cuBLAS (cuBLASLt and cuBLAS, side by side; opened when the CUDA backend
+# starts), cuDNN (TT_CUDA_ATTN=cudnn's attention) and the NVRTC it compiles its fused kernels with: where the
+# loader does not know them, the CUDA toolkit's or PyTorch's (pip) copies.
+# One walk of /usr and /opt for all (slow under gVisor, with PyTorch's packages there), kept for env's report.
+LIBS_FOUND=$W/libs.found RUNTIME_LIBS="libcublasLt.so.13 libcudnn.so.9 libnvrtc.so.13"
+find /usr /opt \( -name libcublasLt.so.13 -o -name libcudnn.so.9 -o -name libnvrtc.so.13 \) 2>/dev/null >"$LIBS_FOUND"
+for lib in $RUNTIME_LIBS; do
     ldconfig -p 2>/dev/null | grep -q "$lib" && continue
     f=$(ls "/usr/local/cuda/lib64/$lib" 2>/dev/null || grep "/$lib\$" "$LIBS_FOUND" | head -1)
     [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -188,7 +183,7 @@ if [ -z "${TT_CUDA_ATTN:-}" ] && [ -s "$ATTN_CHOICE" ]; then
     export TT_CUDA_ATTN=$(cat "$ATTN_CHOICE")
     log "gpu_check: TT_CUDA_ATTN=$TT_CUDA_ATTN, as an earlier call's kernels check chose (cuDNN's attention within tolerance and faster)"
 fi
-export T OPS W HAVE_GPU OUTD ATTN_CHOICE LIBS_FOUND
+export T OPS W HAVE_GPU OUTD ATTN_CHOICE LIBS_FOUND RUNTIME_LIBS
 # the rehearsal's knobs (see the header); unset, the GPU machine's run
 OPS_REAL=${OPS_REAL---real}
 KERN_FLAGS=${KERN_FLAGS:-}
@@ -239,7 +234,7 @@ c_env() {
     nvcc --version 2>/dev/null | tail -2
     ldd "$T"
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
-    for lib in libcudnn.so.9 libnvrtc.so.13; do
+    for lib in $RUNTIME_LIBS; do
         echo "$lib: $(grep "/$lib\$" "$LIBS_FOUND" | head -3 | tr '\n' ' ')"
     done
     nproc
