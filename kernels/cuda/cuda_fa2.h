@@ -496,7 +496,8 @@ TT_HD void tt_fa2_kv_turn(tt_warp_emu *w, uint16_t *smem, const uint16_t *K, con
 /* One key tile's scores s of a warp's 16 rows from row0 (keys from j0) into probabilities: masked where the
  * tile reaches the diagonal, the sequence's end or an example's start (lo: the lane's two rows' example
  * starts), scaled into base 2 (sl2); the lane's running max m and partial sum l of its two rows updated, the
- * output rows o rescaled; P as A fragments in pa. */
+ * output rows o rescaled; P as A fragments in pa. Each product and sum rounded on its own (tt_mul_rn,
+ * tt_add_rn): both forward shapes run this code, and nvcc could fuse it into FMAs differently in each. */
 TT_HD void tt_fa2_softmax_tile(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4], float m[2], float l[2],
                                float o[TT_FA2_HD / 8][4], uint32_t pa[TT_FA2_BC / 16][4], int row0, int j0,
                                const int lo[2], int seq, float sl2) {
@@ -509,7 +510,7 @@ TT_HD void tt_fa2_softmax_tile(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4
             TT_UNROLL
             for (int i = 0; i < 4; i++) {
                 int row = row0 + tt_fa2_c_row(lane, i), col = j0 + n8 * 8 + tt_fa2_c_col(lane, i);
-                float x = col <= row && col >= lo[i >> 1] && col < seq ? s[n8][i] * sl2 : -INFINITY;
+                float x = col <= row && col >= lo[i >> 1] && col < seq ? tt_mul_rn(s[n8][i], sl2) : -INFINITY;
                 s[n8][i] = x;
                 mx[i >> 1] = fmaxf(mx[i >> 1], x);
             }
@@ -518,7 +519,7 @@ TT_HD void tt_fa2_softmax_tile(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4
         for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
             TT_UNROLL
             for (int i = 0; i < 4; i++) {
-                s[n8][i] *= sl2;
+                s[n8][i] = tt_mul_rn(s[n8][i], sl2);
                 mx[i >> 1] = fmaxf(mx[i >> 1], s[n8][i]);
             }
     }
@@ -531,7 +532,7 @@ TT_HD void tt_fa2_softmax_tile(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4
         ms[r] = mn == -INFINITY ? 0.f : mn;
         alpha[r] = exp2f(m[r] - ms[r]);
         m[r] = mn;
-        l[r] *= alpha[r];
+        l[r] = tt_mul_rn(l[r], alpha[r]);
     }
     TT_UNROLL
     for (int n8 = 0; n8 < TT_FA2_BC / 8; n8++)
@@ -539,12 +540,12 @@ TT_HD void tt_fa2_softmax_tile(tt_warp_emu *w, int tid, float s[TT_FA2_BC / 8][4
         for (int i = 0; i < 4; i++) {
             float p = exp2f(s[n8][i] - ms[i >> 1]);
             s[n8][i] = p;
-            l[i >> 1] += p; /* the lane's part of the row sum: quad-summed at the end */
+            l[i >> 1] = tt_add_rn(l[i >> 1], p); /* the lane's part of the row sum: quad-summed at the end */
         }
     TT_UNROLL
     for (int dn = 0; dn < TT_FA2_HD / 8; dn++)
         TT_UNROLL
-        for (int i = 0; i < 4; i++) o[dn][i] *= alpha[i >> 1];
+        for (int i = 0; i < 4; i++) o[dn][i] = tt_mul_rn(o[dn][i], alpha[i >> 1]);
     tt_fa2_c_to_a(pa, s, TT_FA2_BC / 16);
 }
 

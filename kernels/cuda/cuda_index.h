@@ -36,27 +36,34 @@ TT_HD int tt_nf4_code(const uint8_t *codes, size_t i) {
  * tt_nf4_code's order, value k in byte k / 2, the even one high. */
 TT_HD int tt_nf4_code_in(uint32_t word, int k) { return (int)(word >> (8 * (k >> 1) + ((k & 1) ? 0 : 4))) & 15; }
 
-/* A double-quantized block's absmax: its 8-bit code's value (dyn) times the
- * group's scale (absmax2), plus the offset — rounded after the product and
- * after the sum, never fused into one FMA (nf4_double_dequant does the same
- * on the CPU; ISO C does not contract across the two statements). */
-TT_HD float tt_nf4_dq_absmax(float dyn, float absmax2, float offset) {
+/* One rounding per product and per sum, on the device as on the host: nvcc
+ * contracts a product and a sum that follows it into one FMA where the code's
+ * shape allows, so two kernels sharing arithmetic could round it differently
+ * (and differ from the CPU reference); these never fuse. ISO C (and g++ in
+ * its strict modes) does not contract across statements or these calls. */
+TT_HD float tt_mul_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
-    return __fadd_rn(__fmul_rn(dyn, absmax2), offset);
+    return __fmul_rn(a, b);
 #else
-    float p = dyn * absmax2;
-    return p + offset;
+    return a * b;
+#endif
+}
+TT_HD float tt_add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
 #endif
 }
 
+/* A double-quantized block's absmax: its 8-bit code's value (dyn) times the
+ * group's scale (absmax2), plus the offset — rounded after the product and
+ * after the sum, never fused into one FMA (nf4_double_dequant does the same
+ * on the CPU). */
+TT_HD float tt_nf4_dq_absmax(float dyn, float absmax2, float offset) { return tt_add_rn(tt_mul_rn(dyn, absmax2), offset); }
+
 /* A value: its code's level times its block's absmax (one rounding). */
-TT_HD float tt_nf4_value(float level, float absmax) {
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(level, absmax);
-#else
-    return level * absmax;
-#endif
-}
+TT_HD float tt_nf4_value(float level, float absmax) { return tt_mul_rn(level, absmax); }
 
 /* ---- attention -------------------------------------------------------------- */
 
