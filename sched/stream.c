@@ -33,6 +33,7 @@
 
 enum { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 enum { CELL_DEV, CELL_HOST };
+enum { DROP_NONE, DROP_SLOT, DROP_DECODE }; /* tt_stream.drop_wait */
 
 typedef struct slot {
     int layer;      /* -1: none */
@@ -104,10 +105,12 @@ struct tt_stream {
     sizes sz;
     slot *slots;
     tt_queue *h2d, *d2h, *up; /* layer loads, spills, unspills; NULL where the backend has no queues */
-    tt_event *stage_ev[2];    /* the last copy out of each staging buffer */
+    tt_event *stage_ev[3];    /* the last copy out of each staging buffer ([0], [1]) and the decode buffer ([2]) */
     int stage_next;           /* IO thread: the staging buffer of the next read */
     tt_event **buf_ev;        /* [dev_cells + PLAN_TRANSIT]: the last use of r.cell_buf[i] */
-    int drop_wait;            /* test only (TT_TEST_DROP_WAIT=slot): loads skip the slot's done event */
+    int drop_wait;            /* test only, TT_TEST_DROP_WAIT: DROP_SLOT (=slot) loads skip the slot's done
+                               * event, DROP_DECODE (=decode) a decode skips the wait for the last copy out of
+                               * the decode buffer */
     void **free_bufs;
     int n_free;
     cell *cells;
@@ -297,6 +300,13 @@ static int read_checked(tt_stream *e, uint32_t ext, uint8_t *dst, int64_t arg) {
     return rc;
 }
 
+/* IO thread: the decode buffer is about to be rewritten: its last copy to the device (queued behind the
+ * compute queue's release of a slot) must have left it. Waiting here, not after queuing that copy, lets
+ * the next layer's read into a staging buffer run while the copy waits. */
+static void decode_buf_wait(tt_stream *e) {
+    if (e->drop_wait != DROP_DECODE) be_event_sync(e->stage_ev[2]);
+}
+
 /* Brings layer l's raw extent to host memory: the cache, or a staging buffer
  * (the two alternate; *st says which, -1: none) or the decode buffer. */
 static int layer_to_host(tt_stream *e, int l, const uint8_t **raw, int *st) {
@@ -316,6 +326,7 @@ static int layer_to_host(tt_stream *e, int l, const uint8_t **raw, int *st) {
     if (e->wb_ev) { /* trainable: decode, then widen every tensor to f32 at its master offset in the cache */
         const uint8_t *raw_ext = stage;
         if (x->codec != TIER_CODEC_RAW) {
+            decode_buf_wait(e);
             if ((rc = tier_extent_decode(e->s, ext, stage, e->r.decode))) return rc;
             raw_ext = e->r.decode;
         }
@@ -340,6 +351,7 @@ static int layer_to_host(tt_stream *e, int l, const uint8_t **raw, int *st) {
     uint8_t *out = e->plan.host_cache ? e->r.cache[l] : (x->codec == TIER_CODEC_RAW ? stage : e->r.decode);
     if (out == stage) *st = i;
     else {
+        if (out == e->r.decode) decode_buf_wait(e);
         double t0 = tt_now();
         rc = tier_extent_decode(e->s, ext, stage, out);
         rec(e, x->codec == TIER_CODEC_RAW ? TRACE_COPY : TRACE_DECOMPRESS,
@@ -370,7 +382,7 @@ static void *io_main(void *arg) {
             continue;
         }
         slot *sl = &e->slots[c.slot];
-        if (!e->drop_wait) be_queue_wait(e->h2d, sl->done); /* the compute queue is done with what it held */
+        if (e->drop_wait != DROP_SLOT) be_queue_wait(e->h2d, sl->done); /* the compute queue is done with what it held */
         /* full training: the cache holds the layer's last update (the slot's done event covers it only when the
          * layer comes back into the slot it left) */
         if (e->wb_ev) be_queue_wait(e->h2d, e->wb_ev[c.layer]);
@@ -379,7 +391,7 @@ static void *io_main(void *arg) {
         trace_span_end(e->trace, sp, e->h2d, TRACE_COPY, "to device", c.layer);
         be_event_record(sl->ready, e->h2d);
         if (st >= 0) be_event_record(e->stage_ev[st], e->h2d); /* the read after next waits for it */
-        else if (raw == e->r.decode) be_event_sync(sl->ready); /* the next decode rewrites it */
+        else if (raw == e->r.decode) be_event_record(e->stage_ev[2], e->h2d); /* the next decode waits for it */
         pthread_mutex_lock(&e->mu);
         e->slots[c.slot].state = SLOT_READY;
         pthread_cond_broadcast(&e->cv);
@@ -659,7 +671,7 @@ void stream_free(tt_stream *e) {
     }
     for (int i = 0; e->buf_ev && i < e->plan.dev_cells + PLAN_TRANSIT; i++) be_event_free(e->buf_ev[i]);
     free(e->buf_ev);
-    for (int i = 0; i < 2; i++) be_event_free(e->stage_ev[i]);
+    for (int i = 0; i < 3; i++) be_event_free(e->stage_ev[i]);
     for (int l = 0; e->wb_ev && l < e->L; l++) be_event_free(e->wb_ev[l]);
     free(e->wb_ev);
     be_queue_free(e->h2d);
@@ -748,9 +760,10 @@ int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan,
     e->h2d = be_queue_new();
     e->d2h = be_queue_new();
     e->up = be_queue_new();
-    for (int i = 0; i < 2; i++) e->stage_ev[i] = be_event_new();
+    for (int i = 0; i < 3; i++) e->stage_ev[i] = be_event_new();
     const char *dw = getenv("TT_TEST_DROP_WAIT");
-    e->drop_wait = dw && strcmp(dw, "slot") == 0;
+    e->drop_wait = !dw ? DROP_NONE : strcmp(dw, "slot") == 0 ? DROP_SLOT : strcmp(dw, "decode") == 0 ? DROP_DECODE
+                                                                                                     : DROP_NONE;
     for (int l = 1; l <= L; l++)
         for (int k = 0; k < K; k++) {
             cell *x = cell_at(e, l, k);

@@ -191,10 +191,13 @@ static inline int fixture_fill(void *ctx, uint32_t i, const tt_tensor_desc *d, f
 
 /* Writes a store with real weights: projections N(0, wstd) encoded as lin
  * (f32, bf16, nf4, nf4-dq), norms 1 + N(0, 0.1), embedding and lm_head
- * N(0, 0.5). Deterministic from seed. Returns the writer's rc. */
-static inline int fixture_write_model(const char *path, const tt_config *c, uint32_t lin, float wstd, uint64_t seed) {
+ * N(0, 0.5). Deterministic from seed. With sparse24, the projections 2:4
+ * sparse (the last two of every four values 0) and the store's extents
+ * lz4-compressed where that saves 1/8 (f32 layers do). Returns the writer's rc. */
+static inline int fixture_write_model_ex(const char *path, const tt_config *c, uint32_t lin, float wstd, uint64_t seed,
+                                         int sparse24) {
     uint32_t *dt = fixture_dtypes(c, lin);
-    tier_write_opts o = {dt, NULL, 0, NULL};
+    tier_write_opts o = {dt, NULL, sparse24, NULL};
     tier_writer *w;
     int rc = tier_writer_open(&w, path, c, &o);
     if (rc) { free(dt); return rc; }
@@ -205,6 +208,8 @@ static inline int fixture_write_model(const char *path, const tt_config *c, uint
         float *v = malloc(n * sizeof *v);
         fixture_fill_ctx fc = {seed, wstd};
         fixture_fill(&fc, i, &d, v);
+        if (sparse24 && d.role == TT_ROLE_LINEAR)
+            for (uint64_t j = 2; j < n; j += 4) v[j] = v[j + 1 < n ? j + 1 : j] = 0.f;
         uint64_t nb = tier_writer_tensor_bytes(w, i);
         uint8_t *b = calloc(1, nb);
         if (dt[i] == TT_DTYPE_F32) memcpy(b, v, n * 4);
@@ -217,6 +222,9 @@ static inline int fixture_write_model(const char *path, const tt_config *c, uint
     free(dt);
     if (rc) { tier_writer_abort(w); return rc; }
     return tier_writer_finish(w);
+}
+static inline int fixture_write_model(const char *path, const tt_config *c, uint32_t lin, float wstd, uint64_t seed) {
+    return fixture_write_model_ex(path, c, lin, wstd, seed, 0);
 }
 
 /* 1 when the files at a and b exist and hold the same bytes. */

@@ -5,7 +5,8 @@
  * streamed steps equal, bit for bit, N resident steps on the synchronous CPU
  * backend, for every budget (the smallest, the smallest with lm_head
  * streamed, a partial spill, a host cache, NVMe every step with the cells on
- * the device) and every delay seed (8; 3 under ASan; 1 under TSan, whose
+ * the device, and the same from a 2:4-sparse store whose layers are lz4-compressed,
+ * so each goes through the decode buffer) and every delay seed (8; 3 under ASan; 1 under TSan, whose
  * race reports do not depend on the order a seed's delays give, and there
  * two of the four cells: f32 plain, bf16 with dropout + clipping; unless
  * TT_TEST_SEEDS says otherwise).
@@ -13,7 +14,8 @@
  * A missing event wait in the runtime shows up here as a mismatch and, in
  * the ThreadSanitizer build (make test runs one), as a data race:
  * TT_TEST_DROP_WAIT=slot makes layer loads skip the wait for the compute
- * queue to be done with a slot. With TT_TEST_EXPECT_FAIL=1 this program
+ * queue to be done with a slot, TT_TEST_DROP_WAIT=decode makes a decode rewrite
+ * the decode buffer without waiting for its last copy to the device. With TT_TEST_EXPECT_FAIL=1 this program
  * inverts its verdict: it passes only when some seed caught the dropped wait
  * (tests/test_async_dropwait.sh). */
 #include "kernels/backend.h"
@@ -22,9 +24,10 @@
 
 #include <stdlib.h>
 
-enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, B_NVME, N_BUDGETS };
+enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, B_NVME, B_NVME_LZ4, N_BUDGETS };
 static const char *budget_name[N_BUDGETS] = {"smallest (all spilled)", "smallest, lm_head streamed",
-                                             "partial spill", "host cache", "NVMe every step, cells on device"};
+                                             "partial spill", "host cache", "NVMe every step, cells on device",
+                                             "NVMe every step, lz4 layers"};
 
 /* The plan request of budget b for req (all derived from the planner's smallest). */
 static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size_t cell_bytes) {
@@ -38,7 +41,7 @@ static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size
     r.hbm = min_dev;
     r.host = b == B_SMALLEST || b == B_SMALLEST_HEAD_HOST ? min_host : 0; /* 0: room for a host cache */
     if (b == B_PARTIAL) r.hbm = min_dev + (uint64_t)cell_bytes * 12;
-    if (b == B_NVME) { /* two slots fed from NVMe through the two staging buffers, no unspills in between */
+    if (b == B_NVME || b == B_NVME_LZ4) { /* two slots fed from NVMe through the two staging buffers, no unspills in between */
         r.no_host_cache = 1;
         r.hbm = min_dev + (uint64_t)cell_bytes * 64;
     }
@@ -70,11 +73,21 @@ int main(void) {
     const char *dl = getenv("TT_TEST_DELAY_US");
     int delay_us = dl ? atoi(dl) : 50;
     char *dir = fixture_tmpdir();
-    char store[600];
+    char store[600], store_lz4[600];
     snprintf(store, sizeof store, "%s/tiny.tier", dir);
+    snprintf(store_lz4, sizeof store_lz4, "%s/tiny-lz4.tier", dir);
     tt_config c;
     TT_ASSERT(config_preset("tiny", &c) == 0);
     CHECK(fixture_write_model(store, &c, TT_DTYPE_F32, 0.02f, 1) == 0);
+    CHECK(fixture_write_model_ex(store_lz4, &c, TT_DTYPE_F32, 0.02f, 1, 1) == 0);
+    { /* every layer compressed: B_NVME_LZ4's loads all decode */
+        tier_store *s;
+        TT_ASSERT(tier_open(&s, store_lz4) == 0);
+        int lz4 = 0;
+        for (uint32_t l = 0; l < c.n_layers; l++) lz4 += tier_extent_at(s, TT_EXTENT_LAYER(l))->codec == TIER_CODEC_LZ4;
+        CHECK_MSG(lz4 == (int)c.n_layers, "%d of %u layers lz4-compressed in %s", lz4, c.n_layers, store_lz4);
+        tier_close(s);
+    }
     const tt_backend *cpu = backend_cpu(), *async = be_by_name("cpu-async");
     TT_ASSERT(async);
     /* variants: bit 0 bf16 cells, bit 1 dropout + clipping. Under TSan, f32 without and bf16 with (variants 0
@@ -93,20 +106,22 @@ int main(void) {
         exec_user(&req.user, &(tt_lora_cfg){4, 8.f, dropout, LORA_ALL_TARGETS, 0}, clip > 0);
         req.act_bf16 = bf16;
         be_use(cpu);
-        run_out ref;
+        run_out ref, ref_lz4;
         tt_plan p;
         CHECK(run(store, &req, dropout, clip, &ref, &p) == 0);
+        CHECK(run(store_lz4, &req, dropout, clip, &ref_lz4, &p) == 0);
         size_t cell = (size_t)req.B * req.seq * c.hidden * (bf16 ? 2 : sizeof(tt_real));
         be_use(async);
         for (int seed = 1; seed <= seeds; seed++)
             for (int b = 0; b < N_BUDGETS; b++) {
                 cpu_async_configure((uint64_t)seed * 1000 + (uint64_t)variant * 10 + (uint64_t)b, delay_us);
-                tt_plan_req r = budget(store, &req, b, cell);
+                const char *st = b == B_NVME_LZ4 ? store_lz4 : store;
+                tt_plan_req r = budget(st, &req, b, cell);
                 run_out o;
                 int before = tt_test_failures;
                 /* the first seed's runs traced: spans timed by the queues' events change nothing */
                 g_run_trace = seed == 1 ? trace_create(1u << 16) : NULL;
-                int failed = run(store, &r, dropout, clip, &o, &p) != 0;
+                int failed = run(st, &r, dropout, clip, &o, &p) != 0;
                 if (g_run_trace) {
                     check_trace(g_run_trace, &r, &p, (int)c.n_layers);
                     trace_free(g_run_trace);
@@ -119,13 +134,14 @@ int main(void) {
                 char what[160];
                 snprintf(what, sizeof what, "%s, %s%s, seed %d", budget_name[b], bf16 ? "bf16" : "f32",
                          drop ? ", dropout+clip" : "", seed);
-                compare(&ref, &o, what, &p);
+                compare(b == B_NVME_LZ4 ? &ref_lz4 : &ref, &o, what, &p);
                 mismatches += tt_test_failures != before;
                 runs++;
                 free(o.params);
             }
         be_use(cpu);
         free(ref.params);
+        free(ref_lz4.params);
     }
     fprintf(stderr, "cpu-async: %d streamed runs (%d seeds x %d budgets x %d variants), %d differ from the resident "
             "CPU run\n", runs, seeds, N_BUDGETS, variants, mismatches);
