@@ -490,7 +490,11 @@ int train_ckpt_match(const char *path, const ckpt_state *st, const ckpt_state *w
         for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
             if (opt[i].was != opt[i].now)
                 rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %g, now %g); "
-                             "resume with the same flags", path, opt[i].name, opt[i].was, opt[i].now);
+                             "resume with the same flags%s", path, opt[i].name, opt[i].was, opt[i].now,
+                             strcmp(opt[i].name, "--steps") == 0
+                                 ? " (the learning-rate schedule is laid out over --steps: a run's length is fixed "
+                                   "when it starts)"
+                                 : "");
         for (uint32_t i = 0; i < want->mix_n && rc == 0; i++)
             if (st->mix_base[i] != want->mix_base[i])
                 rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other --data weights (source %u, %s: %g "
@@ -698,13 +702,17 @@ void train_result_summary(const tt_train_result *r, char *b, size_t n) {
         snprintf(steps, sizeof steps, "steps %d-%d (resumed after step %d)", r->start_step + 1, r->steps_done,
                  r->start_step);
     else snprintf(steps, sizeof steps, "%d steps", r->steps_done);
+    char first[48] = "", last[48] = "";
+    if (r->first_val_step > 0) /* a resumed run: its first score came after a step of its own */
+        snprintf(first, sizeof first, " (after step %d)", r->first_val_step);
+    if (r->last_val_step != r->steps_done) /* stopped early, or a validation cut short: not at the end */
+        snprintf(last, sizeof last, " (after step %d)", r->last_val_step);
     if (isnan(r->first_val)) snprintf(val, sizeof val, "no validation");
-    else if (r->first_val_step == r->steps_done) /* one score, at the end */
-        snprintf(val, sizeof val, "validation loss %.4f after step %d", r->last_val, r->steps_done);
-    else if (r->first_val_step > 0) /* a resumed run: its first score came after a step of its own */
-        snprintf(val, sizeof val, "validation loss %.4f (after step %d) -> %.4f", r->first_val, r->first_val_step,
-                 r->last_val);
-    else snprintf(val, sizeof val, "validation loss %.4f -> %.4f", r->first_val, r->last_val);
+    else if (r->last_val_step == 0) /* stopped before the first scheduled validation */
+        snprintf(val, sizeof val, "validation loss %.4f before training, none after", r->first_val);
+    else if (r->first_val_step == r->last_val_step) /* one score */
+        snprintf(val, sizeof val, "validation loss %.4f after step %d", r->last_val, r->last_val_step);
+    else snprintf(val, sizeof val, "validation loss %.4f%s -> %.4f%s", r->first_val, first, r->last_val, last);
     if (isnan(r->first_loss)) /* every step drew prompts only */
         snprintf(b, n, "%s%s, no step had a target to train on, %s", steps, r->interrupted ? " (interrupted)" : "", val);
     else
@@ -880,6 +888,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
                 validated = 1;
                 if (isnan(res->first_val)) res->first_val = vloss, res->first_val_step = step;
                 res->last_val = vloss;
+                res->last_val_step = step;
             }
         }
         if (reweight) train_mix_reweight(N, mix->base, vl, mix->ref, mix->tau, mix->w, gap);
@@ -928,7 +937,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
         }
         if (stop_sig || step == o->stop_after) {
-            res->interrupted = stop_sig != 0;
+            res->interrupted = stop_sig;
             if (ops->save && !o->quiet && !o->json)
                 printf("%s at step %d; checkpoint written to %s (continue with --resume %s)\n",
                        stop_sig ? "interrupted" : "stopped", step, o->out_dir, o->out_dir);

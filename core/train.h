@@ -112,7 +112,8 @@ typedef struct tt_train_result {
     double first_loss, last_loss; /* of this run's first and last steps */
     double first_val, last_val;   /* NAN if no validation ran (a mixture: the base-weighted mean over its sources) */
     int first_val_step;           /* the step first_val was scored after (0: before training) */
-    int interrupted;
+    int last_val_step;            /* the step last_val was scored after */
+    int interrupted;              /* the signal that stopped the run early (0: none; --stop-after is not one) */
     uint64_t dev_in_use;          /* device memory the process held after the first step (0: not measured) */
 } tt_train_result;
 

@@ -22,7 +22,7 @@ grep -q '"peft_type": "LORA"' "$dir/run/adapter_config.json" || fail "adapter_co
 "$T" train $FLAGS --steps 2 --json --out "$dir/runj" >"$dir/out" 2>&1 || fail "train --json"
 [ "$(grep -c '^{"step":' "$dir/out")" -eq 3 ] || { fail "--json: expected 3 JSON lines (step 0..2)"; cat "$dir/out"; }
 # then the run's summary, last: the losses, the adapter's folder, the arenas' peaks
-tail -1 "$dir/out" | grep -q '^{"done":true,"steps":2,"train_loss_first":[0-9.]*,"train_loss_last":[0-9.]*,.*"adapter":".*runj","dev_arena_peak":[1-9][0-9]*,.*"host_arena_peak":[0-9]*,"io_bytes":[0-9]*' ||
+tail -1 "$dir/out" | grep -q '^{"done":true,"steps":2,"steps_planned":2,"train_loss_first":[0-9.]*,"train_loss_last":[0-9.]*,.*"adapter":".*runj","dev_arena_peak":[1-9][0-9]*,.*"host_arena_peak":[0-9]*,"io_bytes":[0-9]*' ||
     { fail "--json: no summary object last"; tail -2 "$dir/out"; }
 
 # --stop-after, then --resume with the same flags: the summary names the steps each run made, and the resumed
@@ -63,7 +63,7 @@ cmp -s "$dir/part.keep" "$dir/part/checkpoint.bin" || fail "a refused resume cha
 "$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" --force --json >"$dir/out" 2>&1 &&
     "$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" --json >"$dir/out" 2>&1 ||
     { fail "--resume --json"; cat "$dir/out"; }
-tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"resumed_after":2,"train_loss_first"' ||
+tail -1 "$dir/out" | grep -q '^{"done":true,"steps":4,"steps_planned":4,"resumed_after":2,"train_loss_first"' ||
     { fail "--resume --json: no resumed_after in the summary"; tail -1 "$dir/out"; }
 
 # interrupt PID STEP [SIG]: SIGINT (or SIG) once the run has printed step STEP (or at once: STEP now) (its handler is in place by then: a background
@@ -80,11 +80,15 @@ interrupt() {
     wait "$1"; rc=$?
     kill "$watchdog" 2>/dev/null
 }
-# SIGINT: a long run stopped after its first steps writes a checkpoint and exits 0; resume continues.
+# SIGINT: a long run stopped after its first steps writes a checkpoint and exits 130, as a process Ctrl-C ended
+# (`train && recover` must not go on with the part-trained adapter); resume continues. Its summary does not call
+# the validation before training the last one (the stopped step is not scored).
 "$T" train $FLAGS --steps 100000 --save-every 0 --eval-every 0 --out "$dir/sig" >"$dir/sig.out" 2>&1 &
 interrupt $! 3
-[ $rc -eq 0 ] || fail "SIGINT: exit $rc"
+[ $rc -eq 130 ] || fail "SIGINT: exit $rc, not 130"
 grep -q "interrupted at step" "$dir/sig.out" || { fail "SIGINT: no message"; cat "$dir/sig.out"; }
+grep -q '^done: [0-9]* steps (interrupted), train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* before training, none after; adapter in' \
+    "$dir/sig.out" || { fail "SIGINT: not the summary of an interrupted run"; cat "$dir/sig.out"; }
 [ -s "$dir/sig/checkpoint.bin" ] || fail "SIGINT: no checkpoint"
 n=$(sed -n 's/^interrupted at step \([0-9]*\).*/\1/p' "$dir/sig.out")
 "$T" train $FLAGS --steps $((n + 2)) --save-every 0 --eval-every 0 --out "$dir/sig" --resume "$dir/sig" >"$dir/out" 2>&1
@@ -94,7 +98,7 @@ grep -q "other training options" "$dir/out" || { fail "resume with other --steps
 rm -f "$dir/sig.out"
 "$T" train $FLAGS --steps 100000 --save-every 0 --eval-every 0 --out "$dir/hup" >"$dir/sig.out" 2>&1 &
 interrupt $! 2 HUP
-[ $rc -eq 0 ] || fail "SIGHUP: exit $rc"
+[ $rc -eq 129 ] || fail "SIGHUP: exit $rc, not 129"
 grep -q "interrupted at step" "$dir/sig.out" || { fail "SIGHUP: no message"; cat "$dir/sig.out"; }
 [ -s "$dir/hup/checkpoint.bin" ] || fail "SIGHUP: no checkpoint"
 # ... but a run started under nohup (SIGHUP ignored) is meant to outlive its terminal: it trains to the end
@@ -124,7 +128,7 @@ pid=$!
 for i in $(seq 1 1200); do grep -q "^resumed from" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
 sleep 1 # step 3 takes milliseconds, its validation seconds
 interrupt $pid now
-[ $rc -eq 0 ] || fail "SIGINT in a validation: exit $rc"
+[ $rc -eq 130 ] || fail "SIGINT in a validation: exit $rc, not 130"
 grep -q "^interrupted at step 3; checkpoint written" "$dir/sig.out" && grep -q "^step *3/50 " "$dir/sig.out" &&
     ! grep -q "^step *3/50 .*val" "$dir/sig.out" || { fail "SIGINT in step 3's validation: not cut short"; cat "$dir/sig.out"; }
 # Ctrl-C again quits at once, in a step (a long one here): the exit is SIGINT's, and the folder this run made,
@@ -148,8 +152,17 @@ pid=$!
 for i in $(seq 1 1200); do grep -q "^step *0/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
 kill -TERM $pid
 after_notice $pid HUP
-[ $rc -eq 0 ] && grep -q "^interrupted at step 1; checkpoint written" "$dir/sig.out" && [ -s "$dir/termhup/checkpoint.bin" ] ||
+[ $rc -eq 143 ] && grep -q "^interrupted at step 1; checkpoint written" "$dir/sig.out" && [ -s "$dir/termhup/checkpoint.bin" ] ||
     { fail "SIGTERM then SIGHUP: not one clean stop (exit $rc)"; cat "$dir/sig.out"; }
+# --json: the summary says the run was interrupted, and by what, beside the steps it was to make
+rm -f "$dir/sig.out"
+"$T" train $FLAGS --steps 100000 --save-every 0 --json --out "$dir/sigj" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do grep -q '^{"step":3,' "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+interrupt $pid now
+[ $rc -eq 130 ] || fail "SIGINT --json: exit $rc, not 130"
+tail -1 "$dir/sig.out" | grep -q '^{"done":true,"steps":[0-9]*,"steps_planned":100000,"interrupted":"SIGINT","train_loss_first":.*"val_loss_last":' ||
+    { fail "SIGINT --json: the summary does not say interrupted"; tail -2 "$dir/sig.out"; }
 # a reader of the output gone (`train | tee log` and Ctrl-C ended tee too) does not end the run: it trains to its
 # end and writes its adapter; the exit says the output is incomplete
 "$T" train $FLAGS --steps 4 --out "$dir/piped" 2>"$dir/err" | true
@@ -263,7 +276,7 @@ cmp -s "$dir/info.a" "$dir/info.b" || { fail "train --full changed the store's s
 rm -f "$dir/sig.out" # (a line of an earlier run's would send the signal before this one's handler is in place)
 "$T" train $FULL --steps 100000 --eval-every 0 --out "$dir/sigfull.tier" >"$dir/sig.out" 2>&1 &
 interrupt $! 2
-[ $rc -eq 0 ] || fail "train --full SIGINT: exit $rc"
+[ $rc -eq 130 ] || fail "train --full SIGINT: exit $rc, not 130"
 grep -q "interrupted" "$dir/sig.out" || { fail "train --full SIGINT: no message"; cat "$dir/sig.out"; }
 expect_ok "verify the interrupted store" "$T" verify "$dir/sigfull.tier"
 "$T" synth --preset tiny -o "$dir/nf4.tier" >/dev/null || fail "synth nf4"
@@ -291,7 +304,7 @@ while [ $i -lt 1200 ] && ! grep -q '^step' "$dir/sig.out" 2>/dev/null; do sleep 
 expect_error "full: --ckpt in use" "another tiertrain (process $pid) is writing .*fck" "$T" train $FULL --steps 2 \
     --ckpt "$dir/fck" --out "$dir/x.tier" --force
 interrupt $pid 1
-[ $rc -eq 0 ] || fail "train --full --ckpt SIGINT: exit $rc"
+[ $rc -eq 130 ] || fail "train --full --ckpt SIGINT: exit $rc, not 130"
 [ -s "$dir/fck/checkpoint.bin" ] || fail "train --full --ckpt: no checkpoint after SIGINT"
 "$T" synth --preset tiny --quant f32 --prune-ratio 0.5 --seed 2 -o "$dir/f32b.tier" >/dev/null || fail "synth f32 --seed 2"
 expect_error "full: resume on other weights" "trained on another store of these shapes" \

@@ -35,6 +35,14 @@ static const char *hbm_str(uint64_t b) {
 }
 
 /* train --full: every weight, resident (core/fulltrain.c). */
+/* A run a signal stopped (its checkpoint written) exits 128 + the signal's number, as a shell reports a process
+ * the signal ended (130 for Ctrl-C): `train ... && recover ...` does not go on with an adapter trained part of
+ * the way. --stop-after N is a stop asked for: 0. */
+static int stopped_exit(const tt_train_result *r) { return r->interrupted ? 128 + r->interrupted : 0; }
+static const char *signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
+}
+
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
                     int val_given, int optim, const tt_galore_cfg *gc, const char *teacher, double dweight,
                     double dtemp, int stream, const char *ckpt) {
@@ -75,7 +83,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
         train_result_summary(&res, sum, sizeof sum);
         printf("done: %s; model in %s\n", sum, o.out_path);
     }
-    return 0;
+    return stopped_exit(&res);
 }
 
 /* The files train writes into its --out folder (besides TOOL_LOCK_FILE). */
@@ -645,9 +653,12 @@ int cmd_train(int argc, char **argv) {
         json_t *j = json_object();
         json_object_set_new(j, "done", json_true());
         json_object_set_new(j, "steps", json_integer(res.steps_done));
+        json_object_set_new(j, "steps_planned", json_integer(steps));
+        if (res.interrupted) json_object_set_new(j, "interrupted", json_string(signal_name(res.interrupted)));
         if (res.start_step > 0) json_object_set_new(j, "resumed_after", json_integer(res.start_step));
         const char *lk[4] = {"train_loss_first", "train_loss_last", "val_loss_first", "val_loss_last"};
-        const double lv[4] = {res.first_loss, res.last_loss, res.first_val, res.last_val};
+        /* val_loss_last: a score after a step (a run stopped before its first scheduled validation has none) */
+        const double lv[4] = {res.first_loss, res.last_loss, res.first_val, res.last_val_step ? res.last_val : NAN};
         for (int i = 0; i < 4; i++) /* (no step made: a resume at --steps has no losses of its own) */
             if (isfinite(lv[i]) && res.steps_done > res.start_step) json_object_set_new(j, lk[i], json_real(lv[i]));
         json_object_set_new(j, "adapter", json_string(out)); /* not set where out is not UTF-8 */
@@ -679,7 +690,7 @@ int cmd_train(int argc, char **argv) {
             printf("GPU memory held after step 1 (NVML, everything: arena, context, kernels, workspaces): %s\n",
                    tt_fmt_bytes(res.dev_in_use, dp, sizeof dp));
     }
-    exit_code = trace_failed ? 1 : 0;
+    exit_code = trace_failed ? 1 : stopped_exit(&res);
 done:
     for (int i = 0; i < nsrc; i++) {
         train_free_examples(&srcs[i].train);
