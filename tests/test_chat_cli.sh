@@ -89,6 +89,11 @@ grep -q "this message takes 130 tokens, which the context of 128 positions canno
     [ "$(answers)" -eq 2 ] || { fail "long message: not refused, or no answer after it"; cat "$dir/err"; }
 [ "$(sed -n 's/^chat: answer 2: prompt \([0-9]*\) tokens.*/\1/p' "$dir/err")" -ge 9 ] ||
     { fail "long message: the history before it was lost"; cat "$dir/err"; }
+# a system message that leaves no room for any message is refused at the start, before a line is read
+printf 'Hello\n' >"$dir/one.txt"
+expect_error "system message too long" \
+    "the system message (--system) takes [0-9]* tokens in the template, which leaves no room for a message in a context of 20 positions; shorten it or raise --context" \
+    sh -c "\"$T\" chat $M -n 8 --context 20 --system 'Be brief and kind, always.' <\"$dir/one.txt\""
 
 # an adapter changes the answers
 awk 'NR <= 2000' tools/demo-data/nlp-corpus-slice.txt >"$dir/text.txt"

@@ -219,6 +219,18 @@ int cmd_chat(int argc, char **argv) {
         exit_code = 2;
         goto done;
     }
+    if (system_msg) { /* the system message with the shortest message: if that does not fit, none will */
+        chat_message both[2] = {{CHAT_ROLE_SYSTEM, system_msg}, probe};
+        prompt.n = 0;
+        if (chat_render_prompt(tok, tpl, both, 2, &prompt)) { tool_fail("chat"); goto done; }
+        if ((long)prompt.n >= cap) {
+            fprintf(stderr, "tiertrain chat: the system message (--system) takes %zu tokens in the template, which "
+                            "leaves no room for a message in a context of %ld positions; shorten it or raise "
+                            "--context\n", prompt.n, cap);
+            exit_code = 2;
+            goto done;
+        }
+    }
     if (tool_adapter_open("chat", adapter, st, model, &a)) goto done;
     int C = chunk < cap ? (int)chunk : (int)cap;
     if ((rc = tool_gen_create("chat", st, model, &pa, adapter ? &a : NULL, 1, C, (int)cap, &g))) {
