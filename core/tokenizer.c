@@ -1068,6 +1068,17 @@ int tokenizer_open_hf(const char *path, tt_tokenizer **out) {
         free(file);
         return rc;
     }
+    /* a folder's other JSON files, given for tokenizer.json (the name is what the folder gives them) */
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    static const char *const others[] = {"tokenizer_config.json", "special_tokens_map.json", "config.json",
+                                         "generation_config.json"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        if (strcmp(base, others[i]) == 0) {
+            int rc = TT_FAIL(-EINVAL, "%s is a %s, not a tokenizer.json; give the tokenizer.json beside it, or its "
+                             "folder", file, others[i]);
+            free(file);
+            return rc;
+        }
     json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         int rc;

@@ -88,6 +88,19 @@ expect_error "input is a dir" "adir is a directory" "$T" tokenize -i "$dir/adir"
 expect_error "missing tokenizer" "nope.json does not exist" "$T" tokenize -i "$dir/lines.txt" -t "$dir/nope.json" -o "$dir/x.tok"
 expect_error "bad tokenizer" "bad.json: \"model\" is missing" "$T" tokenize -i "$dir/lines.txt" -t "$dir/bad.json" -o "$dir/x.tok"
 expect_error "tokenizer dir" "adir is a directory without a tokenizer.json" "$T" tokenize -i "$dir/lines.txt" -t "$dir/adir" -o "$dir/x.tok"
+# not text: tiertrain's own files and compressed ones are named, never tokenized as bytes; nothing is written
+"$T" synth --preset tiny -o "$dir/m.tier" >/dev/null 2>&1 || fail "synth"
+expect_error "input is a store" "m.tier is a tiertrain model store, not text; give a text file with --input" \
+    "$T" tokenize -i "$dir/m.tier" -o "$dir/x.tok"
+gzip -c "$dir/lines.txt" >"$dir/lines.txt.gz"
+expect_error "input is gzip" "lines.txt.gz is gzip-compressed; decompress it first (zcat .*lines.txt.gz > FILE)" \
+    "$T" tokenize -i "$dir/lines.txt.gz" -o "$dir/x.tok"
+[ -e "$dir/x.tok" ] && fail "a refused input left x.tok"
+mkdir -p "$dir/tk"
+printf '{"model_max_length": 1000000000000000019884624838656}\n' >"$dir/tk/tokenizer_config.json"
+expect_error "tokenizer_config.json for tokenizer.json" \
+    "tokenizer_config.json is a tokenizer_config.json, not a tokenizer.json; give the tokenizer.json beside it, or its folder" \
+    "$T" tokenize -i "$dir/lines.txt" -t "$dir/tk/tokenizer_config.json" -o "$dir/x.tok"
 expect_error "empty input" "empty.txt holds no documents" "$T" tokenize -i "$dir/empty.txt" -o "$dir/x.tok"
 expect_error "blank input" "blank.txt holds no documents" "$T" tokenize -i "$dir/blank.txt" -o "$dir/x.tok"
 expect_error "output dir missing" "x.tok: the folder .*no does not exist" "$T" tokenize -i "$dir/lines.txt" -o "$dir/no/x.tok"

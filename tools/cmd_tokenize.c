@@ -24,6 +24,8 @@
 #include "core/tokenizer.h"
 #include "core/tokfile.h"
 #include "io/atomicfile.h"
+#include "io/ckpt.h"
+#include "io/tier.h"
 #include "tools/cli.h"
 #include "tools/tools.h"
 
@@ -195,6 +197,27 @@ static int tokenize_jsonl(tok_ctx *c, FILE *f, const char *input, int tpl, int t
     return rc ? tool_fail("tokenize") : 0;
 }
 
+/* What a file starting with b[0..n) is when it is plainly not text: one of tiertrain's own files, or a
+ * compressed one (corpus.txt.gz given as it is); NULL otherwise. *unpack: the command that decompresses it
+ * (NULL: none). The byte-level tokenizers would turn any of these into tokens without a word. */
+static const char *not_text(const unsigned char *b, size_t n, const char **unpack) {
+    static const struct { const char *magic; size_t len; const char *what, *unpack; } kinds[] = {
+        {TIER_MAGIC, 8, "a tiertrain model store", NULL},
+        {TOKFILE_MAGIC, 8, "a tiertrain token file (tokenize's output)", NULL},
+        {CKPT_MAGIC, 8, "a tiertrain checkpoint", NULL},
+        {"\x1f\x8b", 2, "gzip-compressed", "zcat"},
+        {"\x28\xb5\x2f\xfd", 4, "zstd-compressed", "zstdcat"},
+        {"\xfd" "7zXZ", 5, "xz-compressed", "xzcat"},
+        {"BZh", 3, "bzip2-compressed", "bzcat"},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (n >= kinds[i].len && memcmp(b, kinds[i].magic, kinds[i].len) == 0) {
+            *unpack = kinds[i].unpack;
+            return kinds[i].what;
+        }
+    return NULL;
+}
+
 int cmd_tokenize(int argc, char **argv) {
     const char *input, *tok_spec, *sep_s, *out, *format, *tpl_s;
     double frac;
@@ -316,6 +339,20 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "tiertrain tokenize: cannot open %s: %s\n", input, strerror(errno));
         goto done;
     }
+    unsigned char head[8];
+    size_t nhead = fread(head, 1, sizeof head, f);
+    const char *unpack, *kind = not_text(head, nhead, &unpack);
+    if (kind) {
+        if (unpack)
+            fprintf(stderr, "tiertrain tokenize: %s is %s; decompress it first (%s %s > FILE) and give that with "
+                            "--input\n", input, kind, unpack, input);
+        else
+            fprintf(stderr, "tiertrain tokenize: %s is %s, not %s; give a text file with --input\n", input, kind,
+                    jsonl ? "JSON lines" : "text");
+        exit_code = 2;
+        goto done;
+    }
+    rewind(f);
     uint32_t vocab = tokenizer_vocab_size(c.tok), eot = tokenizer_eot_id(c.tok);
     int (*open_w)(const char *, uint32_t, uint32_t, tokfile_writer **) = jsonl ? tokfile_write_open_v2 : tokfile_write_open;
     if (open_w(out, vocab, eot, &c.w[0])) { tool_fail("tokenize"); goto done; }
