@@ -80,7 +80,9 @@ printf 'not json' >"$dir/bad.json"
 expect_error "not JSON" "bad.json is not a trace" "$T" trace "$dir/bad.json" -o "$dir/x.svg"
 printf '{"a":1}' >"$dir/nt.json"
 expect_error "no traceEvents" "no traceEvents array" "$T" trace "$dir/nt.json" -o "$dir/x.svg"
-expect_error "missing file" "absent.json is not a trace" "$T" trace "$dir/absent.json" -o "$dir/x.svg"
+expect_error "missing file" "absent.json does not exist; give a trace written with --trace" "$T" trace "$dir/absent.json" -o "$dir/x.svg"
+mkdir -p "$dir/tdir"
+expect_error "a folder" "tdir is a directory; give a trace" "$T" trace "$dir/tdir" -o "$dir/x.svg"
 expect_error "a window with nothing" "no event between" "$T" trace "$dir/k.json" --from 5 -o "$dir/x.svg"
 expect_error "output over the input" "-o $dir/k.json is the input" "$T" trace "$dir/k.json" -o "$dir/k.json" --force
 # an existing output (here a store) is kept without --force, replaced with it

@@ -16,7 +16,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct tev {
     double t0, t1; /* microseconds */
@@ -137,6 +139,17 @@ int cmd_trace(int argc, char **argv) {
         return 2;
     }
 
+    struct stat ist;
+    char why[160] = "";
+    if (stat(in, &ist) != 0) snprintf(why, sizeof why, errno == ENOENT ? "does not exist" : "cannot be read (%s)",
+                                      strerror(errno));
+    else if (!S_ISREG(ist.st_mode)) snprintf(why, sizeof why, S_ISDIR(ist.st_mode) ? "is a directory" : "is not a regular file");
+    if (*why) {
+        fprintf(stderr, "tiertrain trace: %s %s; give a trace written with --trace on train, eval or bench overlap\n",
+                in, why);
+        free(out);
+        return 1;
+    }
     json_error_t jerr;
     json_t *root = json_load_file(in, 0, &jerr);
     json_t *evs = root ? json_object_get(root, "traceEvents") : NULL;
