@@ -76,7 +76,8 @@ bounds eval "eval --model $dir/m.tier --data $dir/short.tok --seq 16 --batch-tok
 bounds "bench kernels" "bench kernels --device cpu --m 64 --n 64 --k 64 --iters 1 --copy-mb 1 --attn-seq 16 --heads 2 --kv-heads 1 --head-dim 8" \
     m n k iters copy-mb attn-seq heads kv-heads head-dim
 bounds "bench overlap" "bench overlap --model $dir/m.tier $BATCH --steps 1" steps threads seq rank alpha
-bounds prune "prune $dir/f32.tier --method unst --ratio 0.5 -o $dir/p@.tier --force" calib-samples calib-seq seed
+bounds prune "prune $dir/f32.tier --method unst --ratio 0.5 -o $dir/p@.tier --force" calib-samples calib-seq
+bounds "prune --method rand" "prune $dir/f32.tier --method rand --ratio 0.5 -o $dir/p@.tier --force" seed
 bounds "prune --ratio" "prune $dir/f32.tier --method unst -o $dir/p@.tier --force" ratio
 bounds tokenize "tokenize -i $dir/text.txt -o $dir/x@.tok --force" val-frac
 bounds verify "verify $dir/m.tier" qd chunk

@@ -146,12 +146,15 @@ bad "text weight" "--data .*A.tok:x: the weight after ':' must be" --data "$A:x"
 bad "nan weight" "the weight after ':' must be" --data "$A:nan" --data "$B"
 bad "empty weight" "the weight after ':' must be" --data "$A:" --data "$B"
 bad "all zero" "--data: every weight is 0" --data "$A:0" --data "$B:0"
+bad "one file twice" "--data .*A.tok and --data .*A.tok are the same file; give each source once" --data "$A" --data "$B" --data "$A:2"
 bad "dynamic without --reference" "--mix dynamic needs --reference" $MIX --mix dynamic
 bad "dynamic, one source" "--mix dynamic re-weights several sources" --data "$A" --mix dynamic --reference "$dir/ref.tier"
 bad "reference without dynamic" "--reference goes with --mix dynamic" $MIX --reference "$dir/ref.tier"
 bad "unknown --mix" "--mix must be static or dynamic" $MIX --mix sometimes
-bad "--mix-every 0" "--mix-every must be" $MIX --mix-every 0
-bad "--mix-temp 0" "--mix-temp must be" $MIX --mix-temp 0
+bad "--mix-every 0" "--mix-every must be" $MIX --mix dynamic --reference "$dir/ref.tier" --mix-every 0
+bad "--mix-temp 0" "--mix-temp must be" $MIX --mix dynamic --reference "$dir/ref.tier" --mix-temp 0
+bad "--mix-every, static" "--mix-every goes with --mix dynamic" $MIX --mix-every 5
+bad "--mix-temp, one source" "--mix-temp goes with --mix dynamic" --data "$A" --mix-temp 0.5
 bad "--val with a mixture" "--val names one validation file" $MIX --val "$A.val"
 bad "missing reference" "no.tier" $MIX --mix dynamic --reference "$dir/no.tier"
 bad "reference vocabulary" "--reference .*v32.tier has a vocabulary of 32 tokens but --model .* has 257" \

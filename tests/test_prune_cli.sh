@@ -53,6 +53,8 @@ expect_ok "prune rand" "$T" prune "$dir/f32.tier" --method rand --ratio 0.5 --se
 grep -q "layers 1-2 *4 heads, 2 KV heads, ffn 344 (pruned)" "$dir/out" || fail "rand: per-layer dims"
 expect_ok "prune rand again" "$T" prune "$dir/f32.tier" --method rand --ratio 0.5 --seed 3 -o "$dir/r3b.tier"
 expect_ok "prune rand seed 4" "$T" prune "$dir/f32.tier" --method rand --ratio 0.5 --seed 4 -o "$dir/r4.tier"
+expect_error "--seed without rand" "--seed is only used with --method rand" "$T" prune "$dir/f32.tier" --method stru \
+    --ratio 0.5 --seed 4 -o "$dir/s4.tier"
 cmp -s "$dir/r3.tier" "$dir/r3b.tier" || fail "rand: the same seed gave another store"
 cmp -s "$dir/r3.tier" "$dir/r4.tier" && fail "rand: seeds 3 and 4 gave the same store"
 cmp -s "$dir/r3.tier" "$dir/s.tier" && fail "rand chose what magnitude chose"

@@ -326,6 +326,10 @@ expect_error "optim without --full" "--optim galore trains every weight" "$T" tr
     --out "$dir/never" --optim galore
 expect_error "unknown optim" "--optim must be adamw or galore" "$T" train $FULL --optim sgd --out "$dir/x.tier"
 expect_error "galore rank" "--galore-rank must be" "$T" train $FULL --optim galore --galore-rank 0 --out "$dir/x.tier"
+# a flag given where it has no effect is refused, named (it would be ignored without a word)
+expect_error "galore flag without galore" "--galore-scale goes with --optim galore" "$T" train $FULL --galore-scale 0.5 --out "$dir/x.tier"
+expect_error "LoRA flag with --full" "--alpha is a LoRA option; --full trains every weight" "$T" train $FULL --alpha 8 --out "$dir/x.tier"
+expect_error "distillation flag without --teacher" "--distill-temp goes with --teacher" "$T" train $FULL --distill-temp 2 --out "$dir/x.tier"
 
 # --teacher: distillation. A teacher that is the model itself gives KL 0 (distillation alone: loss 0 at step 1);
 # an unpruned teacher, half and half: the line says so, the objective falls, the store verifies.

@@ -96,8 +96,23 @@ void cli_usage(const cli_cmd *cmd, FILE *f) {
     if (cmd->example) fprintf(f, "\nexample:\n  %s\n", cmd->example);
 }
 
+/* The options the last cli_parse was given (their dst), for cli_given. */
+static const void *g_given[64];
+static int g_ngiven;
+
+int cli_given(const void *dst) {
+    for (int i = 0; i < g_ngiven; i++)
+        if (g_given[i] == dst) return 1;
+    return 0;
+}
+
+static void mark_given(const cli_opt *o) {
+    if (!cli_given(o->dst) && g_ngiven < (int)(sizeof g_given / sizeof g_given[0])) g_given[g_ngiven++] = o->dst;
+}
+
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) {
     *npos = 0;
+    g_ngiven = 0;
     for (cli_opt *o = cmd->opts; o && o->name; o++) {
         if (o->type == CLI_FLAG) *(int *)o->dst = 0;
         else if (o->type == CLI_STRS) {
@@ -143,6 +158,7 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) 
                     tt_escape(a, e, sizeof e), cmd->name);
             return 2;
         }
+        mark_given(o);
         if (o->type == CLI_FLAG) {
             if (val) {
                 fprintf(stderr, "tiertrain %s: --%s takes no value\n", cmd->name, o->name);

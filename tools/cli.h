@@ -48,6 +48,9 @@ typedef struct cli_cmd {
  * command, 1 when --help was printed (exit 0), 2 on a usage error (message
  * printed to stderr; exit 2). */
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos);
+/* 1 when the last cli_parse set the option whose dst is dst from the command line (not its default): a
+ * command refuses a flag given where it has no effect. */
+int cli_given(const void *dst);
 void cli_usage(const cli_cmd *cmd, FILE *f);
 
 #endif

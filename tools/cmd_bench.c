@@ -117,8 +117,11 @@ static int bench_io(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
-    if (qd < 1 || qd > 4096 || chunk < 4096 || chunk % 4096 || chunk > (1u << 30) || slots < 1 || slots > 64) {
-        fprintf(stderr, "tiertrain bench io: --qd must be 1..4096, --chunk a multiple of 4K up to 1G, --slots 1..64\n");
+    const char *bad = qd < 1 || qd > 4096 ? "--qd must be 1..4096"
+                    : chunk < 4096 || chunk % 4096 || chunk > (1u << 30) ? "--chunk must be a multiple of 4K up to 1G"
+                    : slots < 1 || slots > 64 ? "--slots must be 1..64" : NULL;
+    if (bad) {
+        fprintf(stderr, "tiertrain bench io: %s\n", bad);
         return 2;
     }
     tier_store *s;
@@ -561,9 +564,12 @@ static int bench_kernels(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
-    if (m < 1 || n < 1 || k < 64 || k % 64 || iters < 1 || iters > 100000 || copy_mb < 0 || copy_mb > 65536) {
-        fprintf(stderr, "tiertrain bench kernels: --m, --n >= 1, --k a multiple of 64, --iters 1..100000, --copy-mb "
-                        "0..65536\n");
+    const char *bad = m < 1 ? "--m must be at least 1" : n < 1 ? "--n must be at least 1"
+                    : k < 64 || k % 64 ? "--k must be a multiple of 64 (an NF4 block)"
+                    : iters < 1 || iters > 100000 ? "--iters must be 1..100000"
+                    : copy_mb < 0 || copy_mb > 65536 ? "--copy-mb must be 0..65536" : NULL;
+    if (bad) {
+        fprintf(stderr, "tiertrain bench kernels: %s\n", bad);
         return 2;
     }
     long attn_seq = strcmp(attn_seq_s, "auto") == 0 ? (strcmp(device, "cuda") == 0 ? 4096 : 256) : -1;
@@ -572,10 +578,12 @@ static int bench_kernels(int argc, char **argv) {
         attn_seq = strtol(attn_seq_s, &end, 10);
         if (*end || end == attn_seq_s) attn_seq = -1;
     }
-    if (attn_seq < 0 || attn_seq > (1 << 20) || heads < 1 || heads > 1024 || kv_heads < 1 || heads % kv_heads ||
-        head_dim < 2 || head_dim > 1024 || head_dim % 2) {
-        fprintf(stderr, "tiertrain bench kernels: --attn-seq must be auto or 0..1048576, --heads 1..1024 a multiple "
-                        "of --kv-heads, --head-dim even, 2..1024\n");
+    bad = attn_seq < 0 || attn_seq > (1 << 20) ? "--attn-seq must be auto or 0..1048576"
+        : heads < 1 || heads > 1024 ? "--heads must be 1..1024"
+        : kv_heads < 1 || heads % kv_heads ? "--kv-heads must divide --heads"
+        : head_dim < 2 || head_dim > 1024 || head_dim % 2 ? "--head-dim must be even, 2..1024" : NULL;
+    if (bad) {
+        fprintf(stderr, "tiertrain bench kernels: %s\n", bad);
         return 2;
     }
     const tt_backend *be = be_by_name(device);

@@ -148,6 +148,8 @@ int cmd_prune(int argc, char **argv) {
     } else if (layers_s && parse_layers(layers_s, &o.layer_a, &o.layer_b)) {
         snprintf(msg, sizeof msg, "--layers expects A:B with A < B (layers A..B-1), not '%s'", layers_s);
         bad = msg;
+    } else if (cli_given(&seed) && o.method != PRUNE_RAND) {
+        bad = "--seed is only used with --method rand (the other methods choose by importance)";
     } else if (calib_path && o.importance != PRUNE_TAYLOR) {
         bad = "--calib is only used with --importance taylor";
     } else if (!calib_path && o.importance == PRUNE_TAYLOR) {

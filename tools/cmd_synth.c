@@ -304,8 +304,12 @@ int cmd_synth(int argc, char **argv) {
         return 2;
     }
     if (tool_check_out("synth", "-o", out, NULL, force)) return 2;
-    if (threads < 0 || threads > 1024 || n_layers < 0 || n_layers > TT_MAX_LAYERS) {
-        fprintf(stderr, "tiertrain synth: --threads must be 0..1024 and --layers 0..%d\n", TT_MAX_LAYERS);
+    if (threads < 0 || threads > 1024) {
+        fprintf(stderr, "tiertrain synth: --threads must be 0..1024 (0: every core)\n");
+        return 2;
+    }
+    if (n_layers < 0 || n_layers > TT_MAX_LAYERS) {
+        fprintf(stderr, "tiertrain synth: --layers must be 0..%d (0: all of the preset's)\n", TT_MAX_LAYERS);
         return 2;
     }
     tt_config *cfg = tt_xcalloc(1, sizeof *cfg);

@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -41,6 +42,15 @@ static const char *hbm_str(uint64_t b) {
 static int stopped_exit(const tt_train_result *r) { return r->interrupted ? 128 + r->interrupted : 0; }
 static const char *signal_name(int sig) {
     return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
+}
+
+/* msg, formatted: a usage error naming the flag given. */
+__attribute__((format(printf, 3, 4))) static const char *say(char *msg, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, cap, fmt, ap);
+    va_end(ap);
+    return msg;
 }
 
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
@@ -433,13 +443,27 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     int dynamic = strcmp(mix_mode, "dynamic") == 0;
+    /* a flag given where it has no effect is refused, named, as a wrong one is (a user who set it expects it to
+     * do something) */
+    const char *lora_only = cli_given(&pa.rank) ? "--rank" : cli_given(&pa.alpha) ? "--alpha"
+                          : cli_given(&pa.dropout) ? "--dropout" : cli_given(&pa.targets) ? "--targets" : NULL;
+    const char *galore_only = cli_given(&galore_rank) ? "--galore-rank" : cli_given(&galore_every) ? "--galore-update-every"
+                            : cli_given(&galore_scale) ? "--galore-scale" : NULL;
+    const char *teacher_only = cli_given(&distill_weight) ? "--distill-weight"
+                             : cli_given(&distill_temp) ? "--distill-temp" : NULL;
+    const char *dynamic_only = cli_given(&mix_every) ? "--mix-every" : cli_given(&mix_temp) ? "--mix-temp" : NULL;
+    char msg[200];
     const char *bad = NULL;
     if (full && trace_path) bad = "--trace follows the LoRA runtime; --full takes no --trace yet";
     else if (full && stop_after && !ckpt && !resume) bad = "--stop-after with --full needs --ckpt DIR for its checkpoint";
     else if (!full && ckpt) bad = "--ckpt is full training's (--full); LoRA runs keep their checkpoints in --out";
     else if (full && pa.rslora) bad = "--rslora is a LoRA option; --full trains every weight without adapters";
+    else if (full && lora_only)
+        bad = say(msg, sizeof msg, "%s is a LoRA option; --full trains every weight without adapters", lora_only);
     else if (strcmp(optim, "adamw") != 0 && strcmp(optim, "galore") != 0) bad = "--optim must be adamw or galore";
     else if (!full && strcmp(optim, "adamw") != 0) bad = "--optim galore trains every weight: it goes with --full";
+    else if (strcmp(optim, "galore") != 0 && galore_only)
+        bad = say(msg, sizeof msg, "%s goes with --optim galore (and --full)", galore_only);
     else if (galore_rank < 1 || galore_rank > 65536) bad = "--galore-rank must be 1..65536";
     else if (galore_every < 0 || galore_every > 100000000) bad = "--galore-update-every must be 0..100000000";
     else if (!(galore_scale > 0) || !isfinite((float)galore_scale)) bad = "--galore-scale must be a finite number > 0";
@@ -449,6 +473,9 @@ int cmd_train(int argc, char **argv) {
         bad = "--mix dynamic needs --reference FILE, the original store whose validation losses the run recovers toward";
     else if (!dynamic && reference) bad = "--reference goes with --mix dynamic";
     else if (teacher && !full) bad = "--teacher distills into every weight: it goes with --full";
+    else if (!teacher && teacher_only) bad = say(msg, sizeof msg, "%s goes with --teacher", teacher_only);
+    else if (!dynamic && dynamic_only)
+        bad = say(msg, sizeof msg, "%s goes with --mix dynamic (several --data and a --reference)", dynamic_only);
     else if (stream && !full) bad = "--stream is full training's: it goes with --full (LoRA training always streams)";
     else if (!(distill_weight >= 0 && distill_weight <= 1)) bad = "--distill-weight must be in [0,1]";
     else if (!(distill_temp > 0) || !isfinite((float)distill_temp) || distill_temp > 1000)
@@ -466,10 +493,14 @@ int cmd_train(int argc, char **argv) {
     else if (!(lr > 0) || !isfinite((float)lr) || !(min_lr >= 0) || min_lr > lr)
         bad = "--lr must be a finite number > 0 and --min-lr within [0, lr]";
     else if (!(alpha > 0) || !isfinite(alpha)) bad = "--alpha must be a finite number > 0";
-    else if (!(wd >= 0) || !isfinite((float)wd) || !(clip >= 0) || !isfinite((float)clip)) bad = "--wd and --clip must be finite and >= 0";
+    else if (!(wd >= 0) || !isfinite((float)wd)) bad = "--wd must be a finite number >= 0";
+    else if (!(clip >= 0) || !isfinite((float)clip)) bad = "--clip must be a finite number >= 0 (0: no clipping)";
     else if (eval_tokens < 1 || eval_tokens > (1 << 30)) bad = "--eval-tokens must be 1..1G";
-    else if (warmup < 0 || eval_every < 0 || save_every < 0 || stop_after < 0 || threads < 0 || warmup < 0)
-        bad = "--warmup, --eval-every, --save-every, --stop-after and --threads cannot be negative";
+    else if (warmup < 0) bad = "--warmup cannot be negative";
+    else if (eval_every < 0) bad = "--eval-every cannot be negative (0: only before training and at the end)";
+    else if (save_every < 0) bad = "--save-every cannot be negative (0: at the end and at a stop only)";
+    else if (stop_after < 0) bad = "--stop-after cannot be negative (0: off)";
+    else if (threads < 0) bad = "--threads cannot be negative (0: all cores)";
     else if (batch_tokens < (uint64_t)(seq * micro) || batch_tokens % (uint64_t)(seq * micro))
         bad = "--batch-tokens must be a multiple of --seq x --micro-batch";
     if (bad) {
@@ -484,6 +515,15 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < nsrc; i++) {
         if (source_parse(data.v[i], &srcs[i])) { free(srcs); return 2; }
         wsum += srcs[i].weight;
+        struct stat a, b; /* one file twice (by another path too) would be two sources of the same tokens */
+        for (int j = 0; j < i; j++)
+            if (stat(srcs[i].path, &a) == 0 && stat(srcs[j].path, &b) == 0 && a.st_dev == b.st_dev &&
+                a.st_ino == b.st_ino) {
+                fprintf(stderr, "tiertrain train: --data %s and --data %s are the same file; give each source once "
+                                "(FILE:W weights it)\n", srcs[j].path, srcs[i].path);
+                free(srcs);
+                return 2;
+            }
     }
     if (!(wsum > 0)) { /* each weight is at most FLT_MAX: 16 of them add up within a double */
         fprintf(stderr, "tiertrain train: --data: every weight is 0; give at least one source a weight > 0\n");

@@ -57,7 +57,8 @@ int cmd_verify(int argc, char **argv) {
     int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
     if (rc) return rc == 1 ? 0 : 2;
     if (qd < 1 || qd > 4096 || chunk < 4096 || chunk % 4096 || chunk > (1u << 30)) {
-        fprintf(stderr, "tiertrain verify: --qd must be 1..4096 and --chunk a multiple of 4K up to 1G\n");
+        fprintf(stderr, "tiertrain verify: %s\n", qd < 1 || qd > 4096 ? "--qd must be 1..4096"
+                                                                     : "--chunk must be a multiple of 4K up to 1G");
         return 2;
     }
     tier_store *s;
