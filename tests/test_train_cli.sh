@@ -18,6 +18,9 @@ for f in checkpoint.bin adapter_model.safetensors adapter_config.json; do
     [ -s "$dir/run/$f" ] || fail "train did not write $f"
 done
 grep -q "^step 4/4 .*val" "$dir/out" || { fail "no final step line with validation"; cat "$dir/out"; }
+# the default --warmup 10 is longer than these 4 steps: the header says what that does to the schedule
+grep -q "^train: 4 steps .*warmup 10 (not below --steps: the learning rate climbs all run, to 0.002 at step 4, and never decays)" \
+    "$dir/out" || { fail "no word on a warmup longer than the run"; grep "^train:" "$dir/out"; }
 grep -q '"peft_type": "LORA"' "$dir/run/adapter_config.json" || fail "adapter_config.json lacks peft_type"
 "$T" train $FLAGS --steps 2 --json --out "$dir/runj" >"$dir/out" 2>&1 || fail "train --json"
 [ "$(grep -c '^{"step":' "$dir/out")" -eq 3 ] || { fail "--json: expected 3 JSON lines (step 0..2)"; cat "$dir/out"; }

@@ -44,6 +44,15 @@ static const char *signal_name(int sig) {
     return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
 }
 
+/* The header's word on a warmup as long as the run or longer (README's short examples, a --steps cut without
+ * --warmup): the schedule then never reaches its peak or decays, which the flags alone do not show. */
+static const char *warmup_note(long warmup, long steps, double lr, char *b, size_t n) {
+    if (warmup < steps) return "";
+    snprintf(b, n, " (not below --steps: the learning rate climbs all run, to %g at step %ld, and never decays)",
+             lr * (double)steps / (double)warmup, steps);
+    return b;
+}
+
 /* msg, formatted: a usage error naming the flag given. */
 __attribute__((format(printf, 3, 4))) static const char *say(char *msg, size_t cap, const char *fmt, ...) {
     va_list ap;
@@ -81,11 +90,13 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.json = t->json;
     uint64_t nt = o.mix ? 0 : train->n, nv = o.mix ? 0 : val->n; /* a mixture: its sources' sums */
     for (int i = 0; o.mix && i < o.mix->n; i++) nt += o.mix->train[i].n, nv += o.mix->val[i].n;
+    char wn[160];
     if (!o.json)
         printf("train --full: %llu training tokens, %llu validation tokens%s; %d steps of %d x %d x %d tokens, lr %g "
-               "-> %g; out %s\n", (unsigned long long)nt, (unsigned long long)nv,
+               "-> %g, warmup %d%s; out %s\n", (unsigned long long)nt, (unsigned long long)nv,
                o.mix ? " (the sources above)" : val_given ? "" : " (held out from --data)", o.steps, o.accum,
-               o.micro_batch, o.seq, (double)o.lr, (double)o.min_lr, o.out_path);
+               o.micro_batch, o.seq, (double)o.lr, (double)o.min_lr, o.warmup,
+               warmup_note(o.warmup, o.steps, (double)o.lr, wn, sizeof wn), o.out_path);
     tt_train_result res;
     if (fulltrain_run(&o, o.mix ? NULL : train, o.mix ? NULL : val, &res)) return tool_fail("train");
     if (!o.json) {
@@ -673,8 +684,10 @@ int cmd_train(int argc, char **argv) {
                model, c->name, c->n_layers, rank, alpha, pa.rslora ? " (rslora: scale alpha/sqrt(r))" : "", tg,
                (unsigned long long)n_train, (unsigned long long)n_val,
                mix ? " (the sources above)" : srcs[0].vf ? "" : " (held out from --data)");
-        printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld, out %s\n",
-               o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup, out);
+        char wn[160];
+        printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld%s, out %s\n",
+               o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup,
+               warmup_note(warmup, steps, lr, wn, sizeof wn), out);
         char db[32], hb[32];
         printf("plan: %d of %u layer slots, activations %d on device / %d spilled, lm_head %s, host cache %s; "
                "device %s, host %s\n", plan.slots, c->n_layers, plan.dev_cells, plan.host_cells,
