@@ -37,6 +37,12 @@ unchanged() { snap after; cmp -s "$dir/before" "$dir/after" || { fail "$1 change
 # an output that is an input
 expect_error "prune onto its input via a link" "-o .*link.tier is the input" "$T" prune "$dir/f32.tier" --method unst --ratio 0.5 -o "$dir/link.tier" --force
 expect_error "quantize onto its input" "is the input" "$T" quantize "$dir/f32.tier" -o "$dir/./f32.tier" --force
+# "-o -" is standard output's usual name: a command that writes a file refuses it rather than make a file named "-"
+Tabs=$(cd "$(dirname "$T")" && pwd)/$(basename "$T")
+cd "$dir" || fail "cd $dir"
+expect_error "-o -" "-o - would be a file named '-'" "$Tabs" synth --preset tiny -o -
+cd "$OLDPWD" || fail "cd back"
+[ -e "$dir/-" ] && fail "synth -o - made a file named '-'"
 expect_error "import onto a file of its folder" "is the input .*hf/config.json" "$T" import "$dir/hf" -o "$dir/hf/config.json" --force
 mkdir -p "$dir/hf2" && ln -sf "$dir/f32.tier" "$dir/hf2/model.safetensors"
 expect_error "export over its input through a link" "would replace the input" "$T" export "$dir/f32.tier" -o "$dir/hf2" --force
@@ -145,6 +151,12 @@ expect_ok "no split with --force" "$T" tokenize -i "$dir/text.txt" --val-frac 0 
 [ -e "$dir/w.tok.val" ] && fail "a stale w.tok.val survived a run without a validation split"
 grep -q "removed .*w.tok.val" "$dir/err" || fail "tokenize did not say it removed the stale w.tok.val"
 
+# stopped PID NAME: the train run PID, sent Ctrl-C, stops cleanly: a checkpoint, exit 130 (Ctrl-C's)
+stopped() {
+    wait "$1"
+    _r=$?
+    [ $_r -eq 130 ] || { fail "$2 did not stop cleanly (exit $_r, not Ctrl-C's 130)"; return 1; }
+}
 # two writers on one run folder: the second is refused, naming the first
 "$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/busy" >"$dir/busy.out" 2>&1 &
 pid=$!
@@ -152,7 +164,7 @@ i=0
 while [ $i -lt 100 ] && ! grep -q '^step' "$dir/busy.out"; do sleep 0.1; i=$((i + 1)); done
 expect_error "second writer" "another tiertrain (process $pid) is writing .*busy" "$T" train $FLAGS --steps 1 --out "$dir/busy" --force
 kill -INT $pid 2>/dev/null
-wait $pid || fail "the first writer did not stop cleanly (exit $?)"
+stopped $pid "the first writer"
 [ -s "$dir/busy/checkpoint.bin" ] || fail "the first writer's checkpoint is missing"
 # its lock is gone with it, and the folder takes the next run (which takes the lock anew)
 [ -e "$dir/busy/.tiertrain.lock" ] && fail "a finished run left its lock file"
@@ -170,7 +182,7 @@ i=0
 while [ $i -lt 200 ] && [ ! -e "$dir/paused" ]; do sleep 0.05; i=$((i + 1)); done
 [ -e "$dir/paused" ] || fail "lock race: B never reached its lock"
 kill -INT $pa 2>/dev/null
-wait $pa || fail "lock race: A did not stop cleanly (exit $?)"
+stopped $pa "lock race: A"
 [ -e "$dir/race/.tiertrain.lock" ] && fail "lock race: A left its lock file"
 "$T" train $FLAGS --steps 100000 --save-every 0 --out "$dir/race" --force >"$dir/c.out" 2>&1 &
 pc=$!
@@ -183,7 +195,7 @@ rb=$?
 [ $rb -ne 0 ] && grep -q "another tiertrain (process $pc) is writing .*race" "$dir/b.err" ||
     { fail "lock race: B (exit $rb) was not refused naming C ($pc)"; cat "$dir/b.err"; }
 kill -INT $pc 2>/dev/null
-wait $pc || fail "lock race: C did not stop cleanly (exit $?)"
+stopped $pc "lock race: C"
 # B creates the folder, A locks it first: B, refused, must leave A's lock file and folder alone (it removes a
 # folder it made only while the folder is still its own)
 rm -f "$dir/paused"
@@ -204,7 +216,7 @@ rb=$?
     { fail "made race: B (exit $rb) was not refused naming A ($pa)"; cat "$dir/mb.err"; }
 [ -e "$dir/made/.tiertrain.lock" ] || fail "made race: the refused B removed A's lock file"
 kill -INT $pa 2>/dev/null
-wait $pa || { fail "made race: A did not stop cleanly (exit $?)"; cat "$dir/ma.out"; }
+stopped $pa "made race: A" || cat "$dir/ma.out"
 [ -s "$dir/made/checkpoint.bin" ] || fail "made race: A's checkpoint is missing"
 # B checks an empty folder, then A runs a whole run there before B takes the lock: B, locked, must find A's run
 # and refuse to start over in it without --force

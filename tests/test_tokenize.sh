@@ -134,6 +134,11 @@ for tk in bytes "$FIX"; do
     grep -v '^$' "$dir/dt.txt" | cmp -s - "$dir/out" || { fail "detokenize ($tk) does not give the documents back"; cat "$dir/out"; }
 done
 expect_ok "detokenize -o" "$T" detokenize "$dir/dt.tok" -t "$FIX" -o "$dir/back.txt"
+Tabs=$(cd "$(dirname "$T")" && pwd)/$(basename "$T") FIXabs=$(pwd)/$FIX
+cd "$dir" || fail "cd $dir"
+expect_ok "detokenize -o -" "$Tabs" detokenize "$dir/dt.tok" -t "$FIXabs" -o -
+cd "$OLDPWD" || fail "cd back"
+[ ! -e "$dir/-" ] && cmp -s "$dir/out" "$dir/back.txt" || fail "detokenize -o - did not write standard output"
 grep -v '^$' "$dir/dt.txt" | cmp -s - "$dir/back.txt" || fail "detokenize -o wrote other text"
 expect_ok "detokenize --eot" "$T" detokenize "$dir/dt.tok" -t "$FIX" --eot
 grep -q "last line<|end_of_text|>" "$dir/out" || { fail "--eot does not write the end-of-text text"; cat "$dir/out"; }

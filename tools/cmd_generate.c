@@ -137,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
         {"tokenizer", 0, CLI_STR, &tok_spec, "bytes", "T", "bytes, or a Hugging Face tokenizer.json (or its folder)"},
         {"prompt", 'p', CLI_STR, &prompt, NULL, "TEXT", "one prompt: its text is printed as it is generated"},
         {"prompts", 0, CLI_STR, &prompts_path, NULL, "FILE", "JSONL, one {\"prompt\": TEXT} per line: one JSON line out per prompt"},
-        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here, --prompt's one too: nothing is streamed (default: standard output)"},
+        {"output", 'o', CLI_STR, &out_path, NULL, "FILE", "write the JSON lines here, --prompt's one too: nothing is streamed (default, or -: standard output)"},
         {"force", 'f', CLI_FLAG, &force, NULL, NULL, "overwrite --output"},
         {"max-new-tokens", 'n', CLI_INT, &max_new, "128", "N", "tokens to generate at most per prompt"},
         {"temperature", 0, CLI_FLOAT, &temperature, "0", "T", "sampling temperature (0: greedy)"},
@@ -180,6 +180,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (tool_stop_check("generate", &stop)) return 2;
     const char *inputs[] = {model, adapter ? adapter : "", prompts_path ? prompts_path : "", NULL};
+    if (out_path && strcmp(out_path, "-") == 0) out_path = NULL; /* -o -: standard output, as without -o */
     if (out_path && tool_check_out("generate", "-o", out_path, inputs, force)) return 2;
 
     int exit_code = 1, np = 0, B = 0;

@@ -453,7 +453,7 @@ int cmd_detokenize(int argc, char **argv) {
         {"tokenizer", 't', CLI_STR, &tok_spec, "bytes", "T", "the tokenizer FILE was made with: `bytes` or a tokenizer.json (or its folder)"},
         {"ids", 0, CLI_STR, &ids_s, NULL, "LIST", "decode these comma-separated ids instead of a token file"},
         {"eot", 0, CLI_FLAG, &keep_eot, NULL, NULL, "write the end-of-text token's text after each document instead of a newline"},
-        {"output", 'o', CLI_STR, &out, NULL, "OUT", "text file to write (default: standard output)"},
+        {"output", 'o', CLI_STR, &out, NULL, "OUT", "text file to write (default, or -: standard output)"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace OUT if it exists"},
         {0},
     };
@@ -488,6 +488,7 @@ int cmd_detokenize(int argc, char **argv) {
         p = *end ? end + 1 : end;
     }
     const char *inputs[] = {npos ? pos[0] : "", tok_spec, NULL};
+    if (out && strcmp(out, "-") == 0) out = NULL; /* -o -: standard output, as without -o */
     if (out && tool_check_out("detokenize", "-o", out, inputs, force)) {
         tokenizer_ids_free(&list);
         return 2;

@@ -72,6 +72,11 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
         fprintf(stderr, "tiertrain %s: %s is empty; name the file to write\n", cmd, flag);
         return 2;
     }
+    if (strcmp(path, "-") == 0) { /* the usual name of standard output, never meant as a file named "-" */
+        fprintf(stderr, "tiertrain %s: %s - would be a file named '-': this output is a file; name it (./- if "
+                        "that is the name)\n", cmd, flag);
+        return 2;
+    }
     char hit[4096];
     int partial;
     if (hits_input(path, inputs, hit, sizeof hit, &partial)) {
