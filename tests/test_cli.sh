@@ -112,6 +112,10 @@ for f in preset layers prune-ratio prune-layers quant no-double-quant lz4 embed-
     grep -q -e "--$f" "$dir/out" || fail "synth --help lacks --$f"
 done
 grep -q "(default: nf4)" "$dir/out" || fail "synth --help lacks defaults"
+# `help COMMAND [SUB]` is COMMAND [SUB] --help
+"$T" help synth >"$dir/out2" && cmp -s "$dir/out" "$dir/out2" || fail "help synth is not synth --help"
+"$T" bench io --help >"$dir/out" && "$T" help bench io >"$dir/out2" && cmp -s "$dir/out" "$dir/out2" ||
+    fail "help bench io is not bench io --help"
 
 # bench kernels: the harness on the CPU backend (the CUDA figures need a GPU)
 expect_ok bench-kernels "$T" bench kernels --device cpu --m 64 --n 128 --k 128 --iters 1 --copy-mb 8 --attn-seq 96 --heads 4 --kv-heads 2 --head-dim 32 --json

@@ -90,6 +90,10 @@ void cli_usage(const cli_cmd *cmd, FILE *f) {
         fprintf(f, "  %-28s %s", left, o->help);
         if (o->type == CLI_STRS) fprintf(f, " (repeatable, up to %d times)", CLI_STRS_MAX);
         if (o->def) fprintf(f, " (default: %s)", o->def);
+        /* a value option without a default says so, unless its text already does (required, or a default that
+         * depends on other flags) */
+        else if (o->type != CLI_FLAG && !strstr(o->help, "default") && !strstr(o->help, "required"))
+            fputs(" (default: none)", f);
         fputc('\n', f);
     }
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help and exit");

@@ -244,7 +244,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *out, *to;
     int no_dq, force;
     cli_opt opts[] = {
-        {"to", 0, CLI_STR, &to, "nf4", "Q", "what the projections become: nf4 (QLoRA's 4-bit NormalFloat)"},
+        {"to", 0, CLI_STR, &to, "nf4", "Q", "what the projections become: nf4 (QLoRA's 4-bit NormalFloat; also spelled nf4-dq, as import's --dtype)"},
         {"no-double-quant", 0, CLI_FLAG, &no_dq, NULL, NULL, "nf4 without double quantization of the absmax values"},
         {"output", 'o', CLI_STR, &out, NULL, "FILE", "quantized store to write (required)"},
         {"force", 0, CLI_FLAG, &force, NULL, NULL, "replace FILE if it exists"},
@@ -262,8 +262,13 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "tiertrain quantize: -o FILE is required (the quantized store to write)\n");
         return 2;
     }
-    if (strcmp(to, "nf4") != 0) {
+    if (strcmp(to, "nf4") != 0 && strcmp(to, "nf4-dq") != 0) {
         fprintf(stderr, "tiertrain quantize: --to must be nf4 (the only quantized format), not '%s'\n", to);
+        return 2;
+    }
+    if (strcmp(to, "nf4-dq") == 0 && no_dq) {
+        fprintf(stderr, "tiertrain quantize: --to nf4-dq is NF4 with double quantization; --no-double-quant asks for "
+                        "the opposite: give --to nf4 with it\n");
         return 2;
     }
     const char *inputs[] = {in, NULL};

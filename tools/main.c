@@ -36,7 +36,7 @@ static const struct {
     {"eval", cmd_eval, "perplexity of a store (with an optional adapter) on a token file"},
     {"generate", cmd_generate, "generate text from a store (with an optional adapter), KV-cached and streamed"},
     {"chat", cmd_chat, "talk with a store (with an optional adapter) in its chat template, answers streamed"},
-    {"bench", cmd_bench, "benchmarks: `bench io FILE` reads every layer extent as the trainer does"},
+    {"bench", cmd_bench, "benchmarks: io (the store's reads), overlap (IO hidden behind compute), kernels, generate"},
     {"trace", cmd_trace, "draw a trace written by --trace as an SVG timeline (one step or all)"},
 };
 #define N_CMDS (sizeof g_cmds / sizeof g_cmds[0])
@@ -46,7 +46,8 @@ static void usage(FILE *f) {
                "tiertrain: an out-of-core, memory-tiered LLaMA trainer (LoRAM: train small, infer large).\n\n"
                "commands:\n");
     for (size_t i = 0; i < N_CMDS; i++) fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary);
-    fprintf(f, "\n`tiertrain COMMAND --help` lists a command's options with their defaults.\n");
+    fprintf(f, "\n`tiertrain COMMAND --help` (or `tiertrain help COMMAND`) lists a command's options with their "
+               "defaults.\n");
 }
 
 json_t *tool_json_path(const char *s) {
@@ -203,6 +204,14 @@ int main(int argc, char **argv) {
     /* a write past the file size limit (ulimit -f) fails with EFBIG, reported as any failed write is (its
      * .partial file removed), instead of SIGXFSZ ending the process without a word */
     signal(SIGXFSZ, SIG_IGN);
+    char *help_argv[8];
+    if (argc >= 3 && argc <= 7 && strcmp(argv[1], "help") == 0) { /* help COMMAND [SUB]: COMMAND [SUB] --help */
+        for (int i = 2; i < argc; i++) help_argv[i - 1] = argv[i];
+        help_argv[argc - 1] = "--help";
+        help_argv[argc] = NULL;
+        help_argv[0] = argv[0];
+        argv = help_argv;
+    }
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : stdout_flushed("--help", 0);
