@@ -1292,19 +1292,30 @@ static void cu_synchronize(void) {
     CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-/* dw_c += sum_t dy_tc x_tc rstd_t: one thread per column, rows walked in
- * order (coalesced across the columns of a row). */
+/* dw_c += sum_t dy_tc x_tc rstd_t. A block takes RBW_COLS columns with RBW_ROWS rows of threads: thread row g
+ * walks rows g, g + RBW_ROWS, ... in order (a warp reads RBW_COLS consecutive values of a row), then a column's
+ * RBW_ROWS partial sums are added in row order: the same sums in the same order on every run. A thread walks
+ * T / 16 rows, not T, and a 4096-wide layer takes 128 blocks, not 16 (one thread a column left most SMs idle). */
+#define RBW_COLS 32
+#define RBW_ROWS 16
 template <typename T>
 __global__ void k_rms_bwd_w(int T_, int C, const void *x_, const float *rstd, const void *dy_, float *dw) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
+    __shared__ float part[RBW_ROWS][RBW_COLS];
+    const int c = blockIdx.x * RBW_COLS + threadIdx.x;
     const T *x = (const T *)x_, *dy = (const T *)dy_;
     float s = 0;
-    for (int t = 0; t < T_; t++) s += ldv(dy, (size_t)t * C + c) * ldv(x, (size_t)t * C + c) * rstd[t];
-    dw[c] += s;
+    if (c < C)
+        for (int t = threadIdx.y; t < T_; t += RBW_ROWS) s += ldv(dy, (size_t)t * C + c) * ldv(x, (size_t)t * C + c) * rstd[t];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float a = 0;
+        for (int g = 0; g < RBW_ROWS; g++) a += part[g][threadIdx.x];
+        dw[c] += a;
+    }
 }
 static void cu_rms_bwd_w(int T, int C, const void *x, const tt_real *rstd, const void *dy, tt_real *dw, int dt) {
-    TDISPATCH(dt, k_rms_bwd_w, (C + 255) / 256, 256, T, C, x, rstd, dy, dw);
+    TDISPATCH(dt, k_rms_bwd_w, (C + RBW_COLS - 1) / RBW_COLS, dim3(RBW_COLS, RBW_ROWS), T, C, x, rstd, dy, dw);
 }
 
 static size_t g_reserved;
