@@ -314,27 +314,27 @@ static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx
 
 /* ---- layer ops -------------------------------------------------------------- */
 
-/* The sum over the block (float, or double where the CPU reference sums in double). */
+/* The sum over the block (float, or double where the CPU reference sums in double); blockDim.x a multiple of 32
+ * (every caller launches 256), sh room for one value a warp. Each warp sums its lanes by shuffles, lane 0 keeps
+ * the warp's sum, and every thread adds the warps' sums in warp order: one value for the whole block, the same
+ * bits on every run, two barriers (the shared-memory tree took ten). */
 template <typename V> __device__ V block_sum(V v, V *sh) {
-    sh[threadIdx.x] = v;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
     __syncthreads();
-    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-        __syncthreads();
-    }
     V r = sh[0];
-    __syncthreads();
+    for (unsigned w = 1; w < blockDim.x >> 5; w++) r += sh[w];
+    __syncthreads(); /* sh is free for the caller's next reduction */
     return r;
 }
 
+/* The largest value over the block, as block_sum (a maximum is exact in any order). */
 __device__ float block_max(float v, float *sh) {
-    sh[threadIdx.x] = v;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
     __syncthreads();
-    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) sh[threadIdx.x] = fmaxf(sh[threadIdx.x], sh[threadIdx.x + w]);
-        __syncthreads();
-    }
     float r = sh[0];
+    for (unsigned w = 1; w < blockDim.x >> 5; w++) r = fmaxf(r, sh[w]);
     __syncthreads();
     return r;
 }
@@ -1045,13 +1045,7 @@ __global__ void k_xent_stats(int n, int ld, int v0, const void *logits, const in
     __shared__ double shd[256];
     double cs = 0; /* in double, as the CPU reference */
     for (int j = threadIdx.x; j < n; j += blockDim.x) cs += expf(ldv(row, j) - cm);
-    shd[threadIdx.x] = cs;
-    __syncthreads();
-    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) shd[threadIdx.x] += shd[threadIdx.x + w];
-        __syncthreads();
-    }
-    cs = shd[0];
+    cs = block_sum(cs, shd);
     if (threadIdx.x == 0) {
         double *st = stats + 3 * (size_t)r;
         if (v0 == 0) { st[0] = -INFINITY; st[1] = 0; st[2] = 0; }

@@ -49,7 +49,7 @@ static unsigned g_blk;       /* the running block: linear index + 1 (racecheck) 
 /* Warp exchanges: a buffer per parity of the warp's meeting count (g_fs.warp_meet), so a lane
  * that runs ahead to the next exchange does not overwrite what a slower lane
  * still reads. */
-static float g_xf[2][EMU_MAX_THREADS];
+static double g_xf[2][EMU_MAX_THREADS]; /* a shuffle's values (float or double), by warp meeting parity */
 static uint32_t g_xa[2][EMU_MAX_THREADS][4], g_xb[2][EMU_MAX_THREADS][2];
 
 const tt_emu_coords *tt_emu_self(void) {
@@ -80,7 +80,7 @@ void __syncthreads(void) { fiber_wait(TT_FIB_BLOCK_WAIT); }
 
 static int warp_lanes(int w) { return tt_fib_warp_lanes(&g_fs, w); }
 
-float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
+static double shfl_xor(unsigned mask, double v, int lane_mask, int width) {
     int tid = g_fs.cur->tid, w = tid >> 5, p = g_fs.warp_meet[w] & 1, src = (tid & ~31) | ((tid & 31) ^ lane_mask);
     if (mask != 0xffffffffu || width != 32 || lane_mask < 0 || lane_mask > 31 || (src & 31) >= warp_lanes(w)) {
         fprintf(stderr, "cuda_emu: %s: __shfl_xor_sync(0x%x, v, %d, %d) from lane %d of a %d-lane warp\n", g_kernel,
@@ -91,6 +91,8 @@ float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) {
     fiber_wait(TT_FIB_WARP_WAIT);
     return g_xf[p][src];
 }
+float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width) { return (float)shfl_xor(mask, v, lane_mask, width); }
+double __shfl_xor_sync(unsigned mask, double v, int lane_mask, int width) { return shfl_xor(mask, v, lane_mask, width); }
 
 /* ---- racecheck (TT_EMU_RACECHECK=1) -------------------------------------------------
  * The emulator runs a block's threads in turn and blocks one after the other,

@@ -77,6 +77,7 @@ dim3 tt_emu_gdim(void);
 
 void __syncthreads(void);
 float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 32);
+double __shfl_xor_sync(unsigned mask, double v, int lane_mask, int width = 32);
 void *tt_emu_dyn_smem(void);
 
 #define __expf(x) expf(x) /* glibc declares __expf but does not export it */
