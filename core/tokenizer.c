@@ -1070,12 +1070,14 @@ int tokenizer_open_hf(const char *path, tt_tokenizer **out) {
     }
     /* a folder's other JSON files, given for tokenizer.json (the name is what the folder gives them) */
     const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
-    static const char *const others[] = {"tokenizer_config.json", "special_tokens_map.json", "config.json",
-                                         "generation_config.json"};
+    static const char *const others[][2] = {{"tokenizer_config.json", "the tokenizer's settings"},
+                                            {"special_tokens_map.json", "the special tokens' names"},
+                                            {"config.json", "the model's configuration"},
+                                            {"generation_config.json", "the generation settings"}};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
-        if (strcmp(base, others[i]) == 0) {
-            int rc = TT_FAIL(-EINVAL, "%s is a %s, not a tokenizer.json; give the tokenizer.json beside it, or its "
-                             "folder", file, others[i]);
+        if (strcmp(base, others[i][0]) == 0) {
+            int rc = TT_FAIL(-EINVAL, "%s holds %s, not the tokenizer; give the tokenizer.json beside it, or its "
+                             "folder", file, others[i][1]);
             free(file);
             return rc;
         }

@@ -146,7 +146,7 @@ bad "text weight" "--data .*A.tok:x: the weight after ':' must be" --data "$A:x"
 bad "nan weight" "the weight after ':' must be" --data "$A:nan" --data "$B"
 bad "empty weight" "the weight after ':' must be" --data "$A:" --data "$B"
 bad "all zero" "--data: every weight is 0" --data "$A:0" --data "$B:0"
-bad "one file twice" "--data .*A.tok and --data .*A.tok are the same file; give each source once" --data "$A" --data "$B" --data "$A:2"
+bad "one file twice" "--data .*A.tok and --data .*A.tok are the same file; give each source once" --data "$A" --data "$B" --data "$dir/./A.tok:2"
 bad "dynamic without --reference" "--mix dynamic needs --reference" $MIX --mix dynamic
 bad "dynamic, one source" "--mix dynamic re-weights several sources" --data "$A" --mix dynamic --reference "$dir/ref.tier"
 bad "reference without dynamic" "--reference goes with --mix dynamic" $MIX --reference "$dir/ref.tier"

@@ -41,8 +41,9 @@ expect_error "quantize onto its input" "is the input" "$T" quantize "$dir/f32.ti
 Tabs=$(cd "$(dirname "$T")" && pwd)/$(basename "$T")
 cd "$dir" || fail "cd $dir"
 expect_error "-o -" "-o - would be a file named '-'" "$Tabs" synth --preset tiny -o -
+expect_error "export -o -" "-o - would be a folder named '-'" "$Tabs" export "$dir/f32.tier" -o -
 cd "$OLDPWD" || fail "cd back"
-[ -e "$dir/-" ] && fail "synth -o - made a file named '-'"
+[ -e "$dir/-" ] && fail "synth or export -o - made a file or folder named '-'"
 expect_error "import onto a file of its folder" "is the input .*hf/config.json" "$T" import "$dir/hf" -o "$dir/hf/config.json" --force
 mkdir -p "$dir/hf2" && ln -sf "$dir/f32.tier" "$dir/hf2/model.safetensors"
 expect_error "export over its input through a link" "would replace the input" "$T" export "$dir/f32.tier" -o "$dir/hf2" --force

@@ -96,10 +96,14 @@ gzip -c "$dir/lines.txt" >"$dir/lines.txt.gz"
 expect_error "input is gzip" "lines.txt.gz is gzip-compressed; decompress it first (zcat .*lines.txt.gz > FILE)" \
     "$T" tokenize -i "$dir/lines.txt.gz" -o "$dir/x.tok"
 [ -e "$dir/x.tok" ] && fail "a refused input left x.tok"
+printf 'BZh is how this line starts\n' >"$dir/bzh.txt" # text that starts as bzip2's magic does, not compressed
+expect_ok "text starting with BZh" "$T" tokenize -i "$dir/bzh.txt" --val-frac 0 -o "$dir/bzh.tok"
+printf 'BZh91AY&SY\n' >"$dir/bz.bin"
+expect_error "bzip2 input" "bz.bin is bzip2-compressed; decompress it first (bzcat" "$T" tokenize -i "$dir/bz.bin" -o "$dir/x.tok"
 mkdir -p "$dir/tk"
 printf '{"model_max_length": 1000000000000000019884624838656}\n' >"$dir/tk/tokenizer_config.json"
 expect_error "tokenizer_config.json for tokenizer.json" \
-    "tokenizer_config.json is a tokenizer_config.json, not a tokenizer.json; give the tokenizer.json beside it, or its folder" \
+    "tokenizer_config.json holds the tokenizer's settings, not the tokenizer; give the tokenizer.json beside it, or its folder" \
     "$T" tokenize -i "$dir/lines.txt" -t "$dir/tk/tokenizer_config.json" -o "$dir/x.tok"
 expect_error "empty input" "empty.txt holds no documents" "$T" tokenize -i "$dir/empty.txt" -o "$dir/x.tok"
 expect_error "blank input" "blank.txt holds no documents" "$T" tokenize -i "$dir/blank.txt" -o "$dir/x.tok"

@@ -332,7 +332,7 @@ expect_error "galore rank" "--galore-rank must be" "$T" train $FULL --optim galo
 # a flag given where it has no effect is refused, named (it would be ignored without a word)
 expect_error "galore flag without galore" "--galore-scale goes with --optim galore" "$T" train $FULL --galore-scale 0.5 --out "$dir/x.tier"
 expect_error "LoRA flag with --full" "--alpha is a LoRA option; --full trains every weight" "$T" train $FULL --alpha 8 --out "$dir/x.tier"
-expect_error "distillation flag without --teacher" "--distill-temp goes with --teacher" "$T" train $FULL --distill-temp 2 --out "$dir/x.tier"
+expect_error "distillation flag without --teacher" "--distill-temp goes with --teacher (and --full)" "$T" train $FULL --distill-temp 2 --out "$dir/x.tier"
 
 # --teacher: distillation. A teacher that is the model itself gives KL 0 (distillation alone: loss 0 at step 1);
 # an unpruned teacher, half and half: the line says so, the objective falls, the store verifies.

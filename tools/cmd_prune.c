@@ -263,7 +263,8 @@ int cmd_quantize(int argc, char **argv) {
         return 2;
     }
     if (strcmp(to, "nf4") != 0 && strcmp(to, "nf4-dq") != 0) {
-        fprintf(stderr, "tiertrain quantize: --to must be nf4 (the only quantized format), not '%s'\n", to);
+        fprintf(stderr, "tiertrain quantize: --to must be nf4 (the only quantized format; also spelled nf4-dq), not "
+                        "'%s'\n", to);
         return 2;
     }
     if (strcmp(to, "nf4-dq") == 0 && no_dq) {

@@ -208,8 +208,14 @@ static const char *not_text(const unsigned char *b, size_t n, const char **unpac
         {"\x1f\x8b", 2, "gzip-compressed", "zcat"},
         {"\x28\xb5\x2f\xfd", 4, "zstd-compressed", "zstdcat"},
         {"\xfd" "7zXZ", 5, "xz-compressed", "xzcat"},
-        {"BZh", 3, "bzip2-compressed", "bzcat"},
     };
+    /* bzip2: "BZh", the block size 1-9, then a block's magic (pi's digits) or the empty stream's end (sqrt(pi)):
+     * a text line may well start with "BZh" */
+    if (n >= 8 && memcmp(b, "BZh", 3) == 0 && b[3] >= '1' && b[3] <= '9' &&
+        (memcmp(b + 4, "1AY&", 4) == 0 || memcmp(b + 4, "\x17\x72\x45\x38", 4) == 0)) {
+        *unpack = "bzcat";
+        return "bzip2-compressed";
+    }
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (n >= kinds[i].len && memcmp(b, kinds[i].magic, kinds[i].len) == 0) {
             *unpack = kinds[i].unpack;
@@ -349,8 +355,7 @@ int cmd_tokenize(int argc, char **argv) {
         else
             fprintf(stderr, "tiertrain tokenize: %s is %s, not %s; give a text file with --input\n", input, kind,
                     jsonl ? "JSON lines" : "text");
-        exit_code = 2;
-        goto done;
+        goto done; /* exit 1, as for a missing input */
     }
     rewind(f);
     uint32_t vocab = tokenizer_vocab_size(c.tok), eot = tokenizer_eot_id(c.tok);

@@ -426,7 +426,7 @@ int cmd_train(int argc, char **argv) {
         {"eval-every", 0, CLI_INT, &eval_every, "20", "N", "validation loss every N steps (and at the end)"},
         {"eval-tokens", 0, CLI_INT, &eval_tokens, "16384", "N", "validation tokens per evaluation (per source, with several --data)"},
         {"save-every", 0, CLI_INT, &save_every, "50", "N", "checkpoint every N steps (and at the end)"},
-        {"stop-after", 0, CLI_INT, &stop_after, "0", "N", "stop after step N with a checkpoint, as if interrupted (0: off)"},
+        {"stop-after", 0, CLI_INT, &stop_after, "0", "N", "stop after step N with a checkpoint, as an interrupted run does, but exit 0 (0: off)"},
         {"trace", 0, CLI_STR, &trace_path, NULL, "FILE", "write a Chrome/Perfetto trace of every read, copy, spill and compute"},
         {"threads", 0, CLI_INT, &threads, "0", "N", "BLAS threads (0: all cores)"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object per step instead of text"},
@@ -484,7 +484,8 @@ int cmd_train(int argc, char **argv) {
         bad = "--mix dynamic needs --reference FILE, the original store whose validation losses the run recovers toward";
     else if (!dynamic && reference) bad = "--reference goes with --mix dynamic";
     else if (teacher && !full) bad = "--teacher distills into every weight: it goes with --full";
-    else if (!teacher && teacher_only) bad = say(msg, sizeof msg, "%s goes with --teacher", teacher_only);
+    else if (!teacher && teacher_only) bad = say(msg, sizeof msg, "%s goes with --teacher (and --full)", teacher_only);
+    else if (full && base_model) bad = "--base-model names the adapter's base model; --full writes a store, no adapter";
     else if (!dynamic && dynamic_only)
         bad = say(msg, sizeof msg, "%s goes with --mix dynamic (several --data and a --reference)", dynamic_only);
     else if (stream && !full) bad = "--stream is full training's: it goes with --full (LoRA training always streams)";

@@ -394,8 +394,9 @@ c_stream() {
     "$T" synth --preset "$SMALL_PRESET" --quant f32 -o "$W/smallf.tier" >/dev/null || full="not run (synth failed)"
     hf=$(min_hbm "$W/smallf.tier" --full)
     [ "$full" = identical ] && ! streams "$W/smallf.tier" "$hf" --full && full="not streamed (every layer resident at --hbm ${hf:-?})"
-    # (the small runs' flags without LoRA's --rank and --alpha, which train refuses with --full)
-    local F="--model $W/smallf.tier --data $W/c.tok --steps 5 --device cuda --full --clip 0 $(echo "$SMALL" | sed -E 's/--(rank|alpha) [^ ]+//g')"
+    # (the small runs' flags without LoRA's --rank, --alpha, --dropout and --targets, which train refuses with --full)
+    local F="--model $W/smallf.tier --data $W/c.tok --steps 5 --device cuda --full --clip 0 $(echo " $SMALL" |
+        sed -E 's/ (--(rank|alpha|dropout|targets)[= ]|-[rt] )[^ ]+//g')"
     if [ "$full" = identical ]; then
         echo "full training at --hbm $hf: $(grep -o 'layer slots [0-9]* of [0-9]*' "$W/streams.plan")"
         "$T" train $F --out "$W/fres" >/dev/null && "$T" train $F --hbm "$hf" --out "$W/fstr" >/dev/null &&

@@ -204,13 +204,17 @@ int main(int argc, char **argv) {
     /* a write past the file size limit (ulimit -f) fails with EFBIG, reported as any failed write is (its
      * .partial file removed), instead of SIGXFSZ ending the process without a word */
     signal(SIGXFSZ, SIG_IGN);
-    char *help_argv[8];
-    if (argc >= 3 && argc <= 7 && strcmp(argv[1], "help") == 0) { /* help COMMAND [SUB]: COMMAND [SUB] --help */
-        for (int i = 2; i < argc; i++) help_argv[i - 1] = argv[i];
-        help_argv[argc - 1] = "--help";
-        help_argv[argc] = NULL;
-        help_argv[0] = argv[0];
-        argv = help_argv;
+    static char *h[64];
+    if (argc >= 3 && strcmp(argv[1], "help") == 0) { /* help COMMAND [SUB ...]: COMMAND [SUB ...] --help */
+        if (argc + 1 > (int)(sizeof h / sizeof h[0])) {
+            fprintf(stderr, "tiertrain help: give a command (and a subcommand), as in `tiertrain help bench io`\n");
+            return 2;
+        }
+        h[0] = argv[0];
+        for (int i = 2; i < argc; i++) h[i - 1] = argv[i];
+        h[argc - 1] = "--help";
+        h[argc] = NULL;
+        argv = h;
     }
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);

@@ -67,16 +67,20 @@ static int hits_input(const char *out, const char *const *inputs, char *hit, siz
     return found;
 }
 
+/* "-" is the usual name of standard output, never meant as a file or folder named "-": 1 after the message. */
+static int dash_refused(const char *cmd, const char *flag, const char *path, const char *kind) {
+    if (strcmp(path, "-") != 0) return 0;
+    fprintf(stderr, "tiertrain %s: %s - would be a %s named '-': this output is a %s; name it (./- if that is the "
+                    "name)\n", cmd, flag, kind, kind);
+    return 1;
+}
+
 int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force) {
     if (!path || !*path) {
         fprintf(stderr, "tiertrain %s: %s is empty; name the file to write\n", cmd, flag);
         return 2;
     }
-    if (strcmp(path, "-") == 0) { /* the usual name of standard output, never meant as a file named "-" */
-        fprintf(stderr, "tiertrain %s: %s - would be a file named '-': this output is a file; name it (./- if "
-                        "that is the name)\n", cmd, flag);
-        return 2;
-    }
+    if (dash_refused(cmd, flag, path, "file")) return 2;
     char hit[4096];
     int partial;
     if (hits_input(path, inputs, hit, sizeof hit, &partial)) {
@@ -137,6 +141,7 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
         fprintf(stderr, "tiertrain %s: %s is empty; name the directory to write\n", cmd, flag);
         return 2;
     }
+    if (dash_refused(cmd, flag, dir, "folder")) return 2;
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {

@@ -398,12 +398,12 @@ void tt_partial_new_only_clear(const char *out) {
 
 static int new_only_taken(const char *out) { return new_only_drop(out, 1); }
 
-/* 1 when the folder path names a file in is an existing directory. */
+/* 1 when the folder path names a file in is an existing directory, 0 when not, -1: a path too long to tell. */
 static int parent_is_dir(const char *path) {
     char dir[4096];
     const char *slash = strrchr(path, '/');
     size_t n = slash ? (size_t)(slash - path) : 0;
-    if (n >= sizeof dir) return 1; /* too long to tell: not said to be missing */
+    if (n >= sizeof dir) return -1;
     if (slash && n == 0) n = 1;    /* "/x": the root */
     memcpy(dir, slash ? path : ".", slash ? n : 1);
     dir[slash ? n : 1] = 0;
@@ -418,8 +418,13 @@ static int partial_open(const char *tmp_path, const char *out) {
         int fd = open(tmp_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644); /* no O_TRUNC: it may be another's */
         if (fd < 0) {
             int e = errno;
-            if (e == ENOENT && !parent_is_dir(out)) return TT_FAIL(-e, "cannot create %s: its folder does not exist", out);
-            if (e == ENOENT) /* the folder exists but takes no new files (/proc, /sys) */
+            struct stat ls;
+            int pd = e == ENOENT ? parent_is_dir(out) : -1;
+            if (e == ENOENT && lstat(tmp_path, &ls) == 0 && S_ISLNK(ls.st_mode)) /* O_CREAT follows it to nowhere */
+                return TT_FAIL(-e, "cannot create %s: %s is a symbolic link to a missing file; remove it", out,
+                               tmp_path);
+            if (pd == 0) return TT_FAIL(-e, "cannot create %s: its folder does not exist", out);
+            if (pd == 1) /* the folder exists but takes no new files (/proc, /sys) */
                 return TT_FAIL(-e, "cannot create %s: its folder takes no new files; write it elsewhere", out);
             return TT_FAIL(-e, "cannot create %s: %s", out, strerror(e));
         }
