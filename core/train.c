@@ -693,7 +693,7 @@ static void print_reweight(const tt_mix *m, int step, const double *loss, const 
 }
 
 void train_result_summary(const tt_train_result *r, char *b, size_t n) {
-    char steps[64], val[64];
+    char steps[64], val[160];
     if (r->steps_done <= r->start_step) { /* resumed at --steps: nothing was left to do */
         snprintf(b, n, "no step to make (resumed after step %d, the run's last)", r->start_step);
         return;

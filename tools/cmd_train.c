@@ -100,7 +100,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     tt_train_result res;
     if (fulltrain_run(&o, o.mix ? NULL : train, o.mix ? NULL : val, &res)) return tool_fail("train");
     if (!o.json) {
-        char sum[256];
+        char sum[320];
         train_result_summary(&res, sum, sizeof sum);
         printf("done: %s; model in %s\n", sum, o.out_path);
     }
@@ -729,7 +729,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (!as_json && res.steps_done > 0) {
         char dp[32], hp[32];
-        char sum[256];
+        char sum[320];
         train_result_summary(&res, sum, sizeof sum);
         printf("done: %s; adapter in %s\n", sum, out);
         if (mix) {
