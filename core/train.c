@@ -720,6 +720,25 @@ void train_result_summary(const tt_train_result *r, char *b, size_t n) {
                  r->first_loss, r->last_loss, val);
 }
 
+/* train.h. The validations left: multiples of --eval-every and of m (less those of both), and the last step
+ * unless it is one of those. */
+double train_eta_s(const tt_train_opts *o, int any_val, long long m, int step, double per_step, double per_val) {
+    long long end = o->stop_after > step && o->stop_after < o->steps ? o->stop_after : o->steps, e = o->eval_every;
+    if (end <= step) return 0;
+    long long nv = 0;
+    if (any_val) {
+        if (e > 0) nv += end / e - step / e;
+        if (m > 0) {
+            long long a = e, b = m; /* lcm(e, m): the reweights that are validations anyway */
+            while (b) { long long t = a % b; a = b; b = t; }
+            long long l = e > 0 ? e / a * m : 0;
+            nv += end / m - step / m - (l > 0 ? end / l - step / l : 0);
+        }
+        if (!((e > 0 && end % e == 0) || (m > 0 && end % m == 0))) nv++; /* the last step's */
+    }
+    return per_step * (double)(end - step) + per_val * (double)nv;
+}
+
 int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix *mix, int start, uint64_t seen,
                tt_train_result *res) {
     int B = o->micro_batch, S = o->seq, T = B * S, K = o->accum, step = start, rc = 0, N = mix->n;
@@ -753,10 +772,17 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     tt_real *wt = tt_xmalloc(n * sizeof *wt);
     int32_t *seg = examples && o->pack ? tt_xmalloc(n * sizeof *seg) : NULL;
     double vl[TT_MIX_MAX], gap[TT_MIX_MAX], drawn[TT_MIX_MAX]; /* drawn: the weights of this step's draws */
+    /* the time so far and to go: the steps' and the validations' apart (a validation of --eval-tokens can take
+     * longer than a step: an ETA from the steps' pace alone was off by the validations still to come) */
+    const double t_run = tt_now();
+    double val_s = 0;
+    int n_val = 0;
     if (any_val && start == 0) {
         g_val_stoppable = 1; /* nothing to keep yet: a stop ends the run with nothing written */
         rc = mix_validate(o, ops, ctx, mix, can_val, vl, &res->first_val);
         g_val_stoppable = 0;
+        val_s += tt_now() - t_run;
+        n_val++;
     }
     atomic_store(&g_stop_phase, 1); /* from here on a stop keeps the step under way */
     double bad;
@@ -801,6 +827,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         fflush(stdout); /* before a step that may take a while */
     }
     double t0 = tt_now();
+    const double val_at_t0 = val_s; /* the validation before training, not one of the steps' */
     while (step < o->steps) {
         step++;
         double ts = tt_now();
@@ -859,7 +886,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         }
         if (scored) res->last_loss = loss;
         res->steps_done = step;
-        double now = tt_now(), el = now - t0, per = el / (step - start);
+        double now = tt_now(), el = now - t_run; /* since the run began: the validation before training too */
         tt_trace_stats ts_stats = {0};
         if (o->trace) trace_step_stats(o->trace, now, &ts_stats);
         double vloss = NAN;
@@ -875,7 +902,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             be_prof_pause(1); /* TT_PROFILE_OPS: the training steps' ops by themselves */
             g_val_stoppable = !reweight;
             g_val_cut = 0;
+            double tv = tt_now();
             rc = mix_validate(o, ops, ctx, mix, can_val, vl, &vloss);
+            val_s += tt_now() - tv;
+            n_val++;
             g_val_stoppable = 0;
             be_prof_pause(0); /* a val file rewritten meanwhile: train_eval_with's check of each batch it scores */
             if (g_val_cut) { /* cut short: this step stops the run, unscored (the stop is read again below) */
@@ -915,8 +945,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             printf("}\n");
         } else if (!o->quiet) {
             char el_s[32], eta[32];
-            fmt_time(el, el_s, sizeof el_s);
-            fmt_time(per * (o->steps - step), eta, sizeof eta);
+            fmt_time(tt_now() - t_run, el_s, sizeof el_s); /* the whole run's, validations included */
+            fmt_time(train_eta_s(o, any_val, dyn ? mix->every : 0, step, (tt_now() - t0 - (val_s - val_at_t0)) / (step - start),
+                           n_val ? val_s / n_val : 0),
+                     eta, sizeof eta);
             char ls[32] = "-     ";
             if (scored) snprintf(ls, sizeof ls, "%.4f", loss);
             printf("step %*d/%d  loss %s  lr %.2e  gnorm %.3f  %6.0f tok/s  elapsed %s  eta %s", (int)log10(o->steps) + 1,

@@ -151,6 +151,10 @@ void train_ckpt_restore_mix(const struct ckpt_state *st, tt_mix *mix);
 /* Learning rate at step s (1-based): linear warmup from 0 over `warmup`
  * steps, then cosine decay from lr to min_lr at `steps`. */
 double train_lr(const tt_train_opts *o, int step);
+/* Seconds to the run's end after step `step` (the progress line's ETA): each step left at per_step, each
+ * validation left at per_val (every --eval-every steps, every m steps of a dynamic mixture (0: none), and at the
+ * last step; any_val 0: none), up to --stop-after where that comes first. */
+double train_eta_s(const tt_train_opts *o, int any_val, long long m, int step, double per_step, double per_val);
 
 /* The training loop both LoRA training (train_run) and full training
  * (fulltrain_run) run: per step the schedule's learning rate, K sampled

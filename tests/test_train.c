@@ -190,6 +190,22 @@ int main(void) {
     CHECK_NEAR(train_lr(&o, 4), 5e-4 + 0.5 * (5e-3 - 5e-4), 1e-9);
     CHECK_NEAR(train_lr(&o, 6), 5e-4, 1e-9);
 
+    /* The ETA: steps left at 1 s, validations left at 10 s (every --eval-every, a dynamic mixture's re-weights,
+     * the last step; up to --stop-after). */
+    {
+        tt_train_opts e = o;
+        e.steps = 40, e.eval_every = 10, e.stop_after = 0;
+        CHECK_NEAR(train_eta_s(&e, 1, 0, 17, 1, 10), 23 + 3 * 10, 1e-9); /* 20, 30, 40 */
+        CHECK_NEAR(train_eta_s(&e, 0, 0, 17, 1, 10), 23, 1e-9);          /* no validation data */
+        e.stop_after = 25;
+        CHECK_NEAR(train_eta_s(&e, 1, 0, 17, 1, 10), 8 + 2 * 10, 1e-9); /* 20, and 25 where it stops */
+        e.steps = 20, e.stop_after = 0;
+        CHECK_NEAR(train_eta_s(&e, 1, 4, 0, 1, 10), 20 + 6 * 10, 1e-9); /* 4, 8, 10, 12, 16, 20 */
+        e.eval_every = 0;
+        CHECK_NEAR(train_eta_s(&e, 1, 0, 5, 1, 10), 15 + 10, 1e-9);      /* the last step's alone */
+        CHECK_NEAR(train_eta_s(&e, 1, 0, 20, 1, 10), 0, 1e-9);
+    }
+
     /* A: 6 steps in one run. */
     snprintf(a, sizeof a, "%s/a", dir);
     o = base_opts(model, a);
