@@ -513,6 +513,7 @@ static void loop_opts(const tt_full_opts *o, tt_train_opts *lo) {
     lo->json = o->json; lo->quiet = o->quiet;
     lo->hbm = o->hbm;
     lo->out_dir = o->ckpt_dir; /* the loop's messages name the checkpoint folder */
+    lo->resume_more = " --force"; /* the --out store, written at a stop too, is replaced by the resumed run */
     lo->save_every = o->save_every;
     lo->stop_after = o->stop_after;
 }

@@ -464,37 +464,62 @@ int train_ckpt_match(const char *path, const ckpt_state *st, const ckpt_state *w
     else if (st->real_bytes != want->real_bytes)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s was written by a build with another precision", path);
     else if (st->n_params != want->n_params || st->rank != want->rank || st->targets != want->targets || st->alpha != want->alpha ||
-             st->rslora != want->rslora)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g%s; this run: rank %u, alpha "
-                     "%g%s, or other --targets)", path, st->rank, (double)st->alpha, st->rslora ? ", --rslora" : "",
-                     want->rank, (double)want->alpha, want->rslora ? ", --rslora" : "");
+             st->rslora != want->rslora) {
+        char tw[96], tn[96];
+        lora_targets_str(st->targets, tw, sizeof tw);
+        lora_targets_str(want->targets, tn, sizeof tn);
+        rc = TT_FAIL(-EINVAL, "the checkpoint in %s has another LoRA shape (rank %u, alpha %g%s, on %s; this run: rank %u, "
+                     "alpha %g%s, on %s)", path, st->rank, (double)st->alpha, st->rslora ? ", --rslora" : "", tw,
+                     want->rank, (double)want->alpha, want->rslora ? ", --rslora" : "", tn);
+    }
     else if (st->mix_n != want->mix_n)
         rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on %u data source%s, this run has %u; resume with the "
                      "same --data", path, st->mix_n ? st->mix_n : 1, st->mix_n ? "s" : "",
                      want->mix_n ? want->mix_n : 1);
     else if (st->data_tokens != want->data_tokens || st->data_hash != want->data_hash)
-        rc = TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume with "
-                     "the same --data (and the same validation split)", path,
-                     (unsigned long long)st->data_tokens, (unsigned long long)want->data_tokens);
+        rc = st->data_tokens != want->data_tokens
+                 ? TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (%llu tokens then, %llu now); resume "
+                           "with the same --data (and the same validation split)", path,
+                           (unsigned long long)st->data_tokens, (unsigned long long)want->data_tokens)
+                 : TT_FAIL(-EINVAL, "the checkpoint in %s was trained on other data (as many tokens, %llu, but other "
+                           "ones, or the sources in another order); resume with the same --data, in the same order",
+                           path, (unsigned long long)want->data_tokens);
     else {
-        const struct { const char *name; double was, now; } opt[] = {
-            {"--seed", (double)st->seed, (double)want->seed}, {"--seq", st->seq, want->seq},
-            {"--micro-batch", st->micro_batch, want->micro_batch}, {"--batch-tokens / (seq x micro-batch)", st->accum, want->accum},
-            {"--steps", st->steps, want->steps}, {"--warmup", st->warmup, want->warmup}, {"--lr", st->lr, want->lr},
-            {"--min-lr", st->min_lr, want->min_lr}, {"--wd", st->wd, want->wd}, {"--clip", st->clip, want->clip},
-            {"--dropout", st->dropout, want->dropout}, {"--threads", st->threads, want->threads},
-            {"--act-dtype (1 = bf16)", st->act_bf16, want->act_bf16}, {"--no-pack", st->no_pack, want->no_pack},
-            {"--mix (1 = dynamic)", st->mix_mode, want->mix_mode}, {"--mix-every", st->mix_every, want->mix_every},
-            {"--mix-temp", st->mix_tau, want->mix_tau},
+        static const char *const dtypes[] = {"f32", "bf16"}, *const modes[] = {"static", "dynamic"},
+                                 *const onoff[] = {"off", "on"};
+        const struct { const char *name; double was, now; const char *const *words; } opt[] = {
+            {"--seed", (double)st->seed, (double)want->seed, NULL}, {"--seq", st->seq, want->seq, NULL},
+            {"--micro-batch", st->micro_batch, want->micro_batch, NULL},
+            {"--batch-tokens / (seq x micro-batch)", st->accum, want->accum, NULL},
+            {"--steps", st->steps, want->steps, NULL}, {"--warmup", st->warmup, want->warmup, NULL},
+            {"--lr", st->lr, want->lr, NULL}, {"--min-lr", st->min_lr, want->min_lr, NULL},
+            {"--wd", st->wd, want->wd, NULL}, {"--clip", st->clip, want->clip, NULL},
+            {"--dropout", st->dropout, want->dropout, NULL}, {"--threads", st->threads, want->threads, NULL},
+            {"--act-dtype", st->act_bf16, want->act_bf16, dtypes}, {"--no-pack", st->no_pack, want->no_pack, onoff},
+            {"--mix", st->mix_mode, want->mix_mode, modes}, {"--mix-every", st->mix_every, want->mix_every, NULL},
+            {"--mix-temp", st->mix_tau, want->mix_tau, NULL},
         };
-        for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++)
-            if (opt[i].was != opt[i].now)
-                rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %g, now %g); "
-                             "resume with the same flags%s", path, opt[i].name, opt[i].was, opt[i].now,
-                             strcmp(opt[i].name, "--steps") == 0
-                                 ? " (the learning-rate schedule is laid out over --steps: a run's length is fixed "
-                                   "when it starts)"
-                                 : "");
+        for (size_t i = 0; i < sizeof opt / sizeof opt[0] && rc == 0; i++) {
+            if (opt[i].was == opt[i].now) continue;
+            char was[32], now[32];
+            const char *const *w = opt[i].words;
+            if (w) {
+                snprintf(was, sizeof was, "%s", w[opt[i].was != 0]);
+                snprintf(now, sizeof now, "%s", w[opt[i].now != 0]);
+            } else {
+                snprintf(was, sizeof was, "%g", opt[i].was);
+                snprintf(now, sizeof now, "%g", opt[i].now);
+            }
+            const char *why = strcmp(opt[i].name, "--steps") == 0
+                                  ? " (the learning-rate schedule is laid out over --steps: a run's length is fixed "
+                                    "when it starts)"
+                              : strcmp(opt[i].name, "--threads") == 0
+                                  ? " (--threads 0, every core, counts this machine's: give the run's count with "
+                                    "--threads to resume it bit for bit)"
+                                  : "";
+            rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other training options (%s was %s, now %s); "
+                         "resume with the same flags%s", path, opt[i].name, was, now, why);
+        }
         for (uint32_t i = 0; i < want->mix_n && rc == 0; i++)
             if (st->mix_base[i] != want->mix_base[i])
                 rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other --data weights (source %u, %s: %g "
@@ -775,6 +800,9 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     /* the time so far and to go: the steps' and the validations' apart (a validation of --eval-tokens can take
      * longer than a step: an ETA from the steps' pace alone was off by the validations still to come) */
     const double t_run = tt_now();
+    if (o->stop_after > 0 && o->stop_after <= start && start < o->steps && !o->quiet) /* passed already: no stop */
+        fprintf(stderr, "tiertrain train: note: --stop-after %d is not after the checkpoint's step %d: the run goes on "
+                        "to --steps %d\n", o->stop_after, start, o->steps);
     double val_s = 0;
     int n_val = 0;
     if (any_val && start == 0) {
@@ -965,14 +993,19 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         fflush(stdout);
         if (ops->save && ((o->save_every > 0 && step % o->save_every == 0) || last)) {
             rc = ops->save(ctx, step, seen);
-            if (rc) break;
+            if (rc) { /* the write is atomic: what was saved before stands (a full disk at the first save: nothing);
+                       * an adapter write that failed after a whole checkpoint has said what stands itself */
+                if (!strstr(tt_lasterr(), " is whole")) rc = TT_FAIL(rc, "%s; %s", tt_lasterr(), kept);
+                break;
+            }
             kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
         }
         if (stop_sig || step == o->stop_after) {
             res->interrupted = stop_sig;
             if (ops->save && !o->quiet && !o->json)
-                printf("%s at step %d; checkpoint written to %s (continue with --resume %s)\n",
-                       stop_sig ? "interrupted" : "stopped", step, o->out_dir, o->out_dir);
+                printf("%s at step %d; checkpoint written to %s (continue with --resume %s%s)\n",
+                       stop_sig ? "interrupted" : "stopped", step, o->out_dir, o->out_dir,
+                       o->resume_more ? o->resume_more : "");
             else if (!ops->save && !o->quiet)
                 fprintf(stderr, "%s at step %d: writing the model as it is now\n",
                         stop_sig ? "interrupted" : "stopped", step);

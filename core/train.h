@@ -85,6 +85,8 @@ typedef struct tt_train_opts {
     uint64_t weights_fp;      /* tier_weights_fingerprint of the store, recorded in checkpoints and checked on
                                * resume (0: none) */
     const char *out_dir;
+    const char *resume_more;  /* what "continue with --resume DIR" adds (full training: " --force", its --out store
+                               * being written at the stop); NULL: nothing */
     const char *resume_dir;   /* NULL: fresh run */
     tt_lora_cfg lora;
     uint64_t seed;

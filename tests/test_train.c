@@ -297,6 +297,18 @@ int main(void) {
     o.resume_dir = a;
     CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
     CHECK(strstr(tt_lasterr(), "LoRA shape") != NULL);
+    o.lora.rank = base_opts(model, a).lora.rank; /* other targets: both sets named */
+    o.lora.targets = 1u << TT_PROJ_Q;
+    CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
+    CHECK_MSG(strstr(tt_lasterr(), "LoRA shape") && strstr(tt_lasterr(), "on q_proj)"), "%s", tt_lasterr());
+    /* other tokens, as many of them: the message does not call them other by their count */
+    o = base_opts(model, a);
+    o.resume_dir = a;
+    uint32_t t0 = tok[0];
+    tok[0] = t0 ? 0 : 1;
+    CHECK(test_run_train(model, &o, &train, &val, &res) == -EINVAL);
+    CHECK_MSG(strstr(tt_lasterr(), "as many tokens, 3500, but other ones"), "%s", tt_lasterr());
+    tok[0] = t0;
     /* flip one byte of the checkpoint: refused, named */
     uint64_t n;
     snprintf(fa, sizeof fa, "%s/%s", a, CKPT_FILE);

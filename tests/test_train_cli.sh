@@ -33,7 +33,10 @@ tail -1 "$dir/out" | grep -q '^{"done":true,"steps":2,"steps_planned":2,"train_l
 "$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" >"$dir/out" 2>&1 || { fail "--stop-after 2"; cat "$dir/out"; }
 grep -q '^done: 2 steps, train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* -> [0-9.]*; adapter in' "$dir/out" ||
     { fail "--stop-after 2: not the summary of 2 steps"; cat "$dir/out"; }
-"$T" train $FLAGS --steps 4 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume"; cat "$dir/out"; }
+# (the same command with --resume, as README has it: the --stop-after it still carries is behind the checkpoint)
+"$T" train $FLAGS --steps 4 --stop-after 2 --eval-every 0 --out "$dir/part" --resume "$dir/part" >"$dir/out" 2>&1 || { fail "--resume"; cat "$dir/out"; }
+grep -q "note: --stop-after 2 is not after the checkpoint's step 2: the run goes on to --steps 4" "$dir/out" ||
+    { fail "--resume with a spent --stop-after: no note"; cat "$dir/out"; }
 grep -q '^done: steps 3-4 (resumed after step 2), train loss [0-9.]* -> [0-9.]*, validation loss [0-9.]* after step 4; adapter in' "$dir/out" ||
     { fail "--resume: not the summary of steps 3-4"; cat "$dir/out"; }
 # resumed where the run ended: nothing to do, said so (no steps "5-4", no losses of 0)
@@ -187,7 +190,7 @@ grep -q '^op profile (TT_PROFILE_OPS, cpu backend), every op (nothing ran after 
 
 # --act-dtype bf16: trains, is recorded in the checkpoint, and a resume with f32 activations is refused.
 expect_ok "act bf16" "$T" train $FLAGS --steps 2 --act-dtype bf16 --out "$dir/bf"
-expect_error "resume with other --act-dtype" "--act-dtype (1 = bf16) was 1, now 0" \
+expect_error "resume with other --act-dtype" "--act-dtype was bf16, now f32" \
     "$T" train $FLAGS --steps 2 --out "$dir/bf" --resume "$dir/bf"
 expect_error "bad --act-dtype" "--act-dtype must be f32, bf16 or auto" "$T" train $FLAGS --act-dtype fp8 --out "$dir/bf8"
 
@@ -309,6 +312,9 @@ expect_error "full: --ckpt in use" "another tiertrain (process $pid) is writing 
 interrupt $pid 1
 [ $rc -eq 130 ] || fail "train --full --ckpt SIGINT: exit $rc, not 130"
 [ -s "$dir/fck/checkpoint.bin" ] || fail "train --full --ckpt: no checkpoint after SIGINT"
+# the way on it names works as given: the store --out, written at the stop, is replaced by the resumed run
+grep -q "continue with --resume .*fck --force)" "$dir/sig.out" ||
+    { fail "train --full --ckpt SIGINT: the resume hint lacks --force"; grep "continue" "$dir/sig.out"; }
 "$T" synth --preset tiny --quant f32 --prune-ratio 0.5 --seed 2 -o "$dir/f32b.tier" >/dev/null || fail "synth f32 --seed 2"
 expect_error "full: resume on other weights" "trained on another store of these shapes" \
     timeout 120 "$T" train $FULL --model "$dir/f32b.tier" --steps 100000 --eval-every 0 --save-every 0 --ckpt "$dir/fck" \
