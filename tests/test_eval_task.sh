@@ -239,4 +239,25 @@ for args in "--task $dir/mc.jsonl --data $dir/t.tok" "--task $dir/mc.jsonl --per
     [ $rc -eq 2 ] && [ "$(grep -c . "$dir/err")" -eq 1 ] || { fail "usage error '$args': exit $rc"; cat "$dir/err"; }
 done
 
+# Ctrl-C during a long --data eval: it stops after the slice under way, says how far it got and the loss so far,
+# exits 130 and leaves no --per-token file. The signal goes once eval's handler is in place (SigCgt: a background
+# job of a script starts with SIGINT ignored, so an earlier one would be lost).
+"$T" tokenize --input tools/demo-data/nlp-corpus-slice.txt -o "$dir/big.tok" --val-frac 0 >/dev/null 2>&1 || fail "tokenize big"
+"$T" eval --model "$dir/m.tier" --data "$dir/big.tok" --seq 64 --per-token "$dir/big.tsv" >"$dir/out" 2>"$dir/err" &
+pid=$!
+caught() { # 1 when process $1 catches SIGINT (bit 1 of SigCgt, the mask's last hex digit)
+    c=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
+    [ -n "$c" ] && [ $((0x${c#"${c%?}"} & 2)) -ne 0 ]
+}
+i=0
+while [ $i -lt 600 ] && ! caught $pid; do sleep 0.05; i=$((i + 1)); done
+caught $pid || fail "eval never caught SIGINT (${i} waits)"
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 130 ] && grep -q "^tiertrain eval: interrupted after [0-9]* of [0-9]* tokens: loss so far [0-9.]* (perplexity [0-9.]*), not the whole file's$" "$dir/err" ||
+    { fail "eval interrupted: exit $rc, or no word of how far it got"; cat "$dir/err"; }
+[ -e "$dir/big.tsv" ] && fail "an interrupted eval left its --per-token file"
+ls "$dir" | grep -q "big.tsv.*partial" && fail "an interrupted eval left a partial --per-token file"
+
 finish test_eval_task
