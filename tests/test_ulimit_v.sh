@@ -59,6 +59,11 @@ if grep -q "tiertrain info: " "$dir/err"; then
     done
     echo "note: from $hi KiB in 16 MiB steps: $refused refused in one line ($blas for the BLAS buffers), then trained"
     [ $blas -ge 1 ] || fail "no limit was refused for the BLAS library's buffers"
+    # with one BLAS thread already, the refusal does not advise fewer (its one way on: raise the limit)
+    OPENBLAS_NUM_THREADS=1 limited $hi "$T" train --model "$dir/m.tier" --data "$dir/t.tok" --steps 1 --out "$dir/run1"
+    if grep -q "the BLAS library's working buffers" "$dir/err"; then
+        grep -q "for 1 thread); raise it$" "$dir/err" || { fail "one BLAS thread: the refusal advises fewer"; cat "$dir/err"; }
+    fi
     [ $trained -ge 1 ] || fail "no limit up to $k KiB trained"
 else
     echo "SKIP: the binary does not load under ulimit -v $hi KiB (a sanitizer build); nothing to check"

@@ -93,10 +93,12 @@ static int blas_room(const char *cmd, int n, int with_stacks) {
     char what[96];
     if (with_stacks) snprintf(what, sizeof what, "and stacks of %d more --threads (%zu MiB)", n, (size_t)n * each >> 20);
     else snprintf(what, sizeof what, "(%zu MiB for %d thread%s)", (size_t)n * each >> 20, n, n == 1 ? "" : "s");
+    /* one thread already: fewer is no way on */
+    const char *fewer = with_stacks ? ", or run fewer BLAS threads (a smaller --threads)"
+                        : n > 1 ? ", or run fewer BLAS threads (OPENBLAS_NUM_THREADS=1)" : "";
     fprintf(stderr, "tiertrain %s: the address-space limit (ulimit -v %llu KiB) leaves no room for the BLAS "
-                    "library's working buffers %s; raise it, or run fewer BLAS threads (%s)\n",
-            cmd, (unsigned long long)(limit >> 10), what,
-            with_stacks ? "a smaller --threads" : "OPENBLAS_NUM_THREADS=1");
+                    "library's working buffers %s; raise it%s\n",
+            cmd, (unsigned long long)(limit >> 10), what, fewer);
     return -ENOMEM;
 }
 
