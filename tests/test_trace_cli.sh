@@ -58,6 +58,19 @@ if mount -t tmpfs -o size=16k tmpfs "$dir/small" 2>/dev/null; then
 else
     echo "note: no tmpfs could be mounted: the disk-full case is skipped"
 fi
+# two runs with one --trace: the second is refused before it trains (the first holds the file from its start),
+# not at its end with its run done
+"$T" train --model "$dir/m.tier" --data "$dir/t.tok" --out "$dir/ta" --seq 16 --micro-batch 1 --batch-tokens 64 \
+    --steps 100000 --eval-every 0 --save-every 0 --trace "$dir/both.json" >"$dir/ta.out" 2>&1 &
+pa=$!
+i=0
+while [ $i -lt 600 ] && ! grep -q '^step' "$dir/ta.out"; do sleep 0.05; i=$((i + 1)); done
+expect_error "a --trace another run writes" "another process is writing .*both.json" "$T" train --model "$dir/m.tier" \
+    --data "$dir/t.tok" --out "$dir/tb" --seq 16 --micro-batch 1 --batch-tokens 64 --steps 2 --trace "$dir/both.json"
+[ -e "$dir/tb" ] && fail "the refused second run left its --out folder"
+kill -INT $pa
+wait $pa
+[ -s "$dir/both.json" ] || fail "the first run's trace is missing after the second was refused"
 expect_ok "trace, whole" "$T" trace "$dir/run.json"
 all=$(sed -n 's/.*: \([0-9]*\) events on 6 tracks.*/\1/p' "$dir/out")
 [ -n "$all" ] && [ "$(grep -c '<title>' "$dir/run.svg")" -eq "$all" ] ||

@@ -598,6 +598,9 @@ int cmd_train(int argc, char **argv) {
     tt_exec *ex = NULL;
     tt_trace *trace = NULL;
     int exit_code = 1;
+    /* --trace held from now on: a second run writing it is refused before it trains, not at its end */
+    trace_file tfile = {-1, NULL};
+    if (trace_path && trace_file_open(&tfile, trace_path)) { tool_fail("train"); goto done; }
     for (int i = 0; i < nsrc; i++) {
         if (tokfile_open(srcs[i].path, &srcs[i].tf)) { tool_fail("train"); goto done; }
         if (srcs[i].val && tokfile_open(srcs[i].val, &srcs[i].vf)) { tool_fail("train"); goto done; }
@@ -698,7 +701,7 @@ int cmd_train(int argc, char **argv) {
     }
     tt_train_result res;
     int trc = train_run(&o, ex, mix ? NULL : train, mix ? NULL : vt, &res);
-    int trace_failed = trace_path && trace_write_chrome(trace, trace_path); /* the adapter stands; the exit says it */
+    int trace_failed = trace_path && trace_write_chrome_held(trace, trace_path, &tfile); /* the adapter stands; the exit says it */
     if (trace_failed) tool_fail("train");
     else if (trace_path && !as_json) printf("trace: %s (%zu events; open it in Perfetto or chrome://tracing)\n", trace_path,
                                        trace_n_events(trace));
@@ -756,6 +759,7 @@ done:
     free(mix);
     exec_free(ex);
     trace_free(trace);
+    trace_file_drop(&tfile); /* a run that failed before writing it */
     tier_close(rs);
     tier_close(st);
     if (exit_code && made_dir) abandon_out_dir(run_dir);
