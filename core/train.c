@@ -789,6 +789,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     /* what an early end leaves behind, for the messages */
     char kept[1200], nothing[1300];
     kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing);
+    int saved = start; /* the step of the last checkpoint (0: none; a resumed run's is its start) */
     train_stop_arm(start + 1, ops->save ? "writing a checkpoint" : "writing the model as it is");
     fflush(stdout); /* the run's header lines, before a validation that may take a while */
 
@@ -993,11 +994,17 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         fflush(stdout);
         if (ops->save && ((o->save_every > 0 && step % o->save_every == 0) || last)) {
             rc = ops->save(ctx, step, seen);
-            if (rc) { /* the write is atomic: what was saved before stands (a full disk at the first save: nothing);
-                       * an adapter write that failed after a whole checkpoint has said what stands itself */
+            struct stat ds;
+            if (rc && stat(o->out_dir, &ds) != 0) /* moved or removed while the run worked: its checkpoints went too */
+                rc = TT_FAIL(rc, "%s; the run folder %s is gone (moved or removed while the run worked)%s", tt_lasterr(),
+                             o->out_dir, saved ? ": its last checkpoint went with it; --resume the folder where it "
+                                                 "is now" : "");
+            else if (rc) { /* the write is atomic: what was saved before stands (a full disk at the first save:
+                            * nothing); an adapter write that failed after a whole checkpoint has said so itself */
                 if (!strstr(tt_lasterr(), " is whole")) rc = TT_FAIL(rc, "%s; %s", tt_lasterr(), kept);
-                break;
             }
+            if (rc) break;
+            saved = step;
             kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
         }
         if (stop_sig || step == o->stop_after) {

@@ -160,6 +160,22 @@ kill -TERM $pid
 after_notice $pid HUP
 [ $rc -eq 143 ] && grep -q "^interrupted at step 1; checkpoint written" "$dir/sig.out" && [ -s "$dir/termhup/checkpoint.bin" ] ||
     { fail "SIGTERM then SIGHUP: not one clean stop (exit $rc)"; cat "$dir/sig.out"; }
+# the run folder moved away while the run works: the next save fails saying the folder is gone and its last
+# checkpoint with it, not "intact" where it was; the moved folder resumes
+rm -f "$dir/sig.out"
+"$T" train $FLAGS --steps 100000 --save-every 1 --eval-every 0 --out "$dir/mv" >"$dir/sig.out" 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do grep -q "^step *2/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+mv "$dir/mv" "$dir/mv2"
+(sleep 120 && kill -KILL $pid) >/dev/null 2>&1 &
+wait $pid
+rc=$?
+[ $rc -eq 1 ] && grep -q "the run folder .*mv is gone (moved or removed while the run worked): its last checkpoint went with it; --resume the folder where it is now" \
+    "$dir/sig.out" || { fail "run folder moved: exit $rc, or not said"; tail -2 "$dir/sig.out"; }
+k=$(sed -n 's/^step *\([0-9]*\)\/.*/\1/p' "$dir/sig.out" | tail -1) # the step whose save failed: one past the checkpoint
+expect_ok "resume the moved folder" "$T" train $FLAGS --steps 100000 --stop-after "$k" --save-every 1 --eval-every 0 \
+    --out "$dir/mv2" --resume "$dir/mv2"
+grep -q "^stopped at step $k; checkpoint written" "$dir/out" || { fail "the moved folder did not resume to step $k"; cat "$dir/out"; }
 # --json: the summary says the run was interrupted, and by what, beside the steps it was to make
 rm -f "$dir/sig.out"
 "$T" train $FLAGS --steps 100000 --save-every 0 --json --out "$dir/sigj" >"$dir/sig.out" 2>&1 &
