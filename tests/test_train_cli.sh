@@ -160,6 +160,17 @@ kill -TERM $pid
 after_notice $pid HUP
 [ $rc -eq 143 ] && grep -q "^interrupted at step 1; checkpoint written" "$dir/sig.out" && [ -s "$dir/termhup/checkpoint.bin" ] ||
     { fail "SIGTERM then SIGHUP: not one clean stop (exit $rc)"; cat "$dir/sig.out"; }
+# an --out whose disk cannot hold one save is refused before the first step (where a tmpfs can be mounted)
+mkdir "$dir/tiny-disk"
+if mount -t tmpfs -o size=64k tmpfs "$dir/tiny-disk" 2>/dev/null; then
+    expect_error "--out too small for a save" "--out .*tiny-disk/run has .* free, but a save (checkpoint and adapter) takes .*; free some space or give another --out" \
+        "$T" train $FLAGS --steps 2 --out "$dir/tiny-disk/run"
+    grep -q "^step" "$dir/out" && fail "--out too small: it trained first"
+    [ -z "$(ls -A "$dir/tiny-disk")" ] || { fail "--out too small: files left"; ls -la "$dir/tiny-disk"; }
+    umount "$dir/tiny-disk"
+else
+    echo "note: no tmpfs could be mounted: the small-disk refusal is not checked"
+fi
 # the run folder moved away while the run works: the next save fails saying the folder is gone and its last
 # checkpoint with it, not "intact" where it was; the moved folder resumes
 rm -f "$dir/sig.out"

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static const char *hbm_str(uint64_t b) {
@@ -51,6 +52,21 @@ static const char *warmup_note(long warmup, long steps, double lr, char *b, size
     snprintf(b, n, " (not below --steps: the learning rate climbs all run, to %g at step %ld, and never decays)",
              lr * (double)steps / (double)warmup, steps);
     return b;
+}
+
+/* 1 when --out's file system has room for a save of n LoRA values: checkpoint.bin (the values and AdamW's two
+ * moments) and the adapter (f32 at most), beside what it holds now, which stays until the new files are
+ * renamed over it. Else 0 after the sentence: found before the first step, not at the first save. */
+static int out_has_room(const char *dir, size_t n) {
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0) return 1; /* cannot tell: the save will say */
+    uint64_t need = (uint64_t)n * (sizeof(tt_real) + 2 * sizeof(float) + sizeof(float)) + ((uint64_t)1 << 20),
+             avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+    if (avail >= need) return 1;
+    char a[32], b[32];
+    fprintf(stderr, "tiertrain train: --out %s has %s free, but a save (checkpoint and adapter) takes %s; free some "
+                    "space or give another --out\n", dir, tt_fmt_bytes(avail, a, sizeof a), tt_fmt_bytes(need, b, sizeof b));
+    return 0;
 }
 
 /* msg, formatted: a usage error naming the flag given. */
@@ -681,6 +697,7 @@ int cmd_train(int argc, char **argv) {
     o.trace = trace;
     o.trace_keep = trace_path != NULL;
     if (exec_create(&ex, st, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
+    if (!out_has_room(out, exec_lora(ex)->n)) goto done;
     if (!as_json) {
         char tg[128];
         lora_targets_str(o.lora.targets, tg, sizeof tg);
