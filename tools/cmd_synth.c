@@ -222,7 +222,8 @@ static int synth_write(tier_writer *w, synth_job *j, int threads, tool_progress 
                 break;
             }
             config_tensor(j->cfg, (uint32_t)(failed - 1), &d);
-            rc = TT_FAIL(-ENOMEM, "out of memory generating %s (%s held at once); use fewer --threads", d.name,
+            rc = TT_FAIL(-ENOMEM, "out of memory generating %s (%s held at once); give a smaller --buffer-limit (such "
+                         "tensors are then written chunk by chunk) or fewer --threads", d.name,
                          tt_fmt_bytes(j->bytes[failed - 1], sz, sizeof sz));
             break;
         } else {
