@@ -362,39 +362,19 @@ static void put_events(FILE *f, const tt_trace *t, size_t n) {
             n, trace_n_dropped(t), t->cap);
 }
 
-int trace_file_open(trace_file *tf, const char *path) {
-    tf->tmp = NULL;
-    tf->fd = tt_partial_open(path, &tf->tmp);
-    if (tf->fd < 0) {
-        int rc = tf->fd;
-        tf->fd = -1;
-        return rc; /* nothing of ours to remove */
-    }
-    return 0;
-}
-
-void trace_file_drop(trace_file *tf) {
-    if (tf->fd < 0) return;
-    unlink(tf->tmp); /* before the close: the lock covers it */
-    close(tf->fd);
-    free(tf->tmp);
-    tf->fd = -1;
-    tf->tmp = NULL;
-}
-
 int trace_write_chrome(const tt_trace *t, const char *path) {
-    trace_file tf;
-    int rc = trace_file_open(&tf, path);
-    return rc ? rc : trace_write_chrome_held(t, path, &tf);
+    atomic_partial pf;
+    int rc = atomic_partial_open(path, &pf);
+    return rc ? rc : trace_write_chrome_held(t, path, &pf);
 }
 
-int trace_write_chrome_held(const tt_trace *t, const char *path, trace_file *tf) {
+int trace_write_chrome_held(const tt_trace *t, const char *path, atomic_partial *pf) {
     size_t n = trace_n_events(t), dropped = trace_n_dropped(t);
-    char *tmp = tf->tmp;
-    int fd = tf->fd;
-    TT_ASSERT(fd >= 0);
-    tf->fd = -1; /* closed below, whatever happens */
-    tf->tmp = NULL;
+    char *tmp = pf->tmp;
+    int fd = pf->fd;
+    TT_ASSERT(tmp);
+    pf->fd = -1; /* closed below, whatever happens */
+    pf->tmp = NULL;
     FILE *f = fdopen(fd, "w");
     if (!f) {
         int e = errno;

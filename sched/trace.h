@@ -14,6 +14,7 @@
 #ifndef TT_TRACE_H
 #define TT_TRACE_H
 
+#include "io/atomicfile.h"
 #include "kernels/backend.h"
 
 #include <stddef.h>
@@ -138,16 +139,9 @@ void trace_step_stats(tt_trace *t, double now, tt_trace_stats *out);
  * partial file is removed). */
 int trace_write_chrome(const tt_trace *t, const char *path);
 
-/* The trace file of a run, held from its start: trace_file_open opens and locks "<path>.partial" now
- * (tt_partial_open), so a second run writing the same path is refused before it works, not at its end;
- * trace_write_chrome_held writes, syncs and renames it as trace_write_chrome does, and trace_file_drop removes
- * it (a run that failed; a no-op once written or never opened). Both leave tf closed. */
-typedef struct trace_file {
-    int fd; /* -1: none */
-    char *tmp;
-} trace_file;
-int trace_file_open(trace_file *tf, const char *path);
-int trace_write_chrome_held(const tt_trace *t, const char *path, trace_file *tf);
-void trace_file_drop(trace_file *tf);
+/* The same into "<path>.partial" held since the run's start (atomic_partial_open: a second run writing the same
+ * path is refused before it works, not at its end); a run that fails before this drops it
+ * (atomic_partial_drop). pf is left empty either way. */
+int trace_write_chrome_held(const tt_trace *t, const char *path, atomic_partial *pf);
 
 #endif

@@ -292,8 +292,8 @@ static int bench_overlap(int argc, char **argv) {
     tt_exec *ex = NULL, *res_ex = NULL;
     tt_trace *trace = NULL;
     int exit_code = 1;
-    trace_file tfile = {-1, NULL}; /* --trace held from now on: a second writer is refused before the runs */
-    if (trace_path && trace_file_open(&tfile, trace_path)) { tool_fail("bench overlap"); goto out; }
+    atomic_partial tfile = {-1, NULL}; /* --trace held from now on: a second writer is refused before the runs */
+    if (trace_path && atomic_partial_open(trace_path, &tfile)) { tool_fail("bench overlap"); goto out; }
     if (tier_open(&s, model)) { tool_fail("bench overlap"); goto out; }
     tt_plan_req req;
     if ((rc = tool_plan_flags("bench overlap", s, &a, &req))) { exit_code = rc; goto out; }
@@ -363,7 +363,7 @@ static int bench_overlap(int argc, char **argv) {
     }
     exit_code = 0;
 out:
-    trace_file_drop(&tfile); /* a run that failed before writing it */
+    atomic_partial_drop(&tfile); /* a run that failed before writing it */
     exec_free(ex);
     exec_free(res_ex);
     trace_free(trace);

@@ -615,8 +615,8 @@ int cmd_train(int argc, char **argv) {
     tt_trace *trace = NULL;
     int exit_code = 1;
     /* --trace held from now on: a second run writing it is refused before it trains, not at its end */
-    trace_file tfile = {-1, NULL};
-    if (trace_path && trace_file_open(&tfile, trace_path)) { tool_fail("train"); goto done; }
+    atomic_partial tfile = {-1, NULL};
+    if (trace_path && atomic_partial_open(trace_path, &tfile)) { tool_fail("train"); goto done; }
     for (int i = 0; i < nsrc; i++) {
         if (tokfile_open(srcs[i].path, &srcs[i].tf)) { tool_fail("train"); goto done; }
         if (srcs[i].val && tokfile_open(srcs[i].val, &srcs[i].vf)) { tool_fail("train"); goto done; }
@@ -776,7 +776,7 @@ done:
     free(mix);
     exec_free(ex);
     trace_free(trace);
-    trace_file_drop(&tfile); /* a run that failed before writing it */
+    atomic_partial_drop(&tfile); /* a run that failed before writing it */
     tier_close(rs);
     tier_close(st);
     if (exit_code && made_dir) abandon_out_dir(run_dir);
