@@ -543,10 +543,8 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < nsrc; i++) {
         if (source_parse(data.v[i], &srcs[i])) { free(srcs); return 2; }
         wsum += srcs[i].weight;
-        struct stat a, b; /* one file twice (by another path too) would be two sources of the same tokens */
-        for (int j = 0; j < i; j++)
-            if (stat(srcs[i].path, &a) == 0 && stat(srcs[j].path, &b) == 0 && a.st_dev == b.st_dev &&
-                a.st_ino == b.st_ino) {
+        for (int j = 0; j < i; j++) /* one file twice (by another path too): two sources of the same tokens */
+            if (tool_same_file(srcs[i].path, srcs[j].path)) {
                 fprintf(stderr, "tiertrain train: --data %s and --data %s are the same file; give each source once "
                                 "(FILE:W weights it)\n", srcs[j].path, srcs[i].path);
                 free(srcs);

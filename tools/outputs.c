@@ -17,8 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* 1 when a and b name one existing file (through any link or path). */
-static int same_file(const char *a, const char *b) {
+int tool_same_file(const char *a, const char *b) {
     struct stat sa, sb;
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
@@ -33,20 +32,20 @@ static const char *dir_of(const char *path, char *buf, size_t cap) {
  * directory input — with that file's path in hit (cap bytes). */
 static int aliases_input(const char *out, const char *in, char *hit, size_t cap) {
     struct stat st;
-    if (same_file(out, in)) {
+    if (tool_same_file(out, in)) {
         snprintf(hit, cap, "%s", in);
         return 1;
     }
     if (stat(in, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
     size_t n = strlen(in);
     const char *sep = n && in[n - 1] == '/' ? "" : "/", *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
-    if (snprintf(hit, cap, "%s%s%s", in, sep, base) < (int)cap && same_file(out, hit)) return 1; /* by its own name */
+    if (snprintf(hit, cap, "%s%s%s", in, sep, base) < (int)cap && tool_same_file(out, hit)) return 1; /* by its own name */
     DIR *d = opendir(in);
     if (!d) return 0;
     int found = 0;
     for (struct dirent *e; !found && (e = readdir(d));) { /* or another name of the same file */
         if (snprintf(hit, cap, "%s%s%s", in, sep, e->d_name) >= (int)cap) continue;
-        found = same_file(out, hit);
+        found = tool_same_file(out, hit);
     }
     closedir(d);
     return found;

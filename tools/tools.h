@@ -76,6 +76,8 @@ int tool_act_bf16(const char *cmd, const char *act_dtype, const char *device);
  * after printing one line that names cmd, the flag and the path. inputs:
  * NULL-terminated; an empty string is skipped. */
 int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force);
+/* 1 when a and b name one existing file (through any link or path). */
+int tool_same_file(const char *a, const char *b);
 /* A directory output: it may exist (writable) or will be created (its parent
  * writable); each of names inside it is an output as above. what says what
  * those files are ("a checkpoint") in the message. */
