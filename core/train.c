@@ -974,9 +974,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             printf("}\n");
         } else if (!o->quiet) {
             char el_s[32], eta[32];
-            fmt_time(tt_now() - t_run, el_s, sizeof el_s); /* the whole run's, validations included */
-            fmt_time(train_eta_s(o, any_val, dyn ? mix->every : 0, step, (tt_now() - t0 - (val_s - val_at_t0)) / (step - start),
-                           n_val ? val_s / n_val : 0),
+            const double tp = tt_now(); /* after this step's validation */
+            fmt_time(tp - t_run, el_s, sizeof el_s); /* the whole run's, validations included */
+            fmt_time(train_eta_s(o, any_val, dyn ? mix->every : 0, step, (tp - t0 - (val_s - val_at_t0)) / (step - start),
+                                 n_val ? val_s / n_val : 0),
                      eta, sizeof eta);
             char ls[32] = "-     ";
             if (scored) snprintf(ls, sizeof ls, "%.4f", loss);

@@ -398,19 +398,6 @@ void tt_partial_new_only_clear(const char *out) {
 
 static int new_only_taken(const char *out) { return new_only_drop(out, 1); }
 
-/* 1 when the folder path names a file in is an existing directory, 0 when not, -1: a path too long to tell. */
-static int parent_is_dir(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 0;
-    if (n >= sizeof dir) return -1;
-    if (slash && n == 0) n = 1;    /* "/x": the root */
-    memcpy(dir, slash ? path : ".", slash ? n : 1);
-    dir[slash ? n : 1] = 0;
-    struct stat st;
-    return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /* The body of tt_partial_open, run with SIGTERM, SIGHUP and SIGINT blocked in this thread: one that arrives
  * meanwhile is handled after it, when the file is noted as this process's or was never its. */
 static int partial_open(const char *tmp_path, const char *out) {
@@ -418,13 +405,14 @@ static int partial_open(const char *tmp_path, const char *out) {
         int fd = open(tmp_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644); /* no O_TRUNC: it may be another's */
         if (fd < 0) {
             int e = errno;
-            struct stat ls;
-            int pd = e == ENOENT ? parent_is_dir(out) : -1;
+            struct stat ls, ds;
+            const char *base;
             if (e == ENOENT && lstat(tmp_path, &ls) == 0 && S_ISLNK(ls.st_mode)) /* O_CREAT follows it to nowhere */
                 return TT_FAIL(-e, "cannot create %s: %s is a symbolic link to a missing file; remove it", out,
                                tmp_path);
-            if (pd == 0) return TT_FAIL(-e, "cannot create %s: its folder does not exist", out);
-            if (pd == 1) /* the folder exists but takes no new files (/proc, /sys) */
+            if (e == ENOENT && (output_id(out, &ds, &base) != 0 || !S_ISDIR(ds.st_mode)))
+                return TT_FAIL(-e, "cannot create %s: its folder does not exist", out);
+            if (e == ENOENT) /* the folder exists but takes no new files (/proc, /sys) */
                 return TT_FAIL(-e, "cannot create %s: its folder takes no new files; write it elsewhere", out);
             return TT_FAIL(-e, "cannot create %s: %s", out, strerror(e));
         }
