@@ -57,7 +57,9 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
                      /* LoRA on frozen (quantized) weights: every MLP chunk dequantizes them again, 8 times a layer, so
                       * the backend's bigger chunks where it asks for them (generation's forward passes and full
                       * training keep 16M values: their workspace is better spent on KV caches and cells) */
-                     .mlp_chunk_elems = be_mlp_chunk_elems()};
+                     .mlp_chunk_elems = be_mlp_chunk_elems(),
+                     /* and its bigger dequantization blocks and vocabulary chunks: fewer, fuller products */
+                     .wbuf_elems = be_wbuf_elems(), .xent_chunk_elems = be_xent_chunk_elems()};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;

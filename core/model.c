@@ -284,18 +284,26 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     size_t wcap = o->wbuf_elems ? o->wbuf_elems : WBUF_ELEMS;
     if (w->wbuf_elems > wcap) w->wbuf_elems = wcap;
     if (w->wbuf_elems < 64 * w->max_in) w->wbuf_elems = 64 * w->max_in; /* at least 64 rows of any projection */
-    /* the head's chunk of the vocabulary: its lm_head rows fit the scratch, its logits for all T rows
-     * XENT_CHUNK_ELEMS */
-    size_t vc = w->wbuf_elems / be_row_pad(H);
-    if (vc * T > XENT_CHUNK_ELEMS) vc = XENT_CHUNK_ELEMS / T > 0 ? XENT_CHUNK_ELEMS / T : 1;
-    if (vc >= 8) vc = vc / 8 * 8; /* the logits' row stride: 16-byte rows in bf16 */
-    if (vc > c->vocab) vc = c->vocab;
-    w->vocab_chunk = (int)vc;
     size_t mce = o->mlp_chunk_elems ? o->mlp_chunk_elems : MLP_CHUNK_ELEMS;
     /* even chunks (each dequantizes the MLP's weights again), a multiple of 64 rows where they fit (a product's
      * rows fill its tiles) */
     size_t mr = o->mlp_rows > 0 ? (size_t)o->mlp_rows : (size_t)tt_even_chunk(T, mce / (w->FP ? w->FP : 1), 64);
     w->mlp_rows = (int)(mr < 1 ? 1 : mr > T ? T : mr);
+    /* the head's chunk of the vocabulary: its lm_head rows fit the scratch, its logits for all T rows
+     * XENT_CHUNK_ELEMS (or the backend's bigger caps; a streamed lm_head's chunk, staged in f32 at most, then
+     * no bigger than the MLP block it borrows, or than the default caps give: a tight --hbm streams the head) */
+    size_t vc = w->wbuf_elems / be_row_pad(H), xce = o->xent_chunk_elems ? o->xent_chunk_elems : XENT_CHUNK_ELEMS;
+    if (vc * T > xce) vc = xce / T > 0 ? xce / T : 1;
+    if (o->head_streamed && xce > XENT_CHUNK_ELEMS) {
+        size_t fit = 2 * (size_t)w->mlp_rows * w->FP * be_elem_size(w->dt) / (H * 4);
+        size_t dflt = WBUF_ELEMS / be_row_pad(H) < XENT_CHUNK_ELEMS / T ? WBUF_ELEMS / be_row_pad(H)
+                                                                          : XENT_CHUNK_ELEMS / T;
+        if (fit < dflt) fit = dflt;
+        if (vc > fit) vc = fit > 0 ? fit : 1;
+    }
+    if (vc >= 8) vc = vc / 8 * 8; /* the logits' row stride: 16-byte rows in bf16 */
+    if (vc > c->vocab) vc = c->vocab;
+    w->vocab_chunk = (int)vc;
     size_t attn_in = H > w->QD ? H : w->QD;
     w->drop_elems = T * attn_in > (size_t)w->mlp_rows * w->FP ? T * attn_in : (size_t)w->mlp_rows * w->FP;
     size_t dcap = o->drop_elems ? o->drop_elems : DROP_CHUNK_ELEMS;
@@ -505,6 +513,16 @@ static int wblock_rows(const tt_ws *w, int in, int out) {
     return (int)r;
 }
 
+/* Without dropout the LoRA path's term of a projection's output (and of its
+ * input gradient) is written first and the frozen product adds into it: the
+ * big product reads the destination in its epilogue, where it costs nothing
+ * against its arithmetic, instead of the rank-r product's reading and
+ * writing the whole output again. With dropout the masked term comes last,
+ * as its chunks go. */
+static int lora_first(const pass *ps, const tt_lora_slot *s) {
+    return s->in && !(ps->drop_seed && ps->lo->cfg.dropout > 0.f);
+}
+
 /* y (rows, out) = x W^T + s * (drop(x) A^T) B^T on rows [t0, t0 + rows) of
  * the micro-batch (x and y point at row t0, row strides ldx and ldy); keeps
  * z = drop(x) A^T. W is dequantized a block of its rows (y's columns) at a
@@ -514,43 +532,29 @@ static void proj_fwd(pass *ps, int l, int p, const void *x, int ldx, void *y, in
     const tt_layer_weights *lw = &ps->m->lw[l];
     int in, out, dt = w->dt;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
-    int wb = wblock_rows(w, in, out);
-    for (int o0 = 0; o0 < out; o0 += wb) {
-        int n = out - o0 < wb ? out - o0 : wb;
-        be_linear_w(0, rows, in, n, x, ldx, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf, 0,
-                    AT(w, y, o0), ldy, dt);
-    }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
-    if (!s->in) return;
-    TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
-    int r = w->r;
-    lora_z(ps, l, p, x, ldx, in, t0, rows);
-    be_gemm_t(0, 1, rows, out, r, (tt_real)ps->lo->scale, AT(w, w->z[p], (size_t)t0 * r), dt, r,
-              lora_at(ps->lo, l, s->b), BE_REAL, r, 1, y, dt, ldy);
+    if (s->in) { /* y = s z B^T (lora_first: the dropout's masked input is z's alone) */
+        TT_ASSERT(s->in == in && s->out == out && w->r == ps->lo->cfg.rank);
+        int r = w->r;
+        lora_z(ps, l, p, x, ldx, in, t0, rows);
+        be_gemm_t(0, 1, rows, out, r, (tt_real)ps->lo->scale, AT(w, w->z[p], (size_t)t0 * r), dt, r,
+                  lora_at(ps->lo, l, s->b), BE_REAL, r, 0, y, dt, ldy);
+    }
+    int wb = wblock_rows(w, in, out);
+    for (int o0 = 0; o0 < out; o0 += wb) { /* y (+)= x W^T, block by block */
+        int n = out - o0 < wb ? out - o0 : wb;
+        be_linear_w(0, rows, in, n, x, ldx, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
+                    s->in ? 1 : 0, AT(w, y, o0), ldy, dt);
+    }
 }
 
-/* dx (+)= dy W + LoRA path on rows [t0, t0 + rows) (x, dy, dx point at row
- * t0; x and dx have row stride ldx, dy ldy); LoRA gradients accumulated. x
- * is the forward input. */
-static void proj_bwd(pass *ps, int l, int p, const void *x, int ldx, const void *dy, int ldy, void *dx, int accumulate,
-                     int t0, int rows) {
+/* The LoRA path of proj_bwd: its gradients accumulated, and dx (+)= its
+ * term (accumulate: added to dx, else written). */
+static void proj_bwd_lora(pass *ps, int l, int p, const void *x, int ldx, const void *dy, int ldy, void *dx,
+                          int accumulate, int t0, int rows, int in, int out) {
     tt_ws *w = ps->w;
-    const tt_layer_weights *lw = &ps->m->lw[l];
-    int in, out, dt = w->dt;
-    proj_dims(&ps->m->cfg, l, p, &in, &out);
-    int wb = wblock_rows(w, in, out);
-    for (int o0 = 0; o0 < out; o0 += wb) { /* dx (+)= dy[:, block] W[block, :], block by block */
-        int n = out - o0 < wb ? out - o0 : wb;
-        be_linear_w(1, rows, in, n, AT(w, dy, o0), ldy, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
-                    accumulate || o0 ? 1 : 0, dx, ldx, dt);
-    }
-    if (ps->m->wg && ps->m->wg->proj[l][p]) { /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
-        be_gemm_t(1, 0, out, in, rows, 1, dy, dt, ldy, x, dt, ldx, 1, ps->m->wg->proj[l][p], BE_REAL, in);
-        if (ps->m->wg->done) ps->m->wg->done(ps->m->wg->done_ctx, l, p);
-    }
     const tt_lora_slot *s = &ps->lo->slot[l][p];
-    if (!s->in) return;
-    int r = w->r, T = rows;
+    int r = w->r, T = rows, dt = w->dt;
     tt_real sc = (tt_real)ps->lo->scale;
     const tt_real *A = lora_at(ps->lo, l, s->a), *Bm = lora_at(ps->lo, l, s->b);
     TT_ASSERT(s->a >= ps->lo->grad_off && s->b + (size_t)out * r <= ps->lo->grad_off + ps->lo->grad_n);
@@ -566,13 +570,40 @@ static void proj_bwd(pass *ps, int l, int p, const void *x, int ldx, const void 
         const void *xin = lora_input(ps, l, p, xc, ldx, t0 + c0, cr);
         be_gemm_t(1, 0, r, in, cr, 1, dzc, dt, r, xin, dt, ldx, 1, dA, BE_REAL, in); /* dA += dz^T drop(x) */
         if (xin == xc) {
-            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 1, dxc, dt, ldx); /* dx += dz A */
+            be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, accumulate ? 1 : 0, dxc, dt,
+                      ldx); /* dx (+)= dz A */
         } else { /* whole padded rows: a pad column's value is never read */
+            TT_ASSERT(accumulate); /* after the frozen product (lora_first) */
             be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 0, w->tmp, dt, ldx);
             be_mask_scale((size_t)cr * ldx, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp, dt);
             be_axpy((size_t)cr * ldx, 1, w->tmp, dxc, dt);
         }
     }
+}
+
+/* dx (+)= dy W + LoRA path on rows [t0, t0 + rows) (x, dy, dx point at row
+ * t0; x and dx have row stride ldx, dy ldy); LoRA gradients accumulated. x
+ * is the forward input. */
+static void proj_bwd(pass *ps, int l, int p, const void *x, int ldx, const void *dy, int ldy, void *dx, int accumulate,
+                     int t0, int rows) {
+    tt_ws *w = ps->w;
+    const tt_layer_weights *lw = &ps->m->lw[l];
+    int in, out, dt = w->dt;
+    proj_dims(&ps->m->cfg, l, p, &in, &out);
+    const tt_lora_slot *s = &ps->lo->slot[l][p];
+    const int first = lora_first(ps, s);
+    if (first) proj_bwd_lora(ps, l, p, x, ldx, dy, ldy, dx, accumulate, t0, rows, in, out);
+    int wb = wblock_rows(w, in, out);
+    for (int o0 = 0; o0 < out; o0 += wb) { /* dx (+)= dy[:, block] W[block, :], block by block */
+        int n = out - o0 < wb ? out - o0 : wb;
+        be_linear_w(1, rows, in, n, AT(w, dy, o0), ldy, lw->dtype[p], lw->proj[p], (size_t)out, (size_t)o0, w->wbuf,
+                    accumulate || o0 || first ? 1 : 0, dx, ldx, dt);
+    }
+    if (ps->m->wg && ps->m->wg->proj[l][p]) { /* dW += dy^T x (the undropped input: dropout is LoRA's only) */
+        be_gemm_t(1, 0, out, in, rows, 1, dy, dt, ldy, x, dt, ldx, 1, ps->m->wg->proj[l][p], BE_REAL, in);
+        if (ps->m->wg->done) ps->m->wg->done(ps->m->wg->done_ctx, l, p);
+    }
+    if (s->in && !first) proj_bwd_lora(ps, l, p, x, ldx, dy, ldy, dx, 1, t0, rows, in, out);
 }
 
 /* ---- one layer -------------------------------------------------------------- */

@@ -97,7 +97,10 @@ typedef struct tt_ws_opts {
     int mlp_rows;          /* tokens per MLP chunk; 0: chunks of at most mlp_chunk_elems values (rows x ffn), as
                             * even as they go */
     size_t mlp_chunk_elems; /* 0: 16M */
-    size_t wbuf_elems;     /* dequantization scratch cap in values (tests); 0: 16M (at least 64 rows) */
+    size_t wbuf_elems;     /* dequantization scratch cap in values (the backend's hint, tests); 0: 16M (at least
+                            * 64 rows) */
+    size_t xent_chunk_elems; /* the head's logits chunk cap in values (rows x vocab chunk; the backend's hint);
+                              * 0: 4M */
     const tt_alloc *host;  /* the host buffers (the embedding gather) from here, e.g. the pinned host arena so
                             * that their uploads are asynchronous; NULL: malloc */
     size_t drop_elems;     /* LoRA dropout's chunk cap in values (tests); 0: 4M (at least one row) */

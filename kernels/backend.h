@@ -267,6 +267,17 @@ typedef struct tt_backend {
      * dequantization costs against its products takes bigger chunks (more
      * workspace, fewer dequantizations). 0: 16M. */
     size_t mlp_chunk_elems;
+    /* The dequantization scratch in LoRA training, in values (core/model.c):
+     * a projection is dequantized and multiplied a block of its output rows
+     * at a time, at most this many values a block, so a backend whose
+     * products lose throughput when split (a GPU's tiles a block fills
+     * partly, a bf16 sum over the blocks) takes a bigger scratch. 0: 16M. */
+    size_t wbuf_elems;
+    /* The head's logits chunk in LoRA training, in values (the micro-batch's
+     * rows x a chunk of the vocabulary): three products a chunk per
+     * micro-batch, so a backend with a per-product cost takes fewer, bigger
+     * chunks. 0: 4M. */
+    size_t xent_chunk_elems;
 
     /* ---- optional description ---- */
     /* Which attention ran at these shapes and activation type (the last
@@ -348,6 +359,8 @@ void be_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, const v
                  const int32_t *seg, void *scratch, int dt);
 size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
 size_t be_mlp_chunk_elems(void); /* the backend's hint, 0 when it gives none */
+size_t be_wbuf_elems(void);       /* the backend's hint, 0 when it gives none */
+size_t be_xent_chunk_elems(void); /* the backend's hint, 0 when it gives none */
 /* The attention the backend ran at these shapes, in words ("reference" when it has one path). */
 const char *be_attn_path_name(int B, int seq, int nh, int nkv, int hd, int dt);
 void be_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,

@@ -8,6 +8,7 @@
 #   expect_ok NAME CMD...      exit 0, no sanitizer report on stderr
 #   expect_error NAME PAT CMD...  exit 1..127, no sanitizer report, exactly one
 #                              stderr line, and that line matches PAT
+#   wait_caught PID SIG        waits until PID catches SIG (before a kill of a process just started)
 #   finish NAME                says "NAME: all checks passed" if none failed; exits 0 / 1
 # CMD's stdout and stderr are left in $dir/out and $dir/err. With TT_TEST_TIMES=FILE, expect_ok and expect_error
 # append "SECONDS NAME" to FILE for each command they run (where a test spends its time).
@@ -47,6 +48,20 @@ expect_error() {
     if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; return; fi
     if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected one"; cat "$dir/err"; return; fi
     grep -q -e "$pat" "$dir/err" || { fail "$name: stderr lacks '$pat'"; cat "$dir/err"; }
+}
+
+# wait_caught PID SIG: until PID catches SIG (HUP, INT or TERM: /proc's SigCgt), a minute at most; 1 if it
+# never did or is gone. A signal sent before then is lost where the shell started PID with it ignored (`&` in a
+# non-interactive shell ignores SIGINT), and a loaded machine can make "before then" a second or more.
+wait_caught() {
+    case $2 in HUP) _b=1 ;; INT) _b=2 ;; TERM) _b=16384 ;; *) return 1 ;; esac
+    for _i in $(seq 1 600); do
+        _m=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
+        [ -n "$_m" ] || return 1
+        [ $((0x$(printf '%s' "$_m" | cut -c9-16) & _b)) -ne 0 ] && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 finish() {

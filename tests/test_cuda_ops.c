@@ -227,6 +227,49 @@ static void t_elementwise(size_t n) {
         free(g); free(u); free(mm); free(dg); free(du);
         gpu->free(d_g); gpu->free(d_u); gpu->free(d_m); gpu->free(d_dg); gpu->free(d_du);
     }
+    /* bf16 buffers 16-byte aligned take 8 values a thread, others one: the same bits either way (a streamed run's
+     * buffers may lie otherwise than a resident run's) */
+    if (g_dt == BE_BF16) {
+        float *g = rnd(n, 2), *u = rnd(n, 1);
+        size_t nb = (n + 1) * 2;
+        void *buf[6], *ali[3], *mis[3];
+        for (int i = 0; i < 6; i++) buf[i] = act(n + 1);
+        const float *src[3] = {g, u, x};
+        for (int i = 0; i < 3; i++) { /* the same values at offsets 0 and 1 (2 bytes: never 16-byte aligned) */
+            uint16_t *b = tt_xcalloc(n + 1, 2);
+            for (size_t j = 0; j < n; j++) b[j] = f32_to_bf16(src[i][j]);
+            gpu->to_device(buf[i], b, nb);
+            memmove(b + 1, b, n * 2);
+            gpu->to_device(buf[3 + i], b, nb);
+            free(b);
+            ali[i] = buf[i];
+            mis[i] = be_at(buf[3 + i], 1, g_dt);
+        }
+        void *r1 = act(n), *r2 = act(n + 1), *m2 = be_at(r2, 1, g_dt);
+        int same = 1;
+        const char *what = "";
+#define SAME_BITS(op)                                                                                  \
+    do {                                                                                               \
+        float *a_ = down(r1, n, g_dt), *b_ = down(m2, n, g_dt);                                        \
+        if (same && memcmp(a_, b_, n * 4) != 0) { same = 0; what = op; }                              \
+        free(a_); free(b_);                                                                            \
+    } while (0)
+        gpu->swiglu_fwd(n, ali[0], ali[1], r1, g_dt); gpu->swiglu_fwd(n, mis[0], mis[1], m2, g_dt);
+        SAME_BITS("swiglu_fwd");
+        gpu->copy(r1, ali[1], n * 2); gpu->copy(m2, mis[1], n * 2);
+        gpu->axpy(n, 0.3f, ali[2], r1, g_dt); gpu->axpy(n, 0.3f, mis[2], m2, g_dt);
+        SAME_BITS("axpy");
+        gpu->swiglu_bwd(n, ali[0], ali[1], ali[2], ali[0], r1, g_dt); /* in place: dg over g */
+        gpu->swiglu_bwd(n, mis[0], mis[1], mis[2], mis[0], m2, g_dt);
+        SAME_BITS("swiglu_bwd du");
+        gpu->copy(r1, ali[0], n * 2); gpu->copy(m2, mis[0], n * 2);
+        SAME_BITS("swiglu_bwd dg");
+#undef SAME_BITS
+        CHECK_MSG(same, "%s: 16-byte aligned and unaligned bf16 buffers give other bits", what);
+        free(g); free(u);
+        for (int i = 0; i < 6; i++) gpu->free(buf[i]);
+        gpu->free(r1); gpu->free(r2);
+    }
     /* adamw, two steps */
     if (g_dt == BE_REAL) {
         float *p = rnd(n, 1), *g = rnd(n, 1), *mo = tt_xcalloc(n, 4), *ve = tt_xcalloc(n, 4);
@@ -298,19 +341,30 @@ static void t_dequant(size_t nn) {
     }
 }
 
-/* linear with a stored NF4 (double-quant) weight: a row block, both
- * directions, against the CPU (which computes in fp32 on the same inputs;
- * in the bf16 pass its scratch holds the weights rounded to bf16 too). */
-static void t_linear(int rows, int in, int out) {
+/* linear with a stored NF4 (double-quant) weight, or a bf16 one (a bf16
+ * store's layers, a bf16 lm_head: the GPU multiplies a block whose rows need
+ * no padding where it lies), a row block, both directions, against the CPU
+ * (which computes in fp32 on the same inputs; in the bf16 pass its scratch
+ * holds the weights rounded to bf16 too). */
+static void t_linear(int rows, int in, int out, uint32_t dtype) {
     size_t nn = (size_t)out * in;
     int o0 = 64, n = out - 64 - 32; /* o0 * in: whole NF4 blocks */
     float *v = rnd(nn, 0.1), *x = rnd((size_t)rows * in, 1), *dy = rnd((size_t)rows * out, 1);
-    nf4_layout L;
-    nf4_layout_of(nn, 1, &L);
-    uint8_t *blob = tt_xcalloc(1, L.total);
-    nf4_quantize_tensor(v, nn, 1, blob);
-    void *dblob = gpu->alloc(L.total);
-    gpu->to_device(dblob, blob, L.total);
+    size_t total;
+    uint8_t *blob;
+    if (dtype == TT_DTYPE_BF16) {
+        total = nn * 2;
+        blob = tt_xmalloc(total);
+        for (size_t i = 0; i < nn; i++) ((uint16_t *)blob)[i] = f32_to_bf16(v[i]);
+    } else {
+        nf4_layout L;
+        nf4_layout_of(nn, 1, &L);
+        total = L.total;
+        blob = tt_xcalloc(1, total);
+        nf4_quantize_tensor(v, nn, 1, blob);
+    }
+    void *dblob = gpu->alloc(total);
+    gpu->to_device(dblob, blob, total);
     /* the CPU side in the pass's type too: its scratch then rounds the weights like the GPU's */
     size_t es = be_elem_size(g_dt);
     /* the scratch the op takes: n rows of be_row_pad(in) (the GPU pads a row to 16 bytes) */
@@ -319,19 +373,19 @@ static void t_linear(int rows, int in, int out) {
     void *d_x = up(x, (size_t)rows * in), *d_dy = up(dy, (size_t)rows * out), *d_y = up(y, (size_t)rows * out),
          *d_dx = up(dx, (size_t)rows * in);
     float *wr = tt_xmalloc((size_t)n * in * 4); /* the block as the CPU's scratch holds it, in fp32 */
-    cpu->dequant(4, blob, nn, (size_t)o0 * in, (size_t)n * in, wr, BE_REAL);
+    cpu->dequant(dtype, blob, nn, (size_t)o0 * in, (size_t)n * in, wr, BE_REAL);
     if (g_dt == BE_BF16)
         for (size_t i = 0; i < (size_t)n * in; i++) wr[i] = bf16_round(wr[i]);
     cpu->gemm(0, 1, rows, n, in, 1, x, BE_REAL, in, wr, BE_REAL, in, 0, y + o0, BE_REAL, out);
-    gpu->linear(0, rows, in, n, d_x, in, 4, dblob, out, o0, d_sc, 0, be_at(d_y, o0, g_dt), out, g_dt);
+    gpu->linear(0, rows, in, n, d_x, in, dtype, dblob, out, o0, d_sc, 0, be_at(d_y, o0, g_dt), out, g_dt);
     cmp("gemm", y, d_y, (size_t)rows * out);
     cpu->gemm(0, 0, rows, in, n, 1, dy + o0, BE_REAL, out, wr, BE_REAL, in, 1, dx, BE_REAL, in);
-    gpu->linear(1, rows, in, n, be_at(d_dy, o0, g_dt), out, 4, dblob, out, o0, d_sc, 1, d_dx, in, g_dt);
+    gpu->linear(1, rows, in, n, be_at(d_dy, o0, g_dt), out, dtype, dblob, out, o0, d_sc, 1, d_dx, in, g_dt);
     cmp("gemm", dx, d_dx, (size_t)rows * in);
     /* the CPU's own linear op gives the same composition */
     float *y2 = tt_xcalloc((size_t)rows * out, 4);
     if (g_dt == BE_REAL) {
-        cpu->linear(0, rows, in, n, x, in, 4, blob, out, o0, sc, 0, y2 + o0, out, BE_REAL);
+        cpu->linear(0, rows, in, n, x, in, dtype, blob, out, o0, sc, 0, y2 + o0, out, BE_REAL);
         CHECK_MSG(memcmp(y2, y, (size_t)rows * out * 4) == 0, "the CPU's linear differs from dequant + gemm");
     }
     free(v); free(x); free(dy); free(blob); free(sc); free(y); free(y2); free(dx); free(wr);
@@ -598,7 +652,7 @@ static void t_kd(int R, int V, int vc, int tau10) {
 static void c_gemm(const int *s) { t_gemm(s[0], s[1], s[2], s[3]); }
 static void c_elementwise(const int *s) { t_elementwise((size_t)s[0] * s[1]); }
 static void c_dequant(const int *s) { t_dequant((size_t)s[0] * s[1] + (size_t)s[2]); }
-static void c_linear(const int *s) { t_linear(s[0], s[1], s[2]); }
+static void c_linear(const int *s) { t_linear(s[0], s[1], s[2], s[3] ? (uint32_t)s[3] : TT_DTYPE_NF4DQ); }
 static void c_rmsnorm(const int *s) { t_rmsnorm(s[0], s[1]); }
 static void c_rope(const int *s) { t_rope(s[0], s[1], s[2], s[3], (double)s[4]); }
 static void c_attn(const int *s) { t_attn(s[0], s[1], s[2], s[3], s[4]); }
@@ -618,6 +672,8 @@ static const op_case g_cases[] = {
     {"dequant", c_dequant, {64, 300, 17}, "nf4 19217 values", 0, 0, 0},
     {"linear", c_linear, {33, 128, 320}, "33 x 128 -> 320 nf4-dq", 0, 1e-4, 8e-3},
     {"linear", c_linear, {17, 100, 320}, "17 x 100 -> 320, padded rows", 0, 1e-4, 8e-3},
+    {"linear", c_linear, {33, 128, 320, TT_DTYPE_BF16}, "33 x 128 -> 320 bf16", 0, 1e-4, 8e-3},
+    {"linear", c_linear, {17, 100, 320, TT_DTYPE_BF16}, "17 x 100 -> 320 bf16, padded", 0, 1e-4, 8e-3},
     {"rmsnorm", c_rmsnorm, {9, 96}, "9 x 96", 0, 1e-4, 1.6e-2},
     {"rope", c_rope, {7, 14, 3, 8, 0}, "seq 7, 14 x 3 x 8", 0, 1e-6, 8e-3},
     {"attention", c_attn, {2, 40, 4, 2, 16}, "2 x seq 40, 4:2 x 16", 0, 5e-4, 3e-2},

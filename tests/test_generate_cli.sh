@@ -179,7 +179,8 @@ expect_error "missing model" "$dir/none.tier" "$T" generate -m "$dir/none.tier" 
 # Ctrl-C: what was generated so far is printed, exit 130.
 "$T" generate -m "$dir/m.tier" --prompt "The" -n 200000 --context 2048 >"$dir/int.out" 2>"$dir/int.err" &
 pid=$!
-sleep 1
+wait_caught $pid INT || fail "generate never caught SIGINT"
+sleep 1 # some tokens first
 kill -INT $pid
 wait $pid
 rc=$?

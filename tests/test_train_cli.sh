@@ -120,7 +120,7 @@ grep -q "^step *30/30" "$dir/sig.out" || { fail "nohup, SIGHUP: the run did not 
 "$T" train $FLAGS --steps 100000 --eval-tokens 100000000 --val "$dir/t.tok" --out "$dir/sigval" >"$dir/sig.out" 2>&1 &
 pid=$!
 for i in $(seq 1 1200); do grep -q "^plan:" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
-sleep 1 # the handler is armed right after the header lines; the validation before step 1 takes seconds
+wait_caught $pid INT || fail "the run never caught SIGINT" # armed after the header lines; the validation takes seconds
 interrupt $pid now
 [ $rc -eq 1 ] || fail "SIGINT in the validation before step 1: exit $rc, not 1"
 grep -q "interrupted before step 1, in the validation before training; nothing was trained or written" "$dir/sig.out" &&
@@ -132,6 +132,7 @@ grep -q "interrupted before step 1, in the validation before training; nothing w
     --resume "$dir/sigval" >"$dir/sig.out" 2>&1 &
 pid=$!
 for i in $(seq 1 1200); do grep -q "^resumed from" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
+wait_caught $pid INT || fail "the resumed run never caught SIGINT"
 sleep 1 # step 3 takes milliseconds, its validation seconds
 interrupt $pid now
 [ $rc -eq 130 ] || fail "SIGINT in a validation: exit $rc, not 130"

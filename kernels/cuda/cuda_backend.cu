@@ -112,17 +112,69 @@ __device__ __forceinline__ void stv(bf16 *p, size_t i, float v) { p[i] = __float
     } while (0)
 
 
+/* Element-wise kernels in bf16 take 8 values a thread where every operand
+ * is 16-byte aligned: one 16-byte access for each (a warp's 2-byte accesses
+ * keep too few bytes in flight to reach the memory's bandwidth). Each value's
+ * arithmetic is one __device__ function that the one-a-thread kernel (float,
+ * unaligned operands, a tail) calls too, with its multiply-adds written as
+ * fmaf: whichever kernel a buffer's alignment picks, the same bits. */
+__device__ __forceinline__ void ld8(const void *p, size_t g, float *f) {
+    const uint4 r = ((const uint4 *)p)[g];
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = __bfloat162float(__ushort_as_bfloat16((unsigned short)(w[k] & 0xffffu)));
+        f[2 * k + 1] = __bfloat162float(__ushort_as_bfloat16((unsigned short)(w[k] >> 16)));
+    }
+}
+__device__ __forceinline__ void st8(void *p, size_t g, const float *f) {
+    uint32_t w[4];
+    for (int k = 0; k < 4; k++)
+        w[k] = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[2 * k])) |
+               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[2 * k + 1])) << 16;
+    ((uint4 *)p)[g] = make_uint4(w[0], w[1], w[2], w[3]);
+}
+/* Whole groups of 8 bf16 values for the 8-wide kernel: n / 8 where dt is
+ * bf16 and every pointer given is 16-byte aligned, else 0. */
+static size_t vec8_groups(size_t n, int dt, const void *a, const void *b, const void *c, const void *d,
+                          const void *e) {
+    const void *p[5] = {a, b, c, d, e};
+    if (dt != BE_BF16) return 0;
+    for (int i = 0; i < 5; i++)
+        if (p[i] && (uintptr_t)p[i] % 16) return 0;
+    return n / 8;
+}
+/* p advanced by i values of type dt. */
+static inline const void *at_val(const void *p, size_t i, int dt) {
+    return (const unsigned char *)p + i * (dt == BE_BF16 ? 2 : 4);
+}
+
 /* ---- dense algebra (products: cuda_gemm.cu) ---------------------------------- */
 
+__device__ __forceinline__ float axpy_v(float a, float x, float y) { return fmaf(a, x, y); }
 template <typename T> __global__ void k_axpy(size_t n, float a, const void *x_, void *y_) {
     const T *x = (const T *)x_;
     T *y = (T *)y_;
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) stv(y, i, ldv(y, i) + a * ldv(x, i));
+    if (i < n) stv(y, i, axpy_v(a, ldv(x, i), ldv(y, i)));
+}
+__global__ void k_axpy8(size_t groups, float a, const void *x, void *y) {
+    size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (g >= groups) return;
+    float xv[8], yv[8];
+    ld8(x, g, xv);
+    ld8(y, g, yv);
+    for (int k = 0; k < 8; k++) yv[k] = axpy_v(a, xv[k], yv[k]);
+    st8(y, g, yv);
 }
 static void cu_axpy(size_t n, tt_real a, const void *x, void *y, int dt) {
-    if (!n) return;
-    TDISPATCH(dt, k_axpy, blocks_for(n, 256), 256, n, a, x, y);
+    size_t g = vec8_groups(n, dt, x, y, NULL, NULL, NULL), done = 8 * g;
+    if (g) {
+        k_axpy8<<<blocks_for(g, 256), 256, 0, g_compute>>>(g, a, x, y);
+        LAUNCHED();
+    }
+    if (n > done)
+        TDISPATCH(dt, k_axpy, blocks_for(n - done, 256), 256, n - done, a, at_val(x, done, dt),
+                  (void *)at_val(y, done, dt));
 }
 __global__ void k_scale(size_t n, float a, float *x) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -303,13 +355,23 @@ static void cu_dequant(uint32_t dtype, const void *blob, size_t n, size_t v0, si
 /* Dequantize the block into scratch (type dt), rows padded to be_row_pad(in)
  * (a bf16 row then starts 16-byte aligned, as tensor-core products want),
  * then one cuBLASLt product (the reference's composition; a fused kernel may
- * replace it behind the same op). */
+ * replace it behind the same op). A block already in the product's type,
+ * with unpadded 16-byte aligned rows (a bf16 lm_head's chunk, the layers of a
+ * bf16 store), is the product's operand as it lies: the copy would be exact,
+ * and cu_gemm's algorithm choice sees no alignment past 16 bytes, so both
+ * ways give the same bits. */
 static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx, uint32_t dtype, const void *blob,
                       size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
     int ldw = (int)be_row_pad((size_t)in);
-    dequant_rows(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt, in, ldw);
-    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, scratch, dt, ldw, beta, y, dt, ldy);
-    else cu_gemm(0, 1, rows, n, in, 1, x, dt, ldx, scratch, dt, ldw, beta, y, dt, ldy);
+    const void *wt = scratch;
+    const size_t es = dt == BE_BF16 ? 2 : 4;
+    const void *at = (const unsigned char *)blob + o0 * (size_t)in * es;
+    if (ldw == in && (uintptr_t)at % 16 == 0 &&
+        ((dtype == TT_DTYPE_BF16 && dt == BE_BF16) || (dtype == TT_DTYPE_F32 && dt == BE_REAL)))
+        wt = at;
+    else dequant_rows(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt, in, ldw);
+    if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, wt, dt, ldw, beta, y, dt, ldy);
+    else cu_gemm(0, 1, rows, n, in, 1, x, dt, ldx, wt, dt, ldw, beta, y, dt, ldy);
 }
 
 /* ---- layer ops -------------------------------------------------------------- */
@@ -373,25 +435,27 @@ static void cu_rms_bwd(int T, int C, const void *x, const tt_real *w, const tt_r
     TDISPATCH(dt, k_rms_bwd, T, 256, C, x, w, rstd, dy, dx, acc);
 }
 
+/* One block a token: its position once, then its heads' pairs in 32-bit
+ * index arithmetic (a 64-bit division a value made the kernel ALU-bound). */
 template <typename T>
-__global__ void k_rope(int T_, int seq, int nh, int hd, const float *cs, const float *sn, void *x_, float sgn,
+__global__ void k_rope(int seq, int nh, int hd, const float *cs, const float *sn, void *x_, float sgn,
                        const int32_t *seg) {
-    size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x, half = hd / 2;
-    if (idx >= (size_t)T_ * nh * half) return;
-    int i = (int)(idx % half);
-    size_t th = idx / half;
-    int h = (int)(th % nh), t = (int)(th / nh);
-    int pos = t % seq - (seg ? seg[t] : 0); /* packed examples: from the example's start */
-    float c = cs[(size_t)pos * half + i], s = sgn * sn[(size_t)pos * half + i];
-    T *p = (T *)x_ + (size_t)t * nh * hd + (size_t)h * hd;
-    float a = ldv(p, i), b = ldv(p, i + half);
-    stv(p, i, a * c - b * s);
-    stv(p, i + half, b * c + a * s);
+    const int t = blockIdx.x, half = hd / 2, n = nh * half;
+    const int pos = t % seq - (seg ? seg[t] : 0); /* packed examples: from the example's start */
+    const float *ct = cs + (size_t)pos * half, *st = sn + (size_t)pos * half;
+    T *row = (T *)x_ + (size_t)t * nh * hd;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const int i = j % half, h = j / half;
+        float c = ct[i], s = sgn * st[i];
+        T *p = row + h * hd;
+        float a = ldv(p, i), b = ldv(p, i + half);
+        stv(p, i, a * c - b * s);
+        stv(p, i + half, b * c + a * s);
+    }
 }
 static void cu_rope(int T, int seq, int nh, int hd, const tt_real *cs, const tt_real *sn, void *x, int inverse,
                     const int32_t *seg, int dt) {
-    size_t n = (size_t)T * nh * (hd / 2);
-    TDISPATCH(dt, k_rope, blocks_for(n, 256), 256, T, seq, nh, hd, cs, sn, x, inverse ? -1.f : 1.f, seg);
+    TDISPATCH(dt, k_rope, T, 256, seq, nh, hd, cs, sn, x, inverse ? -1.f : 1.f, seg);
 }
 
 /* ---- attention (head-chunked through cuBLAS) ----------------------------------
@@ -1006,29 +1070,67 @@ static void cu_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const voi
     TDISPATCH(dt, k_attn_kv, grid, 32 * KV_WARPS, n, cap, nh, nkv, hd, q, kc, vc, pos, out, 1.0f / sqrtf((float)hd));
 }
 
+__device__ __forceinline__ float swiglu_v(float g, float u) { return g / (1.f + expf(-g)) * u; }
+/* dg and du of one value */
+__device__ __forceinline__ void swiglu_bwd_v(float g, float u, float d, float *dg, float *du) {
+    float sg = 1.f / (1.f + expf(-g));
+    *dg = d * u * sg * fmaf(g, 1.f - sg, 1.f);
+    *du = d * g * sg;
+}
 template <typename T> __global__ void k_swiglu_fwd(size_t n, const void *g_, const void *u_, void *m_) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = ldv((const T *)g_, i);
-    stv((T *)m_, i, g / (1.f + expf(-g)) * ldv((const T *)u_, i));
+    stv((T *)m_, i, swiglu_v(ldv((const T *)g_, i), ldv((const T *)u_, i)));
+}
+__global__ void k_swiglu_fwd8(size_t groups, const void *g_, const void *u_, void *m_) {
+    size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (g >= groups) return;
+    float gv[8], uv[8];
+    ld8(g_, g, gv);
+    ld8(u_, g, uv);
+    for (int k = 0; k < 8; k++) gv[k] = swiglu_v(gv[k], uv[k]);
+    st8(m_, g, gv);
 }
 template <typename T>
 __global__ void k_swiglu_bwd(size_t n, const void *g_, const void *u_, const void *dm_, void *dg_, void *du_) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     /* all read first: dg/du may alias g/u/dm */
-    float gi = ldv((const T *)g_, i), ui = ldv((const T *)u_, i), d = ldv((const T *)dm_, i);
-    float sg = 1.f / (1.f + expf(-gi));
-    stv((T *)dg_, i, d * ui * sg * (1.f + gi * (1.f - sg)));
-    stv((T *)du_, i, d * gi * sg);
+    float gi = ldv((const T *)g_, i), ui = ldv((const T *)u_, i), d = ldv((const T *)dm_, i), dg, du;
+    swiglu_bwd_v(gi, ui, d, &dg, &du);
+    stv((T *)dg_, i, dg);
+    stv((T *)du_, i, du);
+}
+__global__ void k_swiglu_bwd8(size_t groups, const void *g_, const void *u_, const void *dm_, void *dg_, void *du_) {
+    size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (g >= groups) return;
+    float gv[8], uv[8], dv[8]; /* all read first: dg/du may alias g/u/dm (the same group of each) */
+    ld8(g_, g, gv);
+    ld8(u_, g, uv);
+    ld8(dm_, g, dv);
+    for (int k = 0; k < 8; k++) swiglu_bwd_v(gv[k], uv[k], dv[k], &gv[k], &uv[k]);
+    st8(dg_, g, gv);
+    st8(du_, g, uv);
 }
 static void cu_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int dt) {
-    if (!n) return;
-    TDISPATCH(dt, k_swiglu_fwd, blocks_for(n, 256), 256, n, g, u, m);
+    size_t G = vec8_groups(n, dt, g, u, m, NULL, NULL), done = 8 * G;
+    if (G) {
+        k_swiglu_fwd8<<<blocks_for(G, 256), 256, 0, g_compute>>>(G, g, u, m);
+        LAUNCHED();
+    }
+    if (n > done)
+        TDISPATCH(dt, k_swiglu_fwd, blocks_for(n - done, 256), 256, n - done, at_val(g, done, dt), at_val(u, done, dt),
+                  (void *)at_val(m, done, dt));
 }
 static void cu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt) {
-    if (!n) return;
-    TDISPATCH(dt, k_swiglu_bwd, blocks_for(n, 256), 256, n, g, u, dm, dg, du);
+    size_t G = vec8_groups(n, dt, g, u, dm, dg, du), done = 8 * G;
+    if (G) {
+        k_swiglu_bwd8<<<blocks_for(G, 256), 256, 0, g_compute>>>(G, g, u, dm, dg, du);
+        LAUNCHED();
+    }
+    if (n > done)
+        TDISPATCH(dt, k_swiglu_bwd, blocks_for(n - done, 256), 256, n - done, at_val(g, done, dt), at_val(u, done, dt),
+                  at_val(dm, done, dt), (void *)at_val(dg, done, dt), (void *)at_val(du, done, dt));
 }
 
 /* Cross-entropy a vocabulary chunk at a time (backend.h): one block per row.
@@ -1391,7 +1493,7 @@ static tt_backend g_cuda = {
     cu_host_alloc_pinned, cu_host_free_pinned,
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
     cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed, cu_dev_in_use,
-    CUDA_MLP_CHUNK_ELEMS,
+    CUDA_MLP_CHUNK_ELEMS, CUDA_WBUF_ELEMS, CUDA_XENT_CHUNK_ELEMS,
     cu_attn_path_name,
 };
 

@@ -46,6 +46,19 @@ int cuda_blas_open(const char *lt_name, const char *blas_name, char *why, size_t
  * --hbm at seq 4096 goes from 2.58 to 2.89 GiB; at 128M values, one chunk for
  * the 8B, it would be 3.33). */
 #define CUDA_MLP_CHUNK_ELEMS ((size_t)64 << 20)
+/* The dequantization scratch (tt_backend.wbuf_elems): 64M values, 128 MiB
+ * in bf16. At 16M llama3.1-8b's gate/up went in 4 blocks and down_proj in
+ * blocks of 1152 output rows (a 4096 x 1152 x 14336 product fills 55-73% of
+ * an H200's SMs) whose input gradients were summed block by block in bf16;
+ * at 64M every projection of the 8B is one product, the 70B's gate/up/down
+ * go in blocks of 8192 rows. +96 MiB of --hbm. */
+#define CUDA_WBUF_ELEMS ((size_t)64 << 20)
+/* The head's logits chunk (tt_backend.xent_chunk_elems): 32M values, 64 MiB
+ * in bf16. At 4M an 8192-token micro-batch went through llama3's 128256
+ * words 512 at a time: 251 chunks, each three products of N or K = 512 (one
+ * wave of tiles, or less) and each adding into the hidden-size gradient in
+ * bf16 again; at 32M 4096 at a time, 32 chunks. */
+#define CUDA_XENT_CHUNK_ELEMS ((size_t)32 << 20)
 #define CUDA_CONTEXT_ESTIMATE ((size_t)640 << 20)
 /* Attention's score buffers (its scratch, in the workspace): the backward's
  * two (seq x seq) fp32 matrices (P, dP) and, with bf16 activations, their two

@@ -24,6 +24,8 @@ static const tt_backend g_estimate = {
     .reserved_bytes = est_reserved,
     .attn_scratch_bytes = est_attn_scratch,
     .mlp_chunk_elems = CUDA_MLP_CHUNK_ELEMS,
+    .wbuf_elems = CUDA_WBUF_ELEMS,
+    .xent_chunk_elems = CUDA_XENT_CHUNK_ELEMS,
 };
 
 const tt_backend *backend_cuda_estimate(void) { return &g_estimate; }

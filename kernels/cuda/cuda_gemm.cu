@@ -123,11 +123,15 @@ static lt_entry g_cache[LT_CACHE];
 static size_t g_cached;
 static pthread_mutex_t g_cache_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* The largest power of two (up to 256) that divides the address. */
+/* The largest power of two (up to 16) that divides the address. cuBLASLt's
+ * algorithms ask at most 16 bytes of an operand; a key that told 256 from
+ * 64-byte alignment could give a product of the same shape another algorithm
+ * (other bits) by where its operand happens to lie — a streamed run's
+ * buffers lie elsewhere than a resident run's. */
 static uint8_t align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int s = 0;
-    while (s < 8 && !(a & ((uintptr_t)1 << s))) s++;
+    while (s < 4 && !(a & ((uintptr_t)1 << s))) s++;
     return (uint8_t)s; /* log2 of the alignment */
 }
 
