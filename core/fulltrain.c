@@ -8,6 +8,7 @@
  * are scattered on the host (it is gathered there) and copied in before the
  * optimizer. lm_head stays frozen, as in LoRAM's alignment step. */
 #include "core/fulltrain.h"
+#include "io/atomicfile.h"
 #include "core/exec.h"
 #include "sched/plan.h"
 #include "sched/stream.h"
@@ -432,6 +433,7 @@ typedef struct full_ctx {
     full_state *st;
     const tt_full_opts *o;
     const tt_mix *mix;
+    int failed_save; /* the step whose checkpoint could not be written (0: none) */
 } full_ctx;
 
 /* K micro-batches of weight gradients, the global norm (summed on the device),
@@ -735,9 +737,26 @@ static int out_written(const tt_full_opts *o, const tt_train_result *res, int rc
     return rc;
 }
 
+/* The trained store to --out: after the run (rc 0), or where only the last step's checkpoint failed (failed_save
+ * == --steps: a disk filled during the run), all the same — the model trained to the end is not thrown away for
+ * want of its checkpoint; the failure is still the run's outcome, said with what was written. */
+static int write_out(const tt_full_opts *o, const tt_train_result *res, int rc, int failed_save, const tt_config *c,
+                     const tier_write_opts *wopt, store_fill_fn fill, void *ctx) {
+    if (rc == 0) return out_written(o, res, store_write(o->out_path, c, wopt, fill, ctx));
+    if (failed_save != o->steps) return rc;
+    char why[1024];
+    snprintf(why, sizeof why, "%s", tt_lasterr());
+    int wrc = store_write(o->out_path, c, wopt, fill, ctx);
+    if (wrc) return TT_FAIL(rc, "%s; writing the trained store %s failed too: %s", why, o->out_path, tt_lasterr());
+    if (!o->quiet && !o->json) printf("wrote %s\n", o->out_path);
+    return TT_FAIL(rc, "%s; the model trained to step %d is in %s all the same", why, o->steps, o->out_path);
+}
+
 static int full_save(void *ctx, int step, uint64_t seen) {
     full_ctx *fc = ctx;
-    return ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
+    int rc = ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
+    if (rc) fc->failed_save = step;
+    return rc;
 }
 
 static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, const char *where) {
@@ -763,6 +782,33 @@ static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, co
 }
 
 static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *res);
+
+/* 0 when --out's file system has room for the trained store (about --model's size: the same dtypes, a layer lz4
+ * only where that is smaller) and --ckpt's for a checkpoint of np values (ck_sizes: the weights and GaLore's
+ * projectors, then AdamW's m and v padded to as many), beside what each holds now (replaced by a rename at the
+ * end); both on one file system, for both. Else -ENOSPC with the sentence: before the first step, not after the
+ * last (a run whose store cannot be written has trained for nothing). */
+static int full_room(const tt_full_opts *o, uint64_t np) {
+    struct stat sb;
+    const uint64_t mib = (uint64_t)1 << 20, store = (stat(o->model_path, &sb) == 0 ? (uint64_t)sb.st_size : 0) + mib,
+                   ck = o->ckpt_dir ? 3 * np * sizeof(float) + mib : 0;
+    uint64_t oa, od, ca = 0, cd = 0;
+    const int ot = atomic_fs_room(o->out_path, 0, &oa, &od) == 0,
+              ct = o->ckpt_dir && atomic_fs_room(o->ckpt_dir, 1, &ca, &cd) == 0;
+    char a[32], b[32];
+    if (ot && ct && od == cd && oa < store + ck)
+        return TT_FAIL(-ENOSPC, "--out %s and --ckpt %s are on one file system with %s free, but the trained store "
+                       "and a checkpoint take %s; free some space or give one of them another place", o->out_path,
+                       o->ckpt_dir, tt_fmt_bytes(oa, a, sizeof a), tt_fmt_bytes(store + ck, b, sizeof b));
+    if (ot && oa < store)
+        return TT_FAIL(-ENOSPC, "--out %s has %s free, but the trained store takes %s; free some space or give "
+                       "another --out", o->out_path, tt_fmt_bytes(oa, a, sizeof a), tt_fmt_bytes(store, b, sizeof b));
+    if (ct && ca < ck)
+        return TT_FAIL(-ENOSPC, "--ckpt %s has %s free, but a checkpoint (the weights and the optimizer state) "
+                       "takes %s; free some space or give another --ckpt", o->ckpt_dir,
+                       tt_fmt_bytes(ca, a, sizeof a), tt_fmt_bytes(ck, b, sizeof b));
+    return 0;
+}
 
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res) {
     memset(res, 0, sizeof *res);
@@ -800,19 +846,23 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         state_free(&st);
         return rc;
     }
+    uint64_t np, nm, nw;
+    ck_sizes(c, &res_ck, &st, &np, &nm, &nw, NULL);
+    if ((rc = full_room(o, np))) {
+        state_free(&st);
+        return rc;
+    }
     print_header(o, c, st.n, "");
     if (o->resume_dir && !o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, start);
     tt_train_opts lo;
     loop_opts(o, &lo);
-    full_ctx fc = {&st, o, mix};
+    full_ctx fc = {&st, o, mix, 0};
     static const tt_loop_ops ops = {full_step, full_eval, full_save}, ops_nosave = {full_step, full_eval, NULL};
     rc = train_loop(&lo, o->ckpt_dir ? &ops : &ops_nosave, &fc, mix, start, seen, res);
-    if (rc == 0) {
-        /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the
-         * store is no longer its source model (no source record) */
-        tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1, NULL};
-        rc = out_written(o, res, store_write(o->out_path, c, &wopt, fill_out, &st));
-    }
+    /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the store
+     * is no longer its source model (no source record) */
+    tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1, NULL};
+    rc = write_out(o, res, rc, fc.failed_save, c, &wopt, fill_out, &st);
     state_free(&st);
     return rc;
 }
@@ -870,6 +920,7 @@ typedef struct fstream {
     tt_full_opts so;              /* o with the model's budgets (what the teacher's plan leaves): the plan's carve
                                    * reads it */
     void *thid;                   /* host arena: its last hidden states of the step's K micro-batches */
+    int failed_save;              /* the step whose checkpoint could not be written (0: none) */
 } fstream;
 
 /* Values in layer l's extent (f32). */
@@ -1423,7 +1474,9 @@ static const ck_ops fs_ck = {fs_get, fs_set, fs_gal};
 
 static int fs_save(void *ctx, int step, uint64_t seen) {
     fstream *f = ctx;
-    return ck_save(f->o, &f->cfg, f->mix, &fs_ck, f, step, seen);
+    int rc = ck_save(f->o, &f->cfg, f->mix, &fs_ck, f, step, seen);
+    if (rc) f->failed_save = step;
+    return rc;
 }
 
 static int fs_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg, double lr,
@@ -1503,7 +1556,9 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     f->mix = mix;
     int start = 0;
     uint64_t seen = 0;
-    if (o->resume_dir && (rc = ck_load(o, &c, mix, &fs_ck, f, &start, &seen))) {
+    uint64_t np, nm, nw;
+    ck_sizes(&c, &fs_ck, f, &np, &nm, &nw, NULL);
+    if ((o->resume_dir && (rc = ck_load(o, &c, mix, &fs_ck, f, &start, &seen))) || (rc = full_room(o, np))) {
         fs_free(f);
         store_reader_close(&rd);
         free(dtypes);
@@ -1515,13 +1570,10 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     loop_opts(o, &lo);
     static const tt_loop_ops ops = {fs_step, fs_eval, fs_save}, ops_nosave = {fs_step, fs_eval, NULL};
     rc = train_loop(&lo, o->ckpt_dir ? &ops : &ops_nosave, f, mix, start, seen, res);
-    if (rc == 0) {
-        be_synchronize(); /* the last write-backs */
-        fs_out w = {f, &rd};
-        const tier_prune_map *pm = tier_prune(rd.s);
-        tier_write_opts wopt = {dtypes, pm, 1, NULL};
-        rc = out_written(o, res, store_write(o->out_path, &c, &wopt, fs_fill_out, &w));
-    }
+    be_synchronize(); /* the last write-backs */
+    fs_out w = {f, &rd};
+    tier_write_opts wopt = {dtypes, tier_prune(rd.s), 1, NULL};
+    rc = write_out(o, res, rc, f->failed_save, &c, &wopt, fs_fill_out, &w);
     fs_free(f);
     store_reader_close(&rd);
     free(dtypes);

@@ -647,12 +647,16 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
 
 /* What an early end leaves behind, as the loop's messages say it: the last
  * checkpoint in --out when one exists (it is intact: checkpoints are written
- * atomically), else that nothing was written. */
-static void kept_msg(const tt_train_opts *o, const tt_loop_ops *ops, char *kept, size_t kc, char *nothing, size_t nc) {
+ * atomically) and the step it holds (saved; 0: this run has saved none, so a
+ * checkpoint there is an earlier run's, which --force is starting over),
+ * else that nothing was written. */
+static void kept_msg(const tt_train_opts *o, const tt_loop_ops *ops, int saved, char *kept, size_t kc, char *nothing,
+                     size_t nc) {
     char ck[1100];
     struct stat sb;
     int has = ops->save && snprintf(ck, sizeof ck, "%s/" CKPT_FILE, o->out_dir) < (int)sizeof ck && stat(ck, &sb) == 0;
-    if (has) snprintf(kept, kc, "the last checkpoint in %s is intact", o->out_dir);
+    if (has && saved > 0) snprintf(kept, kc, "the last checkpoint in %s (step %d) is intact", o->out_dir, saved);
+    else if (has) snprintf(kept, kc, "this run wrote no checkpoint yet (the one in %s is the earlier run's)", o->out_dir);
     else snprintf(kept, kc, "no checkpoint was written yet");
     if (has) snprintf(nothing, nc, "nothing was saved (%s)", kept);
     else snprintf(nothing, nc, "nothing was written");
@@ -788,8 +792,8 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
     }
     /* what an early end leaves behind, for the messages */
     char kept[1200], nothing[1300];
-    kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing);
     int saved = start; /* the step of the last checkpoint (0: none; a resumed run's is its start) */
+    kept_msg(o, ops, saved, kept, sizeof kept, nothing, sizeof nothing);
     train_stop_arm(start + 1, ops->save ? "writing a checkpoint" : "writing the model as it is");
     fflush(stdout); /* the run's header lines, before a validation that may take a while */
 
@@ -1006,7 +1010,7 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
             }
             if (rc) break;
             saved = step;
-            kept_msg(o, ops, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
+            kept_msg(o, ops, saved, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
         }
         if (stop_sig || step == o->stop_after) {
             res->interrupted = stop_sig;

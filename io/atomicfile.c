@@ -10,7 +10,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+int atomic_fs_room(const char *path, int is_dir, uint64_t *avail, uint64_t *dev) {
+    char d[4096], up[4096];
+    if (snprintf(d, sizeof d, "%s", path) >= (int)sizeof d) return -1;
+    struct statvfs vs;
+    struct stat sb;
+    for (int up_one = !is_dir;; up_one = 1) {
+        if (up_one) { /* dirname writes into its argument or returns a static ".": through a copy */
+            memcpy(up, d, sizeof up);
+            snprintf(d, sizeof d, "%s", dirname(up));
+        }
+        if (stat(d, &sb) == 0) break;
+        if (errno != ENOENT || strcmp(d, ".") == 0 || strcmp(d, "/") == 0) return -1;
+    }
+    if (statvfs(d, &vs) != 0) return -1;
+    *avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+    *dev = (uint64_t)sb.st_dev;
+    return 0;
+}
 
 int atomic_write_all(int fd, const void *buf, uint64_t n) {
     const uint8_t *p = buf;

@@ -17,6 +17,12 @@ int atomic_write_all(int fd, const void *buf, uint64_t n);
  * "syncing", ...) to path; returns -err. */
 int atomic_write_fail(const char *path, int err, const char *what);
 
+/* Where a write of path lands (its folder; for a folder, is_dir, itself),
+ * or the nearest folder above that exists (the writer makes the rest): that
+ * file system's free bytes for an unprivileged writer (*avail) and device
+ * (*dev). 0, or -1 where it cannot tell (then the write itself will say). */
+int atomic_fs_room(const char *path, int is_dir, uint64_t *avail, uint64_t *dev);
+
 /* fsync of the folder holding path, so a rename in it is durable (best effort). */
 void atomic_sync_dir_of(const char *path);
 

@@ -325,6 +325,41 @@ grep -q "^step" "$dir/out" && fail "train --full trained before finding that --o
 mkdir "$dir/adir"
 expect_error "full: out is a directory" "adir is a directory" "$T" train $FULL --steps 2 --out "$dir/adir"
 [ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
+# --out or --ckpt without room for what the run writes is refused before step 1, not after the last; a disk that
+# fills during the run fails the last checkpoint, and the trained store still goes to --out (where a tmpfs can be
+# mounted: root)
+mkdir "$dir/fdisk"
+if mount -t tmpfs -o size=64k tmpfs "$dir/fdisk" 2>/dev/null; then
+    expect_error "full: --out without room" "--out .*fdisk/x.tier has .* free, but the trained store takes" \
+        "$T" train $FULL --steps 2 --eval-every 0 --out "$dir/fdisk/x.tier"
+    grep -q "^step" "$dir/out" && fail "train --full trained before finding --out without room"
+    expect_error "full: --ckpt without room" "--ckpt .*fdisk/ck has .* free, but a checkpoint .* takes" \
+        "$T" train $FULL --steps 2 --eval-every 0 --out "$dir/x.tier" --ckpt "$dir/fdisk/ck"
+    need=$(sed -n 's/.*a checkpoint .* takes \([0-9]*\)\.[0-9]* MiB.*/\1/p' "$dir/err" | head -1)
+    expect_error "full: --out and --ckpt on one disk" "--out .*fdisk/x.tier and --ckpt .*fdisk/ck are on one file" \
+        "$T" train $FULL --steps 2 --eval-every 0 --out "$dir/fdisk/x.tier" --ckpt "$dir/fdisk/ck"
+    [ -z "$(ls -A "$dir/fdisk")" ] || { fail "full: refused runs left files"; ls -la "$dir/fdisk"; }
+    [ -e "$dir/x.tier" ] && fail "full: a refused run left x.tier"
+    umount "$dir/fdisk"
+    # room for the checkpoint when the run starts, filled while it trains
+    if [ -n "$need" ] && mount -t tmpfs -o size=$((need + 2))m tmpfs "$dir/fdisk" 2>/dev/null; then
+        "$T" train $FULL --steps 100 --eval-every 0 --save-every 0 --out "$dir/x.tier" --ckpt "$dir/fdisk/ck" \
+            >"$dir/fill.out" 2>"$dir/fill.err" &
+        pid=$!
+        for i in $(seq 1 1200); do grep -q "^step *2/" "$dir/fill.out" 2>/dev/null && break; sleep 0.1; done
+        dd if=/dev/zero of="$dir/fdisk/fill" bs=1M count=$((need + 1)) 2>/dev/null
+        wait $pid; rc=$?
+        [ $rc -eq 1 ] && grep -q "checkpoint.bin failed: no space left.*; the model trained to step 100 is in .*x.tier all the same" \
+            "$dir/fill.err" || { fail "full: the last checkpoint failing lost the trained store (exit $rc)"; cat "$dir/fill.err"; }
+        expect_ok "full: the store written after a failed checkpoint verifies" "$T" verify "$dir/x.tier"
+        rm -f "$dir/x.tier"
+        umount "$dir/fdisk"
+    else
+        fail "full: no checkpoint size in the refusal, or no second tmpfs"
+    fi
+else
+    echo "note: no tmpfs could be mounted: --full's disk-room cases are skipped"
+fi
 # --ckpt DIR is a run folder as LoRA's --out is: one holding a run (here a LoRA run's) is refused without --resume
 # or --force and left as it was; a folder another train is writing is refused, naming it
 cp "$dir/run/checkpoint.bin" "$dir/ck.keep"

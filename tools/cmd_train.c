@@ -16,6 +16,7 @@
 #include "io/ckpt.h"
 #include "io/peft.h"
 #include "tools/tools.h"
+#include "io/atomicfile.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -28,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 static const char *hbm_str(uint64_t b) {
@@ -58,10 +58,9 @@ static const char *warmup_note(long warmup, long steps, double lr, char *b, size
  * moments) and the adapter (f32 at most), beside what it holds now, which stays until the new files are
  * renamed over it. Else 0 after the sentence: found before the first step, not at the first save. */
 static int out_has_room(const char *dir, size_t n) {
-    struct statvfs vs;
-    if (statvfs(dir, &vs) != 0) return 1; /* cannot tell: the save will say */
-    uint64_t need = (uint64_t)n * (sizeof(tt_real) + 2 * sizeof(float) + sizeof(float)) + ((uint64_t)1 << 20),
-             avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+    uint64_t avail, dev;
+    if (atomic_fs_room(dir, 1, &avail, &dev) != 0) return 1; /* cannot tell: the save will say */
+    uint64_t need = (uint64_t)n * (sizeof(tt_real) + 2 * sizeof(float) + sizeof(float)) + ((uint64_t)1 << 20);
     if (avail >= need) return 1;
     char a[32], b[32];
     fprintf(stderr, "tiertrain train: --out %s has %s free, but a save (checkpoint and adapter) takes %s; free some "
