@@ -66,6 +66,22 @@ grep -q '^acc [01]\.[0-9]\{4\} ± 0\.[0-9]\{4\} (n=20), acc_norm [01]\.[0-9]\{4\
 expect_ok "per-token" "$T" eval --model "$dir/m.tier" --data "$dir/t.tok" $SHAPE --per-token "$dir/pt.tsv" --json
 cp "$dir/out" "$dir/pt.json"
 [ "$(wc -l <"$dir/pt.tsv")" -eq $((80 * S)) ] || fail "--per-token: $((80 * S)) lines expected"
+# their files on a full disk (where a tmpfs can be mounted: root): --samples's scores printed all the same, then
+# its failure; --per-token stops at its first failed write; nothing left behind either way
+mkdir "$dir/small"
+if mount -t tmpfs -o size=4k tmpfs "$dir/small" 2>/dev/null; then
+    dd if=/dev/zero of="$dir/small/fill" bs=4k count=1 2>/dev/null # (3.7 KiB of samples would fit)
+    expect_error "--samples on a full disk" "writing .*small/s.jsonl failed: no space left" \
+        "$T" eval --model "$dir/m.tier" --task "$dir/mc.jsonl" $SHAPE --samples "$dir/small/s.jsonl"
+    cmp -s "$dir/out" "$dir/task.txt" || { fail "--samples on a full disk: not the scores"; cat "$dir/out"; }
+    expect_error "--per-token on a full disk" "writing .*small/pt.tsv failed: no space left" \
+        "$T" eval --model "$dir/m.tier" --data "$dir/t.tok" $SHAPE --per-token "$dir/small/pt.tsv"
+    rm -f "$dir/small/fill"
+    [ -z "$(ls -A "$dir/small")" ] || { fail "eval's files on a full disk: files left behind"; ls -la "$dir/small"; }
+    umount "$dir/small"
+else
+    echo "note: no tmpfs could be mounted: the disk-full cases are skipped"
+fi
 
 # The recomputation: each request's log-likelihood from its window's log-probs (targets at offsets
 # context-length .. request-length - 1), predictions by the first largest log-likelihood and

@@ -176,6 +176,23 @@ expect_error "bench generate past max_pos" "--prompt-tokens + --new-tokens 3032 
 expect_error "bad top-p" "--top-p must be in" "$T" generate -m "$dir/m.tier" --prompt hi --top-p 0
 expect_error "missing model" "$dir/none.tier" "$T" generate -m "$dir/none.tier" --prompt hi
 
+# -o on a disk that fills: the first failed write ends the run (not after every prompt), nothing left behind (where a
+# tmpfs can be mounted: root)
+mkdir "$dir/small"
+if mount -t tmpfs -o size=8k tmpfs "$dir/small" 2>/dev/null; then
+    for i in $(seq 1 200); do echo "{\"prompt\": \"The committee $i\"}"; done >"$dir/many.jsonl"
+    "$T" generate -m "$dir/m.tier" --prompts "$dir/many.jsonl" -n 32 --batch 4 -o "$dir/small/c.jsonl" \
+        >"$dir/out" 2>"$dir/err"
+    rc=$?
+    [ $rc -eq 1 ] && grep -q "^tiertrain generate: writing .*small/c.jsonl failed: no space left on the device" \
+        "$dir/err" || { fail "-o on a full disk: exit $rc, or not said"; cat "$dir/err"; }
+    grep -q "generate: 200 / 200 prompts" "$dir/err" && fail "-o on a full disk: every prompt was generated first"
+    [ -z "$(ls -A "$dir/small")" ] || { fail "-o on a full disk: files left behind"; ls -la "$dir/small"; }
+    umount "$dir/small"
+else
+    echo "note: no tmpfs could be mounted: the disk-full case is skipped"
+fi
+
 # Ctrl-C: what was generated so far is printed, exit 130.
 "$T" generate -m "$dir/m.tier" --prompt "The" -n 200000 --context 2048 >"$dir/int.out" 2>"$dir/int.err" &
 pid=$!

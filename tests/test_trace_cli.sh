@@ -54,6 +54,14 @@ if mount -t tmpfs -o size=16k tmpfs "$dir/small" 2>/dev/null; then
         --steps 3 --eval-every 0 --trace "$dir/small/t.json"
     [ -s "$dir/run-full/adapter_model.safetensors" ] || fail "trace on a full disk: the adapter is missing"
     [ -z "$(ls "$dir/small")" ] || { fail "trace on a full disk: files left behind"; ls -l "$dir/small"; }
+    # bench overlap (a 7 KiB trace on 4 KiB): its figures are printed all the same, the trace's failure after them
+    umount "$dir/small"
+    mount -t tmpfs -o size=4k tmpfs "$dir/small" || fail "a second tmpfs"
+    expect_error "bench overlap --trace on a full disk" "writing the trace file .*small/o.json failed: No space left" \
+        "$T" bench overlap --model "$dir/m.tier" --seq 16 --micro-batch 1 --batch-tokens 32 --steps 1 \
+        --trace "$dir/small/o.json"
+    grep -q "^overlap efficiency = " "$dir/out" || { fail "bench overlap --trace on a full disk: no figures"; cat "$dir/out"; }
+    [ -z "$(ls "$dir/small")" ] || { fail "bench overlap --trace on a full disk: files left behind"; ls -l "$dir/small"; }
     umount "$dir/small"
 else
     echo "note: no tmpfs could be mounted: the disk-full case is skipped"

@@ -335,7 +335,11 @@ static int bench_overlap(int argc, char **argv) {
         t_comp += t1;
     }
     uint64_t io_stream = exec_io_bytes(ex) - io0;
-    if (trace_path && trace_write_chrome_held(trace, trace_path, &tfile)) { tool_fail("bench overlap"); goto out; }
+    /* --trace's file holds the streamed steps alone (the IO-only passes below would add their reads); the figures
+     * are printed whether it could be written or not, its failure after them */
+    const int trace_failed = trace_path && trace_write_chrome_held(trace, trace_path, &tfile);
+    char trace_err[1024] = "";
+    if (trace_failed) snprintf(trace_err, sizeof trace_err, "%s", tt_lasterr());
     if (exec_io_pass(ex)) { tool_fail("bench overlap"); goto out; }
     double t0 = tt_now();
     for (long i = 0; i < steps; i++)
@@ -360,6 +364,12 @@ static int bench_overlap(int argc, char **argv) {
                (unsigned long long)p.dev_bytes, (unsigned long long)p.host_bytes, p.slots, p.host_cells, t_stream,
                t_io, t_comp, eff, (unsigned long long)io_stream);
         free(mq);
+    }
+    if (trace_failed) {
+        fflush(stdout);
+        tt_seterr("%s", trace_err);
+        tool_fail("bench overlap");
+        goto out;
     }
     exit_code = 0;
 out:

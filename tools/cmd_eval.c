@@ -77,6 +77,7 @@ int eval_exec_open(const eval_setup *es, const tool_plan_args *pa, tt_plan *plan
 typedef struct per_token_ctx {
     tt_exec *ex;
     FILE *f;              /* NULL: no --per-token */
+    const char *path;     /* --per-token's FILE (f writes its OUT.partial) */
     const tt_tokens *tok; /* the whole file (examples are indexed in it) */
     uint64_t base;        /* windows: the file index of the slice's first token */
     uint64_t row;         /* rows filled so far (reset per slice) */
@@ -100,6 +101,8 @@ static int per_token_eval(void *vc, const int32_t *in, const int32_t *tgt, const
             fprintf(c->f, "%llu\t%d\t%.17g\n", (unsigned long long)(first + t + 1), tgt[i], -c->nll[i]);
         }
     }
+    /* a write that failed (a full disk) ends the evaluation now, not after the whole file was scored */
+    if (ferror(c->f)) return atomic_write_fail(c->path, errno ? errno : EIO, "writing");
     return 0;
 }
 
@@ -193,7 +196,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         }
         pt_nll = tt_xmalloc((size_t)plan.req.K * plan.req.B * S * sizeof *pt_nll);
     }
-    per_token_ctx ptc = {ex, ptf, &exs, 0, 0, (int)S, pt_nll};
+    per_token_ctx ptc = {ex, ptf, per_token, &exs, 0, 0, (int)S, pt_nll};
     const int B = plan.req.B, K = plan.req.K;
     double sum = 0;
     if (exs.flags) { /* one pass of train_eval_with over the examples: the mean over their targets */
@@ -248,16 +251,16 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
                 model, adapter ? " + " : "", adapter ? adapter : "", data);
         goto done;
     }
+    /* --per-token's file finished before the figures are printed, which they are either way (the side file's
+     * failure is said after them, and the exit is 1) */
+    int pt_failed = 0;
     if (ptf) {
         int bad = fflush(ptf) != 0 || ferror(ptf);
         int err = errno;
         bad |= fclose(ptf) != 0;
         ptf = NULL;
-        if (bad) {
-            fprintf(stderr, "tiertrain eval: cannot write --per-token %s: %s\n", per_token, strerror(err ? err : EIO));
-            goto done;
-        }
-        if (atomic_commit(&pt, per_token)) { tool_fail("eval"); goto done; } /* fsyncs, renames, closes */
+        if (bad) atomic_write_fail(per_token, err ? err : EIO, "writing");
+        pt_failed = bad || atomic_commit(&pt, per_token); /* fsyncs, renames, closes */
     }
     if (es->as_json) {
         json_t *o = json_pack("{s:f, s:f, s:I, s:o, s:o?}", "loss", loss, "perplexity", ppl, "tokens",
@@ -274,6 +277,11 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         free(txt);
     } else {
         printf("eval: loss %.4f nats/token, perplexity %.3f over %llu tokens\n", loss, ppl, (unsigned long long)count);
+    }
+    if (pt_failed) {
+        fflush(stdout);
+        tool_fail("eval");
+        goto done;
     }
     exit_code = 0;
 done:

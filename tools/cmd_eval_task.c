@@ -524,7 +524,8 @@ int eval_task(const eval_setup *es, const eval_task_opts *o) {
         }
     }
     if (ts.n_gen && (rc = gen_score(es, o, tok, &te, &ts, &em_k))) { exit_code = rc; goto done; }
-    if (o->samples && samples_write(o->samples, &ts)) { tool_fail("eval"); goto done; }
+    /* the scores are printed whether --samples could be written or not (its failure after them, exit 1) */
+    const int samples_failed = o->samples && samples_write(o->samples, &ts);
     double acc, acc_se, norm, norm_se, em, em_se;
     mean_stderr(acc_k, ts.n_mc, &acc, &acc_se);
     mean_stderr(norm_k, ts.n_mc, &norm, &norm_se);
@@ -557,6 +558,11 @@ int eval_task(const eval_setup *es, const eval_task_opts *o) {
             printf("acc %.4f ± %s (n=%d), acc_norm %.4f ± %s (n=%d)\n", acc, fmt_se(acc_se, a1, sizeof a1), ts.n_mc,
                    norm, fmt_se(norm_se, a2, sizeof a2), ts.n_mc);
         if (ts.n_gen) printf("exact_match %.4f ± %s (n=%d)\n", em, fmt_se(em_se, a1, sizeof a1), ts.n_gen);
+    }
+    if (samples_failed) {
+        fflush(stdout);
+        tool_fail("eval");
+        goto done;
     }
     exit_code = 0;
 done:

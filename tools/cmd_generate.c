@@ -194,6 +194,7 @@ int cmd_generate(int argc, char **argv) {
     prompt_out *outs = NULL;
     char *jsonl = NULL;
     size_t jl = 0;
+    atomic_partial part = {-1, NULL}; /* -o: the lines go to OUT.partial as their batch ends */
     if (prompt) {
         texts = tt_xcalloc(1, sizeof *texts);
         texts[0] = tool_xstrdup(prompt);
@@ -252,6 +253,9 @@ int cmd_generate(int argc, char **argv) {
     gen_params gp = {(int)max_new, (float)temperature, (int)top_k, (float)top_p, seed, eos, n_eos};
     outs = tt_xcalloc((size_t)B, sizeof *outs);
     gen_ctx gc = {tok, &stop, &gp, outs, prompt && !as_json && !out_path};
+    /* -o's file, before the first prompt: a full disk or an unwritable folder is said now, not after every
+     * prompt was generated (and what they made lost) */
+    if (out_path && atomic_partial_open(out_path, &part)) { tool_fail("generate"); goto done; }
     struct sigaction old;
     tool_sigint_catch(&old);
     size_t jcap = 0;
@@ -302,12 +306,20 @@ int cmd_generate(int argc, char **argv) {
             size_t ll = tool_jsonl_append(j, &jsonl, &jl, &jcap); /* the texts are valid UTF-8 (tool_utf8_clean) */
             if (!out_path) { fwrite(jsonl + jl - ll, 1, ll, stdout); fflush(stdout); }
         }
+        int werr = out_path && jl ? atomic_write_all(part.fd, jsonl, jl) : 0;
+        jl = 0; /* written (or printed): the buffer is the next batch's */
+        if (werr) { /* the first failed write ends the run: no prompt more is generated for nothing */
+            tool_sigint_restore(&old);
+            atomic_write_fail(out_path, werr, "writing");
+            tool_fail("generate");
+            goto done;
+        }
         if (prompts_path)
             fprintf(stderr, "generate: %d / %d prompts, %.1f tokens/s\n", first + n, np,
                     (double)total_new / (tt_now() - t_all));
     }
     tool_sigint_restore(&old);
-    if (out_path && atomic_write_file(out_path, jsonl ? jsonl : "", jl)) { tool_fail("generate"); goto done; }
+    if (out_path && atomic_commit(&part, out_path)) { tool_fail("generate"); goto done; }
     if (interrupted) {
         fprintf(stderr, "tiertrain generate: interrupted; what was generated is %s\n",
                 out_path ? "in the output file" : "above");
@@ -323,6 +335,7 @@ done:
     for (int i = 0; i < np; i++) free(texts[i]);
     free(texts);
     free(lines);
+    atomic_partial_drop(&part); /* a run that failed or stopped early leaves no OUT.partial */
     free(jsonl);
     gen_free(g);
     peft_free(&a);
