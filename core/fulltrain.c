@@ -1174,7 +1174,10 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tier_store *ms,
     f->gal = tt_xcalloc(f->nt, sizeof *f->gal);
     f->so = *o; /* the student's budgets: what the teacher's smallest plan leaves */
     tt_plan tp;
-    int rc = fulltrain_plans(ms, o, NULL, &f->so, &tp, &f->plan);
+    tt_plan_req hints = {0}; /* what plan --full gets from the same flags: train plans as plan does */
+    hints.host_avail = o->host_avail;
+    hints.lm_head = o->lm_head;
+    int rc = fulltrain_plans(ms, o, &hints, &f->so, &tp, &f->plan);
     if (rc == 0) rc = stream_create(&f->st, ms, &f->plan, f, NULL);
     if (rc == 0 && o->teacher_path) {
         tier_store *ts = NULL;

@@ -84,8 +84,8 @@ fi
 expect_error "plan: --model and --preset" "give --model FILE or --preset NAME" "$T" plan --model "$dir/m.tier" --preset tiny
 # a LoRA state that does not fit (rank 1 would): the refusal names --rank and the largest that fits, not the
 # batch shape; when the rank is not the cause the message stays the batch shape's
-expect_error "plan: --rank too large for --host" "--rank 100000 is too large for tiny: .* does not fit --host 100.00 MiB.* lower --rank to [0-9]* or less" \
-    "$T" plan --preset tiny --rank 100000 --host 100M
+expect_error "plan: --rank too large for --host" "--rank 4096 is too large for tiny: .* does not fit --host 100.00 MiB.* lower --rank to [0-9]* or less" \
+    "$T" plan --preset tiny --rank 4096 --host 100M
 r=$(sed -n 's/.*lower --rank to \([0-9]*\) or less.*/\1/p' "$dir/err")
 expect_ok "plan: the largest rank that fits" "$T" plan --preset tiny --rank "$r" --host 100M
 expect_error "plan: one more does not fit" "--rank $((r + 1)) is too large" "$T" plan --preset tiny --rank $((r + 1)) --host 100M
@@ -97,11 +97,15 @@ expect_ok "plan: the --host named for the rank" "$T" plan --preset tiny --rank $
 expect_error "train: --rank too large for --host" "--rank 4096 is too large for tiny: .* lower --rank to [0-9]* or less" \
     "$T" train --model "$dir/m.tier" --data "$dir/t.tok" --rank 4096 --host 100M --steps 1 --out "$dir/rank-out"
 [ -e "$dir/rank-out" ] && fail "a refused train created its --out"
-expect_error "plan: --rank too large for --hbm" "--rank 65536 is too large for llama3.1-70b: .* does not fit --hbm 20.00 GiB.* or raise --hbm to [0-9.]* GiB and --host to [0-9.]* TiB$" \
-    "$T" plan --preset llama3.1-70b --rank 65536 --hbm 20G --host 1T
+expect_error "plan: --rank too large for --hbm" "--rank 4096 is too large for llama3.1-70b: .* does not fit --hbm 8.00 GiB.* or raise --hbm to [0-9.]* GiB and --host to [0-9.]* GiB$" \
+    "$T" plan --preset llama3.1-70b --rank 4096 --hbm 8G --host 100G
 hb=$(sed -n 's/.*or raise --hbm to \([0-9.]*\) GiB and .*/\1G/p' "$dir/err")
-hh=$(sed -n 's/.* and --host to \([0-9.]*\) TiB$/\1T/p' "$dir/err")
-expect_ok "plan: the --hbm and --host named for the rank" "$T" plan --preset llama3.1-70b --rank 65536 --hbm "$hb" --host "$hh"
+hh=$(sed -n 's/.* and --host to \([0-9.]*\) GiB$/\1G/p' "$dir/err")
+expect_ok "plan: the --hbm and --host named for the rank" "$T" plan --preset llama3.1-70b --rank 4096 --hbm "$hb" --host "$hh"
+# train's ranges, the flag named
+expect_error "plan: --rank past train's range" "^tiertrain plan: --rank must be 1..4096$" "$T" plan --preset tiny --rank 4097
+expect_error "plan: --micro-batch past train's range" "^tiertrain plan: --micro-batch must be 1..65536$" \
+    "$T" plan --preset tiny --micro-batch 65537 --seq 2 --batch-tokens 131074
 # a smallest --hbm in GiB is named rounded up, so that figure is enough (rounded to the nearest it was 4.6 MiB short
 # at seq 4096)
 expect_error "plan: --hbm too small for 70b at seq 4096" "needs --hbm [0-9.]* GiB" "$T" plan --preset llama3.1-70b \
@@ -110,7 +114,7 @@ hb=$(sed -n 's/.*needs --hbm \([0-9.]*\) GiB.*/\1G/p' "$dir/err")
 expect_ok "plan: the --hbm named ($hb)" "$T" plan --preset llama3.1-70b --seq 4096 --micro-batch 1 --batch-tokens 4096 \
     --hbm "$hb" --host 1T
 expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \
-    "$T" plan --preset llama3.1-70b --hbm 2G --host 1T
+    "$T" plan --preset llama3.1-70b --hbm 1G --host 1T
 # --prune-ratio and --quant describe the store --preset makes: with --model they are refused, not ignored
 expect_error "plan --model --prune-ratio" "--prune-ratio goes with --preset" "$T" plan --model "$dir/m.tier" --prune-ratio 0.5
 expect_error "plan --model --quant" "--quant goes with --preset" "$T" plan --model "$dir/m.tier" --quant f32

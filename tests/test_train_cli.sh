@@ -325,6 +325,20 @@ grep -q "^step" "$dir/out" && fail "train --full trained before finding that --o
 mkdir "$dir/adir"
 expect_error "full: out is a directory" "adir is a directory" "$T" train $FULL --steps 2 --out "$dir/adir"
 [ -e "$dir/x.tier" ] && fail "a refused train --full left x.tier"
+# streamed, train --full plans as plan --full does: --lm-head is taken (host: streamed in chunks, less device)
+for h in host device; do
+    "$T" train $FULL --steps 1 --eval-every 0 --stream --clip 0 --hbm 20M --lm-head $h --out "$dir/x.tier" --force \
+        >"$dir/lh.$h" 2>&1 || { fail "train --full --lm-head $h"; cat "$dir/lh.$h"; }
+    "$T" plan --full --model "$dir/f32.tier" --seq 32 --micro-batch 2 --batch-tokens 128 --hbm 20M --lm-head $h \
+        >"$dir/plh.$h" 2>&1 || fail "plan --full --lm-head $h"
+done
+rm -f "$dir/x.tier"
+grep -q "lm_head streamed from the host" "$dir/plh.host" && grep -q "lm_head on the device" "$dir/plh.device" ||
+    fail "plan --full: --lm-head not as asked"
+dh=$(sed -n 's/.*streamed (.*, \([0-9.]*\) MiB device.*/\1/p' "$dir/lh.host")
+dd_=$(sed -n 's/.*streamed (.*, \([0-9.]*\) MiB device.*/\1/p' "$dir/lh.device")
+[ -n "$dh" ] && [ -n "$dd_" ] && [ "$(echo "$dh $dd_" | awk '{ print ($1 < $2) }')" = 1 ] ||
+    { fail "train --full: --lm-head host did not take less device memory ($dh vs $dd_ MiB)"; cat "$dir/lh.host"; }
 # --out or --ckpt without room for what the run writes is refused before step 1, not after the last; a disk that
 # fills during the run fails the last checkpoint, and the trained store still goes to --out (where a tmpfs can be
 # mounted: root)

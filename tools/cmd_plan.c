@@ -30,10 +30,15 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
         fprintf(stderr, "tiertrain %s: --dropout must be in [0, 1) (below 1 - 6e-8, a float's last step)\n", cmd);
         return 2;
     }
-    if (a->seq < 2 || a->micro < 1 || a->rank < 1 || a->batch_tokens < (uint64_t)(a->seq * a->micro) ||
-        a->batch_tokens % (uint64_t)(a->seq * a->micro)) {
-        fprintf(stderr, "tiertrain %s: --seq >= 2, --micro-batch >= 1, --rank >= 1, and --batch-tokens a multiple of "
-                        "--seq x --micro-batch\n", cmd);
+    /* train's ranges, the flag that is out of them named: a plan for a run train refuses would mislead */
+    const char *bad = a->seq < 2 || a->seq > 1 << 20 ? "--seq must be 2..1048576"
+                    : a->micro < 1 || a->micro > 65536 ? "--micro-batch must be 1..65536"
+                    : a->rank < 1 || a->rank > 4096 ? "--rank must be 1..4096"
+                    : a->batch_tokens < (uint64_t)(a->seq * a->micro) || a->batch_tokens % (uint64_t)(a->seq * a->micro)
+                        ? "--batch-tokens must be a multiple of --seq x --micro-batch"
+                        : NULL;
+    if (bad) {
+        fprintf(stderr, "tiertrain %s: %s\n", cmd, bad);
         return 2;
     }
     /* the products that size memory stay far inside int (a micro-batch's tokens, micro-batches per step) */
@@ -303,7 +308,7 @@ int cmd_plan(int argc, char **argv) {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (this or --preset)"},
         {"preset", 0, CLI_STR, &preset, NULL, "NAME", "instead of --model: the store `synth --preset NAME` would write, described without a file (tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b)"},
         {"prune-ratio", 0, CLI_FLOAT, &prune_ratio, "0", "R", "with --preset: LoRAM structured pruning ratio (0: unpruned)"},
-        {"quant", 0, CLI_STR, &quant, NULL, "Q", "with --preset: the projections' dtype, nf4, bf16 (the default) or f32"},
+        {"quant", 0, CLI_STR, &quant, "nf4", "Q", "with --preset: the projections' dtype, nf4 (synth's default), bf16 or f32; with --full bf16 unless given (NF4 weights cannot be trained whole)"},
         {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full, streamed: f32 master weights and optimizer state in the host arena) instead of LoRA"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw or galore"},
         {"galore-rank", 0, CLI_INT, &grank, "128", "R", "with --full --optim galore: the projection rank"},
@@ -341,14 +346,15 @@ int cmd_plan(int argc, char **argv) {
                 io_gbps < 0 ? "--io-gbps" : "--gflops", io_gbps < 0 ? io_gbps : gflops);
         return 2;
     }
-    if (model && (prune_ratio != 0 || quant)) { /* they describe the store --preset makes; --model's is on disk */
+    if (model && (prune_ratio != 0 || cli_given(&quant))) { /* they describe the store --preset makes; --model's is
+                                                             * on disk */
         fprintf(stderr, "tiertrain plan: %s goes with --preset; --model %s is planned as it is (prune or quantize it "
                         "first to plan that)\n", prune_ratio != 0 ? "--prune-ratio" : "--quant", model);
         return 2;
     }
     tier_store *s;
     if (preset) {
-        if ((rc = describe_preset(preset, prune_ratio, quant ? quant : "bf16", &s))) return rc;
+        if ((rc = describe_preset(preset, prune_ratio, full && !cli_given(&quant) ? "bf16" : quant, &s))) return rc;
     } else if (tier_open(&s, model)) return tool_fail("plan");
     if (generate && (sweep || context < 2 || context > 1 << 20)) {
         fprintf(stderr, "tiertrain plan: %s\n", sweep ? "--generate and --sweep do not go together"

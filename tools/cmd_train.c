@@ -102,6 +102,14 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.lr = t->lr; o.min_lr = t->min_lr; o.wd = t->wd; o.b1 = t->b1; o.b2 = t->b2; o.eps = t->eps; o.clip = t->clip;
     o.eval_every = t->eval_every; o.eval_tokens = t->eval_tokens;
     o.hbm = pa->hbm;
+    /* the streamed plan's hints, as plan --full takes them from the same flags (tool_plan_flags) */
+    o.host_avail = pa->host ? 0 : tt_mem_available();
+    o.lm_head = strcmp(pa->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(pa->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
+              : strcmp(pa->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
+    if (o.lm_head < 0) {
+        fprintf(stderr, "tiertrain train: --lm-head must be auto, device or host, not '%s'\n", pa->lm_head);
+        return 2;
+    }
     o.json = t->json;
     uint64_t nt = o.mix ? 0 : train->n, nv = o.mix ? 0 : val->n; /* a mixture: its sources' sums */
     for (int i = 0; o.mix && i < o.mix->n; i++) nt += o.mix->train[i].n, nv += o.mix->val[i].n;

@@ -1511,8 +1511,13 @@ extern "C" const tt_backend *backend_cuda(void) {
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
         cudaGetLastError();
+        /* the runtime says "driver version is insufficient" where there is no driver at all */
+        void *drv = e == cudaErrorInsufficientDriver ? dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL) : NULL;
+        if (drv) dlclose(drv);
         tt_seterr("no CUDA device can be used (%s); use --device cpu",
-                  e != cudaSuccess ? cudaGetErrorString(e) : "no GPU found");
+                  e == cudaErrorInsufficientDriver && !drv ? "no NVIDIA driver here: libcuda.so.1 cannot be loaded"
+                  : e != cudaSuccess                       ? cudaGetErrorString(e)
+                                                           : "no GPU found");
         state = -1;
         return NULL;
     }
