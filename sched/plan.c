@@ -197,13 +197,16 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     if (rc || req->host || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
     /* No --host: what the machine has available is the budget. The host arena
      * gets what the device arena leaves; on the CPU backend, whose device arena
-     * is host memory too, an unlimited --hbm becomes what the smallest plan's
+     * is host memory too, an unlimited --hbm — or one larger than the machine
+     * can hold beside the smallest plan's host arena: --hbm is a cap, and a
+     * larger cap must not refuse what a smaller one plans — becomes what that
      * host arena leaves (more activations on the "device" spill fewer). */
     const int cpu = dev_is_host();
     uint64_t dev_min, host_min;
     plan_minimum(s, req, &dev_min, &host_min);
     tt_plan_req r = *req;
-    if (cpu && !req->hbm && host_min < req->host_avail) r.hbm = req->host_avail - host_min;
+    if (cpu && host_min < req->host_avail && (!req->hbm || req->hbm > req->host_avail - host_min))
+        r.hbm = req->host_avail - host_min;
     uint64_t dev = cpu ? (r.hbm ? r.hbm : out->dev_bytes) : 0;
     if (dev < req->host_avail) {
         r.host = req->host_avail - dev;

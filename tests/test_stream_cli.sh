@@ -115,6 +115,14 @@ expect_ok "plan: the --hbm named ($hb)" "$T" plan --preset llama3.1-70b --seq 40
     --hbm "$hb" --host 1T
 expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \
     "$T" plan --preset llama3.1-70b --hbm 1G --host 1T
+# on the CPU backend, whose "device" is host memory too, --hbm is a cap: one larger than the machine's memory plans
+# what no --hbm plans (it was refused, blaming the memory the unlimited plan had found enough)
+P70C="--preset llama3.1-70b --seq 256 --micro-batch 1 --batch-tokens 256"
+if "$T" plan $P70C >/dev/null 2>&1; then
+    expect_ok "plan: --hbm past the machine's memory, CPU backend" "$T" plan $P70C --hbm 1T
+else
+    echo "note: this machine's available memory does not hold the 70B's smallest CPU plan: the --hbm cap case is skipped"
+fi
 # --prune-ratio and --quant describe the store --preset makes: with --model they are refused, not ignored
 expect_error "plan --model --prune-ratio" "--prune-ratio goes with --preset" "$T" plan --model "$dir/m.tier" --prune-ratio 0.5
 expect_error "plan --model --quant" "--quant goes with --preset" "$T" plan --model "$dir/m.tier" --quant f32
