@@ -60,6 +60,10 @@ int atomic_write_fail(const char *path, int err, const char *what) {
         return TT_FAIL(-err, "writing %s failed: its file system cannot hold a file that large; write it elsewhere",
                        path);
     }
+    if (err == ENOENT && strcmp(what, "renaming into place") == 0)
+        return TT_FAIL(-err, "renaming into place %s failed: its folder was removed or moved while it was written; "
+                             "run again where the folder is", path);
+    if (err == EROFS) return TT_FAIL(-err, "%s %s failed: its file system became read-only; write it elsewhere", what, path);
     return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
 }
 

@@ -184,7 +184,9 @@ int store_check_output(const char *opt, const char *out, const char *in) {
     if (stat(parent, &b) != 0 || !S_ISDIR(b.st_mode))
         rc = TT_FAIL(-ENOENT, "cannot write %s %s: the folder %s does not exist", opt, out, parent);
     else if (access(parent, W_OK) != 0)
-        rc = TT_FAIL(-EACCES, "cannot write %s %s: the folder %s is not writable", opt, out, parent);
+        rc = errno == EROFS ? TT_FAIL(-EROFS, "cannot write %s %s: the folder %s is on a read-only file system; write "
+                                              "elsewhere", opt, out, parent)
+                            : TT_FAIL(-EACCES, "cannot write %s %s: the folder %s is not writable", opt, out, parent);
     free(copy);
     return rc;
 }

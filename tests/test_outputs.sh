@@ -376,4 +376,18 @@ done
 (sleep 1; "$T" synth --preset small -o "$dir/pipe.tier" 2>/dev/null; echo $? >"$dir/pipe.rc") | true
 [ "$(cat "$dir/pipe.rc")" -eq 141 ] || fail "synth into a closed pipe exited $(cat "$dir/pipe.rc"), not by SIGPIPE"
 [ -e "$dir/pipe.tier.partial" ] && fail "SIGPIPE left pipe.tier.partial behind"
+# a read-only file system and one without a free inode (df shows free bytes): each said so, with what to do (where a
+# tmpfs can be mounted: root)
+mkdir "$dir/fsx"
+if mount -t tmpfs -o size=1m,ro tmpfs "$dir/fsx" 2>/dev/null; then
+    expect_error "synth onto a read-only file system" "the folder .*fsx is on a read-only file system; write elsewhere" \
+        "$T" synth --preset tiny -o "$dir/fsx/x.tier"
+    umount "$dir/fsx"
+    mount -t tmpfs -o size=1m,nr_inodes=1 tmpfs "$dir/fsx" || fail "a tmpfs without inodes"
+    expect_error "synth with no free inode" "cannot create .*fsx/x.tier: its file system has no room for another file (no space, or no free inodes: df -i)" \
+        "$T" synth --preset tiny -o "$dir/fsx/x.tier"
+    umount "$dir/fsx"
+else
+    echo "note: no tmpfs could be mounted: the read-only and no-inode cases are skipped"
+fi
 finish test_outputs

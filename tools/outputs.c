@@ -74,6 +74,11 @@ static int dash_refused(const char *cmd, const char *flag, const char *path, con
     return 1;
 }
 
+/* Why access(W_OK) just failed, as the end of a sentence about a folder. */
+static const char *unwritable(void) {
+    return errno == EROFS ? "is on a read-only file system; write elsewhere" : "is not writable";
+}
+
 int tool_check_out(const char *cmd, const char *flag, const char *path, const char *const *inputs, int force) {
     if (!path || !*path) {
         fprintf(stderr, "tiertrain %s: %s is empty; name the file to write\n", cmd, flag);
@@ -127,7 +132,7 @@ int tool_check_out(const char *cmd, const char *flag, const char *path, const ch
         return 2;
     }
     if (access(dir, W_OK | X_OK) != 0) {
-        fprintf(stderr, "tiertrain %s: %s %s: the folder %s is not writable\n", cmd, flag, path, dir);
+        fprintf(stderr, "tiertrain %s: %s %s: the folder %s %s\n", cmd, flag, path, dir, unwritable());
         return 2;
     }
     if (!force) tt_partial_new_only(path); /* absent now: another process writing it meanwhile is found at its write */
@@ -148,7 +153,7 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
             return 2;
         }
         if (access(dir, W_OK | X_OK) != 0) {
-            fprintf(stderr, "tiertrain %s: %s %s is not writable\n", cmd, flag, dir);
+            fprintf(stderr, "tiertrain %s: %s %s %s\n", cmd, flag, dir, unwritable());
             return 2;
         }
     } else {
@@ -160,8 +165,8 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
             return 2;
         }
         if (access(parent, W_OK | X_OK) != 0) {
-            fprintf(stderr, "tiertrain %s: %s: cannot create %s: its parent directory is not writable\n", cmd, flag,
-                    dir);
+            fprintf(stderr, "tiertrain %s: %s: cannot create %s: its parent directory %s\n", cmd, flag, dir,
+                    unwritable());
             return 2;
         }
         return 0; /* nothing in it yet */

@@ -414,6 +414,12 @@ static int partial_open(const char *tmp_path, const char *out) {
                 return TT_FAIL(-e, "cannot create %s: its folder does not exist", out);
             if (e == ENOENT) /* the folder exists but takes no new files (/proc, /sys) */
                 return TT_FAIL(-e, "cannot create %s: its folder takes no new files; write it elsewhere", out);
+            if (e == ENOSPC || e == EDQUOT) /* df may still show free bytes: the file system's inodes are used up */
+                return TT_FAIL(-e, "cannot create %s: its file system has no room for another file (%s); free some, "
+                               "or write it elsewhere", out, e == EDQUOT ? "the disk quota is used up"
+                                                                          : "no space, or no free inodes: df -i");
+            if (e == EROFS)
+                return TT_FAIL(-e, "cannot create %s: its file system is read-only; write it elsewhere", out);
             return TT_FAIL(-e, "cannot create %s: %s", out, strerror(e));
         }
         partial_note(tmp_path, 0, fd); /* removed by a signal if it is ours (partial_ours) */
