@@ -1764,9 +1764,25 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
                                  tmp_dir, strerror(errno));
         else {
             unlink(path); /* gone with the last reference: nothing to clean up */
-            if (ftruncate(fd, (off_t)(total ? total : 1)) != 0)
+            /* its blocks taken now, not found missing after the calibration's passes (a file system without
+             * fallocate: its free space checked instead) */
+            uint64_t avail = 0, dev;
+            char need_s[32], have_s[32];
+            int fe = fallocate(fd, 0, 0, (off_t)(total ? total : 1)) == 0 ? 0 : errno;
+            if (fe == EOPNOTSUPP && atomic_fs_room(tmp_dir, 1, &avail, &dev) == 0 && avail < total) fe = ENOSPC;
+            if (fe == ENOSPC || fe == EDQUOT) {
+                if (atomic_fs_room(tmp_dir, 1, &avail, &dev) != 0) avail = 0;
+                rc = TT_FAIL(-fe, "the calibration gradients take %s in %s (4 bytes per weight of the pruned layers, "
+                             "held while the output is written there too) but it has %s free; free space, or prune "
+                             "fewer layers at a time (--layers)", tt_fmt_bytes(total, need_s, sizeof need_s), tmp_dir,
+                             tt_fmt_bytes(avail, have_s, sizeof have_s));
+            } else if (fe && fe != EOPNOTSUPP) {
+                rc = TT_FAIL(-fe, "cannot size the calibration gradients' file (%llu bytes) in %s: %s",
+                             (unsigned long long)total, tmp_dir, strerror(fe));
+            } else if (fe && ftruncate(fd, (off_t)(total ? total : 1)) != 0) {
                 rc = TT_FAIL(-errno, "cannot size the calibration gradients' file (%llu bytes) in %s: %s",
                              (unsigned long long)total, tmp_dir, strerror(errno));
+            }
         }
     }
     tt_exec *e = NULL;

@@ -542,6 +542,11 @@ int prune_store(const char *in, const char *out, const tt_prune_opts *o, tt_prun
     }
     if (structured) rc = prune_structured(&r, in, out, o, a, b, dtypes, grads, &prog, &rep->after);
     else rc = prune_masked(&r, in, out, o, a, b, dtypes, grads, &prog, rep);
+    if ((rc == -ENOSPC || rc == -EDQUOT) && gmap) { /* the disk's free space was what the held gradients left */
+        char g[32];
+        rc = TT_FAIL(rc, "%s (the calibration gradients beside it, %s, are held until it is written: free that much "
+                     "more)", tt_lasterr(), tt_fmt_bytes(gmap_len, g, sizeof g));
+    }
 done:
     if (gmap) munmap(gmap, gmap_len);
     else if (grads)

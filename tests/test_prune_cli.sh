@@ -120,6 +120,19 @@ expect_ok "taylor 300 x 2" "$T" prune "$dir/f32.tier" --method unst --ratio 0.5 
 expect_ok "verify taylor 300 x 2" "$T" verify "$dir/taylor-300.tier"
 expect_ok "taylor 507 x 2" "$T" prune "$dir/f32.tier" --ratio 0.5 --importance taylor \
     --calib "$dir/c1016.tok" --calib-samples 507 --calib-seq 2 -o "$dir/taylor-507.tier"
+# streamed calibration (--hbm) beside -o on a small disk (where a tmpfs can be mounted: root): the gradients' room
+# is taken before the calibration, or its lack said with both sizes; nothing left behind
+mkdir "$dir/small"
+if mount -t tmpfs -o size=1m tmpfs "$dir/small" 2>/dev/null; then
+    expect_error "taylor --hbm: no room for the gradients" "the calibration gradients take .* in .*small .* but it has .* free" \
+        "$T" prune "$dir/f32.tier" --ratio 0.5 --importance taylor --calib "$dir/t.tok" --calib-samples 2 \
+        --calib-seq 32 --hbm 64M -o "$dir/small/p.tier"
+    grep -q "Taylor calibration took" "$dir/out" && fail "taylor --hbm: calibrated before finding no room"
+    [ -z "$(ls -A "$dir/small")" ] || { fail "taylor --hbm on a small disk: files left"; ls -la "$dir/small"; }
+    umount "$dir/small"
+else
+    echo "note: no tmpfs could be mounted: the small-disk calibration case is skipped"
+fi
 
 # Bad input: one line naming the file or option, no output left behind.
 x="$dir/x.tier"
