@@ -122,10 +122,18 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
                            "raise --hbm or lower %s",
                            tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq,
                            tt_fmt_bytes_up(tt_align_up(total, 1 << 20), need, sizeof need), gen_flags(req));
+        /* a --host too small for that plan too is named with it: one refusal, not one after the other */
+        char hneed[64] = "";
+        if (req->host && p.host_bytes > req->host) {
+            char hb[32];
+            snprintf(hneed, sizeof hneed, " and --host %s",
+                     tt_fmt_bytes_up(tt_align_up(p.host_bytes, 1 << 20), hb, sizeof hb));
+        }
         return TT_FAIL(-ENOSPC, "--hbm %s is too small for %s with %d x %d-token micro-batches: the smallest plan (%d "
-                       "layer slot%s, every activation spilled) needs --hbm %s; raise --hbm or lower --micro-batch / "
+                       "layer slot%s, every activation spilled) needs --hbm %s%s; raise %s or lower --micro-batch / "
                        "--seq", tt_fmt_bytes(req->hbm, have, sizeof have), c->name, req->B, req->seq, p.slots,
-                       p.slots == 1 ? "" : "s", tt_fmt_bytes_up(tt_align_up(total, 1 << 20), need, sizeof need));
+                       p.slots == 1 ? "" : "s", tt_fmt_bytes_up(tt_align_up(total, 1 << 20), need, sizeof need), hneed,
+                       hneed[0] ? "both" : "--hbm");
     }
     if (req->hbm || req->host) {
         /* Grow greedily while the budgets allow: lm_head on the device, a third

@@ -115,6 +115,12 @@ expect_ok "plan: the --hbm named ($hb)" "$T" plan --preset llama3.1-70b --seq 40
     --hbm "$hb" --host 1T
 expect_error "plan: --hbm too small, whatever the rank" "raise --hbm or lower --micro-batch / --seq" \
     "$T" plan --preset llama3.1-70b --hbm 1G --host 1T
+# both budgets too small: one refusal names both, and what it names is enough
+expect_error "plan: --hbm and --host too small" "needs --hbm [0-9.]* MiB and --host [0-9.]* MiB; raise both" \
+    "$T" plan --preset tiny --hbm 1M --host 1M
+hb=$(sed -n 's/.*needs --hbm \([0-9.]*\) MiB and.*/\1M/p' "$dir/err")
+hh=$(sed -n 's/.* and --host \([0-9.]*\) MiB;.*/\1M/p' "$dir/err")
+expect_ok "plan: the --hbm and --host named" "$T" plan --preset tiny --hbm "$hb" --host "$hh"
 # on the CPU backend, whose "device" is host memory too, --hbm is a cap: one larger than the machine's memory plans
 # what no --hbm plans (it was refused, blaming the memory the unlimited plan had found enough)
 P70C="--preset llama3.1-70b --seq 256 --micro-batch 1 --batch-tokens 256"
