@@ -209,6 +209,43 @@ int fulltrain_check_inputs(const tier_store *s, const char *teacher_path, int *t
     return rc;
 }
 
+/* The tensors full training leaves frozen: lm_head, and the embedding where lm_head is it. */
+static int full_frozen(const tt_config *c, const tt_tensor_desc *d) {
+    return d->role == TT_ROLE_LM_HEAD || (d->role == TT_ROLE_EMBED && c->tie_embeddings);
+}
+
+int fulltrain_resident_bytes(const tier_store *s, const tt_full_opts *o, uint64_t *bytes) {
+    const tt_config *c = tier_config(s);
+    int tied = 0, rc = fulltrain_check_inputs(s, o->teacher_path, &tied);
+    if (rc) return rc;
+    size_t n = 0, ws_bytes = 0;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (!full_frozen(c, &d)) n += d.rows * d.cols;
+    }
+    /* the workspace as fulltrain_run makes it: a tied lm_head (the model's or the teacher's) is the embedding, on
+     * the host, whose chunks go through the staging buffer */
+    tt_ws_opts wo = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1, .head_streamed = c->tie_embeddings || tied,
+                     .with_distill = o->teacher_path != NULL};
+    tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
+    tt_alloc meas = {measure_fn, &ws_bytes, 1};
+    tt_ws *wm = NULL;
+    if ((rc = ws_create(&wm, c, &lc, &wo, &meas))) return rc;
+    ws_free(wm);
+    if (o->teacher_path) { /* the teacher's weights (its file's size bounds them) and its workspace */
+        tt_ws_opts two = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1}; /* forward passes */
+        store_reader tr;
+        if ((rc = store_reader_open(&tr, o->teacher_path))) return rc;
+        ws_bytes += tier_file_size(tr.s);
+        if ((rc = ws_create(&wm, store_reader_config(&tr), &lc, &two, &meas)) == 0) ws_free(wm);
+        store_reader_close(&tr);
+        if (rc) return rc;
+    }
+    *bytes = state_bytes(c, n, o) + ws_bytes;
+    return 0;
+}
+
 /* Loads the store into master weights and binds the model to them. */
 static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, const tt_full_opts *o) {
     uint64_t hbm = o->hbm;
@@ -247,7 +284,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     for (uint32_t i = 0; i < st->nt; i++) {
         config_tensor(c, i, &d);
         st->dtypes[i] = store_reader_dtype(&rd, i);
-        int frozen = d.role == TT_ROLE_LM_HEAD || (d.role == TT_ROLE_EMBED && c->tie_embeddings);
+        int frozen = full_frozen(c, &d);
         st->off[i] = frozen ? SIZE_MAX : st->n;
         if (!frozen) st->n += d.rows * d.cols;
         st->moff[i] = frozen || galore_owns(o, &d) ? SIZE_MAX : st->nm;
@@ -258,20 +295,9 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     uint64_t need = 0; /* device bytes, checked against --hbm */
     if (hbm) {
-        size_t ws_bytes = 0;
-        tt_alloc meas = {measure_fn, &ws_bytes, 1};
-        tt_ws *wm = NULL;
-        if ((rc = ws_create(&wm, c, &lc, wo, &meas))) goto out;
-        ws_free(wm);
-        if (o->teacher_path) { /* the teacher's weights (its file's size bounds them) and its workspace */
-            store_reader tr;
-            if ((rc = store_reader_open(&tr, o->teacher_path))) goto out;
-            ws_bytes += tier_file_size(tr.s);
-            if ((rc = ws_create(&wm, store_reader_config(&tr), &lc, &two, &meas)) == 0) ws_free(wm);
-            store_reader_close(&tr);
-            if (rc) goto out;
-        }
-        if (!plan_dev_fits(state_bytes(c, st->n, o) + ws_bytes, hbm, &need)) {
+        uint64_t arena;
+        if ((rc = fulltrain_resident_bytes(rd.s, o, &arena))) goto out;
+        if (!plan_dev_fits(arena, hbm, &need)) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
                          "and %s state of %zu parameters, lm_head and activations%s); raise --hbm or lower "

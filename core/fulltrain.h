@@ -62,6 +62,15 @@ void fulltrain_optim_bytes(const tt_config *cfg, const tt_full_opts *o, uint64_t
 struct tier_store;
 int fulltrain_check_inputs(const struct tier_store *s, const char *teacher_path, int *teacher_tied);
 
+/* The resident run's device arena for o on store s (open; it may be
+ * described): f32 weights, their gradients, the optimizer state, lm_head,
+ * the workspace (and a --teacher's weights and workspace) — what train
+ * --full checks against --hbm (plan_dev_fits) to run resident, else it
+ * streams. A sparse store's masks come on top (known once its weights are
+ * read). Returns 0, or -errno with a message (fulltrain_check_inputs'). */
+struct tier_store;
+int fulltrain_resident_bytes(const struct tier_store *s, const tt_full_opts *o, uint64_t *bytes);
+
 /* The streamed run's plan request for o (sched/plan.h; req.trainable), its
  * plan (p may be NULL) and, when min_dev != NULL, the smallest plan's device
  * and host bytes. Returns 0 or -errno with a message (the store cannot be

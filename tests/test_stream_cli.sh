@@ -73,9 +73,9 @@ expect_error "plan --full 70B, 8G" "needs --hbm" "$T" plan $F70 --hbm 8G
 # plan --full --json is one JSON object, as plan --json: the plan's fields, then "teacher" and "full" (the
 # teacher's path quoted)
 ln -s m.tier "$dir/te\"acher.tier"
-expect_ok "plan --full --teacher --json" "$T" plan --full --model "$dir/m.tier" --teacher "$dir/te\"acher.tier" $SHAPE --json
+expect_ok "plan --full --teacher --json" "$T" plan --full --stream --model "$dir/m.tier" --teacher "$dir/te\"acher.tier" $SHAPE --json
 [ "$(wc -l <"$dir/out")" -eq 1 ] &&
-    grep -q '^{"hbm":.*,"teacher":{"path":".*te\\"acher\.tier",.*,"full":{"optim":"adamw",.*}}$' "$dir/out" ||
+    grep -q '^{"hbm":.*,"teacher":{"path":".*te\\"acher\.tier",.*,"full":{"mode":"streamed","optim":"adamw",.*}}$' "$dir/out" ||
     { fail "plan --full --teacher --json: expected one JSON object with \"teacher\" and \"full\""; cat "$dir/out"; }
 if command -v python3 >/dev/null; then # not among the project's Debian packages: checked where it is installed
     python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); assert j["teacher"]["path"].endswith("te\"acher.tier") and j["full"]["master_bytes"] > 0' \

@@ -339,6 +339,21 @@ dh=$(sed -n 's/.*streamed (.*, \([0-9.]*\) MiB device.*/\1/p' "$dir/lh.host")
 dd_=$(sed -n 's/.*streamed (.*, \([0-9.]*\) MiB device.*/\1/p' "$dir/lh.device")
 [ -n "$dh" ] && [ -n "$dd_" ] && [ "$(echo "$dh $dd_" | awk '{ print ($1 < $2) }')" = 1 ] ||
     { fail "train --full: --lm-head host did not take less device memory ($dh vs $dd_ MiB)"; cat "$dir/lh.host"; }
+# plan --full decides as train --full: resident where --hbm holds the run (--host unused), else streamed with the
+# resident need named and --clip 0 asked for; train runs resident at that figure and streams 1 MiB below it
+PFR="--full --model $dir/f32.tier --seq 32 --micro-batch 2 --batch-tokens 128"
+expect_ok "plan --full, resident" "$T" plan $PFR --host 1M
+grep -q "^full training of tiny (AdamW), resident: .* on the device .*--host is not used" "$dir/out" ||
+    { fail "plan --full: no resident plan without --hbm"; cat "$dir/out"; }
+expect_ok "plan --full, streamed" "$T" plan $PFR --hbm 20M
+rneed=$(sed -n 's/^note: streamed (the resident run needs --hbm \([0-9.]*\) MiB), .* run it with --clip 0$/\1/p' "$dir/out")
+[ -n "$rneed" ] || { fail "plan --full --hbm 20M: no note naming the resident need and --clip 0"; cat "$dir/out"; }
+rmb=$(echo "$rneed" | awk '{ print int($1) }')
+expect_ok "train --full at plan's resident need" "$T" train $FULL --steps 1 --eval-every 0 --hbm "${rmb}M" --out "$dir/x.tier"
+grep -q "streaming the layers" "$dir/out" && fail "train --full streamed at the --hbm plan --full named for the resident run"
+expect_error "train --full below it, with --clip" "cannot clip by the global gradient norm: pass --clip 0" \
+    "$T" train $FULL --steps 1 --eval-every 0 --hbm "$((rmb - 1))M" --out "$dir/x.tier" --force
+rm -f "$dir/x.tier"
 # --out or --ckpt without room for what the run writes is refused before step 1, not after the last; a disk that
 # fills during the run fails the last checkpoint, and the trained store still goes to --out (where a tmpfs can be
 # mounted: root)
@@ -457,11 +472,11 @@ hb=$(echo "$need" | awk '{ n = $1 + 0; print /GiB/ ? int(n * 1024 + 1) "M" : int
 # --host short of the teacher alone, or of both: the refusal names what both need together, and that is enough (it
 # named the teacher's need alone, or only the teacher's share)
 expect_error "plan --full --teacher: --host short of the teacher alone" "together need --host [0-9.]* MiB" \
-    "$T" plan $PF --host 1M
+    "$T" plan $PF --stream --host 1M
 hneed=$(sed -n 's/.*together need --host \([0-9.]*\) MiB.*/\1/p' "$dir/err")
-expect_error "plan --full --teacher: --host short of both" "together need --host $hneed MiB" "$T" plan $PF \
+expect_error "plan --full --teacher: --host short of both" "together need --host $hneed MiB" "$T" plan $PF --stream \
     --host "$(echo "$hneed" | awk '{ print int($1 - 1) }')M"
-expect_ok "plan --full --teacher at the --host named" "$T" plan $PF --host "${hneed}M"
+expect_ok "plan --full --teacher at the --host named" "$T" plan $PF --stream --host "${hneed}M"
 expect_ok "plan --full --teacher" "$T" plan $PF --hbm "$hb"
 grep -q "^distillation from .*teacher.tier: the teacher's plan, on its own stream, holds [0-9]* of 4 layers" "$dir/out" ||
     { fail "plan --full --teacher: no line for the teacher's plan"; cat "$dir/out"; }

@@ -113,10 +113,12 @@ static void plan_sweep(const tier_store *s, const tt_plan_req *req, int as_json)
     if (as_json) printf("]}\n");
 }
 
-/* plan --full: the streamed full-training plan (core/fulltrain.c) and its host memory and traffic; with a
- * --teacher, distillation's: the teacher's smallest plan first, the model's in what it leaves (as train). */
+/* plan --full: as train --full decides, the resident run where --hbm holds it (everything on the device, --host
+ * unused), else — or with --stream — the streamed plan (core/fulltrain.c) and its host memory and traffic, which
+ * train runs only with --clip 0; with a --teacher, distillation's: the teacher's smallest plan first, the model's
+ * in what it leaves (as train). */
 static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *optim, long grank, const char *teacher,
-                     int as_json) {
+                     int stream, double clip, int as_json) {
     const tt_config *c = tier_config(s);
     if (strcmp(optim, "adamw") != 0 && strcmp(optim, "galore") != 0) {
         fprintf(stderr, "tiertrain plan: --optim must be adamw or galore\n");
@@ -135,10 +137,36 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     tt_full_opts so;
     tt_plan p, tp;
     if (fulltrain_check_inputs(s, teacher, NULL)) return tool_fail("plan"); /* what train --full refuses */
-    if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
-    uint64_t master, h2d, d2h, ob, ab, wb;
-    fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
+    uint64_t rarena, rtotal, master, h2d, d2h, ob, ab, wb;
+    if (fulltrain_resident_bytes(s, &o, &rarena)) return tool_fail("plan");
+    const int fits = plan_dev_fits(rarena, o.hbm, &rtotal);
     fulltrain_optim_bytes(c, &o, &ob, &ab, &wb);
+    char x[32], y[32], z[32], w[32];
+    if (fits && !stream) { /* train --full runs resident */
+        if (as_json) {
+            printf("{\"hbm\":%llu,\"full\":{\"mode\":\"resident\",\"optim\":\"%s\",\"dev_bytes\":%llu,"
+                   "\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu}}\n", (unsigned long long)o.hbm, optim,
+                   (unsigned long long)rtotal, (unsigned long long)ob, (unsigned long long)ab);
+            return 0;
+        }
+        char within[64] = "";
+        if (o.hbm) snprintf(within, sizeof within, " of --hbm %s", tt_fmt_bytes(o.hbm, w, sizeof w));
+        printf("full training of %s (%s), resident: %s on the device%s (f32 weights, their gradients, the optimizer "
+               "state, lm_head and activations%s); --host is not used (--stream plans the streamed run)\n",
+               tier_config(s)->name, o.optim ? "GaLore" : "AdamW", tt_fmt_bytes(rtotal, x, sizeof x), within,
+               teacher ? ", and the --teacher's weights and activations" : "");
+        printf("  optimizer state: %s, %.1f%% of AdamW's %s\n", tt_fmt_bytes(ob, y, sizeof y),
+               100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, z, sizeof z));
+        return 0;
+    }
+    if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
+    fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
+    /* streamed, train --full refuses --clip above 0 (each layer steps right after its backward) */
+    char why[160];
+    snprintf(why, sizeof why, "%s", stream ? "--stream" : "");
+    if (!stream)
+        snprintf(why, sizeof why, "the resident run needs --hbm %s", tt_fmt_bytes_up(tt_align_up(rtotal, 1 << 20), x,
+                                                                                     sizeof x));
     if (as_json) { /* one object: the plan's fields (as plan --json prints them), then "teacher" and "full" */
         char *pj = NULL;
         size_t pn = 0;
@@ -155,15 +183,16 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
                    tq, (unsigned long long)tp.dev_bytes, (unsigned long long)tp.host_bytes, tp.slots, tp.L);
             free(tq);
         }
-        printf(",\"full\":{\"optim\":\"%s\",\"master_bytes\":%llu,\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu,"
+        printf(",\"full\":{\"mode\":\"streamed\",\"optim\":\"%s\",\"resident_bytes\":%llu,\"needs_clip_0\":%s,"
+               "\"master_bytes\":%llu,\"optimizer_bytes\":%llu,\"adamw_bytes\":%llu,"
                "\"host_bytes\":%llu,\"nvme_first_step\":%llu,\"nvme_per_step\":%llu,\"h2d_per_step\":%llu,"
-               "\"d2h_per_step\":%llu}}\n", optim, (unsigned long long)master, (unsigned long long)ob,
+               "\"d2h_per_step\":%llu}}\n", optim, (unsigned long long)rtotal, clip > 0 ? "true" : "false",
+               (unsigned long long)master, (unsigned long long)ob,
                (unsigned long long)ab, (unsigned long long)p.host_bytes, (unsigned long long)p.io_bytes_first,
                (unsigned long long)p.io_bytes_step, (unsigned long long)h2d, (unsigned long long)d2h);
         return 0;
     }
     plan_print(s, &p, stdout);
-    char x[32], y[32], z[32], w[32];
     if (teacher)
         printf("distillation from %s: the teacher's plan, on its own stream, holds %d of %d layers on the device, "
                "%s of the device and %s of the host beside the model's above%s\n", teacher, tp.slots, tp.L,
@@ -180,6 +209,9 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
            tt_fmt_bytes(p.io_bytes_step, z, sizeof z));
     printf("  host<->device per step: %s to the device, %s back\n", tt_fmt_bytes(h2d, w, sizeof w),
            tt_fmt_bytes(d2h, x, sizeof x));
+    if (clip > 0)
+        printf("note: streamed (%s), train --full steps each layer right after its backward and cannot clip by the "
+               "global gradient norm: run it with --clip 0\n", why);
     return 0;
 }
 
@@ -302,14 +334,15 @@ int cmd_plan(int argc, char **argv) {
     const char *model, *preset, *quant, *optim, *teacher;
     tool_plan_args a = {0};
     double io_gbps, gflops, prune_ratio;
-    int as_json, sweep, generate, full;
+    int as_json, sweep, generate, full, full_stream;
     long context, grank;
     cli_opt opts[] = {
         {"model", 'm', CLI_STR, &model, NULL, "FILE", "model store (.tier) (this or --preset)"},
         {"preset", 0, CLI_STR, &preset, NULL, "NAME", "instead of --model: the store `synth --preset NAME` would write, described without a file (tiny small llama2-7b llama2-13b llama2-70b llama3.1-8b llama3.1-70b)"},
         {"prune-ratio", 0, CLI_FLOAT, &prune_ratio, "0", "R", "with --preset: LoRAM structured pruning ratio (0: unpruned)"},
         {"quant", 0, CLI_STR, &quant, "nf4", "Q", "with --preset: the projections' dtype, nf4 (synth's default), bf16 or f32; with --full bf16 unless given (NF4 weights cannot be trained whole)"},
-        {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full, streamed: f32 master weights and optimizer state in the host arena) instead of LoRA"},
+        {"full", 0, CLI_FLAG, &full, NULL, NULL, "plan full-parameter training (train --full) instead of LoRA: resident where --hbm holds every weight, gradient and optimizer state, else streamed (f32 master weights and optimizer state in the host arena; train needs --clip 0 then)"},
+        {"stream", 0, CLI_FLAG, &full_stream, NULL, NULL, "with --full: plan the streamed run even where the resident one fits (train --full --stream)"},
         {"optim", 0, CLI_STR, &optim, "adamw", "NAME", "with --full: adamw or galore"},
         {"galore-rank", 0, CLI_INT, &grank, "128", "R", "with --full --optim galore: the projection rank"},
         {"teacher", 0, CLI_STR, &teacher, NULL, "FILE", "with --full: plan distillation from this store, as train --full --teacher (the teacher's smallest plan first, the model's in what it leaves of --hbm and --host)"},
@@ -341,6 +374,11 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tiertrain plan: --teacher plans full training's distillation: add --full\n");
         return 2;
     }
+    if (full_stream && !full) {
+        fprintf(stderr, "tiertrain plan: --stream plans full training's streamed run: add --full (LoRA plans always "
+                        "stream)\n");
+        return 2;
+    }
     if (io_gbps < 0 || gflops < 0) { /* a rate is measured (bench io, bench overlap) or not given: 0 */
         fprintf(stderr, "tiertrain plan: %s must be a measured rate above 0 (or 0: none), not %g\n",
                 io_gbps < 0 ? "--io-gbps" : "--gflops", io_gbps < 0 ? io_gbps : gflops);
@@ -368,7 +406,7 @@ int cmd_plan(int argc, char **argv) {
     rc = plan_request(s, &a, generate, context, io_gbps, gflops, &req);
     if (rc) { tier_close(s); return rc; }
     if (full) {
-        rc = plan_full(s, &req, optim, grank, teacher, as_json);
+        rc = plan_full(s, &req, optim, grank, teacher, full_stream, a.clip, as_json);
         tier_close(s);
         return rc;
     }
