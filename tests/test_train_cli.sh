@@ -293,6 +293,11 @@ FULL="--full --model $dir/f32.tier --data $dir/t.tok --seq 32 --micro-batch 2 --
 expect_ok "train --full" "$T" train $FULL --steps 3 --eval-every 0 --out "$dir/full.tier"
 grep -q "^step 3/3 .*val" "$dir/out" || { fail "train --full: no final step line with validation"; cat "$dir/out"; }
 grep -q "model in $dir/full.tier" "$dir/out" || { fail "train --full: no summary line"; cat "$dir/out"; }
+# --json: the steps' objects, then the run's summary as LoRA's (the store written in place of the adapter)
+expect_ok "train --full --json" "$T" train $FULL --steps 2 --eval-every 0 --json --out "$dir/fullj.tier"
+tail -1 "$dir/out" | grep -q '^{"done":true,"steps":2,"steps_planned":2,"train_loss_first":[0-9.]*,"train_loss_last":[0-9.]*,.*"model":".*fullj.tier"}$' ||
+    { fail "train --full --json: no summary object last"; tail -2 "$dir/out"; }
+rm -f "$dir/fullj.tier"
 # the store's write failing after the last checkpoint (its temporary name taken by a folder; a full disk alike): the
 # line says the checkpoint stands and that --resume writes the store, which it then does
 mkdir "$dir/fb.tier.partial"

@@ -77,6 +77,23 @@ __attribute__((format(printf, 3, 4))) static const char *say(char *msg, size_t c
     return msg;
 }
 
+/* The summary object --json prints last (LoRA and full training): the steps made and planned, a stop's signal, the
+ * step resumed after, the first and last losses; the caller adds what its run wrote and used. */
+static json_t *summary_json(const tt_train_result *res, int steps) {
+    json_t *j = json_object();
+    json_object_set_new(j, "done", json_true());
+    json_object_set_new(j, "steps", json_integer(res->steps_done));
+    json_object_set_new(j, "steps_planned", json_integer(steps));
+    if (res->interrupted) json_object_set_new(j, "interrupted", json_string(signal_name(res->interrupted)));
+    if (res->start_step > 0) json_object_set_new(j, "resumed_after", json_integer(res->start_step));
+    const char *lk[4] = {"train_loss_first", "train_loss_last", "val_loss_first", "val_loss_last"};
+    /* val_loss_last: a score after a step (a run stopped before its first scheduled validation has none) */
+    const double lv[4] = {res->first_loss, res->last_loss, res->first_val, res->last_val_step ? res->last_val : NAN};
+    for (int i = 0; i < 4; i++) /* (no step made: a resume at --steps has no losses of its own) */
+        if (isfinite(lv[i]) && res->steps_done > res->start_step) json_object_set_new(j, lk[i], json_real(lv[i]));
+    return j;
+}
+
 static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_tokens *train, const tt_tokens *val,
                     int val_given, int optim, const tt_galore_cfg *gc, const char *teacher, double dweight,
                     double dtemp, int stream, const char *ckpt) {
@@ -126,6 +143,13 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
         char sum[320];
         train_result_summary(&res, sum, sizeof sum);
         printf("done: %s; model in %s\n", sum, o.out_path);
+    } else if (res.steps_done > 0) { /* as LoRA's: one object after the steps' */
+        json_t *j = summary_json(&res, o.steps);
+        json_object_set_new(j, "model", json_string(o.out_path)); /* not set where it is not UTF-8 */
+        char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (txt) puts(txt);
+        free(txt);
+        json_decref(j);
     }
     return stopped_exit(&res);
 }
@@ -729,17 +753,7 @@ int cmd_train(int argc, char **argv) {
                                        trace_n_events(trace));
     if (trc) { tool_fail("train"); goto done; }
     if (as_json && res.steps_done > 0) { /* the run's summary, as the text's last lines: one object after the steps' */
-        json_t *j = json_object();
-        json_object_set_new(j, "done", json_true());
-        json_object_set_new(j, "steps", json_integer(res.steps_done));
-        json_object_set_new(j, "steps_planned", json_integer(steps));
-        if (res.interrupted) json_object_set_new(j, "interrupted", json_string(signal_name(res.interrupted)));
-        if (res.start_step > 0) json_object_set_new(j, "resumed_after", json_integer(res.start_step));
-        const char *lk[4] = {"train_loss_first", "train_loss_last", "val_loss_first", "val_loss_last"};
-        /* val_loss_last: a score after a step (a run stopped before its first scheduled validation has none) */
-        const double lv[4] = {res.first_loss, res.last_loss, res.first_val, res.last_val_step ? res.last_val : NAN};
-        for (int i = 0; i < 4; i++) /* (no step made: a resume at --steps has no losses of its own) */
-            if (isfinite(lv[i]) && res.steps_done > res.start_step) json_object_set_new(j, lk[i], json_real(lv[i]));
+        json_t *j = summary_json(&res, (int)steps);
         json_object_set_new(j, "adapter", json_string(out)); /* not set where out is not UTF-8 */
         json_object_set_new(j, "dev_arena_peak", json_integer((json_int_t)exec_dev_peak(ex)));
         json_object_set_new(j, "dev_planned", json_integer((json_int_t)plan.dev_bytes));
