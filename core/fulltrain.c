@@ -810,29 +810,39 @@ static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, co
 static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *res);
 
 /* 0 when --out's file system has room for the trained store (about --model's size: the same dtypes, a layer lz4
- * only where that is smaller) and --ckpt's for a checkpoint of np values (ck_sizes: the weights and GaLore's
- * projectors, then AdamW's m and v padded to as many), beside what each holds now (replaced by a rename at the
- * end); both on one file system, for both. Else -ENOSPC with the sentence: before the first step, not after the
- * last (a run whose store cannot be written has trained for nothing). */
-static int full_room(const tt_full_opts *o, uint64_t np) {
+ * only where that is smaller) and --ckpt's for the run's checkpoints of np values (ck_sizes: the weights and GaLore's
+ * projectors, then AdamW's m and v padded to as many), beside what each holds now: a checkpoint is written beside
+ * the last one and replaces it by a rename, so a --ckpt with none yet needs room for two once the run (from step
+ * start) saves more than once; both on one file system, the most they hold at once. Else -ENOSPC with the sentence:
+ * before the first step, not after the last (a run whose store cannot be written has trained for nothing). */
+static int full_room(const tt_full_opts *o, uint64_t np, int start) {
     struct stat sb;
+    char ckf[4200];
     const uint64_t mib = (uint64_t)1 << 20, store = (stat(o->model_path, &sb) == 0 ? (uint64_t)sb.st_size : 0) + mib,
                    ck = o->ckpt_dir ? 3 * np * sizeof(float) + mib : 0;
+    const int has = o->ckpt_dir && snprintf(ckf, sizeof ckf, "%s/" CKPT_FILE, o->ckpt_dir) < (int)sizeof ckf &&
+                    stat(ckf, &sb) == 0,
+              /* a save at a multiple of --save-every before the last step, and the last step's */
+              twice = o->save_every > 0 && (start / o->save_every + 1) * o->save_every < o->steps;
+    /* free bytes the checkpoints take at their most (a new one beside the last), and after the run */
+    const uint64_t ck_peak = !has && twice ? 2 * ck : ck, ck_end = has ? 0 : ck;
     uint64_t oa, od, ca = 0, cd = 0;
     const int ot = atomic_fs_room(o->out_path, 0, &oa, &od) == 0,
               ct = o->ckpt_dir && atomic_fs_room(o->ckpt_dir, 1, &ca, &cd) == 0;
+    const uint64_t both = ck_peak > ck_end + store ? ck_peak : ck_end + store;
     char a[32], b[32];
-    if (ot && ct && od == cd && oa < store + ck)
+    if (ot && ct && od == cd && oa < both)
         return TT_FAIL(-ENOSPC, "--out %s and --ckpt %s are on one file system with %s free, but the trained store "
-                       "and a checkpoint take %s; free some space or give one of them another place", o->out_path,
-                       o->ckpt_dir, tt_fmt_bytes(oa, a, sizeof a), tt_fmt_bytes(store + ck, b, sizeof b));
+                       "and the run's checkpoints take %s; free some space or give one of them another place",
+                       o->out_path, o->ckpt_dir, tt_fmt_bytes(oa, a, sizeof a), tt_fmt_bytes(both, b, sizeof b));
     if (ot && oa < store)
         return TT_FAIL(-ENOSPC, "--out %s has %s free, but the trained store takes %s; free some space or give "
                        "another --out", o->out_path, tt_fmt_bytes(oa, a, sizeof a), tt_fmt_bytes(store, b, sizeof b));
-    if (ct && ca < ck)
-        return TT_FAIL(-ENOSPC, "--ckpt %s has %s free, but a checkpoint (the weights and the optimizer state) "
-                       "takes %s; free some space or give another --ckpt", o->ckpt_dir,
-                       tt_fmt_bytes(ca, a, sizeof a), tt_fmt_bytes(ck, b, sizeof b));
+    if (ct && ca < ck_peak)
+        return TT_FAIL(-ENOSPC, "--ckpt %s has %s free, but %s (the weights and the optimizer state) takes %s; free "
+                       "some space or give another --ckpt", o->ckpt_dir, tt_fmt_bytes(ca, a, sizeof a),
+                       ck_peak > ck ? "a checkpoint beside the last one" : "a checkpoint",
+                       tt_fmt_bytes(ck_peak, b, sizeof b));
     return 0;
 }
 
@@ -874,7 +884,7 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     }
     uint64_t np, nm, nw;
     ck_sizes(c, &res_ck, &st, &np, &nm, &nw, NULL);
-    if ((rc = full_room(o, np))) {
+    if ((rc = full_room(o, np, start))) {
         state_free(&st);
         return rc;
     }
@@ -1587,7 +1597,7 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     uint64_t seen = 0;
     uint64_t np, nm, nw;
     ck_sizes(&c, &fs_ck, f, &np, &nm, &nw, NULL);
-    if ((o->resume_dir && (rc = ck_load(o, &c, mix, &fs_ck, f, &start, &seen))) || (rc = full_room(o, np))) {
+    if ((o->resume_dir && (rc = ck_load(o, &c, mix, &fs_ck, f, &start, &seen))) || (rc = full_room(o, np, start))) {
         fs_free(f);
         store_reader_close(&rd);
         free(dtypes);
@@ -1795,19 +1805,19 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
             uint64_t avail = 0, dev;
             char need_s[32], have_s[32];
             int fe = fallocate(fd, 0, 0, (off_t)(total ? total : 1)) == 0 ? 0 : errno;
-            if (fe == EOPNOTSUPP && atomic_fs_room(tmp_dir, 1, &avail, &dev) == 0 && avail < total) fe = ENOSPC;
+            /* not ENOSPC/EDQUOT: no fallocate there (EOPNOTSUPP, ENOSYS, EINVAL, a FUSE or network file system) */
+            if (fe && fe != ENOSPC && fe != EDQUOT) {
+                fe = atomic_fs_room(tmp_dir, 1, &avail, &dev) == 0 && avail < total ? ENOSPC : 0;
+                if (!fe && ftruncate(fd, (off_t)(total ? total : 1)) != 0)
+                    rc = TT_FAIL(-errno, "cannot size the calibration gradients' file (%llu bytes) in %s: %s",
+                                 (unsigned long long)total, tmp_dir, strerror(errno));
+            }
             if (fe == ENOSPC || fe == EDQUOT) {
                 if (atomic_fs_room(tmp_dir, 1, &avail, &dev) != 0) avail = 0;
                 rc = TT_FAIL(-fe, "the calibration gradients take %s in %s (4 bytes per weight of the pruned layers, "
                              "held while the output is written there too) but it has %s free; free space, or prune "
                              "fewer layers at a time (--layers)", tt_fmt_bytes(total, need_s, sizeof need_s), tmp_dir,
                              tt_fmt_bytes(avail, have_s, sizeof have_s));
-            } else if (fe && fe != EOPNOTSUPP) {
-                rc = TT_FAIL(-fe, "cannot size the calibration gradients' file (%llu bytes) in %s: %s",
-                             (unsigned long long)total, tmp_dir, strerror(fe));
-            } else if (fe && ftruncate(fd, (off_t)(total ? total : 1)) != 0) {
-                rc = TT_FAIL(-errno, "cannot size the calibration gradients' file (%llu bytes) in %s: %s",
-                             (unsigned long long)total, tmp_dir, strerror(errno));
             }
         }
     }

@@ -102,9 +102,11 @@ void fulltrain_stream_bytes(const struct tier_store *s, const tt_full_opts *o, c
 /* Full-parameter training on train (validation on val, may be NULL) — or on
  * o->mix's sources (train, val NULL) — then writes the store to o->out_path
  * (also after Ctrl-C, at the step reached). Resident unless o->stream, or
- * when the resident run does not fit o->hbm: then
- * streamed. Returns 0 or -errno with a message; on error no output is
- * written. */
+ * when the resident run does not fit o->hbm: then streamed. --out (and
+ * --ckpt) without room for what the run writes is refused before step 1.
+ * Returns 0 or -errno with a message; on error no output is written, except
+ * where only the last step's checkpoint failed: the store is written all the
+ * same (and the error says so). */
 int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens *val, tt_train_result *res);
 
 /* dL/dW of the linear projections of layers [layer_a, layer_b) of the store

@@ -513,12 +513,13 @@ static int wblock_rows(const tt_ws *w, int in, int out) {
     return (int)r;
 }
 
-/* Without dropout the LoRA path's term of a projection's output (and of its
- * input gradient) is written first and the frozen product adds into it: the
- * big product reads the destination in its epilogue, where it costs nothing
+/* The LoRA path's term of a projection's output is written first and the
+ * frozen product adds into it (proj_fwd; its dropout is inside z): the big
+ * product reads the destination in its epilogue, where it costs nothing
  * against its arithmetic, instead of the rank-r product's reading and
- * writing the whole output again. With dropout the masked term comes last,
- * as its chunks go. */
+ * writing the whole output again. The input gradient's term likewise
+ * (proj_bwd) where there is no dropout; with dropout the masked term comes
+ * last, as its chunks go: lora_first says which. */
 static int lora_first(const pass *ps, const tt_lora_slot *s) {
     return s->in && !(ps->drop_seed && ps->lo->cfg.dropout > 0.f);
 }

@@ -61,8 +61,8 @@ int atomic_write_fail(const char *path, int err, const char *what) {
                        path);
     }
     if (err == ENOENT && strcmp(what, "renaming into place") == 0)
-        return TT_FAIL(-err, "renaming into place %s failed: its folder was removed or moved while it was written; "
-                             "run again where the folder is", path);
+        return TT_FAIL(-err, "renaming into place %s failed: its folder, or the file %s.partial being written, was "
+                             "removed or moved meanwhile; run again where the folder is", path, path);
     if (err == EROFS) return TT_FAIL(-err, "%s %s failed: its file system became read-only; write it elsewhere", what, path);
     return TT_FAIL(-err, "%s %s failed: %s", what, path, strerror(err));
 }

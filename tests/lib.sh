@@ -17,7 +17,15 @@ fails=0
 
 setup() {
     dir=$(mktemp -d "${TMPDIR:-/tmp}/tt-$1.XXXXXX")
-    trap 'rm -rf "$dir"' EXIT
+    # the small file systems some tests mount inside $dir are unmounted first, also when the test is killed
+    trap 'cleanup' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+}
+cleanup() {
+    grep -o " $dir/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
+    rm -rf "$dir"
 }
 
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }

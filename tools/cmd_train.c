@@ -54,17 +54,25 @@ static const char *warmup_note(long warmup, long steps, double lr, char *b, size
     return b;
 }
 
-/* 1 when --out's file system has room for a save of n LoRA values: checkpoint.bin (the values and AdamW's two
- * moments) and the adapter (f32 at most), beside what it holds now, which stays until the new files are
- * renamed over it. Else 0 after the sentence: found before the first step, not at the first save. */
-static int out_has_room(const char *dir, size_t n) {
+/* 1 when --out's file system has room for the run's saves of n LoRA values: checkpoint.bin (the values and AdamW's
+ * two moments) and the adapter (f32 at most), beside what it holds now, which stays until the new files are renamed
+ * over it — and where --out holds no checkpoint yet and the run saves more than once (twice), room for a second
+ * checkpoint beside the first. Else 0 after the sentence: found before the first step, not at a save. */
+static int out_has_room(const char *dir, size_t n, int twice) {
     uint64_t avail, dev;
     if (atomic_fs_room(dir, 1, &avail, &dev) != 0) return 1; /* cannot tell: the save will say */
-    uint64_t need = (uint64_t)n * (sizeof(tt_real) + 2 * sizeof(float) + sizeof(float)) + ((uint64_t)1 << 20);
+    char ck[4200];
+    struct stat sb;
+    const int has = snprintf(ck, sizeof ck, "%s/" CKPT_FILE, dir) < (int)sizeof ck && stat(ck, &sb) == 0;
+    const uint64_t ckb = (uint64_t)n * (sizeof(tt_real) + 2 * sizeof(float)),
+                   need = ckb * (!has && twice ? 2 : 1) + (uint64_t)n * sizeof(float) + ((uint64_t)1 << 20);
     if (avail >= need) return 1;
     char a[32], b[32];
-    fprintf(stderr, "tiertrain train: --out %s has %s free, but a save (checkpoint and adapter) takes %s; free some "
-                    "space or give another --out\n", dir, tt_fmt_bytes(avail, a, sizeof a), tt_fmt_bytes(need, b, sizeof b));
+    fprintf(stderr, "tiertrain train: --out %s has %s free, but %s takes %s; free some space or give another --out\n",
+            dir, tt_fmt_bytes(avail, a, sizeof a),
+            !has && twice ? "the run's saves (a checkpoint beside the last one, and the adapter)"
+                          : "a save (checkpoint and adapter)",
+            tt_fmt_bytes(need, b, sizeof b));
     return 0;
 }
 
@@ -726,7 +734,7 @@ int cmd_train(int argc, char **argv) {
     o.trace = trace;
     o.trace_keep = trace_path != NULL;
     if (exec_create(&ex, st, &plan, o.seed, trace)) { tool_fail("train"); goto done; }
-    if (!out_has_room(out, exec_lora(ex)->n)) goto done;
+    if (!out_has_room(out, exec_lora(ex)->n, save_every > 0 && save_every < steps)) goto done;
     if (!as_json) {
         char tg[128];
         lora_targets_str(o.lora.targets, tg, sizeof tg);

@@ -364,11 +364,9 @@ static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx
                       size_t out_total, size_t o0, void *scratch, tt_real beta, void *y, int ldy, int dt) {
     int ldw = (int)be_row_pad((size_t)in);
     const void *wt = scratch;
-    const size_t es = dt == BE_BF16 ? 2 : 4;
-    const void *at = (const unsigned char *)blob + o0 * (size_t)in * es;
-    if (ldw == in && (uintptr_t)at % 16 == 0 &&
-        ((dtype == TT_DTYPE_BF16 && dt == BE_BF16) || (dtype == TT_DTYPE_F32 && dt == BE_REAL)))
-        wt = at;
+    const int as_is = ldw == in && ((dtype == TT_DTYPE_BF16 && dt == BE_BF16) || (dtype == TT_DTYPE_F32 && dt == BE_REAL));
+    const void *at = as_is ? (const unsigned char *)blob + o0 * (size_t)in * (dt == BE_BF16 ? 2 : 4) : NULL;
+    if (as_is && (uintptr_t)at % 16 == 0) wt = at;
     else dequant_rows(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt, in, ldw);
     if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, wt, dt, ldw, beta, y, dt, ldy);
     else cu_gemm(0, 1, rows, n, in, 1, x, dt, ldx, wt, dt, ldw, beta, y, dt, ldy);

@@ -50,8 +50,9 @@ int cuda_blas_open(const char *lt_name, const char *blas_name, char *why, size_t
  * in bf16. At 16M llama3.1-8b's gate/up went in 4 blocks and down_proj in
  * blocks of 1152 output rows (a 4096 x 1152 x 14336 product fills 55-73% of
  * an H200's SMs) whose input gradients were summed block by block in bf16;
- * at 64M every projection of the 8B is one product, the 70B's gate/up/down
- * go in blocks of 8192 rows. +96 MiB of --hbm. */
+ * at 64M every projection of the 8B is one product, the 70B's gate/up go in
+ * blocks of 8192 output rows and its down_proj in blocks of 2304 (of 8192).
+ * +96 MiB of --hbm. */
 #define CUDA_WBUF_ELEMS ((size_t)64 << 20)
 /* The head's logits chunk (tt_backend.xent_chunk_elems): 32M values, 64 MiB
  * in bf16. At 4M an 8192-token micro-batch went through llama3's 128256
