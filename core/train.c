@@ -362,7 +362,11 @@ static int write_adapter(const tt_train_opts *o, const tt_model *m, const tt_lor
             e->A = f + s->a;
             e->B = f + s->b;
         }
-    int rc = peft_write(dir, &a);
+    /* the run folder, made when the run started: gone now (moved away while the run worked), it is not made
+     * again here (peft_write makes a missing folder) — the run would go on saving into a new, empty one */
+    struct stat sb;
+    int rc = stat(dir, &sb) == 0 ? peft_write(dir, &a)
+                                 : TT_FAIL(-ENOENT, "writing the adapter into %s failed: the folder is gone", dir);
     free(a.lora);
     free(f);
     return rc;
