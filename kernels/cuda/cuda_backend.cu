@@ -143,10 +143,6 @@ static size_t vec8_groups(size_t n, int dt, const void *a, const void *b, const 
         if (p[i] && (uintptr_t)p[i] % 16) return 0;
     return n / 8;
 }
-/* p advanced by i values of type dt. */
-static inline const void *at_val(const void *p, size_t i, int dt) {
-    return (const unsigned char *)p + i * (dt == BE_BF16 ? 2 : 4);
-}
 
 /* ---- dense algebra (products: cuda_gemm.cu) ---------------------------------- */
 
@@ -173,8 +169,8 @@ static void cu_axpy(size_t n, tt_real a, const void *x, void *y, int dt) {
         LAUNCHED();
     }
     if (n > done)
-        TDISPATCH(dt, k_axpy, blocks_for(n - done, 256), 256, n - done, a, at_val(x, done, dt),
-                  (void *)at_val(y, done, dt));
+        TDISPATCH(dt, k_axpy, blocks_for(n - done, 256), 256, n - done, a, be_at(x, done, dt),
+                  be_at(y, done, dt));
 }
 __global__ void k_scale(size_t n, float a, float *x) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -365,7 +361,7 @@ static void cu_linear(int trans, int rows, int in, int n, const void *x, int ldx
     int ldw = (int)be_row_pad((size_t)in);
     const void *wt = scratch;
     const int as_is = ldw == in && ((dtype == TT_DTYPE_BF16 && dt == BE_BF16) || (dtype == TT_DTYPE_F32 && dt == BE_REAL));
-    const void *at = as_is ? (const unsigned char *)blob + o0 * (size_t)in * (dt == BE_BF16 ? 2 : 4) : NULL;
+    const void *at = as_is ? be_at(blob, o0 * (size_t)in, dt) : NULL;
     if (as_is && (uintptr_t)at % 16 == 0) wt = at;
     else dequant_rows(dtype, blob, out_total * (size_t)in, o0 * (size_t)in, (size_t)n * in, scratch, dt, in, ldw);
     if (trans) cu_gemm(0, 0, rows, in, n, 1, x, dt, ldx, wt, dt, ldw, beta, y, dt, ldy);
@@ -1117,8 +1113,8 @@ static void cu_swiglu_fwd(size_t n, const void *g, const void *u, void *m, int d
         LAUNCHED();
     }
     if (n > done)
-        TDISPATCH(dt, k_swiglu_fwd, blocks_for(n - done, 256), 256, n - done, at_val(g, done, dt), at_val(u, done, dt),
-                  (void *)at_val(m, done, dt));
+        TDISPATCH(dt, k_swiglu_fwd, blocks_for(n - done, 256), 256, n - done, be_at(g, done, dt), be_at(u, done, dt),
+                  be_at(m, done, dt));
 }
 static void cu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm, void *dg, void *du, int dt) {
     size_t G = vec8_groups(n, dt, g, u, dm, dg, du), done = 8 * G;
@@ -1127,8 +1123,8 @@ static void cu_swiglu_bwd(size_t n, const void *g, const void *u, const void *dm
         LAUNCHED();
     }
     if (n > done)
-        TDISPATCH(dt, k_swiglu_bwd, blocks_for(n - done, 256), 256, n - done, at_val(g, done, dt), at_val(u, done, dt),
-                  at_val(dm, done, dt), (void *)at_val(dg, done, dt), (void *)at_val(du, done, dt));
+        TDISPATCH(dt, k_swiglu_bwd, blocks_for(n - done, 256), 256, n - done, be_at(g, done, dt), be_at(u, done, dt),
+                  be_at(dm, done, dt), be_at(dg, done, dt), be_at(du, done, dt));
 }
 
 /* Cross-entropy a vocabulary chunk at a time (backend.h): one block per row.
