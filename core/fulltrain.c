@@ -214,27 +214,31 @@ static int full_frozen(const tt_config *c, const tt_tensor_desc *d) {
     return d->role == TT_ROLE_LM_HEAD || (d->role == TT_ROLE_EMBED && c->tie_embeddings);
 }
 
-int fulltrain_resident_bytes(const tier_store *s, const tt_full_opts *o, uint64_t *bytes) {
-    const tt_config *c = tier_config(s);
-    int tied = 0, rc = fulltrain_check_inputs(s, o->teacher_path, &tied);
-    if (rc) return rc;
+/* The resident run's workspaces: the model's (a tied lm_head, the model's or the teacher's, is the embedding, on
+ * the host, whose chunks go through the staging buffer) and the teacher's (forward passes). */
+static void full_ws_opts(const tt_config *c, const tt_full_opts *o, int teacher_tied, tt_ws_opts *wo, tt_ws_opts *two) {
+    *wo = (tt_ws_opts){.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1,
+                       .head_streamed = c->tie_embeddings || teacher_tied, .with_distill = o->teacher_path != NULL};
+    *two = (tt_ws_opts){.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1};
+}
+
+/* fulltrain_resident_bytes for inputs fulltrain_check_inputs accepted (teacher_tied: its answer). */
+static int resident_bytes(const tt_config *c, const tt_full_opts *o, int tied, uint64_t *bytes) {
+    int rc;
     size_t n = 0, ws_bytes = 0;
     for (uint32_t i = 0; i < config_n_tensors(c); i++) {
         tt_tensor_desc d;
         config_tensor(c, i, &d);
         if (!full_frozen(c, &d)) n += d.rows * d.cols;
     }
-    /* the workspace as fulltrain_run makes it: a tied lm_head (the model's or the teacher's) is the embedding, on
-     * the host, whose chunks go through the staging buffer */
-    tt_ws_opts wo = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1, .head_streamed = c->tie_embeddings || tied,
-                     .with_distill = o->teacher_path != NULL};
+    tt_ws_opts wo, two; /* the workspaces as state_load makes them */
+    full_ws_opts(c, o, tied, &wo, &two);
     tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0};
     tt_alloc meas = {measure_fn, &ws_bytes, 1};
     tt_ws *wm = NULL;
     if ((rc = ws_create(&wm, c, &lc, &wo, &meas))) return rc;
     ws_free(wm);
     if (o->teacher_path) { /* the teacher's weights (its file's size bounds them) and its workspace */
-        tt_ws_opts two = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1}; /* forward passes */
         store_reader tr;
         if ((rc = store_reader_open(&tr, o->teacher_path))) return rc;
         ws_bytes += tier_file_size(tr.s);
@@ -246,8 +250,13 @@ int fulltrain_resident_bytes(const tier_store *s, const tt_full_opts *o, uint64_
     return 0;
 }
 
+int fulltrain_resident_bytes(const tier_store *s, const tt_full_opts *o, uint64_t *bytes) {
+    int tied = 0, rc = fulltrain_check_inputs(s, o->teacher_path, &tied);
+    return rc ? rc : resident_bytes(tier_config(s), o, tied, bytes);
+}
+
 /* Loads the store into master weights and binds the model to them. */
-static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in, const tt_full_opts *o) {
+static int state_load(full_state *st, const char *path, const tt_full_opts *o) {
     uint64_t hbm = o->hbm;
     memset(st, 0, sizeof *st);
     store_reader rd;
@@ -255,15 +264,10 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     if (rc) return rc;
     st->cfg = *store_reader_config(&rd);
     const tt_config *c = &st->cfg;
-    /* a tied lm_head is the embedding, which lives on the host: its chunks go through the staging buffer */
-    tt_ws_opts wo_v = *wo_in;
-    wo_v.head_streamed = c->tie_embeddings != 0;
-    wo_v.with_distill = o->teacher_path != NULL;
-    const tt_ws_opts *wo = &wo_v;
-    tt_ws_opts two = {.B = wo_in->B, .seq = wo_in->seq, .with_ckpt = 1}; /* the teacher's: forward passes */
     int tied = 0; /* first, so that NF4 weights or a mismatched teacher are refused before anything is allocated */
     if ((rc = fulltrain_check_inputs(rd.s, o->teacher_path, &tied))) goto out;
-    if (tied) wo_v.head_streamed = 1;
+    tt_ws_opts wo, two;
+    full_ws_opts(c, o, tied, &wo, &two);
     st->nt = config_n_tensors(c);
     st->dtypes = tt_xcalloc(st->nt, sizeof *st->dtypes);
     st->mask = tt_xcalloc(st->nt, sizeof *st->mask);
@@ -296,7 +300,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
     uint64_t need = 0; /* device bytes, checked against --hbm */
     if (hbm) {
         uint64_t arena;
-        if ((rc = fulltrain_resident_bytes(rd.s, o, &arena))) goto out;
+        if ((rc = resident_bytes(c, o, tied, &arena))) goto out; /* the inputs checked above */
         if (!plan_dev_fits(arena, hbm, &need)) {
             char a[32], b[32];
             rc = TT_FAIL(-ENOMEM, "--hbm %s is below what full training of %s needs (%s: f32 weights, gradients "
@@ -354,7 +358,7 @@ static int state_load(full_state *st, const char *path, const tt_ws_opts *wo_in,
         goto out;
     }
     if ((rc = lora_init(&st->lora, c, &lc, 0))) goto out;
-    if ((rc = ws_create(&st->ws, c, &lc, wo, NULL))) goto out;
+    if ((rc = ws_create(&st->ws, c, &lc, &wo, NULL))) goto out;
     if (o->teacher_path) {
         if ((rc = model_load(&st->teacher, o->teacher_path))) goto out;
         if ((rc = lora_init(&st->tlora, model_config(st->teacher), &lc, 0))) goto out;
@@ -459,7 +463,6 @@ typedef struct full_ctx {
     full_state *st;
     const tt_full_opts *o;
     const tt_mix *mix;
-    int failed_save; /* the step whose checkpoint could not be written (0: none) */
 } full_ctx;
 
 /* K micro-batches of weight gradients, the global norm (summed on the device),
@@ -763,13 +766,13 @@ static int out_written(const tt_full_opts *o, const tt_train_result *res, int rc
     return rc;
 }
 
-/* The trained store to --out: after the run (rc 0), or where only the last step's checkpoint failed (failed_save
- * == --steps: a disk filled during the run), all the same — the model trained to the end is not thrown away for
- * want of its checkpoint; the failure is still the run's outcome, said with what was written. */
-static int write_out(const tt_full_opts *o, const tt_train_result *res, int rc, int failed_save, const tt_config *c,
+/* The trained store to --out: after the run (rc 0), or where only the last step's checkpoint failed
+ * (res->failed_save == --steps: a disk filled during the run), all the same — the model trained to the end is not
+ * thrown away for want of its checkpoint; the failure is still the run's outcome, said with what was written. */
+static int write_out(const tt_full_opts *o, const tt_train_result *res, int rc, const tt_config *c,
                      const tier_write_opts *wopt, store_fill_fn fill, void *ctx) {
     if (rc == 0) return out_written(o, res, store_write(o->out_path, c, wopt, fill, ctx));
-    if (failed_save != o->steps) return rc;
+    if (res->failed_save != o->steps) return rc;
     char why[1024];
     snprintf(why, sizeof why, "%s", tt_lasterr());
     int wrc = store_write(o->out_path, c, wopt, fill, ctx);
@@ -780,9 +783,7 @@ static int write_out(const tt_full_opts *o, const tt_train_result *res, int rc, 
 
 static int full_save(void *ctx, int step, uint64_t seen) {
     full_ctx *fc = ctx;
-    int rc = ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
-    if (rc) fc->failed_save = step;
-    return rc;
+    return ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
 }
 
 static void print_header(const tt_full_opts *o, const tt_config *c, size_t n, const char *where) {
@@ -817,11 +818,9 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
  * before the first step, not after the last (a run whose store cannot be written has trained for nothing). */
 static int full_room(const tt_full_opts *o, uint64_t np, int start) {
     struct stat sb;
-    char ckf[4200];
     const uint64_t mib = (uint64_t)1 << 20, store = (stat(o->model_path, &sb) == 0 ? (uint64_t)sb.st_size : 0) + mib,
                    ck = o->ckpt_dir ? 3 * np * sizeof(float) + mib : 0;
-    const int has = o->ckpt_dir && snprintf(ckf, sizeof ckf, "%s/" CKPT_FILE, o->ckpt_dir) < (int)sizeof ckf &&
-                    stat(ckf, &sb) == 0,
+    const int has = o->ckpt_dir && ckpt_exists(o->ckpt_dir),
               /* a save at a multiple of --save-every before the last step, and the last step's */
               twice = o->save_every > 0 && (start / o->save_every + 1) * o->save_every < o->steps;
     /* free bytes the checkpoints take at their most (a new one beside the last), and after the run */
@@ -857,9 +856,8 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
         mix = &one;
     } else TT_ASSERT(!train && !val); /* the mixture's sources are the data */
     if (o->stream) return fullstream_run(o, mix, res);
-    tt_ws_opts wo = {.B = o->micro_batch, .seq = o->seq, .with_ckpt = 1};
     full_state st;
-    int rc = state_load(&st, o->model_path, &wo, o);
+    int rc = state_load(&st, o->model_path, o);
     if (rc == -ENOMEM && o->hbm) {
         /* it does not fit resident: stream the layers (their master weights and moments in the host arena) */
         char hb[32];
@@ -892,13 +890,13 @@ int fulltrain_run(const tt_full_opts *o, const tt_tokens *train, const tt_tokens
     if (o->resume_dir && !o->quiet && !o->json) printf("resumed from %s at step %d\n", o->resume_dir, start);
     tt_train_opts lo;
     loop_opts(o, &lo);
-    full_ctx fc = {&st, o, mix, 0};
+    full_ctx fc = {&st, o, mix};
     static const tt_loop_ops ops = {full_step, full_eval, full_save}, ops_nosave = {full_step, full_eval, NULL};
     rc = train_loop(&lo, o->ckpt_dir ? &ops : &ops_nosave, &fc, mix, start, seen, res);
     /* lz4 where it saves space: sparse layers shrink, dense ones stay raw; every weight was trained, so the store
      * is no longer its source model (no source record) */
     tier_write_opts wopt = {st.dtypes, st.has_map ? &st.map : NULL, 1, NULL};
-    rc = write_out(o, res, rc, fc.failed_save, c, &wopt, fill_out, &st);
+    rc = write_out(o, res, rc, c, &wopt, fill_out, &st);
     state_free(&st);
     return rc;
 }
@@ -956,7 +954,6 @@ typedef struct fstream {
     tt_full_opts so;              /* o with the model's budgets (what the teacher's plan leaves): the plan's carve
                                    * reads it */
     void *thid;                   /* host arena: its last hidden states of the step's K micro-batches */
-    int failed_save;              /* the step whose checkpoint could not be written (0: none) */
 } fstream;
 
 /* Values in layer l's extent (f32). */
@@ -1513,9 +1510,7 @@ static const ck_ops fs_ck = {fs_get, fs_set, fs_gal};
 
 static int fs_save(void *ctx, int step, uint64_t seen) {
     fstream *f = ctx;
-    int rc = ck_save(f->o, &f->cfg, f->mix, &fs_ck, f, step, seen);
-    if (rc) f->failed_save = step;
-    return rc;
+    return ck_save(f->o, &f->cfg, f->mix, &fs_ck, f, step, seen);
 }
 
 static int fs_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg, double lr,
@@ -1612,7 +1607,7 @@ static int fullstream_run(const tt_full_opts *o, tt_mix *mix, tt_train_result *r
     be_synchronize(); /* the last write-backs */
     fs_out w = {f, &rd};
     tier_write_opts wopt = {dtypes, tier_prune(rd.s), 1, NULL};
-    rc = write_out(o, res, rc, f->failed_save, &c, &wopt, fs_fill_out, &w);
+    rc = write_out(o, res, rc, &c, &wopt, fs_fill_out, &w);
     fs_free(f);
     store_reader_close(&rd);
     free(dtypes);

@@ -656,9 +656,7 @@ int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const 
  * else that nothing was written. */
 static void kept_msg(const tt_train_opts *o, const tt_loop_ops *ops, int saved, char *kept, size_t kc, char *nothing,
                      size_t nc) {
-    char ck[1100];
-    struct stat sb;
-    int has = ops->save && snprintf(ck, sizeof ck, "%s/" CKPT_FILE, o->out_dir) < (int)sizeof ck && stat(ck, &sb) == 0;
+    int has = ops->save && ckpt_exists(o->out_dir);
     if (has && saved > 0) snprintf(kept, kc, "the last checkpoint in %s (step %d) is intact", o->out_dir, saved);
     else if (has) snprintf(kept, kc, "this run wrote no checkpoint yet (the one in %s is the earlier run's)", o->out_dir);
     else snprintf(kept, kc, "no checkpoint was written yet");
@@ -1012,7 +1010,10 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
                             * nothing); an adapter write that failed after a whole checkpoint has said so itself */
                 if (!strstr(tt_lasterr(), " is whole")) rc = TT_FAIL(rc, "%s; %s", tt_lasterr(), kept);
             }
-            if (rc) break;
+            if (rc) {
+                res->failed_save = step;
+                break;
+            }
             saved = step;
             kept_msg(o, ops, saved, kept, sizeof kept, nothing, sizeof nothing); /* a checkpoint exists now */
         }

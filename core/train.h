@@ -116,6 +116,7 @@ typedef struct tt_train_result {
     int first_val_step;           /* the step first_val was scored after (0: before training) */
     int last_val_step;            /* the step last_val was scored after */
     int interrupted;              /* the signal that stopped the run early (0: none; --stop-after is not one) */
+    int failed_save;              /* the step whose save failed and ended the run (0: none) */
     uint64_t dev_in_use;          /* device memory the process held after the first step (0: not measured) */
 } tt_train_result;
 

@@ -55,6 +55,12 @@ static int check_mix(const ckpt_state *st, const char *path) {
 
 static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
 
+int ckpt_exists(const char *dir) {
+    char p[4200];
+    struct stat st;
+    return snprintf(p, sizeof p, "%s/%s", dir, CKPT_FILE) < (int)sizeof p && stat(p, &st) == 0;
+}
+
 /* ---- writing --------------------------------------------------------------------
  * The header's checksum covers the payload, which is hashed as it is
  * appended; the header goes last, over the zeros left for it. */

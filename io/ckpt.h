@@ -74,6 +74,9 @@ typedef struct ckpt_state {
  * else the shortest record that holds it: CKPT_STATE_V2_BYTES for one source,
  * V3 for a mixture, V4 for full training), then params (n_params * real_bytes),
  * m and v (n_params floats each). Returns 0 or -errno with a message. */
+/* 1 when dir holds a checkpoint file (CKPT_FILE), whole or not: a run's folder. */
+int ckpt_exists(const char *dir);
+
 int ckpt_write(const char *dir, const ckpt_state *st, const void *params, const float *m, const float *v);
 
 /* Reads dir/checkpoint.bin: validates magic, version, sizes and checksum.

@@ -136,9 +136,8 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     o.teacher_path = teacher;
     tt_full_opts so;
     tt_plan p, tp;
-    if (fulltrain_check_inputs(s, teacher, NULL)) return tool_fail("plan"); /* what train --full refuses */
     uint64_t rarena, rtotal, master, h2d, d2h, ob, ab, wb;
-    if (fulltrain_resident_bytes(s, &o, &rarena)) return tool_fail("plan");
+    if (fulltrain_resident_bytes(s, &o, &rarena)) return tool_fail("plan"); /* first, what train --full refuses */
     const int fits = plan_dev_fits(rarena, o.hbm, &rtotal);
     fulltrain_optim_bytes(c, &o, &ob, &ab, &wb);
     char x[32], y[32], z[32], w[32];
@@ -162,8 +161,7 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
     if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
     /* streamed, train --full refuses --clip above 0 (each layer steps right after its backward) */
-    char why[160];
-    snprintf(why, sizeof why, "%s", stream ? "--stream" : "");
+    char why[160] = "--stream";
     if (!stream)
         snprintf(why, sizeof why, "the resident run needs --hbm %s", tt_fmt_bytes_up(tt_align_up(rtotal, 1 << 20), x,
                                                                                      sizeof x));

@@ -61,9 +61,7 @@ static const char *warmup_note(long warmup, long steps, double lr, char *b, size
 static int out_has_room(const char *dir, size_t n, int twice) {
     uint64_t avail, dev;
     if (atomic_fs_room(dir, 1, &avail, &dev) != 0) return 1; /* cannot tell: the save will say */
-    char ck[4200];
-    struct stat sb;
-    const int has = snprintf(ck, sizeof ck, "%s/" CKPT_FILE, dir) < (int)sizeof ck && stat(ck, &sb) == 0;
+    const int has = tool_holds_run(dir);
     const uint64_t ckb = (uint64_t)n * (sizeof(tt_real) + 2 * sizeof(float)),
                    need = ckb * (!has && twice ? 2 : 1) + (uint64_t)n * sizeof(float) + ((uint64_t)1 << 20);
     if (avail >= need) return 1;

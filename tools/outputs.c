@@ -193,11 +193,7 @@ int tool_check_out_dir(const char *cmd, const char *flag, const char *dir, const
     return 0;
 }
 
-int tool_holds_run(const char *dir) {
-    char p[4096];
-    struct stat st;
-    return snprintf(p, sizeof p, "%s/" CKPT_FILE, dir) < (int)sizeof p && stat(p, &st) == 0;
-}
+int tool_holds_run(const char *dir) { return ckpt_exists(dir); }
 
 /* The lock this process holds (one: train's --out), released at exit: its file is removed while still
  * held, so a process that opened the file meanwhile finds, once it gets the lock, that the file it locked is
