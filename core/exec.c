@@ -59,7 +59,11 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
                       * training keep 16M values: their workspace is better spent on KV caches and cells) */
                      .mlp_chunk_elems = be_mlp_chunk_elems(),
                      /* and its bigger dequantization blocks and vocabulary chunks: fewer, fuller products */
-                     .wbuf_elems = be_wbuf_elems(), .xent_chunk_elems = be_xent_chunk_elems()};
+                     .wbuf_elems = be_wbuf_elems(), .xent_chunk_elems = be_xent_chunk_elems(),
+                     /* the plan's optional region: each layer's frozen weights decoded once a pass, for all K
+                      * micro-batches (frozen: not where weight gradients are taken) */
+                     .decode_layer = p->user_opt};
+    if (wo.decode_layer && (c.wgrad || !model_decode_wanted(s, p->req.act_bf16))) wo.decode_layer = 0;
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;
@@ -219,6 +223,7 @@ static int acquire(tt_exec *e, int l, int pos) {
     int rc = stream_acquire(e->st, l, pos, &ext);
     if (rc) return rc;
     model_bind_layer(e->m, stream_store(e->st), l, ext);
+    model_decode_layer(e->m, e->ws, l); /* where the plan has room: once for the K micro-batches */
     lora_stage_layer(&e->lora, l); /* its LoRA parameters come along */
     return 0;
 }

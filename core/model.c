@@ -52,6 +52,12 @@ struct tt_ws {
     tt_real *rstd1, *lse, *rstd2;
     void *z[TT_PROJ_COUNT];
     void *wbuf, *xd, *mask, *tmp, *dz;
+    /* decode_layer: one layer's frozen projections in the workspace's type (model_decode_layer); dec_lw binds
+     * them, for layer dec_l of dec_m decoded from dec_src's weights (dec_m NULL: none yet) */
+    void *dec;
+    tt_layer_weights dec_lw, dec_src;
+    const tt_model *dec_m;
+    int dec_l;
     void *attn_scratch;   /* the attention ops' scratch (be_attn_scratch_bytes; NULL when 0) */
     size_t attn_scratch_n; /* its bytes: the most any layer's heads take */
     void *dxn, *dq, *dk, *dv, *datt, *dh, *dhn, *dg, *du, *dm;
@@ -230,6 +236,90 @@ void model_rope_tables(const tt_config *c, int seq, double *cos_t, double *sin_t
     }
 }
 
+/* Projection p of layer l: its input and output widths. */
+static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
+    const tt_layer_dims *d = &c->layers[l];
+    int h = (int)c->hidden, q = (int)(d->n_heads * c->head_dim), kv = (int)(d->n_kv_heads * c->head_dim);
+    switch (p) {
+    case TT_PROJ_Q: *in = h; *out = q; break;
+    case TT_PROJ_K: case TT_PROJ_V: *in = h; *out = kv; break;
+    case TT_PROJ_O: *in = q; *out = h; break;
+    case TT_PROJ_GATE: case TT_PROJ_UP: *in = h; *out = (int)d->ffn; break;
+    default: *in = (int)d->ffn; *out = h; break;
+    }
+}
+
+/* ---- a layer decoded once a pass (tt_ws_opts.decode_layer) --------------------- */
+
+/* The store type of the workspace's activation type dt, or 0 where no store type is it (a double build's). */
+static uint32_t dec_dtype(int dt) {
+    if (dt == BE_BF16) return TT_DTYPE_BF16;
+    return sizeof(tt_real) == 4 ? TT_DTYPE_F32 : 0;
+}
+
+/* Whether projection p of layer l, stored as dtype, is decoded into the buffer for activations of type dt: where
+ * its products would convert it (a weight already of the activations' type is multiplied where it lies) and its
+ * rows need no padding (a padded product would copy the decoded block again each time). */
+static int dec_proj(const tt_config *c, int l, int p, uint32_t dtype, int dt) {
+    int in, out;
+    proj_dims(c, l, p, &in, &out);
+    return dec_dtype(dt) && dtype != dec_dtype(dt) && be_row_pad((size_t)in) == (size_t)in;
+}
+
+/* Values of layer l's projections before projection `upto` in the buffer (each starts 512-byte aligned). */
+static size_t dec_layer_elems(const tt_config *c, int l, int upto) {
+    size_t n = 0;
+    for (int p = 0; p < upto; p++) {
+        int in, out;
+        proj_dims(c, l, p, &in, &out);
+        n += tt_align_up((size_t)out * in, 128);
+    }
+    return n;
+}
+
+int model_decode_wanted(const tier_store *s, int act_bf16) {
+    if (!be_decode_layers()) return 0;
+    const tt_config *c = tier_config(s);
+    int dt = act_bf16 ? BE_BF16 : BE_REAL;
+    for (uint32_t i = 0; i < config_n_tensors(c); i++) {
+        tt_tensor_desc d;
+        config_tensor(c, i, &d);
+        if (d.role == TT_ROLE_LINEAR && dec_proj(c, (int)d.layer, (int)d.proj, tier_tensor_at(s, i)->dtype, dt))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether the buffer holds layer l of m decoded from the weights bound now. */
+static int dec_holds(const tt_model *m, const tt_ws *w, int l) {
+    const tt_layer_weights *lw = &m->lw[l];
+    return w->dec_m == m && w->dec_l == l && !memcmp(w->dec_src.proj, lw->proj, sizeof lw->proj) &&
+           !memcmp(w->dec_src.dtype, lw->dtype, sizeof lw->dtype);
+}
+
+void model_decode_layer(const tt_model *m, tt_ws *w, int l) {
+    if (!w->dec || dec_holds(m, w, l)) return; /* (the backward's first layer is the forward's last) */
+    const tt_layer_weights *lw = &m->lw[l];
+    w->dec_lw = *lw;
+    for (int p = 0; p < TT_PROJ_COUNT; p++) {
+        if (!dec_proj(&m->cfg, l, p, lw->dtype[p], w->dt)) continue;
+        int in, out;
+        proj_dims(&m->cfg, l, p, &in, &out);
+        void *d = be_at(w->dec, dec_layer_elems(&m->cfg, l, p), w->dt);
+        be_dequant(lw->dtype[p], lw->proj[p], (size_t)out * in, d, w->dt);
+        w->dec_lw.proj[p] = d;
+        w->dec_lw.dtype[p] = dec_dtype(w->dt);
+    }
+    w->dec_src = *lw;
+    w->dec_m = m;
+    w->dec_l = l;
+}
+
+/* Layer l's weights for its products: the decoded ones where the workspace holds them. */
+static const tt_layer_weights *layer_w(const tt_model *m, const tt_ws *w, int l) {
+    return dec_holds(m, w, l) ? &w->dec_lw : &m->lw[l];
+}
+
 /* ---- workspace -------------------------------------------------------------- */
 
 void ws_free(tt_ws *w) {
@@ -239,7 +329,7 @@ void ws_free(tt_ws *w) {
                         w->g, w->wbuf, w->xd, w->mask, w->tmp, w->dz,
                         w->dk, w->dv, w->dhn, w->dm, w->norm, w->ck,
                         w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d, w->attn_scratch, w->xstats,
-                        w->txf, w->tlogits, w->tnorm, w->kstats};
+                        w->txf, w->tlogits, w->tnorm, w->kstats, w->dec};
         /* aliases: xf, dxf, dxn, u, mm, dg, du always; logits, dh and lm_stage of the MLP block, dq and datt of
          * hn and dhn when they fit */
         if (w->logits != w->g) be_free(w->logits);
@@ -344,6 +434,12 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     w->dg = w->g; /* swiglu_bwd works in place: the gate/up gradients replace g and u */
     w->du = w->u;
     AA(w->wbuf, w->wbuf_elems, "dequantization scratch");
+    if (o->decode_layer) {
+        size_t mx = 0;
+        for (uint32_t l = 0; l < c->n_layers; l++)
+            if (dec_layer_elems(c, (int)l, TT_PROJ_COUNT) > mx) mx = dec_layer_elems(c, (int)l, TT_PROJ_COUNT);
+        AA(w->dec, mx, w->dt == BE_BF16 ? "decoded layer (bf16)" : "decoded layer (f32)");
+    }
     /* the most any layer takes: a pruned layer's fewer KV heads can take more (the CUDA backend's dk/dv pass
      * then splits its groups over more blocks, with their sums in the scratch) */
     size_t asb = 0;
@@ -443,18 +539,6 @@ typedef struct pass {
     uint64_t drop_seed;
 } pass;
 
-static void proj_dims(const tt_config *c, int l, int p, int *in, int *out) {
-    const tt_layer_dims *d = &c->layers[l];
-    int h = (int)c->hidden, q = (int)(d->n_heads * c->head_dim), kv = (int)(d->n_kv_heads * c->head_dim);
-    switch (p) {
-    case TT_PROJ_Q: *in = h; *out = q; break;
-    case TT_PROJ_K: case TT_PROJ_V: *in = h; *out = kv; break;
-    case TT_PROJ_O: *in = q; *out = h; break;
-    case TT_PROJ_GATE: case TT_PROJ_UP: *in = h; *out = (int)d->ffn; break;
-    default: *in = (int)d->ffn; *out = h; break;
-    }
-}
-
 /* Activation pointer p advanced by n values of the workspace's type. */
 #define AT(w, p, n) be_at((p), (size_t)(n), (w)->dt)
 
@@ -530,7 +614,7 @@ static int lora_first(const pass *ps, const tt_lora_slot *s) {
  * time. */
 static void proj_fwd(pass *ps, int l, int p, const void *x, int ldx, void *y, int ldy, int t0, int rows) {
     tt_ws *w = ps->w;
-    const tt_layer_weights *lw = &ps->m->lw[l];
+    const tt_layer_weights *lw = layer_w(ps->m, w, l);
     int in, out, dt = w->dt;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     const tt_lora_slot *s = &ps->lo->slot[l][p];
@@ -588,7 +672,7 @@ static void proj_bwd_lora(pass *ps, int l, int p, const void *x, int ldx, const 
 static void proj_bwd(pass *ps, int l, int p, const void *x, int ldx, const void *dy, int ldy, void *dx, int accumulate,
                      int t0, int rows) {
     tt_ws *w = ps->w;
-    const tt_layer_weights *lw = &ps->m->lw[l];
+    const tt_layer_weights *lw = layer_w(ps->m, w, l);
     int in, out, dt = w->dt;
     proj_dims(&ps->m->cfg, l, p, &in, &out);
     const tt_lora_slot *s = &ps->lo->slot[l][p];

@@ -108,7 +108,14 @@ typedef struct tt_ws_opts {
     int gen_cap;           /* generation: the KV cache's length (positions), and no gradient buffers (the
                             * workspace then runs generation passes only); 0: a training workspace */
     int with_distill;      /* buffers for distillation's teacher side of the head (ws_set_distill) */
+    int decode_layer;      /* a buffer for one layer's frozen projections in the workspace's type
+                            * (model_decode_layer; the largest layer's, all seven projections) */
 } tt_ws_opts;
+
+/* Whether a workspace's decoded-layer buffer would serve a run on store s with activations of that type: the
+ * backend asks for it (tt_backend.decode_layers) and some projection is stored in another type (NF4, or f32
+ * under bf16 activations) with unpadded rows (backend.h's be_row_pad). */
+int model_decode_wanted(const tier_store *s, int act_bf16);
 
 /* Activation workspace for one micro-batch. Every activation the model
  * functions below take or give (x, y, dx, dy, xL) is of the workspace's type
@@ -201,6 +208,14 @@ double model_target_weight(const int32_t *targets, const tt_real *weight, size_t
  * masks in the recomputation); 0 = no dropout (evaluation). */
 double model_micro_step(tt_model *m, tt_lora *lo, tt_ws *w, const int32_t *inputs, const int32_t *targets,
                         const tt_real *weight, tt_real dscale, int backward, uint64_t drop_seed);
+
+/* Layer l's frozen projections converted to the workspace's type once, on the compute queue, into its
+ * decoded-layer buffer (tt_ws_opts.decode_layer), where their stored type differs and their rows are unpadded:
+ * the layer's products then read them there, for every micro-batch, while the buffer holds layer l of m bound
+ * to the same weights (the next call for another layer replaces it; the products of a layer bound elsewhere
+ * since dequantize their blocks as before). Nothing without the buffer, or when it holds these weights already.
+ * The layer must be bound (model_bind_layer). The same values go into the same products: the same bits. */
+void model_decode_layer(const tt_model *m, tt_ws *w, int l);
 
 /* Single-layer entry points (tests; the streaming runtime later): y = layer(x)
  * and, given dy, dx (overwritten) with LoRA gradients accumulated. */

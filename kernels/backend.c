@@ -173,6 +173,7 @@ void be_rope(int T, int seq, int nh, int hd, const tt_real *cos_t, const tt_real
 size_t be_mlp_chunk_elems(void) { return cur()->mlp_chunk_elems; }
 size_t be_wbuf_elems(void) { return cur()->wbuf_elems; }
 size_t be_xent_chunk_elems(void) { return cur()->xent_chunk_elems; }
+int be_decode_layers(void) { return cur()->decode_layers; }
 const char *be_attn_path_name(int B, int seq, int nh, int nkv, int hd, int dt) {
     return cur()->attn_path_name ? cur()->attn_path_name(B, seq, nh, nkv, hd, dt) : "reference";
 }

@@ -278,6 +278,16 @@ typedef struct tt_backend {
      * micro-batch, so a backend with a per-product cost takes fewer, bigger
      * chunks. 0: 4M. */
     size_t xent_chunk_elems;
+    /* 1: in LoRA training and evaluation, each layer's frozen projections are
+     * converted to the activations' type once per pass over the layer, for
+     * all its micro-batches, into a device region the plan places where the
+     * budget allows (core/model.c's model_decode_layer), instead of once per
+     * product (each micro-batch, MLP chunk, the recomputation and the input
+     * gradient: about 12 times a layer a step at 4 micro-batches). The same
+     * values go into the same products: the same bits either way. A backend
+     * whose dequantization costs against its products takes it. 0: every
+     * product dequantizes its block (the CPU reference). */
+    int decode_layers;
 
     /* ---- optional description ---- */
     /* Which attention ran at these shapes and activation type (the last
@@ -361,6 +371,7 @@ size_t be_attn_scratch_bytes(int B, int seq, int nh, int nkv, int hd, int dt);
 size_t be_mlp_chunk_elems(void); /* the backend's hint, 0 when it gives none */
 size_t be_wbuf_elems(void);       /* the backend's hint, 0 when it gives none */
 size_t be_xent_chunk_elems(void); /* the backend's hint, 0 when it gives none */
+int be_decode_layers(void);          /* the backend's hint (tt_backend.decode_layers) */
 /* The attention the backend ran at these shapes, in words ("reference" when it has one path). */
 const char *be_attn_path_name(int B, int seq, int nh, int nkv, int hd, int dt);
 void be_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,

@@ -87,6 +87,16 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
 
 /* What a refused generation plan asks to lower: the command's flags (req->gen_flags; generate's, plan
  * --generate's and bench generate's differ), else the quantities in words. */
+/* Whether the owner's carve takes its optional region for plan p (more device bytes with it than without). */
+static int opt_taken(const tier_store *s, const tt_plan *p) {
+    tt_plan a = *p, b = *p;
+    a.user_opt = 0;
+    b.user_opt = 1;
+    measure(s, &a);
+    measure(s, &b);
+    return b.dev_bytes > a.dev_bytes;
+}
+
 static const char *gen_flags(const tt_plan_req *req) {
     return req->gen_flags ? req->gen_flags : "the prompts per batch, the prompt chunk or the KV cache positions";
 }
@@ -102,6 +112,7 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
     if (!req->hbm && !req->host) { /* no budget: everything resident */
         p.slots = L; p.head_on_device = req->lm_head != PLAN_HEAD_HOST; p.dev_cells = cells;
         p.user_dev = req->user_units;
+        p.user_opt = opt_taken(s, &p);
         p.host_cache = req->trainable != 0;
     } else {
         /* the smallest plan: two slots (one layer ahead; one where req.min_slots allows), lm_head streamed, every
@@ -146,6 +157,9 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
         if (p.slots == 1 && L > 1) TRY(t.slots = 2); /* prefetch first */
         if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
         if (L > 2 && p.slots >= 2) TRY(t.slots = 3);
+        /* the owner's optional region (a layer's weights decoded once a pass: compute time, where a spilled
+         * activation's copies hide behind the compute) before the activations */
+        if (opt_taken(s, &p)) TRY(t.user_opt = 1);
         while (p.user_dev < req->user_units) { /* the owner's regions (KV caches) before the activations */
             int before = p.user_dev;
             TRY(t.user_dev = p.user_dev + 1);
@@ -263,6 +277,9 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
                 p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
                 p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
                 p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
+    if (p->user_opt)
+        fprintf(f, "  frozen weights: each layer's decoded once a pass over it, for all %d micro-batches, on the device\n",
+                p->req.K);
     if (p->req.forward_only)
         fprintf(f, "  forward passes only (generation): KV caches on the device for %d of %d layers, the rest in "
                    "the pinned host arena\n", p->user_dev, p->req.user_units);
@@ -305,11 +322,12 @@ void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
     fprintf(f,
             "{\"hbm\":%llu,\"host\":%llu,\"micro_batch\":%d,\"seq\":%d,\"micro_batches\":%d,\"layers\":%d,"
             "\"slots\":%d,\"prefetch\":%d,\"head_on_device\":%s,\"host_cache\":%s,\"dev_cells\":%d,"
-            "\"host_cells\":%d,\"user_dev\":%d,\"user_units\":%d,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
+            "\"host_cells\":%d,\"user_dev\":%d,\"user_units\":%d,\"decoded_layer\":%s,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
             "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f,\"outside_bytes\":%llu}",
             (unsigned long long)p->req.hbm, (unsigned long long)p->req.host, p->req.B, p->req.seq, p->req.K, p->L,
             p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
-            p->dev_cells, p->host_cells, p->user_dev, p->req.user_units, (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
+            p->dev_cells, p->host_cells, p->user_dev, p->req.user_units, p->user_opt ? "true" : "false",
+            (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
             (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
             p->pred_step_s, (unsigned long long)be_reserved_bytes());
 }

@@ -76,13 +76,15 @@ typedef struct tt_plan {
     int host_cache;       /* every layer extent kept in host memory between steps */
     int dev_cells;        /* layer-boundary activations kept on the device (of L * K) */
     int host_cells;       /* ... spilled to the host */
-    uint64_t slot_bytes, cell_bytes;
     uint64_t dev_bytes, host_bytes;       /* what the arenas will hold: the predicted peaks */
     uint64_t io_bytes_first, io_bytes_step; /* NVMe reads in the first step and in later steps */
     double flops_step;
     double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
     int host_from_avail;  /* req.host was set from req.host_avail (no --host given) */
     int user_dev;         /* of req.user_units, how many the owner's carve puts on the device (the first ones) */
+    int user_opt;         /* 1: the owner's optional device region is placed (the step loop's decoded layer,
+                           * core/exec.c); the planner places it where the owner's carve takes one (its bytes
+                           * measured), after lm_head and a third slot, before the activations */
 } tt_plan;
 
 /* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget

@@ -108,8 +108,9 @@ static inline int run(const char *store, const tt_plan_req *req, float dropout, 
 }
 
 static inline void compare(const run_out *a, const run_out *b, const char *what, const tt_plan *p) {
-    fprintf(stderr, "%-34s slots %d, lm_head %s, cells on device %d/%d, host cache %d: dev %llu B, host %llu B\n", what,
-            p->slots, p->head_on_device ? "dev" : "host", p->dev_cells, p->dev_cells + p->host_cells, p->host_cache,
+    fprintf(stderr, "%-34s slots %d, lm_head %s, cells on device %d/%d, host cache %d, decoded layer %d: dev %llu B, "
+            "host %llu B\n", what, p->slots, p->head_on_device ? "dev" : "host", p->dev_cells,
+            p->dev_cells + p->host_cells, p->host_cache, p->user_opt,
             (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes);
     CHECK(a->n == b->n);
     for (int i = 0; i < STEPS; i++) CHECK_MSG(a->loss[i] == b->loss[i], "%s: loss %d %.17g vs %.17g", what, i, a->loss[i], b->loss[i]);

@@ -18,7 +18,8 @@
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
 #   stream     streamed at the smallest --hbm (f32: 2 layer slots, every activation
-#              spilled; bf16 at its own) == resident: the adapter bit for bit
+#              spilled; bf16 at its own) == resident: the adapter bit for bit (the resident
+#              runs decode each layer once a pass, the smallest plans every product's block)
 #   full       full training (AdamW, GaLore) streamed == resident, bit for bit; resident
 #              AdamW under racecheck
 #   generate   greedy completions on CUDA (under racecheck) == the CPU's; streamed == resident;
@@ -187,6 +188,12 @@ h=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --act-dtype f32)
 expect_ok plan-min "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --hbm "${h}M"
 grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled 8' "$dir/out" ||
     fail "--hbm ${h}M does not give 2 layer slots and every activation spilled"
+# the resident run decodes each layer's NF4 weights once a pass (kernels/backend.h's decode_layers), the smallest
+# plan every product's block: the comparison below is of the two ways too
+! grep -q 'decoded once a pass' "$dir/out" || fail "--hbm ${h}M: a decoded layer in the smallest plan"
+expect_ok plan-resident "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
+grep -q "frozen weights: each layer's decoded once a pass over it, for all 2 micro-batches" "$dir/out" ||
+    fail "the resident plan decodes no layer once a pass: $(grep -A1 'layer slots' "$dir/out")"
 expect_ok lora-cuda-streamed "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --out "$dir/ls"
 cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"

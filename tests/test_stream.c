@@ -148,7 +148,7 @@ int main(void) {
         free(o.params);
         r2.lm_head = PLAN_HEAD_AUTO;
         /* some activations spill: room for about half of them */
-        r2.hbm = min_dev + (uint64_t)(p.cell_bytes ? p.cell_bytes : (uint64_t)req.B * req.seq * c.hidden * sizeof(tt_real)) * 12;
+        r2.hbm = min_dev + (uint64_t)req.B * req.seq * c.hidden * sizeof(tt_real) * 12;
         r2.host = 0;
         CHECK(run(store, &r2, dropout, clip, &o, &p) == 0);
         CHECK(p.dev_cells > 0 && p.host_cells > 0);

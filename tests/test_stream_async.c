@@ -6,7 +6,8 @@
  * backend, for every budget (the smallest, the smallest with lm_head
  * streamed, a partial spill, a host cache, NVMe every step with the cells on
  * the device, and the same from a 2:4-sparse store whose layers are lz4-compressed,
- * so each goes through the decode buffer) and every delay seed (8; 3 under ASan; 1 under TSan, whose
+ * so each goes through the decode buffer, and three slots with room for a layer decoded once a pass for all
+ * micro-batches, kernels/backend.h's decode_layers) and every delay seed (8; 3 under ASan; 1 under TSan, whose
  * race reports do not depend on the order a seed's delays give, and there
  * two of the four cells: f32 plain, bf16 with dropout + clipping; unless
  * TT_TEST_SEEDS says otherwise).
@@ -24,10 +25,10 @@
 
 #include <stdlib.h>
 
-enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, B_NVME, B_NVME_LZ4, N_BUDGETS };
+enum { B_SMALLEST, B_SMALLEST_HEAD_HOST, B_PARTIAL, B_CACHE, B_NVME, B_NVME_LZ4, B_DECODED, N_BUDGETS };
 static const char *budget_name[N_BUDGETS] = {"smallest (all spilled)", "smallest, lm_head streamed",
                                              "partial spill", "host cache", "NVMe every step, cells on device",
-                                             "NVMe every step, lz4 layers"};
+                                             "NVMe every step, lz4 layers", "3 slots, a layer decoded once"};
 
 /* The plan request of budget b for req (all derived from the planner's smallest). */
 static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size_t cell_bytes) {
@@ -37,6 +38,7 @@ static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size
     if (b == B_SMALLEST_HEAD_HOST) r.lm_head = PLAN_HEAD_HOST;
     uint64_t min_dev, min_host;
     plan_minimum(s, &r, &min_dev, &min_host);
+    uint64_t slot = tier_extent_at(s, TT_EXTENT_LAYER(0))->raw; /* the tiny model's layers are all alike */
     tier_close(s);
     r.hbm = min_dev;
     r.host = b == B_SMALLEST || b == B_SMALLEST_HEAD_HOST ? min_host : 0; /* 0: room for a host cache */
@@ -45,6 +47,9 @@ static tt_plan_req budget(const char *store, const tt_plan_req *req, int b, size
         r.no_host_cache = 1;
         r.hbm = min_dev + (uint64_t)cell_bytes * 64;
     }
+    /* a third slot, then (bf16 cells: the f32 store's layers converted) a layer decoded once a pass, before the
+     * activations; the layers still go through the slots in turn */
+    if (b == B_DECODED) r.hbm = min_dev + 2 * slot;
     return r;
 }
 
@@ -97,7 +102,7 @@ int main(void) {
 #else
     const int vstep = 1;
 #endif
-    int runs = 0, mismatches = 0, base_failures = tt_test_failures, variants = 0;
+    int runs = 0, mismatches = 0, base_failures = tt_test_failures, variants = 0, decoded[2] = {0, 0};
     for (int variant = 0; variant < 4; variant += vstep, variants++) {
         int bf16 = variant & 1, drop = variant >> 1;
         float dropout = drop ? 0.1f : 0.f, clip = drop ? 1.f : 0.f;
@@ -135,6 +140,10 @@ int main(void) {
                 snprintf(what, sizeof what, "%s, %s%s, seed %d", budget_name[b], bf16 ? "bf16" : "f32",
                          drop ? ", dropout+clip" : "", seed);
                 compare(b == B_NVME_LZ4 ? &ref_lz4 : &ref, &o, what, &p);
+                /* an f32 store's layers are decoded once a pass (cpu-async asks for it) under bf16 activations,
+                 * where the budget has room, and never under f32 ones (nothing to convert) */
+                if (bf16) decoded[p.user_opt]++;
+                else CHECK_MSG(!p.user_opt, "%s: a decoded layer planned with nothing to decode", what);
                 mismatches += tt_test_failures != before;
                 runs++;
                 free(o.params);
@@ -144,7 +153,10 @@ int main(void) {
         free(ref_lz4.params);
     }
     fprintf(stderr, "cpu-async: %d streamed runs (%d seeds x %d budgets x %d variants), %d differ from the resident "
-            "CPU run\n", runs, seeds, N_BUDGETS, variants, mismatches);
+            "CPU run; of the bf16 ones, %d decoded each layer once a pass and %d every product's block\n", runs,
+            seeds, N_BUDGETS, variants, mismatches, decoded[1], decoded[0]);
+    CHECK_MSG(decoded[0] && decoded[1], "the bf16 runs must both decode layers once and not (%d, %d)", decoded[1],
+              decoded[0]);
     fixture_rm_rf(dir);
     free(dir);
     if (expect_fail) { /* the dropped wait must have been caught */

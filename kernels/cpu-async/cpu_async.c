@@ -648,6 +648,10 @@ static const tt_backend g_cpu_async = {
     .synchronize = ca_synchronize,
     .timer_new = ca_event_new,
     .timer_elapsed = ca_timer_elapsed,
+    /* as the CUDA backend: its streamed runs, compared bit for bit with the synchronous CPU backend's resident
+     * ones (which dequantize every product's block), check that decoding a layer once gives the same bits, and
+     * that the decode, the one read of a layer's slot, is ordered after the slot's load */
+    .decode_layers = 1,
 };
 
 const tt_backend *backend_cpu_async(void) {

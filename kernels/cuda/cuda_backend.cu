@@ -1487,7 +1487,7 @@ static tt_backend g_cuda = {
     cu_host_alloc_pinned, cu_host_free_pinned,
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
     cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed, cu_dev_in_use,
-    CUDA_MLP_CHUNK_ELEMS, CUDA_WBUF_ELEMS, CUDA_XENT_CHUNK_ELEMS,
+    CUDA_MLP_CHUNK_ELEMS, CUDA_WBUF_ELEMS, CUDA_XENT_CHUNK_ELEMS, 1 /* decode_layers */,
     cu_attn_path_name,
 };
 

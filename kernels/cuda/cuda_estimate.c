@@ -26,6 +26,7 @@ static const tt_backend g_estimate = {
     .mlp_chunk_elems = CUDA_MLP_CHUNK_ELEMS,
     .wbuf_elems = CUDA_WBUF_ELEMS,
     .xent_chunk_elems = CUDA_XENT_CHUNK_ELEMS,
+    .decode_layers = 1,
 };
 
 const tt_backend *backend_cuda_estimate(void) { return &g_estimate; }
