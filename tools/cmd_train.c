@@ -149,9 +149,15 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
         char sum[320];
         train_result_summary(&res, sum, sizeof sum);
         printf("done: %s; model in %s\n", sum, o.out_path);
+        if (res.dev_in_use) {
+            char du[32];
+            printf("GPU memory held after step 1 (NVML, everything: the weights, optimizer state, context, "
+                   "workspaces): %s\n", tt_fmt_bytes(res.dev_in_use, du, sizeof du));
+        }
     } else if (res.steps_done > 0) { /* as LoRA's: one object after the steps' */
         json_t *j = summary_json(&res, o.steps);
         json_object_set_new(j, "model", json_string(o.out_path)); /* not set where it is not UTF-8 */
+        if (res.dev_in_use) json_object_set_new(j, "gpu_bytes_in_use", json_integer((json_int_t)res.dev_in_use));
         char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (txt) puts(txt);
         free(txt);
