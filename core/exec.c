@@ -54,9 +54,10 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
     tt_ws_opts wo = {.B = p->req.B, .seq = p->req.seq, .head_streamed = !p->head_on_device || cfg->tie_embeddings,
                      .host = host, .act_bf16 = p->req.act_bf16,
                      .mlp_rows = c.wgrad ? p->req.B * p->req.seq : 0, /* weight gradients: the MLP in one chunk */
-                     /* LoRA on frozen (quantized) weights: every MLP chunk dequantizes them again, 8 times a layer, so
-                      * the backend's bigger chunks where it asks for them (generation's forward passes and full
-                      * training keep 16M values: their workspace is better spent on KV caches and cells) */
+                     /* LoRA on frozen (quantized) weights: without a decoded layer every MLP chunk dequantizes them
+                      * again, 8 times a layer, and a chunk's products are fuller the bigger it is, so the backend's
+                      * bigger chunks where it asks for them (generation's forward passes and full training keep 16M
+                      * values: their workspace is better spent on KV caches and cells) */
                      .mlp_chunk_elems = be_mlp_chunk_elems(),
                      /* and its bigger dequantization blocks and vocabulary chunks: fewer, fuller products */
                      .wbuf_elems = be_wbuf_elems(), .xent_chunk_elems = be_xent_chunk_elems(),

@@ -266,7 +266,8 @@ static int dec_proj(const tt_config *c, int l, int p, uint32_t dtype, int dt) {
     return dec_dtype(dt) && dtype != dec_dtype(dt) && be_row_pad((size_t)in) == (size_t)in;
 }
 
-/* Values of layer l's projections before projection `upto` in the buffer (each starts 512-byte aligned). */
+/* Values of layer l's projections before projection `upto` in the buffer (each starts at a multiple of 128
+ * values: 256 bytes in bf16). */
 static size_t dec_layer_elems(const tt_config *c, int l, int upto) {
     size_t n = 0;
     for (int p = 0; p < upto; p++) {

@@ -85,10 +85,10 @@ void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, ui
     *host = p.host_bytes;
 }
 
-/* What a refused generation plan asks to lower: the command's flags (req->gen_flags; generate's, plan
- * --generate's and bench generate's differ), else the quantities in words. */
-/* Whether the owner's carve takes its optional region for plan p (more device bytes with it than without). */
+/* Whether the owner's carve takes its optional region for plan p (more device bytes with it than without);
+ * never where the request says no. */
 static int opt_taken(const tier_store *s, const tt_plan *p) {
+    if (p->req.no_user_opt) return 0;
     tt_plan a = *p, b = *p;
     a.user_opt = 0;
     b.user_opt = 1;
@@ -97,6 +97,50 @@ static int opt_taken(const tier_store *s, const tt_plan *p) {
     return b.dev_bytes > a.dev_bytes;
 }
 
+/* Grows plan p greedily while the budgets allow: lm_head on the device, a third slot, (with_opt) the owner's
+ * optional region, the activations (top layers first), then more slots, then the host layer cache. */
+static void grow(const tier_store *s, tt_plan *pp, int with_opt) {
+    const tt_plan_req *req = &pp->req;
+    int L = pp->L, K = req->K, cells = req->forward_only ? 0 : L * K;
+    tt_plan p = *pp, t = p;
+    /* device-side growth needs no more host memory (more activations on the device spill fewer; the optional
+     * region's place is chosen by plan_budgets, which judges it by both budgets), so it is judged by --hbm
+     * alone; the host cache needs both */
+#define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits_dev(&t)) p = t; } while (0)
+    if (p.slots == 1 && L > 1) TRY(t.slots = 2); /* prefetch first */
+    if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
+    if (L > 2 && p.slots >= 2) TRY(t.slots = 3);
+    if (with_opt) TRY(t.user_opt = 1);
+    while (p.user_dev < req->user_units) { /* the owner's regions (KV caches) before the activations */
+        int before = p.user_dev;
+        TRY(t.user_dev = p.user_dev + 1);
+        if (p.user_dev == before) break;
+    }
+    for (int step = K; p.dev_cells < cells;) { /* a layer's worth at a time, then single cells */
+        int before = p.dev_cells;
+        TRY(t.dev_cells = p.dev_cells + step > cells ? cells : p.dev_cells + step);
+        if (p.dev_cells == before) {
+            if (step == 1) break;
+            step = 1;
+        }
+    }
+    while (p.slots < L) {
+        int before = p.slots;
+        TRY(t.slots = p.slots + 1);
+        if (p.slots == before) break;
+    }
+    if (p.slots < L && !req->no_host_cache && !p.host_cache) {
+        t = p;
+        t.host_cache = 1;
+        measure(s, &t);
+        if (fits(&t)) p = t;
+    }
+#undef TRY
+    *pp = p;
+}
+
+/* What a refused generation plan asks to lower: the command's flags (req->gen_flags; generate's, plan
+ * --generate's and bench generate's differ), else the quantities in words. */
 static const char *gen_flags(const tt_plan_req *req) {
     return req->gen_flags ? req->gen_flags : "the prompts per batch, the prompt chunk or the KV cache positions";
 }
@@ -147,44 +191,25 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
                        hneed[0] ? "both" : "--hbm");
     }
     if (req->hbm || req->host) {
-        /* Grow greedily while the budgets allow: lm_head on the device, a third
-         * slot, the activations (top layers first), then more slots, then the
-         * host layer cache. */
-        tt_plan t = p;
-        /* device-side growth never needs more host memory (more activations on the device spill fewer), so
-         * it is judged by --hbm alone; the host cache needs both */
-#define TRY(change) do { t = p; change; t.host_cells = cells - t.dev_cells; measure(s, &t); if (fits_dev(&t)) p = t; } while (0)
-        if (p.slots == 1 && L > 1) TRY(t.slots = 2); /* prefetch first */
-        if (req->lm_head == PLAN_HEAD_AUTO) TRY(t.head_on_device = 1);
-        if (L > 2 && p.slots >= 2) TRY(t.slots = 3);
-        /* the owner's optional region (a layer's weights decoded once a pass: compute time, where a spilled
-         * activation's copies hide behind the compute) before the activations */
-        if (opt_taken(s, &p)) TRY(t.user_opt = 1);
-        while (p.user_dev < req->user_units) { /* the owner's regions (KV caches) before the activations */
-            int before = p.user_dev;
-            TRY(t.user_dev = p.user_dev + 1);
-            if (p.user_dev == before) break;
-        }
-        for (int step = K; p.dev_cells < cells;) { /* a layer's worth at a time, then single cells */
-            int before = p.dev_cells;
-            TRY(t.dev_cells = p.dev_cells + step > cells ? cells : p.dev_cells + step);
-            if (p.dev_cells == before) {
-                if (step == 1) break;
-                step = 1;
+        /* The owner's optional region (a layer's weights decoded once a pass: compute time, where a spilled
+         * activation's copies hide behind the compute) goes before the activations where that costs no slot and
+         * no host cache and the budgets hold it (the activations it displaces spill: more host memory); else
+         * after everything, where it still fits; else not at all: a larger budget gives no slot, no host cache and
+         * no --host room to it. */
+        tt_plan a = p;
+        grow(s, &a, 0);
+        if (opt_taken(s, &p)) {
+            tt_plan b = p;
+            grow(s, &b, 1);
+            if (b.user_opt && fits(&b) && b.slots >= a.slots && b.host_cache >= a.host_cache) a = b;
+            else {
+                b = a;
+                b.user_opt = 1;
+                measure(s, &b);
+                if (fits(&b)) a = b;
             }
         }
-        while (p.slots < L) {
-            int before = p.slots;
-            TRY(t.slots = p.slots + 1);
-            if (p.slots == before) break;
-        }
-        if (p.slots < L && !req->no_host_cache && !p.host_cache) {
-            t = p;
-            t.host_cache = 1;
-            measure(s, &t);
-            if (fits(&t)) p = t;
-        }
-#undef TRY
+        p = a;
     }
     if (req->host && p.host_bytes > req->host) {
         char need[32], have[32];
@@ -277,9 +302,11 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
                 p->slots, p->L, p->prefetch, p->slots >= p->L ? ", all resident" : "",
                 p->head_on_device ? "on the device" : "streamed from the host in vocab chunks", p->req.act_bf16 ? "bf16" : "f32",
                 p->dev_cells, p->dev_cells + p->host_cells, p->host_cells, p->host_cache ? "yes (NVMe read once)" : "no");
-    if (p->user_opt)
-        fprintf(f, "  frozen weights: each layer's decoded once a pass over it, for all %d micro-batches, on the device\n",
-                p->req.K);
+    if (p->user_opt) {
+        char mb[48] = "";
+        if (p->req.K > 1) snprintf(mb, sizeof mb, ", for all %d micro-batches", p->req.K);
+        fprintf(f, "  frozen weights: each layer's decoded once a pass over it%s, on the device\n", mb);
+    }
     if (p->req.forward_only)
         fprintf(f, "  forward passes only (generation): KV caches on the device for %d of %d layers, the rest in "
                    "the pinned host arena\n", p->user_dev, p->req.user_units);

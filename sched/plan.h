@@ -62,6 +62,8 @@ typedef struct tt_plan_req {
                            * on the device as the budget allows (plan.user_dev), the rest in the host arena */
     int min_slots;        /* 1: a plan may hold a single layer slot (no prefetch; loads wait) when two do not fit
                            * (Taylor calibration of layers as large as the budget); 0: at least two */
+    int no_user_opt;      /* never place the owner's optional region (plan.user_opt): a comparison's second plan
+                           * (bench overlap's compute-only run) as its first */
     int trainable;        /* full-parameter training: the layers change. Every layer extent lives in the host
                            * cache (always on; read from NVMe once), which holds the master weights: the owner
                            * updates a layer in its slot and writes it back (stream_writeback) */
@@ -84,7 +86,8 @@ typedef struct tt_plan {
     int user_dev;         /* of req.user_units, how many the owner's carve puts on the device (the first ones) */
     int user_opt;         /* 1: the owner's optional device region is placed (the step loop's decoded layer,
                            * core/exec.c); the planner places it where the owner's carve takes one (its bytes
-                           * measured), after lm_head and a third slot, before the activations */
+                           * measured): after lm_head and a third slot, before the activations, where that
+                           * costs no slot and no host cache and both budgets hold it; else last, where it fits */
 } tt_plan;
 
 /* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget

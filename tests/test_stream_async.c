@@ -63,6 +63,48 @@ static void check_trace(tt_trace *t, const tt_plan_req *r, const tt_plan *p, int
     CHECK_EQ_INT((int)trace_n_dropped(t), 0);
 }
 
+/* The planner's place for the decoded layer (plan.user_opt), over a sweep of --hbm with and without a tight
+ * --host: a larger budget never loses a slot or (streaming) the host cache to it, never refuses what a smaller
+ * one planned,
+ * and its bytes are what the plan says fits. On cpu-async, which asks for the buffer (plans only, no runs). */
+static void plan_sweep(const char *store, const tt_plan_req *req, int placed[3]) {
+    tier_store *s;
+    TT_ASSERT(tier_open(&s, store) == 0);
+    uint64_t min_dev, min_host;
+    plan_minimum(s, req, &min_dev, &min_host);
+    tt_plan full;
+    CHECK(plan_make(s, req, &full) == 0); /* no budget: everything resident, the buffer too */
+    CHECK_MSG(full.user_opt && full.slots == full.L, "the unbudgeted plan: slots %d of %d, decoded layer %d",
+              full.slots, full.L, full.user_opt);
+    for (int h = 0; h < 2; h++) {
+        tt_plan prev;
+        int have_prev = 0;
+        for (int i = 0; i <= 96; i++) {
+            tt_plan_req r = *req;
+            r.hbm = min_dev + (full.dev_bytes + full.dev_bytes / 4 - min_dev) * (uint64_t)i / 96;
+            r.host = h ? min_host + (min_host >> 3) : 0; /* a --host with little room: spills it cannot hold */
+            tt_plan p;
+            int rc = plan_make(s, &r, &p);
+            if (have_prev) {
+                CHECK_MSG(rc == 0, "--hbm %llu --host %llu refused (%s) where --hbm %llu planned",
+                          (unsigned long long)r.hbm, (unsigned long long)r.host, tt_lasterr(),
+                          (unsigned long long)prev.req.hbm);
+                if (rc) continue;
+                CHECK_MSG(p.slots >= prev.slots && (p.slots == p.L || p.host_cache >= prev.host_cache),
+                          "--hbm %llu --host %llu: %d slots, host cache %d; --hbm %llu: %d, %d", (unsigned long long)r.hbm,
+                          (unsigned long long)r.host, p.slots, p.host_cache, (unsigned long long)prev.req.hbm,
+                          prev.slots, prev.host_cache);
+            }
+            if (rc) continue;
+            CHECK(plan_dev_fits(p.dev_bytes, r.hbm, NULL) && (!r.host || p.host_bytes <= r.host));
+            placed[!p.user_opt ? 2 : p.slots == p.L && p.dev_cells == full.dev_cells ? 1 : 0]++;
+            prev = p;
+            have_prev = 1;
+        }
+    }
+    tier_close(s);
+}
+
 int main(void) {
     const char *ns = getenv("TT_TEST_SEEDS"), *ef = getenv("TT_TEST_EXPECT_FAIL");
     /* the sanitizer builds (several times slower) take fewer seeds unless told */
@@ -95,6 +137,24 @@ int main(void) {
     }
     const tt_backend *cpu = backend_cpu(), *async = be_by_name("cpu-async");
     TT_ASSERT(async);
+    { /* the f32 store (its decoded layer half a slot: placed before the activations where there is room) and an
+       * NF4 one (four times a slot: before the activations it would cost a slot) */
+        char nf4[600];
+        snprintf(nf4, sizeof nf4, "%s/tiny-nf4.tier", dir);
+        CHECK(fixture_write_model(nf4, &c, TT_DTYPE_NF4, 0.02f, 1) == 0);
+        tt_plan_req req = {0};
+        req.B = 1; req.seq = 16; req.K = 3; req.act_bf16 = 1;
+        exec_user(&req.user, &(tt_lora_cfg){4, 8.f, 0.f, LORA_ALL_TARGETS, 0}, 0);
+        be_use(async);
+        int placed[3] = {0, 0, 0};
+        plan_sweep(store, &req, placed);
+        plan_sweep(nf4, &req, placed);
+        be_use(cpu);
+        fprintf(stderr, "plan sweeps: the decoded layer placed before the activations %d times, after everything %d, "
+                "not at all %d\n", placed[0], placed[1], placed[2]);
+        CHECK_MSG(placed[0] && placed[1] && placed[2], "the sweeps must see each placement (%d, %d, %d)", placed[0],
+                  placed[1], placed[2]);
+    }
     /* variants: bit 0 bf16 cells, bit 1 dropout + clipping. Under TSan, f32 without and bf16 with (variants 0
      * and 3): between them every path of the runtime's; the other builds compare all four. */
 #if defined(__SANITIZE_THREAD__)
