@@ -179,6 +179,7 @@ int main(void) {
         be_use(async);
         for (int seed = 1; seed <= seeds; seed++)
             for (int b = 0; b < N_BUDGETS; b++) {
+                if (b == B_DECODED && !bf16) continue; /* f32 cells on an f32 store: nothing to decode */
                 cpu_async_configure((uint64_t)seed * 1000 + (uint64_t)variant * 10 + (uint64_t)b, delay_us);
                 const char *st = b == B_NVME_LZ4 ? store_lz4 : store;
                 tt_plan_req r = budget(st, &req, b, cell);
@@ -212,9 +213,9 @@ int main(void) {
         free(ref.params);
         free(ref_lz4.params);
     }
-    fprintf(stderr, "cpu-async: %d streamed runs (%d seeds x %d budgets x %d variants), %d differ from the resident "
-            "CPU run; of the bf16 ones, %d decoded each layer once a pass and %d every product's block\n", runs,
-            seeds, N_BUDGETS, variants, mismatches, decoded[1], decoded[0]);
+    fprintf(stderr, "cpu-async: %d streamed runs (%d seeds x %d budgets x %d variants; the decoded layer's budget "
+            "bf16 only), %d differ from the resident CPU run; of the bf16 ones, %d decoded each layer once a pass and "
+            "%d every product's block\n", runs, seeds, N_BUDGETS, variants, mismatches, decoded[1], decoded[0]);
     CHECK_MSG(decoded[0] && decoded[1], "the bf16 runs must both decode layers once and not (%d, %d)", decoded[1],
               decoded[0]);
     fixture_rm_rf(dir);

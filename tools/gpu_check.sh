@@ -523,7 +523,7 @@ c_train8b() {
     mib=$(echo "$T8_HBM" | awk '{ n = $1 + 0; print /G/ ? n * 1024 : n }')
     for seq in $T8_SEQS; do
         shape="--device cuda --seq $seq --micro-batch $((T8_MICRO / seq)) --batch-tokens $T8_TOKENS --rank 16 --alpha 32"
-        "$T" plan --model "$W/l8b.tier" $shape --hbm "$T8_HBM" | head -3
+        "$T" plan --model "$W/l8b.tier" $shape --hbm "$T8_HBM" | head -4 # (the 4th line: whether each layer is decoded once a pass)
         run_measured "8b-s$seq-resident" "$W/l8b.tier" "$W/info8b.json" "$seq" "$shape" "" || bad=1
         run_measured "8b-s$seq-$T8_HBM" "$W/l8b.tier" "$W/info8b.json" "$seq" "$shape" "--hbm $T8_HBM" || bad=1
         within_budget "$W/8b-s$seq-$T8_HBM.log" "$mib" || { echo "8b-s$seq-$T8_HBM: the GPU's peak is above the budget"; bad=1; }
