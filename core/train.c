@@ -422,6 +422,17 @@ void train_ckpt_fill(ckpt_state *st, const tt_train_opts *o, const tt_config *c,
         }
         st->data_hash = XXH3_64bits(st->mix_hash, (size_t)mix->n * sizeof st->mix_hash[0]);
     }
+    /* the validation tokens (a dynamic mixture's weights follow their losses; a static run's scores) */
+    uint64_t vh[TT_MIX_MAX];
+    for (int i = 0; i < mix->n; i++) {
+        st->val_tokens += mix->val[i].n;
+        vh[i] = mix->val[i].n ? data_hash(&mix->val[i]) : 0;
+    }
+    if (st->val_tokens) {
+        st->val_hash = mix->n == 1 ? vh[0] : XXH3_64bits(vh, (size_t)mix->n * sizeof vh[0]);
+        if (!st->val_hash) st->val_hash = 1; /* 0 means not recorded */
+        st->eval_tokens = (uint32_t)o->eval_tokens;
+    }
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
     st->no_pack = examples && !o->pack; /* the sampler differs: resume must match */
@@ -529,6 +540,24 @@ int train_ckpt_match(const char *path, const ckpt_state *st, const ckpt_state *w
                 rc = TT_FAIL(-EINVAL, "the checkpoint in %s was made with other --data weights (source %u, %s: %g "
                              "then, %g now, normalised); resume with the same flags", path, i + 1,
                              train_mix_name(mix, (int)i, nb, sizeof nb), st->mix_base[i], want->mix_base[i]);
+    }
+    if (rc == 0 && st->val_hash && (st->val_hash != want->val_hash || st->eval_tokens != want->eval_tokens)) {
+        char what[128];
+        if (st->val_tokens != want->val_tokens)
+            snprintf(what, sizeof what, "%llu validation tokens then, %llu now", (unsigned long long)st->val_tokens,
+                     (unsigned long long)want->val_tokens);
+        else if (st->val_hash != want->val_hash)
+            snprintf(what, sizeof what, "as many validation tokens, %llu, but other ones",
+                     (unsigned long long)want->val_tokens);
+        else
+            snprintf(what, sizeof what, "--eval-tokens %u then, %u now", st->eval_tokens, want->eval_tokens);
+        if (want->mix_mode == TT_MIX_DYNAMIC) /* the sampler's weights follow the validation losses */
+            rc = TT_FAIL(-EINVAL, "the checkpoint in %s was validated otherwise (%s), and a dynamic mixture's weights "
+                         "follow its validation losses; resume with the same validation files (FILE.val) and "
+                         "--eval-tokens", path, what);
+        else /* the training is the same; its scores from here on are on other tokens */
+            fprintf(stderr, "tiertrain train: note: the checkpoint in %s was validated otherwise (%s): the "
+                    "validation losses from here on are not comparable with the run's earlier ones\n", path, what);
     }
     return rc;
 }

@@ -18,14 +18,16 @@
 
 _Static_assert(offsetof(ckpt_state, rslora) == CKPT_STATE_V1_BYTES &&
                offsetof(ckpt_state, mix_n) == CKPT_STATE_V2_BYTES && offsetof(ckpt_state, full) == CKPT_STATE_V3_BYTES &&
-               offsetof(ckpt_state, weights_fp) == CKPT_STATE_V4_BYTES && sizeof(ckpt_state) == 832 &&
+               offsetof(ckpt_state, weights_fp) == CKPT_STATE_V4_BYTES &&
+               offsetof(ckpt_state, val_tokens) == CKPT_STATE_V5_BYTES && sizeof(ckpt_state) == 856 &&
                sizeof ((ckpt_state *)0)->mix_w / sizeof(double) == CKPT_MIX_MAX,
                "the checkpoint's run record changed: keep the old sizes readable (io/ckpt.h)");
 
-/* The record size a state is written with: all of it where the weights' identity is recorded, else the record
- * such a run wrote before (a run of one source keeps the one it had before mixtures). */
+/* The record size a state is written with: all of it where the validation's identity is recorded, else the
+ * record such a run wrote before (a run of one source keeps the one it had before mixtures). */
 static uint32_t record_bytes(const ckpt_state *st) {
-    if (st->weights_fp) return (uint32_t)sizeof *st;
+    if (st->val_hash) return (uint32_t)sizeof *st;
+    if (st->weights_fp) return CKPT_STATE_V5_BYTES;
     return st->full ? CKPT_STATE_V4_BYTES : st->mix_n ? CKPT_STATE_V3_BYTES : CKPT_STATE_V2_BYTES;
 }
 
@@ -202,12 +204,13 @@ int ckpt_reader_open(ckpt_reader **out, const char *dir, ckpt_state *st) {
                      ver, CKPT_VERSION);
         goto out;
     }
-    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V4_BYTES && sbytes != CKPT_STATE_V3_BYTES &&
-        sbytes != CKPT_STATE_V2_BYTES && sbytes != CKPT_STATE_V1_BYTES) {
-        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (with the weights' identity), "
-                     "%u (full training), %u (a data mixture), %u (one source) or %u (before --rslora); the file is "
-                     "damaged", path, sbytes, CKPT_VERSION, sizeof *st, CKPT_STATE_V4_BYTES, CKPT_STATE_V3_BYTES,
-                     CKPT_STATE_V2_BYTES, CKPT_STATE_V1_BYTES);
+    if (sbytes != sizeof *st && sbytes != CKPT_STATE_V5_BYTES && sbytes != CKPT_STATE_V4_BYTES &&
+        sbytes != CKPT_STATE_V3_BYTES && sbytes != CKPT_STATE_V2_BYTES && sbytes != CKPT_STATE_V1_BYTES) {
+        rc = TT_FAIL(-EINVAL, "%s: its run record is %u bytes where version %u has %zu (with the validation's "
+                     "identity), %u (the weights'), %u (full training), %u (a data mixture), %u (one source) or %u "
+                     "(before --rslora); the file is damaged", path, sbytes, CKPT_VERSION, sizeof *st,
+                     CKPT_STATE_V5_BYTES, CKPT_STATE_V4_BYTES, CKPT_STATE_V3_BYTES, CKPT_STATE_V2_BYTES,
+                     CKPT_STATE_V1_BYTES);
         goto out;
     }
     if (payload != (uint64_t)sb.st_size - HEADER_BYTES || payload < sbytes) {
@@ -271,6 +274,13 @@ int ckpt_reader_open(ckpt_reader **out, const char *dir, ckpt_state *st) {
         rc = TT_FAIL(-EINVAL, "%s: its full-training record holds impossible values (full %u, optim %u, GaLore rank %u, "
                      "scale %g); the file is damaged", path, st->full, st->optim, st->galore_rank,
                      (double)st->galore_scale);
+        goto out;
+    }
+    if (st->reserved2 != 0 || (st->val_hash ? st->val_tokens == 0 || st->eval_tokens == 0
+                                             : st->val_tokens != 0 || st->eval_tokens != 0)) {
+        rc = TT_FAIL(-EINVAL, "%s: its validation record holds impossible values (%llu tokens, hash %016llx, "
+                     "--eval-tokens %u); the file is damaged", path, (unsigned long long)st->val_tokens,
+                     (unsigned long long)st->val_hash, st->eval_tokens);
         goto out;
     }
     if ((rc = check_mix(st, path))) goto out;

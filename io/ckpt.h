@@ -55,6 +55,12 @@ typedef struct ckpt_state {
     /* --- end of the record before the weights' identity (CKPT_STATE_V4_BYTES, full training's) --- */
     uint64_t weights_fp;      /* tier_weights_fingerprint of the store trained on; 0: not recorded (an older
                                * checkpoint, or a caller that sets none), and then not checked on resume */
+    /* --- end of the record before the validation's identity (CKPT_STATE_V5_BYTES) --- */
+    uint64_t val_tokens;      /* validation tokens the run scores on, every source's */
+    uint64_t val_hash;        /* their XXH3-64, as data_hash (a mixture: of each source's, in order, as u64s); 0: not
+                               * recorded (no validation tokens, or an older checkpoint), and then not checked */
+    uint32_t eval_tokens;     /* --eval-tokens: how many of them a score takes */
+    uint32_t reserved2;       /* 0 */
 } ckpt_state;
 
 /* The run record of checkpoints written before --rslora: the fields up to
@@ -69,10 +75,13 @@ typedef struct ckpt_state {
 /* The record of full training before weights_fp: up to reserved; it reads
  * as weights_fp 0. */
 #define CKPT_STATE_V4_BYTES 824u
+/* The record with the weights' identity before the validation's: up to
+ * weights_fp; it reads as val_hash 0. */
+#define CKPT_STATE_V5_BYTES 832u
 
-/* Writes dir/checkpoint.bin: state (all of it when st->weights_fp is set;
- * else the shortest record that holds it: CKPT_STATE_V2_BYTES for one source,
- * V3 for a mixture, V4 for full training), then params (n_params * real_bytes),
+/* Writes dir/checkpoint.bin: state (all of it when st->val_hash is set; else
+ * the shortest record that holds it: CKPT_STATE_V5_BYTES with weights_fp,
+ * V2 for one source, V3 for a mixture, V4 for full training), then params (n_params * real_bytes),
  * m and v (n_params floats each). Returns 0 or -errno with a message. */
 /* 1 when dir holds a checkpoint file (CKPT_FILE), whole or not: a run's folder. */
 int ckpt_exists(const char *dir);

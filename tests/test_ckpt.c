@@ -199,11 +199,11 @@ int main(void) {
         CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a full-training record: %s", tt_lasterr());
         CHECK(memcmp(&got, &fs, sizeof got) == 0);
         free(p); free(gm); free(gv);
-        /* with the weights' identity: the whole record, which round-trips */
+        /* with the weights' identity: the record up to it, which round-trips */
         fs.weights_fp = 0x1234567890abcdefull;
         CHECK(ckpt_write(dir, &fs, params, m, v) == 0);
         free(slurp(&nf));
-        CHECK_EQ_INT(nf, HDR + sizeof(ckpt_state) + sizeof params + sizeof m + sizeof v);
+        CHECK_EQ_INT(nf, HDR + CKPT_STATE_V5_BYTES + sizeof params + sizeof m + sizeof v);
         CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a record with weights_fp: %s", tt_lasterr());
         CHECK(memcmp(&got, &fs, sizeof got) == 0);
         free(p); free(gm); free(gv);
@@ -217,19 +217,32 @@ int main(void) {
         CHECK(ckpt_read(dir, &got, &p, &gm, &gv) != 0 && strstr(tt_lasterr(), "full-training record"));
         free(fgood);
     }
-    /* a LoRA run of one source that records the weights' identity writes the whole record: it reads back with
-     * the mixture and full-training fields zero */
+    /* a LoRA run of one source that records the weights' identity writes the record up to it: it reads back
+     * with the mixture and full-training fields zero */
     {
         ckpt_state ws = st;
         ws.weights_fp = 42;
         CHECK(ckpt_write(dir, &ws, params, m, v) == 0);
         size_t nw;
         free(slurp(&nw));
-        CHECK_EQ_INT(nw, HDR + sizeof(ckpt_state) + sizeof params + sizeof m + sizeof v);
+        CHECK_EQ_INT(nw, HDR + CKPT_STATE_V5_BYTES + sizeof params + sizeof m + sizeof v);
         memset(&got, 0xff, sizeof got);
         CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a LoRA record with weights_fp: %s", tt_lasterr());
-        CHECK(got.weights_fp == 42 && got.mix_n == 0 && got.full == 0 && got.step == st.step);
+        CHECK(got.weights_fp == 42 && got.mix_n == 0 && got.full == 0 && got.step == st.step && got.val_hash == 0 &&
+              got.eval_tokens == 0);
         free(p); free(gm); free(gv);
+        /* and the validation's identity: the whole record, which round-trips; an inconsistent one is refused */
+        ws.val_tokens = 1000; ws.val_hash = 0xfeedull; ws.eval_tokens = 512;
+        CHECK(ckpt_write(dir, &ws, params, m, v) == 0);
+        free(slurp(&nw));
+        CHECK_EQ_INT(nw, HDR + sizeof(ckpt_state) + sizeof params + sizeof m + sizeof v);
+        CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) == 0, "a record with val_hash: %s", tt_lasterr());
+        CHECK(memcmp(&got, &ws, sizeof got) == 0);
+        free(p); free(gm); free(gv);
+        ws.eval_tokens = 0; /* a hash of the tokens no score takes */
+        CHECK(ckpt_write(dir, &ws, params, m, v) == 0);
+        CHECK_MSG(ckpt_read(dir, &got, &p, &gm, &gv) != 0 && strstr(tt_lasterr(), "validation record"),
+                  "an inconsistent validation record was read: %s", tt_lasterr());
     }
     /* rslora round-trips */
     st.rslora = 1;

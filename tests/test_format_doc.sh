@@ -75,11 +75,11 @@ docs=$(sed -n 's/.*slice.tok.val: token file v1, .* \([0-9]*\) documents$/\1/p' 
 # checkpoints and adapters: LoRA on NF4, on a pruned store with version-2 data; full training
 TR="--steps 1 --seq 64 --micro-batch 2 --batch-tokens 128 --eval-every 0"
 q "$T" train --model "$dir/nf4.tier" --data "$dir/slice.tok" --out "$dir/run1" --rank 4 $TR
-check "LoRA checkpoint" --store "$dir/nf4.tier" --data "$dir/slice.tok" "$dir/run1/checkpoint.bin" "$dir/run1"
-grep -q "model fingerprint matches the store; weights_fp matches the store; data hash matches the token file; LoRA parameters equal the adapter's tensors" \
+check "LoRA checkpoint" --store "$dir/nf4.tier" --data "$dir/slice.tok" --val "$dir/slice.tok.val" "$dir/run1/checkpoint.bin" "$dir/run1"
+grep -q "model fingerprint matches the store; weights_fp matches the store; data hash matches the token file; validation hash matches the validation file; LoRA parameters equal the adapter's tensors" \
     "$dir/out" || fail "run1 cross-checks: $(cat "$dir/out")"
 q "$T" train --model "$dir/p50.tier" --data "$dir/pairs.tok" --out "$dir/run2" --rank 2 --targets q_proj,down_proj $TR
-check "pruned LoRA checkpoint" --store "$dir/p50.tier" --data "$dir/pairs.tok" "$dir/run2/checkpoint.bin" "$dir/run2"
+check "pruned LoRA checkpoint" --store "$dir/p50.tier" --data "$dir/pairs.tok" --val "$dir/pairs.tok.val" "$dir/run2/checkpoint.bin" "$dir/run2"
 refuse "adapter of another store" "tiertrain_base .*, the store's is" --store "$dir/p50.tier" "$dir/run1"
 q "$T" train --full --model "$dir/f32.tier" --data "$dir/slice.tok" --out "$dir/trained.tier" --ckpt "$dir/full" $TR
 check "full checkpoint" --store "$dir/f32.tier" --params-of "$dir/trained.tier" "$dir/full/checkpoint.bin"

@@ -9,7 +9,8 @@
 #   - one source with a weight == the plain --data run (LoRA: checkpoint and
 #     adapter byte for byte), --data A:1 --data B:0 trains A's adapter;
 #   - a dynamic LoRA mixture stopped and resumed == one run, byte for byte,
-#     and a resume with other weights or one source is refused;
+#     and a resume with other weights, one source, other validation tokens or
+#     --eval-tokens is refused (one source, static: resumed, with a note);
 #   - bad input (a missing or truncated source, a bad or all-zero weight,
 #     --mix dynamic without --reference, a reference of another vocabulary, a
 #     source without validation text, ...) is one line on stderr, a non-zero
@@ -102,7 +103,25 @@ expect_error "resume, other weights" "other --data weights" \
     --reference "$dir/ref.tier" --mix-every 2 --out "$dir/d2" --resume "$dir/d2"
 expect_error "resume, one source" "trained on 2 data sources, this run has 1" \
     "$T" train $LORA --eval-every 0 --steps 5 --save-every 0 --data "$A" --out "$dir/d2" --resume "$dir/d2"
+# validation tokens: a dynamic mixture's weights follow their losses, so other ones (or another --eval-tokens)
+# are refused; A2.tok is A.tok with B's validation file
+cp "$A" "$dir/A2.tok"; cp "$B.val" "$dir/A2.tok.val"
+expect_error "resume, other --eval-tokens" "validated otherwise (--eval-tokens 256 then, 128 now), and a dynamic mixture" \
+    "$T" train $DYN --eval-tokens 128 --out "$dir/d2" --resume "$dir/d2"
+expect_error "resume, other validation tokens" "validated otherwise ([0-9]* validation tokens then, [0-9]* now)" \
+    "$T" train $LORA --eval-every 0 --steps 5 --save-every 0 --data "$dir/A2.tok:0.5" --data "$B:0.5" --mix dynamic \
+    --reference "$dir/ref.tier" --mix-every 2 --out "$dir/d2" --resume "$dir/d2"
 cmp -s "$dir/ck.keep" "$dir/d2/checkpoint.bin" || fail "a refused resume changed the checkpoint"
+# one source, static: the training goes on as it was; a note says the validation losses are on other tokens
+expect_ok "static, stop at 2" "$T" train $LORA --data "$A" --stop-after 2 --out "$dir/sv"
+expect_ok "static, resume on other validation tokens" "$T" train $LORA --data "$dir/A2.tok" --out "$dir/sv" --resume "$dir/sv"
+grep -q "^tiertrain train: note: the checkpoint in .*sv was validated otherwise (.*): the validation losses from here on are not comparable" "$dir/err" ||
+    { fail "resume on other validation tokens: no note"; cat "$dir/err"; }
+cmp -s "$dir/plain/adapter_model.safetensors" "$dir/sv/adapter_model.safetensors" ||
+    fail "resumed on other validation tokens, the adapter differs from one run's (the training is the same)"
+expect_ok "static, resume on the same" "$T" train $LORA --data "$A" --stop-after 2 --out "$dir/sv2"
+expect_ok "static, resume on the same validation" "$T" train $LORA --data "$A" --out "$dir/sv2" --resume "$dir/sv2"
+grep -q "validated otherwise" "$dir/err" && fail "a resume on the same validation tokens noted other ones"
 
 # ---- bad input: one line, non-zero, nothing written ------------------------------------------------
 head -c 100 "$B" >"$dir/trunc.tok"

@@ -3,7 +3,7 @@
 written from docs/FORMAT.md alone (Python 3 standard library only), so that the
 document is tested the way an outside engineer would use it.
 
-    python3 tools/format_check.py [--store S] [--export-of S] [--data TOK] [--params-of S] PATH...
+    python3 tools/format_check.py [--store S] [--export-of S] [--data TOK] [--val TOK] [--params-of S] PATH...
 
 Each PATH is recognised by its magic or its contents: a `.tier` store, a token
 file (versions 1 and 2), a `checkpoint.bin`, a `.safetensors` file, a PEFT
@@ -16,6 +16,8 @@ NF4 with and without double quant, bf16, f32) into float values.
 --export-of S     checks that an HF directory's tensors are S's decoded values
                   (exactly for F32, rounded to nearest even for BF16);
 --data TOK        checks a checkpoint's data_tokens / data_hash against TOK;
+--val TOK         checks a checkpoint's val_tokens / val_hash against TOK (the
+                  validation file of a one-source run);
 --params-of S     checks a full-training checkpoint's parameters against the
                   store S that run wrote at the same step.
 Prints a short summary per file; exits 1 with one message naming the file and
@@ -595,12 +597,13 @@ CK_V3 = [("mix_n", "I"), ("mix_mode", "I"), ("mix_every", "I"), ("mix_tau", "f")
 CK_V4 = [("full", "I"), ("optim", "I"), ("galore_rank", "I"), ("galore_every", "I"), ("galore_scale", "f"),
          ("reserved", "I")]                                                       # 824
 CK_V5 = [("weights_fp", "Q")]                                                     # 832
+CK_V6 = [("val_tokens", "Q"), ("val_hash", "Q"), ("eval_tokens", "I"), ("reserved2", "I")]  # 856
 
 
 def ckpt_state(rec):
     st = {}
     fields = CK_V1 + (CK_V2 if len(rec) >= 144 else []) + (CK_V3 if len(rec) >= 800 else []) + \
-        (CK_V4 if len(rec) >= 824 else []) + (CK_V5 if len(rec) >= 832 else [])
+        (CK_V4 if len(rec) >= 824 else []) + (CK_V5 if len(rec) >= 832 else []) + (CK_V6 if len(rec) >= 856 else [])
     fmt = "<" + "".join(c for _, c in fields)
     assert struct.calcsize(fmt) == len(rec), (struct.calcsize(fmt), len(rec))
     vals = list(struct.unpack(fmt, rec))
@@ -647,14 +650,14 @@ def token_hash(tok):
     return h
 
 
-def check_ckpt(path, store=None, tok=None, params_of=None):
+def check_ckpt(path, store=None, tok=None, params_of=None, val=None):
     with open(path, "rb") as f:
         data = f.read()
     need(len(data) >= 32, "%s: shorter than the 32-byte header" % path)
     magic, ver, S, payload, ck = struct.unpack_from("<8sIIQQ", data, 0)
     need(magic == b"TTCKPT\0\0", "%s: magic %r" % (path, magic))
     need(ver == 1, "%s: version %d" % (path, ver))
-    need(S in (136, 144, 800, 824, 832), "%s: state record size %d" % (path, S))
+    need(S in (136, 144, 800, 824, 832, 856), "%s: state record size %d" % (path, S))
     need(payload == len(data) - 32, "%s: payload bytes %d, file size - 32 = %d" % (path, payload, len(data) - 32))
     need(xxh3_64(data[32:]) == ck, "%s: payload checksum is not XXH3-64 of the payload" % path)
     st = ckpt_state(data[32:32 + S])
@@ -685,6 +688,10 @@ def check_ckpt(path, store=None, tok=None, params_of=None):
         need(st["rank"] > 0 and 0 < st["targets"] < 128, "%s: LoRA rank %d, target mask 0x%x" % (path, st["rank"], st["targets"]))
     if S == 832:
         need(st["weights_fp"] != 0, "%s: weights_fp is 0" % path)
+    if S == 856:
+        need(st["val_hash"] != 0 and st["val_tokens"] > 0 and st["eval_tokens"] > 0 and st["reserved2"] == 0,
+             "%s: S = 856 with val_hash %d, val_tokens %d, eval_tokens %d, reserved %d" %
+             (path, st["val_hash"], st["val_tokens"], st["eval_tokens"], st["reserved2"]))
     what = "LoRA r %d, targets 0x%x" % (st["rank"], st["targets"]) if not full else \
         "full training, %s" % ("AdamW", "GaLore")[st["optim"]]
     extra = []
@@ -700,13 +707,17 @@ def check_ckpt(path, store=None, tok=None, params_of=None):
             need(n == want, "%s: n_params %d, the store's shapes give %d" % (path, n, want))
         need(st["model_fp"] == config_fingerprint(store), "%s: model fingerprint is not the store's" % path)
         extra.append("model fingerprint matches the store")
-        if S == 832:
+        if S >= 832 and st["weights_fp"]:
             need(st["weights_fp"] == weights_fingerprint(store), "%s: weights_fp is not the store's" % path)
             extra.append("weights_fp matches the store")
     if tok:
         need(st["data_tokens"] == len(tok["tokens"]) and st["data_hash"] == token_hash(tok),
              "%s: data_tokens / data_hash are not the token file's" % path)
         extra.append("data hash matches the token file")
+    if val:
+        need(S == 856 and st["val_tokens"] == len(val["tokens"]) and st["val_hash"] == (token_hash(val) or 1),
+             "%s: val_tokens / val_hash are not the validation file's" % path)
+        extra.append("validation hash matches the validation file")
     if full and params_of:
         # params: every trainable tensor's f32 weights in the store's tensor order
         params = decode_f32(data[32 + S:32 + S + 4 * n])
@@ -992,12 +1003,14 @@ def kind_of(path):
 
 
 def main(argv):
-    store = export_of = tokp = params_of = None
+    store = export_of = tokp = params_of = valp = None
     paths = []
     i = 0
     while i < len(argv):
-        if argv[i] in ("--store", "--export-of", "--data", "--params-of") and i + 1 < len(argv):
-            if argv[i] == "--params-of":
+        if argv[i] in ("--store", "--export-of", "--data", "--val", "--params-of") and i + 1 < len(argv):
+            if argv[i] == "--val":
+                valp = argv[i + 1]
+            elif argv[i] == "--params-of":
                 params_of = argv[i + 1]
             elif argv[i] == "--store":
                 store = argv[i + 1]
@@ -1020,6 +1033,7 @@ def main(argv):
         ref = check_tier(store, decode=False) if store else None
         exp = check_tier(export_of) if export_of else None
         tok = check_tok(tokp) if tokp else None
+        val = check_tok(valp) if valp else None
         trained = check_tier(params_of) if params_of else None
         for p in paths:
             current = p
@@ -1029,7 +1043,7 @@ def main(argv):
             elif k == "tok":
                 check_tok(p)
             elif k == "ckpt":
-                check_ckpt(p, ref, tok, trained)
+                check_ckpt(p, ref, tok, trained, val)
             elif k == "safetensors":
                 check_safetensors(p)
             elif k == "peft":
