@@ -422,16 +422,20 @@ void train_ckpt_fill(ckpt_state *st, const tt_train_opts *o, const tt_config *c,
         }
         st->data_hash = XXH3_64bits(st->mix_hash, (size_t)mix->n * sizeof st->mix_hash[0]);
     }
-    /* the validation tokens (a dynamic mixture's weights follow their losses; a static run's scores) */
-    uint64_t vh[TT_MIX_MAX];
+    /* the validation tokens (a dynamic mixture's weights follow their losses; a static run's scores) and how many
+     * of them a score takes: --eval-tokens, or the largest source's where that is fewer (the same scores) */
+    uint64_t vh[TT_MIX_MAX], vmax = 0;
     for (int i = 0; i < mix->n; i++) {
         st->val_tokens += mix->val[i].n;
         vh[i] = mix->val[i].n ? data_hash(&mix->val[i]) : 0;
+        if (mix->val[i].n > vmax) vmax = mix->val[i].n;
     }
-    if (st->val_tokens) {
+    if (st->val_tokens && o->eval_tokens > 0) {
         st->val_hash = mix->n == 1 ? vh[0] : XXH3_64bits(vh, (size_t)mix->n * sizeof vh[0]);
         if (!st->val_hash) st->val_hash = 1; /* 0 means not recorded */
-        st->eval_tokens = (uint32_t)o->eval_tokens;
+        st->eval_tokens = (uint32_t)((uint64_t)o->eval_tokens < vmax ? (uint64_t)o->eval_tokens : vmax);
+    } else {
+        st->val_tokens = 0; /* none scored: nothing recorded */
     }
     st->threads = (uint32_t)o->threads;
     st->act_bf16 = (uint32_t)o->act_bf16;
@@ -542,22 +546,25 @@ int train_ckpt_match(const char *path, const ckpt_state *st, const ckpt_state *w
                              train_mix_name(mix, (int)i, nb, sizeof nb), st->mix_base[i], want->mix_base[i]);
     }
     if (rc == 0 && st->val_hash && (st->val_hash != want->val_hash || st->eval_tokens != want->eval_tokens)) {
-        char what[128];
+        char what[128], fix[64];
+        const int files = st->val_hash != want->val_hash;
         if (st->val_tokens != want->val_tokens)
             snprintf(what, sizeof what, "%llu validation tokens then, %llu now", (unsigned long long)st->val_tokens,
                      (unsigned long long)want->val_tokens);
-        else if (st->val_hash != want->val_hash)
+        else if (files)
             snprintf(what, sizeof what, "as many validation tokens, %llu, but other ones",
                      (unsigned long long)want->val_tokens);
         else
-            snprintf(what, sizeof what, "--eval-tokens %u then, %u now", st->eval_tokens, want->eval_tokens);
+            snprintf(what, sizeof what, "%u tokens a score then, %u now", st->eval_tokens, want->eval_tokens);
+        if (files) snprintf(fix, sizeof fix, "the validation files it had (FILE.val, or --val)");
+        else snprintf(fix, sizeof fix, "--eval-tokens %u", st->eval_tokens);
         if (want->mix_mode == TT_MIX_DYNAMIC) /* the sampler's weights follow the validation losses */
-            rc = TT_FAIL(-EINVAL, "the checkpoint in %s was validated otherwise (%s), and a dynamic mixture's weights "
-                         "follow its validation losses; resume with the same validation files (FILE.val) and "
-                         "--eval-tokens", path, what);
+            rc = TT_FAIL(-EINVAL, "the checkpoint in %s was validated on other tokens (%s), and a dynamic mixture's "
+                         "weights follow its validation losses; resume with %s", path, what, fix);
         else /* the training is the same; its scores from here on are on other tokens */
-            fprintf(stderr, "tiertrain train: note: the checkpoint in %s was validated otherwise (%s): the "
-                    "validation losses from here on are not comparable with the run's earlier ones\n", path, what);
+            fprintf(stderr, "tiertrain train: note: the checkpoint in %s was validated on other tokens (%s): the "
+                    "validation losses from here on are not comparable with the run's earlier ones (those of %s "
+                    "are)\n", path, what, fix);
     }
     return rc;
 }

@@ -106,22 +106,26 @@ expect_error "resume, one source" "trained on 2 data sources, this run has 1" \
 # validation tokens: a dynamic mixture's weights follow their losses, so other ones (or another --eval-tokens)
 # are refused; A2.tok is A.tok with B's validation file
 cp "$A" "$dir/A2.tok"; cp "$B.val" "$dir/A2.tok.val"
-expect_error "resume, other --eval-tokens" "validated otherwise (--eval-tokens 256 then, 128 now), and a dynamic mixture" \
+expect_error "resume, other --eval-tokens" "validated on other tokens (256 tokens a score then, 128 now), and a dynamic mixture.*resume with --eval-tokens 256$" \
     "$T" train $DYN --eval-tokens 128 --out "$dir/d2" --resume "$dir/d2"
-expect_error "resume, other validation tokens" "validated otherwise ([0-9]* validation tokens then, [0-9]* now)" \
+expect_error "resume, other validation tokens" "validated on other tokens ([0-9]* validation tokens then, [0-9]* now).*resume with the validation files it had" \
     "$T" train $LORA --eval-every 0 --steps 5 --save-every 0 --data "$dir/A2.tok:0.5" --data "$B:0.5" --mix dynamic \
     --reference "$dir/ref.tier" --mix-every 2 --out "$dir/d2" --resume "$dir/d2"
 cmp -s "$dir/ck.keep" "$dir/d2/checkpoint.bin" || fail "a refused resume changed the checkpoint"
 # one source, static: the training goes on as it was; a note says the validation losses are on other tokens
 expect_ok "static, stop at 2" "$T" train $LORA --data "$A" --stop-after 2 --out "$dir/sv"
 expect_ok "static, resume on other validation tokens" "$T" train $LORA --data "$dir/A2.tok" --out "$dir/sv" --resume "$dir/sv"
-grep -q "^tiertrain train: note: the checkpoint in .*sv was validated otherwise (.*): the validation losses from here on are not comparable" "$dir/err" ||
+grep -q "^tiertrain train: note: the checkpoint in .*sv was validated on other tokens (.*): the validation losses from here on are not comparable" "$dir/err" ||
     { fail "resume on other validation tokens: no note"; cat "$dir/err"; }
 cmp -s "$dir/plain/adapter_model.safetensors" "$dir/sv/adapter_model.safetensors" ||
     fail "resumed on other validation tokens, the adapter differs from one run's (the training is the same)"
 expect_ok "static, resume on the same" "$T" train $LORA --data "$A" --stop-after 2 --out "$dir/sv2"
 expect_ok "static, resume on the same validation" "$T" train $LORA --data "$A" --out "$dir/sv2" --resume "$dir/sv2"
-grep -q "validated otherwise" "$dir/err" && fail "a resume on the same validation tokens noted other ones"
+grep -q "validated on other tokens" "$dir/err" && fail "a resume on the same validation tokens noted other ones"
+# an --eval-tokens above every source's validation tokens scores them all, as any other such value: the same run
+expect_ok "dynamic LoRA, stop at 2, every validation token" "$T" train $DYN --eval-tokens 100000 --stop-after 2 --out "$dir/d4"
+expect_ok "dynamic LoRA, resume, another --eval-tokens above them" "$T" train $DYN --eval-tokens 200000 --out "$dir/d4" \
+    --resume "$dir/d4"
 
 # ---- bad input: one line, non-zero, nothing written ------------------------------------------------
 head -c 100 "$B" >"$dir/trunc.tok"
