@@ -46,12 +46,15 @@ expect_ok() {
     if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; fi
 }
 
+# err_lines FILE: its lines besides progress lines (tools/main.c progress_print, "... (P%), N MB/s, ETA Ns";
+# tools/cmd_eval.c eval_progress_show, "eval: a / b requests (P%), ETA Ns"): work that takes over a second prints
+# them, as it does on a loaded machine
+err_lines() { grep -v -E ' \([ 0-9]+%\)(, [^,]*)*, (ETA|took) [0-9]+s$' "$1" | grep -c .; }
+
 expect_error() {
     name=$1; pat=$2; shift 2
     tt_timed "$name" "$@" >"$dir/out" 2>"$dir/err"; rc=$?
-    # the one line besides progress lines (tools/main.c progress_print: work that takes over a second prints them,
-    # as it does on a loaded machine)
-    lines=$(grep -v -E ' \([ 0-9]+%\), [0-9]+ MB/s, (ETA|took) [0-9]+s$' "$dir/err" | grep -c .)
+    lines=$(err_lines "$dir/err") # the one line besides progress lines
     if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$name: exit $rc"; cat "$dir/err"; return; fi
     if grep -q -e Sanitizer -e 'runtime error' "$dir/err"; then fail "$name: sanitizer report"; cat "$dir/err"; return; fi
     if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected one"; cat "$dir/err"; return; fi

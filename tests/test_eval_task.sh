@@ -149,7 +149,7 @@ cmp -s "$dir/s.jsonl" "$dir/s-async.jsonl" || fail "cpu-async: samples differ fr
 
 # A request longer than --seq + 1 loses the start of its context, said once.
 expect_ok "task, short seq" "$T" eval --model "$dir/m.tier" --task "$dir/mc.jsonl" --seq 24 --micro-batch 4 --batch-tokens 96
-[ "$(grep -c . "$dir/err")" -eq 1 ] && grep -q "note: [0-9]* of 80 choices are longer than --seq + 1 = 25 tokens" "$dir/err" ||
+[ "$(err_lines "$dir/err")" -eq 1 ] && grep -q "note: [0-9]* of 80 choices are longer than --seq + 1 = 25 tokens" "$dir/err" ||
     { fail "short seq: one note expected"; cat "$dir/err"; }
 
 # The project's fixtures: multiple choice, generative, and both in one file (--json).
