@@ -7,7 +7,7 @@
  * streamed, a partial spill, a host cache, NVMe every step with the cells on
  * the device, and the same from a 2:4-sparse store whose layers are lz4-compressed,
  * so each goes through the decode buffer, and three slots with room for a layer decoded once a pass for all
- * micro-batches, kernels/backend.h's decode_layers) and every delay seed (8; 3 under ASan; 1 under TSan, whose
+ * micro-batches, kernels/backend.h's decode_layers) and every delay seed (8; 2 under ASan; 1 under TSan, whose
  * race reports do not depend on the order a seed's delays give, and there
  * two of the four cells: f32 plain, bf16 with dropout + clipping; unless
  * TT_TEST_SEEDS says otherwise).
@@ -111,7 +111,7 @@ int main(void) {
 #if defined(__SANITIZE_THREAD__)
     int seeds = ns ? atoi(ns) : 1;
 #elif defined(__SANITIZE_ADDRESS__)
-    int seeds = ns ? atoi(ns) : 3;
+    int seeds = ns ? atoi(ns) : 2;
 #else
     int seeds = ns ? atoi(ns) : 8;
 #endif
