@@ -55,12 +55,15 @@ static int check_mix(const ckpt_state *st, const char *path) {
     return 0;
 }
 
-static void path_in(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/%s", dir, CKPT_FILE); }
+/* dir's checkpoint file into buf; 0 where the path does not fit. */
+static int path_in(char *buf, size_t cap, const char *dir) {
+    return snprintf(buf, cap, "%s/%s", dir, CKPT_FILE) < (int)cap;
+}
 
 int ckpt_exists(const char *dir) {
     char p[4200];
     struct stat st;
-    return snprintf(p, sizeof p, "%s/%s", dir, CKPT_FILE) < (int)sizeof p && stat(p, &st) == 0;
+    return path_in(p, sizeof p, dir) && stat(p, &st) == 0;
 }
 
 /* ---- writing --------------------------------------------------------------------
