@@ -63,8 +63,7 @@ static int carve_user(const tt_dev_user *u, const tier_store *s, const tt_plan *
                      .wbuf_elems = be_wbuf_elems(), .xent_chunk_elems = be_xent_chunk_elems(),
                      /* the plan's optional region: each layer's frozen weights decoded once a pass, for all K
                       * micro-batches (frozen: not where weight gradients are taken) */
-                     .decode_layer = p->user_opt};
-    if (wo.decode_layer && (c.wgrad || !model_decode_wanted(s, p->req.act_bf16))) wo.decode_layer = 0;
+                     .decode_layer = p->user_opt && !c.wgrad && model_decode_wanted(s, p->req.act_bf16)};
     tt_ws *ws = NULL;
     rc = ws_create(&ws, cfg, &c.lora, &wo, dev);
     if (rc) return rc;
