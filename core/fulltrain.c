@@ -1821,7 +1821,7 @@ int fulltrain_calib_grads_stream(const char *store_path, const uint32_t *tokens,
         tt_plan_req req = {0};
         req.hbm = hbm;
         req.host = host;
-        req.host_avail = host ? 0 : tt_mem_available();
+        req.host_avail = tt_mem_available();
         req.B = samples; req.seq = seq; req.K = 1; /* one micro-batch: each projection's gradient complete at once */
         req.min_slots = 1;                        /* an unpruned 70B layer is 1.7 GB in bf16: let one slot do */
         tt_lora_cfg lc = {1, 1.f, 0.f, 0, 0}; /* no adapter: the weight gradients alone */

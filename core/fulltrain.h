@@ -21,8 +21,8 @@ typedef struct tt_full_opts {
     int eval_every, eval_tokens;
     uint64_t hbm;             /* device budget (0: unlimited) */
     uint64_t host;            /* pinned host budget of the streamed run (0: unlimited) */
-    uint64_t host_avail;      /* the streamed plan's hints, as plan --full gets them (tt_plan_req): with host 0,
-                               * the memory the machine has available (0: unchecked) */
+    uint64_t host_avail;      /* the streamed plan's hints, as plan --full gets them (tt_plan_req): the memory
+                               * the machine has available (0: unchecked) */
     int lm_head;              /* tt_plan_req.lm_head: PLAN_HEAD_AUTO (0), _DEVICE or _HOST */
     int stream;               /* 1: train on the streaming executor (sched/stream.h): each layer's f32 master
                                * weights and optimizer state live in the host arena and come to the device with

@@ -241,7 +241,16 @@ static uint64_t ram_bytes(const tt_plan *p) { return p->host_bytes + (dev_is_hos
 
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     int rc = plan_budgets(s, req, out);
-    if (rc || req->host || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
+    if (rc || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
+    char need[32], have[32], cap[32];
+    if (req->host) /* the user's --host: a cap the plan stays within, but not memory the machine has (MAP_POPULATE
+                    * of more than it has would page, or end the process by the OOM killer) */
+        return TT_FAIL(-ENOMEM, "the plan within --host %s takes %s of host memory%s but the machine has %s available "
+                       "now (MemAvailable): free memory, or lower --host%s",
+                       tt_fmt_bytes(req->host, cap, sizeof cap),
+                       tt_fmt_bytes_up(tt_align_up(ram_bytes(out), 1 << 20), need, sizeof need),
+                       dev_is_host() ? " (with the CPU backend's device arena, which is host memory too)" : "",
+                       tt_fmt_bytes(req->host_avail, have, sizeof have), dev_is_host() ? " / --hbm" : "");
     /* No --host: what the machine has available is the budget. The host arena
      * gets what the device arena leaves; on the CPU backend, whose device arena
      * is host memory too, an unlimited --hbm — or one larger than the machine
@@ -264,7 +273,6 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
             return 0;
         }
     }
-    char need[32], have[32];
     const char *shrink = req->forward_only ? gen_flags(req) : "--seq / --micro-batch / --batch-tokens";
     if (cpu)
         return TT_FAIL(-ENOMEM, "even the smallest plan needs %s of host memory (its host arena and the CPU backend's "

@@ -50,9 +50,9 @@ typedef struct tt_plan_req {
     int act_bf16;         /* activations in bf16: the cells (checkpoints, their gradients, spills) and the workspace */
     double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
     double gflops;        /* measured compute throughput, 0 = unknown */
-    uint64_t host_avail;  /* with host == 0: the memory the machine has available (MemAvailable), which the
-                           * plan must then fit (it is planned again with host = host_avail if it does not);
-                           * 0 = no such check */
+    uint64_t host_avail;  /* the memory the machine has available (MemAvailable), which the plan must fit: with
+                           * host == 0 it is planned again with host = host_avail if it does not; with a host
+                           * budget it is refused (naming --host); 0 = no such check */
     int forward_only;     /* generation: every pass walks the layers forward (0..L-1, again and again); no
                            * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
     const char *gen_flags; /* forward_only: the command's flags that shrink the plan (prompts per batch, prompt

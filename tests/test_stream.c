@@ -222,6 +222,15 @@ int main(void) {
         r3.host_avail = 1 << 20;
         CHECK(plan_make(s, &r3, &q) == -ENOMEM);
         CHECK_MSG(strstr(tt_lasterr(), "MemAvailable") != NULL, "%s", tt_lasterr());
+        /* --host given: the plan within it must fit the memory available
+         * too; where it does not, it is refused naming --host (never
+         * planned again: the user chose the cap) */
+        r3.host = p.host_bytes;
+        r3.host_avail = ram;
+        CHECK(plan_make(s, &r3, &q) == 0 && !q.host_from_avail && q.host_cache && q.host_bytes == p.host_bytes);
+        r3.host_avail = ram - 1;
+        CHECK(plan_make(s, &r3, &q) == -ENOMEM);
+        CHECK_MSG(strstr(tt_lasterr(), "lower --host") && strstr(tt_lasterr(), "MemAvailable"), "%s", tt_lasterr());
         /* no --hbm either (everything resident on the CPU "device", in host
          * memory): below the resident plan's memory the device is budgeted
          * too, and the plan streams within what is available */

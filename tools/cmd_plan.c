@@ -49,7 +49,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     }
     req->hbm = a->hbm;
     req->host = a->host;
-    req->host_avail = a->host ? 0 : tt_mem_available();
+    req->host_avail = tt_mem_available();
     req->B = (int)a->micro;
     req->seq = (int)a->seq;
     req->gen_flags = a->gen_flags;

@@ -126,7 +126,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.eval_every = t->eval_every; o.eval_tokens = t->eval_tokens;
     o.hbm = pa->hbm;
     /* the streamed plan's hints, as plan --full takes them from the same flags (tool_plan_flags) */
-    o.host_avail = pa->host ? 0 : tt_mem_available();
+    o.host_avail = tt_mem_available();
     o.lm_head = strcmp(pa->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(pa->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
               : strcmp(pa->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
     if (o.lm_head < 0) {
