@@ -781,7 +781,8 @@ static int write_out(const tt_full_opts *o, const tt_train_result *res, int rc, 
     return TT_FAIL(rc, "%s; the model trained to step %d is in %s all the same", why, o->steps, o->out_path);
 }
 
-static int full_save(void *ctx, int step, uint64_t seen) {
+static int full_save(void *ctx, int step, uint64_t seen, int *said) {
+    (void)said;
     full_ctx *fc = ctx;
     return ck_save(fc->o, &fc->st->cfg, fc->mix, &res_ck, fc->st, step, seen);
 }
@@ -1508,7 +1509,8 @@ static const tt_galore *fs_gal(void *ctx, uint32_t i) {
 }
 static const ck_ops fs_ck = {fs_get, fs_set, fs_gal};
 
-static int fs_save(void *ctx, int step, uint64_t seen) {
+static int fs_save(void *ctx, int step, uint64_t seen, int *said) {
+    (void)said;
     fstream *f = ctx;
     return ck_save(f->o, &f->cfg, f->mix, &fs_ck, f, step, seen);
 }

@@ -443,7 +443,7 @@ void train_ckpt_fill(ckpt_state *st, const tt_train_opts *o, const tt_config *c,
 }
 
 static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_lora *lo, const tt_mix *mix,
-                           int step, uint64_t tokens_seen) {
+                           int step, uint64_t tokens_seen, int *said) {
     ckpt_state st;
     train_ckpt_fill(&st, o, model_config(m), &lo->cfg, lo->n, mix, step, tokens_seen);
     size_t n = lo->n;
@@ -453,7 +453,7 @@ static int save_checkpoint(const tt_train_opts *o, const tt_model *m, const tt_l
     lora_moments_get(lo, mm, vv);
     int rc = ckpt_write(o->out_dir, &st, p, mm, vv);
     free(p); free(mm); free(vv);
-    if (rc == 0 && (rc = write_adapter(o, m, lo, o->out_dir)))
+    if (rc == 0 && (rc = write_adapter(o, m, lo, o->out_dir)) && (*said = 1))
         /* what stands, and the way on: a resume at this step makes no step and writes the adapter (train_run) */
         rc = TT_FAIL(rc, "%s; the checkpoint of step %d in %s is whole: once the adapter can be written, run the same "
                      "command with --resume %s", tt_lasterr(), step, o->out_dir, o->out_dir);
@@ -627,9 +627,9 @@ static int lora_step(void *ctx, const int32_t *in, const int32_t *tgt, const tt_
 static int lora_eval(void *ctx, const tt_tokens *val, int max_tokens, double *loss) {
     return train_eval(((lora_ctx *)ctx)->e, val, max_tokens, loss);
 }
-static int lora_save(void *ctx, int step, uint64_t seen) {
+static int lora_save(void *ctx, int step, uint64_t seen, int *said) {
     lora_ctx *c = ctx;
-    return save_checkpoint(c->o, c->m, c->lo, c->mix, step, seen);
+    return save_checkpoint(c->o, c->m, c->lo, c->mix, step, seen, said);
 }
 
 int train_run(const tt_train_opts *o, tt_exec *e, const tt_tokens *train, const tt_tokens *val,
@@ -1036,16 +1036,16 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         }
         fflush(stdout);
         if (ops->save && ((o->save_every > 0 && step % o->save_every == 0) || last)) {
-            rc = ops->save(ctx, step, seen);
+            int said = 0;
+            rc = ops->save(ctx, step, seen, &said);
             struct stat ds;
             if (rc && stat(o->out_dir, &ds) != 0) /* moved or removed while the run worked: its checkpoints went too */
                 rc = TT_FAIL(rc, "%s; the run folder %s is gone (moved or removed while the run worked)%s", tt_lasterr(),
                              o->out_dir, saved ? ": its last checkpoint went with it; --resume the folder where it "
                                                  "is now" : "");
-            else if (rc) { /* the write is atomic: what was saved before stands (a full disk at the first save:
-                            * nothing); an adapter write that failed after a whole checkpoint has said so itself */
-                if (!strstr(tt_lasterr(), " is whole")) rc = TT_FAIL(rc, "%s; %s", tt_lasterr(), kept);
-            }
+            else if (rc && !said) /* the write is atomic: what was saved before stands (a full disk at the first
+                                   * save: nothing); an adapter write that failed after a whole checkpoint said so */
+                rc = TT_FAIL(rc, "%s; %s", tt_lasterr(), kept);
             if (rc) {
                 res->failed_save = step;
                 break;

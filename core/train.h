@@ -173,7 +173,9 @@ typedef struct tt_loop_ops {
     int (*step)(void *ctx, const int32_t *in, const int32_t *tgt, const tt_real *wt, const int32_t *seg, double lr,
                 int step, uint64_t drop_seed, double *loss, double *gnorm);
     int (*eval)(void *ctx, const tt_tokens *val, int max_tokens, double *loss);
-    int (*save)(void *ctx, int step, uint64_t seen);
+    /* *said (0 on entry): set where a failure's message already says what stands (LoRA: the checkpoint written
+     * whole, the adapter after it not), so that the loop adds nothing */
+    int (*save)(void *ctx, int step, uint64_t seen, int *said);
 } tt_loop_ops;
 /* mix: the sources (a mixture of one for a single --data); validation scores
  * each source's val (a mixture's val_loss is their base-weighted mean), and a
