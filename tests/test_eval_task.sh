@@ -280,5 +280,19 @@ rc=$?
     { fail "eval interrupted: exit $rc, or no word of how far it got"; cat "$dir/err"; }
 [ -e "$dir/big.tsv" ] && fail "an interrupted eval left its --per-token file"
 ls "$dir" | grep -q "big.tsv.*partial" && fail "an interrupted eval left a partial --per-token file"
+# Ctrl-C twice: the second quits at once through the process's own handler, which removes the partial file
+"$T" eval --model "$dir/m.tier" --data "$dir/big.tok" --seq 64 --per-token "$dir/big.tsv" >"$dir/out" 2>"$dir/err" &
+pid=$!
+i=0
+while [ $i -lt 600 ] && ! caught $pid; do sleep 0.05; i=$((i + 1)); done
+kill -INT $pid
+i=0
+while [ $i -lt 600 ] && ! grep -q "Ctrl-C again quits at once" "$dir/err"; do sleep 0.05; i=$((i + 1)); done
+kill -INT $pid 2>/dev/null
+wait $pid
+rc=$?
+[ $rc -eq 130 ] || { fail "eval after two Ctrl-C: exit $rc"; cat "$dir/err"; }
+[ -e "$dir/big.tsv" ] && fail "an eval ended by a second Ctrl-C left its --per-token file"
+ls "$dir" | grep -q "big.tsv.*partial" && fail "an eval ended by a second Ctrl-C left a partial --per-token file"
 
 finish test_eval_task

@@ -188,7 +188,7 @@ int cmd_chat(int argc, char **argv) {
     char *line = NULL;
     size_t line_cap = 0;
     struct sigaction old;
-    tool_sigint_catch(&old); /* no SA_RESTART: Ctrl-C interrupts a read at the prompt */
+    tool_sigint_catch(&old, NULL); /* no SA_RESTART: Ctrl-C interrupts a read at the prompt */
 
     if (tokenizer_open(tok_spec, &tok)) { tool_fail("chat"); goto done; }
     if (tpl < 0) {

@@ -106,23 +106,6 @@ static int per_token_eval(void *vc, const int32_t *in, const int32_t *tgt, const
     return 0;
 }
 
-/* Ctrl-C during --data's slices: the first stops after the slice under way with the loss so far, a second one
- * quits at once as the process's own handler does (its partial outputs removed). */
-static volatile sig_atomic_t g_eval_stop;
-static struct sigaction g_eval_old_int;
-static void eval_on_sigint(int sig) {
-    if (!g_eval_stop) {
-        g_eval_stop = 1;
-        static const char m[] = "\ntiertrain eval: stopping after the slice under way, with the loss so far; Ctrl-C "
-                                "again quits at once\n";
-        ssize_t w = write(STDERR_FILENO, m, sizeof m - 1);
-        (void)w;
-        return;
-    }
-    sigaction(SIGINT, &g_eval_old_int, NULL);
-    raise(sig); /* delivered once this handler returns */
-}
-
 /* --data: the loss and perplexity of a token file. Returns the exit code. */
 static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens, const char *per_token) {
     const tt_config *c = tier_config(es->st);
@@ -134,7 +117,8 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     FILE *ptf = NULL;
     atomic_partial pt = {-1, NULL}; /* --per-token's OUT.partial; ptf writes through a dup of its fd */
     double *pt_nll = NULL;
-    int exit_code = 1, rc, caught = 0; /* caught: SIGINT is eval_on_sigint's (g_eval_old_int holds the one before) */
+    int exit_code = 1, rc, caught = 0; /* caught: SIGINT is tool_sigint_catch's (old_int holds the one before) */
+    struct sigaction old_int;
     if (tokfile_open(data, &tf)) { tool_fail("eval"); goto done; }
     /* Windows of seq + 1 tokens, consecutive (each starts where the last one's
      * targets ended), as train_eval cuts them; examples (a version-2 file): each
@@ -214,11 +198,11 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     if (per > EVAL_SLICE_TOKENS / (pass * S)) per = EVAL_SLICE_TOKENS / (pass * S);
     per = pass * (per ? per : 1);
     eval_progress prog = {tt_now(), 0, 0, isatty(2) && !exs.flags, 0};
-    struct sigaction sa = {0};
-    sa.sa_handler = eval_on_sigint;
-    sigemptyset(&sa.sa_mask);
-    g_eval_stop = 0;
-    caught = sigaction(SIGINT, &sa, &g_eval_old_int) == 0;
+    /* Ctrl-C during the slices: the first stops after the slice under way with the loss so far, a second one quits
+     * at once as the process's own handler does (its partial outputs removed) */
+    tool_sigint_catch(&old_int, "\ntiertrain eval: stopping after the slice under way, with the loss so far; Ctrl-C "
+                                "again quits at once\n");
+    caught = 1;
     for (uint64_t w0 = 0; w0 < windows; w0 += per) {
         uint64_t w = windows - w0 < per ? windows - w0 : per;
         /* exactly w windows: w * S + 1 tokens, at most w * S of them predicted */
@@ -233,7 +217,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
         }
         sum += l * (double)(w * S);
         eval_progress_show(&prog, (w0 + w) * S, count, "tokens", sum);
-        if (g_eval_stop && w0 + w < windows) {
+        if (tool_interrupted && w0 + w < windows) {
             eval_progress_end(&prog);
             uint64_t done_t = (w0 + w) * S;
             fprintf(stderr, "tiertrain eval: interrupted after %llu of %llu tokens: loss so far %.4f (perplexity %.3f), "
@@ -285,7 +269,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     }
     exit_code = 0;
 done:
-    if (caught) sigaction(SIGINT, &g_eval_old_int, NULL);
+    if (caught) tool_sigint_restore(&old_int);
     if (ptf) fclose(ptf);
     atomic_partial_drop(&pt); /* after a failure: removed, then closed */
     free(pt_nll);

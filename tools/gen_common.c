@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- valid UTF-8 ------------------------------------------------------------ */
 
@@ -189,16 +190,30 @@ size_t tool_jsonl_append(json_t *j, char **buf, size_t *len, size_t *cap) {
 /* ---- Ctrl-C ----------------------------------------------------------------- */
 
 volatile sig_atomic_t tool_interrupted;
+static struct sigaction g_sigint_old; /* the handler before tool_sigint_catch: a second Ctrl-C's */
+static const char *g_sigint_msg;
 
 static void on_sigint(int sig) {
-    (void)sig;
-    tool_interrupted = 1;
+    if (!tool_interrupted) {
+        tool_interrupted = 1;
+        if (g_sigint_msg) {
+            ssize_t w = write(STDERR_FILENO, g_sigint_msg, strlen(g_sigint_msg));
+            (void)w;
+        }
+        return;
+    }
+    sigaction(SIGINT, &g_sigint_old, NULL);
+    raise(sig); /* delivered once this handler returns */
 }
 
-void tool_sigint_catch(struct sigaction *old) {
+void tool_sigint_catch(struct sigaction *old, const char *msg) {
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    tool_interrupted = 0;
+    g_sigint_msg = msg;
     sigaction(SIGINT, &sa, old);
+    if (old->sa_handler != on_sigint) g_sigint_old = *old; /* caught twice: the first one's stays */
 }
 
 void tool_sigint_restore(const struct sigaction *old) {

@@ -110,10 +110,13 @@ size_t tool_jsonl_append(json_t *j, char **buf, size_t *len, size_t *cap);
  * caller reads it (a gen_token_fn returns -1 on it) and may clear it. */
 extern volatile sig_atomic_t tool_interrupted;
 
-/* SIGINT sets tool_interrupted instead of ending the process; without
- * SA_RESTART, so a blocking read returns (EINTR). The handler it replaces
- * goes into *old. */
-void tool_sigint_catch(struct sigaction *old);
+/* SIGINT sets tool_interrupted instead of ending the process, writing msg
+ * (NULL: nothing) to stderr; a second one while tool_interrupted is still
+ * set quits at once as the replaced handler does (the process's own:
+ * partial outputs removed). Without SA_RESTART, so a blocking read returns
+ * (EINTR). The handler it replaces goes into *old; msg must outlive the
+ * catch. */
+void tool_sigint_catch(struct sigaction *old, const char *msg);
 /* Puts back the handler tool_sigint_catch saved. */
 void tool_sigint_restore(const struct sigaction *old);
 
