@@ -92,6 +92,14 @@ expect_error "bench io --verify flipped" "flipped.tier: 1 layer extents failed" 
 
 # Usage errors: exit 2 with one line; --help lists every flag with defaults.
 expect_error "unknown flag" "unknown option '--bogus'" "$T" info --bogus "$dir/good.tier"
+# a near miss is named: a prefix either way (the commands spell --out and --output), or two edits; nothing else
+expect_error "unknown flag, a prefix" "unknown option '--out' (did you mean --output? see tiertrain synth --help)" \
+    "$T" synth --preset tiny --out "$dir/x.tier"
+expect_error "unknown flag, the longer" "unknown option '--output=x' (did you mean --out? see tiertrain train" \
+    "$T" train --output=x
+expect_error "unknown flag, two edits" "unknown option '--micro-batches' (did you mean --micro-batch? see" \
+    "$T" train --micro-batches 2
+expect_error "unknown flag, far" "unknown option '--lora-rank' (see tiertrain train --help)" "$T" train --lora-rank 4
 # An argument the parser shows back comes out escaped: a file named "-ESC[2J<newline>.tier" is an unknown
 # option on one line, no escape sequence reaching the terminal; so is a bad value, an extra argument, a command.
 esc=$(printf '\033[2J')

@@ -114,6 +114,38 @@ static void mark_given(const cli_opt *o) {
     if (!cli_given(o->dst) && g_ngiven < (int)(sizeof g_given / sizeof g_given[0])) g_given[g_ngiven++] = o->dst;
 }
 
+/* Edit distance between a[0..n) and b[0..m) (insertions, deletions, substitutions), capped at 9. */
+static int edits(const char *a, size_t n, const char *b, size_t m) {
+    if (n > 40 || m > 40) return 9;
+    int d[41][41];
+    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int x = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]), y = d[i - 1][j] + 1, z = d[i][j - 1] + 1;
+            d[i][j] = x < y ? (x < z ? x : z) : (y < z ? y : z);
+        }
+    return d[n][m] < 9 ? d[n][m] : 9;
+}
+
+/* The option an unknown long one (nm, up to any '=') was likely meant as: one whose name starts with it or that it
+ * starts with (--out for --output), else one within two edits (--micro-batches for --micro-batch); NULL where none
+ * is, or two are equally near. */
+static const cli_opt *nearest(const cli_cmd *cmd, const char *nm) {
+    const char *eq = strchr(nm, '=');
+    size_t len = eq ? (size_t)(eq - nm) : strlen(nm);
+    if (len < 3) return NULL;
+    const cli_opt *best = NULL;
+    int best_d = 3, ties = 0;
+    for (const cli_opt *c = cmd->opts; c && c->name; c++) {
+        size_t cl = strlen(c->name);
+        int dd = cl >= 3 && strncmp(c->name, nm, cl < len ? cl : len) == 0 ? 1 : edits(nm, len, c->name, cl);
+        if (dd < best_d) best = c, best_d = dd, ties = 0;
+        else if (dd == best_d) ties++;
+    }
+    return ties ? NULL : best;
+}
+
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) {
     *npos = 0;
     g_ngiven = 0;
@@ -158,8 +190,11 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, char **pos, int *npos) 
                 if (c->short_name == a[1]) o = c;
         }
         if (!o) {
-            fprintf(stderr, "tiertrain %s: unknown option '%s' (see tiertrain %s --help)\n", cmd->name,
-                    tt_escape(a, e, sizeof e), cmd->name);
+            const cli_opt *near = a[1] == '-' ? nearest(cmd, a + 2) : NULL;
+            char hint[96] = "";
+            if (near) snprintf(hint, sizeof hint, "did you mean --%s? ", near->name);
+            fprintf(stderr, "tiertrain %s: unknown option '%s' (%ssee tiertrain %s --help)\n", cmd->name,
+                    tt_escape(a, e, sizeof e), hint, cmd->name);
             return 2;
         }
         mark_given(o);
