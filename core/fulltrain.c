@@ -1149,6 +1149,7 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
     fulltrain_plan_req(so, &req);
     if (hints) {
         req.host_avail = hints->host_avail;
+        req.what_if = hints->what_if;
         req.io_gbps = hints->io_gbps;
         req.gflops = hints->gflops;
         req.lm_head = hints->lm_head;

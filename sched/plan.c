@@ -243,6 +243,10 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     int rc = plan_budgets(s, req, out);
     if (rc || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
     char need[32], have[32], cap[32];
+    if (req->host && req->what_if) {
+        out->over_avail = req->host_avail;
+        return 0;
+    }
     if (req->host) /* the user's --host: a cap the plan stays within, but not memory the machine has (MAP_POPULATE
                     * of more than it has would page, or end the process by the OOM killer) */
         return TT_FAIL(-ENOMEM, "the plan within --host %s takes %s of host memory%s but the machine has %s available "
@@ -299,6 +303,11 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     fprintf(f, "  budgets: --hbm %s, --host %s%s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
             p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited",
             p->host_from_avail ? " (no --host given: the memory available now)" : "");
+    if (p->over_avail)
+        fprintf(f, "  note: it takes %s of host memory%s, more than the %s this machine has available now "
+                "(MemAvailable): a run here refuses it\n",
+                tt_fmt_bytes_up(tt_align_up(ram_bytes(p), 1 << 20), a, sizeof a),
+                dev_is_host() ? " (with the CPU backend's device arena)" : "", tt_fmt_bytes(p->over_avail, b, sizeof b));
     if (p->req.forward_only)
         fprintf(f, "  layer slots %d of %d (prefetch %d ahead)%s; lm_head %s; host layer cache: %s\n", p->slots, p->L,
                 p->prefetch, p->slots >= p->L ? ", all resident" : "",
@@ -358,11 +367,12 @@ void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
             "{\"hbm\":%llu,\"host\":%llu,\"micro_batch\":%d,\"seq\":%d,\"micro_batches\":%d,\"layers\":%d,"
             "\"slots\":%d,\"prefetch\":%d,\"head_on_device\":%s,\"host_cache\":%s,\"dev_cells\":%d,"
             "\"host_cells\":%d,\"user_dev\":%d,\"user_units\":%d,\"decoded_layer\":%s,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
-            "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f,\"outside_bytes\":%llu}",
+            "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f,\"outside_bytes\":%llu,"
+            "\"exceeds_available\":%s}",
             (unsigned long long)p->req.hbm, (unsigned long long)p->req.host, p->req.B, p->req.seq, p->req.K, p->L,
             p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
             p->dev_cells, p->host_cells, p->user_dev, p->req.user_units, p->user_opt ? "true" : "false",
             (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
             (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
-            p->pred_step_s, (unsigned long long)be_reserved_bytes());
+            p->pred_step_s, (unsigned long long)be_reserved_bytes(), p->over_avail ? "true" : "false");
 }

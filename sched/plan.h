@@ -52,7 +52,9 @@ typedef struct tt_plan_req {
     double gflops;        /* measured compute throughput, 0 = unknown */
     uint64_t host_avail;  /* the memory the machine has available (MemAvailable), which the plan must fit: with
                            * host == 0 it is planned again with host = host_avail if it does not; with a host
-                           * budget it is refused (naming --host); 0 = no such check */
+                           * budget it is refused (naming --host), or with what_if marked; 0 = no such check */
+    int what_if;          /* the plan command's: a plan within a host budget that exceeds host_avail is made and
+                           * marked (plan.over_avail) instead of refused (it may be for later, or another machine) */
     int forward_only;     /* generation: every pass walks the layers forward (0..L-1, again and again); no
                            * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
     const char *gen_flags; /* forward_only: the command's flags that shrink the plan (prompts per batch, prompt
@@ -83,6 +85,7 @@ typedef struct tt_plan {
     double flops_step;
     double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
     int host_from_avail;  /* req.host was set from req.host_avail (no --host given) */
+    uint64_t over_avail;  /* req.what_if: the host memory available that the plan (within --host) exceeds; else 0 */
     int user_dev;         /* of req.user_units, how many the owner's carve puts on the device (the first ones) */
     int user_opt;         /* 1: the owner's optional device region is placed (the step loop's decoded layer,
                            * core/exec.c); the planner places it where the owner's carve takes one (its bytes

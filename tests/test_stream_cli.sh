@@ -97,6 +97,22 @@ expect_ok "plan: the --host named for the rank" "$T" plan --preset tiny --rank $
 expect_error "train: --rank too large for --host" "--rank 4096 is too large for tiny: .* lower --rank to [0-9]* or less" \
     "$T" train --model "$dir/m.tier" --data "$dir/t.tok" --rank 4096 --host 100M --steps 1 --out "$dir/rank-out"
 [ -e "$dir/rank-out" ] && fail "a refused train created its --out"
+# --host given but more than the machine has available now (TT_TEST_MEM_AVAILABLE stands in for MemAvailable): a
+# run refuses it naming --host (its arena is populated at start) and no --out, not --rank (at 30 MiB rank 1 would
+# fit, ~19 MiB, and rank 64 not, ~42 MiB: the budgets hold it, the machine does not); plan notes it
+expect_ok "plan: --host beyond the memory available is noted" env TT_TEST_MEM_AVAILABLE=1048576 "$T" plan \
+    --model "$dir/m.tier" $SHAPE --host 1G --rank 64
+grep -q "^  note: it takes [0-9.]* MiB of host memory (with the CPU backend's device arena), more than the 1.00 MiB this machine has available now (MemAvailable): a run here refuses it$" "$dir/out" ||
+    { fail "plan: no note of the memory available"; cat "$dir/out"; }
+expect_ok "plan --json: exceeds_available" env TT_TEST_MEM_AVAILABLE=1048576 "$T" plan --model "$dir/m.tier" $SHAPE \
+    --host 1G --json
+grep -q '"exceeds_available":true}$' "$dir/out" || { fail "plan --json: exceeds_available not true"; cat "$dir/out"; }
+expect_error "train: --host beyond the memory available" "^tiertrain train: the plan within --host 1.00 GiB takes [0-9.]* MiB of host memory (with the CPU backend's device arena, which is host memory too) but the machine has 30.00 MiB available now (MemAvailable): free memory, or lower --host / --hbm$" \
+    env TT_TEST_MEM_AVAILABLE=31457280 "$T" train --model "$dir/m.tier" --data "$dir/t.tok" $SHAPE --host 1G --rank 64 \
+    --steps 1 --out "$dir/avail-out"
+[ -e "$dir/avail-out" ] && fail "a train refused for the memory available created its --out"
+expect_ok "plan: within the memory available, no note" "$T" plan --model "$dir/m.tier" $SHAPE --host 1G
+grep -q "note: it takes" "$dir/out" && fail "plan: a note of the memory available where it fits"
 expect_error "plan: --rank too large for --hbm" "--rank 4096 is too large for llama3.1-70b: .* does not fit --hbm 8.00 GiB.* or raise --hbm to [0-9.]* GiB and --host to [0-9.]* GiB$" \
     "$T" plan --preset llama3.1-70b --rank 4096 --hbm 8G --host 100G
 hb=$(sed -n 's/.*or raise --hbm to \([0-9.]*\) GiB and .*/\1G/p' "$dir/err")
