@@ -143,44 +143,72 @@ static void cmp(const char *op, const float *ref, const void *dev, size_t n) { c
 static void cmp_real(const char *op, const float *ref, const void *dev, size_t n) { cmp_t(op, ref, dev, n, BE_REAL); }
 
 /* C = 0.5 op(A) op(B) + C, every transpose pair; the CPU reference in fp32
- * on the same values. The bf16 pass adds the two mixed products the LoRA
- * path runs: bf16 x fp32 -> bf16 (the fp32 factor rounded to bf16 first, the
- * rule of backend.h) and bf16 x bf16 -> fp32 (a LoRA gradient). */
-static void t_gemm(int M, int N, int K, int all_transposes) {
+ * on the same values. The bf16 pass adds the mixed products the LoRA path
+ * runs: bf16 x fp32 -> bf16 and fp32 x bf16 -> bf16 (the fp32 factor rounded
+ * to bf16 first, the rule of backend.h; in slices where it is larger than
+ * the backend's conversion buffer) and bf16 x bf16 -> fp32 (a LoRA
+ * gradient). GEMM_MIXED: the mixed product with the larger operand in fp32
+ * alone, read either way (the slicing cases: each product costs the emulated
+ * GPU seconds). */
+enum { GEMM_ALL_T = 1, GEMM_MIXED = 2 };
+
+/* C0 + 0.5 op(A) op(B) on the CPU from A, B (fp32) and the device's product
+ * from dA (type at), dB (type bt), compared. */
+static void gemm_cmp(int ta, int tb, int M, int N, int K, const float *A, const float *B, const float *C0,
+                     const void *dA, int at, const void *dB, int bt, int ct) {
+    const int R = BE_REAL, lda = ta ? M : K, ldb = tb ? K : N;
+    float *C = tt_xmalloc((size_t)M * N * 4);
+    memcpy(C, C0, (size_t)M * N * 4);
+    void *dC = ct == R ? (void *)up_real(C0, (size_t)M * N) : up(C0, (size_t)M * N);
+    cpu->gemm(ta, tb, M, N, K, 0.5f, A, R, lda, B, R, ldb, 1, C, R, N);
+    gpu->gemm(ta, tb, M, N, K, 0.5f, dA, at, lda, dB, bt, ldb, 1, dC, ct, N);
+    if (ct == R) cmp_real("gemm_to_f32", C, dC, (size_t)M * N);
+    else cmp("gemm", C, dC, (size_t)M * N);
+    free(C);
+    gpu->free(dC);
+}
+
+/* An fp32 operand that is not a bf16 value (x 1.001) on the device, and the
+ * bf16 values the op rounds it to, in *rounded. */
+static float *fp32_operand(const float *x, size_t n, float **rounded) {
+    float *f = tt_xmalloc(n * 4), *r = tt_xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        f[i] = x[i] * 1.001f;
+        r[i] = bf16_round(f[i]);
+    }
+    float *d = up_real(f, n);
+    free(f);
+    *rounded = r;
+    return d;
+}
+
+static void t_gemm(int M, int N, int K, int how) {
     const int R = BE_REAL;
+    if ((how & GEMM_MIXED) && g_dt != BE_BF16) return; /* mixed products are the bf16 pass's */
+    /* the same values for every transpose pair (each reads them its own way) */
+    float *A = rnd((size_t)M * K, 1), *B = rnd((size_t)K * N, 1), *C0 = rnd((size_t)M * N, 1), *r;
+    void *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)K * N);
+    const int big_a = (size_t)M * K > (size_t)K * N;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            if (!all_transposes && !(ta == 0 && tb == 1)) continue;
-            int lda = ta ? M : K, ldb = tb ? K : N;
-            float *A = rnd((size_t)M * K, 1), *B = rnd((size_t)K * N, 1), *C = rnd((size_t)M * N, 1);
-            float *C0 = tt_xmalloc((size_t)M * N * 4);
-            memcpy(C0, C, (size_t)M * N * 4);
-            void *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)K * N), *dC = up(C, (size_t)M * N);
-            cpu->gemm(ta, tb, M, N, K, 0.5f, A, R, lda, B, R, ldb, 1, C, R, N);
-            gpu->gemm(ta, tb, M, N, K, 0.5f, dA, g_dt, lda, dB, g_dt, ldb, 1, dC, g_dt, N);
-            cmp("gemm", C, dC, (size_t)M * N);
-            if (g_dt == BE_BF16) {
-                /* bf16 x bf16 -> fp32 */
-                float *dCf = up_real(C0, (size_t)M * N);
-                gpu->gemm(ta, tb, M, N, K, 0.5f, dA, g_dt, lda, dB, g_dt, ldb, 1, dCf, R, N);
-                cmp_real("gemm_to_f32", C, dCf, (size_t)M * N);
-                gpu->free(dCf);
-                /* bf16 x fp32 -> bf16, B not a bf16 value: rounded by the op */
-                float *Bf = tt_xmalloc((size_t)K * N * 4), *Br = tt_xmalloc((size_t)K * N * 4);
-                for (size_t i = 0; i < (size_t)K * N; i++) {
-                    Bf[i] = B[i] * 1.001f;
-                    Br[i] = bf16_round(Bf[i]);
-                }
-                float *dBf = up_real(Bf, (size_t)K * N);
-                void *dC2 = up(C0, (size_t)M * N);
-                memcpy(C, C0, (size_t)M * N * 4);
-                cpu->gemm(ta, tb, M, N, K, 0.5f, A, R, lda, Br, R, ldb, 1, C, R, N);
-                gpu->gemm(ta, tb, M, N, K, 0.5f, dA, g_dt, lda, dBf, R, ldb, 1, dC2, g_dt, N);
-                cmp("gemm", C, dC2, (size_t)M * N);
-                free(Bf); free(Br); gpu->free(dBf); gpu->free(dC2);
+            if (!(how & GEMM_ALL_T) && !(ta == 0 && tb == 1)) continue;
+            /* GEMM_MIXED: the fp32 operand's two ways of being read (its slices whole rows, or bands of columns) */
+            if ((how & GEMM_MIXED) && (big_a ? tb != 1 : ta != 0)) continue;
+            if (!(how & GEMM_MIXED)) gemm_cmp(ta, tb, M, N, K, A, B, C0, dA, g_dt, dB, g_dt, g_dt);
+            if (g_dt == BE_BF16 && !(how & GEMM_MIXED)) /* bf16 x bf16 -> fp32 */
+                gemm_cmp(ta, tb, M, N, K, A, B, C0, dA, g_dt, dB, g_dt, R);
+            if (g_dt == BE_BF16 && (!(how & GEMM_MIXED) || !big_a)) { /* bf16 x fp32 -> bf16 */
+                float *dBf = fp32_operand(B, (size_t)K * N, &r);
+                gemm_cmp(ta, tb, M, N, K, A, r, C0, dA, g_dt, dBf, R, g_dt);
+                free(r); gpu->free(dBf);
             }
-            free(A); free(B); free(C); free(C0); gpu->free(dA); gpu->free(dB); gpu->free(dC);
+            if (g_dt == BE_BF16 && (!(how & GEMM_MIXED) || big_a)) { /* fp32 x bf16 -> bf16 */
+                float *dAf = fp32_operand(A, (size_t)M * K, &r);
+                gemm_cmp(ta, tb, M, N, K, r, B, C0, dAf, R, dB, g_dt, g_dt);
+                free(r); gpu->free(dAf);
+            }
         }
+    free(A); free(B); free(C0); gpu->free(dA); gpu->free(dB);
 }
 
 /* axpy, mask_scale, dropout masks and swiglu on n elements (the pass's type);
@@ -667,7 +695,11 @@ static void c_kd(const int *s) { t_kd(s[0], s[1], s[2], s[3]); }
  * dequantization rows), attention at seq 4096 /
  * head_dim 128 / GQA 16:2 and cross-entropy over vocab 128256. */
 static const op_case g_cases[] = {
-    {"gemm", c_gemm, {37, 53, 96, 1}, "37x53x96, all transposes", 0, 1e-4, 8e-3},
+    {"gemm", c_gemm, {37, 53, 96, GEMM_ALL_T}, "37x53x96, all transposes", 0, 1e-4, 8e-3},
+    /* a float factor past the CUDA backend's 8M-value conversion buffer (rank 586 x 14336 is): rounded and
+     * multiplied in slices (of 4032 rows or columns here, then 68), A's and B's, every transpose */
+    {"gemm", c_gemm, {4100, 2, 2050, GEMM_ALL_T | GEMM_MIXED}, "4100x2x2050, A > 8M values", 0, 1e-4, 8e-3},
+    {"gemm", c_gemm, {2, 4100, 2050, GEMM_ALL_T | GEMM_MIXED}, "2x4100x2050, B > 8M values", 0, 1e-4, 8e-3},
     {"elementwise", c_elementwise, {1, 10007}, "10007", 0, 1e-5, 8e-3},
     {"dequant", c_dequant, {64, 300, 17}, "nf4 19217 values", 0, 0, 0},
     {"linear", c_linear, {33, 128, 320}, "33 x 128 -> 320 nf4-dq", 0, 1e-4, 8e-3},
@@ -694,7 +726,7 @@ static const op_case g_cases[] = {
     /* the head's losses over a vocabulary in chunks (the last partial), rows 4 and 7 skipped */
     {"xent", c_xent, {9, 1003, 64}, "9 x 1003 / 64", 0, 1e-5, 8e-3},
     {"kd", c_kd, {9, 1003, 64, 5}, "9 x 1003 / 64, T 0.5", 0, 1e-5, 8e-3},
-    {"gemm", c_gemm, {2048, 4096, 4096, 1}, "2048x4096x4096, all transp.", 1, 2e-5, 4e-3},
+    {"gemm", c_gemm, {2048, 4096, 4096, GEMM_ALL_T}, "2048x4096x4096, all transp.", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 4300, 8192, 0}, "70B-pruned gate 8192->4300", 1, 2e-5, 4e-3},
     {"gemm", c_gemm, {2048, 8192, 4300, 0}, "70B-pruned down 4300->8192", 1, 2e-5, 4e-3},
     {"linear", c_linear, {512, 4300, 1024}, "512 x 4300 -> 1024, padded rows", 1, 2e-5, 4e-3},

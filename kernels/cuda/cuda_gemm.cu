@@ -219,17 +219,56 @@ __global__ void k_round_bf16(size_t n, const float *x, bf16 *y) {
     if (i < n) y[i] = __float2bfloat16_rn(x[i]);
 }
 
+/* rows x cols floats at x (row stride ld) rounded into y, compact (row stride cols). */
+__global__ void k_round_bf16_2d(size_t rows, size_t cols, size_t ld, const float *x, bf16 *y) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < rows * cols) y[i] = __float2bfloat16_rn(x[i / cols * ld + i % cols]);
+}
+
+/* A mixed product whose float operand does not fit g_cvt (a LoRA factor of a high rank on a wide projection:
+ * rank 586 x 14336 is past 8M values): in slices of that operand along its dimension that is not the sum's (op(A)'s
+ * rows, op(B)'s columns), each rounded compactly into g_cvt and multiplied into its own slice of C (each of C's
+ * values is the same whole sum over K as unsliced). On the compute stream: a slice's rounding waits for the last
+ * slice's product. */
+static void gemm_sliced(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda,
+                        const void *B, int bt, int ldb, tt_real beta, void *C, int ct, int ldc) {
+    const int a_real = at == BE_REAL;
+    size_t per = CUDA_CVT_ELEMS / (size_t)K; /* slice rows (A) or columns (B) */
+    TT_ASSERT(per >= 1);
+    if (per >= 64) per = per / 64 * 64; /* whole 16-byte rows for every compact row stride but the last slice's */
+    const float *src = (const float *)(a_real ? A : B);
+    const size_t ld = (size_t)(a_real ? lda : ldb), all = (size_t)(a_real ? M : N), cb = ct == BE_BF16 ? 2 : 4;
+    const int along_rows = a_real ? !ta : tb; /* the slice is whole stored rows (else a band of stored columns) */
+    for (size_t s0 = 0; s0 < all; s0 += per) {
+        const size_t sn = all - s0 < per ? all - s0 : per;
+        const size_t rows = along_rows ? sn : (size_t)K, cols = along_rows ? (size_t)K : sn;
+        k_round_bf16_2d<<<blocks_for(rows * cols, 256), 256, 0, g_compute>>>(rows, cols, ld,
+                                                                            src + (along_rows ? s0 * ld : s0), g_cvt);
+        LAUNCHED();
+        if (a_real) /* op(A)'s rows s0.. -> C's rows */
+            cu_gemm(ta, tb, (int)sn, N, K, alpha, g_cvt, BE_BF16, (int)cols, B, bt, ldb, beta,
+                    (char *)C + s0 * (size_t)ldc * cb, ct, ldc);
+        else /* op(B)'s columns s0.. -> C's columns */
+            cu_gemm(ta, tb, M, (int)sn, K, alpha, A, at, lda, g_cvt, BE_BF16, (int)cols, beta, (char *)C + s0 * cb, ct,
+                    ldc);
+    }
+}
+
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T. Both
  * libraries take A and B of one type: where they differ, the float one (a
- * LoRA factor) is rounded to bf16 into g_cvt first (backend.h's rule).
- * Products accumulate in fp32 (CUBLAS_COMPUTE_32F; tensor cores for bf16). */
+ * LoRA factor) is rounded to bf16 into g_cvt first (backend.h's rule), in
+ * slices where it is larger (gemm_sliced). Products accumulate in fp32
+ * (CUBLAS_COMPUTE_32F; tensor cores for bf16). */
 void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B, int bt,
              int ldb, tt_real beta, void *C, int ct, int ldc) {
     if (at != bt) {
         int a_real = at == BE_REAL;
         size_t rows = a_real ? (ta ? K : M) : (tb ? N : K), cols = a_real ? (ta ? M : K) : (tb ? K : N);
         size_t ld = a_real ? (size_t)lda : (size_t)ldb, span = (rows - 1) * ld + cols;
-        TT_ASSERT(span <= CUDA_CVT_ELEMS); /* LoRA factors: rank x width, far below */
+        if (span > CUDA_CVT_ELEMS) {
+            gemm_sliced(ta, tb, M, N, K, alpha, A, at, lda, B, bt, ldb, beta, C, ct, ldc);
+            return;
+        }
         k_round_bf16<<<blocks_for(span, 256), 256, 0, g_compute>>>(span, (const float *)(a_real ? A : B), g_cvt);
         LAUNCHED();
         if (a_real) { A = g_cvt; at = BE_BF16; }
