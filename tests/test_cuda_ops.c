@@ -722,6 +722,8 @@ static const op_case g_cases[] = {
     {"attn_kv", c_attn_kv, {1, 32, 8, 2, 128}, "n 1, cap 32, 8:2 x 128", 0, 1e-4, 8e-3},
     {"attn_kv", c_attn_kv, {7, 32, 8, 2, 128}, "n 7, cap 32, 8:2 x 128", 0, 1e-4, 8e-3},
     {"attn_kv", c_attn_kv, {7, 20, 8, 2, 80}, "n 7, cap 20, 8:2 x 80", 0, 1e-4, 8e-3},
+    /* head_dim past 256 (32 dimensions a lane; a config allows 1024), lanes idle in the last group */
+    {"attn_kv", c_attn_kv, {3, 20, 4, 2, 320}, "n 3, cap 20, 4:2 x 320", 0, 1e-4, 8e-3},
     {"attn_kv", c_attn_kv_fwd, {3, 40, 8, 2, 64}, "= attn_fwd, 3 x seq 40", 0, 1e-5, 0},
     /* the head's losses over a vocabulary in chunks (the last partial), rows 4 and 7 skipped */
     {"xent", c_xent, {9, 1003, 64}, "9 x 1003 / 64", 0, 1e-5, 8e-3},

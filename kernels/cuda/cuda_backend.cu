@@ -1013,13 +1013,14 @@ static void cu_attn_bwd(int B, int seq, int nh, int nkv, int hd, const void *q, 
 
 /* Attention against a KV cache (backend.h's attn_kv): one warp per (query
  * row, head); the warp walks the keys the row sees with an online softmax,
- * each lane holding head_dim / 32 of the dimensions (head_dim <= 256) and
- * the score reduced across the warp. Decoding has one query row per
- * sequence, so this is bandwidth-bound on the cache, as decoding is. */
+ * each lane holding C of the dimensions (C = 8: head_dim <= 256, every
+ * LLaMA's; C = 32 up to the 1024 a config allows) and the score reduced
+ * across the warp. Decoding has one query row per sequence, so this is
+ * bandwidth-bound on the cache, as decoding is. */
 #define KV_WARPS 4
-template <typename T>
-__global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q_, const void *kc_, const void *vc_,
-                          const int32_t *pos, void *out_, float scale) {
+template <typename T, int C>
+__device__ __forceinline__ void attn_kv_warp(int n, int cap, int nh, int nkv, int hd, const void *q_, const void *kc_,
+                                             const void *vc_, const int32_t *pos, void *out_, float scale) {
     const T *q = (const T *)q_, *kc = (const T *)kc_, *vc = (const T *)vc_;
     T *out = (T *)out_;
     const int lane = threadIdx.x & 31, h = blockIdx.y * KV_WARPS + (threadIdx.x >> 5);
@@ -1027,8 +1028,8 @@ __global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q
     if (h >= nh) return;
     const int qs = nh * hd, ks = nkv * hd, p = pos[b] + i;
     const size_t qo = (size_t)row * qs + (size_t)h * hd, ko = (size_t)b * cap * ks + (size_t)tt_gqa_kv_head(h, nh, nkv) * hd;
-    float qv[8], acc[8];
-    for (int c = 0; c < 8; c++) {
+    float qv[C], acc[C];
+    for (int c = 0; c < C; c++) {
         int d = lane + 32 * c;
         qv[c] = d < hd ? ldv(q, qo + d) : 0.f;
         acc[c] = 0.f;
@@ -1037,7 +1038,7 @@ __global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q
     for (int j = 0; j <= p; j++) {
         const size_t kr = ko + (size_t)j * ks;
         float s = 0.f;
-        for (int c = 0; c < 8; c++) {
+        for (int c = 0; c < C; c++) {
             int d = lane + 32 * c;
             if (d < hd) s += qv[c] * ldv(kc, kr + d);
         }
@@ -1045,23 +1046,36 @@ __global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q
         s *= scale;
         const float mn = fmaxf(m, s), corr = __expf(m - mn), w = __expf(s - mn);
         l = l * corr + w;
-        for (int c = 0; c < 8; c++) {
+        for (int c = 0; c < C; c++) {
             int d = lane + 32 * c;
             acc[c] = acc[c] * corr + (d < hd ? w * ldv(vc, kr + d) : 0.f);
         }
         m = mn;
     }
-    for (int c = 0; c < 8; c++) {
+    for (int c = 0; c < C; c++) {
         int d = lane + 32 * c;
         if (d < hd) stv(out, qo + d, acc[c] / l);
     }
 }
 
+template <typename T>
+__global__ void k_attn_kv(int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                          const int32_t *pos, void *out, float scale) {
+    attn_kv_warp<T, 8>(n, cap, nh, nkv, hd, q, kc, vc, pos, out, scale);
+}
+template <typename T>
+__global__ void k_attn_kv_wide(int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
+                               const int32_t *pos, void *out, float scale) {
+    attn_kv_warp<T, 32>(n, cap, nh, nkv, hd, q, kc, vc, pos, out, scale);
+}
+
 static void cu_attn_kv(int B, int n, int cap, int nh, int nkv, int hd, const void *q, const void *kc, const void *vc,
                        const int32_t *pos, void *out, int dt) {
-    TT_ASSERT(hd <= 256); /* eight dimensions per lane; every LLaMA has 128 */
+    TT_ASSERT(hd <= 1024); /* config_validate's bound */
     dim3 grid((unsigned)(B * n), (unsigned)((nh + KV_WARPS - 1) / KV_WARPS));
-    TDISPATCH(dt, k_attn_kv, grid, 32 * KV_WARPS, n, cap, nh, nkv, hd, q, kc, vc, pos, out, 1.0f / sqrtf((float)hd));
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (hd <= 256) TDISPATCH(dt, k_attn_kv, grid, 32 * KV_WARPS, n, cap, nh, nkv, hd, q, kc, vc, pos, out, scale);
+    else TDISPATCH(dt, k_attn_kv_wide, grid, 32 * KV_WARPS, n, cap, nh, nkv, hd, q, kc, vc, pos, out, scale);
 }
 
 __device__ __forceinline__ float swiglu_v(float g, float u) { return g / (1.f + expf(-g)) * u; }
