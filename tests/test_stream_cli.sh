@@ -120,8 +120,8 @@ hh=$(sed -n 's/.* and --host to \([0-9.]*\) GiB$/\1G/p' "$dir/err")
 expect_ok "plan: the --hbm and --host named for the rank" "$T" plan --preset llama3.1-70b --rank 4096 --hbm "$hb" --host "$hh"
 # train's ranges, the flag named
 expect_error "plan: --rank past train's range" "^tiertrain plan: --rank must be 1..4096$" "$T" plan --preset tiny --rank 4097
-expect_error "plan: --micro-batch past train's range" "^tiertrain plan: --micro-batch must be 1..65536$" \
-    "$T" plan --preset tiny --micro-batch 65537 --seq 2 --batch-tokens 131074
+expect_error "plan: --micro-batch past train's range" "^tiertrain plan: --micro-batch must be 1..65535$" \
+    "$T" plan --preset tiny --micro-batch 65536 --seq 2 --batch-tokens 131072
 # a smallest --hbm in GiB is named rounded up, so that figure is enough (rounded to the nearest it was 4.6 MiB short
 # at seq 4096)
 expect_error "plan: --hbm too small for 70b at seq 4096" "needs --hbm [0-9.]* GiB" "$T" plan --preset llama3.1-70b \

@@ -346,8 +346,8 @@ int cmd_eval(int argc, char **argv) {
         return 2;
     }
     if (pa.seq < 2 || pa.seq > 1 << 20) bad = "--seq must be 2..1048576";
-    else if (pa.micro < 1 || pa.micro > 65536 || (int64_t)pa.micro * pa.seq > (1 << 24))
-        bad = "--micro-batch must be at least 1, with --seq x --micro-batch at most 16M tokens";
+    else if (pa.micro < 1 || pa.micro > TOOL_MICRO_MAX || (int64_t)pa.micro * pa.seq > (1 << 24))
+        bad = "--micro-batch must be 1.." TOOL_MICRO_MAX_S ", with --seq x --micro-batch at most 16M tokens";
     else if (pa.batch_tokens > EVAL_SLICE_TOKENS) bad = "--batch-tokens must be at most 1G";
     else if (pa.batch_tokens < (uint64_t)(pa.seq * pa.micro) || pa.batch_tokens % (uint64_t)(pa.seq * pa.micro))
         bad = "--batch-tokens must be a multiple of --seq x --micro-batch (lower --seq or --micro-batch, or raise "

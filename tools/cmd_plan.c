@@ -32,7 +32,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     }
     /* train's ranges, the flag that is out of them named: a plan for a run train refuses would mislead */
     const char *bad = a->seq < 2 || a->seq > 1 << 20 ? "--seq must be 2..1048576"
-                    : a->micro < 1 || a->micro > 65536 ? "--micro-batch must be 1..65536"
+                    : a->micro < 1 || a->micro > TOOL_MICRO_MAX ? "--micro-batch must be 1.." TOOL_MICRO_MAX_S
                     : a->rank < 1 || a->rank > 4096 ? "--rank must be 1..4096"
                     : a->batch_tokens < (uint64_t)(a->seq * a->micro) || a->batch_tokens % (uint64_t)(a->seq * a->micro)
                         ? "--batch-tokens must be a multiple of --seq x --micro-batch"
@@ -43,8 +43,12 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     }
     /* the products that size memory stay far inside int (a micro-batch's tokens, micro-batches per step) */
     if (a->seq * a->micro > (1L << 24) || a->batch_tokens / (uint64_t)(a->seq * a->micro) > (1u << 20)) {
-        fprintf(stderr, "tiertrain %s: --seq x --micro-batch must be at most 16M tokens and --batch-tokens / (--seq x "
-                        "--micro-batch) at most 1048576 micro-batches\n", cmd);
+        if (a->gen_flags) /* a generating command's prompts x prompt chunk */
+            fprintf(stderr, "tiertrain %s: a pass over the prompts of a batch takes at most 16M prompt tokens: lower "
+                            "%s\n", cmd, a->gen_flags);
+        else
+            fprintf(stderr, "tiertrain %s: --seq x --micro-batch must be at most 16M tokens and --batch-tokens / "
+                            "(--seq x --micro-batch) at most 1048576 micro-batches\n", cmd);
         return 2;
     }
     req->hbm = a->hbm;
@@ -362,7 +366,7 @@ int cmd_plan(int argc, char **argv) {
         {"io-gbps", 0, CLI_FLOAT, &io_gbps, "0", "X", "measured NVMe read GB/s for the step-time prediction (bench io)"},
         {"gflops", 0, CLI_FLOAT, &gflops, "0", "X", "measured compute GFLOP/s for the prediction (bench overlap)"},
         {"sweep", 0, CLI_FLAG, &sweep, NULL, NULL, "instead of one plan: the smallest --hbm (and the host memory it needs) at seq 1024, 2048, 4096 and 8192, with --micro-batch and --batch-tokens as given (at least one micro-batch per step)"},
-        {"generate", 0, CLI_FLAG, &generate, NULL, NULL, "plan text generation (tiertrain generate) instead of training: --micro-batch prompts per batch, --seq prompt tokens per pass, KV caches of --context positions; --rank/--targets are the adapter's"},
+        {"generate", 0, CLI_FLAG, &generate, NULL, NULL, "plan text generation (tiertrain generate) instead of training: --micro-batch prompts per batch, --seq prompt tokens per pass, KV caches of --context positions (--batch-tokens does not apply); --rank/--targets are the adapter's"},
         {"context", 0, CLI_INT, &context, "4096", "N", "with --generate: KV cache positions per prompt"},
         {"json", 0, CLI_FLAG, &as_json, NULL, NULL, "print one JSON object"},
         {0},
@@ -412,6 +416,9 @@ int cmd_plan(int argc, char **argv) {
         tier_close(s);
         return 2;
     }
+    /* --batch-tokens is training's (a step of micro-batches): --generate plans passes of --micro-batch prompts of
+     * --seq tokens, whatever it says */
+    if (generate && a.seq > 0 && a.micro > 0) a.batch_tokens = (uint64_t)a.seq * (uint64_t)a.micro;
     tt_plan_req req;
     a.planning_only = 1;
     if (generate) a.gen_flags = "--micro-batch / --seq / --context"; /* what plan --generate sizes with */

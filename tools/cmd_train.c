@@ -560,7 +560,7 @@ int cmd_train(int argc, char **argv) {
     else if (rank < 1 || rank > 4096) bad = "--rank must be 1..4096";
     else if (steps < 1 || steps > 100000000) bad = "--steps must be 1..100000000";
     else if (seq < 2 || seq > 1 << 20) bad = "--seq must be 2..1048576";
-    else if (micro < 1 || micro > 65536) bad = "--micro-batch must be 1..65536";
+    else if (micro < 1 || micro > TOOL_MICRO_MAX) bad = "--micro-batch must be 1.." TOOL_MICRO_MAX_S;
     else if (!(lr > 0) || !isfinite((float)lr) || !(min_lr >= 0) || min_lr > lr)
         bad = "--lr must be a finite number > 0 and --min-lr within [0, lr]";
     else if (!(alpha > 0) || !isfinite(alpha)) bad = "--alpha must be a finite number > 0";

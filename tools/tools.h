@@ -35,6 +35,11 @@ typedef struct tool_plan_args {
     const char *gen_flags; /* a generating command's flags that shrink its plan (tt_plan_req.gen_flags) */
 } tool_plan_args;
 
+/* The largest --micro-batch: the sequences of a micro-batch are a GPU grid's third dimension in the CUDA
+ * attention kernels, which holds at most 65535 (every backend takes the same range). */
+#define TOOL_MICRO_MAX 65535
+#define TOOL_MICRO_MAX_S "65535"
+
 /* Option-table entries for tool_plan_args a (use inside a cli_opt array). */
 #define TOOL_PLAN_OPTS(a)                                                                                          \
     {"hbm", 0, CLI_SIZE, &(a).hbm, "0", "SIZE", "device memory budget, e.g. 8G (0: unlimited, every layer resident)"}, \
