@@ -1149,12 +1149,21 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
     fulltrain_plan_req(so, &req);
     if (hints) {
         req.host_avail = hints->host_avail;
+        if (o->teacher_path && rc == 0 && req.host_avail) { /* the teacher's plan is held beside the model's */
+            uint64_t t = plan_ram_bytes(tp);
+            req.host_avail = t < req.host_avail ? req.host_avail - t : 1;
+        }
         req.what_if = hints->what_if;
         req.io_gbps = hints->io_gbps;
         req.gflops = hints->gflops;
         req.lm_head = hints->lm_head;
     }
     if (rc == 0) rc = plan_make(s, &req, p);
+    if (rc == -ENOMEM && hints && req.host_avail != hints->host_avail) {
+        char tb[32];
+        rc = TT_FAIL(rc, "%s (the memory available beside the teacher's plan, which takes %s)", tt_lasterr(),
+                     tt_fmt_bytes(plan_ram_bytes(tp), tb, sizeof tb));
+    }
     if (rc == -ENOSPC && o->teacher_path && (o->hbm || o->host)) { /* the budget given, both */
         uint64_t sdev = 0, shost = 0, need = 0;
         plan_minimum(s, &req, &sdev, &shost);

@@ -236,31 +236,26 @@ static int plan_budgets(const tier_store *s, const tt_plan_req *req, tt_plan *ou
 /* The CPU backend's "device" arena is host memory too. */
 static int dev_is_host(void) { return strncmp(be_current()->name, "cpu", 3) == 0; } /* cpu, cpu-async */
 
-/* Host memory the plan takes: the pinned arena, plus the device arena when it is host memory. */
 static uint64_t ram_bytes(const tt_plan *p) { return p->host_bytes + (dev_is_host() ? p->dev_bytes : 0); }
+uint64_t plan_ram_bytes(const tt_plan *p) { return ram_bytes(p); }
 
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     int rc = plan_budgets(s, req, out);
     if (rc || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
-    char need[32], have[32], cap[32];
-    if (req->host && req->what_if) {
+    char need[32], have[32];
+    if (req->host && req->what_if) { /* plan's budgets, as given: it may be for later, or another machine */
         out->over_avail = req->host_avail;
         return 0;
     }
-    if (req->host) /* the user's --host: a cap the plan stays within, but not memory the machine has (MAP_POPULATE
-                    * of more than it has would page, or end the process by the OOM killer) */
-        return TT_FAIL(-ENOMEM, "the plan within --host %s takes %s of host memory%s but the machine has %s available "
-                       "now (MemAvailable): free memory, or lower --host%s",
-                       tt_fmt_bytes(req->host, cap, sizeof cap),
-                       tt_fmt_bytes_up(tt_align_up(ram_bytes(out), 1 << 20), need, sizeof need),
-                       dev_is_host() ? " (with the CPU backend's device arena, which is host memory too)" : "",
-                       tt_fmt_bytes(req->host_avail, have, sizeof have), dev_is_host() ? " / --hbm" : "");
-    /* No --host: what the machine has available is the budget. The host arena
-     * gets what the device arena leaves; on the CPU backend, whose device arena
-     * is host memory too, an unlimited --hbm — or one larger than the machine
-     * can hold beside the smallest plan's host arena: --hbm is a cap, and a
-     * larger cap must not refuse what a smaller one plans — becomes what that
-     * host arena leaves (more activations on the "device" spill fewer). */
+    /* Past what the machine has available (the host arena is populated at
+     * start: more would page, or end the process by the OOM killer), that is
+     * the budget: the host arena gets what the device arena leaves, within a
+     * --host given (a cap: one larger than the machine's memory plans as that
+     * memory does); on the CPU backend, whose device arena is host memory too,
+     * an unlimited --hbm — or one larger than the machine can hold beside the
+     * smallest plan's host arena: --hbm is a cap, and a larger cap must not
+     * refuse what a smaller one plans — becomes what that host arena leaves
+     * (more activations on the "device" spill fewer). */
     const int cpu = dev_is_host();
     uint64_t dev_min, host_min;
     plan_minimum(s, req, &dev_min, &host_min);
@@ -270,6 +265,7 @@ int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     uint64_t dev = cpu ? (r.hbm ? r.hbm : out->dev_bytes) : 0;
     if (dev < req->host_avail) {
         r.host = req->host_avail - dev;
+        if (req->host && req->host < r.host) r.host = req->host;
         if (plan_budgets(s, &r, out) == 0 && ram_bytes(out) <= req->host_avail) {
             out->host_from_avail = 1;
             out->req.hbm = req->hbm; /* the user's budgets, as given */
@@ -305,7 +301,7 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
             p->host_from_avail ? " (no --host given: the memory available now)" : "");
     if (p->over_avail)
         fprintf(f, "  note: it takes %s of host memory%s, more than the %s this machine has available now "
-                "(MemAvailable): a run here refuses it\n",
+                "(MemAvailable): a run here plans within that\n",
                 tt_fmt_bytes_up(tt_align_up(ram_bytes(p), 1 << 20), a, sizeof a),
                 dev_is_host() ? " (with the CPU backend's device arena)" : "", tt_fmt_bytes(p->over_avail, b, sizeof b));
     if (p->req.forward_only)

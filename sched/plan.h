@@ -50,11 +50,11 @@ typedef struct tt_plan_req {
     int act_bf16;         /* activations in bf16: the cells (checkpoints, their gradients, spills) and the workspace */
     double io_gbps;       /* measured NVMe read bandwidth, 0 = unknown */
     double gflops;        /* measured compute throughput, 0 = unknown */
-    uint64_t host_avail;  /* the memory the machine has available (MemAvailable), which the plan must fit: with
-                           * host == 0 it is planned again with host = host_avail if it does not; with a host
-                           * budget it is refused (naming --host), or with what_if marked; 0 = no such check */
-    int what_if;          /* the plan command's: a plan within a host budget that exceeds host_avail is made and
-                           * marked (plan.over_avail) instead of refused (it may be for later, or another machine) */
+    uint64_t host_avail;  /* the memory the machine has available (MemAvailable), which the plan must fit: one
+                           * that does not is planned again with the host budget host_avail (a host budget
+                           * given and smaller stays), unless what_if; 0 = no such check */
+    int what_if;          /* the plan command's: a plan within a host budget that exceeds host_avail is kept and
+                           * marked (plan.over_avail), not planned again (it may be for later, or another machine) */
     int forward_only;     /* generation: every pass walks the layers forward (0..L-1, again and again); no
                            * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
     const char *gen_flags; /* forward_only: the command's flags that shrink the plan (prompts per batch, prompt
@@ -84,7 +84,7 @@ typedef struct tt_plan {
     uint64_t io_bytes_first, io_bytes_step; /* NVMe reads in the first step and in later steps */
     double flops_step;
     double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
-    int host_from_avail;  /* req.host was set from req.host_avail (no --host given) */
+    int host_from_avail;  /* req.host was set from req.host_avail (no --host given, or one beyond it: a run's) */
     uint64_t over_avail;  /* req.what_if: the host memory available that the plan (within --host) exceeds; else 0 */
     int user_dev;         /* of req.user_units, how many the owner's carve puts on the device (the first ones) */
     int user_opt;         /* 1: the owner's optional device region is placed (the step loop's decoded layer,
@@ -96,6 +96,10 @@ typedef struct tt_plan {
 /* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget
  * option and the smallest value that would work. */
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out);
+
+/* Host memory the plan takes: the pinned arena, plus the device arena where
+ * the backend's device is host memory (the CPU backends). */
+uint64_t plan_ram_bytes(const tt_plan *p);
 
 /* The one --hbm check: what the device holds for `arena` bytes carved from
  * its arena — the arena plus what the backend keeps outside it

@@ -107,6 +107,9 @@ int bench_generate(int argc, char **argv) {
     pa.batch_tokens = (uint64_t)pa.seq;
     tt_plan_req base;
     if ((rc = tool_plan_flags("bench generate", s, &pa, &base))) { tier_close(s); return rc; }
+    /* --host given: split between the two runs below, each planned within its share as given (the memory available
+     * now bounds a single plan's host memory, not two held at once) */
+    if (host) base.host_avail = 0;
     const tt_lora_cfg lora = {1, 1.f, 0.f, 1u << TT_PROJ_Q, 0}; /* the bare model (B = 0) */
     double res[MAX_BATCHES][2][2] = {{{0}}}; /* [batch][resident, streamed][prompt, decode] seconds */
     uint64_t io[MAX_BATCHES] = {0}, budget[MAX_BATCHES] = {0};

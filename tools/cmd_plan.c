@@ -262,13 +262,11 @@ static int plan_request(const tier_store *s, const tool_plan_args *a, int genera
     return 0;
 }
 
-/* Does a's request fit at rank? FIT_DEV: judged as --hbm judges the smallest
- * plan (the device alone, whatever the host has); FIT_RUN: plan_make's
- * verdict for a's command (a run's refuses a plan within --host beyond the
- * memory available now, plan's notes it); FIT_BUDGETS: within the budgets
- * alone, whatever the machine has now. */
-enum { FIT_RUN, FIT_DEV, FIT_BUDGETS };
-static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int how, int generate, long context,
+/* Does a's request fit at rank? dev_only: judged as --hbm judges the smallest
+ * plan (the device alone, whatever the host has); else plan_make's verdict
+ * for a's command (a run plans a --host beyond the memory available now
+ * within that memory, plan keeps it as given). */
+static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int dev_only, int generate, long context,
                    double io_gbps, double gflops) {
     tool_plan_args b = *a;
     b.rank = rank;
@@ -276,8 +274,7 @@ static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int 
     tt_plan_req r;
     if (plan_request(s, &b, generate, context, io_gbps, gflops, &r)) return 0;
     r.what_if = a->planning_only;
-    if (how == FIT_BUDGETS) r.host_avail = 0;
-    if (how == FIT_DEV) {
+    if (dev_only) {
         uint64_t dev, host, total;
         plan_minimum(s, &r, &dev, &host);
         return plan_dev_fits(dev, r.hbm, &total);
@@ -291,22 +288,19 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
     if (a->rank <= 1) return;
     char saved[1024], x[32], y[32], budget[96];
     snprintf(saved, sizeof saved, "%s", tt_lasterr());
-    /* a run's plan within --host refused for the memory the machine has now, not for the budgets: not the rank's */
-    if (a->host && !a->planning_only && fits_at(s, a, a->rank, FIT_BUDGETS, generate, context, io_gbps, gflops)) {
-        tt_seterr("%s", saved);
-        return;
-    }
+    /* a --host beyond the memory available now binds a run as that memory does (plan_make) */
+    uint64_t hcap = a->host, avail = a->host && !a->planning_only ? tt_mem_available() : 0;
+    if (avail && hcap > avail) hcap = 0;
     /* which check refused: --hbm's (the smallest plan's device bytes), or the host's after it */
-    int dev_only = a->hbm && !fits_at(s, a, a->rank, FIT_DEV, generate, context, io_gbps, gflops);
-    const int how = dev_only ? FIT_DEV : FIT_RUN;
-    if (!fits_at(s, a, 1, how, generate, context, io_gbps, gflops)) {
+    int dev_only = a->hbm && !fits_at(s, a, a->rank, 1, generate, context, io_gbps, gflops);
+    if (!fits_at(s, a, 1, dev_only, generate, context, io_gbps, gflops)) {
         tt_seterr("%s", saved);
         return;
     }
     long lo = 1, hi = a->rank; /* rank lo fits, rank hi does not */
     while (hi - lo > 1) {
         long mid = lo + (hi - lo) / 2;
-        if (fits_at(s, a, mid, how, generate, context, io_gbps, gflops)) lo = mid;
+        if (fits_at(s, a, mid, dev_only, generate, context, io_gbps, gflops)) lo = mid;
         else hi = mid;
     }
     /* the other way out: the budgets that hold --rank as given: --hbm for its smallest plan (when that refused),
@@ -315,7 +309,7 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
     tool_plan_args b = *a;
     b.planning_only = 1;
     tt_plan_req r;
-    if ((dev_only || a->host) && plan_request(s, &b, generate, context, io_gbps, gflops, &r) == 0) {
+    if ((dev_only || hcap) && plan_request(s, &b, generate, context, io_gbps, gflops, &r) == 0) {
         if (dev_only) {
             uint64_t dev, host, total;
             plan_minimum(s, &r, &dev, &host);
@@ -327,18 +321,18 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
         r.host = 0;
         r.host_avail = 0; /* what --host would have to be, whatever this machine has now */
         r.no_host_cache = 1;
-        if (a->host && plan_make(s, &r, &p) == 0 && p.host_bytes > a->host)
+        if (hcap && plan_make(s, &r, &p) == 0 && p.host_bytes > hcap)
             snprintf(host_s, sizeof host_s, "--host to %s", tt_fmt_bytes_up(tt_align_up(p.host_bytes, 1 << 20), y, sizeof y));
         if (*hbm_s || *host_s)
             snprintf(raise, sizeof raise, ", or raise %s%s%s", hbm_s, *hbm_s && *host_s ? " and " : "", host_s);
     }
-    if (dev_only || (a->hbm && !a->host))
+    if (dev_only || (a->hbm && !hcap))
         snprintf(budget, sizeof budget, "--hbm %s", tt_fmt_bytes(a->hbm, x, sizeof x));
-    else if (a->hbm && a->host)
+    else if (a->hbm && hcap)
         snprintf(budget, sizeof budget, "--hbm %s and --host %s", tt_fmt_bytes(a->hbm, x, sizeof x),
-                 tt_fmt_bytes(a->host, y, sizeof y));
-    else if (a->host)
-        snprintf(budget, sizeof budget, "--host %s", tt_fmt_bytes(a->host, x, sizeof x));
+                 tt_fmt_bytes(hcap, y, sizeof y));
+    else if (hcap)
+        snprintf(budget, sizeof budget, "--host %s", tt_fmt_bytes(hcap, x, sizeof x));
     else
         snprintf(budget, sizeof budget, "the memory the machine has available now");
     tt_seterr("--rank %ld is too large for %s: the LoRA state at that rank (its adapters%s) does not fit %s, where "
