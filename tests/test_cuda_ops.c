@@ -162,7 +162,7 @@ static void gemm_cmp(int ta, int tb, int M, int N, int K, const float *A, const 
     void *dC = ct == R ? (void *)up_real(C0, (size_t)M * N) : up(C0, (size_t)M * N);
     cpu->gemm(ta, tb, M, N, K, 0.5f, A, R, lda, B, R, ldb, 1, C, R, N);
     gpu->gemm(ta, tb, M, N, K, 0.5f, dA, at, lda, dB, bt, ldb, 1, dC, ct, N);
-    if (ct == R) cmp_real("gemm_to_f32", C, dC, (size_t)M * N);
+    if (ct == R) cmp_real(g_dt == BE_BF16 ? "gemm_to_f32" : "gemm", C, dC, (size_t)M * N);
     else cmp("gemm", C, dC, (size_t)M * N);
     free(C);
     gpu->free(dC);

@@ -11,9 +11,10 @@
  * --max-new-tokens no longer fit --context, the oldest user/assistant pairs
  * are dropped (the system message stays), said once on standard error.
  *
- * Ctrl-C ends the current answer (what was printed stays in the history) and
- * the session goes on; at the prompt it ends the session, as Ctrl-D (end of
- * input) does: exit 0 either way.
+ * Ctrl-C ends the current answer at its next token (what was printed stays
+ * in the history) and the session goes on; at the prompt it ends the
+ * session, as Ctrl-D (end of input) does: exit 0 either way. A second Ctrl-C
+ * before the answer has stopped (a long prompt pass) quits at once (130).
  *
  * Each turn runs the whole rendered history through gen_run, whose prompt
  * pass refills the KV cache: simple and correct, at the price of that pass

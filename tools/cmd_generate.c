@@ -257,7 +257,7 @@ int cmd_generate(int argc, char **argv) {
      * prompt was generated (and what they made lost) */
     if (out_path && atomic_partial_open(out_path, &part)) { tool_fail("generate"); goto done; }
     struct sigaction old;
-    tool_sigint_catch(&old, NULL);
+    tool_sigint_catch(&old, "\ntiertrain generate: stopping at the next token; Ctrl-C again quits at once\n");
     size_t jcap = 0;
     int interrupted = 0;
     uint64_t total_new = 0;

@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -190,20 +191,25 @@ size_t tool_jsonl_append(json_t *j, char **buf, size_t *len, size_t *cap) {
 /* ---- Ctrl-C ----------------------------------------------------------------- */
 
 volatile sig_atomic_t tool_interrupted;
-static struct sigaction g_sigint_old; /* the handler before tool_sigint_catch: a second Ctrl-C's */
 static const char *g_sigint_msg;
 
+/* The second Ctrl-C ends the process as a signal does outside (core/train.c's on_signal likewise): the partial
+ * outputs removed (tt_partial_note), then the default action (never "ignored", as a background job's SIGINT
+ * starts: the user asked twice). */
 static void on_sigint(int sig) {
+    int e = errno;
     if (!tool_interrupted) {
         tool_interrupted = 1;
         if (g_sigint_msg) {
             ssize_t w = write(STDERR_FILENO, g_sigint_msg, strlen(g_sigint_msg));
             (void)w;
         }
-        return;
+    } else {
+        tt_partial_remove_all();
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered once this handler returns (sig is blocked in it) */
     }
-    sigaction(SIGINT, &g_sigint_old, NULL);
-    raise(sig); /* delivered once this handler returns */
+    errno = e;
 }
 
 void tool_sigint_catch(struct sigaction *old, const char *msg) {
@@ -213,7 +219,6 @@ void tool_sigint_catch(struct sigaction *old, const char *msg) {
     tool_interrupted = 0;
     g_sigint_msg = msg;
     sigaction(SIGINT, &sa, old);
-    if (old->sa_handler != on_sigint) g_sigint_old = *old; /* caught twice: the first one's stays */
 }
 
 void tool_sigint_restore(const struct sigaction *old) {

@@ -112,10 +112,9 @@ extern volatile sig_atomic_t tool_interrupted;
 
 /* SIGINT sets tool_interrupted instead of ending the process, writing msg
  * (NULL: nothing) to stderr; a second one while tool_interrupted is still
- * set quits at once as the replaced handler does (the process's own:
- * partial outputs removed). Without SA_RESTART, so a blocking read returns
- * (EINTR). The handler it replaces goes into *old; msg must outlive the
- * catch. */
+ * set quits at once (partial outputs removed, exit by SIGINT). Without
+ * SA_RESTART, so a blocking read returns (EINTR). The handler it replaces
+ * goes into *old; msg must outlive the catch. */
 void tool_sigint_catch(struct sigaction *old, const char *msg);
 /* Puts back the handler tool_sigint_catch saved. */
 void tool_sigint_restore(const struct sigaction *old);
