@@ -199,7 +199,7 @@ static int eval_data(const eval_setup *es, const char *data, uint64_t max_tokens
     per = pass * (per ? per : 1);
     eval_progress prog = {tt_now(), 0, 0, isatty(2) && !exs.flags, 0};
     /* Ctrl-C during the slices: the first stops after the slice under way with the loss so far, a second one quits
-     * at once as the process's own handler does (its partial outputs removed) */
+     * at once (the partial outputs removed) */
     tool_sigint_catch(&old_int, "\ntiertrain eval: stopping after the slice under way, with the loss so far; Ctrl-C "
                                 "again quits at once\n");
     caught = 1;

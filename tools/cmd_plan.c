@@ -54,7 +54,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     req->hbm = a->hbm;
     req->host = a->host;
     req->host_avail = tt_mem_available();
-    req->what_if = a->planning_only; /* plan: a --host beyond this machine's memory now is noted, not refused */
+    req->what_if = a->planning_only; /* plan: a --host beyond this machine's memory now is kept and noted */
     req->B = (int)a->micro;
     req->seq = (int)a->seq;
     req->gen_flags = a->gen_flags;
