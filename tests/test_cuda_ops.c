@@ -697,7 +697,8 @@ static void c_kd(const int *s) { t_kd(s[0], s[1], s[2], s[3]); }
 static const op_case g_cases[] = {
     {"gemm", c_gemm, {37, 53, 96, GEMM_ALL_T}, "37x53x96, all transposes", 0, 1e-4, 8e-3},
     /* a float factor past the CUDA backend's 8M-value conversion buffer (rank 586 x 14336 is): rounded and
-     * multiplied in slices (of 4032 rows or columns here, then 68), A's and B's, every transpose */
+     * multiplied in slices (of 4032 rows or columns here, then 68), fp32 A and fp32 B, each read both ways (its
+     * slices whole stored rows, or bands of stored columns) */
     {"gemm", c_gemm, {4100, 2, 2050, GEMM_ALL_T | GEMM_MIXED}, "4100x2x2050, A > 8M values", 0, 1e-4, 8e-3},
     {"gemm", c_gemm, {2, 4100, 2050, GEMM_ALL_T | GEMM_MIXED}, "2x4100x2050, B > 8M values", 0, 1e-4, 8e-3},
     {"elementwise", c_elementwise, {1, 10007}, "10007", 0, 1e-5, 8e-3},

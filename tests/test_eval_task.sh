@@ -280,7 +280,8 @@ rc=$?
     { fail "eval interrupted: exit $rc, or no word of how far it got"; cat "$dir/err"; }
 [ -e "$dir/big.tsv" ] && fail "an interrupted eval left its --per-token file"
 ls "$dir" | grep -q "big.tsv.*partial" && fail "an interrupted eval left a partial --per-token file"
-# Ctrl-C twice: the second quits at once through the process's own handler, which removes the partial file
+# Ctrl-C twice: the second quits at once, the partial file removed (also where SIGINT was ignored before, as in a
+# script's background job: this one)
 "$T" eval --model "$dir/m.tier" --data "$dir/big.tok" --seq 64 --per-token "$dir/big.tsv" >"$dir/out" 2>"$dir/err" &
 pid=$!
 i=0

@@ -110,14 +110,15 @@ fi
 
 # plan --generate: the memory table with KV caches, and the refusal naming the smallest --hbm.
 expect_ok "plan --generate" "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --context 128 --hbm 10M
-# --batch-tokens is training's: --generate takes any (it was refused unless a multiple of --seq x --micro-batch)
+grep -q "KV caches on the device for" "$dir/out" || fail "plan --generate: no KV cache line"
+grep -q "KV cache (host)\|KV cache " "$dir/out" || fail "plan --generate: no KV cache region"
+# a pass of prompts x prompt chunk over 16M tokens: refused, naming plan --generate's flags
 expect_error "plan --generate: prompts x chunk over 16M" \
     "^tiertrain plan: a pass over the prompts of a batch takes at most 16M prompt tokens: lower --micro-batch / --seq / --context$" \
     "$T" plan -m "$dir/m.tier" --generate --micro-batch 4096 --seq 8192
+# --batch-tokens is training's: --generate takes any (it was refused unless a multiple of --seq x --micro-batch)
 expect_ok "plan --generate --batch-tokens" "$T" plan -m "$dir/m.tier" --generate --micro-batch 3 --seq 16 --batch-tokens 64 \
     --context 128 --hbm 10M
-grep -q "KV caches on the device for" "$dir/out" || fail "plan --generate: no KV cache line"
-grep -q "KV cache (host)\|KV cache " "$dir/out" || fail "plan --generate: no KV cache region"
 expect_error "plan --generate too small" "--hbm .* too small to generate.*needs --hbm" \
     "$T" plan -m "$dir/m.tier" --generate --micro-batch 4 --seq 16 --context 128 --hbm 1M
 # the memory refusals name the command's own flags, --context among them (not train's --seq / --micro-batch / ...)
