@@ -17,6 +17,9 @@
 #   lora       2 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
+#   faults     a GPU that fails mid-run (an uncorrectable ECC error from a chosen kernel launch on): one sentence
+#              naming the checkpoint that stands, and the run resumed from it == uninterrupted, bit for bit; a
+#              GPU another process holds and a pre-Ampere one: one sentence each at start-up
 #   stream     streamed at the smallest --hbm (f32: 2 layer slots, every activation
 #              spilled; bf16 at its own) == resident: the adapter bit for bit (the resident
 #              runs decode each layer once a pass, the smallest plans every product's block)
@@ -194,9 +197,33 @@ grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled 8' "$dir/out" ||
 expect_ok plan-resident "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
 grep -q "frozen weights: each layer's decoded once a pass over it, for all 2 micro-batches" "$dir/out" ||
     fail "the resident plan decodes no layer once a pass: $(grep -A1 'layer slots' "$dir/out")"
-expect_ok lora-cuda-streamed "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --out "$dir/ls"
+expect_ok lora-cuda-streamed env TT_EMU_FAULT=count "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" \
+    --out "$dir/ls"
 cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
+
+# A GPU that fails mid-run (TT_EMU_FAULT=launch:N: from the N-th kernel launch on, every call reports an
+# uncorrectable ECC error, the context's sticky error): one sentence naming the error and the checkpoint that
+# stands, exit 1, no core; resumed from that checkpoint the run ends with the uninterrupted run's adapter, bit for
+# bit. The fault comes 60% of the way through the launches of the 2-step run above (its first validation, 2 steps,
+# the last validation): inside step 2, after step 1's checkpoint. The copy threads of the streamed run meet the
+# error as the compute thread does; whichever speaks, one sentence.
+n=$(sed -n 's/^cuda_emu: \([0-9]*\) kernel launches$/\1/p' "$dir/err")
+if [ -z "$n" ]; then fail "TT_EMU_FAULT=count printed no launch count"; else
+    expect_error gpu-fault-mid-run "^tiertrain: CUDA reported cudaErrorECCUncorrectable (.*); the run cannot go on; the last checkpoint in $dir/lf (step 1) is intact: continue with --resume $dir/lf\$" \
+        env TT_EMU_FAULT=launch:$((n * 6 / 10)) "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" \
+        --save-every 1 --out "$dir/lf"
+    expect_ok gpu-fault-resumed "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" --save-every 1 \
+        --out "$dir/lf" --resume "$dir/lf"
+    cmp -s "$dir/ls/adapter_model.safetensors" "$dir/lf/adapter_model.safetensors" ||
+        fail "the run resumed after the GPU fault: its adapter is not the uninterrupted run's"
+fi
+# and a GPU that cannot start: one another process holds, one older than the kernels' Ampere
+expect_error gpu-busy "^tiertrain train: the GPU cannot be used: CUDA reported cudaErrorDevicesUnavailable (.*) creating its context: another process may hold the GPU .*; use --device cpu\$" \
+    env TT_EMU_FAULT=busy "$E" train $TR $LORA --device cuda --out "$dir/busy"
+expect_error gpu-turing "^tiertrain train: the GPU's compute capability is 7.5; tiertrain's CUDA kernels need 8.0 or newer .*: use --device cpu\$" \
+    env TT_EMU_GPU=t4 "$E" train $TR $LORA --device cuda --out "$dir/turing"
+[ ! -e "$dir/busy" ] && [ ! -e "$dir/turing" ] || fail "a GPU that cannot start: the run left its --out folder"
 expect_ok lora-bf16 env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
 cp "$dir/out" "$dir/bg.json"
 # bf16 at its own smallest --hbm (at f32's, every layer and activation fits: nothing streamed)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -228,6 +229,26 @@ __attribute__((noreturn)) static void out_of_memory(size_t bytes) {
     fflush(stderr);
     partial_remove_all();
     _exit(1);
+}
+
+static pthread_mutex_t g_fatal_mu = PTHREAD_MUTEX_INITIALIZER;
+static char g_fatal_ctx[2048];
+
+void tt_fatal_context(const char *s) {
+    pthread_mutex_lock(&g_fatal_mu);
+    tt_escape(s ? s : "", g_fatal_ctx, sizeof g_fatal_ctx); /* it names paths: no escape sequence reaches the terminal */
+    pthread_mutex_unlock(&g_fatal_mu);
+}
+
+void tt_device_failed(const char *what) {
+    static atomic_int spoken;
+    if (atomic_exchange(&spoken, 1)) /* another thread is ending the process: its sentence is the one */
+        for (;;) pause();
+    pthread_mutex_lock(&g_fatal_mu); /* held until the end: no context changes under the sentence */
+    fprintf(stderr, "tiertrain: %s%s%s\n", what, g_fatal_ctx[0] ? "; " : "", g_fatal_ctx);
+    fflush(stderr);
+    partial_remove_all();
+    _exit(1); /* as out_of_memory: the libraries' exit handlers would talk to the failed device */
 }
 
 void *tt_xmalloc(size_t n) {

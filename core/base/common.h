@@ -127,6 +127,15 @@ void tt_partial_note_held(const char *path, int fd);
 /* Removes what is noted above now, as the handler does; async-signal-safe: for a program's own handler that
  * ends the process (train's second Ctrl-C). */
 void tt_partial_remove_all(void);
+/* A device failed under the process in a way it cannot go on from (a CUDA error: a GPU fault, another process's
+ * memory, a driver that stopped): prints "tiertrain: WHAT" and, where one is set, "; " and the context below,
+ * removes the partial outputs noted above and exits 1 (no core dump: the process did nothing wrong). Any thread;
+ * the first caller speaks, a later one waits for the end. */
+__attribute__((noreturn)) void tt_device_failed(const char *what);
+/* What stands of the work should the process end in tt_device_failed, as a clause ("the last checkpoint in DIR
+ * (step 8) is intact: continue with --resume DIR"); copied (up to 2 KiB); NULL or "" clears it. A training loop
+ * sets it while it runs. */
+void tt_fatal_context(const char *s);
 /* An input file mapped read-only at addr (len bytes): if the file shrinks
  * while mapped, reading past its new end raises SIGBUS; the handler installed
  * on the first note then prints one line naming path, removes the partial

@@ -1505,6 +1505,71 @@ static tt_backend g_cuda = {
     cu_attn_path_name,
 };
 
+/* ---- errors ---------------------------------------------------------------- */
+
+static const char *cublas_status_name(int st) {
+    switch (st) {
+    case 1: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case 3: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case 7: return "CUBLAS_STATUS_INVALID_VALUE";
+    case 8: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case 11: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case 13: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case 14: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case 15: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: {
+        static char b[40];
+        snprintf(b, sizeof b, "cuBLAS status %d", st);
+        return b;
+    }
+    }
+}
+
+/* What an error that ends the run adds to its name: the cause a user can act on, where the error says it. */
+static const char *cuda_hint(cudaError_t e) {
+    switch (e) {
+    case cudaErrorMemoryAllocation:
+        return ": the GPU's memory ran out beyond what the run planned (another process may be using the GPU)";
+    case cudaErrorDevicesUnavailable:
+        return ": another process may hold the GPU (exclusive-process mode; nvidia-smi lists the processes)";
+    case cudaErrorLaunchTimeout:
+        return ": the driver stopped a kernel that ran past its time limit (a GPU that drives a display has one: "
+               "run on a GPU that drives none)";
+    case cudaErrorECCUncorrectable:
+        return ": the GPU's memory failed (nvidia-smi -q -d ECC shows its errors)";
+    case cudaErrorUnsupportedPtxVersion:
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorInsufficientDriver:
+        return ": the NVIDIA driver is older than the CUDA toolkit tiertrain was built with (update the driver)";
+    default: return "";
+    }
+}
+
+/* cuda_impl.h's CUDA_CHECK. */
+void cuda_failed(cudaError_t e, const char *file, int line) {
+    char what[768];
+    snprintf(what, sizeof what, "CUDA reported %s (%s) at %s:%d%s; the run cannot go on", cudaGetErrorName(e),
+             cudaGetErrorString(e), file, line, cuda_hint(e));
+    tt_device_failed(what);
+}
+
+/* cuda_impl.h's CUBLAS_CHECK. */
+void cublas_failed(int st, const char *file, int line) {
+    char what[512];
+    snprintf(what, sizeof what, "cuBLAS reported %s at %s:%d; the run cannot go on", cublas_status_name(st), file,
+             line);
+    tt_device_failed(what);
+}
+
+/* A start-up call failed: the sentence for the caller, the backend unavailable from now on. */
+static const tt_backend *start_failed(int *state, cudaError_t e, const char *doing) {
+    cudaGetLastError();
+    tt_seterr("the GPU cannot be used: CUDA reported %s (%s) %s%s; use --device cpu", cudaGetErrorName(e),
+              cudaGetErrorString(e), doing, cuda_hint(e));
+    *state = -1;
+    return NULL;
+}
+
 extern "C" const tt_backend *backend_cuda(void) {
     static int state; /* 0 untried, 1 ready, -1 unavailable */
     if (state == 1) return &g_cuda;
@@ -1529,21 +1594,43 @@ extern "C" const tt_backend *backend_cuda(void) {
         state = -1;
         return NULL;
     }
+    /* Start-up: what fails here (an older GPU, one another process holds, too little free memory) is a sentence
+     * and --device cpu, not the end of the process; the process ends after it, so nothing made here is freed. */
+    int major = 0, minor = 0;
+    if ((e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0)) != cudaSuccess)
+        return start_failed(&state, e, "reading its compute capability");
+    if (major < 8) { /* bf16 and the tensor-core kernels' mma.sync shapes start at Ampere */
+        tt_seterr("the GPU's compute capability is %d.%d; tiertrain's CUDA kernels need 8.0 or newer (Ampere, Ada, "
+                  "Hopper or later): use --device cpu", major, minor);
+        state = -1;
+        return NULL;
+    }
     nvml_api &nv = g_nv;
     unsigned long long before = 0, after = 0;
     int measured = nvml_open(&nv) == 0 && nvml_used(&nv, &before) == 0; /* before the context exists */
-    CUDA_CHECK(cudaSetDevice(0));
     size_t free0, free1, total;
-    CUDA_CHECK(cudaFree(0)); /* create the context */
-    CUDA_CHECK(cudaMemGetInfo(&free0, &total));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&g_compute, cudaStreamNonBlocking));
     void *ws;
     bf16 *cvt;
-    CUDA_CHECK(cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)); /* the products' workspace, ours to count (else it grows lazily) */
-    CUDA_CHECK(cudaMalloc(&cvt, CUDA_CVT_ELEMS * sizeof(bf16)));
-    cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt);
-    CUDA_CHECK(cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double)));
-    CUDA_CHECK(cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double)));
+    if ((e = cudaSetDevice(0)) != cudaSuccess || (e = cudaFree(0)) != cudaSuccess) /* cudaFree(0): the context */
+        return start_failed(&state, e, "creating its context");
+    if ((e = cudaMemGetInfo(&free0, &total)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&g_compute, cudaStreamNonBlocking)) != cudaSuccess)
+        return start_failed(&state, e, "creating its stream");
+    /* the products' workspace, ours to count (else it grows lazily), and the buffers every run uses */
+    if ((e = cudaMalloc(&ws, CUDA_BLAS_WORKSPACE)) != cudaSuccess ||
+        (e = cudaMalloc(&cvt, CUDA_CVT_ELEMS * sizeof(bf16))) != cudaSuccess ||
+        (e = cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double))) != cudaSuccess ||
+        (e = cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double))) != cudaSuccess)
+        return start_failed(&state, e, "allocating its working buffers (49 MiB)");
+    if (int st = cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt)) {
+        tt_seterr("the GPU cannot be used: cuBLAS could not start (%s)%s; use --device cpu", cublas_status_name(st),
+                  st == 3 /* CUBLAS_STATUS_ALLOC_FAILED */ ? ": too little of its memory is free (another process may "
+                                                             "be using it)"
+                                                           : "");
+        state = -1;
+        return NULL;
+    }
     int fa2_open, flash_open, cudnn_open;
     cuda_attn_env(&fa2_open, &flash_open, &cudnn_open);
     g_flash = flash_open && fa_setup();

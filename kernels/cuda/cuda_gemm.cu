@@ -301,14 +301,16 @@ void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, 
                               cuda_type(ct), g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt) {
+int cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt) {
     g_ws = ws;
     g_ws_bytes = ws_bytes;
     g_cvt = cvt;
-    CUBLAS_CHECK(g_api.create(&g_blas));
-    CUBLAS_CHECK(g_api.setStream(g_blas, g_compute));
-    CUBLAS_CHECK(g_api.setWorkspace(g_blas, ws, ws_bytes)); /* shared: both run on the compute stream, in turn */
-    CUBLAS_CHECK(g_api.ltCreate(&g_lt));
+    cublasStatus_t st = g_api.create(&g_blas);
+    if (st == CUBLAS_STATUS_SUCCESS) st = g_api.setStream(g_blas, g_compute);
+    if (st == CUBLAS_STATUS_SUCCESS) /* shared: both run on the compute stream, in turn */
+        st = g_api.setWorkspace(g_blas, ws, ws_bytes);
+    if (st == CUBLAS_STATUS_SUCCESS) st = g_api.ltCreate(&g_lt);
     const char *v = getenv("TT_CUDA_GEMM");
     g_use_lt = !(v && strcmp(v, "cublas") == 0);
+    return (int)st;
 }

@@ -11,24 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* A CUDA or cuBLAS call failed: the run cannot go on (a device fault leaves the context unusable; another
+ * process's memory or a stopped driver are not ours to mend). One sentence naming the error and the call's
+ * place, what stands of the work (tt_fatal_context), the partial outputs removed, exit 1: cuda_failed. */
 #define CUDA_CHECK(call)                                                                                      \
     do {                                                                                                      \
         cudaError_t err_ = (call);                                                                            \
-        if (err_ != cudaSuccess) {                                                                            \
-            fprintf(stderr, "tiertrain: CUDA error %s at %s:%d: %s\n", cudaGetErrorName(err_), __FILE__,       \
-                    __LINE__, cudaGetErrorString(err_));                                                      \
-            abort();                                                                                          \
-        }                                                                                                     \
+        if (err_ != cudaSuccess) cuda_failed(err_, __FILE__, __LINE__);                                       \
     } while (0)
 
 #define CUBLAS_CHECK(call)                                                                                    \
     do {                                                                                                      \
-        cublasStatus_t st_ = (call);                                                                          \
-        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                                   \
-            fprintf(stderr, "tiertrain: cuBLAS error %d at %s:%d\n", (int)st_, __FILE__, __LINE__);          \
-            abort();                                                                                          \
-        }                                                                                                     \
+        int st_ = (int)(call);                                                                                \
+        if (st_ != 0 /* CUBLAS_STATUS_SUCCESS */) cublas_failed(st_, __FILE__, __LINE__);                     \
     } while (0)
+
+__attribute__((noreturn)) void cuda_failed(cudaError_t e, const char *file, int line);
+__attribute__((noreturn)) void cublas_failed(int status, const char *file, int line);
 
 /* After every launch (STYLE.md 5). */
 #define LAUNCHED() CUDA_CHECK(cudaGetLastError())
@@ -48,8 +47,9 @@ static inline cudaDataType cuda_type(int dt) { return dt == BE_BF16 ? CUDA_R_16B
 /* At start-up, after g_compute exists: the handles; ws (ws_bytes) is the
  * products' workspace, cvt (CUDA_CVT_ELEMS bf16) a mixed product's rounded
  * float operand; both allocated by the caller. TT_CUDA_GEMM=cublas selects
- * cublasGemmEx for every product. */
-void cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt);
+ * cublasGemmEx for every product. 0, or the first cuBLAS status that failed
+ * (the caller reports it: the GPU cannot be used). */
+int cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt);
 /* backend.h's gemm. */
 void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B, int bt,
              int ldb, tt_real beta, void *C, int ct, int ldc);

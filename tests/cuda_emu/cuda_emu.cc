@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -414,10 +415,44 @@ enum { SMEM_DEFAULT = 48 << 10 };
 /* The GPU's shared memory: a block's opt-in limit and an SM's, an H100/H200's (227 and 228 KiB), or with
  * TT_EMU_GPU=a100 an A100's (163 and 164 KiB), for the choices the backend makes from them. */
 static int g_smem_optin = 227 << 10, g_smem_sm = 228 << 10;
+/* and its compute capability: 9.0, 8.0 for an A100, 7.5 with TT_EMU_GPU=t4 (a Turing GPU the backend refuses) */
+static int g_cc_major = 9, g_cc_minor = 0;
 __attribute__((constructor)) static void gpu_init(void) {
     const char *g = getenv("TT_EMU_GPU");
-    if (g && strcmp(g, "a100") == 0) g_smem_optin = 163 << 10, g_smem_sm = 164 << 10;
+    if (g && strcmp(g, "a100") == 0) g_smem_optin = 163 << 10, g_smem_sm = 164 << 10, g_cc_major = 8;
+    if (g && strcmp(g, "t4") == 0) g_smem_optin = 64 << 10, g_smem_sm = 64 << 10, g_cc_major = 7, g_cc_minor = 5;
 }
+
+/* Faults, for the backend's handling of them (TT_EMU_FAULT):
+ *   busy      creating the context (cudaFree(0)) fails as on a GPU another process holds in exclusive mode;
+ *   launch:N  from the N-th kernel launch issued on, the device has failed (an uncorrectable ECC error): that
+ *             launch and every later launch, copy, memset, event and synchronising call report it, as a real
+ *             context's sticky error does;
+ *   count     at exit, "cuda_emu: N kernel launches" (for choosing N). */
+static int g_fault_busy, g_fault_count;
+static unsigned long long g_fault_at; /* 0: none */
+static std::atomic<unsigned long long> g_issued;
+static std::atomic<int> g_fault;     /* the sticky error, once the device has failed */
+static void fault_report(void) {
+    fprintf(stderr, "cuda_emu: %llu kernel launches\n", (unsigned long long)g_issued.load());
+}
+__attribute__((constructor)) static void fault_init(void) {
+    const char *f = getenv("TT_EMU_FAULT");
+    if (!f || !*f) return;
+    if (strcmp(f, "busy") == 0) g_fault_busy = 1;
+    else if (strcmp(f, "count") == 0) g_fault_count = 1, atexit(fault_report);
+    else if (strncmp(f, "launch:", 7) == 0 && (g_fault_at = strtoull(f + 7, NULL, 10)) > 0) {
+    } else {
+        fprintf(stderr, "cuda_emu: TT_EMU_FAULT must be busy, count or launch:N, not '%s'\n", f);
+        abort();
+    }
+}
+/* The device's sticky error, or cudaSuccess: each call below that a failed device refuses returns it first. */
+static cudaError_t faulted(void) { return (cudaError_t)g_fault.load(); }
+#define FAULTED()                                                                                                    \
+    do {                                                                                                             \
+        if (cudaError_t f_ = faulted()) return f_;                                                                   \
+    } while (0)
 
 static emu_func *func_of(const void *fn) {
     pthread_mutex_lock(&g_rt_mu);
@@ -456,7 +491,10 @@ void tt_emu_run(const void *fn, const char *name, dim3 grid, dim3 block, size_t 
                 void (*body)(void *), void *ctx, void (*drop)(void *)) {
     size_t nt = (size_t)block.x * block.y * block.z;
     cudaError_t e = cudaSuccess;
-    if (!known_stream(q)) e = cudaErrorInvalidResourceHandle;
+    const unsigned long long nth = ++g_issued;
+    if (g_fault_at && nth >= g_fault_at) g_fault = (int)cudaErrorECCUncorrectable;
+    if (faulted()) e = faulted();
+    else if (!known_stream(q)) e = cudaErrorInvalidResourceHandle;
     else if (nt == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || block.z > 64 ||
              nt > EMU_MAX_THREADS || block.x > 1024 || block.y > 1024)
         e = cudaErrorInvalidConfiguration;
@@ -796,7 +834,10 @@ cudaError_t cudaGetLastError(void) {
 const char *cudaGetErrorName(cudaError_t e) {
     static char b[32];
     snprintf(b, sizeof b, "cudaError %d", (int)e);
-    return e == cudaSuccess ? "cudaSuccess" : b;
+    return e == cudaSuccess                   ? "cudaSuccess"
+           : e == cudaErrorDevicesUnavailable ? "cudaErrorDevicesUnavailable"
+           : e == cudaErrorECCUncorrectable   ? "cudaErrorECCUncorrectable"
+                                              : b;
 }
 const char *cudaGetErrorString(cudaError_t e) {
     switch (e) {
@@ -805,6 +846,8 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated GPU)";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle (emulated GPU)";
     case cudaErrorMemoryAllocation: return "out of memory (emulated GPU)";
+    case cudaErrorDevicesUnavailable: return "CUDA-capable device(s) is/are busy or unavailable (emulated GPU)";
+    case cudaErrorECCUncorrectable: return "uncorrectable ECC error encountered (emulated GPU)";
     default: return "error (emulated GPU)";
     }
 }
@@ -817,6 +860,8 @@ cudaError_t cudaDeviceGetPCIBusId(char *, int, int) { return cudaErrorNotSupport
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d) {
     if (d != 0) return cudaErrorInvalidDevice;
     if (a == cudaDevAttrMaxSharedMemoryPerBlockOptin) *v = g_smem_optin;
+    else if (a == cudaDevAttrComputeCapabilityMajor) *v = g_cc_major;
+    else if (a == cudaDevAttrComputeCapabilityMinor) *v = g_cc_minor;
     else return cudaErrorInvalidValue;
     return cudaSuccess;
 }
@@ -848,6 +893,7 @@ static emu_alloc *g_allocs;
 static size_t g_nallocs, g_cap_allocs;
 
 cudaError_t cudaMalloc(void **p, size_t n) {
+    FAULTED();
     size_t sz = (n + 255) / 256 * 256;
     pthread_mutex_lock(&g_rt_mu);
     if (n && g_used + sz > EMU_TOTAL) {
@@ -874,7 +920,8 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
-    if (!p) return cudaSuccess; /* cudaFree(0): the context */
+    if (!p) return g_fault_busy ? cudaErrorDevicesUnavailable : cudaSuccess; /* cudaFree(0): the context */
+    FAULTED();
     defer_sync(-1);             /* cudaFree synchronises the device */
     pthread_mutex_lock(&g_rt_mu);
     for (size_t i = 0; i < g_nallocs; i++)
@@ -1245,6 +1292,7 @@ static cudaError_t check_copy(void *d, const void *s, cudaMemcpyKind k) {
 }
 
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t q) {
+    FAULTED();
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     if (!n) return cudaSuccess;
     cudaError_t e = check_copy(d, s, k);
@@ -1257,6 +1305,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t q) {
+    FAULTED();
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     if (n && where(d) != 'd') return cudaErrorInvalidValue;
     check_span(d, n, "cudaMemsetAsync");
@@ -1301,11 +1350,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t q) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t q) {
+    FAULTED();
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     defer_sync(q_of(q));
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    FAULTED();
     defer_sync(-1);
     return cudaSuccess;
 }
@@ -1324,6 +1375,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t q) {
+    FAULTED();
     if (!e) return cudaErrorInvalidResourceHandle;
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     rec_ptr r = std::make_shared<emu_rec>();
@@ -1340,6 +1392,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t q) {
 }
 /* Waits for the event's last record issued before this call; an event never recorded: no wait. */
 cudaError_t cudaStreamWaitEvent(cudaStream_t q, cudaEvent_t e, unsigned) {
+    FAULTED();
     if (!e) return cudaErrorInvalidResourceHandle;
     if (check_stream(q) != cudaSuccess) return cudaErrorInvalidResourceHandle;
     pthread_mutex_lock(&g_q_mu);
@@ -1352,6 +1405,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t q, cudaEvent_t e, unsigned) {
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    FAULTED();
     if (!e) return cudaErrorInvalidResourceHandle;
     pthread_mutex_lock(&g_q_mu);
     rec_ptr r = ((emu_event *)e)->cur;
@@ -1360,6 +1414,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
+    FAULTED();
     if (!e) return cudaErrorInvalidResourceHandle;
     pthread_mutex_lock(&g_q_mu);
     rec_ptr r = ((emu_event *)e)->cur;
