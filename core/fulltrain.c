@@ -1149,10 +1149,13 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
     fulltrain_plan_req(so, &req);
     if (hints) {
         req.host_avail = hints->host_avail;
+        req.dev_avail = hints->dev_avail;
         if (o->teacher_path && rc == 0 && req.host_avail) { /* the teacher's plan is held beside the model's */
             uint64_t t = plan_ram_bytes(tp);
             req.host_avail = t < req.host_avail ? req.host_avail - t : 1;
         }
+        if (o->teacher_path && rc == 0 && req.dev_avail) /* and its device arena */
+            req.dev_avail = tp->dev_bytes < req.dev_avail ? req.dev_avail - tp->dev_bytes : 1;
         req.what_if = hints->what_if;
         req.io_gbps = hints->io_gbps;
         req.gflops = hints->gflops;
@@ -1220,6 +1223,7 @@ static int fs_create(fstream **out, const tt_full_opts *o, const tier_store *ms,
     tt_plan tp;
     tt_plan_req hints = {0}; /* what plan --full gets from the same flags: train plans as plan does */
     hints.host_avail = o->host_avail;
+    hints.dev_avail = o->dev_avail;
     hints.lm_head = o->lm_head;
     int rc = fulltrain_plans(ms, o, &hints, &f->so, &tp, &f->plan);
     if (rc == 0) rc = stream_create(&f->st, ms, &f->plan, f, NULL);

@@ -23,6 +23,7 @@ typedef struct tt_full_opts {
     uint64_t host;            /* pinned host budget of the streamed run (0: unlimited) */
     uint64_t host_avail;      /* the streamed plan's hints, as plan --full gets them (tt_plan_req): the memory
                                * the machine has available (0: unchecked) */
+    uint64_t dev_avail;       /* ... and the most the GPU can give (tt_plan_req.dev_avail; 0: unchecked) */
     int lm_head;              /* tt_plan_req.lm_head: PLAN_HEAD_AUTO (0), _DEVICE or _HOST */
     int stream;               /* 1: train on the streaming executor (sched/stream.h): each layer's f32 master
                                * weights and optimizer state live in the host arena and come to the device with

@@ -65,6 +65,7 @@ int be_host_register(void *p, size_t bytes) { return cur()->host_register ? cur(
 void be_host_unregister(void *p) { if (cur()->host_unregister) cur()->host_unregister(p); }
 size_t be_reserved_bytes(void) { return cur()->reserved_bytes ? cur()->reserved_bytes() : 0; }
 int be_dev_in_use(uint64_t *bytes) { return cur()->dev_in_use ? cur()->dev_in_use(bytes) : -1; }
+uint64_t be_dev_avail(void) { return cur()->dev_avail ? cur()->dev_avail() : 0; }
 void *be_host_alloc_pinned(size_t bytes) { return cur()->host_alloc_pinned ? cur()->host_alloc_pinned(bytes) : NULL; }
 void be_host_free_pinned(void *p) { if (p && cur()->host_free_pinned) cur()->host_free_pinned(p); }
 void be_free(void *p) { if (p) cur()->free(p); }

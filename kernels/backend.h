@@ -294,6 +294,13 @@ typedef struct tt_backend {
      * forward and backward there), in words, for bench kernels; NULL: the
      * backend has one. */
     const char *(*attn_path_name)(int B, int seq, int nh, int nkv, int hd, int dt);
+
+    /* ---- optional: the device's free memory ---- */
+    /* The largest --hbm this process can have now: what the backend holds
+     * outside the arena (reserved_bytes) plus the free device memory an
+     * arena may take (less what loads lazily later); 0 where the device
+     * memory is the machine's (the CPU backends) or unknown. */
+    uint64_t (*dev_avail)(void);
 } tt_backend;
 
 /* The largest cross-entropy chunk (rows) a backend must take. */
@@ -312,6 +319,7 @@ int be_host_register(void *p, size_t bytes);   /* 0 when the backend has no such
 void be_host_unregister(void *p);
 size_t be_reserved_bytes(void);
 int be_dev_in_use(uint64_t *bytes); /* -1 where the backend cannot tell */
+uint64_t be_dev_avail(void);         /* backend.h's dev_avail; 0 where the backend has none */
 void *be_host_alloc_pinned(size_t bytes);     /* NULL when the backend has none (or out of memory) */
 void be_host_free_pinned(void *p);
 

@@ -239,7 +239,39 @@ static int dev_is_host(void) { return strncmp(be_current()->name, "cpu", 3) == 0
 static uint64_t ram_bytes(const tt_plan *p) { return p->host_bytes + (dev_is_host() ? p->dev_bytes : 0); }
 uint64_t plan_ram_bytes(const tt_plan *p) { return ram_bytes(p); }
 
+static int plan_host_avail(const tier_store *s, const tt_plan_req *req, tt_plan *out);
+
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
+    int rc = plan_host_avail(s, req, out);
+    uint64_t total = 0;
+    if (rc || !req->dev_avail || plan_dev_fits(out->dev_bytes, req->dev_avail, &total)) return rc;
+    if (req->hbm && req->what_if) { /* plan's --hbm, as given: it may be for later, or another GPU */
+        out->over_dev_avail = req->dev_avail;
+        return 0;
+    }
+    /* Past what the GPU can give now (another process's memory, or a GPU smaller than the model), that is the
+     * device budget: an --hbm is a cap, and one larger than the GPU plans as the GPU does. */
+    tt_plan_req r = *req;
+    r.hbm = req->dev_avail;
+    rc = plan_host_avail(s, &r, out);
+    if (rc == 0) {
+        out->hbm_from_avail = 1;
+        return 0;
+    }
+    uint64_t dev_min, host_min;
+    plan_minimum(s, &r, &dev_min, &host_min);
+    if (rc != -ENOSPC || plan_dev_fits(dev_min, req->dev_avail, &total)) return rc; /* not the device's: as said */
+    char need[32], have[32];
+    return TT_FAIL(-ENOMEM, "the GPU can give this process %s now (its free memory, as an --hbm: with what CUDA holds "
+                   "outside the arena), but even the smallest plan needs --hbm %s: free GPU memory (nvidia-smi lists "
+                   "the processes that hold it) or lower %s",
+                   tt_fmt_bytes(req->dev_avail, have, sizeof have),
+                   tt_fmt_bytes_up(tt_align_up(total, 1 << 20), need, sizeof need),
+                   req->forward_only ? gen_flags(req) : "--seq / --micro-batch");
+}
+
+/* plan_budgets, then within the memory the machine has available (req.host_avail). */
+static int plan_host_avail(const tier_store *s, const tt_plan_req *req, tt_plan *out) {
     int rc = plan_budgets(s, req, out);
     if (rc || !req->host_avail || ram_bytes(out) <= req->host_avail) return rc;
     char need[32], have[32];
@@ -296,9 +328,14 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
     else
         fprintf(f, "plan for %s (%s): %u layers, micro-batch %d x %d tokens, %d micro-batches per step\n", tier_path(s),
                 c->name, c->n_layers, p->req.B, p->req.seq, p->req.K);
-    fprintf(f, "  budgets: --hbm %s, --host %s%s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
+    fprintf(f, "  budgets: --hbm %s%s, --host %s%s\n", p->req.hbm ? tt_fmt_bytes(p->req.hbm, a, sizeof a) : "unlimited",
+            p->hbm_from_avail ? " (the most the GPU can give now)" : "",
             p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited",
             p->host_from_avail ? " (no --host given: the memory available now)" : "");
+    if (p->over_dev_avail)
+        fprintf(f, "  note: it takes --hbm %s, more than the %s the GPU can give now: a run here plans within that\n",
+                tt_fmt_bytes_up(tt_align_up(p->dev_bytes + be_reserved_bytes(), 1 << 20), a, sizeof a),
+                tt_fmt_bytes(p->over_dev_avail, b, sizeof b));
     if (p->over_avail)
         fprintf(f, "  note: it takes %s of host memory%s, more than the %s this machine has available now "
                 "(MemAvailable): a run here plans within that\n",
@@ -364,11 +401,12 @@ void plan_print_json(const tier_store *s, const tt_plan *p, FILE *f) {
             "\"slots\":%d,\"prefetch\":%d,\"head_on_device\":%s,\"host_cache\":%s,\"dev_cells\":%d,"
             "\"host_cells\":%d,\"user_dev\":%d,\"user_units\":%d,\"decoded_layer\":%s,\"dev_bytes\":%llu,\"host_bytes\":%llu,\"io_bytes_first\":%llu,"
             "\"io_bytes_step\":%llu,\"gflop_step\":%.3f,\"pred_step_s\":%.6f,\"outside_bytes\":%llu,"
-            "\"exceeds_available\":%s}",
+            "\"exceeds_available\":%s,\"exceeds_gpu_available\":%s}",
             (unsigned long long)p->req.hbm, (unsigned long long)p->req.host, p->req.B, p->req.seq, p->req.K, p->L,
             p->slots, p->prefetch, p->head_on_device ? "true" : "false", p->host_cache ? "true" : "false",
             p->dev_cells, p->host_cells, p->user_dev, p->req.user_units, p->user_opt ? "true" : "false",
             (unsigned long long)p->dev_bytes, (unsigned long long)p->host_bytes,
             (unsigned long long)p->io_bytes_first, (unsigned long long)p->io_bytes_step, p->flops_step / 1e9,
-            p->pred_step_s, (unsigned long long)be_reserved_bytes(), p->over_avail ? "true" : "false");
+            p->pred_step_s, (unsigned long long)be_reserved_bytes(), p->over_avail ? "true" : "false",
+            p->over_dev_avail ? "true" : "false");
 }

@@ -54,7 +54,11 @@ typedef struct tt_plan_req {
                            * that does not is planned again with the host budget host_avail (a host budget
                            * given and smaller stays), unless what_if; 0 = no such check */
     int what_if;          /* the plan command's: a plan within a host budget that exceeds host_avail is kept and
-                           * marked (plan.over_avail), not planned again (it may be for later, or another machine) */
+                           * marked (plan.over_avail), not planned again (it may be for later, or another machine);
+                           * the same for an --hbm beyond dev_avail (plan.over_dev_avail) */
+    uint64_t dev_avail;   /* the largest --hbm the GPU can give now (be_dev_avail), which the plan must fit: one
+                           * that does not is planned again with the device budget dev_avail (a smaller --hbm
+                           * given stays), unless what_if and --hbm given; 0 = no such check */
     int forward_only;     /* generation: every pass walks the layers forward (0..L-1, again and again); no
                            * activation cells (the owner keeps its own buffers, taken with stream_buf_get) */
     const char *gen_flags; /* forward_only: the command's flags that shrink the plan (prompts per batch, prompt
@@ -86,6 +90,8 @@ typedef struct tt_plan {
     double pred_io_s, pred_compute_s, pred_step_s; /* 0 when the bandwidths are unknown */
     int host_from_avail;  /* req.host was set from req.host_avail (no --host given, or one beyond it: a run's) */
     uint64_t over_avail;  /* req.what_if: the host memory available that the plan (within --host) exceeds; else 0 */
+    int hbm_from_avail;   /* req.hbm was set from req.dev_avail (no --hbm given, or one beyond it: a run's) */
+    uint64_t over_dev_avail; /* req.what_if: the dev_avail that the plan (within --hbm) exceeds; else 0 */
     int user_dev;         /* of req.user_units, how many the owner's carve puts on the device (the first ones) */
     int user_opt;         /* 1: the owner's optional device region is placed (the step loop's decoded layer,
                            * core/exec.c); the planner places it where the owner's carve takes one (its bytes
@@ -94,7 +100,9 @@ typedef struct tt_plan {
 } tt_plan;
 
 /* Makes a plan. Returns 0, or -ENOSPC with a message naming the budget
- * option and the smallest value that would work. */
+ * option and the smallest value that would work, or -ENOMEM where the
+ * memory the machine has available (req.host_avail) or the GPU can give
+ * (req.dev_avail) holds no plan. */
 int plan_make(const tier_store *s, const tt_plan_req *req, tt_plan *out);
 
 /* Host memory the plan takes: the pinned arena, plus the device arena where

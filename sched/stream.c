@@ -725,8 +725,11 @@ int stream_create(tt_stream **out, const tier_store *store, const tt_plan *plan,
     e->dev_len = plan->dev_bytes;
     e->dev_base = be_alloc(e->dev_len);
     if (!e->dev_base) {
+        const uint64_t gpu = be_dev_avail(); /* a GPU: its memory, not this process's limits, refused it */
+        char g[32], gs[96];
+        if (gpu) snprintf(gs, sizeof gs, ": the GPU can give %s now (as an --hbm); lower --hbm", tt_fmt_bytes(gpu, g, sizeof g));
         rc = TT_FAIL(-ENOMEM, "cannot reserve the device arena of %llu bytes (--hbm)%s", (unsigned long long)e->dev_len,
-                     tt_reserve_hint());
+                     gpu ? gs : tt_reserve_hint());
         stream_free(e);
         return rc;
     }

@@ -17,6 +17,9 @@
 #   lora       2 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
+#   small GPU  no --hbm on an emulated GPU smaller than the resident plan (TT_EMU_MEM): plan and train plan
+#              within what it can give, and say so; plan keeps an --hbm beyond it with a note; one too small for
+#              the smallest plan: one sentence
 #   faults     a GPU that fails mid-run (an uncorrectable ECC error from a chosen kernel launch on): one sentence
 #              naming the checkpoint that stands, and the run resumed from it == uninterrupted, bit for bit; a
 #              GPU another process holds and a pre-Ampere one: one sentence each at start-up
@@ -201,14 +204,43 @@ expect_ok lora-cuda-streamed env TT_EMU_FAULT=count "$E" train $TR $LORA --act-d
     --out "$dir/ls"
 cmp -s "$dir/lg/adapter_model.safetensors" "$dir/ls/adapter_model.safetensors" ||
     fail "LoRA streamed at --hbm ${h}M differs from resident (f32 activations)"
+launches=$(sed -n 's/^cuda_emu: \([0-9]*\) kernel launches$/\1/p' "$dir/err") # for the GPU fault below
+
+# A GPU smaller than the resident plan (TT_EMU_MEM: the emulated GPU's memory), no --hbm: the plan is made within
+# what the GPU can give (its free memory after start-up, less the 192 MiB the backend keeps for kernels loaded
+# later and to spare), as --hbm; the run reserves its arena there. Start-up takes 50857984 bytes (cuBLAS's 32 MiB
+# workspace, the 16 MiB mixed-product buffer, the norm and loss sums); the memory given: halfway between the
+# smallest plan's arena and the resident one's.
+dev_bytes() { sed -n 's/.*"dev_bytes":\([0-9]*\).*/\1/p' "$dir/out"; }
+expect_ok plan-resident-json "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --json
+res_dev=$(dev_bytes)
+expect_ok plan-min-json "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --hbm "${h}M" --json
+min_dev=$(dev_bytes)
+gpu=$((50857984 + 201326592 + (min_dev + res_dev) / 2))
+expect_ok plan-small-gpu env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --json
+d=$(dev_bytes)
+[ -n "$d" ] && [ "$d" -lt "$res_dev" ] && [ "$d" -le $(((min_dev + res_dev) / 2)) ] ||
+    fail "a GPU of $gpu bytes, no --hbm: the plan's arena ${d:-?} is not within the GPU's free memory (resident $res_dev, smallest $min_dev)"
+expect_ok plan-small-gpu-text env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
+grep -q 'budgets: --hbm [0-9.]* [KMG]iB (the most the GPU can give now)' "$dir/out" ||
+    fail "a GPU smaller than the plan: the budgets line does not say so: $(grep budgets "$dir/out")"
+expect_ok plan-small-gpu-what-if env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 \
+    --device cuda --hbm 100G
+grep -q 'budgets: --hbm 100[.0-9]* GiB,' "$dir/out" && grep -q 'note: it takes --hbm .*, more than the .* the GPU can give now: a run here plans within that' "$dir/out" ||
+    fail "plan --hbm 100G on a smaller GPU: not kept with a note: $(grep -A1 budgets "$dir/out")"
+expect_ok lora-small-gpu env TT_EMU_MEM=$gpu "$E" train $TR $LORA --steps 1 --act-dtype f32 --device cuda --out "$dir/sg"
+grep -q '"hbm_from_gpu":true' "$dir/out" && [ "$(sed -n 's/.*"dev_planned":\([0-9]*\).*/\1/p' "$dir/out")" = "$d" ] ||
+    fail "train on a GPU smaller than the resident plan: not the plan within the GPU: $(tail -1 "$dir/out")"
+expect_error plan-gpu-full "^tiertrain plan: the GPU can give this process .* now (its free memory, as an --hbm: .*), but even the smallest plan needs --hbm .*: free GPU memory .* or lower --seq / --micro-batch\$" \
+    env TT_EMU_MEM=200M "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
 
 # A GPU that fails mid-run (TT_EMU_FAULT=launch:N: from the N-th kernel launch on, every call reports an
 # uncorrectable ECC error, the context's sticky error): one sentence naming the error and the checkpoint that
 # stands, exit 1, no core; resumed from that checkpoint the run ends with the uninterrupted run's adapter, bit for
-# bit. The fault comes 60% of the way through the launches of the 2-step run above (its first validation, 2 steps,
+# bit. The fault comes 60% of the way through the launches of lora-cuda-streamed above (its first validation, 2 steps,
 # the last validation): inside step 2, after step 1's checkpoint. The copy threads of the streamed run meet the
 # error as the compute thread does; whichever speaks, one sentence.
-n=$(sed -n 's/^cuda_emu: \([0-9]*\) kernel launches$/\1/p' "$dir/err")
+n=$launches
 if [ -z "$n" ]; then fail "TT_EMU_FAULT=count printed no launch count"; else
     expect_error gpu-fault-mid-run "^tiertrain: CUDA reported cudaErrorECCUncorrectable (.*); the run cannot go on; the last checkpoint in $dir/lf (step 1) is intact: continue with --resume $dir/lf\$" \
         env TT_EMU_FAULT=launch:$((n * 6 / 10)) "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" \

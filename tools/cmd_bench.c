@@ -302,6 +302,7 @@ static int bench_overlap(int argc, char **argv) {
     if (plan_make(s, &req, &p)) { tool_fail("bench overlap"); goto out; }
     tt_plan_req rr = req;
     rr.hbm = rr.host = 0;
+    rr.dev_avail = 0; /* resident, or the comparison means nothing: a GPU too small for it refuses the arena */
     rr.no_user_opt = !p.user_opt; /* the same products: a decoded layer in both or in neither */
     if (plan_make(s, &rr, &pr)) { tool_fail("bench overlap"); goto out; }
     char sb[32], db[32], hb[32];

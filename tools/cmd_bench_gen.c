@@ -134,6 +134,7 @@ int bench_generate(int argc, char **argv) {
         gen_plan_req(&rr, s, &lora, bs[bi], pa.seq, cap);
         rr.hbm = 0;
         sr = rr;
+        rr.dev_avail = 0; /* resident, or the comparison means nothing: a GPU too small for it refuses the arena */
         uint64_t dmin, hmin, quarter;
         plan_minimum(s, &sr, &dmin, &hmin);
         /* as --hbm values: the arena plus what the backend holds outside it (CUDA's context and workspaces) */

@@ -81,6 +81,7 @@ int tool_plan_flags(const char *cmd, const tier_store *s, const tool_plan_args *
     be_use(be);
     /* planning for a GPU this machine does not have: its memory says nothing of the run's host */
     if (strcmp(be->name, "cuda-estimate") == 0) req->host_avail = 0;
+    req->dev_avail = be_dev_avail(); /* a GPU's free memory bounds a plan as the machine's does (0: the CPU's) */
     return 0;
 }
 

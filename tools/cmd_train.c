@@ -127,6 +127,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.hbm = pa->hbm;
     /* the streamed plan's hints, as plan --full takes them from the same flags (tool_plan_flags) */
     o.host_avail = tt_mem_available();
+    o.dev_avail = be_dev_avail(); /* the backend tool_plan_flags started */
     o.lm_head = strcmp(pa->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(pa->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
               : strcmp(pa->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
     if (o.lm_head < 0) {
@@ -750,11 +751,14 @@ int cmd_train(int argc, char **argv) {
         printf("train: %d steps of %llu tokens (%d micro-batches of %ld x %ld), lr %g -> %g, warmup %ld%s, out %s\n",
                o.steps, (unsigned long long)batch_tokens, o.accum, micro, seq, lr, min_lr, warmup,
                warmup_note(warmup, steps, lr, wn, sizeof wn), out);
-        char db[32], hb[32];
+        char db[32], hb[32], gb[32], within[96] = "";
+        if (plan.hbm_from_avail) /* no --hbm, or one beyond the GPU */
+            snprintf(within, sizeof within, " (within --hbm %s: the most the GPU can give now)",
+                     tt_fmt_bytes(plan.req.hbm, gb, sizeof gb));
         printf("plan: %d of %u layer slots, activations %d on device / %d spilled, lm_head %s, host cache %s; "
-               "device %s, host %s\n", plan.slots, c->n_layers, plan.dev_cells, plan.host_cells,
+               "device %s%s, host %s\n", plan.slots, c->n_layers, plan.dev_cells, plan.host_cells,
                plan.head_on_device ? "on device" : "streamed", plan.host_cache ? "yes" : "no",
-               tt_fmt_bytes(plan.dev_bytes, db, sizeof db), tt_fmt_bytes(plan.host_bytes, hb, sizeof hb));
+               tt_fmt_bytes(plan.dev_bytes, db, sizeof db), within, tt_fmt_bytes(plan.host_bytes, hb, sizeof hb));
         fflush(stdout);
     }
     tt_train_result res;
@@ -769,7 +773,8 @@ int cmd_train(int argc, char **argv) {
         json_object_set_new(j, "adapter", json_string(out)); /* not set where out is not UTF-8 */
         json_object_set_new(j, "dev_arena_peak", json_integer((json_int_t)exec_dev_peak(ex)));
         json_object_set_new(j, "dev_planned", json_integer((json_int_t)plan.dev_bytes));
-        json_object_set_new(j, "hbm", json_integer((json_int_t)pa.hbm));
+        json_object_set_new(j, "hbm", json_integer((json_int_t)(plan.hbm_from_avail ? plan.req.hbm : pa.hbm)));
+        if (plan.hbm_from_avail) json_object_set_new(j, "hbm_from_gpu", json_true()); /* no --hbm, or one beyond it */
         json_object_set_new(j, "host_arena_peak", json_integer((json_int_t)exec_host_peak(ex)));
         json_object_set_new(j, "io_bytes", json_integer((json_int_t)exec_io_bytes(ex)));
         if (res.dev_in_use) json_object_set_new(j, "gpu_bytes_in_use", json_integer((json_int_t)res.dev_in_use));
@@ -790,7 +795,8 @@ int cmd_train(int argc, char **argv) {
         }
         printf("peak memory: device arena %s (planned %llu bytes, --hbm %s), host arena %s; NVMe read %.1f MB\n",
                tt_fmt_bytes(exec_dev_peak(ex), dp, sizeof dp), (unsigned long long)plan.dev_bytes,
-               hbm_str(pa.hbm), tt_fmt_bytes(exec_host_peak(ex), hp, sizeof hp), exec_io_bytes(ex) / 1e6);
+               hbm_str(plan.hbm_from_avail ? plan.req.hbm : pa.hbm), tt_fmt_bytes(exec_host_peak(ex), hp, sizeof hp),
+               exec_io_bytes(ex) / 1e6);
         if (res.dev_in_use)
             printf("GPU memory held after step 1 (NVML, everything: arena, context, kernels, workspaces): %s\n",
                    tt_fmt_bytes(res.dev_in_use, dp, sizeof dp));

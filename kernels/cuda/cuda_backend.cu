@@ -1489,6 +1489,19 @@ static int cu_dev_in_use(uint64_t *bytes) {
     return 0;
 }
 
+/* backend.h's dev_avail: the arena may take what is free now, less CUDA_LAZY_MARGIN (counted in g_reserved, taken
+ * later by kernels as they load) and 128 MiB to spare (a single arena of all the rest may not be granted). */
+static uint64_t cu_dev_avail(void) {
+    size_t free_b = 0, total = 0;
+    ensure_device();
+    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    const size_t keep = CUDA_LAZY_MARGIN + ((size_t)128 << 20);
+    return (uint64_t)g_reserved + (free_b > keep ? free_b - keep : 0);
+}
+
 /* ---- the table ---------------------------------------------------------------- */
 
 static tt_backend g_cuda = {
@@ -1502,7 +1515,7 @@ static tt_backend g_cuda = {
     cu_queue_new, cu_queue_free, cu_event_new, cu_event_free, cu_event_record, cu_queue_wait, cu_event_sync,
     cu_event_query, cu_copy_async, cu_synchronize, cu_timer_new, cu_timer_elapsed, cu_dev_in_use,
     CUDA_MLP_CHUNK_ELEMS, CUDA_WBUF_ELEMS, CUDA_XENT_CHUNK_ELEMS, 1 /* decode_layers */,
-    cu_attn_path_name,
+    cu_attn_path_name, cu_dev_avail,
 };
 
 /* ---- errors ---------------------------------------------------------------- */
@@ -1561,11 +1574,12 @@ void cublas_failed(int st, const char *file, int line) {
     tt_device_failed(what);
 }
 
+#define CUDA_TOO_LITTLE_FREE ": too little of the GPU's memory is free (another process may be using it)"
 /* A start-up call failed: the sentence for the caller, the backend unavailable from now on. */
 static const tt_backend *start_failed(int *state, cudaError_t e, const char *doing) {
     cudaGetLastError();
     tt_seterr("the GPU cannot be used: CUDA reported %s (%s) %s%s; use --device cpu", cudaGetErrorName(e),
-              cudaGetErrorString(e), doing, cuda_hint(e));
+              cudaGetErrorString(e), doing, e == cudaErrorMemoryAllocation ? CUDA_TOO_LITTLE_FREE : cuda_hint(e));
     *state = -1;
     return NULL;
 }
@@ -1625,9 +1639,7 @@ extern "C" const tt_backend *backend_cuda(void) {
         return start_failed(&state, e, "allocating its working buffers (49 MiB)");
     if (int st = cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt)) {
         tt_seterr("the GPU cannot be used: cuBLAS could not start (%s)%s; use --device cpu", cublas_status_name(st),
-                  st == 3 /* CUBLAS_STATUS_ALLOC_FAILED */ ? ": too little of its memory is free (another process may "
-                                                             "be using it)"
-                                                           : "");
+                  st == 3 /* CUBLAS_STATUS_ALLOC_FAILED */ ? CUDA_TOO_LITTLE_FREE : "");
         state = -1;
         return NULL;
     }

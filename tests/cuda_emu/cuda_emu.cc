@@ -885,8 +885,21 @@ cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute a, int v) {
 }
 
 /* Device memory: host memory, 256-byte aligned as cudaMalloc's, with garbage
- * (0xff: NaN) in it; a budget as big as an H200's. */
-static const size_t EMU_TOTAL = (size_t)140 << 30;
+ * (0xff: NaN) in it; a budget as big as an H200's, or TT_EMU_MEM bytes (a number with K, M or G after it: a
+ * smaller GPU, or one another process holds most of). */
+static size_t EMU_TOTAL = (size_t)140 << 30;
+__attribute__((constructor)) static void mem_init(void) {
+    const char *m = getenv("TT_EMU_MEM");
+    if (!m || !*m) return;
+    char *end;
+    double v = strtod(m, &end);
+    const size_t mul = *end == 'K' ? (size_t)1 << 10 : *end == 'M' ? (size_t)1 << 20 : *end == 'G' ? (size_t)1 << 30 : 1;
+    if (v <= 0 || (mul > 1 ? end[1] : end[0]) != '\0') {
+        fprintf(stderr, "cuda_emu: TT_EMU_MEM must be a size such as 512M, not '%s'\n", m);
+        abort();
+    }
+    EMU_TOTAL = (size_t)(v * (double)mul);
+}
 static size_t g_used;
 typedef struct { void *p; size_t n, req; } emu_alloc; /* n: rounded as cudaMalloc rounds; req: as asked */
 static emu_alloc *g_allocs;
