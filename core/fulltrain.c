@@ -1149,13 +1149,13 @@ int fulltrain_plans(const tier_store *s, const tt_full_opts *o, const tt_plan_re
     fulltrain_plan_req(so, &req);
     if (hints) {
         req.host_avail = hints->host_avail;
-        req.dev_avail = hints->dev_avail;
+        /* with a --teacher the callers give an --hbm within what the GPU can give (train --full, plan --full): the
+         * teacher's share and the model's are taken from it above */
+        req.dev_avail = o->teacher_path ? 0 : hints->dev_avail;
         if (o->teacher_path && rc == 0 && req.host_avail) { /* the teacher's plan is held beside the model's */
             uint64_t t = plan_ram_bytes(tp);
             req.host_avail = t < req.host_avail ? req.host_avail - t : 1;
         }
-        if (o->teacher_path && rc == 0 && req.dev_avail) /* and its device arena */
-            req.dev_avail = tp->dev_bytes < req.dev_avail ? req.dev_avail - tp->dev_bytes : 1;
         req.what_if = hints->what_if;
         req.io_gbps = hints->io_gbps;
         req.gflops = hints->gflops;

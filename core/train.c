@@ -698,10 +698,13 @@ static void kept_msg(const tt_train_opts *o, const tt_loop_ops *ops, int saved, 
     else snprintf(kept, kc, "no checkpoint was written yet");
     if (has) snprintf(nothing, nc, "nothing was saved (%s)", kept);
     else snprintf(nothing, nc, "nothing was written");
-    /* and what a device failure that ends the process says stands (tt_device_failed) */
+    /* and what a device failure that ends the process says stands (tt_device_failed): from here to the process's
+     * end, the final outputs' writing included (a checkpoint stands till then); the --resume only of this run's
+     * own checkpoint (an earlier run's, which --force set aside, is not to be continued) */
     char fc[2048]; /* as much as tt_fatal_context keeps */
-    if (has) snprintf(fc, sizeof fc, "%s: continue with --resume %s%s", kept, o->out_dir, o->resume_more ? o->resume_more : "");
-    tt_fatal_context(has ? fc : nothing);
+    if (has && saved > 0)
+        snprintf(fc, sizeof fc, "%s: continue with --resume %s%s", kept, o->out_dir, o->resume_more ? o->resume_more : "");
+    tt_fatal_context(has && saved > 0 ? fc : nothing);
 }
 
 /* ,"key":[v0,v1,...]: losses (loss 1) as val_loss is printed, weights to 6 digits; null where v is NaN (JSON has
@@ -1070,7 +1073,6 @@ int train_loop(const tt_train_opts *o, const tt_loop_ops *ops, void *ctx, tt_mix
         }
     }
     train_stop_disarm();
-    tt_fatal_context(NULL);
     free(in); free(tgt); free(wt); free(seg);
     return rc;
 }

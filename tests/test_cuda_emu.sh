@@ -231,6 +231,14 @@ grep -q 'budgets: --hbm 100[.0-9]* GiB,' "$dir/out" && grep -q 'note: it takes -
 expect_ok lora-small-gpu env TT_EMU_MEM=$gpu "$E" train $TR $LORA --steps 1 --act-dtype f32 --device cuda --out "$dir/sg"
 grep -q '"hbm_from_gpu":true' "$dir/out" && [ "$(sed -n 's/.*"dev_planned":\([0-9]*\).*/\1/p' "$dir/out")" = "$d" ] ||
     fail "train on a GPU smaller than the resident plan: not the plan within the GPU: $(tail -1 "$dir/out")"
+# full training on an emulated GPU whose arena holds the streamed run (21.5 MiB) and not the resident one: streamed
+# within what the GPU can give, said in words
+expect_ok full-small-gpu env TT_EMU_MEM=$((50857984 + 201326592 + 25165824)) "$E" train $PL --lr 1e-3 --warmup 1 \
+    --eval-every 0 --eval-tokens 64 --steps 1 --data "$dir/c.tok" --model "$dir/mf.tier" --full --clip 0 \
+    --act-dtype f32 --device cuda --out "$dir/fsg.tier"
+grep -q '^train --full: no --hbm given; planned within the .* the GPU can give this process now, as --hbm$' "$dir/out" &&
+    grep -q '^full training: the resident run does not fit --hbm .*; streaming the layers' "$dir/out" ||
+    fail "full training on a GPU smaller than its resident run: not streamed within the GPU: $(head -3 "$dir/out")"
 expect_error plan-gpu-full "^tiertrain plan: the GPU can give this process .* now (its free memory, as an --hbm: .*), but even the smallest plan needs --hbm .*: free GPU memory .* or lower --seq / --micro-batch\$" \
     env TT_EMU_MEM=200M "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
 

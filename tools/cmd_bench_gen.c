@@ -165,11 +165,15 @@ int bench_generate(int argc, char **argv) {
             }
             sr.host = host - a.host_bytes;
         }
-        if (plan_make(s, &sr, &ps[bi]) || plan_make(s, &rr, &pr[bi])) {
+        /* the two are held at once: the streamed run gets what the GPU can give beside the resident one */
+        const int rres = plan_make(s, &rr, &pr[bi]);
+        if (rres == 0 && sr.dev_avail)
+            sr.dev_avail = sr.dev_avail > pr[bi].dev_bytes ? sr.dev_avail - pr[bi].dev_bytes : 1;
+        if (plan_make(s, &sr, &ps[bi]) || (rres && plan_make(s, &rr, &pr[bi]))) { /* the streamed plan's refusal first */
             tool_fail("bench generate");
             goto out;
         }
-        budget[bi] = sr.hbm;
+        budget[bi] = ps[bi].req.hbm; /* within what the GPU gives, where that binds */
         kv_dev[bi] = ps[bi].user_dev;
         slots[bi] = ps[bi].slots;
     }

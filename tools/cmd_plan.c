@@ -135,8 +135,15 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
         return 2;
     }
     tt_full_opts o = {0};
+    char x0[32];
     o.micro_batch = lreq->B; o.seq = lreq->seq; o.accum = lreq->K;
     o.hbm = lreq->hbm; o.host = lreq->host;
+    if (lreq->dev_avail && !o.hbm) { /* no --hbm: as train --full, within what the GPU can give now */
+        o.hbm = lreq->dev_avail;
+        if (!as_json)
+            printf("no --hbm given: planned within the %s the GPU can give this process now, as --hbm\n",
+                   tt_fmt_bytes(o.hbm, x0, sizeof x0));
+    }
     o.optim = strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW;
     o.galore = (tt_galore_cfg){(int)grank, 200, 0.25f, 0};
     o.teacher_path = teacher;
@@ -164,7 +171,12 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
                100.0 * (double)ob / (double)ab, tt_fmt_bytes(ab, z, sizeof z));
         return 0;
     }
-    if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) return tool_fail("plan");
+    if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) {
+        if (o.hbm != lreq->hbm) /* the --hbm said is what the GPU can give: raising one is no way out */
+            tt_seterr("%s (that --hbm is what the GPU can give this process now: free GPU memory to raise it)",
+                      tt_lasterr());
+        return tool_fail("plan");
+    }
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
     /* streamed, train --full refuses --clip above 0 (each layer steps right after its backward) */
     char why[160] = "--stream";
@@ -289,6 +301,15 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
     if (a->rank <= 1) return;
     char saved[1024], x[32], y[32], budget[96];
     snprintf(saved, sizeof saved, "%s", tt_lasterr());
+    /* a run's GPU binds it as an --hbm of what it can give now (plan_make), where no --hbm or a larger one is given:
+     * the hint is in those terms (raising --hbm cannot help then) */
+    const uint64_t gpu = a->planning_only ? 0 : be_dev_avail();
+    tool_plan_args capped = *a;
+    const int from_gpu = gpu && (!a->hbm || a->hbm > gpu);
+    if (from_gpu) {
+        capped.hbm = gpu;
+        a = &capped;
+    }
     /* a --host beyond the memory available now binds a run as that memory does (plan_make) */
     uint64_t hcap = a->host, avail = a->host && !a->planning_only ? tt_mem_available() : 0;
     if (avail && hcap > avail) hcap = 0;
@@ -311,7 +332,7 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
     b.planning_only = 1;
     tt_plan_req r;
     if ((dev_only || hcap) && plan_request(s, &b, generate, context, io_gbps, gflops, &r) == 0) {
-        if (dev_only) {
+        if (dev_only && !from_gpu) {
             uint64_t dev, host, total;
             plan_minimum(s, &r, &dev, &host);
             plan_dev_fits(dev, 0, &total);
@@ -327,11 +348,13 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
         if (*hbm_s || *host_s)
             snprintf(raise, sizeof raise, ", or raise %s%s%s", hbm_s, *hbm_s && *host_s ? " and " : "", host_s);
     }
-    if (dev_only || (a->hbm && !hcap))
+    if (from_gpu && (dev_only || !hcap))
+        snprintf(budget, sizeof budget, "what the GPU can give now (--hbm %s)", tt_fmt_bytes(a->hbm, x, sizeof x));
+    else if (dev_only || (a->hbm && !hcap))
         snprintf(budget, sizeof budget, "--hbm %s", tt_fmt_bytes(a->hbm, x, sizeof x));
     else if (a->hbm && hcap)
-        snprintf(budget, sizeof budget, "--hbm %s and --host %s", tt_fmt_bytes(a->hbm, x, sizeof x),
-                 tt_fmt_bytes(hcap, y, sizeof y));
+        snprintf(budget, sizeof budget, "%s %s and --host %s", from_gpu ? "what the GPU can give now, --hbm" : "--hbm",
+                 tt_fmt_bytes(a->hbm, x, sizeof x), tt_fmt_bytes(hcap, y, sizeof y));
     else if (hcap)
         snprintf(budget, sizeof budget, "--host %s", tt_fmt_bytes(hcap, x, sizeof x));
     else

@@ -134,7 +134,7 @@ void tt_partial_remove_all(void);
 __attribute__((noreturn)) void tt_device_failed(const char *what);
 /* What stands of the work should the process end in tt_device_failed, as a clause ("the last checkpoint in DIR
  * (step 8) is intact: continue with --resume DIR"); copied (up to 2 KiB); NULL or "" clears it. A training loop
- * sets it while it runs. */
+ * sets it from its start on and leaves it (what it says stands while the final outputs are written). */
 void tt_fatal_context(const char *s);
 /* An input file mapped read-only at addr (len bytes): if the file shrinks
  * while mapped, reading past its new end raises SIGBUS; the handler installed

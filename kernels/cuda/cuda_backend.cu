@@ -1531,7 +1531,7 @@ static const char *cublas_status_name(int st) {
     case 14: return "CUBLAS_STATUS_INTERNAL_ERROR";
     case 15: return "CUBLAS_STATUS_NOT_SUPPORTED";
     default: {
-        static char b[40];
+        static __thread char b[40];
         snprintf(b, sizeof b, "cuBLAS status %d", st);
         return b;
     }
@@ -1551,9 +1551,11 @@ static const char *cuda_hint(cudaError_t e) {
     case cudaErrorECCUncorrectable:
         return ": the GPU's memory failed (nvidia-smi -q -d ECC shows its errors)";
     case cudaErrorUnsupportedPtxVersion:
-    case cudaErrorNoKernelImageForDevice:
     case cudaErrorInsufficientDriver:
         return ": the NVIDIA driver is older than the CUDA toolkit tiertrain was built with (update the driver)";
+    case cudaErrorNoKernelImageForDevice:
+        return ": this build has no kernel code for this GPU (rebuild with the Makefile's CUDA_ARCH naming its "
+               "compute capability)";
     default: return "";
     }
 }
@@ -1637,6 +1639,11 @@ extern "C" const tt_backend *backend_cuda(void) {
         (e = cudaMalloc(&g_sumsq_part, SUMSQ_BLOCKS * sizeof(double))) != cudaSuccess ||
         (e = cudaMalloc(&g_xent_loss, XENT_MAX_ROWS * sizeof(double))) != cudaSuccess)
         return start_failed(&state, e, "allocating its working buffers (49 MiB)");
+    /* the kernels' code for this GPU, loaded (lazily, on a kernel's first use) from each file's image: a driver
+     * older than the toolkit that built them fails here, not at the first launch */
+    cudaFuncAttributes fattr;
+    if ((e = cudaFuncGetAttributes(&fattr, (const void *)k_sum_into)) != cudaSuccess || (e = cuda_gemm_probe()) != cudaSuccess)
+        return start_failed(&state, e, "loading its kernels");
     if (int st = cuda_gemm_init(ws, CUDA_BLAS_WORKSPACE, cvt)) {
         tt_seterr("the GPU cannot be used: cuBLAS could not start (%s)%s; use --device cpu", cublas_status_name(st),
                   st == 3 /* CUBLAS_STATUS_ALLOC_FAILED */ ? CUDA_TOO_LITTLE_FREE : "");

@@ -301,6 +301,11 @@ void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, 
                               cuda_type(ct), g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+cudaError_t cuda_gemm_probe(void) {
+    cudaFuncAttributes a;
+    return cudaFuncGetAttributes(&a, (const void *)k_round_bf16);
+}
+
 int cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt) {
     g_ws = ws;
     g_ws_bytes = ws_bytes;

@@ -50,6 +50,9 @@ static inline cudaDataType cuda_type(int dt) { return dt == BE_BF16 ? CUDA_R_16B
  * cublasGemmEx for every product. 0, or the first cuBLAS status that failed
  * (the caller reports it: the GPU cannot be used). */
 int cuda_gemm_init(void *ws, size_t ws_bytes, bf16 *cvt);
+/* At start-up: loads this file's kernels (cudaFuncGetAttributes of one), so that a driver that cannot run the
+ * build's code says so then; the error, or cudaSuccess. */
+cudaError_t cuda_gemm_probe(void);
 /* backend.h's gemm. */
 void cu_gemm(int ta, int tb, int M, int N, int K, tt_real alpha, const void *A, int at, int lda, const void *B, int bt,
              int ldb, tt_real beta, void *C, int ct, int ldc);

@@ -878,6 +878,13 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *fn, int threads, size_t smem) {
     return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, fn, threads, smem, 0);
 }
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *attr, const void *fn) {
+    if (!attr || !fn) return cudaErrorInvalidDeviceFunction;
+    memset(attr, 0, sizeof *attr);
+    attr->maxThreadsPerBlock = 1024;
+    attr->maxDynamicSharedSizeBytes = func_of(fn)->max_dyn;
+    return cudaSuccess;
+}
 cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute a, int v) {
     if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > g_smem_optin) return cudaErrorInvalidValue;
     func_of(fn)->max_dyn = v;
