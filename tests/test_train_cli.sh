@@ -147,14 +147,14 @@ after_notice() {
     grep -q "^tiertrain train: stopping after the step under way" "$dir/sig.out" || fail "the first signal was not answered"
     interrupt "$1" now "$2"
 }
-"$T" train $FLAGS --steps 100000 --batch-tokens 16384 --eval-tokens 64 --out "$dir/twice" >"$dir/sig.out" 2>&1 &
+"$T" train $FLAGS --steps 100000 --batch-tokens 4096 --eval-tokens 64 --out "$dir/twice" >"$dir/sig.out" 2>&1 &
 pid=$!
 for i in $(seq 1 1200); do grep -q "^step *0/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
 kill -INT $pid
 after_notice $pid INT
 [ $rc -eq 130 ] || { fail "Ctrl-C twice: exit $rc, not SIGINT's 130"; cat "$dir/sig.out"; }
 [ -e "$dir/twice" ] && { fail "Ctrl-C twice left the --out folder"; ls -la "$dir/twice"; }
-"$T" train $FLAGS --steps 100000 --batch-tokens 8192 --eval-tokens 64 --out "$dir/termhup" >"$dir/sig.out" 2>&1 &
+"$T" train $FLAGS --steps 100000 --batch-tokens 2048 --eval-tokens 64 --out "$dir/termhup" >"$dir/sig.out" 2>&1 &
 pid=$!
 for i in $(seq 1 1200); do grep -q "^step *0/" "$dir/sig.out" 2>/dev/null && break; sleep 0.1; done
 kill -TERM $pid
@@ -380,13 +380,14 @@ if mount -t tmpfs -o size=64k tmpfs "$dir/fdisk" 2>/dev/null; then
     umount "$dir/fdisk"
     # room for the checkpoint when the run starts, filled while it trains
     if [ -n "$need" ] && mount -t tmpfs -o size=$((need + 2))m tmpfs "$dir/fdisk" 2>/dev/null; then
-        "$T" train $FULL --steps 100 --eval-every 0 --save-every 0 --out "$dir/x.tier" --ckpt "$dir/fdisk/ck" \
+        # (30 steps: the disk fills after step 2, and the last checkpoint is after step 30, a second later at least)
+        "$T" train $FULL --steps 30 --eval-every 0 --save-every 0 --out "$dir/x.tier" --ckpt "$dir/fdisk/ck" \
             >"$dir/fill.out" 2>"$dir/fill.err" &
         pid=$!
         for i in $(seq 1 1200); do grep -q "^step *2/" "$dir/fill.out" 2>/dev/null && break; sleep 0.1; done
         dd if=/dev/zero of="$dir/fdisk/fill" bs=1M count=$((need + 1)) 2>/dev/null
         wait $pid; rc=$?
-        [ $rc -eq 1 ] && grep -q "checkpoint.bin failed: no space left.*; the model trained to step 100 is in .*x.tier all the same" \
+        [ $rc -eq 1 ] && grep -q "checkpoint.bin failed: no space left.*; the model trained to step 30 is in .*x.tier all the same" \
             "$dir/fill.err" || { fail "full: the last checkpoint failing lost the trained store (exit $rc)"; cat "$dir/fill.err"; }
         expect_ok "full: the store written after a failed checkpoint verifies" "$T" verify "$dir/x.tier"
         rm -f "$dir/x.tier"
