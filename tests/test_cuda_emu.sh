@@ -231,6 +231,15 @@ grep -q 'budgets: --hbm 100[.0-9]* GiB,' "$dir/out" && grep -q 'note: it takes -
 expect_ok lora-small-gpu env TT_EMU_MEM=$gpu "$E" train $TR $LORA --steps 1 --act-dtype f32 --device cuda --out "$dir/sg"
 grep -q '"hbm_from_gpu":true' "$dir/out" && [ "$(sed -n 's/.*"dev_planned":\([0-9]*\).*/\1/p' "$dir/out")" = "$d" ] ||
     fail "train on a GPU smaller than the resident plan: not the plan within the GPU: $(tail -1 "$dir/out")"
+# eval, which prints no plan: a note when its plan was made within the GPU (an arena of 3.5 MiB: 2 of the 4
+# layer slots), and the loss the resident eval scores
+EVS="--model $dir/m.tier --data $dir/c.tok --seq 64 --micro-batch 2 --batch-tokens 128 --max-tokens 256 --device cuda"
+expect_ok eval-resident "$E" eval $EVS
+l_res=$(sed -n 's/^eval: loss \([0-9.]*\) .*/\1/p' "$dir/out")
+expect_ok eval-small-gpu env TT_EMU_MEM=$((50857984 + 201326592 + 3670016)) "$E" eval $EVS
+grep -q '^tiertrain eval: note: planned within --hbm .*, the most the GPU can give this process now (2 of 4 layer slots' "$dir/err" &&
+    [ -n "$l_res" ] && grep -q "^eval: loss $l_res " "$dir/out" ||
+    fail "eval on a small GPU: no note, or not the resident loss ${l_res:-?}: $(cat "$dir/err" "$dir/out")"
 # full training on an emulated GPU whose arena holds the streamed run (21.5 MiB) and not the resident one: streamed
 # within what the GPU can give, said in words
 expect_ok full-small-gpu env TT_EMU_MEM=$((50857984 + 201326592 + 25165824)) "$E" train $PL --lr 1e-3 --warmup 1 \

@@ -65,6 +65,7 @@ int eval_exec_open(const eval_setup *es, const tool_plan_args *pa, tt_plan *plan
     if (plan_make(es->st, &req, plan) || exec_create(ex, es->st, plan, 1, NULL) ||
         (es->a && loram_load_lora(exec_lora(*ex), es->a)))
         return tool_fail("eval");
+    tool_plan_gpu_note("eval", plan);
     return 0;
 }
 

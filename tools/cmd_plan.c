@@ -296,6 +296,17 @@ static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int 
     return plan_make(s, &r, &p) == 0;
 }
 
+void tool_plan_gpu_note(const char *cmd, const tt_plan *plan) {
+    if (!plan->hbm_from_avail) return;
+    char h[32], w[96];
+    if (plan->slots < plan->L)
+        snprintf(w, sizeof w, "%d of %d layer slots: the others stream from host memory", plan->slots, plan->L);
+    else
+        snprintf(w, sizeof w, "every layer on the device, some of the rest in host memory");
+    fprintf(stderr, "tiertrain %s: note: planned within --hbm %s, the most the GPU can give this process now (%s)\n",
+            cmd, tt_fmt_bytes(plan->req.hbm, h, sizeof h), w);
+}
+
 void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int generate, long context, double io_gbps,
                          double gflops) {
     if (a->rank <= 1) return;

@@ -136,6 +136,7 @@ int tool_gen_create(const char *cmd, const tier_store *st, const char *model, co
         *g = NULL;
         return tool_fail(cmd);
     }
+    tool_plan_gpu_note(cmd, &plan);
     return 0;
 }
 

@@ -61,6 +61,11 @@ struct tt_plan_req;
 /* Checks a, selects the --device backend and fills req (budgets, batch
  * shape, LoRA). Returns 0, or 2 after printing a usage error for cmd. */
 int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan_args *a, struct tt_plan_req *req);
+struct tt_plan;
+/* A note on stderr where plan was made within what the GPU can give (plan.hbm_from_avail: no --hbm, or a larger
+ * one, on a GPU that cannot hold the plan asked for), for the commands that print no plan of their own (eval,
+ * generate, chat): the layers stream then, and a run is slower than one resident. */
+void tool_plan_gpu_note(const char *cmd, const struct tt_plan *plan);
 /* After plan_make refused a's request (plan, train): when the LoRA state is
  * what does not fit (rank 1 passes the check --rank failed), tt_lasterr
  * becomes a message naming --rank and the largest rank that fits, instead of
