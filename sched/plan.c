@@ -28,6 +28,10 @@ int plan_dev_fits(uint64_t arena, uint64_t hbm, uint64_t *total) {
     return !hbm || t <= hbm;
 }
 
+uint64_t plan_hbm_bound(uint64_t hbm, uint64_t dev_avail, int what_if) {
+    return dev_avail && (!hbm || (!what_if && hbm > dev_avail)) ? dev_avail : hbm;
+}
+
 static int fits_dev(const tt_plan *p) { return plan_dev_fits(p->dev_bytes, p->req.hbm, NULL); }
 
 static int fits(const tt_plan *p) { return fits_dev(p) && (!p->req.host || p->host_bytes <= p->req.host); }
@@ -332,10 +336,12 @@ void plan_print(const tier_store *s, const tt_plan *p, FILE *f) {
             p->hbm_from_avail ? " (the most the GPU can give now)" : "",
             p->req.host ? tt_fmt_bytes(p->req.host, b, sizeof b) : "unlimited",
             p->host_from_avail ? " (no --host given: the memory available now)" : "");
-    if (p->over_dev_avail)
+    if (p->over_dev_avail) {
+        uint64_t total;
+        plan_dev_fits(p->dev_bytes, 0, &total);
         fprintf(f, "  note: it takes --hbm %s, more than the %s the GPU can give now: a run here plans within that\n",
-                tt_fmt_bytes_up(tt_align_up(p->dev_bytes + be_reserved_bytes(), 1 << 20), a, sizeof a),
-                tt_fmt_bytes(p->over_dev_avail, b, sizeof b));
+                tt_fmt_bytes_up(tt_align_up(total, 1 << 20), a, sizeof a), tt_fmt_bytes(p->over_dev_avail, b, sizeof b));
+    }
     if (p->over_avail)
         fprintf(f, "  note: it takes %s of host memory%s, more than the %s this machine has available now "
                 "(MemAvailable): a run here plans within that\n",

@@ -115,6 +115,11 @@ uint64_t plan_ram_bytes(const tt_plan *p);
  * The planner and full training both decide with it. */
 int plan_dev_fits(uint64_t arena, uint64_t hbm, uint64_t *total);
 
+/* plan_make's rule for a GPU that can give dev_avail now (tt_plan_req.dev_avail; 0: none), for the callers that
+ * decide without plan_make (full training's resident run, the --rank hint): the --hbm that binds is dev_avail where
+ * no --hbm is given or, unless what_if, one beyond it; otherwise hbm as given. */
+uint64_t plan_hbm_bound(uint64_t hbm, uint64_t dev_avail, int what_if);
+
 /* The smallest plan's device and host bytes (what plan_make would ask for). */
 void plan_minimum(const tier_store *s, const tt_plan_req *req, uint64_t *dev, uint64_t *host);
 

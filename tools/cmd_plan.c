@@ -135,15 +135,10 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
         return 2;
     }
     tt_full_opts o = {0};
-    char x0[32];
+    int by_gpu;
     o.micro_batch = lreq->B; o.seq = lreq->seq; o.accum = lreq->K;
-    o.hbm = lreq->hbm; o.host = lreq->host;
-    if (lreq->dev_avail && !o.hbm) { /* no --hbm: as train --full, within what the GPU can give now */
-        o.hbm = lreq->dev_avail;
-        if (!as_json)
-            printf("no --hbm given: planned within the %s the GPU can give this process now, as --hbm\n",
-                   tt_fmt_bytes(o.hbm, x0, sizeof x0));
-    }
+    o.hbm = tool_full_hbm("plan --full", lreq->hbm, lreq->dev_avail, lreq->what_if, !as_json, &by_gpu);
+    o.host = lreq->host;
     o.optim = strcmp(optim, "galore") == 0 ? FULL_OPTIM_GALORE : FULL_OPTIM_ADAMW;
     o.galore = (tt_galore_cfg){(int)grank, 200, 0.25f, 0};
     o.teacher_path = teacher;
@@ -172,9 +167,7 @@ static int plan_full(const tier_store *s, const tt_plan_req *lreq, const char *o
         return 0;
     }
     if (fulltrain_plans(s, &o, lreq, &so, &tp, &p)) {
-        if (o.hbm != lreq->hbm) /* the --hbm said is what the GPU can give: raising one is no way out */
-            tt_seterr("%s (that --hbm is what the GPU can give this process now: free GPU memory to raise it)",
-                      tt_lasterr());
+        if (by_gpu) tool_full_hbm_refused();
         return tool_fail("plan");
     }
     fulltrain_stream_bytes(s, &o, &p, &master, &h2d, &d2h);
@@ -296,6 +289,20 @@ static int fits_at(const tier_store *s, const tool_plan_args *a, long rank, int 
     return plan_make(s, &r, &p) == 0;
 }
 
+uint64_t tool_full_hbm(const char *who, uint64_t hbm, uint64_t dev_avail, int what_if, int say, int *by_gpu) {
+    const uint64_t b = plan_hbm_bound(hbm, dev_avail, what_if);
+    *by_gpu = b != hbm;
+    char gb[32];
+    if (*by_gpu && say)
+        printf("%s: %s; planned within the %s the GPU can give this process now, as --hbm\n", who,
+               hbm ? "--hbm is more than the GPU can give" : "no --hbm given", tt_fmt_bytes(b, gb, sizeof gb));
+    return b;
+}
+
+void tool_full_hbm_refused(void) {
+    tt_seterr("%s (that --hbm is what the GPU can give this process now: free GPU memory to raise it)", tt_lasterr());
+}
+
 void tool_plan_gpu_note(const char *cmd, const tt_plan *plan) {
     if (!plan->hbm_from_avail) return;
     char h[32], w[96];
@@ -314,13 +321,10 @@ void tool_plan_rank_hint(const tier_store *s, const tool_plan_args *a, int gener
     snprintf(saved, sizeof saved, "%s", tt_lasterr());
     /* a run's GPU binds it as an --hbm of what it can give now (plan_make), where no --hbm or a larger one is given:
      * the hint is in those terms (raising --hbm cannot help then) */
-    const uint64_t gpu = a->planning_only ? 0 : be_dev_avail();
     tool_plan_args capped = *a;
-    const int from_gpu = gpu && (!a->hbm || a->hbm > gpu);
-    if (from_gpu) {
-        capped.hbm = gpu;
-        a = &capped;
-    }
+    capped.hbm = plan_hbm_bound(a->hbm, a->planning_only ? 0 : be_dev_avail(), 0);
+    const int from_gpu = capped.hbm != a->hbm;
+    if (from_gpu) a = &capped;
     /* a --host beyond the memory available now binds a run as that memory does (plan_make) */
     uint64_t hcap = a->host, avail = a->host && !a->planning_only ? tt_mem_available() : 0;
     if (avail && hcap > avail) hcap = 0;

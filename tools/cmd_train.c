@@ -124,19 +124,13 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
     o.steps = t->steps; o.seq = t->seq; o.micro_batch = t->micro_batch; o.accum = t->accum; o.warmup = t->warmup;
     o.lr = t->lr; o.min_lr = t->min_lr; o.wd = t->wd; o.b1 = t->b1; o.b2 = t->b2; o.eps = t->eps; o.clip = t->clip;
     o.eval_every = t->eval_every; o.eval_tokens = t->eval_tokens;
-    o.hbm = pa->hbm;
     /* the streamed plan's hints, as plan --full takes them from the same flags (tool_plan_flags) */
     o.host_avail = tt_mem_available();
     o.dev_avail = be_dev_avail(); /* the backend tool_plan_flags started */
-    if (o.dev_avail && (!o.hbm || o.hbm > o.dev_avail)) {
-        /* the GPU binds as an --hbm of what it can give now: the resident run where that holds it, else streamed
-         * within it (with a --teacher, the teacher's share first), as a LoRA run's plan */
-        char gb[32];
-        if (!t->json)
-            printf("train --full: %s; planned within the %s the GPU can give this process now, as --hbm\n",
-                   o.hbm ? "--hbm is more than the GPU can give" : "no --hbm given", tt_fmt_bytes(o.dev_avail, gb, sizeof gb));
-        o.hbm = o.dev_avail;
-    }
+    /* the GPU binds as an --hbm of what it can give now: the resident run where that holds it, else streamed within
+     * it (with a --teacher, the teacher's share first), as a LoRA run's plan */
+    int by_gpu;
+    o.hbm = tool_full_hbm("train --full", pa->hbm, o.dev_avail, 0, !t->json, &by_gpu);
     o.lm_head = strcmp(pa->lm_head, "auto") == 0 ? PLAN_HEAD_AUTO : strcmp(pa->lm_head, "device") == 0 ? PLAN_HEAD_DEVICE
               : strcmp(pa->lm_head, "host") == 0 ? PLAN_HEAD_HOST : -1;
     if (o.lm_head < 0) {
@@ -155,9 +149,7 @@ static int run_full(const tt_train_opts *t, const tool_plan_args *pa, const tt_t
                warmup_note(o.warmup, o.steps, (double)o.lr, wn, sizeof wn), o.out_path);
     tt_train_result res;
     if (fulltrain_run(&o, o.mix ? NULL : train, o.mix ? NULL : val, &res)) {
-        if (o.hbm != pa->hbm) /* the --hbm said is what the GPU can give: raising one is no way out */
-            tt_seterr("%s (that --hbm is what the GPU can give this process now: free GPU memory to raise it)",
-                      tt_lasterr());
+        if (by_gpu) tool_full_hbm_refused();
         return tool_fail("train");
     }
     if (!o.json) {

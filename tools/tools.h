@@ -61,6 +61,12 @@ struct tt_plan_req;
 /* Checks a, selects the --device backend and fills req (budgets, batch
  * shape, LoRA). Returns 0, or 2 after printing a usage error for cmd. */
 int tool_plan_flags(const char *cmd, const struct tier_store *s, const tool_plan_args *a, struct tt_plan_req *req);
+/* train --full and plan --full (which decide the resident run without plan_make): the --hbm to plan full training
+ * within, plan_hbm_bound's, and a line on stdout saying so where the GPU's figure binds (say). *by_gpu: 1 then, so
+ * that a refusal gets tool_full_hbm_refused's words. */
+uint64_t tool_full_hbm(const char *who, uint64_t hbm, uint64_t dev_avail, int what_if, int say, int *by_gpu);
+/* After such a refusal: tt_lasterr says that its --hbm is the GPU's figure (raising one is no way out). */
+void tool_full_hbm_refused(void);
 struct tt_plan;
 /* A note on stderr where plan was made within what the GPU can give (plan.hbm_from_avail: no --hbm, or a larger
  * one, on a GPU that cannot hold the plan asked for), for the commands that print no plan of their own (eval,
