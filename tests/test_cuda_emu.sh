@@ -14,7 +14,7 @@
 #              16 rows a warp as well as 32), under racecheck
 #   stats      the tensor-core attention's ldmatrix conflict-free, the 32-row forward's shared memory
 #              an mma (TT_EMU_STATS=1); the forward's block shape on an emulated H200 and A100
-#   lora       2 LoRA steps on CUDA against the CPU (loss per step), f32 and bf16
+#   lora       2 LoRA steps (dropout 0.1, in every LoRA run here) on CUDA against the CPU (loss per step), f32 and bf16
 #              under racecheck (every kernel a step launches); a pruned
 #              model's eval whose pruned layers need the most attention scratch
 #   small GPU  no --hbm on an emulated GPU smaller than the resident plan (TT_EMU_MEM): plan and train plan
@@ -165,7 +165,7 @@ needs() { sed -n 's/.*needs --hbm \([0-9]*\)\.[0-9]* MiB.*/\1/p'; }
 min_hbm() { "$E" plan "$@" --device cuda --hbm 1M 2>&1 | needs; }
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
 
-LORA="--model $dir/m.tier --rank 8 --alpha 16"
+LORA="--model $dir/m.tier --rank 8 --dropout 0.1 --alpha 16"
 expect_ok lora-cpu "$E" train $TR $LORA --act-dtype f32 --device cpu --out "$dir/lc"
 cp "$dir/out" "$dir/lc.json"
 expect_ok lora-cuda env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype f32 --device cuda --out "$dir/lg"
@@ -189,15 +189,15 @@ lg=$(grep -o '"loss":[0-9.]*' "$dir/out" | cut -d: -f2)
 awk -v a="$lc" -v b="$lg" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && b > 0 && d < 1e-2) }' ||
     fail "pruned model, eval loss: CPU $lc, CUDA $lg (tolerance 1e-2, bf16 vs f32)"
 
-h=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --act-dtype f32)
+h=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32)
 [ -n "$h" ] || fail "plan did not name the smallest --hbm"
-expect_ok plan-min "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --hbm "${h}M"
+expect_ok plan-min "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda --hbm "${h}M"
 grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled 8' "$dir/out" ||
     fail "--hbm ${h}M does not give 2 layer slots and every activation spilled"
 # the resident run decodes each layer's NF4 weights once a pass (kernels/backend.h's decode_layers), the smallest
 # plan every product's block: the comparison below is of the two ways too
 ! grep -q 'decoded once a pass' "$dir/out" || fail "--hbm ${h}M: a decoded layer in the smallest plan"
-expect_ok plan-resident "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
+expect_ok plan-resident "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda
 grep -q "frozen weights: each layer's decoded once a pass over it, for all 2 micro-batches" "$dir/out" ||
     fail "the resident plan decodes no layer once a pass: $(grep -A1 'layer slots' "$dir/out")"
 expect_ok lora-cuda-streamed env TT_EMU_FAULT=count "$E" train $TR $LORA --act-dtype f32 --device cuda --hbm "${h}M" \
@@ -212,19 +212,19 @@ launches=$(sed -n 's/^cuda_emu: \([0-9]*\) kernel launches$/\1/p' "$dir/err") # 
 # workspace, the 16 MiB mixed-product buffer, the norm and loss sums); the memory given: halfway between the
 # smallest plan's arena and the resident one's.
 dev_bytes() { sed -n 's/.*"dev_bytes":\([0-9]*\).*/\1/p' "$dir/out"; }
-expect_ok plan-resident-json "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --json
+expect_ok plan-resident-json "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda --json
 res_dev=$(dev_bytes)
-expect_ok plan-min-json "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --hbm "${h}M" --json
+expect_ok plan-min-json "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda --hbm "${h}M" --json
 min_dev=$(dev_bytes)
 gpu=$((50857984 + 201326592 + (min_dev + res_dev) / 2))
-expect_ok plan-small-gpu env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda --json
+expect_ok plan-small-gpu env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda --json
 d=$(dev_bytes)
 [ -n "$d" ] && [ "$d" -lt "$res_dev" ] && [ "$d" -le $(((min_dev + res_dev) / 2)) ] ||
     fail "a GPU of $gpu bytes, no --hbm: the plan's arena ${d:-?} is not within the GPU's free memory (resident $res_dev, smallest $min_dev)"
-expect_ok plan-small-gpu-text env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
+expect_ok plan-small-gpu-text env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda
 grep -q 'budgets: --hbm [0-9.]* [KMG]iB (the most the GPU can give now)' "$dir/out" ||
     fail "a GPU smaller than the plan: the budgets line does not say so: $(grep budgets "$dir/out")"
-expect_ok plan-small-gpu-what-if env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 \
+expect_ok plan-small-gpu-what-if env TT_EMU_MEM=$gpu "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 \
     --device cuda --hbm 100G
 grep -q 'budgets: --hbm 100[.0-9]* GiB,' "$dir/out" && grep -q 'note: it takes --hbm .*, more than the .* the GPU can give now: a run here plans within that' "$dir/out" ||
     fail "plan --hbm 100G on a smaller GPU: not kept with a note: $(grep -A1 budgets "$dir/out")"
@@ -249,7 +249,7 @@ grep -q '^train --full: no --hbm given; planned within the .* the GPU can give t
     grep -q '^full training: the resident run does not fit --hbm .*; streaming the layers' "$dir/out" ||
     fail "full training on a GPU smaller than its resident run: not streamed within the GPU: $(head -3 "$dir/out")"
 expect_error plan-gpu-full "^tiertrain plan: the GPU can give this process .* now (its free memory, as an --hbm: .*), but even the smallest plan needs --hbm .*: free GPU memory .* or lower --seq / --micro-batch\$" \
-    env TT_EMU_MEM=200M "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype f32 --device cuda
+    env TT_EMU_MEM=200M "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda
 
 # A GPU that fails mid-run (TT_EMU_FAULT=launch:N: from the N-th kernel launch on, every call reports an
 # uncorrectable ECC error, the context's sticky error): one sentence naming the error and the checkpoint that
@@ -276,9 +276,9 @@ expect_error gpu-turing "^tiertrain train: the GPU's compute capability is 7.5; 
 expect_ok lora-bf16 env TT_EMU_RACECHECK=1 "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/bg"
 cp "$dir/out" "$dir/bg.json"
 # bf16 at its own smallest --hbm (at f32's, every layer and activation fits: nothing streamed)
-hb=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16)
+hb=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype bf16)
 [ -n "$hb" ] || fail "plan did not name the smallest --hbm (bf16)"
-expect_ok plan-min-bf16 "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16 --device cuda --hbm "${hb}M"
+expect_ok plan-min-bf16 "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype bf16 --device cuda --hbm "${hb}M"
 grep -q 'layer slots [23] of 4' "$dir/out" && grep -q 'spilled [1-8]' "$dir/out" ||
     fail "--hbm ${hb}M (bf16) does not stream the layers and spill activations: $(grep 'layer slots' "$dir/out")"
 expect_ok lora-bf16-streamed "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --hbm "${hb}M" --out "$dir/bs"
@@ -294,7 +294,7 @@ cmp -s "$dir/bg/adapter_model.safetensors" "$dir/bp/adapter_model.safetensors" |
     fail "LoRA trained under TT_PROFILE_OPS differs"
 # the same through (the stand-in for) cuDNN: planned with cuDNN's scratch, streamed at that smallest --hbm; bit for
 # bit against resident here (the stand-in is deterministic, cuDNN's backward is not), the losses near the kernels'
-hc=$(env TT_CUDA_ATTN=cudnn "$E" plan --model "$dir/m.tier" $PL --rank 8 --act-dtype bf16 --device cuda --hbm 1M 2>&1 | needs)
+hc=$(env TT_CUDA_ATTN=cudnn "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype bf16 --device cuda --hbm 1M 2>&1 | needs)
 [ -n "$hc" ] || fail "plan with TT_CUDA_ATTN=cudnn did not name the smallest --hbm"
 expect_ok lora-cudnn env TT_CUDA_ATTN=cudnn "$E" train $TR $LORA --act-dtype bf16 --steps 2 --device cuda --out "$dir/cg"
 grep -q 'attention backward plan' "$dir/err" || fail "train with TT_CUDA_ATTN=cudnn: cuDNN's attention did not run"

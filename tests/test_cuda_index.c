@@ -188,6 +188,44 @@ static void t_colmajor(void) {
             }
 }
 
+/* Philox4x32-10 against Random123's published known-answer vectors, and the
+ * dropout draw: word k of group q is column 4q + k, kept at about 1 - p. */
+static void t_philox(void) {
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d, 0x41c83b0e, 0xa20bc7c6,
+         0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09, 0x94fdcceb, 0x5001e420,
+         0x24126ea1},
+    };
+    for (int v = 0; v < 3; v++) {
+        uint32_t out[4];
+        tt_philox4x32_10(kat[v], kat[v] + 4, out);
+        CHECK_MSG(memcmp(out, kat[v] + 6, sizeof out) == 0, "Philox4x32-10 known-answer vector %d: %08x %08x %08x %08x",
+                  v, out[0], out[1], out[2], out[3]);
+    }
+    /* the draw's counter and key layout */
+    uint64_t seed = 0x0123456789abcdefull, stream = (uint64_t)37 << 32 | 1234;
+    uint32_t a[4], b[4];
+    tt_dropout_words(seed, stream, 5, a);
+    const uint32_t ctr[4] = {5, 0, 1234, 37}, key[2] = {0x89abcdef, 0x01234567};
+    tt_philox4x32_10(ctr, key, b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(tt_dropout_threshold(0.f) == 0 && tt_dropout_threshold(0.5f) == 0x80000000u &&
+          tt_dropout_threshold(0.25f) == 0x40000000u);
+    const float ps[3] = {0.05f, 0.1f, 0.5f};
+    for (int k = 0; k < 3; k++) {
+        uint32_t thr = tt_dropout_threshold(ps[k]), w[4];
+        size_t kept = 0, n = 0;
+        for (uint32_t q = 0; q < 50000; q++, n += 4) {
+            tt_dropout_words(seed, stream + q % 7, q, w);
+            for (int j = 0; j < 4; j++) kept += w[j] >= thr;
+        }
+        double frac = (double)kept / (double)n, sd = sqrt(ps[k] * (1 - ps[k]) / (double)n);
+        CHECK_MSG(fabs(frac - (1 - ps[k])) < 5 * sd, "p %.2f keeps %.5f of %zu draws", ps[k], frac, n);
+    }
+}
+
 int main(void) {
     t_nf4(64 * 700 + 13, 0);
     t_nf4(64 * 700 + 13, 1);
@@ -197,5 +235,6 @@ int main(void) {
     t_causal();
     t_lse();
     t_colmajor();
+    t_philox();
     TEST_END();
 }

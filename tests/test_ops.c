@@ -565,7 +565,18 @@ static void test_dropout_mask(void) {
     CHECK_MSG(binary, "dropout mask values must be 0 or 1");
     CHECK_MSG(fabs(frac - (1 - p)) < 0.02, "dropout keeps %.3f, expected %.3f", frac, 1 - p);
     CHECK_MSG(same < (size_t)rows * cols * 0.8, "another seed gives nearly the same mask");
-    free(all), free(part), free(other);
+    /* a padded row (more columns, as core/model.c's row stride gives it) keeps its real columns' values */
+    const int wide = cols + 7;
+    float *padded = zerof((size_t)rows * wide);
+    be_dropout_mask(rows, wide, 42, s0, p, padded, BE_REAL);
+    for (int t = 0; t < rows; t++)
+        CHECK_MSG(memcmp(padded + (size_t)t * wide, all + (size_t)t * cols, (size_t)cols * sizeof *all) == 0,
+                  "dropout mask row %d changes with the row's padding", t);
+    /* rows are independent: row t's columns are not row t+1's shifted (each row its own stream) */
+    size_t eq = 0;
+    for (int i = 0; i < cols; i++) eq += all[i] == all[(size_t)cols + i];
+    CHECK_MSG(eq < (size_t)cols * 0.8, "two rows' masks nearly agree (%zu of %d)", eq, cols);
+    free(all), free(part), free(other), free(padded);
 }
 
 int main(void) {

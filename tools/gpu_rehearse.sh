@@ -110,7 +110,7 @@ export GPU_CHECK_BUNDLE=$R/bundle.tar.xz GPU_CHECK_WORK=$R/work GPU_CHECK_ATTN_F
 export GPU_CHECK_BUDGET=100000 GPU_CHECK_SLOW=10 GPU_CHECK_BARS=0
 export OPS_REAL= KERN_FLAGS="--m 64 --n 128 --k 64 --iters 1 --copy-mb 1 --attn-seq 128 --heads 2 --kv-heads 1 --head-dim 64"
 export SMALL_PRESET=tiny SMALL_STEPS=4 SMALL_HBM_MARGIN=1 SMALL_TRAINF="--eval-tokens 64" \
-    SMALL_PLANF="--seq 32 --micro-batch 2 --batch-tokens 64 --rank 16 --alpha 32 --act-dtype f32"
+    SMALL_PLANF="--seq 32 --micro-batch 2 --batch-tokens 64 --rank 16 --alpha 32 --dropout 0.05 --act-dtype f32"
 export GEN_BENCH="--batch 1,2 --rounds 1 --prompt-tokens 8 --new-tokens 8"
 export OV8_PRESET=tiny OV8_FLAGS="--hbm $UH --seq 64 --micro-batch 1 --batch-tokens 128"
 export PEER_FLAGS="--preset small --layers 2 --seq 32,64 --batch-tokens 128 --micro-tokens 64 --rank 16 --alpha 32 --steps 1" \

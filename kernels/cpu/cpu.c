@@ -23,8 +23,7 @@
 #include "core/base/common.h"
 #include "core/base/dtype.h"
 #include "core/base/nf4.h"
-#include "core/base/rng.h"
-#include "kernels/cuda/cuda_index.h" /* plain C: tt_lse_merge */
+#include "kernels/cuda/cuda_index.h" /* plain C: tt_lse_merge, the dropout draw */
 
 /* ---- memory ---------------------------------------------------------------- */
 
@@ -146,13 +145,15 @@ static void cpu_sumsq(size_t n, const tt_real *x, double *acc) {
     *acc += s;
 }
 
-/* Row t: the stream rng_seed(seed, stream0 + t), one uniform per column. */
+/* Row t: the stream stream0 + t, column i its word i % 4 of the group i / 4
+ * (cuda_index.h's Philox draw, which the CUDA kernel computes per group). */
 static void cpu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
-    for (int t = 0; t < rows; t++) {
-        tt_rng r;
-        rng_seed(&r, seed, stream0 + (uint64_t)t);
-        for (int i = 0; i < cols; i++) ST(mask, (size_t)t * cols + i, dt, rng_uniform(&r) >= (double)p ? 1 : 0);
-    }
+    uint32_t thr = tt_dropout_threshold(p), w[4];
+    for (int t = 0; t < rows; t++)
+        for (int i = 0; i < cols; i++) {
+            if (i % 4 == 0) tt_dropout_words(seed, stream0 + (uint64_t)t, (uint32_t)(i / 4), w);
+            ST(mask, (size_t)t * cols + i, dt, w[i % 4] >= thr ? 1 : 0);
+        }
 }
 
 /* ---- frozen weights -------------------------------------------------------- */

@@ -224,32 +224,25 @@ static void cu_sumsq(size_t n, const tt_real *x, double *acc) {
     LAUNCHED();
 }
 
-/* LoRA dropout's keep mask: one thread per row, core/base/rng.c's generator
- * (splitmix64 seeding, xoshiro256**, 53-bit uniforms) step for step. */
-__device__ static uint64_t d_splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-__device__ static uint64_t d_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+/* LoRA dropout's keep mask: one thread per group of four columns of a row,
+ * cuda_index.h's Philox draw as the CPU reference takes it (a row's words
+ * depend only on (seed, its stream, the group), so every element is
+ * independent of the others and a warp's stores are contiguous). */
 template <typename T>
-__global__ void k_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask_) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= rows) return;
-    uint64_t x = seed ^ ((stream0 + (uint64_t)t) * 0xd1342543de82ef95ull), s[4];
-    for (int i = 0; i < 4; i++) s[i] = d_splitmix(&x);
-    T *m = (T *)mask_ + (size_t)t * cols;
-    for (int i = 0; i < cols; i++) {
-        uint64_t r = d_rotl(s[1] * 5, 7) * 9, u = s[1] << 17;
-        s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-        s[2] ^= u;
-        s[3] = d_rotl(s[3], 45);
-        stv(m, i, (double)(r >> 11) * 0x1.0p-53 >= (double)p ? 1.f : 0.f);
-    }
+__global__ void k_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, uint32_t thr, void *mask_) {
+    size_t groups = ((size_t)cols + 3) / 4, g = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= (size_t)rows * groups) return;
+    size_t t = g / groups;
+    int i0 = (int)(g % groups) * 4;
+    uint32_t w[4];
+    tt_dropout_words(seed, stream0 + (uint64_t)t, (uint32_t)(i0 / 4), w);
+    T *m = (T *)mask_ + t * (size_t)cols;
+    for (int k = 0; k < 4 && i0 + k < cols; k++) stv(m, i0 + k, w[k] >= thr ? 1.f : 0.f);
 }
 static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
-    TDISPATCH(dt, k_dropout_mask, blocks_for((size_t)rows, 128), 128, rows, cols, seed, stream0, p, mask);
+    size_t n = (size_t)rows * (((size_t)cols + 3) / 4);
+    if (!n) return;
+    TDISPATCH(dt, k_dropout_mask, blocks_for(n, 256), 256, rows, cols, seed, stream0, tt_dropout_threshold(p), mask);
 }
 
 /* ---- dequantization ------------------------------------------------------------ */

@@ -8,6 +8,7 @@
  *   - causal tiles: which key tiles a query tile visits and which of them
  *     straddle the diagonal (need the mask);
  *   - the online log-sum-exp: merging (max, sum of exp(x - max)) of chunks;
+ *   - LoRA dropout's mask: Philox4x32-10, each element without its predecessors;
  *   - a row-major product as the column-major one cuBLAS / cuBLASLt compute.
  * Plain C (C11 and CUDA C++): no project includes beyond <stddef.h>/<stdint.h>. */
 #ifndef TT_CUDA_INDEX_H
@@ -114,6 +115,41 @@ TT_HD void tt_lse_merge_w(double *m, double *s, double *a, double m2, double s2,
         *s += s2 * f;
         *a += a2 * f;
     }
+}
+
+/* ---- LoRA dropout: a counter-based generator ------------------------------------ */
+
+/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
+ * 3", SC'11; Random123's constants): four 32-bit words from a 128-bit
+ * counter and a 64-bit key, each output a pure function of its inputs, so a
+ * GPU thread computes any element of a mask without its predecessors. */
+TT_HD void tt_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
+    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c0 = n0;
+        c1 = (uint32_t)p1;
+        c2 = n2;
+        c3 = (uint32_t)p0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
+/* The dropout mask's draw: a value is kept when its 32-bit word is at least
+ * this threshold, p * 2^32 rounded down (p in [0, 1)), so with probability
+ * 1 - p to within 2^-32. */
+TT_HD uint32_t tt_dropout_threshold(float p) { return p <= 0.f ? 0u : (uint32_t)((double)p * 4294967296.0); }
+
+/* The words of columns 4q .. 4q+3 of the mask row drawn from stream `stream`
+ * (core/model.c: layer, projection and row) under `seed`: the counter is
+ * (q, 0, the stream's low word, its high word), the key the seed's words. */
+TT_HD void tt_dropout_words(uint64_t seed, uint64_t stream, uint32_t q, uint32_t out[4]) {
+    const uint32_t ctr[4] = {q, 0u, (uint32_t)stream, (uint32_t)(stream >> 32)};
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    tt_philox4x32_10(ctr, key, out);
 }
 
 /* ---- row-major products as column-major ones --------------------------------- */
