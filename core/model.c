@@ -23,7 +23,7 @@
  * rows (a multiple of 64, so an NF4 block never straddles two) of at most
  * WBUF_ELEMS values, 64 MiB of f32; lm_head chunks use it too. */
 #define WBUF_ELEMS (16u << 20)
-/* LoRA dropout's buffers (mask, masked input, masked gradient): the LoRA path
+/* LoRA dropout's buffers (masked input, masked gradient): the LoRA path
  * runs a chunk of rows at a time so that each holds at most this many values
  * (16 MiB of f32), whatever seq x hidden is. */
 #define DROP_CHUNK_ELEMS (4u << 20)
@@ -51,7 +51,7 @@ struct tt_ws {
     void *xn, *q, *k, *v, *att, *h, *hn, *g, *u, *mm;
     tt_real *rstd1, *lse, *rstd2;
     void *z[TT_PROJ_COUNT];
-    void *wbuf, *xd, *mask, *tmp, *dz;
+    void *wbuf, *xd, *tmp, *dz;
     /* decode_layer: one layer's frozen projections in the workspace's type (model_decode_layer); dec_lw binds
      * them, for layer dec_l of dec_m decoded from dec_src's weights (dec_m NULL: none yet) */
     void *dec;
@@ -327,7 +327,7 @@ void ws_free(tt_ws *w) {
     if (!w) return;
     if (w->owned) {
         void *bufs[] = {w->xn, w->rstd1, w->q, w->k, w->v, w->att, w->lse, w->h, w->hn, w->rstd2,
-                        w->g, w->wbuf, w->xd, w->mask, w->tmp, w->dz,
+                        w->g, w->wbuf, w->xd, w->tmp, w->dz,
                         w->dk, w->dv, w->dhn, w->dm, w->norm, w->ck,
                         w->dx0, w->dx1, w->rstdf, w->cos_t, w->sin_t, w->wt_d, w->attn_scratch, w->xstats,
                         w->txf, w->tlogits, w->tnorm, w->kstats, w->dec};
@@ -451,8 +451,8 @@ int ws_create(tt_ws **out, const tt_config *c, const tt_lora_cfg *lc, const tt_w
     }
     w->attn_scratch_n = asb;
     if (asb) ok &= (w->attn_scratch = ws_get(alloc, asb, "attention scratch")) != NULL;
-    if (lc->dropout > 0) { /* masks and masked inputs, only when there is dropout */
-        AA(w->xd, w->drop_elems, "LoRA dropout"); AA(w->mask, w->drop_elems, "LoRA dropout");
+    if (lc->dropout > 0) { /* masked inputs and gradients, only when there is dropout */
+        AA(w->xd, w->drop_elems, "LoRA dropout");
         AA(w->tmp, w->drop_elems, "LoRA dropout");
     }
     A(w->norm, 3 * H, "norms");
@@ -543,21 +543,24 @@ typedef struct pass {
 /* Activation pointer p advanced by n values of the workspace's type. */
 #define AT(w, p, n) be_at((p), (size_t)(n), (w)->dt)
 
+/* The dropout mask's stream for row t of (l, p): each row's mask comes from
+ * its own stream of drop_seed (layer, projection, row), so it is identical on
+ * recomputation and whatever the chunking, and a chunk draws only its rows; a
+ * padded row's extra columns draw after its real ones, which keep their
+ * values (be_dropout). Kept values are scaled by 1 / (1 - p). */
+static uint64_t drop_stream(int l, int p, int t) { return ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t; }
+static tt_real drop_scale(float p) { return (tt_real)(1.0 / (1.0 - p)); }
+
 /* The LoRA input for (l, p) on rows [t0, t0 + rows) (x points at row t0, row
- * stride ldx): x itself, or x with a dropout mask applied (row stride ldx
- * too). Each row's mask comes from its own stream of drop_seed (layer,
- * projection, row), so it is identical on recomputation and whatever the
- * chunking, and a chunk draws only its rows; a padded row's extra columns
- * draw after its real ones, which keep their values. */
+ * stride ldx): x itself, or x with its dropout mask applied (row stride ldx
+ * too). */
 static const void *lora_input(pass *ps, int l, int p, const void *x, int ldx, int t0, int rows) {
     tt_ws *w = ps->w;
     float pdrop = ps->lo->cfg.dropout;
     if (!ps->drop_seed || pdrop <= 0.f) return x;
     size_t n = (size_t)rows * ldx;
     TT_ASSERT(n <= w->drop_elems);
-    be_dropout_mask(rows, ldx, ps->drop_seed, ((uint64_t)l * 16u + (uint64_t)p) << 32 | (uint64_t)t0, pdrop, w->mask,
-                    w->dt);
-    be_mask_scale(n, x, w->mask, (tt_real)(1.0 / (1.0 - pdrop)), w->xd, w->dt);
+    be_dropout(rows, ldx, ps->drop_seed, drop_stream(l, p, t0), pdrop, drop_scale(pdrop), x, w->xd, 0, w->dt);
     return w->xd;
 }
 
@@ -661,8 +664,8 @@ static void proj_bwd_lora(pass *ps, int l, int p, const void *x, int ldx, const 
         } else { /* whole padded rows: a pad column's value is never read */
             TT_ASSERT(accumulate); /* after the frozen product (lora_first) */
             be_gemm_t(0, 0, cr, in, r, 1, dzc, dt, r, A, BE_REAL, in, 0, w->tmp, dt, ldx);
-            be_mask_scale((size_t)cr * ldx, w->tmp, w->mask, (tt_real)(1.0 / (1.0 - ps->lo->cfg.dropout)), w->tmp, dt);
-            be_axpy((size_t)cr * ldx, 1, w->tmp, dxc, dt);
+            be_dropout(cr, ldx, ps->drop_seed, drop_stream(l, p, t0 + c0), ps->lo->cfg.dropout,
+                       drop_scale(ps->lo->cfg.dropout), w->tmp, dxc, 1, dt); /* dx += drop(tmp): lora_input's mask */
         }
     }
 }

@@ -126,9 +126,11 @@ void be_sumsq(size_t n, const tt_real *x, double *acc) {
     TT_ASSERT((x || !n) && acc);
     PROFILED(PK_SUMSQ, 0, RS * n, cur()->sumsq(n, x, acc));
 }
-void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
-    TT_ASSERT(rows > 0 && cols > 0 && mask && p >= 0.f && p < 1.f && dt_ok(dt));
-    PROFILED(PK_DROPOUT, 0, ES(dt) * rows * cols, cur()->dropout_mask(rows, cols, seed, stream0, p, mask, dt));
+void be_dropout(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real alpha, const void *x, void *y,
+                int accumulate, int dt) {
+    TT_ASSERT(rows > 0 && cols > 0 && x && y && p >= 0.f && p < 1.f && dt_ok(dt));
+    PROFILED(PK_DROPOUT, 0, (accumulate ? 3 : 2) * ES(dt) * rows * cols,
+             cur()->dropout(rows, cols, seed, stream0, p, alpha, x, y, accumulate, dt));
 }
 void be_dequant(uint32_t dtype, const void *blob, size_t n, void *out, int odt) {
     be_dequant_range(dtype, blob, n, 0, n, out, odt);

@@ -89,12 +89,16 @@ typedef struct tt_backend {
     void (*mask_scale)(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt);
     /* *acc += sum of squares of x, in double; acc is one device double */
     void (*sumsq)(size_t n, const tt_real *x, double *acc);
-    /* LoRA dropout's keep mask (type dt): row t of mask (rows, cols) holds 1
-     * where the t-th stream's uniform draws are >= p, else 0; row t uses the
-     * stream rng_seed(seed, stream0 + t), draws in column order
-     * (core/base/rng.h: xoshiro256**, a double in [0, 1) per value) — the same
-     * masks on every backend and whatever the chunking. */
-    void (*dropout_mask)(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt);
+    /* LoRA dropout: y (rows, cols) = [y +] alpha * keep * x (all of type dt;
+     * accumulate: added into y, else written; x may be y). keep(t, i) is 1
+     * with probability 1 - p, drawn from the stream stream0 + t under seed:
+     * cuda_index.h's Philox draw, column i word i % 4 of group i / 4, kept when
+     * >= tt_dropout_threshold(p) — the same masks on every backend, whatever
+     * the chunking of rows or the padding of columns. alpha * x rounds once to
+     * tt_real and the sum once (no fused multiply-add): bit for bit on every
+     * backend. */
+    void (*dropout)(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real alpha, const void *x,
+                    void *y, int accumulate, int dt);
 
     /* ---- frozen weights ---- */
     /* Decodes values [v0, v0 + count) of a stored tensor of n values (dtype
@@ -358,7 +362,8 @@ void be_axpy(size_t n, tt_real alpha, const void *x, void *y, int dt);
 void be_scale(size_t n, tt_real alpha, tt_real *x);
 void be_mask_scale(size_t n, const void *x, const void *mask, tt_real alpha, void *y, int dt);
 void be_sumsq(size_t n, const tt_real *x, double *acc);
-void be_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt);
+void be_dropout(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real alpha, const void *x, void *y,
+                int accumulate, int dt);
 void be_dequant(uint32_t dtype, const void *blob, size_t n, void *out, int odt); /* the whole tensor */
 /* Values [v0, v0 + count) of a tensor of n values (NF4: v0 a multiple of 64). */
 void be_dequant_range(uint32_t dtype, const void *blob, size_t n, size_t v0, size_t count, void *out, int odt);

@@ -132,7 +132,7 @@ tail -n 1 "$dir/out" | grep -q '^{"device":"cpu".*"attention fwd (causal)":[0-9.
 grep -q "attention: seq 96, 4 query / 2 KV heads, head_dim 32" "$dir/out" || fail "bench kernels: the attention shape line"
 tail -n 1 "$dir/out" | grep -q '"lora x A^T (rank 16)":[0-9.]*,"lora dz^T x (rank 16)":[0-9.]*' ||
     { fail "bench kernels --json: no rank-16 LoRA products"; tail -n 1 "$dir/out"; }
-tail -n 1 "$dir/out" | grep -q '"dropout mask":[0-9.]*' || { fail "bench kernels --json: no dropout mask"; tail -n 1 "$dir/out"; }
+tail -n 1 "$dir/out" | grep -q '"LoRA dropout":[0-9.]*' || { fail "bench kernels --json: no LoRA dropout"; tail -n 1 "$dir/out"; }
 # narrow products (--n below the rank, below --k): every row within its buffers (ASan build), no LoRA rows
 expect_ok bench-kernels-narrow "$T" bench kernels --device cpu --m 64 --n 8 --k 64 --iters 1 --copy-mb 0 --attn-seq 0 --json
 tail -n 1 "$dir/out" | grep -q '"rmsnorm fwd":[0-9.]*' && ! tail -n 1 "$dir/out" | grep -q lora ||

@@ -211,7 +211,7 @@ static void t_gemm(int M, int N, int K, int how) {
     free(A); free(B); free(C0); gpu->free(dA); gpu->free(dB);
 }
 
-/* axpy, mask_scale, dropout masks and swiglu on n elements (the pass's type);
+/* axpy, mask_scale, LoRA dropout and swiglu on n elements (the pass's type);
  * scale, sumsq and adamw (fp32 only; bit for bit, kernels/adamw.h) in the fp32 pass. */
 static void t_elementwise(size_t n) {
     const int R = BE_REAL;
@@ -230,19 +230,24 @@ static void t_elementwise(size_t n) {
     }
     poison(dy, n);
     cpu->mask_scale(n, x, m, 2.f, y, R); gpu->mask_scale(n, dx, dm, 2.f, dy, g_dt); cmp("mask_scale", y, dy, n);
-    /* LoRA dropout masks: the same generator, bit for bit (0 and 1 are exact in bf16); rows whose
-     * width is a multiple of the kernel's four-column groups, and rows that end inside one */
-    for (int odd = 0; odd < 2; odd++) {
-        int cols = (int)(n < 4096 ? n : 4096) - (odd && n > 3 ? 3 : 0), rows = (int)(n / (size_t)cols);
-        size_t nm = (size_t)rows * cols;
-        float *hm = tt_xmalloc(nm * 4);
-        void *dmask = act(nm);
-        cpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, hm, R);
-        gpu->dropout_mask(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, dmask, g_dt);
-        float *back = down(dmask, nm, g_dt);
-        CHECK_MSG(memcmp(hm, back, nm * 4) == 0, "dropout_mask (%d x %d) differs from the CPU's", rows, cols);
-        free(hm); free(back); gpu->free(dmask);
-    }
+    /* LoRA dropout, written and accumulated: the same generator and roundings, bit for bit (the CPU
+     * reference on the device's own input bytes, in the pass's type); rows whose width is a multiple of
+     * the kernel's four-column groups, and rows that end inside one */
+    for (int odd = 0; odd < 2; odd++)
+        for (int acc = 0; acc < 2; acc++) {
+            int cols = (int)(n < 4096 ? n : 4096) - (odd && n > 3 ? 3 : 0), rows = (int)(n / (size_t)cols);
+            size_t nm = (size_t)rows * cols, es = be_elem_size(g_dt);
+            void *dxx = up(x, nm), *dyy = up(y, nm);
+            char *hx = tt_xmalloc(nm * es), *hy = tt_xmalloc(nm * es), *back = tt_xmalloc(nm * es);
+            gpu->to_host(hx, dxx, nm * es);
+            gpu->to_host(hy, dyy, nm * es);
+            cpu->dropout(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, 1 / 0.9f, hx, hy, acc, g_dt);
+            gpu->dropout(rows, cols, 99, (uint64_t)5 << 32 | 17, 0.1f, 1 / 0.9f, dxx, dyy, acc, g_dt);
+            gpu->to_host(back, dyy, nm * es);
+            CHECK_MSG(memcmp(hy, back, nm * es) == 0, "dropout (%d x %d%s) differs from the CPU's", rows, cols,
+                      acc ? ", accumulating" : "");
+            free(hx); free(hy); free(back); gpu->free(dxx); gpu->free(dyy);
+        }
     /* swiglu */
     {
         float *g = rnd(n, 2), *u = rnd(n, 1), *mm = tt_xmalloc(n * 4), *dg = tt_xmalloc(n * 4), *du = tt_xmalloc(n * 4);

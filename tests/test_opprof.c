@@ -100,7 +100,8 @@ static void each_kind(void) {
     ONE(PK_SCALE, 0, 2 * e * n, be_scale(n, 2, z));
     ONE(PK_SUMSQ, 0, e * n, be_sumsq(n, z, (double *)u));
     ONE(PK_MASK_SCALE, 0, 3 * e * n, be_mask_scale(n, x, w, 1, z, BE_REAL));
-    ONE(PK_DROPOUT, 0, e * T * C, be_dropout_mask(T, C, 1, 2, 0.1f, z, BE_REAL));
+    ONE(PK_DROPOUT, 0, 2 * e * T * C, be_dropout(T, C, 1, 2, 0.1f, 2, x, z, 0, BE_REAL));
+    ONE(PK_DROPOUT, 0, 3 * e * T * C, be_dropout(T, C, 1, 2, 0.1f, 2, x, z, 1, BE_REAL));
     ONE(PK_DEQUANT, 0, (4 + e) * n, be_dequant_range(TT_DTYPE_F32, x, big, 0, n, z, BE_REAL));
     ONE(PK_LINEAR, 2.0 * T * 16 * C, (4 + 2 * e) * 16 * C + e * T * (C + 16),
         be_linear_w(0, T, C, 16, x, C, TT_DTYPE_F32, w, 32, 0, v, 0, y, 16, BE_REAL));

@@ -542,18 +542,25 @@ static void test_linear_w(void) {
     free(W), free(x), free(dy), free(blob), free(Wd), free(scratch), free(y1), free(y2), free(d1), free(d2);
 }
 
-/* LoRA dropout masks: each row its own stream, so a chunk of rows [t0, t0+r)
- * drawn with stream0 + t0 equals those rows of the whole mask; about 1 - p
- * of the values are kept; another seed gives another mask. */
-static void test_dropout_mask(void) {
+/* LoRA dropout's mask, as be_dropout applies it to ones (alpha 1): each row
+ * its own stream, so a chunk of rows [t0, t0+r) drawn with stream0 + t0
+ * equals those rows of the whole mask; about 1 - p of the values are kept;
+ * another seed gives another mask. */
+static void dropout_mask(int rows, int cols, uint64_t seed, uint64_t s0, float p, float *mask) {
+    float *ones = zerof((size_t)rows * cols);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) ones[i] = 1.f;
+    be_dropout(rows, cols, seed, s0, p, 1, ones, mask, 0, BE_REAL);
+    free(ones);
+}
+static void test_dropout(void) {
     const int rows = 64, cols = 300;
     const float p = 0.25f;
     float *all = zerof((size_t)rows * cols), *part = zerof((size_t)rows * cols), *other = zerof((size_t)rows * cols);
     const uint64_t s0 = (uint64_t)3 << 32;
-    be_dropout_mask(rows, cols, 42, s0, p, all, BE_REAL);
-    be_dropout_mask(40, cols, 42, s0, p, part, BE_REAL);
-    be_dropout_mask(rows - 40, cols, 42, s0 + 40, p, part + (size_t)40 * cols, BE_REAL);
-    be_dropout_mask(rows, cols, 43, s0, p, other, BE_REAL);
+    dropout_mask(rows, cols, 42, s0, p, all);
+    dropout_mask(40, cols, 42, s0, p, part);
+    dropout_mask(rows - 40, cols, 42, s0 + 40, p, part + (size_t)40 * cols);
+    dropout_mask(rows, cols, 43, s0, p, other);
     CHECK_MSG(memcmp(all, part, (size_t)rows * cols * sizeof *all) == 0, "dropout mask depends on the chunking");
     size_t kept = 0, same = 0, binary = 1;
     for (size_t i = 0; i < (size_t)rows * cols; i++) {
@@ -568,7 +575,7 @@ static void test_dropout_mask(void) {
     /* a padded row (more columns, as core/model.c's row stride gives it) keeps its real columns' values */
     const int wide = cols + 7;
     float *padded = zerof((size_t)rows * wide);
-    be_dropout_mask(rows, wide, 42, s0, p, padded, BE_REAL);
+    dropout_mask(rows, wide, 42, s0, p, padded);
     for (int t = 0; t < rows; t++)
         CHECK_MSG(memcmp(padded + (size_t)t * wide, all + (size_t)t * cols, (size_t)cols * sizeof *all) == 0,
                   "dropout mask row %d changes with the row's padding", t);
@@ -576,12 +583,28 @@ static void test_dropout_mask(void) {
     size_t eq = 0;
     for (int i = 0; i < cols; i++) eq += all[i] == all[(size_t)cols + i];
     CHECK_MSG(eq < (size_t)cols * 0.8, "two rows' masks nearly agree (%zu of %d)", eq, cols);
-    free(all), free(part), free(other), free(padded);
+    /* y = alpha * mask * x, and y + alpha * mask * x with accumulate, in place too */
+    const size_t n = (size_t)rows * cols;
+    float *x = zerof(n), *y = zerof(n), *y0 = zerof(n), *acc = zerof(n);
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(&g_rng), y0[i] = acc[i] = (float)rng_normal(&g_rng);
+    be_dropout(rows, cols, 42, s0, p, 1 / (1 - p), x, y, 0, BE_REAL);
+    be_dropout(rows, cols, 42, s0, p, 1 / (1 - p), x, acc, 1, BE_REAL);
+    size_t bad = 0, bad_acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = all[i] == 1.f ? x[i] * (1 / (1 - p)) : 0.f;
+        bad += y[i] != v;
+        bad_acc += acc[i] != y0[i] + v;
+    }
+    CHECK_MSG(!bad, "dropout: %zu of %zu values are not alpha * mask * x", bad, n);
+    CHECK_MSG(!bad_acc, "dropout, accumulating: %zu of %zu values are not y + alpha * mask * x", bad_acc, n);
+    be_dropout(rows, cols, 42, s0, p, 1 / (1 - p), x, x, 0, BE_REAL); /* in place: x may be y */
+    CHECK_MSG(memcmp(x, y, n * sizeof *x) == 0, "dropout in place differs");
+    free(all), free(part), free(other), free(padded), free(x), free(y), free(y0), free(acc);
 }
 
 int main(void) {
     rng_seed(&g_rng, 7, rng_hash_str("test_ops"));
-    test_dropout_mask();
+    test_dropout();
     test_linear_w();
     test_memory();
     test_dequant_range();

@@ -450,12 +450,12 @@ static void run_swiglu(void *p) {
     kctx *c = p;
     be_swiglu_fwd(c->n, c->A, c->W, c->C, c->dt);
 }
-/* LoRA dropout's mask (p 0.05) for the rows of x (M x K) that C holds (c->n
- * values: at least one row when rows > 0), as core/model.c draws it. */
+/* LoRA dropout (p 0.05) on the rows of x (M x K, A) that C holds (c->n
+ * values: at least one row when rows > 0), as core/model.c applies it. */
 static int dropout_rows(const kctx *c) { return (int)(c->n / (size_t)c->K); }
 static void run_dropout(void *p) {
     kctx *c = p;
-    be_dropout_mask(dropout_rows(c), c->K, 1, (uint64_t)3 << 32, 0.05f, c->C, c->dt);
+    be_dropout(dropout_rows(c), c->K, 1, (uint64_t)3 << 32, 0.05f, 1 / 0.95f, c->A, c->C, 0, c->dt);
 }
 /* Causal attention at (1, seq, heads, kv_heads, head_dim), bench kernels' own shape. */
 typedef struct actx {
@@ -690,9 +690,9 @@ static int bench_kernels(int argc, char **argv) {
     res[nr++] = (kbench){"rmsnorm fwd", "GB/s", 2.0 * m * rms_width(&c) * es / t / 1e9, t * 1e3};
     t = time_it(run_swiglu, &c, c.C, (int)iters);
     res[nr++] = (kbench){"swiglu fwd", "GB/s", 3.0 * c.n * es / t / 1e9, t * 1e3};
-    if (dropout_rows(&c) > 0) { /* bandwidth-bound: the mask's bytes */
+    if (dropout_rows(&c) > 0) { /* bandwidth-bound: x read, the dropped x written */
         t = time_it(run_dropout, &c, c.C, (int)iters);
-        res[nr++] = (kbench){"dropout mask", "GB/s", (double)dropout_rows(&c) * c.K * es / t / 1e9, t * 1e3};
+        res[nr++] = (kbench){"LoRA dropout", "GB/s", 2.0 * dropout_rows(&c) * c.K * es / t / 1e9, t * 1e3};
     }
     t = time_it(run_adamw, &c, c.B, (int)iters);
     res[nr++] = (kbench){"adamw", "GB/s", 6.0 * c.n * 4 / t / 1e9, t * 1e3};

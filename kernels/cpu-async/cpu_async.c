@@ -341,13 +341,22 @@ typedef struct { size_t n; const tt_real *x; double *acc; } r_sumsq_args;
 static void r_sumsq(const void *p) { const r_sumsq_args *a = p; cpu_ref()->sumsq(a->n, a->x, a->acc); }
 static void ca_sumsq(size_t n, const tt_real *x, double *acc) { LAUNCH(r_sumsq, n, x, acc); }
 
-typedef struct { int rows, cols; uint64_t seed, stream0; float p; void *mask; int dt; } r_dropout_mask_args;
-static void r_dropout_mask(const void *p) {
-    const r_dropout_mask_args *a = p;
-    cpu_ref()->dropout_mask(a->rows, a->cols, a->seed, a->stream0, a->p, a->mask, a->dt);
+typedef struct {
+    int rows, cols;
+    uint64_t seed, stream0;
+    float p;
+    tt_real alpha;
+    const void *x;
+    void *y;
+    int accumulate, dt;
+} r_dropout_args;
+static void r_dropout(const void *p) {
+    const r_dropout_args *a = p;
+    cpu_ref()->dropout(a->rows, a->cols, a->seed, a->stream0, a->p, a->alpha, a->x, a->y, a->accumulate, a->dt);
 }
-static void ca_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
-    LAUNCH(r_dropout_mask, rows, cols, seed, stream0, p, mask, dt);
+static void ca_dropout(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real alpha, const void *x,
+                       void *y, int accumulate, int dt) {
+    LAUNCH(r_dropout, rows, cols, seed, stream0, p, alpha, x, y, accumulate, dt);
 }
 
 typedef struct { uint32_t dtype; const void *blob; size_t n, v0, count; void *out; int odt; } r_dequant_args;
@@ -616,7 +625,7 @@ static const tt_backend g_cpu_async = {
     .scale = ca_scale,
     .mask_scale = ca_mask_scale,
     .sumsq = ca_sumsq,
-    .dropout_mask = ca_dropout_mask,
+    .dropout = ca_dropout,
     .dequant = ca_dequant,
     .linear = ca_linear,
     .rmsnorm_fwd = ca_rms_fwd,

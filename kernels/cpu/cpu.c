@@ -147,12 +147,15 @@ static void cpu_sumsq(size_t n, const tt_real *x, double *acc) {
 
 /* Row t: the stream stream0 + t, column i its word i % 4 of the group i / 4
  * (cuda_index.h's Philox draw, which the CUDA kernel computes per group). */
-static void cpu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
+static void cpu_dropout(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real alpha, const void *x,
+                        void *y, int accumulate, int dt) {
     uint32_t thr = tt_dropout_threshold(p), w[4];
     for (int t = 0; t < rows; t++)
         for (int i = 0; i < cols; i++) {
+            size_t at = (size_t)t * cols + i;
             if (i % 4 == 0) tt_dropout_words(seed, stream0 + (uint64_t)t, (uint32_t)(i / 4), w);
-            ST(mask, (size_t)t * cols + i, dt, w[i % 4] >= thr ? 1 : 0);
+            tt_real v = w[i % 4] >= thr ? LD(x, at, dt) * alpha : 0;
+            ST(y, at, dt, accumulate ? LD(y, at, dt) + v : v);
         }
 }
 
@@ -500,7 +503,7 @@ static const tt_backend g_cpu = {
     .scale = cpu_scale,
     .mask_scale = cpu_mask_scale,
     .sumsq = cpu_sumsq,
-    .dropout_mask = cpu_dropout_mask,
+    .dropout = cpu_dropout,
     .dequant = cpu_dequant,
     .linear = cpu_linear,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,

@@ -224,25 +224,33 @@ static void cu_sumsq(size_t n, const tt_real *x, double *acc) {
     LAUNCHED();
 }
 
-/* LoRA dropout's keep mask: one thread per group of four columns of a row,
- * cuda_index.h's Philox draw as the CPU reference takes it (a row's words
- * depend only on (seed, its stream, the group), so every element is
- * independent of the others and a warp's stores are contiguous). */
+/* LoRA dropout, y = [y +] a * keep * x: one thread per group of four
+ * columns of a row, cuda_index.h's Philox draw and the CPU reference's two
+ * roundings (a row's words depend only on (seed, its stream, the group), so
+ * every element is independent of the others and a warp's accesses are
+ * contiguous). */
 template <typename T>
-__global__ void k_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, uint32_t thr, void *mask_) {
+__global__ void k_dropout(int rows, int cols, uint64_t seed, uint64_t stream0, uint32_t thr, float a, const void *x_,
+                          void *y_, int acc) {
     size_t groups = ((size_t)cols + 3) / 4, g = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (size_t)rows * groups) return;
     size_t t = g / groups;
     int i0 = (int)(g % groups) * 4;
     uint32_t w[4];
     tt_dropout_words(seed, stream0 + (uint64_t)t, (uint32_t)(i0 / 4), w);
-    T *m = (T *)mask_ + t * (size_t)cols;
-    for (int k = 0; k < 4 && i0 + k < cols; k++) stv(m, i0 + k, w[k] >= thr ? 1.f : 0.f);
+    const T *x = (const T *)x_ + t * (size_t)cols;
+    T *y = (T *)y_ + t * (size_t)cols;
+    for (int k = 0; k < 4 && i0 + k < cols; k++) {
+        float v = w[k] >= thr ? tt_mul_rn(ldv(x, i0 + k), a) : 0.f;
+        stv(y, i0 + k, acc ? tt_add_rn(ldv(y, i0 + k), v) : v);
+    }
 }
-static void cu_dropout_mask(int rows, int cols, uint64_t seed, uint64_t stream0, float p, void *mask, int dt) {
+static void cu_dropout(int rows, int cols, uint64_t seed, uint64_t stream0, float p, tt_real a, const void *x, void *y,
+                       int acc, int dt) {
     size_t n = (size_t)rows * (((size_t)cols + 3) / 4);
     if (!n) return;
-    TDISPATCH(dt, k_dropout_mask, blocks_for(n, 256), 256, rows, cols, seed, stream0, tt_dropout_threshold(p), mask);
+    TDISPATCH(dt, k_dropout, blocks_for(n, 256), 256, rows, cols, seed, stream0, tt_dropout_threshold(p), (float)a, x, y,
+              acc);
 }
 
 /* ---- dequantization ------------------------------------------------------------ */
@@ -1499,7 +1507,7 @@ static uint64_t cu_dev_avail(void) {
 
 static tt_backend g_cuda = {
     "cuda",      cu_alloc,      cu_free,     cu_to_device, cu_to_host,    cu_copy,       cu_fill,
-    cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout_mask, cu_dequant,  cu_linear, cu_rms_fwd,
+    cu_gemm,     cu_axpy,       cu_scale,    cu_mask_scale, cu_sumsq,     cu_dropout, cu_dequant,  cu_linear, cu_rms_fwd,
     cu_rms_bwd,  cu_rms_bwd_w, cu_rope,       cu_attn_fwd, cu_attn_bwd, cu_attn_scratch_bytes, cu_attn_kv,
     cu_swiglu_fwd, cu_swiglu_bwd, cu_xent_stats, cu_xent_loss, cu_xent_grad,
     cu_kd_stats, cu_kd_loss, cu_kd_grad,
