@@ -192,8 +192,9 @@ awk -v a="$lc" -v b="$lg" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 &&
 h=$(min_hbm --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32)
 [ -n "$h" ] || fail "plan did not name the smallest --hbm"
 expect_ok plan-min "$E" plan --model "$dir/m.tier" $PL --rank 8 --dropout 0.1 --act-dtype f32 --device cuda --hbm "${h}M"
-grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled 8' "$dir/out" ||
-    fail "--hbm ${h}M does not give 2 layer slots and every activation spilled"
+# (the refusal names its figure rounded up to a MiB: one of the 8 activations may fit in what that adds)
+grep -q 'layer slots 2 of 4' "$dir/out" && grep -q 'spilled [78]' "$dir/out" ||
+    fail "--hbm ${h}M does not give 2 layer slots and (nearly) every activation spilled"
 # the resident run decodes each layer's NF4 weights once a pass (kernels/backend.h's decode_layers), the smallest
 # plan every product's block: the comparison below is of the two ways too
 ! grep -q 'decoded once a pass' "$dir/out" || fail "--hbm ${h}M: a decoded layer in the smallest plan"
