@@ -24,15 +24,13 @@ CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -I. -pthread
 LDLIBS  := -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lm -pthread
-# STATIC=1: the non-CUDA libraries and the CUDA runtime linked statically, so
-# the binary runs on a machine without the Debian -dev packages (the GPU
-# machine, tools/gpu_check.sh); cuBLAS and cuDNN are opened at run time (they
-# come with the CUDA toolkit there), libudev stays shared (hwloc's; in every
-# base image).
-ifeq ($(STATIC),1)
-  LDLIBS := -Wl,-Bstatic -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lgfortran -lquadmath \
-            -Wl,-Bdynamic -l:libudev.so.1 -lm -pthread
-endif
+# gpu-bundle's binaries: the release objects linked with the non-CUDA
+# libraries and the CUDA runtime statically, so that they run on a machine
+# without the Debian -dev packages (the GPU machine, tools/gpu_check.sh);
+# cuBLAS and cuDNN are opened at run time (they come with the CUDA toolkit
+# there), libudev stays shared (hwloc's; in every base image).
+STATIC_LDLIBS := -Wl,-Bstatic -luring -lhwloc -llz4 -lxxhash -ljansson -lutf8proc -lopenblas -lgfortran -lquadmath \
+                 -Wl,-Bdynamic -l:libudev.so.1 -lm -pthread
 
 # ---- Debian packages ------------------------------------------------------
 DEB_PKGS := make gcc libc6-dev liburing-dev libhwloc-dev liblz4-dev libxxhash-dev libjansson-dev libutf8proc-dev \
@@ -68,10 +66,8 @@ ifneq ($(strip $(NVCC)),)
   NVCCFLAGS := -std=c++17 -O2 -g -I. $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
   CUDA_DEFS := -DTT_HAVE_CUDA -I$(CUDA_HOME)/include
   CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
-  ifeq ($(STATIC),1)
-    CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -ldl -lrt \
-                 -Wl,-rpath,$(CUDA_HOME)/lib64
-  endif
+  STATIC_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -ldl -lrt \
+                      -Wl,-rpath,$(CUDA_HOME)/lib64
 else
   CUDA_MSG := CUDA backend: no$(if $(filter 1,$(NO_CUDA)), (NO_CUDA=1), (nvcc not found))
 endif
@@ -271,10 +267,17 @@ bench: deps
 	@sh tools/bench_io.sh
 
 # ---- the GPU machine's binaries (tools/gpu_check.sh runs them there) ----------
-GPU_BINS := build/static/rel/tiertrain build/static/rel/tests/test_cuda_ops
+# The release objects (the compiler flags are the same), linked statically: STATIC_LDLIBS above.
+GPU_BINS := $(BUILD)/static/tiertrain $(BUILD)/static/tests/test_cuda_ops
+$(BUILD)/static/tiertrain: $(LIB_SRC:%.c=$(B)/%.o) $(TOOL_SRC:%.c=$(B)/%.o) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ -o $@ $(STATIC_LDLIBS) $(STATIC_CUDA_LIBS)
+$(BUILD)/static/tests/test_cuda_ops: $(B)/tests/test_cuda_ops.o $(LIB_SRC:%.c=$(B)/%.o) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ -o $@ $(STATIC_LDLIBS) $(STATIC_CUDA_LIBS)
 gpu-bundle: deps
 	@test -n "$(NVCC)" || { echo "gpu-bundle: needs nvcc (CUDA toolkit)"; exit 1; }
-	@$(MAKE) --no-print-directory $(BUILD_JOBS) STATIC=1 BUILD=build/static CUDA_BUILD=$(CUDA_BUILD) $(GPU_BINS)
+	@$(MAKE) --no-print-directory $(BUILD_JOBS) $(GPU_BINS)
 	@rm -rf build/gpu && mkdir -p build/gpu && cp $(GPU_BINS) build/gpu/ && strip --strip-debug build/gpu/*
 	@for b in build/gpu/*; do sh tools/bundle_libs.sh $$b || exit 1; done
 	@echo "built $$(date -u '+%Y-%m-%d %H:%M UTC') from commit $$(git rev-parse --short HEAD 2>/dev/null || echo '?')$$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes'), sources $$(sh tools/src_hash.sh)" >build/gpu/BUILD
